@@ -1,0 +1,170 @@
+"""Training configuration: three named recipes as one dataclass, every field overridable.
+
+Recipes (sources in docs/training.md):
+- ``paper``: Krizhevsky et al. 2012 §4-§5: SGD 0.9 / 5e-4, batch 128, lr 0.01 divided by 10 on a
+  validation plateau (3 times at most), 90 epochs, random crops + flips + fancy-PCA lighting,
+  mean-image subtraction, 10-crop test.
+- ``torchvision``: pytorch/vision references/classification, AlexNet entry: lr 0.01, batch 32 per
+  process (x 8 GPUs), 90 epochs, StepLR 30 / 0.1, wd 1e-4, RandomResizedCrop + flip, channel
+  normalization, centre-crop test.
+- ``fast``: small budgets (ours): SGD nesterov, linear warm-up + cosine decay per step, label
+  smoothing 0.1, padded random crops + flips, flip test-time augmentation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+from dataclasses import dataclass, field
+from typing import Any
+
+RECIPES = ("paper", "torchvision", "fast")
+
+
+@dataclass
+class TrainConfig:
+    # what to train on and where to write
+    data: str = ""
+    output_dir: str = ""
+    recipe: str = "paper"
+    model: str = "paper"
+    model_options: dict[str, Any] = field(default_factory=dict)
+    # optimisation (paper §5)
+    epochs: int = 90
+    batch_size: int = 128  # per process; the global batch is batch_size * WORLD_SIZE
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+    label_smoothing: float = 0.0
+    schedule: str = "plateau"  # plateau | step | cosine
+    lr_factor: float = 0.1  # plateau and step: multiply lr by this
+    plateau_patience: int = 3  # validations without improvement before a reduction (our choice)
+    plateau_threshold: float = 0.0
+    max_reductions: int = 3  # the paper reduced 3 times
+    lr_step_size: int = 30  # step schedule: epochs between reductions
+    warmup_epochs: float = 0.0  # cosine schedule
+    # augmentation (paper §4.1) and normalization
+    augment: str = "paper"  # paper | random_resized_crop
+    flip: bool = True
+    lighting_std: float = 0.1  # fancy PCA alpha std; 0 disables
+    pad: int | None = None  # None: automatic (see loop.plan_geometry)
+    resize: int | None = None  # None: automatic
+    normalize: str = "mean_image"  # mean_image | channel | none
+    eval_crops: int = 1  # per-epoch validation: 1, 2 (centre + flip) or 10
+    test_crops: int = 10  # the final evaluation written to RUN/eval.json
+    # run mechanics
+    seed: int = 0
+    workers: int = 0
+    device: str = "auto"
+    amp: bool = False
+    channels_last: bool = False
+    compile: bool = False
+    deterministic: bool = False
+    checkpoint_every: int = 0  # steps; 0: only at epoch ends and on signals
+    on_nan: str = "stop"  # stop | skip
+    model_parallel: str | None = None  # "DEV0,DEV1"
+    max_steps: int = 0  # stop (with a checkpoint) after this many steps in total; 0: no limit
+    resume: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def recipe_defaults(name: str) -> dict[str, Any]:
+    """The field values a recipe sets (everything else keeps the dataclass default)."""
+    if name == "paper":
+        return {"recipe": "paper", "model": "paper"}
+    if name == "torchvision":
+        return {
+            "recipe": "torchvision",
+            "model": "torchvision",
+            "epochs": 90,
+            "batch_size": 32,
+            "lr": 0.01,
+            "weight_decay": 1e-4,
+            "schedule": "step",
+            "lr_step_size": 30,
+            "augment": "random_resized_crop",
+            "lighting_std": 0.0,
+            "normalize": "channel",
+            "test_crops": 1,
+        }
+    if name == "fast":
+        return {
+            "recipe": "fast",
+            "model": "small",
+            "epochs": 6,
+            "batch_size": 256,
+            "lr": 0.1,
+            "weight_decay": 5e-4,
+            "nesterov": True,
+            "label_smoothing": 0.1,
+            "schedule": "cosine",
+            "warmup_epochs": 1.0,
+            "lighting_std": 0.0,
+            "normalize": "channel",
+            "eval_crops": 2,
+            "test_crops": 2,
+        }
+    raise ValueError(f"unknown recipe {name!r}; choose from {', '.join(RECIPES)}")
+
+
+def make_config(recipe: str = "paper", **overrides: Any) -> TrainConfig:
+    """Recipe defaults, then every override that is not None."""
+    values = recipe_defaults(recipe)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = set(values) - names
+    if unknown:
+        raise ValueError(f"unknown config fields: {sorted(unknown)}")
+    cfg = TrainConfig(**values)
+    validate(cfg)
+    return cfg
+
+
+def config_from_json(values: dict[str, Any]) -> TrainConfig:
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in values.items() if k in names})
+
+
+def validate(cfg: TrainConfig) -> None:
+    from alexnet.errors import UserError
+
+    checks = [
+        (cfg.epochs >= 1, f"--epochs must be >= 1, got {cfg.epochs}"),
+        (cfg.batch_size >= 1, f"--batch-size must be >= 1, got {cfg.batch_size}"),
+        (cfg.lr > 0, f"--lr must be > 0, got {cfg.lr}"),
+        (cfg.schedule in ("plateau", "step", "cosine"), f"unknown schedule {cfg.schedule!r}"),
+        (cfg.augment in ("paper", "random_resized_crop"), f"unknown augment {cfg.augment!r}"),
+        (cfg.normalize in ("mean_image", "channel", "none"), f"unknown normalize {cfg.normalize}"),
+        (cfg.eval_crops in (1, 2, 10), f"eval crops must be 1, 2 or 10, got {cfg.eval_crops}"),
+        (cfg.test_crops in (1, 2, 10), f"test crops must be 1, 2 or 10, got {cfg.test_crops}"),
+        (cfg.on_nan in ("stop", "skip"), f"--on-nan must be stop or skip, got {cfg.on_nan}"),
+        (cfg.checkpoint_every >= 0, "--checkpoint-every must be >= 0"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise UserError(message)
+
+
+def environment() -> dict[str, str]:
+    """Versions recorded next to the resolved config (RUN/config.json)."""
+    import numpy
+    import torch
+
+    from alexnet import __version__
+
+    return {
+        "alexnet": __version__,
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cuda": str(torch.version.cuda),
+    }
+
+
+def config_json(cfg: TrainConfig, **extra: Any) -> str:
+    return json.dumps({"config": cfg.to_json(), "versions": environment(), **extra}, indent=2)
