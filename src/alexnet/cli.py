@@ -1,0 +1,57 @@
+"""The `alexnet` command line: thin sub-commands that parse, call the library and print.
+
+Each sub-command lives in `alexnet.commands.<name>` and defines
+`add_parser(subparsers)` (registering itself) and `run(args) -> int`.
+User mistakes raise `UserError` and are printed as one line without a stack trace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from alexnet import __version__
+from alexnet.errors import UserError
+
+# Sub-command modules, in the order `alexnet --help` lists them.
+COMMANDS = ["summary", "prepare", "train", "eval"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="alexnet",
+        description="AlexNet (Krizhevsky et al., 2012): train, evaluate and use it.",
+    )
+    parser.add_argument("--version", action="version", version=f"alexnet {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"alexnet.commands.{name}")
+        except ModuleNotFoundError as exc:  # a sub-command not built yet
+            if exc.name != f"alexnet.commands.{name}":
+                raise
+            continue
+        sub = module.add_parser(subparsers)
+        sub.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "_run", None) is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except UserError as exc:
+        print(f"alexnet {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"alexnet {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""`alexnet summary`: the per-layer table of a model, measured from the model itself."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from alexnet.models.registry import describe_models, get_model, list_models
+from alexnet.models.summary import format_table, summary_dict
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    models = "; ".join(f"{k}: {v}" for k, v in describe_models().items())
+    parser = subparsers.add_parser(
+        "summary",
+        help="per-layer table: shapes, parameters, multiply-adds",
+        description=f"Per-layer table computed from the model object. Models: {models}.",
+    )
+    parser.add_argument("--model", default="paper", choices=list_models())
+    parser.add_argument(
+        "--input-size", type=int, default=None, help="224 or 227 for paper (default: the model's)"
+    )
+    parser.add_argument("--num-classes", type=int, default=None)
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    options = {}
+    if args.input_size is not None and args.model in ("paper", "small"):
+        options["input_size"] = args.input_size
+    model = get_model(args.model, num_classes=args.num_classes, **options)
+    summary = summary_dict(model, args.input_size)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(format_table(summary, markdown=args.markdown))
+    return 0

@@ -1,0 +1,183 @@
+"""The paper's two-GPU model parallelism (§3.2, Fig. 2) on any two devices.
+
+Each tower holds half the kernels of every layer. Towers exchange activations exactly where
+the paper does: conv3 and every fully-connected layer read both towers' outputs; conv2, conv4
+and conv5 read only their own tower; LRN normalizes within a tower. With the same weights this
+computes what `PaperAlexNet(towers=2)` computes (grouped convs there) — but each tower's
+weights, activations and gradients live on its own device.
+
+`paper_to_two_device(state_dict)` / `two_device_to_paper(state_dict)` convert weights.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import Tensor, nn
+
+from alexnet.models.alexnet import PaperAlexNet, pool_layer
+from alexnet.models.common import check_input, make_activation
+from alexnet.models.lrn import LRN
+
+_CONV_TOWER = ("conv1", "conv2", "conv3", "conv4", "conv5")
+_FC = ("fc6", "fc7", "fc8")
+# where the paper model keeps each layer in its state_dict
+_PAPER_KEY = {
+    **{n: f"features.{n}" for n in _CONV_TOWER},
+    "fc6": "classifier.fc6",
+    "fc7": "classifier.fc7",
+    "fc8": "fc8",
+}
+
+
+def _fc8_split(num_classes: int) -> tuple[int, int]:
+    first = (num_classes + 1) // 2
+    return first, num_classes - first
+
+
+class _Tower(nn.Module):
+    """One GPU's half of the network: conv1..conv5 and its half of fc6..fc8."""
+
+    def __init__(self, opts: dict, fc8_out: int) -> None:
+        super().__init__()
+        pad1 = 2 if opts["input_size"] == 224 else 0
+        lrn, pool, act = opts["lrn"], opts["pool"], opts["activation"]
+        self.block1 = nn.Sequential(
+            OrderedDict(
+                conv1=nn.Conv2d(3, 48, 11, stride=4, padding=pad1),
+                act1=make_activation(act),
+                norm1=LRN() if lrn else nn.Identity(),
+                pool1=pool_layer(pool),
+                conv2=nn.Conv2d(48, 128, 5, padding=2),
+                act2=make_activation(act),
+                norm2=LRN() if lrn else nn.Identity(),
+                pool2=pool_layer(pool),
+            )
+        )
+        self.block2 = nn.Sequential(
+            OrderedDict(
+                conv3=nn.Conv2d(256, 192, 3, padding=1),  # reads both towers
+                act3=make_activation(act),
+                conv4=nn.Conv2d(192, 192, 3, padding=1),
+                act4=make_activation(act),
+                conv5=nn.Conv2d(192, 128, 3, padding=1),
+                act5=make_activation(act),
+                pool5=pool_layer(pool),
+            )
+        )
+        self.fc6 = nn.Linear(256 * 6 * 6, 2048)
+        self.fc7 = nn.Linear(4096, 2048)
+        self.fc8 = nn.Linear(4096, fc8_out)
+        self.act = make_activation(act)
+        self.drop6 = nn.Dropout(opts["dropout"])
+        self.drop7 = nn.Dropout(opts["dropout"])
+
+
+class TwoDeviceAlexNet(nn.Module):
+    """`PaperAlexNet` split over two devices, tower A on devices[0], tower B on devices[1].
+
+    Build it with `TwoDeviceAlexNet.from_paper(model, devices)` (weights copied) or directly
+    from the paper model's options. Input lives on devices[0]; outputs return there.
+    Dropout draws its masks on each device separately, so in training mode it matches
+    `PaperAlexNet` in distribution, not mask for mask.
+    """
+
+    def __init__(
+        self, num_classes: int = 1000, *, devices: tuple[str, str] = ("cpu", "cpu"), **options
+    ) -> None:
+        super().__init__()
+        reference = PaperAlexNet(num_classes, **options)  # validates options; gives the config
+        if reference.config["options"]["towers"] != 2:
+            raise ValueError("the two-device split needs the two-tower model (towers=2)")
+        self.config = {"name": "paper", "options": reference.config["options"]}
+        self.num_classes, self.input_size, self.in_channels = num_classes, reference.input_size, 3
+        self.devices = (torch.device(devices[0]), torch.device(devices[1]))
+        fc8_a, fc8_b = _fc8_split(num_classes)
+        opts = reference.config["options"]
+        self.tower_a = _Tower(opts, fc8_a).to(self.devices[0])
+        self.tower_b = _Tower(opts, fc8_b).to(self.devices[1])
+        self.load_paper_state_dict(reference.state_dict())
+
+    @classmethod
+    def from_paper(cls, model: PaperAlexNet, devices: tuple[str, str]) -> TwoDeviceAlexNet:
+        """The same network as `model` (weights copied), split over `devices`."""
+        wrapper = cls(devices=devices, **model.config["options"])
+        wrapper.load_paper_state_dict(model.state_dict())
+        return wrapper
+
+    def load_paper_state_dict(self, state: dict[str, Tensor]) -> None:
+        """Load a `PaperAlexNet` state_dict (two towers) into the two devices."""
+        self.load_state_dict(paper_to_two_device(state, self.num_classes))
+
+    def paper_state_dict(self) -> dict[str, Tensor]:
+        """This network's weights in the `PaperAlexNet` layout (on the CPU)."""
+        return two_device_to_paper(self.state_dict())
+
+    def to_paper(self) -> PaperAlexNet:
+        """A single-device `PaperAlexNet` with these weights."""
+        model = PaperAlexNet(**self.config["options"])
+        model.load_state_dict(self.paper_state_dict())
+        return model
+
+    def _exchange(self, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+        """Both towers' maps concatenated (A first), on each tower's own device."""
+        dev_a, dev_b = self.devices
+        return torch.cat([a, b.to(dev_a)], 1), torch.cat([a.to(dev_b), b], 1)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """(N, 3, S, S) on devices[0] -> fc7 after ReLU (N, 4096) on devices[0]."""
+        check_input(self, x)
+        ta, tb = self.tower_a, self.tower_b
+        a = ta.block1(x)
+        b = tb.block1(x.to(self.devices[1]))
+        a, b = self._exchange(a, b)  # into conv3 (§3.2)
+        a = torch.flatten(ta.block2(a), 1)
+        b = torch.flatten(tb.block2(b), 1)
+        a, b = self._exchange(a, b)  # into fc6
+        a, b = ta.drop6(ta.act(ta.fc6(a))), tb.drop6(tb.act(tb.fc6(b)))
+        a, b = self._exchange(a, b)  # into fc7
+        a, b = ta.act(ta.fc7(a)), tb.act(tb.fc7(b))
+        return torch.cat([a, b.to(self.devices[0])], 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(N, 3, S, S) on devices[0] -> logits (N, num_classes) on devices[0]."""
+        features = self.forward_features(x)  # fc8 reads both towers (§3.2)
+        a = self.tower_a.drop7(features)
+        b = self.tower_b.drop7(features.to(self.devices[1]))
+        return torch.cat([self.tower_a.fc8(a), self.tower_b.fc8(b).to(self.devices[0])], 1)
+
+
+def _tower_key(tower: str, layer: str) -> str:
+    block = "block1" if layer in ("conv1", "conv2") else "block2"
+    return (
+        f"tower_{tower}.{block}.{layer}" if layer.startswith("conv") else f"tower_{tower}.{layer}"
+    )
+
+
+def paper_to_two_device(state: dict[str, Tensor], num_classes: int) -> dict[str, Tensor]:
+    """Split a `PaperAlexNet` (towers=2) state_dict into `TwoDeviceAlexNet` keys.
+
+    Every layer's outputs split in halves, tower A first; grouped convs' inputs are already
+    per tower, and conv3/fc layers read all inputs, so no input split is needed.
+    """
+    out: dict[str, Tensor] = {}
+    fc8_a, _ = _fc8_split(num_classes)
+    for layer, key in _PAPER_KEY.items():
+        for kind in ("weight", "bias"):
+            tensor = state[f"{key}.{kind}"]
+            cut = fc8_a if layer == "fc8" else tensor.shape[0] // 2
+            out[f"{_tower_key('a', layer)}.{kind}"] = tensor[:cut].clone()
+            out[f"{_tower_key('b', layer)}.{kind}"] = tensor[cut:].clone()
+    return out
+
+
+def two_device_to_paper(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Join a `TwoDeviceAlexNet` state_dict back into `PaperAlexNet` keys (on the CPU)."""
+    out: dict[str, Tensor] = {}
+    for layer, key in _PAPER_KEY.items():
+        for kind in ("weight", "bias"):
+            a = state[f"{_tower_key('a', layer)}.{kind}"].cpu()
+            b = state[f"{_tower_key('b', layer)}.{kind}"].cpu()
+            out[f"{key}.{kind}"] = torch.cat([a, b], 0)
+    return out
