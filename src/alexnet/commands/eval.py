@@ -1,0 +1,99 @@
+"""`alexnet eval`: top-1 / top-5 error of a weights file on a packed dataset's validation split."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from alexnet.errors import UserError
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "eval",
+        help="top-1 / top-5 error of a weights file on the validation split",
+        description="Evaluate weights (a safetensors file written by `alexnet train`) on a packed "
+        "dataset: 1 crop, 2 (centre + flip) or the paper's 10 crops, averaging softmax outputs.",
+    )
+    p.add_argument("--data", required=True, help="packed dataset directory")
+    p.add_argument("--weights", required=True, help="weights .safetensors file")
+    p.add_argument("--crops", type=int, choices=[1, 2, 10], default=1)
+    p.add_argument("--split", default="val", help="split to evaluate (default: val)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--amp", action="store_true", help="bf16 autocast")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--per-class", action="store_true", help="also report per-class accuracy")
+    p.add_argument("--confusion", metavar="OUT.png", help="write a confusion-matrix PNG")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from alexnet.data.loader import DeviceLoader
+    from alexnet.data.packed import open_dataset
+    from alexnet.evaluate import (
+        evaluate,
+        make_eval_transform,
+        per_class_accuracy,
+        save_confusion_png,
+    )
+    from alexnet.train import distributed as D
+    from alexnet.train.weights import load_model
+
+    info = D.from_env()
+    device = D.resolve_device(args.device, info)
+    ds = open_dataset(args.data, args.split)
+    model, meta, mean_image = load_model(args.weights, device)
+    if list(meta["classes"]) != list(ds.classes):
+        raise UserError(
+            f"{args.weights}: trained on {len(meta['classes'])} classes "
+            f"({', '.join(meta['classes'][:3])}, ...) but {args.data} has {ds.num_classes} "
+            f"({', '.join(ds.classes[:3])}, ...)"
+        )
+    D.init(info, device)
+    try:
+        loader = DeviceLoader(
+            ds,
+            args.batch_size,
+            shuffle=False,
+            drop_last=False,
+            rank=info.rank,
+            world_size=info.world_size,
+            device=device,
+        )
+        loader.set_epoch(0)
+        transform = make_eval_transform(meta["preprocess"], mean_image, args.crops)
+        want_conf = bool(args.per_class or args.confusion)
+        result = evaluate(
+            model,
+            loader.iterate(),
+            transform,
+            crops=args.crops,
+            num_classes=ds.num_classes,
+            amp=args.amp,
+            confusion=want_conf,
+        )
+    finally:
+        D.shutdown()
+    if not info.is_main:
+        return 0
+    conf = result.pop("confusion", None)
+    out = {k: result[k] for k in ("images", "crops", "top1_error", "top5_error", "loss")}
+    if args.per_class and conf is not None:
+        out["per_class_accuracy"] = dict(zip(ds.classes, per_class_accuracy(conf), strict=True))
+    if args.confusion and conf is not None:
+        save_confusion_png(conf, ds.classes, args.confusion)
+        out["confusion_png"] = args.confusion
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    print(f"weights   {args.weights}")
+    print(f"data      {args.data} ({args.split}, {out['images']} images, {out['crops']} crop(s))")
+    print(f"top-1 err {100 * out['top1_error']:.2f} %   (accuracy {1 - out['top1_error']:.4f})")
+    print(f"top-5 err {100 * out['top5_error']:.2f} %")
+    print(f"loss      {out['loss']:.4f}")
+    for name, acc in out.get("per_class_accuracy", {}).items():
+        print(f"  {name:<24} {'-' if acc is None else f'{100 * acc:.2f} %'}")
+    if args.confusion:
+        print(f"confusion matrix: {args.confusion}")
+    return 0

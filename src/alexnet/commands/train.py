@@ -1,0 +1,147 @@
+"""`alexnet train`: train (or resume) AlexNet on a packed dataset with a named recipe."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from alexnet.errors import UserError
+
+# flags whose value overrides the recipe (dest -> type); defaults are None = "the recipe's"
+_VALUE_FLAGS = [
+    ("--epochs", int, "number of epochs (paper: 90)"),
+    ("--batch-size", int, "images per step per process (paper: 128)"),
+    ("--lr", float, "peak / initial learning rate (paper: 0.01)"),
+    ("--momentum", float, "SGD momentum (paper: 0.9)"),
+    ("--weight-decay", float, "L2 weight decay (paper: 5e-4)"),
+    ("--label-smoothing", float, "cross-entropy label smoothing (fast: 0.1)"),
+    ("--schedule", str, "plateau | step | cosine"),
+    ("--lr-factor", float, "plateau/step: multiply lr by this (0.1)"),
+    ("--plateau-patience", int, "plateau: validations without improvement before dividing (3)"),
+    ("--max-reductions", int, "plateau: at most this many reductions (paper: 3)"),
+    ("--lr-step-size", int, "step: epochs between reductions (torchvision: 30)"),
+    ("--warmup-epochs", float, "cosine: linear warm-up epochs (fast: 1)"),
+    ("--augment", str, "paper (random crop + flip) | random_resized_crop"),
+    ("--lighting-std", float, "fancy-PCA lighting std, 0 disables (paper: 0.1)"),
+    ("--pad", int, "zero padding before random crops (default: automatic)"),
+    ("--resize", int, "resize images on the device to this size first (default: automatic)"),
+    ("--normalize", str, "mean_image (paper) | channel | none"),
+    ("--eval-crops", int, "crops for the per-epoch validation: 1, 2 (centre+flip) or 10"),
+    ("--test-crops", int, "crops for the final evaluation in RUN/eval.json (paper: 10)"),
+    ("--seed", int, "random seed (0)"),
+    ("--workers", int, "loader threads (0)"),
+    ("--device", str, "auto | cpu | cuda | cuda:N"),
+    ("--checkpoint-every", int, "also checkpoint every N steps (0: epoch ends and signals only)"),
+    ("--on-nan", str, "stop (default) | skip: what a non-finite loss does"),
+    ("--model-parallel", str, "DEV0,DEV1: the paper's two-tower split over two devices"),
+    ("--max-steps", int, "stop after this many steps in total (short budgets), with weights"),
+]
+_SWITCHES = [
+    ("--amp", "bf16 autocast"),
+    ("--channels-last", "channels-last memory format"),
+    ("--compile", "torch.compile the model"),
+    ("--deterministic", "torch.use_deterministic_algorithms"),
+]
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "train",
+        help="train AlexNet on a packed dataset (paper, torchvision or fast recipe)",
+        description="Train AlexNet on a dataset packed by `alexnet prepare`. Every recipe value "
+        "can be overridden by its flag. Resume a stopped run with --resume RUN.",
+    )
+    p.add_argument("--data", help="packed dataset directory (from `alexnet prepare`)")
+    p.add_argument("--output-dir", help="run directory to write (RUN)")
+    p.add_argument("--resume", metavar="RUN", help="continue the run in RUN from its checkpoint")
+    p.add_argument(
+        "--recipe",
+        choices=["paper", "torchvision", "fast"],
+        default=None,
+        help="named hyper-parameter set (default: paper)",
+    )
+    p.add_argument(
+        "--model",
+        choices=["paper", "seed", "torchvision", "small"],
+        default=None,
+        help="model (default: the recipe's: paper, torchvision, small)",
+    )
+    p.add_argument(
+        "--model-options",
+        metavar="JSON",
+        default=None,
+        help="options for the model builder, e.g. '{\"width\": 64}'",
+    )
+    for flag, typ, text in _VALUE_FLAGS:
+        p.add_argument(flag, type=typ, default=None, help=text)
+    for flag, text in _SWITCHES:
+        p.add_argument(flag, action="store_const", const=True, default=None, help=text)
+    p.add_argument(
+        "--flip",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="random horizontal flips (default: on)",
+    )
+    p.add_argument(
+        "--nesterov",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="Nesterov momentum (fast: on)",
+    )
+    return p
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    names = [f[0][2:].replace("-", "_") for f in _VALUE_FLAGS]
+    names += [f[0][2:].replace("-", "_") for f in _SWITCHES]
+    names += ["flip", "nesterov", "model", "data", "output_dir"]
+    out = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+    if args.model_options is not None:
+        try:
+            options = json.loads(args.model_options)
+        except ValueError as exc:
+            raise UserError(f"--model-options: not JSON ({exc})") from None
+        if not isinstance(options, dict):
+            raise UserError("--model-options: expected a JSON object")
+        out["model_options"] = options
+    return out
+
+
+def resolve_config(args: argparse.Namespace):
+    """Recipe defaults + explicit flags; on --resume, the run's saved config + explicit flags."""
+    from alexnet.train.config import config_from_json, make_config, validate
+
+    overrides = _overrides(args)
+    if not args.resume:
+        if not args.data or not args.output_dir:
+            raise UserError("train needs --data DIR and --output-dir RUN (or --resume RUN)")
+        return make_config(args.recipe or "paper", **overrides)
+    run = Path(args.resume)
+    run_dir = run if run.is_dir() else run.parent
+    path = run_dir / "config.json"
+    try:
+        saved = json.loads(path.read_text())["config"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise UserError(f"{path}: cannot read the run's configuration ({exc})") from None
+    if args.recipe and args.recipe != saved.get("recipe"):
+        raise UserError(
+            f"{path}: the run used recipe {saved.get('recipe')!r}; --recipe {args.recipe} "
+            "cannot change on resume (override single values instead)"
+        )
+    saved.update(overrides)
+    saved["resume"] = str(run)
+    saved.setdefault("output_dir", str(run_dir))
+    if "output_dir" not in overrides:
+        saved["output_dir"] = str(run_dir)
+    cfg = config_from_json(saved)
+    validate(cfg)
+    return cfg
+
+
+def run(args: argparse.Namespace) -> int:
+    from alexnet.train.loop import train
+
+    cfg = resolve_config(args)
+    train(cfg)
+    return 0

@@ -1,0 +1,176 @@
+"""Top-1 / top-5 error, 1-, 2- or 10-crop testing, per-class accuracy, confusion matrix.
+
+Paper §4.1 / §6: the network's prediction is the average of the SOFTMAX outputs over the ten
+224x224 patches (four corners and the centre, and their horizontal flips). crops=2 is the
+centre crop and its flip (the fast recipe's test-time augmentation). The loss reported is the
+negative log of the averaged probability of the true class (for 1 crop: the cross-entropy).
+Under DDP every rank evaluates its own shard (no padding) and the sums are all-reduced, so
+every image counts exactly once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from alexnet.train.distributed import all_reduce_sum
+
+
+def make_eval_transform(
+    preprocess: dict[str, Any], mean_image: torch.Tensor | None, crops: int
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """uint8 (B,3,H,W) -> float (B*crops, C, S, S), image-major, from a weights' preprocess dict."""
+    import numpy as np
+
+    from alexnet.data.augment import EvalTransform
+
+    if crops not in (1, 2, 10):
+        raise ValueError(f"crops must be 1, 2 or 10, got {crops}")
+    mean = preprocess.get("mean")
+    std = preprocess.get("std")
+    base = EvalTransform(
+        crop_size=preprocess["crop_size"],
+        crops=10 if crops == 10 else 1,
+        resize=preprocess.get("resize"),
+        normalize=preprocess.get("normalize", "none"),
+        mean_image=None if mean_image is None else np.asarray(mean_image, dtype=np.float32),
+        mean=None if mean is None else np.asarray(mean, dtype=np.float32),
+        std=None if std is None else np.asarray(std, dtype=np.float32),
+        out_channels=preprocess.get("out_channels", 3),
+    )
+    if crops != 2:
+        return base
+
+    def centre_and_flip(images: torch.Tensor) -> torch.Tensor:
+        x = base(images)  # (B, C, S, S)
+        return torch.stack([x, x.flip(-1)], dim=1).flatten(0, 1)
+
+    return centre_and_flip
+
+
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    transform: Callable[[torch.Tensor], torch.Tensor],
+    *,
+    crops: int,
+    num_classes: int,
+    amp: bool = False,
+    channels_last: bool = False,
+    confusion: bool = False,
+    keep_probs: bool = False,
+) -> dict[str, Any]:
+    """Run `model` over (uint8 images, labels) batches; return the eval JSON fields.
+
+    Result: {"images", "crops", "top1_error", "top5_error", "loss"} plus "confusion"
+    ((K, K) int64 tensor, rows = true class) when asked and "probs"/"labels" when keep_probs.
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    k5 = min(5, num_classes)
+    sums = torch.zeros(4, dtype=torch.float64, device=device)  # n, top1 ok, top5 ok, loss
+    conf = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
+    kept_p, kept_y = [], []
+    for images, labels in batches:
+        x = transform(images)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(x)
+        labels = labels.to(logits.device)
+        b = labels.shape[0]
+        probs = F.softmax(logits.float(), dim=1).view(b, crops, -1).mean(dim=1)  # (B, K)
+        top = probs.topk(k5, dim=1).indices
+        hit = top == labels[:, None]
+        p_true = probs.gather(1, labels[:, None]).squeeze(1)
+        batch = torch.stack(
+            [
+                torch.tensor(float(b), device=probs.device, dtype=torch.float64),
+                hit[:, 0].sum().double(),
+                hit.any(dim=1).sum().double(),
+                -torch.log(p_true.double().clamp_min(1e-12)).sum(),
+            ]
+        )
+        sums += batch.to(device)
+        if confusion:
+            idx = labels * num_classes + top[:, 0]
+            conf += torch.bincount(idx, minlength=num_classes**2).view_as(conf).to(device)
+        if keep_probs:
+            kept_p.append(probs.cpu())
+            kept_y.append(labels.cpu())
+    all_reduce_sum(sums)
+    if confusion:
+        all_reduce_sum(conf)
+    model.train(was_training)
+    n = int(sums[0].item())
+    denom = max(n, 1)
+    out: dict[str, Any] = {
+        "images": n,
+        "crops": crops,
+        "top1_error": 1.0 - sums[1].item() / denom,
+        "top5_error": 1.0 - sums[2].item() / denom,
+        "loss": sums[3].item() / denom,
+    }
+    if confusion:
+        out["confusion"] = conf.cpu()
+    if keep_probs:
+        out["probs"] = torch.cat(kept_p) if kept_p else torch.zeros(0, num_classes)
+        out["labels"] = torch.cat(kept_y) if kept_y else torch.zeros(0, dtype=torch.int64)
+    return out
+
+
+def per_class_accuracy(confusion: torch.Tensor) -> list[float | None]:
+    """Accuracy of each true class (row of the confusion matrix); None for classes with no image."""
+    totals = confusion.sum(dim=1)
+    return [
+        (confusion[i, i].item() / totals[i].item()) if totals[i] > 0 else None
+        for i in range(confusion.shape[0])
+    ]
+
+
+def save_confusion_png(confusion: torch.Tensor, classes: list[str], path: str) -> None:
+    """Row-normalized confusion matrix as a PNG (matplotlib, headless)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        from alexnet.errors import UserError
+
+        raise UserError("--confusion needs matplotlib (pip install 'alexnet[viz]')") from None
+    m = confusion.double()
+    m = (m / m.sum(dim=1, keepdim=True).clamp_min(1)).numpy()
+    k = len(classes)
+    size = min(4 + 0.35 * k, 30)
+    fig, ax = plt.subplots(figsize=(size, size))
+    im = ax.imshow(m, cmap="Blues", vmin=0, vmax=1)
+    if k <= 50:
+        ax.set_xticks(range(k), classes, rotation=90, fontsize=8)
+        ax.set_yticks(range(k), classes, fontsize=8)
+        if k <= 20:
+            for i in range(k):
+                for j in range(k):
+                    if m[i, j] >= 0.005:
+                        color = "white" if m[i, j] > 0.5 else "black"
+                        ax.text(
+                            j,
+                            i,
+                            f"{m[i, j]:.2f}",
+                            ha="center",
+                            va="center",
+                            fontsize=7,
+                            color=color,
+                        )
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title("confusion matrix (rows normalized)")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,156 @@
+"""Evaluation numbers against an independent float64 numpy computation from saved logits,
+the weights file round trip, and the `alexnet eval --json` fields."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from test_train_helpers import write_packed
+
+from alexnet.cli import main
+from alexnet.evaluate import evaluate, per_class_accuracy
+from alexnet.train.config import make_config
+from alexnet.train.loop import train
+
+
+def _numpy_reference(logits: np.ndarray, labels: np.ndarray, crops: int, k: int):
+    """Softmax per crop, averaged over the image's crops; top-1/top-5 errors, NLL, confusion."""
+    z = logits.astype(np.float64)
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    p = p.reshape(len(labels), crops, k).mean(axis=1)
+    order = np.argsort(-p, axis=1, kind="stable")
+    top1 = np.mean(order[:, 0] != labels)
+    top5 = np.mean(~np.any(order[:, : min(5, k)] == labels[:, None], axis=1))
+    loss = -np.mean(np.log(p[np.arange(len(labels)), labels]))
+    conf = np.zeros((k, k), np.int64)
+    np.add.at(conf, (labels, order[:, 0]), 1)
+    return top1, top5, loss, conf
+
+
+@pytest.mark.parametrize("crops", [1, 10])
+def test_evaluate_matches_numpy_from_saved_logits(crops):
+    torch.manual_seed(0)
+    k, n, d = 7, 53, 12
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(d, k))
+    images = torch.randint(0, 256, (n, 3, 2, 2), dtype=torch.uint8)
+    labels = torch.randint(0, k, (n,))
+    noise = torch.randn(n * crops, d)  # a fixed "crop" per (image, crop)
+
+    seen = [0]
+
+    def transform(batch_images):  # image-major (B*crops, ...) like EvalTransform
+        b = batch_images.shape[0]
+        x = batch_images.float().flatten(1).repeat_interleave(crops, 0) / 255
+        out = x + noise[seen[0] * crops : (seen[0] + b) * crops]
+        seen[0] += b
+        return out
+
+    batches = [(images[i : i + 16], labels[i : i + 16]) for i in range(0, n, 16)]
+    got = evaluate(model, batches, transform, crops=crops, num_classes=k, confusion=True)
+    # saved logits, computed outside evaluate()
+    with torch.no_grad():
+        x = images.float().flatten(1).repeat_interleave(crops, 0) / 255 + noise
+        logits = model(x).double().numpy()
+    top1, top5, loss, conf = _numpy_reference(logits, labels.numpy(), crops, k)
+    assert got["images"] == n and got["crops"] == crops
+    assert got["top1_error"] == pytest.approx(top1, abs=1e-12)
+    assert got["top5_error"] == pytest.approx(top5, abs=1e-12)
+    assert got["loss"] == pytest.approx(loss, rel=1e-5)
+    assert np.array_equal(got["confusion"].numpy(), conf)
+    rows = conf.sum(1)
+    expected = [conf[i, i] / rows[i] if rows[i] else None for i in range(k)]
+    assert per_class_accuracy(got["confusion"]) == pytest.approx(expected)
+    assert 0 < top1 < 1  # a non-trivial case
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    data = write_packed(root / "data", n_train=96, n_val=37)
+    out = root / "run"
+    train(
+        make_config(
+            "fast",
+            data=str(data),
+            output_dir=str(out),
+            epochs=1,
+            batch_size=16,
+            model="small",
+            model_options={"widths": [8, 8, 16]},
+        )
+    )
+    return data, out
+
+
+def test_eval_cli_json_fields(trained, capsys, tmp_path):
+    data, out = trained
+    png = tmp_path / "confusion.png"
+    rc = main(
+        [
+            "eval",
+            "--data",
+            str(data),
+            "--weights",
+            str(out / "weights.safetensors"),
+            "--crops",
+            "10",
+            "--json",
+            "--per-class",
+            "--confusion",
+            str(png),
+        ]
+    )
+    assert rc == 0
+    result = json.loads(capsys.readouterr().out)
+    assert {"images", "crops", "top1_error", "top5_error", "loss"} <= result.keys()
+    assert result["images"] == 37 and result["crops"] == 10
+    assert 0.0 <= result["top5_error"] <= result["top1_error"] <= 1.0
+    assert set(result["per_class_accuracy"]) == {f"class{i}" for i in range(4)}
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_eval_cli_matches_training_eval_json(trained, capsys):
+    data, out = trained
+    saved = json.loads((out / "eval.json").read_text())  # fast recipe: centre + flip
+    rc = main(
+        [
+            "eval",
+            "--data",
+            str(data),
+            "--weights",
+            str(out / "weights.safetensors"),
+            "--crops",
+            str(saved["crops"]),
+            "--json",
+        ]
+    )
+    assert rc == 0
+    result = json.loads(capsys.readouterr().out)
+    for key in ("images", "crops", "top1_error", "top5_error"):
+        assert result[key] == saved[key]
+    assert result["loss"] == pytest.approx(saved["loss"], rel=1e-6)
+
+
+def test_weights_file_rebuilds_the_model(trained):
+    from alexnet.train.weights import load_model, read_weights
+
+    _, out = trained
+    model, meta, mean_image = load_model(out / "weights.safetensors")
+    tensors, _ = read_weights(out / "weights.safetensors")
+    assert meta["model"]["name"] == "small" and meta["classes"][0] == "class0"
+    assert meta["preprocess"]["normalize"] == "channel" and mean_image.shape == (28, 28, 3)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, tensors[k])
+
+
+def test_bad_weights_file_is_one_line_error(trained, tmp_path, capsys):
+    data, _ = trained
+    bad = tmp_path / "w.safetensors"
+    bad.write_bytes(b"not a safetensors file at all")
+    rc = main(["eval", "--data", str(data), "--weights", str(bad)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and str(bad) in err and "\n" not in err

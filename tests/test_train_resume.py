@@ -1,0 +1,99 @@
+"""Resume to the bit: SIGKILL mid-epoch and SIGTERM, each in a real subprocess (CPU)."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+import torch
+from test_train_helpers import metrics, popen, run, weights, write_packed
+
+# 192 images / batch 16 = 12 steps per epoch, 2 epochs; dropout on so the RNG state matters
+TRAIN = [
+    "--recipe",
+    "fast",
+    "--model",
+    "small",
+    "--epochs",
+    "2",
+    "--batch-size",
+    "16",
+    "--lr",
+    "0.05",
+    "--seed",
+    "3",
+    "--workers",
+    "0",
+    "--model-options",
+    '{"hidden": 32, "dropout": 0.5, "widths": [8, 8, 16]}',
+]
+STEPS = 12
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return write_packed(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="module")
+def reference(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref") / "run"
+    done = run(["train", "--data", str(data), "--output-dir", str(out), *TRAIN])
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+def _wait_for_checkpoint(proc, path, timeout=60.0):
+    t0 = time.time()
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() - t0 < timeout, "no checkpoint appeared"
+        time.sleep(0.05)
+
+
+def _assert_same_weights(a, b):
+    wa, wb = weights(a / "weights.safetensors"), weights(b / "weights.safetensors")
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), f"{k} differs"
+
+
+def test_sigkill_mid_epoch_then_resume_is_bitwise_equal(data, reference, tmp_path):
+    out = tmp_path / "run"
+    proc = popen(
+        ["train", "--data", str(data), "--output-dir", str(out), *TRAIN, "--checkpoint-every", "5"],
+        ALEXNET_DEBUG_STEP_SLEEP="0.3",
+    )
+    _wait_for_checkpoint(proc, out / "checkpoint.pt")
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert 0 < state["batch"] < STEPS, "the kill must land mid-epoch"
+    assert not (out / "weights.safetensors").exists()
+    done = run(["train", "--resume", str(out)])
+    assert done.returncode == 0, done.stderr
+    _assert_same_weights(reference, out)
+    ref, got = metrics(reference), metrics(out)
+    assert [r["train_loss"] for r in ref] == [r["train_loss"] for r in got]
+    assert [r["val_top1_error"] for r in ref] == [r["val_top1_error"] for r in got]
+
+
+def test_sigterm_saves_a_checkpoint_exits_0_and_resumes(data, reference, tmp_path):
+    out = tmp_path / "run"
+    proc = popen(
+        ["train", "--data", str(data), "--output-dir", str(out), *TRAIN],
+        ALEXNET_DEBUG_STEP_SLEEP="0.3",
+    )
+    _wait_for_checkpoint(proc, out / "config.json")  # the loop has started
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    assert f"alexnet train --resume {out}" in stderr
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert state["global_step"] < 2 * STEPS
+    done = run(["train", "--resume", str(out)])
+    assert done.returncode == 0, done.stderr
+    _assert_same_weights(reference, out)
