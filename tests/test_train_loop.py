@@ -133,3 +133,26 @@ def test_existing_run_is_not_overwritten(data, tmp_path):
     train(_cfg(data, out))
     with pytest.raises(UserError, match="--resume"):
         train(_cfg(data, out))
+
+
+@pytest.mark.slow
+def test_model_parallel_paper_trains_and_saves_paper_layout(data, tmp_path):
+    """--model-parallel cpu,cpu: the two-tower split trains; its weights load as `paper`."""
+    from alexnet.train.weights import load_model
+
+    out = tmp_path / "run"
+    cfg = make_config(
+        "paper",
+        data=str(data),
+        output_dir=str(out),
+        model="paper",
+        batch_size=4,
+        max_steps=2,
+        model_parallel="cpu,cpu",
+        test_crops=1,
+        normalize="channel",
+    )
+    result = train(cfg)
+    assert result["status"] == "max_steps"
+    model, meta, _ = load_model(out / "weights.safetensors")
+    assert meta["model"]["name"] == "paper" and model.num_classes == 4

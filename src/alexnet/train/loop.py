@@ -137,10 +137,14 @@ def _train(cfg: TrainConfig, info: D.DistInfo, device: torch.device, devices) ->
     if devices:
         from alexnet.models.parallel import TwoDeviceAlexNet
 
-        model = TwoDeviceAlexNet(net, devices=tuple(devices))
+        if cfg.model != "paper":
+            raise UserError("--model-parallel splits the paper's two towers: use --model paper")
+        model = TwoDeviceAlexNet.from_paper(net, devices=tuple(devices))
+        model_state, load_model_state = model.paper_state_dict, model.load_paper_state_dict
     else:
         net = net.to(device=device, memory_format=memory_format)
         model = net
+        model_state, load_model_state = net.state_dict, net.load_state_dict
     if info.enabled:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -189,7 +193,7 @@ def _train(cfg: TrainConfig, info: D.DistInfo, device: torch.device, devices) ->
     sums = {"loss": 0.0, "images": 0, "nan_skipped": 0, "train_time": 0.0}
     history: list[dict[str, Any]] = []
     if state is not None:
-        net.load_state_dict(state["model"])
+        load_model_state(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         for key in pos:
@@ -210,7 +214,7 @@ def _train(cfg: TrainConfig, info: D.DistInfo, device: torch.device, devices) ->
             "model_config": json.dumps(net.config),
             "data_fingerprint": train_ds.fingerprint,
             "config": json.dumps(cfg.to_json()),
-            "model": net.state_dict(),
+            "model": model_state(),
             "optimizer": optimizer.state_dict(),
             "schedule": schedule.state_dict(),
             **pos,
@@ -229,7 +233,7 @@ def _train(cfg: TrainConfig, info: D.DistInfo, device: torch.device, devices) ->
         if info.is_main:
             save_weights(
                 path,
-                net.state_dict(),
+                model_state(),
                 model_config=net.config,
                 classes=train_ds.classes,
                 preprocess=preprocess,
