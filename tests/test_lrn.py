@@ -1,0 +1,103 @@
+"""LRN against an independent float64 implementation of the paper's formula (§3.3)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from alexnet.models.lrn import LRN, lrn
+
+
+def reference_lrn(a: torch.Tensor, n=5, alpha=1e-4, beta=0.75, k=2.0, groups=1) -> torch.Tensor:
+    """b_i = a_i / (k + alpha * sum_{j=max(0,i-n/2)}^{min(N-1,i+n/2)} a_j^2)^beta, per group."""
+    a = a.double()
+    out = torch.empty_like(a)
+    per = a.shape[1] // groups
+    for g in range(groups):
+        for i in range(per):
+            lo, hi = max(0, i - n // 2), min(per - 1, i + n // 2)
+            s = (a[:, g * per + lo : g * per + hi + 1] ** 2).sum(1)
+            out[:, g * per + i] = a[:, g * per + i] / (k + alpha * s) ** beta
+    return out
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_values_match_float64_reference(groups):
+    torch.manual_seed(0)
+    # large activations so the normalization matters; negative values too
+    x = torch.randn(3, 12, 5, 4) * 40
+    got = LRN(groups=groups)(x)
+    assert torch.allclose(got.double(), reference_lrn(x, groups=groups), rtol=1e-5, atol=1e-4)
+
+
+def test_first_and_last_channels_use_clipped_windows():
+    x = torch.zeros(1, 6, 1, 1)
+    x[0, 0] = 100.0  # only channels 0..2 see it
+    out = lrn(x, 5, 1e-2, 1.0, 1.0)
+    assert out[0, 0, 0, 0].item() == pytest.approx(100.0 / (1 + 1e-2 * 100.0**2))
+    # channel 5 is 5 away from channel 0: untouched (and it is zero)
+    assert out[0, 5].item() == 0.0
+
+
+def test_gradcheck_float64_all_channels():
+    torch.manual_seed(1)
+    x = (torch.randn(2, 7, 3, 3, dtype=torch.float64) * 30).requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: lrn(t, 5, 1e-3, 0.75, 2.0), (x,))
+    assert torch.autograd.gradcheck(lambda t: lrn(t, 3, 1e-3, 0.6, 1.0, groups=1), (x,))
+    x8 = (torch.randn(2, 8, 2, 2, dtype=torch.float64) * 30).requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: lrn(t, 5, 1e-3, 0.75, 2.0, groups=2), (x8,))
+
+
+def test_float32_gradients_match_float64_autograd_across_chunks():
+    """A batch big enough to be processed in several chunks on the CPU."""
+    torch.manual_seed(2)
+    x = torch.randn(3, 96, 55, 55).relu_() * 60
+    g = torch.randn_like(x)
+    xd = x.double().requires_grad_()
+    # autograd through the formula, written independently with avg_pool-free sums
+    sq = torch.nn.functional.pad(xd * xd, (0, 0, 0, 0, 2, 2))
+    s = sum(sq[:, i : i + 96] for i in range(5))
+    ref = xd / (2.0 + 1e-4 * s) ** 0.75
+    ref.backward(g.double())
+    xf = x.clone().requires_grad_()
+    out = LRN()(xf)
+    out.backward(g)
+    assert torch.allclose(out.double(), ref.detach(), rtol=1e-5, atol=1e-4)
+    assert torch.allclose(xf.grad.double(), xd.grad, rtol=1e-4, atol=1e-5)
+
+
+def test_equals_torch_layer_with_alpha_times_n():
+    """torch divides alpha by n: the paper's layer is LocalResponseNorm(5, alpha=5e-4)."""
+    torch.manual_seed(3)
+    x = torch.randn(2, 10, 6, 6) * 50
+    theirs = torch.nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2.0)(x)
+    assert torch.allclose(LRN()(x), theirs, rtol=1e-5, atol=1e-5)
+    as_torch = LRN.from_torch_convention(5, alpha=1e-4, beta=0.75, k=1.0)
+    theirs = torch.nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0)(x)
+    assert torch.allclose(as_torch(x), theirs, rtol=1e-5, atol=1e-5)
+    # and the paper's layer is *not* torch's with the same alpha
+    same_alpha = torch.nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0)(x)
+    assert not torch.allclose(LRN()(x), same_alpha, rtol=1e-4, atol=1e-4)
+
+
+def test_channels_last_and_bfloat16():
+    torch.manual_seed(4)
+    x = torch.randn(2, 16, 7, 7) * 30
+    xc = x.contiguous(memory_format=torch.channels_last).requires_grad_()
+    out = LRN()(xc)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(out.double(), reference_lrn(x), rtol=1e-5, atol=1e-4)
+    out.sum().backward()
+    xr = x.clone().requires_grad_()
+    LRN()(xr).sum().backward()
+    assert torch.allclose(xc.grad, xr.grad, rtol=1e-5, atol=1e-6)
+    half = LRN()(x.bfloat16())
+    assert half.dtype == torch.bfloat16
+    assert torch.allclose(half.double(), reference_lrn(x), rtol=2e-2, atol=1e-1)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError):
+        LRN(size=0)
+    with pytest.raises(ValueError, match="groups"):
+        LRN(groups=2)(torch.randn(1, 5, 2, 2))

@@ -1,0 +1,213 @@
+"""The model family: shapes, parameter counts from the paper's arithmetic, init, variants."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+import alexnet
+from alexnet.errors import UserError
+from alexnet.models.lrn import LRN
+from alexnet.models.summary import layer_table
+
+
+def conv_out(size: int, k: int, stride: int = 1, pad: int = 0) -> int:
+    return (size + 2 * pad - k) // stride + 1
+
+
+@pytest.mark.parametrize("input_size", [224, 227])
+def test_paper_shapes_after_every_layer(input_size):
+    pad = 2 if input_size == 224 else 0
+    s1 = conv_out(input_size, 11, 4, pad)
+    p1 = conv_out(s1, 3, 2)
+    p2 = conv_out(conv_out(p1, 5, 1, 2), 3, 2)
+    p5 = conv_out(p2, 3, 2)
+    expected = {
+        "conv1": [96, s1, s1], "norm1": [96, s1, s1], "pool1": [96, p1, p1],
+        "conv2": [256, p1, p1], "norm2": [256, p1, p1], "pool2": [256, p2, p2],
+        "conv3": [384, p2, p2], "conv4": [384, p2, p2], "conv5": [256, p2, p2],
+        "pool5": [256, p5, p5], "fc6": [4096], "fc7": [4096], "fc8": [1000],
+    }  # fmt: skip
+    assert (s1, p1, p2, p5) == (55, 27, 13, 6)
+    model = alexnet.get_model("paper", input_size=input_size)
+    rows = layer_table(model)
+    assert {r.name: r.output_shape for r in rows} == expected
+
+
+def paper_param_count(num_classes=1000, towers=2) -> int:
+    """PAPER.md's architecture table, by hand: weights + biases of every layer."""
+    g = towers
+    conv = [
+        (3, 96, 11, 1), (96, 256, 5, g), (256, 384, 3, 1), (384, 384, 3, g), (384, 256, 3, g)
+    ]  # fmt: skip
+    total = sum(cin // groups * k * k * cout + cout for cin, cout, k, groups in conv)
+    total += 9216 * 4096 + 4096 + 4096 * 4096 + 4096 + 4096 * num_classes + num_classes
+    return total
+
+
+def count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_parameter_counts():
+    assert paper_param_count() == 60_965_224  # the paper's number (the seed's table says 608)
+    assert count(alexnet.get_model("paper")) == paper_param_count()
+    assert count(alexnet.get_model("paper", towers=1)) == paper_param_count(towers=1)
+    assert count(alexnet.get_model("paper", num_classes=10)) == paper_param_count(10)
+    assert count(alexnet.get_model("seed")) == paper_param_count(towers=1) == 62_378_344
+    assert count(alexnet.get_model("torchvision")) == count(torchvision.models.alexnet())
+
+
+def test_paper_init_statistics_and_bias_constants():
+    torch.manual_seed(0)
+    model = alexnet.get_model("paper")
+    for name, layer in model.named_layers().items():
+        w = layer.weight.detach()
+        assert abs(w.mean().item()) < 1e-3, name
+        assert w.std().item() == pytest.approx(0.01, rel=0.05), name
+        want = 1.0 if name in ("conv2", "conv4", "conv5", "fc6", "fc7") else 0.0
+        assert torch.all(layer.bias == want), name
+    caffe = alexnet.get_model("paper", init="caffe").named_layers()
+    assert torch.all(caffe["conv2"].bias == 0.1) and torch.all(caffe["conv1"].bias == 0)
+    assert caffe["fc6"].weight.std().item() == pytest.approx(0.005, rel=0.05)
+    kaiming = alexnet.get_model("paper", init="kaiming").named_layers()
+    fan_out = 96 * 11 * 11
+    assert kaiming["conv1"].weight.std().item() == pytest.approx((2 / fan_out) ** 0.5, rel=0.05)
+    assert torch.all(kaiming["conv2"].bias == 0)
+
+
+def test_paper_options_switch_each_feature():
+    base = alexnet.get_model("paper")
+    assert sum(isinstance(m, LRN) for m in base.modules()) == 2
+    assert all(m.groups == 2 for m in base.modules() if isinstance(m, LRN))
+    no_lrn = alexnet.get_model("paper", lrn=False)
+    assert not any(isinstance(m, LRN) for m in no_lrn.modules())
+    pools = [m for m in alexnet.get_model("paper").modules() if isinstance(m, nn.MaxPool2d)]
+    assert [(p.kernel_size, p.stride) for p in pools] == [(3, 2)] * 3
+    flat = alexnet.get_model("paper", pool="nonoverlap")
+    pools = [m for m in flat.modules() if isinstance(m, nn.MaxPool2d)]
+    assert [(p.kernel_size, p.stride) for p in pools] == [(2, 2)] * 3
+    assert flat(torch.zeros(1, 3, 224, 224)).shape == (1, 1000)
+    groups = [m.groups for m in base.modules() if isinstance(m, nn.Conv2d)]
+    assert groups == [1, 2, 1, 2, 2]
+    tanh = alexnet.get_model("paper", activation="tanh")
+    assert any(isinstance(m, nn.Tanh) for m in tanh.modules())
+    assert not any(isinstance(m, nn.ReLU) for m in tanh.modules())
+    assert [m.p for m in base.modules() if isinstance(m, nn.Dropout)] == [0.5, 0.5]
+    no_drop = alexnet.get_model("paper", dropout=0.0).train()
+    x = torch.randn(2, 3, 224, 224)
+    assert torch.equal(no_drop(x), no_drop(x))  # no randomness left in training mode
+
+
+def test_towers_are_independent_in_grouped_layers():
+    """conv2's tower-A outputs must not depend on tower-B maps (paper §3.2)."""
+    model = alexnet.get_model("paper").eval()
+    conv2 = model.features.conv2
+    x = torch.randn(1, 96, 27, 27)
+    y = conv2(x)
+    x2 = x.clone()
+    x2[:, 48:] = torch.randn(1, 48, 27, 27)  # change tower B's input only
+    y2 = conv2(x2)
+    assert torch.equal(y[:, :128], y2[:, :128])
+    assert not torch.equal(y[:, 128:], y2[:, 128:])
+
+
+def test_torchvision_state_dict_loads_strict_and_matches():
+    torch.manual_seed(0)
+    theirs = torchvision.models.alexnet(weights=None).eval()
+    ours = alexnet.get_model("torchvision").eval()
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    x = torch.randn(2, 3, 224, 224)
+    assert torch.equal(ours(x), theirs(x))
+
+
+class SeedCode(nn.Module):
+    """The seed note's PyTorch code, copied verbatim as the reference."""
+
+    def __init__(self, num_classes=1000):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 96, kernel_size=11, stride=4, padding=2),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=3, stride=2),
+            nn.Conv2d(96, 256, kernel_size=5, padding=2),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=3, stride=2),
+            nn.Conv2d(256, 384, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(384, 384, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(384, 256, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=3, stride=2),
+        )
+        self.classifier = nn.Sequential(
+            nn.Dropout(),
+            nn.Linear(256 * 6 * 6, 4096),
+            nn.ReLU(inplace=True),
+            nn.Dropout(),
+            nn.Linear(4096, 4096),
+            nn.ReLU(inplace=True),
+            nn.Linear(4096, num_classes),
+        )
+
+    def forward(self, x):
+        x = self.features(x)
+        x = torch.flatten(x, 1)
+        x = self.classifier(x)
+        return x
+
+
+def test_seed_model_is_the_seed_code():
+    reference = SeedCode().eval()
+    ours = alexnet.get_model("seed").eval()
+    ours.load_state_dict(reference.state_dict(), strict=True)
+    x = torch.randn(2, 3, 224, 224)
+    assert torch.equal(ours(x), reference(x))
+
+
+@pytest.mark.parametrize("name", ["paper", "seed", "torchvision"])
+def test_forward_features_is_fc7_after_relu(name):
+    model = alexnet.get_model(name, num_classes=7).eval()
+    x = torch.randn(2, 3, 224, 224)
+    feats = model.forward_features(x)
+    assert feats.shape == (2, 4096)
+    assert (feats >= 0).all()
+    last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+    assert torch.allclose(last(feats), model(x), atol=1e-6)
+
+
+@pytest.mark.parametrize("size,channels", [(28, 1), (32, 3)])
+def test_small_family(size, channels):
+    model = alexnet.get_model("small", in_channels=channels, input_size=size)
+    assert model.num_classes == 10
+    x = torch.randn(4, channels, size, size)
+    assert model(x).shape == (4, 10)
+    assert sum(isinstance(m, LRN) for m in model.modules()) == 2
+    tanh = alexnet.get_model("small", activation="tanh", lrn=False, hidden=64, dropout=0.5)
+    assert tanh(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    assert tanh.forward_features(torch.randn(2, 3, 32, 32)).shape == (2, 64)
+
+
+def test_config_rebuilds_the_same_model():
+    for name in alexnet.list_models():
+        model = alexnet.get_model(name, num_classes=5)
+        again = alexnet.get_model(model.config["name"], **model.config["options"])
+        again.load_state_dict(model.state_dict(), strict=True)
+        assert again.config == model.config
+
+
+def test_bad_input_is_named():
+    model = alexnet.get_model("paper")
+    with pytest.raises(UserError, match=r"\(N, 3, 224, 224\).*\(1, 3, 200, 200\)"):
+        model(torch.zeros(1, 3, 200, 200))
+    with pytest.raises(UserError, match="expects input of shape"):
+        model(torch.zeros(1, 1, 224, 224))
+    with pytest.raises(UserError, match="paper, seed, torchvision, small"):
+        alexnet.get_model("resnet")
+    with pytest.raises(UserError, match="input_size"):
+        alexnet.get_model("paper", input_size=200)
+    with pytest.raises(UserError, match="paper"):
+        alexnet.get_model("paper", colour=True)
