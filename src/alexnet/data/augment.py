@@ -1,0 +1,223 @@
+"""Augmentation on the device, in whole batches (paper §4.1; evaluation §4.1 / §6).
+
+TrainTransform: uint8 (B, 3, H, W) -> float32 (B, C, crop, crop): optional resize, random
+crop (+zero padding) with horizontal flip (paper) or torchvision's RandomResizedCrop recipe,
+fancy-PCA lighting (add sum_i alpha_i lambda_i p_i, alpha_i ~ N(0, 0.1) per image), then
+normalization (mean image, per-channel, or none). EvalTransform: the centre crop or the
+paper's 10 crops (torchvision's `ten_crop` order: tl, tr, bl, br, centre, then the same five
+of the horizontally flipped image), image-major. All randomness comes from the caller's
+torch.Generator, which must live on the images' device.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+# ImageNet statistics in the [0, 1] pixel scale (PAPER.md, "Training").
+IMAGENET_EIGVAL = (0.2175, 0.0188, 0.0045)
+# Rows of the 3x3 matrix whose COLUMNS are the eigenvectors (R, G, B components).
+IMAGENET_EIGVEC = (
+    (-0.5675, 0.7192, 0.4009),
+    (-0.5808, -0.0045, -0.8140),
+    (-0.5836, -0.6948, 0.4203),
+)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+NORMALIZE = ("mean_image", "channel", "none")
+
+
+def _tensor(value: Any, device: torch.device) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(value, dtype=np.float32), device=device)
+
+
+class _Common:
+    """Shared parts: uint8 -> [0,1] float, device resize, normalization, channel count."""
+
+    def __init__(self, crop_size, resize, normalize, mean_image, mean, std, out_channels):
+        if normalize not in NORMALIZE:
+            raise ValueError(f"normalize={normalize!r}: choose from {NORMALIZE}")
+        if normalize == "mean_image" and mean_image is None:
+            raise ValueError("normalize='mean_image' needs mean_image (H, W, 3) in [0, 1]")
+        if out_channels not in (1, 3):
+            raise ValueError(f"out_channels={out_channels}: must be 1 or 3")
+        self.crop_size = int(crop_size)
+        self.resize = resize
+        self.normalize = normalize
+        self.out_channels = out_channels
+        self._mean_image = mean_image
+        self._mean = IMAGENET_MEAN if mean is None else mean
+        self._std = IMAGENET_STD if std is None else std
+        self._cache: dict[tuple, torch.Tensor] = {}
+
+    def _const(self, name: str, device: torch.device) -> torch.Tensor:
+        key = (name, str(device))
+        if key not in self._cache:
+            if name == "mean_image":  # (H, W, 3) -> (3, H', W') after the same resize
+                m = _tensor(self._mean_image, device).permute(2, 0, 1)[None]
+                self._cache[key] = self._resize(m)[0].contiguous()
+            elif name in ("mean", "std"):
+                v = self._mean if name == "mean" else self._std
+                self._cache[key] = _tensor(v, device).view(1, 3, 1, 1)
+            else:
+                self._cache[key] = _tensor(getattr(self, "_" + name), device)
+        return self._cache[key]
+
+    def _resize(self, x: torch.Tensor) -> torch.Tensor:
+        if self.resize is None or tuple(x.shape[-2:]) == (self.resize, self.resize):
+            return x
+        size = (int(self.resize), int(self.resize))
+        return F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+
+    def _input(self, images: torch.Tensor) -> torch.Tensor:
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected uint8 images (B, 3, H, W), got {tuple(images.shape)}")
+        return self._resize(images.float().div_(255.0))
+
+    def _finish(self, x: torch.Tensor, mean_crops: torch.Tensor | None) -> torch.Tensor:
+        if self.normalize == "mean_image":
+            x = (x - mean_crops) * 255.0
+        elif self.normalize == "channel":
+            x = (x - self._const("mean", x.device)) / self._const("std", x.device)
+        if self.out_channels == 1:
+            x = x.mean(dim=1, keepdim=True)
+        return x.contiguous()
+
+
+class TrainTransform(_Common):
+    """Random crop + flip (paper) or RandomResizedCrop, fancy PCA, normalization."""
+
+    def __init__(self, crop_size: int = 224, *, mode: str = "paper", resize: int | None = None,
+                 pad: int = 0, flip: bool = True, lighting_std: float = 0.1,
+                 eigval: Any = None, eigvec: Any = None, normalize: str = "mean_image",
+                 mean_image: Any = None, mean: Any = None, std: Any = None,
+                 out_channels: int = 3, scale: tuple[float, float] = (0.08, 1.0),
+                 ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> None:  # fmt: skip
+        super().__init__(crop_size, resize, normalize, mean_image, mean, std, out_channels)
+        if mode not in ("paper", "random_resized_crop"):
+            raise ValueError(f"mode={mode!r}: choose 'paper' or 'random_resized_crop'")
+        self.mode = mode
+        self.pad = int(pad)
+        self.flip = flip
+        self.lighting_std = float(lighting_std)
+        self._eigval = IMAGENET_EIGVAL if eigval is None else eigval
+        self._eigvec = IMAGENET_EIGVEC if eigvec is None else eigvec
+        self.scale, self.ratio = scale, ratio
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None):
+        """images uint8 (B, 3, H, W) -> float32 (B, out_channels, crop, crop)."""
+        x = self._input(images)
+        dev, b, c = x.device, x.shape[0], self.crop_size
+        m = self._const("mean_image", dev) if self.normalize == "mean_image" else None
+        if self.mode == "paper":
+            if self.pad:
+                x = F.pad(x, (self.pad,) * 4)
+                m = F.pad(m, (self.pad,) * 4) if m is not None else None
+            h, w = x.shape[-2:]
+            if h < c or w < c:
+                raise ValueError(f"crop {c} larger than the (padded) image {h}x{w}")
+            oy = torch.randint(0, h - c + 1, (b,), generator=generator, device=dev)
+            ox = torch.randint(0, w - c + 1, (b,), generator=generator, device=dev)
+            flip = self._flips(b, generator, dev)
+            ar = torch.arange(c, device=dev)
+            rows = (oy[:, None] + ar)[:, :, None]  # (B, c, 1)
+            cols = (ox[:, None] + torch.where(flip[:, None], c - 1 - ar, ar))[:, None, :]
+            bi = torch.arange(b, device=dev)[:, None, None]
+            x = x[bi, :, rows, cols].permute(0, 3, 1, 2)  # (B, c, c, 3) -> (B, 3, c, c)
+            if m is not None:
+                m = m[:, rows, cols].permute(1, 0, 2, 3)
+        else:
+            x, m = self._random_resized_crop(x, m, generator)
+        if self.lighting_std > 0:
+            alpha = torch.randn(b, 3, generator=generator, device=dev) * self.lighting_std
+            rgb = (alpha * self._const("eigval", dev)) @ self._const("eigvec", dev).T  # (B, 3)
+            x = x + rgb[:, :, None, None]
+        return self._finish(x, m)
+
+    def _flips(self, b: int, generator, dev) -> torch.Tensor:
+        u = torch.rand(b, generator=generator, device=dev)
+        return (u < 0.5) if self.flip else torch.zeros(b, dtype=torch.bool, device=dev)
+
+    def _random_resized_crop(self, x, m, generator):
+        """torchvision's RandomResizedCrop box recipe (10 tries, then a centre fallback),
+        resampled with roi_align (bilinear, averaging when shrinking)."""
+        from torchvision.ops import roi_align
+
+        dev, b, c = x.device, x.shape[0], self.crop_size
+        h, w = x.shape[-2:]
+        tries = 10
+        area = h * w * torch.empty(b, tries, device=dev).uniform_(*self.scale, generator=generator)
+        lr = (math.log(self.ratio[0]), math.log(self.ratio[1]))
+        ar = torch.exp(torch.empty(b, tries, device=dev).uniform_(*lr, generator=generator))
+        cw = torch.round(torch.sqrt(area * ar))
+        ch = torch.round(torch.sqrt(area / ar))
+        ok = (cw > 0) & (cw <= w) & (ch > 0) & (ch <= h)
+        first = torch.argmax(ok.int(), dim=1)
+        any_ok = ok.any(dim=1)
+        cw = cw.gather(1, first[:, None])[:, 0]
+        ch = ch.gather(1, first[:, None])[:, 0]
+        in_ratio = w / h
+        if in_ratio < min(self.ratio):
+            fw, fh = w, round(w / min(self.ratio))
+        elif in_ratio > max(self.ratio):
+            fw, fh = round(h * max(self.ratio)), h
+        else:
+            fw, fh = w, h
+        cw = torch.where(any_ok, cw, torch.full_like(cw, fw))
+        ch = torch.where(any_ok, ch, torch.full_like(ch, fh))
+        u = torch.rand(b, 2, generator=generator, device=dev)
+        top = torch.where(any_ok, torch.floor(u[:, 0] * (h - ch + 1)), (h - ch) // 2)
+        left = torch.where(any_ok, torch.floor(u[:, 1] * (w - cw + 1)), (w - cw) // 2)
+        flip = self._flips(b, generator, dev)
+        boxes = torch.stack([left, top, left + cw, top + ch], dim=1).float()
+        idx = torch.arange(b, device=dev, dtype=torch.float32)[:, None]
+        x = roi_align(x, torch.cat([idx, boxes], 1), c, 1.0, -1, aligned=True)
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        if m is not None:
+            m = roi_align(m[None], torch.cat([torch.zeros_like(idx), boxes], 1), c, 1.0, -1, True)
+            m = torch.where(flip[:, None, None, None], m.flip(-1), m)
+        return x, m
+
+
+class EvalTransform(_Common):
+    """Centre crop (crops=1) or the paper's 10 crops, image-major: (B*crops, C, crop, crop)."""
+
+    def __init__(self, crop_size: int = 224, *, crops: int = 1, resize: int | None = None,
+                 normalize: str = "mean_image", mean_image: Any = None, mean: Any = None,
+                 std: Any = None, out_channels: int = 3) -> None:  # fmt: skip
+        super().__init__(crop_size, resize, normalize, mean_image, mean, std, out_channels)
+        if crops not in (1, 10):
+            raise ValueError(f"crops={crops}: must be 1 or 10")
+        self.crops = crops
+
+    def positions(self, h: int, w: int) -> list[tuple[int, int, bool]]:
+        """(top, left, flipped) of each crop; for flipped crops, in the flipped image."""
+        c = self.crop_size
+        centre = (int(round((h - c) / 2.0)), int(round((w - c) / 2.0)))
+        if self.crops == 1:
+            return [(*centre, False)]
+        five = [(0, 0), (0, w - c), (h - c, 0), (h - c, w - c), centre]
+        return [(t, l, False) for t, l in five] + [(t, l, True) for t, l in five]
+
+    def _crop(self, x: torch.Tensor) -> torch.Tensor:
+        c = self.crop_size
+        h, w = x.shape[-2:]
+        if h < c or w < c:
+            raise ValueError(f"crop {c} larger than the image {h}x{w}")
+        xf = x.flip(-1) if self.crops == 10 else x
+        parts = [(xf if f else x)[..., t : t + c, l : l + c] for t, l, f in self.positions(h, w)]
+        return torch.stack(parts, dim=-4)  # (..., crops, 3, c, c)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """images uint8 (B, 3, H, W) -> float32 (B*crops, out_channels, crop, crop)."""
+        x = self._crop(self._input(images))  # (B, crops, 3, c, c)
+        b = x.shape[0]
+        m = None
+        if self.normalize == "mean_image":
+            m = self._crop(self._const("mean_image", x.device))[None]  # (1, crops, 3, c, c)
+            m = m.expand(b, -1, -1, -1, -1).reshape(-1, *m.shape[-3:])
+        return self._finish(x.reshape(-1, *x.shape[-3:]), m)

@@ -1,0 +1,296 @@
+"""ImageNet-style file readers: ImageFolder trees, the official ILSVRC2012 tars, Kaggle layout.
+
+The official files (PAPER.md, "The ImageNet files users have") are read straight from the tars:
+the tar headers are indexed once (name, byte offset, length) and workers `pread` each JPEG,
+so nothing is unpacked to disk. Class index = position of the wnid in sorted wnid order;
+the val ground truth's ILSVRC2012_IDs are mapped through the devkit's meta.mat.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from alexnet.data.decode import DEFAULT_MAX_PIXELS, decode_image
+from alexnet.data.sources import Chunk, Source
+from alexnet.errors import UserError
+
+# (display path, label, file, byte offset or -1 for the whole file, length)
+Item = tuple[str, int, str, int, int]
+TRAIN_TAR = "ILSVRC2012_img_train.tar"
+VAL_TAR = "ILSVRC2012_img_val.tar"
+DEVKIT = "ILSVRC2012_devkit_t12"
+
+
+class FileSource(Source):
+    """Image files (plain or inside tars), decoded in worker processes to size x size RGB."""
+
+    parallel = True
+
+    def __init__(self, name: str, classes: list[str], items: dict[str, list[Item]], *,
+                 size: int = 256, max_pixels: int = DEFAULT_MAX_PIXELS, root: str = "",
+                 skipped: list[tuple[str, str]] | None = None) -> None:  # fmt: skip
+        self.name = name
+        self.classes = classes
+        self.items = items
+        self.size = size
+        self.max_pixels = max_pixels
+        self.image_size = (size, size)
+        self.root = root
+        self.index_skipped = skipped or []  # files rejected while listing (e.g. no label)
+        self._fds: dict[str, int] = {}
+
+    def count(self, split: str) -> int:
+        return len(self.items[split])
+
+    def _read(self, file: str, offset: int, length: int) -> bytes:
+        if offset < 0:
+            with open(file, "rb") as f:
+                return f.read()
+        fd = self._fds.get(file)
+        if fd is None:
+            fd = self._fds[file] = os.open(file, os.O_RDONLY)
+        return os.pread(fd, length, offset)
+
+    def load(self, split: str, start: int, stop: int) -> Chunk:
+        images, labels = [], []
+        chunk = Chunk(np.zeros((0, self.size, self.size, 3), np.uint8), np.zeros(0, np.int64))
+        for display, label, file, offset, length in self.items[split][start:stop]:
+            try:
+                data = self._read(file, offset, length)
+            except OSError as exc:
+                chunk.skipped.append((display, f"unreadable file: {exc.strerror or exc}"))
+                continue
+            out = decode_image(data, display, self.size, self.max_pixels)
+            if out.image is None:
+                chunk.skipped.append((display, out.skip or "undecodable"))
+                continue
+            if out.repairs:
+                chunk.repaired.append((display, "; ".join(out.repairs)))
+            images.append(out.image)
+            labels.append(label)
+        if images:
+            chunk.images = np.stack(images)
+            chunk.labels = np.asarray(labels, np.int64)
+        return chunk
+
+    def describe(self) -> dict[str, Any]:
+        n = {s: len(v) for s, v in self.items.items()}
+        return {**super().describe(), "root": self.root, "items": n, "max_pixels": self.max_pixels}
+
+    def __getstate__(self) -> dict:  # file descriptors do not travel to workers
+        return {**self.__dict__, "_fds": {}}
+
+
+# ---------------------------------------------------------------- ImageFolder
+def _subdirs(d: Path) -> list[Path]:
+    return sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _files(d: Path) -> list[Path]:
+    return sorted(
+        p for p in d.rglob("*") if p.is_file() and not any(s.startswith(".") for s in p.parts[-1:])
+    )
+
+
+def _val_dir(root: Path) -> Path | None:
+    for name in ("val", "validation", "valid"):
+        if (root / name).is_dir():
+            return root / name
+    return None
+
+
+def is_imagefolder(root: Path) -> bool:
+    return (root / "train").is_dir() and bool(_subdirs(root / "train"))
+
+
+def _synset_words(path: Path) -> dict[str, str]:
+    """`LOC_synset_mapping.txt` / `synset_words.txt`: lines "n01440764 tench, Tinca tinca"."""
+    words = {}
+    for line in path.read_text().splitlines():
+        parts = line.strip().split(maxsplit=1)
+        if parts:
+            words[parts[0]] = parts[1] if len(parts) > 1 else parts[0]
+    return words
+
+
+def _folder_items(d: Path, index: dict[str, int], root: Path) -> list[Item]:
+    items = []
+    for cls in _subdirs(d):
+        if cls.name not in index:
+            raise UserError(f"{cls}: class folder not in {root / 'train'}")
+        for f in _files(cls):
+            items.append((str(f.relative_to(root)), index[cls.name], str(f), -1, 0))
+    return items
+
+
+def imagefolder(root: Path, *, size: int = 256, max_pixels: int = DEFAULT_MAX_PIXELS) -> FileSource:
+    """`train/<class>/*` and `val/<class>/*`; classes are the sorted train folder names
+    (shown with their words when a LOC_synset_mapping.txt or synset_words.txt lies in SRC)."""
+    val = _val_dir(root)
+    if not is_imagefolder(root) or val is None:
+        raise UserError(f"{root}: ImageFolder layout needs train/<class>/ and val/<class>/ folders")
+    names = [p.name for p in _subdirs(root / "train")]
+    index = {n: i for i, n in enumerate(names)}
+    classes = list(names)
+    for words_file in ("LOC_synset_mapping.txt", "synset_words.txt"):
+        if (root / words_file).is_file():
+            words = _synset_words(root / words_file)
+            classes = [words.get(n, n) for n in names]
+            break
+    items = {
+        "train": _folder_items(root / "train", index, root),
+        "val": _folder_items(val, index, root),
+    }
+    return FileSource(
+        "imagefolder", classes, items, size=size, max_pixels=max_pixels, root=str(root)
+    )
+
+
+# ---------------------------------------------------------------- official ILSVRC2012 tars
+def _devkit_files(root: Path) -> tuple[bytes, bytes]:
+    """(meta.mat bytes, validation ground truth bytes) from the devkit dir or tar.gz."""
+    for d in (root / DEVKIT, root):
+        meta, gt = d / "data" / "meta.mat", d / "data" / "ILSVRC2012_validation_ground_truth.txt"
+        if meta.is_file() and gt.is_file():
+            return meta.read_bytes(), gt.read_bytes()
+    tgz = root / f"{DEVKIT}.tar.gz"
+    if not tgz.is_file():
+        raise UserError(f"{root}: no ILSVRC2012 devkit ({DEVKIT}.tar.gz or {DEVKIT}/data/meta.mat)")
+    found: dict[str, bytes] = {}
+    try:
+        with tarfile.open(tgz, "r:*") as tar:
+            for m in tar:
+                base = os.path.basename(m.name)
+                if m.isfile() and base in ("meta.mat", "ILSVRC2012_validation_ground_truth.txt"):
+                    found[base] = tar.extractfile(m).read()
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise UserError(f"{tgz}: unreadable devkit ({exc})") from None
+    if len(found) != 2:
+        raise UserError(f"{tgz}: devkit lacks data/meta.mat or the validation ground truth")
+    return found["meta.mat"], found["ILSVRC2012_validation_ground_truth.txt"]
+
+
+def read_meta(meta: bytes, where: str) -> tuple[list[str], list[str], dict[int, int]]:
+    """(sorted wnids, their words, ILSVRC2012_ID -> class index) for the leaf synsets
+    (num_children == 0) of the devkit's meta.mat."""
+    try:
+        import scipy.io
+    except ImportError:  # pragma: no cover
+        raise UserError("reading the ILSVRC2012 devkit needs scipy (pip install scipy)") from None
+    try:
+        synsets = scipy.io.loadmat(io.BytesIO(meta), squeeze_me=True)["synsets"]
+        ids = np.atleast_1d(synsets["ILSVRC2012_ID"]).astype(int)
+        wnids = [str(w) for w in np.atleast_1d(synsets["WNID"])]
+        words = [str(w) for w in np.atleast_1d(synsets["words"])]
+        children = np.atleast_1d(synsets["num_children"]).astype(int)
+    except Exception as exc:  # noqa: BLE001
+        raise UserError(f"{where}: unreadable meta.mat ({exc})") from None
+    leaves = sorted((wnids[i], words[i], ids[i]) for i in range(len(ids)) if children[i] == 0)
+    return (
+        [w for w, _, _ in leaves],
+        [t for _, t, _ in leaves],
+        {int(i): k for k, (_, _, i) in enumerate(leaves)},
+    )
+
+
+def _index_tar(path: Path, display_root: str) -> list[tuple[str, str, int, int]]:
+    """(member name, display path, data offset, size) of the regular files in a tar."""
+    out = []
+    with tarfile.open(path, "r:") as tar:
+        for m in tar:
+            if m.isfile():
+                out.append((m.name, f"{display_root}/{m.name}", m.offset_data, m.size))
+    return out
+
+
+def is_ilsvrc2012(root: Path) -> bool:
+    return (root / TRAIN_TAR).is_file() and (root / VAL_TAR).is_file()
+
+
+def ilsvrc2012(root: Path, *, size: int = 256, max_pixels: int = DEFAULT_MAX_PIXELS) -> FileSource:
+    """ILSVRC2012_img_train.tar (one inner tar per wnid), ILSVRC2012_img_val.tar (flat,
+    sorted names = ground-truth line order) and the devkit."""
+    for name in (TRAIN_TAR, VAL_TAR):
+        if not (root / name).is_file():
+            raise UserError(f"{root}: missing {name}")
+    meta, gt = _devkit_files(root)
+    wnids, words, id_to_class = read_meta(meta, str(root))
+    wnid_index = {w: i for i, w in enumerate(wnids)}
+    skipped: list[tuple[str, str]] = []
+    train: list[Item] = []
+    train_path = str(root / TRAIN_TAR)
+    try:
+        with tarfile.open(root / TRAIN_TAR, "r:") as outer:
+            for m in outer:
+                if not m.isfile():
+                    continue
+                wnid = os.path.splitext(os.path.basename(m.name))[0]
+                shown = f"{TRAIN_TAR}/{m.name}"
+                if not m.name.endswith(".tar") or wnid not in wnid_index:
+                    skipped.append((shown, "not a per-class tar of a known wnid"))
+                    continue
+                with tarfile.open(fileobj=outer.extractfile(m), mode="r:") as inner:
+                    for im in inner:
+                        if im.isfile():
+                            off = m.offset_data + im.offset_data
+                            train.append(
+                                (f"{shown}/{im.name}", wnid_index[wnid], train_path, off, im.size)
+                            )
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise UserError(f"{root / TRAIN_TAR}: unreadable tar ({exc})") from None
+    try:
+        labels = [int(t) for t in gt.decode().split()]
+        val_members = sorted(_index_tar(root / VAL_TAR, VAL_TAR))
+    except (ValueError, tarfile.TarError, OSError, EOFError) as exc:
+        raise UserError(f"{root}: unreadable validation tar or ground truth ({exc})") from None
+    if len(labels) != len(val_members):
+        raise UserError(
+            f"{root / VAL_TAR}: {len(val_members)} files but the ground truth lists {len(labels)}"
+        )
+    val: list[Item] = []
+    for (_, shown, off, n), ident in zip(val_members, labels, strict=True):
+        if ident not in id_to_class:
+            raise UserError(f"{root}: ground truth ILSVRC2012_ID {ident} is not a leaf synset")
+        val.append((shown, id_to_class[ident], str(root / VAL_TAR), off, n))
+    return FileSource("ilsvrc2012", words, {"train": train, "val": val}, size=size,
+                      max_pixels=max_pixels, root=str(root), skipped=skipped)  # fmt: skip
+
+
+# ---------------------------------------------------------------- Kaggle layout
+def is_kaggle(root: Path) -> bool:
+    return (root / "LOC_synset_mapping.txt").is_file() and (root / "LOC_val_solution.csv").is_file()
+
+
+def kaggle(root: Path, *, size: int = 256, max_pixels: int = DEFAULT_MAX_PIXELS) -> FileSource:
+    """Kaggle's ILSVRC: ILSVRC/Data/CLS-LOC/{train/<wnid>/, val/}, LOC_val_solution.csv
+    (first wnid of PredictionString is the label), LOC_synset_mapping.txt (names)."""
+    words = _synset_words(root / "LOC_synset_mapping.txt")
+    wnids = sorted(words)
+    index = {w: i for i, w in enumerate(wnids)}
+    data = root / "ILSVRC" / "Data" / "CLS-LOC"
+    if not (data / "train").is_dir() or not (data / "val").is_dir():
+        raise UserError(f"{root}: Kaggle layout needs ILSVRC/Data/CLS-LOC/train and val")
+    train = _folder_items(data / "train", index, root)
+    val: list[Item] = []
+    skipped: list[tuple[str, str]] = []
+    truth: dict[str, str] = {}
+    with open(root / "LOC_val_solution.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            truth[row["ImageId"]] = row["PredictionString"].split()[0]
+    for p in _files(data / "val"):
+        wnid = truth.get(p.stem)
+        shown = str(p.relative_to(root))
+        if wnid is None or wnid not in index:
+            skipped.append((shown, "no label in LOC_val_solution.csv"))
+            continue
+        val.append((shown, index[wnid], str(p), -1, 0))
+    classes = [words[w] for w in wnids]
+    return FileSource("kaggle", classes, {"train": train, "val": val}, size=size,
+                      max_pixels=max_pixels, root=str(root), skipped=skipped)  # fmt: skip

@@ -1,0 +1,143 @@
+"""DeviceLoader: batches of uint8 images from a packed dataset, sent to the device.
+
+Gathering rows of the memory-mapped (N, H, W, 3) array runs in `workers` threads (numpy
+releases the GIL while copying), ahead of the consumer; on CUDA the batch lands in pinned
+memory and is copied with `non_blocking=True`. The batch is returned as (B, 3, H, W), a
+channels_last view of the NHWC bytes (no copy). Augmentation happens later, on the device
+(augment.py).
+
+Sharding (common.md): perm = permutation(N) from (seed, epoch) (or arange when not
+shuffling); global batch k = perm[k*B*W:(k+1)*B*W]; rank r takes [r*B:(r+1)*B] of it. So a
+W-rank run sees the same global batches as a 1-rank run with batch B*W, and evaluation
+(shuffle=False, drop_last=False) sees each sample exactly once across ranks, unpadded.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+
+from alexnet.data.packed import PackedDataset
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The shuffle order for (seed, epoch): identical on every rank and platform."""
+    return np.random.default_rng([int(seed), int(epoch)]).permutation(n)
+
+
+class DeviceLoader:
+    """Iterate (images uint8 (B,3,H,W), labels int64 (B,)) on `device` for this rank."""
+
+    def __init__(
+        self,
+        dataset: PackedDataset,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        drop_last: bool,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        device: str | torch.device = "cpu",
+        workers: int = 0,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside world_size {world_size}")
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.device = torch.device(device)
+        self.workers = max(0, int(workers))
+        self.epoch = 0
+        self.pin = self.device.type == "cuda" and torch.cuda.is_available()
+        self._labels = np.ascontiguousarray(dataset.labels, dtype=np.int64)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    # ------------------------------------------------------------ index arithmetic
+    def _global_batches(self) -> int:
+        n, g = len(self.dataset), self.batch_size * self.world_size
+        return n // g if self.drop_last else math.ceil(n / g)
+
+    def __len__(self) -> int:
+        n, b, g = len(self.dataset), self.batch_size, self.batch_size * self.world_size
+        full = n // g
+        if self.drop_last:
+            return full
+        rest = n - full * g  # the last, partial global batch
+        return full + (1 if rest > self.rank * b else 0)
+
+    def batch_indices(self, k: int, order: np.ndarray | None = None) -> np.ndarray:
+        """Dataset indices of this rank's batch k in the current epoch."""
+        g, b = self.batch_size * self.world_size, self.batch_size
+        lo = k * g + self.rank * b
+        hi = min(lo + b, (k + 1) * g, len(self.dataset))
+        if order is None:
+            return np.arange(lo, max(lo, hi))
+        return order[lo:hi]
+
+    # ------------------------------------------------------------ loading
+    def _gather(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        images = self.dataset.images
+        if len(idx) and idx[-1] - idx[0] == len(idx) - 1 and np.all(np.diff(idx) == 1):
+            rows = images[idx[0] : idx[-1] + 1]  # contiguous: one slice copy
+        else:
+            rows = None
+        shape = (len(idx), *images.shape[1:])
+        out = torch.empty(shape, dtype=torch.uint8, pin_memory=self.pin)
+        buf = out.numpy()
+        if rows is not None:
+            buf[...] = rows
+        elif len(idx):
+            np.take(images, idx, axis=0, out=buf)
+        labels = torch.from_numpy(self._labels[idx])
+        if self.pin:
+            labels = labels.pin_memory()
+        return out, labels
+
+    def _to_device(self, batch: tuple[torch.Tensor, torch.Tensor]):
+        images, labels = batch
+        nb = self.pin
+        images = images.to(self.device, non_blocking=nb).permute(0, 3, 1, 2)
+        return images, labels.to(self.device, non_blocking=nb)
+
+    def iterate(self, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield this rank's batches of the current epoch, skipping the first `start_batch`
+        without reading them (resume mid-epoch)."""
+        order = (
+            epoch_permutation(len(self.dataset), self.seed, self.epoch) if self.shuffle else None
+        )
+        ks = range(max(0, int(start_batch)), len(self))
+        indices = (self.batch_indices(k, order) for k in ks)
+        if self.workers == 0:
+            for idx in indices:
+                yield self._to_device(self._gather(idx))
+            return
+        depth = self.workers + 1
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="alexnet-loader") as pool:
+            pending: collections.deque = collections.deque()
+            try:
+                for idx in indices:
+                    pending.append(pool.submit(self._gather, idx))
+                    if len(pending) > depth:
+                        yield self._to_device(pending.popleft().result())
+                while pending:
+                    yield self._to_device(pending.popleft().result())
+            finally:
+                for fut in pending:
+                    fut.cancel()
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self.iterate(0)

@@ -1,0 +1,300 @@
+"""Dataset readers for `alexnet prepare`: a `Source` yields chunks of RGB uint8 images + labels.
+
+Array sources (Fashion-MNIST idx, CIFAR-10 python batches, synthetic) are decoded in one
+vectorized pass and keep their native size. File sources (ImageFolder, ILSVRC2012 tars,
+Kaggle; see imagenet.py) decode each file with `decode.decode_image` in worker processes and
+get the paper's preprocessing (shorter side to `size`, centre crop).
+"""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from alexnet.errors import UserError
+
+FASHION_MNIST_CLASSES = [
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+]  # fmt: skip
+CIFAR10_CLASSES = [
+    "airplane", "automobile", "bird", "cat", "deer",
+    "dog", "frog", "horse", "ship", "truck",
+]  # fmt: skip
+DEFAULT_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+
+
+@dataclass
+class Chunk:
+    """Images (n, H, W, 3) uint8 and labels (n,) int64 for items [start, stop) of a split,
+    with the files skipped or repaired on the way as (path, reason) pairs."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    repaired: list[tuple[str, str]] = field(default_factory=list)
+
+
+class Source:
+    """A dataset to pack. Subclasses set name, classes, image_size and implement
+    count(split) and load(split, start, stop) -> Chunk."""
+
+    name = "source"
+    parallel = False  # True: load() decodes files, run it in worker processes
+    classes: list[str]
+    image_size: tuple[int, int]
+
+    def count(self, split: str) -> int:
+        raise NotImplementedError
+
+    def load(self, split: str, start: int, stop: int) -> Chunk:
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """What identifies this input (checked before resuming a half-written pack)."""
+        return {"source": self.name, "image_size": list(self.image_size)}
+
+
+class ArraySource(Source):
+    """In-memory arrays: images (N, H, W, 3) uint8 and labels (N,) per split."""
+
+    def __init__(self, name: str, classes: list[str], arrays: dict, info: dict) -> None:
+        self.name = name
+        self.classes = classes
+        self.arrays = arrays
+        self.info = info
+        self.image_size = tuple(arrays["train"][0].shape[1:3])
+
+    def count(self, split: str) -> int:
+        return int(self.arrays[split][0].shape[0])
+
+    def load(self, split: str, start: int, stop: int) -> Chunk:
+        images, labels = self.arrays[split]
+        return Chunk(np.ascontiguousarray(images[start:stop]), labels[start:stop].astype(np.int64))
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), **self.info}
+
+
+# ---------------------------------------------------------------- Fashion-MNIST (idx files)
+def _find(root: Path, stem: str) -> Path | None:
+    for name in (stem, stem + ".gz", stem.replace("-idx", ".idx")):
+        if (root / name).is_file():
+            return root / name
+    return None
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Parse an idx file (optionally gzipped): big-endian magic, dims, then uint8 data."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as exc:
+        raise UserError(f"{path}: unreadable idx file ({exc})") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise UserError(f"{path}: not an idx file of uint8 (bad magic number)")
+    ndim = raw[3]
+    dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", ndim, 4))
+    offset = 4 + 4 * ndim
+    if len(raw) - offset != int(np.prod(dims)):
+        raise UserError(f"{path}: idx file holds {len(raw) - offset} bytes, dims {dims}")
+    return np.frombuffer(raw, np.uint8, offset=offset).reshape(dims)
+
+
+def is_fashion_mnist(root: Path) -> bool:
+    return _find(root, "train-images-idx3-ubyte") is not None
+
+
+def fashion_mnist(root: Path) -> ArraySource:
+    """Fashion-MNIST: 60,000 train / 10,000 test (as "val") 28x28 grayscale, replicated to RGB."""
+    arrays = {}
+    for split, prefix in (("train", "train"), ("val", "t10k")):
+        img_path = _find(root, f"{prefix}-images-idx3-ubyte")
+        lab_path = _find(root, f"{prefix}-labels-idx1-ubyte")
+        if img_path is None or lab_path is None:
+            raise UserError(f"{root}: missing {prefix}-images/labels idx files")
+        images, labels = read_idx(img_path), read_idx(lab_path)
+        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+            raise UserError(f"{img_path}: {images.shape} images vs {labels.shape} labels")
+        if labels.max(initial=0) >= 10:
+            raise UserError(f"{lab_path}: label {labels.max()} outside 0..9")
+        arrays[split] = (np.repeat(images[..., None], 3, axis=3), labels.astype(np.int64))
+    return ArraySource("fashion-mnist", list(FASHION_MNIST_CLASSES), arrays, {"root": str(root)})
+
+
+# ---------------------------------------------------------------- CIFAR-10 (python batches)
+def _cifar_dir(root: Path) -> Path | None:
+    for d in (root, root / "cifar-10-batches-py"):
+        if (d / "data_batch_1").is_file():
+            return d
+    return None
+
+
+def is_cifar10(root: Path) -> bool:
+    return _cifar_dir(root) is not None
+
+
+def _unpickle(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f, encoding="bytes")
+    except Exception as exc:  # noqa: BLE001
+        raise UserError(f"{path}: unreadable CIFAR-10 batch ({exc})") from None
+
+
+def cifar10(root: Path) -> ArraySource:
+    """CIFAR-10: data_batch_1..5 (train, 50,000) and test_batch (val, 10,000), 32x32 RGB."""
+    d = _cifar_dir(root)
+    if d is None:
+        raise UserError(f"{root}: no CIFAR-10 data_batch_1")
+    arrays = {}
+    for split, names in (
+        ("train", [f"data_batch_{i}" for i in range(1, 6)]),
+        ("val", ["test_batch"]),
+    ):
+        data, labels = [], []
+        for name in names:
+            if not (d / name).is_file():
+                raise UserError(f"{d / name}: missing CIFAR-10 batch")
+            batch = _unpickle(d / name)
+            x = np.asarray(batch[b"data"], np.uint8)
+            if x.ndim != 2 or x.shape[1] != 3072:
+                raise UserError(f"{d / name}: data of shape {x.shape}, expected (N, 3072)")
+            data.append(x.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+            labels.append(np.asarray(batch[b"labels"], np.int64))
+        arrays[split] = (np.ascontiguousarray(np.concatenate(data)), np.concatenate(labels))
+    classes = list(CIFAR10_CLASSES)
+    if (d / "batches.meta").is_file():
+        meta = _unpickle(d / "batches.meta")
+        names = meta.get(b"label_names")
+        if names:
+            classes = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+    return ArraySource("cifar10", classes, arrays, {"root": str(d)})
+
+
+# ---------------------------------------------------------------- synthetic
+class SyntheticSource(Source):
+    """`classes` classes of learnable images: each class has its own colour and an oriented
+    sinusoidal grating; every image adds a random phase shift, brightness and pixel noise.
+    Deterministic in (seed, split, index) regardless of how it is chunked."""
+
+    name = "synthetic"
+    BLOCK = 512
+
+    def __init__(self, classes: int = 10, count: int = 1000, image_size: int = 32, seed: int = 0):
+        if classes < 1 or count < 1 or image_size < 4:
+            raise UserError("synthetic: need --classes >= 1, --count >= 1, --image-size >= 4")
+        self.classes = [f"class_{i}" for i in range(classes)]
+        self.image_size = (image_size, image_size)
+        self.seed = seed
+        self.counts = {"train": count, "val": max(1, count // 5)}
+        rng = np.random.default_rng([seed, 7])
+        self.colors = rng.uniform(0.15, 0.85, (classes, 3))
+        self.angles = rng.uniform(0, np.pi, classes)
+        self.freqs = rng.uniform(1.0, 4.0, classes)
+
+    def count(self, split: str) -> int:
+        return self.counts[split]
+
+    def _block(self, split: str, b: int) -> tuple[np.ndarray, np.ndarray]:
+        n = min(self.BLOCK, self.counts[split] - b * self.BLOCK)
+        rng = np.random.default_rng([self.seed, 0 if split == "train" else 1, b])
+        labels = rng.integers(0, len(self.classes), n)
+        s = self.image_size[0]
+        yy, xx = np.mgrid[0:s, 0:s] / s
+        a, f = self.angles[labels], self.freqs[labels]
+        phase = rng.uniform(0, 2 * np.pi, n)
+        proj = np.cos(a)[:, None, None] * xx + np.sin(a)[:, None, None] * yy
+        wave = np.sin(2 * np.pi * f[:, None, None] * proj + phase[:, None, None])
+        bright = rng.uniform(0.8, 1.2, (n, 1, 1, 1))
+        img = self.colors[labels][:, None, None, :] * bright + 0.25 * wave[..., None]
+        img = img + rng.normal(0, 0.05, img.shape)
+        return np.clip(np.rint(img * 255), 0, 255).astype(np.uint8), labels.astype(np.int64)
+
+    def load(self, split: str, start: int, stop: int) -> Chunk:
+        images, labels = [], []
+        for b in range(start // self.BLOCK, (stop - 1) // self.BLOCK + 1):
+            x, y = self._block(split, b)
+            lo = max(start - b * self.BLOCK, 0)
+            hi = min(stop - b * self.BLOCK, len(y))
+            images.append(x[lo:hi])
+            labels.append(y[lo:hi])
+        return Chunk(np.concatenate(images), np.concatenate(labels))
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            **super().describe(),
+            "classes": len(self.classes),
+            "count": self.counts["train"],
+            "seed": self.seed,
+        }
+
+
+# ---------------------------------------------------------------- choosing a reader
+SOURCE_NAMES = [
+    "auto",
+    "imagefolder",
+    "ilsvrc2012",
+    "kaggle",
+    "fashion-mnist",
+    "cifar10",
+    "synthetic",
+]
+
+
+def open_source(
+    src: str,
+    kind: str = "auto",
+    *,
+    size: int = 256,
+    max_pixels: int | None = None,
+    synthetic: dict | None = None,
+) -> Source:
+    """Build the reader for `src` (a directory; for "synthetic" any label). `kind="auto"`
+    detects the layout. UserError (one line) for a missing SRC or an unknown layout."""
+    from alexnet.data import imagenet
+
+    if kind == "synthetic" or (kind == "auto" and src == "synthetic" and not Path(src).exists()):
+        return SyntheticSource(**(synthetic or {}))
+    root = Path(src)
+    if not root.exists():
+        raise UserError(f"{src}: no such file or directory")
+    if not root.is_dir():
+        raise UserError(f"{src}: not a directory (give the directory holding the dataset)")
+    opts = {"size": size}
+    if max_pixels is not None:
+        opts["max_pixels"] = max_pixels
+    if kind == "auto":
+        if is_fashion_mnist(root):
+            kind = "fashion-mnist"
+        elif is_cifar10(root):
+            kind = "cifar10"
+        elif imagenet.is_kaggle(root):
+            kind = "kaggle"
+        elif imagenet.is_ilsvrc2012(root):
+            kind = "ilsvrc2012"
+        elif imagenet.is_imagefolder(root):
+            kind = "imagefolder"
+        else:
+            raise UserError(
+                f"{src}: unrecognized dataset layout (expected train/<class>/ and val/<class>/ "
+                "folders, ILSVRC2012 tars + devkit, the Kaggle layout, Fashion-MNIST idx files "
+                "or CIFAR-10 batches; or name one with --source)"
+            )
+    if kind == "fashion-mnist":
+        return fashion_mnist(root)
+    if kind == "cifar10":
+        return cifar10(root)
+    if kind == "imagefolder":
+        return imagenet.imagefolder(root, **opts)
+    if kind == "ilsvrc2012":
+        return imagenet.ilsvrc2012(root, **opts)
+    if kind == "kaggle":
+        return imagenet.kaggle(root, **opts)
+    raise UserError(f"--source {kind}: unknown (choose from {', '.join(SOURCE_NAMES)})")
