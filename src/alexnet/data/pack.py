@@ -147,8 +147,8 @@ def prepare(
     loaded = _load_state(partial) if partial.is_dir() else None
     if loaded is not None and loaded[0].get("config") == config:
         state, sums = loaded
-        if progress:
-            print(f"resuming the interrupted run in {partial}", file=sys.stderr)
+        done = sum(st["count"] for st in state["splits"].values())
+        print(f"resuming the interrupted run in {partial} ({done} images done)", file=sys.stderr)
     else:
         if partial.exists():
             shutil.rmtree(partial)
