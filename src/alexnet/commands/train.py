@@ -36,6 +36,7 @@ _VALUE_FLAGS = [
     ("--on-nan", str, "stop (default) | skip: what a non-finite loss does"),
     ("--model-parallel", str, "DEV0,DEV1: the paper's two-tower split over two devices"),
     ("--max-steps", int, "stop after this many steps in total (short budgets), with weights"),
+    ("--val-limit", int, "validate on the first N validation images only (0: all)"),
 ]
 _SWITCHES = [
     ("--amp", "bf16 autocast"),

@@ -66,6 +66,7 @@ class TrainConfig:
     on_nan: str = "stop"  # stop | skip
     model_parallel: str | None = None  # "DEV0,DEV1"
     max_steps: int = 0  # stop (with a checkpoint) after this many steps in total; 0: no limit
+    val_limit: int = 0  # validate on the first N images only (short budgets); 0: all
     resume: str | None = None
 
     def to_json(self) -> dict[str, Any]:

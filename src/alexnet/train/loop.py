@@ -100,6 +100,8 @@ def _train(cfg: TrainConfig, info: D.DistInfo, device: torch.device, devices) ->
     elif device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     train_ds, val_ds = open_dataset(cfg.data, "train"), open_dataset(cfg.data, "val")
+    if 0 < cfg.val_limit < len(val_ds):
+        val_ds = P.Head(val_ds, cfg.val_limit)
     run = Path(cfg.output_dir)
     state = None
     if cfg.resume:

@@ -144,3 +144,14 @@ def bytes_needed(model: torch.nn.Module) -> int:
     """Checkpoint (weights + momentum, twice during an atomic replace) + 2 weight files."""
     params = sum(p.numel() * p.element_size() for p in model.parameters())
     return 6 * params + (16 << 20)
+
+
+class Head:
+    """The first `n` images of a packed split (for --val-limit): what DeviceLoader reads."""
+
+    def __init__(self, ds, n: int) -> None:
+        self.images, self.labels = ds.images[:n], ds.labels[:n]
+        self.classes, self.num_classes = ds.classes, ds.num_classes
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
