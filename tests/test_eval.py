@@ -154,3 +154,14 @@ def test_bad_weights_file_is_one_line_error(trained, tmp_path, capsys):
     rc = main(["eval", "--data", str(data), "--weights", str(bad)])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and str(bad) in err and "\n" not in err
+
+
+def test_two_crops_are_the_centre_crop_and_its_mirror():
+    from alexnet.evaluate import make_eval_transform
+
+    images = torch.randint(0, 256, (3, 3, 10, 10), dtype=torch.uint8)
+    pre = {"crop_size": 8, "resize": None, "out_channels": 3, "normalize": "none"}
+    x = make_eval_transform(pre, None, 2)(images).view(3, 2, 3, 8, 8)
+    centre = images[:, :, 1:9, 1:9].float() / 255
+    torch.testing.assert_close(x[:, 0], centre)
+    torch.testing.assert_close(x[:, 1], centre.flip(-1))

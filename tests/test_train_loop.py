@@ -156,3 +156,40 @@ def test_model_parallel_paper_trains_and_saves_paper_layout(data, tmp_path):
     assert result["status"] == "max_steps"
     model, meta, _ = load_model(out / "weights.safetensors")
     assert meta["model"]["name"] == "paper" and model.num_classes == 4
+
+
+def test_flags_override_recipe_values():
+    from alexnet.cli import build_parser
+    from alexnet.commands.train import resolve_config
+
+    args = build_parser().parse_args(
+        [
+            "train",
+            "--data",
+            "D",
+            "--output-dir",
+            "R",
+            "--recipe",
+            "torchvision",
+            "--lr",
+            "0.2",
+            "--no-flip",
+            "--epochs",
+            "7",
+            "--weight-decay",
+            "0",
+            "--amp",
+        ]
+    )
+    cfg = resolve_config(args)
+    assert (cfg.lr, cfg.flip, cfg.epochs, cfg.weight_decay, cfg.amp) == (0.2, False, 7, 0.0, True)
+    assert (cfg.schedule, cfg.batch_size, cfg.model) == ("step", 32, "torchvision")  # recipe's
+    paper = resolve_config(build_parser().parse_args(["train", "--data", "D", "--output-dir", "R"]))
+    assert (paper.lr, paper.momentum, paper.weight_decay, paper.batch_size, paper.epochs) == (
+        0.01,
+        0.9,
+        5e-4,
+        128,
+        90,
+    )
+    assert (paper.schedule, paper.max_reductions, paper.test_crops) == ("plateau", 3, 10)
