@@ -150,7 +150,7 @@ def format_table(summary: dict, markdown: bool = False) -> str:
     if markdown:
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(row) + " |" for row in body]
-        lines.append("| **" + "** | **".join(c for c in total if c) + "** |")
+        lines.append("| " + " | ".join(f"**{c}**" if c else "" for c in total) + " |")
         return "\n".join(lines)
     rows = [header, *body, total]
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
