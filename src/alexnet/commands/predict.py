@@ -1,0 +1,70 @@
+"""`alexnet predict`: top-k classes and probabilities of image files."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "predict",
+        help="top-k classes of image files (alexnet weights or torchvision's .pth)",
+        description="Predict the classes of images with weights from `alexnet train` "
+        "(.safetensors) or torchvision's ImageNet file alexnet-owt-7be5be79.pth. Arguments may "
+        "be files, directories (searched recursively) or globs. Images get the evaluation "
+        "preprocessing of the weights (shorter side to the stored size, centre crop, then 1, 2 "
+        "or 10 crops with softmax averaged). A bad image is reported on one line and skipped; "
+        "the exit status is 1 if any image failed.",
+    )
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, directories, globs")
+    p.add_argument("--weights", required=True, help=".safetensors or torchvision .pth file")
+    p.add_argument("--topk", type=int, default=5, help="classes per image (default 5)")
+    p.add_argument("--crops", type=int, choices=[1, 2, 10], default=1)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from alexnet.errors import UserError
+    from alexnet.inference import Predictor, expand_image_args
+    from alexnet.train.distributed import from_env, resolve_device
+
+    if args.topk < 1:
+        raise UserError(f"--topk {args.topk}: must be at least 1")
+    paths, missing = expand_image_args(args.images)
+    predictor = Predictor(
+        args.weights,
+        resolve_device(args.device, from_env()),
+        crops=args.crops,
+        batch_size=args.batch_size,
+    )
+    failed = 0
+    for arg, reason in missing:
+        print(f"alexnet predict: {arg}: {reason}", file=sys.stderr)
+        failed += 1
+    results = []
+    for pred in predictor.predict_files(paths, args.topk):
+        if pred.error is not None:
+            failed += 1
+            print(f"alexnet predict: {pred.image}: {pred.error}", file=sys.stderr)
+        if args.json:
+            results.append(pred.to_json())
+        elif pred.error is None:
+            print(pred.image)
+            for name, prob in zip(pred.classes, pred.probs):
+                print(f"  {100 * prob:6.2f} %  {name}")
+    if args.json:
+        out = {
+            "weights": args.weights,
+            "model": predictor.meta["model"]["name"],
+            "crops": args.crops,
+            "topk": args.topk,
+            "predictions": results,
+            "failed": failed,
+        }
+        print(json.dumps(out))
+    return 1 if failed else 0

@@ -1,0 +1,283 @@
+"""Use a trained AlexNet: top-k predictions, fc7 features, nearest neighbours (paper §6.1).
+
+- `load_weights(path, device)`: an alexnet `.safetensors` file (from `alexnet train`, either
+  tower layout) or torchvision's ImageNet `.pth` -> (model, metadata, mean image).
+- `Predictor`: image files -> top-k class names and probabilities. Files are decoded robustly
+  (`alexnet.data.decode`) and brought to the stored image size the way `alexnet prepare` does it
+  (paper §2: shorter side to the size, centre crop); then exactly the evaluation transform of
+  `alexnet eval` runs (1 centre crop, 2 = centre + mirror, or the paper's 10 crops, softmax
+  outputs averaged, §4.1).
+- `split_features`: fc7 activations (the penultimate layer; 4096-d for the 224 px models) of a
+  packed split, in batches on the device.
+- `nearest`: k nearest rows by Euclidean distance, ||a||^2 - 2 a.b + ||b||^2 with batched matrix
+  products over chunks of the base set (no Python loop over images).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from alexnet.errors import UserError
+
+IMAGE_EXTENSIONS = {
+    ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp",
+    ".ppm", ".pgm", ".pbm",
+}  # fmt: skip
+
+
+def load_weights(
+    path: str | os.PathLike, device: str | torch.device = "cpu"
+) -> tuple[torch.nn.Module, dict[str, Any], torch.Tensor | None]:
+    """Any weights file this package reads -> (model in eval mode on device, meta, mean image).
+
+    `.pth`/`.pt` (torch pickles) are torchvision AlexNet state_dicts, read with
+    weights_only=True; everything else must be an alexnet safetensors file. Files in the
+    two-device layout (`alexnet export --two-device`) are joined back into the paper layout.
+    """
+    from alexnet.torchvision_weights import is_torch_pickle, load_torchvision
+
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{p}: no such weights file")
+    if p.suffix in (".pth", ".pt") or is_torch_pickle(p):
+        return load_torchvision(p, device)
+    from alexnet.train.weights import load_model, read_weights
+
+    _, meta = read_weights(p)
+    if meta["extra"].get("layout") == "two-device":
+        from alexnet.export import load_two_device_file
+
+        return load_two_device_file(p, device)
+    return load_model(p, device)
+
+
+def stored_image_size(preprocess: dict[str, Any]) -> int:
+    """Side that image files are brought to before the eval transform (the packed size).
+
+    Taken from preprocess["image_size"] when the file records it; else the resize side when
+    the transform resizes anyway, the crop itself for the small 28/32 px models (trained on
+    images of their own size), and the paper's 256 for 224/227 crops.
+    """
+    if preprocess.get("image_size"):
+        return int(preprocess["image_size"])
+    if preprocess.get("resize"):
+        return int(preprocess["resize"])
+    crop = int(preprocess["crop_size"])
+    return crop if crop < 64 else round(crop * 256 / 224)
+
+
+def expand_image_args(args: Iterable[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """Files, directories (recursively, image extensions only, sorted) and globs -> paths.
+
+    Returns (paths in argument order, [(argument, reason)] for arguments that named nothing).
+    """
+    paths: list[str] = []
+    errors: list[tuple[str, str]] = []
+    for arg in args:
+        if os.path.isdir(arg):
+            found = sorted(
+                str(p)
+                for p in Path(arg).rglob("*")
+                if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+            )
+            if not found:
+                errors.append((arg, "directory holds no image files"))
+            paths.extend(found)
+        elif os.path.exists(arg):
+            paths.append(arg)
+        elif glob.has_magic(arg):
+            found = sorted(p for p in glob.glob(arg, recursive=True) if os.path.isfile(p))
+            if not found:
+                errors.append((arg, "pattern matches no file"))
+            paths.extend(found)
+        else:
+            errors.append((arg, "no such file or directory"))
+    return paths, errors
+
+
+def read_image(path: str, size: int) -> np.ndarray:
+    """Decode one image file to (size, size, 3) uint8: shorter side to `size`, centre crop
+    (paper §2). UserError naming the file when it is not a readable image."""
+    from alexnet.data.decode import decode_image
+
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror})") from None
+    decoded = decode_image(data, path, size)
+    if decoded.image is None:
+        raise UserError(f"{path}: {decoded.skip}")
+    return decoded.image
+
+
+@dataclass
+class Prediction:
+    """Top-k of one image: `classes` names and `probs` (descending), or an `error`."""
+
+    image: str
+    indices: list[int]
+    classes: list[str]
+    probs: list[float]
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        if self.error is not None:
+            return {"image": self.image, "error": self.error}
+        top = [
+            {"class": c, "index": i, "prob": p}
+            for c, i, p in zip(self.classes, self.indices, self.probs)
+        ]
+        return {"image": self.image, "top": top}
+
+
+class Predictor:
+    """Weights file -> a model that answers questions about images.
+
+    Args:
+        weights: path of an alexnet `.safetensors` file or a torchvision `.pth`.
+        device: where the model and all batched work run.
+        crops: 1 (centre), 2 (centre + mirror) or 10 (paper §4.1), softmax averaged.
+        batch_size: images per forward pass.
+    """
+
+    def __init__(
+        self,
+        weights: str | os.PathLike,
+        device: str | torch.device = "cpu",
+        crops: int = 1,
+        batch_size: int = 64,
+    ) -> None:
+        from alexnet.evaluate import make_eval_transform
+
+        if crops not in (1, 2, 10):
+            raise UserError(f"--crops {crops}: must be 1, 2 or 10")
+        self.weights = str(weights)
+        self.device = torch.device(device)
+        self.model, self.meta, self.mean_image = load_weights(weights, self.device)
+        self.classes: list[str] = list(self.meta["classes"])
+        self.preprocess: dict[str, Any] = dict(self.meta["preprocess"])
+        self.crops = crops
+        self.batch_size = max(1, int(batch_size))
+        self.image_size = stored_image_size(self.preprocess)
+        self._transform = make_eval_transform(self.preprocess, self.mean_image, crops)
+        self._centre = make_eval_transform(self.preprocess, self.mean_image, 1)
+
+    def _to_device(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """(B, H, W, 3) uint8 -> (B, 3, H, W) uint8 on the device."""
+        if not torch.is_tensor(images):
+            arr = np.asarray(images)
+            images = torch.from_numpy(arr if arr.flags.writeable else arr.copy())
+        x = images
+        if x.dim() != 4 or x.shape[-1] != 3 or x.dtype != torch.uint8:
+            raise ValueError(f"expected uint8 images (B, H, W, 3), got {tuple(x.shape)} {x.dtype}")
+        return x.to(self.device).permute(0, 3, 1, 2)
+
+    @torch.no_grad()
+    def probabilities(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """uint8 (B, H, W, 3) at the stored size -> class probabilities (B, K) on the device,
+        the softmax averaged over the crops (paper §4.1)."""
+        x = self._to_device(images)
+        b = x.shape[0]
+        logits = self.model(self._transform(x)).float()
+        return F.softmax(logits, dim=1).view(b, self.crops, -1).mean(dim=1)
+
+    @torch.no_grad()
+    def features(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """uint8 (B, H, W, 3) -> penultimate activations (B, D) of the centre crop (fc7 after
+        ReLU for the 224 px models: the paper's §6.1 retrieval feature), on the device."""
+        return self.model.forward_features(self._centre(self._to_device(images))).float()
+
+    def top(self, probs: torch.Tensor, k: int) -> tuple[list[list[int]], list[list[float]]]:
+        """(B, K) probabilities -> top-k indices and probabilities, descending."""
+        k = max(1, min(int(k), probs.shape[1]))
+        values, indices = probs.topk(k, dim=1)
+        return indices.cpu().tolist(), values.cpu().tolist()
+
+    def predict_files(self, paths: Iterable[str], topk: int = 5) -> Iterator[Prediction]:
+        """Predict each file, in order; undecodable files come back with `error` set."""
+        pending: list[tuple[str, np.ndarray]] = []
+
+        def flush() -> Iterator[Prediction]:
+            stack = np.stack([img for _, img in pending])
+            idx, val = self.top(self.probabilities(stack), topk)
+            for (name, _), ii, pp in zip(pending, idx, val):
+                yield Prediction(name, ii, [self.classes[i] for i in ii], pp)
+            pending.clear()
+
+        for path in paths:
+            try:
+                pending.append((path, read_image(path, self.image_size)))
+            except UserError as exc:
+                yield from flush() if pending else ()
+                yield Prediction(path, [], [], [], error=str(exc).split(": ", 1)[-1])
+                continue
+            if len(pending) >= self.batch_size:
+                yield from flush()
+        if pending:
+            yield from flush()
+
+
+@torch.no_grad()
+def split_features(
+    predictor: Predictor, images: np.ndarray, batch_size: int = 256, progress: bool = False
+) -> np.ndarray:
+    """Penultimate features of a packed split's images (N, H, W, 3) uint8 -> (N, D) float32."""
+    n = int(images.shape[0])
+    chunks: list[np.ndarray] = []
+    for start in range(0, n, batch_size):
+        batch = np.ascontiguousarray(images[start : start + batch_size])
+        chunks.append(predictor.features(batch).cpu().numpy())
+        if progress:
+            done = min(start + batch_size, n)
+            print(f"\rfeatures {done}/{n}", end="", flush=True)
+    if progress and n:
+        print()
+    if not chunks:
+        return np.zeros((0, 0), np.float32)
+    return np.concatenate(chunks).astype(np.float32, copy=False)
+
+
+@torch.no_grad()
+def nearest(
+    queries: torch.Tensor | np.ndarray,
+    base: torch.Tensor | np.ndarray,
+    k: int,
+    *,
+    device: str | torch.device = "cpu",
+    chunk: int = 8192,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The k rows of `base` (N, D) nearest to each query (Q, D) in Euclidean distance.
+
+    Distances via ||q||^2 - 2 q.b + ||b||^2 (one matrix product per chunk of `chunk` base rows,
+    on `device`), keeping a running top-k; the squared distance is clamped at 0 before the
+    square root. Returns (distances (Q, k) float32 ascending, indices (Q, k) int64).
+    """
+    q = torch.as_tensor(queries, dtype=torch.float32).to(device)
+    b_all = torch.as_tensor(base, dtype=torch.float32)
+    if q.dim() != 2 or b_all.dim() != 2 or q.shape[1] != b_all.shape[1]:
+        raise ValueError(f"queries {tuple(q.shape)} and base {tuple(b_all.shape)} must be (*, D)")
+    n = b_all.shape[0]
+    k = min(int(k), n)
+    if k < 1:
+        raise ValueError("nearest needs k >= 1 and a non-empty base set")
+    q_sq = (q * q).sum(1, keepdim=True)  # (Q, 1)
+    best_d = torch.full((q.shape[0], 0), float("inf"), device=q.device)
+    best_i = torch.zeros((q.shape[0], 0), dtype=torch.int64, device=q.device)
+    for start in range(0, n, chunk):
+        b = b_all[start : start + chunk].to(q.device)
+        d2 = torch.addmm((b * b).sum(1)[None, :], q, b.T, alpha=-2.0).add_(q_sq)  # (Q, C)
+        d = torch.cat([best_d, d2.clamp_min_(0.0)], 1)
+        i = torch.cat([best_i, torch.arange(start, start + b.shape[0], device=q.device)[None]
+                       .expand(q.shape[0], -1)], 1)  # fmt: skip
+        best_d, pos = d.topk(min(k, d.shape[1]), dim=1, largest=False, sorted=True)
+        best_i = i.gather(1, pos)
+    return best_d.sqrt().cpu().numpy(), best_i.cpu().numpy()
