@@ -104,18 +104,25 @@ def expand_image_args(args: Iterable[str]) -> tuple[list[str], list[tuple[str, s
     return paths, errors
 
 
-def read_image(path: str, size: int) -> np.ndarray:
+def read_image(path: str, size: int, rule: str = "paper") -> np.ndarray:
     """Decode one image file to (size, size, 3) uint8: shorter side to `size`, centre crop
-    (paper §2). UserError naming the file when it is not a readable image."""
+    (paper §2; rule "torchvision" rounds sizes as torchvision's Resize + CenterCrop do).
+    UserError naming the file when it is not a readable image."""
     from alexnet.data.decode import decode_image
 
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
         raise UserError(f"{path}: cannot read ({exc.strerror})") from None
-    decoded = decode_image(data, path, size)
+    decoded = decode_image(data, path, None if rule == "torchvision" else size)
     if decoded.image is None:
         raise UserError(f"{path}: {decoded.skip}")
+    if rule == "torchvision":
+        import torchvision.transforms.functional as TF
+        from PIL import Image
+
+        img = TF.resize(Image.fromarray(decoded.image), size)
+        return np.asarray(TF.center_crop(img, [size, size]))
     return decoded.image
 
 
@@ -168,6 +175,7 @@ class Predictor:
         self.crops = crops
         self.batch_size = max(1, int(batch_size))
         self.image_size = stored_image_size(self.preprocess)
+        self.resize_rule = str(self.preprocess.get("resize_rule", "paper"))
         self._transform = make_eval_transform(self.preprocess, self.mean_image, crops)
         self._centre = make_eval_transform(self.preprocess, self.mean_image, 1)
 
@@ -215,7 +223,7 @@ class Predictor:
 
         for path in paths:
             try:
-                pending.append((path, read_image(path, self.image_size)))
+                pending.append((path, read_image(path, self.image_size, self.resize_rule)))
             except UserError as exc:
                 yield from flush() if pending else ()
                 yield Prediction(path, [], [], [], error=str(exc).split(": ", 1)[-1])

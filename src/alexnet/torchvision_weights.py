@@ -22,9 +22,11 @@ from alexnet.errors import UserError
 
 FILE_NAME = "alexnet-owt-7be5be79.pth"
 # torchvision's eval preprocessing, in the keys of a weights file's "preprocess" metadata;
-# "image_size" is the side that decoded files are brought to (shorter side, centre crop) first.
+# "image_size" is the side that decoded files are brought to (shorter side, centre crop) first,
+# with torchvision's size rounding ("resize_rule").
 TORCHVISION_PREPROCESS: dict[str, Any] = {
     "image_size": 256,
+    "resize_rule": "torchvision",
     "crop_size": 224,
     "resize": None,
     "out_channels": 3,

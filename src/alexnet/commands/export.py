@@ -1,0 +1,57 @@
+"""`alexnet export`: weights out as ONNX (checked with onnxruntime) or in another tower layout."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "export",
+        help="ONNX export (dynamic batch, checked with onnxruntime); tower layout conversion",
+        description="Export a weights file. --onnx writes an ONNX model with input 'images' "
+        "(batch, C, S, S), already preprocessed, and output 'logits', then runs it with "
+        "onnxruntime on another batch size and compares with PyTorch (|diff| <= 1e-4 + "
+        "1e-4 * |logit|). --two-device / --paper rewrite the `paper` model's weights in the "
+        "two-device layout (one tower per device, models/parallel.py) or back.",
+    )
+    p.add_argument("--weights", required=True, help=".safetensors (or torchvision .pth for ONNX)")
+    p.add_argument("--onnx", metavar="OUT.onnx", help="write an ONNX model")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    p.add_argument("--no-check", action="store_true", help="skip the onnxruntime comparison")
+    p.add_argument("--two-device", metavar="OUT.safetensors", help="write the two-device layout")
+    p.add_argument("--paper", metavar="OUT.safetensors", help="write the paper (grouped) layout")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from alexnet.errors import UserError
+    from alexnet.export import convert_layout, export_onnx
+
+    if not (args.onnx or args.two_device or args.paper):
+        raise UserError("export needs --onnx OUT.onnx, --two-device OUT or --paper OUT")
+    out: dict = {}
+    if args.two_device:
+        out["two_device"] = convert_layout(args.weights, args.two_device, "two-device")
+    if args.paper:
+        out["paper"] = convert_layout(args.weights, args.paper, "paper")
+    if args.onnx:
+        check = not args.no_check
+        out["onnx"] = export_onnx(args.weights, args.onnx, opset=args.opset, check=check)
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    for key in ("two_device", "paper"):
+        if key in out:
+            print(f"wrote {out[key]['to']} ({out[key]['layout']} layout)")
+    if "onnx" in out:
+        o = out["onnx"]
+        print(f"wrote {o['onnx']} (input images {o['input_shape']}, opset {o['opset']})")
+        if o["checked"]:
+            print(
+                f"onnxruntime vs PyTorch on a batch of {o['check_batch']}: max |diff| "
+                f"{o['max_abs_diff']:.2e} (tolerance {o['atol']} + {o['rtol']} * |logit|)"
+            )
+    return 0
