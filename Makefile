@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install --quiet -e '.[dev,viz,data]'
+	$(PY) -m pip install --quiet -e '.[dev,viz,data,export]'
 	touch $(STAMP)
 
 lint: $(STAMP)

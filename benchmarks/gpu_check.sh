@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 out="${OUT:-gpu_check_out}"
 mkdir -p "$out"
 py=.venv/bin/python
-[ -x "$py" ] || { python3 -m venv .venv && .venv/bin/pip install -q torch==2.14.1 torchvision==0.29.1 && .venv/bin/pip install -q -e '.[dev,viz,data]'; }
+[ -x "$py" ] || { python3 -m venv .venv && .venv/bin/pip install -q torch==2.14.1 torchvision==0.29.1 && .venv/bin/pip install -q -e '.[dev,viz,data,export]'; }
 if $py -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)'; then
   device=cuda; batch=256; reps=5; lrn_shape=256,96,55,55
 else
