@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import glob
+import json
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -269,19 +270,25 @@ def nearest(
     on `device`), keeping a running top-k; the squared distance is clamped at 0 before the
     square root. Returns (distances (Q, k) float32 ascending, indices (Q, k) int64).
     """
-    q = torch.as_tensor(queries, dtype=torch.float32).to(device)
-    b_all = torch.as_tensor(base, dtype=torch.float32)
-    if q.dim() != 2 or b_all.dim() != 2 or q.shape[1] != b_all.shape[1]:
-        raise ValueError(f"queries {tuple(q.shape)} and base {tuple(b_all.shape)} must be (*, D)")
-    n = b_all.shape[0]
+    q = torch.as_tensor(np.asarray(queries, dtype=np.float32)).to(device)
+    if q.dim() != 2 or len(base.shape) != 2 or q.shape[1] != base.shape[1]:
+        raise ValueError(f"queries {tuple(q.shape)} and base {tuple(base.shape)} must be (*, D)")
+    n = int(base.shape[0])
     k = min(int(k), n)
     if k < 1:
         raise ValueError("nearest needs k >= 1 and a non-empty base set")
+
+    def rows(start: int) -> torch.Tensor:  # one chunk, copied (memmaps are read-only)
+        part = base[start : start + chunk]
+        if torch.is_tensor(part):
+            return part.to(q.device, torch.float32)
+        return torch.from_numpy(np.array(part, dtype=np.float32)).to(q.device)
+
     q_sq = (q * q).sum(1, keepdim=True)  # (Q, 1)
     best_d = torch.full((q.shape[0], 0), float("inf"), device=q.device)
     best_i = torch.zeros((q.shape[0], 0), dtype=torch.int64, device=q.device)
     for start in range(0, n, chunk):
-        b = b_all[start : start + chunk].to(q.device)
+        b = rows(start)
         d2 = torch.addmm((b * b).sum(1)[None, :], q, b.T, alpha=-2.0).add_(q_sq)  # (Q, C)
         d = torch.cat([best_d, d2.clamp_min_(0.0)], 1)
         i = torch.cat([best_i, torch.arange(start, start + b.shape[0], device=q.device)[None]
@@ -289,3 +296,55 @@ def nearest(
         best_d, pos = d.topk(min(k, d.shape[1]), dim=1, largest=False, sorted=True)
         best_i = i.gather(1, pos)
     return best_d.sqrt().cpu().numpy(), best_i.cpu().numpy()
+
+
+# ------------------------------------------------------------------ features files
+FEATURES_FORMAT = "alexnet-features/1"
+
+
+def features_paths(out: str | os.PathLike) -> tuple[Path, Path]:
+    """FEATS, FEATS.npy or FEATS.json -> (FEATS.npy, FEATS.json)."""
+    base = Path(out)
+    if base.suffix in (".npy", ".json"):
+        base = base.with_suffix("")
+    return base.with_name(base.name + ".npy"), base.with_name(base.name + ".json")
+
+
+def save_features(out: str | os.PathLike, feats: np.ndarray, meta: dict[str, Any]) -> Path:
+    """Write FEATS.npy (float32 (N, D)) and FEATS.json ({"format", "count", "dim", ...meta});
+    meta must hold "indices" (the split index of each row). Returns the .npy path."""
+    from alexnet.train.checkpoint import atomic_write
+
+    npy, js = features_paths(out)
+    feats = np.ascontiguousarray(feats, dtype=np.float32)
+    if len(meta["indices"]) != feats.shape[0]:
+        raise ValueError("one index per feature row")
+    atomic_write(npy, lambda f: np.save(f, feats))
+    info = {"format": FEATURES_FORMAT, "count": int(feats.shape[0]), "dim": int(feats.shape[1])}
+    atomic_write(js, lambda f: f.write(json.dumps({**info, **meta})), mode="w")
+    return npy
+
+
+def load_features(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
+    """Read a features file pair; UserError naming the file when missing or inconsistent."""
+    npy, js = features_paths(path)
+    try:
+        meta = json.loads(js.read_text())
+        feats = np.load(npy, mmap_mode="r")
+    except OSError as exc:
+        raise UserError(f"{exc.filename}: cannot read features ({exc.strerror})") from None
+    except ValueError as exc:
+        raise UserError(f"{npy}: not a features file ({exc})") from None
+    if meta.get("format") != FEATURES_FORMAT or feats.ndim != 2:
+        raise UserError(f"{js}: not an alexnet features file (format {FEATURES_FORMAT})")
+    if feats.shape[0] != len(meta.get("indices", ())):
+        raise UserError(f"{npy}: {feats.shape[0]} rows but {js} lists {len(meta['indices'])}")
+    return np.asarray(feats), meta
+
+
+def check_index(index: int, count: int, where: str) -> int:
+    """A split index in [0, count); UserError naming the valid range otherwise."""
+    if not 0 <= index < count:
+        valid = f"0..{count - 1}" if count else "none: the split is empty"
+        raise UserError(f"query index {index} out of range: {where} has {count} images ({valid})")
+    return index

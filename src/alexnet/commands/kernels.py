@@ -1,0 +1,29 @@
+"""`alexnet kernels`: the conv1 kernels as an image grid (paper Fig. 3)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "kernels",
+        help="conv1 kernel grid PNG (paper Fig. 3)",
+        description="Draw every conv1 kernel of a weights file, each normalized to its own "
+        "min..max for display; the `paper` model's two towers (48 kernels each) in separate, "
+        "labelled blocks.",
+    )
+    p.add_argument("--weights", required=True, help="weights file (.safetensors or .pth)")
+    p.add_argument("--out", required=True, metavar="OUT.png")
+    p.add_argument("--width", type=int, default=800, help="image width in pixels (800)")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from alexnet.inference import load_weights
+    from alexnet.viz import kernel_grid
+
+    model, _, _ = load_weights(args.weights, "cpu")
+    w, h = kernel_grid(model, args.out, width_px=args.width)
+    print(f"wrote {args.out} ({w}x{h} px)")
+    return 0

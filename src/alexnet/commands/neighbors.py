@@ -1,0 +1,126 @@
+"""`alexnet neighbors`: training images nearest to query images in fc7 space (paper §6.1)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "neighbors",
+        help="nearest training images by fc7 Euclidean distance (paper Fig. 4)",
+        description="For each query (an image file, or an integer: an index into --query-split "
+        "of the dataset), the k images of the features' split nearest in Euclidean distance "
+        "of their fc7 activations, computed with batched matrix products on the device. "
+        "Prints text or JSON; --out writes the paper's Fig. 4 layout (query first).",
+    )
+    p.add_argument("--features", metavar="FEATS", help="from `alexnet features` (else computed)")
+    p.add_argument("--data", help="packed dataset (default: the one named in FEATS.json)")
+    p.add_argument("--weights", help="weights file (default: the one named in FEATS.json)")
+    p.add_argument("--split", default="train", help="split searched when computing (train)")
+    p.add_argument("--query", nargs="+", required=True, metavar="IMAGE_OR_INDEX")
+    p.add_argument("--query-split", default="val", help="split that integer queries index (val)")
+    p.add_argument("--k", type=int, default=8, help="neighbours per query (default 8)")
+    p.add_argument("--out", metavar="GRID.png", help="write the neighbours grid")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from alexnet.data.packed import open_dataset
+    from alexnet.errors import UserError
+    from alexnet.inference import (
+        Predictor,
+        check_index,
+        expand_image_args,
+        load_features,
+        nearest,
+        read_image,
+        split_features,
+    )
+    from alexnet.train.distributed import from_env, resolve_device
+
+    if args.k < 1:
+        raise UserError(f"--k {args.k}: must be at least 1")
+    device = resolve_device(args.device, from_env())
+    if args.features:
+        feats, fmeta = load_features(args.features)
+        data = args.data or fmeta.get("data")
+        weights = args.weights or fmeta.get("weights")
+        split, rows = fmeta.get("split", "train"), list(fmeta["indices"])
+    else:
+        if not (args.data and args.weights):
+            raise UserError("neighbors needs --features FEATS, or --data DIR and --weights FILE")
+        data, weights, split = args.data, args.weights, args.split
+        feats, rows = None, None
+    if not weights or not data:
+        raise UserError(f"{args.features}: names no weights/data; pass --weights and --data")
+    predictor = Predictor(weights, device)
+    base_ds = open_dataset(data, split)
+    if feats is None:
+        feats = split_features(predictor, base_ds.images, args.batch_size)
+        rows = list(range(len(base_ds)))
+    query_ds = None
+    names, images, failed = [], [], 0
+    for q in args.query:
+        if q.lstrip("-").isdigit():
+            query_ds = query_ds or open_dataset(data, args.query_split)
+            i = check_index(int(q), len(query_ds), f"{data} split {args.query_split!r}")
+            img = np.asarray(query_ds.images[i])
+            names.append(f"{args.query_split}:{i} ({query_ds.classes[query_ds.labels[i]]})")
+        else:
+            paths, missing = expand_image_args([q])
+            for arg, reason in missing:
+                print(f"alexnet neighbors: {arg}: {reason}", file=sys.stderr)
+                failed += 1
+            for path in paths:
+                try:
+                    img = read_image(path, predictor.image_size, predictor.resize_rule)
+                except UserError as exc:
+                    print(f"alexnet neighbors: {exc}", file=sys.stderr)
+                    failed += 1
+                    continue
+                names.append(path)
+                images.append(img)
+            continue
+        images.append(img)
+    if not images:
+        raise UserError("no query image could be read")
+    qf = predictor.features(np.stack(images)).cpu().numpy()
+    dist, idx = nearest(qf, feats, args.k, device=device)
+    results = []
+    for name, d_row, i_row in zip(names, dist, idx):
+        found = []
+        for d, r in zip(d_row.tolist(), i_row.tolist()):
+            index = int(rows[r])
+            label = int(base_ds.labels[index])
+            found.append({"index": index, "distance": d, "label": base_ds.classes[label]})
+        results.append({"query": name, "neighbors": found})
+    if args.out:
+        from alexnet.viz import neighbour_grid
+
+        nb_imgs = [
+            [np.asarray(base_ds.images[n["index"]]) for n in r["neighbors"]] for r in results
+        ]
+        nb_titles = [
+            [f"{n['label']}\n{n['distance']:.3g}" for n in r["neighbors"]] for r in results
+        ]
+        neighbour_grid(images, nb_imgs, args.out, query_titles=[Path(n).name for n in names],
+                       neighbour_titles=nb_titles)  # fmt: skip
+    if args.json:
+        print(json.dumps({"split": split, "k": args.k, "results": results, "grid": args.out}))
+    else:
+        for r in results:
+            print(r["query"])
+            for n in r["neighbors"]:
+                print(f"  {split}:{n['index']:<7} {n['distance']:10.4f}  {n['label']}")
+        if args.out:
+            print(f"grid: {args.out}")
+    return 1 if failed else 0

@@ -1,0 +1,29 @@
+"""`alexnet plot`: training curves of one or more runs from RUN/metrics.jsonl."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "plot",
+        help="training loss and validation top-1/top-5 error per epoch, runs overlaid",
+        description="Plot RUN/metrics.jsonl of each run: training (and validation) loss, and "
+        "validation top-1 / top-5 error per epoch, one colour per run, with a legend.",
+    )
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories (or metrics files)")
+    p.add_argument("--out", required=True, metavar="OUT.png")
+    p.add_argument("--labels", nargs="+", help="legend names, one per run")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from alexnet.errors import UserError
+    from alexnet.viz import training_curves
+
+    if args.labels and len(args.labels) != len(args.runs):
+        raise UserError(f"--labels: {len(args.labels)} names for {len(args.runs)} runs")
+    w, h = training_curves(args.runs, args.out, labels=args.labels)
+    print(f"wrote {args.out} ({w}x{h} px)")
+    return 0

@@ -1,0 +1,215 @@
+"""The paper's pictures with matplotlib (Agg, headless).
+
+- `kernel_grid`: Fig. 3, every conv1 kernel as a small image, each min-max normalized on its
+  own for display; for the `paper` model the two towers' 48 kernels in separate labelled blocks
+  (§3.2: the GPUs specialise, colour-agnostic vs colour-specific).
+- `training_curves`: training loss and validation top-1 / top-5 error per epoch from one or
+  more runs' `metrics.jsonl`, overlaid with a legend.
+- `neighbour_grid`: Fig. 4, the query in the first column, its nearest training images (fc7
+  Euclidean distance, §6.1) to its right.
+Every function writes a PNG of a known pixel size (figure inches x dpi, no tight bbox).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from alexnet.errors import UserError
+
+
+def _pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise UserError("pictures need matplotlib (pip install 'alexnet[viz]')") from None
+    return plt
+
+
+def first_conv_weight(model: nn.Module) -> torch.Tensor:
+    """conv1's weight (O, C, kh, kw) of any model in the family (the first Conv2d)."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            return module.weight.detach().float().cpu()
+    raise UserError(f"model {getattr(model, 'config', {}).get('name')!r} has no conv layer")
+
+
+def model_towers(model: nn.Module) -> int:
+    """2 for the paper's two-tower model, else 1."""
+    cfg = getattr(model, "config", {})
+    return int(cfg.get("options", {}).get("towers", 1)) if cfg.get("name") == "paper" else 1
+
+
+def tile_kernels(weight: torch.Tensor, columns: int, gap: int = 1) -> np.ndarray:
+    """(O, C, k, k) -> one (rows*(k+gap)-gap, columns*(k+gap)-gap, 3) float image in [0, 1];
+    each kernel min-max normalized on its own, 1-channel kernels shown in gray, the gaps white."""
+    w = weight.numpy().astype(np.float64)
+    o, c, kh, kw = w.shape
+    if c == 1:
+        w = np.repeat(w, 3, axis=1)
+    elif c != 3:  # show the mean over input channels for unusual inputs
+        w = np.repeat(w.mean(axis=1, keepdims=True), 3, axis=1)
+    lo = w.reshape(o, -1).min(1)[:, None, None, None]
+    hi = w.reshape(o, -1).max(1)[:, None, None, None]
+    w = (w - lo) / np.where(hi > lo, hi - lo, 1.0)
+    rows = -(-o // columns)
+    out = np.ones((rows * (kh + gap) - gap, columns * (kw + gap) - gap, 3))
+    for i in range(o):  # at most a few hundred small kernels: a plain paste
+        r, col = divmod(i, columns)
+        out[r * (kh + gap) : r * (kh + gap) + kh, col * (kw + gap) : col * (kw + gap) + kw] = w[
+            i
+        ].transpose(1, 2, 0)
+    return out
+
+
+def kernel_grid(
+    model: nn.Module,
+    out: str | os.PathLike,
+    *,
+    title: str | None = None,
+    width_px: int = 800,
+    dpi: int = 100,
+) -> tuple[int, int]:
+    """Write the conv1 kernel grid (paper Fig. 3) to `out`; return its (width, height) in px."""
+    plt = _pyplot()
+    weight = first_conv_weight(model)
+    towers = model_towers(model)
+    o, c, k, _ = weight.shape
+    blocks = list(weight.chunk(towers, 0)) if towers == 2 else [weight]
+    per_block = blocks[0].shape[0]
+    columns = 16 if per_block >= 32 else max(1, min(per_block, 8))
+    tiles = [tile_kernels(b, columns) for b in blocks]
+    name = getattr(model, "config", {}).get("name", "model")
+    heading = title or f"conv1 of {name!r}: {o} kernels {k}x{k}x{c}, each normalized"
+    aspect = sum(t.shape[0] for t in tiles) / tiles[0].shape[1]
+    height_px = int(round(width_px * aspect * 1.0 + 60 + 30 * len(tiles)))
+    fig = plt.figure(figsize=(width_px / dpi, height_px / dpi), dpi=dpi)
+    fig.suptitle(heading, fontsize=11)
+    ratios = [t.shape[0] for t in tiles]
+    axes = fig.subplots(len(tiles), 1, gridspec_kw={"height_ratios": ratios}, squeeze=False)
+    for i, (ax, tile) in enumerate(zip(axes[:, 0], tiles)):
+        ax.imshow(tile, interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if towers == 2:
+            ax.set_title(f"tower {i + 1} (GPU {i + 1}): {blocks[i].shape[0]} kernels", fontsize=9)
+    fig.subplots_adjust(left=0.02, right=0.98, top=1 - 45 / height_px, bottom=0.01, hspace=0.25)
+    fig.savefig(out, dpi=dpi)
+    plt.close(fig)
+    return width_px, height_px
+
+
+def read_metrics(run: str | os.PathLike) -> list[dict[str, Any]]:
+    """RUN/metrics.jsonl (or the file itself) -> records; UserError naming the file."""
+    path = Path(run)
+    if path.is_dir():
+        path = path / "metrics.jsonl"
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read the run's metrics ({exc.strerror})") from None
+    try:
+        records = [json.loads(line) for line in lines if line.strip()]
+    except ValueError as exc:
+        raise UserError(f"{path}: not JSON lines ({exc})") from None
+    if not records:
+        raise UserError(f"{path}: no epochs recorded yet")
+    return records
+
+
+def training_curves(
+    runs: list[str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    labels: list[str] | None = None,
+    size_px: tuple[int, int] = (1000, 400),
+    dpi: int = 100,
+) -> tuple[int, int]:
+    """Training loss | validation top-1 and top-5 error (%) per epoch, one colour per run."""
+    plt = _pyplot()
+    data = [read_metrics(r) for r in runs]
+    names = labels or _run_names(runs)
+    fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(size_px[0] / dpi, size_px[1] / dpi))
+    for i, (records, name) in enumerate(zip(data, names)):
+        color = f"C{i % 10}"
+        ep = [r["epoch"] for r in records]
+        ax_loss.plot(ep, [r["train_loss"] for r in records], "o-", color=color, label=name)
+        if all("val_loss" in r for r in records):
+            ax_loss.plot(ep, [r["val_loss"] for r in records], "s--", color=color, alpha=0.6)
+        top1 = [100 * r["val_top1_error"] for r in records]
+        top5 = [100 * r["val_top5_error"] for r in records]
+        ax_err.plot(ep, top1, "o-", color=color, label=f"{name} top-1")
+        ax_err.plot(ep, top5, "^:", color=color, label=f"{name} top-5")
+    ax_loss.set_title("loss (solid: training, dashed: validation)", fontsize=10)
+    ax_loss.set_xlabel("epoch")
+    ax_err.set_title("validation error", fontsize=10)
+    ax_err.set_xlabel("epoch")
+    ax_err.set_ylabel("error (%)")
+    for ax in (ax_loss, ax_err):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=dpi)
+    plt.close(fig)
+    return size_px
+
+
+def _run_names(runs: list[str | os.PathLike]) -> list[str]:
+    names = [Path(r).name or str(r) for r in runs]
+    if len(set(names)) < len(names):
+        names = [str(r) for r in runs]
+    return names
+
+
+def neighbour_grid(
+    queries: list[np.ndarray],
+    neighbours: list[list[np.ndarray]],
+    out: str | os.PathLike,
+    *,
+    query_titles: list[str] | None = None,
+    neighbour_titles: list[list[str]] | None = None,
+    cell_px: int = 110,
+    dpi: int = 100,
+) -> tuple[int, int]:
+    """Paper Fig. 4: row i = query i (first column) then its neighbours, nearest first.
+
+    Images are (H, W, 3) uint8 of any size. Returns the PNG's (width, height) in pixels.
+    """
+    plt = _pyplot()
+    rows = len(queries)
+    if rows == 0:
+        raise UserError("no queries to draw")
+    cols = 1 + max(len(n) for n in neighbours)
+    w, h = cols * cell_px + cell_px // 4, rows * cell_px + 40
+    fig = plt.figure(figsize=(w / dpi, h / dpi), dpi=dpi)
+    width_ratios = [1.0, 0.25] + [1.0] * (cols - 1)
+    grid = fig.add_gridspec(rows, cols + 1, width_ratios=width_ratios, wspace=0.05, hspace=0.3)
+    for r in range(rows):
+        cells = [(0, queries[r], (query_titles or [""] * rows)[r])]
+        titles = (neighbour_titles or [[""] * len(n) for n in neighbours])[r]
+        cells += [(j + 2, img, t) for j, (img, t) in enumerate(zip(neighbours[r], titles))]
+        for col, img, text in cells:
+            ax = fig.add_subplot(grid[r, col])
+            ax.imshow(img, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if col == 0:
+                for spine in ax.spines.values():
+                    spine.set_edgecolor("crimson")
+                    spine.set_linewidth(2)
+            if text:
+                ax.set_title(text, fontsize=7, pad=2)
+    fig.suptitle("query (left) and its nearest training images by fc7 distance", fontsize=9)
+    fig.subplots_adjust(left=0.01, right=0.99, top=1 - 30 / h, bottom=0.01)
+    fig.savefig(out, dpi=dpi)
+    plt.close(fig)
+    return w, h
