@@ -10,16 +10,16 @@ mkdir -p "$out"
 py=.venv/bin/python
 [ -x "$py" ] || { python3 -m venv .venv && .venv/bin/pip install -q torch==2.14.1 torchvision==0.29.1 && .venv/bin/pip install -q -e '.[dev,viz,data,export]'; }
 if $py -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)'; then
-  device=cuda; batch=256; reps=5; lrn_shape=256,96,55,55
+  device=cuda; batch=256; reps=5; lrn_shape=256,96,55,55; tests=tests
 else
-  device=cpu; batch=4; reps=1; lrn_shape=4,96,55,55
+  device=cpu; batch=4; reps=1; lrn_shape=4,96,55,55; tests=tests/test_device.py
   echo "no CUDA device: dry run with tiny sizes" | tee "$out/results.txt"
 fi
 {
   echo "== $(date -u) device=$device"
   $py -c 'import torch; print(torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu")'
   echo "== tests (ALEXNET_TEST_DEVICE=$device)"
-  ALEXNET_TEST_DEVICE=$device timeout 240 .venv/bin/pytest -q -x -p no:cacheprovider tests 2>&1 | tail -15
+  ALEXNET_TEST_DEVICE=$device timeout 240 .venv/bin/pytest -q -p no:cacheprovider "$tests" 2>&1 | tail -15
   echo "== bench_lrn"
   timeout 60 $py benchmarks/bench_lrn.py --device "$device" --shape "$lrn_shape" --reps "$reps" | tee "$out/bench_lrn.txt"
   echo "== bench_model"
