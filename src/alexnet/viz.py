@@ -213,3 +213,35 @@ def neighbour_grid(
     fig.savefig(out, dpi=dpi)
     plt.close(fig)
     return w, h
+
+
+def captioned_grid(
+    images: list[np.ndarray],
+    captions: list[str],
+    out: str | os.PathLike,
+    *,
+    columns: int = 4,
+    cell_px: int = 170,
+    dpi: int = 100,
+    title: str = "",
+) -> tuple[int, int]:
+    """Images in a grid with a caption under each (e.g. predictions); returns (w, h) px."""
+    plt = _pyplot()
+    if not images:
+        raise UserError("no images to draw")
+    columns = max(1, min(columns, len(images)))
+    rows = -(-len(images) // columns)
+    w, h = columns * cell_px, rows * int(cell_px * 1.5) + (30 if title else 0)
+    fig, axes = plt.subplots(rows, columns, figsize=(w / dpi, h / dpi), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, img, text in zip(axes.flat, images, captions):
+        ax.imshow(img, interpolation="nearest")
+        ax.set_title(text, fontsize=7, y=-0.02, va="top")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.subplots_adjust(left=0.01, right=0.99, top=1 - (30 if title else 5) / h, bottom=60 / h,
+                        hspace=0.45, wspace=0.05)  # fmt: skip
+    fig.savefig(out, dpi=dpi)
+    plt.close(fig)
+    return w, h

@@ -1,0 +1,39 @@
+"""`alexnet report`: pictures and report.md for a run directory."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "report",
+        help="write RUN/report.md with kernels, curves, neighbours and predictions",
+        description="Write into RUN: kernels.png (paper Fig. 3), curves.png, neighbours.png "
+        "(paper Fig. 4), predictions.png, and report.md showing them with the results table.",
+    )
+    p.add_argument("run", metavar="RUN", help="run directory from `alexnet train`")
+    p.add_argument("--data", required=True, help="the packed dataset the run trained on")
+    p.add_argument("--weights", help="weights file (default RUN/weights.safetensors)")
+    p.add_argument("--queries", type=int, default=4, help="neighbour queries (4)")
+    p.add_argument("--k", type=int, default=7, help="neighbours per query (7)")
+    p.add_argument("--max-train", type=int, default=0, help="search the first N train images")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from alexnet.report import write_report
+    from alexnet.train.distributed import from_env, resolve_device
+
+    out = write_report(
+        args.run,
+        args.data,
+        weights=args.weights,
+        device=str(resolve_device(args.device, from_env())),
+        queries=args.queries,
+        k=args.k,
+        max_train=args.max_train,
+    )
+    print(f"wrote {out['report']} with " + ", ".join(f.split("/")[-1] for f in out["files"][1:]))
+    return 0

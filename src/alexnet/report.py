@@ -1,0 +1,160 @@
+"""RUN/report.md: what a run learned, as pictures a person would rather look at than read.
+
+`write_report(run_dir, data_dir)` writes into RUN: kernels.png (conv1, paper Fig. 3),
+curves.png (loss and validation error per epoch), neighbours.png (validation queries and their
+nearest training images by fc7 distance, paper Fig. 4 / §6.1), predictions.png (validation
+images with their top predictions), and report.md showing them with the results table
+(RUN/metrics.jsonl per epoch, RUN/eval*.json final tests).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from alexnet.errors import UserError
+
+
+def _pick_queries(labels: np.ndarray, count: int) -> list[int]:
+    """The first image of each of the first `count` classes present (distinct classes)."""
+    picked: list[int] = []
+    seen: set[int] = set()
+    for i, y in enumerate(labels.tolist()):
+        if y not in seen:
+            seen.add(y)
+            picked.append(i)
+        if len(picked) == count:
+            break
+    return picked
+
+
+def _results_table(run: Path) -> list[str]:
+    from alexnet.viz import read_metrics
+
+    lines = [
+        "| epoch | lr | train loss | val top-1 error | val top-5 error | images/s |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in read_metrics(run):
+        lines.append(
+            f"| {r['epoch']} | {r.get('lr', float('nan')):.4g} | {r['train_loss']:.4f} | "
+            f"{100 * r['val_top1_error']:.2f} % | {100 * r['val_top5_error']:.2f} % | "
+            f"{r.get('images_per_sec', float('nan')):.0f} |"
+        )
+    evals = sorted(run.glob("eval*.json"))
+    if evals:
+        lines += ["", "| final test | images | crops | top-1 error | top-5 error | loss |"]
+        lines.append("|---|---:|---:|---:|---:|---:|")
+        for path in evals:
+            try:
+                e = json.loads(path.read_text())
+                lines.append(
+                    f"| `{path.name}` | {e['images']} | {e['crops']} | "
+                    f"{100 * e['top1_error']:.2f} % | {100 * e['top5_error']:.2f} % | "
+                    f"{e['loss']:.4f} |"
+                )
+            except (OSError, ValueError, KeyError):
+                continue
+    return lines
+
+
+def write_report(
+    run_dir: str | os.PathLike,
+    data_dir: str | os.PathLike,
+    *,
+    weights: str | os.PathLike | None = None,
+    device: str = "cpu",
+    queries: int = 4,
+    k: int = 7,
+    predictions: int = 8,
+    max_train: int = 0,
+) -> dict[str, Any]:
+    """Write the pictures and RUN/report.md; return {"report": path, "files": [...]}.
+
+    `max_train` > 0 searches neighbours among the first N training images only (speed).
+    """
+    from alexnet.data.packed import open_dataset
+    from alexnet.inference import Predictor, nearest, split_features
+    from alexnet.viz import captioned_grid, kernel_grid, neighbour_grid, training_curves
+
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise UserError(f"{run}: no such run directory")
+    if weights is None:
+        weights = next(
+            (run / n for n in ("weights.safetensors", "weights-best.safetensors")
+             if (run / n).is_file()),
+            run / "weights.safetensors",
+        )  # fmt: skip
+    predictor = Predictor(weights, device)
+    train, val = open_dataset(data_dir, "train"), open_dataset(data_dir, "val")
+    if list(predictor.classes) != list(train.classes):
+        raise UserError(f"{weights}: trained on other classes than {data_dir} has")
+    kernel_grid(predictor.model, run / "kernels.png")
+    training_curves([run], run / "curves.png", labels=[run.name])
+    n_train = len(train) if max_train <= 0 else min(max_train, len(train))
+    feats = split_features(predictor, train.images[:n_train])
+    q_idx = _pick_queries(val.labels, queries)
+    q_imgs = [np.asarray(val.images[i]) for i in q_idx]
+    dist, idx = nearest(predictor.features(np.stack(q_imgs)).cpu().numpy(), feats, k, device=device)
+    neighbour_grid(
+        q_imgs,
+        [[np.asarray(train.images[j]) for j in row] for row in idx.tolist()],
+        run / "neighbours.png",
+        query_titles=[f"val {i}: {val.classes[val.labels[i]]}" for i in q_idx],
+        neighbour_titles=[
+            [f"{train.classes[train.labels[j]]}\n{d:.3g}" for j, d in zip(row, drow)]
+            for row, drow in zip(idx.tolist(), dist.tolist())
+        ],
+    )
+    p_idx = list(range(0, len(val), max(1, len(val) // max(predictions, 1))))[:predictions]
+    p_imgs = np.stack([np.asarray(val.images[i]) for i in p_idx])
+    top_i, top_p = predictor.top(predictor.probabilities(p_imgs), 3)
+    captions, rows = [], []
+    for i, ii, pp in zip(p_idx, top_i, top_p):
+        truth = val.classes[val.labels[i]]
+        guess = ", ".join(f"{predictor.classes[c]} {100 * p:.0f}%" for c, p in zip(ii, pp))
+        mark = "ok" if ii[0] == val.labels[i] else "WRONG"
+        lines = "\n".join(f"{predictor.classes[c]} {100 * p:.0f}%" for c, p in zip(ii, pp))
+        captions.append(f"true: {truth} [{mark}]\n{lines}")
+        rows.append(f"| val {i} | {truth} | {guess} |")
+    captioned_grid(list(p_imgs), captions, run / "predictions.png", title="top-3 predictions")
+    md = [
+        f"# Run `{run.name}`",
+        "",
+        f"Weights `{Path(weights).name}` (model `{predictor.meta['model']['name']}`), data "
+        f"`{data_dir}`.",
+        "",
+        "## Results",
+        "",
+        *_results_table(run),
+        "",
+        "![training curves](curves.png)",
+        "",
+        "## What conv1 learned (paper Fig. 3)",
+        "",
+        "![conv1 kernels](kernels.png)",
+        "",
+        "## Nearest training images by fc7 distance (paper Fig. 4, §6.1)",
+        "",
+        f"Queries from the validation split; neighbours among {n_train} training images, "
+        "nearest first, with their class and distance.",
+        "",
+        "![neighbours](neighbours.png)",
+        "",
+        "## A few predictions (validation images)",
+        "",
+        "![predictions](predictions.png)",
+        "",
+        "| image | true class | top-3 |",
+        "|---|---|---|",
+        *rows,
+        "",
+    ]
+    (run / "report.md").write_text("\n".join(md))
+    files = ["report.md", "kernels.png", "curves.png", "neighbours.png", "predictions.png"]
+    return {"report": str(run / "report.md"), "files": [str(run / f) for f in files]}
