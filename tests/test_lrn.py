@@ -101,3 +101,32 @@ def test_bad_arguments():
         LRN(size=0)
     with pytest.raises(ValueError, match="groups"):
         LRN(groups=2)(torch.randn(1, 5, 2, 2))
+
+
+def test_whole_batch_path_used_on_cuda_matches(monkeypatch):
+    """The CUDA code path (one chunk, the whole batch) checked on the CPU."""
+    import alexnet.models.lrn as lrn_module
+
+    torch.manual_seed(5)
+    x = torch.randn(3, 16, 5, 5) * 30
+    g = torch.randn_like(x)
+    chunked = x.clone().requires_grad_()
+    out_chunked = LRN(groups=2)(chunked)
+    out_chunked.backward(g)
+    monkeypatch.setattr(lrn_module, "_CHUNK_ON_CPU", False)
+    whole = x.clone().requires_grad_()
+    out_whole = LRN(groups=2)(whole)
+    out_whole.backward(g)
+    assert torch.allclose(out_whole.double(), reference_lrn(x, groups=2), rtol=1e-5, atol=1e-4)
+    assert torch.allclose(out_whole, out_chunked, rtol=1e-6, atol=1e-6)
+    assert torch.allclose(whole.grad, chunked.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_inference_mode_and_no_grad():
+    x = torch.randn(2, 8, 4, 4) * 30
+    with torch.inference_mode():
+        a = LRN()(x)
+    with torch.no_grad():
+        b = LRN()(x)
+    assert torch.allclose(a.double(), reference_lrn(x), rtol=1e-5, atol=1e-4)
+    assert torch.equal(a, b)

@@ -7,8 +7,11 @@ The sum is **not** divided by n: `torch.nn.LocalResponseNorm`, Caffe and cuda-co
 alpha by n, so the paper's layer is `nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2)` there.
 
 The forward and the analytic backward are written with a few in-place tensor operations (no
-`avg_pool3d` over a padded copy, as torch's version does), which makes forward+backward several
-times faster than `nn.LocalResponseNorm` on the CPU and keeps it exact on any device:
+`avg_pool3d` over a padded copy, as torch's version does). On the CPU they run over chunks
+small enough to stay in cache and to run each op inline (no OpenMP fork/join per op), spread
+over `torch.get_num_threads()` threads; only the input and the output are saved, the backward
+recomputes d. On CUDA the whole batch is one chunk. Several times faster than
+`nn.LocalResponseNorm` on the CPU, and exact on any device:
 
     d_i = k + alpha * S_i,  S_i = window sum of a^2,  b_i = a_i * d_i^-beta
     dL/da_m = g_m * d_m^-beta - 2 * alpha * beta * a_m * window_sum(g * b / d)_m
@@ -16,78 +19,117 @@ times faster than `nn.LocalResponseNorm` on the CPU and keeps it exact on any de
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import torch
 from torch import Tensor, nn
 
+# Elements per chunk on the CPU. Below torch's intra-op grain size (32768) every elementwise op
+# runs inline on the calling thread: no OpenMP fork/join per op, which on a loaded machine can
+# cost a scheduler slice each. The chunks are spread over `torch.get_num_threads()` threads.
+_CPU_CHUNK_ELEMENTS = 32767
+_CHUNK_ON_CPU = True  # tests switch it off to run the whole-batch (CUDA) path on the CPU
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None or _POOL._max_workers < threads:
+        _POOL = ThreadPoolExecutor(threads, thread_name_prefix="alexnet-lrn")
+    return _POOL
+
 
 def _window_add_(out: Tensor, x: Tensor, size: int, groups: int = 1) -> Tensor:
-    """out[:, i] += sum of x[:, j] for 0 < |i - j| <= size // 2, within i's channel group.
+    """out[i] += sum of x[j] for 0 < |i - j| <= size // 2 within i's group; channels on dim -2.
 
     With `out` starting as a copy of x (plus any constant) this gives the centred window sum,
-    clipped at the ends of each group. x: (N, C, ...); `out` must not alias `x`. Shifted in-place
-    adds along the channel dim keep each add a large block and work for any memory format.
+    clipped at the ends of each group. x: (..., C, L); `out` must not alias `x`.
     """
     if groups > 1:
-        out, x = out.unflatten(1, (groups, -1)), x.unflatten(1, (groups, -1))
-    dim = 2 if groups > 1 else 1
-    channels = x.shape[dim]
+        out, x = out.unflatten(-2, (groups, -1)), x.unflatten(-2, (groups, -1))
+    channels = x.shape[-2]
     for shift in range(1, size // 2 + 1):
         if shift >= channels:
             break
-        out.narrow(dim, shift, channels - shift).add_(x.narrow(dim, 0, channels - shift))
-        out.narrow(dim, 0, channels - shift).add_(x.narrow(dim, shift, channels - shift))
+        out.narrow(-2, shift, channels - shift).add_(x.narrow(-2, 0, channels - shift))
+        out.narrow(-2, 0, channels - shift).add_(x.narrow(-2, shift, channels - shift))
     return out
 
 
-# Elements per chunk on the CPU: the temporaries of one chunk stay in cache (about 1 MiB each).
-_CPU_CHUNK_ELEMENTS = 1 << 18
-
-
-def _chunks(x: Tensor) -> list[slice]:
-    """Batch slices processed together: small ones on the CPU (cache-sized), one on CUDA."""
-    n = x.shape[0]
-    if x.device.type != "cpu" or n == 0:
-        return [slice(0, n)]
-    per_item = max(1, x[0].numel())
-    step = max(1, _CPU_CHUNK_ELEMENTS // per_item)
-    return [slice(i, min(i + step, n)) for i in range(0, n, step)]
-
-
-class _Workspace:
-    """Three reusable temporaries the size of one chunk."""
-
-    def __init__(self, like: Tensor) -> None:
-        self.squares = torch.empty_like(like)
-        self.denom = torch.empty_like(like)
-        self.spare = torch.empty_like(like)
-
-    def view(self, count: int) -> tuple[Tensor, Tensor, Tensor]:
-        return self.squares[:count], self.denom[:count], self.spare[:count]
-
-
 def _denom_and_scale(
-    x: Tensor,
-    ws: tuple[Tensor, Tensor, Tensor],
-    size: int,
-    alpha: float,
-    beta: float,
-    k: float,
-    groups: int,
+    x: Tensor, work: tuple[Tensor, Tensor, Tensor], hyper: tuple
 ) -> tuple[Tensor, Tensor]:
-    """d = k + alpha * window_sum(x^2) and d^-beta, written into the workspace `ws`."""
-    squares, denom, spare = ws
-    torch.mul(x, x, out=squares).mul_(alpha)
-    torch.add(squares, k, out=denom)
+    """D = k/alpha + window_sum(x^2) (so d = alpha * D) and d^-beta.
+
+    x: a (C, L) chunk or an (N, C, L) batch; results are written into `work`.
+    """
+    size, alpha, beta, k, groups = hyper
+    squares, denom, spare = work
+    torch.mul(x, x, out=squares)
+    torch.add(squares, k / alpha, out=denom)
     _window_add_(denom, squares, size, groups)
     scale = squares
-    if beta == 0.75:  # the paper's beta: rsqrt twice is several times faster than pow
-        root = torch.rsqrt(denom, out=spare)  # d^-1/2
-        scale.copy_(root).sqrt_().mul_(root)  # d^-1/4 * d^-1/2
-    elif beta == 0.5:
-        torch.rsqrt(denom, out=scale)
+    if beta == 0.75:  # the paper's beta: two rsqrt-style ops are several times faster than pow
+        root = torch.rsqrt(denom, out=spare)  # D^-1/2
+        # d^-3/4 = alpha^-3/4 * D^-3/4 = sqrt(alpha^-3/2 * D^-1/2) * D^-1/2
+        torch.mul(root, alpha**-1.5, out=scale).sqrt_().mul_(root)
     else:
-        torch.pow(denom, -beta, out=scale)
+        torch.pow(denom, -beta, out=scale).mul_(alpha**-beta)
     return denom, scale
+
+
+def _forward_chunk(x: Tensor, out: Tensor, work: tuple, hyper: tuple) -> None:
+    _, scale = _denom_and_scale(x, work, hyper)
+    torch.mul(x, scale, out=out)
+
+
+def _backward_chunk(
+    x: Tensor, out: Tensor, grad_out: Tensor, grad_in: Tensor, work: tuple, hyper: tuple
+) -> None:
+    size, _, beta, _, groups = hyper
+    denom, scale = _denom_and_scale(x, work, hyper)
+    ratio = torch.mul(grad_out, out, out=work[2]).div_(denom)  # alpha * g * b / d
+    summed = denom.copy_(ratio)
+    _window_add_(summed, ratio, size, groups)
+    # dL/da = g * d^-beta - 2 alpha beta * a * window_sum(g * b / d)
+    torch.mul(grad_out, scale, out=grad_in).addcmul_(summed, x, value=-2.0 * beta)
+
+
+def _as_ncl(t: Tensor) -> Tensor:
+    """(N, C, *spatial) -> a (N, C, L) view (NCHW and channels-last both flatten as views)."""
+    return t.reshape(t.shape[0], t.shape[1], -1)
+
+
+def _run_chunked(kernel, tensors: list[Tensor], channels: int) -> None:
+    """Apply kernel(*parts, workspace) to (C, L) chunks of (N, C, L) tensors, on all threads.
+
+    CUDA: one chunk, the whole batch (the caching allocator makes temporaries cheap).
+    """
+    first = tensors[0]
+    n, length = first.shape[0], first.shape[2]
+    if first.device.type != "cpu" or not _CHUNK_ON_CPU:
+        work = tuple(torch.empty_like(first) for _ in range(3))
+        kernel(*tensors, work)
+        return
+    step = max(1, _CPU_CHUNK_ELEMENTS // channels)
+    parts = [(i, j, min(j + step, length)) for i in range(n) for j in range(0, length, step)]
+    threads = max(1, min(torch.get_num_threads(), len(parts)))
+    inference = torch.is_inference_mode_enabled()
+
+    def work_on(share: list[tuple[int, int, int]]) -> None:
+        with torch.inference_mode(inference), torch.no_grad():
+            buffers = [torch.empty(channels, step, dtype=first.dtype) for _ in range(3)]
+            for i, j, end in share:
+                width = end - j
+                chunk = [t[i, :, j:end] for t in tensors]
+                kernel(*chunk, tuple(b[:, :width] for b in buffers))
+
+    if threads == 1:
+        work_on(parts)
+        return
+    futures = [_pool(threads).submit(work_on, parts[t::threads]) for t in range(threads)]
+    for future in futures:
+        future.result()
 
 
 class _LRNFunction(torch.autograd.Function):
@@ -97,34 +139,39 @@ class _LRNFunction(torch.autograd.Function):
     def forward(
         ctx, x: Tensor, size: int, alpha: float, beta: float, k: float, groups: int
     ) -> Tensor:
+        hyper = (size, alpha, beta, k, groups)
+        if x.device.type == "cpu" and not _as_ncl(x).is_contiguous() and not _cl_flat(x):
+            x = x.contiguous()
         out = torch.empty_like(x)
-        chunks = _chunks(x)
-        work = _Workspace(x[chunks[0]])
-        for part in chunks:
-            xs = x[part]
-            _, scale = _denom_and_scale(xs, work.view(xs.shape[0]), size, alpha, beta, k, groups)
-            torch.mul(xs, scale, out=out[part])
+        _run_chunked(
+            lambda a, b, work: _forward_chunk(a, b, work, hyper),
+            [_as_ncl(x), _as_ncl(out)],
+            x.shape[1],
+        )
         ctx.save_for_backward(x, out)
-        ctx.hyper = (size, alpha, beta, k, groups)
+        ctx.hyper = hyper
         return out
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
         x, out = ctx.saved_tensors
-        size, alpha, beta, k, groups = ctx.hyper
+        hyper = ctx.hyper
+        grad_out = grad_out.contiguous(memory_format=_format_of(x))
         grad_in = torch.empty_like(x)
-        chunks = _chunks(x)
-        work = _Workspace(x[chunks[0]])
-        for part in chunks:
-            xs, gs = x[part], grad_out[part]
-            ws = work.view(xs.shape[0])
-            denom, scale = _denom_and_scale(xs, ws, size, alpha, beta, k, groups)
-            ratio = torch.mul(gs, out[part], out=ws[2]).div_(denom)  # g * b / d
-            summed = denom.copy_(ratio)
-            _window_add_(summed, ratio, size, groups)
-            # dL/da = g * d^-beta - 2 alpha beta * a * window_sum(g * b / d)
-            torch.mul(gs, scale, out=grad_in[part]).addcmul_(summed, xs, value=-2.0 * alpha * beta)
+        _run_chunked(
+            lambda a, b, g, gi, work: _backward_chunk(a, b, g, gi, work, hyper),
+            [_as_ncl(x), _as_ncl(out), _as_ncl(grad_out), _as_ncl(grad_in)],
+            x.shape[1],
+        )
         return grad_in, None, None, None, None, None
+
+
+def _cl_flat(x: Tensor) -> bool:
+    return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+
+
+def _format_of(x: Tensor) -> torch.memory_format:
+    return torch.channels_last if _cl_flat(x) and not x.is_contiguous() else torch.contiguous_format
 
 
 def lrn(
