@@ -104,7 +104,7 @@ def test_features_file_and_neighbors_cli(run, capsys):
         np.testing.assert_allclose(got, di, rtol=1e-3, atol=1e-3)
         assert all(n["label"] == ds.classes[ds.labels[n["index"]]] for n in r["neighbors"])
     img = Image.open(grid)
-    assert img.size == (5 * 110 + 110 // 4, 2 * 110 + 40)
+    assert img.size == (5 * 110 + 110 // 4, 2 * 110 + 60)
     assert np.asarray(img.convert("L")).std() > 10
 
 

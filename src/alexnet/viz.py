@@ -189,7 +189,7 @@ def neighbour_grid(
     if rows == 0:
         raise UserError("no queries to draw")
     cols = 1 + max(len(n) for n in neighbours)
-    w, h = cols * cell_px + cell_px // 4, rows * cell_px + 40
+    w, h = cols * cell_px + cell_px // 4, rows * cell_px + 60
     fig = plt.figure(figsize=(w / dpi, h / dpi), dpi=dpi)
     width_ratios = [1.0, 0.25] + [1.0] * (cols - 1)
     grid = fig.add_gridspec(rows, cols + 1, width_ratios=width_ratios, wspace=0.05, hspace=0.3)
@@ -208,8 +208,9 @@ def neighbour_grid(
                     spine.set_linewidth(2)
             if text:
                 ax.set_title(text, fontsize=7, pad=2)
-    fig.suptitle("query (left) and its nearest training images by fc7 distance", fontsize=9)
-    fig.subplots_adjust(left=0.01, right=0.99, top=1 - 30 / h, bottom=0.01)
+    fig.suptitle("query (left), its nearest training images by fc7 (penultimate) distance",
+                 fontsize=9, y=1 - 8 / h, va="top")  # fmt: skip
+    fig.subplots_adjust(left=0.01, right=0.99, top=1 - 50 / h, bottom=0.01)
     fig.savefig(out, dpi=dpi)
     plt.close(fig)
     return w, h
@@ -237,7 +238,7 @@ def captioned_grid(
         ax.axis("off")
     for ax, img, text in zip(axes.flat, images, captions):
         ax.imshow(img, interpolation="nearest")
-        ax.set_title(text, fontsize=7, y=-0.02, va="top")
+        ax.text(0.5, -0.05, text, transform=ax.transAxes, ha="center", va="top", fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.subplots_adjust(left=0.01, right=0.99, top=1 - (30 if title else 5) / h, bottom=60 / h,
