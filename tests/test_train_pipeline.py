@@ -37,6 +37,8 @@ def test_grayscale_detection_and_small_options():
     assert model_options(fast, (28, 28), gray) == {
         "batchnorm": True,
         "lrn": False,
+        "pool": "nonoverlap",
+        "hidden": 256,
         "input_size": 28,
         "in_channels": 1,
     }
