@@ -15,7 +15,7 @@ import pytest
 import torch
 from test_train_helpers import env, metrics, run, weights, write_packed
 
-N_VAL = 45  # odd: two ranks get 23 and 22 images, none padded
+N_VAL = 45  # batch 16 x 2 ranks: rank 0 gets 16 + 13 images, rank 1 16; none padded
 COMMON = [
     "--recipe",
     "fast",
@@ -76,3 +76,37 @@ def test_two_process_gloo_equals_one_process_same_global_batch(tmp_path):
         assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
         assert abs(b["val_top1_error"] - a["val_top1_error"]) <= 1 / N_VAL + 1e-12
         assert abs(b["val_top5_error"] - a["val_top5_error"]) <= 1 / N_VAL + 1e-12
+
+
+def test_two_process_batchnorm_with_uneven_validation_shards_finishes(tmp_path):
+    """BatchNorm buffers + ranks with unequal validation batches (16 + 13 vs 16 images): the
+    validation must not run DDP's forward (its buffer broadcast would wait forever)."""
+    data = write_packed(tmp_path / "data", n_train=64, n_val=N_VAL)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "alexnet",
+        "train",
+        "--data",
+        str(data),
+        "--output-dir",
+        str(tmp_path / "r"),
+        "--recipe",
+        "fast",
+        "--model",
+        "small",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--model-options",
+        '{"widths": [8, 8, 16]}',
+    ]
+    done = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert metrics(tmp_path / "r")[0]["val_images"] == N_VAL

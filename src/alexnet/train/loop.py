@@ -147,6 +147,9 @@ def _train(cfg: TrainConfig, info: D.DistInfo, device: torch.device, devices) ->
         net = net.to(device=device, memory_format=memory_format)
         model = net
         model_state, load_model_state = net.state_dict, net.load_state_dict
+    # validation runs the bare model: DDP's forward broadcasts buffers (a collective), and ranks
+    # may hold unequal numbers of validation batches (no padding)
+    eval_forward = model
     if info.enabled:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -246,7 +249,7 @@ def _train(cfg: TrainConfig, info: D.DistInfo, device: torch.device, devices) ->
     def validate(crops: int, transform) -> dict[str, Any]:
         val_loader.set_epoch(0)
         return evaluate(
-            forward,
+            eval_forward,
             val_loader.iterate(),
             transform,
             crops=crops,
