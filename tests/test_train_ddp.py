@@ -79,8 +79,10 @@ def test_two_process_gloo_equals_one_process_same_global_batch(tmp_path):
 
 
 def test_two_process_batchnorm_with_uneven_validation_shards_finishes(tmp_path):
-    """BatchNorm buffers + ranks with unequal validation batches (16 + 13 vs 16 images): the
-    validation must not run DDP's forward (its buffer broadcast would wait forever)."""
+    """BatchNorm (buffers broadcast by DDP) and ranks with unequal validation batches (16 + 13
+    vs 16 images): the run finishes and validation counts every image once. (Validation runs
+    the bare model, not DDP's forward, whose buffer broadcast is a collective; on gloo the
+    DDP-forward variant happened not to hang either.)"""
     data = write_packed(tmp_path / "data", n_train=64, n_val=N_VAL)
     cmd = [
         sys.executable,
