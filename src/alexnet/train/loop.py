@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -36,6 +35,7 @@ from alexnet.train.checkpoint import (
 from alexnet.train.config import TrainConfig, config_json
 from alexnet.train.optim import make_optimizer, make_schedule, set_lr
 from alexnet.train.runlog import CONFIG, Progress, TensorBoard, write_metrics, write_text
+from alexnet.train.signals import StopFlag
 from alexnet.train.weights import save_weights
 
 WEIGHTS = "weights.safetensors"
@@ -43,32 +43,6 @@ BEST = "weights-best.safetensors"
 EVAL = "eval.json"
 # tests only: seconds to sleep after every step, so a signal can arrive mid-epoch
 _DEBUG_STEP_SLEEP = float(os.environ.get("ALEXNET_DEBUG_STEP_SLEEP", "0") or 0)
-
-
-class _StopFlag:
-    """SIGTERM / SIGINT set a flag; the loop finishes its step, checkpoints and exits 0.
-    A second SIGINT interrupts at once."""
-
-    def __init__(self) -> None:
-        self.signal: str | None = None
-        self.old: dict[int, Any] = {}
-
-    def __enter__(self) -> _StopFlag:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                self.old[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread
-                pass
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        if self.signal is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.signal = signal.Signals(signum).name
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self.old.items():
-            signal.signal(sig, handler)
 
 
 def _say(info: D.DistInfo, message: str) -> None:
@@ -275,7 +249,7 @@ def _train(cfg: TrainConfig, info: D.DistInfo, device: torch.device, devices) ->
     nan_stop = cfg.on_nan == "stop"
     status, record = "finished", history[-1] if history else {}
     model.train()
-    with _StopFlag() as stop:
+    with StopFlag() as stop:
         while pos["epoch"] < cfg.epochs and status == "finished":
             epoch = pos["epoch"]
             train_loader.set_epoch(epoch)
