@@ -143,6 +143,7 @@ def test_weights_file_rebuilds_the_model(trained):
     tensors, _ = read_weights(out / "weights.safetensors")
     assert meta["model"]["name"] == "small" and meta["classes"][0] == "class0"
     assert meta["preprocess"]["normalize"] == "channel" and mean_image.shape == (28, 28, 3)
+    assert meta["preprocess"]["image_size"] == 28  # the packed images' side, for predict
     for k, v in model.state_dict().items():
         assert torch.equal(v, tensors[k])
 

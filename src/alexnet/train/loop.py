@@ -105,7 +105,7 @@ def _train(cfg: TrainConfig, info: D.DistInfo, device: torch.device, devices) ->
     )
     stats = train_ds.stats
     train_tf = P.make_train_transform(cfg, geometry, in_channels, stats)
-    preprocess = P.preprocess_for(cfg, geometry, in_channels, stats)
+    preprocess = P.preprocess_for(cfg, geometry, in_channels, stats, min(train_ds.image_size))
     mean_image = torch.as_tensor(stats["mean_image"], dtype=torch.float32)
     eval_tf = make_eval_transform(preprocess, mean_image, cfg.eval_crops)
 

@@ -64,11 +64,17 @@ def plan_geometry(
     return {"crop_size": crop, "resize": resize, "pad": int(pad)}
 
 
-def preprocess_for(cfg, geometry: dict, in_channels: int, stats: dict) -> dict[str, Any]:
-    """The evaluation-time preprocessing stored with the weights (JSON-serialisable)."""
+def preprocess_for(
+    cfg, geometry: dict, in_channels: int, stats: dict, image_size: int | None = None
+) -> dict[str, Any]:
+    """The evaluation-time preprocessing stored with the weights (JSON-serialisable).
+
+    `image_size` is the packed images' side, so `predict` brings new photos to the same size.
+    """
     mean = [float(v) for v in np.asarray(stats["channel_mean"]).reshape(-1)]
     std = [float(v) for v in np.asarray(stats["channel_std"]).reshape(-1)]
     return {
+        "image_size": image_size,
         "crop_size": geometry["crop_size"],
         "resize": geometry["resize"],
         "out_channels": int(in_channels),
