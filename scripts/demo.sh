@@ -4,6 +4,7 @@
 #   2. get Fashion-MNIST (apt package dataset-fashion-mnist) and pack it (alexnet prepare)
 #   3. train the `small` model with the `fast` recipe (alexnet train)
 #   4. evaluate the weights (alexnet eval) and print a results table
+#   5. the pictures: conv1 kernels, curves, retrieval, predictions, RUN/report.md (alexnet report)
 # Environment knobs:
 #   FMNIST_DIR=DIR        the four Fashion-MNIST *.gz idx files (default /usr/share/datasets/fashion-mnist)
 #   DEMO_DATA=DIR         use this packed dataset (from `alexnet prepare`) instead of Fashion-MNIST
@@ -20,12 +21,12 @@ DATA=${DEMO_DATA:-}
 mkdir -p "$WORK"
 T0=$(date +%s)
 
-echo "== 1/4  the paper's network (Krizhevsky et al. 2012, Fig. 2)"
+echo "== 1/5  the paper's network (Krizhevsky et al. 2012, Fig. 2)"
 alexnet summary --model paper
 
 have_fmnist() { [ -f "$FMNIST_DIR/train-images-idx3-ubyte.gz" ] && [ -f "$FMNIST_DIR/t10k-labels-idx1-ubyte.gz" ]; }
 if [ -z "$DATA" ]; then
-  echo "== 2/4  Fashion-MNIST"
+  echo "== 2/5  Fashion-MNIST"
   if ! have_fmnist && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "installing dataset-fashion-mnist with apt-get"
     apt-get install -y dataset-fashion-mnist >/dev/null 2>&1 \
@@ -52,14 +53,17 @@ MSG
 fi
 
 RUN=$WORK/run-$(date +%Y%m%d-%H%M%S)
-echo "== 3/4  training small with the fast recipe -> $RUN"
+echo "== 3/5  training small with the fast recipe -> $RUN"
 # shellcheck disable=SC2086
 alexnet train --data "$DATA" --model small --recipe fast --output-dir "$RUN" ${DEMO_TRAIN_ARGS:-}
 
-echo "== 4/4  evaluation"
+echo "== 4/5  evaluation"
 alexnet eval --data "$DATA" --weights "$RUN/weights.safetensors" --crops 1 --json >"$RUN/eval-1crop.json"
 alexnet eval --data "$DATA" --weights "$RUN/weights.safetensors" --crops 2 --json \
   --per-class --confusion "$RUN/confusion.png" >"$RUN/eval-2crop.json"
+
+echo "== 5/5  pictures and report"
+alexnet report "$RUN" --data "$DATA"
 
 "$PY" - "$RUN" "$(( $(date +%s) - T0 ))" <<'PYEOF'
 import json, sys
@@ -81,5 +85,6 @@ for name, crops in (("eval-1crop.json", "centre crop"), ("eval-2crop.json", "cen
           f"{100 * e['top1_error']:>6.2f} %  {100 * e['top5_error']:>6.2f} %  {e['loss']:.4f}")
 print()
 print(f"run directory: {run}  (weights.safetensors, metrics.jsonl, confusion.png, TensorBoard)")
+print(f"report:        {run / 'report.md'}  (kernels.png, curves.png, neighbours.png, predictions.png)")
 print(f"demo wall time: {seconds // 60} min {seconds % 60} s")
 PYEOF
