@@ -8,9 +8,9 @@ alpha by n, so the paper's layer is `nn.LocalResponseNorm(5, alpha=5e-4, beta=0.
 
 The forward and the analytic backward are written with a few in-place tensor operations (no
 `avg_pool3d` over a padded copy, as torch's version does). On the CPU they run over chunks
-small enough to stay in cache and to run each op inline (no OpenMP fork/join per op), spread
-over `torch.get_num_threads()` threads; only the input and the output are saved, the backward
-recomputes d. On CUDA the whole batch is one chunk. Several times faster than
+small enough to stay in cache, spread over `torch.get_num_threads()` worker threads that each
+run their ops on one core (no OpenMP fork/join per op); only the input and the output are
+saved, the backward recomputes d. On CUDA the whole batch is one chunk. Several times faster than
 `nn.LocalResponseNorm` on the CPU, and exact on any device:
 
     d_i = k + alpha * S_i,  S_i = window sum of a^2,  b_i = a_i * d_i^-beta
@@ -19,23 +19,41 @@ recomputes d. On CUDA the whole batch is one chunk. Several times faster than
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from torch import Tensor, nn
 
-# Elements per chunk on the CPU. Below torch's intra-op grain size (32768) every elementwise op
-# runs inline on the calling thread: no OpenMP fork/join per op, which on a loaded machine can
-# cost a scheduler slice each. The chunks are spread over `torch.get_num_threads()` threads.
-_CPU_CHUNK_ELEMENTS = 32767
+# Elements per chunk on the CPU: three float32 temporaries of this size stay in a core's cache.
+_CPU_CHUNK_ELEMENTS = 1 << 17
 _CHUNK_ON_CPU = True  # tests switch it off to run the whole-batch (CUDA) path on the CPU
 _POOL: ThreadPoolExecutor | None = None
 
 
+def _single_threaded_worker(barrier: threading.Barrier) -> None:
+    """Make this pool thread run torch ops inline (its own OpenMP setting is 1 thread)."""
+    torch.set_num_threads(1)
+    torch.ones(1).add_(1)  # initialize this thread's intra-op settings now, with 1 thread
+    barrier.wait()
+
+
 def _pool(threads: int) -> ThreadPoolExecutor:
+    """Worker threads that each run torch ops on one core, without OpenMP fork/join per op.
+
+    Many small parallel ops are fast on an idle machine but can each wait a scheduler slice when
+    another process holds a core; whole chunks per thread avoid that. The process-wide thread
+    count is restored once the workers are set up.
+    """
     global _POOL
     if _POOL is None or _POOL._max_workers < threads:
-        _POOL = ThreadPoolExecutor(threads, thread_name_prefix="alexnet-lrn")
+        saved = torch.get_num_threads()
+        pool = ThreadPoolExecutor(threads, thread_name_prefix="alexnet-lrn")
+        barrier = threading.Barrier(threads)
+        for future in [pool.submit(_single_threaded_worker, barrier) for _ in range(threads)]:
+            future.result()
+        torch.set_num_threads(saved)
+        _POOL = pool
     return _POOL
 
 
