@@ -151,3 +151,67 @@ def test_cpu_fast_path_equals_generic_path(normalize):
     slow = tf(x, torch.Generator().manual_seed(9))
     assert fast.shape == slow.shape == (20, 3, 7, 7)
     assert torch.allclose(fast, slow, atol=1e-4 if normalize == "mean_image" else 1e-6)
+
+
+def _reference_paper(x, tf, seed, eigval, eigvec, mean_image, dtype):
+    """The paper's augmentation written out plainly, one image at a time, drawing from the
+    generator in the documented order: crop tops, lefts, flips (u < 0.5), lighting alpha."""
+    b, _, h, w = x.shape
+    c = tf.crop_size
+    g = torch.Generator().manual_seed(seed)
+    oy = torch.randint(0, h - c + 1, (b,), generator=g)
+    ox = torch.randint(0, w - c + 1, (b,), generator=g)
+    flips = torch.rand(b, generator=g) < 0.5
+    alpha = torch.randn(b, 3, generator=g) * tf.lighting_std
+    rgb = (alpha * torch.tensor(eigval, dtype=torch.float32)) @ torch.tensor(
+        eigvec, dtype=torch.float32
+    ).T  # (B, 3): sum_i alpha_i lambda_i p_i
+    m255 = torch.tensor(mean_image, dtype=torch.float32).permute(2, 0, 1) * 255.0
+    out = []
+    for i in range(b):
+        t, l = int(oy[i]), int(ox[i])
+        img = x[i, :, t : t + c, l : l + c].to(dtype)
+        mean = m255[:, t : t + c, l : l + c].to(dtype)
+        if flips[i]:
+            img, mean = img.flip(-1), mean.flip(-1)
+        out.append(img - mean + (rgb[i].to(dtype) * 255.0)[:, None, None])
+    return torch.stack(out)
+
+
+def test_cpu_fast_path_equals_plain_reference():
+    rng = np.random.default_rng(5)
+    x = torch.from_numpy(rng.integers(0, 256, (24, 11, 13, 3), dtype=np.uint8)).permute(0, 3, 1, 2)
+    mean_image = rng.random((11, 13, 3))
+    q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+    lam = np.array([0.4, 0.1, 0.02])
+    tf = TrainTransform(6, eigval=lam, eigvec=q, mean_image=mean_image)
+    assert tf._fast_ok(x)
+    got = tf(x, torch.Generator().manual_seed(11))
+    assert got.shape == (24, 3, 6, 6) and got.dtype == torch.float32
+    # float32, same operation order (x - mean*255) + 255*shift: bit for bit
+    want = _reference_paper(x, tf, 11, lam, q, mean_image, torch.float32)
+    assert torch.equal(got, want)
+    # and the exact value (float64) to float32 rounding
+    want64 = _reference_paper(x, tf, 11, lam, q, mean_image, torch.float64)
+    assert torch.allclose(got.double(), want64, atol=1e-4)
+    # a non-contiguous (plain NCHW) input gives the same result
+    assert torch.equal(tf(x.contiguous(), torch.Generator().manual_seed(11)), want)
+
+
+def test_output_buffers_are_reused_only_when_released():
+    x = _images(16, 10, 12)
+    tf = TrainTransform(6, lighting_std=0, normalize="none")
+    a = tf(x, torch.Generator().manual_seed(1))
+    a_copy = a.clone()
+    b = tf(x, torch.Generator().manual_seed(2))  # a is alive: must not be overwritten
+    assert torch.equal(a, a_copy) and a.data_ptr() != b.data_ptr()
+    ptr = b.data_ptr()
+    del b
+    c = tf(x, torch.Generator().manual_seed(2))
+    assert c.data_ptr() == ptr  # b's memory, now free, is reused
+    view = c[:3]
+    view_copy = view.clone()
+    del c
+    d = tf(x, torch.Generator().manual_seed(3))
+    assert d.data_ptr() != ptr  # a view keeps the buffer in use
+    assert torch.equal(a, a_copy) and torch.equal(view, view_copy)

@@ -102,3 +102,22 @@ def test_cuda_pinned(ds):
     x, y = next(iter(loader.iterate()))
     assert x.is_cuda and y.is_cuda and loader.pin
     assert x[:, 0, 0, 0].tolist() == list(range(8))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_transform_in_loader_equals_transform_after(ds, workers):
+    from alexnet.data.augment import TrainTransform
+
+    st = ds.stats
+    tf = TrainTransform(3, eigval=st["eigval"], eigvec=st["eigvec"], mean_image=st["mean_image"])
+    loader = DeviceLoader(ds, 8, shuffle=True, drop_last=True, seed=3, workers=workers)
+    assert tf.fuses(ds.image_size, loader.device)
+    loader.set_epoch(1)
+    gen = torch.Generator().manual_seed(4)
+    fused = list(loader.iterate(start_batch=2, transform=tf, generator=gen))
+    g = torch.Generator().manual_seed(4)
+    after = [(tf(x, g).clone(), y) for x, y in loader.iterate(start_batch=2)]
+    assert len(fused) == len(after) == N // 8 - 2
+    for (xa, ya), (xb, yb) in zip(fused, after, strict=True):  # all held: none overwritten
+        assert xa.shape == (8, 3, 3, 3) and xa.dtype == torch.float32
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)

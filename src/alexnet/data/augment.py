@@ -12,6 +12,8 @@ torch.Generator, which must live on the images' device.
 from __future__ import annotations
 
 import math
+import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -32,7 +34,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 NORMALIZE = ("mean_image", "channel", "none")
 
 
-_RGB = np.dtype((np.void, 3))
 _POOLS: dict[int, ThreadPoolExecutor] = {}
 
 
@@ -40,6 +41,43 @@ def _pool(n: int) -> ThreadPoolExecutor:
     if n not in _POOLS:
         _POOLS[n] = ThreadPoolExecutor(n, thread_name_prefix="alexnet-augment")
     return _POOLS[n]
+
+
+class ReusableBuffers:
+    """Recycles large numpy arrays once nothing else references them.
+
+    A fresh 38 MB batch costs ~6 ms of page faults on every call (the allocator returns big
+    blocks to the OS); reusing a block skips that. A buffer is handed out again only when its
+    reference count shows that no tensor, view or array made from it is alive (torch.from_numpy
+    keeps the array referenced through the tensor's storage), so a caller that still holds an
+    earlier batch never sees it overwritten. At most `keep` buffers are kept per shape; when
+    all are in use a fresh, untracked one is returned.
+    """
+
+    def __init__(self, dtype: Any = np.float32, keep: int = 4) -> None:
+        self.dtype = np.dtype(dtype)
+        self.keep = keep
+        self._free: dict[tuple[int, ...], list[np.ndarray]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, shape: tuple[int, ...]) -> np.ndarray:
+        """An uninitialized C-contiguous array of `shape`, not referenced by anyone else."""
+        with self._lock:
+            held = self._free.setdefault(tuple(shape), [])
+            for a in held:
+                # references: the list, the loop variable, getrefcount's argument
+                if sys.getrefcount(a) <= 3:
+                    return a
+            a = np.empty(shape, self.dtype)
+            if len(held) < self.keep:
+                held.append(a)
+            return a
+
+    def __getstate__(self) -> dict:  # picklable (e.g. for DataLoader workers): start empty
+        return {"dtype": self.dtype, "keep": self.keep}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["dtype"], state["keep"])
 
 
 def _tensor(value: Any, device: torch.device) -> torch.Tensor:
@@ -64,6 +102,7 @@ class _Common:
         self._mean = IMAGENET_MEAN if mean is None else mean
         self._std = IMAGENET_STD if std is None else std
         self._cache: dict[tuple, torch.Tensor] = {}
+        self._buffers = ReusableBuffers(np.float32, keep=8)
 
     def _const(self, name: str, device: torch.device) -> torch.Tensor:
         key = (name, str(device))
@@ -157,20 +196,30 @@ class TrainTransform(_Common):
     def _fast_ok(self, images: torch.Tensor) -> bool:
         """The CPU fast path: paper crops straight from uint8 NHWC memory, one fused
         scale/subtract/shift per image (no full-size float copy). Same draws, same result."""
-        no_resize = self.resize is None or tuple(images.shape[-2:]) == (self.resize,) * 2
         return (
-            self.mode == "paper"
-            and images.device.type == "cpu"
+            images.device.type == "cpu"
             and images.dim() == 4
             and images.shape[1] == 3
             and images.dtype == torch.uint8
-            and no_resize
-            and self.pad == 0
+            and self.fuses(tuple(images.shape[-2:]), images.device)
         )
 
-    def _paper_cpu(self, images: torch.Tensor, generator) -> torch.Tensor:
-        b, _, h, w = images.shape
-        c, dev = self.crop_size, images.device
+    def fuses(self, image_size: tuple[int, int], device: str | torch.device) -> bool:
+        """True when images of `image_size` on `device` take the CPU fast path, which
+        DeviceLoader can then run inside its worker threads (draw, then apply_rows)."""
+        no_resize = self.resize is None or tuple(image_size) == (self.resize,) * 2
+        return (
+            self.mode == "paper"
+            and torch.device(device).type == "cpu"
+            and no_resize
+            and (self.pad == 0)
+        )
+
+    def draw(self, b: int, image_size: tuple[int, int], generator=None) -> dict:
+        """The random draws of one batch of `b` images (CPU fast path), in the same order
+        and from the same generator calls as __call__: crop tops, lefts, flips, lighting."""
+        h, w = image_size
+        c, dev = self.crop_size, torch.device("cpu")
         if h < c or w < c:
             raise ValueError(f"crop {c} larger than the image {h}x{w}")
         oy = torch.randint(0, h - c + 1, (b,), generator=generator, device=dev).tolist()
@@ -180,49 +229,70 @@ class TrainTransform(_Common):
         if self.lighting_std > 0:
             alpha = torch.randn(b, 3, generator=generator, device=dev) * self.lighting_std
             shift = (alpha * self._const("eigval", dev)) @ self._const("eigvec", dev).T
-        shift = shift.numpy().astype(np.float32)
-        m = None
+        return {"oy": oy, "ox": ox, "flip": flip, "shift": shift.numpy().astype(np.float32)}
+
+    def _paper_cpu(self, images: torch.Tensor, generator) -> torch.Tensor:
+        b, _, h, w = images.shape
+        draws = self.draw(b, (h, w), generator)
+        xh = images.permute(0, 2, 3, 1).numpy()  # (B, H, W, 3) view of the loader's bytes
+        n = max(1, min(torch.get_num_threads(), b // 8))
+        return self.apply_rows(xh, range(b), draws, threads=n)
+
+    def apply_rows(self, rows: np.ndarray, idx: Any, draws: dict, threads: int = 1):
+        """Augment images rows[idx[i]] (rows: (N, H, W, 3) uint8, e.g. the packed memory map)
+        with `draws` -> float32 (B, out_channels, crop, crop) (channels_last memory)."""
+        oy, ox, flip, shift = draws["oy"], draws["ox"], draws["flip"], draws["shift"]
+        b, c, (h, w) = len(oy), self.crop_size, rows.shape[1:3]
+        m = mf = scale = None
         if self.normalize == "mean_image":  # work in the raw 0..255 scale (paper §2)
-            scale, offset = None, shift * 255.0
-            m = self._const("mean255_hwc", dev).numpy()
+            offset = shift * np.float32(255.0)
+            cpu = torch.device("cpu")
+            m = self._const("mean255_hwc", cpu).numpy().reshape(h, w * 3)
+            mf = self._const("mean255_hwc_flipped", cpu).numpy().reshape(h, w * 3)
         elif self.normalize == "channel":
             mean = np.asarray(self._mean, np.float32)
             std = np.asarray(self._std, np.float32)
             scale, offset = 1.0 / (255.0 * std), (shift - mean) / std
         else:
             scale, offset = np.full(3, 1.0 / 255.0, np.float32), shift
-        # numpy: per-image strided ops are ~50x faster than torch's here (measured); numpy
-        # releases the GIL, so the images are split over torch.get_num_threads() threads.
-        xh = images.permute(0, 2, 3, 1).numpy()  # (B, H, W, 3) view of the loader's bytes
-        out = np.empty((b, c, c, 3), np.float32)
-        mf = self._const("mean255_hwc_flipped", dev).numpy() if m is not None else None
+        # Per image, in (c, c*3) views so every inner loop is a whole row (a (c, c, 3) array
+        # with a (3,) operand runs loops of length 3: ~10x slower); the per-channel constants
+        # are tiled along the row. Three passes per image (uint8 -> float32 into the output,
+        # - mean crop, + lighting), the last two on a 600 KB image that is still in L2. numpy
+        # releases the GIL and runs single-threaded (per-image torch ops start OpenMP teams:
+        # slower, measured), so the images can be split over threads.
+        offset = np.tile(offset.astype(np.float32), (1, c))  # (B, c*3)
+        scale = None if scale is None else np.tile(scale.astype(np.float32), c)
+        buf = self._buffers.get((b, c, c, 3))
+        out = buf.reshape(b, c, c * 3)
 
         def work(lo: int, hi: int) -> None:
             for i in range(lo, hi):
-                t, l = oy[i], ox[i]
-                if flip[i]:  # mirror whole RGB triplets: a 3-byte void view copies fast
-                    crop = xh[i].view(_RGB)[t : t + c, l : l + c][:, ::-1]
-                    crop = np.ascontiguousarray(crop).view(np.uint8).reshape(c, c, 3)
-                    mv = mf[t : t + c, w - l - c : w - l] if mf is not None else None
+                t, l, o, x = oy[i], ox[i], out[i], rows[idx[i]]
+                if x.strides != (3 * w, 3, 1):
+                    x = np.ascontiguousarray(x)
+                if flip[i]:  # mirrored: one strided uint8 -> float32 copy per channel
+                    crop = x[t : t + c, l : l + c][:, ::-1]
+                    o3 = o.reshape(c, c, 3)
+                    for ch in range(3):
+                        np.copyto(o3[:, :, ch], crop[:, :, ch], casting="unsafe")
+                    mv = mf[t : t + c, 3 * (w - l - c) : 3 * (w - l)] if mf is not None else None
                 else:
-                    crop = xh[i, t : t + c, l : l + c]
-                    mv = m[t : t + c, l : l + c] if m is not None else None
-                o = out[i]
+                    crop = x[t : t + c, l : l + c].reshape(c, c * 3)
+                    np.copyto(o, crop, casting="unsafe")  # exact: uint8 -> float32
+                    mv = m[t : t + c, 3 * l : 3 * (l + c)] if m is not None else None
                 if mv is not None:
-                    np.subtract(crop, mv, out=o, dtype=np.float32)
-                else:
-                    np.multiply(crop, scale, out=o, dtype=np.float32)
-                o += offset[i]
+                    np.subtract(o, mv, out=o)
+                if scale is not None:
+                    np.multiply(o, scale, out=o)
+                np.add(o, offset[i], out=o)
 
-        n = max(1, min(torch.get_num_threads(), b // 8))
-        if n == 1 or not xh[0].flags.c_contiguous:
-            if not xh[0].flags.c_contiguous:
-                xh = np.ascontiguousarray(xh)
+        if threads <= 1:
             work(0, b)
         else:
-            bounds = [b * k // n for k in range(n + 1)]
-            list(_pool(n).map(work, bounds[:-1], bounds[1:]))
-        x = torch.from_numpy(out).permute(0, 3, 1, 2)  # (B, 3, c, c), channels_last memory
+            bounds = [b * k // threads for k in range(threads + 1)]
+            list(_pool(threads).map(work, bounds[:-1], bounds[1:]))
+        x = torch.from_numpy(buf).permute(0, 3, 1, 2)  # (B, 3, c, c), channels_last memory
         return x.mean(dim=1, keepdim=True) if self.out_channels == 1 else x
 
     def _flips(self, b: int, generator, dev) -> torch.Tensor:

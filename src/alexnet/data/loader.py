@@ -18,10 +18,12 @@ import collections
 import math
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 import torch
 
+from alexnet.data.augment import ReusableBuffers
 from alexnet.data.packed import PackedDataset
 
 
@@ -62,6 +64,7 @@ class DeviceLoader:
         self.epoch = 0
         self.pin = self.device.type == "cuda" and torch.cuda.is_available()
         self._labels = np.ascontiguousarray(dataset.labels, dtype=np.int64)
+        self._buffers = ReusableBuffers(np.uint8, keep=self.workers + 4)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -96,8 +99,12 @@ class DeviceLoader:
         else:
             rows = None
         shape = (len(idx), *images.shape[1:])
-        out = torch.empty(shape, dtype=torch.uint8, pin_memory=self.pin)
-        buf = out.numpy()
+        if self.pin:  # torch's pinned-memory allocator caches its blocks itself
+            out = torch.empty(shape, dtype=torch.uint8, pin_memory=True)
+            buf = out.numpy()
+        else:  # reused once the consumer has dropped every tensor made from it
+            buf = self._buffers.get(shape)
+            out = torch.from_numpy(buf)
         if rows is not None:
             buf[...] = rows
         elif len(idx):
@@ -113,28 +120,61 @@ class DeviceLoader:
         images = images.to(self.device, non_blocking=nb).permute(0, 3, 1, 2)
         return images, labels.to(self.device, non_blocking=nb)
 
-    def iterate(self, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def _gather_augment(self, idx: np.ndarray, transform: Any, draws: dict):
+        """CPU fast path: crop + augment straight from the memory map (no uint8 copy)."""
+        images = transform.apply_rows(self.dataset.images, idx, draws)
+        return images, torch.from_numpy(self._labels[idx])
+
+    def iterate(
+        self, start_batch: int = 0, *, transform: Any = None, generator: Any = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield this rank's batches of the current epoch, skipping the first `start_batch`
-        without reading them (resume mid-epoch)."""
+        without reading them (resume mid-epoch).
+
+        With `transform` (a TrainTransform), images come augmented: float32 (B, C, crop,
+        crop), equal to `transform(images, generator)` applied to each uint8 batch in order.
+        On the CPU (paper mode) the augmentation then runs inside the worker threads, reading
+        the crops straight from the memory map; its random draws are still taken from
+        `generator` in batch order, in this thread, when a batch is queued (up to
+        workers + 1 batches ahead of the one yielded)."""
         order = (
             epoch_permutation(len(self.dataset), self.seed, self.epoch) if self.shuffle else None
         )
         ks = range(max(0, int(start_batch)), len(self))
         indices = (self.batch_indices(k, order) for k in ks)
+        size = tuple(self.dataset.images.shape[1:3])
+        fused = transform is not None and transform.fuses(size, self.device)
+
+        def load(idx: np.ndarray):
+            if fused:
+                draws = transform.draw(len(idx), size, generator)
+                return self._gather_augment, (idx, transform, draws)
+            return self._gather, (idx,)
+
+        def finish(batch):
+            if fused:
+                return batch
+            images, labels = self._to_device(batch)
+            if transform is not None:
+                images = transform(images, generator)
+            return images, labels
+
         if self.workers == 0:
             for idx in indices:
-                yield self._to_device(self._gather(idx))
+                fn, args = load(idx)
+                yield finish(fn(*args))
             return
         depth = self.workers + 1
         with ThreadPoolExecutor(self.workers, thread_name_prefix="alexnet-loader") as pool:
             pending: collections.deque = collections.deque()
             try:
                 for idx in indices:
-                    pending.append(pool.submit(self._gather, idx))
+                    fn, args = load(idx)
+                    pending.append(pool.submit(fn, *args))
                     if len(pending) > depth:
-                        yield self._to_device(pending.popleft().result())
+                        yield finish(pending.popleft().result())
                 while pending:
-                    yield self._to_device(pending.popleft().result())
+                    yield finish(pending.popleft().result())
             finally:
                 for fut in pending:
                     fut.cancel()
