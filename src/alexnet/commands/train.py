@@ -72,7 +72,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--model-options",
         metavar="JSON",
         default=None,
-        help="options for the model builder, e.g. '{\"width\": 64}'",
+        help='options for the model builder, e.g. \'{"init": "caffe"}\'',
     )
     for flag, typ, text in _VALUE_FLAGS:
         p.add_argument(flag, type=typ, default=None, help=text)
