@@ -15,7 +15,6 @@ W-rank run sees the same global batches as a 1-rank run with batch B*W, and eval
 from __future__ import annotations
 
 import collections
-import math
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -70,10 +69,6 @@ class DeviceLoader:
         self.epoch = int(epoch)
 
     # ------------------------------------------------------------ index arithmetic
-    def _global_batches(self) -> int:
-        n, g = len(self.dataset), self.batch_size * self.world_size
-        return n // g if self.drop_last else math.ceil(n / g)
-
     def __len__(self) -> int:
         n, b, g = len(self.dataset), self.batch_size, self.batch_size * self.world_size
         full = n // g
