@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install --quiet -e '.[dev,viz,data,export]'
+	bash scripts/c_compiler.sh
+	$(PY) -m alexnet.models.native
 	touch $(STAMP)
 
 lint: $(STAMP)

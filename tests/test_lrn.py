@@ -5,7 +5,18 @@ from __future__ import annotations
 import pytest
 import torch
 
+import alexnet.models.lrn as lrn_module
+from alexnet.models import native
 from alexnet.models.lrn import LRN, lrn
+
+PATHS = ["native", "chunked", "whole"]
+
+
+@pytest.fixture(autouse=True, params=PATHS)
+def cpu_path(request, monkeypatch):
+    """Every test runs on each CPU path: the fused C kernel, chunked torch ops, whole batch."""
+    monkeypatch.setattr(lrn_module, "CPU_PATH", request.param)
+    return request.param
 
 
 def reference_lrn(a: torch.Tensor, n=5, alpha=1e-4, beta=0.75, k=2.0, groups=1) -> torch.Tensor:
@@ -103,23 +114,26 @@ def test_bad_arguments():
         LRN(groups=2)(torch.randn(1, 5, 2, 2))
 
 
-def test_whole_batch_path_used_on_cuda_matches(monkeypatch):
-    """The CUDA code path (one chunk, the whole batch) checked on the CPU."""
-    import alexnet.models.lrn as lrn_module
-
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_paths_agree_across_tiles_towers_and_layouts(monkeypatch, channels_last):
+    """conv2-like maps (27x27, two towers): several kernel tiles, the last one partial."""
     torch.manual_seed(5)
-    x = torch.randn(3, 16, 5, 5) * 30
+    x = torch.randn(3, 96, 27, 27).relu_() * 60
     g = torch.randn_like(x)
-    chunked = x.clone().requires_grad_()
-    out_chunked = LRN(groups=2)(chunked)
-    out_chunked.backward(g)
-    monkeypatch.setattr(lrn_module, "_CHUNK_ON_CPU", False)
-    whole = x.clone().requires_grad_()
-    out_whole = LRN(groups=2)(whole)
-    out_whole.backward(g)
-    assert torch.allclose(out_whole.double(), reference_lrn(x, groups=2), rtol=1e-5, atol=1e-4)
-    assert torch.allclose(out_whole, out_chunked, rtol=1e-6, atol=1e-6)
-    assert torch.allclose(whole.grad, chunked.grad, rtol=1e-5, atol=1e-6)
+    if channels_last:
+        x, g = (t.contiguous(memory_format=torch.channels_last) for t in (x, g))
+    results = {}
+    for path in PATHS:
+        monkeypatch.setattr(lrn_module, "CPU_PATH", path)
+        xp = x.clone().requires_grad_()
+        out = LRN(groups=2)(xp)
+        out.backward(g)
+        assert out.is_contiguous(memory_format=torch.channels_last) == channels_last
+        results[path] = (out, xp.grad)
+    assert torch.allclose(results["native"][0].double(), reference_lrn(x, groups=2), 1e-5, 1e-4)
+    for path in ("chunked", "whole"):
+        for ours, theirs in zip(results["native"], results[path]):
+            assert torch.allclose(ours, theirs, rtol=1e-5, atol=1e-6), path
 
 
 def test_inference_mode_and_no_grad():
@@ -130,3 +144,84 @@ def test_inference_mode_and_no_grad():
         b = LRN()(x)
     assert torch.allclose(a.double(), reference_lrn(x), rtol=1e-5, atol=1e-4)
     assert torch.equal(a, b)
+
+
+def test_native_kernel_is_built_and_used_here(monkeypatch, cpu_path):
+    """This machine has a C compiler: float32 LRN on the CPU must take the fused kernel."""
+    if cpu_path != "native":
+        pytest.skip("about the native path")
+    if native._compiler() is None:
+        pytest.skip("no C compiler on this machine")
+    assert native.library() is not None, native.reason_unavailable()
+    calls = []
+    real = native.lrn
+    monkeypatch.setattr(native, "lrn", lambda *a: calls.append(a[1] is None) or real(*a))
+    x = (torch.randn(2, 8, 3, 3) * 30).requires_grad_()
+    LRN()(x).sum().backward()
+    assert calls == [True, False]  # forward, then backward
+
+
+def test_native_results_do_not_depend_on_thread_count(cpu_path):
+    torch.manual_seed(6)
+    x = torch.randn(4, 96, 13, 13) * 40
+    saved = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = LRN(groups=2)(x)
+        torch.set_num_threads(max(2, saved))
+        many = LRN(groups=2)(x)
+    finally:
+        torch.set_num_threads(saved)
+    assert torch.equal(one, many)
+
+
+@pytest.mark.parametrize("channels,groups", [(1, 1), (3, 3), (4, 1), (6, 2)])
+def test_fewer_channels_than_the_window(channels, groups):
+    torch.manual_seed(7)
+    x = (torch.randn(2, channels, 4, 3) * 50).requires_grad_()
+    out = LRN(groups=groups)(x)
+    assert torch.allclose(out.double(), reference_lrn(x, groups=groups), rtol=1e-5, atol=1e-4)
+    g = torch.randn_like(out)
+    out.backward(g)
+    xd = x.detach().double().requires_grad_()
+    reference_lrn(xd, groups=groups).backward(g.double())
+    assert torch.allclose(x.grad.double(), xd.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_bfloat16_gradients_close_to_float64():
+    torch.manual_seed(8)
+    x = (torch.randn(2, 16, 6, 6) * 30).bfloat16()
+    xb = x.clone().requires_grad_()
+    out = LRN()(xb)
+    g = torch.randn_like(out)
+    out.backward(g)
+    assert xb.grad.dtype == torch.bfloat16
+    xd = x.double().requires_grad_()
+    reference_lrn(xd).backward(g.double())
+    assert torch.allclose(xb.grad.double(), xd.grad, rtol=3e-2, atol=2e-3)
+
+
+def test_without_a_compiler_falls_back_with_one_warning(monkeypatch, tmp_path, cpu_path):
+    if cpu_path != "native":
+        pytest.skip("about the native path")
+    monkeypatch.setenv("ALEXNET_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(native, "_compiler", lambda: None)
+    monkeypatch.setattr(native, "_TRIED", False)
+    monkeypatch.setattr(native, "_LIBRARY", None)
+    x = torch.randn(2, 8, 3, 3) * 30
+    with pytest.warns(RuntimeWarning, match="no C compiler"):
+        out = LRN()(x)
+    assert torch.allclose(out.double(), reference_lrn(x), rtol=1e-5, atol=1e-4)
+    assert "no C compiler" in native.reason_unavailable()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_kernel_builds_into_the_cache_dir(monkeypatch, tmp_path, cpu_path):
+    if cpu_path != "native" or native._compiler() is None:
+        pytest.skip("needs the native path and a C compiler")
+    monkeypatch.setenv("ALEXNET_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(native, "_TRIED", False)
+    monkeypatch.setattr(native, "_LIBRARY", None)
+    assert native.library() is not None
+    built = list(tmp_path.glob("kernels-*.so"))
+    assert len(built) == 1 and not list(tmp_path.glob("*.tmp"))

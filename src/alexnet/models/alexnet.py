@@ -27,6 +27,7 @@ from alexnet.models.common import (
     make_activation,
 )
 from alexnet.models.lrn import LRN
+from alexnet.models.pool import MaxPool
 
 POOLS = ("overlap", "nonoverlap")
 INPUT_SIZES = (224, 227)
@@ -42,7 +43,7 @@ _CAFFE_STD = {"fc6": 0.005, "fc7": 0.005}
 def pool_layer(kind: str) -> nn.MaxPool2d:
     """Overlapping max-pooling z=3, s=2 (paper §3.4) or the traditional non-overlapping 2/2."""
     check_choice("pool", kind, POOLS)
-    return nn.MaxPool2d(3, 2) if kind == "overlap" else nn.MaxPool2d(2, 2)
+    return MaxPool(3, 2) if kind == "overlap" else MaxPool(2, 2)
 
 
 class PaperAlexNet(nn.Module):

@@ -6,12 +6,11 @@ with k=2, n=5, alpha=1e-4, beta=0.75 and the sum over n adjacent channels at the
 The sum is **not** divided by n: `torch.nn.LocalResponseNorm`, Caffe and cuda-convnet divide
 alpha by n, so the paper's layer is `nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2)` there.
 
-The forward and the analytic backward are written with a few in-place tensor operations (no
-`avg_pool3d` over a padded copy, as torch's version does). On the CPU they run over chunks
-small enough to stay in cache, spread over `torch.get_num_threads()` worker threads that each
-run their ops on one core (no OpenMP fork/join per op); only the input and the output are
-saved, the backward recomputes d. On CUDA the whole batch is one chunk. Several times faster than
-`nn.LocalResponseNorm` on the CPU, and exact on any device:
+On the CPU, float32 and bfloat16 inputs go through a fused C kernel (`lrn_kernel.c`, built
+on first use by `native`): one pass over memory each way, tiles in cache, the backward
+recomputing d from the input, so only the input is saved. Without a C compiler, and for other
+dtypes, the same formulas run as a few in-place tensor ops over cache-sized chunks on
+single-threaded worker threads; on CUDA as whole-batch tensor ops. Exact on every path:
 
     d_i = k + alpha * S_i,  S_i = window sum of a^2,  b_i = a_i * d_i^-beta
     dL/da_m = g_m * d_m^-beta - 2 * alpha * beta * a_m * window_sum(g * b / d)_m
@@ -25,9 +24,13 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 from torch import Tensor, nn
 
+from alexnet.models import native
+
 # Elements per chunk on the CPU: three float32 temporaries of this size stay in a core's cache.
 _CPU_CHUNK_ELEMENTS = 1 << 17
-_CHUNK_ON_CPU = True  # tests switch it off to run the whole-batch (CUDA) path on the CPU
+# How CPU inputs are computed: "native" (the fused kernel where it applies), "chunked" (torch ops
+# on cache-sized chunks) or "whole" (whole-batch torch ops, the CUDA path); tests switch it.
+CPU_PATH = "native"
 _POOL: ThreadPoolExecutor | None = None
 
 
@@ -128,7 +131,7 @@ def _run_chunked(kernel, tensors: list[Tensor], channels: int) -> None:
     """
     first = tensors[0]
     n, length = first.shape[0], first.shape[2]
-    if first.device.type != "cpu" or not _CHUNK_ON_CPU:
+    if first.device.type != "cpu" or CPU_PATH == "whole":
         work = tuple(torch.empty_like(first) for _ in range(3))
         kernel(*tensors, work)
         return
@@ -153,16 +156,27 @@ def _run_chunked(kernel, tensors: list[Tensor], channels: int) -> None:
         future.result()
 
 
+def _native(x: Tensor) -> bool:
+    """Whether x goes through the fused C kernel (CPU float32/bfloat16 with the kernel built)."""
+    return CPU_PATH == "native" and native.supports(x) and native.library() is not None
+
+
 class _LRNFunction(torch.autograd.Function):
-    """Forward saves only x and the output; backward recomputes d chunk by chunk in cache."""
+    """Forward saves the input (and, off the fused kernel, the output); backward recomputes d."""
 
     @staticmethod
     def forward(
         ctx, x: Tensor, size: int, alpha: float, beta: float, k: float, groups: int
     ) -> Tensor:
         hyper = (size, alpha, beta, k, groups)
+        ctx.hyper = hyper
         if x.device.type == "cpu" and not _as_ncl(x).is_contiguous() and not _cl_flat(x):
             x = x.contiguous()
+        if _native(x):
+            ctx.native = True
+            ctx.save_for_backward(x)
+            return native.lrn(x, None, hyper)
+        ctx.native = False
         out = torch.empty_like(x)
         _run_chunked(
             lambda a, b, work: _forward_chunk(a, b, work, hyper),
@@ -170,13 +184,17 @@ class _LRNFunction(torch.autograd.Function):
             x.shape[1],
         )
         ctx.save_for_backward(x, out)
-        ctx.hyper = hyper
         return out
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        x, out = ctx.saved_tensors
         hyper = ctx.hyper
+        if ctx.native:
+            (x,) = ctx.saved_tensors
+            fmt = torch.channels_last if native.layout(x) == "cl" else torch.contiguous_format
+            grad_out = grad_out.to(x.dtype).contiguous(memory_format=fmt)
+            return native.lrn(x, grad_out, hyper), None, None, None, None, None
+        x, out = ctx.saved_tensors
         grad_out = grad_out.contiguous(memory_format=_format_of(x))
         grad_in = torch.empty_like(x)
         _run_chunked(
@@ -206,14 +224,15 @@ def lrn(
     """Functional LRN in the paper's convention (alpha not divided by size). x: (N, C, ...).
 
     `groups` > 1 normalizes each of that many equal channel blocks on its own, as the paper's
-    two GPUs did (each GPU's LRN sees only its own kernel maps). Half-precision inputs are
-    normalized in float32 and cast back.
+    two GPUs did (each GPU's LRN sees only its own kernel maps). bfloat16 on the CPU's fused
+    kernel is read and written as bfloat16 with float32 arithmetic; other half-precision inputs
+    are normalized in float32 and cast back.
     """
     if x.dim() < 2:
         raise ValueError(f"LRN expects an input of shape (N, C, ...), got {tuple(x.shape)}")
     if x.shape[1] % groups:
         raise ValueError(f"LRN: {x.shape[1]} channels do not split into {groups} groups")
-    if x.dtype in (torch.float16, torch.bfloat16):
+    if x.dtype in (torch.float16, torch.bfloat16) and not _native(x):
         return _LRNFunction.apply(x.float(), size, alpha, beta, k, groups).to(x.dtype)
     return _LRNFunction.apply(x, size, alpha, beta, k, groups)
 

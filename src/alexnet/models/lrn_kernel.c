@@ -1,0 +1,219 @@
+/* Fused CPU kernel for the paper's Local Response Normalization (Krizhevsky et al. 2012, §3.3).
+
+     d_i = k + alpha * S_i,  S_i = sum of a_j^2 over the n channels centred on i (clipped)
+     b_i = a_i * d_i^-beta
+     dL/da_m = g_m * d_m^-beta - 2 alpha beta a_m * sum_{i: m in window(i)} g_i a_i d_i^(-beta-1)
+
+   The window is symmetric, so the backward's sum is the same centred window sum. One pass over
+   memory each way: the forward reads a and writes b; the backward reads a and g, recomputes d
+   in a tile that stays in cache, and writes dL/da. Tiles are spread over `threads` POSIX threads
+   that take the next tile from a shared counter (a core taken by another process holds up one
+   tile, not half the batch). float32 or bfloat16 storage, float32 arithmetic; NCHW (channels
+   on rows of `length` pixels) or channels-last (pixels on rows of `channels` values).
+   Compiled on first use by alexnet/models/native.py; no Python or torch headers needed. */
+
+#include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    const void *x, *g; /* input a; upstream gradient g (backward only) */
+    void *out;         /* forward: b; backward: dL/da */
+    int64_t batch, channels, length;
+    int64_t tile, tiles_per_image, units;
+    int size, groups, channels_last, backward, bf16;
+    float alpha, beta, k;
+    int64_t next; /* shared work counter */
+    int failed;
+} Job;
+
+static inline float load(const void *p, int64_t i, int bf16) {
+    if (!bf16) return ((const float *)p)[i];
+    uint32_t bits = (uint32_t)((const uint16_t *)p)[i] << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+static inline void store(void *p, int64_t i, float f, int bf16) {
+    if (!bf16) {
+        ((float *)p)[i] = f;
+        return;
+    }
+    uint32_t bits;
+    memcpy(&bits, &f, 4);
+    if ((bits & 0x7fffffffu) > 0x7f800000u) { /* NaN stays NaN */
+        ((uint16_t *)p)[i] = (uint16_t)((bits >> 16) | 0x40);
+        return;
+    }
+    bits += 0x7fffu + ((bits >> 16) & 1u); /* round to nearest even */
+    ((uint16_t *)p)[i] = (uint16_t)(bits >> 16);
+}
+
+/* p = d^-beta for a row; beta 0.75 (the paper's) as 1/sqrt(d) * sqrt(1/sqrt(d)). */
+static void neg_pow(float *restrict p, const float *restrict d, int64_t m, float beta) {
+    if (beta == 0.75f) {
+        for (int64_t t = 0; t < m; t++) {
+            float r = 1.0f / sqrtf(d[t]);
+            p[t] = r * sqrtf(r);
+        }
+    } else if (beta == 0.5f) {
+        for (int64_t t = 0; t < m; t++) p[t] = 1.0f / sqrtf(d[t]);
+    } else if (beta == 1.0f) {
+        for (int64_t t = 0; t < m; t++) p[t] = 1.0f / d[t];
+    } else {
+        for (int64_t t = 0; t < m; t++) p[t] = powf(d[t], -beta);
+    }
+}
+
+/* NCHW tile: rows = channels (stride `row` in scratch), `w` pixels per row.
+   dst[c] = sum of src[j] over j in c's window inside c's group. */
+static void window_rows(float *restrict dst, const float *restrict src, int64_t channels,
+                        int64_t row, int64_t w, int half, int groups) {
+    int64_t per = channels / groups;
+    for (int64_t c = 0; c < channels; c++) {
+        int64_t first = (c / per) * per, last = first + per - 1;
+        int64_t lo = c - half < first ? first : c - half;
+        int64_t hi = c + half > last ? last : c + half;
+        float *restrict d = dst + c * row;
+        memcpy(d, src + lo * row, (size_t)w * sizeof(float));
+        for (int64_t j = lo + 1; j <= hi; j++) {
+            const float *restrict s = src + j * row;
+            for (int64_t t = 0; t < w; t++) d[t] += s[t];
+        }
+    }
+}
+
+/* Channels-last tile: rows = pixels of `channels` values, contiguous; window along the row. */
+static void window_cols(float *restrict dst, const float *restrict src, int64_t channels,
+                        int64_t pixels, int half, int groups) {
+    int64_t per = channels / groups;
+    for (int64_t p = 0; p < pixels; p++) {
+        const float *restrict s = src + p * channels;
+        float *restrict d = dst + p * channels;
+        memcpy(d, s, (size_t)channels * sizeof(float));
+        for (int64_t first = 0; first < channels; first += per) {
+            for (int shift = 1; shift <= half && shift < per; shift++) {
+                for (int64_t c = first + shift; c < first + per; c++) d[c] += s[c - shift];
+                for (int64_t c = first; c < first + per - shift; c++) d[c] += s[c + shift];
+            }
+        }
+    }
+}
+
+static void window(const Job *job, float *dst, const float *src, int64_t w) {
+    int half = job->size / 2;
+    if (job->channels_last)
+        window_cols(dst, src, job->channels, w, half, job->groups);
+    else
+        window_rows(dst, src, job->channels, job->tile, w, half, job->groups);
+}
+
+/* Element (row r, column t) of the tile starting at `base`: NCHW rows are channels at stride
+   `length`; channels-last rows are pixels at stride `channels` (the tile is contiguous). */
+static void do_tile(const Job *job, int64_t unit, float *a, float *b, float *c) {
+    int64_t n = unit / job->tiles_per_image, start = (unit % job->tiles_per_image) * job->tile;
+    int64_t left = job->length - start;
+    int64_t w = left < job->tile ? left : job->tile; /* pixels in this tile */
+    int64_t rows, cols, stride, srow, base;
+    if (job->channels_last) {
+        rows = w, cols = job->channels, stride = job->channels, srow = job->channels;
+        base = (n * job->length + start) * job->channels;
+    } else {
+        rows = job->channels, cols = w, stride = job->length, srow = job->tile;
+        base = n * job->channels * job->length + start;
+    }
+    const int bf16 = job->bf16;
+    const float alpha = job->alpha, k = job->k;
+    /* a = x^2; b = window sum of a */
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t off = base + r * stride;
+        float *restrict ar = a + r * srow;
+        for (int64_t t = 0; t < cols; t++) {
+            float v = load(job->x, off + t, bf16);
+            ar[t] = v * v;
+        }
+    }
+    window(job, b, a, w);
+    if (!job->backward) {
+        for (int64_t r = 0; r < rows; r++) {
+            int64_t off = base + r * stride;
+            float *restrict br = b + r * srow, *restrict ar = a + r * srow;
+            for (int64_t t = 0; t < cols; t++) br[t] = k + alpha * br[t];
+            neg_pow(ar, br, cols, job->beta);
+            for (int64_t t = 0; t < cols; t++)
+                store(job->out, off + t, load(job->x, off + t, bf16) * ar[t], bf16);
+        }
+        return;
+    }
+    /* backward: a = d^-beta, b = g * x * d^-beta / d, c = window sum of b */
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t off = base + r * stride;
+        float *restrict ar = a + r * srow, *restrict br = b + r * srow;
+        for (int64_t t = 0; t < cols; t++) br[t] = k + alpha * br[t];
+        neg_pow(ar, br, cols, job->beta);
+        for (int64_t t = 0; t < cols; t++)
+            br[t] = load(job->g, off + t, bf16) * load(job->x, off + t, bf16) * ar[t] / br[t];
+    }
+    window(job, c, b, w);
+    const float scale = -2.0f * alpha * job->beta;
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t off = base + r * stride;
+        float *restrict ar = a + r * srow, *restrict cr = c + r * srow;
+        for (int64_t t = 0; t < cols; t++) {
+            float x = load(job->x, off + t, bf16), g = load(job->g, off + t, bf16);
+            store(job->out, off + t, g * ar[t] + scale * x * cr[t], bf16);
+        }
+    }
+}
+
+static void *worker(void *arg) {
+    Job *job = (Job *)arg;
+    size_t bytes = (size_t)(job->tile * job->channels) * sizeof(float);
+    bytes = (bytes + 63) / 64 * 64;
+    float *scratch = aligned_alloc(64, 3 * bytes);
+    if (!scratch) {
+        __atomic_store_n(&job->failed, 1, __ATOMIC_RELAXED);
+        return NULL;
+    }
+    float *a = scratch, *b = scratch + bytes / 4, *c = scratch + 2 * (bytes / 4);
+    for (;;) {
+        int64_t unit = __atomic_fetch_add(&job->next, 1, __ATOMIC_RELAXED);
+        if (unit >= job->units) break;
+        do_tile(job, unit, a, b, c);
+    }
+    free(scratch);
+    return NULL;
+}
+
+/* Returns 0 on success, 1 when scratch memory or a thread could not be had. */
+int alexnet_lrn(const void *x, const void *g, void *out, int64_t batch, int64_t channels,
+                int64_t length, int size, int groups, float alpha, float beta, float k,
+                int channels_last, int bf16, int threads) {
+    Job job = {0};
+    job.x = x, job.g = g, job.out = out;
+    job.batch = batch, job.channels = channels, job.length = length;
+    job.size = size, job.groups = groups, job.channels_last = channels_last;
+    job.backward = g != NULL, job.bf16 = bf16;
+    job.alpha = alpha, job.beta = beta, job.k = k;
+    /* about 32K floats per scratch tile (three fit in a core's L2), rows a multiple of 16 */
+    int64_t tile = 32768 / channels;
+    if (!channels_last) tile = tile / 16 * 16;
+    if (tile < 16) tile = 16;
+    if (tile > length) tile = length;
+    job.tile = tile;
+    job.tiles_per_image = (length + tile - 1) / tile;
+    job.units = batch * job.tiles_per_image;
+    if (threads > job.units) threads = (int)job.units;
+    if (threads < 1) threads = 1;
+    pthread_t ids[256];
+    if (threads > 256) threads = 256;
+    int started = 0;
+    for (; started < threads - 1; started++)
+        if (pthread_create(&ids[started], NULL, worker, &job)) break;
+    worker(&job);
+    for (int i = 0; i < started; i++) pthread_join(ids[i], NULL);
+    return job.failed;
+}

@@ -1,0 +1,235 @@
+"""The CPU kernels (`lrn_kernel.c`, `pool_kernel.c`): built on first use, called through ctypes.
+
+The C files need no Python or torch headers, so they compile in about a second with the
+system's C compiler (`$CC`, else `cc`, `gcc` or `clang`) for this CPU (`-march=native`). The
+library is cached in `$ALEXNET_CACHE_DIR` (default `$XDG_CACHE_HOME/alexnet` or
+`~/.cache/alexnet`) under a name that hashes the source, the compiler command and the CPU's
+feature flags, so a shared home directory never hands one machine another's build. Without a
+compiler the layers fall back to torch ops (same values, slower) and say so once;
+`ALEXNET_NATIVE=0` turns the kernels off.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+SOURCES = [Path(__file__).with_name(name) for name in ("lrn_kernel.c", "pool_kernel.c")]
+_FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared", "-pthread"]
+_LOCK = threading.Lock()
+_LIBRARY: ctypes.CDLL | None = None
+_TRIED = False
+_REASON = ""
+
+
+def cache_dir() -> Path:
+    """Where built kernels are kept."""
+    if os.environ.get("ALEXNET_CACHE_DIR"):
+        return Path(os.environ["ALEXNET_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "alexnet"
+
+
+def _compiler() -> str | None:
+    for name in filter(None, [os.environ.get("CC"), "cc", "gcc", "clang"]):
+        if shutil.which(name):
+            return name
+    return None
+
+
+def _cpu_flags() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return line
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _build(compiler: str, target: Path) -> None:
+    """Compile to a temporary file and move it into place (safe with concurrent builders)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=target.stem, suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        errors = ""
+        for arch in (["-march=native"], []):  # some compilers (or CPUs) lack -march=native
+            cmd = [compiler, *_FLAGS, *arch, "-o", tmp, *map(str, SOURCES), "-lm"]
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+            if done.returncode == 0:
+                os.replace(tmp, target)
+                return
+            errors = done.stderr.strip().splitlines()[-1:] or [f"exit {done.returncode}"]
+            errors = errors[0]
+        raise OSError(f"{compiler} failed: {errors}")
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def library() -> ctypes.CDLL | None:
+    """The loaded kernels, building them once; None (with a reason) when unavailable."""
+    global _LIBRARY, _TRIED, _REASON
+    if _TRIED:
+        return _LIBRARY
+    with _LOCK:
+        if _TRIED:
+            return _LIBRARY
+        try:
+            _LIBRARY = _load()
+        except (OSError, subprocess.SubprocessError) as err:
+            _REASON = str(err)
+            warnings.warn(
+                f"alexnet: the CPU kernels for LRN and max-pooling are unavailable ({_REASON}); "
+                "those layers use slower torch ops",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        _TRIED = True
+    return _LIBRARY
+
+
+def _load() -> ctypes.CDLL | None:
+    global _REASON
+    if os.environ.get("ALEXNET_NATIVE", "1") == "0":
+        _REASON = "ALEXNET_NATIVE=0"
+        return None
+    compiler = _compiler()
+    if compiler is None:
+        raise OSError("no C compiler found; install gcc (apt-get install gcc) or set CC")
+    sources = [source.read_text() for source in SOURCES]
+    key = "\n".join([*sources, compiler, " ".join(_FLAGS), _cpu_flags(), sys.platform])
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    target = cache_dir() / f"kernels-{platform.machine()}-{digest}.so"
+    if not target.exists():
+        _build(compiler, target)
+    lib = ctypes.CDLL(str(target))
+    fn = lib.alexnet_lrn
+    fn.restype = ctypes.c_int
+    pointer, i64, i32, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_float
+    fn.argtypes = [pointer] * 3 + [i64] * 3 + [i32] * 2 + [f32] * 3 + [i32] * 3
+    pool = lib.alexnet_max_pool
+    pool.restype = ctypes.c_int
+    pool.argtypes = [pointer] * 3 + [i64] * 4 + [i32] * 6
+    return lib
+
+
+def reason_unavailable() -> str:
+    """Why `library()` returned None ('' when it is available or was not tried)."""
+    return _REASON
+
+
+def layout(x: Tensor) -> str | None:
+    """'ncl' for contiguous (N, C, ...), 'cl' for channels-last 4-D, None if neither."""
+    if x.is_contiguous():
+        return "ncl"
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+        return "cl"
+    return None
+
+
+def supports(x: Tensor) -> bool:
+    """Whether the kernel can take x as it is (CPU float32/bfloat16, dense layout)."""
+    return (
+        x.device.type == "cpu"
+        and x.dtype in (torch.float32, torch.bfloat16)
+        and x.dim() >= 2
+        and x.numel() > 0
+        and layout(x) is not None
+    )
+
+
+def _threads() -> int:
+    return max(1, torch.get_num_threads())
+
+
+def lrn(x: Tensor, grad_out: Tensor | None, hyper: tuple[int, float, float, float, int]) -> Tensor:
+    """Forward (grad_out None: returns b) or backward (returns dL/dx) in x's layout.
+
+    x, grad_out: (N, C, ...) CPU tensors accepted by `supports`, grad_out in x's layout.
+    hyper: (size, alpha, beta, k, groups) in the paper's convention.
+    """
+    lib = library()
+    assert lib is not None, "call supports() and library() first"
+    size, alpha, beta, k, groups = hyper
+    out = torch.empty_like(x)
+    channels_last = layout(x) == "cl"
+    length = x[0, 0].numel()
+    failed = lib.alexnet_lrn(
+        x.data_ptr(),
+        None if grad_out is None else grad_out.data_ptr(),
+        out.data_ptr(),
+        x.shape[0],
+        x.shape[1],
+        length,
+        size,
+        groups,
+        alpha,
+        beta,
+        k,
+        int(channels_last),
+        int(x.dtype == torch.bfloat16),
+        _threads(),
+    )
+    if failed:
+        raise MemoryError("LRN kernel: could not allocate its scratch tiles")
+    return out
+
+
+def max_pool(x: Tensor, kernel: int, stride: int, train: bool) -> tuple[Tensor, Tensor | None]:
+    """Max-pool (N, C, H, W) -> (N, C, OH, OW), no padding; with each winner's window place
+    (uint8, 0 .. kernel^2 - 1, first maximum in row-major order, NaN wins) when `train`."""
+    lib = library()
+    assert lib is not None and kernel * kernel <= 256
+    n, c, h, w = x.shape
+    fmt = torch.channels_last if layout(x) == "cl" else torch.contiguous_format
+    shape = (n, c, (h - kernel) // stride + 1, (w - kernel) // stride + 1)
+    out = torch.empty(shape, dtype=x.dtype, memory_format=fmt)
+    places = torch.empty(shape, dtype=torch.uint8, memory_format=fmt) if train else None
+    failed = lib.alexnet_max_pool(
+        x.data_ptr(), out.data_ptr(), None if places is None else places.data_ptr(),
+        n, c, h, w, kernel, stride, int(fmt == torch.channels_last), 0,
+        int(x.dtype == torch.bfloat16), _threads(),
+    )  # fmt: skip
+    if failed:
+        raise MemoryError("max-pool kernel: could not allocate its scratch rows")
+    return out, places
+
+
+def max_pool_backward(
+    grad_out: Tensor, places: Tensor, input_shape: torch.Size, kernel: int, stride: int
+) -> Tensor:
+    """dL/dx (N, C, H, W) from dL/dout and the forward's `places`, in the layout of `places`."""
+    lib = library()
+    assert lib is not None
+    channels_last = layout(places) == "cl"
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    grad_out = grad_out.contiguous(memory_format=fmt)
+    grad_in = torch.empty(input_shape, dtype=grad_out.dtype, memory_format=fmt)
+    n, c, h, w = input_shape
+    failed = lib.alexnet_max_pool(
+        grad_out.data_ptr(), grad_in.data_ptr(), places.data_ptr(),
+        n, c, h, w, kernel, stride, int(channels_last), 1,
+        int(grad_out.dtype == torch.bfloat16), _threads(),
+    )  # fmt: skip
+    if failed:
+        raise MemoryError("max-pool kernel: could not allocate its gradient plane")
+    return grad_in
+
+
+if __name__ == "__main__":  # `python -m alexnet.models.native`: build now, say where
+    lib = library()
+    print(f"CPU kernels: {lib._name if lib else 'unavailable: ' + reason_unavailable()}")

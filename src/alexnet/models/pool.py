@@ -1,0 +1,74 @@
+"""Max-pooling with a faster CPU path, for the paper's overlapping pooling (§3.4).
+
+`MaxPool` is an `nn.MaxPool2d` (same arguments, state, repr and results) whose CPU forward and
+backward run in `pool_kernel.c` for float32/bfloat16 inputs without padding or dilation. In
+training it keeps one byte per output for the winner's place in its window, where torch keeps
+an int64 index, and its backward writes each input-gradient plane once while it is in cache,
+where torch first fills the whole gradient with zeros. Ties and NaNs pick the same winner as
+torch's CPU kernel, so outputs and gradients are identical. Everything else (CUDA, padding,
+dilation, ceil_mode, return_indices, other dtypes, tracing for ONNX export) is `nn.MaxPool2d`
+itself.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from alexnet.models import native
+
+
+def _square(value) -> int | None:
+    if isinstance(value, int):
+        return value
+    if isinstance(value, tuple) and len(value) == 2 and value[0] == value[1]:
+        return int(value[0])
+    return None
+
+
+class _MaxPoolFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, kernel: int, stride: int, train: bool) -> Tensor:
+        out, places = native.max_pool(x, kernel, stride, train)
+        if places is not None:
+            ctx.save_for_backward(places)
+        ctx.geometry = (x.shape, kernel, stride)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        (places,) = ctx.saved_tensors
+        shape, kernel, stride = ctx.geometry
+        grad_in = native.max_pool_backward(grad_out, places, shape, kernel, stride)
+        return grad_in, None, None, None
+
+
+class MaxPool(nn.MaxPool2d):
+    """`nn.MaxPool2d` with the CPU kernel where it applies. (N, C, H, W) -> (N, C, OH, OW)."""
+
+    def _kernel_args(self, x: Tensor) -> tuple[int, int] | None:
+        kernel, stride = _square(self.kernel_size), _square(self.stride or self.kernel_size)
+        if (
+            kernel is None
+            or stride is None
+            or not 1 <= kernel <= 16
+            or stride < 1
+            or self.padding not in (0, (0, 0))
+            or self.dilation not in (1, (1, 1))
+            or self.ceil_mode
+            or self.return_indices
+            or x.dim() != 4
+            or min(x.shape[2:]) < kernel
+            or not native.supports(x)
+            or native.library() is None
+        ):
+            return None
+        return kernel, stride
+
+    def forward(self, x: Tensor) -> Tensor:
+        traced = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+        args = self._kernel_args(x) if x.device.type == "cpu" and not traced else None
+        if args is None:
+            return super().forward(x)
+        train = torch.is_grad_enabled() and x.requires_grad
+        return _MaxPoolFunction.apply(x, *args, train)
