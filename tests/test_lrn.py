@@ -155,7 +155,9 @@ def test_native_kernel_is_built_and_used_here(monkeypatch, cpu_path):
     assert native.library() is not None, native.reason_unavailable()
     calls = []
     real = native.lrn
-    monkeypatch.setattr(native, "lrn", lambda *a: calls.append(a[1] is None) or real(*a))
+    monkeypatch.setattr(
+        native, "lrn", lambda *a, **kw: calls.append(a[1] is None) or real(*a, **kw)
+    )
     x = (torch.randn(2, 8, 3, 3) * 30).requires_grad_()
     LRN()(x).sum().backward()
     assert calls == [True, False]  # forward, then backward
@@ -225,3 +227,32 @@ def test_kernel_builds_into_the_cache_dir(monkeypatch, tmp_path, cpu_path):
     assert native.library() is not None
     built = list(tmp_path.glob("kernels-*.so"))
     assert len(built) == 1 and not list(tmp_path.glob("*.tmp"))
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
+def test_inplace_without_grad_overwrites_input_with_the_same_values(fmt):
+    torch.manual_seed(9)
+    x = (torch.randn(2, 12, 5, 5) * 40).contiguous(memory_format=fmt)
+    expected = reference_lrn(x, groups=2)
+    with torch.no_grad():
+        y = x.clone()
+        version = y._version
+        out = LRN(groups=2, inplace=True)(y)
+    assert out.data_ptr() == y.data_ptr() and y._version > version
+    assert torch.allclose(y.double(), expected, rtol=1e-5, atol=1e-4)
+    with torch.inference_mode():
+        z = x.clone()
+        assert LRN(groups=2, inplace=True)(z) is z
+    assert torch.equal(z, y)
+
+
+def test_inplace_with_grad_keeps_the_input():
+    torch.manual_seed(10)
+    x = (torch.randn(2, 8, 4, 4) * 40).requires_grad_()
+    inplace = LRN(inplace=True)
+    out = inplace(x * 1.0)
+    out.sum().backward()
+    xr = x.detach().clone().requires_grad_()
+    LRN()(xr).sum().backward()
+    assert torch.allclose(x.grad, xr.grad, rtol=1e-5, atol=1e-6)
+    assert "inplace=True" in repr(inplace)

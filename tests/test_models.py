@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 import torchvision
 from torch import nn
 
@@ -211,3 +212,43 @@ def test_bad_input_is_named():
         alexnet.get_model("paper", input_size=200)
     with pytest.raises(UserError, match="paper"):
         alexnet.get_model("paper", colour=True)
+
+
+def _paper_from_torch_ops(model, x):
+    """The paper's network written with torch's own functional layers (an independent path)."""
+    f = model.features
+    towers = model.config["options"]["towers"]
+
+    def lrn(t):  # torch divides alpha by the size: the paper's alpha 1e-4 is 5e-4 there
+        parts = t.chunk(towers, 1)
+        return torch.cat([F.local_response_norm(p, 5, 5e-4, 0.75, 2.0) for p in parts], 1)
+
+    def conv(layer, t):
+        return F.conv2d(t, layer.weight, layer.bias, layer.stride, layer.padding, 1, layer.groups)
+
+    t = F.max_pool2d(lrn(F.relu(conv(f.conv1, x))), 3, 2)
+    t = F.max_pool2d(lrn(F.relu(conv(f.conv2, t))), 3, 2)
+    t = F.relu(conv(f.conv5, F.relu(conv(f.conv4, F.relu(conv(f.conv3, t))))))
+    t = F.max_pool2d(t, 3, 2).flatten(1)
+    c = model.classifier
+    t = F.relu(F.linear(F.relu(F.linear(t, c.fc6.weight, c.fc6.bias)), c.fc7.weight, c.fc7.bias))
+    return F.linear(t, model.fc8.weight, model.fc8.bias)
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
+def test_paper_model_equals_torch_ops_in_eval_and_training(fmt):
+    """LRN and max-pool kernels inside the model: logits and gradients as torch's layers give."""
+    torch.manual_seed(11)
+    model = alexnet.get_model("paper", num_classes=10, dropout=0.0, init="kaiming")
+    model = model.to(memory_format=fmt)
+    x = (torch.randn(2, 3, 224, 224) * 2).contiguous(memory_format=fmt)
+    with torch.inference_mode():
+        reference = _paper_from_torch_ops(model, x)
+        assert torch.allclose(model.eval()(x), reference, rtol=1e-4, atol=1e-4)
+    model.train()
+    loss = model(x).logsumexp(1).sum()
+    ours = torch.autograd.grad(loss, [model.features.conv1.weight, model.features.conv2.bias])
+    loss = _paper_from_torch_ops(model, x).logsumexp(1).sum()
+    theirs = torch.autograd.grad(loss, [model.features.conv1.weight, model.features.conv2.bias])
+    for a, b in zip(ours, theirs):
+        assert torch.allclose(a, b, rtol=1e-3, atol=1e-5 * b.abs().max().item())

@@ -26,6 +26,7 @@ from alexnet.models.common import (
     init_normal,
     make_activation,
 )
+from alexnet.models.fused import run_sequential
 from alexnet.models.lrn import LRN
 from alexnet.models.pool import MaxPool
 
@@ -108,11 +109,11 @@ class PaperAlexNet(nn.Module):
             OrderedDict(
                 conv1=nn.Conv2d(3, 96, 11, stride=4, padding=pad1),
                 act1=act(),
-                norm1=LRN(groups=towers) if lrn else nn.Identity(),
+                norm1=LRN(groups=towers, inplace=True) if lrn else nn.Identity(),
                 pool1=pool_layer(pool),
                 conv2=nn.Conv2d(96, 256, 5, padding=2, groups=towers),
                 act2=act(),
-                norm2=LRN(groups=towers) if lrn else nn.Identity(),
+                norm2=LRN(groups=towers, inplace=True) if lrn else nn.Identity(),
                 pool2=pool_layer(pool),
                 conv3=nn.Conv2d(256, 384, 3, padding=1),
                 act3=act(),
@@ -159,7 +160,8 @@ class PaperAlexNet(nn.Module):
     def forward_features(self, x: Tensor) -> Tensor:
         """(N, 3, S, S) -> fc7 activations after ReLU, (N, 4096) (paper §6.1's feature)."""
         check_input(self, x)
-        return self.classifier(torch.flatten(self.features(x), 1))
+        # = self.features(x); on the CPU each LRN -> max-pool pair runs as one kernel
+        return self.classifier(torch.flatten(run_sequential(self.features, x), 1))
 
     def forward(self, x: Tensor) -> Tensor:
         """(N, 3, S, S) -> logits (N, num_classes); softmax is left to the loss."""

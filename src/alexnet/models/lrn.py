@@ -161,6 +161,19 @@ def _native(x: Tensor) -> bool:
     return CPU_PATH == "native" and native.supports(x) and native.library() is not None
 
 
+def _forward_values(x: Tensor, hyper: tuple, out: Tensor | None = None) -> Tensor:
+    """b = LRN(x) into `out` (a new tensor if None; `out` may be x itself). No autograd."""
+    if _native(x):
+        return native.lrn(x, None, hyper, out=out)
+    out = torch.empty_like(x) if out is None else out
+    _run_chunked(
+        lambda a, b, work: _forward_chunk(a, b, work, hyper),
+        [_as_ncl(x), _as_ncl(out)],
+        x.shape[1],
+    )
+    return out
+
+
 class _LRNFunction(torch.autograd.Function):
     """Forward saves the input (and, off the fused kernel, the output); backward recomputes d."""
 
@@ -172,18 +185,9 @@ class _LRNFunction(torch.autograd.Function):
         ctx.hyper = hyper
         if x.device.type == "cpu" and not _as_ncl(x).is_contiguous() and not _cl_flat(x):
             x = x.contiguous()
-        if _native(x):
-            ctx.native = True
-            ctx.save_for_backward(x)
-            return native.lrn(x, None, hyper)
-        ctx.native = False
-        out = torch.empty_like(x)
-        _run_chunked(
-            lambda a, b, work: _forward_chunk(a, b, work, hyper),
-            [_as_ncl(x), _as_ncl(out)],
-            x.shape[1],
-        )
-        ctx.save_for_backward(x, out)
+        ctx.native = _native(x)
+        out = _forward_values(x, hyper)
+        ctx.save_for_backward(*((x,) if ctx.native else (x, out)))
         return out
 
     @staticmethod
@@ -220,18 +224,29 @@ def lrn(
     beta: float = 0.75,
     k: float = 2.0,
     groups: int = 1,
+    inplace: bool = False,
 ) -> Tensor:
     """Functional LRN in the paper's convention (alpha not divided by size). x: (N, C, ...).
 
     `groups` > 1 normalizes each of that many equal channel blocks on its own, as the paper's
     two GPUs did (each GPU's LRN sees only its own kernel maps). bfloat16 on the CPU's fused
     kernel is read and written as bfloat16 with float32 arithmetic; other half-precision inputs
-    are normalized in float32 and cast back.
+    are normalized in float32 and cast back. `inplace` overwrites x when no gradient is wanted
+    (inference: no new activation memory); when x needs a gradient the layer keeps x and
+    returns a new tensor, since the backward needs x.
     """
     if x.dim() < 2:
         raise ValueError(f"LRN expects an input of shape (N, C, ...), got {tuple(x.shape)}")
     if x.shape[1] % groups:
         raise ValueError(f"LRN: {x.shape[1]} channels do not split into {groups} groups")
+    wants_grad = torch.is_grad_enabled() and x.requires_grad
+    dense = x.is_contiguous() or _cl_flat(x)
+    if inplace and not wants_grad and dense and x.dtype in (torch.float32, torch.bfloat16):
+        if x.dtype == torch.float32 or _native(x):
+            _forward_values(x, (size, alpha, beta, k, groups), out=x)
+            if not x.is_inference():
+                torch.autograd.graph.increment_version(x)  # as any in-place op does
+            return x
     if x.dtype in (torch.float16, torch.bfloat16) and not _native(x):
         return _LRNFunction.apply(x.float(), size, alpha, beta, k, groups).to(x.dtype)
     return _LRNFunction.apply(x, size, alpha, beta, k, groups)
@@ -246,6 +261,7 @@ class LRN(nn.Module):
         beta: the exponent.
         k: the additive constant.
         groups: normalize each of `groups` equal channel blocks separately (the paper's towers).
+        inplace: overwrite the input when no gradient is wanted (as `nn.ReLU(inplace=True)`).
 
     Shape: (N, C, H, W) -> (N, C, H, W); channels-last inputs keep their memory format.
     `LRN.from_torch_convention(size, alpha, beta, k)` builds the layer that equals
@@ -259,11 +275,13 @@ class LRN(nn.Module):
         beta: float = 0.75,
         k: float = 2.0,
         groups: int = 1,
+        inplace: bool = False,
     ) -> None:
         super().__init__()
         if size < 1 or groups < 1:
             raise ValueError(f"LRN size and groups must be >= 1, got {size}, {groups}")
         self.size, self.alpha, self.beta, self.k, self.groups = size, alpha, beta, k, groups
+        self.inplace = inplace
 
     @classmethod
     def from_torch_convention(
@@ -276,8 +294,9 @@ class LRN(nn.Module):
         return cls(size, alpha / size, beta, k)
 
     def forward(self, x: Tensor) -> Tensor:
-        return lrn(x, self.size, self.alpha, self.beta, self.k, self.groups)
+        return lrn(x, self.size, self.alpha, self.beta, self.k, self.groups, self.inplace)
 
     def extra_repr(self) -> str:
         text = f"size={self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}"
-        return text + (f", groups={self.groups}" if self.groups > 1 else "")
+        text += f", groups={self.groups}" if self.groups > 1 else ""
+        return text + (", inplace=True" if self.inplace else "")

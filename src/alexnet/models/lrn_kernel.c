@@ -188,24 +188,32 @@ static void *worker(void *arg) {
     return NULL;
 }
 
-/* Returns 0 on success, 1 when scratch memory or a thread could not be had. */
-int alexnet_lrn(const void *x, const void *g, void *out, int64_t batch, int64_t channels,
-                int64_t length, int size, int groups, float alpha, float beta, float k,
-                int channels_last, int bf16, int threads) {
-    Job job = {0};
-    job.x = x, job.g = g, job.out = out;
-    job.batch = batch, job.channels = channels, job.length = length;
-    job.size = size, job.groups = groups, job.channels_last = channels_last;
-    job.backward = g != NULL, job.bf16 = bf16;
-    job.alpha = alpha, job.beta = beta, job.k = k;
+static void setup(Job *job, const void *x, const void *g, void *out, int64_t batch,
+                  int64_t channels, int64_t length, int size, int groups, float alpha, float beta,
+                  float k, int channels_last, int bf16) {
+    memset(job, 0, sizeof(*job));
+    job->x = x, job->g = g, job->out = out;
+    job->batch = batch, job->channels = channels, job->length = length;
+    job->size = size, job->groups = groups, job->channels_last = channels_last;
+    job->backward = g != NULL, job->bf16 = bf16;
+    job->alpha = alpha, job->beta = beta, job->k = k;
     /* about 32K floats per scratch tile (three fit in a core's L2), rows a multiple of 16 */
     int64_t tile = 32768 / channels;
     if (!channels_last) tile = tile / 16 * 16;
     if (tile < 16) tile = 16;
     if (tile > length) tile = length;
-    job.tile = tile;
-    job.tiles_per_image = (length + tile - 1) / tile;
-    job.units = batch * job.tiles_per_image;
+    job->tile = tile;
+    job->tiles_per_image = (length + tile - 1) / tile;
+    job->units = batch * job->tiles_per_image;
+}
+
+/* Returns 0 on success, 1 when scratch memory or a thread could not be had. */
+int alexnet_lrn(const void *x, const void *g, void *out, int64_t batch, int64_t channels,
+                int64_t length, int size, int groups, float alpha, float beta, float k,
+                int channels_last, int bf16, int threads) {
+    Job job;
+    setup(&job, x, g, out, batch, channels, length, size, groups, alpha, beta, k, channels_last,
+          bf16);
     if (threads > job.units) threads = (int)job.units;
     if (threads < 1) threads = 1;
     pthread_t ids[256];
@@ -216,4 +224,23 @@ int alexnet_lrn(const void *x, const void *g, void *out, int64_t batch, int64_t 
     worker(&job);
     for (int i = 0; i < started; i++) pthread_join(ids[i], NULL);
     return job.failed;
+}
+
+/* Floats of scratch that alexnet_lrn_image needs. */
+int64_t alexnet_lrn_image_scratch(int64_t channels, int64_t length, int channels_last) {
+    Job job;
+    setup(&job, NULL, NULL, NULL, 1, channels, length, 5, 1, 1, 1, 1, channels_last, 0);
+    return 3 * ((job.tile * channels + 15) / 16 * 16);
+}
+
+/* One float32 image on the calling thread, tile by tile exactly as alexnet_lrn does it (so
+   the results are bitwise the same): for the fused LRN + max-pool kernel. */
+void alexnet_lrn_image(const float *x, const float *g, float *out, int64_t channels,
+                       int64_t length, int size, int groups, float alpha, float beta, float k,
+                       int channels_last, float *scratch) {
+    Job job;
+    setup(&job, x, g, out, 1, channels, length, size, groups, alpha, beta, k, channels_last, 0);
+    int64_t part = (job.tile * channels + 15) / 16 * 16;
+    for (int64_t unit = 0; unit < job.units; unit++)
+        do_tile(&job, unit, scratch, scratch + part, scratch + 2 * part);
 }

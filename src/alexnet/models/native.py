@@ -1,4 +1,4 @@
-"""The CPU kernels (`lrn_kernel.c`, `pool_kernel.c`): built on first use, called through ctypes.
+"""The CPU kernels (LRN, max-pool, the two fused): built on first use, called through ctypes.
 
 The C files need no Python or torch headers, so they compile in about a second with the
 system's C compiler (`$CC`, else `cc`, `gcc` or `clang`) for this CPU (`-march=native`). The
@@ -26,7 +26,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-SOURCES = [Path(__file__).with_name(name) for name in ("lrn_kernel.c", "pool_kernel.c")]
+_NAMES = ("lrn_kernel.c", "pool_kernel.c", "fused_kernel.c")
+SOURCES = [Path(__file__).with_name(name) for name in _NAMES]
 _FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared", "-pthread"]
 _LOCK = threading.Lock()
 _LIBRARY: ctypes.CDLL | None = None
@@ -124,6 +125,9 @@ def _load() -> ctypes.CDLL | None:
     pool = lib.alexnet_max_pool
     pool.restype = ctypes.c_int
     pool.argtypes = [pointer] * 3 + [i64] * 4 + [i32] * 6
+    fused = lib.alexnet_lrn_max_pool
+    fused.restype = ctypes.c_int
+    fused.argtypes = [pointer] * 4 + [i64] * 4 + [i32] * 2 + [f32] * 3 + [i32] * 4
     return lib
 
 
@@ -156,16 +160,22 @@ def _threads() -> int:
     return max(1, torch.get_num_threads())
 
 
-def lrn(x: Tensor, grad_out: Tensor | None, hyper: tuple[int, float, float, float, int]) -> Tensor:
+def lrn(
+    x: Tensor,
+    grad_out: Tensor | None,
+    hyper: tuple[int, float, float, float, int],
+    out: Tensor | None = None,
+) -> Tensor:
     """Forward (grad_out None: returns b) or backward (returns dL/dx) in x's layout.
 
     x, grad_out: (N, C, ...) CPU tensors accepted by `supports`, grad_out in x's layout.
-    hyper: (size, alpha, beta, k, groups) in the paper's convention.
+    hyper: (size, alpha, beta, k, groups) in the paper's convention. `out`: where to write
+    (x itself is allowed in the forward: each tile is read whole before it is written).
     """
     lib = library()
     assert lib is not None, "call supports() and library() first"
     size, alpha, beta, k, groups = hyper
-    out = torch.empty_like(x)
+    out = torch.empty_like(x) if out is None else out
     channels_last = layout(x) == "cl"
     length = x[0, 0].numel()
     failed = lib.alexnet_lrn(
@@ -227,6 +237,57 @@ def max_pool_backward(
     )  # fmt: skip
     if failed:
         raise MemoryError("max-pool kernel: could not allocate its gradient plane")
+    return grad_in
+
+
+def lrn_max_pool(
+    x: Tensor, hyper: tuple[int, float, float, float, int], kernel: int, stride: int, train: bool
+) -> tuple[Tensor, Tensor | None]:
+    """MaxPool(LRN(x)) without writing LRN(x) out: (pooled, places if `train`).
+
+    x: float32 (N, C, H, W), contiguous or channels-last; results in x's layout.
+    """
+    lib = library()
+    assert lib is not None and x.dtype == torch.float32
+    size, alpha, beta, k, groups = hyper
+    n, c, h, w = x.shape
+    fmt = torch.channels_last if layout(x) == "cl" else torch.contiguous_format
+    shape = (n, c, (h - kernel) // stride + 1, (w - kernel) // stride + 1)
+    out = torch.empty(shape, dtype=x.dtype, memory_format=fmt)
+    places = torch.empty(shape, dtype=torch.uint8, memory_format=fmt) if train else None
+    failed = lib.alexnet_lrn_max_pool(
+        x.data_ptr(), None, out.data_ptr(), None if places is None else places.data_ptr(),
+        n, c, h, w, size, groups, alpha, beta, k, kernel, stride,
+        int(fmt == torch.channels_last), _threads(),
+    )  # fmt: skip
+    if failed:
+        raise MemoryError("LRN + max-pool kernel: could not allocate its scratch image")
+    return out, places
+
+
+def lrn_max_pool_backward(
+    x: Tensor,
+    grad_out: Tensor,
+    places: Tensor,
+    hyper: tuple[int, float, float, float, int],
+    kernel: int,
+    stride: int,
+) -> Tensor:
+    """dL/dx of MaxPool(LRN(x)) from dL/d(pooled) and the forward's places, in x's layout."""
+    lib = library()
+    assert lib is not None
+    size, alpha, beta, k, groups = hyper
+    channels_last = layout(x) == "cl"
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    grad_out = grad_out.to(x.dtype).contiguous(memory_format=fmt)
+    grad_in = torch.empty_like(x)
+    n, c, h, w = x.shape
+    failed = lib.alexnet_lrn_max_pool(
+        x.data_ptr(), grad_out.data_ptr(), grad_in.data_ptr(), places.data_ptr(),
+        n, c, h, w, size, groups, alpha, beta, k, kernel, stride, int(channels_last), _threads(),
+    )  # fmt: skip
+    if failed:
+        raise MemoryError("LRN + max-pool kernel: could not allocate its scratch image")
     return grad_in
 
 

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from alexnet.models.alexnet import PaperAlexNet, pool_layer
 from alexnet.models.common import check_input, make_activation
+from alexnet.models.fused import run_sequential
 from alexnet.models.lrn import LRN
 
 _CONV_TOWER = ("conv1", "conv2", "conv3", "conv4", "conv5")
@@ -47,11 +48,11 @@ class _Tower(nn.Module):
             OrderedDict(
                 conv1=nn.Conv2d(3, 48, 11, stride=4, padding=pad1),
                 act1=make_activation(act),
-                norm1=LRN() if lrn else nn.Identity(),
+                norm1=LRN(inplace=True) if lrn else nn.Identity(),
                 pool1=pool_layer(pool),
                 conv2=nn.Conv2d(48, 128, 5, padding=2),
                 act2=make_activation(act),
-                norm2=LRN() if lrn else nn.Identity(),
+                norm2=LRN(inplace=True) if lrn else nn.Identity(),
                 pool2=pool_layer(pool),
             )
         )
@@ -129,8 +130,8 @@ class TwoDeviceAlexNet(nn.Module):
         """(N, 3, S, S) on devices[0] -> fc7 after ReLU (N, 4096) on devices[0]."""
         check_input(self, x)
         ta, tb = self.tower_a, self.tower_b
-        a = ta.block1(x)
-        b = tb.block1(x.to(self.devices[1]))
+        a = run_sequential(ta.block1, x)  # = ta.block1(x), LRN -> pool fused on the CPU
+        b = run_sequential(tb.block1, x.to(self.devices[1]))
         a, b = self._exchange(a, b)  # into conv3 (§3.2)
         a = torch.flatten(ta.block2(a), 1)
         b = torch.flatten(tb.block2(b), 1)

@@ -188,11 +188,22 @@ static void backward_image(const Job *job, int64_t n, float *acc) {
     job->bf16 ? backward_image_at(job, n, acc, 1) : backward_image_at(job, n, acc, 0);
 }
 
+static int64_t scratch_floats(const Job *job) {
+    if (!job->channels_last) return 2 * (job->height + 1) * job->width;
+    return job->backward ? job->height * job->width * job->channels : job->channels;
+}
+
+/* Plane `unit` (NCHW) or image `unit` (channels-last) of the job. */
+static void do_unit(const Job *job, int64_t unit, float *scratch, uint8_t *places) {
+    if (job->channels_last)
+        job->backward ? backward_image(job, unit, scratch) : forward_image(job, unit, scratch, places);
+    else
+        job->backward ? backward_plane(job, unit, scratch) : forward_plane(job, unit, scratch);
+}
+
 static void *worker(void *arg) {
     Job *job = (Job *)arg;
-    int64_t floats = job->channels_last ? job->height * job->width * job->channels
-                                        : 2 * (job->height + 1) * job->width;
-    if (job->channels_last && !job->backward) floats = job->channels;
+    int64_t floats = scratch_floats(job);
     float *scratch = malloc((size_t)floats * (sizeof(float) + 1) + 64);
     if (!scratch) {
         __atomic_store_n(&job->failed, 1, __ATOMIC_RELAXED);
@@ -202,13 +213,22 @@ static void *worker(void *arg) {
     for (;;) {
         int64_t unit = __atomic_fetch_add(&job->next, 1, __ATOMIC_RELAXED);
         if (unit >= job->units) break;
-        if (job->channels_last)
-            job->backward ? backward_image(job, unit, scratch) : forward_image(job, unit, scratch, places);
-        else
-            job->backward ? backward_plane(job, unit, scratch) : forward_plane(job, unit, scratch);
+        do_unit(job, unit, scratch, places);
     }
     free(scratch);
     return NULL;
+}
+
+static void setup(Job *job, const void *x, void *out, uint8_t *argmax, int64_t batch,
+                  int64_t channels, int64_t height, int64_t width, int kernel, int stride,
+                  int channels_last, int backward, int bf16) {
+    memset(job, 0, sizeof(*job));
+    job->x = x, job->out = out, job->argmax = argmax;
+    job->batch = batch, job->channels = channels, job->height = height, job->width = width;
+    job->out_h = (height - kernel) / stride + 1, job->out_w = (width - kernel) / stride + 1;
+    job->kernel = kernel, job->stride = stride, job->channels_last = channels_last;
+    job->backward = backward, job->bf16 = bf16;
+    job->units = channels_last ? batch : batch * channels;
 }
 
 /* Forward: x -> out (and argmax unless NULL). Backward (backward=1): x is the output
@@ -216,13 +236,9 @@ static void *worker(void *arg) {
 int alexnet_max_pool(const void *x, void *out, uint8_t *argmax, int64_t batch, int64_t channels,
                      int64_t height, int64_t width, int kernel, int stride, int channels_last,
                      int backward, int bf16, int threads) {
-    Job job = {0};
-    job.x = x, job.out = out, job.argmax = argmax;
-    job.batch = batch, job.channels = channels, job.height = height, job.width = width;
-    job.out_h = (height - kernel) / stride + 1, job.out_w = (width - kernel) / stride + 1;
-    job.kernel = kernel, job.stride = stride, job.channels_last = channels_last;
-    job.backward = backward, job.bf16 = bf16;
-    job.units = channels_last ? batch : batch * channels;
+    Job job;
+    setup(&job, x, out, argmax, batch, channels, height, width, kernel, stride, channels_last,
+          backward, bf16);
     if (threads > job.units) threads = (int)job.units;
     if (threads < 1) threads = 1;
     if (threads > 256) threads = 256;
@@ -233,4 +249,25 @@ int alexnet_max_pool(const void *x, void *out, uint8_t *argmax, int64_t batch, i
     worker(&job);
     for (int i = 0; i < started; i++) pthread_join(ids[i], NULL);
     return job.failed;
+}
+
+/* Bytes of scratch that alexnet_max_pool_image needs (floats, then one byte per float). */
+int64_t alexnet_max_pool_image_scratch(int64_t channels, int64_t height, int64_t width,
+                                       int kernel, int stride, int channels_last, int backward) {
+    Job job;
+    setup(&job, NULL, NULL, NULL, 1, channels, height, width, kernel, stride, channels_last,
+          backward, 0);
+    return scratch_floats(&job) * (int64_t)(sizeof(float) + 1) + 64;
+}
+
+/* One float32 image on the calling thread, as alexnet_max_pool does it: for the fused kernel. */
+void alexnet_max_pool_image(const float *x, float *out, uint8_t *argmax, int64_t channels,
+                            int64_t height, int64_t width, int kernel, int stride,
+                            int channels_last, int backward, void *scratch) {
+    Job job;
+    setup(&job, x, out, argmax, 1, channels, height, width, kernel, stride, channels_last,
+          backward, 0);
+    float *floats = (float *)scratch;
+    uint8_t *places = (uint8_t *)(floats + scratch_floats(&job));
+    for (int64_t unit = 0; unit < job.units; unit++) do_unit(&job, unit, floats, places);
 }

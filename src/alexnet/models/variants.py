@@ -192,7 +192,7 @@ class SmallCNN(nn.Module):
             layers[f"act{i}"] = make_activation(activation)
             layers[f"pool{i}"] = pool_layer(pool)
             if lrn and i < 3:
-                layers[f"norm{i}"] = LRN()
+                layers[f"norm{i}"] = LRN(inplace=True)
             channels, size = width, _pooled(size, pool)
         self.features = nn.Sequential(layers)
         flat = channels * size * size

@@ -1,0 +1,107 @@
+"""LRN -> max-pool as one kernel: bitwise the layers run one by one, and only when allowed."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import alexnet
+from alexnet.models import native
+from alexnet.models.fused import run_sequential
+from alexnet.models.lrn import LRN
+from alexnet.models.pool import MaxPool
+from alexnet.models.summary import layer_table
+
+pytestmark = pytest.mark.skipif(native.library() is None, reason="no C compiler here")
+
+
+def block(channels: int, groups: int) -> nn.Sequential:
+    return nn.Sequential(
+        OrderedDict(
+            act=nn.ReLU(inplace=True),
+            norm=LRN(groups=groups, inplace=True),
+            pool=MaxPool(3, 2),
+            after=nn.Conv2d(channels, 4, 1),
+        )
+    )
+
+
+def count_fused(monkeypatch) -> list[bool]:
+    calls: list[bool] = []
+    real = native.lrn_max_pool
+    monkeypatch.setattr(native, "lrn_max_pool", lambda x, *a: calls.append(a[-1]) or real(x, *a))
+    return calls
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize(
+    "shape,groups", [((3, 96, 55, 55), 2), ((2, 256, 27, 27), 2), ((2, 6, 9, 8), 1)]
+)
+def test_fused_equals_layer_by_layer(monkeypatch, shape, groups, fmt):
+    torch.manual_seed(0)
+    layers = block(shape[1], groups).to(memory_format=fmt)
+    x = (torch.randn(shape) * 40).contiguous(memory_format=fmt)
+    calls = count_fused(monkeypatch)
+    fused_in = x.clone().requires_grad_()
+    fused = run_sequential(layers, fused_in * 1.0)
+    fused.square().sum().backward()
+    assert calls == [True]
+    plain_in = x.clone().requires_grad_()
+    plain = layers(plain_in * 1.0)
+    plain.square().sum().backward()
+    assert calls == [True]  # calling the Sequential itself never fuses
+    assert torch.equal(fused, plain)
+    assert torch.equal(fused_in.grad, plain_in.grad)
+    # and both are torch's own layers' result
+    ref_in = x.clone().requires_grad_()
+    ref = F.relu(ref_in)
+    ref = torch.cat([F.local_response_norm(p, 5, 5e-4, 0.75, 2.0) for p in ref.chunk(groups, 1)], 1)
+    ref = layers.after(F.max_pool2d(ref, 3, 2))
+    ref.square().sum().backward()
+    assert torch.allclose(fused, ref, rtol=1e-4, atol=1e-4)
+    assert torch.allclose(
+        fused_in.grad, ref_in.grad, rtol=1e-3, atol=1e-3 * ref_in.grad.abs().max()
+    )
+
+
+def test_inference_keeps_nothing_and_matches(monkeypatch):
+    torch.manual_seed(1)
+    layers = block(8, 2)
+    x = torch.randn(2, 8, 11, 11) * 40
+    calls = count_fused(monkeypatch)
+    with torch.inference_mode():
+        fused = run_sequential(layers, x.clone())
+        plain = layers(x.clone())
+    assert calls == [False] and torch.equal(fused, plain)
+
+
+def test_hooks_and_other_dtypes_are_not_fused(monkeypatch):
+    torch.manual_seed(2)
+    layers = block(8, 2)
+    x = torch.randn(2, 8, 11, 11) * 40
+    calls = count_fused(monkeypatch)
+    seen = []
+    handle = layers.norm.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    out = run_sequential(layers, x.clone())
+    handle.remove()
+    assert calls == [] and seen == [torch.Size([2, 8, 11, 11])]
+    assert torch.equal(out, run_sequential(layers, x.clone()))
+    assert calls == [False]
+    run_sequential(layers.double(), x.double())
+    assert calls == [False]
+
+
+def test_paper_model_fuses_both_blocks_and_summary_sees_every_layer(monkeypatch):
+    calls = count_fused(monkeypatch)
+    model = alexnet.get_model("paper", num_classes=10).eval()
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        model(x)
+    assert calls == [False, False]
+
+    names = [row.name for row in layer_table(model, 224)]
+    assert {"norm1", "pool1", "norm2", "pool2"} <= set(names)
