@@ -30,10 +30,12 @@ def block(channels: int, groups: int) -> nn.Sequential:
     )
 
 
-def count_fused(monkeypatch) -> list[bool]:
-    calls: list[bool] = []
+def count_fused(monkeypatch) -> list[tuple[bool, bool]]:
+    calls: list[tuple[bool, bool]] = []
     real = native.lrn_max_pool
-    monkeypatch.setattr(native, "lrn_max_pool", lambda x, *a: calls.append(a[-1]) or real(x, *a))
+    monkeypatch.setattr(
+        native, "lrn_max_pool", lambda x, *a: calls.append(tuple(a[-2:])) or real(x, *a)
+    )
     return calls
 
 
@@ -49,11 +51,11 @@ def test_fused_equals_layer_by_layer(monkeypatch, shape, groups, fmt):
     fused_in = x.clone().requires_grad_()
     fused = run_sequential(layers, fused_in * 1.0)
     fused.square().sum().backward()
-    assert calls == [True]
+    assert calls == [(True, True)]  # (train, relu fused)
     plain_in = x.clone().requires_grad_()
     plain = layers(plain_in * 1.0)
     plain.square().sum().backward()
-    assert calls == [True]  # calling the Sequential itself never fuses
+    assert calls == [(True, True)]  # calling the Sequential itself never fuses
     assert torch.equal(fused, plain)
     assert torch.equal(fused_in.grad, plain_in.grad)
     # and both are torch's own layers' result
@@ -76,7 +78,7 @@ def test_inference_keeps_nothing_and_matches(monkeypatch):
     with torch.inference_mode():
         fused = run_sequential(layers, x.clone())
         plain = layers(x.clone())
-    assert calls == [False] and torch.equal(fused, plain)
+    assert calls == [(False, True)] and torch.equal(fused, plain)
 
 
 def test_hooks_and_other_dtypes_are_not_fused(monkeypatch):
@@ -90,9 +92,13 @@ def test_hooks_and_other_dtypes_are_not_fused(monkeypatch):
     handle.remove()
     assert calls == [] and seen == [torch.Size([2, 8, 11, 11])]
     assert torch.equal(out, run_sequential(layers, x.clone()))
-    assert calls == [False]
+    assert calls == [(False, True)]
+    handle = layers.act.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    assert torch.equal(out, run_sequential(layers, x.clone()))  # ReLU on its own, pair fused
+    handle.remove()
+    assert calls == [(False, True), (False, False)] and len(seen) == 2
     run_sequential(layers.double(), x.double())
-    assert calls == [False]
+    assert len(calls) == 2
 
 
 def test_paper_model_fuses_both_blocks_and_summary_sees_every_layer(monkeypatch):
@@ -101,7 +107,7 @@ def test_paper_model_fuses_both_blocks_and_summary_sees_every_layer(monkeypatch)
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
         model(x)
-    assert calls == [False, False]
+    assert calls == [(False, True), (False, True)]
 
     names = [row.name for row in layer_table(model, 224)]
     assert {"norm1", "pool1", "norm2", "pool2"} <= set(names)

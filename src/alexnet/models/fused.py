@@ -1,13 +1,14 @@
-"""Run a model's layer stack, with LRN -> max-pool pairs as one CPU kernel (§3.3-3.4).
+"""Run a model's layer stack with ReLU -> LRN -> max-pool as one CPU kernel (§3.1, §3.3-3.4).
 
 In the paper's net, LRN's output is only ever read by the max-pool right after it. On the CPU
-`run_sequential` hands such a pair (an `LRN` then a `MaxPool`) to `fused_kernel.c`, which
-normalizes one image at a time into a scratch buffer in cache and pools from there, and in
-the backward scatters the pooled gradient there and runs LRN's backward from it. The two
-full-size activations LRN would write and the pool would read (and their gradients) never
-touch memory. The results are bitwise those of the layers run one by one, which is what runs
-whenever the pair cannot be fused: not float32 on the CPU, other pooling settings, tracing,
-or any hook on either module (so `alexnet summary` and user hooks see every layer).
+`run_sequential` hands such a pair (an `LRN` then a `MaxPool`), with the `nn.ReLU` before it
+when there is one, to `fused_kernel.c`, which normalizes one image at a time into a scratch
+buffer in cache and pools from there, and in the backward scatters the pooled gradient there
+and runs LRN's backward from it. The full-size activations ReLU and LRN would write and the
+next layer read (and their gradients) never touch memory. The results are bitwise those of the
+layers run one by one, which is what runs whenever they cannot be fused: not float32 on the
+CPU, other pooling settings, tracing, or any hook on one of the modules (so `alexnet summary`
+and user hooks see every layer).
 """
 
 from __future__ import annotations
@@ -24,19 +25,21 @@ from alexnet.models.pool import MaxPool
 
 class _LRNMaxPoolFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor, hyper: tuple, kernel: int, stride: int, train: bool) -> Tensor:
-        out, places = native.lrn_max_pool(x, hyper, kernel, stride, train)
+    def forward(
+        ctx, x: Tensor, hyper: tuple, kernel: int, stride: int, train: bool, relu: bool
+    ) -> Tensor:
+        out, places = native.lrn_max_pool(x, hyper, kernel, stride, train, relu)
         if train:
             ctx.save_for_backward(x, places)
-        ctx.geometry = (hyper, kernel, stride)
+        ctx.geometry = (hyper, kernel, stride, relu)
         return out
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
         x, places = ctx.saved_tensors
-        hyper, kernel, stride = ctx.geometry
-        grad_in = native.lrn_max_pool_backward(x, grad_out, places, hyper, kernel, stride)
-        return grad_in, None, None, None, None
+        hyper, kernel, stride, relu = ctx.geometry
+        grad_in = native.lrn_max_pool_backward(x, grad_out, places, hyper, kernel, stride, relu)
+        return grad_in, None, None, None, None, None
 
 
 def _hooked(layer: nn.Module) -> bool:
@@ -65,23 +68,30 @@ def fusable(norm: nn.Module, pool: nn.Module, x: Tensor) -> tuple[int, int] | No
     return pool._kernel_args(x)
 
 
-def lrn_max_pool(x: Tensor, norm: LRN, pool: MaxPool, kernel: int, stride: int) -> Tensor:
-    """pool(norm(x)) through the fused kernel. x: (N, C, H, W) -> (N, C, OH, OW)."""
+def lrn_max_pool(
+    x: Tensor, norm: LRN, pool: MaxPool, kernel: int, stride: int, relu: bool = False
+) -> Tensor:
+    """pool(norm(x)), or pool(norm(relu(x))) with `relu`, through the fused kernel.
+
+    x: (N, C, H, W) float32 on the CPU -> (N, C, OH, OW). x itself is left as it is.
+    """
     hyper = (norm.size, norm.alpha, norm.beta, norm.k, norm.groups)
     train = torch.is_grad_enabled() and x.requires_grad
-    return _LRNMaxPoolFunction.apply(x, hyper, kernel, stride, train)
+    return _LRNMaxPoolFunction.apply(x, hyper, kernel, stride, train, relu)
 
 
 def run_sequential(layers: nn.Sequential, x: Tensor) -> Tensor:
-    """layers(x), with each fusable LRN -> MaxPool pair run as one kernel."""
+    """layers(x), with each fusable [ReLU ->] LRN -> MaxPool run as one kernel."""
     children = list(layers)
     i = 0
     while i < len(children):
-        if i + 1 < len(children):
-            args = fusable(children[i], children[i + 1], x)
+        relu = type(children[i]) is nn.ReLU and not _hooked(children[i])
+        first = i + 1 if relu else i
+        if first + 1 < len(children):
+            args = fusable(children[first], children[first + 1], x)
             if args is not None:
-                x = lrn_max_pool(x, children[i], children[i + 1], *args)
-                i += 2
+                x = lrn_max_pool(x, children[first], children[first + 1], *args, relu=relu)
+                i = first + 2
                 continue
         x = children[i](x)
         i += 1

@@ -1,5 +1,5 @@
-/* LRN followed by max-pooling, one image at a time in cache (the paper's conv1/conv2 blocks,
-   Krizhevsky et al. 2012, §3.3-3.4: ReLU -> LRN -> overlapping max-pool).
+/* [ReLU ->] LRN -> max-pooling, one image at a time in cache (the paper's conv1/conv2 blocks,
+   Krizhevsky et al. 2012, §3.1, §3.3-3.4: ReLU -> LRN -> overlapping max-pool).
 
    Forward: the image's LRN output goes to a per-thread scratch image (never to memory the
    caller sees) and is pooled from there; only the pooled maps and the winners' places are
@@ -7,6 +7,8 @@
    backward reads it from there and writes dL/dx once. Each image runs the very code of
    alexnet_lrn and alexnet_max_pool, so the results are bitwise those of the two layers run
    one after the other; what is saved is two full-size activations written and read per step.
+   With `relu` the input is ReLU's (the conv output): ReLU is applied as it is read and its
+   gradient mask applied as dL/dx is written, which saves ReLU's own pass each way.
    float32 only. Threads take the next image from a shared counter. */
 
 #include <pthread.h>
@@ -16,7 +18,7 @@
 int64_t alexnet_lrn_image_scratch(int64_t channels, int64_t length, int channels_last);
 void alexnet_lrn_image(const float *x, const float *g, float *out, int64_t channels,
                        int64_t length, int size, int groups, float alpha, float beta, float k,
-                       int channels_last, float *scratch);
+                       int channels_last, int relu, float *scratch);
 int64_t alexnet_max_pool_image_scratch(int64_t channels, int64_t height, int64_t width,
                                        int kernel, int stride, int channels_last, int backward);
 void alexnet_max_pool_image(const float *x, float *out, uint8_t *argmax, int64_t channels,
@@ -28,7 +30,7 @@ typedef struct {
     float *out;         /* forward: pooled output; backward: dL/dx */
     uint8_t *places;    /* winners' places (NULL in inference) */
     int64_t batch, channels, height, width, out_h, out_w;
-    int size, groups, kernel, stride, channels_last, backward;
+    int size, groups, kernel, stride, channels_last, backward, relu;
     float alpha, beta, k;
     int64_t next;
     int failed;
@@ -56,7 +58,7 @@ static void *worker(void *arg) {
         uint8_t *places = job->places ? job->places + n * c * ohw : NULL;
         if (!job->backward) {
             alexnet_lrn_image(x, NULL, normed, c, hw, job->size, job->groups, job->alpha,
-                              job->beta, job->k, job->channels_last, lrn_scratch);
+                              job->beta, job->k, job->channels_last, job->relu, lrn_scratch);
             alexnet_max_pool_image(normed, job->out + n * c * ohw, places, c, job->height,
                                    job->width, job->kernel, job->stride, job->channels_last, 0,
                                    pool_scratch);
@@ -65,7 +67,8 @@ static void *worker(void *arg) {
                                    job->width, job->kernel, job->stride, job->channels_last, 1,
                                    pool_scratch);
             alexnet_lrn_image(x, normed, job->out + n * c * hw, c, hw, job->size, job->groups,
-                              job->alpha, job->beta, job->k, job->channels_last, lrn_scratch);
+                              job->alpha, job->beta, job->k, job->channels_last, job->relu,
+                              lrn_scratch);
         }
     }
     free(scratch);
@@ -73,17 +76,18 @@ static void *worker(void *arg) {
 }
 
 /* Forward (g NULL): x (N, C, H, W) -> out (N, C, OH, OW), places unless NULL. Backward: g is
-   dL/d(pooled), places the forward's, out dL/dx (N, C, H, W). Returns 0 on success. */
+   dL/d(pooled), places the forward's, out dL/dx (N, C, H, W). relu: x is ReLU's input.
+   Returns 0 on success. */
 int alexnet_lrn_max_pool(const float *x, const float *g, float *out, uint8_t *places,
                          int64_t batch, int64_t channels, int64_t height, int64_t width, int size,
                          int groups, float alpha, float beta, float k, int kernel, int stride,
-                         int channels_last, int threads) {
+                         int channels_last, int relu, int threads) {
     Job job = {0};
     job.x = x, job.g = g, job.out = out, job.places = places;
     job.batch = batch, job.channels = channels, job.height = height, job.width = width;
     job.out_h = (height - kernel) / stride + 1, job.out_w = (width - kernel) / stride + 1;
     job.size = size, job.groups = groups, job.kernel = kernel, job.stride = stride;
-    job.channels_last = channels_last, job.backward = g != NULL;
+    job.channels_last = channels_last, job.backward = g != NULL, job.relu = relu;
     job.alpha = alpha, job.beta = beta, job.k = k;
     if (threads > batch) threads = (int)batch;
     if (threads < 1) threads = 1;

@@ -24,6 +24,7 @@ typedef struct {
     int64_t batch, channels, length;
     int64_t tile, tiles_per_image, units;
     int size, groups, channels_last, backward, bf16;
+    int relu; /* the input is ReLU's input: a -> max(a, 0) on load, gradient masked by a > 0 */
     float alpha, beta, k;
     int64_t next; /* shared work counter */
     int failed;
@@ -53,6 +54,12 @@ static inline void store(void *p, int64_t i, float f, int bf16) {
 }
 
 /* p = d^-beta for a row; beta 0.75 (the paper's) as 1/sqrt(d) * sqrt(1/sqrt(d)). */
+/* The layer's input at i: ReLU applied on the fly when the job fuses it (NaN stays NaN). */
+static inline float load_a(const Job *job, int64_t i, int bf16) {
+    float v = load(job->x, i, bf16);
+    return job->relu && v < 0.0f ? 0.0f : v;
+}
+
 static void neg_pow(float *restrict p, const float *restrict d, int64_t m, float beta) {
     if (beta == 0.75f) {
         for (int64_t t = 0; t < m; t++) {
@@ -132,7 +139,7 @@ static void do_tile(const Job *job, int64_t unit, float *a, float *b, float *c) 
         int64_t off = base + r * stride;
         float *restrict ar = a + r * srow;
         for (int64_t t = 0; t < cols; t++) {
-            float v = load(job->x, off + t, bf16);
+            float v = load_a(job, off + t, bf16);
             ar[t] = v * v;
         }
     }
@@ -144,7 +151,7 @@ static void do_tile(const Job *job, int64_t unit, float *a, float *b, float *c) 
             for (int64_t t = 0; t < cols; t++) br[t] = k + alpha * br[t];
             neg_pow(ar, br, cols, job->beta);
             for (int64_t t = 0; t < cols; t++)
-                store(job->out, off + t, load(job->x, off + t, bf16) * ar[t], bf16);
+                store(job->out, off + t, load_a(job, off + t, bf16) * ar[t], bf16);
         }
         return;
     }
@@ -155,7 +162,7 @@ static void do_tile(const Job *job, int64_t unit, float *a, float *b, float *c) 
         for (int64_t t = 0; t < cols; t++) br[t] = k + alpha * br[t];
         neg_pow(ar, br, cols, job->beta);
         for (int64_t t = 0; t < cols; t++)
-            br[t] = load(job->g, off + t, bf16) * load(job->x, off + t, bf16) * ar[t] / br[t];
+            br[t] = load(job->g, off + t, bf16) * load_a(job, off + t, bf16) * ar[t] / br[t];
     }
     window(job, c, b, w);
     const float scale = -2.0f * alpha * job->beta;
@@ -163,8 +170,9 @@ static void do_tile(const Job *job, int64_t unit, float *a, float *b, float *c) 
         int64_t off = base + r * stride;
         float *restrict ar = a + r * srow, *restrict cr = c + r * srow;
         for (int64_t t = 0; t < cols; t++) {
-            float x = load(job->x, off + t, bf16), g = load(job->g, off + t, bf16);
-            store(job->out, off + t, g * ar[t] + scale * x * cr[t], bf16);
+            float x = load_a(job, off + t, bf16), g = load(job->g, off + t, bf16);
+            float grad = g * ar[t] + scale * x * cr[t];
+            store(job->out, off + t, job->relu && !(x > 0.0f) ? 0.0f : grad, bf16);
         }
     }
 }
@@ -234,12 +242,13 @@ int64_t alexnet_lrn_image_scratch(int64_t channels, int64_t length, int channels
 }
 
 /* One float32 image on the calling thread, tile by tile exactly as alexnet_lrn does it (so
-   the results are bitwise the same): for the fused LRN + max-pool kernel. */
+   the results are bitwise the same): for the fused kernel. `relu`: x is ReLU's input. */
 void alexnet_lrn_image(const float *x, const float *g, float *out, int64_t channels,
                        int64_t length, int size, int groups, float alpha, float beta, float k,
-                       int channels_last, float *scratch) {
+                       int channels_last, int relu, float *scratch) {
     Job job;
     setup(&job, x, g, out, 1, channels, length, size, groups, alpha, beta, k, channels_last, 0);
+    job.relu = relu;
     int64_t part = (job.tile * channels + 15) / 16 * 16;
     for (int64_t unit = 0; unit < job.units; unit++)
         do_tile(&job, unit, scratch, scratch + part, scratch + 2 * part);

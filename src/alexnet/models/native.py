@@ -127,7 +127,7 @@ def _load() -> ctypes.CDLL | None:
     pool.argtypes = [pointer] * 3 + [i64] * 4 + [i32] * 6
     fused = lib.alexnet_lrn_max_pool
     fused.restype = ctypes.c_int
-    fused.argtypes = [pointer] * 4 + [i64] * 4 + [i32] * 2 + [f32] * 3 + [i32] * 4
+    fused.argtypes = [pointer] * 4 + [i64] * 4 + [i32] * 2 + [f32] * 3 + [i32] * 5
     return lib
 
 
@@ -241,11 +241,17 @@ def max_pool_backward(
 
 
 def lrn_max_pool(
-    x: Tensor, hyper: tuple[int, float, float, float, int], kernel: int, stride: int, train: bool
+    x: Tensor,
+    hyper: tuple[int, float, float, float, int],
+    kernel: int,
+    stride: int,
+    train: bool,
+    relu: bool = False,
 ) -> tuple[Tensor, Tensor | None]:
-    """MaxPool(LRN(x)) without writing LRN(x) out: (pooled, places if `train`).
+    """MaxPool(LRN(x)) (or of LRN(ReLU(x)) with `relu`) without writing LRN's output.
 
-    x: float32 (N, C, H, W), contiguous or channels-last; results in x's layout.
+    x: float32 (N, C, H, W), contiguous or channels-last; returns (pooled, places if `train`)
+    in x's layout.
     """
     lib = library()
     assert lib is not None and x.dtype == torch.float32
@@ -258,7 +264,7 @@ def lrn_max_pool(
     failed = lib.alexnet_lrn_max_pool(
         x.data_ptr(), None, out.data_ptr(), None if places is None else places.data_ptr(),
         n, c, h, w, size, groups, alpha, beta, k, kernel, stride,
-        int(fmt == torch.channels_last), _threads(),
+        int(fmt == torch.channels_last), int(relu), _threads(),
     )  # fmt: skip
     if failed:
         raise MemoryError("LRN + max-pool kernel: could not allocate its scratch image")
@@ -272,8 +278,9 @@ def lrn_max_pool_backward(
     hyper: tuple[int, float, float, float, int],
     kernel: int,
     stride: int,
+    relu: bool = False,
 ) -> Tensor:
-    """dL/dx of MaxPool(LRN(x)) from dL/d(pooled) and the forward's places, in x's layout."""
+    """dL/dx of MaxPool(LRN(x)) (LRN(ReLU(x)) with `relu`) from dL/d(pooled) and the places."""
     lib = library()
     assert lib is not None
     size, alpha, beta, k, groups = hyper
@@ -284,7 +291,8 @@ def lrn_max_pool_backward(
     n, c, h, w = x.shape
     failed = lib.alexnet_lrn_max_pool(
         x.data_ptr(), grad_out.data_ptr(), grad_in.data_ptr(), places.data_ptr(),
-        n, c, h, w, size, groups, alpha, beta, k, kernel, stride, int(channels_last), _threads(),
+        n, c, h, w, size, groups, alpha, beta, k, kernel, stride, int(channels_last), int(relu),
+        _threads(),
     )  # fmt: skip
     if failed:
         raise MemoryError("LRN + max-pool kernel: could not allocate its scratch image")
