@@ -14,6 +14,7 @@
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 int64_t alexnet_lrn_image_scratch(int64_t channels, int64_t length, int channels_last);
 void alexnet_lrn_image(const float *x, const float *g, float *out, int64_t channels,
@@ -44,11 +45,13 @@ static void *worker(void *arg) {
     int64_t lrn = alexnet_lrn_image_scratch(c, hw, job->channels_last);
     int64_t pool = alexnet_max_pool_image_scratch(c, job->height, job->width, job->kernel,
                                                   job->stride, job->channels_last, job->backward);
-    float *scratch = aligned_alloc(64, (size_t)((image + lrn) * 4 + (pool + 63) / 64 * 64));
+    size_t bytes = (size_t)((image + lrn) * 4 + (pool + 63) / 64 * 64);
+    float *scratch = aligned_alloc(64, bytes);
     if (!scratch) {
         __atomic_store_n(&job->failed, 1, __ATOMIC_RELAXED);
         return NULL;
     }
+    memset(scratch, 0, bytes);
     float *normed = scratch, *lrn_scratch = scratch + image;
     void *pool_scratch = scratch + image + lrn;
     for (;;) {

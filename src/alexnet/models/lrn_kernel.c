@@ -18,6 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define PAD 64 /* readable zero floats around each scratch tile (window_cols reads past a row) */
+
 typedef struct {
     const void *x, *g; /* input a; upstream gradient g (backward only) */
     void *out;         /* forward: b; backward: dL/da */
@@ -54,10 +56,12 @@ static inline void store(void *p, int64_t i, float f, int bf16) {
 }
 
 /* p = d^-beta for a row; beta 0.75 (the paper's) as 1/sqrt(d) * sqrt(1/sqrt(d)). */
+#define INLINE static inline __attribute__((always_inline))
+
 /* The layer's input at i: ReLU applied on the fly when the job fuses it (NaN stays NaN). */
-static inline float load_a(const Job *job, int64_t i, int bf16) {
-    float v = load(job->x, i, bf16);
-    return job->relu && v < 0.0f ? 0.0f : v;
+INLINE float load_a(const void *x, int64_t i, const int bf16, const int relu) {
+    float v = load(x, i, bf16);
+    return relu && v < 0.0f ? 0.0f : v;
 }
 
 static void neg_pow(float *restrict p, const float *restrict d, int64_t m, float beta) {
@@ -93,18 +97,34 @@ static void window_rows(float *restrict dst, const float *restrict src, int64_t 
     }
 }
 
-/* Channels-last tile: rows = pixels of `channels` values, contiguous; window along the row. */
+/* Channels-last tile: rows = pixels of `channels` values, contiguous; window along the row.
+   Each group's loop runs over all its channels with the out-of-group neighbours selected
+   away (one vector loop per shift instead of short loops per edge); it reads up to `half`
+   floats beyond the group, so `src` has PAD readable floats before and after it. */
 static void window_cols(float *restrict dst, const float *restrict src, int64_t channels,
                         int64_t pixels, int half, int groups) {
-    int64_t per = channels / groups;
-    for (int64_t p = 0; p < pixels; p++) {
-        const float *restrict s = src + p * channels;
-        float *restrict d = dst + p * channels;
-        memcpy(d, s, (size_t)channels * sizeof(float));
-        for (int64_t first = 0; first < channels; first += per) {
+    const int64_t per = channels / groups;
+    if (half >= PAD) { /* windows wider than the padding: the plain loops, edge by edge */
+        for (int64_t first = 0; first < pixels * channels; first += per) {
+            const float *restrict s = src + first;
+            float *restrict d = dst + first;
+            for (int64_t c = 0; c < per; c++) d[c] = s[c];
             for (int shift = 1; shift <= half && shift < per; shift++) {
-                for (int64_t c = first + shift; c < first + per; c++) d[c] += s[c - shift];
-                for (int64_t c = first; c < first + per - shift; c++) d[c] += s[c + shift];
+                for (int64_t c = shift; c < per; c++) d[c] += s[c - shift];
+                for (int64_t c = 0; c < per - shift; c++) d[c] += s[c + shift];
+            }
+        }
+        return;
+    }
+    for (int64_t first = 0; first < pixels * channels; first += per) {
+        const float *restrict s = src + first;
+        float *restrict d = dst + first;
+        for (int64_t c = 0; c < per; c++) d[c] = s[c];
+        for (int shift = 1; shift <= half; shift++) {
+            for (int64_t c = 0; c < per; c++) {
+                float below = c >= shift ? s[c - shift] : 0.0f;
+                float above = c + shift < per ? s[c + shift] : 0.0f;
+                d[c] += below + above;
             }
         }
     }
@@ -120,7 +140,12 @@ static void window(const Job *job, float *dst, const float *src, int64_t w) {
 
 /* Element (row r, column t) of the tile starting at `base`: NCHW rows are channels at stride
    `length`; channels-last rows are pixels at stride `channels` (the tile is contiguous). */
-static void do_tile(const Job *job, int64_t unit, float *a, float *b, float *c) {
+/* bf16 and relu are constants in each caller below, so each variant gets its own vector loops;
+   the pointers are read into locals once (stores through them could alias the job). */
+INLINE void do_tile_at(const Job *job, int64_t unit, float *a, float *b, float *c,
+                       const int bf16, const int relu) {
+    const void *xp = job->x, *gp = job->g;
+    void *op = job->out;
     int64_t n = unit / job->tiles_per_image, start = (unit % job->tiles_per_image) * job->tile;
     int64_t left = job->length - start;
     int64_t w = left < job->tile ? left : job->tile; /* pixels in this tile */
@@ -132,14 +157,13 @@ static void do_tile(const Job *job, int64_t unit, float *a, float *b, float *c) 
         rows = job->channels, cols = w, stride = job->length, srow = job->tile;
         base = n * job->channels * job->length + start;
     }
-    const int bf16 = job->bf16;
     const float alpha = job->alpha, k = job->k;
     /* a = x^2; b = window sum of a */
     for (int64_t r = 0; r < rows; r++) {
         int64_t off = base + r * stride;
         float *restrict ar = a + r * srow;
         for (int64_t t = 0; t < cols; t++) {
-            float v = load_a(job, off + t, bf16);
+            float v = load_a(xp, off + t, bf16, relu);
             ar[t] = v * v;
         }
     }
@@ -151,7 +175,7 @@ static void do_tile(const Job *job, int64_t unit, float *a, float *b, float *c) 
             for (int64_t t = 0; t < cols; t++) br[t] = k + alpha * br[t];
             neg_pow(ar, br, cols, job->beta);
             for (int64_t t = 0; t < cols; t++)
-                store(job->out, off + t, load_a(job, off + t, bf16) * ar[t], bf16);
+                store(op, off + t, load_a(xp, off + t, bf16, relu) * ar[t], bf16);
         }
         return;
     }
@@ -162,7 +186,7 @@ static void do_tile(const Job *job, int64_t unit, float *a, float *b, float *c) 
         for (int64_t t = 0; t < cols; t++) br[t] = k + alpha * br[t];
         neg_pow(ar, br, cols, job->beta);
         for (int64_t t = 0; t < cols; t++)
-            br[t] = load(job->g, off + t, bf16) * load_a(job, off + t, bf16) * ar[t] / br[t];
+            br[t] = load(gp, off + t, bf16) * load_a(xp, off + t, bf16, relu) * ar[t] / br[t];
     }
     window(job, c, b, w);
     const float scale = -2.0f * alpha * job->beta;
@@ -170,23 +194,35 @@ static void do_tile(const Job *job, int64_t unit, float *a, float *b, float *c) 
         int64_t off = base + r * stride;
         float *restrict ar = a + r * srow, *restrict cr = c + r * srow;
         for (int64_t t = 0; t < cols; t++) {
-            float x = load_a(job, off + t, bf16), g = load(job->g, off + t, bf16);
+            float x = load_a(xp, off + t, bf16, relu), g = load(gp, off + t, bf16);
             float grad = g * ar[t] + scale * x * cr[t];
-            store(job->out, off + t, job->relu && !(x > 0.0f) ? 0.0f : grad, bf16);
+            store(op, off + t, relu && !(x > 0.0f) ? 0.0f : grad, bf16);
         }
     }
 }
 
+static void do_tile(const Job *job, int64_t unit, float *a, float *b, float *c) {
+    if (job->bf16)
+        job->relu ? do_tile_at(job, unit, a, b, c, 1, 1) : do_tile_at(job, unit, a, b, c, 1, 0);
+    else
+        job->relu ? do_tile_at(job, unit, a, b, c, 0, 1) : do_tile_at(job, unit, a, b, c, 0, 0);
+}
+
+/* Floats from one scratch tile to the next: the tile, rounded up, and the padding after it. */
+static int64_t tile_floats(int64_t tile, int64_t channels) {
+    return (tile * channels + 15) / 16 * 16 + PAD;
+}
+
 static void *worker(void *arg) {
     Job *job = (Job *)arg;
-    size_t bytes = (size_t)(job->tile * job->channels) * sizeof(float);
-    bytes = (bytes + 63) / 64 * 64;
-    float *scratch = aligned_alloc(64, 3 * bytes);
+    int64_t part = tile_floats(job->tile, job->channels);
+    float *scratch = aligned_alloc(64, (size_t)(3 * part + PAD) * sizeof(float));
     if (!scratch) {
         __atomic_store_n(&job->failed, 1, __ATOMIC_RELAXED);
         return NULL;
     }
-    float *a = scratch, *b = scratch + bytes / 4, *c = scratch + 2 * (bytes / 4);
+    memset(scratch, 0, (size_t)(3 * part + PAD) * sizeof(float));
+    float *a = scratch + PAD, *b = a + part, *c = b + part;
     for (;;) {
         int64_t unit = __atomic_fetch_add(&job->next, 1, __ATOMIC_RELAXED);
         if (unit >= job->units) break;
@@ -234,11 +270,11 @@ int alexnet_lrn(const void *x, const void *g, void *out, int64_t batch, int64_t 
     return job.failed;
 }
 
-/* Floats of scratch that alexnet_lrn_image needs. */
+/* Floats of scratch that alexnet_lrn_image needs (the caller zeroes it once). */
 int64_t alexnet_lrn_image_scratch(int64_t channels, int64_t length, int channels_last) {
     Job job;
     setup(&job, NULL, NULL, NULL, 1, channels, length, 5, 1, 1, 1, 1, channels_last, 0);
-    return 3 * ((job.tile * channels + 15) / 16 * 16);
+    return 3 * tile_floats(job.tile, channels) + PAD;
 }
 
 /* One float32 image on the calling thread, tile by tile exactly as alexnet_lrn does it (so
@@ -249,7 +285,7 @@ void alexnet_lrn_image(const float *x, const float *g, float *out, int64_t chann
     Job job;
     setup(&job, x, g, out, 1, channels, length, size, groups, alpha, beta, k, channels_last, 0);
     job.relu = relu;
-    int64_t part = (job.tile * channels + 15) / 16 * 16;
-    for (int64_t unit = 0; unit < job.units; unit++)
-        do_tile(&job, unit, scratch, scratch + part, scratch + 2 * part);
+    int64_t part = tile_floats(job.tile, channels);
+    float *a = scratch + PAD, *b = a + part, *c = b + part;
+    for (int64_t unit = 0; unit < job.units; unit++) do_tile(&job, unit, a, b, c);
 }
