@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from alexnet.models import native
-from alexnet.models.pool import MaxPool
+from alexnet.models.pool import MaxPool, _MaxPoolFunction
 
 needs_kernel = pytest.mark.skipif(native.library() is None, reason="no C compiler here")
 
@@ -22,7 +22,9 @@ def pool_both(x, kernel, stride, fmt):
     x = x.contiguous(memory_format=fmt)
     ours_in = x.clone().requires_grad_()
     theirs_in = x.clone().requires_grad_()
-    ours = MaxPool(kernel, stride)(ours_in)
+    # the kernel itself in either layout (MaxPool hands channels-last to torch; the fused
+    # ReLU -> LRN -> pool kernel uses this code for channels-last)
+    ours = _MaxPoolFunction.apply(ours_in, kernel, stride, True)
     theirs = F.max_pool2d(theirs_in, kernel, stride)
     grad = torch.randn_like(theirs)
     ours.backward(grad)
@@ -109,3 +111,10 @@ def test_without_the_kernel_it_is_torchs_pooling(monkeypatch):
     out = MaxPool(3, 2)(x)
     assert torch.equal(out, F.max_pool2d(x, 3, 2))
     assert isinstance(MaxPool(3, 2), torch.nn.MaxPool2d)
+
+
+def test_channels_last_module_uses_torchs_kernel(monkeypatch):
+    monkeypatch.setattr(native, "max_pool", None)  # must not be reached
+    x = with_ties((2, 8, 13, 13)).contiguous(memory_format=torch.channels_last)
+    out = MaxPool(3, 2)(x)
+    assert torch.equal(out, F.max_pool2d(x, 3, 2))

@@ -65,7 +65,7 @@ def fusable(norm: nn.Module, pool: nn.Module, x: Tensor) -> tuple[int, int] | No
         return None
     if _hooked(norm) or _hooked(pool) or x.shape[1] % norm.groups:
         return None
-    return pool._kernel_args(x)
+    return pool._kernel_args(x, channels_last=True)
 
 
 def lrn_max_pool(

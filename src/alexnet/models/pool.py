@@ -1,7 +1,9 @@
 """Max-pooling with a faster CPU path, for the paper's overlapping pooling (§3.4).
 
 `MaxPool` is an `nn.MaxPool2d` (same arguments, state, repr and results) whose CPU forward and
-backward run in `pool_kernel.c` for float32/bfloat16 inputs without padding or dilation. In
+backward run in `pool_kernel.c` for NCHW float32/bfloat16 inputs without padding or dilation
+(channels-last inputs use torch's kernel, which is as fast there; the fused ReLU -> LRN -> pool
+kernel handles both layouts). In
 training it keeps one byte per output for the winner's place in its window, where torch keeps
 an int64 index, and its backward writes each input-gradient plane once while it is in cache,
 where torch first fills the whole gradient with zeros. Ties and NaNs pick the same winner as
@@ -46,7 +48,8 @@ class _MaxPoolFunction(torch.autograd.Function):
 class MaxPool(nn.MaxPool2d):
     """`nn.MaxPool2d` with the CPU kernel where it applies. (N, C, H, W) -> (N, C, OH, OW)."""
 
-    def _kernel_args(self, x: Tensor) -> tuple[int, int] | None:
+    def _kernel_args(self, x: Tensor, channels_last: bool = False) -> tuple[int, int] | None:
+        """(kernel, stride) when the CPU kernel can pool x, else None (torch's pooling)."""
         kernel, stride = _square(self.kernel_size), _square(self.stride or self.kernel_size)
         if (
             kernel is None
@@ -60,6 +63,7 @@ class MaxPool(nn.MaxPool2d):
             or x.dim() != 4
             or min(x.shape[2:]) < kernel
             or not native.supports(x)
+            or not (x.is_contiguous() or channels_last)  # channels-last: torch's is as fast
             or native.library() is None
         ):
             return None
