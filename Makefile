@@ -30,6 +30,8 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_model.py
+	$(PY) benchmarks/bench_lrn.py
+	$(PY) benchmarks/bench_pool.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info
