@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 
@@ -256,3 +258,30 @@ def test_inplace_with_grad_keeps_the_input():
     LRN()(xr).sum().backward()
     assert torch.allclose(x.grad, xr.grad, rtol=1e-5, atol=1e-6)
     assert "inplace=True" in repr(inplace)
+
+
+def test_unusable_cache_dir_builds_in_a_temporary_dir(monkeypatch, tmp_path, cpu_path):
+    if cpu_path != "native" or native._compiler() is None:
+        pytest.skip("needs the native path and a C compiler")
+    (tmp_path / "a-file").write_text("not a directory")
+    monkeypatch.setenv("ALEXNET_CACHE_DIR", str(tmp_path / "a-file" / "alexnet"))
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(native.tempfile, "tempdir", str(tmp_path / "tmp"))
+    monkeypatch.setattr(native, "_TRIED", False)
+    monkeypatch.setattr(native, "_LIBRARY", None)
+    assert native.library() is not None
+    assert len(list((tmp_path / "tmp").glob("alexnet-*/kernels-*.so"))) == 1
+
+
+def test_a_failing_compiler_falls_back_and_says_why(monkeypatch, tmp_path, cpu_path):
+    if cpu_path != "native" or shutil.which("false") is None:
+        pytest.skip("about the native path; needs the `false` command")
+    monkeypatch.setenv("ALEXNET_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(native, "_compiler", lambda: "false")  # runs, exits 1
+    monkeypatch.setattr(native, "_TRIED", False)
+    monkeypatch.setattr(native, "_LIBRARY", None)
+    x = torch.randn(2, 8, 3, 3) * 30
+    with pytest.warns(RuntimeWarning, match="false failed"):
+        out = LRN()(x)
+    assert torch.allclose(out.double(), reference_lrn(x), rtol=1e-5, atol=1e-4)
+    assert not list(tmp_path.rglob("*.so")) and not list(tmp_path.rglob("*.tmp"))

@@ -3,8 +3,9 @@
 The C files need no Python or torch headers, so they compile in about a second with the
 system's C compiler (`$CC`, else `cc`, `gcc` or `clang`) for this CPU (`-march=native`). The
 library is cached in `$ALEXNET_CACHE_DIR` (default `$XDG_CACHE_HOME/alexnet` or
-`~/.cache/alexnet`) under a name that hashes the source, the compiler command and the CPU's
-feature flags, so a shared home directory never hands one machine another's build. Without a
+`~/.cache/alexnet`; a temporary directory if that is not writable) under a name that hashes
+the sources, the compiler command and the CPU's feature flags, so a shared home directory never
+hands one machine another's build. Without a
 compiler the layers fall back to torch ops (same values, slower) and say so once;
 `ALEXNET_NATIVE=0` turns the kernels off.
 """
@@ -33,6 +34,10 @@ _LOCK = threading.Lock()
 _LIBRARY: ctypes.CDLL | None = None
 _TRIED = False
 _REASON = ""
+
+
+class CompileError(OSError):
+    """The C compiler ran and failed."""
 
 
 def cache_dir() -> Path:
@@ -75,7 +80,7 @@ def _build(compiler: str, target: Path) -> None:
                 return
             errors = done.stderr.strip().splitlines()[-1:] or [f"exit {done.returncode}"]
             errors = errors[0]
-        raise OSError(f"{compiler} failed: {errors}")
+        raise CompileError(f"{compiler} failed: {errors}")
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -114,9 +119,18 @@ def _load() -> ctypes.CDLL | None:
     sources = [source.read_text() for source in SOURCES]
     key = "\n".join([*sources, compiler, " ".join(_FLAGS), _cpu_flags(), sys.platform])
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    target = cache_dir() / f"kernels-{platform.machine()}-{digest}.so"
+    name = f"kernels-{platform.machine()}-{digest}.so"
+    target = cache_dir() / name
     if not target.exists():
-        _build(compiler, target)
+        try:
+            _build(compiler, target)
+        except CompileError:
+            raise
+        except OSError:  # a read-only or odd cache dir: build into this user's temporary dir
+            uid = os.getuid() if hasattr(os, "getuid") else 0
+            target = Path(tempfile.gettempdir()) / f"alexnet-{uid}" / name
+            if not target.exists():
+                _build(compiler, target)
     lib = ctypes.CDLL(str(target))
     fn = lib.alexnet_lrn
     fn.restype = ctypes.c_int
