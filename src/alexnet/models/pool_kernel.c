@@ -133,6 +133,7 @@ static void backward_plane(const Job *job, int64_t plane, float *acc) {
 
 /* One channels-last image: windows compared across all channels at once (contiguous). */
 INLINE void forward_image_at(const Job *job, int64_t n, float *best, uint8_t *arg, const int bf16) {
+    if (job->channels <= 0) return;
     const int k = job->kernel, s = job->stride;
     const int64_t c_n = job->channels, w = job->width;
     const int64_t in0 = n * job->height * w * c_n, out0 = n * job->out_h * job->out_w * c_n;
