@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import torch
 
@@ -205,49 +203,6 @@ def test_bfloat16_gradients_close_to_float64():
     assert torch.allclose(xb.grad.double(), xd.grad, rtol=3e-2, atol=2e-3)
 
 
-def test_without_a_compiler_falls_back_with_one_warning(monkeypatch, tmp_path, cpu_path):
-    if cpu_path != "native":
-        pytest.skip("about the native path")
-    monkeypatch.setenv("ALEXNET_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(native, "_compiler", lambda: None)
-    monkeypatch.setattr(native, "_TRIED", False)
-    monkeypatch.setattr(native, "_LIBRARY", None)
-    x = torch.randn(2, 8, 3, 3) * 30
-    with pytest.warns(RuntimeWarning, match="no C compiler"):
-        out = LRN()(x)
-    assert torch.allclose(out.double(), reference_lrn(x), rtol=1e-5, atol=1e-4)
-    assert "no C compiler" in native.reason_unavailable()
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_kernel_builds_into_the_cache_dir(monkeypatch, tmp_path, cpu_path):
-    if cpu_path != "native" or native._compiler() is None:
-        pytest.skip("needs the native path and a C compiler")
-    monkeypatch.setenv("ALEXNET_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(native, "_TRIED", False)
-    monkeypatch.setattr(native, "_LIBRARY", None)
-    assert native.library() is not None
-    built = list(tmp_path.glob("kernels-*.so"))
-    assert len(built) == 1 and not list(tmp_path.glob("*.tmp"))
-
-
-@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
-def test_inplace_without_grad_overwrites_input_with_the_same_values(fmt):
-    torch.manual_seed(9)
-    x = (torch.randn(2, 12, 5, 5) * 40).contiguous(memory_format=fmt)
-    expected = reference_lrn(x, groups=2)
-    with torch.no_grad():
-        y = x.clone()
-        version = y._version
-        out = LRN(groups=2, inplace=True)(y)
-    assert out.data_ptr() == y.data_ptr() and y._version > version
-    assert torch.allclose(y.double(), expected, rtol=1e-5, atol=1e-4)
-    with torch.inference_mode():
-        z = x.clone()
-        assert LRN(groups=2, inplace=True)(z) is z
-    assert torch.equal(z, y)
-
-
 def test_inplace_with_grad_keeps_the_input():
     torch.manual_seed(10)
     x = (torch.randn(2, 8, 4, 4) * 40).requires_grad_()
@@ -258,30 +213,3 @@ def test_inplace_with_grad_keeps_the_input():
     LRN()(xr).sum().backward()
     assert torch.allclose(x.grad, xr.grad, rtol=1e-5, atol=1e-6)
     assert "inplace=True" in repr(inplace)
-
-
-def test_unusable_cache_dir_builds_in_a_temporary_dir(monkeypatch, tmp_path, cpu_path):
-    if cpu_path != "native" or native._compiler() is None:
-        pytest.skip("needs the native path and a C compiler")
-    (tmp_path / "a-file").write_text("not a directory")
-    monkeypatch.setenv("ALEXNET_CACHE_DIR", str(tmp_path / "a-file" / "alexnet"))
-    (tmp_path / "tmp").mkdir()
-    monkeypatch.setattr(native.tempfile, "tempdir", str(tmp_path / "tmp"))
-    monkeypatch.setattr(native, "_TRIED", False)
-    monkeypatch.setattr(native, "_LIBRARY", None)
-    assert native.library() is not None
-    assert len(list((tmp_path / "tmp").glob("alexnet-*/kernels-*.so"))) == 1
-
-
-def test_a_failing_compiler_falls_back_and_says_why(monkeypatch, tmp_path, cpu_path):
-    if cpu_path != "native" or shutil.which("false") is None:
-        pytest.skip("about the native path; needs the `false` command")
-    monkeypatch.setenv("ALEXNET_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(native, "_compiler", lambda: "false")  # runs, exits 1
-    monkeypatch.setattr(native, "_TRIED", False)
-    monkeypatch.setattr(native, "_LIBRARY", None)
-    x = torch.randn(2, 8, 3, 3) * 30
-    with pytest.warns(RuntimeWarning, match="false failed"):
-        out = LRN()(x)
-    assert torch.allclose(out.double(), reference_lrn(x), rtol=1e-5, atol=1e-4)
-    assert not list(tmp_path.rglob("*.so")) and not list(tmp_path.rglob("*.tmp"))

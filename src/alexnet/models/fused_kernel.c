@@ -11,10 +11,11 @@
    gradient mask applied as dL/dx is written, which saves ReLU's own pass each way.
    float32 only. Threads take the next image from a shared counter. */
 
-#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "kernel_common.h"
 
 int64_t alexnet_lrn_image_scratch(int64_t channels, int64_t length, int channels_last);
 void alexnet_lrn_image(const float *x, const float *g, float *out, int64_t channels,
@@ -92,14 +93,6 @@ int alexnet_lrn_max_pool(const float *x, const float *g, float *out, uint8_t *pl
     job.size = size, job.groups = groups, job.kernel = kernel, job.stride = stride;
     job.channels_last = channels_last, job.backward = g != NULL, job.relu = relu;
     job.alpha = alpha, job.beta = beta, job.k = k;
-    if (threads > batch) threads = (int)batch;
-    if (threads < 1) threads = 1;
-    if (threads > 256) threads = 256;
-    pthread_t ids[256];
-    int started = 0;
-    for (; started < threads - 1; started++)
-        if (pthread_create(&ids[started], NULL, worker, &job)) break;
-    worker(&job);
-    for (int i = 0; i < started; i++) pthread_join(ids[i], NULL);
+    run_workers(worker, &job, threads, batch);
     return job.failed;
 }

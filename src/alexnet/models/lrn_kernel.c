@@ -13,10 +13,11 @@
    Compiled on first use by alexnet/models/native.py; no Python or torch headers needed. */
 
 #include <math.h>
-#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "kernel_common.h"
 
 #define PAD 64 /* readable zero floats around each scratch tile (window_cols reads past a row) */
 
@@ -32,32 +33,7 @@ typedef struct {
     int failed;
 } Job;
 
-static inline float load(const void *p, int64_t i, int bf16) {
-    if (!bf16) return ((const float *)p)[i];
-    uint32_t bits = (uint32_t)((const uint16_t *)p)[i] << 16;
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
-
-static inline void store(void *p, int64_t i, float f, int bf16) {
-    if (!bf16) {
-        ((float *)p)[i] = f;
-        return;
-    }
-    uint32_t bits;
-    memcpy(&bits, &f, 4);
-    if ((bits & 0x7fffffffu) > 0x7f800000u) { /* NaN stays NaN */
-        ((uint16_t *)p)[i] = (uint16_t)((bits >> 16) | 0x40);
-        return;
-    }
-    bits += 0x7fffu + ((bits >> 16) & 1u); /* round to nearest even */
-    ((uint16_t *)p)[i] = (uint16_t)(bits >> 16);
-}
-
 /* p = d^-beta for a row; beta 0.75 (the paper's) as 1/sqrt(d) * sqrt(1/sqrt(d)). */
-#define INLINE static inline __attribute__((always_inline))
-
 /* The layer's input at i: ReLU applied on the fly when the job fuses it (NaN stays NaN). */
 INLINE float load_a(const void *x, int64_t i, const int bf16, const int relu) {
     float v = load(x, i, bf16);
@@ -258,15 +234,7 @@ int alexnet_lrn(const void *x, const void *g, void *out, int64_t batch, int64_t 
     Job job;
     setup(&job, x, g, out, batch, channels, length, size, groups, alpha, beta, k, channels_last,
           bf16);
-    if (threads > job.units) threads = (int)job.units;
-    if (threads < 1) threads = 1;
-    pthread_t ids[256];
-    if (threads > 256) threads = 256;
-    int started = 0;
-    for (; started < threads - 1; started++)
-        if (pthread_create(&ids[started], NULL, worker, &job)) break;
-    worker(&job);
-    for (int i = 0; i < started; i++) pthread_join(ids[i], NULL);
+    run_workers(worker, &job, threads, job.units);
     return job.failed;
 }
 

@@ -29,6 +29,7 @@ from torch import Tensor
 
 _NAMES = ("lrn_kernel.c", "pool_kernel.c", "fused_kernel.c")
 SOURCES = [Path(__file__).with_name(name) for name in _NAMES]
+HEADERS = [Path(__file__).with_name("kernel_common.h")]
 _FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared", "-pthread"]
 _LOCK = threading.Lock()
 _LIBRARY: ctypes.CDLL | None = None
@@ -116,7 +117,7 @@ def _load() -> ctypes.CDLL | None:
     compiler = _compiler()
     if compiler is None:
         raise OSError("no C compiler found; install gcc (apt-get install gcc) or set CC")
-    sources = [source.read_text() for source in SOURCES]
+    sources = [source.read_text() for source in SOURCES + HEADERS]
     key = "\n".join([*sources, compiler, " ".join(_FLAGS), _cpu_flags(), sys.platform])
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     name = f"kernels-{platform.machine()}-{digest}.so"

@@ -9,10 +9,11 @@
    Work is spread over POSIX threads that take the next plane or image from a shared counter.
    float32 or bfloat16 storage (bfloat16 maxima are exact; sums are float32 rounded once). */
 
-#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "kernel_common.h"
 
 typedef struct {
     const void *x;     /* forward input, or the output gradient in backward */
@@ -23,31 +24,6 @@ typedef struct {
     int64_t units, next;
     int failed;
 } Job;
-
-static inline float load(const void *p, int64_t i, int bf16) {
-    if (!bf16) return ((const float *)p)[i];
-    uint32_t bits = (uint32_t)((const uint16_t *)p)[i] << 16;
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
-
-static inline void store(void *p, int64_t i, float f, int bf16) {
-    if (!bf16) {
-        ((float *)p)[i] = f;
-        return;
-    }
-    uint32_t bits;
-    memcpy(&bits, &f, 4);
-    if ((bits & 0x7fffffffu) > 0x7f800000u) {
-        ((uint16_t *)p)[i] = (uint16_t)((bits >> 16) | 0x40);
-        return;
-    }
-    bits += 0x7fffu + ((bits >> 16) & 1u);
-    ((uint16_t *)p)[i] = (uint16_t)(bits >> 16);
-}
-
-#define INLINE static inline __attribute__((always_inline))
 
 /* One NCHW plane, separably and on contiguous rows: first the maximum of every run of k
    adjacent values along the flattened plane (runs that cross a row end are never used), then
@@ -240,15 +216,7 @@ int alexnet_max_pool(const void *x, void *out, uint8_t *argmax, int64_t batch, i
     Job job;
     setup(&job, x, out, argmax, batch, channels, height, width, kernel, stride, channels_last,
           backward, bf16);
-    if (threads > job.units) threads = (int)job.units;
-    if (threads < 1) threads = 1;
-    if (threads > 256) threads = 256;
-    pthread_t ids[256];
-    int started = 0;
-    for (; started < threads - 1; started++)
-        if (pthread_create(&ids[started], NULL, worker, &job)) break;
-    worker(&job);
-    for (int i = 0; i < started; i++) pthread_join(ids[i], NULL);
+    run_workers(worker, &job, threads, job.units);
     return job.failed;
 }
 
