@@ -111,3 +111,19 @@ def test_paper_model_fuses_both_blocks_and_summary_sees_every_layer(monkeypatch)
 
     names = [row.name for row in layer_table(model, 224)]
     assert {"norm1", "pool1", "norm2", "pool2"} <= set(names)
+
+
+@pytest.mark.slow
+def test_torch_compile_runs_the_paper_model_with_the_kernels():
+    """torch.compile (the --compile flag) around the ctypes kernels: same logits, gradients."""
+    torch.manual_seed(3)
+    model = alexnet.get_model("paper", num_classes=10, dropout=0.0)
+    x = torch.randn(4, 3, 224, 224)
+    eager = model(x)
+    eager.sum().backward()
+    grad = model.features.conv1.weight.grad.clone()
+    model.zero_grad()
+    compiled = torch.compile(model)(x)
+    compiled.sum().backward()
+    assert torch.allclose(compiled, eager, rtol=1e-4, atol=1e-4)
+    assert torch.allclose(model.features.conv1.weight.grad, grad, rtol=1e-3, atol=1e-6)
