@@ -3,7 +3,8 @@
 Same batch, same process, interleaved repetitions; prints a table and the ratio of each model
 to torchvision's, then one JSON line with `paper_vs_torchvision_train` and
 `paper_vs_torchvision_infer`. Absolute numbers on a shared machine are noisy; ratios are what
-we report. Usage: python benchmarks/bench_model.py [--batch-size 64] [--device cpu] [--reps 5]
+we report. Usage:
+    python benchmarks/bench_model.py [--batch-size 64] [--device cpu] [--reps 5] [--steps 3]
 """
 
 from __future__ import annotations
@@ -72,8 +73,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--reps", type=int, default=3, help="interleaved repetitions (best kept)")
-    parser.add_argument("--steps", type=int, default=2, help="steps timed per repetition")
+    parser.add_argument("--reps", type=int, default=5, help="interleaved repetitions (best kept)")
+    parser.add_argument("--steps", type=int, default=3, help="steps timed per repetition")
     parser.add_argument("--bf16", choices=["auto", "on", "off"], default="auto")
     args = parser.parse_args()
     device = torch.device(args.device)

@@ -10,7 +10,8 @@ On the CPU, float32 and bfloat16 inputs go through a fused C kernel (`lrn_kernel
 on first use by `native`): one pass over memory each way, tiles in cache, the backward
 recomputing d from the input, so only the input is saved. Without a C compiler, and for other
 dtypes, the same formulas run as a few in-place tensor ops over cache-sized chunks on
-single-threaded worker threads; on CUDA as whole-batch tensor ops. Exact on every path:
+single-threaded worker threads; on CUDA as whole-batch tensor ops. (In the paper model the
+ReLU -> LRN -> max-pool blocks run as one kernel instead, see `fused`.) Exact on every path:
 
     d_i = k + alpha * S_i,  S_i = window sum of a^2,  b_i = a_i * d_i^-beta
     dL/da_m = g_m * d_m^-beta - 2 * alpha * beta * a_m * window_sum(g * b / d)_m
