@@ -127,3 +127,28 @@ def test_torch_compile_runs_the_paper_model_with_the_kernels():
     compiled.sum().backward()
     assert torch.allclose(compiled, eager, rtol=1e-4, atol=1e-4)
     assert torch.allclose(model.features.conv1.weight.grad, grad, rtol=1e-3, atol=1e-6)
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
+def test_bfloat16_fused_equals_layer_by_layer(monkeypatch, fmt):
+    """bf16 (CPU autocast): widened in scratch, rounded where the layers would store bf16."""
+    torch.manual_seed(4)
+    layers = block(48, 2).to(memory_format=fmt)
+    x = (torch.randn(2, 48, 27, 27) * 40).bfloat16().contiguous(memory_format=fmt)
+    calls = count_fused(monkeypatch)
+    fused_in = x.clone().requires_grad_()
+    fused = run_sequential(layers[:3], fused_in * 1.0)
+    g = torch.randn_like(fused)
+    fused.backward(g)
+    plain_in = x.clone().requires_grad_()
+    plain = layers[:3](plain_in * 1.0)
+    plain.backward(g)
+    assert calls == [(True, True)] and fused.dtype == torch.bfloat16
+    assert fused.is_contiguous(memory_format=fmt)
+    assert torch.equal(fused, plain)
+    if fmt == torch.contiguous_format:  # our NCHW pool unfused: the same float32 sums
+        assert torch.equal(fused_in.grad, plain_in.grad)
+    else:  # torch's channels-last bf16 pool backward rounds its sums otherwise (1 bf16 ulp),
+        # which LRN's backward spreads to the neighbouring channels
+        ours, theirs = fused_in.grad.float(), plain_in.grad.float()
+        assert torch.allclose(ours, theirs, rtol=2e-2, atol=1e-2 * theirs.abs().max().item())

@@ -6,9 +6,10 @@ when there is one, to `fused_kernel.c`, which normalizes one image at a time int
 buffer in cache and pools from there, and in the backward scatters the pooled gradient there
 and runs LRN's backward from it. The full-size activations ReLU and LRN would write and the
 next layer read (and their gradients) never touch memory. The results are bitwise those of the
-layers run one by one, which is what runs whenever they cannot be fused: not float32 on the
-CPU, other pooling settings, tracing, or any hook on one of the modules (so `alexnet summary`
-and user hooks see every layer).
+layers run one by one (bfloat16 included: what those would store as bfloat16 is rounded so in
+scratch), which is what runs whenever they cannot be fused: not float32/bfloat16 on the CPU,
+other pooling settings, tracing, or any hook on one of the modules (so `alexnet summary` and
+user hooks see every layer).
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def fusable(norm: nn.Module, pool: nn.Module, x: Tensor) -> tuple[int, int] | No
     """(kernel, stride) when norm -> pool can run as the fused kernel on x, else None."""
     if not isinstance(norm, LRN) or not isinstance(pool, MaxPool):
         return None
-    if x.device.type != "cpu" or x.dtype != torch.float32 or lrn_module.CPU_PATH != "native":
+    if x.device.type != "cpu" or lrn_module.CPU_PATH != "native":
         return None
     if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.jit.is_scripting():
         return None
@@ -73,7 +74,7 @@ def lrn_max_pool(
 ) -> Tensor:
     """pool(norm(x)), or pool(norm(relu(x))) with `relu`, through the fused kernel.
 
-    x: (N, C, H, W) float32 on the CPU -> (N, C, OH, OW). x itself is left as it is.
+    x: (N, C, H, W) float32/bfloat16 on the CPU -> (N, C, OH, OW). x is left as it is.
     """
     hyper = (norm.size, norm.alpha, norm.beta, norm.k, norm.groups)
     train = torch.is_grad_enabled() and x.requires_grad

@@ -142,7 +142,7 @@ def _load() -> ctypes.CDLL | None:
     pool.argtypes = [pointer] * 3 + [i64] * 4 + [i32] * 6
     fused = lib.alexnet_lrn_max_pool
     fused.restype = ctypes.c_int
-    fused.argtypes = [pointer] * 4 + [i64] * 4 + [i32] * 2 + [f32] * 3 + [i32] * 5
+    fused.argtypes = [pointer] * 4 + [i64] * 4 + [i32] * 2 + [f32] * 3 + [i32] * 6
     return lib
 
 
@@ -265,11 +265,11 @@ def lrn_max_pool(
 ) -> tuple[Tensor, Tensor | None]:
     """MaxPool(LRN(x)) (or of LRN(ReLU(x)) with `relu`) without writing LRN's output.
 
-    x: float32 (N, C, H, W), contiguous or channels-last; returns (pooled, places if `train`)
-    in x's layout.
+    x: float32 or bfloat16 (N, C, H, W), contiguous or channels-last; returns (pooled, places
+    if `train`) in x's layout and dtype.
     """
     lib = library()
-    assert lib is not None and x.dtype == torch.float32
+    assert lib is not None and x.dtype in (torch.float32, torch.bfloat16)
     size, alpha, beta, k, groups = hyper
     n, c, h, w = x.shape
     fmt = torch.channels_last if layout(x) == "cl" else torch.contiguous_format
@@ -279,7 +279,7 @@ def lrn_max_pool(
     failed = lib.alexnet_lrn_max_pool(
         x.data_ptr(), None, out.data_ptr(), None if places is None else places.data_ptr(),
         n, c, h, w, size, groups, alpha, beta, k, kernel, stride,
-        int(fmt == torch.channels_last), int(relu), _threads(),
+        int(fmt == torch.channels_last), int(relu), int(x.dtype == torch.bfloat16), _threads(),
     )  # fmt: skip
     if failed:
         raise MemoryError("LRN + max-pool kernel: could not allocate its scratch image")
@@ -307,7 +307,7 @@ def lrn_max_pool_backward(
     failed = lib.alexnet_lrn_max_pool(
         x.data_ptr(), grad_out.data_ptr(), grad_in.data_ptr(), places.data_ptr(),
         n, c, h, w, size, groups, alpha, beta, k, kernel, stride, int(channels_last), int(relu),
-        _threads(),
+        int(x.dtype == torch.bfloat16), _threads(),
     )  # fmt: skip
     if failed:
         raise MemoryError("LRN + max-pool kernel: could not allocate its scratch image")
