@@ -232,9 +232,9 @@ def lrn(
     `groups` > 1 normalizes each of that many equal channel blocks on its own, as the paper's
     two GPUs did (each GPU's LRN sees only its own kernel maps). bfloat16 on the CPU's fused
     kernel is read and written as bfloat16 with float32 arithmetic; other half-precision inputs
-    are normalized in float32 and cast back. `inplace` overwrites x when no gradient is wanted
-    (inference: no new activation memory); when x needs a gradient the layer keeps x and
-    returns a new tensor, since the backward needs x.
+    are normalized in float32 and cast back. `inplace` overwrites a dense float32 x (bfloat16
+    too, on the CPU kernel) when no gradient is wanted (inference: no new activation memory);
+    otherwise, and when x needs a gradient (the backward needs x), it returns a new tensor.
     """
     if x.dim() < 2:
         raise ValueError(f"LRN expects an input of shape (N, C, ...), got {tuple(x.shape)}")
