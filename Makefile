@@ -13,8 +13,9 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install --quiet -e '.[dev,viz,data,export]'
+	$(PY) -m pip install --quiet -e '.[dev,viz,data,export,serve]'
 	bash scripts/c_compiler.sh
+	bash scripts/browser.sh
 	$(PY) -m alexnet.models.native
 	touch $(STAMP)
 

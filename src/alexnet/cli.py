@@ -29,6 +29,7 @@ COMMANDS = [
     "plot",
     "export",
     "report",
+    "serve",
 ]
 
 

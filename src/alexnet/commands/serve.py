@@ -1,0 +1,103 @@
+"""`alexnet serve`: the JSON API, Prometheus metrics and the page, in one process."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import sys
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "serve",
+        help="HTTP API + a page: predictions, features, neighbours, conv1 (needs [serve])",
+        description="Serve a trained AlexNet over HTTP: POST /v1/predict, /v1/features, "
+        "/v1/neighbors (with --index), GET /v1/model, /healthz, /metrics and the page at /. "
+        "Concurrent requests are batched into one forward pass (--max-batch, --max-wait-ms). "
+        "Binds 127.0.0.1 unless --host says otherwise. SIGTERM finishes the requests in "
+        "flight, then exits 0. The API key may also come from $ALEXNET_API_KEY.",
+    )
+    p.add_argument("--weights", required=True, help=".safetensors or torchvision .pth file")
+    p.add_argument("--index", metavar="FEATS", help="features from `alexnet features`")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free)")
+    p.add_argument("--max-batch", type=int, default=32, help="images per forward pass (32)")
+    p.add_argument("--max-wait-ms", type=float, default=5.0, help="batch gathering wait (5)")
+    p.add_argument("--max-queue", type=int, default=256, help="images queued before 503 (256)")
+    p.add_argument("--max-body-mb", type=float, default=16.0, help="request size limit (16)")
+    p.add_argument("--max-pixels", type=int, default=40_000_000, help="decoded pixels limit")
+    p.add_argument("--api-key", help="require Authorization: Bearer KEY on /v1/*")
+    p.add_argument("--crops", type=int, choices=[1, 2, 10], default=1)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--access-log", action="store_true", help="log every request")
+    return p
+
+
+def _check(args: argparse.Namespace) -> None:
+    from alexnet.errors import UserError
+
+    limits = [("--max-batch", args.max_batch, 1), ("--max-queue", args.max_queue, 1),
+              ("--max-pixels", args.max_pixels, 1), ("--port", args.port, 0)]  # fmt: skip
+    for flag, value, low in limits:
+        if value < low:
+            raise UserError(f"{flag} {value}: must be at least {low}")
+    if args.port > 65535:
+        raise UserError(f"--port {args.port}: must be at most 65535")
+    if args.max_wait_ms < 0 or args.max_body_mb <= 0:
+        raise UserError("--max-wait-ms must be >= 0 and --max-body-mb > 0")
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    from alexnet.errors import UserError
+
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        return socket.create_server((host, port), family=family, backlog=1024)
+    except OSError as exc:
+        raise UserError(f"--host {host} --port {port}: cannot listen ({exc.strerror})") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    from alexnet.errors import UserError
+
+    _check(args)
+    try:
+        import uvicorn
+
+        from alexnet.serve.app import ServeConfig, create_app
+        from alexnet.serve.engine import Engine
+    except ImportError as exc:
+        raise UserError(f"serve needs {exc.name} (pip install 'alexnet[serve]')") from None
+    from alexnet.train.distributed import from_env, resolve_device
+
+    api_key = args.api_key or os.environ.get("ALEXNET_API_KEY") or None
+    device = resolve_device(args.device, from_env())
+    engine = Engine(args.weights, device, crops=args.crops, index=args.index,
+                    max_pixels=args.max_pixels)  # fmt: skip
+    if args.index and engine.index and engine.index.weights:
+        if os.path.realpath(engine.index.weights) != os.path.realpath(args.weights):
+            print(f"alexnet serve: warning: --index was computed with {engine.index.weights}",
+                  file=sys.stderr)  # fmt: skip
+    cfg = ServeConfig(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+                      max_queue=args.max_queue, max_body_bytes=int(args.max_body_mb * 2**20),
+                      api_key=api_key)  # fmt: skip
+    app = create_app(engine, cfg)
+    sock = _listen(args.host, args.port)
+    if args.host not in LOCAL_HOSTS:
+        print(f"alexnet serve: warning: listening on {args.host}, reachable from other "
+              "machines" + ("" if api_key else " without an API key"), file=sys.stderr)  # fmt: skip
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    config = uvicorn.Config(app, log_level="warning", access_log=args.access_log,
+                            timeout_graceful_shutdown=60, lifespan="on")  # fmt: skip
+    server = uvicorn.Server(config)
+    print(f"alexnet serve: {engine.info()['name']} on http://{shown}:{port}/", flush=True)
+    # uvicorn re-raises the SIGTERM it drained for; a Python handler makes that a no-op, exit 0
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    server.run(sockets=[sock])
+    print("alexnet serve: stopped", flush=True)
+    return 0

@@ -1,0 +1,249 @@
+"""The HTTP application: JSON API under /v1, metrics, health and the page (FastAPI).
+
+Every error is a JSON `{"error": "..."}`: 401 (missing or wrong API key), 404, 413 (body over
+the size limit, too many pixels), 415 (not an image, wrong Content-Type), 422 (bad
+parameters), 503 + Retry-After (queue full), 500 (a bug: the server stays up).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import numpy as np
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from alexnet.serve.batcher import Batcher, QueueFull
+from alexnet.serve.engine import ApiError, Engine
+from alexnet.serve.metrics import Metrics
+
+STATIC = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/style.css": ("style.css", "text/css; charset=utf-8"),
+}
+
+
+@dataclass
+class ServeConfig:
+    """Limits of one server (see `alexnet serve --help`)."""
+
+    max_batch: int = 32
+    max_wait_ms: float = 5.0
+    max_queue: int = 256
+    max_body_bytes: int = 16 * 2**20
+    max_images: int = 32  # per request
+    api_key: str | None = None
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it passes `limit` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"body of {int(declared)} bytes is over the limit of {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def request_images(request: Request, cfg: ServeConfig) -> list[tuple[str, bytes]]:
+    """(name, bytes) of each image: the raw body (Content-Type image/*) or the multipart
+    fields named `image`."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype not in ("multipart/form-data", "application/octet-stream") and not ctype.startswith(
+        "image/"
+    ):
+        raise ApiError(415, f"Content-Type {ctype or 'missing'}: send image/* or multipart")
+    body = await read_body(request, cfg.max_body_bytes)
+    if ctype != "multipart/form-data":
+        if not body:
+            raise ApiError(422, "empty body: send the image bytes")
+        return [("image", body)]
+
+    async def replay() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    form = await Request(request.scope, replay).form(max_files=cfg.max_images, max_fields=64)
+    files = [f for f in form.getlist("image") if not isinstance(f, str)]
+    if not files:
+        raise ApiError(422, "multipart body has no file field named 'image'")
+    return [(f.filename or "image", await f.read()) for f in files]
+
+
+def create_app(engine: Engine, cfg: ServeConfig) -> FastAPI:
+    """The application for one loaded model; the batcher starts and drains with it."""
+    metrics = Metrics()
+    batcher = Batcher(
+        engine.run_batch,
+        max_batch=cfg.max_batch,
+        max_wait_ms=cfg.max_wait_ms,
+        max_queue=cfg.max_queue,
+        on_batch=metrics.batch_size.observe,
+        on_depth=metrics.queue_depth.set,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        batcher.start()
+        yield
+        await batcher.stop()  # uvicorn has finished the in-flight requests by now
+
+    app = FastAPI(title="alexnet serve", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)  # fmt: skip
+    app.state.engine, app.state.batcher, app.state.metrics = engine, batcher, metrics
+    _install_handlers(app, metrics)
+
+    def auth(request: Request) -> None:
+        if cfg.api_key is None:
+            return
+        given = request.headers.get("authorization", "")
+        expected = f"Bearer {cfg.api_key}"
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            raise ApiError(401, "missing or wrong API key (Authorization: Bearer KEY)",
+                           {"WWW-Authenticate": "Bearer"})  # fmt: skip
+
+    async def images_of(request: Request) -> tuple[list[str], list[Any]]:
+        items = await request_images(request, cfg)
+        if len(items) > cfg.max_images:
+            raise ApiError(422, f"{len(items)} images in one request (at most {cfg.max_images})")
+        arrays = await asyncio.gather(*(asyncio.to_thread(engine.decode, d, n) for n, d in items))
+        return [n for n, _ in items], list(arrays)
+
+    async def run(kind: str, images: list[Any]) -> list[Any]:
+        try:
+            out = await batcher.submit(kind, images)
+        except QueueFull as exc:
+            raise ApiError(503, f"server busy: {exc}", {"Retry-After": "1"}) from None
+        metrics.images.labels(kind).inc(len(images))
+        return out
+
+    v1 = [Depends(auth)]
+
+    @app.post("/v1/predict", dependencies=v1)
+    async def predict(request: Request, topk: int = Query(5, ge=1, le=100_000)) -> dict:
+        names, images = await images_of(request)
+        probs = await run("predict", images)
+        preds = [engine.prediction(n, p, topk) for n, p in zip(names, probs)]
+        info = engine.predictor
+        return {"model": info.meta["model"]["name"], "crops": info.crops, "topk": topk,
+                "predictions": preds}  # fmt: skip
+
+    @app.post("/v1/features", dependencies=v1)
+    async def features(request: Request) -> dict:
+        names, images = await images_of(request)
+        feats = await run("features", images)
+        rows = [{"image": n, "features": f.tolist()} for n, f in zip(names, feats)]
+        return {"model": engine.predictor.meta["model"]["name"], "dim": engine.feature_dim,
+                "layer": "penultimate (fc7 after ReLU for paper/seed/torchvision)",
+                "results": rows}  # fmt: skip
+
+    @app.post("/v1/neighbors", dependencies=v1)
+    async def neighbors(request: Request, k: int = Query(8, ge=1, le=256)) -> dict:
+        index = _index(engine)
+        names, images = await images_of(request)
+        feats = await run("features", images)
+        queries = np.stack([f.numpy() for f in feats])
+        found = await batcher.call(index.search, queries, k)
+        results = [{"query": n, "neighbors": f} for n, f in zip(names, found)]
+        return {"split": index.split, "k": k, "results": results}
+
+    @app.get("/v1/images/{split}/{i}.png", dependencies=v1)
+    async def thumbnail(split: str, i: int) -> Response:
+        png = await asyncio.to_thread(_index(engine).thumbnail, split, i)
+        return Response(png, media_type="image/png", headers={"Cache-Control": "max-age=3600"})
+
+    @app.get("/v1/kernels.png", dependencies=v1)
+    async def kernels() -> Response:
+        return Response(await batcher.call(engine.kernels_png), media_type="image/png")
+
+    @app.post("/v1/conv1", dependencies=v1)
+    async def conv1(request: Request) -> Response:
+        _, images = await images_of(request)
+        if len(images) != 1:
+            raise ApiError(422, "send exactly one image")
+        png = await batcher.call(engine.conv1_png, images[0])
+        return Response(png, media_type="image/png")
+
+    @app.get("/v1/model", dependencies=v1)
+    async def model() -> dict:
+        return {**engine.info(), "max_batch": cfg.max_batch, "max_wait_ms": cfg.max_wait_ms,
+                "max_body_bytes": cfg.max_body_bytes}  # fmt: skip
+
+    @app.get("/healthz")
+    async def healthz() -> dict:
+        return {"status": "ok", "queue_depth": batcher.depth}
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        body, ctype = metrics.render()
+        return Response(body, media_type=ctype)
+
+    for route, (name, ctype) in STATIC.items():
+        app.add_api_route(route, _static(name, ctype), methods=["GET"], include_in_schema=False)
+    return app
+
+
+def _index(engine: Engine):
+    if engine.index is None:
+        raise ApiError(404, "this server has no neighbour index (start it with --index FEATS)")
+    return engine.index
+
+
+def _static(name: str, ctype: str):
+    body = resources.files("alexnet.serve").joinpath("static", name).read_bytes()
+
+    async def page() -> Response:
+        return Response(body, media_type=ctype, headers={"Cache-Control": "no-cache"})
+
+    return page
+
+
+def _install_handlers(app: FastAPI, metrics: Metrics) -> None:
+    """JSON errors everywhere, and a request counter + latency histogram per route."""
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return _error(exc.status, exc.message, exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_params(request: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = []
+        for e in exc.errors():
+            where = ".".join(str(x) for x in e.get("loc", ()) if x not in ("query", "path"))
+            parts.append(f"{where}: {e.get('msg', 'invalid')}")
+        return _error(422, "; ".join(parts) or "invalid parameters")
+
+    @app.exception_handler(Exception)
+    async def bug(request: Request, exc: Exception) -> JSONResponse:
+        return _error(500, f"internal error: {type(exc).__name__}: {exc}")
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next):
+        t0 = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "other")
+        metrics.observe_request(
+            request.method, path, response.status_code, time.perf_counter() - t0
+        )
+        return response

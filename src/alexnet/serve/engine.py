@@ -1,0 +1,207 @@
+"""What the server computes: one model, its answers, the neighbour index and the pictures.
+
+All image work reuses `alexnet predict`'s code path: uploads are decoded by
+`alexnet.data.decode.decode_image` and brought to the stored size exactly as
+`alexnet.inference.read_image` does for files (paper §2: shorter side to the size, centre
+crop); `Predictor.probabilities` / `Predictor.features` then run the evaluation transform and
+the model, in float32. So the answer for an upload equals `alexnet predict --json` on the same
+file and weights.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from alexnet.data.decode import decode_image
+from alexnet.errors import UserError
+from alexnet.inference import Prediction, Predictor, load_features, nearest
+from alexnet.viz import first_conv_weight, tile_kernels
+
+
+class ApiError(Exception):
+    """An HTTP error answer: `status` and a one-line `message` (sent as {"error": message})."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+def _load_model(path: str | os.PathLike, device: str | torch.device, crops: int = 1) -> Predictor:
+    """The one place where the server reads weights (through the safe loaders)."""
+    return Predictor(path, device, crops=crops)
+
+
+def png_bytes(image: np.ndarray, scale: int = 1) -> bytes:
+    """uint8 (H, W, 3) -> PNG bytes, each pixel repeated `scale` times each way."""
+    img = Image.fromarray(np.ascontiguousarray(image))
+    if scale > 1:
+        img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def tile_maps(maps: torch.Tensor, columns: int = 16, gap: int = 1) -> np.ndarray:
+    """Feature maps (C, H, W) -> one gray uint8 image, each map scaled by its own maximum
+    (ReLU outputs, >= 0), white gaps between maps."""
+    m = maps.float().clamp_min(0)
+    top = m.flatten(1).amax(1).clamp_min(1e-12)[:, None, None]
+    m = (m / top * 255).round().to(torch.uint8).cpu().numpy()
+    c, h, w = m.shape
+    columns = min(columns, c)
+    rows = -(-c // columns)
+    out = np.full((rows * (h + gap) - gap, columns * (w + gap) - gap), 255, np.uint8)
+    for i in range(c):
+        r, col = divmod(i, columns)
+        out[r * (h + gap) : r * (h + gap) + h, col * (w + gap) : col * (w + gap) + w] = m[i]
+    return np.repeat(out[:, :, None], 3, axis=2)
+
+
+class NeighbourIndex:
+    """Features of a packed split (from `alexnet features`) and the images they came from."""
+
+    def __init__(self, path: str | os.PathLike, dim: int) -> None:
+        from alexnet.data.packed import open_dataset, read_header
+
+        feats, meta = load_features(path)
+        if feats.shape[1] != dim:
+            raise UserError(f"--index {path}: features of size {feats.shape[1]}, model gives {dim}")
+        if not meta.get("data"):
+            raise UserError(f"--index {path}: names no packed dataset")
+        self.feats = np.ascontiguousarray(feats, dtype=np.float32)
+        self.rows = [int(i) for i in meta["indices"]]
+        self.split = str(meta.get("split", "train"))
+        self.weights = meta.get("weights")
+        self.data = str(meta["data"])
+        self.splits = list(read_header(self.data)["splits"])
+        self._datasets = {self.split: open_dataset(self.data, self.split)}
+
+    def dataset(self, split: str):
+        if split not in self.splits:
+            raise ApiError(404, f"no split {split!r} (has {', '.join(self.splits)})")
+        if split not in self._datasets:
+            from alexnet.data.packed import open_dataset
+
+            self._datasets[split] = open_dataset(self.data, split)
+        return self._datasets[split]
+
+    def search(self, queries: np.ndarray, k: int) -> list[list[dict[str, Any]]]:
+        """(Q, D) features -> for each query its k nearest images (Euclidean, paper §6.1)."""
+        ds = self._datasets[self.split]
+        dist, idx = nearest(queries, self.feats, k)
+        out = []
+        for d_row, i_row in zip(dist.tolist(), idx.tolist()):
+            found = []
+            for d, r in zip(d_row, i_row):
+                index = self.rows[r]
+                label = ds.classes[int(ds.labels[index])]
+                url = f"/v1/images/{self.split}/{index}.png"
+                found.append({"index": index, "distance": d, "label": label, "image": url})
+            out.append(found)
+        return out
+
+    def thumbnail(self, split: str, i: int) -> bytes:
+        ds = self.dataset(split)
+        if not 0 <= i < len(ds):
+            raise ApiError(404, f"image {i} out of range: split {split!r} has {len(ds)} images")
+        return png_bytes(np.asarray(ds.images[i]))
+
+
+class Engine:
+    """A `Predictor` plus the server's extras; every method that runs the model is meant for
+    the batcher's single worker thread."""
+
+    def __init__(
+        self,
+        weights: str | os.PathLike,
+        device: str | torch.device = "cpu",
+        *,
+        crops: int = 1,
+        index: str | os.PathLike | None = None,
+        max_pixels: int = 40_000_000,
+    ) -> None:
+        self.predictor = _load_model(weights, device, crops)
+        self.max_pixels = int(max_pixels)
+        self.conv1 = next(
+            m for m in self.predictor.model.modules() if isinstance(m, torch.nn.Conv2d)
+        )
+        size = self.predictor.image_size
+        probe = np.zeros((1, size, size, 3), np.uint8)
+        self.feature_dim = int(self.predictor.features(probe).shape[1])
+        self.index = NeighbourIndex(index, self.feature_dim) if index else None
+
+    def info(self) -> dict[str, Any]:
+        p = self.predictor
+        return {
+            "name": p.meta["model"]["name"],
+            "config": p.meta["model"],
+            "classes": p.classes,
+            "num_classes": len(p.classes),
+            "input_size": int(p.preprocess["crop_size"]),
+            "image_size": p.image_size,
+            "crops": p.crops,
+            "feature_dim": self.feature_dim,
+            "preprocess": p.preprocess,
+            "metadata": p.meta.get("extra", {}),
+            "index": None
+            if self.index is None
+            else {"split": self.index.split, "count": len(self.index.rows)},
+        }
+
+    def decode(self, data: bytes, name: str) -> np.ndarray:
+        """Upload bytes -> uint8 (S, S, 3) at the stored size; ApiError 413 for a decompression
+        bomb (pixel count read from the header before decoding), 415 for anything else."""
+        p = self.predictor
+        rule = p.resize_rule
+        decoded = decode_image(data, name, None if rule == "torchvision" else p.image_size,
+                               self.max_pixels)  # fmt: skip
+        if decoded.image is None:
+            bomb = (decoded.skip or "").startswith("decompression bomb")
+            raise ApiError(413 if bomb else 415, f"{name}: {decoded.skip}")
+        if rule == "torchvision":  # as inference.read_image
+            import torchvision.transforms.functional as TF
+
+            img = TF.resize(Image.fromarray(decoded.image), p.image_size)
+            return np.asarray(TF.center_crop(img, [p.image_size, p.image_size]))
+        return decoded.image
+
+    def run_batch(self, kind: str, images: np.ndarray) -> list[torch.Tensor]:
+        """uint8 (B, S, S, 3) -> B rows: class probabilities (K,) or features (D,), float32."""
+        if kind == "predict":
+            return list(self.predictor.probabilities(images).cpu())
+        if kind == "features":
+            return list(self.predictor.features(images).cpu())
+        raise ValueError(f"unknown batch kind {kind!r}")
+
+    def prediction(self, name: str, probs: torch.Tensor, topk: int) -> dict[str, Any]:
+        """One image's (K,) probabilities -> the object `alexnet predict --json` prints."""
+        (idx,), (val,) = self.predictor.top(probs[None], topk)
+        classes = [self.predictor.classes[i] for i in idx]
+        return Prediction(name, idx, classes, val).to_json()
+
+    def kernels_png(self) -> bytes:
+        """conv1's kernels (paper Fig. 3), each min-max normalized, 16 per row."""
+        weight = first_conv_weight(self.predictor.model)
+        tiles = (tile_kernels(weight, columns=16) * 255).round().astype(np.uint8)
+        return png_bytes(tiles, scale=max(1, 96 // (weight.shape[-1] * 2)))
+
+    @torch.no_grad()
+    def conv1_png(self, image: np.ndarray) -> bytes:
+        """conv1 feature maps after ReLU of one image's centre crop, as a PNG grid."""
+        seen: list[torch.Tensor] = []
+        hook = self.conv1.register_forward_hook(lambda m, i, o: seen.append(o.detach()))
+        try:
+            self.predictor.features(image[None])
+        finally:
+            hook.remove()
+        maps = seen[0][0].clamp_min(0)
+        scale = max(1, 64 // maps.shape[-1])
+        return png_bytes(tile_maps(maps, columns=16 if maps.shape[0] >= 32 else 8), scale)
