@@ -169,15 +169,15 @@ def create_app(engine: Engine, cfg: ServeConfig) -> FastAPI:
         return Response(png, media_type="image/png", headers={"Cache-Control": "max-age=3600"})
 
     @app.get("/v1/kernels.png", dependencies=v1)
-    async def kernels() -> Response:
-        return Response(await batcher.call(engine.kernels_png), media_type="image/png")
+    async def kernels(columns: int = Query(16, ge=1, le=96)) -> Response:
+        return Response(await batcher.call(engine.kernels_png, columns), media_type="image/png")
 
     @app.post("/v1/conv1", dependencies=v1)
-    async def conv1(request: Request) -> Response:
+    async def conv1(request: Request, columns: int = Query(16, ge=1, le=96)) -> Response:
         _, images = await images_of(request)
         if len(images) != 1:
             raise ApiError(422, "send exactly one image")
-        png = await batcher.call(engine.conv1_png, images[0])
+        png = await batcher.call(engine.conv1_png, images[0], columns)
         return Response(png, media_type="image/png")
 
     @app.get("/v1/model", dependencies=v1)

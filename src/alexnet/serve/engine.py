@@ -187,14 +187,14 @@ class Engine:
         classes = [self.predictor.classes[i] for i in idx]
         return Prediction(name, idx, classes, val).to_json()
 
-    def kernels_png(self) -> bytes:
-        """conv1's kernels (paper Fig. 3), each min-max normalized, 16 per row."""
+    def kernels_png(self, columns: int = 16) -> bytes:
+        """conv1's kernels (paper Fig. 3), each min-max normalized, `columns` per row."""
         weight = first_conv_weight(self.predictor.model)
-        tiles = (tile_kernels(weight, columns=16) * 255).round().astype(np.uint8)
+        tiles = (tile_kernels(weight, columns=columns) * 255).round().astype(np.uint8)
         return png_bytes(tiles, scale=max(1, 96 // (weight.shape[-1] * 2)))
 
     @torch.no_grad()
-    def conv1_png(self, image: np.ndarray) -> bytes:
+    def conv1_png(self, image: np.ndarray, columns: int = 16) -> bytes:
         """conv1 feature maps after ReLU of one image's centre crop, as a PNG grid."""
         seen: list[torch.Tensor] = []
         hook = self.conv1.register_forward_hook(lambda m, i, o: seen.append(o.detach()))
@@ -204,4 +204,4 @@ class Engine:
             hook.remove()
         maps = seen[0][0].clamp_min(0)
         scale = max(1, 64 // maps.shape[-1])
-        return png_bytes(tile_maps(maps, columns=16 if maps.shape[0] >= 32 else 8), scale)
+        return png_bytes(tile_maps(maps, columns=columns), scale)

@@ -3,6 +3,7 @@
 const $ = (id) => document.getElementById(id);
 let key = sessionStorage.getItem("alexnet-key") || "";
 let hasIndex = false;
+const columns = () => (window.innerWidth < 700 ? 8 : 16);  // pictures' tiles per row
 
 async function api(path, options = {}) {
   const headers = Object.assign({}, options.headers || {});
@@ -35,7 +36,7 @@ async function loadModel() {
   $("model-name").textContent = m.name;
   $("model-info").textContent = `${m.num_classes} classes · input ${m.input_size} px · ` +
     `features ${m.feature_dim}-d` + (hasIndex ? ` · index: ${m.index.count} ${m.index.split} images` : "");
-  $("kernels").src = await imageURL("/v1/kernels.png");
+  $("kernels").src = await imageURL("/v1/kernels.png?columns=" + columns());
   if (!hasIndex) $("neighbors").innerHTML = '<p class="muted">no index (start with --index FEATS)</p>';
 }
 
@@ -79,7 +80,7 @@ async function run(file) {
   try {
     const res = await (await api("/v1/predict?topk=5", post(file))).json();
     showTop(res.predictions[0]);
-    const jobs = [imageURL("/v1/conv1", post(file)).then((u) => {
+    const jobs = [imageURL("/v1/conv1?columns=" + columns(), post(file)).then((u) => {
       $("maps").src = u; $("maps").hidden = false; $("maps-empty").hidden = true;
     })];
     if (hasIndex) jobs.push(showNeighbors(file));
