@@ -138,7 +138,7 @@ def ctype(path: Path) -> str:
 
 def test_predict_equals_cli(world, server, capsys):
     names = ["chelsea.png", "coffee.jpg", "astronaut.png"]
-    with httpx.Client(base_url=server.url, timeout=30) as c:
+    with httpx.Client(base_url=server.url, timeout=30, trust_env=False) as c:
         for name in names:
             path = world[name]
             ref = cli_predict(capsys, world["weights"], path)
@@ -185,7 +185,7 @@ def test_features_neighbors_and_thumbnails(world, server):
 
     png = world["chelsea.png"]
     hdr = {"Content-Type": "image/png"}
-    with httpx.Client(base_url=server.url, timeout=30) as c:
+    with httpx.Client(base_url=server.url, timeout=30, trust_env=False) as c:
         f = c.post("/v1/features", content=png.read_bytes(), headers=hdr).json()
         nb = c.post("/v1/neighbors?k=5", content=png.read_bytes(), headers=hdr).json()
         thumbs = {n["index"]: c.get(n["image"]) for n in nb["results"][0]["neighbors"]}
@@ -233,13 +233,17 @@ def batch_stats(client) -> tuple[float, float]:
 def test_32_concurrent_clients_get_their_own_answers(world, server):
     images = distinct_images(world["root"], 32)
     hdr = {"Content-Type": "image/png"}
-    with httpx.Client(base_url=server.url, timeout=30) as c:  # alone: batches of one
+    with httpx.Client(
+        base_url=server.url, timeout=30, trust_env=False
+    ) as c:  # alone: batches of one
         alone = [c.post("/v1/predict?topk=10", content=b, headers=hdr).json() for b in images]
         passes0, images0 = batch_stats(c)
 
     async def together() -> list[dict]:
         limits = httpx.Limits(max_connections=32)
-        async with httpx.AsyncClient(base_url=server.url, timeout=30, limits=limits) as ac:
+        async with httpx.AsyncClient(
+            base_url=server.url, timeout=30, limits=limits, trust_env=False
+        ) as ac:
             rs = await asyncio.gather(
                 *(ac.post("/v1/predict?topk=10", content=b, headers=hdr) for b in images)
             )
@@ -247,7 +251,7 @@ def test_32_concurrent_clients_get_their_own_answers(world, server):
         return [r.json() for r in rs]
 
     batched = asyncio.run(together())
-    with httpx.Client(base_url=server.url, timeout=30) as c:
+    with httpx.Client(base_url=server.url, timeout=30, trust_env=False) as c:
         passes1, images1 = batch_stats(c)
     assert images1 - images0 == 32 and passes1 - passes0 < 32  # some passes held several
     tops = [a["predictions"][0]["top"] for a in alone]
@@ -278,7 +282,7 @@ def test_bad_input_auth_and_errors(world, strict):
     photo = world["chelsea.png"].read_bytes()  # a real photo, over 50 kB
     small = dh.png_bytes(dh.photo(1, 60, 40))
     assert len(photo) > 0.05 * 2**20 and len(bomb) < 0.05 * 2**20
-    with httpx.Client(base_url=strict.url, timeout=30) as c:
+    with httpx.Client(base_url=strict.url, timeout=30, trust_env=False) as c:
         text = {**KEY, "Content-Type": "text/plain"}
         cases = {
             "no key": (c.get("/v1/model"), 401),
@@ -311,13 +315,13 @@ def test_full_queue_503_and_sigterm_drains(world, strict):
     results: list = [None] * 4
 
     def send(i: int) -> None:
-        with httpx.Client(base_url=strict.url, timeout=30) as c:
+        with httpx.Client(base_url=strict.url, timeout=30, trust_env=False) as c:
             results[i] = c.post("/v1/predict", content=images[i], headers=PNG)
 
     threads = [threading.Thread(target=send, args=(i,)) for i in range(4)]
     for t in threads:
         t.start()
-    with httpx.Client(base_url=strict.url, timeout=30) as c:
+    with httpx.Client(base_url=strict.url, timeout=30, trust_env=False) as c:
         deadline = time.monotonic() + 10
         while c.get("/healthz").json()["queue_depth"] < 4 and time.monotonic() < deadline:
             time.sleep(0.05)

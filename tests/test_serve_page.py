@@ -100,7 +100,7 @@ def test_page_in_headless_chromium(tmp_path):
     with Server(tmp_path / "server.log", "--weights", str(world["weights"]), "--index",
                 str(world["feats"])) as s:  # fmt: skip
         seen = page_screenshots(s.url, photo, tmp_path, tmp_path / "profile")
-        with httpx.Client(base_url=s.url, timeout=30) as c:
+        with httpx.Client(base_url=s.url, timeout=30, trust_env=False) as c:
             api = c.post("/v1/predict?topk=5", content=photo.read_bytes(),
                          headers={"Content-Type": "image/png"}).json()  # fmt: skip
         assert s.stop() == 0

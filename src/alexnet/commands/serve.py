@@ -56,7 +56,9 @@ def _listen(host: str, port: int) -> socket.socket:
 
     try:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        return socket.create_server((host, port), family=family, backlog=1024)
+        sock = socket.create_server((host, port), family=family, backlog=1024)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # inherited by connections
+        return sock
     except OSError as exc:
         raise UserError(f"--host {host} --port {port}: cannot listen ({exc.strerror})") from None
 
