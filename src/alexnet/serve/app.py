@@ -96,6 +96,7 @@ def create_app(engine: Engine, cfg: ServeConfig) -> FastAPI:
         max_queue=cfg.max_queue,
         on_batch=metrics.batch_size.observe,
         on_depth=metrics.queue_depth.set,
+        thread_init=engine.thread_init,
     )
 
     @asynccontextmanager

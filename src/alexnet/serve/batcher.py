@@ -42,6 +42,7 @@ class Batcher:
         max_wait_ms: longest wait for more images once one is waiting.
         max_queue: most images waiting or running; more are refused with `QueueFull`.
         on_batch: called with each batch size (metrics); on_depth: with the queue depth.
+        thread_init: run once on the worker thread before any model call.
     """
 
     def __init__(
@@ -53,6 +54,7 @@ class Batcher:
         max_queue: int = 256,
         on_batch: Callable[[int], None] | None = None,
         on_depth: Callable[[int], None] | None = None,
+        thread_init: Callable[[], Any] | None = None,
     ) -> None:
         self.run_batch = run_batch
         self.max_batch = max(1, int(max_batch))
@@ -63,7 +65,9 @@ class Batcher:
         self._queue: asyncio.Queue[_Item | None] = asyncio.Queue()
         self._pending = 0
         self._task: asyncio.Task | None = None
-        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="alexnet-model")
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix="alexnet-model", initializer=thread_init
+        )
 
     @property
     def depth(self) -> int:
