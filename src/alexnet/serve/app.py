@@ -86,69 +86,90 @@ async def request_images(request: Request, cfg: ServeConfig) -> list[tuple[str, 
     return [(f.filename or "image", await f.read()) for f in files]
 
 
-def create_app(engine: Engine, cfg: ServeConfig) -> FastAPI:
-    """The application for one loaded model; the batcher starts and drains with it."""
-    metrics = Metrics()
-    batcher = Batcher(
-        engine.run_batch,
-        max_batch=cfg.max_batch,
-        max_wait_ms=cfg.max_wait_ms,
-        max_queue=cfg.max_queue,
-        on_batch=metrics.batch_size.observe,
-        on_depth=metrics.queue_depth.set,
-        thread_init=engine.thread_init,
-    )
+class Server:
+    """What the routes share: the engine, its batcher, the metrics and the limits."""
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI):
-        batcher.start()
-        yield
-        await batcher.stop()  # uvicorn has finished the in-flight requests by now
+    def __init__(self, engine: Engine, cfg: ServeConfig) -> None:
+        self.engine, self.cfg, self.metrics = engine, cfg, Metrics()
+        self.batcher = Batcher(
+            engine.run_batch,
+            max_batch=cfg.max_batch,
+            max_wait_ms=cfg.max_wait_ms,
+            max_queue=cfg.max_queue,
+            on_batch=self.metrics.batch_size.observe,
+            on_depth=self.metrics.queue_depth.set,
+            thread_init=engine.thread_init,
+        )
 
-    app = FastAPI(title="alexnet serve", lifespan=lifespan, docs_url=None, redoc_url=None,
-                  openapi_url=None)  # fmt: skip
-    app.state.engine, app.state.batcher, app.state.metrics = engine, batcher, metrics
-    _install_handlers(app, metrics)
-
-    def auth(request: Request) -> None:
-        if cfg.api_key is None:
+    def auth(self, request: Request) -> None:
+        """With an API key: `Authorization: Bearer KEY`, compared in constant time."""
+        if self.cfg.api_key is None:
             return
         given = request.headers.get("authorization", "")
-        expected = f"Bearer {cfg.api_key}"
+        expected = f"Bearer {self.cfg.api_key}"
         if not hmac.compare_digest(given.encode(), expected.encode()):
             raise ApiError(401, "missing or wrong API key (Authorization: Bearer KEY)",
                            {"WWW-Authenticate": "Bearer"})  # fmt: skip
 
-    async def images_of(request: Request) -> tuple[list[str], list[Any]]:
-        items = await request_images(request, cfg)
-        if len(items) > cfg.max_images:
-            raise ApiError(422, f"{len(items)} images in one request (at most {cfg.max_images})")
-        arrays = await asyncio.gather(*(asyncio.to_thread(engine.decode, d, n) for n, d in items))
+    async def images_of(self, request: Request) -> tuple[list[str], list[np.ndarray]]:
+        """Names and decoded uint8 (S, S, 3) images of a request (decoded on threads)."""
+        items = await request_images(request, self.cfg)
+        if len(items) > self.cfg.max_images:
+            raise ApiError(
+                422, f"{len(items)} images in one request (at most {self.cfg.max_images})"
+            )
+        decode = self.engine.decode
+        arrays = await asyncio.gather(*(asyncio.to_thread(decode, d, n) for n, d in items))
         return [n for n, _ in items], list(arrays)
 
-    async def run(kind: str, images: list[Any]) -> list[Any]:
+    async def run(self, kind: str, images: list[np.ndarray]) -> list[Any]:
+        """The images' answers through the batcher; 503 + Retry-After when the queue is full."""
         try:
-            out = await batcher.submit(kind, images)
+            out = await self.batcher.submit(kind, images)
         except QueueFull as exc:
             raise ApiError(503, f"server busy: {exc}", {"Retry-After": "1"}) from None
-        metrics.images.labels(kind).inc(len(images))
+        self.metrics.images.labels(kind).inc(len(images))
         return out
 
-    v1 = [Depends(auth)]
+
+def create_app(engine: Engine, cfg: ServeConfig) -> FastAPI:
+    """The application for one loaded model; the batcher starts and drains with it."""
+    srv = Server(engine, cfg)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        srv.batcher.start()
+        yield
+        await srv.batcher.stop()  # uvicorn has finished the in-flight requests by now
+
+    app = FastAPI(title="alexnet serve", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)  # fmt: skip
+    app.state.server = srv
+    _install_handlers(app, srv.metrics)
+    _model_routes(app, srv)
+    _info_routes(app, srv)
+    for route, (name, ctype) in STATIC.items():
+        app.add_api_route(route, _static(name, ctype), methods=["GET"], include_in_schema=False)
+    return app
+
+
+def _model_routes(app: FastAPI, srv: Server) -> None:
+    """POST /v1/predict, /v1/features, /v1/neighbors: answers through the batcher."""
+    engine, v1 = srv.engine, [Depends(srv.auth)]
 
     @app.post("/v1/predict", dependencies=v1)
     async def predict(request: Request, topk: int = Query(5, ge=1, le=100_000)) -> dict:
-        names, images = await images_of(request)
-        probs = await run("predict", images)
+        names, images = await srv.images_of(request)
+        probs = await srv.run("predict", images)
         preds = [engine.prediction(n, p, topk) for n, p in zip(names, probs)]
-        info = engine.predictor
-        return {"model": info.meta["model"]["name"], "crops": info.crops, "topk": topk,
+        p = engine.predictor
+        return {"model": p.meta["model"]["name"], "crops": p.crops, "topk": topk,
                 "predictions": preds}  # fmt: skip
 
     @app.post("/v1/features", dependencies=v1)
     async def features(request: Request) -> dict:
-        names, images = await images_of(request)
-        feats = await run("features", images)
+        names, images = await srv.images_of(request)
+        feats = await srv.run("features", images)
         rows = [{"image": n, "features": f.tolist()} for n, f in zip(names, feats)]
         return {"model": engine.predictor.meta["model"]["name"], "dim": engine.feature_dim,
                 "layer": "penultimate (fc7 after ReLU for paper/seed/torchvision)",
@@ -157,12 +178,17 @@ def create_app(engine: Engine, cfg: ServeConfig) -> FastAPI:
     @app.post("/v1/neighbors", dependencies=v1)
     async def neighbors(request: Request, k: int = Query(8, ge=1, le=256)) -> dict:
         index = _index(engine)
-        names, images = await images_of(request)
-        feats = await run("features", images)
+        names, images = await srv.images_of(request)
+        feats = await srv.run("features", images)
         queries = np.stack([f.numpy() for f in feats])
-        found = await batcher.call(index.search, queries, k)
+        found = await srv.batcher.call(index.search, queries, k)
         results = [{"query": n, "neighbors": f} for n, f in zip(names, found)]
         return {"split": index.split, "k": k, "results": results}
+
+
+def _info_routes(app: FastAPI, srv: Server) -> None:
+    """Pictures, model information, health and metrics."""
+    engine, cfg, v1 = srv.engine, srv.cfg, [Depends(srv.auth)]
 
     @app.get("/v1/images/{split}/{i}.png", dependencies=v1)
     async def thumbnail(split: str, i: int) -> Response:
@@ -171,14 +197,15 @@ def create_app(engine: Engine, cfg: ServeConfig) -> FastAPI:
 
     @app.get("/v1/kernels.png", dependencies=v1)
     async def kernels(columns: int = Query(16, ge=1, le=96)) -> Response:
-        return Response(await batcher.call(engine.kernels_png, columns), media_type="image/png")
+        png = await srv.batcher.call(engine.kernels_png, columns)
+        return Response(png, media_type="image/png")
 
     @app.post("/v1/conv1", dependencies=v1)
     async def conv1(request: Request, columns: int = Query(16, ge=1, le=96)) -> Response:
-        _, images = await images_of(request)
+        _, images = await srv.images_of(request)
         if len(images) != 1:
             raise ApiError(422, "send exactly one image")
-        png = await batcher.call(engine.conv1_png, images[0], columns)
+        png = await srv.batcher.call(engine.conv1_png, images[0], columns)
         return Response(png, media_type="image/png")
 
     @app.get("/v1/model", dependencies=v1)
@@ -188,16 +215,12 @@ def create_app(engine: Engine, cfg: ServeConfig) -> FastAPI:
 
     @app.get("/healthz")
     async def healthz() -> dict:
-        return {"status": "ok", "queue_depth": batcher.depth}
+        return {"status": "ok", "queue_depth": srv.batcher.depth}
 
     @app.get("/metrics")
     async def prometheus() -> Response:
-        body, ctype = metrics.render()
+        body, ctype = srv.metrics.render()
         return Response(body, media_type=ctype)
-
-    for route, (name, ctype) in STATIC.items():
-        app.add_api_route(route, _static(name, ctype), methods=["GET"], include_in_schema=False)
-    return app
 
 
 def _index(engine: Engine):
