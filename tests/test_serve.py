@@ -345,3 +345,31 @@ def test_cli_user_errors(tmp_path, capsys):
     assert "no such weights file" in capsys.readouterr().err
     assert main(["serve", "--weights", "w", "--max-batch", "0"]) == 2
     assert "--max-batch 0" in capsys.readouterr().err
+
+
+def test_batcher_gathers_and_keeps_answers_apart():
+    from alexnet.serve.batcher import Batcher, QueueFull
+
+    seen: list[int] = []
+
+    def run_batch(kind: str, images: np.ndarray) -> list:
+        seen.append(len(images))
+        if kind == "boom":
+            raise RuntimeError("model failed")
+        return [int(img.sum()) for img in images]  # each image's own answer
+
+    async def go() -> None:
+        b = Batcher(run_batch, max_batch=4, max_wait_ms=50, max_queue=10)
+        b.start()
+        imgs = [np.full((2, 2, 3), i, np.uint8) for i in range(10)]
+        answers = await asyncio.gather(*(b.submit("predict", [im]) for im in imgs))
+        assert [a[0] for a in answers] == [12 * i for i in range(10)]
+        assert seen == [4, 4, 2]
+        with pytest.raises(QueueFull):
+            await b.submit("predict", imgs + imgs[:1])  # 11 > max_queue: none accepted
+        with pytest.raises(RuntimeError, match="model failed"):
+            await b.submit("boom", imgs[:2])
+        assert b.depth == 0
+        await b.stop()
+
+    asyncio.run(go())
