@@ -119,6 +119,29 @@ async def level(url: str, body: bytes, concurrency: int, count: int, seconds: fl
             "errors": errors}  # fmt: skip
 
 
+def model_alone(weights: Path, body: bytes, batch: int, seconds: float = 3.0) -> dict:
+    """ms per image of the model call alone (decoded image, on a worker thread as in the
+    server) at batch 1 and at `batch`: the most that batching can gain."""
+    import concurrent.futures
+
+    from alexnet.serve.engine import Engine
+
+    engine = Engine(weights, "cpu")
+    image = engine.decode(body, "photo.jpg")
+    pool = concurrent.futures.ThreadPoolExecutor(1, initializer=engine.thread_init)
+    out = {}
+    for b in (1, batch):
+        x = np.stack([image] * b)
+        pool.submit(engine.run_batch, "predict", x).result()  # warm-up
+        t0, n = time.perf_counter(), 0
+        while time.perf_counter() - t0 < seconds:
+            pool.submit(engine.run_batch, "predict", x).result()
+            n += 1
+        out[f"model_batch{b}_ms_per_image"] = round((time.perf_counter() - t0) / n / b * 1000, 2)
+    pool.shutdown()
+    return out
+
+
 def run_config(name: str, weights: Path, body: bytes, args, extra: list[str]) -> list[dict]:
     proc, url = start(weights, *extra)
     try:
@@ -139,6 +162,16 @@ def run_config(name: str, weights: Path, body: bytes, args, extra: list[str]) ->
     return rows
 
 
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--weights", type=Path, help="weights file (default: random --model)")
@@ -155,12 +188,15 @@ def main() -> None:
         batched = ["--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms)]
         rows = run_config("batched", weights, body, args, batched)
         rows += run_config("unbatched", weights, body, args, ["--max-batch", "1"])
+        alone = model_alone(weights, body, args.max_batch)
+    print(f"model alone: {alone}")
     top = max(args.concurrency)
     rate = {r["config"]: r["rps"] for r in rows if r["concurrency"] == top}
+    ratio = round(rate["batched"] / rate["unbatched"], 2)
     print(json.dumps({
         "bench": "serve", "weights": str(args.weights or f"random {args.model}"),
-        "machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-        "levels": rows, "serve_batched_vs_unbatched": round(rate["batched"] / rate["unbatched"], 2),
+        "machine": cpu_name(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+        "levels": rows, **alone, "serve_batched_vs_unbatched": ratio,
         "errors": sum(r["errors"] for r in rows),
     }))  # fmt: skip
 

@@ -27,6 +27,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free)")
     p.add_argument("--max-batch", type=int, default=32, help="images per forward pass (32)")
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="batch gathering wait (5)")
+    p.add_argument(
+        "--always-wait",
+        action="store_true",
+        help="wait --max-wait-ms for more images even when no request is on its way",
+    )
     p.add_argument("--max-queue", type=int, default=256, help="images queued before 503 (256)")
     p.add_argument("--max-body-mb", type=float, default=16.0, help="request size limit (16)")
     p.add_argument("--max-pixels", type=int, default=40_000_000, help="decoded pixels limit")
@@ -85,8 +90,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"alexnet serve: warning: --index was computed with {engine.index.weights}",
                   file=sys.stderr)  # fmt: skip
     cfg = ServeConfig(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
-                      max_queue=args.max_queue, max_body_bytes=int(args.max_body_mb * 2**20),
-                      api_key=api_key)  # fmt: skip
+                      max_queue=args.max_queue, always_wait=args.always_wait,
+                      max_body_bytes=int(args.max_body_mb * 2**20), api_key=api_key)  # fmt: skip
     app = create_app(engine, cfg)
     sock = _listen(args.host, args.port)
     if args.host not in LOCAL_HOSTS:

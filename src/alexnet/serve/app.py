@@ -41,6 +41,7 @@ class ServeConfig:
     max_queue: int = 256
     max_body_bytes: int = 16 * 2**20
     max_images: int = 32  # per request
+    always_wait: bool = False  # wait max_wait_ms for more images even when none is coming
     api_key: str | None = None
 
 
@@ -99,6 +100,7 @@ class Server:
             on_batch=self.metrics.batch_size.observe,
             on_depth=self.metrics.queue_depth.set,
             thread_init=engine.thread_init,
+            always_wait=cfg.always_wait,
         )
 
     def auth(self, request: Request) -> None:
@@ -111,15 +113,21 @@ class Server:
             raise ApiError(401, "missing or wrong API key (Authorization: Bearer KEY)",
                            {"WWW-Authenticate": "Bearer"})  # fmt: skip
 
-    async def images_of(self, request: Request) -> tuple[list[str], list[np.ndarray]]:
-        """Names and decoded uint8 (S, S, 3) images of a request (decoded on threads)."""
-        items = await request_images(request, self.cfg)
-        if len(items) > self.cfg.max_images:
-            raise ApiError(
-                422, f"{len(items)} images in one request (at most {self.cfg.max_images})"
-            )
-        decode = self.engine.decode
-        arrays = await asyncio.gather(*(asyncio.to_thread(decode, d, n) for n, d in items))
+    async def images_of(
+        self, request: Request, batched: bool = True
+    ) -> tuple[list[str], list[np.ndarray]]:
+        """Names and decoded uint8 (S, S, 3) images of a request (decoded on threads).
+        `batched`: the images go to the batcher next, which may wait for them meanwhile."""
+        self.batcher.incoming += batched
+        try:
+            items = await request_images(request, self.cfg)
+            if len(items) > self.cfg.max_images:
+                limit = self.cfg.max_images
+                raise ApiError(422, f"{len(items)} images in one request (at most {limit})")
+            decode = self.engine.decode
+            arrays = await asyncio.gather(*(asyncio.to_thread(decode, d, n) for n, d in items))
+        finally:  # the caller submits without yielding to the event loop in between
+            self.batcher.incoming -= batched
         return [n for n, _ in items], list(arrays)
 
     async def run(self, kind: str, images: list[np.ndarray]) -> list[Any]:
@@ -158,32 +166,33 @@ def _model_routes(app: FastAPI, srv: Server) -> None:
     engine, v1 = srv.engine, [Depends(srv.auth)]
 
     @app.post("/v1/predict", dependencies=v1)
-    async def predict(request: Request, topk: int = Query(5, ge=1, le=100_000)) -> dict:
+    async def predict(request: Request, topk: int = Query(5, ge=1, le=100_000)) -> Response:
         names, images = await srv.images_of(request)
         probs = await srv.run("predict", images)
         preds = [engine.prediction(n, p, topk) for n, p in zip(names, probs)]
         p = engine.predictor
-        return {"model": p.meta["model"]["name"], "crops": p.crops, "topk": topk,
-                "predictions": preds}  # fmt: skip
+        return JSONResponse({"model": p.meta["model"]["name"], "crops": p.crops, "topk": topk,
+                             "predictions": preds})  # fmt: skip
 
     @app.post("/v1/features", dependencies=v1)
-    async def features(request: Request) -> dict:
+    async def features(request: Request) -> Response:
         names, images = await srv.images_of(request)
         feats = await srv.run("features", images)
         rows = [{"image": n, "features": f.tolist()} for n, f in zip(names, feats)]
-        return {"model": engine.predictor.meta["model"]["name"], "dim": engine.feature_dim,
-                "layer": "penultimate (fc7 after ReLU for paper/seed/torchvision)",
-                "results": rows}  # fmt: skip
+        layer = "penultimate (fc7 after ReLU for paper/seed/torchvision)"
+        name = engine.predictor.meta["model"]["name"]
+        return JSONResponse({"model": name, "dim": engine.feature_dim, "layer": layer,
+                             "results": rows})  # fmt: skip
 
     @app.post("/v1/neighbors", dependencies=v1)
-    async def neighbors(request: Request, k: int = Query(8, ge=1, le=256)) -> dict:
+    async def neighbors(request: Request, k: int = Query(8, ge=1, le=256)) -> Response:
         index = _index(engine)
         names, images = await srv.images_of(request)
         feats = await srv.run("features", images)
         queries = np.stack([f.numpy() for f in feats])
         found = await srv.batcher.call(index.search, queries, k)
         results = [{"query": n, "neighbors": f} for n, f in zip(names, found)]
-        return {"split": index.split, "k": k, "results": results}
+        return JSONResponse({"split": index.split, "k": k, "results": results})
 
 
 def _info_routes(app: FastAPI, srv: Server) -> None:
@@ -202,7 +211,7 @@ def _info_routes(app: FastAPI, srv: Server) -> None:
 
     @app.post("/v1/conv1", dependencies=v1)
     async def conv1(request: Request, columns: int = Query(16, ge=1, le=96)) -> Response:
-        _, images = await srv.images_of(request)
+        _, images = await srv.images_of(request, batched=False)
         if len(images) != 1:
             raise ApiError(422, "send exactly one image")
         png = await srv.batcher.call(engine.conv1_png, images[0], columns)
@@ -261,13 +270,28 @@ def _install_handlers(app: FastAPI, metrics: Metrics) -> None:
     async def bug(request: Request, exc: Exception) -> JSONResponse:
         return _error(500, f"internal error: {type(exc).__name__}: {exc}")
 
-    @app.middleware("http")
-    async def observe(request: Request, call_next):
-        t0 = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "other")
-        metrics.observe_request(
-            request.method, path, response.status_code, time.perf_counter() - t0
-        )
-        return response
+    app.add_middleware(_Observe, metrics=metrics)
+
+
+class _Observe:
+    """ASGI middleware: a request counter and latency histogram per route template."""
+
+    def __init__(self, app, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        t0, status = time.perf_counter(), 500
+
+        async def send_status(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            path = getattr(scope.get("route"), "path", "other")
+            self.metrics.observe_request(scope["method"], path, status, time.perf_counter() - t0)

@@ -1,7 +1,8 @@
 """Dynamic batching: concurrent requests share one forward pass, answers never mix.
 
 Requests put their images on one bounded queue. One asyncio task takes the first waiting image,
-gathers more until `max_batch` images or `max_wait_ms` have passed, and runs the model on
+gathers more until `max_batch` images or `max_wait_ms` have passed (or at once when no other
+request is on its way: `incoming` counts requests still decoding), and runs the model on
 them in one call on a single worker thread (all model work of the server runs on that thread,
 so forward passes never compete for the CPU cores). Each image carries its own future: the
 answer to row i of the batch goes to the request that sent image i.
@@ -43,6 +44,8 @@ class Batcher:
         max_queue: most images waiting or running; more are refused with `QueueFull`.
         on_batch: called with each batch size (metrics); on_depth: with the queue depth.
         thread_init: run once on the worker thread before any model call.
+        always_wait: wait the whole max_wait_ms for more images even when no request is on
+            its way (by default a lone request runs at once).
     """
 
     def __init__(
@@ -55,6 +58,7 @@ class Batcher:
         on_batch: Callable[[int], None] | None = None,
         on_depth: Callable[[int], None] | None = None,
         thread_init: Callable[[], Any] | None = None,
+        always_wait: bool = False,
     ) -> None:
         self.run_batch = run_batch
         self.max_batch = max(1, int(max_batch))
@@ -64,6 +68,8 @@ class Batcher:
         self._on_depth = on_depth or (lambda n: None)
         self._queue: asyncio.Queue[_Item | None] = asyncio.Queue()
         self._pending = 0
+        self.incoming = 0  # requests being read or decoded, whose images will come soon
+        self.always_wait = always_wait
         self._task: asyncio.Task | None = None
         self._pool = concurrent.futures.ThreadPoolExecutor(
             1, thread_name_prefix="alexnet-model", initializer=thread_init
@@ -111,7 +117,7 @@ class Batcher:
                 item = self._queue.get_nowait()
             except asyncio.QueueEmpty:
                 left = deadline - loop.time()
-                if left <= 0:
+                if left <= 0 or (self.incoming <= 0 and not self.always_wait):
                     break
                 try:
                     item = await asyncio.wait_for(self._queue.get(), left)
