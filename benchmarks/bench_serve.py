@@ -1,9 +1,10 @@
 """Load test of `alexnet serve` on 127.0.0.1: dynamic batching against --max-batch 1.
 
-Starts the server twice in a subprocess on a free loopback port (batched: --max-batch 32
---max-wait-ms 5; unbatched: --max-batch 1), sends --requests POST /v1/predict at each
-concurrency (default 1, 8, 32; every level also stops after --level-seconds), and prints
-throughput and p50/p99 latency. The last line is JSON with `serve_batched_vs_unbatched`
+Starts two servers in subprocesses on free loopback ports (batched: --max-batch 32
+--max-wait-ms 5; unbatched: --max-batch 1), sends --requests POST /v1/predict (a 400x266 JPEG
+photo) at each concurrency (default 1, 8, 32), in --rounds rounds that alternate between the
+two servers (every level also stops after --level-seconds), and prints throughput and p50/p99
+latency. The last line is JSON with `serve_batched_vs_unbatched`
 (throughput ratio at the highest concurrency) and `errors` (non-200 answers, must be 0).
 
     python benchmarks/bench_serve.py                      # `paper`, random weights, 1000 req
@@ -85,38 +86,51 @@ def start(weights: Path, *args: str) -> tuple[subprocess.Popen, str]:
 
 
 async def level(url: str, body: bytes, concurrency: int, count: int, seconds: float) -> dict:
-    """`count` requests by `concurrency` clients (stops early after `seconds`)."""
+    """`count` requests by `concurrency` clients (stops early after `seconds`); each client
+    first opens its connection with one untimed request (steady keep-alive state)."""
     latencies: list[float] = []
-    errors = 0
-    sent = 0
-    deadline = time.monotonic() + seconds
+    errors = sent = 0
     headers = {"Content-Type": "image/jpeg"}
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(
         base_url=url, timeout=60, limits=limits, trust_env=False
     ) as client:
 
+        async def post() -> bool:
+            try:
+                r = await client.post("/v1/predict?topk=5", content=body, headers=headers)
+                return r.status_code == 200
+            except httpx.HTTPError:
+                return False
+
         async def worker() -> None:
             nonlocal errors, sent
             while sent < count and time.monotonic() < deadline:
                 sent += 1
                 t0 = time.perf_counter()
-                try:
-                    r = await client.post("/v1/predict?topk=5", content=body, headers=headers)
-                    ok = r.status_code == 200
-                except httpx.HTTPError:
-                    ok = False
+                ok = await post()
                 latencies.append(time.perf_counter() - t0)
                 errors += not ok
 
+        await asyncio.gather(*(post() for _ in range(concurrency)))
+        deadline = time.monotonic() + seconds
         t0 = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - t0
-    lat = np.array(latencies) * 1000
+    return {"latencies": latencies, "seconds": wall, "errors": errors}
+
+
+def summary(name: str, concurrency: int, parts: list[dict]) -> dict:
+    """Rounds of one configuration and concurrency -> throughput and latency percentiles."""
+    lat = np.concatenate([np.array(p["latencies"]) for p in parts]) * 1000
+    wall = sum(p["seconds"] for p in parts)
     p50, p99 = (round(float(np.percentile(lat, q)), 1) for q in (50, 99))
-    return {"concurrency": concurrency, "requests": len(latencies), "seconds": round(wall, 2),
-            "rps": round(len(latencies) / wall, 2), "p50_ms": p50, "p99_ms": p99,
-            "errors": errors}  # fmt: skip
+    row = {"config": name, "concurrency": concurrency, "requests": int(lat.size),
+           "seconds": round(wall, 2), "rps": round(lat.size / wall, 2), "p50_ms": p50,
+           "p99_ms": p99, "errors": sum(p["errors"] for p in parts)}  # fmt: skip
+    print(f"{name:>9}  c={concurrency:<3} {row['requests']:>5} req  {row['rps']:8.1f} req/s  "
+          f"p50 {p50:8.1f} ms  p99 {p99:8.1f} ms  errors {row['errors']}", flush=True)  # fmt: skip
+    return row
 
 
 def model_alone(weights: Path, body: bytes, batch: int, seconds: float = 3.0) -> dict:
@@ -142,23 +156,19 @@ def model_alone(weights: Path, body: bytes, batch: int, seconds: float = 3.0) ->
     return out
 
 
-def run_config(name: str, weights: Path, body: bytes, args, extra: list[str]) -> list[dict]:
-    proc, url = start(weights, *extra)
-    try:
+def measure(servers: dict[str, str], body: bytes, args) -> list[dict]:
+    """Every concurrency level in `args.rounds` interleaved rounds per server (the machine's
+    other load then weighs on both alike)."""
+    for url in servers.values():
         asyncio.run(level(url, body, 4, 8, 60))  # warm-up
-        rows = []
-        for c in args.concurrency:
-            row = {"config": name, **asyncio.run(level(url, body, c, args.requests,
-                                                       args.level_seconds))}  # fmt: skip
-            print(f"{name:>9}  c={c:<3} {row['requests']:>5} req  {row['rps']:8.1f} req/s  "
-                  f"p50 {row['p50_ms']:8.1f} ms  p99 {row['p99_ms']:8.1f} ms  "
-                  f"errors {row['errors']}", flush=True)  # fmt: skip
-            rows.append(row)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        rc = proc.wait(60)
-    if rc != 0:
-        raise SystemExit(f"server ({name}) exited with {rc} after SIGTERM")
+    rows = []
+    for c in args.concurrency:
+        parts: dict[str, list[dict]] = {name: [] for name in servers}
+        count, seconds = max(1, args.requests // args.rounds), args.level_seconds / args.rounds
+        for _ in range(args.rounds):
+            for name, url in servers.items():
+                parts[name].append(asyncio.run(level(url, body, c, count, seconds)))
+        rows += [summary(name, c, parts[name]) for name in servers]
     return rows
 
 
@@ -178,6 +188,7 @@ def main() -> None:
     p.add_argument("--model", choices=["paper", "small"], default="paper")
     p.add_argument("--requests", type=int, default=1000, help="requests per level (1000)")
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    p.add_argument("--rounds", type=int, default=4, help="interleaved rounds per level (4)")
     p.add_argument("--level-seconds", type=float, default=300, help="time limit per level")
     p.add_argument("--max-batch", type=int, default=32)
     p.add_argument("--max-wait-ms", type=float, default=5.0)
@@ -185,9 +196,19 @@ def main() -> None:
     body = photo_jpeg()
     with tempfile.TemporaryDirectory() as tmp:
         weights = args.weights or random_weights(args.model, Path(tmp) / "w.safetensors")
-        batched = ["--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms)]
-        rows = run_config("batched", weights, body, args, batched)
-        rows += run_config("unbatched", weights, body, args, ["--max-batch", "1"])
+        configs = {
+            "batched": ["--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms)],
+            "unbatched": ["--max-batch", "1"],
+        }
+        procs = {name: start(weights, *extra) for name, extra in configs.items()}
+        try:
+            rows = measure({name: url for name, (_, url) in procs.items()}, body, args)
+        finally:
+            for proc, _ in procs.values():
+                proc.send_signal(signal.SIGTERM)
+            codes = [proc.wait(60) for proc, _ in procs.values()]
+        if any(codes):
+            raise SystemExit(f"servers exited with {codes} after SIGTERM")
         alone = model_alone(weights, body, args.max_batch)
     print(f"model alone: {alone}")
     top = max(args.concurrency)
