@@ -113,11 +113,25 @@ async def level(url: str, body: bytes, concurrency: int, count: int, seconds: fl
                 errors += not ok
 
         await asyncio.gather(*(post() for _ in range(concurrency)))
+        before = batches(await client.get("/metrics"))
         deadline = time.monotonic() + seconds
         t0 = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - t0
-    return {"latencies": latencies, "seconds": wall, "errors": errors}
+        after = batches(await client.get("/metrics"))
+    passes, images = after[0] - before[0], after[1] - before[1]
+    return {"latencies": latencies, "seconds": wall, "errors": errors, "passes": passes,
+            "images": images}  # fmt: skip
+
+
+def batches(metrics: httpx.Response) -> tuple[float, float]:
+    """(forward passes, images) so far, from the server's Prometheus text."""
+    values = dict.fromkeys(("count", "sum"), 0.0)
+    for line in metrics.text.splitlines():
+        for key in values:
+            if line.startswith(f"alexnet_serve_batch_size_{key} "):
+                values[key] = float(line.split()[1])
+    return values["count"], values["sum"]
 
 
 def summary(name: str, concurrency: int, parts: list[dict]) -> dict:
@@ -125,11 +139,14 @@ def summary(name: str, concurrency: int, parts: list[dict]) -> dict:
     lat = np.concatenate([np.array(p["latencies"]) for p in parts]) * 1000
     wall = sum(p["seconds"] for p in parts)
     p50, p99 = (round(float(np.percentile(lat, q)), 1) for q in (50, 99))
+    mean_batch = sum(p["images"] for p in parts) / max(1.0, sum(p["passes"] for p in parts))
     row = {"config": name, "concurrency": concurrency, "requests": int(lat.size),
            "seconds": round(wall, 2), "rps": round(lat.size / wall, 2), "p50_ms": p50,
-           "p99_ms": p99, "errors": sum(p["errors"] for p in parts)}  # fmt: skip
+           "p99_ms": p99, "mean_batch": round(mean_batch, 1),
+           "errors": sum(p["errors"] for p in parts)}  # fmt: skip
     print(f"{name:>9}  c={concurrency:<3} {row['requests']:>5} req  {row['rps']:8.1f} req/s  "
-          f"p50 {p50:8.1f} ms  p99 {p99:8.1f} ms  errors {row['errors']}", flush=True)  # fmt: skip
+          f"p50 {p50:8.1f} ms  p99 {p99:8.1f} ms  batch {mean_batch:5.1f}  "
+          f"errors {row['errors']}", flush=True)  # fmt: skip
     return row
 
 
