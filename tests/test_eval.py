@@ -8,12 +8,12 @@ import json
 import numpy as np
 import pytest
 import torch
-from test_train_helpers import write_packed
+from train_helpers import write_packed
 
 from alexnet.cli import main
 from alexnet.evaluate import evaluate, per_class_accuracy
 from alexnet.train.config import make_config
-from alexnet.train.loop import train
+from alexnet.train.engine import fit as train
 
 
 def _numpy_reference(logits: np.ndarray, labels: np.ndarray, crops: int, k: int):

@@ -7,12 +7,12 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from test_train_helpers import metrics, write_packed
+from train_helpers import metrics, write_packed
 
 from alexnet.cli import main
 from alexnet.errors import UserError
 from alexnet.train.config import make_config
-from alexnet.train.loop import train
+from alexnet.train.engine import fit as train
 
 SMALL = {"widths": [8, 8, 16]}
 
@@ -153,7 +153,7 @@ def test_model_parallel_paper_trains_and_saves_paper_layout(data, tmp_path):
         normalize="channel",
     )
     result = train(cfg)
-    assert result["status"] == "max_steps"
+    assert result.status == "max_steps"
     model, meta, _ = load_model(out / "weights.safetensors")
     assert meta["model"]["name"] == "paper" and model.num_classes == 4
 

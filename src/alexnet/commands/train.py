@@ -7,6 +7,9 @@ import json
 from pathlib import Path
 
 from alexnet.errors import UserError
+from alexnet.rundir import RunDir
+from alexnet.train.config import TrainConfig, config_from_json, make_config, validate
+from alexnet.train.engine import fit
 
 # flags whose value overrides the recipe (dest -> type); defaults are None = "the recipe's"
 _VALUE_FLAGS = [
@@ -37,6 +40,7 @@ _VALUE_FLAGS = [
     ("--model-parallel", str, "DEV0,DEV1: the paper's two-tower split over two devices"),
     ("--max-steps", int, "stop after this many steps in total (short budgets), with weights"),
     ("--val-limit", int, "validate on the first N validation images only (0: all)"),
+    ("--log-every", int, "append training loss/error of every N steps to RUN/steps.jsonl (0: off)"),
 ]
 _SWITCHES = [
     ("--amp", "bf16 autocast"),
@@ -109,18 +113,27 @@ def _overrides(args: argparse.Namespace) -> dict:
     return out
 
 
-def resolve_config(args: argparse.Namespace):
-    """Recipe defaults + explicit flags; on --resume, the run's saved config + explicit flags."""
-    from alexnet.train.config import config_from_json, make_config, validate
+def resolve_config(args: argparse.Namespace) -> TrainConfig:
+    """Recipe defaults + explicit flags; on --resume, the run's saved config + explicit flags.
 
+    Paths are stored absolute in RUN/config.json, so a run resumes from any directory.
+    `--resume RUN` continues RUN in place: `--output-dir` may only name RUN itself.
+    """
     overrides = _overrides(args)
     if not args.resume:
         if not args.data or not args.output_dir:
             raise UserError("train needs --data DIR and --output-dir RUN (or --resume RUN)")
+        overrides["data"] = _absolute(args.data)
+        overrides["output_dir"] = _absolute(args.output_dir)
         return make_config(args.recipe or "paper", **overrides)
-    run = Path(args.resume)
-    run_dir = run if run.is_dir() else run.parent
-    path = run_dir / "config.json"
+    run_dir = _run_to_resume(args.resume)
+    if args.output_dir and Path(args.output_dir).resolve() != run_dir.resolve():
+        raise UserError(
+            f"--resume {args.resume} continues that run in place; --output-dir "
+            f"{args.output_dir} is another directory (to branch a run, copy it first: "
+            f"cp -r {run_dir} {args.output_dir}, then --resume {args.output_dir})"
+        )
+    path = RunDir(run_dir).config
     try:
         saved = json.loads(path.read_text())["config"]
     except (OSError, ValueError, KeyError) as exc:
@@ -131,18 +144,41 @@ def resolve_config(args: argparse.Namespace):
             "cannot change on resume (override single values instead)"
         )
     saved.update(overrides)
-    saved["resume"] = str(run)
-    saved.setdefault("output_dir", str(run_dir))
-    if "output_dir" not in overrides:
-        saved["output_dir"] = str(run_dir)
+    if args.data:
+        saved["data"] = _absolute(args.data)
+    elif not (Path(saved.get("data", "")) / "header.json").is_file():
+        raise UserError(
+            f"{path}: the run's data {saved.get('data')!r} is not a packed dataset (from this "
+            "directory); point the run at its data with --data DIR"
+        )
+    saved["resume"] = str(run_dir.resolve())
+    saved["output_dir"] = str(run_dir.resolve())
     cfg = config_from_json(saved)
     validate(cfg)
     return cfg
 
 
-def run(args: argparse.Namespace) -> int:
-    from alexnet.train.loop import train
+def _absolute(path: str) -> str:
+    return str(Path(path).expanduser().resolve())
 
-    cfg = resolve_config(args)
-    train(cfg)
+
+def _run_to_resume(resume: str) -> Path:
+    """The run directory that --resume names: a run directory or its checkpoint file."""
+    path = Path(resume)
+    if not path.exists():
+        raise UserError(f"--resume {resume}: no such run directory")
+    run_dir = path if path.is_dir() else path.parent
+    run = RunDir(run_dir)
+    if path.is_file() and path.name != RunDir.CHECKPOINT:
+        raise UserError(f"--resume {resume}: not a run directory or its {RunDir.CHECKPOINT}")
+    if not run.has_checkpoint() or not run.config.is_file():
+        raise UserError(
+            f"--resume {resume}: not a run directory (no {RunDir.CHECKPOINT} and "
+            f"{RunDir.CONFIG}); start a new run with --data DIR --output-dir RUN"
+        )
+    return run_dir
+
+
+def run(args: argparse.Namespace) -> int:
+    fit(resolve_config(args))
     return 0

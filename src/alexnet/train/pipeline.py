@@ -17,12 +17,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from alexnet.data.augment import TrainTransform
 from alexnet.errors import UserError
-
-# The fast recipe's `small` model: BatchNorm instead of LRN, 2/2 pooling and a 256-unit hidden
-# layer (modern choices, not the paper's); what lets it pass 0.92 on Fashion-MNIST in a few CPU
-# minutes (docs/training.md).
-FAST_SMALL_OPTIONS = {"batchnorm": True, "lrn": False, "pool": "nonoverlap", "hidden": 256}
+from alexnet.rundir import RunDir
+from alexnet.train.config import recipe_model_options
 
 
 def is_grayscale(stats: dict) -> bool:
@@ -33,12 +31,10 @@ def is_grayscale(stats: dict) -> bool:
 
 
 def model_options(cfg, image_size: tuple[int, int], stats: dict) -> dict[str, Any]:
-    """Options for get_model: for `small`, the recipe's defaults and the data's input size and
-    channels (28 px and 1 channel for Fashion-MNIST); the user's --model-options win."""
-    options: dict[str, Any] = {}
+    """Options for get_model: the recipe's (config.recipe_model_options), for `small` the data's
+    input size and channels (28 px and 1 channel for Fashion-MNIST); --model-options win."""
+    options = recipe_model_options(cfg)
     if cfg.model == "small":
-        if cfg.recipe == "fast":
-            options.update(FAST_SMALL_OPTIONS)
         options["input_size"] = 28 if min(image_size) <= 28 else 32
         options["in_channels"] = 1 if is_grayscale(stats) else 3
     options.update(cfg.model_options)
@@ -84,9 +80,7 @@ def preprocess_for(
     }
 
 
-def make_train_transform(cfg, geometry: dict, in_channels: int, stats: dict):
-    from alexnet.data.augment import TrainTransform
-
+def make_train_transform(cfg, geometry: dict, in_channels: int, stats: dict) -> TrainTransform:
     return TrainTransform(
         crop_size=geometry["crop_size"],
         mode=cfg.augment,
@@ -125,9 +119,9 @@ def check_run_dir(run: Path, need_bytes: int, *, resuming: bool) -> None:
         run.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"{run}: cannot create the run directory ({exc.strerror})") from None
-    if not resuming and (run / "checkpoint.pt").exists():
+    if not resuming and RunDir(run).has_checkpoint():
         raise UserError(
-            f"{run}: already holds a run (checkpoint.pt); continue it with --resume {run} "
+            f"{run}: already holds a run ({RunDir.CHECKPOINT}); continue it with --resume {run} "
             "or choose another --output-dir"
         )
     try:
@@ -153,8 +147,8 @@ def bytes_needed(model: torch.nn.Module) -> int:
     return 6 * params + (16 << 20)
 
 
-class Head:
-    """The first `n` images of a packed split (for --val-limit): what DeviceLoader reads."""
+class FirstImages:
+    """A view of the first `n` images of a packed split (--val-limit), as DeviceLoader reads it."""
 
     def __init__(self, ds, n: int) -> None:
         self.images, self.labels = ds.images[:n], ds.labels[:n]
