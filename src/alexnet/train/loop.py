@@ -46,8 +46,11 @@ def train_one_epoch(
     state.train_loader.set_epoch(pos.epoch)
     bar = Progress(state.info.is_main, steps, pos.batch, f"epoch {pos.epoch + 1}/{cfg.epochs}")
     t0, timed_images, status = time.perf_counter(), 0, "finished"
-    for images, labels in state.train_loader.iterate(start_batch=pos.batch):
-        loss, signalled = _step(state, images, labels, stop)
+    batches = state.train_loader.iterate(
+        start_batch=pos.batch, transform=state.train_transform, generator=_augment_generator(state)
+    )
+    for x, labels in batches:
+        loss, signalled = _step(state, x, labels, stop)
         timed_images += labels.shape[0] * state.info.world_size
         pos.batch += 1
         pos.global_step += 1
@@ -74,15 +77,24 @@ def train_one_epoch(
     return status
 
 
+def _augment_generator(state: TrainState) -> Callable[[int], torch.Generator]:
+    """Batch k's augmentation generator, seeded from (seed, epoch, k, rank): a resumed run
+    draws exactly the crops, flips and lighting of an uninterrupted one."""
+    cfg, epoch, rank = state.cfg, state.pos.epoch, state.info.rank
+
+    def generator(k: int) -> torch.Generator:
+        return pipeline.step_generator(state.device, pipeline.step_seed(cfg.seed, epoch, k, rank))
+
+    return generator
+
+
 def _step(
-    state: TrainState, images: torch.Tensor, labels: torch.Tensor, stop: StopFlag
+    state: TrainState, x: torch.Tensor, labels: torch.Tensor, stop: StopFlag
 ) -> tuple[float, bool]:
-    """One SGD step on one batch: augment (seeded by the step's position), forward, backward.
-    Returns (loss, whether any rank was signalled to stop)."""
+    """One SGD step on one augmented batch (the loader applied the step's augmentation):
+    forward, backward. Returns (loss, whether any rank was signalled to stop)."""
     cfg, pos, device = state.cfg, state.pos, state.device
     set_lr(state.optimizer, state.schedule.lr(pos.epoch, pos.batch, state.steps_per_epoch))
-    seed = pipeline.step_seed(cfg.seed, pos.epoch, pos.batch, state.info.rank)
-    x = state.train_transform(images, pipeline.step_generator(device, seed))
     if cfg.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
