@@ -15,6 +15,7 @@ import torch
 
 from alexnet import __version__
 from alexnet.errors import UserError
+from alexnet.malloc import tune_allocator
 
 # Sub-command modules, in the order `alexnet --help` lists them.
 COMMANDS = [
@@ -55,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     # Denormal floats make CPU kernels many times slower (the paper's N(0, 0.01) init produces
     # them in the backward pass); flushing them to zero changes results by less than 1e-38.
     torch.set_flush_denormal(True)
+    tune_allocator()  # large blocks from the heap, pages kept (alexnet.malloc; ALEXNET_MALLOC=0)
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "_run", None) is None:

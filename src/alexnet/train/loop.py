@@ -49,7 +49,15 @@ def train_one_epoch(
     batches = state.train_loader.iterate(
         start_batch=pos.batch, transform=state.train_transform, generator=_augment_generator(state)
     )
-    for x, labels in batches:
+    while True:
+        waited = time.perf_counter()
+        batch = next(batches, None)
+        waited = time.perf_counter() - waited
+        if batch is None:
+            break
+        sums.data_time += waited
+        state.window.data_time += waited
+        x, labels = batch
         loss, signalled = _step(state, x, labels, stop)
         timed_images += labels.shape[0] * state.info.world_size
         pos.batch += 1
@@ -153,6 +161,7 @@ def _log_steps(state: TrainState, train_seconds: float) -> None:
         "train_loss": loss,
         "train_top1_error": error,
         "window_images": images,
+        "data_time": round(state.window.data_time, 6),
     }
     state.window.reset()
     if state.info.is_main:
@@ -194,6 +203,7 @@ def end_epoch(state: TrainState, *, complete: bool) -> dict[str, Any]:
         "val_images": val["images"],
         "images_per_sec": images / max(sums.train_time, 1e-9),
         "nan_skipped": skipped,
+        "data_stall": sums.data_time / max(sums.train_time, 1e-9),
         "time": sums.train_time,
         "elapsed": pos.elapsed,
     }

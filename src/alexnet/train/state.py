@@ -65,6 +65,7 @@ class Sums:
     images: int = 0
     nan_skipped: int = 0
     train_time: float = 0.0
+    data_time: float = 0.0  # seconds spent waiting for the loader's batches
 
     def add(self, loss: float, correct: float, images: int) -> None:
         self.loss += loss * images
@@ -72,7 +73,7 @@ class Sums:
         self.images += images
 
     def reset(self) -> None:
-        self.loss = self.correct = self.train_time = 0.0
+        self.loss = self.correct = self.train_time = self.data_time = 0.0
         self.images = self.nan_skipped = 0
 
 
