@@ -88,6 +88,21 @@ def check_choice(option: str, value: Any, choices: tuple) -> None:
         raise UserError(f"{option}={value!r} is not one of {', '.join(map(str, choices))}")
 
 
+def check_widths(widths: tuple[int, ...] | list[int], count: int, towers: int) -> tuple[int, ...]:
+    """`count` positive conv widths, each divisible by `towers` (grouped convs, per-tower LRN)."""
+    widths = tuple(int(w) for w in widths)
+    if len(widths) != count or min(widths) < 1:
+        raise UserError(f"widths must be {count} positive numbers, got {list(widths)}")
+    if any(w % towers for w in widths):
+        raise UserError(f"widths {list(widths)} must each split into towers={towers}")
+    return widths
+
+
+def one_tower_widths(widths: tuple[int, ...] | list[int]) -> tuple[int, ...]:
+    """The one-tower comparison widths (paper §3.2 footnote): each conv halved but the last."""
+    return (*(int(w) // 2 for w in widths[:-1]), int(widths[-1]))
+
+
 def check_input(model: nn.Module, x: Tensor, fixed_size: bool = True) -> None:
     """Refuse an input the model cannot take, naming the expected shape (N, C, S, S)."""
     expected = (model.in_channels, model.input_size, model.input_size)
