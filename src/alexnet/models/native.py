@@ -59,6 +59,7 @@ class Signature:
 
     def __init__(self, name: str, restype: Any, params: list[tuple[str, Any]]) -> None:
         self.name, self.restype, self.params = name, restype, params
+        self.names = [param for param, _ in params]
 
     @property
     def argtypes(self) -> list[Any]:
@@ -102,8 +103,7 @@ def _bind(lib: ctypes.CDLL, signatures: dict[str, Signature]) -> None:
 
 def _call(name: str, **args: Any) -> int:
     """Call kernel `name` with arguments named as in kernels.h (a mismatch raises TypeError)."""
-    sig = _SIGNATURES[name]
-    names = [param for param, _ in sig.params]
+    names = _SIGNATURES[name].names
     if list(args) != names:
         raise TypeError(
             f"{name}: called with ({', '.join(args)}), kernels.h has ({', '.join(names)})"
