@@ -39,7 +39,8 @@ _SPEC = {
                 ("type", 5, _I32, False), ("blobs", 6, "BlobProto", True),
                 ("conv", 10, "Conv", False), ("ip", 17, "IP", False), ("lrn", 18, "LRN", False),
                 ("pool", 19, "Pool", False)],
-    "Net": [("name", 1, _STR, False), ("layer", 100, "Layer", True), ("layers", 2, "V1Layer", True)],
+    "Net": [("name", 1, _STR, False), ("layer", 100, "Layer", True),
+            ("layers", 2, "V1Layer", True)],
 }  # fmt: skip
 V1_TYPE = {"Convolution": 4, "ReLU": 18, "LRN": 15, "Pooling": 17, "InnerProduct": 14,
            "Dropout": 6, "Softmax": 20}  # fmt: skip

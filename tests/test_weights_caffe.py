@@ -7,17 +7,17 @@ import math
 import numpy as np
 import pytest
 import torch
-
-from alexnet.errors import UserError
-from alexnet.inference import Predictor
-from alexnet.train.weights import load_model
-from alexnet.weights import caffe, caffe_proto
 from caffe_helpers import (
     random_blobs,
     reference_forward,
     write_caffemodel,
     write_mean,
 )
+
+from alexnet.errors import UserError
+from alexnet.inference import Predictor
+from alexnet.train.weights import load_model
+from alexnet.weights import caffe, caffe_proto
 
 DEPLOY = """
 name: "AlexNet"
@@ -48,7 +48,8 @@ layer { name: "pool5" type: "Pooling" bottom: "conv5" top: "pool5"
         pooling_param { pool: MAX kernel_size: 3 stride: 2 } }
 layer { name: "fc6" type: "InnerProduct" bottom: "pool5" top: "fc6"
         inner_product_param { num_output: 4096 } }
-layer { name: "drop6" type: "Dropout" bottom: "fc6" top: "fc6" dropout_param { dropout_ratio: 0.5 } }
+layer { name: "drop6" type: "Dropout" bottom: "fc6" top: "fc6"
+        dropout_param { dropout_ratio: 0.5 } }
 layer { name: "fc7" type: "InnerProduct" bottom: "fc6" top: "fc7"
         inner_product_param { num_output: 4096 } }
 layer { name: "fc8" type: "InnerProduct" bottom: "fc7" top: "fc8"

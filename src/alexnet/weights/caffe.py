@@ -107,7 +107,8 @@ def check_structure(net: list[CaffeLayer], where: str) -> dict[str, Any]:
 
 
 def _fit(array: np.ndarray, shape: tuple[int, ...], where: str) -> np.ndarray:
-    """A blob in `shape`; old Caffe files store FC weights as (1, 1, out, in), biases (1,1,1,out)."""
+    """A blob in `shape`; old Caffe files store FC weights as (1, 1, out, in), biases as
+    (1, 1, 1, out)."""
 
     def squeeze(s: tuple[int, ...]) -> tuple[int, ...]:
         return tuple(d for d in s if d != 1)
@@ -168,7 +169,7 @@ def caffe_preprocess(mean: np.ndarray | None) -> tuple[dict[str, Any], torch.Ten
     (H, W, 3) RGB in [0, 1] or None): 256 px images, centre crop 227 (§2, §4.1).
     """
     base = {"image_size": 256, "resize_rule": "paper", "crop_size": 227, "resize": None,
-            "out_channels": 3, "input": "caffe: RGB 0..255 minus the mean (BGR flipped in conv1)"}  # fmt: skip
+            "out_channels": 3, "input": "caffe: RGB 0..255 minus the mean"}  # fmt: skip
     if mean is None:
         rgb = [c / 255.0 for c in MEAN_BGR[::-1]]
         std = [1.0 / 255.0] * 3  # (x/255 - m/255) / (1/255) = x - m, x in 0..255

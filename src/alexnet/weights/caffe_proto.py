@@ -48,7 +48,8 @@ _MESSAGES: dict[str, list[tuple[str, int, str, bool]]] = {
         ("norm_region", 4, ".caffe.LRNParameter.NormRegion", False), ("k", 5, "f", False),
     ],
     "PoolingParameter": [
-        ("pool", 1, ".caffe.PoolingParameter.PoolMethod", False), ("kernel_size", 2, "u32", False), ("stride", 3, "u32", False),
+        ("pool", 1, ".caffe.PoolingParameter.PoolMethod", False),
+        ("kernel_size", 2, "u32", False), ("stride", 3, "u32", False),
         ("pad", 4, "u32", False), ("kernel_h", 5, "u32", False), ("kernel_w", 6, "u32", False),
         ("stride_h", 7, "u32", False), ("stride_w", 8, "u32", False),
         ("pad_h", 9, "u32", False), ("pad_w", 10, "u32", False),
@@ -97,7 +98,8 @@ _ENUMS = {
     "LRNParameter": ("NormRegion", {"ACROSS_CHANNELS": 0, "WITHIN_CHANNEL": 1}),
 }
 _V1_NAMES = {"CONVOLUTION": "Convolution", "INNER_PRODUCT": "InnerProduct", "LRN": "LRN",
-             "POOLING": "Pooling", "RELU": "ReLU", "DROPOUT": "Dropout", "SOFTMAX": "Softmax"}  # fmt: skip
+             "POOLING": "Pooling", "RELU": "ReLU", "DROPOUT": "Dropout",
+             "SOFTMAX": "Softmax"}  # fmt: skip
 
 
 @functools.cache
