@@ -14,6 +14,7 @@ from caffe_helpers import (
     write_mean,
 )
 
+from alexnet.cli import main
 from alexnet.errors import UserError
 from alexnet.inference import Predictor
 from alexnet.train.weights import load_model
@@ -70,7 +71,9 @@ def converted(tmp_path_factory):
     (tmp / "deploy.prototxt").write_text(DEPLOY)
     out_new, out_old = tmp / "new.safetensors", tmp / "old.safetensors"
     caffe.convert(new, out_new, mean=write_mean(tmp / "mean.binaryproto", mean))
-    caffe.convert(old, out_old, deploy=tmp / "deploy.prototxt")
+    # the V1 file through the command line, with the architecture from deploy.prototxt
+    assert main(["convert", "caffe", str(old), "--deploy", str(tmp / "deploy.prototxt"),
+                 str(out_old)]) == 0  # fmt: skip
     return {"blobs": blobs, "mean": mean, "new": out_new, "old": out_old, "tmp": tmp}
 
 
@@ -185,3 +188,11 @@ def test_v1_enum_names_parse_from_text(tmp_path):
     net = caffe_proto.read_net_text(tmp_path / "v1.prototxt")
     (layer,) = caffe_proto.layers(net)
     assert (layer.name, layer.type, layer.params.group) == ("conv1", "Convolution", 2)
+
+
+def test_convert_command_errors(tmp_path, capsys):
+    missing = tmp_path / "none.caffemodel"
+    assert main(["convert", "caffe", str(missing), str(tmp_path / "o.safetensors")]) == 2
+    assert f"{missing}: cannot read" in capsys.readouterr().err
+    assert main(["convert", "caffe", str(missing), str(tmp_path / "o.pth")]) == 2
+    assert "must be a .safetensors file" in capsys.readouterr().err

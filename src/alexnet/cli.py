@@ -30,6 +30,8 @@ COMMANDS = [
     "plot",
     "export",
     "report",
+    "convert",
+    "weights",
 ]
 
 
