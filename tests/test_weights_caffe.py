@@ -70,7 +70,9 @@ def converted(tmp_path_factory):
     old = write_caffemodel(tmp / "old.caffemodel", blobs, "layers")
     (tmp / "deploy.prototxt").write_text(DEPLOY)
     out_new, out_old = tmp / "new.safetensors", tmp / "old.safetensors"
-    caffe.convert(new, out_new, mean=write_mean(tmp / "mean.binaryproto", mean))
+    words = tmp / "synset_words.txt"
+    words.write_text("".join(f"n{i:08d} class {i}, a thing\n" for i in range(1000)))
+    caffe.convert(new, out_new, mean=write_mean(tmp / "mean.binaryproto", mean), classes=words)
     # the V1 file through the command line, with the architecture from deploy.prototxt
     assert main(["convert", "caffe", str(old), "--deploy", str(tmp / "deploy.prototxt"),
                  str(out_old)]) == 0  # fmt: skip
@@ -122,7 +124,8 @@ def test_mapping_bgr_groups_and_fc6(converted):
     assert (opts["input_size"], opts["lrn_k"], opts["lrn_alpha_convention"]) == (
         227, 1.0, "per_size")  # fmt: skip
     assert meta["extra"]["published"]["top1_err"] == 42.9
-    assert len(meta["classes"]) == 1000
+    assert meta["classes"][:2] == ["class 0, a thing", "class 1, a thing"]  # synset_words.txt
+    assert load_model(converted["old"])[1]["classes"][:2] == ["tench", "goldfish"]  # default
 
 
 @pytest.mark.parametrize("which", ["new", "old"])
@@ -196,3 +199,8 @@ def test_convert_command_errors(tmp_path, capsys):
     assert f"{missing}: cannot read" in capsys.readouterr().err
     assert main(["convert", "caffe", str(missing), str(tmp_path / "o.pth")]) == 2
     assert "must be a .safetensors file" in capsys.readouterr().err
+    words = tmp_path / "words.txt"
+    words.write_text("n1 a\nn2 b\n")
+    with pytest.raises(UserError, match="2 class lines, the model has 1000"):
+        caffe.read_synset_words(words, 1000)
+    assert caffe.read_synset_words(words, 2) == ["a", "b"]

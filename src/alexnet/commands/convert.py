@@ -1,4 +1,4 @@
-"""`alexnet convert caffe MODEL.caffemodel [--deploy P] [--mean M] OUT.safetensors`."""
+"""`alexnet convert caffe MODEL.caffemodel [--deploy P] [--mean M] [--classes S] OUT`."""
 
 from __future__ import annotations
 
@@ -28,6 +28,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--mean", type=Path, metavar="imagenet_mean.binaryproto",
         help="Caffe's mean image (default: the per-channel mean 104, 117, 123 BGR)",
     )  # fmt: skip
+    p.add_argument(
+        "--classes", type=Path, metavar="synset_words.txt",
+        help="class names, one 'wnid words' line per class in index order (Caffe's "
+        "synset_words.txt): use it so `alexnet eval` accepts an ImageNet packed from the "
+        "official devkit (default: torchvision's short ImageNet names)",
+    )  # fmt: skip
     return p
 
 
@@ -38,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{args.out}: the output must be a .safetensors file")
     if args.out.resolve() == args.model.resolve():
         raise UserError(f"{args.out}: would overwrite the input")
-    meta = convert(args.model, args.out, deploy=args.deploy, mean=args.mean)
+    meta = convert(args.model, args.out, deploy=args.deploy, mean=args.mean, classes=args.classes)
     opts = meta["model"]["options"]
     mean = "mean image" if meta["preprocess"]["normalize"] == "mean_image" else "channel mean"
     print(

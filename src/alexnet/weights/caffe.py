@@ -191,17 +191,32 @@ def load_mean(path: str | os.PathLike) -> np.ndarray:
     return mean
 
 
+def read_synset_words(path: str | os.PathLike, count: int) -> list[str]:
+    """Caffe's `synset_words.txt` (or Kaggle's `LOC_synset_mapping.txt`): lines "n01440764
+    tench, Tinca tinca" in class-index order -> the words, as `alexnet prepare` names
+    ImageNet's classes from the official devkit."""
+    try:
+        lines = [ln.strip() for ln in Path(path).read_text().splitlines() if ln.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read class names ({exc})") from None
+    if len(lines) != count:
+        raise UserError(f"{path}: {len(lines)} class lines, the model has {count} classes")
+    return [ln.split(" ", 1)[1] if " " in ln else ln for ln in lines]
+
+
 def convert(
     caffemodel: str | os.PathLike,
     out: str | os.PathLike,
     *,
     deploy: str | os.PathLike | None = None,
     mean: str | os.PathLike | None = None,
+    classes: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Convert a `bvlc_alexnet.caffemodel` (either layout) to an alexnet weights file.
 
     The architecture is read from `deploy` when given, else from the caffemodel itself; blobs
-    are matched by layer name. Returns the metadata written.
+    are matched by layer name. Class names come from `classes` (a synset_words.txt) or, for
+    1000 classes, torchvision's ImageNet names (the same order). Returns the metadata written.
     """
     from alexnet import get_model
     from alexnet.torchvision_weights import imagenet_categories
@@ -225,10 +240,13 @@ def convert(
     model.load_state_dict(state, strict=True)
     preprocess, mean_image = caffe_preprocess(None if mean is None else load_mean(mean))
     k = info["num_classes"]
-    classes = imagenet_categories() if k == 1000 else [str(i) for i in range(k)]
+    if classes is not None:
+        names = read_synset_words(classes, k)
+    else:
+        names = imagenet_categories() if k == 1000 else [str(i) for i in range(k)]
     extra: dict[str, Any] = {"source": "caffe", "file": Path(caffemodel).name}
     if k == 1000:
         extra["published"] = dict(PUBLISHED)
-    save_weights(out, model.state_dict(), model_config=model.config, classes=classes,
+    save_weights(out, model.state_dict(), model_config=model.config, classes=names,
                  preprocess=preprocess, mean_image=mean_image, extra=extra)  # fmt: skip
-    return {"model": model.config, "classes": classes, "preprocess": preprocess, "extra": extra}
+    return {"model": model.config, "classes": names, "preprocess": preprocess, "extra": extra}
