@@ -169,7 +169,7 @@ def caffe_preprocess(mean: np.ndarray | None) -> tuple[dict[str, Any], torch.Ten
     (H, W, 3) RGB in [0, 1] or None): 256 px images, centre crop 227 (§2, §4.1).
     """
     base = {"image_size": 256, "resize_rule": "paper", "crop_size": 227, "resize": None,
-            "out_channels": 3, "input": "caffe: RGB 0..255 minus the mean"}  # fmt: skip
+            "out_channels": 3}  # fmt: skip
     if mean is None:
         rgb = [c / 255.0 for c in MEAN_BGR[::-1]]
         std = [1.0 / 255.0] * 3  # (x/255 - m/255) / (1/255) = x - m, x in 0..255
@@ -244,7 +244,11 @@ def convert(
         names = read_synset_words(classes, k)
     else:
         names = imagenet_categories() if k == 1000 else [str(i) for i in range(k)]
-    extra: dict[str, Any] = {"source": "caffe", "file": Path(caffemodel).name}
+    extra: dict[str, Any] = {
+        "source": "caffe",
+        "file": Path(caffemodel).name,
+        "input": "Caffe's: 0..255 minus the mean (conv1 flipped from BGR to RGB)",
+    }
     if k == 1000:
         extra["published"] = dict(PUBLISHED)
     save_weights(out, model.state_dict(), model_config=model.config, classes=names,
