@@ -62,7 +62,10 @@ def _conv_geometry(p: Any) -> tuple[int, int, int, int, int]:
 
 
 def check_structure(net: list[CaffeLayer], where: str) -> dict[str, Any]:
-    """Check the layers are bvlc_alexnet's; return {"lrn_k": k, "num_classes": K}."""
+    """Check the layers are bvlc_alexnet's (UserError naming the first that is not).
+
+    Returns {"lrn_k": Caffe's LRN k, "num_classes": fc8's outputs, "names": the layer names of
+    conv1..conv5, fc6..fc8 in order}."""
     kinds = {"Convolution": "C", "LRN": "N", "Pooling": "P", "InnerProduct": "F"}
     core = [layer for layer in net if layer.type in kinds]
     found = "".join(kinds[layer.type] for layer in core)
