@@ -54,8 +54,8 @@ def test_result_file_fields_and_recomputable_summary(tmp_path):
     assert towers["reproduced"] is None
     table = table_path.read_text()
     assert "| yes |" in table and "not testable here: the small model has no towers" in table
-    assert "-2.10 pts" in table and "-1.40 pts (ImageNet (ILSVRC-2012))" in table
-    assert "11.00%" in table  # the mean error of `full`, in percent
+    assert "-2.10 pts" in table and "-1.40 pts on ImageNet ILSVRC-2012" in table
+    assert "11.00%" in table and "[-2.35, -1.85]" in table  # the mean error of `full`, in percent
     assert loaded["wall_s"] == 12.346
 
 

@@ -29,7 +29,7 @@ class Claim:
     kind: str = "difference"
     direction: str = "less"
     numbers: dict[str, float] = field(default_factory=dict)  # the paper's estimate per quantity
-    paper_data: str = "ImageNet (ILSVRC-2012)"
+    paper_data: str = "ImageNet ILSVRC-2012"
 
     @property
     def null(self) -> float:

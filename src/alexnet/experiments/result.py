@@ -280,8 +280,9 @@ def fmt_ci(quantity: str, ci: Sequence[float] | None, kind: str = "") -> str:
         return "-"
     if kind == "ratio":
         return f"[{ci[0]:.2f}, {ci[1]:.2f}]"
-    scale = 100.0 if _percent(quantity) else 1.0
-    return f"[{scale * ci[0]:.4g}, {scale * ci[1]:.4g}]"
+    if _percent(quantity):
+        return f"[{100 * ci[0]:.2f}, {100 * ci[1]:.2f}]"
+    return f"[{ci[0]:.4g}, {ci[1]:.4g}]"
 
 
 def _verdict(c: dict[str, Any]) -> str:
@@ -324,7 +325,7 @@ def table_markdown(result: dict[str, Any]) -> str:
         what = f"{q}: {c['a']} {op} {c['b']} ({pairing}, n={c.get('n')})"
         paper = fmt_value(q, c.get("paper"), delta=True, kind=kind)
         if c.get("paper") is not None and data.get(c.get("claim")):
-            paper += f" ({data[c.get('claim')]})"
+            paper += f" on {data[c.get('claim')]}"
         lines.append(
             f"| {what} | {fmt_value(q, c['estimate'], delta=True, kind=kind)} "
             f"| {fmt_ci(q, c['ci95'], kind)} | {paper} | {_verdict(c)} |"
