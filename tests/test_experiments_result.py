@@ -106,3 +106,11 @@ def test_claims_are_complete_and_consistent():
     assert claim("relu-tanh").null == 1.0 and claim("lrn").numbers["top5_error"] == -0.012
     with pytest.raises(KeyError):
         claims_for("nope")
+
+
+def test_run_row(tmp_path):
+    row = R.run_row("relu", 2, tmp_path / "runs" / "relu-s2", tmp_path, steps_to_25=120.5)
+    assert row == {"variant": "relu", "seed": 2, "steps_to_25": 120.5, "run_dir": "runs/relu-s2"}
+    assert R.run_row("a", 0, "/elsewhere/r", tmp_path)["run_dir"] == "/elsewhere/r"
+    with pytest.raises(ValueError):
+        R.run_row("a", 0, "r", top1_error="high")

@@ -50,6 +50,24 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+def run_row(
+    variant: str,
+    seed: int,
+    run_dir: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    **measured: float | None,
+) -> dict[str, Any]:
+    """One `runs` row: variant, seed, the measured quantities, run_dir (relative to `out` when
+    it lies inside it, so a result directory can be moved)."""
+    path = Path(run_dir)
+    if out is not None and path.resolve().is_relative_to(Path(out).resolve()):
+        path = path.resolve().relative_to(Path(out).resolve())
+    bad = [k for k, v in measured.items() if not (v is None or _is_number(v)) or k in FIELDS]
+    if bad:
+        raise ValueError(f"measured quantities must be numbers or None: {bad}")
+    return {"variant": variant, "seed": int(seed), **measured, "run_dir": path.as_posix()}
+
+
 def quantities(runs: Sequence[dict[str, Any]]) -> list[str]:
     """The measured quantities of `runs`: numeric fields other than seed, in order of appearance."""
     names: dict[str, None] = {}
@@ -260,7 +278,8 @@ def load_result(path: str | os.PathLike) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ the people's table
-def _percent(quantity: str) -> bool:
+def is_percent(quantity: str) -> bool:
+    """Is the quantity a fraction shown in percent (errors, gaps, agreements)?"""
     return any(word in quantity for word in PERCENT_WORDS)
 
 
@@ -270,7 +289,7 @@ def fmt_value(quantity: str, value: float | None, *, delta: bool = False, kind: 
         return "-"
     if kind == "ratio":
         return f"{value:.2f}x"
-    if _percent(quantity):
+    if is_percent(quantity):
         return f"{100 * value:+.2f} pts" if delta else f"{100 * value:.2f}%"
     return f"{value:+.4g}" if delta else f"{value:.4g}"
 
@@ -280,7 +299,7 @@ def fmt_ci(quantity: str, ci: Sequence[float] | None, kind: str = "") -> str:
         return "-"
     if kind == "ratio":
         return f"[{ci[0]:.2f}, {ci[1]:.2f}]"
-    if _percent(quantity):
+    if is_percent(quantity):
         return f"[{100 * ci[0]:.2f}, {100 * ci[1]:.2f}]"
     return f"[{ci[0]:.4g}, {ci[1]:.4g}]"
 
