@@ -10,8 +10,8 @@ from scipy import stats as sps
 from alexnet.experiments import result as R
 from alexnet.experiments.claims import CLAIMS, claim, claims_for
 
-ISSUE_FIELDS = {"experiment", "claim", "dataset", "budget", "runs", "summary", "comparisons",
-                "machine", "torch", "commit", "wall_s"}  # fmt: skip
+RESULT_FIELDS = {"experiment", "claim", "dataset", "budget", "runs", "summary", "comparisons",
+                 "machine", "torch", "commit", "wall_s"}  # fmt: skip
 
 
 def fake_runs():
@@ -36,7 +36,7 @@ def test_result_file_fields_and_recomputable_summary(tmp_path):
                          comparisons, wall_s=12.3456)  # fmt: skip
     json_path, table_path = R.write_result(tmp_path, res)
     loaded = json.loads(json_path.read_text())
-    assert set(loaded) == ISSUE_FIELDS
+    assert set(loaded) == RESULT_FIELDS == set(R.FIELDS)  # exactly these, no more
     assert loaded["summary"] == R.summarize(loaded["runs"])  # recomputable from runs
     full = [r["top1_error"] for r in runs if r["variant"] == "full"]
     (s,) = [s for s in loaded["summary"] if (s["variant"], s["quantity"]) == ("full", "top1_error")]
