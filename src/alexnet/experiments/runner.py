@@ -8,7 +8,7 @@ of the progress line) into OUT/runs/<run_name>/:
 One line on stderr per run: "run 3/12: relu lr=0.05 seed 1 (resumed|reused|new)".
 Rerunning the same command after a kill therefore redoes only what was not finished.
 The fit function and the run-directory type are parameters (defaults: the training engine's
-`alexnet.train.engine.fit` and `alexnet.train.rundir.RunDir`, imported when first needed), so
+`alexnet.train.engine.fit` and `alexnet.rundir.RunDir`, imported when first needed), so
 tests can count trainings and simulate interruptions.
 """
 
@@ -30,7 +30,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]*$")
 
 
 class RunDirLike(Protocol):
-    """What the runner needs of a run directory (alexnet.train.rundir.RunDir)."""
+    """What the runner needs of a run directory (alexnet.rundir.RunDir)."""
 
     def is_finished(self) -> bool: ...
     def has_checkpoint(self) -> bool: ...
@@ -53,7 +53,7 @@ def default_fit(cfg: TrainConfig) -> Any:
 
 
 def default_rundir(path: Path) -> RunDirLike:
-    from alexnet.train.rundir import RunDir
+    from alexnet.rundir import RunDir
 
     return RunDir(path)
 
