@@ -40,6 +40,8 @@ _VALUE_FLAGS = [
     ("--model-parallel", str, "DEV0,DEV1: the paper's two-tower split over two devices"),
     ("--max-steps", int, "stop after this many steps in total (short budgets), with weights"),
     ("--val-limit", int, "validate on the first N validation images only (0: all)"),
+    ("--train-limit", int, "train on the first N training images only (0: all)"),
+    ("--train-eval", int, "also evaluate the final weights on the first N training images"),
     ("--log-every", int, "append training loss/error of every N steps to RUN/steps.jsonl (0: off)"),
 ]
 _SWITCHES = [

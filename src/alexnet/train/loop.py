@@ -21,6 +21,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from alexnet.data.loader import DeviceLoader
 from alexnet.errors import UserError
 from alexnet.evaluate import evaluate
 from alexnet.train import distributed as dist
@@ -169,12 +170,16 @@ def _log_steps(state: TrainState, train_seconds: float) -> None:
             f.write(json.dumps(record) + "\n")
 
 
-def validate(state: TrainState, crops: int, transform: Callable) -> dict[str, Any]:
-    """Top-1/top-5 error and loss of the validation split (every image counted once)."""
-    state.val_loader.set_epoch(0)
+def validate(
+    state: TrainState, crops: int, transform: Callable, loader: DeviceLoader | None = None
+) -> dict[str, Any]:
+    """Top-1/top-5 error and loss of the validation split, or of `loader`'s images (every
+    image counted once over the ranks)."""
+    loader = loader or state.val_loader
+    loader.set_epoch(0)
     return evaluate(
         state.evaluate_model,
-        state.val_loader.iterate(),
+        loader.iterate(),
         transform,
         crops=crops,
         num_classes=state.train_ds.num_classes,

@@ -148,11 +148,13 @@ def bytes_needed(model: torch.nn.Module) -> int:
 
 
 class FirstImages:
-    """A view of the first `n` images of a packed split (--val-limit), as DeviceLoader reads it."""
+    """A view of the first `n` images of a packed split (--train-limit, --val-limit), with what
+    DeviceLoader and the engine read of a split."""
 
     def __init__(self, ds, n: int) -> None:
         self.images, self.labels = ds.images[:n], ds.labels[:n]
         self.classes, self.num_classes = ds.classes, ds.num_classes
+        self.image_size, self.stats, self.fingerprint = ds.image_size, ds.stats, ds.fingerprint
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])

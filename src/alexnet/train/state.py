@@ -132,6 +132,8 @@ def setup(cfg: TrainConfig, info: dist.DistInfo, device: torch.device) -> TrainS
     train_ds, val_ds = open_dataset(cfg.data, "train"), open_dataset(cfg.data, "val")
     if len(train_ds) == 0:
         raise UserError(f"{cfg.data}: the train split holds no images; nothing to train on")
+    if 0 < cfg.train_limit < len(train_ds):
+        train_ds = pipeline.FirstImages(train_ds, cfg.train_limit)
     if 0 < cfg.val_limit < len(val_ds):
         val_ds = pipeline.FirstImages(val_ds, cfg.val_limit)
     run = RunDir(cfg.output_dir)
