@@ -30,6 +30,7 @@ COMMANDS = [
     "plot",
     "export",
     "report",
+    "reproduce",
 ]
 
 
