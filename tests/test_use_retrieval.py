@@ -81,7 +81,7 @@ def test_features_file_and_neighbors_cli(run, capsys):
     if pre["out_channels"] == 1:
         x = x.mean(1, keepdim=True)
     with torch.no_grad():
-        ref = model.forward_features(x).numpy()
+        ref = model.forward_penultimate(x).numpy()
     np.testing.assert_allclose(feats[:5], ref, rtol=1e-4, atol=1e-4)
 
     grid = run["root"] / "nb.png"
@@ -96,7 +96,7 @@ def test_features_file_and_neighbors_cli(run, capsys):
         xq = (xq - mean) / std
         if pre["out_channels"] == 1:
             xq = xq.mean(1, keepdim=True)
-        qf = model.forward_features(xq).numpy()
+        qf = model.forward_penultimate(xq).numpy()
     ref_d, ref_i = brute_force(qf, feats, 4)
     for r, di, ii in zip(res, ref_d, ref_i):
         assert [n["index"] for n in r["neighbors"]] == ii.tolist()

@@ -1,14 +1,14 @@
 """AlexNet (Krizhevsky, Sutskever & Hinton, NIPS 2012), faithful and fast.
 
 Public API:
-    get_model(name, num_classes=1000, **options) -> nn.Module
+    get_model(name, num_classes=1000, **options) -> AlexNetModel (an nn.Module)
     list_models() -> list[str]
     open_dataset(path, split="train") -> packed dataset of (HxWx3 uint8 image, int label)
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
@@ -16,8 +16,11 @@ __all__ = ["__version__", "get_model", "list_models", "open_dataset", "UserError
 
 from alexnet.errors import UserError
 
+if TYPE_CHECKING:
+    from alexnet.models.common import AlexNetModel
 
-def get_model(name: str, num_classes: int | None = None, **options: Any):
+
+def get_model(name: str, num_classes: int | None = None, **options: Any) -> AlexNetModel:
     """Build a model of the family by name (see `list_models()`).
 
     num_classes defaults to 1000 (10 for `small`); options are the model class's keywords.

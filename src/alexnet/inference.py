@@ -203,7 +203,7 @@ class Predictor:
     def features(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
         """uint8 (B, H, W, 3) -> penultimate activations (B, D) of the centre crop (fc7 after
         ReLU for the 224 px models: the paper's §6.1 retrieval feature), on the device."""
-        return self.model.forward_features(self._centre(self._to_device(images))).float()
+        return self.model.forward_penultimate(self._centre(self._to_device(images))).float()
 
     def top(self, probs: torch.Tensor, k: int) -> tuple[list[list[int]], list[list[float]]]:
         """(B, K) probabilities -> top-k indices and probabilities, descending."""
