@@ -23,13 +23,14 @@ shows within minutes); the full budget on all of them for longer.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from alexnet.experiments import plots
 from alexnet.experiments.claims import claims_for
 from alexnet.experiments.common import Context, final_errors, small_recipe, with_options
 from alexnet.experiments.result import compare_claim, run_row
-from alexnet.models.variants import one_tower_widths
+from alexnet.models.common import one_tower_widths
 from alexnet.train.config import TrainConfig
 
 NAME = "ablations"
@@ -41,7 +42,7 @@ CONVERGED_WITHIN = 0.01
 def variants(full: TrainConfig) -> dict[str, TrainConfig]:
     """The full recipe and each paper feature switched off (see the module docstring)."""
     widths = full.model_options.get("widths", [32, 32, 64])
-    return {
+    table = {
         "full": full,
         "no-lrn": with_options(full, lrn=False),
         "no-overlap": with_options(full, pool="nonoverlap"),
@@ -50,6 +51,13 @@ def variants(full: TrainConfig) -> dict[str, TrainConfig]:
         "no-crops-flips": with_options(full, cfg__pad=0, cfg__flip=False),
         "one-tower-half": with_options(full, towers=1, widths=list(one_tower_widths(widths))),
     }
+    return {name: paired(cfg, full) for name, cfg in table.items()}
+
+
+def paired(cfg: TrainConfig, full: TrainConfig) -> TrainConfig:
+    """cfg with its initial weights paired with the full model's (same seed): every tensor the
+    two share by name and shape starts equal, even where the variant removes or resizes a layer."""
+    return dataclasses.replace(cfg, init_like=dict(full.model_options))
 
 
 def steps_to_converge(history: list[dict[str, Any]]) -> float | None:

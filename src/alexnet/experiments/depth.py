@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from alexnet.experiments.ablations import BUDGET, full_config, measure
+from alexnet.experiments.ablations import BUDGET, full_config, measure, paired
 from alexnet.experiments.claims import claim
 from alexnet.experiments.common import Context, with_options
 from alexnet.experiments.result import compare
@@ -25,10 +25,10 @@ def run(ctx: Context) -> dict[str, Any]:
     top5 = ctx.num_classes() >= 10
     specs = []
     for seed in ctx.seed_list:
-        full = full_config(ctx, seed)
+        full = paired(full_config(ctx, seed), full_config(ctx, seed))
         specs.append((f"full-seed{seed}", full, f"full seed {seed}"))
         for layer in REMOVED:
-            cfg = with_options(full, remove_conv=layer)
+            cfg = paired(with_options(full, remove_conv=layer), full)
             specs.append((f"no-{layer}-seed{seed}", cfg, f"without {layer} seed {seed}"))
     outcomes = ctx.train(specs)
     rows = [

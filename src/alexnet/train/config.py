@@ -84,6 +84,9 @@ class TrainConfig:
     log_every: int = 0  # append training loss/error over every N steps to RUN/steps.jsonl
     train_limit: int = 0  # train on the first N training images only (small-data studies); 0: all
     train_eval: int = 0  # eval.json also holds the error on the first N training images, eval mode
+    # experiments: start every tensor shared (by name and shape) with the model built with these
+    # options and the same seed from that model's value (variants paired by seed)
+    init_like: dict[str, Any] | None = None
     resume: str | None = None
 
     def to_json(self) -> dict[str, Any]:

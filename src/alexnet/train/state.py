@@ -142,6 +142,8 @@ def setup(cfg: TrainConfig, info: dist.DistInfo, device: torch.device) -> TrainS
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     options = pipeline.model_options(cfg, train_ds.image_size, train_ds.stats)
     net = get_model(cfg.model, num_classes=train_ds.num_classes, **options)
+    if cfg.init_like is not None:
+        _init_like(net, cfg, train_ds)
     if saved is not None:
         check_compatible(
             saved, cfg.resume, model_config=net.config, data_fingerprint=train_ds.fingerprint
@@ -158,6 +160,21 @@ def setup(cfg: TrainConfig, info: dist.DistInfo, device: torch.device) -> TrainS
         write_text(run.config, _config_text(state))  # rewritten whole on every start
         state.tensorboard = TensorBoard(run.path, purge_step=state.pos.global_step or None)
     return state
+
+
+def _init_like(net: nn.Module, cfg: TrainConfig, train_ds) -> None:
+    """Pair a variant with a reference model (experiments): every tensor whose name and shape
+    the two share starts from the reference's initial value for the same seed, so a variant
+    that removes a layer or changes a width still shares the other layers' starting weights."""
+    like = dataclasses.replace(cfg, model_options=dict(cfg.init_like))
+    options = pipeline.model_options(like, train_ds.image_size, train_ds.stats)
+    torch.manual_seed(cfg.seed)
+    reference = get_model(cfg.model, num_classes=train_ds.num_classes, **options)
+    own = net.state_dict()
+    shared = {
+        k: v for k, v in reference.state_dict().items() if k in own and own[k].shape == v.shape
+    }
+    net.load_state_dict(shared, strict=False)
 
 
 def _checkpoint_path(resume: str) -> Path:
