@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from alexnet.commands.argtypes import add_device, positive_int
 from alexnet.errors import UserError
 
 
@@ -17,10 +18,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--data", required=True, help="packed dataset directory")
     p.add_argument("--weights", required=True, help="weights .safetensors file")
-    p.add_argument("--crops", type=int, choices=[1, 2, 10], default=1)
+    p.add_argument(
+        "--crops",
+        type=int,
+        choices=[1, 2, 10],
+        default=1,
+        help="1 (centre), 2 (centre + mirror) or 10 (paper §4.1) (default: 1)",
+    )
     p.add_argument("--split", default="val", help="split to evaluate (default: val)")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--batch-size", type=positive_int, default=256, help=">= 1 (default 256)")
+    add_device(p)
     p.add_argument("--amp", action="store_true", help="bf16 autocast")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--per-class", action="store_true", help="also report per-class accuracy")

@@ -6,6 +6,8 @@ import argparse
 import time
 from pathlib import Path
 
+from alexnet.commands.argtypes import add_device, nonnegative_int, positive_int
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
@@ -21,9 +23,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--weights", required=True, help="weights file")
     p.add_argument("--split", default="train", help="split (default: train)")
     p.add_argument("--out", required=True, metavar="FEATS", help="output path without suffix")
-    p.add_argument("--limit", type=int, default=0, help="only the first N images (0: all)")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument(
+        "--limit", type=nonnegative_int, default=0, help="only the first N images (0: all)"
+    )
+    p.add_argument("--batch-size", type=positive_int, default=256, help=">= 1 (default 256)")
+    add_device(p)
     return p
 
 

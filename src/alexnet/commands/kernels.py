@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from alexnet.commands.argtypes import int_range
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
@@ -15,7 +17,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--weights", required=True, help="weights file (.safetensors or .pth)")
     p.add_argument("--out", required=True, metavar="OUT.png")
-    p.add_argument("--width", type=int, default=800, help="image width in pixels (800)")
+    p.add_argument(
+        "--width", type=int_range(64, 16384), default=800, help="image width, 64..16384 px (800)"
+    )
     return p
 
 

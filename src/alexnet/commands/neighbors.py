@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from alexnet.commands.argtypes import add_device, positive_int
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
@@ -23,11 +25,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--split", default="train", help="split searched when computing (train)")
     p.add_argument("--query", nargs="+", required=True, metavar="IMAGE_OR_INDEX")
     p.add_argument("--query-split", default="val", help="split that integer queries index (val)")
-    p.add_argument("--k", type=int, default=8, help="neighbours per query (default 8)")
+    p.add_argument("--k", type=positive_int, default=8, help="neighbours per query (default 8)")
     p.add_argument("--out", metavar="GRID.png", help="write the neighbours grid")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--batch-size", type=positive_int, default=256, help=">= 1 (default 256)")
+    add_device(p)
     return p
 
 
