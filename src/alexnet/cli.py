@@ -72,6 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"alexnet {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # disk full, read-only, permission: one line, not a traceback
+        from alexnet.commands.outputs import os_error_line
+
+        line, status = os_error_line(exc)
+        print(f"alexnet {args.command}: error: {line}", file=sys.stderr)
+        return status
     except KeyboardInterrupt:
         print(f"alexnet {args.command}: interrupted", file=sys.stderr)
         return 130

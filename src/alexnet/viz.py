@@ -35,6 +35,16 @@ def _pyplot():
     return plt
 
 
+def save_figure(fig, out: str | os.PathLike, dpi: int) -> None:
+    """Write `fig` to `out` through a temp file + rename: never a half-written picture. The
+    format is the file's suffix (PNG when it has none)."""
+    from alexnet.train.checkpoint import atomic_write
+
+    out = Path(out)
+    fmt = out.suffix[1:].lower() or "png"
+    atomic_write(out, lambda f: fig.savefig(f, dpi=dpi, format=fmt))
+
+
 def first_conv_weight(model: nn.Module) -> torch.Tensor:
     """conv1's weight (O, C, kh, kw) of any model in the family (the first Conv2d)."""
     for module in model.modules():
@@ -103,7 +113,7 @@ def kernel_grid(
         if towers == 2:
             ax.set_title(f"tower {i + 1} (GPU {i + 1}): {blocks[i].shape[0]} kernels", fontsize=9)
     fig.subplots_adjust(left=0.02, right=0.98, top=1 - 45 / height_px, bottom=0.01, hspace=0.25)
-    fig.savefig(out, dpi=dpi)
+    save_figure(fig, out, dpi)
     plt.close(fig)
     return width_px, height_px
 
@@ -158,7 +168,7 @@ def training_curves(
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out, dpi=dpi)
+    save_figure(fig, out, dpi)
     plt.close(fig)
     return size_px
 
@@ -211,7 +221,7 @@ def neighbour_grid(
     fig.suptitle("query (left), its nearest training images by fc7 (penultimate) distance",
                  fontsize=9, y=1 - 8 / h, va="top")  # fmt: skip
     fig.subplots_adjust(left=0.01, right=0.99, top=1 - 50 / h, bottom=0.01)
-    fig.savefig(out, dpi=dpi)
+    save_figure(fig, out, dpi)
     plt.close(fig)
     return w, h
 
@@ -243,6 +253,6 @@ def captioned_grid(
         fig.suptitle(title, fontsize=10)
     fig.subplots_adjust(left=0.01, right=0.99, top=1 - (30 if title else 5) / h, bottom=60 / h,
                         hspace=0.45, wspace=0.05)  # fmt: skip
-    fig.savefig(out, dpi=dpi)
+    save_figure(fig, out, dpi)
     plt.close(fig)
     return w, h

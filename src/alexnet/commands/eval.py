@@ -6,6 +6,7 @@ import argparse
 import json
 
 from alexnet.commands.argtypes import add_device, positive_int
+from alexnet.commands.outputs import output_file
 from alexnet.errors import UserError
 
 
@@ -47,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
     from alexnet.train import distributed as D
     from alexnet.train.weights import load_model
 
+    if args.confusion:  # checked before the work, and named as really written
+        args.confusion = str(output_file(args.confusion, "--confusion", ".png"))
     info = D.from_env()
     device = D.resolve_device(args.device, info)
     ds = open_dataset(args.data, args.split)

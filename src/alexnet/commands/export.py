@@ -6,6 +6,7 @@ import argparse
 import json
 
 from alexnet.commands.argtypes import int_range
+from alexnet.commands.outputs import output_file
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -36,6 +37,9 @@ def run(args: argparse.Namespace) -> int:
 
     if not (args.onnx or args.two_device or args.paper):
         raise UserError("export needs --onnx OUT.onnx, --two-device OUT or --paper OUT")
+    for flag in ("onnx", "two_device", "paper"):
+        if getattr(args, flag):
+            output_file(getattr(args, flag), "--" + flag.replace("_", "-"))
     out: dict = {}
     if args.two_device:
         out["two_device"] = convert_layout(args.weights, args.two_device, "two-device")

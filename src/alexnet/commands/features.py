@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from alexnet.commands.argtypes import add_device, nonnegative_int, positive_int
+from alexnet.commands.outputs import output_file
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -33,9 +34,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from alexnet.data.packed import open_dataset
-    from alexnet.inference import Predictor, save_features, split_features
+    from alexnet.inference import Predictor, features_paths, save_features, split_features
     from alexnet.train.distributed import from_env, resolve_device
 
+    for path in features_paths(args.out):
+        output_file(path, "--out")
     ds = open_dataset(args.data, args.split)
     predictor = Predictor(args.weights, resolve_device(args.device, from_env()))
     n = len(ds) if args.limit <= 0 else min(args.limit, len(ds))

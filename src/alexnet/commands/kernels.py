@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from alexnet.commands.argtypes import int_range
+from alexnet.commands.outputs import output_file
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -27,7 +28,8 @@ def run(args: argparse.Namespace) -> int:
     from alexnet.inference import load_weights
     from alexnet.viz import kernel_grid
 
+    out = output_file(args.out, "--out", ".png")
     model, _, _ = load_weights(args.weights, "cpu")
-    w, h = kernel_grid(model, args.out, width_px=args.width)
-    print(f"wrote {args.out} ({w}x{h} px)")
+    w, h = kernel_grid(model, out, width_px=args.width)
+    print(f"wrote {out} ({w}x{h} px)")
     return 0

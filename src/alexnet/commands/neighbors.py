@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from alexnet.commands.argtypes import add_device, positive_int
+from alexnet.commands.outputs import output_file
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -51,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.k < 1:
         raise UserError(f"--k {args.k}: must be at least 1")
+    if args.out:
+        args.out = str(output_file(args.out, "--out", ".png"))
     device = resolve_device(args.device, from_env())
     if args.features:
         feats, fmeta = load_features(args.features)

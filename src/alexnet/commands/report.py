@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from alexnet.commands.argtypes import add_device, nonnegative_int, positive_int
+from alexnet.commands.outputs import output_dir
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -33,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from alexnet.report import write_report
     from alexnet.train.distributed import from_env, resolve_device
 
+    output_dir(args.run, "RUN")
     out = write_report(
         args.run,
         args.data,
