@@ -166,3 +166,18 @@ def cifar10(root: Path, per_batch: int = 20) -> dict:
     with open(d / "batches.meta", "wb") as f:
         pickle.dump({b"label_names": names, b"num_vis": 3072}, f)
     return {s: (np.concatenate(x), np.array(y)) for s, (x, y) in out.items()}
+
+
+# A `prepare` slowed down after each saved chunk (monkeypatched in the child process only), so
+# that Ctrl-C lands in the middle of the work.
+SLOW_PREPARE = """
+import sys, time
+import alexnet.data.pack as pack
+from alexnet.cli import main
+save = pack._save_state
+def slow(*a, **k):
+    save(*a, **k)
+    time.sleep(0.5)
+pack._save_state = slow
+sys.exit(main(sys.argv[1:]))
+"""

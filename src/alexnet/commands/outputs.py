@@ -58,6 +58,17 @@ def output_dir(path: str | os.PathLike, flag: str) -> Path:
     return p
 
 
+def creatable_dir(path: str | os.PathLike, flag: str) -> Path:
+    """A directory a command will create (with its parents): its nearest existing ancestor must
+    be a directory that takes new files now."""
+    p = Path(path).absolute()
+    ancestor = p.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    _probe_dir(ancestor, f"{flag} {path}")
+    return p
+
+
 def os_error_line(exc: OSError) -> tuple[str, int]:
     """One line naming the path and the cause, and the exit status (2: the user's path, 1: the
     environment, e.g. a full or read-only disk)."""

@@ -46,7 +46,7 @@ def check_output(out: str | Path, src: str | Path | None, overwrite: bool) -> No
     if src is not None and Path(src).exists():
         s, o = Path(src).resolve(), out.resolve()
         if _related(s, o):
-            where = "is" if s == o else ("contains" if s in o.parents else "lies inside")
+            where = "is" if s == o else ("contains" if o in s.parents else "lies inside")
             raise UserError(f"{out}: {where} the source {src}; choose an OUT outside it")
     if not overwrite:
         hint = " (use --overwrite to replace it)" if (packed or empty) else ""
