@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -35,15 +36,18 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from alexnet.data.packed import open_dataset
     from alexnet.inference import Predictor, features_paths, save_features, split_features
+    from alexnet.provenance import check_fits, features_source
     from alexnet.train.distributed import from_env, resolve_device
 
     for path in features_paths(args.out):
         output_file(path, "--out")
     ds = open_dataset(args.data, args.split)
     predictor = Predictor(args.weights, resolve_device(args.device, from_env()))
+    check_fits(predictor, ds.image_size, args.data)
     n = len(ds) if args.limit <= 0 else min(args.limit, len(ds))
     t0 = time.perf_counter()
-    feats = split_features(predictor, ds.images[:n], args.batch_size, progress=True)
+    progress = sys.stderr.isatty()  # never `\r` lines into a redirected output
+    feats = split_features(predictor, ds.images[:n], args.batch_size, progress=progress)
     seconds = time.perf_counter() - t0
     meta = {
         "data": str(Path(args.data).resolve()),
@@ -53,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         "layer": "penultimate (fc7 after ReLU for paper/seed/torchvision)",
         "indices": list(range(n)),
         "labels": [int(v) for v in ds.labels[:n]],
+        **features_source(args.weights, ds),
     }
     npy = save_features(args.out, feats, meta)
     dim = feats.shape[1] if n else 0

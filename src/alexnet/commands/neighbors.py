@@ -48,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
         read_image,
         split_features,
     )
+    from alexnet.provenance import check_features_source, check_fits
     from alexnet.train.distributed import from_env, resolve_device
 
     if args.k < 1:
@@ -69,6 +70,11 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{args.features}: names no weights/data; pass --weights and --data")
     predictor = Predictor(weights, device)
     base_ds = open_dataset(data, split)
+    check_fits(predictor, base_ds.image_size, data)
+    if feats is not None:
+        check_features_source(args.features, fmeta, weights, base_ds)
+        if rows and max(rows) >= len(base_ds):
+            raise UserError(f"{args.features}: rows up to {max(rows)}, {data} has {len(base_ds)}")
     if feats is None:
         feats = split_features(predictor, base_ds.images, args.batch_size)
         rows = list(range(len(base_ds)))
@@ -76,7 +82,9 @@ def run(args: argparse.Namespace) -> int:
     names, images, failed = [], [], 0
     for q in args.query:
         if q.lstrip("-").isdigit():
-            query_ds = query_ds or open_dataset(data, args.query_split)
+            if query_ds is None:
+                query_ds = open_dataset(data, args.query_split)
+                check_fits(predictor, query_ds.image_size, data)
             i = check_index(int(q), len(query_ds), f"{data} split {args.query_split!r}")
             img = np.asarray(query_ds.images[i])
             names.append(f"{args.query_split}:{i} ({query_ds.classes[query_ds.labels[i]]})")
@@ -99,6 +107,10 @@ def run(args: argparse.Namespace) -> int:
     if not images:
         raise UserError("no query image could be read")
     qf = predictor.features(np.stack(images)).cpu().numpy()
+    if len(feats) and qf.shape[1] != feats.shape[1]:
+        raise UserError(
+            f"{args.features}: {feats.shape[1]}-d features, but {weights} gives {qf.shape[1]}-d"
+        )
     dist, idx = nearest(qf, feats, args.k, device=device)
     results = []
     for name, d_row, i_row in zip(names, dist, idx):
