@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from alexnet.commands.argtypes import add_device, positive_int
-from alexnet.commands.outputs import output_file
+from alexnet.commands.outputs import json_line, output_file
 from alexnet.errors import UserError
 
 
@@ -95,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         save_confusion_png(conf, ds.classes, args.confusion)
         out["confusion_png"] = args.confusion
     if args.json:
-        print(json.dumps(out))
+        print(json_line(out))
         return 0
     print(f"weights   {args.weights}")
     print(f"data      {args.data} ({args.split}, {out['images']} images, {out['crops']} crop(s))")

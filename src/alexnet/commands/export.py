@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from alexnet.commands.argtypes import int_range
-from alexnet.commands.outputs import output_file
+from alexnet.commands.outputs import json_line, output_file
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -49,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         check = not args.no_check
         out["onnx"] = export_onnx(args.weights, args.onnx, opset=args.opset, check=check)
     if args.json:
-        print(json.dumps(out))
+        print(json_line(out))
         return 0
     for key in ("two_device", "paper"):
         if key in out:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from alexnet.commands.argtypes import add_device, positive_int
-from alexnet.commands.outputs import output_file
+from alexnet.commands.outputs import json_line, output_file
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -121,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
             found.append({"index": index, "distance": d, "label": base_ds.classes[label]})
         results.append({"query": name, "neighbors": found})
     if args.out:
-        from alexnet.viz import neighbour_grid
+        from alexnet.viz import feature_name, neighbour_grid
 
         nb_imgs = [
             [np.asarray(base_ds.images[n["index"]]) for n in r["neighbors"]] for r in results
@@ -129,10 +128,11 @@ def run(args: argparse.Namespace) -> int:
         nb_titles = [
             [f"{n['label']}\n{n['distance']:.3g}" for n in r["neighbors"]] for r in results
         ]
+        layer = feature_name(predictor.meta["model"]["name"], qf.shape[1])
         neighbour_grid(images, nb_imgs, args.out, query_titles=[Path(n).name for n in names],
-                       neighbour_titles=nb_titles)  # fmt: skip
+                       neighbour_titles=nb_titles, feature=layer)  # fmt: skip
     if args.json:
-        print(json.dumps({"split": split, "k": args.k, "results": results, "grid": args.out}))
+        print(json_line({"split": split, "k": args.k, "results": results, "grid": args.out}))
     else:
         for r in results:
             print(r["query"])

@@ -8,9 +8,12 @@ reported before minutes of computing, not after.
 from __future__ import annotations
 
 import errno
+import json
+import math
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from alexnet.errors import UserError
 
@@ -76,3 +79,20 @@ def os_error_line(exc: OSError) -> tuple[str, int]:
     cause = exc.strerror or str(exc)
     status = 2 if exc.errno in USER_ERRNOS and not isinstance(exc, OutputError) else 1
     return f"{where}: {cause}", status
+
+
+def rounded(obj: Any, digits: int = 6) -> Any:
+    """`obj` with every float rounded to `digits` significant digits (0.07230000000000003 ->
+    0.0723): JSON output shows what was measured, not float noise."""
+    if isinstance(obj, float):
+        return float(f"{obj:.{digits}g}") if math.isfinite(obj) else obj
+    if isinstance(obj, dict):
+        return {k: rounded(v, digits) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [rounded(v, digits) for v in obj]
+    return obj
+
+
+def json_line(obj: Any) -> str:
+    """One JSON object on one line, floats rounded (see `rounded`)."""
+    return json.dumps(rounded(obj))

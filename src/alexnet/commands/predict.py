@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from alexnet.commands.argtypes import add_device, positive_int
+from alexnet.commands.outputs import json_line
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -68,5 +68,5 @@ def run(args: argparse.Namespace) -> int:
             "predictions": results,
             "failed": failed,
         }
-        print(json.dumps(out))
+        print(json_line(out))
     return 1 if failed else 0
