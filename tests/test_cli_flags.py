@@ -137,3 +137,13 @@ def test_weight_decay_nan_names_weight_decay(capsys):
         cli.main(["train", "--data", "x", "--output-dir", "y", "--weight-decay", "nan"])
     assert exc.value.code == 2
     assert "--weight-decay" in capsys.readouterr().err
+
+
+def test_unavailable_mps_is_one_line(capsys):
+    import torch
+
+    if torch.backends.mps.is_available():
+        pytest.skip("this machine has MPS")
+    code = cli.main(["eval", "--data", "x", "--weights", "y", "--device", "mps"])
+    err = capsys.readouterr().err
+    assert code == 2 and "MPS is not available" in err and len(err.strip().splitlines()) == 1
