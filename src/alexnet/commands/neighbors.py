@@ -33,28 +33,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def run(args: argparse.Namespace) -> int:
-    import numpy as np
-
+def _base(args: argparse.Namespace, device):
+    """The searched side: (predictor, dataset, features (N, D), split row of each feature)."""
     from alexnet.data.packed import open_dataset
     from alexnet.errors import UserError
-    from alexnet.inference import (
-        Predictor,
-        check_index,
-        expand_image_args,
-        load_features,
-        nearest,
-        read_image,
-        split_features,
-    )
+    from alexnet.inference import Predictor, load_features, split_features
     from alexnet.provenance import check_features_source, check_fits
-    from alexnet.train.distributed import from_env, resolve_device
 
-    if args.k < 1:
-        raise UserError(f"--k {args.k}: must be at least 1")
-    if args.out:
-        args.out = str(output_file(args.out, "--out", ".png"))
-    device = resolve_device(args.device, from_env())
     if args.features:
         feats, fmeta = load_features(args.features)
         data = args.data or fmeta.get("data")
@@ -74,9 +59,21 @@ def run(args: argparse.Namespace) -> int:
         check_features_source(args.features, fmeta, weights, base_ds)
         if rows and max(rows) >= len(base_ds):
             raise UserError(f"{args.features}: rows up to {max(rows)}, {data} has {len(base_ds)}")
-    if feats is None:
+    else:
         feats = split_features(predictor, base_ds.images, args.batch_size)
         rows = list(range(len(base_ds)))
+    return predictor, base_ds, feats, rows, data
+
+
+def _queries(args: argparse.Namespace, predictor, data) -> tuple[list[str], list, int]:
+    """Query names, (H, W, 3) uint8 images, and how many could not be read."""
+    import numpy as np
+
+    from alexnet.data.packed import open_dataset
+    from alexnet.errors import UserError
+    from alexnet.inference import check_index, expand_image_args, read_image
+    from alexnet.provenance import check_fits
+
     query_ds = None
     names, images, failed = [], [], 0
     for q in args.query:
@@ -85,30 +82,56 @@ def run(args: argparse.Namespace) -> int:
                 query_ds = open_dataset(data, args.query_split)
                 check_fits(predictor, query_ds.image_size, data)
             i = check_index(int(q), len(query_ds), f"{data} split {args.query_split!r}")
-            img = np.asarray(query_ds.images[i])
+            images.append(np.asarray(query_ds.images[i]))
             names.append(f"{args.query_split}:{i} ({query_ds.classes[query_ds.labels[i]]})")
-        else:
-            paths, missing = expand_image_args([q])
-            for arg, reason in missing:
-                print(f"alexnet neighbors: {arg}: {reason}", file=sys.stderr)
-                failed += 1
-            for path in paths:
-                try:
-                    img = read_image(path, predictor.image_size, predictor.resize_rule)
-                except UserError as exc:
-                    print(f"alexnet neighbors: {exc}", file=sys.stderr)
-                    failed += 1
-                    continue
-                names.append(path)
-                images.append(img)
             continue
-        images.append(img)
+        paths, missing = expand_image_args([q])
+        for arg, reason in missing:
+            print(f"alexnet neighbors: {arg}: {reason}", file=sys.stderr)
+            failed += 1
+        for path in paths:
+            try:
+                img = read_image(path, predictor.image_size, predictor.resize_rule)
+            except UserError as exc:
+                print(f"alexnet neighbors: {exc}", file=sys.stderr)
+                failed += 1
+                continue
+            names.append(path)
+            images.append(img)
     if not images:
         raise UserError("no query image could be read")
+    return names, images, failed
+
+
+def _draw(args, predictor, base_ds, names, images, results, dim: int) -> None:
+    import numpy as np
+
+    from alexnet.viz import feature_name, neighbour_grid
+
+    nb_imgs = [[np.asarray(base_ds.images[n["index"]]) for n in r["neighbors"]] for r in results]
+    nb_titles = [[f"{n['label']}\n{n['distance']:.3g}" for n in r["neighbors"]] for r in results]
+    layer = feature_name(predictor.meta["model"]["name"], dim)
+    neighbour_grid(images, nb_imgs, args.out, query_titles=[Path(n).name for n in names],
+                   neighbour_titles=nb_titles, feature=layer)  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from alexnet.errors import UserError
+    from alexnet.inference import nearest
+    from alexnet.train.distributed import from_env, resolve_device
+
+    if args.out:
+        args.out = str(output_file(args.out, "--out", ".png"))
+    device = resolve_device(args.device, from_env())
+    predictor, base_ds, feats, rows, data = _base(args, device)
+    names, images, failed = _queries(args, predictor, data)
     qf = predictor.features(np.stack(images)).cpu().numpy()
     if len(feats) and qf.shape[1] != feats.shape[1]:
         raise UserError(
-            f"{args.features}: {feats.shape[1]}-d features, but {weights} gives {qf.shape[1]}-d"
+            f"{args.features}: {feats.shape[1]}-d features, but {predictor.weights} gives "
+            f"{qf.shape[1]}-d"
         )
     dist, idx = nearest(qf, feats, args.k, device=device)
     results = []
@@ -120,17 +143,8 @@ def run(args: argparse.Namespace) -> int:
             found.append({"index": index, "distance": d, "label": base_ds.classes[label]})
         results.append({"query": name, "neighbors": found})
     if args.out:
-        from alexnet.viz import feature_name, neighbour_grid
-
-        nb_imgs = [
-            [np.asarray(base_ds.images[n["index"]]) for n in r["neighbors"]] for r in results
-        ]
-        nb_titles = [
-            [f"{n['label']}\n{n['distance']:.3g}" for n in r["neighbors"]] for r in results
-        ]
-        layer = feature_name(predictor.meta["model"]["name"], qf.shape[1])
-        neighbour_grid(images, nb_imgs, args.out, query_titles=[Path(n).name for n in names],
-                       neighbour_titles=nb_titles, feature=layer)  # fmt: skip
+        _draw(args, predictor, base_ds, names, images, results, qf.shape[1])
+    split = base_ds.split
     if args.json:
         print(json_line({"split": split, "k": args.k, "results": results, "grid": args.out}))
     else:
