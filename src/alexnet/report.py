@@ -95,6 +95,7 @@ def write_report(
     """
     from alexnet.data.packed import open_dataset
     from alexnet.inference import Predictor, nearest, split_features
+    from alexnet.train.checkpoint import atomic_write
     from alexnet.viz import (
         captioned_grid,
         feature_name,
@@ -179,6 +180,7 @@ def write_report(
         *rows,
         "",
     ]
-    (run / "report.md").write_text("\n".join(md))
+    text = "\n".join(md)
+    atomic_write(run / "report.md", lambda f: f.write(text), mode="w")
     files = ["report.md", "kernels.png", "curves.png", "neighbours.png", "predictions.png"]
     return {"report": str(run / "report.md"), "files": [str(run / f) for f in files]}

@@ -6,6 +6,7 @@ import argparse
 
 from alexnet.commands.argtypes import add_device, positive_int
 from alexnet.commands.outputs import json_line, output_file
+from alexnet.data.packed import SPLITS
 from alexnet.errors import UserError
 
 
@@ -25,7 +26,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default=1,
         help="1 (centre), 2 (centre + mirror) or 10 (paper §4.1) (default: 1)",
     )
-    p.add_argument("--split", default="val", help="split to evaluate (default: val)")
+    p.add_argument(
+        "--split", choices=SPLITS, default="val", help="split to evaluate (default: val)"
+    )
     p.add_argument("--batch-size", type=positive_int, default=256, help=">= 1 (default 256)")
     add_device(p)
     p.add_argument("--amp", action="store_true", help="bf16 autocast")

@@ -21,7 +21,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--weights", required=True, help=".safetensors (or torchvision .pth for ONNX)")
     p.add_argument("--onnx", metavar="OUT.onnx", help="write an ONNX model")
     p.add_argument(
-        "--opset", type=int_range(9, 30), default=17, help="ONNX opset, 9..30 (default 17)"
+        "--opset", type=int_range(9, 20), default=17, help="ONNX opset, 9..20 (default 17)"
     )
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime comparison")
     p.add_argument("--two-device", metavar="OUT.safetensors", help="write the two-device layout")

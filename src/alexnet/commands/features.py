@@ -9,6 +9,7 @@ from pathlib import Path
 
 from alexnet.commands.argtypes import add_device, nonnegative_int, positive_int
 from alexnet.commands.outputs import output_file
+from alexnet.data.packed import SPLITS
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -23,7 +24,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--data", required=True, help="packed dataset directory")
     p.add_argument("--weights", required=True, help="weights file")
-    p.add_argument("--split", default="train", help="split (default: train)")
+    p.add_argument("--split", choices=SPLITS, default="train", help="split (default: train)")
     p.add_argument("--out", required=True, metavar="FEATS", help="output path without suffix")
     p.add_argument(
         "--limit", type=nonnegative_int, default=0, help="only the first N images (0: all)"

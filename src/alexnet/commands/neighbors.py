@@ -8,6 +8,7 @@ from pathlib import Path
 
 from alexnet.commands.argtypes import add_device, positive_int
 from alexnet.commands.outputs import json_line, output_file
+from alexnet.data.packed import SPLITS
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -22,9 +23,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--features", metavar="FEATS", help="from `alexnet features` (else computed)")
     p.add_argument("--data", help="packed dataset (default: the one named in FEATS.json)")
     p.add_argument("--weights", help="weights file (default: the one named in FEATS.json)")
-    p.add_argument("--split", default="train", help="split searched when computing (train)")
+    p.add_argument(
+        "--split", choices=SPLITS, default="train", help="split searched when computing (train)"
+    )
     p.add_argument("--query", nargs="+", required=True, metavar="IMAGE_OR_INDEX")
-    p.add_argument("--query-split", default="val", help="split that integer queries index (val)")
+    p.add_argument(
+        "--query-split",
+        choices=SPLITS,
+        default="val",
+        help="split that integer queries index (val)",
+    )
     p.add_argument("--k", type=positive_int, default=8, help="neighbours per query (default 8)")
     p.add_argument("--out", metavar="GRID.png", help="write the neighbours grid")
     p.add_argument("--json", action="store_true", help="print one JSON object")
