@@ -34,8 +34,15 @@ COMMANDS = [
 ]
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (no usage block): `alexnet CMD: error: ...`."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="alexnet",
         description="AlexNet (Krizhevsky et al., 2012): train, evaluate and use it.",
     )
@@ -68,6 +75,12 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"alexnet {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # disk full, read-only, permission: one line, not a traceback
+        from alexnet.commands.outputs import os_error_line
+
+        line, status = os_error_line(exc)
+        print(f"alexnet {args.command}: error: {line}", file=sys.stderr)
+        return status
     except KeyboardInterrupt:
         print(f"alexnet {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -172,5 +172,7 @@ def save_confusion_png(confusion: torch.Tensor, classes: list[str], path: str) -
     ax.set_title("confusion matrix (rows normalized)")
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    from alexnet.viz import save_figure
+
+    save_figure(fig, path, 100)
     plt.close(fig)

@@ -81,6 +81,7 @@ def export_onnx(
     Returns {"onnx", "input_shape", "opset", "checked", "max_abs_diff", "atol", "rtol"}.
     """
     from alexnet.inference import load_weights
+    from alexnet.train.checkpoint import atomic_write
 
     model, meta, _ = load_weights(weights, "cpu")
     net = exportable(model)
@@ -88,19 +89,23 @@ def export_onnx(
     gen = torch.Generator().manual_seed(seed)
     example = torch.randn(2, channels, size, size, generator=gen)
     out = Path(out)
+
+    def write(f) -> None:  # into a temp file renamed to `out`: never a half-written model
+        torch.onnx.export(
+            net,
+            (example,),
+            f,
+            input_names=["images"],
+            output_names=["logits"],
+            dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
+            opset_version=opset,
+            dynamo=False,
+        )
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(
-                net,
-                (example,),
-                str(out),
-                input_names=["images"],
-                output_names=["logits"],
-                dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
-                opset_version=opset,
-                dynamo=False,
-            )
+            atomic_write(out, write)
     except (ImportError, ModuleNotFoundError) as exc:
         raise UserError(f"ONNX export needs the onnx package ({exc}): pip install onnx") from None
     result: dict[str, Any] = {

@@ -18,6 +18,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -247,9 +248,9 @@ def split_features(
         chunks.append(predictor.features(batch).cpu().numpy())
         if progress:
             done = min(start + batch_size, n)
-            print(f"\rfeatures {done}/{n}", end="", flush=True)
+            print(f"\rfeatures {done}/{n}", end="", flush=True, file=sys.stderr)
     if progress and n:
-        print()
+        print(file=sys.stderr)
     if not chunks:
         return np.zeros((0, 0), np.float32)
     return np.concatenate(chunks).astype(np.float32, copy=False)

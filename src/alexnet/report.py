@@ -18,6 +18,12 @@ import numpy as np
 
 from alexnet.errors import UserError
 
+FINAL_TEST_NOTE = (
+    "The final test evaluates the last weights on the dataset's `val` split: the same split "
+    "that picked `weights-best.safetensors` and the learning-rate reductions (for Fashion-MNIST "
+    "and CIFAR-10, the official test set), so it is not an independent held-out estimate."
+)
+
 
 def _pick_queries(labels: np.ndarray, count: int) -> list[int]:
     """The first image of each of the first `count` classes present (distinct classes)."""
@@ -32,33 +38,43 @@ def _pick_queries(labels: np.ndarray, count: int) -> list[int]:
     return picked
 
 
-def _results_table(run: Path) -> list[str]:
+def _results_table(run: Path, num_classes: int) -> list[str]:
+    """Markdown tables: per epoch (a `--max-steps` epoch marked partial), then final tests. The
+    top-5 column is left out with <= 5 classes (top-5 error is 0 there by construction)."""
     from alexnet.viz import read_metrics
 
-    lines = [
-        "| epoch | lr | train loss | val top-1 error | val top-5 error | images/s |",
-        "|---:|---:|---:|---:|---:|---:|",
-    ]
+    top5 = num_classes > 5
+    head = "| epoch | lr | train loss | val top-1 error |" + (" val top-5 error |" if top5 else "")
+    lines = [head + " images/s |", "|---:|---:|---:|---:|" + ("---:|" if top5 else "") + "---:|"]
+    partial = False
     for r in read_metrics(run):
+        mark = "" if r.get("complete", True) else " (partial)"
+        partial |= bool(mark)
+        t5 = f" {100 * r['val_top5_error']:.2f} % |" if top5 else ""
         lines.append(
-            f"| {r['epoch']} | {r.get('lr', float('nan')):.4g} | {r['train_loss']:.4f} | "
-            f"{100 * r['val_top1_error']:.2f} % | {100 * r['val_top5_error']:.2f} % | "
+            f"| {r['epoch']}{mark} | {r.get('lr', float('nan')):.4g} | {r['train_loss']:.4f} | "
+            f"{100 * r['val_top1_error']:.2f} % |{t5} "
             f"{r.get('images_per_sec', float('nan')):.0f} |"
         )
+    if partial:
+        lines += ["", "(partial): the epoch stopped early (`--max-steps`); its numbers cover "
+                  "only the steps it ran."]  # fmt: skip
     evals = sorted(run.glob("eval*.json"))
     if evals:
-        lines += ["", "| final test | images | crops | top-1 error | top-5 error | loss |"]
-        lines.append("|---|---:|---:|---:|---:|---:|")
+        t5 = " top-5 error |" if top5 else ""
+        lines += ["", f"| final test | images | crops | top-1 error |{t5} loss |"]
+        lines.append("|---|---:|---:|---:|" + ("---:|" if top5 else "") + "---:|")
         for path in evals:
             try:
                 e = json.loads(path.read_text())
+                t5 = f" {100 * e['top5_error']:.2f} % |" if top5 else ""
                 lines.append(
                     f"| `{path.name}` | {e['images']} | {e['crops']} | "
-                    f"{100 * e['top1_error']:.2f} % | {100 * e['top5_error']:.2f} % | "
-                    f"{e['loss']:.4f} |"
+                    f"{100 * e['top1_error']:.2f} % |{t5} {e['loss']:.4f} |"
                 )
             except (OSError, ValueError, KeyError):
                 continue
+        lines += ["", FINAL_TEST_NOTE]
     return lines
 
 
@@ -79,7 +95,14 @@ def write_report(
     """
     from alexnet.data.packed import open_dataset
     from alexnet.inference import Predictor, nearest, split_features
-    from alexnet.viz import captioned_grid, kernel_grid, neighbour_grid, training_curves
+    from alexnet.train.checkpoint import atomic_write
+    from alexnet.viz import (
+        captioned_grid,
+        feature_name,
+        kernel_grid,
+        neighbour_grid,
+        training_curves,
+    )
 
     run = Path(run_dir)
     if not run.is_dir():
@@ -101,6 +124,7 @@ def write_report(
     q_idx = _pick_queries(val.labels, queries)
     q_imgs = [np.asarray(val.images[i]) for i in q_idx]
     dist, idx = nearest(predictor.features(np.stack(q_imgs)).cpu().numpy(), feats, k, device=device)
+    layer = feature_name(predictor.meta["model"]["name"], feats.shape[1])
     neighbour_grid(
         q_imgs,
         [[np.asarray(train.images[j]) for j in row] for row in idx.tolist()],
@@ -110,6 +134,7 @@ def write_report(
             [f"{train.classes[train.labels[j]]}\n{d:.3g}" for j, d in zip(row, drow)]
             for row, drow in zip(idx.tolist(), dist.tolist())
         ],
+        feature=layer,
     )
     p_idx = list(range(0, len(val), max(1, len(val) // max(predictions, 1))))[:predictions]
     p_imgs = np.stack([np.asarray(val.images[i]) for i in p_idx])
@@ -131,7 +156,7 @@ def write_report(
         "",
         "## Results",
         "",
-        *_results_table(run),
+        *_results_table(run, len(predictor.classes)),
         "",
         "![training curves](curves.png)",
         "",
@@ -139,7 +164,7 @@ def write_report(
         "",
         "![conv1 kernels](kernels.png)",
         "",
-        "## Nearest training images by fc7 distance (paper Fig. 4, §6.1)",
+        f"## Nearest training images by {layer} distance (paper Fig. 4, §6.1)",
         "",
         f"Queries from the validation split; neighbours among {n_train} training images, "
         "nearest first, with their class and distance.",
@@ -155,6 +180,7 @@ def write_report(
         *rows,
         "",
     ]
-    (run / "report.md").write_text("\n".join(md))
+    text = "\n".join(md)
+    atomic_write(run / "report.md", lambda f: f.write(text), mode="w")
     files = ["report.md", "kernels.png", "curves.png", "neighbours.png", "predictions.png"]
     return {"report": str(run / "report.md"), "files": [str(run / f) for f in files]}

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 
+from alexnet.commands.argtypes import add_device, positive_int
+from alexnet.commands.outputs import json_line, output_file
+from alexnet.data.packed import SPLITS
 from alexnet.errors import UserError
 
 
@@ -17,10 +19,18 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--data", required=True, help="packed dataset directory")
     p.add_argument("--weights", required=True, help="weights .safetensors file")
-    p.add_argument("--crops", type=int, choices=[1, 2, 10], default=1)
-    p.add_argument("--split", default="val", help="split to evaluate (default: val)")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument(
+        "--crops",
+        type=int,
+        choices=[1, 2, 10],
+        default=1,
+        help="1 (centre), 2 (centre + mirror) or 10 (paper §4.1) (default: 1)",
+    )
+    p.add_argument(
+        "--split", choices=SPLITS, default="val", help="split to evaluate (default: val)"
+    )
+    p.add_argument("--batch-size", type=positive_int, default=256, help=">= 1 (default 256)")
+    add_device(p)
     p.add_argument("--amp", action="store_true", help="bf16 autocast")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--per-class", action="store_true", help="also report per-class accuracy")
@@ -40,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
     from alexnet.train import distributed as D
     from alexnet.train.weights import load_model
 
+    if args.confusion:  # checked before the work, and named as really written
+        args.confusion = str(output_file(args.confusion, "--confusion", ".png"))
     info = D.from_env()
     device = D.resolve_device(args.device, info)
     ds = open_dataset(args.data, args.split)
@@ -85,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         save_confusion_png(conf, ds.classes, args.confusion)
         out["confusion_png"] = args.confusion
     if args.json:
-        print(json.dumps(out))
+        print(json_line(out))
         return 0
     print(f"weights   {args.weights}")
     print(f"data      {args.data} ({args.split}, {out['images']} images, {out['crops']} crop(s))")

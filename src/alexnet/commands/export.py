@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
+
+from alexnet.commands.argtypes import int_range
+from alexnet.commands.outputs import json_line, output_file
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -18,7 +20,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--weights", required=True, help=".safetensors (or torchvision .pth for ONNX)")
     p.add_argument("--onnx", metavar="OUT.onnx", help="write an ONNX model")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    p.add_argument(
+        "--opset", type=int_range(9, 20), default=17, help="ONNX opset, 9..20 (default 17)"
+    )
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime comparison")
     p.add_argument("--two-device", metavar="OUT.safetensors", help="write the two-device layout")
     p.add_argument("--paper", metavar="OUT.safetensors", help="write the paper (grouped) layout")
@@ -32,6 +36,9 @@ def run(args: argparse.Namespace) -> int:
 
     if not (args.onnx or args.two_device or args.paper):
         raise UserError("export needs --onnx OUT.onnx, --two-device OUT or --paper OUT")
+    for flag in ("onnx", "two_device", "paper"):
+        if getattr(args, flag):
+            output_file(getattr(args, flag), "--" + flag.replace("_", "-"))
     out: dict = {}
     if args.two_device:
         out["two_device"] = convert_layout(args.weights, args.two_device, "two-device")
@@ -41,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         check = not args.no_check
         out["onnx"] = export_onnx(args.weights, args.onnx, opset=args.opset, check=check)
     if args.json:
-        print(json.dumps(out))
+        print(json_line(out))
         return 0
     for key in ("two_device", "paper"):
         if key in out:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from alexnet.commands.argtypes import int_range
+from alexnet.commands.outputs import output_file
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
@@ -15,7 +18,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--weights", required=True, help="weights file (.safetensors or .pth)")
     p.add_argument("--out", required=True, metavar="OUT.png")
-    p.add_argument("--width", type=int, default=800, help="image width in pixels (800)")
+    p.add_argument(
+        "--width", type=int_range(64, 16384), default=800, help="image width, 64..16384 px (800)"
+    )
     return p
 
 
@@ -23,7 +28,8 @@ def run(args: argparse.Namespace) -> int:
     from alexnet.inference import load_weights
     from alexnet.viz import kernel_grid
 
+    out = output_file(args.out, "--out", ".png")
     model, _, _ = load_weights(args.weights, "cpu")
-    w, h = kernel_grid(model, args.out, width_px=args.width)
-    print(f"wrote {args.out} ({w}x{h} px)")
+    w, h = kernel_grid(model, out, width_px=args.width)
+    print(f"wrote {out} ({w}x{h} px)")
     return 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from alexnet.commands.outputs import output_file
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
@@ -24,6 +26,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.labels and len(args.labels) != len(args.runs):
         raise UserError(f"--labels: {len(args.labels)} names for {len(args.runs)} runs")
-    w, h = training_curves(args.runs, args.out, labels=args.labels)
-    print(f"wrote {args.out} ({w}x{h} px)")
+    out = output_file(args.out, "--out", ".png")
+    w, h = training_curves(args.runs, out, labels=args.labels)
+    print(f"wrote {out} ({w}x{h} px)")
     return 0

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+
+from alexnet.commands.argtypes import add_device, positive_int
+from alexnet.commands.outputs import json_line
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -20,10 +22,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, directories, globs")
     p.add_argument("--weights", required=True, help=".safetensors or torchvision .pth file")
-    p.add_argument("--topk", type=int, default=5, help="classes per image (default 5)")
-    p.add_argument("--crops", type=int, choices=[1, 2, 10], default=1)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--topk", type=positive_int, default=5, help="classes per image (default 5)")
+    p.add_argument("--crops", type=int, choices=[1, 2, 10], default=1, help="1, 2 or 10 (1)")
+    p.add_argument("--batch-size", type=positive_int, default=32, help=">= 1 (default 32)")
+    add_device(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return p
 
@@ -66,5 +68,5 @@ def run(args: argparse.Namespace) -> int:
             "predictions": results,
             "failed": failed,
         }
-        print(json.dumps(out))
+        print(json_line(out))
     return 1 if failed else 0

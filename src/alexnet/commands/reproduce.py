@@ -5,20 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from alexnet.commands import argtypes as A
 from alexnet.errors import UserError
 from alexnet.experiments.common import Context
 from alexnet.experiments.registry import DEFAULT_SEEDS, get, names
 from alexnet.experiments.runner import RunStopped
-
-
-def _seeds(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if not 1 <= value <= 100:
-        raise argparse.ArgumentTypeError(f"must be in 1..100, got {value}")
-    return value
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -33,13 +24,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("name", choices=names(), metavar="NAME", help=" | ".join(names()))
     p.add_argument("--data", required=True, help="packed dataset directory (alexnet prepare)")
     p.add_argument(
-        "--seeds", type=_seeds, default=None, help="seeds per variant, 1..100 (default: 3 "
-        "quick, 5 full; paper-net 1)"
-    )  # fmt: skip
+        "--seeds",
+        type=A.int_range(1, 100),
+        default=None,
+        help="seeds per variant, 1..100 (default: 3 quick, 5 full; paper-net 1)",
+    )
     p.add_argument("--budget", choices=["quick", "full"], default="quick",
                    help="quick (minutes) or full (hours; see docs/experiments.md)")  # fmt: skip
     p.add_argument("--output-dir", default=None, help="results directory (default reproduce/NAME)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    A.add_device(p)
     return p
 
 

@@ -41,7 +41,18 @@ def resolve_device(name: str, info: DistInfo) -> torch.device:
     """ "auto" -> this rank's CUDA device if there is one, else CPU; "cuda" -> cuda:LOCAL_RANK."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        from alexnet.errors import UserError
+
+        raise UserError(
+            f"--device {name}: not a device (use auto, cpu, cuda, cuda:N or mps)"
+        ) from None
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        from alexnet.errors import UserError
+
+        raise UserError(f"--device {name}: Apple MPS is not available on this machine")
     if device.type == "cuda":
         from alexnet.errors import UserError
 
