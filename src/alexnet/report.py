@@ -16,7 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from alexnet.data.packed import open_dataset
 from alexnet.errors import UserError
+from alexnet.inference import Predictor, nearest, split_features
+from alexnet.viz import captioned_grid, kernel_grid, neighbour_grid, read_metrics, training_curves
 
 
 def _pick_queries(labels: np.ndarray, count: int) -> list[int]:
@@ -33,8 +36,6 @@ def _pick_queries(labels: np.ndarray, count: int) -> list[int]:
 
 
 def _results_table(run: Path) -> list[str]:
-    from alexnet.viz import read_metrics
-
     lines = [
         "| epoch | lr | train loss | val top-1 error | val top-5 error | images/s |",
         "|---:|---:|---:|---:|---:|---:|",
@@ -77,10 +78,6 @@ def write_report(
 
     `max_train` > 0 searches neighbours among the first N training images only (speed).
     """
-    from alexnet.data.packed import open_dataset
-    from alexnet.inference import Predictor, nearest, split_features
-    from alexnet.viz import captioned_grid, kernel_grid, neighbour_grid, training_curves
-
     run = Path(run_dir)
     if not run.is_dir():
         raise UserError(f"{run}: no such run directory")
@@ -123,11 +120,11 @@ def write_report(
         captions.append(f"true: {truth} [{mark}]\n{lines}")
         rows.append(f"| val {i} | {truth} | {guess} |")
     captioned_grid(list(p_imgs), captions, run / "predictions.png", title="top-3 predictions")
+    model_name = predictor.meta.model_name
     md = [
         f"# Run `{run.name}`",
         "",
-        f"Weights `{Path(weights).name}` (model `{predictor.meta['model']['name']}`), data "
-        f"`{data_dir}`.",
+        f"Weights `{Path(weights).name}` (model `{model_name}`), data `{data_dir}`.",
         "",
         "## Results",
         "",

@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 
+from alexnet.errors import UserError
+from alexnet.export import export_onnx
+from alexnet.weights import convert_layout
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
@@ -27,9 +31,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from alexnet.errors import UserError
-    from alexnet.export import convert_layout, export_onnx
-
     if not (args.onnx or args.two_device or args.paper):
         raise UserError("export needs --onnx OUT.onnx, --two-device OUT or --paper OUT")
     out: dict = {}

@@ -6,6 +6,10 @@ import argparse
 import time
 from pathlib import Path
 
+from alexnet.data.packed import open_dataset
+from alexnet.inference import Predictor, save_features, split_features
+from alexnet.runtime import resolve_device
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
@@ -28,12 +32,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from alexnet.data.packed import open_dataset
-    from alexnet.inference import Predictor, save_features, split_features
-    from alexnet.train.distributed import from_env, resolve_device
-
     ds = open_dataset(args.data, args.split)
-    predictor = Predictor(args.weights, resolve_device(args.device, from_env()))
+    predictor = Predictor(args.weights, resolve_device(args.device))
     n = len(ds) if args.limit <= 0 else min(args.limit, len(ds))
     t0 = time.perf_counter()
     feats = split_features(predictor, ds.images[:n], args.batch_size, progress=True)
@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         "data": str(Path(args.data).resolve()),
         "split": args.split,
         "weights": str(Path(args.weights).resolve()),
-        "model": predictor.meta["model"],
+        "model": predictor.meta.model_config,
         "layer": "penultimate (fc7 after ReLU for paper/seed/torchvision)",
         "indices": list(range(n)),
         "labels": [int(v) for v in ds.labels[:n]],

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from alexnet.viz import kernel_grid
+from alexnet.weights import load as load_weights
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
@@ -20,10 +23,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from alexnet.inference import load_weights
-    from alexnet.viz import kernel_grid
-
-    model, _, _ = load_weights(args.weights, "cpu")
+    model, _ = load_weights(args.weights, "cpu")
     w, h = kernel_grid(model, args.out, width_px=args.width)
     print(f"wrote {args.out} ({w}x{h} px)")
     return 0

@@ -7,6 +7,22 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
+from alexnet.data.packed import open_dataset
+from alexnet.errors import UserError
+from alexnet.inference import (
+    Predictor,
+    check_index,
+    expand_image_args,
+    load_features,
+    nearest,
+    read_image,
+    split_features,
+)
+from alexnet.runtime import resolve_device
+from alexnet.viz import neighbour_grid
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
@@ -32,24 +48,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from alexnet.data.packed import open_dataset
-    from alexnet.errors import UserError
-    from alexnet.inference import (
-        Predictor,
-        check_index,
-        expand_image_args,
-        load_features,
-        nearest,
-        read_image,
-        split_features,
-    )
-    from alexnet.train.distributed import from_env, resolve_device
-
     if args.k < 1:
         raise UserError(f"--k {args.k}: must be at least 1")
-    device = resolve_device(args.device, from_env())
+    device = resolve_device(args.device)
     if args.features:
         feats, fmeta = load_features(args.features)
         data = args.data or fmeta.get("data")
@@ -104,8 +105,6 @@ def run(args: argparse.Namespace) -> int:
             found.append({"index": index, "distance": d, "label": base_ds.classes[label]})
         results.append({"query": name, "neighbors": found})
     if args.out:
-        from alexnet.viz import neighbour_grid
-
         nb_imgs = [
             [np.asarray(base_ds.images[n["index"]]) for n in r["neighbors"]] for r in results
         ]

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from alexnet.errors import UserError
+from alexnet.viz import training_curves
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
@@ -19,9 +22,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from alexnet.errors import UserError
-    from alexnet.viz import training_curves
-
     if args.labels and len(args.labels) != len(args.runs):
         raise UserError(f"--labels: {len(args.labels)} names for {len(args.runs)} runs")
     w, h = training_curves(args.runs, args.out, labels=args.labels)

@@ -6,6 +6,10 @@ import argparse
 import json
 import sys
 
+from alexnet.errors import UserError
+from alexnet.inference import Predictor, expand_image_args
+from alexnet.runtime import resolve_device
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
@@ -29,16 +33,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from alexnet.errors import UserError
-    from alexnet.inference import Predictor, expand_image_args
-    from alexnet.train.distributed import from_env, resolve_device
-
     if args.topk < 1:
         raise UserError(f"--topk {args.topk}: must be at least 1")
     paths, missing = expand_image_args(args.images)
     predictor = Predictor(
         args.weights,
-        resolve_device(args.device, from_env()),
+        resolve_device(args.device),
         crops=args.crops,
         batch_size=args.batch_size,
     )
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         out = {
             "weights": args.weights,
-            "model": predictor.meta["model"]["name"],
+            "model": predictor.meta.model_name,
             "crops": args.crops,
             "topk": args.topk,
             "predictions": results,

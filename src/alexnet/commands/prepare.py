@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
-from alexnet.data.sources import SOURCE_NAMES
+from alexnet.data.pack import prepare
+from alexnet.data.sources import SOURCE_NAMES, open_source
+from alexnet.errors import UserError
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -47,12 +50,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from alexnet.data.pack import prepare
-    from alexnet.data.sources import open_source
-    from alexnet.errors import UserError
-
     if args.size < 8:
         raise UserError(f"--size {args.size}: must be at least 8")
     if Path(args.out).exists() and not args.overwrite:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from alexnet.report import write_report
+from alexnet.runtime import resolve_device
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
@@ -23,14 +26,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from alexnet.report import write_report
-    from alexnet.train.distributed import from_env, resolve_device
-
     out = write_report(
         args.run,
         args.data,
         weights=args.weights,
-        device=str(resolve_device(args.device, from_env())),
+        device=str(resolve_device(args.device)),
         queries=args.queries,
         k=args.k,
         max_train=args.max_train,
