@@ -136,14 +136,17 @@ def test_eval_cli_matches_training_eval_json(trained, capsys):
 
 
 def test_weights_file_rebuilds_the_model(trained):
-    from alexnet.train.weights import load_model, read_weights
+    from safetensors.torch import load_file
+
+    from alexnet.weights import load
 
     _, out = trained
-    model, meta, mean_image = load_model(out / "weights.safetensors")
-    tensors, _ = read_weights(out / "weights.safetensors")
-    assert meta["model"]["name"] == "small" and meta["classes"][0] == "class0"
-    assert meta["preprocess"]["normalize"] == "channel" and mean_image.shape == (28, 28, 3)
-    assert meta["preprocess"]["image_size"] == 28  # the packed images' side, for predict
+    model, meta = load(out / "weights.safetensors")
+    tensors = load_file(out / "weights.safetensors")  # read independently of alexnet.weights
+    assert meta.model_name == "small" and meta.classes[0] == "class0"
+    assert meta.preprocess.normalize == "channel" and meta.mean_image.shape == (28, 28, 3)
+    assert meta.preprocess.image_size == 28  # the packed images' side, for predict
+    assert torch.equal(meta.mean_image, tensors.pop("preprocess.mean_image"))
     for k, v in model.state_dict().items():
         assert torch.equal(v, tensors[k])
 

@@ -94,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
         images.append(img)
     if not images:
         raise UserError("no query image could be read")
-    qf = predictor.features(np.stack(images)).cpu().numpy()
+    # one at a time: a file query has the weights' stored size, an index query the data's
+    qf = np.concatenate([predictor.features(img[None]).cpu().numpy() for img in images])
     dist, idx = nearest(qf, feats, args.k, device=device)
     results = []
     for name, d_row, i_row in zip(names, dist, idx):
