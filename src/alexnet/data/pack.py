@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from alexnet.data import stats as stats_mod
 from alexnet.data.packed import (
@@ -35,8 +36,9 @@ from alexnet.data.packed import (
     images_file,
     labels_file,
 )
-from alexnet.data.sources import Source
+from alexnet.data.source_base import Source
 from alexnet.errors import UserError
+from alexnet.fileio import atomic_write, atomic_write_text, fsync_dir
 
 NPY_HEADER = 128  # bytes reserved for the .npy header, filled in when the count is known
 PROGRESS = "progress.npz"
@@ -86,12 +88,9 @@ def _process(source: Source, split: str, start: int, stop: int, with_stats: bool
 
 # ---------------------------------------------------------------- state
 def _save_state(partial: Path, state: dict, sums: dict[str, np.ndarray]) -> None:
-    tmp = partial / (PROGRESS + ".tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, state=np.array(json.dumps(state)), **sums)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, partial / PROGRESS)
+    atomic_write(
+        partial / PROGRESS, lambda f: np.savez(f, state=np.array(json.dumps(state)), **sums)
+    )
 
 
 def _load_state(partial: Path) -> tuple[dict, dict[str, np.ndarray]] | None:
@@ -102,19 +101,6 @@ def _load_state(partial: Path) -> tuple[dict, dict[str, np.ndarray]] | None:
         return state, sums
     except Exception:  # noqa: BLE001 - no or damaged progress: start over
         return None
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # ---------------------------------------------------------------- main entry
@@ -128,7 +114,7 @@ def prepare(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Pack `source` into directory `out` (train + val splits, stats, header, report.json).
-    Returns the report: {"splits", "classes", "skipped", "repaired"} (DESIGN.md)."""
+    Returns the report: {"splits", "classes", "skipped", "repaired"} (also OUT/report.json)."""
     out = Path(out)
     if out.exists() and not overwrite:
         raise UserError(f"{out}: already exists (use --overwrite to replace it)")
@@ -183,7 +169,7 @@ def prepare(
     if out.exists():
         shutil.rmtree(out)
     os.replace(partial, out)
-    _fsync_dir(out.parent)
+    fsync_dir(out.parent)
     return report
 
 
@@ -213,8 +199,6 @@ def _pack_split(source, split, partial, state, sums, chunk_size, pool, progress)
     results = pool.imap(_work, tasks) if pool else (_process(source, *t) for t in tasks)
     bar = None
     if progress:
-        from tqdm import tqdm
-
         bar = tqdm(total=n_items, initial=min(first * chunk_size, n_items), unit="img",
                    desc=f"prepare {split}", dynamic_ncols=True, smoothing=0.1)  # fmt: skip
     delay = float(os.environ.get(DELAY_ENV, "0") or 0)
@@ -271,7 +255,7 @@ def _finalize(source: Source, partial: Path, state: dict, sums: dict) -> dict[st
         fp.update("".join(state["splits"][split]["digests"]).encode())
     stats = stats_mod.finalize(sums)
     np.savez(partial / STATS, **stats)
-    skipped = [{"path": p, "reason": r} for p, r in getattr(source, "index_skipped", [])]
+    skipped = [{"path": p, "reason": r} for p, r in source.index_skipped]
     repaired = []
     with open(partial / "report.jsonl") as f:
         for line in f:
@@ -299,8 +283,7 @@ def _finalize(source: Source, partial: Path, state: dict, sums: dict) -> dict[st
         "input": state["config"]["input"],
     }
     (partial / PROGRESS).unlink()
-    tmp = partial / (HEADER + ".tmp")
-    tmp.write_text(json.dumps(header, indent=1) + "\n")
-    os.replace(tmp, partial / HEADER)
-    _fsync_dir(partial)
+    for stray in partial.glob(".*.tmp"):  # temp files of a writer killed mid-write
+        stray.unlink()
+    atomic_write_text(partial / HEADER, json.dumps(header, indent=1) + "\n")
     return report

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torchvision.models import AlexNet_Weights
 
 from alexnet.errors import UserError
 from alexnet.weights.meta import Preprocess, WeightsMeta
@@ -33,8 +34,6 @@ TORCHVISION_PREPROCESS = Preprocess(
 
 def imagenet_categories() -> list[str]:
     """The 1000 ImageNet class names in torchvision's order (no download: static metadata)."""
-    from torchvision.models import AlexNet_Weights
-
     return list(AlexNet_Weights.IMAGENET1K_V1.meta["categories"])
 
 
