@@ -90,11 +90,11 @@ def test_features_file_and_neighbors_cli(run, capsys):
     assert code == 0, err
     res = json.loads(out)["results"]
     val = open_dataset(run["data"], "val")
-    mean, std = torch.tensor(pre["mean"])[:, None, None], torch.tensor(pre["std"])[:, None, None]
+    mean, std = torch.tensor(pre.mean)[:, None, None], torch.tensor(pre.std)[:, None, None]
     with torch.no_grad():
         xq = torch.from_numpy(np.array(val.images[[0, 5]])).permute(0, 3, 1, 2).float() / 255
         xq = (xq - mean) / std
-        if pre["out_channels"] == 1:
+        if pre.out_channels == 1:
             xq = xq.mean(1, keepdim=True)
         qf = model.forward_features(xq).numpy()
     ref_d, ref_i = brute_force(qf, feats, 4)
