@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from alexnet.data.packed import open_dataset
+from alexnet.data.packed import PackedDataset, open_dataset
 from alexnet.errors import UserError
 from alexnet.inference import Predictor, nearest, split_features
 from alexnet.viz import captioned_grid, kernel_grid, neighbour_grid, read_metrics, training_curves
@@ -63,6 +63,50 @@ def _results_table(run: Path) -> list[str]:
     return lines
 
 
+def _neighbours_png(
+    predictor: Predictor,
+    train: PackedDataset,
+    val: PackedDataset,
+    n_train: int,
+    queries: int,
+    k: int,
+    device: str,
+    out: Path,
+) -> None:
+    """Validation queries and their k nearest training images by fc7 distance (paper Fig. 4)."""
+    feats = split_features(predictor, train.images[:n_train])
+    q_idx = _pick_queries(val.labels, queries)
+    q_imgs = [np.asarray(val.images[i]) for i in q_idx]
+    dist, idx = nearest(predictor.features(np.stack(q_imgs)).cpu().numpy(), feats, k, device=device)
+    neighbour_grid(
+        q_imgs,
+        [[np.asarray(train.images[j]) for j in row] for row in idx.tolist()],
+        out,
+        query_titles=[f"val {i}: {val.classes[val.labels[i]]}" for i in q_idx],
+        neighbour_titles=[
+            [f"{train.classes[train.labels[j]]}\n{d:.3g}" for j, d in zip(row, drow)]
+            for row, drow in zip(idx.tolist(), dist.tolist())
+        ],
+    )
+
+
+def _predictions_png(predictor: Predictor, val: PackedDataset, count: int, out: Path) -> list[str]:
+    """Top-3 predictions of `count` validation images as a captioned grid; the table rows."""
+    p_idx = list(range(0, len(val), max(1, len(val) // max(count, 1))))[:count]
+    p_imgs = np.stack([np.asarray(val.images[i]) for i in p_idx])
+    top_i, top_p = predictor.top(predictor.probabilities(p_imgs), 3)
+    captions, rows = [], []
+    for i, ii, pp in zip(p_idx, top_i, top_p):
+        truth = val.classes[val.labels[i]]
+        guess = ", ".join(f"{predictor.classes[c]} {100 * p:.0f}%" for c, p in zip(ii, pp))
+        mark = "ok" if ii[0] == val.labels[i] else "WRONG"
+        lines = "\n".join(f"{predictor.classes[c]} {100 * p:.0f}%" for c, p in zip(ii, pp))
+        captions.append(f"true: {truth} [{mark}]\n{lines}")
+        rows.append(f"| val {i} | {truth} | {guess} |")
+    captioned_grid(list(p_imgs), captions, out, title="top-3 predictions")
+    return rows
+
+
 def write_report(
     run_dir: str | os.PathLike,
     data_dir: str | os.PathLike,
@@ -94,32 +138,8 @@ def write_report(
     kernel_grid(predictor.model, run / "kernels.png")
     training_curves([run], run / "curves.png", labels=[run.name])
     n_train = len(train) if max_train <= 0 else min(max_train, len(train))
-    feats = split_features(predictor, train.images[:n_train])
-    q_idx = _pick_queries(val.labels, queries)
-    q_imgs = [np.asarray(val.images[i]) for i in q_idx]
-    dist, idx = nearest(predictor.features(np.stack(q_imgs)).cpu().numpy(), feats, k, device=device)
-    neighbour_grid(
-        q_imgs,
-        [[np.asarray(train.images[j]) for j in row] for row in idx.tolist()],
-        run / "neighbours.png",
-        query_titles=[f"val {i}: {val.classes[val.labels[i]]}" for i in q_idx],
-        neighbour_titles=[
-            [f"{train.classes[train.labels[j]]}\n{d:.3g}" for j, d in zip(row, drow)]
-            for row, drow in zip(idx.tolist(), dist.tolist())
-        ],
-    )
-    p_idx = list(range(0, len(val), max(1, len(val) // max(predictions, 1))))[:predictions]
-    p_imgs = np.stack([np.asarray(val.images[i]) for i in p_idx])
-    top_i, top_p = predictor.top(predictor.probabilities(p_imgs), 3)
-    captions, rows = [], []
-    for i, ii, pp in zip(p_idx, top_i, top_p):
-        truth = val.classes[val.labels[i]]
-        guess = ", ".join(f"{predictor.classes[c]} {100 * p:.0f}%" for c, p in zip(ii, pp))
-        mark = "ok" if ii[0] == val.labels[i] else "WRONG"
-        lines = "\n".join(f"{predictor.classes[c]} {100 * p:.0f}%" for c, p in zip(ii, pp))
-        captions.append(f"true: {truth} [{mark}]\n{lines}")
-        rows.append(f"| val {i} | {truth} | {guess} |")
-    captioned_grid(list(p_imgs), captions, run / "predictions.png", title="top-3 predictions")
+    _neighbours_png(predictor, train, val, n_train, queries, k, device, run / "neighbours.png")
+    rows = _predictions_png(predictor, val, predictions, run / "predictions.png")
     model_name = predictor.meta.model_name
     md = [
         f"# Run `{run.name}`",
