@@ -190,7 +190,7 @@ def small_weights(path: Path, data: Path, seed: int = 0, crop: int = 32) -> Path
 
     from alexnet import get_model
     from alexnet.data.packed import open_dataset
-    from alexnet.train.weights import save_weights
+    from alexnet.weights import save as save_weights
 
     torch.manual_seed(seed)
     classes = open_dataset(data).classes

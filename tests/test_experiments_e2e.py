@@ -12,11 +12,11 @@ import pytest
 import torch
 from train_helpers import write_packed
 
+from alexnet import runtime as dist
 from alexnet.errors import UserError
 from alexnet.experiments import ablations, depth, paper_net, relu_tanh, retrieval, towers
 from alexnet.experiments.common import Context, with_options
 from alexnet.experiments.result import load_result, summarize
-from alexnet.train import distributed as dist
 from alexnet.train.engine import fit
 from alexnet.train.state import setup
 
@@ -130,7 +130,7 @@ def test_paired_variants_start_from_the_same_weights(gray, tmp_path, variant, ti
     configs = ablations.variants(ablations.full_config(ctx, seed=3))
     full = configs["full"]
     configs["no-conv2"] = ablations.paired(with_options(full, remove_conv="conv2"), full)
-    info = dist.from_env()
+    info = dist.dist_info()
     nets = []
     for name in ("full", variant):
         cfg = dataclasses.replace(configs[name], output_dir=str(tmp_path / name))

@@ -14,7 +14,7 @@ from alexnet.cli import main
 from alexnet.commands.outputs import creatable_dir, output_file
 from alexnet.data.packed import open_dataset
 from alexnet.errors import UserError
-from alexnet.train.weights import save_weights
+from alexnet.weights import save as save_weights
 
 
 def cli(capsys, *argv) -> tuple[int, str, str]:

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from alexnet.errors import UserError
+from alexnet.fileio import atomic_write
 
 
 def _pyplot():
@@ -38,7 +39,6 @@ def _pyplot():
 def save_figure(fig, out: str | os.PathLike, dpi: int) -> None:
     """Write `fig` to `out` through a temp file + rename: never a half-written picture. The
     format is the file's suffix (PNG when it has none)."""
-    from alexnet.train.checkpoint import atomic_write
 
     out = Path(out)
     fmt = out.suffix[1:].lower() or "png"

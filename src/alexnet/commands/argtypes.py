@@ -14,6 +14,11 @@ from collections.abc import Callable
 from typing import Any
 
 DEVICE_FORMS = "auto, cpu, cuda, cuda:N or mps"
+# every --weights flag reads its file through alexnet.weights.load
+WEIGHTS_HELP = (
+    "weights: an alexnet .safetensors, torchvision's .pth, the two-device layout, or a run's "
+    "checkpoint.pt / run directory"
+)
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from alexnet.commands.argtypes import int_range
+from alexnet.commands.argtypes import WEIGHTS_HELP, int_range
 from alexnet.commands.outputs import json_line, output_file
+from alexnet.errors import UserError
+from alexnet.export import export_onnx
+from alexnet.weights import convert_layout
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -18,7 +21,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "1e-4 * |logit|). --two-device / --paper rewrite the `paper` model's weights in the "
         "two-device layout (one tower per device, models/parallel.py) or back.",
     )
-    p.add_argument("--weights", required=True, help=".safetensors (or torchvision .pth for ONNX)")
+    p.add_argument("--weights", required=True, help=WEIGHTS_HELP)
     p.add_argument("--onnx", metavar="OUT.onnx", help="write an ONNX model")
     p.add_argument(
         "--opset", type=int_range(9, 20), default=17, help="ONNX opset, 9..20 (default 17)"
@@ -31,9 +34,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from alexnet.errors import UserError
-    from alexnet.export import convert_layout, export_onnx
-
     if not (args.onnx or args.two_device or args.paper):
         raise UserError("export needs --onnx OUT.onnx, --two-device OUT or --paper OUT")
     for flag in ("onnx", "two_device", "paper"):

@@ -7,9 +7,12 @@ import sys
 import time
 from pathlib import Path
 
-from alexnet.commands.argtypes import add_device, nonnegative_int, positive_int
+from alexnet.commands.argtypes import WEIGHTS_HELP, add_device, nonnegative_int, positive_int
 from alexnet.commands.outputs import output_file
-from alexnet.data.packed import SPLITS
+from alexnet.data.packed import SPLITS, open_dataset
+from alexnet.inference import Predictor, features_paths, save_features, split_features
+from alexnet.provenance import check_fits, features_source
+from alexnet.runtime import resolve_device
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -23,7 +26,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         'row, "data", "split", "weights", "model", "labels"}).',
     )
     p.add_argument("--data", required=True, help="packed dataset directory")
-    p.add_argument("--weights", required=True, help="weights file")
+    p.add_argument("--weights", required=True, help=WEIGHTS_HELP)
     p.add_argument("--split", choices=SPLITS, default="train", help="split (default: train)")
     p.add_argument("--out", required=True, metavar="FEATS", help="output path without suffix")
     p.add_argument(
@@ -35,15 +38,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from alexnet.data.packed import open_dataset
-    from alexnet.inference import Predictor, features_paths, save_features, split_features
-    from alexnet.provenance import check_fits, features_source
-    from alexnet.train.distributed import from_env, resolve_device
-
     for path in features_paths(args.out):
         output_file(path, "--out")
     ds = open_dataset(args.data, args.split)
-    predictor = Predictor(args.weights, resolve_device(args.device, from_env()))
+    predictor = Predictor(args.weights, resolve_device(args.device))
     check_fits(predictor, ds.image_size, args.data)
     n = len(ds) if args.limit <= 0 else min(args.limit, len(ds))
     t0 = time.perf_counter()
@@ -54,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         "data": str(Path(args.data).resolve()),
         "split": args.split,
         "weights": str(Path(args.weights).resolve()),
-        "model": predictor.meta["model"],
+        "model": predictor.meta.model_config,
         "layer": "penultimate (fc7 after ReLU for paper/seed/torchvision)",
         "indices": list(range(n)),
         "labels": [int(v) for v in ds.labels[:n]],

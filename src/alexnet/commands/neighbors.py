@@ -6,9 +6,24 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from alexnet.commands.argtypes import add_device, positive_int
 from alexnet.commands.outputs import json_line, output_file
-from alexnet.data.packed import SPLITS
+from alexnet.data.packed import SPLITS, open_dataset
+from alexnet.errors import UserError
+from alexnet.inference import (
+    Predictor,
+    check_index,
+    expand_image_args,
+    load_features,
+    nearest,
+    read_image,
+    split_features,
+)
+from alexnet.provenance import check_features_source, check_fits
+from alexnet.runtime import resolve_device
+from alexnet.viz import feature_name, neighbour_grid
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -43,11 +58,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def _base(args: argparse.Namespace, device):
     """The searched side: (predictor, dataset, features (N, D), split row of each feature)."""
-    from alexnet.data.packed import open_dataset
-    from alexnet.errors import UserError
-    from alexnet.inference import Predictor, load_features, split_features
-    from alexnet.provenance import check_features_source, check_fits
-
     if args.features:
         feats, fmeta = load_features(args.features)
         data = args.data or fmeta.get("data")
@@ -75,13 +85,6 @@ def _base(args: argparse.Namespace, device):
 
 def _queries(args: argparse.Namespace, predictor, data) -> tuple[list[str], list, int]:
     """Query names, (H, W, 3) uint8 images, and how many could not be read."""
-    import numpy as np
-
-    from alexnet.data.packed import open_dataset
-    from alexnet.errors import UserError
-    from alexnet.inference import check_index, expand_image_args, read_image
-    from alexnet.provenance import check_fits
-
     query_ds = None
     names, images, failed = [], [], 0
     for q in args.query:
@@ -112,30 +115,21 @@ def _queries(args: argparse.Namespace, predictor, data) -> tuple[list[str], list
 
 
 def _draw(args, predictor, base_ds, names, images, results, dim: int) -> None:
-    import numpy as np
-
-    from alexnet.viz import feature_name, neighbour_grid
-
     nb_imgs = [[np.asarray(base_ds.images[n["index"]]) for n in r["neighbors"]] for r in results]
     nb_titles = [[f"{n['label']}\n{n['distance']:.3g}" for n in r["neighbors"]] for r in results]
-    layer = feature_name(predictor.meta["model"]["name"], dim)
+    layer = feature_name(predictor.meta.model_name, dim)
     neighbour_grid(images, nb_imgs, args.out, query_titles=[Path(n).name for n in names],
                    neighbour_titles=nb_titles, feature=layer)  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from alexnet.errors import UserError
-    from alexnet.inference import nearest
-    from alexnet.train.distributed import from_env, resolve_device
-
     if args.out:
         args.out = str(output_file(args.out, "--out", ".png"))
-    device = resolve_device(args.device, from_env())
+    device = resolve_device(args.device)
     predictor, base_ds, feats, rows, data = _base(args, device)
     names, images, failed = _queries(args, predictor, data)
-    qf = predictor.features(np.stack(images)).cpu().numpy()
+    # one at a time: a file query has the weights' stored size, an index query the data's
+    qf = np.concatenate([predictor.features(img[None]).cpu().numpy() for img in images])
     if len(feats) and qf.shape[1] != feats.shape[1]:
         raise UserError(
             f"{args.features}: {feats.shape[1]}-d features, but {predictor.weights} gives "

@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 from alexnet.commands.argtypes import int_range, nonnegative_int, positive_int
-from alexnet.data.sources import SOURCE_NAMES
+from alexnet.commands.outputs import creatable_dir
+from alexnet.data.outdir import check_output
+from alexnet.data.pack import prepare
+from alexnet.data.sources import SOURCE_NAMES, open_source
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -60,13 +64,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from alexnet.commands.outputs import creatable_dir
-    from alexnet.data.outdir import check_output
-    from alexnet.data.pack import prepare
-    from alexnet.data.sources import open_source
-
     src = None if args.source == "synthetic" else args.src
     check_output(args.out, src, args.overwrite)  # before reading anything: nothing is lost
     creatable_dir(args.out, "OUT")  # OUT.partial is written beside OUT

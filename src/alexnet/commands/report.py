@@ -6,6 +6,8 @@ import argparse
 
 from alexnet.commands.argtypes import add_device, nonnegative_int, positive_int
 from alexnet.commands.outputs import output_dir
+from alexnet.report import write_report
+from alexnet.runtime import resolve_device
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -31,15 +33,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from alexnet.report import write_report
-    from alexnet.train.distributed import from_env, resolve_device
-
     output_dir(args.run, "RUN")
     out = write_report(
         args.run,
         args.data,
         weights=args.weights,
-        device=str(resolve_device(args.device, from_env())),
+        device=str(resolve_device(args.device)),
         queries=args.queries,
         k=args.k,
         max_train=args.max_train,

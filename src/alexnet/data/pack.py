@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from alexnet.data import stats as stats_mod
 from alexnet.data.outdir import check_output, check_partial
@@ -37,8 +38,9 @@ from alexnet.data.packed import (
     images_file,
     labels_file,
 )
-from alexnet.data.sources import Source
+from alexnet.data.source_base import Source
 from alexnet.errors import UserError
+from alexnet.fileio import atomic_write, atomic_write_text, fsync_dir
 
 NPY_HEADER = 128  # bytes reserved for the .npy header, filled in when the count is known
 PROGRESS = "progress.npz"
@@ -89,12 +91,9 @@ def _process(source: Source, split: str, start: int, stop: int, with_stats: bool
 
 # ---------------------------------------------------------------- state
 def _save_state(partial: Path, state: dict, sums: dict[str, np.ndarray]) -> None:
-    tmp = partial / (PROGRESS + ".tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, state=np.array(json.dumps(state)), **sums)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, partial / PROGRESS)
+    atomic_write(
+        partial / PROGRESS, lambda f: np.savez(f, state=np.array(json.dumps(state)), **sums)
+    )
 
 
 def _load_state(partial: Path) -> tuple[dict, dict[str, np.ndarray]] | None:
@@ -105,19 +104,6 @@ def _load_state(partial: Path) -> tuple[dict, dict[str, np.ndarray]] | None:
         return state, sums
     except Exception:  # noqa: BLE001 - no or damaged progress: start over
         return None
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # ---------------------------------------------------------------- main entry
@@ -191,7 +177,7 @@ def prepare(
         check_output(out, src, overwrite)  # still what it was when we started
         shutil.rmtree(out)
     os.replace(partial, out)
-    _fsync_dir(out.parent)
+    fsync_dir(out.parent)
     return report
 
 
@@ -217,7 +203,7 @@ def _stop_pool(pool) -> None:
 
 
 def _read_report(source: Source, partial: Path) -> tuple[list[dict], list[dict]]:
-    skipped = [{"path": p, "reason": r} for p, r in getattr(source, "index_skipped", [])]
+    skipped = [{"path": p, "reason": r} for p, r in source.index_skipped]
     repaired: list[dict] = []
     with open(partial / "report.jsonl") as f:
         for line in f:
@@ -270,8 +256,6 @@ def _pack_split(source, split, partial, state, sums, chunk_size, pool, progress)
     results = pool.imap(_work, tasks) if pool else (_process(source, *t) for t in tasks)
     bar = None
     if progress:
-        from tqdm import tqdm
-
         bar = tqdm(total=n_items, initial=min(first * chunk_size, n_items), unit="img",
                    desc=f"prepare {split}", dynamic_ncols=True, smoothing=0.1)  # fmt: skip
     try:
@@ -347,8 +331,7 @@ def _finalize(source: Source, partial: Path, state: dict, sums: dict) -> dict[st
         "input": state["config"]["input"],
     }
     (partial / PROGRESS).unlink()
-    tmp = partial / (HEADER + ".tmp")
-    tmp.write_text(json.dumps(header, indent=1) + "\n")
-    os.replace(tmp, partial / HEADER)
-    _fsync_dir(partial)
+    for stray in partial.glob(".*.tmp"):  # temp files of a writer killed mid-write
+        stray.unlink()
+    atomic_write_text(partial / HEADER, json.dumps(header, indent=1) + "\n")
     return report

@@ -25,6 +25,7 @@ from alexnet.experiments.analyses import steps_to_threshold
 from alexnet.experiments.claims import claim
 from alexnet.experiments.common import Context
 from alexnet.experiments.result import compare, compare_claim, run_row
+from alexnet.rundir import RunDir
 from alexnet.train.config import TrainConfig, make_config
 
 NAME = "relu-tanh"
@@ -87,8 +88,6 @@ def _sweep(ctx: Context, rates, steps: int, log: int) -> dict[str, float]:
 
 
 def _steps(outcome) -> list[dict[str, Any]]:
-    from alexnet.rundir import RunDir
-
     return RunDir(outcome.run_dir).read_steps()
 
 

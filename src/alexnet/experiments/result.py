@@ -25,7 +25,7 @@ import torch
 
 from alexnet.experiments import stats
 from alexnet.experiments.claims import Claim
-from alexnet.train.checkpoint import atomic_write
+from alexnet.fileio import atomic_write_text
 
 RESULT = "result.json"
 TABLE = "table.md"
@@ -265,9 +265,9 @@ def write_result(out: str | os.PathLike, result: dict[str, Any]) -> tuple[Path, 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     text = json.dumps(result, indent=2, allow_nan=False) + "\n"
-    atomic_write(out / RESULT, lambda f: f.write(text), mode="w")
+    atomic_write_text(out / RESULT, text)
     table = table_markdown(result)
-    atomic_write(out / TABLE, lambda f: f.write(table), mode="w")
+    atomic_write_text(out / TABLE, table)
     return out / RESULT, out / TABLE
 
 

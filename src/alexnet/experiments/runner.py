@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Any, Protocol, TextIO
 
 from alexnet.errors import UserError
+from alexnet.rundir import RunDir
 from alexnet.train.config import TrainConfig
+from alexnet.train.engine import fit as engine_fit
 
 RUNS = "runs"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]*$")
@@ -46,15 +48,11 @@ class RunStopped(Exception):
 
 
 def default_fit(cfg: TrainConfig) -> Any:
-    """The training engine's fit (imported here: the engine is heavy and optional for tests)."""
-    from alexnet.train.engine import fit
-
-    return fit(cfg)
+    """The training engine's fit."""
+    return engine_fit(cfg)
 
 
 def default_rundir(path: Path) -> RunDirLike:
-    from alexnet.rundir import RunDir
-
     return RunDir(path)
 
 

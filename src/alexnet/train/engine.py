@@ -14,10 +14,10 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from alexnet import runtime as dist
 from alexnet.data.loader import DeviceLoader
 from alexnet.evaluate import make_eval_transform
 from alexnet.rundir import RunResult
-from alexnet.train import distributed as dist
 from alexnet.train.config import TrainConfig, validate
 from alexnet.train.loop import StepCallback, end_epoch, save, train_one_epoch, write_weights
 from alexnet.train.loop import validate as validate_split
@@ -31,9 +31,9 @@ def fit(cfg: TrainConfig, *, callbacks: Sequence[StepCallback] = ()) -> RunResul
     """Train (or resume, when `cfg.resume` is set) the run `cfg` describes; see the module
     docstring. `callbacks` are called after every step with the `TrainState`."""
     validate(cfg)
-    info = dist.from_env()
+    info = dist.dist_info()
     device = device_for(cfg, info)
-    dist.init(info, device)
+    dist.init_distributed(info, device)
     state = None
     try:
         state = setup(cfg, info, device)
@@ -58,7 +58,7 @@ def fit(cfg: TrainConfig, *, callbacks: Sequence[StepCallback] = ()) -> RunResul
     finally:
         if state is not None and state.tensorboard is not None:
             state.tensorboard.close()
-        dist.shutdown()
+        dist.shutdown_distributed()
 
 
 def _finish(state: TrainState, status: str) -> RunResult:

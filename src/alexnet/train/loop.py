@@ -21,17 +21,17 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from alexnet import runtime as dist
 from alexnet.data.loader import DeviceLoader
 from alexnet.errors import UserError
 from alexnet.evaluate import evaluate
-from alexnet.train import distributed as dist
 from alexnet.train import pipeline
 from alexnet.train.checkpoint import save_checkpoint
 from alexnet.train.optim import set_lr
 from alexnet.train.runlog import Progress, write_metrics
 from alexnet.train.signals import StopFlag
 from alexnet.train.state import Sums, TrainState, checkpoint_dict
-from alexnet.train.weights import save_weights
+from alexnet.weights import save as save_weights
 
 # called after every step with the state (tests, experiments); must not change the state
 StepCallback = Callable[[TrainState], None]

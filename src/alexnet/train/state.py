@@ -24,7 +24,9 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
+from alexnet import runtime as dist
 from alexnet.data.loader import DeviceLoader
 from alexnet.data.packed import open_dataset
 from alexnet.errors import UserError
@@ -32,7 +34,6 @@ from alexnet.evaluate import make_eval_transform
 from alexnet.models.parallel import TwoDeviceAlexNet
 from alexnet.models.registry import get_model
 from alexnet.rundir import RunDir
-from alexnet.train import distributed as dist
 from alexnet.train import pipeline
 from alexnet.train.checkpoint import (
     capture_rng_state,
@@ -208,8 +209,6 @@ def _build(cfg, run, info, device, train_ds, val_ds, net) -> TrainState:
     model, model_state, load_model_state = _place_model(cfg, net, device)
     evaluate_model = model
     if info.enabled:
-        from torch.nn.parallel import DistributedDataParallel
-
         model = DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
