@@ -13,10 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from alexnet.errors import UserError
+from alexnet.weights.checkpoint import checkpoint_path
 
 
 def file_digest(path: str | os.PathLike) -> str:
-    """SHA-256 of a file's bytes (hex), read in 1 MiB blocks."""
+    """SHA-256 of a file's bytes (hex), read in 1 MiB blocks; for a run directory given as
+    weights, of the checkpoint the weights loader reads from it."""
+    if Path(path).is_dir():
+        path = checkpoint_path(Path(path))
     h = hashlib.sha256()
     try:
         with open(path, "rb") as f:
@@ -32,8 +36,8 @@ def check_fits(predictor: Any, image_size: tuple[int, int], data: str | os.PathL
     resize the crop must fit, and a mean image must have the images' size."""
     pre = predictor.preprocess
     h, w = image_size
-    crop = int(pre["crop_size"])
-    if pre.get("resize"):
+    crop = int(pre.crop_size)
+    if pre.resize:
         return
     if crop > min(h, w):
         raise UserError(
@@ -42,7 +46,7 @@ def check_fits(predictor: Any, image_size: tuple[int, int], data: str | os.PathL
             f"--resize {crop} for a {crop} px model) or data packed at >= {crop} px"
         )
     mean = predictor.mean_image
-    if pre.get("normalize") == "mean_image" and mean is not None:
+    if pre.normalize == "mean_image" and mean is not None:
         mh, mw = (int(s) for s in tuple(mean.shape)[:2])
         if (mh, mw) != (h, w):
             raise UserError(

@@ -21,6 +21,7 @@ from alexnet.data.augment import TrainTransform
 from alexnet.errors import UserError
 from alexnet.rundir import RunDir
 from alexnet.train.config import recipe_model_options
+from alexnet.weights.meta import Preprocess
 
 
 def is_grayscale(stats: dict) -> bool:
@@ -62,22 +63,22 @@ def plan_geometry(
 
 def preprocess_for(
     cfg, geometry: dict, in_channels: int, stats: dict, image_size: int | None = None
-) -> dict[str, Any]:
-    """The evaluation-time preprocessing stored with the weights (JSON-serialisable).
+) -> Preprocess:
+    """The evaluation-time preprocessing stored with the weights.
 
     `image_size` is the packed images' side, so `predict` brings new photos to the same size.
     """
     mean = [float(v) for v in np.asarray(stats["channel_mean"]).reshape(-1)]
     std = [float(v) for v in np.asarray(stats["channel_std"]).reshape(-1)]
-    return {
-        "image_size": image_size,
-        "crop_size": geometry["crop_size"],
-        "resize": geometry["resize"],
-        "out_channels": int(in_channels),
-        "normalize": cfg.normalize,
-        "mean": mean,
-        "std": std,
-    }
+    return Preprocess(
+        crop_size=geometry["crop_size"],
+        image_size=image_size,
+        resize=geometry["resize"],
+        out_channels=int(in_channels),
+        normalize=cfg.normalize,
+        mean=mean,
+        std=std,
+    )
 
 
 def make_train_transform(cfg, geometry: dict, in_channels: int, stats: dict) -> TrainTransform:

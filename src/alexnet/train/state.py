@@ -44,6 +44,7 @@ from alexnet.train.checkpoint import (
 from alexnet.train.config import TrainConfig, config_json
 from alexnet.train.optim import make_optimizer, make_schedule
 from alexnet.train.runlog import TensorBoard, write_text
+from alexnet.weights.meta import Preprocess
 
 
 @dataclass
@@ -104,7 +105,7 @@ class TrainState:
     train_transform: Callable
     eval_transform: Callable
     geometry: dict[str, Any]
-    preprocess: dict[str, Any]
+    preprocess: Preprocess
     mean_image: torch.Tensor
     pos: Position = field(default_factory=Position)
     epoch_sums: Sums = field(default_factory=Sums)
@@ -287,7 +288,7 @@ def checkpoint_dict(state: TrainState) -> dict[str, Any]:
         "data_fingerprint": state.train_ds.fingerprint,
         "config": json.dumps(state.cfg.to_json()),
         "classes": json.dumps(list(state.train_ds.classes)),
-        "preprocess": json.dumps(state.preprocess),
+        "preprocess": json.dumps(state.preprocess.to_json()),
         "mean_image": state.mean_image,
         "model": state.model_state(),
         "optimizer": state.optimizer.state_dict(),
@@ -323,7 +324,7 @@ def _config_text(state: TrainState) -> str:
         state.cfg,
         model=state.net.config,
         geometry=state.geometry,
-        preprocess=state.preprocess,
+        preprocess=state.preprocess.to_json(),
         classes=list(state.train_ds.classes),
         world_size=state.info.world_size,
         data_fingerprint=state.train_ds.fingerprint,
