@@ -130,3 +130,34 @@ def test_paper_lrn_options_reach_every_lrn_layer():
     x = torch.randn(1, 8, 3, 3) * 100
     expected = F.local_response_norm(x, 5, 1e-4, 0.75, 1.0)
     assert torch.allclose(LRN(k=1.0, alpha_convention="per_size")(x), expected)
+
+
+def test_lrn_scope_all_equals_one_tower_with_block_diagonal_convs():
+    """lrn_scope="all" (Caffe's bvlc_alexnet): the towers' grouped convs, but LRN windows that
+    cross the towers' boundary. Independent reference: the one-tower net whose conv2/4/5 hold
+    the grouped kernels block-diagonally (zeros across towers), where LRN sees all maps."""
+    torch.manual_seed(0)
+    opts = dict(num_classes=10, input_size=227, lrn_k=1.0, lrn_alpha_convention="per_size")
+    caffe = alexnet.get_model("paper", lrn_scope="all", **opts).eval()
+    dense = alexnet.get_model("paper", towers=1, **opts).eval()
+    assert caffe.features.norm1.groups == 1 and caffe.features.conv2.groups == 2
+    state = {}
+    for key, value in caffe.state_dict().items():
+        conv = key.split(".")[1] if key.startswith("features.") else ""
+        if conv in ("conv2", "conv4", "conv5") and key.endswith("weight"):
+            out, inp = value.shape[:2]
+            block = torch.zeros(out, 2 * inp, *value.shape[2:])
+            block[: out // 2, :inp] = value[: out // 2]
+            block[out // 2 :, inp:] = value[out // 2 :]
+            value = block
+        state[key] = value
+    dense.load_state_dict(state)
+    x = torch.randn(2, 3, 227, 227) * 50
+    torch.testing.assert_close(caffe(x), dense(x), rtol=1e-4, atol=1e-4)
+    # the scope matters exactly at the towers' boundary: norm1's maps 46..49 (window n = 5)
+    per_tower = alexnet.get_model("paper", **opts).eval()
+    per_tower.load_state_dict(caffe.state_dict())
+    with torch.no_grad():
+        a, b = caffe.features[:3](x), per_tower.features[:3](x)  # conv1, act1, norm1
+    differs = (a - b).abs().amax(dim=(0, 2, 3)) > 0
+    assert differs.nonzero().flatten().tolist() == [46, 47, 48, 49]

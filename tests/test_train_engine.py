@@ -169,3 +169,30 @@ def test_fit_is_importable_without_the_cli():
     )
     assert done.stdout.strip() == "alexnet.train.engine", done.stderr
     assert "alexnet.cli" not in done.stderr
+
+
+def test_train_limit_and_train_eval(data, tmp_path):
+    """--train-limit trains on the first N images (N/batch steps an epoch); --train-eval puts
+    the final weights' error on the first M of those into eval.json, and it equals `alexnet
+    eval` of the weights on a packed split holding just those images."""
+    capped = fit(_cfg(data, tmp_path / "capped", epochs=1, train_limit=32, train_eval=100))
+    assert capped.final["train"]["images"] == 32  # only images it trained on
+    result = fit(_cfg(data, tmp_path / "run", epochs=1, train_limit=32, train_eval=24))
+    assert result.history[0]["step"] == 2  # 32 images / batch 16
+    train = result.final["train"]
+    assert train["images"] == 24 and 0.0 <= train["top1_error"] <= 1.0
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    for name in ("stats.npz", "header.json"):
+        (sub / name).write_bytes((data / name).read_bytes())
+    for split in ("train", "val"):
+        np.save(sub / f"{split}_images.npy", np.load(data / "train_images.npy")[:24])
+        np.save(sub / f"{split}_labels.npy", np.load(data / "train_labels.npy")[:24])
+    header = json.loads((sub / "header.json").read_text())
+    header["splits"] = {"train": {"count": 24}, "val": {"count": 24}}
+    (sub / "header.json").write_text(json.dumps(header))
+    done = run(["eval", "--data", str(sub), "--weights", str(result.weights), "--crops",
+                str(train["crops"]), "--json"])  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    got = json.loads(done.stdout)
+    assert got["top1_error"] == pytest.approx(train["top1_error"], abs=1e-9)

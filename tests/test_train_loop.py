@@ -138,7 +138,7 @@ def test_existing_run_is_not_overwritten(data, tmp_path):
 @pytest.mark.slow
 def test_model_parallel_paper_trains_and_saves_paper_layout(data, tmp_path):
     """--model-parallel cpu,cpu: the two-tower split trains; its weights load as `paper`."""
-    from alexnet.train.weights import load_model
+    from alexnet.weights import load
 
     out = tmp_path / "run"
     cfg = make_config(
@@ -154,8 +154,8 @@ def test_model_parallel_paper_trains_and_saves_paper_layout(data, tmp_path):
     )
     result = train(cfg)
     assert result.status == "max_steps"
-    model, meta, _ = load_model(out / "weights.safetensors")
-    assert meta["model"]["name"] == "paper" and model.num_classes == 4
+    model, meta = load(out / "weights.safetensors")
+    assert meta.model_name == "paper" and model.num_classes == 4
 
 
 def test_flags_override_recipe_values():

@@ -17,8 +17,7 @@ from caffe_helpers import (
 from alexnet.cli import main
 from alexnet.errors import UserError
 from alexnet.inference import Predictor
-from alexnet.train.weights import load_model
-from alexnet.weights import caffe, caffe_proto
+from alexnet.weights import caffe, caffe_proto, load
 
 DEPLOY = """
 name: "AlexNet"
@@ -103,29 +102,28 @@ def test_227_makes_caffe_ceil_and_floor_pooling_agree():
 
 
 def test_both_layouts_give_the_same_tensors(converted):
-    a = load_model(converted["new"])[0].state_dict()
-    b = load_model(converted["old"])[0].state_dict()
+    a = load(converted["new"])[0].state_dict()
+    b = load(converted["old"])[0].state_dict()
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
 
 
 def test_mapping_bgr_groups_and_fc6(converted):
-    model, meta, _ = load_model(converted["new"])
+    model, meta = load(converted["new"])
     w1, _ = converted["blobs"]["conv1"]
     assert torch.equal(model.features.conv1.weight, torch.from_numpy(w1[:, ::-1].copy()))
-    w2, _ = converted["blobs"]["conv2"]  # (256, 48, 5, 5), 2 groups
-    dense = model.features.conv2.weight
-    assert torch.equal(dense[:128, :48], torch.from_numpy(w2[:128]))
-    assert torch.equal(dense[128:, 48:], torch.from_numpy(w2[128:]))
-    assert not dense[:128, 48:].any() and not dense[128:, :48].any()
+    w2, _ = converted["blobs"]["conv2"]  # (256, 48, 5, 5), 2 groups = the paper's 2 towers
+    assert model.features.conv2.groups == 2
+    assert torch.equal(model.features.conv2.weight, torch.from_numpy(w2))
+    assert sum(p.numel() for p in model.parameters()) == 60_965_224  # the paper's count
     assert torch.equal(model.classifier.fc6.weight, torch.from_numpy(converted["blobs"]["fc6"][0]))
-    opts = meta["model"]["options"]
-    assert (opts["input_size"], opts["lrn_k"], opts["lrn_alpha_convention"]) == (
-        227, 1.0, "per_size")  # fmt: skip
-    assert meta["extra"]["published"]["top1_err"] == 42.9
-    assert meta["classes"][:2] == ["class 0, a thing", "class 1, a thing"]  # synset_words.txt
-    assert load_model(converted["old"])[1]["classes"][:2] == ["tench", "goldfish"]  # default
+    opts = meta.model_config["options"]
+    assert (opts["input_size"], opts["lrn_k"], opts["lrn_alpha_convention"], opts["lrn_scope"]) == (
+        227, 1.0, "per_size", "all")  # fmt: skip
+    assert meta.extra["published"]["top1_err"] == 42.9
+    assert meta.classes[:2] == ["class 0, a thing", "class 1, a thing"]  # synset_words.txt
+    assert load(converted["old"])[1].classes[:2] == ["tench", "goldfish"]  # default
 
 
 @pytest.mark.parametrize("which", ["new", "old"])

@@ -140,7 +140,7 @@ def test_names_and_paths(tmp_path, monkeypatch):
 
 def test_cli_lists_names_and_files(tmp_path, monkeypatch, capsys):
     from alexnet import get_model
-    from alexnet.train.weights import save_weights
+    from alexnet.weights import save as save_weights
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     model = get_model("small", num_classes=10)

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from alexnet.errors import UserError
+from alexnet.weights.caffe import convert
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -38,8 +39,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from alexnet.weights.caffe import convert
-
     if args.out.suffix != ".safetensors":
         raise UserError(f"{args.out}: the output must be a .safetensors file")
     if args.out.resolve() == args.model.resolve():

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from alexnet.commands import argtypes as A
 from alexnet.errors import UserError
 from alexnet.rundir import RunDir
 from alexnet.train.config import TrainConfig, config_from_json, make_config, validate
@@ -13,34 +14,36 @@ from alexnet.train.engine import fit
 
 # flags whose value overrides the recipe (dest -> type); defaults are None = "the recipe's"
 _VALUE_FLAGS = [
-    ("--epochs", int, "number of epochs (paper: 90)"),
-    ("--batch-size", int, "images per step per process (paper: 128)"),
-    ("--lr", float, "peak / initial learning rate (paper: 0.01)"),
-    ("--momentum", float, "SGD momentum (paper: 0.9)"),
-    ("--weight-decay", float, "L2 weight decay (paper: 5e-4)"),
-    ("--label-smoothing", float, "cross-entropy label smoothing (fast: 0.1)"),
-    ("--schedule", str, "plateau | step | cosine"),
-    ("--lr-factor", float, "plateau/step: multiply lr by this (0.1)"),
-    ("--plateau-patience", int, "plateau: validations without improvement before dividing (3)"),
-    ("--max-reductions", int, "plateau: at most this many reductions (paper: 3)"),
-    ("--lr-step-size", int, "step: epochs between reductions (torchvision: 30)"),
-    ("--warmup-epochs", float, "cosine: linear warm-up epochs (fast: 1)"),
-    ("--augment", str, "paper (random crop + flip) | random_resized_crop"),
-    ("--lighting-std", float, "fancy-PCA lighting std, 0 disables (paper: 0.1)"),
-    ("--pad", int, "zero padding before random crops (default: automatic)"),
-    ("--resize", int, "resize images on the device to this size first (default: automatic)"),
-    ("--normalize", str, "mean_image (paper) | channel | none"),
-    ("--eval-crops", int, "crops for the per-epoch validation: 1, 2 (centre+flip) or 10"),
-    ("--test-crops", int, "crops for the final evaluation in RUN/eval.json (paper: 10)"),
-    ("--seed", int, "random seed (0)"),
-    ("--workers", int, "loader threads (0)"),
-    ("--device", str, "auto | cpu | cuda | cuda:N"),
-    ("--checkpoint-every", int, "also checkpoint every N steps (0: epoch ends and signals only)"),
-    ("--on-nan", str, "stop (default) | skip: what a non-finite loss does"),
-    ("--model-parallel", str, "DEV0,DEV1: the paper's two-tower split over two devices"),
-    ("--max-steps", int, "stop after this many steps in total (short budgets), with weights"),
-    ("--val-limit", int, "validate on the first N validation images only (0: all)"),
-    ("--log-every", int, "append training loss/error of every N steps to RUN/steps.jsonl (0: off)"),
+    ("--epochs", A.positive_int, "number of epochs, >= 1 (paper: 90)"),
+    ("--batch-size", A.positive_int, "images per step per process, >= 1 (paper: 128)"),
+    ("--lr", A.positive_float, "peak / initial learning rate, > 0 (paper: 0.01)"),
+    ("--momentum", A.momentum, "SGD momentum, in [0, 1) (paper: 0.9)"),
+    ("--weight-decay", A.nonnegative_float, "L2 weight decay, >= 0 (paper: 5e-4)"),
+    ("--label-smoothing", A.probability, "cross-entropy label smoothing, in [0, 1) (fast: 0.1)"),
+    ("--schedule", ["plateau", "step", "cosine"], "learning-rate schedule"),
+    ("--lr-factor", A.factor, "plateau/step: multiply lr by this, in (0, 1) (0.1)"),
+    ("--plateau-patience", A.positive_int, "plateau: validations without improvement, >= 1 (3)"),
+    ("--max-reductions", A.nonnegative_int, "plateau: at most this many reductions (paper: 3)"),
+    ("--lr-step-size", A.positive_int, "step: epochs between reductions, >= 1 (torchvision: 30)"),
+    ("--warmup-epochs", A.nonnegative_float, "cosine: linear warm-up epochs, >= 0 (fast: 1)"),
+    ("--augment", ["paper", "random_resized_crop"], "paper (random crop + flip) or RRC"),
+    ("--lighting-std", A.nonnegative_float, "fancy-PCA lighting std, 0 disables (paper: 0.1)"),
+    ("--pad", A.nonnegative_int, "zero padding before random crops, >= 0 (default: automatic)"),
+    ("--resize", A.int_range(8, 4096), "resize images on the device first, 8..4096 (automatic)"),
+    ("--normalize", ["mean_image", "channel", "none"], "input normalization (paper: mean_image)"),
+    ("--eval-crops", [1, 2, 10], "crops for the per-epoch validation: 1, 2 (centre+flip) or 10"),
+    ("--test-crops", [1, 2, 10], "crops for the final evaluation in RUN/eval.json (paper: 10)"),
+    ("--seed", A.nonnegative_int, "random seed, >= 0 (0)"),
+    ("--workers", A.nonnegative_int, "loader threads, >= 0 (0)"),
+    ("--device", A.device, f"{A.DEVICE_FORMS} (default: auto)"),
+    ("--checkpoint-every", A.nonnegative_int, "also checkpoint every N steps (0: epoch ends)"),
+    ("--on-nan", ["stop", "skip"], "what a non-finite loss does (default: stop)"),
+    ("--model-parallel", A.device_pair, "DEV0,DEV1: the paper's two-tower split over two devices"),
+    ("--max-steps", A.positive_int, "stop after this many steps in total, with weights"),
+    ("--val-limit", A.nonnegative_int, "validate on the first N validation images (0: all)"),
+    ("--train-limit", A.nonnegative_int, "train on the first N training images (0: all)"),
+    ("--train-eval", A.nonnegative_int, "also evaluate the final weights on N training images"),
+    ("--log-every", A.nonnegative_int, "every N steps, log training loss/error to steps.jsonl"),
 ]
 _SWITCHES = [
     ("--amp", "bf16 autocast"),
@@ -79,7 +82,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help='options for the model builder, e.g. \'{"init": "caffe"}\'',
     )
     for flag, typ, text in _VALUE_FLAGS:
-        p.add_argument(flag, type=typ, default=None, help=text)
+        if isinstance(typ, list):  # a choice flag
+            kind = type(typ[0])
+            p.add_argument(flag, type=kind, choices=typ, default=None, help=text)
+        else:
+            p.add_argument(flag, type=typ, default=None, help=text)
     for flag, text in _SWITCHES:
         p.add_argument(flag, action="store_const", const=True, default=None, help=text)
     p.add_argument(

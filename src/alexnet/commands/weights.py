@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from alexnet.weights.catalog import CATALOG, CONVERTIBLE, describe_file
+from alexnet.weights.hub import cache_dir
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -41,8 +42,6 @@ def _table(rows: list[dict[str, Any]]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from alexnet.weights.hub import cache_dir
-
     named = []
     for entry in CATALOG.values():
         row = entry.to_json()

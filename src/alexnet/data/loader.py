@@ -6,7 +6,7 @@ memory and is copied with `non_blocking=True`. The batch is returned as (B, 3, H
 channels_last view of the NHWC bytes (no copy). Augmentation happens later, on the device
 (augment.py).
 
-Sharding (common.md): perm = permutation(N) from (seed, epoch) (or arange when not
+Sharding (the rule every rank follows): perm = permutation(N) from (seed, epoch) (or arange when not
 shuffling); global batch k = perm[k*B*W:(k+1)*B*W]; rank r takes [r*B:(r+1)*B] of it. So a
 W-rank run sees the same global batches as a 1-rank run with batch B*W, and evaluation
 (shuffle=False, drop_last=False) sees each sample exactly once across ranks, unpadded.

@@ -82,7 +82,7 @@ def _conv_stack(o: dict) -> nn.Sequential:
             if normed and o["lrn"]:
                 layers[f"norm{i}"] = LRN(
                     k=o["lrn_k"],
-                    groups=towers,
+                    groups=towers if o["lrn_scope"] == "tower" else 1,
                     inplace=True,
                     alpha_convention=o["lrn_alpha_convention"],
                 )
@@ -116,6 +116,9 @@ class PaperAlexNet(AlexNetModel):
         lrn_k, lrn_alpha_convention: LRN's k (the paper's 2) and how its alpha 1e-4 is read:
             "paper" (alpha multiplies the window sum, §3.3) or "per_size" (alpha / 5 does, as
             Caffe's `bvlc_alexnet`, which also has k=1).
+        lrn_scope: "tower" (each tower's maps normalized on their own, as on the paper's two
+            GPUs, §3.2-§3.3) or "all" (the window runs across the towers' boundary, as Caffe's
+            `bvlc_alexnet`, whose LRN layers see all 96 / 256 maps of the grouped convs).
 
     Input (N, 3, input_size, input_size) float; `forward` gives logits (N, num_classes),
     `forward_penultimate` the fc7 activations after ReLU (N, 4096); `features` is the conv
@@ -139,6 +142,7 @@ class PaperAlexNet(AlexNetModel):
         remove_conv: str | None = None,
         lrn_k: float = 2.0,
         lrn_alpha_convention: str = "paper",
+        lrn_scope: str = "tower",
     ) -> None:
         super().__init__()
         check_choice("input_size", input_size, INPUT_SIZES)
@@ -148,6 +152,7 @@ class PaperAlexNet(AlexNetModel):
         check_choice("pool", pool, POOLS)
         check_choice("remove_conv", remove_conv, (None, *MIDDLE_CONVS))
         check_choice("lrn_alpha_convention", lrn_alpha_convention, ALPHA_CONVENTIONS)
+        check_choice("lrn_scope", lrn_scope, ("tower", "all"))
         widths = check_widths(widths, 5, towers)
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
@@ -155,6 +160,7 @@ class PaperAlexNet(AlexNetModel):
             num_classes=num_classes, input_size=input_size, lrn=lrn, pool=pool, dropout=dropout,
             towers=towers, activation=activation, init=init, widths=list(widths),
             remove_conv=remove_conv, lrn_k=float(lrn_k), lrn_alpha_convention=lrn_alpha_convention,
+            lrn_scope=lrn_scope,
         )  # fmt: skip
         self._declare(
             options, input_size=input_size, in_channels=3, penultimate_dim=4096,

@@ -97,6 +97,8 @@ class TwoDeviceAlexNet(AlexNetModel):
             raise ValueError("the two-device split needs the two-tower model (towers=2)")
         if tuple(opts["widths"]) != PAPER_WIDTHS or opts["remove_conv"] is not None:
             raise ValueError("the two-device split needs the paper's widths and all five convs")
+        if opts.get("lrn_scope", "tower") != "tower":
+            raise ValueError("the two-device split normalizes each tower on its device (§3.2)")
         self._declare(
             opts, input_size=reference.input_size, in_channels=3, penultimate_dim=4096,
             penultimate_name="fc7",

@@ -82,6 +82,11 @@ class TrainConfig:
     max_steps: int = 0  # stop (with a checkpoint) after this many steps in total; 0: no limit
     val_limit: int = 0  # validate on the first N images only (short budgets); 0: all
     log_every: int = 0  # append training loss/error over every N steps to RUN/steps.jsonl
+    train_limit: int = 0  # train on the first N training images only (small-data studies); 0: all
+    train_eval: int = 0  # eval.json also holds the error on the first N training images, eval mode
+    # experiments: start every tensor shared (by name and shape) with the model built with these
+    # options and the same seed from that model's value (variants paired by seed)
+    init_like: dict[str, Any] | None = None
     resume: str | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -202,6 +207,8 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.max_steps >= 0, f"--max-steps must be >= 0, got {cfg.max_steps}"),
         (cfg.val_limit >= 0, f"--val-limit must be >= 0, got {cfg.val_limit}"),
         (cfg.log_every >= 0, f"--log-every must be >= 0, got {cfg.log_every}"),
+        (cfg.train_limit >= 0, f"--train-limit must be >= 0, got {cfg.train_limit}"),
+        (cfg.train_eval >= 0, f"--train-eval must be >= 0, got {cfg.train_eval}"),
     ]
     for ok, message in checks:
         if not ok:

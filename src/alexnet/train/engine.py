@@ -14,12 +14,14 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from alexnet import runtime as dist
+from alexnet.data.loader import DeviceLoader
 from alexnet.evaluate import make_eval_transform
 from alexnet.rundir import RunResult
-from alexnet.train import distributed as dist
 from alexnet.train.config import TrainConfig, validate
 from alexnet.train.loop import StepCallback, end_epoch, save, train_one_epoch, write_weights
 from alexnet.train.loop import validate as validate_split
+from alexnet.train.pipeline import FirstImages
 from alexnet.train.runlog import write_text
 from alexnet.train.signals import StopFlag
 from alexnet.train.state import TrainState, device_for, setup
@@ -29,9 +31,9 @@ def fit(cfg: TrainConfig, *, callbacks: Sequence[StepCallback] = ()) -> RunResul
     """Train (or resume, when `cfg.resume` is set) the run `cfg` describes; see the module
     docstring. `callbacks` are called after every step with the `TrainState`."""
     validate(cfg)
-    info = dist.from_env()
+    info = dist.dist_info()
     device = device_for(cfg, info)
-    dist.init(info, device)
+    dist.init_distributed(info, device)
     state = None
     try:
         state = setup(cfg, info, device)
@@ -56,7 +58,7 @@ def fit(cfg: TrainConfig, *, callbacks: Sequence[StepCallback] = ()) -> RunResul
     finally:
         if state is not None and state.tensorboard is not None:
             state.tensorboard.close()
-        dist.shutdown()
+        dist.shutdown_distributed()
 
 
 def _finish(state: TrainState, status: str) -> RunResult:
@@ -65,11 +67,12 @@ def _finish(state: TrainState, status: str) -> RunResult:
     write_weights(state, run.weights, {"epoch": pos.epoch, "global_step": pos.global_step})
     record = state.history[-1] if state.history else {}
     if cfg.test_crops != cfg.eval_crops or not record:
-        transform = make_eval_transform(state.preprocess, state.mean_image, cfg.test_crops)
-        final = validate_split(state, cfg.test_crops, transform)
+        final = validate_split(state, cfg.test_crops, transform_for_test(state))
     else:
         final = {k: record.get(f"val_{k}") for k in ("top1_error", "top5_error", "loss")}
         final = {"images": len(state.val_ds), "crops": cfg.eval_crops, **final}
+    if cfg.train_eval:
+        final["train"] = _train_error(state, transform_for_test(state))
     if state.info.is_main:
         write_text(run.eval_json, json.dumps(final, indent=2) + "\n")
     top5 = final.get("top5_error")
@@ -79,6 +82,30 @@ def _finish(state: TrainState, status: str) -> RunResult:
         + f" ({final['crops']} crop(s))"
     )
     return RunResult(status, run.path, list(state.history), final, run.weights, pos.elapsed)
+
+
+def transform_for_test(state: TrainState):
+    """The evaluation transform with the recipe's test crops (paper §4.1: 10 crops)."""
+    return make_eval_transform(state.preprocess, state.mean_image, state.cfg.test_crops)
+
+
+def _train_error(state: TrainState, transform) -> dict:
+    """Error of the final weights on the first `train_eval` training images, in evaluation
+    mode with the test crops: the training side of a train-test gap (paper §4: overfitting)."""
+    cfg = state.cfg
+    subset = FirstImages(state.train_ds, min(cfg.train_eval, len(state.train_ds)))
+    loader = DeviceLoader(
+        subset,
+        cfg.batch_size,
+        shuffle=False,
+        drop_last=False,
+        rank=state.info.rank,
+        world_size=state.info.world_size,
+        device=state.device,
+        workers=cfg.workers,
+    )
+    result = validate_split(state, cfg.test_crops, transform, loader)
+    return {k: result.get(k) for k in ("images", "crops", "top1_error", "top5_error", "loss")}
 
 
 def _trim_step_log(state: TrainState) -> None:

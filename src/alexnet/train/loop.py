@@ -21,16 +21,17 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from alexnet import runtime as dist
+from alexnet.data.loader import DeviceLoader
 from alexnet.errors import UserError
 from alexnet.evaluate import evaluate
-from alexnet.train import distributed as dist
 from alexnet.train import pipeline
 from alexnet.train.checkpoint import save_checkpoint
 from alexnet.train.optim import set_lr
 from alexnet.train.runlog import Progress, write_metrics
 from alexnet.train.signals import StopFlag
 from alexnet.train.state import Sums, TrainState, checkpoint_dict
-from alexnet.train.weights import save_weights
+from alexnet.weights import save as save_weights
 
 # called after every step with the state (tests, experiments); must not change the state
 StepCallback = Callable[[TrainState], None]
@@ -169,12 +170,16 @@ def _log_steps(state: TrainState, train_seconds: float) -> None:
             f.write(json.dumps(record) + "\n")
 
 
-def validate(state: TrainState, crops: int, transform: Callable) -> dict[str, Any]:
-    """Top-1/top-5 error and loss of the validation split (every image counted once)."""
-    state.val_loader.set_epoch(0)
+def validate(
+    state: TrainState, crops: int, transform: Callable, loader: DeviceLoader | None = None
+) -> dict[str, Any]:
+    """Top-1/top-5 error and loss of the validation split, or of `loader`'s images (every
+    image counted once over the ranks)."""
+    loader = loader or state.val_loader
+    loader.set_epoch(0)
     return evaluate(
         state.evaluate_model,
-        state.val_loader.iterate(),
+        loader.iterate(),
         transform,
         crops=crops,
         num_classes=state.train_ds.num_classes,

@@ -21,6 +21,7 @@ from alexnet.data.augment import TrainTransform
 from alexnet.errors import UserError
 from alexnet.rundir import RunDir
 from alexnet.train.config import recipe_model_options
+from alexnet.weights.meta import Preprocess
 
 
 def is_grayscale(stats: dict) -> bool:
@@ -62,22 +63,22 @@ def plan_geometry(
 
 def preprocess_for(
     cfg, geometry: dict, in_channels: int, stats: dict, image_size: int | None = None
-) -> dict[str, Any]:
-    """The evaluation-time preprocessing stored with the weights (JSON-serialisable).
+) -> Preprocess:
+    """The evaluation-time preprocessing stored with the weights.
 
     `image_size` is the packed images' side, so `predict` brings new photos to the same size.
     """
     mean = [float(v) for v in np.asarray(stats["channel_mean"]).reshape(-1)]
     std = [float(v) for v in np.asarray(stats["channel_std"]).reshape(-1)]
-    return {
-        "image_size": image_size,
-        "crop_size": geometry["crop_size"],
-        "resize": geometry["resize"],
-        "out_channels": int(in_channels),
-        "normalize": cfg.normalize,
-        "mean": mean,
-        "std": std,
-    }
+    return Preprocess(
+        crop_size=geometry["crop_size"],
+        image_size=image_size,
+        resize=geometry["resize"],
+        out_channels=int(in_channels),
+        normalize=cfg.normalize,
+        mean=mean,
+        std=std,
+    )
 
 
 def make_train_transform(cfg, geometry: dict, in_channels: int, stats: dict) -> TrainTransform:
@@ -148,11 +149,13 @@ def bytes_needed(model: torch.nn.Module) -> int:
 
 
 class FirstImages:
-    """A view of the first `n` images of a packed split (--val-limit), as DeviceLoader reads it."""
+    """A view of the first `n` images of a packed split (--train-limit, --val-limit), with what
+    DeviceLoader and the engine read of a split."""
 
     def __init__(self, ds, n: int) -> None:
         self.images, self.labels = ds.images[:n], ds.labels[:n]
         self.classes, self.num_classes = ds.classes, ds.num_classes
+        self.image_size, self.stats, self.fingerprint = ds.image_size, ds.stats, ds.fingerprint
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])

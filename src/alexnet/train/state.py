@@ -24,7 +24,9 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
+from alexnet import runtime as dist
 from alexnet.data.loader import DeviceLoader
 from alexnet.data.packed import open_dataset
 from alexnet.errors import UserError
@@ -32,7 +34,6 @@ from alexnet.evaluate import make_eval_transform
 from alexnet.models.parallel import TwoDeviceAlexNet
 from alexnet.models.registry import get_model
 from alexnet.rundir import RunDir
-from alexnet.train import distributed as dist
 from alexnet.train import pipeline
 from alexnet.train.checkpoint import (
     capture_rng_state,
@@ -43,6 +44,7 @@ from alexnet.train.checkpoint import (
 from alexnet.train.config import TrainConfig, config_json
 from alexnet.train.optim import make_optimizer, make_schedule
 from alexnet.train.runlog import TensorBoard, write_text
+from alexnet.weights.meta import Preprocess
 
 
 @dataclass
@@ -103,7 +105,7 @@ class TrainState:
     train_transform: Callable
     eval_transform: Callable
     geometry: dict[str, Any]
-    preprocess: dict[str, Any]
+    preprocess: Preprocess
     mean_image: torch.Tensor
     pos: Position = field(default_factory=Position)
     epoch_sums: Sums = field(default_factory=Sums)
@@ -132,6 +134,8 @@ def setup(cfg: TrainConfig, info: dist.DistInfo, device: torch.device) -> TrainS
     train_ds, val_ds = open_dataset(cfg.data, "train"), open_dataset(cfg.data, "val")
     if len(train_ds) == 0:
         raise UserError(f"{cfg.data}: the train split holds no images; nothing to train on")
+    if 0 < cfg.train_limit < len(train_ds):
+        train_ds = pipeline.FirstImages(train_ds, cfg.train_limit)
     if 0 < cfg.val_limit < len(val_ds):
         val_ds = pipeline.FirstImages(val_ds, cfg.val_limit)
     run = RunDir(cfg.output_dir)
@@ -140,6 +144,8 @@ def setup(cfg: TrainConfig, info: dist.DistInfo, device: torch.device) -> TrainS
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     options = pipeline.model_options(cfg, train_ds.image_size, train_ds.stats)
     net = get_model(cfg.model, num_classes=train_ds.num_classes, **options)
+    if cfg.init_like is not None:
+        _init_like(net, cfg, train_ds)
     if saved is not None:
         check_compatible(
             saved, cfg.resume, model_config=net.config, data_fingerprint=train_ds.fingerprint
@@ -156,6 +162,21 @@ def setup(cfg: TrainConfig, info: dist.DistInfo, device: torch.device) -> TrainS
         write_text(run.config, _config_text(state))  # rewritten whole on every start
         state.tensorboard = TensorBoard(run.path, purge_step=state.pos.global_step or None)
     return state
+
+
+def _init_like(net: nn.Module, cfg: TrainConfig, train_ds) -> None:
+    """Pair a variant with a reference model (experiments): every tensor whose name and shape
+    the two share starts from the reference's initial value for the same seed, so a variant
+    that removes a layer or changes a width still shares the other layers' starting weights."""
+    like = dataclasses.replace(cfg, model_options=dict(cfg.init_like))
+    options = pipeline.model_options(like, train_ds.image_size, train_ds.stats)
+    torch.manual_seed(cfg.seed)
+    reference = get_model(cfg.model, num_classes=train_ds.num_classes, **options)
+    own = net.state_dict()
+    shared = {
+        k: v for k, v in reference.state_dict().items() if k in own and own[k].shape == v.shape
+    }
+    net.load_state_dict(shared, strict=False)
 
 
 def _checkpoint_path(resume: str) -> Path:
@@ -189,8 +210,6 @@ def _build(cfg, run, info, device, train_ds, val_ds, net) -> TrainState:
     model, model_state, load_model_state = _place_model(cfg, net, device)
     evaluate_model = model
     if info.enabled:
-        from torch.nn.parallel import DistributedDataParallel
-
         model = DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
@@ -269,7 +288,7 @@ def checkpoint_dict(state: TrainState) -> dict[str, Any]:
         "data_fingerprint": state.train_ds.fingerprint,
         "config": json.dumps(state.cfg.to_json()),
         "classes": json.dumps(list(state.train_ds.classes)),
-        "preprocess": json.dumps(state.preprocess),
+        "preprocess": json.dumps(state.preprocess.to_json()),
         "mean_image": state.mean_image,
         "model": state.model_state(),
         "optimizer": state.optimizer.state_dict(),
@@ -305,7 +324,7 @@ def _config_text(state: TrainState) -> str:
         state.cfg,
         model=state.net.config,
         geometry=state.geometry,
-        preprocess=state.preprocess,
+        preprocess=state.preprocess.to_json(),
         classes=list(state.train_ds.classes),
         world_size=state.info.world_size,
         data_fingerprint=state.train_ds.fingerprint,

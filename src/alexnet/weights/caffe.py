@@ -29,8 +29,11 @@ import numpy as np
 import torch
 
 from alexnet.errors import UserError
+from alexnet.models.registry import get_model
 from alexnet.weights import caffe_proto
 from alexnet.weights.caffe_proto import CaffeLayer
+from alexnet.weights.safetensors_io import save_safetensors
+from alexnet.weights.torchvision import imagenet_categories
 
 # The layer sequence of bvlc_alexnet (conv -> ReLU -> LRN -> pool, as the paper; CaffeNet
 # pools before it normalizes and is refused): C = conv, N = LRN, P = max-pool, F = inner product.
@@ -44,7 +47,8 @@ MEAN_BGR = (104.0, 117.0, 123.0)  # Caffe's per-channel ImageNet mean, BGR order
 PUBLISHED = {"top1_err": 42.9, "top5_err": 19.8, "crops": 1, "model": "bvlc_alexnet"}
 # The `paper` model that computes bvlc_alexnet's function (see the module docstring).
 MODEL_OPTIONS: dict[str, Any] = {
-    "input_size": 227, "towers": 1, "lrn_k": 1.0, "lrn_alpha_convention": "per_size",
+    "input_size": 227, "towers": 2, "lrn_k": 1.0, "lrn_alpha_convention": "per_size",
+    "lrn_scope": "all",
     "init": "caffe",
 }  # fmt: skip
 
@@ -221,10 +225,6 @@ def convert(
     are matched by layer name. Class names come from `classes` (a synset_words.txt) or, for
     1000 classes, torchvision's ImageNet names (the same order). Returns the metadata written.
     """
-    from alexnet import get_model
-    from alexnet.torchvision_weights import imagenet_categories
-    from alexnet.train.weights import save_weights
-
     model_layers = caffe_proto.layers(caffe_proto.read_net(caffemodel), str(caffemodel))
     arch_where = str(deploy or caffemodel)
     arch = (
@@ -254,6 +254,6 @@ def convert(
     }
     if k == 1000:
         extra["published"] = dict(PUBLISHED)
-    save_weights(out, model.state_dict(), model_config=model.config, classes=names,
+    save_safetensors(out, model.state_dict(), model_config=model.config, classes=names,
                  preprocess=preprocess, mean_image=mean_image, extra=extra)  # fmt: skip
     return {"model": model.config, "classes": names, "preprocess": preprocess, "extra": extra}

@@ -15,7 +15,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from safetensors import SafetensorError, safe_open
+
 from alexnet.errors import UserError
+from alexnet.fileio import torch_file_kind
 
 
 @dataclass(frozen=True)
@@ -65,8 +68,6 @@ CONVERTIBLE: dict[str, CatalogEntry] = {
 
 
 def _safetensors_meta(path: Path) -> dict[str, Any]:
-    from safetensors import SafetensorError, safe_open
-
     try:
         with safe_open(str(path), framework="pt") as f:
             raw = f.metadata() or {}
@@ -80,12 +81,10 @@ def _safetensors_meta(path: Path) -> dict[str, Any]:
 
 def describe_file(path: str | os.PathLike) -> dict[str, Any]:
     """A weights file -> the catalog's facts (name = the path), read from its metadata only."""
-    from alexnet.torchvision_weights import is_torch_pickle
-
     p = Path(path)
     if not p.is_file():
         raise UserError(f"{p}: no such weights file")
-    if p.suffix in (".pth", ".pt") or is_torch_pickle(p):
+    if p.suffix in (".pth", ".pt") or torch_file_kind(p) in ("zip", "pickle"):
         entry = CATALOG["torchvision"]
         known = p.name == entry.file_name
         return {**entry.to_json(), "name": str(p), "file_name": p.name,
