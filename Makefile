@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench setup clean
+.PHONY: demo test lint bench experiments setup clean
 
 setup: $(STAMP)
 
@@ -28,6 +28,9 @@ test: lint
 
 demo: $(STAMP)
 	bash scripts/demo.sh
+
+experiments: $(STAMP)
+	bash scripts/experiments.sh
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_model.py

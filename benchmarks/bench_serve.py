@@ -38,7 +38,7 @@ SRC = str(Path(__file__).resolve().parents[1] / "src")
 sys.path.insert(0, SRC)
 
 from alexnet import get_model  # noqa: E402
-from alexnet.train.weights import save_weights  # noqa: E402
+from alexnet.weights import save as save_weights  # noqa: E402
 
 
 def random_weights(model: str, out: Path) -> Path:

@@ -166,3 +166,48 @@ def cifar10(root: Path, per_batch: int = 20) -> dict:
     with open(d / "batches.meta", "wb") as f:
         pickle.dump({b"label_names": names, b"num_vis": 3072}, f)
     return {s: (np.concatenate(x), np.array(y)) for s, (x, y) in out.items()}
+
+
+# A `prepare` slowed down after each saved chunk (monkeypatched in the child process only), so
+# that Ctrl-C lands in the middle of the work.
+SLOW_PREPARE = """
+import sys, time
+import alexnet.data.pack as pack
+from alexnet.cli import main
+save = pack._save_state
+def slow(*a, **k):
+    save(*a, **k)
+    time.sleep(0.5)
+pack._save_state = slow
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def small_weights(path: Path, data: Path, seed: int = 0, crop: int = 32) -> Path:
+    """Untrained `small` weights (32 px RGB) for the packed dataset `data`, saved with metadata;
+    `crop` is the crop size the metadata claims (to test the checks made before the model)."""
+    import torch
+
+    from alexnet import get_model
+    from alexnet.data.packed import open_dataset
+    from alexnet.weights import save as save_weights
+
+    torch.manual_seed(seed)
+    classes = open_dataset(data).classes
+    model = get_model("small", num_classes=len(classes), in_channels=3, input_size=32)
+    preprocess = {"crop_size": crop, "resize": None, "out_channels": 3, "normalize": "channel",
+                  "mean": [0.5] * 3, "std": [0.25] * 3}  # fmt: skip
+    save_weights(path, model.state_dict(), model_config=model.config, classes=classes,
+                 preprocess=preprocess)  # fmt: skip
+    return path
+
+
+def synthetic_data(path: Path, seed: int = 0, count: int = 40) -> Path:
+    """A packed synthetic dataset: 4 classes of 32 px images."""
+    from alexnet.cli import main
+
+    args = ["prepare", "synthetic", path, "--source", "synthetic", "--classes", "4",
+            "--count", count, "--image-size", "32", "--seed", seed, "--workers", "1",
+            "--no-progress"]  # fmt: skip
+    assert main([str(a) for a in args]) == 0
+    return path

@@ -121,3 +121,32 @@ def test_transform_in_loader_equals_transform_after(ds, workers):
     for (xa, ya), (xb, yb) in zip(fused, after, strict=True):  # all held: none overwritten
         assert xa.shape == (8, 3, 3, 3) and xa.dtype == torch.float32
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("pad", [0, 2])  # pad 0 on the CPU: augmentation in the loader threads
+def test_transform_in_loader_equals_transform_after_loader(tmp_path, workers, pad):
+    """The training loop hands the augmentation to the loader (per-batch generators seeded by
+    position); every batch must be bitwise the one that augmenting after the loader gives."""
+    from train_helpers import write_packed
+
+    from alexnet.data.augment import TrainTransform
+    from alexnet.data.packed import open_dataset
+    from alexnet.train.pipeline import step_generator, step_seed
+
+    ds = open_dataset(write_packed(tmp_path / "d", n_train=40, n_val=8, size=20), "train")
+    mean_image = np.asarray(ds.stats["mean_image"], dtype=np.float32)
+    tf = TrainTransform(16, pad=pad, mean_image=mean_image)
+    assert tf.fuses((20, 20), "cpu") == (pad == 0)
+
+    def gen(k):
+        return step_generator(torch.device("cpu"), step_seed(5, 1, k, 0))
+
+    loader = DeviceLoader(ds, 8, shuffle=True, drop_last=True, seed=5, workers=workers)
+    loader.set_epoch(1)
+    fused = [(x.clone(), y.clone()) for x, y in loader.iterate(1, transform=tf, generator=gen)]
+    plain = [(tf(x, gen(k + 1)).clone(), y) for k, (x, y) in enumerate(loader.iterate(1))]
+    assert len(fused) == len(plain) == 4
+    for (a, ya), (b, yb) in zip(fused, plain):
+        assert torch.equal(ya, yb)
+        assert torch.equal(a, b)

@@ -89,10 +89,10 @@ def test_interrupt_and_rerun_equals_uninterrupted(tmp_path):
         (src / "val" / f"class{c}" / "v.JPEG").write_bytes(dh.jpeg_bytes(dh.photo(c, 24, 20)))
     (src / "train" / "class0" / "000.JPEG").write_bytes(b"")  # a report entry before the kill
     out = tmp_path / "out"
-    env = {**os.environ, "ALEXNET_PREPARE_TEST_DELAY": "0.7"}
-    cmd = [sys.executable, "-m", "alexnet", "prepare", str(src), str(out), "--size", "16",
-           "--workers", "2", "--no-progress"]  # fmt: skip
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    args = ["prepare", str(src), str(out), "--size", "16", "--workers", "2", "--no-progress"]
+    cmd = [sys.executable, "-m", "alexnet", *args]
+    slow = [sys.executable, "-c", dh.SLOW_PREPARE, *args]  # 0.5 s after each saved chunk
+    proc = subprocess.Popen(slow, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     partial = tmp_path / "out.partial"
     deadline = time.time() + 60
     while _progress_chunks(partial) < 1 and time.time() < deadline and proc.poll() is None:

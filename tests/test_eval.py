@@ -8,12 +8,12 @@ import json
 import numpy as np
 import pytest
 import torch
-from test_train_helpers import write_packed
+from train_helpers import write_packed
 
 from alexnet.cli import main
 from alexnet.evaluate import evaluate, per_class_accuracy
 from alexnet.train.config import make_config
-from alexnet.train.loop import train
+from alexnet.train.engine import fit as train
 
 
 def _numpy_reference(logits: np.ndarray, labels: np.ndarray, crops: int, k: int):
@@ -113,37 +113,60 @@ def test_eval_cli_json_fields(trained, capsys, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_eval_cli_matches_training_eval_json(trained, capsys):
+def _reference_logits(data, weights) -> tuple[np.ndarray, np.ndarray]:
+    """Centre crop and its mirror of every val image, preprocessed by hand in float64 from the
+    file's documented metadata, through a model built by hand: logits (N*2, K), labels (N,)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from alexnet.models.registry import get_model
+
+    with safe_open(str(weights), framework="pt") as f:
+        meta = f.metadata()
+    pre, cfg = json.loads(meta["preprocess"]), json.loads(meta["model"])
+    assert pre["normalize"] == "channel" and pre["resize"] is None and pre["out_channels"] == 3
+    tensors = load_file(str(weights))
+    tensors.pop("preprocess.mean_image", None)
+    model = get_model(cfg["name"], **cfg["options"]).eval()
+    model.load_state_dict(tensors)
+    images = np.load(data / "val_images.npy").astype(np.float64) / 255
+    labels = np.load(data / "val_labels.npy")
+    s, h = pre["crop_size"], images.shape[1]
+    o = int(round((h - s) / 2))
+    x = (images[:, o : o + s, o : o + s] - np.array(pre["mean"])) / np.array(pre["std"])
+    x = np.stack([x, x[:, :, ::-1]], axis=1).reshape(-1, s, s, 3)  # image-major: centre, mirror
+    with torch.no_grad():
+        logits = model(torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).float())
+    return logits.numpy(), labels
+
+
+def test_eval_cli_matches_an_independent_float64_reference(trained, capsys):
     data, out = trained
-    saved = json.loads((out / "eval.json").read_text())  # fast recipe: centre + flip
-    rc = main(
-        [
-            "eval",
-            "--data",
-            str(data),
-            "--weights",
-            str(out / "weights.safetensors"),
-            "--crops",
-            str(saved["crops"]),
-            "--json",
-        ]
-    )
+    weights = out / "weights.safetensors"
+    rc = main(["eval", "--data", str(data), "--weights", str(weights), "--crops", "2", "--json"])
     assert rc == 0
     result = json.loads(capsys.readouterr().out)
-    for key in ("images", "crops", "top1_error", "top5_error"):
-        assert result[key] == saved[key]
-    assert result["loss"] == pytest.approx(saved["loss"], rel=1e-6)
+    logits, labels = _reference_logits(data, weights)
+    top1, top5, loss, _ = _numpy_reference(logits, labels, 2, logits.shape[1])
+    assert result["images"] == len(labels) == 37 and result["crops"] == 2
+    assert result["top1_error"] == pytest.approx(top1, abs=1e-12)
+    assert result["top5_error"] == pytest.approx(top5, abs=1e-12)
+    assert result["loss"] == pytest.approx(loss, rel=1e-5)
+    assert 0 < result["loss"] and 0 <= top5 <= top1 <= 1
 
 
 def test_weights_file_rebuilds_the_model(trained):
-    from alexnet.train.weights import load_model, read_weights
+    from safetensors.torch import load_file
+
+    from alexnet.weights import load
 
     _, out = trained
-    model, meta, mean_image = load_model(out / "weights.safetensors")
-    tensors, _ = read_weights(out / "weights.safetensors")
-    assert meta["model"]["name"] == "small" and meta["classes"][0] == "class0"
-    assert meta["preprocess"]["normalize"] == "channel" and mean_image.shape == (28, 28, 3)
-    assert meta["preprocess"]["image_size"] == 28  # the packed images' side, for predict
+    model, meta = load(out / "weights.safetensors")
+    tensors = load_file(out / "weights.safetensors")  # read independently of alexnet.weights
+    assert meta.model_name == "small" and meta.classes[0] == "class0"
+    assert meta.preprocess.normalize == "channel" and meta.mean_image.shape == (28, 28, 3)
+    assert meta.preprocess.image_size == 28  # the packed images' side, for predict
+    assert torch.equal(meta.mean_image, tensors.pop("preprocess.mean_image"))
     for k, v in model.state_dict().items():
         assert torch.equal(v, tensors[k])
 

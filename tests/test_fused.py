@@ -152,3 +152,39 @@ def test_bfloat16_fused_equals_layer_by_layer(monkeypatch, fmt):
         # which LRN's backward spreads to the neighbouring channels
         ours, theirs = fused_in.grad.float(), plain_in.grad.float()
         assert torch.allclose(ours, theirs, rtol=2e-2, atol=1e-2 * theirs.abs().max().item())
+
+
+def test_caffe_lrn_fused_matches_float64_formula(monkeypatch):
+    """Caffe's LRN (k=1, alpha/n) in the fused block: float64 ReLU -> formula -> max-pool."""
+    torch.manual_seed(5)
+    layers = nn.Sequential(
+        nn.ReLU(inplace=True),
+        LRN(5, 1e-4, 0.75, 1.0, groups=2, inplace=True, alpha_convention="per_size"),
+        MaxPool(3, 2),
+    )
+    x = torch.randn(2, 16, 13, 13) * 100
+    calls = count_fused(monkeypatch)
+    xf = x.clone().requires_grad_()
+    out = run_sequential(layers, xf * 1.0)
+    g = torch.randn_like(out)
+    out.backward(g)
+    assert calls == [(True, True)]
+    xd = x.double().requires_grad_()
+    a = F.relu(xd)
+    halves = []
+    for t in range(2):  # each tower's 8 maps with its own clipped window, alpha / n
+        sq = F.pad((a * a)[:, 8 * t : 8 * t + 8], (0, 0, 0, 0, 2, 2))
+        s = sum(sq[:, i : i + 8] for i in range(5))
+        halves.append(a[:, 8 * t : 8 * t + 8] / (1.0 + 1e-4 / 5 * s) ** 0.75)
+    ref = F.max_pool2d(torch.cat(halves, 1), 3, 2)
+    ref.backward(g.double())
+    assert torch.allclose(out.double(), ref.detach(), rtol=1e-5, atol=1e-4)
+    assert torch.allclose(xf.grad.double(), xd.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_layer_on_a_torch_path_is_not_fused(monkeypatch):
+    layers = nn.Sequential(LRN(cpu_path="chunked"), MaxPool(3, 2))
+    calls = count_fused(monkeypatch)
+    x = torch.randn(1, 8, 9, 9) * 40
+    out = run_sequential(layers, x)
+    assert calls == [] and torch.equal(out, layers(x))

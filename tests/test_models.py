@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,6 +12,7 @@ from torch import nn
 
 import alexnet
 from alexnet.errors import UserError
+from alexnet.models.common import AlexNetModel
 from alexnet.models.lrn import LRN
 from alexnet.models.summary import layer_table
 
@@ -37,14 +40,23 @@ def test_paper_shapes_after_every_layer(input_size):
     assert {r.name: r.output_shape for r in rows} == expected
 
 
-def paper_param_count(num_classes=1000, towers=2) -> int:
-    """PAPER.md's architecture table, by hand: weights + biases of every layer."""
+def paper_param_count(
+    num_classes=1000, towers=2, widths=(96, 256, 384, 384, 256), remove=None
+) -> int:
+    """The paper's architecture table, by hand: weights + biases of every layer.
+
+    conv2, conv4 and conv5 read only their tower's maps; `remove` drops one conv layer and the
+    next reads the maps before it.
+    """
     g = towers
-    conv = [
-        (3, 96, 11, 1), (96, 256, 5, g), (256, 384, 3, 1), (384, 384, 3, g), (384, 256, 3, g)
-    ]  # fmt: skip
-    total = sum(cin // groups * k * k * cout + cout for cin, cout, k, groups in conv)
-    total += 9216 * 4096 + 4096 + 4096 * 4096 + 4096 + 4096 * num_classes + num_classes
+    kernels, grouped = (11, 5, 3, 3, 3), (1, g, 1, g, g)
+    total, cin = 0, 3
+    for i, (cout, k, groups) in enumerate(zip(widths, kernels, grouped), start=1):
+        if remove == f"conv{i}":
+            continue
+        total += cin // groups * k * k * cout + cout
+        cin = cout
+    total += widths[4] * 36 * 4096 + 4096 + 4096 * 4096 + 4096 + 4096 * num_classes + num_classes
     return total
 
 
@@ -169,15 +181,61 @@ def test_seed_model_is_the_seed_code():
     assert torch.equal(ours(x), reference(x))
 
 
-@pytest.mark.parametrize("name", ["paper", "seed", "torchvision"])
-def test_forward_features_is_fc7_after_relu(name):
+def example_input(model, n: int = 2) -> torch.Tensor:
+    return torch.randn(n, model.in_channels, model.input_size, model.input_size)
+
+
+def _lrn_torch(t: torch.Tensor, towers: int, alpha: float = 5e-4, k: float = 2.0):
+    """torch's LRN divides alpha by the size: the paper's alpha 1e-4 is 5e-4 there."""
+    return torch.cat([F.local_response_norm(p, 5, alpha, 0.75, k) for p in t.chunk(towers, 1)], 1)
+
+
+def _small_penultimate(model, x):
+    f = model.features
+    t = _lrn_torch(F.max_pool2d(F.relu(f.conv1(x)), 3, 2), 1)
+    t = _lrn_torch(F.max_pool2d(F.relu(f.conv2(t)), 3, 2), 1)
+    return F.max_pool2d(F.relu(f.conv3(t)), 3, 2).flatten(1)
+
+
+def _reference_penultimate(name: str, model, x):
+    """The penultimate layer computed by independent code: torch's functions or torchvision."""
+    if name == "paper":
+        return _paper_from_torch_ops(model, x, upto_fc7=True)
+    if name == "seed":
+        reference = SeedCode(model.num_classes).eval()
+        reference.load_state_dict(model.state_dict())
+        return reference.classifier[:6](reference.features(x).flatten(1))
+    if name == "torchvision":
+        reference = torchvision.models.alexnet(num_classes=model.num_classes).eval()
+        reference.load_state_dict(model.state_dict())
+        return reference.classifier[:6](reference.avgpool(reference.features(x)).flatten(1))
+    return _small_penultimate(model, x)
+
+
+@pytest.mark.parametrize("name", alexnet.list_models())
+def test_penultimate_layer_equals_an_independent_reference(name):
+    torch.manual_seed(0)
     model = alexnet.get_model(name, num_classes=7).eval()
-    x = torch.randn(2, 3, 224, 224)
-    feats = model.forward_features(x)
-    assert feats.shape == (2, 4096)
-    assert (feats >= 0).all()
-    last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
-    assert torch.allclose(last(feats), model(x), atol=1e-6)
+    x = example_input(model) * 2
+    with torch.no_grad():
+        feats = model.forward_penultimate(x)
+        assert feats.shape == (2, model.penultimate_dim)
+        want = {"paper": 4096, "seed": 4096, "torchvision": 4096, "small": 64 * 3 * 3}[name]
+        assert model.penultimate_dim == want
+        assert torch.allclose(feats, _reference_penultimate(name, model, x), atol=1e-5, rtol=1e-4)
+        with pytest.warns(DeprecationWarning, match="forward_penultimate"):
+            assert torch.equal(model.forward_features(x), feats)  # the deprecated alias
+
+
+@pytest.mark.parametrize("name", alexnet.list_models())
+def test_every_model_has_the_interface(name):
+    model = alexnet.get_model(name, num_classes=5)
+    assert isinstance(model, AlexNetModel)
+    expected = {"paper": (224, 3), "seed": (224, 3), "torchvision": (224, 3), "small": (32, 3)}
+    assert (model.input_size, model.in_channels) == expected[name]
+    assert model.num_classes == 5 and model.config["name"] == name
+    assert model(example_input(model)).shape == (2, 5)
+    assert model.penultimate_name == ("conv3 (flattened)" if name == "small" else "fc7")
 
 
 @pytest.mark.parametrize("size,channels", [(28, 1), (32, 3)])
@@ -189,15 +247,26 @@ def test_small_family(size, channels):
     assert sum(isinstance(m, LRN) for m in model.modules()) == 2
     tanh = alexnet.get_model("small", activation="tanh", lrn=False, hidden=64, dropout=0.5)
     assert tanh(torch.randn(2, 3, 32, 32)).shape == (2, 10)
-    assert tanh.forward_features(torch.randn(2, 3, 32, 32)).shape == (2, 64)
+    assert tanh.forward_penultimate(torch.randn(2, 3, 32, 32)).shape == (2, 64)
+    assert (tanh.penultimate_dim, tanh.penultimate_name) == (64, "hidden (64)")
 
 
-def test_config_rebuilds_the_same_model():
-    for name in alexnet.list_models():
-        model = alexnet.get_model(name, num_classes=5)
-        again = alexnet.get_model(model.config["name"], **model.config["options"])
-        again.load_state_dict(model.state_dict(), strict=True)
-        assert again.config == model.config
+@pytest.mark.parametrize("name", alexnet.list_models())
+def test_config_holds_every_option_and_rebuilds_the_model(name):
+    """The config names each keyword of the class (read from its signature) with its value."""
+    model = alexnet.get_model(name, num_classes=5, dropout=0.25)
+    signature = inspect.signature(type(model).__init__).parameters
+    defaults = {k: p.default for k, p in signature.items() if k != "self"}
+    defaults.update(num_classes=5, dropout=0.25)
+    options = model.config["options"]
+    assert options.keys() == defaults.keys()
+    for key, value in defaults.items():
+        assert options[key] == (list(value) if isinstance(value, tuple) else value), key
+    again = alexnet.get_model(model.config["name"], **options).eval()
+    again.load_state_dict(model.state_dict(), strict=True)
+    x = example_input(model)
+    with torch.no_grad():
+        assert torch.equal(again(x), model.eval()(x))
 
 
 def test_bad_input_is_named():
@@ -214,32 +283,38 @@ def test_bad_input_is_named():
         alexnet.get_model("paper", colour=True)
 
 
-def _paper_from_torch_ops(model, x):
+def _paper_from_torch_ops(model, x, upto_fc7=False):
     """The paper's network written with torch's own functional layers (an independent path)."""
     f = model.features
-    towers = model.config["options"]["towers"]
-
-    def lrn(t):  # torch divides alpha by the size: the paper's alpha 1e-4 is 5e-4 there
-        parts = t.chunk(towers, 1)
-        return torch.cat([F.local_response_norm(p, 5, 5e-4, 0.75, 2.0) for p in parts], 1)
+    opts = model.config["options"]
+    towers, k = opts["towers"], opts["lrn_k"]
+    alpha = 1e-4 if opts["lrn_alpha_convention"] == "per_size" else 5e-4  # torch divides by 5
 
     def conv(layer, t):
         return F.conv2d(t, layer.weight, layer.bias, layer.stride, layer.padding, 1, layer.groups)
 
-    t = F.max_pool2d(lrn(F.relu(conv(f.conv1, x))), 3, 2)
-    t = F.max_pool2d(lrn(F.relu(conv(f.conv2, t))), 3, 2)
+    t = F.max_pool2d(_lrn_torch(F.relu(conv(f.conv1, x)), towers, alpha, k), 3, 2)
+    t = F.max_pool2d(_lrn_torch(F.relu(conv(f.conv2, t)), towers, alpha, k), 3, 2)
     t = F.relu(conv(f.conv5, F.relu(conv(f.conv4, F.relu(conv(f.conv3, t))))))
     t = F.max_pool2d(t, 3, 2).flatten(1)
     c = model.classifier
     t = F.relu(F.linear(F.relu(F.linear(t, c.fc6.weight, c.fc6.bias)), c.fc7.weight, c.fc7.bias))
-    return F.linear(t, model.fc8.weight, model.fc8.bias)
+    return t if upto_fc7 else F.linear(t, model.fc8.weight, model.fc8.bias)
 
 
-@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
-def test_paper_model_equals_torch_ops_in_eval_and_training(fmt):
+@pytest.mark.parametrize(
+    "fmt,lrn",
+    [
+        (torch.contiguous_format, {}),
+        (torch.channels_last, {}),
+        # Caffe's bvlc_alexnet LRN: k=1, alpha divided by n
+        (torch.contiguous_format, {"lrn_k": 1.0, "lrn_alpha_convention": "per_size"}),
+    ],
+)
+def test_paper_model_equals_torch_ops_in_eval_and_training(fmt, lrn):
     """LRN and max-pool kernels inside the model: logits and gradients as torch's layers give."""
     torch.manual_seed(11)
-    model = alexnet.get_model("paper", num_classes=10, dropout=0.0, init="kaiming")
+    model = alexnet.get_model("paper", num_classes=10, dropout=0.0, init="kaiming", **lrn)
     model = model.to(memory_format=fmt)
     x = (torch.randn(2, 3, 224, 224) * 2).contiguous(memory_format=fmt)
     with torch.inference_mode():

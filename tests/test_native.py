@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
+import re
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -67,3 +70,70 @@ def test_switched_off_by_environment(fresh, monkeypatch):
     assert native.reason_unavailable() == "ALEXNET_NATIVE=0"
     x = torch.randn(2, 8, 3, 3) * 30
     assert torch.allclose(LRN()(x).double(), reference_lrn(x), rtol=1e-5, atol=1e-4)
+
+
+def test_switched_off_runs_caffe_lrn_as_torch_ops(fresh, monkeypatch):
+    """ALEXNET_NATIVE=0: Caffe's LRN (k=1, alpha/n) against the formula in float64."""
+    monkeypatch.setenv("ALEXNET_NATIVE", "0")
+    x = (torch.randn(2, 10, 4, 3) * 100).requires_grad_()
+    out = LRN(5, 1e-4, 0.75, 1.0, alpha_convention="per_size")(x)
+    assert native.library() is None
+    xd = x.detach().double().requires_grad_()
+    ref = reference_lrn(xd, 5, alpha=2e-5, beta=0.75, k=1.0)
+    assert torch.allclose(out.double(), ref.detach(), rtol=1e-5, atol=1e-4)
+    g = torch.randn_like(out)
+    out.backward(g)
+    ref.backward(g.double())
+    assert torch.allclose(x.grad.double(), xd.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_header_prototypes_parse_to_ctypes():
+    text = """/* int alexnet_commented_out(int a); */
+    int64_t alexnet_f(const void *x, uint8_t *places, int64_t n,
+                      int size, float alpha);
+    void alexnet_g(float *out);
+    static int helper(int a);"""
+    sigs = native.parse_prototypes(text)
+    assert list(sigs) == ["alexnet_f", "alexnet_g"]
+    f = sigs["alexnet_f"]
+    assert f.restype is ctypes.c_int64 and sigs["alexnet_g"].restype is None
+    assert [name for name, _ in f.params] == ["x", "places", "n", "size", "alpha"]
+    ptr, i64, i32, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_float
+    assert f.argtypes == [ptr, ptr, i64, i32, f32]
+    with pytest.raises(ValueError, match="unsupported C type"):
+        native.parse_prototypes("int alexnet_h(double x);")
+
+
+def test_the_header_declares_what_python_calls():
+    """Every kernel Python calls is in kernels.h; the three entry points take what we pass."""
+    sigs = native.parse_prototypes(native.HEADER.read_text())
+    assert {"alexnet_lrn", "alexnet_max_pool", "alexnet_lrn_max_pool"} <= set(sigs)
+    source = Path(native.__file__).read_text()
+    called = set(re.findall(r'_call\(\s*"(alexnet_\w+)"', source))
+    assert called == {"alexnet_lrn", "alexnet_max_pool", "alexnet_lrn_max_pool"}
+
+
+@has_compiler
+def test_a_python_call_that_disagrees_with_the_header_is_caught(monkeypatch):
+    assert native.library() is not None
+    header = native.HEADER.read_text().replace("int bf16, int threads);", "int threads);", 1)
+    monkeypatch.setattr(native, "_SIGNATURES", native.parse_prototypes(header))
+    with pytest.raises(TypeError, match="alexnet_lrn: called with .*kernels.h has"):
+        LRN(cpu_path="native")(torch.randn(1, 8, 3, 3))
+
+
+@has_compiler
+def test_a_definition_that_disagrees_with_the_header_does_not_build(tmp_path, monkeypatch):
+    """The sources include kernels.h, so the compiler compares every definition with it."""
+    for path in [*native.SOURCES, *native.HEADERS]:
+        shutil.copy(path, tmp_path / path.name)
+    header = (tmp_path / "kernels.h").read_text()
+    (tmp_path / "kernels.h").write_text(
+        header.replace("int bf16, int threads);", "int64_t bf16, int threads);", 1)
+    )
+    monkeypatch.setattr(native, "SOURCES", [tmp_path / p.name for p in native.SOURCES])
+    with pytest.raises(native.CompileError, match="failed"):
+        native._build(native._compiler(), tmp_path / "out" / "kernels.so")
+    (tmp_path / "kernels.h").write_text(header)  # and the unchanged header builds
+    native._build(native._compiler(), tmp_path / "out" / "kernels.so")
+    assert (tmp_path / "out" / "kernels.so").exists()

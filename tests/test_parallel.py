@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 import alexnet
@@ -46,3 +47,16 @@ def test_state_dicts_convert_both_ways():
     assert all(torch.equal(back[k], state[k]) for k in state)
     rebuilt = TwoDeviceAlexNet.from_paper(paper, ("cpu", "cpu")).to_paper()
     assert all(torch.equal(rebuilt.state_dict()[k], state[k]) for k in state)
+
+
+def test_caffe_lrn_options_carry_over_and_other_shapes_are_refused():
+    torch.manual_seed(2)
+    options = {"lrn_k": 1.0, "lrn_alpha_convention": "per_size", "dropout": 0.0}
+    paper = alexnet.get_model("paper", num_classes=4, init="kaiming", **options).eval()
+    split = TwoDeviceAlexNet.from_paper(paper, ("cpu", "cpu")).eval()
+    x = torch.randn(1, 3, 224, 224) * 3
+    with torch.no_grad():
+        assert torch.allclose(paper(x), split(x), rtol=1e-5, atol=1e-6)
+    for bad in ({"remove_conv": "conv3"}, {"widths": (48, 128, 192, 192, 256)}):
+        with pytest.raises(ValueError, match="paper's widths"):
+            TwoDeviceAlexNet(num_classes=4, **bad)

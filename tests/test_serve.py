@@ -27,7 +27,7 @@ from PIL import Image
 
 from alexnet import get_model
 from alexnet.cli import main
-from alexnet.train.weights import save_weights
+from alexnet.weights import save as save_weights
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
@@ -164,10 +164,10 @@ def test_predict_equals_cli(world, server, capsys):
 
 def reference_features(weights: Path, image: Path) -> np.ndarray:
     """PIL: shorter side to 32 (bilinear), centre crop, channel normalization, then the
-    model's forward_features, in float64 for the arithmetic outside the model."""
-    from alexnet.inference import load_weights
+    model's forward_penultimate, in float64 for the arithmetic outside the model."""
+    from alexnet.weights import load
 
-    model, _, _ = load_weights(weights)
+    model, _ = load(weights)
     img = Image.open(image).convert("RGB")
     w, h = img.size
     s = 32 / min(w, h)
@@ -177,7 +177,7 @@ def reference_features(weights: Path, image: Path) -> np.ndarray:
     arr = np.asarray(img.crop((left, top, left + 32, top + 32)), dtype=np.float64) / 255
     x = torch.from_numpy((arr - np.array(MEAN)) / np.array(STD)).permute(2, 0, 1)[None].float()
     with torch.no_grad():
-        return model.forward_features(x)[0].numpy()
+        return model.forward_penultimate(x)[0].numpy()
 
 
 def test_features_neighbors_and_thumbnails(world, server):

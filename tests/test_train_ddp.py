@@ -13,7 +13,7 @@ import sys
 
 import pytest
 import torch
-from test_train_helpers import env, metrics, run, weights, write_packed
+from train_helpers import env, metrics, run, weights, write_packed
 
 N_VAL = 45  # batch 16 x 2 ranks: rank 0 gets 16 + 13 images, rank 1 16; none padded
 COMMON = [

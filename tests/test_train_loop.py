@@ -7,12 +7,12 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from test_train_helpers import metrics, write_packed
+from train_helpers import metrics, write_packed
 
 from alexnet.cli import main
 from alexnet.errors import UserError
 from alexnet.train.config import make_config
-from alexnet.train.loop import train
+from alexnet.train.engine import fit as train
 
 SMALL = {"widths": [8, 8, 16]}
 
@@ -138,7 +138,7 @@ def test_existing_run_is_not_overwritten(data, tmp_path):
 @pytest.mark.slow
 def test_model_parallel_paper_trains_and_saves_paper_layout(data, tmp_path):
     """--model-parallel cpu,cpu: the two-tower split trains; its weights load as `paper`."""
-    from alexnet.train.weights import load_model
+    from alexnet.weights import load
 
     out = tmp_path / "run"
     cfg = make_config(
@@ -153,9 +153,9 @@ def test_model_parallel_paper_trains_and_saves_paper_layout(data, tmp_path):
         normalize="channel",
     )
     result = train(cfg)
-    assert result["status"] == "max_steps"
-    model, meta, _ = load_model(out / "weights.safetensors")
-    assert meta["model"]["name"] == "paper" and model.num_classes == 4
+    assert result.status == "max_steps"
+    model, meta = load(out / "weights.safetensors")
+    assert meta.model_name == "paper" and model.num_classes == 4
 
 
 def test_flags_override_recipe_values():

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 
 import pytest
 import torch
-from test_train_helpers import metrics, popen, run, weights, write_packed
+from train_helpers import metrics, popen, run, weights, write_packed
 
 # 192 images / batch 16 = 12 steps per epoch, 2 epochs; dropout on so the RNG state matters
 TRAIN = [
@@ -27,6 +28,8 @@ TRAIN = [
     "0",
     "--model-options",
     '{"hidden": 32, "dropout": 0.5, "widths": [8, 8, 16]}',
+    "--log-every",
+    "2",
 ]
 STEPS = 12
 
@@ -63,7 +66,7 @@ def test_sigkill_mid_epoch_then_resume_is_bitwise_equal(data, reference, tmp_pat
     out = tmp_path / "run"
     proc = popen(
         ["train", "--data", str(data), "--output-dir", str(out), *TRAIN, "--checkpoint-every", "5"],
-        ALEXNET_DEBUG_STEP_SLEEP="0.3",
+        slow=True,
     )
     _wait_for_checkpoint(proc, out / "checkpoint.pt")
     proc.send_signal(signal.SIGKILL)
@@ -78,13 +81,23 @@ def test_sigkill_mid_epoch_then_resume_is_bitwise_equal(data, reference, tmp_pat
     ref, got = metrics(reference), metrics(out)
     assert [r["train_loss"] for r in ref] == [r["train_loss"] for r in got]
     assert [r["val_top1_error"] for r in ref] == [r["val_top1_error"] for r in got]
+    # the step log: every 2nd step once, the same values as the uninterrupted run's
+    ref_steps, got_steps = _steps(reference), _steps(out)
+    assert [r["step"] for r in got_steps] == list(range(2, 2 * STEPS + 1, 2))
+    assert ref_steps == got_steps
+
+
+def _steps(run_dir):
+    keys = ("step", "epoch", "images", "train_loss", "train_top1_error", "window_images")
+    lines = (run_dir / "steps.jsonl").read_text().splitlines()
+    return [{k: json.loads(line)[k] for k in keys} for line in lines]
 
 
 def test_sigterm_saves_a_checkpoint_exits_0_and_resumes(data, reference, tmp_path):
     out = tmp_path / "run"
     proc = popen(
         ["train", "--data", str(data), "--output-dir", str(out), *TRAIN],
-        ALEXNET_DEBUG_STEP_SLEEP="0.3",
+        slow=True,
     )
     _wait_for_checkpoint(proc, out / "config.json")  # the loop has started
     time.sleep(1.0)

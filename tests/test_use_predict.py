@@ -15,9 +15,10 @@ import pytest
 import torch
 from PIL import Image
 
-from alexnet import get_model
 from alexnet.cli import main
-from alexnet.train.weights import read_weights, save_weights
+from alexnet.models.registry import get_model
+from alexnet.weights import load, save
+from alexnet.weights.safetensors_io import read_safetensors
 
 skdata = pytest.importorskip("skimage.data", reason="scikit-image ships the sample photos")
 
@@ -66,7 +67,7 @@ def trained_small(tmp: Path) -> tuple[Path, torch.nn.Module]:
         "mean": MEAN,
         "std": STD,
     }
-    save_weights(
+    save(
         path,
         model.state_dict(),
         model_config=model.config,
@@ -234,29 +235,27 @@ def test_bad_weights_files(tmp_path, capsys):
     assert code == 2 and str(other) in err and "torchvision" in err
     # alexnet metadata naming a model whose tensors are not in the file
     weights, model = trained_small(tmp_path)
-    tensors, meta = read_weights(weights)
+    tensors, meta = read_safetensors(weights)
     wrong = tmp_path / "wrong.safetensors"
-    save_weights(
+    save(
         wrong,
         tensors,
         model_config={"name": "seed", "options": {}},
-        classes=meta["classes"],
-        preprocess=meta["preprocess"],
+        classes=meta.classes,
+        preprocess=meta.preprocess,
     )
     code, _, err = run_cli(capsys, "predict", "--weights", str(wrong), img)
     assert code == 2 and str(wrong) in err and "do not fit" in err
 
 
 def test_safetensors_metadata_round_trip(tmp_path):
-    from alexnet.inference import load_weights
-
     weights, model = trained_small(tmp_path)
-    loaded, meta, mean_image = load_weights(weights, "cpu")
-    assert meta["model"] == model.config
-    assert meta["classes"] == CLASSES
-    assert meta["preprocess"]["mean"] == MEAN and meta["preprocess"]["normalize"] == "channel"
-    assert meta["extra"] == {"recipe": "test", "steps": 5}
-    assert mean_image is None
+    loaded, meta = load(weights, "cpu")
+    assert meta.model_config == model.config and meta.format == "alexnet"
+    assert meta.classes == CLASSES
+    assert meta.preprocess.mean == MEAN and meta.preprocess.normalize == "channel"
+    assert meta.extra == {"recipe": "test", "steps": 5}
+    assert meta.mean_image is None
     for key, value in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
 
@@ -264,15 +263,14 @@ def test_safetensors_metadata_round_trip(tmp_path):
 def test_two_device_layout_round_trip(tmp_path):
     """paper -> two-device -> paper: bitwise the same tensors; the two-device file predicts
     like the original model."""
-    from alexnet.export import convert_layout
-    from alexnet.inference import load_weights
+    from alexnet.weights import convert_layout
 
     torch.manual_seed(0)
     model = get_model("paper", num_classes=6).eval()
     mean = torch.rand(256, 256, 3)
     pre = {"crop_size": 224, "resize": None, "out_channels": 3, "normalize": "mean_image"}
     src = tmp_path / "paper.safetensors"
-    save_weights(
+    save(
         src,
         model.state_dict(),
         model_config=model.config,
@@ -282,16 +280,17 @@ def test_two_device_layout_round_trip(tmp_path):
     )
     two, back = tmp_path / "two.safetensors", tmp_path / "back.safetensors"
     convert_layout(src, two, "two-device")
-    t2, m2 = read_weights(two)
-    assert m2["extra"]["layout"] == "two-device"
+    t2, m2 = read_safetensors(two)
+    assert m2.extra["layout"] == "two-device" and m2.format == "two-device"
     assert any(k.startswith("tower_b.") for k in t2)
     assert not any(k.startswith("features") for k in t2)
     convert_layout(two, back, "paper")
-    t0, _ = read_weights(src)
-    t3, m3 = read_weights(back)
+    t0, _ = read_safetensors(src)
+    t3, m3 = read_safetensors(back)
     assert set(t0) == set(t3) and all(torch.equal(t0[k], t3[k]) for k in t0)
-    assert "layout" not in m3["extra"]
-    loaded, _, mean_loaded = load_weights(two, "cpu")
+    assert "layout" not in m3.extra
+    loaded, m_two = load(two, "cpu")
+    mean_loaded = m_two.mean_image
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model(x))

@@ -71,17 +71,17 @@ def test_features_file_and_neighbors_cli(run, capsys):
     assert meta["dim"] == feats.shape[1] and meta["model"]["name"] == "small"
     # features of the first images, recomputed by hand: the model on normalized centre crops
     from alexnet.data.packed import open_dataset
-    from alexnet.inference import load_weights
+    from alexnet.weights import load
 
     ds = open_dataset(run["data"], "train")
-    model, wmeta, _ = load_weights(run["weights"])
-    pre = wmeta["preprocess"]
+    model, wmeta = load(run["weights"])
+    pre = wmeta.preprocess
     x = torch.from_numpy(np.array(ds.images[:5])).permute(0, 3, 1, 2).float() / 255
-    x = (x - torch.tensor(pre["mean"])[:, None, None]) / torch.tensor(pre["std"])[:, None, None]
-    if pre["out_channels"] == 1:
+    x = (x - torch.tensor(pre.mean)[:, None, None]) / torch.tensor(pre.std)[:, None, None]
+    if pre.out_channels == 1:
         x = x.mean(1, keepdim=True)
     with torch.no_grad():
-        ref = model.forward_features(x).numpy()
+        ref = model.forward_penultimate(x).numpy()
     np.testing.assert_allclose(feats[:5], ref, rtol=1e-4, atol=1e-4)
 
     grid = run["root"] / "nb.png"
@@ -90,13 +90,13 @@ def test_features_file_and_neighbors_cli(run, capsys):
     assert code == 0, err
     res = json.loads(out)["results"]
     val = open_dataset(run["data"], "val")
-    mean, std = torch.tensor(pre["mean"])[:, None, None], torch.tensor(pre["std"])[:, None, None]
+    mean, std = torch.tensor(pre.mean)[:, None, None], torch.tensor(pre.std)[:, None, None]
     with torch.no_grad():
         xq = torch.from_numpy(np.array(val.images[[0, 5]])).permute(0, 3, 1, 2).float() / 255
         xq = (xq - mean) / std
-        if pre["out_channels"] == 1:
+        if pre.out_channels == 1:
             xq = xq.mean(1, keepdim=True)
-        qf = model.forward_features(xq).numpy()
+        qf = model.forward_penultimate(xq).numpy()
     ref_d, ref_i = brute_force(qf, feats, 4)
     for r, di, ii in zip(res, ref_d, ref_i):
         assert [n["index"] for n in r["neighbors"]] == ii.tolist()
@@ -191,7 +191,7 @@ def test_report(run, capsys):
 def test_onnx_export_matches_pytorch(tmp_path, capsys, name):
     ort = pytest.importorskip("onnxruntime", reason="ONNX parity needs onnxruntime")
     pytest.importorskip("onnx", reason="ONNX export needs the onnx package")
-    from alexnet.train.weights import save_weights
+    from alexnet.weights import save as save_weights
 
     torch.manual_seed(0)
     model = get_model(name, num_classes=5).eval()  # small: 3-channel 32 px with LRN

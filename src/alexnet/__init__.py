@@ -1,23 +1,32 @@
 """AlexNet (Krizhevsky, Sutskever & Hinton, NIPS 2012), faithful and fast.
 
 Public API:
-    get_model(name, num_classes=1000, **options) -> nn.Module
+    get_model(name, num_classes=1000, **options) -> AlexNetModel (an nn.Module)
     list_models() -> list[str]
-    open_dataset(path, split="train") -> packed dataset of (HxWx3 uint8 image, int label)
+    open_dataset(path, split="train") -> PackedDataset of (HxWx3 uint8 image, int label)
+    UserError: the exception for user mistakes (one line naming the file or flag)
+Weights of every format: `alexnet.weights.load(path)` -> (model, metadata).
+
+The functions here import their modules when called, so that `import alexnet.errors` (which
+runs this file first) stays free of torch.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from alexnet.errors import UserError
+
+if TYPE_CHECKING:
+    from alexnet.data.packed import PackedDataset
+    from alexnet.models.common import AlexNetModel
 
 __version__ = "0.1.0"
 
 __all__ = ["__version__", "get_model", "list_models", "open_dataset", "UserError"]
 
-from alexnet.errors import UserError
 
-
-def get_model(name: str, num_classes: int | None = None, **options: Any):
+def get_model(name: str, num_classes: int | None = None, **options: Any) -> AlexNetModel:
     """Build a model of the family by name (see `list_models()`).
 
     num_classes defaults to 1000 (10 for `small`); options are the model class's keywords.
@@ -34,7 +43,7 @@ def list_models() -> list[str]:
     return _list_models()
 
 
-def open_dataset(path: str, split: str = "train"):
+def open_dataset(path: str, split: str = "train") -> PackedDataset:
     """Open a packed dataset directory written by `alexnet prepare` for reading."""
     from alexnet.data.packed import open_dataset as _open_dataset
 

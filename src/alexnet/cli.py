@@ -11,10 +11,11 @@ import argparse
 import importlib
 import sys
 
-import torch
-
 from alexnet import __version__
+from alexnet.commands.outputs import os_error_line
 from alexnet.errors import UserError
+from alexnet.malloc import tune_allocator
+from alexnet.runtime import flush_denormals
 
 # Sub-command modules, in the order `alexnet --help` lists them.
 COMMANDS = [
@@ -30,32 +31,36 @@ COMMANDS = [
     "export",
     "report",
     "serve",
+    "reproduce",
+    "convert",
+    "weights",
 ]
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (no usage block): `alexnet CMD: error: ...`."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="alexnet",
         description="AlexNet (Krizhevsky et al., 2012): train, evaluate and use it.",
     )
     parser.add_argument("--version", action="version", version=f"alexnet {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"alexnet.commands.{name}")
-        except ModuleNotFoundError as exc:  # a sub-command not built yet
-            if exc.name != f"alexnet.commands.{name}":
-                raise
-            continue
+        module = importlib.import_module(f"alexnet.commands.{name}")
         sub = module.add_parser(subparsers)
         sub.set_defaults(_run=module.run)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    # Denormal floats make CPU kernels many times slower (the paper's N(0, 0.01) init produces
-    # them in the backward pass); flushing them to zero changes results by less than 1e-38.
-    torch.set_flush_denormal(True)
+    flush_denormals()
+    tune_allocator()  # large blocks from the heap, pages kept (alexnet.malloc; ALEXNET_MALLOC=0)
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "_run", None) is None:
@@ -66,6 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"alexnet {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # disk full, read-only, permission: one line, not a traceback
+        line, status = os_error_line(exc)
+        print(f"alexnet {args.command}: error: {line}", file=sys.stderr)
+        return status
     except KeyboardInterrupt:
         print(f"alexnet {args.command}: interrupted", file=sys.stderr)
         return 130

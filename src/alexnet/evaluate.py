@@ -13,33 +13,34 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from alexnet.train.distributed import all_reduce_sum
+from alexnet.data.augment import EvalTransform
+from alexnet.errors import UserError
+from alexnet.runtime import all_reduce_sum
+from alexnet.viz import save_figure
+from alexnet.weights.meta import Preprocess
 
 
 def make_eval_transform(
-    preprocess: dict[str, Any], mean_image: torch.Tensor | None, crops: int
+    preprocess: Preprocess | dict[str, Any], mean_image: torch.Tensor | None, crops: int
 ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """uint8 (B,3,H,W) -> float (B*crops, C, S, S), image-major, from a weights' preprocess dict."""
-    import numpy as np
-
-    from alexnet.data.augment import EvalTransform
-
+    """uint8 (B, 3, H, W) -> float (B*crops, C, S, S), image-major, from a weights' `Preprocess`
+    (a dict in its JSON form is read with `Preprocess.from_json`); paper §4.1 for 10 crops."""
     if crops not in (1, 2, 10):
         raise ValueError(f"crops must be 1, 2 or 10, got {crops}")
-    mean = preprocess.get("mean")
-    std = preprocess.get("std")
+    pre = Preprocess.from_json(preprocess)
     base = EvalTransform(
-        crop_size=preprocess["crop_size"],
+        crop_size=pre.crop_size,
         crops=10 if crops == 10 else 1,
-        resize=preprocess.get("resize"),
-        normalize=preprocess.get("normalize", "none"),
+        resize=pre.resize,
+        normalize=pre.normalize,
         mean_image=None if mean_image is None else np.asarray(mean_image, dtype=np.float32),
-        mean=None if mean is None else np.asarray(mean, dtype=np.float32),
-        std=None if std is None else np.asarray(std, dtype=np.float32),
-        out_channels=preprocess.get("out_channels", 3),
+        mean=None if pre.mean is None else np.asarray(pre.mean, dtype=np.float32),
+        std=None if pre.std is None else np.asarray(pre.std, dtype=np.float32),
+        out_channels=pre.out_channels,
     )
     if crops != 2:
         return base
@@ -62,12 +63,11 @@ def evaluate(
     amp: bool = False,
     channels_last: bool = False,
     confusion: bool = False,
-    keep_probs: bool = False,
 ) -> dict[str, Any]:
     """Run `model` over (uint8 images, labels) batches; return the eval JSON fields.
 
     Result: {"images", "crops", "top1_error", "top5_error", "loss"} plus "confusion"
-    ((K, K) int64 tensor, rows = true class) when asked and "probs"/"labels" when keep_probs.
+    ((K, K) int64 tensor, rows = true class) when asked.
     """
     was_training = model.training
     model.eval()
@@ -75,7 +75,6 @@ def evaluate(
     k5 = min(5, num_classes)
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # n, top1 ok, top5 ok, loss
     conf = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
-    kept_p, kept_y = [], []
     for images, labels in batches:
         x = transform(images)
         if channels_last:
@@ -100,9 +99,6 @@ def evaluate(
         if confusion:
             idx = labels * num_classes + top[:, 0]
             conf += torch.bincount(idx, minlength=num_classes**2).view_as(conf).to(device)
-        if keep_probs:
-            kept_p.append(probs.cpu())
-            kept_y.append(labels.cpu())
     all_reduce_sum(sums)
     if confusion:
         all_reduce_sum(conf)
@@ -118,9 +114,6 @@ def evaluate(
     }
     if confusion:
         out["confusion"] = conf.cpu()
-    if keep_probs:
-        out["probs"] = torch.cat(kept_p) if kept_p else torch.zeros(0, num_classes)
-        out["labels"] = torch.cat(kept_y) if kept_y else torch.zeros(0, dtype=torch.int64)
     return out
 
 
@@ -141,8 +134,6 @@ def save_confusion_png(confusion: torch.Tensor, classes: list[str], path: str) -
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        from alexnet.errors import UserError
-
         raise UserError("--confusion needs matplotlib (pip install 'alexnet[viz]')") from None
     m = confusion.double()
     m = (m / m.sum(dim=1, keepdim=True).clamp_min(1)).numpy()
@@ -172,5 +163,6 @@ def save_confusion_png(confusion: torch.Tensor, classes: list[str], path: str) -
     ax.set_title("confusion matrix (rows normalized)")
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+
+    save_figure(fig, path, 100)
     plt.close(fig)

@@ -1,4 +1,4 @@
-"""Weights out: ONNX with a dynamic batch size, and the paper / two-device tower layouts.
+"""Weights out as ONNX, with a dynamic batch size, checked with onnxruntime.
 
 ONNX: the model is traced with torch's TorchScript-based exporter (no onnxscript needed),
 input "images" (batch, C, S, S) float32 already preprocessed as the weights' metadata says,
@@ -7,11 +7,6 @@ is swapped for `F.local_response_norm` with alpha * size (torch divides alpha by
 per tower, which exports as plain ops. The file is then run with onnxruntime on a batch size
 other than the traced one and compared with PyTorch: it must agree within
 |onnx - torch| <= ONNX_ATOL + ONNX_RTOL * |torch| elementwise.
-
-Layouts: `paper` is `PaperAlexNet(towers=2)`'s state_dict (grouped convs); `two-device` is
-`TwoDeviceAlexNet`'s (each tower's half of every layer under tower_a / tower_b), converted with
-`models.parallel.paper_to_two_device` / `two_device_to_paper`. Both are alexnet safetensors
-files with the same metadata; a two-device file says so in extra["layout"].
 """
 
 from __future__ import annotations
@@ -28,10 +23,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from alexnet.errors import UserError
+from alexnet.fileio import atomic_write
+from alexnet.models.lrn import LRN
+from alexnet.weights import load
 
 ONNX_ATOL = 1e-4
 ONNX_RTOL = 1e-4
-LAYOUTS = ("paper", "two-device")
 
 
 class _PlainLRN(nn.Module):
@@ -52,8 +49,6 @@ class _PlainLRN(nn.Module):
 
 def exportable(model: nn.Module) -> nn.Module:
     """A deep copy of `model` (eval mode, CPU) with every LRN replaced by `_PlainLRN`."""
-    from alexnet.models.lrn import LRN
-
     out = copy.deepcopy(model).cpu().eval()
 
     def swap(module: nn.Module) -> None:
@@ -76,36 +71,39 @@ def export_onnx(
     check: bool = True,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Write `out` (.onnx) from a weights file; with `check`, verify it with onnxruntime.
+    """Write `out` (.onnx) from weights of any format `alexnet.weights.load` reads; with
+    `check`, verify it with onnxruntime.
 
     Returns {"onnx", "input_shape", "opset", "checked", "max_abs_diff", "atol", "rtol"}.
     """
-    from alexnet.inference import load_weights
-
-    model, meta, _ = load_weights(weights, "cpu")
+    model, meta = load(weights, "cpu")
     net = exportable(model)
     size, channels = int(model.input_size), int(model.in_channels)
     gen = torch.Generator().manual_seed(seed)
     example = torch.randn(2, channels, size, size, generator=gen)
     out = Path(out)
+
+    def write(f) -> None:  # into a temp file renamed to `out`: never a half-written model
+        torch.onnx.export(
+            net,
+            (example,),
+            f,
+            input_names=["images"],
+            output_names=["logits"],
+            dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
+            opset_version=opset,
+            dynamo=False,
+        )
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(
-                net,
-                (example,),
-                str(out),
-                input_names=["images"],
-                output_names=["logits"],
-                dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
-                opset_version=opset,
-                dynamo=False,
-            )
+            atomic_write(out, write)
     except (ImportError, ModuleNotFoundError) as exc:
         raise UserError(f"ONNX export needs the onnx package ({exc}): pip install onnx") from None
     result: dict[str, Any] = {
         "onnx": str(out),
-        "model": meta["model"]["name"],
+        "model": meta.model_name,
         "input_shape": ["batch", channels, size, size],
         "opset": opset,
         "checked": False,
@@ -141,72 +139,3 @@ def check_onnx(
             f"tolerance {ONNX_ATOL} + {ONNX_RTOL} * |logit|)"
         )
     return {"checked": True, "check_batch": batch, "max_abs_diff": float(diff.max())}
-
-
-def _require_paper_two_tower(path: Path, meta: dict[str, Any]) -> None:
-    cfg = meta["model"]
-    if cfg.get("name") != "paper" or cfg.get("options", {}).get("towers", 2) != 2:
-        raise UserError(
-            f"{path}: model {cfg.get('name')!r} has no two-tower layout "
-            "(only the `paper` model with towers=2 splits over two devices)"
-        )
-
-
-def convert_layout(src: str | os.PathLike, dst: str | os.PathLike, layout: str) -> dict[str, Any]:
-    """Rewrite weights file `src` in `layout` ("paper" or "two-device") as `dst`."""
-    from alexnet.models.parallel import paper_to_two_device, two_device_to_paper
-    from alexnet.train.weights import MEAN_IMAGE_KEY, read_weights, save_weights
-
-    if layout not in LAYOUTS:
-        raise UserError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
-    src = Path(src)
-    tensors, meta = read_weights(src)
-    _require_paper_two_tower(src, meta)
-    mean_image = tensors.pop(MEAN_IMAGE_KEY, None)
-    current = meta["extra"].get("layout", "paper")
-    num_classes = len(meta["classes"])
-    try:
-        if current == "paper" and layout == "two-device":
-            tensors = paper_to_two_device(tensors, num_classes)
-        elif current == "two-device" and layout == "paper":
-            tensors = two_device_to_paper(tensors)
-    except KeyError as exc:
-        raise UserError(f"{src}: missing tensor {exc} for the {current} layout") from None
-    extra = dict(meta["extra"])
-    if layout == "paper":
-        extra.pop("layout", None)
-    else:
-        extra["layout"] = layout
-    save_weights(
-        dst,
-        tensors,
-        model_config=meta["model"],
-        classes=meta["classes"],
-        preprocess=meta["preprocess"],
-        mean_image=mean_image,
-        extra=extra,
-    )
-    return {"from": str(src), "to": str(dst), "layout": layout, "tensors": len(tensors)}
-
-
-def load_two_device_file(
-    path: str | os.PathLike, device: str | torch.device = "cpu"
-) -> tuple[nn.Module, dict[str, Any], torch.Tensor | None]:
-    """A two-device layout file as a single-device `PaperAlexNet` (model, meta, mean image)."""
-    from alexnet import get_model
-    from alexnet.models.parallel import two_device_to_paper
-    from alexnet.train.weights import MEAN_IMAGE_KEY, read_weights
-
-    path = Path(path)
-    tensors, meta = read_weights(path)
-    _require_paper_two_tower(path, meta)
-    mean_image = tensors.pop(MEAN_IMAGE_KEY, None)
-    options = dict(meta["model"].get("options", {}))
-    options.setdefault("num_classes", len(meta["classes"]))
-    model = get_model("paper", **options)
-    try:
-        model.load_state_dict(two_device_to_paper(tensors), strict=True)
-    except (KeyError, RuntimeError) as exc:
-        first = str(exc).strip().splitlines()[0][:160]
-        raise UserError(f"{path}: tensors do not fit the two-device layout ({first})") from None
-    return model.to(device).eval(), meta, mean_image

@@ -1,12 +1,10 @@
 """Use a trained AlexNet: top-k predictions, fc7 features, nearest neighbours (paper §6.1).
 
-- `load_weights(path, device)`: an alexnet `.safetensors` file (from `alexnet train`, either
-  tower layout) or torchvision's ImageNet `.pth` -> (model, metadata, mean image).
-- `Predictor`: image files -> top-k class names and probabilities. Files are decoded robustly
-  (`alexnet.data.decode`) and brought to the stored image size the way `alexnet prepare` does it
-  (paper §2: shorter side to the size, centre crop); then exactly the evaluation transform of
-  `alexnet eval` runs (1 centre crop, 2 = centre + mirror, or the paper's 10 crops, softmax
-  outputs averaged, §4.1).
+- `Predictor`: weights of any format (`alexnet.weights.load`) + image files -> top-k class
+  names and probabilities. Files are decoded robustly (`alexnet.data.decode`) and brought to
+  the stored image size the way `alexnet prepare` does it (paper §2: shorter side to the size,
+  centre crop); then exactly the evaluation transform of `alexnet eval` runs (1 centre crop,
+  2 = centre + mirror, or the paper's 10 crops, softmax outputs averaged, §4.1).
 - `split_features`: fc7 activations (the penultimate layer; 4096-d for the 224 px models) of a
   packed split, in batches on the device.
 - `nearest`: k nearest rows by Euclidean distance, ||a||^2 - 2 a.b + ||b||^2 with batched matrix
@@ -18,6 +16,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,54 +25,21 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torchvision.transforms.functional as TF
+from PIL import Image
 
+from alexnet.data.decode import decode_image
 from alexnet.errors import UserError
+from alexnet.evaluate import make_eval_transform
+from alexnet.fileio import atomic_write, atomic_write_text
+from alexnet.jsonout import rounded
+from alexnet.weights import load
+from alexnet.weights.meta import Preprocess
 
 IMAGE_EXTENSIONS = {
     ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp",
     ".ppm", ".pgm", ".pbm",
 }  # fmt: skip
-
-
-def load_weights(
-    path: str | os.PathLike, device: str | torch.device = "cpu"
-) -> tuple[torch.nn.Module, dict[str, Any], torch.Tensor | None]:
-    """Any weights file this package reads -> (model in eval mode on device, meta, mean image).
-
-    `.pth`/`.pt` (torch pickles) are torchvision AlexNet state_dicts, read with
-    weights_only=True; everything else must be an alexnet safetensors file. Files in the
-    two-device layout (`alexnet export --two-device`) are joined back into the paper layout.
-    """
-    from alexnet.torchvision_weights import is_torch_pickle, load_torchvision
-
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"{p}: no such weights file")
-    if p.suffix in (".pth", ".pt") or is_torch_pickle(p):
-        return load_torchvision(p, device)
-    from alexnet.train.weights import load_model, read_weights
-
-    _, meta = read_weights(p)
-    if meta["extra"].get("layout") == "two-device":
-        from alexnet.export import load_two_device_file
-
-        return load_two_device_file(p, device)
-    return load_model(p, device)
-
-
-def stored_image_size(preprocess: dict[str, Any]) -> int:
-    """Side that image files are brought to before the eval transform (the packed size).
-
-    Taken from preprocess["image_size"] when the file records it; else the resize side when
-    the transform resizes anyway, the crop itself for the small 28/32 px models (trained on
-    images of their own size), and the paper's 256 for 224/227 crops.
-    """
-    if preprocess.get("image_size"):
-        return int(preprocess["image_size"])
-    if preprocess.get("resize"):
-        return int(preprocess["resize"])
-    crop = int(preprocess["crop_size"])
-    return crop if crop < 64 else round(crop * 256 / 224)
 
 
 def expand_image_args(args: Iterable[str]) -> tuple[list[str], list[tuple[str, str]]]:
@@ -109,8 +75,6 @@ def read_image(path: str, size: int, rule: str = "paper") -> np.ndarray:
     """Decode one image file to (size, size, 3) uint8: shorter side to `size`, centre crop
     (paper §2; rule "torchvision" rounds sizes as torchvision's Resize + CenterCrop do).
     UserError naming the file when it is not a readable image."""
-    from alexnet.data.decode import decode_image
-
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
@@ -119,9 +83,6 @@ def read_image(path: str, size: int, rule: str = "paper") -> np.ndarray:
     if decoded.image is None:
         raise UserError(f"{path}: {decoded.skip}")
     if rule == "torchvision":
-        import torchvision.transforms.functional as TF
-        from PIL import Image
-
         img = TF.resize(Image.fromarray(decoded.image), size)
         return np.asarray(TF.center_crop(img, [size, size]))
     return decoded.image
@@ -138,20 +99,23 @@ class Prediction:
     error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
+        """What `alexnet predict --json` prints for the image (and `alexnet serve` answers):
+        probabilities rounded to 6 significant digits."""
         if self.error is not None:
             return {"image": self.image, "error": self.error}
         top = [
-            {"class": c, "index": i, "prob": p}
+            {"class": c, "index": i, "prob": rounded(p)}
             for c, i, p in zip(self.classes, self.indices, self.probs)
         ]
         return {"image": self.image, "top": top}
 
 
 class Predictor:
-    """Weights file -> a model that answers questions about images.
+    """Weights -> a model that answers questions about images.
 
     Args:
-        weights: path of an alexnet `.safetensors` file or a torchvision `.pth`.
+        weights: any weights file `alexnet.weights.load` reads (our `.safetensors`, the
+            two-device layout, torchvision's `.pth`, a checkpoint or a run directory).
         device: where the model and all batched work run.
         crops: 1 (centre), 2 (centre + mirror) or 10 (paper §4.1), softmax averaged.
         batch_size: images per forward pass.
@@ -164,19 +128,18 @@ class Predictor:
         crops: int = 1,
         batch_size: int = 64,
     ) -> None:
-        from alexnet.evaluate import make_eval_transform
-
         if crops not in (1, 2, 10):
             raise UserError(f"--crops {crops}: must be 1, 2 or 10")
         self.weights = str(weights)
         self.device = torch.device(device)
-        self.model, self.meta, self.mean_image = load_weights(weights, self.device)
-        self.classes: list[str] = list(self.meta["classes"])
-        self.preprocess: dict[str, Any] = dict(self.meta["preprocess"])
+        self.model, self.meta = load(weights, self.device)
+        self.mean_image = self.meta.mean_image
+        self.classes: list[str] = list(self.meta.classes)
+        self.preprocess: Preprocess = self.meta.preprocess
         self.crops = crops
         self.batch_size = max(1, int(batch_size))
-        self.image_size = stored_image_size(self.preprocess)
-        self.resize_rule = str(self.preprocess.get("resize_rule", "paper"))
+        self.image_size = self.preprocess.stored_image_size()
+        self.resize_rule = self.preprocess.resize_rule
         self._transform = make_eval_transform(self.preprocess, self.mean_image, crops)
         self._centre = make_eval_transform(self.preprocess, self.mean_image, 1)
 
@@ -203,7 +166,7 @@ class Predictor:
     def features(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
         """uint8 (B, H, W, 3) -> penultimate activations (B, D) of the centre crop (fc7 after
         ReLU for the 224 px models: the paper's §6.1 retrieval feature), on the device."""
-        return self.model.forward_features(self._centre(self._to_device(images))).float()
+        return self.model.forward_penultimate(self._centre(self._to_device(images))).float()
 
     def top(self, probs: torch.Tensor, k: int) -> tuple[list[list[int]], list[list[float]]]:
         """(B, K) probabilities -> top-k indices and probabilities, descending."""
@@ -247,9 +210,9 @@ def split_features(
         chunks.append(predictor.features(batch).cpu().numpy())
         if progress:
             done = min(start + batch_size, n)
-            print(f"\rfeatures {done}/{n}", end="", flush=True)
+            print(f"\rfeatures {done}/{n}", end="", flush=True, file=sys.stderr)
     if progress and n:
-        print()
+        print(file=sys.stderr)
     if not chunks:
         return np.zeros((0, 0), np.float32)
     return np.concatenate(chunks).astype(np.float32, copy=False)
@@ -321,15 +284,13 @@ def features_paths(out: str | os.PathLike) -> tuple[Path, Path]:
 def save_features(out: str | os.PathLike, feats: np.ndarray, meta: dict[str, Any]) -> Path:
     """Write FEATS.npy (float32 (N, D)) and FEATS.json ({"format", "count", "dim", ...meta});
     meta must hold "indices" (the split index of each row). Returns the .npy path."""
-    from alexnet.train.checkpoint import atomic_write
-
     npy, js = features_paths(out)
     feats = np.ascontiguousarray(feats, dtype=np.float32)
     if len(meta["indices"]) != feats.shape[0]:
         raise ValueError("one index per feature row")
     atomic_write(npy, lambda f: np.save(f, feats))
     info = {"format": FEATURES_FORMAT, "count": int(feats.shape[0]), "dim": int(feats.shape[1])}
-    atomic_write(js, lambda f: f.write(json.dumps({**info, **meta})), mode="w")
+    atomic_write_text(js, json.dumps({**info, **meta}))
     return npy
 
 

@@ -16,7 +16,24 @@ from typing import Any
 
 import numpy as np
 
+from alexnet.data.packed import PackedDataset, open_dataset
 from alexnet.errors import UserError
+from alexnet.fileio import atomic_write_text
+from alexnet.inference import Predictor, nearest, split_features
+from alexnet.viz import (
+    captioned_grid,
+    feature_name,
+    kernel_grid,
+    neighbour_grid,
+    read_metrics,
+    training_curves,
+)
+
+FINAL_TEST_NOTE = (
+    "The final test evaluates the last weights on the dataset's `val` split: the same split "
+    "that picked `weights-best.safetensors` and the learning-rate reductions (for Fashion-MNIST "
+    "and CIFAR-10, the official test set), so it is not an independent held-out estimate."
+)
 
 
 def _pick_queries(labels: np.ndarray, count: int) -> list[int]:
@@ -32,34 +49,90 @@ def _pick_queries(labels: np.ndarray, count: int) -> list[int]:
     return picked
 
 
-def _results_table(run: Path) -> list[str]:
-    from alexnet.viz import read_metrics
-
-    lines = [
-        "| epoch | lr | train loss | val top-1 error | val top-5 error | images/s |",
-        "|---:|---:|---:|---:|---:|---:|",
-    ]
+def _results_table(run: Path, num_classes: int) -> list[str]:
+    """Markdown tables: per epoch (a `--max-steps` epoch marked partial), then final tests. The
+    top-5 column is left out with <= 5 classes (top-5 error is 0 there by construction)."""
+    top5 = num_classes > 5
+    head = "| epoch | lr | train loss | val top-1 error |" + (" val top-5 error |" if top5 else "")
+    lines = [head + " images/s |", "|---:|---:|---:|---:|" + ("---:|" if top5 else "") + "---:|"]
+    partial = False
     for r in read_metrics(run):
+        mark = "" if r.get("complete", True) else " (partial)"
+        partial |= bool(mark)
+        t5 = f" {100 * r['val_top5_error']:.2f} % |" if top5 else ""
         lines.append(
-            f"| {r['epoch']} | {r.get('lr', float('nan')):.4g} | {r['train_loss']:.4f} | "
-            f"{100 * r['val_top1_error']:.2f} % | {100 * r['val_top5_error']:.2f} % | "
+            f"| {r['epoch']}{mark} | {r.get('lr', float('nan')):.4g} | {r['train_loss']:.4f} | "
+            f"{100 * r['val_top1_error']:.2f} % |{t5} "
             f"{r.get('images_per_sec', float('nan')):.0f} |"
         )
+    if partial:
+        lines += ["", "(partial): the epoch stopped early (`--max-steps`); its numbers cover "
+                  "only the steps it ran."]  # fmt: skip
     evals = sorted(run.glob("eval*.json"))
     if evals:
-        lines += ["", "| final test | images | crops | top-1 error | top-5 error | loss |"]
-        lines.append("|---|---:|---:|---:|---:|---:|")
+        t5 = " top-5 error |" if top5 else ""
+        lines += ["", f"| final test | images | crops | top-1 error |{t5} loss |"]
+        lines.append("|---|---:|---:|---:|" + ("---:|" if top5 else "") + "---:|")
         for path in evals:
             try:
                 e = json.loads(path.read_text())
+                t5 = f" {100 * e['top5_error']:.2f} % |" if top5 else ""
                 lines.append(
                     f"| `{path.name}` | {e['images']} | {e['crops']} | "
-                    f"{100 * e['top1_error']:.2f} % | {100 * e['top5_error']:.2f} % | "
-                    f"{e['loss']:.4f} |"
+                    f"{100 * e['top1_error']:.2f} % |{t5} {e['loss']:.4f} |"
                 )
             except (OSError, ValueError, KeyError):
                 continue
+        lines += ["", FINAL_TEST_NOTE]
     return lines
+
+
+def _neighbours_png(
+    predictor: Predictor,
+    train: PackedDataset,
+    val: PackedDataset,
+    n_train: int,
+    queries: int,
+    k: int,
+    device: str,
+    out: Path,
+) -> str:
+    """Validation queries and their k nearest training images by feature distance (paper
+    Fig. 4: fc7 in the 224 px models); returns the feature layer's name."""
+    feats = split_features(predictor, train.images[:n_train])
+    q_idx = _pick_queries(val.labels, queries)
+    q_imgs = [np.asarray(val.images[i]) for i in q_idx]
+    dist, idx = nearest(predictor.features(np.stack(q_imgs)).cpu().numpy(), feats, k, device=device)
+    layer = feature_name(predictor.meta.model_name, feats.shape[1])
+    neighbour_grid(
+        q_imgs,
+        [[np.asarray(train.images[j]) for j in row] for row in idx.tolist()],
+        out,
+        query_titles=[f"val {i}: {val.classes[val.labels[i]]}" for i in q_idx],
+        neighbour_titles=[
+            [f"{train.classes[train.labels[j]]}\n{d:.3g}" for j, d in zip(row, drow)]
+            for row, drow in zip(idx.tolist(), dist.tolist())
+        ],
+        feature=layer,
+    )
+    return layer
+
+
+def _predictions_png(predictor: Predictor, val: PackedDataset, count: int, out: Path) -> list[str]:
+    """Top-3 predictions of `count` validation images as a captioned grid; the table rows."""
+    p_idx = list(range(0, len(val), max(1, len(val) // max(count, 1))))[:count]
+    p_imgs = np.stack([np.asarray(val.images[i]) for i in p_idx])
+    top_i, top_p = predictor.top(predictor.probabilities(p_imgs), 3)
+    captions, rows = [], []
+    for i, ii, pp in zip(p_idx, top_i, top_p):
+        truth = val.classes[val.labels[i]]
+        guess = ", ".join(f"{predictor.classes[c]} {100 * p:.0f}%" for c, p in zip(ii, pp))
+        mark = "ok" if ii[0] == val.labels[i] else "WRONG"
+        lines = "\n".join(f"{predictor.classes[c]} {100 * p:.0f}%" for c, p in zip(ii, pp))
+        captions.append(f"true: {truth} [{mark}]\n{lines}")
+        rows.append(f"| val {i} | {truth} | {guess} |")
+    captioned_grid(list(p_imgs), captions, out, title="top-3 predictions")
+    return rows
 
 
 def write_report(
@@ -77,10 +150,6 @@ def write_report(
 
     `max_train` > 0 searches neighbours among the first N training images only (speed).
     """
-    from alexnet.data.packed import open_dataset
-    from alexnet.inference import Predictor, nearest, split_features
-    from alexnet.viz import captioned_grid, kernel_grid, neighbour_grid, training_curves
-
     run = Path(run_dir)
     if not run.is_dir():
         raise UserError(f"{run}: no such run directory")
@@ -97,41 +166,19 @@ def write_report(
     kernel_grid(predictor.model, run / "kernels.png")
     training_curves([run], run / "curves.png", labels=[run.name])
     n_train = len(train) if max_train <= 0 else min(max_train, len(train))
-    feats = split_features(predictor, train.images[:n_train])
-    q_idx = _pick_queries(val.labels, queries)
-    q_imgs = [np.asarray(val.images[i]) for i in q_idx]
-    dist, idx = nearest(predictor.features(np.stack(q_imgs)).cpu().numpy(), feats, k, device=device)
-    neighbour_grid(
-        q_imgs,
-        [[np.asarray(train.images[j]) for j in row] for row in idx.tolist()],
-        run / "neighbours.png",
-        query_titles=[f"val {i}: {val.classes[val.labels[i]]}" for i in q_idx],
-        neighbour_titles=[
-            [f"{train.classes[train.labels[j]]}\n{d:.3g}" for j, d in zip(row, drow)]
-            for row, drow in zip(idx.tolist(), dist.tolist())
-        ],
+    layer = _neighbours_png(
+        predictor, train, val, n_train, queries, k, device, run / "neighbours.png"
     )
-    p_idx = list(range(0, len(val), max(1, len(val) // max(predictions, 1))))[:predictions]
-    p_imgs = np.stack([np.asarray(val.images[i]) for i in p_idx])
-    top_i, top_p = predictor.top(predictor.probabilities(p_imgs), 3)
-    captions, rows = [], []
-    for i, ii, pp in zip(p_idx, top_i, top_p):
-        truth = val.classes[val.labels[i]]
-        guess = ", ".join(f"{predictor.classes[c]} {100 * p:.0f}%" for c, p in zip(ii, pp))
-        mark = "ok" if ii[0] == val.labels[i] else "WRONG"
-        lines = "\n".join(f"{predictor.classes[c]} {100 * p:.0f}%" for c, p in zip(ii, pp))
-        captions.append(f"true: {truth} [{mark}]\n{lines}")
-        rows.append(f"| val {i} | {truth} | {guess} |")
-    captioned_grid(list(p_imgs), captions, run / "predictions.png", title="top-3 predictions")
+    rows = _predictions_png(predictor, val, predictions, run / "predictions.png")
+    model_name = predictor.meta.model_name
     md = [
         f"# Run `{run.name}`",
         "",
-        f"Weights `{Path(weights).name}` (model `{predictor.meta['model']['name']}`), data "
-        f"`{data_dir}`.",
+        f"Weights `{Path(weights).name}` (model `{model_name}`), data `{data_dir}`.",
         "",
         "## Results",
         "",
-        *_results_table(run),
+        *_results_table(run, len(predictor.classes)),
         "",
         "![training curves](curves.png)",
         "",
@@ -139,7 +186,7 @@ def write_report(
         "",
         "![conv1 kernels](kernels.png)",
         "",
-        "## Nearest training images by fc7 distance (paper Fig. 4, §6.1)",
+        f"## Nearest training images by {layer} distance (paper Fig. 4, §6.1)",
         "",
         f"Queries from the validation split; neighbours among {n_train} training images, "
         "nearest first, with their class and distance.",
@@ -155,6 +202,6 @@ def write_report(
         *rows,
         "",
     ]
-    (run / "report.md").write_text("\n".join(md))
+    atomic_write_text(run / "report.md", "\n".join(md))
     files = ["report.md", "kernels.png", "curves.png", "neighbours.png", "predictions.png"]
     return {"report": str(run / "report.md"), "files": [str(run / f) for f in files]}

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from alexnet.errors import UserError
+from alexnet.fileio import atomic_write
 
 
 def _pyplot():
@@ -33,6 +34,15 @@ def _pyplot():
     except ImportError:
         raise UserError("pictures need matplotlib (pip install 'alexnet[viz]')") from None
     return plt
+
+
+def save_figure(fig, out: str | os.PathLike, dpi: int) -> None:
+    """Write `fig` to `out` through a temp file + rename: never a half-written picture. The
+    format is the file's suffix (PNG when it has none)."""
+
+    out = Path(out)
+    fmt = out.suffix[1:].lower() or "png"
+    atomic_write(out, lambda f: fig.savefig(f, dpi=dpi, format=fmt))
 
 
 def first_conv_weight(model: nn.Module) -> torch.Tensor:
@@ -103,7 +113,7 @@ def kernel_grid(
         if towers == 2:
             ax.set_title(f"tower {i + 1} (GPU {i + 1}): {blocks[i].shape[0]} kernels", fontsize=9)
     fig.subplots_adjust(left=0.02, right=0.98, top=1 - 45 / height_px, bottom=0.01, hspace=0.25)
-    fig.savefig(out, dpi=dpi)
+    save_figure(fig, out, dpi)
     plt.close(fig)
     return width_px, height_px
 
@@ -126,6 +136,12 @@ def read_metrics(run: str | os.PathLike) -> list[dict[str, Any]]:
     return records
 
 
+LOSS_NOTE = (
+    "training loss is measured on augmented crops, with dropout\n"
+    "and label smoothing, so it can sit above the validation loss"
+)
+
+
 def training_curves(
     runs: list[str | os.PathLike],
     out: str | os.PathLike,
@@ -139,18 +155,30 @@ def training_curves(
     data = [read_metrics(r) for r in runs]
     names = labels or _run_names(runs)
     fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(size_px[0] / dpi, size_px[1] / dpi))
+    has_val = False
     for i, (records, name) in enumerate(zip(data, names)):
         color = f"C{i % 10}"
         ep = [r["epoch"] for r in records]
-        ax_loss.plot(ep, [r["train_loss"] for r in records], "o-", color=color, label=name)
+        train = [r["train_loss"] for r in records]
+        ax_loss.plot(ep, train, "o-", color=color, label=f"{name} training")
         if all("val_loss" in r for r in records):
-            ax_loss.plot(ep, [r["val_loss"] for r in records], "s--", color=color, alpha=0.6)
+            has_val = True
+            ax_loss.plot(ep, [r["val_loss"] for r in records], "s--", color=color, alpha=0.6,
+                         label=f"{name} validation")  # fmt: skip
+        partial = [(e, t) for e, t, r in zip(ep, train, records) if r.get("complete") is False]
+        if partial:  # an epoch cut short by --max-steps
+            ax_loss.plot(*zip(*partial), "x", color="k", ms=9,
+                         label="partial epoch (--max-steps)")  # fmt: skip
         top1 = [100 * r["val_top1_error"] for r in records]
         top5 = [100 * r["val_top5_error"] for r in records]
         ax_err.plot(ep, top1, "o-", color=color, label=f"{name} top-1")
         ax_err.plot(ep, top5, "^:", color=color, label=f"{name} top-5")
     ax_loss.set_title("loss (solid: training, dashed: validation)", fontsize=10)
     ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("cross-entropy loss")
+    if has_val:
+        ax_loss.text(0.02, 0.02, LOSS_NOTE, transform=ax_loss.transAxes, fontsize=6.5,
+                     va="bottom", ha="left", color="0.35", wrap=True)  # fmt: skip
     ax_err.set_title("validation error", fontsize=10)
     ax_err.set_xlabel("epoch")
     ax_err.set_ylabel("error (%)")
@@ -158,7 +186,7 @@ def training_curves(
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out, dpi=dpi)
+    save_figure(fig, out, dpi)
     plt.close(fig)
     return size_px
 
@@ -170,6 +198,14 @@ def _run_names(runs: list[str | os.PathLike]) -> list[str]:
     return names
 
 
+def feature_name(model: str, dim: int) -> str:
+    """The name of the penultimate feature: "fc7" for the 224 px models (4096-d, paper §6.1),
+    else "last hidden layer (D-d)" (the `small` model has no fc7)."""
+    if model in ("paper", "seed", "torchvision"):
+        return "fc7"
+    return f"last hidden layer ({dim}-d)"
+
+
 def neighbour_grid(
     queries: list[np.ndarray],
     neighbours: list[list[np.ndarray]],
@@ -177,6 +213,7 @@ def neighbour_grid(
     *,
     query_titles: list[str] | None = None,
     neighbour_titles: list[list[str]] | None = None,
+    feature: str = "fc7",
     cell_px: int = 110,
     dpi: int = 100,
 ) -> tuple[int, int]:
@@ -208,10 +245,10 @@ def neighbour_grid(
                     spine.set_linewidth(2)
             if text:
                 ax.set_title(text, fontsize=7, pad=2)
-    fig.suptitle("query (left), its nearest training images by fc7 (penultimate) distance",
+    fig.suptitle(f"query (left), its nearest training images by {feature} distance",
                  fontsize=9, y=1 - 8 / h, va="top")  # fmt: skip
     fig.subplots_adjust(left=0.01, right=0.99, top=1 - 50 / h, bottom=0.01)
-    fig.savefig(out, dpi=dpi)
+    save_figure(fig, out, dpi)
     plt.close(fig)
     return w, h
 
@@ -243,6 +280,6 @@ def captioned_grid(
         fig.suptitle(title, fontsize=10)
     fig.subplots_adjust(left=0.01, right=0.99, top=1 - (30 if title else 5) / h, bottom=60 / h,
                         hspace=0.45, wspace=0.05)  # fmt: skip
-    fig.savefig(out, dpi=dpi)
+    save_figure(fig, out, dpi)
     plt.close(fig)
     return w, h

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import json
 
+from alexnet.commands.argtypes import WEIGHTS_HELP, add_device, positive_int
+from alexnet.commands.outputs import output_file
+from alexnet.data.loader import DeviceLoader
+from alexnet.data.packed import SPLITS, open_dataset
 from alexnet.errors import UserError
+from alexnet.evaluate import evaluate, make_eval_transform, per_class_accuracy, save_confusion_png
+from alexnet.jsonout import json_line
+from alexnet.runtime import dist_info, init_distributed, resolve_device, shutdown_distributed
+from alexnet.weights import load as load_weights
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -16,11 +23,19 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "dataset: 1 crop, 2 (centre + flip) or the paper's 10 crops, averaging softmax outputs.",
     )
     p.add_argument("--data", required=True, help="packed dataset directory")
-    p.add_argument("--weights", required=True, help="weights .safetensors file")
-    p.add_argument("--crops", type=int, choices=[1, 2, 10], default=1)
-    p.add_argument("--split", default="val", help="split to evaluate (default: val)")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--weights", required=True, help=WEIGHTS_HELP)
+    p.add_argument(
+        "--crops",
+        type=int,
+        choices=[1, 2, 10],
+        default=1,
+        help="1 (centre), 2 (centre + mirror) or 10 (paper §4.1) (default: 1)",
+    )
+    p.add_argument(
+        "--split", choices=SPLITS, default="val", help="split to evaluate (default: val)"
+    )
+    p.add_argument("--batch-size", type=positive_int, default=256, help=">= 1 (default 256)")
+    add_device(p)
     p.add_argument("--amp", action="store_true", help="bf16 autocast")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--per-class", action="store_true", help="also report per-class accuracy")
@@ -29,28 +44,19 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from alexnet.data.loader import DeviceLoader
-    from alexnet.data.packed import open_dataset
-    from alexnet.evaluate import (
-        evaluate,
-        make_eval_transform,
-        per_class_accuracy,
-        save_confusion_png,
-    )
-    from alexnet.train import distributed as D
-    from alexnet.train.weights import load_model
-
-    info = D.from_env()
-    device = D.resolve_device(args.device, info)
+    if args.confusion:  # checked before the work, and named as really written
+        args.confusion = str(output_file(args.confusion, "--confusion", ".png"))
+    info = dist_info()
+    device = resolve_device(args.device, info)
     ds = open_dataset(args.data, args.split)
-    model, meta, mean_image = load_model(args.weights, device)
-    if list(meta["classes"]) != list(ds.classes):
+    model, meta = load_weights(args.weights, device)
+    if meta.classes != list(ds.classes):
         raise UserError(
-            f"{args.weights}: trained on {len(meta['classes'])} classes "
-            f"({', '.join(meta['classes'][:3])}, ...) but {args.data} has {ds.num_classes} "
+            f"{args.weights}: trained on {meta.num_classes} classes "
+            f"({', '.join(meta.classes[:3])}, ...) but {args.data} has {ds.num_classes} "
             f"({', '.join(ds.classes[:3])}, ...)"
         )
-    D.init(info, device)
+    init_distributed(info, device)
     try:
         loader = DeviceLoader(
             ds,
@@ -62,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
             device=device,
         )
         loader.set_epoch(0)
-        transform = make_eval_transform(meta["preprocess"], mean_image, args.crops)
+        transform = make_eval_transform(meta.preprocess, meta.mean_image, args.crops)
         want_conf = bool(args.per_class or args.confusion)
         result = evaluate(
             model,
@@ -74,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
             confusion=want_conf,
         )
     finally:
-        D.shutdown()
+        shutdown_distributed()
     if not info.is_main:
         return 0
     conf = result.pop("confusion", None)
@@ -85,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         save_confusion_png(conf, ds.classes, args.confusion)
         out["confusion_png"] = args.confusion
     if args.json:
-        print(json.dumps(out))
+        print(json_line(out))
         return 0
     print(f"weights   {args.weights}")
     print(f"data      {args.data} ({args.split}, {out['images']} images, {out['crops']} crop(s))")

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
+
+from alexnet.commands.argtypes import WEIGHTS_HELP, int_range
+from alexnet.commands.outputs import output_file
+from alexnet.errors import UserError
+from alexnet.export import export_onnx
+from alexnet.jsonout import json_line
+from alexnet.weights import convert_layout
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -16,9 +22,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "1e-4 * |logit|). --two-device / --paper rewrite the `paper` model's weights in the "
         "two-device layout (one tower per device, models/parallel.py) or back.",
     )
-    p.add_argument("--weights", required=True, help=".safetensors (or torchvision .pth for ONNX)")
+    p.add_argument("--weights", required=True, help=WEIGHTS_HELP)
     p.add_argument("--onnx", metavar="OUT.onnx", help="write an ONNX model")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    p.add_argument(
+        "--opset", type=int_range(9, 20), default=17, help="ONNX opset, 9..20 (default 17)"
+    )
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime comparison")
     p.add_argument("--two-device", metavar="OUT.safetensors", help="write the two-device layout")
     p.add_argument("--paper", metavar="OUT.safetensors", help="write the paper (grouped) layout")
@@ -27,11 +35,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from alexnet.errors import UserError
-    from alexnet.export import convert_layout, export_onnx
-
     if not (args.onnx or args.two_device or args.paper):
         raise UserError("export needs --onnx OUT.onnx, --two-device OUT or --paper OUT")
+    for flag in ("onnx", "two_device", "paper"):
+        if getattr(args, flag):
+            output_file(getattr(args, flag), "--" + flag.replace("_", "-"))
     out: dict = {}
     if args.two_device:
         out["two_device"] = convert_layout(args.weights, args.two_device, "two-device")
@@ -41,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         check = not args.no_check
         out["onnx"] = export_onnx(args.weights, args.onnx, opset=args.opset, check=check)
     if args.json:
-        print(json.dumps(out))
+        print(json_line(out))
         return 0
     for key in ("two_device", "paper"):
         if key in out:

@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
+
+from alexnet.commands.argtypes import WEIGHTS_HELP, add_device, nonnegative_int, positive_int
+from alexnet.commands.outputs import output_file
+from alexnet.data.packed import SPLITS, open_dataset
+from alexnet.inference import Predictor, features_paths, save_features, split_features
+from alexnet.provenance import check_fits, features_source
+from alexnet.runtime import resolve_device
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -18,34 +26,37 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         'row, "data", "split", "weights", "model", "labels"}).',
     )
     p.add_argument("--data", required=True, help="packed dataset directory")
-    p.add_argument("--weights", required=True, help="weights file")
-    p.add_argument("--split", default="train", help="split (default: train)")
+    p.add_argument("--weights", required=True, help=WEIGHTS_HELP)
+    p.add_argument("--split", choices=SPLITS, default="train", help="split (default: train)")
     p.add_argument("--out", required=True, metavar="FEATS", help="output path without suffix")
-    p.add_argument("--limit", type=int, default=0, help="only the first N images (0: all)")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument(
+        "--limit", type=nonnegative_int, default=0, help="only the first N images (0: all)"
+    )
+    p.add_argument("--batch-size", type=positive_int, default=256, help=">= 1 (default 256)")
+    add_device(p)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    from alexnet.data.packed import open_dataset
-    from alexnet.inference import Predictor, save_features, split_features
-    from alexnet.train.distributed import from_env, resolve_device
-
+    for path in features_paths(args.out):
+        output_file(path, "--out")
     ds = open_dataset(args.data, args.split)
-    predictor = Predictor(args.weights, resolve_device(args.device, from_env()))
+    predictor = Predictor(args.weights, resolve_device(args.device))
+    check_fits(predictor, ds.image_size, args.data)
     n = len(ds) if args.limit <= 0 else min(args.limit, len(ds))
     t0 = time.perf_counter()
-    feats = split_features(predictor, ds.images[:n], args.batch_size, progress=True)
+    progress = sys.stderr.isatty()  # never `\r` lines into a redirected output
+    feats = split_features(predictor, ds.images[:n], args.batch_size, progress=progress)
     seconds = time.perf_counter() - t0
     meta = {
         "data": str(Path(args.data).resolve()),
         "split": args.split,
         "weights": str(Path(args.weights).resolve()),
-        "model": predictor.meta["model"],
+        "model": predictor.meta.model_config,
         "layer": "penultimate (fc7 after ReLU for paper/seed/torchvision)",
         "indices": list(range(n)),
         "labels": [int(v) for v in ds.labels[:n]],
+        **features_source(args.weights, ds),
     }
     npy = save_features(args.out, feats, meta)
     dim = feats.shape[1] if n else 0

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from alexnet.commands.argtypes import WEIGHTS_HELP, int_range
+from alexnet.commands.outputs import output_file
+from alexnet.viz import kernel_grid
+from alexnet.weights import load as load_weights
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
@@ -13,17 +18,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "min..max for display; the `paper` model's two towers (48 kernels each) in separate, "
         "labelled blocks.",
     )
-    p.add_argument("--weights", required=True, help="weights file (.safetensors or .pth)")
+    p.add_argument("--weights", required=True, help=WEIGHTS_HELP)
     p.add_argument("--out", required=True, metavar="OUT.png")
-    p.add_argument("--width", type=int, default=800, help="image width in pixels (800)")
+    p.add_argument(
+        "--width", type=int_range(64, 16384), default=800, help="image width, 64..16384 px (800)"
+    )
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    from alexnet.inference import load_weights
-    from alexnet.viz import kernel_grid
-
-    model, _, _ = load_weights(args.weights, "cpu")
-    w, h = kernel_grid(model, args.out, width_px=args.width)
-    print(f"wrote {args.out} ({w}x{h} px)")
+    out = output_file(args.out, "--out", ".png")
+    model, _ = load_weights(args.weights, "cpu")
+    w, h = kernel_grid(model, out, width_px=args.width)
+    print(f"wrote {out} ({w}x{h} px)")
     return 0

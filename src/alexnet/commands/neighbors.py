@@ -3,9 +3,28 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
+
+import numpy as np
+
+from alexnet.commands.argtypes import add_device, positive_int
+from alexnet.commands.outputs import output_file
+from alexnet.data.packed import SPLITS, open_dataset
+from alexnet.errors import UserError
+from alexnet.inference import (
+    Predictor,
+    check_index,
+    expand_image_args,
+    load_features,
+    nearest,
+    read_image,
+    split_features,
+)
+from alexnet.jsonout import json_line
+from alexnet.provenance import check_features_source, check_fits
+from alexnet.runtime import resolve_device
+from alexnet.viz import feature_name, neighbour_grid
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -20,36 +39,26 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--features", metavar="FEATS", help="from `alexnet features` (else computed)")
     p.add_argument("--data", help="packed dataset (default: the one named in FEATS.json)")
     p.add_argument("--weights", help="weights file (default: the one named in FEATS.json)")
-    p.add_argument("--split", default="train", help="split searched when computing (train)")
+    p.add_argument(
+        "--split", choices=SPLITS, default="train", help="split searched when computing (train)"
+    )
     p.add_argument("--query", nargs="+", required=True, metavar="IMAGE_OR_INDEX")
-    p.add_argument("--query-split", default="val", help="split that integer queries index (val)")
-    p.add_argument("--k", type=int, default=8, help="neighbours per query (default 8)")
+    p.add_argument(
+        "--query-split",
+        choices=SPLITS,
+        default="val",
+        help="split that integer queries index (val)",
+    )
+    p.add_argument("--k", type=positive_int, default=8, help="neighbours per query (default 8)")
     p.add_argument("--out", metavar="GRID.png", help="write the neighbours grid")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--batch-size", type=positive_int, default=256, help=">= 1 (default 256)")
+    add_device(p)
     return p
 
 
-def run(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from alexnet.data.packed import open_dataset
-    from alexnet.errors import UserError
-    from alexnet.inference import (
-        Predictor,
-        check_index,
-        expand_image_args,
-        load_features,
-        nearest,
-        read_image,
-        split_features,
-    )
-    from alexnet.train.distributed import from_env, resolve_device
-
-    if args.k < 1:
-        raise UserError(f"--k {args.k}: must be at least 1")
-    device = resolve_device(args.device, from_env())
+def _base(args: argparse.Namespace, device):
+    """The searched side: (predictor, dataset, features (N, D), split row of each feature)."""
     if args.features:
         feats, fmeta = load_features(args.features)
         data = args.data or fmeta.get("data")
@@ -64,36 +73,69 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{args.features}: names no weights/data; pass --weights and --data")
     predictor = Predictor(weights, device)
     base_ds = open_dataset(data, split)
-    if feats is None:
+    check_fits(predictor, base_ds.image_size, data)
+    if feats is not None:
+        check_features_source(args.features, fmeta, weights, base_ds)
+        if rows and max(rows) >= len(base_ds):
+            raise UserError(f"{args.features}: rows up to {max(rows)}, {data} has {len(base_ds)}")
+    else:
         feats = split_features(predictor, base_ds.images, args.batch_size)
         rows = list(range(len(base_ds)))
+    return predictor, base_ds, feats, rows, data
+
+
+def _queries(args: argparse.Namespace, predictor, data) -> tuple[list[str], list, int]:
+    """Query names, (H, W, 3) uint8 images, and how many could not be read."""
     query_ds = None
     names, images, failed = [], [], 0
     for q in args.query:
         if q.lstrip("-").isdigit():
-            query_ds = query_ds or open_dataset(data, args.query_split)
+            if query_ds is None:
+                query_ds = open_dataset(data, args.query_split)
+                check_fits(predictor, query_ds.image_size, data)
             i = check_index(int(q), len(query_ds), f"{data} split {args.query_split!r}")
-            img = np.asarray(query_ds.images[i])
+            images.append(np.asarray(query_ds.images[i]))
             names.append(f"{args.query_split}:{i} ({query_ds.classes[query_ds.labels[i]]})")
-        else:
-            paths, missing = expand_image_args([q])
-            for arg, reason in missing:
-                print(f"alexnet neighbors: {arg}: {reason}", file=sys.stderr)
-                failed += 1
-            for path in paths:
-                try:
-                    img = read_image(path, predictor.image_size, predictor.resize_rule)
-                except UserError as exc:
-                    print(f"alexnet neighbors: {exc}", file=sys.stderr)
-                    failed += 1
-                    continue
-                names.append(path)
-                images.append(img)
             continue
-        images.append(img)
+        paths, missing = expand_image_args([q])
+        for arg, reason in missing:
+            print(f"alexnet neighbors: {arg}: {reason}", file=sys.stderr)
+            failed += 1
+        for path in paths:
+            try:
+                img = read_image(path, predictor.image_size, predictor.resize_rule)
+            except UserError as exc:
+                print(f"alexnet neighbors: {exc}", file=sys.stderr)
+                failed += 1
+                continue
+            names.append(path)
+            images.append(img)
     if not images:
         raise UserError("no query image could be read")
-    qf = predictor.features(np.stack(images)).cpu().numpy()
+    return names, images, failed
+
+
+def _draw(args, predictor, base_ds, names, images, results, dim: int) -> None:
+    nb_imgs = [[np.asarray(base_ds.images[n["index"]]) for n in r["neighbors"]] for r in results]
+    nb_titles = [[f"{n['label']}\n{n['distance']:.3g}" for n in r["neighbors"]] for r in results]
+    layer = feature_name(predictor.meta.model_name, dim)
+    neighbour_grid(images, nb_imgs, args.out, query_titles=[Path(n).name for n in names],
+                   neighbour_titles=nb_titles, feature=layer)  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.out:
+        args.out = str(output_file(args.out, "--out", ".png"))
+    device = resolve_device(args.device)
+    predictor, base_ds, feats, rows, data = _base(args, device)
+    names, images, failed = _queries(args, predictor, data)
+    # one at a time: a file query has the weights' stored size, an index query the data's
+    qf = np.concatenate([predictor.features(img[None]).cpu().numpy() for img in images])
+    if len(feats) and qf.shape[1] != feats.shape[1]:
+        raise UserError(
+            f"{args.features}: {feats.shape[1]}-d features, but {predictor.weights} gives "
+            f"{qf.shape[1]}-d"
+        )
     dist, idx = nearest(qf, feats, args.k, device=device)
     results = []
     for name, d_row, i_row in zip(names, dist, idx):
@@ -104,18 +146,10 @@ def run(args: argparse.Namespace) -> int:
             found.append({"index": index, "distance": d, "label": base_ds.classes[label]})
         results.append({"query": name, "neighbors": found})
     if args.out:
-        from alexnet.viz import neighbour_grid
-
-        nb_imgs = [
-            [np.asarray(base_ds.images[n["index"]]) for n in r["neighbors"]] for r in results
-        ]
-        nb_titles = [
-            [f"{n['label']}\n{n['distance']:.3g}" for n in r["neighbors"]] for r in results
-        ]
-        neighbour_grid(images, nb_imgs, args.out, query_titles=[Path(n).name for n in names],
-                       neighbour_titles=nb_titles)  # fmt: skip
+        _draw(args, predictor, base_ds, names, images, results, qf.shape[1])
+    split = base_ds.split
     if args.json:
-        print(json.dumps({"split": split, "k": args.k, "results": results, "grid": args.out}))
+        print(json_line({"split": split, "k": args.k, "results": results, "grid": args.out}))
     else:
         for r in results:
             print(r["query"])

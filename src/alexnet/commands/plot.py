@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from alexnet.commands.outputs import output_file
+from alexnet.errors import UserError
+from alexnet.viz import training_curves
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
@@ -19,11 +23,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from alexnet.errors import UserError
-    from alexnet.viz import training_curves
-
     if args.labels and len(args.labels) != len(args.runs):
         raise UserError(f"--labels: {len(args.labels)} names for {len(args.runs)} runs")
-    w, h = training_curves(args.runs, args.out, labels=args.labels)
-    print(f"wrote {args.out} ({w}x{h} px)")
+    out = output_file(args.out, "--out", ".png")
+    w, h = training_curves(args.runs, out, labels=args.labels)
+    print(f"wrote {out} ({w}x{h} px)")
     return 0

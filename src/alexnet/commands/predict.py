@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+
+from alexnet.commands.argtypes import WEIGHTS_HELP, add_device, positive_int
+from alexnet.errors import UserError
+from alexnet.inference import Predictor, expand_image_args
+from alexnet.jsonout import json_line
+from alexnet.runtime import resolve_device
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -19,26 +24,22 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "the exit status is 1 if any image failed.",
     )
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, directories, globs")
-    p.add_argument("--weights", required=True, help=".safetensors or torchvision .pth file")
-    p.add_argument("--topk", type=int, default=5, help="classes per image (default 5)")
-    p.add_argument("--crops", type=int, choices=[1, 2, 10], default=1)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--weights", required=True, help=WEIGHTS_HELP)
+    p.add_argument("--topk", type=positive_int, default=5, help="classes per image (default 5)")
+    p.add_argument("--crops", type=int, choices=[1, 2, 10], default=1, help="1, 2 or 10 (1)")
+    p.add_argument("--batch-size", type=positive_int, default=32, help=">= 1 (default 32)")
+    add_device(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    from alexnet.errors import UserError
-    from alexnet.inference import Predictor, expand_image_args
-    from alexnet.train.distributed import from_env, resolve_device
-
     if args.topk < 1:
         raise UserError(f"--topk {args.topk}: must be at least 1")
     paths, missing = expand_image_args(args.images)
     predictor = Predictor(
         args.weights,
-        resolve_device(args.device, from_env()),
+        resolve_device(args.device),
         crops=args.crops,
         batch_size=args.batch_size,
     )
@@ -60,11 +61,11 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         out = {
             "weights": args.weights,
-            "model": predictor.meta["model"]["name"],
+            "model": predictor.meta.model_name,
             "crops": args.crops,
             "topk": args.topk,
             "predictions": results,
             "failed": failed,
         }
-        print(json.dumps(out))
+        print(json_line(out))
     return 1 if failed else 0

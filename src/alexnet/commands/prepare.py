@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
-from alexnet.data.sources import SOURCE_NAMES
+from alexnet.commands.argtypes import int_range, nonnegative_int, positive_int
+from alexnet.commands.outputs import creatable_dir
+from alexnet.data.outdir import check_output
+from alexnet.data.pack import prepare
+from alexnet.data.sources import SOURCE_NAMES, open_source
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -29,34 +35,38 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--source", choices=SOURCE_NAMES, default="auto", help="layout (default: detect)"
     )
     p.add_argument(
-        "--size", type=int, default=256, help="side of stored large images (default 256)"
+        "--size",
+        type=int_range(8, 4096),
+        default=256,
+        help="side of stored large images, 8..4096 (256)",
     )
     p.add_argument(
-        "--workers", type=int, default=None, help="decoding processes (default: all cores)"
+        "--workers", type=positive_int, default=None, help="decoding processes (default: all cores)"
     )
-    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
-    p.add_argument("--max-pixels", type=int, default=None,
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace OUT if it is a packed dataset or an empty directory (never anything else)",
+    )
+    p.add_argument("--max-pixels", type=positive_int, default=None,
                    help="skip images with more pixels than this (decompression bombs)")  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     g = p.add_argument_group("synthetic data (--source synthetic)")
-    g.add_argument("--classes", type=int, default=10, help="number of classes (default 10)")
-    g.add_argument("--count", type=int, default=1000, help="train images; val gets count/5")
-    g.add_argument("--image-size", type=int, default=32, help="image side (default 32)")
-    g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    g.add_argument("--classes", type=int_range(2, 100000), default=10, help="2..100000 (10)")
+    g.add_argument(
+        "--count", type=positive_int, default=1000, help="train images, >= 1; val gets count/5"
+    )
+    g.add_argument(
+        "--image-size", type=int_range(8, 1024), default=32, help="image side, 8..1024 (32)"
+    )
+    g.add_argument("--seed", type=nonnegative_int, default=0, help="random seed, >= 0 (0)")
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from alexnet.data.pack import prepare
-    from alexnet.data.sources import open_source
-    from alexnet.errors import UserError
-
-    if args.size < 8:
-        raise UserError(f"--size {args.size}: must be at least 8")
-    if Path(args.out).exists() and not args.overwrite:
-        raise UserError(f"{args.out}: already exists (use --overwrite to replace it)")
+    src = None if args.source == "synthetic" else args.src
+    check_output(args.out, src, args.overwrite)  # before reading anything: nothing is lost
+    creatable_dir(args.out, "OUT")  # OUT.partial is written beside OUT
     t0 = time.perf_counter()
     source = open_source(
         args.src,
@@ -70,8 +80,13 @@ def run(args: argparse.Namespace) -> int:
             "seed": args.seed,
         },  # fmt: skip
     )
-    report = prepare(source, args.out, workers=args.workers, overwrite=args.overwrite,
-                     progress=not args.no_progress)  # fmt: skip
+    try:
+        report = prepare(source, args.out, workers=args.workers, overwrite=args.overwrite,
+                         progress=not args.no_progress, src=src)  # fmt: skip
+    except KeyboardInterrupt:
+        print(f"alexnet prepare: interrupted; run the same command again to resume from "
+              f"{args.out}.partial", file=sys.stderr)  # fmt: skip
+        return 130
     s = report["splits"]
     h, w = source.image_size
     print(

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from alexnet.commands.argtypes import add_device, nonnegative_int, positive_int
+from alexnet.commands.outputs import output_dir
+from alexnet.report import write_report
+from alexnet.runtime import resolve_device
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
@@ -15,22 +20,25 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("run", metavar="RUN", help="run directory from `alexnet train`")
     p.add_argument("--data", required=True, help="the packed dataset the run trained on")
     p.add_argument("--weights", help="weights file (default RUN/weights.safetensors)")
-    p.add_argument("--queries", type=int, default=4, help="neighbour queries (4)")
-    p.add_argument("--k", type=int, default=7, help="neighbours per query (7)")
-    p.add_argument("--max-train", type=int, default=0, help="search the first N train images")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--queries", type=positive_int, default=4, help="neighbour queries, >= 1 (4)")
+    p.add_argument("--k", type=positive_int, default=7, help="neighbours per query, >= 1 (7)")
+    p.add_argument(
+        "--max-train",
+        type=nonnegative_int,
+        default=0,
+        help="search the first N train images (0: all)",
+    )
+    add_device(p)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    from alexnet.report import write_report
-    from alexnet.train.distributed import from_env, resolve_device
-
+    output_dir(args.run, "RUN")
     out = write_report(
         args.run,
         args.data,
         weights=args.weights,
-        device=str(resolve_device(args.device, from_env())),
+        device=str(resolve_device(args.device)),
         queries=args.queries,
         k=args.k,
         max_train=args.max_train,

@@ -8,6 +8,9 @@ import signal
 import socket
 import sys
 
+from alexnet.errors import UserError
+from alexnet.runtime import resolve_device
+
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
@@ -43,8 +46,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _check(args: argparse.Namespace) -> None:
-    from alexnet.errors import UserError
-
     limits = [("--max-batch", args.max_batch, 1), ("--max-queue", args.max_queue, 1),
               ("--max-pixels", args.max_pixels, 1), ("--port", args.port, 0)]  # fmt: skip
     for flag, value, low in limits:
@@ -57,8 +58,6 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def _listen(host: str, port: int) -> socket.socket:
-    from alexnet.errors import UserError
-
     try:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.create_server((host, port), family=family, backlog=1024)
@@ -69,8 +68,6 @@ def _listen(host: str, port: int) -> socket.socket:
 
 
 def run(args: argparse.Namespace) -> int:
-    from alexnet.errors import UserError
-
     _check(args)
     try:
         import uvicorn
@@ -79,10 +76,9 @@ def run(args: argparse.Namespace) -> int:
         from alexnet.serve.engine import Engine
     except ImportError as exc:
         raise UserError(f"serve needs {exc.name} (pip install 'alexnet[serve]')") from None
-    from alexnet.train.distributed import from_env, resolve_device
 
     api_key = args.api_key or os.environ.get("ALEXNET_API_KEY") or None
-    device = resolve_device(args.device, from_env())
+    device = resolve_device(args.device)
     engine = Engine(args.weights, device, crops=args.crops, index=args.index,
                     max_pixels=args.max_pixels)  # fmt: skip
     if args.index and engine.index and engine.index.weights:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from alexnet.commands.argtypes import positive_int
 from alexnet.models.registry import describe_models, get_model, list_models
 from alexnet.models.summary import format_table, summary_dict
 
@@ -18,9 +19,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("--model", default="paper", choices=list_models())
     parser.add_argument(
-        "--input-size", type=int, default=None, help="224 or 227 for paper (default: the model's)"
+        "--input-size",
+        type=positive_int,
+        default=None,
+        help="224 or 227 for paper (default: the model's)",
     )
-    parser.add_argument("--num-classes", type=int, default=None)
+    parser.add_argument(
+        "--num-classes", type=positive_int, default=None, help=">= 1 (default: the model's)"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
     return parser

@@ -6,37 +6,44 @@ import argparse
 import json
 from pathlib import Path
 
+from alexnet.commands import argtypes as A
 from alexnet.errors import UserError
+from alexnet.rundir import RunDir
+from alexnet.train.config import TrainConfig, config_from_json, make_config, validate
+from alexnet.train.engine import fit
 
 # flags whose value overrides the recipe (dest -> type); defaults are None = "the recipe's"
 _VALUE_FLAGS = [
-    ("--epochs", int, "number of epochs (paper: 90)"),
-    ("--batch-size", int, "images per step per process (paper: 128)"),
-    ("--lr", float, "peak / initial learning rate (paper: 0.01)"),
-    ("--momentum", float, "SGD momentum (paper: 0.9)"),
-    ("--weight-decay", float, "L2 weight decay (paper: 5e-4)"),
-    ("--label-smoothing", float, "cross-entropy label smoothing (fast: 0.1)"),
-    ("--schedule", str, "plateau | step | cosine"),
-    ("--lr-factor", float, "plateau/step: multiply lr by this (0.1)"),
-    ("--plateau-patience", int, "plateau: validations without improvement before dividing (3)"),
-    ("--max-reductions", int, "plateau: at most this many reductions (paper: 3)"),
-    ("--lr-step-size", int, "step: epochs between reductions (torchvision: 30)"),
-    ("--warmup-epochs", float, "cosine: linear warm-up epochs (fast: 1)"),
-    ("--augment", str, "paper (random crop + flip) | random_resized_crop"),
-    ("--lighting-std", float, "fancy-PCA lighting std, 0 disables (paper: 0.1)"),
-    ("--pad", int, "zero padding before random crops (default: automatic)"),
-    ("--resize", int, "resize images on the device to this size first (default: automatic)"),
-    ("--normalize", str, "mean_image (paper) | channel | none"),
-    ("--eval-crops", int, "crops for the per-epoch validation: 1, 2 (centre+flip) or 10"),
-    ("--test-crops", int, "crops for the final evaluation in RUN/eval.json (paper: 10)"),
-    ("--seed", int, "random seed (0)"),
-    ("--workers", int, "loader threads (0)"),
-    ("--device", str, "auto | cpu | cuda | cuda:N"),
-    ("--checkpoint-every", int, "also checkpoint every N steps (0: epoch ends and signals only)"),
-    ("--on-nan", str, "stop (default) | skip: what a non-finite loss does"),
-    ("--model-parallel", str, "DEV0,DEV1: the paper's two-tower split over two devices"),
-    ("--max-steps", int, "stop after this many steps in total (short budgets), with weights"),
-    ("--val-limit", int, "validate on the first N validation images only (0: all)"),
+    ("--epochs", A.positive_int, "number of epochs, >= 1 (paper: 90)"),
+    ("--batch-size", A.positive_int, "images per step per process, >= 1 (paper: 128)"),
+    ("--lr", A.positive_float, "peak / initial learning rate, > 0 (paper: 0.01)"),
+    ("--momentum", A.momentum, "SGD momentum, in [0, 1) (paper: 0.9)"),
+    ("--weight-decay", A.nonnegative_float, "L2 weight decay, >= 0 (paper: 5e-4)"),
+    ("--label-smoothing", A.probability, "cross-entropy label smoothing, in [0, 1) (fast: 0.1)"),
+    ("--schedule", ["plateau", "step", "cosine"], "learning-rate schedule"),
+    ("--lr-factor", A.factor, "plateau/step: multiply lr by this, in (0, 1) (0.1)"),
+    ("--plateau-patience", A.positive_int, "plateau: validations without improvement, >= 1 (3)"),
+    ("--max-reductions", A.nonnegative_int, "plateau: at most this many reductions (paper: 3)"),
+    ("--lr-step-size", A.positive_int, "step: epochs between reductions, >= 1 (torchvision: 30)"),
+    ("--warmup-epochs", A.nonnegative_float, "cosine: linear warm-up epochs, >= 0 (fast: 1)"),
+    ("--augment", ["paper", "random_resized_crop"], "paper (random crop + flip) or RRC"),
+    ("--lighting-std", A.nonnegative_float, "fancy-PCA lighting std, 0 disables (paper: 0.1)"),
+    ("--pad", A.nonnegative_int, "zero padding before random crops, >= 0 (default: automatic)"),
+    ("--resize", A.int_range(8, 4096), "resize images on the device first, 8..4096 (automatic)"),
+    ("--normalize", ["mean_image", "channel", "none"], "input normalization (paper: mean_image)"),
+    ("--eval-crops", [1, 2, 10], "crops for the per-epoch validation: 1, 2 (centre+flip) or 10"),
+    ("--test-crops", [1, 2, 10], "crops for the final evaluation in RUN/eval.json (paper: 10)"),
+    ("--seed", A.nonnegative_int, "random seed, >= 0 (0)"),
+    ("--workers", A.nonnegative_int, "loader threads, >= 0 (0)"),
+    ("--device", A.device, f"{A.DEVICE_FORMS} (default: auto)"),
+    ("--checkpoint-every", A.nonnegative_int, "also checkpoint every N steps (0: epoch ends)"),
+    ("--on-nan", ["stop", "skip"], "what a non-finite loss does (default: stop)"),
+    ("--model-parallel", A.device_pair, "DEV0,DEV1: the paper's two-tower split over two devices"),
+    ("--max-steps", A.positive_int, "stop after this many steps in total, with weights"),
+    ("--val-limit", A.nonnegative_int, "validate on the first N validation images (0: all)"),
+    ("--train-limit", A.nonnegative_int, "train on the first N training images (0: all)"),
+    ("--train-eval", A.nonnegative_int, "also evaluate the final weights on N training images"),
+    ("--log-every", A.nonnegative_int, "every N steps, log training loss/error to steps.jsonl"),
 ]
 _SWITCHES = [
     ("--amp", "bf16 autocast"),
@@ -75,7 +82,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help='options for the model builder, e.g. \'{"init": "caffe"}\'',
     )
     for flag, typ, text in _VALUE_FLAGS:
-        p.add_argument(flag, type=typ, default=None, help=text)
+        if isinstance(typ, list):  # a choice flag
+            kind = type(typ[0])
+            p.add_argument(flag, type=kind, choices=typ, default=None, help=text)
+        else:
+            p.add_argument(flag, type=typ, default=None, help=text)
     for flag, text in _SWITCHES:
         p.add_argument(flag, action="store_const", const=True, default=None, help=text)
     p.add_argument(
@@ -109,18 +120,27 @@ def _overrides(args: argparse.Namespace) -> dict:
     return out
 
 
-def resolve_config(args: argparse.Namespace):
-    """Recipe defaults + explicit flags; on --resume, the run's saved config + explicit flags."""
-    from alexnet.train.config import config_from_json, make_config, validate
+def resolve_config(args: argparse.Namespace) -> TrainConfig:
+    """Recipe defaults + explicit flags; on --resume, the run's saved config + explicit flags.
 
+    Paths are stored absolute in RUN/config.json, so a run resumes from any directory.
+    `--resume RUN` continues RUN in place: `--output-dir` may only name RUN itself.
+    """
     overrides = _overrides(args)
     if not args.resume:
         if not args.data or not args.output_dir:
             raise UserError("train needs --data DIR and --output-dir RUN (or --resume RUN)")
+        overrides["data"] = _absolute(args.data)
+        overrides["output_dir"] = _absolute(args.output_dir)
         return make_config(args.recipe or "paper", **overrides)
-    run = Path(args.resume)
-    run_dir = run if run.is_dir() else run.parent
-    path = run_dir / "config.json"
+    run_dir = _run_to_resume(args.resume)
+    if args.output_dir and Path(args.output_dir).resolve() != run_dir.resolve():
+        raise UserError(
+            f"--resume {args.resume} continues that run in place; --output-dir "
+            f"{args.output_dir} is another directory (to branch a run, copy it first: "
+            f"cp -r {run_dir} {args.output_dir}, then --resume {args.output_dir})"
+        )
+    path = RunDir(run_dir).config
     try:
         saved = json.loads(path.read_text())["config"]
     except (OSError, ValueError, KeyError) as exc:
@@ -131,18 +151,41 @@ def resolve_config(args: argparse.Namespace):
             "cannot change on resume (override single values instead)"
         )
     saved.update(overrides)
-    saved["resume"] = str(run)
-    saved.setdefault("output_dir", str(run_dir))
-    if "output_dir" not in overrides:
-        saved["output_dir"] = str(run_dir)
+    if args.data:
+        saved["data"] = _absolute(args.data)
+    elif not (Path(saved.get("data", "")) / "header.json").is_file():
+        raise UserError(
+            f"{path}: the run's data {saved.get('data')!r} is not a packed dataset (from this "
+            "directory); point the run at its data with --data DIR"
+        )
+    saved["resume"] = str(run_dir.resolve())
+    saved["output_dir"] = str(run_dir.resolve())
     cfg = config_from_json(saved)
     validate(cfg)
     return cfg
 
 
-def run(args: argparse.Namespace) -> int:
-    from alexnet.train.loop import train
+def _absolute(path: str) -> str:
+    return str(Path(path).expanduser().resolve())
 
-    cfg = resolve_config(args)
-    train(cfg)
+
+def _run_to_resume(resume: str) -> Path:
+    """The run directory that --resume names: a run directory or its checkpoint file."""
+    path = Path(resume)
+    if not path.exists():
+        raise UserError(f"--resume {resume}: no such run directory")
+    run_dir = path if path.is_dir() else path.parent
+    run = RunDir(run_dir)
+    if path.is_file() and path.name != RunDir.CHECKPOINT:
+        raise UserError(f"--resume {resume}: not a run directory or its {RunDir.CHECKPOINT}")
+    if not run.has_checkpoint() or not run.config.is_file():
+        raise UserError(
+            f"--resume {resume}: not a run directory (no {RunDir.CHECKPOINT} and "
+            f"{RunDir.CONFIG}); start a new run with --data DIR --output-dir RUN"
+        )
+    return run_dir
+
+
+def run(args: argparse.Namespace) -> int:
+    fit(resolve_config(args))
     return 0

@@ -20,8 +20,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torchvision.ops import roi_align
 
-# ImageNet statistics in the [0, 1] pixel scale (PAPER.md, "Training").
+# PCA of ImageNet's RGB pixel values (paper §4.1, fancy-PCA lighting) in the [0, 1] pixel
+# scale: eigenvalues, largest first.
 IMAGENET_EIGVAL = (0.2175, 0.0188, 0.0045)
 # Rows of the 3x3 matrix whose COLUMNS are the eigenvectors (R, G, B components).
 IMAGENET_EIGVEC = (
@@ -302,8 +304,6 @@ class TrainTransform(_Common):
     def _random_resized_crop(self, x, m, generator):
         """torchvision's RandomResizedCrop box recipe (10 tries, then a centre fallback),
         resampled with roi_align (bilinear, averaging when shrinking)."""
-        from torchvision.ops import roi_align
-
         dev, b, c = x.device, x.shape[0], self.crop_size
         h, w = x.shape[-2:]
         tries = 10

@@ -1,6 +1,7 @@
 """ImageNet-style file readers: ImageFolder trees, the official ILSVRC2012 tars, Kaggle layout.
 
-The official files (PAPER.md, "The ImageNet files users have") are read straight from the tars:
+The official ILSVRC2012 files (the training, validation and devkit tars of the 2012 challenge
+the paper's §2 uses) are read straight from the tars:
 the tar headers are indexed once (name, byte offset, length) and workers `pread` each JPEG,
 so nothing is unpacked to disk. Class index = position of the wnid in sorted wnid order;
 the val ground truth's ILSVRC2012_IDs are mapped through the devkit's meta.mat.
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from alexnet.data.decode import DEFAULT_MAX_PIXELS, decode_image
-from alexnet.data.sources import Chunk, Source
+from alexnet.data.source_base import Chunk, Source
 from alexnet.errors import UserError
 
 # (display path, label, file, byte offset or -1 for the whole file, length)

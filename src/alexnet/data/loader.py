@@ -6,7 +6,7 @@ memory and is copied with `non_blocking=True`. The batch is returned as (B, 3, H
 channels_last view of the NHWC bytes (no copy). Augmentation happens later, on the device
 (augment.py).
 
-Sharding (common.md): perm = permutation(N) from (seed, epoch) (or arange when not
+Sharding (the rule every rank follows): perm = permutation(N) from (seed, epoch) (or arange when not
 shuffling); global batch k = perm[k*B*W:(k+1)*B*W]; rank r takes [r*B:(r+1)*B] of it. So a
 W-rank run sees the same global batches as a 1-rank run with batch B*W, and evaluation
 (shuffle=False, drop_last=False) sees each sample exactly once across ranks, unpadded.
@@ -15,7 +15,7 @@ W-rank run sees the same global batches as a 1-rank run with batch B*W, and eval
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -121,57 +121,68 @@ class DeviceLoader:
         return images, torch.from_numpy(self._labels[idx])
 
     def iterate(
-        self, start_batch: int = 0, *, transform: Any = None, generator: Any = None
+        self,
+        start_batch: int = 0,
+        *,
+        transform: Any = None,
+        generator: torch.Generator | Callable[[int], torch.Generator] | None = None,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield this rank's batches of the current epoch, skipping the first `start_batch`
         without reading them (resume mid-epoch).
 
         With `transform` (a TrainTransform), images come augmented: float32 (B, C, crop,
         crop), equal to `transform(images, generator)` applied to each uint8 batch in order.
-        On the CPU (paper mode) the augmentation then runs inside the worker threads, reading
-        the crops straight from the memory map; its random draws are still taken from
-        `generator` in batch order, in this thread, when a batch is queued (up to
-        workers + 1 batches ahead of the one yielded)."""
+        `generator` is one torch.Generator for the whole epoch, or a function from the batch
+        index k to the generator of batch k (the training loop seeds each step's draws from
+        its position, so a resumed run draws what an uninterrupted one did). On the CPU (paper
+        mode) the augmentation then runs inside the worker threads, reading the crops straight
+        from the memory map; its random draws are still taken in this thread, in batch order,
+        when a batch is queued (up to workers + 1 batches ahead of the one yielded)."""
         order = (
             epoch_permutation(len(self.dataset), self.seed, self.epoch) if self.shuffle else None
         )
         ks = range(max(0, int(start_batch)), len(self))
-        indices = (self.batch_indices(k, order) for k in ks)
         size = tuple(self.dataset.images.shape[1:3])
         fused = transform is not None and transform.fuses(size, self.device)
 
-        def load(idx: np.ndarray):
-            if fused:
-                draws = transform.draw(len(idx), size, generator)
-                return self._gather_augment, (idx, transform, draws)
-            return self._gather, (idx,)
+        def gen(k: int):
+            return generator(k) if callable(generator) else generator
 
-        def finish(batch):
+        def load(k: int):
+            idx = self.batch_indices(k, order)
+            if fused:
+                draws = transform.draw(len(idx), size, gen(k))
+                return k, self._gather_augment, (idx, transform, draws)
+            return k, self._gather, (idx,)
+
+        def finish(k: int, batch):
             if fused:
                 return batch
             images, labels = self._to_device(batch)
             if transform is not None:
-                images = transform(images, generator)
+                images = transform(images, gen(k))
             return images, labels
 
         if self.workers == 0:
-            for idx in indices:
-                fn, args = load(idx)
-                yield finish(fn(*args))
+            for k in ks:
+                _, fn, args = load(k)
+                yield finish(k, fn(*args))
             return
         depth = self.workers + 1
         with ThreadPoolExecutor(self.workers, thread_name_prefix="alexnet-loader") as pool:
             pending: collections.deque = collections.deque()
             try:
-                for idx in indices:
-                    fn, args = load(idx)
-                    pending.append(pool.submit(fn, *args))
+                for k in ks:
+                    k, fn, args = load(k)
+                    pending.append((k, pool.submit(fn, *args)))
                     if len(pending) > depth:
-                        yield finish(pending.popleft().result())
+                        done_k, fut = pending.popleft()
+                        yield finish(done_k, fut.result())
                 while pending:
-                    yield finish(pending.popleft().result())
+                    done_k, fut = pending.popleft()
+                    yield finish(done_k, fut.result())
             finally:
-                for fut in pending:
+                for _, fut in pending:
                     fut.cancel()
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

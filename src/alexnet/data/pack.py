@@ -16,15 +16,18 @@ import math
 import multiprocessing as mp
 import os
 import shutil
+import signal
 import struct
 import sys
-import time
+import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from alexnet.data import stats as stats_mod
+from alexnet.data.outdir import check_output, check_partial
 from alexnet.data.packed import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -35,12 +38,12 @@ from alexnet.data.packed import (
     images_file,
     labels_file,
 )
-from alexnet.data.sources import Source
+from alexnet.data.source_base import Source
 from alexnet.errors import UserError
+from alexnet.fileio import atomic_write, atomic_write_text, fsync_dir
 
 NPY_HEADER = 128  # bytes reserved for the .npy header, filled in when the count is known
 PROGRESS = "progress.npz"
-DELAY_ENV = "ALEXNET_PREPARE_TEST_DELAY"  # test hook: seconds to sleep after each chunk
 
 
 def _npy_header(shape: tuple[int, ...]) -> bytes:
@@ -58,6 +61,8 @@ _SOURCE: Source | None = None
 def _init_worker(source: Source) -> None:
     global _SOURCE
     _SOURCE = source
+    # Ctrl-C reaches the whole process group: only the parent handles it (and stops us)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _work(task: tuple[str, int, int, bool]) -> dict[str, Any]:
@@ -86,12 +91,9 @@ def _process(source: Source, split: str, start: int, stop: int, with_stats: bool
 
 # ---------------------------------------------------------------- state
 def _save_state(partial: Path, state: dict, sums: dict[str, np.ndarray]) -> None:
-    tmp = partial / (PROGRESS + ".tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, state=np.array(json.dumps(state)), **sums)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, partial / PROGRESS)
+    atomic_write(
+        partial / PROGRESS, lambda f: np.savez(f, state=np.array(json.dumps(state)), **sums)
+    )
 
 
 def _load_state(partial: Path) -> tuple[dict, dict[str, np.ndarray]] | None:
@@ -104,19 +106,6 @@ def _load_state(partial: Path) -> tuple[dict, dict[str, np.ndarray]] | None:
         return None
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 # ---------------------------------------------------------------- main entry
 def prepare(
     source: Source,
@@ -126,12 +115,14 @@ def prepare(
     overwrite: bool = False,
     chunk_size: int | None = None,
     progress: bool = True,
+    src: str | Path | None = None,
 ) -> dict[str, Any]:
     """Pack `source` into directory `out` (train + val splits, stats, header, report.json).
-    Returns the report: {"splits", "classes", "skipped", "repaired"} (DESIGN.md)."""
+    Returns the report: {"splits", "classes", "skipped", "repaired"}. With `overwrite`, `out`
+    may be replaced only when it is a packed dataset or empty, and never when it is, holds or
+    lies inside `src` (the directory read)."""
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise UserError(f"{out}: already exists (use --overwrite to replace it)")
+    check_output(out, src, overwrite)
     partial = out.with_name(out.name + ".partial")
     workers = max(1, workers if workers else (os.cpu_count() or 1))
     chunk_size = chunk_size or (64 if source.parallel else 8192)
@@ -151,6 +142,7 @@ def prepare(
         print(f"resuming the interrupted run in {partial} ({done} images done)", file=sys.stderr)
     else:
         if partial.exists():
+            check_partial(partial, _own_files())
             shutil.rmtree(partial)
         partial.mkdir(parents=True)
         state = {"config": config, "splits": {}, "report_bytes": 0}
@@ -174,17 +166,68 @@ def prepare(
             sums = _pack_split(source, split, partial, state, sums, chunk_size, pool, progress)
     except BaseException:
         if pool is not None:
-            pool.terminate()
+            _stop_pool(pool)
         raise
     if pool is not None:
         pool.close()
         pool.join()
+    _check_not_empty(source, partial, state)
     report = _finalize(source, partial, state, sums)
     if out.exists():
+        check_output(out, src, overwrite)  # still what it was when we started
         shutil.rmtree(out)
     os.replace(partial, out)
-    _fsync_dir(out.parent)
+    fsync_dir(out.parent)
     return report
+
+
+def _own_files() -> set[str]:
+    names = {PROGRESS, PROGRESS + ".tmp", "report.jsonl", REPORT, STATS, HEADER, HEADER + ".tmp"}
+    for split in SPLITS:
+        names |= {images_file(split), labels_file(split), f"{split}_labels.bin"}
+    return names
+
+
+def _stop_pool(pool) -> None:
+    """Stop the workers at once: kill them, then let `terminate` tidy up in a daemon thread.
+    It can block for ever on the task queue's lock when a worker held it (waiting for a task)
+    as it died; the data on disk is consistent either way and the process may exit."""
+    for proc in list(getattr(pool, "_pool", [])):
+        try:
+            proc.kill()
+        except (OSError, ValueError, AttributeError):
+            pass
+    stopper = threading.Thread(target=pool.terminate, daemon=True)
+    stopper.start()
+    stopper.join(timeout=1)
+
+
+def _read_report(source: Source, partial: Path) -> tuple[list[dict], list[dict]]:
+    skipped = [{"path": p, "reason": r} for p, r in source.index_skipped]
+    repaired: list[dict] = []
+    with open(partial / "report.jsonl") as f:
+        for line in f:
+            entry = json.loads(line)
+            target = skipped if entry.pop("kind") == "skipped" else repaired
+            target.append(entry)
+    return skipped, repaired
+
+
+def _check_not_empty(source: Source, partial: Path, state: dict) -> None:
+    """A split whose every image was skipped: write the report and say where it is."""
+    empty = [
+        s for s in SPLITS if state["splits"][s]["count"] == 0 and source.count(s) > 0
+    ]  # fmt: skip
+    if not empty:
+        return
+    skipped, repaired = _read_report(source, partial)
+    report = {"splits": {}, "classes": source.classes, "skipped": skipped, "repaired": repaired}
+    (partial / REPORT).write_text(json.dumps(report, indent=1) + "\n")
+    split = empty[0]
+    raise UserError(
+        f"{source.name}: no usable images in the {split} split ({source.count(split)} tried, "
+        f"all skipped; see {partial / REPORT} for why)"
+    )
 
 
 def _pack_split(source, split, partial, state, sums, chunk_size, pool, progress) -> dict:
@@ -213,15 +256,12 @@ def _pack_split(source, split, partial, state, sums, chunk_size, pool, progress)
     results = pool.imap(_work, tasks) if pool else (_process(source, *t) for t in tasks)
     bar = None
     if progress:
-        from tqdm import tqdm
-
         bar = tqdm(total=n_items, initial=min(first * chunk_size, n_items), unit="img",
                    desc=f"prepare {split}", dynamic_ncols=True, smoothing=0.1)  # fmt: skip
-    delay = float(os.environ.get(DELAY_ENV, "0") or 0)
     try:
         for (_, start, stop, _), res in zip(tasks, results, strict=True):
             f_img, f_lab, f_rep = files
-            f_img.write(memoryview(res["images"]).cast("B"))
+            f_img.write(res["images"].reshape(-1).data)  # also an empty chunk
             f_lab.write(res["labels"].astype("<i8").tobytes())
             lines = [
                 json.dumps({"kind": kind, "path": p, "reason": r}) + "\n"
@@ -241,8 +281,6 @@ def _pack_split(source, split, partial, state, sums, chunk_size, pool, progress)
             _save_state(partial, state, sums)
             if bar is not None:
                 bar.update(stop - start)
-            if delay:
-                time.sleep(delay)
     finally:
         for f in files:
             f.close()
@@ -271,13 +309,7 @@ def _finalize(source: Source, partial: Path, state: dict, sums: dict) -> dict[st
         fp.update("".join(state["splits"][split]["digests"]).encode())
     stats = stats_mod.finalize(sums)
     np.savez(partial / STATS, **stats)
-    skipped = [{"path": p, "reason": r} for p, r in getattr(source, "index_skipped", [])]
-    repaired = []
-    with open(partial / "report.jsonl") as f:
-        for line in f:
-            entry = json.loads(line)
-            target = skipped if entry.pop("kind") == "skipped" else repaired
-            target.append(entry)
+    skipped, repaired = _read_report(source, partial)
     (partial / "report.jsonl").unlink()
     report = {"splits": counts, "classes": source.classes, "skipped": skipped, "repaired": repaired}
     (partial / REPORT).write_text(json.dumps(report, indent=1) + "\n")
@@ -299,8 +331,7 @@ def _finalize(source: Source, partial: Path, state: dict, sums: dict) -> dict[st
         "input": state["config"]["input"],
     }
     (partial / PROGRESS).unlink()
-    tmp = partial / (HEADER + ".tmp")
-    tmp.write_text(json.dumps(header, indent=1) + "\n")
-    os.replace(tmp, partial / HEADER)
-    _fsync_dir(partial)
+    for stray in partial.glob(".*.tmp"):  # temp files of a writer killed mid-write
+        stray.unlink()
+    atomic_write_text(partial / HEADER, json.dumps(header, indent=1) + "\n")
     return report

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import gzip
 import pickle
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from alexnet.data import imagenet
+from alexnet.data.source_base import Chunk, Source
 from alexnet.errors import UserError
+
+__all__ = ["SOURCE_NAMES", "ArraySource", "Chunk", "Source", "SyntheticSource", "open_source"]
 
 FASHION_MNIST_CLASSES = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -27,37 +30,6 @@ CIFAR10_CLASSES = [
     "dog", "frog", "horse", "ship", "truck",
 ]  # fmt: skip
 DEFAULT_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
-
-
-@dataclass
-class Chunk:
-    """Images (n, H, W, 3) uint8 and labels (n,) int64 for items [start, stop) of a split,
-    with the files skipped or repaired on the way as (path, reason) pairs."""
-
-    images: np.ndarray
-    labels: np.ndarray
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    repaired: list[tuple[str, str]] = field(default_factory=list)
-
-
-class Source:
-    """A dataset to pack. Subclasses set name, classes, image_size and implement
-    count(split) and load(split, start, stop) -> Chunk."""
-
-    name = "source"
-    parallel = False  # True: load() decodes files, run it in worker processes
-    classes: list[str]
-    image_size: tuple[int, int]
-
-    def count(self, split: str) -> int:
-        raise NotImplementedError
-
-    def load(self, split: str, start: int, stop: int) -> Chunk:
-        raise NotImplementedError
-
-    def describe(self) -> dict[str, Any]:
-        """What identifies this input (checked before resuming a half-written pack)."""
-        return {"source": self.name, "image_size": list(self.image_size)}
 
 
 class ArraySource(Source):
@@ -258,8 +230,6 @@ def open_source(
 ) -> Source:
     """Build the reader for `src` (a directory; for "synthetic" any label). `kind="auto"`
     detects the layout. UserError (one line) for a missing SRC or an unknown layout."""
-    from alexnet.data import imagenet
-
     if kind == "synthetic" or (kind == "auto" and src == "synthetic" and not Path(src).exists()):
         return SyntheticSource(**(synthetic or {}))
     root = Path(src)

@@ -7,6 +7,9 @@ conv4 384x3x3 pad 1, 2 towers -> ReLU
 conv5 256x3x3 pad 1, 2 towers -> ReLU -> maxpool 3/2
 fc6 9216->4096 ReLU dropout 0.5; fc7 4096->4096 ReLU dropout 0.5; fc8 4096->num_classes
 
+Options switch each feature off for the paper's ablations (§3.1-3.4, §4), change the conv
+widths (§3.2's one-GPU net), remove a middle conv layer (§7) or read LRN as Caffe does.
+
 60,965,224 parameters for 1000 classes; about 724 M multiply-adds per 224 image.
 """
 
@@ -20,18 +23,28 @@ from torch import Tensor, nn
 from alexnet.models.common import (
     ACTIVATIONS,
     INITS,
+    AlexNetModel,
     check_choice,
     check_input,
+    check_widths,
     init_kaiming,
     init_normal,
     make_activation,
 )
 from alexnet.models.fused import run_sequential
 from alexnet.models.lrn import LRN
+from alexnet.models.lrn_params import ALPHA_CONVENTIONS
 from alexnet.models.pool import MaxPool
 
 POOLS = ("overlap", "nonoverlap")
 INPUT_SIZES = (224, 227)
+PAPER_WIDTHS = (96, 256, 384, 384, 256)
+# The middle conv layers (paper §7): any one of them can be removed, not the first or last.
+MIDDLE_CONVS = ("conv2", "conv3", "conv4")
+# The paper's one-GPU comparison net (§3.2 and its footnote): half as many kernels in each conv
+# layer but the last, one tower; the fully-connected layers are not halved, so it has about as
+# many parameters as the two-tower net. `get_model("paper", **ONE_GPU_OPTIONS)`.
+ONE_GPU_OPTIONS = {"widths": (48, 128, 192, 192, 256), "towers": 1}
 
 # Paper §5: "biases in the second, fourth, and fifth convolutional layers, as well as in the
 # fully-connected hidden layers, with the constant 1"; all weights N(0, 0.01).
@@ -39,6 +52,14 @@ _BIAS_ONE = ("conv2", "conv4", "conv5", "fc6", "fc7")
 # Caffe's bvlc_alexnet: the same layers get bias 0.1 (bias 1 gave a flat loss there), and the
 # FC hidden layers get std 0.005.
 _CAFFE_STD = {"fc6": 0.005, "fc7": 0.005}
+# conv1..conv5: (kernel, stride, padding, grouped by tower, LRN + pool after, pool after)
+_CONVS = (
+    (11, 4, None, False, True, True),
+    (5, 1, 2, True, True, True),
+    (3, 1, 1, False, False, False),
+    (3, 1, 1, True, False, False),
+    (3, 1, 1, True, False, True),
+)
 
 
 def pool_layer(kind: str) -> nn.MaxPool2d:
@@ -47,7 +68,31 @@ def pool_layer(kind: str) -> nn.MaxPool2d:
     return MaxPool(3, 2) if kind == "overlap" else MaxPool(2, 2)
 
 
-class PaperAlexNet(nn.Module):
+def _conv_stack(o: dict) -> nn.Sequential:
+    """conv1..conv5 with activations, LRN and pooling from the options `o` (see PaperAlexNet)."""
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    channels, towers = 3, o["towers"]
+    for i, (width, spec) in enumerate(zip(o["widths"], _CONVS), start=1):
+        kernel, stride, pad, grouped, normed, pooled = spec
+        if o["remove_conv"] != f"conv{i}":
+            pad = (2 if o["input_size"] == 224 else 0) if pad is None else pad
+            groups = towers if grouped else 1
+            layers[f"conv{i}"] = nn.Conv2d(channels, width, kernel, stride, pad, groups=groups)
+            layers[f"act{i}"] = make_activation(o["activation"])
+            if normed and o["lrn"]:
+                layers[f"norm{i}"] = LRN(
+                    k=o["lrn_k"],
+                    groups=towers if o["lrn_scope"] == "tower" else 1,
+                    inplace=True,
+                    alpha_convention=o["lrn_alpha_convention"],
+                )
+            channels = width
+        if pooled:  # kept when the conv before it is removed: later layers see the same size
+            layers[f"pool{i}"] = pool_layer(o["pool"])
+    return nn.Sequential(layers)
+
+
+class PaperAlexNet(AlexNetModel):
     """The paper's two-tower AlexNet (§3), every feature a switch for ablations.
 
     Args:
@@ -62,10 +107,25 @@ class PaperAlexNet(nn.Module):
         activation: "relu" (§3.1) or "tanh".
         init: "paper" (N(0, 0.01), bias 1 on conv2/4/5, fc6/7; §5), "caffe" (bias 0.1,
             fc6/7 std 0.005), "kaiming" (He fan-out, zero biases) or "torch" (PyTorch defaults).
+        widths: kernels of conv1..conv5 (96, 256, 384, 384, 256); `ONE_GPU_OPTIONS` holds the
+            paper's one-GPU comparison net (§3.2: half of each but the last, one tower).
+        remove_conv: None, or one of the middle conv layers "conv2", "conv3", "conv4" to remove
+            with its activation and LRN (§7: "removing any of the middle convolutional layers
+            results in a loss of about 2%"); its pooling stays, so the next layer reads the
+            remaining maps at the same size.
+        lrn_k, lrn_alpha_convention: LRN's k (the paper's 2) and how its alpha 1e-4 is read:
+            "paper" (alpha multiplies the window sum, §3.3) or "per_size" (alpha / 5 does, as
+            Caffe's `bvlc_alexnet`, which also has k=1).
+        lrn_scope: "tower" (each tower's maps normalized on their own, as on the paper's two
+            GPUs, §3.2-§3.3) or "all" (the window runs across the towers' boundary, as Caffe's
+            `bvlc_alexnet`, whose LRN layers see all 96 / 256 maps of the grouped convs).
 
     Input (N, 3, input_size, input_size) float; `forward` gives logits (N, num_classes),
-    `forward_features` the fc7 activations after ReLU (N, 4096).
+    `forward_penultimate` the fc7 activations after ReLU (N, 4096); `features` is the conv
+    stack.
     """
+
+    name = "paper"
 
     def __init__(
         self,
@@ -78,59 +138,42 @@ class PaperAlexNet(nn.Module):
         towers: int = 2,
         activation: str = "relu",
         init: str = "paper",
+        widths: tuple[int, ...] | list[int] = PAPER_WIDTHS,
+        remove_conv: str | None = None,
+        lrn_k: float = 2.0,
+        lrn_alpha_convention: str = "paper",
+        lrn_scope: str = "tower",
     ) -> None:
         super().__init__()
         check_choice("input_size", input_size, INPUT_SIZES)
         check_choice("towers", towers, (1, 2))
         check_choice("activation", activation, ACTIVATIONS)
         check_choice("init", init, INITS)
+        check_choice("pool", pool, POOLS)
+        check_choice("remove_conv", remove_conv, (None, *MIDDLE_CONVS))
+        check_choice("lrn_alpha_convention", lrn_alpha_convention, ALPHA_CONVENTIONS)
+        check_choice("lrn_scope", lrn_scope, ("tower", "all"))
+        widths = check_widths(widths, 5, towers)
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        self.num_classes, self.input_size, self.in_channels = num_classes, input_size, 3
-        self.config = {
-            "name": "paper",
-            "options": {
-                "num_classes": num_classes,
-                "input_size": input_size,
-                "lrn": lrn,
-                "pool": pool,
-                "dropout": dropout,
-                "towers": towers,
-                "activation": activation,
-                "init": init,
-            },
-        }
-
-        def act() -> nn.Module:
-            return make_activation(activation)
-
-        pad1 = 2 if input_size == 224 else 0
-        self.features = nn.Sequential(
-            OrderedDict(
-                conv1=nn.Conv2d(3, 96, 11, stride=4, padding=pad1),
-                act1=act(),
-                norm1=LRN(groups=towers, inplace=True) if lrn else nn.Identity(),
-                pool1=pool_layer(pool),
-                conv2=nn.Conv2d(96, 256, 5, padding=2, groups=towers),
-                act2=act(),
-                norm2=LRN(groups=towers, inplace=True) if lrn else nn.Identity(),
-                pool2=pool_layer(pool),
-                conv3=nn.Conv2d(256, 384, 3, padding=1),
-                act3=act(),
-                conv4=nn.Conv2d(384, 384, 3, padding=1, groups=towers),
-                act4=act(),
-                conv5=nn.Conv2d(384, 256, 3, padding=1, groups=towers),
-                act5=act(),
-                pool5=pool_layer(pool),
-            )
-        )
+        options = dict(
+            num_classes=num_classes, input_size=input_size, lrn=lrn, pool=pool, dropout=dropout,
+            towers=towers, activation=activation, init=init, widths=list(widths),
+            remove_conv=remove_conv, lrn_k=float(lrn_k), lrn_alpha_convention=lrn_alpha_convention,
+            lrn_scope=lrn_scope,
+        )  # fmt: skip
+        self._declare(
+            options, input_size=input_size, in_channels=3, penultimate_dim=4096,
+            penultimate_name="fc7",
+        )  # fmt: skip
+        self.features = _conv_stack(options)
         self.classifier = nn.Sequential(
             OrderedDict(
-                fc6=nn.Linear(256 * 6 * 6, 4096),
-                act6=act(),
+                fc6=nn.Linear(widths[4] * 6 * 6, 4096),
+                act6=make_activation(activation),
                 drop6=nn.Dropout(dropout),
                 fc7=nn.Linear(4096, 4096),
-                act7=act(),
+                act7=make_activation(activation),
             )
         )
         self.drop7 = nn.Dropout(dropout)
@@ -157,7 +200,7 @@ class PaperAlexNet(nn.Module):
             else:
                 layer.reset_parameters()
 
-    def forward_features(self, x: Tensor) -> Tensor:
+    def forward_penultimate(self, x: Tensor) -> Tensor:
         """(N, 3, S, S) -> fc7 activations after ReLU, (N, 4096) (paper §6.1's feature)."""
         check_input(self, x)
         # = self.features(x); on the CPU each LRN -> max-pool pair runs as one kernel
@@ -165,4 +208,4 @@ class PaperAlexNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """(N, 3, S, S) -> logits (N, num_classes); softmax is left to the loss."""
-        return self.fc8(self.drop7(self.forward_features(x)))
+        return self.fc8(self.drop7(self.forward_penultimate(x)))

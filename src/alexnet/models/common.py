@@ -1,12 +1,74 @@
-"""Pieces shared by the model family: activations, input checks, init schemes."""
+"""Pieces shared by the model family: the model interface, activations, input checks, init."""
 
 from __future__ import annotations
 
-from typing import Any
+import warnings
+from typing import Any, ClassVar, TypedDict
 
 from torch import Tensor, nn
 
 from alexnet.errors import UserError
+
+
+class ModelConfig(TypedDict):
+    """What a weights file stores to rebuild a model: `get_model(name, **options)`."""
+
+    name: str
+    options: dict[str, Any]
+
+
+class AlexNetModel(nn.Module):
+    """The interface every model of the family shares (`alexnet.get_model` returns one).
+
+    Attributes:
+        num_classes: outputs of the last layer.
+        input_size: S of the expected input (N, in_channels, S, S).
+        in_channels: 3 for RGB, 1 for grayscale.
+        config: `{"name": ..., "options": {...}}`; `get_model(**)` of it rebuilds the model.
+        penultimate_dim: D of `forward_penultimate` (4096 for the 224 px nets).
+        penultimate_name: which layer that is, e.g. "fc7" (paper §6.1's retrieval feature).
+
+    `forward(x)` gives logits (N, num_classes); `forward_penultimate(x)` the activations the
+    classifier reads, (N, penultimate_dim). The convolutional stack stays `features`, as in
+    torchvision (its state_dict keys `features.N.*` depend on that name).
+    """
+
+    name: ClassVar[str] = ""
+    num_classes: int
+    input_size: int
+    in_channels: int
+    config: ModelConfig
+    penultimate_dim: int
+    penultimate_name: str
+
+    def _declare(
+        self,
+        options: dict[str, Any],
+        *,
+        input_size: int,
+        in_channels: int,
+        penultimate_dim: int,
+        penultimate_name: str,
+    ) -> None:
+        """Set the interface attributes; `options` are the constructor's keywords."""
+        self.num_classes = int(options["num_classes"])
+        self.input_size, self.in_channels = input_size, in_channels
+        self.penultimate_dim, self.penultimate_name = penultimate_dim, penultimate_name
+        self.config = ModelConfig(name=self.name, options=dict(options))
+
+    def forward_penultimate(self, x: Tensor) -> Tensor:
+        """(N, in_channels, S, S) -> the penultimate layer's activations (N, penultimate_dim)."""
+        raise NotImplementedError
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Deprecated alias of `forward_penultimate` (not of `features`, the conv stack)."""
+        warnings.warn(
+            "forward_features() is deprecated; use forward_penultimate()",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.forward_penultimate(x)
+
 
 ACTIVATIONS = ("relu", "tanh")
 INITS = ("paper", "caffe", "kaiming", "torch")
@@ -24,6 +86,21 @@ def make_activation(name: str) -> nn.Module:
 def check_choice(option: str, value: Any, choices: tuple) -> None:
     if value not in choices:
         raise UserError(f"{option}={value!r} is not one of {', '.join(map(str, choices))}")
+
+
+def check_widths(widths: tuple[int, ...] | list[int], count: int, towers: int) -> tuple[int, ...]:
+    """`count` positive conv widths, each divisible by `towers` (grouped convs, per-tower LRN)."""
+    widths = tuple(int(w) for w in widths)
+    if len(widths) != count or min(widths) < 1:
+        raise UserError(f"widths must be {count} positive numbers, got {list(widths)}")
+    if any(w % towers for w in widths):
+        raise UserError(f"widths {list(widths)} must each split into towers={towers}")
+    return widths
+
+
+def one_tower_widths(widths: tuple[int, ...] | list[int]) -> tuple[int, ...]:
+    """The one-tower comparison widths (paper §3.2 footnote): each conv halved but the last."""
+    return (*(int(w) // 2 for w in widths[:-1]), int(widths[-1]))
 
 
 def check_input(model: nn.Module, x: Tensor, fixed_size: bool = True) -> None:

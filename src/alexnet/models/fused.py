@@ -18,28 +18,28 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules import module as module_hooks
 
-import alexnet.models.lrn as lrn_module
 from alexnet.models import native
 from alexnet.models.lrn import LRN
+from alexnet.models.lrn_params import LRNParams
 from alexnet.models.pool import MaxPool
 
 
 class _LRNMaxPoolFunction(torch.autograd.Function):
     @staticmethod
     def forward(
-        ctx, x: Tensor, hyper: tuple, kernel: int, stride: int, train: bool, relu: bool
+        ctx, x: Tensor, p: LRNParams, kernel: int, stride: int, train: bool, relu: bool
     ) -> Tensor:
-        out, places = native.lrn_max_pool(x, hyper, kernel, stride, train, relu)
+        out, places = native.lrn_max_pool(x, p, kernel, stride, train, relu)
         if train:
             ctx.save_for_backward(x, places)
-        ctx.geometry = (hyper, kernel, stride, relu)
+        ctx.geometry = (p, kernel, stride, relu)
         return out
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
         x, places = ctx.saved_tensors
-        hyper, kernel, stride, relu = ctx.geometry
-        grad_in = native.lrn_max_pool_backward(x, grad_out, places, hyper, kernel, stride, relu)
+        p, kernel, stride, relu = ctx.geometry
+        grad_in = native.lrn_max_pool_backward(x, grad_out, places, p, kernel, stride, relu)
         return grad_in, None, None, None, None, None
 
 
@@ -57,10 +57,13 @@ def _hooked(layer: nn.Module) -> bool:
 
 
 def fusable(norm: nn.Module, pool: nn.Module, x: Tensor) -> tuple[int, int] | None:
-    """(kernel, stride) when norm -> pool can run as the fused kernel on x, else None."""
+    """(kernel, stride) when norm -> pool can run as the fused kernel on x, else None.
+
+    Only an `LRN` whose `cpu_path` is "native" is fused (its other paths run torch ops).
+    """
     if not isinstance(norm, LRN) or not isinstance(pool, MaxPool):
         return None
-    if x.device.type != "cpu" or lrn_module.CPU_PATH != "native":
+    if x.device.type != "cpu" or norm.cpu_path != "native":
         return None
     if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.jit.is_scripting():
         return None
@@ -76,9 +79,8 @@ def lrn_max_pool(
 
     x: (N, C, H, W) float32/bfloat16 on the CPU -> (N, C, OH, OW). x is left as it is.
     """
-    hyper = (norm.size, norm.alpha, norm.beta, norm.k, norm.groups)
     train = torch.is_grad_enabled() and x.requires_grad
-    return _LRNMaxPoolFunction.apply(x, hyper, kernel, stride, train, relu)
+    return _LRNMaxPoolFunction.apply(x, norm.params, kernel, stride, train, relu)
 
 
 def run_sequential(layers: nn.Sequential, x: Tensor) -> Tensor:

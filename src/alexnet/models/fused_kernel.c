@@ -19,16 +19,7 @@
 #include <string.h>
 
 #include "kernel_common.h"
-
-int64_t alexnet_lrn_image_scratch(int64_t channels, int64_t length, int channels_last);
-void alexnet_lrn_image(const float *x, const float *g, float *out, int64_t channels,
-                       int64_t length, int size, int groups, float alpha, float beta, float k,
-                       int channels_last, int relu, float *scratch);
-int64_t alexnet_max_pool_image_scratch(int64_t channels, int64_t height, int64_t width,
-                                       int kernel, int stride, int channels_last, int backward);
-void alexnet_max_pool_image(const float *x, float *out, uint8_t *argmax, int64_t channels,
-                            int64_t height, int64_t width, int kernel, int stride,
-                            int channels_last, int backward, void *scratch);
+#include "kernels.h"
 
 typedef struct {
     const void *x, *g; /* LRN input; pooled-output gradient (backward) */

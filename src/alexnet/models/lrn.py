@@ -26,12 +26,14 @@ import torch
 from torch import Tensor, nn
 
 from alexnet.models import native
+from alexnet.models.lrn_params import ALPHA_CONVENTIONS, LRNParams
 
 # Elements per chunk on the CPU: three float32 temporaries of this size stay in a core's cache.
 _CPU_CHUNK_ELEMENTS = 1 << 17
-# How CPU inputs are computed: "native" (the fused kernel where it applies), "chunked" (torch ops
-# on cache-sized chunks) or "whole" (whole-batch torch ops, the CUDA path); tests switch it.
-CPU_PATH = "native"
+# How CPU inputs are computed (the `cpu_path` of `lrn` and `LRN`): "native" (the C kernel where
+# it applies), "chunked" (torch ops on cache-sized chunks) or "whole" (whole-batch torch ops,
+# the CUDA path). CUDA inputs always take "whole".
+CPU_PATHS = ("native", "chunked", "whole")
 _POOL: ThreadPoolExecutor | None = None
 
 
@@ -82,13 +84,13 @@ def _window_add_(out: Tensor, x: Tensor, size: int, groups: int = 1) -> Tensor:
 
 
 def _denom_and_scale(
-    x: Tensor, work: tuple[Tensor, Tensor, Tensor], hyper: tuple
+    x: Tensor, work: tuple[Tensor, Tensor, Tensor], p: LRNParams
 ) -> tuple[Tensor, Tensor]:
     """D = k/alpha + window_sum(x^2) (so d = alpha * D) and d^-beta.
 
     x: a (C, L) chunk or an (N, C, L) batch; results are written into `work`.
     """
-    size, alpha, beta, k, groups = hyper
+    size, alpha, beta, k, groups = p.size, p.alpha, p.beta, p.k, p.groups
     squares, denom, spare = work
     torch.mul(x, x, out=squares)
     torch.add(squares, k / alpha, out=denom)
@@ -103,21 +105,20 @@ def _denom_and_scale(
     return denom, scale
 
 
-def _forward_chunk(x: Tensor, out: Tensor, work: tuple, hyper: tuple) -> None:
-    _, scale = _denom_and_scale(x, work, hyper)
+def _forward_chunk(x: Tensor, out: Tensor, work: tuple, p: LRNParams) -> None:
+    _, scale = _denom_and_scale(x, work, p)
     torch.mul(x, scale, out=out)
 
 
 def _backward_chunk(
-    x: Tensor, out: Tensor, grad_out: Tensor, grad_in: Tensor, work: tuple, hyper: tuple
+    x: Tensor, out: Tensor, grad_out: Tensor, grad_in: Tensor, work: tuple, p: LRNParams
 ) -> None:
-    size, _, beta, _, groups = hyper
-    denom, scale = _denom_and_scale(x, work, hyper)
+    denom, scale = _denom_and_scale(x, work, p)
     ratio = torch.mul(grad_out, out, out=work[2]).div_(denom)  # alpha * g * b / d
     summed = denom.copy_(ratio)
-    _window_add_(summed, ratio, size, groups)
+    _window_add_(summed, ratio, p.size, p.groups)
     # dL/da = g * d^-beta - 2 alpha beta * a * window_sum(g * b / d)
-    torch.mul(grad_out, scale, out=grad_in).addcmul_(summed, x, value=-2.0 * beta)
+    torch.mul(grad_out, scale, out=grad_in).addcmul_(summed, x, value=-2.0 * p.beta)
 
 
 def _as_ncl(t: Tensor) -> Tensor:
@@ -125,14 +126,15 @@ def _as_ncl(t: Tensor) -> Tensor:
     return t.reshape(t.shape[0], t.shape[1], -1)
 
 
-def _run_chunked(kernel, tensors: list[Tensor], channels: int) -> None:
+def _run_chunked(kernel, tensors: list[Tensor], channels: int, path: str) -> None:
     """Apply kernel(*parts, workspace) to (C, L) chunks of (N, C, L) tensors, on all threads.
 
-    CUDA: one chunk, the whole batch (the caching allocator makes temporaries cheap).
+    CUDA (or path "whole"): one chunk, the whole batch (the caching allocator makes
+    temporaries cheap).
     """
     first = tensors[0]
     n, length = first.shape[0], first.shape[2]
-    if first.device.type != "cpu" or CPU_PATH == "whole":
+    if first.device.type != "cpu" or path == "whole":
         work = tuple(torch.empty_like(first) for _ in range(3))
         kernel(*tensors, work)
         return
@@ -157,20 +159,21 @@ def _run_chunked(kernel, tensors: list[Tensor], channels: int) -> None:
         future.result()
 
 
-def _native(x: Tensor) -> bool:
-    """Whether x goes through the fused C kernel (CPU float32/bfloat16 with the kernel built)."""
-    return CPU_PATH == "native" and native.supports(x) and native.library() is not None
+def _native(x: Tensor, path: str) -> bool:
+    """Whether x goes through the C kernel (path "native", CPU float32/bfloat16, kernel built)."""
+    return path == "native" and native.supports(x) and native.library() is not None
 
 
-def _forward_values(x: Tensor, hyper: tuple, out: Tensor | None = None) -> Tensor:
+def _forward_values(x: Tensor, p: LRNParams, path: str, out: Tensor | None = None) -> Tensor:
     """b = LRN(x) into `out` (a new tensor if None; `out` may be x itself). No autograd."""
-    if _native(x):
-        return native.lrn(x, None, hyper, out=out)
+    if _native(x, path):
+        return native.lrn(x, None, p, out=out)
     out = torch.empty_like(x) if out is None else out
     _run_chunked(
-        lambda a, b, work: _forward_chunk(a, b, work, hyper),
+        lambda a, b, work: _forward_chunk(a, b, work, p),
         [_as_ncl(x), _as_ncl(out)],
         x.shape[1],
+        path,
     )
     return out
 
@@ -179,35 +182,33 @@ class _LRNFunction(torch.autograd.Function):
     """Forward saves the input (and, off the fused kernel, the output); backward recomputes d."""
 
     @staticmethod
-    def forward(
-        ctx, x: Tensor, size: int, alpha: float, beta: float, k: float, groups: int
-    ) -> Tensor:
-        hyper = (size, alpha, beta, k, groups)
-        ctx.hyper = hyper
+    def forward(ctx, x: Tensor, p: LRNParams, path: str) -> Tensor:
+        ctx.params, ctx.path = p, path
         if x.device.type == "cpu" and not _as_ncl(x).is_contiguous() and not _cl_flat(x):
             x = x.contiguous()
-        ctx.native = _native(x)
-        out = _forward_values(x, hyper)
+        ctx.native = _native(x, path)
+        out = _forward_values(x, p, path)
         ctx.save_for_backward(*((x,) if ctx.native else (x, out)))
         return out
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        hyper = ctx.hyper
+        p = ctx.params
         if ctx.native:
             (x,) = ctx.saved_tensors
             fmt = torch.channels_last if native.layout(x) == "cl" else torch.contiguous_format
             grad_out = grad_out.to(x.dtype).contiguous(memory_format=fmt)
-            return native.lrn(x, grad_out, hyper), None, None, None, None, None
+            return native.lrn(x, grad_out, p), None, None
         x, out = ctx.saved_tensors
         grad_out = grad_out.contiguous(memory_format=_format_of(x))
         grad_in = torch.empty_like(x)
         _run_chunked(
-            lambda a, b, g, gi, work: _backward_chunk(a, b, g, gi, work, hyper),
+            lambda a, b, g, gi, work: _backward_chunk(a, b, g, gi, work, p),
             [_as_ncl(x), _as_ncl(out), _as_ncl(grad_out), _as_ncl(grad_in)],
             x.shape[1],
+            ctx.path,
         )
-        return grad_in, None, None, None, None, None
+        return grad_in, None, None
 
 
 def _cl_flat(x: Tensor) -> bool:
@@ -218,6 +219,25 @@ def _format_of(x: Tensor) -> torch.memory_format:
     return torch.channels_last if _cl_flat(x) and not x.is_contiguous() else torch.contiguous_format
 
 
+def lrn_apply(x: Tensor, p: LRNParams, inplace: bool = False, cpu_path: str = "native") -> Tensor:
+    """LRN of x (N, C, ...) with the hyper-parameters `p` (see `lrn` for `inplace`)."""
+    if x.dim() < 2:
+        raise ValueError(f"LRN expects an input of shape (N, C, ...), got {tuple(x.shape)}")
+    if x.shape[1] % p.groups:
+        raise ValueError(f"LRN: {x.shape[1]} channels do not split into {p.groups} groups")
+    wants_grad = torch.is_grad_enabled() and x.requires_grad
+    dense = x.is_contiguous() or _cl_flat(x)
+    if inplace and not wants_grad and dense and x.dtype in (torch.float32, torch.bfloat16):
+        if x.dtype == torch.float32 or _native(x, cpu_path):
+            _forward_values(x, p, cpu_path, out=x)
+            if not x.is_inference():
+                torch.autograd.graph.increment_version(x)  # as any in-place op does
+            return x
+    if x.dtype in (torch.float16, torch.bfloat16) and not _native(x, cpu_path):
+        return _LRNFunction.apply(x.float(), p, cpu_path).to(x.dtype)
+    return _LRNFunction.apply(x, p, cpu_path)
+
+
 def lrn(
     x: Tensor,
     size: int = 5,
@@ -226,31 +246,23 @@ def lrn(
     k: float = 2.0,
     groups: int = 1,
     inplace: bool = False,
+    *,
+    alpha_convention: str = "paper",
+    cpu_path: str = "native",
 ) -> Tensor:
-    """Functional LRN in the paper's convention (alpha not divided by size). x: (N, C, ...).
+    """Functional LRN (§3.3), by default in the paper's convention (alpha not divided by size).
 
-    `groups` > 1 normalizes each of that many equal channel blocks on its own, as the paper's
-    two GPUs did (each GPU's LRN sees only its own kernel maps). bfloat16 on the CPU's fused
-    kernel is read and written as bfloat16 with float32 arithmetic; other half-precision inputs
-    are normalized in float32 and cast back. `inplace` overwrites a dense float32 x (bfloat16
-    too, on the CPU kernel) when no gradient is wanted (inference: no new activation memory);
-    otherwise, and when x needs a gradient (the backward needs x), it returns a new tensor.
+    x: (N, C, ...) -> the same shape. `alpha_convention` "per_size" divides alpha by size (as
+    `torch.nn.LocalResponseNorm`, Caffe and cuda-convnet). `groups` > 1 normalizes each of
+    that many equal channel blocks on its own, as the paper's two GPUs did (each GPU's LRN sees
+    only its own kernel maps). bfloat16 on the CPU's kernel is read and written as bfloat16
+    with float32 arithmetic; other half-precision inputs are normalized in float32 and cast
+    back. `inplace` overwrites a dense float32 x (bfloat16 too, on the CPU kernel) when no
+    gradient is wanted (inference: no new activation memory); otherwise, and when x needs a
+    gradient (the backward needs x), it returns a new tensor. `cpu_path`: see `LRN`.
     """
-    if x.dim() < 2:
-        raise ValueError(f"LRN expects an input of shape (N, C, ...), got {tuple(x.shape)}")
-    if x.shape[1] % groups:
-        raise ValueError(f"LRN: {x.shape[1]} channels do not split into {groups} groups")
-    wants_grad = torch.is_grad_enabled() and x.requires_grad
-    dense = x.is_contiguous() or _cl_flat(x)
-    if inplace and not wants_grad and dense and x.dtype in (torch.float32, torch.bfloat16):
-        if x.dtype == torch.float32 or _native(x):
-            _forward_values(x, (size, alpha, beta, k, groups), out=x)
-            if not x.is_inference():
-                torch.autograd.graph.increment_version(x)  # as any in-place op does
-            return x
-    if x.dtype in (torch.float16, torch.bfloat16) and not _native(x):
-        return _LRNFunction.apply(x.float(), size, alpha, beta, k, groups).to(x.dtype)
-    return _LRNFunction.apply(x, size, alpha, beta, k, groups)
+    p = LRNParams.from_convention(size, alpha, beta, k, groups, alpha_convention)
+    return lrn_apply(x, p, inplace, cpu_path)
 
 
 class LRN(nn.Module):
@@ -258,15 +270,22 @@ class LRN(nn.Module):
 
     Args:
         size: n, the number of adjacent channels summed (centred window, clipped at the ends).
-        alpha: the paper's alpha, *not* divided by `size` (pass `alpha / size` semantics nowhere).
+        alpha: the scale of the window sum of squares, read by `alpha_convention`.
         beta: the exponent.
-        k: the additive constant.
+        k: the additive constant (the paper's 2; Caffe's default 1).
         groups: normalize each of `groups` equal channel blocks separately (the paper's towers).
         inplace: overwrite the input when no gradient is wanted (as `nn.ReLU(inplace=True)`).
+        alpha_convention: "paper" (alpha multiplies the sum, §3.3) or "per_size" (alpha / size
+            does, as `torch.nn.LocalResponseNorm`, Caffe and cuda-convnet).
+        cpu_path: how CPU inputs are computed: "native" (the C kernel, and the fused
+            ReLU -> LRN -> max-pool block in the models; torch ops when the kernel is not
+            available), "chunked" (torch ops on cache-sized chunks) or "whole" (whole-batch
+            torch ops, as on CUDA). Same values on every path.
 
-    Shape: (N, C, H, W) -> (N, C, H, W); channels-last inputs keep their memory format.
-    `LRN.from_torch_convention(size, alpha, beta, k)` builds the layer that equals
-    `torch.nn.LocalResponseNorm(size, alpha, beta, k)` (whose alpha is divided by size).
+    Attributes: `params` (an `LRNParams`; its alpha multiplies the sum) and `alpha` (that
+    same multiplier). Shape: (N, C, H, W) -> (N, C, H, W); channels-last inputs keep their
+    memory format. `LRN.from_torch_convention(size, alpha, beta, k)` equals
+    `torch.nn.LocalResponseNorm(size, alpha, beta, k)`.
     """
 
     def __init__(
@@ -277,12 +296,27 @@ class LRN(nn.Module):
         k: float = 2.0,
         groups: int = 1,
         inplace: bool = False,
+        *,
+        alpha_convention: str = "paper",
+        cpu_path: str = "native",
     ) -> None:
         super().__init__()
-        if size < 1 or groups < 1:
-            raise ValueError(f"LRN size and groups must be >= 1, got {size}, {groups}")
-        self.size, self.alpha, self.beta, self.k, self.groups = size, alpha, beta, k, groups
-        self.inplace = inplace
+        if cpu_path not in CPU_PATHS:
+            raise ValueError(f"LRN cpu_path {cpu_path!r} is not one of {', '.join(CPU_PATHS)}")
+        if alpha_convention not in ALPHA_CONVENTIONS:
+            raise ValueError(
+                f"LRN alpha_convention {alpha_convention!r} is not one of "
+                f"{', '.join(ALPHA_CONVENTIONS)}"
+            )
+        self.params = LRNParams.from_convention(size, alpha, beta, k, groups, alpha_convention)
+        self.inplace, self.cpu_path = inplace, cpu_path
+        self.alpha_convention, self._given_alpha = alpha_convention, alpha
+
+    size = property(lambda self: self.params.size, doc="n, the window's channels")
+    alpha = property(lambda self: self.params.alpha, doc="the window sum's multiplier")
+    beta = property(lambda self: self.params.beta, doc="the exponent")
+    k = property(lambda self: self.params.k, doc="the additive constant")
+    groups = property(lambda self: self.params.groups, doc="channel blocks normalized apart")
 
     @classmethod
     def from_torch_convention(
@@ -292,12 +326,14 @@ class LRN(nn.Module):
 
         Exact for odd sizes; torch's window is asymmetric for even sizes, the paper's is not.
         """
-        return cls(size, alpha / size, beta, k)
+        return cls(size, alpha, beta, k, alpha_convention="per_size")
 
     def forward(self, x: Tensor) -> Tensor:
-        return lrn(x, self.size, self.alpha, self.beta, self.k, self.groups, self.inplace)
+        return lrn_apply(x, self.params, self.inplace, self.cpu_path)
 
     def extra_repr(self) -> str:
-        text = f"size={self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}"
+        text = f"size={self.size}, alpha={self._given_alpha}, beta={self.beta}, k={self.k}"
+        text += f", alpha_convention={self.alpha_convention!r}"
         text += f", groups={self.groups}" if self.groups > 1 else ""
+        text += f", cpu_path={self.cpu_path!r}" if self.cpu_path != "native" else ""
         return text + (", inplace=True" if self.inplace else "")

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "kernel_common.h"
+#include "kernels.h"
 
 #define PAD 64 /* readable zero floats around each scratch tile (window_cols reads past a row) */
 
@@ -33,13 +34,13 @@ typedef struct {
     int failed;
 } Job;
 
-/* p = d^-beta for a row; beta 0.75 (the paper's) as 1/sqrt(d) * sqrt(1/sqrt(d)). */
 /* The layer's input at i: ReLU applied on the fly when the job fuses it (NaN stays NaN). */
 INLINE float load_a(const void *x, int64_t i, const int bf16, const int relu) {
     float v = load(x, i, bf16);
     return relu && v < 0.0f ? 0.0f : v;
 }
 
+/* p = d^-beta for a row; beta 0.75 (the paper's) as 1/sqrt(d) * sqrt(1/sqrt(d)). */
 static void neg_pow(float *restrict p, const float *restrict d, int64_t m, float beta) {
     if (beta == 0.75f) {
         for (int64_t t = 0; t < m; t++) {

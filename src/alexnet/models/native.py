@@ -8,6 +8,10 @@ the sources, the compiler command and the CPU's feature flags, so a shared home 
 hands one machine another's build. Without a
 compiler the layers fall back to torch ops (same values, slower) and say so once;
 `ALEXNET_NATIVE=0` turns the kernels off.
+
+`kernels.h` is the one declaration of the kernels' signatures: the C sources include it (the
+compiler checks the definitions against it), the ctypes signatures are built from it here, and
+every call from Python names its arguments, checked against the header's parameter names.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import ctypes
 import hashlib
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -23,22 +28,87 @@ import tempfile
 import threading
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from alexnet.models.lrn_params import LRNParams
+
 _NAMES = ("lrn_kernel.c", "pool_kernel.c", "fused_kernel.c")
 SOURCES = [Path(__file__).with_name(name) for name in _NAMES]
-HEADERS = [Path(__file__).with_name("kernel_common.h")]
+HEADER = Path(__file__).with_name("kernels.h")
+HEADERS = [Path(__file__).with_name("kernel_common.h"), HEADER]
+# The C parameter types the kernels use, as ctypes types (any pointer is a c_void_p).
+_C_TYPES = {"int64_t": ctypes.c_int64, "int": ctypes.c_int, "float": ctypes.c_float}
+_PROTOTYPE = re.compile(r"^\s*([A-Za-z_][\w ]*?)\s+(alexnet_\w+)\s*\(([^)]*)\)\s*;", re.M)
 _FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared", "-pthread"]
 _LOCK = threading.Lock()
 _LIBRARY: ctypes.CDLL | None = None
+_SIGNATURES: dict[str, Signature] = {}
 _TRIED = False
 _REASON = ""
 
 
 class CompileError(OSError):
     """The C compiler ran and failed."""
+
+
+class Signature:
+    """One kernel's C prototype: return type and (name, ctypes type) per parameter."""
+
+    def __init__(self, name: str, restype: Any, params: list[tuple[str, Any]]) -> None:
+        self.name, self.restype, self.params = name, restype, params
+        self.names = [param for param, _ in params]
+
+    @property
+    def argtypes(self) -> list[Any]:
+        return [ctype for _, ctype in self.params]
+
+
+def _c_type(declaration: str, where: str) -> Any:
+    """The ctypes type of a C type ("const void *", "int64_t", ...); None for void."""
+    if "*" in declaration:
+        return ctypes.c_void_p
+    base = declaration.replace("const", "").strip()
+    if base == "void":
+        return None
+    if base not in _C_TYPES:
+        raise ValueError(f"kernels.h: {where}: unsupported C type {declaration!r}")
+    return _C_TYPES[base]
+
+
+def parse_prototypes(text: str) -> dict[str, Signature]:
+    """The `alexnet_*` prototypes of a C header, by function name (comments ignored)."""
+    text = re.sub(r"/\*.*?\*/", " ", text, flags=re.S)
+    signatures: dict[str, Signature] = {}
+    for match in _PROTOTYPE.finditer(text):
+        restype, name, params = match.group(1), match.group(2), match.group(3)
+        parsed = []
+        for param in filter(None, (p.strip() for p in params.split(","))):
+            decl = re.fullmatch(r"(.*?[\s*])(\w+)", param)
+            if decl is None or param == "void":
+                raise ValueError(f"kernels.h: {name}: cannot read parameter {param!r}")
+            parsed.append((decl.group(2), _c_type(decl.group(1), name)))
+        signatures[name] = Signature(name, _c_type(restype, name), parsed)
+    return signatures
+
+
+def _bind(lib: ctypes.CDLL, signatures: dict[str, Signature]) -> None:
+    """Give each header function in `lib` its ctypes signature."""
+    for sig in signatures.values():
+        fn = getattr(lib, sig.name)
+        fn.restype, fn.argtypes = sig.restype, sig.argtypes
+
+
+def _call(name: str, **args: Any) -> int:
+    """Call kernel `name` with arguments named as in kernels.h (a mismatch raises TypeError)."""
+    names = _SIGNATURES[name].names
+    if list(args) != names:
+        raise TypeError(
+            f"{name}: called with ({', '.join(args)}), kernels.h has ({', '.join(names)})"
+        )
+    return getattr(_LIBRARY, name)(*args.values())
 
 
 def cache_dir() -> Path:
@@ -110,6 +180,7 @@ def library() -> ctypes.CDLL | None:
 
 
 def _load() -> ctypes.CDLL | None:
+    """Build (once per source and machine) and load the kernels, typed from kernels.h."""
     global _REASON
     if os.environ.get("ALEXNET_NATIVE", "1") == "0":
         _REASON = "ALEXNET_NATIVE=0"
@@ -132,17 +203,11 @@ def _load() -> ctypes.CDLL | None:
             target = Path(tempfile.gettempdir()) / f"alexnet-{uid}" / name
             if not target.exists():
                 _build(compiler, target)
+    signatures = parse_prototypes(HEADER.read_text())
     lib = ctypes.CDLL(str(target))
-    fn = lib.alexnet_lrn
-    fn.restype = ctypes.c_int
-    pointer, i64, i32, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_float
-    fn.argtypes = [pointer] * 3 + [i64] * 3 + [i32] * 2 + [f32] * 3 + [i32] * 3
-    pool = lib.alexnet_max_pool
-    pool.restype = ctypes.c_int
-    pool.argtypes = [pointer] * 3 + [i64] * 4 + [i32] * 6
-    fused = lib.alexnet_lrn_max_pool
-    fused.restype = ctypes.c_int
-    fused.argtypes = [pointer] * 4 + [i64] * 4 + [i32] * 2 + [f32] * 3 + [i32] * 6
+    _bind(lib, signatures)
+    _SIGNATURES.clear()
+    _SIGNATURES.update(signatures)
     return lib
 
 
@@ -175,40 +240,23 @@ def _threads() -> int:
     return max(1, torch.get_num_threads())
 
 
-def lrn(
-    x: Tensor,
-    grad_out: Tensor | None,
-    hyper: tuple[int, float, float, float, int],
-    out: Tensor | None = None,
-) -> Tensor:
+def lrn(x: Tensor, grad_out: Tensor | None, p: LRNParams, out: Tensor | None = None) -> Tensor:
     """Forward (grad_out None: returns b) or backward (returns dL/dx) in x's layout.
 
     x, grad_out: (N, C, ...) CPU tensors accepted by `supports`, grad_out in x's layout.
-    hyper: (size, alpha, beta, k, groups) in the paper's convention. `out`: where to write
+    p: the hyper-parameters (alpha multiplies the window sum). `out`: where to write
     (x itself is allowed in the forward: each tile is read whole before it is written).
     """
-    lib = library()
-    assert lib is not None, "call supports() and library() first"
-    size, alpha, beta, k, groups = hyper
+    assert library() is not None, "call supports() and library() first"
     out = torch.empty_like(x) if out is None else out
-    channels_last = layout(x) == "cl"
-    length = x[0, 0].numel()
-    failed = lib.alexnet_lrn(
-        x.data_ptr(),
-        None if grad_out is None else grad_out.data_ptr(),
-        out.data_ptr(),
-        x.shape[0],
-        x.shape[1],
-        length,
-        size,
-        groups,
-        alpha,
-        beta,
-        k,
-        int(channels_last),
-        int(x.dtype == torch.bfloat16),
-        _threads(),
-    )
+    failed = _call(
+        "alexnet_lrn",
+        x=x.data_ptr(), g=None if grad_out is None else grad_out.data_ptr(), out=out.data_ptr(),
+        batch=x.shape[0], channels=x.shape[1], length=x[0, 0].numel(),
+        size=p.size, groups=p.groups, alpha=p.alpha, beta=p.beta, k=p.k,
+        channels_last=int(layout(x) == "cl"), bf16=int(x.dtype == torch.bfloat16),
+        threads=_threads(),
+    )  # fmt: skip
     if failed:
         raise MemoryError("LRN kernel: could not allocate its scratch tiles")
     return out
@@ -217,17 +265,18 @@ def lrn(
 def max_pool(x: Tensor, kernel: int, stride: int, train: bool) -> tuple[Tensor, Tensor | None]:
     """Max-pool (N, C, H, W) -> (N, C, OH, OW), no padding; with each winner's window place
     (uint8, 0 .. kernel^2 - 1, first maximum in row-major order, NaN wins) when `train`."""
-    lib = library()
-    assert lib is not None and kernel * kernel <= 256
+    assert library() is not None and kernel * kernel <= 256
     n, c, h, w = x.shape
     fmt = torch.channels_last if layout(x) == "cl" else torch.contiguous_format
     shape = (n, c, (h - kernel) // stride + 1, (w - kernel) // stride + 1)
     out = torch.empty(shape, dtype=x.dtype, memory_format=fmt)
     places = torch.empty(shape, dtype=torch.uint8, memory_format=fmt) if train else None
-    failed = lib.alexnet_max_pool(
-        x.data_ptr(), out.data_ptr(), None if places is None else places.data_ptr(),
-        n, c, h, w, kernel, stride, int(fmt == torch.channels_last), 0,
-        int(x.dtype == torch.bfloat16), _threads(),
+    failed = _call(
+        "alexnet_max_pool",
+        x=x.data_ptr(), out=out.data_ptr(), argmax=None if places is None else places.data_ptr(),
+        batch=n, channels=c, height=h, width=w, kernel=kernel, stride=stride,
+        channels_last=int(fmt == torch.channels_last), backward=0,
+        bf16=int(x.dtype == torch.bfloat16), threads=_threads(),
     )  # fmt: skip
     if failed:
         raise MemoryError("max-pool kernel: could not allocate its scratch rows")
@@ -238,17 +287,18 @@ def max_pool_backward(
     grad_out: Tensor, places: Tensor, input_shape: torch.Size, kernel: int, stride: int
 ) -> Tensor:
     """dL/dx (N, C, H, W) from dL/dout and the forward's `places`, in the layout of `places`."""
-    lib = library()
-    assert lib is not None
+    assert library() is not None
     channels_last = layout(places) == "cl"
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     grad_out = grad_out.contiguous(memory_format=fmt)
     grad_in = torch.empty(input_shape, dtype=grad_out.dtype, memory_format=fmt)
     n, c, h, w = input_shape
-    failed = lib.alexnet_max_pool(
-        grad_out.data_ptr(), grad_in.data_ptr(), places.data_ptr(),
-        n, c, h, w, kernel, stride, int(channels_last), 1,
-        int(grad_out.dtype == torch.bfloat16), _threads(),
+    failed = _call(
+        "alexnet_max_pool",
+        x=grad_out.data_ptr(), out=grad_in.data_ptr(), argmax=places.data_ptr(),
+        batch=n, channels=c, height=h, width=w, kernel=kernel, stride=stride,
+        channels_last=int(channels_last), backward=1,
+        bf16=int(grad_out.dtype == torch.bfloat16), threads=_threads(),
     )  # fmt: skip
     if failed:
         raise MemoryError("max-pool kernel: could not allocate its gradient plane")
@@ -257,7 +307,7 @@ def max_pool_backward(
 
 def lrn_max_pool(
     x: Tensor,
-    hyper: tuple[int, float, float, float, int],
+    p: LRNParams,
     kernel: int,
     stride: int,
     train: bool,
@@ -268,18 +318,20 @@ def lrn_max_pool(
     x: float32 or bfloat16 (N, C, H, W), contiguous or channels-last; returns (pooled, places
     if `train`) in x's layout and dtype.
     """
-    lib = library()
-    assert lib is not None and x.dtype in (torch.float32, torch.bfloat16)
-    size, alpha, beta, k, groups = hyper
+    assert library() is not None and x.dtype in (torch.float32, torch.bfloat16)
     n, c, h, w = x.shape
     fmt = torch.channels_last if layout(x) == "cl" else torch.contiguous_format
     shape = (n, c, (h - kernel) // stride + 1, (w - kernel) // stride + 1)
     out = torch.empty(shape, dtype=x.dtype, memory_format=fmt)
     places = torch.empty(shape, dtype=torch.uint8, memory_format=fmt) if train else None
-    failed = lib.alexnet_lrn_max_pool(
-        x.data_ptr(), None, out.data_ptr(), None if places is None else places.data_ptr(),
-        n, c, h, w, size, groups, alpha, beta, k, kernel, stride,
-        int(fmt == torch.channels_last), int(relu), int(x.dtype == torch.bfloat16), _threads(),
+    failed = _call(
+        "alexnet_lrn_max_pool",
+        x=x.data_ptr(), g=None, out=out.data_ptr(),
+        places=None if places is None else places.data_ptr(),
+        batch=n, channels=c, height=h, width=w, size=p.size, groups=p.groups, alpha=p.alpha,
+        beta=p.beta, k=p.k, kernel=kernel, stride=stride,
+        channels_last=int(fmt == torch.channels_last), relu=int(relu),
+        bf16=int(x.dtype == torch.bfloat16), threads=_threads(),
     )  # fmt: skip
     if failed:
         raise MemoryError("LRN + max-pool kernel: could not allocate its scratch image")
@@ -290,24 +342,24 @@ def lrn_max_pool_backward(
     x: Tensor,
     grad_out: Tensor,
     places: Tensor,
-    hyper: tuple[int, float, float, float, int],
+    p: LRNParams,
     kernel: int,
     stride: int,
     relu: bool = False,
 ) -> Tensor:
     """dL/dx of MaxPool(LRN(x)) (LRN(ReLU(x)) with `relu`) from dL/d(pooled) and the places."""
-    lib = library()
-    assert lib is not None
-    size, alpha, beta, k, groups = hyper
+    assert library() is not None
     channels_last = layout(x) == "cl"
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     grad_out = grad_out.to(x.dtype).contiguous(memory_format=fmt)
     grad_in = torch.empty_like(x)
     n, c, h, w = x.shape
-    failed = lib.alexnet_lrn_max_pool(
-        x.data_ptr(), grad_out.data_ptr(), grad_in.data_ptr(), places.data_ptr(),
-        n, c, h, w, size, groups, alpha, beta, k, kernel, stride, int(channels_last), int(relu),
-        int(x.dtype == torch.bfloat16), _threads(),
+    failed = _call(
+        "alexnet_lrn_max_pool",
+        x=x.data_ptr(), g=grad_out.data_ptr(), out=grad_in.data_ptr(), places=places.data_ptr(),
+        batch=n, channels=c, height=h, width=w, size=p.size, groups=p.groups, alpha=p.alpha,
+        beta=p.beta, k=p.k, kernel=kernel, stride=stride, channels_last=int(channels_last),
+        relu=int(relu), bf16=int(x.dtype == torch.bfloat16), threads=_threads(),
     )  # fmt: skip
     if failed:
         raise MemoryError("LRN + max-pool kernel: could not allocate its scratch image")

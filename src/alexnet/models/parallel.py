@@ -16,8 +16,8 @@ from collections import OrderedDict
 import torch
 from torch import Tensor, nn
 
-from alexnet.models.alexnet import PaperAlexNet, pool_layer
-from alexnet.models.common import check_input, make_activation
+from alexnet.models.alexnet import PAPER_WIDTHS, PaperAlexNet, pool_layer
+from alexnet.models.common import AlexNetModel, check_input, make_activation
 from alexnet.models.fused import run_sequential
 from alexnet.models.lrn import LRN
 
@@ -44,15 +44,16 @@ class _Tower(nn.Module):
         super().__init__()
         pad1 = 2 if opts["input_size"] == 224 else 0
         lrn, pool, act = opts["lrn"], opts["pool"], opts["activation"]
+        k, convention = opts["lrn_k"], opts["lrn_alpha_convention"]
         self.block1 = nn.Sequential(
             OrderedDict(
                 conv1=nn.Conv2d(3, 48, 11, stride=4, padding=pad1),
                 act1=make_activation(act),
-                norm1=LRN(inplace=True) if lrn else nn.Identity(),
+                norm1=LRN(k=k, inplace=True, alpha_convention=convention) if lrn else nn.Identity(),
                 pool1=pool_layer(pool),
                 conv2=nn.Conv2d(48, 128, 5, padding=2),
                 act2=make_activation(act),
-                norm2=LRN(inplace=True) if lrn else nn.Identity(),
+                norm2=LRN(k=k, inplace=True, alpha_convention=convention) if lrn else nn.Identity(),
                 pool2=pool_layer(pool),
             )
         )
@@ -75,7 +76,7 @@ class _Tower(nn.Module):
         self.drop7 = nn.Dropout(opts["dropout"])
 
 
-class TwoDeviceAlexNet(nn.Module):
+class TwoDeviceAlexNet(AlexNetModel):
     """`PaperAlexNet` split over two devices, tower A on devices[0], tower B on devices[1].
 
     Build it with `TwoDeviceAlexNet.from_paper(model, devices)` (weights copied) or directly
@@ -84,18 +85,26 @@ class TwoDeviceAlexNet(nn.Module):
     `PaperAlexNet` in distribution, not mask for mask.
     """
 
+    name = "paper"  # its config rebuilds the single-device model, whose weights convert
+
     def __init__(
         self, num_classes: int = 1000, *, devices: tuple[str, str] = ("cpu", "cpu"), **options
     ) -> None:
         super().__init__()
         reference = PaperAlexNet(num_classes, **options)  # validates options; gives the config
-        if reference.config["options"]["towers"] != 2:
+        opts = reference.config["options"]
+        if opts["towers"] != 2:
             raise ValueError("the two-device split needs the two-tower model (towers=2)")
-        self.config = {"name": "paper", "options": reference.config["options"]}
-        self.num_classes, self.input_size, self.in_channels = num_classes, reference.input_size, 3
+        if tuple(opts["widths"]) != PAPER_WIDTHS or opts["remove_conv"] is not None:
+            raise ValueError("the two-device split needs the paper's widths and all five convs")
+        if opts.get("lrn_scope", "tower") != "tower":
+            raise ValueError("the two-device split normalizes each tower on its device (§3.2)")
+        self._declare(
+            opts, input_size=reference.input_size, in_channels=3, penultimate_dim=4096,
+            penultimate_name="fc7",
+        )  # fmt: skip
         self.devices = (torch.device(devices[0]), torch.device(devices[1]))
         fc8_a, fc8_b = _fc8_split(num_classes)
-        opts = reference.config["options"]
         self.tower_a = _Tower(opts, fc8_a).to(self.devices[0])
         self.tower_b = _Tower(opts, fc8_b).to(self.devices[1])
         self.load_paper_state_dict(reference.state_dict())
@@ -126,7 +135,7 @@ class TwoDeviceAlexNet(nn.Module):
         dev_a, dev_b = self.devices
         return torch.cat([a, b.to(dev_a)], 1), torch.cat([a.to(dev_b), b], 1)
 
-    def forward_features(self, x: Tensor) -> Tensor:
+    def forward_penultimate(self, x: Tensor) -> Tensor:
         """(N, 3, S, S) on devices[0] -> fc7 after ReLU (N, 4096) on devices[0]."""
         check_input(self, x)
         ta, tb = self.tower_a, self.tower_b
@@ -143,7 +152,7 @@ class TwoDeviceAlexNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """(N, 3, S, S) on devices[0] -> logits (N, num_classes) on devices[0]."""
-        features = self.forward_features(x)  # fc8 reads both towers (§3.2)
+        features = self.forward_penultimate(x)  # fc8 reads both towers (§3.2)
         a = self.tower_a.drop7(features)
         b = self.tower_b.drop7(features.to(self.devices[1]))
         return torch.cat([self.tower_a.fc8(a), self.tower_b.fc8(b).to(self.devices[0])], 1)

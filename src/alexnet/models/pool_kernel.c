@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "kernel_common.h"
+#include "kernels.h"
 
 typedef struct {
     const void *x;     /* forward input, or the output gradient in backward */

@@ -5,13 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from torch import nn
-
 from alexnet.errors import UserError
 from alexnet.models.alexnet import PaperAlexNet
+from alexnet.models.common import AlexNetModel
 from alexnet.models.variants import SeedAlexNet, SmallCNN, TorchvisionAlexNet
 
-_MODELS: dict[str, Callable[..., nn.Module]] = {
+_MODELS: dict[str, Callable[..., AlexNetModel]] = {
     "paper": PaperAlexNet,
     "seed": SeedAlexNet,
     "torchvision": TorchvisionAlexNet,
@@ -35,10 +34,11 @@ def describe_models() -> dict[str, str]:
     return dict(_DESCRIPTIONS)
 
 
-def get_model(name: str, num_classes: int | None = None, **options: Any) -> nn.Module:
+def get_model(name: str, num_classes: int | None = None, **options: Any) -> AlexNetModel:
     """Build model `name` with its options; unknown names or options give a UserError.
 
-    `num_classes` defaults to 1000 (10 for `small`).
+    `num_classes` defaults to 1000 (10 for `small`). The model has the `AlexNetModel`
+    interface: `num_classes`, `input_size`, `in_channels`, `config`, `forward_penultimate`.
     """
     if name not in _MODELS:
         raise UserError(f"unknown model {name!r}; known models: {', '.join(_MODELS)}")

@@ -171,7 +171,7 @@ def _model_routes(app: FastAPI, srv: Server) -> None:
         probs = await srv.run("predict", images)
         preds = [engine.prediction(n, p, topk) for n, p in zip(names, probs)]
         p = engine.predictor
-        return JSONResponse({"model": p.meta["model"]["name"], "crops": p.crops, "topk": topk,
+        return JSONResponse({"model": p.meta.model_name, "crops": p.crops, "topk": topk,
                              "predictions": preds})  # fmt: skip
 
     @app.post("/v1/features", dependencies=v1)
@@ -180,7 +180,7 @@ def _model_routes(app: FastAPI, srv: Server) -> None:
         feats = await srv.run("features", images)
         rows = [{"image": n, "features": f.tolist()} for n, f in zip(names, feats)]
         layer = "penultimate (fc7 after ReLU for paper/seed/torchvision)"
-        name = engine.predictor.meta["model"]["name"]
+        name = engine.predictor.meta.model_name
         return JSONResponse({"model": name, "dim": engine.feature_dim, "layer": layer,
                              "results": rows})  # fmt: skip
 

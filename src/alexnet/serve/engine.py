@@ -16,9 +16,11 @@ from typing import Any
 
 import numpy as np
 import torch
+import torchvision.transforms.functional as TF
 from PIL import Image
 
 from alexnet.data.decode import decode_image
+from alexnet.data.packed import open_dataset, read_header
 from alexnet.errors import UserError
 from alexnet.inference import Prediction, Predictor, load_features, nearest
 from alexnet.viz import first_conv_weight, tile_kernels
@@ -69,8 +71,6 @@ class NeighbourIndex:
     """Features of a packed split (from `alexnet features`) and the images they came from."""
 
     def __init__(self, path: str | os.PathLike, dim: int) -> None:
-        from alexnet.data.packed import open_dataset, read_header
-
         feats, meta = load_features(path)
         if feats.shape[1] != dim:
             raise UserError(f"--index {path}: features of size {feats.shape[1]}, model gives {dim}")
@@ -88,8 +88,6 @@ class NeighbourIndex:
         if split not in self.splits:
             raise ApiError(404, f"no split {split!r} (has {', '.join(self.splits)})")
         if split not in self._datasets:
-            from alexnet.data.packed import open_dataset
-
             self._datasets[split] = open_dataset(self.data, split)
         return self._datasets[split]
 
@@ -148,16 +146,16 @@ class Engine:
     def info(self) -> dict[str, Any]:
         p = self.predictor
         return {
-            "name": p.meta["model"]["name"],
-            "config": p.meta["model"],
+            "name": p.meta.model_name,
+            "config": p.meta.model_config,
             "classes": p.classes,
             "num_classes": len(p.classes),
-            "input_size": int(p.preprocess["crop_size"]),
+            "input_size": int(p.preprocess.crop_size),
             "image_size": p.image_size,
             "crops": p.crops,
             "feature_dim": self.feature_dim,
-            "preprocess": p.preprocess,
-            "metadata": p.meta.get("extra", {}),
+            "preprocess": p.preprocess.to_json(),
+            "metadata": p.meta.extra,
             "index": None
             if self.index is None
             else {"split": self.index.split, "count": len(self.index.rows)},
@@ -174,8 +172,6 @@ class Engine:
             bomb = (decoded.skip or "").startswith("decompression bomb")
             raise ApiError(413 if bomb else 415, f"{name}: {decoded.skip}")
         if rule == "torchvision":  # as inference.read_image
-            import torchvision.transforms.functional as TF
-
             img = TF.resize(Image.fromarray(decoded.image), p.image_size)
             return np.asarray(TF.center_crop(img, [p.image_size, p.image_size]))
         return decoded.image

@@ -15,11 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import random
-import tempfile
-import zipfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,45 +23,11 @@ import numpy as np
 import torch
 
 from alexnet.errors import UserError
+from alexnet.fileio import atomic_write, safe_torch_load
+from alexnet.weights.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_NAME
 
-FORMAT = "alexnet-checkpoint/1"
-CHECKPOINT_NAME = "checkpoint.pt"
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "wb") -> None:
-    """Write `path` via `write(fileobj)` to a temp file in the same directory, fsync, rename.
-
-    A crash at any moment leaves either the old file or the new one, never a half-written file.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())
-        with os.fdopen(fd, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+FORMAT = CHECKPOINT_FORMAT
+__all__ = ["CHECKPOINT_NAME", "FORMAT", "load_checkpoint", "save_checkpoint"]
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
@@ -78,19 +40,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no checkpoint there (was the run started with --output-dir?)")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(
-            f"{path}: refused: the file holds pickled objects other than tensors and plain "
-            f"values (possible code payload; nothing was run): {first}"
-        ) from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(
-            f"{path}: not a readable checkpoint (corrupt or truncated?): {first}"
-        ) from None
+    state = safe_torch_load(path, map_location)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise UserError(f"{path}: not an alexnet checkpoint (format {FORMAT} expected)")
     return state

@@ -17,12 +17,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from alexnet.data.augment import TrainTransform
 from alexnet.errors import UserError
-
-# The fast recipe's `small` model: BatchNorm instead of LRN, 2/2 pooling and a 256-unit hidden
-# layer (modern choices, not the paper's); what lets it pass 0.92 on Fashion-MNIST in a few CPU
-# minutes (docs/training.md).
-FAST_SMALL_OPTIONS = {"batchnorm": True, "lrn": False, "pool": "nonoverlap", "hidden": 256}
+from alexnet.rundir import RunDir
+from alexnet.train.config import recipe_model_options
+from alexnet.weights.meta import Preprocess
 
 
 def is_grayscale(stats: dict) -> bool:
@@ -33,12 +32,10 @@ def is_grayscale(stats: dict) -> bool:
 
 
 def model_options(cfg, image_size: tuple[int, int], stats: dict) -> dict[str, Any]:
-    """Options for get_model: for `small`, the recipe's defaults and the data's input size and
-    channels (28 px and 1 channel for Fashion-MNIST); the user's --model-options win."""
-    options: dict[str, Any] = {}
+    """Options for get_model: the recipe's (config.recipe_model_options), for `small` the data's
+    input size and channels (28 px and 1 channel for Fashion-MNIST); --model-options win."""
+    options = recipe_model_options(cfg)
     if cfg.model == "small":
-        if cfg.recipe == "fast":
-            options.update(FAST_SMALL_OPTIONS)
         options["input_size"] = 28 if min(image_size) <= 28 else 32
         options["in_channels"] = 1 if is_grayscale(stats) else 3
     options.update(cfg.model_options)
@@ -66,27 +63,25 @@ def plan_geometry(
 
 def preprocess_for(
     cfg, geometry: dict, in_channels: int, stats: dict, image_size: int | None = None
-) -> dict[str, Any]:
-    """The evaluation-time preprocessing stored with the weights (JSON-serialisable).
+) -> Preprocess:
+    """The evaluation-time preprocessing stored with the weights.
 
     `image_size` is the packed images' side, so `predict` brings new photos to the same size.
     """
     mean = [float(v) for v in np.asarray(stats["channel_mean"]).reshape(-1)]
     std = [float(v) for v in np.asarray(stats["channel_std"]).reshape(-1)]
-    return {
-        "image_size": image_size,
-        "crop_size": geometry["crop_size"],
-        "resize": geometry["resize"],
-        "out_channels": int(in_channels),
-        "normalize": cfg.normalize,
-        "mean": mean,
-        "std": std,
-    }
+    return Preprocess(
+        crop_size=geometry["crop_size"],
+        image_size=image_size,
+        resize=geometry["resize"],
+        out_channels=int(in_channels),
+        normalize=cfg.normalize,
+        mean=mean,
+        std=std,
+    )
 
 
-def make_train_transform(cfg, geometry: dict, in_channels: int, stats: dict):
-    from alexnet.data.augment import TrainTransform
-
+def make_train_transform(cfg, geometry: dict, in_channels: int, stats: dict) -> TrainTransform:
     return TrainTransform(
         crop_size=geometry["crop_size"],
         mode=cfg.augment,
@@ -125,9 +120,9 @@ def check_run_dir(run: Path, need_bytes: int, *, resuming: bool) -> None:
         run.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"{run}: cannot create the run directory ({exc.strerror})") from None
-    if not resuming and (run / "checkpoint.pt").exists():
+    if not resuming and RunDir(run).has_checkpoint():
         raise UserError(
-            f"{run}: already holds a run (checkpoint.pt); continue it with --resume {run} "
+            f"{run}: already holds a run ({RunDir.CHECKPOINT}); continue it with --resume {run} "
             "or choose another --output-dir"
         )
     try:
@@ -153,12 +148,14 @@ def bytes_needed(model: torch.nn.Module) -> int:
     return 6 * params + (16 << 20)
 
 
-class Head:
-    """The first `n` images of a packed split (for --val-limit): what DeviceLoader reads."""
+class FirstImages:
+    """A view of the first `n` images of a packed split (--train-limit, --val-limit), with what
+    DeviceLoader and the engine read of a split."""
 
     def __init__(self, ds, n: int) -> None:
         self.images, self.labels = ds.images[:n], ds.labels[:n]
         self.classes, self.num_classes = ds.classes, ds.num_classes
+        self.image_size, self.stats, self.fingerprint = ds.image_size, ds.stats, ds.fingerprint
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])

@@ -8,14 +8,16 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from alexnet.train.checkpoint import atomic_write
+from tqdm import tqdm
+
+from alexnet.fileio import atomic_write_text
 
 METRICS = "metrics.jsonl"
 CONFIG = "config.json"
 
 
 def write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda f: f.write(text), mode="w")
+    atomic_write_text(path, text)
 
 
 def write_metrics(run: Path, history: list[dict[str, Any]]) -> None:
@@ -58,8 +60,6 @@ class Progress:
         self.enabled, self.bar, self.every = enabled, None, every
         self.last = 0.0
         if enabled and sys.stderr.isatty():
-            from tqdm import tqdm
-
             self.bar = tqdm(
                 total=total,
                 initial=initial,

@@ -71,9 +71,11 @@ def env(**extra: str) -> dict[str, str]:
     return e
 
 
-def popen(args: list[str], **extra_env: str) -> subprocess.Popen:
+def popen(args: list[str], *, slow: bool = False, **extra_env: str) -> subprocess.Popen:
+    """`alexnet ARGS` in a subprocess; `slow`: every training step sleeps 0.3 s (slow_train.py)."""
+    command = [str(REPO / "tests" / "slow_train.py")] if slow else ["-m", "alexnet"]
     return subprocess.Popen(
-        [sys.executable, "-m", "alexnet", *args],
+        [sys.executable, *command, *args],
         env=env(**extra_env),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -1,0 +1,242 @@
+"""End-to-end training benchmark: `alexnet train` as a user runs it vs a pytorch/examples loop.
+
+Both train on the same folder of JPEGs (500x375 photos, as `bench_loader.py` makes them), the
+same batch size and the same number of loader workers, each pipeline in a fresh process:
+
+- `examples`: pytorch/examples' imagenet/main.py loop: torchvision ImageFolder + PIL
+  (RandomResizedCrop 224, flip, ToTensor, Normalize) + DataLoader(workers) + torchvision's
+  `alexnet`, SGD (lr 0.01, momentum 0.9, wd 1e-4), cross-entropy; every JPEG decoded each step;
+- `ours-torchvision`: `alexnet prepare` once, then `alexnet train --model torchvision
+  --recipe torchvision` (its defaults: channel-normalised random-resized crops, flip);
+- `ours-paper`: `alexnet train --model paper` (the paper recipe: 224 crops of 256, flip,
+  fancy-PCA lighting, mean image; the two-tower network with LRN);
+- `ours-paper-amp`, `ours-torchvision-amp`: the same with bf16 autocast (`--amp`, opt-in since
+  it changes the numerics); `ours-*-nomalloc`: with ALEXNET_MALLOC=0 (the allocator setting off).
+
+Rates are steady state: images/s between the end of step `--skip` and the last step (start-up,
+worker spin-up and the first steps excluded), measured from per-step timestamps (ours: the
+step log of `--log-every 1`, which also gives the data stall = time waiting for a batch /
+step time). Pipelines run in alternating rounds (`--rounds`), each keeping its best round,
+because other jobs share the machine. The one-time `prepare` cost is printed on its own with
+the number of epochs after which it has paid for itself. Peak RSS of each process is reported.
+Last line: JSON with train_vs_pytorch_examples (ours-torchvision / examples, like for like) and
+paper_train_vs_pytorch_examples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SRC = HERE.parent / "src"
+
+PIPELINES = {
+    "examples": None,
+    "ours-torchvision": ["--model", "torchvision", "--recipe", "torchvision"],
+    "ours-paper": ["--model", "paper", "--recipe", "paper"],
+    "ours-torchvision-amp": ["--model", "torchvision", "--recipe", "torchvision", "--amp"],
+    "ours-paper-amp": ["--model", "paper", "--recipe", "paper", "--amp"],
+    "ours-torchvision-nomalloc": ["--model", "torchvision", "--recipe", "torchvision"],
+}
+DEFAULT = ["examples", "ours-torchvision", "ours-paper", "ours-torchvision-amp", "ours-paper-amp"]
+
+
+def examples_loop(data: str, batch: int, workers: int, steps: int) -> None:
+    """pytorch/examples imagenet/main.py's training loop; prints one timestamp per step."""
+    import torch
+    import torchvision
+    import torchvision.transforms as T
+
+    torch.set_flush_denormal(True)  # as our CLI does: the comparison is of the pipelines
+    normalize = T.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
+    tf = T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(), T.ToTensor(), normalize])
+    ds = torchvision.datasets.ImageFolder(os.path.join(data, "train"), tf)
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=batch, shuffle=True, num_workers=workers, drop_last=True
+    )
+    model = torchvision.models.alexnet(num_classes=len(ds.classes))
+    criterion = torch.nn.CrossEntropyLoss()
+    opt = torch.optim.SGD(model.parameters(), 0.01, momentum=0.9, weight_decay=1e-4)
+    model.train()
+    done, stamps = 0, []
+    while done < steps:
+        for images, target in loader:
+            output = model(images)
+            loss = criterion(output, target)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            done += 1
+            stamps.append((done, done * batch, time.perf_counter()))
+            if done >= steps:
+                break
+    print(json.dumps({"stamps": stamps, "maxrss_mb": _maxrss_mb()}))
+
+
+def ours_loop(argv: list[str]) -> None:
+    """`alexnet ARGV` through the real CLI entry point, then the process's peak RSS."""
+    from alexnet.cli import main
+
+    code = main(argv)
+    print(json.dumps({"rc": code, "maxrss_mb": _maxrss_mb()}))
+
+
+def _maxrss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _child(args: list[str], env: dict[str, str]) -> dict:
+    done = subprocess.run(
+        [sys.executable, str(Path(__file__)), *args], env=env, capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"bench_train: child {args[:2]} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _steady(stamps: list[tuple[int, int, float]], skip: int) -> float:
+    """Images/s from the end of step `skip` to the last step."""
+    first = next(s for s in stamps if s[0] == skip)
+    last = stamps[-1]
+    return (last[1] - first[1]) / max(last[2] - first[2], 1e-9)
+
+
+def run_pipeline(name: str, opts, jpegs: Path, packed: Path, work: Path, env: dict) -> dict:
+    steps = opts.skip + opts.steps
+    if name == "examples":
+        out = _child(
+            ["--examples", str(jpegs), str(opts.batch_size), str(opts.workers), str(steps)], env
+        )
+        return {"rate": _steady(out["stamps"], opts.skip), "maxrss_mb": out["maxrss_mb"]}
+    run = work / f"{name}-{time.monotonic_ns()}"
+    argv = ["train", "--data", str(packed), "--output-dir", str(run), *PIPELINES[name]]
+    argv += ["--batch-size", str(opts.batch_size), "--workers", str(opts.workers)]
+    argv += ["--max-steps", str(steps), "--log-every", "1", "--val-limit", "1"]
+    argv += ["--test-crops", "1", "--eval-crops", "1"]
+    child_env = dict(env, ALEXNET_MALLOC="0") if name.endswith("-nomalloc") else env
+    out = _child(["--ours", *argv], child_env)
+    records = [json.loads(x) for x in (run / "steps.jsonl").read_text().splitlines()]
+    stamps = [(r["step"], r["images"], r["time"]) for r in records]
+    later = [r for r in records if r["step"] > opts.skip]
+    step_time = stamps[-1][2] - next(s[2] for s in stamps if s[0] == opts.skip)
+    stall = sum(r["data_time"] for r in later) / max(step_time, 1e-9)
+    return {"rate": _steady(stamps, opts.skip), "stall": stall, "maxrss_mb": out["maxrss_mb"]}
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--examples":
+        data, batch, workers, steps = sys.argv[2], *map(int, sys.argv[3:6])
+        return examples_loop(data, batch, workers, steps)
+    if len(sys.argv) > 1 and sys.argv[1] == "--ours":
+        return ours_loop(sys.argv[2:])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--images", type=int, default=1280, help="JPEGs in the train folder")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--steps", type=int, default=12, help="measured steps per round")
+    p.add_argument("--skip", type=int, default=4, help="first steps excluded")
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--pipelines", default=",".join(DEFAULT), help=",".join(PIPELINES))
+    p.add_argument("--quick", action="store_true", help="tiny sizes: check that it runs")
+    opts = p.parse_args()
+    if opts.quick:
+        opts.images, opts.batch_size, opts.steps, opts.skip, opts.rounds = 24, 4, 2, 1, 1
+        opts.pipelines = "examples,ours-torchvision,ours-paper"
+    names = [n.strip() for n in opts.pipelines.split(",") if n.strip()]
+    unknown = [n for n in names if n not in PIPELINES]
+    if unknown:
+        p.error(f"unknown pipelines {unknown}; choose from {', '.join(PIPELINES)}")
+    sys.path.insert(0, str(HERE))
+    from bench_loader import find_photos, make_jpegs
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(x for x in (str(SRC), env.get("PYTHONPATH", "")) if x)
+    with tempfile.TemporaryDirectory(prefix="bench_train.") as tmp:
+        work = Path(tmp)
+        jpegs, packed = work / "jpegs", work / "packed"
+        make_jpegs(jpegs, find_photos(None), opts.images)
+        t0 = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "alexnet", "prepare", str(jpegs), str(packed)],
+            env=env, check=True, capture_output=True,
+        )  # fmt: skip
+        prepare_s = time.perf_counter() - t0
+        best: dict[str, dict] = {}
+        for r in range(opts.rounds):
+            for name in names:
+                got = run_pipeline(name, opts, jpegs, packed, work, env)
+                print(f"round {r + 1} {name:28s} {got['rate']:7.1f} img/s", flush=True)
+                if name not in best or got["rate"] > best[name]["rate"]:
+                    best[name] = got
+    report(best, opts, prepare_s)
+
+
+def report(best: dict[str, dict], opts, prepare_s: float) -> None:
+    cpu = _cpu_name()
+    setting = f"batch {opts.batch_size}, {opts.workers} workers, {opts.images} JPEGs"
+    print(f"\n{cpu}, {os.cpu_count()} cores, torch {_torch_version()}, {setting}, best of "
+          f"{opts.rounds} round(s)")  # fmt: skip
+    base = best.get("examples", {}).get("rate")
+    print(f"{'pipeline':28s} {'img/s':>8s} {'vs examples':>12s} {'stall':>6s} {'peak RSS':>9s}")
+    for name, got in best.items():
+        ratio = f"{got['rate'] / base:.2f}" if base else "-"
+        stall = f"{100 * got['stall']:.0f}%" if "stall" in got else "-"
+        print(f"{name:28s} {got['rate']:8.1f} {ratio:>12s} {stall:>6s} "
+              f"{got['maxrss_mb']:7.0f} MB")  # fmt: skip
+    ours = best.get("ours-torchvision", {}).get("rate")
+    paid = None
+    if base and ours and ours > base:
+        # prepare pays for itself once the time saved per epoch adds up to its cost
+        saved_per_epoch = opts.images / base - opts.images / ours
+        paid = prepare_s / saved_per_epoch
+    note = f"; paid for itself after {paid:.2f} epochs" if paid is not None else ""
+    print(f"prepare (one time): {prepare_s:.1f} s for {opts.images} JPEGs{note}")
+    summary = {
+        "machine": cpu,
+        "prepare_s": round(prepare_s, 2),
+        "prepare_paid_after_epochs": None if paid is None else round(paid, 3),
+        **{f"{k}_img_s": round(v["rate"], 2) for k, v in best.items()},
+    }
+    for name in best:
+        if name != "examples" and base:
+            key = name.removeprefix("ours-").replace("-", "_")
+            summary[f"{key}_vs_pytorch_examples"] = round(best[name]["rate"] / base, 3)
+    if "torchvision_vs_pytorch_examples" in summary:
+        summary["train_vs_pytorch_examples"] = summary.pop("torchvision_vs_pytorch_examples")
+    if "paper_vs_pytorch_examples" in summary:
+        summary["paper_train_vs_pytorch_examples"] = summary.pop("paper_vs_pytorch_examples")
+    for name, got in best.items():
+        if "stall" in got:
+            summary[f"{name.removeprefix('ours-').replace('-', '_')}_data_stall"] = round(
+                got["stall"], 3
+            )
+    print(json.dumps(summary))
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _torch_version() -> str:
+    import torch
+
+    return torch.__version__
+
+
+if __name__ == "__main__":
+    main()

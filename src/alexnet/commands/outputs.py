@@ -1,0 +1,78 @@
+"""Output paths checked before a command does its work, and OSErrors turned into one line.
+
+`output_file` proves that a file can be created next to the requested path (it creates and
+removes a temporary file there), so a missing directory, a read-only or full file system is
+reported before minutes of computing, not after.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+from pathlib import Path
+
+from alexnet.errors import UserError
+
+# errno values that mean the user named a wrong path (exit 2) rather than a broken environment
+USER_ERRNOS = {errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG, errno.EEXIST}
+
+
+class OutputError(OSError):
+    """A directory that cannot take the output (read-only, full, no permission): exit 1."""
+
+    def __init__(self, path: Path, exc: OSError) -> None:
+        super().__init__(exc.errno, exc.strerror, str(path))
+
+
+def _probe_dir(directory: Path, label: str) -> None:
+    if not directory.exists():
+        raise UserError(f"{label}: directory {directory} does not exist")
+    if not directory.is_dir():
+        raise UserError(f"{label}: {directory} is not a directory")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".alexnet-probe.", dir=directory)
+    except OSError as exc:
+        raise OutputError(directory, exc) from None
+    os.close(fd)
+    os.unlink(tmp)
+
+
+def output_file(path: str | os.PathLike, flag: str, default_suffix: str = "") -> Path:
+    """The file a command will write for `flag` (with `default_suffix` added when the name has
+    none, as matplotlib does), checked to be creatable now. UserError for a wrong path,
+    OutputError when the file system refuses."""
+    p = Path(path)
+    if default_suffix and not p.suffix:
+        p = p.with_name(p.name + default_suffix)
+    if p.is_dir():
+        raise UserError(f"{flag} {path}: {p} is a directory; give a file name")
+    _probe_dir(p.parent, f"{flag} {path}")
+    return p
+
+
+def output_dir(path: str | os.PathLike, flag: str) -> Path:
+    """A directory a command writes files into, checked to exist and take new files now."""
+    p = Path(path)
+    _probe_dir(p, flag)
+    return p
+
+
+def creatable_dir(path: str | os.PathLike, flag: str) -> Path:
+    """A directory a command will create (with its parents): its nearest existing ancestor must
+    be a directory that takes new files now."""
+    p = Path(path).absolute()
+    ancestor = p.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    _probe_dir(ancestor, f"{flag} {path}")
+    return p
+
+
+def os_error_line(exc: OSError) -> tuple[str, int]:
+    """One line naming the path and the cause, and the exit status (2: the user's path, 1: the
+    environment, e.g. a full or read-only disk)."""
+    where = exc.filename if exc.filename is not None else "output"
+    cause = exc.strerror or str(exc)
+    status = 2 if exc.errno in USER_ERRNOS and not isinstance(exc, OutputError) else 1
+    return f"{where}: {cause}", status

@@ -1,0 +1,66 @@
+"""`alexnet weights`: the pretrained weights `--weights` can name, and what given files are."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from alexnet.weights.catalog import CATALOG, CONVERTIBLE, describe_file
+from alexnet.weights.hub import cache_dir
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "weights",
+        help="list the pretrained weights --weights can name (and describe weights files)",
+        description="Pretrained weights by name (downloaded on first use into torch's hub "
+        "cache), weights to convert yourself, and any weights FILE given: source, input size, "
+        "classes and top-1 / top-5 error (%%, ILSVRC-2012 val, centre crop).",
+    )
+    p.add_argument("files", nargs="*", metavar="FILE", help="weights files to describe")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    return p
+
+
+def _err(value: Any) -> str:
+    return "-" if value is None else f"{float(value):.1f}"
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    head = ("name", "model", "input", "classes", "top-1 err", "top-5 err", "source / how")
+    body = [
+        (r["name"], str(r["model"]), str(r["input_size"]), str(r["classes"]),
+         _err(r["top1_err"]), _err(r["top5_err"]), f"{r['source']}; {r['how']}")
+        for r in rows
+    ]  # fmt: skip
+    widths = [max(len(h), *(len(row[i]) for row in body)) for i, h in enumerate(head[:-1])]
+    lines = []
+    for row in (head, *body):
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[-1])
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    named = []
+    for entry in CATALOG.values():
+        row = entry.to_json()
+        cached = cache_dir() / entry.file_name
+        row["cached"] = str(cached) if cached.is_file() else None
+        if row["cached"]:
+            row["how"] = f"cached: {cached}"
+        named.append(row)
+    convertible = [e.to_json() for e in CONVERTIBLE.values()]
+    files = [describe_file(f) for f in args.files]
+    if args.json:
+        out = {"named": named, "convertible": convertible, "files": files}
+        print(json.dumps(out, indent=2))
+        return 0
+    print("By name (--weights NAME):")
+    print(_table(named))
+    print("\nConvert yourself:")
+    print(_table(convertible))
+    if files:
+        print("\nFiles:")
+        print(_table(files))
+    return 0

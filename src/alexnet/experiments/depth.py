@@ -1,0 +1,60 @@
+"""`depth`: paper §7 — "removing any of the middle layers results in a loss of about 2% for the
+top-1 performance of the network".
+
+The full recipe of `ablations` (the `small` family) against the same network with its middle
+convolutional layer removed (`remove_conv="conv2"`: conv3 then reads conv1's pooled maps; the
+family's first and last conv layers are not "middle"), paired by seed. With `--model paper`-sized
+data (224 px and up) the same comparison applies to the paper network's conv2, conv3 and conv4
+(model option `remove_conv`), at a cost of hours per run on a CPU.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from alexnet.experiments.ablations import BUDGET, full_config, measure, paired
+from alexnet.experiments.claims import claim
+from alexnet.experiments.common import Context, with_options
+from alexnet.experiments.result import compare
+
+NAME = "depth"
+REMOVED = ("conv2",)
+
+
+def run(ctx: Context) -> dict[str, Any]:
+    top5 = ctx.num_classes() >= 10
+    specs = []
+    for seed in ctx.seed_list:
+        full = paired(full_config(ctx, seed), full_config(ctx, seed))
+        specs.append((f"full-seed{seed}", full, f"full seed {seed}"))
+        for layer in REMOVED:
+            cfg = paired(with_options(full, remove_conv=layer), full)
+            specs.append((f"no-{layer}-seed{seed}", cfg, f"without {layer} seed {seed}"))
+    outcomes = ctx.train(specs)
+    rows = [
+        measure(ctx, outcome, name.rsplit("-seed", 1)[0], cfg.seed, top5)
+        for (name, cfg, _), outcome in zip(specs, outcomes)
+    ]
+    c = claim("depth")
+    comparisons = []
+    for layer in REMOVED:
+        for quantity in ("top1_error", "top5_error") if top5 else ("top1_error",):
+            comparisons.append(
+                compare(
+                    rows,
+                    quantity,
+                    f"no-{layer}",
+                    "full",
+                    direction=c.direction,
+                    paper=c.numbers.get(quantity),
+                    claim=c.key,
+                )  # fmt: skip
+            )
+    images, epochs = BUDGET[ctx.budget]
+    notes = [
+        f"Budget {ctx.budget}: as `ablations` ({epochs} epochs on "
+        + (f"the first {images:,} training images)." if images else "all training images).")
+        + " Estimates are (without the layer) - (full): positive = removing it costs accuracy.",
+        "The small family has one middle conv layer (conv2); the paper's network has three.",
+    ]
+    return ctx.finish(c, rows, comparisons, notes)

@@ -1,0 +1,119 @@
+"""Run an experiment's trainings as ordinary run directories under OUT/runs/, resumably.
+
+`run_all(specs, out)` trains each `(run_name, TrainConfig)` (optionally a third item: the label
+of the progress line) into OUT/runs/<run_name>/:
+- a finished run (RunDir.is_finished: eval.json and weights exist) is reused, not retrained;
+- a run with a checkpoint resumes from it (cfg.resume = its directory);
+- anything else starts fresh.
+One line on stderr per run: "run 3/12: relu lr=0.05 seed 1 (resumed|reused|new)".
+Rerunning the same command after a kill therefore redoes only what was not finished.
+The fit function and the run-directory type are parameters (defaults: the training engine's
+`alexnet.train.engine.fit` and `alexnet.rundir.RunDir`, imported when first needed), so
+tests can count trainings and simulate interruptions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol, TextIO
+
+from alexnet.errors import UserError
+from alexnet.rundir import RunDir
+from alexnet.train.config import TrainConfig
+from alexnet.train.engine import fit as engine_fit
+
+RUNS = "runs"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]*$")
+
+
+class RunDirLike(Protocol):
+    """What the runner needs of a run directory (alexnet.rundir.RunDir)."""
+
+    def is_finished(self) -> bool: ...
+    def has_checkpoint(self) -> bool: ...
+    def result(self) -> Any: ...
+
+
+FitFn = Callable[[TrainConfig], Any]
+RunDirFactory = Callable[[Path], RunDirLike]
+
+
+class RunStopped(Exception):
+    """A training stopped early (a signal): its checkpoint is saved; rerun to resume."""
+
+
+def default_fit(cfg: TrainConfig) -> Any:
+    """The training engine's fit."""
+    return engine_fit(cfg)
+
+
+def default_rundir(path: Path) -> RunDirLike:
+    return RunDir(path)
+
+
+@dataclasses.dataclass
+class RunOutcome:
+    """One run of `run_all`: its name, directory, what was done, and the engine's RunResult."""
+
+    name: str
+    run_dir: Path
+    action: str  # "reused" | "resumed" | "new"
+    result: Any
+
+
+def _specs(specs: Sequence[tuple]) -> list[tuple[str, TrainConfig, str]]:
+    out, seen = [], set()
+    for spec in specs:
+        name, cfg = spec[0], spec[1]
+        label = spec[2] if len(spec) > 2 else name
+        if not _NAME.match(name) or name in seen:
+            raise ValueError(f"run name {name!r} is not a unique plain file name")
+        seen.add(name)
+        out.append((name, cfg, label))
+    return out
+
+
+def run_all(
+    specs: Sequence[tuple[str, TrainConfig] | tuple[str, TrainConfig, str]],
+    out: str | os.PathLike,
+    *,
+    fit: FitFn | None = None,
+    rundir: RunDirFactory | None = None,
+    log: TextIO | None = None,
+) -> list[RunOutcome]:
+    """Train (or reuse, or resume) every run into OUT/runs/<name>/, in order.
+
+    Each config is copied with output_dir set (and resume set when resuming); the caller's
+    objects are not changed. Raises RunStopped when a training reports status "stopped".
+    """
+    fit = fit or default_fit
+    rundir = rundir or default_rundir
+    log = log or sys.stderr
+    items = _specs(specs)
+    root = Path(out) / RUNS
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--output-dir {out}: cannot create {root}: {exc.strerror}") from None
+    outcomes = []
+    for i, (name, cfg, label) in enumerate(items, 1):
+        path = root / name
+        rd = rundir(path)
+        cfg = dataclasses.replace(cfg, output_dir=str(path), resume=None)
+        if rd.is_finished():
+            action = "reused"
+        elif rd.has_checkpoint():
+            action, cfg = "resumed", dataclasses.replace(cfg, resume=str(path))
+        else:
+            action = "new"
+        print(f"run {i}/{len(items)}: {label} ({action})", file=log, flush=True)
+        result = rd.result() if action == "reused" else fit(cfg)
+        if getattr(result, "status", None) == "stopped":
+            raise RunStopped(f"run {name} stopped; its checkpoint is in {path}: rerun to resume")
+        outcomes.append(RunOutcome(name, path, action, result))
+    return outcomes

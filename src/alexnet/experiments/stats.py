@@ -1,0 +1,205 @@
+"""Statistics over seeds: means, 95% intervals, paired and unpaired comparisons.
+
+Every function takes one value per seed (a training run) and returns an `Estimate`:
+- `mean_ci`: the mean and its Student t interval, mean +- t(0.975, n-1) * s / sqrt(n).
+- `paired_diff_ci`: mean of the per-seed differences a_i - b_i with the t interval of those
+  differences (two variants trained with the same seed share the initialization of the layers
+  they have in common and the data order, so the seed-to-seed noise cancels).
+- `welch_diff_ci`: mean(a) - mean(b) with Welch's interval (unequal variances, Welch-Satterthwaite
+  degrees of freedom), for variants that do not share seeds.
+- `ratio_ci`: mean(a) / mean(b), percentile bootstrap, a and b resampled independently.
+- `paired_ratio_ci`: mean(a) / mean(b), paired percentile bootstrap: the seeds are resampled with
+  their (a_i, b_i) pairs kept together, and each resample's ratio of means is taken (the ratio of
+  means, not the mean of per-seed ratios, so it estimates the same quantity as `ratio_ci`).
+Bootstraps use `RESAMPLES` = 10,000 resamples from `numpy.random.default_rng(SEED)`, SEED = 0,
+so a result is reproducible to the bit.
+With a single value (n = 1) there is no spread to estimate: the interval is None (and
+`reproduced` then answers None). The Student t quantile is computed here (regularized incomplete
+beta function), so no scipy is needed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+LEVEL = 0.95
+RESAMPLES = 10_000
+SEED = 0
+DIRECTIONS = ("less", "greater", "differ")
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A point estimate with its 95% interval (None when n < 2), n values and the method used."""
+
+    estimate: float
+    ci95: tuple[float, float] | None
+    n: int
+    method: str
+
+    def to_json(self) -> dict[str, Any]:
+        ci = None if self.ci95 is None else [float(self.ci95[0]), float(self.ci95[1])]
+        return {"estimate": float(self.estimate), "ci95": ci, "n": self.n, "method": self.method}
+
+
+# ------------------------------------------------------------------ Student t quantile
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction of the incomplete beta function (modified Lentz)."""
+    tiny, qab, qap, qam = 1e-300, a + b, a + 1.0, a - 1.0
+    c, d = 1.0, 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 1000):
+        m2 = 2 * m
+        for num in (m * (b - m) * x / ((qam + m2) * (a + m2)),
+                    -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))):  # fmt: skip
+            d = 1.0 + num * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + num / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < 1e-15:
+            break
+    return h
+
+
+def _betainc(a: float, b: float, x: float) -> float:
+    """Regularized incomplete beta I_x(a, b) for x in [0, 1]."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    log_front = (
+        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    )
+    if x < (a + 1.0) / (a + b + 2.0):
+        return math.exp(log_front) * _betacf(a, b, x) / a
+    return 1.0 - math.exp(log_front) * _betacf(b, a, 1.0 - x) / b
+
+
+def t_cdf(t: float, df: float) -> float:
+    """P(T <= t) for Student's t with `df` (real, > 0) degrees of freedom."""
+    tail = 0.5 * _betainc(df / 2.0, 0.5, df / (df + t * t))
+    return 1.0 - tail if t > 0 else tail
+
+
+def t_quantile(p: float, df: float) -> float:
+    """The p-quantile of Student's t with `df` degrees of freedom (bisection on `t_cdf`)."""
+    if not 0.0 < p < 1.0 or df <= 0:
+        raise ValueError(f"t_quantile needs 0 < p < 1 and df > 0, got p={p}, df={df}")
+    if p < 0.5:
+        return -t_quantile(1.0 - p, df)
+    lo, hi = 0.0, 1.0
+    while t_cdf(hi, df) < p:
+        hi *= 2.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if t_cdf(mid, df) < p else (lo, mid)
+        if hi - lo <= 1e-13 * max(1.0, hi):
+            break
+    return 0.5 * (lo + hi)
+
+
+# ------------------------------------------------------------------ intervals
+def _values(values: Sequence[float], name: str = "values") -> np.ndarray:
+    x = np.asarray(values, dtype=np.float64).reshape(-1)
+    if x.size == 0:
+        raise ValueError(f"{name}: no values")
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"{name}: every value must be finite, got {x.tolist()}")
+    return x
+
+
+def _t_interval(x: np.ndarray, method: str) -> Estimate:
+    mean, n = float(x.mean()), int(x.size)
+    if n < 2:
+        return Estimate(mean, None, n, method)
+    half = t_quantile(0.5 + LEVEL / 2, n - 1) * float(x.std(ddof=1)) / math.sqrt(n)
+    return Estimate(mean, (mean - half, mean + half), n, method)
+
+
+def mean_ci(values: Sequence[float]) -> Estimate:
+    """Mean of one value per seed and its Student t 95% interval (None for n = 1)."""
+    return _t_interval(_values(values), "t")
+
+
+def paired_diff_ci(a: Sequence[float], b: Sequence[float]) -> Estimate:
+    """mean(a_i - b_i) over seeds i (a[i] and b[i] share seed i), t interval of the differences."""
+    x, y = _values(a, "a"), _values(b, "b")
+    if x.shape != y.shape:
+        raise ValueError(f"paired values need equal counts, got {x.size} and {y.size}")
+    return _t_interval(x - y, "paired t")
+
+
+def welch_diff_ci(a: Sequence[float], b: Sequence[float]) -> Estimate:
+    """mean(a) - mean(b), Welch's t interval (None unless both have n >= 2); n = len(a) + len(b)."""
+    x, y = _values(a, "a"), _values(b, "b")
+    diff, n = float(x.mean() - y.mean()), int(x.size + y.size)
+    if x.size < 2 or y.size < 2:
+        return Estimate(diff, None, n, "welch t")
+    va, vb = x.var(ddof=1) / x.size, y.var(ddof=1) / y.size
+    se = math.sqrt(va + vb)
+    if se == 0.0:
+        return Estimate(diff, (diff, diff), n, "welch t")
+    df = (va + vb) ** 2 / (va**2 / (x.size - 1) + vb**2 / (y.size - 1))
+    half = t_quantile(0.5 + LEVEL / 2, df) * se
+    return Estimate(diff, (diff - half, diff + half), n, "welch t")
+
+
+def _percentiles(ratios: np.ndarray) -> tuple[float, float]:
+    lo, hi = np.percentile(ratios, [50 * (1 - LEVEL), 50 * (1 + LEVEL)])
+    return float(lo), float(hi)
+
+
+def _positive(x: np.ndarray, name: str) -> None:
+    if np.any(x <= 0):
+        raise ValueError(f"{name}: a ratio of means needs positive values, got {x.tolist()}")
+
+
+def ratio_ci(a: Sequence[float], b: Sequence[float]) -> Estimate:
+    """mean(a) / mean(b), percentile bootstrap with a and b resampled independently."""
+    x, y = _values(a, "a"), _values(b, "b")
+    _positive(y, "b")
+    ratio, n = float(x.mean() / y.mean()), int(x.size + y.size)
+    if x.size < 2 or y.size < 2:
+        return Estimate(ratio, None, n, "bootstrap")
+    rng = np.random.default_rng(SEED)
+    xa = x[rng.integers(0, x.size, (RESAMPLES, x.size))].mean(1)
+    yb = y[rng.integers(0, y.size, (RESAMPLES, y.size))].mean(1)
+    return Estimate(ratio, _percentiles(xa / yb), n, "bootstrap")
+
+
+def paired_ratio_ci(a: Sequence[float], b: Sequence[float]) -> Estimate:
+    """mean(a) / mean(b), paired percentile bootstrap (seeds resampled with their pairs)."""
+    x, y = _values(a, "a"), _values(b, "b")
+    if x.shape != y.shape:
+        raise ValueError(f"paired values need equal counts, got {x.size} and {y.size}")
+    _positive(y, "b")
+    ratio, n = float(x.mean() / y.mean()), int(x.size)
+    if n < 2:
+        return Estimate(ratio, None, n, "paired bootstrap")
+    idx = np.random.default_rng(SEED).integers(0, n, (RESAMPLES, n))
+    return Estimate(ratio, _percentiles(x[idx].mean(1) / y[idx].mean(1)), n, "paired bootstrap")
+
+
+def reproduced(ci: Sequence[float] | None, direction: str, null: float = 0.0) -> bool | None:
+    """Does the whole interval lie on the paper's side of `null` (0: difference, 1: ratio)?
+
+    direction: "less" (the paper says the estimate is below null), "greater", or "differ" (either
+    side). None when there is no interval (n = 1, or the claim cannot be tested).
+    """
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+    if ci is None:
+        return None
+    lo, hi = float(ci[0]), float(ci[1])
+    if direction == "less":
+        return hi < null
+    if direction == "greater":
+        return lo > null
+    return hi < null or lo > null

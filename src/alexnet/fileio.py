@@ -1,0 +1,131 @@
+"""Files written whole or not at all, and torch files read without running their code.
+
+`atomic_write` writes a temporary file in the target's directory, fsyncs it, renames it over
+the target (`os.replace`) and fsyncs the directory: a crash at any moment leaves either the old
+file or the new one, never a half-written file. `safe_torch_load` reads `torch.save` files with
+`weights_only=True`, so a pickle that would build any object other than tensors and plain
+containers (a code payload) is refused before anything in it runs; every failure is one
+`UserError` line saying what the file is.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import tempfile
+import warnings
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+
+from alexnet.errors import UserError
+
+ZIP_MAGIC = b"PK\x03\x04"
+PICKLE_PROTO = 0x80  # first byte of a pickle of protocol >= 2 (legacy torch.save files)
+
+
+def atomic_write(
+    path: str | os.PathLike, write: Callable[[IO[Any]], object], mode: str = "wb"
+) -> None:
+    """Write `path` through `write(fileobj)` (binary for mode "wb", text for "w"), atomically:
+    temp file in the same directory, fsync, `os.replace`, fsync of the directory."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())
+        with os.fdopen(fd, mode) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    fsync_dir(path.parent)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """`atomic_write` of a text (UTF-8)."""
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """`atomic_write` of bytes."""
+    atomic_write(path, lambda f: f.write(data))
+
+
+def fsync_dir(directory: str | os.PathLike) -> None:
+    """Make renames and creations inside `directory` durable (a no-op where unsupported)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def torch_file_kind(path: str | os.PathLike) -> str:
+    """What the file's first bytes say: "zip" (torch.save's format), "pickle" (legacy
+    torch.save), "empty" or "other"."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head:
+        return "empty"
+    if head == ZIP_MAGIC:
+        return "zip"
+    if head[0] == PICKLE_PROTO:
+        return "pickle"
+    return "other"
+
+
+def _refused_global(message: str) -> str | None:
+    """The first global that weights_only refused, from torch's error text."""
+    found = re.search(r"GLOBAL ([\w.]+)", message)
+    return found.group(1) if found else None
+
+
+def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
+    """`torch.load(path, weights_only=True)`; each failure one UserError naming the file:
+    missing, empty, not a torch file at all, truncated or damaged, or a pickle holding objects
+    that weights_only refuses (naming the first refused global; nothing in the file ran)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    kind = torch_file_kind(path)
+    if kind == "empty":
+        raise UserError(f"{path}: empty file, not a torch checkpoint")
+    if kind == "other":
+        raise UserError(f"{path}: not a torch checkpoint (neither a torch zip nor a pickle)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        name = _refused_global(str(exc))
+        if name is not None:
+            raise UserError(
+                f"{path}: refused: a torch pickle holding objects that weights_only loading "
+                f"does not allow (first: {name}); nothing in it was run"
+            ) from None
+        raise UserError(f"{path}: damaged or not a torch checkpoint (unreadable pickle)") from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
+        what = "truncated or damaged" if kind == "zip" else "truncated or damaged legacy"
+        reason = type(exc).__name__
+        raise UserError(f"{path}: {what} torch checkpoint ({reason})") from None

@@ -1,0 +1,144 @@
+"""The run directory (RUN/) that `alexnet train` writes: its file names and their readers.
+
+One owner for the names, so the training engine that writes a run and the commands that read
+one (eval, plot, report, reproduce) cannot disagree:
+
+| file | written | what |
+|---|---|---|
+| `config.json` | at the start | the resolved training config, model config, geometry, versions |
+| `metrics.jsonl` | every epoch | one JSON record per (possibly partial) epoch |
+| `steps.jsonl` | every `log_every` steps | training loss and error over the last steps |
+| `checkpoint.pt` | epoch ends, signals | everything needed to resume to the bit |
+| `weights.safetensors` | at the end | the final weights with their metadata |
+| `weights-best.safetensors` | when validation improves | the best weights so far |
+| `eval.json` | at the end | the final evaluation (top-1/top-5 error, crops) |
+| `report.md`, `*.png` | `alexnet report` | the run's report and pictures |
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class RunResult:
+    """What a finished (or stopped) training run gives back (`alexnet.train.fit`).
+
+    `history` holds the `metrics.jsonl` records, `final` the `eval.json` record (empty when the
+    run stopped before its end).
+    """
+
+    status: str  # "finished" | "max_steps" | "stopped"
+    output_dir: Path
+    history: list[dict[str, Any]] = field(default_factory=list)
+    final: dict[str, Any] = field(default_factory=dict)
+    weights: Path | None = None
+    train_seconds: float = 0.0
+
+    @property
+    def last(self) -> dict[str, Any]:
+        """The last epoch's metrics record ({} before the first epoch ends)."""
+        return self.history[-1] if self.history else {}
+
+
+class RunDir:
+    """Paths and readers of one run directory."""
+
+    CONFIG = "config.json"
+    METRICS = "metrics.jsonl"
+    STEPS = "steps.jsonl"
+    CHECKPOINT = "checkpoint.pt"
+    WEIGHTS = "weights.safetensors"
+    BEST = "weights-best.safetensors"
+    EVAL = "eval.json"
+    REPORT = "report.md"
+    KERNELS = "kernels.png"
+    CURVES = "curves.png"
+    NEIGHBOURS = "neighbours.png"
+    PREDICTIONS = "predictions.png"
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    # paths
+    @property
+    def config(self) -> Path:
+        return self.path / self.CONFIG
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / self.METRICS
+
+    @property
+    def steps(self) -> Path:
+        return self.path / self.STEPS
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / self.CHECKPOINT
+
+    @property
+    def weights(self) -> Path:
+        return self.path / self.WEIGHTS
+
+    @property
+    def best_weights(self) -> Path:
+        return self.path / self.BEST
+
+    @property
+    def eval_json(self) -> Path:
+        return self.path / self.EVAL
+
+    def picture(self, name: str) -> Path:
+        return self.path / name
+
+    # state
+    def has_checkpoint(self) -> bool:
+        return self.checkpoint.is_file()
+
+    def is_finished(self) -> bool:
+        """True when the run reached its end: final weights and evaluation written."""
+        return self.eval_json.is_file() and self.weights.is_file()
+
+    # readers
+    def read_config(self) -> dict[str, Any]:
+        """`config.json` as written by the engine: {"config": {...}, "model": {...}, ...}."""
+        return json.loads(self.config.read_text())
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        return _read_jsonl(self.metrics)
+
+    def read_steps(self) -> list[dict[str, Any]]:
+        return _read_jsonl(self.steps)
+
+    def read_eval(self) -> dict[str, Any]:
+        return json.loads(self.eval_json.read_text())
+
+    def result(self) -> RunResult:
+        """The RunResult of a run on disk (finished or not)."""
+        history = self.read_metrics() if self.metrics.is_file() else []
+        final = self.read_eval() if self.eval_json.is_file() else {}
+        status = "finished" if self.is_finished() else "stopped"
+        if history and status == "finished" and not history[-1].get("complete", True):
+            status = "max_steps"
+        return RunResult(
+            status=status,
+            output_dir=self.path,
+            history=history,
+            final=final,
+            weights=self.weights if self.weights.is_file() else None,
+            train_seconds=float(history[-1].get("elapsed", 0.0)) if history else 0.0,
+        )
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

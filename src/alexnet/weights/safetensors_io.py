@@ -1,0 +1,103 @@
+"""Our weights format: a safetensors file whose metadata says how to rebuild and feed the model.
+
+Metadata (all strings): format "alexnet-weights/1", model (JSON of model.config: name +
+options), classes (JSON list), preprocess (JSON of `Preprocess`), extra (JSON: recipe, epoch,
+val errors, and "layout": "two-device" for the two-device tower layout). The mean image for
+"mean_image" normalization (paper §2) is the tensor "preprocess.mean_image" next to the
+model's own tensors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save
+
+from alexnet.errors import UserError
+from alexnet.fileio import atomic_write_bytes
+from alexnet.weights.meta import Preprocess, WeightsMeta
+
+FORMAT = "alexnet-weights/1"
+MEAN_IMAGE_KEY = "preprocess.mean_image"
+_HEADER_LIMIT = 100_000_000  # safetensors' own limit on the JSON header size
+
+
+def is_safetensors(path: str | os.PathLike) -> bool:
+    """True when the file starts like a safetensors file: a little-endian u64 header length
+    that fits in the file, then a JSON object."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if len(head) < 9:
+        return False
+    (n,) = struct.unpack("<Q", head[:8])
+    return 2 <= n <= min(size - 8, _HEADER_LIMIT) and head[8:9] == b"{"
+
+
+def save_safetensors(
+    path: str | os.PathLike,
+    state_dict: Mapping[str, torch.Tensor],
+    *,
+    model_config: dict[str, Any],
+    classes: list[str],
+    preprocess: Preprocess | dict[str, Any],
+    mean_image: torch.Tensor | None = None,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Atomically write model tensors + metadata (see the module docstring)."""
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
+    if mean_image is not None:
+        tensors[MEAN_IMAGE_KEY] = torch.as_tensor(mean_image, dtype=torch.float32).contiguous()
+    metadata = {
+        "format": FORMAT,
+        "model": json.dumps(model_config),
+        "classes": json.dumps(list(classes)),
+        "preprocess": json.dumps(Preprocess.from_json(preprocess).to_json()),
+        "extra": json.dumps(extra or {}),
+    }
+    atomic_write_bytes(path, save(tensors, metadata=metadata))
+
+
+def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], WeightsMeta]:
+    """(model tensors as stored, metadata); UserError naming the file when it is not ours.
+
+    The mean image goes to `meta.mean_image`; a two-device file's tensors stay in that layout
+    (`meta.format` "two-device").
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such weights file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = f.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise UserError(f"{path}: not a readable safetensors file ({exc})") from None
+    if raw.get("format") != FORMAT:
+        raise UserError(
+            f"{path}: a safetensors file without alexnet metadata (format {FORMAT}); "
+            "write it with alexnet.weights.save"
+        )
+    try:
+        parsed = {k: json.loads(raw[k]) for k in ("model", "classes", "preprocess", "extra")}
+        preprocess = Preprocess.from_json(parsed["preprocess"])
+    except (KeyError, ValueError, TypeError, UserError) as exc:
+        raise UserError(f"{path}: damaged alexnet metadata ({exc})") from None
+    extra = dict(parsed["extra"])
+    meta = WeightsMeta(
+        model_config=dict(parsed["model"]),
+        classes=[str(c) for c in parsed["classes"]],
+        preprocess=preprocess,
+        extra=extra,
+        mean_image=tensors.pop(MEAN_IMAGE_KEY, None),
+        format="two-device" if extra.get("layout") == "two-device" else "alexnet",
+        path=str(path),
+    )
+    return tensors, meta

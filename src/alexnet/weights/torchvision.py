@@ -1,0 +1,73 @@
+"""torchvision's ImageNet AlexNet weights (`alexnet-owt-7be5be79.pth`) given by path.
+
+The file is a pickled state_dict, read with `torch.load(weights_only=True)`, so a file whose
+pickle would build any other object (a code payload) is refused before anything in it runs.
+Nothing is ever downloaded: the class names come from torchvision's own metadata (shipped in
+the package), the preprocessing is torchvision's (shorter side to 256, centre crop 224,
+ImageNet channel mean / std).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torchvision.models import AlexNet_Weights
+
+from alexnet.errors import UserError
+from alexnet.weights.meta import Preprocess, WeightsMeta
+
+HEAD_KEY = "classifier.6.weight"
+TORCHVISION_PREPROCESS = Preprocess(
+    image_size=256,
+    resize_rule="torchvision",
+    crop_size=224,
+    resize=None,
+    out_channels=3,
+    normalize="channel",
+    mean=[0.485, 0.456, 0.406],
+    std=[0.229, 0.224, 0.225],
+)
+
+
+def imagenet_categories() -> list[str]:
+    """The 1000 ImageNet class names in torchvision's order (no download: static metadata)."""
+    return list(AlexNet_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def is_state_dict(obj: Any) -> bool:
+    """A dict of name -> tensor."""
+    return isinstance(obj, dict) and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    )
+
+
+def torchvision_weights(
+    obj: Any, path: str | os.PathLike
+) -> tuple[dict[str, torch.Tensor], WeightsMeta]:
+    """The object `torch.load` read from a torchvision `.pth` -> (state_dict, metadata of the
+    `torchvision` model). UserError naming the file when it is not such a state_dict."""
+    path = Path(path)
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not is_state_dict(obj):
+        raise UserError(f"{path}: a torch file but not a state_dict (a dict of name -> tensor)")
+    head = obj.get(HEAD_KEY)
+    if head is None or head.dim() != 2:
+        raise UserError(
+            f"{path}: a state_dict but not torchvision AlexNet weights (no {HEAD_KEY}; "
+            f"keys {sorted(obj)[:3]} ...)"
+        )
+    num_classes = int(head.shape[0])
+    classes = imagenet_categories() if num_classes == 1000 else [str(i) for i in range(num_classes)]
+    meta = WeightsMeta(
+        model_config={"name": "torchvision", "options": {"num_classes": num_classes}},
+        classes=classes,
+        preprocess=TORCHVISION_PREPROCESS,
+        extra={"source": "torchvision", "file": str(path)},
+        format="torchvision",
+        path=str(path),
+    )
+    return obj, meta

@@ -1,0 +1,150 @@
+"""Each experiment of `alexnet reproduce` end to end on a tiny synthetic dataset with a tiny
+budget: its files are written, `summary` is recomputable from `runs`, a rerun reuses every
+finished run (no training), and variants paired by seed start from the same weights."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+
+import pytest
+import torch
+from train_helpers import write_packed
+
+from alexnet import runtime as dist
+from alexnet.errors import UserError
+from alexnet.experiments import ablations, depth, paper_net, relu_tanh, retrieval, towers
+from alexnet.experiments.common import Context, with_options
+from alexnet.experiments.result import load_result, summarize
+from alexnet.train.engine import fit
+from alexnet.train.state import setup
+
+
+@pytest.fixture(scope="module")
+def gray(tmp_path_factory):
+    return write_packed(tmp_path_factory.mktemp("gray"), n_train=64, n_val=32, gray=True,
+                        classes=10)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def colour(tmp_path_factory):
+    return write_packed(tmp_path_factory.mktemp("colour"), n_train=64, n_val=16, size=32)
+
+
+@pytest.fixture
+def tiny(monkeypatch):
+    """Budgets of seconds: a few steps of batch 16 on 64 images."""
+    monkeypatch.setitem(relu_tanh.BUDGET, "quick", ((0.01, 0.1), 4, 8, 2))
+    monkeypatch.setitem(ablations.BUDGET, "quick", (48, 2))
+    monkeypatch.setitem(retrieval.BUDGET, "quick", (0, 1))
+    monkeypatch.setitem(towers.BUDGET, "quick", (0, 1))
+    monkeypatch.setitem(paper_net.BUDGET, "quick", (1, 8, 2))
+    monkeypatch.setattr(paper_net, "BATCH", 4)
+    from alexnet.experiments import common
+
+    monkeypatch.setattr(common, "BATCH", 16)
+    monkeypatch.setattr(relu_tanh, "BATCH", 16)
+
+
+class Counter:
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, cfg):
+        self.calls += 1
+        return fit(cfg)
+
+
+def _run(module, data, out, seeds=2):
+    counter = Counter()
+    ctx = Context(module.NAME, data, out, "quick", seeds, "cpu", log=io.StringIO(), fit=counter)
+    module.run(ctx)
+    return counter.calls, ctx
+
+
+CASES = [
+    (relu_tanh, "gray", ["fig1.png"], 2 * 2 + 2 * 2),  # sweep 2 rates x 2 activations + seeds
+    (ablations, "gray", ["deltas.png"], 7 * 2),
+    (depth, "gray", [], 2 * 2),
+    (retrieval, "gray", ["fig4.png"], 2),
+    (towers, "colour", ["scores.png", "kernels.png"], 2),
+]
+
+
+@pytest.mark.parametrize("module,data_name,pictures,trainings", CASES,
+                         ids=[c[0].NAME for c in CASES])  # fmt: skip
+def test_experiment_end_to_end(module, data_name, pictures, trainings, tiny, request, tmp_path):
+    data = request.getfixturevalue(data_name)
+    calls, ctx = _run(module, data, tmp_path)
+    assert calls == trainings
+    result = load_result(tmp_path / "result.json")
+    assert result["experiment"] == module.NAME and result["budget"] == "quick"
+    assert {
+        "claim",
+        "runs",
+        "summary",
+        "comparisons",
+        "machine",
+        "torch",
+        "commit",
+        "wall_s",
+    } <= set(result)
+    assert result["summary"] == json.loads(json.dumps(summarize(result["runs"])))
+    assert {r["seed"] for r in result["runs"]} == {0, 1}
+    assert all(c["paired"] for c in result["comparisons"])
+    table = (tmp_path / "table.md").read_text()
+    assert "|" in table
+    for name in pictures:
+        assert (tmp_path / name).stat().st_size > 1000, name
+    # rerun: every finished run is reused
+    again, _ = _run(module, data, tmp_path)
+    assert again == 0
+
+
+def test_paper_net_end_to_end(tiny, colour, tmp_path):
+    calls, _ = _run(paper_net, colour, tmp_path, seeds=1)
+    assert calls == 1
+    result = load_result(tmp_path / "result.json")
+    rows = {r["variant"]: r for r in result["runs"]}
+    assert set(rows) == {"1-crop", "10-crop"}
+    assert 0 <= rows["10-crop"]["top1_error"] <= 1
+    assert (tmp_path / "kernels.png").stat().st_size > 1000
+
+
+def test_towers_refuses_grayscale(gray, tmp_path):
+    ctx = Context("towers", gray, tmp_path, "quick", 1, "cpu", log=io.StringIO())
+    with pytest.raises(UserError, match="grayscale"):
+        towers.run(ctx)
+
+
+VARIANTS = ["no-lrn", "no-dropout", "no-pca", "no-crops-flips", "no-overlap", "one-tower-half",
+            "no-conv2"]  # fmt: skip
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_paired_variants_start_from_the_same_weights(gray, tmp_path, variant, tiny):
+    """Same seed, one feature switched: the engine starts every tensor that the full model and
+    the variant share (same name and shape) from the same value; the rest differ in shape."""
+    ctx = Context("ablations", gray, tmp_path, "quick", 1, "cpu")
+    configs = ablations.variants(ablations.full_config(ctx, seed=3))
+    full = configs["full"]
+    configs["no-conv2"] = ablations.paired(with_options(full, remove_conv="conv2"), full)
+    info = dist.dist_info()
+    nets = []
+    for name in ("full", variant):
+        cfg = dataclasses.replace(configs[name], output_dir=str(tmp_path / name))
+        nets.append(setup(cfg, info, torch.device("cpu")).net.state_dict())
+    a, b = nets
+    shared = [k for k in a if k in b and a[k].shape == b[k].shape]
+    for k in shared:
+        assert torch.equal(a[k], b[k]), k
+    if variant in ("no-overlap", "one-tower-half", "no-conv2"):  # some layers change shape
+        assert 2 <= len(shared) < len(a)
+    else:  # nothing changes shape: every tensor is shared
+        assert len(shared) == len(a) == len(b)
+    if variant == "no-conv2":  # without pairing, removing a layer shifts the others' draws
+        plain = dataclasses.replace(configs[variant], init_like=None,
+                                    output_dir=str(tmp_path / "plain"))  # fmt: skip
+        c = setup(plain, info, torch.device("cpu")).net.state_dict()
+        assert any(not torch.equal(a[k], c[k]) for k in shared)

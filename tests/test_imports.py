@@ -1,0 +1,199 @@
+"""The shape of the package, read from its source with `ast`: who imports whom.
+
+- no import circles among module-level imports (a package's `__init__` counts: importing
+  `a.b.c` runs `a.b` first);
+- `alexnet.train` is imported only by `alexnet.train.*`, the `train` command and experiments;
+- no module imports the package face `alexnet` (only `cli.py` / `__main__.py`, for
+  `__version__`): library code imports from the defining module;
+- imports sit at the top of modules, except optional heavy dependencies.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+ROOT = "alexnet"
+FACE_ALLOWED = {"alexnet.cli", "alexnet.__main__"}
+TRAIN_ALLOWED_PREFIXES = ("alexnet.train", "alexnet.commands.train", "alexnet.experiments")
+# optional dependencies (extras, or Pillow's colour management, built only with littlecms)
+OPTIONAL = (
+    "PIL.ImageCms",
+    "matplotlib",
+    "onnx",
+    "onnxruntime",
+    "scipy",
+    "torch.utils.tensorboard",
+    # `alexnet serve` needs the serve extra: its command imports the server when it runs
+    "uvicorn",
+    "fastapi",
+    "alexnet.serve",  # optional: the training run works without it
+    "tensorboard",
+    "torch.utils.tensorboard",
+    # `alexnet serve` needs the serve extra: its command imports the server when it runs
+    "uvicorn",
+    "fastapi",
+    "alexnet.serve",
+)
+# the package face imports lazily on purpose (`import alexnet.errors` stays free of torch);
+# models/ is changed separately and checked by its own tests
+TOP_IMPORT_EXEMPT = ROOT
+TOP_IMPORT_EXEMPT_PREFIX = "alexnet.models"
+# (importer, imported or "inside a function") still pending in the training engine's files,
+# which change in a parallel step; that step empties this set.
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(SRC).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+MODULES = {module_name(p): p for p in sorted((SRC / ROOT).rglob("*.py"))}
+
+
+def _targets(node: ast.Import | ast.ImportFrom, importer: str) -> list[str]:
+    """Internal modules an import statement loads (a `from X import y` may name module X.y)."""
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names]
+    base = node.module or ""
+    if node.level:
+        package = (
+            importer if MODULES[importer].name == "__init__.py" else importer.rsplit(".", 1)[0]
+        )
+        for _ in range(node.level - 1):
+            package = package.rsplit(".", 1)[0]
+        base = f"{package}.{base}" if base else package
+    if internal(base) is None:  # another package: the full names (`PIL.ImageCms`)
+        return [f"{base}.{a.name}" for a in node.names]
+    subs = [f"{base}.{a.name}" for a in node.names if f"{base}.{a.name}" in MODULES]
+    # names that are not submodules come from `base` itself
+    return subs + ([base] if len(subs) < len(node.names) else [])
+
+
+def imports(module: str, *, top_only: bool) -> list[tuple[str, bool]]:
+    """(imported name, inside a function?) for every import statement of `module`."""
+    tree = ast.parse(MODULES[module].read_text())
+    found: list[tuple[str, bool]] = []
+
+    def visit(node: ast.AST, in_function: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            nested = in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef))
+            if isinstance(child, (ast.Import, ast.ImportFrom)):
+                if not (top_only and in_function):
+                    found.extend((t, in_function) for t in _targets(child, module))
+            visit(child, nested)
+
+    visit(tree, False)
+    return found
+
+
+def _is_type_checking_only(module: str, target: str) -> bool:
+    tree = ast.parse(MODULES[module].read_text())
+    for node in tree.body:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            for sub in ast.walk(node):
+                if isinstance(sub, (ast.Import, ast.ImportFrom)) and target in _targets(
+                    sub, module
+                ):
+                    return True
+    return False
+
+
+def internal(name: str) -> str | None:
+    """The internal module a dotted name refers to (a module or its package), else None."""
+    while name:
+        if name in MODULES:
+            return name
+        name = name.rsplit(".", 1)[0] if "." in name else ""
+    return None
+
+
+def graph() -> dict[str, set[str]]:
+    """Module-level import edges between internal modules, with the packages that importing a
+    module runs first (not the importer's own ancestors, nor the root face)."""
+    edges: dict[str, set[str]] = {m: set() for m in MODULES}
+    for module in MODULES:
+        for name, _ in imports(module, top_only=True):
+            target = internal(name)
+            if target is None or target == module or _is_type_checking_only(module, name):
+                continue
+            edges[module].add(target)
+            parts = target.split(".")
+            for i in range(2, len(parts)):
+                package = ".".join(parts[:i])
+                if package in MODULES and not (module + ".").startswith(package + "."):
+                    edges[module].add(package)
+    return edges
+
+
+def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def dfs(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(edges[node]):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt) :] + [nxt]
+            if nxt not in state and (cycle := dfs(nxt)):
+                return cycle
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(edges):
+        if node not in state and (cycle := dfs(node)):
+            return cycle
+    return None
+
+
+def test_the_graph_is_read_correctly():
+    """The reader itself: known edges are found, a made-up circle is detected."""
+    edges = graph()
+    assert "alexnet.weights.safetensors_io" in edges["alexnet.weights"]
+    assert "alexnet.errors" in edges["alexnet.runtime"]
+    assert "alexnet.weights" in edges["alexnet.inference"]  # parent package of .meta too
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_no_import_circles():
+    cycle = find_cycle(graph())
+    assert cycle is None, " -> ".join(cycle or [])
+
+
+def test_train_is_imported_only_by_training_code():
+    bad = [
+        (module, name)
+        for module in MODULES
+        if not module.startswith(TRAIN_ALLOWED_PREFIXES)
+        for name, _ in imports(module, top_only=False)
+        if name == "alexnet.train" or name.startswith("alexnet.train.")
+    ]
+    assert bad == []
+
+
+def test_library_code_never_imports_the_package_face():
+    bad = {
+        (module, ROOT)
+        for module in MODULES
+        if module not in FACE_ALLOWED and module != ROOT
+        for name, _ in imports(module, top_only=False)
+        if name == ROOT
+    }
+    assert bad == set()
+
+
+def test_imports_at_the_top_of_modules():
+    bad = {
+        (module, "inside a function")
+        for module in MODULES
+        if module != TOP_IMPORT_EXEMPT and not module.startswith(TOP_IMPORT_EXEMPT_PREFIX)
+        for name, nested in imports(module, top_only=False)
+        if nested and not name.startswith(OPTIONAL)
+    }
+    assert bad == set()
