@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_model.py
 	$(PY) benchmarks/bench_lrn.py
 	$(PY) benchmarks/bench_pool.py
+	$(PY) benchmarks/bench_train.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -11,7 +11,8 @@ same batch size and the same number of loader workers, each pipeline in a fresh 
 - `ours-paper`: `alexnet train --model paper` (the paper recipe: 224 crops of 256, flip,
   fancy-PCA lighting, mean image; the two-tower network with LRN);
 - `ours-paper-amp`, `ours-torchvision-amp`: the same with bf16 autocast (`--amp`, opt-in since
-  it changes the numerics); `ours-*-nomalloc`: with ALEXNET_MALLOC=0 (the allocator setting off).
+  it changes the numerics); `ours-*-nomalloc`: with ALEXNET_MALLOC=0 (the allocator setting off);
+  `ours-*-cl`: with `--channels-last`; `ours-*-w1`: one loader thread instead of `--workers`.
 
 Rates are steady state: images/s between the end of step `--skip` and the last step (start-up,
 worker spin-up and the first steps excluded), measured from per-step timestamps (ours: the
@@ -46,11 +47,38 @@ PIPELINES = {
     "ours-torchvision-amp": ["--model", "torchvision", "--recipe", "torchvision", "--amp"],
     "ours-paper-amp": ["--model", "paper", "--recipe", "paper", "--amp"],
     "ours-torchvision-nomalloc": ["--model", "torchvision", "--recipe", "torchvision"],
+    "ours-paper-nomalloc": ["--model", "paper", "--recipe", "paper"],
+    "ours-torchvision-cl": ["--model", "torchvision", "--recipe", "torchvision", "--channels-last"],
+    "ours-paper-cl": ["--model", "paper", "--recipe", "paper", "--channels-last"],
+    "ours-torchvision-w1": ["--model", "torchvision", "--recipe", "torchvision"],
+    "ours-paper-w1": ["--model", "paper", "--recipe", "paper"],
+    # a GPU as it is meant to run: packed data and augmentation on the device, bf16,
+    # channels-last, torch.compile
+    "ours-paper-gpu": [
+        "--model",
+        "paper",
+        "--recipe",
+        "paper",
+        "--amp",
+        "--channels-last",
+        "--compile",
+    ],
+    "ours-torchvision-gpu": [
+        "--model",
+        "torchvision",
+        "--recipe",
+        "torchvision",
+        "--amp",
+        "--channels-last",
+        "--compile",
+    ],
 }
+# pipelines that change one setting against the same-named one without the suffix
+WORKERS_OVERRIDE = {"-w1": 1}
 DEFAULT = ["examples", "ours-torchvision", "ours-paper", "ours-torchvision-amp", "ours-paper-amp"]
 
 
-def examples_loop(data: str, batch: int, workers: int, steps: int) -> None:
+def examples_loop(data: str, batch: int, workers: int, steps: int, device: str) -> None:
     """pytorch/examples imagenet/main.py's training loop; prints one timestamp per step."""
     import torch
     import torchvision
@@ -60,26 +88,31 @@ def examples_loop(data: str, batch: int, workers: int, steps: int) -> None:
     normalize = T.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
     tf = T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(), T.ToTensor(), normalize])
     ds = torchvision.datasets.ImageFolder(os.path.join(data, "train"), tf)
+    cuda = device.startswith("cuda")
     loader = torch.utils.data.DataLoader(
-        ds, batch_size=batch, shuffle=True, num_workers=workers, drop_last=True
+        ds, batch_size=batch, shuffle=True, num_workers=workers, drop_last=True, pin_memory=cuda
     )
-    model = torchvision.models.alexnet(num_classes=len(ds.classes))
+    model = torchvision.models.alexnet(num_classes=len(ds.classes)).to(device)
     criterion = torch.nn.CrossEntropyLoss()
     opt = torch.optim.SGD(model.parameters(), 0.01, momentum=0.9, weight_decay=1e-4)
     model.train()
     done, stamps = 0, []
     while done < steps:
         for images, target in loader:
+            images = images.to(device, non_blocking=True)
+            target = target.to(device, non_blocking=True)
             output = model(images)
             loss = criterion(output, target)
             opt.zero_grad()
             loss.backward()
             opt.step()
             done += 1
+            if cuda:
+                torch.cuda.synchronize()
             stamps.append((done, done * batch, time.perf_counter()))
             if done >= steps:
                 break
-    print(json.dumps({"stamps": stamps, "maxrss_mb": _maxrss_mb()}))
+    print(json.dumps({"stamps": stamps, "maxrss_mb": _maxrss_mb(), "gpu_mb": _gpu_mb()}))
 
 
 def ours_loop(argv: list[str]) -> None:
@@ -87,11 +120,18 @@ def ours_loop(argv: list[str]) -> None:
     from alexnet.cli import main
 
     code = main(argv)
-    print(json.dumps({"rc": code, "maxrss_mb": _maxrss_mb()}))
+    print(json.dumps({"rc": code, "maxrss_mb": _maxrss_mb(), "gpu_mb": _gpu_mb()}))
 
 
 def _maxrss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _gpu_mb() -> float | None:
+    """Peak GPU memory allocated by this process (MiB), None without CUDA."""
+    import torch
+
+    return torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
 
 
 def _child(args: list[str], env: dict[str, str]) -> dict:
@@ -113,15 +153,16 @@ def _steady(stamps: list[tuple[int, int, float]], skip: int) -> float:
 def run_pipeline(name: str, opts, jpegs: Path, packed: Path, work: Path, env: dict) -> dict:
     steps = opts.skip + opts.steps
     if name == "examples":
-        out = _child(
-            ["--examples", str(jpegs), str(opts.batch_size), str(opts.workers), str(steps)], env
-        )
-        return {"rate": _steady(out["stamps"], opts.skip), "maxrss_mb": out["maxrss_mb"]}
+        args = [str(jpegs), str(opts.batch_size), str(opts.workers), str(steps), opts.device]
+        out = _child(["--examples", *args], env)
+        return {"rate": _steady(out["stamps"], opts.skip), "maxrss_mb": out["maxrss_mb"],
+                "gpu_mb": out["gpu_mb"]}  # fmt: skip
     run = work / f"{name}-{time.monotonic_ns()}"
     argv = ["train", "--data", str(packed), "--output-dir", str(run), *PIPELINES[name]]
-    argv += ["--batch-size", str(opts.batch_size), "--workers", str(opts.workers)]
+    workers = next((w for sfx, w in WORKERS_OVERRIDE.items() if name.endswith(sfx)), opts.workers)
+    argv += ["--batch-size", str(opts.batch_size), "--workers", str(workers)]
     argv += ["--max-steps", str(steps), "--log-every", "1", "--val-limit", "1"]
-    argv += ["--test-crops", "1", "--eval-crops", "1"]
+    argv += ["--test-crops", "1", "--eval-crops", "1", "--device", opts.device]
     child_env = dict(env, ALEXNET_MALLOC="0") if name.endswith("-nomalloc") else env
     out = _child(["--ours", *argv], child_env)
     records = [json.loads(x) for x in (run / "steps.jsonl").read_text().splitlines()]
@@ -129,13 +170,14 @@ def run_pipeline(name: str, opts, jpegs: Path, packed: Path, work: Path, env: di
     later = [r for r in records if r["step"] > opts.skip]
     step_time = stamps[-1][2] - next(s[2] for s in stamps if s[0] == opts.skip)
     stall = sum(r["data_time"] for r in later) / max(step_time, 1e-9)
-    return {"rate": _steady(stamps, opts.skip), "stall": stall, "maxrss_mb": out["maxrss_mb"]}
+    return {"rate": _steady(stamps, opts.skip), "stall": stall, "maxrss_mb": out["maxrss_mb"],
+            "gpu_mb": out["gpu_mb"]}  # fmt: skip
 
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--examples":
-        data, batch, workers, steps = sys.argv[2], *map(int, sys.argv[3:6])
-        return examples_loop(data, batch, workers, steps)
+        data, (batch, workers, steps), device = sys.argv[2], map(int, sys.argv[3:6]), sys.argv[6]
+        return examples_loop(data, batch, workers, steps, device)
     if len(sys.argv) > 1 and sys.argv[1] == "--ours":
         return ours_loop(sys.argv[2:])
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -146,6 +188,7 @@ def main() -> None:
     p.add_argument("--skip", type=int, default=4, help="first steps excluded")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--pipelines", default=",".join(DEFAULT), help=",".join(PIPELINES))
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (both pipelines)")
     p.add_argument("--quick", action="store_true", help="tiny sizes: check that it runs")
     opts = p.parse_args()
     if opts.quick:
@@ -186,12 +229,14 @@ def report(best: dict[str, dict], opts, prepare_s: float) -> None:
     print(f"\n{cpu}, {os.cpu_count()} cores, torch {_torch_version()}, {setting}, best of "
           f"{opts.rounds} round(s)")  # fmt: skip
     base = best.get("examples", {}).get("rate")
-    print(f"{'pipeline':28s} {'img/s':>8s} {'vs examples':>12s} {'stall':>6s} {'peak RSS':>9s}")
+    print(f"{'pipeline':28s} {'img/s':>8s} {'vs examples':>12s} {'stall':>6s} {'peak RSS':>9s}"
+          f" {'GPU mem':>9s}")  # fmt: skip
     for name, got in best.items():
         ratio = f"{got['rate'] / base:.2f}" if base else "-"
         stall = f"{100 * got['stall']:.0f}%" if "stall" in got else "-"
+        gpu = f"{got['gpu_mb']:7.0f} MB" if got.get("gpu_mb") is not None else "-"
         print(f"{name:28s} {got['rate']:8.1f} {ratio:>12s} {stall:>6s} "
-              f"{got['maxrss_mb']:7.0f} MB")  # fmt: skip
+              f"{got['maxrss_mb']:7.0f} MB {gpu:>9s}")  # fmt: skip
     ours = best.get("ours-torchvision", {}).get("rate")
     paid = None
     if base and ours and ours > base:
@@ -201,7 +246,8 @@ def report(best: dict[str, dict], opts, prepare_s: float) -> None:
     note = f"; paid for itself after {paid:.2f} epochs" if paid is not None else ""
     print(f"prepare (one time): {prepare_s:.1f} s for {opts.images} JPEGs{note}")
     summary = {
-        "machine": cpu,
+        "machine": cpu if opts.device == "cpu" else f"{cpu} + {_gpu_name()}",
+        "device": opts.device,
         "prepare_s": round(prepare_s, 2),
         "prepare_paid_after_epochs": None if paid is None else round(paid, 3),
         **{f"{k}_img_s": round(v["rate"], 2) for k, v in best.items()},
@@ -215,6 +261,8 @@ def report(best: dict[str, dict], opts, prepare_s: float) -> None:
     if "paper_vs_pytorch_examples" in summary:
         summary["paper_train_vs_pytorch_examples"] = summary.pop("paper_vs_pytorch_examples")
     for name, got in best.items():
+        if got.get("gpu_mb") is not None:
+            summary[f"{name.removeprefix('ours-').replace('-', '_')}_gpu_mb"] = round(got["gpu_mb"])
         if "stall" in got:
             summary[f"{name.removeprefix('ours-').replace('-', '_')}_data_stall"] = round(
                 got["stall"], 3
@@ -230,6 +278,12 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def _gpu_name() -> str:
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
 
 
 def _torch_version() -> str:

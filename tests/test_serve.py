@@ -344,8 +344,10 @@ def test_full_queue_503_and_sigterm_drains(world, strict):
 def test_cli_user_errors(tmp_path, capsys):
     assert main(["serve", "--weights", str(tmp_path / "none.safetensors")]) == 2
     assert "no such weights file" in capsys.readouterr().err
-    assert main(["serve", "--weights", "w", "--max-batch", "0"]) == 2
-    assert "--max-batch 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:  # refused while parsing, before any work
+        main(["serve", "--weights", "w", "--max-batch", "0"])
+    assert stop.value.code == 2
+    assert "--max-batch" in capsys.readouterr().err
 
 
 def test_batcher_gathers_and_keeps_answers_apart():

@@ -8,6 +8,7 @@ import signal
 import socket
 import sys
 
+from alexnet.commands import argtypes as A
 from alexnet.errors import UserError
 from alexnet.runtime import resolve_device
 
@@ -24,37 +25,31 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "Binds 127.0.0.1 unless --host says otherwise. SIGTERM finishes the requests in "
         "flight, then exits 0. The API key may also come from $ALEXNET_API_KEY.",
     )
-    p.add_argument("--weights", required=True, help=".safetensors or torchvision .pth file")
+    p.add_argument("--weights", required=True, help=A.WEIGHTS_HELP)
     p.add_argument("--index", metavar="FEATS", help="features from `alexnet features`")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free)")
-    p.add_argument("--max-batch", type=int, default=32, help="images per forward pass (32)")
-    p.add_argument("--max-wait-ms", type=float, default=5.0, help="batch gathering wait (5)")
+    p.add_argument("--port", type=A.int_range(0, 65535), default=8000,
+                   help="port, 0..65535 (default 8000; 0: any free)")  # fmt: skip
+    p.add_argument("--max-batch", type=A.int_range(1, 4096), default=32,
+                   help="images per forward pass, 1..4096 (32)")  # fmt: skip
+    p.add_argument("--max-wait-ms", type=A.float_range(0.0, 10_000.0), default=5.0,
+                   help="batch gathering wait in ms, 0..10000 (5)")  # fmt: skip
     p.add_argument(
         "--always-wait",
         action="store_true",
         help="wait --max-wait-ms for more images even when no request is on its way",
     )
-    p.add_argument("--max-queue", type=int, default=256, help="images queued before 503 (256)")
-    p.add_argument("--max-body-mb", type=float, default=16.0, help="request size limit (16)")
-    p.add_argument("--max-pixels", type=int, default=40_000_000, help="decoded pixels limit")
+    p.add_argument("--max-queue", type=A.int_range(1, 1_000_000), default=256,
+                   help="images queued before 503, >= 1 (256)")  # fmt: skip
+    p.add_argument("--max-body-mb", type=A.float_range(0.0, 4096.0, lo_open=True), default=16.0,
+                   help="request size limit in MiB, (0, 4096] (16)")  # fmt: skip
+    p.add_argument("--max-pixels", type=A.int_range(1, 10**10), default=40_000_000,
+                   help="decoded pixels limit, >= 1 (40,000,000)")  # fmt: skip
     p.add_argument("--api-key", help="require Authorization: Bearer KEY on /v1/*")
     p.add_argument("--crops", type=int, choices=[1, 2, 10], default=1)
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    A.add_device(p)
     p.add_argument("--access-log", action="store_true", help="log every request")
     return p
-
-
-def _check(args: argparse.Namespace) -> None:
-    limits = [("--max-batch", args.max_batch, 1), ("--max-queue", args.max_queue, 1),
-              ("--max-pixels", args.max_pixels, 1), ("--port", args.port, 0)]  # fmt: skip
-    for flag, value, low in limits:
-        if value < low:
-            raise UserError(f"{flag} {value}: must be at least {low}")
-    if args.port > 65535:
-        raise UserError(f"--port {args.port}: must be at most 65535")
-    if args.max_wait_ms < 0 or args.max_body_mb <= 0:
-        raise UserError("--max-wait-ms must be >= 0 and --max-body-mb > 0")
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -68,7 +63,6 @@ def _listen(host: str, port: int) -> socket.socket:
 
 
 def run(args: argparse.Namespace) -> int:
-    _check(args)
     try:
         import uvicorn
 
