@@ -196,3 +196,18 @@ def test_train_limit_and_train_eval(data, tmp_path):
     assert done.returncode == 0, done.stderr
     got = json.loads(done.stdout)
     assert got["top1_error"] == pytest.approx(train["top1_error"], abs=1e-9)
+
+
+def test_channels_last_default_is_per_model_on_the_cpu(data, tmp_path):
+    """Channels-last is on by default only where it measured faster (torchvision's model on
+    a CPU); --channels-last / --no-channels-last decide; config.json records the choice."""
+    from alexnet.train.config import resolve_channels_last
+
+    assert resolve_channels_last(make_config("torchvision"), "cpu") is True
+    assert resolve_channels_last(make_config("paper"), "cpu") is False
+    assert resolve_channels_last(make_config("torchvision"), "cuda") is False
+    assert resolve_channels_last(make_config("torchvision", channels_last=False), "cpu") is False
+    assert resolve_channels_last(make_config("paper", channels_last=True), "cpu") is True
+    cfg = _cfg(data, tmp_path / "run", epochs=1, max_steps=1)
+    fit(cfg)
+    assert RunDir(tmp_path / "run").read_config()["config"]["channels_last"] is False

@@ -41,7 +41,7 @@ from alexnet.train.checkpoint import (
     load_checkpoint,
     restore_rng_state,
 )
-from alexnet.train.config import TrainConfig, config_json
+from alexnet.train.config import TrainConfig, config_json, resolve_channels_last
 from alexnet.train.optim import make_optimizer, make_schedule
 from alexnet.train.runlog import TensorBoard, write_text
 from alexnet.weights.meta import Preprocess
@@ -126,7 +126,9 @@ class TrainState:
 
 def setup(cfg: TrainConfig, info: dist.DistInfo, device: torch.device) -> TrainState:
     """Build the run's state from its config: data, model, optimizer, loaders; then restore a
-    checkpoint when `cfg.resume` names one, and write RUN/config.json."""
+    checkpoint when `cfg.resume` names one, and write RUN/config.json (with every automatic
+    choice resolved)."""
+    cfg = dataclasses.replace(cfg, channels_last=resolve_channels_last(cfg, device.type))
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     elif device.type == "cuda":
