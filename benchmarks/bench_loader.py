@@ -136,7 +136,7 @@ def main() -> None:
     ds = open_dataset(tmp / "packed")
     st = ds.stats
     loader = DeviceLoader(ds, B, shuffle=True, drop_last=True, workers=W, device=args.device)
-    aug = TrainTransform(224, eigval=st["eigval"], eigvec=st["eigvec"], mean_image=st["mean_image"])
+    aug = TrainTransform(224, eigval=st.eigval, eigvec=st.eigvec, mean_image=st.mean_image)
     gen = torch.Generator(device=args.device).manual_seed(0)
     epoch = iter(range(1000))
 

@@ -109,7 +109,7 @@ def test_transform_in_loader_equals_transform_after(ds, workers):
     from alexnet.data.augment import TrainTransform
 
     st = ds.stats
-    tf = TrainTransform(3, eigval=st["eigval"], eigvec=st["eigvec"], mean_image=st["mean_image"])
+    tf = TrainTransform(3, eigval=st.eigval, eigvec=st.eigvec, mean_image=st.mean_image)
     loader = DeviceLoader(ds, 8, shuffle=True, drop_last=True, seed=3, workers=workers)
     assert tf.fuses(ds.image_size, loader.device)
     loader.set_epoch(1)
@@ -135,7 +135,7 @@ def test_transform_in_loader_equals_transform_after_loader(tmp_path, workers, pa
     from alexnet.train.pipeline import step_generator, step_seed
 
     ds = open_dataset(write_packed(tmp_path / "d", n_train=40, n_val=8, size=20), "train")
-    mean_image = np.asarray(ds.stats["mean_image"], dtype=np.float32)
+    mean_image = np.asarray(ds.stats.mean_image, dtype=np.float32)
     tf = TrainTransform(16, pad=pad, mean_image=mean_image)
     assert tf.fuses((20, 20), "cpu") == (pad == 0)
 

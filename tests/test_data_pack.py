@@ -34,18 +34,18 @@ def test_stats_match_numpy(tmp_path):
     s = ds.stats
     x = images.astype(np.float64) / 255
     pix = x.reshape(-1, 3)
-    np.testing.assert_allclose(s["mean_image"], x.mean(0), atol=1e-12)
-    np.testing.assert_allclose(s["channel_mean"], pix.mean(0), atol=1e-12)
-    np.testing.assert_allclose(s["channel_std"], pix.std(0), atol=1e-12)
-    np.testing.assert_allclose(s["rgb_cov"], np.cov(pix.T, bias=True), atol=1e-12)
+    np.testing.assert_allclose(s.mean_image, x.mean(0), atol=1e-12)
+    np.testing.assert_allclose(s.channel_mean, pix.mean(0), atol=1e-12)
+    np.testing.assert_allclose(s.channel_std, pix.std(0), atol=1e-12)
+    np.testing.assert_allclose(s.rgb_cov, np.cov(pix.T, bias=True), atol=1e-12)
     ref_val = np.linalg.eigvalsh(np.cov(pix.T, bias=True))[::-1]
-    np.testing.assert_allclose(s["eigval"], ref_val, rtol=1e-9)
-    assert np.all(np.diff(s["eigval"]) <= 0)
+    np.testing.assert_allclose(s.eigval, ref_val, rtol=1e-9)
+    assert np.all(np.diff(s.eigval) <= 0)
     for i in range(3):  # columns are the eigenvectors
-        v = s["eigvec"][:, i]
-        np.testing.assert_allclose(s["rgb_cov"] @ v, s["eigval"][i] * v, atol=1e-12)
+        v = s.eigvec[:, i]
+        np.testing.assert_allclose(s.rgb_cov @ v, s.eigval[i] * v, atol=1e-12)
         assert abs(np.linalg.norm(v) - 1) < 1e-12
-    assert s["mean_image"].dtype == np.float64
+    assert s.mean_image.dtype == np.float64
     assert np.array_equal(ds.images, images) and np.array_equal(ds.labels, labels)
     assert np.array_equal(open_dataset(tmp_path / "out", "val").images, images[:7])
     assert ds.images.flags.writeable is False

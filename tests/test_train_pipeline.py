@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from alexnet.data.packed import DatasetStats
 from alexnet.train.config import make_config
-from alexnet.train.pipeline import is_grayscale, model_options, plan_geometry
+from alexnet.train.pipeline import model_options, plan_geometry
 
 
 @pytest.mark.parametrize(
@@ -30,9 +31,12 @@ def test_explicit_pad_and_resize_win():
 
 
 def test_grayscale_detection_and_small_options():
-    gray = {"eigval": np.array([0.37, 1e-17, 0.0])}
-    colour = {"eigval": np.array([0.2175, 0.0188, 0.0045])}
-    assert is_grayscale(gray) and not is_grayscale(colour)
+    def stats(eigval):
+        z = np.zeros(3)
+        return DatasetStats(np.zeros((2, 2, 3)), z, z, np.eye(3), np.array(eigval), np.eye(3))
+
+    gray, colour = stats([0.37, 1e-17, 0.0]), stats([0.2175, 0.0188, 0.0045])
+    assert gray.is_grayscale() and not colour.is_grayscale()
     fast = make_config("fast")
     assert model_options(fast, (28, 28), gray) == {
         "batchnorm": True,

@@ -13,6 +13,7 @@ directory with a valid header is always complete.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,25 @@ STATS = "stats.npz"
 REPORT = "report.json"
 SPLITS = ("train", "val")
 STAT_KEYS = ("mean_image", "channel_mean", "channel_std", "rgb_cov", "eigval", "eigvec")
+
+
+@dataclass(frozen=True)
+class DatasetStats:
+    """Train-split statistics in [0, 1] pixel scale (paper §2: the mean image; §4.1: the RGB
+    covariance's eigenpairs for fancy-PCA lighting)."""
+
+    mean_image: np.ndarray  # (H, W, 3)
+    channel_mean: np.ndarray  # (3,)
+    channel_std: np.ndarray  # (3,)
+    rgb_cov: np.ndarray  # (3, 3)
+    eigval: np.ndarray  # (3,), descending
+    eigvec: np.ndarray  # (3, 3), eigenvectors as columns
+
+    def is_grayscale(self) -> bool:
+        """True when the 3 stored channels are copies (a packed grayscale dataset): the RGB
+        covariance then has one non-zero eigenvalue."""
+        ev = np.asarray(self.eigval, dtype=np.float64)
+        return bool(ev[0] > 0 and ev[1] <= 1e-9 * ev[0])
 
 
 def images_file(split: str) -> str:
@@ -92,17 +112,16 @@ class PackedDataset:
                 f"{self.labels.shape}, header says {count} images of {h}x{w}"
             )
         self.labels.setflags(write=False)
-        self._stats: dict[str, np.ndarray] | None = None
+        self._stats: DatasetStats | None = None
 
     @property
-    def stats(self) -> dict[str, np.ndarray]:
-        """Train-split statistics in [0, 1] pixel scale: mean_image (H,W,3), channel_mean (3,),
-        channel_std (3,), rgb_cov (3,3), eigval (3,) descending, eigvec (3,3) as columns."""
+    def stats(self) -> DatasetStats:
+        """Train-split statistics (`DatasetStats`), read once."""
         if self._stats is None:
             path = self.root / self.header.get("stats", STATS)
             try:
                 with np.load(path) as z:
-                    self._stats = {k: np.array(z[k]) for k in STAT_KEYS}
+                    self._stats = DatasetStats(**{k: np.array(z[k]) for k in STAT_KEYS})
             except (OSError, KeyError, ValueError) as exc:
                 raise UserError(f"{path}: unreadable statistics ({exc})") from None
         return self._stats

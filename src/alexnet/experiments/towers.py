@@ -29,7 +29,6 @@ from alexnet.experiments.claims import claim
 from alexnet.experiments.common import Context, small_recipe
 from alexnet.experiments.result import compare, run_row
 from alexnet.inference import Predictor
-from alexnet.train.pipeline import is_grayscale
 from alexnet.viz import first_conv_weight, kernel_grid
 
 NAME = "towers"
@@ -49,7 +48,7 @@ def random_split_gap(scores: np.ndarray, splits: int = RANDOM_SPLITS, seed: int 
 
 
 def run(ctx: Context) -> dict[str, Any]:
-    if is_grayscale(open_dataset(ctx.data, "train").stats):
+    if open_dataset(ctx.data, "train").stats.is_grayscale():
         raise UserError(
             f"--data {ctx.data}: grayscale images; the towers' colour specialization (paper "
             "Fig. 3) needs colour data such as CIFAR-10 or ImageNet"

@@ -18,26 +18,20 @@ import numpy as np
 import torch
 
 from alexnet.data.augment import TrainTransform
+from alexnet.data.packed import DatasetStats
 from alexnet.errors import UserError
 from alexnet.rundir import RunDir
 from alexnet.train.config import recipe_model_options
 from alexnet.weights.meta import Preprocess
 
 
-def is_grayscale(stats: dict) -> bool:
-    """True when the 3 stored channels are copies (a packed grayscale dataset): the RGB
-    covariance then has one non-zero eigenvalue."""
-    eigval = np.asarray(stats["eigval"], dtype=np.float64)
-    return bool(eigval[0] > 0 and eigval[1] <= 1e-9 * eigval[0])
-
-
-def model_options(cfg, image_size: tuple[int, int], stats: dict) -> dict[str, Any]:
+def model_options(cfg, image_size: tuple[int, int], stats: DatasetStats) -> dict[str, Any]:
     """Options for get_model: the recipe's (config.recipe_model_options), for `small` the data's
     input size and channels (28 px and 1 channel for Fashion-MNIST); --model-options win."""
     options = recipe_model_options(cfg)
     if cfg.model == "small":
         options["input_size"] = 28 if min(image_size) <= 28 else 32
-        options["in_channels"] = 1 if is_grayscale(stats) else 3
+        options["in_channels"] = 1 if stats.is_grayscale() else 3
     options.update(cfg.model_options)
     return options
 
@@ -68,8 +62,8 @@ def preprocess_for(
 
     `image_size` is the packed images' side, so `predict` brings new photos to the same size.
     """
-    mean = [float(v) for v in np.asarray(stats["channel_mean"]).reshape(-1)]
-    std = [float(v) for v in np.asarray(stats["channel_std"]).reshape(-1)]
+    mean = [float(v) for v in np.asarray(stats.channel_mean).reshape(-1)]
+    std = [float(v) for v in np.asarray(stats.channel_std).reshape(-1)]
     return Preprocess(
         crop_size=geometry["crop_size"],
         image_size=image_size,
@@ -89,12 +83,12 @@ def make_train_transform(cfg, geometry: dict, in_channels: int, stats: dict) -> 
         pad=geometry["pad"],
         flip=cfg.flip,
         lighting_std=cfg.lighting_std,
-        eigval=np.asarray(stats["eigval"], dtype=np.float32),
-        eigvec=np.asarray(stats["eigvec"], dtype=np.float32),
+        eigval=np.asarray(stats.eigval, dtype=np.float32),
+        eigvec=np.asarray(stats.eigvec, dtype=np.float32),
         normalize=cfg.normalize,
-        mean_image=np.asarray(stats["mean_image"], dtype=np.float32),
-        mean=np.asarray(stats["channel_mean"], dtype=np.float32),
-        std=np.asarray(stats["channel_std"], dtype=np.float32),
+        mean_image=np.asarray(stats.mean_image, dtype=np.float32),
+        mean=np.asarray(stats.channel_mean, dtype=np.float32),
+        std=np.asarray(stats.channel_std, dtype=np.float32),
         out_channels=in_channels,
     )
 

@@ -208,7 +208,7 @@ def _build(cfg, run, info, device, train_ds, val_ds, net) -> TrainState:
     preprocess = pipeline.preprocess_for(
         cfg, geometry, in_channels, stats, min(train_ds.image_size)
     )
-    mean_image = torch.as_tensor(stats["mean_image"], dtype=torch.float32)
+    mean_image = torch.as_tensor(stats.mean_image, dtype=torch.float32)
     model, model_state, load_model_state = _place_model(cfg, net, device)
     evaluate_model = model
     if info.enabled:
