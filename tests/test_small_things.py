@@ -77,5 +77,5 @@ def test_small_model_feature_is_not_called_fc7(tmp_path, monkeypatch):
     figs = []
     monkeypatch.setattr(viz, "save_figure", lambda fig, out, dpi: figs.append(fig))
     img = np.zeros((8, 8, 3), np.uint8)
-    viz.neighbour_grid([img], [[img, img]], tmp_path / "n.png", feature=name)
+    viz.neighbors_grid([img], [[img, img]], tmp_path / "n.png", feature=name)
     assert "fc7" not in figs[0]._suptitle.get_text() and name in figs[0]._suptitle.get_text()

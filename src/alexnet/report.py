@@ -24,7 +24,7 @@ from alexnet.viz import (
     captioned_grid,
     feature_name,
     kernel_grid,
-    neighbour_grid,
+    neighbors_grid,
     read_metrics,
     training_curves,
 )
@@ -104,7 +104,7 @@ def _neighbours_png(
     q_imgs = [np.asarray(val.images[i]) for i in q_idx]
     dist, idx = nearest(predictor.features(np.stack(q_imgs)).cpu().numpy(), feats, k, device=device)
     layer = feature_name(predictor.meta.model_name, feats.shape[1])
-    neighbour_grid(
+    neighbors_grid(
         q_imgs,
         [[np.asarray(train.images[j]) for j in row] for row in idx.tolist()],
         out,

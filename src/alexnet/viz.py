@@ -5,7 +5,7 @@
   (§3.2: the GPUs specialise, colour-agnostic vs colour-specific).
 - `training_curves`: training loss and validation top-1 / top-5 error per epoch from one or
   more runs' `metrics.jsonl`, overlaid with a legend.
-- `neighbour_grid`: Fig. 4, the query in the first column, its nearest training images (fc7
+- `neighbors_grid`: Fig. 4, the query in the first column, its nearest training images (fc7
   Euclidean distance, §6.1) to its right.
 Every function writes a PNG of a known pixel size (figure inches x dpi, no tight bbox).
 """
@@ -206,7 +206,7 @@ def feature_name(model: str, dim: int) -> str:
     return f"last hidden layer ({dim}-d)"
 
 
-def neighbour_grid(
+def neighbors_grid(
     queries: list[np.ndarray],
     neighbours: list[list[np.ndarray]],
     out: str | os.PathLike,

@@ -24,7 +24,7 @@ from alexnet.inference import (
 from alexnet.jsonout import json_line
 from alexnet.provenance import check_features_source, check_fits
 from alexnet.runtime import resolve_device
-from alexnet.viz import feature_name, neighbour_grid
+from alexnet.viz import feature_name, neighbors_grid
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -119,7 +119,7 @@ def _draw(args, predictor, base_ds, names, images, results, dim: int) -> None:
     nb_imgs = [[np.asarray(base_ds.images[n["index"]]) for n in r["neighbors"]] for r in results]
     nb_titles = [[f"{n['label']}\n{n['distance']:.3g}" for n in r["neighbors"]] for r in results]
     layer = feature_name(predictor.meta.model_name, dim)
-    neighbour_grid(images, nb_imgs, args.out, query_titles=[Path(n).name for n in names],
+    neighbors_grid(images, nb_imgs, args.out, query_titles=[Path(n).name for n in names],
                    neighbour_titles=nb_titles, feature=layer)  # fmt: skip
 
 

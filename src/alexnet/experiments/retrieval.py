@@ -22,7 +22,7 @@ from alexnet.experiments.claims import claim
 from alexnet.experiments.common import Context, small_recipe
 from alexnet.experiments.result import compare, run_row
 from alexnet.inference import Predictor, nearest, split_features
-from alexnet.viz import neighbour_grid
+from alexnet.viz import neighbors_grid
 
 NAME = "retrieval"
 KS = (1, 5)
@@ -85,7 +85,7 @@ def _figure(ctx, train, test, base, queries, pixel_base, pixel_queries) -> None:
         pix = [np.asarray(train.images[j]) for j in np.asarray(by_pix[i])]
         rows.append(feats + pix)
         titles.append(["features"] * 4 + ["pixels"] * 4)
-    neighbour_grid(
+    neighbors_grid(
         [np.asarray(test.images[q]) for q in picks],
         rows,
         ctx.out / "fig4.png",
