@@ -10,7 +10,13 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-gpu_check_out}"
 mkdir -p "$out"
-py="${PYTHON:-python3}"
+# the machine's python3 when it has torch (a lent GPU machine), else this checkout's .venv
+py="${PYTHON:-}"
+if [ -z "$py" ]; then
+  if python3 -c 'import torch' 2>/dev/null; then py=python3
+  elif [ -x .venv/bin/python ]; then py=.venv/bin/python
+  else echo "gpu_check: no python with torch (set PYTHON=...)" >&2; exit 1; fi
+fi
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 if $py -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)'; then
   device=cuda; batch=256; reps=5; lrn_shape=256,96,55,55; tests=tests; images=1536; workers=8
