@@ -112,7 +112,7 @@ def run(ctx: Context) -> dict[str, Any]:
         f"Budget {ctx.budget}: the small family (two towers, LRN, overlapping pooling, dropout "
         f"0.5 on a 256-unit hidden layer) trained {epochs} epochs on "
         + (f"the first {images:,} training images" if images else "all training images")
-        + "; SGD momentum 0.9, weight decay 5e-4, batch 128, cosine decay from 0.05.",
+        + "; SGD momentum 0.9, weight decay 5e-4, batch 128, cosine decay from 0.01.",
         "Estimates are a - b (full minus ablated: negative = the feature lowers the error), "
         "paired by seed; the steps-to-converge row is a ratio (full / no-dropout).",
         "The paper's numbers are for the 224 px network on ImageNet (CIFAR-10 where noted); a "

@@ -98,10 +98,12 @@ def small_recipe(ctx: Context, **overrides: Any) -> TrainConfig:
     The paper's features (§3-§4): LRN after conv1 and conv2, overlapping 3/2 max-pooling, two
     towers, a hidden fully-connected layer with dropout 0.5, random crops (of the zero-padded
     image: the data is already at the network's size) and flips, fancy-PCA lighting, mean-image
-    subtraction, SGD with momentum 0.9 and weight decay 5e-4, batch 128. Deviations, for a short
-    fixed budget: a cosine learning-rate decay from 0.05 (half an epoch of warm-up) instead of
-    the paper's divide-by-10-on-plateau, and PyTorch's default initialization (the small
-    family's "paper" init is N(0, 0.01), too small for a short run).
+    subtraction, SGD with momentum 0.9 and weight decay 5e-4, batch 128, learning rate 0.01
+    (paper §5). Deviations, for a short fixed budget: a cosine decay of the learning rate (half
+    an epoch of warm-up) instead of the paper's divide-by-10-on-plateau, and PyTorch's default
+    initialization (the small family's "paper" init is N(0, 0.01), too small for a short run).
+    A first try with 0.05 was no baseline: after 6 epochs on 8,000 Fashion-MNIST images it
+    stood at 45.5% top-1 error, and its no-dropout variant stayed at chance; with 0.01: 17.3%.
     """
     options = {"lrn": True, "pool": "overlap", "towers": 2, "hidden": 256, "dropout": 0.5}
     options.update(overrides.pop("model_options", {}))
@@ -110,7 +112,7 @@ def small_recipe(ctx: Context, **overrides: Any) -> TrainConfig:
         model="small",
         model_options=options,
         batch_size=BATCH,
-        lr=0.05,
+        lr=0.01,
         momentum=0.9,
         weight_decay=5e-4,
         schedule="cosine",
