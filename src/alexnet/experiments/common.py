@@ -39,6 +39,7 @@ class Context:
     log: TextIO = field(default=sys.stderr)
     fit: Any = None  # the training function (tests inject a counting one); None: the engine's
     started: float = field(default_factory=time.perf_counter)
+    trained: list[str] = field(default_factory=list)  # "new" | "resumed" | "reused", per run
 
     @property
     def seed_list(self) -> list[int]:
@@ -63,7 +64,9 @@ class Context:
 
     def train(self, specs: list[tuple[str, TrainConfig, str]]) -> list[RunOutcome]:
         """Train (or reuse, or resume) every run under OUT/runs/."""
-        return run_all(specs, self.out, fit=self.fit, log=self.log)
+        outcomes = run_all(specs, self.out, fit=self.fit, log=self.log)
+        self.trained += [o.action for o in outcomes]
+        return outcomes
 
     def finish(
         self,
@@ -82,6 +85,11 @@ class Context:
             comparisons,
             time.perf_counter() - self.started,
         )
+        reused = self.trained.count("reused")
+        if reused:
+            notes = [*(notes or []), f"{reused} of {len(self.trained)} runs were reused from an "
+                     "earlier invocation: the wall time covers this invocation only."]  # fmt: skip
+        result["runs_reused"] = reused
         if notes:
             result["notes"] = list(notes)
         _, table = results.write_result(self.out, result)
