@@ -127,7 +127,8 @@ def delta_bars(
             ax.bar(i + 0.2, scale * c["paper"], 0.4, color="white", edgecolor="C1", hatch="//",
                    label="paper" if first else None)  # fmt: skip
     ax.axhline(0, color="black", lw=0.8)
-    ax.set_xticks(pos, [f"{c['quantity']}\n{c['a']} vs {c['b']}" for c in rows], fontsize=8)
+    labels = [f"{c['b'] if c['a'] == 'full' else c['a']}: {c['quantity']}" for c in rows]
+    ax.set_xticks(pos, labels, fontsize=8, rotation=35, ha="right")
     ax.set(ylabel="difference (percentage points for errors)", title=title or "")
     if rows:
         ax.legend()
