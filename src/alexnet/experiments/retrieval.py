@@ -54,7 +54,7 @@ def run(ctx: Context) -> dict[str, Any]:
             measured = {f"agreement_k{k}": v for k, v in agree.items()}
             rows.append(run_row(variant, cfg.seed, outcome.run_dir, ctx.out, **measured))
         if cfg.seed == ctx.seed_list[0]:
-            _figure(ctx, train, test, base, queries, pixel_base, pixel_queries)
+            _figure(ctx, train, test, base, queries, pixel_base, pixel_queries, name)
     c = claim("retrieval")
     comparisons = [
         compare(rows, f"agreement_k{k}", "features", "pixels", direction=c.direction, claim=c.key)
@@ -74,7 +74,7 @@ def _device(ctx: Context) -> str:
     return "cpu" if ctx.device == "auto" else ctx.device
 
 
-def _figure(ctx, train, test, base, queries, pixel_base, pixel_queries) -> None:
+def _figure(ctx, train, test, base, queries, pixel_base, pixel_queries, name: str) -> None:
     """Fig. 4: five test images, their 4 nearest by features, then by pixels."""
     picks = np.linspace(0, len(test) - 1, FIG_QUERIES).astype(int)
     _, by_feat = nearest(queries[picks], base, 4)
@@ -91,4 +91,5 @@ def _figure(ctx, train, test, base, queries, pixel_base, pixel_queries) -> None:
         ctx.out / "fig4.png",
         query_titles=[f"query {int(q)}" for q in picks],
         neighbour_titles=titles,
+        feature=f"{name} (first 4) and pixel (last 4)",
     )
