@@ -9,8 +9,9 @@ crop). Its differences from the paper's network, and how they are expressed here
 - LRN: k=1 and alpha/n (alpha=1e-4, n=5, beta=0.75) -> `lrn_k=1`,
   `lrn_alpha_convention="per_size"`. Caffe normalizes across ALL channels of the blob (its LRN
   window crosses the boundary between the two groups), where the paper's GPUs each normalized
-  their own maps. The model is therefore built with `towers=1` and conv2/4/5 hold Caffe's
-  groups as block-diagonal weights (zeros between the groups): the same function, exactly.
+  their own maps. The model keeps Caffe's groups as the paper's two towers and sets
+  `lrn_scope="all"` (LRN across the towers' boundary): the same function, exactly, with the
+  paper's 60,965,224 parameters.
 - Input: BGR 0..255 minus the mean (the mean image, or per channel (104, 117, 123) BGR). conv1's
   input channels are flipped BGR -> RGB here, so the model reads RGB like every other model of
   this package, and the weights' preprocess metadata says "0..255 minus the RGB mean".
