@@ -20,6 +20,7 @@ from alexnet.data.packed import PackedDataset, open_dataset
 from alexnet.errors import UserError
 from alexnet.fileio import atomic_write_text
 from alexnet.inference import Predictor, nearest, split_features
+from alexnet.rundir import RunDir
 from alexnet.viz import (
     captioned_grid,
     feature_name,
@@ -151,25 +152,26 @@ def write_report(
     `max_train` > 0 searches neighbours among the first N training images only (speed).
     """
     run = Path(run_dir)
+    rd = RunDir(run)
     if not run.is_dir():
         raise UserError(f"{run}: no such run directory")
     if weights is None:
         weights = next(
-            (run / n for n in ("weights.safetensors", "weights-best.safetensors")
-             if (run / n).is_file()),
-            run / "weights.safetensors",
+            (p for p in (rd.weights, rd.best_weights)
+             if p.is_file()),
+            rd.weights,
         )  # fmt: skip
     predictor = Predictor(weights, device)
     train, val = open_dataset(data_dir, "train"), open_dataset(data_dir, "val")
     if list(predictor.classes) != list(train.classes):
         raise UserError(f"{weights}: trained on other classes than {data_dir} has")
-    kernel_grid(predictor.model, run / "kernels.png")
-    training_curves([run], run / "curves.png", labels=[run.name])
+    kernel_grid(predictor.model, rd.path / rd.KERNELS)
+    training_curves([run], rd.path / rd.CURVES, labels=[run.name])
     n_train = len(train) if max_train <= 0 else min(max_train, len(train))
     layer = _neighbours_png(
-        predictor, train, val, n_train, queries, k, device, run / "neighbours.png"
+        predictor, train, val, n_train, queries, k, device, rd.path / rd.NEIGHBOURS
     )
-    rows = _predictions_png(predictor, val, predictions, run / "predictions.png")
+    rows = _predictions_png(predictor, val, predictions, rd.path / rd.PREDICTIONS)
     model_name = predictor.meta.model_name
     md = [
         f"# Run `{run.name}`",
@@ -202,6 +204,6 @@ def write_report(
         *rows,
         "",
     ]
-    atomic_write_text(run / "report.md", "\n".join(md))
-    files = ["report.md", "kernels.png", "curves.png", "neighbours.png", "predictions.png"]
-    return {"report": str(run / "report.md"), "files": [str(run / f) for f in files]}
+    atomic_write_text(rd.path / rd.REPORT, "\n".join(md))
+    files = [rd.REPORT, rd.KERNELS, rd.CURVES, rd.NEIGHBOURS, rd.PREDICTIONS]
+    return {"report": str(rd.path / rd.REPORT), "files": [str(rd.path / f) for f in files]}

@@ -96,9 +96,6 @@ class RunDir:
     def eval_json(self) -> Path:
         return self.path / self.EVAL
 
-    def picture(self, name: str) -> Path:
-        return self.path / name
-
     # state
     def has_checkpoint(self) -> bool:
         return self.checkpoint.is_file()

@@ -23,6 +23,7 @@ from torch import nn
 
 from alexnet.errors import UserError
 from alexnet.fileio import atomic_write
+from alexnet.rundir import RunDir
 
 
 def _pyplot():
@@ -122,7 +123,7 @@ def read_metrics(run: str | os.PathLike) -> list[dict[str, Any]]:
     """RUN/metrics.jsonl (or the file itself) -> records; UserError naming the file."""
     path = Path(run)
     if path.is_dir():
-        path = path / "metrics.jsonl"
+        path = RunDir(path).metrics
     try:
         lines = path.read_text().splitlines()
     except OSError as exc:

@@ -11,9 +11,7 @@ from typing import Any
 from tqdm import tqdm
 
 from alexnet.fileio import atomic_write_text
-
-METRICS = "metrics.jsonl"
-CONFIG = "config.json"
+from alexnet.rundir import RunDir
 
 
 def write_text(path: Path, text: str) -> None:
@@ -22,7 +20,7 @@ def write_text(path: Path, text: str) -> None:
 
 def write_metrics(run: Path, history: list[dict[str, Any]]) -> None:
     """Rewrite RUN/metrics.jsonl from the checkpointed history (so a resume never duplicates)."""
-    write_text(run / METRICS, "".join(json.dumps(r) + "\n" for r in history))
+    write_text(RunDir(run).metrics, "".join(json.dumps(r) + "\n" for r in history))
 
 
 class TensorBoard:

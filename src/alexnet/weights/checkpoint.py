@@ -17,11 +17,12 @@ from typing import Any
 import torch
 
 from alexnet.errors import UserError
+from alexnet.rundir import RunDir
 from alexnet.weights.meta import Preprocess, WeightsMeta
 
 CHECKPOINT_FORMAT = "alexnet-checkpoint/1"
-CHECKPOINT_NAME = "checkpoint.pt"
-RUN_CONFIG = "config.json"
+CHECKPOINT_NAME = RunDir.CHECKPOINT
+RUN_CONFIG = RunDir.CONFIG
 
 
 def checkpoint_path(path: str | os.PathLike) -> Path:
