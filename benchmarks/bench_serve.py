@@ -20,7 +20,6 @@ import asyncio
 import io
 import json
 import os
-import platform
 import select
 import signal
 import subprocess
@@ -38,6 +37,7 @@ SRC = str(Path(__file__).resolve().parents[1] / "src")
 sys.path.insert(0, SRC)
 
 from alexnet import get_model  # noqa: E402
+from alexnet.runtime import cpu_name  # noqa: E402
 from alexnet.weights import save as save_weights  # noqa: E402
 
 
@@ -187,16 +187,6 @@ def measure(servers: dict[str, str], body: bytes, args) -> list[dict]:
                 parts[name].append(asyncio.run(level(url, body, c, count, seconds)))
         rows += [summary(name, c, parts[name]) for name in servers]
     return rows
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -224,7 +223,7 @@ def main() -> None:
 
 
 def report(best: dict[str, dict], opts, prepare_s: float) -> None:
-    cpu = _cpu_name()
+    cpu = _cpu_name(SRC)
     setting = f"batch {opts.batch_size}, {opts.workers} workers, {opts.images} JPEGs"
     print(f"\n{cpu}, {os.cpu_count()} cores, torch {_torch_version()}, {setting}, best of "
           f"{opts.rounds} round(s)")  # fmt: skip
@@ -270,14 +269,12 @@ def report(best: dict[str, dict], opts, prepare_s: float) -> None:
     print(json.dumps(summary))
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+def _cpu_name(src: Path) -> str:
+    """The CPU's model name, as the package reports it (alexnet.runtime.cpu_name)."""
+    sys.path.insert(0, str(src))
+    from alexnet.runtime import cpu_name
+
+    return cpu_name()
 
 
 def _gpu_name() -> str:

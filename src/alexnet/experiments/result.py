@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +25,7 @@ import torch
 from alexnet.experiments import stats
 from alexnet.experiments.claims import Claim
 from alexnet.fileio import atomic_write_text
+from alexnet.runtime import cpu_name
 
 RESULT = "result.json"
 TABLE = "table.md"
@@ -193,15 +193,7 @@ def compare_claim(
 
 def machine() -> str:
     """CPU model and core count (logical CPUs), plus the CUDA device when one is visible."""
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith(("model name", "hardware", "cpu model")):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    model = model or platform.processor() or platform.machine() or "unknown CPU"
+    model = cpu_name()
     text = f"{model}, {os.cpu_count()} cores"
     if torch.cuda.is_available():
         text += f"; GPU {torch.cuda.get_device_name(0)}"

@@ -11,9 +11,7 @@ Formats read, detected from the content (not only the suffix):
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -98,23 +96,5 @@ def load(
     return model.to(device).eval(), meta
 
 
-def save(
-    path: str | os.PathLike,
-    model_state: Mapping[str, torch.Tensor],
-    *,
-    model_config: dict[str, Any],
-    classes: list[str],
-    preprocess: Preprocess | dict[str, Any],
-    mean_image: torch.Tensor | None = None,
-    extra: dict[str, Any] | None = None,
-) -> None:
-    """Atomically write an alexnet safetensors weights file (the format `load` reads best)."""
-    save_safetensors(
-        path,
-        model_state,
-        model_config=model_config,
-        classes=classes,
-        preprocess=preprocess,
-        mean_image=mean_image,
-        extra=extra,
-    )
+# `save` writes the format `load` reads best: an alexnet safetensors file with its metadata
+save = save_safetensors
