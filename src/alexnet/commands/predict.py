@@ -15,9 +15,10 @@ from alexnet.runtime import resolve_device
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "predict",
-        help="top-k classes of image files (alexnet weights or torchvision's .pth)",
-        description="Predict the classes of images with weights from `alexnet train` "
-        "(.safetensors) or torchvision's ImageNet file alexnet-owt-7be5be79.pth. Arguments may "
+        help="top-k classes of image files (any weights format, or --weights torchvision)",
+        description="Predict the classes of images with weights from `alexnet train`, a run's "
+        "checkpoint, torchvision's ImageNet file (a path, or the name `torchvision`: downloaded "
+        "once) or a converted Caffe model. Arguments may "
         "be files, directories (searched recursively) or globs. Images get the evaluation "
         "preprocessing of the weights (shorter side to the stored size, centre crop, then 1, 2 "
         "or 10 crops with softmax averaged). A bad image is reported on one line and skipped; "
