@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from alexnet.errors import UserError
+from alexnet.models.registry import get_model
 from alexnet.train.checkpoint import (
     atomic_write,
     capture_rng_state,
@@ -136,3 +137,16 @@ def test_other_model_or_data_refused_with_difference_named(tmp_path):
             model_config={"name": "small", "options": {"width": 32}},
             data_fingerprint="xyz",
         )
+
+
+def test_checkpoint_of_an_earlier_version_without_a_new_option_resumes():
+    # A checkpoint written before `lrn_scope` and `widths` existed lacks them: it means their
+    # defaults (the paper's network), so it resumes; a non-default value is still refused.
+    now = get_model("paper", num_classes=10).config
+    older = json.loads(json.dumps(now))
+    del older["options"]["lrn_scope"], older["options"]["widths"]
+    state = {"model_config": json.dumps(older), "data_fingerprint": "abc"}
+    check_compatible(state, "ck", model_config=now, data_fingerprint="abc")
+    other = get_model("paper", num_classes=10, lrn_scope="all").config
+    with pytest.raises(UserError, match="lrn_scope='tower' in the checkpoint, 'all' now"):
+        check_compatible(state, "ck", model_config=other, data_fingerprint="abc")

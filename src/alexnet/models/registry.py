@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +33,20 @@ def list_models() -> list[str]:
 def describe_models() -> dict[str, str]:
     """One line about each model, by name."""
     return dict(_DESCRIPTIONS)
+
+
+def option_defaults(name: str) -> dict[str, Any]:
+    """Each option of model `name` that has a default, with that default (tuples as lists, as
+    `model.config` stores them). An option added in a later version defaults to the network
+    it extends, so an older `config` that lacks it means this default."""
+    if name not in _MODELS:
+        raise UserError(f"unknown model {name!r}; known models: {', '.join(_MODELS)}")
+    params = inspect.signature(_MODELS[name]).parameters.values()
+    return {
+        p.name: list(p.default) if isinstance(p.default, tuple) else p.default
+        for p in params
+        if p.default is not inspect.Parameter.empty
+    }
 
 
 def get_model(name: str, num_classes: int | None = None, **options: Any) -> AlexNetModel:

@@ -24,6 +24,7 @@ import torch
 
 from alexnet.errors import UserError
 from alexnet.fileio import atomic_write, safe_torch_load
+from alexnet.models.registry import list_models, option_defaults
 from alexnet.weights.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_NAME
 
 FORMAT = CHECKPOINT_FORMAT
@@ -49,8 +50,12 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 def check_compatible(
     state: dict, path: str | os.PathLike, *, model_config: dict, data_fingerprint: str
 ) -> None:
-    """Refuse to resume a checkpoint of another model or other data, naming the difference."""
-    saved = json.loads(state["model_config"])
+    """Refuse to resume a checkpoint of another model or other data, naming the difference.
+
+    An option that a checkpoint from an earlier version lacks means that option's default
+    (options are only ever added with a default that keeps the earlier network)."""
+    saved = with_default_options(json.loads(state["model_config"]))
+    model_config = with_default_options(model_config)
     if saved != model_config:
         diffs = _dict_diff(saved, model_config)
         raise UserError(f"{path}: checkpoint is of another model: {diffs}")
@@ -59,6 +64,15 @@ def check_compatible(
             f"{path}: checkpoint was trained on other data (fingerprint "
             f"{state['data_fingerprint']} in the checkpoint, {data_fingerprint} in --data)"
         )
+
+
+def with_default_options(model_config: dict) -> dict:
+    """`model_config` ({"name", "options"}) with each absent option set to its default."""
+    name = model_config.get("name")
+    if name not in list_models() or not isinstance(model_config.get("options"), dict):
+        return model_config
+    options = {**option_defaults(name), **model_config["options"]}
+    return {**model_config, "options": options}
 
 
 def _dict_diff(saved: dict, now: dict, prefix: str = "") -> str:
