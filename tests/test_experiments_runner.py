@@ -7,8 +7,9 @@ from types import SimpleNamespace
 
 import pytest
 
+from alexnet.errors import UserError
 from alexnet.experiments.runner import RunStopped, run_all
-from alexnet.train.config import make_config
+from alexnet.train.config import config_json, make_config
 
 
 class FakeRunDir:
@@ -22,6 +23,9 @@ class FakeRunDir:
 
     def has_checkpoint(self):
         return (self.path / "checkpoint.pt").exists()
+
+    def read_config(self):
+        return json.loads((self.path / "config.json").read_text())
 
     def result(self):
         return SimpleNamespace(status="finished", output_dir=self.path,
@@ -37,6 +41,7 @@ class FakeFit:
         self.calls.append((run.name, cfg.resume))
         run.mkdir(parents=True, exist_ok=True)
         (run / "checkpoint.pt").write_text("step 5")
+        (run / "config.json").write_text(config_json(cfg))
         if run.name == self.interrupt:
             raise KeyboardInterrupt
         if self.status == "stopped":
@@ -95,3 +100,25 @@ def test_bad_run_names(tmp_path):
     for bad in (["a/b"], ["x", "x"], [".."]):
         with pytest.raises(ValueError):
             run_all([(n, cfg) for n in bad], tmp_path, fit=FakeFit(), rundir=FakeRunDir)
+
+
+@pytest.mark.parametrize("finished", [True, False])
+def test_a_run_of_another_config_is_refused_not_reused(tmp_path, finished):
+    # OUT holds runs of a quick budget (3 epochs); a call with another budget (5 epochs) must
+    # neither reuse nor resume them, and says which field differs.
+    quick = [(f"relu-s{s}", make_config("fast", seed=s, data="DATA", epochs=3)) for s in range(2)]
+    fit = FakeFit(interrupt=None if finished else "relu-s0")
+    try:
+        run_all(quick, tmp_path, fit=fit, rundir=FakeRunDir, log=io.StringIO())
+    except KeyboardInterrupt:
+        pass
+    full = [(n, make_config("fast", seed=c.seed, data="DATA", epochs=5)) for n, c in quick]
+    again = FakeFit()
+    with pytest.raises(UserError, match=r"relu-s0: .*another config \(epochs 3 there, 5 now\)"):
+        run_all(full, tmp_path, fit=again, rundir=FakeRunDir, log=io.StringIO())
+    assert again.calls == []
+    # where and on what it runs may change: another device and data path reuse the runs
+    moved = [(n, make_config("fast", seed=c.seed, data="ELSEWHERE", device="cpu", epochs=3))
+             for n, c in quick]  # fmt: skip
+    run_all(moved, tmp_path, fit=again, rundir=FakeRunDir, log=io.StringIO())
+    assert [name for name, _ in again.calls] == ([] if finished else ["relu-s0", "relu-s1"])

@@ -31,7 +31,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--budget", choices=["quick", "full"], default="quick",
                    help="quick (minutes) or full (hours; see docs/experiments.md)")  # fmt: skip
-    p.add_argument("--output-dir", default=None, help="results directory (default reproduce/NAME)")
+    p.add_argument("--output-dir", default=None,
+                   help="results directory (default reproduce/NAME-BUDGET); rerun with the same "
+                        "one to resume")  # fmt: skip
     A.add_device(p)
     return p
 
@@ -40,7 +42,11 @@ def run(args: argparse.Namespace) -> int:
     data = Path(args.data).expanduser().resolve()
     if not (data / "header.json").is_file():
         raise UserError(f"--data {args.data}: not a packed dataset (run `alexnet prepare` first)")
-    out = Path(args.output_dir or Path("reproduce") / args.name).expanduser().resolve()
+    out = (
+        Path(args.output_dir or Path("reproduce") / f"{args.name}-{args.budget}")
+        .expanduser()
+        .resolve()
+    )
     if out.exists() and not out.is_dir():
         raise UserError(f"--output-dir {out}: is a file")
     quick, full = DEFAULT_SEEDS[args.name]

@@ -5,6 +5,9 @@ of the progress line) into OUT/runs/<run_name>/:
 - a finished run (RunDir.is_finished: eval.json and weights exist) is reused, not retrained;
 - a run with a checkpoint resumes from it (cfg.resume = its directory);
 - anything else starts fresh.
+A run found on disk must have been trained with the same config (what it trains: model, recipe,
+budget, seed; not where or on what device): otherwise one UserError names the difference, so a
+`--budget full` call never reuses the runs of a `--budget quick` one in the same OUT.
 One line on stderr per run: "run 3/12: relu lr=0.05 seed 1 (resumed|reused|new)".
 Rerunning the same command after a kill therefore redoes only what was not finished.
 The fit function and the run-directory type are parameters (defaults: the training engine's
@@ -15,6 +18,7 @@ tests can count trainings and simulate interruptions.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import sys
@@ -37,10 +41,18 @@ class RunDirLike(Protocol):
     def is_finished(self) -> bool: ...
     def has_checkpoint(self) -> bool: ...
     def result(self) -> Any: ...
+    def read_config(self) -> dict[str, Any]: ...
 
 
 FitFn = Callable[[TrainConfig], Any]
 RunDirFactory = Callable[[Path], RunDirLike]
+
+
+# how a run is carried out, not what it trains: free to differ between invocations
+_HOW_FIELDS = frozenset(
+    {"data", "output_dir", "resume", "device", "workers", "channels_last", "compile",
+     "checkpoint_every", "deterministic"}
+)  # fmt: skip
 
 
 class RunStopped(Exception):
@@ -105,6 +117,8 @@ def run_all(
         path = root / name
         rd = rundir(path)
         cfg = dataclasses.replace(cfg, output_dir=str(path), resume=None)
+        if rd.is_finished() or rd.has_checkpoint():
+            _check_same_training(rd, path, cfg)
         if rd.is_finished():
             action = "reused"
         elif rd.has_checkpoint():
@@ -117,3 +131,30 @@ def run_all(
             raise RunStopped(f"run {name} stopped; its checkpoint is in {path}: rerun to resume")
         outcomes.append(RunOutcome(name, path, action, result))
     return outcomes
+
+
+def config_differences(saved: dict[str, Any], cfg: TrainConfig) -> list[str]:
+    """The training-defining fields in which `cfg` differs from a run's saved config (a field
+    that an earlier version did not save means its default)."""
+    now = json.loads(json.dumps(dataclasses.asdict(cfg)))
+    defaults = json.loads(json.dumps(dataclasses.asdict(TrainConfig())))
+    return [
+        f"{key} {saved.get(key, defaults[key])!r} there, {value!r} now"
+        for key, value in now.items()
+        if key not in _HOW_FIELDS and saved.get(key, defaults[key]) != value
+    ]
+
+
+def _check_same_training(rd: RunDirLike, path: Path, cfg: TrainConfig) -> None:
+    try:
+        saved = rd.read_config().get("config", {})
+    except FileNotFoundError:
+        return  # a checkpoint from a start that died before config.json: the engine checks it
+    except (OSError, ValueError, AttributeError) as exc:
+        raise UserError(f"{path}: unreadable config.json ({exc})") from None
+    differences = config_differences(saved, cfg)
+    if differences:
+        raise UserError(
+            f"{path}: this run was trained with another config ({'; '.join(differences[:3])}); "
+            "give another --output-dir, or remove that run directory to retrain it"
+        )
