@@ -49,9 +49,8 @@ def section(name: str, folder: Path) -> list[str]:
         f"--seeds {len({r['seed'] for r in result['runs']})}",
         "```",
         "",
-        f"Dataset {result['dataset']}; budget `{result['budget']}`; wall time "
-        f"{result['wall_s'] / 60:.1f} min on {result['machine']}; torch {result['torch']}, "
-        f"commit `{result['commit']}`.",
+        f"Dataset {result['dataset']}; budget `{result['budget']}`; {_times(result)} on "
+        f"{result['machine']}; torch {result['torch']}, commit `{result['commit']}`.",
         "",
     ]
     table = (folder / "table.md").read_text().strip().splitlines()
@@ -61,6 +60,14 @@ def section(name: str, folder: Path) -> list[str]:
     for png in sorted(folder.glob("*.png")):
         lines += [f"![{name} {png.stem}](results/{name}/{png.name})", ""]
     return lines
+
+
+def _times(result: dict) -> str:
+    """The invocation's wall time, and the runs' training time where runs were reused."""
+    wall = f"wall time {result['wall_s'] / 60:.1f} min"
+    if result.get("runs_reused") and result.get("train_s"):
+        return f"{wall} (runs reused; their training took {result['train_s'] / 60:.1f} min)"
+    return wall
 
 
 def main() -> None:

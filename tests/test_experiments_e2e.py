@@ -97,9 +97,17 @@ def test_experiment_end_to_end(module, data_name, pictures, trainings, tiny, req
     assert "|" in table
     for name in pictures:
         assert (tmp_path / name).stat().st_size > 1000, name
-    # rerun: every finished run is reused
+    # rerun: every finished run is reused; its training time, read from each run's own
+    # metrics.jsonl, is still counted in train_s
     again, _ = _run(module, data, tmp_path)
     assert again == 0
+    rerun = load_result(tmp_path / "result.json")
+    elapsed = [
+        json.loads(p.read_text().splitlines()[-1])["elapsed"]
+        for p in (tmp_path / "runs").glob("*/metrics.jsonl")
+    ]
+    assert rerun["runs_reused"] == trainings and len(elapsed) == trainings
+    assert rerun["train_s"] == pytest.approx(sum(elapsed), abs=0.1) and rerun["train_s"] > 0
 
 
 def test_paper_net_end_to_end(tiny, colour, tmp_path):

@@ -40,6 +40,7 @@ class Context:
     fit: Any = None  # the training function (tests inject a counting one); None: the engine's
     started: float = field(default_factory=time.perf_counter)
     trained: list[str] = field(default_factory=list)  # "new" | "resumed" | "reused", per run
+    train_s: float = 0.0  # training time of every run, summed (reused runs included)
 
     @property
     def seed_list(self) -> list[int]:
@@ -66,6 +67,7 @@ class Context:
         """Train (or reuse, or resume) every run under OUT/runs/."""
         outcomes = run_all(specs, self.out, fit=self.fit, log=self.log)
         self.trained += [o.action for o in outcomes]
+        self.train_s += sum(float(getattr(o.result, "train_seconds", 0) or 0) for o in outcomes)
         return outcomes
 
     def finish(
@@ -90,6 +92,7 @@ class Context:
             notes = [*(notes or []), f"{reused} of {len(self.trained)} runs were reused from an "
                      "earlier invocation: the wall time covers this invocation only."]  # fmt: skip
         result["runs_reused"] = reused
+        result["train_s"] = round(self.train_s, 1)
         if notes:
             result["notes"] = list(notes)
         _, table = results.write_result(self.out, result)

@@ -344,7 +344,12 @@ def table_markdown(result: dict[str, Any]) -> str:
     lines += [
         "",
         f"Machine: {result['machine']}; torch {result['torch']}; commit "
-        f"{result['commit']}; wall time {result['wall_s']:.0f} s.",
+        f"{result['commit']}; wall time {result['wall_s']:.0f} s"
+        + (
+            f"; the runs' training time {result['train_s']:.0f} s."
+            if result.get("train_s")
+            else "."
+        ),
         "",
     ]
     return "\n".join(lines)
