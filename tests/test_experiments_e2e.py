@@ -56,9 +56,10 @@ class Counter:
         return fit(cfg)
 
 
-def _run(module, data, out, seeds=2):
+def _run(module, data, out, seeds=2, family="small"):
     counter = Counter()
-    ctx = Context(module.NAME, data, out, "quick", seeds, "cpu", log=io.StringIO(), fit=counter)
+    ctx = Context(module.NAME, data, out, "quick", seeds, "cpu", log=io.StringIO(), fit=counter,
+                  family=family)  # fmt: skip
     module.run(ctx)
     return counter.calls, ctx
 
@@ -156,3 +157,56 @@ def test_paired_variants_start_from_the_same_weights(gray, tmp_path, variant, ti
                                     output_dir=str(tmp_path / "plain"))  # fmt: skip
         c = setup(plain, info, torch.device("cpu")).net.state_dict()
         assert any(not torch.equal(a[k], c[k]) for k in shared)
+
+
+def test_depth_on_the_paper_network_removes_each_middle_layer(tiny, colour, tmp_path, monkeypatch):
+    # --family paper: the 224 px network, conv2, conv3 and conv4 each removed in turn (§7)
+    monkeypatch.setitem(ablations.BUDGET, "quick", (8, 1))
+    from alexnet.experiments import common
+
+    monkeypatch.setattr(common, "BATCH", 4)
+    calls, _ = _run(depth, colour, tmp_path, seeds=1, family="paper")
+    assert calls == 4
+    result = load_result(tmp_path / "result.json")
+    assert result["family"] == "paper"
+    assert {r["variant"] for r in result["runs"]} == {"full", "no-conv2", "no-conv3", "no-conv4"}
+    assert {c["a"] for c in result["comparisons"]} == {"no-conv2", "no-conv3", "no-conv4"}
+    configs = [
+        json.loads(p.read_text())["model"] for p in (tmp_path / "runs").glob("*/config.json")
+    ]
+    assert {c["name"] for c in configs} == {"paper"}
+    assert {c["options"]["remove_conv"] for c in configs} == {None, "conv2", "conv3", "conv4"}
+
+
+@pytest.mark.parametrize("variant", ["no-conv3", "one-tower-half", "no-crops-flips"])
+def test_paper_family_variants_pair_and_switch_one_thing(colour, tmp_path, variant, tiny):
+    ctx = Context("ablations", colour, tmp_path, "quick", 1, "cpu", family="paper")
+    configs = ablations.variants(ablations.full_config(ctx, seed=3))
+    full = configs["full"]
+    configs["no-conv3"] = ablations.paired(with_options(full, remove_conv="conv3"), full)
+    info = dist.dist_info()
+    states = []
+    for name in ("full", variant):
+        cfg = dataclasses.replace(configs[name], output_dir=str(tmp_path / name))
+        states.append(setup(cfg, info, torch.device("cpu")))
+    (a, b) = (s.net.state_dict() for s in states)
+    shared = [k for k in a if k in b and a[k].shape == b[k].shape]
+    assert all(torch.equal(a[k], b[k]) for k in shared)
+    if variant == "no-crops-flips":  # 256 px images resized to 224: the crop cannot move
+        assert states[1].geometry == {"crop_size": 224, "resize": 224, "pad": 0}
+        assert states[0].geometry["resize"] == 256 and not states[1].cfg.flip
+    elif variant == "one-tower-half":  # §3.2: half the kernels in every conv layer but the last
+        assert states[1].net.config["options"]["widths"] == [48, 128, 192, 192, 256]
+    else:
+        assert 2 <= len(shared) < len(a)
+
+
+def test_reproduce_family_rules(colour, tmp_path, capsys):
+    from alexnet.cli import main
+
+    for name, family in (("relu-tanh", "paper"), ("paper-net", "small")):
+        code = main(["reproduce", name, "--data", str(colour), "--family", family,
+                     "--output-dir", str(tmp_path / name)])  # fmt: skip
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and len(err.splitlines()) == 1 and "does not apply" in err, err
+        assert not (tmp_path / name).exists()

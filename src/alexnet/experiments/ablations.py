@@ -28,27 +28,38 @@ from typing import Any
 
 from alexnet.experiments import plots
 from alexnet.experiments.claims import claims_for
-from alexnet.experiments.common import Context, final_errors, small_recipe, with_options
+from alexnet.experiments.common import (
+    Context,
+    family_recipe,
+    family_words,
+    final_errors,
+    with_options,
+)
 from alexnet.experiments.result import compare_claim, run_row
 from alexnet.models.common import one_tower_widths
+from alexnet.models.registry import option_defaults
 from alexnet.train.config import TrainConfig
 
 NAME = "ablations"
 # budget -> (training images (0: all), epochs)
 BUDGET = {"quick": (8000, 6), "full": (0, 15)}
 CONVERGED_WITHIN = 0.01
+SMALL_WIDTHS = [32, 32, 64]  # the small family's conv widths in these experiments
 
 
 def variants(full: TrainConfig) -> dict[str, TrainConfig]:
     """The full recipe and each paper feature switched off (see the module docstring)."""
-    widths = full.model_options.get("widths", [32, 32, 64])
+    widths = full.model_options.get("widths") or option_defaults(full.model)["widths"]
+    no_crops = {"cfg__pad": 0, "cfg__flip": False}
+    if full.model == "paper":  # 224 crops of 256 px images: resize to 224 so no crop moves
+        no_crops["cfg__resize"] = option_defaults("paper")["input_size"]
     table = {
         "full": full,
         "no-lrn": with_options(full, lrn=False),
         "no-overlap": with_options(full, pool="nonoverlap"),
         "no-dropout": with_options(full, dropout=0.0),
         "no-pca": with_options(full, cfg__lighting_std=0.0),
-        "no-crops-flips": with_options(full, cfg__pad=0, cfg__flip=False),
+        "no-crops-flips": with_options(full, **no_crops),
         "one-tower-half": with_options(full, towers=1, widths=list(one_tower_widths(widths))),
     }
     return {name: paired(cfg, full) for name, cfg in table.items()}
@@ -71,9 +82,9 @@ def steps_to_converge(history: list[dict[str, Any]]) -> float | None:
 
 def full_config(ctx: Context, seed: int) -> TrainConfig:
     images, epochs = BUDGET[ctx.budget]
-    return small_recipe(
+    return family_recipe(
         ctx,
-        model_options={"widths": [32, 32, 64]},
+        model_options={"widths": SMALL_WIDTHS} if ctx.family == "small" else {},
         epochs=epochs,
         train_limit=images,
         train_eval=images or 10000,
@@ -114,8 +125,8 @@ def run(ctx: Context) -> dict[str, Any]:
     plots.delta_bars(ctx.out / "deltas.png", [c for c in comparisons if c["kind"] != "ratio"])
     images, epochs = BUDGET[ctx.budget]
     notes = [
-        f"Budget {ctx.budget}: the small family (two towers, LRN, overlapping pooling, dropout "
-        f"0.5 on a 256-unit hidden layer) trained {epochs} epochs on "
+        f"Budget {ctx.budget}: {family_words(ctx)} (two towers, LRN, overlapping pooling, "
+        f"dropout 0.5 on {_hidden(ctx)}) trained {epochs} epochs on "
         + (f"the first {images:,} training images" if images else "all training images")
         + "; SGD momentum 0.9, weight decay 5e-4, batch 128, cosine decay from 0.01.",
         "Estimates are a - b (full minus ablated: negative = the feature lowers the error), "
@@ -124,3 +135,7 @@ def run(ctx: Context) -> dict[str, Any]:
         "28 px grayscale dataset cannot show the size of an ImageNet effect, only its sign.",
     ]
     return ctx.finish(claims, rows, comparisons, notes)
+
+
+def _hidden(ctx: Context) -> str:
+    return "fc6 and fc7" if ctx.family == "paper" else "a 256-unit hidden layer"

@@ -23,6 +23,8 @@ from alexnet.experiments.runner import RunOutcome, run_all
 from alexnet.train.config import TrainConfig, make_config
 
 BUDGETS = ("quick", "full")
+# the network family of ablations, depth, retrieval and towers (`--family`)
+FAMILIES = ("small", "paper")
 BATCH = 128  # images per step (the paper's batch)
 
 
@@ -36,6 +38,7 @@ class Context:
     budget: str = "quick"
     seeds: int = 3
     device: str = "auto"
+    family: str = "small"  # FAMILIES: the network the family_recipe experiments train
     log: TextIO = field(default=sys.stderr)
     fit: Any = None  # the training function (tests inject a counting one); None: the engine's
     started: float = field(default_factory=time.perf_counter)
@@ -92,6 +95,7 @@ class Context:
             notes = [*(notes or []), f"{reused} of {len(self.trained)} runs were reused from an "
                      "earlier invocation: the wall time covers this invocation only."]  # fmt: skip
         result["runs_reused"] = reused
+        result["family"] = self.family
         result["train_s"] = round(self.train_s, 1)
         if notes:
             result["notes"] = list(notes)
@@ -117,10 +121,38 @@ def small_recipe(ctx: Context, **overrides: Any) -> TrainConfig:
     stood at 45.5% top-1 error, and its no-dropout variant stayed at chance; with 0.01: 17.3%.
     """
     options = {"lrn": True, "pool": "overlap", "towers": 2, "hidden": 256, "dropout": 0.5}
-    options.update(overrides.pop("model_options", {}))
+    return _recipe(ctx, "small", options, overrides)
+
+
+def paper_family_recipe(ctx: Context, **overrides: Any) -> TrainConfig:
+    """The same full recipe on the 224 px `paper` network (`--family paper`, for ImageNet-scale
+    data: hours per run on a CPU): the network's own paper options (two towers, LRN after conv1
+    and conv2, overlapping pooling, dropout 0.5 on fc6 and fc7), the training of `small_recipe`
+    (random 224 crops of the 256 px images, flips, lighting, SGD, the cosine budget), and the
+    deviations of `reproduce paper-net`: Caffe's initialization and autocast (bf16 on a CPU)."""
+    return _recipe(ctx, "paper", {"init": "caffe"}, {"amp": True, **overrides})
+
+
+def family_recipe(ctx: Context, **overrides: Any) -> TrainConfig:
+    """`small_recipe` or `paper_family_recipe`, as `ctx.family` says."""
+    if ctx.family == "paper":
+        return paper_family_recipe(ctx, **overrides)
+    return small_recipe(ctx, **overrides)
+
+
+def family_words(ctx: Context) -> str:
+    """How the notes name the family's network."""
+    return "the 224 px paper network" if ctx.family == "paper" else "the small family"
+
+
+def _recipe(
+    ctx: Context, model: str, options: dict[str, Any], overrides: dict[str, Any]
+) -> TrainConfig:
+    overrides = dict(overrides)
+    options = {**options, **overrides.pop("model_options", {})}
     values: dict[str, Any] = dict(
         data=str(ctx.data),
-        model="small",
+        model=model,
         model_options=options,
         batch_size=BATCH,
         lr=0.01,

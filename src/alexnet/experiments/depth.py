@@ -1,11 +1,11 @@
 """`depth`: paper §7 — "removing any of the middle layers results in a loss of about 2% for the
 top-1 performance of the network".
 
-The full recipe of `ablations` (the `small` family) against the same network with its middle
-convolutional layer removed (`remove_conv="conv2"`: conv3 then reads conv1's pooled maps; the
-family's first and last conv layers are not "middle"), paired by seed. With `--model paper`-sized
-data (224 px and up) the same comparison applies to the paper network's conv2, conv3 and conv4
-(model option `remove_conv`), at a cost of hours per run on a CPU.
+The full recipe of `ablations` against the same network with each of its middle convolutional
+layers removed in turn (model option `remove_conv`; the first and last conv layers are not
+"middle"), paired by seed. The `small` family (default) has one middle layer, conv2 (conv3
+then reads conv1's pooled maps); `--family paper`, the 224 px network of the paper's claim, has
+three, conv2, conv3 and conv4 (hours per run on a CPU: for ImageNet-scale data and a GPU).
 """
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ from typing import Any
 
 from alexnet.experiments.ablations import BUDGET, full_config, measure, paired
 from alexnet.experiments.claims import claim
-from alexnet.experiments.common import Context, with_options
+from alexnet.experiments.common import Context, family_words, with_options
 from alexnet.experiments.result import compare
 
 NAME = "depth"
-REMOVED = ("conv2",)
+# the middle conv layers removed in turn, per family
+REMOVED = {"small": ("conv2",), "paper": ("conv2", "conv3", "conv4")}
 
 
 def run(ctx: Context) -> dict[str, Any]:
@@ -27,7 +28,7 @@ def run(ctx: Context) -> dict[str, Any]:
     for seed in ctx.seed_list:
         full = paired(full_config(ctx, seed), full_config(ctx, seed))
         specs.append((f"full-seed{seed}", full, f"full seed {seed}"))
-        for layer in REMOVED:
+        for layer in REMOVED[ctx.family]:
             cfg = paired(with_options(full, remove_conv=layer), full)
             specs.append((f"no-{layer}-seed{seed}", cfg, f"without {layer} seed {seed}"))
     outcomes = ctx.train(specs)
@@ -37,7 +38,7 @@ def run(ctx: Context) -> dict[str, Any]:
     ]
     c = claim("depth")
     comparisons = []
-    for layer in REMOVED:
+    for layer in REMOVED[ctx.family]:
         for quantity in ("top1_error", "top5_error") if top5 else ("top1_error",):
             comparisons.append(
                 compare(
@@ -55,6 +56,7 @@ def run(ctx: Context) -> dict[str, Any]:
         f"Budget {ctx.budget}: as `ablations` ({epochs} epochs on "
         + (f"the first {images:,} training images)." if images else "all training images).")
         + " Estimates are (without the layer) - (full): positive = removing it costs accuracy.",
-        "The small family has one middle conv layer (conv2); the paper's network has three.",
+        f"Network: {family_words(ctx)}, middle conv layers {', '.join(REMOVED[ctx.family])}"
+        + (" (the paper's network has three: --family paper)." if ctx.family == "small" else "."),
     ]
     return ctx.finish(c, rows, comparisons, notes)

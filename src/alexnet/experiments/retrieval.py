@@ -19,7 +19,7 @@ import numpy as np
 from alexnet.data.packed import open_dataset
 from alexnet.experiments.analyses import label_agreements, pixel_features
 from alexnet.experiments.claims import claim
-from alexnet.experiments.common import Context, small_recipe
+from alexnet.experiments.common import Context, family_recipe, family_words
 from alexnet.experiments.result import compare, run_row
 from alexnet.inference import Predictor, nearest, split_features
 from alexnet.viz import neighbors_grid
@@ -35,7 +35,7 @@ def run(ctx: Context) -> dict[str, Any]:
     images, epochs = BUDGET[ctx.budget]
     specs = []
     for seed in ctx.seed_list:
-        cfg = small_recipe(ctx, epochs=epochs, train_limit=images, seed=seed)
+        cfg = family_recipe(ctx, epochs=epochs, train_limit=images, seed=seed)
         specs.append((f"full-seed{seed}", cfg, f"full recipe seed {seed}"))
     outcomes = ctx.train(specs)
     train, test = open_dataset(ctx.data, "train"), open_dataset(ctx.data, "val")
@@ -63,7 +63,8 @@ def run(ctx: Context) -> dict[str, Any]:
     notes = [
         f"Features: the trained model's last hidden layer ({name}), after its ReLU, centre "
         "crop; pixels: the stored images as vectors. Queries: every test image; base: every "
-        f"training image. Models: the small family's full recipe, {epochs} epochs.",
+        f"training image. Models: {family_words(ctx)}, the ablations' full recipe, "
+        f"{epochs} epochs.",
         "Label agreement = share of the k nearest training images with the query's class; "
         "chance is about 1 / number of classes.",
     ]

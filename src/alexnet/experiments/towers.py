@@ -26,7 +26,7 @@ from alexnet.errors import UserError
 from alexnet.experiments import plots
 from alexnet.experiments.analyses import colour_specificity, compare_towers, tower_scores
 from alexnet.experiments.claims import claim
-from alexnet.experiments.common import Context, small_recipe
+from alexnet.experiments.common import Context, family_recipe, family_words
 from alexnet.experiments.result import compare, run_row
 from alexnet.inference import Predictor
 from alexnet.viz import first_conv_weight, kernel_grid
@@ -55,7 +55,7 @@ def run(ctx: Context) -> dict[str, Any]:
         )
     images, epochs = BUDGET[ctx.budget]
     specs = [
-        (f"towers-seed{s}", small_recipe(ctx, epochs=epochs, train_limit=images, seed=s),
+        (f"towers-seed{s}", family_recipe(ctx, epochs=epochs, train_limit=images, seed=s),
          f"two-tower model seed {s}")
         for s in ctx.seed_list
     ]  # fmt: skip
@@ -90,6 +90,7 @@ def run(ctx: Context) -> dict[str, Any]:
         "2/3 one channel); tower_gap: |mean tower 2 - mean tower 1|, against random halves.",
         "Per-seed permutation p-values are in the runs (p_value); the towers may swap roles "
         "between seeds, so the tower2 - tower1 row can straddle 0 even when each run splits.",
-        f"Models: the small family's full recipe with two towers, {epochs} epochs.",
+        f"Models: {family_words(ctx)}, the ablations' full recipe with two towers, "
+        f"{epochs} epochs.",
     ]
     return ctx.finish(c, rows, comparisons, notes)
