@@ -128,6 +128,10 @@ def delta_bars(
                    label="paper" if first else None)  # fmt: skip
     ax.axhline(0, color="black", lw=0.8)
     labels = [f"{c['b'] if c['a'] == 'full' else c['a']}: {c['quantity']}" for c in rows]
+    labels = [  # one comparison against two of the paper's numbers: name each claim
+        f"{label} ({c.get('claim')})" if labels.count(label) > 1 else label
+        for label, c in zip(labels, rows)
+    ]
     ax.set_xticks(pos, labels, fontsize=8, rotation=35, ha="right")
     ax.set(ylabel="difference (percentage points for errors)", title=title or "")
     if rows:
