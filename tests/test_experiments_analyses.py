@@ -3,10 +3,11 @@
 import numpy as np
 import pytest
 import torch
-from scipy import stats as sps
 
 from alexnet.errors import UserError
 from alexnet.experiments import analyses as A
+
+sps = pytest.importorskip("scipy.stats")  # the independent reference (a dev dependency)
 
 
 def steps(errors, every=10, sec_per_step=0.5, batch=32):

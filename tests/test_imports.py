@@ -11,6 +11,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -20,6 +22,7 @@ TRAIN_ALLOWED_PREFIXES = ("alexnet.train", "alexnet.commands.train", "alexnet.ex
 # optional dependencies (extras, or Pillow's colour management, built only with littlecms)
 OPTIONAL = (
     "PIL.ImageCms",
+    "tqdm",  # a dependency, but a bare GPU machine may lack it (alexnet.progress)
     "matplotlib",
     "onnx",
     "onnxruntime",
@@ -197,3 +200,21 @@ def test_imports_at_the_top_of_modules():
         if nested and not name.startswith(OPTIONAL)
     }
     assert bad == set()
+
+
+def test_a_machine_without_tqdm_still_trains_packs_and_downloads():
+    # a lent GPU machine runs this tree with its own python3, which may lack tqdm: the modules
+    # that show progress must import, and their bars must work as silent stand-ins
+    code = (
+        "import sys; sys.modules['tqdm'] = None\n"
+        "import alexnet.cli, alexnet.train.engine, alexnet.data.pack, alexnet.weights.hub\n"
+        "from alexnet.progress import progress_bar, SilentBar\n"
+        "from alexnet.train.runlog import Progress\n"
+        "with progress_bar(total=10, unit='B') as bar:\n"
+        "    bar.update(4); bar.set_postfix(loss='1.0')\n"
+        "assert isinstance(bar, SilentBar) and bar.n == 4\n"
+        "p = Progress(True, 5, 0, 'epoch 1', every=0.0); p.update(1, 0.5, 10.0, 1.0); p.close()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "epoch 1 step 1/5 loss 0.5000" in done.stderr

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from alexnet.data import stats as stats_mod
 from alexnet.data.outdir import check_output, check_partial
@@ -41,6 +40,7 @@ from alexnet.data.packed import (
 from alexnet.data.source_base import Source
 from alexnet.errors import UserError
 from alexnet.fileio import atomic_write, atomic_write_text, fsync_dir
+from alexnet.progress import progress_bar
 
 NPY_HEADER = 128  # bytes reserved for the .npy header, filled in when the count is known
 PROGRESS = "progress.npz"
@@ -256,7 +256,7 @@ def _pack_split(source, split, partial, state, sums, chunk_size, pool, progress)
     results = pool.imap(_work, tasks) if pool else (_process(source, *t) for t in tasks)
     bar = None
     if progress:
-        bar = tqdm(total=n_items, initial=min(first * chunk_size, n_items), unit="img",
+        bar = progress_bar(total=n_items, initial=min(first * chunk_size, n_items), unit="img",
                    desc=f"prepare {split}", dynamic_ncols=True, smoothing=0.1)  # fmt: skip
     try:
         for (_, start, stop, _), res in zip(tasks, results, strict=True):

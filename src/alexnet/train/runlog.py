@@ -8,9 +8,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from alexnet.fileio import atomic_write_text
+from alexnet.progress import progress_bar
 from alexnet.rundir import RunDir
 
 
@@ -58,7 +57,7 @@ class Progress:
         self.enabled, self.bar, self.every = enabled, None, every
         self.last = 0.0
         if enabled and sys.stderr.isatty():
-            self.bar = tqdm(
+            self.bar = progress_bar(
                 total=total,
                 initial=initial,
                 desc=desc,

@@ -21,9 +21,9 @@ import urllib.request
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from alexnet.errors import UserError
+from alexnet.progress import progress_bar
 from alexnet.weights.catalog import CATALOG
 
 BASE_URL_ENV = "ALEXNET_WEIGHTS_URL"
@@ -56,7 +56,7 @@ def _download(url: str, tmp: Path, progress: bool) -> str:
     request = urllib.request.Request(url, headers={"User-Agent": "alexnet"})
     with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response, open(tmp, "wb") as out:
         total = int(response.headers.get("Content-Length") or 0) or None
-        with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
+        with progress_bar(total=total, unit="B", unit_scale=True, unit_divisor=1024,
                   desc=Path(url).name, disable=not progress) as bar:  # fmt: skip
             while chunk := response.read(_CHUNK):
                 out.write(chunk)

@@ -1,0 +1,41 @@
+"""Progress bars: tqdm's where it is installed, a silent stand-in where it is not.
+
+tqdm is a dependency of the package, but a bare machine (a lent GPU machine running
+`benchmarks/gpu_check.sh` with its own python3 and this tree on PYTHONPATH) may lack it; a
+missing progress bar must not stop training, packing or a download.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class SilentBar:
+    """The part of tqdm's interface this package uses, doing nothing."""
+
+    def __init__(self, total: float | None = None, initial: float = 0, **_: Any) -> None:
+        self.total, self.n = total, initial
+
+    def update(self, n: float = 1) -> None:
+        self.n += n
+
+    def set_postfix(self, *_: Any, **__: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> SilentBar:
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.close()
+
+
+def progress_bar(**kwargs: Any) -> Any:
+    """`tqdm(**kwargs)`, or a SilentBar when tqdm cannot be imported."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return SilentBar(**kwargs)
+    return tqdm(**kwargs)
