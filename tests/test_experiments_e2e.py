@@ -119,6 +119,13 @@ def test_paper_net_end_to_end(tiny, colour, tmp_path):
     assert set(rows) == {"1-crop", "10-crop"}
     assert 0 <= rows["10-crop"]["top1_error"] <= 1
     assert (tmp_path / "kernels.png").stat().st_size > 1000
+    # one seed still gets a verdict: 10 vs 1 crop paired over the 16 test images, recomputed
+    # image by image from the saved weights; it must agree with the engine's two evaluations
+    (by_image,) = [c for c in result["comparisons"] if c.get("over") == "test images"]
+    assert by_image["n"] == 16 and by_image["paired"] and by_image["ci95"] is not None
+    engine = rows["10-crop"]["top1_error"] - rows["1-crop"]["top1_error"]
+    assert by_image["estimate"] == pytest.approx(engine, abs=1e-9)
+    assert "n=16 test images" in (tmp_path / "table.md").read_text()
 
 
 def test_towers_refuses_grayscale(gray, tmp_path):

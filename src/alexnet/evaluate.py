@@ -63,11 +63,13 @@ def evaluate(
     amp: bool = False,
     channels_last: bool = False,
     confusion: bool = False,
+    per_image: bool = False,
 ) -> dict[str, Any]:
     """Run `model` over (uint8 images, labels) batches; return the eval JSON fields.
 
     Result: {"images", "crops", "top1_error", "top5_error", "loss"} plus "confusion"
-    ((K, K) int64 tensor, rows = true class) when asked.
+    ((K, K) int64 tensor, rows = true class) and "top1_hit" ((N,) bool CPU tensor, this
+    process's images in batch order) when asked.
     """
     was_training = model.training
     model.eval()
@@ -75,6 +77,7 @@ def evaluate(
     k5 = min(5, num_classes)
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # n, top1 ok, top5 ok, loss
     conf = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
+    hits: list[torch.Tensor] = []
     for images, labels in batches:
         x = transform(images)
         if channels_last:
@@ -96,6 +99,8 @@ def evaluate(
             ]
         )
         sums += batch.to(device)
+        if per_image:
+            hits.append(hit[:, 0].cpu())
         if confusion:
             idx = labels * num_classes + top[:, 0]
             conf += torch.bincount(idx, minlength=num_classes**2).view_as(conf).to(device)
@@ -114,6 +119,8 @@ def evaluate(
     }
     if confusion:
         out["confusion"] = conf.cpu()
+    if per_image:
+        out["top1_hit"] = torch.cat(hits) if hits else torch.zeros(0, dtype=torch.bool)
     return out
 
 

@@ -5,6 +5,8 @@
   by Euclidean distance of fc7 features or of raw pixels (Fig. 4, §6.1).
 - `colour_specificity` and `compare_towers`: how colour-specific each conv1 kernel is, and
   whether the two towers' kernels differ (Fig. 3, §6.1).
+- `per_image_top1_errors`: which validation images trained weights get wrong, with 1 or 10
+  crops (§4.1), for a comparison paired by image.
 """
 
 from __future__ import annotations
@@ -18,9 +20,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from alexnet.data.loader import DeviceLoader
+from alexnet.data.packed import open_dataset
 from alexnet.errors import UserError
+from alexnet.evaluate import evaluate, make_eval_transform
 from alexnet.experiments.stats import RESAMPLES, SEED
 from alexnet.inference import nearest
+from alexnet.weights import load as load_weights
 
 
 # ------------------------------------------------------------------ Fig. 1: time to an error
@@ -178,3 +184,29 @@ def compare_towers(
     greater = (np.count_nonzero(null >= observed - gamma) + adjust) / (null.size + adjust)
     p = min(1.0, 2.0 * min(less, greater))
     return TowerTest(float(observed), float(p), method, int(na), int(nb))
+
+
+# ------------------------------------------------------------------ §4.1: 1 crop vs 10 crops
+def per_image_top1_errors(
+    weights: str | Any,
+    data: str | Any,
+    crops: int,
+    *,
+    device: torch.device | str = "cpu",
+    amp: bool = False,
+    channels_last: bool = False,
+    batch_size: int = 128,
+) -> np.ndarray:
+    """(N,) float 0/1: the top-1 error of `weights` on each validation image of the packed
+    dataset `data`, in the split's order, with `crops` crops (1 centre, 10 as paper §4.1)."""
+    device = torch.device(device)
+    model, meta = load_weights(weights, device)
+    ds = open_dataset(data, "val")
+    loader = DeviceLoader(ds, batch_size, shuffle=False, drop_last=False, device=device)
+    loader.set_epoch(0)
+    transform = make_eval_transform(meta.preprocess, meta.mean_image, crops)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    out = evaluate(model, loader.iterate(), transform, crops=crops, num_classes=ds.num_classes,
+                   amp=amp, channels_last=channels_last, per_image=True)  # fmt: skip
+    return (~out["top1_hit"]).numpy().astype(np.float64)
