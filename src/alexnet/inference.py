@@ -82,10 +82,17 @@ def read_image(path: str, size: int, rule: str = "paper") -> np.ndarray:
     decoded = decode_image(data, path, None if rule == "torchvision" else size)
     if decoded.image is None:
         raise UserError(f"{path}: {decoded.skip}")
+    return finish_resize(decoded.image, size, rule)
+
+
+def finish_resize(image: np.ndarray, size: int, rule: str) -> np.ndarray:
+    """uint8 (H, W, 3) as `decode_image` returned it for `rule` -> (size, size, 3): rule
+    "paper" already resized and cropped while decoding; "torchvision" resizes here with
+    torchvision's Resize + CenterCrop rounding."""
     if rule == "torchvision":
-        img = TF.resize(Image.fromarray(decoded.image), size)
+        img = TF.resize(Image.fromarray(image), size)
         return np.asarray(TF.center_crop(img, [size, size]))
-    return decoded.image
+    return image
 
 
 @dataclass

@@ -16,13 +16,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torchvision.transforms.functional as TF
 from PIL import Image
 
 from alexnet.data.decode import decode_image
 from alexnet.data.packed import open_dataset, read_header
 from alexnet.errors import UserError
-from alexnet.inference import Prediction, Predictor, load_features, nearest
+from alexnet.inference import Prediction, Predictor, finish_resize, load_features, nearest
 from alexnet.viz import first_conv_weight, tile_kernels
 
 
@@ -171,10 +170,7 @@ class Engine:
         if decoded.image is None:
             bomb = (decoded.skip or "").startswith("decompression bomb")
             raise ApiError(413 if bomb else 415, f"{name}: {decoded.skip}")
-        if rule == "torchvision":  # as inference.read_image
-            img = TF.resize(Image.fromarray(decoded.image), p.image_size)
-            return np.asarray(TF.center_crop(img, [p.image_size, p.image_size]))
-        return decoded.image
+        return finish_resize(decoded.image, p.image_size, rule)
 
     def run_batch(self, kind: str, images: np.ndarray) -> list[torch.Tensor]:
         """uint8 (B, S, S, 3) -> B rows: class probabilities (K,) or features (D,), float32."""
