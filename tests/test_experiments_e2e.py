@@ -138,20 +138,28 @@ VARIANTS = ["no-lrn", "no-dropout", "no-pca", "no-crops-flips", "no-overlap", "o
             "no-conv2"]  # fmt: skip
 
 
+def _full_and_variant(data, tmp_path, variant, family, removed):
+    """The engine's start (TrainState) of the ablations' full config and of one variant, seed
+    3; the variants include no-<removed> (depth's), paired with the full model."""
+    ctx = Context("ablations", data, tmp_path, "quick", 1, "cpu", family=family)
+    configs = ablations.variants(ablations.full_config(ctx, seed=3))
+    full = configs["full"]
+    configs[f"no-{removed}"] = ablations.paired(with_options(full, remove_conv=removed), full)
+    info = dist.dist_info()
+    states = [
+        setup(dataclasses.replace(configs[name], output_dir=str(tmp_path / name)), info,
+              torch.device("cpu"))
+        for name in ("full", variant)
+    ]  # fmt: skip
+    return states, configs
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_paired_variants_start_from_the_same_weights(gray, tmp_path, variant, tiny):
     """Same seed, one feature switched: the engine starts every tensor that the full model and
     the variant share (same name and shape) from the same value; the rest differ in shape."""
-    ctx = Context("ablations", gray, tmp_path, "quick", 1, "cpu")
-    configs = ablations.variants(ablations.full_config(ctx, seed=3))
-    full = configs["full"]
-    configs["no-conv2"] = ablations.paired(with_options(full, remove_conv="conv2"), full)
-    info = dist.dist_info()
-    nets = []
-    for name in ("full", variant):
-        cfg = dataclasses.replace(configs[name], output_dir=str(tmp_path / name))
-        nets.append(setup(cfg, info, torch.device("cpu")).net.state_dict())
-    a, b = nets
+    states, configs = _full_and_variant(gray, tmp_path, variant, "small", "conv2")
+    a, b = (s.net.state_dict() for s in states)
     shared = [k for k in a if k in b and a[k].shape == b[k].shape]
     for k in shared:
         assert torch.equal(a[k], b[k]), k
@@ -162,7 +170,7 @@ def test_paired_variants_start_from_the_same_weights(gray, tmp_path, variant, ti
     if variant == "no-conv2":  # without pairing, removing a layer shifts the others' draws
         plain = dataclasses.replace(configs[variant], init_like=None,
                                     output_dir=str(tmp_path / "plain"))  # fmt: skip
-        c = setup(plain, info, torch.device("cpu")).net.state_dict()
+        c = setup(plain, dist.dist_info(), torch.device("cpu")).net.state_dict()
         assert any(not torch.equal(a[k], c[k]) for k in shared)
 
 
@@ -187,16 +195,8 @@ def test_depth_on_the_paper_network_removes_each_middle_layer(tiny, colour, tmp_
 
 @pytest.mark.parametrize("variant", ["no-conv3", "one-tower-half", "no-crops-flips"])
 def test_paper_family_variants_pair_and_switch_one_thing(colour, tmp_path, variant, tiny):
-    ctx = Context("ablations", colour, tmp_path, "quick", 1, "cpu", family="paper")
-    configs = ablations.variants(ablations.full_config(ctx, seed=3))
-    full = configs["full"]
-    configs["no-conv3"] = ablations.paired(with_options(full, remove_conv="conv3"), full)
-    info = dist.dist_info()
-    states = []
-    for name in ("full", variant):
-        cfg = dataclasses.replace(configs[name], output_dir=str(tmp_path / name))
-        states.append(setup(cfg, info, torch.device("cpu")))
-    (a, b) = (s.net.state_dict() for s in states)
+    states, _ = _full_and_variant(colour, tmp_path, variant, "paper", "conv3")
+    a, b = (s.net.state_dict() for s in states)
     shared = [k for k in a if k in b and a[k].shape == b[k].shape]
     assert all(torch.equal(a[k], b[k]) for k in shared)
     if variant == "no-crops-flips":  # 256 px images resized to 224: the crop cannot move
