@@ -7,7 +7,7 @@ from pathlib import Path
 
 from alexnet.commands import argtypes as A
 from alexnet.errors import UserError
-from alexnet.experiments.common import Context
+from alexnet.experiments.common import FAMILIES, Context
 from alexnet.experiments.registry import DEFAULT_SEEDS, FAMILIES_OF, get, names
 from alexnet.experiments.runner import RunStopped
 
@@ -31,7 +31,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--budget", choices=["quick", "full"], default="quick",
                    help="quick (minutes) or full (hours; see docs/experiments.md)")  # fmt: skip
-    p.add_argument("--family", choices=["small", "paper"], default=None,
+    p.add_argument("--family", choices=FAMILIES, default=None,
                    help="the network: small (the paper's CIFAR-scale CNN, minutes; default) or "
                         "paper (the 224 px network, hours a run: for ImageNet-scale data); "
                         "relu-tanh is small only, paper-net paper only")  # fmt: skip

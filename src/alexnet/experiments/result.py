@@ -137,6 +137,46 @@ def compare(
         va, vb = [xa[s] for s in seeds], [xb[s] for s in seeds]
     else:
         va, vb = list(xa.values()), list(xb.values())
+    return _comparison(va, vb, quantity, a, b, paired=paired, kind=kind, direction=direction,
+                       paper=paper, claim=claim, note=note)  # fmt: skip
+
+
+def compare_per_item(
+    a_values: Sequence[float],
+    b_values: Sequence[float],
+    quantity: str,
+    a: str,
+    b: str,
+    *,
+    over: str,
+    direction: str = "less",
+    claim: str | None = None,
+    note: str | None = None,
+) -> dict[str, Any]:
+    """A paired difference over items other than seeds (e.g. the test images of one model:
+    0/1 errors with 1 and with 10 crops): the same comparison row as `compare`, with `over`
+    naming the items. Its interval covers the test set's sampling, not the seeds'."""
+    row = _comparison(list(a_values), list(b_values), quantity, a, b, paired=True,
+                      kind="difference", direction=direction, paper=None, claim=claim,
+                      note=note)  # fmt: skip
+    return {**row, "over": over}
+
+
+def _comparison(
+    va: list[float],
+    vb: list[float],
+    quantity: str,
+    a: str,
+    b: str,
+    *,
+    paired: bool,
+    kind: str,
+    direction: str,
+    paper: float | None,
+    claim: str | None,
+    note: str | None,
+) -> dict[str, Any]:
+    """The comparison row of values already matched (paired) or not: estimate, interval, verdict."""
     row: dict[str, Any] = {
         "quantity": quantity,
         "a": a,
@@ -165,41 +205,6 @@ def compare(
     if note is None:
         row["reproduced"] = stats.reproduced(e.ci95, direction, 1.0 if ratio else 0.0)
     return row
-
-
-def compare_per_item(
-    a_values: Sequence[float],
-    b_values: Sequence[float],
-    quantity: str,
-    a: str,
-    b: str,
-    *,
-    over: str,
-    direction: str = "less",
-    claim: str | None = None,
-    note: str | None = None,
-) -> dict[str, Any]:
-    """A paired difference over items other than seeds (e.g. the test images of one model:
-    0/1 errors with 1 and with 10 crops): the same comparison row as `compare`, with `over`
-    naming the items. Its interval covers the test set's sampling, not the seeds'."""
-    e = stats.paired_diff_ci(list(a_values), list(b_values))
-    j = e.to_json()
-    return {
-        "quantity": quantity,
-        "a": a,
-        "b": b,
-        "estimate": j["estimate"],
-        "ci95": j["ci95"],
-        "paired": True,
-        "reproduced": stats.reproduced(e.ci95, direction, 0.0) if note is None else None,
-        "kind": "difference",
-        "n": j["n"],
-        "direction": direction,
-        "paper": None,
-        "claim": claim,
-        "note": note,
-        "over": over,
-    }
 
 
 def compare_claim(
