@@ -81,6 +81,7 @@ def trained(tmp_path_factory):
             batch_size=16,
             model="small",
             model_options={"widths": [8, 8, 16]},
+            device="cpu",
         )
     )
     return data, out
@@ -102,6 +103,8 @@ def test_eval_cli_json_fields(trained, capsys, tmp_path):
             "--per-class",
             "--confusion",
             str(png),
+            "--device",
+            "cpu",
         ]
     )
     assert rc == 0
@@ -143,7 +146,8 @@ def _reference_logits(data, weights) -> tuple[np.ndarray, np.ndarray]:
 def test_eval_cli_matches_an_independent_float64_reference(trained, capsys):
     data, out = trained
     weights = out / "weights.safetensors"
-    rc = main(["eval", "--data", str(data), "--weights", str(weights), "--crops", "2", "--json"])
+    rc = main(["eval", "--data", str(data), "--weights", str(weights), "--crops", "2", "--json",
+               "--device", "cpu"])  # fmt: skip
     assert rc == 0
     result = json.loads(capsys.readouterr().out)
     logits, labels = _reference_logits(data, weights)

@@ -32,6 +32,8 @@ COMMON = [
     "0",
     "--seed",
     "1",
+    "--device",
+    "cpu",
     "--model-options",
     '{"widths": [8, 8, 16], "batchnorm": false}',
 ]
@@ -108,6 +110,8 @@ def test_two_process_batchnorm_with_uneven_validation_shards_finishes(tmp_path):
         "16",
         "--model-options",
         '{"widths": [8, 8, 16]}',
+        "--device",
+        "cpu",
     ]
     done = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]

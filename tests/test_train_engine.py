@@ -34,6 +34,7 @@ def _cfg(data, out, **kw):
         batch_size=16,
         lr=0.05,
         seed=1,
+        device="cpu",
     )
     values.update(kw)
     return make_config("fast", **values)
@@ -99,7 +100,7 @@ def _cli(args, cwd):
 
 
 TRAIN = ["--recipe", "fast", "--model", "small", "--epochs", "1", "--batch-size", "16",
-         "--model-options", json.dumps(SMALL)]  # fmt: skip
+         "--model-options", json.dumps(SMALL), "--device", "cpu"]  # fmt: skip
 
 
 def test_resume_from_another_directory_uses_absolute_paths(data, tmp_path):
@@ -192,7 +193,7 @@ def test_train_limit_and_train_eval(data, tmp_path):
     header["splits"] = {"train": {"count": 24}, "val": {"count": 24}}
     (sub / "header.json").write_text(json.dumps(header))
     done = run(["eval", "--data", str(sub), "--weights", str(result.weights), "--crops",
-                str(train["crops"]), "--json"])  # fmt: skip
+                str(train["crops"]), "--json", "--device", "cpu"])  # fmt: skip
     assert done.returncode == 0, done.stderr
     got = json.loads(done.stdout)
     assert got["top1_error"] == pytest.approx(train["top1_error"], abs=1e-9)

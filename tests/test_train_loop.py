@@ -31,6 +31,7 @@ def _cfg(data, out, **kw):
         lr=0.05,
         model="small",
         model_options=SMALL,
+        device="cpu",
     )
     base.update(kw)
     return make_config("fast", **base)

@@ -26,6 +26,8 @@ TRAIN = [
     "3",
     "--workers",
     "0",
+    "--device",
+    "cpu",
     "--model-options",
     '{"hidden": 32, "dropout": 0.5, "widths": [8, 8, 16]}',
     "--log-every",
