@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import socket
@@ -22,8 +23,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="Serve a trained AlexNet over HTTP: POST /v1/predict, /v1/features, "
         "/v1/neighbors (with --index), GET /v1/model, /healthz, /metrics and the page at /. "
         "Concurrent requests are batched into one forward pass (--max-batch, --max-wait-ms). "
-        "Binds 127.0.0.1 unless --host says otherwise. SIGTERM finishes the requests in "
-        "flight, then exits 0. The API key may also come from $ALEXNET_API_KEY.",
+        "Binds 127.0.0.1 unless --host says otherwise. A client must send its whole request "
+        "within --request-timeout-s (else 408 and closed); beyond --max-connections a new "
+        "connection gets 503 at once; at most --max-decoding images are decoded at once. "
+        "SIGTERM finishes the requests in flight, then exits 0. The API key may also come "
+        "from $ALEXNET_API_KEY. Limits, memory and replicas: docs/serve.md.",
     )
     p.add_argument("--weights", required=True, help=A.WEIGHTS_HELP)
     p.add_argument("--index", metavar="FEATS", help="features from `alexnet features`")
@@ -45,10 +49,24 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="request size limit in MiB, (0, 4096] (16)")  # fmt: skip
     p.add_argument("--max-pixels", type=A.int_range(1, 10**10), default=40_000_000,
                    help="decoded pixels limit, >= 1 (40,000,000)")  # fmt: skip
+    p.add_argument("--max-decoding", type=A.int_range(1, 256), default=2,
+                   help="images decoded at once, 1..256 (2); the peak memory grows with "
+                   "it times --max-pixels")  # fmt: skip
+    p.add_argument("--max-connections", type=A.int_range(1, 100_000), default=256,
+                   help="open connections, 1..100000 (256); beyond it a new connection is "
+                   "answered 503 + Retry-After: 1 at once and closed")  # fmt: skip
+    p.add_argument("--request-timeout-s", type=A.float_range(0.0, 3600.0, lo_open=True),
+                   default=30.0, help="seconds a client has to send a whole request (line, "
+                   "headers, body) from its first byte, (0, 3600] (30); else 408 and "
+                   "closed")  # fmt: skip
+    p.add_argument("--keep-alive-s", type=A.float_range(0.0, 3600.0, lo_open=True),
+                   default=5.0, help="idle seconds before a kept-alive connection is closed, "
+                   "(0, 3600] (5)")  # fmt: skip
     p.add_argument("--api-key", help="require Authorization: Bearer KEY on /v1/*")
     p.add_argument("--crops", type=int, choices=[1, 2, 10], default=1)
     A.add_device(p)
-    p.add_argument("--access-log", action="store_true", help="log every request")
+    p.add_argument("--access-log", action="store_true",
+                   help="log every request to stdout (client, request line, status)")  # fmt: skip
     return p
 
 
@@ -67,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
         import uvicorn
 
         from alexnet.serve.app import ServeConfig, create_app
+        from alexnet.serve.connections import protocol_class
         from alexnet.serve.engine import Engine
     except ImportError as exc:
         raise UserError(f"serve needs {exc.name} (pip install 'alexnet[serve]')") from None
@@ -81,7 +100,9 @@ def run(args: argparse.Namespace) -> int:
                   file=sys.stderr)  # fmt: skip
     cfg = ServeConfig(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
                       max_queue=args.max_queue, always_wait=args.always_wait,
-                      max_body_bytes=int(args.max_body_mb * 2**20), api_key=api_key)  # fmt: skip
+                      max_body_bytes=int(args.max_body_mb * 2**20), api_key=api_key,
+                      max_decoding=args.max_decoding, max_connections=args.max_connections,
+                      request_timeout=args.request_timeout_s)  # fmt: skip
     app = create_app(engine, cfg)
     sock = _listen(args.host, args.port)
     if args.host not in LOCAL_HOSTS:
@@ -90,7 +111,11 @@ def run(args: argparse.Namespace) -> int:
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     config = uvicorn.Config(app, log_level="warning", access_log=args.access_log,
-                            timeout_graceful_shutdown=60, lifespan="on")  # fmt: skip
+                            timeout_graceful_shutdown=60, lifespan="on",
+                            http=protocol_class(app.state.server.limits),
+                            timeout_keep_alive=args.keep_alive_s)  # fmt: skip
+    if args.access_log:  # uvicorn's log_level also filters its access lines (INFO)
+        logging.getLogger("uvicorn.access").setLevel(logging.INFO)
     server = uvicorn.Server(config)
     print(f"alexnet serve: {engine.info()['name']} on http://{shown}:{port}/", flush=True)
     # uvicorn re-raises the SIGTERM it drained for; a Python handler makes that a no-op, exit 0

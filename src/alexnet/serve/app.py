@@ -1,13 +1,16 @@
 """The HTTP application: JSON API under /v1, metrics, health and the page (FastAPI).
 
-Every error is a JSON `{"error": "..."}`: 401 (missing or wrong API key), 404, 413 (body over
-the size limit, too many pixels), 415 (not an image, wrong Content-Type), 422 (bad
-parameters), 503 + Retry-After (queue full), 500 (a bug: the server stays up).
+Every error is a JSON `{"error": "..."}`: 401 (missing or wrong API key), 404, 408 (request not
+received in time, `connections`), 413 (body over the size limit, too many pixels), 415 (not an
+image, wrong Content-Type), 422 (bad parameters), 503 + Retry-After (queue full, or too many
+connections), 500 (a bug: the server stays up). At most `max_decoding` images are decoded at
+once, whatever the number of requests (their decoded pixels are the server's largest memory).
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hmac
 import time
 from contextlib import asynccontextmanager
@@ -20,8 +23,10 @@ from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from alexnet.serve.batcher import Batcher, QueueFull
+from alexnet.serve.connections import ConnectionLimits
 from alexnet.serve.engine import ApiError, Engine
 from alexnet.serve.metrics import Metrics
 
@@ -43,6 +48,9 @@ class ServeConfig:
     max_images: int = 32  # per request
     always_wait: bool = False  # wait max_wait_ms for more images even when none is coming
     api_key: str | None = None
+    max_decoding: int = 2  # images decoded at once (each holds its full-size pixels)
+    max_connections: int = 256  # open connections; more are refused with 503
+    request_timeout: float = 30.0  # seconds for a request's headers and body to arrive
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -102,6 +110,25 @@ class Server:
             thread_init=engine.thread_init,
             always_wait=cfg.always_wait,
         )
+        m = self.metrics
+        self.limits = ConnectionLimits(
+            cfg.max_connections,
+            cfg.request_timeout,
+            on_refused=m.refused.inc,
+            on_timeout=lambda phase: m.timeouts.labels(phase).inc(),
+            on_open=m.connections.set,
+        )
+        self._decode_slots = asyncio.Semaphore(cfg.max_decoding)
+        self.decode_pool = concurrent.futures.ThreadPoolExecutor(
+            cfg.max_decoding, thread_name_prefix="alexnet-decode"
+        )
+
+    async def decode(self, data: bytes, name: str) -> np.ndarray:
+        """One upload decoded on the decode threads; at most `max_decoding` at once (a
+        request waiting for a slot holds only its compressed bytes)."""
+        async with self._decode_slots:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self.decode_pool, self.engine.decode, data, name)
 
     def auth(self, request: Request) -> None:
         """With an API key: `Authorization: Bearer KEY`, compared in constant time."""
@@ -124,8 +151,7 @@ class Server:
             if len(items) > self.cfg.max_images:
                 limit = self.cfg.max_images
                 raise ApiError(422, f"{len(items)} images in one request (at most {limit})")
-            decode = self.engine.decode
-            arrays = await asyncio.gather(*(asyncio.to_thread(decode, d, n) for n, d in items))
+            arrays = await asyncio.gather(*(self.decode(d, n) for n, d in items))
         finally:  # the caller submits without yielding to the event loop in between
             self.batcher.incoming -= batched
         return [n for n, _ in items], list(arrays)
@@ -149,6 +175,7 @@ def create_app(engine: Engine, cfg: ServeConfig) -> FastAPI:
         srv.batcher.start()
         yield
         await srv.batcher.stop()  # uvicorn has finished the in-flight requests by now
+        srv.decode_pool.shutdown(wait=True)
 
     app = FastAPI(title="alexnet serve", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)  # fmt: skip
@@ -220,11 +247,14 @@ def _info_routes(app: FastAPI, srv: Server) -> None:
     @app.get("/v1/model", dependencies=v1)
     async def model() -> dict:
         return {**engine.info(), "max_batch": cfg.max_batch, "max_wait_ms": cfg.max_wait_ms,
-                "max_body_bytes": cfg.max_body_bytes}  # fmt: skip
+                "max_body_bytes": cfg.max_body_bytes, "max_decoding": cfg.max_decoding,
+                "max_pixels": engine.max_pixels, "max_connections": cfg.max_connections,
+                "request_timeout_s": cfg.request_timeout}  # fmt: skip
 
     @app.get("/healthz")
     async def healthz() -> dict:
-        return {"status": "ok", "queue_depth": srv.batcher.depth}
+        return {"status": "ok", "queue_depth": srv.batcher.depth,
+                "connections": srv.limits.open}  # fmt: skip
 
     @app.get("/metrics")
     async def prometheus() -> Response:
@@ -257,6 +287,12 @@ def _install_handlers(app: FastAPI, metrics: Metrics) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(ClientDisconnect)
+    async def gone(request: Request, exc: ClientDisconnect) -> Response:
+        # the client left (or was cut at --request-timeout-s) mid-body: nobody reads this;
+        # 499 (nginx's "client closed request") is what the request metrics record
+        return Response(status_code=499)
 
     @app.exception_handler(RequestValidationError)
     async def bad_params(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -7,6 +7,10 @@
 - `alexnet_serve_batch_size`: images per forward pass (dynamic batching).
 - `alexnet_serve_queue_depth`: images accepted and not yet answered.
 - `alexnet_serve_images_total{kind}`: images run through the model (predict, features).
+- `alexnet_serve_connections`: open connections (at most --max-connections).
+- `alexnet_serve_connections_refused_total`: connections answered 503 over that bound.
+- `alexnet_serve_request_timeouts_total{phase}`: clients cut at --request-timeout-s while
+  sending their request's `headers` or `body`.
 """
 
 from __future__ import annotations
@@ -49,6 +53,15 @@ class Metrics:
         self.images = Counter(
             "alexnet_serve_images", "images run through the model", ["kind"], registry=r
         )
+        self.connections = Gauge("alexnet_serve_connections", "open connections", registry=r)
+        self.refused = Counter(
+            "alexnet_serve_connections_refused", "connections refused (503) over the bound",
+            registry=r,
+        )  # fmt: skip
+        self.timeouts = Counter(
+            "alexnet_serve_request_timeouts", "clients cut at the request deadline", ["phase"],
+            registry=r,
+        )  # fmt: skip
 
     def observe_request(self, method: str, path: str, code: int, seconds: float) -> None:
         self.requests.labels(method, path, str(code)).inc()
