@@ -18,29 +18,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules import module as module_hooks
 
-from alexnet.models import native
+from alexnet.models import dispatch, native_ops
 from alexnet.models.lrn import LRN
-from alexnet.models.lrn_params import LRNParams
 from alexnet.models.pool import MaxPool
-
-
-class _LRNMaxPoolFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(
-        ctx, x: Tensor, p: LRNParams, kernel: int, stride: int, train: bool, relu: bool
-    ) -> Tensor:
-        out, places = native.lrn_max_pool(x, p, kernel, stride, train, relu)
-        if train:
-            ctx.save_for_backward(x, places)
-        ctx.geometry = (p, kernel, stride, relu)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad_out: Tensor):
-        x, places = ctx.saved_tensors
-        p, kernel, stride, relu = ctx.geometry
-        grad_in = native.lrn_max_pool_backward(x, grad_out, places, p, kernel, stride, relu)
-        return grad_in, None, None, None, None, None
 
 
 def _hooked(layer: nn.Module) -> bool:
@@ -65,6 +45,8 @@ def fusable(norm: nn.Module, pool: nn.Module, x: Tensor) -> tuple[int, int] | No
         return None
     if x.device.type != "cpu" or norm.cpu_path != "native":
         return None
+    if dispatch.lrn_backend(x.device.type) != "c":  # ALEXNET_LRN=triton: the layers apart
+        return None
     if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.jit.is_scripting():
         return None
     if _hooked(norm) or _hooked(pool) or x.shape[1] % norm.groups:
@@ -80,7 +62,7 @@ def lrn_max_pool(
     x: (N, C, H, W) float32/bfloat16 on the CPU -> (N, C, OH, OW). x is left as it is.
     """
     train = torch.is_grad_enabled() and x.requires_grad
-    return _LRNMaxPoolFunction.apply(x, norm.params, kernel, stride, train, relu)
+    return native_ops.lrn_max_pool(x, norm.params, kernel, stride, train, relu)
 
 
 def run_sequential(layers: nn.Sequential, x: Tensor) -> Tensor:

@@ -8,10 +8,14 @@ alpha by n, so the paper's layer is `nn.LocalResponseNorm(5, alpha=5e-4, beta=0.
 
 On the CPU, float32 and bfloat16 inputs go through a fused C kernel (`lrn_kernel.c`, built
 on first use by `native`): one pass over memory each way, tiles in cache, the backward
-recomputing d from the input, so only the input is saved. Without a C compiler, and for other
-dtypes, the same formulas run as a few in-place tensor ops over cache-sized chunks on
-single-threaded worker threads; on CUDA as whole-batch tensor ops. (In the paper model the
-ReLU -> LRN -> max-pool blocks run as one kernel instead, see `fused`.) Exact on every path:
+recomputing d from the input, so only the input is saved. On CUDA the same is one Triton
+kernel each way (`lrn_triton`; bfloat16, float16 or float32 in and out, float32 arithmetic).
+Without a C compiler (or Triton), and for other dtypes, the same formulas run as a few in-place
+tensor ops over cache-sized chunks on single-threaded worker threads on the CPU, as whole-batch
+tensor ops on CUDA. `ALEXNET_LRN` can force the Triton kernels on any device (see `dispatch`).
+The kernels are torch custom ops, so `torch.compile` traces the layer without a graph break.
+(In the paper model the ReLU -> LRN -> max-pool blocks run as one kernel instead, see
+`fused`.) Exact on every path:
 
     d_i = k + alpha * S_i,  S_i = window sum of a^2,  b_i = a_i * d_i^-beta
     dL/da_m = g_m * d_m^-beta - 2 * alpha * beta * a_m * window_sum(g * b / d)_m
@@ -25,14 +29,14 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 from torch import Tensor, nn
 
-from alexnet.models import native
+from alexnet.models import dispatch, native, native_ops
 from alexnet.models.lrn_params import ALPHA_CONVENTIONS, LRNParams
 
 # Elements per chunk on the CPU: three float32 temporaries of this size stay in a core's cache.
 _CPU_CHUNK_ELEMENTS = 1 << 17
 # How CPU inputs are computed (the `cpu_path` of `lrn` and `LRN`): "native" (the C kernel where
 # it applies), "chunked" (torch ops on cache-sized chunks) or "whole" (whole-batch torch ops,
-# the CUDA path). CUDA inputs always take "whole".
+# the CUDA path without Triton). CUDA inputs never take the C kernel or "chunked".
 CPU_PATHS = ("native", "chunked", "whole")
 _POOL: ThreadPoolExecutor | None = None
 
@@ -159,15 +163,8 @@ def _run_chunked(kernel, tensors: list[Tensor], channels: int, path: str) -> Non
         future.result()
 
 
-def _native(x: Tensor, path: str) -> bool:
-    """Whether x goes through the C kernel (path "native", CPU float32/bfloat16, kernel built)."""
-    return path == "native" and native.supports(x) and native.library() is not None
-
-
 def _forward_values(x: Tensor, p: LRNParams, path: str, out: Tensor | None = None) -> Tensor:
-    """b = LRN(x) into `out` (a new tensor if None; `out` may be x itself). No autograd."""
-    if _native(x, path):
-        return native.lrn(x, None, p, out=out)
+    """b = LRN(x) by torch ops into `out` (a new tensor if None; `out` may be x). No autograd."""
     out = torch.empty_like(x) if out is None else out
     _run_chunked(
         lambda a, b, work: _forward_chunk(a, b, work, p),
@@ -179,26 +176,20 @@ def _forward_values(x: Tensor, p: LRNParams, path: str, out: Tensor | None = Non
 
 
 class _LRNFunction(torch.autograd.Function):
-    """Forward saves the input (and, off the fused kernel, the output); backward recomputes d."""
+    """LRN by torch ops: forward saves the input and output; backward recomputes d."""
 
     @staticmethod
     def forward(ctx, x: Tensor, p: LRNParams, path: str) -> Tensor:
         ctx.params, ctx.path = p, path
         if x.device.type == "cpu" and not _as_ncl(x).is_contiguous() and not _cl_flat(x):
             x = x.contiguous()
-        ctx.native = _native(x, path)
         out = _forward_values(x, p, path)
-        ctx.save_for_backward(*((x,) if ctx.native else (x, out)))
+        ctx.save_for_backward(x, out)
         return out
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
         p = ctx.params
-        if ctx.native:
-            (x,) = ctx.saved_tensors
-            fmt = torch.channels_last if native.layout(x) == "cl" else torch.contiguous_format
-            grad_out = grad_out.to(x.dtype).contiguous(memory_format=fmt)
-            return native.lrn(x, grad_out, p), None, None
         x, out = ctx.saved_tensors
         grad_out = grad_out.contiguous(memory_format=_format_of(x))
         grad_in = torch.empty_like(x)
@@ -219,6 +210,21 @@ def _format_of(x: Tensor) -> torch.memory_format:
     return torch.channels_last if _cl_flat(x) and not x.is_contiguous() else torch.contiguous_format
 
 
+def kernel_for(x: Tensor, cpu_path: str = "native") -> str:
+    """What computes LRN of x: "c" (the CPU's C kernel), "triton" or "torch" (torch ops).
+
+    CPU: the C kernel on the "native" path for float32/bfloat16 in a dense layout, when it is
+    built. CUDA: the Triton kernels when Triton imports. `ALEXNET_LRN` (see `dispatch`) can
+    force the Triton kernels on any device, or keep CUDA on torch ops.
+    """
+    backend = dispatch.lrn_backend(x.device.type)
+    if backend == "triton":
+        return "triton" if x.dtype in dispatch.TRITON_DTYPES and x.numel() else "torch"
+    if backend == "c" and cpu_path == "native" and native.supports(x):
+        return "c"
+    return "torch"
+
+
 def lrn_apply(x: Tensor, p: LRNParams, inplace: bool = False, cpu_path: str = "native") -> Tensor:
     """LRN of x (N, C, ...) with the hyper-parameters `p` (see `lrn` for `inplace`)."""
     if x.dim() < 2:
@@ -227,15 +233,25 @@ def lrn_apply(x: Tensor, p: LRNParams, inplace: bool = False, cpu_path: str = "n
         raise ValueError(f"LRN: {x.shape[1]} channels do not split into {p.groups} groups")
     wants_grad = torch.is_grad_enabled() and x.requires_grad
     dense = x.is_contiguous() or _cl_flat(x)
-    if inplace and not wants_grad and dense and x.dtype in (torch.float32, torch.bfloat16):
-        if x.dtype == torch.float32 or _native(x, cpu_path):
-            _forward_values(x, p, cpu_path, out=x)
-            if not x.is_inference():
-                torch.autograd.graph.increment_version(x)  # as any in-place op does
-            return x
-    if x.dtype in (torch.float16, torch.bfloat16) and not _native(x, cpu_path):
-        return _LRNFunction.apply(x.float(), p, cpu_path).to(x.dtype)
-    return _LRNFunction.apply(x, p, cpu_path)
+    if x.device.type == "cpu" and not dense:
+        x = x.contiguous()
+    kernel = kernel_for(x, cpu_path)
+    if kernel == "triton":
+        return dispatch.triton_lrn(x, p)
+    if kernel == "c":
+        return (
+            native_ops.lrn_(x, p) if inplace and dense and not wants_grad else native_ops.lrn(x, p)
+        )
+    # torch ops; inside torch.compile as whole-batch ops (the chunked path uses threads)
+    path = "whole" if torch.compiler.is_compiling() else cpu_path
+    if inplace and not wants_grad and dense and x.dtype == torch.float32:
+        _forward_values(x, p, path, out=x)
+        if not x.is_inference() and not torch.compiler.is_compiling():
+            torch.autograd.graph.increment_version(x)  # as any in-place op does
+        return x
+    if x.dtype in (torch.float16, torch.bfloat16):
+        return _LRNFunction.apply(x.float(), p, path).to(x.dtype)
+    return _LRNFunction.apply(x, p, path)
 
 
 def lrn(
@@ -255,11 +271,12 @@ def lrn(
     x: (N, C, ...) -> the same shape. `alpha_convention` "per_size" divides alpha by size (as
     `torch.nn.LocalResponseNorm`, Caffe and cuda-convnet). `groups` > 1 normalizes each of
     that many equal channel blocks on its own, as the paper's two GPUs did (each GPU's LRN sees
-    only its own kernel maps). bfloat16 on the CPU's kernel is read and written as bfloat16
-    with float32 arithmetic; other half-precision inputs are normalized in float32 and cast
-    back. `inplace` overwrites a dense float32 x (bfloat16 too, on the CPU kernel) when no
-    gradient is wanted (inference: no new activation memory); otherwise, and when x needs a
-    gradient (the backward needs x), it returns a new tensor. `cpu_path`: see `LRN`.
+    only its own kernel maps). bfloat16 on the CPU's kernel (and bfloat16 or float16 on the
+    Triton kernels) is read and written as such with float32 arithmetic; other half-precision
+    inputs are normalized in float32 and cast back. `inplace` overwrites a dense float32 x
+    (bfloat16 too, on the CPU kernel; never on the Triton kernels) when no gradient is wanted
+    (inference: no new activation memory); otherwise, and when x needs a gradient (the
+    backward needs x), it returns a new tensor. `cpu_path`: see `LRN`.
     """
     p = LRNParams.from_convention(size, alpha, beta, k, groups, alpha_convention)
     return lrn_apply(x, p, inplace, cpu_path)
@@ -280,7 +297,8 @@ class LRN(nn.Module):
         cpu_path: how CPU inputs are computed: "native" (the C kernel, and the fused
             ReLU -> LRN -> max-pool block in the models; torch ops when the kernel is not
             available), "chunked" (torch ops on cache-sized chunks) or "whole" (whole-batch
-            torch ops, as on CUDA). Same values on every path.
+            torch ops, as on CUDA without Triton). Same values on every path. CUDA inputs
+            take the Triton kernels (`ALEXNET_LRN`, see `dispatch`, changes that).
 
     Attributes: `params` (an `LRNParams`; its alpha multiplies the sum) and `alpha` (that
     same multiplier). Shape: (N, C, H, W) -> (N, C, H, W); channels-last inputs keep their

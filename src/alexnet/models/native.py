@@ -7,7 +7,8 @@ library is cached in `$ALEXNET_CACHE_DIR` (default `$XDG_CACHE_HOME/alexnet` or
 the sources, the compiler command and the CPU's feature flags, so a shared home directory never
 hands one machine another's build. Without a
 compiler the layers fall back to torch ops (same values, slower) and say so once;
-`ALEXNET_NATIVE=0` turns the kernels off.
+`ALEXNET_NATIVE=0` turns the kernels off. `native_ops` registers the kernels as torch custom
+ops (what the layers call, and what `torch.compile` sees).
 
 `kernels.h` is the one declaration of the kernels' signatures: the C sources include it (the
 compiler checks the definitions against it), the ctypes signatures are built from it here, and
@@ -209,6 +210,13 @@ def _load() -> ctypes.CDLL | None:
     _SIGNATURES.clear()
     _SIGNATURES.update(signatures)
     return lib
+
+
+@torch.compiler.assume_constant_result
+def available() -> bool:
+    """Whether the kernels are loaded (building them on the first call). A constant to
+    `torch.compile`, so the layers' choice of kernel never breaks its graph."""
+    return library() is not None
 
 
 def reason_unavailable() -> str:

@@ -9,7 +9,7 @@ an int64 index, and its backward writes each input-gradient plane once while it 
 where torch first fills the whole gradient with zeros. Ties and NaNs pick the same winner as
 torch's CPU kernel, so outputs and gradients are identical. Everything else (CUDA, padding,
 dilation, ceil_mode, return_indices, other dtypes, tracing for ONNX export) is `nn.MaxPool2d`
-itself.
+itself. The kernel is a torch custom op (`native_ops`): `torch.compile` traces through it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from alexnet.models import native
+from alexnet.models import native, native_ops
 
 
 def _square(value) -> int | None:
@@ -28,21 +28,13 @@ def _square(value) -> int | None:
     return None
 
 
-class _MaxPoolFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: Tensor, kernel: int, stride: int, train: bool) -> Tensor:
-        out, places = native.max_pool(x, kernel, stride, train)
-        if places is not None:
-            ctx.save_for_backward(places)
-        ctx.geometry = (x.shape, kernel, stride)
-        return out
+class _MaxPoolFunction:
+    """The C kernel with autograd (the `alexnet::max_pool_c` op): `apply(x, kernel, stride,
+    train)` -> (N, C, OH, OW) in x's layout (NCHW or channels-last)."""
 
     @staticmethod
-    def backward(ctx, grad_out: Tensor):
-        (places,) = ctx.saved_tensors
-        shape, kernel, stride = ctx.geometry
-        grad_in = native.max_pool_backward(grad_out, places, shape, kernel, stride)
-        return grad_in, None, None, None
+    def apply(x: Tensor, kernel: int, stride: int, train: bool) -> Tensor:
+        return native_ops.max_pool(x, kernel, stride, train)
 
 
 class MaxPool(nn.MaxPool2d):
@@ -64,7 +56,7 @@ class MaxPool(nn.MaxPool2d):
             or min(x.shape[2:]) < kernel
             or not native.supports(x)
             or not (x.is_contiguous() or channels_last)  # channels-last: torch's is as fast
-            or native.library() is None
+            or not native.available()
         ):
             return None
         return kernel, stride

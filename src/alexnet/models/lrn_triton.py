@@ -1,0 +1,274 @@
+"""The paper's LRN (Krizhevsky et al. 2012, §3.3) as one Triton kernel each way, for CUDA.
+
+    d_i = k + alpha * S_i,  S_i = sum of a_j^2 over the channels j of i's group with |i-j| <= n/2
+    b_i = a_i * d_i^-beta
+    dL/da_m = g_m * d_m^-beta - 2 alpha beta a_m * sum_{i: |i-m| <= n/2} g_i a_i d_i^(-beta-1)
+
+`alpha` multiplies the window sum (the paper's convention; `LRNParams` converts Caffe's
+alpha / n). The window is clipped at the ends of each group of channels (`groups` > 1: the
+paper's towers, each normalized on its own). The forward reads a and writes b; the backward
+reads a and g and writes dL/da, recomputing d from a (only the input is saved), as the CPU's C
+kernel does. float32, bfloat16 or float16 storage, float32 arithmetic; NCHW (any contiguous
+(N, C, ...) tensor) or channels-last 4-D. Each program takes a tile of whole rows: an NCHW
+tensor is (N*C) rows of L = H*W pixels, a channels-last one (N*L) rows of C channels, so the
+loads are coalesced in both; a channel's neighbours are reloaded at a fixed offset (L or 1),
+from cache. Offsets are int64 only when the tensor needs it.
+
+The kernels are defined when this module is first imported: with `TRITON_INTERPRET=1` set
+before that (best: before Python starts), Triton's interpreter runs them on CPU tensors, which
+is how the tests check them without a GPU. `INTERPRET` says which mode this process got.
+`forward`, `backward` and the autograd-aware custom op `torch.ops.alexnet.lrn_triton` (opaque
+to `torch.compile`) are the entry points; `alexnet.models.lrn` chooses when to use them.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from alexnet.models.lrn_params import LRNParams
+
+DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+_INT32_LIMIT = 2**31 - 1
+
+
+@triton.jit
+def _tile(
+    rows, width, channels, per_group, col_blocks,
+    CL: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_W: tl.constexpr, WIDE: tl.constexpr,
+):  # fmt: skip
+    """This program's tile: element offsets, the mask of real elements, each element's
+    channel position within its group, and the offset from a channel to the next."""
+    pid = tl.program_id(0)
+    if WIDE:
+        pid = pid.to(tl.int64)
+    r = (pid // col_blocks) * BLOCK_R + tl.arange(0, BLOCK_R)
+    w = (pid % col_blocks) * BLOCK_W + tl.arange(0, BLOCK_W)
+    inside = (r[:, None] < rows) & (w[None, :] < width)
+    offs = r[:, None] * width + w[None, :]
+    if CL:  # rows are pixels, columns channels
+        pos = (w % per_group)[None, :]
+        step = 1
+    else:  # rows are (image, channel) planes, columns pixels
+        pos = ((r % channels) % per_group)[:, None]
+        step = width
+    return offs, inside, pos, step
+
+
+@triton.jit
+def _neg_pow(d, beta, BETA34: tl.constexpr):
+    """(d^-beta, d^(-beta-1)); beta 0.75 (the paper's) as rsqrt(d) * sqrt(rsqrt(d))."""
+    if BETA34:
+        r = tl.rsqrt(d)
+        p = r * tl.sqrt(r)
+        q = p * r * r
+    else:
+        p = tl.exp2(-beta * tl.log2(d))
+        q = p / d
+    return p, q
+
+
+@triton.jit
+def _window_sq(x_ptr, offs, inside, pos, step, per_group, shift: tl.constexpr, HALF: tl.constexpr):
+    """Sum of x^2 over the channels within HALF of (each element's channel + shift), in its
+    group; float32."""
+    total = tl.zeros(offs.shape, tl.float32)
+    for i in tl.static_range(2 * HALF + 1):
+        u = shift + i - HALF
+        valid = inside & (pos + u >= 0) & (pos + u < per_group)
+        v = tl.load(x_ptr + offs + u * step, mask=valid, other=0.0).to(tl.float32)
+        total += v * v
+    return total
+
+
+@triton.jit
+def _store(ptr, offs, value, mask, RNE: tl.constexpr):
+    """Store float32 `value` in ptr's dtype, rounded to nearest (ties to even). RNE: do the
+    bfloat16 rounding by hand, for Triton's interpreter (its conversion truncates; CUDA's, the
+    plain cast, rounds like this)."""
+    if RNE:
+        bits = value.to(tl.uint32, bitcast=True)
+        rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).to(tl.uint16)
+        out = tl.where(value == value, rounded, (bits >> 16).to(tl.uint16) | 0x40)  # NaN stays
+        tl.store(ptr + offs, out.to(tl.bfloat16, bitcast=True), mask=mask)
+    else:
+        tl.store(ptr + offs, value.to(ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _neighbour(
+    x_ptr, g_ptr, offs, inside, pos, step, per_group, alpha, beta, k,
+    shift: tl.constexpr, HALF: tl.constexpr, BETA34: tl.constexpr,
+):  # fmt: skip
+    """g_i a_i d_i^(-beta-1) at channel i = (each element's channel + shift); 0 outside its
+    group (d_i recomputed from a)."""
+    d = k + alpha * _window_sq(x_ptr, offs, inside, pos, step, per_group, shift, HALF)
+    _, q = _neg_pow(d, beta, BETA34)
+    valid = inside & (pos + shift >= 0) & (pos + shift < per_group)
+    a = tl.load(x_ptr + offs + shift * step, mask=valid, other=0.0).to(tl.float32)
+    g = tl.load(g_ptr + offs + shift * step, mask=valid, other=0.0).to(tl.float32)
+    return tl.where(valid, g * a * q, 0.0)
+
+
+@triton.jit
+def _lrn_forward_kernel(
+    x_ptr, y_ptr, rows, width, channels, per_group, col_blocks, alpha, beta, k,
+    HALF: tl.constexpr, CL: tl.constexpr, BETA34: tl.constexpr, BLOCK_R: tl.constexpr,
+    BLOCK_W: tl.constexpr, WIDE: tl.constexpr, RNE: tl.constexpr,
+):  # fmt: skip
+    offs, inside, pos, step = _tile(
+        rows, width, channels, per_group, col_blocks, CL, BLOCK_R, BLOCK_W, WIDE
+    )
+    d = k + alpha * _window_sq(x_ptr, offs, inside, pos, step, per_group, 0, HALF)
+    p, _ = _neg_pow(d, beta, BETA34)
+    x = tl.load(x_ptr + offs, mask=inside, other=0.0).to(tl.float32)
+    _store(y_ptr, offs, x * p, inside, RNE)
+
+
+@triton.jit
+def _lrn_backward_kernel(
+    x_ptr, g_ptr, out_ptr, rows, width, channels, per_group, col_blocks, alpha, beta, k,
+    HALF: tl.constexpr, CL: tl.constexpr, BETA34: tl.constexpr, BLOCK_R: tl.constexpr,
+    BLOCK_W: tl.constexpr, WIDE: tl.constexpr, RNE: tl.constexpr,
+):  # fmt: skip
+    offs, inside, pos, step = _tile(
+        rows, width, channels, per_group, col_blocks, CL, BLOCK_R, BLOCK_W, WIDE
+    )
+    # sum over the neighbours i of g_i a_i d_i^(-beta-1), each d_i recomputed from a
+    d = k + alpha * _window_sq(x_ptr, offs, inside, pos, step, per_group, 0, HALF)
+    p, q = _neg_pow(d, beta, BETA34)
+    a = tl.load(x_ptr + offs, mask=inside, other=0.0).to(tl.float32)
+    g = tl.load(g_ptr + offs, mask=inside, other=0.0).to(tl.float32)
+    spread = g * a * q
+    for i in tl.static_range(1, HALF + 1):
+        spread += _neighbour(
+            x_ptr, g_ptr, offs, inside, pos, step, per_group, alpha, beta, k, -i, HALF, BETA34
+        )
+        spread += _neighbour(
+            x_ptr, g_ptr, offs, inside, pos, step, per_group, alpha, beta, k, i, HALF, BETA34
+        )
+    grad = g * p - 2.0 * alpha * beta * a * spread
+    _store(out_ptr, offs, grad, inside, RNE)
+
+
+# Triton's interpreter runs the kernels above on CPU tensors (TRITON_INTERPRET=1 at import).
+INTERPRET = not isinstance(_lrn_forward_kernel, triton.runtime.jit.JITFunction)
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(0, int(n) - 1).bit_length()
+
+
+def _geometry(x: Tensor) -> tuple[int, int, bool]:
+    """(rows, width, channels_last) of a dense x, read as in the module docstring."""
+    n, c = x.shape[0], x.shape[1]
+    length = x.numel() // max(1, n * c)
+    if x.is_contiguous():
+        return n * c, length, False
+    return n * length, c, True
+
+
+def _blocks(rows: int, width: int, cl: bool, backward: bool) -> tuple[int, int, int]:
+    """(BLOCK_R, BLOCK_W, num_warps): ~8 elements a thread on a GPU; big tiles interpreted."""
+    tile = 1 << 18 if INTERPRET else (1024 if backward else 2048)
+    if cl:  # a column block divides C where it can (96 = 3 x 32, 256 = 2 x 128)
+        block_w = next((b for b in (128, 64, 32) if width % b == 0), min(128, _pow2(width)))
+    else:
+        block_w = min(1 << 12 if INTERPRET else 256, _pow2(width))
+    block_r = max(1, min(tile // block_w, _pow2(rows)))
+    return block_r, block_w, 4 if backward else 8
+
+
+def dense(x: Tensor) -> Tensor:
+    """x itself when the kernels can read it (contiguous or channels-last 4-D), else a copy."""
+    if x.is_contiguous() or (x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)):
+        return x
+    return x.contiguous()
+
+
+def _launch(kernel, tensors: list[Tensor], p: LRNParams, backward: bool) -> None:
+    x = tensors[0]
+    rows, width, cl = _geometry(x)
+    block_r, block_w, warps = _blocks(rows, width, cl, backward)
+    col_blocks = triton.cdiv(width, block_w)
+    grid = (triton.cdiv(rows, block_r) * col_blocks,)
+    wide = x.numel() + (2 * (p.size // 2) + 1) * width >= _INT32_LIMIT
+    kernel[grid](
+        *tensors, rows, width, x.shape[1], x.shape[1] // p.groups, col_blocks,
+        p.alpha, p.beta, p.k, HALF=p.size // 2, CL=cl, BETA34=p.beta == 0.75,
+        BLOCK_R=block_r, BLOCK_W=block_w, WIDE=wide, num_warps=warps,
+        RNE=INTERPRET and x.dtype == torch.bfloat16,
+    )  # fmt: skip
+
+
+def _check(x: Tensor, p: LRNParams) -> None:
+    if x.dtype not in DTYPES or x.dim() < 2 or x.shape[1] % p.groups:
+        raise ValueError(
+            f"Triton LRN takes float32/bfloat16/float16 (N, C, ...) with C divisible by "
+            f"groups={p.groups}, got {x.dtype} {tuple(x.shape)}"
+        )
+
+
+def forward(x: Tensor, p: LRNParams) -> Tensor:
+    """b = LRN(x): (N, C, ...) -> the same shape, dtype and memory format (x dense)."""
+    _check(x, p)
+    out = torch.empty_like(x)
+    if x.numel():
+        _launch(_lrn_forward_kernel, [x, out], p, backward=False)
+    return out
+
+
+def backward(x: Tensor, grad_out: Tensor, p: LRNParams) -> Tensor:
+    """dL/dx from the saved input x and dL/db (any layout; read in x's), in x's layout."""
+    _check(x, p)
+    cl = not x.is_contiguous()
+    fmt = torch.channels_last if cl else torch.contiguous_format
+    grad_out = grad_out.to(x.dtype).contiguous(memory_format=fmt)
+    grad_in = torch.empty_like(x)
+    if x.numel():
+        _launch(_lrn_backward_kernel, [x, grad_out, grad_in], p, backward=True)
+    return grad_in
+
+
+@torch.library.custom_op("alexnet::lrn_triton", mutates_args=())
+def lrn_op(x: Tensor, size: int, groups: int, alpha: float, beta: float, k: float) -> Tensor:
+    """LRN(x) by the Triton kernel; x dense (see `dense`)."""
+    return forward(x, LRNParams(size, alpha, beta, k, groups))
+
+
+@torch.library.custom_op("alexnet::lrn_triton_backward", mutates_args=())
+def lrn_backward_op(
+    x: Tensor, grad_out: Tensor, size: int, groups: int, alpha: float, beta: float, k: float
+) -> Tensor:
+    """dL/dx of `lrn_op` from its input and dL/d(output)."""
+    return backward(x, grad_out, LRNParams(size, alpha, beta, k, groups))
+
+
+@lrn_op.register_fake
+def _(x, size, groups, alpha, beta, k):
+    return torch.empty_like(x)
+
+
+@lrn_backward_op.register_fake
+def _(x, grad_out, size, groups, alpha, beta, k):
+    return torch.empty_like(x)
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    ctx.save_for_backward(inputs[0])
+    ctx.args = inputs[1:]
+
+
+def _backward(ctx, grad_out: Tensor):
+    (x,) = ctx.saved_tensors
+    return lrn_backward_op(x, grad_out, *ctx.args), None, None, None, None, None
+
+
+lrn_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def lrn(x: Tensor, p: LRNParams) -> Tensor:
+    """LRN(x) with autograd through the Triton kernels; x: (N, C, ...) of `DTYPES`."""
+    return lrn_op(dense(x), p.size, p.groups, p.alpha, p.beta, p.k)

@@ -1,0 +1,213 @@
+"""The Triton LRN kernels (§3.3) against the float64 formula, and the dispatch to them.
+
+Without a GPU the kernels run on CPU tensors in Triton's interpreter, which must be chosen
+before they are defined (the first import of `alexnet.models.lrn_triton`): this module sets
+TRITON_INTERPRET=1 first when there is no CUDA device. With one, they run compiled on it.
+Shapes stay small: the interpreter runs each program as numpy code.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from test_lrn import reference_lrn  # noqa: E402
+
+import alexnet  # noqa: E402
+from alexnet.errors import UserError  # noqa: E402
+from alexnet.models import dispatch  # noqa: E402
+from alexnet.models.lrn import LRN  # noqa: E402
+from alexnet.models.lrn_params import LRNParams  # noqa: E402
+
+lrn_triton = dispatch.triton_module()
+if lrn_triton is None:
+    DEVICE, WHY = "cpu", f"Triton unavailable: {dispatch.triton_error()}"
+elif lrn_triton.INTERPRET:
+    DEVICE, WHY = "cpu", ""
+elif torch.cuda.is_available():
+    DEVICE, WHY = "cuda", ""
+else:
+    DEVICE, WHY = "cpu", "the Triton kernels were compiled (TRITON_INTERPRET unset) and no GPU"
+needs_triton = pytest.mark.skipif(bool(WHY), reason=WHY)
+CL = torch.channels_last
+
+
+def run(x: torch.Tensor, p: LRNParams, g: torch.Tensor | None = None):
+    """(output, dL/dx) of the Triton LRN on DEVICE for x (and upstream gradient g)."""
+    xt = x.to(DEVICE).detach().requires_grad_()
+    out = lrn_triton.lrn(xt, p)
+    g = torch.randn_like(x) if g is None else g
+    out.backward(g.to(DEVICE, out.dtype))
+    return out.cpu(), xt.grad.cpu()
+
+
+def reference(x: torch.Tensor, g: torch.Tensor, n, alpha, beta, k, groups):
+    """(the formula in float64, its gradient) for x and upstream gradient g."""
+    xd = x.double().requires_grad_()
+    ref = reference_lrn(xd, n, alpha, beta, k, groups)
+    ref.backward(g.double())
+    return ref.detach(), xd.grad
+
+
+@needs_triton
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, CL])
+@pytest.mark.parametrize("convention", ["paper", "per_size"])
+def test_float32_values_and_gradients_match_float64(groups, fmt, convention):
+    """Both tower scopes (2 towers or all channels), both layouts, both alpha readings."""
+    torch.manual_seed(0)
+    x = (torch.randn(2, 12, 5, 7) * 40).contiguous(memory_format=fmt)
+    g = torch.randn_like(x)
+    k = 2.0 if convention == "paper" else 1.0
+    p = LRNParams.from_convention(5, 1e-4, 0.75, k, groups, convention)
+    out, grad = run(x, p, g)
+    assert out.is_contiguous(memory_format=fmt) and grad.is_contiguous(memory_format=fmt)
+    alpha = 1e-4 if convention == "paper" else 1e-4 / 5
+    ref, ref_grad = reference(x, g, 5, alpha, 0.75, k, groups)
+    assert torch.allclose(out.double(), ref, rtol=1e-5, atol=1e-5)
+    assert torch.allclose(grad.double(), ref_grad, rtol=1e-4, atol=1e-6)
+
+
+@needs_triton
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, CL])
+def test_first_and_last_channels_of_each_tower_use_clipped_windows(fmt):
+    x = torch.zeros(1, 12, 2, 3)
+    x[:, 0] = 100.0  # first channel: only channels 0..2 see it
+    x[:, 5] = 50.0  # last channel of tower 1: tower 2 (channels 6..11) must not see it
+    x[:, 6] = 3.0
+    x = x.contiguous(memory_format=fmt)
+    towers = lrn_triton.lrn(x.to(DEVICE), LRNParams(5, 1e-2, 1.0, 1.0, groups=2)).cpu()
+    assert towers[0, 0, 0, 0].item() == pytest.approx(100.0 / (1 + 1e-2 * 100.0**2), rel=1e-6)
+    assert towers[0, 6, 0, 0].item() == pytest.approx(3.0 / (1 + 1e-2 * 9.0), rel=1e-6)
+    across = lrn_triton.lrn(x.to(DEVICE), LRNParams(5, 1e-2, 1.0, 1.0, groups=1)).cpu()
+    expected = 3.0 / (1 + 1e-2 * (9.0 + 2500.0))  # the window crosses the towers' boundary
+    assert across[0, 6, 0, 0].item() == pytest.approx(expected, rel=1e-6)
+    assert across[0, 3, 0, 0].item() == 0.0 and across[0, 11, 0, 0].item() == 0.0
+    # gradients at the ends against the formula
+    torch.manual_seed(1)
+    x = (torch.randn(2, 12, 3, 3) * 50).contiguous(memory_format=fmt)
+    g = torch.randn_like(x)
+    for groups in (1, 2):
+        _, grad = run(x, LRNParams(5, 1e-3, 0.75, 2.0, groups), g)
+        _, ref_grad = reference(x, g, 5, 1e-3, 0.75, 2.0, groups)
+        ends = [0, 5, 6, 11]
+        assert torch.allclose(grad[:, ends].double(), ref_grad[:, ends], rtol=1e-4, atol=1e-6)
+
+
+@needs_triton
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, CL])
+def test_bfloat16_within_its_rounding(fmt):
+    """bf16 in and out, float32 inside: values within one bf16 rounding of the formula."""
+    torch.manual_seed(2)
+    x = (torch.randn(2, 16, 6, 6) * 30).bfloat16().contiguous(memory_format=fmt)
+    g = torch.randn(x.shape).bfloat16().contiguous(memory_format=fmt)
+    p = LRNParams(5, 1e-4, 0.75, 2.0, groups=2)
+    out, grad = run(x, p, g)
+    assert out.dtype == grad.dtype == torch.bfloat16
+    assert out.is_contiguous(memory_format=fmt)
+    ref, ref_grad = reference(x.float(), g.float(), 5, 1e-4, 0.75, 2.0, 2)
+    assert torch.allclose(out.double(), ref, rtol=2**-8, atol=1e-6)  # round to nearest: half ulp
+    # dL/dx adds two terms of opposite sign before its one rounding
+    assert torch.allclose(grad.double(), ref_grad, rtol=2**-7, atol=2e-3 * ref_grad.abs().max())
+
+
+@needs_triton
+@pytest.mark.parametrize(
+    "size,beta,channels", [(3, 0.6, 7), (4, 1.0, 9), (5, 0.75, 3), (7, 0.75, 10)]
+)
+def test_other_sizes_exponents_and_few_channels(size, beta, channels):
+    """Even sizes use the paper's symmetric window (n // 2 each side), other betas pow."""
+    torch.manual_seed(3)
+    x = torch.randn(2, channels, 4, 3) * 40
+    g = torch.randn_like(x)
+    out, grad = run(x, LRNParams(size, 1e-3, beta, 1.5), g)
+    ref, ref_grad = reference(x, g, size, 1e-3, beta, 1.5, 1)
+    assert torch.allclose(out.double(), ref, rtol=1e-5, atol=1e-5)
+    assert torch.allclose(grad.double(), ref_grad, rtol=1e-4, atol=1e-6)
+
+
+@needs_triton
+def test_strided_input_and_64_bit_offsets(monkeypatch):
+    """A non-dense input is read through a copy; int64 offsets give the same numbers."""
+    torch.manual_seed(4)
+    x = torch.randn(3, 10, 6, 8)[:, :, :, ::2] * 40
+    p = LRNParams(5, 1e-4, 0.75, 2.0, 2)
+    g = torch.randn(x.shape)
+    out, grad = run(x, p, g)
+    ref, ref_grad = reference(x, g, 5, 1e-4, 0.75, 2.0, 2)
+    assert torch.allclose(out.double(), ref, rtol=1e-5, atol=1e-5)
+    monkeypatch.setattr(lrn_triton, "_INT32_LIMIT", 16)  # as if the tensor were huge
+    for fmt in (torch.contiguous_format, CL):
+        wide_out, wide_grad = run(x.contiguous(memory_format=fmt), p, g)
+        assert torch.equal(wide_out, out) and torch.equal(wide_grad, grad)
+
+
+@needs_triton
+def test_forced_by_environment_on_any_device(monkeypatch):
+    """ALEXNET_LRN=triton: LRN takes the Triton kernels (here on CPU tensors too)."""
+    calls = []
+    real = lrn_triton.forward
+    monkeypatch.setattr(lrn_triton, "forward", lambda x, p: calls.append(x.device) or real(x, p))
+    torch.manual_seed(5)
+    x = (torch.randn(2, 8, 5, 5) * 40).to(DEVICE)
+    c_kernel = LRN(groups=2)(x)
+    assert calls == ([] if DEVICE == "cpu" else [x.device])
+    monkeypatch.setenv("ALEXNET_LRN", "triton")
+    forced = LRN(groups=2, inplace=True)(x)
+    assert calls[-1] == x.device and forced is not x
+    assert torch.allclose(forced, c_kernel, rtol=1e-5, atol=1e-6)
+    monkeypatch.setenv("ALEXNET_LRN", "cuda")
+    with pytest.raises(UserError, match="ALEXNET_LRN"):
+        LRN()(x)
+
+
+def test_without_triton_cuda_runs_torch_ops_with_one_warning(monkeypatch):
+    monkeypatch.setattr(dispatch, "_TRITON", None)
+    monkeypatch.setattr(dispatch, "_TRITON_ERROR", "ImportError: No module named 'triton'")
+    monkeypatch.setattr(dispatch, "_WARNED", False)
+    with pytest.warns(RuntimeWarning, match="Triton is unavailable"):
+        assert dispatch.lrn_backend("cuda") == "torch"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert dispatch.lrn_backend("cuda") == "torch"  # said once
+    assert dispatch.lrn_backend("cpu") in ("c", "torch")  # the CPU never asks for Triton
+    monkeypatch.setenv("ALEXNET_LRN", "triton")
+    with pytest.raises(UserError, match="Triton cannot be used"):
+        dispatch.lrn_backend("cpu")
+
+
+@needs_triton
+def test_paper_model_through_triton_equals_torch_ops(monkeypatch):
+    """The whole `paper` network, LRN by the Triton kernels vs by torch ops: logits and a
+    gradient (batch 1, the model's 224 px input). Kaiming init: the paper's bias-1 layers
+    make near-tied maxima in the pools, where a last-bit difference in LRN's output hands
+    the gradient to another input (either answer is right; this test would not say which)."""
+    torch.manual_seed(6)
+    model = alexnet.get_model("paper", num_classes=10, dropout=0.0, init="kaiming").to(DEVICE)
+    x = torch.randn(1, 3, 224, 224, device=DEVICE)
+
+    def logits_and_grad(env: str):
+        monkeypatch.setenv("ALEXNET_LRN", env)
+        model.zero_grad()
+        out = model(x)
+        out.square().sum().backward()
+        return out.detach().cpu(), model.features.conv1.weight.grad.cpu()
+
+    calls = []
+    real = lrn_triton.backward
+    monkeypatch.setattr(lrn_triton, "backward", lambda *a: calls.append(1) or real(*a))
+    triton_out, triton_grad = logits_and_grad("triton")
+    assert len(calls) == 2  # both LRN layers' backward ran in Triton
+    for layer in model.modules():  # torch ops: the whole-batch path on every device
+        if isinstance(layer, LRN):
+            layer.cpu_path = "whole"
+    torch_out, torch_grad = logits_and_grad("torch")
+    assert torch.allclose(triton_out, torch_out, rtol=1e-5, atol=1e-5 * torch_out.abs().max())
+    scale = torch_grad.abs().max()
+    assert torch.allclose(triton_grad, torch_grad, rtol=1e-4, atol=1e-5 * scale)
