@@ -1,4 +1,5 @@
-"""`alexnet prepare SRC OUT`: pack a dataset once (paper §2 preprocessing + statistics)."""
+"""`alexnet prepare SRC OUT [--encoding raw|jpeg]`: pack a dataset once (paper §2
+preprocessing + statistics); `alexnet prepare --verify OUT`: check every stored record."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from pathlib import Path
 
 from alexnet.commands.argtypes import int_range, nonnegative_int, positive_int
 from alexnet.commands.outputs import creatable_dir
+from alexnet.data.layout import DEFAULT_QUALITY, ENCODINGS, SOURCE_NAMES
 from alexnet.data.outdir import check_output
-from alexnet.data.pack import prepare
-from alexnet.data.sources import SOURCE_NAMES, open_source
+from alexnet.errors import UserError
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -24,13 +25,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "write the packed dataset directory OUT: uint8 images (large images: shorter side "
             "to --size, centre crop; small datasets keep their size), labels, class names, the "
             "training mean image and RGB PCA, and OUT/report.json listing every skipped or "
-            "repaired file. Interrupt it and run it again to resume."
+            "repaired file. Interrupt it and run it again to resume. --encoding jpeg stores "
+            "each image as a JPEG (about 1/10 of the bytes), decoded as it is loaded. "
+            "`alexnet prepare --verify OUT` re-reads a packed dataset and names every record "
+            "whose bytes no longer match their checksum."
         ),
     )
     p.add_argument(
-        "src", metavar="SRC", help="dataset directory (any label for --source synthetic)"
+        "src", metavar="SRC", nargs="?", help="dataset directory (any label for --source synthetic)"
     )
-    p.add_argument("out", metavar="OUT", help="packed dataset directory to write")
+    p.add_argument("out", metavar="OUT", nargs="?", help="packed dataset directory to write")
     p.add_argument(
         "--source", choices=SOURCE_NAMES, default="auto", help="layout (default: detect)"
     )
@@ -50,6 +54,25 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--max-pixels", type=positive_int, default=None,
                    help="skip images with more pixels than this (decompression bombs)")  # fmt: skip
+    p.add_argument(
+        "--encoding",
+        choices=ENCODINGS,
+        default="raw",
+        help="how images are stored: raw uint8 pixels (default) or JPEG records",
+    )
+    p.add_argument(
+        "--quality",
+        type=int_range(1, 100),
+        default=DEFAULT_QUALITY,
+        help=f"JPEG quality for --encoding jpeg, 1..100 ({DEFAULT_QUALITY})",
+    )
+    p.add_argument(
+        "--verify",
+        metavar="OUT",
+        default=None,
+        help="instead of packing: check every record of the packed dataset OUT "
+        "against its CRC32 (exit 1 naming split and index of each damaged one)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     g = p.add_argument_group("synthetic data (--source synthetic)")
     g.add_argument("--classes", type=int_range(2, 100000), default=10, help="2..100000 (10)")
@@ -63,7 +86,25 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+def _verify(args: argparse.Namespace) -> int:
+    from alexnet.data.verify import summary_lines, verify
+
+    if args.src is not None or args.out is not None:
+        raise UserError("--verify OUT checks one packed dataset: give no SRC or OUT besides it")
+    result = verify(args.verify, threads=args.workers)
+    lines = summary_lines(result)
+    print("\n".join(lines), file=sys.stdout if result.ok else sys.stderr)
+    return 0 if result.ok else 1
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.verify is not None:
+        return _verify(args)
+    if args.src is None or args.out is None:
+        raise UserError("needs SRC and OUT (or --verify OUT to check a packed dataset)")
+    from alexnet.data.pack import prepare
+    from alexnet.data.sources import open_source
+
     src = None if args.source == "synthetic" else args.src
     check_output(args.out, src, args.overwrite)  # before reading anything: nothing is lost
     creatable_dir(args.out, "OUT")  # OUT.partial is written beside OUT
@@ -82,15 +123,17 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         report = prepare(source, args.out, workers=args.workers, overwrite=args.overwrite,
-                         progress=not args.no_progress, src=src)  # fmt: skip
+                         progress=not args.no_progress, src=src, encoding=args.encoding,
+                         quality=args.quality)  # fmt: skip
     except KeyboardInterrupt:
         print(f"alexnet prepare: interrupted; run the same command again to resume from "
               f"{args.out}.partial", file=sys.stderr)  # fmt: skip
         return 130
     s = report["splits"]
     h, w = source.image_size
+    kind = "" if args.encoding == "raw" else f" (JPEG q{args.quality})"
     print(
-        f"{args.out}: {source.name}, {s['train']} train + {s['val']} val images of {h}x{w}, "
+        f"{args.out}: {source.name}, {s['train']} train + {s['val']} val images of {h}x{w}{kind}, "
         f"{len(report['classes'])} classes, {len(report['skipped'])} skipped, "
         f"{len(report['repaired'])} repaired (see {Path(args.out) / 'report.json'}), "
         f"{time.perf_counter() - t0:.1f} s"

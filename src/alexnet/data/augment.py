@@ -12,15 +12,16 @@ torch.Generator, which must live on the images' device.
 from __future__ import annotations
 
 import math
-import sys
-import threading
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torchvision.ops import roi_align
+
+from alexnet.data.buffers import ReusableBuffers, thread_pool
 
 # PCA of ImageNet's RGB pixel values (paper §4.1, fancy-PCA lighting) in the [0, 1] pixel
 # scale: eigenvalues, largest first.
@@ -36,50 +37,38 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 NORMALIZE = ("mean_image", "channel", "none")
 
 
-_POOLS: dict[int, ThreadPoolExecutor] = {}
+@dataclass(frozen=True)
+class Draws:
+    """One batch's random draws (`TrainTransform.draw`), tensors on the draw's device: flip
+    (B,) bool; paper mode: crop tops oy and lefts ox (B,) int64; resized-crop mode: boxes
+    (B, 4) float32 (left, top, right, bottom); shift (B, 3) float32, the fancy-PCA lighting
+    sum_i alpha_i lambda_i p_i of each image (None when lighting is off)."""
+
+    flip: torch.Tensor
+    oy: torch.Tensor | None = None
+    ox: torch.Tensor | None = None
+    boxes: torch.Tensor | None = None
+    shift: torch.Tensor | None = None
 
 
-def _pool(n: int) -> ThreadPoolExecutor:
-    if n not in _POOLS:
-        _POOLS[n] = ThreadPoolExecutor(n, thread_name_prefix="alexnet-augment")
-    return _POOLS[n]
+@runtime_checkable
+class LoaderTransform(Protocol):
+    """What `DeviceLoader.iterate(transform=...)` needs of an augmentation (TrainTransform
+    is one): the batch transform itself, and for the CPU fast path run in the loader's
+    threads, the draws of a batch and their application to rows of the memory map."""
 
+    def __call__(
+        self, images: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor: ...
 
-class ReusableBuffers:
-    """Recycles large numpy arrays once nothing else references them.
+    def fuses(self, image_size: tuple[int, int], device: str | torch.device) -> bool: ...
 
-    A fresh 38 MB batch costs ~6 ms of page faults on every call (the allocator returns big
-    blocks to the OS); reusing a block skips that. A buffer is handed out again only when its
-    reference count shows that no tensor, view or array made from it is alive (torch.from_numpy
-    keeps the array referenced through the tensor's storage), so a caller that still holds an
-    earlier batch never sees it overwritten. At most `keep` buffers are kept per shape; when
-    all are in use a fresh, untracked one is returned.
-    """
+    def draw(self, b: int, image_size: tuple[int, int], generator: torch.Generator | None = None,
+             device: str | torch.device = "cpu") -> Draws: ...  # fmt: skip
 
-    def __init__(self, dtype: Any = np.float32, keep: int = 4) -> None:
-        self.dtype = np.dtype(dtype)
-        self.keep = keep
-        self._free: dict[tuple[int, ...], list[np.ndarray]] = {}
-        self._lock = threading.Lock()
-
-    def get(self, shape: tuple[int, ...]) -> np.ndarray:
-        """An uninitialized C-contiguous array of `shape`, not referenced by anyone else."""
-        with self._lock:
-            held = self._free.setdefault(tuple(shape), [])
-            for a in held:
-                # references: the list, the loop variable, getrefcount's argument
-                if sys.getrefcount(a) <= 3:
-                    return a
-            a = np.empty(shape, self.dtype)
-            if len(held) < self.keep:
-                held.append(a)
-            return a
-
-    def __getstate__(self) -> dict:  # picklable (e.g. for DataLoader workers): start empty
-        return {"dtype": self.dtype, "keep": self.keep}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__init__(state["dtype"], state["keep"])
+    def apply_rows(
+        self, rows: np.ndarray, idx: Sequence[int], draws: Draws, threads: int = 1
+    ) -> torch.Tensor: ...
 
 
 def _tensor(value: Any, device: torch.device) -> torch.Tensor:
@@ -168,32 +157,31 @@ class TrainTransform(_Common):
         if self._fast_ok(images):
             return self._paper_cpu(images, generator)
         x = self._input(images)
-        dev, b, c = x.device, x.shape[0], self.crop_size
+        dev, b = x.device, x.shape[0]
         m = self._const("mean_image", dev) if self.normalize == "mean_image" else None
+        if self.mode == "paper" and self.pad:
+            x = F.pad(x, (self.pad,) * 4)
+            m = F.pad(m, (self.pad,) * 4) if m is not None else None
+        d = self.draw(b, tuple(x.shape[-2:]), generator, dev)
         if self.mode == "paper":
-            if self.pad:
-                x = F.pad(x, (self.pad,) * 4)
-                m = F.pad(m, (self.pad,) * 4) if m is not None else None
-            h, w = x.shape[-2:]
-            if h < c or w < c:
-                raise ValueError(f"crop {c} larger than the (padded) image {h}x{w}")
-            oy = torch.randint(0, h - c + 1, (b,), generator=generator, device=dev)
-            ox = torch.randint(0, w - c + 1, (b,), generator=generator, device=dev)
-            flip = self._flips(b, generator, dev)
-            ar = torch.arange(c, device=dev)
-            rows = (oy[:, None] + ar)[:, :, None]  # (B, c, 1)
-            cols = (ox[:, None] + torch.where(flip[:, None], c - 1 - ar, ar))[:, None, :]
-            bi = torch.arange(b, device=dev)[:, None, None]
-            x = x[bi, :, rows, cols].permute(0, 3, 1, 2)  # (B, c, c, 3) -> (B, 3, c, c)
-            if m is not None:
-                m = m[:, rows, cols].permute(1, 0, 2, 3)
+            x, m = self._paper_crop(x, m, d)
         else:
-            x, m = self._random_resized_crop(x, m, generator)
-        if self.lighting_std > 0:
-            alpha = torch.randn(b, 3, generator=generator, device=dev) * self.lighting_std
-            rgb = (alpha * self._const("eigval", dev)) @ self._const("eigvec", dev).T  # (B, 3)
-            x = x + rgb[:, :, None, None]
+            x, m = self._resized_crop(x, m, d)
+        if d.shift is not None:
+            x = x + d.shift[:, :, None, None]
         return self._finish(x, m)
+
+    def _paper_crop(self, x: torch.Tensor, m: torch.Tensor | None, d: Draws):
+        """The crops (and mirrors) of `d` from x (B, 3, H, W) and the mean image m (3, H, W)."""
+        dev, b, c = x.device, x.shape[0], self.crop_size
+        ar = torch.arange(c, device=dev)
+        rows = (d.oy[:, None] + ar)[:, :, None]  # (B, c, 1)
+        cols = (d.ox[:, None] + torch.where(d.flip[:, None], c - 1 - ar, ar))[:, None, :]
+        bi = torch.arange(b, device=dev)[:, None, None]
+        x = x[bi, :, rows, cols].permute(0, 3, 1, 2)  # (B, c, c, 3) -> (B, 3, c, c)
+        if m is not None:
+            m = m[:, rows, cols].permute(1, 0, 2, 3)
+        return x, m
 
     def _fast_ok(self, images: torch.Tensor) -> bool:
         """The CPU fast path: paper crops straight from uint8 NHWC memory, one fused
@@ -217,21 +205,28 @@ class TrainTransform(_Common):
             and (self.pad == 0)
         )
 
-    def draw(self, b: int, image_size: tuple[int, int], generator=None) -> dict:
-        """The random draws of one batch of `b` images (CPU fast path), in the same order
-        and from the same generator calls as __call__: crop tops, lefts, flips, lighting."""
+    def draw(self, b: int, image_size: tuple[int, int], generator: torch.Generator | None = None,
+             device: str | torch.device = "cpu") -> Draws:  # fmt: skip
+        """All random draws of one batch of `b` images of `image_size` (after resize and
+        padding), on `device`: the one place both paths (`__call__`, and `apply_rows` in the
+        loader's threads) take them, in this order: crop boxes (paper: tops, lefts; resized
+        crop: torchvision's recipe), flips, lighting (paper §4.1)."""
         h, w = image_size
-        c, dev = self.crop_size, torch.device("cpu")
-        if h < c or w < c:
-            raise ValueError(f"crop {c} larger than the image {h}x{w}")
-        oy = torch.randint(0, h - c + 1, (b,), generator=generator, device=dev).tolist()
-        ox = torch.randint(0, w - c + 1, (b,), generator=generator, device=dev).tolist()
-        flip = self._flips(b, generator, dev).tolist()
-        shift = torch.zeros(b, 3)
-        if self.lighting_std > 0:
+        dev, c = torch.device(device), self.crop_size
+        oy = ox = boxes = None
+        if self.mode == "paper":
+            if h < c or w < c:
+                raise ValueError(f"crop {c} larger than the (padded) image {h}x{w}")
+            oy = torch.randint(0, h - c + 1, (b,), generator=generator, device=dev)
+            ox = torch.randint(0, w - c + 1, (b,), generator=generator, device=dev)
+        else:
+            boxes = self._resized_crop_boxes(b, h, w, generator, dev)
+        flip = self._flips(b, generator, dev)
+        shift = None
+        if self.lighting_std > 0:  # sum_i alpha_i lambda_i p_i, alpha_i ~ N(0, lighting_std)
             alpha = torch.randn(b, 3, generator=generator, device=dev) * self.lighting_std
             shift = (alpha * self._const("eigval", dev)) @ self._const("eigvec", dev).T
-        return {"oy": oy, "ox": ox, "flip": flip, "shift": shift.numpy().astype(np.float32)}
+        return Draws(flip=flip, oy=oy, ox=ox, boxes=boxes, shift=shift)
 
     def _paper_cpu(self, images: torch.Tensor, generator) -> torch.Tensor:
         b, _, h, w = images.shape
@@ -240,11 +235,9 @@ class TrainTransform(_Common):
         n = max(1, min(torch.get_num_threads(), b // 8))
         return self.apply_rows(xh, range(b), draws, threads=n)
 
-    def apply_rows(self, rows: np.ndarray, idx: Any, draws: dict, threads: int = 1):
-        """Augment images rows[idx[i]] (rows: (N, H, W, 3) uint8, e.g. the packed memory map)
-        with `draws` -> float32 (B, out_channels, crop, crop) (channels_last memory)."""
-        oy, ox, flip, shift = draws["oy"], draws["ox"], draws["flip"], draws["shift"]
-        b, c, (h, w) = len(oy), self.crop_size, rows.shape[1:3]
+    def _row_constants(self, shift: np.ndarray, h: int, w: int):
+        """(mean rows, mirrored mean rows, per-channel scale, per-image offset (B, 3)) of the
+        fused CPU path, in the pixel scale it works in."""
         m = mf = scale = None
         if self.normalize == "mean_image":  # work in the raw 0..255 scale (paper §2)
             offset = shift * np.float32(255.0)
@@ -257,6 +250,18 @@ class TrainTransform(_Common):
             scale, offset = 1.0 / (255.0 * std), (shift - mean) / std
         else:
             scale, offset = np.full(3, 1.0 / 255.0, np.float32), shift
+        return m, mf, scale, offset
+
+    def apply_rows(self, rows: np.ndarray, idx: Sequence[int], draws: Draws, threads: int = 1):
+        """Augment images rows[idx[i]] (rows: (N, H, W, 3) uint8, e.g. the packed memory map)
+        with `draws` (from `draw`, paper mode) -> float32 (B, out_channels, crop, crop)
+        (channels_last memory)."""
+        oy, ox, flip = draws.oy.tolist(), draws.ox.tolist(), draws.flip.tolist()
+        b, c, (h, w) = len(oy), self.crop_size, rows.shape[1:3]
+        shift = np.zeros((b, 3), np.float32)
+        if draws.shift is not None:
+            shift = draws.shift.numpy().astype(np.float32)
+        m, mf, scale, offset = self._row_constants(shift, h, w)
         # Per image, in (c, c*3) views so every inner loop is a whole row (a (c, c, 3) array
         # with a (3,) operand runs loops of length 3: ~10x slower); the per-channel constants
         # are tiled along the row. Three passes per image (uint8 -> float32 into the output,
@@ -293,7 +298,7 @@ class TrainTransform(_Common):
             work(0, b)
         else:
             bounds = [b * k // threads for k in range(threads + 1)]
-            list(_pool(threads).map(work, bounds[:-1], bounds[1:]))
+            list(thread_pool(threads).map(work, bounds[:-1], bounds[1:]))
         x = torch.from_numpy(buf).permute(0, 3, 1, 2)  # (B, 3, c, c), channels_last memory
         return x.mean(dim=1, keepdim=True) if self.out_channels == 1 else x
 
@@ -301,11 +306,9 @@ class TrainTransform(_Common):
         u = torch.rand(b, generator=generator, device=dev)
         return (u < 0.5) if self.flip else torch.zeros(b, dtype=torch.bool, device=dev)
 
-    def _random_resized_crop(self, x, m, generator):
-        """torchvision's RandomResizedCrop box recipe (10 tries, then a centre fallback),
-        resampled with roi_align (bilinear, averaging when shrinking)."""
-        dev, b, c = x.device, x.shape[0], self.crop_size
-        h, w = x.shape[-2:]
+    def _resized_crop_boxes(self, b: int, h: int, w: int, generator, dev) -> torch.Tensor:
+        """torchvision's RandomResizedCrop box recipe (10 tries, then a centre fallback):
+        boxes (B, 4) float32 as (left, top, right, bottom)."""
         tries = 10
         area = h * w * torch.empty(b, tries, device=dev).uniform_(*self.scale, generator=generator)
         lr = (math.log(self.ratio[0]), math.log(self.ratio[1]))
@@ -329,14 +332,19 @@ class TrainTransform(_Common):
         u = torch.rand(b, 2, generator=generator, device=dev)
         top = torch.where(any_ok, torch.floor(u[:, 0] * (h - ch + 1)), (h - ch) // 2)
         left = torch.where(any_ok, torch.floor(u[:, 1] * (w - cw + 1)), (w - cw) // 2)
-        flip = self._flips(b, generator, dev)
-        boxes = torch.stack([left, top, left + cw, top + ch], dim=1).float()
+        return torch.stack([left, top, left + cw, top + ch], dim=1).float()
+
+    def _resized_crop(self, x, m, d: Draws):
+        """The boxes of `d` resampled to crop x crop with roi_align (bilinear, averaging when
+        shrinking), then mirrored where `d.flip`."""
+        dev, b, c = x.device, x.shape[0], self.crop_size
         idx = torch.arange(b, device=dev, dtype=torch.float32)[:, None]
-        x = roi_align(x, torch.cat([idx, boxes], 1), c, 1.0, -1, aligned=True)
-        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        x = roi_align(x, torch.cat([idx, d.boxes], 1), c, 1.0, -1, aligned=True)
+        x = torch.where(d.flip[:, None, None, None], x.flip(-1), x)
         if m is not None:
-            m = roi_align(m[None], torch.cat([torch.zeros_like(idx), boxes], 1), c, 1.0, -1, True)
-            m = torch.where(flip[:, None, None, None], m.flip(-1), m)
+            boxes = torch.cat([torch.zeros_like(idx), d.boxes], 1)
+            m = roi_align(m[None], boxes, c, 1.0, -1, True)
+            m = torch.where(d.flip[:, None, None, None], m.flip(-1), m)
         return x, m
 
 

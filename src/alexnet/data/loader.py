@@ -4,7 +4,9 @@ Gathering rows of the memory-mapped (N, H, W, 3) array runs in `workers` threads
 releases the GIL while copying), ahead of the consumer; on CUDA the batch lands in pinned
 memory and is copied with `non_blocking=True`. The batch is returned as (B, 3, H, W), a
 channels_last view of the NHWC bytes (no copy). Augmentation happens later, on the device
-(augment.py).
+(augment.py). A JPEG dataset's records are checked (CRC32) and decoded in the same threads:
+on the CPU one image at a time (libjpeg-turbo, GIL released), on CUDA a batch at once on the
+GPU (nvJPEG, `jpeg.decode_batch_device`); what follows is the same as for raw pixels.
 
 Sharding (the rule every rank follows): perm = permutation(N) from (seed, epoch) (or arange when not
 shuffling); global batch k = perm[k*B*W:(k+1)*B*W]; rank r takes [r*B:(r+1)*B] of it. So a
@@ -17,18 +19,27 @@ from __future__ import annotations
 import collections
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import numpy as np
 import torch
 
-from alexnet.data.augment import ReusableBuffers
+from alexnet.data import jpeg
+from alexnet.data.augment import Draws, LoaderTransform, ReusableBuffers
+from alexnet.data.jpeg import JpegImages
 from alexnet.data.packed import PackedDataset
+
+Batch = tuple[torch.Tensor, torch.Tensor]
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
     """The shuffle order for (seed, epoch): identical on every rank and platform."""
     return np.random.default_rng([int(seed), int(epoch)]).permutation(n)
+
+
+def decodes_on_device(images, device: str | torch.device) -> bool:
+    """True when batches of `images` are decoded on `device` itself: JPEG records on CUDA
+    (nvJPEG). Raw pixels are never decoded; JPEG for a CPU device is decoded on the CPU."""
+    return isinstance(images, JpegImages) and torch.device(device).type == "cuda"
 
 
 class DeviceLoader:
@@ -87,44 +98,59 @@ class DeviceLoader:
         return order[lo:hi]
 
     # ------------------------------------------------------------ loading
-    def _gather(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        images = self.dataset.images
-        if len(idx) and idx[-1] - idx[0] == len(idx) - 1 and np.all(np.diff(idx) == 1):
-            rows = images[idx[0] : idx[-1] + 1]  # contiguous: one slice copy
-        else:
-            rows = None
-        shape = (len(idx), *images.shape[1:])
+    def _host_batch(self, shape: tuple[int, ...]) -> tuple[np.ndarray, torch.Tensor]:
+        """An uninitialized uint8 batch buffer and the tensor over it (pinned on CUDA)."""
         if self.pin:  # torch's pinned-memory allocator caches its blocks itself
             out = torch.empty(shape, dtype=torch.uint8, pin_memory=True)
-            buf = out.numpy()
-        else:  # reused once the consumer has dropped every tensor made from it
-            buf = self._buffers.get(shape)
-            out = torch.from_numpy(buf)
-        if rows is not None:
-            buf[...] = rows
+            return out.numpy(), out
+        buf = self._buffers.get(shape)  # reused once nothing made from it is alive
+        return buf, torch.from_numpy(buf)
+
+    def _labels_of(self, idx: np.ndarray) -> torch.Tensor:
+        labels = torch.from_numpy(self._labels[idx])
+        return labels.pin_memory() if self.pin else labels
+
+    def _gather(self, idx: np.ndarray) -> Batch:
+        """uint8 (B, H, W, 3) on the host: rows of the memory map, or decoded JPEG records."""
+        images = self.dataset.images
+        buf, out = self._host_batch((len(idx), *images.shape[1:]))
+        if isinstance(images, JpegImages):
+            images.read_into(idx, buf)
+        elif len(idx) and idx[-1] - idx[0] == len(idx) - 1 and np.all(np.diff(idx) == 1):
+            buf[...] = images[idx[0] : idx[-1] + 1]  # contiguous: one slice copy
         elif len(idx):
             np.take(images, idx, axis=0, out=buf)
-        labels = torch.from_numpy(self._labels[idx])
-        if self.pin:
-            labels = labels.pin_memory()
-        return out, labels
+        return out, self._labels_of(idx)
 
-    def _to_device(self, batch: tuple[torch.Tensor, torch.Tensor]):
+    def _gather_decode_on_device(self, idx: np.ndarray) -> Batch:
+        """CUDA + JPEG: the checked records of the batch, decoded together on the device ->
+        uint8 (B, 3, H, W) there, with the labels sent after them."""
+        records = self.dataset.images.records(idx)
+        images = jpeg.decode_batch_device(records, self.device)
+        return images, self._send(self._labels_of(idx))
+
+    def _send(self, t: torch.Tensor) -> torch.Tensor:
+        return t.to(self.device, non_blocking=self.pin)
+
+    def _to_device(self, batch: Batch) -> Batch:
         images, labels = batch
-        nb = self.pin
-        images = images.to(self.device, non_blocking=nb).permute(0, 3, 1, 2)
-        return images, labels.to(self.device, non_blocking=nb)
+        return self._send(images).permute(0, 3, 1, 2), self._send(labels)
 
-    def _gather_augment(self, idx: np.ndarray, transform: Any, draws: dict):
-        """CPU fast path: crop + augment straight from the memory map (no uint8 copy)."""
-        images = transform.apply_rows(self.dataset.images, idx, draws)
-        return images, torch.from_numpy(self._labels[idx])
+    def _gather_augment(self, idx: np.ndarray, transform: LoaderTransform, draws: Draws):
+        """CPU fast path: crop + augment straight from the memory map (no uint8 copy), or from
+        the batch's decoded JPEG records."""
+        images = self.dataset.images
+        if isinstance(images, JpegImages):
+            rows = self._buffers.get((len(idx), *images.shape[1:]))
+            images.read_into(idx, rows)
+            return transform.apply_rows(rows, range(len(idx)), draws), self._labels_of(idx)
+        return transform.apply_rows(images, idx, draws), torch.from_numpy(self._labels[idx])
 
     def iterate(
         self,
         start_batch: int = 0,
         *,
-        transform: Any = None,
+        transform: LoaderTransform | None = None,
         generator: torch.Generator | Callable[[int], torch.Generator] | None = None,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield this rank's batches of the current epoch, skipping the first `start_batch`
@@ -144,6 +170,7 @@ class DeviceLoader:
         ks = range(max(0, int(start_batch)), len(self))
         size = tuple(self.dataset.images.shape[1:3])
         fused = transform is not None and transform.fuses(size, self.device)
+        on_device = decodes_on_device(self.dataset.images, self.device)
 
         def gen(k: int):
             return generator(k) if callable(generator) else generator
@@ -153,12 +180,12 @@ class DeviceLoader:
             if fused:
                 draws = transform.draw(len(idx), size, gen(k))
                 return k, self._gather_augment, (idx, transform, draws)
-            return k, self._gather, (idx,)
+            return k, (self._gather_decode_on_device if on_device else self._gather), (idx,)
 
         def finish(k: int, batch):
             if fused:
                 return batch
-            images, labels = self._to_device(batch)
+            images, labels = batch if on_device else self._to_device(batch)
             if transform is not None:
                 images = transform(images, gen(k))
             return images, labels

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from alexnet.data.packed import FORMAT_NAME, HEADER
+from alexnet.data.layout import FORMAT_NAME, HEADER
 from alexnet.errors import UserError
 
 

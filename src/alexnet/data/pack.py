@@ -1,11 +1,16 @@
 """`prepare`: pack a `Source` into the packed format (see packed.py), in one pass that also
 computes the training statistics (paper §2 mean image, §4.1 RGB PCA).
 
+`encoding="raw"` (the default) stores uint8 pixels (a memory-mappable .npy, format version 1);
+`encoding="jpeg"` stores each image as a JPEG record at `quality` plus an offsets index
+(version 2), and computes the statistics from the decoded pixels (what training sees). Every
+record gets a CRC32 (`{split}_crc32.npy`), checked by readers and `alexnet prepare --verify`.
+
 Atomic and resumable: everything is written into `OUT.partial/`; after each chunk the data is
-fsync'ed and then `progress.npz` (chunk counter, byte offsets, exact integer sums, chunk
-digests) is replaced atomically. A rerun with the same input truncates the files to the last
-recorded chunk and continues, giving byte-identical output. `header.json` is written last and
-the directory is renamed to OUT only when complete.
+fsync'ed and then `progress.npz` (chunk counters, byte counts, exact integer sums) is replaced
+atomically. A rerun with the same input truncates the files to the last recorded chunk and
+continues, giving byte-identical output. `header.json` is written last and the directory is
+renamed to OUT only when complete.
 """
 
 from __future__ import annotations
@@ -17,7 +22,6 @@ import multiprocessing as mp
 import os
 import shutil
 import signal
-import struct
 import sys
 import threading
 from pathlib import Path
@@ -25,34 +29,29 @@ from typing import Any
 
 import numpy as np
 
+from alexnet.data import jpeg
 from alexnet.data import stats as stats_mod
-from alexnet.data.outdir import check_output, check_partial
-from alexnet.data.packed import (
+from alexnet.data.jpeg import SUBSAMPLING
+from alexnet.data.layout import (
+    DEFAULT_QUALITY,
+    ENCODINGS,
     FORMAT_NAME,
     FORMAT_VERSION,
     HEADER,
+    JPEG_FORMAT_VERSION,
     REPORT,
     SPLITS,
     STATS,
-    images_file,
-    labels_file,
 )
+from alexnet.data.outdir import check_output, check_partial
+from alexnet.data.pack_chunk import process
+from alexnet.data.pack_files import SplitFiles
 from alexnet.data.source_base import Source
 from alexnet.errors import UserError
 from alexnet.fileio import atomic_write, atomic_write_text, fsync_dir
 from alexnet.progress import progress_bar
 
-NPY_HEADER = 128  # bytes reserved for the .npy header, filled in when the count is known
 PROGRESS = "progress.npz"
-
-
-def _npy_header(shape: tuple[int, ...]) -> bytes:
-    text = repr({"descr": "|u1", "fortran_order": False, "shape": tuple(shape)})
-    body = text.ljust(NPY_HEADER - 10 - 1) + "\n"
-    if len(body) != NPY_HEADER - 10:
-        raise ValueError(f"shape {shape} does not fit the reserved .npy header")
-    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(body)) + body.encode("latin1")
-
 
 # ---------------------------------------------------------------- worker side
 _SOURCE: Source | None = None
@@ -65,28 +64,9 @@ def _init_worker(source: Source) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _work(task: tuple[str, int, int, bool]) -> dict[str, Any]:
-    split, start, stop, with_stats = task
+def _work(task: tuple) -> dict[str, Any]:
     assert _SOURCE is not None
-    return _process(_SOURCE, split, start, stop, with_stats)
-
-
-def _process(source: Source, split: str, start: int, stop: int, with_stats: bool) -> dict:
-    chunk = source.load(split, start, stop)
-    images = np.ascontiguousarray(chunk.images, dtype=np.uint8)
-    h, w = source.image_size
-    if images.shape[1:] != (h, w, 3) or len(images) != len(chunk.labels):
-        raise RuntimeError(f"{source.name}: chunk of shape {images.shape}, expected (n,{h},{w},3)")
-    digest = hashlib.blake2b(images.tobytes(), digest_size=16)
-    digest.update(np.asarray(chunk.labels, "<i8").tobytes())
-    return {
-        "images": images,
-        "labels": np.asarray(chunk.labels, np.int64),
-        "skipped": chunk.skipped,
-        "repaired": chunk.repaired,
-        "sums": stats_mod.chunk_sums(images) if with_stats else None,
-        "digest": digest.hexdigest(),
-    }
+    return process(_SOURCE, *task)
 
 
 # ---------------------------------------------------------------- state
@@ -106,6 +86,46 @@ def _load_state(partial: Path) -> tuple[dict, dict[str, np.ndarray]] | None:
         return None
 
 
+def _config(source: Source, chunk_size: int, encoding: str, quality: int) -> dict:
+    config = {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION if encoding == "raw" else JPEG_FORMAT_VERSION,
+        "input": source.describe(),
+        "classes": source.classes,
+        "chunk_size": chunk_size,
+        "encoding": encoding,
+    }
+    if encoding == "jpeg":
+        config["quality"] = quality
+    return json.loads(json.dumps(config))
+
+
+def _split_files(partial: Path, source: Source, encoding: str) -> dict[str, SplitFiles]:
+    return {s: SplitFiles(partial, s, encoding, source.image_size) for s in SPLITS}
+
+
+def _start(partial: Path, config: dict, source: Source, files: dict[str, SplitFiles]):
+    """Resume `partial` when it holds a run of the same config, else start it afresh."""
+    loaded = _load_state(partial) if partial.is_dir() else None
+    if loaded is not None and loaded[0].get("config") == config:
+        state, sums = loaded
+        done = sum(st["count"] for st in state["splits"].values())
+        print(f"resuming the interrupted run in {partial} ({done} images done)", file=sys.stderr)
+        return state, sums
+    if partial.exists():
+        check_partial(partial, _own_files(files))
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True)
+    state = {"config": config, "splits": {}, "report_bytes": 0}
+    for split in SPLITS:
+        state["splits"][split] = {"chunk": 0, "count": 0, "bytes": 0, "done": False}
+        files[split].create()
+    open(partial / "report.jsonl", "wb").close()
+    sums = stats_mod.zero_sums(*source.image_size)
+    _save_state(partial, state, sums)
+    return state, sums
+
+
 # ---------------------------------------------------------------- main entry
 def prepare(
     source: Source,
@@ -116,54 +136,36 @@ def prepare(
     chunk_size: int | None = None,
     progress: bool = True,
     src: str | Path | None = None,
+    encoding: str = "raw",
+    quality: int = DEFAULT_QUALITY,
 ) -> dict[str, Any]:
-    """Pack `source` into directory `out` (train + val splits, stats, header, report.json).
+    """Pack `source` into directory `out` (train + val splits, stats, header, report.json),
+    its images stored `encoding="raw"` or `"jpeg"` (at JPEG `quality`, 1..100).
     Returns the report: {"splits", "classes", "skipped", "repaired"}. With `overwrite`, `out`
     may be replaced only when it is a packed dataset or empty, and never when it is, holds or
     lies inside `src` (the directory read)."""
+    if encoding not in ENCODINGS:
+        raise UserError(f"encoding {encoding!r}: choose from {', '.join(ENCODINGS)}")
+    if not (isinstance(quality, int) and 1 <= quality <= 100):
+        raise UserError(f"JPEG quality {quality!r}: must be an integer in 1..100")
     out = Path(out)
     check_output(out, src, overwrite)
     partial = out.with_name(out.name + ".partial")
     workers = max(1, workers if workers else (os.cpu_count() or 1))
     chunk_size = chunk_size or (64 if source.parallel else 8192)
-    h, w = source.image_size
-    config = {
-        "format": FORMAT_NAME,
-        "version": FORMAT_VERSION,
-        "input": source.describe(),
-        "classes": source.classes,
-        "chunk_size": chunk_size,
-    }
-    config = json.loads(json.dumps(config))
-    loaded = _load_state(partial) if partial.is_dir() else None
-    if loaded is not None and loaded[0].get("config") == config:
-        state, sums = loaded
-        done = sum(st["count"] for st in state["splits"].values())
-        print(f"resuming the interrupted run in {partial} ({done} images done)", file=sys.stderr)
-    else:
-        if partial.exists():
-            check_partial(partial, _own_files())
-            shutil.rmtree(partial)
-        partial.mkdir(parents=True)
-        state = {"config": config, "splits": {}, "report_bytes": 0}
-        sums = stats_mod.zero_sums(h, w)
-        for split in SPLITS:
-            state["splits"][split] = {"chunk": 0, "count": 0, "digests": [], "done": False}
-            with open(partial / images_file(split), "wb") as f:
-                f.write(b"\0" * NPY_HEADER)
-            open(partial / f"{split}_labels.bin", "wb").close()
-        open(partial / "report.jsonl", "wb").close()
-        _save_state(partial, state, sums)
-
+    files = _split_files(partial, source, encoding)
+    config = _config(source, chunk_size, encoding, quality)
+    state, sums = _start(partial, config, source, files)
     pool = None
     try:
         for split in SPLITS:
             if state["splits"][split]["done"]:
                 continue
-            if pool is None and source.parallel and workers > 1:
+            parallel = source.parallel or encoding == "jpeg"  # JPEG encoding is CPU work
+            if pool is None and parallel and workers > 1:
                 ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
                 pool = ctx.Pool(workers, initializer=_init_worker, initargs=(source,))
-            sums = _pack_split(source, split, partial, state, sums, chunk_size, pool, progress)
+            sums = _pack_split(source, files[split], state, sums, pool, progress)
     except BaseException:
         if pool is not None:
             _stop_pool(pool)
@@ -172,7 +174,7 @@ def prepare(
         pool.close()
         pool.join()
     _check_not_empty(source, partial, state)
-    report = _finalize(source, partial, state, sums)
+    report = _finalize(source, partial, state, sums, files)
     if out.exists():
         check_output(out, src, overwrite)  # still what it was when we started
         shutil.rmtree(out)
@@ -181,10 +183,11 @@ def prepare(
     return report
 
 
-def _own_files() -> set[str]:
+def _own_files(files: dict[str, SplitFiles]) -> set[str]:
     names = {PROGRESS, PROGRESS + ".tmp", "report.jsonl", REPORT, STATS, HEADER, HEADER + ".tmp"}
-    for split in SPLITS:
-        names |= {images_file(split), labels_file(split), f"{split}_labels.bin"}
+    for encoding in ENCODINGS:  # a partial run of the other encoding may be replaced too
+        for split, f in files.items():
+            names |= SplitFiles(f.partial, split, encoding, (1, 1)).names()
     return names
 
 
@@ -230,106 +233,101 @@ def _check_not_empty(source: Source, partial: Path, state: dict) -> None:
     )
 
 
-def _pack_split(source, split, partial, state, sums, chunk_size, pool, progress) -> dict:
+def _pack_split(source, files: SplitFiles, state, sums, pool, progress) -> dict:
+    split = files.split
+    config = state["config"]
+    chunk_size = config["chunk_size"]
     st = state["splits"][split]
     n_items = source.count(split)
     n_chunks = math.ceil(n_items / chunk_size)
     first = st["chunk"]
-    h, w = source.image_size
-    img_bytes = h * w * 3
-    paths = [
-        partial / images_file(split),
-        partial / f"{split}_labels.bin",
-        partial / "report.jsonl",
-    ]
-    sizes = [NPY_HEADER + st["count"] * img_bytes, st["count"] * 8, state["report_bytes"]]
-    files = []
-    for path, size in zip(paths, sizes, strict=True):
-        f = open(path, "r+b")
-        f.truncate(size)
-        f.seek(size)
-        files.append(f)
+    extra = (config["encoding"], config.get("quality", DEFAULT_QUALITY))
     tasks = [
-        (split, k * chunk_size, min((k + 1) * chunk_size, n_items), split == "train")
+        (split, k * chunk_size, min((k + 1) * chunk_size, n_items), split == "train", *extra)
         for k in range(first, n_chunks)
     ]
-    results = pool.imap(_work, tasks) if pool else (_process(source, *t) for t in tasks)
+    files.open(st)
+    f_rep = open(files.partial / "report.jsonl", "r+b")
+    f_rep.truncate(state["report_bytes"])
+    f_rep.seek(state["report_bytes"])
+    results = pool.imap(_work, tasks) if pool else (process(source, *t) for t in tasks)
     bar = None
     if progress:
         bar = progress_bar(total=n_items, initial=min(first * chunk_size, n_items), unit="img",
                    desc=f"prepare {split}", dynamic_ncols=True, smoothing=0.1)  # fmt: skip
     try:
-        for (_, start, stop, _), res in zip(tasks, results, strict=True):
-            f_img, f_lab, f_rep = files
-            f_img.write(res["images"].reshape(-1).data)  # also an empty chunk
-            f_lab.write(res["labels"].astype("<i8").tobytes())
+        for (_, start, stop, *_), res in zip(tasks, results, strict=True):
+            files.append(res, st)  # also an empty chunk
             lines = [
                 json.dumps({"kind": kind, "path": p, "reason": r}) + "\n"
                 for kind in ("skipped", "repaired")
                 for p, r in res[kind]
             ]
             f_rep.write("".join(lines).encode())
-            for f in files:
-                f.flush()
-                os.fsync(f.fileno())
+            files.sync()
+            f_rep.flush()
+            os.fsync(f_rep.fileno())
             if res["sums"] is not None:
                 stats_mod.add_sums(sums, res["sums"])
-            st["chunk"] += 1
-            st["count"] += len(res["labels"])
-            st["digests"].append(res["digest"])
             state["report_bytes"] = f_rep.tell()
-            _save_state(partial, state, sums)
+            _save_state(files.partial, state, sums)
             if bar is not None:
                 bar.update(stop - start)
     finally:
-        for f in files:
-            f.close()
+        files.close()
+        f_rep.close()
         if bar is not None:
             bar.close()
     st["done"] = True
-    _save_state(partial, state, sums)
+    _save_state(files.partial, state, sums)
     return sums
 
 
-def _finalize(source: Source, partial: Path, state: dict, sums: dict) -> dict[str, Any]:
-    h, w = source.image_size
-    counts = {}
+def _fingerprint(state: dict, digests: dict[str, list[str]], source: Source, partial: Path):
+    """Content identity. Raw (as version 1 always did): per-chunk digests of the images and
+    labels of every split, class names, image size, format version. JPEG: `jpeg.fingerprint`
+    of the final index (every record's CRC32 and length, the labels)."""
+    config = state["config"]
+    if config["encoding"] == "jpeg":
+        return jpeg.fingerprint(partial, source.classes, source.image_size, config["quality"])
     fp = hashlib.sha256()
     for split in SPLITS:
-        n = state["splits"][split]["count"]
-        counts[split] = n
-        with open(partial / images_file(split), "r+b") as f:
-            f.write(_npy_header((n, h, w, 3)))
-            f.flush()
-            os.fsync(f.fileno())
-        labels = np.fromfile(partial / f"{split}_labels.bin", "<i8")
-        np.save(partial / labels_file(split), labels.astype(np.int64))
-        (partial / f"{split}_labels.bin").unlink()
-        fp.update(f"{split}:{n}:".encode())
-        fp.update("".join(state["splits"][split]["digests"]).encode())
-    stats = stats_mod.finalize(sums)
-    np.savez(partial / STATS, **stats)
+        fp.update(f"{split}:{state['splits'][split]['count']}:".encode())
+        fp.update("".join(digests[split]).encode())
+    fp.update(json.dumps([source.classes, list(source.image_size), config["version"]]).encode())
+    return fp.hexdigest()[:32]
+
+
+def _header(source: Source, state: dict, files: dict[str, SplitFiles], fingerprint: str):
+    config = state["config"]
+    h, w = source.image_size
+    header: dict[str, Any] = {"format": FORMAT_NAME, "version": config["version"]}
+    if config["encoding"] == "jpeg":
+        header |= {"encoding": "jpeg", "quality": config["quality"], "subsampling": SUBSAMPLING}
+    header |= {
+        "image_size": [h, w],
+        "channels": 3,
+        "classes": source.classes,
+        "splits": {s: files[s].header_entry(state["splits"][s]["count"]) for s in SPLITS},
+        "stats": STATS,
+        "stats_split": "train",
+        "report": REPORT,
+        "fingerprint": fingerprint,
+        "input": config["input"],
+    }
+    return header
+
+
+def _finalize(source: Source, partial: Path, state: dict, sums: dict,
+              files: dict[str, SplitFiles]) -> dict[str, Any]:  # fmt: skip
+    counts = {s: state["splits"][s]["count"] for s in SPLITS}
+    digests = {s: files[s].finalize(counts[s], source.image_size) for s in SPLITS}
+    np.savez(partial / STATS, **stats_mod.finalize(sums))
     skipped, repaired = _read_report(source, partial)
     (partial / "report.jsonl").unlink()
     report = {"splits": counts, "classes": source.classes, "skipped": skipped, "repaired": repaired}
     (partial / REPORT).write_text(json.dumps(report, indent=1) + "\n")
-    fp.update(json.dumps([source.classes, [h, w], FORMAT_VERSION]).encode())
-    header = {
-        "format": FORMAT_NAME,
-        "version": FORMAT_VERSION,
-        "image_size": [h, w],
-        "channels": 3,
-        "classes": source.classes,
-        "splits": {
-            s: {"count": counts[s], "images": images_file(s), "labels": labels_file(s)}
-            for s in SPLITS
-        },
-        "stats": STATS,
-        "stats_split": "train",
-        "report": REPORT,
-        "fingerprint": fp.hexdigest()[:32],
-        "input": state["config"]["input"],
-    }
+    header = _header(source, state, files, _fingerprint(state, digests, source, partial))
     (partial / PROGRESS).unlink()
     for stray in partial.glob(".*.tmp"):  # temp files of a writer killed mid-write
         stray.unlink()
