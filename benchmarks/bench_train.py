@@ -59,6 +59,8 @@ PIPELINES = {
     "ours-paper-cl": ["--model", "paper", "--recipe", "paper", "--channels-last"],
     "ours-torchvision-w1": ["--model", "torchvision", "--recipe", "torchvision"],
     "ours-paper-w1": ["--model", "paper", "--recipe", "paper"],
+    # the small network: a fast dry run of the plumbing (gpu_check.sh on a CPU), no claim
+    "ours-small": ["--model", "small", "--recipe", "fast"],
     # bf16 and channels-last, eager (the fast settings on CUDA without compile's start-up)
     "ours-paper-amp-cl": ["--model", "paper", "--recipe", "paper", "--amp", "--channels-last"],
     "ours-torchvision-amp-cl": [
