@@ -211,3 +211,28 @@ def synthetic_data(path: Path, seed: int = 0, count: int = 40) -> Path:
             "--no-progress"]  # fmt: skip
     assert main([str(a) for a in args]) == 0
     return path
+
+
+def photo_arrays(n: int, size: int = 32, seed: int = 0, gray_every: int = 0):
+    """(n, size, size, 3) uint8 smooth photos (JPEG-friendly) and labels (n,) in 0..2; with
+    `gray_every` > 0 every gray_every-th image has three equal channels."""
+    imgs = np.stack([photo(seed * 100_003 + i, size, size) for i in range(n)])
+    if gray_every:
+        imgs[::gray_every] = imgs[::gray_every, :, :, :1]
+    return imgs, np.arange(n, dtype=np.int64) % 3
+
+
+def photo_source(n: int = 40, n_val: int = 8, size: int = 32, seed: int = 0, gray_every: int = 0):
+    """An ArraySource of `photo_arrays` (train n, val n_val), 3 classes."""
+    from alexnet.data.sources import ArraySource
+
+    train = photo_arrays(n, size, seed, gray_every)
+    val = photo_arrays(n_val, size, seed + 1, gray_every)
+    return ArraySource("photos", ["a", "b", "c"], {"train": train, "val": val}, {"seed": seed})
+
+
+def flip_bit(path: Path, offset: int, bit: int = 4) -> None:
+    """Flip one bit of a file in place (a damaged disk block)."""
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 1 << bit
+    path.write_bytes(bytes(data))

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from alexnet.data import imagenet
+from alexnet.data.layout import SOURCE_NAMES
 from alexnet.data.source_base import Chunk, Source
 from alexnet.errors import UserError
 
@@ -209,17 +210,6 @@ class SyntheticSource(Source):
 
 
 # ---------------------------------------------------------------- choosing a reader
-SOURCE_NAMES = [
-    "auto",
-    "imagefolder",
-    "ilsvrc2012",
-    "kaggle",
-    "fashion-mnist",
-    "cifar10",
-    "synthetic",
-]
-
-
 def open_source(
     src: str,
     kind: str = "auto",
