@@ -211,3 +211,22 @@ def test_paper_model_through_triton_equals_torch_ops(monkeypatch):
     assert torch.allclose(triton_out, torch_out, rtol=1e-5, atol=1e-5 * torch_out.abs().max())
     scale = torch_grad.abs().max()
     assert torch.allclose(triton_grad, torch_grad, rtol=1e-4, atol=1e-5 * scale)
+
+
+@needs_triton
+def test_compiles_without_graph_break_to_eager_values(monkeypatch):
+    """torch.compile sees the Triton kernels as one opaque op each way."""
+    monkeypatch.setenv("ALEXNET_LRN", "triton")
+    torch.manual_seed(7)
+    layer = LRN(groups=2)
+    x = torch.randn(2, 8, 5, 5, device=DEVICE) * 40
+    torch._dynamo.reset()
+    result = torch._dynamo.explain(layer)(x.clone().requires_grad_())
+    assert result.graph_break_count == 0, [b.reason for b in result.break_reasons]
+    assert "alexnet.lrn_triton" in "\n".join(str(g.graph) for g in result.graphs)
+    xs = [x.clone().requires_grad_() for _ in range(2)]
+    outs = [layer(xs[0]), torch.compile(layer, backend="aot_eager")(xs[1])]
+    g = torch.randn_like(outs[0])
+    for out in outs:
+        out.backward(g)
+    assert torch.equal(outs[0], outs[1]) and torch.equal(xs[0].grad, xs[1].grad)

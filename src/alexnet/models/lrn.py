@@ -246,7 +246,7 @@ def lrn_apply(x: Tensor, p: LRNParams, inplace: bool = False, cpu_path: str = "n
     path = "whole" if torch.compiler.is_compiling() else cpu_path
     if inplace and not wants_grad and dense and x.dtype == torch.float32:
         _forward_values(x, p, path, out=x)
-        if not x.is_inference() and not torch.compiler.is_compiling():
+        if not torch.compiler.is_compiling() and not x.is_inference():
             torch.autograd.graph.increment_version(x)  # as any in-place op does
         return x
     if x.dtype in (torch.float16, torch.bfloat16):
