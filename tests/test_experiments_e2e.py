@@ -14,11 +14,20 @@ from train_helpers import write_packed
 
 from alexnet import runtime as dist
 from alexnet.errors import UserError
-from alexnet.experiments import ablations, depth, paper_net, relu_tanh, retrieval, towers
+from alexnet.experiments import (
+    ablations,
+    depth,
+    fanout,
+    paper_net,
+    relu_tanh,
+    retrieval,
+    timing,
+    towers,
+)
 from alexnet.experiments.common import Context, with_options
 from alexnet.experiments.result import load_result, summarize
 from alexnet.train.engine import fit
-from alexnet.train.state import setup
+from alexnet.train.setup import setup
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +50,9 @@ def tiny(monkeypatch):
     monkeypatch.setitem(towers.BUDGET, "quick", (0, 1))
     monkeypatch.setitem(paper_net.BUDGET, "quick", (1, 8, 2))
     monkeypatch.setattr(paper_net, "BATCH", 4)
+    monkeypatch.setattr(timing, "ROUNDS", 2)
+    monkeypatch.setattr(timing, "STEPS", 1)
+    monkeypatch.setattr(timing, "WARMUP", 1)
     from alexnet.experiments import common
 
     monkeypatch.setattr(common, "BATCH", 16)
@@ -60,7 +72,7 @@ def _run(module, data, out, seeds=2, family="small"):
     counter = Counter()
     ctx = Context(module.NAME, data, out, "quick", seeds, "cpu", log=io.StringIO(), fit=counter,
                   family=family)  # fmt: skip
-    module.run(ctx)
+    fanout.reproduce(ctx, module)
     return counter.calls, ctx
 
 
@@ -93,6 +105,15 @@ def test_experiment_end_to_end(module, data_name, pictures, trainings, tiny, req
     } <= set(result)
     assert result["summary"] == json.loads(json.dumps(summarize(result["runs"])))
     assert {r["seed"] for r in result["runs"]} == {0, 1}
+    # never fewer seeds than asked: a run that misses a threshold is censored, not dropped
+    assert all(s["n"] == 2 for s in result["summary"]), result["summary"]
+    for row in result["runs"]:
+        for quantity in row.get("censored", []):
+            assert row[quantity] == 8  # relu-tanh's tiny budget: the steps the run trained
+    if module is relu_tanh:  # no wall-clock seconds; step time measured interleaved instead
+        assert not any(k.startswith("seconds_to") for r in result["runs"] for k in r)
+        assert set(result["step_time"]["variants"]) == {"relu", "tanh"}
+        assert result["step_time"]["rounds"] == 2
     assert all(c["paired"] for c in result["comparisons"])
     table = (tmp_path / "table.md").read_text()
     assert "|" in table
@@ -131,7 +152,7 @@ def test_paper_net_end_to_end(tiny, colour, tmp_path):
 def test_towers_refuses_grayscale(gray, tmp_path):
     ctx = Context("towers", gray, tmp_path, "quick", 1, "cpu", log=io.StringIO())
     with pytest.raises(UserError, match="grayscale"):
-        towers.run(ctx)
+        fanout.reproduce(ctx, towers)
 
 
 VARIANTS = ["no-lrn", "no-dropout", "no-pca", "no-crops-flips", "no-overlap", "one-tower-half",
@@ -159,7 +180,7 @@ def test_paired_variants_start_from_the_same_weights(gray, tmp_path, variant, ti
     """Same seed, one feature switched: the engine starts every tensor that the full model and
     the variant share (same name and shape) from the same value; the rest differ in shape."""
     states, configs = _full_and_variant(gray, tmp_path, variant, "small", "conv2")
-    a, b = (s.net.state_dict() for s in states)
+    a, b = (s.network.net.state_dict() for s in states)
     shared = [k for k in a if k in b and a[k].shape == b[k].shape]
     for k in shared:
         assert torch.equal(a[k], b[k]), k
@@ -170,7 +191,7 @@ def test_paired_variants_start_from_the_same_weights(gray, tmp_path, variant, ti
     if variant == "no-conv2":  # without pairing, removing a layer shifts the others' draws
         plain = dataclasses.replace(configs[variant], init_like=None,
                                     output_dir=str(tmp_path / "plain"))  # fmt: skip
-        c = setup(plain, dist.dist_info(), torch.device("cpu")).net.state_dict()
+        c = setup(plain, dist.dist_info(), torch.device("cpu")).network.net.state_dict()
         assert any(not torch.equal(a[k], c[k]) for k in shared)
 
 
@@ -196,14 +217,14 @@ def test_depth_on_the_paper_network_removes_each_middle_layer(tiny, colour, tmp_
 @pytest.mark.parametrize("variant", ["no-conv3", "one-tower-half", "no-crops-flips"])
 def test_paper_family_variants_pair_and_switch_one_thing(colour, tmp_path, variant, tiny):
     states, _ = _full_and_variant(colour, tmp_path, variant, "paper", "conv3")
-    a, b = (s.net.state_dict() for s in states)
+    a, b = (s.network.net.state_dict() for s in states)
     shared = [k for k in a if k in b and a[k].shape == b[k].shape]
     assert all(torch.equal(a[k], b[k]) for k in shared)
     if variant == "no-crops-flips":  # 256 px images resized to 224: the crop cannot move
         assert states[1].geometry == {"crop_size": 224, "resize": 224, "pad": 0}
         assert states[0].geometry["resize"] == 256 and not states[1].cfg.flip
     elif variant == "one-tower-half":  # §3.2: half the kernels in every conv layer but the last
-        assert states[1].net.config["options"]["widths"] == [48, 128, 192, 192, 256]
+        assert states[1].network.net.config["options"]["widths"] == [48, 128, 192, 192, 256]
     else:
         assert 2 <= len(shared) < len(a)
 

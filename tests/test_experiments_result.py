@@ -11,8 +11,8 @@ from alexnet.experiments.claims import CLAIMS, claim, claims_for
 
 sps = pytest.importorskip("scipy.stats")  # the independent reference (a dev dependency)
 
-RESULT_FIELDS = {"experiment", "claim", "dataset", "budget", "runs", "summary", "comparisons",
-                 "machine", "torch", "commit", "wall_s"}  # fmt: skip
+RESULT_FIELDS = {"format", "experiment", "claim", "dataset", "budget", "runs", "summary",
+                 "comparisons", "machine", "torch", "commit", "wall_s"}  # fmt: skip
 
 
 def fake_runs():
@@ -44,10 +44,12 @@ def test_result_file_fields_and_recomputable_summary(tmp_path):
     ref = sps.t.interval(0.95, 2, loc=np.mean(full), scale=sps.sem(full))
     assert s["n"] == 3 and s["mean"] == pytest.approx(np.mean(full))
     assert s["ci95"] == pytest.approx(list(ref))
-    # a None value is left out: no-lrn has no top5_error at all
-    assert not [
+    # a None value is never dropped silently: no-lrn's top5_error is missing in all 3 runs
+    (missing,) = [
         s for s in loaded["summary"] if s["variant"] == "no-lrn" and "top5" in s["quantity"]
     ]
+    assert missing == {"variant": "no-lrn", "quantity": "top5_error", "n": 0, "mean": None,
+                       "ci95": None, "missing": 3}  # fmt: skip
     lrn, lrn5, towers = loaded["comparisons"]
     assert lrn["estimate"] == pytest.approx(-0.021) and lrn["paired"] is True
     assert lrn["reproduced"] is True and lrn["paper"] == -0.014

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from alexnet.errors import UserError
-from alexnet.experiments.runner import RunStopped, run_all
+from alexnet.experiments.runner import RunSpec, RunStopped, run_all
 from alexnet.train.config import config_json, make_config
 
 
@@ -51,8 +51,12 @@ class FakeFit:
         return SimpleNamespace(status="finished", output_dir=run, final={"seed": cfg.seed})
 
 
+def spec(name, cfg, label=""):
+    return RunSpec(name, cfg, "relu", cfg.seed, label)
+
+
 def specs():
-    return [(f"relu-s{s}", make_config("fast", seed=s, data="DATA"), f"relu lr=0.05 seed {s}")
+    return [spec(f"relu-s{s}", make_config("fast", seed=s, data="DATA"), f"relu lr=0.05 seed {s}")
             for s in range(4)]  # fmt: skip
 
 
@@ -84,8 +88,8 @@ def test_interrupted_experiment_resumes(tmp_path):
 def test_configs_are_copied_with_output_dir(tmp_path):
     items = specs()[:1]
     fit = FakeFit()
-    (o,) = run_all([items[0][:2]], tmp_path, fit=fit, rundir=FakeRunDir, log=io.StringIO())
-    assert items[0][1].output_dir == "" and items[0][1].resume is None  # caller's config intact
+    (o,) = run_all(items, tmp_path, fit=fit, rundir=FakeRunDir, log=io.StringIO())
+    assert items[0].cfg.output_dir == "" and items[0].cfg.resume is None  # caller's config intact
     assert o.run_dir == tmp_path / "runs" / "relu-s0" and o.action == "new"
 
 
@@ -99,26 +103,28 @@ def test_bad_run_names(tmp_path):
     cfg = make_config("fast")
     for bad in (["a/b"], ["x", "x"], [".."]):
         with pytest.raises(ValueError):
-            run_all([(n, cfg) for n in bad], tmp_path, fit=FakeFit(), rundir=FakeRunDir)
+            run_all([spec(n, cfg) for n in bad], tmp_path, fit=FakeFit(), rundir=FakeRunDir)
 
 
 @pytest.mark.parametrize("finished", [True, False])
 def test_a_run_of_another_config_is_refused_not_reused(tmp_path, finished):
     # OUT holds runs of a quick budget (3 epochs); a call with another budget (5 epochs) must
     # neither reuse nor resume them, and says which field differs.
-    quick = [(f"relu-s{s}", make_config("fast", seed=s, data="DATA", epochs=3)) for s in range(2)]
+    quick = [
+        spec(f"relu-s{s}", make_config("fast", seed=s, data="DATA", epochs=3)) for s in range(2)
+    ]
     fit = FakeFit(interrupt=None if finished else "relu-s0")
     try:
         run_all(quick, tmp_path, fit=fit, rundir=FakeRunDir, log=io.StringIO())
     except KeyboardInterrupt:
         pass
-    full = [(n, make_config("fast", seed=c.seed, data="DATA", epochs=5)) for n, c in quick]
+    full = [spec(q.name, make_config("fast", seed=q.seed, data="DATA", epochs=5)) for q in quick]
     again = FakeFit()
     with pytest.raises(UserError, match=r"relu-s0: .*another config \(epochs 3 there, 5 now\)"):
         run_all(full, tmp_path, fit=again, rundir=FakeRunDir, log=io.StringIO())
     assert again.calls == []
     # where and on what it runs may change: another device and data path reuse the runs
-    moved = [(n, make_config("fast", seed=c.seed, data="ELSEWHERE", device="cpu", epochs=3))
-             for n, c in quick]  # fmt: skip
+    moved = [spec(q.name, make_config("fast", seed=q.seed, data="ELSEWHERE", device="cpu",
+                                      epochs=3)) for q in quick]  # fmt: skip
     run_all(moved, tmp_path, fit=again, rundir=FakeRunDir, log=io.StringIO())
     assert [name for name, _ in again.calls] == ([] if finished else ["relu-s0", "relu-s1"])

@@ -1,15 +1,26 @@
-"""`alexnet reproduce`: one of the paper's findings, trained over several seeds, with intervals."""
+"""`alexnet reproduce`: one of the paper's findings, trained over several seeds, with intervals.
+
+The parser is built from torch-free modules only (`alexnet.experiments.catalog`); the
+experiments themselves are imported when the command runs.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 from pathlib import Path
 
 from alexnet.commands import argtypes as A
 from alexnet.errors import UserError
-from alexnet.experiments.common import FAMILIES, Context
-from alexnet.experiments.registry import DEFAULT_SEEDS, FAMILIES_OF, get, names
-from alexnet.experiments.runner import RunStopped
+from alexnet.experiments.catalog import (
+    BUDGETS,
+    FAMILIES,
+    FAMILIES_OF,
+    NAMES,
+    default_output,
+    default_seeds,
+)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -18,18 +29,20 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="reproduce one of the paper's findings with several seeds and 95%% intervals",
         description="Train the runs that test one of the paper's claims (each an ordinary run "
         "under OUT/runs/, reused or resumed when the command is run again), then write "
-        "OUT/result.json, OUT/table.md and plots, and print the table. Experiments: "
-        + ", ".join(names()),
+        "OUT/result.json, OUT/table.md and plots, and print the table. The runs can be trained "
+        "elsewhere first (--plan, --run I, --jobs N): the plain command then only gathers. "
+        "Experiments: " + ", ".join(NAMES),
     )
-    p.add_argument("name", choices=names(), metavar="NAME", help=" | ".join(names()))
-    p.add_argument("--data", required=True, help="packed dataset directory (alexnet prepare)")
+    p.add_argument("name", choices=NAMES, metavar="NAME", help=" | ".join(NAMES))
+    p.add_argument("--data", help="packed dataset directory (alexnet prepare); required "
+                                  "unless --weights")  # fmt: skip
     p.add_argument(
         "--seeds",
         type=A.int_range(1, 100),
         default=None,
         help="seeds per variant, 1..100 (default: 3 quick, 5 full; paper-net 1)",
     )
-    p.add_argument("--budget", choices=["quick", "full"], default="quick",
+    p.add_argument("--budget", choices=BUDGETS, default="quick",
                    help="quick (minutes) or full (hours; see docs/experiments.md)")  # fmt: skip
     p.add_argument("--family", choices=FAMILIES, default=None,
                    help="the network: small (the paper's CIFAR-scale CNN, minutes; default) or "
@@ -39,10 +52,48 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="results directory (default reproduce/NAME-BUDGET[-paper]); rerun with "
                         "the same one to resume")  # fmt: skip
     A.add_device(p)
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--plan", action="store_true",
+                     help="print the runs, one JSON line each (index, run, variant, seed, "
+                          "status, the `alexnet train` command line), and exit")  # fmt: skip
+    how.add_argument("--run", type=A.nonnegative_int, default=None, metavar="I",
+                     help="train run I of --plan only (a SLURM array task, one GPU per run), "
+                          "into OUT/runs/; gather later with the plain command")  # fmt: skip
+    how.add_argument("--jobs", type=A.int_range(1, 1024), default=None, metavar="N",
+                     help="train N runs at a time in child processes, then gather")  # fmt: skip
+    how.add_argument("--weights", default=None, metavar="FILE",
+                     help="towers only: analyse these two-tower weights (e.g. bvlc_alexnet from "
+                          "`alexnet convert caffe`) instead of training")  # fmt: skip
+    p.add_argument("--devices", default=None, metavar="LIST",
+                   help="with --jobs: devices for the jobs in turn, e.g. cuda:0,cuda:1 (default: "
+                        "--device for all; CPU jobs split the cores between them)")  # fmt: skip
     return p
 
 
-def run(args: argparse.Namespace) -> int:
+def _devices(args: argparse.Namespace) -> list[str]:
+    if args.devices is None:
+        return []
+    if args.jobs is None:
+        raise UserError("--devices: only with --jobs N")
+    out = []
+    for part in args.devices.split(","):
+        try:
+            out.append(A.device(part.strip()))
+        except argparse.ArgumentTypeError as exc:
+            raise UserError(f"--devices {args.devices}: {exc}") from None
+    return out
+
+
+def _context(args: argparse.Namespace):
+    from alexnet.experiments.common import Context
+
+    if args.weights is not None:
+        if args.name != "towers":
+            raise UserError(f"--weights: only for towers (reproduce {args.name} trains its runs)")
+        out = args.output_dir or f"reproduce/towers-{Path(args.weights).stem}"
+        return Context(args.name, None, _out(out), "weights", 1, args.device)
+    if not args.data:
+        raise UserError(f"reproduce {args.name}: --data DIR is required (a packed dataset)")
     data = Path(args.data).expanduser().resolve()
     if not (data / "header.json").is_file():
         raise UserError(f"--data {args.data}: not a packed dataset (run `alexnet prepare` first)")
@@ -53,18 +104,58 @@ def run(args: argparse.Namespace) -> int:
             f"reproduce {args.name}: --family {family} does not apply "
             f"(it trains the {families[0]} network only)"
         )
-    default_out = Path("reproduce") / "-".join(
-        [args.name, args.budget] + (["paper"] if family == "paper" and len(families) > 1 else [])
-    )
-    out = Path(args.output_dir or default_out).expanduser().resolve()
+    out = _out(args.output_dir or default_output(args.name, args.budget, family))
+    seeds = args.seeds or default_seeds(args.name, args.budget)
+    return Context(args.name, data, out, args.budget, seeds, args.device, family=family)
+
+
+def _out(path: str) -> Path:
+    out = Path(path).expanduser().resolve()
     if out.exists() and not out.is_dir():
         raise UserError(f"--output-dir {out}: is a file")
-    quick, full = DEFAULT_SEEDS[args.name]
-    seeds = args.seeds or (quick if args.budget == "quick" else full)
-    ctx = Context(args.name, data, out, args.budget, seeds, args.device, family=family)
-    ctx.say(f"reproduce {args.name}: budget {args.budget}, {seeds} seed(s), results in {out}")
+    return out
+
+
+def child_argv(args: argparse.Namespace, ctx, launcher: list[str]):
+    """The command line of the child that trains run I on a device (--jobs)."""
+
+    def argv(index: int, device: str) -> list[str]:
+        return [*launcher, "reproduce", ctx.name, "--data", str(ctx.data), "--budget",
+                ctx.budget, "--seeds", str(ctx.seeds), "--family", ctx.family, "--output-dir",
+                str(ctx.out), "--run", str(index), "--device", device]  # fmt: skip
+
+    return argv
+
+
+def run(args: argparse.Namespace) -> int:
+    from alexnet.experiments import fanout
+    from alexnet.experiments.registry import get
+    from alexnet.experiments.runner import RunStopped
+
+    devices = _devices(args)
+    ctx = _context(args)
+    module = get(args.name)
+    if args.weights is not None:
+        module.from_weights(ctx, args.weights)
+        return 0
+    if args.plan:
+        plan = module.plan(ctx)
+        for record in fanout.plan_records(ctx, plan):
+            print(json.dumps(record))
+        if plan.pending:
+            ctx.say(f"reproduce {args.name}: {plan.pending} (run --plan again then)")
+        return 0
+    what = f"run {args.run}" if args.run is not None else f"{ctx.seeds} seed(s)"
+    ctx.say(f"reproduce {args.name}: budget {args.budget}, {what}, results in {ctx.out}")
     try:
-        get(args.name).run(ctx)
+        if args.run is not None:
+            fanout.train_one(ctx, module, args.run)
+        elif args.jobs is not None:
+            argv = child_argv(args, ctx, [sys.executable, "-m", "alexnet"])
+            trainer = fanout.jobs_trainer(argv, args.jobs, devices, args.device)
+            fanout.reproduce(ctx, module, trainer)
+        else:
+            fanout.reproduce(ctx, module)
     except RunStopped as exc:
         ctx.say(f"alexnet reproduce: {exc}")
         return 130

@@ -30,12 +30,17 @@ from alexnet.experiments import plots
 from alexnet.experiments.claims import claims_for
 from alexnet.experiments.common import (
     Context,
+    Plan,
+    RunSpec,
+    data_words,
     family_recipe,
     family_words,
     final_errors,
+    training_words,
     with_options,
 )
 from alexnet.experiments.result import compare_claim, run_row
+from alexnet.experiments.runner import RunOutcome
 from alexnet.models.common import one_tower_widths
 from alexnet.models.registry import option_defaults
 from alexnet.train.config import TrainConfig
@@ -92,43 +97,42 @@ def full_config(ctx: Context, seed: int) -> TrainConfig:
     )
 
 
-def measure(ctx: Context, outcome, variant: str, seed: int, top5: bool) -> dict[str, Any]:
+def measure(ctx: Context, outcome: RunOutcome, top5: bool) -> dict[str, Any]:
+    """One `runs` row: the final errors, their gap and the steps to converge of a run."""
     errors = final_errors(outcome)
     if not top5:
         errors.pop("top5_error")
     errors["steps_to_converge"] = steps_to_converge(outcome.result.history)
-    return run_row(variant, seed, outcome.run_dir, ctx.out, **errors)
+    return run_row(outcome.spec.variant, outcome.spec.seed, outcome.run_dir, ctx.out, **errors)
 
 
-def run(ctx: Context) -> dict[str, Any]:
-    top5 = ctx.num_classes() >= 10
-    specs = []
+def plan(ctx: Context) -> Plan:
+    runs = []
     for seed in ctx.seed_list:
         for variant, cfg in variants(full_config(ctx, seed)).items():
-            specs.append((f"{variant}-seed{seed}", cfg, f"{variant} seed {seed}"))
-    outcomes = ctx.train(specs)
-    rows = [
-        measure(ctx, outcome, name.rsplit("-seed", 1)[0], cfg.seed, top5)
-        for (name, cfg, _), outcome in zip(specs, outcomes)
-    ]
+            runs.append(RunSpec(f"{variant}-seed{seed}", cfg, variant, seed))
+    return Plan(runs)
+
+
+def gather(ctx: Context, outcomes: list[RunOutcome]) -> dict[str, Any]:
+    top5 = ctx.num_classes() >= 10
+    rows = [measure(ctx, outcome, top5) for outcome in outcomes]
     comparisons = []
     claims = claims_for(NAME)
-    fixed_budget = specs[0][1].schedule == "cosine"
+    full = outcomes[0].spec.cfg
     for c in claims:
         note = None
-        if c.quantity == "steps_to_converge" and fixed_budget:
+        if c.quantity == "steps_to_converge" and full.schedule == "cosine":
             note = ("a fixed cosine budget: the decay to 0 makes every run settle where its "
                     "budget ends, with or without dropout")  # fmt: skip
         comparisons.append(compare_claim(rows, c, note=note))
         if c.quantity == "top1_error" and top5 and "top5_error" in c.numbers:
             comparisons.append(compare_claim(rows, c, "top5_error"))
     plots.delta_bars(ctx.out / "deltas.png", [c for c in comparisons if c["kind"] != "ratio"])
-    images, epochs = BUDGET[ctx.budget]
     notes = [
         f"Budget {ctx.budget}: {family_words(ctx)} (two towers, LRN, overlapping pooling, "
-        f"dropout 0.5 on {_hidden(ctx)}) trained {epochs} epochs on "
-        + (f"the first {images:,} training images" if images else "all training images")
-        + "; SGD momentum 0.9, weight decay 5e-4, batch 128, cosine decay from 0.01.",
+        f"dropout {full.model_options.get('dropout', 0.5):g} on {_hidden(full)}) trained "
+        f"{data_words(full)}; {training_words(full)}.",
         "Estimates are a - b (full minus ablated: negative = the feature lowers the error), "
         "paired by seed; the steps-to-converge row is a ratio (full / no-dropout).",
         "The paper's numbers are for the 224 px network on ImageNet (CIFAR-10 where noted); a "
@@ -137,5 +141,7 @@ def run(ctx: Context) -> dict[str, Any]:
     return ctx.finish(claims, rows, comparisons, notes)
 
 
-def _hidden(ctx: Context) -> str:
-    return "fc6 and fc7" if ctx.family == "paper" else "a 256-unit hidden layer"
+def _hidden(cfg: TrainConfig) -> str:
+    if cfg.model == "paper":
+        return "fc6 and fc7"
+    return f"a {cfg.model_options.get('hidden')}-unit hidden layer"

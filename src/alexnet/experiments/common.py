@@ -1,6 +1,11 @@
-"""What every experiment shares: the context of one `alexnet reproduce` call, the small-family
-recipe the ablations start from, the measurements read off a finished run, and the ending
-(result.json, table.md, the printed table).
+"""What every experiment shares: the context of one `alexnet reproduce` call, the experiments'
+recipe of each network family, the measurements read off a finished run, the words that notes
+say about a config, and the ending (result.json, table.md, the printed table).
+
+An experiment module has `NAME`, `plan(ctx) -> Plan` (its runs: `RunSpec`s, each with its
+variant and seed) and `gather(ctx, outcomes) -> result` (measures the finished runs, in the
+plan's order, and calls `ctx.finish`); `alexnet.experiments.fanout` trains the runs (here, one
+run per process, or N at a time) and then gathers.
 
 The quick budget trains the paper's CIFAR-scale CNN family (`small`, paper §3.1/§3.3) on a
 packed 28-32 px dataset (Fashion-MNIST here, CIFAR-10 where a user has it); the full budget
@@ -13,19 +18,28 @@ import dataclasses
 import json
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 from alexnet.errors import UserError
 from alexnet.experiments import result as results
-from alexnet.experiments.runner import RunOutcome, run_all
+from alexnet.experiments.catalog import BUDGETS, FAMILIES
+from alexnet.experiments.runner import RunDirLike, RunOutcome, RunSpec, default_rundir, run_state
 from alexnet.train.config import TrainConfig, make_config
 
-BUDGETS = ("quick", "full")
-# the network family of ablations, depth, retrieval and towers (`--family`)
-FAMILIES = ("small", "paper")
+__all__ = ["BUDGETS", "FAMILIES", "Context", "Plan", "RunSpec"]
 BATCH = 128  # images per step (the paper's batch)
+
+
+@dataclass
+class Plan:
+    """An experiment's runs as far as they are known: `pending` says why more will follow
+    (a stage that needs these runs' results first, e.g. relu-tanh's learning-rate sweep)."""
+
+    runs: list[RunSpec]
+    pending: str = ""
 
 
 @dataclass
@@ -33,7 +47,7 @@ class Context:
     """One `alexnet reproduce NAME` call: where the data is, where results go, how much to do."""
 
     name: str
-    data: Path
+    data: Path | None  # None: nothing to train (towers --weights)
     out: Path
     budget: str = "quick"
     seeds: int = 3
@@ -42,8 +56,8 @@ class Context:
     log: TextIO = field(default=sys.stderr)
     fit: Any = None  # the training function (tests inject a counting one); None: the engine's
     started: float = field(default_factory=time.perf_counter)
-    trained: list[str] = field(default_factory=list)  # "new" | "resumed" | "reused", per run
-    train_s: float = 0.0  # training time of every run, summed (reused runs included)
+    trained_here: set[str] = field(default_factory=set)  # runs trained by this invocation
+    outcomes: list[RunOutcome] = field(default_factory=list)  # what gather measures
 
     @property
     def seed_list(self) -> list[int]:
@@ -60,18 +74,27 @@ class Context:
             raise UserError(f"--data {self.data}: not a packed dataset ({exc})") from None
 
     def dataset_name(self) -> str:
+        if self.data is None:
+            return "no dataset (given weights, nothing trained)"
         source = self.header().get("input", {}).get("source")
         return f"{source} ({self.data.name})" if source else self.data.name
 
     def num_classes(self) -> int:
         return len(self.header()["classes"])
 
-    def train(self, specs: list[tuple[str, TrainConfig, str]]) -> list[RunOutcome]:
-        """Train (or reuse, or resume) every run under OUT/runs/."""
-        outcomes = run_all(specs, self.out, fit=self.fit, log=self.log)
-        self.trained += [o.action for o in outcomes]
-        self.train_s += sum(float(getattr(o.result, "train_seconds", 0) or 0) for o in outcomes)
-        return outcomes
+    def run_dir(self, spec: RunSpec) -> Path:
+        return self.out / "runs" / spec.name
+
+    def finished(self, specs: Sequence[RunSpec], rundir=default_rundir) -> list[Any] | None:
+        """The RunResults of these runs when every one has finished (each checked to have
+        been trained with its spec's config), else None: what a later stage plans from."""
+        results_: list[Any] = []
+        for spec in specs:
+            rd: RunDirLike = rundir(self.run_dir(spec))
+            if run_state(rd, self.run_dir(spec), spec.cfg) != "reused":
+                return None
+            results_.append(rd.result())
+        return results_
 
     def finish(
         self,
@@ -79,8 +102,14 @@ class Context:
         runs: list[dict[str, Any]],
         comparisons: list[dict[str, Any]],
         notes: list[str] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Write OUT/result.json and OUT/table.md (+ notes), print the table, return the result."""
+        """Write OUT/result.json and OUT/table.md (+ notes), print the table, return the result.
+
+        result.json's per-invocation fields (`results.PER_INVOCATION`): wall_s, train_s (the
+        runs' training time, read from each run) and runs_reused (of the runs_planned, those
+        this call did not train); the rest depends only on the runs' files.
+        """
         result = results.build_result(
             self.name,
             claim,
@@ -90,68 +119,55 @@ class Context:
             comparisons,
             time.perf_counter() - self.started,
         )
-        reused = self.trained.count("reused")
-        if reused:
-            notes = [*(notes or []), f"{reused} of {len(self.trained)} runs were reused from an "
-                     "earlier invocation: the wall time covers this invocation only."]  # fmt: skip
-        result["runs_reused"] = reused
         result["family"] = self.family
-        result["train_s"] = round(self.train_s, 1)
+        result["runs_planned"] = len(self.outcomes)
+        result["runs_reused"] = sum(o.name not in self.trained_here for o in self.outcomes)
+        result["train_s"] = round(
+            sum(float(getattr(o.result, "train_seconds", 0) or 0) for o in self.outcomes), 1
+        )
+        result.update(extra or {})
         if notes:
             result["notes"] = list(notes)
         _, table = results.write_result(self.out, result)
-        if notes:
-            with open(table, "a") as f:
-                f.write("\n" + "\n".join(f"- {n}" for n in notes) + "\n")
         print(table.read_text())
         return result
 
 
-def small_recipe(ctx: Context, **overrides: Any) -> TrainConfig:
-    """The ablations' full recipe on the `small` family (paper features all on).
+# the experiments' recipe, per family: the model, its options, and the fields that differ
+# between the families (family_config's docstring says why)
+FAMILY_MODELS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
+    "small": ("small", {"lrn": True, "pool": "overlap", "towers": 2, "hidden": 256,
+                        "dropout": 0.5}, {}),
+    "paper": ("paper", {"init": "caffe"}, {"amp": True}),
+}  # fmt: skip
 
-    The paper's features (§3-§4): LRN after conv1 and conv2, overlapping 3/2 max-pooling, two
-    towers, a hidden fully-connected layer with dropout 0.5, random crops (of the zero-padded
-    image: the data is already at the network's size) and flips, fancy-PCA lighting, mean-image
-    subtraction, SGD with momentum 0.9 and weight decay 5e-4, batch 128, learning rate 0.01
-    (paper §5). Deviations, for a short fixed budget: a cosine decay of the learning rate (half
-    an epoch of warm-up) instead of the paper's divide-by-10-on-plateau, and PyTorch's default
-    initialization (the small family's "paper" init is N(0, 0.01), too small for a short run).
-    A first try with 0.05 was no baseline: after 6 epochs on 8,000 Fashion-MNIST images it
-    stood at 45.5% top-1 error, and its no-dropout variant stayed at chance; with 0.01: 17.3%.
+
+def family_config(family: str, data: str, device: str, **overrides: Any) -> TrainConfig:
+    """The ablations' full recipe (the paper's features all on) for one network family;
+    `overrides` are config fields (`model_options` are merged into the family's).
+
+    `small` (the paper's CIFAR-scale CNN family): LRN after conv1 and conv2, overlapping 3/2
+    max-pooling, two towers, a hidden fully-connected layer with dropout 0.5, random crops (of
+    the zero-padded image: the data is already at the network's size) and flips, fancy-PCA
+    lighting, mean-image subtraction, SGD with momentum 0.9 and weight decay 5e-4, batch 128,
+    learning rate 0.01 (paper §3-§5). Deviations, for a short fixed budget: a cosine decay of
+    the learning rate (half an epoch of warm-up) instead of the paper's divide-by-10-on-plateau,
+    and PyTorch's default initialization (the small family's "paper" init is N(0, 0.01), too
+    small for a short run). A first try with lr 0.05 was no baseline: after 6 epochs on 8,000
+    Fashion-MNIST images it stood at 45.5% top-1 error, and its no-dropout variant stayed at
+    chance; with 0.01: 17.3%.
+
+    `paper` (the 224 px network, `--family paper`, for ImageNet-scale data: hours per run on a
+    CPU): the network's own paper options (two towers, LRN after conv1 and conv2, overlapping
+    pooling, dropout 0.5 on fc6 and fc7), the same training (random 224 crops of the 256 px
+    images, flips, lighting, SGD, the cosine budget), and the deviations of `reproduce
+    paper-net`: Caffe's initialization and autocast (bf16 on a CPU).
     """
-    options = {"lrn": True, "pool": "overlap", "towers": 2, "hidden": 256, "dropout": 0.5}
-    return _recipe(ctx, "small", options, overrides)
-
-
-def paper_family_recipe(ctx: Context, **overrides: Any) -> TrainConfig:
-    """The same full recipe on the 224 px `paper` network (`--family paper`, for ImageNet-scale
-    data: hours per run on a CPU): the network's own paper options (two towers, LRN after conv1
-    and conv2, overlapping pooling, dropout 0.5 on fc6 and fc7), the training of `small_recipe`
-    (random 224 crops of the 256 px images, flips, lighting, SGD, the cosine budget), and the
-    deviations of `reproduce paper-net`: Caffe's initialization and autocast (bf16 on a CPU)."""
-    return _recipe(ctx, "paper", {"init": "caffe"}, {"amp": True, **overrides})
-
-
-def family_recipe(ctx: Context, **overrides: Any) -> TrainConfig:
-    """`small_recipe` or `paper_family_recipe`, as `ctx.family` says."""
-    if ctx.family == "paper":
-        return paper_family_recipe(ctx, **overrides)
-    return small_recipe(ctx, **overrides)
-
-
-def family_words(ctx: Context) -> str:
-    """How the notes name the family's network."""
-    return "the 224 px paper network" if ctx.family == "paper" else "the small family"
-
-
-def _recipe(
-    ctx: Context, model: str, options: dict[str, Any], overrides: dict[str, Any]
-) -> TrainConfig:
-    overrides = dict(overrides)
+    model, options, family_fields = FAMILY_MODELS[family]
+    overrides = {**family_fields, **overrides}
     options = {**options, **overrides.pop("model_options", {})}
     values: dict[str, Any] = dict(
-        data=str(ctx.data),
+        data=data,
         model=model,
         model_options=options,
         batch_size=BATCH,
@@ -164,11 +180,44 @@ def _recipe(
         normalize="mean_image",
         eval_crops=1,
         test_crops=1,
-        device=ctx.device,
+        device=device,
         checkpoint_every=500,
     )
     values.update(overrides)
     return make_config("paper", **values)
+
+
+def family_recipe(ctx: Context, **overrides: Any) -> TrainConfig:
+    """`family_config` for this call's family, data and device."""
+    return family_config(ctx.family, str(ctx.data), ctx.device, **overrides)
+
+
+def family_words(ctx: Context) -> str:
+    """How the notes name the family's network."""
+    return "the 224 px paper network" if ctx.family == "paper" else "the small family"
+
+
+def training_words(cfg: TrainConfig) -> str:
+    """The optimization of a config in words, for an experiment's notes (generated from the
+    config, so a note cannot drift from what was trained)."""
+    schedule = {
+        "cosine": f"cosine decay from {cfg.lr:g} ({cfg.warmup_epochs:g} warm-up epochs)",
+        "plateau": f"lr {cfg.lr:g} divided by {1 / cfg.lr_factor:g} on a validation plateau",
+        "step": f"lr {cfg.lr:g}"
+        + (f" x {cfg.lr_factor:g} every {cfg.lr_step_size} epochs"
+           if cfg.lr_step_size < cfg.epochs else " (constant)"),
+    }[cfg.schedule]  # fmt: skip
+    return (
+        f"SGD momentum {cfg.momentum:g}, weight decay {cfg.weight_decay:g}, batch "
+        f"{cfg.batch_size}, {schedule}"
+    )
+
+
+def data_words(cfg: TrainConfig) -> str:
+    """How many epochs on how many images, in words."""
+    images = f"the first {cfg.train_limit:,} training images" if cfg.train_limit else (
+        "all training images")  # fmt: skip
+    return f"{cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''} on {images}"
 
 
 def with_options(cfg: TrainConfig, **changes: Any) -> TrainConfig:

@@ -12,30 +12,39 @@ from __future__ import annotations
 
 from typing import Any
 
-from alexnet.experiments.ablations import BUDGET, full_config, measure, paired
+from alexnet.experiments.ablations import full_config, measure, paired
 from alexnet.experiments.claims import claim
-from alexnet.experiments.common import Context, family_words, with_options
+from alexnet.experiments.common import (
+    Context,
+    Plan,
+    RunSpec,
+    data_words,
+    family_words,
+    with_options,
+)
 from alexnet.experiments.result import compare
+from alexnet.experiments.runner import RunOutcome
 
 NAME = "depth"
 # the middle conv layers removed in turn, per family
 REMOVED = {"small": ("conv2",), "paper": ("conv2", "conv3", "conv4")}
 
 
-def run(ctx: Context) -> dict[str, Any]:
-    top5 = ctx.num_classes() >= 10
-    specs = []
+def plan(ctx: Context) -> Plan:
+    runs = []
     for seed in ctx.seed_list:
         full = paired(full_config(ctx, seed), full_config(ctx, seed))
-        specs.append((f"full-seed{seed}", full, f"full seed {seed}"))
+        runs.append(RunSpec(f"full-seed{seed}", full, "full", seed))
         for layer in REMOVED[ctx.family]:
             cfg = paired(with_options(full, remove_conv=layer), full)
-            specs.append((f"no-{layer}-seed{seed}", cfg, f"without {layer} seed {seed}"))
-    outcomes = ctx.train(specs)
-    rows = [
-        measure(ctx, outcome, name.rsplit("-seed", 1)[0], cfg.seed, top5)
-        for (name, cfg, _), outcome in zip(specs, outcomes)
-    ]
+            runs.append(RunSpec(f"no-{layer}-seed{seed}", cfg, f"no-{layer}", seed,
+                                f"without {layer} seed {seed}"))  # fmt: skip
+    return Plan(runs)
+
+
+def gather(ctx: Context, outcomes: list[RunOutcome]) -> dict[str, Any]:
+    top5 = ctx.num_classes() >= 10
+    rows = [measure(ctx, outcome, top5) for outcome in outcomes]
     c = claim("depth")
     comparisons = []
     for layer in REMOVED[ctx.family]:
@@ -51,10 +60,9 @@ def run(ctx: Context) -> dict[str, Any]:
                     claim=c.key,
                 )  # fmt: skip
             )
-    images, epochs = BUDGET[ctx.budget]
+    full = outcomes[0].spec.cfg
     notes = [
-        f"Budget {ctx.budget}: as `ablations` ({epochs} epochs on "
-        + (f"the first {images:,} training images)." if images else "all training images).")
+        f"Budget {ctx.budget}: as `ablations` ({data_words(full)})."
         + " Estimates are (without the layer) - (full): positive = removing it costs accuracy.",
         f"Network: {family_words(ctx)}, middle conv layers {', '.join(REMOVED[ctx.family])}"
         + (" (the paper's network has three: --family paper)." if ctx.family == "small" else "."),

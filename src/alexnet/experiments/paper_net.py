@@ -21,8 +21,9 @@ from typing import Any
 
 from alexnet.experiments.analyses import per_image_top1_errors
 from alexnet.experiments.claims import Claim
-from alexnet.experiments.common import Context
+from alexnet.experiments.common import Context, Plan, RunSpec, data_words
 from alexnet.experiments.result import compare, compare_per_item, run_row
+from alexnet.experiments.runner import RunOutcome
 from alexnet.inference import Predictor
 from alexnet.runtime import dist_info, resolve_device
 from alexnet.train.config import TrainConfig, make_config
@@ -32,6 +33,7 @@ NAME = "paper-net"
 BATCH = 128  # images per step (the paper's batch)
 # budget -> (epochs, training images (0: all), max steps (0: no limit))
 BUDGET = {"quick": (1, 12800, 100), "full": (12, 0, 0)}
+_INIT_WORDS = {"caffe": "Caffe", "paper": "the paper", "torch": "PyTorch"}
 CLAIM = Claim(
     "ten-crop",
     NAME,
@@ -68,32 +70,38 @@ def config(ctx: Context, seed: int) -> TrainConfig:
     )
 
 
-def run(ctx: Context) -> dict[str, Any]:
-    specs = [(f"paper-seed{s}", config(ctx, s), f"paper network seed {s}") for s in ctx.seed_list]
-    outcomes = ctx.train(specs)
+def plan(ctx: Context) -> Plan:
+    return Plan([RunSpec(f"paper-seed{s}", config(ctx, s), "paper", s, f"paper network seed {s}")
+                 for s in ctx.seed_list])  # fmt: skip
+
+
+def gather(ctx: Context, outcomes: list[RunOutcome]) -> dict[str, Any]:
     rows = []
-    for (_, cfg, _), outcome in zip(specs, outcomes):
+    for outcome in outcomes:
+        cfg = outcome.spec.cfg
         last, final = outcome.result.last, outcome.result.final
         one = {"top1_error": last.get("val_top1_error"), "top5_error": last.get("val_top5_error")}
         ten = {"top1_error": final.get("top1_error"), "top5_error": final.get("top5_error")}
         rows.append(run_row("1-crop", cfg.seed, outcome.run_dir, ctx.out, **one))
         rows.append(run_row("10-crop", cfg.seed, outcome.run_dir, ctx.out, **ten))
-        if cfg.seed == ctx.seed_list[0] and outcome.result.weights is not None:
+        if outcome is outcomes[0] and outcome.result.weights is not None:
             model = Predictor(outcome.result.weights).model
             kernel_grid(model, ctx.out / "kernels.png", title="conv1 kernels (paper Fig. 3)")
     comparisons = [
         compare(rows, q, "10-crop", "1-crop", direction="less", claim=CLAIM.key)
         for q in ("top1_error", "top5_error")
     ]
-    first_cfg, first = specs[0][1], outcomes[0]
+    first = outcomes[0]
+    first_cfg = first.spec.cfg
     if first.result.weights is not None:
         comparisons.append(per_image_comparison(ctx, first_cfg, first.result.weights))
-    epochs, images, steps = BUDGET[ctx.budget]
     notes = [
-        f"Budget {ctx.budget}: {epochs} epoch(s)"
-        + (f", {images:,} training images" if images else ", all training images")
-        + (f", stopped after {steps} steps" if steps else "")
-        + "; Caffe's initialization, bf16 autocast, channels-last (see the module docstring).",
+        f"Budget {ctx.budget}: {data_words(first_cfg)}"
+        + (f", stopped after {first_cfg.max_steps} steps" if first_cfg.max_steps else "")
+        + f"; {_INIT_WORDS.get(first_cfg.model_options.get('init'), 'the paper')}'s initialization"
+        + (", bf16 autocast" if first_cfg.amp else "")
+        + (", channels-last" if first_cfg.channels_last else "")
+        + " (see the module docstring).",
         "Both rows are the same final weights: the last epoch's validation with the centre crop "
         "and the final evaluation with ten crops.",
     ]

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from alexnet.errors import UserError
-from alexnet.experiments.result import is_percent
+from alexnet.experiments.table import is_percent
 
 
 def _pyplot():

@@ -1,27 +1,23 @@
-"""The experiments `alexnet reproduce NAME` knows, each its own module with `run(ctx)`."""
+"""The experiments `alexnet reproduce NAME` knows, each its own module with `plan(ctx)` and
+`gather(ctx, outcomes)`; their names, seeds and families are listed (torch-free) in
+`alexnet.experiments.catalog`."""
 
 from __future__ import annotations
 
 from types import ModuleType
 
 from alexnet.experiments import ablations, depth, paper_net, relu_tanh, retrieval, towers
-from alexnet.experiments.common import FAMILIES
+from alexnet.experiments.catalog import DEFAULT_SEEDS, FAMILIES, FAMILIES_OF, NAMES
+
+__all__ = ["DEFAULT_SEEDS", "EXPERIMENTS", "FAMILIES", "FAMILIES_OF", "get", "names"]
 
 EXPERIMENTS: dict[str, ModuleType] = {
     m.NAME: m for m in (relu_tanh, ablations, depth, retrieval, paper_net, towers)
 }
-# seeds when --seeds is not given: (quick, full); the 224 px network costs hours a seed on a CPU
-DEFAULT_SEEDS = {name: (3, 5) for name in EXPERIMENTS} | {paper_net.NAME: (1, 1)}
-# the network families each experiment can train (--family): Fig. 1 is the small CIFAR-scale
-# net by definition, paper-net the 224 px one; the others run on either
-FAMILIES_OF = {name: FAMILIES for name in EXPERIMENTS} | {
-    relu_tanh.NAME: ("small",),
-    paper_net.NAME: ("paper",),
-}
 
 
 def names() -> list[str]:
-    return list(EXPERIMENTS)
+    return list(NAMES)
 
 
 def get(name: str) -> ModuleType:

@@ -1,12 +1,26 @@
 """An experiment's outcome: OUT/result.json (for programs) and OUT/table.md (for people).
 
-result.json holds exactly: experiment, claim (the paper's words and numbers with the section;
-a list when the experiment tests several), dataset, budget, runs (one row per training run or
-measurement: variant, seed, the measured quantities, run_dir), summary (per variant and
-quantity: n, mean, ci95; always `summarize(runs)`, so it can be recomputed from the file),
-comparisons (quantity, a, b, estimate, ci95, paired, reproduced, and the kind, direction, the
-paper's number, the claim key and a note saying why a claim is not testable), machine, torch,
-commit and wall_s.
+result.json holds: format (2), experiment, claim (the paper's words and numbers with the
+section; a list when the experiment tests several), dataset, budget, runs (one row per training
+run or measurement: variant, seed, the measured quantities, run_dir, and `censored`: the
+quantities whose value is only a lower bound), summary (per variant and quantity: n, mean,
+ci95, and `censored` / `missing` counts when there are any; always `summarize(runs)`, so it
+can be recomputed from the file), comparisons (quantity, a, b, estimate, ci95, paired,
+reproduced, and the kind, direction, the paper's number, the claim key and a note saying why a
+claim is not testable), machine, torch, commit and wall_s; experiments add fields (notes,
+family, train_s, runs_reused, ...).
+
+Censoring: a run that never reaches a threshold within its budget is data, not a gap. Its row
+holds the budget as the value and names the quantity in `censored` (the true value is at least
+that); summaries count it (n stays the number of seeds) and mark their mean as a lower bound
+with an open upper end; comparisons compute the interval with the bound and open the side that
+censoring leaves unknown (`stats.censored_interval`), and add a paired sign test that counts
+every pair whose order is known (`stats.paired_sign_test`). table.md writes such values ">=".
+A value that is missing (None, not censored) is counted as `missing`, never silently dropped.
+
+`PER_INVOCATION` names the fields that describe one invocation rather than the runs' files
+(wall time, the runs' training time, how many runs were reused, measured step times): two
+invocations that gather the same finished runs write results equal in every other field.
 Quantities whose name contains "error", "gap" or "agreement" are fractions; table.md shows
 them in percent (differences in percentage points, "pts").
 """
@@ -24,12 +38,15 @@ import torch
 
 from alexnet.experiments import stats
 from alexnet.experiments.claims import Claim
+from alexnet.experiments.table import table_markdown
 from alexnet.fileio import atomic_write_text
 from alexnet.runtime import cpu_name
 
 RESULT = "result.json"
 TABLE = "table.md"
+FORMAT = 2  # 1 (no field): censored values were None and left out
 FIELDS = (
+    "format",
     "experiment",
     "claim",
     "dataset",
@@ -42,8 +59,8 @@ FIELDS = (
     "commit",
     "wall_s",
 )
-NOT_QUANTITIES = ("variant", "seed", "run_dir")
-PERCENT_WORDS = ("error", "gap", "agreement")
+NOT_QUANTITIES = ("variant", "seed", "run_dir", "censored")
+PER_INVOCATION = ("wall_s", "train_s", "runs_reused", "step_time")
 
 
 def _is_number(v: Any) -> bool:
@@ -55,17 +72,31 @@ def run_row(
     seed: int,
     run_dir: str | os.PathLike,
     out: str | os.PathLike | None = None,
+    *,
+    censored: Sequence[str] = (),
     **measured: float | None,
 ) -> dict[str, Any]:
     """One `runs` row: variant, seed, the measured quantities, run_dir (relative to `out` when
-    it lies inside it, so a result directory can be moved)."""
+    it lies inside it, so a result directory can be moved); `censored` names quantities whose
+    value is a lower bound (the run's budget: the threshold was not reached within it)."""
     path = Path(run_dir)
     if out is not None and path.resolve().is_relative_to(Path(out).resolve()):
         path = path.resolve().relative_to(Path(out).resolve())
     bad = [k for k, v in measured.items() if not (v is None or _is_number(v)) or k in FIELDS]
     if bad:
         raise ValueError(f"measured quantities must be numbers or None: {bad}")
-    return {"variant": variant, "seed": int(seed), **measured, "run_dir": path.as_posix()}
+    unbounded = [q for q in censored if not _is_number(measured.get(q))]
+    if unbounded:
+        raise ValueError(f"a censored quantity needs its bound as the value: {unbounded}")
+    row = {"variant": variant, "seed": int(seed), **measured, "run_dir": path.as_posix()}
+    if censored:
+        row["censored"] = sorted(set(censored))
+    return row
+
+
+def is_censored(run: dict[str, Any], quantity: str) -> bool:
+    """Is this row's value of `quantity` a lower bound (right-censored)?"""
+    return quantity in run.get("censored", ())
 
 
 def quantities(runs: Sequence[dict[str, Any]]) -> list[str]:
@@ -84,16 +115,31 @@ def variants(runs: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def summarize(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per variant and quantity: n (runs with a value; None values are left out), mean, ci95."""
+    """Per variant and quantity: n (rows with a value, censored ones included at their bound),
+    mean, ci95; `censored` (values that are lower bounds: the mean is then a lower bound and
+    the interval's upper end None) and `missing` (rows whose value is None) when non-zero. A
+    quantity that none of a variant's rows has is not summarized for that variant."""
     out = []
     for variant in variants(runs):
         rows = [r for r in runs if r["variant"] == variant]
         for q in quantities(runs):
-            values = [float(r[q]) for r in rows if _is_number(r.get(q))]
-            if not values:
+            present = [r for r in rows if q in r]
+            values = [float(r[q]) for r in present if _is_number(r[q])]
+            missing = len(present) - len(values)
+            if not present:
                 continue
-            e = stats.mean_ci(values)
-            out.append({"variant": variant, "quantity": q, **_n_mean_ci(e)})
+            entry: dict[str, Any] = {"variant": variant, "quantity": q, "n": len(values),
+                                     "mean": None, "ci95": None}  # fmt: skip
+            if values:
+                entry.update(_n_mean_ci(stats.mean_ci(values)))
+            censored = sum(is_censored(r, q) for r in present)
+            if censored:
+                entry["censored"] = censored
+                if entry["ci95"] is not None:
+                    entry["ci95"] = [entry["ci95"][0], None]
+            if missing:
+                entry["missing"] = missing
+            out.append(entry)
     return out
 
 
@@ -102,13 +148,16 @@ def _n_mean_ci(e: stats.Estimate) -> dict[str, Any]:
     return {"n": j["n"], "mean": j["estimate"], "ci95": j["ci95"]}
 
 
-def _by_seed(runs: Sequence[dict[str, Any]], variant: str, quantity: str) -> dict[int, float]:
-    found: dict[int, float] = {}
+def _by_seed(
+    runs: Sequence[dict[str, Any]], variant: str, quantity: str
+) -> dict[int, tuple[float, bool]]:
+    """seed -> (value, censored) of one variant's rows that have a value."""
+    found: dict[int, tuple[float, bool]] = {}
     for r in runs:
         if r["variant"] == variant and _is_number(r.get(quantity)):
             if r["seed"] in found:
                 raise ValueError(f"variant {variant!r} has seed {r['seed']} twice")
-            found[r["seed"]] = float(r[quantity])
+            found[r["seed"]] = (float(r[quantity]), is_censored(r, quantity))
     return found
 
 
@@ -129,7 +178,9 @@ def compare(
 
     Paired: only seeds that both variants have, matched by seed (paired t or paired bootstrap);
     unpaired: Welch or an independent bootstrap. `reproduced` is None when `note` says the claim
-    is not testable here, or when there is no interval (fewer than 2 values).
+    is not testable here, or when there is no interval (fewer than 2 values). Censored values
+    (the module docstring) make the interval one-sided and add a paired sign test; `missing`
+    counts the seeds of a or b left out for lack of a value.
     """
     xa, xb = _by_seed(runs, a, quantity), _by_seed(runs, b, quantity)
     if paired:
@@ -137,8 +188,14 @@ def compare(
         va, vb = [xa[s] for s in seeds], [xb[s] for s in seeds]
     else:
         va, vb = list(xa.values()), list(xb.values())
-    return _comparison(va, vb, quantity, a, b, paired=paired, kind=kind, direction=direction,
-                       paper=paper, claim=claim, note=note)  # fmt: skip
+    asked = {r["seed"] for r in runs if r["variant"] in (a, b) and quantity in r}
+    row = _comparison([v for v, _ in va], [v for v, _ in vb], quantity, a, b, paired=paired,
+                      kind=kind, direction=direction, paper=paper, claim=claim, note=note,
+                      a_censored=[c for _, c in va], b_censored=[c for _, c in vb])  # fmt: skip
+    used = set(seeds) if paired else set(xa) | set(xb)
+    if asked - used:
+        row["missing"] = len(asked - used)
+    return row
 
 
 def compare_per_item(
@@ -149,14 +206,16 @@ def compare_per_item(
     b: str,
     *,
     over: str,
+    paired: bool = True,
     direction: str = "less",
     claim: str | None = None,
     note: str | None = None,
 ) -> dict[str, Any]:
-    """A paired difference over items other than seeds (e.g. the test images of one model:
-    0/1 errors with 1 and with 10 crops): the same comparison row as `compare`, with `over`
-    naming the items. Its interval covers the test set's sampling, not the seeds'."""
-    row = _comparison(list(a_values), list(b_values), quantity, a, b, paired=True,
+    """A difference over items other than seeds (e.g. the test images of one model: 0/1 errors
+    with 1 and with 10 crops, paired; or the conv1 kernels of two towers, unpaired): the same
+    comparison row as `compare`, with `over` naming the items. Its interval covers the
+    sampling of those items, not the seeds'."""
+    row = _comparison(list(a_values), list(b_values), quantity, a, b, paired=paired,
                       kind="difference", direction=direction, paper=None, claim=claim,
                       note=note)  # fmt: skip
     return {**row, "over": over}
@@ -175,6 +234,8 @@ def _comparison(
     paper: float | None,
     claim: str | None,
     note: str | None,
+    a_censored: Sequence[bool] = (),
+    b_censored: Sequence[bool] = (),
 ) -> dict[str, Any]:
     """The comparison row of values already matched (paired) or not: estimate, interval, verdict."""
     row: dict[str, Any] = {
@@ -202,9 +263,32 @@ def _comparison(
         e = (stats.ratio_ci if ratio else stats.welch_diff_ci)(va, vb)
     j = e.to_json()
     row.update(estimate=j["estimate"], ci95=j["ci95"], n=j["n"])
+    ca, cb = any(a_censored), any(b_censored)
+    if ca or cb:
+        row.update(_censoring(va, vb, list(a_censored), list(b_censored), paired, direction))
+        row["ci95"] = stats.censored_interval(e.ci95, ca, cb)
+        if ca and cb and note is None:
+            row["note"] = note = "values censored in both variants: the estimate has no bound"
     if note is None:
-        row["reproduced"] = stats.reproduced(e.ci95, direction, 1.0 if ratio else 0.0)
+        row["reproduced"] = stats.reproduced(row["ci95"], direction, 1.0 if ratio else 0.0)
     return row
+
+
+def _censoring(
+    va: list[float],
+    vb: list[float],
+    ca: list[bool],
+    cb: list[bool],
+    paired: bool,
+    direction: str,
+) -> dict[str, Any]:
+    """The censoring fields of a comparison row: how many values of a and b are lower bounds,
+    which way the estimate is bounded, and (paired) the sign test over the seeds."""
+    bound = "lower" if any(ca) and not any(cb) else "upper" if any(cb) and not any(ca) else None
+    fields: dict[str, Any] = {"censored": {"a": sum(ca), "b": sum(cb)}, "estimate_bound": bound}
+    if paired:
+        fields["sign_test"] = stats.paired_sign_test(va, vb, ca, cb, direction).to_json()
+    return fields
 
 
 def compare_claim(
@@ -278,6 +362,7 @@ def build_result(
         claim_json = [c.to_json() if isinstance(c, Claim) else c for c in claim]
     runs = [dict(r) for r in runs]
     return {
+        "format": FORMAT,
         "experiment": experiment,
         "claim": claim_json,
         "dataset": dataset,
@@ -307,90 +392,3 @@ def load_result(path: str | os.PathLike) -> dict[str, Any]:
     """Read a result.json (a directory means DIR/result.json)."""
     p = Path(path)
     return json.loads((p / RESULT if p.is_dir() else p).read_text())
-
-
-# ------------------------------------------------------------------ the people's table
-def is_percent(quantity: str) -> bool:
-    """Is the quantity a fraction shown in percent (errors, gaps, agreements)?"""
-    return any(word in quantity for word in PERCENT_WORDS)
-
-
-def fmt_value(quantity: str, value: float | None, *, delta: bool = False, kind: str = "") -> str:
-    """A value for people: errors in percent (differences in points), ratios with a x."""
-    if value is None:
-        return "-"
-    if kind == "ratio":
-        return f"{value:.2f}x"
-    if is_percent(quantity):
-        return f"{100 * value:+.2f} pts" if delta else f"{100 * value:.2f}%"
-    return f"{value:+.4g}" if delta else f"{value:.4g}"
-
-
-def fmt_ci(quantity: str, ci: Sequence[float] | None, kind: str = "") -> str:
-    if ci is None:
-        return "-"
-    if kind == "ratio":
-        return f"[{ci[0]:.2f}, {ci[1]:.2f}]"
-    if is_percent(quantity):
-        return f"[{100 * ci[0]:.2f}, {100 * ci[1]:.2f}]"
-    return f"[{ci[0]:.4g}, {ci[1]:.4g}]"
-
-
-def _verdict(c: dict[str, Any]) -> str:
-    if c["reproduced"] is True:
-        return "yes"
-    if c["reproduced"] is False:
-        return "no"
-    why = c.get("note") or ("one seed, no interval" if c.get("estimate") is not None else "no data")
-    return f"not testable here: {why}"
-
-
-def _claims(result: dict[str, Any]) -> list[dict[str, Any]]:
-    claim = result.get("claim")
-    return claim if isinstance(claim, list) else [claim] if isinstance(claim, dict) else []
-
-
-def table_markdown(result: dict[str, Any]) -> str:
-    """table.md: the paper's claims, per-variant means with intervals, the comparisons."""
-    claims = _claims(result)
-    lines = [f"# {result['experiment']}: {result['dataset']}, budget {result['budget']}", ""]
-    for c in claims:
-        lines.append(f"- **{c.get('section', '')}** ({c.get('key', '')}): {c.get('words', '')}")
-    lines += ["", "| variant | quantity | n | mean | 95% interval |", "|---|---|---|---|---|"]
-    for s in result["summary"]:
-        q = s["quantity"]
-        lines.append(
-            f"| {s['variant']} | {q} | {s['n']} | {fmt_value(q, s['mean'])} "
-            f"| {fmt_ci(q, s['ci95'])} |"
-        )
-    data = {c.get("key"): c.get("paper_data", "") for c in claims}
-    lines += [
-        "",
-        "| comparison | ours | 95% interval | paper | reproduced? |",
-        "|---|---|---|---|---|",
-    ]
-    for c in result["comparisons"]:
-        q, kind = c["quantity"], c.get("kind", "difference")
-        op = "/" if kind == "ratio" else "-"
-        pairing = "paired" if c["paired"] else "unpaired"
-        by = f" {c['over']}" if c.get("over") else ""
-        what = f"{q}: {c['a']} {op} {c['b']} ({pairing}, n={c.get('n')}{by})"
-        paper = fmt_value(q, c.get("paper"), delta=True, kind=kind)
-        if c.get("paper") is not None and data.get(c.get("claim")):
-            paper += f" on {data[c.get('claim')]}"
-        lines.append(
-            f"| {what} | {fmt_value(q, c['estimate'], delta=True, kind=kind)} "
-            f"| {fmt_ci(q, c['ci95'], kind)} | {paper} | {_verdict(c)} |"
-        )
-    lines += [
-        "",
-        f"Machine: {result['machine']}; torch {result['torch']}; commit "
-        f"{result['commit']}; wall time {result['wall_s']:.0f} s"
-        + (
-            f"; the runs' training time {result['train_s']:.0f} s."
-            if result.get("train_s")
-            else "."
-        ),
-        "",
-    ]
-    return "\n".join(lines)

@@ -19,8 +19,9 @@ import numpy as np
 from alexnet.data.packed import open_dataset
 from alexnet.experiments.analyses import label_agreements, pixel_features
 from alexnet.experiments.claims import claim
-from alexnet.experiments.common import Context, family_recipe, family_words
+from alexnet.experiments.common import Context, Plan, RunSpec, family_recipe, family_words
 from alexnet.experiments.result import compare, run_row
+from alexnet.experiments.runner import RunOutcome
 from alexnet.inference import Predictor, nearest, split_features
 from alexnet.viz import neighbors_grid
 
@@ -31,20 +32,24 @@ BUDGET = {"quick": (0, 2), "full": (0, 10)}
 FIG_QUERIES = 5
 
 
-def run(ctx: Context) -> dict[str, Any]:
+def plan(ctx: Context) -> Plan:
     images, epochs = BUDGET[ctx.budget]
-    specs = []
+    runs = []
     for seed in ctx.seed_list:
         cfg = family_recipe(ctx, epochs=epochs, train_limit=images, seed=seed)
-        specs.append((f"full-seed{seed}", cfg, f"full recipe seed {seed}"))
-    outcomes = ctx.train(specs)
+        runs.append(RunSpec(f"full-seed{seed}", cfg, "full", seed, f"full recipe seed {seed}"))
+    return Plan(runs)
+
+
+def gather(ctx: Context, outcomes: list[RunOutcome]) -> dict[str, Any]:
     train, test = open_dataset(ctx.data, "train"), open_dataset(ctx.data, "val")
     train_labels, test_labels = np.asarray(train.labels), np.asarray(test.labels)
     ctx.say(f"pixel neighbours: {len(test)} queries x {len(train)} training images")
     pixel_base, pixel_queries = pixel_features(train.images), pixel_features(test.images)
     pixels = label_agreements(pixel_queries, test_labels, pixel_base, train_labels, KS)
     rows, name = [], "features"
-    for (_, cfg, _), outcome in zip(specs, outcomes):
+    for outcome in outcomes:
+        seed = outcome.spec.seed
         predictor = Predictor(outcome.result.weights, device=_device(ctx))
         name = getattr(predictor.model, "penultimate_name", "features")
         base = split_features(predictor, train.images)
@@ -52,8 +57,8 @@ def run(ctx: Context) -> dict[str, Any]:
         feats = label_agreements(queries, test_labels, base, train_labels, KS)
         for variant, agree in (("features", feats), ("pixels", pixels)):
             measured = {f"agreement_k{k}": v for k, v in agree.items()}
-            rows.append(run_row(variant, cfg.seed, outcome.run_dir, ctx.out, **measured))
-        if cfg.seed == ctx.seed_list[0]:
+            rows.append(run_row(variant, seed, outcome.run_dir, ctx.out, **measured))
+        if outcome is outcomes[0]:
             _figure(ctx, train, test, base, queries, pixel_base, pixel_queries, name)
     c = claim("retrieval")
     comparisons = [
@@ -64,7 +69,7 @@ def run(ctx: Context) -> dict[str, Any]:
         f"Features: the trained model's last hidden layer ({name}), after its ReLU, centre "
         "crop; pixels: the stored images as vectors. Queries: every test image; base: every "
         f"training image. Models: {family_words(ctx)}, the ablations' full recipe, "
-        f"{epochs} epochs.",
+        f"{outcomes[0].spec.cfg.epochs} epochs.",
         "Label agreement = share of the k nearest training images with the query's class; "
         "chance is about 1 / number of classes.",
     ]

@@ -1,7 +1,6 @@
 """Run an experiment's trainings as ordinary run directories under OUT/runs/, resumably.
 
-`run_all(specs, out)` trains each `(run_name, TrainConfig)` (optionally a third item: the label
-of the progress line) into OUT/runs/<run_name>/:
+`run_all(specs, out)` trains each `RunSpec(name, cfg, variant, seed)` into OUT/runs/<name>/:
 - a finished run (RunDir.is_finished: eval.json and weights exist) is reused, not retrained;
 - a run with a checkpoint resumes from it (cfg.resume = its directory);
 - anything else starts fresh.
@@ -9,6 +8,8 @@ A run found on disk must have been trained with the same config (what it trains:
 budget, seed; not where or on what device): otherwise one UserError names the difference, so a
 `--budget full` call never reuses the runs of a `--budget quick` one in the same OUT.
 One line on stderr per run: "run 3/12: relu lr=0.05 seed 1 (resumed|reused|new)".
+The spec carries the run's variant and seed, so what a run measures is never parsed back out
+of its name.
 Rerunning the same command after a kill therefore redoes only what was not finished.
 The fit function and the run-directory type are parameters (defaults: the training engine's
 `alexnet.train.engine.fit` and `alexnet.rundir.RunDir`, imported when first needed), so
@@ -68,69 +69,104 @@ def default_rundir(path: Path) -> RunDirLike:
     return RunDir(path)
 
 
-@dataclasses.dataclass
-class RunOutcome:
-    """One run of `run_all`: its name, directory, what was done, and the engine's RunResult."""
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """One training run of an experiment: OUT/runs/<name>/, its config, and what it stands
+    for (the variant and seed its measurements are filed under; label: the progress line)."""
 
     name: str
+    cfg: TrainConfig
+    variant: str
+    seed: int
+    label: str = ""
+
+    @property
+    def text(self) -> str:
+        return self.label or f"{self.variant} seed {self.seed}"
+
+
+@dataclasses.dataclass
+class RunOutcome:
+    """One run of `run_all`: its spec, directory, what was done, and the engine's RunResult."""
+
+    spec: RunSpec
     run_dir: Path
     action: str  # "reused" | "resumed" | "new"
     result: Any
 
+    @property
+    def name(self) -> str:
+        return self.spec.name
 
-def _specs(specs: Sequence[tuple]) -> list[tuple[str, TrainConfig, str]]:
-    out, seen = [], set()
+
+def check_specs(specs: Sequence[RunSpec]) -> list[RunSpec]:
+    """The specs, checked: every name a plain file name, no name twice (ValueError)."""
+    seen: set[str] = set()
     for spec in specs:
-        name, cfg = spec[0], spec[1]
-        label = spec[2] if len(spec) > 2 else name
-        if not _NAME.match(name) or name in seen:
-            raise ValueError(f"run name {name!r} is not a unique plain file name")
-        seen.add(name)
-        out.append((name, cfg, label))
-    return out
+        if not _NAME.match(spec.name) or spec.name in seen:
+            raise ValueError(f"run name {spec.name!r} is not a unique plain file name")
+        seen.add(spec.name)
+    return list(specs)
 
 
 def run_all(
-    specs: Sequence[tuple[str, TrainConfig] | tuple[str, TrainConfig, str]],
+    specs: Sequence[RunSpec],
     out: str | os.PathLike,
     *,
     fit: FitFn | None = None,
     rundir: RunDirFactory | None = None,
     log: TextIO | None = None,
+    numbers: Sequence[int] | None = None,
+    total: int | None = None,
 ) -> list[RunOutcome]:
     """Train (or reuse, or resume) every run into OUT/runs/<name>/, in order.
 
     Each config is copied with output_dir set (and resume set when resuming); the caller's
     objects are not changed. Raises RunStopped when a training reports status "stopped".
+    `numbers` and `total`: how the progress lines count the runs (default 1..len(specs)).
     """
     fit = fit or default_fit
     rundir = rundir or default_rundir
     log = log or sys.stderr
-    items = _specs(specs)
+    items = check_specs(specs)
+    numbers = list(numbers) if numbers is not None else list(range(1, len(items) + 1))
+    root = runs_root(out)
+    outcomes = []
+    for number, spec in zip(numbers, items):
+        path = root / spec.name
+        rd = rundir(path)
+        action = run_state(rd, path, spec.cfg)
+        cfg = dataclasses.replace(spec.cfg, output_dir=str(path), resume=None)
+        if action == "resumed":
+            cfg = dataclasses.replace(cfg, resume=str(path))
+        print(f"run {number}/{total or len(items)}: {spec.text} ({action})", file=log, flush=True)
+        result = rd.result() if action == "reused" else fit(cfg)
+        if getattr(result, "status", None) == "stopped":
+            raise RunStopped(
+                f"run {spec.name} stopped; its checkpoint is in {path}: rerun to resume"
+            )
+        outcomes.append(RunOutcome(spec, path, action, result))
+    return outcomes
+
+
+def runs_root(out: str | os.PathLike) -> Path:
+    """OUT/runs/, created (UserError naming --output-dir when it cannot be)."""
     root = Path(out) / RUNS
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"--output-dir {out}: cannot create {root}: {exc.strerror}") from None
-    outcomes = []
-    for i, (name, cfg, label) in enumerate(items, 1):
-        path = root / name
-        rd = rundir(path)
-        cfg = dataclasses.replace(cfg, output_dir=str(path), resume=None)
-        if rd.is_finished() or rd.has_checkpoint():
-            _check_same_training(rd, path, cfg)
-        if rd.is_finished():
-            action = "reused"
-        elif rd.has_checkpoint():
-            action, cfg = "resumed", dataclasses.replace(cfg, resume=str(path))
-        else:
-            action = "new"
-        print(f"run {i}/{len(items)}: {label} ({action})", file=log, flush=True)
-        result = rd.result() if action == "reused" else fit(cfg)
-        if getattr(result, "status", None) == "stopped":
-            raise RunStopped(f"run {name} stopped; its checkpoint is in {path}: rerun to resume")
-        outcomes.append(RunOutcome(name, path, action, result))
-    return outcomes
+    return root
+
+
+def run_state(rd: RunDirLike, path: Path, cfg: TrainConfig) -> str:
+    """What training the run at `path` needs: "reused" (finished), "resumed" (a checkpoint) or
+    "new"; a run on disk trained with another config is refused (UserError)."""
+    if rd.is_finished() or rd.has_checkpoint():
+        _check_same_training(rd, path, cfg)
+    if rd.is_finished():
+        return "reused"
+    return "resumed" if rd.has_checkpoint() else "new"
 
 
 def config_differences(saved: dict[str, Any], cfg: TrainConfig) -> list[str]:

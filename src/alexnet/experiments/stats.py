@@ -11,6 +11,12 @@ Every function takes one value per seed (a training run) and returns an `Estimat
 - `paired_ratio_ci`: mean(a) / mean(b), paired percentile bootstrap: the seeds are resampled with
   their (a_i, b_i) pairs kept together, and each resample's ratio of means is taken (the ratio of
   means, not the mean of per-seed ratios, so it estimates the same quantity as `ratio_ci`).
+- `paired_sign_test`: the signs of a_i - b_i over seeds, exact binomial p-value; it needs only
+  each pair's order, so it counts right-censored pairs (a run that never reached a threshold:
+  its value is at least the budget) whose order is known, and sets aside those whose is not.
+Censored values enter the interval functions at their bound (the budget): the interval then
+bounds the estimate from one side only (`censored_interval`), and `reproduced` reads a missing
+end as unbounded.
 Bootstraps use `RESAMPLES` = 10,000 resamples from `numpy.random.default_rng(SEED)`, SEED = 0,
 so a result is reproducible to the bit.
 With a single value (n = 1) there is no spread to estimate: the interval is None (and
@@ -187,17 +193,82 @@ def paired_ratio_ci(a: Sequence[float], b: Sequence[float]) -> Estimate:
     return Estimate(ratio, _percentiles(x[idx].mean(1) / y[idx].mean(1)), n, "paired bootstrap")
 
 
-def reproduced(ci: Sequence[float] | None, direction: str, null: float = 0.0) -> bool | None:
+def censored_interval(
+    ci: tuple[float, float] | None, a_censored: bool, b_censored: bool
+) -> list[float | None] | None:
+    """The interval of a - b (or a / b) whose values of a and/or b are right-censored at their
+    bound: a larger true value can only raise the estimate when it is in `a` (so the upper end
+    is unknown: None), only lower it when in `b` (the lower end None); both: no bound."""
+    if ci is None:
+        return None
+    lo, hi = float(ci[0]), float(ci[1])
+    return [None if b_censored else lo, None if a_censored else hi]
+
+
+@dataclass(frozen=True)
+class SignTest:
+    """Paired sign test: pairs with a > b, a < b, equal, and of unknown order (censoring)."""
+
+    greater: int
+    less: int
+    ties: int
+    unknown: int
+    p_value: float  # exact binomial, one-sided in `direction` (two-sided for "differ")
+    direction: str
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _binomial_tail(k: int, n: int) -> float:
+    """P(X >= k) for X ~ Binomial(n, 1/2)."""
+    return sum(math.comb(n, i) for i in range(k, n + 1)) / 2.0**n
+
+
+def paired_sign_test(
+    a: Sequence[float],
+    b: Sequence[float],
+    a_censored: Sequence[bool],
+    b_censored: Sequence[bool],
+    direction: str = "greater",
+) -> SignTest:
+    """Sign test of a_i against b_i (same seed i), with right-censored values (true value >=
+    the recorded bound). A pair's order is known when neither is censored, or when only one is
+    and the other lies at or below its bound; otherwise it counts as unknown. Ties and unknown
+    pairs are left out of the binomial test (p = 1 when no pair is left)."""
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+    greater = less = ties = unknown = 0
+    for x, y, cx, cy in zip(a, b, a_censored, b_censored, strict=True):
+        if cx and cy or (cx and y > x) or (cy and x > y):
+            unknown += 1
+        elif cx or cy:
+            greater, less = greater + cx, less + cy
+        else:
+            greater, less, ties = greater + (x > y), less + (x < y), ties + (x == y)
+    n = greater + less
+    if direction == "greater":
+        p = _binomial_tail(greater, n)
+    elif direction == "less":
+        p = _binomial_tail(less, n)
+    else:
+        p = min(1.0, 2.0 * _binomial_tail(max(greater, less), n)) if n else 1.0
+    return SignTest(greater, less, ties, unknown, float(p), direction)
+
+
+def reproduced(ci: Sequence[float | None] | None, direction: str, null: float = 0.0) -> bool | None:
     """Does the whole interval lie on the paper's side of `null` (0: difference, 1: ratio)?
 
     direction: "less" (the paper says the estimate is below null), "greater", or "differ" (either
-    side). None when there is no interval (n = 1, or the claim cannot be tested).
+    side). None when there is no interval (n = 1, or the claim cannot be tested). An end given
+    as None is unbounded (a censored estimate, `censored_interval`).
     """
     if direction not in DIRECTIONS:
         raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
     if ci is None:
         return None
-    lo, hi = float(ci[0]), float(ci[1])
+    lo = -math.inf if ci[0] is None else float(ci[0])
+    hi = math.inf if ci[1] is None else float(ci[1])
     if direction == "less":
         return hi < null
     if direction == "greater":

@@ -17,19 +17,25 @@ Needs colour images: on a grayscale dataset it stops with one line.
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+from torch import nn
 
 from alexnet.data.packed import open_dataset
 from alexnet.errors import UserError
 from alexnet.experiments import plots
 from alexnet.experiments.analyses import colour_specificity, compare_towers, tower_scores
 from alexnet.experiments.claims import claim
-from alexnet.experiments.common import Context, family_recipe, family_words
-from alexnet.experiments.result import compare, run_row
+from alexnet.experiments.common import Context, Plan, RunSpec, family_recipe, family_words
+from alexnet.experiments.result import compare, compare_per_item, run_row
+from alexnet.experiments.runner import RunOutcome
 from alexnet.inference import Predictor
 from alexnet.viz import first_conv_weight, kernel_grid
+from alexnet.weights import load as load_weights
 
 NAME = "towers"
 BUDGET = {"quick": (0, 3), "full": (0, 15)}  # (training images (0: all), epochs)
@@ -47,37 +53,73 @@ def random_split_gap(scores: np.ndarray, splits: int = RANDOM_SPLITS, seed: int 
     return float(np.mean(gaps))
 
 
-def run(ctx: Context) -> dict[str, Any]:
+@dataclass(frozen=True)
+class TowerAnalysis:
+    """One two-tower model's conv1: each tower's kernel scores, the permutation test of their
+    means (tower 2 - tower 1), and the gap of random halves of the same kernels."""
+
+    tower1: np.ndarray  # (O/2,) colour specificity of the kernels feeding tower 1
+    tower2: np.ndarray
+    p_value: float
+    random_gap: float
+
+    @property
+    def gap(self) -> float:
+        return abs(float(self.tower2.mean() - self.tower1.mean()))
+
+    def rows(self, seed: int, run_dir: str | os.PathLike, out: Path) -> list[dict[str, Any]]:
+        """The four `runs` rows of one model: each tower's mean score, the towers' gap and
+        that of random halves."""
+        common = {"p_value": self.p_value}
+        return [
+            run_row("tower1", seed, run_dir, out,
+                    colour_specificity=float(self.tower1.mean()), **common),
+            run_row("tower2", seed, run_dir, out,
+                    colour_specificity=float(self.tower2.mean()), **common),
+            run_row("towers", seed, run_dir, out, tower_gap=self.gap),
+            run_row("random-split", seed, run_dir, out, tower_gap=self.random_gap),
+        ]  # fmt: skip
+
+
+def analyse(model: nn.Module, where: str = "the model") -> TowerAnalysis:
+    """The towers' colour specificity of a two-tower model (conv1's first half feeds tower 1,
+    its second half tower 2, §3.2); one-tower models are refused (UserError naming `where`)."""
+    towers = int(getattr(model, "config", {}).get("options", {}).get("towers", 1))
+    if towers != 2:
+        raise UserError(
+            f"{where}: a one-tower model (towers={towers}); the towers' colour specialization "
+            "(paper Fig. 3) needs two-tower weights, e.g. bvlc_alexnet from `alexnet convert "
+            "caffe` or a model trained with towers=2"
+        )
+    scores = colour_specificity(first_conv_weight(model).numpy())
+    one, two = tower_scores(scores, 2)
+    return TowerAnalysis(one, two, compare_towers(two, one).p_value, random_split_gap(scores))
+
+
+def plan(ctx: Context) -> Plan:
     if open_dataset(ctx.data, "train").stats.is_grayscale():
         raise UserError(
             f"--data {ctx.data}: grayscale images; the towers' colour specialization (paper "
             "Fig. 3) needs colour data such as CIFAR-10 or ImageNet"
         )
     images, epochs = BUDGET[ctx.budget]
-    specs = [
-        (f"towers-seed{s}", family_recipe(ctx, epochs=epochs, train_limit=images, seed=s),
-         f"two-tower model seed {s}")
+    return Plan([
+        RunSpec(f"towers-seed{s}", family_recipe(ctx, epochs=epochs, train_limit=images, seed=s),
+                "two-tower", s, f"two-tower model seed {s}")
         for s in ctx.seed_list
-    ]  # fmt: skip
-    outcomes = ctx.train(specs)
+    ])  # fmt: skip
+
+
+def gather(ctx: Context, outcomes: list[RunOutcome]) -> dict[str, Any]:
     rows, groups = [], {}
-    for (_, cfg, _), outcome in zip(specs, outcomes):
+    for outcome in outcomes:
+        seed = outcome.spec.seed
         model = Predictor(outcome.result.weights).model
-        scores = colour_specificity(first_conv_weight(model).detach().cpu().numpy())
-        one, two = tower_scores(scores, 2)
-        test = compare_towers(two, one)
-        common = {"p_value": test.p_value}
-        rows.append(run_row("tower1", cfg.seed, outcome.run_dir, ctx.out,
-                            colour_specificity=float(one.mean()), **common))  # fmt: skip
-        rows.append(run_row("tower2", cfg.seed, outcome.run_dir, ctx.out,
-                            colour_specificity=float(two.mean()), **common))  # fmt: skip
-        rows.append(run_row("towers", cfg.seed, outcome.run_dir, ctx.out,
-                            tower_gap=abs(float(two.mean() - one.mean()))))  # fmt: skip
-        rows.append(run_row("random-split", cfg.seed, outcome.run_dir, ctx.out,
-                            tower_gap=random_split_gap(scores)))  # fmt: skip
-        groups[f"seed {cfg.seed} tower 1"] = one.tolist()
-        groups[f"seed {cfg.seed} tower 2"] = two.tolist()
-        if cfg.seed == ctx.seed_list[0]:
+        a = analyse(model, str(outcome.run_dir))
+        rows += a.rows(seed, outcome.run_dir, ctx.out)
+        groups[f"seed {seed} tower 1"] = a.tower1.tolist()
+        groups[f"seed {seed} tower 2"] = a.tower2.tolist()
+        if outcome is outcomes[0]:
             kernel_grid(model, ctx.out / "kernels.png", title="conv1 kernels by tower")
     c = claim("towers-colour")
     comparisons = [
@@ -85,12 +127,47 @@ def run(ctx: Context) -> dict[str, Any]:
         compare(rows, "colour_specificity", "tower2", "tower1", direction="differ", claim=c.key),
     ]
     plots.scores_plot(ctx.out / "scores.png", groups)
+    cfg = outcomes[0].spec.cfg
     notes = [
-        "colour_specificity: share of a conv1 kernel's energy outside the gray axis (0 gray, "
-        "2/3 one channel); tower_gap: |mean tower 2 - mean tower 1|, against random halves.",
+        SCORE_NOTE,
         "Per-seed permutation p-values are in the runs (p_value); the towers may swap roles "
         "between seeds, so the tower2 - tower1 row can straddle 0 even when each run splits.",
         f"Models: {family_words(ctx)}, the ablations' full recipe with two towers, "
-        f"{epochs} epochs.",
+        f"{cfg.epochs} epochs.",
     ]
     return ctx.finish(c, rows, comparisons, notes)
+
+
+SCORE_NOTE = (
+    "colour_specificity: share of a conv1 kernel's energy outside the gray axis (0 gray, "
+    "2/3 one channel); tower_gap: |mean tower 2 - mean tower 1|, against random halves."
+)
+
+
+def from_weights(ctx: Context, weights: str) -> dict[str, Any]:
+    """Fig. 3 checked on given weights (e.g. Caffe's bvlc_alexnet from `alexnet convert
+    caffe`), without training: the same score and test as `gather`, for one model. With one
+    model there are no seeds: the comparison runs over its conv1 kernels (tower 2 minus tower
+    1, Welch interval, and the permutation test's p-value), answering whether this model's
+    towers differ, not how often training makes them."""
+    model, _ = load_weights(weights, "cpu")
+    a = analyse(model, f"--weights {weights}")
+    path = Path(weights).expanduser().resolve()
+    rows = a.rows(0, path, ctx.out)
+    c = claim("towers-colour")
+    by_kernel = compare_per_item(
+        a.tower2.tolist(), a.tower1.tolist(), "colour_specificity", "tower2", "tower1",
+        over="conv1 kernels", paired=False, direction="differ", claim=c.key,
+    )  # fmt: skip
+    by_kernel["p_value"] = a.p_value
+    kernel_grid(model, ctx.out / "kernels.png", title="conv1 kernels by tower")
+    plots.scores_plot(ctx.out / "scores.png", {"tower 1": a.tower1.tolist(),
+                                               "tower 2": a.tower2.tolist()})  # fmt: skip
+    notes = [
+        SCORE_NOTE,
+        f"Weights: {path.name} ({len(a.tower1)} + {len(a.tower2)} conv1 kernels), analysed "
+        f"as given, nothing trained; permutation test of tower 2 - tower 1: p = "
+        f"{a.p_value:.3g}. The paper's Fig. 3 shows tower 1 colour-agnostic and tower 2 "
+        "colour-specific; which tower is which may be swapped.",
+    ]
+    return ctx.finish(c, rows, [by_kernel], notes, extra={"weights": str(path)})
