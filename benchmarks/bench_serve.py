@@ -6,9 +6,13 @@ photo) at each concurrency (default 1, 8, 32), in --rounds rounds that alternate
 two servers (every level also stops after --level-seconds), and prints throughput and p50/p99
 latency. The last line is JSON with `serve_batched_vs_unbatched`
 (throughput ratio at the highest concurrency) and `errors` (non-200 answers, must be 0).
+Both servers decode --max-decoding images at once (2, the server's default). With
+--peer-decoding N the peer is instead the batched server decoding N images at once, and the
+ratio is `serve_batched_vs_decodeN`.
 
     python benchmarks/bench_serve.py                      # `paper`, random weights, 1000 req
     python benchmarks/bench_serve.py --weights runs/x/weights.safetensors --requests 200
+    python benchmarks/bench_serve.py --peer-decoding 6    # decoding 2 vs 6 images at once
 
 Only 127.0.0.1 is ever contacted; the load is bounded in count and in time.
 """
@@ -199,14 +203,21 @@ def main() -> None:
     p.add_argument("--level-seconds", type=float, default=300, help="time limit per level")
     p.add_argument("--max-batch", type=int, default=32)
     p.add_argument("--max-wait-ms", type=float, default=5.0)
+    p.add_argument("--max-decoding", type=int, default=2, help="images decoded at once (2)")
+    p.add_argument("--peer-decoding", type=int, metavar="N",
+                   help="compare with a batched server decoding N images at once instead of "
+                   "the unbatched one")  # fmt: skip
     args = p.parse_args()
     body = photo_jpeg()
     with tempfile.TemporaryDirectory() as tmp:
         weights = args.weights or random_weights(args.model, Path(tmp) / "w.safetensors")
-        configs = {
-            "batched": ["--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms)],
-            "unbatched": ["--max-batch", "1"],
-        }
+        batched = ["--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms)]
+        decoding = ["--max-decoding", str(args.max_decoding)]
+        configs = {"batched": batched + decoding, "unbatched": ["--max-batch", "1", *decoding]}
+        if args.peer_decoding:
+            peer = f"decode{args.peer_decoding}"
+            configs = {"batched": configs["batched"],
+                       peer: batched + ["--max-decoding", str(args.peer_decoding)]}  # fmt: skip
         procs = {name: start(weights, *extra) for name, extra in configs.items()}
         try:
             rows = measure({name: url for name, (_, url) in procs.items()}, body, args)
@@ -220,11 +231,14 @@ def main() -> None:
     print(f"model alone: {alone}")
     top = max(args.concurrency)
     rate = {r["config"]: r["rps"] for r in rows if r["concurrency"] == top}
-    ratio = round(rate["batched"] / rate["unbatched"], 2)
+    peer = next(name for name in rate if name != "batched")
+    ratio = round(rate["batched"] / rate[peer], 2)
+    key = "serve_batched_vs_unbatched" if peer == "unbatched" else f"serve_batched_vs_{peer}"
     print(json.dumps({
         "bench": "serve", "weights": str(args.weights or f"random {args.model}"),
         "machine": cpu_name(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
-        "levels": rows, **alone, "serve_batched_vs_unbatched": ratio,
+        "max_decoding": args.max_decoding,
+        "levels": rows, **alone, key: ratio,
         "errors": sum(r["errors"] for r in rows),
     }))  # fmt: skip
 
