@@ -7,6 +7,9 @@ finds one graph; `aot_eager` (Dynamo + AOTAutograd, eager kernels) gives what ea
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -110,3 +113,18 @@ def test_inductor_paper_model_close_to_eager():
     assert torch.allclose(
         model.features.conv1.weight.grad, grad, rtol=1e-3, atol=1e-4 * grad.abs().max()
     )
+
+
+def test_eager_calls_do_not_import_dynamo():
+    """Eager runs take autograd.Functions, not the custom ops (whose first call would import
+    Dynamo: seconds of start-up), and the gating needs no Dynamo either."""
+    code = (
+        "import sys, torch\n"
+        "from alexnet.models.registry import get_model\n"
+        "model = get_model('paper', num_classes=10)\n"
+        "model(torch.randn(1, 3, 224, 224)).sum().backward()\n"
+        "print('torch._dynamo' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "False"

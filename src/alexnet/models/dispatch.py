@@ -10,8 +10,8 @@
   (set it before Python starts); slow, for tests;
 - `torch`: never the Triton kernels (CUDA runs torch ops; the CPU is unchanged).
 
-The choice is made by `lrn_backend`, which `torch.compile` treats as a constant
-(`torch.compiler.assume_constant_result`): the layers' gating never breaks a graph.
+The choice is made by `lrn_backend`, which `torch.compile` treats as a constant (as with
+`torch.compiler.assume_constant_result`): the layers' gating never breaks a graph.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def triton_error() -> str:
     return _TRITON_ERROR
 
 
-@torch.compiler.assume_constant_result
+@native.compile_constant
 def lrn_backend(device_type: str) -> str:
     """ "c", "triton" or "torch": what computes LRN of tensors on `device_type`.
 

@@ -269,6 +269,26 @@ def _backward(ctx, grad_out: Tensor):
 lrn_op.register_autograd(_backward, setup_context=_setup_context)
 
 
+class _LRN(torch.autograd.Function):
+    """Eager calls: the same kernels without custom-op dispatch (whose first call imports
+    Dynamo)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, p: LRNParams) -> Tensor:
+        ctx.params = p
+        ctx.save_for_backward(x)
+        return forward(x, p)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        (x,) = ctx.saved_tensors
+        return backward(x, grad_out, ctx.params), None
+
+
 def lrn(x: Tensor, p: LRNParams) -> Tensor:
-    """LRN(x) with autograd through the Triton kernels; x: (N, C, ...) of `DTYPES`."""
-    return lrn_op(dense(x), p.size, p.groups, p.alpha, p.beta, p.k)
+    """LRN(x) with autograd through the Triton kernels; x: (N, C, ...) of `DTYPES`. Inside
+    `torch.compile` the custom op `alexnet::lrn_triton`."""
+    x = dense(x)
+    if torch.compiler.is_compiling():
+        return lrn_op(x, p.size, p.groups, p.alpha, p.beta, p.k)
+    return _LRN.apply(x, p)

@@ -212,7 +212,15 @@ def _load() -> ctypes.CDLL | None:
     return lib
 
 
-@torch.compiler.assume_constant_result
+def compile_constant(fn):
+    """Mark `fn` as `torch.compiler.assume_constant_result` does: Dynamo calls it while tracing
+    and keeps its result as a constant. That decorator only sets this attribute, but importing
+    it imports Dynamo (seconds); this sets it without the import."""
+    fn._dynamo_marked_constant = True
+    return fn
+
+
+@compile_constant
 def available() -> bool:
     """Whether the kernels are loaded (building them on the first call). A constant to
     `torch.compile`, so the layers' choice of kernel never breaks its graph."""

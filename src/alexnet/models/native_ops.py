@@ -1,11 +1,12 @@
-"""The CPU kernels of `native` as torch custom ops, so `torch.compile` sees opaque ops.
+"""The CPU kernels of `native` with autograd, as torch custom ops inside `torch.compile`.
 
 Each kernel (LRN §3.3, max-pooling §3.4, [ReLU ->] LRN -> max-pool §3.1-3.4) is an
 `alexnet::*` op with a fake (shape-only) implementation and its backward registered as the
-op's autograd formula; Dynamo then traces a model through them without a graph break, and
-eager calls run the very same C code as before (bitwise the same results). The ops call
-`native`'s functions by module attribute at run time. Callers check `native.supports` and
-`native.available()` first.
+op's autograd formula; Dynamo traces a model through them without a graph break. Eager calls
+take an `autograd.Function` around the very same C calls instead (a custom op's first call
+imports Dynamo, seconds of start-up). The entry points at the end choose; both call `native`'s
+functions by module attribute at run time, so results are bitwise the same. Callers check
+`native.supports` and `native.available()` first.
 """
 
 from __future__ import annotations
@@ -184,26 +185,84 @@ def _fused_backward(ctx, grad_out: Tensor, _grad_places):
 lrn_max_pool_c.register_autograd(_fused_backward, setup_context=_fused_setup)
 
 
-# ---- entry points ---------------------------------------------------------------------------
+# ---- eager: the same kernels through autograd.Function (no custom-op dispatch, which would
+# import Dynamo on the first call: seconds of start-up for a model that is never compiled)
+class _LRN(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, p: LRNParams) -> Tensor:
+        ctx.params = p
+        ctx.save_for_backward(x)
+        return native.lrn(x, None, p)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        (x,) = ctx.saved_tensors
+        grad_out = grad_out.to(x.dtype).contiguous(memory_format=_format(x))
+        return native.lrn(x, grad_out, ctx.params), None
+
+
+class _MaxPool(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, kernel: int, stride: int, train: bool) -> Tensor:
+        out, places = native.max_pool(x, kernel, stride, train)
+        if places is not None:
+            ctx.save_for_backward(places)
+        ctx.geometry = (x.shape, kernel, stride)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        (places,) = ctx.saved_tensors
+        return native.max_pool_backward(grad_out, places, *ctx.geometry), None, None, None
+
+
+class _LRNMaxPool(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, p: LRNParams, kernel: int, stride: int, train: bool, relu: bool):
+        out, places = native.lrn_max_pool(x, p, kernel, stride, train, relu)
+        if train:
+            ctx.save_for_backward(x, places)
+        ctx.geometry = (p, kernel, stride, relu)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        x, places = ctx.saved_tensors
+        grad_in = native.lrn_max_pool_backward(x, grad_out, places, *ctx.geometry)
+        return grad_in, None, None, None, None, None
+
+
+# ---- entry points: the custom ops inside torch.compile, autograd.Functions in eager ---------
 def lrn(x: Tensor, p: LRNParams) -> Tensor:
     """LRN(x) through the C kernel, with autograd."""
-    return lrn_c(x, p.size, p.groups, p.alpha, p.beta, p.k)
+    if torch.compiler.is_compiling():
+        return lrn_c(x, p.size, p.groups, p.alpha, p.beta, p.k)
+    return _LRN.apply(x, p)
 
 
 def lrn_(x: Tensor, p: LRNParams) -> Tensor:
     """x = LRN(x) in place through the C kernel (no autograd); returns x."""
-    lrn_c_(x, p.size, p.groups, p.alpha, p.beta, p.k)
+    if torch.compiler.is_compiling():
+        lrn_c_(x, p.size, p.groups, p.alpha, p.beta, p.k)
+        return x
+    native.lrn(x, None, p, out=x)
+    if not x.is_inference():
+        torch.autograd.graph.increment_version(x)  # as any in-place op does
     return x
 
 
 def max_pool(x: Tensor, kernel: int, stride: int, train: bool) -> Tensor:
     """Max-pool (N, C, H, W) -> (N, C, OH, OW) through the C kernel, with autograd."""
-    return max_pool_c(x, kernel, stride, train)[0]
+    if torch.compiler.is_compiling():
+        return max_pool_c(x, kernel, stride, train)[0]
+    return _MaxPool.apply(x, kernel, stride, train)
 
 
 def lrn_max_pool(
     x: Tensor, p: LRNParams, kernel: int, stride: int, train: bool, relu: bool
 ) -> Tensor:
     """MaxPool(LRN(x)) (of LRN(ReLU(x)) with `relu`) through the fused C kernel."""
-    args = (p.size, p.groups, p.alpha, p.beta, p.k, kernel, stride, train, relu)
-    return lrn_max_pool_c(x, *args)[0]
+    if torch.compiler.is_compiling():
+        args = (p.size, p.groups, p.alpha, p.beta, p.k, kernel, stride, train, relu)
+        return lrn_max_pool_c(x, *args)[0]
+    return _LRNMaxPool.apply(x, p, kernel, stride, train, relu)
