@@ -11,7 +11,6 @@ import sys
 
 from alexnet.commands import argtypes as A
 from alexnet.errors import UserError
-from alexnet.runtime import resolve_device
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -89,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         from alexnet.serve.engine import Engine
     except ImportError as exc:
         raise UserError(f"serve needs {exc.name} (pip install 'alexnet[serve]')") from None
+    from alexnet.runtime import resolve_device  # torch: only once the command runs
 
     api_key = args.api_key or os.environ.get("ALEXNET_API_KEY") or None
     device = resolve_device(args.device)
