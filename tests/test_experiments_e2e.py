@@ -10,20 +10,12 @@ import json
 
 import pytest
 import torch
+from reproduce_tiny import shrink
 from train_helpers import write_packed
 
 from alexnet import runtime as dist
 from alexnet.errors import UserError
-from alexnet.experiments import (
-    ablations,
-    depth,
-    fanout,
-    paper_net,
-    relu_tanh,
-    retrieval,
-    timing,
-    towers,
-)
+from alexnet.experiments import ablations, depth, fanout, paper_net, relu_tanh, retrieval, towers
 from alexnet.experiments.common import Context, with_options
 from alexnet.experiments.result import load_result, summarize
 from alexnet.train.engine import fit
@@ -44,19 +36,7 @@ def colour(tmp_path_factory):
 @pytest.fixture
 def tiny(monkeypatch):
     """Budgets of seconds: a few steps of batch 16 on 64 images."""
-    monkeypatch.setitem(relu_tanh.BUDGET, "quick", ((0.01, 0.1), 4, 8, 2))
-    monkeypatch.setitem(ablations.BUDGET, "quick", (48, 2))
-    monkeypatch.setitem(retrieval.BUDGET, "quick", (0, 1))
-    monkeypatch.setitem(towers.BUDGET, "quick", (0, 1))
-    monkeypatch.setitem(paper_net.BUDGET, "quick", (1, 8, 2))
-    monkeypatch.setattr(paper_net, "BATCH", 4)
-    monkeypatch.setattr(timing, "ROUNDS", 2)
-    monkeypatch.setattr(timing, "STEPS", 1)
-    monkeypatch.setattr(timing, "WARMUP", 1)
-    from alexnet.experiments import common
-
-    monkeypatch.setattr(common, "BATCH", 16)
-    monkeypatch.setattr(relu_tanh, "BATCH", 16)
+    shrink(monkeypatch.setattr, monkeypatch.setitem)
 
 
 class Counter:

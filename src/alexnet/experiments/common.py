@@ -53,7 +53,7 @@ class Context:
     seeds: int = 3
     device: str = "auto"
     family: str = "small"  # FAMILIES: the network the family_recipe experiments train
-    log: TextIO = field(default=sys.stderr)
+    log: TextIO | None = None  # None: sys.stderr at the time of writing
     fit: Any = None  # the training function (tests inject a counting one); None: the engine's
     started: float = field(default_factory=time.perf_counter)
     trained_here: set[str] = field(default_factory=set)  # runs trained by this invocation
@@ -64,7 +64,7 @@ class Context:
         return list(range(self.seeds))
 
     def say(self, message: str) -> None:
-        print(message, file=self.log, flush=True)
+        print(message, file=self.log or sys.stderr, flush=True)
 
     def header(self) -> dict[str, Any]:
         """The packed dataset's header.json (name, classes, image size)."""

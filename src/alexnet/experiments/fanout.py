@@ -43,20 +43,26 @@ def todo(ctx: Context, plan: Plan) -> list[int]:
     return [i for i, spec in enumerate(plan.runs) if _state(ctx, spec) != "reused"]
 
 
+def run_config(ctx: Context, spec: RunSpec) -> Any:
+    """The run's config as trained: output_dir its directory OUT/runs/<name>/."""
+    return dataclasses.replace(spec.cfg, output_dir=str(ctx.run_dir(spec)), resume=None)
+
+
 def plan_records(ctx: Context, plan: Plan) -> list[dict[str, Any]]:
     """One record per planned run: index, run name, variant, seed, status ("finished",
-    "checkpoint" or "new") and the `alexnet train` command line that trains it."""
+    "checkpoint" or "new") and the `alexnet train` command line that trains it (with
+    `--resume auto`: the same line starts the run or continues it from its checkpoint)."""
     status = {"reused": "finished", "resumed": "checkpoint", "new": "new"}
     records = []
     for i, spec in enumerate(plan.runs):
-        cfg = dataclasses.replace(spec.cfg, output_dir=str(ctx.run_dir(spec)), resume=None)
+        argv = ["alexnet", "train", *train_argv(run_config(ctx, spec)), "--resume", "auto"]
         records.append({
             "index": i,
             "run": spec.name,
             "variant": spec.variant,
             "seed": spec.seed,
             "status": status[_state(ctx, spec)],
-            "command": shlex.join(["alexnet", "train", *train_argv(cfg)]),
+            "command": shlex.join(argv),
         })  # fmt: skip
     return records
 

@@ -153,6 +153,7 @@ def from_weights(ctx: Context, weights: str) -> dict[str, Any]:
     model, _ = load_weights(weights, "cpu")
     a = analyse(model, f"--weights {weights}")
     path = Path(weights).expanduser().resolve()
+    ctx.out.mkdir(parents=True, exist_ok=True)
     rows = a.rows(0, path, ctx.out)
     c = claim("towers-colour")
     by_kernel = compare_per_item(
