@@ -16,11 +16,15 @@ from PIL import Image
 
 from alexnet import cli
 from alexnet.data import pack
-from alexnet.data.jpeg import DamagedRecord, decode_pillow, decode_torchvision
+from alexnet.data.jpeg import DamagedRecord, decode_pillow
+from alexnet.data.jpeg_decode import decode_torchvision
 from alexnet.data.pack import prepare
 from alexnet.data.packed import open_dataset
 from alexnet.data.sources import ArraySource
 from alexnet.data.verify import verify
+
+# torchvision 0.29 marks its image codecs deprecated (jpeg_decode.py silences it outside tests)
+pytestmark = pytest.mark.filterwarnings("ignore:The image decoding:DeprecationWarning")
 
 # sha256 of every file the raw writer produced before JPEG encoding existed (commit 857bfe9),
 # for two fixtures; the raw writer must still produce exactly these bytes.

@@ -12,12 +12,15 @@ import pytest
 import torch
 from PIL import Image
 
-from alexnet.data import jpeg
+from alexnet.data import jpeg_decode
 from alexnet.data.augment import Draws, LoaderTransform, TrainTransform
 from alexnet.data.jpeg import DamagedRecord
 from alexnet.data.loader import DeviceLoader, decodes_on_device, epoch_permutation
 from alexnet.data.pack import prepare
 from alexnet.data.packed import open_dataset
+
+# torchvision 0.29 marks its image codecs deprecated (jpeg_decode.py silences it outside tests)
+pytestmark = pytest.mark.filterwarnings("ignore:The image decoding:DeprecationWarning")
 
 N = 45
 
@@ -98,7 +101,7 @@ def test_the_gpu_decoder_is_chosen_only_on_cuda(packed, monkeypatch):
                         for r in records])  # fmt: skip
         return torch.from_numpy(out).permute(0, 3, 1, 2)
 
-    monkeypatch.setattr(jpeg, "decode_batch_device", stub)
+    monkeypatch.setattr(jpeg_decode, "decode_batch_device", stub)
     for ds in (raw, jp):  # on a CPU device neither dataset calls the GPU decoder
         list(DeviceLoader(ds, 8, shuffle=False, drop_last=False).iterate())
     assert calls == []
@@ -125,7 +128,8 @@ def test_a_damaged_record_stops_the_loader_with_its_name(tmp_path, monkeypatch):
         loader = DeviceLoader(ds, 4, shuffle=False, drop_last=False, workers=workers)
         with pytest.raises(DamagedRecord, match="train record 9 is damaged"):
             list(loader.iterate(transform=tf, generator=torch.Generator()))
-    monkeypatch.setattr(jpeg, "decode_batch_device", lambda *a: pytest.fail("decoded garbage"))
+    garbage = lambda *a: pytest.fail("decoded a damaged record")  # noqa: E731
+    monkeypatch.setattr(jpeg_decode, "decode_batch_device", garbage)
     loader = DeviceLoader(ds, 4, shuffle=False, drop_last=False, device="cuda")
     monkeypatch.setattr(loader, "_send", lambda t: t)
     with pytest.raises(DamagedRecord, match="train record 9"):  # checked before decoding

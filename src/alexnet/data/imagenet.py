@@ -201,14 +201,39 @@ def read_meta(meta: bytes, where: str) -> tuple[list[str], list[str], dict[int, 
     )
 
 
+def _members(tar: tarfile.TarFile):
+    """The regular-file members of an open tar, one header at a time: tarfile would keep
+    every header it has read (`tar.members`), ~0.5 kB each, which the index does not need."""
+    while (m := tar.next()) is not None:
+        tar.members.clear()
+        if m.isfile():
+            yield m
+
+
 def _index_tar(path: Path, display_root: str) -> list[tuple[str, str, int, int]]:
     """(member name, display path, data offset, size) of the regular files in a tar."""
-    out = []
     with tarfile.open(path, "r:") as tar:
-        for m in tar:
-            if m.isfile():
-                out.append((m.name, f"{display_root}/{m.name}", m.offset_data, m.size))
-    return out
+        return [(m.name, f"{display_root}/{m.name}", m.offset_data, m.size) for m in _members(tar)]
+
+
+def _index_train_tar(path: Path, wnid_index: dict[str, int]):
+    """Items of ILSVRC2012_img_train.tar (one inner tar per wnid, read in place: each JPEG's
+    absolute offset in the outer file) and the members that are not a known wnid's tar."""
+    skipped: list[tuple[str, str]] = []
+    train: list[Item] = []
+    file = str(path)  # one string shared by every item
+    with tarfile.open(path, "r:") as outer:
+        for m in _members(outer):
+            wnid = os.path.splitext(os.path.basename(m.name))[0]
+            shown = f"{TRAIN_TAR}/{m.name}"
+            if not m.name.endswith(".tar") or wnid not in wnid_index:
+                skipped.append((shown, "not a per-class tar of a known wnid"))
+                continue
+            with tarfile.open(fileobj=outer.extractfile(m), mode="r:") as inner:
+                for im in _members(inner):
+                    off = m.offset_data + im.offset_data
+                    train.append((f"{shown}/{im.name}", wnid_index[wnid], file, off, im.size))
+    return train, skipped
 
 
 def is_ilsvrc2012(root: Path) -> bool:
@@ -224,26 +249,8 @@ def ilsvrc2012(root: Path, *, size: int = 256, max_pixels: int = DEFAULT_MAX_PIX
     meta, gt = _devkit_files(root)
     wnids, words, id_to_class = read_meta(meta, str(root))
     wnid_index = {w: i for i, w in enumerate(wnids)}
-    skipped: list[tuple[str, str]] = []
-    train: list[Item] = []
-    train_path = str(root / TRAIN_TAR)
     try:
-        with tarfile.open(root / TRAIN_TAR, "r:") as outer:
-            for m in outer:
-                if not m.isfile():
-                    continue
-                wnid = os.path.splitext(os.path.basename(m.name))[0]
-                shown = f"{TRAIN_TAR}/{m.name}"
-                if not m.name.endswith(".tar") or wnid not in wnid_index:
-                    skipped.append((shown, "not a per-class tar of a known wnid"))
-                    continue
-                with tarfile.open(fileobj=outer.extractfile(m), mode="r:") as inner:
-                    for im in inner:
-                        if im.isfile():
-                            off = m.offset_data + im.offset_data
-                            train.append(
-                                (f"{shown}/{im.name}", wnid_index[wnid], train_path, off, im.size)
-                            )
+        train, skipped = _index_train_tar(root / TRAIN_TAR, wnid_index)
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise UserError(f"{root / TRAIN_TAR}: unreadable tar ({exc})") from None
     try:
@@ -256,10 +263,11 @@ def ilsvrc2012(root: Path, *, size: int = 256, max_pixels: int = DEFAULT_MAX_PIX
             f"{root / VAL_TAR}: {len(val_members)} files but the ground truth lists {len(labels)}"
         )
     val: list[Item] = []
+    val_file = str(root / VAL_TAR)  # one string shared by every item
     for (_, shown, off, n), ident in zip(val_members, labels, strict=True):
         if ident not in id_to_class:
             raise UserError(f"{root}: ground truth ILSVRC2012_ID {ident} is not a leaf synset")
-        val.append((shown, id_to_class[ident], str(root / VAL_TAR), off, n))
+        val.append((shown, id_to_class[ident], val_file, off, n))
     return FileSource("ilsvrc2012", words, {"train": train, "val": val}, size=size,
                       max_pixels=max_pixels, root=str(root), skipped=skipped)  # fmt: skip
 

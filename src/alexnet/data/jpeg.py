@@ -6,10 +6,10 @@ one-channel JPEG), with a CRC32 of its bytes in the split's index. Every read ch
 first: a flipped bit on disk often decodes to garbage without any decoder complaint, so a
 damaged record raises `DamagedRecord` (one line: dataset, split, index, how to check it).
 
-CPU decoding uses Pillow (`CPU_DECODER`; `benchmarks/bench_loader.py` measures it against
-torchvision.io.decode_jpeg on the same records; both are libjpeg-turbo and give identical
-pixels); both release the GIL, so the loader's threads decode in parallel. On CUDA a batch
-is decoded at once by `torchvision.io.decode_jpeg(list, device=...)` (nvJPEG).
+This module needs no torch: readers (`ds[i]`, `np.asarray(ds.images)`) and `prepare` (the
+statistics of the decoded pixels) decode with Pillow. DeviceLoader decodes with the faster
+torchvision.io.decode_jpeg instead (jpeg_decode.py; both are libjpeg-turbo with the same
+settings and give the same pixels, tested), and on CUDA whole batches with nvJPEG.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ import hashlib
 import io
 import json
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -28,7 +29,7 @@ from alexnet.data.layout import JPEG_FORMAT_VERSION, SPLITS, crc_file, labels_fi
 from alexnet.errors import UserError
 
 SUBSAMPLING = "4:2:0"
-CPU_DECODER = "pillow"  # measured faster than torchvision here (benchmarks/bench_loader.py)
+Decoder = Callable[[Any, np.ndarray], None]  # (record bytes, out (H, W, 3) uint8) -> None
 
 
 class DamagedRecord(UserError):
@@ -70,37 +71,6 @@ def decode_pillow(data, out: np.ndarray) -> None:
             raise ValueError(f"decodes to {im.mode} {im.size[0]}x{im.size[1]}")
         arr = np.asarray(im)
     out[...] = arr[..., None] if arr.ndim == 2 else arr
-
-
-def decode_torchvision(data, out: np.ndarray) -> None:
-    """The same with torchvision.io.decode_jpeg (libjpeg-turbo) on the CPU."""
-    import torch
-    from torchvision.io import ImageReadMode, decode_jpeg
-
-    t = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-    x = decode_jpeg(t, mode=ImageReadMode.RGB)
-    if tuple(x.shape) != (3, out.shape[0], out.shape[1]):
-        raise ValueError(f"decodes to {tuple(x.shape)}")
-    out[...] = x.permute(1, 2, 0).numpy()
-
-
-DECODERS = {"pillow": decode_pillow, "torchvision": decode_torchvision}
-
-
-def decode_into(data, out: np.ndarray, decoder: str = CPU_DECODER) -> None:
-    """Decode one JPEG record into `out` (H, W, 3) uint8 with the CPU decoder."""
-    DECODERS[decoder](data, out)
-
-
-def decode_batch_device(records: Sequence[np.ndarray], device):
-    """Decode a batch of JPEG records on a CUDA device (nvJPEG, in one call) -> uint8
-    (B, 3, H, W) on `device`, channels_last memory (the layout the raw loader hands over)."""
-    import torch
-    from torchvision.io import ImageReadMode, decode_jpeg
-
-    tensors = [torch.from_numpy(np.asarray(r)) for r in records]
-    decoded = decode_jpeg(tensors, mode=ImageReadMode.RGB, device=device)
-    return torch.stack([d.permute(1, 2, 0) for d in decoded]).permute(0, 3, 1, 2)
 
 
 class JpegImages:
@@ -147,12 +117,12 @@ class JpegImages:
         """The checked records of items `idx`, in order."""
         return [self.record(int(i)) for i in idx]
 
-    def read_into(self, idx, out: np.ndarray, decoder: str = CPU_DECODER) -> None:
-        """Decode items `idx` into `out` (len(idx), H, W, 3) uint8."""
+    def read_into(self, idx, out: np.ndarray, decode: Decoder = decode_pillow) -> None:
+        """Decode items `idx` into `out` (len(idx), H, W, 3) uint8 with `decode`."""
         for j, i in enumerate(idx):
             data = self.record(int(i))
             try:
-                decode_into(data, out[j], decoder)
+                decode(data, out[j])
             except Exception as exc:  # noqa: BLE001 - any decoder failure names the record
                 why = f"does not decode: {str(exc).splitlines()[0] if str(exc) else exc!r}"
                 k = self.record_number(int(i))

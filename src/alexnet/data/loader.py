@@ -6,7 +6,7 @@ memory and is copied with `non_blocking=True`. The batch is returned as (B, 3, H
 channels_last view of the NHWC bytes (no copy). Augmentation happens later, on the device
 (augment.py). A JPEG dataset's records are checked (CRC32) and decoded in the same threads:
 on the CPU one image at a time (libjpeg-turbo, GIL released), on CUDA a batch at once on the
-GPU (nvJPEG, `jpeg.decode_batch_device`); what follows is the same as for raw pixels.
+GPU (nvJPEG, `jpeg_decode.decode_batch_device`); what follows is the same as for raw pixels.
 
 Sharding (the rule every rank follows): perm = permutation(N) from (seed, epoch) (or arange when not
 shuffling); global batch k = perm[k*B*W:(k+1)*B*W]; rank r takes [r*B:(r+1)*B] of it. So a
@@ -23,12 +23,13 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from alexnet.data import jpeg
+from alexnet.data import jpeg_decode
 from alexnet.data.augment import Draws, LoaderTransform, ReusableBuffers
 from alexnet.data.jpeg import JpegImages
 from alexnet.data.packed import PackedDataset
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+CPU_DECODE = jpeg_decode.DECODERS[jpeg_decode.CPU_DECODER]
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
@@ -115,7 +116,7 @@ class DeviceLoader:
         images = self.dataset.images
         buf, out = self._host_batch((len(idx), *images.shape[1:]))
         if isinstance(images, JpegImages):
-            images.read_into(idx, buf)
+            images.read_into(idx, buf, CPU_DECODE)
         elif len(idx) and idx[-1] - idx[0] == len(idx) - 1 and np.all(np.diff(idx) == 1):
             buf[...] = images[idx[0] : idx[-1] + 1]  # contiguous: one slice copy
         elif len(idx):
@@ -126,7 +127,7 @@ class DeviceLoader:
         """CUDA + JPEG: the checked records of the batch, decoded together on the device ->
         uint8 (B, 3, H, W) there, with the labels sent after them."""
         records = self.dataset.images.records(idx)
-        images = jpeg.decode_batch_device(records, self.device)
+        images = jpeg_decode.decode_batch_device(records, self.device)
         return images, self._send(self._labels_of(idx))
 
     def _send(self, t: torch.Tensor) -> torch.Tensor:
@@ -142,7 +143,7 @@ class DeviceLoader:
         images = self.dataset.images
         if isinstance(images, JpegImages):
             rows = self._buffers.get((len(idx), *images.shape[1:]))
-            images.read_into(idx, rows)
+            images.read_into(idx, rows, CPU_DECODE)
             return transform.apply_rows(rows, range(len(idx)), draws), self._labels_of(idx)
         return transform.apply_rows(images, idx, draws), torch.from_numpy(self._labels[idx])
 

@@ -26,7 +26,7 @@ def encode_jpeg(images: np.ndarray, quality: int) -> tuple[list[bytes], np.ndarr
     records = [jpeg.encode(img, quality) for img in images]
     decoded = np.empty_like(images)
     for rec, out in zip(records, decoded, strict=True):
-        jpeg.decode_into(rec, out)
+        jpeg.decode_pillow(rec, out)  # = the loader's decoder's pixels (tested)
     return records, decoded
 
 

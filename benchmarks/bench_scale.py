@@ -1,0 +1,237 @@
+"""Costs as the data grows: `prepare`, open and one epoch of DeviceLoader reads for synthetic
+datasets of 10^4, 10^5 and 10^6 small images (raw and JPEG), and the ILSVRC2012 tar reader's
+index over tars of up to 10^5 members.
+
+For every stage and size: time per image (train + val images for prepare, train images for
+the epoch) and the peak anonymous RSS of the stage above the process's RSS when it began
+(sampled every 5 ms; file pages of the memory map are the page cache, not counted). A cost
+that stays flat gives the same time per image at every size (goal: within 1.3x from the
+smallest to the largest) and a peak that grows only by the index (bytes per image stated:
+labels, offsets, CRC32s, the epoch order). Full mode runs each size in a fresh process;
+`--quick` runs small sizes in this process, in seconds (the test suite runs it).
+Last line: one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+SIZES = (10_000, 100_000, 1_000_000)
+QUICK_SIZES = (300, 1_200)
+TAR_SIZES = (10_000, 100_000)
+QUICK_TAR_SIZES = (300, 1_200)
+
+
+def rss_anon() -> int:
+    """This process's anonymous resident memory in bytes (RssAnon of /proc/self/status)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class Peak:
+    """Samples rss_anon() in a thread while the `with` block runs: .peak - .start (bytes)."""
+
+    def __enter__(self) -> Peak:
+        self.start = self.peak = rss_anon()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        self.t0 = time.perf_counter()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, rss_anon())
+
+    def __exit__(self, *exc) -> None:
+        self.seconds = time.perf_counter() - self.t0
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_anon())
+        self.grew = self.peak - self.start
+
+
+def run_size(n: int, encoding: str, root: Path, image_size: int) -> dict:
+    """prepare, open, one epoch for a synthetic dataset of n train images (n/5 val)."""
+    import torch
+
+    from alexnet.data.loader import DeviceLoader
+    from alexnet.data.pack import prepare
+    from alexnet.data.packed import open_dataset
+    from alexnet.data.sources import SyntheticSource
+
+    out = root / f"{encoding}-{n}"
+    src = SyntheticSource(classes=10, count=n, image_size=image_size, seed=0)
+    total = n + max(1, n // 5)
+    res: dict = {"n": n, "encoding": encoding}
+    with Peak() as p:
+        prepare(src, out, workers=1, progress=False, encoding=encoding)
+    res["prepare"] = (p.seconds / total, p.grew)
+    with Peak() as p:
+        ds = open_dataset(out)
+        open_dataset(out, "val")
+        ds.stats  # noqa: B018 - read once, as training does
+    res["open"] = (p.seconds / total, p.grew)
+    loader = DeviceLoader(ds, 256, shuffle=True, drop_last=False, workers=2)
+    with Peak() as p:
+        for x, _ in loader.iterate():
+            del x
+    res["epoch"] = (p.seconds / n, p.grew)
+    res["stored_bytes_per_image"] = sum(f.stat().st_size for f in out.iterdir()) / total
+    del ds, loader
+    torch.cuda.empty_cache() if torch.cuda.is_available() else None
+    return res
+
+
+def make_tar(path: Path, members: int, nested: bool) -> None:
+    """A tar of `members` tiny files: flat (like ILSVRC2012_img_val.tar) or 100 inner tars
+    of wnid-named files (like ILSVRC2012_img_train.tar)."""
+    data = b"\xff\xd8 not really a jpeg"
+
+    def add(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
+        info = tarfile.TarInfo(name)
+        info.size = len(payload)
+        tar.addfile(info, io.BytesIO(payload))
+
+    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
+        if not nested:
+            for i in range(members):
+                add(tar, f"ILSVRC2012_val_{i + 1:08d}.JPEG", data)
+            return
+        per = members // 100
+        for c in range(100):
+            buf = io.BytesIO()
+            with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as inner:
+                for i in range(per):
+                    add(inner, f"n{c:08d}_{i}.JPEG", data)
+            add(tar, f"n{c:08d}.tar", buf.getvalue())
+
+
+def run_tar(members: int, root: Path) -> dict:
+    from alexnet.data import imagenet
+
+    res: dict = {"members": members}
+    for kind in ("flat", "nested"):
+        path = root / f"{kind}-{members}.tar"
+        make_tar(path, members, kind == "nested")
+        with Peak() as p:
+            if kind == "flat":
+                items = imagenet._index_tar(path, imagenet.VAL_TAR)
+            else:
+                wnids = {f"n{c:08d}": c for c in range(100)}
+                items, _ = imagenet._index_train_tar(path, wnids)
+        assert len(items) == members - (members % 100 if kind == "nested" else 0)
+        res[kind] = (p.seconds / len(items), p.grew)
+        del items
+        path.unlink()
+    return res
+
+
+def child(args) -> None:
+    root = Path(args.root)
+    res = run_tar(args.n, root) if args.encoding == "tar" else run_size(
+        args.n, args.encoding, root, args.image_size)  # fmt: skip
+    print(json.dumps(res))
+
+
+def collect(args) -> tuple[list[dict], list[dict]]:
+    root = Path(tempfile.mkdtemp(prefix="bench_scale_"))
+    sizes, tars = (QUICK_SIZES, QUICK_TAR_SIZES) if args.quick else (SIZES, TAR_SIZES)
+    runs, tar_runs = [], []
+    for n in sizes:
+        for encoding in ("raw", "jpeg"):
+            if args.quick:
+                runs.append(run_size(n, encoding, root, args.image_size))
+                continue
+            cmd = [sys.executable, __file__, "--child", "--n", str(n), "--encoding", encoding,
+                   "--root", str(root), "--image-size", str(args.image_size)]  # fmt: skip
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+            runs.append(json.loads(out.splitlines()[-1]))
+    for m in tars:
+        if args.quick:
+            tar_runs.append(run_tar(m, root))
+            continue
+        cmd = [sys.executable, __file__, "--child", "--n", str(m), "--encoding", "tar",
+               "--root", str(root)]  # fmt: skip
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        tar_runs.append(json.loads(out.splitlines()[-1]))
+    return runs, tar_runs
+
+
+def report(runs: list[dict], tar_runs: list[dict], args) -> dict:
+    from alexnet.runtime import cpu_name
+
+    size = f"{args.image_size}x{args.image_size}"
+    print(f"machine: {cpu_name()}, {os.cpu_count()} CPUs; synthetic {size} images (val = n/5); "
+          "per stage: us/image, peak RSS growth (MB)")  # fmt: skip
+    summary: dict = {"machine": cpu_name(), "image_size": args.image_size, "growth": {}}
+    print(f"{'encoding':<6}{'n':>10}" + "".join(f"{s:>24}" for s in ("prepare", "open", "epoch")))
+    for r in runs:
+        cells = "".join(f"{r[s][0] * 1e6:>12.1f}{r[s][1] / 1e6:>12.1f}"
+                        for s in ("prepare", "open", "epoch"))  # fmt: skip
+        print(f"{r['encoding']:<6}{r['n']:>10}{cells}")
+    for enc in ("raw", "jpeg"):
+        rs = [r for r in runs if r["encoding"] == enc]
+        lo, hi = rs[0], rs[-1]
+        for s in ("prepare", "epoch"):
+            growth = hi[s][0] / lo[s][0]
+            per_img = (hi[s][1] - lo[s][1]) / (hi["n"] - lo["n"])
+            summary["growth"][f"{enc}_{s}"] = {
+                "time_ratio": round(growth, 3), "rss_bytes_per_image": round(per_img, 1)
+            }  # fmt: skip
+            print(
+                f"{enc} {s}: time/image {growth:.2f}x from n={lo['n']} to n={hi['n']}; "
+                f"peak RSS grows {per_img:.1f} bytes per image"
+            )
+    for t in tar_runs:
+        print(
+            f"tar index {t['members']:>8} members: flat {t['flat'][0] * 1e6:.1f} us and "
+            f"{t['flat'][1] / 1e6:.1f} MB, nested {t['nested'][0] * 1e6:.1f} us and "
+            f"{t['nested'][1] / 1e6:.1f} MB"
+        )
+    if len(tar_runs) > 1:
+        a, b = tar_runs[0], tar_runs[-1]
+        for kind in ("flat", "nested"):
+            per = (b[kind][1] - a[kind][1]) / (b["members"] - a["members"])
+            summary["growth"][f"tar_{kind}"] = {"time_ratio": round(b[kind][0] / a[kind][0], 3),
+                                                "rss_bytes_per_member": round(per, 1)}  # fmt: skip
+    summary |= {"runs": runs, "tar": tar_runs}
+    print(json.dumps(summary))
+    return summary
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes, in seconds")
+    ap.add_argument("--image-size", type=int, default=8)
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--n", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--encoding", default="raw", help=argparse.SUPPRESS)
+    ap.add_argument("--root", default="", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        child(args)
+        return
+    runs, tar_runs = collect(args)
+    report(runs, tar_runs, args)
+
+
+if __name__ == "__main__":
+    main()
