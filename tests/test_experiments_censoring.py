@@ -112,3 +112,24 @@ def test_a_run_that_never_reaches_a_threshold_is_censored_at_its_steps():
     assert R.is_censored(row, "steps_to_10") and not R.is_censored(row, "steps_to_25")
     with pytest.raises(ValueError, match="bound"):
         R.run_row("tanh", 0, "r", censored=["steps_to_10"], steps_to_10=None)
+
+
+def test_a_result_from_before_censoring_is_recomputed_from_its_rows():
+    # relu-tanh's format-1 result: tanh seed 2's steps_to_10 None (left out), wall seconds
+    old_rows = []
+    for seed in range(3):
+        for act, value in (("relu", 600.0 + seed), ("tanh", None if seed == 2 else 500.0)):
+            old_rows.append({"variant": act, "seed": seed, "lr": 0.03, "steps_to_25": 60.0,
+                             "seconds_to_25": 9.0, "steps_to_10": value, "seconds_to_10": 99.0,
+                             "run_dir": f"runs/{act}-seed{seed}"})  # fmt: skip
+    old = {"experiment": "relu-tanh", "budget": "quick", "runs": old_rows, "commit": "abc",
+           "notes": ["Not reaching 10% within the budget (left out): tanh seed 2"]}  # fmt: skip
+    new = relu_tanh.upgrade(old)
+    (tanh2,) = [r for r in new["runs"] if (r["variant"], r["seed"]) == ("tanh", 2)]
+    steps = relu_tanh.BUDGET["quick"][2]
+    assert tanh2["steps_to_10"] == steps and tanh2["censored"] == ["steps_to_10"]
+    assert not any(k.startswith("seconds") for r in new["runs"] for k in r)
+    ten = next(c for c in new["comparisons"] if c["quantity"] == "steps_to_10")
+    assert ten["n"] == 3 and ten["estimate"] == pytest.approx((500 + 500 + steps) / 1803)
+    assert not any(n.startswith("Not reaching") for n in new["notes"])
+    assert new["commit"] == "abc" and relu_tanh.upgrade(new) is new  # once only

@@ -31,7 +31,7 @@ from alexnet.experiments import plots, timing
 from alexnet.experiments.analyses import steps_to_threshold
 from alexnet.experiments.claims import claim
 from alexnet.experiments.common import Context, Plan, RunSpec, training_words
-from alexnet.experiments.result import compare, compare_claim, run_row, summarize
+from alexnet.experiments.result import FORMAT, compare, compare_claim, run_row, summarize
 from alexnet.experiments.runner import RunOutcome
 from alexnet.rundir import RunDir
 from alexnet.train.config import TrainConfig, make_config
@@ -210,3 +210,33 @@ def measure_step_time(
     method = (f"{timing.ROUNDS} rounds of {timing.STEPS} SGD steps per activation on the same "
               f"batches of {cfg.batch_size}, interleaved in one process, on {device}")  # fmt: skip
     return timing.summary(times, "tanh", "relu", means, method=method)
+
+
+def upgrade(result: dict[str, Any]) -> dict[str, Any]:
+    """A result written before censoring (format 1: a threshold not reached was None and left
+    out of its comparison; wall-clock seconds_to_X) in today's form, from its own rows: a
+    missing steps_to_X becomes the budget's steps (BUDGET, the steps every seed trained) as a
+    censored lower bound, seconds_to_X are dropped, and the summary, comparisons and notes are
+    recomputed. Everything that describes the invocation (machine, commit, wall_s) is kept;
+    no step time can be measured afterwards (the runs' weights are not in a result)."""
+    if result.get("format", 1) >= FORMAT:
+        return result
+    steps = float(BUDGET[result["budget"]][2])
+    rows = []
+    for r in result["runs"]:
+        measured = {k: v for k, v in r.items() if k not in ("variant", "seed", "run_dir")
+                    and not k.startswith("seconds_to_")}  # fmt: skip
+        censored = [k for k, v in measured.items() if k.startswith("steps_to_") and v is None]
+        measured.update({k: steps for k in censored})
+        rows.append(run_row(r["variant"], r["seed"], r["run_dir"], censored=censored, **measured))
+    notes = [n for n in result.get("notes", []) if not n.startswith("Not reaching")]
+    notes += [
+        "A run that does not reach a threshold within its budget counts with the steps it "
+        "trained as a lower bound (censored, written >=), never left out.",
+        f"Recomputed from the rows of the result of commit {result.get('commit')} (format 1): "
+        f"missing steps_to_X set to the {steps:g} steps trained, as lower bounds; the runs' "
+        "wall-clock seconds_to_X dropped (they measured the machine's load); no step time "
+        "(the run directories were not kept).",
+    ]
+    return {**result, "format": FORMAT, "runs": rows, "summary": summarize(rows),
+            "comparisons": comparisons_of(rows), "notes": notes}  # fmt: skip
