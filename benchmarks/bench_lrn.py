@@ -205,7 +205,7 @@ def print_table(result: dict) -> None:
         share = f"  {frac:.0%} of the card's bandwidth" if frac is not None else ""
         print(
             f"{names[name]:28s} fwd {row['fwd_ms']:9.3f} ms  fwd+bwd {row['fwd_bwd_ms']:9.3f} ms"
-            f"  {row['fwd_bwd_gb_per_s']:8.1f} GB/s{share}  [{result['kernels'][name]}]",
+            f"  {row['fwd_bwd_gb_per_s']:8.4g} GB/s{share}  [{result['kernels'][name]}]",
             flush=True,
         )
 

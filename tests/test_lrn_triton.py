@@ -153,7 +153,7 @@ def test_forced_by_environment_on_any_device(monkeypatch):
     """ALEXNET_LRN=triton: LRN takes the Triton kernels (here on CPU tensors too)."""
     calls = []
     real = lrn_triton.forward
-    monkeypatch.setattr(lrn_triton, "forward", lambda x, p: calls.append(x.device) or real(x, p))
+    monkeypatch.setattr(lrn_triton, "forward", lambda x, *a: calls.append(x.device) or real(x, *a))
     torch.manual_seed(5)
     x = (torch.randn(2, 8, 5, 5) * 40).to(DEVICE)
     c_kernel = LRN(groups=2)(x)
@@ -201,9 +201,9 @@ def test_paper_model_through_triton_equals_torch_ops(monkeypatch):
 
     calls = []
     real = lrn_triton.backward
-    monkeypatch.setattr(lrn_triton, "backward", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(lrn_triton, "backward", lambda *a: calls.append(a[3:]) or real(*a))
     triton_out, triton_grad = logits_and_grad("triton")
-    assert len(calls) == 2  # both LRN layers' backward ran in Triton
+    assert calls == [(True,), (True,)]  # both ReLU -> LRN backwards ran in Triton, fused
     for layer in model.modules():  # torch ops: the whole-batch path on every device
         if isinstance(layer, LRN):
             layer.cpu_path = "whole"
@@ -230,3 +230,24 @@ def test_compiles_without_graph_break_to_eager_values(monkeypatch):
     for out in outs:
         out.backward(g)
     assert torch.equal(outs[0], outs[1]) and torch.equal(xs[0].grad, xs[1].grad)
+
+
+@needs_triton
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, CL])
+def test_relu_fused_into_lrn_matches_float64(fmt):
+    """ReLU -> LRN as one kernel: ReLU applied as x is read, its mask on dL/dx; x unchanged."""
+    torch.manual_seed(8)
+    x = (torch.randn(2, 12, 5, 6) * 40).contiguous(memory_format=fmt)
+    x[0, 3, 1, 1] = 0.0  # ReLU's gradient at 0 is 0, as torch's
+    g = torch.randn_like(x)
+    xt = x.to(DEVICE).detach().requires_grad_()
+    before = xt.detach().clone()
+    out = lrn_triton.lrn(xt, LRNParams(5, 1e-4, 0.75, 2.0, 2), relu=True)
+    out.backward(g.to(DEVICE))
+    assert torch.equal(xt.detach(), before)
+    xd = x.double().requires_grad_()
+    ref = reference_lrn(torch.relu(xd), 5, 1e-4, 0.75, 2.0, 2)
+    ref.backward(g.double())
+    assert torch.allclose(out.cpu().double(), ref.detach(), rtol=1e-5, atol=1e-5)
+    assert torch.allclose(xt.grad.cpu().double(), xd.grad, rtol=1e-4, atol=1e-6)
+    assert (xt.grad.cpu()[x <= 0] == 0).all() and xt.grad.is_contiguous(memory_format=fmt)

@@ -90,8 +90,9 @@ def lrn_backend(device_type: str) -> str:
     return "torch"
 
 
-def triton_lrn(x: Tensor, p: LRNParams) -> Tensor:
-    """LRN(x) by the Triton kernels, with autograd (`lrn_backend` said "triton")."""
+def triton_lrn(x: Tensor, p: LRNParams, relu: bool = False) -> Tensor:
+    """LRN(x) (LRN(ReLU(x)) with `relu`) by the Triton kernels, with autograd (`lrn_backend`
+    said "triton")."""
     module = triton_module()
     assert module is not None, "lrn_backend() chooses the Triton kernels only when they import"
-    return module.lrn(x, p)
+    return module.lrn(x, p, relu)

@@ -9,7 +9,9 @@ next layer read (and their gradients) never touch memory. The results are bitwis
 layers run one by one (bfloat16 included: what those would store as bfloat16 is rounded so in
 scratch), which is what runs whenever they cannot be fused: not float32/bfloat16 on the CPU,
 other pooling settings, tracing, or any hook on one of the modules (so `alexnet summary` and
-user hooks see every layer).
+user hooks see every layer). Where LRN runs in Triton (CUDA), ReLU -> LRN is one kernel each
+way instead (ReLU applied as the input is read, its gradient mask as dL/dx is written; the
+pooling is torch's): ReLU's own pass over memory, and its gradient's, are saved.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from torch import Tensor, nn
 from torch.nn.modules import module as module_hooks
 
 from alexnet.models import dispatch, native_ops
-from alexnet.models.lrn import LRN
+from alexnet.models.lrn import LRN, kernel_for
 from alexnet.models.pool import MaxPool
 
 
@@ -47,11 +49,22 @@ def fusable(norm: nn.Module, pool: nn.Module, x: Tensor) -> tuple[int, int] | No
         return None
     if dispatch.lrn_backend(x.device.type) != "c":  # ALEXNET_LRN=triton: the layers apart
         return None
-    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.jit.is_scripting():
-        return None
-    if _hooked(norm) or _hooked(pool) or x.shape[1] % norm.groups:
+    if _exporting() or _hooked(norm) or _hooked(pool) or x.shape[1] % norm.groups:
         return None
     return pool._kernel_args(x, channels_last=True)
+
+
+def _exporting() -> bool:
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.jit.is_scripting()
+
+
+def triton_after_relu(norm: nn.Module, x: Tensor) -> bool:
+    """Whether ReLU -> norm can run as one Triton kernel on x (ReLU applied as x is read)."""
+    if not isinstance(norm, LRN) or _exporting() or _hooked(norm):
+        return False
+    return (
+        x.dim() >= 2 and x.shape[1] % norm.groups == 0 and kernel_for(x, norm.cpu_path) == "triton"
+    )
 
 
 def lrn_max_pool(
@@ -66,7 +79,8 @@ def lrn_max_pool(
 
 
 def run_sequential(layers: nn.Sequential, x: Tensor) -> Tensor:
-    """layers(x), with each fusable [ReLU ->] LRN -> MaxPool run as one kernel."""
+    """layers(x), with each fusable [ReLU ->] LRN -> MaxPool run as one kernel (the CPU's C
+    kernel), or ReLU -> LRN as one (the Triton kernels)."""
     children = list(layers)
     i = 0
     while i < len(children):
@@ -78,6 +92,10 @@ def run_sequential(layers: nn.Sequential, x: Tensor) -> Tensor:
                 x = lrn_max_pool(x, children[first], children[first + 1], *args, relu=relu)
                 i = first + 2
                 continue
+        if relu and first < len(children) and triton_after_relu(children[first], x):
+            x = dispatch.triton_lrn(x, children[first].params, relu=True)
+            i = first + 1
+            continue
         x = children[i](x)
         i += 1
     return x

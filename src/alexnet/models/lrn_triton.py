@@ -8,17 +8,20 @@
 alpha / n). The window is clipped at the ends of each group of channels (`groups` > 1: the
 paper's towers, each normalized on its own). The forward reads a and writes b; the backward
 reads a and g and writes dL/da, recomputing d from a (only the input is saved), as the CPU's C
-kernel does. float32, bfloat16 or float16 storage, float32 arithmetic; NCHW (any contiguous
-(N, C, ...) tensor) or channels-last 4-D. Each program takes a tile of whole rows: an NCHW
-tensor is (N*C) rows of L = H*W pixels, a channels-last one (N*L) rows of C channels, so the
-loads are coalesced in both; a channel's neighbours are reloaded at a fixed offset (L or 1),
-from cache. Offsets are int64 only when the tensor needs it.
+kernel does. With `relu` the input is ReLU's (the conv output): a = max(x, 0) as it is read,
+and dL/dx = 0 where x <= 0 as it is written, so ReLU needs no pass of its own (the paper's
+ReLU -> LRN, §3.1, §3.3). float32, bfloat16 or float16 storage, float32 arithmetic; NCHW (any
+contiguous (N, C, ...) tensor) or channels-last 4-D. Each program takes a tile of whole rows:
+an NCHW tensor is (N*C) rows of L = H*W pixels, a channels-last one (N*L) rows of C channels,
+so the loads are coalesced in both; a channel's neighbours are reloaded at a fixed offset (L
+or 1), from cache. Offsets are int64 only when the tensor needs it.
 
 The kernels are defined when this module is first imported: with `TRITON_INTERPRET=1` set
 before that (best: before Python starts), Triton's interpreter runs them on CPU tensors, which
 is how the tests check them without a GPU. `INTERPRET` says which mode this process got.
-`forward`, `backward` and the autograd-aware custom op `torch.ops.alexnet.lrn_triton` (opaque
-to `torch.compile`) are the entry points; `alexnet.models.lrn` chooses when to use them.
+`lrn` (with autograd; inside `torch.compile` the custom op `alexnet::lrn_triton`, opaque to
+it), `forward` and `backward` are the entry points; `alexnet.models.lrn` and `fused` choose
+when to use them.
 """
 
 from __future__ import annotations
@@ -71,14 +74,26 @@ def _neg_pow(d, beta, BETA34: tl.constexpr):
 
 
 @triton.jit
-def _window_sq(x_ptr, offs, inside, pos, step, per_group, shift: tl.constexpr, HALF: tl.constexpr):
-    """Sum of x^2 over the channels within HALF of (each element's channel + shift), in its
+def _load_a(ptr, offs, mask, RELU: tl.constexpr):
+    """The layer's input a as float32; RELU: x is ReLU's input, a = max(x, 0) (NaN stays)."""
+    v = tl.load(ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    if RELU:
+        v = tl.maximum(v, 0.0, propagate_nan=tl.PropagateNan.ALL)
+    return v
+
+
+@triton.jit
+def _window_sq(
+    x_ptr, offs, inside, pos, step, per_group,
+    shift: tl.constexpr, HALF: tl.constexpr, RELU: tl.constexpr,
+):  # fmt: skip
+    """Sum of a^2 over the channels within HALF of (each element's channel + shift), in its
     group; float32."""
     total = tl.zeros(offs.shape, tl.float32)
     for i in tl.static_range(2 * HALF + 1):
         u = shift + i - HALF
         valid = inside & (pos + u >= 0) & (pos + u < per_group)
-        v = tl.load(x_ptr + offs + u * step, mask=valid, other=0.0).to(tl.float32)
+        v = _load_a(x_ptr, offs + u * step, valid, RELU)
         total += v * v
     return total
 
@@ -100,14 +115,14 @@ def _store(ptr, offs, value, mask, RNE: tl.constexpr):
 @triton.jit
 def _neighbour(
     x_ptr, g_ptr, offs, inside, pos, step, per_group, alpha, beta, k,
-    shift: tl.constexpr, HALF: tl.constexpr, BETA34: tl.constexpr,
+    shift: tl.constexpr, HALF: tl.constexpr, BETA34: tl.constexpr, RELU: tl.constexpr,
 ):  # fmt: skip
     """g_i a_i d_i^(-beta-1) at channel i = (each element's channel + shift); 0 outside its
     group (d_i recomputed from a)."""
-    d = k + alpha * _window_sq(x_ptr, offs, inside, pos, step, per_group, shift, HALF)
+    d = k + alpha * _window_sq(x_ptr, offs, inside, pos, step, per_group, shift, HALF, RELU)
     _, q = _neg_pow(d, beta, BETA34)
     valid = inside & (pos + shift >= 0) & (pos + shift < per_group)
-    a = tl.load(x_ptr + offs + shift * step, mask=valid, other=0.0).to(tl.float32)
+    a = _load_a(x_ptr, offs + shift * step, valid, RELU)
     g = tl.load(g_ptr + offs + shift * step, mask=valid, other=0.0).to(tl.float32)
     return tl.where(valid, g * a * q, 0.0)
 
@@ -116,40 +131,41 @@ def _neighbour(
 def _lrn_forward_kernel(
     x_ptr, y_ptr, rows, width, channels, per_group, col_blocks, alpha, beta, k,
     HALF: tl.constexpr, CL: tl.constexpr, BETA34: tl.constexpr, BLOCK_R: tl.constexpr,
-    BLOCK_W: tl.constexpr, WIDE: tl.constexpr, RNE: tl.constexpr,
+    BLOCK_W: tl.constexpr, WIDE: tl.constexpr, RNE: tl.constexpr, RELU: tl.constexpr,
 ):  # fmt: skip
     offs, inside, pos, step = _tile(
         rows, width, channels, per_group, col_blocks, CL, BLOCK_R, BLOCK_W, WIDE
     )
-    d = k + alpha * _window_sq(x_ptr, offs, inside, pos, step, per_group, 0, HALF)
+    d = k + alpha * _window_sq(x_ptr, offs, inside, pos, step, per_group, 0, HALF, RELU)
     p, _ = _neg_pow(d, beta, BETA34)
-    x = tl.load(x_ptr + offs, mask=inside, other=0.0).to(tl.float32)
-    _store(y_ptr, offs, x * p, inside, RNE)
+    a = _load_a(x_ptr, offs, inside, RELU)
+    _store(y_ptr, offs, a * p, inside, RNE)
 
 
 @triton.jit
 def _lrn_backward_kernel(
     x_ptr, g_ptr, out_ptr, rows, width, channels, per_group, col_blocks, alpha, beta, k,
     HALF: tl.constexpr, CL: tl.constexpr, BETA34: tl.constexpr, BLOCK_R: tl.constexpr,
-    BLOCK_W: tl.constexpr, WIDE: tl.constexpr, RNE: tl.constexpr,
+    BLOCK_W: tl.constexpr, WIDE: tl.constexpr, RNE: tl.constexpr, RELU: tl.constexpr,
 ):  # fmt: skip
     offs, inside, pos, step = _tile(
         rows, width, channels, per_group, col_blocks, CL, BLOCK_R, BLOCK_W, WIDE
     )
     # sum over the neighbours i of g_i a_i d_i^(-beta-1), each d_i recomputed from a
-    d = k + alpha * _window_sq(x_ptr, offs, inside, pos, step, per_group, 0, HALF)
+    d = k + alpha * _window_sq(x_ptr, offs, inside, pos, step, per_group, 0, HALF, RELU)
     p, q = _neg_pow(d, beta, BETA34)
-    a = tl.load(x_ptr + offs, mask=inside, other=0.0).to(tl.float32)
+    a = _load_a(x_ptr, offs, inside, RELU)
     g = tl.load(g_ptr + offs, mask=inside, other=0.0).to(tl.float32)
     spread = g * a * q
     for i in tl.static_range(1, HALF + 1):
-        spread += _neighbour(
-            x_ptr, g_ptr, offs, inside, pos, step, per_group, alpha, beta, k, -i, HALF, BETA34
-        )
-        spread += _neighbour(
-            x_ptr, g_ptr, offs, inside, pos, step, per_group, alpha, beta, k, i, HALF, BETA34
-        )
+        for sign in tl.static_range(-1, 2, 2):
+            spread += _neighbour(
+                x_ptr, g_ptr, offs, inside, pos, step, per_group, alpha, beta, k,
+                sign * i, HALF, BETA34, RELU,
+            )  # fmt: skip
     grad = g * p - 2.0 * alpha * beta * a * spread
+    if RELU:  # ReLU's gradient: dL/dx = 0 where x <= 0 (and where x is NaN)
+        grad = tl.where(a > 0.0, grad, 0.0)
     _store(out_ptr, offs, grad, inside, RNE)
 
 
@@ -188,7 +204,7 @@ def dense(x: Tensor) -> Tensor:
     return x.contiguous()
 
 
-def _launch(kernel, tensors: list[Tensor], p: LRNParams, backward: bool) -> None:
+def _launch(kernel, tensors: list[Tensor], p: LRNParams, backward: bool, relu: bool) -> None:
     x = tensors[0]
     rows, width, cl = _geometry(x)
     block_r, block_w, warps = _blocks(rows, width, cl, backward)
@@ -198,8 +214,8 @@ def _launch(kernel, tensors: list[Tensor], p: LRNParams, backward: bool) -> None
     kernel[grid](
         *tensors, rows, width, x.shape[1], x.shape[1] // p.groups, col_blocks,
         p.alpha, p.beta, p.k, HALF=p.size // 2, CL=cl, BETA34=p.beta == 0.75,
-        BLOCK_R=block_r, BLOCK_W=block_w, WIDE=wide, num_warps=warps,
-        RNE=INTERPRET and x.dtype == torch.bfloat16,
+        BLOCK_R=block_r, BLOCK_W=block_w, WIDE=wide, RNE=INTERPRET and x.dtype == torch.bfloat16,
+        RELU=relu, num_warps=warps,
     )  # fmt: skip
 
 
@@ -211,16 +227,17 @@ def _check(x: Tensor, p: LRNParams) -> None:
         )
 
 
-def forward(x: Tensor, p: LRNParams) -> Tensor:
-    """b = LRN(x): (N, C, ...) -> the same shape, dtype and memory format (x dense)."""
+def forward(x: Tensor, p: LRNParams, relu: bool = False) -> Tensor:
+    """b = LRN(x), or LRN(ReLU(x)) with `relu`: (N, C, ...) -> the same shape, dtype and
+    memory format (x dense)."""
     _check(x, p)
     out = torch.empty_like(x)
     if x.numel():
-        _launch(_lrn_forward_kernel, [x, out], p, backward=False)
+        _launch(_lrn_forward_kernel, [x, out], p, backward=False, relu=relu)
     return out
 
 
-def backward(x: Tensor, grad_out: Tensor, p: LRNParams) -> Tensor:
+def backward(x: Tensor, grad_out: Tensor, p: LRNParams, relu: bool = False) -> Tensor:
     """dL/dx from the saved input x and dL/db (any layout; read in x's), in x's layout."""
     _check(x, p)
     cl = not x.is_contiguous()
@@ -228,31 +245,34 @@ def backward(x: Tensor, grad_out: Tensor, p: LRNParams) -> Tensor:
     grad_out = grad_out.to(x.dtype).contiguous(memory_format=fmt)
     grad_in = torch.empty_like(x)
     if x.numel():
-        _launch(_lrn_backward_kernel, [x, grad_out, grad_in], p, backward=True)
+        _launch(_lrn_backward_kernel, [x, grad_out, grad_in], p, backward=True, relu=relu)
     return grad_in
 
 
 @torch.library.custom_op("alexnet::lrn_triton", mutates_args=())
-def lrn_op(x: Tensor, size: int, groups: int, alpha: float, beta: float, k: float) -> Tensor:
-    """LRN(x) by the Triton kernel; x dense (see `dense`)."""
-    return forward(x, LRNParams(size, alpha, beta, k, groups))
+def lrn_op(
+    x: Tensor, size: int, groups: int, alpha: float, beta: float, k: float, relu: bool
+) -> Tensor:
+    """LRN(x) (of ReLU(x) with `relu`) by the Triton kernel; x dense (see `dense`)."""
+    return forward(x, LRNParams(size, alpha, beta, k, groups), relu)
 
 
 @torch.library.custom_op("alexnet::lrn_triton_backward", mutates_args=())
 def lrn_backward_op(
-    x: Tensor, grad_out: Tensor, size: int, groups: int, alpha: float, beta: float, k: float
-) -> Tensor:
+    x: Tensor, grad_out: Tensor, size: int, groups: int, alpha: float, beta: float, k: float,
+    relu: bool,
+) -> Tensor:  # fmt: skip
     """dL/dx of `lrn_op` from its input and dL/d(output)."""
-    return backward(x, grad_out, LRNParams(size, alpha, beta, k, groups))
+    return backward(x, grad_out, LRNParams(size, alpha, beta, k, groups), relu)
 
 
 @lrn_op.register_fake
-def _(x, size, groups, alpha, beta, k):
+def _(x, size, groups, alpha, beta, k, relu):
     return torch.empty_like(x)
 
 
 @lrn_backward_op.register_fake
-def _(x, grad_out, size, groups, alpha, beta, k):
+def _(x, grad_out, size, groups, alpha, beta, k, relu):
     return torch.empty_like(x)
 
 
@@ -263,7 +283,7 @@ def _setup_context(ctx, inputs, output) -> None:
 
 def _backward(ctx, grad_out: Tensor):
     (x,) = ctx.saved_tensors
-    return lrn_backward_op(x, grad_out, *ctx.args), None, None, None, None, None
+    return lrn_backward_op(x, grad_out, *ctx.args), *([None] * 6)
 
 
 lrn_op.register_autograd(_backward, setup_context=_setup_context)
@@ -274,21 +294,22 @@ class _LRN(torch.autograd.Function):
     Dynamo)."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, p: LRNParams) -> Tensor:
-        ctx.params = p
+    def forward(ctx, x: Tensor, p: LRNParams, relu: bool) -> Tensor:
+        ctx.params, ctx.relu = p, relu
         ctx.save_for_backward(x)
-        return forward(x, p)
+        return forward(x, p, relu)
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
         (x,) = ctx.saved_tensors
-        return backward(x, grad_out, ctx.params), None
+        return backward(x, grad_out, ctx.params, ctx.relu), None, None
 
 
-def lrn(x: Tensor, p: LRNParams) -> Tensor:
-    """LRN(x) with autograd through the Triton kernels; x: (N, C, ...) of `DTYPES`. Inside
-    `torch.compile` the custom op `alexnet::lrn_triton`."""
+def lrn(x: Tensor, p: LRNParams, relu: bool = False) -> Tensor:
+    """LRN(x) (LRN(ReLU(x)) with `relu`, x left as it is) with autograd through the Triton
+    kernels; x: (N, C, ...) of `DTYPES`. Inside `torch.compile` the custom op
+    `alexnet::lrn_triton`."""
     x = dense(x)
     if torch.compiler.is_compiling():
-        return lrn_op(x, p.size, p.groups, p.alpha, p.beta, p.k)
-    return _LRN.apply(x, p)
+        return lrn_op(x, p.size, p.groups, p.alpha, p.beta, p.k, relu)
+    return _LRN.apply(x, p, relu)
