@@ -188,3 +188,18 @@ def test_a_failed_job_is_named_and_nothing_is_gathered(tmp_path):
         train(ctx, plan, [0])
     assert time.perf_counter() - started < 60
     assert "exit 3" in ctx.log.getvalue()
+
+
+def test_a_jobs_child_is_the_same_experiment_with_run_i(gray, tmp_path):
+    from alexnet.commands import reproduce
+
+    parent = build_parser().parse_args(_args(gray, tmp_path, "--jobs", "2", "--budget", "full",
+                                             "--seeds", "2"))  # fmt: skip
+    ctx = reproduce._context(parent)
+    argv = reproduce.child_argv(parent, ctx, ["LAUNCHER"])(3, "cuda:1")
+    assert argv[0] == "LAUNCHER"
+    child = build_parser().parse_args(argv[1:])
+    assert (child.run, child.device, child.jobs) == (3, "cuda:1", None)
+    again = reproduce._context(child)
+    assert (again.name, again.data, again.out, again.budget, again.seeds, again.family) == (
+        ctx.name, ctx.data, ctx.out, "full", 2, "small")  # fmt: skip
