@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -129,13 +130,19 @@ def main() -> None:
     ap.add_argument("--train-workers", type=int, default=0, help="train --workers (its default)")
     ap.add_argument("--train-rounds", type=int, default=3)
     args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="bench_jpeg_"))
+    try:
+        measure(tmp, args)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
+
+def measure(tmp: Path, args) -> None:
     from alexnet.data.pack import prepare
     from alexnet.data.packed import open_dataset
     from alexnet.data.sources import open_source
     from alexnet.runtime import cpu_name
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench_jpeg_"))
     photos = find_photos(args.photos)
     make_jpegs(tmp / "jpegs", photos, args.images)
     res: dict = {"machine": f"{cpu_name()}, {os.cpu_count()} CPUs", "images": args.images}

@@ -18,6 +18,7 @@ import argparse
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -151,8 +152,7 @@ def child(args) -> None:
     print(json.dumps(res))
 
 
-def collect(args) -> tuple[list[dict], list[dict]]:
-    root = Path(tempfile.mkdtemp(prefix="bench_scale_"))
+def collect(args, root: Path) -> tuple[list[dict], list[dict]]:
     sizes, tars = (QUICK_SIZES, QUICK_TAR_SIZES) if args.quick else (SIZES, TAR_SIZES)
     runs, tar_runs = [], []
     for n in sizes:
@@ -229,7 +229,11 @@ def main() -> None:
     if args.child:
         child(args)
         return
-    runs, tar_runs = collect(args)
+    root = Path(tempfile.mkdtemp(prefix="bench_scale_"))
+    try:
+        runs, tar_runs = collect(args, root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
     report(runs, tar_runs, args)
 
 
