@@ -13,8 +13,9 @@
 #                  run out of time); one failing pipeline loses only itself
 #   bench_model    bench_model.json: paper vs torchvision, fp32 / TF32 / bf16, channels-last
 #   bench_lrn      bench_lrn.json: LRN forward+backward, bf16 channels-last, conv1's shape
-#   tests          tests.xml (junit): the tests that mean something on one GPU, the device
-#                  comparisons on CUDA with TF32 off (pytest output in full in results.txt)
+#   tests          tests.xml (junit): the tests that mean something on one GPU: the device
+#                  comparisons on CUDA with TF32 off, the Triton LRN compiled on the card,
+#                  the loader to CUDA, the LRN (pytest output in full in results.txt)
 # $OUT (default gpu_check_out) gets at most 8 files, no folders: results.txt (every stage's
 # output, unbuffered, and a status line per stage) plus the files above. Every JSON has a
 # "stage" entry: rc, timed_out, wall_s, ok; a stage that left no valid file gets a stub.
@@ -71,7 +72,8 @@ if [ "${PIPESTATUS[0]}" = 0 ]; then
   model=(--device cuda --batch-size 256 --reps 3 --steps 3 --models paper,torchvision
          --settings fp32,tf32,tf32+cl,bf16+cl)
   lrn=(--device cuda --dtype bfloat16 --channels-last --shape 256,96,55,55 --reps 20)
-  tests=(tests/test_device.py tests/test_lrn.py tests/test_data_loader.py)
+  tests=(tests/test_device.py tests/test_lrn_triton.py tests/test_data_loader.py
+         tests/test_lrn.py)
 else
   device=cpu budget=105
   t_smoke=30 t_compile=5 t_train=45 t_model=25 t_lrn=10 t_tests=25
