@@ -154,7 +154,8 @@ if [ "$device" = cuda ]; then
     --data "$syn" --out-dir "$work/compile" --json "$out/smoke_compile.json" "${smoke[@]}" \
     -- "${smoke_model[@]}" --amp --channels-last --compile
 else
-  echo '{"skipped": "dry run on a CPU: compiling takes minutes on 2 cores"}' >"$out/smoke_compile.json"
+  echo '{"skipped": "dry run on a CPU: compiling takes minutes on 2 cores"}' \
+    >"$out/smoke_compile.json"
   stage smoke_compile "$t_compile" "$out/smoke_compile.json" true
 fi
 stage bench_train "$t_train" "$out/bench_train.json" "$py" benchmarks/bench_train.py \
