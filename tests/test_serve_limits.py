@@ -91,9 +91,12 @@ def wait_connections(client, n: int, timeout: float = 10.0) -> int:
     return seen
 
 
-def watch_until_closed(socks: dict[str, socket.socket], drip: bytes, limit: float) -> dict:
+def watch_until_closed(
+    socks: dict[str, socket.socket], opened: dict[str, float], drip: bytes, limit: float
+) -> dict:
     """Read every socket until the server closes it (or `limit` seconds pass); socket "drip"
-    gets one more byte of `drip` every 0.25 s while open. -> {name: (seconds, bytes read)}."""
+    gets one more byte of `drip` every 0.25 s while open. -> {name: (seconds from `opened`
+    [name] to the close, bytes read)}."""
     t0, got = time.monotonic(), {name: b"" for name in socks}
     closed: dict[str, tuple[float, bytes]] = {}
     next_drip, pos = t0, 0
@@ -115,23 +118,27 @@ def watch_until_closed(socks: dict[str, socket.socket], drip: bytes, limit: floa
                     chunk = b""
                 got[name] += chunk
                 if not chunk:
-                    closed[name] = (time.monotonic() - t0, got[name])
+                    closed[name] = (time.monotonic() - opened[name], got[name])
     return closed
 
 
 def test_stalled_requests_get_408_and_are_disconnected(server):
     head = b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
-    socks = {
-        "silent": connect(server),  # connects, never sends a byte
-        "half header": connect(server, head[:30]),
-        "drip": connect(server, head[:2]),  # a byte every 0.25 s: never idle, never done
-        "half body": connect(server, head + b"Content-Length: 100000\r\n\r\n" + b"\x89PNG" * 250),
+    first = {
+        "silent": b"",  # connects, never sends a byte
+        "half header": head[:30],
+        "drip": head[:2],  # then a byte every 0.25 s: never idle, never done
+        "half body": head + b"Content-Length: 100000\r\n\r\n" + b"\x89PNG" * 250,
     }
+    socks, opened = {}, {}
+    for name, data in first.items():
+        opened[name] = time.monotonic()
+        socks[name] = connect(server, data)
     try:
         with httpx.Client(base_url=server.url, timeout=10, trust_env=False) as c:
             t = time.monotonic()  # others are answered meanwhile
             assert c.get("/healthz").status_code == 200 and time.monotonic() - t < 1.0
-        closed = watch_until_closed(socks, head * 10, limit=TIMEOUT_S + 4.0)
+        closed = watch_until_closed(socks, opened, head * 10, limit=TIMEOUT_S + 4.0)
     finally:
         for s in socks.values():
             s.close()
@@ -236,3 +243,10 @@ def test_access_log_names_each_request(server):
     text = out.decode(errors="replace")
     line = next((x for x in text.splitlines() if "probe=access-log" in x), text[-300:])
     assert '"GET /healthz?probe=access-log HTTP/1.1" 200' in line, line
+
+
+def test_sigterm_right_after_start_exits_0(tmp_path):
+    """SIGTERM the moment the address is printed (before uvicorn handles signals itself):
+    once it killed the server (-15) or was swallowed (the server never stopped)."""
+    with Server(tmp_path / "server.log", "--weights", str(small_weights(tmp_path))) as s:
+        assert s.stop(timeout=30) == 0

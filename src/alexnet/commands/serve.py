@@ -117,9 +117,11 @@ def run(args: argparse.Namespace) -> int:
     if args.access_log:  # uvicorn's log_level also filters its access lines (INFO)
         logging.getLogger("uvicorn.access").setLevel(logging.INFO)
     server = uvicorn.Server(config)
+    # Installed before the address is printed: a SIGTERM before uvicorn takes the signal over
+    # still stops it (uvicorn starts, sees should_exit, drains), and the SIGTERM uvicorn
+    # re-raises once drained lands here too: exit 0 either way.
+    signal.signal(signal.SIGTERM, lambda signum, frame: setattr(server, "should_exit", True))
     print(f"alexnet serve: {engine.info()['name']} on http://{shown}:{port}/", flush=True)
-    # uvicorn re-raises the SIGTERM it drained for; a Python handler makes that a no-op, exit 0
-    signal.signal(signal.SIGTERM, lambda signum, frame: None)
     server.run(sockets=[sock])
     print("alexnet serve: stopped", flush=True)
     return 0
