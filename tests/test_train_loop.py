@@ -161,7 +161,7 @@ def test_model_parallel_paper_trains_and_saves_paper_layout(data, tmp_path):
 
 def test_flags_override_recipe_values():
     from alexnet.cli import build_parser
-    from alexnet.commands.train import resolve_config
+    from alexnet.commands.train import config_of
 
     args = build_parser().parse_args(
         [
@@ -182,10 +182,10 @@ def test_flags_override_recipe_values():
             "--amp",
         ]
     )
-    cfg = resolve_config(args)
+    cfg = config_of(args)
     assert (cfg.lr, cfg.flip, cfg.epochs, cfg.weight_decay, cfg.amp) == (0.2, False, 7, 0.0, True)
     assert (cfg.schedule, cfg.batch_size, cfg.model) == ("step", 32, "torchvision")  # recipe's
-    paper = resolve_config(build_parser().parse_args(["train", "--data", "D", "--output-dir", "R"]))
+    paper = config_of(build_parser().parse_args(["train", "--data", "D", "--output-dir", "R"]))
     assert (paper.lr, paper.momentum, paper.weight_decay, paper.batch_size, paper.epochs) == (
         0.01,
         0.9,

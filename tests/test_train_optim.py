@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from alexnet.train.config import make_config
-from alexnet.train.optim import (
+from alexnet.train.optim import make_optimizer
+from alexnet.train.schedules import (
     PlateauSchedule,
     StepSchedule,
     WarmupCosineSchedule,
-    make_optimizer,
     make_schedule,
 )
 

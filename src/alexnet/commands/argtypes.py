@@ -1,17 +1,20 @@
 """Argument types for every sub-command: each value is checked when the command line is parsed.
 
 Each type is a callable `str -> value` that raises `argparse.ArgumentTypeError` with a one-line
-message naming the valid range; `kind` ("int", "float", "device", "devices") and `valid`
+message naming the valid range (the ranges themselves are `alexnet.values` kinds, which library
+configs check with too); `kind` ("int", "float", "device", "devices") and `valid`
 (the range in words) are attached for help texts and tests.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import re
 from collections.abc import Callable
 from typing import Any
+
+from alexnet import values as V
+from alexnet.values import FloatRange, IntRange, Kind
 
 DEVICE_FORMS = "auto, cpu, cuda, cuda:N or mps"
 # every --weights flag reads its file through alexnet.weights.load
@@ -29,25 +32,21 @@ def _mark(fn: Callable[[str], Any], kind: str, valid: str) -> Callable[[str], An
     return fn
 
 
+def from_kind(kind: Kind) -> Callable[[str], Any]:
+    """The argparse type of a `alexnet.values.Kind`: parses the text and checks its range."""
+
+    def parse(text: str) -> Any:
+        try:
+            return kind.parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return _mark(parse, kind.kind, kind.valid)
+
+
 def int_range(lo: int | None = None, hi: int | None = None) -> Callable[[str], int]:
     """An integer in [lo, hi] (either bound may be open)."""
-    if lo is not None and hi is not None:
-        valid = f"an integer from {lo} to {hi}"
-    elif lo is not None:
-        valid = f"an integer >= {lo}"
-    else:
-        valid = f"an integer <= {hi}" if hi is not None else "an integer"
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {valid}") from None
-        if (lo is not None and value < lo) or (hi is not None and value > hi):
-            raise argparse.ArgumentTypeError(f"{value} is not {valid}")
-        return value
-
-    return _mark(parse, "int", valid)
+    return from_kind(IntRange(lo, hi))
 
 
 def float_range(
@@ -58,40 +57,17 @@ def float_range(
     hi_open: bool = False,
 ) -> Callable[[str], float]:
     """A finite float in the interval lo..hi, each end closed unless `lo_open` / `hi_open`."""
-    left = "(" if lo_open else "["
-    right = ")" if hi_open else "]"
-    if lo is None and hi is None:
-        valid = "a finite number"
-    elif hi is None:
-        valid = f"a finite number {'>' if lo_open else '>='} {lo:g}"
-    elif lo is None:
-        valid = f"a finite number {'<' if hi_open else '<='} {hi:g}"
-    else:
-        valid = f"a number in {left}{lo:g}, {hi:g}{right}"
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {valid}") from None
-        bad = not math.isfinite(value)
-        bad |= lo is not None and (value <= lo if lo_open else value < lo)
-        bad |= hi is not None and (value >= hi if hi_open else value > hi)
-        if bad:
-            raise argparse.ArgumentTypeError(f"{text} is not {valid}")
-        return value
-
-    return _mark(parse, "float", valid)
+    return from_kind(FloatRange(lo, hi, lo_open, hi_open))
 
 
-positive_int = int_range(1)
-nonnegative_int = int_range(0)
-finite_float = float_range()
-positive_float = float_range(0.0, lo_open=True)
-nonnegative_float = float_range(0.0)
-probability = float_range(0.0, 1.0, hi_open=True)  # e.g. label smoothing, dropout: [0, 1)
-momentum = float_range(0.0, 1.0, hi_open=True)  # SGD momentum: [0, 1)
-factor = float_range(0.0, 1.0, lo_open=True, hi_open=True)  # a learning-rate divisor: (0, 1)
+positive_int = from_kind(V.POSITIVE_INT)
+nonnegative_int = from_kind(V.NONNEGATIVE_INT)
+finite_float = from_kind(V.FINITE)
+positive_float = from_kind(V.POSITIVE)
+nonnegative_float = from_kind(V.NONNEGATIVE)
+probability = from_kind(V.UNIT_INTERVAL_OPEN_TOP)  # e.g. label smoothing, dropout: [0, 1)
+momentum = from_kind(V.UNIT_INTERVAL_OPEN_TOP)  # SGD momentum: [0, 1)
+factor = from_kind(V.FACTOR)  # a learning-rate divisor: (0, 1)
 
 
 def _device(text: str) -> str:

@@ -1,47 +1,46 @@
-"""`get_model(name, **options)` and `list_models()`: the one way to build a model."""
+"""`get_model(name, **options)` and `list_models()`: the one way to build a model.
+
+The names, their descriptions and their classes are listed once, in `alexnet.models.catalog`
+(torch-free); a class is imported when a model of it is first built.
+"""
 
 from __future__ import annotations
 
+import importlib
 import inspect
-from collections.abc import Callable
 from typing import Any
 
 from alexnet.errors import UserError
-from alexnet.models.alexnet import PaperAlexNet
+from alexnet.models.catalog import MODELS
 from alexnet.models.common import AlexNetModel
-from alexnet.models.variants import SeedAlexNet, SmallCNN, TorchvisionAlexNet
-
-_MODELS: dict[str, Callable[..., AlexNetModel]] = {
-    "paper": PaperAlexNet,
-    "seed": SeedAlexNet,
-    "torchvision": TorchvisionAlexNet,
-    "small": SmallCNN,
-}
-_DESCRIPTIONS = {
-    "paper": "the 2012 paper's two-tower network with LRN (60,965,224 params)",
-    "seed": "the seed note's PyTorch code: no LRN, no towers (62,378,344 params)",
-    "torchvision": "torchvision's alexnet, the 2014 one-weird-trick variant (61,100,840 params)",
-    "small": "the paper's CIFAR-10-scale 4-layer CNN for 28-32 px images",
-}
 
 
 def list_models() -> list[str]:
     """The names `get_model` accepts."""
-    return list(_MODELS)
+    return list(MODELS)
 
 
 def describe_models() -> dict[str, str]:
     """One line about each model, by name."""
-    return dict(_DESCRIPTIONS)
+    return {name: entry.about for name, entry in MODELS.items()}
+
+
+def model_class(name: str) -> type[AlexNetModel]:
+    """The class that builds model `name` (UserError for an unknown name)."""
+    if name not in MODELS:
+        raise UserError(f"unknown model {name!r}; known models: {', '.join(MODELS)}")
+    module, _, attr = MODELS[name].builder.partition(":")
+    cls = getattr(importlib.import_module(module), attr)
+    if cls.name != name:  # the catalogue and the class must name the model alike
+        raise RuntimeError(f"{MODELS[name].builder} is named {cls.name!r}, catalogued {name!r}")
+    return cls
 
 
 def option_defaults(name: str) -> dict[str, Any]:
     """Each option of model `name` that has a default, with that default (tuples as lists, as
     `model.config` stores them). An option added in a later version defaults to the network
     it extends, so an older `config` that lacks it means this default."""
-    if name not in _MODELS:
-        raise UserError(f"unknown model {name!r}; known models: {', '.join(_MODELS)}")
-    params = inspect.signature(_MODELS[name]).parameters.values()
+    params = inspect.signature(model_class(name)).parameters.values()
     return {
         p.name: list(p.default) if isinstance(p.default, tuple) else p.default
         for p in params
@@ -55,11 +54,10 @@ def get_model(name: str, num_classes: int | None = None, **options: Any) -> Alex
     `num_classes` defaults to 1000 (10 for `small`). The model has the `AlexNetModel`
     interface: `num_classes`, `input_size`, `in_channels`, `config`, `forward_penultimate`.
     """
-    if name not in _MODELS:
-        raise UserError(f"unknown model {name!r}; known models: {', '.join(_MODELS)}")
+    cls = model_class(name)
     if num_classes is not None:
         options["num_classes"] = num_classes
     try:
-        return _MODELS[name](**options)
+        return cls(**options)
     except TypeError as exc:
         raise UserError(f"model {name!r}: {exc}") from None

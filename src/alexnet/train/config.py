@@ -1,14 +1,15 @@
-"""Training configuration: three named recipes as one dataclass, every field overridable.
+"""Training configuration: one dataclass whose fields declare their own range and help, and the
+named recipes as data.
 
-Recipes (sources in docs/training.md):
-- ``paper``: Krizhevsky et al. 2012 §4-§5: SGD 0.9 / 5e-4, batch 128, lr 0.01 divided by 10 on a
-  validation plateau (3 times at most), 90 epochs, random crops + flips + fancy-PCA lighting,
-  mean-image subtraction, 10-crop test.
-- ``torchvision``: pytorch/vision references/classification, AlexNet entry: lr 0.01, batch 32 per
-  process (x 8 GPUs), 90 epochs, StepLR 30 / 0.1, wd 1e-4, RandomResizedCrop + flip, channel
-  normalization, centre-crop test.
-- ``fast``: small budgets (ours): SGD nesterov, linear warm-up + cosine decay per step, label
-  smoothing 0.1, flips (no translations), flip test-time augmentation.
+`TrainConfig` is the one source of every training fact: each field's type, its allowed values
+(an `alexnet.values` kind, the same object the code that uses the value checks with), and its
+help text. `alexnet train`'s flags, their types, choices and the recipe defaults shown in
+`--help` are generated from it (`alexnet.commands.train`), and `check_config` checks a config built
+from Python the same way. No torch here: the command line imports this module to build its parser.
+
+Recipes (`RECIPES`) are complete configs: the dataclass defaults are the paper's (§4-§5); each
+recipe names the fields it changes and the model options it brings (before `--model-options`).
+`alexnet train --recipe NAME --print-config` prints one whole.
 """
 
 from __future__ import annotations
@@ -16,141 +17,319 @@ from __future__ import annotations
 import dataclasses
 import importlib.metadata
 import json
-import math
 import platform
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy
-import torch
-
+from alexnet.data.modes import AUGMENT_MODES, NORMALIZE_MODES, TEST_CROPS
 from alexnet.errors import UserError
+from alexnet.models.catalog import MODEL_NAMES
+from alexnet.train.schedules import PATIENCE, REDUCTIONS, SCHEDULES, THRESHOLD
+from alexnet.values import (
+    FACTOR,
+    NONNEGATIVE,
+    NONNEGATIVE_INT,
+    POSITIVE,
+    POSITIVE_INT,
+    UNIT_INTERVAL_OPEN_TOP,
+    Choice,
+    FloatRange,
+    IntRange,
+    Kind,
+    Pattern,
+)
 
-RECIPES = ("paper", "torchvision", "fast")
+DEVICE = Pattern(r"auto|cpu|mps|cuda(:\d+)?", "auto, cpu, cuda, cuda:N or mps", "device")
+DEVICE_PAIR = Pattern(
+    r"(cpu|mps|cuda(:\d+)?),(cpu|mps|cuda(:\d+)?)", "DEV0,DEV1 (each cpu, cuda, cuda:N or mps)",
+    "devices",
+)  # fmt: skip
+RESUME_AUTO = "auto"  # --resume auto: start RUN when it holds no checkpoint, else continue it
 
-# The fast recipe's `small` model: BatchNorm instead of LRN, 2/2 pooling and a 256-unit hidden
-# layer (modern choices, not the paper's); what lets it pass 0.92 on Fashion-MNIST in a few CPU
-# minutes (docs/training.md). Applied only when the fast recipe trains the `small` model.
-RECIPE_MODEL_OPTIONS: dict[tuple[str, str], dict[str, Any]] = {
-    ("fast", "small"): {"batchnorm": True, "lrn": False, "pool": "nonoverlap", "hidden": 256},
+
+@dataclass(frozen=True)
+class Option:
+    """How a `TrainConfig` field is given and checked.
+
+    kind: the allowed values (None: free text such as a path, or a JSON object);
+    help: one line for `--help`; auto: what None means, when None is allowed;
+    group: the section of `alexnet train --help` it is listed in.
+    """
+
+    kind: Kind | None
+    help: str
+    group: str
+    auto: str | None = None
+
+
+def _opt(default: Any, kind: Kind | None, help: str, group: str, auto: str | None = None) -> Any:
+    option = Option(kind, help, group, auto)
+    if isinstance(default, dict):
+        return field(default_factory=dict, metadata={"option": option})
+    return field(default=default, metadata={"option": option})
+
+
+_RUN, _MODEL, _OPT, _AUG, _EVAL, _MECH = (
+    "data and run",
+    "model",
+    "optimization (paper §5)",
+    "augmentation and normalization (paper §2, §4.1)",
+    "evaluation (paper §4.1)",
+    "run mechanics",
+)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A named, complete training config: the paper's defaults with `values` changed, and the
+    options the recipe gives a model (by model name) before the user's `--model-options`."""
+
+    name: str
+    about: str
+    values: dict[str, Any] = field(default_factory=dict)
+    model_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+RECIPES: dict[str, Recipe] = {
+    r.name: r
+    for r in (
+        Recipe(
+            "paper",
+            "Krizhevsky et al. 2012 §4-§5: SGD 0.9 / 5e-4, batch 128, lr 0.01 divided by 10 on "
+            "a validation plateau (3 times at most), 90 epochs, random crops + flips + fancy-PCA "
+            "lighting, mean-image subtraction, 10-crop test",
+            {"recipe": "paper", "model": "paper"},
+        ),
+        Recipe(
+            "torchvision",
+            "pytorch/vision references/classification, AlexNet entry: lr 0.01, batch 32 per "
+            "process (x 8 GPUs), 90 epochs, StepLR 30 / 0.1, wd 1e-4, RandomResizedCrop + flip, "
+            "channel normalization, centre-crop test",
+            {
+                "recipe": "torchvision",
+                "model": "torchvision",
+                "batch_size": 32,
+                "weight_decay": 1e-4,
+                "schedule": "step",
+                "lr_step_size": 30,
+                "augment": "random_resized_crop",
+                "lighting_std": 0.0,
+                "normalize": "channel",
+                "test_crops": 1,
+            },  # fmt: skip
+        ),
+        Recipe(
+            "fast",
+            "small budgets (ours): SGD nesterov, linear warm-up + cosine decay per step, label "
+            "smoothing 0.1, flips (no translations), flip test-time augmentation; on `small`: "
+            "BatchNorm instead of LRN, 2/2 pooling, a 256-unit hidden layer (modern choices that "
+            "pass 0.92 on Fashion-MNIST in a few CPU minutes)",
+            {
+                "recipe": "fast",
+                "model": "small",
+                "epochs": 6,
+                "batch_size": 256,
+                "lr": 0.1,
+                "nesterov": True,
+                "label_smoothing": 0.1,
+                "schedule": "cosine",
+                "warmup_epochs": 1.0,
+                "pad": 0,
+                "lighting_std": 0.0,
+                "normalize": "channel",
+                "eval_crops": 2,
+                "test_crops": 2,
+            },  # fmt: skip
+            {"small": {"batchnorm": True, "lrn": False, "pool": "nonoverlap", "hidden": 256}},
+        ),
+    )
 }
 
 
 @dataclass
 class TrainConfig:
+    """One training run. The defaults are the paper's recipe (§4-§5)."""
+
     # what to train on and where to write
-    data: str = ""
-    output_dir: str = ""
-    recipe: str = "paper"
-    model: str = "paper"
-    model_options: dict[str, Any] = field(default_factory=dict)
-    # optimisation (paper §5)
-    epochs: int = 90
-    batch_size: int = 128  # per process; the global batch is batch_size * WORLD_SIZE
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    nesterov: bool = False
-    label_smoothing: float = 0.0
-    schedule: str = "plateau"  # plateau | step | cosine
-    lr_factor: float = 0.1  # plateau and step: multiply lr by this
-    plateau_patience: int = 3  # validations without improvement before a reduction (our choice)
-    plateau_threshold: float = 0.0
-    max_reductions: int = 3  # the paper reduced 3 times
-    lr_step_size: int = 30  # step schedule: epochs between reductions
-    warmup_epochs: float = 0.0  # cosine schedule
-    # augmentation (paper §4.1) and normalization
-    augment: str = "paper"  # paper | random_resized_crop
-    flip: bool = True
-    lighting_std: float = 0.1  # fancy PCA alpha std; 0 disables
-    pad: int | None = None  # None: automatic (see loop.plan_geometry)
-    resize: int | None = None  # None: automatic
-    normalize: str = "mean_image"  # mean_image | channel | none
-    eval_crops: int = 1  # per-epoch validation: 1, 2 (centre + flip) or 10
-    test_crops: int = 10  # the final evaluation written to RUN/eval.json
+    data: str = _opt("", None, "packed dataset directory (from `alexnet prepare`)", _RUN)
+    output_dir: str = _opt("", None, "run directory to write (RUN)", _RUN)
+    recipe: str = _opt(
+        "paper", Choice(tuple(RECIPES)), "named hyper-parameter set (see --print-config)", _RUN
+    )
+    resume: str | None = _opt(
+        None, None, "continue the run in RUN from its checkpoint; `--resume auto` with "
+        "--output-dir RUN starts RUN when it holds no checkpoint and continues it when it does "
+        "(one command line for the first start and every torchrun restart)", _RUN,
+    )  # fmt: skip
+    model: str = _opt("paper", Choice(MODEL_NAMES), "the network", _MODEL)
+    model_options: dict[str, Any] = _opt(
+        {}, None, 'options for the model builder, a JSON object, e.g. \'{"init": "caffe"}\'', _MODEL
+    )
+    # optimization (paper §5)
+    epochs: int = _opt(90, POSITIVE_INT, "number of epochs", _OPT)
+    batch_size: int = _opt(
+        128, POSITIVE_INT, "images per step per process (global batch: x WORLD_SIZE)", _OPT
+    )
+    lr: float = _opt(0.01, POSITIVE, "peak / initial learning rate", _OPT)
+    momentum: float = _opt(0.9, UNIT_INTERVAL_OPEN_TOP, "SGD momentum", _OPT)
+    weight_decay: float = _opt(5e-4, NONNEGATIVE, "L2 weight decay", _OPT)
+    nesterov: bool = _opt(False, None, "Nesterov momentum", _OPT)
+    label_smoothing: float = _opt(
+        0.0, UNIT_INTERVAL_OPEN_TOP, "cross-entropy label smoothing", _OPT
+    )
+    schedule: str = _opt("plateau", Choice(SCHEDULES), "learning-rate schedule", _OPT)
+    lr_factor: float = _opt(0.1, FACTOR, "plateau/step: multiply the rate by this", _OPT)
+    plateau_patience: int = _opt(
+        3, PATIENCE, "plateau: validations without improvement before a reduction (ours)", _OPT
+    )
+    plateau_threshold: float = _opt(
+        0.0, THRESHOLD, "plateau: an improvement must exceed this (error, a fraction)", _OPT
+    )
+    max_reductions: int = _opt(3, REDUCTIONS, "plateau: at most this many reductions", _OPT)
+    lr_step_size: int = _opt(30, POSITIVE_INT, "step: epochs between reductions", _OPT)
+    warmup_epochs: float = _opt(0.0, NONNEGATIVE, "cosine: linear warm-up epochs", _OPT)
+    # augmentation (paper §4.1) and normalization (§2)
+    augment: str = _opt(
+        "paper", Choice(AUGMENT_MODES), "random crops + flips (paper) or RandomResizedCrop", _AUG
+    )
+    flip: bool = _opt(True, None, "random horizontal flips", _AUG)
+    lighting_std: float = _opt(
+        0.1, NONNEGATIVE, "fancy-PCA lighting: std of each alpha, 0 disables", _AUG
+    )
+    pad: int | None = _opt(
+        None, NONNEGATIVE_INT, "zero padding before random crops", _AUG,
+        auto="crop/8 when the images are already the crop size, else 0",
+    )  # fmt: skip
+    resize: int | None = _opt(
+        None, IntRange(8, 4096), "resize images on the device first", _AUG,
+        auto="crop x 256/224 when the images are far from the crop size",
+    )  # fmt: skip
+    normalize: str = _opt(
+        "mean_image", Choice(NORMALIZE_MODES), "input normalization (paper §2: the mean image)",
+        _AUG,
+    )  # fmt: skip
+    # evaluation
+    eval_crops: int = _opt(
+        1, Choice(TEST_CROPS), "crops of the per-epoch validation: 1, 2 (+ mirror) or 10", _EVAL
+    )
+    test_crops: int = _opt(
+        10, Choice(TEST_CROPS), "crops of the final evaluation in RUN/eval.json", _EVAL
+    )
+    val_limit: int = _opt(
+        0, NONNEGATIVE_INT, "validate on the first N validation images (0: all)", _EVAL
+    )
+    train_eval: int = _opt(
+        0, NONNEGATIVE_INT, "eval.json also holds the error on the first N training images "
+        "(evaluation mode, the test crops): the train side of a train-test gap", _EVAL,
+    )  # fmt: skip
     # run mechanics
-    seed: int = 0
-    workers: int = 0
-    device: str = "auto"
-    amp: bool = False
-    channels_last: bool | None = None  # None: CHANNELS_LAST_ON_CPU for the model on a CPU
-    compile: bool = False
-    deterministic: bool = False
-    checkpoint_every: int = 0  # steps; 0: only at epoch ends and on signals
-    on_nan: str = "stop"  # stop | skip
-    model_parallel: str | None = None  # "DEV0,DEV1"
-    max_steps: int = 0  # stop (with a checkpoint) after this many steps in total; 0: no limit
-    val_limit: int = 0  # validate on the first N images only (short budgets); 0: all
-    log_every: int = 0  # append training loss/error over every N steps to RUN/steps.jsonl
-    train_limit: int = 0  # train on the first N training images only (small-data studies); 0: all
-    train_eval: int = 0  # eval.json also holds the error on the first N training images, eval mode
-    # experiments: start every tensor shared (by name and shape) with the model built with these
-    # options and the same seed from that model's value (variants paired by seed)
-    init_like: dict[str, Any] | None = None
-    resume: str | None = None
+    seed: int = _opt(0, IntRange(0, 2**63 - 1), "random seed", _MECH)
+    workers: int = _opt(0, IntRange(0, 1024), "loader threads", _MECH)
+    device: str = _opt("auto", DEVICE, "the device (torchrun: cuda = cuda:LOCAL_RANK)", _MECH)
+    amp: bool = _opt(False, None, "bf16 autocast", _MECH)
+    channels_last: bool | None = _opt(
+        None, None, "channels-last memory format", _MECH,
+        auto="on for the models in CHANNELS_LAST_ON_CPU on a CPU, where it measured faster",
+    )  # fmt: skip
+    compile: bool = _opt(False, None, "torch.compile the model", _MECH)
+    tf32: bool = _opt(
+        True, None, "CUDA: TF32 matmuls and convolutions (10-bit mantissa products, fp32 sums; "
+        "cuDNN's default for convolutions); off: full fp32", _MECH,
+    )  # fmt: skip
+    deterministic: bool = _opt(False, None, "torch.use_deterministic_algorithms", _MECH)
+    checkpoint_every: int = _opt(
+        0, NONNEGATIVE_INT, "also checkpoint every N steps (0: at epoch ends and on signals)",
+        _MECH,
+    )  # fmt: skip
+    on_nan: str = _opt(
+        "stop", Choice(("stop", "skip")), "a non-finite loss stops the run or skips the step",
+        _MECH,
+    )  # fmt: skip
+    model_parallel: str | None = _opt(
+        None, DEVICE_PAIR, "DEV0,DEV1: the paper's two towers on two devices (§3.2)", _MECH,
+        auto="one device",
+    )  # fmt: skip
+    max_steps: int = _opt(
+        0, NONNEGATIVE_INT, "stop after this many steps in total, with weights (0: no limit)",
+        _MECH,
+    )  # fmt: skip
+    train_limit: int = _opt(
+        0, NONNEGATIVE_INT, "train on the first N training images (0: all)", _MECH
+    )
+    log_every: int = _opt(
+        0, NONNEGATIVE_INT, "every N steps, log training loss and error to RUN/steps.jsonl",
+        _MECH,
+    )  # fmt: skip
+    dist_timeout: float = _opt(
+        300.0, FloatRange(1.0, 86400.0), "torchrun: seconds a collective or the rendezvous of "
+        "the process group may wait for a peer before this process exits (a dead or hung peer "
+        "ends the job, never hangs it)", _MECH,
+    )  # fmt: skip
+    init_like: dict[str, Any] | None = _opt(
+        None, None, "experiments: every tensor shared (by name and shape) with the model built "
+        "with these options and the same seed starts from that model's value (a JSON object)",
+        _MECH, auto="no pairing",
+    )  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-def recipe_defaults(name: str) -> dict[str, Any]:
-    """The field values a recipe sets (everything else keeps the dataclass default)."""
-    if name == "paper":
-        return {"recipe": "paper", "model": "paper"}
-    if name == "torchvision":
-        return {
-            "recipe": "torchvision",
-            "model": "torchvision",
-            "epochs": 90,
-            "batch_size": 32,
-            "lr": 0.01,
-            "weight_decay": 1e-4,
-            "schedule": "step",
-            "lr_step_size": 30,
-            "augment": "random_resized_crop",
-            "lighting_std": 0.0,
-            "normalize": "channel",
-            "test_crops": 1,
-        }
-    if name == "fast":
-        return {
-            "recipe": "fast",
-            "model": "small",
-            "epochs": 6,
-            "batch_size": 256,
-            "lr": 0.1,
-            "weight_decay": 5e-4,
-            "nesterov": True,
-            "label_smoothing": 0.1,
-            "schedule": "cosine",
-            "warmup_epochs": 1.0,
-            "pad": 0,  # flips only: translations cost more than they give in 6 epochs
-            "lighting_std": 0.0,
-            "normalize": "channel",
-            "eval_crops": 2,
-            "test_crops": 2,
-        }
-    raise ValueError(f"unknown recipe {name!r}; choose from {', '.join(RECIPES)}")
+def default_of(name: str) -> Any:
+    """The dataclass default of field `name` (a fresh {} for the dict fields)."""
+    f = CONFIG_FIELDS[name]
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
 
 
-def make_config(recipe: str = "paper", **overrides: Any) -> TrainConfig:
-    """Recipe defaults, then every override that is not None."""
-    values = recipe_defaults(recipe)
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = set(values) - names
-    if unknown:
-        raise ValueError(f"unknown config fields: {sorted(unknown)}")
-    cfg = TrainConfig(**values)
-    validate(cfg)
-    return cfg
+def option_of(name: str) -> Option:
+    """The `Option` declared with field `name` of `TrainConfig`."""
+    return CONFIG_FIELDS[name].metadata["option"]
+
+
+CONFIG_FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
 
 # Models that train faster in channels-last on a CPU, measured end to end with
 # benchmarks/bench_train.py (batch 64, 2 loader threads, AMD EPYC, 2 cores): torchvision's
 # model 73.0 -> 79.7 img/s (+9%); the paper model 81.3 -> 81.6 (no gain: its fused LRN/pool
 # kernels run NCHW); the others were not measured and keep NCHW.
-CHANNELS_LAST_ON_CPU = {"torchvision"}
+CHANNELS_LAST_ON_CPU = ("torchvision",)
+
+
+def recipe_defaults(name: str) -> dict[str, Any]:
+    """The field values recipe `name` sets (everything else keeps the dataclass default)."""
+    if name not in RECIPES:
+        raise UserError(f"unknown recipe {name!r}; choose from {', '.join(RECIPES)}")
+    return dict(RECIPES[name].values)
+
+
+def make_config(recipe: str | None = None, **overrides: Any) -> TrainConfig:
+    """Recipe `recipe` (default paper), then every override that is not None; checked
+    (`check_config`).
+
+    With `resume=RUN` (a run directory), the run's saved config is the base instead of the
+    recipe, as `alexnet train --resume RUN` does (`resume_config`; a recipe given must be the
+    run's)."""
+    resume = overrides.get("resume")
+    if resume is not None and not isinstance(resume, str):
+        raise UserError(f"--resume: {resume!r} is not a run directory (or {RESUME_AUTO})")
+    if resume not in (None, RESUME_AUTO):
+        from alexnet.train.resume import resume_config  # reads a run directory
+
+        return resume_config(overrides.pop("resume"), recipe=recipe, **overrides)
+    values = recipe_defaults(recipe or "paper")
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return config_from_values(values)
+
+
+def config_from_values(values: dict[str, Any]) -> TrainConfig:
+    """A checked TrainConfig of these field values (UserError naming an unknown field)."""
+    unknown = set(values) - set(CONFIG_FIELDS)
+    if unknown:
+        raise UserError(f"unknown config fields: {', '.join(sorted(unknown))}")
+    cfg = TrainConfig(**values)
+    check_config(cfg)
+    return cfg
 
 
 def resolve_channels_last(cfg: TrainConfig, device_type: str) -> bool:
@@ -163,84 +342,60 @@ def resolve_channels_last(cfg: TrainConfig, device_type: str) -> bool:
 
 def recipe_model_options(cfg: TrainConfig) -> dict[str, Any]:
     """Model options that the recipe brings for this model (before the user's --model-options)."""
-    return dict(RECIPE_MODEL_OPTIONS.get((cfg.recipe, cfg.model), {}))
+    recipe = RECIPES.get(cfg.recipe)
+    return dict(recipe.model_options.get(cfg.model, {})) if recipe else {}
 
 
 def config_from_json(values: dict[str, Any]) -> TrainConfig:
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in values.items() if k in names})
+    """A config from RUN/config.json's "config" (fields it lacks keep their defaults; fields
+    this version does not know are ignored)."""
+    return TrainConfig(**{k: v for k, v in values.items() if k in CONFIG_FIELDS})
 
 
-def _finite(x: float) -> bool:
-    return isinstance(x, int | float) and math.isfinite(x)
+def flag_of(name: str) -> str:
+    """The command-line flag of field `name`: `--` + the name with `-` for `_`."""
+    return "--" + name.replace("_", "-")
 
 
-def validate(cfg: TrainConfig) -> None:
-    """Check every value's range (for `fit` callers as for the CLI); UserError naming the flag."""
-    checks = [
-        (cfg.epochs >= 1, f"--epochs must be >= 1, got {cfg.epochs}"),
-        (cfg.batch_size >= 1, f"--batch-size must be >= 1, got {cfg.batch_size}"),
-        (_finite(cfg.lr) and cfg.lr > 0, f"--lr must be a finite number > 0, got {cfg.lr}"),
-        (
-            _finite(cfg.momentum) and 0 <= cfg.momentum < 1,
-            f"--momentum must be in [0, 1), got {cfg.momentum}",
-        ),
-        (
-            _finite(cfg.weight_decay) and cfg.weight_decay >= 0,
-            f"--weight-decay must be a finite number >= 0, got {cfg.weight_decay}",
-        ),
-        (
-            _finite(cfg.label_smoothing) and 0 <= cfg.label_smoothing < 1,
-            f"--label-smoothing must be in [0, 1), got {cfg.label_smoothing}",
-        ),
-        (cfg.schedule in ("plateau", "step", "cosine"), f"unknown schedule {cfg.schedule!r}"),
-        (
-            _finite(cfg.lr_factor) and 0 < cfg.lr_factor < 1,
-            f"--lr-factor must be in (0, 1), got {cfg.lr_factor}",
-        ),
-        (cfg.plateau_patience >= 0, f"--plateau-patience must be >= 0, got {cfg.plateau_patience}"),
-        (cfg.max_reductions >= 0, f"--max-reductions must be >= 0, got {cfg.max_reductions}"),
-        (cfg.lr_step_size >= 1, f"--lr-step-size must be >= 1, got {cfg.lr_step_size}"),
-        (
-            _finite(cfg.warmup_epochs) and cfg.warmup_epochs >= 0,
-            f"--warmup-epochs must be a finite number >= 0, got {cfg.warmup_epochs}",
-        ),
-        (cfg.augment in ("paper", "random_resized_crop"), f"unknown augment {cfg.augment!r}"),
-        (
-            _finite(cfg.lighting_std) and cfg.lighting_std >= 0,
-            f"--lighting-std must be a finite number >= 0, got {cfg.lighting_std}",
-        ),
-        (cfg.pad is None or cfg.pad >= 0, f"--pad must be >= 0, got {cfg.pad}"),
-        (cfg.resize is None or cfg.resize >= 1, f"--resize must be >= 1, got {cfg.resize}"),
-        (cfg.normalize in ("mean_image", "channel", "none"), f"unknown normalize {cfg.normalize}"),
-        (cfg.eval_crops in (1, 2, 10), f"eval crops must be 1, 2 or 10, got {cfg.eval_crops}"),
-        (cfg.test_crops in (1, 2, 10), f"test crops must be 1, 2 or 10, got {cfg.test_crops}"),
-        (cfg.seed >= 0, f"--seed must be >= 0, got {cfg.seed}"),
-        (cfg.workers >= 0, f"--workers must be >= 0, got {cfg.workers}"),
-        (cfg.on_nan in ("stop", "skip"), f"--on-nan must be stop or skip, got {cfg.on_nan}"),
-        (cfg.checkpoint_every >= 0, f"--checkpoint-every must be >= 0, got {cfg.checkpoint_every}"),
-        (cfg.max_steps >= 0, f"--max-steps must be >= 0, got {cfg.max_steps}"),
-        (cfg.val_limit >= 0, f"--val-limit must be >= 0, got {cfg.val_limit}"),
-        (cfg.log_every >= 0, f"--log-every must be >= 0, got {cfg.log_every}"),
-        (cfg.train_limit >= 0, f"--train-limit must be >= 0, got {cfg.train_limit}"),
-        (cfg.train_eval >= 0, f"--train-eval must be >= 0, got {cfg.train_eval}"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise UserError(message)
+def _field_problem(name: str, value: Any) -> str | None:
+    f = CONFIG_FIELDS[name]
+    option: Option = f.metadata["option"]
+    if value is None:
+        return None if option.auto is not None or f.default is None else "is not set"
+    typ = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
+    if typ.startswith("bool") and not isinstance(value, bool):
+        return f"{value!r} is not true or false"
+    if typ.startswith("dict") and not isinstance(value, dict):
+        return f"{value!r} is not a JSON object"
+    if typ.startswith("str") and option.kind is None and not isinstance(value, str):
+        return f"{value!r} is not a text"
+    return option.kind.problem(value) if option.kind is not None else None
 
 
-def _package_version() -> str:
+def check_config(cfg: TrainConfig) -> None:
+    """Check every field against its declared kind; UserError naming the flag, one line."""
+    for name in CONFIG_FIELDS:
+        reason = _field_problem(name, getattr(cfg, name))
+        if reason:
+            raise UserError(f"{flag_of(name)}: {reason}")
+    if cfg.model_parallel is not None and cfg.model != "paper":
+        raise UserError("--model-parallel splits the paper's two towers: use --model paper")
+
+
+def _package_version(name: str) -> str:
     try:
-        return importlib.metadata.version("alexnet")
+        return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
         return "unknown"
 
 
 def environment() -> dict[str, str]:
     """Versions recorded next to the resolved config (RUN/config.json)."""
+    import numpy  # heavy: only when a run is written, never for the command line's parser
+    import torch
+
     return {
-        "alexnet": _package_version(),
+        "alexnet": _package_version("alexnet"),
         "torch": torch.__version__,
         "numpy": numpy.__version__,
         "python": platform.python_version(),
@@ -251,3 +406,16 @@ def environment() -> dict[str, str]:
 
 def config_json(cfg: TrainConfig, **extra: Any) -> str:
     return json.dumps({"config": cfg.to_json(), "versions": environment(), **extra}, indent=2)
+
+
+def print_config(cfg: TrainConfig) -> str:
+    """Every field of `cfg` with its value, one per line (what `--print-config` shows)."""
+    width = max(len(n) for n in CONFIG_FIELDS)
+    lines = []
+    for name in CONFIG_FIELDS:
+        value, option = getattr(cfg, name), option_of(name)
+        shown = json.dumps(value)
+        if value is None and option.auto:
+            shown += f"  (automatic: {option.auto})"
+        lines.append(f"{name.ljust(width)}  {shown}")
+    return "\n".join(lines)

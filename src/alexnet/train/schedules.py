@@ -1,0 +1,154 @@
+"""The learning-rate schedules of the recipes (paper §5, torchvision, fast), in plain Python.
+
+Every schedule answers `lr(epoch, step, steps_per_epoch)` for the step about to run and is told
+`epoch_end(val_error)` after each validation; its whole state is a dict of plain numbers
+(`state_dict`/`load_state_dict`), so a checkpoint restores it exactly. The names and the ranges
+of their parameters are declared here once; `TrainConfig` checks its fields with them.
+"""
+
+from __future__ import annotations
+
+import math
+
+from alexnet.errors import UserError
+from alexnet.values import FACTOR, NONNEGATIVE, NONNEGATIVE_INT, POSITIVE_INT
+
+SCHEDULES = ("plateau", "step", "cosine")
+PATIENCE = POSITIVE_INT  # validations without improvement before a plateau reduction
+REDUCTIONS = NONNEGATIVE_INT  # at most this many plateau reductions (the paper: 3)
+THRESHOLD = NONNEGATIVE  # an improvement must exceed this (error as a fraction)
+
+
+class PlateauSchedule:
+    """Paper §5: "divide the learning rate by 10 when the validation error rate stopped improving
+    with the current learning rate"; the paper did it 3 times.
+
+    A reduction happens after `patience` consecutive validations whose error is not below the best
+    so far by more than `threshold`; the counter restarts after each reduction; at most
+    `max_reductions` reductions.
+    """
+
+    def __init__(
+        self,
+        lr: float,
+        *,
+        factor: float = 0.1,
+        patience: int = 3,
+        max_reductions: int = 3,
+        threshold: float = 0.0,
+    ) -> None:
+        for kind, value, what in (
+            (FACTOR, factor, "factor"),
+            (PATIENCE, patience, "patience"),
+            (REDUCTIONS, max_reductions, "max_reductions"),
+            (THRESHOLD, threshold, "threshold"),
+        ):
+            reason = kind.problem(value)
+            if reason:
+                raise UserError(f"plateau schedule {what}: {reason}")
+        self.factor, self.patience = factor, patience
+        self.max_reductions, self.threshold = max_reductions, threshold
+        self.current = lr
+        self.best = math.inf
+        self.bad_epochs = 0
+        self.reductions = 0
+
+    def lr(self, epoch: int, step: int, steps_per_epoch: int) -> float:
+        return self.current
+
+    def epoch_end(self, val_error: float) -> bool:
+        """Record one validation error; return True when it divided the learning rate."""
+        if val_error < self.best - self.threshold:
+            self.best, self.bad_epochs = val_error, 0
+            return False
+        self.bad_epochs += 1
+        if self.bad_epochs >= self.patience and self.reductions < self.max_reductions:
+            self.current *= self.factor
+            self.reductions += 1
+            self.bad_epochs = 0
+            return True
+        return False
+
+    def state_dict(self) -> dict:
+        return {
+            "current": self.current,
+            "best": self.best,
+            "bad_epochs": self.bad_epochs,
+            "reductions": self.reductions,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.current = float(state["current"])
+        self.best = float(state["best"])
+        self.bad_epochs = int(state["bad_epochs"])
+        self.reductions = int(state["reductions"])
+
+
+class StepSchedule:
+    """torchvision's AlexNet recipe: lr * gamma ** (epoch // step_size) (StepLR 30, 0.1)."""
+
+    def __init__(self, lr: float, *, step_size: int = 30, gamma: float = 0.1) -> None:
+        self.base, self.step_size, self.gamma = lr, step_size, gamma
+
+    def lr(self, epoch: int, step: int, steps_per_epoch: int) -> float:
+        return self.base * self.gamma ** (epoch // self.step_size)
+
+    def epoch_end(self, val_error: float) -> bool:
+        return False
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+class WarmupCosineSchedule:
+    """The fast recipe: linear warm-up over `warmup_epochs` to the peak lr, then a cosine decay to
+    `final_frac * lr` at the end of the last epoch; updated every step (one-cycle shaped)."""
+
+    def __init__(
+        self, lr: float, *, epochs: int, warmup_epochs: float = 1.0, final_frac: float = 0.0
+    ) -> None:
+        self.base, self.epochs = lr, epochs
+        self.warmup, self.final_frac = warmup_epochs, final_frac
+
+    def lr(self, epoch: int, step: int, steps_per_epoch: int) -> float:
+        t = epoch + (step + 1) / max(steps_per_epoch, 1)  # epochs done after this step
+        if t <= self.warmup:
+            return self.base * t / self.warmup
+        span = max(self.epochs - self.warmup, 1e-12)
+        progress = min((t - self.warmup) / span, 1.0)
+        low = self.base * self.final_frac
+        return low + (self.base - low) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    def epoch_end(self, val_error: float) -> bool:
+        return False
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+Schedule = PlateauSchedule | StepSchedule | WarmupCosineSchedule
+
+
+def make_schedule(cfg) -> Schedule:
+    """Build the schedule named by `cfg.schedule` ("plateau", "step" or "cosine")."""
+    if cfg.schedule == "plateau":
+        return PlateauSchedule(
+            cfg.lr,
+            factor=cfg.lr_factor,
+            patience=cfg.plateau_patience,
+            max_reductions=cfg.max_reductions,
+            threshold=cfg.plateau_threshold,
+        )
+    if cfg.schedule == "step":
+        return StepSchedule(cfg.lr, step_size=cfg.lr_step_size, gamma=cfg.lr_factor)
+    if cfg.schedule == "cosine":
+        return WarmupCosineSchedule(
+            cfg.lr, epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs, final_frac=0.0
+        )
+    raise UserError(f"unknown schedule {cfg.schedule!r}; choose from {', '.join(SCHEDULES)}")

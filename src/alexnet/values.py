@@ -1,0 +1,165 @@
+"""What a value may be: integer ranges, float ranges and choice sets, each declared once.
+
+A `Kind` checks a Python value (`problem(value)`: None when valid, else the reason) and parses
+command-line text (`parse(text)`: the value, or ValueError with a one-line reason). The same
+objects back the CLI's argument types (`alexnet.commands.argtypes`) and the checks of library
+configs (`alexnet.train.config.TrainConfig`), so a flag and the field it sets cannot disagree
+about what is allowed. No torch here: the CLI builds its parsers from this module at start-up.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+class Kind:
+    """A set of allowed values; subclasses say which."""
+
+    kind = "value"  # "int" | "float" | "choice": what the CLI tests feed it
+
+    @property
+    def valid(self) -> str:
+        """The allowed values in words, e.g. "an integer >= 1"."""
+        raise NotImplementedError
+
+    def problem(self, value: Any) -> str | None:
+        """None when `value` is allowed, else "<value> is not <valid>"."""
+        raise NotImplementedError
+
+    def parse(self, text: str) -> Any:
+        """The value `text` spells; ValueError (a one-line reason) when it is not allowed."""
+        raise NotImplementedError
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class IntRange(Kind):
+    """An integer in [lo, hi] (either bound may be None: open)."""
+
+    lo: int | None = None
+    hi: int | None = None
+    kind = "int"
+
+    @property
+    def valid(self) -> str:
+        if self.lo is not None and self.hi is not None:
+            return f"an integer from {self.lo} to {self.hi}"
+        if self.lo is not None:
+            return f"an integer >= {self.lo}"
+        return f"an integer <= {self.hi}" if self.hi is not None else "an integer"
+
+    def problem(self, value: Any) -> str | None:
+        ok = _is_int(value)
+        ok = ok and (self.lo is None or value >= self.lo) and (self.hi is None or value <= self.hi)
+        return None if ok else f"{value!r} is not {self.valid}"
+
+    def parse(self, text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise ValueError(f"{text!r} is not {self.valid}") from None
+        reason = self.problem(value)
+        if reason:
+            raise ValueError(reason)
+        return value
+
+
+@dataclass(frozen=True)
+class FloatRange(Kind):
+    """A finite number between lo and hi, each end closed unless `lo_open` / `hi_open`."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+    kind = "float"
+
+    @property
+    def valid(self) -> str:
+        lo, hi = self.lo, self.hi
+        if lo is None and hi is None:
+            return "a finite number"
+        if hi is None:
+            return f"a finite number {'>' if self.lo_open else '>='} {lo:g}"
+        if lo is None:
+            return f"a finite number {'<' if self.hi_open else '<='} {hi:g}"
+        left, right = "(" if self.lo_open else "[", ")" if self.hi_open else "]"
+        return f"a number in {left}{lo:g}, {hi:g}{right}"
+
+    def problem(self, value: Any) -> str | None:
+        ok = (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
+        if ok and self.lo is not None:
+            ok = value > self.lo if self.lo_open else value >= self.lo
+        if ok and self.hi is not None:
+            ok = value < self.hi if self.hi_open else value <= self.hi
+        return None if ok else f"{value!r} is not {self.valid}"
+
+    def parse(self, text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(f"{text!r} is not {self.valid}") from None
+        if self.problem(value):
+            raise ValueError(f"{text} is not {self.valid}")
+        return value
+
+
+@dataclass(frozen=True)
+class Choice(Kind):
+    """One of a fixed set of values (strings or integers)."""
+
+    options: Sequence[Any]
+    kind = "choice"
+
+    @property
+    def valid(self) -> str:
+        return "one of " + ", ".join(str(o) for o in self.options)
+
+    def problem(self, value: Any) -> str | None:
+        same_type = all(type(value) is type(o) for o in self.options[:1])
+        return None if same_type and value in self.options else f"{value!r} is not {self.valid}"
+
+    def parse(self, text: str) -> Any:
+        for option in self.options:
+            if str(option) == text:
+                return option
+        raise ValueError(f"{text!r} is not {self.valid}")
+
+
+POSITIVE_INT = IntRange(1)
+NONNEGATIVE_INT = IntRange(0)
+FINITE = FloatRange()
+POSITIVE = FloatRange(0.0, lo_open=True)
+NONNEGATIVE = FloatRange(0.0)
+UNIT_INTERVAL_OPEN_TOP = FloatRange(0.0, 1.0, hi_open=True)  # [0, 1): smoothing, momentum
+FACTOR = FloatRange(0.0, 1.0, lo_open=True, hi_open=True)  # (0, 1): a learning-rate divisor
+
+
+@dataclass(frozen=True)
+class Pattern(Kind):
+    """A text that matches a regular expression whole (e.g. a device name)."""
+
+    regex: str
+    words: str  # the allowed texts in words
+    kind: str = "text"  # type: ignore[misc]
+
+    @property
+    def valid(self) -> str:
+        return self.words
+
+    def problem(self, value: Any) -> str | None:
+        ok = isinstance(value, str) and re.fullmatch(self.regex, value) is not None
+        return None if ok else f"{value!r} is not {self.words}"
+
+    def parse(self, text: str) -> str:
+        reason = self.problem(text)
+        if reason:
+            raise ValueError(reason)
+        return text
