@@ -9,12 +9,10 @@ import os
 import sys
 import time
 
-import alexnet.commands.train as train_command
 from alexnet.cli import main
+from alexnet.train import engine
 
 if __name__ == "__main__":
     delay = float(os.environ.get("SLOW_TRAIN_SLEEP", "0.3"))
-    train_command.fit = functools.partial(
-        train_command.fit, callbacks=[lambda state: time.sleep(delay)]
-    )
+    engine.fit = functools.partial(engine.fit, callbacks=[lambda state: time.sleep(delay)])
     sys.exit(main(sys.argv[1:]))

@@ -125,3 +125,57 @@ def test_eval_confusion_and_kernels_report_the_png_they_wrote(small, tmp_path, c
     assert code == 0, err
     assert (tmp_path / "kern.png").read_bytes()[:4] == b"\x89PNG"
     assert out.startswith(f"wrote {tmp_path / 'kern.png'} ")
+
+
+def test_a_write_that_fails_unnamed_is_named_by_its_file(tmp_path):
+    from alexnet.fileio import atomic_write
+
+    def full(f):
+        raise OSError(errno.ENOSPC, "No space left on device")  # as a write() raises it
+
+    with pytest.raises(OSError) as exc:
+        atomic_write(tmp_path / "checkpoint.pt", full)
+    assert exc.value.filename == str(tmp_path / "checkpoint.pt")
+    assert exc.value.errno == errno.ENOSPC and list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 24 MiB tmpfs (root only): a real file system that fills up."""
+    import subprocess
+
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24M", "tmpfs", str(mount)],
+                          capture_output=True)  # fmt: skip
+    if done.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_disk_that_fills_during_training_names_the_file(small, tiny_disk, capsys, monkeypatch):
+    import functools
+
+    from alexnet.train import engine
+
+    def fill(state) -> None:  # after the second step the disk is full
+        if state.pos.global_step == 2:
+            with open(tiny_disk / "filler", "wb") as f:
+                try:
+                    while True:
+                        f.write(b"\0" * (1 << 20))
+                except OSError:
+                    pass
+
+    monkeypatch.setattr(engine, "fit", functools.partial(engine.fit, callbacks=[fill]))
+    run = tiny_disk / "run"
+    code, _, err = cli(capsys, "train", "--data", small["data"], "--output-dir", run,
+                       "--model", "small", "--recipe", "fast", "--batch-size", "4",
+                       "--checkpoint-every", "3", "--device", "cpu")  # fmt: skip
+    lines = [line for line in err.strip().splitlines() if "error" in line]
+    assert code == 1 and len(lines) == 1, err
+    assert str(run) in lines[0] and "No space left on device" in lines[0], lines[0]
+    assert "output:" not in lines[0]

@@ -13,11 +13,12 @@ runs this file first) stays free of torch.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from alexnet.errors import UserError
 
+TYPE_CHECKING = False  # (typing costs milliseconds of every command's start-up)
 if TYPE_CHECKING:
+    from typing import Any
+
     from alexnet.data.packed import PackedDataset
     from alexnet.models.common import AlexNetModel
 

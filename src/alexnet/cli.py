@@ -1,21 +1,33 @@
 """The `alexnet` command line: thin sub-commands that parse, call the library and print.
 
 Each sub-command lives in `alexnet.commands.<name>` and defines
-`add_parser(subparsers)` (registering itself) and `run(args) -> int`.
+`add_parser(subparsers)` (registering itself) and `run(args) -> int`. Building the parsers
+imports no torch (the command modules import the library inside `run`), so `alexnet --help`,
+every `alexnet CMD --help` and a mistyped flag answer at once.
 User mistakes raise `UserError` and are printed as one line without a stack trace.
+
+Ctrl-C at any moment ends with one line and exit status 130: while Python starts, imports
+(numpy and torch included) and parses, a handler exits at once (there is nothing to save yet;
+`alexnet.__main__` installs it first); while the command runs, Ctrl-C is a KeyboardInterrupt
+that the command may handle (training saves a checkpoint) and `main` turns into the line;
+during shutdown the immediate handler is back.
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib
+import os
+import signal
 import sys
+import threading
 
-from alexnet import __version__
-from alexnet.commands.outputs import os_error_line
-from alexnet.errors import UserError
-from alexnet.malloc import tune_allocator
-from alexnet.runtime import flush_denormals
+_NAME = ["alexnet"]  # "alexnet CMD" once the command line is parsed
+
+
+def _interrupted_now(signum, frame) -> None:  # noqa: ARG001 - a signal handler's signature
+    """Start-up and shutdown: nothing to save, so exit at once with one line (no traceback)."""
+    os.write(2, f"{_NAME[0]}: interrupted\n".encode())
+    os._exit(130)
+
 
 # Sub-command modules, in the order `alexnet --help` lists them.
 COMMANDS = [
@@ -37,15 +49,20 @@ COMMANDS = [
 ]
 
 
-class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line (no usage block): `alexnet CMD: error: ...`."""
+def build_parser():
+    """The `alexnet` parser with every sub-command (imports no torch)."""
+    import argparse
+    import importlib
 
-    def error(self, message: str):  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+    from alexnet import __version__
 
+    class Parser(argparse.ArgumentParser):
+        """Errors in one line (no usage block): `alexnet CMD: error: ... (see ... --help)`."""
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+        def error(self, message: str):  # type: ignore[override]
+            self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    parser = Parser(
         prog="alexnet",
         description="AlexNet (Krizhevsky et al., 2012): train, evaluate and use it.",
     )
@@ -58,26 +75,73 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    flush_denormals()
-    tune_allocator()  # large blocks from the heap, pages kept (alexnet.malloc; ALEXNET_MALLOC=0)
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if getattr(args, "_run", None) is None:
-        parser.print_help()
-        return 2
+def _prepare_process(args) -> None:
+    """The process settings every computing command gets: large allocations kept by glibc
+    (`alexnet.malloc`) and denormals flushed to zero (`alexnet.runtime.flush_denormals`);
+    a command whose parser sets `_light=True` (it runs no network) skips torch entirely.
+    Runs while Ctrl-C still exits at once: importing numpy and torch must not be interrupted
+    by a KeyboardInterrupt (torch's import swallows one that lands in its numpy import,
+    leaving numpy half-imported)."""
+    from alexnet.malloc import tune_allocator
+
+    tune_allocator()  # ALEXNET_MALLOC=0 turns it off
+    if not getattr(args, "_light", False):
+        import numpy  # noqa: F401 - first, whole, before torch imports it
+
+        from alexnet.runtime import flush_denormals
+
+        flush_denormals()
+
+
+def _set_sigint(handler) -> object:
+    """Install a SIGINT handler (from the main thread only); returns the previous one."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGINT, handler)
+
+
+def _run_command(args) -> int:
+    """Run the parsed command; every user mistake, OS error or Ctrl-C becomes one line."""
+    from alexnet.commands.outputs import os_error_line
+    from alexnet.errors import UserError
+
     try:
-        return int(args._run(args) or 0)
-    except UserError as exc:
-        print(f"alexnet {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:  # disk full, read-only, permission: one line, not a traceback
-        line, status = os_error_line(exc)
-        print(f"alexnet {args.command}: error: {line}", file=sys.stderr)
-        return status
+        try:
+            _prepare_process(args)
+            _set_sigint(signal.default_int_handler)  # the command may now save its work
+            return int(args._run(args) or 0)
+        except UserError as exc:
+            print(f"alexnet {args.command}: error: {exc}", file=sys.stderr)
+            return 2
+        except OSError as exc:  # disk full, read-only, permission: one line, not a traceback
+            where = getattr(args, "output_dir", None) or getattr(args, "out", None)
+            line, status = os_error_line(exc, where)
+            print(f"alexnet {args.command}: error: {line}", file=sys.stderr)
+            return status
     except KeyboardInterrupt:
         print(f"alexnet {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        _set_sigint(_interrupted_now)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run `alexnet` with `argv` (default: the process's command line). Called for the
+    process's own command line (argv None), it leaves the immediate Ctrl-C handler in place
+    for the interpreter's shutdown; called with an argv (from Python), it restores the
+    caller's handler."""
+    previous = _set_sigint(_interrupted_now)
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        _NAME[0] = f"alexnet {args.command}" if getattr(args, "command", None) else "alexnet"
+        if getattr(args, "_run", None) is None:
+            parser.print_help()
+            return 2
+        return _run_command(args)
+    finally:
+        if argv is not None and previous is not None:
+            _set_sigint(previous)
 
 
 if __name__ == "__main__":

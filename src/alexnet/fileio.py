@@ -18,11 +18,12 @@ import warnings
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
-
-import torch
+from typing import IO, TYPE_CHECKING, Any
 
 from alexnet.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
 
 ZIP_MAGIC = b"PK\x03\x04"
 PICKLE_PROTO = 0x80  # first byte of a pickle of protocol >= 2 (legacy torch.save files)
@@ -42,11 +43,13 @@ def atomic_write(
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError) and exc.filename is None:  # name the file being written
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
         raise
     fsync_dir(path.parent)
 
@@ -105,6 +108,8 @@ def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device = 
     """`torch.load(path, weights_only=True)`; each failure one UserError naming the file:
     missing, empty, not a torch file at all, truncated or damaged, or a pickle holding objects
     that weights_only refuses (naming the first refused global; nothing in the file ran)."""
+    import torch  # light module: the command line reads file kinds without torch
+
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such file")

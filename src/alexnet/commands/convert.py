@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 
 from alexnet.errors import UserError
-from alexnet.weights.caffe import convert
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -39,6 +38,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from alexnet.weights.caffe import convert
+
     if args.out.suffix != ".safetensors":
         raise UserError(f"{args.out}: the output must be a .safetensors file")
     if args.out.resolve() == args.model.resolve():

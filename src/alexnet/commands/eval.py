@@ -6,13 +6,9 @@ import argparse
 
 from alexnet.commands.argtypes import WEIGHTS_HELP, add_device, positive_int
 from alexnet.commands.outputs import output_file
-from alexnet.data.loader import DeviceLoader
-from alexnet.data.packed import SPLITS, open_dataset
+from alexnet.data.layout import SPLITS
 from alexnet.errors import UserError
-from alexnet.evaluate import evaluate, make_eval_transform, per_class_accuracy, save_confusion_png
 from alexnet.jsonout import json_line
-from alexnet.runtime import dist_info, init_distributed, resolve_device, shutdown_distributed
-from alexnet.weights import load as load_weights
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -44,6 +40,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from alexnet.data.loader import DeviceLoader
+    from alexnet.data.packed import open_dataset
+    from alexnet.evaluate import (
+        evaluate,
+        make_eval_transform,
+        per_class_accuracy,
+        save_confusion_png,
+    )
+    from alexnet.runtime import dist_info, init_distributed, resolve_device, shutdown_distributed
+    from alexnet.weights import load as load_weights
+
     if args.confusion:  # checked before the work, and named as really written
         args.confusion = str(output_file(args.confusion, "--confusion", ".png"))
     info = dist_info()

@@ -7,9 +7,7 @@ import argparse
 from alexnet.commands.argtypes import WEIGHTS_HELP, int_range
 from alexnet.commands.outputs import output_file
 from alexnet.errors import UserError
-from alexnet.export import export_onnx
 from alexnet.jsonout import json_line
-from alexnet.weights import convert_layout
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -35,6 +33,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from alexnet.export import export_onnx
+    from alexnet.weights import convert_layout
+
     if not (args.onnx or args.two_device or args.paper):
         raise UserError("export needs --onnx OUT.onnx, --two-device OUT or --paper OUT")
     for flag in ("onnx", "two_device", "paper"):

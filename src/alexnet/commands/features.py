@@ -9,10 +9,7 @@ from pathlib import Path
 
 from alexnet.commands.argtypes import WEIGHTS_HELP, add_device, nonnegative_int, positive_int
 from alexnet.commands.outputs import output_file
-from alexnet.data.packed import SPLITS, open_dataset
-from alexnet.inference import Predictor, features_paths, save_features, split_features
-from alexnet.provenance import check_fits, features_source
-from alexnet.runtime import resolve_device
+from alexnet.data.layout import SPLITS
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -38,6 +35,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from alexnet.data.packed import open_dataset
+    from alexnet.inference import Predictor, features_paths, save_features, split_features
+    from alexnet.provenance import check_fits, features_source
+    from alexnet.runtime import resolve_device
+
     for path in features_paths(args.out):
         output_file(path, "--out")
     ds = open_dataset(args.data, args.split)

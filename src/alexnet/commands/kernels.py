@@ -6,8 +6,6 @@ import argparse
 
 from alexnet.commands.argtypes import WEIGHTS_HELP, int_range
 from alexnet.commands.outputs import output_file
-from alexnet.viz import kernel_grid
-from alexnet.weights import load as load_weights
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -27,6 +25,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from alexnet.viz import kernel_grid
+    from alexnet.weights import load as load_weights
+
     out = output_file(args.out, "--out", ".png")
     model, _ = load_weights(args.weights, "cpu")
     w, h = kernel_grid(model, out, width_px=args.width)

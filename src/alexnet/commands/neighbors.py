@@ -6,25 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from alexnet.commands.argtypes import add_device, positive_int
 from alexnet.commands.outputs import output_file
-from alexnet.data.packed import SPLITS, open_dataset
+from alexnet.data.layout import SPLITS
 from alexnet.errors import UserError
-from alexnet.inference import (
-    Predictor,
-    check_index,
-    expand_image_args,
-    load_features,
-    nearest,
-    read_image,
-    split_features,
-)
 from alexnet.jsonout import json_line
-from alexnet.provenance import check_features_source, check_fits
-from alexnet.runtime import resolve_device
-from alexnet.viz import feature_name, neighbors_grid
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -59,6 +45,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def _base(args: argparse.Namespace, device):
     """The searched side: (predictor, dataset, features (N, D), split row of each feature)."""
+    from alexnet.data.packed import open_dataset
+    from alexnet.inference import (
+        Predictor,
+        load_features,
+        split_features,
+    )
+    from alexnet.provenance import check_features_source, check_fits
+
     if args.features:
         feats, fmeta = load_features(args.features)
         data = args.data or fmeta.get("data")
@@ -86,6 +80,16 @@ def _base(args: argparse.Namespace, device):
 
 def _queries(args: argparse.Namespace, predictor, data) -> tuple[list[str], list, int]:
     """Query names, (H, W, 3) uint8 images, and how many could not be read."""
+    import numpy as np
+
+    from alexnet.data.packed import open_dataset
+    from alexnet.inference import (
+        check_index,
+        expand_image_args,
+        read_image,
+    )
+    from alexnet.provenance import check_fits
+
     query_ds = None
     names, images, failed = [], [], 0
     for q in args.query:
@@ -116,6 +120,10 @@ def _queries(args: argparse.Namespace, predictor, data) -> tuple[list[str], list
 
 
 def _draw(args, predictor, base_ds, names, images, results, dim: int) -> None:
+    import numpy as np
+
+    from alexnet.viz import feature_name, neighbors_grid
+
     nb_imgs = [[np.asarray(base_ds.images[n["index"]]) for n in r["neighbors"]] for r in results]
     nb_titles = [[f"{n['label']}\n{n['distance']:.3g}" for n in r["neighbors"]] for r in results]
     layer = feature_name(predictor.meta.model_name, dim)
@@ -124,6 +132,13 @@ def _draw(args, predictor, base_ds, names, images, results, dim: int) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from alexnet.inference import (
+        nearest,
+    )
+    from alexnet.runtime import resolve_device
+
     if args.out:
         args.out = str(output_file(args.out, "--out", ".png"))
     device = resolve_device(args.device)

@@ -69,10 +69,11 @@ def creatable_dir(path: str | os.PathLike, flag: str) -> Path:
     return p
 
 
-def os_error_line(exc: OSError) -> tuple[str, int]:
+def os_error_line(exc: OSError, writing: str | os.PathLike | None = None) -> tuple[str, int]:
     """One line naming the path and the cause, and the exit status (2: the user's path, 1: the
-    environment, e.g. a full or read-only disk)."""
-    where = exc.filename if exc.filename is not None else "output"
+    environment, e.g. a full or read-only disk). An error that names no file is said of
+    `writing` (the command's output: a run directory, a file), else of "output"."""
+    where = exc.filename if exc.filename is not None else (writing or "output")
     cause = exc.strerror or str(exc)
     status = 2 if exc.errno in USER_ERRNOS and not isinstance(exc, OutputError) else 1
     return f"{where}: {cause}", status

@@ -6,7 +6,6 @@ import argparse
 
 from alexnet.commands.outputs import output_file
 from alexnet.errors import UserError
-from alexnet.viz import training_curves
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -23,6 +22,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from alexnet.viz import training_curves
+
     if args.labels and len(args.labels) != len(args.runs):
         raise UserError(f"--labels: {len(args.labels)} names for {len(args.runs)} runs")
     out = output_file(args.out, "--out", ".png")

@@ -7,9 +7,7 @@ import sys
 
 from alexnet.commands.argtypes import WEIGHTS_HELP, add_device, positive_int
 from alexnet.errors import UserError
-from alexnet.inference import Predictor, expand_image_args
 from alexnet.jsonout import json_line
-from alexnet.runtime import resolve_device
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -35,6 +33,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from alexnet.inference import Predictor, expand_image_args
+    from alexnet.runtime import resolve_device
+
     if args.topk < 1:
         raise UserError(f"--topk {args.topk}: must be at least 1")
     paths, missing = expand_image_args(args.images)

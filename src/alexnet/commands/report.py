@@ -6,8 +6,6 @@ import argparse
 
 from alexnet.commands.argtypes import add_device, nonnegative_int, positive_int
 from alexnet.commands.outputs import output_dir
-from alexnet.report import write_report
-from alexnet.runtime import resolve_device
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -33,6 +31,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from alexnet.report import write_report
+    from alexnet.runtime import resolve_device
+
     output_dir(args.run, "RUN")
     out = write_report(
         args.run,

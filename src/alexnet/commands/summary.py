@@ -6,18 +6,17 @@ import argparse
 import json
 
 from alexnet.commands.argtypes import positive_int
-from alexnet.models.registry import describe_models, get_model, list_models
-from alexnet.models.summary import format_table, summary_dict
+from alexnet.models.catalog import MODELS
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    models = "; ".join(f"{k}: {v}" for k, v in describe_models().items())
+    models = "; ".join(f"{k}: {e.about}" for k, e in MODELS.items())
     parser = subparsers.add_parser(
         "summary",
         help="per-layer table: shapes, parameters, multiply-adds",
         description=f"Per-layer table computed from the model object. Models: {models}.",
     )
-    parser.add_argument("--model", default="paper", choices=list_models())
+    parser.add_argument("--model", default="paper", choices=list(MODELS))
     parser.add_argument(
         "--input-size",
         type=positive_int,
@@ -33,6 +32,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from alexnet.models.registry import get_model
+    from alexnet.models.summary import format_table, summary_dict
+
     options = {}
     if args.input_size is not None and args.model in ("paper", "small"):
         options["input_size"] = args.input_size

@@ -16,10 +16,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="list the pretrained weights --weights can name (and describe weights files)",
         description="Pretrained weights by name (downloaded on first use into torch's hub "
         "cache), weights to convert yourself, and any weights FILE given: source, input size, "
-        "classes and top-1 / top-5 error (%%, ILSVRC-2012 val, centre crop).",
+        "classes and top-1 / top-5 error (in percent, ILSVRC-2012 val, centre crop).",
     )
     p.add_argument("files", nargs="*", metavar="FILE", help="weights files to describe")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(_light=True)  # reads names and file metadata only: no torch
     return p
 
 

@@ -1,11 +1,29 @@
 """Training (paper §4-§5): recipes (`config`), the engine (`fit`), checkpoints, schedules.
 
-from alexnet.train import fit, make_config
-result = fit(make_config("paper", data="data/imagenet", output_dir="runs/paper"))
+    from alexnet.train import fit, make_config
+    result = fit(make_config("paper", data="data/imagenet", output_dir="runs/paper"))
+
+The names below are imported when first used, so that `alexnet.train.config` (which the
+command line reads to build its parser) can be imported without torch.
 """
 
-from alexnet.rundir import RunDir, RunResult
-from alexnet.train.config import TrainConfig, make_config
-from alexnet.train.engine import fit
+from __future__ import annotations
 
-__all__ = ["RunDir", "RunResult", "TrainConfig", "fit", "make_config"]
+import importlib
+from typing import Any
+
+_NAMES = {
+    "RunDir": "alexnet.rundir",
+    "RunResult": "alexnet.rundir",
+    "TrainConfig": "alexnet.train.config",
+    "make_config": "alexnet.train.config",
+    "resume_config": "alexnet.train.resume",
+    "fit": "alexnet.train.engine",
+}
+__all__ = sorted(_NAMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _NAMES:
+        raise AttributeError(f"module 'alexnet.train' has no attribute {name!r}")
+    return getattr(importlib.import_module(_NAMES[name]), name)

@@ -16,11 +16,10 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
-
-import torch
 
 from alexnet.errors import UserError
 from alexnet.progress import progress_bar
@@ -33,9 +32,20 @@ _HASH = re.compile(r"-([a-f0-9]+)\.")
 _CHUNK = 1 << 20
 
 
+def hub_dir() -> Path:
+    """`torch.hub.get_dir()`: asked of torch when it is loaded (so `torch.hub.set_dir` is
+    honoured), else torch's own rule, without importing it: `$TORCH_HOME/hub`, where
+    TORCH_HOME defaults to `$XDG_CACHE_HOME/torch` and XDG_CACHE_HOME to `~/.cache`."""
+    if "torch" in sys.modules:
+        return Path(sys.modules["torch"].hub.get_dir())
+    xdg = os.getenv("XDG_CACHE_HOME", os.path.join("~", ".cache"))
+    home = os.path.expanduser(os.getenv("TORCH_HOME", os.path.join(xdg, "torch")))
+    return Path(home) / "hub"
+
+
 def cache_dir() -> Path:
     """torch's hub cache for weights files: `torch.hub.get_dir()/checkpoints` ($TORCH_HOME)."""
-    return Path(torch.hub.get_dir()) / "checkpoints"
+    return hub_dir() / "checkpoints"
 
 
 def url_for(file_name: str) -> str:

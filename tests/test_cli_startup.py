@@ -1,0 +1,77 @@
+"""The command line answers at once and every interruption ends in one line (exit 130).
+
+- building every sub-command's parser imports no torch (nor numpy, PIL, matplotlib, fastapi):
+  `alexnet --help`, `alexnet CMD --help` and `alexnet weights` never pay torch's seconds (their
+  times and memory are a benchmark: benchmarks/bench_startup.py);
+- Ctrl-C (SIGINT) at moments spread from the end of Python's own start-up over the first
+  seconds of `alexnet train` and `alexnet prepare` (imports, parsing, start-up, work) ends with
+  exit status 130 and no traceback.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+from data_helpers import synthetic_data
+
+HEAVY = ("torch", "torchvision", "numpy", "PIL", "matplotlib", "scipy", "fastapi", "uvicorn")
+
+
+def _modules_after(code: str) -> list[str]:
+    probe = f"import sys\n{code}\nprint(sorted(m for m in {HEAVY!r} if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return eval(done.stdout.strip().splitlines()[-1])  # a printed list of names
+
+
+def test_building_every_parser_imports_no_torch():
+    assert _modules_after("from alexnet import cli\ncli.build_parser()") == []
+
+
+def test_alexnet_weights_runs_without_torch():
+    code = "from alexnet import cli\nassert cli.main(['weights']) == 0"
+    assert _modules_after(code) == []
+
+
+def _python_start_seconds() -> float:
+    """How long this machine's bare `python -c pass` takes (the part no alexnet code runs in)."""
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+        times.append(time.perf_counter() - t0)
+    return max(times)
+
+
+def _interrupt_at(argv: list[str], delay: float) -> tuple[int, str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "alexnet", *argv],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    return proc.returncode, err
+
+
+def test_ctrl_c_at_any_moment_is_one_line_and_exit_130(tmp_path):
+    data = synthetic_data(tmp_path / "data", count=200)
+    start = 2 * _python_start_seconds()
+    moments = [start, start + 0.1, start + 0.3, 0.7, 1.2, 2.0, 3.5]
+    failures = []
+    for i, delay in enumerate(moments):
+        train = ["train", "--data", str(data), "--output-dir", str(tmp_path / f"r{i}"), "--model",
+                 "small", "--recipe", "fast", "--epochs", "50", "--device", "cpu"]  # fmt: skip
+        # a synthetic set that takes seconds to pack
+        prepare = ["prepare", "synthetic", str(tmp_path / f"p{i}"), "--source", "synthetic",
+                   "--count", "3000", "--image-size", "64", "--no-progress"]  # fmt: skip
+        for argv in (train, prepare) if delay < 1.5 and i % 2 == 0 else (train,):
+            code, err = _interrupt_at(argv, delay)
+            if code != 130 or "Traceback" in err:
+                failures.append(f"{argv[0]} at {delay:.2f}s: exit {code}: {err[-600:]}")
+    assert failures == [], "\n".join(failures)
