@@ -9,16 +9,18 @@ import numpy as np
 import pytest
 import torch
 
+from alexnet.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from alexnet.errors import UserError
+from alexnet.fileio import atomic_write
 from alexnet.models.registry import get_model
-from alexnet.train.checkpoint import (
-    atomic_write,
-    capture_rng_state,
-    check_compatible,
-    load_checkpoint,
-    restore_rng_state,
-    save_checkpoint,
-)
+from alexnet.train.randomness import capture_rng_state, restore_rng_state
+from alexnet.train.setup import check_compatible
+
+
+def _checkpoint(**fields) -> Checkpoint:
+    base = {"model_config": {"name": "small", "options": {}}, "data_fingerprint": "abc",
+            "config": {}, "model": {}, "optimizer": {}, "schedule": {}}  # fmt: skip
+    return Checkpoint(**{**base, **fields})
 
 
 class _Payload:
@@ -36,20 +38,22 @@ def test_round_trip_with_rng_and_optimizer(tmp_path):
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     model(torch.randn(4, 3)).sum().backward()
     opt.step()
-    state = {
-        "model": model.state_dict(),
-        "optimizer": opt.state_dict(),
-        "epoch": 3,
-        "history": [{"epoch": 1, "lr": 0.1}],
-        "rng": capture_rng_state(),
-    }
+    state = _checkpoint(
+        model=model.state_dict(),
+        optimizer=opt.state_dict(),
+        epoch=3,
+        history=[{"epoch": 1, "lr": 0.1}],
+        rng=capture_rng_state(),
+    )
     save_checkpoint(tmp_path / "c.pt", state)
     back = load_checkpoint(tmp_path / "c.pt")
-    assert back["epoch"] == 3 and back["history"] == [{"epoch": 1, "lr": 0.1}]
+    assert back.epoch == 3 and back.history == [{"epoch": 1, "lr": 0.1}]
     for k, v in model.state_dict().items():
-        assert torch.equal(back["model"][k], v)
+        assert torch.equal(back.model[k], v)
     buf = opt.state_dict()["state"][0]["momentum_buffer"]
-    assert torch.equal(back["optimizer"]["state"][0]["momentum_buffer"], buf)
+    assert torch.equal(back.optimizer["state"][0]["momentum_buffer"], buf)
+    raw = torch.load(tmp_path / "c.pt", weights_only=True)  # the plain dict on disk
+    assert raw["format"] == "alexnet-checkpoint/1" and isinstance(raw["model_config"], str)
 
 
 def test_rng_states_restore_exactly():
@@ -95,7 +99,7 @@ def test_pickled_code_payload_is_refused_and_does_not_run(tmp_path):
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
 def test_corrupt_file_is_one_line_error_naming_it(tmp_path, damage):
     path = tmp_path / "checkpoint.pt"
-    save_checkpoint(path, {"model": {"w": torch.randn(100, 100)}})
+    save_checkpoint(path, _checkpoint(model={"w": torch.randn(100, 100)}))
     data = path.read_bytes()
     path.write_bytes(
         {"truncate": data[: len(data) // 2], "garbage": b"\x00junk" * 50, "empty": b""}[damage]
@@ -106,36 +110,33 @@ def test_corrupt_file_is_one_line_error_naming_it(tmp_path, damage):
 
 
 def test_other_model_or_data_refused_with_difference_named(tmp_path):
-    state = {
-        "model_config": json.dumps({"name": "small", "options": {"width": 32}}),
-        "data_fingerprint": "abc",
-    }
+    state = _checkpoint(model_config={"name": "small", "options": {"width": 32}})
     check_compatible(
         state,
         "ck",
         model_config={"name": "small", "options": {"width": 32}},
-        data_fingerprint="abc",
+        data="abc",
     )
     with pytest.raises(UserError, match=r"options\.width=32 in the checkpoint, 64 now"):
         check_compatible(
             state,
             "ck",
             model_config={"name": "small", "options": {"width": 64}},
-            data_fingerprint="abc",
+            data="abc",
         )
     with pytest.raises(UserError, match="name='small' in the checkpoint, 'paper' now"):
         check_compatible(
             state,
             "ck",
             model_config={"name": "paper", "options": {"width": 32}},
-            data_fingerprint="abc",
+            data="abc",
         )
     with pytest.raises(UserError, match="other data.*abc.*xyz"):
         check_compatible(
             state,
             "ck",
             model_config={"name": "small", "options": {"width": 32}},
-            data_fingerprint="xyz",
+            data="xyz",
         )
 
 
@@ -145,8 +146,37 @@ def test_checkpoint_of_an_earlier_version_without_a_new_option_resumes():
     now = get_model("paper", num_classes=10).config
     older = json.loads(json.dumps(now))
     del older["options"]["lrn_scope"], older["options"]["widths"]
-    state = {"model_config": json.dumps(older), "data_fingerprint": "abc"}
-    check_compatible(state, "ck", model_config=now, data_fingerprint="abc")
+    state = _checkpoint(model_config=older)
+    check_compatible(state, "ck", model_config=now, data="abc")
     other = get_model("paper", num_classes=10, lrn_scope="all").config
     with pytest.raises(UserError, match="lrn_scope='tower' in the checkpoint, 'all' now"):
-        check_compatible(state, "ck", model_config=other, data_fingerprint="abc")
+        check_compatible(state, "ck", model_config=other, data="abc")
+
+
+def test_a_checkpoint_written_before_the_typed_format_still_loads(tmp_path):
+    # the keys an earlier version wrote: no classes, preprocess, mean_image, step_window,
+    # rank_rng, world_size or global_batch (each gets its stated default)
+    old = {
+        "format": "alexnet-checkpoint/1",
+        "model_config": json.dumps({"name": "small", "options": {}}),
+        "data_fingerprint": "abc",
+        "config": json.dumps({"batch_size": 64, "seed": 3}),
+        "model": {"w": torch.ones(2)},
+        "optimizer": {"state": {}, "param_groups": []},
+        "schedule": {},
+        "epoch": 2,
+        "batch": 5,
+        "global_step": 17,
+        "best_error": 0.25,
+        "elapsed": 1.5,
+        "epoch_sums": {"loss": 1.0, "correct": 3.0, "images": 4, "nan_skipped": 0,
+                       "train_time": 0.1, "data_time": 0.0},
+        "history": [],
+        "rng": capture_rng_state(),
+    }  # fmt: skip
+    torch.save(old, tmp_path / "checkpoint.pt")
+    back = load_checkpoint(tmp_path)  # a run directory names its checkpoint
+    assert (back.epoch, back.batch, back.global_step) == (2, 5, 17)
+    assert back.config == {"batch_size": 64, "seed": 3} and back.classes is None
+    assert back.world_size == 1 and back.global_batch == 64 and back.rank_rng is None
+    assert back.step_window == {} and back.mean_image is None

@@ -12,8 +12,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from alexnet.checkpoint import checkpoint_path
 from alexnet.errors import UserError
-from alexnet.weights.checkpoint import checkpoint_path
 
 
 def file_digest(path: str | os.PathLike) -> str:

@@ -8,7 +8,8 @@ one (eval, plot, report, reproduce) cannot disagree:
 | `config.json` | at the start | the resolved training config, model config, geometry, versions |
 | `metrics.jsonl` | every epoch | one JSON record per (possibly partial) epoch |
 | `steps.jsonl` | every `log_every` steps | training loss and error over the last steps |
-| `checkpoint.pt` | epoch ends, signals | everything needed to resume to the bit |
+| `starts.jsonl` | every start | resumed or not, torchrun restart count, world size, step |
+| `checkpoint.pt` | epoch ends, signals | all to resume to the bit (`alexnet.checkpoint`) |
 | `weights.safetensors` | at the end | the final weights with their metadata |
 | `weights-best.safetensors` | when validation improves | the best weights so far |
 | `eval.json` | at the end | the final evaluation (top-1/top-5 error, crops) |
@@ -38,6 +39,13 @@ class RunResult:
     final: dict[str, Any] = field(default_factory=dict)
     weights: Path | None = None
     train_seconds: float = 0.0
+    stop_signal: int | None = None  # the signal that stopped the run ("stopped"), e.g. 15
+
+    @property
+    def exit_status(self) -> int:
+        """What a command should exit with: 0, or 128 + the signal that stopped the run (as
+        shells report it), so torchrun, SLURM and `&&` never read a stop as a finish."""
+        return 128 + self.stop_signal if self.stop_signal else 0
 
     @property
     def last(self) -> dict[str, Any]:
@@ -51,6 +59,7 @@ class RunDir:
     CONFIG = "config.json"
     METRICS = "metrics.jsonl"
     STEPS = "steps.jsonl"
+    STARTS = "starts.jsonl"
     CHECKPOINT = "checkpoint.pt"
     WEIGHTS = "weights.safetensors"
     BEST = "weights-best.safetensors"
@@ -79,6 +88,10 @@ class RunDir:
     @property
     def steps(self) -> Path:
         return self.path / self.STEPS
+
+    @property
+    def starts(self) -> Path:
+        return self.path / self.STARTS
 
     @property
     def checkpoint(self) -> Path:
@@ -111,6 +124,9 @@ class RunDir:
 
     def read_metrics(self) -> list[dict[str, Any]]:
         return _read_jsonl(self.metrics)
+
+    def read_starts(self) -> list[dict[str, Any]]:
+        return _read_jsonl(self.starts)
 
     def read_steps(self) -> list[dict[str, Any]]:
         return _read_jsonl(self.steps)

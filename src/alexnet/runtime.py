@@ -7,8 +7,11 @@ rank's images exactly once. In a plain process every collective is a no-op.
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import os
 import platform
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from alexnet import malloc
 from alexnet.errors import UserError
 
 DEVICE_HELP = "auto | cpu | cuda | cuda:N"
@@ -82,12 +86,42 @@ def flush_denormals() -> None:
     torch.set_flush_denormal(True)
 
 
-def init_distributed(info: DistInfo, device: torch.device) -> None:
-    """Join the process group when launched by torchrun with WORLD_SIZE > 1."""
+def denormals_flushed() -> bool:
+    """Whether this thread flushes denormal floats to zero now (torch has no getter: a
+    denormal product tells)."""
+    return float(torch.tensor([1e-30]) * torch.tensor([1e-10])) == 0.0
+
+
+@contextlib.contextmanager
+def process_settings() -> Iterator[None]:
+    """What a training run needs of its process, restored on exit: denormals flushed to zero
+    (`flush_denormals`) and glibc keeping large blocks (`alexnet.malloc`; its setting cannot be
+    read back, so it is reset to glibc's defaults only if this call applied it)."""
+    flushed = denormals_flushed()
+    flush_denormals()
+    tuned = not malloc.is_tuned() and malloc.tune_allocator()
+    try:
+        yield
+    finally:
+        if not flushed:
+            torch.set_flush_denormal(False)
+        if tuned:
+            malloc.reset_allocator()
+
+
+def init_distributed(info: DistInfo, device: torch.device, timeout_s: float = 300.0) -> None:
+    """Join the process group when launched by torchrun with WORLD_SIZE > 1. Every collective
+    and the group's own rendezvous wait at most `timeout_s` for a peer: a dead or hung peer
+    ends this process with an error instead of hanging it."""
     if not info.enabled or dist.is_initialized():
         return
     backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(backend=backend, rank=info.rank, world_size=info.world_size)
+    dist.init_process_group(
+        backend=backend,
+        rank=info.rank,
+        world_size=info.world_size,
+        timeout=datetime.timedelta(seconds=timeout_s),
+    )
 
 
 def shutdown_distributed() -> None:
@@ -101,6 +135,15 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
+
+
+def gather_objects(obj: Any) -> list[Any]:
+    """Every rank's small picklable `obj`, by rank (all ranks get the list); [obj] alone."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def broadcast_object(obj: Any, src: int = 0) -> Any:

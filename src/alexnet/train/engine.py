@@ -4,8 +4,12 @@
     result = fit(make_config("fast", data="data/fmnist", output_dir="runs/a"))
     result.final["top1_error"], result.history[-1]["train_loss"], result.weights
 
-Setting `cfg.resume` to a run directory (or its checkpoint) continues that run in place. The
-run directory's files are described in `alexnet.rundir`.
+`make_config(resume="runs/a", epochs=20)` (or `resume_config`) continues a run in place with
+its saved config and the given overrides, as `alexnet train --resume runs/a --epochs 20`;
+`resume="auto"` starts the run when `output_dir` holds no checkpoint and continues it when it
+does. `fit` applies the process settings a run needs (denormals flushed to zero, glibc keeping
+large blocks) and restores them when it returns. The run directory's files are described in
+`alexnet.rundir`.
 """
 
 from __future__ import annotations
@@ -17,48 +21,78 @@ from pathlib import Path
 from alexnet import runtime as dist
 from alexnet.data.loader import DeviceLoader
 from alexnet.evaluate import make_eval_transform
-from alexnet.rundir import RunResult
-from alexnet.train.config import TrainConfig, validate
-from alexnet.train.loop import StepCallback, end_epoch, save, train_one_epoch, write_weights
-from alexnet.train.loop import validate as validate_split
-from alexnet.train.pipeline import FirstImages
+from alexnet.rundir import RunDir, RunResult
+from alexnet.train.config import RESUME_AUTO, TrainConfig, check_config
+from alexnet.train.inputs import FirstImages
+from alexnet.train.loop import StepCallback, end_epoch, train_one_epoch, validate
+from alexnet.train.persist import save, write_weights
+from alexnet.train.resume import resume_config
 from alexnet.train.runlog import write_text
+from alexnet.train.setup import device_for, setup
 from alexnet.train.signals import StopFlag
-from alexnet.train.state import TrainState, device_for, setup
+from alexnet.train.state import TrainState
 
 
 def fit(cfg: TrainConfig, *, callbacks: Sequence[StepCallback] = ()) -> RunResult:
     """Train (or resume, when `cfg.resume` is set) the run `cfg` describes; see the module
     docstring. `callbacks` are called after every step with the `TrainState`."""
-    validate(cfg)
+    check_config(cfg)
+    cfg = _auto_resume(cfg)
     info = dist.dist_info()
     device = device_for(cfg, info)
-    dist.init_distributed(info, device)
-    state = None
-    try:
-        state = setup(cfg, info, device)
-        _trim_step_log(state)
-        status = "finished"
-        with StopFlag() as stop:
-            while state.pos.epoch < cfg.epochs:
-                status = train_one_epoch(state, stop, callbacks)
-                if status == "stopped":
-                    save(state)
-                    state.say(
-                        f"stopped by {stop.signal or 'signal'} at epoch {state.pos.epoch + 1} "
-                        f"step {state.pos.batch}/{state.steps_per_epoch}; checkpoint saved to "
-                        f"{state.run.checkpoint}\nresume with: alexnet train --resume "
-                        f"{state.run.path}"
-                    )
-                    return RunResult("stopped", state.run.path, list(state.history))
-                end_epoch(state, complete=state.pos.batch == state.steps_per_epoch)
-                if status == "max_steps":
-                    break
-        return _finish(state, status)
-    finally:
-        if state is not None and state.tensorboard is not None:
-            state.tensorboard.close()
-        dist.shutdown_distributed()
+    with dist.process_settings():
+        dist.init_distributed(info, device, timeout_s=cfg.dist_timeout)
+        state = None
+        try:
+            with StopFlag() as stop:
+                state = setup(cfg, info, device)
+                _trim_step_log(state)
+                return _train(state, stop, callbacks)
+        finally:
+            if state is not None and state.tensorboard is not None:
+                state.tensorboard.close()
+            dist.shutdown_distributed()
+
+
+def _auto_resume(cfg: TrainConfig) -> TrainConfig:
+    """`resume="auto"`: the run in `output_dir` continued (its saved config with this config's
+    values layered on top, as `--resume RUN` does) when it holds a checkpoint, else started."""
+    if cfg.resume != RESUME_AUTO or not RunDir(Path(cfg.output_dir)).has_checkpoint():
+        return cfg
+    values = {k: v for k, v in cfg.to_json().items() if k not in ("resume", "recipe")}
+    return resume_config(cfg.output_dir, recipe=cfg.recipe, **values)
+
+
+def _train(state: TrainState, stop: StopFlag, callbacks: Sequence[StepCallback]) -> RunResult:
+    cfg, pos = state.cfg, state.pos
+    if state.resumed and pos.epoch >= cfg.epochs and state.run.is_finished():
+        state.say(f"{state.run.path}: finished already ({cfg.epochs} epochs); nothing to train")
+        return state.run.result()
+    status = "finished"
+    while pos.epoch < cfg.epochs:
+        status = train_one_epoch(state, stop, callbacks)
+        if status == "stopped":
+            return _stopped(state, stop)
+        end_epoch(state, complete=pos.batch == state.steps_per_epoch)
+        if stop.signal:  # arrived during the epoch's end: its writes are done
+            return _stopped(state, stop)
+        if status == "max_steps":
+            break
+    result = _finish(state, status)
+    result.stop_signal = stop.signum
+    return result
+
+
+def _stopped(state: TrainState, stop: StopFlag) -> RunResult:
+    """Checkpoint and say how to continue, in one line."""
+    save(state)
+    pos = state.pos
+    state.say(
+        f"stopped by {stop.signal or 'signal'} at epoch {pos.epoch + 1} step {pos.batch}/"
+        f"{state.steps_per_epoch}; checkpoint saved; resume with: alexnet train --resume "
+        f"{state.run.path}"
+    )
+    return RunResult("stopped", state.run.path, list(state.history), stop_signal=stop.signum or 15)
 
 
 def _finish(state: TrainState, status: str) -> RunResult:
@@ -67,10 +101,10 @@ def _finish(state: TrainState, status: str) -> RunResult:
     write_weights(state, run.weights, {"epoch": pos.epoch, "global_step": pos.global_step})
     record = state.history[-1] if state.history else {}
     if cfg.test_crops != cfg.eval_crops or not record:
-        final = validate_split(state, cfg.test_crops, transform_for_test(state))
+        final = validate(state, cfg.test_crops, transform_for_test(state))
     else:
         final = {k: record.get(f"val_{k}") for k in ("top1_error", "top5_error", "loss")}
-        final = {"images": len(state.val_ds), "crops": cfg.eval_crops, **final}
+        final = {"images": len(state.inputs.val_ds), "crops": cfg.eval_crops, **final}
     if cfg.train_eval:
         final["train"] = _train_error(state, transform_for_test(state))
     if state.info.is_main:
@@ -86,25 +120,20 @@ def _finish(state: TrainState, status: str) -> RunResult:
 
 def transform_for_test(state: TrainState):
     """The evaluation transform with the recipe's test crops (paper §4.1: 10 crops)."""
-    return make_eval_transform(state.preprocess, state.mean_image, state.cfg.test_crops)
+    inputs = state.inputs
+    return make_eval_transform(inputs.preprocess, inputs.mean_image, state.cfg.test_crops)
 
 
 def _train_error(state: TrainState, transform) -> dict:
     """Error of the final weights on the first `train_eval` training images, in evaluation
     mode with the test crops: the training side of a train-test gap (paper §4: overfitting)."""
-    cfg = state.cfg
-    subset = FirstImages(state.train_ds, min(cfg.train_eval, len(state.train_ds)))
+    cfg, train_ds = state.cfg, state.inputs.train_ds
+    subset = FirstImages(train_ds, min(cfg.train_eval, len(train_ds)))
     loader = DeviceLoader(
-        subset,
-        cfg.batch_size,
-        shuffle=False,
-        drop_last=False,
-        rank=state.info.rank,
-        world_size=state.info.world_size,
-        device=state.device,
-        workers=cfg.workers,
-    )
-    result = validate_split(state, cfg.test_crops, transform, loader)
+        subset, cfg.batch_size, shuffle=False, drop_last=False, rank=state.info.rank,
+        world_size=state.info.world_size, device=state.device, workers=cfg.workers,
+    )  # fmt: skip
+    result = validate(state, cfg.test_crops, transform, loader)
     return {k: result.get(k) for k in ("images", "crops", "top1_error", "top5_error", "loss")}
 
 

@@ -17,6 +17,12 @@ def write_text(path: Path, text: str) -> None:
     atomic_write_text(path, text)
 
 
+def append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    """Append one JSON line to `path` (a log: RUN/steps.jsonl, RUN/starts.jsonl)."""
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
 def write_metrics(run: Path, history: list[dict[str, Any]]) -> None:
     """Rewrite RUN/metrics.jsonl from the checkpointed history (so a resume never duplicates)."""
     write_text(RunDir(run).metrics, "".join(json.dumps(r) + "\n" for r in history))

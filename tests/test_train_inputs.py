@@ -7,7 +7,7 @@ import pytest
 
 from alexnet.data.packed import DatasetStats
 from alexnet.train.config import make_config
-from alexnet.train.pipeline import model_options, plan_geometry
+from alexnet.train.inputs import model_options, plan_geometry
 
 
 @pytest.mark.parametrize(

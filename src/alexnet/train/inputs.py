@@ -1,4 +1,5 @@
-"""From dataset + model + config to the training and evaluation transforms (paper §2, §4.1).
+"""From dataset + model + config to the model's options and the training and evaluation
+transforms (paper §2, §4.1).
 
 Geometry: the crop is the model's input size. A dataset a little larger than that (256 -> 224)
 is cropped directly, as in the paper; one of the same size (28 -> 28) gets zero padding of
@@ -8,19 +9,12 @@ resized on the device to round(crop * 256 / 224), the paper's 256/224 ratio.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from alexnet.data.augment import TrainTransform
 from alexnet.data.packed import DatasetStats
-from alexnet.errors import UserError
-from alexnet.rundir import RunDir
 from alexnet.train.config import recipe_model_options
 from alexnet.weights.meta import Preprocess
 
@@ -91,55 +85,6 @@ def make_train_transform(cfg, geometry: dict, in_channels: int, stats: dict) -> 
         std=np.asarray(stats.channel_std, dtype=np.float32),
         out_channels=in_channels,
     )
-
-
-def step_seed(seed: int, epoch: int, step: int, rank: int, stream: int = 0) -> int:
-    """Seed of the augmentation generator of one step: a pure function of its position, so a
-    resumed run draws exactly the crops, flips and lighting of an uninterrupted one.
-    `stream` 1 seeds the global (dropout) RNG of a rank at a given global step instead."""
-    entropy = [stream, seed, epoch, step, rank]
-    state = np.random.SeedSequence(entropy).generate_state(2, dtype=np.uint32)
-    return int(state[0]) << 31 | int(state[1]) >> 1
-
-
-def step_generator(device: torch.device, seed: int) -> torch.Generator:
-    gen = torch.Generator(device=device)
-    gen.manual_seed(seed)
-    return gen
-
-
-def check_run_dir(run: Path, need_bytes: int, *, resuming: bool) -> None:
-    """Create RUN and fail early, with a clear message, if it cannot hold the run's files."""
-    try:
-        run.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"{run}: cannot create the run directory ({exc.strerror})") from None
-    if not resuming and RunDir(run).has_checkpoint():
-        raise UserError(
-            f"{run}: already holds a run ({RunDir.CHECKPOINT}); continue it with --resume {run} "
-            "or choose another --output-dir"
-        )
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".write-test.", dir=run)
-        with os.fdopen(fd, "wb") as f:
-            f.write(b"x")
-            f.flush()
-            os.fsync(f.fileno())
-        os.unlink(tmp)
-    except OSError as exc:
-        raise UserError(f"{run}: not writable ({exc.strerror})") from None
-    free = shutil.disk_usage(run).free
-    if free < need_bytes:
-        raise UserError(
-            f"{run}: only {free / 2**20:.0f} MiB free, the run needs about "
-            f"{need_bytes / 2**20:.0f} MiB for checkpoints and weights"
-        )
-
-
-def bytes_needed(model: torch.nn.Module) -> int:
-    """Checkpoint (weights + momentum, twice during an atomic replace) + 2 weight files."""
-    params = sum(p.numel() * p.element_size() for p in model.parameters())
-    return 6 * params + (16 << 20)
 
 
 class FirstImages:

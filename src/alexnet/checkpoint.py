@@ -1,0 +1,147 @@
+"""The training checkpoint, RUN/checkpoint.pt: one typed description of the format.
+
+`Checkpoint` is what the file holds, field by field; `to_dict()` gives the plain dict of
+tensors and primitives that `torch.save` writes (format "alexnet-checkpoint/1", below) and
+`from_dict()` reads one back, older files included: a field that an earlier version did not
+write gets its stated default. The training engine writes and restores it
+(`alexnet.train.setup`); `alexnet.weights` reads its model part as weights.
+
+On disk (a dict; JSON strings where a value is a nested config):
+    format            "alexnet-checkpoint/1"
+    model_config      JSON {"name", "options"} of the model (`get_model(name, **options)`)
+    data_fingerprint  the packed dataset's fingerprint (resume refuses other data)
+    config            JSON of the run's TrainConfig
+    classes           JSON list of class names (absent before session 3: RUN/config.json)
+    preprocess        JSON of the evaluation preprocessing (absent before session 3, as above)
+    mean_image        float32 (H, W, 3) tensor, the training mean image (paper §2), or absent
+    model             state_dict in the paper layout (also for a two-device run)
+    optimizer         torch.optim state_dict (momentum buffers)
+    schedule          the learning-rate schedule's state (plain numbers)
+    epoch, batch      the next batch to run: global batch `batch` of epoch `epoch` (from 0)
+    global_step       steps taken so far
+    best_error        best validation top-1 error so far (inf before the first)
+    elapsed           training seconds so far (validation excluded)
+    epoch_sums        running sums of the current epoch: loss, correct, images, nan_skipped,
+                      train_time, data_time
+    step_window       the same sums since the last steps.jsonl record (absent: zeros)
+    history           the metrics.jsonl records so far
+    rng               the writing process's RNG states: torch (CPU), cuda (list per device),
+                      numpy {keys, pos, has_gauss, cached}, python {version, state, gauss}
+    rank_rng          every rank's `rng`, by rank (absent before elastic training: rank 0's
+                      `rng` only; the other ranks were reseeded)
+    world_size        processes of the run that wrote it (absent: 1)
+    global_batch      images per step over all processes (absent: config batch x world_size)
+Only `format`, `model_config` and `model` are needed to read one as weights; a missing
+training field reads as empty (and a resume of such a file fails on what it lacks).
+Nothing in it is a pickled object: `torch.load(weights_only=True)` reads it, and a file whose
+pickle would build another object (code) is refused before anything runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from alexnet.errors import UserError
+from alexnet.fileio import atomic_write, safe_torch_load
+from alexnet.rundir import RunDir
+
+FORMAT = "alexnet-checkpoint/1"
+CHECKPOINT_NAME = RunDir.CHECKPOINT
+_JSON_FIELDS = ("model_config", "config", "classes", "preprocess")
+
+
+@dataclass
+class Checkpoint:
+    """One checkpoint in memory (see the module docstring for each field)."""
+
+    model_config: dict[str, Any]
+    model: dict[str, Any]
+    data_fingerprint: str = ""
+    config: dict[str, Any] = field(default_factory=dict)
+    optimizer: dict[str, Any] = field(default_factory=dict)
+    schedule: dict[str, Any] = field(default_factory=dict)
+    classes: list[str] | None = None
+    preprocess: dict[str, Any] | None = None
+    mean_image: Any = None  # torch.Tensor (H, W, 3) float32
+    epoch: int = 0
+    batch: int = 0
+    global_step: int = 0
+    best_error: float = math.inf
+    elapsed: float = 0.0
+    epoch_sums: dict[str, float] = field(default_factory=dict)
+    step_window: dict[str, float] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    rng: dict[str, Any] = field(default_factory=dict)
+    rank_rng: list[dict[str, Any]] | None = None
+    world_size: int = 1
+    global_batch: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plain dict that is saved (JSON strings for the nested configs)."""
+        out: dict[str, Any] = {"format": FORMAT}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is None and f.name in ("classes", "preprocess", "mean_image", "rank_rng"):
+                continue
+            out[f.name] = json.dumps(value) if f.name in _JSON_FIELDS else value
+        return out
+
+    @classmethod
+    def from_dict(cls, state: Any, path: str | os.PathLike) -> Checkpoint:
+        """A loaded dict -> Checkpoint; UserError naming `path` when it is not one."""
+        if not isinstance(state, dict) or state.get("format") != FORMAT:
+            raise UserError(f"{path}: not an alexnet checkpoint (format {FORMAT} expected)")
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in state.items() if k in known}
+        try:
+            for name in _JSON_FIELDS:
+                if isinstance(values.get(name), str):
+                    values[name] = json.loads(values[name])
+            ckpt = cls(**values)
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"{path}: damaged checkpoint ({exc})") from None
+        if ckpt.global_batch is None:
+            batch = int(ckpt.config.get("batch_size", 0) or 0)
+            ckpt.global_batch = batch * ckpt.world_size or None
+        return ckpt
+
+
+def is_checkpoint(obj: Any) -> bool:
+    """True for the dict of an alexnet training checkpoint."""
+    return isinstance(obj, dict) and obj.get("format") == FORMAT
+
+
+def checkpoint_path(path: str | os.PathLike) -> Path:
+    """RUN or RUN/checkpoint.pt -> RUN/checkpoint.pt (UserError when a directory has none)."""
+    path = Path(path)
+    if path.is_dir():
+        if not (path / CHECKPOINT_NAME).is_file():
+            raise UserError(
+                f"{path}: a directory without {CHECKPOINT_NAME}; pass a weights file or a run "
+                "directory"
+            )
+        return path / CHECKPOINT_NAME
+    return path
+
+
+def save_checkpoint(path: str | os.PathLike, ckpt: Checkpoint) -> None:
+    """Write `ckpt` atomically (temp file in the same directory, fsync, rename)."""
+    state = ckpt.to_dict()
+    atomic_write(path, lambda f: torch.save(state, f))
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Checkpoint:
+    """Read RUN/checkpoint.pt (or RUN) with weights_only=True; every failure is one
+    UserError naming the file."""
+    path = checkpoint_path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no checkpoint there (was the run started with --output-dir?)")
+    return Checkpoint.from_dict(safe_torch_load(path, map_location), path)
