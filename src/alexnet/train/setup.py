@@ -286,15 +286,26 @@ def _place(cfg: TrainConfig, net: nn.Module, device: torch.device, info) -> Netw
 
 
 # ------------------------------------------------------------------ 7. optimization
+def sync_free_step(cfg: TrainConfig, device: torch.device) -> bool:
+    """Whether the step never waits for the device: on CUDA (one device per process). On a
+    CPU each step reads its numbers at once (the CPU computes synchronously anyway)."""
+    return device.type == "cuda" and not cfg.model_parallel
+
+
+def fused_sgd(cfg: TrainConfig, device: torch.device) -> bool:
+    """torch's fused SGD kernel: on CUDA, where it is one launch and can skip a step on the
+    device; on a CPU the per-parameter kernels of every earlier run (bitwise resume)."""
+    return sync_free_step(cfg, device)
+
+
 def _optimization(cfg: TrainConfig, network: Network, device: torch.device) -> Optimization:
     """SGD (paper §5) and the schedule. On CUDA the step never waits for the device: fused SGD,
     which skips a non-finite step on the device itself (its `found_inf`)."""
-    sync_free = device.type == "cuda" and not cfg.model_parallel
     optimizer = make_optimizer(
         network.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-        weight_decay=cfg.weight_decay, nesterov=cfg.nesterov, fused=sync_free,
+        weight_decay=cfg.weight_decay, nesterov=cfg.nesterov, fused=fused_sgd(cfg, device),
     )  # fmt: skip
-    return Optimization(optimizer, make_schedule(cfg), sync_free)
+    return Optimization(optimizer, make_schedule(cfg), sync_free_step(cfg, device))
 
 
 # ------------------------------------------------------------------ 8. inputs
