@@ -80,7 +80,7 @@ def test_compiled_paper_model_equals_eager():
     traced.square().sum().backward()
     assert torch.allclose(traced, eager, rtol=1e-6, atol=1e-7)
     for ours, theirs in zip([p.grad for p in model.parameters()], grads):
-        assert torch.allclose(ours, theirs, rtol=1e-5, atol=1e-6 * theirs.abs().max())
+        assert torch.allclose(ours, theirs, rtol=1e-5, atol=1e-6 * theirs.abs().max().item())
 
 
 def test_torch_ops_path_has_no_graph_break():
@@ -93,26 +93,6 @@ def test_torch_ops_path_has_no_graph_break():
         layer = LRN(cpu_path=path)
         traced = torch.compile(layer, backend="aot_eager")(x)
         assert torch.allclose(traced, layer(x), rtol=1e-6, atol=1e-6)
-
-
-@pytest.mark.slow
-def test_inductor_paper_model_close_to_eager():
-    """Inductor's own code around the kernels (minutes on a small CPU). Kaiming init: the paper
-    init's near-tied pool maxima would let rounding move gradients between inputs."""
-    torch.manual_seed(3)
-    model = alexnet.get_model("paper", num_classes=10, dropout=0.0, init="kaiming")
-    x = torch.randn(2, 3, 224, 224)
-    eager = model(x)
-    eager.square().sum().backward()
-    grad = model.features.conv1.weight.grad.clone()
-    model.zero_grad()
-    torch._dynamo.reset()
-    compiled = torch.compile(model)(x)
-    compiled.square().sum().backward()
-    assert torch.allclose(compiled, eager, rtol=1e-4, atol=1e-5 * eager.abs().max())
-    assert torch.allclose(
-        model.features.conv1.weight.grad, grad, rtol=1e-3, atol=1e-4 * grad.abs().max()
-    )
 
 
 def test_eager_calls_do_not_import_dynamo():

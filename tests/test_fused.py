@@ -115,18 +115,28 @@ def test_paper_model_fuses_both_blocks_and_summary_sees_every_layer(monkeypatch)
 
 @pytest.mark.slow
 def test_torch_compile_runs_the_paper_model_with_the_kernels():
-    """torch.compile (the --compile flag) around the ctypes kernels: same logits, gradients."""
+    """torch.compile (the --compile flag, Inductor) around the kernels: the same logits and
+    gradients, up to rounding. The whole model is one graph, so Inductor's convolutions differ
+    from eager's in the last bit, and where two inputs of a max-pool window are that close the
+    other one wins: one winner of 173,056 in pool2 here moves conv2's weight gradient by ~1e-3
+    of its norm (layers after the pools agree to ~1e-6). Hence norms for the conv gradients;
+    a wrong gradient is off by its own size. Kaiming init: the paper's makes such ties common."""
     torch.manual_seed(3)
-    model = alexnet.get_model("paper", num_classes=10, dropout=0.0)
+    model = alexnet.get_model("paper", num_classes=10, dropout=0.0, init="kaiming")
     x = torch.randn(4, 3, 224, 224)
     eager = model(x)
     eager.sum().backward()
-    grad = model.features.conv1.weight.grad.clone()
+    grads = {name: p.grad.clone() for name, p in model.named_parameters()}
     model.zero_grad()
+    torch._dynamo.reset()
     compiled = torch.compile(model)(x)
     compiled.sum().backward()
     assert torch.allclose(compiled, eager, rtol=1e-4, atol=1e-4)
-    assert torch.allclose(model.features.conv1.weight.grad, grad, rtol=1e-3, atol=1e-6)
+    for name, p in model.named_parameters():
+        error = ((p.grad - grads[name]).norm() / grads[name].norm()).item()
+        assert error < (1e-2 if name.startswith(("features.conv1", "features.conv2")) else 1e-4), (
+            name
+        )
 
 
 @pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])

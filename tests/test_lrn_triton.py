@@ -114,7 +114,9 @@ def test_bfloat16_within_its_rounding(fmt):
     ref, ref_grad = reference(x.float(), g.float(), 5, 1e-4, 0.75, 2.0, 2)
     assert torch.allclose(out.double(), ref, rtol=2**-8, atol=1e-6)  # round to nearest: half ulp
     # dL/dx adds two terms of opposite sign before its one rounding
-    assert torch.allclose(grad.double(), ref_grad, rtol=2**-7, atol=2e-3 * ref_grad.abs().max())
+    assert torch.allclose(
+        grad.double(), ref_grad, rtol=2**-7, atol=2e-3 * ref_grad.abs().max().item()
+    )
 
 
 @needs_triton
@@ -208,8 +210,10 @@ def test_paper_model_through_triton_equals_torch_ops(monkeypatch):
         if isinstance(layer, LRN):
             layer.cpu_path = "whole"
     torch_out, torch_grad = logits_and_grad("torch")
-    assert torch.allclose(triton_out, torch_out, rtol=1e-5, atol=1e-5 * torch_out.abs().max())
-    scale = torch_grad.abs().max()
+    assert torch.allclose(
+        triton_out, torch_out, rtol=1e-5, atol=1e-5 * torch_out.abs().max().item()
+    )
+    scale = torch_grad.abs().max().item()
     assert torch.allclose(triton_grad, torch_grad, rtol=1e-4, atol=1e-5 * scale)
 
 

@@ -83,6 +83,18 @@ def _load_a(ptr, offs, mask, RELU: tl.constexpr):
 
 
 @triton.jit
+def _valid(inside, pos, per_group, u: tl.constexpr):
+    """inside, and channel (pos + u) within the group: one comparison per element."""
+    if u < 0:
+        ok = inside & (pos >= -u)
+    elif u > 0:
+        ok = inside & (pos < per_group - u)
+    else:
+        ok = inside
+    return ok
+
+
+@triton.jit
 def _window_sq(
     x_ptr, offs, inside, pos, step, per_group,
     shift: tl.constexpr, HALF: tl.constexpr, RELU: tl.constexpr,
@@ -92,7 +104,7 @@ def _window_sq(
     total = tl.zeros(offs.shape, tl.float32)
     for i in tl.static_range(2 * HALF + 1):
         u = shift + i - HALF
-        valid = inside & (pos + u >= 0) & (pos + u < per_group)
+        valid = _valid(inside, pos, per_group, u)
         v = _load_a(x_ptr, offs + u * step, valid, RELU)
         total += v * v
     return total
@@ -121,7 +133,7 @@ def _neighbour(
     group (d_i recomputed from a)."""
     d = k + alpha * _window_sq(x_ptr, offs, inside, pos, step, per_group, shift, HALF, RELU)
     _, q = _neg_pow(d, beta, BETA34)
-    valid = inside & (pos + shift >= 0) & (pos + shift < per_group)
+    valid = _valid(inside, pos, per_group, shift)
     a = _load_a(x_ptr, offs + shift * step, valid, RELU)
     g = tl.load(g_ptr + offs + shift * step, mask=valid, other=0.0).to(tl.float32)
     return tl.where(valid, g * a * q, 0.0)
