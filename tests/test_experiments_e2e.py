@@ -201,8 +201,8 @@ def test_paper_family_variants_pair_and_switch_one_thing(colour, tmp_path, varia
     shared = [k for k in a if k in b and a[k].shape == b[k].shape]
     assert all(torch.equal(a[k], b[k]) for k in shared)
     if variant == "no-crops-flips":  # 256 px images resized to 224: the crop cannot move
-        assert states[1].geometry == {"crop_size": 224, "resize": 224, "pad": 0}
-        assert states[0].geometry["resize"] == 256 and not states[1].cfg.flip
+        assert states[1].inputs.geometry == {"crop_size": 224, "resize": 224, "pad": 0}
+        assert states[0].inputs.geometry["resize"] == 256 and not states[1].cfg.flip
     elif variant == "one-tower-half":  # §3.2: half the kernels in every conv layer but the last
         assert states[1].network.net.config["options"]["widths"] == [48, 128, 192, 192, 256]
     else:
