@@ -26,6 +26,8 @@ when to use them.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import triton
 import triton.language as tl
@@ -223,12 +225,14 @@ def _launch(kernel, tensors: list[Tensor], p: LRNParams, backward: bool, relu: b
     col_blocks = triton.cdiv(width, block_w)
     grid = (triton.cdiv(rows, block_r) * col_blocks,)
     wide = x.numel() + (2 * (p.size // 2) + 1) * width >= _INT32_LIMIT
-    kernel[grid](
-        *tensors, rows, width, x.shape[1], x.shape[1] // p.groups, col_blocks,
-        p.alpha, p.beta, p.k, HALF=p.size // 2, CL=cl, BETA34=p.beta == 0.75,
-        BLOCK_R=block_r, BLOCK_W=block_w, WIDE=wide, RNE=INTERPRET and x.dtype == torch.bfloat16,
-        RELU=relu, num_warps=warps,
-    )  # fmt: skip
+    # Triton launches on the current device (and its current stream): make that x's
+    with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():
+        kernel[grid](
+            *tensors, rows, width, x.shape[1], x.shape[1] // p.groups, col_blocks,
+            p.alpha, p.beta, p.k, HALF=p.size // 2, CL=cl, BETA34=p.beta == 0.75,
+            BLOCK_R=block_r, BLOCK_W=block_w, WIDE=wide,
+            RNE=INTERPRET and x.dtype == torch.bfloat16, RELU=relu, num_warps=warps,
+        )  # fmt: skip
 
 
 def _check(x: Tensor, p: LRNParams) -> None:
