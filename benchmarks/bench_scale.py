@@ -69,7 +69,7 @@ class Peak:
         self.grew = self.peak - self.start
 
 
-def run_size(n: int, encoding: str, root: Path, image_size: int) -> dict:
+def run_size(n: int, encoding: str, root: Path, image_size: int, chunk: int | None) -> dict:
     """prepare, open, one epoch for a synthetic dataset of n train images (n/5 val)."""
     import torch
 
@@ -83,7 +83,7 @@ def run_size(n: int, encoding: str, root: Path, image_size: int) -> dict:
     total = n + max(1, n // 5)
     res: dict = {"n": n, "encoding": encoding}
     with Peak() as p:
-        prepare(src, out, workers=1, progress=False, encoding=encoding)
+        prepare(src, out, workers=1, progress=False, encoding=encoding, chunk_size=chunk)
     res["prepare"] = (p.seconds / total, p.grew)
     with Peak() as p:
         ds = open_dataset(out)
@@ -125,11 +125,13 @@ def make_tar(path: Path, members: int, nested: bool) -> None:
             add(tar, f"n{c:08d}.tar", buf.getvalue())
 
 
-def run_tar(members: int, root: Path) -> dict:
+def run_tar(members: int, root: Path, kinds=("flat", "nested")) -> dict:
+    """Index a flat and a nested tar of `members` members (each kind in a fresh process in
+    full mode: memory freed by one would hide the other's growth)."""
     from alexnet.data import imagenet
 
     res: dict = {"members": members}
-    for kind in ("flat", "nested"):
+    for kind in kinds:
         path = root / f"{kind}-{members}.tar"
         make_tar(path, members, kind == "nested")
         with Peak() as p:
@@ -147,31 +149,36 @@ def run_tar(members: int, root: Path) -> dict:
 
 def child(args) -> None:
     root = Path(args.root)
-    res = run_tar(args.n, root) if args.encoding == "tar" else run_size(
-        args.n, args.encoding, root, args.image_size)  # fmt: skip
+    if args.encoding.startswith("tar-"):
+        res = run_tar(args.n, root, (args.encoding[4:],))
+    else:
+        res = run_size(args.n, args.encoding, root, args.image_size, args.chunk_size)
     print(json.dumps(res))
+
+
+def _in_child(args, root: Path, n: int, what: str) -> dict:
+    cmd = [sys.executable, __file__, "--child", "--n", str(n), "--encoding", what, "--root",
+           str(root), "--image-size", str(args.image_size)]  # fmt: skip
+    cmd += ["--chunk-size", str(args.chunk_size)] if args.chunk_size else []
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.splitlines()[-1])
 
 
 def collect(args, root: Path) -> tuple[list[dict], list[dict]]:
     sizes, tars = (QUICK_SIZES, QUICK_TAR_SIZES) if args.quick else (SIZES, TAR_SIZES)
     runs, tar_runs = [], []
-    for n in sizes:
-        for encoding in ("raw", "jpeg"):
+    for n in sizes if "sizes" in args.parts else ():
+        for encoding in args.encodings.split(","):
             if args.quick:
-                runs.append(run_size(n, encoding, root, args.image_size))
-                continue
-            cmd = [sys.executable, __file__, "--child", "--n", str(n), "--encoding", encoding,
-                   "--root", str(root), "--image-size", str(args.image_size)]  # fmt: skip
-            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-            runs.append(json.loads(out.splitlines()[-1]))
-    for m in tars:
+                runs.append(run_size(n, encoding, root, args.image_size, args.chunk_size))
+            else:
+                runs.append(_in_child(args, root, n, encoding))
+    for m in tars if "tar" in args.parts else ():
         if args.quick:
             tar_runs.append(run_tar(m, root))
-            continue
-        cmd = [sys.executable, __file__, "--child", "--n", str(m), "--encoding", "tar",
-               "--root", str(root)]  # fmt: skip
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-        tar_runs.append(json.loads(out.splitlines()[-1]))
+        else:
+            parts = [_in_child(args, root, m, f"tar-{kind}") for kind in ("flat", "nested")]
+            tar_runs.append({**parts[0], **parts[1]})
     return runs, tar_runs
 
 
@@ -181,13 +188,14 @@ def report(runs: list[dict], tar_runs: list[dict], args) -> dict:
     size = f"{args.image_size}x{args.image_size}"
     print(f"machine: {cpu_name()}, {os.cpu_count()} CPUs; synthetic {size} images (val = n/5); "
           "per stage: us/image, peak RSS growth (MB)")  # fmt: skip
-    summary: dict = {"machine": cpu_name(), "image_size": args.image_size, "growth": {}}
+    summary: dict = {"machine": cpu_name(), "image_size": args.image_size,
+                     "chunk_size": args.chunk_size, "growth": {}}  # fmt: skip
     print(f"{'encoding':<6}{'n':>10}" + "".join(f"{s:>24}" for s in ("prepare", "open", "epoch")))
     for r in runs:
         cells = "".join(f"{r[s][0] * 1e6:>12.1f}{r[s][1] / 1e6:>12.1f}"
                         for s in ("prepare", "open", "epoch"))  # fmt: skip
         print(f"{r['encoding']:<6}{r['n']:>10}{cells}")
-    for enc in ("raw", "jpeg"):
+    for enc in sorted({r["encoding"] for r in runs}):
         rs = [r for r in runs if r["encoding"] == enc]
         lo, hi = rs[0], rs[-1]
         for s in ("prepare", "epoch"):
@@ -221,6 +229,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes, in seconds")
     ap.add_argument("--image-size", type=int, default=8)
+    ap.add_argument("--encodings", default="raw,jpeg", help="comma-separated (raw,jpeg)")
+    ap.add_argument(
+        "--chunk-size",
+        type=int,
+        default=None,
+        help="prepare's chunk size (default: the source's, 8192; file sources: 64)",
+    )
+    ap.add_argument("--parts", default="sizes,tar", help="what to run: sizes, tar or both")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--n", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--encoding", default="raw", help=argparse.SUPPRESS)

@@ -45,7 +45,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="side of stored large images, 8..4096 (256)",
     )
     p.add_argument(
-        "--workers", type=positive_int, default=None, help="decoding processes (default: all cores)"
+        "--workers",
+        type=positive_int,
+        default=None,
+        help="decoding processes; with --verify, checking threads (default: all cores)",
     )
     p.add_argument(
         "--overwrite",
@@ -54,6 +57,22 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--max-pixels", type=positive_int, default=None,
                    help="skip images with more pixels than this (decompression bombs)")  # fmt: skip
+    _add_storage_args(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g = p.add_argument_group("synthetic data (--source synthetic)")
+    g.add_argument("--classes", type=int_range(2, 100000), default=10, help="2..100000 (10)")
+    g.add_argument(
+        "--count", type=positive_int, default=1000, help="train images, >= 1; val gets count/5"
+    )
+    g.add_argument(
+        "--image-size", type=int_range(8, 1024), default=32, help="image side, 8..1024 (32)"
+    )
+    g.add_argument("--seed", type=nonnegative_int, default=0, help="random seed, >= 0 (0)")
+    return p
+
+
+def _add_storage_args(p: argparse.ArgumentParser) -> None:
+    """--encoding, --quality (how images are stored) and --verify (check a packed dataset)."""
     p.add_argument(
         "--encoding",
         choices=ENCODINGS,
@@ -73,17 +92,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="instead of packing: check every record of the packed dataset OUT "
         "against its CRC32 (exit 1 naming split and index of each damaged one)",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    g = p.add_argument_group("synthetic data (--source synthetic)")
-    g.add_argument("--classes", type=int_range(2, 100000), default=10, help="2..100000 (10)")
-    g.add_argument(
-        "--count", type=positive_int, default=1000, help="train images, >= 1; val gets count/5"
-    )
-    g.add_argument(
-        "--image-size", type=int_range(8, 1024), default=32, help="image side, 8..1024 (32)"
-    )
-    g.add_argument("--seed", type=nonnegative_int, default=0, help="random seed, >= 0 (0)")
-    return p
 
 
 def _verify(args: argparse.Namespace) -> int:

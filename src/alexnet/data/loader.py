@@ -191,6 +191,11 @@ class DeviceLoader:
                 images = transform(images, gen(k))
             return images, labels
 
+        yield from self._run(ks, load, finish)
+
+    def _run(self, ks: range, load: Callable, finish: Callable) -> Iterator[Batch]:
+        """Batches ks in order: loaded in this thread (workers=0) or in `workers` threads,
+        up to workers + 1 batches ahead of the one yielded."""
         if self.workers == 0:
             for k in ks:
                 _, fn, args = load(k)
