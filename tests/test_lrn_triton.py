@@ -8,6 +8,7 @@ Shapes stay small: the interpreter runs each program as numpy code.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -186,15 +187,24 @@ def test_without_triton_cuda_runs_torch_ops_with_one_warning(monkeypatch):
         dispatch.lrn_backend("cpu")
 
 
+@contextlib.contextmanager
+def no_tf32():
+    """On a GPU: no TF32, whose 10-bit rounding of conv inputs would magnify LRN's last bits."""
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    saved = cudnn.allow_tf32, matmul.allow_tf32
+    cudnn.allow_tf32 = matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        cudnn.allow_tf32, matmul.allow_tf32 = saved
+
+
 @needs_triton
 def test_paper_model_through_triton_equals_torch_ops(monkeypatch):
     """The whole `paper` network, LRN by the Triton kernels vs by torch ops: logits and a
     gradient (batch 1, the model's 224 px input). Kaiming init: the paper's bias-1 layers
     make near-tied maxima in the pools, where a last-bit difference in LRN's output hands
     the gradient to another input (either answer is right; this test would not say which)."""
-    # on a GPU: no TF32, whose 10-bit rounding of conv inputs would magnify LRN's last bits
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     torch.manual_seed(6)
     model = alexnet.get_model("paper", num_classes=10, dropout=0.0, init="kaiming").to(DEVICE)
     x = torch.randn(1, 3, 224, 224, device=DEVICE)
@@ -202,8 +212,9 @@ def test_paper_model_through_triton_equals_torch_ops(monkeypatch):
     def logits_and_grad(env: str):
         monkeypatch.setenv("ALEXNET_LRN", env)
         model.zero_grad()
-        out = model(x)
-        out.square().sum().backward()
+        with no_tf32():
+            out = model(x)
+            out.square().sum().backward()
         return out.detach().cpu(), model.features.conv1.weight.grad.cpu()
 
     calls = []
