@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -134,15 +135,20 @@ def run_tar(members: int, root: Path, kinds=("flat", "nested")) -> dict:
     for kind in kinds:
         path = root / f"{kind}-{members}.tar"
         make_tar(path, members, kind == "nested")
-        with Peak() as p:
-            if kind == "flat":
-                items = imagenet._index_tar(path, imagenet.VAL_TAR)
-            else:
-                wnids = {f"n{c:08d}": c for c in range(100)}
-                items, _ = imagenet._index_train_tar(path, wnids)
-        assert len(items) == members - (members % 100 if kind == "nested" else 0)
-        res[kind] = (p.seconds / len(items), p.grew)
-        del items
+        best, grew = math.inf, 0
+        for attempt in range(3):  # best of 3 (short runs, shared machine); RSS of the first
+            with Peak() as p:
+                if kind == "flat":
+                    items = imagenet._index_tar(path, imagenet.VAL_TAR)
+                else:
+                    wnids = {f"n{c:08d}": c for c in range(100)}
+                    items, _ = imagenet._index_train_tar(path, wnids)
+            assert len(items) == members - (members % 100 if kind == "nested" else 0)
+            best = min(best, p.seconds / len(items))
+            if attempt == 0:
+                grew = p.grew
+            del items
+        res[kind] = (best, grew)
         path.unlink()
     return res
 

@@ -38,8 +38,8 @@ def alexnet(*args: str) -> str:
 
 def pack(fmnist: str, out: Path, encoding: str, quality: int) -> None:
     if not (out / "header.json").is_file():
-        alexnet("prepare", fmnist, str(out), "--encoding", encoding, "--quality", str(quality),
-                "--no-progress")  # fmt: skip
+        jpeg = ["--encoding", "jpeg", "--quality", str(quality)] if encoding == "jpeg" else []
+        alexnet("prepare", fmnist, str(out), *jpeg, "--no-progress")
 
 
 def train(data: Path, run: Path, seed: int, extra: list[str]) -> None:

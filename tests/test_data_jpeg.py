@@ -239,3 +239,24 @@ def test_head_is_a_view_of_the_first_images(tmp_path):
     assert np.array_equal(np.asarray(head.images), np.asarray(ds.images)[:5])
     assert head.labels.tolist() == ds.labels[:5].tolist()
     assert len(ds.head(100)) == 20
+
+
+def test_jpeg_from_image_files_reports_bad_files_as_raw_does(tmp_path, capsys):
+    truth = dh.imagefolder(tmp_path / "src", per_class=2, val_per_class=1)
+    bad = tmp_path / "src" / truth["train"][1][0]
+    bad.write_bytes(b"")  # a zero-byte file: skipped and listed
+    for enc in ("raw", "jpeg"):
+        args = ["prepare", str(tmp_path / "src"), str(tmp_path / enc), "--size", "16",
+                "--encoding", enc, "--workers", "2", "--no-progress"]  # fmt: skip
+        assert cli.main(args) == 0
+    assert cli.main(["prepare", str(tmp_path / "src"), str(tmp_path / "x"), "--quality", "80"]) == 2
+    assert "--quality sets the JPEG quality" in capsys.readouterr().err
+    reports = [json.loads((tmp_path / e / "report.json").read_text()) for e in ("raw", "jpeg")]
+    assert reports[0] == reports[1] and reports[1]["splits"] == {"train": 5, "val": 3}
+    assert reports[1]["skipped"] == [
+        {"path": truth["train"][1][0], "reason": "empty file (0 bytes)"}
+    ]
+    raw, jp = open_dataset(tmp_path / "raw"), open_dataset(tmp_path / "jpeg")
+    assert jp.labels.tolist() == raw.labels.tolist()
+    err = np.asarray(jp.images).astype(float) - np.asarray(raw.images)
+    assert 10 * np.log10(255**2 / np.mean(err**2)) >= 35

@@ -82,7 +82,7 @@ def _add_storage_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--quality",
         type=int_range(1, 100),
-        default=DEFAULT_QUALITY,
+        default=None,
         help=f"JPEG quality for --encoding jpeg, 1..100 ({DEFAULT_QUALITY})",
     )
     p.add_argument(
@@ -110,6 +110,9 @@ def run(args: argparse.Namespace) -> int:
         return _verify(args)
     if args.src is None or args.out is None:
         raise UserError("needs SRC and OUT (or --verify OUT to check a packed dataset)")
+    if args.quality is not None and args.encoding != "jpeg":
+        raise UserError("--quality sets the JPEG quality: it needs --encoding jpeg")
+    quality = DEFAULT_QUALITY if args.quality is None else args.quality
     from alexnet.data.pack import prepare
     from alexnet.data.sources import open_source
 
@@ -132,14 +135,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         report = prepare(source, args.out, workers=args.workers, overwrite=args.overwrite,
                          progress=not args.no_progress, src=src, encoding=args.encoding,
-                         quality=args.quality)  # fmt: skip
+                         quality=quality)  # fmt: skip
     except KeyboardInterrupt:
         print(f"alexnet prepare: interrupted; run the same command again to resume from "
               f"{args.out}.partial", file=sys.stderr)  # fmt: skip
         return 130
     s = report["splits"]
     h, w = source.image_size
-    kind = "" if args.encoding == "raw" else f" (JPEG q{args.quality})"
+    kind = "" if args.encoding == "raw" else f" (JPEG q{quality})"
     print(
         f"{args.out}: {source.name}, {s['train']} train + {s['val']} val images of {h}x{w}{kind}, "
         f"{len(report['classes'])} classes, {len(report['skipped'])} skipped, "
