@@ -13,7 +13,7 @@ kernel each way (`lrn_triton`; bfloat16, float16 or float32 in and out, float32 
 Without a C compiler (or Triton), and for other dtypes, the same formulas run as a few in-place
 tensor ops over cache-sized chunks on single-threaded worker threads on the CPU, as whole-batch
 tensor ops on CUDA. `ALEXNET_LRN` can force the Triton kernels on any device (see `dispatch`).
-The kernels are torch custom ops, so `torch.compile` traces the layer without a graph break.
+Inside `torch.compile` the kernels are torch custom ops: it traces the layer without a break.
 (In the paper model the ReLU -> LRN -> max-pool blocks run as one kernel instead, see
 `fused`.) Exact on every path:
 
