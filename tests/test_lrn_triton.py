@@ -310,3 +310,20 @@ def test_kernels_compile_for_a_gpu_without_one():
         [sys.executable, "-c", COMPILE_FOR_SM90], env=env, capture_output=True, text=True
     )
     assert done.returncode == 0 and "compiled" in done.stdout, done.stderr[-3000:]
+
+
+def test_interpreter_works_when_triton_was_imported_first():
+    """torch (Dynamo) may import triton before TRITON_INTERPRET=1 is set, as in a full test
+    run: the kernels must not call Triton's own @jit helpers (made compiled at that import)."""
+    code = (
+        "import os, triton, torch\n"
+        "os.environ['TRITON_INTERPRET'] = '1'\n"
+        "from alexnet.models import lrn_triton\n"
+        "from alexnet.models.lrn_params import LRNParams\n"
+        "x = torch.randn(2, 6, 3, 3, requires_grad=True)\n"
+        "lrn_triton.lrn(x, LRNParams(), relu=True).sum().backward()\n"
+        "print(lrn_triton.INTERPRET, bool(torch.isfinite(x.grad).all()))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["True", "True"]

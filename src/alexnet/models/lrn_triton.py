@@ -103,7 +103,9 @@ def _window_sq(
 ):  # fmt: skip
     """Sum of a^2 over the channels within HALF of (each element's channel + shift), in its
     group; float32."""
-    total = tl.zeros(offs.shape, tl.float32)
+    # tl.full, not tl.zeros: that is a @triton.jit function made when triton is imported, which
+    # cannot run in the interpreter if triton was imported before TRITON_INTERPRET=1 was set
+    total = tl.full(offs.shape, 0.0, tl.float32)
     for i in tl.static_range(2 * HALF + 1):
         u = shift + i - HALF
         valid = _valid(inside, pos, per_group, u)
