@@ -26,7 +26,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "to --size, centre crop; small datasets keep their size), labels, class names, the "
             "training mean image and RGB PCA, and OUT/report.json listing every skipped or "
             "repaired file. Interrupt it and run it again to resume. --encoding jpeg stores "
-            "each image as a JPEG (about 1/10 of the bytes), decoded as it is loaded. "
+            "each image as a JPEG (about 1/13 of the bytes at q90), decoded as it is loaded. "
             "`alexnet prepare --verify OUT` re-reads a packed dataset and names every record "
             "whose bytes no longer match their checksum."
         ),
