@@ -13,8 +13,8 @@ from alexnet.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from alexnet.errors import UserError
 from alexnet.fileio import atomic_write
 from alexnet.models.registry import get_model
+from alexnet.train.compat import check_compatible
 from alexnet.train.randomness import capture_rng_state, restore_rng_state
-from alexnet.train.setup import check_compatible
 
 
 def _checkpoint(**fields) -> Checkpoint:

@@ -114,3 +114,27 @@ def test_sigterm_saves_a_checkpoint_exits_143_and_resumes(data, reference, tmp_p
     done = run(["train", "--resume", str(out)])
     assert done.returncode == 0, done.stderr
     _assert_same_weights(reference, out)
+
+
+@pytest.mark.slow
+def test_sigterm_at_any_moment_saves_exits_143_and_resumes_to_the_bit(data, reference, tmp_path):
+    # moments spread over the start-up, the steps, the epoch's end (validation, the best
+    # weights' write, the checkpoint) and the final evaluation of a slowed run
+    failures = []
+    for i, delay in enumerate([0.5, 2.0, 3.0, 3.5, 4.0, 4.5, 5.5, 7.0]):  # the run takes ~8 s
+        out = tmp_path / f"run{i}"
+        proc = popen(["train", "--data", str(data), "--output-dir", str(out), *TRAIN], slow=True)
+        _wait_for_checkpoint(proc, out / "config.json")
+        time.sleep(delay)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=120)
+        last = stderr.strip().splitlines()[-1] if stderr.strip() else ""
+        ok = last.startswith(("stopped by SIGTERM", "done (")) and "Traceback" not in stderr
+        if proc.returncode != 128 + signal.SIGTERM or not ok:
+            failures.append(f"at {delay}s: exit {proc.returncode}, last line {last!r}")
+            continue
+        done = run(["train", "--data", str(data), "--output-dir", str(out), "--resume", "auto",
+                    *TRAIN])  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        _assert_same_weights(reference, out)
+    assert failures == [], failures

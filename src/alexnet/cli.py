@@ -112,6 +112,9 @@ def _run_command(args) -> int:
             return int(args._run(args) or 0)
         except UserError as exc:
             print(f"alexnet {args.command}: error: {exc}", file=sys.stderr)
+            if type(exc).__name__ == "PeerLostError":  # a peer died: leave at once, so that
+                sys.stderr.flush()  # torchrun sees this rank fail within its monitor interval
+                os._exit(1)
             return 2
         except OSError as exc:  # disk full, read-only, permission: one line, not a traceback
             where = getattr(args, "output_dir", None) or getattr(args, "out", None)

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from alexnet import malloc
+from alexnet import elastic, malloc
 from alexnet.errors import UserError
 
 DEVICE_HELP = "auto | cpu | cuda | cuda:N"
@@ -109,24 +109,55 @@ def process_settings() -> Iterator[None]:
             malloc.reset_allocator()
 
 
-def init_distributed(info: DistInfo, device: torch.device, timeout_s: float = 300.0) -> None:
-    """Join the process group when launched by torchrun with WORLD_SIZE > 1. Every collective
-    and the group's own rendezvous wait at most `timeout_s` for a peer: a dead or hung peer
-    ends this process with an error instead of hanging it."""
+def init_distributed(info: DistInfo, device: torch.device, timeout_s: float = 300.0) -> int:
+    """Join the process group when launched by torchrun with WORLD_SIZE > 1; returns the
+    generation of workers (0 outside torchrun's agent store; see `alexnet.elastic`). Every
+    collective and the group's own rendezvous wait at most `timeout_s` for a peer: a dead or
+    hung peer ends this process with an error instead of hanging it."""
     if not info.enabled or dist.is_initialized():
-        return
+        return 0
     backend = "nccl" if device.type == "cuda" else "gloo"
+    timeout = datetime.timedelta(seconds=timeout_s)
+    generation, store = 0, None
+    if elastic.uses_agent_store():
+        store, generation = elastic.generation_store(
+            elastic.agent_store(timeout), info.rank, info.world_size, timeout_s
+        )
     dist.init_process_group(
-        backend=backend,
-        rank=info.rank,
-        world_size=info.world_size,
-        timeout=datetime.timedelta(seconds=timeout_s),
+        backend=backend, store=store, rank=info.rank, world_size=info.world_size,
+        timeout=timeout,
+    )  # fmt: skip
+    return generation
+
+
+class PeerLostError(UserError):
+    """A collective failed: another rank died or hung. One line; the checkpoint on disk is the
+    last complete one, and torchrun (--max-restarts) starts the job again from it."""
+
+
+def is_peer_failure(exc: BaseException) -> bool:
+    """Whether `exc` is a collective's failure (a peer gone), not a bug of this process."""
+    if isinstance(exc, dist.DistError):
+        return True
+    text = str(exc)
+    markers = ("gloo", "NCCL", "Connection closed by peer", "Connection reset by peer",
+               "Socket Timeout", "timed out")  # fmt: skip
+    return isinstance(exc, RuntimeError) and any(m in text for m in markers)
+
+
+def peer_lost(exc: BaseException, info: DistInfo) -> PeerLostError:
+    """The one-line error for a failed collective on this rank."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return PeerLostError(
+        f"rank {info.rank} of {info.world_size} lost a peer ({first[:160]}); stopped, the last "
+        "checkpoint is intact (torchrun --max-restarts starts the job again from it)"
     )
 
 
-def shutdown_distributed() -> None:
-    """Leave the process group, if this process joined one."""
-    if dist.is_available() and dist.is_initialized():
+def shutdown_distributed(*, peers_alive: bool = True) -> None:
+    """Leave the process group, if this process joined one (without the goodbye collective
+    when a peer is gone: it would wait for the dead)."""
+    if dist.is_available() and dist.is_initialized() and peers_alive:
         dist.destroy_process_group()
 
 

@@ -41,17 +41,22 @@ def fit(cfg: TrainConfig, *, callbacks: Sequence[StepCallback] = ()) -> RunResul
     info = dist.dist_info()
     device = device_for(cfg, info)
     with dist.process_settings():
-        dist.init_distributed(info, device, timeout_s=cfg.dist_timeout)
-        state = None
+        generation = dist.init_distributed(info, device, timeout_s=cfg.dist_timeout)
+        state, alive = None, True
         try:
             with StopFlag() as stop:
-                state = setup(cfg, info, device)
+                state = setup(cfg, info, device, generation=generation)
                 _trim_step_log(state)
                 return _train(state, stop, callbacks)
+        except RuntimeError as exc:
+            if not (info.enabled and dist.is_peer_failure(exc)):
+                raise
+            alive = False
+            raise dist.peer_lost(exc, info) from None
         finally:
             if state is not None and state.tensorboard is not None:
                 state.tensorboard.close()
-            dist.shutdown_distributed()
+            dist.shutdown_distributed(peers_alive=alive)
 
 
 def _auto_resume(cfg: TrainConfig) -> TrainConfig:

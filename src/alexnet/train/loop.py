@@ -247,6 +247,7 @@ def _log_steps(state: TrainState, train_seconds: float) -> None:
         "epoch": round(pos.epoch + pos.batch / steps, 6),
         "images": pos.global_step * state.cfg.batch_size * state.info.world_size,
         "time": round(train_seconds, 4),
+        "wall": round(time.time(), 3),  # the clock time it was logged (restarts are timed so)
         "train_loss": loss,
         "train_top1_error": error,
         "window_images": images,

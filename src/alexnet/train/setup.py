@@ -22,7 +22,6 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -35,9 +34,10 @@ from alexnet.data.packed import open_dataset
 from alexnet.errors import UserError
 from alexnet.evaluate import make_eval_transform
 from alexnet.models.parallel import TwoDeviceAlexNet
-from alexnet.models.registry import get_model, option_defaults
+from alexnet.models.registry import get_model
 from alexnet.rundir import RunDir
 from alexnet.train import inputs as inputs_mod
+from alexnet.train.compat import check_compatible, check_same_data, reconcile_world_size
 from alexnet.train.config import RESUME_AUTO, TrainConfig, config_json, resolve_channels_last
 from alexnet.train.optim import make_optimizer
 from alexnet.train.randomness import restore_rng_state, step_seed
@@ -46,11 +46,15 @@ from alexnet.train.schedules import make_schedule
 from alexnet.train.state import Inputs, Network, Optimization, Sums, TrainState
 
 
-def setup(cfg: TrainConfig, info: dist.DistInfo, device: torch.device) -> TrainState:
-    """Build the run's state from its config (steps 1-10 of the module docstring)."""
+def setup(
+    cfg: TrainConfig, info: dist.DistInfo, device: torch.device, *, generation: int = 0
+) -> TrainState:
+    """Build the run's state from its config (steps 1-10 of the module docstring);
+    `generation`: the torchrun generation of the workers (`alexnet.elastic`), recorded."""
     cfg = _resolved(cfg, device)
     _set_backends(cfg, device)
     train_ds, val_ds = _open_data(cfg)
+    check_same_data(cfg, train_ds, info)
     saved = load_checkpoint(_checkpoint_path(cfg.resume), "cpu") if cfg.resume else None
     if saved is not None:
         cfg = reconcile_world_size(cfg, saved, info)
@@ -72,7 +76,7 @@ def setup(cfg: TrainConfig, info: dist.DistInfo, device: torch.device) -> TrainS
         restore(state, saved)
     else:
         torch.manual_seed(step_seed(cfg.seed, 0, 0, info.rank, stream=1))  # dropout, per rank
-    _record_start(state, saved)
+    _record_start(state, saved, generation)
     return state
 
 
@@ -119,73 +123,6 @@ def _open_data(cfg: TrainConfig):
 def _checkpoint_path(resume: str) -> Path:
     src = Path(resume)
     return src / RunDir.CHECKPOINT if src.is_dir() else src
-
-
-def reconcile_world_size(cfg: TrainConfig, saved: Checkpoint, info: dist.DistInfo) -> TrainConfig:
-    """The config to continue `saved` with `info.world_size` processes, nothing lost or
-    repeated. The position is counted in global batches (the loader's rule: global batch k is
-    the same images for every world size), so the global batch is kept: another world size
-    continues with batch_size = global batch / world size when that divides, and is refused
-    in one line naming both sizes when it does not. Mid-epoch the global batch cannot change
-    (that would move the position); at an epoch boundary it may."""
-    world, global_batch = info.world_size, saved.global_batch or cfg.batch_size
-    if saved.batch == 0 and saved.world_size == world:
-        return cfg  # at an epoch boundary any batch size continues exactly
-    if saved.world_size == world:
-        if cfg.batch_size * world != global_batch:
-            raise UserError(
-                f"{cfg.resume}: the checkpoint is mid-epoch with a global batch of "
-                f"{global_batch}; --batch-size {cfg.batch_size} x {world} process(es) would move "
-                "its position (change the batch size at an epoch boundary)"
-            )
-        return cfg
-    if global_batch % world:
-        raise UserError(
-            f"{cfg.resume}: the checkpoint was written by {saved.world_size} process(es) with a "
-            f"global batch of {global_batch}; this start has {world} process(es), and "
-            f"{global_batch} images do not split evenly over {world}: restart with "
-            f"{saved.world_size} processes (or a divisor of {global_batch})"
-        )
-    return dataclasses.replace(cfg, batch_size=global_batch // world)
-
-
-def check_compatible(saved: Checkpoint, path: Any, *, model_config: dict, data: str) -> None:
-    """Refuse to resume a checkpoint of another model or other data, naming the difference.
-
-    An option that a checkpoint from an earlier version lacks means that option's default
-    (options are only ever added with a default that keeps the earlier network)."""
-    old, new = with_default_options(saved.model_config), with_default_options(model_config)
-    if old != new:
-        raise UserError(f"{path}: checkpoint is of another model: {_dict_diff(old, new)}")
-    if saved.data_fingerprint != data:
-        raise UserError(
-            f"{path}: checkpoint was trained on other data (fingerprint "
-            f"{saved.data_fingerprint} in the checkpoint, {data} in --data)"
-        )
-
-
-def with_default_options(model_config: dict) -> dict:
-    """`model_config` ({"name", "options"}) with each absent option set to its default."""
-    name = model_config.get("name")
-    if not isinstance(model_config.get("options"), dict):
-        return model_config
-    try:
-        options = {**option_defaults(name), **model_config["options"]}
-    except UserError:  # not a model of this version: compared as it is
-        return model_config
-    return {**model_config, "options": options}
-
-
-def _dict_diff(saved: dict, now: dict, prefix: str = "") -> str:
-    parts = []
-    for key in sorted(set(saved) | set(now), key=str):
-        a, b = saved.get(key, "<absent>"), now.get(key, "<absent>")
-        if isinstance(a, dict) and isinstance(b, dict):
-            if a != b:
-                parts.append(_dict_diff(a, b, f"{prefix}{key}."))
-        elif a != b:
-            parts.append(f"{prefix}{key}={a!r} in the checkpoint, {b!r} now")
-    return "; ".join(parts)
 
 
 # ------------------------------------------------------------------ 4. the model
@@ -361,14 +298,16 @@ def restore(state: TrainState, saved: Checkpoint) -> None:
 
 
 # ------------------------------------------------------------------ 10. config and log
-def _record_start(state: TrainState, saved: Checkpoint | None) -> None:
+def _record_start(state: TrainState, saved: Checkpoint | None, generation: int) -> None:
     """RUN/config.json (rewritten whole on every start), TensorBoard, and one line in
-    RUN/starts.jsonl: restart count (torchrun's), world size, the step the start resumed at."""
+    RUN/starts.jsonl: the workers' generation (1, 2, ... under torchrun's agent store), rank 0's
+    agent's restart count (torchrun counts per node), world size, the step resumed at."""
     cfg, info, run = state.cfg, state.info, state.run
     restart = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
     record = {
         "time": round(time.time(), 3),
         "resumed": saved is not None,
+        "generation": generation,
         "restart_count": restart,
         "world_size": info.world_size,
         "global_step": state.pos.global_step,
