@@ -74,7 +74,7 @@ def test_runs_in_separate_processes_then_gather_equal_one_process(gray, tmp_path
         (0, "full-seed0", "full", 0, "new"),
         (1, "no-conv2-seed0", "no-conv2", 0, "new"),
     ]
-    assert all(p["command"].startswith("alexnet train --data ") for p in plan)
+    assert all(p["command"].startswith("alexnet train --recipe ablation --data ") for p in plan)
     # --run 0 and --run 1, each in its own process, at the same time
     procs = [
         subprocess.Popen([sys.executable, str(REPO / "tests" / "reproduce_tiny.py"),
@@ -145,7 +145,8 @@ def test_plan_command_lines_resolve_to_the_runs_configs(name, gray, tmp_path):
         missing = sorted({a for a in rendered if a.startswith("--")} - flags)
         if missing:
             pytest.skip(f"needs a train flag for every TrainConfig field (lead): {missing}")
-        assert rendered[:2] == ["--data", str(gray)]
+        start = 2 if rendered[:1] == ["--recipe"] else 0  # the experiments' recipe, named
+        assert rendered[start : start + 2] == ["--data", str(gray)]
         assert cfg.output_dir == str(tmp_path / "runs" / spec.name)
         assert _train_resolved(rendered) == cfg, spec.name
 

@@ -28,6 +28,7 @@ from alexnet.experiments import result as results
 from alexnet.experiments.catalog import BUDGETS, FAMILIES
 from alexnet.experiments.runner import RunDirLike, RunOutcome, RunSpec, default_rundir, run_state
 from alexnet.train.config import TrainConfig, make_config
+from alexnet.train.recipes import recipe_model_options
 
 __all__ = ["BUDGETS", "FAMILIES", "Context", "Plan", "RunSpec"]
 BATCH = 128  # images per step (the paper's batch)
@@ -135,56 +136,36 @@ class Context:
 
 # the experiments' recipe, per family: the model, its options, and the fields that differ
 # between the families (family_config's docstring says why)
-FAMILY_MODELS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
-    "small": ("small", {"lrn": True, "pool": "overlap", "towers": 2, "hidden": 256,
-                        "dropout": 0.5}, {}),
-    "paper": ("paper", {"init": "caffe"}, {"amp": True}),
-}  # fmt: skip
+# each family's network and the fields it adds to the `ablation` recipe (its model options are
+# the recipe's, `alexnet.train.recipes`: `alexnet train --recipe ablation --print-config`)
+FAMILY_MODELS: dict[str, tuple[str, dict[str, Any]]] = {
+    "small": ("small", {}),
+    "paper": ("paper", {"amp": True}),
+}
 
 
 def family_config(family: str, data: str, device: str, **overrides: Any) -> TrainConfig:
-    """The ablations' full recipe (the paper's features all on) for one network family;
-    `overrides` are config fields (`model_options` are merged into the family's).
+    """The ablations' full recipe (the paper's features all on) for one network family: the
+    `ablation` recipe (its description says what it sets and why) on the family's network;
+    `overrides` are config fields (`model_options` are merged into the recipe's).
 
-    `small` (the paper's CIFAR-scale CNN family): LRN after conv1 and conv2, overlapping 3/2
-    max-pooling, two towers, a hidden fully-connected layer with dropout 0.5, random crops (of
-    the zero-padded image: the data is already at the network's size) and flips, fancy-PCA
-    lighting, mean-image subtraction, SGD with momentum 0.9 and weight decay 5e-4, batch 128,
-    learning rate 0.01 (paper §3-§5). Deviations, for a short fixed budget: a cosine decay of
-    the learning rate (half an epoch of warm-up) instead of the paper's divide-by-10-on-plateau,
-    and PyTorch's default initialization (the small family's "paper" init is N(0, 0.01), too
-    small for a short run). A first try with lr 0.05 was no baseline: after 6 epochs on 8,000
-    Fashion-MNIST images it stood at 45.5% top-1 error, and its no-dropout variant stayed at
-    chance; with 0.01: 17.3%.
+    `small` (the paper's CIFAR-scale CNN family, §3.1/§3.3) trains as the recipe says. A first
+    try with lr 0.05 was no baseline: after 6 epochs on 8,000 Fashion-MNIST images it stood at
+    45.5% top-1 error, and its no-dropout variant stayed at chance; with 0.01: 17.3%.
 
     `paper` (the 224 px network, `--family paper`, for ImageNet-scale data: hours per run on a
     CPU): the network's own paper options (two towers, LRN after conv1 and conv2, overlapping
-    pooling, dropout 0.5 on fc6 and fc7), the same training (random 224 crops of the 256 px
-    images, flips, lighting, SGD, the cosine budget), and the deviations of `reproduce
-    paper-net`: Caffe's initialization and autocast (bf16 on a CPU).
+    pooling, dropout 0.5 on fc6 and fc7), the same training, and the deviations of `reproduce
+    paper-net`: Caffe's initialization (the recipe's) and autocast (bf16 on a CPU).
     """
-    model, options, family_fields = FAMILY_MODELS[family]
+    model, family_fields = FAMILY_MODELS[family]
     overrides = {**family_fields, **overrides}
-    options = {**options, **overrides.pop("model_options", {})}
+    options = {**recipe_model_options("ablation", model), **overrides.pop("model_options", {})}
     values: dict[str, Any] = dict(
-        data=data,
-        model=model,
-        model_options=options,
-        batch_size=BATCH,
-        lr=0.01,
-        momentum=0.9,
-        weight_decay=5e-4,
-        schedule="cosine",
-        warmup_epochs=0.5,
-        lighting_std=0.1,
-        normalize="mean_image",
-        eval_crops=1,
-        test_crops=1,
-        device=device,
-        checkpoint_every=500,
+        data=data, model=model, model_options=options, device=device, batch_size=BATCH
     )
     values.update(overrides)
-    return make_config("paper", **values)
+    return make_config("ablation", **values)
 
 
 def family_recipe(ctx: Context, **overrides: Any) -> TrainConfig:

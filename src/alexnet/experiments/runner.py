@@ -31,6 +31,7 @@ from alexnet.errors import UserError
 from alexnet.rundir import RunDir
 from alexnet.train.config import TrainConfig
 from alexnet.train.engine import fit as engine_fit
+from alexnet.train.recipes import recipe_model_options
 
 RUNS = "runs"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]*$")
@@ -52,7 +53,7 @@ RunDirFactory = Callable[[Path], RunDirLike]
 # how a run is carried out, not what it trains: free to differ between invocations
 _HOW_FIELDS = frozenset(
     {"data", "output_dir", "resume", "device", "workers", "channels_last", "compile",
-     "checkpoint_every", "deterministic"}
+     "checkpoint_every", "deterministic", "dist_timeout"}
 )  # fmt: skip
 
 
@@ -171,14 +172,21 @@ def run_state(rd: RunDirLike, path: Path, cfg: TrainConfig) -> str:
 
 def config_differences(saved: dict[str, Any], cfg: TrainConfig) -> list[str]:
     """The training-defining fields in which `cfg` differs from a run's saved config (a field
-    that an earlier version did not save means its default)."""
+    that an earlier version did not save means its default). The recipe's name is not such a
+    field: a recipe acts through the field values (compared one by one) and the model options
+    it brings, so two names that give this model the same options train the same run (the
+    experiments' runs were recipe `paper` with every value given before `ablation` existed)."""
     now = json.loads(json.dumps(dataclasses.asdict(cfg)))
     defaults = json.loads(json.dumps(dataclasses.asdict(TrainConfig())))
-    return [
+    out = [
         f"{key} {saved.get(key, defaults[key])!r} there, {value!r} now"
         for key, value in now.items()
-        if key not in _HOW_FIELDS and saved.get(key, defaults[key]) != value
+        if key not in _HOW_FIELDS | {"recipe"} and saved.get(key, defaults[key]) != value
     ]
+    then = {**recipe_model_options(saved.get("recipe", "paper"), cfg.model), **cfg.model_options}
+    if then != {**recipe_model_options(cfg.recipe, cfg.model), **cfg.model_options}:
+        out.append(f"recipe {saved.get('recipe')!r} there, {cfg.recipe!r} now")
+    return out
 
 
 def _check_same_training(rd: RunDirLike, path: Path, cfg: TrainConfig) -> None:

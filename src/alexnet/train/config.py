@@ -7,9 +7,9 @@ help text. `alexnet train`'s flags, their types, choices and the recipe defaults
 `--help` are generated from it (`alexnet.commands.train`), and `check_config` checks a config built
 from Python the same way. No torch here: the command line imports this module to build its parser.
 
-Recipes (`RECIPES`) are complete configs: the dataclass defaults are the paper's (§4-§5); each
-recipe names the fields it changes and the model options it brings (before `--model-options`).
-`alexnet train --recipe NAME --print-config` prints one whole.
+Recipes (`alexnet.train.recipes.RECIPES`) are complete configs: the dataclass defaults are the
+paper's (§4-§5); each recipe names the fields it changes and the model options it brings
+(before `--model-options`). `alexnet train --recipe NAME --print-config` prints one whole.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Any
 from alexnet.data.modes import AUGMENT_MODES, NORMALIZE_MODES, TEST_CROPS
 from alexnet.errors import UserError
 from alexnet.models.catalog import MODEL_NAMES
+from alexnet.train.recipes import RECIPES, recipe_defaults
 from alexnet.train.schedules import PATIENCE, REDUCTIONS, SCHEDULES, THRESHOLD
 from alexnet.values import (
     FACTOR,
@@ -77,73 +78,6 @@ _RUN, _MODEL, _OPT, _AUG, _EVAL, _MECH = (
     "evaluation (paper §4.1)",
     "run mechanics",
 )
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """A named, complete training config: the paper's defaults with `values` changed, and the
-    options the recipe gives a model (by model name) before the user's `--model-options`."""
-
-    name: str
-    about: str
-    values: dict[str, Any] = field(default_factory=dict)
-    model_options: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-
-RECIPES: dict[str, Recipe] = {
-    r.name: r
-    for r in (
-        Recipe(
-            "paper",
-            "Krizhevsky et al. 2012 §4-§5: SGD 0.9 / 5e-4, batch 128, lr 0.01 divided by 10 on "
-            "a validation plateau (3 times at most), 90 epochs, random crops + flips + fancy-PCA "
-            "lighting, mean-image subtraction, 10-crop test",
-            {"recipe": "paper", "model": "paper"},
-        ),
-        Recipe(
-            "torchvision",
-            "pytorch/vision references/classification, AlexNet entry: lr 0.01, batch 32 per "
-            "process (x 8 GPUs), 90 epochs, StepLR 30 / 0.1, wd 1e-4, RandomResizedCrop + flip, "
-            "channel normalization, centre-crop test",
-            {
-                "recipe": "torchvision",
-                "model": "torchvision",
-                "batch_size": 32,
-                "weight_decay": 1e-4,
-                "schedule": "step",
-                "lr_step_size": 30,
-                "augment": "random_resized_crop",
-                "lighting_std": 0.0,
-                "normalize": "channel",
-                "test_crops": 1,
-            },  # fmt: skip
-        ),
-        Recipe(
-            "fast",
-            "small budgets (ours): SGD nesterov, linear warm-up + cosine decay per step, label "
-            "smoothing 0.1, flips (no translations), flip test-time augmentation; on `small`: "
-            "BatchNorm instead of LRN, 2/2 pooling, a 256-unit hidden layer (modern choices that "
-            "pass 0.92 on Fashion-MNIST in a few CPU minutes)",
-            {
-                "recipe": "fast",
-                "model": "small",
-                "epochs": 6,
-                "batch_size": 256,
-                "lr": 0.1,
-                "nesterov": True,
-                "label_smoothing": 0.1,
-                "schedule": "cosine",
-                "warmup_epochs": 1.0,
-                "pad": 0,
-                "lighting_std": 0.0,
-                "normalize": "channel",
-                "eval_crops": 2,
-                "test_crops": 2,
-            },  # fmt: skip
-            {"small": {"batchnorm": True, "lrn": False, "pool": "nonoverlap", "hidden": 256}},
-        ),
-    )
-}
 
 
 @dataclass
@@ -296,13 +230,6 @@ CONFIG_FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fi
 CHANNELS_LAST_ON_CPU = ("torchvision",)
 
 
-def recipe_defaults(name: str) -> dict[str, Any]:
-    """The field values recipe `name` sets (everything else keeps the dataclass default)."""
-    if name not in RECIPES:
-        raise UserError(f"unknown recipe {name!r}; choose from {', '.join(RECIPES)}")
-    return dict(RECIPES[name].values)
-
-
 def make_config(recipe: str | None = None, **overrides: Any) -> TrainConfig:
     """Recipe `recipe` (default paper), then every override that is not None; checked
     (`check_config`).
@@ -338,12 +265,6 @@ def resolve_channels_last(cfg: TrainConfig, device_type: str) -> bool:
     if cfg.channels_last is not None:
         return bool(cfg.channels_last)
     return device_type == "cpu" and cfg.model in CHANNELS_LAST_ON_CPU
-
-
-def recipe_model_options(cfg: TrainConfig) -> dict[str, Any]:
-    """Model options that the recipe brings for this model (before the user's --model-options)."""
-    recipe = RECIPES.get(cfg.recipe)
-    return dict(recipe.model_options.get(cfg.model, {})) if recipe else {}
 
 
 def config_from_json(values: dict[str, Any]) -> TrainConfig:
@@ -419,3 +340,32 @@ def print_config(cfg: TrainConfig) -> str:
             shown += f"  (automatic: {option.auto})"
         lines.append(f"{name.ljust(width)}  {shown}")
     return "\n".join(lines)
+
+
+def flags_markdown() -> str:
+    """Every `alexnet train` flag as a markdown table (docs/training.md holds this output,
+    checked by a test): generated from the fields, so the documentation cannot drift."""
+    names = " | ".join(RECIPES)
+    rows = [f"| flag | values | {names} | what |", "|---|---|" + "---|" * len(RECIPES) + "---|"]
+    for name in CONFIG_FIELDS:
+        option, typ = option_of(name), str(CONFIG_FIELDS[name].type)
+        flag = f"`{flag_of(name)}`"
+        if typ.startswith("bool"):
+            flag += f" / `--no-{flag_of(name)[2:]}`"
+        if typ.startswith("bool"):
+            values = "on / off"
+        elif typ.startswith("dict"):
+            values = "JSON object"
+        else:
+            values = option.kind.valid if option.kind is not None else "text"
+        cells = []
+        for recipe in RECIPES.values():
+            value = recipe.values.get(name, default_of(name))
+            cells.append("auto" if value is None else json.dumps(value).strip('"'))
+        what = option.help.replace("|", "/") + (f" (auto: {option.auto})" if option.auto else "")
+        rows.append(f"| {flag} | {values} | " + " | ".join(cells) + f" | {what} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(flags_markdown())

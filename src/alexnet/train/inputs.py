@@ -15,14 +15,14 @@ import numpy as np
 
 from alexnet.data.augment import TrainTransform
 from alexnet.data.packed import DatasetStats
-from alexnet.train.config import recipe_model_options
+from alexnet.train.recipes import recipe_model_options
 from alexnet.weights.meta import Preprocess
 
 
 def model_options(cfg, image_size: tuple[int, int], stats: DatasetStats) -> dict[str, Any]:
-    """Options for get_model: the recipe's (config.recipe_model_options), for `small` the data's
+    """Options for get_model: the recipe's (recipes.recipe_model_options), for `small` the data's
     input size and channels (28 px and 1 channel for Fashion-MNIST); --model-options win."""
-    options = recipe_model_options(cfg)
+    options = recipe_model_options(cfg.recipe, cfg.model)
     if cfg.model == "small":
         options["input_size"] = 28 if min(image_size) <= 28 else 32
         options["in_channels"] = 1 if stats.is_grayscale() else 3
