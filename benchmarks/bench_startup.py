@@ -21,7 +21,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from alexnet.cli import COMMANDS  # noqa: E402 - torch-free, the list the parser is built from
-from alexnet.runtime import cpu_name  # noqa: E402
+
+
+def cpu_name() -> str:
+    """alexnet.runtime.cpu_name, asked of a child: this process must stay small (a child's peak
+    RSS counts the parent's pages it starts from)."""
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    code = "from alexnet.runtime import cpu_name; print(cpu_name())"
+    env = {**os.environ, "PYTHONPATH": src}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    return done.stdout.strip()
 
 
 def measure(argv: list[str], repeat: int) -> tuple[float, float]:
