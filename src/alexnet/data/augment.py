@@ -1,7 +1,8 @@
 """Augmentation on the device, in whole batches (paper §4.1; evaluation §4.1 / §6).
 
 TrainTransform: uint8 (B, 3, H, W) -> float32 (B, C, crop, crop): optional resize, random
-crop (+zero padding) with horizontal flip (paper) or torchvision's RandomResizedCrop recipe,
+crop (+zero padding) with horizontal flip (paper) or torchvision's RandomResizedCrop recipe
+(paper crops without a resize are cut from the uint8 images before anything is converted),
 fancy-PCA lighting (add sum_i alpha_i lambda_i p_i, alpha_i ~ N(0, 0.1) per image), then
 normalization (mean image, per-channel, or none). EvalTransform: the centre crop or the
 paper's 10 crops (torchvision's `ten_crop` order: tl, tr, bl, br, centre, then the same five
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 from torchvision.ops import roi_align
 
 from alexnet.data.buffers import ReusableBuffers, thread_pool
+from alexnet.data.modes import AUGMENT_MODES, NORMALIZE_MODES
 
 # PCA of ImageNet's RGB pixel values (paper §4.1, fancy-PCA lighting) in the [0, 1] pixel
 # scale: eigenvalues, largest first.
@@ -34,7 +36,7 @@ IMAGENET_EIGVEC = (
 )
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-NORMALIZE = ("mean_image", "channel", "none")
+NORMALIZE = NORMALIZE_MODES
 
 
 @dataclass(frozen=True)
@@ -142,8 +144,8 @@ class TrainTransform(_Common):
                  out_channels: int = 3, scale: tuple[float, float] = (0.08, 1.0),
                  ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> None:  # fmt: skip
         super().__init__(crop_size, resize, normalize, mean_image, mean, std, out_channels)
-        if mode not in ("paper", "random_resized_crop"):
-            raise ValueError(f"mode={mode!r}: choose 'paper' or 'random_resized_crop'")
+        if mode not in AUGMENT_MODES:
+            raise ValueError(f"mode={mode!r}: choose from {AUGMENT_MODES}")
         self.mode = mode
         self.pad = int(pad)
         self.flip = flip
@@ -151,11 +153,51 @@ class TrainTransform(_Common):
         self._eigval = IMAGENET_EIGVAL if eigval is None else eigval
         self._eigvec = IMAGENET_EIGVEC if eigvec is None else eigvec
         self.scale, self.ratio = scale, ratio
+        self.out_dtype: torch.dtype | None = None  # `produce`: the model's dtype and format
+        self.out_channels_last = False
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None):
-        """images uint8 (B, 3, H, W) -> float32 (B, out_channels, crop, crop)."""
+        """images uint8 (B, 3, H, W) -> float32 (B, out_channels, crop, crop), or the dtype and
+        memory format set by `produce` (bf16 channels-last for the model under --amp)."""
         if self._fast_ok(images):
             return self._paper_cpu(images, generator)
+        if self.mode == "paper" and self._unresized(images):
+            x = self._crop_first(images, generator)
+        else:
+            x = self._whole_image_first(images, generator)
+        if self.out_dtype is not None or self.out_channels_last:
+            fmt = torch.channels_last if self.out_channels_last else torch.contiguous_format
+            x = x.to(dtype=self.out_dtype or x.dtype, memory_format=fmt)
+        return x
+
+    def produce(self, dtype: torch.dtype | None = None, channels_last: bool = False) -> None:
+        """Hand batches over in the model's dtype and memory format: the conversion the model's
+        first layer would make (autocast casts its input to bf16), made once here instead."""
+        self.out_dtype, self.out_channels_last = dtype, bool(channels_last)
+
+    def _unresized(self, images: torch.Tensor) -> bool:
+        return self.resize is None or tuple(images.shape[-2:]) == (self.resize,) * 2
+
+    def _crop_first(self, images: torch.Tensor, generator) -> torch.Tensor:
+        """Paper mode without a resize: the crops are taken from the uint8 images (padded with
+        zeros first), and only the B x 3 x crop x crop pixels are converted and normalized; the
+        same values, element by element, as converting the whole images first."""
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected uint8 images (B, 3, H, W), got {tuple(images.shape)}")
+        dev, b = images.device, images.shape[0]
+        m = self._const("mean_image", dev) if self.normalize == "mean_image" else None
+        if self.pad:
+            images = F.pad(images, (self.pad,) * 4)
+            m = F.pad(m, (self.pad,) * 4) if m is not None else None
+        d = self.draw(b, tuple(images.shape[-2:]), generator, dev)
+        x, m = self._paper_crop(images, m, d)
+        x = x.float().div_(255.0)
+        if d.shift is not None:
+            x = x + d.shift[:, :, None, None]
+        return self._finish(x, m)
+
+    def _whole_image_first(self, images: torch.Tensor, generator) -> torch.Tensor:
+        """Resize (or RandomResizedCrop) needs the whole image in float first."""
         x = self._input(images)
         dev, b = x.device, x.shape[0]
         m = self._const("mean_image", dev) if self.normalize == "mean_image" else None

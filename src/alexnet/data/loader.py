@@ -191,7 +191,43 @@ class DeviceLoader:
                 images = transform(images, gen(k))
             return images, labels
 
-        yield from self._run(ks, load, finish)
+        side = self._side_stream()
+        if side is None:
+            yield from self._run(ks, load, finish)
+            return
+
+        def finish_on_side(k: int, batch):
+            if on_device:  # decoded in a worker thread on the default stream: wait for it
+                side.wait_stream(torch.cuda.default_stream(self.device))
+            with torch.cuda.stream(side):
+                images, labels = finish(k, batch)
+                ready = torch.cuda.Event()
+                ready.record(side)
+            return images, labels, ready
+
+        yield from self._handed_over(self._run(ks, load, finish_on_side))
+
+    def _side_stream(self):
+        """CUDA: the stream the batches are copied and augmented on, apart from the model's."""
+        if self.device.type != "cuda" or not torch.cuda.is_available():
+            return None
+        return torch.cuda.Stream(device=self.device)
+
+    def _handed_over(self, batches: Iterator) -> Iterator[Batch]:
+        """CUDA: batch k+1's copy and augmentation are issued on the side stream before batch
+        k is handed over, so they run while the model computes batch k; the model's stream
+        waits only for batch k's own work (its event), and the batch's memory is marked in use
+        by that stream (`record_stream`) so the allocator cannot reuse it early."""
+        ahead = next(batches, None)
+        while ahead is not None:
+            following = next(batches, None)  # issued now, runs during the model's step
+            images, labels, ready = ahead
+            current = torch.cuda.current_stream(self.device)
+            current.wait_event(ready)
+            images.record_stream(current)
+            labels.record_stream(current)
+            yield images, labels
+            ahead = following
 
     def _run(self, ks: range, load: Callable, finish: Callable) -> Iterator[Batch]:
         """Batches ks in order: loaded in this thread (workers=0) or in `workers` threads,

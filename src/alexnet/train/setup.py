@@ -263,12 +263,16 @@ def _inputs(cfg: TrainConfig, train_ds, val_ds, net, info, device) -> Inputs:
             rank=info.rank, world_size=info.world_size, device=device, workers=cfg.workers,
         )  # fmt: skip
 
+    train_transform = inputs_mod.make_train_transform(cfg, geometry, in_channels, stats)
+    if device.type == "cuda":  # batches made in the model's dtype and layout (the CPU: fp32)
+        dtype = torch.bfloat16 if cfg.amp else None
+        train_transform.produce(dtype, channels_last=bool(cfg.channels_last))
     return Inputs(
         train_ds=train_ds,
         val_ds=val_ds,
         train_loader=loader(train_ds, True),
         val_loader=loader(val_ds, False),
-        train_transform=inputs_mod.make_train_transform(cfg, geometry, in_channels, stats),
+        train_transform=train_transform,
         eval_transform=make_eval_transform(preprocess, mean_image, cfg.eval_crops),
         geometry=geometry,
         preprocess=preprocess,
