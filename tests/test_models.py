@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 
 import pytest
@@ -253,10 +254,15 @@ def test_small_family(size, channels):
 
 @pytest.mark.parametrize("name", alexnet.list_models())
 def test_config_holds_every_option_and_rebuilds_the_model(name):
-    """The config names each keyword of the class (read from its signature) with its value."""
+    """The config names each option of the class (its options dataclass's fields, or its
+    signature's keywords) with its value."""
     model = alexnet.get_model(name, num_classes=5, dropout=0.25)
-    signature = inspect.signature(type(model).__init__).parameters
-    defaults = {k: p.default for k, p in signature.items() if k != "self"}
+    options_type = getattr(type(model), "Options", None)
+    if options_type is not None:
+        defaults = {f.name: f.default for f in dataclasses.fields(options_type)}
+    else:
+        signature = inspect.signature(type(model).__init__).parameters
+        defaults = {k: p.default for k, p in signature.items() if k != "self"}
     defaults.update(num_classes=5, dropout=0.25)
     options = model.config["options"]
     assert options.keys() == defaults.keys()

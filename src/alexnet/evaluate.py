@@ -18,9 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from alexnet.data.augment import EvalTransform
-from alexnet.errors import UserError
 from alexnet.runtime import all_reduce_sum
-from alexnet.viz import save_figure
 from alexnet.weights.meta import Preprocess
 
 
@@ -131,45 +129,3 @@ def per_class_accuracy(confusion: torch.Tensor) -> list[float | None]:
         (confusion[i, i].item() / totals[i].item()) if totals[i] > 0 else None
         for i in range(confusion.shape[0])
     ]
-
-
-def save_confusion_png(confusion: torch.Tensor, classes: list[str], path: str) -> None:
-    """Row-normalized confusion matrix as a PNG (matplotlib, headless)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise UserError("--confusion needs matplotlib (pip install 'alexnet[viz]')") from None
-    m = confusion.double()
-    m = (m / m.sum(dim=1, keepdim=True).clamp_min(1)).numpy()
-    k = len(classes)
-    size = min(4 + 0.35 * k, 30)
-    fig, ax = plt.subplots(figsize=(size, size))
-    im = ax.imshow(m, cmap="Blues", vmin=0, vmax=1)
-    if k <= 50:
-        ax.set_xticks(range(k), classes, rotation=90, fontsize=8)
-        ax.set_yticks(range(k), classes, fontsize=8)
-        if k <= 20:
-            for i in range(k):
-                for j in range(k):
-                    if m[i, j] >= 0.005:
-                        color = "white" if m[i, j] > 0.5 else "black"
-                        ax.text(
-                            j,
-                            i,
-                            f"{m[i, j]:.2f}",
-                            ha="center",
-                            va="center",
-                            fontsize=7,
-                            color=color,
-                        )
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title("confusion matrix (rows normalized)")
-    fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.tight_layout()
-
-    save_figure(fig, path, 100)
-    plt.close(fig)

@@ -284,3 +284,39 @@ def captioned_grid(
     save_figure(fig, out, dpi)
     plt.close(fig)
     return w, h
+
+
+def save_confusion_png(confusion: torch.Tensor, classes: list[str], path: str) -> None:
+    """Row-normalized confusion matrix (`alexnet.evaluate`'s counts, (K, K)) as a PNG."""
+    plt = _pyplot()
+    m = confusion.double()
+    m = (m / m.sum(dim=1, keepdim=True).clamp_min(1)).numpy()
+    k = len(classes)
+    size = min(4 + 0.35 * k, 30)
+    fig, ax = plt.subplots(figsize=(size, size))
+    im = ax.imshow(m, cmap="Blues", vmin=0, vmax=1)
+    if k <= 50:
+        ax.set_xticks(range(k), classes, rotation=90, fontsize=8)
+        ax.set_yticks(range(k), classes, fontsize=8)
+        if k <= 20:
+            for i in range(k):
+                for j in range(k):
+                    if m[i, j] >= 0.005:
+                        color = "white" if m[i, j] > 0.5 else "black"
+                        ax.text(
+                            j,
+                            i,
+                            f"{m[i, j]:.2f}",
+                            ha="center",
+                            va="center",
+                            fontsize=7,
+                            color=color,
+                        )
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title("confusion matrix (rows normalized)")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+
+    save_figure(fig, path, 100)
+    plt.close(fig)

@@ -19,8 +19,9 @@ from alexnet.values import FloatRange, IntRange, Kind
 DEVICE_FORMS = "auto, cpu, cuda, cuda:N or mps"
 # every --weights flag reads its file through alexnet.weights.load
 WEIGHTS_HELP = (
-    "weights: an alexnet .safetensors, torchvision's .pth, the two-device layout, or a run's "
-    "checkpoint.pt / run directory"
+    "weights: an alexnet .safetensors (also Caffe's converted by `alexnet convert caffe`), "
+    "torchvision's .pth, the two-device layout, a run's checkpoint.pt / run directory, or a "
+    "name: torchvision (downloaded once; `alexnet weights` lists the names)"
 )
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 

@@ -15,8 +15,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "eval",
         help="top-1 / top-5 error of a weights file on the validation split",
-        description="Evaluate weights (a safetensors file written by `alexnet train`) on a packed "
-        "dataset: 1 crop, 2 (centre + flip) or the paper's 10 crops, averaging softmax outputs.",
+        description="Evaluate weights (any format --weights takes: an alexnet .safetensors, "
+        "torchvision's .pth, the two-device layout, a run's checkpoint or directory, or a name "
+        "such as torchvision) on a packed dataset: 1 crop, 2 (centre + flip) or the paper's 10 "
+        "crops, averaging softmax outputs.",
     )
     p.add_argument("--data", required=True, help="packed dataset directory")
     p.add_argument("--weights", required=True, help=WEIGHTS_HELP)
@@ -42,12 +44,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from alexnet.data.loader import DeviceLoader
     from alexnet.data.packed import open_dataset
-    from alexnet.evaluate import (
-        evaluate,
-        make_eval_transform,
-        per_class_accuracy,
-        save_confusion_png,
-    )
+    from alexnet.evaluate import evaluate, make_eval_transform, per_class_accuracy
     from alexnet.runtime import dist_info, init_distributed, resolve_device, shutdown_distributed
     from alexnet.weights import load as load_weights
 
@@ -95,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
     if args.per_class and conf is not None:
         out["per_class_accuracy"] = dict(zip(ds.classes, per_class_accuracy(conf), strict=True))
     if args.confusion and conf is not None:
+        from alexnet.viz import save_confusion_png  # matplotlib: only for the picture
+
         save_confusion_png(conf, ds.classes, args.confusion)
         out["confusion_png"] = args.confusion
     if args.json:

@@ -15,7 +15,10 @@ widths (§3.2's one-GPU net), remove a middle conv layer (§7) or read LRN as Ca
 
 from __future__ import annotations
 
+import dataclasses
 from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -52,14 +55,74 @@ _BIAS_ONE = ("conv2", "conv4", "conv5", "fc6", "fc7")
 # Caffe's bvlc_alexnet: the same layers get bias 0.1 (bias 1 gave a flat loss there), and the
 # FC hidden layers get std 0.005.
 _CAFFE_STD = {"fc6": 0.005, "fc7": 0.005}
-# conv1..conv5: (kernel, stride, padding, grouped by tower, LRN + pool after, pool after)
-_CONVS = (
-    (11, 4, None, False, True, True),
-    (5, 1, 2, True, True, True),
-    (3, 1, 1, False, False, False),
-    (3, 1, 1, True, False, False),
-    (3, 1, 1, True, False, True),
+
+
+@dataclass(frozen=True)
+class ConvSpec:
+    """One conv layer of the paper's stack (§3.5, Fig. 2), apart from its width."""
+
+    kernel: int
+    stride: int
+    padding: int | None  # None: conv1's, 2 at input 224 and 0 at 227 (both give 55x55 maps)
+    grouped: bool  # reads only its own tower's maps (§3.2: conv2, conv4, conv5)
+    normed: bool  # LRN after its ReLU (§3.3: conv1, conv2)
+    pooled: bool  # max-pooling after it (§3.4: conv1, conv2, conv5)
+
+
+CONVS = (
+    ConvSpec(11, 4, None, grouped=False, normed=True, pooled=True),  # conv1
+    ConvSpec(5, 1, 2, grouped=True, normed=True, pooled=True),  # conv2
+    ConvSpec(3, 1, 1, grouped=False, normed=False, pooled=False),  # conv3: both towers
+    ConvSpec(3, 1, 1, grouped=True, normed=False, pooled=False),  # conv4
+    ConvSpec(3, 1, 1, grouped=True, normed=False, pooled=True),  # conv5
 )
+
+
+@dataclass(frozen=True)
+class PaperOptions:
+    """The paper network's options (§3), each a feature that can be switched off; checked
+    when made, and stored as the model's config (`to_config`)."""
+
+    num_classes: int = 1000  # size of fc8 (1000 for ILSVRC)
+    input_size: int = 224  # 224 (conv1 padding 2, the paper's text, torchvision) or 227 (Caffe)
+    lrn: bool = True  # local response normalization after the ReLUs of conv1, conv2 (§3.3)
+    pool: str = "overlap"  # "overlap" (3/2, §3.4) or "nonoverlap" (2/2)
+    dropout: float = 0.5  # drop probability on fc6 and fc7 (§4.2; 0 disables)
+    towers: int = 2  # 2: conv2/4/5 and LRN per tower (§3.2, the two GPUs); 1: one tower
+    activation: str = "relu"  # "relu" (§3.1) or "tanh"
+    # "paper": N(0, 0.01), bias 1 on conv2/4/5 and fc6/7 (§5); "caffe": bias 0.1, fc6/7 std
+    # 0.005; "kaiming": He fan-out, zero biases; "torch": PyTorch's defaults
+    init: str = "paper"
+    # kernels of conv1..conv5; ONE_GPU_OPTIONS holds §3.2's one-GPU comparison net
+    widths: tuple[int, ...] = PAPER_WIDTHS
+    # None, or a middle conv layer to remove with its activation and LRN (§7: "removing any of
+    # the middle convolutional layers results in a loss of about 2%"); its pooling stays
+    remove_conv: str | None = None
+    lrn_k: float = 2.0  # LRN's k (the paper's 2; Caffe's bvlc_alexnet: 1)
+    # how LRN's alpha 1e-4 is read: "paper" (it multiplies the window sum, §3.3) or "per_size"
+    # (alpha / 5 does, as Caffe's bvlc_alexnet)
+    lrn_alpha_convention: str = "paper"
+    # "tower": each tower's maps normalized on their own (the paper's two GPUs, §3.2-§3.3);
+    # "all": the window runs across the towers' boundary (Caffe's bvlc_alexnet)
+    lrn_scope: str = "tower"
+
+    def __post_init__(self) -> None:
+        check_choice("input_size", self.input_size, INPUT_SIZES)
+        check_choice("towers", self.towers, (1, 2))
+        check_choice("activation", self.activation, ACTIVATIONS)
+        check_choice("init", self.init, INITS)
+        check_choice("pool", self.pool, POOLS)
+        check_choice("remove_conv", self.remove_conv, (None, *MIDDLE_CONVS))
+        check_choice("lrn_alpha_convention", self.lrn_alpha_convention, ALPHA_CONVENTIONS)
+        check_choice("lrn_scope", self.lrn_scope, ("tower", "all"))
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        object.__setattr__(self, "widths", check_widths(self.widths, 5, self.towers))
+        object.__setattr__(self, "lrn_k", float(self.lrn_k))
+
+    def to_config(self) -> dict[str, Any]:
+        """The options as the model's config stores them (lists, not tuples)."""
+        return {**dataclasses.asdict(self), "widths": list(self.widths)}
 
 
 def pool_layer(kind: str) -> nn.MaxPool2d:
@@ -68,57 +131,33 @@ def pool_layer(kind: str) -> nn.MaxPool2d:
     return MaxPool(3, 2) if kind == "overlap" else MaxPool(2, 2)
 
 
-def _conv_stack(o: dict) -> nn.Sequential:
-    """conv1..conv5 with activations, LRN and pooling from the options `o` (see PaperAlexNet)."""
+def _conv_stack(o: PaperOptions) -> nn.Sequential:
+    """conv1..conv5 with activations, LRN and pooling from the options `o` (`CONVS`)."""
     layers: OrderedDict[str, nn.Module] = OrderedDict()
-    channels, towers = 3, o["towers"]
-    for i, (width, spec) in enumerate(zip(o["widths"], _CONVS), start=1):
-        kernel, stride, pad, grouped, normed, pooled = spec
-        if o["remove_conv"] != f"conv{i}":
-            pad = (2 if o["input_size"] == 224 else 0) if pad is None else pad
-            groups = towers if grouped else 1
-            layers[f"conv{i}"] = nn.Conv2d(channels, width, kernel, stride, pad, groups=groups)
-            layers[f"act{i}"] = make_activation(o["activation"])
-            if normed and o["lrn"]:
+    channels, towers = 3, o.towers
+    for i, (width, spec) in enumerate(zip(o.widths, CONVS), start=1):
+        if o.remove_conv != f"conv{i}":
+            pad = (2 if o.input_size == 224 else 0) if spec.padding is None else spec.padding
+            groups = towers if spec.grouped else 1
+            layers[f"conv{i}"] = nn.Conv2d(channels, width, spec.kernel, spec.stride, pad,
+                                           groups=groups)  # fmt: skip
+            layers[f"act{i}"] = make_activation(o.activation)
+            if spec.normed and o.lrn:
                 layers[f"norm{i}"] = LRN(
-                    k=o["lrn_k"],
-                    groups=towers if o["lrn_scope"] == "tower" else 1,
+                    k=o.lrn_k,
+                    groups=towers if o.lrn_scope == "tower" else 1,
                     inplace=True,
-                    alpha_convention=o["lrn_alpha_convention"],
+                    alpha_convention=o.lrn_alpha_convention,
                 )
             channels = width
-        if pooled:  # kept when the conv before it is removed: later layers see the same size
-            layers[f"pool{i}"] = pool_layer(o["pool"])
+        if spec.pooled:  # kept when the conv before it is removed: later layers see the same size
+            layers[f"pool{i}"] = pool_layer(o.pool)
     return nn.Sequential(layers)
 
 
 class PaperAlexNet(AlexNetModel):
-    """The paper's two-tower AlexNet (§3), every feature a switch for ablations.
-
-    Args:
-        num_classes: size of fc8 (1000 for ILSVRC).
-        input_size: 224 (conv1 padding 2, as the paper's text and torchvision) or 227 (no
-            padding, as Caffe); both give 55x55 conv1 maps.
-        lrn: local response normalization after the ReLUs of conv1 and conv2 (§3.3).
-        pool: "overlap" (3/2, §3.4) or "nonoverlap" (2/2).
-        dropout: drop probability on fc6 and fc7 (§4.2; 0.5 in the paper, 0 disables).
-        towers: 2 = conv2, conv4, conv5 see only their own tower's maps and LRN normalizes
-            within a tower (§3.2, the two GPUs); 1 = fully connected convs.
-        activation: "relu" (§3.1) or "tanh".
-        init: "paper" (N(0, 0.01), bias 1 on conv2/4/5, fc6/7; §5), "caffe" (bias 0.1,
-            fc6/7 std 0.005), "kaiming" (He fan-out, zero biases) or "torch" (PyTorch defaults).
-        widths: kernels of conv1..conv5 (96, 256, 384, 384, 256); `ONE_GPU_OPTIONS` holds the
-            paper's one-GPU comparison net (§3.2: half of each but the last, one tower).
-        remove_conv: None, or one of the middle conv layers "conv2", "conv3", "conv4" to remove
-            with its activation and LRN (§7: "removing any of the middle convolutional layers
-            results in a loss of about 2%"); its pooling stays, so the next layer reads the
-            remaining maps at the same size.
-        lrn_k, lrn_alpha_convention: LRN's k (the paper's 2) and how its alpha 1e-4 is read:
-            "paper" (alpha multiplies the window sum, §3.3) or "per_size" (alpha / 5 does, as
-            Caffe's `bvlc_alexnet`, which also has k=1).
-        lrn_scope: "tower" (each tower's maps normalized on their own, as on the paper's two
-            GPUs, §3.2-§3.3) or "all" (the window runs across the towers' boundary, as Caffe's
-            `bvlc_alexnet`, whose LRN layers see all 96 / 256 maps of the grouped convs).
+    """The paper's two-tower AlexNet (§3), every feature a switch for ablations: the options
+    are `PaperOptions`' fields (`PaperAlexNet(num_classes, **options)`; each documented there).
 
     Input (N, 3, input_size, input_size) float; `forward` gives logits (N, num_classes),
     `forward_penultimate` the fc7 activations after ReLU (N, 4096); `features` is the conv
@@ -127,58 +166,28 @@ class PaperAlexNet(AlexNetModel):
 
     name = "paper"
 
-    def __init__(
-        self,
-        num_classes: int = 1000,
-        *,
-        input_size: int = 224,
-        lrn: bool = True,
-        pool: str = "overlap",
-        dropout: float = 0.5,
-        towers: int = 2,
-        activation: str = "relu",
-        init: str = "paper",
-        widths: tuple[int, ...] | list[int] = PAPER_WIDTHS,
-        remove_conv: str | None = None,
-        lrn_k: float = 2.0,
-        lrn_alpha_convention: str = "paper",
-        lrn_scope: str = "tower",
-    ) -> None:
+    Options = PaperOptions
+
+    def __init__(self, num_classes: int = 1000, **options: Any) -> None:
         super().__init__()
-        check_choice("input_size", input_size, INPUT_SIZES)
-        check_choice("towers", towers, (1, 2))
-        check_choice("activation", activation, ACTIVATIONS)
-        check_choice("init", init, INITS)
-        check_choice("pool", pool, POOLS)
-        check_choice("remove_conv", remove_conv, (None, *MIDDLE_CONVS))
-        check_choice("lrn_alpha_convention", lrn_alpha_convention, ALPHA_CONVENTIONS)
-        check_choice("lrn_scope", lrn_scope, ("tower", "all"))
-        widths = check_widths(widths, 5, towers)
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        options = dict(
-            num_classes=num_classes, input_size=input_size, lrn=lrn, pool=pool, dropout=dropout,
-            towers=towers, activation=activation, init=init, widths=list(widths),
-            remove_conv=remove_conv, lrn_k=float(lrn_k), lrn_alpha_convention=lrn_alpha_convention,
-            lrn_scope=lrn_scope,
-        )  # fmt: skip
+        o = PaperOptions(num_classes=num_classes, **options)
         self._declare(
-            options, input_size=input_size, in_channels=3, penultimate_dim=4096,
+            o.to_config(), input_size=o.input_size, in_channels=3, penultimate_dim=4096,
             penultimate_name="fc7",
         )  # fmt: skip
-        self.features = _conv_stack(options)
+        self.features = _conv_stack(o)
         self.classifier = nn.Sequential(
             OrderedDict(
-                fc6=nn.Linear(widths[4] * 6 * 6, 4096),
-                act6=make_activation(activation),
-                drop6=nn.Dropout(dropout),
+                fc6=nn.Linear(o.widths[4] * 6 * 6, 4096),
+                act6=make_activation(o.activation),
+                drop6=nn.Dropout(o.dropout),
                 fc7=nn.Linear(4096, 4096),
-                act7=make_activation(activation),
+                act7=make_activation(o.activation),
             )
         )
-        self.drop7 = nn.Dropout(dropout)
-        self.fc8 = nn.Linear(4096, num_classes)
-        self.reset_parameters(init)
+        self.drop7 = nn.Dropout(o.dropout)
+        self.fc8 = nn.Linear(4096, o.num_classes)
+        self.reset_parameters(o.init)
 
     def named_layers(self) -> dict[str, nn.Module]:
         """conv1..conv5 and fc6..fc8 by their paper names."""

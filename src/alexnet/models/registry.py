@@ -6,6 +6,7 @@ The names, their descriptions and their classes are listed once, in `alexnet.mod
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 from typing import Any
@@ -40,12 +41,21 @@ def option_defaults(name: str) -> dict[str, Any]:
     """Each option of model `name` that has a default, with that default (tuples as lists, as
     `model.config` stores them). An option added in a later version defaults to the network
     it extends, so an older `config` that lacks it means this default."""
-    params = inspect.signature(model_class(name)).parameters.values()
+    cls = model_class(name)
+    options = getattr(cls, "Options", None)  # a model whose options are a dataclass
+    if options is not None:
+        made = options()
+        return {f.name: _stored(getattr(made, f.name)) for f in dataclasses.fields(options)}
+    params = inspect.signature(cls).parameters.values()
     return {
         p.name: list(p.default) if isinstance(p.default, tuple) else p.default
         for p in params
         if p.default is not inspect.Parameter.empty
     }
+
+
+def _stored(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
 
 
 def get_model(name: str, num_classes: int | None = None, **options: Any) -> AlexNetModel:
