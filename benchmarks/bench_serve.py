@@ -159,7 +159,7 @@ def model_alone(weights: Path, body: bytes, batch: int, seconds: float = 3.0) ->
     server) at batch 1 and at `batch`: the most that batching can gain."""
     import concurrent.futures
 
-    from alexnet.serve.engine import Engine
+    from alexnet.serve.answers import Engine
 
     engine = Engine(weights, "cpu")
     image = engine.decode(body, "photo.jpg")

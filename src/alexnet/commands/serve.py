@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
 
         from alexnet.serve.app import ServeConfig, create_app
         from alexnet.serve.connections import protocol_class
-        from alexnet.serve.engine import Engine
+        from alexnet.serve.answers import Engine
     except ImportError as exc:
         raise UserError(f"serve needs {exc.name} (pip install 'alexnet[serve]')") from None
     from alexnet.runtime import resolve_device  # torch: only once the command runs

@@ -27,7 +27,7 @@ from starlette.requests import ClientDisconnect
 
 from alexnet.serve.batcher import Batcher, QueueFull
 from alexnet.serve.connections import ConnectionLimits
-from alexnet.serve.engine import ApiError, Engine
+from alexnet.serve.answers import ApiError, Engine
 from alexnet.serve.metrics import Metrics
 
 STATIC = {
