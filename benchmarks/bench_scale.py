@@ -55,15 +55,16 @@ class Peak:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
-        self.t0 = time.perf_counter()
+        self.t0, self.c0 = time.perf_counter(), time.process_time()
         return self
 
     def _sample(self) -> None:
-        while not self._stop.wait(0.005):
+        while not self._stop.wait(0.01):
             self.peak = max(self.peak, rss_anon())
 
     def __exit__(self, *exc) -> None:
         self.seconds = time.perf_counter() - self.t0
+        self.cpu = time.process_time() - self.c0  # all threads of this process
         self._stop.set()
         self._thread.join()
         self.peak = max(self.peak, rss_anon())
@@ -85,17 +86,17 @@ def run_size(n: int, encoding: str, root: Path, image_size: int, chunk: int | No
     res: dict = {"n": n, "encoding": encoding}
     with Peak() as p:
         prepare(src, out, workers=1, progress=False, encoding=encoding, chunk_size=chunk)
-    res["prepare"] = (p.seconds / total, p.grew)
+    res["prepare"] = (p.seconds / total, p.grew, p.cpu / total)
     with Peak() as p:
         ds = open_dataset(out)
         open_dataset(out, "val")
         ds.stats  # noqa: B018 - read once, as training does
-    res["open"] = (p.seconds / total, p.grew)
+    res["open"] = (p.seconds / total, p.grew, p.cpu / total)
     loader = DeviceLoader(ds, 256, shuffle=True, drop_last=False, workers=2)
     with Peak() as p:
         for x, _ in loader.iterate():
             del x
-    res["epoch"] = (p.seconds / n, p.grew)
+    res["epoch"] = (p.seconds / n, p.grew, p.cpu / n)
     res["stored_bytes_per_image"] = sum(f.stat().st_size for f in out.iterdir()) / total
     del ds, loader
     torch.cuda.empty_cache() if torch.cuda.is_available() else None
@@ -135,7 +136,7 @@ def run_tar(members: int, root: Path, kinds=("flat", "nested")) -> dict:
     for kind in kinds:
         path = root / f"{kind}-{members}.tar"
         make_tar(path, members, kind == "nested")
-        best, grew = math.inf, 0
+        best, best_cpu, grew = math.inf, math.inf, 0
         for attempt in range(3):  # best of 3 (short runs, shared machine); RSS of the first
             with Peak() as p:
                 if kind == "flat":
@@ -145,10 +146,11 @@ def run_tar(members: int, root: Path, kinds=("flat", "nested")) -> dict:
                     items, _ = imagenet._index_train_tar(path, wnids)
             assert len(items) == members - (members % 100 if kind == "nested" else 0)
             best = min(best, p.seconds / len(items))
+            best_cpu = min(best_cpu, p.cpu / len(items))
             if attempt == 0:
                 grew = p.grew
             del items
-        res[kind] = (best, grew)
+        res[kind] = (best, grew, best_cpu)
         path.unlink()
     return res
 
@@ -188,44 +190,47 @@ def collect(args, root: Path) -> tuple[list[dict], list[dict]]:
     return runs, tar_runs
 
 
+def _ratios(lo: tuple, hi: tuple, n_lo: int, n_hi: int) -> dict:
+    """Growth from the smallest to the largest size: wall and CPU time per item, RSS per item."""
+    return {"time_ratio": round(hi[0] / lo[0], 3), "cpu_ratio": round(hi[2] / lo[2], 3),
+            "rss_bytes_per_item": round((hi[1] - lo[1]) / (n_hi - n_lo), 1)}  # fmt: skip
+
+
 def report(runs: list[dict], tar_runs: list[dict], args) -> dict:
     from alexnet.runtime import cpu_name
 
     size = f"{args.image_size}x{args.image_size}"
     print(f"machine: {cpu_name()}, {os.cpu_count()} CPUs; synthetic {size} images (val = n/5); "
-          "per stage: us/image, peak RSS growth (MB)")  # fmt: skip
+          "per stage: wall us/image, CPU us/image (all threads), peak RSS growth (MB)")  # fmt: skip
     summary: dict = {"machine": cpu_name(), "image_size": args.image_size,
                      "chunk_size": args.chunk_size, "growth": {}}  # fmt: skip
-    print(f"{'encoding':<6}{'n':>10}" + "".join(f"{s:>24}" for s in ("prepare", "open", "epoch")))
+    stages = ("prepare", "open", "epoch")
+    print(f"{'encoding':<8}{'n':>9}" + "".join(f"{s:>27}" for s in stages))
     for r in runs:
-        cells = "".join(f"{r[s][0] * 1e6:>12.1f}{r[s][1] / 1e6:>12.1f}"
-                        for s in ("prepare", "open", "epoch"))  # fmt: skip
-        print(f"{r['encoding']:<6}{r['n']:>10}{cells}")
+        cells = "".join(f"{r[s][0] * 1e6:>10.1f}{r[s][2] * 1e6:>9.1f}{r[s][1] / 1e6:>8.1f}"
+                        for s in stages)  # fmt: skip
+        print(f"{r['encoding']:<8}{r['n']:>9}{cells}")
     for enc in sorted({r["encoding"] for r in runs}):
         rs = [r for r in runs if r["encoding"] == enc]
-        lo, hi = rs[0], rs[-1]
         for s in ("prepare", "epoch"):
-            growth = hi[s][0] / lo[s][0]
-            per_img = (hi[s][1] - lo[s][1]) / (hi["n"] - lo["n"])
-            summary["growth"][f"{enc}_{s}"] = {
-                "time_ratio": round(growth, 3), "rss_bytes_per_image": round(per_img, 1)
-            }  # fmt: skip
-            print(
-                f"{enc} {s}: time/image {growth:.2f}x from n={lo['n']} to n={hi['n']}; "
-                f"peak RSS grows {per_img:.1f} bytes per image"
-            )
+            g = _ratios(rs[0][s], rs[-1][s], rs[0]["n"], rs[-1]["n"])
+            summary["growth"][f"{enc}_{s}"] = g
+            print(f"{enc} {s}: from n={rs[0]['n']} to n={rs[-1]['n']} time/image x"
+                  f"{g['time_ratio']:.2f} (CPU x{g['cpu_ratio']:.2f}); peak RSS grows "
+                  f"{g['rss_bytes_per_item']:.1f} bytes per image")  # fmt: skip
     for t in tar_runs:
-        print(
-            f"tar index {t['members']:>8} members: flat {t['flat'][0] * 1e6:.1f} us and "
-            f"{t['flat'][1] / 1e6:.1f} MB, nested {t['nested'][0] * 1e6:.1f} us and "
-            f"{t['nested'][1] / 1e6:.1f} MB"
-        )
+        print(f"tar index {t['members']:>8} members: " + ", ".join(
+            f"{k} {t[k][0] * 1e6:.1f} us (CPU {t[k][2] * 1e6:.1f}) and {t[k][1] / 1e6:.1f} MB"
+            for k in ("flat", "nested")))  # fmt: skip
     if len(tar_runs) > 1:
         a, b = tar_runs[0], tar_runs[-1]
         for kind in ("flat", "nested"):
-            per = (b[kind][1] - a[kind][1]) / (b["members"] - a["members"])
-            summary["growth"][f"tar_{kind}"] = {"time_ratio": round(b[kind][0] / a[kind][0], 3),
-                                                "rss_bytes_per_member": round(per, 1)}  # fmt: skip
+            g = _ratios(a[kind], b[kind], a["members"], b["members"])
+            summary["growth"][f"tar_{kind}"] = g
+            print(
+                f"tar {kind}: time/member x{g['time_ratio']:.2f} (CPU x{g['cpu_ratio']:.2f}), "
+                f"RSS {g['rss_bytes_per_item']:.1f} bytes per member"
+            )
     summary |= {"runs": runs, "tar": tar_runs}
     print(json.dumps(summary))
     return summary

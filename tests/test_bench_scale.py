@@ -28,8 +28,8 @@ def test_quick_scale_benchmark(monkeypatch, capsys):
     ]
     for r in runs:
         for stage in ("prepare", "open", "epoch"):
-            seconds, grew = r[stage]
-            assert seconds > 0 and isinstance(grew, int)
+            seconds, grew, cpu = r[stage]
+            assert seconds > 0 and cpu >= 0 and isinstance(grew, int)
     raw = [r["stored_bytes_per_image"] for r in runs if r["encoding"] == "raw"]
     assert all(b > 8 * 8 * 3 for b in raw)  # the pixels + labels + checksums
     assert [t["members"] for t in summary["tar"]] == list(bench.QUICK_TAR_SIZES)
