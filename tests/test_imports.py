@@ -45,6 +45,7 @@ OPTIONAL = (
 # modules the command line imports to build its parsers: torch, numpy and the like only inside
 # their functions (a package face `__init__` that imports its names when first used is here too)
 LIGHT = {
+    "alexnet.lazy",
     "alexnet.__main__",
     "alexnet.cli",
     "alexnet.fileio",

@@ -9,8 +9,7 @@ command line reads to build its parser) can be imported without torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from alexnet.lazy import lazy_names
 
 _NAMES = {
     "RunDir": "alexnet.rundir",
@@ -23,7 +22,4 @@ _NAMES = {
 __all__ = sorted(_NAMES)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _NAMES:
-        raise AttributeError(f"module 'alexnet.train' has no attribute {name!r}")
-    return getattr(importlib.import_module(_NAMES[name]), name)
+__getattr__ = lazy_names("alexnet.train", _NAMES)

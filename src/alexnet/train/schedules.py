@@ -84,14 +84,9 @@ class PlateauSchedule:
         self.reductions = int(state["reductions"])
 
 
-class StepSchedule:
-    """torchvision's AlexNet recipe: lr * gamma ** (epoch // step_size) (StepLR 30, 0.1)."""
-
-    def __init__(self, lr: float, *, step_size: int = 30, gamma: float = 0.1) -> None:
-        self.base, self.step_size, self.gamma = lr, step_size, gamma
-
-    def lr(self, epoch: int, step: int, steps_per_epoch: int) -> float:
-        return self.base * self.gamma ** (epoch // self.step_size)
+class _FixedInTime:
+    """A schedule that is a function of the position alone: validation does not move it and
+    it holds no state (nothing to checkpoint)."""
 
     def epoch_end(self, val_error: float) -> bool:
         return False
@@ -103,7 +98,17 @@ class StepSchedule:
         pass
 
 
-class WarmupCosineSchedule:
+class StepSchedule(_FixedInTime):
+    """torchvision's AlexNet recipe: lr * gamma ** (epoch // step_size) (StepLR 30, 0.1)."""
+
+    def __init__(self, lr: float, *, step_size: int = 30, gamma: float = 0.1) -> None:
+        self.base, self.step_size, self.gamma = lr, step_size, gamma
+
+    def lr(self, epoch: int, step: int, steps_per_epoch: int) -> float:
+        return self.base * self.gamma ** (epoch // self.step_size)
+
+
+class WarmupCosineSchedule(_FixedInTime):
     """The fast recipe: linear warm-up over `warmup_epochs` to the peak lr, then a cosine decay to
     `final_frac * lr` at the end of the last epoch; updated every step (one-cycle shaped)."""
 
@@ -121,15 +126,6 @@ class WarmupCosineSchedule:
         progress = min((t - self.warmup) / span, 1.0)
         low = self.base * self.final_frac
         return low + (self.base - low) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    def epoch_end(self, val_error: float) -> bool:
-        return False
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
 
 
 Schedule = PlateauSchedule | StepSchedule | WarmupCosineSchedule

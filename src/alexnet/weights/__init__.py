@@ -14,8 +14,7 @@ The names below are imported when first used, so that the torch-free parts of th
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from alexnet.lazy import lazy_names
 
 _NAMES = {
     "Preprocess": "alexnet.weights.meta",
@@ -29,7 +28,4 @@ _NAMES = {
 __all__ = sorted(_NAMES)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _NAMES:
-        raise AttributeError(f"module 'alexnet.weights' has no attribute {name!r}")
-    return getattr(importlib.import_module(_NAMES[name]), name)
+__getattr__ = lazy_names("alexnet.weights", _NAMES)
