@@ -83,9 +83,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         import uvicorn
 
+        from alexnet.serve.answers import Engine
         from alexnet.serve.app import ServeConfig, create_app
         from alexnet.serve.connections import protocol_class
-        from alexnet.serve.answers import Engine
     except ImportError as exc:
         raise UserError(f"serve needs {exc.name} (pip install 'alexnet[serve]')") from None
     from alexnet.runtime import resolve_device  # torch: only once the command runs

@@ -25,9 +25,9 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from alexnet.serve.answers import ApiError, Engine
 from alexnet.serve.batcher import Batcher, QueueFull
 from alexnet.serve.connections import ConnectionLimits
-from alexnet.serve.answers import ApiError, Engine
 from alexnet.serve.metrics import Metrics
 
 STATIC = {
