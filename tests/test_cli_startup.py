@@ -62,11 +62,12 @@ def _interrupt_at(argv: list[str], delay: float) -> tuple[int, str]:
 def test_ctrl_c_at_any_moment_is_one_line_and_exit_130(tmp_path):
     data = synthetic_data(tmp_path / "data", count=200)
     start = 2 * _python_start_seconds()
-    moments = [start, start + 0.1, start + 0.3, 0.7, 1.2, 2.0, 3.5]
+    moments = [start, start + 0.1, start + 0.3, 0.7, 1.2, 1.5, 1.7, 2.0, 3.5]
     failures = []
     for i, delay in enumerate(moments):
         train = ["train", "--data", str(data), "--output-dir", str(tmp_path / f"r{i}"), "--model",
-                 "small", "--recipe", "fast", "--epochs", "50", "--device", "cpu"]  # fmt: skip
+                 "small", "--recipe", "fast", "--epochs", "50", "--batch-size", "32",
+                 "--device", "cpu"]  # fmt: skip
         # a synthetic set that takes seconds to pack
         prepare = ["prepare", "synthetic", str(tmp_path / f"p{i}"), "--source", "synthetic",
                    "--count", "3000", "--image-size", "64", "--no-progress"]  # fmt: skip

@@ -204,3 +204,31 @@ def test_a_jobs_child_is_the_same_experiment_with_run_i(gray, tmp_path):
     again = reproduce._context(child)
     assert (again.name, again.data, again.out, again.budget, again.seeds, again.family) == (
         ctx.name, ctx.data, ctx.out, "full", 2, "small")  # fmt: skip
+
+
+def test_ctrl_c_in_the_parent_stops_every_running_child_after_it_saves(tmp_path):
+    # fake children: on SIGINT each writes its "checkpoint" and exits 130, as a training does
+    child = ("import signal,sys,time\n"
+             "def stop(*a):\n open(sys.argv[1],'w').write('saved'); sys.exit(130)\n"
+             "signal.signal(signal.SIGINT, stop); open(sys.argv[1]+'.up','w').close()\n"
+             "time.sleep(60)")  # fmt: skip
+    parent = (
+        "import sys\nfrom pathlib import Path\nfrom alexnet.experiments import fanout\n"
+        f"d = Path({str(tmp_path)!r})\n"
+        "make = lambda k, slot: fanout.Job(f'job {k}', [sys.executable, '-c', "
+        f"{child!r}, str(d / f'{{k}}.ck')], {{}}, d / 'logs' / f'{{k}}.log')\n"
+        "try:\n fanout.run_processes(3, 2, make, print, poll=0.05)\n"
+        "except KeyboardInterrupt as exc:\n print('parent:', exc); sys.exit(130)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", parent], env=env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not all((tmp_path / f"{k}.ck.up").exists() for k in (0, 1)):
+        assert time.monotonic() < deadline and proc.poll() is None, proc.stdout.read()
+        time.sleep(0.05)
+    proc.send_signal(__import__("signal").SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out
+    assert [(tmp_path / f"{k}.ck").read_text() for k in (0, 1)] == ["saved", "saved"]
+    assert not (tmp_path / "2.ck.up").exists()  # the queued job never started
+    assert "2 running job(s) stopped after saving" in out

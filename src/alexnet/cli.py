@@ -6,11 +6,12 @@ imports no torch (the command modules import the library inside `run`), so `alex
 every `alexnet CMD --help` and a mistyped flag answer at once.
 User mistakes raise `UserError` and are printed as one line without a stack trace.
 
-Ctrl-C at any moment ends with one line and exit status 130: while Python starts, imports
-(numpy and torch included) and parses, a handler exits at once (there is nothing to save yet;
-`alexnet.__main__` installs it first); while the command runs, Ctrl-C is a KeyboardInterrupt
-that the command may handle (training saves a checkpoint) and `main` turns into the line;
-during shutdown the immediate handler is back.
+Ctrl-C at any moment ends with one line and exit status 130: a handler exits at once
+(`alexnet.__main__` installs it first) from Python's start through imports, parsing, the
+command's own imports and set-up, to shutdown; only where a command can save its work does it
+take Ctrl-C over (training's `StopFlag` saves a checkpoint; `alexnet.interrupts.interruptible`
+turns it into a KeyboardInterrupt that `prepare` and `reproduce` handle and `main` turns into
+the line).
 """
 
 from __future__ import annotations
@@ -100,15 +101,15 @@ def _set_sigint(handler) -> object:
     return signal.signal(signal.SIGINT, handler)
 
 
-def _run_command(args) -> int:
-    """Run the parsed command; every user mistake, OS error or Ctrl-C becomes one line."""
+def _run_command(args, entry: bool) -> int:
+    """Run the parsed command; every user mistake, OS error or Ctrl-C becomes one line.
+    `entry`: this is the process's own command line (see `main`)."""
     from alexnet.commands.outputs import os_error_line
     from alexnet.errors import UserError
 
     try:
         try:
             _prepare_process(args)
-            _set_sigint(signal.default_int_handler)  # the command may now save its work
             return int(args._run(args) or 0)
         except UserError as exc:
             print(f"alexnet {args.command}: error: {exc}", file=sys.stderr)
@@ -121,19 +122,23 @@ def _run_command(args) -> int:
             line, status = os_error_line(exc, where)
             print(f"alexnet {args.command}: error: {line}", file=sys.stderr)
             return status
-    except KeyboardInterrupt:
-        print(f"alexnet {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # a command may say how to continue (prepare does)
+        print(f"alexnet {args.command}: {exc or 'interrupted'}", file=sys.stderr)
+        if entry:  # the work is saved; a normal exit could still end in SIGINT (see interrupts)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)
         return 130
-    finally:
-        _set_sigint(_interrupted_now)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run `alexnet` with `argv` (default: the process's command line). Called for the
-    process's own command line (argv None), it leaves the immediate Ctrl-C handler in place
-    for the interpreter's shutdown; called with an argv (from Python), it restores the
-    caller's handler."""
-    previous = _set_sigint(_interrupted_now)
+    """Run `alexnet` with `argv` (default: the process's command line). For the process's own
+    command line (argv None) Ctrl-C exits at once with one line wherever the command has not
+    taken it over (see the module docstring); called with an argv (from Python), it leaves
+    the caller's handler in place."""
+    entry = argv is None
+    if entry:
+        _set_sigint(_interrupted_now)
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
@@ -141,10 +146,10 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "_run", None) is None:
             parser.print_help()
             return 2
-        return _run_command(args)
+        return _run_command(args, entry)
     finally:
-        if argv is not None and previous is not None:
-            _set_sigint(previous)
+        if entry:
+            _set_sigint(_interrupted_now)  # shutdown: nothing left to save
 
 
 if __name__ == "__main__":

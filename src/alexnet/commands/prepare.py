@@ -13,6 +13,7 @@ from alexnet.commands.outputs import creatable_dir
 from alexnet.data.layout import DEFAULT_QUALITY, ENCODINGS, SOURCE_NAMES
 from alexnet.data.outdir import check_output
 from alexnet.errors import UserError
+from alexnet.interrupts import interruptible
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -133,13 +134,13 @@ def run(args: argparse.Namespace) -> int:
         },  # fmt: skip
     )
     try:
-        report = prepare(source, args.out, workers=args.workers, overwrite=args.overwrite,
-                         progress=not args.no_progress, src=src, encoding=args.encoding,
-                         quality=quality)  # fmt: skip
-    except KeyboardInterrupt:
-        print(f"alexnet prepare: interrupted; run the same command again to resume from "
-              f"{args.out}.partial", file=sys.stderr)  # fmt: skip
-        return 130
+        with interruptible():  # the progress is saved: a rerun resumes
+            report = prepare(source, args.out, workers=args.workers, overwrite=args.overwrite,
+                             progress=not args.no_progress, src=src,
+                             encoding=args.encoding, quality=quality)  # fmt: skip
+    except KeyboardInterrupt:  # the command line prints this as its one line, exit 130
+        raise KeyboardInterrupt(f"interrupted; run the same command again to resume from "
+                                f"{args.out}.partial") from None  # fmt: skip
     s = report["splits"]
     h, w = source.image_size
     kind = "" if args.encoding == "raw" else f" (JPEG q{quality})"

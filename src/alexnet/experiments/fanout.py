@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shlex
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -29,6 +30,7 @@ from alexnet.errors import UserError
 from alexnet.experiments.common import Context, Plan
 from alexnet.experiments.plan import train_argv
 from alexnet.experiments.runner import RunOutcome, RunSpec, default_rundir, run_all, run_state
+from alexnet.interrupts import interruptible
 
 TrainFn = Callable[[Context, Plan, list[int]], None]
 
@@ -144,8 +146,26 @@ def run_processes(
     """Run jobs 0..count-1, at most `slots` at a time; `make(job, slot)` builds each job for
     the slot it starts in (so a slot keeps its device). Output goes to each job's log file.
     Returns each job's exit status."""
-    queue, free = list(range(count)), list(range(slots))
     running: dict[int, tuple[subprocess.Popen, Job, int]] = {}
+    try:
+        with interruptible():
+            return _run_queue(count, slots, make, say, poll, running)
+    except KeyboardInterrupt:  # each running child saves a checkpoint and stops (SIGINT)
+        for proc, _, _ in running.values():
+            proc.send_signal(signal.SIGINT)
+        for proc, _, _ in running.values():
+            proc.wait()
+        raise KeyboardInterrupt(
+            f"interrupted; {len(running)} running job(s) stopped after "
+            "saving a checkpoint: rerun the command to resume"
+        ) from None
+
+
+def _run_queue(
+    count: int, slots: int, make: Callable[[int, int], Job], say: Callable[[str], None],
+    poll: float, running: dict[int, tuple[subprocess.Popen, Job, int]],
+) -> dict[int, int]:  # fmt: skip
+    queue, free = list(range(count)), list(range(slots))
     done: dict[int, int] = {}
     while queue or running:
         while queue and free:
