@@ -5,7 +5,7 @@
   times and memory are a benchmark: benchmarks/bench_startup.py);
 - Ctrl-C (SIGINT) at moments spread from the end of Python's own start-up over the first
   seconds of `alexnet train` and `alexnet prepare` (imports, parsing, start-up, work) ends with
-  exit status 130 and no traceback.
+  exit status 130 and one last line, no traceback; SIGTERM the same with 143.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def _python_start_seconds() -> float:
     return max(times)
 
 
-def _interrupt_at(argv: list[str], delay: float) -> tuple[int, str]:
+def _interrupt_at(argv: list[str], delay: float, sig=signal.SIGINT) -> tuple[int, str]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "alexnet", *argv],
         stdout=subprocess.DEVNULL,
@@ -54,7 +54,7 @@ def _interrupt_at(argv: list[str], delay: float) -> tuple[int, str]:
         text=True,
     )
     time.sleep(delay)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     return proc.returncode, err
 
@@ -73,6 +73,36 @@ def test_ctrl_c_at_any_moment_is_one_line_and_exit_130(tmp_path):
                    "--count", "3000", "--image-size", "64", "--no-progress"]  # fmt: skip
         for argv in (train, prepare) if delay < 1.5 and i % 2 == 0 else (train,):
             code, err = _interrupt_at(argv, delay)
-            if code != 130 or "Traceback" in err:
+            if code != 130 or not _one_last_line(err, "interrupted", "SIGINT"):
                 failures.append(f"{argv[0]} at {delay:.2f}s: exit {code}: {err[-600:]}")
+    assert failures == [], "\n".join(failures)
+
+
+def _one_last_line(err: str, said: str, signal_name: str) -> bool:
+    """No traceback, and the last line is the command's own: the signal named, or the stop
+    after a saved checkpoint (training's progress lines come before it)."""
+    lines = err.strip().splitlines()
+    return (
+        "Traceback" not in err
+        and bool(lines)
+        and (
+            lines[-1].startswith(("alexnet train: ", "alexnet prepare: ", "alexnet: "))
+            and said in lines[-1]
+            or lines[-1].startswith(f"stopped by {signal_name} at epoch")
+        )
+    )
+
+
+def test_sigterm_at_any_moment_is_one_line_and_exit_143(tmp_path):
+    """SIGTERM (what torchrun, SLURM and `kill` send) before training has taken it over ends as
+    Ctrl-C does, with 143; once training runs, it saves a checkpoint first."""
+    data = synthetic_data(tmp_path / "data", count=200)
+    failures = []
+    for i, delay in enumerate([2 * _python_start_seconds(), 0.7, 1.5, 3.5]):
+        argv = ["train", "--data", str(data), "--output-dir", str(tmp_path / f"r{i}"), "--model",
+                "small", "--recipe", "fast", "--epochs", "50", "--batch-size", "32",
+                "--device", "cpu"]  # fmt: skip
+        code, err = _interrupt_at(argv, delay, signal.SIGTERM)
+        if code != 143 or not _one_last_line(err, "terminated", "SIGTERM"):
+            failures.append(f"train at {delay:.2f}s: exit {code}: {err[-600:]}")
     assert failures == [], "\n".join(failures)

@@ -160,7 +160,8 @@ def test_predict_equals_cli(world, server, capsys):
         assert [t["index"] for t in pred["top"]] == [t["index"] for t in ref["top"]]
         # both print 6 decimals of values that batching moves by ~1e-7: one unit apart at most
         np.testing.assert_allclose([t["prob"] for t in pred["top"]],
-                                   [t["prob"] for t in ref["top"]], rtol=0, atol=1.5e-6)  # fmt: skip
+                                   [t["prob"] for t in ref["top"]],
+                                   rtol=0, atol=1.5e-6)  # fmt: skip
 
 
 def reference_features(weights: Path, image: Path) -> np.ndarray:

@@ -6,12 +6,12 @@ imports no torch (the command modules import the library inside `run`), so `alex
 every `alexnet CMD --help` and a mistyped flag answer at once.
 User mistakes raise `UserError` and are printed as one line without a stack trace.
 
-Ctrl-C at any moment ends with one line and exit status 130: a handler exits at once
-(`alexnet.__main__` installs it first) from Python's start through imports, parsing, the
-command's own imports and set-up, to shutdown; only where a command can save its work does it
-take Ctrl-C over (training's `StopFlag` saves a checkpoint; `alexnet.interrupts.interruptible`
-turns it into a KeyboardInterrupt that `prepare` and `reproduce` handle and `main` turns into
-the line).
+Ctrl-C (SIGINT) or SIGTERM at any moment ends with one line and exit status 128 + the signal
+(130, 143): a handler exits at once (`alexnet.__main__` installs it first) from Python's start
+through imports, parsing, the command's own imports and set-up, to shutdown; only where a
+command can save its work does it take the signals over (training's `StopFlag` saves a
+checkpoint; `alexnet.interrupts.interruptible` turns them into a KeyboardInterrupt that
+`prepare` and `reproduce` handle and `main` turns into the line).
 """
 
 from __future__ import annotations
@@ -24,10 +24,12 @@ import threading
 _NAME = ["alexnet"]  # "alexnet CMD" once the command line is parsed
 
 
-def _interrupted_now(signum, frame) -> None:  # noqa: ARG001 - a signal handler's signature
-    """Start-up and shutdown: nothing to save, so exit at once with one line (no traceback)."""
-    os.write(2, f"{_NAME[0]}: interrupted\n".encode())
-    os._exit(130)
+def _stop_now(signum, frame) -> None:  # noqa: ARG001 - a signal handler's signature
+    """Start-up and shutdown: nothing to save, so exit at once with one line (no traceback)
+    and 128 + the signal (130 for Ctrl-C, 143 for SIGTERM)."""
+    what = "interrupted" if signum == signal.SIGINT else "terminated"
+    os.write(2, f"{_NAME[0]}: {what}\n".encode())
+    os._exit(128 + signum)
 
 
 # Sub-command modules, in the order `alexnet --help` lists them.
@@ -94,11 +96,11 @@ def _prepare_process(args) -> None:
         flush_denormals()
 
 
-def _set_sigint(handler) -> object:
-    """Install a SIGINT handler (from the main thread only); returns the previous one."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    return signal.signal(signal.SIGINT, handler)
+def _set_stop_handler(handler) -> None:
+    """Install `handler` for SIGINT and SIGTERM (from the main thread only)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGTERM, handler)
 
 
 def _run_command(args, entry: bool) -> int:
@@ -123,12 +125,15 @@ def _run_command(args, entry: bool) -> int:
             print(f"alexnet {args.command}: error: {line}", file=sys.stderr)
             return status
     except KeyboardInterrupt as exc:  # a command may say how to continue (prepare does)
-        print(f"alexnet {args.command}: {exc or 'interrupted'}", file=sys.stderr)
+        from alexnet.interrupts import stopped_by
+
+        signum = getattr(exc, "signum", signal.SIGINT)  # interrupts.Terminated: SIGTERM
+        print(f"alexnet {args.command}: {exc or stopped_by(exc)}", file=sys.stderr)
         if entry:  # the work is saved; a normal exit could still end in SIGINT (see interrupts)
             sys.stdout.flush()
             sys.stderr.flush()
-            os._exit(130)
-        return 130
+            os._exit(128 + signum)
+        return 128 + signum
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     the caller's handler in place."""
     entry = argv is None
     if entry:
-        _set_sigint(_interrupted_now)
+        _set_stop_handler(_stop_now)
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
@@ -149,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         return _run_command(args, entry)
     finally:
         if entry:
-            _set_sigint(_interrupted_now)  # shutdown: nothing left to save
+            _set_stop_handler(_stop_now)  # shutdown: nothing left to save
 
 
 if __name__ == "__main__":

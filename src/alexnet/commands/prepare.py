@@ -13,7 +13,7 @@ from alexnet.commands.outputs import creatable_dir
 from alexnet.data.layout import DEFAULT_QUALITY, ENCODINGS, SOURCE_NAMES
 from alexnet.data.outdir import check_output
 from alexnet.errors import UserError
-from alexnet.interrupts import interruptible
+from alexnet.interrupts import interruptible, stopped_by
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -138,9 +138,10 @@ def run(args: argparse.Namespace) -> int:
             report = prepare(source, args.out, workers=args.workers, overwrite=args.overwrite,
                              progress=not args.no_progress, src=src,
                              encoding=args.encoding, quality=quality)  # fmt: skip
-    except KeyboardInterrupt:  # the command line prints this as its one line, exit 130
-        raise KeyboardInterrupt(f"interrupted; run the same command again to resume from "
-                                f"{args.out}.partial") from None  # fmt: skip
+    except KeyboardInterrupt as exc:  # the command line prints this as its one line
+        exc.args = (f"{stopped_by(exc)}; run the same command again to resume from "
+                    f"{args.out}.partial",)  # fmt: skip
+        raise
     s = report["splits"]
     h, w = source.image_size
     kind = "" if args.encoding == "raw" else f" (JPEG q{quality})"

@@ -30,7 +30,7 @@ from alexnet.errors import UserError
 from alexnet.experiments.common import Context, Plan
 from alexnet.experiments.plan import train_argv
 from alexnet.experiments.runner import RunOutcome, RunSpec, default_rundir, run_all, run_state
-from alexnet.interrupts import interruptible
+from alexnet.interrupts import interruptible, stopped_by
 
 TrainFn = Callable[[Context, Plan, list[int]], None]
 
@@ -150,15 +150,14 @@ def run_processes(
     try:
         with interruptible():
             return _run_queue(count, slots, make, say, poll, running)
-    except KeyboardInterrupt:  # each running child saves a checkpoint and stops (SIGINT)
+    except KeyboardInterrupt as exc:  # each running child saves a checkpoint and stops
         for proc, _, _ in running.values():
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(getattr(exc, "signum", signal.SIGINT))
         for proc, _, _ in running.values():
             proc.wait()
-        raise KeyboardInterrupt(
-            f"interrupted; {len(running)} running job(s) stopped after "
-            "saving a checkpoint: rerun the command to resume"
-        ) from None
+        exc.args = (f"{stopped_by(exc)}; {len(running)} running job(s) stopped after saving a "
+                    "checkpoint: rerun the command to resume",)  # fmt: skip
+        raise
 
 
 def _run_queue(
