@@ -63,7 +63,7 @@ echo "gpu_check $(date -u +%Y-%m-%dT%H:%M:%SZ) python=$py" | tee -a "$results"
 timeout -k 5 60 "$py" "$work/info.py" 2>&1 | tee -a "$results"
 if [ "${PIPESTATUS[0]}" = 0 ]; then
   device=cuda budget=350
-  t_smoke=45 t_compile=100 t_train=90 t_model=40 t_lrn=25 t_tests=30
+  t_smoke=45 t_compile=90 t_train=90 t_model=40 t_lrn=25 t_tests=45
   smoke=(--device cuda --batch-size 256 --count 768 --image-size 256 --workers 8)
   smoke_model=(--model paper --recipe paper)
   train=(--device cuda --images 2048 --batch-size 256 --workers 8 --steps 16 --skip 8
