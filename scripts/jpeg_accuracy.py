@@ -44,8 +44,9 @@ def pack(fmnist: str, out: Path, encoding: str, quality: int) -> None:
 
 def train(data: Path, run: Path, seed: int, extra: list[str]) -> None:
     if not (run / "weights.safetensors").is_file():
-        alexnet("train", "--data", str(data), "--output-dir", str(run), "--model", "small",
-                "--recipe", "fast", "--seed", str(seed), "--device", "cpu", *extra)  # fmt: skip
+        alexnet("train", "--data", str(data), "--output-dir", str(run), "--resume", "auto",
+                "--model", "small", "--recipe", "fast", "--seed", str(seed), "--device", "cpu",
+                *extra)  # fmt: skip
 
 
 def test_error(data: Path, run: Path) -> tuple[float, int]:
