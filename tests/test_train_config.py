@@ -162,3 +162,10 @@ def test_recipes_are_complete_configs_that_pass_their_own_checks():
         assert set(recipe.values) <= set(CONFIG_FIELDS)
         for model, options in recipe.model_options.items():
             assert model in option_of("model").kind.options and options
+
+
+def test_print_config_shows_the_options_the_model_is_built_with():
+    shown = print_config(make_config("ablation", model_options={"dropout": 0.3}))
+    line = next(x for x in shown.splitlines() if x.startswith("model_options"))
+    # the recipe's small-family options (not visible in the field itself), the user's on top
+    assert '"towers": 2' in line and '"hidden": 256' in line and '"dropout": 0.3' in line

@@ -24,7 +24,7 @@ from typing import Any
 from alexnet.data.modes import AUGMENT_MODES, NORMALIZE_MODES, TEST_CROPS
 from alexnet.errors import UserError
 from alexnet.models.catalog import MODEL_NAMES
-from alexnet.train.recipes import RECIPES, recipe_defaults
+from alexnet.train.recipes import RECIPES, recipe_defaults, recipe_model_options
 from alexnet.train.schedules import PATIENCE, REDUCTIONS, SCHEDULES, THRESHOLD
 from alexnet.values import (
     FACTOR,
@@ -46,6 +46,13 @@ DEVICE_PAIR = Pattern(
     "devices",
 )  # fmt: skip
 RESUME_AUTO = "auto"  # --resume auto: start RUN when it holds no checkpoint, else continue it
+
+
+# Models that train faster in channels-last on a CPU, measured end to end with
+# benchmarks/bench_train.py (batch 64, 2 loader threads, AMD EPYC, 2 cores): torchvision's
+# model 73.0 -> 79.7 img/s (+9%); the paper model 81.3 -> 81.6 (no gain: its fused LRN/pool
+# kernels run NCHW); the others were not measured and keep NCHW.
+CHANNELS_LAST_ON_CPU = ("torchvision",)
 
 
 @dataclass(frozen=True)
@@ -163,7 +170,7 @@ class TrainConfig:
     amp: bool = _opt(False, None, "bf16 autocast", _MECH)
     channels_last: bool | None = _opt(
         None, None, "channels-last memory format", _MECH,
-        auto="on for the models in CHANNELS_LAST_ON_CPU on a CPU, where it measured faster",
+        auto=f"on a CPU for {', '.join(CHANNELS_LAST_ON_CPU)}'s model, where it measured faster",
     )  # fmt: skip
     compile: bool = _opt(False, None, "torch.compile the model", _MECH)
     tf32: bool = _opt(
@@ -221,13 +228,6 @@ def option_of(name: str) -> Option:
 
 
 CONFIG_FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(TrainConfig)}
-
-
-# Models that train faster in channels-last on a CPU, measured end to end with
-# benchmarks/bench_train.py (batch 64, 2 loader threads, AMD EPYC, 2 cores): torchvision's
-# model 73.0 -> 79.7 img/s (+9%); the paper model 81.3 -> 81.6 (no gain: its fused LRN/pool
-# kernels run NCHW); the others were not measured and keep NCHW.
-CHANNELS_LAST_ON_CPU = ("torchvision",)
 
 
 def make_config(recipe: str | None = None, **overrides: Any) -> TrainConfig:
@@ -338,6 +338,10 @@ def print_config(cfg: TrainConfig) -> str:
         shown = json.dumps(value)
         if value is None and option.auto:
             shown += f"  (automatic: {option.auto})"
+        if name == "model_options":  # what the model is built with: the recipe's, then these
+            built = {**recipe_model_options(cfg.recipe, cfg.model), **value}
+            shown += f"  (the {cfg.model} model is built with {json.dumps(built)}"
+            shown += ", and the data's input size and channels)" if cfg.model == "small" else ")"
         lines.append(f"{name.ljust(width)}  {shown}")
     return "\n".join(lines)
 
