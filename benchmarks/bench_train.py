@@ -47,50 +47,35 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 SRC = HERE.parent / "src"
 
+
+def _ours(model: str, *flags: str, recipe: str = "") -> list[str]:
+    """`alexnet train`'s arguments for a pipeline: the model, its recipe (the model's name
+    unless given) and further flags."""
+    return ["--model", model, "--recipe", recipe or model, *flags]
+
+
+FAST = ("--amp", "--channels-last")  # bf16 and channels-last
 PIPELINES = {
     "examples": None,
-    "ours-torchvision": ["--model", "torchvision", "--recipe", "torchvision"],
-    "ours-paper": ["--model", "paper", "--recipe", "paper"],
-    "ours-torchvision-amp": ["--model", "torchvision", "--recipe", "torchvision", "--amp"],
-    "ours-paper-amp": ["--model", "paper", "--recipe", "paper", "--amp"],
-    "ours-torchvision-nomalloc": ["--model", "torchvision", "--recipe", "torchvision"],
-    "ours-paper-nomalloc": ["--model", "paper", "--recipe", "paper"],
-    "ours-torchvision-cl": ["--model", "torchvision", "--recipe", "torchvision", "--channels-last"],
-    "ours-paper-cl": ["--model", "paper", "--recipe", "paper", "--channels-last"],
-    "ours-torchvision-w1": ["--model", "torchvision", "--recipe", "torchvision"],
-    "ours-paper-w1": ["--model", "paper", "--recipe", "paper"],
+    "ours-torchvision": _ours("torchvision"),
+    "ours-paper": _ours("paper"),
+    "ours-torchvision-amp": _ours("torchvision", "--amp"),
+    "ours-paper-amp": _ours("paper", "--amp"),
+    "ours-torchvision-nomalloc": _ours("torchvision"),
+    "ours-paper-nomalloc": _ours("paper"),
+    "ours-torchvision-cl": _ours("torchvision", "--channels-last"),
+    "ours-paper-cl": _ours("paper", "--channels-last"),
+    "ours-torchvision-w1": _ours("torchvision"),
+    "ours-paper-w1": _ours("paper"),
     # the small network: a fast dry run of the plumbing (gpu_check.sh on a CPU), no claim
-    "ours-small": ["--model", "small", "--recipe", "fast"],
+    "ours-small": _ours("small", recipe="fast"),
     # bf16 and channels-last, eager (the fast settings on CUDA without compile's start-up)
-    "ours-paper-amp-cl": ["--model", "paper", "--recipe", "paper", "--amp", "--channels-last"],
-    "ours-torchvision-amp-cl": [
-        "--model",
-        "torchvision",
-        "--recipe",
-        "torchvision",
-        "--amp",
-        "--channels-last",
-    ],
+    "ours-paper-amp-cl": _ours("paper", *FAST),
+    "ours-torchvision-amp-cl": _ours("torchvision", *FAST),
     # a GPU as it is meant to run: packed data and augmentation on the device, bf16,
     # channels-last, torch.compile
-    "ours-paper-gpu": [
-        "--model",
-        "paper",
-        "--recipe",
-        "paper",
-        "--amp",
-        "--channels-last",
-        "--compile",
-    ],
-    "ours-torchvision-gpu": [
-        "--model",
-        "torchvision",
-        "--recipe",
-        "torchvision",
-        "--amp",
-        "--channels-last",
-        "--compile",
-    ],
+    "ours-paper-gpu": _ours("paper", *FAST, "--compile"),
+    "ours-torchvision-gpu": _ours("torchvision", *FAST, "--compile"),
 }
 # pipelines that change one setting against the same-named one without the suffix
 WORKERS_OVERRIDE = {"-w1": 1}
