@@ -97,6 +97,8 @@ def run_size(n: int, encoding: str, root: Path, image_size: int, chunk: int | No
         for x, _ in loader.iterate():
             del x
     res["epoch"] = (p.seconds / n, p.grew, p.cpu / n)
+    if encoding == "raw":
+        res["gather_floor"] = gather_floor(ds.images, n)
     res["stored_bytes_per_image"] = sum(f.stat().st_size for f in out.iterdir()) / total
     del ds, loader
     torch.cuda.empty_cache() if torch.cuda.is_available() else None
@@ -190,6 +192,20 @@ def collect(args, root: Path) -> tuple[list[dict], list[dict]]:
     return runs, tar_runs
 
 
+def gather_floor(images, n: int, batch: int = 256) -> tuple[float, int, float]:
+    """The floor under any shuffled epoch: plain numpy fancy indexing of the memory-mapped
+    images in a random order, batch by batch, in one thread (seconds and CPU per image).
+    Its time per image grows with n by itself, once the images outgrow the CPU's caches
+    (random reads from RAM instead of cache); what the loader adds on top is ours."""
+    import numpy as np
+
+    order = np.random.default_rng(0).permutation(n)
+    t0, c0 = time.perf_counter(), time.process_time()
+    for i in range(0, n, batch):
+        np.asarray(images[np.sort(order[i : i + batch])])
+    return ((time.perf_counter() - t0) / n, 0, (time.process_time() - c0) / n)
+
+
 def _ratios(lo: tuple, hi: tuple, n_lo: int, n_hi: int) -> dict:
     """Growth from the smallest to the largest size: wall and CPU time per item, RSS per item."""
     return {"time_ratio": round(hi[0] / lo[0], 3), "cpu_ratio": round(hi[2] / lo[2], 3),
@@ -218,6 +234,14 @@ def report(runs: list[dict], tar_runs: list[dict], args) -> dict:
             print(f"{enc} {s}: from n={rs[0]['n']} to n={rs[-1]['n']} time/image x"
                   f"{g['time_ratio']:.2f} (CPU x{g['cpu_ratio']:.2f}); peak RSS grows "
                   f"{g['rss_bytes_per_item']:.1f} bytes per image")  # fmt: skip
+        if "gather_floor" in rs[0]:
+            lo, hi = rs[0]["gather_floor"][0], rs[-1]["gather_floor"][0]
+            g = summary["growth"][f"{enc}_epoch"]
+            g["floor_ratio"] = round(hi / lo, 3)
+            g["over_floor_ratio"] = round(g["time_ratio"] / g["floor_ratio"], 3)
+            print(f"{enc} epoch floor (numpy gather in a random order, 1 thread): "
+                  f"{lo * 1e6:.2f} -> {hi * 1e6:.2f} us/image, x{g['floor_ratio']:.2f}; "
+                  f"the epoch over the floor x{g['over_floor_ratio']:.2f}")  # fmt: skip
     for t in tar_runs:
         print(f"tar index {t['members']:>8} members: " + ", ".join(
             f"{k} {t[k][0] * 1e6:.1f} us (CPU {t[k][2] * 1e6:.1f}) and {t[k][1] / 1e6:.1f} MB"
