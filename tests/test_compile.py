@@ -7,11 +7,9 @@ finds one graph; `aot_eager` (Dynamo + AOTAutograd, eager kernels) gives what ea
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 import torch
+from proc_helpers import python_stdout
 
 import alexnet
 from alexnet.models import native
@@ -105,6 +103,4 @@ def test_eager_calls_do_not_import_dynamo():
         "model(torch.randn(1, 3, 224, 224)).sum().backward()\n"
         "print('torch._dynamo' in sys.modules)\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip() == "False"
+    assert python_stdout(code).strip() == "False"

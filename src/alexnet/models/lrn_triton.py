@@ -144,17 +144,32 @@ def _neighbour(
 
 
 @triton.jit
+def _start(
+    x_ptr, rows, width, channels, per_group, col_blocks, alpha, beta, k,
+    HALF: tl.constexpr, CL: tl.constexpr, BETA34: tl.constexpr, BLOCK_R: tl.constexpr,
+    BLOCK_W: tl.constexpr, WIDE: tl.constexpr, RELU: tl.constexpr,
+):  # fmt: skip
+    """Both kernels' start: this program's tile (`_tile`), and at each of its elements a and
+    (d^-beta, d^(-beta-1)) (`_neg_pow`). What a kernel leaves unused the compiler drops."""
+    offs, inside, pos, step = _tile(
+        rows, width, channels, per_group, col_blocks, CL, BLOCK_R, BLOCK_W, WIDE
+    )
+    d = k + alpha * _window_sq(x_ptr, offs, inside, pos, step, per_group, 0, HALF, RELU)
+    p, q = _neg_pow(d, beta, BETA34)
+    a = _load_a(x_ptr, offs, inside, RELU)
+    return offs, inside, pos, step, a, p, q
+
+
+@triton.jit
 def _lrn_forward_kernel(
     x_ptr, y_ptr, rows, width, channels, per_group, col_blocks, alpha, beta, k,
     HALF: tl.constexpr, CL: tl.constexpr, BETA34: tl.constexpr, BLOCK_R: tl.constexpr,
     BLOCK_W: tl.constexpr, WIDE: tl.constexpr, RNE: tl.constexpr, RELU: tl.constexpr,
 ):  # fmt: skip
-    offs, inside, pos, step = _tile(
-        rows, width, channels, per_group, col_blocks, CL, BLOCK_R, BLOCK_W, WIDE
-    )
-    d = k + alpha * _window_sq(x_ptr, offs, inside, pos, step, per_group, 0, HALF, RELU)
-    p, _ = _neg_pow(d, beta, BETA34)
-    a = _load_a(x_ptr, offs, inside, RELU)
+    offs, inside, _, _, a, p, _ = _start(
+        x_ptr, rows, width, channels, per_group, col_blocks, alpha, beta, k,
+        HALF, CL, BETA34, BLOCK_R, BLOCK_W, WIDE, RELU,
+    )  # fmt: skip
     _store(y_ptr, offs, a * p, inside, RNE)
 
 
@@ -164,13 +179,11 @@ def _lrn_backward_kernel(
     HALF: tl.constexpr, CL: tl.constexpr, BETA34: tl.constexpr, BLOCK_R: tl.constexpr,
     BLOCK_W: tl.constexpr, WIDE: tl.constexpr, RNE: tl.constexpr, RELU: tl.constexpr,
 ):  # fmt: skip
-    offs, inside, pos, step = _tile(
-        rows, width, channels, per_group, col_blocks, CL, BLOCK_R, BLOCK_W, WIDE
-    )
+    offs, inside, pos, step, a, p, q = _start(
+        x_ptr, rows, width, channels, per_group, col_blocks, alpha, beta, k,
+        HALF, CL, BETA34, BLOCK_R, BLOCK_W, WIDE, RELU,
+    )  # fmt: skip
     # sum over the neighbours i of g_i a_i d_i^(-beta-1), each d_i recomputed from a
-    d = k + alpha * _window_sq(x_ptr, offs, inside, pos, step, per_group, 0, HALF, RELU)
-    p, q = _neg_pow(d, beta, BETA34)
-    a = _load_a(x_ptr, offs, inside, RELU)
     g = tl.load(g_ptr + offs, mask=inside, other=0.0).to(tl.float32)
     spread = g * a * q
     for i in tl.static_range(1, HALF + 1):
