@@ -9,23 +9,30 @@ on 127.0.0.1, gloo).
 - the workers of a new generation agree on a store namespace no dead worker wrote to
   (`alexnet.elastic`), whatever torchrun's per-node restart counts say;
 - a world size that differs from the checkpoint's keeps the global batch, or is refused
-  naming both sizes.
+  naming both sizes;
+- a rank whose copy of the dataset differs from rank 0's stops every rank in one line naming it;
+- `--resume auto` refuses a RUN of another model or of other data in one line.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
+import socket
 import subprocess
 import sys
 import threading
 import time
 
+import data_helpers as dh
 import pytest
 import torch
-from train_helpers import REPO, env, metrics, run, weights, write_packed
+from train_helpers import REPO, env, metrics, popen, run, weights, write_packed
 
 from alexnet.checkpoint import Checkpoint
+from alexnet.data.pack import prepare
+from alexnet.data.packed import open_dataset
+from alexnet.data.sources import ArraySource
 from alexnet.errors import UserError
 from alexnet.runtime import DistInfo
 from alexnet.train.compat import reconcile_world_size
@@ -156,6 +163,14 @@ def test_resume_auto_starts_continues_and_knows_a_finished_run(data, tmp_path):
     other = run([*argv, "--model-options", '{"widths": [8, 8, 32]}'])
     assert other.returncode == 2 and "another model" in other.stderr
     assert len(other.stderr.strip().splitlines()) == 1
+    elsewhere = write_packed(tmp_path / "other-data", n_train=192, n_val=40, seed=1)
+    moved = run([*argv, "--data", str(elsewhere)])
+    assert moved.returncode == 2, moved.stderr
+    assert moved.stderr.strip().splitlines() == [
+        f"alexnet train: error: {out}: checkpoint was trained on other data (fingerprint "
+        f"test-0-192-28 in the checkpoint, test-1-192-28 in --data)"
+    ]
+    assert (out / "weights.safetensors").stat().st_mtime_ns == weights_before
 
 
 def test_plain_output_dir_under_torchrun_names_the_auto_form(data, tmp_path):
@@ -167,3 +182,37 @@ def test_plain_output_dir_under_torchrun_names_the_auto_form(data, tmp_path):
     assert again.returncode == 2
     assert f"--output-dir {out} --resume auto" in again.stderr
     assert len(again.stderr.strip().splitlines()) == 1
+
+
+def test_a_rank_with_other_data_stops_every_rank_in_one_line_naming_it(tmp_path):
+    """Two ranks (gloo, started as torchrun would: RANK, WORLD_SIZE, MASTER_ADDR/PORT), each
+    with its own copy of the dataset; rank 1's was prepared from a source one byte different in
+    one training image, so its fingerprint differs: every rank stops before training, in one
+    line naming rank 1 and its host."""
+    (images, labels), val = dh.photo_arrays(32), dh.photo_arrays(8, seed=1)
+    changed = images.copy()
+    changed[5, 10, 10, 1] ^= 1  # one byte of one record
+    copies = [tmp_path / "rank0-data", tmp_path / "rank1-data"]
+    for root, train in zip(copies, (images, changed)):
+        arrays = {"train": (train, labels), "val": val}
+        prepare(ArraySource("photos", ["a", "b", "c"], arrays, {}), root, workers=1,
+                progress=False)  # fmt: skip
+    fp = [open_dataset(root).fingerprint for root in copies]
+    assert fp[0] != fp[1]
+    port, host = str(free_port()), socket.gethostname()
+    procs = [popen(["train", "--data", str(copies[r]), "--output-dir", str(tmp_path / "run"),
+                    *TRAIN], RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE="2",
+                   MASTER_ADDR="127.0.0.1", MASTER_PORT=port) for r in (0, 1)]  # fmt: skip
+    try:
+        errs = [p.communicate(timeout=120)[1] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    names = f"rank 0 on {host} has fingerprint {fp[0]}, but rank 1 on {host} ({fp[1]})"
+    for r, (p, err) in enumerate(zip(procs, errs)):
+        assert p.returncode == 2, f"rank {r}: {err[-3000:]}"
+        lines = err.strip().splitlines()
+        assert len(lines) == 1, f"rank {r}: {err[-3000:]}"
+        assert lines[0].startswith(f"alexnet train: error: {copies[r]}: not the same packed")
+        assert names in lines[0], lines[0]
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
