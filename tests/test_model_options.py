@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
+from data_helpers import synthetic_data
 from test_models import count, paper_param_count
 from torch import nn
 
 import alexnet
+from alexnet import cli
 from alexnet.errors import UserError
 from alexnet.models.alexnet import MIDDLE_CONVS, ONE_GPU_OPTIONS
 from alexnet.models.common import one_tower_widths
 from alexnet.models.lrn import LRN
+from alexnet.models.registry import option_defaults
 from alexnet.models.summary import layer_table
+from alexnet.models.variants import SmallCNN, SmallOptions
+from alexnet.train import fit, make_config
 
 
 def small_param_count(widths=(32, 32, 64), towers=1, remove=None, channels=3, classes=10) -> int:
@@ -161,3 +169,141 @@ def test_lrn_scope_all_equals_one_tower_with_block_diagonal_convs():
         a, b = caffe.features[:3](x), per_tower.features[:3](x)  # conv1, act1, norm1
     differs = (a - b).abs().amax(dim=(0, 2, 3)) > 0
     assert differs.nonzero().flatten().tolist() == [46, 47, 48, 49]
+
+
+# (model, option, a bad value, what the message must say the option may be): every option of
+# every model has at least one (checked below).
+BAD_OPTIONS = [
+    ("paper", "num_classes", 0, "an integer >= 1"),
+    ("paper", "input_size", 200, "224, 227"),
+    ("paper", "lrn", "no", "True, False"),
+    ("paper", "pool", "avg", "overlap, nonoverlap"),
+    ("paper", "dropout", 2, "[0, 1)"),
+    ("paper", "dropout", 1.0, "[0, 1)"),
+    ("paper", "dropout", "half", "[0, 1)"),
+    ("paper", "towers", 3, "1, 2"),
+    ("paper", "activation", "gelu", "relu, tanh"),
+    ("paper", "init", "xavier", "paper, caffe, kaiming, torch"),
+    ("paper", "widths", (96, 256), "5 positive numbers"),
+    ("paper", "widths", ["a"] * 5, "5 positive numbers"),
+    ("paper", "remove_conv", "conv5", "None, conv2, conv3, conv4"),
+    ("paper", "lrn_k", -1, "> 0"),
+    ("paper", "lrn_k", 0, "> 0"),
+    ("paper", "lrn_k", "two", "> 0"),
+    ("paper", "lrn_alpha_convention", "caffe", "paper, per_size"),
+    ("paper", "lrn_scope", "gpu", "tower, all"),
+    ("seed", "num_classes", -3, "an integer >= 1"),
+    ("seed", "dropout", 2, "[0, 1)"),
+    ("torchvision", "num_classes", 2.5, "an integer >= 1"),
+    ("torchvision", "dropout", -0.1, "[0, 1)"),
+    ("small", "num_classes", 0, "an integer >= 1"),
+    ("small", "in_channels", 2, "1, 3"),
+    ("small", "input_size", 224, "28, 32"),
+    ("small", "widths", (32, 32), "3 positive numbers"),
+    ("small", "widths", "abc", "3 positive numbers"),
+    ("small", "lrn", 2, "True, False"),
+    ("small", "pool", "max", "overlap, nonoverlap"),
+    ("small", "activation", "sigmoid", "relu, tanh"),
+    ("small", "hidden", -1, "an integer >= 0"),
+    ("small", "hidden", 1.5, "an integer >= 0"),
+    ("small", "dropout", 1.5, "[0, 1)"),  # refused even without a hidden layer to use it
+    ("small", "batchnorm", "yes", "True, False"),
+    ("small", "init", "caffe", "paper, torch"),
+    ("small", "towers", 4, "1, 2"),
+    ("small", "remove_conv", "conv3", "None, conv2"),
+]
+
+
+def test_every_option_of_every_model_has_a_bad_value_case():
+    for name in alexnet.list_models():
+        assert {o for m, o, *_ in BAD_OPTIONS if m == name} == set(option_defaults(name)), name
+
+
+@pytest.mark.parametrize("name,option,value,allowed", BAD_OPTIONS)
+def test_a_bad_option_is_one_line_naming_it_and_what_it_may_be(name, option, value, allowed):
+    with pytest.raises(UserError) as info:
+        alexnet.get_model(name, **{option: value})
+    message = str(info.value)
+    assert "\n" not in message and option in message and allowed in message, message
+    assert message.startswith(f"model {name!r}: ")
+
+
+def test_an_unknown_option_lists_the_known_ones():
+    with pytest.raises(UserError, match=r"'small' has no option 'colour'; its options: num_cl"):
+        alexnet.get_model("small", colour=True)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    return synthetic_data(tmp_path_factory.mktemp("options") / "data", count=40)
+
+
+@pytest.mark.parametrize(
+    "model,options,words",
+    [
+        ("paper", {"dropout": 2}, "dropout=2 is not a probability in [0, 1)"),
+        ("paper", {"lrn_k": -1}, "lrn_k=-1 is not a finite number > 0"),
+        ("small", {"dropout": 2}, "dropout=2 is not a probability in [0, 1)"),
+    ],
+)
+def test_train_with_a_bad_model_option_is_one_line(tiny_data, tmp_path, capsys, model,
+                                                   options, words):  # fmt: skip
+    argv = ["train", "--data", str(tiny_data), "--output-dir", str(tmp_path / "run"),
+            "--model", model, "--model-options", json.dumps(options), "--epochs", "1",
+            "--batch-size", "8", "--device", "cpu"]  # fmt: skip
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith(f"alexnet train: error: model {model!r}: {words}"), err
+
+
+def test_fit_with_a_bad_model_option_raises_user_error(tiny_data, tmp_path):
+    values = {"data": str(tiny_data), "output_dir": str(tmp_path), "epochs": 1, "batch_size": 8,
+              "device": "cpu", "model_options": {"lrn_k": "x"}}  # fmt: skip
+    cfg = make_config("paper", model="paper", **values)
+    with pytest.raises(UserError, match="lrn_k='x' is not a finite number > 0"):
+        fit(cfg)
+
+
+# The small model's config as the code before `SmallOptions` stored it (its constructor's
+# keywords in order, values as given, widths a list): weights saved then must load unchanged.
+OLD_SMALL_DEFAULTS = {
+    "num_classes": 10, "in_channels": 3, "input_size": 32, "widths": [32, 32, 64], "lrn": True,
+    "pool": "overlap", "activation": "relu", "hidden": 0, "dropout": 0.0, "batchnorm": False,
+    "init": "torch", "towers": 1, "remove_conv": None,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "options,changed",
+    [
+        ({}, {}),
+        # the fast recipe's options
+        ({"batchnorm": True, "lrn": False, "pool": "nonoverlap", "hidden": 256},
+         {"batchnorm": True, "lrn": False, "pool": "nonoverlap", "hidden": 256}),
+        # Fashion-MNIST, two towers, the middle layer removed, widths as a tuple, an int dropout
+        ({"num_classes": 4, "in_channels": 1, "input_size": 28, "widths": (16, 16, 64),
+          "towers": 2, "remove_conv": "conv2", "dropout": 0, "activation": "tanh",
+          "init": "paper"},
+         {"num_classes": 4, "in_channels": 1, "input_size": 28, "widths": [16, 16, 64],
+          "towers": 2, "remove_conv": "conv2", "dropout": 0, "activation": "tanh",
+          "init": "paper"}),
+        ({"hidden": 64, "dropout": 0.5, "widths": [48, 48, 96]},
+         {"hidden": 64, "dropout": 0.5, "widths": [48, 48, 96]}),
+    ],
+)  # fmt: skip
+def test_small_config_is_what_it_was_before_small_options(options, changed):
+    expected = json.dumps({**OLD_SMALL_DEFAULTS, **changed})  # order and types too
+    assert json.dumps(SmallOptions(**options).to_config()) == expected
+    assert json.dumps(alexnet.get_model("small", **options).config["options"]) == expected
+
+
+def test_small_options_keep_the_constructor_keywords_and_defaults():
+    model = SmallCNN(num_classes=10, lrn=False, widths=[16, 16, 32], hidden=8)
+    assert (
+        model.config == alexnet.get_model("small", lrn=False, widths=(16, 16, 32), hidden=8).config
+    )
+    assert SmallCNN(5).num_classes == 5 and SmallCNN.Options is SmallOptions
+    assert option_defaults("small") == OLD_SMALL_DEFAULTS
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        SmallOptions().hidden = 3  # type: ignore[misc]

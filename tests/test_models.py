@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -72,6 +74,32 @@ def test_parameter_counts():
     assert count(alexnet.get_model("paper", num_classes=10)) == paper_param_count(10)
     assert count(alexnet.get_model("seed")) == paper_param_count(towers=1) == 62_378_344
     assert count(alexnet.get_model("torchvision")) == count(torchvision.models.alexnet())
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+README_MODELS = "| name | what | params (1000 classes) |"
+
+
+def readme_param_counts(text: str) -> dict[str, tuple[int, int]]:
+    """The README's model table: name -> (parameters it states, classes they are for: 1000,
+    or the row's own "(N classes)")."""
+    assert README_MODELS in text, "the README has no model table"
+    rows = {}
+    for line in text.split(README_MODELS, 1)[1].splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        row = re.fullmatch(r"\| `(\w+)` \|.*\| ([\d,]+)(?: \((\d+) classes\))? \|", line)
+        assert row, f"unreadable README model row: {line}"
+        rows[row[1]] = (int(row[2].replace(",", "")), int(row[3] or 1000))
+    return rows
+
+
+def test_readme_parameter_counts_are_the_built_models():
+    rows = readme_param_counts(README.read_text())
+    assert list(rows) == alexnet.list_models()
+    assert rows["small"][1] == 10 and {c for n, (_, c) in rows.items() if n != "small"} == {1000}
+    for name, (params, classes) in rows.items():
+        assert count(alexnet.get_model(name, num_classes=classes)) == params, name
 
 
 def test_paper_init_statistics_and_bias_constants():

@@ -68,3 +68,11 @@ def test_python_dash_m():
     )  # fmt: skip
     assert out.returncode == 2
     assert "Traceback" not in out.stderr and "(N, 3, 224, 224)" in out.stderr
+
+
+@pytest.mark.parametrize("model, size", [("torchvision", 62), ("seed", 100), ("paper", 100),
+                                         ("small", 100)])  # fmt: skip
+def test_an_input_size_the_model_cannot_take_is_one_line(model, size, capsys):
+    assert main(["summary", "--model", model, "--input-size", str(size)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("alexnet summary: error: model "), err

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from alexnet.data.augment import EvalTransform
+from alexnet.data.modes import TEST_CROPS
 from alexnet.runtime import all_reduce_sum
 from alexnet.weights.meta import Preprocess
 
@@ -27,8 +28,8 @@ def make_eval_transform(
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """uint8 (B, 3, H, W) -> float (B*crops, C, S, S), image-major, from a weights' `Preprocess`
     (a dict in its JSON form is read with `Preprocess.from_json`); paper §4.1 for 10 crops."""
-    if crops not in (1, 2, 10):
-        raise ValueError(f"crops must be 1, 2 or 10, got {crops}")
+    if crops not in TEST_CROPS:
+        raise ValueError(f"crops must be one of {', '.join(map(str, TEST_CROPS))}, got {crops}")
     pre = Preprocess.from_json(preprocess)
     base = EvalTransform(
         crop_size=pre.crop_size,

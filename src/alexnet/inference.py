@@ -29,6 +29,7 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 
 from alexnet.data.decode import decode_image
+from alexnet.data.modes import TEST_CROPS
 from alexnet.errors import UserError
 from alexnet.evaluate import make_eval_transform
 from alexnet.fileio import atomic_write, atomic_write_text
@@ -135,8 +136,8 @@ class Predictor:
         crops: int = 1,
         batch_size: int = 64,
     ) -> None:
-        if crops not in (1, 2, 10):
-            raise UserError(f"--crops {crops}: must be 1, 2 or 10")
+        if crops not in TEST_CROPS:
+            raise UserError(f"--crops {crops}: must be one of {', '.join(map(str, TEST_CROPS))}")
         self.weights = str(weights)
         self.device = torch.device(device)
         self.model, self.meta = load(weights, self.device)

@@ -1,8 +1,8 @@
 """The named modes of augmentation, normalization and test-time crops, declared once.
 
-Torch-free, so the command line offers them as choices without importing torch; the transforms
-(`alexnet.data.augment`), the evaluation (`alexnet.evaluate`) and `TrainConfig` all check
-against these tuples.
+Torch-free, so the command line offers them as choices without importing torch (`train`,
+`eval`, `predict`, `serve`); the transforms (`alexnet.data.augment`), the evaluation
+(`alexnet.evaluate`, `alexnet.inference`) and `TrainConfig` all check against these tuples.
 """
 
 from __future__ import annotations

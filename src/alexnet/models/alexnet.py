@@ -28,7 +28,11 @@ from alexnet.models.common import (
     INITS,
     AlexNetModel,
     check_choice,
+    check_count,
+    check_dropout,
     check_input,
+    check_positive,
+    check_switch,
     check_widths,
     init_kaiming,
     init_normal,
@@ -107,16 +111,19 @@ class PaperOptions:
     lrn_scope: str = "tower"
 
     def __post_init__(self) -> None:
+        """Refuse a bad option with a UserError that names it and what it may be."""
+        check_count("num_classes", self.num_classes, 1)
         check_choice("input_size", self.input_size, INPUT_SIZES)
+        check_switch("lrn", self.lrn)
+        check_choice("pool", self.pool, POOLS)
+        check_dropout("dropout", self.dropout)
         check_choice("towers", self.towers, (1, 2))
         check_choice("activation", self.activation, ACTIVATIONS)
         check_choice("init", self.init, INITS)
-        check_choice("pool", self.pool, POOLS)
         check_choice("remove_conv", self.remove_conv, (None, *MIDDLE_CONVS))
+        check_positive("lrn_k", self.lrn_k)
         check_choice("lrn_alpha_convention", self.lrn_alpha_convention, ALPHA_CONVENTIONS)
         check_choice("lrn_scope", self.lrn_scope, ("tower", "all"))
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         object.__setattr__(self, "widths", check_widths(self.widths, 5, self.towers))
         object.__setattr__(self, "lrn_k", float(self.lrn_k))
 

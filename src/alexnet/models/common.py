@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 import warnings
 from typing import Any, ClassVar, TypedDict
 
@@ -84,14 +86,47 @@ def make_activation(name: str) -> nn.Module:
 
 
 def check_choice(option: str, value: Any, choices: tuple) -> None:
+    """UserError naming `option` and its `choices` unless `value` is one of them."""
     if value not in choices:
         raise UserError(f"{option}={value!r} is not one of {', '.join(map(str, choices))}")
 
 
+def check_switch(option: str, value: Any) -> None:
+    """UserError unless `value` is true or false (a feature switched on or off)."""
+    check_choice(option, value, (True, False))
+
+
+def check_count(option: str, value: Any, least: int) -> None:
+    """UserError unless `value` is an integer >= `least` (classes, hidden units)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+        raise UserError(f"{option}={value!r} is not an integer >= {least}")
+
+
+def check_dropout(option: str, value: Any) -> None:
+    """UserError unless `value` is a drop probability in [0, 1) (paper §4.2: 0.5; 0: none)."""
+    if not _is_real(value) or not 0.0 <= value < 1.0:
+        raise UserError(f"{option}={value!r} is not a probability in [0, 1)")
+
+
+def check_positive(option: str, value: Any) -> None:
+    """UserError unless `value` is a finite number > 0 (LRN's k, paper §3.3)."""
+    if not _is_real(value) or not (math.isfinite(value) and value > 0):
+        raise UserError(f"{option}={value!r} is not a finite number > 0")
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def check_widths(widths: tuple[int, ...] | list[int], count: int, towers: int) -> tuple[int, ...]:
     """`count` positive conv widths, each divisible by `towers` (grouped convs, per-tower LRN)."""
-    widths = tuple(int(w) for w in widths)
-    if len(widths) != count or min(widths) < 1:
+    try:
+        if isinstance(widths, str):
+            raise TypeError(widths)
+        widths = tuple(int(w) for w in widths)
+    except (TypeError, ValueError):
+        raise UserError(f"widths must be {count} positive numbers, got {widths!r}") from None
+    if len(widths) != count or min(widths, default=0) < 1:
         raise UserError(f"widths must be {count} positive numbers, got {list(widths)}")
     if any(w % towers for w in widths):
         raise UserError(f"widths {list(widths)} must each split into towers={towers}")

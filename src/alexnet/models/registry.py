@@ -59,7 +59,8 @@ def _stored(value: Any) -> Any:
 
 
 def get_model(name: str, num_classes: int | None = None, **options: Any) -> AlexNetModel:
-    """Build model `name` with its options; unknown names or options give a UserError.
+    """Build model `name` with its options; an unknown name or option, or an option's bad
+    value, gives a one-line UserError that names it and what it may be.
 
     `num_classes` defaults to 1000 (10 for `small`). The model has the `AlexNetModel`
     interface: `num_classes`, `input_size`, `in_channels`, `config`, `forward_penultimate`.
@@ -67,7 +68,13 @@ def get_model(name: str, num_classes: int | None = None, **options: Any) -> Alex
     cls = model_class(name)
     if num_classes is not None:
         options["num_classes"] = num_classes
+    known = option_defaults(name)
+    unknown = [key for key in options if key not in known]
+    if unknown:
+        raise UserError(
+            f"model {name!r} has no option {unknown[0]!r}; its options: {', '.join(known)}"
+        )
     try:
         return cls(**options)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:  # the options are the only input (UserError too)
         raise UserError(f"model {name!r}: {exc}") from None

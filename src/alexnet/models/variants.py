@@ -2,22 +2,36 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from alexnet.models.alexnet import pool_layer
+from alexnet.errors import UserError
+from alexnet.models.alexnet import POOLS, pool_layer
 from alexnet.models.common import (
     ACTIVATIONS,
     AlexNetModel,
     check_choice,
+    check_count,
+    check_dropout,
     check_input,
+    check_switch,
     check_widths,
     init_normal,
     make_activation,
 )
 from alexnet.models.lrn import LRN
+
+
+def _head_options(num_classes: int, dropout: float) -> dict[str, Any]:
+    """The options of `seed` and `torchvision`, checked: fc8's size and fc6/fc7's dropout."""
+    check_count("num_classes", num_classes, 1)
+    check_dropout("dropout", dropout)
+    return {"num_classes": num_classes, "dropout": dropout}
 
 
 class SeedAlexNet(AlexNetModel):
@@ -33,7 +47,7 @@ class SeedAlexNet(AlexNetModel):
     def __init__(self, num_classes: int = 1000, *, dropout: float = 0.5) -> None:
         super().__init__()
         self._declare(
-            {"num_classes": num_classes, "dropout": dropout},
+            _head_options(num_classes, dropout),
             input_size=224, in_channels=3, penultimate_dim=4096, penultimate_name="fc7",
         )  # fmt: skip
         self.features = nn.Sequential(
@@ -84,7 +98,7 @@ class TorchvisionAlexNet(AlexNetModel):
     def __init__(self, num_classes: int = 1000, *, dropout: float = 0.5) -> None:
         super().__init__()
         self._declare(
-            {"num_classes": num_classes, "dropout": dropout},
+            _head_options(num_classes, dropout),
             input_size=224, in_channels=3, penultimate_dim=4096, penultimate_name="fc7",
         )  # fmt: skip
         self.features = nn.Sequential(
@@ -117,7 +131,7 @@ class TorchvisionAlexNet(AlexNetModel):
         """(N, 3, H, W) -> fc7 activations after ReLU (N, 4096)."""
         check_input(self, x, fixed_size=False)
         if min(x.shape[-2:]) < 63:
-            raise ValueError(f"model 'torchvision' needs H, W >= 63, got {tuple(x.shape)}")
+            raise UserError(f"model 'torchvision' needs H, W >= 63, got {tuple(x.shape)}")
         x = torch.flatten(self.avgpool(self.features(x)), 1)
         return self.classifier[:6](x)
 
@@ -130,29 +144,64 @@ def _pooled(size: int, pool: str) -> int:
     return (size - 3) // 2 + 1 if pool == "overlap" else (size - 2) // 2 + 1
 
 
+SMALL_INITS = ("paper", "torch")
+
+
+@dataclass(frozen=True)
+class SmallOptions:
+    """The small CNN family's options (§3.1 Fig. 1, §3.3); checked when made, and stored as
+    the model's config (`to_config`)."""
+
+    num_classes: int = 10  # outputs of the last layer (10 for CIFAR-10)
+    in_channels: int = 3  # 1 (Fashion-MNIST) or 3 (CIFAR-10)
+    input_size: int = 32  # 28 (Fashion-MNIST) or 32 (CIFAR-10)
+    # channels of conv1..conv3; `one_tower_widths(widths)` with towers=1 is the comparison net
+    # for towers=2 (§3.2: half of each but the last)
+    widths: tuple[int, ...] = (32, 32, 64)
+    lrn: bool = True  # LRN (the paper's constants) after conv1's and conv2's pools (§3.3)
+    pool: str = "overlap"  # "overlap" (3/2, §3.4) or "nonoverlap" (2/2), max-pooling throughout
+    activation: str = "relu"  # "relu" (§3.1, Fig. 1's solid line) or "tanh" (its dashed line)
+    hidden: int = 0  # > 0: a fully-connected hidden layer of this size with dropout (5th layer)
+    dropout: float = 0.0  # drop probability on the hidden layer (§4.2; only with hidden > 0)
+    batchnorm: bool = False  # BatchNorm after each conv (not in the paper; for fast runs)
+    init: str = "torch"  # "paper": N(0, 0.01), zero biases (§5); "torch": PyTorch's defaults
+    # 2: conv2 and conv3 read only their own tower's maps and LRN normalizes within a tower,
+    # like the paper's two GPUs (§3.2); 1: one tower
+    towers: int = 1
+    # None or "conv2", the family's one middle conv layer (§7: the first and last are kept);
+    # it goes with its activation and LRN, its pooling stays, and conv3 reads conv1's maps
+    remove_conv: str | None = None
+
+    def __post_init__(self) -> None:
+        """Refuse a bad option with a UserError that names it and what it may be."""
+        check_count("num_classes", self.num_classes, 1)
+        check_choice("in_channels", self.in_channels, (1, 3))
+        check_choice("input_size", self.input_size, (28, 32))
+        check_switch("lrn", self.lrn)
+        check_choice("pool", self.pool, POOLS)
+        check_choice("activation", self.activation, ACTIVATIONS)
+        check_count("hidden", self.hidden, 0)
+        check_dropout("dropout", self.dropout)
+        check_switch("batchnorm", self.batchnorm)
+        check_choice("init", self.init, SMALL_INITS)
+        check_choice("towers", self.towers, (1, 2))
+        check_choice("remove_conv", self.remove_conv, (None, "conv2"))
+        object.__setattr__(self, "widths", check_widths(self.widths, 3, self.towers))
+
+    def to_config(self) -> dict[str, Any]:
+        """The options as the model's config stores them (lists, not tuples)."""
+        return {**dataclasses.asdict(self), "widths": list(self.widths)}
+
+
 class SmallCNN(AlexNetModel):
-    """The paper's CIFAR-10-scale four-layer CNN family (§3.1 Fig. 1, §3.3), for 28-32 px.
+    """The paper's CIFAR-10-scale four-layer CNN family (§3.1 Fig. 1, §3.3), for 28-32 px: the
+    options are `SmallOptions`' fields (`SmallCNN(num_classes, **options)`; each documented
+    there).
 
     After cuda-convnet's `layers-18pct` net: three 5x5 conv layers (pad 2), each followed by the
     activation, a pool (max, then average, average in cuda-convnet; here max throughout) and,
     on the first two, LRN; then one fully-connected layer to the classes — four weight layers.
     `hidden` > 0 inserts a fully-connected hidden layer with dropout (a fifth weight layer).
-
-    Args:
-        num_classes: outputs.
-        in_channels: 1 (Fashion-MNIST) or 3 (CIFAR-10).
-        input_size: 28 or 32.
-        widths: channels of the three conv layers; `one_tower_widths(widths)` with `towers=1`
-            is the comparison net for `towers=2` (§3.2: half of each but the last).
-        lrn, pool, activation: as in `PaperAlexNet` (the paper's LRN constants).
-        dropout: on the hidden layer (only with hidden > 0).
-        batchnorm: BatchNorm after each conv (not in the paper; a modern option for fast runs).
-        init: "paper" (N(0, 0.01), zero biases) or "torch" (PyTorch defaults).
-        towers: 2 splits conv2 and conv3 into two groups that each read only their own
-            tower's maps, and LRN normalizes within a tower, like the paper's net (§3.2).
-        remove_conv: None or "conv2", the family's one middle conv layer (§7: the first and
-            last are kept); it goes with its activation and LRN, its pooling stays, and conv3
-            reads conv1's maps.
 
     Input (N, in_channels, input_size, input_size); `forward_penultimate` gives what the last
     layer reads: the flattened last conv block (`penultimate_name` "conv3 (flattened)") or
@@ -161,51 +210,25 @@ class SmallCNN(AlexNetModel):
 
     name = "small"
 
-    def __init__(
-        self,
-        num_classes: int = 10,
-        *,
-        in_channels: int = 3,
-        input_size: int = 32,
-        widths: tuple[int, int, int] | list[int] = (32, 32, 64),
-        lrn: bool = True,
-        pool: str = "overlap",
-        activation: str = "relu",
-        hidden: int = 0,
-        dropout: float = 0.0,
-        batchnorm: bool = False,
-        init: str = "torch",
-        towers: int = 1,
-        remove_conv: str | None = None,
-    ) -> None:
+    Options = SmallOptions
+
+    def __init__(self, num_classes: int = 10, **options: Any) -> None:
         super().__init__()
-        check_choice("in_channels", in_channels, (1, 3))
-        check_choice("input_size", input_size, (28, 32))
-        check_choice("activation", activation, ACTIVATIONS)
-        check_choice("init", init, ("paper", "torch"))
-        check_choice("towers", towers, (1, 2))
-        check_choice("remove_conv", remove_conv, (None, "conv2"))
-        widths = check_widths(widths, 3, towers)
-        options = dict(
-            num_classes=num_classes, in_channels=in_channels, input_size=input_size,
-            widths=list(widths), lrn=lrn, pool=pool, activation=activation, hidden=hidden,
-            dropout=dropout, batchnorm=batchnorm, init=init, towers=towers,
-            remove_conv=remove_conv,
-        )  # fmt: skip
-        self.features, flat = _small_stack(options)
+        o = SmallOptions(num_classes=num_classes, **options)
+        self.features, flat = _small_stack(o)
         head: OrderedDict[str, nn.Module] = OrderedDict()
-        if hidden:
-            head["fc4"] = nn.Linear(flat, hidden)
-            head["act4"] = make_activation(activation)
-            head["drop4"] = nn.Dropout(dropout)
+        if o.hidden:
+            head["fc4"] = nn.Linear(flat, o.hidden)
+            head["act4"] = make_activation(o.activation)
+            head["drop4"] = nn.Dropout(o.dropout)
         self.head = nn.Sequential(head)
-        self.fc = nn.Linear(hidden or flat, num_classes)
+        self.fc = nn.Linear(o.hidden or flat, o.num_classes)
         self._declare(
-            options, input_size=input_size, in_channels=in_channels,
-            penultimate_dim=hidden or flat,
-            penultimate_name=f"hidden ({hidden})" if hidden else "conv3 (flattened)",
+            o.to_config(), input_size=o.input_size, in_channels=o.in_channels,
+            penultimate_dim=o.hidden or flat,
+            penultimate_name=f"hidden ({o.hidden})" if o.hidden else "conv3 (flattened)",
         )  # fmt: skip
-        if init == "paper":
+        if o.init == "paper":
             with torch.no_grad():
                 for m in self.modules():
                     if isinstance(m, (nn.Conv2d, nn.Linear)):
@@ -221,21 +244,21 @@ class SmallCNN(AlexNetModel):
         return self.fc(self.forward_penultimate(x))
 
 
-def _small_stack(o: dict) -> tuple[nn.Sequential, int]:
+def _small_stack(o: SmallOptions) -> tuple[nn.Sequential, int]:
     """The small family's conv blocks from its options `o`, and the flattened output size."""
     layers: OrderedDict[str, nn.Module] = OrderedDict()
-    channels, size, towers = o["in_channels"], o["input_size"], o["towers"]
-    for i, width in enumerate(o["widths"], start=1):
-        if o["remove_conv"] != f"conv{i}":
-            groups = towers if i > 1 else 1
-            bias = not o["batchnorm"]
-            layers[f"conv{i}"] = nn.Conv2d(channels, width, 5, padding=2, groups=groups, bias=bias)
-            if o["batchnorm"]:
+    channels, size = o.in_channels, o.input_size
+    for i, width in enumerate(o.widths, start=1):
+        if o.remove_conv != f"conv{i}":
+            groups = o.towers if i > 1 else 1
+            layers[f"conv{i}"] = nn.Conv2d(channels, width, 5, padding=2, groups=groups,
+                                           bias=not o.batchnorm)  # fmt: skip
+            if o.batchnorm:
                 layers[f"bn{i}"] = nn.BatchNorm2d(width)
-            layers[f"act{i}"] = make_activation(o["activation"])
+            layers[f"act{i}"] = make_activation(o.activation)
             channels = width
-        layers[f"pool{i}"] = pool_layer(o["pool"])
-        if o["lrn"] and i < 3 and o["remove_conv"] != f"conv{i}":
-            layers[f"norm{i}"] = LRN(groups=towers, inplace=True)
-        size = _pooled(size, o["pool"])
+        layers[f"pool{i}"] = pool_layer(o.pool)
+        if o.lrn and i < 3 and o.remove_conv != f"conv{i}":
+            layers[f"norm{i}"] = LRN(groups=o.towers, inplace=True)
+        size = _pooled(size, o.pool)
     return nn.Sequential(layers), channels * size * size
