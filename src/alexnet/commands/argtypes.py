@@ -93,5 +93,5 @@ device_pair = _mark(_device_pair, "devices", "DEV0,DEV1")
 def add_device(parser: argparse.ArgumentParser, default: str | None = "auto") -> None:
     """The `--device` option every computing sub-command has."""
     parser.add_argument(
-        "--device", type=device, default=default, help=f"{DEVICE_FORMS} (default: auto)"
+        "--device", type=device, default=default, help=f"{DEVICE_FORMS} (default: %(default)s)"
     )

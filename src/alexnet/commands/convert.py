@@ -18,8 +18,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "(0..255 minus the mean) in its metadata, so predict / eval / features apply it.",
     )
     p.add_argument("format", choices=["caffe"], help="the source framework")
-    p.add_argument("model", type=Path, metavar="MODEL.caffemodel")
-    p.add_argument("out", type=Path, metavar="OUT.safetensors")
+    p.add_argument("model", type=Path, metavar="MODEL.caffemodel", help="the Caffe weights")
+    p.add_argument(
+        "out", type=Path, metavar="OUT.safetensors", help="the alexnet weights file to write"
+    )
     p.add_argument(
         "--deploy", type=Path, metavar="deploy.prototxt",
         help="the net's text definition (default: the layers stored in the caffemodel)",

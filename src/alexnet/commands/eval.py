@@ -7,6 +7,7 @@ import argparse
 from alexnet.commands.argtypes import WEIGHTS_HELP, add_device, positive_int
 from alexnet.commands.outputs import output_file
 from alexnet.data.layout import SPLITS
+from alexnet.data.modes import TEST_CROPS
 from alexnet.errors import UserError
 from alexnet.jsonout import json_line
 
@@ -14,7 +15,7 @@ from alexnet.jsonout import json_line
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "eval",
-        help="top-1 / top-5 error of a weights file on the validation split",
+        help="top-1 / top-5 error of a weights file on a packed split (default: val)",
         description="Evaluate weights (any format --weights takes: an alexnet .safetensors, "
         "torchvision's .pth, the two-device layout, a run's checkpoint or directory, or a name "
         "such as torchvision) on a packed dataset: 1 crop, 2 (centre + flip) or the paper's 10 "
@@ -25,16 +26,22 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--crops",
         type=int,
-        choices=[1, 2, 10],
+        choices=TEST_CROPS,
         default=1,
         help="1 (centre), 2 (centre + mirror) or 10 (paper §4.1) (default: 1)",
     )
     p.add_argument(
         "--split", choices=SPLITS, default="val", help="split to evaluate (default: val)"
     )
-    p.add_argument("--batch-size", type=positive_int, default=256, help=">= 1 (default 256)")
+    p.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=256,
+        help="images per forward pass, each as --crops crops (per process under torchrun), "
+        ">= 1 (default 256)",
+    )
     add_device(p)
-    p.add_argument("--amp", action="store_true", help="bf16 autocast")
+    p.add_argument("--amp", action="store_true", help="run the model under bf16 autocast")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--per-class", action="store_true", help="also report per-class accuracy")
     p.add_argument("--confusion", metavar="OUT.png", help="write a confusion-matrix PNG")

@@ -26,8 +26,18 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--opset", type=int_range(9, 20), default=17, help="ONNX opset, 9..20 (default 17)"
     )
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime comparison")
-    p.add_argument("--two-device", metavar="OUT.safetensors", help="write the two-device layout")
-    p.add_argument("--paper", metavar="OUT.safetensors", help="write the paper (grouped) layout")
+    p.add_argument(
+        "--two-device",
+        metavar="OUT.safetensors",
+        help="write --weights (an alexnet .safetensors of the two-tower `paper` model) in the "
+        "two-device layout",
+    )
+    p.add_argument(
+        "--paper",
+        metavar="OUT.safetensors",
+        help="write --weights (an alexnet .safetensors of the two-tower `paper` model) in the "
+        "paper (grouped) layout",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return p
 

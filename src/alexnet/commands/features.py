@@ -24,12 +24,24 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--data", required=True, help="packed dataset directory")
     p.add_argument("--weights", required=True, help=WEIGHTS_HELP)
-    p.add_argument("--split", choices=SPLITS, default="train", help="split (default: train)")
-    p.add_argument("--out", required=True, metavar="FEATS", help="output path without suffix")
+    p.add_argument(
+        "--split", choices=SPLITS, default="train", help="split to compute (default: train)"
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="FEATS",
+        help="writes FEATS.npy and FEATS.json (a .npy or .json suffix given is dropped)",
+    )
     p.add_argument(
         "--limit", type=nonnegative_int, default=0, help="only the first N images (0: all)"
     )
-    p.add_argument("--batch-size", type=positive_int, default=256, help=">= 1 (default 256)")
+    p.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=256,
+        help="images per forward pass, >= 1 (default 256)",
+    )
     add_device(p)
     return p
 

@@ -17,7 +17,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "labelled blocks.",
     )
     p.add_argument("--weights", required=True, help=WEIGHTS_HELP)
-    p.add_argument("--out", required=True, metavar="OUT.png")
+    p.add_argument("--out", required=True, metavar="OUT.png", help="the PNG to write")
     p.add_argument(
         "--width", type=int_range(64, 16384), default=800, help="image width, 64..16384 px (800)"
     )

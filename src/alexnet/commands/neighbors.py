@@ -26,9 +26,19 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--data", help="packed dataset (default: the one named in FEATS.json)")
     p.add_argument("--weights", help="weights file (default: the one named in FEATS.json)")
     p.add_argument(
-        "--split", choices=SPLITS, default="train", help="split searched when computing (train)"
+        "--split",
+        choices=SPLITS,
+        default="train",
+        help="split searched when computing the features (default: train; with --features, "
+        "the one named in FEATS.json)",
     )
-    p.add_argument("--query", nargs="+", required=True, metavar="IMAGE_OR_INDEX")
+    p.add_argument(
+        "--query",
+        nargs="+",
+        required=True,
+        metavar="IMAGE_OR_INDEX",
+        help="image files, directories or globs, or integers: indices into --query-split",
+    )
     p.add_argument(
         "--query-split",
         choices=SPLITS,
@@ -38,7 +48,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--k", type=positive_int, default=8, help="neighbours per query (default 8)")
     p.add_argument("--out", metavar="GRID.png", help="write the neighbours grid")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--batch-size", type=positive_int, default=256, help=">= 1 (default 256)")
+    p.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=256,
+        help="images per forward pass when computing the features, >= 1 (default 256)",
+    )
     add_device(p)
     return p
 

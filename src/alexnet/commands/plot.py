@@ -16,7 +16,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "validation top-1 / top-5 error per epoch, one colour per run, with a legend.",
     )
     p.add_argument("runs", nargs="+", metavar="RUN", help="run directories (or metrics files)")
-    p.add_argument("--out", required=True, metavar="OUT.png")
+    p.add_argument("--out", required=True, metavar="OUT.png", help="the PNG to write")
     p.add_argument("--labels", nargs="+", help="legend names, one per run")
     return p
 

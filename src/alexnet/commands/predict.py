@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from alexnet.commands.argtypes import WEIGHTS_HELP, add_device, positive_int
+from alexnet.data.modes import TEST_CROPS
 from alexnet.errors import UserError
 from alexnet.jsonout import json_line
 
@@ -24,9 +25,22 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, directories, globs")
     p.add_argument("--weights", required=True, help=WEIGHTS_HELP)
-    p.add_argument("--topk", type=positive_int, default=5, help="classes per image (default 5)")
-    p.add_argument("--crops", type=int, choices=[1, 2, 10], default=1, help="1, 2 or 10 (1)")
-    p.add_argument("--batch-size", type=positive_int, default=32, help=">= 1 (default 32)")
+    p.add_argument(
+        "--topk", type=positive_int, default=5, help="classes per image, >= 1 (default 5)"
+    )
+    p.add_argument(
+        "--crops",
+        type=int,
+        choices=TEST_CROPS,
+        default=1,
+        help="1 (centre), 2 (centre + mirror) or 10 (paper §4.1), softmax averaged (default 1)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=32,
+        help="images per forward pass, >= 1 (default 32)",
+    )
     add_device(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return p

@@ -57,13 +57,19 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="replace OUT if it is a packed dataset or an empty directory (never anything else)",
     )
     p.add_argument("--max-pixels", type=positive_int, default=None,
-                   help="skip images with more pixels than this (decompression bombs)")  # fmt: skip
+                   help="skip images with more pixels than this (decompression bombs), >= 1 "
+                        "(default 89,478,485: Pillow's limit)")  # fmt: skip
     _add_storage_args(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     g = p.add_argument_group("synthetic data (--source synthetic)")
-    g.add_argument("--classes", type=int_range(2, 100000), default=10, help="2..100000 (10)")
     g.add_argument(
-        "--count", type=positive_int, default=1000, help="train images, >= 1; val gets count/5"
+        "--classes", type=int_range(2, 100000), default=10, help="number of classes, 2..100000 (10)"
+    )
+    g.add_argument(
+        "--count",
+        type=positive_int,
+        default=1000,
+        help="train images, >= 1 (1000); val gets count // 5, at least 1",
     )
     g.add_argument(
         "--image-size", type=int_range(8, 1024), default=32, help="image side, 8..1024 (32)"

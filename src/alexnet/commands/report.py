@@ -17,7 +17,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("run", metavar="RUN", help="run directory from `alexnet train`")
     p.add_argument("--data", required=True, help="the packed dataset the run trained on")
-    p.add_argument("--weights", help="weights file (default RUN/weights.safetensors)")
+    p.add_argument(
+        "--weights",
+        help="weights file (default RUN/weights.safetensors, or RUN/weights-best.safetensors "
+        "when only that exists)",
+    )
     p.add_argument("--queries", type=positive_int, default=4, help="neighbour queries, >= 1 (4)")
     p.add_argument("--k", type=positive_int, default=7, help="neighbours per query, >= 1 (7)")
     p.add_argument(

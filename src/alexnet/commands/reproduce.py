@@ -49,8 +49,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "paper (the 224 px network, hours a run: for ImageNet-scale data); "
                         "relu-tanh is small only, paper-net paper only")  # fmt: skip
     p.add_argument("--output-dir", default=None,
-                   help="results directory (default reproduce/NAME-BUDGET[-paper]); rerun with "
-                        "the same one to resume")  # fmt: skip
+                   help="results directory (default reproduce/NAME-BUDGET[-paper]; with --weights "
+                        "reproduce/towers-STEM); rerun with the same one to resume")  # fmt: skip
     A.add_device(p)
     how = p.add_mutually_exclusive_group()
     how.add_argument("--plan", action="store_true",

@@ -10,6 +10,7 @@ import socket
 import sys
 
 from alexnet.commands import argtypes as A
+from alexnet.data.modes import TEST_CROPS
 from alexnet.errors import UserError
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -36,18 +37,21 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--max-batch", type=A.int_range(1, 4096), default=32,
                    help="images per forward pass, 1..4096 (32)")  # fmt: skip
     p.add_argument("--max-wait-ms", type=A.float_range(0.0, 10_000.0), default=5.0,
-                   help="batch gathering wait in ms, 0..10000 (5)")  # fmt: skip
+                   help="longest wait in ms for more images to fill a batch, while another "
+                   "request is on its way (see --always-wait), 0..10000 (5)")  # fmt: skip
     p.add_argument(
         "--always-wait",
         action="store_true",
         help="wait --max-wait-ms for more images even when no request is on its way",
     )
     p.add_argument("--max-queue", type=A.int_range(1, 1_000_000), default=256,
-                   help="images queued before 503, >= 1 (256)")  # fmt: skip
+                   help="images waiting or running before new ones get 503, "
+                   "1..1000000 (256)")  # fmt: skip
     p.add_argument("--max-body-mb", type=A.float_range(0.0, 4096.0, lo_open=True), default=16.0,
                    help="request size limit in MiB, (0, 4096] (16)")  # fmt: skip
     p.add_argument("--max-pixels", type=A.int_range(1, 10**10), default=40_000_000,
-                   help="decoded pixels limit, >= 1 (40,000,000)")  # fmt: skip
+                   help="most pixels of an uploaded image (read from its header before decoding; "
+                   "more: 413), 1..10^10 (40,000,000)")  # fmt: skip
     p.add_argument("--max-decoding", type=A.int_range(1, 256), default=2,
                    help="images decoded at once, 1..256 (2); the peak memory grows with "
                    "it times --max-pixels")  # fmt: skip
@@ -61,8 +65,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--keep-alive-s", type=A.float_range(0.0, 3600.0, lo_open=True),
                    default=5.0, help="idle seconds before a kept-alive connection is closed, "
                    "(0, 3600] (5)")  # fmt: skip
-    p.add_argument("--api-key", help="require Authorization: Bearer KEY on /v1/*")
-    p.add_argument("--crops", type=int, choices=[1, 2, 10], default=1)
+    p.add_argument("--api-key", help="require Authorization: Bearer KEY on /v1/* "
+                   "(default: $ALEXNET_API_KEY, else none)")  # fmt: skip
+    p.add_argument("--crops", type=int, choices=TEST_CROPS, default=1,
+                   help="1 (centre), 2 (centre + mirror) or 10 crops per image, softmax "
+                   "averaged (default 1)")  # fmt: skip
     A.add_device(p)
     p.add_argument("--access-log", action="store_true",
                    help="log every request to stdout (client, request line, status)")  # fmt: skip

@@ -16,15 +16,21 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="per-layer table: shapes, parameters, multiply-adds",
         description=f"Per-layer table computed from the model object. Models: {models}.",
     )
-    parser.add_argument("--model", default="paper", choices=list(MODELS))
+    parser.add_argument(
+        "--model", default="paper", choices=list(MODELS), help="the network (default: %(default)s)"
+    )
     parser.add_argument(
         "--input-size",
         type=positive_int,
         default=None,
-        help="224 or 227 for paper (default: the model's)",
+        help="input side: 224 or 227 for paper, 28 or 32 for small, 224 for seed, >= 63 for "
+        "torchvision (default: the model's)",
     )
     parser.add_argument(
-        "--num-classes", type=positive_int, default=None, help=">= 1 (default: the model's)"
+        "--num-classes",
+        type=positive_int,
+        default=None,
+        help="output classes, >= 1 (default: the model's)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
