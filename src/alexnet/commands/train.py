@@ -47,15 +47,16 @@ def _shown(value: Any) -> str:
 
 
 def _help(name: str, option: Option) -> str:
-    parts = [option.help]
+    """The field's help; its valid values; what each recipe sets; its automatic rule."""
+    text = option.help
     if option.kind is not None and option.kind.kind != "choice":
-        parts.append(option.kind.valid)
+        text += f"; {option.kind.valid}"
     values = _recipe_values(name)
     if values:
-        parts.append(f"({values})")
+        text += f" ({values})"
     if option.auto:
-        parts.append(f"[automatic: {option.auto}]")
-    return "; ".join(parts[:2]) + (" " + " ".join(parts[2:]) if parts[2:] else "")
+        text += f" [automatic: {option.auto}]"
+    return text
 
 
 def _json_object(text: str) -> dict:

@@ -165,7 +165,9 @@ class TrainConfig:
     )  # fmt: skip
     # run mechanics
     seed: int = _opt(0, IntRange(0, 2**63 - 1), "random seed", _MECH)
-    workers: int = _opt(0, IntRange(0, 1024), "loader threads", _MECH)
+    workers: int = _opt(
+        0, IntRange(0, 1024), "loader threads (0: load in the training thread)", _MECH
+    )
     device: str = _opt("auto", DEVICE, "the device (torchrun: cuda = cuda:LOCAL_RANK)", _MECH)
     amp: bool = _opt(False, None, "bf16 autocast", _MECH)
     channels_last: bool | None = _opt(
@@ -187,7 +189,7 @@ class TrainConfig:
         _MECH,
     )  # fmt: skip
     model_parallel: str | None = _opt(
-        None, DEVICE_PAIR, "DEV0,DEV1: the paper's two towers on two devices (§3.2)", _MECH,
+        None, DEVICE_PAIR, "the paper's two towers on two devices (§3.2)", _MECH,
         auto="one device",
     )  # fmt: skip
     max_steps: int = _opt(
