@@ -13,7 +13,7 @@ import torch
 from reproduce_tiny import shrink
 from train_helpers import write_packed
 
-from alexnet import runtime as dist
+from alexnet import runtime
 from alexnet.errors import UserError
 from alexnet.experiments import ablations, depth, fanout, paper_net, relu_tanh, retrieval, towers
 from alexnet.experiments.common import Context, with_options
@@ -146,7 +146,7 @@ def _full_and_variant(data, tmp_path, variant, family, removed):
     configs = ablations.variants(ablations.full_config(ctx, seed=3))
     full = configs["full"]
     configs[f"no-{removed}"] = ablations.paired(with_options(full, remove_conv=removed), full)
-    info = dist.dist_info()
+    info = runtime.dist_info()
     states = [
         setup(dataclasses.replace(configs[name], output_dir=str(tmp_path / name)), info,
               torch.device("cpu"))
@@ -171,7 +171,7 @@ def test_paired_variants_start_from_the_same_weights(gray, tmp_path, variant, ti
     if variant == "no-conv2":  # without pairing, removing a layer shifts the others' draws
         plain = dataclasses.replace(configs[variant], init_like=None,
                                     output_dir=str(tmp_path / "plain"))  # fmt: skip
-        c = setup(plain, dist.dist_info(), torch.device("cpu")).network.net.state_dict()
+        c = setup(plain, runtime.dist_info(), torch.device("cpu")).network.net.state_dict()
         assert any(not torch.equal(a[k], c[k]) for k in shared)
 
 

@@ -8,20 +8,20 @@ import dataclasses
 import socket
 from typing import Any
 
-from alexnet import runtime as dist
+from alexnet import runtime
 from alexnet.checkpoint import Checkpoint
 from alexnet.errors import UserError
 from alexnet.models.registry import option_defaults
 from alexnet.train.config import TrainConfig
 
 
-def check_same_data(cfg: TrainConfig, train_ds, info: dist.DistInfo) -> None:
+def check_same_data(cfg: TrainConfig, train_ds, info: runtime.DistInfo) -> None:
     """Every rank must read the same packed dataset (its fingerprint): one line naming the
     ranks (and hosts) whose copy differs from rank 0's."""
     if not info.enabled:
         return
     mine = (train_ds.fingerprint, socket.gethostname())
-    seen = dist.gather_objects(mine)
+    seen = runtime.gather_objects(mine)
     other = [f"rank {r} on {host} ({fp})" for r, (fp, host) in enumerate(seen) if fp != seen[0][0]]
     if other:
         raise UserError(
@@ -31,7 +31,9 @@ def check_same_data(cfg: TrainConfig, train_ds, info: dist.DistInfo) -> None:
         )
 
 
-def reconcile_world_size(cfg: TrainConfig, saved: Checkpoint, info: dist.DistInfo) -> TrainConfig:
+def reconcile_world_size(
+    cfg: TrainConfig, saved: Checkpoint, info: runtime.DistInfo
+) -> TrainConfig:
     """The config to continue `saved` with `info.world_size` processes, nothing lost or
     repeated. The position is counted in global batches (the loader's rule: global batch k is
     the same images for every world size), so the global batch is kept: another world size

@@ -18,7 +18,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from alexnet import runtime as dist
+from alexnet import runtime
 from alexnet.data.loader import DeviceLoader
 from alexnet.evaluate import make_eval_transform
 from alexnet.rundir import RunDir, RunResult
@@ -38,10 +38,10 @@ def fit(cfg: TrainConfig, *, callbacks: Sequence[StepCallback] = ()) -> RunResul
     docstring. `callbacks` are called after every step with the `TrainState`."""
     check_config(cfg)
     cfg = _auto_resume(cfg)
-    info = dist.dist_info()
+    info = runtime.dist_info()
     device = device_for(cfg, info)
-    with dist.process_settings():
-        generation = dist.init_distributed(info, device, timeout_s=cfg.dist_timeout)
+    with runtime.process_settings():
+        generation = runtime.init_distributed(info, device, timeout_s=cfg.dist_timeout)
         state, alive = None, True
         try:
             with StopFlag() as stop:
@@ -49,14 +49,14 @@ def fit(cfg: TrainConfig, *, callbacks: Sequence[StepCallback] = ()) -> RunResul
                 _trim_step_log(state)
                 return _train(state, stop, callbacks)
         except RuntimeError as exc:
-            if not (info.enabled and dist.is_peer_failure(exc)):
+            if not (info.enabled and runtime.is_peer_failure(exc)):
                 raise
             alive = False
-            raise dist.peer_lost(exc, info) from None
+            raise runtime.peer_lost(exc, info) from None
         finally:
             if state is not None and state.tensorboard is not None:
                 state.tensorboard.close()
-            dist.shutdown_distributed(peers_alive=alive)
+            runtime.shutdown_distributed(peers_alive=alive)
 
 
 def _auto_resume(cfg: TrainConfig) -> TrainConfig:

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from alexnet import runtime as dist
+from alexnet import runtime
 from alexnet.data.loader import DeviceLoader
 from alexnet.errors import UserError
 from alexnet.evaluate import evaluate
@@ -144,7 +144,7 @@ def _step_on_host(state: TrainState, x: torch.Tensor, labels: torch.Tensor) -> f
     logits, labels, loss = _forward_loss(state, x, labels)
     bad = torch.tensor([0.0 if torch.isfinite(loss).item() else 1.0])
     if state.info.enabled:
-        bad = dist.all_reduce_sum(bad.to(state.device)).cpu()
+        bad = runtime.all_reduce_sum(bad.to(state.device)).cpu()
     optimizer.zero_grad(set_to_none=True)
     if bad[0] > 0:
         _nonfinite(state, f"at epoch {state.pos.epoch + 1} step {state.pos.batch}")
@@ -168,7 +168,7 @@ def _step_on_device(state: TrainState, x: torch.Tensor, labels: torch.Tensor) ->
     logits, labels, loss = _forward_loss(state, x, labels)
     bad = (~torch.isfinite(loss.detach())).double()
     if state.info.enabled:
-        bad = dist.all_reduce_sum(bad).clamp_(max=1.0)
+        bad = runtime.all_reduce_sum(bad).clamp_(max=1.0)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     skip_if_nonfinite(optimizer, bad)
@@ -192,7 +192,7 @@ def _agree(state: TrainState, stop: StopFlag, loss: Any, boundary: bool, shown: 
     if not state.optim.sync_free:
         flags = torch.tensor([1.0 if stop.signal else 0.0])
         if state.info.enabled:
-            flags = dist.all_reduce_sum(flags.to(state.device)).cpu()
+            flags = runtime.all_reduce_sum(flags.to(state.device)).cpu()
         return bool(flags[0] > 0), float(loss)
     if not boundary:
         return False, shown
@@ -202,7 +202,7 @@ def _agree(state: TrainState, stop: StopFlag, loss: Any, boundary: bool, shown: 
          .float(), loss.detach().float()]
     )  # fmt: skip
     if state.info.enabled:
-        flags[:2] = dist.all_reduce_sum(flags[:2].clone())
+        flags[:2] = runtime.all_reduce_sum(flags[:2].clone())
     signalled, skipped, value = flags.tolist()
     if skipped > 0:
         _nonfinite(state, "since the previous check (those updates were skipped)")
@@ -227,7 +227,7 @@ def _nonfinite(state: TrainState, where: str) -> None:
 def reduced(state: TrainState, sums: Sums) -> tuple[float, float, int, int]:
     """(mean loss, top-1 error, images, nan-skipped steps) of `sums` over all ranks."""
     plain = sums.to_plain()
-    totals = dist.all_reduce_sum(
+    totals = runtime.all_reduce_sum(
         torch.tensor(
             [plain["loss"], plain["correct"], plain["images"], plain["nan_skipped"]],
             dtype=torch.float64,

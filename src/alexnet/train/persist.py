@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from alexnet import runtime as dist
+from alexnet import runtime
 from alexnet.checkpoint import Checkpoint, save_checkpoint
 from alexnet.train.randomness import capture_rng_state
 from alexnet.train.state import TrainState
@@ -49,7 +49,7 @@ def checkpoint_of(state: TrainState, rank_rng: list[dict[str, Any]] | None = Non
 def save(state: TrainState) -> None:
     """Write RUN/checkpoint.pt: every rank calls it at the same step (their RNG states are
     gathered), rank 0 writes."""
-    rank_rng = dist.gather_objects(capture_rng_state()) if state.info.enabled else None
+    rank_rng = runtime.gather_objects(capture_rng_state()) if state.info.enabled else None
     if state.info.is_main:
         save_checkpoint(state.run.checkpoint, checkpoint_of(state, rank_rng))
 

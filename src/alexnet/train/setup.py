@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from alexnet import runtime as dist
+from alexnet import runtime
 from alexnet.checkpoint import Checkpoint, load_checkpoint
 from alexnet.data.loader import DeviceLoader
 from alexnet.data.packed import open_dataset
@@ -47,7 +47,7 @@ from alexnet.train.state import Inputs, Network, Optimization, Sums, TrainState
 
 
 def setup(
-    cfg: TrainConfig, info: dist.DistInfo, device: torch.device, *, generation: int = 0
+    cfg: TrainConfig, info: runtime.DistInfo, device: torch.device, *, generation: int = 0
 ) -> TrainState:
     """Build the run's state from its config (steps 1-10 of the module docstring);
     `generation`: the torchrun generation of the workers (`alexnet.elastic`), recorded."""
@@ -151,14 +151,14 @@ def _init_like(net: nn.Module, cfg: TrainConfig, train_ds) -> None:
 
 
 # ------------------------------------------------------------------ 5. the run directory
-def _check_run_dir(run: RunDir, net: nn.Module, info: dist.DistInfo, *, resuming: bool) -> None:
+def _check_run_dir(run: RunDir, net: nn.Module, info: runtime.DistInfo, *, resuming: bool) -> None:
     error = None
     if info.is_main:
         try:
             check_run_dir(run.path, bytes_needed(net), resuming=resuming)
         except UserError as exc:
             error = str(exc)
-    error = dist.broadcast_object(error)
+    error = runtime.broadcast_object(error)
     if error:
         raise UserError(error)
 
@@ -349,11 +349,11 @@ def _config_text(state: TrainState) -> str:
     )
 
 
-def device_for(cfg: TrainConfig, info: dist.DistInfo) -> torch.device:
+def device_for(cfg: TrainConfig, info: runtime.DistInfo) -> torch.device:
     """This process's device: --model-parallel's first, else --device (torchrun: LOCAL_RANK)."""
     if cfg.model_parallel:
         devices = [d.strip() for d in cfg.model_parallel.split(",")]
         if len(devices) != 2 or info.enabled:
             raise UserError("--model-parallel takes two devices, DEV0,DEV1, in a single process")
-        return dist.resolve_device(devices[0], info)
-    return dist.resolve_device(cfg.device, info)
+        return runtime.resolve_device(devices[0], info)
+    return runtime.resolve_device(cfg.device, info)

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from alexnet import runtime as dist
+from alexnet import runtime
 from alexnet.data.loader import DeviceLoader
 from alexnet.rundir import RunDir
 from alexnet.train.config import TrainConfig
@@ -124,7 +124,7 @@ class TrainState:
 
     cfg: TrainConfig
     run: RunDir
-    info: dist.DistInfo
+    info: runtime.DistInfo
     device: torch.device
     network: Network
     inputs: Inputs
