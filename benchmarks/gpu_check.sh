@@ -8,6 +8,8 @@
 #                  on synthetic packed data made on the spot (benchmarks/smoke_train.py)
 #   smoke_compile  smoke_compile.json: the same with --compile (compile time, graph breaks);
 #                  same shapes as bench_train's compiled pipeline, which then finds the cache
+#   smoke_jpeg     smoke_jpeg.json: the smoke training from a JPEG-packed set (on CUDA the
+#                  batches are decoded by nvJPEG on the loader's decode stream)
 #   bench_train    bench_train.json: end to end from a packed dataset, images/s, data stall,
 #                  peak GPU memory, compile time apart (the compiled pipeline last: it may
 #                  run out of time); one failing pipeline loses only itself
@@ -16,7 +18,7 @@
 #   tests          tests.xml (junit): the tests that mean something on one GPU: the device
 #                  comparisons on CUDA with TF32 off, the Triton LRN compiled on the card,
 #                  the loader to CUDA, the LRN (pytest output in full in results.txt)
-# $OUT (default gpu_check_out) gets at most 8 files, no folders: results.txt (every stage's
+# $OUT (default gpu_check_out) gets 8 files, no folders: results.txt (every stage's
 # output, unbuffered, and a status line per stage) plus the files above. Every JSON has a
 # "stage" entry: rc, timed_out, wall_s, ok; a stage that left no valid file gets a stub.
 # It uses the machine's own python (a lent machine: python3 with torch, no network; it never
@@ -39,7 +41,8 @@ work="$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
 results="$out/results.txt"
 : >"$results"
-rm -f "$out"/{smoke,smoke_compile,bench_train,bench_model,bench_lrn}.json "$out/tests.xml"
+rm -f "$out"/{smoke,smoke_compile,smoke_jpeg,bench_train,bench_model,bench_lrn}.json \
+  "$out/tests.xml"
 
 cat >"$work/info.py" <<'EOF'
 # the machine, then exit status 0 with CUDA, 1 without
@@ -62,8 +65,8 @@ EOF
 echo "gpu_check $(date -u +%Y-%m-%dT%H:%M:%SZ) python=$py" | tee -a "$results"
 timeout -k 5 60 "$py" "$work/info.py" 2>&1 | tee -a "$results"
 if [ "${PIPESTATUS[0]}" = 0 ]; then
-  device=cuda budget=350
-  t_smoke=45 t_compile=90 t_train=90 t_model=40 t_lrn=25 t_tests=45
+  device=cuda budget=360
+  t_smoke=45 t_compile=80 t_jpeg=30 t_train=85 t_model=40 t_lrn=25 t_tests=45
   smoke=(--device cuda --batch-size 256 --count 768 --image-size 256 --workers 8)
   smoke_model=(--model paper --recipe paper)
   train=(--device cuda --images 2048 --batch-size 256 --workers 8 --steps 16 --skip 8
@@ -75,8 +78,8 @@ if [ "${PIPESTATUS[0]}" = 0 ]; then
   tests=(tests/test_device.py tests/test_lrn_triton.py tests/test_data_loader.py
          tests/test_lrn.py)
 else
-  device=cpu budget=105
-  t_smoke=30 t_compile=5 t_train=45 t_model=25 t_lrn=10 t_tests=25
+  device=cpu budget=110
+  t_smoke=30 t_compile=5 t_jpeg=20 t_train=45 t_model=25 t_lrn=10 t_tests=25
   smoke=(--device cpu --batch-size 4 --count 8 --image-size 32 --workers 1)
   smoke_model=(--model small --recipe fast)
   train=(--quick --pipelines ours-small --pipeline-timeout 40)
@@ -158,6 +161,9 @@ else
     >"$out/smoke_compile.json"
   stage smoke_compile "$t_compile" "$out/smoke_compile.json" true
 fi
+stage smoke_jpeg "$t_jpeg" "$out/smoke_jpeg.json" "$py" benchmarks/smoke_train.py \
+  --data "$work/synthetic-jpeg" --encoding jpeg --out-dir "$work/smoke-jpeg" \
+  --json "$out/smoke_jpeg.json" "${smoke[@]}" -- "${smoke_model[@]}" --amp --channels-last
 stage bench_train "$t_train" "$out/bench_train.json" "$py" benchmarks/bench_train.py \
   "${train[@]}" --json "$out/bench_train.json"
 stage bench_model "$t_model" "$out/bench_model.json" "$py" benchmarks/bench_model.py \

@@ -42,6 +42,9 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--count", type=int, default=768, help="synthetic training images")
     p.add_argument("--image-size", type=int, default=256, help="synthetic image side")
     p.add_argument("--workers", type=int, default=4)
+    p.add_argument("--encoding", choices=("raw", "jpeg"), default="raw",
+                   help="how the synthetic images are packed (jpeg: decoded as they load, "
+                   "on CUDA by nvJPEG in batches)")  # fmt: skip
     return p.parse_args(own), extra
 
 
@@ -52,7 +55,7 @@ def make_data(opts: argparse.Namespace) -> float | None:
     t0 = time.perf_counter()
     code = alexnet(["prepare", "synthetic", opts.data, "--source", "synthetic", "--count",
                     str(opts.count), "--image-size", str(opts.image_size), "--classes", "10",
-                    "--no-progress"])  # fmt: skip
+                    "--encoding", opts.encoding, "--no-progress"])  # fmt: skip
     if code != 0:
         raise RuntimeError(f"alexnet prepare --source synthetic exited {code}")
     return round(time.perf_counter() - t0, 2)

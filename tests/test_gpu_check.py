@@ -17,8 +17,8 @@ import pytest
 import torch
 from train_helpers import REPO, env
 
-JSONS = ["smoke.json", "smoke_compile.json", "bench_train.json", "bench_model.json",
-         "bench_lrn.json"]  # fmt: skip
+JSONS = ["smoke.json", "smoke_compile.json", "smoke_jpeg.json", "bench_train.json",
+         "bench_model.json", "bench_lrn.json"]  # fmt: skip
 FILES = {"results.txt", "tests.xml", *JSONS}
 
 

@@ -123,12 +123,21 @@ class DeviceLoader:
             np.take(images, idx, axis=0, out=buf)
         return out, self._labels_of(idx)
 
-    def _gather_decode_on_device(self, idx: np.ndarray) -> Batch:
+    def _gather_decode_on_device(self, idx: np.ndarray, stream=None) -> tuple:
         """CUDA + JPEG: the checked records of the batch, decoded together on the device ->
-        uint8 (B, 3, H, W) there, with the labels sent after them."""
+        (uint8 (B, 3, H, W) there, the labels sent after them, an event when both are done).
+        In a loader thread the decode is issued on `stream` (its own, not the default stream
+        the model computes on: nvJPEG's result is waited for there, and only there)."""
         records = self.dataset.images.records(idx)
-        images = jpeg_decode.decode_batch_device(records, self.device)
-        return images, self._send(self._labels_of(idx))
+        if stream is None:  # no side stream (a test's stand-in decoder without CUDA)
+            images = jpeg_decode.decode_batch_device(records, self.device)
+            return images, self._send(self._labels_of(idx)), None
+        with torch.cuda.stream(stream):
+            images = jpeg_decode.decode_batch_device(records, self.device)
+            labels = self._send(self._labels_of(idx))
+            decoded = torch.cuda.Event()
+            decoded.record(stream)
+        return images, labels, decoded
 
     def _send(self, t: torch.Tensor) -> torch.Tensor:
         return t.to(self.device, non_blocking=self.pin)
@@ -176,29 +185,36 @@ class DeviceLoader:
         def gen(k: int):
             return generator(k) if callable(generator) else generator
 
+        side = self._side_stream()
+        decode_stream = self._side_stream() if on_device else None
+
         def load(k: int):
             idx = self.batch_indices(k, order)
             if fused:
                 draws = transform.draw(len(idx), size, gen(k))
                 return k, self._gather_augment, (idx, transform, draws)
-            return k, (self._gather_decode_on_device if on_device else self._gather), (idx,)
+            if on_device:
+                return k, self._gather_decode_on_device, (idx, decode_stream)
+            return k, self._gather, (idx,)
 
         def finish(k: int, batch):
             if fused:
                 return batch
-            images, labels = batch if on_device else self._to_device(batch)
+            images, labels = batch[:2] if on_device else self._to_device(batch)
             if transform is not None:
                 images = transform(images, gen(k))
             return images, labels
 
-        side = self._side_stream()
         if side is None:
             yield from self._run(ks, load, finish)
             return
 
         def finish_on_side(k: int, batch):
-            if on_device:  # decoded in a worker thread on the default stream: wait for it
-                side.wait_stream(torch.cuda.default_stream(self.device))
+            if on_device:  # decoded on the decode stream: the side stream waits for that only
+                images, labels, decoded = batch
+                side.wait_event(decoded)
+                images.record_stream(side)  # made on the decode stream, read on this one
+                labels.record_stream(side)
             with torch.cuda.stream(side):
                 images, labels = finish(k, batch)
                 ready = torch.cuda.Event()
