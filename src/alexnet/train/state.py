@@ -23,10 +23,13 @@ import torch
 from torch import nn
 
 from alexnet import runtime
+from alexnet.data.augment import TrainTransform
 from alexnet.data.loader import DeviceLoader
+from alexnet.data.packed import PackedDataset
 from alexnet.rundir import RunDir
 from alexnet.train.config import TrainConfig
 from alexnet.train.runlog import TensorBoard
+from alexnet.train.schedules import Schedule
 from alexnet.weights.meta import Preprocess
 
 
@@ -97,11 +100,11 @@ class Network:
 class Inputs:
     """The data side: datasets, loaders, transforms, and what was derived from the data."""
 
-    train_ds: Any
-    val_ds: Any
+    train_ds: PackedDataset
+    val_ds: PackedDataset
     train_loader: DeviceLoader
     val_loader: DeviceLoader
-    train_transform: Any
+    train_transform: TrainTransform
     eval_transform: Callable
     geometry: dict[str, Any]
     preprocess: Preprocess
@@ -114,7 +117,7 @@ class Optimization:
     (fused SGD skips a non-finite step on the device; sums stay on the device)."""
 
     optimizer: torch.optim.Optimizer
-    schedule: Any
+    schedule: Schedule
     sync_free: bool = False
 
 
