@@ -317,23 +317,58 @@ def test_bad_input_is_named():
         alexnet.get_model("paper", colour=True)
 
 
-def _paper_from_torch_ops(model, x, upto_fc7=False):
-    """The paper's network written with torch's own functional layers (an independent path)."""
+def _paper_from_torch_ops(model, x, upto_fc7=False, winners=None):
+    """The paper's network written with torch's own functional layers (an independent path).
+
+    winners: None (each max-pool picks its own maxima) or the flat indices (N, C, OH, OW) that
+    pool1, pool2 and pool5 are to take, as `_pool_winners` returns them: two float32 paths round
+    differently, and a window whose two largest values lie within that rounding may pick either,
+    which moves a gradient to another place. A comparison of gradients follows one choice."""
     f = model.features
     opts = model.config["options"]
     towers, k = opts["towers"], opts["lrn_k"]
     alpha = 1e-4 if opts["lrn_alpha_convention"] == "per_size" else 5e-4  # torch divides by 5
+    taken = iter(winners or [])
 
     def conv(layer, t):
         return F.conv2d(t, layer.weight, layer.bias, layer.stride, layer.padding, 1, layer.groups)
 
-    t = F.max_pool2d(_lrn_torch(F.relu(conv(f.conv1, x)), towers, alpha, k), 3, 2)
-    t = F.max_pool2d(_lrn_torch(F.relu(conv(f.conv2, t)), towers, alpha, k), 3, 2)
+    def pool(t):
+        if winners is None:
+            return F.max_pool2d(t, 3, 2)
+        index = next(taken)
+        return t.flatten(2).gather(2, index.flatten(2)).view(index.shape)
+
+    t = pool(_lrn_torch(F.relu(conv(f.conv1, x)), towers, alpha, k))
+    t = pool(_lrn_torch(F.relu(conv(f.conv2, t)), towers, alpha, k))
     t = F.relu(conv(f.conv5, F.relu(conv(f.conv4, F.relu(conv(f.conv3, t))))))
-    t = F.max_pool2d(t, 3, 2).flatten(1)
+    t = pool(t).flatten(1)
     c = model.classifier
     t = F.relu(F.linear(F.relu(F.linear(t, c.fc6.weight, c.fc6.bias)), c.fc7.weight, c.fc7.bias))
     return t if upto_fc7 else F.linear(t, model.fc8.weight, model.fc8.bias)
+
+
+def _pool_winners(model, x) -> list[torch.Tensor]:
+    """The flat index (N, C, OH, OW) of the value each of the model's max-pools takes, in order.
+
+    Read with hooks on the pools (which run them apart from LRN: bitwise the fused kernel's
+    result, test_fused.py): each pool's output must be its input at these places, i.e. the pool
+    took a largest value of its window, the one torch's tie rule names."""
+    pools = [m for m in model.features if isinstance(m, torch.nn.MaxPool2d)]
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    hooks = [p.register_forward_hook(lambda m, i, o: seen.append((i[0], o))) for p in pools]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    winners = []
+    for (inp, out), pool in zip(seen, pools):
+        _, index = F.max_pool2d(inp, pool.kernel_size, pool.stride, return_indices=True)
+        assert torch.equal(out, inp.flatten(2).gather(2, index.flatten(2)).view(index.shape))
+        winners.append(index)
+    return winners
 
 
 @pytest.mark.parametrize(
@@ -355,9 +390,10 @@ def test_paper_model_equals_torch_ops_in_eval_and_training(fmt, lrn):
         reference = _paper_from_torch_ops(model, x)
         assert torch.allclose(model.eval()(x), reference, rtol=1e-4, atol=1e-4)
     model.train()
+    winners = _pool_winners(model, x)
     loss = model(x).logsumexp(1).sum()
     ours = torch.autograd.grad(loss, [model.features.conv1.weight, model.features.conv2.bias])
-    loss = _paper_from_torch_ops(model, x).logsumexp(1).sum()
+    loss = _paper_from_torch_ops(model, x, winners=winners).logsumexp(1).sum()
     theirs = torch.autograd.grad(loss, [model.features.conv1.weight, model.features.conv2.bias])
     for a, b in zip(ours, theirs):
         assert torch.allclose(a, b, rtol=1e-3, atol=1e-5 * b.abs().max().item())
