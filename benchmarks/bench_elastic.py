@@ -19,9 +19,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the job's harness
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from elastic_job import run_job  # noqa: E402
+from elastic_helpers import run_job  # noqa: E402
 
 from alexnet.runtime import cpu_name  # noqa: E402
 

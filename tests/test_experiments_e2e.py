@@ -112,6 +112,7 @@ def test_experiment_end_to_end(module, data_name, pictures, trainings, tiny, req
     assert rerun["train_s"] == pytest.approx(sum(elapsed), abs=0.1) and rerun["train_s"] > 0
 
 
+@pytest.mark.slow  # a minute of 224-px training; `reproduce` end to end: test_experiment_end_to_end
 def test_paper_net_end_to_end(tiny, colour, tmp_path):
     calls, _ = _run(paper_net, colour, tmp_path, seeds=1)
     assert calls == 1
@@ -175,6 +176,7 @@ def test_paired_variants_start_from_the_same_weights(gray, tmp_path, variant, ti
         assert any(not torch.equal(a[k], c[k]) for k in shared)
 
 
+@pytest.mark.slow  # four 224-px trainings; the paper family's variants: the test after it
 def test_depth_on_the_paper_network_removes_each_middle_layer(tiny, colour, tmp_path, monkeypatch):
     # --family paper: the 224 px network, conv2, conv3 and conv4 each removed in turn (§7)
     monkeypatch.setitem(ablations.BUDGET, "quick", (8, 1))

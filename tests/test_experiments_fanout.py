@@ -179,15 +179,14 @@ def test_jobs_run_at_most_n_at_a_time_on_their_slots_devices(tmp_path):
     assert sum("job started" in s for s in said) == 5
 
 
+@pytest.mark.timeout(120)  # the child fails at once: waiting on it would be a hang
 def test_a_failed_job_is_named_and_nothing_is_gathered(tmp_path):
     ctx = Context("depth", None, tmp_path, log=__import__("io").StringIO())
     plan = fanout.Plan([runner.RunSpec("a-seed0", make_config("paper"), "a", 0)])
     train = fanout.jobs_trainer(lambda i, d: [sys.executable, "-c", "raise SystemExit(3)"], 2,
                                 [], "cpu")  # fmt: skip
-    started = time.perf_counter()
     with pytest.raises(Exception, match=r"1 run\(s\) failed: a-seed0"):
         train(ctx, plan, [0])
-    assert time.perf_counter() - started < 60
     assert "exit 3" in ctx.log.getvalue()
 
 

@@ -34,6 +34,39 @@ def test_kernels_build_into_the_cache_dir(fresh):
     assert not list((fresh / "cache").glob("*.tmp"))
 
 
+def test_cache_name_differs_by_cpu_flags_and_target(monkeypatch):
+    """A home directory shared by an AVX-512 login node and AVX2 compute nodes: each machine
+    (and each ALEXNET_MARCH) gets its own build, never the other's."""
+    monkeypatch.delenv("ALEXNET_MARCH", raising=False)
+    avx512 = "flags\t: fpu sse2 avx avx2 fma avx512f avx512bw avx512vl"
+    names = {}
+    for flags, march in ((avx512, ""), (avx512.replace(" avx512f avx512bw avx512vl", ""), "")):
+        monkeypatch.setattr(native, "_cpu_flags", lambda flags=flags: flags)
+        monkeypatch.setenv("ALEXNET_MARCH", march)
+        names[flags, march] = native.library_name("cc", ["int f(void);"])
+    monkeypatch.setattr(native, "_cpu_flags", lambda: avx512)
+    monkeypatch.setenv("ALEXNET_MARCH", "x86-64-v3")
+    names[avx512, "x86-64-v3"] = native.library_name("cc", ["int f(void);"])
+    assert len(set(names.values())) == 3, names
+    assert native.library_name("cc", ["int f(void);"]) == names[avx512, "x86-64-v3"]  # stable
+    assert native.library_name("cc", ["int g(void);"]) != names[avx512, "x86-64-v3"]  # sources
+
+
+@has_compiler
+def test_named_instruction_set_is_built_for(fresh, monkeypatch):
+    """ALEXNET_MARCH=x86-64-v3 builds for AVX2 without AVX-512 (what `make test-portable` runs);
+    an instruction set the compiler does not know is an error, not a silent generic build."""
+    if native.platform.machine() != "x86_64":
+        pytest.skip("x86-64 instruction sets")
+    monkeypatch.setenv("ALEXNET_MARCH", "x86-64-v3")
+    assert native.library() is not None
+    monkeypatch.setattr(native, "_TRIED", False)
+    monkeypatch.setattr(native, "_LIBRARY", None)
+    monkeypatch.setenv("ALEXNET_MARCH", "no-such-cpu")
+    with pytest.warns(RuntimeWarning, match="failed"):
+        assert native.library() is None
+
+
 @has_compiler
 def test_unusable_cache_dir_builds_in_a_temporary_dir(fresh, monkeypatch):
     (fresh / "a-file").write_text("not a directory")

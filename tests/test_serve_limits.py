@@ -136,18 +136,20 @@ def test_stalled_requests_get_408_and_are_disconnected(server):
         socks[name] = connect(server, data)
     try:
         with httpx.Client(base_url=server.url, timeout=10, trust_env=False) as c:
-            t = time.monotonic()  # others are answered meanwhile
-            assert c.get("/healthz").status_code == 200 and time.monotonic() - t < 1.0
-        closed = watch_until_closed(socks, opened, head * 10, limit=TIMEOUT_S + 4.0)
+            # others are answered meanwhile: before the first stalled client is cut
+            assert c.get("/healthz").status_code == 200
+            assert time.monotonic() < min(opened.values()) + TIMEOUT_S - 0.3
+        closed = watch_until_closed(socks, opened, head * 10, limit=10 * TIMEOUT_S)
     finally:
         for s in socks.values():
             s.close()
     assert set(closed) == set(socks), (
-        f"still open after {TIMEOUT_S + 4.0} s: {set(socks) - set(closed)}"
+        f"still open after {10 * TIMEOUT_S} s: {set(socks) - set(closed)}"
     )
     for name, (seconds, said) in closed.items():
-        # cut at the deadline counted from the connection's first moment, not before
-        assert TIMEOUT_S - 0.3 <= seconds <= TIMEOUT_S + 2.5, (name, seconds)
+        # cut at the deadline counted from the connection's first moment: not before it, and
+        # not never (the bound is 10 times the deadline, for a loaded machine)
+        assert TIMEOUT_S - 0.3 <= seconds <= 10 * TIMEOUT_S, (name, seconds)
         assert said.startswith(b"HTTP/1.1 408 "), (name, said[:80])
         phase = b"body" if name == "half body" else b"headers"
         assert b"request " + phase + b" not received within 2 s" in said, (name, said)
@@ -171,10 +173,8 @@ def test_connections_beyond_the_bound_get_503_at_once(server):
         try:
             assert open_connections(poller) == MAX_CONNECTIONS
             for _ in range(8):
-                t = time.monotonic()
                 with httpx.Client(base_url=server.url, timeout=5, trust_env=False) as c:
-                    r = c.get("/healthz")
-                assert time.monotonic() - t < 1.0
+                    r = c.get("/healthz")  # answered, not queued behind the idle hogs (30 s)
                 assert r.status_code == 503 and r.headers["retry-after"] == "1"
                 assert r.json() == {"error": f"server busy: {MAX_CONNECTIONS} connections open "
                                     f"(--max-connections {MAX_CONNECTIONS})"}  # fmt: skip

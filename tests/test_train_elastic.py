@@ -27,7 +27,8 @@ import time
 import data_helpers as dh
 import pytest
 import torch
-from train_helpers import REPO, env, metrics, popen, run, weights, write_packed
+from elastic_helpers import run_job, store_server
+from train_helpers import env, metrics, popen, run, weights, write_packed
 
 from alexnet.checkpoint import Checkpoint
 from alexnet.data.pack import prepare
@@ -37,9 +38,6 @@ from alexnet.errors import UserError
 from alexnet.runtime import DistInfo
 from alexnet.train.compat import reconcile_world_size
 from alexnet.train.config import make_config
-
-sys.path.insert(0, str(REPO / "benchmarks"))
-from elastic_job import free_port, run_job  # noqa: E402
 
 TRAIN = ["--recipe", "fast", "--model", "small", "--epochs", "2", "--batch-size", "16",
          "--checkpoint-every", "3", "--device", "cpu", "--dist-timeout", "60",
@@ -67,8 +65,8 @@ def test_a_killed_worker_restarts_by_itself_and_ends_bitwise_equal(data, tmp_pat
     assert starts[1]["global_step"] == 3 and starts[1]["generation"] == starts[0]["generation"] + 1
     survivor = job.agent_logs[0]  # node 0 ran rank 0, whose peer died
     assert "Traceback" not in survivor and survivor.count("lost a peer") == 1, survivor[-3000:]
-    # the survivor left by itself (exit 1), within a second of its peer's death, not at
-    # torchrun's SIGTERM / SIGKILL
+    # the survivor left by itself (exit 1), not at torchrun's SIGTERM / SIGKILL (-15 / -9),
+    # and on its peer's death, not at the end of its --dist-timeout (60 s; about 1 s is usual)
     exit_line = re.search(r"(\d\d:\d\d:\d\d\.\d+) \d+ \S+\] failed \(exitcode: 1\)", survivor)
     assert exit_line is not None, survivor[-3000:]
     t = time.strptime(exit_line.group(1).split(".")[0], "%H:%M:%S")
@@ -76,7 +74,7 @@ def test_a_killed_worker_restarts_by_itself_and_ends_bitwise_equal(data, tmp_pat
     seconds = (t.tm_hour * 3600 + t.tm_min * 60 + t.tm_sec) - (
         killed.tm_hour * 3600 + killed.tm_min * 60 + killed.tm_sec
     )
-    assert seconds <= 10, f"the survivor took {seconds} s to leave"
+    assert seconds < 30, f"the survivor took {seconds} s to leave: did it wait for the timeout?"
 
 
 def test_generation_store_passes_over_a_dead_leaders_announcement():
@@ -84,8 +82,7 @@ def test_generation_store_passes_over_a_dead_leaders_announcement():
 
     from alexnet.elastic import generation_store
 
-    port = free_port()
-    server = dist.TCPStore("127.0.0.1", port, is_master=True, wait_for_workers=False)
+    server = store_server()
     # what a dead generation left: its counter, announcement and confirmed tokens
     server.add("alexnet/generation/counter", 1)
     server.set("alexnet/generation/leader", "1")
@@ -94,7 +91,7 @@ def test_generation_store_passes_over_a_dead_leaders_announcement():
 
     def rank(r: int, delay: float) -> None:
         time.sleep(delay)
-        client = dist.TCPStore("127.0.0.1", port, is_master=False)
+        client = dist.TCPStore("127.0.0.1", server.port, is_master=False)
         store, generation = generation_store(client, r, 2, timeout_s=30)
         store.set(f"hello{r}", str(r))
         got[r] = (store.get(f"hello{1 - r}").decode(), generation)
@@ -109,15 +106,13 @@ def test_generation_store_passes_over_a_dead_leaders_announcement():
 
 
 def test_a_rank_without_its_leader_gives_up_in_one_line():
-    import torch.distributed as dist
 
     from alexnet.elastic import generation_store
 
-    store = dist.TCPStore("127.0.0.1", free_port(), is_master=True, wait_for_workers=False)
     t0 = time.perf_counter()
     with pytest.raises(UserError, match="did not form the process group"):
-        generation_store(store, 1, 2, timeout_s=1.0)
-    assert time.perf_counter() - t0 < 5
+        generation_store(store_server(), 1, 2, timeout_s=1.0)
+    assert 1.0 <= time.perf_counter() - t0 < 10  # its own timeout, then one line, not a hang
 
 
 def _ckpt(world_size: int, batch: int, global_batch: int) -> Checkpoint:
@@ -199,10 +194,15 @@ def test_a_rank_with_other_data_stops_every_rank_in_one_line_naming_it(tmp_path)
                 progress=False)  # fmt: skip
     fp = [open_dataset(root).fingerprint for root in copies]
     assert fp[0] != fp[1]
-    port, host = str(free_port()), socket.gethostname()
-    procs = [popen(["train", "--data", str(copies[r]), "--output-dir", str(tmp_path / "run"),
-                    *TRAIN], RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE="2",
-                   MASTER_ADDR="127.0.0.1", MASTER_PORT=port) for r in (0, 1)]  # fmt: skip
+    # the store both ranks meet in is served here, as torchrun's agent serves it
+    store, host = store_server(), socket.gethostname()
+    ranks = {"WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(store.port)}
+    ranks["TORCHELASTIC_USE_AGENT_STORE"] = "True"
+    argv = ["train", "--output-dir", str(tmp_path / "run"), *TRAIN]
+    procs = [
+        popen([*argv, "--data", str(copies[r])], RANK=str(r), LOCAL_RANK=str(r), **ranks)
+        for r in (0, 1)
+    ]
     try:
         errs = [p.communicate(timeout=120)[1] for p in procs]
     finally:

@@ -49,11 +49,10 @@ def reference(data, tmp_path_factory):
     return out
 
 
-def _wait_for_checkpoint(proc, path, timeout=60.0):
-    t0 = time.time()
+def _wait_for_checkpoint(proc, path):
+    """Until `path` exists (a run that never writes it ends at pytest's per-test timeout)."""
     while not path.exists():
         assert proc.poll() is None, proc.communicate()
-        assert time.time() - t0 < timeout, "no checkpoint appeared"
         time.sleep(0.05)
 
 

@@ -1,11 +1,13 @@
 """The CPU kernels (LRN, max-pool, the two fused): built on first use, called through ctypes.
 
 The C files need no Python or torch headers, so they compile in about a second with the
-system's C compiler (`$CC`, else `cc`, `gcc` or `clang`) for this CPU (`-march=native`). The
+system's C compiler (`$CC`, else `cc`, `gcc` or `clang`) for this CPU (`-march=native`; or
+for the instruction set `$ALEXNET_MARCH` names, e.g. `x86-64-v3`: AVX2 without AVX-512, which
+is how an AVX-512 machine runs the code an AVX2 user's machine runs). The
 library is cached in `$ALEXNET_CACHE_DIR` (default `$XDG_CACHE_HOME/alexnet` or
 `~/.cache/alexnet`; a temporary directory if that is not writable) under a name that hashes
-the sources, the compiler command and the CPU's feature flags, so a shared home directory never
-hands one machine another's build. Without a
+the sources, the compiler command, the target instruction set and the CPU's feature flags, so
+a shared home directory never hands one machine another's build. Without a
 compiler the layers fall back to torch ops (same values, slower) and say so once;
 `ALEXNET_NATIVE=0` turns the kernels off. `native_ops` registers the kernels as torch custom
 ops (what the layers call, and what `torch.compile` sees).
@@ -137,6 +139,17 @@ def _cpu_flags() -> str:
     return platform.processor()
 
 
+def _march() -> str:
+    return os.environ.get("ALEXNET_MARCH") or "native"
+
+
+def library_name(compiler: str, sources: list[str]) -> str:
+    """The cached library's file name: a hash of everything that makes one build differ."""
+    key = [*sources, compiler, " ".join(_FLAGS), _march(), _cpu_flags(), sys.platform]
+    digest = hashlib.sha256("\n".join(key).encode()).hexdigest()[:16]
+    return f"kernels-{platform.machine()}-{digest}.so"
+
+
 def _build(compiler: str, target: Path) -> None:
     """Compile to a temporary file and move it into place (safe with concurrent builders)."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -144,7 +157,9 @@ def _build(compiler: str, target: Path) -> None:
     os.close(fd)
     try:
         errors = ""
-        for arch in (["-march=native"], []):  # some compilers (or CPUs) lack -march=native
+        march = _march()
+        # some compilers (or CPUs) lack -march=native; a named instruction set is not optional
+        for arch in ([f"-march={march}"], []) if march == "native" else ([f"-march={march}"],):
             cmd = [compiler, *_FLAGS, *arch, "-o", tmp, *map(str, SOURCES), "-lm"]
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
             if done.returncode == 0:
@@ -190,9 +205,7 @@ def _load() -> ctypes.CDLL | None:
     if compiler is None:
         raise OSError("no C compiler found; install gcc (apt-get install gcc) or set CC")
     sources = [source.read_text() for source in SOURCES + HEADERS]
-    key = "\n".join([*sources, compiler, " ".join(_FLAGS), _cpu_flags(), sys.platform])
-    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    name = f"kernels-{platform.machine()}-{digest}.so"
+    name = library_name(compiler, sources)
     target = cache_dir() / name
     if not target.exists():
         try:

@@ -1,6 +1,12 @@
 """A two-node torchrun job on this machine: two agents on 127.0.0.1 (c10d rendezvous, gloo,
 one worker each), optionally with rank 1's worker SIGKILLed once the run has logged a chosen
-step. Used by benchmarks/bench_elastic.py and tests/test_train_elastic.py.
+step. Used by tests/test_train_elastic.py and benchmarks/bench_elastic.py.
+
+Every port is held by the process that chose it: the rendezvous store is a TCPStore this
+process serves on a port the kernel picked (port 0) for as long as the job runs, both agents
+join it as clients (`is_host=false`), and the workers' store is the one torchrun's rank-0 agent
+opens on a port of its own the same way. No port is chosen, closed, then handed to another
+process (where anything else on the machine could take it in between).
 
     job = run_job(data, run_dir, ["--model", "small", ...], kill_at_step=4)
     job.returncodes, job.kill_time, job.agent_logs, job.steps_before_kill
@@ -10,12 +16,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import torch.distributed as dist
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -33,10 +40,9 @@ class Job:
     starts: list[dict] = field(default_factory=list)  # RUN/starts.jsonl
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def store_server() -> dist.TCPStore:
+    """A TCPStore served by this process on 127.0.0.1, on a port the kernel chose (`.port`)."""
+    return dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
 
 
 def _env() -> dict[str, str]:
@@ -82,21 +88,20 @@ def run_job(
 ) -> Job:
     """Run `alexnet train --data DATA --output-dir RUN --resume auto TRAIN_ARGS` as a 2-node job
     (`--log-every 1` so steps can be watched); SIGKILL rank 1's worker at `kill_at_step`."""
-    port = free_port()
-    argv = ["train", "--data", str(data), "--output-dir", str(run), "--resume", "auto",
-            "--log-every", "1", *train_args]  # fmt: skip
+    rendezvous = store_server()  # held until the agents are done
+    argv = ["train", "--data", str(data), "--output-dir", str(run), "--resume", "auto"]
+    argv += ["--log-every", "1", *train_args]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2"]
+    torchrun += ["--nproc-per-node", "1", "--rdzv-backend", "c10d"]
+    torchrun += ["--rdzv-endpoint", f"127.0.0.1:{rendezvous.port}", "--rdzv-conf", "is_host=false"]
+    torchrun += ["--max-restarts", str(max_restarts), "--monitor-interval", str(monitor_interval)]
     agents, logs = [], []
     t0 = time.time()
     for node in range(2):
         log = open(run.parent / f"{run.name}.agent{node}.log", "w")  # noqa: SIM115
         logs.append(log)
-        agents.append(subprocess.Popen(
-            [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2",
-             "--nproc-per-node", "1", "--rdzv-backend", "c10d", "--rdzv-endpoint",
-             f"127.0.0.1:{port}", "--max-restarts", str(max_restarts), "--monitor-interval",
-             str(monitor_interval), "-m", "alexnet", *argv],
-            env=_env(), stdout=log, stderr=subprocess.STDOUT,
-        ))  # fmt: skip
+        command = [*torchrun, "-m", "alexnet", *argv]
+        agents.append(subprocess.Popen(command, env=_env(), stdout=log, stderr=subprocess.STDOUT))
     job = Job([], [], 0.0)
     try:
         if kill_at_step is not None:
