@@ -129,7 +129,7 @@ def test_predict_json_on_real_photos(tmp_path, capsys):
     ref = reference_probs(model, pics["chelsea"])
     got = {t["index"]: t["prob"] for t in preds[0]["top"]}
     np.testing.assert_allclose([got[i] for i in range(4)], ref, atol=1e-4)
-    assert preds[0]["top"][0]["index"] == int(ref.argmax())
+    assert ref[preds[0]["top"][0]["index"]] >= ref.max() - 1e-4  # the top class (or a tie)
 
 
 def test_predict_topk_ten_crops_and_text_output(tmp_path, capsys):
@@ -192,8 +192,11 @@ def test_torchvision_pth_predicts_like_torchvision(tmp_path):
         with torch.no_grad():
             ref = torch.softmax(tv(x), 1)[0]
         top_p, top_i = ref.topk(5)
-        assert pred.indices == top_i.tolist(), name
+        # the five largest probabilities, each at a class where torchvision has it (two classes
+        # within rounding of each other may come in either order on another CPU)
         np.testing.assert_allclose(pred.probs, top_p.numpy(), atol=1e-5, rtol=0)
+        np.testing.assert_allclose(pred.probs, ref[pred.indices].numpy(), atol=1e-5, rtol=0)
+        assert len(set(pred.indices)) == 5
         assert top_p[0] > 0.05  # not a uniform output: the comparison means something
 
 

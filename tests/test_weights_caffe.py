@@ -144,7 +144,10 @@ def test_matches_float64_caffe_layers(converted, which):
     # the probabilities are spread (no saturated softmax hiding differences): equal to 1e-4
     assert 0.01 < ref_probs.max() < 0.5
     np.testing.assert_allclose(probs, ref_probs, atol=1e-4, rtol=0)
-    assert (probs.argmax(1) == ref_probs.argmax(1)).all()
+    # our top class is Caffe's, or one tied with it within that tolerance (float rounding may
+    # order two nearly equal classes either way on another CPU)
+    ours = ref_probs[np.arange(len(refs)), probs.argmax(1)]
+    assert (ours >= ref_probs.max(1) - 1e-4).all()
 
 
 def test_lrn_across_the_tower_boundary_matters(converted):
