@@ -6,10 +6,10 @@ memory and is copied with `non_blocking=True`. The batch is returned as (B, 3, H
 channels_last view of the NHWC bytes (no copy). Augmentation happens later, on the device
 (augment.py). A JPEG dataset's records are checked (CRC32) and decoded in the same threads:
 on the CPU one image at a time (libjpeg-turbo, GIL released), on CUDA a batch at once on the
-GPU (nvJPEG, `jpeg_decode.decode_batch_device`); what follows is the same as for raw pixels.
+GPU (nvJPEG, `decode_batch_device`); what follows is the same as for raw pixels.
 
-Sharding (the rule every rank follows): perm = permutation(N) from (seed, epoch) (or arange when not
-shuffling); global batch k = perm[k*B*W:(k+1)*B*W]; rank r takes [r*B:(r+1)*B] of it. So a
+Sharding (the rule every rank follows): perm = permutation(N) from (seed, epoch) (or arange
+when not shuffling); global batch k = perm[k*B*W:(k+1)*B*W]; rank r takes [r*B:(r+1)*B] of it. So a
 W-rank run sees the same global batches as a 1-rank run with batch B*W, and evaluation
 (shuffle=False, drop_last=False) sees each sample exactly once across ranks, unpadded.
 """
@@ -17,30 +17,46 @@ W-rank run sees the same global batches as a 1-rank run with batch B*W, and eval
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable, Iterator
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
+from torchvision.io import ImageReadMode, decode_jpeg
 
-from alexnet.data import jpeg_decode
-from alexnet.data.augment import Draws, LoaderTransform, ReusableBuffers
-from alexnet.data.jpeg import JpegImages
+from alexnet.data.augment import Draws, ReusableBuffers, TrainTransform
 from alexnet.data.packed import PackedDataset
 
 Batch = tuple[torch.Tensor, torch.Tensor]
-CPU_DECODE = jpeg_decode.DECODERS[jpeg_decode.CPU_DECODER]
+# torchvision 0.29 marks its image codecs deprecated (for TorchCodec); Pillow stays the
+# readers' decoder (fields.decode_pillow) if they go
+warnings.filterwarnings(
+    "ignore", "The image decoding and encoding capabilities of TorchVision", DeprecationWarning
+)
+
+
+def decode_torchvision(data, out: np.ndarray) -> None:
+    """Decode JPEG `data` into `out` (H, W, 3) uint8: the loader's CPU decoder, libjpeg-turbo
+    like Pillow (the same pixels, tested) but faster, and it releases the GIL, so the loader's
+    threads decode in parallel (benchmarks/bench_jpeg.py)."""
+    x = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+    if tuple(x.shape) != (3, out.shape[0], out.shape[1]):
+        raise ValueError(f"decodes to {tuple(x.shape)}")
+    out[...] = x.permute(1, 2, 0).numpy()
+
+
+def decode_batch_device(records: Sequence[np.ndarray], device: torch.device) -> torch.Tensor:
+    """Decode a batch of JPEG records on a CUDA device in one call (nvJPEG) -> uint8
+    (B, 3, H, W) on `device`, channels_last memory (the layout the raw loader hands over)."""
+    tensors = [torch.from_numpy(np.array(r, dtype=np.uint8)) for r in records]
+    decoded = decode_jpeg(tensors, mode=ImageReadMode.RGB, device=device)
+    return torch.stack([d.permute(1, 2, 0) for d in decoded]).permute(0, 3, 1, 2)
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
     """The shuffle order for (seed, epoch): identical on every rank and platform."""
     return np.random.default_rng([int(seed), int(epoch)]).permutation(n)
-
-
-def decodes_on_device(images, device: str | torch.device) -> bool:
-    """True when batches of `images` are decoded on `device` itself: JPEG records on CUDA
-    (nvJPEG). Raw pixels are never decoded; JPEG for a CPU device is decoded on the CPU."""
-    return isinstance(images, JpegImages) and torch.device(device).type == "cuda"
 
 
 class DeviceLoader:
@@ -115,12 +131,7 @@ class DeviceLoader:
         """uint8 (B, H, W, 3) on the host: rows of the memory map, or decoded JPEG records."""
         images = self.dataset.images
         buf, out = self._host_batch((len(idx), *images.shape[1:]))
-        if isinstance(images, JpegImages):
-            images.read_into(idx, buf, CPU_DECODE)
-        elif len(idx) and idx[-1] - idx[0] == len(idx) - 1 and np.all(np.diff(idx) == 1):
-            buf[...] = images[idx[0] : idx[-1] + 1]  # contiguous: one slice copy
-        elif len(idx):
-            np.take(images, idx, axis=0, out=buf)
+        images.read_into(idx, buf, decode_torchvision)
         return out, self._labels_of(idx)
 
     def _gather_decode_on_device(self, idx: np.ndarray, stream=None) -> tuple:
@@ -130,10 +141,10 @@ class DeviceLoader:
         the model computes on: nvJPEG's result is waited for there, and only there)."""
         records = self.dataset.images.records(idx)
         if stream is None:  # no side stream (a test's stand-in decoder without CUDA)
-            images = jpeg_decode.decode_batch_device(records, self.device)
+            images = decode_batch_device(records, self.device)
             return images, self._send(self._labels_of(idx)), None
         with torch.cuda.stream(stream):
-            images = jpeg_decode.decode_batch_device(records, self.device)
+            images = decode_batch_device(records, self.device)
             labels = self._send(self._labels_of(idx))
             decoded = torch.cuda.Event()
             decoded.record(stream)
@@ -146,21 +157,17 @@ class DeviceLoader:
         images, labels = batch
         return self._send(images).permute(0, 3, 1, 2), self._send(labels)
 
-    def _gather_augment(self, idx: np.ndarray, transform: LoaderTransform, draws: Draws):
+    def _gather_augment(self, idx: np.ndarray, transform: TrainTransform, draws: Draws):
         """CPU fast path: crop + augment straight from the memory map (no uint8 copy), or from
         the batch's decoded JPEG records."""
-        images = self.dataset.images
-        if isinstance(images, JpegImages):
-            rows = self._buffers.get((len(idx), *images.shape[1:]))
-            images.read_into(idx, rows, CPU_DECODE)
-            return transform.apply_rows(rows, range(len(idx)), draws), self._labels_of(idx)
-        return transform.apply_rows(images, idx, draws), torch.from_numpy(self._labels[idx])
+        rows, at = self.dataset.images.rows(idx, self._buffers.get, decode_torchvision)
+        return transform.apply_rows(rows, at, draws), self._labels_of(idx)
 
     def iterate(
         self,
         start_batch: int = 0,
         *,
-        transform: LoaderTransform | None = None,
+        transform: TrainTransform | None = None,
         generator: torch.Generator | Callable[[int], torch.Generator] | None = None,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield this rank's batches of the current epoch, skipping the first `start_batch`
@@ -180,7 +187,8 @@ class DeviceLoader:
         ks = range(max(0, int(start_batch)), len(self))
         size = tuple(self.dataset.images.shape[1:3])
         fused = transform is not None and transform.fuses(size, self.device)
-        on_device = decodes_on_device(self.dataset.images, self.device)
+        # JPEG records on CUDA: decoded there, a batch at once (nvJPEG)
+        on_device = self.dataset.images.decodes_on_device and self.device.type == "cuda"
 
         def gen(k: int):
             return generator(k) if callable(generator) else generator
