@@ -17,8 +17,8 @@ from PIL import Image
 from alexnet import cli
 from alexnet.data import pack
 from alexnet.data.fields import FIELDS, DamagedRecord, decode_pillow
-from alexnet.data.layout import ENCODINGS
 from alexnet.data.loader import decode_torchvision
+from alexnet.data.modes import ENCODINGS
 from alexnet.data.pack import prepare
 from alexnet.data.packed import open_dataset, verify
 from alexnet.data.sources import ArraySource

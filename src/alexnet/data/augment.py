@@ -147,10 +147,13 @@ class _Common:
         size = (int(self.resize), int(self.resize))
         return F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
 
-    def _input(self, images: torch.Tensor) -> torch.Tensor:
+    def _check(self, images: torch.Tensor) -> torch.Tensor:
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"expected uint8 images (B, 3, H, W), got {tuple(images.shape)}")
-        return self._resize(images.float().div_(255.0))
+        return images
+
+    def _input(self, images: torch.Tensor) -> torch.Tensor:
+        return self._resize(self._check(images).float().div_(255.0))
 
     def _finish(self, x: torch.Tensor, mean_crops: torch.Tensor | None) -> torch.Tensor:
         if self.normalize == "mean_image":
@@ -189,10 +192,8 @@ class TrainTransform(_Common):
         memory format set by `produce` (bf16 channels-last for the model under --amp)."""
         if self._fast_ok(images):
             return self._paper_cpu(images, generator)
-        if self.mode == "paper" and self._unresized(images):
-            x = self._crop_first(images, generator)
-        else:
-            x = self._whole_image_first(images, generator)
+        unresized = self.resize is None or tuple(images.shape[-2:]) == (self.resize,) * 2
+        x = self._augment(images, generator, crop_first=self.mode == "paper" and unresized)
         if self.out_dtype is not None or self.out_channels_last:
             fmt = torch.channels_last if self.out_channels_last else torch.contiguous_format
             x = x.to(dtype=self.out_dtype or x.dtype, memory_format=fmt)
@@ -203,40 +204,21 @@ class TrainTransform(_Common):
         first layer would make (autocast casts its input to bf16), made once here instead."""
         self.out_dtype, self.out_channels_last = dtype, bool(channels_last)
 
-    def _unresized(self, images: torch.Tensor) -> bool:
-        return self.resize is None or tuple(images.shape[-2:]) == (self.resize,) * 2
-
-    def _crop_first(self, images: torch.Tensor, generator) -> torch.Tensor:
-        """Paper mode without a resize: the crops are taken from the uint8 images (padded with
-        zeros first), and only the B x 3 x crop x crop pixels are converted and normalized; the
-        same values, element by element, as converting the whole images first."""
-        if images.dim() != 4 or images.shape[1] != 3:
-            raise ValueError(f"expected uint8 images (B, 3, H, W), got {tuple(images.shape)}")
-        dev, b = images.device, images.shape[0]
-        m = self._const("mean_image", dev) if self.normalize == "mean_image" else None
-        if self.pad:
-            images = F.pad(images, (self.pad,) * 4)
-            m = F.pad(m, (self.pad,) * 4) if m is not None else None
-        d = self.draw(b, tuple(images.shape[-2:]), generator, dev)
-        x, m = self._paper_crop(images, m, d)
-        x = x.float().div_(255.0)
-        if d.shift is not None:
-            x = x + d.shift[:, :, None, None]
-        return self._finish(x, m)
-
-    def _whole_image_first(self, images: torch.Tensor, generator) -> torch.Tensor:
-        """Resize (or RandomResizedCrop) needs the whole image in float first."""
-        x = self._input(images)
+    def _augment(self, images: torch.Tensor, generator, crop_first: bool) -> torch.Tensor:
+        """The batch path. `crop_first` (paper mode without a resize): the crops are cut from
+        the uint8 images (zero-padded first) and only the B x 3 x crop x crop pixels are
+        converted, the same values, element by element, as converting the whole images first
+        (which a resize or RandomResizedCrop needs)."""
+        x = self._check(images) if crop_first else self._input(images)
         dev, b = x.device, x.shape[0]
         m = self._const("mean_image", dev) if self.normalize == "mean_image" else None
         if self.mode == "paper" and self.pad:
             x = F.pad(x, (self.pad,) * 4)
             m = F.pad(m, (self.pad,) * 4) if m is not None else None
         d = self.draw(b, tuple(x.shape[-2:]), generator, dev)
-        if self.mode == "paper":
-            x, m = self._paper_crop(x, m, d)
-        else:
-            x, m = self._resized_crop(x, m, d)
+        x, m = (self._paper_crop if self.mode == "paper" else self._resized_crop)(x, m, d)
+        if crop_first:
+            x = x.float().div_(255.0)
         if d.shift is not None:
             x = x + d.shift[:, :, None, None]
         return self._finish(x, m)

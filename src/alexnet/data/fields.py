@@ -1,22 +1,15 @@
 """How a packed split stores its images: one field type per encoding, as ffcv's fields.
 
 `RawField`: uint8 pixels, `{split}_images.npy` (N, H, W, 3), memory-mapped when read (format
-version 1). `JpegField`: one baseline JPEG per image (Pillow/libjpeg-turbo, 4:2:0 chroma
-subsampling, optimized Huffman tables; an image whose three channels are equal, e.g.
-Fashion-MNIST, as a one-channel JPEG) in `{split}_images.jpeg`, record i at bytes
-`offsets[i]:offsets[i + 1]` of `{split}_offsets.npy` int64 (N + 1,) (format version 2). Both
-store `{split}_crc32.npy` uint32 (N,): the CRC32 of each record's stored bytes (raw: its
-H*W*3 pixels), and `{split}_labels.npy` int64 (N,).
-
-A field encodes a chunk of images (`encode`, in prepare's workers), appends it to its working
-files and turns those into the final files (`append_index`, `finish`), names its header
-entries, opens a split for reading and gives the dataset's fingerprint. What it opens,
-`RawImages` or `JpegImages`, is the (N, H, W, 3) uint8 array the records decode to, with the
-reading methods DeviceLoader and verify use on either: `stored`, `read_into`, `rows`.
-A JPEG record's CRC is checked before it is decoded: a flipped bit on disk often decodes to
-garbage without any decoder complaint, so a damaged record raises `DamagedRecord`.
-No torch here: readers and prepare decode with Pillow; DeviceLoader passes its faster
-torchvision decoder (the same libjpeg-turbo pixels, tested) and decodes batches with nvJPEG.
+version 1). `JpegField`: one baseline JPEG per image (libjpeg-turbo via Pillow, 4:2:0,
+optimized Huffman tables; equal channels as a one-channel JPEG) in `{split}_images.jpeg`,
+record i at bytes offsets[i]:offsets[i + 1] of `{split}_offsets.npy` (format version 2).
+Both: `{split}_labels.npy` int64 (N,), `{split}_crc32.npy` uint32 (N,) (each record's stored
+bytes; raw: its H*W*3 pixels). A field encodes chunks for `prepare`, opens a split and gives
+the fingerprint; what it opens (`RawImages`, `JpegImages`: the (N, H, W, 3) uint8 array the
+records decode to) reads records for the loader and verify. A JPEG record's CRC is checked
+before it is decoded (a flipped bit often decodes to plausible garbage). No torch here: the
+loader passes its own decoders.
 """
 
 from __future__ import annotations
@@ -34,7 +27,7 @@ from typing import Any, BinaryIO
 import numpy as np
 from PIL import Image
 
-from alexnet.data.layout import DEFAULT_QUALITY, SPLITS
+from alexnet.data.modes import DEFAULT_QUALITY, SPLITS
 from alexnet.errors import UserError
 
 Decoder = Callable[[Any, np.ndarray], None]  # (record bytes, out (H, W, 3) uint8) -> None
@@ -94,14 +87,10 @@ class RawImages(np.ndarray):
         return self, idx
 
 
-def is_gray(image: np.ndarray) -> bool:
-    """True when the three channels of an (H, W, 3) image are equal."""
-    return bool((image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all())
-
-
 def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
     """(H, W, 3) uint8 -> JPEG bytes at `quality` (deterministic: same pixels, same bytes)."""
-    pixels = image[..., 0] if is_gray(image) else image
+    gray = (image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all()
+    pixels = image[..., 0] if gray else image
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(pixels), "L" if pixels.ndim == 2 else "RGB").save(
         buf, "JPEG", quality=int(quality), subsampling=SUBSAMPLING, optimize=True
@@ -199,10 +188,6 @@ class JpegImages:
         out = self._decode(range(len(self)))
         return out if dtype is None else out.astype(dtype, copy=False)
 
-    def __iter__(self):
-        for i in range(len(self)):
-            yield self[i]
-
     def __repr__(self) -> str:
         return f"JpegImages({self.where!r}, split={self.split!r}, shape={self.shape})"
 
@@ -240,8 +225,7 @@ class RawField:
         digest = hashlib.blake2b(images.tobytes(), digest_size=DIGEST_BYTES)
         digest.update(labels.astype("<i8").tobytes())
         crc = np.array([crc32(x) for x in images], np.uint32)  # each (H, W, 3) image's bytes
-        return {"data": images, "crc": crc, "pixels": images,
-                "index": digest.digest()}  # fmt: skip
+        return {"data": images, "crc": crc, "pixels": images, "index": digest.digest()}
 
     def data_size(self, state: dict, image_bytes: int) -> tuple[int, int]:
         """(data bytes, index bytes) of the working files after the chunks `state` records."""
@@ -311,8 +295,8 @@ class JpegField:
         return {"encoding": self.name, "quality": self.quality, "subsampling": SUBSAMPLING}
 
     def split_entry(self, split: str, n: int) -> dict[str, Any]:
-        return {"count": n, "images": self.images_file(split), "labels": labels_file(split),
-                "offsets": offsets_file(split), "crc32": crc_file(split)}  # fmt: skip
+        files = {"images": self.images_file(split), "labels": labels_file(split)}
+        return {"count": n, **files, "offsets": offsets_file(split), "crc32": crc_file(split)}
 
     def encode(self, images: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
         """As RawField.encode; "pixels" are the decoded records, "index" their lengths."""
@@ -345,10 +329,8 @@ class JpegField:
         data = np.zeros(0, np.uint8)
         if data_path.stat().st_size:  # np.memmap cannot map an empty file
             data = np.asarray(np.memmap(data_path, np.uint8, "r"))
-        offsets = np.load(root / entry.get("offsets", offsets_file(split))).astype(
-            np.int64, copy=False
-        )
-        crc = np.load(root / entry.get("crc32", crc_file(split))).astype(np.uint32, copy=False)
+        offsets = np.load(root / entry.get("offsets", offsets_file(split))).astype(np.int64)
+        crc = np.load(root / entry.get("crc32", crc_file(split))).astype(np.uint32)
         n = int(entry["count"])
         if offsets.shape != (n + 1,) or crc.shape != (n,) or int(offsets[-1]) != data.size:
             raise UserError(

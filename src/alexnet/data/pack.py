@@ -1,16 +1,12 @@
-"""`prepare`: pack a `Source` into the packed format (see packed.py), in one pass that also
-computes the training statistics (paper §2 mean image, §4.1 RGB PCA).
-
-The images are stored by a field (fields.py): raw uint8 pixels (the default) or JPEG records;
-the statistics are those of the pixels training sees (for JPEG: the decoded records), kept as
-exact int64 sums, so they do not depend on the order in which chunks arrive.
+"""`prepare`: pack a `Source` into the packed format (packed.py), its images stored by a field
+(fields.py: raw pixels or JPEG records), in one pass that also sums the training statistics
+(paper §2 mean image, §4.1 RGB PCA) over the pixels training sees, as exact integers.
 
 Atomic and resumable: everything is written into `OUT.partial/`; after each chunk the data is
-fsync'ed and then `progress.npz` (chunk counters, byte counts, the sums) is replaced
-atomically. A rerun with the same input truncates the files to the last recorded chunk and
-continues, giving byte-identical output. `header.json` is written last and the directory is
-renamed to OUT only when complete. OUT is only ever replaced when it is a packed dataset or
-an empty directory, never a user's own files nor the directory being read.
+fsync'ed, then `progress.npz` (counters, the sums) is replaced atomically. A rerun truncates
+the files to the last recorded chunk and continues, byte-identical to an uninterrupted run.
+`header.json` is written last and the directory renamed to OUT when complete. OUT is only
+ever replaced when it is a packed dataset or an empty directory, never the directory read.
 """
 
 from __future__ import annotations
@@ -29,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from alexnet.data.fields import FIELDS, Field, crc_file, labels_file, offsets_file
-from alexnet.data.layout import SPLITS
+from alexnet.data.modes import SPLITS
 from alexnet.data.packed import FORMAT_NAME, HEADER, REPORT, STATS
 from alexnet.data.sources import Source
 from alexnet.errors import UserError
@@ -40,15 +36,6 @@ PROGRESS = "progress.npz"
 
 
 # ---------------------------------------------------------------- what OUT may be
-def _listing(path: Path, limit: int = 3) -> str:
-    try:
-        names = sorted(p.name for p in path.iterdir())
-    except OSError as exc:
-        return f"unreadable: {exc.strerror}"
-    more = f" and {len(names) - limit} more" if len(names) > limit else ""
-    return ", ".join(names[:limit]) + more
-
-
 def _is_packed_dataset(path: Path) -> bool:
     """True when `path/header.json` names the packed format (written last by `prepare`)."""
     try:
@@ -78,9 +65,11 @@ def check_output(out: str | Path, src: str | Path | None, overwrite: bool) -> No
         kind = "a packed dataset" if packed else ("empty" if empty else "not a packed dataset")
         raise UserError(f"{out}: already exists, {kind}{hint}")
     if not (packed or empty):
+        names = sorted(p.name for p in out.iterdir())
+        more = f" and {len(names) - 3} more" if len(names) > 3 else ""
         raise UserError(
-            f"{out}: not a packed dataset (holds {_listing(out)}); --overwrite only replaces "
-            "a packed dataset or an empty directory: choose another OUT"
+            f"{out}: not a packed dataset (holds {', '.join(names[:3])}{more}); --overwrite "
+            "only replaces a packed dataset or an empty directory: choose another OUT"
         )
 
 

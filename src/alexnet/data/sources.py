@@ -20,7 +20,7 @@ import numpy as np
 
 from alexnet.data import imagenet
 from alexnet.data.decode import DEFAULT_MAX_PIXELS, decode_image
-from alexnet.data.layout import SOURCE_NAMES
+from alexnet.data.modes import SOURCE_NAMES
 from alexnet.errors import UserError
 
 FASHION_MNIST_CLASSES = [
