@@ -1,17 +1,12 @@
-"""DeviceLoader: batches of uint8 images from a packed dataset, sent to the device.
+"""DeviceLoader: batches of uint8 images (B, 3, H, W) from a packed dataset, on the device.
 
-Gathering rows of the memory-mapped (N, H, W, 3) array runs in `workers` threads (numpy
-releases the GIL while copying), ahead of the consumer; on CUDA the batch lands in pinned
-memory and is copied with `non_blocking=True`. The batch is returned as (B, 3, H, W), a
-channels_last view of the NHWC bytes (no copy). Augmentation happens later, on the device
-(augment.py). A JPEG dataset's records are checked (CRC32) and decoded in the same threads:
-on the CPU one image at a time (libjpeg-turbo, GIL released), on CUDA a batch at once on the
-GPU (nvJPEG, `decode_batch_device`); what follows is the same as for raw pixels.
-
-Sharding (the rule every rank follows): perm = permutation(N) from (seed, epoch) (or arange
-when not shuffling); global batch k = perm[k*B*W:(k+1)*B*W]; rank r takes [r*B:(r+1)*B] of it. So a
-W-rank run sees the same global batches as a 1-rank run with batch B*W, and evaluation
-(shuffle=False, drop_last=False) sees each sample exactly once across ranks, unpadded.
+`workers` threads gather rows of the memory map (numpy releases the GIL) or check and decode
+JPEG records (torchvision's libjpeg-turbo; on CUDA a batch at once with nvJPEG) ahead of the
+consumer; on CUDA the batch lands in pinned memory and is copied with `non_blocking=True`.
+Images are a channels_last view of the NHWC bytes; augmentation follows on the device.
+Sharding: perm = permutation(N) from (seed, epoch); global batch k = perm[k*B*W:(k+1)*B*W];
+rank r takes [r*B:(r+1)*B] of it, so W ranks see the batches of one rank with batch B*W, and
+evaluation (shuffle=False, drop_last=False) sees each sample exactly once, unpadded.
 """
 
 from __future__ import annotations
@@ -135,10 +130,9 @@ class DeviceLoader:
         return out, self._labels_of(idx)
 
     def _gather_decode_on_device(self, idx: np.ndarray, stream=None) -> tuple:
-        """CUDA + JPEG: the checked records of the batch, decoded together on the device ->
-        (uint8 (B, 3, H, W) there, the labels sent after them, an event when both are done).
-        In a loader thread the decode is issued on `stream` (its own, not the default stream
-        the model computes on: nvJPEG's result is waited for there, and only there)."""
+        """CUDA + JPEG: the batch's checked records decoded together on the device -> (uint8
+        (B, 3, H, W), labels, an event when both are there), issued on `stream` (not the
+        model's: nvJPEG's result is waited for there only)."""
         records = self.dataset.images.records(idx)
         if stream is None:  # no side stream (a test's stand-in decoder without CUDA)
             images = decode_batch_device(records, self.device)
@@ -170,17 +164,12 @@ class DeviceLoader:
         transform: TrainTransform | None = None,
         generator: torch.Generator | Callable[[int], torch.Generator] | None = None,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield this rank's batches of the current epoch, skipping the first `start_batch`
-        without reading them (resume mid-epoch).
-
-        With `transform` (a TrainTransform), images come augmented: float32 (B, C, crop,
-        crop), equal to `transform(images, generator)` applied to each uint8 batch in order.
-        `generator` is one torch.Generator for the whole epoch, or a function from the batch
-        index k to the generator of batch k (the training loop seeds each step's draws from
-        its position, so a resumed run draws what an uninterrupted one did). On the CPU (paper
-        mode) the augmentation then runs inside the worker threads, reading the crops straight
-        from the memory map; its random draws are still taken in this thread, in batch order,
-        when a batch is queued (up to workers + 1 batches ahead of the one yielded)."""
+        """This rank's batches of the epoch from batch `start_batch` on (nothing before it is
+        read). With `transform`, float32 (B, C, crop, crop) batches equal to
+        `transform(images, generator)` of each uint8 batch; `generator` is one for the epoch
+        or a function of the batch index k (a resumed run draws what an uninterrupted one
+        did). On the CPU (paper mode) the augmentation runs in the worker threads, straight
+        from the memory map, its draws taken here in batch order when a batch is queued."""
         order = (
             epoch_permutation(len(self.dataset), self.seed, self.epoch) if self.shuffle else None
         )
@@ -200,10 +189,10 @@ class DeviceLoader:
             idx = self.batch_indices(k, order)
             if fused:
                 draws = transform.draw(len(idx), size, gen(k))
-                return k, self._gather_augment, (idx, transform, draws)
+                return self._gather_augment, (idx, transform, draws)
             if on_device:
-                return k, self._gather_decode_on_device, (idx, decode_stream)
-            return k, self._gather, (idx,)
+                return self._gather_decode_on_device, (idx, decode_stream)
+            return self._gather, (idx,)
 
         def finish(k: int, batch):
             if fused:
@@ -239,9 +228,8 @@ class DeviceLoader:
 
     def _handed_over(self, batches: Iterator) -> Iterator[Batch]:
         """CUDA: batch k+1's copy and augmentation are issued on the side stream before batch
-        k is handed over, so they run while the model computes batch k; the model's stream
-        waits only for batch k's own work (its event), and the batch's memory is marked in use
-        by that stream (`record_stream`) so the allocator cannot reuse it early."""
+        k is handed over (they overlap the model's step); the model's stream waits for batch
+        k's event only and marks its memory in use (`record_stream`)."""
         ahead = next(batches, None)
         while ahead is not None:
             following = next(batches, None)  # issued now, runs during the model's step
@@ -258,7 +246,7 @@ class DeviceLoader:
         up to workers + 1 batches ahead of the one yielded."""
         if self.workers == 0:
             for k in ks:
-                _, fn, args = load(k)
+                fn, args = load(k)
                 yield finish(k, fn(*args))
             return
         depth = self.workers + 1
@@ -266,7 +254,7 @@ class DeviceLoader:
             pending: collections.deque = collections.deque()
             try:
                 for k in ks:
-                    k, fn, args = load(k)
+                    fn, args = load(k)
                     pending.append((k, pool.submit(fn, *args)))
                     if len(pending) > depth:
                         done_k, fut = pending.popleft()

@@ -1,19 +1,10 @@
-"""Read a packed dataset directory written by `alexnet prepare` (format "alexnet-packed").
+"""Read a packed dataset directory written by `alexnet prepare` (format "alexnet-packed"), and
+check it (`verify`, for `alexnet prepare --verify`).
 
-Layout of `OUT/` (see docs/data.md):
-    header.json            format name + version, encoding, image size, classes, splits,
-                           fingerprint
-    {split}_images.npy     raw (version 1): uint8 (N, H, W, 3), memory-mapped on open
-    {split}_images.jpeg    jpeg (version 2): the JPEG records, one after another, and
-    {split}_offsets.npy    int64 (N + 1,): record i is bytes offsets[i]:offsets[i + 1]
-    {split}_crc32.npy      uint32 (N,): CRC32 of each stored record (checked as it is read
-                           for JPEG; by `alexnet prepare --verify` for both)
-    {split}_labels.npy     int64 (N,)
-    stats.npz              train-split statistics, pixels scaled to [0, 1] (paper §2, §4.1)
-    report.json            skipped / repaired files
-`header.json` is written last and the directory is renamed into place at the end, so a
-directory with a valid header is always complete. Both encodings read the same way: a
-sequence of (H x W x 3 uint8, label); JPEG records are decoded (and checked) on access.
+`OUT/header.json` (format, version, image size, classes, splits, fingerprint; written last,
+so a directory with a valid header is complete), each split's images and labels as its field
+stores them (fields.py), `stats.npz` (train-split statistics in [0, 1], paper §2, §4.1),
+`report.json` (skipped / repaired files). See docs/data.md.
 """
 
 from __future__ import annotations

@@ -168,10 +168,6 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(raw, np.uint8, offset=offset).reshape(dims)
 
 
-def is_fashion_mnist(root: Path) -> bool:
-    return _find(root, "train-images-idx3-ubyte") is not None
-
-
 def fashion_mnist(root: Path) -> ArraySource:
     """Fashion-MNIST: 60,000 train / 10,000 test (as "val") 28x28 grayscale, replicated to RGB."""
     arrays = {}
@@ -195,10 +191,6 @@ def _cifar_dir(root: Path) -> Path | None:
         if (d / "data_batch_1").is_file():
             return d
     return None
-
-
-def is_cifar10(root: Path) -> bool:
-    return _cifar_dir(root) is not None
 
 
 def _unpickle(path: Path) -> dict:
@@ -298,6 +290,17 @@ class SyntheticSource(Source):
 
 
 # ---------------------------------------------------------------- choosing a reader
+ARRAYS = {"fashion-mnist": fashion_mnist, "cifar10": cifar10}
+# what `--source auto` looks for, in this order
+LAYOUTS = {
+    "fashion-mnist": lambda root: _find(root, "train-images-idx3-ubyte") is not None,
+    "cifar10": lambda root: _cifar_dir(root) is not None,
+    "kaggle": imagenet.is_kaggle,
+    "ilsvrc2012": imagenet.is_ilsvrc2012,
+    "imagefolder": imagenet.is_imagefolder,
+}
+
+
 def open_source(
     src: str,
     kind: str = "auto",
@@ -316,26 +319,15 @@ def open_source(
     if not root.is_dir():
         raise UserError(f"{src}: not a directory (give the directory holding the dataset)")
     if kind == "auto":
-        if is_fashion_mnist(root):
-            kind = "fashion-mnist"
-        elif is_cifar10(root):
-            kind = "cifar10"
-        elif imagenet.is_kaggle(root):
-            kind = "kaggle"
-        elif imagenet.is_ilsvrc2012(root):
-            kind = "ilsvrc2012"
-        elif imagenet.is_imagefolder(root):
-            kind = "imagefolder"
-        else:
+        kind = next((name for name, test in LAYOUTS.items() if test(root)), "")
+        if not kind:
             raise UserError(
                 f"{src}: unrecognized dataset layout (expected train/<class>/ and val/<class>/ "
                 "folders, ILSVRC2012 tars + devkit, the Kaggle layout, Fashion-MNIST idx files "
                 "or CIFAR-10 batches; or name one with --source)"
             )
-    if kind == "fashion-mnist":
-        return fashion_mnist(root)
-    if kind == "cifar10":
-        return cifar10(root)
     if kind in imagenet.LAYOUTS:
         return FileSource(kind, root, size, max_pixels)
+    if kind in ARRAYS:
+        return ARRAYS[kind](root)
     raise UserError(f"--source {kind}: unknown (choose from {', '.join(SOURCE_NAMES)})")
