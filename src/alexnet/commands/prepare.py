@@ -55,9 +55,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         action="store_true",
         help="replace OUT if it is a packed dataset or an empty directory (never anything else)",
     )
-    p.add_argument("--max-pixels", type=positive_int, default=None,
-                   help="skip images with more pixels than this (decompression bombs), >= 1 "
-                        "(default 89,478,485: Pillow's limit)")  # fmt: skip
+    p.add_argument(
+        "--max-pixels",
+        type=positive_int,
+        default=None,
+        help="skip images with more pixels than this (decompression bombs), >= 1 "
+        "(default 89,478,485: Pillow's limit)",
+    )
     _add_storage_args(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     g = p.add_argument_group("synthetic data (--source synthetic)")
@@ -138,16 +142,24 @@ def run(args: argparse.Namespace) -> int:
             "count": args.count,
             "image_size": args.image_size,
             "seed": args.seed,
-        },  # fmt: skip
+        },
     )
     try:
         with interruptible():  # the progress is saved: a rerun resumes
-            report = prepare(source, args.out, workers=args.workers, overwrite=args.overwrite,
-                             progress=not args.no_progress, src=src,
-                             encoding=field.name, quality=field.quality)  # fmt: skip
+            report = prepare(
+                source,
+                args.out,
+                workers=args.workers,
+                overwrite=args.overwrite,
+                progress=not args.no_progress,
+                src=src,
+                encoding=field.name,
+                quality=field.quality,
+            )
     except KeyboardInterrupt as exc:  # the command line prints this as its one line
-        exc.args = (f"{stopped_by(exc)}; run the same command again to resume from "
-                    f"{args.out}.partial",)  # fmt: skip
+        exc.args = (
+            f"{stopped_by(exc)}; run the same command again to resume from {args.out}.partial",
+        )
         raise
     s = report["splits"]
     h, w = source.image_size

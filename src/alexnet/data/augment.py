@@ -17,7 +17,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 import numpy as np
@@ -105,23 +105,29 @@ def _tensor(value: Any, device: torch.device) -> torch.Tensor:
     return torch.as_tensor(np.asarray(value, dtype=np.float32), device=device)
 
 
+@dataclass(eq=False, repr=False)
 class _Common:
     """Shared parts: uint8 -> [0,1] float, device resize, normalization, channel count."""
 
-    def __init__(self, crop_size, resize, normalize, mean_image, mean, std, out_channels):
-        if normalize not in NORMALIZE_MODES:
-            raise ValueError(f"normalize={normalize!r}: choose from {NORMALIZE_MODES}")
-        if normalize == "mean_image" and mean_image is None:
+    crop_size: int = 224
+    _: KW_ONLY
+    resize: int | None = None  # scale images to resize x resize first (small datasets)
+    normalize: str = "mean_image"  # NORMALIZE_MODES
+    mean_image: Any = None  # (H, W, 3) in [0, 1], for "mean_image" (paper §2)
+    mean: Any = None  # (3,), for "channel" (None: IMAGENET_MEAN)
+    std: Any = None  # (3,) (None: IMAGENET_STD)
+    out_channels: int = 3  # 1: RGB averaged, for one-channel models
+
+    def __post_init__(self) -> None:
+        if self.normalize not in NORMALIZE_MODES:
+            raise ValueError(f"normalize={self.normalize!r}: choose from {NORMALIZE_MODES}")
+        if self.normalize == "mean_image" and self.mean_image is None:
             raise ValueError("normalize='mean_image' needs mean_image (H, W, 3) in [0, 1]")
-        if out_channels not in (1, 3):
-            raise ValueError(f"out_channels={out_channels}: must be 1 or 3")
-        self.crop_size = int(crop_size)
-        self.resize = resize
-        self.normalize = normalize
-        self.out_channels = out_channels
-        self._mean_image = mean_image
-        self._mean = IMAGENET_MEAN if mean is None else mean
-        self._std = IMAGENET_STD if std is None else std
+        if self.out_channels not in (1, 3):
+            raise ValueError(f"out_channels={self.out_channels}: must be 1 or 3")
+        self.crop_size = int(self.crop_size)
+        self.mean = IMAGENET_MEAN if self.mean is None else self.mean
+        self.std = IMAGENET_STD if self.std is None else self.std
         self._cache: dict[tuple, torch.Tensor] = {}
         self._buffers = ReusableBuffers(np.float32, keep=8)
 
@@ -129,16 +135,16 @@ class _Common:
         key = (name, str(device))
         if key not in self._cache:
             if name == "mean_image":  # (H, W, 3) -> (3, H', W') after the same resize
-                m = _tensor(self._mean_image, device).permute(2, 0, 1)[None]
+                m = _tensor(self.mean_image, device).permute(2, 0, 1)[None]
                 self._cache[key] = self._resize(m)[0].contiguous()
             elif name.startswith("mean255_hwc"):  # (H, W, 3) in 0..255, maybe mirrored
                 m = self._const("mean_image", device).permute(1, 2, 0) * 255.0
                 self._cache[key] = (m.flip(1) if name.endswith("flipped") else m).contiguous()
             elif name in ("mean", "std"):
-                v = self._mean if name == "mean" else self._std
+                v = self.mean if name == "mean" else self.std
                 self._cache[key] = _tensor(v, device).view(1, 3, 1, 1)
             else:
-                self._cache[key] = _tensor(getattr(self, "_" + name), device)
+                self._cache[key] = _tensor(getattr(self, name), device)
         return self._cache[key]
 
     def _resize(self, x: torch.Tensor) -> torch.Tensor:
@@ -165,25 +171,26 @@ class _Common:
         return x.contiguous()
 
 
+@dataclass(eq=False, repr=False, kw_only=True)
 class TrainTransform(_Common):
     """Random crop + flip (paper) or RandomResizedCrop, fancy PCA, normalization."""
 
-    def __init__(self, crop_size: int = 224, *, mode: str = "paper", resize: int | None = None,
-                 pad: int = 0, flip: bool = True, lighting_std: float = 0.1,
-                 eigval: Any = None, eigvec: Any = None, normalize: str = "mean_image",
-                 mean_image: Any = None, mean: Any = None, std: Any = None,
-                 out_channels: int = 3, scale: tuple[float, float] = (0.08, 1.0),
-                 ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> None:  # fmt: skip
-        super().__init__(crop_size, resize, normalize, mean_image, mean, std, out_channels)
-        if mode not in AUGMENT_MODES:
-            raise ValueError(f"mode={mode!r}: choose from {AUGMENT_MODES}")
-        self.mode = mode
-        self.pad = int(pad)
-        self.flip = flip
-        self.lighting_std = float(lighting_std)
-        self._eigval = IMAGENET_EIGVAL if eigval is None else eigval
-        self._eigvec = IMAGENET_EIGVEC if eigvec is None else eigvec
-        self.scale, self.ratio = scale, ratio
+    mode: str = "paper"  # AUGMENT_MODES
+    pad: int = 0  # zero padding before the paper's crop
+    flip: bool = True
+    lighting_std: float = 0.1  # fancy PCA's alpha ~ N(0, lighting_std) (paper §4.1)
+    eigval: Any = IMAGENET_EIGVAL  # (3,) RGB eigenvalues, largest first
+    eigvec: Any = IMAGENET_EIGVEC  # (3, 3) eigenvectors as columns
+    scale: tuple[float, float] = (0.08, 1.0)  # RandomResizedCrop's area range
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)  # and its aspect ratios
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.mode not in AUGMENT_MODES:
+            raise ValueError(f"mode={self.mode!r}: choose from {AUGMENT_MODES}")
+        self.pad, self.lighting_std = int(self.pad), float(self.lighting_std)
+        self.eigval = IMAGENET_EIGVAL if self.eigval is None else self.eigval
+        self.eigvec = IMAGENET_EIGVEC if self.eigvec is None else self.eigvec
         self.out_dtype: torch.dtype | None = None  # `produce`: the model's dtype and format
         self.out_channels_last = False
 
@@ -257,8 +264,13 @@ class TrainTransform(_Common):
             and (self.pad == 0)
         )
 
-    def draw(self, b: int, image_size: tuple[int, int], generator: torch.Generator | None = None,
-             device: str | torch.device = "cpu") -> Draws:  # fmt: skip
+    def draw(
+        self,
+        b: int,
+        image_size: tuple[int, int],
+        generator: torch.Generator | None = None,
+        device: str | torch.device = "cpu",
+    ) -> Draws:
         """All random draws of one batch of `b` images of `image_size` (after resize and
         padding), on `device`: the one place both paths (`__call__`, and `apply_rows` in the
         loader's threads) take them, in this order: crop boxes (paper: tops, lefts; resized
@@ -297,8 +309,8 @@ class TrainTransform(_Common):
             m = self._const("mean255_hwc", cpu).numpy().reshape(h, w * 3)
             mf = self._const("mean255_hwc_flipped", cpu).numpy().reshape(h, w * 3)
         elif self.normalize == "channel":
-            mean = np.asarray(self._mean, np.float32)
-            std = np.asarray(self._std, np.float32)
+            mean = np.asarray(self.mean, np.float32)
+            std = np.asarray(self.std, np.float32)
             scale, offset = 1.0 / (255.0 * std), (shift - mean) / std
         else:
             scale, offset = np.full(3, 1.0 / 255.0, np.float32), shift
@@ -400,16 +412,16 @@ class TrainTransform(_Common):
         return x, m
 
 
+@dataclass(eq=False, repr=False, kw_only=True)
 class EvalTransform(_Common):
     """Centre crop (crops=1) or the paper's 10 crops, image-major: (B*crops, C, crop, crop)."""
 
-    def __init__(self, crop_size: int = 224, *, crops: int = 1, resize: int | None = None,
-                 normalize: str = "mean_image", mean_image: Any = None, mean: Any = None,
-                 std: Any = None, out_channels: int = 3) -> None:  # fmt: skip
-        super().__init__(crop_size, resize, normalize, mean_image, mean, std, out_channels)
-        if crops not in (1, 10):
-            raise ValueError(f"crops={crops}: must be 1 or 10")
-        self.crops = crops
+    crops: int = 1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.crops not in (1, 10):
+            raise ValueError(f"crops={self.crops}: must be 1 or 10")
 
     def positions(self, h: int, w: int) -> list[tuple[int, int, bool]]:
         """(top, left, flipped) of each crop; for flipped crops, in the flipped image."""

@@ -14,6 +14,7 @@ loader passes its own decoders.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import json
@@ -113,21 +114,31 @@ class JpegImages:
 
     `images[i]` decodes record i ((H, W, 3)); `images[a:b]` is a lazy view of records a..b-1
     (nothing decoded); `images[index_array]` and `np.asarray(images)` decode (n, H, W, 3).
-    `data`: uint8 (total bytes,), `offsets`: int64 (N + 1,), `crc`: uint32 (N,).
     """
 
     dtype = np.dtype(np.uint8)
     ndim = 4
     decodes_on_device = True  # DeviceLoader decodes a batch on CUDA at once (nvJPEG)
 
-    def __init__(self, data: np.ndarray, offsets: np.ndarray, crc: np.ndarray,
-                 image_size: tuple[int, int], where: str, split: str,
-                 ids: range | np.ndarray | None = None) -> None:  # fmt: skip
-        self._data, self._offsets, self._crc = data, offsets, crc
-        self._ids = range(len(crc)) if ids is None else ids
+    def __init__(self, root: Path, split: str, entry: dict, image_size: tuple[int, int]) -> None:
+        """Map the split's records (`entry`: its header entry) and load its index: data uint8
+        (total bytes,), offsets int64 (N + 1,), crc uint32 (N,)."""
+        path = root / entry["images"]
+        data = np.zeros(0, np.uint8)
+        if path.stat().st_size:  # np.memmap cannot map an empty file
+            data = np.asarray(np.memmap(path, np.uint8, "r"))
+        offsets = np.load(root / entry["offsets"]).astype(np.int64)
+        crc = np.load(root / entry["crc32"]).astype(np.uint32)
+        n = int(entry["count"])
+        if offsets.shape != (n + 1,) or crc.shape != (n,) or int(offsets[-1]) != data.size:
+            raise UserError(
+                f"{root}: split {split!r}: index of {offsets.shape[0] - 1} records and "
+                f"{crc.shape[0]} checksums over {data.size} bytes, header says {n} images"
+            )
+        self._data, self._offsets, self._crc, self._ids = data, offsets, crc, range(n)
         self.image_size = (int(image_size[0]), int(image_size[1]))
-        self.where, self.split = where, split
-        self.shape = (len(self._ids), *self.image_size, 3)
+        self.where, self.split = str(root), split
+        self.shape = (n, *self.image_size, 3)
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -175,10 +186,11 @@ class JpegImages:
             if not -n <= key < n:
                 raise IndexError(f"index {key} out of range for {n} images")
             return self._decode([int(key) % n])[0]
-        if isinstance(key, slice):
-            ids = self._ids[key]
-            return JpegImages(self._data, self._offsets, self._crc, self.image_size,
-                              self.where, self.split, ids)  # fmt: skip
+        if isinstance(key, slice):  # a view: the same records, fewer ids
+            view = copy.copy(self)
+            view._ids = self._ids[key]
+            view.shape = (len(view._ids), *self.image_size, 3)
+            return view
         idx = np.arange(len(self))[np.asarray(key)]
         return self._decode(idx.reshape(-1)).reshape(*idx.shape, *self.shape[1:])
 
@@ -325,19 +337,7 @@ class JpegField:
         return []
 
     def open(self, root: Path, split: str, entry: dict, image_size: tuple[int, int]):
-        data_path = root / entry.get("images", self.images_file(split))
-        data = np.zeros(0, np.uint8)
-        if data_path.stat().st_size:  # np.memmap cannot map an empty file
-            data = np.asarray(np.memmap(data_path, np.uint8, "r"))
-        offsets = np.load(root / entry.get("offsets", offsets_file(split))).astype(np.int64)
-        crc = np.load(root / entry.get("crc32", crc_file(split))).astype(np.uint32)
-        n = int(entry["count"])
-        if offsets.shape != (n + 1,) or crc.shape != (n,) or int(offsets[-1]) != data.size:
-            raise UserError(
-                f"{root}: split {split!r}: index of {offsets.shape[0] - 1} records and "
-                f"{crc.shape[0]} checksums over {data.size} bytes, header says {n} images"
-            )
-        return JpegImages(data, offsets, crc, image_size, str(root), split)
+        return JpegImages(root, split, entry, image_size)
 
     def fingerprint(self, root: Path, classes: list[str], image_size, digests=None) -> str:
         """From the index files: for each split the count, every record's CRC32 and length and

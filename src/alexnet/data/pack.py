@@ -30,7 +30,7 @@ from alexnet.data.packed import FORMAT_NAME, HEADER, REPORT, STATS
 from alexnet.data.sources import Source
 from alexnet.errors import UserError
 from alexnet.fileio import atomic_write, atomic_write_text, fsync_dir
-from alexnet.progress import progress_bar
+from alexnet.progress import SilentBar, progress_bar
 
 PROGRESS = "progress.npz"
 
@@ -161,8 +161,9 @@ def _work(task: tuple) -> dict[str, Any]:
     return process(*_WORKER, *task)
 
 
-def process(source: Source, field: Field, split: str, start: int, stop: int,
-            with_stats: bool) -> dict[str, Any]:  # fmt: skip
+def process(
+    source: Source, field: Field, split: str, start: int, stop: int, with_stats: bool
+) -> dict[str, Any]:
     """Items [start, stop) of `split`, stored by `field` -> {"data", "crc", "index" (see
     the field's `encode`), "labels" int64 (n,), "skipped", "repaired", "sums" (train only)}."""
     chunk = source.load(split, start, stop)
@@ -188,8 +189,8 @@ class SplitFiles:
     def __init__(self, partial: Path, split: str, field: Field, image_size: tuple[int, int]):
         self.partial, self.split, self.field = partial, split, field
         self.image_bytes = image_size[0] * image_size[1] * 3
-        self.work = {"data": field.images_file(split), "index": field.index_work_file(split),
-                     "labels": f"{split}_labels.bin", "crc": f"{split}_crc32.bin"}  # fmt: skip
+        self.work = {"data": field.images_file(split), "index": field.index_work_file(split)}
+        self.work |= {"labels": f"{split}_labels.bin", "crc": f"{split}_crc32.bin"}
         self._files: dict[str, Any] = {}
 
     def create(self) -> None:
@@ -326,7 +327,7 @@ def prepare(
             if pool is None and (source.parallel or field.parallel) and workers > 1:
                 ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
                 pool = ctx.Pool(workers, initializer=_init_worker, initargs=(source, field))
-            sums = _pack_split(source, field, files[split], state, sums, pool, progress)
+            sums = _pack_split(source, files[split], state, sums, pool, progress)
     except BaseException:
         if pool is not None:
             _stop_pool(pool)
@@ -335,7 +336,7 @@ def prepare(
         pool.close()
         pool.join()
     _check_not_empty(source, partial, state)
-    report = _finalize(source, field, partial, state, sums, files)
+    report = _finalize(source, files, state, sums)
     if out.exists():
         check_output(out, src, overwrite)  # still what it was when we started
         shutil.rmtree(out)
@@ -382,7 +383,7 @@ def _check_not_empty(source: Source, partial: Path, state: dict) -> None:
         )
 
 
-def _pack_split(source, field, files: SplitFiles, state, sums, pool, progress) -> dict:
+def _pack_split(source: Source, files: SplitFiles, state: dict, sums: dict, pool, progress: bool):
     split, chunk_size = files.split, state["config"]["chunk_size"]
     st = state["splits"][split]
     n_items = source.count(split)
@@ -395,11 +396,10 @@ def _pack_split(source, field, files: SplitFiles, state, sums, pool, progress) -
     f_rep = open(files.partial / "report.jsonl", "r+b")
     f_rep.truncate(state["report_bytes"])
     f_rep.seek(state["report_bytes"])
-    results = pool.imap(_work, tasks) if pool else (process(source, field, *t) for t in tasks)
-    bar = None
-    if progress:
-        bar = progress_bar(total=n_items, initial=min(first * chunk_size, n_items), unit="img",
-                           desc=f"prepare {split}", dynamic_ncols=True, smoothing=0.1)  # fmt: skip
+    results = pool.imap(_work, tasks) if pool else (process(source, files.field, *t) for t in tasks)
+    shown = {"desc": f"prepare {split}", "unit": "img", "dynamic_ncols": True, "smoothing": 0.1}
+    done = min(first * chunk_size, n_items)
+    bar = progress_bar(total=n_items, initial=done, **shown) if progress else SilentBar()
     try:
         for (_, start, stop, _), res in zip(tasks, results, strict=True):
             files.append(res, st)  # also an empty chunk
@@ -416,20 +416,19 @@ def _pack_split(source, field, files: SplitFiles, state, sums, pool, progress) -
                 sums = {k: sums[k] + v for k, v in res["sums"].items()}
             state["report_bytes"] = f_rep.tell()
             _save_state(files.partial, state, sums)
-            if bar is not None:
-                bar.update(stop - start)
+            bar.update(stop - start)
     finally:
         files.close()
         f_rep.close()
-        if bar is not None:
-            bar.close()
+        bar.close()
     st["done"] = True
     _save_state(files.partial, state, sums)
     return sums
 
 
-def _finalize(source: Source, field: Field, partial: Path, state: dict, sums: dict,
-              files: dict[str, SplitFiles]) -> dict[str, Any]:  # fmt: skip
+def _finalize(source: Source, files: dict[str, SplitFiles], state: dict, sums: dict) -> dict:
+    """The final files, statistics, report.json and, last, header.json; returns the report."""
+    field, partial = files["train"].field, files["train"].partial
     counts = {s: state["splits"][s]["count"] for s in SPLITS}
     digests = {s: files[s].finalize(counts[s], source.image_size) for s in SPLITS}
     np.savez(partial / STATS, **finish_stats(sums))

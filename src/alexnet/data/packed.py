@@ -98,7 +98,7 @@ class PackedDataset:
         try:
             self.images: Any = self.field.open(self.root, split, splits[split], self.image_size)
             self.labels = np.load(self.root / labels_file(split)).astype(np.int64, copy=False)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, KeyError) as exc:
             raise UserError(f"{self.root}: damaged split {split!r} ({exc})") from None
         if tuple(self.images.shape) != (count, h, w, 3) or self.labels.shape != (count,):
             raise UserError(
