@@ -116,7 +116,7 @@ def _hand_decode(data: bytes) -> np.ndarray:
 
 
 def test_the_command_line_offers_every_field():
-    assert tuple(FIELDS) == ENCODINGS  # layout.py names them without importing numpy
+    assert tuple(FIELDS) == ENCODINGS  # modes.py names them without importing numpy
 
 
 def test_jpeg_records_decode_by_hand_to_the_dataset(tmp_path):
