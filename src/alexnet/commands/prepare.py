@@ -120,14 +120,13 @@ def run(args: argparse.Namespace) -> int:
         return _verify(args)
     if args.src is None or args.out is None:
         raise UserError("needs SRC and OUT (or --verify OUT to check a packed dataset)")
-    from alexnet.data.fields import FIELDS
+    from alexnet.data.fields import make_field
     from alexnet.data.pack import check_output, prepare
     from alexnet.data.sources import open_source
 
-    field = FIELDS[args.encoding](args.quality)
+    field = make_field(args.encoding, args.quality)
     if args.quality is not None and field.default_quality is None:
         raise UserError("--quality sets the JPEG quality: it needs --encoding jpeg")
-
     src = None if args.source == "synthetic" else args.src
     check_output(args.out, src, args.overwrite)  # before reading anything: nothing is lost
     creatable_dir(args.out, "OUT")  # OUT.partial is written beside OUT
@@ -137,12 +136,7 @@ def run(args: argparse.Namespace) -> int:
         args.source,
         size=args.size,
         max_pixels=args.max_pixels,
-        synthetic={
-            "classes": args.classes,
-            "count": args.count,
-            "image_size": args.image_size,
-            "seed": args.seed,
-        },
+        synthetic={k: getattr(args, k) for k in ("classes", "count", "image_size", "seed")},
     )
     try:
         with interruptible():  # the progress is saved: a rerun resumes

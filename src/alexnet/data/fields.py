@@ -360,9 +360,13 @@ Field = RawField | JpegField
 FIELDS: dict[str, type[RawField] | type[JpegField]] = {f.name: f for f in (RawField, JpegField)}
 
 
+def make_field(name: str, quality: int | None = None, where: str = "encoding") -> Field:
+    """The field that stores encoding `name` (at JPEG `quality`); UserError for an unknown one."""
+    if name not in FIELDS:
+        raise UserError(f"{where}: unknown image encoding {name!r} (one of {', '.join(FIELDS)})")
+    return FIELDS[name](quality)
+
+
 def field_of(header: dict[str, Any], where: str) -> Field:
     """The field a packed dataset's header names (no "encoding": raw, as version 1 wrote it)."""
-    name = header.get("encoding", "raw")
-    if name not in FIELDS:
-        raise UserError(f"{where}: unknown image encoding {name!r}")
-    return FIELDS[name](header.get("quality"))
+    return make_field(header.get("encoding", "raw"), header.get("quality"), where)

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from alexnet.data.fields import FIELDS, Field, crc_file, labels_file, offsets_file
+from alexnet.data.fields import FIELDS, Field, crc_file, labels_file, make_field, offsets_file
 from alexnet.data.modes import SPLITS
 from alexnet.data.packed import FORMAT_NAME, HEADER, REPORT, STATS
 from alexnet.data.sources import Source
@@ -298,9 +298,7 @@ def prepare(
     Returns the report: {"splits", "classes", "skipped", "repaired"}. With `overwrite`, `out`
     may be replaced only when it is a packed dataset or empty, and never when it is, holds or
     lies inside `src` (the directory read)."""
-    if encoding not in FIELDS:
-        raise UserError(f"encoding {encoding!r}: choose from {', '.join(FIELDS)}")
-    field = FIELDS[encoding](quality)
+    field = make_field(encoding, quality)
     out = Path(out)
     check_output(out, src, overwrite)
     partial = out.with_name(out.name + ".partial")
