@@ -94,12 +94,6 @@ class ReusableBuffers:
                 held.append(a)
             return a
 
-    def __getstate__(self) -> dict:  # picklable (e.g. for DataLoader workers): start empty
-        return {"dtype": self.dtype, "keep": self.keep}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__init__(state["dtype"], state["keep"])
-
 
 def _tensor(value: Any, device: torch.device) -> torch.Tensor:
     return torch.as_tensor(np.asarray(value, dtype=np.float32), device=device)
