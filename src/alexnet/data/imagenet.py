@@ -41,13 +41,6 @@ def _files(d: Path) -> list[Path]:
     )
 
 
-def _val_dir(root: Path) -> Path | None:
-    for name in ("val", "validation", "valid"):
-        if (root / name).is_dir():
-            return root / name
-    return None
-
-
 def is_imagefolder(root: Path) -> bool:
     return (root / "train").is_dir() and bool(_subdirs(root / "train"))
 
@@ -75,7 +68,7 @@ def _folder_items(d: Path, index: dict[str, int], root: Path) -> list[Item]:
 def imagefolder(root: Path) -> Listing:
     """`train/<class>/*` and `val/<class>/*`; classes are the sorted train folder names
     (shown with their words when a LOC_synset_mapping.txt or synset_words.txt lies in SRC)."""
-    val = _val_dir(root)
+    val = next((root / d for d in ("val", "validation", "valid") if (root / d).is_dir()), None)
     if not is_imagefolder(root) or val is None:
         raise UserError(f"{root}: ImageFolder layout needs train/<class>/ and val/<class>/ folders")
     names = [p.name for p in _subdirs(root / "train")]

@@ -248,21 +248,15 @@ def _save_state(partial: Path, state: dict, sums: dict[str, np.ndarray]) -> None
     )
 
 
-def _load_state(partial: Path) -> tuple[dict, dict[str, np.ndarray]] | None:
+def _start(partial: Path, config: dict, source: Source, files: dict[str, SplitFiles]):
+    """Resume `partial` when it holds a run of the same config, else start it afresh."""
     try:
         with np.load(partial / PROGRESS) as z:
             state = json.loads(str(z["state"]))
             sums = {k: np.array(z[k]) for k in z.files if k != "state"}
-        return state, sums
     except Exception:  # noqa: BLE001 - no or damaged progress: start over
-        return None
-
-
-def _start(partial: Path, config: dict, source: Source, files: dict[str, SplitFiles]):
-    """Resume `partial` when it holds a run of the same config, else start it afresh."""
-    loaded = _load_state(partial) if partial.is_dir() else None
-    if loaded is not None and loaded[0].get("config") == config:
-        state, sums = loaded
+        state = {}
+    if state.get("config") == config:
         done = sum(st["count"] for st in state["splits"].values())
         print(f"resuming the interrupted run in {partial} ({done} images done)", file=sys.stderr)
         return state, sums
