@@ -51,8 +51,10 @@ def psnr(raw: np.ndarray, decoded: np.ndarray) -> tuple[float, float]:
 
 def decode_rates(images, rounds: int) -> dict[str, float]:
     """images/s of each CPU decoder, 1 thread and 2 threads, best of `rounds` (alternating)."""
-    from alexnet.data import jpeg_decode as jpeg
+    from alexnet.data.fields import decode_pillow
+    from alexnet.data.loader import decode_torchvision
 
+    decoders = {"pillow": decode_pillow, "torchvision": decode_torchvision}
     records = [bytes(images.record(i)) for i in range(len(images))]
     h, w = images.shape[1:3]
     torch.set_num_threads(1)
@@ -60,13 +62,13 @@ def decode_rates(images, rounds: int) -> dict[str, float]:
     def run(name: str, part: list[bytes]) -> None:
         out = np.empty((h, w, 3), np.uint8)
         for r in part:
-            jpeg.DECODERS[name](r, out)
+            decoders[name](r, out)
 
-    for name in jpeg.DECODERS:  # warm up (imports, first-call set-up)
+    for name in decoders:  # warm up (imports, first-call set-up)
         run(name, records[:4])
     best: dict[str, float] = {}
     for _ in range(rounds):
-        for name in jpeg.DECODERS:
+        for name in decoders:
             for threads in (1, 2):
                 parts = [records[k::threads] for k in range(threads)]
                 t0 = time.perf_counter()

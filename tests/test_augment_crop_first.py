@@ -39,8 +39,8 @@ def test_crop_first_equals_converting_the_whole_image_first(kw):
     t = _transform(**kw)
     images = torch.randint(0, 256, (8, 3, 36, 36), dtype=torch.uint8)
     # the NCHW-contiguous tensor keeps the CPU off its fused NHWC path, as on CUDA
-    a = t._crop_first(images, torch.Generator().manual_seed(5))
-    b = t._whole_image_first(images, torch.Generator().manual_seed(5))
+    a = t._augment(images, torch.Generator().manual_seed(5), crop_first=True)
+    b = t._augment(images, torch.Generator().manual_seed(5), crop_first=False)
     assert a.dtype == b.dtype == torch.float32 and a.shape == b.shape == (8, 3, 32, 32)
     assert torch.equal(a, b)
 
@@ -49,7 +49,7 @@ def test_the_call_takes_the_crop_first_path_and_produces_the_models_input():
     t = _transform(pad=4)
     images = torch.randint(0, 256, (6, 3, 36, 36), dtype=torch.uint8)
     fp32 = t(images, torch.Generator().manual_seed(1))
-    assert torch.equal(fp32, t._whole_image_first(images, torch.Generator().manual_seed(1)))
+    assert torch.equal(fp32, t._augment(images, torch.Generator().manual_seed(1), crop_first=False))
     t.produce(torch.bfloat16, channels_last=True)
     made = t(images, torch.Generator().manual_seed(1))
     assert made.dtype == torch.bfloat16 and made.is_contiguous(memory_format=torch.channels_last)
@@ -62,4 +62,4 @@ def test_a_resize_still_converts_the_whole_image_first():
     t = _transform(resize=40, size=40)
     images = torch.randint(0, 256, (4, 3, 30, 30), dtype=torch.uint8)
     got = t(images, torch.Generator().manual_seed(2))
-    assert torch.equal(got, t._whole_image_first(images, torch.Generator().manual_seed(2)))
+    assert torch.equal(got, t._augment(images, torch.Generator().manual_seed(2), crop_first=False))

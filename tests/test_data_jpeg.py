@@ -16,14 +16,14 @@ from PIL import Image
 
 from alexnet import cli
 from alexnet.data import pack
-from alexnet.data.jpeg import DamagedRecord, decode_pillow
-from alexnet.data.jpeg_decode import decode_torchvision
+from alexnet.data.fields import FIELDS, DamagedRecord, decode_pillow
+from alexnet.data.loader import decode_torchvision
+from alexnet.data.modes import ENCODINGS
 from alexnet.data.pack import prepare
-from alexnet.data.packed import open_dataset
+from alexnet.data.packed import open_dataset, verify
 from alexnet.data.sources import ArraySource
-from alexnet.data.verify import verify
 
-# torchvision 0.29 marks its image codecs deprecated (jpeg_decode.py silences it outside tests)
+# torchvision 0.29 marks its image codecs deprecated (loader.py silences it outside tests)
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding:DeprecationWarning")
 
 # sha256 of every byte-exact file the raw writer produced before JPEG encoding existed (commit
@@ -113,6 +113,10 @@ def _check_stats(out: Path) -> None:
 def _hand_decode(data: bytes) -> np.ndarray:
     img = Image.open(io.BytesIO(data))
     return np.asarray(img.convert("RGB"))
+
+
+def test_the_command_line_offers_every_field():
+    assert tuple(FIELDS) == ENCODINGS  # modes.py names them without importing numpy
 
 
 def test_jpeg_records_decode_by_hand_to_the_dataset(tmp_path):

@@ -12,14 +12,14 @@ import pytest
 import torch
 from PIL import Image
 
-from alexnet.data import jpeg_decode
-from alexnet.data.augment import Draws, LoaderTransform, TrainTransform
-from alexnet.data.jpeg import DamagedRecord
-from alexnet.data.loader import DeviceLoader, decodes_on_device, epoch_permutation
+from alexnet.data import loader as loader_mod
+from alexnet.data.augment import Draws, TrainTransform
+from alexnet.data.fields import DamagedRecord
+from alexnet.data.loader import DeviceLoader, epoch_permutation
 from alexnet.data.pack import prepare
 from alexnet.data.packed import open_dataset
 
-# torchvision 0.29 marks its image codecs deprecated (jpeg_decode.py silences it outside tests)
+# torchvision 0.29 marks its image codecs deprecated (loader.py silences it outside tests)
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding:DeprecationWarning")
 
 N = 45
@@ -91,8 +91,7 @@ def test_augmentation_in_the_threads_equals_augmenting_the_decoded_batches(packe
 
 def test_the_gpu_decoder_is_chosen_only_on_cuda(packed, monkeypatch):
     raw, jp, root = packed
-    assert decodes_on_device(jp.images, "cuda") and decodes_on_device(jp.images, "cuda:1")
-    assert not decodes_on_device(jp.images, "cpu") and not decodes_on_device(raw.images, "cuda")
+    assert jp.images.decodes_on_device and not raw.images.decodes_on_device
     calls = []
 
     def stub(records, device):  # stands in for nvJPEG: decodes on the CPU, notes the call
@@ -101,9 +100,12 @@ def test_the_gpu_decoder_is_chosen_only_on_cuda(packed, monkeypatch):
                         for r in records])  # fmt: skip
         return torch.from_numpy(out).permute(0, 3, 1, 2)
 
-    monkeypatch.setattr(jpeg_decode, "decode_batch_device", stub)
+    monkeypatch.setattr(loader_mod, "decode_batch_device", stub)
     for ds in (raw, jp):  # on a CPU device neither dataset calls the GPU decoder
         list(DeviceLoader(ds, 8, shuffle=False, drop_last=False).iterate())
+    on_cuda = DeviceLoader(raw, 8, shuffle=False, drop_last=False, device="cuda:1")
+    monkeypatch.setattr(on_cuda, "_send", lambda t: t)  # no CUDA here: batches stay put
+    list(on_cuda.iterate())  # raw pixels on CUDA: nothing to decode
     assert calls == []
     loader = DeviceLoader(jp, 8, shuffle=False, drop_last=False, device="cuda", workers=2)
     monkeypatch.setattr(loader, "_send", lambda t: t)  # no CUDA here: labels stay put
@@ -129,7 +131,7 @@ def test_a_damaged_record_stops_the_loader_with_its_name(tmp_path, monkeypatch):
         with pytest.raises(DamagedRecord, match="train record 9 is damaged"):
             list(loader.iterate(transform=tf, generator=torch.Generator()))
     garbage = lambda *a: pytest.fail("decoded a damaged record")  # noqa: E731
-    monkeypatch.setattr(jpeg_decode, "decode_batch_device", garbage)
+    monkeypatch.setattr(loader_mod, "decode_batch_device", garbage)
     loader = DeviceLoader(ds, 4, shuffle=False, drop_last=False, device="cuda")
     monkeypatch.setattr(loader, "_send", lambda t: t)
     with pytest.raises(DamagedRecord, match="train record 9"):  # checked before decoding
@@ -149,7 +151,6 @@ def test_one_draw_serves_both_augmentation_paths():
     x = torch.randint(0, 256, (6, 3, 10, 12), generator=torch.Generator().manual_seed(0),
                       dtype=torch.uint8)  # fmt: skip
     tf = Fixed(8, normalize="none")
-    assert isinstance(tf, LoaderTransform)
     fast = tf(x, torch.Generator().manual_seed(1))
     tf._fast_ok = lambda images: False
     slow = tf(x, torch.Generator().manual_seed(1))

@@ -6,8 +6,7 @@ import argparse
 
 from alexnet.commands.argtypes import WEIGHTS_HELP, add_device, positive_int
 from alexnet.commands.outputs import output_file
-from alexnet.data.layout import SPLITS
-from alexnet.data.modes import TEST_CROPS
+from alexnet.data.modes import SPLITS, TEST_CROPS
 from alexnet.errors import UserError
 from alexnet.jsonout import json_line
 

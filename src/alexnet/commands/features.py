@@ -9,7 +9,7 @@ from pathlib import Path
 
 from alexnet.commands.argtypes import WEIGHTS_HELP, add_device, nonnegative_int, positive_int
 from alexnet.commands.outputs import output_file
-from alexnet.data.layout import SPLITS
+from alexnet.data.modes import SPLITS
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:

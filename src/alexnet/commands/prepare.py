@@ -10,8 +10,7 @@ from pathlib import Path
 
 from alexnet.commands.argtypes import int_range, nonnegative_int, positive_int
 from alexnet.commands.outputs import creatable_dir
-from alexnet.data.layout import DEFAULT_QUALITY, ENCODINGS, SOURCE_NAMES
-from alexnet.data.outdir import check_output
+from alexnet.data.modes import DEFAULT_QUALITY, ENCODINGS, SOURCE_NAMES
 from alexnet.errors import UserError
 from alexnet.interrupts import interruptible, stopped_by
 
@@ -56,9 +55,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         action="store_true",
         help="replace OUT if it is a packed dataset or an empty directory (never anything else)",
     )
-    p.add_argument("--max-pixels", type=positive_int, default=None,
-                   help="skip images with more pixels than this (decompression bombs), >= 1 "
-                        "(default 89,478,485: Pillow's limit)")  # fmt: skip
+    p.add_argument(
+        "--max-pixels",
+        type=positive_int,
+        default=None,
+        help="skip images with more pixels than this (decompression bombs), >= 1 "
+        "(default 89,478,485: Pillow's limit)",
+    )
     _add_storage_args(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     g = p.add_argument_group("synthetic data (--source synthetic)")
@@ -102,7 +105,7 @@ def _add_storage_args(p: argparse.ArgumentParser) -> None:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from alexnet.data.verify import summary_lines, verify
+    from alexnet.data.packed import summary_lines, verify
 
     if args.src is not None or args.out is not None:
         raise UserError("--verify OUT checks one packed dataset: give no SRC or OUT besides it")
@@ -117,12 +120,13 @@ def run(args: argparse.Namespace) -> int:
         return _verify(args)
     if args.src is None or args.out is None:
         raise UserError("needs SRC and OUT (or --verify OUT to check a packed dataset)")
-    if args.quality is not None and args.encoding != "jpeg":
-        raise UserError("--quality sets the JPEG quality: it needs --encoding jpeg")
-    quality = DEFAULT_QUALITY if args.quality is None else args.quality
-    from alexnet.data.pack import prepare
+    from alexnet.data.fields import make_field
+    from alexnet.data.pack import check_output, prepare
     from alexnet.data.sources import open_source
 
+    field = make_field(args.encoding, args.quality)
+    if args.quality is not None and field.default_quality is None:
+        raise UserError("--quality sets the JPEG quality: it needs --encoding jpeg")
     src = None if args.source == "synthetic" else args.src
     check_output(args.out, src, args.overwrite)  # before reading anything: nothing is lost
     creatable_dir(args.out, "OUT")  # OUT.partial is written beside OUT
@@ -132,27 +136,30 @@ def run(args: argparse.Namespace) -> int:
         args.source,
         size=args.size,
         max_pixels=args.max_pixels,
-        synthetic={
-            "classes": args.classes,
-            "count": args.count,
-            "image_size": args.image_size,
-            "seed": args.seed,
-        },  # fmt: skip
+        synthetic={k: getattr(args, k) for k in ("classes", "count", "image_size", "seed")},
     )
     try:
         with interruptible():  # the progress is saved: a rerun resumes
-            report = prepare(source, args.out, workers=args.workers, overwrite=args.overwrite,
-                             progress=not args.no_progress, src=src,
-                             encoding=args.encoding, quality=quality)  # fmt: skip
+            report = prepare(
+                source,
+                args.out,
+                workers=args.workers,
+                overwrite=args.overwrite,
+                progress=not args.no_progress,
+                src=src,
+                encoding=field.name,
+                quality=field.quality,
+            )
     except KeyboardInterrupt as exc:  # the command line prints this as its one line
-        exc.args = (f"{stopped_by(exc)}; run the same command again to resume from "
-                    f"{args.out}.partial",)  # fmt: skip
+        exc.args = (
+            f"{stopped_by(exc)}; run the same command again to resume from {args.out}.partial",
+        )
         raise
     s = report["splits"]
     h, w = source.image_size
-    kind = "" if args.encoding == "raw" else f" (JPEG q{quality})"
     print(
-        f"{args.out}: {source.name}, {s['train']} train + {s['val']} val images of {h}x{w}{kind}, "
+        f"{args.out}: {source.name}, {s['train']} train + {s['val']} val images of {h}x{w}"
+        f"{field.describe()}, "
         f"{len(report['classes'])} classes, {len(report['skipped'])} skipped, "
         f"{len(report['repaired'])} repaired (see {Path(args.out) / 'report.json'}), "
         f"{time.perf_counter() - t0:.1f} s"

@@ -13,16 +13,18 @@ torch.Generator, which must live on the images' device.
 from __future__ import annotations
 
 import math
+import sys
+import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import KW_ONLY, dataclass
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torchvision.ops import roi_align
 
-from alexnet.data.buffers import ReusableBuffers, thread_pool
 from alexnet.data.modes import AUGMENT_MODES, NORMALIZE_MODES
 
 # PCA of ImageNet's RGB pixel values (paper §4.1, fancy-PCA lighting) in the [0, 1] pixel
@@ -36,7 +38,6 @@ IMAGENET_EIGVEC = (
 )
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-NORMALIZE = NORMALIZE_MODES
 
 
 @dataclass(frozen=True)
@@ -53,47 +54,74 @@ class Draws:
     shift: torch.Tensor | None = None
 
 
-@runtime_checkable
-class LoaderTransform(Protocol):
-    """What `DeviceLoader.iterate(transform=...)` needs of an augmentation (TrainTransform
-    is one): the batch transform itself, and for the CPU fast path run in the loader's
-    threads, the draws of a batch and their application to rows of the memory map."""
+_POOLS: dict[int, ThreadPoolExecutor] = {}
 
-    def __call__(
-        self, images: torch.Tensor, generator: torch.Generator | None = None
-    ) -> torch.Tensor: ...
 
-    def fuses(self, image_size: tuple[int, int], device: str | torch.device) -> bool: ...
+def thread_pool(n: int) -> ThreadPoolExecutor:
+    """One long-lived pool of `n` threads per size (the augmentation splits batches over it)."""
+    if n not in _POOLS:
+        _POOLS[n] = ThreadPoolExecutor(n, thread_name_prefix="alexnet-augment")
+    return _POOLS[n]
 
-    def draw(self, b: int, image_size: tuple[int, int], generator: torch.Generator | None = None,
-             device: str | torch.device = "cpu") -> Draws: ...  # fmt: skip
 
-    def apply_rows(
-        self, rows: np.ndarray, idx: Sequence[int], draws: Draws, threads: int = 1
-    ) -> torch.Tensor: ...
+class ReusableBuffers:
+    """Recycles large numpy arrays once nothing else references them.
+
+    A fresh 38 MB batch costs ~6 ms of page faults on every call (the allocator returns big
+    blocks to the OS); reusing a block skips that. A buffer is handed out again only when its
+    reference count shows that no tensor, view or array made from it is alive (torch.from_numpy
+    keeps the array referenced through the tensor's storage), so a caller that still holds an
+    earlier batch never sees it overwritten. At most `keep` buffers are kept per shape; when
+    all are in use a fresh, untracked one is returned.
+    """
+
+    def __init__(self, dtype: Any = np.float32, keep: int = 4) -> None:
+        self.dtype = np.dtype(dtype)
+        self.keep = keep
+        self._free: dict[tuple[int, ...], list[np.ndarray]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, shape: tuple[int, ...]) -> np.ndarray:
+        """An uninitialized C-contiguous array of `shape`, not referenced by anyone else."""
+        with self._lock:
+            held = self._free.setdefault(tuple(shape), [])
+            for a in held:
+                # references: the list, the loop variable, getrefcount's argument
+                if sys.getrefcount(a) <= 3:
+                    return a
+            a = np.empty(shape, self.dtype)
+            if len(held) < self.keep:
+                held.append(a)
+            return a
 
 
 def _tensor(value: Any, device: torch.device) -> torch.Tensor:
     return torch.as_tensor(np.asarray(value, dtype=np.float32), device=device)
 
 
+@dataclass(eq=False, repr=False)
 class _Common:
     """Shared parts: uint8 -> [0,1] float, device resize, normalization, channel count."""
 
-    def __init__(self, crop_size, resize, normalize, mean_image, mean, std, out_channels):
-        if normalize not in NORMALIZE:
-            raise ValueError(f"normalize={normalize!r}: choose from {NORMALIZE}")
-        if normalize == "mean_image" and mean_image is None:
+    crop_size: int = 224
+    _: KW_ONLY
+    resize: int | None = None  # scale images to resize x resize first (small datasets)
+    normalize: str = "mean_image"  # NORMALIZE_MODES
+    mean_image: Any = None  # (H, W, 3) in [0, 1], for "mean_image" (paper §2)
+    mean: Any = None  # (3,), for "channel" (None: IMAGENET_MEAN)
+    std: Any = None  # (3,) (None: IMAGENET_STD)
+    out_channels: int = 3  # 1: RGB averaged, for one-channel models
+
+    def __post_init__(self) -> None:
+        if self.normalize not in NORMALIZE_MODES:
+            raise ValueError(f"normalize={self.normalize!r}: choose from {NORMALIZE_MODES}")
+        if self.normalize == "mean_image" and self.mean_image is None:
             raise ValueError("normalize='mean_image' needs mean_image (H, W, 3) in [0, 1]")
-        if out_channels not in (1, 3):
-            raise ValueError(f"out_channels={out_channels}: must be 1 or 3")
-        self.crop_size = int(crop_size)
-        self.resize = resize
-        self.normalize = normalize
-        self.out_channels = out_channels
-        self._mean_image = mean_image
-        self._mean = IMAGENET_MEAN if mean is None else mean
-        self._std = IMAGENET_STD if std is None else std
+        if self.out_channels not in (1, 3):
+            raise ValueError(f"out_channels={self.out_channels}: must be 1 or 3")
+        self.crop_size = int(self.crop_size)
+        self.mean = IMAGENET_MEAN if self.mean is None else self.mean
+        self.std = IMAGENET_STD if self.std is None else self.std
         self._cache: dict[tuple, torch.Tensor] = {}
         self._buffers = ReusableBuffers(np.float32, keep=8)
 
@@ -101,16 +129,16 @@ class _Common:
         key = (name, str(device))
         if key not in self._cache:
             if name == "mean_image":  # (H, W, 3) -> (3, H', W') after the same resize
-                m = _tensor(self._mean_image, device).permute(2, 0, 1)[None]
+                m = _tensor(self.mean_image, device).permute(2, 0, 1)[None]
                 self._cache[key] = self._resize(m)[0].contiguous()
             elif name.startswith("mean255_hwc"):  # (H, W, 3) in 0..255, maybe mirrored
                 m = self._const("mean_image", device).permute(1, 2, 0) * 255.0
                 self._cache[key] = (m.flip(1) if name.endswith("flipped") else m).contiguous()
             elif name in ("mean", "std"):
-                v = self._mean if name == "mean" else self._std
+                v = self.mean if name == "mean" else self.std
                 self._cache[key] = _tensor(v, device).view(1, 3, 1, 1)
             else:
-                self._cache[key] = _tensor(getattr(self, "_" + name), device)
+                self._cache[key] = _tensor(getattr(self, name), device)
         return self._cache[key]
 
     def _resize(self, x: torch.Tensor) -> torch.Tensor:
@@ -119,10 +147,13 @@ class _Common:
         size = (int(self.resize), int(self.resize))
         return F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
 
-    def _input(self, images: torch.Tensor) -> torch.Tensor:
+    def _check(self, images: torch.Tensor) -> torch.Tensor:
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"expected uint8 images (B, 3, H, W), got {tuple(images.shape)}")
-        return self._resize(images.float().div_(255.0))
+        return images
+
+    def _input(self, images: torch.Tensor) -> torch.Tensor:
+        return self._resize(self._check(images).float().div_(255.0))
 
     def _finish(self, x: torch.Tensor, mean_crops: torch.Tensor | None) -> torch.Tensor:
         if self.normalize == "mean_image":
@@ -134,25 +165,26 @@ class _Common:
         return x.contiguous()
 
 
+@dataclass(eq=False, repr=False, kw_only=True)
 class TrainTransform(_Common):
     """Random crop + flip (paper) or RandomResizedCrop, fancy PCA, normalization."""
 
-    def __init__(self, crop_size: int = 224, *, mode: str = "paper", resize: int | None = None,
-                 pad: int = 0, flip: bool = True, lighting_std: float = 0.1,
-                 eigval: Any = None, eigvec: Any = None, normalize: str = "mean_image",
-                 mean_image: Any = None, mean: Any = None, std: Any = None,
-                 out_channels: int = 3, scale: tuple[float, float] = (0.08, 1.0),
-                 ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> None:  # fmt: skip
-        super().__init__(crop_size, resize, normalize, mean_image, mean, std, out_channels)
-        if mode not in AUGMENT_MODES:
-            raise ValueError(f"mode={mode!r}: choose from {AUGMENT_MODES}")
-        self.mode = mode
-        self.pad = int(pad)
-        self.flip = flip
-        self.lighting_std = float(lighting_std)
-        self._eigval = IMAGENET_EIGVAL if eigval is None else eigval
-        self._eigvec = IMAGENET_EIGVEC if eigvec is None else eigvec
-        self.scale, self.ratio = scale, ratio
+    mode: str = "paper"  # AUGMENT_MODES
+    pad: int = 0  # zero padding before the paper's crop
+    flip: bool = True
+    lighting_std: float = 0.1  # fancy PCA's alpha ~ N(0, lighting_std) (paper §4.1)
+    eigval: Any = IMAGENET_EIGVAL  # (3,) RGB eigenvalues, largest first
+    eigvec: Any = IMAGENET_EIGVEC  # (3, 3) eigenvectors as columns
+    scale: tuple[float, float] = (0.08, 1.0)  # RandomResizedCrop's area range
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)  # and its aspect ratios
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.mode not in AUGMENT_MODES:
+            raise ValueError(f"mode={self.mode!r}: choose from {AUGMENT_MODES}")
+        self.pad, self.lighting_std = int(self.pad), float(self.lighting_std)
+        self.eigval = IMAGENET_EIGVAL if self.eigval is None else self.eigval
+        self.eigvec = IMAGENET_EIGVEC if self.eigvec is None else self.eigvec
         self.out_dtype: torch.dtype | None = None  # `produce`: the model's dtype and format
         self.out_channels_last = False
 
@@ -161,10 +193,8 @@ class TrainTransform(_Common):
         memory format set by `produce` (bf16 channels-last for the model under --amp)."""
         if self._fast_ok(images):
             return self._paper_cpu(images, generator)
-        if self.mode == "paper" and self._unresized(images):
-            x = self._crop_first(images, generator)
-        else:
-            x = self._whole_image_first(images, generator)
+        unresized = self.resize is None or tuple(images.shape[-2:]) == (self.resize,) * 2
+        x = self._augment(images, generator, crop_first=self.mode == "paper" and unresized)
         if self.out_dtype is not None or self.out_channels_last:
             fmt = torch.channels_last if self.out_channels_last else torch.contiguous_format
             x = x.to(dtype=self.out_dtype or x.dtype, memory_format=fmt)
@@ -175,40 +205,21 @@ class TrainTransform(_Common):
         first layer would make (autocast casts its input to bf16), made once here instead."""
         self.out_dtype, self.out_channels_last = dtype, bool(channels_last)
 
-    def _unresized(self, images: torch.Tensor) -> bool:
-        return self.resize is None or tuple(images.shape[-2:]) == (self.resize,) * 2
-
-    def _crop_first(self, images: torch.Tensor, generator) -> torch.Tensor:
-        """Paper mode without a resize: the crops are taken from the uint8 images (padded with
-        zeros first), and only the B x 3 x crop x crop pixels are converted and normalized; the
-        same values, element by element, as converting the whole images first."""
-        if images.dim() != 4 or images.shape[1] != 3:
-            raise ValueError(f"expected uint8 images (B, 3, H, W), got {tuple(images.shape)}")
-        dev, b = images.device, images.shape[0]
-        m = self._const("mean_image", dev) if self.normalize == "mean_image" else None
-        if self.pad:
-            images = F.pad(images, (self.pad,) * 4)
-            m = F.pad(m, (self.pad,) * 4) if m is not None else None
-        d = self.draw(b, tuple(images.shape[-2:]), generator, dev)
-        x, m = self._paper_crop(images, m, d)
-        x = x.float().div_(255.0)
-        if d.shift is not None:
-            x = x + d.shift[:, :, None, None]
-        return self._finish(x, m)
-
-    def _whole_image_first(self, images: torch.Tensor, generator) -> torch.Tensor:
-        """Resize (or RandomResizedCrop) needs the whole image in float first."""
-        x = self._input(images)
+    def _augment(self, images: torch.Tensor, generator, crop_first: bool) -> torch.Tensor:
+        """The batch path. `crop_first` (paper mode without a resize): the crops are cut from
+        the uint8 images (zero-padded first) and only the B x 3 x crop x crop pixels are
+        converted, the same values, element by element, as converting the whole images first
+        (which a resize or RandomResizedCrop needs)."""
+        x = self._check(images) if crop_first else self._input(images)
         dev, b = x.device, x.shape[0]
         m = self._const("mean_image", dev) if self.normalize == "mean_image" else None
         if self.mode == "paper" and self.pad:
             x = F.pad(x, (self.pad,) * 4)
             m = F.pad(m, (self.pad,) * 4) if m is not None else None
         d = self.draw(b, tuple(x.shape[-2:]), generator, dev)
-        if self.mode == "paper":
-            x, m = self._paper_crop(x, m, d)
-        else:
-            x, m = self._resized_crop(x, m, d)
+        x, m = (self._paper_crop if self.mode == "paper" else self._resized_crop)(x, m, d)
+        if crop_first:
+            x = x.float().div_(255.0)
         if d.shift is not None:
             x = x + d.shift[:, :, None, None]
         return self._finish(x, m)
@@ -247,8 +258,13 @@ class TrainTransform(_Common):
             and (self.pad == 0)
         )
 
-    def draw(self, b: int, image_size: tuple[int, int], generator: torch.Generator | None = None,
-             device: str | torch.device = "cpu") -> Draws:  # fmt: skip
+    def draw(
+        self,
+        b: int,
+        image_size: tuple[int, int],
+        generator: torch.Generator | None = None,
+        device: str | torch.device = "cpu",
+    ) -> Draws:
         """All random draws of one batch of `b` images of `image_size` (after resize and
         padding), on `device`: the one place both paths (`__call__`, and `apply_rows` in the
         loader's threads) take them, in this order: crop boxes (paper: tops, lefts; resized
@@ -287,8 +303,8 @@ class TrainTransform(_Common):
             m = self._const("mean255_hwc", cpu).numpy().reshape(h, w * 3)
             mf = self._const("mean255_hwc_flipped", cpu).numpy().reshape(h, w * 3)
         elif self.normalize == "channel":
-            mean = np.asarray(self._mean, np.float32)
-            std = np.asarray(self._std, np.float32)
+            mean = np.asarray(self.mean, np.float32)
+            std = np.asarray(self.std, np.float32)
             scale, offset = 1.0 / (255.0 * std), (shift - mean) / std
         else:
             scale, offset = np.full(3, 1.0 / 255.0, np.float32), shift
@@ -390,16 +406,16 @@ class TrainTransform(_Common):
         return x, m
 
 
+@dataclass(eq=False, repr=False, kw_only=True)
 class EvalTransform(_Common):
     """Centre crop (crops=1) or the paper's 10 crops, image-major: (B*crops, C, crop, crop)."""
 
-    def __init__(self, crop_size: int = 224, *, crops: int = 1, resize: int | None = None,
-                 normalize: str = "mean_image", mean_image: Any = None, mean: Any = None,
-                 std: Any = None, out_channels: int = 3) -> None:  # fmt: skip
-        super().__init__(crop_size, resize, normalize, mean_image, mean, std, out_channels)
-        if crops not in (1, 10):
-            raise ValueError(f"crops={crops}: must be 1 or 10")
-        self.crops = crops
+    crops: int = 1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.crops not in (1, 10):
+            raise ValueError(f"crops={self.crops}: must be 1 or 10")
 
     def positions(self, h: int, w: int) -> list[tuple[int, int, bool]]:
         """(top, left, flipped) of each crop; for flipped crops, in the flipped image."""

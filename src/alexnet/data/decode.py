@@ -22,16 +22,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 Image.MAX_IMAGE_PIXELS = None
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's default limit (~ 0.25 GB of 24-bit pixels)
 
-_JPEG_EXT = {".jpeg", ".jpg", ".jpe", ".jfif"}
-_EXT_FORMAT = {
-    **dict.fromkeys(_JPEG_EXT, "JPEG"),
-    ".png": "PNG",
-    ".gif": "GIF",
-    ".bmp": "BMP",
-    ".tif": "TIFF",
-    ".tiff": "TIFF",
-    ".webp": "WEBP",
-}
+_EXT_FORMAT = dict.fromkeys((".jpeg", ".jpg", ".jpe", ".jfif"), "JPEG")  # by file extension
+_EXT_FORMAT |= {".png": "PNG", ".gif": "GIF", ".bmp": "BMP", ".webp": "WEBP"}
+_EXT_FORMAT |= {".tif": "TIFF", ".tiff": "TIFF"}
 
 
 @dataclass

@@ -1,4 +1,7 @@
-"""ImageNet-style file readers: ImageFolder trees, the official ILSVRC2012 tars, Kaggle layout.
+"""ImageNet-style layouts: ImageFolder trees, the official ILSVRC2012 tars, the Kaggle layout.
+
+Each reader lists a layout's images as (classes, {split: [Item]}, skipped (path, reason)); a
+`sources.FileSource` decodes them.
 
 The official ILSVRC2012 files (the training, validation and devkit tars of the 2012 challenge
 the paper's §2 uses) are read straight from the tars:
@@ -14,12 +17,9 @@ import io
 import os
 import tarfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from alexnet.data.decode import DEFAULT_MAX_PIXELS, decode_image
-from alexnet.data.source_base import Chunk, Source
 from alexnet.errors import UserError
 
 # (display path, label, file, byte offset or -1 for the whole file, length)
@@ -27,66 +27,7 @@ Item = tuple[str, int, str, int, int]
 TRAIN_TAR = "ILSVRC2012_img_train.tar"
 VAL_TAR = "ILSVRC2012_img_val.tar"
 DEVKIT = "ILSVRC2012_devkit_t12"
-
-
-class FileSource(Source):
-    """Image files (plain or inside tars), decoded in worker processes to size x size RGB."""
-
-    parallel = True
-
-    def __init__(self, name: str, classes: list[str], items: dict[str, list[Item]], *,
-                 size: int = 256, max_pixels: int = DEFAULT_MAX_PIXELS, root: str = "",
-                 skipped: list[tuple[str, str]] | None = None) -> None:  # fmt: skip
-        self.name = name
-        self.classes = classes
-        self.items = items
-        self.size = size
-        self.max_pixels = max_pixels
-        self.image_size = (size, size)
-        self.root = root
-        self.index_skipped = skipped or []  # files rejected while listing (e.g. no label)
-        self._fds: dict[str, int] = {}
-
-    def count(self, split: str) -> int:
-        return len(self.items[split])
-
-    def _read(self, file: str, offset: int, length: int) -> bytes:
-        if offset < 0:
-            with open(file, "rb") as f:
-                return f.read()
-        fd = self._fds.get(file)
-        if fd is None:
-            fd = self._fds[file] = os.open(file, os.O_RDONLY)
-        return os.pread(fd, length, offset)
-
-    def load(self, split: str, start: int, stop: int) -> Chunk:
-        images, labels = [], []
-        chunk = Chunk(np.zeros((0, self.size, self.size, 3), np.uint8), np.zeros(0, np.int64))
-        for display, label, file, offset, length in self.items[split][start:stop]:
-            try:
-                data = self._read(file, offset, length)
-            except OSError as exc:
-                chunk.skipped.append((display, f"unreadable file: {exc.strerror or exc}"))
-                continue
-            out = decode_image(data, display, self.size, self.max_pixels)
-            if out.image is None:
-                chunk.skipped.append((display, out.skip or "undecodable"))
-                continue
-            if out.repairs:
-                chunk.repaired.append((display, "; ".join(out.repairs)))
-            images.append(out.image)
-            labels.append(label)
-        if images:
-            chunk.images = np.stack(images)
-            chunk.labels = np.asarray(labels, np.int64)
-        return chunk
-
-    def describe(self) -> dict[str, Any]:
-        n = {s: len(v) for s, v in self.items.items()}
-        return {**super().describe(), "root": self.root, "items": n, "max_pixels": self.max_pixels}
-
-    def __getstate__(self) -> dict:  # file descriptors do not travel to workers
-        return {**self.__dict__, "_fds": {}}
+Listing = tuple[list[str], dict[str, list[Item]], list[tuple[str, str]]]
 
 
 # ---------------------------------------------------------------- ImageFolder
@@ -98,13 +39,6 @@ def _files(d: Path) -> list[Path]:
     return sorted(
         p for p in d.rglob("*") if p.is_file() and not any(s.startswith(".") for s in p.parts[-1:])
     )
-
-
-def _val_dir(root: Path) -> Path | None:
-    for name in ("val", "validation", "valid"):
-        if (root / name).is_dir():
-            return root / name
-    return None
 
 
 def is_imagefolder(root: Path) -> bool:
@@ -131,10 +65,10 @@ def _folder_items(d: Path, index: dict[str, int], root: Path) -> list[Item]:
     return items
 
 
-def imagefolder(root: Path, *, size: int = 256, max_pixels: int = DEFAULT_MAX_PIXELS) -> FileSource:
+def imagefolder(root: Path) -> Listing:
     """`train/<class>/*` and `val/<class>/*`; classes are the sorted train folder names
     (shown with their words when a LOC_synset_mapping.txt or synset_words.txt lies in SRC)."""
-    val = _val_dir(root)
+    val = next((root / d for d in ("val", "validation", "valid") if (root / d).is_dir()), None)
     if not is_imagefolder(root) or val is None:
         raise UserError(f"{root}: ImageFolder layout needs train/<class>/ and val/<class>/ folders")
     names = [p.name for p in _subdirs(root / "train")]
@@ -149,9 +83,7 @@ def imagefolder(root: Path, *, size: int = 256, max_pixels: int = DEFAULT_MAX_PI
         "train": _folder_items(root / "train", index, root),
         "val": _folder_items(val, index, root),
     }
-    return FileSource(
-        "imagefolder", classes, items, size=size, max_pixels=max_pixels, root=str(root)
-    )
+    return classes, items, []
 
 
 # ---------------------------------------------------------------- official ILSVRC2012 tars
@@ -240,7 +172,7 @@ def is_ilsvrc2012(root: Path) -> bool:
     return (root / TRAIN_TAR).is_file() and (root / VAL_TAR).is_file()
 
 
-def ilsvrc2012(root: Path, *, size: int = 256, max_pixels: int = DEFAULT_MAX_PIXELS) -> FileSource:
+def ilsvrc2012(root: Path) -> Listing:
     """ILSVRC2012_img_train.tar (one inner tar per wnid), ILSVRC2012_img_val.tar (flat,
     sorted names = ground-truth line order) and the devkit."""
     for name in (TRAIN_TAR, VAL_TAR):
@@ -268,8 +200,7 @@ def ilsvrc2012(root: Path, *, size: int = 256, max_pixels: int = DEFAULT_MAX_PIX
         if ident not in id_to_class:
             raise UserError(f"{root}: ground truth ILSVRC2012_ID {ident} is not a leaf synset")
         val.append((shown, id_to_class[ident], val_file, off, n))
-    return FileSource("ilsvrc2012", words, {"train": train, "val": val}, size=size,
-                      max_pixels=max_pixels, root=str(root), skipped=skipped)  # fmt: skip
+    return words, {"train": train, "val": val}, skipped
 
 
 # ---------------------------------------------------------------- Kaggle layout
@@ -277,7 +208,7 @@ def is_kaggle(root: Path) -> bool:
     return (root / "LOC_synset_mapping.txt").is_file() and (root / "LOC_val_solution.csv").is_file()
 
 
-def kaggle(root: Path, *, size: int = 256, max_pixels: int = DEFAULT_MAX_PIXELS) -> FileSource:
+def kaggle(root: Path) -> Listing:
     """Kaggle's ILSVRC: ILSVRC/Data/CLS-LOC/{train/<wnid>/, val/}, LOC_val_solution.csv
     (first wnid of PredictionString is the label), LOC_synset_mapping.txt (names)."""
     words = _synset_words(root / "LOC_synset_mapping.txt")
@@ -300,6 +231,7 @@ def kaggle(root: Path, *, size: int = 256, max_pixels: int = DEFAULT_MAX_PIXELS)
             skipped.append((shown, "no label in LOC_val_solution.csv"))
             continue
         val.append((shown, index[wnid], str(p), -1, 0))
-    classes = [words[w] for w in wnids]
-    return FileSource("kaggle", classes, {"train": train, "val": val}, size=size,
-                      max_pixels=max_pixels, root=str(root), skipped=skipped)  # fmt: skip
+    return [words[w] for w in wnids], {"train": train, "val": val}, skipped
+
+
+LAYOUTS = {"imagefolder": imagefolder, "ilsvrc2012": ilsvrc2012, "kaggle": kaggle}

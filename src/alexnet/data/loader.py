@@ -1,46 +1,57 @@
-"""DeviceLoader: batches of uint8 images from a packed dataset, sent to the device.
+"""DeviceLoader: batches of uint8 images (B, 3, H, W) from a packed dataset, on the device.
 
-Gathering rows of the memory-mapped (N, H, W, 3) array runs in `workers` threads (numpy
-releases the GIL while copying), ahead of the consumer; on CUDA the batch lands in pinned
-memory and is copied with `non_blocking=True`. The batch is returned as (B, 3, H, W), a
-channels_last view of the NHWC bytes (no copy). Augmentation happens later, on the device
-(augment.py). A JPEG dataset's records are checked (CRC32) and decoded in the same threads:
-on the CPU one image at a time (libjpeg-turbo, GIL released), on CUDA a batch at once on the
-GPU (nvJPEG, `jpeg_decode.decode_batch_device`); what follows is the same as for raw pixels.
-
-Sharding (the rule every rank follows): perm = permutation(N) from (seed, epoch) (or arange when not
-shuffling); global batch k = perm[k*B*W:(k+1)*B*W]; rank r takes [r*B:(r+1)*B] of it. So a
-W-rank run sees the same global batches as a 1-rank run with batch B*W, and evaluation
-(shuffle=False, drop_last=False) sees each sample exactly once across ranks, unpadded.
+`workers` threads gather rows of the memory map (numpy releases the GIL) or check and decode
+JPEG records (torchvision's libjpeg-turbo; on CUDA a batch at once with nvJPEG) ahead of the
+consumer; on CUDA the batch lands in pinned memory and is copied with `non_blocking=True`.
+Images are a channels_last view of the NHWC bytes; augmentation follows on the device.
+Sharding: perm = permutation(N) from (seed, epoch); global batch k = perm[k*B*W:(k+1)*B*W];
+rank r takes [r*B:(r+1)*B] of it, so W ranks see the batches of one rank with batch B*W, and
+evaluation (shuffle=False, drop_last=False) sees each sample exactly once, unpadded.
 """
 
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable, Iterator
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
+from torchvision.io import ImageReadMode, decode_jpeg
 
-from alexnet.data import jpeg_decode
-from alexnet.data.augment import Draws, LoaderTransform, ReusableBuffers
-from alexnet.data.jpeg import JpegImages
+from alexnet.data.augment import Draws, ReusableBuffers, TrainTransform
 from alexnet.data.packed import PackedDataset
 
 Batch = tuple[torch.Tensor, torch.Tensor]
-CPU_DECODE = jpeg_decode.DECODERS[jpeg_decode.CPU_DECODER]
+# torchvision 0.29 marks its image codecs deprecated (for TorchCodec); Pillow stays the
+# readers' decoder (fields.decode_pillow) if they go
+warnings.filterwarnings(
+    "ignore", "The image decoding and encoding capabilities of TorchVision", DeprecationWarning
+)
+
+
+def decode_torchvision(data, out: np.ndarray) -> None:
+    """Decode JPEG `data` into `out` (H, W, 3) uint8: the loader's CPU decoder, libjpeg-turbo
+    like Pillow (the same pixels, tested) but faster, and it releases the GIL, so the loader's
+    threads decode in parallel (benchmarks/bench_jpeg.py)."""
+    x = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+    if tuple(x.shape) != (3, out.shape[0], out.shape[1]):
+        raise ValueError(f"decodes to {tuple(x.shape)}")
+    out[...] = x.permute(1, 2, 0).numpy()
+
+
+def decode_batch_device(records: Sequence[np.ndarray], device: torch.device) -> torch.Tensor:
+    """Decode a batch of JPEG records on a CUDA device in one call (nvJPEG) -> uint8
+    (B, 3, H, W) on `device`, channels_last memory (the layout the raw loader hands over)."""
+    tensors = [torch.from_numpy(np.array(r, dtype=np.uint8)) for r in records]
+    decoded = decode_jpeg(tensors, mode=ImageReadMode.RGB, device=device)
+    return torch.stack([d.permute(1, 2, 0) for d in decoded]).permute(0, 3, 1, 2)
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
     """The shuffle order for (seed, epoch): identical on every rank and platform."""
     return np.random.default_rng([int(seed), int(epoch)]).permutation(n)
-
-
-def decodes_on_device(images, device: str | torch.device) -> bool:
-    """True when batches of `images` are decoded on `device` itself: JPEG records on CUDA
-    (nvJPEG). Raw pixels are never decoded; JPEG for a CPU device is decoded on the CPU."""
-    return isinstance(images, JpegImages) and torch.device(device).type == "cuda"
 
 
 class DeviceLoader:
@@ -115,25 +126,19 @@ class DeviceLoader:
         """uint8 (B, H, W, 3) on the host: rows of the memory map, or decoded JPEG records."""
         images = self.dataset.images
         buf, out = self._host_batch((len(idx), *images.shape[1:]))
-        if isinstance(images, JpegImages):
-            images.read_into(idx, buf, CPU_DECODE)
-        elif len(idx) and idx[-1] - idx[0] == len(idx) - 1 and np.all(np.diff(idx) == 1):
-            buf[...] = images[idx[0] : idx[-1] + 1]  # contiguous: one slice copy
-        elif len(idx):
-            np.take(images, idx, axis=0, out=buf)
+        images.read_into(idx, buf, decode_torchvision)
         return out, self._labels_of(idx)
 
     def _gather_decode_on_device(self, idx: np.ndarray, stream=None) -> tuple:
-        """CUDA + JPEG: the checked records of the batch, decoded together on the device ->
-        (uint8 (B, 3, H, W) there, the labels sent after them, an event when both are done).
-        In a loader thread the decode is issued on `stream` (its own, not the default stream
-        the model computes on: nvJPEG's result is waited for there, and only there)."""
+        """CUDA + JPEG: the batch's checked records decoded together on the device -> (uint8
+        (B, 3, H, W), labels, an event when both are there), issued on `stream` (not the
+        model's: nvJPEG's result is waited for there only)."""
         records = self.dataset.images.records(idx)
         if stream is None:  # no side stream (a test's stand-in decoder without CUDA)
-            images = jpeg_decode.decode_batch_device(records, self.device)
+            images = decode_batch_device(records, self.device)
             return images, self._send(self._labels_of(idx)), None
         with torch.cuda.stream(stream):
-            images = jpeg_decode.decode_batch_device(records, self.device)
+            images = decode_batch_device(records, self.device)
             labels = self._send(self._labels_of(idx))
             decoded = torch.cuda.Event()
             decoded.record(stream)
@@ -146,41 +151,33 @@ class DeviceLoader:
         images, labels = batch
         return self._send(images).permute(0, 3, 1, 2), self._send(labels)
 
-    def _gather_augment(self, idx: np.ndarray, transform: LoaderTransform, draws: Draws):
+    def _gather_augment(self, idx: np.ndarray, transform: TrainTransform, draws: Draws):
         """CPU fast path: crop + augment straight from the memory map (no uint8 copy), or from
         the batch's decoded JPEG records."""
-        images = self.dataset.images
-        if isinstance(images, JpegImages):
-            rows = self._buffers.get((len(idx), *images.shape[1:]))
-            images.read_into(idx, rows, CPU_DECODE)
-            return transform.apply_rows(rows, range(len(idx)), draws), self._labels_of(idx)
-        return transform.apply_rows(images, idx, draws), torch.from_numpy(self._labels[idx])
+        rows, at = self.dataset.images.rows(idx, self._buffers.get, decode_torchvision)
+        return transform.apply_rows(rows, at, draws), self._labels_of(idx)
 
     def iterate(
         self,
         start_batch: int = 0,
         *,
-        transform: LoaderTransform | None = None,
+        transform: TrainTransform | None = None,
         generator: torch.Generator | Callable[[int], torch.Generator] | None = None,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield this rank's batches of the current epoch, skipping the first `start_batch`
-        without reading them (resume mid-epoch).
-
-        With `transform` (a TrainTransform), images come augmented: float32 (B, C, crop,
-        crop), equal to `transform(images, generator)` applied to each uint8 batch in order.
-        `generator` is one torch.Generator for the whole epoch, or a function from the batch
-        index k to the generator of batch k (the training loop seeds each step's draws from
-        its position, so a resumed run draws what an uninterrupted one did). On the CPU (paper
-        mode) the augmentation then runs inside the worker threads, reading the crops straight
-        from the memory map; its random draws are still taken in this thread, in batch order,
-        when a batch is queued (up to workers + 1 batches ahead of the one yielded)."""
+        """This rank's batches of the epoch from batch `start_batch` on (nothing before it is
+        read). With `transform`, float32 (B, C, crop, crop) batches equal to
+        `transform(images, generator)` of each uint8 batch; `generator` is one for the epoch
+        or a function of the batch index k (a resumed run draws what an uninterrupted one
+        did). On the CPU (paper mode) the augmentation runs in the worker threads, straight
+        from the memory map, its draws taken here in batch order when a batch is queued."""
         order = (
             epoch_permutation(len(self.dataset), self.seed, self.epoch) if self.shuffle else None
         )
         ks = range(max(0, int(start_batch)), len(self))
         size = tuple(self.dataset.images.shape[1:3])
         fused = transform is not None and transform.fuses(size, self.device)
-        on_device = decodes_on_device(self.dataset.images, self.device)
+        # JPEG records on CUDA: decoded there, a batch at once (nvJPEG)
+        on_device = self.dataset.images.decodes_on_device and self.device.type == "cuda"
 
         def gen(k: int):
             return generator(k) if callable(generator) else generator
@@ -192,10 +189,10 @@ class DeviceLoader:
             idx = self.batch_indices(k, order)
             if fused:
                 draws = transform.draw(len(idx), size, gen(k))
-                return k, self._gather_augment, (idx, transform, draws)
+                return self._gather_augment, (idx, transform, draws)
             if on_device:
-                return k, self._gather_decode_on_device, (idx, decode_stream)
-            return k, self._gather, (idx,)
+                return self._gather_decode_on_device, (idx, decode_stream)
+            return self._gather, (idx,)
 
         def finish(k: int, batch):
             if fused:
@@ -231,9 +228,8 @@ class DeviceLoader:
 
     def _handed_over(self, batches: Iterator) -> Iterator[Batch]:
         """CUDA: batch k+1's copy and augmentation are issued on the side stream before batch
-        k is handed over, so they run while the model computes batch k; the model's stream
-        waits only for batch k's own work (its event), and the batch's memory is marked in use
-        by that stream (`record_stream`) so the allocator cannot reuse it early."""
+        k is handed over (they overlap the model's step); the model's stream waits for batch
+        k's event only and marks its memory in use (`record_stream`)."""
         ahead = next(batches, None)
         while ahead is not None:
             following = next(batches, None)  # issued now, runs during the model's step
@@ -250,7 +246,7 @@ class DeviceLoader:
         up to workers + 1 batches ahead of the one yielded."""
         if self.workers == 0:
             for k in ks:
-                _, fn, args = load(k)
+                fn, args = load(k)
                 yield finish(k, fn(*args))
             return
         depth = self.workers + 1
@@ -258,7 +254,7 @@ class DeviceLoader:
             pending: collections.deque = collections.deque()
             try:
                 for k in ks:
-                    k, fn, args = load(k)
+                    fn, args = load(k)
                     pending.append((k, pool.submit(fn, *args)))
                     if len(pending) > depth:
                         done_k, fut = pending.popleft()

@@ -1,9 +1,7 @@
-"""The named modes of augmentation, normalization and test-time crops, declared once.
-
-Torch-free, so the command line offers them as choices without importing torch (`train`,
-`eval`, `predict`, `serve`); the transforms (`alexnet.data.augment`), the evaluation
-(`alexnet.evaluate`, `alexnet.inference`) and `TrainConfig` all check against these tuples.
-"""
+"""The data's named choices, declared once and torch- and numpy-free, so the command line
+offers them without importing either: augmentation and normalization modes and test-time
+crops (checked by augment.py, evaluate.py, inference.py, TrainConfig), the packed splits,
+the storage encodings (fields.py defines them) and the source layouts (sources.py)."""
 
 from __future__ import annotations
 
@@ -13,3 +11,15 @@ AUGMENT_MODES = ("paper", "random_resized_crop")
 NORMALIZE_MODES = ("mean_image", "channel", "none")
 # paper §4.1: 1 (centre), 2 (centre + its mirror image) or the paper's 10 crops
 TEST_CROPS = (1, 2, 10)
+SPLITS = ("train", "val")
+ENCODINGS = ("raw", "jpeg")
+DEFAULT_QUALITY = 90  # JPEG
+SOURCE_NAMES = [
+    "auto",
+    "imagefolder",
+    "ilsvrc2012",
+    "kaggle",
+    "fashion-mnist",
+    "cifar10",
+    "synthetic",
+]

@@ -1,21 +1,16 @@
-"""`prepare`: pack a `Source` into the packed format (see packed.py), in one pass that also
-computes the training statistics (paper §2 mean image, §4.1 RGB PCA).
-
-`encoding="raw"` (the default) stores uint8 pixels (a memory-mappable .npy, format version 1);
-`encoding="jpeg"` stores each image as a JPEG record at `quality` plus an offsets index
-(version 2), and computes the statistics from the decoded pixels (what training sees). Every
-record gets a CRC32 (`{split}_crc32.npy`), checked by readers and `alexnet prepare --verify`.
+"""`prepare`: pack a `Source` into the packed format (packed.py), its images stored by a field
+(fields.py: raw pixels or JPEG records), in one pass that also sums the training statistics
+(paper §2 mean image, §4.1 RGB PCA) over the pixels training sees, as exact integers.
 
 Atomic and resumable: everything is written into `OUT.partial/`; after each chunk the data is
-fsync'ed and then `progress.npz` (chunk counters, byte counts, exact integer sums) is replaced
-atomically. A rerun with the same input truncates the files to the last recorded chunk and
-continues, giving byte-identical output. `header.json` is written last and the directory is
-renamed to OUT only when complete.
+fsync'ed, then `progress.npz` (counters, the sums) is replaced atomically. A rerun truncates
+the files to the last recorded chunk and continues, byte-identical to an uninterrupted run.
+`header.json` is written last and the directory renamed to OUT when complete. OUT is only
+ever replaced when it is a packed dataset or an empty directory, never the directory read.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import multiprocessing as mp
@@ -29,44 +24,221 @@ from typing import Any
 
 import numpy as np
 
-from alexnet.data import jpeg
-from alexnet.data import stats as stats_mod
-from alexnet.data.jpeg import SUBSAMPLING
-from alexnet.data.layout import (
-    DEFAULT_QUALITY,
-    ENCODINGS,
-    FORMAT_NAME,
-    FORMAT_VERSION,
-    HEADER,
-    JPEG_FORMAT_VERSION,
-    REPORT,
-    SPLITS,
-    STATS,
-)
-from alexnet.data.outdir import check_output, check_partial
-from alexnet.data.pack_chunk import process
-from alexnet.data.pack_files import SplitFiles
-from alexnet.data.source_base import Source
+from alexnet.data.fields import FIELDS, Field, crc_file, labels_file, make_field, offsets_file
+from alexnet.data.modes import SPLITS
+from alexnet.data.packed import FORMAT_NAME, HEADER, REPORT, STATS
+from alexnet.data.sources import Source
 from alexnet.errors import UserError
 from alexnet.fileio import atomic_write, atomic_write_text, fsync_dir
-from alexnet.progress import progress_bar
+from alexnet.progress import SilentBar, progress_bar
 
 PROGRESS = "progress.npz"
 
-# ---------------------------------------------------------------- worker side
-_SOURCE: Source | None = None
+
+# ---------------------------------------------------------------- what OUT may be
+def _is_packed_dataset(path: Path) -> bool:
+    """True when `path/header.json` names the packed format (written last by `prepare`)."""
+    try:
+        header = json.loads((path / HEADER).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(header, dict) and header.get("format") == FORMAT_NAME
 
 
-def _init_worker(source: Source) -> None:
-    global _SOURCE
-    _SOURCE = source
+def check_output(out: str | Path, src: str | Path | None, overwrite: bool) -> None:
+    """Raise `UserError` unless `out` may be written: absent, or (with `overwrite`) an empty
+    directory or a packed dataset that is not `src`, inside it, or around it."""
+    out = Path(out)
+    if not out.exists() and not out.is_symlink():
+        return
+    if not out.is_dir():
+        raise UserError(f"{out}: is a file, not a directory; choose another OUT for the dataset")
+    empty = not any(out.iterdir())
+    packed = _is_packed_dataset(out)
+    if src is not None and Path(src).exists():
+        s, o = Path(src).resolve(), out.resolve()
+        if s == o or s in o.parents or o in s.parents:
+            where = "is" if s == o else ("contains" if o in s.parents else "lies inside")
+            raise UserError(f"{out}: {where} the source {src}; choose an OUT outside it")
+    if not overwrite:
+        hint = " (use --overwrite to replace it)" if (packed or empty) else ""
+        kind = "a packed dataset" if packed else ("empty" if empty else "not a packed dataset")
+        raise UserError(f"{out}: already exists, {kind}{hint}")
+    if not (packed or empty):
+        names = sorted(p.name for p in out.iterdir())
+        more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+        raise UserError(
+            f"{out}: not a packed dataset (holds {', '.join(names[:3])}{more}); --overwrite "
+            "only replaces a packed dataset or an empty directory: choose another OUT"
+        )
+
+
+def _own_files() -> set[str]:
+    """Every file name prepare may leave in OUT.partial, of either field (a partial run of the
+    other encoding may be replaced too)."""
+    names = {PROGRESS, PROGRESS + ".tmp", "report.jsonl", REPORT, STATS, HEADER, HEADER + ".tmp"}
+    for split in SPLITS:
+        names |= {labels_file(split), crc_file(split), offsets_file(split)}
+        names |= {f"{split}_labels.bin", f"{split}_crc32.bin"}
+        for field in FIELDS.values():
+            names |= {field().images_file(split), field().index_work_file(split)}
+    return names
+
+
+def _check_partial(partial: Path) -> None:
+    """Refuse to delete a `OUT.partial` directory that holds files `prepare` did not write."""
+    if not partial.is_dir():
+        raise UserError(f"{partial}: is a file; move it away (prepare works in this directory)")
+    foreign = sorted(p.name for p in partial.iterdir() if p.name not in _own_files())
+    if foreign:
+        raise UserError(
+            f"{partial}: holds files prepare did not write ({', '.join(foreign[:3])}); move them"
+        )
+
+
+# ---------------------------------------------------------------- statistics (paper §2, §4.1)
+def chunk_sums(images: np.ndarray) -> dict[str, np.ndarray]:
+    """Exact integer sums of a uint8 chunk (n, H, W, 3): count, per-pixel sum (H, W, 3),
+    channel sum (3,), and sum of outer products of RGB vectors (3, 3)."""
+    n, h, w, c = images.shape
+    pixel_sum = images.sum(axis=0, dtype=np.int64)
+    flat = images.reshape(-1, c).astype(np.float64)  # float64 matmul is exact below 2**53
+    outer = flat.T @ flat if flat.size else np.zeros((c, c))
+    return {
+        "count": np.array(n, np.int64),
+        "pixel_sum": pixel_sum,
+        "channel_sum": pixel_sum.reshape(-1, c).sum(axis=0),
+        "outer_sum": np.rint(outer).astype(np.int64),
+    }
+
+
+def finish_stats(sums: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Statistics in the [0, 1] pixel scale, float64: mean_image (H,W,3), channel_mean (3,),
+    channel_std (3,) (population), rgb_cov (3,3) (population), eigval (3,) descending,
+    eigvec (3,3) unit eigenvectors of rgb_cov as columns (largest |component| positive)."""
+    n_img = int(sums["count"])
+    h, w, _ = sums["pixel_sum"].shape
+    if n_img == 0:
+        shapes = {"mean_image": (h, w, 3), "rgb_cov": (3, 3), "eigvec": (3, 3)}
+        keys = ("mean_image", "channel_mean", "channel_std", "rgb_cov", "eigval", "eigvec")
+        return {k: np.full(shapes.get(k, 3), np.nan) for k in keys}
+    n_pix = n_img * h * w
+    mean_image = sums["pixel_sum"].astype(np.float64) / (255.0 * n_img)
+    mean = sums["channel_sum"].astype(np.float64) / (255.0 * n_pix)
+    second = sums["outer_sum"].astype(np.float64) / (255.0**2 * n_pix)
+    cov = second - np.outer(mean, mean)
+    cov = (cov + cov.T) / 2
+    std = np.sqrt(np.clip(np.diag(cov), 0, None))
+    eigval, eigvec = np.linalg.eigh(cov)
+    order = np.argsort(eigval)[::-1]
+    eigval, eigvec = eigval[order], eigvec[:, order]
+    for i in range(3):  # deterministic signs
+        if eigvec[np.argmax(np.abs(eigvec[:, i])), i] < 0:
+            eigvec[:, i] = -eigvec[:, i]
+    return {
+        "mean_image": mean_image,
+        "channel_mean": mean,
+        "channel_std": std,
+        "rgb_cov": cov,
+        "eigval": np.clip(eigval, 0, None),
+        "eigvec": eigvec,
+    }
+
+
+# ---------------------------------------------------------------- one chunk (worker side)
+_WORKER: tuple[Source, Field] | None = None
+
+
+def _init_worker(source: Source, field: Field) -> None:
+    global _WORKER
+    _WORKER = (source, field)
     # Ctrl-C reaches the whole process group: only the parent handles it (and stops us)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _work(task: tuple) -> dict[str, Any]:
-    assert _SOURCE is not None
-    return process(_SOURCE, *task)
+    assert _WORKER is not None
+    return process(*_WORKER, *task)
+
+
+def process(
+    source: Source, field: Field, split: str, start: int, stop: int, with_stats: bool
+) -> dict[str, Any]:
+    """Items [start, stop) of `split`, stored by `field` -> {"data", "crc", "index" (see
+    the field's `encode`), "labels" int64 (n,), "skipped", "repaired", "sums" (train only)}."""
+    chunk = source.load(split, start, stop)
+    images = np.ascontiguousarray(chunk.images, dtype=np.uint8)
+    h, w = source.image_size
+    if images.shape[1:] != (h, w, 3) or len(images) != len(chunk.labels):
+        raise RuntimeError(f"{source.name}: chunk of shape {images.shape}, expected (n,{h},{w},3)")
+    labels = np.asarray(chunk.labels, np.int64)
+    res = field.encode(images, labels)
+    pixels = res.pop("pixels")
+    res |= {"labels": labels, "skipped": chunk.skipped, "repaired": chunk.repaired}
+    res["sums"] = chunk_sums(pixels) if with_stats else None
+    return res
+
+
+# ---------------------------------------------------------------- the files of one split
+class SplitFiles:
+    """The append-only working files of one split in `OUT.partial/`: the field's data and
+    index files, `{split}_labels.bin` (int64) and `{split}_crc32.bin` (uint32). Their sizes
+    follow from the progress state (count, bytes, chunks), so a resumed run cuts them back to
+    the last recorded chunk and nothing that grows with the dataset is rewritten."""
+
+    def __init__(self, partial: Path, split: str, field: Field, image_size: tuple[int, int]):
+        self.partial, self.split, self.field = partial, split, field
+        self.image_bytes = image_size[0] * image_size[1] * 3
+        self.work = {"data": field.images_file(split), "index": field.index_work_file(split)}
+        self.work |= {"labels": f"{split}_labels.bin", "crc": f"{split}_crc32.bin"}
+        self._files: dict[str, Any] = {}
+
+    def create(self) -> None:
+        for key, name in self.work.items():
+            with open(self.partial / name, "wb") as f:
+                if key == "data":
+                    self.field.create(f)
+
+    def open(self, st: dict) -> None:
+        """Open every working file for appending, cut to what the state `st` records."""
+        data, index = self.field.data_size(st, self.image_bytes)
+        sizes = {"data": data, "index": index, "labels": 8 * st["count"], "crc": 4 * st["count"]}
+        for key, size in sizes.items():
+            f = open(self.partial / self.work[key], "r+b")
+            f.truncate(size)
+            f.seek(size)
+            self._files[key] = f
+
+    def append(self, res: dict, st: dict) -> None:
+        """Write one processed chunk (see `process`) and update `st` (not saved)."""
+        self._files["data"].write(res["data"])
+        self._files["labels"].write(res["labels"].astype("<i8").tobytes())
+        self._files["crc"].write(res["crc"].astype("<u4").tobytes())
+        self.field.append_index(self._files["index"], res, st)
+        st["chunk"] += 1
+        st["count"] += len(res["labels"])
+
+    def sync(self) -> None:
+        for f in self._files.values():
+            f.flush()
+            os.fsync(f.fileno())
+
+    def close(self) -> None:
+        for f in self._files.values():
+            f.close()
+        self._files = {}
+
+    def finalize(self, n: int, image_size: tuple[int, int]) -> list[str]:
+        """Turn the working files into the final ones; returns what the field's `finish` does."""
+        p, split = self.partial, self.split
+        digests = self.field.finish(p, split, n, image_size)
+        np.save(
+            p / labels_file(split), np.fromfile(p / self.work["labels"], "<i8").astype(np.int64)
+        )
+        np.save(p / crc_file(split), np.fromfile(p / self.work["crc"], "<u4"))
+        for key in ("labels", "crc", "index"):
+            (p / self.work[key]).unlink()
+        return digests
 
 
 # ---------------------------------------------------------------- state
@@ -76,44 +248,20 @@ def _save_state(partial: Path, state: dict, sums: dict[str, np.ndarray]) -> None
     )
 
 
-def _load_state(partial: Path) -> tuple[dict, dict[str, np.ndarray]] | None:
+def _start(partial: Path, config: dict, source: Source, files: dict[str, SplitFiles]):
+    """Resume `partial` when it holds a run of the same config, else start it afresh."""
     try:
         with np.load(partial / PROGRESS) as z:
             state = json.loads(str(z["state"]))
             sums = {k: np.array(z[k]) for k in z.files if k != "state"}
-        return state, sums
     except Exception:  # noqa: BLE001 - no or damaged progress: start over
-        return None
-
-
-def _config(source: Source, chunk_size: int, encoding: str, quality: int) -> dict:
-    config = {
-        "format": FORMAT_NAME,
-        "version": FORMAT_VERSION if encoding == "raw" else JPEG_FORMAT_VERSION,
-        "input": source.describe(),
-        "classes": source.classes,
-        "chunk_size": chunk_size,
-        "encoding": encoding,
-    }
-    if encoding == "jpeg":
-        config["quality"] = quality
-    return json.loads(json.dumps(config))
-
-
-def _split_files(partial: Path, source: Source, encoding: str) -> dict[str, SplitFiles]:
-    return {s: SplitFiles(partial, s, encoding, source.image_size) for s in SPLITS}
-
-
-def _start(partial: Path, config: dict, source: Source, files: dict[str, SplitFiles]):
-    """Resume `partial` when it holds a run of the same config, else start it afresh."""
-    loaded = _load_state(partial) if partial.is_dir() else None
-    if loaded is not None and loaded[0].get("config") == config:
-        state, sums = loaded
+        state = {}
+    if state.get("config") == config:
         done = sum(st["count"] for st in state["splits"].values())
         print(f"resuming the interrupted run in {partial} ({done} images done)", file=sys.stderr)
         return state, sums
     if partial.exists():
-        check_partial(partial, _own_files(files))
+        _check_partial(partial)
         shutil.rmtree(partial)
     partial.mkdir(parents=True)
     state = {"config": config, "splits": {}, "report_bytes": 0}
@@ -121,7 +269,7 @@ def _start(partial: Path, config: dict, source: Source, files: dict[str, SplitFi
         state["splits"][split] = {"chunk": 0, "count": 0, "bytes": 0, "done": False}
         files[split].create()
     open(partial / "report.jsonl", "wb").close()
-    sums = stats_mod.zero_sums(*source.image_size)
+    sums = chunk_sums(np.zeros((0, *source.image_size, 3), np.uint8))
     _save_state(partial, state, sums)
     return state, sums
 
@@ -137,34 +285,40 @@ def prepare(
     progress: bool = True,
     src: str | Path | None = None,
     encoding: str = "raw",
-    quality: int = DEFAULT_QUALITY,
+    quality: int | None = None,
 ) -> dict[str, Any]:
     """Pack `source` into directory `out` (train + val splits, stats, header, report.json),
-    its images stored `encoding="raw"` or `"jpeg"` (at JPEG `quality`, 1..100).
+    its images stored `encoding="raw"` or `"jpeg"` (at JPEG `quality`, 1..100, default 90).
     Returns the report: {"splits", "classes", "skipped", "repaired"}. With `overwrite`, `out`
     may be replaced only when it is a packed dataset or empty, and never when it is, holds or
     lies inside `src` (the directory read)."""
-    if encoding not in ENCODINGS:
-        raise UserError(f"encoding {encoding!r}: choose from {', '.join(ENCODINGS)}")
-    if not (isinstance(quality, int) and 1 <= quality <= 100):
-        raise UserError(f"JPEG quality {quality!r}: must be an integer in 1..100")
+    field = make_field(encoding, quality)
     out = Path(out)
     check_output(out, src, overwrite)
     partial = out.with_name(out.name + ".partial")
     workers = max(1, workers if workers else (os.cpu_count() or 1))
     chunk_size = chunk_size or (64 if source.parallel else 8192)
-    files = _split_files(partial, source, encoding)
-    config = _config(source, chunk_size, encoding, quality)
+    files = {s: SplitFiles(partial, s, field, source.image_size) for s in SPLITS}
+    config = {
+        "format": FORMAT_NAME,
+        "version": field.version,
+        "input": source.describe(),
+        "classes": source.classes,
+        "chunk_size": chunk_size,
+        "encoding": field.name,
+    }
+    if field.quality is not None:
+        config["quality"] = field.quality
+    config = json.loads(json.dumps(config))
     state, sums = _start(partial, config, source, files)
     pool = None
     try:
         for split in SPLITS:
             if state["splits"][split]["done"]:
                 continue
-            parallel = source.parallel or encoding == "jpeg"  # JPEG encoding is CPU work
-            if pool is None and parallel and workers > 1:
+            if pool is None and (source.parallel or field.parallel) and workers > 1:
                 ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-                pool = ctx.Pool(workers, initializer=_init_worker, initargs=(source,))
+                pool = ctx.Pool(workers, initializer=_init_worker, initargs=(source, field))
             sums = _pack_split(source, files[split], state, sums, pool, progress)
     except BaseException:
         if pool is not None:
@@ -174,21 +328,13 @@ def prepare(
         pool.close()
         pool.join()
     _check_not_empty(source, partial, state)
-    report = _finalize(source, partial, state, sums, files)
+    report = _finalize(source, files, state, sums)
     if out.exists():
         check_output(out, src, overwrite)  # still what it was when we started
         shutil.rmtree(out)
     os.replace(partial, out)
     fsync_dir(out.parent)
     return report
-
-
-def _own_files(files: dict[str, SplitFiles]) -> set[str]:
-    names = {PROGRESS, PROGRESS + ".tmp", "report.jsonl", REPORT, STATS, HEADER, HEADER + ".tmp"}
-    for encoding in ENCODINGS:  # a partial run of the other encoding may be replaced too
-        for split, f in files.items():
-            names |= SplitFiles(f.partial, split, encoding, (1, 1)).names()
-    return names
 
 
 def _stop_pool(pool) -> None:
@@ -205,58 +351,49 @@ def _stop_pool(pool) -> None:
     stopper.join(timeout=1)
 
 
-def _read_report(source: Source, partial: Path) -> tuple[list[dict], list[dict]]:
+def _write_report(source: Source, partial: Path, counts: dict[str, int]) -> dict[str, Any]:
+    """report.json from the skipped / repaired lines of report.jsonl; returns the report."""
     skipped = [{"path": p, "reason": r} for p, r in source.index_skipped]
     repaired: list[dict] = []
     with open(partial / "report.jsonl") as f:
         for line in f:
             entry = json.loads(line)
-            target = skipped if entry.pop("kind") == "skipped" else repaired
-            target.append(entry)
-    return skipped, repaired
+            (skipped if entry.pop("kind") == "skipped" else repaired).append(entry)
+    report = {"splits": counts, "classes": source.classes, "skipped": skipped, "repaired": repaired}
+    (partial / REPORT).write_text(json.dumps(report, indent=1) + "\n")
+    return report
 
 
 def _check_not_empty(source: Source, partial: Path, state: dict) -> None:
     """A split whose every image was skipped: write the report and say where it is."""
-    empty = [
-        s for s in SPLITS if state["splits"][s]["count"] == 0 and source.count(s) > 0
-    ]  # fmt: skip
-    if not empty:
-        return
-    skipped, repaired = _read_report(source, partial)
-    report = {"splits": {}, "classes": source.classes, "skipped": skipped, "repaired": repaired}
-    (partial / REPORT).write_text(json.dumps(report, indent=1) + "\n")
-    split = empty[0]
-    raise UserError(
-        f"{source.name}: no usable images in the {split} split ({source.count(split)} tried, "
-        f"all skipped; see {partial / REPORT} for why)"
-    )
+    empty = [s for s in SPLITS if state["splits"][s]["count"] == 0 and source.count(s) > 0]
+    if empty:
+        _write_report(source, partial, {})
+        raise UserError(
+            f"{source.name}: no usable images in the {empty[0]} split ({source.count(empty[0])} "
+            f"tried, all skipped; see {partial / REPORT} for why)"
+        )
 
 
-def _pack_split(source, files: SplitFiles, state, sums, pool, progress) -> dict:
-    split = files.split
-    config = state["config"]
-    chunk_size = config["chunk_size"]
+def _pack_split(source: Source, files: SplitFiles, state: dict, sums: dict, pool, progress: bool):
+    split, chunk_size = files.split, state["config"]["chunk_size"]
     st = state["splits"][split]
     n_items = source.count(split)
-    n_chunks = math.ceil(n_items / chunk_size)
     first = st["chunk"]
-    extra = (config["encoding"], config.get("quality", DEFAULT_QUALITY))
     tasks = [
-        (split, k * chunk_size, min((k + 1) * chunk_size, n_items), split == "train", *extra)
-        for k in range(first, n_chunks)
+        (split, k * chunk_size, min((k + 1) * chunk_size, n_items), split == "train")
+        for k in range(first, math.ceil(n_items / chunk_size))
     ]
     files.open(st)
     f_rep = open(files.partial / "report.jsonl", "r+b")
     f_rep.truncate(state["report_bytes"])
     f_rep.seek(state["report_bytes"])
-    results = pool.imap(_work, tasks) if pool else (process(source, *t) for t in tasks)
-    bar = None
-    if progress:
-        bar = progress_bar(total=n_items, initial=min(first * chunk_size, n_items), unit="img",
-                   desc=f"prepare {split}", dynamic_ncols=True, smoothing=0.1)  # fmt: skip
+    results = pool.imap(_work, tasks) if pool else (process(source, files.field, *t) for t in tasks)
+    shown = {"desc": f"prepare {split}", "unit": "img", "dynamic_ncols": True, "smoothing": 0.1}
+    done = min(first * chunk_size, n_items)
+    bar = progress_bar(total=n_items, initial=done, **shown) if progress else SilentBar()
     try:
-        for (_, start, stop, *_), res in zip(tasks, results, strict=True):
+        for (_, start, stop, _), res in zip(tasks, results, strict=True):
             files.append(res, st)  # also an empty chunk
             lines = [
                 json.dumps({"kind": kind, "path": p, "reason": r}) + "\n"
@@ -268,66 +405,42 @@ def _pack_split(source, files: SplitFiles, state, sums, pool, progress) -> dict:
             f_rep.flush()
             os.fsync(f_rep.fileno())
             if res["sums"] is not None:
-                stats_mod.add_sums(sums, res["sums"])
+                sums = {k: sums[k] + v for k, v in res["sums"].items()}
             state["report_bytes"] = f_rep.tell()
             _save_state(files.partial, state, sums)
-            if bar is not None:
-                bar.update(stop - start)
+            bar.update(stop - start)
     finally:
         files.close()
         f_rep.close()
-        if bar is not None:
-            bar.close()
+        bar.close()
     st["done"] = True
     _save_state(files.partial, state, sums)
     return sums
 
 
-def _fingerprint(state: dict, digests: dict[str, list[str]], source: Source, partial: Path):
-    """Content identity. Raw (as version 1 always did): per-chunk digests of the images and
-    labels of every split, class names, image size, format version. JPEG: `jpeg.fingerprint`
-    of the final index (every record's CRC32 and length, the labels)."""
-    config = state["config"]
-    if config["encoding"] == "jpeg":
-        return jpeg.fingerprint(partial, source.classes, source.image_size, config["quality"])
-    fp = hashlib.sha256()
-    for split in SPLITS:
-        fp.update(f"{split}:{state['splits'][split]['count']}:".encode())
-        fp.update("".join(digests[split]).encode())
-    fp.update(json.dumps([source.classes, list(source.image_size), config["version"]]).encode())
-    return fp.hexdigest()[:32]
-
-
-def _header(source: Source, state: dict, files: dict[str, SplitFiles], fingerprint: str):
-    config = state["config"]
+def _finalize(source: Source, files: dict[str, SplitFiles], state: dict, sums: dict) -> dict:
+    """The final files, statistics, report.json and, last, header.json; returns the report."""
+    field, partial = files["train"].field, files["train"].partial
+    counts = {s: state["splits"][s]["count"] for s in SPLITS}
+    digests = {s: files[s].finalize(counts[s], source.image_size) for s in SPLITS}
+    np.savez(partial / STATS, **finish_stats(sums))
+    report = _write_report(source, partial, counts)
+    (partial / "report.jsonl").unlink()
     h, w = source.image_size
-    header: dict[str, Any] = {"format": FORMAT_NAME, "version": config["version"]}
-    if config["encoding"] == "jpeg":
-        header |= {"encoding": "jpeg", "quality": config["quality"], "subsampling": SUBSAMPLING}
-    header |= {
+    header = {
+        "format": FORMAT_NAME,
+        "version": field.version,
+        **field.header(),
         "image_size": [h, w],
         "channels": 3,
         "classes": source.classes,
-        "splits": {s: files[s].header_entry(state["splits"][s]["count"]) for s in SPLITS},
+        "splits": {s: field.split_entry(s, counts[s]) for s in SPLITS},
         "stats": STATS,
         "stats_split": "train",
         "report": REPORT,
-        "fingerprint": fingerprint,
-        "input": config["input"],
+        "fingerprint": field.fingerprint(partial, source.classes, source.image_size, digests),
+        "input": state["config"]["input"],
     }
-    return header
-
-
-def _finalize(source: Source, partial: Path, state: dict, sums: dict,
-              files: dict[str, SplitFiles]) -> dict[str, Any]:  # fmt: skip
-    counts = {s: state["splits"][s]["count"] for s in SPLITS}
-    digests = {s: files[s].finalize(counts[s], source.image_size) for s in SPLITS}
-    np.savez(partial / STATS, **stats_mod.finalize(sums))
-    skipped, repaired = _read_report(source, partial)
-    (partial / "report.jsonl").unlink()
-    report = {"splits": counts, "classes": source.classes, "skipped": skipped, "repaired": repaired}
-    (partial / REPORT).write_text(json.dumps(report, indent=1) + "\n")
-    header = _header(source, state, files, _fingerprint(state, digests, source, partial))
     (partial / PROGRESS).unlink()
     for stray in partial.glob(".*.tmp"):  # temp files of a writer killed mid-write
         stray.unlink()

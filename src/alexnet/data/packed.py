@@ -1,51 +1,30 @@
-"""Read a packed dataset directory written by `alexnet prepare` (format "alexnet-packed").
+"""Read a packed dataset directory written by `alexnet prepare` (format "alexnet-packed"), and
+check it (`verify`, for `alexnet prepare --verify`).
 
-Layout of `OUT/` (see docs/data.md):
-    header.json            format name + version, encoding, image size, classes, splits,
-                           fingerprint
-    {split}_images.npy     raw (version 1): uint8 (N, H, W, 3), memory-mapped on open
-    {split}_images.jpeg    jpeg (version 2): the JPEG records, one after another, and
-    {split}_offsets.npy    int64 (N + 1,): record i is bytes offsets[i]:offsets[i + 1]
-    {split}_crc32.npy      uint32 (N,): CRC32 of each stored record (checked as it is read
-                           for JPEG; by `alexnet prepare --verify` for both)
-    {split}_labels.npy     int64 (N,)
-    stats.npz              train-split statistics, pixels scaled to [0, 1] (paper §2, §4.1)
-    report.json            skipped / repaired files
-`header.json` is written last and the directory is renamed into place at the end, so a
-directory with a valid header is always complete. Both encodings read the same way: a
-sequence of (H x W x 3 uint8, label); JPEG records are decoded (and checked) on access.
+`OUT/header.json` (format, version, image size, classes, splits, fingerprint; written last,
+so a directory with a valid header is complete), each split's images and labels as its field
+stores them (fields.py), `stats.npz` (train-split statistics in [0, 1], paper §2, §4.1),
+`report.json` (skipped / repaired files). See docs/data.md.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-from dataclasses import dataclass
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from alexnet.data.jpeg import JpegImages
-from alexnet.data.layout import (
-    FORMAT_NAME,
-    FORMAT_VERSION,
-    HEADER,
-    READABLE_VERSIONS,
-    REPORT,
-    SPLITS,
-    STATS,
-    crc_file,
-    images_file,
-    labels_file,
-    offsets_file,
-)
+from alexnet.data.fields import FIELDS, crc32, crc_file, field_of, labels_file
+from alexnet.data.modes import SPLITS
 from alexnet.errors import UserError
 
-__all__ = [
-    "FORMAT_NAME", "FORMAT_VERSION", "HEADER", "REPORT", "SPLITS", "STATS", "STAT_KEYS",
-    "DatasetStats", "PackedDataset", "images_file", "labels_file", "open_dataset", "read_header",
-]  # fmt: skip
+FORMAT_NAME = "alexnet-packed"
+HEADER, STATS, REPORT = "header.json", "stats.npz", "report.json"
 STAT_KEYS = ("mean_image", "channel_mean", "channel_std", "rgb_cov", "eigval", "eigvec")
 
 
@@ -81,44 +60,24 @@ def read_header(root: str | Path) -> dict[str, Any]:
         raise UserError(f"{path}: unreadable header ({exc})") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
         raise UserError(f"{root}: not a packed dataset (run `alexnet prepare`)")
-    if header.get("version") not in READABLE_VERSIONS:
+    versions = sorted({f.version for f in FIELDS.values()})
+    if header.get("version") not in versions:
         raise UserError(
             f"{path}: packed format version {header.get('version')} is not supported "
-            f"(this alexnet reads versions {', '.join(map(str, READABLE_VERSIONS))}; "
+            f"(this alexnet reads versions {', '.join(map(str, versions))}; "
             "run `alexnet prepare` again)"
         )
-    if header.get("encoding", "raw") not in ("raw", "jpeg"):
-        raise UserError(f"{path}: unknown image encoding {header.get('encoding')!r}")
+    field_of(header, str(path))
     return header
-
-
-def _load(path: Path, mmap: bool = False) -> np.ndarray:
-    return np.load(path, mmap_mode="r" if mmap else None)
-
-
-def _jpeg_images(root: Path, split: str, entry: dict, size: tuple[int, int]) -> JpegImages:
-    data_path = root / entry.get("images", images_file(split, "jpeg"))
-    data = np.zeros(0, np.uint8)
-    if data_path.stat().st_size:  # np.memmap cannot map an empty file
-        data = np.asarray(np.memmap(data_path, np.uint8, "r"))
-    offsets = _load(root / entry.get("offsets", offsets_file(split))).astype(np.int64, copy=False)
-    crc = _load(root / entry.get("crc32", crc_file(split))).astype(np.uint32, copy=False)
-    n = int(entry["count"])
-    if offsets.shape != (n + 1,) or crc.shape != (n,) or int(offsets[-1]) != data.size:
-        raise UserError(
-            f"{root}: split {split!r}: index of {offsets.shape[0] - 1} records and "
-            f"{crc.shape[0]} checksums over {data.size} bytes, header says {n} images"
-        )
-    return JpegImages(data, offsets, crc, size, str(root), split)
 
 
 class PackedDataset:
     """One split of a packed dataset: a sequence of (H x W x 3 uint8 image, int label).
 
-    Attributes: images ((N, H, W, 3) uint8: a read-only memmap for raw, a `JpegImages` that
-    decodes on access for JPEG), labels (N,) int64, classes, num_classes, image_size (H, W),
-    encoding ("raw" or "jpeg"), quality (JPEG quality or None), stats (train-split
-    statistics, float64), fingerprint, root, split.
+    Attributes: images ((N, H, W, 3) uint8: `RawImages`, a read-only memmap, or `JpegImages`,
+    which decodes on access), labels (N,) int64, classes, num_classes, image_size (H, W),
+    field (its storage: `fields.RawField` or `JpegField`), encoding (its name), quality (JPEG
+    quality or None), stats (train-split statistics, float64), fingerprint, root, split.
     """
 
     def __init__(self, root: str | Path, split: str = "train") -> None:
@@ -127,10 +86,9 @@ class PackedDataset:
         splits = header["splits"]
         if split not in splits:
             raise UserError(f"{self.root}: no split {split!r} (has {', '.join(sorted(splits))})")
-        self.split = split
-        self.header = header
-        self.encoding: str = header.get("encoding", "raw")
-        self.quality: int | None = header.get("quality")
+        self.split, self.header = split, header
+        self.field = field_of(header, str(self.root))
+        self.encoding, self.quality = self.field.name, self.field.quality
         self.classes: list[str] = list(header["classes"])
         self.num_classes = len(self.classes)
         h, w = header["image_size"]
@@ -138,14 +96,9 @@ class PackedDataset:
         self.fingerprint: str = header["fingerprint"]
         count = int(splits[split]["count"])
         try:
-            if self.encoding == "jpeg":
-                self.images: Any = _jpeg_images(self.root, split, splits[split], self.image_size)
-            elif count:
-                self.images = _load(self.root / images_file(split), mmap=True)
-            else:  # np.memmap cannot map an empty file
-                self.images = np.zeros((0, h, w, 3), np.uint8)
-            self.labels = _load(self.root / labels_file(split)).astype(np.int64, copy=False)
-        except (OSError, ValueError) as exc:
+            self.images: Any = self.field.open(self.root, split, splits[split], self.image_size)
+            self.labels = np.load(self.root / labels_file(split)).astype(np.int64, copy=False)
+        except (OSError, ValueError, KeyError) as exc:
             raise UserError(f"{self.root}: damaged split {split!r} ({exc})") from None
         if tuple(self.images.shape) != (count, h, w, 3) or self.labels.shape != (count,):
             raise UserError(
@@ -184,7 +137,9 @@ class PackedDataset:
 
     def __repr__(self) -> str:
         h, w = self.image_size
-        enc = "" if self.encoding == "raw" else f", encoding='jpeg', quality={self.quality}"
+        enc = (
+            "" if self.quality is None else f", encoding={self.encoding!r}, quality={self.quality}"
+        )
         return (
             f"PackedDataset({str(self.root)!r}, split={self.split!r}, n={len(self)}, "
             f"size={h}x{w}, classes={self.num_classes}{enc})"
@@ -194,3 +149,86 @@ class PackedDataset:
 def open_dataset(path: str | Path, split: str = "train") -> PackedDataset:
     """Open one split ("train" or "val") of a packed dataset directory (raw or JPEG)."""
     return PackedDataset(path, split)
+
+
+# ---------------------------------------------------------------- alexnet prepare --verify
+@dataclass
+class Damage:
+    split: str
+    index: int  # -1: the split's index, not one record
+    reason: str
+
+
+@dataclass
+class Verified:
+    """What `verify` found: records checked per split, damaged records (split, index,
+    reason), whether the fingerprint matches (None: it cannot be recomputed)."""
+
+    root: str
+    encoding: str
+    checked: dict[str, int] = field(default_factory=dict)
+    damaged: list[Damage] = field(default_factory=list)
+    fingerprint_ok: bool | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.damaged and self.fingerprint_ok is not False
+
+
+def _bad_records(images, crc: np.ndarray, threads: int, block: int = 1024) -> list[int]:
+    """Indices whose stored bytes do not match their CRC32: blocks of records in threads (zlib
+    releases the GIL), so memory stays flat."""
+
+    def bad_in(lo: int) -> list[int]:
+        hi = min(lo + block, len(crc))
+        return [i for i in range(lo, hi) if crc32(images.stored(i)) != int(crc[i])]
+
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        return [i for part in pool.map(bad_in, range(0, len(crc), block)) for i in part]
+
+
+def verify(root: str | Path, threads: int | None = None) -> Verified:
+    """Check every record of both splits of the packed dataset `root` against the CRC32 that
+    `prepare` stored for it, every label against the class count, and the fingerprint where
+    the field can recompute it (JPEG: from the index, so a changed label file is found too)."""
+    root = Path(root)
+    header = read_header(root)
+    storage = field_of(header, str(root))
+    out = Verified(str(root), storage.name)
+    for split in SPLITS:
+        ds = PackedDataset(root, split)
+        out.checked[split] = len(ds)
+        bad = np.flatnonzero((ds.labels < 0) | (ds.labels >= ds.num_classes))
+        out.damaged += [
+            Damage(split, int(i), f"label {int(ds.labels[i])} outside 0..{ds.num_classes - 1}")
+            for i in bad
+        ]
+        try:
+            crc = np.load(root / crc_file(split))
+        except (OSError, ValueError) as exc:
+            out.damaged.append(Damage(split, -1, f"{crc_file(split)} unreadable ({exc})"))
+            continue
+        if crc.shape != (len(ds),):
+            out.damaged.append(Damage(split, -1, f"{crc_file(split)} holds {crc.size} CRCs"))
+            continue
+        reason = "its bytes do not match their CRC32"
+        threads = threads or os.cpu_count() or 1
+        out.damaged += [Damage(split, i, reason) for i in _bad_records(ds.images, crc, threads)]
+    out.damaged.sort(key=lambda d: (SPLITS.index(d.split), d.index))
+    expect = storage.fingerprint(root, header["classes"], tuple(header["image_size"]), None)
+    out.fingerprint_ok = None if expect is None else expect == header["fingerprint"]
+    return out
+
+
+def summary_lines(v: Verified, limit: int = 20) -> list[str]:
+    """What `alexnet prepare --verify` prints: one line per damaged record (at most `limit`),
+    then one line of totals."""
+    lines = [f"{v.root}: {d.split} record {d.index}: {d.reason}" for d in v.damaged[:limit]]
+    if len(v.damaged) > limit:
+        lines.append(f"{v.root}: ... and {len(v.damaged) - limit} more damaged records")
+    counts = " + ".join(f"{n} {s}" for s, n in v.checked.items())
+    fp = {True: ", fingerprint matches", False: ", FINGERPRINT DOES NOT MATCH", None: ""}
+    tail = "" if v.ok else "; prepare the dataset again"
+    totals = f"{counts} records checked, {len(v.damaged)} damaged{fp[v.fingerprint_ok]}{tail}"
+    lines.append(f"{v.root}: {v.encoding}, {totals}")
+    return lines

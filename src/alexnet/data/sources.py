@@ -9,18 +9,19 @@ get the paper's preprocessing (shorter side to `size`, centre crop).
 from __future__ import annotations
 
 import gzip
+import os
 import pickle
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from alexnet.data import imagenet
-from alexnet.data.layout import SOURCE_NAMES
-from alexnet.data.source_base import Chunk, Source
+from alexnet.data.decode import DEFAULT_MAX_PIXELS, decode_image
+from alexnet.data.modes import SOURCE_NAMES
 from alexnet.errors import UserError
-
-__all__ = ["SOURCE_NAMES", "ArraySource", "Chunk", "Source", "SyntheticSource", "open_source"]
 
 FASHION_MNIST_CLASSES = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -30,7 +31,39 @@ CIFAR10_CLASSES = [
     "airplane", "automobile", "bird", "cat", "deer",
     "dog", "frog", "horse", "ship", "truck",
 ]  # fmt: skip
-DEFAULT_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+
+
+@dataclass
+class Chunk:
+    """Images (n, H, W, 3) uint8 and labels (n,) int64 for items [start, stop) of a split,
+    with the files skipped or repaired on the way as (path, reason) pairs."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    repaired: list[tuple[str, str]] = field(default_factory=list)
+
+
+class Source:
+    """A dataset to pack. Subclasses set name, classes, image_size and implement
+    count(split) and load(split, start, stop) -> Chunk."""
+
+    name = "source"
+    parallel = False  # True: load() decodes files, run it in worker processes
+    classes: list[str]
+    image_size: tuple[int, int]
+    # (path, reason) of files rejected while listing the input (e.g. no label): reported
+    index_skipped: Sequence[tuple[str, str]] = ()
+
+    def count(self, split: str) -> int:
+        raise NotImplementedError
+
+    def load(self, split: str, start: int, stop: int) -> Chunk:
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """What identifies this input (checked before resuming a half-written pack)."""
+        return {"source": self.name, "image_size": list(self.image_size)}
 
 
 class ArraySource(Source):
@@ -52,6 +85,61 @@ class ArraySource(Source):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), **self.info}
+
+
+class FileSource(Source):
+    """Image files (plain or inside tars; imagenet.py lists them), decoded in worker processes
+    to size x size RGB (paper §2: shorter side to `size`, centre crop)."""
+
+    parallel = True
+
+    def __init__(self, name: str, root: Path, size: int, max_pixels: int | None) -> None:
+        self.classes, self.items, self.index_skipped = imagenet.LAYOUTS[name](root)
+        self.name, self.root, self.size = name, str(root), size
+        self.max_pixels = max_pixels or DEFAULT_MAX_PIXELS
+        self.image_size = (size, size)
+        self._fds: dict[str, int] = {}
+
+    def count(self, split: str) -> int:
+        return len(self.items[split])
+
+    def _read(self, file: str, offset: int, length: int) -> bytes:
+        if offset < 0:
+            with open(file, "rb") as f:
+                return f.read()
+        fd = self._fds.get(file)
+        if fd is None:
+            fd = self._fds[file] = os.open(file, os.O_RDONLY)
+        return os.pread(fd, length, offset)
+
+    def load(self, split: str, start: int, stop: int) -> Chunk:
+        images, labels = [], []
+        chunk = Chunk(np.zeros((0, self.size, self.size, 3), np.uint8), np.zeros(0, np.int64))
+        for display, label, file, offset, length in self.items[split][start:stop]:
+            try:
+                data = self._read(file, offset, length)
+            except OSError as exc:
+                chunk.skipped.append((display, f"unreadable file: {exc.strerror or exc}"))
+                continue
+            out = decode_image(data, display, self.size, self.max_pixels)
+            if out.image is None:
+                chunk.skipped.append((display, out.skip or "undecodable"))
+                continue
+            if out.repairs:
+                chunk.repaired.append((display, "; ".join(out.repairs)))
+            images.append(out.image)
+            labels.append(label)
+        if images:
+            chunk.images = np.stack(images)
+            chunk.labels = np.asarray(labels, np.int64)
+        return chunk
+
+    def describe(self) -> dict[str, Any]:
+        n = {s: len(v) for s, v in self.items.items()}
+        return {**super().describe(), "root": self.root, "items": n, "max_pixels": self.max_pixels}
+
+    def __getstate__(self) -> dict:  # file descriptors do not travel to workers
+        return {**self.__dict__, "_fds": {}}
 
 
 # ---------------------------------------------------------------- Fashion-MNIST (idx files)
@@ -80,10 +168,6 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(raw, np.uint8, offset=offset).reshape(dims)
 
 
-def is_fashion_mnist(root: Path) -> bool:
-    return _find(root, "train-images-idx3-ubyte") is not None
-
-
 def fashion_mnist(root: Path) -> ArraySource:
     """Fashion-MNIST: 60,000 train / 10,000 test (as "val") 28x28 grayscale, replicated to RGB."""
     arrays = {}
@@ -107,10 +191,6 @@ def _cifar_dir(root: Path) -> Path | None:
         if (d / "data_batch_1").is_file():
             return d
     return None
-
-
-def is_cifar10(root: Path) -> bool:
-    return _cifar_dir(root) is not None
 
 
 def _unpickle(path: Path) -> dict:
@@ -210,6 +290,17 @@ class SyntheticSource(Source):
 
 
 # ---------------------------------------------------------------- choosing a reader
+ARRAYS = {"fashion-mnist": fashion_mnist, "cifar10": cifar10}
+# what `--source auto` looks for, in this order
+LAYOUTS = {
+    "fashion-mnist": lambda root: _find(root, "train-images-idx3-ubyte") is not None,
+    "cifar10": lambda root: _cifar_dir(root) is not None,
+    "kaggle": imagenet.is_kaggle,
+    "ilsvrc2012": imagenet.is_ilsvrc2012,
+    "imagefolder": imagenet.is_imagefolder,
+}
+
+
 def open_source(
     src: str,
     kind: str = "auto",
@@ -227,34 +318,16 @@ def open_source(
         raise UserError(f"{src}: no such file or directory")
     if not root.is_dir():
         raise UserError(f"{src}: not a directory (give the directory holding the dataset)")
-    opts = {"size": size}
-    if max_pixels is not None:
-        opts["max_pixels"] = max_pixels
     if kind == "auto":
-        if is_fashion_mnist(root):
-            kind = "fashion-mnist"
-        elif is_cifar10(root):
-            kind = "cifar10"
-        elif imagenet.is_kaggle(root):
-            kind = "kaggle"
-        elif imagenet.is_ilsvrc2012(root):
-            kind = "ilsvrc2012"
-        elif imagenet.is_imagefolder(root):
-            kind = "imagefolder"
-        else:
+        kind = next((name for name, test in LAYOUTS.items() if test(root)), "")
+        if not kind:
             raise UserError(
                 f"{src}: unrecognized dataset layout (expected train/<class>/ and val/<class>/ "
                 "folders, ILSVRC2012 tars + devkit, the Kaggle layout, Fashion-MNIST idx files "
                 "or CIFAR-10 batches; or name one with --source)"
             )
-    if kind == "fashion-mnist":
-        return fashion_mnist(root)
-    if kind == "cifar10":
-        return cifar10(root)
-    if kind == "imagefolder":
-        return imagenet.imagefolder(root, **opts)
-    if kind == "ilsvrc2012":
-        return imagenet.ilsvrc2012(root, **opts)
-    if kind == "kaggle":
-        return imagenet.kaggle(root, **opts)
+    if kind in imagenet.LAYOUTS:
+        return FileSource(kind, root, size, max_pixels)
+    if kind in ARRAYS:
+        return ARRAYS[kind](root)
     raise UserError(f"--source {kind}: unknown (choose from {', '.join(SOURCE_NAMES)})")

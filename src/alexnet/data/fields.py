@@ -1,0 +1,372 @@
+"""How a packed split stores its images: one field type per encoding, as ffcv's fields.
+
+`RawField`: uint8 pixels, `{split}_images.npy` (N, H, W, 3), memory-mapped when read (format
+version 1). `JpegField`: one baseline JPEG per image (libjpeg-turbo via Pillow, 4:2:0,
+optimized Huffman tables; equal channels as a one-channel JPEG) in `{split}_images.jpeg`,
+record i at bytes offsets[i]:offsets[i + 1] of `{split}_offsets.npy` (format version 2).
+Both: `{split}_labels.npy` int64 (N,), `{split}_crc32.npy` uint32 (N,) (each record's stored
+bytes; raw: its H*W*3 pixels). A field encodes chunks for `prepare`, opens a split and gives
+the fingerprint; what it opens (`RawImages`, `JpegImages`: the (N, H, W, 3) uint8 array the
+records decode to) reads records for the loader and verify. A JPEG record's CRC is checked
+before it is decoded (a flipped bit often decodes to plausible garbage). No torch here: the
+loader passes its own decoders.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import io
+import json
+import os
+import struct
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+from PIL import Image
+
+from alexnet.data.modes import DEFAULT_QUALITY, SPLITS
+from alexnet.errors import UserError
+
+Decoder = Callable[[Any, np.ndarray], None]  # (record bytes, out (H, W, 3) uint8) -> None
+SUBSAMPLING = "4:2:0"
+NPY_HEADER = 128  # bytes reserved for a raw split's .npy header, written when N is known
+DIGEST_BYTES = 16
+
+
+def labels_file(split: str) -> str:
+    return f"{split}_labels.npy"
+
+
+def crc_file(split: str) -> str:
+    return f"{split}_crc32.npy"
+
+
+def offsets_file(split: str) -> str:
+    return f"{split}_offsets.npy"
+
+
+def crc32(data) -> int:
+    """CRC32 (zlib's, as TFRecord and PNG use) of a bytes-like object."""
+    return zlib.crc32(data) & 0xFFFFFFFF
+
+
+class DamagedRecord(UserError):
+    """A stored record whose bytes no longer match their CRC32 (or that does not decode)."""
+
+    def __init__(self, where: str, split: str, index: int, why: str) -> None:
+        self.split, self.index = split, int(index)
+        super().__init__(
+            f"{where}: {split} record {index} is damaged ({why}); check the whole dataset "
+            f"with `alexnet prepare --verify {where}` and prepare it again"
+        )
+
+
+# ---------------------------------------------------------------- reading
+class RawImages(np.ndarray):
+    """A raw split's (N, H, W, 3) uint8 pixels: the read-only memory map itself (slices stay
+    `RawImages`), with the reading methods `JpegImages` has too."""
+
+    decodes_on_device = False  # pixels: nothing to decode
+
+    def stored(self, k: int) -> np.ndarray:
+        """Record k's stored bytes (its H*W*3 pixels), as its CRC32 covers them."""
+        return np.asarray(self[k]).reshape(-1)
+
+    def read_into(self, idx: np.ndarray, out: np.ndarray, decode: Decoder | None = None) -> None:
+        """Copy images `idx` into `out` (len(idx), H, W, 3): one slice when they are contiguous."""
+        if len(idx) and idx[-1] - idx[0] == len(idx) - 1 and np.all(np.diff(idx) == 1):
+            out[...] = self[idx[0] : idx[-1] + 1]
+        elif len(idx):
+            np.take(self, idx, axis=0, out=out)
+
+    def rows(self, idx, buffer: Callable, decode: Decoder | None = None):
+        """(rows, positions) holding images `idx`: the memory map itself (nothing copied)."""
+        return self, idx
+
+
+def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
+    """(H, W, 3) uint8 -> JPEG bytes at `quality` (deterministic: same pixels, same bytes)."""
+    gray = (image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all()
+    pixels = image[..., 0] if gray else image
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(pixels), "L" if pixels.ndim == 2 else "RGB").save(
+        buf, "JPEG", quality=int(quality), subsampling=SUBSAMPLING, optimize=True
+    )
+    return buf.getvalue()
+
+
+def decode_pillow(data, out: np.ndarray) -> None:
+    """Decode JPEG `data` into `out` (H, W, 3) uint8 (a one-channel JPEG is replicated)."""
+    with Image.open(io.BytesIO(data)) as im:
+        im.load()
+        if im.size != (out.shape[1], out.shape[0]) or im.mode not in ("L", "RGB"):
+            raise ValueError(f"decodes to {im.mode} {im.size[0]}x{im.size[1]}")
+        arr = np.asarray(im)
+    out[...] = arr[..., None] if arr.ndim == 2 else arr
+
+
+class JpegImages:
+    """A split's JPEG records seen as the (N, H, W, 3) uint8 array they decode to.
+
+    `images[i]` decodes record i ((H, W, 3)); `images[a:b]` is a lazy view of records a..b-1
+    (nothing decoded); `images[index_array]` and `np.asarray(images)` decode (n, H, W, 3).
+    """
+
+    dtype = np.dtype(np.uint8)
+    ndim = 4
+    decodes_on_device = True  # DeviceLoader decodes a batch on CUDA at once (nvJPEG)
+
+    def __init__(self, root: Path, split: str, entry: dict, image_size: tuple[int, int]) -> None:
+        """Map the split's records (`entry`: its header entry) and load its index: data uint8
+        (total bytes,), offsets int64 (N + 1,), crc uint32 (N,)."""
+        path = root / entry["images"]
+        data = np.zeros(0, np.uint8)
+        if path.stat().st_size:  # np.memmap cannot map an empty file
+            data = np.asarray(np.memmap(path, np.uint8, "r"))
+        offsets = np.load(root / entry["offsets"]).astype(np.int64)
+        crc = np.load(root / entry["crc32"]).astype(np.uint32)
+        n = int(entry["count"])
+        if offsets.shape != (n + 1,) or crc.shape != (n,) or int(offsets[-1]) != data.size:
+            raise UserError(
+                f"{root}: split {split!r}: index of {offsets.shape[0] - 1} records and "
+                f"{crc.shape[0]} checksums over {data.size} bytes, header says {n} images"
+            )
+        self._data, self._offsets, self._crc, self._ids = data, offsets, crc, range(n)
+        self.image_size = (int(image_size[0]), int(image_size[1]))
+        self.where, self.split = str(root), split
+        self.shape = (n, *self.image_size, 3)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def stored(self, k: int) -> np.ndarray:
+        """The stored bytes of dataset record k (uint8 view), unchecked."""
+        return self._data[int(self._offsets[k]) : int(self._offsets[k + 1])]
+
+    def record(self, i: int) -> np.ndarray:
+        """The stored bytes of item i (uint8 view), after checking their CRC32."""
+        k = int(self._ids[i])
+        data = self.stored(k)
+        if crc32(data) != int(self._crc[k]):
+            raise DamagedRecord(self.where, self.split, k, "its bytes do not match their CRC32")
+        return data
+
+    def records(self, idx) -> list[np.ndarray]:
+        """The checked records of items `idx`, in order."""
+        return [self.record(int(i)) for i in idx]
+
+    def read_into(self, idx, out: np.ndarray, decode: Decoder | None = None) -> None:
+        """Decode items `idx` into `out` (len(idx), H, W, 3) uint8 with `decode` (Pillow)."""
+        for j, i in enumerate(idx):
+            data = self.record(int(i))
+            try:
+                (decode or decode_pillow)(data, out[j])
+            except Exception as exc:  # noqa: BLE001 - any decoder failure names the record
+                why = f"does not decode: {str(exc).splitlines()[0] if str(exc) else exc!r}"
+                raise DamagedRecord(self.where, self.split, int(self._ids[int(i)]), why) from None
+
+    def rows(self, idx, buffer: Callable, decode: Decoder | None = None):
+        """(rows, positions) holding images `idx`: decoded into `buffer(shape)`."""
+        rows = buffer((len(idx), *self.shape[1:]))
+        self.read_into(idx, rows, decode)
+        return rows, range(len(idx))
+
+    def _decode(self, idx) -> np.ndarray:
+        out = np.empty((len(idx), *self.image_size, 3), np.uint8)
+        self.read_into(idx, out)
+        return out
+
+    def __getitem__(self, key):
+        if isinstance(key, (int, np.integer)):
+            n = len(self)
+            if not -n <= key < n:
+                raise IndexError(f"index {key} out of range for {n} images")
+            return self._decode([int(key) % n])[0]
+        if isinstance(key, slice):  # a view: the same records, fewer ids
+            view = copy.copy(self)
+            view._ids = self._ids[key]
+            view.shape = (len(view._ids), *self.image_size, 3)
+            return view
+        idx = np.arange(len(self))[np.asarray(key)]
+        return self._decode(idx.reshape(-1)).reshape(*idx.shape, *self.shape[1:])
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        if copy is False:
+            raise ValueError("JPEG images are decoded: a copy cannot be avoided")
+        out = self._decode(range(len(self)))
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def __repr__(self) -> str:
+        return f"JpegImages({self.where!r}, split={self.split!r}, shape={self.shape})"
+
+
+# ---------------------------------------------------------------- the fields
+class RawField:
+    """uint8 pixels in a memory-mappable .npy (format version 1, its header as it always was:
+    no "encoding" key). Working files: the .npy with its header reserved, and per chunk a
+    16-byte digest of its images and labels (`{split}_digests.bin`, for the fingerprint)."""
+
+    name, version, default_quality = "raw", 1, None
+    parallel = False  # writing: a copy, no work for worker processes
+
+    def __init__(self, quality: int | None = None) -> None:
+        self.quality = None
+
+    def describe(self) -> str:
+        return ""
+
+    def images_file(self, split: str) -> str:
+        return f"{split}_images.npy"
+
+    def index_work_file(self, split: str) -> str:
+        return f"{split}_digests.bin"
+
+    def header(self) -> dict[str, Any]:
+        return {}
+
+    def split_entry(self, split: str, n: int) -> dict[str, Any]:
+        return {"count": n, "images": self.images_file(split), "labels": labels_file(split)}
+
+    def encode(self, images: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+        """A chunk (n, H, W, 3) -> {"data" (to append), "crc" uint32 (n,), "pixels" (what
+        training sees, for the statistics), "index" (the chunk's content digest)}."""
+        digest = hashlib.blake2b(images.tobytes(), digest_size=DIGEST_BYTES)
+        digest.update(labels.astype("<i8").tobytes())
+        crc = np.array([crc32(x) for x in images], np.uint32)  # each (H, W, 3) image's bytes
+        return {"data": images, "crc": crc, "pixels": images, "index": digest.digest()}
+
+    def data_size(self, state: dict, image_bytes: int) -> tuple[int, int]:
+        """(data bytes, index bytes) of the working files after the chunks `state` records."""
+        return NPY_HEADER + state["count"] * image_bytes, DIGEST_BYTES * state["chunk"]
+
+    def create(self, data: BinaryIO) -> None:
+        data.write(b"\0" * NPY_HEADER)
+
+    def append_index(self, index: BinaryIO, res: dict, state: dict) -> None:
+        index.write(res["index"])
+
+    def finish(self, partial: Path, split: str, n: int, image_size: tuple[int, int]) -> list:
+        """Write the .npy header; returns the split's chunk digests (hex)."""
+        shape = repr({"descr": "|u1", "fortran_order": False, "shape": (n, *image_size, 3)})
+        body = shape.ljust(NPY_HEADER - 11) + "\n"
+        if len(body) != NPY_HEADER - 10:
+            raise ValueError(f"shape {(n, *image_size, 3)} does not fit the reserved .npy header")
+        with open(partial / self.images_file(split), "r+b") as f:
+            f.write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(body)) + body.encode("latin1"))
+            f.flush()
+            os.fsync(f.fileno())
+        raw = (partial / self.index_work_file(split)).read_bytes()
+        return [raw[i : i + DIGEST_BYTES].hex() for i in range(0, len(raw), DIGEST_BYTES)]
+
+    def open(self, root: Path, split: str, entry: dict, image_size: tuple[int, int]):
+        if not int(entry["count"]):  # np.memmap cannot map an empty file
+            return np.zeros((0, *image_size, 3), np.uint8).view(RawImages)
+        path = root / entry.get("images", self.images_file(split))
+        return np.load(path, mmap_mode="r").view(RawImages)
+
+    def fingerprint(self, root: Path, classes: list[str], image_size, digests: dict | None):
+        """Per split its count and chunk digests, then class names, image size, version 1.
+        None when the digests are not at hand (a written dataset: chunks are not stored)."""
+        if digests is None:
+            return None
+        fp = hashlib.sha256()
+        for split in SPLITS:
+            n = len(np.load(root / labels_file(split)))
+            fp.update(f"{split}:{n}:".encode() + "".join(digests[split]).encode())
+        fp.update(json.dumps([classes, list(image_size), self.version]).encode())
+        return fp.hexdigest()[:32]
+
+
+class JpegField:
+    """One JPEG record per image at `quality` (format version 2). Working files: the records,
+    and each record's end offset (`{split}_offsets.bin`, int64)."""
+
+    name, version, default_quality = "jpeg", 2, DEFAULT_QUALITY
+    parallel = True  # writing: JPEG encoding is CPU work, done in worker processes
+
+    def __init__(self, quality: int | None = None) -> None:
+        quality = DEFAULT_QUALITY if quality is None else quality
+        if not (isinstance(quality, int) and 1 <= quality <= 100):
+            raise UserError(f"JPEG quality {quality!r}: must be an integer in 1..100")
+        self.quality = quality
+
+    def describe(self) -> str:
+        return f" (JPEG q{self.quality})"
+
+    def images_file(self, split: str) -> str:
+        return f"{split}_images.jpeg"
+
+    def index_work_file(self, split: str) -> str:
+        return f"{split}_offsets.bin"
+
+    def header(self) -> dict[str, Any]:
+        return {"encoding": self.name, "quality": self.quality, "subsampling": SUBSAMPLING}
+
+    def split_entry(self, split: str, n: int) -> dict[str, Any]:
+        files = {"images": self.images_file(split), "labels": labels_file(split)}
+        return {"count": n, **files, "offsets": offsets_file(split), "crc32": crc_file(split)}
+
+    def encode(self, images: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+        """As RawField.encode; "pixels" are the decoded records, "index" their lengths."""
+        records = [encode_jpeg(img, self.quality) for img in images]
+        pixels = np.empty_like(images)
+        for rec, out in zip(records, pixels, strict=True):
+            decode_pillow(rec, out)  # = the loader's decoder's pixels (tested)
+        crc = np.array([crc32(r) for r in records], np.uint32).reshape(-1)
+        lengths = np.array([len(r) for r in records], np.int64)
+        return {"data": b"".join(records), "crc": crc, "pixels": pixels, "index": lengths}
+
+    def data_size(self, state: dict, image_bytes: int) -> tuple[int, int]:
+        return state["bytes"], 8 * state["count"]
+
+    def create(self, data: BinaryIO) -> None:
+        pass
+
+    def append_index(self, index: BinaryIO, res: dict, state: dict) -> None:
+        ends = state["bytes"] + np.cumsum(res["index"], dtype=np.int64)
+        index.write(ends.astype("<i8").tobytes())
+        state["bytes"] = int(ends[-1]) if len(ends) else state["bytes"]
+
+    def finish(self, partial: Path, split: str, n: int, image_size: tuple[int, int]) -> list:
+        ends = np.fromfile(partial / self.index_work_file(split), "<i8")
+        np.save(partial / offsets_file(split), np.concatenate([[0], ends]).astype(np.int64))
+        return []
+
+    def open(self, root: Path, split: str, entry: dict, image_size: tuple[int, int]):
+        return JpegImages(root, split, entry, image_size)
+
+    def fingerprint(self, root: Path, classes: list[str], image_size, digests=None) -> str:
+        """From the index files: for each split the count, every record's CRC32 and length and
+        every label; then class names, image size, version 2, "jpeg" and the quality. A changed
+        record changes its CRC32 (verify checks those), so this covers the stored bytes."""
+        fp = hashlib.sha256()
+        for split in SPLITS:
+            crc = np.load(root / crc_file(split)).astype("<u4")
+            lengths = np.diff(np.load(root / offsets_file(split))).astype("<i8")
+            labels = np.load(root / labels_file(split)).astype("<i8")
+            fp.update(f"{split}:{len(crc)}:".encode())
+            for part in (crc, lengths, labels):
+                fp.update(part.tobytes())
+        tail = [classes, list(image_size), self.version, self.name, int(self.quality)]
+        fp.update(json.dumps(tail).encode())
+        return fp.hexdigest()[:32]
+
+
+Field = RawField | JpegField
+FIELDS: dict[str, type[RawField] | type[JpegField]] = {f.name: f for f in (RawField, JpegField)}
+
+
+def make_field(name: str, quality: int | None = None, where: str = "encoding") -> Field:
+    """The field that stores encoding `name` (at JPEG `quality`); UserError for an unknown one."""
+    if name not in FIELDS:
+        raise UserError(f"{where}: unknown image encoding {name!r} (one of {', '.join(FIELDS)})")
+    return FIELDS[name](quality)
+
+
+def field_of(header: dict[str, Any], where: str) -> Field:
+    """The field a packed dataset's header names (no "encoding": raw, as version 1 wrote it)."""
+    return make_field(header.get("encoding", "raw"), header.get("quality"), where)
