@@ -20,7 +20,7 @@ The kernels are defined when this module is first imported: with `TRITON_INTERPR
 before that (best: before Python starts), Triton's interpreter runs them on CPU tensors, which
 is how the tests check them without a GPU. `INTERPRET` says which mode this process got.
 `lrn` (with autograd; inside `torch.compile` the custom op `alexnet::lrn_triton`, opaque to
-it), `forward` and `backward` are the entry points; `alexnet.models.lrn` and `fused` choose
+it), `forward` and `backward` are the entry points; `alexnet.models.lrn` and `pool` choose
 when to use them.
 """
 
@@ -33,7 +33,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from alexnet.models.lrn_params import LRNParams
+from alexnet.models import native
+from alexnet.models.native import LRNParams
 
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _INT32_LIMIT = 2**31 - 1
@@ -226,13 +227,6 @@ def _blocks(rows: int, width: int, cl: bool, backward: bool) -> tuple[int, int, 
     return block_r, block_w, 4 if backward else 8
 
 
-def dense(x: Tensor) -> Tensor:
-    """x itself when the kernels can read it (contiguous or channels-last 4-D), else a copy."""
-    if x.is_contiguous() or (x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)):
-        return x
-    return x.contiguous()
-
-
 def _launch(kernel, tensors: list[Tensor], p: LRNParams, backward: bool, relu: bool) -> None:
     x = tensors[0]
     rows, width, cl = _geometry(x)
@@ -284,7 +278,7 @@ def backward(x: Tensor, grad_out: Tensor, p: LRNParams, relu: bool = False) -> T
 def lrn_op(
     x: Tensor, size: int, groups: int, alpha: float, beta: float, k: float, relu: bool
 ) -> Tensor:
-    """LRN(x) (of ReLU(x) with `relu`) by the Triton kernel; x dense (see `dense`)."""
+    """LRN(x) (of ReLU(x) with `relu`) by the Triton kernel; x dense (`native.layout`)."""
     return forward(x, LRNParams(size, alpha, beta, k, groups), relu)
 
 
@@ -297,14 +291,8 @@ def lrn_backward_op(
     return backward(x, grad_out, LRNParams(size, alpha, beta, k, groups), relu)
 
 
-@lrn_op.register_fake
-def _(x, size, groups, alpha, beta, k, relu):
-    return torch.empty_like(x)
-
-
-@lrn_backward_op.register_fake
-def _(x, grad_out, size, groups, alpha, beta, k, relu):
-    return torch.empty_like(x)
+lrn_op.register_fake(lambda x, *args: torch.empty_like(x))
+lrn_backward_op.register_fake(lambda x, *args: torch.empty_like(x))
 
 
 def _setup_context(ctx, inputs, output) -> None:
@@ -340,7 +328,7 @@ def lrn(x: Tensor, p: LRNParams, relu: bool = False) -> Tensor:
     """LRN(x) (LRN(ReLU(x)) with `relu`, x left as it is) with autograd through the Triton
     kernels; x: (N, C, ...) of `DTYPES`. Inside `torch.compile` the custom op
     `alexnet::lrn_triton`."""
-    x = dense(x)
+    x = x if native.layout(x) else x.contiguous()  # the kernels read NCHW or channels-last
     if torch.compiler.is_compiling():
         return lrn_op(x, p.size, p.groups, p.alpha, p.beta, p.k, relu)
     return _LRN.apply(x, p, relu)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -15,23 +14,31 @@ from alexnet.models.alexnet import POOLS, pool_layer
 from alexnet.models.common import (
     ACTIVATIONS,
     AlexNetModel,
-    check_choice,
-    check_count,
-    check_dropout,
+    ModelOptions,
     check_input,
-    check_switch,
     check_widths,
     init_normal,
     make_activation,
 )
 from alexnet.models.lrn import LRN
+from alexnet.values import (
+    NONNEGATIVE_INT,
+    POSITIVE_INT,
+    SWITCH,
+    UNIT_INTERVAL_OPEN_TOP,
+    Choice,
+)
 
 
-def _head_options(num_classes: int, dropout: float) -> dict[str, Any]:
-    """The options of `seed` and `torchvision`, checked: fc8's size and fc6/fc7's dropout."""
-    check_count("num_classes", num_classes, 1)
-    check_dropout("dropout", dropout)
-    return {"num_classes": num_classes, "dropout": dropout}
+@dataclass(frozen=True)
+class HeadOptions(ModelOptions):
+    """The options of `seed` and `torchvision`: fc8's size and fc6/fc7's dropout (§4.2)."""
+
+    num_classes: int = 1000
+    dropout: float = 0.5
+
+    def __post_init__(self) -> None:
+        self.check(num_classes=POSITIVE_INT, dropout=UNIT_INTERVAL_OPEN_TOP)
 
 
 class SeedAlexNet(AlexNetModel):
@@ -43,13 +50,11 @@ class SeedAlexNet(AlexNetModel):
     """
 
     name = "seed"
+    Options = HeadOptions
 
     def __init__(self, num_classes: int = 1000, *, dropout: float = 0.5) -> None:
         super().__init__()
-        self._declare(
-            _head_options(num_classes, dropout),
-            input_size=224, in_channels=3, penultimate_dim=4096, penultimate_name="fc7",
-        )  # fmt: skip
+        self._declare(HeadOptions(num_classes, dropout), 4096, "fc7")
         self.features = nn.Sequential(
             nn.Conv2d(3, 96, kernel_size=11, stride=4, padding=2),
             nn.ReLU(inplace=True),
@@ -94,13 +99,11 @@ class TorchvisionAlexNet(AlexNetModel):
     """
 
     name = "torchvision"
+    Options = HeadOptions
 
     def __init__(self, num_classes: int = 1000, *, dropout: float = 0.5) -> None:
         super().__init__()
-        self._declare(
-            _head_options(num_classes, dropout),
-            input_size=224, in_channels=3, penultimate_dim=4096, penultimate_name="fc7",
-        )  # fmt: skip
+        self._declare(HeadOptions(num_classes, dropout), 4096, "fc7")
         self.features = nn.Sequential(
             nn.Conv2d(3, 64, kernel_size=11, stride=4, padding=2),
             nn.ReLU(inplace=True),
@@ -148,7 +151,7 @@ SMALL_INITS = ("paper", "torch")
 
 
 @dataclass(frozen=True)
-class SmallOptions:
+class SmallOptions(ModelOptions):
     """The small CNN family's options (§3.1 Fig. 1, §3.3); checked when made, and stored as
     the model's config (`to_config`)."""
 
@@ -174,23 +177,21 @@ class SmallOptions:
 
     def __post_init__(self) -> None:
         """Refuse a bad option with a UserError that names it and what it may be."""
-        check_count("num_classes", self.num_classes, 1)
-        check_choice("in_channels", self.in_channels, (1, 3))
-        check_choice("input_size", self.input_size, (28, 32))
-        check_switch("lrn", self.lrn)
-        check_choice("pool", self.pool, POOLS)
-        check_choice("activation", self.activation, ACTIVATIONS)
-        check_count("hidden", self.hidden, 0)
-        check_dropout("dropout", self.dropout)
-        check_switch("batchnorm", self.batchnorm)
-        check_choice("init", self.init, SMALL_INITS)
-        check_choice("towers", self.towers, (1, 2))
-        check_choice("remove_conv", self.remove_conv, (None, "conv2"))
+        self.check(
+            num_classes=POSITIVE_INT,
+            in_channels=Choice((1, 3)),
+            input_size=Choice((28, 32)),
+            lrn=SWITCH,
+            pool=Choice(POOLS),
+            activation=Choice(ACTIVATIONS),
+            hidden=NONNEGATIVE_INT,
+            dropout=UNIT_INTERVAL_OPEN_TOP,
+            batchnorm=SWITCH,
+            init=Choice(SMALL_INITS),
+            towers=Choice((1, 2)),
+            remove_conv=Choice((None, "conv2")),
+        )
         object.__setattr__(self, "widths", check_widths(self.widths, 3, self.towers))
-
-    def to_config(self) -> dict[str, Any]:
-        """The options as the model's config stores them (lists, not tuples)."""
-        return {**dataclasses.asdict(self), "widths": list(self.widths)}
 
 
 class SmallCNN(AlexNetModel):
@@ -223,11 +224,8 @@ class SmallCNN(AlexNetModel):
             head["drop4"] = nn.Dropout(o.dropout)
         self.head = nn.Sequential(head)
         self.fc = nn.Linear(o.hidden or flat, o.num_classes)
-        self._declare(
-            o.to_config(), input_size=o.input_size, in_channels=o.in_channels,
-            penultimate_dim=o.hidden or flat,
-            penultimate_name=f"hidden ({o.hidden})" if o.hidden else "conv3 (flattened)",
-        )  # fmt: skip
+        penultimate = f"hidden ({o.hidden})" if o.hidden else "conv3 (flattened)"
+        self._declare(o, penultimate_dim=o.hidden or flat, penultimate_name=penultimate)
         if o.init == "paper":
             with torch.no_grad():
                 for m in self.modules():
@@ -251,8 +249,8 @@ def _small_stack(o: SmallOptions) -> tuple[nn.Sequential, int]:
     for i, width in enumerate(o.widths, start=1):
         if o.remove_conv != f"conv{i}":
             groups = o.towers if i > 1 else 1
-            layers[f"conv{i}"] = nn.Conv2d(channels, width, 5, padding=2, groups=groups,
-                                           bias=not o.batchnorm)  # fmt: skip
+            conv = nn.Conv2d(channels, width, 5, padding=2, groups=groups, bias=not o.batchnorm)
+            layers[f"conv{i}"] = conv
             if o.batchnorm:
                 layers[f"bn{i}"] = nn.BatchNorm2d(width)
             layers[f"act{i}"] = make_activation(o.activation)
