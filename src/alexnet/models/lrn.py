@@ -40,7 +40,7 @@ from torch import Tensor, nn
 
 from alexnet.errors import UserError
 from alexnet.models import native
-from alexnet.models.native import ALPHA_CONVENTIONS, LRNParams
+from alexnet.models.native import LRNParams
 
 CHOICES = ("auto", "triton", "torch")  # of $ALEXNET_LRN
 TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)  # = lrn_triton.DTYPES
@@ -50,7 +50,7 @@ _WARNED = False
 
 # Elements per chunk on the CPU: three float32 temporaries of this size stay in a core's cache.
 _CPU_CHUNK_ELEMENTS = 1 << 17
-# How CPU inputs are computed (the `cpu_path` of `lrn` and `LRN`): "native" (the C kernel where
+# How CPU inputs are computed (the `cpu_path` of `LRN`): "native" (the C kernel where
 # it applies), "chunked" (torch ops on cache-sized chunks) or "whole" (whole-batch torch ops,
 # the CUDA path without Triton). CUDA inputs never take the C kernel or "chunked".
 CPU_PATHS = ("native", "chunked", "whole")
@@ -371,63 +371,9 @@ def kernel_for(x: Tensor, cpu_path: str = "native") -> str:
     return "torch"
 
 
-def lrn_apply(x: Tensor, p: LRNParams, inplace: bool = False, cpu_path: str = "native") -> Tensor:
-    """LRN of x (N, C, ...) with the hyper-parameters `p` (see `lrn` for `inplace`)."""
-    if x.dim() < 2:
-        raise ValueError(f"LRN expects an input of shape (N, C, ...), got {tuple(x.shape)}")
-    if x.shape[1] % p.groups:
-        raise ValueError(f"LRN: {x.shape[1]} channels do not split into {p.groups} groups")
-    wants_grad = torch.is_grad_enabled() and x.requires_grad
-    dense = x.is_contiguous() or _cl_flat(x)
-    if x.device.type == "cpu" and not dense:
-        x = x.contiguous()
-    kernel = kernel_for(x, cpu_path)
-    if kernel == "triton":
-        return triton_module().lrn(x, p)  # type: ignore[union-attr]
-    if kernel == "c":
-        return _c_lrn(x, p, inplace and dense and not wants_grad)
-    # torch ops; inside torch.compile as whole-batch ops (the chunked path uses threads)
-    path = "whole" if torch.compiler.is_compiling() else cpu_path
-    if inplace and not wants_grad and dense and x.dtype == torch.float32:
-        _forward_values(x, p, path, out=x)
-        if not torch.compiler.is_compiling() and not x.is_inference():
-            torch.autograd.graph.increment_version(x)  # as any in-place op does
-        return x
-    if x.dtype in (torch.float16, torch.bfloat16):
-        return _LRNFunction.apply(x.float(), p, path).to(x.dtype)
-    return _LRNFunction.apply(x, p, path)
-
-
-def lrn(
-    x: Tensor,
-    size: int = 5,
-    alpha: float = 1e-4,
-    beta: float = 0.75,
-    k: float = 2.0,
-    groups: int = 1,
-    inplace: bool = False,
-    *,
-    alpha_convention: str = "paper",
-    cpu_path: str = "native",
-) -> Tensor:
-    """Functional LRN (§3.3), by default in the paper's convention (alpha not divided by size).
-
-    x: (N, C, ...) -> the same shape. `alpha_convention` "per_size" divides alpha by size (as
-    `torch.nn.LocalResponseNorm`, Caffe and cuda-convnet). `groups` > 1 normalizes each of
-    that many equal channel blocks on its own, as the paper's two GPUs did (each GPU's LRN sees
-    only its own kernel maps). bfloat16 on the CPU's kernel (and bfloat16 or float16 on the
-    Triton kernels) is read and written as such with float32 arithmetic; other half-precision
-    inputs are normalized in float32 and cast back. `inplace` overwrites a dense float32 x
-    (bfloat16 too, on the CPU kernel; never on the Triton kernels) when no gradient is wanted
-    (inference: no new activation memory); otherwise, and when x needs a gradient (the
-    backward needs x), it returns a new tensor. `cpu_path`: see `LRN`.
-    """
-    p = LRNParams.from_convention(size, alpha, beta, k, groups, alpha_convention)
-    return lrn_apply(x, p, inplace, cpu_path)
-
-
 class LRN(nn.Module):
-    """Local Response Normalization across channels, the paper's formula (§3.3).
+    """Local Response Normalization across channels, the paper's formula (§3.3), by default in
+    the paper's convention (alpha not divided by size).
 
     Args:
         size: n, the number of adjacent channels summed (centred window, clipped at the ends).
@@ -435,7 +381,9 @@ class LRN(nn.Module):
         beta: the exponent.
         k: the additive constant (the paper's 2; Caffe's default 1).
         groups: normalize each of `groups` equal channel blocks separately (the paper's towers).
-        inplace: overwrite the input when no gradient is wanted (as `nn.ReLU(inplace=True)`).
+        inplace: overwrite a dense input when no gradient is wanted (inference: no new
+            activation memory; float32, and bfloat16 on the CPU kernel, never on the Triton
+            kernels), as `nn.ReLU(inplace=True)`; otherwise it returns a new tensor.
         alpha_convention: "paper" (alpha multiplies the sum, §3.3) or "per_size" (alpha / size
             does, as `torch.nn.LocalResponseNorm`, Caffe and cuda-convnet).
         cpu_path: how CPU inputs are computed: "native" (the C kernel, and the fused
@@ -445,8 +393,10 @@ class LRN(nn.Module):
             take the Triton kernels (`ALEXNET_LRN`, see `lrn_backend`, changes that).
 
     Attributes: `params` (an `LRNParams`; its alpha multiplies the sum) and `alpha` (that
-    same multiplier). Shape: (N, C, H, W) -> (N, C, H, W); channels-last inputs keep their
-    memory format. `LRN.from_torch_convention(size, alpha, beta, k)` equals
+    same multiplier). Shape: (N, C, ...) -> the same; channels-last inputs keep their memory
+    format. bfloat16 on the CPU's kernel (and bfloat16 or float16 on the Triton kernels) is
+    read and written as such with float32 arithmetic; other half-precision inputs are
+    normalized in float32 and cast back. `LRN.from_torch_convention(size, alpha, beta, k)` equals
     `torch.nn.LocalResponseNorm(size, alpha, beta, k)`.
     """
 
@@ -465,11 +415,6 @@ class LRN(nn.Module):
         super().__init__()
         if cpu_path not in CPU_PATHS:
             raise ValueError(f"LRN cpu_path {cpu_path!r} is not one of {', '.join(CPU_PATHS)}")
-        if alpha_convention not in ALPHA_CONVENTIONS:
-            raise ValueError(
-                f"LRN alpha_convention {alpha_convention!r} is not one of "
-                f"{', '.join(ALPHA_CONVENTIONS)}"
-            )
         self.params = LRNParams.from_convention(size, alpha, beta, k, groups, alpha_convention)
         self.inplace, self.cpu_path = inplace, cpu_path
         self.alpha_convention, self._given_alpha = alpha_convention, alpha
@@ -491,7 +436,31 @@ class LRN(nn.Module):
         return cls(size, alpha, beta, k, alpha_convention="per_size")
 
     def forward(self, x: Tensor) -> Tensor:
-        return lrn_apply(x, self.params, self.inplace, self.cpu_path)
+        """(N, C, ...) -> LRN of x, the same shape."""
+        p, inplace = self.params, self.inplace
+        if x.dim() < 2:
+            raise ValueError(f"LRN expects an input of shape (N, C, ...), got {tuple(x.shape)}")
+        if x.shape[1] % p.groups:
+            raise ValueError(f"LRN: {x.shape[1]} channels do not split into {p.groups} groups")
+        wants_grad = torch.is_grad_enabled() and x.requires_grad
+        dense = x.is_contiguous() or _cl_flat(x)
+        if x.device.type == "cpu" and not dense:
+            x = x.contiguous()
+        kernel = kernel_for(x, self.cpu_path)
+        if kernel == "triton":
+            return triton_module().lrn(x, p)  # type: ignore[union-attr]
+        if kernel == "c":
+            return _c_lrn(x, p, inplace and dense and not wants_grad)
+        # torch ops; inside torch.compile as whole-batch ops (the chunked path uses threads)
+        path = "whole" if torch.compiler.is_compiling() else self.cpu_path
+        if inplace and not wants_grad and dense and x.dtype == torch.float32:
+            _forward_values(x, p, path, out=x)
+            if not torch.compiler.is_compiling() and not x.is_inference():
+                torch.autograd.graph.increment_version(x)  # as any in-place op does
+            return x
+        if x.dtype in (torch.float16, torch.bfloat16):
+            return _LRNFunction.apply(x.float(), p, path).to(x.dtype)
+        return _LRNFunction.apply(x, p, path)
 
     def extra_repr(self) -> str:
         text = f"size={self.size}, alpha={self._given_alpha}, beta={self.beta}, k={self.k}"

@@ -5,10 +5,10 @@ system's C compiler (`$CC`, else `cc`, `gcc` or `clang`) for this CPU (`-march=n
 library is cached in `$ALEXNET_CACHE_DIR` (default `$XDG_CACHE_HOME/alexnet` or
 `~/.cache/alexnet`; a temporary directory if that is not writable) under a name that hashes
 the sources, the compiler command and the CPU's feature flags, so a shared home directory never
-hands one machine another's build. Without a
-compiler the layers fall back to torch ops (same values, slower) and say so once;
-`ALEXNET_NATIVE=0` turns the kernels off. `lrn` and `pool` wrap these calls with autograd, as
-torch custom ops inside `torch.compile`; they call them by module attribute at run time.
+hands one machine another's build. Without a compiler the layers fall back to torch ops (same
+values, slower) and say so once; `ALEXNET_NATIVE=0` turns the kernels off. `lrn` and `pool`
+wrap these calls with autograd (as torch custom ops inside `torch.compile`), calling them by
+module attribute at run time.
 
 `kernels.h` is the one declaration of the kernels' signatures: the C sources include it (the
 compiler checks the definitions against it), the ctypes signatures are built from it here, and
@@ -81,7 +81,7 @@ class LRNParams:
         `torch.nn.LocalResponseNorm`, Caffe and cuda-convnet)."""
         if convention not in ALPHA_CONVENTIONS:
             raise ValueError(
-                f"lrn alpha convention {convention!r} is not one of {', '.join(ALPHA_CONVENTIONS)}"
+                f"LRN alpha_convention {convention!r} is not one of {', '.join(ALPHA_CONVENTIONS)}"
             )
         scale = 1.0 / size if convention == "per_size" else 1.0
         return cls(int(size), float(alpha) * scale, float(beta), float(k), int(groups))
@@ -172,16 +172,15 @@ def _build(compiler: str, target: Path) -> None:
     fd, tmp = tempfile.mkstemp(prefix=target.stem, suffix=".tmp", dir=target.parent)
     os.close(fd)
     try:
-        errors = ""
+        error = ""
         for arch in (["-march=native"], []):  # some compilers (or CPUs) lack -march=native
             cmd = [compiler, *_FLAGS, *arch, "-o", tmp, *map(str, SOURCES), "-lm"]
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
             if done.returncode == 0:
                 os.replace(tmp, target)
                 return
-            errors = done.stderr.strip().splitlines()[-1:] or [f"exit {done.returncode}"]
-            errors = errors[0]
-        raise CompileError(f"{compiler} failed: {errors}")
+            error = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+        raise CompileError(f"{compiler} failed: {error}")
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

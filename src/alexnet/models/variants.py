@@ -41,6 +41,30 @@ class HeadOptions(ModelOptions):
         self.check(num_classes=POSITIVE_INT, dropout=UNIT_INTERVAL_OPEN_TOP)
 
 
+def _seed_layers(
+    widths: tuple[int, ...], num_classes: int, dropout: float
+) -> tuple[nn.Sequential, nn.Sequential]:
+    """(features, classifier) of the seed's and torchvision's nets, module for module: convs
+    11/4 pad 2, 5 pad 2 and three 3 pad 1 of `widths`, each with a ReLU, 3/2 max-pools after
+    conv1, conv2 and conv5; then dropout, fc6, ReLU, dropout, fc7, ReLU, fc8."""
+    channels, layers = (3, *widths), []
+    for i, (kernel, stride, pad) in enumerate([(11, 4, 2), (5, 1, 2), *[(3, 1, 1)] * 3]):
+        conv = nn.Conv2d(channels[i], widths[i], kernel_size=kernel, stride=stride, padding=pad)
+        layers += [conv, nn.ReLU(inplace=True)]
+        if i in (0, 1, 4):
+            layers.append(nn.MaxPool2d(kernel_size=3, stride=2))
+    classifier = nn.Sequential(
+        nn.Dropout(dropout),
+        nn.Linear(widths[-1] * 6 * 6, 4096),
+        nn.ReLU(inplace=True),
+        nn.Dropout(dropout),
+        nn.Linear(4096, 4096),
+        nn.ReLU(inplace=True),
+        nn.Linear(4096, num_classes),
+    )
+    return nn.Sequential(*layers), classifier
+
+
 class SeedAlexNet(AlexNetModel):
     """Exactly the PyTorch code of the project's seed note (d2l-style AlexNet).
 
@@ -55,30 +79,8 @@ class SeedAlexNet(AlexNetModel):
     def __init__(self, num_classes: int = 1000, *, dropout: float = 0.5) -> None:
         super().__init__()
         self._declare(HeadOptions(num_classes, dropout), 4096, "fc7")
-        self.features = nn.Sequential(
-            nn.Conv2d(3, 96, kernel_size=11, stride=4, padding=2),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(kernel_size=3, stride=2),
-            nn.Conv2d(96, 256, kernel_size=5, padding=2),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(kernel_size=3, stride=2),
-            nn.Conv2d(256, 384, kernel_size=3, padding=1),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(384, 384, kernel_size=3, padding=1),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(384, 256, kernel_size=3, padding=1),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(kernel_size=3, stride=2),
-        )
-        self.classifier = nn.Sequential(
-            nn.Dropout(dropout),
-            nn.Linear(256 * 6 * 6, 4096),
-            nn.ReLU(inplace=True),
-            nn.Dropout(dropout),
-            nn.Linear(4096, 4096),
-            nn.ReLU(inplace=True),
-            nn.Linear(4096, num_classes),
-        )
+        widths = (96, 256, 384, 384, 256)
+        self.features, self.classifier = _seed_layers(widths, num_classes, dropout)
 
     def forward_penultimate(self, x: Tensor) -> Tensor:
         """(N, 3, 224, 224) -> fc7 activations after ReLU (N, 4096)."""
@@ -104,31 +106,9 @@ class TorchvisionAlexNet(AlexNetModel):
     def __init__(self, num_classes: int = 1000, *, dropout: float = 0.5) -> None:
         super().__init__()
         self._declare(HeadOptions(num_classes, dropout), 4096, "fc7")
-        self.features = nn.Sequential(
-            nn.Conv2d(3, 64, kernel_size=11, stride=4, padding=2),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(kernel_size=3, stride=2),
-            nn.Conv2d(64, 192, kernel_size=5, padding=2),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(kernel_size=3, stride=2),
-            nn.Conv2d(192, 384, kernel_size=3, padding=1),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(384, 256, kernel_size=3, padding=1),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(256, 256, kernel_size=3, padding=1),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(kernel_size=3, stride=2),
-        )
-        self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
-        self.classifier = nn.Sequential(
-            nn.Dropout(p=dropout),
-            nn.Linear(256 * 6 * 6, 4096),
-            nn.ReLU(inplace=True),
-            nn.Dropout(p=dropout),
-            nn.Linear(4096, 4096),
-            nn.ReLU(inplace=True),
-            nn.Linear(4096, num_classes),
-        )
+        features, classifier = _seed_layers((64, 192, 384, 256, 256), num_classes, dropout)
+        self.features, self.avgpool = features, nn.AdaptiveAvgPool2d((6, 6))
+        self.classifier = classifier
 
     def forward_penultimate(self, x: Tensor) -> Tensor:
         """(N, 3, H, W) -> fc7 activations after ReLU (N, 4096)."""
