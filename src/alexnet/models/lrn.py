@@ -127,15 +127,8 @@ def lrn_c_backward(
     return _c_backward(x, grad_out, LRNParams(size, alpha, beta, k, groups))
 
 
-@torch.library.custom_op("alexnet::lrn_c_", mutates_args=("x",))
-def lrn_c_(x: Tensor, size: int, groups: int, alpha: float, beta: float, k: float) -> None:
-    """x = LRN(x) in place (inference; each tile is read whole before it is written)."""
-    native.lrn(x, None, LRNParams(size, alpha, beta, k, groups), out=x)
-
-
 lrn_c.register_fake(lambda x, *args: torch.empty_like(x))
 lrn_c_backward.register_fake(lambda x, *args: torch.empty_like(x))
-lrn_c_.register_fake(lambda x, *args: None)
 
 
 def _c_setup(ctx, inputs, output) -> None:
@@ -170,17 +163,12 @@ class _CFunction(torch.autograd.Function):
 
 
 def _c_lrn(x: Tensor, p: LRNParams, inplace: bool) -> Tensor:
-    """LRN(x) through the C kernel: with autograd, or in place on x (no autograd)."""
-    compiling = torch.compiler.is_compiling()
+    """LRN(x) through the C kernel: with autograd, or in place on x (no autograd; inside
+    `torch.compile`, whose graph owns the memory, as a new tensor)."""
+    if torch.compiler.is_compiling():
+        return lrn_c(x, p.size, p.groups, p.alpha, p.beta, p.k)
     if not inplace:
-        return (
-            lrn_c(x, p.size, p.groups, p.alpha, p.beta, p.k)
-            if compiling
-            else _CFunction.apply(x, p)
-        )
-    if compiling:
-        lrn_c_(x, p.size, p.groups, p.alpha, p.beta, p.k)
-        return x
+        return _CFunction.apply(x, p)
     native.lrn(x, None, p, out=x)
     if not x.is_inference():
         torch.autograd.graph.increment_version(x)  # as any in-place op does
