@@ -22,7 +22,6 @@ from alexnet.models.lrn import LRN
 from alexnet.models.pool import run_sequential
 
 _CONV_TOWER = ("conv1", "conv2", "conv3", "conv4", "conv5")
-_FC = ("fc6", "fc7", "fc8")
 # where the paper model keeps each layer in its state_dict
 _PAPER_KEY = {
     **{n: f"features.{n}" for n in _CONV_TOWER},
