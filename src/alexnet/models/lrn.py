@@ -314,9 +314,7 @@ class _LRNFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, p: LRNParams, path: str) -> Tensor:
-        ctx.params, ctx.path = p, path
-        if x.device.type == "cpu" and not _as_ncl(x).is_contiguous() and not _cl_flat(x):
-            x = x.contiguous()
+        ctx.params, ctx.path = p, path  # x is dense on the CPU (`LRN.forward`)
         out = _forward_values(x, p, path)
         ctx.save_for_backward(x, out)
         return out

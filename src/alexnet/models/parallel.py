@@ -85,6 +85,7 @@ class TwoDeviceAlexNet(AlexNetModel):
     """
 
     name = "paper"  # its config rebuilds the single-device model, whose weights convert
+    Options = PaperOptions
 
     def __init__(
         self, num_classes: int = 1000, *, devices: tuple[str, str] = ("cpu", "cpu"), **options

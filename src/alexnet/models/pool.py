@@ -1,28 +1,25 @@
-"""Max-pooling with a faster CPU path (§3.4), and the ReLU -> LRN -> max-pool blocks run as one
-CPU kernel (§3.1, §3.3-3.4).
+"""Max-pooling with a faster CPU path (§3.4), and ReLU -> LRN -> max-pool as one CPU kernel
+(§3.1, §3.3-3.4).
 
 `MaxPool` is an `nn.MaxPool2d` (same arguments, state, repr and results) whose CPU forward and
 backward run in `pool_kernel.c` for NCHW float32/bfloat16 inputs without padding or dilation
-(channels-last inputs use torch's kernel, which is as fast there; the fused kernel handles both
-layouts). In training it keeps one byte per output for the winner's place in its window, where
-torch keeps an int64 index, and its backward writes each input-gradient plane once while it is
-in cache, where torch first fills the whole gradient with zeros. Ties and NaNs pick the same
-winner as torch's CPU kernel, so outputs and gradients are identical. Everything else (CUDA,
-padding, dilation, ceil_mode, return_indices, other dtypes, tracing for ONNX export) is
-`nn.MaxPool2d` itself.
+(channels-last inputs use torch's kernel, as fast there). In training it keeps one byte per
+output for the winner's place in its window, where torch keeps an int64 index, and its backward
+writes each input-gradient plane once while it is in cache, where torch first fills the whole
+gradient with zeros. Ties and NaNs pick torch's winner, so outputs and gradients are identical.
+Everything else (CUDA, padding, dilation, ceil_mode, return_indices, other dtypes, tracing for
+ONNX export) is `nn.MaxPool2d` itself.
 
-In the paper's net, LRN's output is only ever read by the max-pool right after it. On the CPU
-`run_sequential` hands such a pair (an `LRN` then a `MaxPool`), with the `nn.ReLU` before it
-when there is one, to `fused_kernel.c`, which normalizes one image at a time into a scratch
-buffer in cache and pools from there, and in the backward scatters the pooled gradient there
-and runs LRN's backward from it. The full-size activations ReLU and LRN would write and the
-next layer read (and their gradients) never touch memory. The results are bitwise those of the
-layers run one by one (bfloat16 included: what those would store as bfloat16 is rounded so in
-scratch), which is what runs whenever they cannot be fused: not float32/bfloat16 on the CPU,
-other pooling settings, tracing, or any hook on one of the modules (so `alexnet summary` and
-user hooks see every layer). Where LRN runs in Triton (CUDA), ReLU -> LRN is one kernel each
-way instead (ReLU applied as the input is read, its gradient mask as dL/dx is written; the
-pooling is torch's).
+In the paper's net LRN's output is only read by the max-pool after it. On the CPU
+`run_sequential` hands such a pair (an `LRN` then a `MaxPool`, with the `nn.ReLU` before it if
+any) to `fused_kernel.c`, which normalizes one image at a time into a scratch buffer in cache
+and pools from there, and in the backward scatters the pooled gradient there and runs LRN's
+backward from it: the full-size activations of ReLU and LRN (and their gradients) never touch
+memory. The results are bitwise those of the layers one by one (bfloat16 included), which is
+what runs when they cannot be fused: not float32/bfloat16 on the CPU, other pooling settings,
+tracing, or a hook on one of the modules (so `alexnet summary` and user hooks see every layer).
+Where LRN runs in Triton (CUDA), ReLU -> LRN is one kernel each way instead (ReLU applied as the
+input is read, its gradient mask as dL/dx is written; the pooling is torch's).
 
 Both kernels are torch custom ops inside `torch.compile` (traced without a graph break) and
 `autograd.Function`s in eager mode (a custom op's first call imports Dynamo: seconds).
