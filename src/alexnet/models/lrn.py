@@ -131,17 +131,7 @@ lrn_c.register_fake(lambda x, *args: torch.empty_like(x))
 lrn_c_backward.register_fake(lambda x, *args: torch.empty_like(x))
 
 
-def _c_setup(ctx, inputs, output) -> None:
-    ctx.save_for_backward(inputs[0])
-    ctx.args = inputs[1:]
-
-
-def _c_op_backward(ctx, grad_out: Tensor):
-    (x,) = ctx.saved_tensors
-    return lrn_c_backward(x, grad_out, *ctx.args), None, None, None, None, None
-
-
-lrn_c.register_autograd(_c_op_backward, setup_context=_c_setup)
+native.register_input_autograd(lrn_c, lrn_c_backward)
 
 
 def _c_backward(x: Tensor, grad_out: Tensor, p: LRNParams) -> Tensor:

@@ -292,17 +292,7 @@ lrn_op.register_fake(lambda x, *args: torch.empty_like(x))
 lrn_backward_op.register_fake(lambda x, *args: torch.empty_like(x))
 
 
-def _setup_context(ctx, inputs, output) -> None:
-    ctx.save_for_backward(inputs[0])
-    ctx.args = inputs[1:]
-
-
-def _backward(ctx, grad_out: Tensor):
-    (x,) = ctx.saved_tensors
-    return lrn_backward_op(x, grad_out, *ctx.args), *([None] * 6)
-
-
-lrn_op.register_autograd(_backward, setup_context=_setup_context)
+native.register_input_autograd(lrn_op, lrn_backward_op)
 
 
 class _LRN(torch.autograd.Function):

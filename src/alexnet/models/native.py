@@ -262,6 +262,21 @@ def reason_unavailable() -> str:
     return _REASON
 
 
+def register_input_autograd(op: Any, backward_op: Any) -> None:
+    """Give the custom op `op(x, *args)` its gradient `backward_op(x, dL/dout, *args)`, saving
+    only x (the LRN kernels recompute the rest); `args` get none."""
+
+    def setup(ctx, inputs, output) -> None:
+        ctx.save_for_backward(inputs[0])
+        ctx.args = inputs[1:]
+
+    def backward(ctx, grad_out: Tensor):
+        (x,) = ctx.saved_tensors
+        return backward_op(x, grad_out, *ctx.args), *([None] * len(ctx.args))
+
+    op.register_autograd(backward, setup_context=setup)
+
+
 def layout(x: Tensor) -> str | None:
     """'ncl' for contiguous (N, C, ...), 'cl' for channels-last 4-D, None if neither."""
     if x.is_contiguous():
