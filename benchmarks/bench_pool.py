@@ -19,9 +19,8 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from alexnet.models.fused import run_sequential
 from alexnet.models.lrn import LRN
-from alexnet.models.pool import MaxPool
+from alexnet.models.pool import MaxPool, run_sequential
 
 
 def timed(fn, x: torch.Tensor, train: bool) -> float:

@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from alexnet import cli
+from alexnet import cli, values
 from alexnet.commands import argtypes
 
 VALUES = ["0", "-1", "nan", "1e30"]
@@ -112,24 +112,27 @@ def test_device_messages_list_the_valid_forms():
 
 
 @pytest.mark.parametrize(
-    "typ,good,bad",
+    "kind,good,bad",
     [
-        (argtypes.momentum, ["0", "0.9", "0.999"], ["1", "2", "-0.1", "nan", "inf"]),
-        (argtypes.probability, ["0", "0.5"], ["1", "-1", "nan"]),
-        (argtypes.positive_float, ["1e-9", "1e30"], ["0", "-1", "nan", "-inf", "inf"]),
-        (argtypes.nonnegative_float, ["0", "5e-4"], ["-1e-9", "nan"]),
-        (argtypes.positive_int, ["1", "128"], ["0", "-1", "1.5", "nan", "1e30"]),
-        (argtypes.nonnegative_int, ["0", "7"], ["-1", "x"]),
-        (argtypes.factor, ["0.1", "0.5"], ["0", "1", "1.5"]),
+        (values.UNIT_INTERVAL_OPEN_TOP, ["0", "0.5", "0.999"], ["1", "2", "-0.1", "nan", "inf"]),
+        (values.POSITIVE, ["1e-9", "1e30"], ["0", "-1", "nan", "-inf", "inf"]),
+        (values.NONNEGATIVE, ["0", "5e-4"], ["-1e-9", "nan"]),
+        (values.POSITIVE_INT, ["1", "128"], ["0", "-1", "1.5", "nan", "1e30"]),
+        (values.NONNEGATIVE_INT, ["0", "7"], ["-1", "x"]),
+        (values.FACTOR, ["0.1", "0.5"], ["0", "1", "1.5"]),
+        (values.DEVICE, ["auto", "cpu", "mps", "cuda", "cuda:12"], ["gpu", "cuda:", "cpu:0", ""]),
+        (values.DEVICE_PAIR, ["cpu,cpu", "cuda:0,cuda:1"], ["auto,cpu", "cpu", "cpu,cpu,cpu"]),
     ],
 )
-def test_argtypes_ranges(typ, good, bad):
+def test_argtypes_parse_with_the_values_kinds(kind, good, bad):
+    typ = argtypes.from_kind(kind)
     for text in good:
         typ(text)
+        assert kind.problem(kind.parse(text)) is None
     for text in bad:
         with pytest.raises(argparse.ArgumentTypeError) as info:
             typ(text)
-        assert "\n" not in str(info.value)
+        assert "\n" not in str(info.value) and kind.valid in str(info.value)
 
 
 def test_weight_decay_nan_names_weight_decay(capsys):

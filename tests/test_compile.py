@@ -1,7 +1,7 @@
 """torch.compile traces the paper model, LRN and the CPU kernels without a graph break.
 
-The kernels are torch custom ops (`native_ops`, `lrn_triton`) and the choice between them is
-a constant to Dynamo (`dispatch.lrn_backend`, `native.available`), so `torch._dynamo.explain`
+The kernels are torch custom ops (`lrn`, `pool`, `lrn_triton`) and the choice between them is
+a constant to Dynamo (`lrn.lrn_backend`, `native.available`), so `torch._dynamo.explain`
 finds one graph; `aot_eager` (Dynamo + AOTAutograd, eager kernels) gives what eager gives.
 """
 

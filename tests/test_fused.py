@@ -11,9 +11,8 @@ from torch import nn
 
 import alexnet
 from alexnet.models import native
-from alexnet.models.fused import run_sequential
 from alexnet.models.lrn import LRN
-from alexnet.models.pool import MaxPool
+from alexnet.models.pool import MaxPool, run_sequential
 from alexnet.models.summary import layer_table
 
 pytestmark = pytest.mark.skipif(native.library() is None, reason="no C compiler here")

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from alexnet.models import native
-from alexnet.models.lrn import CPU_PATHS, LRN, lrn
+from alexnet.models.lrn import CPU_PATHS, LRN
 
 PATHS = list(CPU_PATHS)
 
@@ -42,7 +42,7 @@ def test_values_match_float64_reference(groups, cpu_path):
 def test_first_and_last_channels_use_clipped_windows(cpu_path):
     x = torch.zeros(1, 6, 1, 1)
     x[0, 0] = 100.0  # only channels 0..2 see it
-    out = lrn(x, 5, 1e-2, 1.0, 1.0, cpu_path=cpu_path)
+    out = LRN(5, 1e-2, 1.0, 1.0, cpu_path=cpu_path)(x)
     assert out[0, 0, 0, 0].item() == pytest.approx(100.0 / (1 + 1e-2 * 100.0**2))
     # channel 5 is 5 away from channel 0: untouched (and it is zero)
     assert out[0, 5].item() == 0.0
@@ -51,14 +51,10 @@ def test_first_and_last_channels_use_clipped_windows(cpu_path):
 def test_gradcheck_float64_all_channels(cpu_path):
     torch.manual_seed(1)
     x = (torch.randn(2, 7, 3, 3, dtype=torch.float64) * 30).requires_grad_()
-    assert torch.autograd.gradcheck(lambda t: lrn(t, 5, 1e-3, 0.75, 2.0, cpu_path=cpu_path), (x,))
-    assert torch.autograd.gradcheck(
-        lambda t: lrn(t, 3, 1e-3, 0.6, 1.0, groups=1, cpu_path=cpu_path), (x,)
-    )
+    assert torch.autograd.gradcheck(LRN(5, 1e-3, 0.75, 2.0, cpu_path=cpu_path), (x,))
+    assert torch.autograd.gradcheck(LRN(3, 1e-3, 0.6, 1.0, groups=1, cpu_path=cpu_path), (x,))
     x8 = (torch.randn(2, 8, 2, 2, dtype=torch.float64) * 30).requires_grad_()
-    assert torch.autograd.gradcheck(
-        lambda t: lrn(t, 5, 1e-3, 0.75, 2.0, groups=2, cpu_path=cpu_path), (x8,)
-    )
+    assert torch.autograd.gradcheck(LRN(5, 1e-3, 0.75, 2.0, groups=2, cpu_path=cpu_path), (x8,))
 
 
 def test_float32_gradients_match_float64_autograd_across_chunks(cpu_path):
@@ -246,8 +242,6 @@ def test_caffe_convention_equals_torch_local_response_norm(cpu_path):
     theirs = torch.nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0)(x)
     ours = LRN(5, 1e-4, 0.75, 1.0, alpha_convention="per_size", cpu_path=cpu_path)(x)
     assert torch.allclose(ours, theirs, rtol=1e-5, atol=1e-5)
-    functional = lrn(x, 5, 1e-4, 0.75, 1.0, alpha_convention="per_size", cpu_path=cpu_path)
-    assert torch.allclose(functional, theirs, rtol=1e-5, atol=1e-5)
 
 
 def test_unknown_convention_and_path_are_refused(cpu_path):

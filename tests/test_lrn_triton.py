@@ -25,13 +25,13 @@ from test_lrn import reference_lrn  # noqa: E402
 
 import alexnet  # noqa: E402
 from alexnet.errors import UserError  # noqa: E402
-from alexnet.models import dispatch  # noqa: E402
+from alexnet.models import lrn as lrn_module  # noqa: E402
 from alexnet.models.lrn import LRN  # noqa: E402
-from alexnet.models.lrn_params import LRNParams  # noqa: E402
+from alexnet.models.native import LRNParams  # noqa: E402
 
-lrn_triton = dispatch.triton_module()
+lrn_triton = lrn_module.triton_module()
 if lrn_triton is None:
-    DEVICE, WHY = "cpu", f"Triton unavailable: {dispatch.triton_error()}"
+    DEVICE, WHY = "cpu", f"Triton unavailable: {lrn_module.triton_error()}"
 elif lrn_triton.INTERPRET:
     DEVICE, WHY = "cpu", ""
 elif torch.cuda.is_available():
@@ -174,18 +174,18 @@ def test_forced_by_environment_on_any_device(monkeypatch):
 
 
 def test_without_triton_cuda_runs_torch_ops_with_one_warning(monkeypatch):
-    monkeypatch.setattr(dispatch, "_TRITON", None)
-    monkeypatch.setattr(dispatch, "_TRITON_ERROR", "ImportError: No module named 'triton'")
-    monkeypatch.setattr(dispatch, "_WARNED", False)
+    monkeypatch.setattr(lrn_module, "_TRITON", None)
+    monkeypatch.setattr(lrn_module, "_TRITON_ERROR", "ImportError: No module named 'triton'")
+    monkeypatch.setattr(lrn_module, "_WARNED", False)
     with pytest.warns(RuntimeWarning, match="Triton is unavailable"):
-        assert dispatch.lrn_backend("cuda") == "torch"
+        assert lrn_module.lrn_backend("cuda") == "torch"
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert dispatch.lrn_backend("cuda") == "torch"  # said once
-    assert dispatch.lrn_backend("cpu") in ("c", "torch")  # the CPU never asks for Triton
+        assert lrn_module.lrn_backend("cuda") == "torch"  # said once
+    assert lrn_module.lrn_backend("cpu") in ("c", "torch")  # the CPU never asks for Triton
     monkeypatch.setenv("ALEXNET_LRN", "triton")
     with pytest.raises(UserError, match="Triton cannot be used"):
-        dispatch.lrn_backend("cpu")
+        lrn_module.lrn_backend("cpu")
 
 
 @contextlib.contextmanager
@@ -320,7 +320,7 @@ def test_interpreter_works_when_triton_was_imported_first():
         "import os, triton, torch\n"
         "os.environ['TRITON_INTERPRET'] = '1'\n"
         "from alexnet.models import lrn_triton\n"
-        "from alexnet.models.lrn_params import LRNParams\n"
+        "from alexnet.models.native import LRNParams\n"
         "x = torch.randn(2, 6, 3, 3, requires_grad=True)\n"
         "lrn_triton.lrn(x, LRNParams(), relu=True).sum().backward()\n"
         "print(lrn_triton.INTERPRET, bool(torch.isfinite(x.grad).all()))\n"

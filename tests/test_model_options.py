@@ -241,9 +241,9 @@ def tiny_data(tmp_path_factory):
 @pytest.mark.parametrize(
     "model,options,words",
     [
-        ("paper", {"dropout": 2}, "dropout=2 is not a probability in [0, 1)"),
+        ("paper", {"dropout": 2}, "dropout=2 is not a number in [0, 1)"),
         ("paper", {"lrn_k": -1}, "lrn_k=-1 is not a finite number > 0"),
-        ("small", {"dropout": 2}, "dropout=2 is not a probability in [0, 1)"),
+        ("small", {"dropout": 2}, "dropout=2 is not a number in [0, 1)"),
     ],
 )
 def test_train_with_a_bad_model_option_is_one_line(tiny_data, tmp_path, capsys, model,

@@ -252,8 +252,6 @@ def test_penultimate_layer_equals_an_independent_reference(name):
         want = {"paper": 4096, "seed": 4096, "torchvision": 4096, "small": 64 * 3 * 3}[name]
         assert model.penultimate_dim == want
         assert torch.allclose(feats, _reference_penultimate(name, model, x), atol=1e-5, rtol=1e-4)
-        with pytest.warns(DeprecationWarning, match="forward_penultimate"):
-            assert torch.equal(model.forward_features(x), feats)  # the deprecated alias
 
 
 @pytest.mark.parametrize("name", alexnet.list_models())

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from alexnet.models import native
-from alexnet.models.pool import MaxPool, _MaxPoolFunction
+from alexnet.models.pool import MaxPool, c_max_pool
 
 needs_kernel = pytest.mark.skipif(native.library() is None, reason="no C compiler here")
 
@@ -24,7 +24,7 @@ def pool_both(x, kernel, stride, fmt):
     theirs_in = x.clone().requires_grad_()
     # the kernel itself in either layout (MaxPool hands channels-last to torch; the fused
     # ReLU -> LRN -> pool kernel uses this code for channels-last)
-    ours = _MaxPoolFunction.apply(ours_in, kernel, stride, True)
+    ours = c_max_pool(ours_in, kernel, stride, True)
     theirs = F.max_pool2d(theirs_in, kernel, stride)
     grad = torch.randn_like(theirs)
     ours.backward(grad)

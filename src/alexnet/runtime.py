@@ -21,8 +21,7 @@ import torch.distributed as dist
 
 from alexnet import elastic, malloc
 from alexnet.errors import UserError
-
-DEVICE_HELP = "auto | cpu | cuda | cuda:N"
+from alexnet.values import DEVICE
 
 
 @dataclass(frozen=True)
@@ -54,15 +53,15 @@ def dist_info() -> DistInfo:
 def resolve_device(name: str, info: DistInfo | None = None) -> torch.device:
     """ "auto" -> this rank's CUDA device if there is one, else CPU; "cuda" -> cuda:LOCAL_RANK.
 
-    UserError (one line) for a name torch does not know or a device this machine lacks.
+    UserError (one line) for a name outside `alexnet.values.DEVICE` or a device this machine
+    lacks.
     """
+    if DEVICE.problem(name):
+        raise UserError(f"--device {name}: unknown device (use {DEVICE.valid})")
     info = info or dist_info()
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise UserError(f"--device {name}: unknown device (use {DEVICE_HELP})") from None
+    device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise UserError(f"--device {name}: CUDA is not available on this machine")
@@ -74,8 +73,6 @@ def resolve_device(name: str, info: DistInfo | None = None) -> torch.device:
         torch.cuda.set_device(device)
     elif device.type == "mps" and not torch.backends.mps.is_available():
         raise UserError(f"--device {name}: MPS is not available on this machine")
-    elif device.type not in ("cpu", "cuda", "mps"):
-        raise UserError(f"--device {name}: unsupported device type (use {DEVICE_HELP})")
     return device
 
 

@@ -1,10 +1,12 @@
-"""What a value may be: integer ranges, float ranges and choice sets, each declared once.
+"""What a value may be: integer ranges, float ranges, choice sets and patterns (the device
+grammar), each declared once.
 
 A `Kind` checks a Python value (`problem(value)`: None when valid, else the reason) and parses
-command-line text (`parse(text)`: the value, or ValueError with a one-line reason). The same
-objects back the CLI's argument types (`alexnet.commands.argtypes`) and the checks of library
-configs (`alexnet.train.config.TrainConfig`), so a flag and the field it sets cannot disagree
-about what is allowed. No torch here: the CLI builds its parsers from this module at start-up.
+command-line text (`parse(text)`: the value, or ValueError with a one-line reason). These are the
+one check of each value: the model options (`alexnet.models`), training configs
+(`alexnet.train.config`), the device resolver (`alexnet.runtime`) and the command line's argument
+types (`alexnet.commands.argtypes`, which only parse text with them) use the same objects.
+No torch here: the CLI builds its parsers from this module at start-up.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 class Kind:
     """A set of allowed values; subclasses say which."""
 
-    kind = "value"  # "int" | "float" | "choice": what the CLI tests feed it
+    kind = "value"  # "int" | "float" | "choice" | "text" | "device" ...: what the CLI tests feed
 
     @property
     def valid(self) -> str:
@@ -30,9 +32,20 @@ class Kind:
         """None when `value` is allowed, else "<value> is not <valid>"."""
         raise NotImplementedError
 
+    def from_text(self, text: str) -> Any:
+        """The value `text` spells, unchecked (ValueError when it spells none)."""
+        return text
+
     def parse(self, text: str) -> Any:
         """The value `text` spells; ValueError (a one-line reason) when it is not allowed."""
-        raise NotImplementedError
+        try:
+            value = self.from_text(text)
+        except ValueError:
+            raise ValueError(f"{text!r} is not {self.valid}") from None
+        reason = self.problem(value)
+        if reason:
+            raise ValueError(reason)
+        return value
 
 
 def _is_int(value: Any) -> bool:
@@ -60,15 +73,7 @@ class IntRange(Kind):
         ok = ok and (self.lo is None or value >= self.lo) and (self.hi is None or value <= self.hi)
         return None if ok else f"{value!r} is not {self.valid}"
 
-    def parse(self, text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise ValueError(f"{text!r} is not {self.valid}") from None
-        reason = self.problem(value)
-        if reason:
-            raise ValueError(reason)
-        return value
+    from_text = staticmethod(int)
 
 
 @dataclass(frozen=True)
@@ -101,19 +106,12 @@ class FloatRange(Kind):
             ok = value < self.hi if self.hi_open else value <= self.hi
         return None if ok else f"{value!r} is not {self.valid}"
 
-    def parse(self, text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise ValueError(f"{text!r} is not {self.valid}") from None
-        if self.problem(value):
-            raise ValueError(f"{text} is not {self.valid}")
-        return value
+    from_text = staticmethod(float)
 
 
 @dataclass(frozen=True)
 class Choice(Kind):
-    """One of a fixed set of values (strings or integers)."""
+    """One of a fixed set of values (strings, integers, True/False, None)."""
 
     options: Sequence[Any]
     kind = "choice"
@@ -123,23 +121,14 @@ class Choice(Kind):
         return "one of " + ", ".join(str(o) for o in self.options)
 
     def problem(self, value: Any) -> str | None:
-        same_type = all(type(value) is type(o) for o in self.options[:1])
-        return None if same_type and value in self.options else f"{value!r} is not {self.valid}"
+        ok = any(type(value) is type(o) and value == o for o in self.options)  # True is not 1
+        return None if ok else f"{value!r} is not {self.valid}"
 
-    def parse(self, text: str) -> Any:
+    def from_text(self, text: str) -> Any:
         for option in self.options:
             if str(option) == text:
                 return option
-        raise ValueError(f"{text!r} is not {self.valid}")
-
-
-POSITIVE_INT = IntRange(1)
-NONNEGATIVE_INT = IntRange(0)
-FINITE = FloatRange()
-POSITIVE = FloatRange(0.0, lo_open=True)
-NONNEGATIVE = FloatRange(0.0)
-UNIT_INTERVAL_OPEN_TOP = FloatRange(0.0, 1.0, hi_open=True)  # [0, 1): smoothing, momentum
-FACTOR = FloatRange(0.0, 1.0, lo_open=True, hi_open=True)  # (0, 1): a learning-rate divisor
+        raise ValueError(text)
 
 
 @dataclass(frozen=True)
@@ -158,8 +147,18 @@ class Pattern(Kind):
         ok = isinstance(value, str) and re.fullmatch(self.regex, value) is not None
         return None if ok else f"{value!r} is not {self.words}"
 
-    def parse(self, text: str) -> str:
-        reason = self.problem(text)
-        if reason:
-            raise ValueError(reason)
-        return text
+
+POSITIVE_INT = IntRange(1)
+NONNEGATIVE_INT = IntRange(0)
+POSITIVE = FloatRange(0.0, lo_open=True)
+NONNEGATIVE = FloatRange(0.0)
+UNIT_INTERVAL_OPEN_TOP = FloatRange(0.0, 1.0, hi_open=True)  # [0, 1): dropout, smoothing, momentum
+FACTOR = FloatRange(0.0, 1.0, lo_open=True, hi_open=True)  # (0, 1): a learning-rate divisor
+SWITCH = Choice((True, False))  # a feature switched on or off
+
+# The device grammar: what `--device` may name (and each of `--two-devices`' pair).
+_ONE_DEVICE = r"cpu|mps|cuda(?::\d+)?"
+DEVICE = Pattern(f"auto|{_ONE_DEVICE}", "auto, cpu, cuda, cuda:N or mps", "device")
+DEVICE_PAIR = Pattern(
+    f"(?:{_ONE_DEVICE}),(?:{_ONE_DEVICE})", "DEV0,DEV1 (each cpu, cuda, cuda:N or mps)", "devices"
+)

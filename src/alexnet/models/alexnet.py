@@ -15,7 +15,6 @@ widths (§3.2's one-GPU net), remove a middle conv layer (§7) or read LRN as Ca
 
 from __future__ import annotations
 
-import dataclasses
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -25,25 +24,20 @@ from torch import Tensor, nn
 
 from alexnet.models.common import (
     ACTIVATIONS,
-    INITS,
     AlexNetModel,
-    check_choice,
-    check_count,
-    check_dropout,
+    ModelOptions,
     check_input,
-    check_positive,
-    check_switch,
     check_widths,
-    init_kaiming,
     init_normal,
     make_activation,
 )
-from alexnet.models.fused import run_sequential
 from alexnet.models.lrn import LRN
-from alexnet.models.lrn_params import ALPHA_CONVENTIONS
-from alexnet.models.pool import MaxPool
+from alexnet.models.native import ALPHA_CONVENTIONS
+from alexnet.models.pool import MaxPool, run_sequential
+from alexnet.values import POSITIVE, POSITIVE_INT, SWITCH, UNIT_INTERVAL_OPEN_TOP, Choice
 
 POOLS = ("overlap", "nonoverlap")
+INITS = ("paper", "caffe", "kaiming", "torch")
 INPUT_SIZES = (224, 227)
 PAPER_WIDTHS = (96, 256, 384, 384, 256)
 # The middle conv layers (paper §7): any one of them can be removed, not the first or last.
@@ -83,7 +77,7 @@ CONVS = (
 
 
 @dataclass(frozen=True)
-class PaperOptions:
+class PaperOptions(ModelOptions):
     """The paper network's options (§3), each a feature that can be switched off; checked
     when made, and stored as the model's config (`to_config`)."""
 
@@ -112,29 +106,26 @@ class PaperOptions:
 
     def __post_init__(self) -> None:
         """Refuse a bad option with a UserError that names it and what it may be."""
-        check_count("num_classes", self.num_classes, 1)
-        check_choice("input_size", self.input_size, INPUT_SIZES)
-        check_switch("lrn", self.lrn)
-        check_choice("pool", self.pool, POOLS)
-        check_dropout("dropout", self.dropout)
-        check_choice("towers", self.towers, (1, 2))
-        check_choice("activation", self.activation, ACTIVATIONS)
-        check_choice("init", self.init, INITS)
-        check_choice("remove_conv", self.remove_conv, (None, *MIDDLE_CONVS))
-        check_positive("lrn_k", self.lrn_k)
-        check_choice("lrn_alpha_convention", self.lrn_alpha_convention, ALPHA_CONVENTIONS)
-        check_choice("lrn_scope", self.lrn_scope, ("tower", "all"))
+        self.check(
+            num_classes=POSITIVE_INT,
+            input_size=Choice(INPUT_SIZES),
+            lrn=SWITCH,
+            pool=Choice(POOLS),
+            dropout=UNIT_INTERVAL_OPEN_TOP,
+            towers=Choice((1, 2)),
+            activation=Choice(ACTIVATIONS),
+            init=Choice(INITS),
+            remove_conv=Choice((None, *MIDDLE_CONVS)),
+            lrn_k=POSITIVE,
+            lrn_alpha_convention=Choice(ALPHA_CONVENTIONS),
+            lrn_scope=Choice(("tower", "all")),
+        )
         object.__setattr__(self, "widths", check_widths(self.widths, 5, self.towers))
         object.__setattr__(self, "lrn_k", float(self.lrn_k))
-
-    def to_config(self) -> dict[str, Any]:
-        """The options as the model's config stores them (lists, not tuples)."""
-        return {**dataclasses.asdict(self), "widths": list(self.widths)}
 
 
 def pool_layer(kind: str) -> nn.MaxPool2d:
     """Overlapping max-pooling z=3, s=2 (paper §3.4) or the traditional non-overlapping 2/2."""
-    check_choice("pool", kind, POOLS)
     return MaxPool(3, 2) if kind == "overlap" else MaxPool(2, 2)
 
 
@@ -146,8 +137,8 @@ def _conv_stack(o: PaperOptions) -> nn.Sequential:
         if o.remove_conv != f"conv{i}":
             pad = (2 if o.input_size == 224 else 0) if spec.padding is None else spec.padding
             groups = towers if spec.grouped else 1
-            layers[f"conv{i}"] = nn.Conv2d(channels, width, spec.kernel, spec.stride, pad,
-                                           groups=groups)  # fmt: skip
+            conv = nn.Conv2d(channels, width, spec.kernel, spec.stride, pad, groups=groups)
+            layers[f"conv{i}"] = conv
             layers[f"act{i}"] = make_activation(o.activation)
             if spec.normed and o.lrn:
                 layers[f"norm{i}"] = LRN(
@@ -178,10 +169,7 @@ class PaperAlexNet(AlexNetModel):
     def __init__(self, num_classes: int = 1000, **options: Any) -> None:
         super().__init__()
         o = PaperOptions(num_classes=num_classes, **options)
-        self._declare(
-            o.to_config(), input_size=o.input_size, in_channels=3, penultimate_dim=4096,
-            penultimate_name="fc7",
-        )  # fmt: skip
+        self._declare(o, penultimate_dim=4096, penultimate_name="fc7")
         self.features = _conv_stack(o)
         self.classifier = nn.Sequential(
             OrderedDict(
@@ -211,8 +199,12 @@ class PaperAlexNet(AlexNetModel):
                 init_normal(layer, 0.01, 1.0 if name in _BIAS_ONE else 0.0)
             elif init == "caffe":
                 init_normal(layer, _CAFFE_STD.get(name, 0.01), 0.1 if name in _BIAS_ONE else 0.0)
-            elif init == "kaiming":
-                init_kaiming(layer)
+            elif init == "kaiming":  # He et al. 2015 fan-out for convs, N(0, 0.01) for fc layers
+                if isinstance(layer, nn.Conv2d):
+                    nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
+                else:
+                    nn.init.normal_(layer.weight, 0.0, 0.01)
+                nn.init.zeros_(layer.bias)
             else:
                 layer.reset_parameters()
 

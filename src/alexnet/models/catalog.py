@@ -8,41 +8,32 @@ computed from the built model (`alexnet summary`), never typed in.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class ModelEntry:
-    """One model of the family: its name, a line about it, and `module:Class` of its builder."""
+class ModelEntry(NamedTuple):
+    """One model of the family: a line about it, and `module:Class` of its builder."""
 
-    name: str
     about: str
     builder: str
 
 
 MODELS: dict[str, ModelEntry] = {
-    entry.name: entry
-    for entry in (
-        ModelEntry(
-            "paper",
-            "the 2012 paper's two-tower network with LRN (paper §3, Fig. 2)",
-            "alexnet.models.alexnet:PaperAlexNet",
-        ),
-        ModelEntry(
-            "seed",
-            "the project's seed PyTorch code: no LRN, no towers, dropout before fc6/fc7",
-            "alexnet.models.variants:SeedAlexNet",
-        ),
-        ModelEntry(
-            "torchvision",
-            "torchvision's alexnet, the 2014 one-weird-trick variant (64-192-384-256-256)",
-            "alexnet.models.variants:TorchvisionAlexNet",
-        ),
-        ModelEntry(
-            "small",
-            "the paper's CIFAR-10-scale 4-layer CNN for 28-32 px images (§3.1 Fig. 1, §3.3)",
-            "alexnet.models.variants:SmallCNN",
-        ),
-    )
+    "paper": ModelEntry(
+        "the 2012 paper's two-tower network with LRN (paper §3, Fig. 2)",
+        "alexnet.models.alexnet:PaperAlexNet",
+    ),
+    "seed": ModelEntry(
+        "the project's seed PyTorch code: no LRN, no towers, dropout before fc6/fc7",
+        "alexnet.models.variants:SeedAlexNet",
+    ),
+    "torchvision": ModelEntry(
+        "torchvision's alexnet, the 2014 one-weird-trick variant (64-192-384-256-256)",
+        "alexnet.models.variants:TorchvisionAlexNet",
+    ),
+    "small": ModelEntry(
+        "the paper's CIFAR-10-scale 4-layer CNN for 28-32 px images (§3.1 Fig. 1, §3.3)",
+        "alexnet.models.variants:SmallCNN",
+    ),
 }
 MODEL_NAMES: tuple[str, ...] = tuple(MODELS)

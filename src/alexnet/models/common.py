@@ -1,15 +1,15 @@
-"""Pieces shared by the model family: the model interface, activations, input checks, init."""
+"""Pieces shared by the model family: the model interface, options checked once, activations,
+input checks, init."""
 
 from __future__ import annotations
 
-import math
-import numbers
-import warnings
+import dataclasses
 from typing import Any, ClassVar, TypedDict
 
 from torch import Tensor, nn
 
 from alexnet.errors import UserError
+from alexnet.values import Kind
 
 
 class ModelConfig(TypedDict):
@@ -17,6 +17,23 @@ class ModelConfig(TypedDict):
 
     name: str
     options: dict[str, Any]
+
+
+class ModelOptions:
+    """Base of a model's options, a frozen dataclass whose `__post_init__` checks every field
+    (`check`) and whose `to_config` is what the model's config stores."""
+
+    def check(self, **kinds: Kind) -> None:
+        """UserError "name=value is not <what it may be>" for the first field outside its kind."""
+        for name, kind in kinds.items():
+            reason = kind.problem(getattr(self, name))
+            if reason:
+                raise UserError(f"{name}={reason}")
+
+    def to_config(self) -> dict[str, Any]:
+        """The options as the model's config stores them (lists, not tuples)."""
+        items = dataclasses.asdict(self).items()  # type: ignore[call-overload]
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in items}
 
 
 class AlexNetModel(nn.Module):
@@ -32,10 +49,12 @@ class AlexNetModel(nn.Module):
 
     `forward(x)` gives logits (N, num_classes); `forward_penultimate(x)` the activations the
     classifier reads, (N, penultimate_dim). The convolutional stack stays `features`, as in
-    torchvision (its state_dict keys `features.N.*` depend on that name).
+    torchvision (its state_dict keys `features.N.*` depend on that name). `Options` is the
+    model's `ModelOptions` dataclass: its fields are the keywords `get_model` takes.
     """
 
     name: ClassVar[str] = ""
+    Options: ClassVar[type[ModelOptions]]
     num_classes: int
     input_size: int
     in_channels: int
@@ -43,82 +62,30 @@ class AlexNetModel(nn.Module):
     penultimate_dim: int
     penultimate_name: str
 
-    def _declare(
-        self,
-        options: dict[str, Any],
-        *,
-        input_size: int,
-        in_channels: int,
-        penultimate_dim: int,
-        penultimate_name: str,
-    ) -> None:
-        """Set the interface attributes; `options` are the constructor's keywords."""
-        self.num_classes = int(options["num_classes"])
-        self.input_size, self.in_channels = input_size, in_channels
+    def _declare(self, options: ModelOptions, penultimate_dim: int, penultimate_name: str) -> None:
+        """Set the interface attributes from the checked `options` (a 224 px RGB input unless
+        they say otherwise)."""
+        config = options.to_config()
+        self.num_classes = int(config["num_classes"])
+        self.input_size = int(config.get("input_size", 224))
+        self.in_channels = int(config.get("in_channels", 3))
         self.penultimate_dim, self.penultimate_name = penultimate_dim, penultimate_name
-        self.config = ModelConfig(name=self.name, options=dict(options))
+        self.config = ModelConfig(name=self.name, options=config)
 
     def forward_penultimate(self, x: Tensor) -> Tensor:
         """(N, in_channels, S, S) -> the penultimate layer's activations (N, penultimate_dim)."""
         raise NotImplementedError
 
-    def forward_features(self, x: Tensor) -> Tensor:
-        """Deprecated alias of `forward_penultimate` (not of `features`, the conv stack)."""
-        warnings.warn(
-            "forward_features() is deprecated; use forward_penultimate()",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return self.forward_penultimate(x)
-
 
 ACTIVATIONS = ("relu", "tanh")
-INITS = ("paper", "caffe", "kaiming", "torch")
 
 
 def make_activation(name: str) -> nn.Module:
     """ReLU (paper §3.1: trains ~6x faster than tanh) or tanh (the saturating baseline)."""
-    if name == "relu":
-        return nn.ReLU(inplace=True)
-    if name == "tanh":
-        return nn.Tanh()
-    raise UserError(f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}")
+    return nn.ReLU(inplace=True) if name == "relu" else nn.Tanh()
 
 
-def check_choice(option: str, value: Any, choices: tuple) -> None:
-    """UserError naming `option` and its `choices` unless `value` is one of them."""
-    if value not in choices:
-        raise UserError(f"{option}={value!r} is not one of {', '.join(map(str, choices))}")
-
-
-def check_switch(option: str, value: Any) -> None:
-    """UserError unless `value` is true or false (a feature switched on or off)."""
-    check_choice(option, value, (True, False))
-
-
-def check_count(option: str, value: Any, least: int) -> None:
-    """UserError unless `value` is an integer >= `least` (classes, hidden units)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
-        raise UserError(f"{option}={value!r} is not an integer >= {least}")
-
-
-def check_dropout(option: str, value: Any) -> None:
-    """UserError unless `value` is a drop probability in [0, 1) (paper §4.2: 0.5; 0: none)."""
-    if not _is_real(value) or not 0.0 <= value < 1.0:
-        raise UserError(f"{option}={value!r} is not a probability in [0, 1)")
-
-
-def check_positive(option: str, value: Any) -> None:
-    """UserError unless `value` is a finite number > 0 (LRN's k, paper §3.3)."""
-    if not _is_real(value) or not (math.isfinite(value) and value > 0):
-        raise UserError(f"{option}={value!r} is not a finite number > 0")
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def check_widths(widths: tuple[int, ...] | list[int], count: int, towers: int) -> tuple[int, ...]:
+def check_widths(widths: Any, count: int, towers: int) -> tuple[int, ...]:
     """`count` positive conv widths, each divisible by `towers` (grouped convs, per-tower LRN)."""
     try:
         if isinstance(widths, str):
@@ -138,7 +105,7 @@ def one_tower_widths(widths: tuple[int, ...] | list[int]) -> tuple[int, ...]:
     return (*(int(w) // 2 for w in widths[:-1]), int(widths[-1]))
 
 
-def check_input(model: nn.Module, x: Tensor, fixed_size: bool = True) -> None:
+def check_input(model: AlexNetModel, x: Tensor, fixed_size: bool = True) -> None:
     """Refuse an input the model cannot take, naming the expected shape (N, C, S, S)."""
     expected = (model.in_channels, model.input_size, model.input_size)
     got = tuple(x.shape[1:])
@@ -153,13 +120,3 @@ def init_normal(module: nn.Module, std: float, bias: float) -> None:
     nn.init.normal_(module.weight, 0.0, std)
     if module.bias is not None:
         nn.init.constant_(module.bias, bias)
-
-
-def init_kaiming(module: nn.Module) -> None:
-    """He et al. 2015 fan-out normal for convs, N(0, 0.01) for linear layers, zero biases."""
-    if isinstance(module, nn.Conv2d):
-        nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-    else:
-        nn.init.normal_(module.weight, 0.0, 0.01)
-    if module.bias is not None:
-        nn.init.zeros_(module.bias)

@@ -12,33 +12,157 @@ recomputing d from the input, so only the input is saved. On CUDA the same is on
 kernel each way (`lrn_triton`; bfloat16, float16 or float32 in and out, float32 arithmetic).
 Without a C compiler (or Triton), and for other dtypes, the same formulas run as a few in-place
 tensor ops over cache-sized chunks on single-threaded worker threads on the CPU, as whole-batch
-tensor ops on CUDA. `ALEXNET_LRN` can force the Triton kernels on any device (see `dispatch`).
-Inside `torch.compile` the kernels are torch custom ops: it traces the layer without a break.
-(In the paper model the ReLU -> LRN -> max-pool blocks run as one kernel instead, see
-`fused`.) Exact on every path:
+tensor ops on CUDA. Inside `torch.compile` the kernels are torch custom ops: it traces the
+layer without a break (eager calls take an `autograd.Function` around the same calls: a custom
+op's first call imports Dynamo, seconds of start-up). In the paper model the ReLU -> LRN ->
+max-pool blocks run as one kernel instead (`pool.run_sequential`). Exact on every path:
 
     d_i = k + alpha * S_i,  S_i = window sum of a^2,  b_i = a_i * d_i^-beta
     dL/da_m = g_m * d_m^-beta - 2 * alpha * beta * a_m * window_sum(g * b / d)_m
+
+`ALEXNET_LRN` chooses the kernels, read at each call (`lrn_backend`, a constant to
+`torch.compile`, so the choice never breaks its graph): `auto` (the default: the C kernels on
+the CPU, Triton on CUDA when it imports, else torch ops with one warning); `triton` (on any
+device; CPU tensors need `TRITON_INTERPRET=1` set before Python starts: slow, for tests);
+`torch` (CUDA runs torch ops; the CPU is unchanged).
 """
 
 from __future__ import annotations
 
+import os
 import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
+from types import ModuleType
 
 import torch
 from torch import Tensor, nn
 
-from alexnet.models import dispatch, native, native_ops
-from alexnet.models.lrn_params import ALPHA_CONVENTIONS, LRNParams
+from alexnet.errors import UserError
+from alexnet.models import native
+from alexnet.models.native import LRNParams
+
+CHOICES = ("auto", "triton", "torch")  # of $ALEXNET_LRN
+TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)  # = lrn_triton.DTYPES
+_TRITON: ModuleType | None = None
+_TRITON_ERROR = ""
+_WARNED = False
 
 # Elements per chunk on the CPU: three float32 temporaries of this size stay in a core's cache.
 _CPU_CHUNK_ELEMENTS = 1 << 17
-# How CPU inputs are computed (the `cpu_path` of `lrn` and `LRN`): "native" (the C kernel where
+# How CPU inputs are computed (the `cpu_path` of `LRN`): "native" (the C kernel where
 # it applies), "chunked" (torch ops on cache-sized chunks) or "whole" (whole-batch torch ops,
 # the CUDA path without Triton). CUDA inputs never take the C kernel or "chunked".
 CPU_PATHS = ("native", "chunked", "whole")
 _POOL: ThreadPoolExecutor | None = None
+
+
+def choice() -> str:
+    """$ALEXNET_LRN, checked: one of `CHOICES` (unset or empty means auto)."""
+    value = os.environ.get("ALEXNET_LRN", "").strip().lower() or "auto"
+    if value not in CHOICES:
+        raise UserError(f"ALEXNET_LRN={value!r} is not one of {', '.join(CHOICES)}")
+    return value
+
+
+def triton_module() -> ModuleType | None:
+    """`alexnet.models.lrn_triton`, imported once; None (see `triton_error`) without Triton."""
+    global _TRITON, _TRITON_ERROR
+    if _TRITON is None and not _TRITON_ERROR:
+        try:
+            from alexnet.models import lrn_triton  # optional: Triton
+        except Exception as err:  # ImportError, or a Triton that cannot start on this machine
+            _TRITON_ERROR = f"{type(err).__name__}: {err}".splitlines()[0]
+        else:
+            _TRITON = lrn_triton
+    return _TRITON
+
+
+def triton_error() -> str:
+    """Why `triton_module()` is None ('' when it is not, or was not tried)."""
+    return _TRITON_ERROR
+
+
+@native.compile_constant
+def lrn_backend(device_type: str) -> str:
+    """ "c", "triton" or "torch": what computes LRN of tensors on `device_type`.
+
+    "c" means the C kernels are loaded; a layer still uses them only on its "native" path.
+    """
+    global _WARNED
+    wanted = choice()
+    if wanted == "triton":
+        if triton_module() is None:
+            raise UserError(f"ALEXNET_LRN=triton, but Triton cannot be used: {triton_error()}")
+        return "triton"
+    if device_type == "cpu":
+        return "c" if native.available() else "torch"
+    if device_type != "cuda" or wanted == "torch":
+        return "torch"
+    if triton_module() is not None:
+        return "triton"
+    if not _WARNED:
+        _WARNED = True
+        warnings.warn(
+            f"alexnet: Triton is unavailable ({triton_error()}); LRN on CUDA runs as torch "
+            "ops (slower)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return "torch"
+
+
+# ---- the C kernel with autograd: a custom op inside torch.compile, an autograd.Function eager
+@torch.library.custom_op("alexnet::lrn_c", mutates_args=())
+def lrn_c(x: Tensor, size: int, groups: int, alpha: float, beta: float, k: float) -> Tensor:
+    """b = LRN(x) by the C kernel: (N, C, ...) float32/bfloat16, x's layout."""
+    return native.lrn(x, None, LRNParams(size, alpha, beta, k, groups))
+
+
+@torch.library.custom_op("alexnet::lrn_c_backward", mutates_args=())
+def lrn_c_backward(
+    x: Tensor, grad_out: Tensor, size: int, groups: int, alpha: float, beta: float, k: float
+) -> Tensor:
+    """dL/dx from the saved input and dL/db (made x's dtype and layout)."""
+    return _c_backward(x, grad_out, LRNParams(size, alpha, beta, k, groups))
+
+
+lrn_c.register_fake(lambda x, *args: torch.empty_like(x))
+lrn_c_backward.register_fake(lambda x, *args: torch.empty_like(x))
+
+
+native.register_input_autograd(lrn_c, lrn_c_backward)
+
+
+def _c_backward(x: Tensor, grad_out: Tensor, p: LRNParams) -> Tensor:
+    grad_out = grad_out.to(x.dtype).contiguous(memory_format=_format_of(x))
+    return native.lrn(x, grad_out, p)
+
+
+class _CFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, p: LRNParams) -> Tensor:
+        ctx.params = p
+        ctx.save_for_backward(x)
+        return native.lrn(x, None, p)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        (x,) = ctx.saved_tensors
+        return _c_backward(x, grad_out, ctx.params), None
+
+
+def _c_lrn(x: Tensor, p: LRNParams, inplace: bool) -> Tensor:
+    """LRN(x) through the C kernel: with autograd, or in place on x (no autograd; inside
+    `torch.compile`, whose graph owns the memory, as a new tensor)."""
+    if torch.compiler.is_compiling():
+        return lrn_c(x, p.size, p.groups, p.alpha, p.beta, p.k)
+    if not inplace:
+        return _CFunction.apply(x, p)
+    native.lrn(x, None, p, out=x)
+    if not x.is_inference():
+        torch.autograd.graph.increment_version(x)  # as any in-place op does
+    return x
 
 
 def _single_threaded_worker(barrier: threading.Barrier) -> None:
@@ -180,9 +304,7 @@ class _LRNFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, p: LRNParams, path: str) -> Tensor:
-        ctx.params, ctx.path = p, path
-        if x.device.type == "cpu" and not _as_ncl(x).is_contiguous() and not _cl_flat(x):
-            x = x.contiguous()
+        ctx.params, ctx.path = p, path  # x is dense on the CPU (`LRN.forward`)
         out = _forward_values(x, p, path)
         ctx.save_for_backward(x, out)
         return out
@@ -214,76 +336,20 @@ def kernel_for(x: Tensor, cpu_path: str = "native") -> str:
     """What computes LRN of x: "c" (the CPU's C kernel), "triton" or "torch" (torch ops).
 
     CPU: the C kernel on the "native" path for float32/bfloat16 in a dense layout, when it is
-    built. CUDA: the Triton kernels when Triton imports. `ALEXNET_LRN` (see `dispatch`) can
+    built. CUDA: the Triton kernels when Triton imports. `ALEXNET_LRN` (see `lrn_backend`) can
     force the Triton kernels on any device, or keep CUDA on torch ops.
     """
-    backend = dispatch.lrn_backend(x.device.type)
+    backend = lrn_backend(x.device.type)
     if backend == "triton":
-        return "triton" if x.dtype in dispatch.TRITON_DTYPES and x.numel() else "torch"
+        return "triton" if x.dtype in TRITON_DTYPES and x.numel() else "torch"
     if backend == "c" and cpu_path == "native" and native.supports(x):
         return "c"
     return "torch"
 
 
-def lrn_apply(x: Tensor, p: LRNParams, inplace: bool = False, cpu_path: str = "native") -> Tensor:
-    """LRN of x (N, C, ...) with the hyper-parameters `p` (see `lrn` for `inplace`)."""
-    if x.dim() < 2:
-        raise ValueError(f"LRN expects an input of shape (N, C, ...), got {tuple(x.shape)}")
-    if x.shape[1] % p.groups:
-        raise ValueError(f"LRN: {x.shape[1]} channels do not split into {p.groups} groups")
-    wants_grad = torch.is_grad_enabled() and x.requires_grad
-    dense = x.is_contiguous() or _cl_flat(x)
-    if x.device.type == "cpu" and not dense:
-        x = x.contiguous()
-    kernel = kernel_for(x, cpu_path)
-    if kernel == "triton":
-        return dispatch.triton_lrn(x, p)
-    if kernel == "c":
-        return (
-            native_ops.lrn_(x, p) if inplace and dense and not wants_grad else native_ops.lrn(x, p)
-        )
-    # torch ops; inside torch.compile as whole-batch ops (the chunked path uses threads)
-    path = "whole" if torch.compiler.is_compiling() else cpu_path
-    if inplace and not wants_grad and dense and x.dtype == torch.float32:
-        _forward_values(x, p, path, out=x)
-        if not torch.compiler.is_compiling() and not x.is_inference():
-            torch.autograd.graph.increment_version(x)  # as any in-place op does
-        return x
-    if x.dtype in (torch.float16, torch.bfloat16):
-        return _LRNFunction.apply(x.float(), p, path).to(x.dtype)
-    return _LRNFunction.apply(x, p, path)
-
-
-def lrn(
-    x: Tensor,
-    size: int = 5,
-    alpha: float = 1e-4,
-    beta: float = 0.75,
-    k: float = 2.0,
-    groups: int = 1,
-    inplace: bool = False,
-    *,
-    alpha_convention: str = "paper",
-    cpu_path: str = "native",
-) -> Tensor:
-    """Functional LRN (§3.3), by default in the paper's convention (alpha not divided by size).
-
-    x: (N, C, ...) -> the same shape. `alpha_convention` "per_size" divides alpha by size (as
-    `torch.nn.LocalResponseNorm`, Caffe and cuda-convnet). `groups` > 1 normalizes each of
-    that many equal channel blocks on its own, as the paper's two GPUs did (each GPU's LRN sees
-    only its own kernel maps). bfloat16 on the CPU's kernel (and bfloat16 or float16 on the
-    Triton kernels) is read and written as such with float32 arithmetic; other half-precision
-    inputs are normalized in float32 and cast back. `inplace` overwrites a dense float32 x
-    (bfloat16 too, on the CPU kernel; never on the Triton kernels) when no gradient is wanted
-    (inference: no new activation memory); otherwise, and when x needs a gradient (the
-    backward needs x), it returns a new tensor. `cpu_path`: see `LRN`.
-    """
-    p = LRNParams.from_convention(size, alpha, beta, k, groups, alpha_convention)
-    return lrn_apply(x, p, inplace, cpu_path)
-
-
 class LRN(nn.Module):
-    """Local Response Normalization across channels, the paper's formula (§3.3).
+    """Local Response Normalization across channels, the paper's formula (§3.3), by default in
+    the paper's convention (alpha not divided by size).
 
     Args:
         size: n, the number of adjacent channels summed (centred window, clipped at the ends).
@@ -291,18 +357,22 @@ class LRN(nn.Module):
         beta: the exponent.
         k: the additive constant (the paper's 2; Caffe's default 1).
         groups: normalize each of `groups` equal channel blocks separately (the paper's towers).
-        inplace: overwrite the input when no gradient is wanted (as `nn.ReLU(inplace=True)`).
+        inplace: overwrite a dense input when no gradient is wanted (inference: no new
+            activation memory; float32, and bfloat16 on the CPU kernel, never on the Triton
+            kernels), as `nn.ReLU(inplace=True)`; otherwise it returns a new tensor.
         alpha_convention: "paper" (alpha multiplies the sum, §3.3) or "per_size" (alpha / size
             does, as `torch.nn.LocalResponseNorm`, Caffe and cuda-convnet).
         cpu_path: how CPU inputs are computed: "native" (the C kernel, and the fused
             ReLU -> LRN -> max-pool block in the models; torch ops when the kernel is not
             available), "chunked" (torch ops on cache-sized chunks) or "whole" (whole-batch
             torch ops, as on CUDA without Triton). Same values on every path. CUDA inputs
-            take the Triton kernels (`ALEXNET_LRN`, see `dispatch`, changes that).
+            take the Triton kernels (`ALEXNET_LRN`, see `lrn_backend`, changes that).
 
     Attributes: `params` (an `LRNParams`; its alpha multiplies the sum) and `alpha` (that
-    same multiplier). Shape: (N, C, H, W) -> (N, C, H, W); channels-last inputs keep their
-    memory format. `LRN.from_torch_convention(size, alpha, beta, k)` equals
+    same multiplier). Shape: (N, C, ...) -> the same; channels-last inputs keep their memory
+    format. bfloat16 on the CPU's kernel (and bfloat16 or float16 on the Triton kernels) is
+    read and written as such with float32 arithmetic; other half-precision inputs are
+    normalized in float32 and cast back. `LRN.from_torch_convention(size, alpha, beta, k)` equals
     `torch.nn.LocalResponseNorm(size, alpha, beta, k)`.
     """
 
@@ -321,11 +391,6 @@ class LRN(nn.Module):
         super().__init__()
         if cpu_path not in CPU_PATHS:
             raise ValueError(f"LRN cpu_path {cpu_path!r} is not one of {', '.join(CPU_PATHS)}")
-        if alpha_convention not in ALPHA_CONVENTIONS:
-            raise ValueError(
-                f"LRN alpha_convention {alpha_convention!r} is not one of "
-                f"{', '.join(ALPHA_CONVENTIONS)}"
-            )
         self.params = LRNParams.from_convention(size, alpha, beta, k, groups, alpha_convention)
         self.inplace, self.cpu_path = inplace, cpu_path
         self.alpha_convention, self._given_alpha = alpha_convention, alpha
@@ -347,7 +412,31 @@ class LRN(nn.Module):
         return cls(size, alpha, beta, k, alpha_convention="per_size")
 
     def forward(self, x: Tensor) -> Tensor:
-        return lrn_apply(x, self.params, self.inplace, self.cpu_path)
+        """(N, C, ...) -> LRN of x, the same shape."""
+        p, inplace = self.params, self.inplace
+        if x.dim() < 2:
+            raise ValueError(f"LRN expects an input of shape (N, C, ...), got {tuple(x.shape)}")
+        if x.shape[1] % p.groups:
+            raise ValueError(f"LRN: {x.shape[1]} channels do not split into {p.groups} groups")
+        wants_grad = torch.is_grad_enabled() and x.requires_grad
+        dense = x.is_contiguous() or _cl_flat(x)
+        if x.device.type == "cpu" and not dense:
+            x = x.contiguous()
+        kernel = kernel_for(x, self.cpu_path)
+        if kernel == "triton":
+            return triton_module().lrn(x, p)  # type: ignore[union-attr]
+        if kernel == "c":
+            return _c_lrn(x, p, inplace and dense and not wants_grad)
+        # torch ops; inside torch.compile as whole-batch ops (the chunked path uses threads)
+        path = "whole" if torch.compiler.is_compiling() else self.cpu_path
+        if inplace and not wants_grad and dense and x.dtype == torch.float32:
+            _forward_values(x, p, path, out=x)
+            if not torch.compiler.is_compiling() and not x.is_inference():
+                torch.autograd.graph.increment_version(x)  # as any in-place op does
+            return x
+        if x.dtype in (torch.float16, torch.bfloat16):
+            return _LRNFunction.apply(x.float(), p, path).to(x.dtype)
+        return _LRNFunction.apply(x, p, path)
 
     def extra_repr(self) -> str:
         text = f"size={self.size}, alpha={self._given_alpha}, beta={self.beta}, k={self.k}"

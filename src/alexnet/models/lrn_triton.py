@@ -4,24 +4,21 @@
     b_i = a_i * d_i^-beta
     dL/da_m = g_m * d_m^-beta - 2 alpha beta a_m * sum_{i: |i-m| <= n/2} g_i a_i d_i^(-beta-1)
 
-`alpha` multiplies the window sum (the paper's convention; `LRNParams` converts Caffe's
-alpha / n). The window is clipped at the ends of each group of channels (`groups` > 1: the
-paper's towers, each normalized on its own). The forward reads a and writes b; the backward
-reads a and g and writes dL/da, recomputing d from a (only the input is saved), as the CPU's C
-kernel does. With `relu` the input is ReLU's (the conv output): a = max(x, 0) as it is read,
-and dL/dx = 0 where x <= 0 as it is written, so ReLU needs no pass of its own (the paper's
-ReLU -> LRN, §3.1, §3.3). float32, bfloat16 or float16 storage, float32 arithmetic; NCHW (any
-contiguous (N, C, ...) tensor) or channels-last 4-D. Each program takes a tile of whole rows:
-an NCHW tensor is (N*C) rows of L = H*W pixels, a channels-last one (N*L) rows of C channels,
-so the loads are coalesced in both; a channel's neighbours are reloaded at a fixed offset (L
-or 1), from cache. Offsets are int64 only when the tensor needs it.
+`alpha` multiplies the window sum (`LRNParams`); the window is clipped at the ends of each group
+of channels (the paper's towers). The forward reads a and writes b; the backward reads a and g
+and writes dL/da, recomputing d from a (only the input is saved), as the CPU's C kernel does.
+With `relu` the input is ReLU's: a = max(x, 0) as it is read, dL/dx = 0 where x <= 0 as it is
+written, so ReLU needs no pass of its own (§3.1). float32, bfloat16 or float16 storage, float32
+arithmetic; NCHW or channels-last 4-D. Each program takes a tile of whole rows: NCHW is (N*C)
+rows of L = H*W pixels, channels-last (N*L) rows of C channels, so the loads are coalesced in
+both; a channel's neighbours are reloaded at a fixed offset (L or 1), from cache. Offsets are
+int64 only when the tensor needs it.
 
-The kernels are defined when this module is first imported: with `TRITON_INTERPRET=1` set
-before that (best: before Python starts), Triton's interpreter runs them on CPU tensors, which
-is how the tests check them without a GPU. `INTERPRET` says which mode this process got.
-`lrn` (with autograd; inside `torch.compile` the custom op `alexnet::lrn_triton`, opaque to
-it), `forward` and `backward` are the entry points; `alexnet.models.lrn` and `fused` choose
-when to use them.
+The kernels are defined at this module's first import: with `TRITON_INTERPRET=1` set before
+(best: before Python starts), Triton's interpreter runs them on CPU tensors, which is how the
+tests check them without a GPU (`INTERPRET` says which). `lrn` (with autograd; inside
+`torch.compile` the custom op `alexnet::lrn_triton`), `forward` and `backward` are the entry
+points; `alexnet.models.lrn` and `pool` choose when to use them.
 """
 
 from __future__ import annotations
@@ -33,7 +30,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from alexnet.models.lrn_params import LRNParams
+from alexnet.models import native
+from alexnet.models.native import LRNParams
 
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _INT32_LIMIT = 2**31 - 1
@@ -226,13 +224,6 @@ def _blocks(rows: int, width: int, cl: bool, backward: bool) -> tuple[int, int, 
     return block_r, block_w, 4 if backward else 8
 
 
-def dense(x: Tensor) -> Tensor:
-    """x itself when the kernels can read it (contiguous or channels-last 4-D), else a copy."""
-    if x.is_contiguous() or (x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)):
-        return x
-    return x.contiguous()
-
-
 def _launch(kernel, tensors: list[Tensor], p: LRNParams, backward: bool, relu: bool) -> None:
     x = tensors[0]
     rows, width, cl = _geometry(x)
@@ -284,7 +275,7 @@ def backward(x: Tensor, grad_out: Tensor, p: LRNParams, relu: bool = False) -> T
 def lrn_op(
     x: Tensor, size: int, groups: int, alpha: float, beta: float, k: float, relu: bool
 ) -> Tensor:
-    """LRN(x) (of ReLU(x) with `relu`) by the Triton kernel; x dense (see `dense`)."""
+    """LRN(x) (of ReLU(x) with `relu`) by the Triton kernel; x dense (`native.layout`)."""
     return forward(x, LRNParams(size, alpha, beta, k, groups), relu)
 
 
@@ -297,27 +288,11 @@ def lrn_backward_op(
     return backward(x, grad_out, LRNParams(size, alpha, beta, k, groups), relu)
 
 
-@lrn_op.register_fake
-def _(x, size, groups, alpha, beta, k, relu):
-    return torch.empty_like(x)
+lrn_op.register_fake(lambda x, *args: torch.empty_like(x))
+lrn_backward_op.register_fake(lambda x, *args: torch.empty_like(x))
 
 
-@lrn_backward_op.register_fake
-def _(x, grad_out, size, groups, alpha, beta, k, relu):
-    return torch.empty_like(x)
-
-
-def _setup_context(ctx, inputs, output) -> None:
-    ctx.save_for_backward(inputs[0])
-    ctx.args = inputs[1:]
-
-
-def _backward(ctx, grad_out: Tensor):
-    (x,) = ctx.saved_tensors
-    return lrn_backward_op(x, grad_out, *ctx.args), *([None] * 6)
-
-
-lrn_op.register_autograd(_backward, setup_context=_setup_context)
+native.register_input_autograd(lrn_op, lrn_backward_op)
 
 
 class _LRN(torch.autograd.Function):
@@ -340,7 +315,7 @@ def lrn(x: Tensor, p: LRNParams, relu: bool = False) -> Tensor:
     """LRN(x) (LRN(ReLU(x)) with `relu`, x left as it is) with autograd through the Triton
     kernels; x: (N, C, ...) of `DTYPES`. Inside `torch.compile` the custom op
     `alexnet::lrn_triton`."""
-    x = dense(x)
+    x = x if native.layout(x) else x.contiguous()  # the kernels read NCHW or channels-last
     if torch.compiler.is_compiling():
         return lrn_op(x, p.size, p.groups, p.alpha, p.beta, p.k, relu)
     return _LRN.apply(x, p, relu)

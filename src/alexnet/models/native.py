@@ -7,10 +7,10 @@ is how an AVX-512 machine runs the code an AVX2 user's machine runs). The
 library is cached in `$ALEXNET_CACHE_DIR` (default `$XDG_CACHE_HOME/alexnet` or
 `~/.cache/alexnet`; a temporary directory if that is not writable) under a name that hashes
 the sources, the compiler command, the target instruction set and the CPU's feature flags, so
-a shared home directory never hands one machine another's build. Without a
-compiler the layers fall back to torch ops (same values, slower) and say so once;
-`ALEXNET_NATIVE=0` turns the kernels off. `native_ops` registers the kernels as torch custom
-ops (what the layers call, and what `torch.compile` sees).
+a shared home directory never hands one machine another's build. Without a compiler the layers
+fall back to torch ops (same values, slower) and say so once; `ALEXNET_NATIVE=0` turns the
+kernels off. `lrn` and `pool` wrap these calls with autograd (as torch custom ops inside
+`torch.compile`), calling them by module attribute at run time.
 
 `kernels.h` is the one declaration of the kernels' signatures: the C sources include it (the
 compiler checks the definitions against it), the ctypes signatures are built from it here, and
@@ -30,13 +30,12 @@ import sys
 import tempfile
 import threading
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
-
-from alexnet.models.lrn_params import LRNParams
 
 _NAMES = ("lrn_kernel.c", "pool_kernel.c", "fused_kernel.c")
 SOURCES = [Path(__file__).with_name(name) for name in _NAMES]
@@ -53,16 +52,53 @@ _TRIED = False
 _REASON = ""
 
 
+ALPHA_CONVENTIONS = ("paper", "per_size")
+
+
+@dataclass(frozen=True)
+class LRNParams:
+    """b_i = a_i / (k + alpha * sum of a_j^2 over the `size` channels centred on i)^beta.
+
+    `alpha` here always multiplies the window sum itself (the paper's convention, §3.3: k=2,
+    n=5, alpha=1e-4, beta=0.75); `from_convention` converts Caffe's / torch's alpha, which is
+    divided by n. `groups` > 1 normalizes each of that many channel blocks on its own (the
+    paper's towers, §3.2). What the layer passes to its kernels (C here, or `lrn_triton`).
+    """
+
+    size: int = 5
+    alpha: float = 1e-4
+    beta: float = 0.75
+    k: float = 2.0
+    groups: int = 1
+
+    def __post_init__(self) -> None:
+        if self.size < 1 or self.groups < 1:
+            raise ValueError(f"LRN size and groups must be >= 1, got {self.size}, {self.groups}")
+
+    @classmethod
+    def from_convention(
+        cls, size: int, alpha: float, beta: float, k: float, groups: int = 1, convention="paper"
+    ) -> LRNParams:
+        """convention "paper": alpha multiplies the sum; "per_size": alpha / size does (as
+        `torch.nn.LocalResponseNorm`, Caffe and cuda-convnet)."""
+        if convention not in ALPHA_CONVENTIONS:
+            raise ValueError(
+                f"LRN alpha_convention {convention!r} is not one of {', '.join(ALPHA_CONVENTIONS)}"
+            )
+        scale = 1.0 / size if convention == "per_size" else 1.0
+        return cls(int(size), float(alpha) * scale, float(beta), float(k), int(groups))
+
+
 class CompileError(OSError):
     """The C compiler ran and failed."""
 
 
-class Signature:
+class Signature(NamedTuple):
     """One kernel's C prototype: return type and (name, ctypes type) per parameter."""
 
-    def __init__(self, name: str, restype: Any, params: list[tuple[str, Any]]) -> None:
-        self.name, self.restype, self.params = name, restype, params
-        self.names = [param for param, _ in params]
+    name: str
+    restype: Any
+    params: list[tuple[str, Any]]
 
     @property
     def argtypes(self) -> list[Any]:
@@ -97,16 +133,9 @@ def parse_prototypes(text: str) -> dict[str, Signature]:
     return signatures
 
 
-def _bind(lib: ctypes.CDLL, signatures: dict[str, Signature]) -> None:
-    """Give each header function in `lib` its ctypes signature."""
-    for sig in signatures.values():
-        fn = getattr(lib, sig.name)
-        fn.restype, fn.argtypes = sig.restype, sig.argtypes
-
-
 def _call(name: str, **args: Any) -> int:
     """Call kernel `name` with arguments named as in kernels.h (a mismatch raises TypeError)."""
-    names = _SIGNATURES[name].names
+    names = [param for param, _ in _SIGNATURES[name].params]
     if list(args) != names:
         raise TypeError(
             f"{name}: called with ({', '.join(args)}), kernels.h has ({', '.join(names)})"
@@ -156,7 +185,7 @@ def _build(compiler: str, target: Path) -> None:
     fd, tmp = tempfile.mkstemp(prefix=target.stem, suffix=".tmp", dir=target.parent)
     os.close(fd)
     try:
-        errors = ""
+        error = ""
         march = _march()
         # some compilers (or CPUs) lack -march=native; a named instruction set is not optional
         for arch in ([f"-march={march}"], []) if march == "native" else ([f"-march={march}"],):
@@ -165,9 +194,8 @@ def _build(compiler: str, target: Path) -> None:
             if done.returncode == 0:
                 os.replace(tmp, target)
                 return
-            errors = done.stderr.strip().splitlines()[-1:] or [f"exit {done.returncode}"]
-            errors = errors[0]
-        raise CompileError(f"{compiler} failed: {errors}")
+            error = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+        raise CompileError(f"{compiler} failed: {error}")
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -219,7 +247,9 @@ def _load() -> ctypes.CDLL | None:
                 _build(compiler, target)
     signatures = parse_prototypes(HEADER.read_text())
     lib = ctypes.CDLL(str(target))
-    _bind(lib, signatures)
+    for sig in signatures.values():
+        fn = getattr(lib, sig.name)
+        fn.restype, fn.argtypes = sig.restype, sig.argtypes
     _SIGNATURES.clear()
     _SIGNATURES.update(signatures)
     return lib
@@ -243,6 +273,21 @@ def available() -> bool:
 def reason_unavailable() -> str:
     """Why `library()` returned None ('' when it is available or was not tried)."""
     return _REASON
+
+
+def register_input_autograd(op: Any, backward_op: Any) -> None:
+    """Give the custom op `op(x, *args)` its gradient `backward_op(x, dL/dout, *args)`, saving
+    only x (the LRN kernels recompute the rest); `args` get none."""
+
+    def setup(ctx, inputs, output) -> None:
+        ctx.save_for_backward(inputs[0])
+        ctx.args = inputs[1:]
+
+    def backward(ctx, grad_out: Tensor):
+        (x,) = ctx.saved_tensors
+        return backward_op(x, grad_out, *ctx.args), *([None] * len(ctx.args))
+
+    op.register_autograd(backward, setup_context=setup)
 
 
 def layout(x: Tensor) -> str | None:
@@ -291,20 +336,29 @@ def lrn(x: Tensor, grad_out: Tensor | None, p: LRNParams, out: Tensor | None = N
     return out
 
 
+def pooled_empty(x: Tensor, kernel: int, stride: int, train: bool) -> tuple[Tensor, Tensor | None]:
+    """Empty (pooled, places if `train`) for pooling x (N, C, H, W) without padding: both
+    (N, C, OH, OW) in x's layout and device, places uint8."""
+    n, c, h, w = x.shape
+    fmt = torch.channels_last if layout(x) == "cl" else torch.contiguous_format
+    shape = (n, c, (h - kernel) // stride + 1, (w - kernel) // stride + 1)
+    out = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=fmt)
+    if not train:
+        return out, None
+    return out, torch.empty(shape, dtype=torch.uint8, device=x.device, memory_format=fmt)
+
+
 def max_pool(x: Tensor, kernel: int, stride: int, train: bool) -> tuple[Tensor, Tensor | None]:
     """Max-pool (N, C, H, W) -> (N, C, OH, OW), no padding; with each winner's window place
     (uint8, 0 .. kernel^2 - 1, first maximum in row-major order, NaN wins) when `train`."""
     assert library() is not None and kernel * kernel <= 256
+    out, places = pooled_empty(x, kernel, stride, train)
     n, c, h, w = x.shape
-    fmt = torch.channels_last if layout(x) == "cl" else torch.contiguous_format
-    shape = (n, c, (h - kernel) // stride + 1, (w - kernel) // stride + 1)
-    out = torch.empty(shape, dtype=x.dtype, memory_format=fmt)
-    places = torch.empty(shape, dtype=torch.uint8, memory_format=fmt) if train else None
     failed = _call(
         "alexnet_max_pool",
         x=x.data_ptr(), out=out.data_ptr(), argmax=None if places is None else places.data_ptr(),
         batch=n, channels=c, height=h, width=w, kernel=kernel, stride=stride,
-        channels_last=int(fmt == torch.channels_last), backward=0,
+        channels_last=int(layout(x) == "cl"), backward=0,
         bf16=int(x.dtype == torch.bfloat16), threads=_threads(),
     )  # fmt: skip
     if failed:
@@ -335,12 +389,7 @@ def max_pool_backward(
 
 
 def lrn_max_pool(
-    x: Tensor,
-    p: LRNParams,
-    kernel: int,
-    stride: int,
-    train: bool,
-    relu: bool = False,
+    x: Tensor, p: LRNParams, kernel: int, stride: int, train: bool, relu: bool = False
 ) -> tuple[Tensor, Tensor | None]:
     """MaxPool(LRN(x)) (or of LRN(ReLU(x)) with `relu`) without writing LRN's output.
 
@@ -348,18 +397,15 @@ def lrn_max_pool(
     if `train`) in x's layout and dtype.
     """
     assert library() is not None and x.dtype in (torch.float32, torch.bfloat16)
+    out, places = pooled_empty(x, kernel, stride, train)
     n, c, h, w = x.shape
-    fmt = torch.channels_last if layout(x) == "cl" else torch.contiguous_format
-    shape = (n, c, (h - kernel) // stride + 1, (w - kernel) // stride + 1)
-    out = torch.empty(shape, dtype=x.dtype, memory_format=fmt)
-    places = torch.empty(shape, dtype=torch.uint8, memory_format=fmt) if train else None
     failed = _call(
         "alexnet_lrn_max_pool",
         x=x.data_ptr(), g=None, out=out.data_ptr(),
         places=None if places is None else places.data_ptr(),
         batch=n, channels=c, height=h, width=w, size=p.size, groups=p.groups, alpha=p.alpha,
         beta=p.beta, k=p.k, kernel=kernel, stride=stride,
-        channels_last=int(fmt == torch.channels_last), relu=int(relu),
+        channels_last=int(layout(x) == "cl"), relu=int(relu),
         bf16=int(x.dtype == torch.bfloat16), threads=_threads(),
     )  # fmt: skip
     if failed:

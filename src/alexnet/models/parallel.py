@@ -16,13 +16,12 @@ from collections import OrderedDict
 import torch
 from torch import Tensor, nn
 
-from alexnet.models.alexnet import PAPER_WIDTHS, PaperAlexNet, pool_layer
+from alexnet.models.alexnet import PAPER_WIDTHS, PaperAlexNet, PaperOptions, pool_layer
 from alexnet.models.common import AlexNetModel, check_input, make_activation
-from alexnet.models.fused import run_sequential
 from alexnet.models.lrn import LRN
+from alexnet.models.pool import run_sequential
 
 _CONV_TOWER = ("conv1", "conv2", "conv3", "conv4", "conv5")
-_FC = ("fc6", "fc7", "fc8")
 # where the paper model keeps each layer in its state_dict
 _PAPER_KEY = {
     **{n: f"features.{n}" for n in _CONV_TOWER},
@@ -86,6 +85,7 @@ class TwoDeviceAlexNet(AlexNetModel):
     """
 
     name = "paper"  # its config rebuilds the single-device model, whose weights convert
+    Options = PaperOptions
 
     def __init__(
         self, num_classes: int = 1000, *, devices: tuple[str, str] = ("cpu", "cpu"), **options
@@ -97,12 +97,9 @@ class TwoDeviceAlexNet(AlexNetModel):
             raise ValueError("the two-device split needs the two-tower model (towers=2)")
         if tuple(opts["widths"]) != PAPER_WIDTHS or opts["remove_conv"] is not None:
             raise ValueError("the two-device split needs the paper's widths and all five convs")
-        if opts.get("lrn_scope", "tower") != "tower":
+        if opts["lrn_scope"] != "tower":
             raise ValueError("the two-device split normalizes each tower on its device (§3.2)")
-        self._declare(
-            opts, input_size=reference.input_size, in_channels=3, penultimate_dim=4096,
-            penultimate_name="fc7",
-        )  # fmt: skip
+        self._declare(PaperOptions(**opts), penultimate_dim=4096, penultimate_name="fc7")
         self.devices = (torch.device(devices[0]), torch.device(devices[1]))
         fc8_a, fc8_b = _fc8_split(num_classes)
         self.tower_a = _Tower(opts, fc8_a).to(self.devices[0])

@@ -6,9 +6,7 @@ The names, their descriptions and their classes are listed once, in `alexnet.mod
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
-import inspect
 from typing import Any
 
 from alexnet.errors import UserError
@@ -19,11 +17,6 @@ from alexnet.models.common import AlexNetModel
 def list_models() -> list[str]:
     """The names `get_model` accepts."""
     return list(MODELS)
-
-
-def describe_models() -> dict[str, str]:
-    """One line about each model, by name."""
-    return {name: entry.about for name, entry in MODELS.items()}
 
 
 def model_class(name: str) -> type[AlexNetModel]:
@@ -38,24 +31,10 @@ def model_class(name: str) -> type[AlexNetModel]:
 
 
 def option_defaults(name: str) -> dict[str, Any]:
-    """Each option of model `name` that has a default, with that default (tuples as lists, as
-    `model.config` stores them). An option added in a later version defaults to the network
-    it extends, so an older `config` that lacks it means this default."""
-    cls = model_class(name)
-    options = getattr(cls, "Options", None)  # a model whose options are a dataclass
-    if options is not None:
-        made = options()
-        return {f.name: _stored(getattr(made, f.name)) for f in dataclasses.fields(options)}
-    params = inspect.signature(cls).parameters.values()
-    return {
-        p.name: list(p.default) if isinstance(p.default, tuple) else p.default
-        for p in params
-        if p.default is not inspect.Parameter.empty
-    }
-
-
-def _stored(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
+    """Each option of model `name` with its default, as `model.config` stores it (tuples as
+    lists). An option added in a later version defaults to the network it extends, so an older
+    `config` that lacks it means this default."""
+    return model_class(name).Options().to_config()
 
 
 def get_model(name: str, num_classes: int | None = None, **options: Any) -> AlexNetModel:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -15,23 +14,55 @@ from alexnet.models.alexnet import POOLS, pool_layer
 from alexnet.models.common import (
     ACTIVATIONS,
     AlexNetModel,
-    check_choice,
-    check_count,
-    check_dropout,
+    ModelOptions,
     check_input,
-    check_switch,
     check_widths,
     init_normal,
     make_activation,
 )
 from alexnet.models.lrn import LRN
+from alexnet.values import (
+    NONNEGATIVE_INT,
+    POSITIVE_INT,
+    SWITCH,
+    UNIT_INTERVAL_OPEN_TOP,
+    Choice,
+)
 
 
-def _head_options(num_classes: int, dropout: float) -> dict[str, Any]:
-    """The options of `seed` and `torchvision`, checked: fc8's size and fc6/fc7's dropout."""
-    check_count("num_classes", num_classes, 1)
-    check_dropout("dropout", dropout)
-    return {"num_classes": num_classes, "dropout": dropout}
+@dataclass(frozen=True)
+class HeadOptions(ModelOptions):
+    """The options of `seed` and `torchvision`: fc8's size and fc6/fc7's dropout (§4.2)."""
+
+    num_classes: int = 1000
+    dropout: float = 0.5
+
+    def __post_init__(self) -> None:
+        self.check(num_classes=POSITIVE_INT, dropout=UNIT_INTERVAL_OPEN_TOP)
+
+
+def _seed_layers(
+    widths: tuple[int, ...], num_classes: int, dropout: float
+) -> tuple[nn.Sequential, nn.Sequential]:
+    """(features, classifier) of the seed's and torchvision's nets, module for module: convs
+    11/4 pad 2, 5 pad 2 and three 3 pad 1 of `widths`, each with a ReLU, 3/2 max-pools after
+    conv1, conv2 and conv5; then dropout, fc6, ReLU, dropout, fc7, ReLU, fc8."""
+    channels, layers = (3, *widths), []
+    for i, (kernel, stride, pad) in enumerate([(11, 4, 2), (5, 1, 2), *[(3, 1, 1)] * 3]):
+        conv = nn.Conv2d(channels[i], widths[i], kernel_size=kernel, stride=stride, padding=pad)
+        layers += [conv, nn.ReLU(inplace=True)]
+        if i in (0, 1, 4):
+            layers.append(nn.MaxPool2d(kernel_size=3, stride=2))
+    classifier = nn.Sequential(
+        nn.Dropout(dropout),
+        nn.Linear(widths[-1] * 6 * 6, 4096),
+        nn.ReLU(inplace=True),
+        nn.Dropout(dropout),
+        nn.Linear(4096, 4096),
+        nn.ReLU(inplace=True),
+        nn.Linear(4096, num_classes),
+    )
+    return nn.Sequential(*layers), classifier
 
 
 class SeedAlexNet(AlexNetModel):
@@ -43,37 +74,13 @@ class SeedAlexNet(AlexNetModel):
     """
 
     name = "seed"
+    Options = HeadOptions
 
     def __init__(self, num_classes: int = 1000, *, dropout: float = 0.5) -> None:
         super().__init__()
-        self._declare(
-            _head_options(num_classes, dropout),
-            input_size=224, in_channels=3, penultimate_dim=4096, penultimate_name="fc7",
-        )  # fmt: skip
-        self.features = nn.Sequential(
-            nn.Conv2d(3, 96, kernel_size=11, stride=4, padding=2),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(kernel_size=3, stride=2),
-            nn.Conv2d(96, 256, kernel_size=5, padding=2),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(kernel_size=3, stride=2),
-            nn.Conv2d(256, 384, kernel_size=3, padding=1),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(384, 384, kernel_size=3, padding=1),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(384, 256, kernel_size=3, padding=1),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(kernel_size=3, stride=2),
-        )
-        self.classifier = nn.Sequential(
-            nn.Dropout(dropout),
-            nn.Linear(256 * 6 * 6, 4096),
-            nn.ReLU(inplace=True),
-            nn.Dropout(dropout),
-            nn.Linear(4096, 4096),
-            nn.ReLU(inplace=True),
-            nn.Linear(4096, num_classes),
-        )
+        self._declare(HeadOptions(num_classes, dropout), 4096, "fc7")
+        widths = (96, 256, 384, 384, 256)
+        self.features, self.classifier = _seed_layers(widths, num_classes, dropout)
 
     def forward_penultimate(self, x: Tensor) -> Tensor:
         """(N, 3, 224, 224) -> fc7 activations after ReLU (N, 4096)."""
@@ -94,38 +101,14 @@ class TorchvisionAlexNet(AlexNetModel):
     """
 
     name = "torchvision"
+    Options = HeadOptions
 
     def __init__(self, num_classes: int = 1000, *, dropout: float = 0.5) -> None:
         super().__init__()
-        self._declare(
-            _head_options(num_classes, dropout),
-            input_size=224, in_channels=3, penultimate_dim=4096, penultimate_name="fc7",
-        )  # fmt: skip
-        self.features = nn.Sequential(
-            nn.Conv2d(3, 64, kernel_size=11, stride=4, padding=2),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(kernel_size=3, stride=2),
-            nn.Conv2d(64, 192, kernel_size=5, padding=2),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(kernel_size=3, stride=2),
-            nn.Conv2d(192, 384, kernel_size=3, padding=1),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(384, 256, kernel_size=3, padding=1),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(256, 256, kernel_size=3, padding=1),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(kernel_size=3, stride=2),
-        )
-        self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
-        self.classifier = nn.Sequential(
-            nn.Dropout(p=dropout),
-            nn.Linear(256 * 6 * 6, 4096),
-            nn.ReLU(inplace=True),
-            nn.Dropout(p=dropout),
-            nn.Linear(4096, 4096),
-            nn.ReLU(inplace=True),
-            nn.Linear(4096, num_classes),
-        )
+        self._declare(HeadOptions(num_classes, dropout), 4096, "fc7")
+        features, classifier = _seed_layers((64, 192, 384, 256, 256), num_classes, dropout)
+        self.features, self.avgpool = features, nn.AdaptiveAvgPool2d((6, 6))
+        self.classifier = classifier
 
     def forward_penultimate(self, x: Tensor) -> Tensor:
         """(N, 3, H, W) -> fc7 activations after ReLU (N, 4096)."""
@@ -148,7 +131,7 @@ SMALL_INITS = ("paper", "torch")
 
 
 @dataclass(frozen=True)
-class SmallOptions:
+class SmallOptions(ModelOptions):
     """The small CNN family's options (§3.1 Fig. 1, §3.3); checked when made, and stored as
     the model's config (`to_config`)."""
 
@@ -174,23 +157,21 @@ class SmallOptions:
 
     def __post_init__(self) -> None:
         """Refuse a bad option with a UserError that names it and what it may be."""
-        check_count("num_classes", self.num_classes, 1)
-        check_choice("in_channels", self.in_channels, (1, 3))
-        check_choice("input_size", self.input_size, (28, 32))
-        check_switch("lrn", self.lrn)
-        check_choice("pool", self.pool, POOLS)
-        check_choice("activation", self.activation, ACTIVATIONS)
-        check_count("hidden", self.hidden, 0)
-        check_dropout("dropout", self.dropout)
-        check_switch("batchnorm", self.batchnorm)
-        check_choice("init", self.init, SMALL_INITS)
-        check_choice("towers", self.towers, (1, 2))
-        check_choice("remove_conv", self.remove_conv, (None, "conv2"))
+        self.check(
+            num_classes=POSITIVE_INT,
+            in_channels=Choice((1, 3)),
+            input_size=Choice((28, 32)),
+            lrn=SWITCH,
+            pool=Choice(POOLS),
+            activation=Choice(ACTIVATIONS),
+            hidden=NONNEGATIVE_INT,
+            dropout=UNIT_INTERVAL_OPEN_TOP,
+            batchnorm=SWITCH,
+            init=Choice(SMALL_INITS),
+            towers=Choice((1, 2)),
+            remove_conv=Choice((None, "conv2")),
+        )
         object.__setattr__(self, "widths", check_widths(self.widths, 3, self.towers))
-
-    def to_config(self) -> dict[str, Any]:
-        """The options as the model's config stores them (lists, not tuples)."""
-        return {**dataclasses.asdict(self), "widths": list(self.widths)}
 
 
 class SmallCNN(AlexNetModel):
@@ -223,11 +204,8 @@ class SmallCNN(AlexNetModel):
             head["drop4"] = nn.Dropout(o.dropout)
         self.head = nn.Sequential(head)
         self.fc = nn.Linear(o.hidden or flat, o.num_classes)
-        self._declare(
-            o.to_config(), input_size=o.input_size, in_channels=o.in_channels,
-            penultimate_dim=o.hidden or flat,
-            penultimate_name=f"hidden ({o.hidden})" if o.hidden else "conv3 (flattened)",
-        )  # fmt: skip
+        penultimate = f"hidden ({o.hidden})" if o.hidden else "conv3 (flattened)"
+        self._declare(o, penultimate_dim=o.hidden or flat, penultimate_name=penultimate)
         if o.init == "paper":
             with torch.no_grad():
                 for m in self.modules():
@@ -251,8 +229,8 @@ def _small_stack(o: SmallOptions) -> tuple[nn.Sequential, int]:
     for i, width in enumerate(o.widths, start=1):
         if o.remove_conv != f"conv{i}":
             groups = o.towers if i > 1 else 1
-            layers[f"conv{i}"] = nn.Conv2d(channels, width, 5, padding=2, groups=groups,
-                                           bias=not o.batchnorm)  # fmt: skip
+            conv = nn.Conv2d(channels, width, 5, padding=2, groups=groups, bias=not o.batchnorm)
+            layers[f"conv{i}"] = conv
             if o.batchnorm:
                 layers[f"bn{i}"] = nn.BatchNorm2d(width)
             layers[f"act{i}"] = make_activation(o.activation)
