@@ -45,6 +45,68 @@ def test_summary_json_totals(capsys):
     assert p227["layers"][0]["output_shape"] == [96, 55, 55]
 
 
+def _fields_by_hand(layers: list[tuple[str, int, int, int]], size: int) -> dict:
+    """(receptive field, jump, first centre) by the textbook recursion over (name, k, s, p)."""
+    rf, jump, start, out = 1, 1, 0.5, {}
+    for name, k, s, p in layers:
+        rf, start, jump = rf + (k - 1) * jump, start + ((k - 1) / 2 - p) * jump, jump * s
+        out[name] = (rf, jump, start)
+    return out
+
+
+PAPER_GEOMETRY = [
+    ("conv1", 11, 4, 2), ("pool1", 3, 2, 0), ("conv2", 5, 1, 2), ("pool2", 3, 2, 0),
+    ("conv3", 3, 1, 1), ("conv4", 3, 1, 1), ("conv5", 3, 1, 1), ("pool5", 3, 2, 0),
+]  # fmt: skip
+
+
+def test_receptive_fields_follow_the_layer_arithmetic(capsys):
+    """Paper §3.5's geometry by hand: conv1 11/4, pool1 19/8, conv2 51/8, ..., pool5 195/32;
+    LRN keeps its conv's field; fc layers see the whole image."""
+    rows = {r["name"]: r for r in run_json(capsys, "--model", "paper")["layers"]}
+    want = _fields_by_hand(PAPER_GEOMETRY, 224)
+    for name, (rf, jump, start) in want.items():
+        assert (rows[name]["receptive_field"], rows[name]["jump"]) == (rf, jump), name
+        assert rows[name]["start"] == pytest.approx(start), name
+    assert [want[n][:2] for n in ("conv1", "pool1", "conv2", "pool5")] == [
+        (11, 4), (19, 8), (51, 8), (195, 32)]  # fmt: skip
+    assert (rows["norm1"]["receptive_field"], rows["norm2"]["jump"]) == (11, 8)
+    assert all(rows[f"fc{i}"]["receptive_field"] == 224 for i in (6, 7, 8))
+    at227 = run_json(capsys, "--model", "paper", "--input-size", "227")
+    at227 = {r["name"]: r for r in at227["layers"]}
+    assert at227["pool5"]["receptive_field"] == 195  # conv1 without padding: the same field
+    small = {r["name"]: r for r in run_json(capsys, "--model", "small")["layers"]}
+    geometry = [("conv1", 5, 1, 2), ("pool1", 3, 2, 0), ("conv2", 5, 1, 2), ("pool2", 3, 2, 0),
+                ("conv3", 5, 1, 2), ("pool3", 3, 2, 0)]  # fmt: skip
+    for name, (rf, jump, _) in _fields_by_hand(geometry, 32).items():
+        assert (small[name]["receptive_field"], small[name]["jump"]) == (rf, jump), name
+    assert "RF" in main_table(capsys)
+
+
+def main_table(capsys) -> str:
+    assert main(["summary", "--model", "paper"]) == 0
+    return capsys.readouterr().out.splitlines()[0]
+
+
+def test_receptive_field_box_at_the_borders():
+    """The input pixels an output sees, clipped to the image: conv1's first unit reads pixels
+    -2..8 (padding 2), i.e. 0..8 of the image; its last (54) reads 214..224, i.e. 214..223."""
+    from alexnet.models.registry import get_model
+    from alexnet.models.summary import Field, layer_table
+
+    rows = {r.name: r for r in layer_table(get_model("paper"))}
+    conv1 = Field(rows["conv1"].receptive_field, rows["conv1"].jump, rows["conv1"].start)
+    assert conv1.box(0, 0, 224) == [0, 0, 9, 9]
+    assert conv1.box(54, 54, 224) == [214, 214, 224, 224]
+    assert conv1.box(3, 1, 224) == [2, 10, 13, 21]  # x from 1 * 4 - 2, y from 3 * 4 - 2
+    pool5 = Field(rows["pool5"].receptive_field, rows["pool5"].jump, rows["pool5"].start)
+    for i in range(6):  # centre 31.5 + 32 i, half 97.5: clipped at the borders
+        lo, hi = 31.5 + 32 * i - 97.5, 31.5 + 32 * i + 97.5
+        assert pool5.box(i, i, 224) == [max(0, round(lo)), max(0, round(lo)),
+                                         min(224, round(hi)), min(224, round(hi))]  # fmt: skip
+    assert pool5.box(5, 0, 224)[0] == 0 and pool5.box(0, 5, 224)[2] == 224
+
+
 def test_summary_table_text(capsys):
     assert main(["summary", "--model", "paper"]) == 0
     out = capsys.readouterr().out

@@ -1,7 +1,15 @@
 """The per-layer table (the seed's form, corrected), measured from the model object itself.
 
-Shapes come from running a forward pass with hooks; weights, biases and multiply-adds from
-the layers' own attributes. Nothing is typed in.
+Shapes come from running a forward pass with hooks; weights, biases, multiply-adds and
+receptive fields from the layers' own attributes. Nothing is typed in.
+
+Receptive field (input pixels one output sees along a side), jump (input pixels between
+neighbouring outputs) and start (the input coordinate of the centre of output (0, 0)'s field)
+follow each layer in call order: a layer of kernel k, stride s, padding p and dilation d maps
+(rf, jump, start) to (rf + (k - 1) d jump, jump s, start + ((k - 1) d / 2 - p) jump). ReLU and
+LRN keep them; a fully-connected layer sees the whole image (receptive field = input size,
+jump 0). Paper net at 224: conv1 11/4, pool1 19/8, conv2 51/8, pool2 67/16, conv3 99/16,
+conv4 131/16, conv5 163/16, pool5 195/32 (Zeiler & Fergus' patches, `alexnet explore`).
 """
 
 from __future__ import annotations
@@ -34,6 +42,53 @@ class LayerRow:
     biases: int
     params: int
     macs: int
+    receptive_field: int  # input pixels one output sees along a side (the input size for fc)
+    jump: int  # input pixels between neighbouring outputs (0 for fc: one position)
+    start: float  # input coordinate of the centre of output (0, 0)'s field
+
+
+@dataclass(frozen=True)
+class Field:
+    """Where one layer's outputs look in the input: see the module docstring."""
+
+    receptive_field: int = 1
+    jump: int = 1
+    start: float = 0.5  # the centre of input pixel 0
+
+    def after(self, module: nn.Module, inp: torch.Size, input_size: int) -> Field:
+        """The field of `module`'s outputs, given this field of its input (N, C, H, W)."""
+        if isinstance(module, nn.Linear):
+            return Field(input_size, 0, input_size / 2)
+        if isinstance(module, nn.AdaptiveAvgPool2d):  # windows of side ceil(H / out)
+            out = module.output_size if isinstance(module.output_size, int) else None
+            out = out or module.output_size[0]
+            stride, kernel = inp[-2] // out, -(-inp[-2] // out)
+            k, s, p, d = kernel, stride, 0, 1
+        elif isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
+            k, s, p = (_first(getattr(module, n)) for n in ("kernel_size", "stride", "padding"))
+            d = _first(getattr(module, "dilation", 1))
+        else:  # ReLU, LRN: one output per input
+            return self
+        return Field(
+            self.receptive_field + (k - 1) * d * self.jump,
+            self.jump * s,
+            self.start + ((k - 1) * d / 2 - p) * self.jump,
+        )
+
+    def box(self, y: int, x: int, input_size: int) -> list[int]:
+        """[x0, y0, x1, y1] of output (y, x)'s field in the input, clipped to the image."""
+        half = self.receptive_field / 2
+
+        def span(i: int) -> tuple[int, int]:
+            centre = self.start + i * self.jump
+            return max(0, round(centre - half)), min(input_size, round(centre + half))
+
+        (x0, x1), (y0, y1) = span(x), span(y)
+        return [x0, y0, x1, y1]
+
+
+def _first(value) -> int:
+    return int(value[0] if isinstance(value, tuple) else value)
 
 
 def _pair(value) -> str:
@@ -45,7 +100,9 @@ def _hw(shape: torch.Size) -> str:
     return f"{shape[-2]}x{shape[-1]}" if len(shape) == 4 else str(shape[-1])
 
 
-def _row(name: str, kind: str, module: nn.Module, inp: torch.Size, out: torch.Size) -> LayerRow:
+def _row(
+    name: str, kind: str, module: nn.Module, inp: torch.Size, out: torch.Size, field: Field
+) -> LayerRow:
     weights = module.weight.numel() if getattr(module, "weight", None) is not None else 0
     biases = module.bias.numel() if getattr(module, "bias", None) is not None else 0
     output = f"{out[-2]}x{out[-1]}x{out[1]}" if len(out) == 4 else str(out[-1])
@@ -73,6 +130,7 @@ def _row(name: str, kind: str, module: nn.Module, inp: torch.Size, out: torch.Si
     return LayerRow(
         name, kind, _hw(inp), int(channels), kernel, padding, stride, output,
         [int(s) for s in out[1:]], weights, biases, weights + biases, int(macs),
+        field.receptive_field, field.jump, field.start,
     )  # fmt: skip
 
 
@@ -101,8 +159,9 @@ def layer_table(model: nn.Module, input_size: int | None = None) -> list[LayerRo
         model.train(was_training)
     names = {m: n.rsplit(".", 1)[-1] for n, m in model.named_modules()}
     counters = {"conv": 0, "pool": 0, "norm": 0, "fc": 0}
-    rows = []
+    rows, field = [], Field()
     for module, inp, out in calls:
+        field = field.after(module, inp, size)
         kind = kinds[module]
         counters[kind] += 1
         if kind == "fc" and counters["fc"] == 1:
@@ -110,7 +169,7 @@ def layer_table(model: nn.Module, input_size: int | None = None) -> list[LayerRo
         name = names[module]
         if not name or name.isdigit():
             name = f"{kind}{counters[kind]}"
-        rows.append(_row(name, kind, module, inp, out))
+        rows.append(_row(name, kind, module, inp, out, field))
     return rows
 
 
@@ -130,7 +189,7 @@ _COLUMNS = [
     ("Layer", "name"), ("Input", "input"), ("#Channels", "channels"), ("Kernel", "kernel"),
     ("Padding", "padding"), ("Stride", "stride"), ("Output", "output"),
     ("#Weights", "weights"), ("#Biases", "biases"), ("#Params", "params"),
-    ("Mult-adds", "macs"),
+    ("Mult-adds", "macs"), ("RF", "receptive_field"), ("Jump", "jump"),
 ]  # fmt: skip
 
 
@@ -146,7 +205,7 @@ def format_table(summary: dict, markdown: bool = False) -> str:
     header = [title for title, _ in _COLUMNS]
     body = [[cell(r, key) for _, key in _COLUMNS] for r in summary["layers"]]
     total = ["Total", "", "", "", "", "", "", "", "", f"{summary['total_params']:,}"]
-    total.append(f"{summary['total_macs']:,}")
+    total += [f"{summary['total_macs']:,}", "", ""]
     if markdown:
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(row) + " |" for row in body]
