@@ -50,6 +50,60 @@ def test_imagefolder(tmp_path):
             assert np.abs(img.astype(int) - ref).max() <= 3  # JPEG draft decoding may differ
 
 
+def _class_folders(root: Path, counts: dict[str, int]) -> dict[str, list[str]]:
+    """root/<class>/<i>.jpg for each class; returns {class: [relative paths]}."""
+    files = {}
+    for c, (name, n) in enumerate(counts.items()):
+        (root / name).mkdir(parents=True)
+        files[name] = []
+        for i in range(n):
+            (root / name / f"{i:03d}.jpg").write_bytes(dh.jpeg_bytes(dh.photo(7 * c + i)))
+            files[name].append(f"{name}/{i:03d}.jpg")
+    return files
+
+
+def test_plain_class_folders_get_a_seeded_stratified_val_split(tmp_path, capsys):
+    """photos/<class>/*.jpg (no train/ or val/): prepare holds out round(f x n) images of each
+    class (at least one of a class with two), drawn with --seed; train and val partition the
+    files; the split is recorded in report.json and said in one line."""
+    from alexnet import cli
+
+    counts = {"cats": 20, "dogs": 10, "owls": 2, "solo": 1}
+    files = _class_folders(tmp_path / "photos", counts)
+    argv = ["prepare", str(tmp_path / "photos"), str(tmp_path / "a"), "--size", "16",
+            "--val-fraction", "0.25", "--no-progress"]  # fmt: skip
+    assert cli.main(argv) == 0
+    assert "0.25 of each class held out" in capsys.readouterr().out
+    report = json.loads((tmp_path / "a" / "report.json").read_text())
+    assert report["val_split"] == {"val_fraction": 0.25, "seed": 0, "stratified": True}
+    source = open_source(str(tmp_path / "photos"), val_fraction=0.25, size=16)
+    assert source.name == "folder" and source.classes == list(counts)
+    listed = {s: [item[0] for item in source.items[s]] for s in ("train", "val")}
+    per_class = {c: sum(p.startswith(c + "/") for p in listed["val"]) for c in counts}
+    assert per_class == {"cats": 5, "dogs": 2, "owls": 1, "solo": 0}  # round(0.25 n), >= 1 of 2
+    assert sorted(listed["train"] + listed["val"]) == sorted(sum(files.values(), []))
+    assert report["splits"] == {"train": 33 - 8, "val": 8}
+    val = open_dataset(tmp_path / "a", "val")
+    labels = [int(v) for v in val.labels]
+    assert labels == [0] * 5 + [1] * 2 + [2]  # the listing's order: class, then file
+    again = open_source(str(tmp_path / "photos"), val_fraction=0.25, size=16)
+    other = open_source(str(tmp_path / "photos"), val_fraction=0.25, size=16, seed=1)
+    assert again.items == source.items and other.items["val"] != source.items["val"]
+    default = open_source(str(tmp_path / "photos"), size=16)  # 10 % unless told
+    assert len(default.items["val"]) == 2 + 1 + 1 + 0 and default.split["val_fraction"] == 0.1
+
+
+def test_val_fraction_of_a_folder_with_its_own_val_split_is_refused(tmp_path):
+    dh.imagefolder(tmp_path / "src")
+    with pytest.raises(UserError, match="has a validation split of its own"):
+        open_source(str(tmp_path / "src"), val_fraction=0.2)
+    only_train = tmp_path / "src2"  # an ImageFolder with train/ only: split as a plain folder
+    only_train.mkdir()
+    (tmp_path / "src" / "train").rename(only_train / "train")
+    source = open_source(str(only_train), val_fraction=1 / 3)
+    assert source.name == "imagefolder" and len(source.items["val"]) == 3  # 1 of each 3
+
+
 def test_ilsvrc2012_tars_and_devkit(tmp_path):
     truth = dh.ilsvrc2012(tmp_path / "src")
     source, report = _pack(tmp_path / "src", tmp_path / "out")

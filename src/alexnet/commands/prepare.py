@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from alexnet.commands.argtypes import int_range, nonnegative_int, positive_int
+from alexnet.commands.argtypes import float_range, int_range, nonnegative_int, positive_int
 from alexnet.commands.outputs import creatable_dir
 from alexnet.data.modes import DEFAULT_QUALITY, ENCODINGS, SOURCE_NAMES
 from alexnet.errors import UserError
@@ -20,15 +20,18 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "prepare",
         help="pack a dataset (ImageNet, Fashion-MNIST, CIFAR-10, ...) for fast training",
         description=(
-            "Read SRC (ImageFolder train/ + val/, the official ILSVRC2012 tars + devkit, the "
-            "Kaggle layout, Fashion-MNIST idx files, CIFAR-10 batches, or `synthetic`) and "
+            "Read SRC (a folder of class folders SRC/<class>/*, ImageFolder train/ + val/, the "
+            "official ILSVRC2012 tars + devkit, the Kaggle layout, Fashion-MNIST idx files, "
+            "CIFAR-10 batches, or `synthetic`) and "
             "write the packed dataset directory OUT: uint8 images (large images: shorter side "
             "to --size, centre crop; small datasets keep their size), labels, class names, the "
             "training mean image and RGB PCA, and OUT/report.json listing every skipped or "
             "repaired file. Interrupt it and run it again to resume. --encoding jpeg stores "
             "each image as a JPEG (about 1/13 of the bytes at q90), decoded as it is loaded. "
             "`alexnet prepare --verify OUT` re-reads a packed dataset and names every record "
-            "whose bytes no longer match their checksum."
+            "whose bytes no longer match their checksum. A folder without a validation split "
+            "gets one: --val-fraction of each class, drawn with --seed (recorded in "
+            "OUT/report.json)."
         ),
     )
     p.add_argument(
@@ -62,6 +65,19 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="skip images with more pixels than this (decompression bombs), >= 1 "
         "(default 89,478,485: Pillow's limit)",
     )
+    p.add_argument(
+        "--val-fraction",
+        type=float_range(0, 1, lo_open=True, hi_open=True),
+        default=None,
+        help="for a folder without a validation split (SRC/<class>/*, or only train/): the "
+        "fraction of each class held out for validation, in (0, 1) (default 0.1)",
+    )
+    p.add_argument(
+        "--seed",
+        type=nonnegative_int,
+        default=0,
+        help="random seed of that split and of synthetic data, >= 0 (0)",
+    )
     _add_storage_args(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     g = p.add_argument_group("synthetic data (--source synthetic)")
@@ -77,7 +93,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument(
         "--image-size", type=int_range(8, 1024), default=32, help="image side, 8..1024 (32)"
     )
-    g.add_argument("--seed", type=nonnegative_int, default=0, help="random seed, >= 0 (0)")
     return p
 
 
@@ -137,6 +152,8 @@ def run(args: argparse.Namespace) -> int:
         size=args.size,
         max_pixels=args.max_pixels,
         synthetic={k: getattr(args, k) for k in ("classes", "count", "image_size", "seed")},
+        val_fraction=args.val_fraction,
+        seed=args.seed,
     )
     try:
         with interruptible():  # the progress is saved: a rerun resumes
@@ -164,4 +181,9 @@ def run(args: argparse.Namespace) -> int:
         f"{len(report['repaired'])} repaired (see {Path(args.out) / 'report.json'}), "
         f"{time.perf_counter() - t0:.1f} s"
     )
+    if source.split:
+        print(
+            f"{args.out}: no validation split in {args.src}: {source.split['val_fraction']:g} of "
+            f"each class held out for it (seed {source.split['seed']}; --val-fraction, --seed)"
+        )
     return 0

@@ -1,4 +1,5 @@
-"""ImageNet-style layouts: ImageFolder trees, the official ILSVRC2012 tars, the Kaggle layout.
+"""ImageNet-style layouts: ImageFolder trees, plain class folders, the official ILSVRC2012
+tars, the Kaggle layout.
 
 Each reader lists a layout's images as (classes, {split: [Item]}, skipped (path, reason)); a
 `sources.FileSource` decodes them.
@@ -65,12 +66,48 @@ def _folder_items(d: Path, index: dict[str, int], root: Path) -> list[Item]:
     return items
 
 
+def is_class_folders(root: Path) -> bool:
+    """`<class>/*`: no train/ folder, and class folders that hold files."""
+    return not (root / "train").is_dir() and any(_files(d) for d in _subdirs(root))
+
+
+def class_folders(root: Path) -> Listing:
+    """`SRC/<class>/*` (a folder of photos per class): everything in "train"; the source
+    splits a validation set off it (`split_off_val`)."""
+    names = [p.name for p in _subdirs(root)]
+    if not names:
+        raise UserError(f"{root}: no class folders (expected {root}/<class>/<image files>)")
+    index = {n: i for i, n in enumerate(names)}
+    return names, {"train": _folder_items(root, index, root)}, []
+
+
+def split_off_val(items: list[Item], fraction: float, seed: int) -> dict[str, list[Item]]:
+    """A seeded, stratified split: in each class, round(fraction x its images) of them (at
+    least one where the class has two or more), drawn at random, go to "val"; both splits keep
+    the listing's order. The same files, fraction and seed give the same split."""
+    rng = np.random.default_rng(seed)
+    by_class: dict[int, list[int]] = {}
+    for i, item in enumerate(items):
+        by_class.setdefault(item[1], []).append(i)
+    val = set()
+    for label in sorted(by_class):
+        members = by_class[label]
+        n_val = round(fraction * len(members))
+        n_val = min(max(n_val, 1 if len(members) > 1 else 0), len(members) - 1)
+        val.update(members[j] for j in rng.permutation(len(members))[:n_val])
+    return {
+        "train": [it for i, it in enumerate(items) if i not in val],
+        "val": [it for i, it in enumerate(items) if i in val],
+    }
+
+
 def imagefolder(root: Path) -> Listing:
-    """`train/<class>/*` and `val/<class>/*`; classes are the sorted train folder names
-    (shown with their words when a LOC_synset_mapping.txt or synset_words.txt lies in SRC)."""
+    """`train/<class>/*` and `val/<class>/*` (or only train/: the source splits a validation
+    set off it); classes are the sorted train folder names (shown with their words when a
+    LOC_synset_mapping.txt or synset_words.txt lies in SRC)."""
     val = next((root / d for d in ("val", "validation", "valid") if (root / d).is_dir()), None)
-    if not is_imagefolder(root) or val is None:
-        raise UserError(f"{root}: ImageFolder layout needs train/<class>/ and val/<class>/ folders")
+    if not is_imagefolder(root):
+        raise UserError(f"{root}: ImageFolder layout needs train/<class>/ folders")
     names = [p.name for p in _subdirs(root / "train")]
     index = {n: i for i, n in enumerate(names)}
     classes = list(names)
@@ -79,10 +116,9 @@ def imagefolder(root: Path) -> Listing:
             words = _synset_words(root / words_file)
             classes = [words.get(n, n) for n in names]
             break
-    items = {
-        "train": _folder_items(root / "train", index, root),
-        "val": _folder_items(val, index, root),
-    }
+    items = {"train": _folder_items(root / "train", index, root)}
+    if val is not None:
+        items["val"] = _folder_items(val, index, root)
     return classes, items, []
 
 
@@ -234,4 +270,9 @@ def kaggle(root: Path) -> Listing:
     return [words[w] for w in wnids], {"train": train, "val": val}, skipped
 
 
-LAYOUTS = {"imagefolder": imagefolder, "ilsvrc2012": ilsvrc2012, "kaggle": kaggle}
+LAYOUTS = {
+    "imagefolder": imagefolder,
+    "folder": class_folders,
+    "ilsvrc2012": ilsvrc2012,
+    "kaggle": kaggle,
+}

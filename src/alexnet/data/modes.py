@@ -17,6 +17,7 @@ DEFAULT_QUALITY = 90  # JPEG
 SOURCE_NAMES = [
     "auto",
     "imagefolder",
+    "folder",
     "ilsvrc2012",
     "kaggle",
     "fashion-mnist",

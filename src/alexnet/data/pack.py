@@ -360,6 +360,8 @@ def _write_report(source: Source, partial: Path, counts: dict[str, int]) -> dict
             entry = json.loads(line)
             (skipped if entry.pop("kind") == "skipped" else repaired).append(entry)
     report = {"splits": counts, "classes": source.classes, "skipped": skipped, "repaired": repaired}
+    if source.split:  # the validation set was split off the training images: how
+        report["val_split"] = source.split
     (partial / REPORT).write_text(json.dumps(report, indent=1) + "\n")
     return report
 

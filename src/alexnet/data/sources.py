@@ -23,6 +23,8 @@ from alexnet.data.decode import DEFAULT_MAX_PIXELS, decode_image
 from alexnet.data.modes import SOURCE_NAMES
 from alexnet.errors import UserError
 
+DEFAULT_VAL_FRACTION = 0.1  # of each class, held out when a folder has no validation split
+
 FASHION_MNIST_CLASSES = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
@@ -54,6 +56,8 @@ class Source:
     image_size: tuple[int, int]
     # (path, reason) of files rejected while listing the input (e.g. no label): reported
     index_skipped: Sequence[tuple[str, str]] = ()
+    # how a validation set was split off the training images, when the input had none
+    split: dict[str, Any] | None = None
 
     def count(self, split: str) -> int:
         raise NotImplementedError
@@ -93,8 +97,23 @@ class FileSource(Source):
 
     parallel = True
 
-    def __init__(self, name: str, root: Path, size: int, max_pixels: int | None) -> None:
+    def __init__(
+        self,
+        name: str,
+        root: Path,
+        size: int,
+        max_pixels: int | None,
+        val_fraction: float | None = None,
+        seed: int = 0,
+    ) -> None:
         self.classes, self.items, self.index_skipped = imagenet.LAYOUTS[name](root)
+        if "val" in self.items and val_fraction is not None:
+            raise UserError(f"{root}: has a validation split of its own; a val fraction "
+                            "splits a folder that has none")  # fmt: skip
+        if "val" not in self.items:
+            fraction = DEFAULT_VAL_FRACTION if val_fraction is None else val_fraction
+            self.items = imagenet.split_off_val(self.items["train"], fraction, seed)
+            self.split = {"val_fraction": fraction, "seed": seed, "stratified": True}
         self.name, self.root, self.size = name, str(root), size
         self.max_pixels = max_pixels or DEFAULT_MAX_PIXELS
         self.image_size = (size, size)
@@ -136,7 +155,8 @@ class FileSource(Source):
 
     def describe(self) -> dict[str, Any]:
         n = {s: len(v) for s, v in self.items.items()}
-        return {**super().describe(), "root": self.root, "items": n, "max_pixels": self.max_pixels}
+        found = {"root": self.root, "items": n, "max_pixels": self.max_pixels}
+        return {**super().describe(), **found, **({"split": self.split} if self.split else {})}
 
     def __getstate__(self) -> dict:  # file descriptors do not travel to workers
         return {**self.__dict__, "_fds": {}}
@@ -298,6 +318,7 @@ LAYOUTS = {
     "kaggle": imagenet.is_kaggle,
     "ilsvrc2012": imagenet.is_ilsvrc2012,
     "imagefolder": imagenet.is_imagefolder,
+    "folder": imagenet.is_class_folders,
 }
 
 
@@ -308,9 +329,13 @@ def open_source(
     size: int = 256,
     max_pixels: int | None = None,
     synthetic: dict | None = None,
+    val_fraction: float | None = None,
+    seed: int = 0,
 ) -> Source:
     """Build the reader for `src` (a directory; for "synthetic" any label). `kind="auto"`
-    detects the layout. UserError (one line) for a missing SRC or an unknown layout."""
+    detects the layout. A folder without a validation split (`SRC/<class>/*`, or an ImageFolder
+    with only train/) gets one: `val_fraction` of each class (default DEFAULT_VAL_FRACTION),
+    drawn with `seed`. UserError (one line) for a missing SRC or an unknown layout."""
     if kind == "synthetic" or (kind == "auto" and src == "synthetic" and not Path(src).exists()):
         return SyntheticSource(**(synthetic or {}))
     root = Path(src)
@@ -322,12 +347,12 @@ def open_source(
         kind = next((name for name, test in LAYOUTS.items() if test(root)), "")
         if not kind:
             raise UserError(
-                f"{src}: unrecognized dataset layout (expected train/<class>/ and val/<class>/ "
-                "folders, ILSVRC2012 tars + devkit, the Kaggle layout, Fashion-MNIST idx files "
-                "or CIFAR-10 batches; or name one with --source)"
+                f"{src}: unrecognized dataset layout (expected <class>/ folders of images, "
+                "train/<class>/ and val/<class>/ folders, ILSVRC2012 tars + devkit, the Kaggle "
+                "layout, Fashion-MNIST idx files or CIFAR-10 batches; or name one with --source)"
             )
     if kind in imagenet.LAYOUTS:
-        return FileSource(kind, root, size, max_pixels)
+        return FileSource(kind, root, size, max_pixels, val_fraction, seed)
     if kind in ARRAYS:
         return ARRAYS[kind](root)
     raise UserError(f"--source {kind}: unknown (choose from {', '.join(SOURCE_NAMES)})")
