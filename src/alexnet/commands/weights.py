@@ -6,8 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from alexnet.weights.catalog import CATALOG, CONVERTIBLE, describe_file
-from alexnet.weights.hub import cache_dir
+from alexnet.weights.hub import CATALOG, CONVERTIBLE, cache_dir, describe_file
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:

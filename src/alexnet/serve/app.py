@@ -27,7 +27,7 @@ from starlette.requests import ClientDisconnect
 
 from alexnet.serve.answers import ApiError, Engine
 from alexnet.serve.batcher import Batcher, QueueFull
-from alexnet.serve.connections import ConnectionLimits
+from alexnet.serve.connections import ConnectionLimits, RequestDeadline
 from alexnet.serve.metrics import Metrics
 
 STATIC = {
@@ -307,6 +307,7 @@ def _install_handlers(app: FastAPI, metrics: Metrics) -> None:
         return _error(500, f"internal error: {type(exc).__name__}: {exc}")
 
     app.add_middleware(_Observe, metrics=metrics)
+    app.add_middleware(RequestDeadline)
 
 
 class _Observe:

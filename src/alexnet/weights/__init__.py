@@ -19,8 +19,8 @@ from alexnet.lazy import lazy_names
 _NAMES = {
     "Preprocess": "alexnet.weights.meta",
     "WeightsMeta": "alexnet.weights.meta",
-    "build_model": "alexnet.weights.build",
-    "convert_layout": "alexnet.weights.two_device",
+    "build_model": "alexnet.weights.files",
+    "convert_layout": "alexnet.weights.safetensors_io",
     "load": "alexnet.weights.files",
     "read": "alexnet.weights.files",
     "save": "alexnet.weights.files",
