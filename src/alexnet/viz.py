@@ -164,12 +164,17 @@ def training_curves(
         ax_loss.plot(ep, train, "o-", color=color, label=f"{name} training")
         if all("val_loss" in r for r in records):
             has_val = True
-            ax_loss.plot(ep, [r["val_loss"] for r in records], "s--", color=color, alpha=0.6,
-                         label=f"{name} validation")  # fmt: skip
+            ax_loss.plot(
+                ep,
+                [r["val_loss"] for r in records],
+                "s--",
+                color=color,
+                alpha=0.6,
+                label=f"{name} validation",
+            )
         partial = [(e, t) for e, t, r in zip(ep, train, records) if r.get("complete") is False]
         if partial:  # an epoch cut short by --max-steps
-            ax_loss.plot(*zip(*partial), "x", color="k", ms=9,
-                         label="partial epoch (--max-steps)")  # fmt: skip
+            ax_loss.plot(*zip(*partial), "x", color="k", ms=9, label="partial epoch (--max-steps)")
         top1 = [100 * r["val_top1_error"] for r in records]
         top5 = [100 * r["val_top5_error"] for r in records]
         ax_err.plot(ep, top1, "o-", color=color, label=f"{name} top-1")
@@ -178,8 +183,17 @@ def training_curves(
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("cross-entropy loss")
     if has_val:
-        ax_loss.text(0.02, 0.02, LOSS_NOTE, transform=ax_loss.transAxes, fontsize=6.5,
-                     va="bottom", ha="left", color="0.35", wrap=True)  # fmt: skip
+        ax_loss.text(
+            0.02,
+            0.02,
+            LOSS_NOTE,
+            transform=ax_loss.transAxes,
+            fontsize=6.5,
+            va="bottom",
+            ha="left",
+            color="0.35",
+            wrap=True,
+        )
     ax_err.set_title("validation error", fontsize=10)
     ax_err.set_xlabel("epoch")
     ax_err.set_ylabel("error (%)")
@@ -246,8 +260,12 @@ def neighbors_grid(
                     spine.set_linewidth(2)
             if text:
                 ax.set_title(text, fontsize=7, pad=2)
-    fig.suptitle(f"query (left), its nearest training images by {feature} distance",
-                 fontsize=9, y=1 - 8 / h, va="top")  # fmt: skip
+    fig.suptitle(
+        f"query (left), its nearest training images by {feature} distance",
+        fontsize=9,
+        y=1 - 8 / h,
+        va="top",
+    )
     fig.subplots_adjust(left=0.01, right=0.99, top=1 - 50 / h, bottom=0.01)
     save_figure(fig, out, dpi)
     plt.close(fig)
@@ -279,8 +297,14 @@ def captioned_grid(
         ax.text(0.5, -0.05, text, transform=ax.transAxes, ha="center", va="top", fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.subplots_adjust(left=0.01, right=0.99, top=1 - (30 if title else 5) / h, bottom=60 / h,
-                        hspace=0.45, wspace=0.05)  # fmt: skip
+    fig.subplots_adjust(
+        left=0.01,
+        right=0.99,
+        top=1 - (30 if title else 5) / h,
+        bottom=60 / h,
+        hspace=0.45,
+        wspace=0.05,
+    )
     save_figure(fig, out, dpi)
     plt.close(fig)
     return w, h

@@ -142,8 +142,14 @@ def _draw(args, predictor, base_ds, names, images, results, dim: int) -> None:
     nb_imgs = [[np.asarray(base_ds.images[n["index"]]) for n in r["neighbors"]] for r in results]
     nb_titles = [[f"{n['label']}\n{n['distance']:.3g}" for n in r["neighbors"]] for r in results]
     layer = feature_name(predictor.meta.model_name, dim)
-    neighbors_grid(images, nb_imgs, args.out, query_titles=[Path(n).name for n in names],
-                   neighbour_titles=nb_titles, feature=layer)  # fmt: skip
+    neighbors_grid(
+        images,
+        nb_imgs,
+        args.out,
+        query_titles=[Path(n).name for n in names],
+        neighbour_titles=nb_titles,
+        feature=layer,
+    )
 
 
 def run(args: argparse.Namespace) -> int:

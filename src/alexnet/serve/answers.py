@@ -35,11 +35,6 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
-def _load_model(path: str | os.PathLike, device: str | torch.device, crops: int = 1) -> Predictor:
-    """The one place where the server reads weights (through the safe loaders)."""
-    return Predictor(path, device, crops=crops)
-
-
 def png_bytes(image: np.ndarray, scale: int = 1) -> bytes:
     """uint8 (H, W, 3) -> PNG bytes, each pixel repeated `scale` times each way."""
     img = Image.fromarray(np.ascontiguousarray(image))
@@ -125,7 +120,7 @@ class Engine:
         index: str | os.PathLike | None = None,
         max_pixels: int = 40_000_000,
     ) -> None:
-        self.predictor = _load_model(weights, device, crops)
+        self.predictor = Predictor(weights, device, crops=crops)
         self.max_pixels = int(max_pixels)
         self.conv1 = next(
             m for m in self.predictor.model.modules() if isinstance(m, torch.nn.Conv2d)
@@ -165,8 +160,9 @@ class Engine:
         bomb (pixel count read from the header before decoding), 415 for anything else."""
         p = self.predictor
         rule = p.resize_rule
-        decoded = decode_image(data, name, None if rule == "torchvision" else p.image_size,
-                               self.max_pixels)  # fmt: skip
+        decoded = decode_image(
+            data, name, None if rule == "torchvision" else p.image_size, self.max_pixels
+        )
         if decoded.image is None:
             bomb = (decoded.skip or "").startswith("decompression bomb")
             raise ApiError(413 if bomb else 415, f"{name}: {decoded.skip}")

@@ -186,8 +186,10 @@ class RequestDeadline:
                 if request == clock.request:
                     clock.answered = True
                 if not received:
-                    message = {**message, "headers": [*message.get("headers", ()),
-                                                      (b"connection", b"close")]}
+                    message = {
+                        **message,
+                        "headers": [*message.get("headers", ()), (b"connection", b"close")],
+                    }
             await send(message)
 
         await self.app(scope, body_receive, answer_send)

@@ -4,7 +4,7 @@ re-exports these).
 
 Formats read, detected from the content (not only the suffix):
 - "alexnet": our safetensors file with its metadata (`safetensors_io`), written by `save`;
-- "two-device": the same in the two-device tower layout (`two_device`, paper §3.2);
+- "two-device": the same in the two-device tower layout (paper §3.2);
 - "torchvision": torchvision's `.pth` state_dict (`torchvision`), weights_only loading;
 - "checkpoint": a training checkpoint, `RUN/checkpoint.pt` or the run directory
   (`checkpoint`), weights_only loading.

@@ -77,8 +77,14 @@ def _download(url: str, tmp: Path, progress: bool) -> str:
     request = urllib.request.Request(url, headers={"User-Agent": "alexnet"})
     with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response, open(tmp, "wb") as out:
         total = int(response.headers.get("Content-Length") or 0) or None
-        with progress_bar(total=total, unit="B", unit_scale=True, unit_divisor=1024,
-                  desc=Path(url).name, disable=not progress) as bar:  # fmt: skip
+        with progress_bar(
+            total=total,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc=Path(url).name,
+            disable=not progress,
+        ) as bar:
             while chunk := response.read(_CHUNK):
                 out.write(chunk)
                 digest.update(chunk)
@@ -202,9 +208,13 @@ def describe_file(path: str | os.PathLike) -> dict[str, Any]:
     if p.suffix in (".pth", ".pt") or torch_file_kind(p) in ("zip", "pickle"):
         entry = CATALOG["torchvision"]
         known = p.name == entry.file_name
-        return {**entry.to_json(), "name": str(p), "file_name": p.name,
-                "how": "given by path", **({} if known else {"top1_err": None,
-                                                            "top5_err": None})}  # fmt: skip
+        return {
+            **entry.to_json(),
+            "name": str(p),
+            "file_name": p.name,
+            "how": "given by path",
+            **({} if known else {"top1_err": None, "top5_err": None}),
+        }
     meta = _safetensors_meta(p)
     options = meta["model"].get("options", {})
     extra = meta["extra"]
