@@ -9,11 +9,14 @@
   packed split, in batches on the device.
 - `nearest`: k nearest rows by Euclidean distance, ||a||^2 - 2 a.b + ||b||^2 with batched matrix
   products over chunks of the base set (no Python loop over images).
+- Features files (FEATS.npy + FEATS.json) record which weights and data made them: vectors from
+  other weights or other images are silently meaningless, so a mismatch is refused.
 """
 
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import os
 import sys
@@ -28,6 +31,7 @@ import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from PIL import Image
 
+from alexnet.checkpoint import checkpoint_path
 from alexnet.data.decode import decode_image
 from alexnet.data.modes import TEST_CROPS
 from alexnet.errors import UserError
@@ -343,3 +347,68 @@ def check_index(index: int, count: int, where: str) -> int:
         valid = f"0..{count - 1}" if count else "none: the split is empty"
         raise UserError(f"query index {index} out of range: {where} has {count} images ({valid})")
     return index
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes (hex), read in 1 MiB blocks; for a run directory given as
+    weights, of the checkpoint the weights loader reads from it."""
+    if Path(path).is_dir():
+        path = checkpoint_path(Path(path))
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror})") from None
+    return h.hexdigest()
+
+
+def check_fits(predictor: Predictor, image_size: tuple[int, int], data: str | os.PathLike) -> None:
+    """UserError unless `predictor`'s eval transform can take `data`'s (H, W) images: without a
+    resize the crop must fit, and a mean image must have the images' size."""
+    pre = predictor.preprocess
+    h, w = image_size
+    crop = int(pre.crop_size)
+    if pre.resize:
+        return
+    if crop > min(h, w):
+        raise UserError(
+            f"{predictor.weights}: needs images of at least {crop}x{crop} px, but {data} holds "
+            f"{h}x{w}: use weights trained on this data (alexnet train --data {data}, with "
+            f"--resize {crop} for a {crop} px model) or data packed at >= {crop} px"
+        )
+    mean = predictor.mean_image
+    if pre.normalize == "mean_image" and mean is not None:
+        mh, mw = (int(s) for s in tuple(mean.shape)[:2])
+        if (mh, mw) != (h, w):
+            raise UserError(
+                f"{predictor.weights}: its mean image is {mh}x{mw}, but {data} holds {h}x{w} "
+                "images: use weights trained on this data"
+            )
+
+
+def features_source(weights: str | os.PathLike, dataset: Any) -> dict[str, str]:
+    """What a features file records about its origin."""
+    return {"weights_sha256": file_digest(weights), "data_fingerprint": dataset.fingerprint}
+
+
+def check_features_source(
+    feats_path: str | os.PathLike,
+    meta: dict[str, Any],
+    weights: str | os.PathLike,
+    dataset: Any,
+) -> None:
+    """UserError when `weights` or `dataset` are not the ones that made the features file."""
+    recorded = meta.get("weights_sha256")
+    if recorded and file_digest(weights) != recorded:
+        raise UserError(
+            f"{feats_path}: computed with other weights ({meta.get('weights')}), not {weights}: "
+            "distances would be meaningless; recompute with `alexnet features`"
+        )
+    recorded = meta.get("data_fingerprint")
+    if recorded and dataset.fingerprint != recorded:
+        raise UserError(
+            f"{feats_path}: computed on another dataset ({meta.get('data')}), not "
+            f"{Path(dataset.root)}; recompute with `alexnet features`"
+        )

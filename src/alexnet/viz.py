@@ -54,12 +54,6 @@ def first_conv_weight(model: nn.Module) -> torch.Tensor:
     raise UserError(f"model {getattr(model, 'config', {}).get('name')!r} has no conv layer")
 
 
-def model_towers(model: nn.Module) -> int:
-    """2 for the paper's two-tower model, else 1."""
-    cfg = getattr(model, "config", {})
-    return int(cfg.get("options", {}).get("towers", 1)) if cfg.get("name") == "paper" else 1
-
-
 def tile_kernels(weight: torch.Tensor, columns: int, gap: int = 1) -> np.ndarray:
     """(O, C, k, k) -> one (rows*(k+gap)-gap, columns*(k+gap)-gap, 3) float image in [0, 1];
     each kernel min-max normalized on its own, 1-channel kernels shown in gray, the gaps white."""
@@ -93,7 +87,8 @@ def kernel_grid(
     """Write the conv1 kernel grid (paper Fig. 3) to `out`; return its (width, height) in px."""
     plt = _pyplot()
     weight = first_conv_weight(model)
-    towers = model_towers(model)
+    cfg = getattr(model, "config", {})
+    towers = int(cfg.get("options", {}).get("towers", 1)) if cfg.get("name") == "paper" else 1
     o, c, k, _ = weight.shape
     blocks = list(weight.chunk(towers, 0)) if towers == 2 else [weight]
     per_block = blocks[0].shape[0]
@@ -154,7 +149,9 @@ def training_curves(
     """Training loss | validation top-1 and top-5 error (%) per epoch, one colour per run."""
     plt = _pyplot()
     data = [read_metrics(r) for r in runs]
-    names = labels or _run_names(runs)
+    names = labels or [Path(r).name or str(r) for r in runs]
+    if len(set(names)) < len(names):
+        names = [str(r) for r in runs]
     fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(size_px[0] / dpi, size_px[1] / dpi))
     has_val = False
     for i, (records, name) in enumerate(zip(data, names)):
@@ -204,13 +201,6 @@ def training_curves(
     save_figure(fig, out, dpi)
     plt.close(fig)
     return size_px
-
-
-def _run_names(runs: list[str | os.PathLike]) -> list[str]:
-    names = [Path(r).name or str(r) for r in runs]
-    if len(set(names)) < len(names):
-        names = [str(r) for r in runs]
-    return names
 
 
 def feature_name(model: str, dim: int) -> str:

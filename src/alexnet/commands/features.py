@@ -48,8 +48,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from alexnet.data.packed import open_dataset
-    from alexnet.inference import Predictor, features_paths, save_features, split_features
-    from alexnet.provenance import check_fits, features_source
+    from alexnet.inference import (
+        Predictor,
+        check_fits,
+        features_paths,
+        features_source,
+        save_features,
+        split_features,
+    )
     from alexnet.runtime import resolve_device
 
     for path in features_paths(args.out):

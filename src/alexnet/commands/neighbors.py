@@ -63,10 +63,11 @@ def _base(args: argparse.Namespace, device):
     from alexnet.data.packed import open_dataset
     from alexnet.inference import (
         Predictor,
+        check_features_source,
+        check_fits,
         load_features,
         split_features,
     )
-    from alexnet.provenance import check_features_source, check_fits
 
     if args.features:
         feats, fmeta = load_features(args.features)
@@ -99,11 +100,11 @@ def _queries(args: argparse.Namespace, predictor, data) -> tuple[list[str], list
 
     from alexnet.data.packed import open_dataset
     from alexnet.inference import (
+        check_fits,
         check_index,
         expand_image_args,
         read_image,
     )
-    from alexnet.provenance import check_fits
 
     query_ds = None
     names, images, failed = [], [], 0

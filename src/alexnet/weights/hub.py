@@ -43,20 +43,16 @@ _HASH = re.compile(r"-([a-f0-9]+)\.")
 _CHUNK = 1 << 20
 
 
-def hub_dir() -> Path:
-    """`torch.hub.get_dir()`: asked of torch when it is loaded (so `torch.hub.set_dir` is
-    honoured), else torch's own rule, without importing it: `$TORCH_HOME/hub`, where
-    TORCH_HOME defaults to `$XDG_CACHE_HOME/torch` and XDG_CACHE_HOME to `~/.cache`."""
+def cache_dir() -> Path:
+    """torch's hub cache for weights files, `torch.hub.get_dir()/checkpoints`: asked of torch
+    when it is loaded (so `torch.hub.set_dir` is honoured), else torch's own rule without
+    importing it: `$TORCH_HOME/hub`, TORCH_HOME defaulting to `$XDG_CACHE_HOME/torch` and
+    XDG_CACHE_HOME to `~/.cache`."""
     if "torch" in sys.modules:
-        return Path(sys.modules["torch"].hub.get_dir())
+        return Path(sys.modules["torch"].hub.get_dir()) / "checkpoints"
     xdg = os.getenv("XDG_CACHE_HOME", os.path.join("~", ".cache"))
     home = os.path.expanduser(os.getenv("TORCH_HOME", os.path.join(xdg, "torch")))
-    return Path(home) / "hub"
-
-
-def cache_dir() -> Path:
-    """torch's hub cache for weights files: `torch.hub.get_dir()/checkpoints` ($TORCH_HOME)."""
-    return hub_dir() / "checkpoints"
+    return Path(home) / "hub" / "checkpoints"
 
 
 def url_for(file_name: str) -> str:
