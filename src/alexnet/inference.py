@@ -299,6 +299,20 @@ def nearest(
     return best_d.sqrt().cpu().numpy(), best_i.cpu().numpy()
 
 
+def neighbours(
+    queries: np.ndarray, feats: np.ndarray, rows: list[int], dataset: Any, k: int, device="cpu"
+) -> list[list[dict[str, Any]]]:
+    """Query features (Q, D) -> for each, its k nearest images of `dataset` (paper §6.1), the
+    nearest first: {"index": split index (rows[i] for feats[i]), "distance", "label"}."""
+    dist, idx = nearest(queries, feats, k, device=device)
+    out = []
+    for d_row, i_row in zip(dist.tolist(), idx.tolist()):
+        found = [(d, int(rows[r])) for d, r in zip(d_row, i_row)]
+        labels = [dataset.classes[int(dataset.labels[i])] for _, i in found]
+        out.append([{"index": i, "distance": d, "label": c} for (d, i), c in zip(found, labels)])
+    return out
+
+
 # ------------------------------------------------------------------ features files
 FEATURES_FORMAT = "alexnet-features/1"
 

@@ -156,9 +156,7 @@ def _draw(args, predictor, base_ds, names, images, results, dim: int) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from alexnet.inference import (
-        nearest,
-    )
+    from alexnet.inference import neighbours
     from alexnet.runtime import resolve_device
 
     if args.out:
@@ -173,15 +171,8 @@ def run(args: argparse.Namespace) -> int:
             f"{args.features}: {feats.shape[1]}-d features, but {predictor.weights} gives "
             f"{qf.shape[1]}-d"
         )
-    dist, idx = nearest(qf, feats, args.k, device=device)
-    results = []
-    for name, d_row, i_row in zip(names, dist, idx):
-        found = []
-        for d, r in zip(d_row.tolist(), i_row.tolist()):
-            index = int(rows[r])
-            label = int(base_ds.labels[index])
-            found.append({"index": index, "distance": d, "label": base_ds.classes[label]})
-        results.append({"query": name, "neighbors": found})
+    found = neighbours(qf, feats, rows, base_ds, args.k, device=device)
+    results = [{"query": name, "neighbors": f} for name, f in zip(names, found)]
     if args.out:
         _draw(args, predictor, base_ds, names, images, results, qf.shape[1])
     split = base_ds.split

@@ -21,7 +21,7 @@ from PIL import Image
 from alexnet.data.decode import decode_image
 from alexnet.data.packed import open_dataset, read_header
 from alexnet.errors import UserError
-from alexnet.inference import Prediction, Predictor, finish_resize, load_features, nearest
+from alexnet.inference import Prediction, Predictor, finish_resize, load_features, neighbours
 from alexnet.viz import first_conv_weight, tile_kernels
 
 
@@ -87,18 +87,10 @@ class NeighbourIndex:
 
     def search(self, queries: np.ndarray, k: int) -> list[list[dict[str, Any]]]:
         """(Q, D) features -> for each query its k nearest images (Euclidean, paper §6.1)."""
-        ds = self._datasets[self.split]
-        dist, idx = nearest(queries, self.feats, k)
-        out = []
-        for d_row, i_row in zip(dist.tolist(), idx.tolist()):
-            found = []
-            for d, r in zip(d_row, i_row):
-                index = self.rows[r]
-                label = ds.classes[int(ds.labels[index])]
-                url = f"/v1/images/{self.split}/{index}.png"
-                found.append({"index": index, "distance": d, "label": label, "image": url})
-            out.append(found)
-        return out
+        found = neighbours(queries, self.feats, self.rows, self._datasets[self.split], k)
+        for n in (n for row in found for n in row):
+            n["image"] = f"/v1/images/{self.split}/{n['index']}.png"
+        return found
 
     def thumbnail(self, split: str, i: int) -> bytes:
         ds = self.dataset(split)
