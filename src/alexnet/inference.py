@@ -41,21 +41,9 @@ from alexnet.jsonout import rounded
 from alexnet.weights import load
 from alexnet.weights.meta import Preprocess
 
-IMAGE_EXTENSIONS = {
-    ".jpg",
-    ".jpeg",
-    ".jpe",
-    ".jfif",
-    ".png",
-    ".bmp",
-    ".gif",
-    ".tif",
-    ".tiff",
-    ".webp",
-    ".ppm",
-    ".pgm",
-    ".pbm",
-}
+IMAGE_EXTENSIONS = set(
+    ".jpg .jpeg .jpe .jfif .png .bmp .gif .tif .tiff .webp .ppm .pgm .pbm".split()
+)
 
 
 def expand_image_args(args: Iterable[str]) -> tuple[list[str], list[tuple[str, str]]]:

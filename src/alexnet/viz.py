@@ -38,12 +38,11 @@ def _pyplot():
 
 
 def save_figure(fig, out: str | os.PathLike, dpi: int) -> None:
-    """Write `fig` to `out` through a temp file + rename: never a half-written picture. The
-    format is the file's suffix (PNG when it has none)."""
-
-    out = Path(out)
-    fmt = out.suffix[1:].lower() or "png"
-    atomic_write(out, lambda f: fig.savefig(f, dpi=dpi, format=fmt))
+    """Write `fig` to `out` through a temp file + rename (never a half-written picture), then
+    close it. The format is the file's suffix (PNG when it has none)."""
+    fmt = Path(out).suffix[1:].lower() or "png"
+    atomic_write(Path(out), lambda f: fig.savefig(f, dpi=dpi, format=fmt))
+    _pyplot().close(fig)
 
 
 def first_conv_weight(model: nn.Module) -> torch.Tensor:
@@ -70,9 +69,8 @@ def tile_kernels(weight: torch.Tensor, columns: int, gap: int = 1) -> np.ndarray
     out = np.ones((rows * (kh + gap) - gap, columns * (kw + gap) - gap, 3))
     for i in range(o):  # at most a few hundred small kernels: a plain paste
         r, col = divmod(i, columns)
-        out[r * (kh + gap) : r * (kh + gap) + kh, col * (kw + gap) : col * (kw + gap) + kw] = w[
-            i
-        ].transpose(1, 2, 0)
+        y, x = r * (kh + gap), col * (kw + gap)
+        out[y : y + kh, x : x + kw] = w[i].transpose(1, 2, 0)
     return out
 
 
@@ -88,13 +86,13 @@ def kernel_grid(
     plt = _pyplot()
     weight = first_conv_weight(model)
     cfg = getattr(model, "config", {})
-    towers = int(cfg.get("options", {}).get("towers", 1)) if cfg.get("name") == "paper" else 1
+    name = cfg.get("name", "model")
+    towers = int(cfg.get("options", {}).get("towers", 1)) if name == "paper" else 1
     o, c, k, _ = weight.shape
     blocks = list(weight.chunk(towers, 0)) if towers == 2 else [weight]
     per_block = blocks[0].shape[0]
     columns = 16 if per_block >= 32 else max(1, min(per_block, 8))
     tiles = [tile_kernels(b, columns) for b in blocks]
-    name = getattr(model, "config", {}).get("name", "model")
     heading = title or f"conv1 of {name!r}: {o} kernels {k}x{k}x{c}, each normalized"
     aspect = sum(t.shape[0] for t in tiles) / tiles[0].shape[1]
     height_px = int(round(width_px * aspect * 1.0 + 60 + 30 * len(tiles)))
@@ -110,7 +108,6 @@ def kernel_grid(
             ax.set_title(f"tower {i + 1} (GPU {i + 1}): {blocks[i].shape[0]} kernels", fontsize=9)
     fig.subplots_adjust(left=0.02, right=0.98, top=1 - 45 / height_px, bottom=0.01, hspace=0.25)
     save_figure(fig, out, dpi)
-    plt.close(fig)
     return width_px, height_px
 
 
@@ -199,7 +196,6 @@ def training_curves(
         ax.legend(fontsize=8)
     fig.tight_layout()
     save_figure(fig, out, dpi)
-    plt.close(fig)
     return size_px
 
 
@@ -258,7 +254,6 @@ def neighbors_grid(
     )
     fig.subplots_adjust(left=0.01, right=0.99, top=1 - 50 / h, bottom=0.01)
     save_figure(fig, out, dpi)
-    plt.close(fig)
     return w, h
 
 
@@ -296,7 +291,6 @@ def captioned_grid(
         wspace=0.05,
     )
     save_figure(fig, out, dpi)
-    plt.close(fig)
     return w, h
 
 
@@ -312,25 +306,13 @@ def save_confusion_png(confusion: torch.Tensor, classes: list[str], path: str) -
     if k <= 50:
         ax.set_xticks(range(k), classes, rotation=90, fontsize=8)
         ax.set_yticks(range(k), classes, fontsize=8)
-        if k <= 20:
-            for i in range(k):
-                for j in range(k):
-                    if m[i, j] >= 0.005:
-                        color = "white" if m[i, j] > 0.5 else "black"
-                        ax.text(
-                            j,
-                            i,
-                            f"{m[i, j]:.2f}",
-                            ha="center",
-                            va="center",
-                            fontsize=7,
-                            color=color,
-                        )
+    cells = [(i, j) for i in range(k) for j in range(k) if m[i, j] >= 0.005] if k <= 20 else []
+    for i, j in cells:
+        color = "white" if m[i, j] > 0.5 else "black"
+        ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=7, color=color)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title("confusion matrix (rows normalized)")
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
-
     save_figure(fig, path, 100)
-    plt.close(fig)
