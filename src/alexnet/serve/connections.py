@@ -8,7 +8,9 @@ request has fully arrived, so slow clients pile up without bound. Two rules are 
   `limits.request_timeout` seconds of its first byte (of the connection opening, for the first
   request). Otherwise the client gets `408` with `Connection: close` and is disconnected; a
   client that drips one byte a second is cut at the same deadline. Time spent computing the
-  answer, and idle time between requests (`timeout_keep_alive`), do not count.
+  answer, and idle time between requests (`timeout_keep_alive`), do not count; nor does a
+  partial request that arrived pipelined behind a whole one until its next byte comes (till
+  then `timeout_keep_alive` bounds it).
 - **Connection bound.** Beyond `limits.max_connections` open connections a new one is answered
   at once with `503` + `Retry-After: 1` + `Connection: close` and closed; it never holds
   request state.
