@@ -343,14 +343,6 @@ def load_features(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
     return np.asarray(feats), meta
 
 
-def check_index(index: int, count: int, where: str) -> int:
-    """A split index in [0, count); UserError naming the valid range otherwise."""
-    if not 0 <= index < count:
-        valid = f"0..{count - 1}" if count else "none: the split is empty"
-        raise UserError(f"query index {index} out of range: {where} has {count} images ({valid})")
-    return index
-
-
 def file_digest(path: str | os.PathLike) -> str:
     """SHA-256 of a file's bytes (hex), read in 1 MiB blocks; for a run directory given as
     weights, of the checkpoint the weights loader reads from it."""

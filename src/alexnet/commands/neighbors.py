@@ -101,7 +101,6 @@ def _queries(args: argparse.Namespace, predictor, data) -> tuple[list[str], list
     from alexnet.data.packed import open_dataset
     from alexnet.inference import (
         check_fits,
-        check_index,
         expand_image_args,
         read_image,
     )
@@ -113,7 +112,11 @@ def _queries(args: argparse.Namespace, predictor, data) -> tuple[list[str], list
             if query_ds is None:
                 query_ds = open_dataset(data, args.query_split)
                 check_fits(predictor, query_ds.image_size, data)
-            i = check_index(int(q), len(query_ds), f"{data} split {args.query_split!r}")
+            i, n = int(q), len(query_ds)
+            if not 0 <= i < n:
+                valid = f"0..{n - 1}" if n else "none: the split is empty"
+                where = f"{data} split {args.query_split!r}"
+                raise UserError(f"query index {i} out of range: {where} has {n} images ({valid})")
             images.append(np.asarray(query_ds.images[i]))
             names.append(f"{args.query_split}:{i} ({query_ds.classes[query_ds.labels[i]]})")
             continue

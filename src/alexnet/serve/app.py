@@ -62,7 +62,7 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
 class Metrics:
-    """The server's counters, histograms and gauges; `render()` -> (Prometheus text, type)."""
+    """The server's counters, histograms and gauges (module doc)."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -88,13 +88,6 @@ class Metrics:
         self.timeouts = Counter(
             n + "request_timeouts", "clients cut at the request deadline", ["phase"], registry=r
         )
-
-    def observe_request(self, method: str, path: str, code: int, seconds: float) -> None:
-        self.requests.labels(method, path, str(code)).inc()
-        self.latency.labels(path).observe(seconds)
-
-    def render(self) -> tuple[bytes, str]:
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
 @dataclass
@@ -329,8 +322,7 @@ def _info_routes(app: FastAPI, srv: Server) -> None:
 
     @app.get("/metrics")
     async def prometheus() -> Response:
-        body, ctype = srv.metrics.render()
-        return Response(body, media_type=ctype)
+        return Response(generate_latest(srv.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 def _index(engine: Engine):
@@ -402,4 +394,5 @@ class _Observe:
             await self.app(scope, receive, send_status)
         finally:
             path = getattr(scope.get("route"), "path", "other")
-            self.metrics.observe_request(scope["method"], path, status, time.perf_counter() - t0)
+            self.metrics.requests.labels(scope["method"], path, str(status)).inc()
+            self.metrics.latency.labels(path).observe(time.perf_counter() - t0)
