@@ -136,11 +136,9 @@ class LimitedH11Protocol(H11Protocol):
         self.limits.on_open(self.limits.open)
         super().connection_lost(exc)
 
-    def eof_received(self) -> bool | None:
+    def eof_received(self) -> None:
         if self.clock is None:
             self.transport.close()
-            return None
-        return super().eof_received()
 
     def data_received(self, data: bytes) -> None:
         if self.clock is None:
@@ -168,6 +166,7 @@ class RequestDeadline:
         clock = _clock.get()
         if scope["type"] != "http" or clock is None:
             return await self.app(scope, receive, send)
+        clock.start()  # a no-op, but for a pipelined request that arrived with the one before
         request, clock.phase = clock.request, "body"
         headers = dict(scope["headers"])
         received = headers.get(b"content-length", b"0") == b"0"
