@@ -19,7 +19,6 @@ import glob
 import hashlib
 import json
 import os
-import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +37,7 @@ from alexnet.errors import UserError
 from alexnet.evaluate import make_eval_transform
 from alexnet.fileio import atomic_write, atomic_write_text
 from alexnet.jsonout import rounded
+from alexnet.progress import progress_bar
 from alexnet.weights import load
 from alexnet.weights.meta import Preprocess
 
@@ -216,14 +216,11 @@ def split_features(
     """Penultimate features of a packed split's images (N, H, W, 3) uint8 -> (N, D) float32."""
     n = int(images.shape[0])
     chunks: list[np.ndarray] = []
-    for start in range(0, n, batch_size):
-        batch = np.ascontiguousarray(images[start : start + batch_size])
-        chunks.append(predictor.features(batch).cpu().numpy())
-        if progress:
-            done = min(start + batch_size, n)
-            print(f"\rfeatures {done}/{n}", end="", flush=True, file=sys.stderr)
-    if progress and n:
-        print(file=sys.stderr)
+    with progress_bar(total=n, unit="img", desc="features", disable=not progress) as bar:
+        for start in range(0, n, batch_size):
+            batch = np.ascontiguousarray(images[start : start + batch_size])
+            chunks.append(predictor.features(batch).cpu().numpy())
+            bar.update(len(batch))
     if not chunks:
         return np.zeros((0, 0), np.float32)
     return np.concatenate(chunks).astype(np.float32, copy=False)

@@ -1,14 +1,7 @@
-"""Every weights format in: `read(path)` -> (state_dict, metadata), `load(path)` -> (model,
-metadata); and `save`, the format `load` reads best (the package face `alexnet.weights`
-re-exports these).
-
-Formats read, detected from the content (not only the suffix):
-- "alexnet": our safetensors file with its metadata (`safetensors_io`), written by `save`;
-- "two-device": the same in the two-device tower layout (paper §3.2);
-- "torchvision": torchvision's `.pth` state_dict (`torchvision`), weights_only loading;
-- "checkpoint": a training checkpoint, `RUN/checkpoint.pt` or the run directory
-  (`checkpoint`), weights_only loading.
-"""
+"""`read(path)` -> (state_dict, metadata) and `load(path)` -> (model, metadata) for every
+format, told apart by the content, not the suffix: our safetensors (either tower layout),
+torchvision's `.pth` and training checkpoints (`RUN/checkpoint.pt` or the run directory), both
+read with weights_only; names of downloadable weights too. `save` writes our safetensors."""
 
 from __future__ import annotations
 
