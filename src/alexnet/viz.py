@@ -65,12 +65,18 @@ def tile_kernels(weight: torch.Tensor, columns: int, gap: int = 1) -> np.ndarray
     lo = w.reshape(o, -1).min(1)[:, None, None, None]
     hi = w.reshape(o, -1).max(1)[:, None, None, None]
     w = (w - lo) / np.where(hi > lo, hi - lo, 1.0)
-    rows = -(-o // columns)
-    out = np.ones((rows * (kh + gap) - gap, columns * (kw + gap) - gap, 3))
-    for i in range(o):  # at most a few hundred small kernels: a plain paste
-        r, col = divmod(i, columns)
-        y, x = r * (kh + gap), col * (kw + gap)
-        out[y : y + kh, x : x + kw] = w[i].transpose(1, 2, 0)
+    return tile(w.transpose(0, 2, 3, 1), columns, gap, fill=1.0)
+
+
+def tile(images: np.ndarray, columns: int, gap: int = 1, fill: float = 1.0) -> np.ndarray:
+    """(N, h, w, C) -> one (rows*(h+gap)-gap, columns*(w+gap)-gap, C) grid, row by row, with
+    `fill` in the gaps and after the last image."""
+    n, h, w, c = images.shape
+    rows = -(-n // columns)
+    out = np.full((rows * (h + gap) - gap, columns * (w + gap) - gap, c), fill, images.dtype)
+    for i, img in enumerate(images):  # at most a few hundred small images: a plain paste
+        y, x = (i // columns) * (h + gap), (i % columns) * (w + gap)
+        out[y : y + h, x : x + w] = img
     return out
 
 

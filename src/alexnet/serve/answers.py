@@ -22,7 +22,7 @@ from alexnet.data.decode import decode_image
 from alexnet.data.packed import open_dataset, read_header
 from alexnet.errors import UserError
 from alexnet.inference import Prediction, Predictor, finish_resize, load_features, neighbours
-from alexnet.viz import first_conv_weight, tile_kernels
+from alexnet.viz import first_conv_weight, tile, tile_kernels
 
 
 class ApiError(Exception):
@@ -51,14 +51,8 @@ def tile_maps(maps: torch.Tensor, columns: int = 16, gap: int = 1) -> np.ndarray
     m = maps.float().clamp_min(0)
     top = m.flatten(1).amax(1).clamp_min(1e-12)[:, None, None]
     m = (m / top * 255).round().to(torch.uint8).cpu().numpy()
-    c, h, w = m.shape
-    columns = min(columns, c)
-    rows = -(-c // columns)
-    out = np.full((rows * (h + gap) - gap, columns * (w + gap) - gap), 255, np.uint8)
-    for i in range(c):
-        r, col = divmod(i, columns)
-        out[r * (h + gap) : r * (h + gap) + h, col * (w + gap) : col * (w + gap) + w] = m[i]
-    return np.repeat(out[:, :, None], 3, axis=2)
+    out = tile(m[..., None], min(columns, m.shape[0]), gap, fill=255)
+    return np.repeat(out, 3, axis=2)
 
 
 class NeighbourIndex:
