@@ -300,6 +300,7 @@ def neighbours(
 
 # ------------------------------------------------------------------ features files
 FEATURES_FORMAT = "alexnet-features/1"
+FEATURES_LAYER = "penultimate (fc7 after ReLU for paper/seed/torchvision)"  # `Predictor.features`
 
 
 def features_paths(out: str | os.PathLike) -> tuple[Path, Path]:
