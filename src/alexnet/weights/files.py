@@ -77,14 +77,11 @@ def checkpoint_weights(
 ) -> tuple[dict[str, torch.Tensor], WeightsMeta]:
     """A training checkpoint (`alexnet.checkpoint`) -> (model state_dict, metadata)."""
     pre = None if ckpt.preprocess is None else Preprocess.from_json(ckpt.preprocess)
-    if (
-        ckpt.classes is None
-        or pre is None
-        or (pre.normalize, ckpt.mean_image) == ("mean_image", None)
-    ):
+    no_mean = pre is not None and pre.normalize == "mean_image" and ckpt.mean_image is None
+    if ckpt.classes is None or pre is None or no_mean:
         raise UserError(
-            f"{path}: a checkpoint without its class names, preprocessing or mean "
-            "image; use RUN/weights.safetensors instead"
+            f"{path}: a checkpoint without its class names, preprocessing or mean image; use "
+            "RUN/weights.safetensors instead"
         )
     meta = WeightsMeta(
         model_config=ckpt.model_config,
