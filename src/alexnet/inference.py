@@ -270,15 +270,8 @@ def nearest(
         b = rows(start) - mean
         d2 = torch.addmm((b * b).sum(1)[None, :], q, b.T, alpha=-2.0).add_(q_sq)  # (Q, C)
         d = torch.cat([best_d, d2.clamp_min_(0.0)], 1)
-        i = torch.cat(
-            [
-                best_i,
-                torch.arange(start, start + b.shape[0], device=q.device)[None].expand(
-                    q.shape[0], -1
-                ),
-            ],
-            1,
-        )
+        ids = torch.arange(start, start + b.shape[0], device=q.device).expand(q.shape[0], -1)
+        i = torch.cat([best_i, ids], 1)
         best_d, pos = d.topk(min(k, d.shape[1]), dim=1, largest=False, sorted=True)
         best_i = i.gather(1, pos)
     return best_d.sqrt().cpu().numpy(), best_i.cpu().numpy()

@@ -164,14 +164,8 @@ def training_curves(
         ax_loss.plot(ep, train, "o-", color=color, label=f"{name} training")
         if all("val_loss" in r for r in records):
             has_val = True
-            ax_loss.plot(
-                ep,
-                [r["val_loss"] for r in records],
-                "s--",
-                color=color,
-                alpha=0.6,
-                label=f"{name} validation",
-            )
+            val = [r["val_loss"] for r in records]
+            ax_loss.plot(ep, val, "s--", color=color, alpha=0.6, label=f"{name} validation")
         partial = [(e, t) for e, t, r in zip(ep, train, records) if r.get("complete") is False]
         if partial:  # an epoch cut short by --max-steps
             ax_loss.plot(*zip(*partial), "x", color="k", ms=9, label="partial epoch (--max-steps)")
@@ -252,12 +246,8 @@ def neighbors_grid(
                     spine.set_linewidth(2)
             if text:
                 ax.set_title(text, fontsize=7, pad=2)
-    fig.suptitle(
-        f"query (left), its nearest training images by {feature} distance",
-        fontsize=9,
-        y=1 - 8 / h,
-        va="top",
-    )
+    heading = f"query (left), its nearest training images by {feature} distance"
+    fig.suptitle(heading, fontsize=9, y=1 - 8 / h, va="top")
     fig.subplots_adjust(left=0.01, right=0.99, top=1 - 50 / h, bottom=0.01)
     save_figure(fig, out, dpi)
     return w, h
