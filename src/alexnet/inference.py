@@ -278,7 +278,12 @@ def nearest(
 
 
 def neighbours(
-    queries: np.ndarray, feats: np.ndarray, rows: list[int], dataset: Any, k: int, device="cpu"
+    queries: np.ndarray,
+    feats: np.ndarray,
+    rows: list[int],
+    dataset: Any,
+    k: int,
+    device: str | torch.device = "cpu",
 ) -> list[list[dict[str, Any]]]:
     """Query features (Q, D) -> for each, its k nearest images of `dataset` (paper §6.1), the
     nearest first: {"index": split index (rows[i] for feats[i]), "distance", "label"}."""
