@@ -42,7 +42,7 @@ def env(tmp_path_factory) -> dict[str, Path]:
 
 
 def test_features_records_its_weights_and_data(env):
-    from alexnet.provenance import file_digest
+    from alexnet.inference import file_digest
 
     meta = json.loads(env["feats"].with_suffix(".json").read_text())
     assert meta["weights_sha256"] == file_digest(env["w"])

@@ -232,6 +232,32 @@ def test_burst_of_large_images_stays_under_the_formula(server):
     assert grown_mb >= 0.5 * one_decode_mb, grown_mb  # the burst did decode full-size images
 
 
+def read_until_closed(sock: socket.socket) -> bytes:
+    sock.settimeout(10)
+    got = b""
+    while chunk := sock.recv(65536):
+        got += chunk
+    return got
+
+
+def test_idle_and_early_answers_are_not_cut_at_the_deadline(server):
+    """A kept-alive connection idle past --request-timeout-s still serves its next request;
+    an answer given before the body has arrived (415) closes the connection, without a 408."""
+    request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    with socket.create_connection(address(server), timeout=10) as sock:
+        sock.sendall(request)
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200 ")
+        time.sleep(TIMEOUT_S + 0.5)  # idle between requests: --keep-alive-s 30 applies
+        sock.sendall(request.replace(b"Host: x", b"Host: x\r\nConnection: close"))
+        assert read_until_closed(sock).startswith(b"HTTP/1.1 200 ")
+    head = b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
+    with socket.create_connection(address(server), timeout=10) as sock:
+        sock.sendall(head + b"Content-Length: 1000\r\n\r\n" + b"x" * 10)  # then stalls
+        said = read_until_closed(sock)
+    assert said.startswith(b"HTTP/1.1 415 ") and b"connection: close" in said.lower()
+    assert b" 408 " not in said
+
+
 def test_access_log_names_each_request(server):
     with httpx.Client(base_url=server.url, timeout=10, trust_env=False) as c:
         assert c.get("/healthz?probe=access-log").status_code == 200

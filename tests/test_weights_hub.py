@@ -16,7 +16,7 @@ import torch
 from alexnet.cli import main
 from alexnet.errors import UserError
 from alexnet.weights import hub
-from alexnet.weights.catalog import CATALOG, describe_file
+from alexnet.weights.hub import CATALOG, describe_file
 
 
 class _Server:

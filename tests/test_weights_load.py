@@ -67,17 +67,14 @@ def test_checkpoint_with_its_metadata_loads_like_the_model(tmp_path):
             torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
 
 
-def test_older_checkpoint_reads_config_json_or_says_what_to_use(tmp_path):
+def test_checkpoint_without_its_metadata_says_what_to_use(tmp_path):
     model = small()
     path = tmp_path / "checkpoint.pt"
     checkpoint(path, model)
     message = one_line_error(path)
-    assert "older checkpoint" in message and "RUN/weights.safetensors" in message
-    (tmp_path / "config.json").write_text(json.dumps({"preprocess": PRE, "classes": list("xyz")}))
-    _, meta = load(path)
-    assert meta.classes == ["x", "y", "z"] and meta.preprocess.crop_size == 32
-    pre = dict(PRE, normalize="mean_image")  # needs the mean image, which only newer ones hold
-    (tmp_path / "config.json").write_text(json.dumps({"preprocess": pre, "classes": list("xyz")}))
+    assert "without its class names" in message and "RUN/weights.safetensors" in message
+    pre = dict(PRE, normalize="mean_image")  # needs the mean image too
+    checkpoint(path, model, classes=json.dumps(list("xyz")), preprocess=json.dumps(pre))
     assert "mean image" in one_line_error(path)
 
 

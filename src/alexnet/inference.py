@@ -9,14 +9,16 @@
   packed split, in batches on the device.
 - `nearest`: k nearest rows by Euclidean distance, ||a||^2 - 2 a.b + ||b||^2 with batched matrix
   products over chunks of the base set (no Python loop over images).
+- Features files (FEATS.npy + FEATS.json) record which weights and data made them: vectors from
+  other weights or other images are silently meaningless, so a mismatch is refused.
 """
 
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import os
-import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,19 +30,20 @@ import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from PIL import Image
 
+from alexnet.checkpoint import checkpoint_path
 from alexnet.data.decode import decode_image
 from alexnet.data.modes import TEST_CROPS
 from alexnet.errors import UserError
 from alexnet.evaluate import make_eval_transform
 from alexnet.fileio import atomic_write, atomic_write_text
 from alexnet.jsonout import rounded
+from alexnet.progress import progress_bar
 from alexnet.weights import load
 from alexnet.weights.meta import Preprocess
 
-IMAGE_EXTENSIONS = {
-    ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp",
-    ".ppm", ".pgm", ".pbm",
-}  # fmt: skip
+IMAGE_EXTENSIONS = set(
+    ".jpg .jpeg .jpe .jfif .png .bmp .gif .tif .tiff .webp .ppm .pgm .pbm".split()
+)
 
 
 def expand_image_args(args: Iterable[str]) -> tuple[list[str], list[tuple[str, str]]]:
@@ -213,14 +216,11 @@ def split_features(
     """Penultimate features of a packed split's images (N, H, W, 3) uint8 -> (N, D) float32."""
     n = int(images.shape[0])
     chunks: list[np.ndarray] = []
-    for start in range(0, n, batch_size):
-        batch = np.ascontiguousarray(images[start : start + batch_size])
-        chunks.append(predictor.features(batch).cpu().numpy())
-        if progress:
-            done = min(start + batch_size, n)
-            print(f"\rfeatures {done}/{n}", end="", flush=True, file=sys.stderr)
-    if progress and n:
-        print(file=sys.stderr)
+    with progress_bar(total=n, unit="img", desc="features", disable=not progress) as bar:
+        for start in range(0, n, batch_size):
+            batch = np.ascontiguousarray(images[start : start + batch_size])
+            chunks.append(predictor.features(batch).cpu().numpy())
+            bar.update(len(batch))
     if not chunks:
         return np.zeros((0, 0), np.float32)
     return np.concatenate(chunks).astype(np.float32, copy=False)
@@ -270,15 +270,35 @@ def nearest(
         b = rows(start) - mean
         d2 = torch.addmm((b * b).sum(1)[None, :], q, b.T, alpha=-2.0).add_(q_sq)  # (Q, C)
         d = torch.cat([best_d, d2.clamp_min_(0.0)], 1)
-        i = torch.cat([best_i, torch.arange(start, start + b.shape[0], device=q.device)[None]
-                       .expand(q.shape[0], -1)], 1)  # fmt: skip
+        ids = torch.arange(start, start + b.shape[0], device=q.device).expand(q.shape[0], -1)
+        i = torch.cat([best_i, ids], 1)
         best_d, pos = d.topk(min(k, d.shape[1]), dim=1, largest=False, sorted=True)
         best_i = i.gather(1, pos)
     return best_d.sqrt().cpu().numpy(), best_i.cpu().numpy()
 
 
+def neighbours(
+    queries: np.ndarray,
+    feats: np.ndarray,
+    rows: list[int],
+    dataset: Any,
+    k: int,
+    device: str | torch.device = "cpu",
+) -> list[list[dict[str, Any]]]:
+    """Query features (Q, D) -> for each, its k nearest images of `dataset` (paper §6.1), the
+    nearest first: {"index": split index (rows[i] for feats[i]), "distance", "label"}."""
+    dist, idx = nearest(queries, feats, k, device=device)
+    out = []
+    for d_row, i_row in zip(dist.tolist(), idx.tolist()):
+        found = [(d, int(rows[r])) for d, r in zip(d_row, i_row)]
+        labels = [dataset.classes[int(dataset.labels[i])] for _, i in found]
+        out.append([{"index": i, "distance": d, "label": c} for (d, i), c in zip(found, labels)])
+    return out
+
+
 # ------------------------------------------------------------------ features files
 FEATURES_FORMAT = "alexnet-features/1"
+FEATURES_LAYER = "penultimate (fc7 after ReLU for paper/seed/torchvision)"  # `Predictor.features`
 
 
 def features_paths(out: str | os.PathLike) -> tuple[Path, Path]:
@@ -319,9 +339,66 @@ def load_features(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
     return np.asarray(feats), meta
 
 
-def check_index(index: int, count: int, where: str) -> int:
-    """A split index in [0, count); UserError naming the valid range otherwise."""
-    if not 0 <= index < count:
-        valid = f"0..{count - 1}" if count else "none: the split is empty"
-        raise UserError(f"query index {index} out of range: {where} has {count} images ({valid})")
-    return index
+def file_digest(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes (hex), read in 1 MiB blocks; for a run directory given as
+    weights, of the checkpoint the weights loader reads from it."""
+    if Path(path).is_dir():
+        path = checkpoint_path(Path(path))
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror})") from None
+    return h.hexdigest()
+
+
+def check_fits(predictor: Predictor, image_size: tuple[int, int], data: str | os.PathLike) -> None:
+    """UserError unless `predictor`'s eval transform can take `data`'s (H, W) images: without a
+    resize the crop must fit, and a mean image must have the images' size."""
+    pre = predictor.preprocess
+    h, w = image_size
+    crop = int(pre.crop_size)
+    if pre.resize:
+        return
+    if crop > min(h, w):
+        raise UserError(
+            f"{predictor.weights}: needs images of at least {crop}x{crop} px, but {data} holds "
+            f"{h}x{w}: use weights trained on this data (alexnet train --data {data}, with "
+            f"--resize {crop} for a {crop} px model) or data packed at >= {crop} px"
+        )
+    mean = predictor.mean_image
+    if pre.normalize == "mean_image" and mean is not None:
+        mh, mw = (int(s) for s in tuple(mean.shape)[:2])
+        if (mh, mw) != (h, w):
+            raise UserError(
+                f"{predictor.weights}: its mean image is {mh}x{mw}, but {data} holds {h}x{w} "
+                "images: use weights trained on this data"
+            )
+
+
+def features_source(weights: str | os.PathLike, dataset: Any) -> dict[str, str]:
+    """What a features file records about its origin."""
+    return {"weights_sha256": file_digest(weights), "data_fingerprint": dataset.fingerprint}
+
+
+def check_features_source(
+    feats_path: str | os.PathLike,
+    meta: dict[str, Any],
+    weights: str | os.PathLike,
+    dataset: Any,
+) -> None:
+    """UserError when `weights` or `dataset` are not the ones that made the features file."""
+    recorded = meta.get("weights_sha256")
+    if recorded and file_digest(weights) != recorded:
+        raise UserError(
+            f"{feats_path}: computed with other weights ({meta.get('weights')}), not {weights}: "
+            "distances would be meaningless; recompute with `alexnet features`"
+        )
+    recorded = meta.get("data_fingerprint")
+    if recorded and dataset.fingerprint != recorded:
+        raise UserError(
+            f"{feats_path}: computed on another dataset ({meta.get('data')}), not "
+            f"{Path(dataset.root)}; recompute with `alexnet features`"
+        )

@@ -38,12 +38,11 @@ def _pyplot():
 
 
 def save_figure(fig, out: str | os.PathLike, dpi: int) -> None:
-    """Write `fig` to `out` through a temp file + rename: never a half-written picture. The
-    format is the file's suffix (PNG when it has none)."""
-
-    out = Path(out)
-    fmt = out.suffix[1:].lower() or "png"
-    atomic_write(out, lambda f: fig.savefig(f, dpi=dpi, format=fmt))
+    """Write `fig` to `out` through a temp file + rename (never a half-written picture), then
+    close it. The format is the file's suffix (PNG when it has none)."""
+    fmt = Path(out).suffix[1:].lower() or "png"
+    atomic_write(Path(out), lambda f: fig.savefig(f, dpi=dpi, format=fmt))
+    _pyplot().close(fig)
 
 
 def first_conv_weight(model: nn.Module) -> torch.Tensor:
@@ -52,12 +51,6 @@ def first_conv_weight(model: nn.Module) -> torch.Tensor:
         if isinstance(module, nn.Conv2d):
             return module.weight.detach().float().cpu()
     raise UserError(f"model {getattr(model, 'config', {}).get('name')!r} has no conv layer")
-
-
-def model_towers(model: nn.Module) -> int:
-    """2 for the paper's two-tower model, else 1."""
-    cfg = getattr(model, "config", {})
-    return int(cfg.get("options", {}).get("towers", 1)) if cfg.get("name") == "paper" else 1
 
 
 def tile_kernels(weight: torch.Tensor, columns: int, gap: int = 1) -> np.ndarray:
@@ -72,13 +65,18 @@ def tile_kernels(weight: torch.Tensor, columns: int, gap: int = 1) -> np.ndarray
     lo = w.reshape(o, -1).min(1)[:, None, None, None]
     hi = w.reshape(o, -1).max(1)[:, None, None, None]
     w = (w - lo) / np.where(hi > lo, hi - lo, 1.0)
-    rows = -(-o // columns)
-    out = np.ones((rows * (kh + gap) - gap, columns * (kw + gap) - gap, 3))
-    for i in range(o):  # at most a few hundred small kernels: a plain paste
-        r, col = divmod(i, columns)
-        out[r * (kh + gap) : r * (kh + gap) + kh, col * (kw + gap) : col * (kw + gap) + kw] = w[
-            i
-        ].transpose(1, 2, 0)
+    return tile(w.transpose(0, 2, 3, 1), columns, gap, fill=1.0)
+
+
+def tile(images: np.ndarray, columns: int, gap: int = 1, fill: float = 1.0) -> np.ndarray:
+    """(N, h, w, C) -> one (rows*(h+gap)-gap, columns*(w+gap)-gap, C) grid, row by row, with
+    `fill` in the gaps and after the last image."""
+    n, h, w, c = images.shape
+    rows = -(-n // columns)
+    out = np.full((rows * (h + gap) - gap, columns * (w + gap) - gap, c), fill, images.dtype)
+    for i, img in enumerate(images):  # at most a few hundred small images: a plain paste
+        y, x = (i // columns) * (h + gap), (i % columns) * (w + gap)
+        out[y : y + h, x : x + w] = img
     return out
 
 
@@ -93,13 +91,14 @@ def kernel_grid(
     """Write the conv1 kernel grid (paper Fig. 3) to `out`; return its (width, height) in px."""
     plt = _pyplot()
     weight = first_conv_weight(model)
-    towers = model_towers(model)
+    cfg = getattr(model, "config", {})
+    name = cfg.get("name", "model")
+    towers = int(cfg.get("options", {}).get("towers", 1)) if name == "paper" else 1
     o, c, k, _ = weight.shape
     blocks = list(weight.chunk(towers, 0)) if towers == 2 else [weight]
     per_block = blocks[0].shape[0]
     columns = 16 if per_block >= 32 else max(1, min(per_block, 8))
     tiles = [tile_kernels(b, columns) for b in blocks]
-    name = getattr(model, "config", {}).get("name", "model")
     heading = title or f"conv1 of {name!r}: {o} kernels {k}x{k}x{c}, each normalized"
     aspect = sum(t.shape[0] for t in tiles) / tiles[0].shape[1]
     height_px = int(round(width_px * aspect * 1.0 + 60 + 30 * len(tiles)))
@@ -115,7 +114,6 @@ def kernel_grid(
             ax.set_title(f"tower {i + 1} (GPU {i + 1}): {blocks[i].shape[0]} kernels", fontsize=9)
     fig.subplots_adjust(left=0.02, right=0.98, top=1 - 45 / height_px, bottom=0.01, hspace=0.25)
     save_figure(fig, out, dpi)
-    plt.close(fig)
     return width_px, height_px
 
 
@@ -154,7 +152,9 @@ def training_curves(
     """Training loss | validation top-1 and top-5 error (%) per epoch, one colour per run."""
     plt = _pyplot()
     data = [read_metrics(r) for r in runs]
-    names = labels or _run_names(runs)
+    names = labels or [Path(r).name or str(r) for r in runs]
+    if len(set(names)) < len(names):
+        names = [str(r) for r in runs]
     fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(size_px[0] / dpi, size_px[1] / dpi))
     has_val = False
     for i, (records, name) in enumerate(zip(data, names)):
@@ -164,12 +164,11 @@ def training_curves(
         ax_loss.plot(ep, train, "o-", color=color, label=f"{name} training")
         if all("val_loss" in r for r in records):
             has_val = True
-            ax_loss.plot(ep, [r["val_loss"] for r in records], "s--", color=color, alpha=0.6,
-                         label=f"{name} validation")  # fmt: skip
+            val = [r["val_loss"] for r in records]
+            ax_loss.plot(ep, val, "s--", color=color, alpha=0.6, label=f"{name} validation")
         partial = [(e, t) for e, t, r in zip(ep, train, records) if r.get("complete") is False]
         if partial:  # an epoch cut short by --max-steps
-            ax_loss.plot(*zip(*partial), "x", color="k", ms=9,
-                         label="partial epoch (--max-steps)")  # fmt: skip
+            ax_loss.plot(*zip(*partial), "x", color="k", ms=9, label="partial epoch (--max-steps)")
         top1 = [100 * r["val_top1_error"] for r in records]
         top5 = [100 * r["val_top5_error"] for r in records]
         ax_err.plot(ep, top1, "o-", color=color, label=f"{name} top-1")
@@ -178,8 +177,17 @@ def training_curves(
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("cross-entropy loss")
     if has_val:
-        ax_loss.text(0.02, 0.02, LOSS_NOTE, transform=ax_loss.transAxes, fontsize=6.5,
-                     va="bottom", ha="left", color="0.35", wrap=True)  # fmt: skip
+        ax_loss.text(
+            0.02,
+            0.02,
+            LOSS_NOTE,
+            transform=ax_loss.transAxes,
+            fontsize=6.5,
+            va="bottom",
+            ha="left",
+            color="0.35",
+            wrap=True,
+        )
     ax_err.set_title("validation error", fontsize=10)
     ax_err.set_xlabel("epoch")
     ax_err.set_ylabel("error (%)")
@@ -188,15 +196,7 @@ def training_curves(
         ax.legend(fontsize=8)
     fig.tight_layout()
     save_figure(fig, out, dpi)
-    plt.close(fig)
     return size_px
-
-
-def _run_names(runs: list[str | os.PathLike]) -> list[str]:
-    names = [Path(r).name or str(r) for r in runs]
-    if len(set(names)) < len(names):
-        names = [str(r) for r in runs]
-    return names
 
 
 def feature_name(model: str, dim: int) -> str:
@@ -246,11 +246,10 @@ def neighbors_grid(
                     spine.set_linewidth(2)
             if text:
                 ax.set_title(text, fontsize=7, pad=2)
-    fig.suptitle(f"query (left), its nearest training images by {feature} distance",
-                 fontsize=9, y=1 - 8 / h, va="top")  # fmt: skip
+    heading = f"query (left), its nearest training images by {feature} distance"
+    fig.suptitle(heading, fontsize=9, y=1 - 8 / h, va="top")
     fig.subplots_adjust(left=0.01, right=0.99, top=1 - 50 / h, bottom=0.01)
     save_figure(fig, out, dpi)
-    plt.close(fig)
     return w, h
 
 
@@ -279,10 +278,15 @@ def captioned_grid(
         ax.text(0.5, -0.05, text, transform=ax.transAxes, ha="center", va="top", fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.subplots_adjust(left=0.01, right=0.99, top=1 - (30 if title else 5) / h, bottom=60 / h,
-                        hspace=0.45, wspace=0.05)  # fmt: skip
+    fig.subplots_adjust(
+        left=0.01,
+        right=0.99,
+        top=1 - (30 if title else 5) / h,
+        bottom=60 / h,
+        hspace=0.45,
+        wspace=0.05,
+    )
     save_figure(fig, out, dpi)
-    plt.close(fig)
     return w, h
 
 
@@ -298,25 +302,13 @@ def save_confusion_png(confusion: torch.Tensor, classes: list[str], path: str) -
     if k <= 50:
         ax.set_xticks(range(k), classes, rotation=90, fontsize=8)
         ax.set_yticks(range(k), classes, fontsize=8)
-        if k <= 20:
-            for i in range(k):
-                for j in range(k):
-                    if m[i, j] >= 0.005:
-                        color = "white" if m[i, j] > 0.5 else "black"
-                        ax.text(
-                            j,
-                            i,
-                            f"{m[i, j]:.2f}",
-                            ha="center",
-                            va="center",
-                            fontsize=7,
-                            color=color,
-                        )
+    cells = [(i, j) for i in range(k) for j in range(k) if m[i, j] >= 0.005] if k <= 20 else []
+    for i, j in cells:
+        color = "white" if m[i, j] > 0.5 else "black"
+        ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=7, color=color)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title("confusion matrix (rows normalized)")
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
-
     save_figure(fig, path, 100)
-    plt.close(fig)

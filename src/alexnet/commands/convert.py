@@ -23,19 +23,25 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "out", type=Path, metavar="OUT.safetensors", help="the alexnet weights file to write"
     )
     p.add_argument(
-        "--deploy", type=Path, metavar="deploy.prototxt",
+        "--deploy",
+        type=Path,
+        metavar="deploy.prototxt",
         help="the net's text definition (default: the layers stored in the caffemodel)",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--mean", type=Path, metavar="imagenet_mean.binaryproto",
+        "--mean",
+        type=Path,
+        metavar="imagenet_mean.binaryproto",
         help="Caffe's mean image (default: the per-channel mean 104, 117, 123 BGR)",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--classes", type=Path, metavar="synset_words.txt",
+        "--classes",
+        type=Path,
+        metavar="synset_words.txt",
         help="class names, one 'wnid words' line per class in index order (Caffe's "
         "synset_words.txt): use it so `alexnet eval` accepts an ImageNet packed from the "
         "official devkit (default: torchvision's short ImageNet names)",
-    )  # fmt: skip
+    )
     return p
 
 

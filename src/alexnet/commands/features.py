@@ -48,8 +48,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from alexnet.data.packed import open_dataset
-    from alexnet.inference import Predictor, features_paths, save_features, split_features
-    from alexnet.provenance import check_fits, features_source
+    from alexnet.inference import (
+        FEATURES_LAYER,
+        Predictor,
+        check_fits,
+        features_paths,
+        features_source,
+        save_features,
+        split_features,
+    )
     from alexnet.runtime import resolve_device
 
     for path in features_paths(args.out):
@@ -67,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         "split": args.split,
         "weights": str(Path(args.weights).resolve()),
         "model": predictor.meta.model_config,
-        "layer": "penultimate (fc7 after ReLU for paper/seed/torchvision)",
+        "layer": FEATURES_LAYER,
         "indices": list(range(n)),
         "labels": [int(v) for v in ds.labels[:n]],
         **features_source(args.weights, ds),

@@ -63,10 +63,11 @@ def _base(args: argparse.Namespace, device):
     from alexnet.data.packed import open_dataset
     from alexnet.inference import (
         Predictor,
+        check_features_source,
+        check_fits,
         load_features,
         split_features,
     )
-    from alexnet.provenance import check_features_source, check_fits
 
     if args.features:
         feats, fmeta = load_features(args.features)
@@ -99,11 +100,10 @@ def _queries(args: argparse.Namespace, predictor, data) -> tuple[list[str], list
 
     from alexnet.data.packed import open_dataset
     from alexnet.inference import (
-        check_index,
+        check_fits,
         expand_image_args,
         read_image,
     )
-    from alexnet.provenance import check_fits
 
     query_ds = None
     names, images, failed = [], [], 0
@@ -112,7 +112,11 @@ def _queries(args: argparse.Namespace, predictor, data) -> tuple[list[str], list
             if query_ds is None:
                 query_ds = open_dataset(data, args.query_split)
                 check_fits(predictor, query_ds.image_size, data)
-            i = check_index(int(q), len(query_ds), f"{data} split {args.query_split!r}")
+            i, n = int(q), len(query_ds)
+            if not 0 <= i < n:
+                valid = f"0..{n - 1}" if n else "none: the split is empty"
+                where = f"{data} split {args.query_split!r}"
+                raise UserError(f"query index {i} out of range: {where} has {n} images ({valid})")
             images.append(np.asarray(query_ds.images[i]))
             names.append(f"{args.query_split}:{i} ({query_ds.classes[query_ds.labels[i]]})")
             continue
@@ -142,16 +146,20 @@ def _draw(args, predictor, base_ds, names, images, results, dim: int) -> None:
     nb_imgs = [[np.asarray(base_ds.images[n["index"]]) for n in r["neighbors"]] for r in results]
     nb_titles = [[f"{n['label']}\n{n['distance']:.3g}" for n in r["neighbors"]] for r in results]
     layer = feature_name(predictor.meta.model_name, dim)
-    neighbors_grid(images, nb_imgs, args.out, query_titles=[Path(n).name for n in names],
-                   neighbour_titles=nb_titles, feature=layer)  # fmt: skip
+    neighbors_grid(
+        images,
+        nb_imgs,
+        args.out,
+        query_titles=[Path(n).name for n in names],
+        neighbour_titles=nb_titles,
+        feature=layer,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from alexnet.inference import (
-        nearest,
-    )
+    from alexnet.inference import neighbours
     from alexnet.runtime import resolve_device
 
     if args.out:
@@ -166,15 +174,8 @@ def run(args: argparse.Namespace) -> int:
             f"{args.features}: {feats.shape[1]}-d features, but {predictor.weights} gives "
             f"{qf.shape[1]}-d"
         )
-    dist, idx = nearest(qf, feats, args.k, device=device)
-    results = []
-    for name, d_row, i_row in zip(names, dist, idx):
-        found = []
-        for d, r in zip(d_row.tolist(), i_row.tolist()):
-            index = int(rows[r])
-            label = int(base_ds.labels[index])
-            found.append({"index": index, "distance": d, "label": base_ds.classes[label]})
-        results.append({"query": name, "neighbors": found})
+    found = neighbours(qf, feats, rows, base_ds, args.k, device=device)
+    results = [{"query": name, "neighbors": f} for name, f in zip(names, found)]
     if args.out:
         _draw(args, predictor, base_ds, names, images, results, qf.shape[1])
     split = base_ds.split

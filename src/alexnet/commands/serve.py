@@ -14,6 +14,32 @@ from alexnet.data.modes import TEST_CROPS
 from alexnet.errors import UserError
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+# (flag, type, default, help), in --help's order
+LIMITS = [
+    ("--port", A.int_range(0, 65535), 8000, "port, 0..65535 (default 8000; 0: any free)"),
+    ("--max-batch", A.int_range(1, 4096), 32, "images per forward pass, 1..4096 (32)"),
+    ("--max-wait-ms", A.float_range(0.0, 10_000.0), 5.0, "longest wait in ms for more images "
+     "to fill a batch, while another request is on its way (see --always-wait), 0..10000 (5)"),
+    ("--always-wait", None, False,
+     "wait --max-wait-ms for more images even when no request is on its way"),
+    ("--max-queue", A.int_range(1, 1_000_000), 256,
+     "images waiting or running before new ones get 503, 1..1000000 (256)"),
+    ("--max-body-mb", A.float_range(0.0, 4096.0, lo_open=True), 16.0,
+     "request size limit in MiB, (0, 4096] (16)"),
+    ("--max-pixels", A.int_range(1, 10**10), 40_000_000, "most pixels of an uploaded image (read "
+     "from its header before decoding; more: 413), 1..10^10 (40,000,000)"),
+    ("--max-decoding", A.int_range(1, 256), 2, "images decoded at once, 1..256 (2); the peak "
+     "memory grows with it times --max-pixels"),
+    ("--max-connections", A.int_range(1, 100_000), 256, "open connections, 1..100000 (256); "
+     "beyond it a new connection is answered 503 + Retry-After: 1 at once and closed"),
+    ("--request-timeout-s", A.float_range(0.0, 3600.0, lo_open=True), 30.0, "seconds a client "
+     "has to send a whole request (line, headers, body) from its first byte, (0, 3600] (30); "
+     "else 408 and closed"),
+    ("--keep-alive-s", A.float_range(0.0, 3600.0, lo_open=True), 5.0,
+     "idle seconds before a kept-alive connection is closed, (0, 3600] (5)"),
+    ("--api-key", str, None,
+     "require Authorization: Bearer KEY on /v1/* (default: $ALEXNET_API_KEY, else none)"),
+]  # fmt: skip
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -32,47 +58,22 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--weights", required=True, help=A.WEIGHTS_HELP)
     p.add_argument("--index", metavar="FEATS", help="features from `alexnet features`")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=A.int_range(0, 65535), default=8000,
-                   help="port, 0..65535 (default 8000; 0: any free)")  # fmt: skip
-    p.add_argument("--max-batch", type=A.int_range(1, 4096), default=32,
-                   help="images per forward pass, 1..4096 (32)")  # fmt: skip
-    p.add_argument("--max-wait-ms", type=A.float_range(0.0, 10_000.0), default=5.0,
-                   help="longest wait in ms for more images to fill a batch, while another "
-                   "request is on its way (see --always-wait), 0..10000 (5)")  # fmt: skip
+    for flag, kind, default, text in LIMITS:  # kind None: a switch
+        more = {"type": kind} if kind else {"action": "store_true"}
+        p.add_argument(flag, default=default, help=text, **more)
     p.add_argument(
-        "--always-wait",
-        action="store_true",
-        help="wait --max-wait-ms for more images even when no request is on its way",
+        "--crops",
+        type=int,
+        choices=TEST_CROPS,
+        default=1,
+        help="1 (centre), 2 (centre + mirror) or 10 crops per image, softmax averaged (default 1)",
     )
-    p.add_argument("--max-queue", type=A.int_range(1, 1_000_000), default=256,
-                   help="images waiting or running before new ones get 503, "
-                   "1..1000000 (256)")  # fmt: skip
-    p.add_argument("--max-body-mb", type=A.float_range(0.0, 4096.0, lo_open=True), default=16.0,
-                   help="request size limit in MiB, (0, 4096] (16)")  # fmt: skip
-    p.add_argument("--max-pixels", type=A.int_range(1, 10**10), default=40_000_000,
-                   help="most pixels of an uploaded image (read from its header before decoding; "
-                   "more: 413), 1..10^10 (40,000,000)")  # fmt: skip
-    p.add_argument("--max-decoding", type=A.int_range(1, 256), default=2,
-                   help="images decoded at once, 1..256 (2); the peak memory grows with "
-                   "it times --max-pixels")  # fmt: skip
-    p.add_argument("--max-connections", type=A.int_range(1, 100_000), default=256,
-                   help="open connections, 1..100000 (256); beyond it a new connection is "
-                   "answered 503 + Retry-After: 1 at once and closed")  # fmt: skip
-    p.add_argument("--request-timeout-s", type=A.float_range(0.0, 3600.0, lo_open=True),
-                   default=30.0, help="seconds a client has to send a whole request (line, "
-                   "headers, body) from its first byte, (0, 3600] (30); else 408 and "
-                   "closed")  # fmt: skip
-    p.add_argument("--keep-alive-s", type=A.float_range(0.0, 3600.0, lo_open=True),
-                   default=5.0, help="idle seconds before a kept-alive connection is closed, "
-                   "(0, 3600] (5)")  # fmt: skip
-    p.add_argument("--api-key", help="require Authorization: Bearer KEY on /v1/* "
-                   "(default: $ALEXNET_API_KEY, else none)")  # fmt: skip
-    p.add_argument("--crops", type=int, choices=TEST_CROPS, default=1,
-                   help="1 (centre), 2 (centre + mirror) or 10 crops per image, softmax "
-                   "averaged (default 1)")  # fmt: skip
     A.add_device(p)
-    p.add_argument("--access-log", action="store_true",
-                   help="log every request to stdout (client, request line, status)")  # fmt: skip
+    p.add_argument(
+        "--access-log",
+        action="store_true",
+        help="log every request to stdout (client, request line, status)",
+    )
     return p
 
 
@@ -99,28 +100,45 @@ def run(args: argparse.Namespace) -> int:
 
     api_key = args.api_key or os.environ.get("ALEXNET_API_KEY") or None
     device = resolve_device(args.device)
-    engine = Engine(args.weights, device, crops=args.crops, index=args.index,
-                    max_pixels=args.max_pixels)  # fmt: skip
+    engine = Engine(
+        args.weights, device, crops=args.crops, index=args.index, max_pixels=args.max_pixels
+    )
     if args.index and engine.index and engine.index.weights:
         if os.path.realpath(engine.index.weights) != os.path.realpath(args.weights):
-            print(f"alexnet serve: warning: --index was computed with {engine.index.weights}",
-                  file=sys.stderr)  # fmt: skip
-    cfg = ServeConfig(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
-                      max_queue=args.max_queue, always_wait=args.always_wait,
-                      max_body_bytes=int(args.max_body_mb * 2**20), api_key=api_key,
-                      max_decoding=args.max_decoding, max_connections=args.max_connections,
-                      request_timeout=args.request_timeout_s)  # fmt: skip
+            print(
+                f"alexnet serve: warning: --index was computed with {engine.index.weights}",
+                file=sys.stderr,
+            )
+    cfg = ServeConfig(
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
+        max_queue=args.max_queue,
+        always_wait=args.always_wait,
+        max_body_bytes=int(args.max_body_mb * 2**20),
+        api_key=api_key,
+        max_decoding=args.max_decoding,
+        max_connections=args.max_connections,
+        request_timeout=args.request_timeout_s,
+    )
     app = create_app(engine, cfg)
     sock = _listen(args.host, args.port)
     if args.host not in LOCAL_HOSTS:
-        print(f"alexnet serve: warning: listening on {args.host}, reachable from other "
-              "machines" + ("" if api_key else " without an API key"), file=sys.stderr)  # fmt: skip
+        print(
+            f"alexnet serve: warning: listening on {args.host}, reachable from other "
+            "machines" + ("" if api_key else " without an API key"),
+            file=sys.stderr,
+        )
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
-    config = uvicorn.Config(app, log_level="warning", access_log=args.access_log,
-                            timeout_graceful_shutdown=60, lifespan="on",
-                            http=protocol_class(app.state.server.limits),
-                            timeout_keep_alive=args.keep_alive_s)  # fmt: skip
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=args.access_log,
+        timeout_graceful_shutdown=60,
+        lifespan="on",
+        http=protocol_class(app.state.server.limits),
+        timeout_keep_alive=args.keep_alive_s,
+    )
     if args.access_log:  # uvicorn's log_level also filters its access lines (INFO)
         logging.getLogger("uvicorn.access").setLevel(logging.INFO)
     server = uvicorn.Server(config)

@@ -6,8 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from alexnet.weights.catalog import CATALOG, CONVERTIBLE, describe_file
-from alexnet.weights.hub import cache_dir
+from alexnet.weights.hub import CATALOG, CONVERTIBLE, cache_dir, describe_file
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -31,10 +30,17 @@ def _err(value: Any) -> str:
 def _table(rows: list[dict[str, Any]]) -> str:
     head = ("name", "model", "input", "classes", "top-1 err", "top-5 err", "source / how")
     body = [
-        (r["name"], str(r["model"]), str(r["input_size"]), str(r["classes"]),
-         _err(r["top1_err"]), _err(r["top5_err"]), f"{r['source']}; {r['how']}")
+        (
+            r["name"],
+            str(r["model"]),
+            str(r["input_size"]),
+            str(r["classes"]),
+            _err(r["top1_err"]),
+            _err(r["top5_err"]),
+            f"{r['source']}; {r['how']}",
+        )
         for r in rows
-    ]  # fmt: skip
+    ]
     widths = [max(len(h), *(len(row[i]) for row in body)) for i, h in enumerate(head[:-1])]
     lines = []
     for row in (head, *body):

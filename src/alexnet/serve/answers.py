@@ -21,8 +21,8 @@ from PIL import Image
 from alexnet.data.decode import decode_image
 from alexnet.data.packed import open_dataset, read_header
 from alexnet.errors import UserError
-from alexnet.inference import Prediction, Predictor, finish_resize, load_features, nearest
-from alexnet.viz import first_conv_weight, tile_kernels
+from alexnet.inference import Prediction, Predictor, finish_resize, load_features, neighbours
+from alexnet.viz import first_conv_weight, tile, tile_kernels
 
 
 class ApiError(Exception):
@@ -33,11 +33,6 @@ class ApiError(Exception):
         self.status = status
         self.message = message
         self.headers = headers or {}
-
-
-def _load_model(path: str | os.PathLike, device: str | torch.device, crops: int = 1) -> Predictor:
-    """The one place where the server reads weights (through the safe loaders)."""
-    return Predictor(path, device, crops=crops)
 
 
 def png_bytes(image: np.ndarray, scale: int = 1) -> bytes:
@@ -56,14 +51,8 @@ def tile_maps(maps: torch.Tensor, columns: int = 16, gap: int = 1) -> np.ndarray
     m = maps.float().clamp_min(0)
     top = m.flatten(1).amax(1).clamp_min(1e-12)[:, None, None]
     m = (m / top * 255).round().to(torch.uint8).cpu().numpy()
-    c, h, w = m.shape
-    columns = min(columns, c)
-    rows = -(-c // columns)
-    out = np.full((rows * (h + gap) - gap, columns * (w + gap) - gap), 255, np.uint8)
-    for i in range(c):
-        r, col = divmod(i, columns)
-        out[r * (h + gap) : r * (h + gap) + h, col * (w + gap) : col * (w + gap) + w] = m[i]
-    return np.repeat(out[:, :, None], 3, axis=2)
+    out = tile(m[..., None], min(columns, m.shape[0]), gap, fill=255)
+    return np.repeat(out, 3, axis=2)
 
 
 class NeighbourIndex:
@@ -92,18 +81,10 @@ class NeighbourIndex:
 
     def search(self, queries: np.ndarray, k: int) -> list[list[dict[str, Any]]]:
         """(Q, D) features -> for each query its k nearest images (Euclidean, paper §6.1)."""
-        ds = self._datasets[self.split]
-        dist, idx = nearest(queries, self.feats, k)
-        out = []
-        for d_row, i_row in zip(dist.tolist(), idx.tolist()):
-            found = []
-            for d, r in zip(d_row, i_row):
-                index = self.rows[r]
-                label = ds.classes[int(ds.labels[index])]
-                url = f"/v1/images/{self.split}/{index}.png"
-                found.append({"index": index, "distance": d, "label": label, "image": url})
-            out.append(found)
-        return out
+        found = neighbours(queries, self.feats, self.rows, self._datasets[self.split], k)
+        for n in (n for row in found for n in row):
+            n["image"] = f"/v1/images/{self.split}/{n['index']}.png"
+        return found
 
     def thumbnail(self, split: str, i: int) -> bytes:
         ds = self.dataset(split)
@@ -125,7 +106,7 @@ class Engine:
         index: str | os.PathLike | None = None,
         max_pixels: int = 40_000_000,
     ) -> None:
-        self.predictor = _load_model(weights, device, crops)
+        self.predictor = Predictor(weights, device, crops=crops)
         self.max_pixels = int(max_pixels)
         self.conv1 = next(
             m for m in self.predictor.model.modules() if isinstance(m, torch.nn.Conv2d)
@@ -165,8 +146,9 @@ class Engine:
         bomb (pixel count read from the header before decoding), 415 for anything else."""
         p = self.predictor
         rule = p.resize_rule
-        decoded = decode_image(data, name, None if rule == "torchvision" else p.image_size,
-                               self.max_pixels)  # fmt: skip
+        decoded = decode_image(
+            data, name, None if rule == "torchvision" else p.image_size, self.max_pixels
+        )
         if decoded.image is None:
             bomb = (decoded.skip or "").startswith("decompression bomb")
             raise ApiError(413 if bomb else 415, f"{name}: {decoded.skip}")

@@ -5,6 +5,20 @@ received in time, `connections`), 413 (body over the size limit, too many pixels
 image, wrong Content-Type), 422 (bad parameters), 503 + Retry-After (queue full, or too many
 connections), 500 (a bug: the server stays up). At most `max_decoding` images are decoded at
 once, whatever the number of requests (their decoded pixels are the server's largest memory).
+
+Prometheus metrics, in a registry of the server's own (GET /metrics):
+
+- `alexnet_serve_requests_total{method, path, code}`: answered requests; `path` is the route
+  template (`/v1/images/{split}/{i}.png`), so the label set stays small.
+- `alexnet_serve_request_seconds{path}`: latency histogram, from the first byte read to the
+  response.
+- `alexnet_serve_batch_size`: images per forward pass (dynamic batching).
+- `alexnet_serve_queue_depth`: images accepted and not yet answered.
+- `alexnet_serve_images_total{kind}`: images run through the model (predict, features).
+- `alexnet_serve_connections`: open connections (at most --max-connections).
+- `alexnet_serve_connections_refused_total`: connections answered 503 over that bound.
+- `alexnet_serve_request_timeouts_total{phase}`: clients cut at --request-timeout-s while
+  sending their request's `headers` or `body`.
 """
 
 from __future__ import annotations
@@ -22,19 +36,59 @@ import numpy as np
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from alexnet.inference import FEATURES_LAYER
 from alexnet.serve.answers import ApiError, Engine
 from alexnet.serve.batcher import Batcher, QueueFull
-from alexnet.serve.connections import ConnectionLimits
-from alexnet.serve.metrics import Metrics
+from alexnet.serve.connections import ConnectionLimits, RequestDeadline
 
 STATIC = {
     "/": ("index.html", "text/html; charset=utf-8"),
     "/app.js": ("app.js", "text/javascript; charset=utf-8"),
     "/style.css": ("style.css", "text/css; charset=utf-8"),
 }
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class Metrics:
+    """The server's counters, histograms and gauges (module doc)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        n = "alexnet_serve_"
+        self.requests = Counter(
+            n + "requests", "HTTP requests answered", ["method", "path", "code"], registry=r
+        )
+        self.latency = Histogram(
+            n + "request_seconds", "request latency", ["path"], buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.batch_size = Histogram(
+            n + "batch_size", "images per forward pass", buckets=BATCH_BUCKETS, registry=r
+        )
+        self.queue_depth = Gauge(
+            n + "queue_depth", "images accepted and not yet answered", registry=r
+        )
+        self.images = Counter(n + "images", "images run through the model", ["kind"], registry=r)
+        self.connections = Gauge(n + "connections", "open connections", registry=r)
+        self.refused = Counter(
+            n + "connections_refused", "connections refused (503) over the bound", registry=r
+        )
+        self.timeouts = Counter(
+            n + "request_timeouts", "clients cut at the request deadline", ["phase"], registry=r
+        )
 
 
 @dataclass
@@ -137,8 +191,11 @@ class Server:
         given = request.headers.get("authorization", "")
         expected = f"Bearer {self.cfg.api_key}"
         if not hmac.compare_digest(given.encode(), expected.encode()):
-            raise ApiError(401, "missing or wrong API key (Authorization: Bearer KEY)",
-                           {"WWW-Authenticate": "Bearer"})  # fmt: skip
+            raise ApiError(
+                401,
+                "missing or wrong API key (Authorization: Bearer KEY)",
+                {"WWW-Authenticate": "Bearer"},
+            )
 
     async def images_of(
         self, request: Request, batched: bool = True
@@ -177,8 +234,9 @@ def create_app(engine: Engine, cfg: ServeConfig) -> FastAPI:
         await srv.batcher.stop()  # uvicorn has finished the in-flight requests by now
         srv.decode_pool.shutdown(wait=True)
 
-    app = FastAPI(title="alexnet serve", lifespan=lifespan, docs_url=None, redoc_url=None,
-                  openapi_url=None)  # fmt: skip
+    app = FastAPI(
+        title="alexnet serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+    )
     app.state.server = srv
     _install_handlers(app, srv.metrics)
     _model_routes(app, srv)
@@ -198,18 +256,17 @@ def _model_routes(app: FastAPI, srv: Server) -> None:
         probs = await srv.run("predict", images)
         preds = [engine.prediction(n, p, topk) for n, p in zip(names, probs)]
         p = engine.predictor
-        return JSONResponse({"model": p.meta.model_name, "crops": p.crops, "topk": topk,
-                             "predictions": preds})  # fmt: skip
+        return JSONResponse(
+            {"model": p.meta.model_name, "crops": p.crops, "topk": topk, "predictions": preds}
+        )
 
     @app.post("/v1/features", dependencies=v1)
     async def features(request: Request) -> Response:
         names, images = await srv.images_of(request)
         feats = await srv.run("features", images)
         rows = [{"image": n, "features": f.tolist()} for n, f in zip(names, feats)]
-        layer = "penultimate (fc7 after ReLU for paper/seed/torchvision)"
-        name = engine.predictor.meta.model_name
-        return JSONResponse({"model": name, "dim": engine.feature_dim, "layer": layer,
-                             "results": rows})  # fmt: skip
+        name, dim = engine.predictor.meta.model_name, engine.feature_dim
+        return JSONResponse({"model": name, "dim": dim, "layer": FEATURES_LAYER, "results": rows})
 
     @app.post("/v1/neighbors", dependencies=v1)
     async def neighbors(request: Request, k: int = Query(8, ge=1, le=256)) -> Response:
@@ -246,20 +303,24 @@ def _info_routes(app: FastAPI, srv: Server) -> None:
 
     @app.get("/v1/model", dependencies=v1)
     async def model() -> dict:
-        return {**engine.info(), "max_batch": cfg.max_batch, "max_wait_ms": cfg.max_wait_ms,
-                "max_body_bytes": cfg.max_body_bytes, "max_decoding": cfg.max_decoding,
-                "max_pixels": engine.max_pixels, "max_connections": cfg.max_connections,
-                "request_timeout_s": cfg.request_timeout}  # fmt: skip
+        return {
+            **engine.info(),
+            "max_batch": cfg.max_batch,
+            "max_wait_ms": cfg.max_wait_ms,
+            "max_body_bytes": cfg.max_body_bytes,
+            "max_decoding": cfg.max_decoding,
+            "max_pixels": engine.max_pixels,
+            "max_connections": cfg.max_connections,
+            "request_timeout_s": cfg.request_timeout,
+        }
 
     @app.get("/healthz")
     async def healthz() -> dict:
-        return {"status": "ok", "queue_depth": srv.batcher.depth,
-                "connections": srv.limits.open}  # fmt: skip
+        return {"status": "ok", "queue_depth": srv.batcher.depth, "connections": srv.limits.open}
 
     @app.get("/metrics")
     async def prometheus() -> Response:
-        body, ctype = srv.metrics.render()
-        return Response(body, media_type=ctype)
+        return Response(generate_latest(srv.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 def _index(engine: Engine):
@@ -307,6 +368,7 @@ def _install_handlers(app: FastAPI, metrics: Metrics) -> None:
         return _error(500, f"internal error: {type(exc).__name__}: {exc}")
 
     app.add_middleware(_Observe, metrics=metrics)
+    app.add_middleware(RequestDeadline)
 
 
 class _Observe:
@@ -330,4 +392,5 @@ class _Observe:
             await self.app(scope, receive, send_status)
         finally:
             path = getattr(scope.get("route"), "path", "other")
-            self.metrics.observe_request(scope["method"], path, status, time.perf_counter() - t0)
+            self.metrics.requests.labels(scope["method"], path, str(status)).inc()
+            self.metrics.latency.labels(path).observe(time.perf_counter() - t0)

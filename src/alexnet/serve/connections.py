@@ -1,18 +1,26 @@
 """What one client may hold: a deadline for its request, and a bound on open connections.
 
-uvicorn's own `timeout_keep_alive` closes a connection idle *between* requests; nothing closes
-one that sends half a request header (or half a body) and stops, and its `limit_concurrency`
-answers 503 only once a request has fully arrived, so slow clients pile up without bound.
-`protocol_class(limits)` is uvicorn's h11 protocol with two rules added:
+uvicorn's `timeout_keep_alive` closes a connection idle *between* requests; nothing closes one
+that sends half a request and stops, and its `limit_concurrency` answers 503 only once a
+request has fully arrived, so slow clients pile up without bound. Two rules are added:
 
 - **Request deadline.** A request's line, headers and body must all have arrived within
   `limits.request_timeout` seconds of its first byte (of the connection opening, for the first
   request). Otherwise the client gets `408` with `Connection: close` and is disconnected; a
   client that drips one byte a second is cut at the same deadline. Time spent computing the
-  answer, and idle time between requests (`timeout_keep_alive`), do not count.
+  answer, and idle time between requests (`timeout_keep_alive`), do not count; nor does a
+  partial request that arrived pipelined behind a whole one until its next byte comes (till
+  then `timeout_keep_alive` bounds it).
 - **Connection bound.** Beyond `limits.max_connections` open connections a new one is answered
   at once with `503` + `Retry-After: 1` + `Connection: close` and closed; it never holds
   request state.
+
+`protocol_class(limits)` is uvicorn's h11 protocol seen only through asyncio's `Protocol`
+methods: it counts connections, refuses those over the bound, and starts a connection's
+`Clock` when it opens and at the first byte of each later request. `RequestDeadline`, an ASGI
+middleware, stops the clock once the request's body has arrived. The two meet through a
+context variable: uvicorn starts a request's task from `data_received` (or from the end of the
+previous answer, for a pipelined request), so the task inherits its connection's clock.
 """
 
 from __future__ import annotations
@@ -20,9 +28,9 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
-import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 REFUSED_LINGER_S = 1.0  # a refused connection reads (and drops) the client's bytes this long
@@ -53,21 +61,60 @@ def raw_response(status: int, reason: str, message: str, extra: str = "") -> byt
     return head.encode("ascii") + body
 
 
+class Clock:
+    """One connection's request deadline: started by the request's first byte, stopped once its
+    body has arrived; at the deadline the client gets 408 (unless an answer has been started
+    already, e.g. an early 413) and the connection is closed."""
+
+    def __init__(self, limits: ConnectionLimits, transport: asyncio.Transport) -> None:
+        self.limits, self.transport = limits, transport
+        self.timer: asyncio.TimerHandle | None = None
+        self.request = 0  # counts started requests: a finished one stops only its own clock
+        self.phase = "headers"
+        self.answered = False
+
+    def start(self) -> None:
+        if self.timer is None:
+            self.request += 1
+            self.phase, self.answered = "headers", False
+            loop = asyncio.get_running_loop()
+            self.timer = loop.call_later(self.limits.request_timeout, self._expired)
+
+    def stop(self, request: int) -> None:
+        if self.timer is not None and request == self.request:
+            self.timer.cancel()
+            self.timer = None
+
+    def _expired(self) -> None:
+        self.timer = None
+        if self.transport.is_closing():
+            return
+        self.limits.on_timeout(self.phase)
+        if not self.answered:
+            t = self.limits.request_timeout
+            msg = f"request {self.phase} not received within {t:g} s (--request-timeout-s)"
+            self.transport.write(raw_response(408, "Request Timeout", msg))
+        self.transport.close()  # uvicorn then ends the application's reads (http.disconnect)
+
+
+_clock: ContextVar[Clock | None] = ContextVar("alexnet_serve_clock", default=None)
+
+
 class LimitedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol with a request deadline and a connection bound (module doc)."""
+    """uvicorn's h11 protocol with a connection bound and a request clock (module doc)."""
 
     limits: ConnectionLimits = ConnectionLimits()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        self._deadline: asyncio.TimerHandle | None = None
-        self._refused = self.limits.open >= self.limits.max_connections
-        if self._refused:
+        self.clock: Clock | None = None
+        if self.limits.open >= self.limits.max_connections:
             self._refuse(transport)
             return
         self.limits.open += 1
         self.limits.on_open(self.limits.open)
         super().connection_made(transport)
-        self._arm()  # the first request's clock starts with the connection
+        self.clock = Clock(self.limits, transport)
+        self.clock.start()  # the first request's clock starts with the connection
 
     def _refuse(self, transport: asyncio.Transport) -> None:
         """503 at once; then half-close and drop what the client sends (closing with unread
@@ -78,74 +125,72 @@ class LimitedH11Protocol(H11Protocol):
         transport.write(raw_response(503, "Service Unavailable", msg, "retry-after: 1\r\n"))
         if transport.can_write_eof():
             transport.write_eof()
-        self.loop.call_later(REFUSED_LINGER_S, transport.close)
+        asyncio.get_running_loop().call_later(REFUSED_LINGER_S, transport.close)
         self.limits.on_refused()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._refused:
+        if self.clock is None:  # refused
             return
-        self._disarm()
+        self.clock.stop(self.clock.request)
         self.limits.open -= 1
         self.limits.on_open(self.limits.open)
         super().connection_lost(exc)
 
-    def eof_received(self) -> bool | None:
-        if self._refused:
+    def eof_received(self) -> None:
+        if self.clock is None:
             self.transport.close()
-        return None
 
     def data_received(self, data: bytes) -> None:
-        if self._refused:
+        if self.clock is None:
             return
+        self.clock.start()  # a no-op while the current request's clock runs
+        _clock.set(self.clock)  # inherited by the request task uvicorn creates now
         super().data_received(data)
-        self._check()
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        self._check()  # a pipelined next request may already be partly here
-
-    def _check(self) -> None:
-        """Deadline on while a request is partly received; off once it is complete (or
-        between requests, when only uvicorn's keep-alive timer runs)."""
-        state = self.conn.their_state
-        if state is h11.SEND_BODY or (state is h11.IDLE and self.conn.trailing_data[0]):
-            self._arm()
-        elif state is not h11.IDLE or self._deadline is not None and self._between_requests():
-            self._disarm()
-
-    def _between_requests(self) -> bool:
-        """IDLE, nothing buffered, and at least one response sent: keep-alive idle time."""
-        return self.cycle is not None and self.cycle.response_complete
-
-    def _arm(self) -> None:
-        if self._deadline is None:
-            timeout = self.limits.request_timeout
-            self._deadline = self.loop.call_later(timeout, self._expired)
-
-    def _disarm(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
-
-    def _expired(self) -> None:
-        """The deadline passed with the request incomplete: 408 (unless an answer has been
-        started already, e.g. an early 413), then close."""
-        self._deadline = None
-        if self.transport.is_closing():
-            return
-        phase = "headers" if self.conn.their_state is h11.IDLE else "body"
-        self.limits.on_timeout(phase)
-        cycle = self.cycle if phase == "body" else None
-        if cycle is None or not cycle.response_started:
-            t = self.limits.request_timeout
-            msg = f"request {phase} not received within {t:g} s (--request-timeout-s)"
-            self.transport.write(raw_response(408, "Request Timeout", msg))
-        if cycle is not None:
-            cycle.disconnected = True  # the application's reads end, its answer is dropped
-            cycle.message_event.set()
-        self.transport.close()
 
 
 def protocol_class(limits: ConnectionLimits) -> type[LimitedH11Protocol]:
     """A protocol class for `uvicorn.Config(http=...)` bound to these limits."""
     return type("LimitedH11", (LimitedH11Protocol,), {"limits": limits})
+
+
+class RequestDeadline:
+    """ASGI middleware: the request's headers have arrived when it is called (the clock's phase
+    becomes "body"), its body when `receive` says there is no more (or it has none): the clock
+    stops. An answer started before the whole body arrived (401, 413, ...) closes the
+    connection after it. Without a clock (a test client) it only passes through."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        clock = _clock.get()
+        if scope["type"] != "http" or clock is None:
+            return await self.app(scope, receive, send)
+        clock.start()  # a no-op, but for a pipelined request that arrived with the one before
+        request, clock.phase = clock.request, "body"
+        headers = dict(scope["headers"])
+        received = headers.get(b"content-length", b"0") == b"0"
+        received = received and b"transfer-encoding" not in headers
+        if received:
+            clock.stop(request)
+
+        async def body_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                received = True
+                clock.stop(request)
+            return message
+
+        async def answer_send(message) -> None:
+            if message["type"] == "http.response.start":
+                if request == clock.request:
+                    clock.answered = True
+                if not received:
+                    message = {
+                        **message,
+                        "headers": [*message.get("headers", ()), (b"connection", b"close")],
+                    }
+            await send(message)
+
+        await self.app(scope, body_receive, answer_send)

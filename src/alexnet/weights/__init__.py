@@ -1,15 +1,14 @@
-"""Every weights format in and out: `load(path)` -> (model, metadata), `save(path, ...)`.
+"""Every weights format in and out: `load(path | run dir | name)` -> (model, metadata), `save`.
 
-Formats read, detected from the content (not only the suffix):
-- "alexnet": our safetensors file with its metadata (`safetensors_io`), written by `save`;
-- "two-device": the same in the two-device tower layout (`two_device`, paper §3.2);
-- "torchvision": torchvision's `.pth` state_dict (`torchvision`), weights_only loading;
-- "checkpoint": a training checkpoint, `RUN/checkpoint.pt` or the run directory
-  (`checkpoint`), weights_only loading;
-- a name, e.g. `torchvision`: downloadable weights (`hub`, `catalog`).
+- `files`: `read` / `load`, telling the formats apart by their content (training checkpoints
+  included), and `save`;
+- `safetensors_io`: our file (`save` writes it), in the paper or the two-device layout;
+- `torchvision`: torchvision's `.pth`; `caffe` (+ `caffe_proto`): Caffe's bvlc_alexnet;
+- `hub`: weights by name (downloaded once) and `alexnet weights`'s catalog;
+- `meta`: `Preprocess` and `WeightsMeta`, what every format reads besides tensors.
 
-The names below are imported when first used, so that the torch-free parts of this package
-(`catalog`, which `alexnet weights` lists) load without torch.
+The names below are imported when first used, so that the torch-free `hub` (which `alexnet
+weights` lists) loads without torch.
 """
 
 from __future__ import annotations
@@ -19,8 +18,8 @@ from alexnet.lazy import lazy_names
 _NAMES = {
     "Preprocess": "alexnet.weights.meta",
     "WeightsMeta": "alexnet.weights.meta",
-    "build_model": "alexnet.weights.build",
-    "convert_layout": "alexnet.weights.two_device",
+    "build_model": "alexnet.weights.files",
+    "convert_layout": "alexnet.weights.safetensors_io",
     "load": "alexnet.weights.files",
     "read": "alexnet.weights.files",
     "save": "alexnet.weights.files",

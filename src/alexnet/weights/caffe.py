@@ -47,11 +47,14 @@ FC_NAMES = ("fc6", "fc7", "fc8")
 MEAN_BGR = (104.0, 117.0, 123.0)  # Caffe's per-channel ImageNet mean, BGR order, 0..255
 PUBLISHED = {"top1_err": 42.9, "top5_err": 19.8, "crops": 1, "model": "bvlc_alexnet"}
 # The `paper` model that computes bvlc_alexnet's function (see the module docstring).
-MODEL_OPTIONS: dict[str, Any] = {
-    "input_size": 227, "towers": 2, "lrn_k": 1.0, "lrn_alpha_convention": "per_size",
-    "lrn_scope": "all",
-    "init": "caffe",
-}  # fmt: skip
+MODEL_OPTIONS: dict[str, Any] = dict(
+    input_size=227,
+    towers=2,
+    lrn_k=1.0,
+    lrn_alpha_convention="per_size",
+    lrn_scope="all",
+    init="caffe",
+)
 
 
 def _first(values: Any, default: int) -> int:
@@ -176,16 +179,15 @@ def caffe_preprocess(mean: np.ndarray | None) -> tuple[dict[str, Any], torch.Ten
     None for the per-channel mean (104, 117, 123) BGR. Returns (preprocess, mean image
     (H, W, 3) RGB in [0, 1] or None): 256 px images, centre crop 227 (§2, §4.1).
     """
-    base = {"image_size": 256, "resize_rule": "paper", "crop_size": 227, "resize": None,
-            "out_channels": 3}  # fmt: skip
+    base = dict(image_size=256, resize_rule="paper", crop_size=227, resize=None, out_channels=3)
     if mean is None:
         rgb = [c / 255.0 for c in MEAN_BGR[::-1]]
         std = [1.0 / 255.0] * 3  # (x/255 - m/255) / (1/255) = x - m, x in 0..255
         return {**base, "normalize": "channel", "mean": rgb, "std": std}, None
     image = np.asarray(mean, dtype=np.float32).reshape(mean.shape[-3:])
     rgb = np.ascontiguousarray(image[::-1].transpose(1, 2, 0)) / 255.0  # (H, W, 3) RGB
-    return {**base, "image_size": int(rgb.shape[0]), "normalize": "mean_image", "mean": None,
-            "std": None}, torch.from_numpy(rgb)  # fmt: skip
+    pre = {**base, "image_size": int(rgb.shape[0]), "normalize": "mean_image"}
+    return {**pre, "mean": None, "std": None}, torch.from_numpy(rgb)
 
 
 def load_mean(path: str | os.PathLike) -> np.ndarray:
@@ -255,6 +257,13 @@ def convert(
     }
     if k == 1000:
         extra["published"] = dict(PUBLISHED)
-    save_safetensors(out, model.state_dict(), model_config=model.config, classes=names,
-                 preprocess=preprocess, mean_image=mean_image, extra=extra)  # fmt: skip
+    save_safetensors(
+        out,
+        model.state_dict(),
+        model_config=model.config,
+        classes=names,
+        preprocess=preprocess,
+        mean_image=mean_image,
+        extra=extra,
+    )
     return {"model": model.config, "classes": names, "preprocess": preprocess, "extra": extra}

@@ -1,19 +1,12 @@
-"""Every weights format in: `read(path)` -> (state_dict, metadata), `load(path)` -> (model,
-metadata); and `save`, the format `load` reads best (the package face `alexnet.weights`
-re-exports these).
-
-Formats read, detected from the content (not only the suffix):
-- "alexnet": our safetensors file with its metadata (`safetensors_io`), written by `save`;
-- "two-device": the same in the two-device tower layout (`two_device`, paper §3.2);
-- "torchvision": torchvision's `.pth` state_dict (`torchvision`), weights_only loading;
-- "checkpoint": a training checkpoint, `RUN/checkpoint.pt` or the run directory
-  (`checkpoint`), weights_only loading.
-"""
+"""`read(path)` -> (state_dict, metadata) and `load(path)` -> (model, metadata) for every
+format, told apart by the content, not the suffix: our safetensors (either tower layout),
+torchvision's `.pth` and training checkpoints (`RUN/checkpoint.pt` or the run directory), both
+read with weights_only; names of downloadable weights too. `save` writes our safetensors."""
 
 from __future__ import annotations
 
-import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +16,16 @@ from torch import nn
 from alexnet.checkpoint import Checkpoint, checkpoint_path, is_checkpoint
 from alexnet.errors import UserError
 from alexnet.fileio import safe_torch_load, torch_file_kind
-from alexnet.rundir import RunDir
-from alexnet.weights.build import build_model, load_into
+from alexnet.models.registry import get_model
 from alexnet.weights.hub import resolve_name
 from alexnet.weights.meta import Preprocess, WeightsMeta
-from alexnet.weights.safetensors_io import is_safetensors, read_safetensors, save_safetensors
+from alexnet.weights.safetensors_io import (
+    is_safetensors,
+    read_safetensors,
+    save_safetensors,
+    to_paper_layout,
+)
 from alexnet.weights.torchvision import torchvision_weights
-from alexnet.weights.two_device import to_paper_layout
 
 ACCEPTED = "an alexnet .safetensors, torchvision's .pth, RUN/checkpoint.pt or a run directory"
 # (leading bytes, what such a file is) for files that are not weights, to say what they are
@@ -76,38 +72,20 @@ def read(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], WeightsMeta]
     raise UserError(f"{p}: {_describe(p)}, not weights; pass {ACCEPTED}")
 
 
-def _run_config(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads((path.parent / RunDir.CONFIG).read_text())
-    except (OSError, ValueError):
-        return {}
-
-
 def checkpoint_weights(
     ckpt: Checkpoint, path: str | os.PathLike
 ) -> tuple[dict[str, torch.Tensor], WeightsMeta]:
-    """A training checkpoint (`alexnet.checkpoint`) -> (model state_dict, metadata); an older
-    one without its classes or preprocessing takes them from RUN/config.json beside it, and
-    a UserError names the file when neither has them."""
-    path = Path(path)
-    run_config = _run_config(path) if ckpt.classes is None or ckpt.preprocess is None else {}
-    classes = ckpt.classes if ckpt.classes is not None else run_config.get("classes")
-    preprocess = ckpt.preprocess if ckpt.preprocess is not None else run_config.get("preprocess")
-    if classes is None or preprocess is None:
-        missing = "class names" if classes is None else "preprocessing"
+    """A training checkpoint (`alexnet.checkpoint`) -> (model state_dict, metadata)."""
+    pre = None if ckpt.preprocess is None else Preprocess.from_json(ckpt.preprocess)
+    no_mean = pre is not None and pre.normalize == "mean_image" and ckpt.mean_image is None
+    if ckpt.classes is None or pre is None or no_mean:
         raise UserError(
-            f"{path}: an older checkpoint without its {missing} (nor in {RunDir.CONFIG} beside "
-            "it); use RUN/weights.safetensors instead"
-        )
-    pre = Preprocess.from_json(preprocess)
-    if pre.normalize == "mean_image" and ckpt.mean_image is None:
-        raise UserError(
-            f"{path}: an older checkpoint without the training mean image; use "
+            f"{path}: a checkpoint without its class names, preprocessing or mean image; use "
             "RUN/weights.safetensors instead"
         )
     meta = WeightsMeta(
         model_config=ckpt.model_config,
-        classes=[str(c) for c in classes],
+        classes=[str(c) for c in ckpt.classes],
         preprocess=pre,
         extra={"source": "checkpoint", "epoch": ckpt.epoch, "global_step": ckpt.global_step},
         mean_image=None if ckpt.mean_image is None else torch.as_tensor(ckpt.mean_image).float(),
@@ -115,6 +93,32 @@ def checkpoint_weights(
         path=str(path),
     )
     return dict(ckpt.model), meta
+
+
+def build_model(model_config: Mapping[str, Any], num_classes: int) -> nn.Module:
+    """A freshly initialised model as `model_config` ({"name", "options"}) describes it, with
+    `num_classes` outputs unless the options name their own."""
+    options = dict(model_config.get("options", {}))
+    options.setdefault("num_classes", num_classes)
+    return get_model(str(model_config["name"]), **options)
+
+
+def load_into(
+    model: nn.Module, tensors: Mapping[str, torch.Tensor], path: str | os.PathLike
+) -> nn.Module:
+    """`model.load_state_dict(tensors, strict=True)`; a mismatch is one UserError naming the
+    file, the model and up to three missing / unexpected / misshapen tensors."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(tensors))
+    unexpected = sorted(set(tensors) - set(own))
+    shapes = sorted(k for k in set(own) & set(tensors) if own[k].shape != tensors[k].shape)
+    if missing or unexpected or shapes:
+        name = getattr(model, "config", {}).get("name", type(model).__name__)
+        found = {"missing": missing, "unexpected": unexpected, "other shapes": shapes}
+        parts = [f"{what} {keys[:3]}" for what, keys in found.items() if keys]
+        raise UserError(f"{path}: tensors do not fit model {name!r} ({'; '.join(parts)})")
+    model.load_state_dict(dict(tensors), strict=True)
+    return model
 
 
 def load(

@@ -1,4 +1,12 @@
-"""Weights by name: download once into torch's hub cache, the way torchvision does, then reuse.
+"""What `--weights` can name, and what a weights file is: `alexnet weights`.
+
+`CATALOG`: weights downloadable by name (torchvision's ImageNet AlexNet). `CONVERTIBLE`: public
+weights this package converts but does not download (Caffe's `bvlc_alexnet`, the paper's
+architecture). `describe_file(path)`: the same facts for any weights file, read from its
+metadata. Published errors are top-1 / top-5 in percent on the ILSVRC-2012 validation set,
+one centre crop (the paper's own network: 40.7 / 18.2 with 10 crops, §6).
+
+Weights by name: download once into torch's hub cache, the way torchvision does, then reuse.
 
 - `resolve_name(name_or_path) -> Path`: an existing file is returned as it is; a catalog name
   (`alexnet weights` lists them, e.g. "torchvision") is the cached file, downloaded first when
@@ -14,16 +22,19 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import sys
 import urllib.error
 import urllib.request
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from alexnet.errors import UserError
+from alexnet.fileio import torch_file_kind
 from alexnet.progress import progress_bar
-from alexnet.weights.catalog import CATALOG
 
 BASE_URL_ENV = "ALEXNET_WEIGHTS_URL"
 DEFAULT_BASE_URL = "https://download.pytorch.org/models"
@@ -32,20 +43,16 @@ _HASH = re.compile(r"-([a-f0-9]+)\.")
 _CHUNK = 1 << 20
 
 
-def hub_dir() -> Path:
-    """`torch.hub.get_dir()`: asked of torch when it is loaded (so `torch.hub.set_dir` is
-    honoured), else torch's own rule, without importing it: `$TORCH_HOME/hub`, where
-    TORCH_HOME defaults to `$XDG_CACHE_HOME/torch` and XDG_CACHE_HOME to `~/.cache`."""
+def cache_dir() -> Path:
+    """torch's hub cache for weights files, `torch.hub.get_dir()/checkpoints`: asked of torch
+    when it is loaded (so `torch.hub.set_dir` is honoured), else torch's own rule without
+    importing it: `$TORCH_HOME/hub`, TORCH_HOME defaulting to `$XDG_CACHE_HOME/torch` and
+    XDG_CACHE_HOME to `~/.cache`."""
     if "torch" in sys.modules:
-        return Path(sys.modules["torch"].hub.get_dir())
+        return Path(sys.modules["torch"].hub.get_dir()) / "checkpoints"
     xdg = os.getenv("XDG_CACHE_HOME", os.path.join("~", ".cache"))
     home = os.path.expanduser(os.getenv("TORCH_HOME", os.path.join(xdg, "torch")))
-    return Path(home) / "hub"
-
-
-def cache_dir() -> Path:
-    """torch's hub cache for weights files: `torch.hub.get_dir()/checkpoints` ($TORCH_HOME)."""
-    return hub_dir() / "checkpoints"
+    return Path(home) / "hub" / "checkpoints"
 
 
 def url_for(file_name: str) -> str:
@@ -66,8 +73,14 @@ def _download(url: str, tmp: Path, progress: bool) -> str:
     request = urllib.request.Request(url, headers={"User-Agent": "alexnet"})
     with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response, open(tmp, "wb") as out:
         total = int(response.headers.get("Content-Length") or 0) or None
-        with progress_bar(total=total, unit="B", unit_scale=True, unit_divisor=1024,
-                  desc=Path(url).name, disable=not progress) as bar:  # fmt: skip
+        with progress_bar(
+            total=total,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc=Path(url).name,
+            disable=not progress,
+        ) as bar:
             while chunk := response.read(_CHUNK):
                 out.write(chunk)
                 digest.update(chunk)
@@ -121,3 +134,101 @@ def resolve_name(name_or_path: str | os.PathLike, *, progress: bool = True) -> P
         f"{name_or_path}: no such weights file, nor a name of downloadable weights ({names}; "
         f"`alexnet weights` lists them)"
     )
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """Pretrained weights: the name `--weights` takes, where they come from, what they are."""
+
+    name: str
+    source: str
+    model: str
+    input_size: int
+    classes: str
+    top1_err: float | None
+    top5_err: float | None
+    file_name: str
+    how: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+CATALOG: dict[str, CatalogEntry] = {
+    "torchvision": CatalogEntry(
+        name="torchvision",
+        source="torchvision AlexNet_Weights.IMAGENET1K_V1 (Krizhevsky 2014, 'one weird trick')",
+        model="torchvision",
+        input_size=224,
+        classes="ImageNet-1k (1000)",
+        top1_err=43.478,
+        top5_err=20.934,
+        file_name="alexnet-owt-7be5be79.pth",
+        how="downloaded on first use into torch's hub cache",
+    ),
+}
+CONVERTIBLE: dict[str, CatalogEntry] = {
+    "bvlc_alexnet": CatalogEntry(
+        name="bvlc_alexnet",
+        source="Caffe Model Zoo bvlc_alexnet (the paper's architecture: towers, LRN)",
+        model="paper (input_size 227, Caffe's LRN)",
+        input_size=227,
+        classes="ImageNet-1k (1000)",
+        top1_err=42.9,
+        top5_err=19.8,
+        file_name="bvlc_alexnet.caffemodel",
+        how="alexnet convert caffe bvlc_alexnet.caffemodel OUT.safetensors, then --weights OUT",
+    ),
+}
+
+
+def _safetensors_meta(path: Path) -> dict[str, Any]:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise UserError(f"{path}: not a readable weights file ({exc})") from None
+    try:
+        return {k: json.loads(raw[k]) for k in ("model", "classes", "preprocess", "extra")}
+    except (KeyError, ValueError):
+        raise UserError(f"{path}: safetensors file without alexnet metadata") from None
+
+
+def describe_file(path: str | os.PathLike) -> dict[str, Any]:
+    """A weights file -> the catalog's facts (name = the path), read from its metadata only."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{p}: no such weights file")
+    if p.suffix in (".pth", ".pt") or torch_file_kind(p) in ("zip", "pickle"):
+        entry = CATALOG["torchvision"]
+        known = p.name == entry.file_name
+        return {
+            **entry.to_json(),
+            "name": str(p),
+            "file_name": p.name,
+            "how": "given by path",
+            **({} if known else {"top1_err": None, "top5_err": None}),
+        }
+    meta = _safetensors_meta(p)
+    options = meta["model"].get("options", {})
+    extra = meta["extra"]
+    published = extra.get("published") or {}
+    top1, top5 = published.get("top1_err"), published.get("top5_err")
+    if not published and extra.get("top1_error") is not None:  # best epoch of `alexnet train`
+        top1 = round(100 * float(extra["top1_error"]), 3)
+        top5 = extra.get("top5_error")
+        top5 = None if top5 is None else round(100 * float(top5), 3)
+    return {
+        "name": str(p),
+        "source": str(extra.get("source") or "alexnet train"),
+        "model": meta["model"].get("name"),
+        "input_size": options.get("input_size") or meta["preprocess"].get("crop_size"),
+        "classes": f"{len(meta['classes'])}",
+        "top1_err": top1,
+        "top5_err": top5,
+        "file_name": p.name,
+        "how": "given by path"
+        + (" (errors: its validation split)" if top1 is not None and not published else ""),
+    }

@@ -24,7 +24,7 @@ class Preprocess:
 
     crop_size: side S of the network input (224 in paper §2).
     image_size: side that image files are first brought to (shorter side, centre crop);
-        None in older files (see `stored_image_size`).
+        None when not recorded (see `stored_image_size`).
     resize: resize the stored images to this side on the device before cropping, or None.
     out_channels: 3 (RGB) or 1 (grey) channels fed to the network.
     normalize: "mean_image" (paper §2: subtract the training set's mean image), "channel"
@@ -48,8 +48,8 @@ class Preprocess:
 
     @classmethod
     def from_json(cls, d: Any) -> Preprocess:
-        """Read a dict written by `to_json` or by older versions (missing keys take the
-        defaults, unknown keys are ignored); a `Preprocess` passes through unchanged."""
+        """Read a dict as `to_json` writes it (missing keys take the defaults, unknown keys
+        are ignored); a `Preprocess` passes through unchanged."""
         if isinstance(d, cls):
             return d
         if not isinstance(d, dict) or "crop_size" not in d:

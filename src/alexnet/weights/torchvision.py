@@ -37,13 +37,6 @@ def imagenet_categories() -> list[str]:
     return list(AlexNet_Weights.IMAGENET1K_V1.meta["categories"])
 
 
-def is_state_dict(obj: Any) -> bool:
-    """A dict of name -> tensor."""
-    return isinstance(obj, dict) and all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
-    )
-
-
 def torchvision_weights(
     obj: Any, path: str | os.PathLike
 ) -> tuple[dict[str, torch.Tensor], WeightsMeta]:
@@ -52,7 +45,10 @@ def torchvision_weights(
     path = Path(path)
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
-    if not is_state_dict(obj):
+    tensors = isinstance(obj, dict) and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    )
+    if not tensors:
         raise UserError(f"{path}: a torch file but not a state_dict (a dict of name -> tensor)")
     head = obj.get(HEAD_KEY)
     if head is None or head.dim() != 2:
