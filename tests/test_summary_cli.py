@@ -138,3 +138,15 @@ def test_an_input_size_the_model_cannot_take_is_one_line(model, size, capsys):
     assert main(["summary", "--model", model, "--input-size", str(size)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("alexnet summary: error: model "), err
+
+
+def test_a_mistyped_command_or_choice_names_the_closest(capsys):
+    """`alexnet trian`: one line naming the command it most likely meant; nothing close: none."""
+    for argv, hint in ((["trian"], "did you mean train?"), (["summary", "--model", "papr"],
+                       "did you mean paper?"), (["xyzzy"], None)):  # fmt: skip
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert exit_.value.code == 2 and len(err) == 1, err
+        assert "invalid choice" in err[0]
+        assert (hint in err[0]) if hint else "did you mean" not in err[0]

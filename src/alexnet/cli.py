@@ -60,10 +60,11 @@ def build_parser():
     from alexnet import __version__
 
     class Parser(argparse.ArgumentParser):
-        """Errors in one line (no usage block): `alexnet CMD: error: ... (see ... --help)`."""
+        """Errors in one line (no usage block): `alexnet CMD: error: ... (see ... --help)`,
+        with the closest choice to a mistyped one (`alexnet trian`: did you mean train?)."""
 
         def error(self, message: str):  # type: ignore[override]
-            self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+            self.exit(2, f"{self.prog}: error: {_suggest(message)} (see {self.prog} --help)\n")
 
     parser = Parser(
         prog="alexnet",
@@ -76,6 +77,20 @@ def build_parser():
         sub = module.add_parser(subparsers)
         sub.set_defaults(_run=module.run)
     return parser
+
+
+def _suggest(message: str) -> str:
+    """argparse's "invalid choice: 'X' (choose from ...)" with "; did you mean Y?" added when
+    one choice is close to X."""
+    import difflib
+    import re
+
+    found = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+    if found is None:
+        return message
+    choices = [c.strip(" '\"") for c in found.group(2).split(",")]
+    close = difflib.get_close_matches(found.group(1), choices, n=1)
+    return f"{message}; did you mean {close[0]}?" if close else message
 
 
 def _prepare_process(args) -> None:
@@ -115,8 +130,8 @@ def _run_command(args, entry: bool) -> int:
             return int(args._run(args) or 0)
         except UserError as exc:
             print(f"alexnet {args.command}: error: {exc}", file=sys.stderr)
-            if type(exc).__name__ == "PeerLostError":  # a peer died: leave at once, so that
-                sys.stderr.flush()  # torchrun sees this rank fail within its monitor interval
+            if exc.leave_at_once:  # e.g. a peer died: torchrun must see this rank fail now
+                sys.stderr.flush()
                 os._exit(1)
             return 2
         except OSError as exc:  # disk full, read-only, permission: one line, not a traceback

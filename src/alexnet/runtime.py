@@ -131,6 +131,8 @@ class PeerLostError(UserError):
     """A collective failed: another rank died or hung. One line; the checkpoint on disk is the
     last complete one, and torchrun (--max-restarts) starts the job again from it."""
 
+    leave_at_once = True  # torchrun must see this rank fail within its monitor interval
+
 
 def is_peer_failure(exc: BaseException) -> bool:
     """Whether `exc` is a collective's failure (a peer gone), not a bug of this process."""
