@@ -23,14 +23,18 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks scripts
 	$(VENV)/bin/ruff format --check src tests benchmarks scripts
 
+# The fast suite over up to 4 worker processes (pytest-xdist; 2 on a 2-core machine): much of
+# its time is subprocesses starting Python and torch, which overlap.
+PYTEST := $(VENV)/bin/pytest -q -n auto --maxprocesses 4
+
 test: lint
-	$(VENV)/bin/pytest -q
+	$(PYTEST)
 
 # What a user on an AVX2-only x86 CPU (no AVX-512) runs, on any x86 machine: torch's AVX2 kernels
 # and our C kernels built for x86-64-v3. Numbers differ in their last bits from an AVX-512 run;
 # the suite must pass either way (it compares with tolerances, never with one CPU's bytes).
 test-portable: lint
-	ATEN_CPU_CAPABILITY=avx2 ALEXNET_MARCH=x86-64-v3 $(VENV)/bin/pytest -q
+	ATEN_CPU_CAPABILITY=avx2 ALEXNET_MARCH=x86-64-v3 $(PYTEST)
 
 demo: $(STAMP)
 	bash scripts/demo.sh
