@@ -116,14 +116,10 @@ def family_config(ctx: Context, **overrides: Any) -> TrainConfig:
     initialization (the recipe's) and autocast (bf16 on a CPU)."""
     model = ctx.family
     options = {**recipe_model_options("ablation", model), **overrides.pop("model_options", {})}
-    values = dict(
-        data=str(ctx.data),
-        model=model,
-        model_options=options,
-        device=ctx.device,
-        batch_size=BATCH,
-        **({"amp": True} if model == "paper" else {}),
-    )
+    values = {"data": str(ctx.data), "model": model, "model_options": options, "device": ctx.device}
+    values["batch_size"] = BATCH
+    if model == "paper":
+        values["amp"] = True
     return make_config("ablation", **{**values, **overrides})
 
 

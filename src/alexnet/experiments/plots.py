@@ -16,7 +16,8 @@ from alexnet.experiments.result import is_percent
 from alexnet.viz import save_figure
 
 
-def _figure(width_px: int, height_px: int, **kw: Any) -> tuple[Any, Any]:
+def _figure(width_px: int, height_px: int, rows: int = 1) -> tuple[Any, Any]:
+    """A figure of width_px x height_px and its axes (`rows` > 1: stacked, 3:1, one x axis)."""
     try:
         import matplotlib
 
@@ -24,7 +25,9 @@ def _figure(width_px: int, height_px: int, **kw: Any) -> tuple[Any, Any]:
         import matplotlib.pyplot as plt
     except ImportError:
         raise UserError("experiment plots need matplotlib (pip install 'alexnet[viz]')") from None
-    return plt.subplots(figsize=(width_px / 100, height_px / 100), **kw)
+    ratios = (3, *[1] * (rows - 1)) if rows > 1 else None
+    size = (width_px / 100, height_px / 100)
+    return plt.subplots(rows, 1, figsize=size, height_ratios=ratios, sharex=True)
 
 
 def _save(fig: Any, out: Path) -> Path:
@@ -119,7 +122,7 @@ def delta_bars(out: Path, comparisons: Sequence[dict[str, Any]]) -> Path:
 
 def scores_plot(out: Path, groups: Mapping[str, Sequence[float]]) -> Path:
     """Fig. 3: histograms of each group's kernel scores (top), every kernel's score (bottom)."""
-    fig, (top, strip) = _figure(800, 560, nrows=2, height_ratios=(3, 1), sharex=True)
+    fig, (top, strip) = _figure(800, 560, rows=2)
     rng = np.random.default_rng(0)  # vertical jitter of the strip only
     for i, (name, scores) in enumerate(groups.items()):
         s = np.asarray(scores, float)

@@ -18,6 +18,7 @@ into towers separates colour from gray more than chance does). Needs colour imag
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -74,10 +75,19 @@ def colour_specificity(weight: np.ndarray) -> np.ndarray:
     return np.where(total > 0, rest / np.where(total > 0, total, 1), 0.0)
 
 
-def analyse(model: nn.Module, where: str) -> dict[str, Any]:
-    """A two-tower model's conv1 kernel scores per tower (tower1, tower2: (O/2,)), the
-    permutation test's p-value of their means, and the mean gap of RANDOM_SPLITS random halves;
-    a one-tower model is refused (UserError naming `where`)."""
+@dataclass(frozen=True)
+class Towers:
+    """A two-tower model's conv1 kernel scores per tower ((O/2,) each), the permutation test's
+    p-value of their means, and the mean gap of RANDOM_SPLITS random halves of the kernels."""
+
+    tower1: np.ndarray
+    tower2: np.ndarray
+    p_value: float
+    random_gap: float
+
+
+def analyse(model: nn.Module, where: str) -> Towers:
+    """The towers' colour specificity; a one-tower model is refused (UserError naming `where`)."""
     towers = int(getattr(model, "config", {}).get("options", {}).get("towers", 1))
     if towers != 2:
         raise UserError(
@@ -92,19 +102,18 @@ def analyse(model: nn.Module, where: str) -> dict[str, Any]:
     for _ in range(RANDOM_SPLITS):
         perm = rng.permutation(scores.shape[0])
         gaps.append(abs(scores[perm[:half]].mean() - scores[perm[half:]].mean()))
-    p = stats.permutation_test(two, one).p_value
-    return {"tower1": one, "tower2": two, "p_value": p, "random_gap": float(np.mean(gaps))}
+    return Towers(one, two, stats.permutation_test(two, one).p_value, float(np.mean(gaps)))
 
 
-def rows_of(a: dict[str, Any], seed: int, run_dir: str | os.PathLike, out: Path) -> list[dict]:
+def rows_of(a: Towers, seed: int, run_dir: str | os.PathLike, out: Path) -> list[dict]:
     """The four `runs` rows of one model: each tower's mean score, the towers' gap and that of
     random halves."""
-    one, two, p = float(a["tower1"].mean()), float(a["tower2"].mean()), a["p_value"]
+    one, two, p = float(a.tower1.mean()), float(a.tower2.mean()), a.p_value
     return [
         run_row("tower1", seed, run_dir, out, colour_specificity=one, p_value=p),
         run_row("tower2", seed, run_dir, out, colour_specificity=two, p_value=p),
         run_row("towers", seed, run_dir, out, tower_gap=abs(two - one)),
-        run_row("random-split", seed, run_dir, out, tower_gap=a["random_gap"]),
+        run_row("random-split", seed, run_dir, out, tower_gap=a.random_gap),
     ]
 
 
@@ -135,8 +144,8 @@ def gather(ctx: Context, outcomes: list[Outcome]) -> dict[str, Any]:
         model = Predictor(o.result.weights).model
         a = analyse(model, str(o.run_dir))
         rows += rows_of(a, o.spec.seed, o.run_dir, ctx.out)
-        groups[f"seed {o.spec.seed} tower 1"] = a["tower1"].tolist()
-        groups[f"seed {o.spec.seed} tower 2"] = a["tower2"].tolist()
+        groups[f"seed {o.spec.seed} tower 1"] = a.tower1.tolist()
+        groups[f"seed {o.spec.seed} tower 2"] = a.tower2.tolist()
         if o is outcomes[0]:
             kernel_grid(model, ctx.out / "kernels.png", title="conv1 kernels by tower")
     comparisons = [
@@ -164,8 +173,8 @@ def from_weights(ctx: Context, weights: str) -> dict[str, Any]:
     path = Path(weights).expanduser().resolve()
     ctx.out.mkdir(parents=True, exist_ok=True)
     by_kernel = compare_values(
-        a["tower2"].tolist(),
-        a["tower1"].tolist(),
+        a.tower2.tolist(),
+        a.tower1.tolist(),
         "colour_specificity",
         "tower2",
         "tower1",
@@ -173,16 +182,16 @@ def from_weights(ctx: Context, weights: str) -> dict[str, Any]:
         over="conv1 kernels",
         paired=False,
     )
-    by_kernel["p_value"] = a["p_value"]
+    by_kernel["p_value"] = a.p_value
     kernel_grid(model, ctx.out / "kernels.png", title="conv1 kernels by tower")
     plots.scores_plot(
-        ctx.out / "scores.png", {"tower 1": a["tower1"].tolist(), "tower 2": a["tower2"].tolist()}
+        ctx.out / "scores.png", {"tower 1": a.tower1.tolist(), "tower 2": a.tower2.tolist()}
     )
     notes = [
         SCORE_NOTE,
-        f"Weights: {path.name} ({len(a['tower1'])} + {len(a['tower2'])} conv1 kernels), analysed "
+        f"Weights: {path.name} ({len(a.tower1)} + {len(a.tower2)} conv1 kernels), analysed "
         f"as given, nothing trained; permutation test of tower 2 - tower 1: p = "
-        f"{a['p_value']:.3g}. The paper's Fig. 3 shows tower 1 colour-agnostic and tower 2 "
+        f"{a.p_value:.3g}. The paper's Fig. 3 shows tower 1 colour-agnostic and tower 2 "
         "colour-specific; which tower is which may be swapped.",
     ]
     return ctx.finish(CLAIM, rows_of(a, 0, path, ctx.out), [by_kernel], notes, weights=str(path))
