@@ -5,9 +5,6 @@ Usage: python scripts/experiments_doc.py [--results docs/results] [--out docs/ex
 Copy a finished experiment's OUT/result.json, OUT/table.md and OUT/*.png into
 docs/results/NAME/ (no run directories, no weights), then run this script. A full-budget result
 beside a quick one goes to docs/results/NAME-full/ and is shown under the quick one.
-A result written before today's rules (format 1) is first brought to them from its own rows
-where its experiment says how (`upgrade`, e.g. relu-tanh's censoring): its result.json and
-table.md are rewritten in place, once.
 """
 
 from __future__ import annotations
@@ -16,9 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
-from alexnet.experiments import registry
-from alexnet.experiments.catalog import NAMES
-from alexnet.experiments.result import FORMAT, write_result
+from alexnet.experiments import NAMES
 
 INTRO = """# The paper's findings, reproduced
 
@@ -250,18 +245,9 @@ def budgets_table() -> str:
 
 
 def load(folder: Path) -> dict | None:
-    """A result folder's result.json, first brought to today's format where its experiment can
-    do it from the file alone (result.json and table.md are then rewritten)."""
+    """A result folder's result.json (None when there is none)."""
     path = folder / "result.json"
-    if not path.is_file():
-        return None
-    result = json.loads(path.read_text())
-    module = registry.get(result["experiment"])
-    if result.get("format", 1) < FORMAT and hasattr(module, "upgrade"):
-        result = module.upgrade(result)
-        write_result(folder, result)
-        print(f"upgraded {path} to format {FORMAT}")
-    return result
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def section(name: str, folder: Path, result: dict | None, *, title: str | None = None):

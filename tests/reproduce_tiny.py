@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from alexnet.cli import main
-from alexnet.experiments import ablations, common, paper_net, relu_tanh, retrieval, timing, towers
+from alexnet.experiments import ablations, paper_net, relu_tanh, retrieval, towers
 
 
 def shrink(
@@ -25,10 +25,10 @@ def shrink(
     setitem(towers.BUDGET, "quick", (0, 1))
     setitem(paper_net.BUDGET, "quick", (1, 8, 2))
     setattr_(paper_net, "BATCH", 4)
-    setattr_(common, "BATCH", 16)
+    setattr_(ablations, "BATCH", 16)
     setattr_(relu_tanh, "BATCH", 16)
     for name, value in (("ROUNDS", 2), ("STEPS", 1), ("WARMUP", 1)):
-        setattr_(timing, name, value)
+        setattr_(relu_tanh, name, value)
 
 
 if __name__ == "__main__":

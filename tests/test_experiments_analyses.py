@@ -1,37 +1,33 @@
-"""Analyses on synthetic inputs with known answers (experiments/analyses.py)."""
+"""The experiments' analyses on synthetic inputs with known answers: relu-tanh's steps to a
+threshold, retrieval's label agreement, towers' colour specificity and permutation test."""
 
 import numpy as np
 import pytest
 import torch
 
 from alexnet.errors import UserError
-from alexnet.experiments import analyses as A
+from alexnet.experiments import relu_tanh, retrieval, stats, towers
 
 sps = pytest.importorskip("scipy.stats")  # the independent reference (a dev dependency)
 
 
-def steps(errors, every=10, sec_per_step=0.5, batch=32):
-    return [{"step": every * (i + 1), "epoch": 0, "images": batch * every * (i + 1),
-             "time": sec_per_step * every * (i + 1), "train_top1_error": e, "train_loss": 1.0}
+def steps(errors, every=10):
+    return [{"step": every * (i + 1), "epoch": 0, "train_top1_error": e, "train_loss": 1.0}
             for i, e in enumerate(errors)]  # fmt: skip
 
 
 def test_steps_to_threshold_interpolates_between_records():
     # errors 0.9 at step 10, 0.5 at 20, 0.1 at 30: 0.25 lies 5/8 of the way from step 20 to 30
-    c = A.steps_to_threshold(steps([0.9, 0.5, 0.1, 0.05]), 0.25, images_per_epoch=640)
-    assert c.step == pytest.approx(20 + 10 * 0.625)
-    assert c.seconds == pytest.approx(0.5 * c.step) and c.images == pytest.approx(32 * c.step)
-    assert c.epoch == pytest.approx(32 * c.step / 640)
+    step = relu_tanh.steps_to_threshold(steps([0.9, 0.5, 0.1, 0.05]), 0.25)
+    assert step == pytest.approx(20 + 10 * 0.625)
 
 
 def test_steps_to_threshold_edges():
-    assert A.steps_to_threshold(steps([0.9, 0.5, 0.3]), 0.25) is None  # never reached
-    c = A.steps_to_threshold(steps([0.2, 0.1]), 0.25)  # already below at the first record
-    assert (c.step, c.seconds) == (10, 5.0)
-    c = A.steps_to_threshold(steps([0.9, 0.25, 0.1]), 0.25)  # exactly at a record
-    assert c.step == 20
+    assert relu_tanh.steps_to_threshold(steps([0.9, 0.5, 0.3]), 0.25) is None  # never reached
+    assert relu_tanh.steps_to_threshold(steps([0.2, 0.1]), 0.25) == 10  # below at the first
+    assert relu_tanh.steps_to_threshold(steps([0.9, 0.25, 0.1]), 0.25) == 20  # at a record
     shuffled = steps([0.9, 0.5, 0.1])[::-1]
-    assert A.steps_to_threshold(shuffled, 0.3).step == pytest.approx(25)
+    assert relu_tanh.steps_to_threshold(shuffled, 0.3) == pytest.approx(25)
 
 
 def brute_agreement(q, ql, b, bl, k):
@@ -46,10 +42,10 @@ def test_label_agreement_against_brute_force():
     bl, ql = rng.integers(0, 4, 300), rng.integers(0, 4, 40)
     b = (centers[bl] + rng.normal(0, 1.2, (300, 16))).astype(np.float32)
     q = (centers[ql] + rng.normal(0, 1.2, (40, 16))).astype(np.float32)
-    got = A.label_agreements(q, ql, b, bl, (1, 5), chunk=64)
+    got = retrieval.label_agreements(q, ql, b, bl, (1, 5), chunk=64)
     for k in (1, 5):
         assert got[k] == pytest.approx(brute_agreement(q, ql, b, bl, k))
-        assert A.label_agreement(q, ql, b, bl, k) == got[k]
+        assert retrieval.label_agreements(q, ql, b, bl, (k,))[k] == got[k]
     assert 0.3 < got[5] < 1.0  # overlapping clusters: neither chance (0.25) nor perfect
 
 
@@ -58,11 +54,11 @@ def test_label_agreement_separated_clusters_and_pixels():
     labels = np.arange(20) % 2
     imgs[labels == 1] = 200
     imgs += np.arange(20, dtype=np.uint8)[:, None, None, None]  # distinct images
-    x = A.pixel_features(imgs)
+    x = retrieval.pixel_features(imgs)
     assert x.shape == (20, 48) and x.dtype == np.float32
-    assert A.label_agreement(x[:6], labels[:6], x[6:], labels[6:], 5) == 1.0
+    assert retrieval.label_agreements(x[:6], labels[:6], x[6:], labels[6:], (5,))[5] == 1.0
     with pytest.raises(ValueError):
-        A.label_agreement(x[:6], labels[:5], x[6:], labels[6:], 1)
+        retrieval.label_agreements(x[:6], labels[:5], x[6:], labels[6:], (1,))
 
 
 def test_colour_specificity_known_values():
@@ -71,21 +67,21 @@ def test_colour_specificity_known_values():
     w[0] = rng.normal(size=(1, 11, 11))  # the same in all channels: gray
     w[1, 2] = rng.normal(size=(11, 11))  # one channel only
     w[2, 0], w[2, 1] = 1.0, -1.0  # channels summing to zero at every pixel: pure colour
-    s = A.colour_specificity(torch.from_numpy(w).float())
+    s = towers.colour_specificity(torch.from_numpy(w).float())
     assert s[0] == pytest.approx(0.0, abs=1e-7)
     assert s[1] == pytest.approx(2 / 3)
     assert s[2] == pytest.approx(1.0)
     assert s[3] == 0.0  # an all-zero kernel
     r = rng.normal(size=(96, 3, 11, 11))
     ref = [((k - k.mean(0)) ** 2).sum() / (k**2).sum() for k in r]  # written out per kernel
-    assert A.colour_specificity(r) == pytest.approx(ref)
+    assert towers.colour_specificity(r) == pytest.approx(ref)
     with pytest.raises(UserError, match="grayscale"):
-        A.colour_specificity(np.zeros((96, 1, 11, 11)))
+        towers.colour_specificity(np.zeros((96, 1, 11, 11)))
 
 
 def test_compare_towers_matches_scipy_exact():
     a, b = [0.61, 0.55, 0.72, 0.48, 0.66], [0.41, 0.52, 0.38, 0.47]
-    t = A.compare_towers(a, b)
+    t = stats.permutation_test(a, b)
     ref = sps.permutation_test((a, b), lambda x, y: np.mean(x) - np.mean(y),
                                permutation_type="independent", n_resamples=np.inf)  # fmt: skip
     assert t.method == "exact permutation"
@@ -96,10 +92,8 @@ def test_compare_towers_separates_different_not_equal():
     rng = np.random.default_rng(2)
     gray_tower = np.clip(rng.normal(0.15, 0.08, 48), 0, 1)
     colour_tower = np.clip(rng.normal(0.55, 0.12, 48), 0, 1)
-    t = A.compare_towers(colour_tower, gray_tower)
+    t = stats.permutation_test(colour_tower, gray_tower)
     assert t.method.startswith("permutation") and t.p_value < 0.001 and t.difference > 0.3
     same = rng.normal(0.3, 0.1, 96)
-    assert A.compare_towers(same[:48], same[48:]).p_value > 0.05
-    assert A.compare_towers(same[:48], same[:48]).p_value > 0.9  # difference 0
-    halves = A.tower_scores(np.concatenate([gray_tower, colour_tower]))
-    assert np.array_equal(halves[1], colour_tower)
+    assert stats.permutation_test(same[:48], same[48:]).p_value > 0.05
+    assert stats.permutation_test(same[:48], same[:48]).p_value > 0.9  # difference 0

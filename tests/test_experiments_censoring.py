@@ -9,7 +9,6 @@ import pytest
 
 from alexnet.experiments import relu_tanh, stats
 from alexnet.experiments import result as R
-from alexnet.experiments.table import table_markdown
 from alexnet.train.config import make_config
 
 sps = pytest.importorskip("scipy.stats")  # the independent reference (a dev dependency)
@@ -70,7 +69,7 @@ def test_summary_keeps_every_seed_and_marks_the_bound(tmp_path):
     assert tanh["mean"] == pytest.approx(np.mean(values))  # a lower bound of the mean
     assert tanh["ci95"][0] == pytest.approx(lo) and tanh["ci95"][1] is None
 
-    c = R.compare(runs, "steps_to_10", "tanh", "relu", kind="ratio", direction="greater")
+    c = R.compare(runs, "steps_to_10", "tanh", "relu", relu_tanh.CLAIM)  # a ratio, "greater"
     relu = [838.33, 678.5, 656.0]
     assert c["n"] == 3 and c["censored"] == {"a": 1, "b": 0}
     assert c["estimate"] == pytest.approx(np.mean(values) / np.mean(relu))
@@ -86,7 +85,7 @@ def test_summary_keeps_every_seed_and_marks_the_bound(tmp_path):
 
     res = R.build_result("relu-tanh", [], "synthetic", "quick", runs, [c], 1.0)
     assert json.loads(json.dumps(res))["summary"] == R.summarize(runs)  # recomputable
-    table = table_markdown(res)
+    table = R.table_markdown(res)
     assert "| tanh | steps_to_10 | 3, 1 censored | >= 755.8 | [" in table
     assert ">= 1.04x" in table and ", +inf)" in table
     assert "1 value(s) of tanh and 0 of relu are lower bounds" in table
@@ -95,7 +94,7 @@ def test_summary_keeps_every_seed_and_marks_the_bound(tmp_path):
 def test_censored_on_both_sides_is_not_testable():
     runs = rows() + [R.run_row("relu", 3, "r3", censored=["steps_to_10"], steps_to_10=BUDGET),
                      R.run_row("tanh", 3, "t3", steps_to_10=400.0)]  # fmt: skip
-    c = R.compare(runs, "steps_to_10", "tanh", "relu", kind="ratio", direction="greater")
+    c = R.compare(runs, "steps_to_10", "tanh", "relu", relu_tanh.CLAIM)  # a ratio, "greater"
     assert c["ci95"] == [None, None] and c["reproduced"] is None and "no bound" in c["note"]
 
 
@@ -112,24 +111,3 @@ def test_a_run_that_never_reaches_a_threshold_is_censored_at_its_steps():
     assert R.is_censored(row, "steps_to_10") and not R.is_censored(row, "steps_to_25")
     with pytest.raises(ValueError, match="bound"):
         R.run_row("tanh", 0, "r", censored=["steps_to_10"], steps_to_10=None)
-
-
-def test_a_result_from_before_censoring_is_recomputed_from_its_rows():
-    # relu-tanh's format-1 result: tanh seed 2's steps_to_10 None (left out), wall seconds
-    old_rows = []
-    for seed in range(3):
-        for act, value in (("relu", 600.0 + seed), ("tanh", None if seed == 2 else 500.0)):
-            old_rows.append({"variant": act, "seed": seed, "lr": 0.03, "steps_to_25": 60.0,
-                             "seconds_to_25": 9.0, "steps_to_10": value, "seconds_to_10": 99.0,
-                             "run_dir": f"runs/{act}-seed{seed}"})  # fmt: skip
-    old = {"experiment": "relu-tanh", "budget": "quick", "runs": old_rows, "commit": "abc",
-           "notes": ["Not reaching 10% within the budget (left out): tanh seed 2"]}  # fmt: skip
-    new = relu_tanh.upgrade(old)
-    (tanh2,) = [r for r in new["runs"] if (r["variant"], r["seed"]) == ("tanh", 2)]
-    steps = relu_tanh.BUDGET["quick"][2]
-    assert tanh2["steps_to_10"] == steps and tanh2["censored"] == ["steps_to_10"]
-    assert not any(k.startswith("seconds") for r in new["runs"] for k in r)
-    ten = next(c for c in new["comparisons"] if c["quantity"] == "steps_to_10")
-    assert ten["n"] == 3 and ten["estimate"] == pytest.approx((500 + 500 + steps) / 1803)
-    assert not any(n.startswith("Not reaching") for n in new["notes"])
-    assert new["commit"] == "abc" and relu_tanh.upgrade(new) is new  # once only

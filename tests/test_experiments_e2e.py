@@ -15,10 +15,10 @@ from train_helpers import write_packed
 
 from alexnet import runtime
 from alexnet.errors import UserError
-from alexnet.experiments import ablations, depth, fanout, paper_net, relu_tanh, retrieval, towers
-from alexnet.experiments.common import Context, with_options
-from alexnet.experiments.result import load_result, summarize
-from alexnet.train.engine import fit
+from alexnet.experiments import ablations, depth, paper_net, relu_tanh, retrieval, runner, towers
+from alexnet.experiments.ablations import with_options
+from alexnet.experiments.result import summarize
+from alexnet.experiments.runner import Context
 from alexnet.train.setup import setup
 
 
@@ -35,25 +35,18 @@ def colour(tmp_path_factory):
 
 @pytest.fixture
 def tiny(monkeypatch):
-    """Budgets of seconds: a few steps of batch 16 on 64 images."""
+    """Budgets of seconds: a few steps of batch 16 on 64 images; trainings counted."""
     shrink(monkeypatch.setattr, monkeypatch.setitem)
+    calls, real = [], runner.fit
+    monkeypatch.setattr(runner, "fit", lambda cfg: calls.append(cfg) or real(cfg))
+    return calls
 
 
-class Counter:
-    def __init__(self):
-        self.calls = 0
-
-    def __call__(self, cfg):
-        self.calls += 1
-        return fit(cfg)
-
-
-def _run(module, data, out, seeds=2, family="small"):
-    counter = Counter()
-    ctx = Context(module.NAME, data, out, "quick", seeds, "cpu", log=io.StringIO(), fit=counter,
-                  family=family)  # fmt: skip
-    fanout.reproduce(ctx, module)
-    return counter.calls, ctx
+def _run(module, data, out, calls, seeds=2, family="small"):
+    before = len(calls)
+    ctx = Context(module.NAME, data, out, "quick", seeds, "cpu", log=io.StringIO(), family=family)
+    runner.reproduce(ctx, module)
+    return len(calls) - before, ctx
 
 
 CASES = [
@@ -69,9 +62,9 @@ CASES = [
                          ids=[c[0].NAME for c in CASES])  # fmt: skip
 def test_experiment_end_to_end(module, data_name, pictures, trainings, tiny, request, tmp_path):
     data = request.getfixturevalue(data_name)
-    calls, ctx = _run(module, data, tmp_path)
+    calls, ctx = _run(module, data, tmp_path, tiny)
     assert calls == trainings
-    result = load_result(tmp_path / "result.json")
+    result = json.loads((tmp_path / "result.json").read_text())
     assert result["experiment"] == module.NAME and result["budget"] == "quick"
     assert {
         "claim",
@@ -101,9 +94,9 @@ def test_experiment_end_to_end(module, data_name, pictures, trainings, tiny, req
         assert (tmp_path / name).stat().st_size > 1000, name
     # rerun: every finished run is reused; its training time, read from each run's own
     # metrics.jsonl, is still counted in train_s
-    again, _ = _run(module, data, tmp_path)
+    again, _ = _run(module, data, tmp_path, tiny)
     assert again == 0
-    rerun = load_result(tmp_path / "result.json")
+    rerun = json.loads((tmp_path / "result.json").read_text())
     elapsed = [
         json.loads(p.read_text().splitlines()[-1])["elapsed"]
         for p in (tmp_path / "runs").glob("*/metrics.jsonl")
@@ -114,9 +107,9 @@ def test_experiment_end_to_end(module, data_name, pictures, trainings, tiny, req
 
 @pytest.mark.slow  # a minute of 224-px training; `reproduce` end to end: test_experiment_end_to_end
 def test_paper_net_end_to_end(tiny, colour, tmp_path):
-    calls, _ = _run(paper_net, colour, tmp_path, seeds=1)
+    calls, _ = _run(paper_net, colour, tmp_path, tiny, seeds=1)
     assert calls == 1
-    result = load_result(tmp_path / "result.json")
+    result = json.loads((tmp_path / "result.json").read_text())
     rows = {r["variant"]: r for r in result["runs"]}
     assert set(rows) == {"1-crop", "10-crop"}
     assert 0 <= rows["10-crop"]["top1_error"] <= 1
@@ -133,7 +126,7 @@ def test_paper_net_end_to_end(tiny, colour, tmp_path):
 def test_towers_refuses_grayscale(gray, tmp_path):
     ctx = Context("towers", gray, tmp_path, "quick", 1, "cpu", log=io.StringIO())
     with pytest.raises(UserError, match="grayscale"):
-        fanout.reproduce(ctx, towers)
+        runner.reproduce(ctx, towers)
 
 
 VARIANTS = ["no-lrn", "no-dropout", "no-pca", "no-crops-flips", "no-overlap", "one-tower-half",
@@ -180,12 +173,10 @@ def test_paired_variants_start_from_the_same_weights(gray, tmp_path, variant, ti
 def test_depth_on_the_paper_network_removes_each_middle_layer(tiny, colour, tmp_path, monkeypatch):
     # --family paper: the 224 px network, conv2, conv3 and conv4 each removed in turn (§7)
     monkeypatch.setitem(ablations.BUDGET, "quick", (8, 1))
-    from alexnet.experiments import common
-
-    monkeypatch.setattr(common, "BATCH", 4)
-    calls, _ = _run(depth, colour, tmp_path, seeds=1, family="paper")
+    monkeypatch.setattr(ablations, "BATCH", 4)
+    calls, _ = _run(depth, colour, tmp_path, tiny, seeds=1, family="paper")
     assert calls == 4
-    result = load_result(tmp_path / "result.json")
+    result = json.loads((tmp_path / "result.json").read_text())
     assert result["family"] == "paper"
     assert {r["variant"] for r in result["runs"]} == {"full", "no-conv2", "no-conv3", "no-conv4"}
     assert {c["a"] for c in result["comparisons"]} == {"no-conv2", "no-conv3", "no-conv4"}

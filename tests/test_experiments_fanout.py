@@ -15,10 +15,9 @@ from reproduce_tiny import shrink
 from train_helpers import REPO, env, write_packed
 
 from alexnet.cli import build_parser, main
-from alexnet.experiments import fanout, registry, runner
-from alexnet.experiments.common import Context
-from alexnet.experiments.plan import train_argv
-from alexnet.experiments.result import PER_INVOCATION, load_result
+from alexnet.experiments import FAMILIES_OF, get, runner
+from alexnet.experiments.result import PER_INVOCATION
+from alexnet.experiments.runner import Context
 from alexnet.train.config import make_config
 
 
@@ -33,13 +32,13 @@ def counted(monkeypatch):
     """Budgets of seconds, one CPU thread (as the child processes), trainings counted."""
     shrink(monkeypatch.setattr, monkeypatch.setitem)
     calls = []
-    real = runner.engine_fit
+    real = runner.fit
 
     def fit(cfg):
         calls.append(cfg.output_dir)
         return real(cfg)
 
-    monkeypatch.setattr(runner, "engine_fit", fit)
+    monkeypatch.setattr(runner, "fit", fit)
     import torch
 
     threads = torch.get_num_threads()
@@ -89,7 +88,7 @@ def test_runs_in_separate_processes_then_gather_equal_one_process(gray, tmp_path
     # the plain command finds both finished: it trains nothing and only gathers
     assert main(_args(gray, tmp_path / "fan")) == 0
     assert len(counted) == 2
-    one, fan = load_result(tmp_path / "one"), load_result(tmp_path / "fan")
+    one, fan = (json.loads((tmp_path / d / "result.json").read_text()) for d in ("one", "fan"))
     _same_runs(one, fan)
     assert fan["runs_reused"] == 2 and one["runs_reused"] == 0
 
@@ -132,14 +131,14 @@ def _train_flags() -> set[str]:
 
 @pytest.mark.parametrize("name", ["relu-tanh", "ablations", "depth", "paper-net"])
 def test_plan_command_lines_resolve_to_the_runs_configs(name, gray, tmp_path):
-    ctx = Context(name, gray, tmp_path, "full", 2, "cpu", family=registry.FAMILIES_OF[name][0])
-    plan = registry.get(name).plan(ctx)
-    records = fanout.plan_records(ctx, plan)
+    ctx = Context(name, gray, tmp_path, "full", 2, "cpu", family=FAMILIES_OF[name][0])
+    plan = get(name).plan(ctx)
+    records = runner.plan_records(ctx, plan)
     assert [r["index"] for r in records] == list(range(len(plan.runs)))
     flags = _train_flags()
     for spec, record in zip(plan.runs, records):
-        cfg = fanout.run_config(ctx, spec)
-        rendered = train_argv(cfg)
+        cfg = runner.run_config(ctx, spec)
+        rendered = runner.train_argv(cfg)
         assert shlex.split(record["command"]) == ["alexnet", "train", *rendered, "--resume",
                                                   "auto"]  # fmt: skip
         missing = sorted({a for a in rendered if a.startswith("--")} - flags)
@@ -158,12 +157,12 @@ def test_jobs_run_at_most_n_at_a_time_on_their_slots_devices(tmp_path):
             "os.environ.get('OMP_NUM_THREADS')]))")  # fmt: skip
 
     def make(k, slot):
-        device, extra = fanout.slot_device(slot, 2, ["cuda:0", "cuda:1"], "auto")
-        return fanout.Job(f"job {k}", [sys.executable, "-c", code, str(tmp_path / f"{k}.json"),
+        device, extra = runner.slot_device(slot, 2, ["cuda:0", "cuda:1"], "auto")
+        return runner.Job(f"job {k}", [sys.executable, "-c", code, str(tmp_path / f"{k}.json"),
                                        device], extra, tmp_path / "logs" / f"{k}.log")  # fmt: skip
 
     said = []
-    status = fanout.run_processes(5, 2, make, said.append, poll=0.05)
+    status = runner.run_processes(5, 2, make, said.append, poll=0.05)
     assert status == {k: 0 for k in range(5)}
     spans = [json.loads((tmp_path / f"{k}.json").read_text()) for k in range(5)]
     for t in sorted(s[0] for s in spans):  # never more than 2 running at any start
@@ -174,7 +173,7 @@ def test_jobs_run_at_most_n_at_a_time_on_their_slots_devices(tmp_path):
             if a is not b and a[0] < b[1] and b[0] < a[1]:
                 assert a[2] != b[2]
     assert {s[3] for s in spans} == {None}  # GPU jobs keep the machine's thread count
-    assert fanout.slot_device(0, 2, [], "cpu")[1]["OMP_NUM_THREADS"] == str(
+    assert runner.slot_device(0, 2, [], "cpu")[1]["OMP_NUM_THREADS"] == str(
         max(1, (__import__("os").cpu_count() or 1) // 2))  # fmt: skip
     assert sum("job started" in s for s in said) == 5
 
@@ -182,8 +181,8 @@ def test_jobs_run_at_most_n_at_a_time_on_their_slots_devices(tmp_path):
 @pytest.mark.timeout(120)  # the child fails at once: waiting on it would be a hang
 def test_a_failed_job_is_named_and_nothing_is_gathered(tmp_path):
     ctx = Context("depth", None, tmp_path, log=__import__("io").StringIO())
-    plan = fanout.Plan([runner.RunSpec("a-seed0", make_config("paper"), "a", 0)])
-    train = fanout.jobs_trainer(lambda i, d: [sys.executable, "-c", "raise SystemExit(3)"], 2,
+    plan = runner.Plan([runner.RunSpec("a-seed0", make_config("paper"), "a", 0)])
+    train = runner.jobs_trainer(lambda i, d: [sys.executable, "-c", "raise SystemExit(3)"], 2,
                                 [], "cpu")  # fmt: skip
     with pytest.raises(Exception, match=r"1 run\(s\) failed: a-seed0"):
         train(ctx, plan, [0])
@@ -196,7 +195,7 @@ def test_a_jobs_child_is_the_same_experiment_with_run_i(gray, tmp_path):
     parent = build_parser().parse_args(_args(gray, tmp_path, "--jobs", "2", "--budget", "full",
                                              "--seeds", "2"))  # fmt: skip
     ctx = reproduce._context(parent)
-    argv = reproduce.child_argv(parent, ctx, ["LAUNCHER"])(3, "cuda:1")
+    argv = reproduce.child_argv(ctx, ["LAUNCHER"])(3, "cuda:1")
     assert argv[0] == "LAUNCHER"
     child = build_parser().parse_args(argv[1:])
     assert (child.run, child.device, child.jobs) == (3, "cuda:1", None)
@@ -212,11 +211,11 @@ def test_ctrl_c_in_the_parent_stops_every_running_child_after_it_saves(tmp_path)
              "signal.signal(signal.SIGINT, stop); open(sys.argv[1]+'.up','w').close()\n"
              "time.sleep(60)")  # fmt: skip
     parent = (
-        "import sys\nfrom pathlib import Path\nfrom alexnet.experiments import fanout\n"
+        "import sys\nfrom pathlib import Path\nfrom alexnet.experiments import runner\n"
         f"d = Path({str(tmp_path)!r})\n"
-        "make = lambda k, slot: fanout.Job(f'job {k}', [sys.executable, '-c', "
+        "make = lambda k, slot: runner.Job(f'job {k}', [sys.executable, '-c', "
         f"{child!r}, str(d / f'{{k}}.ck')], {{}}, d / 'logs' / f'{{k}}.log')\n"
-        "try:\n fanout.run_processes(3, 2, make, print, poll=0.05)\n"
+        "try:\n runner.run_processes(3, 2, make, print, poll=0.05)\n"
         "except KeyboardInterrupt as exc:\n print('parent:', exc); sys.exit(130)\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", parent], env=env(), stdout=subprocess.PIPE,

@@ -6,8 +6,8 @@ import subprocess
 import numpy as np
 import pytest
 
+from alexnet.experiments import NAMES, ablations, get
 from alexnet.experiments import result as R
-from alexnet.experiments.claims import CLAIMS, claim, claims_for
 
 sps = pytest.importorskip("scipy.stats")  # the independent reference (a dev dependency)
 
@@ -26,18 +26,26 @@ def fake_runs():
     return runs
 
 
+def claim(key):
+    (found,) = [c for c in ablations.CLAIMS if c.key == key]
+    return found
+
+
 def test_result_file_fields_and_recomputable_summary(tmp_path):
     runs = fake_runs()
+    lrn, towers = claim("lrn"), claim("towers")
     comparisons = [
-        R.compare_claim(runs, claim("lrn")),
-        R.compare_claim(runs, claim("lrn"), "top5_error"),
-        R.compare_claim(runs, claim("towers"), note="the small model has no towers option yet"),
-    ]
-    res = R.build_result("ablations", claims_for("ablations"), "synthetic", "quick", runs,
+        R.compare(runs, lrn.quantity, lrn.a, lrn.b, lrn),
+        R.compare(runs, "top5_error", lrn.a, lrn.b, lrn),
+        R.compare(runs, towers.quantity, towers.a, towers.b, towers,
+                  note="the small model has no towers option yet"),
+    ]  # fmt: skip
+    res = R.build_result("ablations", ablations.CLAIMS, "synthetic", "quick", runs,
                          comparisons, wall_s=12.3456)  # fmt: skip
-    json_path, table_path = R.write_result(tmp_path, res)
-    loaded = json.loads(json_path.read_text())
-    assert set(loaded) == RESULT_FIELDS == set(R.FIELDS)  # exactly these, no more
+    table = R.write_result(tmp_path, res)
+    assert (tmp_path / "table.md").read_text() == table
+    loaded = json.loads((tmp_path / "result.json").read_text())
+    assert set(loaded) == RESULT_FIELDS  # exactly these, no more
     assert loaded["summary"] == R.summarize(loaded["runs"])  # recomputable from runs
     full = [r["top1_error"] for r in runs if r["variant"] == "full"]
     (s,) = [s for s in loaded["summary"] if (s["variant"], s["quantity"]) == ("full", "top1_error")]
@@ -55,7 +63,6 @@ def test_result_file_fields_and_recomputable_summary(tmp_path):
     assert lrn["reproduced"] is True and lrn["paper"] == -0.014
     assert lrn5["estimate"] is None and lrn5["reproduced"] is None  # no pairs
     assert towers["reproduced"] is None
-    table = table_path.read_text()
     assert "| yes |" in table and "not testable here: the small model has no towers" in table
     assert "-2.10 pts" in table and "-1.40 pts on ImageNet ILSVRC-2012" in table
     assert "11.00%" in table and "[-2.35, -1.85]" in table  # the mean error of `full`, in percent
@@ -70,7 +77,9 @@ def test_paired_uses_matching_seeds_only():
     assert c["n"] == 2 and c["estimate"] == pytest.approx(0.5)  # seed 2 has no partner
     u = R.compare(runs, "x", "a", "b", paired=False)
     assert u["n"] == 5 and u["estimate"] == pytest.approx(4.0 - 1.0)
-    r = R.compare(runs, "x", "a", "b", kind="ratio", direction="greater")
+    ratio = R.Claim("x-ratio", "test", "§", "a takes longer", "x", "a", "b", kind="ratio")
+    r = R.compare(runs, "x", "a", "b", ratio, direction="greater")
+    assert (r["kind"], r["direction"], r["claim"]) == ("ratio", "greater", "x-ratio")
     assert r["estimate"] == pytest.approx(1.5 / 1.0)
     with pytest.raises(ValueError, match="seed 0 twice"):
         R.compare(runs + [{"variant": "a", "seed": 0, "x": 1.0, "run_dir": ""}], "x", "a", "b")
@@ -96,19 +105,20 @@ def test_build_result_needs_variant_seed_run_dir():
 
 
 def test_claims_are_complete_and_consistent():
-    keys = [c.key for c in CLAIMS]
+    modules = [get(name) for name in NAMES]
+    claims = [c for m in modules for c in getattr(m, "CLAIMS", None) or (m.CLAIM,)]
+    keys = [c.key for c in claims]
     assert len(keys) == len(set(keys))
-    for c in CLAIMS:
+    assert [m.NAME for m in modules] == list(NAMES)  # the names and the modules agree
+    for c in claims:
         assert c.kind in ("difference", "ratio") and c.direction in ("less", "greater", "differ")
         assert c.words and c.section
         for q, v in c.numbers.items():  # the paper's numbers lie on the claimed side
             side = v - c.null
             assert {"less": side < 0, "greater": side > 0, "differ": side != 0}[c.direction], q
-    assert {c.experiment for c in CLAIMS} >= {"relu-tanh", "ablations", "depth", "retrieval",
-                                               "towers"}  # fmt: skip
-    assert claim("relu-tanh").null == 1.0 and claim("lrn").numbers["top5_error"] == -0.012
-    with pytest.raises(KeyError):
-        claims_for("nope")
+        assert c.experiment in NAMES
+    assert {c.experiment for c in claims} == set(NAMES)
+    assert get("relu-tanh").CLAIM.null == 1.0 and claim("lrn").numbers["top5_error"] == -0.012
 
 
 def test_run_row(tmp_path):

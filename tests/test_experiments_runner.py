@@ -1,4 +1,5 @@
-"""Resumable experiment runs (experiments/runner.py) with a fake training engine."""
+"""Resumable experiment runs (experiments/runner.py), with the training engine replaced by a
+fake that writes a run directory's files (`runner.fit` monkeypatched)."""
 
 import io
 import json
@@ -8,31 +9,15 @@ from types import SimpleNamespace
 import pytest
 
 from alexnet.errors import UserError
-from alexnet.experiments.runner import RunSpec, RunStopped, run_all
+from alexnet.experiments import runner
+from alexnet.experiments.runner import Context, Plan, RunSpec
 from alexnet.train.config import config_json, make_config
 
 
-class FakeRunDir:
-    """The RunDir contract: finished = eval.json and weights exist; checkpoint.pt = resumable."""
-
-    def __init__(self, path):
-        self.path = Path(path)
-
-    def is_finished(self):
-        return (self.path / "eval.json").exists() and (self.path / "weights.safetensors").exists()
-
-    def has_checkpoint(self):
-        return (self.path / "checkpoint.pt").exists()
-
-    def read_config(self):
-        return json.loads((self.path / "config.json").read_text())
-
-    def result(self):
-        return SimpleNamespace(status="finished", output_dir=self.path,
-                               final=json.loads((self.path / "eval.json").read_text()))  # fmt: skip
-
-
 class FakeFit:
+    """Writes what a training writes: checkpoint.pt and config.json at the start, then (unless
+    interrupted or stopped) weights.safetensors and eval.json."""
+
     def __init__(self, interrupt=None, status="finished"):
         self.calls, self.interrupt, self.status = [], interrupt, status
 
@@ -48,83 +33,75 @@ class FakeFit:
             return SimpleNamespace(status="stopped", output_dir=run)
         (run / "weights.safetensors").write_text("w")
         (run / "eval.json").write_text(json.dumps({"top1_error": 0.1, "seed": cfg.seed}))
-        return SimpleNamespace(status="finished", output_dir=run, final={"seed": cfg.seed})
+        return SimpleNamespace(status="finished", output_dir=run)
 
 
-def spec(name, cfg, label=""):
-    return RunSpec(name, cfg, "relu", cfg.seed, label)
-
-
-def specs():
-    return [spec(f"relu-s{s}", make_config("fast", seed=s, data="DATA"), f"relu lr=0.05 seed {s}")
+def specs(epochs=None, data="DATA", device=None):
+    return [RunSpec(f"relu-s{s}", make_config("fast", seed=s, data=data, epochs=epochs,
+                                              device=device), "relu", s, f"relu lr=0.05 seed {s}")
             for s in range(4)]  # fmt: skip
 
 
-def test_interrupted_experiment_resumes(tmp_path):
+def reproduce(tmp_path, monkeypatch, fit, items):
+    """`runner.reproduce` of an experiment planning `items`; its gather returns the outcomes."""
+    monkeypatch.setattr(runner, "fit", fit)
+    ctx = Context("test", None, tmp_path, log=io.StringIO())
+    experiment = SimpleNamespace(plan=lambda ctx: Plan(items), gather=lambda ctx, out: out)
+    return ctx, runner.reproduce(ctx, experiment)
+
+
+def test_interrupted_experiment_resumes(tmp_path, monkeypatch):
     first = FakeFit(interrupt="relu-s2")
     with pytest.raises(KeyboardInterrupt):
-        run_all(specs(), tmp_path, fit=first, rundir=FakeRunDir, log=io.StringIO())
+        reproduce(tmp_path, monkeypatch, first, specs())
     assert [c[0] for c in first.calls] == ["relu-s0", "relu-s1", "relu-s2"]
     assert all(resume is None for _, resume in first.calls)
 
-    second, log = FakeFit(), io.StringIO()
-    outcomes = run_all(specs(), tmp_path, fit=second, rundir=FakeRunDir, log=log)
-    assert [o.action for o in outcomes] == ["reused", "reused", "resumed", "new"]
+    second = FakeFit()
+    ctx, outcomes = reproduce(tmp_path, monkeypatch, second, specs())
     run2 = str(tmp_path / "runs" / "relu-s2")
     assert second.calls == [("relu-s2", run2), ("relu-s3", None)]  # 2 trainings, not 4
-    assert [o.result.final["seed"] for o in outcomes] == [0, 1, 2, 3]
-    assert log.getvalue().splitlines() == [
-        "run 1/4: relu lr=0.05 seed 0 (reused)",
-        "run 2/4: relu lr=0.05 seed 1 (reused)",
+    assert ctx.trained == {"relu-s2", "relu-s3"}
+    assert [o.result.final["seed"] for o in outcomes] == [0, 1, 2, 3]  # read from the runs
+    assert [o.run_dir for o in outcomes] == [tmp_path / "runs" / f"relu-s{s}" for s in range(4)]
+    assert ctx.log.getvalue().splitlines() == [  # the runs it trains, numbered in the plan
         "run 3/4: relu lr=0.05 seed 2 (resumed)",
         "run 4/4: relu lr=0.05 seed 3 (new)",
     ]
 
     third = FakeFit()
-    run_all(specs(), tmp_path, fit=third, rundir=FakeRunDir, log=io.StringIO())
-    assert third.calls == []
+    ctx, _ = reproduce(tmp_path, monkeypatch, third, specs())
+    runner.train_one(ctx, SimpleNamespace(plan=lambda ctx: Plan(specs())), 1)  # `--run 1`
+    assert third.calls == [] and ctx.trained == set()
+    assert ctx.log.getvalue().splitlines() == ["run 2/4: relu lr=0.05 seed 1 (reused)"]
 
 
-def test_configs_are_copied_with_output_dir(tmp_path):
+def test_configs_are_copied_with_output_dir(tmp_path, monkeypatch):
     items = specs()[:1]
-    fit = FakeFit()
-    (o,) = run_all(items, tmp_path, fit=fit, rundir=FakeRunDir, log=io.StringIO())
+    reproduce(tmp_path, monkeypatch, FakeFit(), items)
     assert items[0].cfg.output_dir == "" and items[0].cfg.resume is None  # caller's config intact
-    assert o.run_dir == tmp_path / "runs" / "relu-s0" and o.action == "new"
+    saved = json.loads((tmp_path / "runs" / "relu-s0" / "config.json").read_text())["config"]
+    assert saved["output_dir"] == str(tmp_path / "runs" / "relu-s0")
 
 
-def test_stopped_training_raises(tmp_path):
-    with pytest.raises(RunStopped, match="relu-s0 stopped"):
-        run_all(specs(), tmp_path, fit=FakeFit(status="stopped"), rundir=FakeRunDir,
-                log=io.StringIO())  # fmt: skip
-
-
-def test_bad_run_names(tmp_path):
-    cfg = make_config("fast")
-    for bad in (["a/b"], ["x", "x"], [".."]):
-        with pytest.raises(ValueError):
-            run_all([spec(n, cfg) for n in bad], tmp_path, fit=FakeFit(), rundir=FakeRunDir)
+def test_stopped_training_raises(tmp_path, monkeypatch):
+    with pytest.raises(runner.RunStopped, match="relu-s0 stopped"):
+        reproduce(tmp_path, monkeypatch, FakeFit(status="stopped"), specs())
 
 
 @pytest.mark.parametrize("finished", [True, False])
-def test_a_run_of_another_config_is_refused_not_reused(tmp_path, finished):
+def test_a_run_of_another_config_is_refused_not_reused(tmp_path, monkeypatch, finished):
     # OUT holds runs of a quick budget (3 epochs); a call with another budget (5 epochs) must
     # neither reuse nor resume them, and says which field differs.
-    quick = [
-        spec(f"relu-s{s}", make_config("fast", seed=s, data="DATA", epochs=3)) for s in range(2)
-    ]
     fit = FakeFit(interrupt=None if finished else "relu-s0")
     try:
-        run_all(quick, tmp_path, fit=fit, rundir=FakeRunDir, log=io.StringIO())
+        reproduce(tmp_path, monkeypatch, fit, specs(epochs=3)[:2])
     except KeyboardInterrupt:
         pass
-    full = [spec(q.name, make_config("fast", seed=q.seed, data="DATA", epochs=5)) for q in quick]
     again = FakeFit()
     with pytest.raises(UserError, match=r"relu-s0: .*another config \(epochs 3 there, 5 now\)"):
-        run_all(full, tmp_path, fit=again, rundir=FakeRunDir, log=io.StringIO())
+        reproduce(tmp_path, monkeypatch, again, specs(epochs=5)[:2])
     assert again.calls == []
     # where and on what it runs may change: another device and data path reuse the runs
-    moved = [spec(q.name, make_config("fast", seed=q.seed, data="ELSEWHERE", device="cpu",
-                                      epochs=3)) for q in quick]  # fmt: skip
-    run_all(moved, tmp_path, fit=again, rundir=FakeRunDir, log=io.StringIO())
+    reproduce(tmp_path, monkeypatch, again, specs(epochs=3, data="ELSEWHERE", device="cpu")[:2])
     assert [name for name, _ in again.calls] == ([] if finished else ["relu-s0", "relu-s1"])

@@ -1,7 +1,7 @@
 """`alexnet reproduce`: one of the paper's findings, trained over several seeds, with intervals.
 
-The parser is built from torch-free modules only (`alexnet.experiments.catalog`); the
-experiments themselves are imported when the command runs.
+The parser reads the torch-free `alexnet.experiments`; the experiments themselves are imported
+when the command runs.
 """
 
 from __future__ import annotations
@@ -9,11 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from alexnet.commands import argtypes as A
 from alexnet.errors import UserError
-from alexnet.experiments.catalog import (
+from alexnet.experiments import (
     BUDGETS,
     FAMILIES,
     FAMILIES_OF,
@@ -21,6 +23,9 @@ from alexnet.experiments.catalog import (
     default_output,
     default_seeds,
 )
+
+if TYPE_CHECKING:
+    from alexnet.experiments.runner import Context
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -34,39 +39,72 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "Experiments: " + ", ".join(NAMES),
     )
     p.add_argument("name", choices=NAMES, metavar="NAME", help=" | ".join(NAMES))
-    p.add_argument("--data", help="packed dataset directory (alexnet prepare); required "
-                                  "unless --weights")  # fmt: skip
+    p.add_argument(
+        "--data", help="packed dataset directory (alexnet prepare); required unless --weights"
+    )
     p.add_argument(
         "--seeds",
         type=A.int_range(1, 100),
         default=None,
         help="seeds per variant, 1..100 (default: 3 quick, 5 full; paper-net 1)",
     )
-    p.add_argument("--budget", choices=BUDGETS, default="quick",
-                   help="quick (minutes) or full (hours; see docs/experiments.md)")  # fmt: skip
-    p.add_argument("--family", choices=FAMILIES, default=None,
-                   help="the network: small (the paper's CIFAR-scale CNN, minutes; default) or "
-                        "paper (the 224 px network, hours a run: for ImageNet-scale data); "
-                        "relu-tanh is small only, paper-net paper only")  # fmt: skip
-    p.add_argument("--output-dir", default=None,
-                   help="results directory (default reproduce/NAME-BUDGET[-paper]; with --weights "
-                        "reproduce/towers-STEM); rerun with the same one to resume")  # fmt: skip
+    p.add_argument(
+        "--budget",
+        choices=BUDGETS,
+        default="quick",
+        help="quick (minutes) or full (hours; see docs/experiments.md)",
+    )
+    p.add_argument(
+        "--family",
+        choices=FAMILIES,
+        default=None,
+        help="the network: small (the paper's CIFAR-scale CNN, minutes; default) or "
+        "paper (the 224 px network, hours a run: for ImageNet-scale data); "
+        "relu-tanh is small only, paper-net paper only",
+    )
+    p.add_argument(
+        "--output-dir",
+        default=None,
+        help="results directory (default reproduce/NAME-BUDGET[-paper]; with --weights "
+        "reproduce/towers-STEM); rerun with the same one to resume",
+    )
     A.add_device(p)
     how = p.add_mutually_exclusive_group()
-    how.add_argument("--plan", action="store_true",
-                     help="print the runs, one JSON line each (index, run, variant, seed, "
-                          "status, the `alexnet train` command line), and exit")  # fmt: skip
-    how.add_argument("--run", type=A.nonnegative_int, default=None, metavar="I",
-                     help="train run I of --plan only (a SLURM array task, one GPU per run), "
-                          "into OUT/runs/; gather later with the plain command")  # fmt: skip
-    how.add_argument("--jobs", type=A.int_range(1, 1024), default=None, metavar="N",
-                     help="train N runs at a time in child processes, then gather")  # fmt: skip
-    how.add_argument("--weights", default=None, metavar="FILE",
-                     help="towers only: analyse these two-tower weights (e.g. bvlc_alexnet from "
-                          "`alexnet convert caffe`) instead of training")  # fmt: skip
-    p.add_argument("--devices", default=None, metavar="LIST",
-                   help="with --jobs: devices for the jobs in turn, e.g. cuda:0,cuda:1 (default: "
-                        "--device for all; CPU jobs split the cores between them)")  # fmt: skip
+    how.add_argument(
+        "--plan",
+        action="store_true",
+        help="print the runs, one JSON line each (index, run, variant, seed, "
+        "status, the `alexnet train` command line), and exit",
+    )
+    how.add_argument(
+        "--run",
+        type=A.nonnegative_int,
+        default=None,
+        metavar="I",
+        help="train run I of --plan only (a SLURM array task, one GPU per run), "
+        "into OUT/runs/; gather later with the plain command",
+    )
+    how.add_argument(
+        "--jobs",
+        type=A.int_range(1, 1024),
+        default=None,
+        metavar="N",
+        help="train N runs at a time in child processes, then gather",
+    )
+    how.add_argument(
+        "--weights",
+        default=None,
+        metavar="FILE",
+        help="towers only: analyse these two-tower weights (e.g. bvlc_alexnet from "
+        "`alexnet convert caffe`) instead of training",
+    )
+    p.add_argument(
+        "--devices",
+        default=None,
+        metavar="LIST",
+        help="with --jobs: devices for the jobs in turn, e.g. cuda:0,cuda:1 (default: "
+        "--device for all; CPU jobs split the cores between them)",
+    )
     return p
 
 
@@ -84,8 +122,8 @@ def _devices(args: argparse.Namespace) -> list[str]:
     return out
 
 
-def _context(args: argparse.Namespace):
-    from alexnet.experiments.common import Context
+def _context(args: argparse.Namespace) -> Context:
+    from alexnet.experiments.runner import Context
 
     if args.weights is not None:
         if args.name != "towers":
@@ -116,21 +154,15 @@ def _out(path: str) -> Path:
     return out
 
 
-def child_argv(args: argparse.Namespace, ctx, launcher: list[str]):
+def child_argv(ctx: Context, launcher: list[str]) -> Callable[[int, str], list[str]]:
     """The command line of the child that trains run I on a device (--jobs)."""
-
-    def argv(index: int, device: str) -> list[str]:
-        return [*launcher, "reproduce", ctx.name, "--data", str(ctx.data), "--budget",
-                ctx.budget, "--seeds", str(ctx.seeds), "--family", ctx.family, "--output-dir",
-                str(ctx.out), "--run", str(index), "--device", device]  # fmt: skip
-
-    return argv
+    fixed = [*launcher, "reproduce", ctx.name, "--data", str(ctx.data), "--budget", ctx.budget]
+    fixed += ["--seeds", str(ctx.seeds), "--family", ctx.family, "--output-dir", str(ctx.out)]
+    return lambda index, device: [*fixed, "--run", str(index), "--device", device]
 
 
 def run(args: argparse.Namespace) -> int:
-    from alexnet.experiments import fanout
-    from alexnet.experiments.registry import get
-    from alexnet.experiments.runner import RunStopped
+    from alexnet.experiments import get, runner
 
     devices = _devices(args)
     ctx = _context(args)
@@ -140,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.plan:
         plan = module.plan(ctx)
-        for record in fanout.plan_records(ctx, plan):
+        for record in runner.plan_records(ctx, plan):
             print(json.dumps(record))
         if plan.pending:
             ctx.say(f"reproduce {args.name}: {plan.pending} (run --plan again then)")
@@ -149,14 +181,14 @@ def run(args: argparse.Namespace) -> int:
     ctx.say(f"reproduce {args.name}: budget {args.budget}, {what}, results in {ctx.out}")
     try:
         if args.run is not None:
-            fanout.train_one(ctx, module, args.run)
+            runner.train_one(ctx, module, args.run)
         elif args.jobs is not None:
-            argv = child_argv(args, ctx, [sys.executable, "-m", "alexnet"])
-            trainer = fanout.jobs_trainer(argv, args.jobs, devices, args.device)
-            fanout.reproduce(ctx, module, trainer)
+            argv = child_argv(ctx, [sys.executable, "-m", "alexnet"])
+            trainer = runner.jobs_trainer(argv, args.jobs, devices, args.device)
+            runner.reproduce(ctx, module, trainer)
         else:
-            fanout.reproduce(ctx, module)
-    except RunStopped as exc:
+            runner.reproduce(ctx, module)
+    except runner.RunStopped as exc:
         ctx.say(f"alexnet reproduce: {exc}")
         return 130
     return 0

@@ -1,24 +1,20 @@
 """`ablations`: the paper's features switched off one at a time against the full recipe, at the
-same budget, paired by seed (same seed: same initial weights in the layers the variants share
-and the same data order, so only the switched feature differs).
+same budget, paired by seed (same seed: the same initial weights in the layers the variants
+share and the same data order, so only the switched feature differs).
 
-- `no-lrn`: local response normalization off (§3.3: -1.4 / -1.2 top-1/top-5 on ImageNet;
-  13% -> 11% on CIFAR-10);
-- `no-overlap`: 2/2 pooling instead of the overlapping 3/2 (§3.4: -0.4 / -0.3; slightly harder
-  to overfit);
-- `no-dropout`: no dropout on the hidden layer (§4.2: substantial overfitting without; dropout
-  roughly doubles the iterations to converge);
-- `no-pca`: no fancy-PCA lighting (§4.1: > 1% top-1);
-- `no-crops-flips`: no random crops and no flips (§4.1: substantial overfitting without);
-- `one-tower-half`: one tower with half the kernels in every conv layer but the last (§3.2:
-  two towers -1.7 / -1.2).
+- `no-lrn`: local response normalization off (§3.3); `no-overlap`: 2/2 pooling instead of the
+  overlapping 3/2 (§3.4); `no-dropout`: no dropout on the hidden layers (§4.2); `no-pca`: no
+  fancy-PCA lighting (§4.1); `no-crops-flips`: no random crops and no flips (§4.1);
+  `one-tower-half`: one tower with half the kernels in every conv layer but the last (§3.2).
 
-Measured per run: test top-1 (and top-5 where the data has >= 10 classes) error, training
+Measured per run: test top-1 (and top-5 where the data has >= 10 classes) error, the training
 error of the final weights in evaluation mode on the images trained on (`--train-eval`), the
 train-test gap, and the steps to converge: the first epoch end at which the validation error is
-within 1 percentage point of the run's best (a definition fixed before any run). The quick
-budget trains on the first 8,000 training images (a small-data regime in which overfitting
-shows within minutes); the full budget on all of them for longer.
+within 1 point of the run's best (fixed before any run). The quick budget trains on the first
+8,000 training images (a small-data regime in which overfitting shows within minutes).
+
+`family_config` is the experiments' recipe for each network family, which `depth`,
+`retrieval` and `towers` train too.
 """
 
 from __future__ import annotations
@@ -27,29 +23,134 @@ import dataclasses
 from typing import Any
 
 from alexnet.experiments import plots
-from alexnet.experiments.claims import claims_for
-from alexnet.experiments.common import (
-    Context,
-    Plan,
-    RunSpec,
-    data_words,
-    family_recipe,
-    family_words,
-    final_errors,
-    training_words,
-    with_options,
-)
-from alexnet.experiments.result import compare_claim, run_row
-from alexnet.experiments.runner import RunOutcome
+from alexnet.experiments.result import Claim, compare, run_row
+from alexnet.experiments.runner import Context, Outcome, Plan, RunSpec, data_words, training_words
 from alexnet.models.common import one_tower_widths
 from alexnet.models.registry import option_defaults
-from alexnet.train.config import TrainConfig
+from alexnet.train import TrainConfig, make_config
+from alexnet.train.recipes import recipe_model_options
 
 NAME = "ablations"
+
+
+WORDS = {  # the paper's words
+    "lrn": "Response normalization reduces our top-1 and top-5 error rates by 1.4% and 1.2%.",
+    "lrn-cifar10": "On CIFAR-10 a four-layer CNN achieved a 13% test error rate without "
+    "normalization and 11% with normalization.",
+    "overlap-pool": "Overlapping pooling reduces the top-1 and top-5 error rates by 0.4% and "
+    "0.3%; models with overlapping pooling find it slightly more difficult to overfit.",
+    "overlap-pool-overfit": "Models with overlapping pooling find it slightly more difficult to "
+    "overfit.",
+    "dropout": "Without dropout, our network exhibits substantial overfitting.",
+    "dropout-iterations": "Dropout roughly doubles the number of iterations required to converge.",
+    "fancy-pca": "This scheme [PCA lighting] reduces the top-1 error rate by over 1%.",
+    "crops-flips": "Without this scheme [random crops and horizontal reflections], our network "
+    "suffers from substantial overfitting.",
+    "towers": "This scheme [two GPUs] reduces our top-1 and top-5 error rates by 1.7% and 1.2%, "
+    "compared with a net with half as many kernels in each convolutional layer trained on one GPU.",
+}
+
+
+def _claim(key: str, section: str, quantity: str, ablated: str, **kw: Any) -> Claim:
+    """A claim tested as full minus the ablated variant."""
+    return Claim(key, NAME, section, WORDS[key], quantity, "full", ablated, **kw)
+
+
+CLAIMS = (
+    _claim(
+        "lrn", "§3.3", "top1_error", "no-lrn", numbers={"top1_error": -0.014, "top5_error": -0.012}
+    ),
+    _claim(
+        "lrn-cifar10",
+        "§3.3",
+        "top1_error",
+        "no-lrn",
+        numbers={"top1_error": -0.02},
+        paper_data="CIFAR-10",
+    ),
+    _claim(
+        "overlap-pool",
+        "§3.4",
+        "top1_error",
+        "no-overlap",
+        numbers={"top1_error": -0.004, "top5_error": -0.003},
+    ),
+    _claim("overlap-pool-overfit", "§3.4", "train_test_gap", "no-overlap"),
+    _claim("dropout", "§4.2", "train_test_gap", "no-dropout"),
+    _claim(
+        "dropout-iterations",
+        "§4.2",
+        "steps_to_converge",
+        "no-dropout",
+        kind="ratio",
+        direction="greater",
+        numbers={"steps_to_converge": 2.0},
+    ),
+    _claim("fancy-pca", "§4.1", "top1_error", "no-pca", numbers={"top1_error": -0.01}),
+    _claim("crops-flips", "§4.1", "train_test_gap", "no-crops-flips"),
+    _claim(
+        "towers",
+        "§3.2",
+        "top1_error",
+        "one-tower-half",
+        numbers={"top1_error": -0.017, "top5_error": -0.012},
+    ),
+)
+BATCH = 128  # images per step (the paper's batch)
 # budget -> (training images (0: all), epochs)
 BUDGET = {"quick": (8000, 6), "full": (0, 15)}
 CONVERGED_WITHIN = 0.01
 SMALL_WIDTHS = [32, 32, 64]  # the small family's conv widths in these experiments
+
+
+def family_config(ctx: Context, **overrides: Any) -> TrainConfig:
+    """The experiments' full recipe (the paper's features all on) on this call's network family:
+    the `ablation` recipe (`alexnet train --recipe ablation --print-config`; its description
+    says what it sets and why) with its model options written out; `overrides` are config
+    fields (`model_options` merged into the recipe's).
+
+    `small` (the paper's CIFAR-scale CNN family, §3.1/§3.3): a first try with lr 0.05 was no
+    baseline (after 6 epochs on 8,000 Fashion-MNIST images 45.5% top-1 error, its no-dropout
+    variant at chance); with 0.01: 17.3%. `paper` (the 224 px network, for ImageNet-scale
+    data): its own paper options, the same training, and `paper-net`'s deviations: Caffe's
+    initialization (the recipe's) and autocast (bf16 on a CPU)."""
+    model = ctx.family
+    options = {**recipe_model_options("ablation", model), **overrides.pop("model_options", {})}
+    values = {"data": str(ctx.data), "model": model, "model_options": options, "device": ctx.device}
+    values["batch_size"] = BATCH
+    if model == "paper":
+        values["amp"] = True
+    return make_config("ablation", **{**values, **overrides})
+
+
+def family_words(ctx: Context) -> str:
+    """How the notes name the family's network."""
+    return "the 224 px paper network" if ctx.family == "paper" else "the small family"
+
+
+def with_options(cfg: TrainConfig, **changes: Any) -> TrainConfig:
+    """A copy of cfg with some model options (key=value) or config fields (cfg__key) changed."""
+    fields = {k[5:]: v for k, v in changes.items() if k.startswith("cfg__")}
+    options = {k: v for k, v in changes.items() if not k.startswith("cfg__")}
+    return dataclasses.replace(cfg, model_options={**cfg.model_options, **options}, **fields)
+
+
+def paired(cfg: TrainConfig, full: TrainConfig) -> TrainConfig:
+    """cfg with its initial weights paired with the full model's (same seed): every tensor the
+    two share by name and shape starts equal, even where the variant removes or resizes a layer."""
+    return dataclasses.replace(cfg, init_like=dict(full.model_options))
+
+
+def full_config(ctx: Context, seed: int) -> TrainConfig:
+    images, epochs = BUDGET[ctx.budget]
+    return family_config(
+        ctx,
+        model_options={"widths": SMALL_WIDTHS} if ctx.family == "small" else {},
+        epochs=epochs,
+        train_limit=images,
+        train_eval=images or 10000,
+        seed=seed,
+    )
 
 
 def variants(full: TrainConfig) -> dict[str, TrainConfig]:
@@ -70,78 +171,65 @@ def variants(full: TrainConfig) -> dict[str, TrainConfig]:
     return {name: paired(cfg, full) for name, cfg in table.items()}
 
 
-def paired(cfg: TrainConfig, full: TrainConfig) -> TrainConfig:
-    """cfg with its initial weights paired with the full model's (same seed): every tensor the
-    two share by name and shape starts equal, even where the variant removes or resizes a layer."""
-    return dataclasses.replace(cfg, init_like=dict(full.model_options))
-
-
-def steps_to_converge(history: list[dict[str, Any]]) -> float | None:
-    """Steps until the validation error first comes within 1 point of the run's best."""
-    errors = [r["val_top1_error"] for r in history if r.get("val_top1_error") is not None]
-    if not errors:
-        return None
-    best = min(errors)
-    return next(float(r["step"]) for r in history if r["val_top1_error"] <= best + CONVERGED_WITHIN)
-
-
-def full_config(ctx: Context, seed: int) -> TrainConfig:
-    images, epochs = BUDGET[ctx.budget]
-    return family_recipe(
-        ctx,
-        model_options={"widths": SMALL_WIDTHS} if ctx.family == "small" else {},
-        epochs=epochs,
-        train_limit=images,
-        train_eval=images or 10000,
-        seed=seed,
+def plan(ctx: Context) -> Plan:
+    return Plan(
+        [
+            RunSpec(f"{variant}-seed{seed}", cfg, variant, seed)
+            for seed in range(ctx.seeds)
+            for variant, cfg in variants(full_config(ctx, seed)).items()
+        ]
     )
 
 
-def measure(ctx: Context, outcome: RunOutcome, top5: bool) -> dict[str, Any]:
-    """One `runs` row: the final errors, their gap and the steps to converge of a run."""
-    errors = final_errors(outcome)
+def measure(ctx: Context, outcome: Outcome, top5: bool) -> dict[str, Any]:
+    """One `runs` row: the final test and train errors, their gap (test - train) and the steps
+    to converge (the first validation within CONVERGED_WITHIN of the run's best)."""
+    final = outcome.result.final
+    top1, train = final.get("top1_error"), final.get("train", {}).get("top1_error")
+    errors = {
+        "top1_error": top1,
+        "top5_error": final.get("top5_error"),
+        "train_error": train,
+        "train_test_gap": None if top1 is None or train is None else top1 - train,
+    }
     if not top5:
         errors.pop("top5_error")
-    errors["steps_to_converge"] = steps_to_converge(outcome.result.history)
+    history = [r for r in outcome.result.history if r.get("val_top1_error") is not None]
+    best = min((r["val_top1_error"] for r in history), default=None)
+    errors["steps_to_converge"] = next(
+        (float(r["step"]) for r in history if r["val_top1_error"] <= best + CONVERGED_WITHIN), None
+    )
     return run_row(outcome.spec.variant, outcome.spec.seed, outcome.run_dir, ctx.out, **errors)
 
 
-def plan(ctx: Context) -> Plan:
-    runs = []
-    for seed in ctx.seed_list:
-        for variant, cfg in variants(full_config(ctx, seed)).items():
-            runs.append(RunSpec(f"{variant}-seed{seed}", cfg, variant, seed))
-    return Plan(runs)
-
-
-def gather(ctx: Context, outcomes: list[RunOutcome]) -> dict[str, Any]:
-    top5 = ctx.num_classes() >= 10
+def gather(ctx: Context, outcomes: list[Outcome]) -> dict[str, Any]:
+    top5 = len(ctx.header()["classes"]) >= 10
     rows = [measure(ctx, outcome, top5) for outcome in outcomes]
-    comparisons = []
-    claims = claims_for(NAME)
     full = outcomes[0].spec.cfg
-    for c in claims:
+    comparisons = []
+    for c in CLAIMS:
         note = None
         if c.quantity == "steps_to_converge" and full.schedule == "cosine":
-            note = ("a fixed cosine budget: the decay to 0 makes every run settle where its "
-                    "budget ends, with or without dropout")  # fmt: skip
-        comparisons.append(compare_claim(rows, c, note=note))
+            note = (
+                "a fixed cosine budget: the decay to 0 makes every run settle where its "
+                "budget ends, with or without dropout"
+            )
+        comparisons.append(compare(rows, c.quantity, c.a, c.b, c, note=note))
         if c.quantity == "top1_error" and top5 and "top5_error" in c.numbers:
-            comparisons.append(compare_claim(rows, c, "top5_error"))
-    plots.delta_bars(ctx.out / "deltas.png", [c for c in comparisons if c["kind"] != "ratio"])
+            comparisons.append(compare(rows, "top5_error", c.a, c.b, c))
+    plots.delta_bars(ctx.out / "deltas.png", comparisons)
+    hidden = (
+        "fc6 and fc7"
+        if full.model == "paper"
+        else f"a {full.model_options.get('hidden')}-unit hidden layer"
+    )
     notes = [
         f"Budget {ctx.budget}: {family_words(ctx)} (two towers, LRN, overlapping pooling, "
-        f"dropout {full.model_options.get('dropout', 0.5):g} on {_hidden(full)}) trained "
+        f"dropout {full.model_options.get('dropout', 0.5):g} on {hidden}) trained "
         f"{data_words(full)}; {training_words(full)}.",
         "Estimates are a - b (full minus ablated: negative = the feature lowers the error), "
         "paired by seed; the steps-to-converge row is a ratio (full / no-dropout).",
         "The paper's numbers are for the 224 px network on ImageNet (CIFAR-10 where noted); a "
         "28 px grayscale dataset cannot show the size of an ImageNet effect, only its sign.",
     ]
-    return ctx.finish(claims, rows, comparisons, notes)
-
-
-def _hidden(cfg: TrainConfig) -> str:
-    if cfg.model == "paper":
-        return "fc6 and fc7"
-    return f"a {cfg.model_options.get('hidden')}-unit hidden layer"
+    return ctx.finish(CLAIMS, rows, comparisons, notes)

@@ -1,43 +1,58 @@
 """`relu-tanh`: paper Fig. 1 (§3.1) — a four-layer CNN with ReLUs reaches 25% training error
 about six times sooner than the same network with tanh units.
 
-The network: the `small` family (three 5x5 conv layers + one fully-connected layer, four
-weight layers) with no regularization of any kind (no LRN, no dropout, no weight decay, no
-augmentation), as in the paper's figure. Each activation gets its own learning rate, chosen by
-a sweep on seed 0 for the fastest descent (the fewest steps to 25% training error; if no rate
-gets there, the lowest training error at the sweep's end), as the paper did ("the learning
-rates for each network were chosen independently to make training as fast as possible");
-then every seed trains with it. Training error is that of the minibatches as training goes
-(the step log, `--log-every`), the curve the paper plots.
+The network: the `small` family (three 5x5 conv layers + one fully-connected layer) with no
+regularization (no LRN, dropout, weight decay or augmentation), as in the figure. Each
+activation gets its own learning rate, chosen by a sweep on seed 0 for the fewest steps to 25%
+training error (no rate gets there: the lowest training error at the sweep's end), as the paper
+did; then every seed trains with it. Training error is that of the minibatches as training
+goes (the step log, `--log-every`), the curve the paper plots.
 
-Measured per run: steps to 25% training error, and to a stricter threshold fixed before any
-run (10%: Fashion-MNIST's 25% comes within a fraction of an epoch). A run that does not reach a
-threshold within its budget is right-censored, not dropped: its value is the budget (the steps
-it trained; the true value is larger), marked in the row's `censored`, counted in every
-summary, and the comparisons stay honest (`result`: a one-sided interval and a paired sign
-test). Comparison: tanh / ReLU, paired by seed (bootstrap).
-
-Time: the runs' own clocks measure the machine's load, so they are not compared. Instead each
-activation's step time is measured after training, in one process, on the same batches, the
-two interleaved (`timing`); time to a threshold = its steps x that step time. The step time is
-a per-invocation measurement (result.json `step_time`), the findings are on steps.
+Measured per run: steps to 25% training error and to a stricter threshold fixed before any run
+(10%: Fashion-MNIST's 25% comes within a fraction of an epoch). A run that does not reach a
+threshold within its budget is right-censored, not dropped (`result`). Comparison: tanh / ReLU,
+paired by seed (bootstrap). Time: the runs' own clocks measure the machine's load, so each
+activation's step time is measured after training in one process on the same batches, the two
+interleaved, and time to a threshold = steps x step time (per invocation: `step_time`).
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
 from typing import Any
 
-from alexnet.experiments import plots, timing
-from alexnet.experiments.analyses import steps_to_threshold
-from alexnet.experiments.claims import claim
-from alexnet.experiments.common import Context, Plan, RunSpec, training_words
-from alexnet.experiments.result import FORMAT, compare, compare_claim, run_row, summarize
-from alexnet.experiments.runner import RunOutcome
+import torch
+from torch import nn
+
+from alexnet.data.loader import DeviceLoader
+from alexnet.data.packed import open_dataset
+from alexnet.evaluate import make_eval_transform
+from alexnet.experiments import plots, stats
+from alexnet.experiments.result import Claim, compare, run_row, summarize
+from alexnet.experiments.runner import Context, Outcome, Plan, RunSpec, todo, training_words
 from alexnet.rundir import RunDir
-from alexnet.train.config import TrainConfig, make_config
+from alexnet.train import TrainConfig, make_config
 from alexnet.weights import load as load_weights
 
 NAME = "relu-tanh"
+WORDS = (
+    "A four-layer convolutional neural network with ReLUs reaches a 25% training error rate "
+    "on CIFAR-10 six times faster than an equivalent network with tanh neurons."
+)
+CLAIM = Claim(
+    NAME,
+    NAME,
+    "Fig. 1 (§3.1)",
+    WORDS,
+    "steps_to_25",
+    "tanh",
+    "relu",
+    kind="ratio",
+    direction="greater",
+    numbers={"steps_to_25": 6.0},
+    paper_data="CIFAR-10",
+)
 ACTIVATIONS = ("relu", "tanh")
 THRESHOLDS = {"25": 0.25, "10": 0.10}
 BATCH = 128  # images per step (the paper's batch)
@@ -46,10 +61,11 @@ BUDGET = {
     "quick": ((0.01, 0.03, 0.1), 150, 900, 10),
     "full": ((0.003, 0.01, 0.03, 0.1, 0.3), 300, 4700, 10),
 }
+ROUNDS, STEPS, WARMUP = 10, 5, 3  # step time: rounds, timed steps per model and round, untimed
 
 
-def config(ctx: Context, activation: str, lr: float, seed: int, steps: int, log: int):
-    """The unregularized four-layer CNN with one activation, trained for `steps` steps."""
+def config(ctx: Context, activation: str, lr: float, seed: int, steps: int) -> TrainConfig:
+    """The unregularized four-layer CNN with one activation, trained `steps` steps at `lr`."""
     return make_config(
         "paper",
         data=str(ctx.data),
@@ -67,7 +83,7 @@ def config(ctx: Context, activation: str, lr: float, seed: int, steps: int, log:
         normalize="channel",
         epochs=10**4,
         max_steps=steps,
-        log_every=log,
+        log_every=BUDGET[ctx.budget][3],
         val_limit=1000,
         eval_crops=1,
         test_crops=1,
@@ -77,85 +93,115 @@ def config(ctx: Context, activation: str, lr: float, seed: int, steps: int, log:
     )
 
 
-def sweep_plan(ctx: Context) -> list[RunSpec]:
-    """The learning-rate sweep: every rate for each activation, seed 0, the sweep's steps."""
-    rates, steps, _, log = BUDGET[ctx.budget]
-    return [
-        RunSpec(f"sweep-{act}-lr{lr:g}", config(ctx, act, lr, 0, steps, log),
-                f"sweep-{act}-lr{lr:g}", 0, f"sweep {act} lr={lr:g}")
-        for act in ACTIVATIONS
-        for lr in rates
-    ]  # fmt: skip
-
-
-def choose_rates(sweep: list[RunSpec], results: list[Any]) -> dict[str, float]:
-    """Per activation, the swept rate with the fewest steps to 25% (ties and no crossing: the
-    lowest final training error; then the first rate)."""
-    best: dict[str, tuple[tuple[float, float], float]] = {}
-    for spec, result in zip(sweep, results):
-        act, lr = spec.cfg.model_options["activation"], spec.cfg.lr
-        records = RunDir(result.output_dir).read_steps()
-        hit = steps_to_threshold(records, THRESHOLDS["25"])
-        last = records[-1]["train_top1_error"] if records else 1.0
-        key = (hit.step if hit else float("inf"), last)
-        if act not in best or key < best[act][0]:
-            best[act] = (key, lr)
-    return {act: lr for act, (_, lr) in best.items()}
+def steps_to_threshold(records: Sequence[dict[str, Any]], threshold: float) -> float | None:
+    """The step at which the training error (RUN/steps.jsonl `train_top1_error`, each record
+    the mean over the last steps) first reaches `threshold`, else None: interpolated linearly
+    between the record before and the first one at or below it (that record's step if first)."""
+    prev = None
+    for row in sorted(records, key=lambda r: r["step"]):
+        err = float(row["train_top1_error"])
+        if err <= threshold:
+            if prev is None:
+                return float(row["step"])
+            f = (float(prev["train_top1_error"]) - threshold) / (
+                float(prev["train_top1_error"]) - err
+            )
+            return float(prev["step"]) + f * (float(row["step"]) - float(prev["step"]))
+        prev = row
+    return None
 
 
 def plan(ctx: Context) -> Plan:
-    """The sweep, then (once the sweep has finished: its results choose the rates) the seeds."""
-    sweep = sweep_plan(ctx)
-    done = ctx.finished(sweep)
-    if done is None:
-        return Plan(sweep, pending=(
-            f"the {len(ACTIVATIONS) * ctx.seeds} runs of the seeds follow once the "
-            f"learning-rate sweep (runs 0-{len(sweep) - 1}) has finished: it chooses their rates"
-        ))  # fmt: skip
-    chosen = choose_rates(sweep, done)
-    _, _, steps, log = BUDGET[ctx.budget]
-    runs = list(sweep)
-    for seed in ctx.seed_list:
-        for act in ACTIVATIONS:
-            cfg = config(ctx, act, chosen[act], seed, steps, log)
-            runs.append(RunSpec(f"{act}-seed{seed}", cfg, act, seed,
-                                f"{act} lr={chosen[act]:g} seed {seed}"))  # fmt: skip
-    return Plan(runs)
+    """The learning-rate sweep (seed 0), then, once it has finished, the seeds at its rates."""
+    rates, sweep_steps, steps, _ = BUDGET[ctx.budget]
+    sweep = [
+        RunSpec(
+            f"sweep-{act}-lr{lr:g}",
+            config(ctx, act, lr, 0, sweep_steps),
+            f"sweep-{act}-lr{lr:g}",
+            0,
+            f"sweep {act} lr={lr:g}",
+        )
+        for act in ACTIVATIONS
+        for lr in rates
+    ]
+    if todo(ctx, Plan(sweep)):
+        pending = (
+            f"the {len(ACTIVATIONS) * ctx.seeds} runs of the seeds follow once the learning-rate "
+            f"sweep (runs 0-{len(sweep) - 1}) has finished: it chooses their rates"
+        )
+        return Plan(sweep, pending)
+    best: dict[str, tuple[tuple[float, float], float]] = {}  # fewest steps, then lowest error
+    for spec in sweep:
+        records = RunDir(ctx.run_dir(spec)).read_steps()
+        hit = steps_to_threshold(records, THRESHOLDS["25"])
+        key = (
+            float("inf") if hit is None else hit,
+            records[-1]["train_top1_error"] if records else 1.0,
+        )
+        act = spec.cfg.model_options["activation"]
+        if act not in best or key < best[act][0]:
+            best[act] = (key, spec.cfg.lr)
+    seeds = [
+        RunSpec(
+            f"{act}-seed{seed}",
+            config(ctx, act, best[act][1], seed, steps),
+            act,
+            seed,
+            f"{act} lr={best[act][1]:g} seed {seed}",
+        )
+        for seed in range(ctx.seeds)
+        for act in ACTIVATIONS
+    ]
+    return Plan(sweep + seeds)
 
 
 def measure(records: list[dict[str, Any]], cfg: TrainConfig) -> tuple[dict[str, Any], list[str]]:
     """Steps to each threshold and the final training error of one run's steps.jsonl, and the
     thresholds it did not reach (their value: the last logged step, a lower bound)."""
     measured: dict[str, Any] = {"lr": cfg.lr}
-    censored = []
     trained = float(records[-1]["step"]) if records else float(cfg.max_steps)
+    censored = []
     for name, threshold in THRESHOLDS.items():
         hit = steps_to_threshold(records, threshold)
-        measured[f"steps_to_{name}"] = hit.step if hit else trained
-        if hit is None:
-            censored.append(f"steps_to_{name}")
+        measured[f"steps_to_{name}"] = trained if hit is None else hit
+        censored += [f"steps_to_{name}"] * (hit is None)
     measured["final_train_error"] = records[-1]["train_top1_error"] if records else None
     return measured, censored
 
 
-def comparisons_of(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """tanh / ReLU on steps to 25% (the claim) and to 10%, paired by seed."""
-    main = claim(NAME)
-    return [
-        compare_claim(rows, main),
-        compare(rows, "steps_to_10", "tanh", "relu", kind="ratio", direction="greater",
-                claim=main.key),
-    ]  # fmt: skip
-
-
-def notes_of(sweep: list[RunSpec], seeds: list[RunSpec]) -> list[str]:
-    """The notes, from the configs: the sweep, the chosen rates, the training, the censoring."""
-    rates = sorted({s.cfg.lr for s in sweep})
-    chosen = {s.variant: s.cfg.lr for s in seeds}
-    cfg = seeds[0].cfg
-    return [
-        f"Learning rates chosen by the sweep on seed 0 ({sweep[0].cfg.max_steps} steps each, "
-        f"rates {', '.join(f'{r:g}' for r in rates)}): "
+def gather(ctx: Context, outcomes: list[Outcome]) -> dict[str, Any]:
+    sweep = [o.spec.cfg for o in outcomes if o.spec.variant not in ACTIVATIONS]
+    seeds = [o for o in outcomes if o.spec.variant in ACTIVATIONS]
+    rows, curves = [], []
+    for o in seeds:
+        records = RunDir(o.run_dir).read_steps()
+        measured, censored = measure(records, o.spec.cfg)
+        rows.append(
+            run_row(o.spec.variant, o.spec.seed, o.run_dir, ctx.out, censored=censored, **measured)
+        )
+        curves.append(
+            plots.Curve(
+                o.spec.variant,
+                o.spec.seed,
+                [r["epoch"] for r in records],
+                [r["train_top1_error"] for r in records],
+            )
+        )
+    plots.curves_plot(
+        ctx.out / "fig1.png",
+        curves,
+        "Training error, ReLU (solid) vs tanh (dashed): every seed thin, mean thick",
+    )
+    comparisons = [
+        compare(rows, CLAIM.quantity, CLAIM.a, CLAIM.b, CLAIM),
+        compare(rows, "steps_to_10", "tanh", "relu", CLAIM),
+    ]
+    cfg = seeds[0].spec.cfg
+    chosen = {o.spec.variant: o.spec.cfg.lr for o in seeds}
+    notes = [
+        f"Learning rates chosen by the sweep on seed 0 ({sweep[0].max_steps} steps each, rates "
+        f"{', '.join(f'{r:g}' for r in sorted({c.lr for c in sweep}))}): "
         + ", ".join(f"{a} {lr:g}" for a, lr in chosen.items()),
         f"Each seed trained {cfg.max_steps} steps of {cfg.batch_size} images "
         f"({training_words(cfg)}, no regularization); training error is the minibatch error "
@@ -163,80 +209,80 @@ def notes_of(sweep: list[RunSpec], seeds: list[RunSpec]) -> list[str]:
         "A run that does not reach a threshold within its budget counts with the steps it "
         "trained as a lower bound (censored, written >=), never left out.",
     ]
+    return ctx.finish(CLAIM, rows, comparisons, notes, step_time=step_time(ctx, seeds, rows))
 
 
-def gather(ctx: Context, outcomes: list[RunOutcome]) -> dict[str, Any]:
-    sweep = [o.spec for o in outcomes if o.spec.variant not in ACTIVATIONS]
-    seeds = [o for o in outcomes if o.spec.variant in ACTIVATIONS]
-    rows, curves = [], []
-    for outcome in seeds:
-        spec, records = outcome.spec, RunDir(outcome.run_dir).read_steps()
-        measured, censored = measure(records, spec.cfg)
-        rows.append(run_row(spec.variant, spec.seed, outcome.run_dir, ctx.out,
-                            censored=censored, **measured))  # fmt: skip
-        curves.append(plots.Curve(spec.variant, spec.seed, [r["epoch"] for r in records],
-                                  [r["train_top1_error"] for r in records]))  # fmt: skip
-    plots.curves_plot(
-        ctx.out / "fig1.png",
-        curves,
-        title="Training error, ReLU (solid) vs tanh (dashed): every seed thin, mean thick",
+def step_time(ctx: Context, seeds: list[Outcome], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """result.json's `step_time`: each activation's ms per SGD step (the lowest seed's final
+    weights), timed in this process on the same batches, the activations interleaved (order
+    reversed every other round, so a change of load lands on both alike): the mean over rounds
+    with its t interval, tanh / ReLU paired by round, and the seconds the mean steps to each
+    threshold take (where no value is censored)."""
+    first = {o.spec.variant: o for o in reversed(seeds)}
+    cfg, device = first["relu"].spec.cfg, "cpu" if ctx.device == "auto" else ctx.device
+    ctx.say(f"step time: {ROUNDS} interleaved rounds of {STEPS} steps per activation")
+    models = {act: load_weights(str(first[act].result.weights), device) for act in ACTIVATIONS}
+    transform = make_eval_transform(models["relu"][1].preprocess, models["relu"][1].mean_image, 1)
+    loader = DeviceLoader(
+        open_dataset(str(ctx.data), "train"),
+        cfg.batch_size,
+        shuffle=False,
+        drop_last=True,
+        device=torch.device(device),
     )
-    step_time = measure_step_time(ctx, seeds, rows)
-    return ctx.finish(claim(NAME), rows, comparisons_of(rows),
-                      notes_of(sweep, [o.spec for o in seeds]),
-                      extra={"step_time": step_time})  # fmt: skip
-
-
-def measure_step_time(
-    ctx: Context, seeds: list[RunOutcome], rows: list[dict[str, Any]]
-) -> dict[str, Any]:
-    """Each activation's step time, interleaved in this process on the same batches (the
-    first seed's final weights of each), and the seconds its mean steps to each threshold
-    take (only where no value is censored)."""
-    first = {o.spec.variant: o for o in reversed(seeds)}  # the lowest seed of each
-    weights = {act: str(first[act].result.weights) for act in ACTIVATIONS}
-    cfg = first["relu"].spec.cfg
-    device = "cpu" if ctx.device == "auto" else ctx.device
-    ctx.say(f"step time: {timing.ROUNDS} interleaved rounds of {timing.STEPS} steps per activation")
-    batches = timing.training_batches(str(ctx.data), weights["relu"], cfg.batch_size,
-                                      timing.STEPS, device)  # fmt: skip
-    models = {act: load_weights(w, device)[0] for act, w in weights.items()}
-    times = timing.step_times(models, batches, lr=cfg.lr, momentum=cfg.momentum,
-                              rounds=timing.ROUNDS, warmup=timing.WARMUP)  # fmt: skip
-    means = {s["quantity"]: {} for s in summarize(rows) if s["quantity"].startswith("steps_to_")}
+    loader.set_epoch(0)
+    batches = []
+    for images, labels in loader.iterate():
+        batches.append((transform(images), labels))
+        if len(batches) == STEPS:
+            break
+    times = step_times({act: m for act, (m, _) in models.items()}, batches, cfg.lr, cfg.momentum)
+    per_variant = {}
+    for name, values in times.items():
+        e = stats.mean_ci([1000 * v for v in values])
+        per_variant[name] = {"ms": e.estimate, "ci95": None if e.ci95 is None else list(e.ci95)}
+    ratio = stats.paired_ratio_ci(times["tanh"], times["relu"]).to_json()
+    time_to: dict[str, dict[str, float]] = {}
     for s in summarize(rows):
-        if s["quantity"] in means and not s.get("censored"):
-            means[s["quantity"]][s["variant"]] = s["mean"]
-    method = (f"{timing.ROUNDS} rounds of {timing.STEPS} SGD steps per activation on the same "
-              f"batches of {cfg.batch_size}, interleaved in one process, on {device}")  # fmt: skip
-    return timing.summary(times, "tanh", "relu", means, method=method)
+        if s["quantity"].startswith("steps_to_"):
+            per = time_to.setdefault(s["quantity"], {})
+            if not s.get("censored"):
+                per[s["variant"]] = s["mean"] * per_variant[s["variant"]]["ms"] / 1000
+    return {
+        "method": f"{ROUNDS} rounds of {STEPS} SGD steps per activation on the same batches of "
+        f"{cfg.batch_size}, interleaved in one process, on {device}",
+        "rounds": ROUNDS,
+        "variants": per_variant,
+        "ratio": {"a": "tanh", "b": "relu", "estimate": ratio["estimate"], "ci95": ratio["ci95"]},
+        "time_to": time_to,
+    }
 
 
-def upgrade(result: dict[str, Any]) -> dict[str, Any]:
-    """A result written before censoring (format 1: a threshold not reached was None and left
-    out of its comparison; wall-clock seconds_to_X) in today's form, from its own rows: a
-    missing steps_to_X becomes the budget's steps (BUDGET, the steps every seed trained) as a
-    censored lower bound, seconds_to_X are dropped, and the summary, comparisons and notes are
-    recomputed. Everything that describes the invocation (machine, commit, wall_s) is kept;
-    no step time can be measured afterwards (the runs' weights are not in a result)."""
-    if result.get("format", 1) >= FORMAT:
-        return result
-    steps = float(BUDGET[result["budget"]][2])
-    rows = []
-    for r in result["runs"]:
-        measured = {k: v for k, v in r.items() if k not in ("variant", "seed", "run_dir")
-                    and not k.startswith("seconds_to_")}  # fmt: skip
-        censored = [k for k, v in measured.items() if k.startswith("steps_to_") and v is None]
-        measured.update({k: steps for k in censored})
-        rows.append(run_row(r["variant"], r["seed"], r["run_dir"], censored=censored, **measured))
-    notes = [n for n in result.get("notes", []) if not n.startswith("Not reaching")]
-    notes += [
-        "A run that does not reach a threshold within its budget counts with the steps it "
-        "trained as a lower bound (censored, written >=), never left out.",
-        f"Recomputed from the rows of the result of commit {result.get('commit')} (format 1): "
-        f"missing steps_to_X set to the {steps:g} steps trained, as lower bounds; the runs' "
-        "wall-clock seconds_to_X dropped (they measured the machine's load); no step time "
-        "(the run directories were not kept).",
-    ]
-    return {**result, "format": FORMAT, "runs": rows, "summary": summarize(rows),
-            "comparisons": comparisons_of(rows), "notes": notes}  # fmt: skip
+def step_times(
+    models: dict[str, nn.Module],
+    batches: list[tuple[torch.Tensor, torch.Tensor]],
+    lr: float,
+    momentum: float,
+) -> dict[str, list[float]]:
+    """Seconds per SGD step (forward, cross-entropy, backward, update) of each model, one value
+    per round: each round every model steps once on each batch, in turn, the order reversed
+    every other round, after WARMUP untimed steps. The models are trained in place."""
+    opts = {k: torch.optim.SGD(m.parameters(), lr=lr, momentum=momentum) for k, m in models.items()}
+
+    def step(name: str, x: torch.Tensor, y: torch.Tensor) -> None:
+        opts[name].zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(models[name](x), y).backward()
+        opts[name].step()
+
+    for name, model in models.items():
+        model.train()
+        for i in range(WARMUP):
+            step(name, *batches[i % len(batches)])
+    times: dict[str, list[float]] = {name: [] for name in models}
+    for r in range(ROUNDS):
+        for name in list(models)[:: 1 if r % 2 == 0 else -1]:
+            start = time.perf_counter()
+            for x, y in batches:
+                step(name, x, y)
+            times[name].append((time.perf_counter() - start) / len(batches))
+    return times

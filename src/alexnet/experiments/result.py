@@ -1,66 +1,67 @@
 """An experiment's outcome: OUT/result.json (for programs) and OUT/table.md (for people).
 
-result.json holds: format (2), experiment, claim (the paper's words and numbers with the
-section; a list when the experiment tests several), dataset, budget, runs (one row per training
-run or measurement: variant, seed, the measured quantities, run_dir, and `censored`: the
-quantities whose value is only a lower bound), summary (per variant and quantity: n, mean,
-ci95, and `censored` / `missing` counts when there are any; always `summarize(runs)`, so it
-can be recomputed from the file), comparisons (quantity, a, b, estimate, ci95, paired,
-reproduced, and the kind, direction, the paper's number, the claim key and a note saying why a
-claim is not testable), machine, torch, commit and wall_s; experiments add fields (notes,
-family, train_s, runs_reused, ...).
+result.json: format, experiment, claim (the paper's words and numbers; a list when the
+experiment tests several), dataset, budget, runs (one row per run or measurement: variant,
+seed, the measured quantities, run_dir, `censored`), summary (`summarize(runs)`), comparisons
+(`compare`), machine, torch, commit, wall_s, and what the experiment adds (notes, ...). The
+fields of `PER_INVOCATION` describe one invocation: two invocations that gather the same
+finished runs write results equal in every other field.
 
-Censoring: a run that never reaches a threshold within its budget is data, not a gap. Its row
+Censoring: a run that never reaches a threshold within its budget is data, not a gap: its row
 holds the budget as the value and names the quantity in `censored` (the true value is at least
-that); summaries count it (n stays the number of seeds) and mark their mean as a lower bound
-with an open upper end; comparisons compute the interval with the bound and open the side that
-censoring leaves unknown (`stats.censored_interval`), and add a paired sign test that counts
-every pair whose order is known (`stats.paired_sign_test`). table.md writes such values ">=".
-A value that is missing (None, not censored) is counted as `missing`, never silently dropped.
-
-`PER_INVOCATION` names the fields that describe one invocation rather than the runs' files
-(wall time, the runs' training time, how many runs were reused, measured step times): two
-invocations that gather the same finished runs write results equal in every other field.
-Quantities whose name contains "error", "gap" or "agreement" are fractions; table.md shows
-them in percent (differences in percentage points, "pts").
+that); a value that is None is counted as `missing`, never dropped. Quantities named
+"...error...", "...gap..." or "...agreement..." are fractions, shown in percent in table.md.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from alexnet.experiments import stats
-from alexnet.experiments.claims import Claim
-from alexnet.experiments.table import table_markdown
 from alexnet.fileio import atomic_write_text
 from alexnet.runtime import cpu_name
 
-RESULT = "result.json"
-TABLE = "table.md"
 FORMAT = 2  # 1 (no field): censored values were None and left out
-FIELDS = (
-    "format",
-    "experiment",
-    "claim",
-    "dataset",
-    "budget",
-    "runs",
-    "summary",
-    "comparisons",
-    "machine",
-    "torch",
-    "commit",
-    "wall_s",
-)
-NOT_QUANTITIES = ("variant", "seed", "run_dir", "censored")
 PER_INVOCATION = ("wall_s", "train_s", "runs_reused", "step_time")
+NOT_QUANTITIES = ("variant", "seed", "run_dir", "censored")
+PERCENT_WORDS = ("error", "gap", "agreement")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One finding of the paper (Krizhevsky, Sutskever & Hinton, NIPS 2012) and its test: the
+    estimate is a - b ("difference") or a / b ("ratio") of `quantity`, reproduced when its
+    interval lies on the `direction` side ("less", "greater", "differ") of no effect; errors are
+    fractions; `numbers`: the paper's estimates per quantity, measured on `paper_data`."""
+
+    key: str
+    experiment: str
+    section: str
+    words: str  # the paper's words (quoted or closely paraphrased)
+    quantity: str
+    a: str
+    b: str
+    kind: str = "difference"
+    direction: str = "less"
+    numbers: dict[str, float] = field(default_factory=dict)
+    paper_data: str = "ImageNet ILSVRC-2012"
+
+    @property
+    def null(self) -> float:
+        """No effect: 0 for a difference, 1 for a ratio."""
+        return 1.0 if self.kind == "ratio" else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "null": self.null}
 
 
 def _is_number(v: Any) -> bool:
@@ -76,18 +77,15 @@ def run_row(
     censored: Sequence[str] = (),
     **measured: float | None,
 ) -> dict[str, Any]:
-    """One `runs` row: variant, seed, the measured quantities, run_dir (relative to `out` when
-    it lies inside it, so a result directory can be moved); `censored` names quantities whose
-    value is a lower bound (the run's budget: the threshold was not reached within it)."""
+    """One `runs` row: variant, seed, the measured numbers (or None), run_dir (relative to `out`
+    when inside it); `censored` names the quantities whose value is a lower bound."""
     path = Path(run_dir)
     if out is not None and path.resolve().is_relative_to(Path(out).resolve()):
         path = path.resolve().relative_to(Path(out).resolve())
-    bad = [k for k, v in measured.items() if not (v is None or _is_number(v)) or k in FIELDS]
+    bad = [k for k, v in measured.items() if not (v is None or _is_number(v))]
+    bad += [f"{q} (censored needs its bound)" for q in censored if not _is_number(measured.get(q))]
     if bad:
         raise ValueError(f"measured quantities must be numbers or None: {bad}")
-    unbounded = [q for q in censored if not _is_number(measured.get(q))]
-    if unbounded:
-        raise ValueError(f"a censored quantity needs its bound as the value: {unbounded}")
     row = {"variant": variant, "seed": int(seed), **measured, "run_dir": path.as_posix()}
     if censored:
         row["censored"] = sorted(set(censored))
@@ -99,66 +97,35 @@ def is_censored(run: dict[str, Any], quantity: str) -> bool:
     return quantity in run.get("censored", ())
 
 
-def quantities(runs: Sequence[dict[str, Any]]) -> list[str]:
-    """The measured quantities of `runs`: numeric fields other than seed, in order of appearance."""
-    names: dict[str, None] = {}
-    for run in runs:
-        for key, value in run.items():
-            if key not in NOT_QUANTITIES and (_is_number(value) or value is None):
-                names.setdefault(key, None)
-    return list(names)
-
-
-def variants(runs: Sequence[dict[str, Any]]) -> list[str]:
-    """Variant names in order of first appearance."""
-    return list(dict.fromkeys(str(r["variant"]) for r in runs))
-
-
 def summarize(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per variant and quantity: n (rows with a value, censored ones included at their bound),
-    mean, ci95; `censored` (values that are lower bounds: the mean is then a lower bound and
-    the interval's upper end None) and `missing` (rows whose value is None) when non-zero. A
-    quantity that none of a variant's rows has is not summarized for that variant."""
+    """Per variant and quantity (those of its rows): n (the values, censored ones at their
+    bound), mean and t interval; `censored` (the mean is then a lower bound, the interval open
+    above) and `missing` (rows whose value is None) when non-zero."""
+    quantities = dict.fromkeys(
+        k
+        for r in runs
+        for k, v in r.items()
+        if k not in NOT_QUANTITIES and (v is None or _is_number(v))
+    )
     out = []
-    for variant in variants(runs):
+    for variant in dict.fromkeys(str(r["variant"]) for r in runs):
         rows = [r for r in runs if r["variant"] == variant]
-        for q in quantities(runs):
+        for q in quantities:
             present = [r for r in rows if q in r]
-            values = [float(r[q]) for r in present if _is_number(r[q])]
-            missing = len(present) - len(values)
             if not present:
                 continue
-            entry: dict[str, Any] = {"variant": variant, "quantity": q, "n": len(values),
-                                     "mean": None, "ci95": None}  # fmt: skip
-            if values:
-                entry.update(_n_mean_ci(stats.mean_ci(values)))
+            values = [float(r[q]) for r in present if _is_number(r[q])]
+            entry: dict[str, Any] = {"variant": variant, "quantity": q, "n": len(values)}
+            e = stats.mean_ci(values).to_json() if values else {"estimate": None, "ci95": None}
+            entry.update(mean=e["estimate"], ci95=e["ci95"])
             censored = sum(is_censored(r, q) for r in present)
             if censored:
                 entry["censored"] = censored
-                if entry["ci95"] is not None:
-                    entry["ci95"] = [entry["ci95"][0], None]
-            if missing:
-                entry["missing"] = missing
+                entry["ci95"] = entry["ci95"] and [entry["ci95"][0], None]
+            if len(present) > len(values):
+                entry["missing"] = len(present) - len(values)
             out.append(entry)
     return out
-
-
-def _n_mean_ci(e: stats.Estimate) -> dict[str, Any]:
-    j = e.to_json()
-    return {"n": j["n"], "mean": j["estimate"], "ci95": j["ci95"]}
-
-
-def _by_seed(
-    runs: Sequence[dict[str, Any]], variant: str, quantity: str
-) -> dict[int, tuple[float, bool]]:
-    """seed -> (value, censored) of one variant's rows that have a value."""
-    found: dict[int, tuple[float, bool]] = {}
-    for r in runs:
-        if r["variant"] == variant and _is_number(r.get(quantity)):
-            if r["seed"] in found:
-                raise ValueError(f"variant {variant!r} has seed {r['seed']} twice")
-            found[r["seed"]] = (float(r[quantity]), is_censored(r, quantity))
-    return found
 
 
 def compare(
@@ -166,162 +133,104 @@ def compare(
     quantity: str,
     a: str,
     b: str,
+    claim: Claim | None = None,
     *,
     paired: bool = True,
-    kind: str = "difference",
-    direction: str = "less",
-    paper: float | None = None,
-    claim: str | None = None,
+    direction: str | None = None,
     note: str | None = None,
 ) -> dict[str, Any]:
-    """Compare variant a with b on `quantity`: a - b ("difference") or mean(a) / mean(b) ("ratio").
-
-    Paired: only seeds that both variants have, matched by seed (paired t or paired bootstrap);
-    unpaired: Welch or an independent bootstrap. `reproduced` is None when `note` says the claim
-    is not testable here, or when there is no interval (fewer than 2 values). Censored values
-    (the module docstring) make the interval one-sided and add a paired sign test; `missing`
-    counts the seeds of a or b left out for lack of a value.
-    """
-    xa, xb = _by_seed(runs, a, quantity), _by_seed(runs, b, quantity)
-    if paired:
-        seeds = sorted(set(xa) & set(xb))
-        va, vb = [xa[s] for s in seeds], [xb[s] for s in seeds]
-    else:
-        va, vb = list(xa.values()), list(xb.values())
-    asked = {r["seed"] for r in runs if r["variant"] in (a, b) and quantity in r}
-    row = _comparison([v for v, _ in va], [v for v, _ in vb], quantity, a, b, paired=paired,
-                      kind=kind, direction=direction, paper=paper, claim=claim, note=note,
-                      a_censored=[c for _, c in va], b_censored=[c for _, c in vb])  # fmt: skip
-    used = set(seeds) if paired else set(xa) | set(xb)
-    if asked - used:
-        row["missing"] = len(asked - used)
+    """The `comparisons` row of variant a against b on `quantity`, over the seeds both have
+    (`paired`) or all. `missing` counts the seeds of a or b left out for lack of a value."""
+    seeds: dict[str, dict[int, tuple[float, bool]]] = {a: {}, b: {}}
+    for r in runs:
+        if r["variant"] in seeds and _is_number(r.get(quantity)):
+            if r["seed"] in seeds[r["variant"]]:
+                raise ValueError(f"variant {r['variant']!r} has seed {r['seed']} twice")
+            seeds[r["variant"]][r["seed"]] = (float(r[quantity]), is_censored(r, quantity))
+    used = set(seeds[a]) & set(seeds[b]) if paired else set(seeds[a]) | set(seeds[b])
+    pa, pb = ([x[s] for s in sorted(used) if s in x] for x in (seeds[a], seeds[b]))
+    row = compare_values(
+        [v for v, _ in pa],
+        [v for v, _ in pb],
+        quantity,
+        a,
+        b,
+        claim,
+        paired=paired,
+        direction=direction,
+        note=note,
+        censored=([c for _, c in pa], [c for _, c in pb]),
+    )
+    if asked := {r["seed"] for r in runs if r["variant"] in (a, b) and quantity in r} - used:
+        row["missing"] = len(asked)
     return row
 
 
-def compare_per_item(
-    a_values: Sequence[float],
-    b_values: Sequence[float],
+def compare_values(
+    va: Sequence[float],
+    vb: Sequence[float],
     quantity: str,
     a: str,
     b: str,
+    claim: Claim | None = None,
     *,
-    over: str,
     paired: bool = True,
-    direction: str = "less",
-    claim: str | None = None,
+    direction: str | None = None,
     note: str | None = None,
+    over: str | None = None,
+    censored: tuple[Sequence[bool], Sequence[bool]] = ((), ()),
 ) -> dict[str, Any]:
-    """A difference over items other than seeds (e.g. the test images of one model: 0/1 errors
-    with 1 and with 10 crops, paired; or the conv1 kernels of two towers, unpaired): the same
-    comparison row as `compare`, with `over` naming the items. Its interval covers the
-    sampling of those items, not the seeds'."""
-    row = _comparison(list(a_values), list(b_values), quantity, a, b, paired=paired,
-                      kind="difference", direction=direction, paper=None, claim=claim,
-                      note=note)  # fmt: skip
-    return {**row, "over": over}
-
-
-def _comparison(
-    va: list[float],
-    vb: list[float],
-    quantity: str,
-    a: str,
-    b: str,
-    *,
-    paired: bool,
-    kind: str,
-    direction: str,
-    paper: float | None,
-    claim: str | None,
-    note: str | None,
-    a_censored: Sequence[bool] = (),
-    b_censored: Sequence[bool] = (),
-) -> dict[str, Any]:
-    """The comparison row of values already matched (paired) or not: estimate, interval, verdict."""
-    row: dict[str, Any] = {
-        "quantity": quantity,
-        "a": a,
-        "b": b,
-        "estimate": None,
-        "ci95": None,
-        "paired": paired,
-        "reproduced": None,
-        "kind": kind,
-        "n": 0,
-        "direction": direction,
-        "paper": paper,
-        "claim": claim,
-        "note": note,
-    }
-    if not va or not vb:
+    """The comparison row of values `va`, `vb` matched (paired) or not (`censored`: which are
+    lower bounds): a - b or mean(a) / mean(b) as the claim's kind says (paired t or paired
+    bootstrap; Welch or bootstrap), its interval (one-sided where censored values leave an end
+    unknown, with a paired sign test), and whether it lies on the `direction` side (default
+    the claim's) of no effect. `over` names the items when they are not seeds (the test images
+    of one model, the conv1 kernels of two towers)."""
+    kind, (ca, cb) = claim.kind if claim else "difference", censored
+    direction = direction or (claim.direction if claim else "less")
+    row: dict[str, Any] = dict(
+        quantity=quantity,
+        a=a,
+        b=b,
+        estimate=None,
+        ci95=None,
+        paired=paired,
+        reproduced=None,
+        kind=kind,
+        n=0,
+        direction=direction,
+        paper=claim and claim.numbers.get(quantity),
+        claim=claim and claim.key,
+        note=note,
+    )
+    if len(va) == 0 or len(vb) == 0:
         row["note"] = note or f"no {'seed with both' if paired else 'values for the'} variants"
-        return row
+        return {**row, "over": over} if over else row
     ratio = kind == "ratio"
     if paired:
-        e = (stats.paired_ratio_ci if ratio else stats.paired_diff_ci)(va, vb)
+        estimate = stats.paired_ratio_ci if ratio else stats.paired_diff_ci
     else:
-        e = (stats.ratio_ci if ratio else stats.welch_diff_ci)(va, vb)
-    j = e.to_json()
-    row.update(estimate=j["estimate"], ci95=j["ci95"], n=j["n"])
-    ca, cb = any(a_censored), any(b_censored)
-    if ca or cb:
-        row.update(_censoring(va, vb, list(a_censored), list(b_censored), paired, direction))
-        row["ci95"] = stats.censored_interval(e.ci95, ca, cb)
-        if ca and cb and note is None:
+        estimate = stats.ratio_ci if ratio else stats.welch_diff_ci
+    e = estimate(list(va), list(vb)).to_json()
+    row.update(estimate=e["estimate"], ci95=e["ci95"], n=e["n"])
+    if any(ca) or any(cb):
+        bound = None if any(ca) and any(cb) else "lower" if any(ca) else "upper"
+        row.update(censored={"a": sum(ca), "b": sum(cb)}, estimate_bound=bound)
+        if paired:
+            test = stats.paired_sign_test(va, vb, ca, cb, direction)
+            row["sign_test"] = dataclasses.asdict(test)
+        row["ci95"] = stats.censored_interval(e["ci95"], any(ca), any(cb))
+        if bound is None and note is None:
             row["note"] = note = "values censored in both variants: the estimate has no bound"
     if note is None:
         row["reproduced"] = stats.reproduced(row["ci95"], direction, 1.0 if ratio else 0.0)
-    return row
-
-
-def _censoring(
-    va: list[float],
-    vb: list[float],
-    ca: list[bool],
-    cb: list[bool],
-    paired: bool,
-    direction: str,
-) -> dict[str, Any]:
-    """The censoring fields of a comparison row: how many values of a and b are lower bounds,
-    which way the estimate is bounded, and (paired) the sign test over the seeds."""
-    bound = "lower" if any(ca) and not any(cb) else "upper" if any(cb) and not any(ca) else None
-    fields: dict[str, Any] = {"censored": {"a": sum(ca), "b": sum(cb)}, "estimate_bound": bound}
-    if paired:
-        fields["sign_test"] = stats.paired_sign_test(va, vb, ca, cb, direction).to_json()
-    return fields
-
-
-def compare_claim(
-    runs: Sequence[dict[str, Any]],
-    claim: Claim,
-    quantity: str | None = None,
-    *,
-    paired: bool = True,
-    note: str | None = None,
-) -> dict[str, Any]:
-    """`compare` with the claim's variants, kind, direction and the paper's number."""
-    q = quantity or claim.quantity
-    return compare(
-        runs,
-        q,
-        claim.a,
-        claim.b,
-        paired=paired,
-        kind=claim.kind,
-        direction=claim.direction,
-        paper=claim.numbers.get(q),
-        claim=claim.key,
-        note=note,
-    )
+    return {**row, "over": over} if over else row
 
 
 def machine() -> str:
     """CPU model and core count (logical CPUs), plus the CUDA device when one is visible."""
-    model = cpu_name()
-    text = f"{model}, {os.cpu_count()} cores"
-    if torch.cuda.is_available():
-        text += f"; GPU {torch.cuda.get_device_name(0)}"
-    return text
+    text = f"{cpu_name()}, {os.cpu_count()} cores"
+    return text + (f"; GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "")
 
 
 def git_commit() -> str:
@@ -329,20 +238,19 @@ def git_commit() -> str:
     try:
         done = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
             capture_output=True,
             text=True,
             timeout=10,
-            check=False,
+            cwd=Path(__file__).resolve().parent,
         )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-    return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else "unknown"
+    return (done.returncode == 0 and done.stdout.strip()) or "unknown"
 
 
 def build_result(
     experiment: str,
-    claim: Claim | Sequence[Claim] | dict[str, Any] | list[dict[str, Any]],
+    claims: Claim | Sequence[Claim],
     dataset: str,
     budget: str,
     runs: Sequence[dict[str, Any]],
@@ -351,23 +259,16 @@ def build_result(
 ) -> dict[str, Any]:
     """The result.json object, with `summary` computed from `runs`."""
     for i, run in enumerate(runs):
-        missing = [k for k in ("variant", "seed", "run_dir") if k not in run]
-        if missing:
+        if missing := [k for k in ("variant", "seed", "run_dir") if k not in run]:
             raise ValueError(f"runs[{i}] lacks {', '.join(missing)}")
-    if isinstance(claim, Claim):
-        claim_json: Any = claim.to_json()
-    elif isinstance(claim, dict):
-        claim_json = claim
-    else:
-        claim_json = [c.to_json() if isinstance(c, Claim) else c for c in claim]
-    runs = [dict(r) for r in runs]
+    claim = claims.to_json() if isinstance(claims, Claim) else [c.to_json() for c in claims]
     return {
         "format": FORMAT,
         "experiment": experiment,
-        "claim": claim_json,
+        "claim": claim,
         "dataset": dataset,
         "budget": budget,
-        "runs": runs,
+        "runs": [dict(r) for r in runs],
         "summary": summarize(runs),
         "comparisons": [dict(c) for c in comparisons],
         "machine": machine(),
@@ -377,18 +278,165 @@ def build_result(
     }
 
 
-def write_result(out: str | os.PathLike, result: dict[str, Any]) -> tuple[Path, Path]:
-    """Write OUT/result.json and OUT/table.md atomically; returns both paths."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(result, indent=2, allow_nan=False) + "\n"
-    atomic_write_text(out / RESULT, text)
+def write_result(out: str | os.PathLike, result: dict[str, Any]) -> str:
+    """Write OUT/result.json and OUT/table.md atomically; returns the table."""
+    Path(out).mkdir(parents=True, exist_ok=True)
+    atomic_write_text(
+        Path(out) / "result.json", json.dumps(result, indent=2, allow_nan=False) + "\n"
+    )
     table = table_markdown(result)
-    atomic_write_text(out / TABLE, table)
-    return out / RESULT, out / TABLE
+    atomic_write_text(Path(out) / "table.md", table)
+    return table
 
 
-def load_result(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a result.json (a directory means DIR/result.json)."""
-    p = Path(path)
-    return json.loads((p / RESULT if p.is_dir() else p).read_text())
+# ------------------------------------------------------------------ table.md
+def is_percent(quantity: str) -> bool:
+    """Is the quantity a fraction shown in percent (errors, gaps, agreements)?"""
+    return any(word in quantity for word in PERCENT_WORDS)
+
+
+def fmt_value(
+    quantity: str,
+    value: float | None,
+    *,
+    delta: bool = False,
+    kind: str = "",
+    bound: str | None = None,
+) -> str:
+    """Errors in percent (differences in points), ratios with an x; a bound ("lower" /
+    "upper": censored data) written ">= v" / "<= v"."""
+    if value is None:
+        return "-"
+    if kind == "ratio":
+        text = f"{value:.2f}x"
+    elif is_percent(quantity):
+        text = f"{100 * value:+.2f} pts" if delta else f"{100 * value:.2f}%"
+    else:
+        text = f"{value:+.4g}" if delta else f"{value:.4g}"
+    return {"lower": ">= ", "upper": "<= "}.get(bound or "", "") + text
+
+
+def fmt_ci(quantity: str, ci: Sequence[float | None] | None, kind: str = "") -> str:
+    """[lo, hi]; an end left unbounded by censoring (None) is +inf (-inf, 0 for a ratio) with
+    an open bracket."""
+    if ci is None:
+        return "-"
+    ends = []
+    for v, unbounded in zip(ci, ("0" if kind == "ratio" else "-inf", "+inf")):
+        if v is None:
+            ends.append(unbounded)
+        elif kind == "ratio":
+            ends.append(f"{v:.2f}")
+        else:
+            ends.append(f"{100 * v:.2f}" if is_percent(quantity) else f"{v:.4g}")
+    return f"{'(' if ci[0] is None else '['}{ends[0]}, {ends[1]}{')' if ci[1] is None else ']'}"
+
+
+def _counts(entry: dict[str, Any]) -> str:
+    """ ", 1 censored, 2 missing" for a summary or comparison entry (empty when none)."""
+    censored = entry.get("censored", 0)
+    censored = sum(censored.values()) if isinstance(censored, dict) else censored
+    parts = [f"{censored} censored"] if censored else []
+    parts += [f"{entry['missing']} missing"] if entry.get("missing") else []
+    return "".join(f", {p}" for p in parts)
+
+
+def table_markdown(result: dict[str, Any]) -> str:
+    """table.md: the paper's claims, per-variant means with intervals, the comparisons, the
+    censored comparisons' sign tests, a step-time measurement, the machine, the notes."""
+    claims = result.get("claim")
+    claims = claims if isinstance(claims, list) else [claims] if isinstance(claims, dict) else []
+    lines = [f"# {result['experiment']}: {result['dataset']}, budget {result['budget']}", ""]
+    lines += [
+        f"- **{c.get('section', '')}** ({c.get('key', '')}): {c.get('words', '')}" for c in claims
+    ]
+    lines += ["", "| variant | quantity | n | mean | 95% interval |", "|---|---|---|---|---|"]
+    for s in result["summary"]:
+        q = s["quantity"]
+        mean = fmt_value(q, s["mean"], bound="lower" if s.get("censored") else "")
+        lines.append(
+            f"| {s['variant']} | {q} | {s['n']}{_counts(s)} | {mean} | {fmt_ci(q, s['ci95'])} |"
+        )
+    data = {c.get("key"): c.get("paper_data", "") for c in claims}
+    lines += [
+        "",
+        "| comparison | ours | 95% interval | paper | reproduced? |",
+        "|---|---|---|---|---|",
+    ]
+    for c in result["comparisons"]:
+        q, kind = c["quantity"], c.get("kind", "difference")
+        by = f" {c['over']}" if c.get("over") else ""
+        what = (
+            f"{q}: {c['a']} {'/' if kind == 'ratio' else '-'} {c['b']} "
+            f"({'paired' if c['paired'] else 'unpaired'}, n={c.get('n')}{by}{_counts(c)})"
+        )
+        paper = fmt_value(q, c.get("paper"), delta=True, kind=kind)
+        if c.get("paper") is not None and data.get(c.get("claim")):
+            paper += f" on {data[c.get('claim')]}"
+        ours = fmt_value(q, c["estimate"], delta=True, kind=kind, bound=c.get("estimate_bound"))
+        why = c.get("note") or (
+            "one seed, no interval" if c.get("estimate") is not None else "no data"
+        )
+        verdict = {True: "yes", False: "no"}.get(c["reproduced"], f"not testable here: {why}")
+        lines.append(f"| {what} | {ours} | {fmt_ci(q, c['ci95'], kind)} | {paper} | {verdict} |")
+    tests = [_sign_test(c) for c in result["comparisons"] if c.get("sign_test")]
+    lines += [""] * bool(tests) + tests + _step_time(result.get("step_time"))
+    lines += ["", _footer(result), ""]
+    if result.get("notes"):
+        lines += [f"- {n}" for n in result["notes"]] + [""]
+    return "\n".join(lines)
+
+
+def _sign_test(c: dict[str, Any]) -> str:
+    """A censored comparison's sign test over the seeds, in words."""
+    t, a, b = c["sign_test"], c["a"], c["b"]
+    side = "two-sided" if t["direction"] == "differ" else "one-sided"
+    return (
+        f"- {c['quantity']}, {a} vs {b}: {c['censored']['a']} value(s) of {a} and "
+        f"{c['censored']['b']} of {b} are lower bounds (the threshold not reached within the "
+        f"budget); sign test over the seeds: {a} > {b} in {t['greater']}, < in {t['less']}, "
+        f"tied {t['ties']}, order unknown {t['unknown']}; {side} p = {t['p_value']:.3g}."
+    )
+
+
+def _step_time(st: dict[str, Any] | None) -> list[str]:
+    """relu-tanh's step times: ms per step per variant, their ratio, the seconds to each
+    threshold that the steps imply."""
+    if not st:
+        return []
+    lines = [
+        "",
+        f"Step time ({st['method']}):",
+        "",
+        "| variant | ms per step | 95% interval |",
+        "|---|---|---|",
+    ]
+    lines += [
+        f"| {k} | {v['ms']:.2f} | {fmt_ci('ms', v['ci95'])} |" for k, v in st["variants"].items()
+    ]
+    r = st["ratio"]
+    lines += [
+        "",
+        f"Step time {r['a']} / {r['b']}: {fmt_value('', r['estimate'], kind='ratio')} "
+        f"{fmt_ci('', r['ci95'], 'ratio')}.",
+    ]
+    for quantity, per_variant in st.get("time_to", {}).items():
+        words = ", ".join(f"{k} {v:.1f} s" for k, v in per_variant.items())
+        lines.append(f"Mean {quantity} x step time: {words}.")
+    return lines
+
+
+def _footer(result: dict[str, Any]) -> str:
+    text = (
+        f"Machine: {result['machine']}; torch {result['torch']}; commit {result['commit']}; "
+        f"wall time {result['wall_s']:.0f} s"
+    )
+    if result.get("train_s"):
+        text += f"; the runs' training time {result['train_s']:.0f} s"
+    if result.get("runs_reused"):
+        total = result.get("runs_planned") or len({r["run_dir"] for r in result["runs"]})
+        text += (
+            f"; {result['runs_reused']} of {total} runs were reused from an earlier "
+            "invocation (the wall time covers this one)"
+        )
+    return text + "."

@@ -1,19 +1,13 @@
-"""Run an experiment's trainings as ordinary run directories under OUT/runs/, resumably.
+"""Train an experiment's runs as ordinary run directories OUT/runs/<name>/, then gather.
 
-`run_all(specs, out)` trains each `RunSpec(name, cfg, variant, seed)` into OUT/runs/<name>/:
-- a finished run (RunDir.is_finished: eval.json and weights exist) is reused, not retrained;
-- a run with a checkpoint resumes from it (cfg.resume = its directory);
-- anything else starts fresh.
-A run found on disk must have been trained with the same config (what it trains: model, recipe,
-budget, seed; not where or on what device): otherwise one UserError names the difference, so a
-`--budget full` call never reuses the runs of a `--budget quick` one in the same OUT.
-One line on stderr per run: "run 3/12: relu lr=0.05 seed 1 (resumed|reused|new)".
-The spec carries the run's variant and seed, so what a run measures is never parsed back out
-of its name.
-Rerunning the same command after a kill therefore redoes only what was not finished.
-The fit function and the run-directory type are parameters (defaults: the training engine's
-`alexnet.train.engine.fit` and `alexnet.rundir.RunDir`, imported when first needed), so
-tests can count trainings and simulate interruptions.
+Every way of training (all in this process, `--run I`, `--jobs N` child processes, or the
+`alexnet train` lines of `--plan` on a scheduler) writes the same OUT/runs/<name>/, so they
+mix: a finished run (eval.json and weights) is reused, a run with a checkpoint resumes, any
+other starts. A run on disk trained with another config (what it trains, not where or on what
+device) is refused, so a `--budget full` call never reuses a quick one's runs. Gathering reads
+every run from its directory, so the result is the same whichever process trained the runs (up
+to `result.PER_INVOCATION`). An experiment with stages (relu-tanh: a learning-rate sweep, then
+the seeds) plans its later runs once the earlier ones have finished (`Plan.pending`).
 """
 
 from __future__ import annotations
@@ -21,59 +15,40 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
+import shlex
+import signal
+import subprocess
 import sys
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from types import ModuleType
+from typing import Any, TextIO
 
 from alexnet.errors import UserError
-from alexnet.rundir import RunDir
-from alexnet.train.config import TrainConfig
-from alexnet.train.engine import fit as engine_fit
-from alexnet.train.recipes import recipe_model_options
-
-RUNS = "runs"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]*$")
-
-
-class RunDirLike(Protocol):
-    """What the runner needs of a run directory (alexnet.rundir.RunDir)."""
-
-    def is_finished(self) -> bool: ...
-    def has_checkpoint(self) -> bool: ...
-    def result(self) -> Any: ...
-    def read_config(self) -> dict[str, Any]: ...
-
-
-FitFn = Callable[[TrainConfig], Any]
-RunDirFactory = Callable[[Path], RunDirLike]
-
+from alexnet.experiments import result as results
+from alexnet.interrupts import interruptible, stopped_by
+from alexnet.rundir import RunDir, RunResult
+from alexnet.train import TrainConfig, fit, make_config
 
 # how a run is carried out, not what it trains: free to differ between invocations
-_HOW_FIELDS = frozenset(
-    {"data", "output_dir", "resume", "device", "workers", "channels_last", "compile",
-     "checkpoint_every", "deterministic", "dist_timeout"}
-)  # fmt: skip
+HOW_FIELDS = set(
+    "data output_dir resume device workers channels_last compile checkpoint_every "
+    "deterministic dist_timeout".split()
+)
+# a run's state on disk, and how the progress line says what is done with it
+DONE = {"finished": "reused", "checkpoint": "resumed", "new": "new"}
 
 
 class RunStopped(Exception):
     """A training stopped early (a signal): its checkpoint is saved; rerun to resume."""
 
 
-def default_fit(cfg: TrainConfig) -> Any:
-    """The training engine's fit."""
-    return engine_fit(cfg)
-
-
-def default_rundir(path: Path) -> RunDirLike:
-    return RunDir(path)
-
-
-@dataclasses.dataclass(frozen=True)
+@dataclass(frozen=True)
 class RunSpec:
-    """One training run of an experiment: OUT/runs/<name>/, its config, and what it stands
-    for (the variant and seed its measurements are filed under; label: the progress line)."""
+    """One training run: OUT/runs/<name>/, its config, and the variant and seed its
+    measurements are filed under (`label`: its progress line)."""
 
     name: str
     cfg: TrainConfig
@@ -86,119 +61,333 @@ class RunSpec:
         return self.label or f"{self.variant} seed {self.seed}"
 
 
-@dataclasses.dataclass
-class RunOutcome:
-    """One run of `run_all`: its spec, directory, what was done, and the engine's RunResult."""
+@dataclass
+class Plan:
+    """An experiment's runs as far as they are known; `pending` says why more will follow."""
+
+    runs: list[RunSpec]
+    pending: str = ""
+
+
+@dataclass
+class Outcome:
+    """A finished run: its spec, directory and what it recorded (read from the directory)."""
 
     spec: RunSpec
     run_dir: Path
-    action: str  # "reused" | "resumed" | "new"
-    result: Any
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
+    result: RunResult
 
 
-def check_specs(specs: Sequence[RunSpec]) -> list[RunSpec]:
-    """The specs, checked: every name a plain file name, no name twice (ValueError)."""
-    seen: set[str] = set()
-    for spec in specs:
-        if not _NAME.match(spec.name) or spec.name in seen:
-            raise ValueError(f"run name {spec.name!r} is not a unique plain file name")
-        seen.add(spec.name)
-    return list(specs)
+@dataclass
+class Context:
+    """One `alexnet reproduce NAME` call: where the data is, where results go, how much to do."""
+
+    name: str
+    data: Path | None  # None: nothing to train (towers --weights)
+    out: Path
+    budget: str = "quick"
+    seeds: int = 3
+    device: str = "auto"
+    family: str = "small"  # the network family (`--family`)
+    log: TextIO | None = None  # None: sys.stderr
+    started: float = field(default_factory=time.perf_counter)
+    trained: set[str] = field(default_factory=set)  # the runs this call trained
+    outcomes: list[Outcome] = field(default_factory=list)  # what gather measures
+
+    def say(self, message: str) -> None:
+        print(message, file=self.log or sys.stderr, flush=True)
+
+    def run_dir(self, spec: RunSpec) -> Path:
+        return self.out / "runs" / spec.name
+
+    def header(self) -> dict[str, Any]:
+        """The packed dataset's header.json (its source, classes, image size)."""
+        return json.loads((Path(self.data) / "header.json").read_text())
+
+    def finish(
+        self,
+        claims: results.Claim | Sequence[results.Claim],
+        rows: list[dict[str, Any]],
+        comparisons: list[dict[str, Any]],
+        notes: list[str],
+        **extra: Any,
+    ) -> dict[str, Any]:
+        """Write OUT/result.json and OUT/table.md, print the table, return the result; the
+        per-invocation fields: train_s (the runs' training time, read from each run) and
+        runs_reused (of the runs_planned, those this call did not train)."""
+        if self.data is None:
+            dataset = "no dataset (given weights, nothing trained)"
+        else:
+            source = self.header().get("input", {}).get("source")
+            dataset = f"{source} ({self.data.name})" if source else self.data.name
+        wall = time.perf_counter() - self.started
+        result = results.build_result(
+            self.name, claims, dataset, self.budget, rows, comparisons, wall
+        )
+        result["family"] = self.family
+        result["runs_planned"] = len(self.outcomes)
+        result["runs_reused"] = sum(o.spec.name not in self.trained for o in self.outcomes)
+        result["train_s"] = round(sum(o.result.train_seconds for o in self.outcomes), 1)
+        result.update(extra, notes=notes)
+        print(results.write_result(self.out, result))
+        return result
 
 
-def run_all(
-    specs: Sequence[RunSpec],
-    out: str | os.PathLike,
-    *,
-    fit: FitFn | None = None,
-    rundir: RunDirFactory | None = None,
-    log: TextIO | None = None,
-    numbers: Sequence[int] | None = None,
-    total: int | None = None,
-) -> list[RunOutcome]:
-    """Train (or reuse, or resume) every run into OUT/runs/<name>/, in order.
+def run_state(cfg: TrainConfig, path: Path) -> str:
+    """What the run directory `path` holds: "finished", "checkpoint" or "new"; a run there
+    trained with another config than `cfg` is refused (UserError naming the difference)."""
+    rd = RunDir(path)
+    state = "finished" if rd.is_finished() else "checkpoint" if rd.has_checkpoint() else "new"
+    if state != "new" and rd.config.is_file():  # no config.json: died before; the engine checks
+        try:
+            saved = rd.read_config()["config"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise UserError(f"{path}: unreadable config.json ({exc})") from None
+        now = json.loads(json.dumps(cfg.to_json()))
+        differences = [
+            f"{k} {saved.get(k)!r} there, {v!r} now"
+            for k, v in now.items()
+            if k not in HOW_FIELDS and saved.get(k) != v
+        ]
+        if differences:
+            raise UserError(
+                f"{path}: this run was trained with another config "
+                f"({'; '.join(differences[:3])}); give another --output-dir, or remove that run "
+                "directory to retrain it"
+            )
+    return state
 
-    Each config is copied with output_dir set (and resume set when resuming); the caller's
-    objects are not changed. Raises RunStopped when a training reports status "stopped".
-    `numbers` and `total`: how the progress lines count the runs (default 1..len(specs)).
-    """
-    fit = fit or default_fit
-    rundir = rundir or default_rundir
-    log = log or sys.stderr
-    items = check_specs(specs)
-    numbers = list(numbers) if numbers is not None else list(range(1, len(items) + 1))
-    root = runs_root(out)
-    outcomes = []
-    for number, spec in zip(numbers, items):
-        path = root / spec.name
-        rd = rundir(path)
-        action = run_state(rd, path, spec.cfg)
-        cfg = dataclasses.replace(spec.cfg, output_dir=str(path), resume=None)
-        if action == "resumed":
-            cfg = dataclasses.replace(cfg, resume=str(path))
-        print(f"run {number}/{total or len(items)}: {spec.text} ({action})", file=log, flush=True)
-        result = rd.result() if action == "reused" else fit(cfg)
-        if getattr(result, "status", None) == "stopped":
+
+def todo(ctx: Context, plan: Plan) -> list[int]:
+    """The indices of the plan's runs that have not finished."""
+    return [i for i, s in enumerate(plan.runs) if run_state(s.cfg, ctx.run_dir(s)) != "finished"]
+
+
+def train_here(ctx: Context, plan: Plan, indices: Sequence[int]) -> None:
+    """Train the plan's runs `indices` in this process, one after another: a finished run is
+    reused, a run with a checkpoint resumes from it (`--resume auto`, decided here), any other
+    starts; one progress line each. RunStopped when a training was stopped by a signal."""
+    for i in indices:
+        spec, path = plan.runs[i], ctx.run_dir(plan.runs[i])
+        state = run_state(spec.cfg, path)
+        ctx.say(f"run {i + 1}/{len(plan.runs)}: {spec.text} ({DONE[state]})")
+        if state == "finished":
+            continue
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            msg = f"--output-dir {ctx.out}: cannot create {path.parent}: {exc.strerror}"
+            raise UserError(msg) from None
+        cfg = run_config(ctx, spec, resume=str(path) if state == "checkpoint" else None)
+        if fit(cfg).status == "stopped":
             raise RunStopped(
                 f"run {spec.name} stopped; its checkpoint is in {path}: rerun to resume"
             )
-        outcomes.append(RunOutcome(spec, path, action, result))
-    return outcomes
+        ctx.trained.add(spec.name)
 
 
-def runs_root(out: str | os.PathLike) -> Path:
-    """OUT/runs/, created (UserError naming --output-dir when it cannot be)."""
-    root = Path(out) / RUNS
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"--output-dir {out}: cannot create {root}: {exc.strerror}") from None
-    return root
+def train_one(ctx: Context, module: ModuleType, index: int) -> None:
+    """`--run I`: train (or resume, or find finished) run I of the plan only."""
+    plan = module.plan(ctx)
+    if index >= len(plan.runs):
+        if plan.pending:
+            raise UserError(f"--run {index}: not planned yet: {plan.pending} (see --plan)")
+        raise UserError(f"--run {index}: {ctx.name} has runs 0..{len(plan.runs) - 1} (--plan)")
+    train_here(ctx, plan, [index])
 
 
-def run_state(rd: RunDirLike, path: Path, cfg: TrainConfig) -> str:
-    """What training the run at `path` needs: "reused" (finished), "resumed" (a checkpoint) or
-    "new"; a run on disk trained with another config is refused (UserError)."""
-    if rd.is_finished() or rd.has_checkpoint():
-        _check_same_training(rd, path, cfg)
-    if rd.is_finished():
-        return "reused"
-    return "resumed" if rd.has_checkpoint() else "new"
+TrainFn = Callable[[Context, Plan, list[int]], None]
 
 
-def config_differences(saved: dict[str, Any], cfg: TrainConfig) -> list[str]:
-    """The training-defining fields in which `cfg` differs from a run's saved config (a field
-    that an earlier version did not save means its default). The recipe's name is not such a
-    field: a recipe acts through the field values (compared one by one) and the model options
-    it brings, so two names that give this model the same options train the same run (the
-    experiments' runs were recipe `paper` with every value given before `ablation` existed)."""
-    now = json.loads(json.dumps(dataclasses.asdict(cfg)))
-    defaults = json.loads(json.dumps(dataclasses.asdict(TrainConfig())))
-    out = [
-        f"{key} {saved.get(key, defaults[key])!r} there, {value!r} now"
-        for key, value in now.items()
-        if key not in _HOW_FIELDS | {"recipe"} and saved.get(key, defaults[key]) != value
-    ]
-    then = {**recipe_model_options(saved.get("recipe", "paper"), cfg.model), **cfg.model_options}
-    if then != {**recipe_model_options(cfg.recipe, cfg.model), **cfg.model_options}:
-        out.append(f"recipe {saved.get('recipe')!r} there, {cfg.recipe!r} now")
-    return out
+def reproduce(ctx: Context, module: ModuleType, train: TrainFn = train_here) -> dict[str, Any]:
+    """Train every run that is not finished, stage by stage, then gather: the result."""
+    while missing := todo(ctx, plan := module.plan(ctx)):
+        train(ctx, plan, missing)
+        if still := [plan.runs[i].name for i in todo(ctx, plan)]:
+            names = ", ".join(still[:3])
+            raise UserError(f"{len(still)} run(s) did not finish ({names}); rerun to resume")
+    if plan.pending:
+        raise RuntimeError(f"{ctx.name}: every run finished, yet {plan.pending}")
+    ctx.outcomes = [Outcome(s, ctx.run_dir(s), RunDir(ctx.run_dir(s)).result()) for s in plan.runs]
+    return module.gather(ctx, list(ctx.outcomes))
 
 
-def _check_same_training(rd: RunDirLike, path: Path, cfg: TrainConfig) -> None:
-    try:
-        saved = rd.read_config().get("config", {})
-    except FileNotFoundError:
-        return  # a checkpoint from a start that died before config.json: the engine checks it
-    except (OSError, ValueError, AttributeError) as exc:
-        raise UserError(f"{path}: unreadable config.json ({exc})") from None
-    differences = config_differences(saved, cfg)
-    if differences:
-        raise UserError(
-            f"{path}: this run was trained with another config ({'; '.join(differences[:3])}); "
-            "give another --output-dir, or remove that run directory to retrain it"
+# ------------------------------------------------------------------ --plan
+def train_argv(cfg: TrainConfig) -> list[str]:
+    """The `alexnet train` arguments that resolve to `cfg`: --recipe when not paper, then each
+    field that differs from the recipe's value as its flag (`batch_size` -> `--batch-size`,
+    booleans `--x` / `--no-x`, dicts as JSON); `resume` is left to the caller."""
+    base, argv = (
+        make_config(cfg.recipe),
+        [] if cfg.recipe == "paper" else ["--recipe", cfg.recipe],
+    )
+    for name, value in cfg.to_json().items():
+        default, flag = getattr(base, name), "--" + name.replace("_", "-")
+        if name in ("recipe", "resume") or value == default:
+            continue
+        if value is None:
+            raise ValueError(f"{name}: None cannot be given on the command line ({default!r})")
+        if isinstance(value, bool):
+            argv.append(flag if value else "--no-" + name.replace("_", "-"))
+        else:
+            text = json.dumps(value, separators=(",", ":")) if isinstance(value, dict) else value
+            argv += [flag, repr(value) if isinstance(value, float) else str(text)]
+    return argv
+
+
+def plan_records(ctx: Context, plan: Plan) -> list[dict[str, Any]]:
+    """One record per planned run: index, run, variant, seed, status (finished, checkpoint,
+    new) and the `alexnet train ... --resume auto` line that starts or continues it."""
+    return [
+        dict(
+            index=i,
+            run=s.name,
+            variant=s.variant,
+            seed=s.seed,
+            status=run_state(s.cfg, ctx.run_dir(s)),
+            command=shlex.join(
+                [
+                    "alexnet",
+                    "train",
+                    *train_argv(run_config(ctx, s)),
+                    "--resume",
+                    "auto",
+                ]
+            ),
         )
+        for i, s in enumerate(plan.runs)
+    ]
+
+
+def run_config(ctx: Context, spec: RunSpec, resume: str | None = None) -> TrainConfig:
+    """The run's config as trained: output_dir its directory OUT/runs/<name>/."""
+    return dataclasses.replace(spec.cfg, output_dir=str(ctx.run_dir(spec)), resume=resume)
+
+
+# ------------------------------------------------------------------ --jobs N
+@dataclass
+class Job:
+    """One child process: its name, command line, extra environment and log file."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log: Path
+
+
+def slot_device(slot: int, slots: int, devices: Sequence[str], default: str) -> tuple[str, dict]:
+    """Job slot `slot`'s device (the listed ones in turn, else `default`) and extra environment:
+    a CPU slot gets an equal share of the cores as its thread count."""
+    device = devices[slot % len(devices)] if devices else default
+    if device not in ("cpu", "auto"):
+        return device, {}
+    threads = str(max(1, (os.cpu_count() or 1) // slots))
+    return device, {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+
+
+def run_processes(
+    count: int,
+    slots: int,
+    make: Callable[[int, int], Job],
+    say: Callable[[str], None],
+    poll: float = 0.2,
+) -> dict[int, int]:
+    """Run jobs 0..count-1, at most `slots` at a time (`make(job, slot)` builds each for the
+    slot it starts in, so a slot keeps its device); returns each job's exit status. Ctrl-C or
+    SIGTERM goes on to every running job (which saves a checkpoint and stops), then is raised."""
+    queue, free, done = list(range(count)), list(range(slots)), {}
+    running: dict[int, tuple[subprocess.Popen, Job, int]] = {}
+    try:
+        with interruptible():
+            while queue or running:
+                while queue and free:
+                    index, slot = queue.pop(0), free.pop(0)
+                    job = make(index, slot)
+                    job.log.parent.mkdir(parents=True, exist_ok=True)
+                    with open(job.log, "ab") as log:
+                        proc = subprocess.Popen(
+                            job.argv,
+                            env={**os.environ, **job.env},
+                            stdout=log,
+                            stderr=subprocess.STDOUT,
+                        )
+                    running[index] = (proc, job, slot)
+                    say(f"job started: {job.name} (log {job.log})")
+                for index, (proc, job, slot) in list(running.items()):
+                    if proc.poll() is not None:
+                        done[index], rc = proc.returncode, proc.returncode
+                        free.append(slot)
+                        del running[index]
+                        say(
+                            f"job finished: {job.name}"
+                            if rc == 0
+                            else f"job FAILED: {job.name} (exit {rc}; see {job.log})"
+                        )
+                if running:
+                    time.sleep(poll)
+    except KeyboardInterrupt as exc:
+        for proc, _, _ in running.values():
+            proc.send_signal(getattr(exc, "signum", signal.SIGINT))
+        for proc, _, _ in running.values():
+            proc.wait()
+        exc.args = (
+            f"{stopped_by(exc)}; {len(running)} running job(s) stopped after saving a "
+            "checkpoint: rerun the command to resume",
+        )
+        raise
+    return done
+
+
+def jobs_trainer(
+    argv_of: Callable[[int, str], list[str]],
+    jobs: int,
+    devices: Sequence[str],
+    default: str = "auto",
+) -> TrainFn:
+    """A `train` for `reproduce`: the runs as `argv_of(index, device)` children (`--run I`),
+    `jobs` at a time on their slots' devices, each child's output in OUT/jobs/<run>.log."""
+
+    def train(ctx: Context, plan: Plan, indices: list[int]) -> None:
+        def make(k: int, slot: int) -> Job:
+            device, env = slot_device(slot, jobs, devices, default)
+            name = plan.runs[indices[k]].name
+            return Job(
+                f"run {indices[k]} {name} on {device}",
+                argv_of(indices[k], device),
+                env,
+                ctx.out / "jobs" / f"{name}.log",
+            )
+
+        status = run_processes(len(indices), min(jobs, len(indices)), make, ctx.say)
+        ctx.trained.update(plan.runs[indices[k]].name for k, rc in status.items() if rc == 0)
+        failed = [plan.runs[indices[k]].name for k, rc in status.items() if rc != 0]
+        if failed:
+            raise UserError(
+                f"{len(failed)} run(s) failed: {', '.join(failed[:3])}; see "
+                f"{ctx.out / 'jobs'}/<run>.log, then rerun to resume"
+            )
+
+    return train
+
+
+# ------------------------------------------------------------------ notes
+def training_words(cfg: TrainConfig) -> str:
+    """A config's optimization in words, for notes (generated, so a note cannot drift)."""
+    step = f" x {cfg.lr_factor:g} every {cfg.lr_step_size} epochs"
+    schedule = {
+        "cosine": f"cosine decay from {cfg.lr:g} ({cfg.warmup_epochs:g} warm-up epochs)",
+        "plateau": f"lr {cfg.lr:g} divided by {1 / cfg.lr_factor:g} on a validation plateau",
+        "step": f"lr {cfg.lr:g}" + (step if cfg.lr_step_size < cfg.epochs else " (constant)"),
+    }[cfg.schedule]
+    return (
+        f"SGD momentum {cfg.momentum:g}, weight decay {cfg.weight_decay:g}, batch "
+        f"{cfg.batch_size}, {schedule}"
+    )
+
+
+def data_words(cfg: TrainConfig) -> str:
+    """How many epochs on how many images, in words."""
+    images = f"the first {cfg.train_limit:,} training images" if cfg.train_limit else None
+    return (
+        f"{cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''} on {images or 'all training images'}"
+    )

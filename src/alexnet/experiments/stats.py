@@ -1,27 +1,20 @@
-"""Statistics over seeds: means, 95% intervals, paired and unpaired comparisons.
+"""Statistics over seeds: one value per seed (a training run) in, an `Estimate` out.
 
-Every function takes one value per seed (a training run) and returns an `Estimate`:
-- `mean_ci`: the mean and its Student t interval, mean +- t(0.975, n-1) * s / sqrt(n).
-- `paired_diff_ci`: mean of the per-seed differences a_i - b_i with the t interval of those
-  differences (two variants trained with the same seed share the initialization of the layers
-  they have in common and the data order, so the seed-to-seed noise cancels).
-- `welch_diff_ci`: mean(a) - mean(b) with Welch's interval (unequal variances, Welch-Satterthwaite
-  degrees of freedom), for variants that do not share seeds.
-- `ratio_ci`: mean(a) / mean(b), percentile bootstrap, a and b resampled independently.
-- `paired_ratio_ci`: mean(a) / mean(b), paired percentile bootstrap: the seeds are resampled with
-  their (a_i, b_i) pairs kept together, and each resample's ratio of means is taken (the ratio of
-  means, not the mean of per-seed ratios, so it estimates the same quantity as `ratio_ci`).
-- `paired_sign_test`: the signs of a_i - b_i over seeds, exact binomial p-value; it needs only
-  each pair's order, so it counts right-censored pairs (a run that never reached a threshold:
-  its value is at least the budget) whose order is known, and sets aside those whose is not.
-Censored values enter the interval functions at their bound (the budget): the interval then
-bounds the estimate from one side only (`censored_interval`), and `reproduced` reads a missing
-end as unbounded.
-Bootstraps use `RESAMPLES` = 10,000 resamples from `numpy.random.default_rng(SEED)`, SEED = 0,
-so a result is reproducible to the bit.
-With a single value (n = 1) there is no spread to estimate: the interval is None (and
-`reproduced` then answers None). The Student t quantile is computed here (regularized incomplete
-beta function), so no scipy is needed.
+- `mean_ci`: the mean and its Student t interval, mean +- t(0.975, n-1) s / sqrt(n);
+- `paired_diff_ci`: mean of the per-seed differences a_i - b_i, t interval (two variants with
+  the same seed share the initial weights of the layers they have in common and the data
+  order, so the seed-to-seed noise cancels); `welch_diff_ci`: mean(a) - mean(b), Welch's
+  interval, for values that do not pair;
+- `ratio_ci` / `paired_ratio_ci`: mean(a) / mean(b), percentile bootstrap, a and b resampled
+  independently / seeds resampled with their (a_i, b_i) pairs (the ratio of means either way);
+- `paired_sign_test`: exact binomial test of the signs of a_i - b_i; it needs only each pair's
+  order, so it counts right-censored pairs (a value that is a lower bound) whose order is known;
+  censored values enter the intervals at their bound, which then bound the estimate from one
+  side only (`censored_interval`);
+- `permutation_test`: two-sided, of mean(a) - mean(b) (the towers' kernels, Fig. 3).
+Bootstraps draw RESAMPLES = 10,000 resamples from `numpy.random.default_rng(SEED = 0)`, so a
+result is reproducible to the bit. With n = 1 the interval is None (and `reproduced` None).
+The Student t quantile is computed here (regularized incomplete beta), so no scipy is needed.
 """
 
 from __future__ import annotations
@@ -29,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import combinations
 from typing import Any
 
 import numpy as np
@@ -62,8 +56,10 @@ def _betacf(a: float, b: float, x: float) -> float:
     h = d
     for m in range(1, 1000):
         m2 = 2 * m
-        for num in (m * (b - m) * x / ((qam + m2) * (a + m2)),
-                    -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))):  # fmt: skip
+        for num in (
+            m * (b - m) * x / ((qam + m2) * (a + m2)),
+            -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2)),
+        ):
             d = 1.0 + num * d
             d = 1.0 / (d if abs(d) > tiny else tiny)
             c = 1.0 + num / c
@@ -216,9 +212,6 @@ class SignTest:
     p_value: float  # exact binomial, one-sided in `direction` (two-sided for "differ")
     direction: str
 
-    def to_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
 
 def _binomial_tail(k: int, n: int) -> float:
     """P(X >= k) for X ~ Binomial(n, 1/2)."""
@@ -274,3 +267,38 @@ def reproduced(ci: Sequence[float | None] | None, direction: str, null: float = 
     if direction == "greater":
         return lo > null
     return hi < null or lo > null
+
+
+@dataclass(frozen=True)
+class Permutation:
+    """Two-sided permutation test of mean(a) - mean(b)."""
+
+    difference: float
+    p_value: float
+    method: str
+
+
+def permutation_test(
+    a: Sequence[float], b: Sequence[float], resamples: int = RESAMPLES
+) -> Permutation:
+    """Exact (every split of the pooled values) when there are at most `resamples` splits, else
+    `resamples` random splits from default_rng(SEED) with p = (count + 1) / (resamples + 1);
+    p = min(1, 2 min(P(null <= observed), P(null >= observed))), ties within 100 eps relative
+    (the conventions of scipy.stats.permutation_test)."""
+    x, y = _values(a, "a"), _values(b, "b")
+    pooled, na, nb = np.concatenate([x, y]), x.size, y.size
+    observed = x.mean() - y.mean()
+    if math.comb(na + nb, na) <= resamples:
+        groups = np.array(list(combinations(range(na + nb), na)))
+        method, adjust = "exact permutation", 0
+    else:
+        perm = np.random.default_rng(SEED).permuted(
+            np.tile(np.arange(na + nb), (resamples, 1)), axis=1
+        )
+        groups, method, adjust = perm[:, :na], f"permutation ({resamples} resamples)", 1
+    sa = pooled[groups].sum(1)
+    null = sa / na - (pooled.sum() - sa) / nb
+    gamma = abs(observed) * 100 * np.finfo(np.float64).eps
+    less = (np.count_nonzero(null <= observed + gamma) + adjust) / (null.size + adjust)
+    greater = (np.count_nonzero(null >= observed - gamma) + adjust) / (null.size + adjust)
+    return Permutation(float(observed), float(min(1.0, 2.0 * min(less, greater))), method)
