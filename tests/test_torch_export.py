@@ -86,3 +86,21 @@ def test_pt2_loads_without_alexnet_importable(tmp_path, capsys):
     ys = torch.load(tmp_path / "ys.pt")
     with torch.no_grad():
         assert all(close(y, model(x)) for x, y in zip(xs, ys, strict=True))
+
+
+@pytest.mark.slow  # ~12 s each here: 240 MB ONNX files (fc6); small and paper: test_use_retrieval
+@pytest.mark.parametrize("name", ["seed", "torchvision"])
+def test_onnx_export_checked_in_onnxruntime(tmp_path, name):
+    ort = pytest.importorskip("onnxruntime", reason="ONNX parity needs onnxruntime")
+    pytest.importorskip("onnx", reason="ONNX export needs the onnx package")
+    from alexnet.export import export_onnx
+
+    model = weights_file(tmp_path / "w.safetensors", name, num_classes=4)
+    result = export_onnx(tmp_path / "w.safetensors", tmp_path / "m.onnx")
+    assert result["checked"] is True
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    for batch in (1, 4):
+        x = torch.randn(batch, 3, 224, 224)
+        got = torch.from_numpy(session.run(None, {"images": x.numpy()})[0])
+        with torch.no_grad():
+            assert close(got, model(x))
