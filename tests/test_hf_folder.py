@@ -131,3 +131,13 @@ def test_id_offline_is_one_line(tmp_path, how):
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("alexnet.errors.UserError: someone/alexnet-cifar: cannot download")
+
+
+def test_alexnet_weights_describes_a_folder(run_dir, tmp_path, capsys):
+    run, _, _ = run_dir
+    folder = tmp_path / "hf"
+    alexnet.weights.write_folder(folder, *load(run / "weights.safetensors"))
+    code, out, err = cli(capsys, "weights", folder, "--json")
+    assert code == 0, err
+    (row,) = json.loads(out)["files"]
+    assert (row["name"], row["model"], row["classes"]) == (str(folder), "small", "3")

@@ -229,8 +229,11 @@ def _safetensors_meta(path: Path) -> dict[str, Any]:
 
 
 def describe_file(path: str | os.PathLike) -> dict[str, Any]:
-    """A weights file -> the catalog's facts (name = the path), read from its metadata only."""
+    """A weights file or Hugging Face-style folder (its model.safetensors) -> the catalog's
+    facts (name = the path), read from its metadata only."""
     p = Path(path)
+    if p.is_dir() and (p / HF_FILES[0]).is_file():
+        return {**describe_file(p / HF_FILES[0]), "name": str(p), "file_name": p.name}
     if not p.is_file():
         raise UserError(f"{p}: no such weights file")
     if p.suffix in (".pth", ".pt") or torch_file_kind(p) in ("zip", "pickle"):
