@@ -39,9 +39,15 @@ def run_dir(tmp_path) -> tuple[Path, torch.nn.Module, torch.Tensor]:
     mean = torch.rand(32, 32, 3)
     run = tmp_path / "run"
     run.mkdir()
-    save(run / "weights.safetensors", model.state_dict(), model_config=model.config,
-         classes=["ant", "bee", "cat"], preprocess={"crop_size": 32, "normalize": "mean_image"},
-         mean_image=mean, extra={"recipe": "cifar", "epoch": 7})  # fmt: skip
+    save(
+        run / "weights.safetensors",
+        model.state_dict(),
+        model_config=model.config,
+        classes=["ant", "bee", "cat"],
+        preprocess={"crop_size": 32, "normalize": "mean_image"},
+        mean_image=mean,
+        extra={"recipe": "cifar", "epoch": 7},
+    )
     final = {"images": 120, "crops": 1, "top1_error": 0.3125, "top5_error": 0.0, "loss": 0.9}
     (run / "eval.json").write_text(json.dumps(final))
     (run / "config.json").write_text(json.dumps({"config": {"data": "/data/cifar-packed"}}))
@@ -51,12 +57,16 @@ def run_dir(tmp_path) -> tuple[Path, torch.nn.Module, torch.Tensor]:
 def test_export_hf_then_from_pretrained_is_bitwise(run_dir, tmp_path, capsys):
     run, model, mean = run_dir
     folder = tmp_path / "hf"
-    code, out, err = cli(capsys, "export", "--weights", run / "weights.safetensors",
-                         "--hf", folder, "--json")  # fmt: skip
+    code, out, err = cli(
+        capsys, "export", "--weights", run / "weights.safetensors", "--hf", folder, "--json"
+    )
     assert code == 0, err
     assert json.loads(out)["hf"]["eval"] == str(run / "eval.json")
-    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json",
-                                                        "model.safetensors"]  # fmt: skip
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "README.md",
+        "config.json",
+        "model.safetensors",
+    ]
     config = json.loads((folder / "config.json").read_text())
     assert config["architecture"] == "small" and config["num_classes"] == 3
     assert config["label_names"] == ["ant", "bee", "cat"] and config["input_size"] == [3, 32, 32]
@@ -126,8 +136,9 @@ def test_id_offline_is_one_line(tmp_path, how):
         else:
             env["HF_ENDPOINT"] = f"http://127.0.0.1:{s.getsockname()[1]}"
         code = "import alexnet; alexnet.from_pretrained('someone/alexnet-cifar')"
-        proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                              text=True, timeout=50)  # fmt: skip
+        proc = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=50
+        )
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("alexnet.errors.UserError: someone/alexnet-cifar: cannot download")

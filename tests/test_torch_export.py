@@ -19,6 +19,14 @@ from alexnet.weights import save
 
 # the paper's two-tower network with its LRN (§3.3), narrow so the test stays small
 PAPER = {"widths": [16, 32, 32, 32, 32], "num_classes": 5}
+# Caffe's bvlc_alexnet reading of it: 227 px, k=1, alpha / 5, the window across the towers
+CAFFE = {
+    **PAPER,
+    "input_size": 227,
+    "lrn_k": 1.0,
+    "lrn_alpha_convention": "per_size",
+    "lrn_scope": "all",
+}
 
 
 def close(got: torch.Tensor, ref: torch.Tensor) -> bool:
@@ -38,9 +46,14 @@ def weights_file(path: Path, name: str, **options) -> torch.nn.Module:
 
 @pytest.mark.parametrize(
     "name, options",
-    [("paper", PAPER), ("seed", {"num_classes": 4}), ("torchvision", {"num_classes": 4}),
-     ("small", {})],
-)  # fmt: skip
+    [
+        ("paper", PAPER),
+        ("paper", CAFFE),
+        ("seed", {"num_classes": 4}),
+        ("torchvision", {"num_classes": 4}),
+        ("small", {}),
+    ],
+)
 def test_every_model_exports_with_plain_ops_and_a_dynamic_batch(name, options):
     torch.manual_seed(0)
     model = alexnet.get_model(name, **options).eval()
@@ -59,8 +72,16 @@ def test_every_model_exports_with_plain_ops_and_a_dynamic_batch(name, options):
 def test_pt2_loads_without_alexnet_importable(tmp_path, capsys):
     model = weights_file(tmp_path / "w.safetensors", "paper", **PAPER)
     out = tmp_path / "paper.pt2"
-    code = main(["export", "--weights", str(tmp_path / "w.safetensors"),
-                 "--torch-export", str(out), "--json"])  # fmt: skip
+    code = main(
+        [
+            "export",
+            "--weights",
+            str(tmp_path / "w.safetensors"),
+            "--torch-export",
+            str(out),
+            "--json",
+        ]
+    )
     result = json.loads(capsys.readouterr().out)["torch_export"]
     assert code == 0 and result["checked"] and result["lrn"] == "decomposed into torch ops"
     extra = {PT2_META: ""}
@@ -80,8 +101,12 @@ def test_pt2_loads_without_alexnet_importable(tmp_path, capsys):
     torch.save(xs, tmp_path / "xs.pt")
     proc = subprocess.run(
         [sys.executable, "-I", "-S", "-c", script, site, str(out), "xs.pt", "ys.pt"],
-        cwd=tmp_path, env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=110,
-    )  # fmt: skip
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     ys = torch.load(tmp_path / "ys.pt")
     with torch.no_grad():
