@@ -115,3 +115,43 @@ def test_offline_torchvision_weights_fail_in_one_line(tmp_path, monkeypatch, clo
         hub_load(weights="torchvision")
     message = str(exc.value)
     assert "\n" not in message and message.startswith(f"cannot download {closed_url}/alexnet-owt")
+
+
+@pytest.mark.timeout(120)
+def test_hub_imports_only_models_and_weights(tmp_path):
+    """A fresh python: torch.hub.load with a weights file imports no command line, no server."""
+    import subprocess
+    import sys
+
+    small_file(tmp_path / "w.safetensors")
+    script = (
+        "import sys, torch; torch.hub.load(sys.argv[1], 'alexnet', source='local', "
+        "weights=sys.argv[2]); print(' '.join(sorted(sys.modules)))"
+    )
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(ROOT), str(tmp_path / "w.safetensors")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    modules = proc.stdout.split()
+    assert "alexnet.weights.files" in modules
+    loaded = [
+        m
+        for m in modules
+        if m.startswith(
+            (
+                "alexnet.cli",
+                "alexnet.commands",
+                "alexnet.serve",
+                "alexnet.train",
+                "fastapi",
+                "uvicorn",
+            )
+        )
+    ]
+    assert loaded == []
