@@ -1,7 +1,8 @@
 """AlexNet (Krizhevsky, Sutskever & Hinton, NIPS 2012), faithful and fast.
 
 Public API:
-    get_model(name, num_classes=1000, **options) -> AlexNetModel (an nn.Module)
+    get_model(name, num_classes=1000, weights=None, **options) -> AlexNetModel (an nn.Module)
+    from_pretrained(folder_or_id, num_classes=None, **options) -> the model with its weights
     list_models() -> list[str]
     open_dataset(path, split="train") -> PackedDataset of (HxWx3 uint8 image, int label)
     UserError: the exception for user mistakes (one line naming the file or flag)
@@ -24,17 +25,46 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "get_model", "list_models", "open_dataset", "UserError"]
+__all__ = [
+    "__version__",
+    "from_pretrained",
+    "get_model",
+    "list_models",
+    "open_dataset",
+    "UserError",
+]
 
 
-def get_model(name: str, num_classes: int | None = None, **options: Any) -> AlexNetModel:
+def get_model(
+    name: str, num_classes: int | None = None, weights: str | None = None, **options: Any
+) -> AlexNetModel:
     """Build a model of the family by name (see `list_models()`).
 
     num_classes defaults to 1000 (10 for `small`); options are the model class's keywords.
+    weights: None (freshly initialised), or anything `alexnet.weights.load` reads (a file, a
+    run directory, a Hugging Face-style folder, "torchvision", a Hugging Face id "user/name"):
+    the model in eval mode with those tensors, its last layer re-made (and said in a warning)
+    when num_classes differs from the weights' (`alexnet.weights.load_for`).
     """
+    if weights is not None:
+        from alexnet.weights.pretrained import load_for
+
+        return load_for(weights, num_classes, name, **options)  # type: ignore[return-value]
     from alexnet.models.registry import get_model as _get_model
 
     return _get_model(name, num_classes=num_classes, **options)
+
+
+def from_pretrained(
+    folder_or_id: str, num_classes: int | None = None, **options: Any
+) -> AlexNetModel:
+    """The model of a Hugging Face-style folder (`alexnet export --hf DIR`) or Hub id
+    "user/name" (needs `pip install 'alexnet[hub]'`), in eval mode on the CPU; any other
+    weights `alexnet.weights.load` reads work too. Class names and preprocessing:
+    `alexnet.weights.load(folder_or_id)[1]`."""
+    from alexnet.weights.pretrained import load_for
+
+    return load_for(folder_or_id, num_classes, **options)  # type: ignore[return-value]
 
 
 def list_models() -> list[str]:

@@ -39,6 +39,8 @@ from alexnet.fileio import atomic_write, atomic_write_text
 from alexnet.jsonout import rounded
 from alexnet.progress import progress_bar
 from alexnet.weights import load
+from alexnet.weights.hf import WEIGHTS_NAME as HF_WEIGHTS
+from alexnet.weights.hf import is_folder as is_hf_folder
 from alexnet.weights.meta import Preprocess
 
 IMAGE_EXTENSIONS = set(
@@ -341,8 +343,11 @@ def load_features(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
 
 def file_digest(path: str | os.PathLike) -> str:
     """SHA-256 of a file's bytes (hex), read in 1 MiB blocks; for a run directory given as
-    weights, of the checkpoint the weights loader reads from it."""
-    if Path(path).is_dir():
+    weights, of the checkpoint the weights loader reads from it (of a Hugging Face-style
+    folder, its model.safetensors)."""
+    if is_hf_folder(path):
+        path = Path(path) / HF_WEIGHTS
+    elif Path(path).is_dir():
         path = checkpoint_path(Path(path))
     h = hashlib.sha256()
     try:

@@ -1,4 +1,5 @@
-"""`alexnet export`: weights out as ONNX (checked with onnxruntime) or in another tower layout."""
+"""`alexnet export`: weights out as ONNX (checked with onnxruntime), in another tower layout, as a
+Hugging Face-style folder or a torch.export program (checked against the model)."""
 
 from __future__ import annotations
 
@@ -39,15 +40,65 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "paper (grouped) layout",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_hub_arguments(p)
     return p
+
+
+def add_hub_arguments(p: argparse.ArgumentParser) -> None:
+    """--hf DIR and --torch-export OUT.pt2: the formats other people's code reads."""
+    g = p.add_argument_group("for other code (docs/use.md)")
+    g.add_argument(
+        "--hf",
+        metavar="DIR",
+        help="write a Hugging Face-style folder: DIR/model.safetensors, DIR/config.json (model, "
+        "classes, preprocessing), DIR/README.md (a model card quoting the run's eval.json); "
+        "alexnet.from_pretrained(DIR) and every --weights read it",
+    )
+    g.add_argument(
+        "--torch-export",
+        metavar="OUT.pt2",
+        help="write a torch.export program (eval mode, dynamic batch, LRN and pooling as plain "
+        "torch ops: torch.export.load(OUT).module() needs no alexnet), then compare it with "
+        "the model at batch sizes 1 and 3 (|diff| <= 1e-4 + 1e-4 * |logit|) unless --no-check",
+    )
+
+
+def run_hub(args: argparse.Namespace, out: dict) -> None:
+    """--hf and --torch-export into `out` ("hf", "torch_export")."""
+    from alexnet.export import export_hf, export_torch
+
+    if args.hf:
+        out["hf"] = export_hf(args.weights, args.hf)
+    if args.torch_export:
+        output_file(args.torch_export, "--torch-export")
+        out["torch_export"] = export_torch(args.weights, args.torch_export, check=not args.no_check)
+
+
+def print_hub(out: dict) -> None:
+    """The lines for --hf and --torch-export."""
+    if "hf" in out:
+        h = out["hf"]
+        quoted = f"; card quotes {h['eval']}" if h["eval"] else ""
+        print(f"wrote {h['folder']}/ ({', '.join(h['files'])}){quoted}")
+    if "torch_export" in out:
+        t = out["torch_export"]
+        print(f"wrote {t['pt2']} (input {t['input_shape']}, LRN {t['lrn']})")
+        if t["checked"]:
+            print(
+                f"program vs model at batch sizes {t['check_batches']}: max |diff| "
+                f"{t['max_abs_diff']:.2e} (tolerance {t['atol']} + {t['rtol']} * |logit|)"
+            )
 
 
 def run(args: argparse.Namespace) -> int:
     from alexnet.export import export_onnx
     from alexnet.weights import convert_layout
 
-    if not (args.onnx or args.two_device or args.paper):
-        raise UserError("export needs --onnx OUT.onnx, --two-device OUT or --paper OUT")
+    if not (args.onnx or args.two_device or args.paper or args.hf or args.torch_export):
+        raise UserError(
+            "export needs --onnx OUT.onnx, --two-device OUT, --paper OUT, --hf DIR or "
+            "--torch-export OUT.pt2"
+        )
     for flag in ("onnx", "two_device", "paper"):
         if getattr(args, flag):
             output_file(getattr(args, flag), "--" + flag.replace("_", "-"))
@@ -59,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
     if args.onnx:
         check = not args.no_check
         out["onnx"] = export_onnx(args.weights, args.onnx, opset=args.opset, check=check)
+    run_hub(args, out)
     if args.json:
         print(json_line(out))
         return 0
@@ -73,4 +125,5 @@ def run(args: argparse.Namespace) -> int:
                 f"onnxruntime vs PyTorch on a batch of {o['check_batch']}: max |diff| "
                 f"{o['max_abs_diff']:.2e} (tolerance {o['atol']} + {o['rtol']} * |logit|)"
             )
+    print_hub(out)
     return 0

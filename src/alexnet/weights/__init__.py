@@ -4,7 +4,11 @@
   included), and `save`;
 - `safetensors_io`: our file (`save` writes it), in the paper or the two-device layout;
 - `torchvision`: torchvision's `.pth`; `caffe` (+ `caffe_proto`): Caffe's bvlc_alexnet;
-- `hub`: weights by name (downloaded once) and `alexnet weights`'s catalog;
+- `hf`: Hugging Face-style folders (model.safetensors + config.json + README.md);
+- `hub`: weights by name (downloaded once), Hugging Face ids, and `alexnet weights`'s catalog;
+- `pretrained`: `load_for(weights, num_classes, model, **options)`, the model for other code
+  (`alexnet.get_model(..., weights=...)`, `from_pretrained`, hubconf.py), re-making the last
+  layer for another number of classes;
 - `meta`: `Preprocess` and `WeightsMeta`, what every format reads besides tensors.
 
 The names below are imported when first used, so that the torch-free `hub` (which `alexnet
@@ -21,8 +25,10 @@ _NAMES = {
     "build_model": "alexnet.weights.files",
     "convert_layout": "alexnet.weights.safetensors_io",
     "load": "alexnet.weights.files",
+    "load_for": "alexnet.weights.pretrained",
     "read": "alexnet.weights.files",
     "save": "alexnet.weights.files",
+    "write_folder": "alexnet.weights.hf",
 }
 __all__ = sorted(_NAMES)
 

@@ -1,7 +1,8 @@
 """`read(path)` -> (state_dict, metadata) and `load(path)` -> (model, metadata) for every
 format, told apart by the content, not the suffix: our safetensors (either tower layout),
 torchvision's `.pth` and training checkpoints (`RUN/checkpoint.pt` or the run directory), both
-read with weights_only; names of downloadable weights too. `save` writes our safetensors."""
+read with weights_only, Hugging Face-style folders (`hf`); names of downloadable weights and
+Hugging Face ids too. `save` writes our safetensors."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from alexnet.checkpoint import Checkpoint, checkpoint_path, is_checkpoint
 from alexnet.errors import UserError
 from alexnet.fileio import safe_torch_load, torch_file_kind
 from alexnet.models.registry import get_model
+from alexnet.weights import hf
 from alexnet.weights.hub import resolve_name
 from alexnet.weights.meta import Preprocess, WeightsMeta
 from alexnet.weights.safetensors_io import (
@@ -27,7 +29,10 @@ from alexnet.weights.safetensors_io import (
 )
 from alexnet.weights.torchvision import torchvision_weights
 
-ACCEPTED = "an alexnet .safetensors, torchvision's .pth, RUN/checkpoint.pt or a run directory"
+ACCEPTED = (
+    "an alexnet .safetensors, torchvision's .pth, RUN/checkpoint.pt, a run directory or a "
+    "Hugging Face-style folder"
+)
 # (leading bytes, what such a file is) for files that are not weights, to say what they are
 _OTHER_KINDS = [
     (b"\x89PNG", "a PNG image"),
@@ -55,6 +60,8 @@ def read(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], WeightsMeta]
     fetched once into torch's hub cache, `alexnet.weights.hub`) -> (single-device
     state_dict, metadata)."""
     p = resolve_name(path)
+    if hf.is_folder(p):
+        return hf.read_folder(p)
     if p.is_dir():
         p = checkpoint_path(p)
     if not p.is_file():

@@ -129,11 +129,43 @@ def resolve_name(name_or_path: str | os.PathLike, *, progress: bool = True) -> P
     entry = CATALOG.get(str(name_or_path))
     if entry is not None:
         return fetch(entry.file_name, progress=progress)
+    if HF_ID.match(str(name_or_path)):
+        return download_hf(str(name_or_path))
     names = ", ".join(CATALOG)
     raise UserError(
         f"{name_or_path}: no such weights file, nor a name of downloadable weights ({names}; "
-        f"`alexnet weights` lists them)"
+        f"`alexnet weights` lists them) or a Hugging Face id (user/name)"
     )
+
+
+# A Hugging Face Hub model id, "user/name" (an existing path of that form is read as a path)
+HF_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+HF_FILES = ["model.safetensors", "config.json", "README.md"]
+
+
+def download_hf(repo_id: str) -> Path:
+    """Hugging Face id "user/name" -> the local folder of its model.safetensors + config.json,
+    through `huggingface_hub`'s cache (the optional extra `alexnet[hub]`; imported here only).
+    Offline (HF_HUB_OFFLINE=1, no network, unreachable HF_ENDPOINT) and nothing cached: one
+    line. huggingface_hub's own retries are cut to one try."""
+    try:
+        import huggingface_hub
+    except ImportError:
+        raise UserError(
+            f"{repo_id}: no such weights file or folder; to download it as a Hugging Face id: "
+            "pip install 'alexnet[hub]'"
+        ) from None
+    try:
+        folder = huggingface_hub.snapshot_download(
+            repo_id, allow_patterns=HF_FILES, etag_timeout=TIMEOUT_S
+        )
+    except Exception as exc:  # offline, not found, gated, HTTP errors: all one line
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(
+            f"{repo_id}: cannot download from the Hugging Face Hub ({type(exc).__name__}: "
+            f"{first[:200]}); give --weights a local folder instead"
+        ) from None
+    return Path(folder)
 
 
 @dataclass(frozen=True)
@@ -197,8 +229,11 @@ def _safetensors_meta(path: Path) -> dict[str, Any]:
 
 
 def describe_file(path: str | os.PathLike) -> dict[str, Any]:
-    """A weights file -> the catalog's facts (name = the path), read from its metadata only."""
+    """A weights file or Hugging Face-style folder (its model.safetensors) -> the catalog's
+    facts (name = the path), read from its metadata only."""
     p = Path(path)
+    if p.is_dir() and (p / HF_FILES[0]).is_file():
+        return {**describe_file(p / HF_FILES[0]), "name": str(p), "file_name": p.name}
     if not p.is_file():
         raise UserError(f"{p}: no such weights file")
     if p.suffix in (".pth", ".pt") or torch_file_kind(p) in ("zip", "pickle"):
