@@ -20,8 +20,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks scripts
-	$(VENV)/bin/ruff format --check src tests benchmarks scripts
+	$(VENV)/bin/ruff check src tests benchmarks scripts hubconf.py
+	$(VENV)/bin/ruff format --check src tests benchmarks scripts hubconf.py
 
 # The fast suite over up to 4 worker processes (pytest-xdist; 2 on a 2-core machine): much of
 # its time is subprocesses starting Python and torch, which overlap.
