@@ -16,7 +16,7 @@ from alexnet import get_model
 from alexnet.cli import main
 from alexnet.data.packed import open_dataset
 from alexnet.errors import UserError
-from alexnet.explain import features_at, layers, parse_units, require_torch
+from alexnet.explain import features_at, layers, occlusion, parse_units, require_torch
 from alexnet.weights import load
 from alexnet.weights import save as save_weights
 
@@ -204,3 +204,49 @@ def test_explore_bad_units_is_one_line(env, tmp_path, capsys):
                        "--layer", "conv1", "--units", "40", "--out", tmp_path / "x",
                        "--device", "cpu")  # fmt: skip
     assert code == 2 and len(err.strip().splitlines()) == 1 and "--units 40" in err
+
+
+# ------------------------------------------------------------------ occlusion
+def test_predict_explain_occlusion_cells_by_hand(env, tmp_path, capsys):
+    from PIL import Image
+
+    image = open_dataset(env["data"], "val").images[1]
+    path = tmp_path / "one.png"
+    Image.fromarray(np.array(image)).save(path)
+    code, out, err = cli(capsys, "predict", "--weights", env["w"], path, "--explain",
+                         "occlusion", "--patch", "6", "--stride", "5", "--json", "--device",
+                         "cpu", "--batch-size", "4", "--out", tmp_path / "maps")  # fmt: skip
+    assert code == 0, err
+    pred = json.loads(out)["predictions"][0]
+    occ = pred["occlusion"]
+    assert (occ["class"], occ["patch"], occ["stride"]) == (pred["top"][0]["class"], 6, 5)
+    n = (32 - 6) // 5 + 1
+    assert np.array(occ["drop"]).shape == (n, n)
+    assert (tmp_path / "maps" / "one.png").stat().st_size > 1000
+
+    model, _ = load(env["w"], "cpu")
+    c = occ["index"]
+    x = model_input(image[None]).double()
+    model = model.double().eval()
+    with torch.no_grad():
+        p = torch.softmax(model(x), 1)[0, c].item()
+        for i, j in [(0, 0), (2, 3), (n - 1, n - 1)]:
+            hidden = x.clone()
+            hidden[..., 5 * i : 5 * i + 6, 5 * j : 5 * j + 6] = 0.0  # the normalized mean
+            want = p - torch.softmax(model(hidden), 1)[0, c].item()
+            assert occ["drop"][i][j] == pytest.approx(want, abs=2e-6)
+
+
+def test_occlusion_does_not_depend_on_the_batching():
+    torch.manual_seed(1)
+    model = get_model("small", num_classes=3).eval()
+    x = torch.randn(1, 3, 32, 32)
+    one = occlusion(model, x, 2, 8, 4, batch_size=64)
+    few = occlusion(model, x, 2, 8, 4, batch_size=5)
+    assert one["drop"].shape == (7, 7)
+    np.testing.assert_allclose(one["drop"], few["drop"], atol=1e-6)
+
+
+def test_occlusion_flags_without_explain_is_one_line(env, capsys):
+    code, _, err = cli(capsys, "predict", "--weights", env["w"], "x.png", "--patch", "4")
+    assert code == 2 and "--explain occlusion" in err and len(err.strip().splitlines()) == 1
