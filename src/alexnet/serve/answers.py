@@ -21,7 +21,9 @@ from PIL import Image
 from alexnet.data.decode import decode_image
 from alexnet.data.packed import open_dataset, read_header
 from alexnet.errors import UserError
+from alexnet.explain import Inputs, occlusion, occlusion_grid
 from alexnet.inference import Prediction, Predictor, finish_resize, load_features, neighbours
+from alexnet.jsonout import rounded
 from alexnet.viz import first_conv_weight, tile, tile_kernels
 
 
@@ -107,6 +109,8 @@ class Engine:
         max_pixels: int = 40_000_000,
     ) -> None:
         self.predictor = Predictor(weights, device, crops=crops)
+        p = self.predictor
+        self.inputs = Inputs(p.preprocess, p.mean_image, p.device)  # the centre crop (occlusion)
         self.max_pixels = int(max_pixels)
         self.conv1 = next(
             m for m in self.predictor.model.modules() if isinstance(m, torch.nn.Conv2d)
@@ -173,6 +177,31 @@ class Engine:
         weight = first_conv_weight(self.predictor.model)
         tiles = (tile_kernels(weight, columns=columns) * 255).round().astype(np.uint8)
         return png_bytes(tiles, scale=max(1, 96 // (weight.shape[-1] * 2)))
+
+    @torch.no_grad()
+    def occlusion(self, image: np.ndarray, patch: int | None, stride: int | None) -> dict:
+        """Where the network looks (Zeiler & Fergus 2014, section 4.2) for one uint8 image at
+        the stored size: the top class and `alexnet.explain.occlusion`'s drop grid, as
+        `alexnet predict --explain occlusion --json` gives it (`input_size` added)."""
+        p = self.predictor
+        if not isinstance(p.model, torch.nn.Module):
+            raise ApiError(422, "occlusion needs torch weights, not an ONNX file")
+        size = int(p.preprocess.crop_size)
+        try:
+            occlusion_grid(size, patch, stride)
+        except UserError as exc:
+            raise ApiError(422, str(exc)) from None
+        c = int(p.probabilities(image[None])[0].argmax())
+        found = occlusion(p.model, self.inputs(image[None]), c, patch, stride)
+        return {
+            "class": p.classes[c],
+            "index": c,
+            "patch": found["patch"],
+            "stride": found["stride"],
+            "prob": rounded(found["prob"]),
+            "drop": [[rounded(float(v)) for v in row] for row in found["drop"]],
+            "input_size": size,
+        }
 
     @torch.no_grad()
     def conv1_png(self, image: np.ndarray, columns: int = 16) -> bytes:

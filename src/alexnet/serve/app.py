@@ -301,6 +301,18 @@ def _info_routes(app: FastAPI, srv: Server) -> None:
         png = await srv.batcher.call(engine.conv1_png, images[0], columns)
         return Response(png, media_type="image/png")
 
+    @app.post("/v1/occlusion", dependencies=v1)
+    async def occlusion(
+        request: Request,
+        patch: int | None = Query(None, ge=1, le=4096),
+        stride: int | None = Query(None, ge=1, le=4096),
+    ) -> Response:
+        names, images = await srv.images_of(request, batched=False)
+        if len(images) != 1:
+            raise ApiError(422, "send exactly one image")
+        found = await srv.batcher.call(engine.occlusion, images[0], patch, stride)
+        return JSONResponse({"image": names[0], **found})
+
     @app.get("/v1/model", dependencies=v1)
     async def model() -> dict:
         return {

@@ -1,8 +1,10 @@
-// The page of `alexnet serve`: one image -> top-5 bars, nearest training images, conv1 maps.
+// The page of `alexnet serve`: one image -> top-5 bars, nearest training images, conv1 maps,
+// the occlusion map.
 "use strict";
 const $ = (id) => document.getElementById(id);
 let key = sessionStorage.getItem("alexnet-key") || "";
 let hasIndex = false;
+let sizes = { image: 1, input: 1 };  // stored image side and model input side (/v1/model)
 const columns = () => (window.innerWidth < 700 ? 8 : 16);  // pictures' tiles per row
 
 async function api(path, options = {}) {
@@ -33,6 +35,7 @@ function post(file) {
 async function loadModel() {
   const m = await (await api("/v1/model")).json();
   hasIndex = m.index !== null;
+  sizes = { image: m.image_size || m.input_size, input: m.input_size };
   $("model-name").textContent = m.name;
   $("model-info").textContent = `${m.num_classes} classes · input ${m.input_size} px · ` +
     `features ${m.feature_dim}-d` + (hasIndex ? ` · index: ${m.index.count} ${m.index.split} images` : "");
@@ -71,6 +74,35 @@ async function showNeighbors(file) {
   }
 }
 
+// The model input (the centre crop of the stored image) with a cell per occluded square's
+// centre: red where covering the square lowers p(top class), blue where it raises it.
+async function showOcclusion(file) {
+  const res = await (await api("/v1/occlusion", post(file))).json();
+  const img = new Image();
+  img.src = $("preview").src;
+  await img.decode();
+  const canvas = $("occlusion"), ctx = canvas.getContext("2d"), side = canvas.width;
+  const shorter = Math.min(img.naturalWidth, img.naturalHeight);
+  const crop = shorter * Math.min(1, sizes.input / sizes.image);
+  ctx.filter = "grayscale(70%)";
+  ctx.drawImage(img, (img.naturalWidth - crop) / 2, (img.naturalHeight - crop) / 2, crop, crop,
+    0, 0, side, side);
+  ctx.filter = "none";
+  const k = side / res.input_size, flat = res.drop.flat();
+  const top = Math.max(...flat.map(Math.abs)) || 1;
+  res.drop.forEach((row, i) => row.forEach((d, j) => {
+    const a = (0.75 * Math.abs(d) / top).toFixed(3);
+    ctx.fillStyle = d > 0 ? `rgba(215,35,35,${a})` : `rgba(35,90,215,${a})`;
+    const at = (n) => (n * res.stride + res.patch / 2 - res.stride / 2) * k;
+    ctx.fillRect(at(j), at(i), res.stride * k, res.stride * k);
+  }));
+  canvas.hidden = false;
+  $("occ-text").textContent = `${res.class} (p = ${res.prob.toPrecision(3)}): red, covering ` +
+    `that ${res.patch} px square lowers p, by up to ${Math.max(...flat).toPrecision(3)}; ` +
+    `blue raises it (stride ${res.stride} px)`;
+  window.occlusion = res;  // for the page test
+}
+
 async function run(file) {
   if (!file) return;
   $("status").textContent = "thinking…";
@@ -83,6 +115,7 @@ async function run(file) {
     const jobs = [imageURL("/v1/conv1?columns=" + columns(), post(file)).then((u) => {
       $("maps").src = u; $("maps").hidden = false; $("maps-empty").hidden = true;
     })];
+    jobs.push(showOcclusion(file));
     if (hasIndex) jobs.push(showNeighbors(file));
     await Promise.all(jobs);
     $("status").textContent = "";
