@@ -329,7 +329,7 @@ def unit_patches_grid(
     the activation above each patch. Returns (w, h) px."""
     plt = _pyplot()
     u, k = patches.shape[:2]
-    w, h = 70 + k * cell_px, 40 + u * (cell_px + 14)
+    w, h = 70 + k * cell_px, 50 + u * (cell_px + 14)
     fig, axes = plt.subplots(u, k, figsize=(w / dpi, h / dpi), dpi=dpi, squeeze=False)
     for row, (unit, acts) in enumerate(zip(units, activations)):
         for col in range(k):
@@ -343,9 +343,9 @@ def unit_patches_grid(
                 ax.axis("off")
         axes[row, 0].set_ylabel(f"unit {unit}", fontsize=7)
     if title:
-        fig.suptitle(title, fontsize=9)
+        fig.suptitle(title, fontsize=9, y=1 - 6 / h, va="top")
     fig.subplots_adjust(
-        left=60 / w, right=0.99, top=1 - 30 / h, bottom=0.01, hspace=0.35, wspace=0.08
+        left=60 / w, right=0.99, top=1 - 40 / h, bottom=0.01, hspace=0.35, wspace=0.08
     )
     save_figure(fig, out, dpi)
     return w, h
@@ -371,8 +371,9 @@ def occlusion_map(
     lo, hi = patch / 2 - stride / 2, patch / 2 + (n - 1) * stride + stride / 2
     limit = float(np.abs(drop).max()) or 1.0
     gray = image.mean(axis=2) if image.shape[2] == 3 else image[..., 0]
-    left.imshow(image, interpolation="nearest")
-    right.imshow(gray, cmap="gray", interpolation="nearest")
+    whole = (0, image.shape[1], image.shape[0], 0)  # pixel i covers [i, i + 1)
+    left.imshow(image, interpolation="nearest", extent=whole)
+    right.imshow(gray, cmap="gray", vmin=0, vmax=1, interpolation="nearest", extent=whole)
     shown = right.imshow(drop, cmap="RdBu_r", vmin=-limit, vmax=limit, alpha=0.6,
                          extent=(lo, hi, hi, lo), interpolation="nearest")  # fmt: skip
     right.set_xlim(0, image.shape[1])
