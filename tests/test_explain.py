@@ -250,3 +250,9 @@ def test_occlusion_does_not_depend_on_the_batching():
 def test_occlusion_flags_without_explain_is_one_line(env, capsys):
     code, _, err = cli(capsys, "predict", "--weights", env["w"], "x.png", "--patch", "4")
     assert code == 2 and "--explain occlusion" in err and len(err.strip().splitlines()) == 1
+
+
+def test_pool_without_layer_is_one_line(env, tmp_path, capsys):
+    code, _, err = cli(capsys, "features", "--data", env["data"], "--weights", env["w"],
+                       "--pool", "max", "--out", tmp_path / "x", "--device", "cpu")  # fmt: skip
+    assert code == 2 and "--pool goes with --layer" in err and len(err.strip().splitlines()) == 1

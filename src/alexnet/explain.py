@@ -18,6 +18,7 @@ bitwise the same arithmetic.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -51,9 +52,22 @@ class Layer:
     field: Field
 
 
+_FOUND: weakref.WeakKeyDictionary[nn.Module, dict[int, dict[str, Layer]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def layers(model: nn.Module, input_size: int | None = None) -> dict[str, Layer]:
-    """The model's layers by the names `alexnet summary` lists, in call order."""
+    """The model's layers by the names `alexnet summary` lists, in call order (found once per
+    model and input size with two passes of a zero image, then remembered)."""
     size = int(input_size or model.input_size)
+    known = _FOUND.setdefault(model, {})
+    if size not in known:
+        known[size] = _find_layers(model, size)
+    return known[size]
+
+
+def _find_layers(model: nn.Module, size: int) -> dict[str, Layer]:
     leaves = [m for m in model.modules() if not any(True for _ in m.children())]
     calls: list[nn.Module] = []
     hooks = [m.register_forward_hook(lambda mod, i, o: calls.append(mod)) for m in leaves]

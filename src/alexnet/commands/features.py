@@ -10,6 +10,7 @@ from pathlib import Path
 from alexnet.commands.argtypes import WEIGHTS_HELP, add_device, nonnegative_int, positive_int
 from alexnet.commands.outputs import output_file
 from alexnet.data.modes import SPLITS
+from alexnet.errors import UserError
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -54,7 +55,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--pool",
         choices=("max", "avg", "none"),
-        default="none",
         help="with --layer on a conv, pool or norm layer: max or avg over positions -> (N, C), "
         "or none: the flattened maps (N, C*H*W) (default none)",
     )
@@ -75,6 +75,9 @@ def run(args: argparse.Namespace) -> int:
     )
     from alexnet.runtime import resolve_device
 
+    if args.layer is None and args.pool is not None:
+        raise UserError("--pool goes with --layer NAME")
+    args.pool = args.pool or "none"
     for path in features_paths(args.out):
         output_file(path, "--out")
     ds = open_dataset(args.data, args.split)
