@@ -256,3 +256,64 @@ def test_pool_without_layer_is_one_line(env, tmp_path, capsys):
     code, _, err = cli(capsys, "features", "--data", env["data"], "--weights", env["w"],
                        "--pool", "max", "--out", tmp_path / "x", "--device", "cpu")  # fmt: skip
     assert code == 2 and "--pool goes with --layer" in err and len(err.strip().splitlines()) == 1
+
+
+def test_strongest_units_against_brute_force(env):
+    from alexnet.explain import strongest_units
+
+    image = open_dataset(env["data"], "val").images[2]
+    model, _ = load(env["w"], "cpu")
+    model.eval()
+    x = model_input(image[None])
+    found = strongest_units(model, x, layers(model)["conv2"], 5)
+    with torch.no_grad():
+        maps = manual_conv2(model, x)[0].double().numpy()
+    best = sorted(((m.max(), u) for u, m in enumerate(maps)), key=lambda t: (-t[0], t[1]))[:5]
+    rf, jump, start = _field([(5, 1, 2), (3, 2, 0), (5, 1, 2)])
+    assert [f["unit"] for f in found] == [u for _, u in best]
+    for f, (value, u) in zip(found, best):
+        y, x_ = np.unravel_index(int(np.argmax(maps[u])), maps[u].shape)
+        assert (f["y"], f["x"]) == (y, x_) and f["activation"] == pytest.approx(value, rel=1e-5)
+        assert f["box"] == _box(rf, jump, start, int(y), int(x_), 32)
+
+
+# ------------------------------------------------------------------ on the serve page's API
+@pytest.mark.timeout(180)
+def test_serve_occlusion_and_units_answers(env, tmp_path):
+    httpx = pytest.importorskip("httpx")
+    from PIL import Image
+    from test_serve import Server
+
+    image = open_dataset(env["data"], "val").images[0]
+    path = tmp_path / "v0.png"
+    Image.fromarray(np.array(image)).save(path)
+    body, png = path.read_bytes(), {"Content-Type": "image/png"}
+    with Server(tmp_path / "server.log", "--weights", str(env["w"])) as s:
+        with httpx.Client(base_url=s.url, timeout=60, trust_env=False) as c:
+            info = c.get("/v1/model").json()
+            occ = c.post("/v1/occlusion?patch=6&stride=5", content=body, headers=png)
+            units = c.post("/v1/units?layer=conv2&k=3", content=body, headers=png)
+            unknown = c.post("/v1/units?layer=fc7", content=body, headers=png)
+            too_big = c.post("/v1/occlusion?patch=40", content=body, headers=png)
+        assert s.stop() == 0
+    assert info["layers"] == [
+        "conv1",
+        "pool1",
+        "norm1",
+        "conv2",
+        "pool2",
+        "norm2",
+        "conv3",
+        "pool3",
+    ]
+    assert occ.status_code == 200 and units.status_code == 200
+    model, _ = load(env["w"], "cpu")
+    x = model_input(image[None])
+    want = occlusion(model.eval(), x, occ.json()["index"], 6, 5)["drop"]
+    np.testing.assert_allclose(occ.json()["drop"], want, atol=1e-6)
+    with torch.no_grad():
+        peaks = manual_conv2(model, x)[0].amax((1, 2)).numpy()
+    want_units = [int(u) for u in np.argsort(-peaks, kind="stable")[:3]]
+    assert [u["unit"] for u in units.json()["units"]] == want_units
+    assert unknown.status_code == 404 and "conv1, pool1" in unknown.json()["error"]
+    assert too_big.status_code == 422 and "patch 40" in too_big.json()["error"]

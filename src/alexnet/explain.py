@@ -352,3 +352,21 @@ def unit_patches(layer: Layer, unit: dict[str, Any], crops: dict[int, np.ndarray
         dy, dx = y0 - top, x0 - left
         out[t, dy : dy + patch.shape[0], dx : dx + patch.shape[1]] = patch
     return out
+
+
+@torch.no_grad()
+def strongest_units(model: nn.Module, x: Tensor, layer: Layer, k: int) -> list[dict[str, Any]]:
+    """The k units of `layer` that fire most on one model input x (1, C, S, S), each at its
+    strongest position (the first in row-major order on a tie), descending: [{"unit",
+    "activation", "y", "x", "box"}], box = [x0, y0, x1, y1] of the input it sees (`Field.box`)."""
+    a = features_at(model, x, layer)[0].float()
+    flat = a.flatten(1) if a.dim() == 3 else a[:, None]  # (C, H*W)
+    values, positions = flat.max(dim=1)
+    order = torch.sort(values, descending=True, stable=True).indices[:k].tolist()
+    width = a.shape[-1] if a.dim() == 3 else 1
+    out = []
+    for u in order:
+        y, col = divmod(int(positions[u]), width)
+        box = layer.field.box(y, col, x.shape[-1])
+        out.append({"unit": u, "activation": float(values[u]), "y": y, "x": col, "box": box})
+    return out

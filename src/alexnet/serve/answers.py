@@ -21,7 +21,7 @@ from PIL import Image
 from alexnet.data.decode import decode_image
 from alexnet.data.packed import open_dataset, read_header
 from alexnet.errors import UserError
-from alexnet.explain import Inputs, occlusion, occlusion_grid
+from alexnet.explain import Inputs, layers, occlusion, occlusion_grid, strongest_units
 from alexnet.inference import Prediction, Predictor, finish_resize, load_features, neighbours
 from alexnet.jsonout import rounded
 from alexnet.viz import first_conv_weight, tile, tile_kernels
@@ -138,6 +138,7 @@ class Engine:
             "image_size": p.image_size,
             "crops": p.crops,
             "feature_dim": self.feature_dim,
+            "layers": self.map_layers(),
             "preprocess": p.preprocess.to_json(),
             "metadata": p.meta.extra,
             "index": None
@@ -201,6 +202,34 @@ class Engine:
             "prob": rounded(found["prob"]),
             "drop": [[rounded(float(v)) for v in row] for row in found["drop"]],
             "input_size": size,
+        }
+
+    def map_layers(self) -> list[str]:
+        """The layers with maps (conv, pool, norm), by `alexnet summary`'s names; [] for ONNX."""
+        if not isinstance(self.predictor.model, torch.nn.Module):
+            return []
+        found = layers(self.predictor.model, int(self.predictor.preprocess.crop_size))
+        return [name for name, layer in found.items() if layer.kind != "fc"]
+
+    @torch.no_grad()
+    def units(self, image: np.ndarray, layer: str, k: int) -> dict:
+        """The k units of `layer` that fire most on one uint8 image at the stored size, with
+        where (`alexnet.explain.strongest_units`), and the layer's receptive field and jump."""
+        p = self.predictor
+        if not isinstance(p.model, torch.nn.Module):
+            raise ApiError(422, "units need torch weights, not an ONNX file")
+        size = int(p.preprocess.crop_size)
+        found = layers(p.model, size)
+        if layer not in found:
+            raise ApiError(404, f"no layer {layer!r} (has {', '.join(found)})")
+        top = strongest_units(p.model, self.inputs(image[None]), found[layer], k)
+        field = found[layer].field
+        return {
+            "layer": layer,
+            "receptive_field": field.receptive_field,
+            "jump": field.jump,
+            "input_size": size,
+            "units": top,
         }
 
     @torch.no_grad()
