@@ -13,6 +13,7 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from test_serve import Server, make_world
 
@@ -72,7 +73,17 @@ def upload_and_check(driver, url: str, image: Path) -> dict:
         ".map(e => e.complete ? e.naturalWidth : 0)"
     )
     maps = driver.execute_script("return document.getElementById('maps').naturalWidth")
-    return {"names": names, "thumbs": thumbs, "maps": maps}
+    occlusion = driver.execute_script("return window.occlusion")
+    shown = driver.execute_script("return !document.getElementById('occlusion').hidden")
+    units = driver.execute_script("return window.units")
+    return {
+        "names": names,
+        "thumbs": thumbs,
+        "maps": maps,
+        "occlusion": occlusion,
+        "units": units,
+        "shown": shown,
+    }
 
 
 def page_screenshots(url: str, image: Path, out: Path, profile: Path) -> list[dict]:
@@ -103,11 +114,22 @@ def test_page_in_headless_chromium(tmp_path):
         with httpx.Client(base_url=s.url, timeout=30, trust_env=False) as c:
             api = c.post("/v1/predict?topk=5", content=photo.read_bytes(),
                          headers={"Content-Type": "image/png"}).json()  # fmt: skip
+            occ = c.post("/v1/occlusion", content=photo.read_bytes(),
+                         headers={"Content-Type": "image/png"}).json()  # fmt: skip
+            units = c.post("/v1/units?layer=conv3&k=8", content=photo.read_bytes(),
+                           headers={"Content-Type": "image/png"}).json()  # fmt: skip
         assert s.stop() == 0
     for page in seen:  # desktop, then phone width
         assert page["names"] == [t["class"] for t in api["predictions"][0]["top"]]
         assert len(page["thumbs"]) == 8 and all(w == 32 for w in page["thumbs"])  # packed 32 px
         assert page["maps"] > 0
+        assert (
+            page["shown"] and page["occlusion"]["class"] == api["predictions"][0]["top"][0]["class"]
+        )
+        np.testing.assert_allclose(page["occlusion"]["drop"], occ["drop"], atol=1e-6)
+        assert page["units"]["layer"] == "conv3"  # the last conv layer is the page's default
+        got, want = page["units"]["units"], units["units"]
+        assert [(u["unit"], u["box"]) for u in got] == [(u["unit"], u["box"]) for u in want]
         assert page["overflow"] <= 0  # no sideways scrolling
     for name in ("serve.png", "serve-phone.png"):
         assert (tmp_path / name).stat().st_size > 10_000

@@ -41,6 +41,7 @@ COMMANDS = [
     "predict",
     "features",
     "neighbors",
+    "explore",
     "kernels",
     "plot",
     "export",

@@ -312,3 +312,79 @@ def save_confusion_png(confusion: torch.Tensor, classes: list[str], path: str) -
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
     save_figure(fig, path, 100)
+
+
+def unit_patches_grid(
+    patches: np.ndarray,
+    units: list[int],
+    activations: list[list[float]],
+    out: str | os.PathLike,
+    *,
+    title: str = "",
+    cell_px: int = 64,
+    dpi: int = 100,
+) -> tuple[int, int]:
+    """Zeiler & Fergus (2014) Fig. 2: one row per unit, its top-K input patches left to right
+    (`patches` (U, K, r, r, 3) in [0, 1], gray where the receptive field leaves the image);
+    the activation above each patch. Returns (w, h) px."""
+    plt = _pyplot()
+    u, k = patches.shape[:2]
+    w, h = 70 + k * cell_px, 50 + u * (cell_px + 14)
+    fig, axes = plt.subplots(u, k, figsize=(w / dpi, h / dpi), dpi=dpi, squeeze=False)
+    for row, (unit, acts) in enumerate(zip(units, activations)):
+        for col in range(k):
+            ax = axes[row, col]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if col < len(acts):
+                ax.imshow(patches[row, col], interpolation="nearest")
+                ax.set_title(f"{acts[col]:.3g}", fontsize=6, pad=1)
+            else:
+                ax.axis("off")
+        axes[row, 0].set_ylabel(f"unit {unit}", fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9, y=1 - 6 / h, va="top")
+    fig.subplots_adjust(
+        left=60 / w, right=0.99, top=1 - 40 / h, bottom=0.01, hspace=0.35, wspace=0.08
+    )
+    save_figure(fig, out, dpi)
+    return w, h
+
+
+def occlusion_map(
+    image: np.ndarray,
+    drop: np.ndarray,
+    patch: int,
+    stride: int,
+    out: str | os.PathLike,
+    *,
+    title: str = "",
+    dpi: int = 100,
+) -> tuple[int, int]:
+    """Zeiler & Fergus (2014) Fig. 7: the model input (S, S, 3) in [0, 1] and beside it the drop
+    in the top class's probability when a patch x patch square centred there is zeroed,
+    (n, n), drawn over the image (red: the class needs that region). Returns (w, h) px."""
+    plt = _pyplot()
+    w, h = 760, 400
+    fig, (left, right) = plt.subplots(1, 2, figsize=(w / dpi, h / dpi), dpi=dpi)
+    n = drop.shape[0]
+    lo, hi = patch / 2 - stride / 2, patch / 2 + (n - 1) * stride + stride / 2
+    limit = float(np.abs(drop).max()) or 1.0
+    gray = image.mean(axis=2) if image.shape[2] == 3 else image[..., 0]
+    whole = (0, image.shape[1], image.shape[0], 0)  # pixel i covers [i, i + 1)
+    left.imshow(image, interpolation="nearest", extent=whole)
+    right.imshow(gray, cmap="gray", vmin=0, vmax=1, interpolation="nearest", extent=whole)
+    shown = right.imshow(drop, cmap="RdBu_r", vmin=-limit, vmax=limit, alpha=0.6,
+                         extent=(lo, hi, hi, lo), interpolation="nearest")  # fmt: skip
+    right.set_xlim(0, image.shape[1])
+    right.set_ylim(image.shape[0], 0)
+    for ax in (left, right):
+        ax.set_xticks([])
+        ax.set_yticks([])
+    left.set_title("model input", fontsize=9)
+    right.set_title(f"probability drop ({patch} px squares, stride {stride})", fontsize=9)
+    fig.colorbar(shown, ax=right, fraction=0.046)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    save_figure(fig, out, dpi)
+    return w, h

@@ -43,6 +43,31 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     add_device(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    g = p.add_argument_group("where the network looks (Zeiler & Fergus 2014, section 4.2)")
+    g.add_argument(
+        "--explain",
+        choices=("occlusion",),
+        help="occlusion: for the top class c, drop[i][j] = p(c | centre crop) - p(c | the crop "
+        "with the PATCH x PATCH square at (i*STRIDE, j*STRIDE) set to the normalized mean); "
+        '--json adds "occlusion": {"class", "index", "patch", "stride", "prob", "drop"} to '
+        "each prediction (torch weights only)",
+    )
+    g.add_argument(
+        "--patch",
+        type=positive_int,
+        help="side of the occluding square in model-input pixels (default: input size // 7, "
+        "32 at 224)",
+    )
+    g.add_argument(
+        "--stride",
+        type=positive_int,
+        help="pixels between squares (default: patch // 2); squares lie inside the input",
+    )
+    g.add_argument(
+        "--out",
+        metavar="DIR",
+        help="with --explain: a heat map of the drop over each image, DIR/NAME.png (created)",
+    )
     return p
 
 
@@ -52,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.topk < 1:
         raise UserError(f"--topk {args.topk}: must be at least 1")
+    if args.explain is None and (args.patch or args.stride or args.out):
+        raise UserError("--patch, --stride and --out go with --explain occlusion")
     paths, missing = expand_image_args(args.images)
     predictor = Predictor(
         args.weights,
@@ -59,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
         crops=args.crops,
         batch_size=args.batch_size,
     )
+    explainer = _Occlusion(predictor, args) if args.explain else None
     failed = 0
     for arg, reason in missing:
         print(f"alexnet predict: {arg}: {reason}", file=sys.stderr)
@@ -68,12 +96,16 @@ def run(args: argparse.Namespace) -> int:
         if pred.error is not None:
             failed += 1
             print(f"alexnet predict: {pred.image}: {pred.error}", file=sys.stderr)
+        occlusion = explainer(pred) if explainer and pred.error is None else None
         if args.json:
-            results.append(pred.to_json())
+            entry = pred.to_json()
+            results.append({**entry, "occlusion": occlusion} if occlusion else entry)
         elif pred.error is None:
             print(pred.image)
             for name, prob in zip(pred.classes, pred.probs):
                 print(f"  {100 * prob:6.2f} %  {name}")
+            if occlusion:
+                print(_occlusion_line(occlusion))
     if args.json:
         out = {
             "weights": args.weights,
@@ -85,3 +117,74 @@ def run(args: argparse.Namespace) -> int:
         }
         print(json_line(out))
     return 1 if failed else 0
+
+
+class _Occlusion:
+    """`--explain occlusion` for each prediction (alexnet.explain.occlusion), and its picture."""
+
+    def __init__(self, predictor, args: argparse.Namespace) -> None:
+        from alexnet.commands.outputs import creatable_dir
+        from alexnet.explain import Inputs, occlusion_grid, require_torch
+
+        self.model = require_torch(predictor.model, "--explain occlusion")
+        self.predictor, self.args = predictor, args
+        self.inputs = Inputs(predictor.preprocess, predictor.mean_image, predictor.device)
+        size = int(predictor.preprocess.crop_size)
+        try:
+            occlusion_grid(size, args.patch, args.stride)
+        except UserError as exc:
+            raise UserError(f"--{exc}") from None
+        self.out = creatable_dir(args.out, "--out") if args.out else None
+        self.names: set[str] = set()
+
+    def __call__(self, pred) -> dict:
+        from alexnet.explain import occlusion
+        from alexnet.inference import read_image
+        from alexnet.jsonout import rounded
+
+        p = self.predictor
+        image = read_image(pred.image, p.image_size, p.resize_rule)[None]
+        a = self.args
+        found = occlusion(
+            self.model, self.inputs(image), pred.indices[0], a.patch, a.stride, a.batch_size
+        )
+        if self.out is not None:
+            self._picture(pred, image, found)
+        return {
+            "class": pred.classes[0],
+            "index": pred.indices[0],
+            "patch": found["patch"],
+            "stride": found["stride"],
+            "prob": rounded(found["prob"]),
+            "drop": [[rounded(float(v)) for v in row] for row in found["drop"]],
+        }
+
+    def _picture(self, pred, image, found) -> None:
+        from pathlib import Path
+
+        from alexnet.viz import occlusion_map
+
+        stem, n = Path(pred.image).stem, 1
+        name = stem
+        while name in self.names:
+            n += 1
+            name = f"{stem}-{n}"
+        self.names.add(name)
+        self.out.mkdir(parents=True, exist_ok=True)
+        title = f"{Path(pred.image).name}: {pred.classes[0]} (p = {found['prob']:.3f})"
+        view = self.inputs.display(image)[0]
+        occlusion_map(
+            view, found["drop"], found["patch"], found["stride"], self.out / f"{name}.png",
+            title=title,
+        )  # fmt: skip
+
+
+def _occlusion_line(occ: dict) -> str:
+    """The text output's summary of an occlusion map: where covering the image hurts most."""
+    drop = occ["drop"]
+    best = max((v, i, j) for i, row in enumerate(drop) for j, v in enumerate(row))
+    y, x = best[1] * occ["stride"], best[2] * occ["stride"]
+    return (
+        f"  occlusion: p({occ['class']}) drops most, by {best[0]:.4f}, when the "
+        f"{occ['patch']} px square at x={x}, y={y} is covered"
+    )

@@ -87,6 +87,14 @@ class Field:
         return [x0, y0, x1, y1]
 
 
+def layer_kind(module: nn.Module) -> str | None:
+    """ "conv", "pool", "norm" or "fc" for a layer the table lists, else None."""
+    for types, kind in _KINDS:
+        if isinstance(module, types):
+            return kind
+    return None
+
+
 def _first(value) -> int:
     return int(value[0] if isinstance(value, tuple) else value)
 
@@ -138,11 +146,7 @@ def layer_table(model: nn.Module, input_size: int | None = None) -> list[LayerRo
     """Run one (1, C, S, S) zero image through `model` and describe each layer in call order."""
     size = input_size or model.input_size
     calls: list[tuple[nn.Module, torch.Size, torch.Size]] = []
-    kinds = {}
-    for _, module in model.named_modules():
-        for types, kind in _KINDS:
-            if isinstance(module, types):
-                kinds[module] = kind
+    kinds = {m: layer_kind(m) for _, m in model.named_modules() if layer_kind(m)}
     hooks = [
         m.register_forward_hook(lambda mod, i, o: calls.append((mod, i[0].shape, o.shape)))
         for m in kinds

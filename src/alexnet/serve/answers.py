@@ -21,7 +21,9 @@ from PIL import Image
 from alexnet.data.decode import decode_image
 from alexnet.data.packed import open_dataset, read_header
 from alexnet.errors import UserError
+from alexnet.explain import Inputs, layers, occlusion, occlusion_grid, strongest_units
 from alexnet.inference import Prediction, Predictor, finish_resize, load_features, neighbours
+from alexnet.jsonout import rounded
 from alexnet.viz import first_conv_weight, tile, tile_kernels
 
 
@@ -107,6 +109,8 @@ class Engine:
         max_pixels: int = 40_000_000,
     ) -> None:
         self.predictor = Predictor(weights, device, crops=crops)
+        p = self.predictor
+        self.inputs = Inputs(p.preprocess, p.mean_image, p.device)  # the centre crop (occlusion)
         self.max_pixels = int(max_pixels)
         self.conv1 = next(
             m for m in self.predictor.model.modules() if isinstance(m, torch.nn.Conv2d)
@@ -134,6 +138,7 @@ class Engine:
             "image_size": p.image_size,
             "crops": p.crops,
             "feature_dim": self.feature_dim,
+            "layers": self.map_layers(),
             "preprocess": p.preprocess.to_json(),
             "metadata": p.meta.extra,
             "index": None
@@ -173,6 +178,59 @@ class Engine:
         weight = first_conv_weight(self.predictor.model)
         tiles = (tile_kernels(weight, columns=columns) * 255).round().astype(np.uint8)
         return png_bytes(tiles, scale=max(1, 96 // (weight.shape[-1] * 2)))
+
+    @torch.no_grad()
+    def occlusion(self, image: np.ndarray, patch: int | None, stride: int | None) -> dict:
+        """Where the network looks (Zeiler & Fergus 2014, section 4.2) for one uint8 image at
+        the stored size: the top class and `alexnet.explain.occlusion`'s drop grid, as
+        `alexnet predict --explain occlusion --json` gives it (`input_size` added)."""
+        p = self.predictor
+        if not isinstance(p.model, torch.nn.Module):
+            raise ApiError(422, "occlusion needs torch weights, not an ONNX file")
+        size = int(p.preprocess.crop_size)
+        try:
+            occlusion_grid(size, patch, stride)
+        except UserError as exc:
+            raise ApiError(422, str(exc)) from None
+        c = int(p.probabilities(image[None])[0].argmax())
+        found = occlusion(p.model, self.inputs(image[None]), c, patch, stride)
+        return {
+            "class": p.classes[c],
+            "index": c,
+            "patch": found["patch"],
+            "stride": found["stride"],
+            "prob": rounded(found["prob"]),
+            "drop": [[rounded(float(v)) for v in row] for row in found["drop"]],
+            "input_size": size,
+        }
+
+    def map_layers(self) -> list[str]:
+        """The layers with maps (conv, pool, norm), by `alexnet summary`'s names; [] for ONNX."""
+        if not isinstance(self.predictor.model, torch.nn.Module):
+            return []
+        found = layers(self.predictor.model, int(self.predictor.preprocess.crop_size))
+        return [name for name, layer in found.items() if layer.kind != "fc"]
+
+    @torch.no_grad()
+    def units(self, image: np.ndarray, layer: str, k: int) -> dict:
+        """The k units of `layer` that fire most on one uint8 image at the stored size, with
+        where (`alexnet.explain.strongest_units`), and the layer's receptive field and jump."""
+        p = self.predictor
+        if not isinstance(p.model, torch.nn.Module):
+            raise ApiError(422, "units need torch weights, not an ONNX file")
+        size = int(p.preprocess.crop_size)
+        found = layers(p.model, size)
+        if layer not in found:
+            raise ApiError(404, f"no layer {layer!r} (has {', '.join(found)})")
+        top = strongest_units(p.model, self.inputs(image[None]), found[layer], k)
+        field = found[layer].field
+        return {
+            "layer": layer,
+            "receptive_field": field.receptive_field,
+            "jump": field.jump,
+            "input_size": size,
+            "units": top,
+        }
 
     @torch.no_grad()
     def conv1_png(self, image: np.ndarray, columns: int = 16) -> bytes:

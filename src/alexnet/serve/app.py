@@ -301,6 +301,28 @@ def _info_routes(app: FastAPI, srv: Server) -> None:
         png = await srv.batcher.call(engine.conv1_png, images[0], columns)
         return Response(png, media_type="image/png")
 
+    @app.post("/v1/occlusion", dependencies=v1)
+    async def occlusion(
+        request: Request,
+        patch: int | None = Query(None, ge=1, le=4096),
+        stride: int | None = Query(None, ge=1, le=4096),
+    ) -> Response:
+        names, images = await srv.images_of(request, batched=False)
+        if len(images) != 1:
+            raise ApiError(422, "send exactly one image")
+        found = await srv.batcher.call(engine.occlusion, images[0], patch, stride)
+        return JSONResponse({"image": names[0], **found})
+
+    @app.post("/v1/units", dependencies=v1)
+    async def units(
+        request: Request, layer: str = Query(..., max_length=64), k: int = Query(8, ge=1, le=64)
+    ) -> Response:
+        names, images = await srv.images_of(request, batched=False)
+        if len(images) != 1:
+            raise ApiError(422, "send exactly one image")
+        found = await srv.batcher.call(engine.units, images[0], layer, k)
+        return JSONResponse({"image": names[0], **found})
+
     @app.get("/v1/model", dependencies=v1)
     async def model() -> dict:
         return {

@@ -1,0 +1,372 @@
+"""Look inside the network (Zeiler & Fergus 2014): any layer's activations, the images each
+unit fires most on, and where the network looks (occlusion sensitivity).
+
+Layer names are the ones `alexnet summary` lists for the model (paper: conv1, norm1, pool1,
+conv2, norm2, pool2, conv3, conv4, conv5, pool5, fc6, fc7, fc8; seed and torchvision call
+pool5 `pool3`, and torchvision adds `avgpool`; small: conv1, pool1, norm1, ..., conv3, pool3,
+fc). A conv or fc layer's activations are taken after its ReLU (and BatchNorm, where there is
+one), as the next layer reads them; the last fc layer gives the logits. They are read with a
+forward hook that ends the pass at that layer; hooked layers run unfused on the CPU, which is
+bitwise the same arithmetic.
+
+- `features_at(model, x, "conv5")`: (N, C, H, W) for conv, pool and norm layers, (N, D) for fc.
+- `top_units(...)`: for each unit (channel), the K images where it fires most, each image once at
+  its strongest position, in one batched pass with a running top-K (memory O(K * units)).
+- `occlusion(...)`: drop[i][j] = p(c | x) - p(c | x with the P x P square at (i S, j S) set to
+  zero, the normalized mean), Zeiler & Fergus §4.2.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from alexnet.data.augment import EvalTransform
+from alexnet.errors import UserError
+from alexnet.evaluate import make_eval_transform
+from alexnet.models.summary import Field, layer_kind, layer_table
+from alexnet.weights.meta import Preprocess
+
+POOLS = ("max", "avg", "none")
+# modules that belong to the conv or fc layer before them: its activations are read after them
+_AFTER = (nn.ReLU, nn.Tanh, nn.BatchNorm2d)
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One named layer: the module whose output (its `call`-th call in a forward pass) holds
+    the layer's activations, their shape (C, H, W) or (D,), and where its units look."""
+
+    name: str
+    kind: str  # "conv", "pool", "norm" or "fc"
+    module: nn.Module
+    call: int
+    shape: tuple[int, ...]
+    field: Field
+
+
+_FOUND: weakref.WeakKeyDictionary[nn.Module, dict[int, dict[str, Layer]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def layers(model: nn.Module, input_size: int | None = None) -> dict[str, Layer]:
+    """The model's layers by the names `alexnet summary` lists, in call order (found once per
+    model and input size with two passes of a zero image, then remembered)."""
+    size = int(input_size or model.input_size)
+    known = _FOUND.setdefault(model, {})
+    if size not in known:
+        known[size] = _find_layers(model, size)
+    return known[size]
+
+
+def _find_layers(model: nn.Module, size: int) -> dict[str, Layer]:
+    leaves = [m for m in model.modules() if not any(True for _ in m.children())]
+    calls: list[nn.Module] = []
+    hooks = [m.register_forward_hook(lambda mod, i, o: calls.append(mod)) for m in leaves]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            device = next(model.parameters()).device
+            model(torch.zeros(1, model.in_channels, size, size, device=device))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    rows = layer_table(model, size)
+    at = [i for i, m in enumerate(calls) if layer_kind(m)]
+    if len(at) != len(rows):  # a layer module inside another: the table and the calls differ
+        raise RuntimeError(f"{len(rows)} table rows but {len(at)} layer calls")
+    out = {}
+    for row, i in zip(rows, at):
+        j = i
+        while (
+            row.kind in ("conv", "fc") and j + 1 < len(calls) and isinstance(calls[j + 1], _AFTER)
+        ):
+            j += 1
+        call = sum(1 for m in calls[:j] if m is calls[j])
+        field = Field(row.receptive_field, row.jump, row.start)
+        out[row.name] = Layer(row.name, row.kind, calls[j], call, tuple(row.output_shape), field)
+    return out
+
+
+def find_layer(model: nn.Module, name: str, input_size: int | None = None) -> Layer:
+    """The layer called `name`; UserError listing the model's names when there is none."""
+    found = layers(model, input_size)
+    if name not in found:
+        model_name = getattr(model, "config", {}).get("name", "this model")
+        raise UserError(f"layer {name!r}: model {model_name!r} has {', '.join(found)}")
+    return found[name]
+
+
+class Inputs:
+    """uint8 images (B, H, W, 3) at the stored size -> the model's centre-crop input (B, C, S, S)
+    exactly as `alexnet eval` makes it, and the same crop in [0, 1] for pictures (B, S, S, 3)."""
+
+    def __init__(self, preprocess: Preprocess, mean_image: Any, device: torch.device) -> None:
+        pre = Preprocess.from_json(preprocess)
+        self.device = torch.device(device)
+        self._model = make_eval_transform(pre, mean_image, 1)
+        self._view = EvalTransform(crop_size=pre.crop_size, resize=pre.resize, normalize="none")
+
+    def _on_device(self, images: np.ndarray) -> Tensor:
+        arr = np.ascontiguousarray(images)
+        arr = arr if arr.flags.writeable else arr.copy()
+        return torch.from_numpy(arr).to(self.device).permute(0, 3, 1, 2)
+
+    def __call__(self, images: np.ndarray) -> Tensor:
+        return self._model(self._on_device(images))
+
+    def display(self, images: np.ndarray) -> np.ndarray:
+        """(B, S, S, 3) float32 in [0, 1]: what the model sees, before normalization."""
+        return self._view(self._on_device(images)).permute(0, 2, 3, 1).cpu().numpy()
+
+
+class _Stop(Exception):
+    """Raised by the hook once the layer's output is read: the rest of the pass is not run."""
+
+
+@torch.no_grad()
+def features_at(model: nn.Module, x: Tensor, layer: str | Layer) -> Tensor:
+    """(N, C, S, S) model input -> the layer's activations: (N, C, H, W) for conv, pool and
+    norm layers, (N, D) for fc layers (the last one: the logits). The model should be in eval
+    mode (dropout off), as for prediction."""
+    tap = layer if isinstance(layer, Layer) else find_layer(model, layer, x.shape[-1])
+    got: list[Tensor] = []
+    seen = [0]
+
+    def hook(module: nn.Module, inputs: Any, output: Tensor) -> None:
+        if seen[0] == tap.call:
+            got.append(output)
+            raise _Stop
+        seen[0] += 1
+
+    handle = tap.module.register_forward_hook(hook)
+    try:
+        model(x)
+    except _Stop:
+        pass
+    finally:
+        handle.remove()
+    if not got:
+        raise RuntimeError(f"layer {tap.name} was not reached in the forward pass")
+    return got[0]
+
+
+def pool_features(a: Tensor, pool: str) -> Tensor:
+    """Conv maps (N, C, H, W) -> (N, C) by "max" or "avg" over positions, or (N, C*H*W)
+    flattened ("none"); fc activations (N, D) pass through."""
+    if pool not in POOLS:
+        raise UserError(f"pool {pool!r}: choose from {', '.join(POOLS)}")
+    if a.dim() == 2:
+        return a
+    if pool == "max":
+        return a.amax(dim=(2, 3))
+    if pool == "avg":
+        return a.mean(dim=(2, 3))
+    return a.flatten(1)
+
+
+def require_torch(model: Any, what: str) -> nn.Module:
+    """`model` when it is a torch model; UserError "WHAT needs torch weights" otherwise (an
+    ONNX session has no layers to look into)."""
+    if not isinstance(model, nn.Module):
+        raise UserError(f"{what} needs torch weights (.safetensors, .pth, a run), not an ONNX file")
+    return model
+
+
+def parse_units(spec: str, count: int) -> list[int]:
+    """ "all", "0-15" or "3,7,9" (mixable: "0-3,9") -> sorted unit numbers in [0, count)."""
+    text = spec.strip().lower()
+    if text == "all":
+        return list(range(count))
+    units: set[int] = set()
+    try:
+        for part in text.split(","):
+            lo, _, hi = part.strip().partition("-")
+            first, last = int(lo), int(hi) if hi else int(lo)
+            if first > last:
+                raise ValueError(part)
+            units.update(range(first, last + 1))
+    except ValueError:
+        raise UserError(f"units {spec!r}: give 'all', a range '0-15' or a list '3,7,9'") from None
+    bad = [u for u in sorted(units) if not 0 <= u < count]
+    if bad:
+        raise UserError(f"units {spec!r}: unit {bad[0]} outside 0-{count - 1} ({count} units)")
+    return sorted(units)
+
+
+@torch.no_grad()
+def top_units(
+    model: nn.Module,
+    batches: Iterable[Tensor],
+    layer: Layer,
+    units: list[int],
+    k: int,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """For each unit, the k images (of all `batches`' (B, C, S, S) inputs, numbered in order)
+    where it fires most, each image at its strongest position (the first one in row-major
+    order on a tie; on equal activations the lower image index first).
+
+    Returns (activation, image index, position y * W + x), each (U, k') with k' = min(k, N),
+    descending; one pass, memory O((k + B) U).
+    """
+    sel = torch.tensor(units, dtype=torch.long)
+    best_v = torch.empty(0, len(units))
+    best_i = torch.empty(0, len(units), dtype=torch.long)
+    best_p = torch.empty(0, len(units), dtype=torch.long)
+    start = 0
+    for x in batches:
+        a = features_at(model, x, layer)
+        a = a.index_select(1, sel.to(a.device)).float()
+        flat = a.flatten(2) if a.dim() == 4 else a[..., None]  # (B, U, H*W)
+        v, p = flat.max(dim=2)  # the first maximal position
+        b = v.shape[0]
+        idx = torch.arange(start, start + b).expand(len(units), b).T
+        all_v, all_i = torch.cat([best_v, v.cpu()]), torch.cat([best_i, idx])
+        all_p = torch.cat([best_p, p.cpu()])
+        order = torch.sort(all_v, dim=0, descending=True, stable=True).indices[:k]
+        best_v, best_i, best_p = (
+            all_v.gather(0, order),
+            all_i.gather(0, order),
+            all_p.gather(0, order),
+        )
+        start += b
+    return best_v.T, best_i.T, best_p.T
+
+
+def units_json(
+    layer: Layer, units: list[int], found: tuple[Tensor, Tensor, Tensor], input_size: int
+) -> dict[str, Any]:
+    """What `alexnet explore` writes to units.json: {layer, receptive_field, jump, units:
+    [{unit, top: [{index, y, x, activation, box}]}]}, box = [x0, y0, x1, y1] in the model input,
+    clipped (`Field.box`)."""
+    width = layer.shape[-1] if len(layer.shape) == 3 else 1
+    out = []
+    for u, vs, ids, ps in zip(units, *(t.tolist() for t in found)):
+        top = []
+        for v, i, p in zip(vs, ids, ps):
+            y, x = divmod(int(p), width)
+            box = layer.field.box(y, x, input_size)
+            top.append({"index": int(i), "y": y, "x": x, "activation": float(v), "box": box})
+        out.append({"unit": u, "top": top})
+    return {
+        "layer": layer.name,
+        "receptive_field": layer.field.receptive_field,
+        "jump": layer.field.jump,
+        "input_size": input_size,
+        "units": out,
+    }
+
+
+def occlusion_grid(size: int, patch: int | None, stride: int | None) -> tuple[int, int, int]:
+    """(patch, stride, n) for a size x size input: squares entirely inside, n per side;
+    defaults patch = size // 7 (32 at 224), stride = patch // 2."""
+    patch = max(1, size // 7) if patch is None else patch
+    stride = max(1, patch // 2) if stride is None else stride
+    if not 1 <= patch <= size:
+        raise UserError(f"patch {patch}: must be 1 to the input size {size}")
+    if stride < 1:
+        raise UserError(f"stride {stride}: must be at least 1")
+    return patch, stride, (size - patch) // stride + 1
+
+
+@torch.no_grad()
+def occlusion(
+    model: nn.Module,
+    x: Tensor,
+    target: int,
+    patch: int | None = None,
+    stride: int | None = None,
+    batch_size: int = 64,
+) -> dict[str, Any]:
+    """Zeiler & Fergus §4.2 for one model input x (1, C, S, S): drop[i][j] = p(target | x) -
+    p(target | x with x[..., iS:iS+P, jS:jS+P] = 0), zero being the mean after normalization.
+
+    Returns {"patch", "stride", "prob": p(target | x), "drop": (n, n) float64 numpy}; the
+    occluded copies run `batch_size` at a time.
+    """
+    size = x.shape[-1]
+    patch, stride, n = occlusion_grid(size, patch, stride)
+    base = F.softmax(model(x).double(), dim=1)[0, target].item()
+    cells = [(i, j) for i in range(n) for j in range(n)]
+    probs = []
+    for s in range(0, len(cells), batch_size):
+        part = cells[s : s + batch_size]
+        xs = x.expand(len(part), *x.shape[1:]).clone()
+        for b, (i, j) in enumerate(part):
+            xs[b, :, i * stride : i * stride + patch, j * stride : j * stride + patch] = 0
+        probs.append(F.softmax(model(xs).double(), dim=1)[:, target].cpu())
+    drop = base - torch.cat(probs).view(n, n).numpy()
+    return {"patch": patch, "stride": stride, "prob": base, "drop": np.asarray(drop)}
+
+
+@torch.no_grad()
+def split_layer_features(
+    model: nn.Module,
+    inputs: Inputs,
+    images: np.ndarray,
+    layer: Layer,
+    pool: str = "none",
+    batch_size: int = 256,
+    progress: bool = False,
+) -> np.ndarray:
+    """A packed split's images (N, H, W, 3) uint8 -> the layer's activations of each centre
+    crop, `pool_features`-reduced: (N, C) or (N, C*H*W) for conv maps, (N, D) for fc; float32."""
+    from alexnet.progress import progress_bar
+
+    n = int(images.shape[0])
+    chunks: list[np.ndarray] = []
+    with progress_bar(total=n, unit="img", desc=layer.name, disable=not progress) as bar:
+        for start in range(0, n, batch_size):
+            batch = images[start : start + batch_size]
+            a = features_at(model, inputs(batch), layer)
+            chunks.append(pool_features(a, pool).float().cpu().numpy())
+            bar.update(len(batch))
+    if not chunks:
+        return np.zeros((0, 0), np.float32)
+    return np.concatenate(chunks).astype(np.float32, copy=False)
+
+
+def unit_patches(layer: Layer, unit: dict[str, Any], crops: dict[int, np.ndarray]) -> np.ndarray:
+    """One unit of `units_json` -> its top patches (K, r, r, 3): each the receptive field of the
+    image's strongest position in its display crop (`Inputs.display`, (S, S, 3)), placed where
+    it lies in the unclipped r x r window (r = receptive field), gray outside the image."""
+    r = layer.field.receptive_field
+    out = np.full((len(unit["top"]), r, r, 3), 0.5, np.float32)
+    for t, entry in enumerate(unit["top"]):
+        x0, y0, x1, y1 = entry["box"]
+        top = round(layer.field.start + entry["y"] * layer.field.jump - r / 2)
+        left = round(layer.field.start + entry["x"] * layer.field.jump - r / 2)
+        if layer.field.jump == 0:  # an fc layer sees the whole input
+            top = left = 0
+        patch = crops[entry["index"]][y0:y1, x0:x1]
+        dy, dx = y0 - top, x0 - left
+        out[t, dy : dy + patch.shape[0], dx : dx + patch.shape[1]] = patch
+    return out
+
+
+@torch.no_grad()
+def strongest_units(model: nn.Module, x: Tensor, layer: Layer, k: int) -> list[dict[str, Any]]:
+    """The k units of `layer` that fire most on one model input x (1, C, S, S), each at its
+    strongest position (the first in row-major order on a tie), descending: [{"unit",
+    "activation", "y", "x", "box"}], box = [x0, y0, x1, y1] of the input it sees (`Field.box`)."""
+    a = features_at(model, x, layer)[0].float()
+    flat = a.flatten(1) if a.dim() == 3 else a[:, None]  # (C, H*W)
+    values, positions = flat.max(dim=1)
+    order = torch.sort(values, descending=True, stable=True).indices[:k].tolist()
+    width = a.shape[-1] if a.dim() == 3 else 1
+    out = []
+    for u in order:
+        y, col = divmod(int(positions[u]), width)
+        box = layer.field.box(y, col, x.shape[-1])
+        out.append({"unit": u, "activation": float(values[u]), "y": y, "x": col, "box": box})
+    return out
