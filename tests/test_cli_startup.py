@@ -106,3 +106,18 @@ def test_sigterm_at_any_moment_is_one_line_and_exit_143(tmp_path):
         if code != 143 or not _one_last_line(err, "terminated", "SIGTERM"):
             failures.append(f"train at {delay:.2f}s: exit {code}: {err[-600:]}")
     assert failures == [], "\n".join(failures)
+
+
+def test_a_command_imports_its_own_module_only():
+    """`alexnet CMD` builds only CMD's parser in full (the others are names): a run of one
+    command does not import the other commands' modules."""
+    code = (
+        "import sys\nfrom alexnet import cli\n"
+        "args = cli.build_parser(cli._command_of(['summary', '--json'])).parse_args(['summary'])\n"
+        "print(sorted(m for m in sys.modules if m.startswith('alexnet.commands.')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    imported = eval(done.stdout.strip())
+    assert "alexnet.commands.summary" in imported and "alexnet.commands.train" not in imported
+    assert len(imported) <= 3, imported  # summary, and what it imports (argtypes)

@@ -53,8 +53,10 @@ COMMANDS = [
 ]
 
 
-def build_parser():
-    """The `alexnet` parser with every sub-command (imports no torch)."""
+def build_parser(only: str | None = None):
+    """The `alexnet` parser (imports no torch). `only`: the one sub-command whose module is
+    imported and whose options are parsed (the others are names, so that a mistyped command
+    is still refused with its closest match); None: every sub-command in full."""
     import argparse
     import importlib
 
@@ -74,10 +76,19 @@ def build_parser():
     parser.add_argument("--version", action="version", version=f"alexnet {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
+        if only is not None and name != only:
+            subparsers.add_parser(name)
+            continue
         module = importlib.import_module(f"alexnet.commands.{name}")
         sub = module.add_parser(subparsers)
         sub.set_defaults(_run=module.run)
     return parser
+
+
+def _command_of(argv: list[str]) -> str | None:
+    """The sub-command `argv` names (its first word that is not an option), if it is one."""
+    word = next((a for a in argv if not a.startswith("-")), None)
+    return word if word in COMMANDS else None
 
 
 def _suggest(message: str) -> str:
@@ -161,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     if entry:
         _set_stop_handler(_stop_now)
     try:
-        parser = build_parser()
+        parser = build_parser(_command_of(sys.argv[1:] if argv is None else argv))
         args = parser.parse_args(argv)
         _NAME[0] = f"alexnet {args.command}" if getattr(args, "command", None) else "alexnet"
         if getattr(args, "_run", None) is None:
