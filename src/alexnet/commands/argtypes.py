@@ -18,7 +18,8 @@ from alexnet.values import FloatRange, IntRange, Kind
 WEIGHTS_HELP = (
     "weights: an alexnet .safetensors (also Caffe's converted by `alexnet convert caffe`), "
     "torchvision's .pth, the two-device layout, a run's checkpoint.pt / run directory, or a "
-    "name: torchvision (downloaded once; `alexnet weights` lists the names)"
+    "name: torchvision (downloaded once; `alexnet weights` lists the names); or an .onnx "
+    "file from `alexnet export --onnx` (fp32 or --int8; run by onnxruntime on the CPU)"
 )
 
 
