@@ -195,3 +195,33 @@ def test_export_int8_needs_calibration_data(setup, capsys, tmp_path):
     code, _, err = cli(capsys, "export", "--weights", setup["weights"], "--onnx", out, "--int8")
     one_line(code, err, "--calibration-data")
     assert not out.exists()
+
+
+def test_serve_engine_on_int8(setup):
+    from alexnet.serve.answers import ApiError, Engine
+
+    q, ref = Engine(setup["int8"], "cpu"), Engine(setup["weights"], "cpu")
+    assert q.feature_dim == ref.feature_dim and q.info()["classes"] == ref.info()["classes"]
+    imgs = np.stack([q.decode(Path(f).read_bytes(), f.name) for f in setup["files"]])
+    got = torch.stack(q.run_batch("predict", imgs))
+    want = torch.stack(ref.run_batch("predict", imgs))
+    assert (got - want).abs().max() <= 0.05 and (got.argmax(1) == want.argmax(1)).all()
+    with pytest.raises(ApiError) as info:
+        q.kernels_png()
+    assert info.value.status == 501 and "ONNX" in info.value.message
+
+
+def test_mean_image_travels_in_the_file(tmp_path):
+    from alexnet.export import OnnxModel, export_onnx
+
+    torch.manual_seed(1)
+    model = get_model("small", num_classes=3, in_channels=3, input_size=32)
+    mean = torch.rand(32, 32, 3) * 255
+    weights = tmp_path / "w.safetensors"
+    pre = {"crop_size": 32, "resize": None, "out_channels": 3, "normalize": "mean_image"}
+    save(weights, model.state_dict(), model_config=model.config, classes=["a", "b", "c"],
+         preprocess=pre, mean_image=mean)  # fmt: skip
+    export_onnx(weights, tmp_path / "m.onnx")
+    meta = OnnxModel(tmp_path / "m.onnx").meta
+    assert meta.classes == ["a", "b", "c"] and meta.preprocess.normalize == "mean_image"
+    assert torch.equal(meta.mean_image, mean.float())

@@ -37,11 +37,17 @@ ONNX_ATOL = 1e-4
 ONNX_RTOL = 1e-4
 ONNX_FORMAT = "alexnet-onnx/1"
 META_PREFIX = "alexnet."
+# only the layers with weights: quantizing the elementwise ops of the (float) LRN and the
+# pools adds QuantizeLinear / DequantizeLinear pairs that cost more than they save (paper net,
+# batch 32, profile of benchmarks/bench_int8.py: 1.93 s per batch with every op, 1.16 s)
+QUANTIZED_OPS = ["Conv", "Gemm", "MatMul"]
 CALIBRATION_IMAGES = 256  # default: ORT's static quantization guidance uses a few hundred
 
 
 class _PlainLRN(nn.Module):
-    """The paper's LRN from plain torch ops (exportable): same formula, per tower."""
+    """The paper's LRN from plain torch ops (exportable): same formula, per tower. (ONNX's own
+    LRN op is slower in onnxruntime 1.32 on the CPU: 883 against 572 ms per batch of 32 for the
+    paper net's two LRNs, benchmarks/bench_int8.py's profile, AMD EPYC 2 cores.)"""
 
     def __init__(self, size: int, alpha: float, beta: float, k: float, groups: int) -> None:
         super().__init__()
@@ -297,6 +303,9 @@ class OnnxModel:
         opts.intra_op_num_threads = int(threads or os.cpu_count() or 1)
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3  # no warnings on stderr
+        # idle pool threads sleep instead of spinning: they would take the cores from torch,
+        # the data loader or another session running beside this one
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own types for every bad file
@@ -374,8 +383,9 @@ def quantize_int8(
     """Post-training static quantization of our fp32 ONNX file `fp32` into `out` with
     onnxruntime's quantizer: QDQ format, weights int8 per output channel (symmetric),
     activations uint8 (asymmetric), ranges by MinMax over the calibration `batches`
-    (float32 (b, C, S, S), preprocessed). The LRN has no int8 kernel and stays float
-    between a DequantizeLinear and a QuantizeLinear. metadata_props are copied.
+    (float32 (b, C, S, S), preprocessed). Only the convolutions and the FC layers are
+    quantized (`QUANTIZED_OPS`); the LRN, ReLU and pools stay float between them.
+    metadata_props are copied.
 
     Weights use 7 of their 8 bits (`reduce_range`): x86 CPUs without VNNI multiply uint8 by
     int8 with an instruction (vpmaddubsw) that saturates pairs of products at int16; full-range
@@ -419,6 +429,7 @@ def quantize_int8(
                 weight_type=QuantType.QInt8,
                 calibrate_method=CalibrationMethod.MinMax,
                 reduce_range=True,  # 7-bit weights: see the docstring
+                op_types_to_quantize=QUANTIZED_OPS,
             )
         proto = onnx.load(str(q))
     props[META_PREFIX + "int8"] = "1"
