@@ -225,3 +225,22 @@ def test_mean_image_travels_in_the_file(tmp_path):
     meta = OnnxModel(tmp_path / "m.onnx").meta
     assert meta.classes == ["a", "b", "c"] and meta.preprocess.normalize == "mean_image"
     assert torch.equal(meta.mean_image, mean.float())
+
+
+@pytest.mark.parametrize("beta, groups", [(0.75, 2), (0.75, 1), (0.5, 2)])
+def test_export_lrn_matches_float64_formula(beta, groups):
+    from alexnet.export import _FastLRN
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 12, 5, 5) * 4
+    got = _FastLRN(5, 1e-2, beta, 2.0, groups)(x)
+    ref = torch.cat(  # paper §3.3, each tower on its own: alpha times the window's sum
+        [
+            p / (2.0 + 1e-2 * torch.stack([
+                (p[:, max(0, c - 2) : c + 3] ** 2).sum(1) for c in range(p.shape[1])
+            ], 1)) ** beta
+            for p in x.double().chunk(groups, 1)
+        ],
+        1,
+    )  # fmt: skip
+    np.testing.assert_allclose(got.numpy(), ref.numpy(), rtol=1e-5, atol=1e-6)
