@@ -244,3 +244,22 @@ def test_export_lrn_matches_float64_formula(beta, groups):
         1,
     )  # fmt: skip
     np.testing.assert_allclose(got.numpy(), ref.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_bench_profile_groups_every_node(setup, tmp_path):
+    """benchmarks/bench_int8.py's per-op summary: the groups add up to onnxruntime's own
+    per-node total, and the int8 file's first convolution is found."""
+    import importlib.util
+    import shutil
+
+    bench = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_int8.py"
+    spec = importlib.util.spec_from_file_location("bench_int8", bench)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    path = tmp_path / "m.onnx"
+    shutil.copy(setup["int8"], path)
+    x = np.random.default_rng(0).standard_normal((4, 3, 32, 32)).astype(np.float32)
+    prof = mod.profile(path, x, runs=1)
+    assert prof["ms"]["conv1"] > 0 and prof["ms"]["lrn"] > 0  # `small` has an LRN ("norm")
+    assert sum(prof["ms"].values()) == pytest.approx(prof["total_ms"], abs=0.5)
+    assert set(mod.cpu_info()) >= {"name", "avx2", "avx512", "vnni"}
