@@ -53,7 +53,7 @@ def make_eval_transform(
 
 @torch.no_grad()
 def evaluate(
-    model: torch.nn.Module,
+    model: torch.nn.Module | Callable[[torch.Tensor], torch.Tensor],
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     transform: Callable[[torch.Tensor], torch.Tensor],
     *,
@@ -66,13 +66,18 @@ def evaluate(
 ) -> dict[str, Any]:
     """Run `model` over (uint8 images, labels) batches; return the eval JSON fields.
 
+    `model` is a torch module, or any callable float (B, C, S, S) -> logits (B, K) on the CPU
+    (an ONNX model's `alexnet.inference.OnnxBackend`).
+
     Result: {"images", "crops", "top1_error", "top5_error", "loss"} plus "confusion"
     ((K, K) int64 tensor, rows = true class) and "top1_hit" ((N,) bool CPU tensor, this
     process's images in batch order) when asked.
     """
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
+    is_module = isinstance(model, torch.nn.Module)
+    was_training = model.training if is_module else False
+    if is_module:
+        model.eval()
+    device = next(model.parameters()).device if is_module else torch.device("cpu")
     k5 = min(5, num_classes)
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # n, top1 ok, top5 ok, loss
     conf = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
@@ -106,7 +111,8 @@ def evaluate(
     all_reduce_sum(sums)
     if confusion:
         all_reduce_sum(conf)
-    model.train(was_training)
+    if is_module:
+        model.train(was_training)
     n = int(sums[0].item())
     denom = max(n, 1)
     out: dict[str, Any] = {

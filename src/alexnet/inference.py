@@ -41,7 +41,7 @@ from alexnet.progress import progress_bar
 from alexnet.weights import load
 from alexnet.weights.hf import WEIGHTS_NAME as HF_WEIGHTS
 from alexnet.weights.hf import is_folder as is_hf_folder
-from alexnet.weights.meta import Preprocess
+from alexnet.weights.meta import Preprocess, WeightsMeta
 
 IMAGE_EXTENSIONS = set(
     ".jpg .jpeg .jpe .jfif .png .bmp .gif .tif .tiff .webp .ppm .pgm .pbm".split()
@@ -123,12 +123,84 @@ class Prediction:
         return {"image": self.image, "top": top}
 
 
+# ------------------------------------------------------------------ backends
+class TorchBackend:
+    """A torch model (our kernels, any device): `logits(x)` (B, K) and `features(x)` (B, D)
+    of preprocessed float images (B, C, S, S)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_penultimate(x)
+
+
+class OnnxBackend:
+    """One of our ONNX files (fp32 or int8, `alexnet export --onnx`) run by onnxruntime on
+    the CPU with one intra-op thread per core; the same calls as `TorchBackend`, tensors in
+    and out (CPU). Also callable as the model (`backend(x)` = logits) for `evaluate`."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        from alexnet.export import OnnxModel
+
+        self.onnx = OnnxModel(path)
+        self.path = str(path)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.onnx.logits(x.detach().cpu().float().numpy()))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.onnx.features(x.detach().cpu().float().numpy()))
+
+    __call__ = logits
+
+
+def is_onnx(weights: str | os.PathLike | None) -> bool:
+    """Whether a --weights value names an ONNX model (a file ending in .onnx)."""
+    return weights is not None and str(weights).lower().endswith(".onnx")
+
+
+def weights_device(
+    weights: str | os.PathLike | None, flag: str | None, info: Any = None
+) -> torch.device:
+    """The device a command runs `weights` on: `resolve_device(flag)`, except for an ONNX
+    model: the CPU (onnxruntime), and a UserError for an explicit other device."""
+    from alexnet.runtime import resolve_device
+
+    if is_onnx(weights):
+        if flag not in (None, "auto", "cpu"):
+            raise UserError(
+                f"--device {flag}: {weights} is an ONNX model, run on the CPU by onnxruntime; "
+                "use the weights it was exported from on other devices"
+            )
+        return torch.device("cpu")
+    return resolve_device(flag or "auto", info)
+
+
+def load_backend(
+    weights: str | os.PathLike, device: str | torch.device = "cpu"
+) -> tuple[TorchBackend | OnnxBackend, WeightsMeta]:
+    """Any --weights value -> (backend, metadata): an ONNX file (fp32 or int8) runs on
+    onnxruntime (CPU only: UserError for another device), everything else through
+    `alexnet.weights.load` on `device`."""
+    if is_onnx(weights):
+        weights_device(weights, str(torch.device(device).type))
+        backend = OnnxBackend(weights)
+        return backend, backend.onnx.meta
+    model, meta = load(weights, device)
+    return TorchBackend(model), meta
+
+
 class Predictor:
     """Weights -> a model that answers questions about images.
 
     Args:
         weights: any weights file `alexnet.weights.load` reads (our `.safetensors`, the
-            two-device layout, torchvision's `.pth`, a checkpoint or a run directory).
+            two-device layout, torchvision's `.pth`, a checkpoint or a run directory), or
+            an ONNX file of ours, fp32 or int8 (`alexnet export --onnx`; CPU only).
         device: where the model and all batched work run.
         crops: 1 (centre), 2 (centre + mirror) or 10 (paper §4.1), softmax averaged.
         batch_size: images per forward pass.
@@ -145,7 +217,7 @@ class Predictor:
             raise UserError(f"--crops {crops}: must be one of {', '.join(map(str, TEST_CROPS))}")
         self.weights = str(weights)
         self.device = torch.device(device)
-        self.model, self.meta = load(weights, self.device)
+        self.backend, self.meta = load_backend(weights, self.device)
         self.mean_image = self.meta.mean_image
         self.classes: list[str] = list(self.meta.classes)
         self.preprocess: Preprocess = self.meta.preprocess
@@ -155,6 +227,16 @@ class Predictor:
         self.resize_rule = self.preprocess.resize_rule
         self._transform = make_eval_transform(self.preprocess, self.mean_image, crops)
         self._centre = make_eval_transform(self.preprocess, self.mean_image, 1)
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The torch module; UserError (one line) for an ONNX model, which has none."""
+        if isinstance(self.backend, OnnxBackend):
+            raise UserError(
+                f"{self.weights}: an ONNX model; this needs the torch model, so pass the "
+                "weights it was exported from"
+            )
+        return self.backend.model
 
     def _to_device(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
         """(B, H, W, 3) uint8 -> (B, 3, H, W) uint8 on the device."""
@@ -172,14 +254,14 @@ class Predictor:
         the softmax averaged over the crops (paper §4.1)."""
         x = self._to_device(images)
         b = x.shape[0]
-        logits = self.model(self._transform(x)).float()
+        logits = self.backend.logits(self._transform(x)).float()
         return F.softmax(logits, dim=1).view(b, self.crops, -1).mean(dim=1)
 
     @torch.no_grad()
     def features(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
         """uint8 (B, H, W, 3) -> penultimate activations (B, D) of the centre crop (fc7 after
         ReLU for the 224 px models: the paper's §6.1 retrieval feature), on the device."""
-        return self.model.forward_penultimate(self._centre(self._to_device(images))).float()
+        return self.backend.features(self._centre(self._to_device(images))).float()
 
     def top(self, probs: torch.Tensor, k: int) -> tuple[list[list[int]], list[list[float]]]:
         """(B, K) probabilities -> top-k indices and probabilities, descending."""

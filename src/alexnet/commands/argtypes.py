@@ -17,8 +17,10 @@ from alexnet.values import FloatRange, IntRange, Kind
 # every --weights flag reads its file through alexnet.weights.load
 WEIGHTS_HELP = (
     "weights: an alexnet .safetensors (also Caffe's converted by `alexnet convert caffe`), "
-    "torchvision's .pth, the two-device layout, a run's checkpoint.pt / run directory, or a "
-    "name: torchvision (downloaded once; `alexnet weights` lists the names)"
+    "torchvision's .pth, the two-device layout, a run's checkpoint.pt / run directory, a "
+    "Hugging Face-style folder (`alexnet export --hf`) or id user/name, or a name: torchvision "
+    "(downloaded once; `alexnet weights` lists the names); or an .onnx file from `alexnet "
+    "export --onnx` (fp32 or --int8; run by onnxruntime on the CPU)"
 )
 
 

@@ -51,15 +51,18 @@ def run(args: argparse.Namespace) -> int:
     from alexnet.data.loader import DeviceLoader
     from alexnet.data.packed import open_dataset
     from alexnet.evaluate import evaluate, make_eval_transform, per_class_accuracy
-    from alexnet.runtime import dist_info, init_distributed, resolve_device, shutdown_distributed
-    from alexnet.weights import load as load_weights
+    from alexnet.inference import load_backend, weights_device
+    from alexnet.runtime import dist_info, init_distributed, shutdown_distributed
 
     if args.confusion:  # checked before the work, and named as really written
         args.confusion = str(output_file(args.confusion, "--confusion", ".png"))
     info = dist_info()
-    device = resolve_device(args.device, info)
+    device = weights_device(args.weights, args.device, info)
     ds = open_dataset(args.data, args.split)
-    model, meta = load_weights(args.weights, device)
+    backend, meta = load_backend(args.weights, device)
+    model = getattr(backend, "model", backend)  # a torch module, or the ONNX model's session
+    if args.amp and model is backend:
+        raise UserError(f"--amp: {args.weights} is an ONNX model (fp32 or int8); drop --amp")
     if meta.classes != list(ds.classes):
         raise UserError(
             f"{args.weights}: trained on {meta.num_classes} classes "

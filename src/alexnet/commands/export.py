@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from alexnet.commands.argtypes import WEIGHTS_HELP, int_range
+from alexnet.commands.argtypes import WEIGHTS_HELP, int_range, positive_int
 from alexnet.commands.outputs import output_file
 from alexnet.errors import UserError
 from alexnet.jsonout import json_line
@@ -18,7 +18,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="Export a weights file. --onnx writes an ONNX model with input 'images' "
         "(batch, C, S, S), already preprocessed, and output 'logits', then runs it with "
         "onnxruntime on another batch size and compares with PyTorch (|diff| <= 1e-4 + "
-        "1e-4 * |logit|). --two-device / --paper rewrite the `paper` model's weights in the "
+        "1e-4 * |logit|); it also outputs 'features' (fc7) and carries the classes and "
+        "preprocessing, so every --weights flag takes it. --int8 quantizes it (onnxruntime "
+        "static quantization, calibrated on --calibration-data; README 'int8'). "
+        "--two-device / --paper rewrite the `paper` model's weights in the "
         "two-device layout (one tower per device, models/parallel.py) or back.",
     )
     p.add_argument("--weights", required=True, help=WEIGHTS_HELP)
@@ -27,6 +30,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--opset", type=int_range(9, 20), default=17, help="ONNX opset, 9..20 (default 17)"
     )
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime comparison")
+    add_int8_args(p)
     p.add_argument(
         "--two-device",
         metavar="OUT.safetensors",
@@ -90,10 +94,37 @@ def print_hub(out: dict) -> None:
             )
 
 
+def add_int8_args(p: argparse.ArgumentParser) -> None:
+    """--int8 and its calibration flags (README "int8")."""
+    g = p.add_argument_group("int8 (with --onnx)")
+    g.add_argument(
+        "--int8",
+        action="store_true",
+        help="write the ONNX model quantized to int8 (onnxruntime static quantization, QDQ: "
+        "weights int8 per channel, activations uint8), calibrated on --calibration-data",
+    )
+    g.add_argument(
+        "--calibration-data",
+        metavar="DIR",
+        help="packed dataset whose training split calibrates the int8 activation ranges",
+    )
+    g.add_argument(
+        "--calibration-images",
+        type=positive_int,
+        default=256,
+        help="calibration images, a seeded sample of the training split, >= 1 (default 256; "
+        "all of a smaller split)",
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     from alexnet.export import export_onnx
     from alexnet.weights import convert_layout
 
+    if args.int8 and not args.onnx:
+        raise UserError("--int8 needs --onnx OUT.onnx")
+    if args.int8 and not args.calibration_data:
+        raise UserError("--int8 needs --calibration-data DIR (a packed dataset's training split)")
     if not (args.onnx or args.two_device or args.paper or args.hf or args.torch_export):
         raise UserError(
             "export needs --onnx OUT.onnx, --two-device OUT, --paper OUT, --hf DIR or "
@@ -109,7 +140,15 @@ def run(args: argparse.Namespace) -> int:
         out["paper"] = convert_layout(args.weights, args.paper, "paper")
     if args.onnx:
         check = not args.no_check
-        out["onnx"] = export_onnx(args.weights, args.onnx, opset=args.opset, check=check)
+        out["onnx"] = export_onnx(
+            args.weights,
+            args.onnx,
+            opset=args.opset,
+            check=check,
+            int8=args.int8,
+            calibration_data=args.calibration_data,
+            calibration_images=args.calibration_images,
+        )
     run_hub(args, out)
     if args.json:
         print(json_line(out))
@@ -124,6 +163,13 @@ def run(args: argparse.Namespace) -> int:
             print(
                 f"onnxruntime vs PyTorch on a batch of {o['check_batch']}: max |diff| "
                 f"{o['max_abs_diff']:.2e} (tolerance {o['atol']} + {o['rtol']} * |logit|)"
+            )
+        if o.get("int8"):
+            c = o["int8_vs_fp32"]
+            print(
+                f"int8 vs fp32 on {o['calibration_images']} calibration images: top-1 agrees on "
+                f"{100 * c['top1_agreement']:.1f} %, max |logit diff| {c['max_abs_diff']:.3g} "
+                f"(logits up to {c['logit_range']:.3g}); check accuracy with alexnet eval"
             )
     print_hub(out)
     return 0

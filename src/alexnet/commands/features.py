@@ -72,8 +72,8 @@ def run(args: argparse.Namespace) -> int:
         features_source,
         save_features,
         split_features,
+        weights_device,
     )
-    from alexnet.runtime import resolve_device
 
     if args.layer is None and args.pool is not None:
         raise UserError("--pool goes with --layer NAME")
@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     for path in features_paths(args.out):
         output_file(path, "--out")
     ds = open_dataset(args.data, args.split)
-    predictor = Predictor(args.weights, resolve_device(args.device))
+    predictor = Predictor(args.weights, weights_device(args.weights, args.device))
     check_fits(predictor, ds.image_size, args.data)
     n = len(ds) if args.limit <= 0 else min(args.limit, len(ds))
     t0 = time.perf_counter()

@@ -159,12 +159,16 @@ def _draw(args, predictor, base_ds, names, images, results, dim: int) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from alexnet.inference import neighbours
-    from alexnet.runtime import resolve_device
+    from alexnet.inference import neighbours, weights_device
 
     if args.out:
         args.out = str(output_file(args.out, "--out", ".png"))
-    device = resolve_device(args.device)
+    weights = args.weights
+    if not weights and args.features:  # the weights the features file names
+        from alexnet.inference import load_features
+
+        weights = load_features(args.features)[1].get("weights")
+    device = weights_device(weights, args.device)
     predictor, base_ds, feats, rows, data = _base(args, device)
     names, images, failed = _queries(args, predictor, data)
     # one at a time: a file query has the weights' stored size, an index query the data's

@@ -72,8 +72,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from alexnet.inference import Predictor, expand_image_args
-    from alexnet.runtime import resolve_device
+    from alexnet.inference import Predictor, expand_image_args, weights_device
 
     if args.topk < 1:
         raise UserError(f"--topk {args.topk}: must be at least 1")
@@ -82,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     paths, missing = expand_image_args(args.images)
     predictor = Predictor(
         args.weights,
-        resolve_device(args.device),
+        weights_device(args.weights, args.device),
         crops=args.crops,
         batch_size=args.batch_size,
     )

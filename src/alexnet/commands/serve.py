@@ -96,10 +96,10 @@ def run(args: argparse.Namespace) -> int:
         from alexnet.serve.connections import protocol_class
     except ImportError as exc:
         raise UserError(f"serve needs {exc.name} (pip install 'alexnet[serve]')") from None
-    from alexnet.runtime import resolve_device  # torch: only once the command runs
+    from alexnet.inference import weights_device  # torch: only once the command runs
 
     api_key = args.api_key or os.environ.get("ALEXNET_API_KEY") or None
-    device = resolve_device(args.device)
+    device = weights_device(args.weights, args.device)
     engine = Engine(
         args.weights, device, crops=args.crops, index=args.index, max_pixels=args.max_pixels
     )

@@ -112,8 +112,11 @@ class Engine:
         p = self.predictor
         self.inputs = Inputs(p.preprocess, p.mean_image, p.device)  # the centre crop (occlusion)
         self.max_pixels = int(max_pixels)
-        self.conv1 = next(
-            m for m in self.predictor.model.modules() if isinstance(m, torch.nn.Conv2d)
+        backend = getattr(self.predictor.backend, "model", None)  # None: an ONNX model
+        self.conv1 = (
+            None
+            if backend is None
+            else next(m for m in backend.modules() if isinstance(m, torch.nn.Conv2d))
         )
         size = self.predictor.image_size
         probe = np.zeros((1, size, size, 3), np.uint8)
@@ -173,8 +176,13 @@ class Engine:
         classes = [self.predictor.classes[i] for i in idx]
         return Prediction(name, idx, classes, val).to_json()
 
+    def _need_torch(self, what: str) -> None:
+        if self.conv1 is None:
+            raise ApiError(501, f"{what}: not available from an ONNX model (serve its weights)")
+
     def kernels_png(self, columns: int = 16) -> bytes:
         """conv1's kernels (paper Fig. 3), each min-max normalized, `columns` per row."""
+        self._need_torch("kernels")
         weight = first_conv_weight(self.predictor.model)
         tiles = (tile_kernels(weight, columns=columns) * 255).round().astype(np.uint8)
         return png_bytes(tiles, scale=max(1, 96 // (weight.shape[-1] * 2)))
@@ -235,6 +243,7 @@ class Engine:
     @torch.no_grad()
     def conv1_png(self, image: np.ndarray, columns: int = 16) -> bytes:
         """conv1 feature maps after ReLU of one image's centre crop, as a PNG grid."""
+        self._need_torch("conv1 maps")
         seen: list[torch.Tensor] = []
         hook = self.conv1.register_forward_hook(lambda m, i, o: seen.append(o.detach()))
         try:
