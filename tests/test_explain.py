@@ -11,12 +11,13 @@ import data_helpers as dh
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from alexnet import get_model
 from alexnet.cli import main
 from alexnet.data.packed import open_dataset
 from alexnet.errors import UserError
-from alexnet.explain import features_at, layers, occlusion, parse_units, require_torch
+from alexnet.explain import features_at, layers, occlusion, parse_units
 from alexnet.weights import load
 from alexnet.weights import save as save_weights
 
@@ -123,9 +124,21 @@ def test_unknown_layer_is_one_line(env, tmp_path, capsys):
     assert "'fc7'" in err and "conv1, pool1, norm1" in err
 
 
-def test_onnx_sessions_are_refused_in_one_line():
-    with pytest.raises(UserError, match="needs torch weights"):
-        require_torch(object(), "--layer")
+def test_onnx_weights_are_refused_in_one_line(tmp_path, capsys):
+    """--layer, --explain occlusion and explore need the torch model: an .onnx says so."""
+    pytest.importorskip("onnxruntime")
+    model = get_model("small", num_classes=3, input_size=32).eval()
+    w = tmp_path / "w.safetensors"
+    pre = {"crop_size": 32, "resize": None, "out_channels": 3, "normalize": "none"}
+    save_weights(w, model.state_dict(), model_config=model.config, classes=list("abc"),
+                 preprocess=pre)  # fmt: skip
+    onnx = tmp_path / "m.onnx"
+    assert cli(capsys, "export", "--weights", w, "--onnx", onnx)[0] == 0
+    image = tmp_path / "x.png"
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(image)
+    code, _, err = cli(capsys, "predict", "--weights", onnx, image, "--explain", "occlusion")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "--explain occlusion needs torch weights" in err
 
 
 # ------------------------------------------------------------------ explore

@@ -175,14 +175,6 @@ def pool_features(a: Tensor, pool: str) -> Tensor:
     return a.flatten(1)
 
 
-def require_torch(model: Any, what: str) -> nn.Module:
-    """`model` when it is a torch model; UserError "WHAT needs torch weights" otherwise (an
-    ONNX session has no layers to look into)."""
-    if not isinstance(model, nn.Module):
-        raise UserError(f"{what} needs torch weights (.safetensors, .pth, a run), not an ONNX file")
-    return model
-
-
 def parse_units(spec: str, count: int) -> list[int]:
     """ "all", "0-15" or "3,7,9" (mixable: "0-3,9") -> sorted unit numbers in [0, count)."""
     text = spec.strip().lower()

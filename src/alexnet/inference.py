@@ -229,12 +229,21 @@ class Predictor:
         self._centre = make_eval_transform(self.preprocess, self.mean_image, 1)
 
     @property
+    def onnx(self) -> bool:
+        """Whether an ONNX file runs (onnxruntime): no torch module, no layers to look into."""
+        return isinstance(self.backend, OnnxBackend)
+
+    @property
     def model(self) -> torch.nn.Module:
         """The torch module; UserError (one line) for an ONNX model, which has none."""
-        if isinstance(self.backend, OnnxBackend):
+        return self.torch_model("this")
+
+    def torch_model(self, what: str) -> torch.nn.Module:
+        """The torch module; UserError "WHAT needs torch weights" (one line) for an ONNX model."""
+        if self.onnx:
             raise UserError(
-                f"{self.weights}: an ONNX model; this needs the torch model, so pass the "
-                "weights it was exported from"
+                f"{self.weights}: an ONNX model; {what} needs torch weights (.safetensors, .pth, "
+                "a run), e.g. those it was exported from"
             )
         return self.backend.model
 

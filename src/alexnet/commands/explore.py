@@ -61,7 +61,6 @@ def run(args: argparse.Namespace) -> int:
         Inputs,
         find_layer,
         parse_units,
-        require_torch,
         top_units,
         unit_patches,
         units_json,
@@ -75,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     ds = open_dataset(args.data, args.split)
     predictor = Predictor(args.weights, resolve_device(args.device))
     check_fits(predictor, ds.image_size, args.data)
-    model = require_torch(predictor.model, "explore")
+    model = predictor.torch_model("explore")
     size = int(predictor.preprocess.crop_size)
     layer = find_layer(model, args.layer, size)
     count = layer.shape[0]

@@ -111,9 +111,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _layer_features(predictor, images, args: argparse.Namespace, progress: bool):
     """`--layer NAME --pool P` through `alexnet.explain` (torch weights only)."""
-    from alexnet.explain import Inputs, find_layer, require_torch, split_layer_features
+    from alexnet.explain import Inputs, find_layer, split_layer_features
 
-    model = require_torch(predictor.model, "--layer")
+    model = predictor.torch_model("--layer")
     layer = find_layer(model, args.layer, predictor.preprocess.crop_size)
     inputs = Inputs(predictor.preprocess, predictor.mean_image, predictor.device)
     return split_layer_features(model, inputs, images, layer, args.pool, args.batch_size, progress)

@@ -123,9 +123,9 @@ class _Occlusion:
 
     def __init__(self, predictor, args: argparse.Namespace) -> None:
         from alexnet.commands.outputs import creatable_dir
-        from alexnet.explain import Inputs, occlusion_grid, require_torch
+        from alexnet.explain import Inputs, occlusion_grid
 
-        self.model = require_torch(predictor.model, "--explain occlusion")
+        self.model = predictor.torch_model("--explain occlusion")
         self.predictor, self.args = predictor, args
         self.inputs = Inputs(predictor.preprocess, predictor.mean_image, predictor.device)
         size = int(predictor.preprocess.crop_size)

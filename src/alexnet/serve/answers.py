@@ -193,7 +193,7 @@ class Engine:
         the stored size: the top class and `alexnet.explain.occlusion`'s drop grid, as
         `alexnet predict --explain occlusion --json` gives it (`input_size` added)."""
         p = self.predictor
-        if not isinstance(p.model, torch.nn.Module):
+        if p.onnx:
             raise ApiError(422, "occlusion needs torch weights, not an ONNX file")
         size = int(p.preprocess.crop_size)
         try:
@@ -214,7 +214,7 @@ class Engine:
 
     def map_layers(self) -> list[str]:
         """The layers with maps (conv, pool, norm), by `alexnet summary`'s names; [] for ONNX."""
-        if not isinstance(self.predictor.model, torch.nn.Module):
+        if self.predictor.onnx:
             return []
         found = layers(self.predictor.model, int(self.predictor.preprocess.crop_size))
         return [name for name, layer in found.items() if layer.kind != "fc"]
@@ -224,7 +224,7 @@ class Engine:
         """The k units of `layer` that fire most on one uint8 image at the stored size, with
         where (`alexnet.explain.strongest_units`), and the layer's receptive field and jump."""
         p = self.predictor
-        if not isinstance(p.model, torch.nn.Module):
+        if p.onnx:
             raise ApiError(422, "units need torch weights, not an ONNX file")
         size = int(p.preprocess.crop_size)
         found = layers(p.model, size)
