@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from alexnet.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from alexnet.checkpoint import Checkpoint, check_compatible, load_checkpoint, save_checkpoint
 from alexnet.errors import UserError
 from alexnet.fileio import atomic_write
 from alexnet.models.registry import get_model
-from alexnet.train.compat import check_compatible
 from alexnet.train.randomness import capture_rng_state, restore_rng_state
 
 

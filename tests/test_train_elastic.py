@@ -29,13 +29,12 @@ import pytest
 import torch
 from train_helpers import REPO, env, metrics, popen, run, weights, write_packed
 
-from alexnet.checkpoint import Checkpoint
+from alexnet.checkpoint import Checkpoint, reconcile_world_size
 from alexnet.data.pack import prepare
 from alexnet.data.packed import open_dataset
 from alexnet.data.sources import ArraySource
 from alexnet.errors import UserError
 from alexnet.runtime import DistInfo
-from alexnet.train.compat import reconcile_world_size
 from alexnet.train.config import make_config
 
 sys.path.insert(0, str(REPO / "benchmarks"))

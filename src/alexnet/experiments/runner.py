@@ -30,7 +30,7 @@ from typing import Any, Protocol, TextIO
 from alexnet.errors import UserError
 from alexnet.rundir import RunDir
 from alexnet.train.config import TrainConfig
-from alexnet.train.engine import fit as engine_fit
+from alexnet.train.loop import fit as engine_fit
 from alexnet.train.recipes import recipe_model_options
 
 RUNS = "runs"
