@@ -70,9 +70,7 @@ def test_step_log_error_is_the_minibatch_error(data, tmp_path):
 
 def test_callbacks_see_every_step(data, tmp_path):
     seen = []
-    fit(
-        _cfg(data, tmp_path / "run", epochs=1), callbacks=[seen.append]
-    )
+    fit(_cfg(data, tmp_path / "run", epochs=1), callbacks=[seen.append])
     assert seen == [1, 2, 3, 4]
 
 

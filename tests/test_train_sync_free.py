@@ -31,7 +31,9 @@ def data(tmp_path_factory):
 
 def _run(data, out, monkeypatch, *, sync_free: bool, poison=(), **extra):
     real_sgd = loop.make_optimizer
-    monkeypatch.setattr(loop, "make_optimizer", lambda *a, **k: real_sgd(*a, **{**k, "fused": True}))
+    monkeypatch.setattr(
+        loop, "make_optimizer", lambda *a, **k: real_sgd(*a, **{**k, "fused": True})
+    )
     monkeypatch.setattr(loop, "POLL_STEPS", 50 if sync_free else 1)
     real_loss = F.cross_entropy
     calls = {"n": 0}

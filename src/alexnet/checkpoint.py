@@ -1,40 +1,15 @@
-"""The training checkpoint, RUN/checkpoint.pt: one typed description of the format.
+"""The training checkpoint, RUN/checkpoint.pt (format "alexnet-checkpoint/1"), and what a run
+may be continued with. Written and restored by `alexnet.train.loop`; `alexnet.weights` reads
+its model part as weights.
 
-`Checkpoint` is what the file holds, field by field; `to_dict()` gives the plain dict of
-tensors and primitives that `torch.save` writes (format "alexnet-checkpoint/1", below) and
-`from_dict()` reads one back, older files included: a field that an earlier version did not
-write gets its stated default. The training engine writes and restores it
-(`alexnet.train.setup`); `alexnet.weights` reads its model part as weights.
-
-On disk (a dict; JSON strings where a value is a nested config):
-    format            "alexnet-checkpoint/1"
-    model_config      JSON {"name", "options"} of the model (`get_model(name, **options)`)
-    data_fingerprint  the packed dataset's fingerprint (resume refuses other data)
-    config            JSON of the run's TrainConfig
-    classes           JSON list of class names (absent before session 3: RUN/config.json)
-    preprocess        JSON of the evaluation preprocessing (absent before session 3, as above)
-    mean_image        float32 (H, W, 3) tensor, the training mean image (paper §2), or absent
-    model             state_dict in the paper layout (also for a two-device run)
-    optimizer         torch.optim state_dict (momentum buffers)
-    schedule          the learning-rate schedule's state (plain numbers)
-    epoch, batch      the next batch to run: global batch `batch` of epoch `epoch` (from 0)
-    global_step       steps taken so far
-    best_error        best validation top-1 error so far (inf before the first)
-    elapsed           training seconds so far (validation excluded)
-    epoch_sums        running sums of the current epoch: loss, correct, images, nan_skipped,
-                      train_time, data_time
-    step_window       the same sums since the last steps.jsonl record (absent: zeros)
-    history           the metrics.jsonl records so far
-    rng               the writing process's RNG states: torch (CPU), cuda (list per device),
-                      numpy {keys, pos, has_gauss, cached}, python {version, state, gauss}
-    rank_rng          every rank's `rng`, by rank (absent before elastic training: rank 0's
-                      `rng` only; the other ranks were reseeded)
-    world_size        processes of the run that wrote it (absent: 1)
-    global_batch      images per step over all processes (absent: config batch x world_size)
-Only `format`, `model_config` and `model` are needed to read one as weights; a missing
-training field reads as empty (and a resume of such a file fails on what it lacks).
-Nothing in it is a pickled object: `torch.load(weights_only=True)` reads it, and a file whose
-pickle would build another object (code) is refused before anything runs.
+`Checkpoint` is what the file holds, field by field; on disk it is a plain dict of tensors and
+primitives (JSON strings for the nested configs: model_config, config, classes, preprocess),
+read with `torch.load(weights_only=True)`, so a file whose pickle would build another object
+(code) is refused before anything runs. (epoch, batch) is the next global batch to run (from
+0); `epoch_sums` / `step_window` the running sums (loss x images, correct, images, nan_skipped,
+train_time, data_time) of the epoch and of the steps since the last steps.jsonl record;
+`rank_rng` every rank's RNG states (`alexnet.train.randomness`), by rank; `global_batch` the
+images per step over all `world_size` processes.
 """
 
 from __future__ import annotations
@@ -49,10 +24,8 @@ from typing import Any
 
 import torch
 
-from alexnet import runtime
 from alexnet.errors import UserError
 from alexnet.fileio import atomic_write, safe_torch_load
-from alexnet.models.registry import option_defaults
 from alexnet.rundir import RunDir
 
 FORMAT = "alexnet-checkpoint/1"
@@ -110,9 +83,6 @@ class Checkpoint:
             ckpt = cls(**values)
         except (TypeError, ValueError) as exc:
             raise UserError(f"{path}: damaged checkpoint ({exc})") from None
-        if ckpt.global_batch is None:
-            batch = int(ckpt.config.get("batch_size", 0) or 0)
-            ckpt.global_batch = batch * ckpt.world_size or None
         return ckpt
 
 
@@ -149,9 +119,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Check
     return Checkpoint.from_dict(safe_torch_load(path, map_location), path)
 
 
-def reconcile_world_size(
-    cfg, saved: Checkpoint, info: runtime.DistInfo
-):
+def reconcile_world_size(cfg, saved: Checkpoint, info):
     """The config to continue `saved` with `info.world_size` processes, nothing lost or
     repeated. The position is counted in global batches (the loader's rule: global batch k is
     the same images for every world size), so the global batch is kept: another world size
@@ -180,11 +148,8 @@ def reconcile_world_size(
 
 
 def check_compatible(saved: Checkpoint, path: Any, *, model_config: dict, data: str) -> None:
-    """Refuse to resume a checkpoint of another model or other data, naming the difference.
-
-    An option that a checkpoint from an earlier version lacks means that option's default
-    (options are only ever added with a default that keeps the earlier network)."""
-    old, new = with_default_options(saved.model_config), with_default_options(model_config)
+    """Refuse to resume a checkpoint of another model or other data, naming the difference."""
+    old, new = saved.model_config, model_config
     if old != new:
         raise UserError(f"{path}: checkpoint is of another model: {_dict_diff(old, new)}")
     if saved.data_fingerprint != data:
@@ -192,18 +157,6 @@ def check_compatible(saved: Checkpoint, path: Any, *, model_config: dict, data: 
             f"{path}: checkpoint was trained on other data (fingerprint "
             f"{saved.data_fingerprint} in the checkpoint, {data} in --data)"
         )
-
-
-def with_default_options(model_config: dict) -> dict:
-    """`model_config` ({"name", "options"}) with each absent option set to its default."""
-    name = model_config.get("name")
-    if not isinstance(model_config.get("options"), dict):
-        return model_config
-    try:
-        options = {**option_defaults(name), **model_config["options"]}
-    except UserError:  # not a model of this version: compared as it is
-        return model_config
-    return {**model_config, "options": options}
 
 
 def _dict_diff(saved: dict, now: dict, prefix: str = "") -> str:
