@@ -7,7 +7,7 @@ on 127.0.0.1, gloo).
   the uninterrupted job's bit for bit; every epoch is in metrics.jsonl once; RUN/starts.jsonl
   shows the restart;
 - the workers of a new generation agree on a store namespace no dead worker wrote to
-  (`alexnet.elastic`), whatever torchrun's per-node restart counts say;
+  (`alexnet.runtime.generation_store`), whatever torchrun's per-node restart counts say;
 - a world size that differs from the checkpoint's keeps the global batch, or is refused
   naming both sizes;
 - a rank whose copy of the dataset differs from rank 0's stops every rank in one line naming it;
@@ -81,7 +81,7 @@ def test_a_killed_worker_restarts_by_itself_and_ends_bitwise_equal(data, tmp_pat
 def test_generation_store_passes_over_a_dead_leaders_announcement():
     import torch.distributed as dist
 
-    from alexnet.elastic import generation_store
+    from alexnet.runtime import generation_store
 
     port = free_port()
     server = dist.TCPStore("127.0.0.1", port, is_master=True, wait_for_workers=False)
@@ -110,7 +110,7 @@ def test_generation_store_passes_over_a_dead_leaders_announcement():
 def test_a_rank_without_its_leader_gives_up_in_one_line():
     import torch.distributed as dist
 
-    from alexnet.elastic import generation_store
+    from alexnet.runtime import generation_store
 
     store = dist.TCPStore("127.0.0.1", free_port(), is_master=True, wait_for_workers=False)
     t0 = time.perf_counter()

@@ -55,7 +55,7 @@ from alexnet.train import inputs as inputs_mod
 from alexnet.train.config import RESUME_AUTO, TrainConfig, config_json, resolve_channels_last
 from alexnet.train.optim import make_optimizer, set_lr, skip_if_nonfinite
 from alexnet.train.randomness import capture_rng_state, restore_rng_state, step_generator, step_seed
-from alexnet.train.schedules import Schedule, make_schedule
+from alexnet.train.schedules import make_schedule
 from alexnet.train.signals import StopFlag
 from alexnet.weights.files import save as save_weights
 from alexnet.weights.meta import Preprocess
@@ -64,6 +64,7 @@ StepCallback = Callable[[int], None]  # called after every step with the global 
 POLL_STEPS = 50  # fused-SGD steps between the ranks' agreement on stop signals and NaNs
 EPOCH, WINDOW = 0, 1  # the rows of Position.sums: the epoch, the steps since steps.jsonl
 SUMS = ("loss", "correct", "images", "nan_skipped")  # its columns (loss: mean loss x images)
+POSITION = ("epoch", "batch", "global_step", "best_error", "elapsed", "history")  # checkpointed
 
 
 @dataclass
@@ -159,14 +160,8 @@ def _train(cfg, info, device, generation: int, stop: StopFlag, callbacks) -> Run
     _check_run_dir(run, net, info, resuming=saved is not None)
     placed, forward = _place(cfg, net, device, info)
     fused = device.type == "cuda" and not cfg.model_parallel  # one launch; skips on the device
-    optimizer = make_optimizer(
-        placed.parameters(),
-        lr=cfg.lr,
-        momentum=cfg.momentum,
-        weight_decay=cfg.weight_decay,
-        nesterov=cfg.nesterov,
-        fused=fused,
-    )
+    sgd = {k: getattr(cfg, k) for k in ("lr", "momentum", "weight_decay", "nesterov")}
+    optimizer = make_optimizer(placed.parameters(), **sgd, fused=fused)
     schedule = make_schedule(cfg)
     inputs = _inputs(cfg, train_ds, val_ds, net, info, device)
     if len(inputs.train_loader) == 0:
@@ -181,11 +176,9 @@ def _train(cfg, info, device, generation: int, stop: StopFlag, callbacks) -> Run
         torch.manual_seed(step_seed(cfg.seed, 0, 0, info.rank, stream=1))  # dropout, per rank
     say = _say if info.is_main else _quiet
 
-    meta = {
-        "model_config": net.config,
-        "classes": list(train_ds.classes),
-        "mean_image": inputs.mean_image,
-    }
+    meta = dict(
+        model_config=net.config, classes=list(train_ds.classes), mean_image=inputs.mean_image
+    )
 
     def save() -> None:  # every rank at the same step: their RNG states gathered, rank 0 writes
         rank_rng = runtime.gather_objects(capture_rng_state()) if info.enabled else None
@@ -199,14 +192,9 @@ def _train(cfg, info, device, generation: int, stop: StopFlag, callbacks) -> Run
                 model=_paper_state(placed),
                 optimizer=optimizer.state_dict(),
                 schedule=schedule.state_dict(),
-                epoch=pos.epoch,
-                batch=pos.batch,
-                global_step=pos.global_step,
-                best_error=pos.best_error,
-                elapsed=pos.elapsed,
+                **{name: getattr(pos, name) for name in POSITION},
                 epoch_sums=pos.plain(EPOCH),
                 step_window=pos.plain(WINDOW),
-                history=pos.history,
                 rng=rng,
                 rank_rng=rank_rng or [rng],
                 world_size=info.world_size,
@@ -216,28 +204,21 @@ def _train(cfg, info, device, generation: int, stop: StopFlag, callbacks) -> Run
 
     def write_weights(name: str, extra: dict[str, Any]) -> None:  # RUN/name, with metadata
         if info.is_main:
+            extra = {"recipe": cfg.recipe, **extra}
             save_weights(
                 run.path / name,
                 _paper_state(placed),
                 **meta,
                 preprocess=inputs.preprocess,
-                extra={"recipe": cfg.recipe, **extra},
+                extra=extra,
             )
 
     board = None
     if info.is_main:
-        atomic_write_text(
-            run.config,
-            config_json(
-                cfg,
-                model=net.config,
-                geometry=inputs.geometry,
-                classes=meta["classes"],
-                preprocess=inputs.preprocess.to_json(),
-                world_size=info.world_size,
-                data_fingerprint=train_ds.fingerprint,
-            ),
-        )
+        about = dict(model=net.config, geometry=inputs.geometry, classes=meta["classes"])
+        about.update(preprocess=inputs.preprocess.to_json(), world_size=info.world_size)
+        about.update(data_fingerprint=train_ds.fingerprint)
+        atomic_write_text(run.config, config_json(cfg, **about))
         board = _tensorboard(run, purge_step=pos.global_step or None)
         _record_start(run, cfg, info, pos, saved, generation, len(inputs.train_loader))
         _trim_step_log(run, pos.global_step if saved is not None else 0)
@@ -248,17 +229,7 @@ def _train(cfg, info, device, generation: int, stop: StopFlag, callbacks) -> Run
         status = "finished"
         while pos.epoch < cfg.epochs and status != "max_steps":
             status = train_one_epoch(
-                forward,
-                optimizer,
-                schedule,
-                inputs,
-                pos,
-                cfg,
-                info,
-                run,
-                stop=stop,
-                save=save,
-                callbacks=callbacks,
+                forward, optimizer, schedule, inputs, pos, cfg, info, run, stop, save, callbacks
             )
             if status != "stopped":
                 end_epoch(placed, optimizer, schedule, inputs, pos, cfg, write_weights, board, say)
@@ -474,7 +445,7 @@ def _restore(saved: Checkpoint, placed, optimizer, schedule, pos: Position, seed
         placed.load_state_dict(saved.model)
     optimizer.load_state_dict(saved.optimizer)
     schedule.load_state_dict(saved.schedule)
-    for name in ("epoch", "batch", "global_step", "best_error", "elapsed", "history"):
+    for name in POSITION:
         setattr(pos, name, getattr(saved, name))
     for row, sums in ((EPOCH, saved.epoch_sums), (WINDOW, saved.step_window)):
         pos.sums[row] = torch.tensor([float(sums.get(k, 0)) for k in SUMS], dtype=torch.float64)
@@ -526,19 +497,19 @@ def _trim_step_log(run: RunDir, last_step: int) -> None:
 def train_one_epoch(
     forward,
     optimizer,
-    schedule: Schedule,
+    schedule,
     inputs: Inputs,
     pos: Position,
-    cfg: TrainConfig,
-    info: runtime.DistInfo,
-    run: RunDir,
-    *,
-    stop: StopFlag,
-    save: Callable[[], None],
-    callbacks: Sequence[StepCallback],
+    cfg,
+    info,
+    run,
+    stop,
+    save,
+    callbacks,
 ) -> str:
-    """Run the current epoch's remaining steps. Returns "finished" at the epoch's end,
-    "stopped" after a signal, "max_steps" when --max-steps is reached."""
+    """Run the current epoch's remaining steps of `forward` (the model as the step calls it)
+    and SGD; `save()` writes a checkpoint (--checkpoint-every). Returns "finished" at the
+    epoch's end, "stopped" after a signal, "max_steps" when --max-steps is reached."""
     loader, steps, epoch = inputs.train_loader, len(inputs.train_loader), pos.epoch
     poll = POLL_STEPS if optimizer.defaults.get("fused") else 1
     loader.set_epoch(epoch)
@@ -600,13 +571,7 @@ def train_one_epoch(
 
 
 def train_step(
-    forward,
-    optimizer,
-    x: torch.Tensor,
-    labels: torch.Tensor,
-    pos: Position,
-    cfg: TrainConfig,
-    distributed: bool,
+    forward, optimizer, x, labels, pos: Position, cfg, distributed: bool
 ) -> torch.Tensor:
     """One SGD step (paper §5) on one augmented batch x (N, C, H, W) with labels (N,). Nothing
     is read on the host: a non-finite loss (on any rank) skips the update and adds nothing to
@@ -640,28 +605,23 @@ def _agree(
 ) -> tuple[bool, float]:
     """Whether any rank was signalled to stop, and the loss to show; a non-finite loss since
     the last agreement stops the run (--on-nan stop, one line) or was skipped (skip)."""
-    flags = torch.stack(
-        [
-            torch.tensor(1.0 if stop.signal else 0.0, device=loss.device),
-            pos.sums[WINDOW, 3].float(),
-            loss.detach().float(),
-        ]
-    )
+    signal = torch.tensor(1.0 if stop.signal else 0.0, device=loss.device)
+    flags = torch.stack([signal, pos.sums[WINDOW, 3].float(), loss.detach().float()])
     flags[:2] = runtime.all_reduce_sum(flags[:2].clone())
     signalled, skipped, value = flags.tolist()
     if skipped > 0 and on_nan == "stop":
         where = (
-            f"since the previous check (those updates were skipped) (global step {pos.global_step})"
+            f"since the previous check (those updates were skipped) (global step {pos.global_step}"
         )
         if every_step:
             where = (
-                f"at epoch {pos.epoch + 1} step {pos.batch - 1} (global step {pos.global_step - 1})"
+                f"at epoch {pos.epoch + 1} step {pos.batch - 1} (global step {pos.global_step - 1}"
             )
         note = "no checkpoint was written yet"
         if run.has_checkpoint():
             note = f"the last good checkpoint {run.checkpoint} is intact"
         raise UserError(
-            f"non-finite loss {where}; stopped, {note}; lower --lr or use --on-nan skip"
+            f"non-finite loss {where}); stopped, {note}; lower --lr or use --on-nan skip"
         )
     return signalled > 0, value
 
@@ -687,49 +647,21 @@ def _log_steps(pos: Position, steps: int, global_batch: int, seconds: float, run
 
 
 # -------------------------------------------------------------------------- evaluation
-def validate(
-    model: nn.Module,
-    loader: DeviceLoader,
-    transform: Callable,
-    crops: int,
-    cfg: TrainConfig,
-    num_classes: int,
-) -> dict[str, Any]:
+def validate(model, loader, transform, crops: int, cfg, num_classes: int) -> dict[str, Any]:
     """Top-1/top-5 error and loss of `loader`'s images (each counted once over the ranks)."""
     loader.set_epoch(0)
-    return evaluate(
-        model,
-        loader.iterate(),
-        transform,
-        crops=crops,
-        num_classes=num_classes,
-        amp=cfg.amp,
-        channels_last=cfg.channels_last,
-    )
+    batches, precision = loader.iterate(), dict(amp=cfg.amp, channels_last=cfg.channels_last)
+    return evaluate(model, batches, transform, crops=crops, num_classes=num_classes, **precision)
 
 
-def end_epoch(
-    placed,
-    optimizer,
-    schedule,
-    inputs: Inputs,
-    pos: Position,
-    cfg: TrainConfig,
-    write_weights: Callable,
-    board,
-    say: Callable[[str], None],
-) -> None:
-    """Validate, record the epoch (partial when --max-steps cut it) in `pos.history`, step the
-    plateau schedule, keep the best weights; a complete epoch moves the position on."""
+def end_epoch(placed, optimizer, schedule, inputs, pos: Position, cfg, write_weights, board, say):
+    """Validate `placed` (the model, never DDP-wrapped), record the epoch (partial when
+    --max-steps cut it) in `pos.history`, step the plateau schedule, keep the best weights
+    (`write_weights`), log to TensorBoard (`board`) and stderr (`say`); a complete epoch moves
+    the position on."""
     steps = len(inputs.train_loader)
-    val = validate(
-        placed,
-        inputs.val_loader,
-        inputs.eval_transform(cfg.eval_crops),
-        cfg.eval_crops,
-        cfg,
-        inputs.train_ds.num_classes,
-    )
+    transform, classes = inputs.eval_transform(cfg.eval_crops), inputs.train_ds.num_classes
+    val = validate(placed, inputs.val_loader, transform, cfg.eval_crops, cfg, classes)
     loss, error, images, skipped = pos.reduced(EPOCH)
     complete, seconds = pos.batch == steps, max(pos.train_time, 1e-9)
     record = {
@@ -788,15 +720,14 @@ def final_evaluation(placed, inputs: Inputs, history: list, cfg: TrainConfig, in
         }
     if cfg.train_eval:
         subset = inputs_mod.FirstImages(inputs.train_ds, min(cfg.train_eval, len(inputs.train_ds)))
+        where = dict(rank=info.rank, world_size=info.world_size, workers=cfg.workers)
         loader = DeviceLoader(
             subset,
             cfg.batch_size,
             shuffle=False,
             drop_last=False,
-            rank=info.rank,
-            world_size=info.world_size,
+            **where,
             device=inputs.train_loader.device,
-            workers=cfg.workers,
         )
         train = validate(placed, loader, test, cfg.test_crops, cfg, num_classes)
         final["train"] = {
@@ -837,24 +768,11 @@ class Progress:
     terminal; otherwise a plain line every `every` seconds."""
 
     def __init__(self, enabled: bool, total: int, initial: int, desc: str, every: float = 30.0):
-        self.enabled, self.total, self.desc, self.every, self.last = (
-            enabled,
-            total,
-            desc,
-            every,
-            0.0,
-        )
+        self.enabled, self.total, self.desc, self.every, self.last = enabled, total, desc, every, 0
         self.bar = None
         if enabled and sys.stderr.isatty():
-            self.bar = progress_bar(
-                total=total,
-                initial=initial,
-                desc=desc,
-                unit="step",
-                dynamic_ncols=True,
-                mininterval=0.5,
-                leave=False,
-            )
+            tqdm = dict(unit="step", dynamic_ncols=True, mininterval=0.5, leave=False)
+            self.bar = progress_bar(total=total, initial=initial, desc=desc, **tqdm)
 
     def update(self, step: int, loss: float, images_per_sec: float, now: float) -> None:
         if self.bar is not None:
