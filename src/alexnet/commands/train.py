@@ -102,14 +102,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         )
         if name == "recipe":
             about = "; ".join(f"{r}: {x.about}" for r, x in RECIPES.items())
-            group.add_argument(
-                "--recipe", choices=list(RECIPES), default=None,
-                help=f"named hyper-parameter set (default paper). {about}",
-            )  # fmt: skip
-            group.add_argument(
-                "--print-config", action="store_true",
-                help="print the resolved config (every field) and exit without training",
-            )  # fmt: skip
+            about = f"named hyper-parameter set (default paper). {about}"
+            group.add_argument("--recipe", choices=list(RECIPES), default=None, help=about)
+            about = "print the resolved config (every field) and exit without training"
+            group.add_argument("--print-config", action="store_true", help=about)
         elif name == "resume":
             group.add_argument("--resume", metavar=f"RUN|{RESUME_AUTO}", help=option.help)
         else:

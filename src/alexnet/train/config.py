@@ -1,19 +1,12 @@
-"""Training configuration: one dataclass whose fields declare their own range and help, and the
-named recipes as data.
-
-`TrainConfig` is the one source of every training fact: each field's type, its allowed values
-(an `alexnet.values` kind, the same object the code that uses the value checks with), and its
-help text. `alexnet train`'s flags, their types, choices and the recipe defaults shown in
-`--help` are generated from it (`alexnet.commands.train`); a config checks itself when it is made
-(`check_config`), however it is made. No torch here: the command line imports this module.
+"""Training configuration (paper §4-§5 by default): `TrainConfig`, whose fields declare their
+type, allowed values (an `alexnet.values` kind), help and `--help` group, so `alexnet train`'s
+flags are generated from it (`alexnet.commands.train`) and a config checks itself when it is
+made, however it is made. No torch here: the command line imports this module.
 
 `resolve(recipe, resume, overrides)` is the one place a run's config is decided, for
-`alexnet train` and `make_config` alike: the base (the recipe, or the saved config of the run
-being resumed, `--resume RUN|auto`), the overrides on top, the paths made absolute.
-
-Recipes (`alexnet.train.recipes.RECIPES`) are complete configs: the dataclass defaults are the
-paper's (§4-§5); each recipe names the fields it changes and the model options it brings
-(before `--model-options`). `alexnet train --recipe NAME --print-config` prints one whole.
+`alexnet train` and `make_config` alike: the base (a recipe from `alexnet.train.recipes`, or
+the saved config of the run being resumed, `--resume RUN|auto`), the overrides on top, the
+paths made absolute. `alexnet train --recipe NAME --print-config` prints a recipe whole.
 """
 
 from __future__ import annotations

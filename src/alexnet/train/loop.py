@@ -53,7 +53,7 @@ from alexnet.progress import progress_bar
 from alexnet.rundir import RunDir, RunResult
 from alexnet.train import inputs as inputs_mod
 from alexnet.train.config import RESUME_AUTO, TrainConfig, config_json, resolve_channels_last
-from alexnet.train.optim import make_optimizer, set_lr, skip_if_nonfinite
+from alexnet.train.optim import make_optimizer, skip_if_nonfinite
 from alexnet.train.randomness import capture_rng_state, restore_rng_state, step_generator, step_seed
 from alexnet.train.schedules import make_schedule
 from alexnet.train.signals import StopFlag
@@ -342,8 +342,7 @@ def _check_run_dir(run: RunDir, net: nn.Module, info: runtime.DistInfo, *, resum
             check_run_dir(run, 6 * params + (16 << 20), resuming=resuming)
         except UserError as exc:
             error = str(exc)
-    error = runtime.broadcast_object(error)
-    if error:
+    if error := runtime.broadcast_object(error):
         raise UserError(error)
 
 
@@ -447,10 +446,11 @@ def _restore(saved: Checkpoint, placed, optimizer, schedule, pos: Position, seed
     schedule.load_state_dict(saved.schedule)
     for name in POSITION:
         setattr(pos, name, getattr(saved, name))
+    pos.history = list(saved.history)
     for row, sums in ((EPOCH, saved.epoch_sums), (WINDOW, saved.step_window)):
-        pos.sums[row] = torch.tensor([float(sums.get(k, 0)) for k in SUMS], dtype=torch.float64)
-        pos.data_time[row] = float(sums.get("data_time", 0.0))
-    pos.train_time, pos.history = float(saved.epoch_sums.get("train_time", 0.0)), list(pos.history)
+        pos.sums[row] = torch.tensor([float(sums[k]) for k in SUMS], dtype=torch.float64)
+        pos.data_time[row] = float(sums["data_time"])
+    pos.train_time = float(saved.epoch_sums["train_time"])
     if saved.world_size == info.world_size:
         restore_rng_state(saved.rank_rng[info.rank])
     else:  # another world size: each rank reseeded from the position
@@ -529,7 +529,8 @@ def train_one_epoch(
         if batch is None:
             break
         pos.data_time = [t + waited for t in pos.data_time]
-        set_lr(optimizer, schedule.lr(pos.epoch, pos.batch, steps))
+        for group in optimizer.param_groups:
+            group["lr"] = schedule.lr(pos.epoch, pos.batch, steps)
         loss = train_step(forward, optimizer, *batch, pos, cfg, info.enabled)
         timed_images += batch[1].shape[0] * info.world_size
         pos.batch, pos.global_step = pos.batch + 1, pos.global_step + 1
