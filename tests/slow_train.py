@@ -10,9 +10,9 @@ import sys
 import time
 
 from alexnet.cli import main
-from alexnet.train import engine
+from alexnet.train import loop
 
 if __name__ == "__main__":
     delay = float(os.environ.get("SLOW_TRAIN_SLEEP", "0.3"))
-    engine.fit = functools.partial(engine.fit, callbacks=[lambda state: time.sleep(delay)])
+    loop.fit = functools.partial(loop.fit, callbacks=[lambda step: time.sleep(delay)])
     sys.exit(main(sys.argv[1:]))

@@ -7,6 +7,7 @@ new flag or variable without documentation fails here."""
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import re
 from pathlib import Path
 
@@ -119,11 +120,13 @@ def test_every_environment_variable_read_is_documented():
     assert missing == [], f"undocumented environment variables: {missing}"
 
 
-def test_the_train_flags_table_is_the_configs_own():
-    from alexnet.train.config import flags_markdown
-
-    text = (ROOT / "docs" / "training.md").read_text()
-    start = text.index("<!-- flags: python -m alexnet.train.config -->\n") + len(
-        "<!-- flags: python -m alexnet.train.config -->\n"
+def test_the_train_flags_table_is_the_configs_own(capsys):
+    spec = importlib.util.spec_from_file_location(
+        "train_flags_doc", ROOT / "scripts" / "train_flags_doc.py"
     )
-    assert text[start : text.index("\n<!-- /flags -->")] == flags_markdown()
+    doc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(doc)
+    assert doc.main(["--check"]) == 0, capsys.readouterr().err
+    text = doc.PAGE.read_text(encoding="utf-8")
+    stale = text.replace(doc.table(), doc.table().replace("on / off", "yes / no"))
+    assert stale != text and doc.render(stale) == text  # a stale table is written anew

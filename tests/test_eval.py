@@ -13,7 +13,7 @@ from train_helpers import write_packed
 from alexnet.cli import main
 from alexnet.evaluate import evaluate, per_class_accuracy
 from alexnet.train.config import make_config
-from alexnet.train.engine import fit as train
+from alexnet.train.loop import fit as train
 
 
 def _numpy_reference(logits: np.ndarray, labels: np.ndarray, crops: int, k: int):

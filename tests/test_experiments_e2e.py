@@ -7,19 +7,21 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
 from reproduce_tiny import shrink
 from train_helpers import write_packed
 
-from alexnet import runtime
+from alexnet.data.packed import open_dataset
 from alexnet.errors import UserError
 from alexnet.experiments import ablations, depth, paper_net, relu_tanh, retrieval, runner, towers
 from alexnet.experiments.ablations import with_options
 from alexnet.experiments.result import summarize
 from alexnet.experiments.runner import Context
-from alexnet.train.setup import setup
+from alexnet.train.inputs import plan_geometry
+from alexnet.train.loop import build_model
 
 
 @pytest.fixture(scope="module")
@@ -140,13 +142,18 @@ def _full_and_variant(data, tmp_path, variant, family, removed):
     configs = ablations.variants(ablations.full_config(ctx, seed=3))
     full = configs["full"]
     configs[f"no-{removed}"] = ablations.paired(with_options(full, remove_conv=removed), full)
-    info = runtime.dist_info()
-    states = [
-        setup(dataclasses.replace(configs[name], output_dir=str(tmp_path / name)), info,
-              torch.device("cpu"))
-        for name in ("full", variant)
-    ]  # fmt: skip
-    return states, configs
+    return [_start(configs[name]) for name in ("full", variant)], configs
+
+
+def _start(cfg):
+    """What the training loop starts `cfg` from: its network (seeded, paired with `init_like`)
+    and its crop geometry."""
+    ds = open_dataset(cfg.data, "train")
+    net = build_model(cfg, ds)
+    geometry = plan_geometry(
+        ds.image_size, net.input_size, augment=cfg.augment, pad=cfg.pad, resize=cfg.resize
+    )
+    return SimpleNamespace(net=net, geometry=geometry, cfg=cfg)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -154,7 +161,7 @@ def test_paired_variants_start_from_the_same_weights(gray, tmp_path, variant, ti
     """Same seed, one feature switched: the engine starts every tensor that the full model and
     the variant share (same name and shape) from the same value; the rest differ in shape."""
     states, configs = _full_and_variant(gray, tmp_path, variant, "small", "conv2")
-    a, b = (s.network.net.state_dict() for s in states)
+    a, b = (s.net.state_dict() for s in states)
     shared = [k for k in a if k in b and a[k].shape == b[k].shape]
     for k in shared:
         assert torch.equal(a[k], b[k]), k
@@ -163,9 +170,7 @@ def test_paired_variants_start_from_the_same_weights(gray, tmp_path, variant, ti
     else:  # nothing changes shape: every tensor is shared
         assert len(shared) == len(a) == len(b)
     if variant == "no-conv2":  # without pairing, removing a layer shifts the others' draws
-        plain = dataclasses.replace(configs[variant], init_like=None,
-                                    output_dir=str(tmp_path / "plain"))  # fmt: skip
-        c = setup(plain, runtime.dist_info(), torch.device("cpu")).network.net.state_dict()
+        c = _start(dataclasses.replace(configs[variant], init_like=None)).net.state_dict()
         assert any(not torch.equal(a[k], c[k]) for k in shared)
 
 
@@ -190,14 +195,14 @@ def test_depth_on_the_paper_network_removes_each_middle_layer(tiny, colour, tmp_
 @pytest.mark.parametrize("variant", ["no-conv3", "one-tower-half", "no-crops-flips"])
 def test_paper_family_variants_pair_and_switch_one_thing(colour, tmp_path, variant, tiny):
     states, _ = _full_and_variant(colour, tmp_path, variant, "paper", "conv3")
-    a, b = (s.network.net.state_dict() for s in states)
+    a, b = (s.net.state_dict() for s in states)
     shared = [k for k in a if k in b and a[k].shape == b[k].shape]
     assert all(torch.equal(a[k], b[k]) for k in shared)
     if variant == "no-crops-flips":  # 256 px images resized to 224: the crop cannot move
-        assert states[1].inputs.geometry == {"crop_size": 224, "resize": 224, "pad": 0}
-        assert states[0].inputs.geometry["resize"] == 256 and not states[1].cfg.flip
+        assert states[1].geometry == {"crop_size": 224, "resize": 224, "pad": 0}
+        assert states[0].geometry["resize"] == 256 and not states[1].cfg.flip
     elif variant == "one-tower-half":  # §3.2: half the kernels in every conv layer but the last
-        assert states[1].network.net.config["options"]["widths"] == [48, 128, 192, 192, 256]
+        assert states[1].net.config["options"]["widths"] == [48, 128, 192, 192, 256]
     else:
         assert 2 <= len(shared) < len(a)
 

@@ -224,9 +224,9 @@ def test_a_machine_without_tqdm_still_trains_packs_and_downloads():
     # that show progress must import, and their bars must work as silent stand-ins
     code = (
         "import sys; sys.modules['tqdm'] = None\n"
-        "import alexnet.cli, alexnet.train.engine, alexnet.data.pack, alexnet.weights.hub\n"
+        "import alexnet.cli, alexnet.train.loop, alexnet.data.pack, alexnet.weights.hub\n"
         "from alexnet.progress import progress_bar, SilentBar\n"
-        "from alexnet.train.runlog import Progress\n"
+        "from alexnet.train.loop import Progress\n"
         "with progress_bar(total=10, unit='B') as bar:\n"
         "    bar.update(4); bar.set_postfix(loss='1.0')\n"
         "assert isinstance(bar, SilentBar) and bar.n == 4\n"

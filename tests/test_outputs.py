@@ -159,10 +159,10 @@ def tiny_disk(tmp_path):
 def test_a_disk_that_fills_during_training_names_the_file(small, tiny_disk, capsys, monkeypatch):
     import functools
 
-    from alexnet.train import engine
+    from alexnet.train import loop
 
-    def fill(state) -> None:  # after the second step the disk is full
-        if state.pos.global_step == 2:
+    def fill(step: int) -> None:  # after the second step the disk is full
+        if step == 2:
             with open(tiny_disk / "filler", "wb") as f:
                 try:
                     while True:
@@ -170,7 +170,7 @@ def test_a_disk_that_fills_during_training_names_the_file(small, tiny_disk, caps
                 except OSError:
                     pass
 
-    monkeypatch.setattr(engine, "fit", functools.partial(engine.fit, callbacks=[fill]))
+    monkeypatch.setattr(loop, "fit", functools.partial(loop.fit, callbacks=[fill]))
     run = tiny_disk / "run"
     code, _, err = cli(capsys, "train", "--data", small["data"], "--output-dir", run,
                        "--model", "small", "--recipe", "fast", "--batch-size", "4",

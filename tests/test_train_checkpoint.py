@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import random
 
 import numpy as np
 import pytest
 import torch
 
-from alexnet.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from alexnet.checkpoint import Checkpoint, check_compatible, load_checkpoint, save_checkpoint
 from alexnet.errors import UserError
 from alexnet.fileio import atomic_write
-from alexnet.models.registry import get_model
-from alexnet.train.compat import check_compatible
 from alexnet.train.randomness import capture_rng_state, restore_rng_state
 
 
@@ -138,45 +135,3 @@ def test_other_model_or_data_refused_with_difference_named(tmp_path):
             model_config={"name": "small", "options": {"width": 32}},
             data="xyz",
         )
-
-
-def test_checkpoint_of_an_earlier_version_without_a_new_option_resumes():
-    # A checkpoint written before `lrn_scope` and `widths` existed lacks them: it means their
-    # defaults (the paper's network), so it resumes; a non-default value is still refused.
-    now = get_model("paper", num_classes=10).config
-    older = json.loads(json.dumps(now))
-    del older["options"]["lrn_scope"], older["options"]["widths"]
-    state = _checkpoint(model_config=older)
-    check_compatible(state, "ck", model_config=now, data="abc")
-    other = get_model("paper", num_classes=10, lrn_scope="all").config
-    with pytest.raises(UserError, match="lrn_scope='tower' in the checkpoint, 'all' now"):
-        check_compatible(state, "ck", model_config=other, data="abc")
-
-
-def test_a_checkpoint_written_before_the_typed_format_still_loads(tmp_path):
-    # the keys an earlier version wrote: no classes, preprocess, mean_image, step_window,
-    # rank_rng, world_size or global_batch (each gets its stated default)
-    old = {
-        "format": "alexnet-checkpoint/1",
-        "model_config": json.dumps({"name": "small", "options": {}}),
-        "data_fingerprint": "abc",
-        "config": json.dumps({"batch_size": 64, "seed": 3}),
-        "model": {"w": torch.ones(2)},
-        "optimizer": {"state": {}, "param_groups": []},
-        "schedule": {},
-        "epoch": 2,
-        "batch": 5,
-        "global_step": 17,
-        "best_error": 0.25,
-        "elapsed": 1.5,
-        "epoch_sums": {"loss": 1.0, "correct": 3.0, "images": 4, "nan_skipped": 0,
-                       "train_time": 0.1, "data_time": 0.0},
-        "history": [],
-        "rng": capture_rng_state(),
-    }  # fmt: skip
-    torch.save(old, tmp_path / "checkpoint.pt")
-    back = load_checkpoint(tmp_path)  # a run directory names its checkpoint
-    assert (back.epoch, back.batch, back.global_step) == (2, 5, 17)
-    assert back.config == {"batch_size": 64, "seed": 3} and back.classes is None
-    assert back.world_size == 1 and back.global_batch == 64 and back.rank_rng is None
-    assert back.step_window == {} and back.mean_image is None

@@ -83,7 +83,7 @@ def test_make_config_refuses_every_out_of_range_value_in_one_line(name, value):
 
 
 def test_fit_refuses_a_hand_built_config_before_any_work(tmp_path):
-    from alexnet.train.engine import fit
+    from alexnet.train.loop import fit
 
     good = make_config("fast", data=str(tmp_path / "nodata"), output_dir=str(tmp_path / "run"))
     for name, value in CASES:

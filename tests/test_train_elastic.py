@@ -7,7 +7,7 @@ on 127.0.0.1, gloo).
   the uninterrupted job's bit for bit; every epoch is in metrics.jsonl once; RUN/starts.jsonl
   shows the restart;
 - the workers of a new generation agree on a store namespace no dead worker wrote to
-  (`alexnet.elastic`), whatever torchrun's per-node restart counts say;
+  (`alexnet.runtime.generation_store`), whatever torchrun's per-node restart counts say;
 - a world size that differs from the checkpoint's keeps the global batch, or is refused
   naming both sizes;
 - a rank whose copy of the dataset differs from rank 0's stops every rank in one line naming it;
@@ -30,13 +30,12 @@ import torch
 from elastic_helpers import run_job, store_server
 from train_helpers import env, metrics, popen, run, weights, write_packed
 
-from alexnet.checkpoint import Checkpoint
+from alexnet.checkpoint import Checkpoint, reconcile_world_size
 from alexnet.data.pack import prepare
 from alexnet.data.packed import open_dataset
 from alexnet.data.sources import ArraySource
 from alexnet.errors import UserError
 from alexnet.runtime import DistInfo
-from alexnet.train.compat import reconcile_world_size
 from alexnet.train.config import make_config
 
 TRAIN = ["--recipe", "fast", "--model", "small", "--epochs", "2", "--batch-size", "16",
@@ -80,7 +79,7 @@ def test_a_killed_worker_restarts_by_itself_and_ends_bitwise_equal(data, tmp_pat
 def test_generation_store_passes_over_a_dead_leaders_announcement():
     import torch.distributed as dist
 
-    from alexnet.elastic import generation_store
+    from alexnet.runtime import generation_store
 
     server = store_server()
     # what a dead generation left: its counter, announcement and confirmed tokens
@@ -107,7 +106,7 @@ def test_generation_store_passes_over_a_dead_leaders_announcement():
 
 def test_a_rank_without_its_leader_gives_up_in_one_line():
 
-    from alexnet.elastic import generation_store
+    from alexnet.runtime import generation_store
 
     t0 = time.perf_counter()
     with pytest.raises(UserError, match="did not form the process group"):

@@ -70,9 +70,7 @@ def test_step_log_error_is_the_minibatch_error(data, tmp_path):
 
 def test_callbacks_see_every_step(data, tmp_path):
     seen = []
-    fit(
-        _cfg(data, tmp_path / "run", epochs=1), callbacks=[lambda s: seen.append(s.pos.global_step)]
-    )
+    fit(_cfg(data, tmp_path / "run", epochs=1), callbacks=[seen.append])
     assert seen == [1, 2, 3, 4]
 
 
@@ -168,7 +166,7 @@ def test_fit_is_importable_without_the_cli():
     done = subprocess.run(
         [sys.executable, "-c", code], env=env(), capture_output=True, text=True, cwd=REPO
     )
-    assert done.stdout.strip() == "alexnet.train.engine", done.stderr
+    assert done.stdout.strip() == "alexnet.train.loop", done.stderr
     assert "alexnet.cli" not in done.stderr
 
 

@@ -11,7 +11,7 @@ from data_helpers import synthetic_data
 
 from alexnet import cli, malloc
 from alexnet.runtime import denormals_flushed
-from alexnet.train import fit, make_config, resume_config
+from alexnet.train import fit, make_config
 
 TIMES = {"time", "elapsed", "images_per_sec", "data_stall"}
 
@@ -61,7 +61,7 @@ def test_fit_flushes_denormals_while_it_runs(tmp_path):
     torch.set_flush_denormal(False)
     fit(
         make_config("fast", model="small", max_steps=1, **_tiny(data, tmp_path / "r")),
-        callbacks=[lambda state: seen.append(denormals_flushed())],
+        callbacks=[lambda step: seen.append(denormals_flushed())],
     )
     assert seen == [True] and not denormals_flushed()
 
@@ -72,6 +72,5 @@ def test_a_resume_from_python_keeps_the_runs_config(tmp_path):
     fit(make_config("fast", model="small", **_tiny(data, run, log_every=3, lr=0.05)))
     cfg = make_config(resume=str(run), epochs=2)
     assert (cfg.epochs, cfg.log_every, cfg.lr, cfg.recipe) == (2, 3, 0.05, "fast")
-    assert cfg == resume_config(run, epochs=2)
     assert fit(cfg).status == "finished"
     assert [r["epoch"] for r in _metrics(run)] == [1, 2]

@@ -12,7 +12,7 @@ from train_helpers import metrics, write_packed
 from alexnet.cli import main
 from alexnet.errors import UserError
 from alexnet.train.config import make_config
-from alexnet.train.engine import fit as train
+from alexnet.train.loop import fit as train
 
 SMALL = {"widths": [8, 8, 16]}
 

@@ -1,9 +1,11 @@
-"""The CUDA training step that never waits for the device, checked on the CPU: the same losses,
-correct counts and skipped-step behaviour as the step that reads its numbers at once.
+"""The training step never waits for the device; checked on the CPU with fused SGD (as on CUDA,
+where it skips a non-finite step on the device): the ranks' agreement (stop signals, non-finite
+steps, the loss shown) after every step and every `POLL_STEPS` steps give the same losses,
+correct counts, skipped steps and weights.
 
-Both run with torch's fused SGD (the sync-free step needs it to skip on the device), so the
-only difference is where the numbers are read: each step's loss, the epoch's sums, the
-non-finite steps skipped and the final weights must agree exactly.
+Both runs use torch's fused SGD, so the only difference is when the numbers are read: each
+step's loss, the epoch's sums, the non-finite steps skipped and the final weights must agree
+exactly.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch.nn.functional as F
 from data_helpers import synthetic_data
 
 from alexnet.errors import UserError
-from alexnet.train import engine, loop, setup
+from alexnet.train import loop
 from alexnet.train.config import make_config
 from alexnet.weights import read
 
@@ -28,8 +30,11 @@ def data(tmp_path_factory):
 
 
 def _run(data, out, monkeypatch, *, sync_free: bool, poison=(), **extra):
-    monkeypatch.setattr(setup, "fused_sgd", lambda cfg, device: True)
-    monkeypatch.setattr(setup, "sync_free_step", lambda cfg, device: sync_free)
+    real_sgd = loop.make_optimizer
+    monkeypatch.setattr(
+        loop, "make_optimizer", lambda *a, **k: real_sgd(*a, **{**k, "fused": True})
+    )
+    monkeypatch.setattr(loop, "POLL_STEPS", 50 if sync_free else 1)
     real_loss = F.cross_entropy
     calls = {"n": 0}
 
@@ -41,7 +46,7 @@ def _run(data, out, monkeypatch, *, sync_free: bool, poison=(), **extra):
     monkeypatch.setattr(loop, "F", SimpleNamespace(cross_entropy=loss))  # the step's loss only
     cfg = make_config("fast", model="small", data=str(data), output_dir=str(out), epochs=2,
                       batch_size=16, log_every=1, device="cpu", **extra)  # fmt: skip
-    return engine.fit(cfg)
+    return loop.fit(cfg)
 
 
 def _steps(run):

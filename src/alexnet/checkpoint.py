@@ -1,40 +1,15 @@
-"""The training checkpoint, RUN/checkpoint.pt: one typed description of the format.
+"""The training checkpoint, RUN/checkpoint.pt (format "alexnet-checkpoint/1"), and what a run
+may be continued with. Written and restored by `alexnet.train.loop`; `alexnet.weights` reads
+its model part as weights.
 
-`Checkpoint` is what the file holds, field by field; `to_dict()` gives the plain dict of
-tensors and primitives that `torch.save` writes (format "alexnet-checkpoint/1", below) and
-`from_dict()` reads one back, older files included: a field that an earlier version did not
-write gets its stated default. The training engine writes and restores it
-(`alexnet.train.setup`); `alexnet.weights` reads its model part as weights.
-
-On disk (a dict; JSON strings where a value is a nested config):
-    format            "alexnet-checkpoint/1"
-    model_config      JSON {"name", "options"} of the model (`get_model(name, **options)`)
-    data_fingerprint  the packed dataset's fingerprint (resume refuses other data)
-    config            JSON of the run's TrainConfig
-    classes           JSON list of class names (absent before session 3: RUN/config.json)
-    preprocess        JSON of the evaluation preprocessing (absent before session 3, as above)
-    mean_image        float32 (H, W, 3) tensor, the training mean image (paper §2), or absent
-    model             state_dict in the paper layout (also for a two-device run)
-    optimizer         torch.optim state_dict (momentum buffers)
-    schedule          the learning-rate schedule's state (plain numbers)
-    epoch, batch      the next batch to run: global batch `batch` of epoch `epoch` (from 0)
-    global_step       steps taken so far
-    best_error        best validation top-1 error so far (inf before the first)
-    elapsed           training seconds so far (validation excluded)
-    epoch_sums        running sums of the current epoch: loss, correct, images, nan_skipped,
-                      train_time, data_time
-    step_window       the same sums since the last steps.jsonl record (absent: zeros)
-    history           the metrics.jsonl records so far
-    rng               the writing process's RNG states: torch (CPU), cuda (list per device),
-                      numpy {keys, pos, has_gauss, cached}, python {version, state, gauss}
-    rank_rng          every rank's `rng`, by rank (absent before elastic training: rank 0's
-                      `rng` only; the other ranks were reseeded)
-    world_size        processes of the run that wrote it (absent: 1)
-    global_batch      images per step over all processes (absent: config batch x world_size)
-Only `format`, `model_config` and `model` are needed to read one as weights; a missing
-training field reads as empty (and a resume of such a file fails on what it lacks).
-Nothing in it is a pickled object: `torch.load(weights_only=True)` reads it, and a file whose
-pickle would build another object (code) is refused before anything runs.
+`Checkpoint` is what the file holds, field by field; on disk it is a plain dict of tensors and
+primitives (JSON strings for the nested configs: model_config, config, classes, preprocess),
+read with `torch.load(weights_only=True)`, so a file whose pickle would build another object
+(code) is refused before anything runs. (epoch, batch) is the next global batch to run (from
+0); `epoch_sums` / `step_window` the running sums (loss x images, correct, images, nan_skipped,
+train_time, data_time) of the epoch and of the steps since the last steps.jsonl record;
+`rank_rng` every rank's RNG states (`alexnet.train.randomness`), by rank; `global_batch` the
+images per step over all `world_size` processes.
 """
 
 from __future__ import annotations
@@ -108,9 +83,6 @@ class Checkpoint:
             ckpt = cls(**values)
         except (TypeError, ValueError) as exc:
             raise UserError(f"{path}: damaged checkpoint ({exc})") from None
-        if ckpt.global_batch is None:
-            batch = int(ckpt.config.get("batch_size", 0) or 0)
-            ckpt.global_batch = batch * ckpt.world_size or None
         return ckpt
 
 
@@ -145,3 +117,55 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Check
     if not path.is_file():
         raise UserError(f"{path}: no checkpoint there (was the run started with --output-dir?)")
     return Checkpoint.from_dict(safe_torch_load(path, map_location), path)
+
+
+def reconcile_world_size(cfg, saved: Checkpoint, info):
+    """The config to continue `saved` with `info.world_size` processes, nothing lost or
+    repeated. The position is counted in global batches (the loader's rule: global batch k is
+    the same images for every world size), so the global batch is kept: another world size
+    continues with batch_size = global batch / world size when that divides, and is refused
+    in one line naming both sizes when it does not. Mid-epoch the global batch cannot change
+    (that would move the position); at an epoch boundary it may."""
+    world, global_batch = info.world_size, saved.global_batch or cfg.batch_size
+    if saved.batch == 0 and saved.world_size == world:
+        return cfg  # at an epoch boundary any batch size continues exactly
+    if saved.world_size == world:
+        if cfg.batch_size * world != global_batch:
+            raise UserError(
+                f"{cfg.resume}: the checkpoint is mid-epoch with a global batch of "
+                f"{global_batch}; --batch-size {cfg.batch_size} x {world} process(es) would move "
+                "its position (change the batch size at an epoch boundary)"
+            )
+        return cfg
+    if global_batch % world:
+        raise UserError(
+            f"{cfg.resume}: the checkpoint was written by {saved.world_size} process(es) with a "
+            f"global batch of {global_batch}; this start has {world} process(es), and "
+            f"{global_batch} images do not split evenly over {world}: restart with "
+            f"{saved.world_size} processes (or a divisor of {global_batch})"
+        )
+    return dataclasses.replace(cfg, batch_size=global_batch // world)
+
+
+def check_compatible(saved: Checkpoint, path: Any, *, model_config: dict, data: str) -> None:
+    """Refuse to resume a checkpoint of another model or other data, naming the difference."""
+    old, new = saved.model_config, model_config
+    if old != new:
+        raise UserError(f"{path}: checkpoint is of another model: {_dict_diff(old, new)}")
+    if saved.data_fingerprint != data:
+        raise UserError(
+            f"{path}: checkpoint was trained on other data (fingerprint "
+            f"{saved.data_fingerprint} in the checkpoint, {data} in --data)"
+        )
+
+
+def _dict_diff(saved: dict, now: dict, prefix: str = "") -> str:
+    parts = []
+    for key in sorted(set(saved) | set(now), key=str):
+        a, b = saved.get(key, "<absent>"), now.get(key, "<absent>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            if a != b:
+                parts.append(_dict_diff(a, b, f"{prefix}{key}."))
+        elif a != b:
+            parts.append(f"{prefix}{key}={a!r} in the checkpoint, {b!r} now")
+    return "; ".join(parts)

@@ -72,42 +72,13 @@ class RunDir:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
+        self.config, self.metrics = self.path / self.CONFIG, self.path / self.METRICS
+        self.steps, self.starts = self.path / self.STEPS, self.path / self.STARTS
+        self.checkpoint, self.weights = self.path / self.CHECKPOINT, self.path / self.WEIGHTS
+        self.best_weights, self.eval_json = self.path / self.BEST, self.path / self.EVAL
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
-
-    # paths
-    @property
-    def config(self) -> Path:
-        return self.path / self.CONFIG
-
-    @property
-    def metrics(self) -> Path:
-        return self.path / self.METRICS
-
-    @property
-    def steps(self) -> Path:
-        return self.path / self.STEPS
-
-    @property
-    def starts(self) -> Path:
-        return self.path / self.STARTS
-
-    @property
-    def checkpoint(self) -> Path:
-        return self.path / self.CHECKPOINT
-
-    @property
-    def weights(self) -> Path:
-        return self.path / self.WEIGHTS
-
-    @property
-    def best_weights(self) -> Path:
-        return self.path / self.BEST
-
-    @property
-    def eval_json(self) -> Path:
-        return self.path / self.EVAL
 
     # state
     def has_checkpoint(self) -> bool:

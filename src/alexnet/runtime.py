@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import json
 import os
 import platform
+import secrets
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +22,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from alexnet import elastic, malloc
+from alexnet import malloc
 from alexnet.errors import UserError
 from alexnet.values import DEVICE
 
@@ -108,7 +111,7 @@ def process_settings() -> Iterator[None]:
 
 def init_distributed(info: DistInfo, device: torch.device, timeout_s: float = 300.0) -> int:
     """Join the process group when launched by torchrun with WORLD_SIZE > 1; returns the
-    generation of workers (0 outside torchrun's agent store; see `alexnet.elastic`). Every
+    generation of workers (0 outside torchrun's agent store; see `generation_store`). Every
     collective and the group's own rendezvous wait at most `timeout_s` for a peer: a dead or
     hung peer ends this process with an error instead of hanging it."""
     if not info.enabled or dist.is_initialized():
@@ -116,9 +119,9 @@ def init_distributed(info: DistInfo, device: torch.device, timeout_s: float = 30
     backend = "nccl" if device.type == "cuda" else "gloo"
     timeout = datetime.timedelta(seconds=timeout_s)
     generation, store = 0, None
-    if elastic.uses_agent_store():
-        store, generation = elastic.generation_store(
-            elastic.agent_store(timeout), info.rank, info.world_size, timeout_s
+    if uses_agent_store():
+        store, generation = generation_store(
+            agent_store(timeout), info.rank, info.world_size, timeout_s
         )
     dist.init_process_group(
         backend=backend, store=store, rank=info.rank, world_size=info.world_size,
@@ -194,3 +197,87 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine() or "unknown CPU"
+
+
+# ------------------------------------------------- the process group across torchrun restarts
+# Forming the process group again after a torchrun restart, on every node, without hanging.
+#
+# torchrun (`--max-restarts`) starts the workers again when one fails, and they form their group
+# through the store of the agent on node 0 (TORCHELASTIC_USE_AGENT_STORE): a store that outlives
+# the workers. Two things break there. The keys the previous workers left (the dead ones'
+# addresses) are still in it, so a new worker can read a dead peer's address and time out
+# connecting to it; and TORCHELASTIC_RESTART_COUNT differs between nodes (an agent whose own
+# worker failed counts a restart, an agent restarted because another node re-joined does not),
+# so it cannot name the new group either.
+#
+# `generation_store` agrees on a fresh namespace for each generation of workers instead:
+# rank 0 draws a new generation number from an atomic counter in the agent store and announces
+# it; every other rank answers that number with a random token of its own process and waits
+# until rank 0 confirms the tokens of all ranks for that number. An announcement left by a dead
+# rank 0 is never confirmed with this process's token, so it is passed over; the group is then
+# formed under `alexnet/generation/<n>/`, where no earlier worker wrote. Every wait is bounded
+# by `timeout` (a dead or absent peer is an error, not a hang).
+_COUNTER, _LEADER = "alexnet/generation/counter", "alexnet/generation/leader"
+
+
+def uses_agent_store() -> bool:
+    """Whether torchrun's agent hosts the store the workers meet in (`--rdzv-backend c10d`)."""
+    return os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+
+
+def agent_store(timeout: datetime.timedelta) -> dist.TCPStore:
+    """A client of the store torchrun's agent hosts at MASTER_ADDR:MASTER_PORT."""
+    address, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
+    return dist.TCPStore(address, port, is_master=False, timeout=timeout)
+
+
+def generation_store(
+    store: dist.Store, rank: int, world_size: int, timeout_s: float
+) -> tuple[dist.PrefixStore, int]:
+    """(a store namespace no earlier generation of workers used, the generation number)."""
+    deadline = time.monotonic() + timeout_s
+    token = secrets.token_hex(8)
+    if rank == 0:
+        generation = int(store.add(_COUNTER, 1))
+        store.set(_LEADER, str(generation))
+        keys = [f"alexnet/generation/{generation}/token/{r}" for r in range(1, world_size)]
+        tokens = [token] + [_wait_get(store, k, deadline).decode() for k in keys]
+        store.set(f"alexnet/generation/{generation}/ready", json.dumps(tokens))
+    else:
+        generation = _follow(store, rank, token, deadline)
+    return dist.PrefixStore(f"alexnet/generation/{generation}/", store), generation
+
+
+def _follow(store: dist.Store, rank: int, token: str, deadline: float) -> int:
+    """A non-zero rank: answer rank 0's announced generation until rank 0 confirms it."""
+    answered = None
+    while True:
+        leader = _get_or_none(store, _LEADER)
+        if leader is not None and leader.decode() != answered:
+            answered = leader.decode()
+            store.set(f"alexnet/generation/{answered}/token/{rank}", token)
+        if answered is not None:
+            ready = _get_or_none(store, f"alexnet/generation/{answered}/ready")
+            if ready is not None and json.loads(ready)[rank] == token:
+                return int(answered)
+        if time.monotonic() > deadline:
+            raise UserError(
+                "rank 0 of this torchrun generation did not form the process group within "
+                "--dist-timeout; is every node up, with the same --nnodes?"
+            )
+        time.sleep(0.05)
+
+
+def _get_or_none(store: dist.Store, key: str) -> bytes | None:
+    return store.get(key) if store.check([key]) else None
+
+
+def _wait_get(store: dist.Store, key: str, deadline: float) -> bytes:
+    while not store.check([key]):
+        if time.monotonic() > deadline:
+            raise UserError(
+                f"a rank of this torchrun generation did not join within --dist-timeout "
+                f"(waiting for {key.rsplit('/', 1)[-1]}); is every node up?"
+            )
+        time.sleep(0.05)
+    return store.get(key)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
 from alexnet.commands.argtypes import from_kind
@@ -24,8 +23,8 @@ from alexnet.train.config import (
     flag_of,
     option_of,
     print_config,
+    resolve,
 )
-from alexnet.train.resume import command_line_config
 
 # fields whose flag is written by hand below (or that the command sets itself)
 _SPECIAL = {"recipe", "resume"}
@@ -103,14 +102,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         )
         if name == "recipe":
             about = "; ".join(f"{r}: {x.about}" for r, x in RECIPES.items())
-            group.add_argument(
-                "--recipe", choices=list(RECIPES), default=None,
-                help=f"named hyper-parameter set (default paper). {about}",
-            )  # fmt: skip
-            group.add_argument(
-                "--print-config", action="store_true",
-                help="print the resolved config (every field) and exit without training",
-            )  # fmt: skip
+            about = f"named hyper-parameter set (default paper). {about}"
+            group.add_argument("--recipe", choices=list(RECIPES), default=None, help=about)
+            about = "print the resolved config (every field) and exit without training"
+            group.add_argument("--print-config", action="store_true", help=about)
         elif name == "resume":
             group.add_argument("--resume", metavar=f"RUN|{RESUME_AUTO}", help=option.help)
         else:
@@ -128,16 +123,12 @@ def overrides_of(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def config_of(args: argparse.Namespace) -> TrainConfig:
-    """The run's config from the parsed command line: the recipe (or, with --resume, the
-    run's saved config) and every flag given (`alexnet.train.resume.command_line_config`)."""
+    """The run's config from the parsed command line (`alexnet.train.config.resolve`)."""
     overrides = overrides_of(args)
-    for name in ("data", "output_dir"):  # stored absolute: a run resumes from any directory
-        if name in overrides:
-            overrides[name] = str(Path(overrides[name]).expanduser().resolve())
     given = overrides.get("data") and overrides.get("output_dir")
     if not (args.resume or given or args.print_config):
         raise UserError("train needs --data DIR and --output-dir RUN (or --resume RUN)")
-    return command_line_config(args.recipe, args.resume, overrides)
+    return resolve(args.recipe, args.resume, overrides)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -145,6 +136,6 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(print_config(cfg))
         return 0
-    from alexnet.train import engine  # torch: imported only when a run starts
+    from alexnet.train import loop  # torch: imported only when a run starts
 
-    return engine.fit(cfg).exit_status
+    return loop.fit(cfg).exit_status

@@ -12,7 +12,6 @@ the seeds) plans its later runs once the earlier ones have finished (`Plan.pendi
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shlex
@@ -165,7 +164,7 @@ def todo(ctx: Context, plan: Plan) -> list[int]:
 
 def train_here(ctx: Context, plan: Plan, indices: Sequence[int]) -> None:
     """Train the plan's runs `indices` in this process, one after another: a finished run is
-    reused, a run with a checkpoint resumes from it (`--resume auto`, decided here), any other
+    reused, a run with a checkpoint resumes from it (`run_config`'s `--resume auto`), any other
     starts; one progress line each. RunStopped when a training was stopped by a signal."""
     for i in indices:
         spec, path = plan.runs[i], ctx.run_dir(plan.runs[i])
@@ -178,7 +177,7 @@ def train_here(ctx: Context, plan: Plan, indices: Sequence[int]) -> None:
         except OSError as exc:
             msg = f"--output-dir {ctx.out}: cannot create {path.parent}: {exc.strerror}"
             raise UserError(msg) from None
-        cfg = run_config(ctx, spec, resume=str(path) if state == "checkpoint" else None)
+        cfg = run_config(ctx, spec, resume_auto=True)
         if fit(cfg).status == "stopped":
             raise RunStopped(
                 f"run {spec.name} stopped; its checkpoint is in {path}: rerun to resume"
@@ -259,9 +258,13 @@ def plan_records(ctx: Context, plan: Plan) -> list[dict[str, Any]]:
     ]
 
 
-def run_config(ctx: Context, spec: RunSpec, resume: str | None = None) -> TrainConfig:
-    """The run's config as trained: output_dir its directory OUT/runs/<name>/."""
-    return dataclasses.replace(spec.cfg, output_dir=str(ctx.run_dir(spec)), resume=resume)
+def run_config(ctx: Context, spec: RunSpec, resume_auto: bool = False) -> TrainConfig:
+    """The run's config as trained: output_dir its directory OUT/runs/<name>/; with
+    `resume_auto`, continued from the checkpoint there when it holds one (train's `resolve`
+    decides, as `alexnet train --resume auto` does)."""
+    values = {**spec.cfg.to_json(), "output_dir": str(ctx.run_dir(spec))}
+    values.pop("resume", None)
+    return make_config(values.pop("recipe"), resume="auto" if resume_auto else None, **values)
 
 
 # ------------------------------------------------------------------ --jobs N

@@ -1,4 +1,4 @@
-"""Training (paper §4-§5): recipes (`config`), the engine (`fit`), checkpoints, schedules.
+"""Training (paper §4-§5): the config and recipes (`config`), the loop (`fit`), schedules.
 
     from alexnet.train import fit, make_config
     result = fit(make_config("paper", data="data/imagenet", output_dir="runs/paper"))
@@ -16,8 +16,8 @@ _NAMES = {
     "RunResult": "alexnet.rundir",
     "TrainConfig": "alexnet.train.config",
     "make_config": "alexnet.train.config",
-    "resume_config": "alexnet.train.resume",
-    "fit": "alexnet.train.engine",
+    "resolve": "alexnet.train.config",
+    "fit": "alexnet.train.loop",
 }
 __all__ = sorted(_NAMES)
 

@@ -1,15 +1,12 @@
-"""Training configuration: one dataclass whose fields declare their own range and help, and the
-named recipes as data.
+"""Training configuration (paper §4-§5 by default): `TrainConfig`, whose fields declare their
+type, allowed values (an `alexnet.values` kind), help and `--help` group, so `alexnet train`'s
+flags are generated from it (`alexnet.commands.train`) and a config checks itself when it is
+made, however it is made. No torch here: the command line imports this module.
 
-`TrainConfig` is the one source of every training fact: each field's type, its allowed values
-(an `alexnet.values` kind, the same object the code that uses the value checks with), and its
-help text. `alexnet train`'s flags, their types, choices and the recipe defaults shown in
-`--help` are generated from it (`alexnet.commands.train`), and `check_config` checks a config built
-from Python the same way. No torch here: the command line imports this module to build its parser.
-
-Recipes (`alexnet.train.recipes.RECIPES`) are complete configs: the dataclass defaults are the
-paper's (§4-§5); each recipe names the fields it changes and the model options it brings
-(before `--model-options`). `alexnet train --recipe NAME --print-config` prints one whole.
+`resolve(recipe, resume, overrides)` is the one place a run's config is decided, for
+`alexnet train` and `make_config` alike: the base (a recipe from `alexnet.train.recipes`, or
+the saved config of the run being resumed, `--resume RUN|auto`), the overrides on top, the
+paths made absolute. `alexnet train --recipe NAME --print-config` prints a recipe whole.
 """
 
 from __future__ import annotations
@@ -19,11 +16,13 @@ import importlib.metadata
 import json
 import platform
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from alexnet.data.modes import AUGMENT_MODES, NORMALIZE_MODES, TEST_CROPS
 from alexnet.errors import UserError
 from alexnet.models.catalog import MODEL_NAMES
+from alexnet.rundir import RunDir
 from alexnet.train.recipes import RECIPES, recipe_defaults, recipe_model_options
 from alexnet.train.schedules import PATIENCE, REDUCTIONS, SCHEDULES, THRESHOLD
 from alexnet.values import (
@@ -214,6 +213,9 @@ class TrainConfig:
         _MECH, auto="no pairing",
     )  # fmt: skip
 
+    def __post_init__(self) -> None:
+        check_config(self)
+
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -233,22 +235,77 @@ CONFIG_FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fi
 
 
 def make_config(recipe: str | None = None, **overrides: Any) -> TrainConfig:
-    """Recipe `recipe` (default paper), then every override that is not None; checked
-    (`check_config`).
+    """The config `alexnet train` builds from the same values: `resolve(recipe, resume,
+    overrides)` with `resume` taken from the overrides (a run directory, or "auto")."""
+    return resolve(recipe, overrides.pop("resume", None), overrides)
 
-    With `resume=RUN` (a run directory), the run's saved config is the base instead of the
-    recipe, as `alexnet train --resume RUN` does (`resume_config`; a recipe given must be the
-    run's)."""
-    resume = overrides.get("resume")
-    if resume is not None and not isinstance(resume, str):
+
+def resolve(recipe: str | None, resume: str | None, overrides: dict[str, Any]) -> TrainConfig:
+    """A run's config, decided once (for `alexnet train` and `make_config`):
+
+    1. the base: recipe `recipe` (default paper); with `resume` (RUN, RUN/checkpoint.pt, or
+       "auto" when `output_dir` holds a checkpoint) RUN's saved config, whose recipe a given
+       `recipe` must be;
+    2. every override that is not None on top;
+    3. `data` and `output_dir` absolute (a run resumes from any directory), `resume` RUN itself
+       (absolute) or None; the result checks itself (`check_config`).
+    """
+    if resume is not None and not isinstance(resume, str | Path):
         raise UserError(f"--resume: {resume!r} is not a run directory (or {RESUME_AUTO})")
-    if resume not in (None, RESUME_AUTO):
-        from alexnet.train.resume import resume_config  # reads a run directory
+    values = {k: v for k, v in overrides.items() if v is not None}
+    for name in ("data", "output_dir"):
+        if values.get(name) and isinstance(values[name], str):
+            values[name] = str(Path(values[name]).expanduser().resolve())
+    if resume == RESUME_AUTO:
+        if not values.get("output_dir"):
+            raise UserError(f"--resume {RESUME_AUTO} needs --output-dir RUN (the run to continue)")
+        resume = values["output_dir"] if RunDir(values["output_dir"]).has_checkpoint() else None
+    if not resume:
+        return config_from_values({**recipe_defaults(recipe or "paper"), **values, "resume": None})
+    run = _run_to_resume(str(resume))
+    saved = _saved_config(run)
+    if recipe is not None and recipe != saved.get("recipe"):
+        raise UserError(
+            f"{run.config}: the run used recipe {saved.get('recipe')!r}; recipe {recipe!r} "
+            "cannot change on resume (override single values instead)"
+        )
+    if values.get("output_dir", str(run.path)) != str(run.path):
+        raise UserError(
+            f"--resume {resume} continues that run in place; --output-dir "
+            f"{overrides['output_dir']} is another directory (to branch a run, copy it first: "
+            f"cp -r {run.path} {overrides['output_dir']}, then --resume {overrides['output_dir']})"
+        )
+    if "data" not in values and not (Path(saved.get("data", "")) / "header.json").is_file():
+        raise UserError(
+            f"{run.config}: the run's data {saved.get('data')!r} is not a packed dataset (from "
+            "this directory); point the run at its data with --data DIR"
+        )
+    known = {k: v for k, v in saved.items() if k in CONFIG_FIELDS}
+    return config_from_values({**known, **values, "resume": str(run.path)})
 
-        return resume_config(overrides.pop("resume"), recipe=recipe, **overrides)
-    values = recipe_defaults(recipe or "paper")
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    return config_from_values(values)
+
+def _run_to_resume(resume: str) -> RunDir:
+    """The run directory (absolute) that `--resume` names: a run directory or its checkpoint."""
+    path = Path(resume).expanduser().resolve()
+    if not path.exists():
+        raise UserError(f"--resume {resume}: no such run directory")
+    run = RunDir(path if path.is_dir() else path.parent)
+    if path.is_file() and path.name != RunDir.CHECKPOINT:
+        raise UserError(f"--resume {resume}: not a run directory or its {RunDir.CHECKPOINT}")
+    if not run.has_checkpoint() or not run.config.is_file():
+        raise UserError(
+            f"--resume {resume}: not a run directory (no {RunDir.CHECKPOINT} and "
+            f"{RunDir.CONFIG}); start a new run with --data DIR --output-dir RUN"
+        )
+    return run
+
+
+def _saved_config(run: RunDir) -> dict[str, Any]:
+    """The "config" object of RUN/config.json (UserError naming the file when unreadable)."""
+    try:
+        return dict(json.loads(run.config.read_text())["config"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"{run.config}: cannot read the run's configuration ({exc})") from None
 
 
 def config_from_values(values: dict[str, Any]) -> TrainConfig:
@@ -256,9 +313,7 @@ def config_from_values(values: dict[str, Any]) -> TrainConfig:
     unknown = set(values) - set(CONFIG_FIELDS)
     if unknown:
         raise UserError(f"unknown config fields: {', '.join(sorted(unknown))}")
-    cfg = TrainConfig(**values)
-    check_config(cfg)
-    return cfg
+    return TrainConfig(**values)
 
 
 def resolve_channels_last(cfg: TrainConfig, device_type: str) -> bool:
@@ -267,12 +322,6 @@ def resolve_channels_last(cfg: TrainConfig, device_type: str) -> bool:
     if cfg.channels_last is not None:
         return bool(cfg.channels_last)
     return device_type == "cpu" and cfg.model in CHANNELS_LAST_ON_CPU
-
-
-def config_from_json(values: dict[str, Any]) -> TrainConfig:
-    """A config from RUN/config.json's "config" (fields it lacks keep their defaults; fields
-    this version does not know are ignored)."""
-    return TrainConfig(**{k: v for k, v in values.items() if k in CONFIG_FIELDS})
 
 
 def flag_of(name: str) -> str:
@@ -346,32 +395,3 @@ def print_config(cfg: TrainConfig) -> str:
             shown += ", and the data's input size and channels)" if cfg.model == "small" else ")"
         lines.append(f"{name.ljust(width)}  {shown}")
     return "\n".join(lines)
-
-
-def flags_markdown() -> str:
-    """Every `alexnet train` flag as a markdown table (docs/training.md holds this output,
-    checked by a test): generated from the fields, so the documentation cannot drift."""
-    names = " | ".join(RECIPES)
-    rows = [f"| flag | values | {names} | what |", "|---|---|" + "---|" * len(RECIPES) + "---|"]
-    for name in CONFIG_FIELDS:
-        option, typ = option_of(name), str(CONFIG_FIELDS[name].type)
-        flag = f"`{flag_of(name)}`"
-        if typ.startswith("bool"):
-            flag += f" / `--no-{flag_of(name)[2:]}`"
-        if typ.startswith("bool"):
-            values = "on / off"
-        elif typ.startswith("dict"):
-            values = "JSON object"
-        else:
-            values = option.kind.valid if option.kind is not None else "text"
-        cells = []
-        for recipe in RECIPES.values():
-            value = recipe.values.get(name, default_of(name))
-            cells.append("auto" if value is None else json.dumps(value).strip('"'))
-        what = option.help.replace("|", "/") + (f" (auto: {option.auto})" if option.auto else "")
-        rows.append(f"| {flag} | {values} | " + " | ".join(cells) + f" | {what} |")
-    return "\n".join(rows)
-
-
-if __name__ == "__main__":
-    print(flags_markdown())

@@ -1,330 +1,788 @@
-"""The training loop (paper §5): SGD steps over the packed dataset, validation at every epoch's
-end, checkpoints that resume to the bit, DDP through torchrun, safe stops on SIGTERM / SIGINT.
+"""Training (paper §5), top to bottom: `fit` sets a run up, runs its epochs of SGD steps,
+validates after each, checkpoints so that a resumed run repeats an uninterrupted one to the bit,
+and writes the final weights and evaluation. DDP through torchrun; SIGTERM / SIGINT stop after
+the current step with a checkpoint. The run directory's files: `alexnet.rundir`.
 
-`alexnet.train.engine.fit` drives it:
+    from alexnet.train import fit, make_config
+    result = fit(make_config("fast", data="data/fmnist", output_dir="runs/a"))
+    result.final["top1_error"], result.history[-1]["train_loss"], result.weights
 
-    state = setup(cfg, info, device)
-    while state.pos.epoch < cfg.epochs:
-        status = train_one_epoch(state, stop)   # "finished" | "stopped" | "max_steps"
-        if status == "stopped": break            # checkpoint written, resume later
-        end_epoch(state, complete=...)           # validate, schedule, best weights, checkpoint
-
-Two kinds of step, the same arithmetic. On a CPU each step reads its loss and correct count on
-the host (the CPU computes synchronously anyway): a non-finite loss is seen at once, and every
-rank agrees after each step whether to stop. On CUDA the step never waits for the device
-(`Optimization.sync_free`): the loss and counts are summed on the device and read only at
-log, epoch and checkpoint boundaries; a non-finite loss is flagged on the device and fused SGD
-skips that update there (`skip_if_nonfinite`); the ranks agree on a stop signal and on
-non-finite steps every `POLL_STEPS` steps.
+One step for every device (`train_step`): its loss and correct count are summed on the device
+and read only at log, epoch and checkpoint boundaries. A non-finite loss is flagged on the
+device: fused SGD (CUDA) skips that update there; the CPU's per-parameter SGD (the arithmetic
+of every earlier run) reads the flag at once, which costs a CPU nothing. The ranks agree on stop
+signals and non-finite steps every `POLL_STEPS` steps with fused SGD, after every step otherwise.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import math
+import os
+import shutil
+import socket
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from alexnet import runtime
+from alexnet.checkpoint import (
+    Checkpoint,
+    check_compatible,
+    load_checkpoint,
+    reconcile_world_size,
+    save_checkpoint,
+)
 from alexnet.data.loader import DeviceLoader
+from alexnet.data.packed import open_dataset
 from alexnet.errors import UserError
-from alexnet.evaluate import evaluate
-from alexnet.train.optim import set_lr, skip_if_nonfinite
-from alexnet.train.persist import save, write_weights
-from alexnet.train.randomness import step_generator, step_seed
-from alexnet.train.runlog import Progress, append_jsonl, write_metrics
+from alexnet.evaluate import evaluate, make_eval_transform
+from alexnet.fileio import atomic_write_text
+from alexnet.models.parallel import TwoDeviceAlexNet
+from alexnet.models.registry import get_model
+from alexnet.progress import progress_bar
+from alexnet.rundir import RunDir, RunResult
+from alexnet.train import inputs as inputs_mod
+from alexnet.train.config import RESUME_AUTO, TrainConfig, config_json, resolve_channels_last
+from alexnet.train.optim import make_optimizer, skip_if_nonfinite
+from alexnet.train.randomness import capture_rng_state, restore_rng_state, step_generator, step_seed
+from alexnet.train.schedules import make_schedule
 from alexnet.train.signals import StopFlag
-from alexnet.train.state import Sums, TrainState
+from alexnet.weights.files import save as save_weights
+from alexnet.weights.meta import Preprocess
 
-# called after every step with the state (tests, experiments); must not change the state
-StepCallback = Callable[[TrainState], None]
-POLL_STEPS = 50  # sync-free steps between the ranks' agreement on stop signals and NaNs
+StepCallback = Callable[[int], None]  # called after every step with the global step (tests)
+POLL_STEPS = 50  # fused-SGD steps between the ranks' agreement on stop signals and NaNs
+EPOCH, WINDOW = 0, 1  # the rows of Position.sums: the epoch, the steps since steps.jsonl
+SUMS = ("loss", "correct", "images", "nan_skipped")  # its columns (loss: mean loss x images)
+POSITION = ("epoch", "batch", "global_step", "best_error", "elapsed", "history")  # checkpointed
 
 
+@dataclass
+class Position:
+    """Where the run is: (epoch, batch) is the next global batch to run (both from 0); the
+    running sums (2, 4) float64 on the device, read only at boundaries: rows EPOCH and WINDOW,
+    columns SUMS; the seconds spent training and waiting for batches; the epoch records."""
+
+    sums: torch.Tensor
+    epoch: int = 0
+    batch: int = 0
+    global_step: int = 0
+    best_error: float = math.inf
+    elapsed: float = 0.0  # training seconds so far, validation excluded
+    train_time: float = 0.0  # the epoch's
+    data_time: list[float] = field(default_factory=lambda: [0.0, 0.0])  # epoch, window
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def plain(self, row: int) -> dict[str, float]:
+        """A row of sums as the checkpoint holds it (reading the device: a sync)."""
+        loss, correct, images, skipped = self.sums[row].tolist()
+        train_time = self.train_time if row == EPOCH else 0.0
+        return {
+            "loss": loss,
+            "correct": correct,
+            "images": int(images),
+            "nan_skipped": int(skipped),
+            "train_time": train_time,
+            "data_time": self.data_time[row],
+        }
+
+    def reduced(self, row: int) -> tuple[float, float, int, int]:
+        """(mean loss, top-1 error, images, skipped steps) of a row over all ranks."""
+        loss, correct, images, skipped = runtime.all_reduce_sum(self.sums[row].clone()).tolist()
+        return loss / max(images, 1), 1.0 - correct / max(images, 1), int(images), int(skipped)
+
+
+@dataclass
+class Inputs:
+    """The data side: datasets, loaders, the training transform, and what was derived from the
+    data (crop geometry, the preprocessing stored with the weights, the mean image)."""
+
+    train_ds: Any
+    val_ds: Any
+    train_loader: DeviceLoader
+    val_loader: DeviceLoader
+    train_transform: Any
+    geometry: dict[str, Any]
+    preprocess: Preprocess
+    mean_image: torch.Tensor
+
+    def eval_transform(self, crops: int) -> Callable:
+        return make_eval_transform(self.preprocess, self.mean_image, crops)
+
+
+# --------------------------------------------------------------------------------- fit
+def fit(cfg: TrainConfig, *, callbacks: Sequence[StepCallback] = ()) -> RunResult:
+    """Train (or resume, when `cfg.resume` names a run) the run `cfg` describes (from
+    `make_config` or `alexnet.train.config.resolve`); `callbacks` are called after every step
+    with the global step. The process settings a run needs (denormals flushed to zero, glibc
+    keeping large blocks) hold while it trains."""
+    if cfg.resume == RESUME_AUTO:
+        raise UserError(f"resume {RESUME_AUTO!r} is decided by make_config (or resolve)")
+    info = runtime.dist_info()
+    device = _device(cfg, info)
+    with runtime.process_settings():
+        generation = runtime.init_distributed(info, device, timeout_s=cfg.dist_timeout)
+        alive = True
+        try:
+            with StopFlag() as stop:
+                return _train(cfg, info, device, generation, stop, callbacks)
+        except RuntimeError as exc:
+            if not (info.enabled and runtime.is_peer_failure(exc)):
+                raise
+            alive = False
+            raise runtime.peer_lost(exc, info) from None
+        finally:
+            runtime.shutdown_distributed(peers_alive=alive)
+
+
+def _train(cfg, info, device, generation: int, stop: StopFlag, callbacks) -> RunResult:
+    """Set the run up, in the order it happens; then its epochs; then the final weights."""
+    cfg = dataclasses.replace(cfg, channels_last=resolve_channels_last(cfg, device.type))
+    _set_backends(cfg, device)
+    train_ds, val_ds = _open_data(cfg, info)
+    saved = load_checkpoint(cfg.resume, "cpu") if cfg.resume else None
+    if saved is not None:
+        cfg = reconcile_world_size(cfg, saved, info)
+    net = build_model(cfg, train_ds)
+    if saved is not None:
+        check_compatible(saved, cfg.resume, model_config=net.config, data=train_ds.fingerprint)
+    run = RunDir(cfg.output_dir)
+    _check_run_dir(run, net, info, resuming=saved is not None)
+    placed, forward = _place(cfg, net, device, info)
+    fused = device.type == "cuda" and not cfg.model_parallel  # one launch; skips on the device
+    sgd = {k: getattr(cfg, k) for k in ("lr", "momentum", "weight_decay", "nesterov")}
+    optimizer = make_optimizer(placed.parameters(), **sgd, fused=fused)
+    schedule = make_schedule(cfg)
+    inputs = _inputs(cfg, train_ds, val_ds, net, info, device)
+    if len(inputs.train_loader) == 0:
+        raise UserError(
+            f"{cfg.data}: {len(train_ds)} training images are fewer than one global batch of "
+            f"{cfg.batch_size * info.world_size}; lower --batch-size"
+        )
+    pos = Position(torch.zeros(2, len(SUMS), dtype=torch.float64, device=device))
+    if saved is not None:
+        _restore(saved, placed, optimizer, schedule, pos, cfg.seed, info)
+    else:
+        torch.manual_seed(step_seed(cfg.seed, 0, 0, info.rank, stream=1))  # dropout, per rank
+    say = _say if info.is_main else _quiet
+
+    meta = dict(
+        model_config=net.config, classes=list(train_ds.classes), mean_image=inputs.mean_image
+    )
+
+    def save() -> None:  # every rank at the same step: their RNG states gathered, rank 0 writes
+        rank_rng = runtime.gather_objects(capture_rng_state()) if info.enabled else None
+        if info.is_main:
+            rng = capture_rng_state()
+            ckpt = Checkpoint(
+                **meta,
+                data_fingerprint=train_ds.fingerprint,
+                config=cfg.to_json(),
+                preprocess=inputs.preprocess.to_json(),
+                model=_paper_state(placed),
+                optimizer=optimizer.state_dict(),
+                schedule=schedule.state_dict(),
+                **{name: getattr(pos, name) for name in POSITION},
+                epoch_sums=pos.plain(EPOCH),
+                step_window=pos.plain(WINDOW),
+                rng=rng,
+                rank_rng=rank_rng or [rng],
+                world_size=info.world_size,
+                global_batch=cfg.batch_size * info.world_size,
+            )
+            save_checkpoint(run.checkpoint, ckpt)
+
+    def write_weights(name: str, extra: dict[str, Any]) -> None:  # RUN/name, with metadata
+        if info.is_main:
+            extra = {"recipe": cfg.recipe, **extra}
+            save_weights(
+                run.path / name,
+                _paper_state(placed),
+                **meta,
+                preprocess=inputs.preprocess,
+                extra=extra,
+            )
+
+    board = None
+    if info.is_main:
+        about = dict(model=net.config, geometry=inputs.geometry, classes=meta["classes"])
+        about.update(preprocess=inputs.preprocess.to_json(), world_size=info.world_size)
+        about.update(data_fingerprint=train_ds.fingerprint)
+        atomic_write_text(run.config, config_json(cfg, **about))
+        board = _tensorboard(run, purge_step=pos.global_step or None)
+        _record_start(run, cfg, info, pos, saved, generation, len(inputs.train_loader))
+        _trim_step_log(run, pos.global_step if saved is not None else 0)
+    try:
+        if saved is not None and pos.epoch >= cfg.epochs and run.is_finished():
+            say(f"{run.path}: finished already ({cfg.epochs} epochs); nothing to train")
+            return run.result()
+        status = "finished"
+        while pos.epoch < cfg.epochs and status != "max_steps":
+            status = train_one_epoch(
+                forward, optimizer, schedule, inputs, pos, cfg, info, run, stop, save, callbacks
+            )
+            if status != "stopped":
+                end_epoch(placed, optimizer, schedule, inputs, pos, cfg, write_weights, board, say)
+                save()
+                if info.is_main:
+                    atomic_write_text(
+                        run.metrics, "".join(f"{json.dumps(r)}\n" for r in pos.history)
+                    )
+            if status == "stopped" or stop.signal:  # a signal during the epoch's end: done
+                save()
+                say(
+                    f"stopped by {stop.signal or 'signal'} at epoch {pos.epoch + 1} step "
+                    f"{pos.batch}/{len(inputs.train_loader)}; checkpoint saved; resume with: "
+                    f"alexnet train --resume {run.path}"
+                )
+                return RunResult(
+                    "stopped", run.path, list(pos.history), stop_signal=stop.signum or 15
+                )
+        write_weights(RunDir.WEIGHTS, {"epoch": pos.epoch, "global_step": pos.global_step})
+        final = final_evaluation(placed, inputs, pos.history, cfg, info)
+        if info.is_main:
+            atomic_write_text(run.eval_json, json.dumps(final, indent=2) + "\n")
+        top5 = final.get("top5_error")
+        say(
+            f"done ({status}): {run.weights}; val error top-1 {100 * final['top1_error']:.2f} %"
+            + (f", top-5 {100 * top5:.2f} %" if top5 is not None else "")
+            + f" ({final['crops']} crop(s))"
+        )
+        return RunResult(
+            status, run.path, list(pos.history), final, run.weights, pos.elapsed, stop.signum
+        )
+    finally:
+        if board is not None:
+            board.close()
+
+
+# ------------------------------------------------------------------------------ set-up
+def _device(cfg: TrainConfig, info: runtime.DistInfo) -> torch.device:
+    """This process's device: --model-parallel's first, else --device (torchrun: LOCAL_RANK)."""
+    if cfg.model_parallel:
+        devices = [d.strip() for d in cfg.model_parallel.split(",")]
+        if len(devices) != 2 or info.enabled:
+            raise UserError("--model-parallel takes two devices, DEV0,DEV1, in a single process")
+        return runtime.resolve_device(devices[0], info)
+    return runtime.resolve_device(cfg.device, info)
+
+
+def _set_backends(cfg: TrainConfig, device: torch.device) -> None:
+    """Deterministic algorithms, or cuDNN's autotuner on CUDA; TF32 matmuls on CUDA as cuDNN's
+    convolutions already use by default (`--no-tf32` turns both off)."""
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
+        torch.backends.cudnn.allow_tf32 = cfg.tf32
+
+
+def _open_data(cfg: TrainConfig, info: runtime.DistInfo):
+    """The train and validation splits (--train-limit / --val-limit), the same on every rank."""
+    train_ds, val_ds = open_dataset(cfg.data, "train"), open_dataset(cfg.data, "val")
+    if len(train_ds) == 0:
+        raise UserError(f"{cfg.data}: the train split holds no images; nothing to train on")
+    if 0 < cfg.train_limit < len(train_ds):
+        train_ds = inputs_mod.FirstImages(train_ds, cfg.train_limit)
+    if 0 < cfg.val_limit < len(val_ds):
+        val_ds = inputs_mod.FirstImages(val_ds, cfg.val_limit)
+    seen = runtime.gather_objects((train_ds.fingerprint, socket.gethostname()))
+    other = [f"rank {r} on {host} ({fp})" for r, (fp, host) in enumerate(seen) if fp != seen[0][0]]
+    if other:
+        raise UserError(
+            f"{cfg.data}: not the same packed dataset on every rank: rank 0 on {seen[0][1]} has "
+            f"fingerprint {seen[0][0]}, but {', '.join(other)} (copy the same dataset to every "
+            "node, at the same path)"
+        )
+    return train_ds, val_ds
+
+
+def build_model(cfg: TrainConfig, train_ds) -> nn.Module:
+    """The network from the seed (identical on every rank). With `init_like` (experiments),
+    every tensor whose name and shape it shares with the model built with those options and
+    the same seed starts from that model's value, so variants share their starting weights."""
+    nets = []
+    for options in (cfg.model_options, cfg.init_like):
+        if options is not None:
+            like = dataclasses.replace(cfg, model_options=dict(options))
+            torch.manual_seed(cfg.seed)
+            kw = inputs_mod.model_options(like, train_ds.image_size, train_ds.stats)
+            nets.append(get_model(cfg.model, num_classes=train_ds.num_classes, **kw))
+    net, *reference = nets
+    if reference:
+        own = net.state_dict()
+        shared = {
+            k: v
+            for k, v in reference[0].state_dict().items()
+            if k in own and own[k].shape == v.shape
+        }
+        net.load_state_dict(shared, strict=False)
+    return net
+
+
+def _check_run_dir(run: RunDir, net: nn.Module, info: runtime.DistInfo, *, resuming: bool) -> None:
+    """Rank 0 checks RUN (`check_run_dir`: room for a checkpoint of weights + momentum, twice
+    during its atomic replace, and 2 weight files); every rank raises its error."""
+    error = None
+    if info.is_main:
+        try:
+            params = sum(p.numel() * p.element_size() for p in net.parameters())
+            check_run_dir(run, 6 * params + (16 << 20), resuming=resuming)
+        except UserError as exc:
+            error = str(exc)
+    if error := runtime.broadcast_object(error):
+        raise UserError(error)
+
+
+def check_run_dir(run: RunDir, need_bytes: int, *, resuming: bool) -> None:
+    """Create RUN and fail early, in one line, if it cannot hold the run's files. A run
+    already there is never overwritten: the error says how to continue it."""
+    try:
+        run.path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{run.path}: cannot create the run directory ({exc.strerror})") from None
+    if not resuming and run.has_checkpoint():
+        how = f"continue it with --resume {run.path} (or --resume {RESUME_AUTO})"
+        if int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0") or 0) > 0:
+            how = (
+                f"under torchrun --max-restarts give --output-dir {run.path} --resume "
+                f"{RESUME_AUTO}, which starts the run or continues it"
+            )
+        raise UserError(
+            f"{run.path}: already holds a run ({RunDir.CHECKPOINT}); {how}, or "
+            "choose another --output-dir"
+        )
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".write-test.", dir=run.path)
+        with os.fdopen(fd, "wb") as f:
+            f.write(b"x")
+            f.flush()
+            os.fsync(f.fileno())
+        os.unlink(tmp)
+    except OSError as exc:
+        raise UserError(f"{run.path}: not writable ({exc.strerror})") from None
+    free = shutil.disk_usage(run.path).free
+    if free < need_bytes:
+        raise UserError(
+            f"{run.path}: only {free / 2**20:.0f} MiB free, the run needs about "
+            f"{need_bytes / 2**20:.0f} MiB for checkpoints and weights"
+        )
+
+
+def _place(cfg: TrainConfig, net: nn.Module, device: torch.device, info: runtime.DistInfo):
+    """(the model on its device(s), what the step calls). Validation calls the placed model,
+    never DDP (ranks may hold unequal numbers of validation batches, and DDP's forward is a
+    collective); the step calls it DDP-wrapped under torchrun, compiled with --compile."""
+    if cfg.model_parallel:
+        devices = tuple(d.strip() for d in cfg.model_parallel.split(","))
+        placed = TwoDeviceAlexNet.from_paper(net, devices=devices)
+    else:
+        fmt = torch.channels_last if cfg.channels_last else torch.preserve_format
+        placed = net.to(device=device, memory_format=fmt)
+    forward = placed
+    if info.enabled:
+        forward = DistributedDataParallel(
+            placed, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    return placed, torch.compile(forward) if cfg.compile else forward
+
+
+def _paper_state(placed: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's state_dict in the paper layout (also for the two-device split)."""
+    if isinstance(placed, TwoDeviceAlexNet):
+        return placed.paper_state_dict()
+    return placed.state_dict()
+
+
+def _inputs(cfg: TrainConfig, train_ds, val_ds, net, info, device) -> Inputs:
+    """The crop geometry, preprocessing, transforms and loaders of the data (paper §2, §4.1)."""
+    in_channels, stats = int(getattr(net, "in_channels", 3)), train_ds.stats
+    geometry = inputs_mod.plan_geometry(
+        train_ds.image_size, net.input_size, augment=cfg.augment, pad=cfg.pad, resize=cfg.resize
+    )
+    preprocess = inputs_mod.preprocess_for(
+        cfg, geometry, in_channels, stats, min(train_ds.image_size)
+    )
+    loaders = [
+        DeviceLoader(
+            ds,
+            cfg.batch_size,
+            shuffle=shuffle,
+            drop_last=shuffle,
+            seed=cfg.seed,
+            rank=info.rank,
+            world_size=info.world_size,
+            device=device,
+            workers=cfg.workers,
+        )
+        for ds, shuffle in ((train_ds, True), (val_ds, False))
+    ]
+    transform = inputs_mod.make_train_transform(cfg, geometry, in_channels, stats)
+    if device.type == "cuda":  # batches made in the model's dtype and layout (the CPU: fp32)
+        transform.produce(torch.bfloat16 if cfg.amp else None, channels_last=cfg.channels_last)
+    mean_image = torch.as_tensor(stats.mean_image, dtype=torch.float32)
+    return Inputs(train_ds, val_ds, *loaders, transform, geometry, preprocess, mean_image)
+
+
+def _restore(saved: Checkpoint, placed, optimizer, schedule, pos: Position, seed: int, info):
+    """A checkpoint's state into the model, SGD, schedule, position and every RNG."""
+    if isinstance(placed, TwoDeviceAlexNet):
+        placed.load_paper_state_dict(saved.model)
+    else:
+        placed.load_state_dict(saved.model)
+    optimizer.load_state_dict(saved.optimizer)
+    schedule.load_state_dict(saved.schedule)
+    for name in POSITION:
+        setattr(pos, name, getattr(saved, name))
+    pos.history = list(saved.history)
+    for row, sums in ((EPOCH, saved.epoch_sums), (WINDOW, saved.step_window)):
+        pos.sums[row] = torch.tensor([float(sums[k]) for k in SUMS], dtype=torch.float64)
+        pos.data_time[row] = float(sums["data_time"])
+    pos.train_time = float(saved.epoch_sums["train_time"])
+    if saved.world_size == info.world_size:
+        restore_rng_state(saved.rank_rng[info.rank])
+    else:  # another world size: each rank reseeded from the position
+        torch.manual_seed(step_seed(seed, 0, pos.global_step, info.rank, 1))
+
+
+def _record_start(run, cfg, info, pos: Position, saved, generation: int, steps: int) -> None:
+    """One line in RUN/starts.jsonl: the workers' generation (1, 2, ... under torchrun's agent
+    store), rank 0's agent's restart count (torchrun counts per node), the world size, the step
+    resumed at; and on a resume, one line on stderr."""
+    restart = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
+    record = {
+        "time": round(time.time(), 3),
+        "resumed": saved is not None,
+        "generation": generation,
+        "restart_count": restart,
+        "world_size": info.world_size,
+        "global_step": pos.global_step,
+        "epoch": pos.epoch,
+        "batch": pos.batch,
+        "batch_size": cfg.batch_size,
+    }
+    moved = saved is not None and saved.world_size != info.world_size
+    if moved:
+        record["previous_world_size"] = saved.world_size
+    _append_jsonl(run.starts, record)
+    if saved is not None:
+        _say(
+            f"resuming {run.path} at epoch {pos.epoch + 1} step {pos.batch}/{steps} (global "
+            f"step {pos.global_step}), {info.world_size} process(es)"
+            + (f" (was {saved.world_size} processes)" if moved else "")
+            + (f", torchrun restart {restart}" if restart else "")
+        )
+
+
+def _trim_step_log(run: RunDir, last_step: int) -> None:
+    """RUN/steps.jsonl holds exactly the records up to the restored step (none when fresh)."""
+    if run.steps.exists():
+        keep = [r for r in run.read_steps() if r["step"] <= last_step]
+        atomic_write_text(run.steps, "".join(f"{json.dumps(r)}\n" for r in keep))
+
+
+# ------------------------------------------------------------------------------- epoch
 def train_one_epoch(
-    state: TrainState, stop: StopFlag, callbacks: Sequence[StepCallback] = ()
+    forward,
+    optimizer,
+    schedule,
+    inputs: Inputs,
+    pos: Position,
+    cfg,
+    info,
+    run,
+    stop,
+    save,
+    callbacks,
 ) -> str:
-    """Run the current epoch's remaining steps. Returns "finished" at the epoch's end,
-    "stopped" after a signal, "max_steps" when --max-steps is reached."""
-    cfg, pos, sums = state.cfg, state.pos, state.epoch_sums
-    steps = state.steps_per_epoch
-    loader = state.inputs.train_loader
-    loader.set_epoch(pos.epoch)
-    bar = Progress(state.info.is_main, steps, pos.batch, f"epoch {pos.epoch + 1}/{cfg.epochs}")
-    t0, timed_images, status = time.perf_counter(), 0, "finished"
-    transform, generator = state.inputs.train_transform, _augment_generator(state)
-    batches = loader.iterate(start_batch=pos.batch, transform=transform, generator=generator)
-    shown = float("nan")
+    """Run the current epoch's remaining steps of `forward` (the model as the step calls it)
+    and SGD; `save()` writes a checkpoint (--checkpoint-every). Returns "finished" at the
+    epoch's end, "stopped" after a signal, "max_steps" when --max-steps is reached."""
+    loader, steps, epoch = inputs.train_loader, len(inputs.train_loader), pos.epoch
+    poll = POLL_STEPS if optimizer.defaults.get("fused") else 1
+    loader.set_epoch(epoch)
+    bar = Progress(info.is_main, steps, pos.batch, f"epoch {epoch + 1}/{cfg.epochs}")
+    t0, timed_images, status, shown = time.perf_counter(), 0, "finished", float("nan")
+
+    def generator(k: int) -> torch.Generator:  # batch k's augmentation: a resume draws the same
+        return step_generator(loader.device, step_seed(cfg.seed, epoch, k, info.rank))
+
+    batches = loader.iterate(
+        start_batch=pos.batch, transform=inputs.train_transform, generator=generator
+    )
     while True:
         waited = time.perf_counter()
         batch = next(batches, None)
         waited = time.perf_counter() - waited
         if batch is None:
             break
-        sums.data_time += waited
-        state.window.data_time += waited
-        loss = _step(state, *batch)
-        timed_images += batch[1].shape[0] * state.info.world_size
-        pos.batch += 1
-        pos.global_step += 1
-        now = time.perf_counter()
-        logged = bool(cfg.log_every and pos.global_step % cfg.log_every == 0)
-        signalled, shown = _agree(state, stop, loss, _at_boundary(state, steps) or logged, shown)
+        pos.data_time = [t + waited for t in pos.data_time]
+        for group in optimizer.param_groups:
+            group["lr"] = schedule.lr(pos.epoch, pos.batch, steps)
+        loss = train_step(forward, optimizer, *batch, pos, cfg, info.enabled)
+        timed_images += batch[1].shape[0] * info.world_size
+        pos.batch, pos.global_step = pos.batch + 1, pos.global_step + 1
+        now, every, step = time.perf_counter(), cfg.checkpoint_every, pos.global_step
+        logged = bool(cfg.log_every and step % cfg.log_every == 0)
+        limit = bool(cfg.max_steps and step >= cfg.max_steps)
+        signalled = False
+        if (
+            pos.batch == steps
+            or limit
+            or logged
+            or step % poll == 0
+            or (every and step % every == 0)
+        ):
+            signalled, shown = _agree(stop, pos, loss, cfg.on_nan, run, every_step=poll == 1)
         if logged:
-            _log_steps(state, pos.elapsed + now - t0)
+            _log_steps(
+                pos,
+                steps,
+                cfg.batch_size * info.world_size,
+                pos.elapsed + now - t0,
+                run if info.is_main else None,
+            )
         for callback in callbacks:
-            callback(state)
+            callback(step)
         bar.update(pos.batch, shown, timed_images / max(now - t0, 1e-9), now)
-        if signalled or (cfg.max_steps and pos.global_step >= cfg.max_steps):
+        if signalled or limit:
             status = "stopped" if signalled else "max_steps"
             break
-        every = cfg.checkpoint_every
-        if every and pos.global_step % every == 0 and pos.batch < steps:
+        if every and step % every == 0 and pos.batch < steps:
             elapsed = time.perf_counter() - t0
-            sums.train_time += elapsed
-            pos.elapsed += elapsed
+            pos.train_time, pos.elapsed = pos.train_time + elapsed, pos.elapsed + elapsed
             t0, timed_images = time.perf_counter(), 0
-            save(state)
+            save()
     bar.close()
     elapsed = time.perf_counter() - t0
-    sums.train_time += elapsed
-    pos.elapsed += elapsed
+    pos.train_time, pos.elapsed = pos.train_time + elapsed, pos.elapsed + elapsed
     return status
 
 
-def _at_boundary(state: TrainState, steps: int) -> bool:
-    """A step after which the run may stop or save: the ranks must agree there."""
-    cfg, pos = state.cfg, state.pos
-    return (
-        pos.batch == steps
-        or bool(cfg.max_steps and pos.global_step >= cfg.max_steps)
-        or bool(cfg.checkpoint_every and pos.global_step % cfg.checkpoint_every == 0)
-        or pos.global_step % POLL_STEPS == 0
-    )
-
-
-def _augment_generator(state: TrainState) -> Callable[[int], torch.Generator]:
-    """Batch k's augmentation generator, seeded from (seed, epoch, k, rank): a resumed run
-    draws exactly the crops, flips and lighting of an uninterrupted one."""
-    cfg, epoch, rank = state.cfg, state.pos.epoch, state.info.rank
-
-    def generator(k: int) -> torch.Generator:
-        return step_generator(state.device, step_seed(cfg.seed, epoch, k, rank))
-
-    return generator
-
-
-def _forward_loss(state: TrainState, x: torch.Tensor, labels: torch.Tensor):
-    """The step's forward pass: (logits, labels on their device, mean cross-entropy)."""
-    cfg, pos = state.cfg, state.pos
-    set_lr(state.optim.optimizer, state.optim.schedule.lr(pos.epoch, pos.batch,
-                                                          state.steps_per_epoch))  # fmt: skip
+def train_step(
+    forward, optimizer, x, labels, pos: Position, cfg, distributed: bool
+) -> torch.Tensor:
+    """One SGD step (paper §5) on one augmented batch x (N, C, H, W) with labels (N,). Nothing
+    is read on the host: a non-finite loss (on any rank) skips the update and adds nothing to
+    the sums but a skipped step. Returns the loss (NaN when skipped), a device tensor."""
     if cfg.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    with torch.autocast(state.device.type, dtype=torch.bfloat16, enabled=cfg.amp):
-        logits = state.network.forward(x)
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=cfg.amp):
+        logits = forward(x)
     labels = labels.to(logits.device)
     loss = F.cross_entropy(logits.float(), labels, label_smoothing=cfg.label_smoothing)
-    return logits, labels, loss
-
-
-def _step(state: TrainState, x: torch.Tensor, labels: torch.Tensor) -> Any:
-    """One SGD step on one augmented batch (the loader applied the step's augmentation).
-    Returns the loss: a float (host step), a device tensor (sync-free step)."""
-    if state.optim.sync_free:
-        return _step_on_device(state, x, labels)
-    return _step_on_host(state, x, labels)
-
-
-def _step_on_host(state: TrainState, x: torch.Tensor, labels: torch.Tensor) -> float:
-    """Forward, backward, update; the loss and correct count read at once."""
-    optimizer = state.optim.optimizer
-    logits, labels, loss = _forward_loss(state, x, labels)
-    bad = torch.tensor([0.0 if torch.isfinite(loss).item() else 1.0])
-    if state.info.enabled:
-        bad = runtime.all_reduce_sum(bad.to(state.device)).cpu()
-    optimizer.zero_grad(set_to_none=True)
-    if bad[0] > 0:
-        _nonfinite(state, f"at epoch {state.pos.epoch + 1} step {state.pos.batch}")
-        state.epoch_sums.nan_skipped += 1
-        state.window.nan_skipped += 1
-        return float("nan")
-    loss.backward()
-    optimizer.step()
-    # one device->host copy for both numbers (each .item() would wait for the device)
-    correct = (logits.detach().argmax(1) == labels).sum()
-    value, correct = torch.stack([loss.detach().float(), correct.float()]).tolist()
-    state.epoch_sums.add(value, correct, labels.shape[0])
-    state.window.add(value, correct, labels.shape[0])
-    return value
-
-
-def _step_on_device(state: TrainState, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """The same step with nothing read on the host: a non-finite loss (on any rank) makes
-    fused SGD skip the update on the device, and the step adds nothing to the sums."""
-    optimizer = state.optim.optimizer
-    logits, labels, loss = _forward_loss(state, x, labels)
     bad = (~torch.isfinite(loss.detach())).double()
-    if state.info.enabled:
+    if distributed:
         bad = runtime.all_reduce_sum(bad).clamp_(max=1.0)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    skip_if_nonfinite(optimizer, bad)
-    optimizer.step()
+    if optimizer.defaults.get("fused"):
+        skip_if_nonfinite(optimizer, bad)  # fused SGD skips on the device
+        optimizer.step()
+    elif not bad.item():  # per-parameter SGD (the CPU) decides on the host: free there
+        optimizer.step()
     good = 1.0 - bad
     value = torch.where(bad > 0, 0.0, loss.detach().double())
     correct = (logits.detach().argmax(1) == labels).sum().double() * good
     images = labels.shape[0] * good
-    for sums in (state.epoch_sums, state.window):
-        sums.loss = sums.loss + value * images
-        sums.correct = sums.correct + correct
-        sums.images = sums.images + images
-        sums.nan_skipped = sums.nan_skipped + bad
+    pos.sums += torch.stack([value * images, correct, images, bad])
     return torch.where(bad > 0, float("nan"), loss.detach())
 
 
-def _agree(state: TrainState, stop: StopFlag, loss: Any, boundary: bool, shown: float):
-    """Whether any rank was signalled to stop (every step on the host path; at boundaries and
-    every POLL_STEPS steps on the sync-free path, which also stops on non-finite losses
-    there). Returns (signalled, the loss to show)."""
-    if not state.optim.sync_free:
-        flags = torch.tensor([1.0 if stop.signal else 0.0])
-        if state.info.enabled:
-            flags = runtime.all_reduce_sum(flags.to(state.device)).cpu()
-        return bool(flags[0] > 0), float(loss)
-    if not boundary:
-        return False, shown
-    flags = torch.stack(
-        [torch.tensor(1.0 if stop.signal else 0.0, device=state.device),
-         torch.as_tensor(state.window.nan_skipped, dtype=torch.float64, device=state.device)
-         .float(), loss.detach().float()]
-    )  # fmt: skip
-    if state.info.enabled:
-        flags[:2] = runtime.all_reduce_sum(flags[:2].clone())
+def _agree(
+    stop: StopFlag, pos: Position, loss: torch.Tensor, on_nan: str, run: RunDir, *, every_step: bool
+) -> tuple[bool, float]:
+    """Whether any rank was signalled to stop, and the loss to show; a non-finite loss since
+    the last agreement stops the run (--on-nan stop, one line) or was skipped (skip)."""
+    signal = torch.tensor(1.0 if stop.signal else 0.0, device=loss.device)
+    flags = torch.stack([signal, pos.sums[WINDOW, 3].float(), loss.detach().float()])
+    flags[:2] = runtime.all_reduce_sum(flags[:2].clone())
     signalled, skipped, value = flags.tolist()
-    if skipped > 0:
-        _nonfinite(state, "since the previous check (those updates were skipped)")
+    if skipped > 0 and on_nan == "stop":
+        where = (
+            f"since the previous check (those updates were skipped) (global step {pos.global_step}"
+        )
+        if every_step:
+            where = (
+                f"at epoch {pos.epoch + 1} step {pos.batch - 1} (global step {pos.global_step - 1}"
+            )
+        note = "no checkpoint was written yet"
+        if run.has_checkpoint():
+            note = f"the last good checkpoint {run.checkpoint} is intact"
+        raise UserError(
+            f"non-finite loss {where}); stopped, {note}; lower --lr or use --on-nan skip"
+        )
     return signalled > 0, value
 
 
-def _nonfinite(state: TrainState, where: str) -> None:
-    """A non-finite loss: stop (--on-nan stop, one line) or count and go on (skip)."""
-    if state.cfg.on_nan != "stop":
-        return
-    note = (
-        f"the last good checkpoint {state.run.checkpoint} is intact"
-        if state.run.has_checkpoint()
-        else "no checkpoint was written yet"
-    )
-    raise UserError(
-        f"non-finite loss {where} (global step {state.pos.global_step}); stopped, {note}; "
-        "lower --lr or use --on-nan skip"
-    )
-
-
-def reduced(state: TrainState, sums: Sums) -> tuple[float, float, int, int]:
-    """(mean loss, top-1 error, images, nan-skipped steps) of `sums` over all ranks."""
-    plain = sums.to_plain()
-    totals = runtime.all_reduce_sum(
-        torch.tensor(
-            [plain["loss"], plain["correct"], plain["images"], plain["nan_skipped"]],
-            dtype=torch.float64,
-            device=state.device,
-        )
-    ).tolist()
-    images = max(totals[2], 1)
-    return totals[0] / images, 1.0 - totals[1] / images, int(totals[2]), int(totals[3])
-
-
-def _log_steps(state: TrainState, train_seconds: float) -> None:
-    """Append the last `log_every` steps' training loss and error to RUN/steps.jsonl."""
-    loss, error, images, _ = reduced(state, state.window)
-    pos, steps = state.pos, state.steps_per_epoch
+def _log_steps(pos: Position, steps: int, global_batch: int, seconds: float, run) -> None:
+    """Append the last `log_every` steps' training loss and error to RUN/steps.jsonl (rank 0:
+    `run`, others None)."""
+    loss, error, images, _ = pos.reduced(WINDOW)
     record = {
         "step": pos.global_step,
         "epoch": round(pos.epoch + pos.batch / steps, 6),
-        "images": pos.global_step * state.cfg.batch_size * state.info.world_size,
-        "time": round(train_seconds, 4),
-        "wall": round(time.time(), 3),  # the clock time it was logged (restarts are timed so)
+        "images": pos.global_step * global_batch,
+        "time": round(seconds, 4),
+        "wall": round(time.time(), 3),  # the clock time it was logged (restarts so timed)
         "train_loss": loss,
         "train_top1_error": error,
         "window_images": images,
-        "data_time": round(state.window.data_time, 6),
+        "data_time": round(pos.data_time[WINDOW], 6),
     }
-    state.window.reset()
-    if state.info.is_main:
-        append_jsonl(state.run.steps, record)
+    pos.sums[WINDOW], pos.data_time[WINDOW] = 0.0, 0.0
+    if run is not None:
+        _append_jsonl(run.steps, record)
 
 
-def validate(
-    state: TrainState, crops: int, transform: Callable, loader: DeviceLoader | None = None
-) -> dict[str, Any]:
-    """Top-1/top-5 error and loss of the validation split, or of `loader`'s images (every
-    image counted once over the ranks)."""
-    loader = loader or state.inputs.val_loader
+# -------------------------------------------------------------------------- evaluation
+def validate(model, loader, transform, crops: int, cfg, num_classes: int) -> dict[str, Any]:
+    """Top-1/top-5 error and loss of `loader`'s images (each counted once over the ranks)."""
     loader.set_epoch(0)
-    return evaluate(
-        state.network.evaluate_model,
-        loader.iterate(),
-        transform,
-        crops=crops,
-        num_classes=state.inputs.train_ds.num_classes,
-        amp=state.cfg.amp,
-        channels_last=state.cfg.channels_last,
-    )
+    batches, precision = loader.iterate(), dict(amp=cfg.amp, channels_last=cfg.channels_last)
+    return evaluate(model, batches, transform, crops=crops, num_classes=num_classes, **precision)
 
 
-def end_epoch(state: TrainState, *, complete: bool) -> dict[str, Any]:
-    """Validate, record the epoch (partial when --max-steps cut it), step the plateau schedule,
-    keep the best weights, then checkpoint. Returns the epoch's metrics record."""
-    pos, sums = state.pos, state.epoch_sums
-    val = validate(state, state.cfg.eval_crops, state.inputs.eval_transform)
-    loss, error, images, skipped = reduced(state, sums)
-    schedule = state.optim.schedule
+def end_epoch(placed, optimizer, schedule, inputs, pos: Position, cfg, write_weights, board, say):
+    """Validate `placed` (the model, never DDP-wrapped), record the epoch (partial when
+    --max-steps cut it) in `pos.history`, step the plateau schedule, keep the best weights
+    (`write_weights`), log to TensorBoard (`board`) and stderr (`say`); a complete epoch moves
+    the position on."""
+    steps = len(inputs.train_loader)
+    transform, classes = inputs.eval_transform(cfg.eval_crops), inputs.train_ds.num_classes
+    val = validate(placed, inputs.val_loader, transform, cfg.eval_crops, cfg, classes)
+    loss, error, images, skipped = pos.reduced(EPOCH)
+    complete, seconds = pos.batch == steps, max(pos.train_time, 1e-9)
     record = {
         "epoch": pos.epoch + 1,
         "step": pos.global_step,
         "complete": complete,
-        "lr": state.optim.optimizer.param_groups[0]["lr"],
+        "lr": optimizer.param_groups[0]["lr"],
         "train_loss": loss,
         "train_top1_error": error,
         "val_top1_error": val["top1_error"],
         "val_top5_error": val["top5_error"],
         "val_loss": val["loss"],
         "val_images": val["images"],
-        "images_per_sec": images / max(sums.train_time, 1e-9),
+        "images_per_sec": images / seconds,
         "nan_skipped": skipped,
-        "data_stall": sums.data_time / max(sums.train_time, 1e-9),
-        "time": sums.train_time,
+        "data_stall": pos.data_time[EPOCH] / seconds,
+        "time": pos.train_time,
         "elapsed": pos.elapsed,
     }
     if complete and schedule.epoch_end(val["top1_error"]):
         record["lr_reduced_to"] = schedule.lr(pos.epoch + 1, 0, 1)
     if val["top1_error"] < pos.best_error:
         pos.best_error = val["top1_error"]
-        write_weights(state, state.run.best_weights, {"epoch": record["epoch"], **val})
-    state.history.append(record)
-    if state.tensorboard is not None:
-        values = {k: v for k, v in record.items() if k != "epoch"}
-        state.tensorboard.scalars(pos.global_step, values)
-    state.say(_epoch_line(record, state.steps_per_epoch, pos.batch))
-    if complete:
-        pos.epoch, pos.batch = pos.epoch + 1, 0
-        sums.reset()
-    save(state)
-    if state.info.is_main:
-        write_metrics(state.run.path, state.history)
-    return record
-
-
-def _epoch_line(record: dict[str, Any], steps: int, batch: int) -> str:
-    partial = "" if record["complete"] else f" (partial: {batch}/{steps} steps)"
+        write_weights(RunDir.BEST, {"epoch": record["epoch"], **val})
+    pos.history.append(record)
+    if board is not None:
+        for key, value in record.items():
+            if key != "epoch" and isinstance(value, int | float):
+                board.add_scalar(key, value, pos.global_step)
     top5 = record["val_top5_error"]
-    return (
-        f"epoch {record['epoch']}{partial}: lr {record['lr']:.4g}, train loss "
-        f"{record['train_loss']:.4f}, val error top-1 {100 * record['val_top1_error']:.2f} %"
+    say(
+        f"epoch {record['epoch']}"
+        + ("" if complete else f" (partial: {pos.batch}/{steps} steps)")
+        + f": lr {record['lr']:.4g}, train loss {loss:.4f}, val error top-1 "
+        f"{100 * record['val_top1_error']:.2f} %"
         + (f" top-5 {100 * top5:.2f} %" if top5 is not None else "")
         + f", {record['images_per_sec']:.0f} img/s"
     )
+    if complete:
+        pos.epoch, pos.batch, pos.train_time = pos.epoch + 1, 0, 0.0
+        pos.sums[EPOCH], pos.data_time[EPOCH] = 0.0, 0.0
+
+
+def final_evaluation(placed, inputs: Inputs, history: list, cfg: TrainConfig, info) -> dict:
+    """RUN/eval.json: the validation error with the test crops (paper §4.1: 10), and with
+    --train-eval the error on the first training images (the train side of a train-test gap)."""
+    num_classes, test = inputs.train_ds.num_classes, inputs.eval_transform(cfg.test_crops)
+    record = history[-1] if history else {}
+    if cfg.test_crops != cfg.eval_crops or not record:
+        final = validate(placed, inputs.val_loader, test, cfg.test_crops, cfg, num_classes)
+    else:
+        final = {
+            "images": len(inputs.val_ds),
+            "crops": cfg.eval_crops,
+            **{k: record.get(f"val_{k}") for k in ("top1_error", "top5_error", "loss")},
+        }
+    if cfg.train_eval:
+        subset = inputs_mod.FirstImages(inputs.train_ds, min(cfg.train_eval, len(inputs.train_ds)))
+        where = dict(rank=info.rank, world_size=info.world_size, workers=cfg.workers)
+        loader = DeviceLoader(
+            subset,
+            cfg.batch_size,
+            shuffle=False,
+            drop_last=False,
+            **where,
+            device=inputs.train_loader.device,
+        )
+        train = validate(placed, loader, test, cfg.test_crops, cfg, num_classes)
+        final["train"] = {
+            k: train.get(k) for k in ("images", "crops", "top1_error", "top5_error", "loss")
+        }
+    return final
+
+
+# ----------------------------------------------------------------- what people see
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _quiet(message: str) -> None:
+    pass
+
+
+def _append_jsonl(path, record: dict[str, Any]) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def _tensorboard(run: RunDir, purge_step: int | None):
+    """A TensorBoard writer of RUN, or None (with a warning) when tensorboard is missing."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as exc:
+        print(
+            f"warning: TensorBoard events disabled: {exc} (pip install tensorboard)",
+            file=sys.stderr,
+        )
+        return None
+    return SummaryWriter(log_dir=str(run.path), purge_step=purge_step)
+
+
+class Progress:
+    """tqdm bar over one epoch's steps (loss, images/s, ETA) on rank 0 at an interactive
+    terminal; otherwise a plain line every `every` seconds."""
+
+    def __init__(self, enabled: bool, total: int, initial: int, desc: str, every: float = 30.0):
+        self.enabled, self.total, self.desc, self.every, self.last = enabled, total, desc, every, 0
+        self.bar = None
+        if enabled and sys.stderr.isatty():
+            tqdm = dict(unit="step", dynamic_ncols=True, mininterval=0.5, leave=False)
+            self.bar = progress_bar(total=total, initial=initial, desc=desc, **tqdm)
+
+    def update(self, step: int, loss: float, images_per_sec: float, now: float) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{images_per_sec:.0f}", refresh=False)
+        elif self.enabled and now - self.last >= self.every:
+            self.last = now
+            _say(f"{self.desc} step {step}/{self.total} loss {loss:.4f} {images_per_sec:.0f} img/s")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -32,10 +32,8 @@ def make_optimizer(
     front, the same first step as torch's (buffer = gradient, as 0.9 * 0 + gradient), so that
     a skipped first step cannot leave them uninitialized."""
     params = list(params)
-    optimizer = torch.optim.SGD(
-        params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov,
-        fused=fused or None,
-    )  # fmt: skip
+    decay = {"momentum": momentum, "weight_decay": weight_decay, "nesterov": nesterov}
+    optimizer = torch.optim.SGD(params, lr=lr, **decay, fused=fused or None)
     if fused and momentum > 0:
         for p in params:
             optimizer.state[p]["momentum_buffer"] = torch.zeros_like(p)
@@ -46,8 +44,3 @@ def skip_if_nonfinite(optimizer: torch.optim.SGD, nonfinite: torch.Tensor | None
     """Tell a fused SGD whether to skip its next step: `nonfinite`, a device tensor that is
     non-zero when the loss was not finite (read on the device, no host sync); None: step."""
     optimizer.found_inf = None if nonfinite is None else nonfinite.float()  # type: ignore[attr-defined]
-
-
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    for group in optimizer.param_groups:
-        group["lr"] = lr
