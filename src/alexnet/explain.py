@@ -32,6 +32,7 @@ from alexnet.data.augment import EvalTransform
 from alexnet.errors import UserError
 from alexnet.evaluate import make_eval_transform
 from alexnet.models.summary import Field, layer_kind, layer_table
+from alexnet.progress import progress_bar
 from alexnet.weights.meta import Preprocess
 
 POOLS = ("max", "avg", "none")
@@ -313,7 +314,6 @@ def split_layer_features(
 ) -> np.ndarray:
     """A packed split's images (N, H, W, 3) uint8 -> the layer's activations of each centre
     crop, `pool_features`-reduced: (N, C) or (N, C*H*W) for conv maps, (N, D) for fc; float32."""
-    from alexnet.progress import progress_bar
 
     n = int(images.shape[0])
     chunks: list[np.ndarray] = []

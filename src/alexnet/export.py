@@ -17,9 +17,11 @@ uint8 activations calibrated on a packed dataset's training images, `calibration
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import os
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -29,11 +31,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from alexnet.data.packed import open_dataset
 from alexnet.errors import UserError
+from alexnet.evaluate import make_eval_transform
 from alexnet.fileio import atomic_write
 from alexnet.models.lrn import LRN
 from alexnet.models.pool import MaxPool
 from alexnet.weights import hf, load
+from alexnet.weights.meta import Preprocess, WeightsMeta
 
 ONNX_ATOL = 1e-4
 ONNX_RTOL = 1e-4
@@ -350,8 +355,6 @@ class _WithFeatures(nn.Module):
 
 def onnx_metadata(meta: Any, *, int8: bool = False) -> dict[str, str]:
     """`WeightsMeta` -> the metadata_props of our ONNX files (strings only)."""
-    import base64
-    import json
 
     props = {
         "format": ONNX_FORMAT,
@@ -389,10 +392,6 @@ def is_onnx_path(path: str | os.PathLike) -> bool:
 def read_onnx_meta(path: str | os.PathLike, props: dict[str, str]) -> Any:
     """metadata_props of an ONNX file -> `WeightsMeta`; UserError (one line) when they are not
     ours (a foreign model, or one exported by something else)."""
-    import base64
-    import json
-
-    from alexnet.weights.meta import Preprocess, WeightsMeta
 
     get = {k[len(META_PREFIX) :]: v for k, v in props.items() if k.startswith(META_PREFIX)}
     if get.get("format") != ONNX_FORMAT:
@@ -481,8 +480,6 @@ def calibration_batches(
     """`count` images (fewer if the split is smaller) of the packed dataset `data`'s training
     split, a seeded sample in index order, through the model's evaluation preprocessing (1
     centre crop, `alexnet.evaluate.make_eval_transform`) -> float32 (b, C, S, S) batches."""
-    from alexnet.data.packed import open_dataset
-    from alexnet.evaluate import make_eval_transform
 
     ds = open_dataset(data, "train")
     n = len(ds)
@@ -527,7 +524,6 @@ def quantize_int8(
     weights overflow it (measured on `small`: logits off by 1.6 of a range of 7.5, top-1 agreed
     on 94 % of the images; 7-bit: off by 0.06, 99.5 %). ONNX Runtime's quantization docs
     recommend reduce_range for such CPUs; the file must run right on every CPU."""
-    import tempfile
 
     import onnx
     from onnxruntime.quantization import (

@@ -35,9 +35,11 @@ from alexnet.data.decode import decode_image
 from alexnet.data.modes import TEST_CROPS
 from alexnet.errors import UserError
 from alexnet.evaluate import make_eval_transform
+from alexnet.export import OnnxModel
 from alexnet.fileio import atomic_write, atomic_write_text
 from alexnet.jsonout import rounded
 from alexnet.progress import progress_bar
+from alexnet.runtime import resolve_device
 from alexnet.weights import load
 from alexnet.weights.hf import WEIGHTS_NAME as HF_WEIGHTS
 from alexnet.weights.hf import is_folder as is_hf_folder
@@ -144,7 +146,6 @@ class OnnxBackend:
     and out (CPU). Also callable as the model (`backend(x)` = logits) for `evaluate`."""
 
     def __init__(self, path: str | os.PathLike) -> None:
-        from alexnet.export import OnnxModel
 
         self.onnx = OnnxModel(path)
         self.path = str(path)
@@ -168,7 +169,6 @@ def weights_device(
 ) -> torch.device:
     """The device a command runs `weights` on: `resolve_device(flag)`, except for an ONNX
     model: the CPU (onnxruntime), and a UserError for an explicit other device."""
-    from alexnet.runtime import resolve_device
 
     if is_onnx(weights):
         if flag not in (None, "auto", "cpu"):
