@@ -108,9 +108,19 @@ def test_eval_cli_json_fields(trained, capsys, tmp_path):
         ]
     )
     assert rc == 0
-    result = json.loads(capsys.readouterr().out)
+    said = capsys.readouterr()
+    result = json.loads(said.out)
     assert {"images", "crops", "top1_error", "top5_error", "loss"} <= result.keys()
-    assert result["images"] == 37 and result["crops"] == 10
+    # 28 px images cropped to 28: the corners are the centre, so 10 crops are the centre and
+    # its mirror five times; evaluated (and said) as 2
+    assert result["images"] == 37 and result["crops"] == 2
+    assert "repeats the centre crop" in said.err and len(said.err.strip().splitlines()) == 1
+    assert main(["eval", "--data", str(data), "--weights", str(out / "weights.safetensors"),
+                 "--crops", "2", "--json", "--device", "cpu"]) == 0  # fmt: skip
+    two = json.loads(capsys.readouterr().out)
+    assert {k: two[k] for k in ("top1_error", "loss")} == {
+        k: result[k] for k in ("top1_error", "loss")
+    }
     assert 0.0 <= result["top5_error"] <= result["top1_error"] <= 1.0
     assert set(result["per_class_accuracy"]) == {f"class{i}" for i in range(4)}
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -193,3 +203,27 @@ def test_two_crops_are_the_centre_crop_and_its_mirror():
     centre = images[:, :, 1:9, 1:9].float() / 255
     torch.testing.assert_close(x[:, 0], centre)
     torch.testing.assert_close(x[:, 1], centre.flip(-1))
+
+
+def test_ten_crops_stay_ten_where_the_corners_differ():
+    """distinct_crops: 10 crops of a 256 px image for a 224 crop are ten different crops;
+    of a 28 px image for a 28 crop (or resized to the crop's side) two."""
+    from alexnet.evaluate import distinct_crops
+
+    imagenet = {"crop_size": 224, "resize": None, "out_channels": 3, "normalize": "none"}
+    assert distinct_crops(imagenet, (256, 256), 10) == 10
+    assert distinct_crops(imagenet, (224, 224), 10) == 2
+    assert distinct_crops(imagenet, (256, 256), 1) == 1
+    fmnist = {"crop_size": 28, "resize": None, "out_channels": 3, "normalize": "none"}
+    assert distinct_crops(fmnist, (28, 28), 10) == 2
+    upscaled = {**fmnist, "crop_size": 224, "resize": 256}
+    assert distinct_crops(upscaled, (28, 28), 10) == 10  # resized to 256, then cropped
+
+
+def test_eval_json_of_a_run_is_rounded(trained):
+    """RUN/eval.json shows what was measured (6 significant digits), not float noise such
+    as 0.33399999999999996."""
+    _, out = trained
+    final = json.loads((out / "eval.json").read_text())
+    floats = [v for v in final.values() if isinstance(v, float)]
+    assert floats and all(float(f"{v:.6g}") == v for v in floats)

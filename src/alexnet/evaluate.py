@@ -51,6 +51,17 @@ def make_eval_transform(
     return centre_and_flip
 
 
+def distinct_crops(
+    preprocess: Preprocess | dict[str, Any], image_size: tuple[int, int], crops: int
+) -> int:
+    """`crops`, or 2 when 10 would repeat the centre crop: an image (after the weights' resize,
+    to `resize` x `resize`) no larger than the crop has its four corner crops equal to the
+    centre one, so the 10 crops of paper §4.1 are the centre and its mirror, five times."""
+    pre = Preprocess.from_json(preprocess)
+    h, w = (pre.resize, pre.resize) if pre.resize else image_size
+    return 2 if crops == 10 and max(h, w) <= pre.crop_size else crops
+
+
 @torch.no_grad()
 def evaluate(
     model: torch.nn.Module | Callable[[torch.Tensor], torch.Tensor],

@@ -47,6 +47,7 @@ from alexnet.data.packed import open_dataset
 from alexnet.errors import UserError
 from alexnet.evaluate import evaluate, make_eval_transform
 from alexnet.fileio import atomic_write_text
+from alexnet.jsonout import rounded
 from alexnet.models.parallel import TwoDeviceAlexNet
 from alexnet.models.registry import get_model
 from alexnet.progress import progress_bar
@@ -251,7 +252,7 @@ def _train(cfg, info, device, generation: int, stop: StopFlag, callbacks) -> Run
         write_weights(RunDir.WEIGHTS, {"epoch": pos.epoch, "global_step": pos.global_step})
         final = final_evaluation(placed, inputs, pos.history, cfg, info)
         if info.is_main:
-            atomic_write_text(run.eval_json, json.dumps(final, indent=2) + "\n")
+            atomic_write_text(run.eval_json, json.dumps(rounded(final), indent=2) + "\n")
         top5 = final.get("top5_error")
         say(
             f"done ({status}): {run.weights}; val error top-1 {100 * final['top1_error']:.2f} %"
