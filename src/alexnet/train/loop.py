@@ -250,9 +250,9 @@ def _train(cfg, info, device, generation: int, stop: StopFlag, callbacks) -> Run
                     "stopped", run.path, list(pos.history), stop_signal=stop.signum or 15
                 )
         write_weights(RunDir.WEIGHTS, {"epoch": pos.epoch, "global_step": pos.global_step})
-        final = final_evaluation(placed, inputs, pos.history, cfg, info)
+        final = rounded(final_evaluation(placed, inputs, pos.history, cfg, info))  # as measured
         if info.is_main:
-            atomic_write_text(run.eval_json, json.dumps(rounded(final), indent=2) + "\n")
+            atomic_write_text(run.eval_json, json.dumps(final, indent=2) + "\n")
         top5 = final.get("top5_error")
         say(
             f"done ({status}): {run.weights}; val error top-1 {100 * final['top1_error']:.2f} %"
