@@ -96,7 +96,8 @@ def test_pt2_loads_without_alexnet_importable(tmp_path, capsys):
         "import importlib.util, sys; sys.path.append(sys.argv[1]); "
         "assert importlib.util.find_spec('alexnet') is None, 'alexnet importable'; "
         "import torch; m = torch.export.load(sys.argv[2]).module(); "
-        "xs = torch.load(sys.argv[3]); torch.save([m(x) for x in xs], sys.argv[4])"
+        "xs = torch.load(sys.argv[3], weights_only=True); "
+        "torch.save([m(x) for x in xs], sys.argv[4])"
     )
     xs = [torch.randn(b, 3, 32, 32) for b in (1, 4)]
     torch.save(xs, tmp_path / "xs.pt")
@@ -109,7 +110,7 @@ def test_pt2_loads_without_alexnet_importable(tmp_path, capsys):
         timeout=110,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    ys = torch.load(tmp_path / "ys.pt")
+    ys = torch.load(tmp_path / "ys.pt", weights_only=True)
     with torch.no_grad():
         assert all(close(y, model(x)) for x, y in zip(xs, ys, strict=True))
 

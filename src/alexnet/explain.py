@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from alexnet.data.augment import EvalTransform
 from alexnet.errors import UserError
 from alexnet.evaluate import make_eval_transform
-from alexnet.models.summary import Field, layer_kind, layer_table
+from alexnet.models.summary import Field, layer_kind, layer_table, trace
 from alexnet.progress import progress_bar
 from alexnet.weights.meta import Preprocess
 
@@ -70,19 +70,9 @@ def layers(model: nn.Module, input_size: int | None = None) -> dict[str, Layer]:
 
 def _find_layers(model: nn.Module, size: int) -> dict[str, Layer]:
     leaves = [m for m in model.modules() if not any(True for _ in m.children())]
-    calls: list[nn.Module] = []
-    hooks = [m.register_forward_hook(lambda mod, i, o: calls.append(mod)) for m in leaves]
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            device = next(model.parameters()).device
-            model(torch.zeros(1, model.in_channels, size, size, device=device))
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
-    rows = layer_table(model, size)
+    traced = trace(model, leaves, size)  # one pass: the table's layers are leaves too
+    rows = layer_table(model, size, traced)
+    calls = [module for module, _, _ in traced]
     at = [i for i, m in enumerate(calls) if layer_kind(m)]
     if len(at) != len(rows):  # a layer module inside another: the table and the calls differ
         raise RuntimeError(f"{len(rows)} table rows but {len(at)} layer calls")

@@ -142,14 +142,16 @@ def _row(
     )  # fmt: skip
 
 
-def layer_table(model: nn.Module, input_size: int | None = None) -> list[LayerRow]:
-    """Run one (1, C, S, S) zero image through `model` and describe each layer in call order."""
-    size = input_size or model.input_size
-    calls: list[tuple[nn.Module, torch.Size, torch.Size]] = []
-    kinds = {m: layer_kind(m) for _, m in model.named_modules() if layer_kind(m)}
+Call = tuple[nn.Module, torch.Size, torch.Size]  # (module, input shape, output shape)
+
+
+def trace(model: nn.Module, modules: list[nn.Module], size: int) -> list[Call]:
+    """The calls of `modules` (hooked) while one (1, C, size, size) zero image runs through
+    `model` in eval mode, in call order; the model's mode is restored."""
+    calls: list[Call] = []
     hooks = [
         m.register_forward_hook(lambda mod, i, o: calls.append((mod, i[0].shape, o.shape)))
-        for m in kinds
+        for m in modules
     ]
     was_training = model.training
     try:
@@ -161,6 +163,17 @@ def layer_table(model: nn.Module, input_size: int | None = None) -> list[LayerRo
         for h in hooks:
             h.remove()
         model.train(was_training)
+    return calls
+
+
+def layer_table(
+    model: nn.Module, input_size: int | None = None, calls: list[Call] | None = None
+) -> list[LayerRow]:
+    """Describe each layer of `model` in call order, from one traced zero image (`calls`: a
+    trace of at least its layer modules, when the caller has one)."""
+    size = input_size or model.input_size
+    kinds = {m: layer_kind(m) for _, m in model.named_modules() if layer_kind(m)}
+    calls = [c for c in (calls or trace(model, list(kinds), size)) if c[0] in kinds]
     names = {m: n.rsplit(".", 1)[-1] for n, m in model.named_modules()}
     counters = {"conv": 0, "pool": 0, "norm": 0, "fc": 0}
     rows, field = [], Field()
