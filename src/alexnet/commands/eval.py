@@ -48,11 +48,26 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+def _crops(asked: int, preprocess, image_size: tuple[int, int]) -> int:
+    """The crops to evaluate (`distinct_crops`), said in one line when they are not `asked`."""
+    from alexnet.evaluate import distinct_crops
+
+    crops = distinct_crops(preprocess, image_size, asked)
+    if crops != asked:
+        h, w = image_size
+        print(
+            f"alexnet eval: note: --crops {asked} on {h}x{w} images cropped to "
+            f"{preprocess.crop_size} repeats the centre crop; evaluating --crops {crops} "
+            "(the centre and its mirror: the same result in a fifth of the time)",
+            file=sys.stderr,
+        )
+    return crops
+
+
 def run(args: argparse.Namespace) -> int:
     from alexnet.data.loader import DeviceLoader
     from alexnet.data.packed import open_dataset
     from alexnet.evaluate import (
-        distinct_crops,
         evaluate,
         make_eval_transform,
         per_class_accuracy,
@@ -75,15 +90,7 @@ def run(args: argparse.Namespace) -> int:
             f"({', '.join(meta.classes[:3])}, ...) but {args.data} has {ds.num_classes} "
             f"({', '.join(ds.classes[:3])}, ...)"
         )
-    crops = distinct_crops(meta.preprocess, ds.image_size, args.crops)
-    if crops != args.crops:
-        h, w = ds.image_size
-        print(
-            f"alexnet eval: note: --crops {args.crops} on {h}x{w} images cropped to "
-            f"{meta.preprocess.crop_size} repeats the centre crop; evaluating --crops {crops} "
-            "(the centre and its mirror: the same result in a fifth of the time)",
-            file=sys.stderr,
-        )
+    crops = _crops(args.crops, meta.preprocess, ds.image_size)
     init_distributed(info, device)
     try:
         loader = DeviceLoader(
