@@ -14,7 +14,7 @@ from alexnet.jsonout import json_line
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "export",
-        help="ONNX export (dynamic batch, checked with onnxruntime); tower layout conversion",
+        help="ONNX (fp32 or --int8), torch.export, a Hugging Face-style folder; tower layouts",
         description="Export a weights file. --onnx writes an ONNX model with input 'images' "
         "(batch, C, S, S), already preprocessed, and output 'logits', then runs it with "
         "onnxruntime on another batch size and compares with PyTorch (|diff| <= 1e-4 + "

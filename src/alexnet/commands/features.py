@@ -16,7 +16,7 @@ from alexnet.errors import UserError
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "features",
-        help="fc7 (penultimate) activations of a packed split -> FEATS.npy + FEATS.json",
+        help="a layer's activations (default fc7) of a packed split -> FEATS.npy + FEATS.json",
         description="Compute the penultimate activations (fc7 after ReLU, 4096-d, for the 224 "
         "px models; the last hidden layer of `small`) of every image of a split, centre crop, "
         "in batches on the device. Writes FEATS.npy (float32, shape (N, D)) and FEATS.json "

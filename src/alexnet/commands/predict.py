@@ -14,7 +14,7 @@ from alexnet.jsonout import json_line
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "predict",
-        help="top-k classes of image files (any weights format, or --weights torchvision)",
+        help="top-k classes of image files (any weights); --explain occlusion: where it looks",
         description="Predict the classes of images with weights from `alexnet train`, a run's "
         "checkpoint, torchvision's ImageNet file (a path, or the name `torchvision`: downloaded "
         "once) or a converted Caffe model. Arguments may "
