@@ -81,6 +81,11 @@ class RunDir:
         return f"RunDir({str(self.path)!r})"
 
     # state
+    def owns(self, path: Path) -> bool:
+        """True for a file a run writes (the names above, TensorBoard's event files)."""
+        names = {v for k, v in vars(RunDir).items() if k.isupper() and isinstance(v, str)}
+        return path.name in names or path.name.startswith("events.out.tfevents")
+
     def has_checkpoint(self) -> bool:
         return self.checkpoint.is_file()
 

@@ -34,6 +34,8 @@ def _recipe_values(name: str) -> str:
     """What each recipe sets `name` to, e.g. "paper 90, torchvision 90, fast 6"."""
     default = default_of(name)
     values = {r: r_.values.get(name, default) for r, r_ in RECIPES.items()}
+    if name in ("model", "normalize"):  # the weights of --init-from decide these
+        values["finetune"] = "the weights'"
     if len({json.dumps(v) for v in values.values()}) == 1:
         return "" if default in ("", None, {}) else f"default {_shown(default)}"
     return ", ".join(f"{r} {_shown(v)}" for r, v in values.items())
@@ -81,8 +83,8 @@ def _add_field(group: argparse._ArgumentGroup, name: str) -> None:
     elif option.kind is not None:
         group.add_argument(flag, type=from_kind(option.kind), default=None, help=text)
     else:
-        metavar = "DIR" if name == "data" else "RUN" if name == "output_dir" else None
-        group.add_argument(flag, metavar=metavar, default=None, help=text)
+        metavar = {"data": "DIR", "output_dir": "RUN", "init_from": "WEIGHTS", "freeze": "LAYER"}
+        group.add_argument(flag, metavar=metavar.get(name), default=None, help=text)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:

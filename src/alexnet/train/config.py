@@ -76,9 +76,10 @@ def _opt(default: Any, kind: Kind | None, help: str, group: str, auto: str | Non
     return field(default=default, metadata={"option": option})
 
 
-_RUN, _MODEL, _OPT, _AUG, _EVAL, _MECH = (
+_RUN, _MODEL, _TUNE, _OPT, _AUG, _EVAL, _MECH = (
     "data and run",
     "model",
+    "fine-tuning (paper §6)",
     "optimization (paper §5)",
     "augmentation and normalization (paper §2, §4.1)",
     "evaluation (paper §4.1)",
@@ -105,6 +106,21 @@ class TrainConfig:
     model_options: dict[str, Any] = _opt(
         {}, None, 'options for the model builder, a JSON object, e.g. \'{"init": "caffe"}\'', _MODEL
     )
+    # fine-tuning (paper §6: pre-trained on ImageNet Fall 2011, fine-tuned on ILSVRC-2012)
+    init_from: str | None = _opt(
+        None, None, "start from these weights: a weights file, run directory, Hugging Face-style "
+        "folder or name (torchvision); the model, its options and the input normalization are "
+        "the weights', the last layer is re-made when the data's classes differ", _TUNE,
+        auto="random initialization",
+    )  # fmt: skip
+    freeze: str | None = _opt(
+        None, None, "keep layers fixed: `features` (every conv layer) or a layer name as "
+        "`alexnet summary` lists it (that layer and every one before it)", _TUNE,
+        auto="train every layer",
+    )  # fmt: skip
+    head_lr_factor: float = _opt(
+        1.0, POSITIVE, "the last layer learns at --lr x this (a new last layer, faster)", _TUNE
+    )
     # optimization (paper §5)
     epochs: int = _opt(90, POSITIVE_INT, "number of epochs", _OPT)
     batch_size: int = _opt(
@@ -127,7 +143,10 @@ class TrainConfig:
     )
     max_reductions: int = _opt(3, REDUCTIONS, "plateau: at most this many reductions", _OPT)
     lr_step_size: int = _opt(30, POSITIVE_INT, "step: epochs between reductions", _OPT)
-    warmup_epochs: float = _opt(0.0, NONNEGATIVE, "cosine: linear warm-up epochs", _OPT)
+    warmup_epochs: float | None = _opt(
+        0.0, NONNEGATIVE, "cosine: linear warm-up epochs, shorter than the run", _OPT,
+        auto="a sixth of --epochs, at most 1",
+    )  # fmt: skip
     # augmentation (paper §4.1) and normalization (§2)
     augment: str = _opt(
         "paper", Choice(AUGMENT_MODES), "random crops + flips (paper) or RandomResizedCrop", _AUG
@@ -261,7 +280,10 @@ def resolve(recipe: str | None, resume: str | None, overrides: dict[str, Any]) -
             raise UserError(f"--resume {RESUME_AUTO} needs --output-dir RUN (the run to continue)")
         resume = values["output_dir"] if RunDir(values["output_dir"]).has_checkpoint() else None
     if not resume:
-        return config_from_values({**recipe_defaults(recipe or "paper"), **values, "resume": None})
+        base = recipe_defaults(recipe or "paper")
+        if values.get("init_from"):
+            base.update(_from_weights(values))
+        return config_from_values({**base, **values, "resume": None})
     run = _run_to_resume(str(resume))
     saved = _saved_config(run)
     if recipe is not None and recipe != saved.get("recipe"):
@@ -282,6 +304,21 @@ def resolve(recipe: str | None, resume: str | None, overrides: dict[str, Any]) -
         )
     known = {k: v for k, v in saved.items() if k in CONFIG_FIELDS}
     return config_from_values({**known, **values, "resume": str(run.path)})
+
+
+def _from_weights(values: dict[str, Any]) -> dict[str, Any]:
+    """What the weights of `--init-from` decide (their model, its options under the given
+    ones, their normalization unless given); a different `--model` is refused."""
+    from alexnet.train.finetune import weights_config  # reads the weights: torch
+
+    decided = weights_config(str(values["init_from"]))
+    if values.get("model", decided["model"]) != decided["model"]:
+        raise UserError(
+            f"--init-from {values['init_from']}: weights of model {decided['model']!r}, not "
+            f"--model {values['model']!r} (leave --model out)"
+        )
+    decided["model_options"] = {**decided["model_options"], **values.get("model_options", {})}
+    return decided
 
 
 def _run_to_resume(resume: str) -> RunDir:
@@ -350,6 +387,11 @@ def check_config(cfg: TrainConfig) -> None:
         reason = _field_problem(name, getattr(cfg, name))
         if reason:
             raise UserError(f"{flag_of(name)}: {reason}")
+    if cfg.schedule == "cosine" and (cfg.warmup_epochs or 0.0) >= cfg.epochs:
+        raise UserError(
+            f"--warmup-epochs {cfg.warmup_epochs:g} is not shorter than --epochs {cfg.epochs}: "
+            "the learning rate would end at its peak, never decayed; give fewer warm-up epochs"
+        )
     if cfg.model_parallel is not None and cfg.model != "paper":
         raise UserError("--model-parallel splits the paper's two towers: use --model paper")
 

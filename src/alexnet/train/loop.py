@@ -52,6 +52,7 @@ from alexnet.models.parallel import TwoDeviceAlexNet
 from alexnet.models.registry import get_model
 from alexnet.progress import progress_bar
 from alexnet.rundir import RunDir, RunResult
+from alexnet.train import finetune
 from alexnet.train import inputs as inputs_mod
 from alexnet.train.config import RESUME_AUTO, TrainConfig, config_json, resolve_channels_last
 from alexnet.train.optim import make_optimizer, skip_if_nonfinite
@@ -129,6 +130,8 @@ def fit(cfg: TrainConfig, *, callbacks: Sequence[StepCallback] = ()) -> RunResul
     keeping large blocks) hold while it trains."""
     if cfg.resume == RESUME_AUTO:
         raise UserError(f"resume {RESUME_AUTO!r} is decided by make_config (or resolve)")
+    if cfg.recipe == "finetune" and not cfg.init_from:
+        raise UserError("--recipe finetune starts from trained weights: give --init-from WEIGHTS")
     info = runtime.dist_info()
     device = _device(cfg, info)
     with runtime.process_settings():
@@ -155,16 +158,36 @@ def _train(cfg, info, device, generation: int, stop: StopFlag, callbacks) -> Run
     if saved is not None:
         cfg = reconcile_world_size(cfg, saved, info)
     net = build_model(cfg, train_ds)
+    say = _say if info.is_main else _quiet
+    stats = train_ds.stats
     if saved is not None:
         check_compatible(saved, cfg.resume, model_config=net.config, data=train_ds.fingerprint)
+        if cfg.init_from:  # the normalization the run started with, as the checkpoint holds it
+            pre = Preprocess.from_json(saved.preprocess)
+            stats = finetune.normalization_stats(stats, pre, saved.mean_image)
+    elif cfg.init_from:
+        weights, new_head = finetune.start_from(net, cfg.init_from)
+        stats = finetune.normalization_stats(stats, weights.preprocess, weights.mean_image)
+        say(
+            f"starting from {weights.path} ({weights.model_name}, {weights.num_classes} classes)"
+            + (
+                f"; the last layer ({', '.join(new_head)}) is re-made for the data's "
+                f"{train_ds.num_classes} classes"
+                if new_head
+                else ""
+            )
+        )
+    if cfg.freeze:
+        say(f"frozen: {', '.join(finetune.freeze(net, cfg.freeze))}")
     run = RunDir(cfg.output_dir)
     _check_run_dir(run, net, info, resuming=saved is not None)
     placed, forward = _place(cfg, net, device, info)
     fused = device.type == "cuda" and not cfg.model_parallel  # one launch; skips on the device
     sgd = {k: getattr(cfg, k) for k in ("lr", "momentum", "weight_decay", "nesterov")}
-    optimizer = make_optimizer(placed.parameters(), **sgd, fused=fused)
+    groups = finetune.param_groups(placed, cfg.head_lr_factor)
+    optimizer = make_optimizer(groups, **sgd, fused=fused)
     schedule = make_schedule(cfg)
-    inputs = _inputs(cfg, train_ds, val_ds, net, info, device)
+    inputs = _inputs(cfg, train_ds, val_ds, stats, net, info, device)
     if len(inputs.train_loader) == 0:
         raise UserError(
             f"{cfg.data}: {len(train_ds)} training images are fewer than one global batch of "
@@ -175,7 +198,6 @@ def _train(cfg, info, device, generation: int, stop: StopFlag, callbacks) -> Run
         _restore(saved, placed, optimizer, schedule, pos, cfg.seed, info)
     else:
         torch.manual_seed(step_seed(cfg.seed, 0, 0, info.rank, stream=1))  # dropout, per rank
-    say = _say if info.is_main else _quiet
 
     meta = dict(
         model_config=net.config, classes=list(train_ds.classes), mean_image=inputs.mean_image
@@ -214,6 +236,14 @@ def _train(cfg, info, device, generation: int, stop: StopFlag, callbacks) -> Run
                 extra=extra,
             )
 
+    if cfg.recipe == "paper" and cfg.epochs >= 30 and device.type == "cpu":
+        say(
+            f"note: the paper recipe trains {cfg.epochs} epochs, sized for GPUs (days on a CPU); "
+            "on a CPU, --recipe fast trains in minutes"
+        )
+    steps_total = cfg.epochs * len(inputs.train_loader)
+    steps_total = min(steps_total, cfg.max_steps) if cfg.max_steps else steps_total
+    callbacks = [*callbacks, _cost_line(steps_total, cfg.batch_size * info.world_size, device, say)]
     board = None
     if info.is_main:
         about = dict(model=net.config, geometry=inputs.geometry, classes=meta["classes"])
@@ -365,6 +395,15 @@ def check_run_dir(run: RunDir, need_bytes: int, *, resuming: bool) -> None:
             f"{run.path}: already holds a run ({RunDir.CHECKPOINT}); {how}, or "
             "choose another --output-dir"
         )
+    others = sorted(
+        p.name for p in run.path.iterdir() if not p.name.startswith(".") and not run.owns(p)
+    )
+    if not resuming and others and not run.config.exists():
+        raise UserError(
+            f"{run.path}: not empty and not a run directory (it holds {', '.join(others[:3])}"
+            + (", ..." if len(others) > 3 else "")
+            + "); choose a new or empty --output-dir"
+        )
     try:
         fd, tmp = tempfile.mkstemp(prefix=".write-test.", dir=run.path)
         with os.fdopen(fd, "wb") as f:
@@ -407,9 +446,10 @@ def _paper_state(placed: nn.Module) -> dict[str, torch.Tensor]:
     return placed.state_dict()
 
 
-def _inputs(cfg: TrainConfig, train_ds, val_ds, net, info, device) -> Inputs:
-    """The crop geometry, preprocessing, transforms and loaders of the data (paper §2, §4.1)."""
-    in_channels, stats = int(getattr(net, "in_channels", 3)), train_ds.stats
+def _inputs(cfg: TrainConfig, train_ds, val_ds, stats, net, info, device) -> Inputs:
+    """The crop geometry, preprocessing, transforms and loaders of the data (paper §2, §4.1);
+    `stats`: the train split's statistics, with a fine-tuned run's normalization."""
+    in_channels = int(getattr(net, "in_channels", 3))
     geometry = inputs_mod.plan_geometry(
         train_ds.image_size, net.input_size, augment=cfg.augment, pad=cfg.pad, resize=cfg.resize
     )
@@ -531,7 +571,7 @@ def train_one_epoch(
             break
         pos.data_time = [t + waited for t in pos.data_time]
         for group in optimizer.param_groups:
-            group["lr"] = schedule.lr(pos.epoch, pos.batch, steps)
+            group["lr"] = schedule.lr(pos.epoch, pos.batch, steps) * group.get("lr_factor", 1.0)
         loss = train_step(forward, optimizer, *batch, pos, cfg, info.enabled)
         timed_images += batch[1].shape[0] * info.world_size
         pos.batch, pos.global_step = pos.batch + 1, pos.global_step + 1
@@ -739,6 +779,42 @@ def final_evaluation(placed, inputs: Inputs, history: list, cfg: TrainConfig, in
 
 
 # ----------------------------------------------------------------- what people see
+COST_STEPS = 5  # steps timed (after this process's first) for the estimate of the run's time
+
+
+def _cost_line(total: int, global_batch: int, device: torch.device, say) -> StepCallback:
+    """A step callback that says once, after this process's first steps, how many steps the run
+    has left and how long they take at the rate measured here (validation excluded)."""
+    seen: list[tuple[int, float]] = []
+
+    def callback(step: int) -> None:
+        if len(seen) > COST_STEPS:
+            return
+        seen.append((step, time.perf_counter()))
+        if len(seen) == COST_STEPS + 1 and step < total:
+            (first, t0), (last, t1) = seen[0], seen[-1]
+            per_step = (t1 - t0) / max(last - first, 1)
+            say(
+                f"plan: {total} steps of {global_batch} images, {total - step} to go; at "
+                f"{global_batch / per_step:.0f} img/s (measured here) about "
+                f"{_duration((total - step) * per_step)} of training on {device}"
+            )
+
+    return callback
+
+
+def _duration(seconds: float) -> str:
+    """E.g. "40 s", "12 min", "3 h 05 min", "5 days 2 h"."""
+    minutes = round(seconds / 60)
+    if seconds < 60:
+        return f"{max(round(seconds), 1)} s"
+    if minutes < 60:
+        return f"{minutes} min"
+    if minutes < 48 * 60:
+        return f"{minutes // 60} h {minutes % 60:02d} min"
+    return f"{minutes // 1440} days {minutes % 1440 // 60} h"
+
+
 def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 

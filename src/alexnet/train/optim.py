@@ -25,18 +25,19 @@ def make_optimizer(
     nesterov: bool = False,
     fused: bool = False,
 ) -> torch.optim.SGD:
-    """SGD with momentum and L2 weight decay (paper §5), decay on every parameter like the paper.
+    """SGD with momentum and L2 weight decay (paper §5), decay on every parameter like the paper;
+    `params`: parameters, or parameter groups (a group's `lr_factor` scales the schedule's rate).
 
     `fused`: torch's fused kernel (one launch for all parameters; on CUDA), which can skip a
     step on the device (`skip_if_nonfinite`). Its momentum buffers are created as zeros up
     front, the same first step as torch's (buffer = gradient, as 0.9 * 0 + gradient), so that
     a skipped first step cannot leave them uninitialized."""
-    params = list(params)
     decay = {"momentum": momentum, "weight_decay": weight_decay, "nesterov": nesterov}
     optimizer = torch.optim.SGD(params, lr=lr, **decay, fused=fused or None)
     if fused and momentum > 0:
-        for p in params:
-            optimizer.state[p]["momentum_buffer"] = torch.zeros_like(p)
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                optimizer.state[p]["momentum_buffer"] = torch.zeros_like(p)
     return optimizer
 
 

@@ -131,6 +131,11 @@ class WarmupCosineSchedule(_FixedInTime):
 Schedule = PlateauSchedule | StepSchedule | WarmupCosineSchedule
 
 
+def warmup_epochs(cfg) -> float:
+    """--warmup-epochs, or when automatic (None) a sixth of the run, at most one epoch."""
+    return cfg.warmup_epochs if cfg.warmup_epochs is not None else min(1.0, cfg.epochs / 6)
+
+
 def make_schedule(cfg) -> Schedule:
     """Build the schedule named by `cfg.schedule` ("plateau", "step" or "cosine")."""
     if cfg.schedule == "plateau":
@@ -145,6 +150,6 @@ def make_schedule(cfg) -> Schedule:
         return StepSchedule(cfg.lr, step_size=cfg.lr_step_size, gamma=cfg.lr_factor)
     if cfg.schedule == "cosine":
         return WarmupCosineSchedule(
-            cfg.lr, epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs, final_frac=0.0
+            cfg.lr, epochs=cfg.epochs, warmup_epochs=warmup_epochs(cfg), final_frac=0.0
         )
     raise UserError(f"unknown schedule {cfg.schedule!r}; choose from {', '.join(SCHEDULES)}")

@@ -1,0 +1,121 @@
+"""Fine-tuning: a run that starts from trained weights (`--init-from`), with the last layer
+re-made for the data's classes, layers kept fixed (`--freeze`) and the last layer learning
+faster (`--head-lr-factor`). Paper §6: the network pre-trained on the whole ImageNet Fall 2011
+release was "fine-tuned" on ILSVRC-2012; every later use of AlexNet's features (DeCAF, R-CNN)
+starts this way.
+
+    alexnet train --data DIR --output-dir RUN --recipe finetune --init-from torchvision \\
+        --freeze features
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from alexnet.data.packed import DatasetStats
+from alexnet.errors import UserError
+from alexnet.weights.files import read
+from alexnet.weights.meta import Preprocess, WeightsMeta
+
+FEATURES = "features"  # --freeze features: every conv layer
+
+
+def weights_config(init_from: str) -> dict[str, Any]:
+    """The config fields that weights `init_from` decide: the model, its options (but the number
+    of classes, which the data decides) and the input normalization they were trained with."""
+    _, meta = read(init_from)
+    options = dict(meta.model_config.get("options", {}))
+    options.pop("num_classes", None)
+    return {
+        "model": meta.model_name,
+        "model_options": options,
+        "normalize": meta.preprocess.normalize,
+    }
+
+
+def start_from(net: nn.Module, init_from: str) -> tuple[WeightsMeta, list[str]]:
+    """Copy the tensors of weights `init_from` into `net`, built with the weights' options;
+    the last layer keeps `net`'s fresh initialization when the number of classes differs.
+    Returns (the weights' metadata, the names of the re-made tensors: [] or fc8's two)."""
+    tensors, meta = read(init_from)
+    own = net.state_dict()
+    missing = sorted(own.keys() - tensors.keys())
+    other = sorted(k for k in own.keys() & tensors.keys() if own[k].shape != tensors[k].shape)
+    head = [k for k in other if own[k].shape[0] == net.num_classes]
+    if missing or len(head) != len(other) or len(head) > 2:
+        raise UserError(
+            f"{meta.path}: tensors {(missing + other)[:3]} do not fit the "
+            f"{meta.model_name!r} model built for the data"
+        )
+    net.load_state_dict({**tensors, **{k: own[k] for k in head}}, strict=False)
+    return meta, head
+
+
+def normalization_stats(stats: DatasetStats, pre: Preprocess, mean_image: Any) -> DatasetStats:
+    """The data's statistics with the normalization of the weights a run starts from (`pre`,
+    their mean image (H, W, C) or None): their per-channel mean and std and, when it has the
+    data's size, their mean image (paper §2): what the pre-trained layers expect. Lighting
+    (§4.1) keeps the data's eigenpairs."""
+    channels = np.asarray(stats.channel_mean).size
+    changed: dict[str, Any] = {}
+    if pre.mean is not None and len(pre.mean) == channels:
+        changed["channel_mean"] = np.asarray(pre.mean, dtype=np.float32)
+    if pre.std is not None and len(pre.std) == channels:
+        changed["channel_std"] = np.asarray(pre.std, dtype=np.float32)
+    if mean_image is not None and tuple(np.shape(mean_image)) == np.shape(stats.mean_image):
+        changed["mean_image"] = np.asarray(mean_image, dtype=np.float32)
+    return dataclasses.replace(stats, **changed)
+
+
+def freeze(net: nn.Module, spec: str) -> list[str]:
+    """Keep the layers that `spec` names fixed: `features` (every conv layer) or a layer name as
+    `alexnet summary` lists it (that layer and every one before it). Their parameters stop
+    taking gradients and their BatchNorm keeps its running statistics (evaluation mode in
+    training too). Returns the frozen layers' names, in call order."""
+    from alexnet.explain import layers  # the layer names `alexnet summary` shows
+    from alexnet.models.summary import trace
+
+    found = layers(net)
+    if spec == FEATURES:
+        convs = [name for name, layer in found.items() if layer.kind == "conv"]
+        spec = convs[-1]
+    if spec not in found:
+        raise UserError(
+            f"freeze {spec!r}: the {net.config['name']!r} model has {FEATURES}, " + ", ".join(found)
+        )
+    leaves = [m for m in net.modules() if not any(True for _ in m.children())]
+    calls = [module for module, _, _ in trace(net, leaves, net.input_size)]
+    last = found[spec]
+    end = [i for i, m in enumerate(calls) if m is last.module][last.call]
+    for module in calls[: end + 1]:
+        module.requires_grad_(False)
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.register_forward_pre_hook(_keep_statistics)
+    names = list(found)
+    return names[: names.index(spec) + 1]
+
+
+def _keep_statistics(module: nn.Module, args: Any) -> None:
+    module.training = False
+
+
+def param_groups(net: nn.Module, head_lr_factor: float) -> list[dict[str, Any]]:
+    """SGD's parameter groups: the trainable parameters, and with a factor other than 1 the
+    last layer's apart with `lr_factor` (the schedule's rate times it)."""
+    trainable = [(name, p) for name, p in net.named_parameters() if p.requires_grad]
+    if head_lr_factor == 1.0:
+        return [{"params": [p for _, p in trainable]}]
+    head_names = last_layer_names(net)
+    body = [p for name, p in trainable if name not in head_names]
+    head = [p for name, p in trainable if name in head_names]
+    return [{"params": body}, {"params": head, "lr_factor": head_lr_factor}]
+
+
+def last_layer_names(net: nn.Module) -> set[str]:
+    """The parameter names of the layer that gives the logits (paper: fc8)."""
+    last = [m for m in net.modules() if isinstance(m, nn.Linear)][-1]
+    return {name for name, p in net.named_parameters() if any(p is q for q in last.parameters())}
