@@ -131,8 +131,9 @@ def test_help_shows_what_each_recipe_sets(capsys):
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "(paper 90, torchvision 90, fast 6, ablation 90, finetune 10)" in text  # --epochs, from RECIPES
-    assert "(paper 128, torchvision 32, fast 256, ablation 128, finetune 64)" in text  # --batch-size
+    # --epochs and --batch-size, from RECIPES
+    assert "(paper 90, torchvision 90, fast 6, ablation 90, finetune 10)" in text
+    assert "(paper 128, torchvision 32, fast 256, ablation 128, finetune 64)" in text
 
 
 @pytest.mark.parametrize("recipe", list(RECIPES))
