@@ -246,7 +246,8 @@ class RawField:
     def open(self, root: Path, split: str, entry: dict, image_size: tuple[int, int]):
         if not int(entry["count"]):  # np.memmap cannot map an empty file
             return np.zeros((0, *image_size, 3), np.uint8).view(RawImages)
-        return np.load(root / entry["images"], mmap_mode="r").view(RawImages)
+        path = root / entry.get("images", self.images_file(split))
+        return np.load(path, mmap_mode="r").view(RawImages)
 
     def fingerprint(self, root: Path, classes: list[str], image_size, digests: dict | None):
         """Per split its count and chunk digests, then class names, image size, version 1.
