@@ -287,9 +287,8 @@ def prepare(
         "classes": source.classes,
         "chunk_size": chunk_size,
         "encoding": field.name,
+        **field.header(),  # JPEG: its quality
     }
-    if field.quality is not None:
-        config["quality"] = field.quality
     config = json.loads(json.dumps(config))
     state, sums = _start(partial, config, source)
     pool = None
