@@ -298,7 +298,7 @@ class JpegField(RawField):
 
     def finish(self, partial: Path, split: str, n: int, image_size, index: bytes) -> list[str]:
         ends = np.cumsum(np.frombuffer(index, "<i8"), dtype=np.int64)
-        np.save(partial / f"{split}_offsets.npy", np.concatenate([[0], ends]).astype(np.int64))
+        np.save(partial / f"{split}_offsets.npy", np.concatenate([np.zeros(1, np.int64), ends]))
         return []
 
     def open(self, root: Path, split: str, entry: dict, image_size: tuple[int, int]):
