@@ -288,6 +288,7 @@ def prepare(
         "chunk_size": chunk_size,
         "encoding": field.name,
         **field.header(),  # JPEG: its quality
+        "work_files": WORK_FILES,  # a partial run of another layout is not resumed
     }
     config = json.loads(json.dumps(config))
     state, sums = _start(partial, config, source)
