@@ -145,9 +145,9 @@ def test_cpu_fast_path_equals_generic_path(normalize):
     mean_image = np.random.default_rng(1).random((12, 14, 3))
     tf = TrainTransform(7, normalize=normalize, mean_image=mean_image, mean=(0.3, 0.4, 0.5),
                         std=(0.2, 0.25, 0.3))  # fmt: skip
-    assert tf._fast_ok(x)
+    assert tf.fuses(tuple(x.shape[-2:]), x.device)
     fast = tf(x, torch.Generator().manual_seed(9))
-    tf._fast_ok = lambda images: False
+    tf.fuses = lambda image_size, device: False
     slow = tf(x, torch.Generator().manual_seed(9))
     assert fast.shape == slow.shape == (20, 3, 7, 7)
     assert torch.allclose(fast, slow, atol=1e-4 if normalize == "mean_image" else 1e-6)
@@ -185,7 +185,7 @@ def test_cpu_fast_path_equals_plain_reference():
     q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
     lam = np.array([0.4, 0.1, 0.02])
     tf = TrainTransform(6, eigval=lam, eigvec=q, mean_image=mean_image)
-    assert tf._fast_ok(x)
+    assert tf.fuses(tuple(x.shape[-2:]), x.device)
     got = tf(x, torch.Generator().manual_seed(11))
     assert got.shape == (24, 3, 6, 6) and got.dtype == torch.float32
     # float32, same operation order (x - mean*255) + 255*shift: bit for bit

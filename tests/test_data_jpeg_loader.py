@@ -152,7 +152,7 @@ def test_one_draw_serves_both_augmentation_paths():
                       dtype=torch.uint8)  # fmt: skip
     tf = Fixed(8, normalize="none")
     fast = tf(x, torch.Generator().manual_seed(1))
-    tf._fast_ok = lambda images: False
+    tf.fuses = lambda image_size, device: False
     slow = tf(x, torch.Generator().manual_seed(1))
     want = (x[:, :, 1:9, 0:8].flip(-1).double() / 255 + 0.01).float()
     assert torch.allclose(fast, want, atol=1e-6) and torch.allclose(slow, want, atol=1e-6)

@@ -12,6 +12,7 @@ torch.Generator, which must live on the images' device.
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 import threading
@@ -54,26 +55,17 @@ class Draws:
     shift: torch.Tensor | None = None
 
 
-_POOLS: dict[int, ThreadPoolExecutor] = {}
-
-
+@functools.cache
 def thread_pool(n: int) -> ThreadPoolExecutor:
     """One long-lived pool of `n` threads per size (the augmentation splits batches over it)."""
-    if n not in _POOLS:
-        _POOLS[n] = ThreadPoolExecutor(n, thread_name_prefix="alexnet-augment")
-    return _POOLS[n]
+    return ThreadPoolExecutor(n, thread_name_prefix="alexnet-augment")
 
 
 class ReusableBuffers:
-    """Recycles large numpy arrays once nothing else references them.
-
-    A fresh 38 MB batch costs ~6 ms of page faults on every call (the allocator returns big
-    blocks to the OS); reusing a block skips that. A buffer is handed out again only when its
-    reference count shows that no tensor, view or array made from it is alive (torch.from_numpy
-    keeps the array referenced through the tensor's storage), so a caller that still holds an
-    earlier batch never sees it overwritten. At most `keep` buffers are kept per shape; when
-    all are in use a fresh, untracked one is returned.
-    """
+    """Recycles large numpy arrays once nothing else references them: a fresh 38 MB batch
+    costs ~6 ms of page faults. A buffer is handed out again only when its reference count
+    shows that nothing made from it is alive (a tensor from torch.from_numpy holds it), so an
+    earlier batch is never overwritten. At most `keep` buffers are kept per shape."""
 
     def __init__(self, dtype: Any = np.float32, keep: int = 4) -> None:
         self.dtype = np.dtype(dtype)
@@ -191,8 +183,11 @@ class TrainTransform(_Common):
     def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None):
         """images uint8 (B, 3, H, W) -> float32 (B, out_channels, crop, crop), or the dtype and
         memory format set by `produce` (bf16 channels-last for the model under --amp)."""
-        if self._fast_ok(images):
-            return self._paper_cpu(images, generator)
+        if images.dtype == torch.uint8 and self.fuses(tuple(images.shape[-2:]), images.device):
+            b, _, h, w = self._check(images).shape  # the CPU fast path: same draws, same result
+            xh = images.permute(0, 2, 3, 1).numpy()  # (B, H, W, 3) view of the loader's bytes
+            threads = max(1, min(torch.get_num_threads(), b // 8))
+            return self.apply_rows(xh, range(b), self.draw(b, (h, w), generator), threads)
         unresized = self.resize is None or tuple(images.shape[-2:]) == (self.resize,) * 2
         x = self._augment(images, generator, crop_first=self.mode == "paper" and unresized)
         if self.out_dtype is not None or self.out_channels_last:
@@ -236,27 +231,13 @@ class TrainTransform(_Common):
             m = m[:, rows, cols].permute(1, 0, 2, 3)
         return x, m
 
-    def _fast_ok(self, images: torch.Tensor) -> bool:
-        """The CPU fast path: paper crops straight from uint8 NHWC memory, one fused
-        scale/subtract/shift per image (no full-size float copy). Same draws, same result."""
-        return (
-            images.device.type == "cpu"
-            and images.dim() == 4
-            and images.shape[1] == 3
-            and images.dtype == torch.uint8
-            and self.fuses(tuple(images.shape[-2:]), images.device)
-        )
-
     def fuses(self, image_size: tuple[int, int], device: str | torch.device) -> bool:
-        """True when images of `image_size` on `device` take the CPU fast path, which
+        """True when images of `image_size` on `device` take the CPU fast path (paper crops
+        straight from uint8 NHWC memory, one fused scale/subtract/shift per image), which
         DeviceLoader can then run inside its worker threads (draw, then apply_rows)."""
         no_resize = self.resize is None or tuple(image_size) == (self.resize,) * 2
-        return (
-            self.mode == "paper"
-            and torch.device(device).type == "cpu"
-            and no_resize
-            and (self.pad == 0)
-        )
+        cpu = torch.device(device).type == "cpu"
+        return self.mode == "paper" and cpu and no_resize and self.pad == 0
 
     def draw(
         self,
@@ -279,19 +260,13 @@ class TrainTransform(_Common):
             ox = torch.randint(0, w - c + 1, (b,), generator=generator, device=dev)
         else:
             boxes = self._resized_crop_boxes(b, h, w, generator, dev)
-        flip = self._flips(b, generator, dev)
+        flip = torch.rand(b, generator=generator, device=dev) < 0.5  # drawn even when off
+        flip = flip if self.flip else torch.zeros_like(flip)
         shift = None
         if self.lighting_std > 0:  # sum_i alpha_i lambda_i p_i, alpha_i ~ N(0, lighting_std)
             alpha = torch.randn(b, 3, generator=generator, device=dev) * self.lighting_std
             shift = (alpha * self._const("eigval", dev)) @ self._const("eigvec", dev).T
         return Draws(flip=flip, oy=oy, ox=ox, boxes=boxes, shift=shift)
-
-    def _paper_cpu(self, images: torch.Tensor, generator) -> torch.Tensor:
-        b, _, h, w = images.shape
-        draws = self.draw(b, (h, w), generator)
-        xh = images.permute(0, 2, 3, 1).numpy()  # (B, H, W, 3) view of the loader's bytes
-        n = max(1, min(torch.get_num_threads(), b // 8))
-        return self.apply_rows(xh, range(b), draws, threads=n)
 
     def _row_constants(self, shift: np.ndarray, h: int, w: int):
         """(mean rows, mirrored mean rows, per-channel scale, per-image offset (B, 3)) of the
@@ -359,10 +334,6 @@ class TrainTransform(_Common):
             list(thread_pool(threads).map(work, bounds[:-1], bounds[1:]))
         x = torch.from_numpy(buf).permute(0, 3, 1, 2)  # (B, 3, c, c), channels_last memory
         return x.mean(dim=1, keepdim=True) if self.out_channels == 1 else x
-
-    def _flips(self, b: int, generator, dev) -> torch.Tensor:
-        u = torch.rand(b, generator=generator, device=dev)
-        return (u < 0.5) if self.flip else torch.zeros(b, dtype=torch.bool, device=dev)
 
     def _resized_crop_boxes(self, b: int, h: int, w: int, generator, dev) -> torch.Tensor:
         """torchvision's RandomResizedCrop box recipe (10 tries, then a centre fallback):

@@ -5,11 +5,10 @@ version 1). `JpegField`: one baseline JPEG per image (libjpeg-turbo via Pillow, 
 optimized Huffman tables; equal channels as a one-channel JPEG) in `{split}_images.jpeg`,
 record i at bytes offsets[i]:offsets[i + 1] of `{split}_offsets.npy` (format version 2).
 Both: `{split}_labels.npy` int64 (N,), `{split}_crc32.npy` uint32 (N,) (each record's stored
-bytes; raw: its H*W*3 pixels). A field encodes chunks for `prepare`, opens a split and gives
-the fingerprint; what it opens (`RawImages`, `JpegImages`: the (N, H, W, 3) uint8 array the
-records decode to) reads records for the loader and verify. A JPEG record's CRC is checked
-before it is decoded (a flipped bit often decodes to plausible garbage). No torch here: the
-loader passes its own decoders.
+bytes; raw: its H*W*3 pixels). A field encodes chunks for `prepare`, opens a split
+(`RawImages`, `JpegImages`: the (N, H, W, 3) uint8 array the records decode to) and gives the
+fingerprint. A JPEG record's CRC is checked before it is decoded (a flipped bit often decodes
+to plausible garbage). No torch here: the loader passes its own decoders.
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ import struct
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -43,10 +42,6 @@ def labels_file(split: str) -> str:
 
 def crc_file(split: str) -> str:
     return f"{split}_crc32.npy"
-
-
-def offsets_file(split: str) -> str:
-    return f"{split}_offsets.npy"
 
 
 def crc32(data) -> int:
@@ -206,12 +201,12 @@ class JpegImages:
 
 # ---------------------------------------------------------------- the fields
 class RawField:
-    """uint8 pixels in a memory-mappable .npy (format version 1, its header as it always was:
-    no "encoding" key). Working files: the .npy with its header reserved, and per chunk a
-    16-byte digest of its images and labels (`{split}_digests.bin`, for the fingerprint)."""
+    """uint8 pixels in a memory-mappable .npy (format version 1: no "encoding" in the header).
+    Chunk index: a 16-byte digest of each chunk's images and labels, for the fingerprint."""
 
-    name, version, default_quality = "raw", 1, None
-    parallel = False  # writing: a copy, no work for worker processes
+    name, version, default_quality, suffix = "raw", 1, None, "npy"
+    parallel = False  # writing is a copy: no work for worker processes
+    preamble = b"\0" * NPY_HEADER  # the .npy header, written by `finish` when N is known
 
     def __init__(self, quality: int | None = None) -> None:
         self.quality = None
@@ -219,37 +214,24 @@ class RawField:
     def describe(self) -> str:
         return ""
 
-    def images_file(self, split: str) -> str:
-        return f"{split}_images.npy"
-
-    def index_work_file(self, split: str) -> str:
-        return f"{split}_digests.bin"
-
     def header(self) -> dict[str, Any]:
         return {}
+
+    def images_file(self, split: str) -> str:
+        return f"{split}_images.{self.suffix}"
 
     def split_entry(self, split: str, n: int) -> dict[str, Any]:
         return {"count": n, "images": self.images_file(split), "labels": labels_file(split)}
 
     def encode(self, images: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
         """A chunk (n, H, W, 3) -> {"data" (to append), "crc" uint32 (n,), "pixels" (what
-        training sees, for the statistics), "index" (the chunk's content digest)}."""
+        training sees, for the statistics), "index" (bytes to append to the chunk index)}."""
         digest = hashlib.blake2b(images.tobytes(), digest_size=DIGEST_BYTES)
         digest.update(labels.astype("<i8").tobytes())
         crc = np.array([crc32(x) for x in images], np.uint32)  # each (H, W, 3) image's bytes
         return {"data": images, "crc": crc, "pixels": images, "index": digest.digest()}
 
-    def data_size(self, state: dict, image_bytes: int) -> tuple[int, int]:
-        """(data bytes, index bytes) of the working files after the chunks `state` records."""
-        return NPY_HEADER + state["count"] * image_bytes, DIGEST_BYTES * state["chunk"]
-
-    def create(self, data: BinaryIO) -> None:
-        data.write(b"\0" * NPY_HEADER)
-
-    def append_index(self, index: BinaryIO, res: dict, state: dict) -> None:
-        index.write(res["index"])
-
-    def finish(self, partial: Path, split: str, n: int, image_size: tuple[int, int]) -> list:
+    def finish(self, partial: Path, split: str, n: int, image_size, index: bytes) -> list[str]:
         """Write the .npy header; returns the split's chunk digests (hex)."""
         shape = repr({"descr": "|u1", "fortran_order": False, "shape": (n, *image_size, 3)})
         body = shape.ljust(NPY_HEADER - 11) + "\n"
@@ -259,8 +241,7 @@ class RawField:
             f.write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(body)) + body.encode("latin1"))
             f.flush()
             os.fsync(f.fileno())
-        raw = (partial / self.index_work_file(split)).read_bytes()
-        return [raw[i : i + DIGEST_BYTES].hex() for i in range(0, len(raw), DIGEST_BYTES)]
+        return [index[i : i + DIGEST_BYTES].hex() for i in range(0, len(index), DIGEST_BYTES)]
 
     def open(self, root: Path, split: str, entry: dict, image_size: tuple[int, int]):
         if not int(entry["count"]):  # np.memmap cannot map an empty file
@@ -281,12 +262,13 @@ class RawField:
         return fp.hexdigest()[:32]
 
 
-class JpegField:
-    """One JPEG record per image at `quality` (format version 2). Working files: the records,
-    and each record's end offset (`{split}_offsets.bin`, int64)."""
+class JpegField(RawField):
+    """One JPEG record per image at `quality` (format version 2). Chunk index: the records'
+    lengths (int64), turned into `{split}_offsets.npy` by `finish`."""
 
-    name, version, default_quality = "jpeg", 2, DEFAULT_QUALITY
+    name, version, default_quality, suffix = "jpeg", 2, DEFAULT_QUALITY, "jpeg"
     parallel = True  # writing: JPEG encoding is CPU work, done in worker processes
+    preamble = b""
 
     def __init__(self, quality: int | None = None) -> None:
         quality = DEFAULT_QUALITY if quality is None else quality
@@ -297,43 +279,26 @@ class JpegField:
     def describe(self) -> str:
         return f" (JPEG q{self.quality})"
 
-    def images_file(self, split: str) -> str:
-        return f"{split}_images.jpeg"
-
-    def index_work_file(self, split: str) -> str:
-        return f"{split}_offsets.bin"
-
     def header(self) -> dict[str, Any]:
         return {"encoding": self.name, "quality": self.quality, "subsampling": SUBSAMPLING}
 
     def split_entry(self, split: str, n: int) -> dict[str, Any]:
-        files = {"images": self.images_file(split), "labels": labels_file(split)}
-        return {"count": n, **files, "offsets": offsets_file(split), "crc32": crc_file(split)}
+        files = {"offsets": f"{split}_offsets.npy", "crc32": crc_file(split)}
+        return {**super().split_entry(split, n), **files}
 
     def encode(self, images: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
-        """As RawField.encode; "pixels" are the decoded records, "index" their lengths."""
+        """As RawField.encode; "pixels" are the decoded records."""
         records = [encode_jpeg(img, self.quality) for img in images]
         pixels = np.empty_like(images)
         for rec, out in zip(records, pixels, strict=True):
             decode_pillow(rec, out)  # = the loader's decoder's pixels (tested)
         crc = np.array([crc32(r) for r in records], np.uint32).reshape(-1)
-        lengths = np.array([len(r) for r in records], np.int64)
-        return {"data": b"".join(records), "crc": crc, "pixels": pixels, "index": lengths}
+        lengths = np.array([len(r) for r in records], "<i8")
+        return {"data": b"".join(records), "crc": crc, "pixels": pixels, "index": lengths.tobytes()}
 
-    def data_size(self, state: dict, image_bytes: int) -> tuple[int, int]:
-        return state["bytes"], 8 * state["count"]
-
-    def create(self, data: BinaryIO) -> None:
-        pass
-
-    def append_index(self, index: BinaryIO, res: dict, state: dict) -> None:
-        ends = state["bytes"] + np.cumsum(res["index"], dtype=np.int64)
-        index.write(ends.astype("<i8").tobytes())
-        state["bytes"] = int(ends[-1]) if len(ends) else state["bytes"]
-
-    def finish(self, partial: Path, split: str, n: int, image_size: tuple[int, int]) -> list:
-        ends = np.fromfile(partial / self.index_work_file(split), "<i8")
-        np.save(partial / offsets_file(split), np.concatenate([[0], ends]).astype(np.int64))
+    def finish(self, partial: Path, split: str, n: int, image_size, index: bytes) -> list[str]:
+        ends = np.cumsum(np.frombuffer(index, "<i8"), dtype=np.int64)
+        np.save(partial / f"{split}_offsets.npy", np.concatenate([np.zeros(1, np.int64), ends]))
         return []
 
     def open(self, root: Path, split: str, entry: dict, image_size: tuple[int, int]):
@@ -346,7 +311,7 @@ class JpegField:
         fp = hashlib.sha256()
         for split in SPLITS:
             crc = np.load(root / crc_file(split)).astype("<u4")
-            lengths = np.diff(np.load(root / offsets_file(split))).astype("<i8")
+            lengths = np.diff(np.load(root / f"{split}_offsets.npy")).astype("<i8")
             labels = np.load(root / labels_file(split)).astype("<i8")
             fp.update(f"{split}:{len(crc)}:".encode())
             for part in (crc, lengths, labels):
@@ -357,7 +322,7 @@ class JpegField:
 
 
 Field = RawField | JpegField
-FIELDS: dict[str, type[RawField] | type[JpegField]] = {f.name: f for f in (RawField, JpegField)}
+FIELDS: dict[str, type[RawField]] = {f.name: f for f in (RawField, JpegField)}
 
 
 def make_field(name: str, quality: int | None = None, where: str = "encoding") -> Field:

@@ -1,14 +1,10 @@
 """ImageNet-style layouts: ImageFolder trees, plain class folders, the official ILSVRC2012
-tars, the Kaggle layout.
+tars (paper §2), the Kaggle layout. Each reader lists a layout's images as (classes,
+{split: [Item]}, skipped (path, reason)); a `sources.FileSource` decodes them.
 
-Each reader lists a layout's images as (classes, {split: [Item]}, skipped (path, reason)); a
-`sources.FileSource` decodes them.
-
-The official ILSVRC2012 files (the training, validation and devkit tars of the 2012 challenge
-the paper's §2 uses) are read straight from the tars:
-the tar headers are indexed once (name, byte offset, length) and workers `pread` each JPEG,
-so nothing is unpacked to disk. Class index = position of the wnid in sorted wnid order;
-the val ground truth's ILSVRC2012_IDs are mapped through the devkit's meta.mat.
+The official tars are read in place: their headers are indexed once (name, byte offset,
+length) and workers `pread` each JPEG. Class index = position of the wnid in sorted wnid
+order; the val ground truth's ILSVRC2012_IDs are mapped through the devkit's meta.mat.
 """
 
 from __future__ import annotations
@@ -27,6 +23,8 @@ from alexnet.errors import UserError
 Item = tuple[str, int, str, int, int]
 TRAIN_TAR = "ILSVRC2012_img_train.tar"
 VAL_TAR = "ILSVRC2012_img_val.tar"
+TARS = (TRAIN_TAR, VAL_TAR)
+KAGGLE_FILES = ("LOC_synset_mapping.txt", "LOC_val_solution.csv")
 DEVKIT = "ILSVRC2012_devkit_t12"
 Listing = tuple[list[str], dict[str, list[Item]], list[tuple[str, str]]]
 
@@ -37,9 +35,7 @@ def _subdirs(d: Path) -> list[Path]:
 
 
 def _files(d: Path) -> list[Path]:
-    return sorted(
-        p for p in d.rglob("*") if p.is_file() and not any(s.startswith(".") for s in p.parts[-1:])
-    )
+    return sorted(p for p in d.rglob("*") if p.is_file() and not p.name.startswith("."))
 
 
 def is_imagefolder(root: Path) -> bool:
@@ -204,14 +200,10 @@ def _index_train_tar(path: Path, wnid_index: dict[str, int]):
     return train, skipped
 
 
-def is_ilsvrc2012(root: Path) -> bool:
-    return (root / TRAIN_TAR).is_file() and (root / VAL_TAR).is_file()
-
-
 def ilsvrc2012(root: Path) -> Listing:
     """ILSVRC2012_img_train.tar (one inner tar per wnid), ILSVRC2012_img_val.tar (flat,
     sorted names = ground-truth line order) and the devkit."""
-    for name in (TRAIN_TAR, VAL_TAR):
+    for name in TARS:
         if not (root / name).is_file():
             raise UserError(f"{root}: missing {name}")
     meta, gt = _devkit_files(root)
@@ -240,14 +232,10 @@ def ilsvrc2012(root: Path) -> Listing:
 
 
 # ---------------------------------------------------------------- Kaggle layout
-def is_kaggle(root: Path) -> bool:
-    return (root / "LOC_synset_mapping.txt").is_file() and (root / "LOC_val_solution.csv").is_file()
-
-
 def kaggle(root: Path) -> Listing:
     """Kaggle's ILSVRC: ILSVRC/Data/CLS-LOC/{train/<wnid>/, val/}, LOC_val_solution.csv
     (first wnid of PredictionString is the label), LOC_synset_mapping.txt (names)."""
-    words = _synset_words(root / "LOC_synset_mapping.txt")
+    words = _synset_words(root / KAGGLE_FILES[0])
     wnids = sorted(words)
     index = {w: i for i, w in enumerate(wnids)}
     data = root / "ILSVRC" / "Data" / "CLS-LOC"
@@ -257,7 +245,7 @@ def kaggle(root: Path) -> Listing:
     val: list[Item] = []
     skipped: list[tuple[str, str]] = []
     truth: dict[str, str] = {}
-    with open(root / "LOC_val_solution.csv", newline="") as f:
+    with open(root / KAGGLE_FILES[1], newline="") as f:
         for row in csv.DictReader(f):
             truth[row["ImageId"]] = row["PredictionString"].split()[0]
     for p in _files(data / "val"):

@@ -110,14 +110,6 @@ class DeviceLoader:
         return order[lo:hi]
 
     # ------------------------------------------------------------ loading
-    def _host_batch(self, shape: tuple[int, ...]) -> tuple[np.ndarray, torch.Tensor]:
-        """An uninitialized uint8 batch buffer and the tensor over it (pinned on CUDA)."""
-        if self.pin:  # torch's pinned-memory allocator caches its blocks itself
-            out = torch.empty(shape, dtype=torch.uint8, pin_memory=True)
-            return out.numpy(), out
-        buf = self._buffers.get(shape)  # reused once nothing made from it is alive
-        return buf, torch.from_numpy(buf)
-
     def _labels_of(self, idx: np.ndarray) -> torch.Tensor:
         labels = torch.from_numpy(self._labels[idx])
         return labels.pin_memory() if self.pin else labels
@@ -125,8 +117,12 @@ class DeviceLoader:
     def _gather(self, idx: np.ndarray) -> Batch:
         """uint8 (B, H, W, 3) on the host: rows of the memory map, or decoded JPEG records."""
         images = self.dataset.images
-        buf, out = self._host_batch((len(idx), *images.shape[1:]))
-        images.read_into(idx, buf, decode_torchvision)
+        shape = (len(idx), *images.shape[1:])
+        if self.pin:  # torch's pinned-memory allocator caches its blocks itself
+            out = torch.empty(shape, dtype=torch.uint8, pin_memory=True)
+        else:  # reused once nothing made from it is alive
+            out = torch.from_numpy(self._buffers.get(shape))
+        images.read_into(idx, out.numpy(), decode_torchvision)
         return out, self._labels_of(idx)
 
     def _gather_decode_on_device(self, idx: np.ndarray, stream=None) -> tuple:
@@ -146,10 +142,6 @@ class DeviceLoader:
 
     def _send(self, t: torch.Tensor) -> torch.Tensor:
         return t.to(self.device, non_blocking=self.pin)
-
-    def _to_device(self, batch: Batch) -> Batch:
-        images, labels = batch
-        return self._send(images).permute(0, 3, 1, 2), self._send(labels)
 
     def _gather_augment(self, idx: np.ndarray, transform: TrainTransform, draws: Draws):
         """CPU fast path: crop + augment straight from the memory map (no uint8 copy), or from
@@ -197,7 +189,9 @@ class DeviceLoader:
         def finish(k: int, batch):
             if fused:
                 return batch
-            images, labels = batch[:2] if on_device else self._to_device(batch)
+            images, labels = batch[:2]
+            if not on_device:  # (B, H, W, 3) on the host -> a channels_last (B, 3, H, W) view
+                images, labels = self._send(images).permute(0, 3, 1, 2), self._send(labels)
             if transform is not None:
                 images = transform(images, gen(k))
             return images, labels

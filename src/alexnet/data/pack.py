@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from alexnet.data.fields import FIELDS, Field, crc_file, labels_file, make_field, offsets_file
+from alexnet.data.fields import FIELDS, Field, crc_file, labels_file, make_field
 from alexnet.data.modes import SPLITS
 from alexnet.data.packed import FORMAT_NAME, HEADER, REPORT, STATS
 from alexnet.data.sources import Source
@@ -33,18 +33,10 @@ from alexnet.fileio import atomic_write, atomic_write_text, fsync_dir
 from alexnet.progress import SilentBar, progress_bar
 
 PROGRESS = "progress.npz"
+WORK_FILES = ("index", "labels", "crc32")  # `{split}_{name}.bin`, beside the field's images
 
 
 # ---------------------------------------------------------------- what OUT may be
-def _is_packed_dataset(path: Path) -> bool:
-    """True when `path/header.json` names the packed format (written last by `prepare`)."""
-    try:
-        header = json.loads((path / HEADER).read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(header, dict) and header.get("format") == FORMAT_NAME
-
-
 def check_output(out: str | Path, src: str | Path | None, overwrite: bool) -> None:
     """Raise `UserError` unless `out` may be written: absent, or (with `overwrite`) an empty
     directory or a packed dataset that is not `src`, inside it, or around it."""
@@ -54,7 +46,10 @@ def check_output(out: str | Path, src: str | Path | None, overwrite: bool) -> No
     if not out.is_dir():
         raise UserError(f"{out}: is a file, not a directory; choose another OUT for the dataset")
     empty = not any(out.iterdir())
-    packed = _is_packed_dataset(out)
+    try:  # header.json, written last by `prepare`, names the packed format
+        packed = json.loads((out / HEADER).read_text()).get("format") == FORMAT_NAME
+    except (OSError, ValueError, AttributeError):
+        packed = False
     if src is not None and Path(src).exists():
         s, o = Path(src).resolve(), out.resolve()
         if s == o or s in o.parents or o in s.parents:
@@ -73,23 +68,17 @@ def check_output(out: str | Path, src: str | Path | None, overwrite: bool) -> No
         )
 
 
-def _own_files() -> set[str]:
-    """Every file name prepare may leave in OUT.partial, of either field (a partial run of the
-    other encoding may be replaced too)."""
-    names = {PROGRESS, PROGRESS + ".tmp", "report.jsonl", REPORT, STATS, HEADER, HEADER + ".tmp"}
-    for split in SPLITS:
-        names |= {labels_file(split), crc_file(split), offsets_file(split)}
-        names |= {f"{split}_labels.bin", f"{split}_crc32.bin"}
-        for field in FIELDS.values():
-            names |= {field().images_file(split), field().index_work_file(split)}
-    return names
-
-
 def _check_partial(partial: Path) -> None:
-    """Refuse to delete a `OUT.partial` directory that holds files `prepare` did not write."""
+    """Refuse to delete a `OUT.partial` directory that holds files `prepare` did not write
+    (those of either field: a partial run of the other encoding may be replaced too)."""
     if not partial.is_dir():
         raise UserError(f"{partial}: is a file; move it away (prepare works in this directory)")
-    foreign = sorted(p.name for p in partial.iterdir() if p.name not in _own_files())
+    own = {PROGRESS, PROGRESS + ".tmp", "report.jsonl", REPORT, STATS, HEADER, HEADER + ".tmp"}
+    for split in SPLITS:
+        own |= {labels_file(split), crc_file(split), f"{split}_offsets.npy"}
+        own |= {f"{split}_{key}.bin" for key in WORK_FILES}
+        own |= {field().images_file(split) for field in FIELDS.values()}
+    foreign = sorted(p.name for p in partial.iterdir() if p.name not in own)
     if foreign:
         raise UserError(
             f"{partial}: holds files prepare did not write ({', '.join(foreign[:3])}); move them"
@@ -181,42 +170,36 @@ def process(
 
 # ---------------------------------------------------------------- the files of one split
 class SplitFiles:
-    """The append-only working files of one split in `OUT.partial/`: the field's data and
-    index files, `{split}_labels.bin` (int64) and `{split}_crc32.bin` (uint32). Their sizes
-    follow from the progress state (count, bytes, chunks), so a resumed run cuts them back to
-    the last recorded chunk and nothing that grows with the dataset is rewritten."""
+    """The append-only working files of one split in `OUT.partial/`: the field's images, the
+    chunk index (`encode`'s "index"), labels int64 and CRC32s uint32. The state records their
+    sizes after each chunk, so a resumed run cuts them back to the last recorded chunk and
+    nothing that grows with the dataset is rewritten."""
 
-    def __init__(self, partial: Path, split: str, field: Field, image_size: tuple[int, int]):
+    def __init__(self, partial: Path, split: str, field: Field) -> None:
         self.partial, self.split, self.field = partial, split, field
-        self.image_bytes = image_size[0] * image_size[1] * 3
-        self.work = {"data": field.images_file(split), "index": field.index_work_file(split)}
-        self.work |= {"labels": f"{split}_labels.bin", "crc": f"{split}_crc32.bin"}
+        self.names = {"data": field.images_file(split)}
+        self.names |= {key: f"{split}_{key}.bin" for key in WORK_FILES}
         self._files: dict[str, Any] = {}
 
-    def create(self) -> None:
-        for key, name in self.work.items():
-            with open(self.partial / name, "wb") as f:
-                if key == "data":
-                    self.field.create(f)
-
-    def open(self, st: dict) -> None:
-        """Open every working file for appending, cut to what the state `st` records."""
-        data, index = self.field.data_size(st, self.image_bytes)
-        sizes = {"data": data, "index": index, "labels": 8 * st["count"], "crc": 4 * st["count"]}
-        for key, size in sizes.items():
-            f = open(self.partial / self.work[key], "r+b")
-            f.truncate(size)
-            f.seek(size)
+    def open(self, sizes: dict[str, int] | None) -> None:
+        """Open the files for appending: created afresh (`sizes` None) or cut to `sizes`."""
+        for key, name in self.names.items():
+            f = open(self.partial / name, "r+b" if sizes else "wb")
+            if sizes:
+                f.truncate(sizes[key])
+                f.seek(sizes[key])
+            elif key == "data":
+                f.write(self.field.preamble)
             self._files[key] = f
 
     def append(self, res: dict, st: dict) -> None:
-        """Write one processed chunk (see `process`) and update `st` (not saved)."""
-        self._files["data"].write(res["data"])
-        self._files["labels"].write(res["labels"].astype("<i8").tobytes())
-        self._files["crc"].write(res["crc"].astype("<u4").tobytes())
-        self.field.append_index(self._files["index"], res, st)
+        """Write one processed chunk (see `process`) and record it in `st` (not saved)."""
+        labels, crc = res["labels"].astype("<i8"), res["crc"].astype("<u4")
+        for key, part in zip(self.names, (res["data"], res["index"], labels, crc), strict=True):
+            self._files[key].write(part)
         st["chunk"] += 1
         st["count"] += len(res["labels"])
+        st["sizes"] = {key: f.tell() for key, f in self._files.items()}
 
     def sync(self) -> None:
         for f in self._files.values():
@@ -231,13 +214,12 @@ class SplitFiles:
     def finalize(self, n: int, image_size: tuple[int, int]) -> list[str]:
         """Turn the working files into the final ones; returns what the field's `finish` does."""
         p, split = self.partial, self.split
-        digests = self.field.finish(p, split, n, image_size)
-        np.save(
-            p / labels_file(split), np.fromfile(p / self.work["labels"], "<i8").astype(np.int64)
-        )
-        np.save(p / crc_file(split), np.fromfile(p / self.work["crc"], "<u4"))
-        for key in ("labels", "crc", "index"):
-            (p / self.work[key]).unlink()
+        work = {key: p / name for key, name in self.names.items()}
+        digests = self.field.finish(p, split, n, image_size, work["index"].read_bytes())
+        np.save(p / labels_file(split), np.fromfile(work["labels"], "<i8").astype(np.int64))
+        np.save(p / crc_file(split), np.fromfile(work["crc32"], "<u4"))
+        for key in WORK_FILES:
+            work[key].unlink()
         return digests
 
 
@@ -248,7 +230,7 @@ def _save_state(partial: Path, state: dict, sums: dict[str, np.ndarray]) -> None
     )
 
 
-def _start(partial: Path, config: dict, source: Source, files: dict[str, SplitFiles]):
+def _start(partial: Path, config: dict, source: Source):
     """Resume `partial` when it holds a run of the same config, else start it afresh."""
     try:
         with np.load(partial / PROGRESS) as z:
@@ -266,8 +248,7 @@ def _start(partial: Path, config: dict, source: Source, files: dict[str, SplitFi
     partial.mkdir(parents=True)
     state = {"config": config, "splits": {}, "report_bytes": 0}
     for split in SPLITS:
-        state["splits"][split] = {"chunk": 0, "count": 0, "bytes": 0, "done": False}
-        files[split].create()
+        state["splits"][split] = {"chunk": 0, "count": 0, "sizes": None, "done": False}
     open(partial / "report.jsonl", "wb").close()
     sums = chunk_sums(np.zeros((0, *source.image_size, 3), np.uint8))
     _save_state(partial, state, sums)
@@ -298,7 +279,7 @@ def prepare(
     partial = out.with_name(out.name + ".partial")
     workers = max(1, workers if workers else (os.cpu_count() or 1))
     chunk_size = chunk_size or (64 if source.parallel else 8192)
-    files = {s: SplitFiles(partial, s, field, source.image_size) for s in SPLITS}
+    files = {s: SplitFiles(partial, s, field) for s in SPLITS}
     config = {
         "format": FORMAT_NAME,
         "version": field.version,
@@ -306,11 +287,11 @@ def prepare(
         "classes": source.classes,
         "chunk_size": chunk_size,
         "encoding": field.name,
+        **field.header(),  # JPEG: its quality
+        "work_files": WORK_FILES,  # a partial run of another layout is not resumed
     }
-    if field.quality is not None:
-        config["quality"] = field.quality
     config = json.loads(json.dumps(config))
-    state, sums = _start(partial, config, source, files)
+    state, sums = _start(partial, config, source)
     pool = None
     try:
         for split in SPLITS:
@@ -386,7 +367,7 @@ def _pack_split(source: Source, files: SplitFiles, state: dict, sums: dict, pool
         (split, k * chunk_size, min((k + 1) * chunk_size, n_items), split == "train")
         for k in range(first, math.ceil(n_items / chunk_size))
     ]
-    files.open(st)
+    files.open(st["sizes"])
     f_rep = open(files.partial / "report.jsonl", "r+b")
     f_rep.truncate(state["report_bytes"])
     f_rep.seek(state["report_bytes"])

@@ -1,9 +1,8 @@
 """Dataset readers for `alexnet prepare`: a `Source` yields chunks of RGB uint8 images + labels.
 
-Array sources (Fashion-MNIST idx, CIFAR-10 python batches, synthetic) are decoded in one
-vectorized pass and keep their native size. File sources (ImageFolder, ILSVRC2012 tars,
-Kaggle; see imagenet.py) decode each file with `decode.decode_image` in worker processes and
-get the paper's preprocessing (shorter side to `size`, centre crop).
+Array sources (Fashion-MNIST, CIFAR-10, synthetic) keep their native size. File sources
+(imagenet.py's layouts) decode each file in worker processes with the paper's preprocessing
+(§2: shorter side to `size`, centre crop).
 """
 
 from __future__ import annotations
@@ -108,8 +107,8 @@ class FileSource(Source):
     ) -> None:
         self.classes, self.items, self.index_skipped = imagenet.LAYOUTS[name](root)
         if "val" in self.items and val_fraction is not None:
-            raise UserError(f"{root}: has a validation split of its own; a val fraction "
-                            "splits a folder that has none")  # fmt: skip
+            why = "a val fraction splits a folder that has none"
+            raise UserError(f"{root}: has a validation split of its own; {why}")
         if "val" not in self.items:
             fraction = DEFAULT_VAL_FRACTION if val_fraction is None else val_fraction
             self.items = imagenet.split_off_val(self.items["train"], fraction, seed)
@@ -315,8 +314,8 @@ ARRAYS = {"fashion-mnist": fashion_mnist, "cifar10": cifar10}
 LAYOUTS = {
     "fashion-mnist": lambda root: _find(root, "train-images-idx3-ubyte") is not None,
     "cifar10": lambda root: _cifar_dir(root) is not None,
-    "kaggle": imagenet.is_kaggle,
-    "ilsvrc2012": imagenet.is_ilsvrc2012,
+    "kaggle": lambda root: all((root / f).is_file() for f in imagenet.KAGGLE_FILES),
+    "ilsvrc2012": lambda root: all((root / f).is_file() for f in imagenet.TARS),
     "imagefolder": imagenet.is_imagefolder,
     "folder": imagenet.is_class_folders,
 }
