@@ -131,3 +131,9 @@ def test_prepare_reports_every_bad_file(tmp_path):
     assert "empty" in skipped["empty.JPEG"] and "bomb" in skipped["huge.JPEG"]
     assert set(repaired) == {"png.JPEG", "cmyk.JPEG"}
     assert saved["splits"] == {"train": 6 + 2, "val": 3}
+
+
+def test_a_grayscale_image_is_stored_as_it_is_not_listed_as_repaired():
+    grey = np.arange(48, dtype=np.uint8).reshape(6, 8)
+    out = decode_image(_bytes(Image.fromarray(grey), "PNG"), "g.png", None)
+    assert out.repairs == [] and (out.image == grey[:, :, None]).all()

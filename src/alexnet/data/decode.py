@@ -85,8 +85,8 @@ def _to_rgb(img: Image.Image, repairs: list[str]) -> np.ndarray:
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         repairs.append("alpha channel composited on white")
         return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
-    if mode in ("L", "1"):
-        repairs.append("grayscale converted to RGB")
+    if mode in ("L", "1"):  # every pixel kept in the three channels: not a repair
+        pass
     elif mode == "P":
         repairs.append("palette image converted to RGB")
     else:
