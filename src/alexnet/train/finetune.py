@@ -18,10 +18,12 @@ from torch import nn
 
 from alexnet.data.packed import DatasetStats
 from alexnet.errors import UserError
+from alexnet.models.summary import layer_kind, layer_table, trace
 from alexnet.weights.files import read
 from alexnet.weights.meta import Preprocess, WeightsMeta
 
 FEATURES = "features"  # --freeze features: every conv layer
+_FOLLOWERS = (nn.ReLU, nn.Tanh, nn.modules.batchnorm._BatchNorm)  # part of the layer before them
 
 
 def weights_config(init_from: str) -> dict[str, Any]:
@@ -73,29 +75,26 @@ def normalization_stats(stats: DatasetStats, pre: Preprocess, mean_image: Any) -
 
 def freeze(net: nn.Module, spec: str) -> list[str]:
     """Keep the layers that `spec` names fixed: `features` (every conv layer) or a layer name as
-    `alexnet summary` lists it (that layer and every one before it). Their parameters stop
-    taking gradients and their BatchNorm keeps its running statistics (evaluation mode in
-    training too). Returns the frozen layers' names, in call order."""
-    from alexnet.explain import layers  # the layer names `alexnet summary` shows
-    from alexnet.models.summary import trace
-
-    found = layers(net)
-    if spec == FEATURES:
-        convs = [name for name, layer in found.items() if layer.kind == "conv"]
-        spec = convs[-1]
-    if spec not in found:
-        raise UserError(
-            f"freeze {spec!r}: the {net.config['name']!r} model has {FEATURES}, " + ", ".join(found)
-        )
+    `alexnet summary` lists it (that layer and every one before it, with the activation and
+    BatchNorm that follow it). Their parameters stop taking gradients and their BatchNorm keeps
+    its running statistics (evaluation mode in training too). Returns the frozen layers' names,
+    in call order."""
     leaves = [m for m in net.modules() if not any(True for _ in m.children())]
     calls = [module for module, _, _ in trace(net, leaves, net.input_size)]
-    last = found[spec]
-    end = [i for i, m in enumerate(calls) if m is last.module][last.call]
+    names = [row.name for row in layer_table(net, net.input_size)]
+    at = [i for i, module in enumerate(calls) if layer_kind(module)]
+    if spec == FEATURES:
+        spec = [n for n, i in zip(names, at) if layer_kind(calls[i]) == "conv"][-1]
+    if spec not in names:
+        model = net.config["name"]
+        raise UserError(f"freeze {spec!r}: the {model!r} model has {FEATURES}, {', '.join(names)}")
+    end = at[names.index(spec)]
+    while end + 1 < len(calls) and isinstance(calls[end + 1], _FOLLOWERS):
+        end += 1
     for module in calls[: end + 1]:
         module.requires_grad_(False)
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             module.register_forward_pre_hook(_keep_statistics)
-    names = list(found)
     return names[: names.index(spec) + 1]
 
 
