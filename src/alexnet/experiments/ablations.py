@@ -72,14 +72,10 @@ SMALL_WIDTHS = [32, 32, 64]  # the small family's conv widths in these experimen
 def family_config(ctx: Context, **overrides: Any) -> TrainConfig:
     """The experiments' full recipe on this call's network family (`depth`, `retrieval` and
     `towers` train it too): the `ablation` recipe (`alexnet train --recipe ablation
-    --print-config` says what it sets and why) with its model options written out; `overrides`
-    are config fields (`model_options` merged into the recipe's).
-
-    `small` (the paper's CIFAR-scale CNN family, §3.1/§3.3): a first try with lr 0.05 was no
-    baseline (after 6 epochs on 8,000 Fashion-MNIST images 45.5% top-1 error, its no-dropout
-    variant at chance); with 0.01: 17.3%. `paper` (the 224 px network, for ImageNet-scale
-    data): its own paper options, the same training, and `paper-net`'s deviations: Caffe's
-    initialization (the recipe's) and autocast (bf16 on a CPU)."""
+    --print-config` says why) with `overrides` (`model_options` merged into the recipe's); on
+    the 224 px `paper` network with `paper-net`'s deviations (Caffe's init, bf16 autocast).
+    `small` (§3.1/§3.3) with lr 0.05 was no baseline (after 6 epochs on 8,000 Fashion-MNIST
+    images 45.5% top-1 error, its no-dropout variant at chance); with 0.01: 17.3%."""
     model = ctx.family
     options = {**recipe_model_options("ablation", model), **overrides.pop("model_options", {})}
     values = {"data": str(ctx.data), "model": model, "model_options": options, "device": ctx.device}

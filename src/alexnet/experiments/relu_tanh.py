@@ -193,11 +193,9 @@ def gather(ctx: Context, outcomes: list[Outcome]) -> dict[str, Any]:
 
 
 def step_time(ctx: Context, seeds: list[Outcome], rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """result.json's `step_time`: each activation's ms per SGD step (the lowest seed's final
-    weights), timed in this process on the same batches, the activations interleaved (order
-    reversed every other round, so a change of load lands on both alike): the mean over rounds
-    with its t interval, tanh / ReLU paired by round, and the seconds the mean steps to each
-    threshold take (where no value is censored)."""
+    """result.json's `step_time`: ms per SGD step of each activation (`step_times`, the lowest
+    seed's weights), tanh / ReLU paired by round, and the seconds of the mean steps to each
+    threshold (where no value is censored)."""
     first = {o.spec.variant: o for o in reversed(seeds)}
     cfg, device = first["relu"].spec.cfg, "cpu" if ctx.device == "auto" else ctx.device
     ctx.say(f"step time: {ROUNDS} interleaved rounds of {STEPS} steps per activation")
@@ -235,9 +233,8 @@ def step_times(
     lr: float,
     momentum: float,
 ) -> dict[str, list[float]]:
-    """Seconds per SGD step (forward, cross-entropy, backward, update) of each model, one value
-    per round: each round every model steps once on each batch, in turn, the order reversed
-    every other round, after WARMUP untimed steps. The models are trained in place."""
+    """Seconds per SGD step of each model per round, the models interleaved on the same batches
+    (the order reversed every other round, so a change of load lands on both alike)."""
     opts = {k: torch.optim.SGD(m.parameters(), lr=lr, momentum=momentum) for k, m in models.items()}
 
     def step(name: str, x: torch.Tensor, y: torch.Tensor) -> None:

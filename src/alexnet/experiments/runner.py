@@ -109,9 +109,8 @@ class Context:
         notes: list[str],
         **extra: Any,
     ) -> dict[str, Any]:
-        """Write OUT/result.json and OUT/table.md (`result`), print the table, return the
-        result; train_s is the runs' training time (read from each run), runs_reused the
-        runs_planned that this call did not train."""
+        """Write OUT/result.json and OUT/table.md (`result`), print the table; return the
+        result."""
         if self.data is None:
             dataset = "no dataset (given weights, nothing trained)"
         else:
@@ -296,9 +295,8 @@ def run_processes(
     say: Callable[[str], None],
     poll: float = 0.2,
 ) -> dict[int, int]:
-    """Run jobs 0..count-1, at most `slots` at a time (`make(job, slot)` builds each for the
-    slot it starts in, so a slot keeps its device); returns each job's exit status. Ctrl-C or
-    SIGTERM goes on to every running job (which saves a checkpoint and stops), then is raised."""
+    """Run jobs 0..count-1, `make(job, slot)` each, at most `slots` at a time; their exit
+    statuses. Ctrl-C or SIGTERM goes on to every running job (it saves and stops), then up."""
     queue, free, done = list(range(count)), list(range(slots)), {}
     running: dict[int, tuple[subprocess.Popen, Job, int]] = {}
     try:
@@ -349,9 +347,8 @@ def child_argv(ctx: Context, index: int, device: str) -> list[str]:
 def train_jobs(
     ctx: Context, plan: Plan, indices: list[int], jobs: int, devices: Sequence[str]
 ) -> None:
-    """Train the plan's runs `indices` as `child_argv` processes, `jobs` at a time on their
-    slots' devices (`devices` in turn, else --device), each child's output in
-    OUT/jobs/<run>.log."""
+    """Train the plan's runs `indices` as `child_argv` processes, `jobs` at a time (each
+    slot on its device), each child's output in OUT/jobs/<run>.log."""
 
     def make(k: int, slot: int) -> Job:
         device, env = slot_device(slot, jobs, devices, ctx.device)
