@@ -9,6 +9,7 @@ import pytest
 
 from alexnet.experiments import relu_tanh, stats
 from alexnet.experiments import result as R
+from alexnet.experiments.runner import Context
 from alexnet.train.config import make_config
 
 sps = pytest.importorskip("scipy.stats")  # the independent reference (a dev dependency)
@@ -35,12 +36,12 @@ def test_sign_test_matches_scipy_binomtest(greater, less, direction):
     a = [2.0] * greater + [0.0] * less + [1.0]  # one tie, left out
     b = [1.0] * (greater + less + 1)
     t = stats.paired_sign_test(a, b, [False] * len(a), [False] * len(a), direction)
-    assert (t.greater, t.less, t.ties, t.unknown) == (greater, less, 1, 0)
+    assert [t[k] for k in ("greater", "less", "ties", "unknown")] == [greater, less, 1, 0]
     n = greater + less
     alternative = {"greater": "greater", "less": "less", "differ": "two-sided"}[direction]
     # scipy tests the count of a > b; "less" is the count of a < b being large
     ref = 1.0 if n == 0 else sps.binomtest(greater, n, 0.5, alternative=alternative).pvalue
-    assert t.p_value == pytest.approx(ref, rel=1e-12)
+    assert t["p_value"] == pytest.approx(ref, rel=1e-12)
 
 
 def test_sign_test_orders_censored_pairs_it_can():
@@ -48,7 +49,7 @@ def test_sign_test_orders_censored_pairs_it_can():
     # unknown; both censored: unknown; b censored at 900 against a = 500: a < b
     t = stats.paired_sign_test([900, 900, 900, 500], [700, 950, 900, 900],
                                [True, True, True, False], [False, False, True, True])  # fmt: skip
-    assert (t.greater, t.less, t.ties, t.unknown) == (1, 1, 0, 2)
+    assert [t[k] for k in ("greater", "less", "ties", "unknown")] == [1, 1, 0, 2]
 
 
 def test_censored_interval_opens_the_unknown_side():
@@ -83,8 +84,8 @@ def test_summary_keeps_every_seed_and_marks_the_bound(tmp_path):
     assert c["sign_test"]["greater"] == 2 and c["sign_test"]["less"] == 1
     assert c["sign_test"]["p_value"] == pytest.approx(sps.binomtest(2, 3, 0.5, "greater").pvalue)
 
-    res = R.build_result("relu-tanh", [], "synthetic", "quick", runs, [c], 1.0)
-    assert json.loads(json.dumps(res))["summary"] == R.summarize(runs)  # recomputable
+    res = Context("relu-tanh", None, tmp_path).finish(relu_tanh.CLAIM, runs, [c], [])
+    assert json.loads((tmp_path / "result.json").read_text())["summary"] == R.summarize(runs)
     table = R.table_markdown(res)
     assert "| tanh | steps_to_10 | 3, 1 censored | >= 755.8 | [" in table
     assert ">= 1.04x" in table and ", +inf)" in table

@@ -179,13 +179,13 @@ def test_jobs_run_at_most_n_at_a_time_on_their_slots_devices(tmp_path):
 
 
 @pytest.mark.timeout(120)  # the child fails at once: waiting on it would be a hang
-def test_a_failed_job_is_named_and_nothing_is_gathered(tmp_path):
+def test_a_failed_job_is_named_and_nothing_is_gathered(tmp_path, monkeypatch):
     ctx = Context("depth", None, tmp_path, log=__import__("io").StringIO())
     plan = runner.Plan([runner.RunSpec("a-seed0", make_config("paper"), "a", 0)])
-    train = runner.jobs_trainer(lambda i, d: [sys.executable, "-c", "raise SystemExit(3)"], 2,
-                                [], "cpu")  # fmt: skip
+    fail = [sys.executable, "-c", "raise SystemExit(3)"]
+    monkeypatch.setattr(runner, "child_argv", lambda ctx, index, device: fail)
     with pytest.raises(Exception, match=r"1 run\(s\) failed: a-seed0"):
-        train(ctx, plan, [0])
+        runner.train_jobs(ctx, plan, [0], 2, [])
     assert "exit 3" in ctx.log.getvalue()
 
 
@@ -195,9 +195,9 @@ def test_a_jobs_child_is_the_same_experiment_with_run_i(gray, tmp_path):
     parent = build_parser().parse_args(_args(gray, tmp_path, "--jobs", "2", "--budget", "full",
                                              "--seeds", "2"))  # fmt: skip
     ctx = reproduce._context(parent)
-    argv = reproduce.child_argv(ctx, ["LAUNCHER"])(3, "cuda:1")
-    assert argv[0] == "LAUNCHER"
-    child = build_parser().parse_args(argv[1:])
+    argv = runner.child_argv(ctx, 3, "cuda:1")
+    assert argv[:3] == [sys.executable, "-m", "alexnet"]
+    child = build_parser().parse_args(argv[3:])
     assert (child.run, child.device, child.jobs) == (3, "cuda:1", None)
     again = reproduce._context(child)
     assert (again.name, again.data, again.out, again.budget, again.seeds, again.family) == (

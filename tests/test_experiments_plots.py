@@ -18,17 +18,17 @@ def png_ok(path, size):
 
 def test_curves_plot(tmp_path):
     x = np.arange(1, 21)
-    curves = [plots.Curve(v, s, x, np.exp(-x / (3 if v == "relu" else 12)) + 0.01 * s)
-              for v in ("relu", "tanh") for s in range(3)]  # fmt: skip
+    curves = {v: [(x, np.exp(-x / (3 if v == "relu" else 12)) + 0.01 * s) for s in range(3)]
+              for v in ("relu", "tanh")}  # fmt: skip
     png_ok(plots.curves_plot(tmp_path / "fig1.png", curves), (800, 560))
 
 
 def test_mean_curve_on_common_range():
-    a = plots.Curve("relu", 0, [0, 1, 2, 3], [1.0, 0.5, 0.25, 0.0])
-    b = plots.Curve("relu", 1, [1, 2.5], [0.7, 0.1])
+    a = ([0, 1, 2, 3], [1.0, 0.5, 0.25, 0.0])
+    b = ([1, 2.5], [0.7, 0.1])
     gx, gy = plots.mean_curve([a, b], points=4)
     assert gx[0] == 1 and gx[-1] == 2.5  # only where both seeds have data
-    ref = (np.interp(gx, a.x, a.y) + np.interp(gx, b.x, b.y)) / 2
+    ref = (np.interp(gx, *a) + np.interp(gx, *b)) / 2
     assert gy == pytest.approx(ref)
 
 

@@ -8,11 +8,13 @@ import pytest
 
 from alexnet.experiments import NAMES, ablations, get
 from alexnet.experiments import result as R
+from alexnet.experiments.runner import Context
 
 sps = pytest.importorskip("scipy.stats")  # the independent reference (a dev dependency)
 
 RESULT_FIELDS = {"format", "experiment", "claim", "dataset", "budget", "runs", "summary",
-                 "comparisons", "machine", "torch", "commit", "wall_s"}  # fmt: skip
+                 "comparisons", "machine", "torch", "commit", "wall_s", "family", "runs_planned",
+                 "runs_reused", "train_s", "notes"}  # fmt: skip
 
 
 def fake_runs():
@@ -24,6 +26,9 @@ def fake_runs():
         runs.append({"variant": "no-lrn", "seed": seed, "top1_error": err + 0.02 + 0.001 * seed,
                      "top5_error": None, "run_dir": f"runs/no-lrn-s{seed}"})  # fmt: skip
     return runs
+
+
+CLAIM = R.Claim("x", "test", "§", "a differs from b", "x", "a", "b")
 
 
 def claim(key):
@@ -40,10 +45,11 @@ def test_result_file_fields_and_recomputable_summary(tmp_path):
         R.compare(runs, towers.quantity, towers.a, towers.b, towers,
                   note="the small model has no towers option yet"),
     ]  # fmt: skip
-    res = R.build_result("ablations", ablations.CLAIMS, "synthetic", "quick", runs,
-                         comparisons, wall_s=12.3456)  # fmt: skip
-    table = R.write_result(tmp_path, res)
-    assert (tmp_path / "table.md").read_text() == table
+    ctx = Context("ablations", None, tmp_path)
+    ctx.started -= 12.3456  # wall_s: seconds since the call started, in ms
+    res = ctx.finish(ablations.CLAIMS, runs, comparisons, [])
+    table = (tmp_path / "table.md").read_text()
+    assert table == R.table_markdown(res)
     loaded = json.loads((tmp_path / "result.json").read_text())
     assert set(loaded) == RESULT_FIELDS  # exactly these, no more
     assert loaded["summary"] == R.summarize(loaded["runs"])  # recomputable from runs
@@ -66,29 +72,30 @@ def test_result_file_fields_and_recomputable_summary(tmp_path):
     assert "| yes |" in table and "not testable here: the small model has no towers" in table
     assert "-2.10 pts" in table and "-1.40 pts on ImageNet ILSVRC-2012" in table
     assert "11.00%" in table and "[-2.35, -1.85]" in table  # the mean error of `full`, in percent
-    assert loaded["wall_s"] == 12.346
+    assert loaded["wall_s"] >= 12.346 and loaded["wall_s"] == round(loaded["wall_s"], 3)
 
 
 def test_paired_uses_matching_seeds_only():
     runs = [{"variant": v, "seed": s, "x": x, "run_dir": ""}
             for v, s, x in [("a", 0, 1.0), ("a", 1, 2.0), ("a", 2, 9.0),
                             ("b", 1, 1.5), ("b", 0, 0.5)]]  # fmt: skip
-    c = R.compare(runs, "x", "a", "b", direction="greater")
+    c = R.compare(runs, "x", "a", "b", CLAIM, direction="greater")
     assert c["n"] == 2 and c["estimate"] == pytest.approx(0.5)  # seed 2 has no partner
-    u = R.compare(runs, "x", "a", "b", paired=False)
+    u = R.compare(runs, "x", "a", "b", CLAIM, paired=False)
     assert u["n"] == 5 and u["estimate"] == pytest.approx(4.0 - 1.0)
     ratio = R.Claim("x-ratio", "test", "§", "a takes longer", "x", "a", "b", kind="ratio")
     r = R.compare(runs, "x", "a", "b", ratio, direction="greater")
     assert (r["kind"], r["direction"], r["claim"]) == ("ratio", "greater", "x-ratio")
     assert r["estimate"] == pytest.approx(1.5 / 1.0)
     with pytest.raises(ValueError, match="seed 0 twice"):
-        R.compare(runs + [{"variant": "a", "seed": 0, "x": 1.0, "run_dir": ""}], "x", "a", "b")
+        R.compare(runs + [{"variant": "a", "seed": 0, "x": 1.0, "run_dir": ""}], "x", "a", "b",
+                  CLAIM)  # fmt: skip
 
 
 def test_identical_variants_do_not_reproduce():
     runs = [{"variant": v, "seed": s, "e": 0.1 + 0.01 * s, "run_dir": ""}
             for v in ("a", "b") for s in range(4)]  # fmt: skip
-    c = R.compare(runs, "e", "a", "b", direction="less")
+    c = R.compare(runs, "e", "a", "b", CLAIM, direction="less")
     assert c["ci95"][0] <= 0 <= c["ci95"][1] and c["reproduced"] is False
 
 
@@ -97,11 +104,6 @@ def test_machine_and_commit():
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                           text=True, cwd=R.__file__.rsplit("/", 1)[0]).stdout.strip()  # fmt: skip
     assert R.git_commit() == (head or "unknown")
-
-
-def test_build_result_needs_variant_seed_run_dir():
-    with pytest.raises(ValueError, match="run_dir"):
-        R.build_result("x", [], "d", "quick", [{"variant": "a", "seed": 0}], [], 1.0)
 
 
 def test_claims_are_complete_and_consistent():

@@ -37,9 +37,9 @@ class FakeFit:
 
 
 def specs(epochs=None, data="DATA", device=None):
-    return [RunSpec(f"relu-s{s}", make_config("fast", seed=s, data=data, epochs=epochs,
-                                              device=device), "relu", s, f"relu lr=0.05 seed {s}")
-            for s in range(4)]  # fmt: skip
+    configs = [make_config("fast", seed=s, data=data, epochs=epochs, device=device)
+               for s in range(4)]  # fmt: skip
+    return [RunSpec(f"relu-s{s}", cfg, "relu", s) for s, cfg in enumerate(configs)]
 
 
 def reproduce(tmp_path, monkeypatch, fit, items):
@@ -65,15 +65,15 @@ def test_interrupted_experiment_resumes(tmp_path, monkeypatch):
     assert [o.result.final["seed"] for o in outcomes] == [0, 1, 2, 3]  # read from the runs
     assert [o.run_dir for o in outcomes] == [tmp_path / "runs" / f"relu-s{s}" for s in range(4)]
     assert ctx.log.getvalue().splitlines() == [  # the runs it trains, numbered in the plan
-        "run 3/4: relu lr=0.05 seed 2 (resumed)",
-        "run 4/4: relu lr=0.05 seed 3 (new)",
+        "run 3/4: relu seed 2 (resumed)",
+        "run 4/4: relu seed 3 (new)",
     ]
 
     third = FakeFit()
     ctx, _ = reproduce(tmp_path, monkeypatch, third, specs())
     runner.train_one(ctx, SimpleNamespace(plan=lambda ctx: Plan(specs())), 1)  # `--run 1`
     assert third.calls == [] and ctx.trained == set()
-    assert ctx.log.getvalue().splitlines() == ["run 2/4: relu lr=0.05 seed 1 (reused)"]
+    assert ctx.log.getvalue().splitlines() == ["run 2/4: relu seed 1 (reused)"]
 
 
 def test_configs_are_copied_with_output_dir(tmp_path, monkeypatch):

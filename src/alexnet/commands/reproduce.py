@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -154,13 +152,6 @@ def _out(path: str) -> Path:
     return out
 
 
-def child_argv(ctx: Context, launcher: list[str]) -> Callable[[int, str], list[str]]:
-    """The command line of the child that trains run I on a device (--jobs)."""
-    fixed = [*launcher, "reproduce", ctx.name, "--data", str(ctx.data), "--budget", ctx.budget]
-    fixed += ["--seeds", str(ctx.seeds), "--family", ctx.family, "--output-dir", str(ctx.out)]
-    return lambda index, device: [*fixed, "--run", str(index), "--device", device]
-
-
 def run(args: argparse.Namespace) -> int:
     from alexnet.experiments import get, runner
 
@@ -182,12 +173,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.run is not None:
             runner.train_one(ctx, module, args.run)
-        elif args.jobs is not None:
-            argv = child_argv(ctx, [sys.executable, "-m", "alexnet"])
-            trainer = runner.jobs_trainer(argv, args.jobs, devices, args.device)
-            runner.reproduce(ctx, module, trainer)
         else:
-            runner.reproduce(ctx, module)
+            runner.reproduce(ctx, module, args.jobs or 0, devices)
     except runner.RunStopped as exc:
         ctx.say(f"alexnet reproduce: {exc}")
         return 130

@@ -1,6 +1,6 @@
 """`ablations`: the paper's features switched off one at a time against the full recipe, at the
-same budget, paired by seed (same seed: the same initial weights in the layers the variants
-share and the same data order, so only the switched feature differs).
+same budget, paired by seed (the same initial weights in the layers the variants share and the
+same data order, so only the switched feature differs).
 
 - `no-lrn`: local response normalization off (§3.3); `no-overlap`: 2/2 pooling instead of the
   overlapping 3/2 (§3.4); `no-dropout`: no dropout on the hidden layers (§4.2); `no-pca`: no
@@ -12,9 +12,6 @@ error of the final weights in evaluation mode on the images trained on (`--train
 train-test gap, and the steps to converge: the first epoch end at which the validation error is
 within 1 point of the run's best (fixed before any run). The quick budget trains on the first
 8,000 training images (a small-data regime in which overfitting shows within minutes).
-
-`family_config` is the experiments' recipe for each network family, which `depth`,
-`retrieval` and `towers` train too.
 """
 
 from __future__ import annotations
@@ -31,89 +28,54 @@ from alexnet.train import TrainConfig, make_config
 from alexnet.train.recipes import recipe_model_options
 
 NAME = "ablations"
-
-
-WORDS = {  # the paper's words
-    "lrn": "Response normalization reduces our top-1 and top-5 error rates by 1.4% and 1.2%.",
-    "lrn-cifar10": "On CIFAR-10 a four-layer CNN achieved a 13% test error rate without "
-    "normalization and 11% with normalization.",
-    "overlap-pool": "Overlapping pooling reduces the top-1 and top-5 error rates by 0.4% and "
-    "0.3%; models with overlapping pooling find it slightly more difficult to overfit.",
-    "overlap-pool-overfit": "Models with overlapping pooling find it slightly more difficult to "
-    "overfit.",
-    "dropout": "Without dropout, our network exhibits substantial overfitting.",
-    "dropout-iterations": "Dropout roughly doubles the number of iterations required to converge.",
-    "fancy-pca": "This scheme [PCA lighting] reduces the top-1 error rate by over 1%.",
-    "crops-flips": "Without this scheme [random crops and horizontal reflections], our network "
-    "suffers from substantial overfitting.",
-    "towers": "This scheme [two GPUs] reduces our top-1 and top-5 error rates by 1.7% and 1.2%, "
-    "compared with a net with half as many kernels in each convolutional layer trained on one GPU.",
+# the claims that are not a difference measured on ImageNet
+EXTRA = {
+    "lrn-cifar10": {"paper_data": "CIFAR-10"},
+    "dropout-iterations": {"kind": "ratio", "direction": "greater"},
 }
-
-
-def _claim(key: str, section: str, quantity: str, ablated: str, **kw: Any) -> Claim:
-    """A claim tested as full minus the ablated variant."""
-    return Claim(key, NAME, section, WORDS[key], quantity, "full", ablated, **kw)
-
-
-CLAIMS = (
-    _claim(
-        "lrn", "§3.3", "top1_error", "no-lrn", numbers={"top1_error": -0.014, "top5_error": -0.012}
-    ),
-    _claim(
-        "lrn-cifar10",
-        "§3.3",
-        "top1_error",
-        "no-lrn",
-        numbers={"top1_error": -0.02},
-        paper_data="CIFAR-10",
-    ),
-    _claim(
-        "overlap-pool",
-        "§3.4",
-        "top1_error",
-        "no-overlap",
-        numbers={"top1_error": -0.004, "top5_error": -0.003},
-    ),
-    _claim("overlap-pool-overfit", "§3.4", "train_test_gap", "no-overlap"),
-    _claim("dropout", "§4.2", "train_test_gap", "no-dropout"),
-    _claim(
-        "dropout-iterations",
-        "§4.2",
-        "steps_to_converge",
-        "no-dropout",
-        kind="ratio",
-        direction="greater",
-        numbers={"steps_to_converge": 2.0},
-    ),
-    _claim("fancy-pca", "§4.1", "top1_error", "no-pca", numbers={"top1_error": -0.01}),
-    _claim("crops-flips", "§4.1", "train_test_gap", "no-crops-flips"),
-    _claim(
-        "towers",
-        "§3.2",
-        "top1_error",
-        "one-tower-half",
-        numbers={"top1_error": -0.017, "top5_error": -0.012},
-    ),
-)
+CLAIMS = tuple(
+    Claim(key, NAME, section, words, quantity, "full", ablated, **EXTRA.get(key, {}),
+          numbers=dict(zip((quantity, "top5_error"), paper)))
+    # the paper's numbers (`quantity`, then top-5 error) and words
+    for key, section, quantity, ablated, paper, words in [
+        ("lrn", "§3.3", "top1_error", "no-lrn", (-0.014, -0.012),
+         "Response normalization reduces our top-1 and top-5 error rates by 1.4% and 1.2%."),
+        ("lrn-cifar10", "§3.3", "top1_error", "no-lrn", (-0.02,),
+         "On CIFAR-10 a four-layer CNN achieved a 13% test error rate without normalization "
+         "and 11% with normalization."),
+        ("overlap-pool", "§3.4", "top1_error", "no-overlap", (-0.004, -0.003),
+         "Overlapping pooling reduces the top-1 and top-5 error rates by 0.4% and 0.3%; models "
+         "with overlapping pooling find it slightly more difficult to overfit."),
+        ("overlap-pool-overfit", "§3.4", "train_test_gap", "no-overlap", (),
+         "Models with overlapping pooling find it slightly more difficult to overfit."),
+        ("dropout", "§4.2", "train_test_gap", "no-dropout", (),
+         "Without dropout, our network exhibits substantial overfitting."),
+        ("dropout-iterations", "§4.2", "steps_to_converge", "no-dropout", (2.0,),
+         "Dropout roughly doubles the number of iterations required to converge."),
+        ("fancy-pca", "§4.1", "top1_error", "no-pca", (-0.01,),
+         "This scheme [PCA lighting] reduces the top-1 error rate by over 1%."),
+        ("crops-flips", "§4.1", "train_test_gap", "no-crops-flips", (),
+         "Without this scheme [random crops and horizontal reflections], our network suffers "
+         "from substantial overfitting."),
+        ("towers", "§3.2", "top1_error", "one-tower-half", (-0.017, -0.012),
+         "This scheme [two GPUs] reduces our top-1 and top-5 error rates by 1.7% and 1.2%, "
+         "compared with a net with half as many kernels in each convolutional layer trained on "
+         "one GPU."),
+    ]
+)  # fmt: skip
 BATCH = 128  # images per step (the paper's batch)
-# budget -> (training images (0: all), epochs)
-BUDGET = {"quick": (8000, 6), "full": (0, 15)}
+BUDGET = {"quick": (8000, 6), "full": (0, 15)}  # budget -> (training images (0: all), epochs)
 CONVERGED_WITHIN = 0.01
 SMALL_WIDTHS = [32, 32, 64]  # the small family's conv widths in these experiments
 
 
 def family_config(ctx: Context, **overrides: Any) -> TrainConfig:
-    """The experiments' full recipe (the paper's features all on) on this call's network family:
-    the `ablation` recipe (`alexnet train --recipe ablation --print-config`; its description
-    says what it sets and why) with its model options written out; `overrides` are config
-    fields (`model_options` merged into the recipe's).
-
-    `small` (the paper's CIFAR-scale CNN family, §3.1/§3.3): a first try with lr 0.05 was no
-    baseline (after 6 epochs on 8,000 Fashion-MNIST images 45.5% top-1 error, its no-dropout
-    variant at chance); with 0.01: 17.3%. `paper` (the 224 px network, for ImageNet-scale
-    data): its own paper options, the same training, and `paper-net`'s deviations: Caffe's
-    initialization (the recipe's) and autocast (bf16 on a CPU)."""
+    """The experiments' full recipe on this call's network family (`depth`, `retrieval` and
+    `towers` train it too): the `ablation` recipe (`alexnet train --recipe ablation
+    --print-config` says why) with `overrides` (`model_options` merged into the recipe's); on
+    the 224 px `paper` network with `paper-net`'s deviations (Caffe's init, bf16 autocast).
+    `small` (§3.1/§3.3) with lr 0.05 was no baseline (after 6 epochs on 8,000 Fashion-MNIST
+    images 45.5% top-1 error, its no-dropout variant at chance); with 0.01: 17.3%."""
     model = ctx.family
     options = {**recipe_model_options("ablation", model), **overrides.pop("model_options", {})}
     values = {"data": str(ctx.data), "model": model, "model_options": options, "device": ctx.device}
@@ -128,11 +90,9 @@ def family_words(ctx: Context) -> str:
     return "the 224 px paper network" if ctx.family == "paper" else "the small family"
 
 
-def with_options(cfg: TrainConfig, **changes: Any) -> TrainConfig:
-    """A copy of cfg with some model options (key=value) or config fields (cfg__key) changed."""
-    fields = {k[5:]: v for k, v in changes.items() if k.startswith("cfg__")}
-    options = {k: v for k, v in changes.items() if not k.startswith("cfg__")}
-    return dataclasses.replace(cfg, model_options={**cfg.model_options, **options}, **fields)
+def with_options(cfg: TrainConfig, **options: Any) -> TrainConfig:
+    """A copy of cfg with some model options changed."""
+    return dataclasses.replace(cfg, model_options={**cfg.model_options, **options})
 
 
 def paired(cfg: TrainConfig, full: TrainConfig) -> TrainConfig:
@@ -143,9 +103,10 @@ def paired(cfg: TrainConfig, full: TrainConfig) -> TrainConfig:
 
 def full_config(ctx: Context, seed: int) -> TrainConfig:
     images, epochs = BUDGET[ctx.budget]
+    widths = {"widths": SMALL_WIDTHS} if ctx.family == "small" else {}
     return family_config(
         ctx,
-        model_options={"widths": SMALL_WIDTHS} if ctx.family == "small" else {},
+        model_options=widths,
         epochs=epochs,
         train_limit=images,
         train_eval=images or 10000,
@@ -156,27 +117,27 @@ def full_config(ctx: Context, seed: int) -> TrainConfig:
 def variants(full: TrainConfig) -> dict[str, TrainConfig]:
     """The full recipe and each paper feature switched off (see the module docstring)."""
     widths = full.model_options.get("widths") or option_defaults(full.model)["widths"]
-    no_crops = {"cfg__pad": 0, "cfg__flip": False}
-    if full.model == "paper":  # 224 crops of 256 px images: resize to 224 so no crop moves
-        no_crops["cfg__resize"] = option_defaults("paper")["input_size"]
+    # 224 crops of 256 px images: resize to 224 so no crop moves
+    resize = option_defaults("paper")["input_size"] if full.model == "paper" else full.resize
     table = {
         "full": full,
         "no-lrn": with_options(full, lrn=False),
         "no-overlap": with_options(full, pool="nonoverlap"),
         "no-dropout": with_options(full, dropout=0.0),
-        "no-pca": with_options(full, cfg__lighting_std=0.0),
-        "no-crops-flips": with_options(full, **no_crops),
+        "no-pca": dataclasses.replace(full, lighting_std=0.0),
+        "no-crops-flips": dataclasses.replace(full, pad=0, flip=False, resize=resize),
         "one-tower-half": with_options(full, towers=1, widths=list(one_tower_widths(widths))),
     }
     return {name: paired(cfg, full) for name, cfg in table.items()}
 
 
 def plan(ctx: Context) -> Plan:
+    configs = [variants(full_config(ctx, seed)) for seed in range(ctx.seeds)]
     return Plan(
         [
             RunSpec(f"{variant}-seed{seed}", cfg, variant, seed)
-            for seed in range(ctx.seeds)
-            for variant, cfg in variants(full_config(ctx, seed)).items()
+            for seed, table in enumerate(configs)
+            for variant, cfg in table.items()
         ]
     )
 
@@ -186,14 +147,10 @@ def measure(ctx: Context, outcome: Outcome, top5: bool) -> dict[str, Any]:
     to converge (the first validation within CONVERGED_WITHIN of the run's best)."""
     final = outcome.result.final
     top1, train = final.get("top1_error"), final.get("train", {}).get("top1_error")
-    errors = {
-        "top1_error": top1,
-        "top5_error": final.get("top5_error"),
-        "train_error": train,
-        "train_test_gap": None if top1 is None or train is None else top1 - train,
-    }
+    errors = {"top1_error": top1, "top5_error": final.get("top5_error"), "train_error": train}
     if not top5:
         errors.pop("top5_error")
+    errors["train_test_gap"] = None if top1 is None or train is None else top1 - train
     history = [r for r in outcome.result.history if r.get("val_top1_error") is not None]
     best = min((r["val_top1_error"] for r in history), default=None)
     errors["steps_to_converge"] = next(

@@ -41,15 +41,7 @@ def plan(ctx: Context) -> Plan:
         runs.append(RunSpec(f"full-seed{seed}", full, "full", seed))
         for layer in REMOVED[ctx.family]:
             cfg = paired(with_options(full, remove_conv=layer), full)
-            runs.append(
-                RunSpec(
-                    f"no-{layer}-seed{seed}",
-                    cfg,
-                    f"no-{layer}",
-                    seed,
-                    f"without {layer} seed {seed}",
-                )
-            )
+            runs.append(RunSpec(f"no-{layer}-seed{seed}", cfg, f"no-{layer}", seed))
     return Plan(runs)
 
 

@@ -23,7 +23,7 @@ import torch
 from alexnet.data.loader import DeviceLoader
 from alexnet.data.packed import open_dataset
 from alexnet.evaluate import evaluate, make_eval_transform
-from alexnet.experiments.result import Claim, compare, compare_values, run_row
+from alexnet.experiments.result import Claim, compare, item_rows, run_row
 from alexnet.experiments.runner import Context, Outcome, Plan, RunSpec, data_words
 from alexnet.inference import Predictor
 from alexnet.runtime import dist_info, resolve_device
@@ -73,12 +73,7 @@ def config(ctx: Context, seed: int) -> TrainConfig:
 
 
 def plan(ctx: Context) -> Plan:
-    return Plan(
-        [
-            RunSpec(f"paper-seed{s}", config(ctx, s), "paper", s, f"paper network seed {s}")
-            for s in range(ctx.seeds)
-        ]
-    )
+    return Plan([RunSpec(f"paper-seed{s}", config(ctx, s), "paper", s) for s in range(ctx.seeds)])
 
 
 def per_image_top1_errors(weights: str, ctx: Context, cfg: TrainConfig, crops: int) -> np.ndarray:
@@ -106,42 +101,25 @@ def per_image_top1_errors(weights: str, ctx: Context, cfg: TrainConfig, crops: i
 
 def gather(ctx: Context, outcomes: list[Outcome]) -> dict[str, Any]:
     rows = []
-    for o in outcomes:
-        last, final = o.result.last, o.result.final
-        rows.append(
-            run_row(
-                "1-crop",
-                o.spec.seed,
-                o.run_dir,
-                ctx.out,
-                top1_error=last.get("val_top1_error"),
-                top5_error=last.get("val_top5_error"),
-            )
-        )
-        rows.append(
-            run_row(
-                "10-crop",
-                o.spec.seed,
-                o.run_dir,
-                ctx.out,
-                top1_error=final.get("top1_error"),
-                top5_error=final.get("top5_error"),
-            )
-        )
+    for o in outcomes:  # 1-crop: the last epoch's validation; 10-crop: the final evaluation
+        for variant, values, prefix in (
+            ("1-crop", o.result.last, "val_"),
+            ("10-crop", o.result.final, ""),
+        ):
+            errors = {q: values.get(prefix + q) for q in ("top1_error", "top5_error")}
+            rows.append(run_row(variant, o.spec.seed, o.run_dir, ctx.out, **errors))
     comparisons = [
         compare(rows, q, "10-crop", "1-crop", CLAIM) for q in ("top1_error", "top5_error")
     ]
     first, cfg = outcomes[0].result, outcomes[0].spec.cfg
     if first.weights is not None:
-        kernel_grid(
-            Predictor(first.weights).model,
-            ctx.out / "kernels.png",
-            title="conv1 kernels (paper Fig. 3)",
-        )
+        model = Predictor(first.weights).model
+        kernel_grid(model, ctx.out / "kernels.png", title="conv1 kernels (paper Fig. 3)")
         ctx.say("per-image errors of the final weights: 1 centre crop, then 10 crops")
         one, ten = (per_image_top1_errors(first.weights, ctx, cfg, crops) for crops in (1, 10))
+        images = item_rows("top1_error", {"10-crop": ten, "1-crop": one})
         comparisons.append(
-            compare_values(ten, one, "top1_error", "10-crop", "1-crop", CLAIM, over="test images")
+            compare(images, "top1_error", "10-crop", "1-crop", CLAIM, over="test images")
         )
     init = {"caffe": "Caffe", "torch": "PyTorch"}.get(cfg.model_options.get("init"), "the paper")
     notes = [

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,32 +39,25 @@ def _save(fig: Any, out: Path) -> Path:
     return out
 
 
-@dataclass(frozen=True)
-class Curve:
-    """One run's curve: x (epochs) and y (training error), the same length."""
-
-    variant: str
-    seed: int
-    x: Sequence[float]
-    y: Sequence[float]
+Curve = tuple[Sequence[float], Sequence[float]]  # one run's x (epochs) and y, the same length
 
 
 def mean_curve(curves: Sequence[Curve], points: int = 200) -> tuple[np.ndarray, np.ndarray]:
     """The curves' mean y on a grid over the x range they all cover (linear interpolation)."""
-    lo, hi = max(float(np.min(c.x)) for c in curves), min(float(np.max(c.x)) for c in curves)
+    lo, hi = max(float(np.min(x)) for x, _ in curves), min(float(np.max(x)) for x, _ in curves)
     grid = np.linspace(lo, hi, points) if hi > lo else np.array([lo])
-    return grid, np.mean([np.interp(grid, np.asarray(c.x, float), c.y) for c in curves], axis=0)
+    return grid, np.mean([np.interp(grid, np.asarray(x, float), y) for x, y in curves], axis=0)
 
 
-def curves_plot(out: Path, curves: Sequence[Curve], title: str = "") -> Path:
-    """Fig. 1: training error per epoch, every seed thin, each variant's mean thick (ReLU
-    solid, tanh dashed), a dotted line at 25%."""
+def curves_plot(out: Path, curves: Mapping[str, Sequence[Curve]], title: str = "") -> Path:
+    """Fig. 1: training error per epoch of each variant's runs, every seed thin, the mean thick
+    (ReLU solid, tanh dashed), a dotted line at 25%."""
     fig, ax = _figure(800, 560)
-    for i, variant in enumerate(dict.fromkeys(c.variant for c in curves)):
-        group = [c for c in curves if c.variant == variant and len(c.x)]
+    for i, (variant, runs) in enumerate(curves.items()):
+        group = [(x, y) for x, y in runs if len(x)]
         style = "--" if variant == "tanh" else "-"
-        for c in group:
-            ax.plot(c.x, c.y, style, color=f"C{i}", lw=0.7, alpha=0.45)
+        for x, y in group:
+            ax.plot(x, y, style, color=f"C{i}", lw=0.7, alpha=0.45)
         if group:
             gx, gy = mean_curve(group)
             ax.plot(gx, gy, style, color=f"C{i}", lw=2.5, label=f"{variant} (mean of {len(group)})")
@@ -87,36 +79,22 @@ def delta_bars(out: Path, comparisons: Sequence[dict[str, Any]]) -> Path:
     ]
     for i, c in enumerate(rows):
         scale = 100.0 if is_percent(c["quantity"]) else 1.0
-        labels = ax.get_legend_handles_labels()[1]
         if c.get("estimate") is not None:
             est, ci = scale * c["estimate"], c.get("ci95")
             err = None if ci is None else [[est - scale * ci[0]], [scale * ci[1] - est]]
-            ax.bar(
-                i - 0.2,
-                est,
-                0.4,
-                yerr=err,
-                capsize=4,
-                color="C0",
-                label=None if "ours (95% interval)" in labels else "ours (95% interval)",
-            )
+            ours = "ours (95% interval)"
+            ax.bar(i - 0.2, est, 0.4, yerr=err, capsize=4, color="C0", label=ours)
         if c.get("paper") is not None:
-            ax.bar(
-                i + 0.2,
-                scale * c["paper"],
-                0.4,
-                color="white",
-                edgecolor="C1",
-                hatch="//",
-                label=None if "paper" in labels else "paper",
-            )
+            style = dict(color="white", edgecolor="C1", hatch="//", label="paper")
+            ax.bar(i + 0.2, scale * c["paper"], 0.4, **style)
     ax.axhline(0, color="black", lw=0.8)
     names = [f"{c['b'] if c['a'] == 'full' else c['a']}: {c['quantity']}" for c in rows]
     names = [f"{n} ({c.get('claim')})" if names.count(n) > 1 else n for n, c in zip(names, rows)]
     ax.set_xticks(np.arange(len(rows)), names, fontsize=8, rotation=35, ha="right")
     ax.set(ylabel="difference (percentage points for errors)")
     if rows:
-        ax.legend()
+        legend = dict(zip(*reversed(ax.get_legend_handles_labels())))  # each label once
+        ax.legend(legend.values(), legend.keys())
     return _save(fig, out)
 
 

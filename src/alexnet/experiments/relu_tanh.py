@@ -18,6 +18,7 @@ interleaved, and time to a threshold = steps x step time (per invocation: `step_
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -114,17 +115,11 @@ def steps_to_threshold(records: Sequence[dict[str, Any]], threshold: float) -> f
 def plan(ctx: Context) -> Plan:
     """The learning-rate sweep (seed 0), then, once it has finished, the seeds at its rates."""
     rates, sweep_steps, steps, _ = BUDGET[ctx.budget]
-    sweep = [
-        RunSpec(
-            f"sweep-{act}-lr{lr:g}",
-            config(ctx, act, lr, 0, sweep_steps),
-            f"sweep-{act}-lr{lr:g}",
-            0,
-            f"sweep {act} lr={lr:g}",
-        )
-        for act in ACTIVATIONS
-        for lr in rates
-    ]
+    sweep = []
+    for act in ACTIVATIONS:
+        for lr in rates:
+            name = f"sweep-{act}-lr{lr:g}"
+            sweep.append(RunSpec(name, config(ctx, act, lr, 0, sweep_steps), name, 0))
     if todo(ctx, Plan(sweep)):
         pending = (
             f"the {len(ACTIVATIONS) * ctx.seeds} runs of the seeds follow once the learning-rate "
@@ -143,13 +138,7 @@ def plan(ctx: Context) -> Plan:
         if act not in best or key < best[act][0]:
             best[act] = (key, spec.cfg.lr)
     seeds = [
-        RunSpec(
-            f"{act}-seed{seed}",
-            config(ctx, act, best[act][1], seed, steps),
-            act,
-            seed,
-            f"{act} lr={best[act][1]:g} seed {seed}",
-        )
+        RunSpec(f"{act}-seed{seed}", config(ctx, act, best[act][1], seed, steps), act, seed)
         for seed in range(ctx.seeds)
         for act in ACTIVATIONS
     ]
@@ -173,26 +162,17 @@ def measure(records: list[dict[str, Any]], cfg: TrainConfig) -> tuple[dict[str, 
 def gather(ctx: Context, outcomes: list[Outcome]) -> dict[str, Any]:
     sweep = [o.spec.cfg for o in outcomes if o.spec.variant not in ACTIVATIONS]
     seeds = [o for o in outcomes if o.spec.variant in ACTIVATIONS]
-    rows, curves = [], []
+    rows, curves = [], {}
     for o in seeds:
         records = RunDir(o.run_dir).read_steps()
         measured, censored = measure(records, o.spec.cfg)
         rows.append(
             run_row(o.spec.variant, o.spec.seed, o.run_dir, ctx.out, censored=censored, **measured)
         )
-        curves.append(
-            plots.Curve(
-                o.spec.variant,
-                o.spec.seed,
-                [r["epoch"] for r in records],
-                [r["train_top1_error"] for r in records],
-            )
-        )
-    plots.curves_plot(
-        ctx.out / "fig1.png",
-        curves,
-        "Training error, ReLU (solid) vs tanh (dashed): every seed thin, mean thick",
-    )
+        curve = ([r["epoch"] for r in records], [r["train_top1_error"] for r in records])
+        curves.setdefault(o.spec.variant, []).append(curve)
+    title = "Training error, ReLU (solid) vs tanh (dashed): every seed thin, mean thick"
+    plots.curves_plot(ctx.out / "fig1.png", curves, title)
     comparisons = [
         compare(rows, CLAIM.quantity, CLAIM.a, CLAIM.b, CLAIM),
         compare(rows, "steps_to_10", "tanh", "relu", CLAIM),
@@ -213,29 +193,18 @@ def gather(ctx: Context, outcomes: list[Outcome]) -> dict[str, Any]:
 
 
 def step_time(ctx: Context, seeds: list[Outcome], rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """result.json's `step_time`: each activation's ms per SGD step (the lowest seed's final
-    weights), timed in this process on the same batches, the activations interleaved (order
-    reversed every other round, so a change of load lands on both alike): the mean over rounds
-    with its t interval, tanh / ReLU paired by round, and the seconds the mean steps to each
-    threshold take (where no value is censored)."""
+    """result.json's `step_time`: ms per SGD step of each activation (`step_times`, the lowest
+    seed's weights), tanh / ReLU paired by round, and the seconds of the mean steps to each
+    threshold (where no value is censored)."""
     first = {o.spec.variant: o for o in reversed(seeds)}
     cfg, device = first["relu"].spec.cfg, "cpu" if ctx.device == "auto" else ctx.device
     ctx.say(f"step time: {ROUNDS} interleaved rounds of {STEPS} steps per activation")
     models = {act: load_weights(str(first[act].result.weights), device) for act in ACTIVATIONS}
     transform = make_eval_transform(models["relu"][1].preprocess, models["relu"][1].mean_image, 1)
-    loader = DeviceLoader(
-        open_dataset(str(ctx.data), "train"),
-        cfg.batch_size,
-        shuffle=False,
-        drop_last=True,
-        device=torch.device(device),
-    )
+    ds = open_dataset(str(ctx.data), "train")
+    loader = DeviceLoader(ds, cfg.batch_size, shuffle=False, drop_last=True, device=device)
     loader.set_epoch(0)
-    batches = []
-    for images, labels in loader.iterate():
-        batches.append((transform(images), labels))
-        if len(batches) == STEPS:
-            break
+    batches = [(transform(x), y) for x, y in itertools.islice(loader.iterate(), STEPS)]
     times = step_times({act: m for act, (m, _) in models.items()}, batches, cfg.lr, cfg.momentum)
     per_variant = {}
     for name, values in times.items():
@@ -264,9 +233,8 @@ def step_times(
     lr: float,
     momentum: float,
 ) -> dict[str, list[float]]:
-    """Seconds per SGD step (forward, cross-entropy, backward, update) of each model, one value
-    per round: each round every model steps once on each batch, in turn, the order reversed
-    every other round, after WARMUP untimed steps. The models are trained in place."""
+    """Seconds per SGD step of each model per round, the models interleaved on the same batches
+    (the order reversed every other round, so a change of load lands on both alike)."""
     opts = {k: torch.optim.SGD(m.parameters(), lr=lr, momentum=momentum) for k, m in models.items()}
 
     def step(name: str, x: torch.Tensor, y: torch.Tensor) -> None:

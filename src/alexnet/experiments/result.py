@@ -16,7 +16,6 @@ that); a value that is None is counted as `missing`, never dropped. Quantities n
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import subprocess
 from collections.abc import Sequence
@@ -27,7 +26,6 @@ from typing import Any
 import torch
 
 from alexnet.experiments import stats
-from alexnet.fileio import atomic_write_text
 from alexnet.runtime import cpu_name
 
 FORMAT = 2  # 1 (no field): censored values were None and left out
@@ -92,6 +90,16 @@ def run_row(
     return row
 
 
+def item_rows(quantity: str, values: dict[str, Sequence[float]]) -> list[dict[str, Any]]:
+    """Rows of one model's values per item (test image, conv1 kernel), the item's index in the
+    place of the seed, for `compare(..., over=...)`."""
+    return [
+        {"variant": variant, "seed": i, quantity: float(x)}
+        for variant, xs in values.items()
+        for i, x in enumerate(xs)
+    ]
+
+
 def is_censored(run: dict[str, Any], quantity: str) -> bool:
     """Is this row's value of `quantity` a lower bound (right-censored)?"""
     return quantity in run.get("censored", ())
@@ -133,14 +141,19 @@ def compare(
     quantity: str,
     a: str,
     b: str,
-    claim: Claim | None = None,
+    claim: Claim,
     *,
     paired: bool = True,
     direction: str | None = None,
     note: str | None = None,
+    over: str | None = None,
 ) -> dict[str, Any]:
     """The `comparisons` row of variant a against b on `quantity`, over the seeds both have
-    (`paired`) or all. `missing` counts the seeds of a or b left out for lack of a value."""
+    (`paired`) or all: a - b or mean(a) / mean(b) as the claim's kind says (paired t or paired
+    bootstrap; Welch or bootstrap), its interval (one-sided where censored values leave an end
+    unknown, with a paired sign test), and whether it lies on the `direction` side (default the
+    claim's) of no effect. `missing` counts the seeds of a or b left out for lack of a value;
+    `over` names the items when they are not seeds (`item_rows`)."""
     seeds: dict[str, dict[int, tuple[float, bool]]] = {a: {}, b: {}}
     for r in runs:
         if r["variant"] in seeds and _is_number(r.get(quantity)):
@@ -149,45 +162,8 @@ def compare(
             seeds[r["variant"]][r["seed"]] = (float(r[quantity]), is_censored(r, quantity))
     used = set(seeds[a]) & set(seeds[b]) if paired else set(seeds[a]) | set(seeds[b])
     pa, pb = ([x[s] for s in sorted(used) if s in x] for x in (seeds[a], seeds[b]))
-    row = compare_values(
-        [v for v, _ in pa],
-        [v for v, _ in pb],
-        quantity,
-        a,
-        b,
-        claim,
-        paired=paired,
-        direction=direction,
-        note=note,
-        censored=([c for _, c in pa], [c for _, c in pb]),
-    )
-    if asked := {r["seed"] for r in runs if r["variant"] in (a, b) and quantity in r} - used:
-        row["missing"] = len(asked)
-    return row
-
-
-def compare_values(
-    va: Sequence[float],
-    vb: Sequence[float],
-    quantity: str,
-    a: str,
-    b: str,
-    claim: Claim | None = None,
-    *,
-    paired: bool = True,
-    direction: str | None = None,
-    note: str | None = None,
-    over: str | None = None,
-    censored: tuple[Sequence[bool], Sequence[bool]] = ((), ()),
-) -> dict[str, Any]:
-    """The comparison row of values `va`, `vb` matched (paired) or not (`censored`: which are
-    lower bounds): a - b or mean(a) / mean(b) as the claim's kind says (paired t or paired
-    bootstrap; Welch or bootstrap), its interval (one-sided where censored values leave an end
-    unknown, with a paired sign test), and whether it lies on the `direction` side (default
-    the claim's) of no effect. `over` names the items when they are not seeds (the test images
-    of one model, the conv1 kernels of two towers)."""
-    kind, (ca, cb) = claim.kind if claim else "difference", censored
-    direction = direction or (claim.direction if claim else "less")
+    (va, ca), (vb, cb) = ([[v for v, _ in p], [c for _, c in p]] for p in (pa, pb))
+    kind, direction = claim.kind, direction or claim.direction
     row: dict[str, Any] = dict(
         quantity=quantity,
         a=a,
@@ -199,32 +175,34 @@ def compare_values(
         kind=kind,
         n=0,
         direction=direction,
-        paper=claim and claim.numbers.get(quantity),
-        claim=claim and claim.key,
+        paper=claim.numbers.get(quantity),
+        claim=claim.key,
         note=note,
     )
-    if len(va) == 0 or len(vb) == 0:
+    if not va or not vb:
         row["note"] = note or f"no {'seed with both' if paired else 'values for the'} variants"
-        return {**row, "over": over} if over else row
-    ratio = kind == "ratio"
-    if paired:
-        estimate = stats.paired_ratio_ci if ratio else stats.paired_diff_ci
     else:
-        estimate = stats.ratio_ci if ratio else stats.welch_diff_ci
-    e = estimate(list(va), list(vb)).to_json()
-    row.update(estimate=e["estimate"], ci95=e["ci95"], n=e["n"])
-    if any(ca) or any(cb):
-        bound = None if any(ca) and any(cb) else "lower" if any(ca) else "upper"
-        row.update(censored={"a": sum(ca), "b": sum(cb)}, estimate_bound=bound)
         if paired:
-            test = stats.paired_sign_test(va, vb, ca, cb, direction)
-            row["sign_test"] = dataclasses.asdict(test)
-        row["ci95"] = stats.censored_interval(e["ci95"], any(ca), any(cb))
-        if bound is None and note is None:
-            row["note"] = note = "values censored in both variants: the estimate has no bound"
-    if note is None:
-        row["reproduced"] = stats.reproduced(row["ci95"], direction, 1.0 if ratio else 0.0)
-    return {**row, "over": over} if over else row
+            estimate = stats.paired_ratio_ci if kind == "ratio" else stats.paired_diff_ci
+        else:
+            estimate = stats.ratio_ci if kind == "ratio" else stats.welch_diff_ci
+        e = estimate(va, vb).to_json()
+        row.update(estimate=e["estimate"], ci95=e["ci95"], n=e["n"])
+        if any(ca) or any(cb):
+            bound = None if any(ca) and any(cb) else "lower" if any(ca) else "upper"
+            row.update(censored={"a": sum(ca), "b": sum(cb)}, estimate_bound=bound)
+            if paired:
+                row["sign_test"] = stats.paired_sign_test(va, vb, ca, cb, direction)
+            row["ci95"] = stats.censored_interval(e["ci95"], any(ca), any(cb))
+            if bound is None and note is None:
+                row["note"] = note = "values censored in both variants: the estimate has no bound"
+        if note is None:
+            row["reproduced"] = stats.reproduced(row["ci95"], direction, claim.null)
+    if over:
+        row["over"] = over
+    if asked := {r["seed"] for r in runs if r["variant"] in (a, b) and quantity in r} - used:
+        row["missing"] = len(asked)
+    return row
 
 
 def machine() -> str:
@@ -248,47 +226,6 @@ def git_commit() -> str:
     return (done.returncode == 0 and done.stdout.strip()) or "unknown"
 
 
-def build_result(
-    experiment: str,
-    claims: Claim | Sequence[Claim],
-    dataset: str,
-    budget: str,
-    runs: Sequence[dict[str, Any]],
-    comparisons: Sequence[dict[str, Any]],
-    wall_s: float,
-) -> dict[str, Any]:
-    """The result.json object, with `summary` computed from `runs`."""
-    for i, run in enumerate(runs):
-        if missing := [k for k in ("variant", "seed", "run_dir") if k not in run]:
-            raise ValueError(f"runs[{i}] lacks {', '.join(missing)}")
-    claim = claims.to_json() if isinstance(claims, Claim) else [c.to_json() for c in claims]
-    return {
-        "format": FORMAT,
-        "experiment": experiment,
-        "claim": claim,
-        "dataset": dataset,
-        "budget": budget,
-        "runs": [dict(r) for r in runs],
-        "summary": summarize(runs),
-        "comparisons": [dict(c) for c in comparisons],
-        "machine": machine(),
-        "torch": torch.__version__,
-        "commit": git_commit(),
-        "wall_s": round(float(wall_s), 3),
-    }
-
-
-def write_result(out: str | os.PathLike, result: dict[str, Any]) -> str:
-    """Write OUT/result.json and OUT/table.md atomically; returns the table."""
-    Path(out).mkdir(parents=True, exist_ok=True)
-    atomic_write_text(
-        Path(out) / "result.json", json.dumps(result, indent=2, allow_nan=False) + "\n"
-    )
-    table = table_markdown(result)
-    atomic_write_text(Path(out) / "table.md", table)
-    return table
-
-
 # ------------------------------------------------------------------ table.md
 def is_percent(quantity: str) -> bool:
     """Is the quantity a fraction shown in percent (errors, gaps, agreements)?"""
@@ -296,12 +233,7 @@ def is_percent(quantity: str) -> bool:
 
 
 def fmt_value(
-    quantity: str,
-    value: float | None,
-    *,
-    delta: bool = False,
-    kind: str = "",
-    bound: str | None = None,
+    quantity: str, value: float | None, *, delta: bool = False, kind: str = "", bound: str = ""
 ) -> str:
     """Errors in percent (differences in points), ratios with an x; a bound ("lower" /
     "upper": censored data) written ">= v" / "<= v"."""
@@ -344,12 +276,9 @@ def _counts(entry: dict[str, Any]) -> str:
 def table_markdown(result: dict[str, Any]) -> str:
     """table.md: the paper's claims, per-variant means with intervals, the comparisons, the
     censored comparisons' sign tests, a step-time measurement, the machine, the notes."""
-    claims = result.get("claim")
-    claims = claims if isinstance(claims, list) else [claims] if isinstance(claims, dict) else []
+    claims = result["claim"] if isinstance(result["claim"], list) else [result["claim"]]
     lines = [f"# {result['experiment']}: {result['dataset']}, budget {result['budget']}", ""]
-    lines += [
-        f"- **{c.get('section', '')}** ({c.get('key', '')}): {c.get('words', '')}" for c in claims
-    ]
+    lines += [f"- **{c['section']}** ({c['key']}): {c['words']}" for c in claims]
     lines += ["", "| variant | quantity | n | mean | 95% interval |", "|---|---|---|---|---|"]
     for s in result["summary"]:
         q = s["quantity"]
@@ -357,7 +286,7 @@ def table_markdown(result: dict[str, Any]) -> str:
         lines.append(
             f"| {s['variant']} | {q} | {s['n']}{_counts(s)} | {mean} | {fmt_ci(q, s['ci95'])} |"
         )
-    data = {c.get("key"): c.get("paper_data", "") for c in claims}
+    data = {c["key"]: c.get("paper_data", "") for c in claims}
     lines += [
         "",
         "| comparison | ours | 95% interval | paper | reproduced? |",

@@ -66,18 +66,10 @@ def pixel_features(images: np.ndarray) -> np.ndarray:
 
 def plan(ctx: Context) -> Plan:
     images, epochs = BUDGET[ctx.budget]
-    return Plan(
-        [
-            RunSpec(
-                f"full-seed{s}",
-                family_config(ctx, epochs=epochs, train_limit=images, seed=s),
-                "full",
-                s,
-                f"full recipe seed {s}",
-            )
-            for s in range(ctx.seeds)
-        ]
-    )
+    configs = [
+        family_config(ctx, epochs=epochs, train_limit=images, seed=s) for s in range(ctx.seeds)
+    ]
+    return Plan([RunSpec(f"full-seed{s}", cfg, "full", s) for s, cfg in enumerate(configs)])
 
 
 def gather(ctx: Context, outcomes: list[Outcome]) -> dict[str, Any]:
@@ -88,14 +80,10 @@ def gather(ctx: Context, outcomes: list[Outcome]) -> dict[str, Any]:
     pixels = label_agreements(pixel_queries, test_labels, pixel_base, train_labels)
     rows, name = [], "features"
     for outcome in outcomes:
-        predictor = Predictor(
-            outcome.result.weights, device="cpu" if ctx.device == "auto" else ctx.device
-        )
+        device = "cpu" if ctx.device == "auto" else ctx.device
+        predictor = Predictor(outcome.result.weights, device=device)
         name = getattr(predictor.model, "penultimate_name", "features")
-        base, queries = (
-            split_features(predictor, train.images),
-            split_features(predictor, test.images),
-        )
+        base, queries = (split_features(predictor, x) for x in (train.images, test.images))
         feats = label_agreements(queries, test_labels, base, train_labels)
         for variant, agree in (("features", feats), ("pixels", pixels)):
             measured = {f"agreement_k{k}": v for k, v in agree.items()}

@@ -25,8 +25,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, TextIO
 
+import torch
+
 from alexnet.errors import UserError
 from alexnet.experiments import result as results
+from alexnet.fileio import atomic_write_text
 from alexnet.interrupts import interruptible, stopped_by
 from alexnet.rundir import RunDir, RunResult
 from alexnet.train import TrainConfig, fit, make_config
@@ -47,17 +50,12 @@ class RunStopped(Exception):
 @dataclass(frozen=True)
 class RunSpec:
     """One training run: OUT/runs/<name>/, its config, and the variant and seed its
-    measurements are filed under (`label`: its progress line)."""
+    measurements are filed under."""
 
     name: str
     cfg: TrainConfig
     variant: str
     seed: int
-    label: str = ""
-
-    @property
-    def text(self) -> str:
-        return self.label or f"{self.variant} seed {self.seed}"
 
 
 @dataclass
@@ -111,24 +109,39 @@ class Context:
         notes: list[str],
         **extra: Any,
     ) -> dict[str, Any]:
-        """Write OUT/result.json and OUT/table.md, print the table, return the result; the
-        per-invocation fields: train_s (the runs' training time, read from each run) and
-        runs_reused (of the runs_planned, those this call did not train)."""
+        """Write OUT/result.json and OUT/table.md (`result`), print the table; return the
+        result."""
         if self.data is None:
             dataset = "no dataset (given weights, nothing trained)"
         else:
             source = self.header().get("input", {}).get("source")
             dataset = f"{source} ({self.data.name})" if source else self.data.name
-        wall = time.perf_counter() - self.started
-        result = results.build_result(
-            self.name, claims, dataset, self.budget, rows, comparisons, wall
-        )
-        result["family"] = self.family
-        result["runs_planned"] = len(self.outcomes)
-        result["runs_reused"] = sum(o.spec.name not in self.trained for o in self.outcomes)
-        result["train_s"] = round(sum(o.result.train_seconds for o in self.outcomes), 1)
-        result.update(extra, notes=notes)
-        print(results.write_result(self.out, result))
+        one = isinstance(claims, results.Claim)
+        result = {
+            "format": results.FORMAT,
+            "experiment": self.name,
+            "claim": claims.to_json() if one else [c.to_json() for c in claims],
+            "dataset": dataset,
+            "budget": self.budget,
+            "runs": rows,
+            "summary": results.summarize(rows),
+            "comparisons": comparisons,
+            "machine": results.machine(),
+            "torch": torch.__version__,
+            "commit": results.git_commit(),
+            "wall_s": round(time.perf_counter() - self.started, 3),
+            "family": self.family,
+            "runs_planned": len(self.outcomes),
+            "runs_reused": sum(o.spec.name not in self.trained for o in self.outcomes),
+            "train_s": round(sum(o.result.train_seconds for o in self.outcomes), 1),
+            **extra,
+            "notes": notes,
+        }
+        self.out.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(result, indent=2, allow_nan=False) + "\n"
+        atomic_write_text(self.out / "result.json", text)
+        atomic_write_text(self.out / "table.md", table := results.table_markdown(result))
+        print(table)
         return result
 
 
@@ -164,12 +177,12 @@ def todo(ctx: Context, plan: Plan) -> list[int]:
 
 def train_here(ctx: Context, plan: Plan, indices: Sequence[int]) -> None:
     """Train the plan's runs `indices` in this process, one after another: a finished run is
-    reused, a run with a checkpoint resumes from it (`run_config`'s `--resume auto`), any other
-    starts; one progress line each. RunStopped when a training was stopped by a signal."""
+    reused, one with a checkpoint resumes (`--resume auto`), any other starts; one progress
+    line each. RunStopped when a training was stopped by a signal."""
     for i in indices:
         spec, path = plan.runs[i], ctx.run_dir(plan.runs[i])
         state = run_state(spec.cfg, path)
-        ctx.say(f"run {i + 1}/{len(plan.runs)}: {spec.text} ({DONE[state]})")
+        ctx.say(f"run {i + 1}/{len(plan.runs)}: {spec.variant} seed {spec.seed} ({DONE[state]})")
         if state == "finished":
             continue
         try:
@@ -177,8 +190,7 @@ def train_here(ctx: Context, plan: Plan, indices: Sequence[int]) -> None:
         except OSError as exc:
             msg = f"--output-dir {ctx.out}: cannot create {path.parent}: {exc.strerror}"
             raise UserError(msg) from None
-        cfg = run_config(ctx, spec, resume_auto=True)
-        if fit(cfg).status == "stopped":
+        if fit(run_config(ctx, spec, resume_auto=True)).status == "stopped":
             raise RunStopped(
                 f"run {spec.name} stopped; its checkpoint is in {path}: rerun to resume"
             )
@@ -195,13 +207,16 @@ def train_one(ctx: Context, module: ModuleType, index: int) -> None:
     train_here(ctx, plan, [index])
 
 
-TrainFn = Callable[[Context, Plan, list[int]], None]
-
-
-def reproduce(ctx: Context, module: ModuleType, train: TrainFn = train_here) -> dict[str, Any]:
-    """Train every run that is not finished, stage by stage, then gather: the result."""
+def reproduce(
+    ctx: Context, module: ModuleType, jobs: int = 0, devices: Sequence[str] = ()
+) -> dict[str, Any]:
+    """Train every run that is not finished, stage by stage (here, or `jobs` at a time in
+    child processes: `train_jobs`), then gather: the result."""
     while missing := todo(ctx, plan := module.plan(ctx)):
-        train(ctx, plan, missing)
+        if jobs:
+            train_jobs(ctx, plan, missing, jobs, devices)
+        else:
+            train_here(ctx, plan, missing)
         if still := [plan.runs[i].name for i in todo(ctx, plan)]:
             names = ", ".join(still[:3])
             raise UserError(f"{len(still)} run(s) did not finish ({names}); rerun to resume")
@@ -216,10 +231,8 @@ def train_argv(cfg: TrainConfig) -> list[str]:
     """The `alexnet train` arguments that resolve to `cfg`: --recipe when not paper, then each
     field that differs from the recipe's value as its flag (`batch_size` -> `--batch-size`,
     booleans `--x` / `--no-x`, dicts as JSON); `resume` is left to the caller."""
-    base, argv = (
-        make_config(cfg.recipe),
-        [] if cfg.recipe == "paper" else ["--recipe", cfg.recipe],
-    )
+    base = make_config(cfg.recipe)
+    argv = [] if cfg.recipe == "paper" else ["--recipe", cfg.recipe]
     for name, value in cfg.to_json().items():
         default, flag = getattr(base, name), "--" + name.replace("_", "-")
         if name in ("recipe", "resume") or value == default:
@@ -237,31 +250,18 @@ def train_argv(cfg: TrainConfig) -> list[str]:
 def plan_records(ctx: Context, plan: Plan) -> list[dict[str, Any]]:
     """One record per planned run: index, run, variant, seed, status (finished, checkpoint,
     new) and the `alexnet train ... --resume auto` line that starts or continues it."""
-    return [
-        dict(
-            index=i,
-            run=s.name,
-            variant=s.variant,
-            seed=s.seed,
-            status=run_state(s.cfg, ctx.run_dir(s)),
-            command=shlex.join(
-                [
-                    "alexnet",
-                    "train",
-                    *train_argv(run_config(ctx, s)),
-                    "--resume",
-                    "auto",
-                ]
-            ),
-        )
-        for i, s in enumerate(plan.runs)
-    ]
+    records = []
+    for i, s in enumerate(plan.runs):
+        argv = ["alexnet", "train", *train_argv(run_config(ctx, s)), "--resume", "auto"]
+        status = run_state(s.cfg, ctx.run_dir(s))
+        record = dict(index=i, run=s.name, variant=s.variant, seed=s.seed, status=status)
+        records.append({**record, "command": shlex.join(argv)})
+    return records
 
 
 def run_config(ctx: Context, spec: RunSpec, resume_auto: bool = False) -> TrainConfig:
-    """The run's config as trained: output_dir its directory OUT/runs/<name>/; with
-    `resume_auto`, continued from the checkpoint there when it holds one (train's `resolve`
-    decides, as `alexnet train --resume auto` does)."""
+    """The run's config as trained: output_dir OUT/runs/<name>/; with `resume_auto`, continued
+    from the checkpoint there when it holds one (as `alexnet train --resume auto`)."""
     values = {**spec.cfg.to_json(), "output_dir": str(ctx.run_dir(spec))}
     values.pop("resume", None)
     return make_config(values.pop("recipe"), resume="auto" if resume_auto else None, **values)
@@ -295,9 +295,8 @@ def run_processes(
     say: Callable[[str], None],
     poll: float = 0.2,
 ) -> dict[int, int]:
-    """Run jobs 0..count-1, at most `slots` at a time (`make(job, slot)` builds each for the
-    slot it starts in, so a slot keeps its device); returns each job's exit status. Ctrl-C or
-    SIGTERM goes on to every running job (which saves a checkpoint and stops), then is raised."""
+    """Run jobs 0..count-1, `make(job, slot)` each, at most `slots` at a time; their exit
+    statuses. Ctrl-C or SIGTERM goes on to every running job (it saves and stops), then up."""
     queue, free, done = list(range(count)), list(range(slots)), {}
     running: dict[int, tuple[subprocess.Popen, Job, int]] = {}
     try:
@@ -317,15 +316,12 @@ def run_processes(
                     running[index] = (proc, job, slot)
                     say(f"job started: {job.name} (log {job.log})")
                 for index, (proc, job, slot) in list(running.items()):
-                    if proc.poll() is not None:
-                        done[index], rc = proc.returncode, proc.returncode
+                    if (rc := proc.poll()) is not None:
+                        done[index] = rc
                         free.append(slot)
                         del running[index]
-                        say(
-                            f"job finished: {job.name}"
-                            if rc == 0
-                            else f"job FAILED: {job.name} (exit {rc}; see {job.log})"
-                        )
+                        failed = f"job FAILED: {job.name} (exit {rc}; see {job.log})"
+                        say(f"job finished: {job.name}" if rc == 0 else failed)
                 if running:
                     time.sleep(poll)
     except KeyboardInterrupt as exc:
@@ -341,36 +337,34 @@ def run_processes(
     return done
 
 
-def jobs_trainer(
-    argv_of: Callable[[int, str], list[str]],
-    jobs: int,
-    devices: Sequence[str],
-    default: str = "auto",
-) -> TrainFn:
-    """A `train` for `reproduce`: the runs as `argv_of(index, device)` children (`--run I`),
-    `jobs` at a time on their slots' devices, each child's output in OUT/jobs/<run>.log."""
+def child_argv(ctx: Context, index: int, device: str) -> list[str]:
+    """The command line of the child process that trains run `index` on `device` (--jobs)."""
+    argv = [sys.executable, "-m", "alexnet", "reproduce", ctx.name, "--data", str(ctx.data)]
+    argv += ["--budget", ctx.budget, "--seeds", str(ctx.seeds), "--family", ctx.family]
+    return argv + ["--output-dir", str(ctx.out), "--run", str(index), "--device", device]
 
-    def train(ctx: Context, plan: Plan, indices: list[int]) -> None:
-        def make(k: int, slot: int) -> Job:
-            device, env = slot_device(slot, jobs, devices, default)
-            name = plan.runs[indices[k]].name
-            return Job(
-                f"run {indices[k]} {name} on {device}",
-                argv_of(indices[k], device),
-                env,
-                ctx.out / "jobs" / f"{name}.log",
-            )
 
-        status = run_processes(len(indices), min(jobs, len(indices)), make, ctx.say)
-        ctx.trained.update(plan.runs[indices[k]].name for k, rc in status.items() if rc == 0)
-        failed = [plan.runs[indices[k]].name for k, rc in status.items() if rc != 0]
-        if failed:
-            raise UserError(
-                f"{len(failed)} run(s) failed: {', '.join(failed[:3])}; see "
-                f"{ctx.out / 'jobs'}/<run>.log, then rerun to resume"
-            )
+def train_jobs(
+    ctx: Context, plan: Plan, indices: list[int], jobs: int, devices: Sequence[str]
+) -> None:
+    """Train the plan's runs `indices` as `child_argv` processes, `jobs` at a time (each
+    slot on its device), each child's output in OUT/jobs/<run>.log."""
 
-    return train
+    def make(k: int, slot: int) -> Job:
+        device, env = slot_device(slot, jobs, devices, ctx.device)
+        name = plan.runs[indices[k]].name
+        argv = child_argv(ctx, indices[k], device)
+        return Job(
+            f"run {indices[k]} {name} on {device}", argv, env, ctx.out / "jobs" / f"{name}.log"
+        )
+
+    status = run_processes(len(indices), min(jobs, len(indices)), make, ctx.say)
+    ctx.trained.update(plan.runs[indices[k]].name for k, rc in status.items() if rc == 0)
+    if failed := [plan.runs[indices[k]].name for k, rc in status.items() if rc != 0]:
+        raise UserError(
+            f"{len(failed)} run(s) failed: {', '.join(failed[:3])}; see "
+            f"{ctx.out / 'jobs'}/<run>.log, then rerun to resume"
+        )
 
 
 # ------------------------------------------------------------------ notes

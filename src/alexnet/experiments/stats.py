@@ -1,20 +1,12 @@
-"""Statistics over seeds: one value per seed (a training run) in, an `Estimate` out.
+"""Statistics over seeds (one value per training run): an `Estimate` with its 95% interval.
 
-- `mean_ci`: the mean and its Student t interval, mean +- t(0.975, n-1) s / sqrt(n);
-- `paired_diff_ci`: mean of the per-seed differences a_i - b_i, t interval (two variants with
-  the same seed share the initial weights of the layers they have in common and the data
-  order, so the seed-to-seed noise cancels); `welch_diff_ci`: mean(a) - mean(b), Welch's
-  interval, for values that do not pair;
-- `ratio_ci` / `paired_ratio_ci`: mean(a) / mean(b), percentile bootstrap, a and b resampled
-  independently / seeds resampled with their (a_i, b_i) pairs (the ratio of means either way);
-- `paired_sign_test`: exact binomial test of the signs of a_i - b_i; it needs only each pair's
-  order, so it counts right-censored pairs (a value that is a lower bound) whose order is known;
-  censored values enter the intervals at their bound, which then bound the estimate from one
-  side only (`censored_interval`);
-- `permutation_test`: two-sided, of mean(a) - mean(b) (the towers' kernels, Fig. 3).
-Bootstraps draw RESAMPLES = 10,000 resamples from `numpy.random.default_rng(SEED = 0)`, so a
-result is reproducible to the bit. With n = 1 the interval is None (and `reproduced` None).
-The Student t quantile is computed here (regularized incomplete beta), so no scipy is needed.
+Two variants with the same seed share the initial weights of the layers they have in common
+and the data order, so differences are paired by seed (t interval of a_i - b_i; Welch's when
+the values do not pair); ratios are mean(a) / mean(b), a percentile bootstrap of RESAMPLES
+draws from `numpy.random.default_rng(SEED)`, so a result is reproducible to the bit. A
+right-censored value (a lower bound) enters an interval at its bound, which then bounds the
+estimate from one side only; the sign test needs only each pair's order. With n = 1 the
+interval is None. The Student t quantile is computed here (incomplete beta): no scipy.
 """
 
 from __future__ import annotations
@@ -117,6 +109,13 @@ def _values(values: Sequence[float], name: str = "values") -> np.ndarray:
     return x
 
 
+def _pairs(a: Sequence[float], b: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    x, y = _values(a, "a"), _values(b, "b")
+    if x.shape != y.shape:
+        raise ValueError(f"paired values need equal counts, got {x.size} and {y.size}")
+    return x, y
+
+
 def _t_interval(x: np.ndarray, method: str) -> Estimate:
     mean, n = float(x.mean()), int(x.size)
     if n < 2:
@@ -132,9 +131,7 @@ def mean_ci(values: Sequence[float]) -> Estimate:
 
 def paired_diff_ci(a: Sequence[float], b: Sequence[float]) -> Estimate:
     """mean(a_i - b_i) over seeds i (a[i] and b[i] share seed i), t interval of the differences."""
-    x, y = _values(a, "a"), _values(b, "b")
-    if x.shape != y.shape:
-        raise ValueError(f"paired values need equal counts, got {x.size} and {y.size}")
+    x, y = _pairs(a, b)
     return _t_interval(x - y, "paired t")
 
 
@@ -178,9 +175,7 @@ def ratio_ci(a: Sequence[float], b: Sequence[float]) -> Estimate:
 
 def paired_ratio_ci(a: Sequence[float], b: Sequence[float]) -> Estimate:
     """mean(a) / mean(b), paired percentile bootstrap (seeds resampled with their pairs)."""
-    x, y = _values(a, "a"), _values(b, "b")
-    if x.shape != y.shape:
-        raise ValueError(f"paired values need equal counts, got {x.size} and {y.size}")
+    x, y = _pairs(a, b)
     _positive(y, "b")
     ratio, n = float(x.mean() / y.mean()), int(x.size)
     if n < 2:
@@ -192,25 +187,12 @@ def paired_ratio_ci(a: Sequence[float], b: Sequence[float]) -> Estimate:
 def censored_interval(
     ci: tuple[float, float] | None, a_censored: bool, b_censored: bool
 ) -> list[float | None] | None:
-    """The interval of a - b (or a / b) whose values of a and/or b are right-censored at their
-    bound: a larger true value can only raise the estimate when it is in `a` (so the upper end
-    is unknown: None), only lower it when in `b` (the lower end None); both: no bound."""
+    """The interval of a - b (or a / b) with right-censored values: a larger true a can only
+    raise the estimate (the upper end is unknown: None), a larger true b only lower it."""
     if ci is None:
         return None
     lo, hi = float(ci[0]), float(ci[1])
     return [None if b_censored else lo, None if a_censored else hi]
-
-
-@dataclass(frozen=True)
-class SignTest:
-    """Paired sign test: pairs with a > b, a < b, equal, and of unknown order (censoring)."""
-
-    greater: int
-    less: int
-    ties: int
-    unknown: int
-    p_value: float  # exact binomial, one-sided in `direction` (two-sided for "differ")
-    direction: str
 
 
 def _binomial_tail(k: int, n: int) -> float:
@@ -224,11 +206,10 @@ def paired_sign_test(
     a_censored: Sequence[bool],
     b_censored: Sequence[bool],
     direction: str = "greater",
-) -> SignTest:
-    """Sign test of a_i against b_i (same seed i), with right-censored values (true value >=
-    the recorded bound). A pair's order is known when neither is censored, or when only one is
-    and the other lies at or below its bound; otherwise it counts as unknown. Ties and unknown
-    pairs are left out of the binomial test (p = 1 when no pair is left)."""
+) -> dict[str, Any]:
+    """Exact sign test of a_i against b_i with right-censored values (true value >= bound): the
+    pairs with a > b, a < b, tied, of unknown order, and the binomial p-value (one-sided in
+    `direction`, two-sided for "differ") over the pairs whose order is known and not tied."""
     if direction not in DIRECTIONS:
         raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
     greater = less = ties = unknown = 0
@@ -246,27 +227,20 @@ def paired_sign_test(
         p = _binomial_tail(less, n)
     else:
         p = min(1.0, 2.0 * _binomial_tail(max(greater, less), n)) if n else 1.0
-    return SignTest(greater, less, ties, unknown, float(p), direction)
+    counts = dict(greater=greater, less=less, ties=ties, unknown=unknown)
+    return {**counts, "p_value": float(p), "direction": direction}
 
 
 def reproduced(ci: Sequence[float | None] | None, direction: str, null: float = 0.0) -> bool | None:
-    """Does the whole interval lie on the paper's side of `null` (0: difference, 1: ratio)?
-
-    direction: "less" (the paper says the estimate is below null), "greater", or "differ" (either
-    side). None when there is no interval (n = 1, or the claim cannot be tested). An end given
-    as None is unbounded (a censored estimate, `censored_interval`).
-    """
+    """Does the whole interval lie on the `direction` side ("less", "greater", "differ": either)
+    of `null` (0: difference, 1: ratio)? None without an interval; an end None is unbounded."""
     if direction not in DIRECTIONS:
         raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
     if ci is None:
         return None
     lo = -math.inf if ci[0] is None else float(ci[0])
     hi = math.inf if ci[1] is None else float(ci[1])
-    if direction == "less":
-        return hi < null
-    if direction == "greater":
-        return lo > null
-    return hi < null or lo > null
+    return {"less": hi < null, "greater": lo > null, "differ": hi < null or lo > null}[direction]
 
 
 @dataclass(frozen=True)
@@ -282,9 +256,8 @@ def permutation_test(
     a: Sequence[float], b: Sequence[float], resamples: int = RESAMPLES
 ) -> Permutation:
     """Exact (every split of the pooled values) when there are at most `resamples` splits, else
-    `resamples` random splits from default_rng(SEED) with p = (count + 1) / (resamples + 1);
-    p = min(1, 2 min(P(null <= observed), P(null >= observed))), ties within 100 eps relative
-    (the conventions of scipy.stats.permutation_test)."""
+    `resamples` random splits, p = (count + 1) / (resamples + 1); the conventions of
+    scipy.stats.permutation_test (two-sided: twice the smaller tail, ties within 100 eps)."""
     x, y = _values(a, "a"), _values(b, "b")
     pooled, na, nb = np.concatenate([x, y]), x.size, y.size
     observed = x.mean() - y.mean()

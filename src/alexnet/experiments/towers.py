@@ -18,7 +18,6 @@ into towers separates colour from gray more than chance does). Needs colour imag
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ from alexnet.data.packed import open_dataset
 from alexnet.errors import UserError
 from alexnet.experiments import plots, stats
 from alexnet.experiments.ablations import family_config, family_words
-from alexnet.experiments.result import Claim, compare, compare_values, run_row
+from alexnet.experiments.result import Claim, compare, item_rows, run_row
 from alexnet.experiments.runner import Context, Outcome, Plan, RunSpec
 from alexnet.inference import Predictor
 from alexnet.viz import first_conv_weight, kernel_grid
@@ -75,19 +74,9 @@ def colour_specificity(weight: np.ndarray) -> np.ndarray:
     return np.where(total > 0, rest / np.where(total > 0, total, 1), 0.0)
 
 
-@dataclass(frozen=True)
-class Towers:
-    """A two-tower model's conv1 kernel scores per tower ((O/2,) each), the permutation test's
-    p-value of their means, and the mean gap of RANDOM_SPLITS random halves of the kernels."""
-
-    tower1: np.ndarray
-    tower2: np.ndarray
-    p_value: float
-    random_gap: float
-
-
-def analyse(model: nn.Module, where: str) -> Towers:
-    """The towers' colour specificity; a one-tower model is refused (UserError naming `where`)."""
+def tower_scores(model: nn.Module, where: str) -> np.ndarray:
+    """(2, O/2): each tower's conv1 kernel scores; a one-tower model is refused (UserError
+    naming `where`)."""
     towers = int(getattr(model, "config", {}).get("options", {}).get("towers", 1))
     if towers != 2:
         raise UserError(
@@ -95,25 +84,25 @@ def analyse(model: nn.Module, where: str) -> Towers:
             "specialization (paper Fig. 3) needs two-tower weights, e.g. bvlc_alexnet "
             "from `alexnet convert caffe` or a model trained with towers=2"
         )
-    scores = colour_specificity(first_conv_weight(model).double().numpy())
-    one, two = scores.reshape(2, -1)
-    rng, half = np.random.default_rng(0), scores.shape[0] // 2
+    return colour_specificity(first_conv_weight(model).double().numpy()).reshape(2, -1)
+
+
+def rows_of(scores: np.ndarray, seed: int, run_dir: str | os.PathLike, out: Path) -> list[dict]:
+    """The four `runs` rows of one model: each tower's mean score (with the permutation test's
+    p-value), the towers' gap, and the mean gap of RANDOM_SPLITS random halves of the kernels."""
+    one, two = scores
+    rng, half, flat = np.random.default_rng(0), one.size, scores.reshape(-1)
     gaps = []
     for _ in range(RANDOM_SPLITS):
-        perm = rng.permutation(scores.shape[0])
-        gaps.append(abs(scores[perm[:half]].mean() - scores[perm[half:]].mean()))
-    return Towers(one, two, stats.permutation_test(two, one).p_value, float(np.mean(gaps)))
-
-
-def rows_of(a: Towers, seed: int, run_dir: str | os.PathLike, out: Path) -> list[dict]:
-    """The four `runs` rows of one model: each tower's mean score, the towers' gap and that of
-    random halves."""
-    one, two, p = float(a.tower1.mean()), float(a.tower2.mean()), a.p_value
+        perm = rng.permutation(flat.size)
+        gaps.append(abs(flat[perm[:half]].mean() - flat[perm[half:]].mean()))
+    p = stats.permutation_test(two, one).p_value
+    mean1, mean2 = float(one.mean()), float(two.mean())
     return [
-        run_row("tower1", seed, run_dir, out, colour_specificity=one, p_value=p),
-        run_row("tower2", seed, run_dir, out, colour_specificity=two, p_value=p),
-        run_row("towers", seed, run_dir, out, tower_gap=abs(two - one)),
-        run_row("random-split", seed, run_dir, out, tower_gap=a.random_gap),
+        run_row("tower1", seed, run_dir, out, colour_specificity=mean1, p_value=p),
+        run_row("tower2", seed, run_dir, out, colour_specificity=mean2, p_value=p),
+        run_row("towers", seed, run_dir, out, tower_gap=abs(mean2 - mean1)),
+        run_row("random-split", seed, run_dir, out, tower_gap=float(np.mean(gaps))),
     ]
 
 
@@ -124,28 +113,20 @@ def plan(ctx: Context) -> Plan:
             "(paper Fig. 3) needs colour data such as CIFAR-10 or ImageNet"
         )
     images, epochs = BUDGET[ctx.budget]
-    return Plan(
-        [
-            RunSpec(
-                f"towers-seed{s}",
-                family_config(ctx, epochs=epochs, train_limit=images, seed=s),
-                "two-tower",
-                s,
-                f"two-tower model seed {s}",
-            )
-            for s in range(ctx.seeds)
-        ]
-    )
+    configs = [
+        family_config(ctx, epochs=epochs, train_limit=images, seed=s) for s in range(ctx.seeds)
+    ]
+    return Plan([RunSpec(f"towers-seed{s}", cfg, "two-tower", s) for s, cfg in enumerate(configs)])
 
 
 def gather(ctx: Context, outcomes: list[Outcome]) -> dict[str, Any]:
     rows, groups = [], {}
     for o in outcomes:
         model = Predictor(o.result.weights).model
-        a = analyse(model, str(o.run_dir))
-        rows += rows_of(a, o.spec.seed, o.run_dir, ctx.out)
-        groups[f"seed {o.spec.seed} tower 1"] = a.tower1.tolist()
-        groups[f"seed {o.spec.seed} tower 2"] = a.tower2.tolist()
+        scores = tower_scores(model, str(o.run_dir))
+        rows += rows_of(scores, o.spec.seed, o.run_dir, ctx.out)
+        groups[f"seed {o.spec.seed} tower 1"] = scores[0].tolist()
+        groups[f"seed {o.spec.seed} tower 2"] = scores[1].tolist()
         if o is outcomes[0]:
             kernel_grid(model, ctx.out / "kernels.png", title="conv1 kernels by tower")
     comparisons = [
@@ -165,33 +146,25 @@ def gather(ctx: Context, outcomes: list[Outcome]) -> dict[str, Any]:
 
 def from_weights(ctx: Context, weights: str) -> dict[str, Any]:
     """Fig. 3 checked on given weights (e.g. Caffe's bvlc_alexnet from `alexnet convert caffe`)
-    without training: the same scores and test as `gather`, for one model. With one model there
-    are no seeds: the comparison runs over its conv1 kernels (tower 2 minus tower 1, Welch
-    interval, and the permutation test's p-value): do this model's towers differ?"""
+    without training: the same scores and test as `gather`, for one model, so the comparison
+    runs over its conv1 kernels (tower 2 minus tower 1, Welch interval): do its towers differ?"""
     model, _ = load_weights(weights, "cpu")
-    a = analyse(model, f"--weights {weights}")
+    one, two = scores = tower_scores(model, f"--weights {weights}")
     path = Path(weights).expanduser().resolve()
     ctx.out.mkdir(parents=True, exist_ok=True)
-    by_kernel = compare_values(
-        a.tower2.tolist(),
-        a.tower1.tolist(),
-        "colour_specificity",
-        "tower2",
-        "tower1",
-        CLAIM,
-        over="conv1 kernels",
-        paired=False,
+    rows = rows_of(scores, 0, path, ctx.out)
+    kernels = item_rows("colour_specificity", {"tower2": two, "tower1": one})
+    by_kernel = compare(
+        kernels, "colour_specificity", "tower2", "tower1", CLAIM, paired=False, over="conv1 kernels"
     )
-    by_kernel["p_value"] = a.p_value
+    by_kernel["p_value"] = p = rows[0]["p_value"]
     kernel_grid(model, ctx.out / "kernels.png", title="conv1 kernels by tower")
-    plots.scores_plot(
-        ctx.out / "scores.png", {"tower 1": a.tower1.tolist(), "tower 2": a.tower2.tolist()}
-    )
+    plots.scores_plot(ctx.out / "scores.png", {"tower 1": one.tolist(), "tower 2": two.tolist()})
     notes = [
         SCORE_NOTE,
-        f"Weights: {path.name} ({len(a.tower1)} + {len(a.tower2)} conv1 kernels), analysed "
-        f"as given, nothing trained; permutation test of tower 2 - tower 1: p = "
-        f"{a.p_value:.3g}. The paper's Fig. 3 shows tower 1 colour-agnostic and tower 2 "
-        "colour-specific; which tower is which may be swapped.",
+        f"Weights: {path.name} ({one.size} + {two.size} conv1 kernels), analysed as given, "
+        f"nothing trained; permutation test of tower 2 - tower 1: p = {p:.3g}. The paper's "
+        "Fig. 3 shows tower 1 colour-agnostic and tower 2 colour-specific; which tower is which "
+        "may be swapped.",
     ]
-    return ctx.finish(CLAIM, rows_of(a, 0, path, ctx.out), [by_kernel], notes, weights=str(path))
+    return ctx.finish(CLAIM, rows, [by_kernel], notes, weights=str(path))
