@@ -34,14 +34,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--two-device",
         metavar="OUT.safetensors",
-        help="write --weights (an alexnet .safetensors of the two-tower `paper` model) in the "
-        "two-device layout",
+        help="write --weights (the two-tower `paper` model's: a weights file, a checkpoint or a "
+        "run directory) in the two-device layout",
     )
     p.add_argument(
         "--paper",
         metavar="OUT.safetensors",
-        help="write --weights (an alexnet .safetensors of the two-tower `paper` model) in the "
-        "paper (grouped) layout",
+        help="write --weights (the two-tower `paper` model's: a weights file, a checkpoint or a "
+        "run directory) in the paper (grouped) layout",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     add_hub_arguments(p)
