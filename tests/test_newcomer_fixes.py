@@ -6,6 +6,8 @@ error with 5 classes or fewer; the served feature layer has the model's own name
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -97,3 +99,29 @@ def test_export_two_device_takes_a_run_directory_and_a_checkpoint(tmp_path, caps
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model(x))
+
+
+def test_export_onnx_without_onnx_is_one_line_before_any_work(tmp_path, capsys, monkeypatch):
+    _, weights = _small(tmp_path)
+    monkeypatch.setitem(sys.modules, "onnx", None)  # `import onnx` raises ImportError
+    out = tmp_path / "m.onnx"
+    assert main(["export", "--weights", str(weights), "--onnx", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "onnx" in err and "pip install 'alexnet[export]'" in err
+    assert not out.exists()
+
+
+def test_serve_without_python_multipart_is_one_line_before_loading(tmp_path):
+    """Without python-multipart an upload would be a 500; the command refuses at once, even
+    before reading --weights (here a file that does not exist)."""
+    code = (
+        "import sys\n"
+        "sys.modules['python_multipart'] = sys.modules['multipart'] = None\n"
+        "from alexnet.cli import main\n"
+        f"sys.exit(main(['serve', '--weights', {str(tmp_path / 'none.safetensors')!r}]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    err = done.stderr.strip()
+    assert "\n" not in err and "python-multipart" in err and "alexnet[serve]" in err

@@ -118,7 +118,7 @@ def add_int8_args(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from alexnet.export import export_onnx
+    from alexnet.export import export_onnx, require_onnx
     from alexnet.weights import convert_layout
 
     if args.int8 and not args.onnx:
@@ -130,6 +130,8 @@ def run(args: argparse.Namespace) -> int:
             "export needs --onnx OUT.onnx, --two-device OUT, --paper OUT, --hf DIR or "
             "--torch-export OUT.pt2"
         )
+    if args.onnx:  # before any file is written
+        require_onnx(runtime=args.int8 or not args.no_check)
     for flag in ("onnx", "two_device", "paper"):
         if getattr(args, flag):
             output_file(getattr(args, flag), "--" + flag.replace("_", "-"))
