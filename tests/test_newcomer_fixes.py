@@ -6,17 +6,23 @@ error with 5 classes or fewer; the served feature layer has the model's own name
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
 from alexnet import get_model
 from alexnet.checkpoint import Checkpoint, save_checkpoint
 from alexnet.cli import main
+from alexnet.errors import UserError
+from alexnet.evaluate import evaluate
+from alexnet.inference import Predictor
+from alexnet.models.summary import layer_table
 from alexnet.weights import load, save
 from alexnet.weights.safetensors_io import read_safetensors
 
@@ -125,3 +131,49 @@ def test_serve_without_python_multipart_is_one_line_before_loading(tmp_path):
     assert done.returncode == 2, done.stderr
     err = done.stderr.strip()
     assert "\n" not in err and "python-multipart" in err and "alexnet[serve]" in err
+
+
+@pytest.mark.parametrize("k", [2, 5, 6])
+def test_top5_error_only_with_more_than_five_classes(k):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, k)
+    x, labels = torch.randn(40, 4), torch.randint(0, k, (40,))
+    got = evaluate(model, [(x, labels)], lambda t: t, crops=1, num_classes=k)
+    if k <= 5:
+        assert got["top5_error"] is None
+        return
+    with torch.no_grad():
+        top = model(x).topk(5, dim=1).indices
+    missed = ~(top == labels[:, None]).any(dim=1)
+    assert got["top5_error"] == pytest.approx(missed.double().mean().item(), abs=1e-12)
+
+
+@pytest.mark.parametrize("hidden", [0, 64])
+def test_served_feature_layer_is_named_as_the_summary_names_it(tmp_path, hidden):
+    from alexnet.serve.answers import Engine
+
+    model, weights = _small(tmp_path, hidden=hidden)
+    info = Engine(weights).info()
+    layer = info["feature_layer"]
+    names = [row.name for row in layer_table(model)]
+    assert layer.split()[0] in names and "fc7" not in layer
+    assert layer.split()[0] == ("fc4" if hidden else names[-2])  # the layer before the last
+    feats = Predictor(weights).features(np.zeros((1, 28, 28, 3), np.uint8))
+    assert feats.shape[1] == info["feature_dim"] == (hidden or model.penultimate_dim)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_predictor_on_a_missing_device_is_one_user_error(tmp_path):
+    _, weights = _small(tmp_path)
+    with pytest.raises(UserError, match="^--device cuda: CUDA is not available"):
+        Predictor(weights, device="cuda")
+
+
+def test_readme_model_snippet_runs_as_written():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    models = text.split("## The models", 1)[1]
+    snippet = re.search(r"```python\n(.*?)```", models, re.S).group(1)
+    scope: dict = {}
+    exec(compile(snippet, "README.md", "exec"), scope)
+    n = scope["images"].shape[0]
+    assert scope["logits"].shape == (n, 1000) and scope["fc7"].shape == (n, 4096)
