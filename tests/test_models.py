@@ -262,7 +262,7 @@ def test_every_model_has_the_interface(name):
     assert (model.input_size, model.in_channels) == expected[name]
     assert model.num_classes == 5 and model.config["name"] == name
     assert model(example_input(model)).shape == (2, 5)
-    assert model.penultimate_name == ("conv3 (flattened)" if name == "small" else "fc7")
+    assert model.penultimate_name == ("pool3 (flattened)" if name == "small" else "fc7")
 
 
 @pytest.mark.parametrize("size,channels", [(28, 1), (32, 3)])
@@ -275,7 +275,7 @@ def test_small_family(size, channels):
     tanh = alexnet.get_model("small", activation="tanh", lrn=False, hidden=64, dropout=0.5)
     assert tanh(torch.randn(2, 3, 32, 32)).shape == (2, 10)
     assert tanh.forward_penultimate(torch.randn(2, 3, 32, 32)).shape == (2, 64)
-    assert (tanh.penultimate_dim, tanh.penultimate_name) == (64, "hidden (64)")
+    assert (tanh.penultimate_dim, tanh.penultimate_name) == (64, "fc4")
 
 
 @pytest.mark.parametrize("name", alexnet.list_models())

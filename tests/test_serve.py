@@ -184,6 +184,7 @@ def reference_features(weights: Path, image: Path) -> np.ndarray:
 
 def test_features_neighbors_and_thumbnails(world, server):
     from alexnet.data.packed import open_dataset
+    from alexnet.weights import load
 
     png = world["chelsea.png"]
     hdr = {"Content-Type": "image/png"}
@@ -194,6 +195,7 @@ def test_features_neighbors_and_thumbnails(world, server):
         info = c.get("/v1/model").json()
     vec = np.array(f["results"][0]["features"], dtype=np.float32)
     assert f["dim"] == vec.shape[0] == info["feature_dim"] > 0
+    assert f["layer"] == info["feature_layer"] == load(world["weights"])[0].penultimate_name
     np.testing.assert_allclose(vec, reference_features(world["weights"], png), rtol=1e-4, atol=1e-5)
     base = np.load(str(world["feats"]) + ".npy").astype(np.float64)
     dist = np.sqrt(((base - vec.astype(np.float64)) ** 2).sum(1))

@@ -77,7 +77,7 @@ def test_two_process_gloo_equals_one_process_same_global_batch(tmp_path):
         assert b["val_images"] == N_VAL == a["val_images"]  # every image counted once
         assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
         assert abs(b["val_top1_error"] - a["val_top1_error"]) <= 1 / N_VAL + 1e-12
-        assert abs(b["val_top5_error"] - a["val_top5_error"]) <= 1 / N_VAL + 1e-12
+        assert a["val_top5_error"] is None and b["val_top5_error"] is None  # 4 classes
 
 
 def test_two_process_batchnorm_with_uneven_validation_shards_finishes(tmp_path):

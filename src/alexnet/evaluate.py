@@ -80,7 +80,8 @@ def evaluate(
     `model` is a torch module, or any callable float (B, C, S, S) -> logits (B, K) on the CPU
     (an ONNX model's `alexnet.inference.OnnxBackend`).
 
-    Result: {"images", "crops", "top1_error", "top5_error", "loss"} plus "confusion"
+    Result: {"images", "crops", "top1_error", "top5_error", "loss"} ("top5_error" None with 5
+    classes or fewer, where every label is among the top 5) plus "confusion"
     ((K, K) int64 tensor, rows = true class) and "top1_hit" ((N,) bool CPU tensor, this
     process's images in batch order) when asked.
     """
@@ -130,7 +131,7 @@ def evaluate(
         "images": n,
         "crops": crops,
         "top1_error": 1.0 - sums[1].item() / denom,
-        "top5_error": 1.0 - sums[2].item() / denom,
+        "top5_error": 1.0 - sums[2].item() / denom if num_classes > 5 else None,
         "loss": sums[3].item() / denom,
     }
     if confusion:

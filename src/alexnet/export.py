@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from alexnet.data.packed import open_dataset
-from alexnet.errors import UserError
+from alexnet.errors import UserError, need_extra
 from alexnet.evaluate import make_eval_transform
 from alexnet.fileio import atomic_write
 from alexnet.models.lrn import LRN
@@ -124,9 +124,10 @@ def export_onnx(
     Returns {"onnx", "input_shape", "opset", "checked", "max_abs_diff", "atol", "rtol"}
     (+ "int8", "calibration_images", "int8_vs_fp32" with int8).
     """
-    model, meta = load(weights, "cpu")
+    require_onnx(runtime=check or int8)
     if int8 and not calibration_data:
         raise UserError("--int8 needs --calibration-data DIR (a packed dataset)")
+    model, meta = load(weights, "cpu")
     batches = calibration_batches(calibration_data, meta, calibration_images) if int8 else []
     net = _WithFeatures(exportable(model, _FastLRN))
     size, channels = int(model.input_size), int(model.in_channels)
@@ -147,13 +148,10 @@ def export_onnx(
         )
 
     fp32_out = out.with_name(out.name + ".fp32.tmp") if int8 else out
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            atomic_write(fp32_out, write)
-        _set_metadata(fp32_out, onnx_metadata(meta))
-    except (ImportError, ModuleNotFoundError) as exc:
-        raise UserError(f"ONNX export needs the onnx package ({exc}): pip install onnx") from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        atomic_write(fp32_out, write)
+    _set_metadata(fp32_out, onnx_metadata(meta))
     result: dict[str, Any] = {
         "onnx": str(out),
         "model": meta.model_name,
@@ -176,6 +174,14 @@ def export_onnx(
     return result
 
 
+def require_onnx(runtime: bool) -> None:
+    """One line naming the `export` extra when onnx (writing a model) or, with `runtime`,
+    onnxruntime (checking or quantizing it) is not installed."""
+    need_extra("onnx", "export", "ONNX export (--onnx)")
+    if runtime:
+        need_extra("onnxruntime", "export", "checking or quantizing ONNX")
+
+
 def compare_int8(
     fp32: str | os.PathLike, int8: str | os.PathLike, batches: list[np.ndarray]
 ) -> dict[str, float]:
@@ -196,10 +202,9 @@ def check_onnx(
 ) -> dict[str, Any]:
     """Run the ONNX file with onnxruntime on a batch of `batch` images (a size other than the
     traced 2) and compare with `model`; UserError if beyond the tolerance."""
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise UserError("checking ONNX needs onnxruntime: pip install onnxruntime") from None
+    need_extra("onnxruntime", "export", "checking ONNX")
+    import onnxruntime as ort
+
     size, channels = int(model.input_size), int(model.in_channels)
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, channels, size, size, generator=gen)
@@ -425,11 +430,9 @@ class OnnxModel:
     """
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            msg = "running an ONNX model needs onnxruntime: pip install onnxruntime"
-            raise UserError(msg) from None
+        need_extra("onnxruntime", "export", "running an ONNX model")
+        import onnxruntime as ort
+
         path = Path(path)
         if not path.is_file():
             raise UserError(f"{path}: no such ONNX file")

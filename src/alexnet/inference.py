@@ -40,7 +40,7 @@ from alexnet.fileio import atomic_write, atomic_write_text
 from alexnet.jsonout import rounded
 from alexnet.progress import progress_bar
 from alexnet.runtime import resolve_device
-from alexnet.weights import load
+from alexnet.weights import build_model, load
 from alexnet.weights.hf import WEIGHTS_NAME as HF_WEIGHTS
 from alexnet.weights.hf import is_folder as is_hf_folder
 from alexnet.weights.meta import Preprocess, WeightsMeta
@@ -201,7 +201,8 @@ class Predictor:
         weights: any weights file `alexnet.weights.load` reads (our `.safetensors`, the
             two-device layout, torchvision's `.pth`, a checkpoint or a run directory), or
             an ONNX file of ours, fp32 or int8 (`alexnet export --onnx`; CPU only).
-        device: where the model and all batched work run.
+        device: where the model and all batched work run ("auto", "cpu", "cuda", "cuda:N",
+            "mps"; UserError for one this machine lacks, as `--device`).
         crops: 1 (centre), 2 (centre + mirror) or 10 (paper §4.1), softmax averaged.
         batch_size: images per forward pass.
     """
@@ -216,7 +217,7 @@ class Predictor:
         if crops not in TEST_CROPS:
             raise UserError(f"--crops {crops}: must be one of {', '.join(map(str, TEST_CROPS))}")
         self.weights = str(weights)
-        self.device = torch.device(device)
+        self.device = weights_device(weights, str(device))  # one line for a missing device
         self.backend, self.meta = load_backend(weights, self.device)
         self.mean_image = self.meta.mean_image
         self.classes: list[str] = list(self.meta.classes)
@@ -246,6 +247,15 @@ class Predictor:
                 "a run), e.g. those it was exported from"
             )
         return self.backend.model
+
+    @property
+    def feature_layer(self) -> str:
+        """The layer `features` returns, as `alexnet summary` names it: "fc7" for the 224 px
+        models (paper §6.1), "pool3 (flattened)" or "fc4" for `small`."""
+        if not self.onnx:
+            return self.backend.model.penultimate_name
+        with torch.device("meta"):  # the ONNX model's torch twin, without its weights
+            return build_model(self.meta.model_config, self.meta.num_classes).penultimate_name
 
     def _to_device(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
         """(B, H, W, 3) uint8 -> (B, 3, H, W) uint8 on the device."""

@@ -170,9 +170,10 @@ def training_curves(
         if partial:  # an epoch cut short by --max-steps
             ax_loss.plot(*zip(*partial), "x", color="k", ms=9, label="partial epoch (--max-steps)")
         top1 = [100 * r["val_top1_error"] for r in records]
-        top5 = [100 * r["val_top5_error"] for r in records]
         ax_err.plot(ep, top1, "o-", color=color, label=f"{name} top-1")
-        ax_err.plot(ep, top5, "^:", color=color, label=f"{name} top-5")
+        if all(r.get("val_top5_error") is not None for r in records):  # None: <= 5 classes
+            top5 = [100 * r["val_top5_error"] for r in records]
+            ax_err.plot(ep, top5, "^:", color=color, label=f"{name} top-5")
     ax_loss.set_title("loss (solid: training, dashed: validation)", fontsize=10)
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("cross-entropy loss")

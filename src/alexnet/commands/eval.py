@@ -133,7 +133,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"weights   {args.weights}")
     print(f"data      {args.data} ({args.split}, {out['images']} images, {out['crops']} crop(s))")
     print(f"top-1 err {100 * out['top1_error']:.2f} %   (accuracy {1 - out['top1_error']:.4f})")
-    print(f"top-5 err {100 * out['top5_error']:.2f} %")
+    if out["top5_error"] is not None:  # None: 5 classes or fewer
+        print(f"top-5 err {100 * out['top5_error']:.2f} %")
     print(f"loss      {out['loss']:.4f}")
     if "per_class_accuracy" in out:
         print("per-class accuracy (top-1; - where the split has no image of the class):")

@@ -34,14 +34,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--two-device",
         metavar="OUT.safetensors",
-        help="write --weights (an alexnet .safetensors of the two-tower `paper` model) in the "
-        "two-device layout",
+        help="write --weights (the two-tower `paper` model's: a weights file, a checkpoint or a "
+        "run directory) in the two-device layout",
     )
     p.add_argument(
         "--paper",
         metavar="OUT.safetensors",
-        help="write --weights (an alexnet .safetensors of the two-tower `paper` model) in the "
-        "paper (grouped) layout",
+        help="write --weights (the two-tower `paper` model's: a weights file, a checkpoint or a "
+        "run directory) in the paper (grouped) layout",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     add_hub_arguments(p)
@@ -118,7 +118,7 @@ def add_int8_args(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from alexnet.export import export_onnx
+    from alexnet.export import export_onnx, require_onnx
     from alexnet.weights import convert_layout
 
     if args.int8 and not args.onnx:
@@ -130,6 +130,8 @@ def run(args: argparse.Namespace) -> int:
             "export needs --onnx OUT.onnx, --two-device OUT, --paper OUT, --hf DIR or "
             "--torch-export OUT.pt2"
         )
+    if args.onnx:  # before any file is written
+        require_onnx(runtime=args.int8 or not args.no_check)
     for flag in ("onnx", "two_device", "paper"):
         if getattr(args, flag):
             output_file(getattr(args, flag), "--" + flag.replace("_", "-"))

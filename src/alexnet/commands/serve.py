@@ -90,12 +90,15 @@ def _listen(host: str, port: int) -> socket.socket:
 def run(args: argparse.Namespace) -> int:
     try:
         import uvicorn
+        from starlette import formparsers
 
         from alexnet.serve.answers import Engine
         from alexnet.serve.app import ServeConfig, create_app
         from alexnet.serve.connections import protocol_class
     except ImportError as exc:
         raise UserError(f"serve needs {exc.name} (pip install 'alexnet[serve]')") from None
+    if formparsers.multipart is None:  # starlette found neither of python-multipart's modules
+        raise UserError("serve needs python-multipart for uploads (pip install 'alexnet[serve]')")
     from alexnet.inference import weights_device  # torch: only once the command runs
 
     api_key = args.api_key or os.environ.get("ALEXNET_API_KEY") or None

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
+from alexnet.errors import UserError
 from alexnet.weights.hub import CATALOG, CONVERTIBLE, cache_dir, describe_file
 
 
@@ -17,9 +19,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "cache), weights to convert yourself, and any weights FILE given: source, input size, "
         "classes and top-1 / top-5 error (in percent, ILSVRC-2012 val, centre crop).",
     )
-    p.add_argument("files", nargs="*", metavar="FILE", help="weights files to describe")
+    p.add_argument(
+        "files",
+        nargs="*",
+        metavar="FILE",
+        help="weights to describe, each read by its content: a weights file, a training "
+        "checkpoint, a run directory or a Hugging Face-style folder",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.set_defaults(_light=True)  # reads names and file metadata only: no torch
+    p.set_defaults(_light=True)  # without FILEs no torch: the names only
     return p
 
 
@@ -58,11 +66,18 @@ def run(args: argparse.Namespace) -> int:
             row["how"] = f"cached: {cached}"
         named.append(row)
     convertible = [e.to_json() for e in CONVERTIBLE.values()]
-    files = [describe_file(f) for f in args.files]
+    files, unreadable = [], []
+    for name in args.files:
+        try:
+            files.append(describe_file(name))
+        except UserError as exc:  # one line for this file; the listing goes on
+            print(f"alexnet weights: error: {exc}", file=sys.stderr)
+            unreadable.append({"name": name, "error": str(exc)})
+    status = 2 if unreadable else 0
     if args.json:
         out = {"named": named, "convertible": convertible, "files": files}
-        print(json.dumps(out, indent=2))
-        return 0
+        print(json.dumps({**out, "unreadable": unreadable} if unreadable else out, indent=2))
+        return status
     print("By name (--weights NAME):")
     print(_table(named))
     print("\nConvert yourself:")
@@ -70,4 +85,4 @@ def run(args: argparse.Namespace) -> int:
     if files:
         print("\nFiles:")
         print(_table(files))
-    return 0
+    return status

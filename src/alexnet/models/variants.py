@@ -185,8 +185,8 @@ class SmallCNN(AlexNetModel):
     `hidden` > 0 inserts a fully-connected hidden layer with dropout (a fifth weight layer).
 
     Input (N, in_channels, input_size, input_size); `forward_penultimate` gives what the last
-    layer reads: the flattened last conv block (`penultimate_name` "conv3 (flattened)") or
-    the hidden layer ("hidden (H)"); `forward` the logits.
+    layer reads, named as `alexnet summary` lists the layers: the flattened last pooling
+    (`penultimate_name` "pool3 (flattened)") or the hidden layer ("fc4"); `forward` the logits.
     """
 
     name = "small"
@@ -204,7 +204,7 @@ class SmallCNN(AlexNetModel):
             head["drop4"] = nn.Dropout(o.dropout)
         self.head = nn.Sequential(head)
         self.fc = nn.Linear(o.hidden or flat, o.num_classes)
-        penultimate = f"hidden ({o.hidden})" if o.hidden else "conv3 (flattened)"
+        penultimate = "fc4" if o.hidden else f"pool{len(o.widths)} (flattened)"
         self._declare(o, penultimate_dim=o.hidden or flat, penultimate_name=penultimate)
         if o.init == "paper":
             with torch.no_grad():

@@ -121,6 +121,7 @@ class Engine:
         size = self.predictor.image_size
         probe = np.zeros((1, size, size, 3), np.uint8)
         self.feature_dim = int(self.predictor.features(probe).shape[1])
+        self.feature_layer = self.predictor.feature_layer
         self.index = NeighbourIndex(index, self.feature_dim) if index else None
 
     @staticmethod
@@ -141,6 +142,7 @@ class Engine:
             "image_size": p.image_size,
             "crops": p.crops,
             "feature_dim": self.feature_dim,
+            "feature_layer": self.feature_layer,
             "layers": self.map_layers(),
             "preprocess": p.preprocess.to_json(),
             "metadata": p.meta.extra,

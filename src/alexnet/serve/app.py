@@ -47,7 +47,6 @@ from prometheus_client import (
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from alexnet.inference import FEATURES_LAYER
 from alexnet.serve.answers import ApiError, Engine
 from alexnet.serve.batcher import Batcher, QueueFull
 from alexnet.serve.connections import ConnectionLimits, RequestDeadline
@@ -265,8 +264,9 @@ def _model_routes(app: FastAPI, srv: Server) -> None:
         names, images = await srv.images_of(request)
         feats = await srv.run("features", images)
         rows = [{"image": n, "features": f.tolist()} for n, f in zip(names, feats)]
-        name, dim = engine.predictor.meta.model_name, engine.feature_dim
-        return JSONResponse({"model": name, "dim": dim, "layer": FEATURES_LAYER, "results": rows})
+        name, layer = engine.predictor.meta.model_name, engine.feature_layer
+        answer = {"model": name, "dim": engine.feature_dim, "layer": layer, "results": rows}
+        return JSONResponse(answer)
 
     @app.post("/v1/neighbors", dependencies=v1)
     async def neighbors(request: Request, k: int = Query(8, ge=1, le=256)) -> Response:

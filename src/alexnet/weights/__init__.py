@@ -23,7 +23,7 @@ _NAMES = {
     "Preprocess": "alexnet.weights.meta",
     "WeightsMeta": "alexnet.weights.meta",
     "build_model": "alexnet.weights.files",
-    "convert_layout": "alexnet.weights.safetensors_io",
+    "convert_layout": "alexnet.weights.files",
     "load": "alexnet.weights.files",
     "load_for": "alexnet.weights.pretrained",
     "read": "alexnet.weights.files",

@@ -2,7 +2,8 @@
 format, told apart by the content, not the suffix: our safetensors (either tower layout),
 torchvision's `.pth` and training checkpoints (`RUN/checkpoint.pt` or the run directory), both
 read with weights_only, Hugging Face-style folders (`hf`); names of downloadable weights and
-Hugging Face ids too. `save` writes our safetensors."""
+Hugging Face ids too. `save` writes our safetensors; `convert_layout` the `paper` model's
+weights in either tower layout."""
 
 from __future__ import annotations
 
@@ -17,13 +18,16 @@ from torch import nn
 from alexnet.checkpoint import Checkpoint, checkpoint_path, is_checkpoint
 from alexnet.errors import UserError
 from alexnet.fileio import safe_torch_load, torch_file_kind
+from alexnet.models.parallel import paper_to_two_device
 from alexnet.models.registry import get_model
 from alexnet.weights import hf
 from alexnet.weights.hub import resolve_name
 from alexnet.weights.meta import Preprocess, WeightsMeta
 from alexnet.weights.safetensors_io import (
+    LAYOUTS,
     is_safetensors,
     read_safetensors,
+    require_paper_two_tower,
     save_safetensors,
     to_paper_layout,
 )
@@ -145,3 +149,35 @@ def load(
 
 # `save` writes the format `load` reads best: an alexnet safetensors file with its metadata
 save = save_safetensors
+
+
+def convert_layout(src: str | os.PathLike, dst: str | os.PathLike, layout: str) -> dict[str, Any]:
+    """Rewrite the two-tower `paper` model's weights `src` (any format `read` takes: a weights
+    file in either layout, a checkpoint, a run directory) in `layout` ("paper" or
+    "two-device", paper §3.2) as the alexnet weights file `dst`.
+
+    Returns {"from", "to", "layout", "tensors"}.
+    """
+    if layout not in LAYOUTS:
+        raise UserError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+    tensors, meta = read(src)  # the paper layout, whatever the file's
+    require_paper_two_tower(meta)
+    extra = dict(meta.extra)
+    if layout == "paper":
+        extra.pop("layout", None)
+    else:
+        try:
+            tensors = paper_to_two_device(tensors, meta.num_classes)
+        except KeyError as exc:
+            raise UserError(f"{src}: missing tensor {exc} for the paper layout") from None
+        extra["layout"] = layout
+    save_safetensors(
+        dst,
+        tensors,
+        model_config=meta.model_config,
+        classes=meta.classes,
+        preprocess=meta.preprocess,
+        mean_image=meta.mean_image,
+        extra=extra,
+    )
+    return {"from": str(Path(src)), "to": str(Path(dst)), "layout": layout, "tensors": len(tensors)}

@@ -136,10 +136,12 @@ def model_card(meta: WeightsMeta, params: int, run: Path | None) -> str:
         lines.append(f"- Recipe: `{extra['recipe']}` (alexnet train --recipe), epoch {epoch}.")
     if run is not None:
         final = json.loads((run / "eval.json").read_text())
+        top5 = final.get("top5_error")  # None with 5 classes or fewer
         lines.append(
             f"- Measured ({run.name}/eval.json, {final.get('images', '?')} validation images, "
             f"{final.get('crops', '?')} crop(s)): top-1 error {_percent(final.get('top1_error'))}"
-            f", top-5 error {_percent(final.get('top5_error'))}."
+            + ("" if top5 is None else f", top-5 error {_percent(top5)}")
+            + "."
         )
     else:
         lines.append("- Measured accuracy: none recorded with these weights.")

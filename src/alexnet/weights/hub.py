@@ -2,9 +2,10 @@
 
 `CATALOG`: weights downloadable by name (torchvision's ImageNet AlexNet). `CONVERTIBLE`: public
 weights this package converts but does not download (Caffe's `bvlc_alexnet`, the paper's
-architecture). `describe_file(path)`: the same facts for any weights file, read from its
-metadata. Published errors are top-1 / top-5 in percent on the ILSVRC-2012 validation set,
-one centre crop (the paper's own network: 40.7 / 18.2 with 10 crops, §6).
+architecture). `describe_file(path)`: the same facts for any local weights file or folder,
+read from its content (`alexnet.weights.read`). Published errors are top-1 / top-5 in percent
+on the ILSVRC-2012 validation set, one centre crop (the paper's own network: 40.7 / 18.2 with
+10 crops, §6).
 
 Weights by name: download once into torch's hub cache, the way torchvision does, then reuse.
 
@@ -22,7 +23,6 @@ Weights by name: download once into torch's hub cache, the way torchvision does,
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import sys
@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 from alexnet.errors import UserError
-from alexnet.fileio import torch_file_kind
 from alexnet.progress import progress_bar
 
 BASE_URL_ENV = "ALEXNET_WEIGHTS_URL"
@@ -214,53 +213,58 @@ CONVERTIBLE: dict[str, CatalogEntry] = {
 }
 
 
-def _safetensors_meta(path: Path) -> dict[str, Any]:
-    from safetensors import SafetensorError, safe_open
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            raw = f.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise UserError(f"{path}: not a readable weights file ({exc})") from None
-    try:
-        return {k: json.loads(raw[k]) for k in ("model", "classes", "preprocess", "extra")}
-    except (KeyError, ValueError):
-        raise UserError(f"{path}: safetensors file without alexnet metadata") from None
+
+def _catalog_entry(meta: Any) -> CatalogEntry | None:
+    """The catalog entry whose file this torchvision-format file is, told by its content: its
+    SHA-256 begins with the hash in the entry's file name (as torchvision checks downloads)."""
+    if meta.format != "torchvision":
+        return None
+    digest = _sha256(Path(meta.path))
+    for entry in CATALOG.values():
+        want = hash_prefix(entry.file_name)
+        if want and digest.startswith(want):
+            return entry
+    return None
 
 
 def describe_file(path: str | os.PathLike) -> dict[str, Any]:
-    """A weights file or Hugging Face-style folder (its model.safetensors) -> the catalog's
-    facts (name = the path), read from its metadata only."""
+    """A local weights file, run directory or Hugging Face-style folder -> the catalog's facts
+    (name = the path), read by `alexnet.weights.read` from its content, whatever its name;
+    UserError (one line naming the file and what it is) when it holds no weights."""
+    from alexnet.weights.files import read  # torch: only when a file is described
+
     p = Path(path)
-    if p.is_dir() and (p / HF_FILES[0]).is_file():
-        return {**describe_file(p / HF_FILES[0]), "name": str(p), "file_name": p.name}
-    if not p.is_file():
-        raise UserError(f"{p}: no such weights file")
-    if p.suffix in (".pth", ".pt") or torch_file_kind(p) in ("zip", "pickle"):
-        entry = CATALOG["torchvision"]
-        known = p.name == entry.file_name
-        return {
-            **entry.to_json(),
-            "name": str(p),
-            "file_name": p.name,
-            "how": "given by path",
-            **({} if known else {"top1_err": None, "top5_err": None}),
-        }
-    meta = _safetensors_meta(p)
-    options = meta["model"].get("options", {})
-    extra = meta["extra"]
+    if not p.exists():
+        raise UserError(f"{p}: no such weights file or folder")
+    _, meta = read(p)
+    options = meta.model_config.get("options", {})
+    extra = meta.extra
+    entry = _catalog_entry(meta)
     published = extra.get("published") or {}
+    if entry is not None:
+        published = {"top1_err": entry.top1_err, "top5_err": entry.top5_err}
     top1, top5 = published.get("top1_err"), published.get("top5_err")
     if not published and extra.get("top1_error") is not None:  # best epoch of `alexnet train`
         top1 = round(100 * float(extra["top1_error"]), 3)
         top5 = extra.get("top5_error")
         top5 = None if top5 is None else round(100 * float(top5), 3)
+    source = entry.source if entry is not None else str(extra.get("source") or "alexnet train")
+    if meta.format == "checkpoint":
+        source = f"training checkpoint, epoch {extra.get('epoch')}"
     return {
         "name": str(p),
-        "source": str(extra.get("source") or "alexnet train"),
-        "model": meta["model"].get("name"),
-        "input_size": options.get("input_size") or meta["preprocess"].get("crop_size"),
-        "classes": f"{len(meta['classes'])}",
+        "format": meta.format,
+        "source": source,
+        "model": meta.model_name,
+        "input_size": options.get("input_size") or meta.preprocess.crop_size,
+        "classes": f"{meta.num_classes}",
         "top1_err": top1,
         "top5_err": top5,
         "file_name": p.name,

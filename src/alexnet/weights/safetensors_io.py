@@ -8,7 +8,8 @@ model's own tensors.
 
 The two-device layout is `TwoDeviceAlexNet`'s state_dict (each tower's half of every layer
 under tower_a / tower_b, paper §3.2); the `paper` layout is `PaperAlexNet(towers=2)`'s
-(grouped convolutions). Both hold the same numbers; `convert_layout` rewrites one as the other.
+(grouped convolutions). Both hold the same numbers; `alexnet.weights.convert_layout` rewrites
+one as the other.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from safetensors.torch import load_file, save
 
 from alexnet.errors import UserError
 from alexnet.fileio import atomic_write_bytes
-from alexnet.models.parallel import paper_to_two_device, two_device_to_paper
+from alexnet.models.parallel import two_device_to_paper
 from alexnet.weights.meta import Preprocess, WeightsMeta
 
 FORMAT = "alexnet-weights/1"
@@ -128,37 +129,3 @@ def to_paper_layout(tensors: dict[str, torch.Tensor], meta: WeightsMeta) -> dict
         return two_device_to_paper(tensors)
     except KeyError as exc:
         raise UserError(f"{meta.path}: missing tensor {exc} for the two-device layout") from None
-
-
-def convert_layout(src: str | os.PathLike, dst: str | os.PathLike, layout: str) -> dict[str, Any]:
-    """Rewrite alexnet weights file `src` in `layout` ("paper" or "two-device") as `dst`.
-
-    Returns {"from", "to", "layout", "tensors"}.
-    """
-    if layout not in LAYOUTS:
-        raise UserError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
-    tensors, meta = read_safetensors(src)
-    require_paper_two_tower(meta)
-    current = "two-device" if meta.format == "two-device" else "paper"
-    try:
-        if current == "paper" and layout == "two-device":
-            tensors = paper_to_two_device(tensors, meta.num_classes)
-        elif current == "two-device" and layout == "paper":
-            tensors = two_device_to_paper(tensors)
-    except KeyError as exc:
-        raise UserError(f"{src}: missing tensor {exc} for the {current} layout") from None
-    extra = dict(meta.extra)
-    if layout == "paper":
-        extra.pop("layout", None)
-    else:
-        extra["layout"] = layout
-    save_safetensors(
-        dst,
-        tensors,
-        model_config=meta.model_config,
-        classes=meta.classes,
-        preprocess=meta.preprocess,
-        mean_image=meta.mean_image,
-        extra=extra,
-    )
-    return {"from": str(Path(src)), "to": str(Path(dst)), "layout": layout, "tensors": len(tensors)}

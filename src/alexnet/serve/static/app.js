@@ -46,7 +46,9 @@ async function loadModel() {
   $("units-card").hidden = !(m.layers || []).length;
   $("model-name").textContent = m.name;
   $("model-info").textContent = `${m.num_classes} classes · input ${m.input_size} px · ` +
-    `features ${m.feature_dim}-d` + (hasIndex ? ` · index: ${m.index.count} ${m.index.split} images` : "");
+    `features: ${m.feature_layer}, ${m.feature_dim}-d` +
+    (hasIndex ? ` · index: ${m.index.count} ${m.index.split} images` : "");
+  $("nb-layer").textContent = `${m.feature_layer} distance (Fig. 4)`;
   $("kernels").src = await imageURL("/v1/kernels.png?columns=" + columns());
   if (!hasIndex) $("neighbors").innerHTML = '<p class="muted">no index (start with --index FEATS)</p>';
 }
