@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import select
@@ -291,3 +292,28 @@ def test_sigterm_right_after_start_exits_0(tmp_path):
     once it killed the server (-15) or was swallowed (the server never stopped)."""
     with Server(tmp_path / "server.log", "--weights", str(small_weights(tmp_path))) as s:
         assert s.stop(timeout=30) == 0
+
+
+def test_a_too_long_request_head_gets_the_json_error(server):
+    """A 1 MB header is refused with 431 and the JSON error body every refusal has (uvicorn
+    alone answers a plain-text 400); a header split over many segments is counted whole."""
+    big = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (1 << 20) + b"\r\n\r\n"
+    with socket.create_connection(address(server), timeout=10) as sock:
+        try:
+            sock.sendall(big)
+        except OSError:  # the server may close before every byte is sent
+            pass
+        said = read_until_closed(sock)
+    head, _, body = said.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 431 ") and b"application/json" in head.lower(), said[:200]
+    assert "longer than 16384 bytes" in json.loads(body)["error"]
+    # a long but allowed head, sent in small pieces, is still answered
+    fine = (
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: "
+        + b"b" * 8000
+        + b"\r\nConnection: close\r\n\r\n"
+    )
+    with socket.create_connection(address(server), timeout=10) as sock:
+        for i in range(0, len(fine), 1000):
+            sock.sendall(fine[i : i + 1000])
+        assert read_until_closed(sock).startswith(b"HTTP/1.1 200 ")

@@ -11,6 +11,10 @@ request has fully arrived, so slow clients pile up without bound. Two rules are 
   answer, and idle time between requests (`timeout_keep_alive`), do not count; nor does a
   partial request that arrived pipelined behind a whole one until its next byte comes (till
   then `timeout_keep_alive` bounds it).
+- **Head bound.** A request line and headers over `MAX_HEAD_BYTES` get `431` with the JSON
+  error every other refusal has (uvicorn would answer a plain-text 400), and the connection is
+  closed. A pipelined request that arrives in one piece with the one before it is bounded by
+  uvicorn alone.
 - **Connection bound.** Beyond `limits.max_connections` open connections a new one is answered
   at once with `503` + `Retry-After: 1` + `Connection: close` and closed; it never holds
   request state.
@@ -34,6 +38,7 @@ from dataclasses import dataclass, field
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 REFUSED_LINGER_S = 1.0  # a refused connection reads (and drops) the client's bytes this long
+MAX_HEAD_BYTES = 16 * 1024  # a request line + headers longer than this get 431 (h11's bound)
 
 
 @dataclass
@@ -115,17 +120,17 @@ class LimitedH11Protocol(H11Protocol):
         super().connection_made(transport)
         self.clock = Clock(self.limits, transport)
         self.clock.start()  # the first request's clock starts with the connection
+        self.head: int | None = 0  # bytes of the current request's head so far (None: all in)
+        self.tail = b""  # its last 3 bytes: the blank line that ends it may be split
+        self.dropping = False  # after a 431, until the connection closes
 
     def _refuse(self, transport: asyncio.Transport) -> None:
-        """503 at once; then half-close and drop what the client sends (closing with unread
-        bytes would reset the connection and could lose the 503), closed after a linger."""
+        """503 at once; then half-close and drop what the client sends until closed."""
         self.transport = transport
         limit = self.limits.max_connections
         msg = f"server busy: {limit} connections open (--max-connections {limit})"
         transport.write(raw_response(503, "Service Unavailable", msg, "retry-after: 1\r\n"))
-        if transport.can_write_eof():
-            transport.write_eof()
-        asyncio.get_running_loop().call_later(REFUSED_LINGER_S, transport.close)
+        _close_after_linger(transport)
         self.limits.on_refused()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -141,11 +146,40 @@ class LimitedH11Protocol(H11Protocol):
             self.transport.close()
 
     def data_received(self, data: bytes) -> None:
-        if self.clock is None:
+        if self.clock is None or self.dropping:
             return
+        request = self.clock.request
         self.clock.start()  # a no-op while the current request's clock runs
+        if self.clock.request != request:  # a new request: its head is counted from here
+            self.head, self.tail = 0, b""
+        if self.head is not None and self._head_too_long(data):
+            return
         _clock.set(self.clock)  # inherited by the request task uvicorn creates now
         super().data_received(data)
+
+    def _head_too_long(self, data: bytes) -> bool:
+        """Count `data` into the request's head; over MAX_HEAD_BYTES, answer 431 and close."""
+        seen = self.tail + data
+        if b"\r\n\r\n" in seen:
+            self.head = None  # the head is complete
+            return False
+        self.head, self.tail = self.head + len(data), seen[-3:]  # type: ignore[operator]
+        if self.head <= MAX_HEAD_BYTES:
+            return False
+        self.clock.stop(self.clock.request)  # type: ignore[union-attr]
+        msg = f"request line and headers longer than {MAX_HEAD_BYTES} bytes"
+        self.transport.write(raw_response(431, "Request Header Fields Too Large", msg))
+        _close_after_linger(self.transport)
+        self.dropping = True  # what the client still sends
+        return True
+
+
+def _close_after_linger(transport: asyncio.Transport) -> None:
+    """Half-close after an answer and drop what the client still sends, then close: closing
+    with unread bytes would reset the connection and could lose the answer."""
+    if transport.can_write_eof():
+        transport.write_eof()
+    asyncio.get_running_loop().call_later(REFUSED_LINGER_S, transport.close)
 
 
 def protocol_class(limits: ConnectionLimits) -> type[LimitedH11Protocol]:
