@@ -250,8 +250,8 @@ def _check(x: Tensor, p: LRNParams) -> None:
 
 
 def forward(x: Tensor, p: LRNParams, relu: bool = False) -> Tensor:
-    """b = LRN(x), or LRN(ReLU(x)) with `relu`: (N, C, ...) -> the same shape, dtype and
-    memory format (x dense)."""
+    """b = LRN(x), or LRN(ReLU(x)) with `relu`: (N, C, ...) dense -> the same shape, dtype and
+    memory format."""
     _check(x, p)
     out = torch.empty_like(x)
     if x.numel():
@@ -262,60 +262,31 @@ def forward(x: Tensor, p: LRNParams, relu: bool = False) -> Tensor:
 def backward(x: Tensor, grad_out: Tensor, p: LRNParams, relu: bool = False) -> Tensor:
     """dL/dx from the saved input x and dL/db (any layout; read in x's), in x's layout."""
     _check(x, p)
-    cl = not x.is_contiguous()
-    fmt = torch.channels_last if cl else torch.contiguous_format
-    grad_out = grad_out.to(x.dtype).contiguous(memory_format=fmt)
+    grad_out = grad_out.to(x.dtype).contiguous(memory_format=native.memory_format(x))
     grad_in = torch.empty_like(x)
     if x.numel():
         _launch(_lrn_backward_kernel, [x, grad_out, grad_in], p, backward=True, relu=relu)
     return grad_in
 
 
-@torch.library.custom_op("alexnet::lrn_triton", mutates_args=())
-def lrn_op(
+def _op_forward(
     x: Tensor, size: int, groups: int, alpha: float, beta: float, k: float, relu: bool
 ) -> Tensor:
-    """LRN(x) (of ReLU(x) with `relu`) by the Triton kernel; x dense (`native.layout`)."""
     return forward(x, LRNParams(size, alpha, beta, k, groups), relu)
 
 
-@torch.library.custom_op("alexnet::lrn_triton_backward", mutates_args=())
-def lrn_backward_op(
+def _op_backward(
     x: Tensor, grad_out: Tensor, size: int, groups: int, alpha: float, beta: float, k: float,
     relu: bool,
 ) -> Tensor:  # fmt: skip
-    """dL/dx of `lrn_op` from its input and dL/d(output)."""
     return backward(x, grad_out, LRNParams(size, alpha, beta, k, groups), relu)
 
 
-lrn_op.register_fake(lambda x, *args: torch.empty_like(x))
-lrn_backward_op.register_fake(lambda x, *args: torch.empty_like(x))
-
-
-native.register_input_autograd(lrn_op, lrn_backward_op)
-
-
-class _LRN(torch.autograd.Function):
-    """Eager calls: the same kernels without custom-op dispatch (whose first call imports
-    Dynamo)."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, p: LRNParams, relu: bool) -> Tensor:
-        ctx.params, ctx.relu = p, relu
-        ctx.save_for_backward(x)
-        return forward(x, p, relu)
-
-    @staticmethod
-    def backward(ctx, grad_out: Tensor):
-        (x,) = ctx.saved_tensors
-        return backward(x, grad_out, ctx.params, ctx.relu), None, None
+_lrn = native.input_autograd("lrn_triton", _op_forward, _op_backward)
 
 
 def lrn(x: Tensor, p: LRNParams, relu: bool = False) -> Tensor:
     """LRN(x) (LRN(ReLU(x)) with `relu`, x left as it is) with autograd through the Triton
-    kernels; x: (N, C, ...) of `DTYPES`. Inside `torch.compile` the custom op
-    `alexnet::lrn_triton`."""
+    kernels; x: (N, C, ...) of `DTYPES`."""
     x = x if native.layout(x) else x.contiguous()  # the kernels read NCHW or channels-last
-    if torch.compiler.is_compiling():
-        return lrn_op(x, p.size, p.groups, p.alpha, p.beta, p.k, relu)
-    return _LRN.apply(x, p, relu)
+    return _lrn(x, p.size, p.groups, p.alpha, p.beta, p.k, relu)
