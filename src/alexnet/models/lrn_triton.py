@@ -4,21 +4,12 @@
     b_i = a_i * d_i^-beta
     dL/da_m = g_m * d_m^-beta - 2 alpha beta a_m * sum_{i: |i-m| <= n/2} g_i a_i d_i^(-beta-1)
 
-`alpha` multiplies the window sum (`LRNParams`); the window is clipped at the ends of each group
-of channels (the paper's towers). The forward reads a and writes b; the backward reads a and g
-and writes dL/da, recomputing d from a (only the input is saved), as the CPU's C kernel does.
-With `relu` the input is ReLU's: a = max(x, 0) as it is read, dL/dx = 0 where x <= 0 as it is
-written, so ReLU needs no pass of its own (§3.1). float32, bfloat16 or float16 storage, float32
-arithmetic; NCHW or channels-last 4-D. Each program takes a tile of whole rows: NCHW is (N*C)
-rows of L = H*W pixels, channels-last (N*L) rows of C channels, so the loads are coalesced in
-both; a channel's neighbours are reloaded at a fixed offset (L or 1), from cache. Offsets are
-int64 only when the tensor needs it.
-
-The kernels are defined at this module's first import: with `TRITON_INTERPRET=1` set before
-(best: before Python starts), Triton's interpreter runs them on CPU tensors, which is how the
-tests check them without a GPU (`INTERPRET` says which). `lrn` (with autograd; inside
-`torch.compile` the custom op `alexnet::lrn_triton`), `forward` and `backward` are the entry
-points; `alexnet.models.lrn` and `pool` choose when to use them.
+The backward recomputes d from a (only the input is saved). With `relu` the input is ReLU's
+(§3.1): a = max(x, 0) as it is read, dL/dx = 0 where x <= 0 as it is written. float32,
+bfloat16 or float16 storage, float32 arithmetic; NCHW ((N*C) rows of H*W pixels) or
+channels-last ((N*H*W) rows of C channels), so loads are coalesced in both. With
+`TRITON_INTERPRET=1` set before this module's first import, Triton's interpreter runs the
+kernels on CPU tensors (`INTERPRET`), which is how the tests check them without a GPU.
 """
 
 from __future__ import annotations

@@ -1,17 +1,13 @@
-"""The CPU kernels (LRN, max-pool, the two fused; paper §3.3-3.4): built on first use, called
-through ctypes.
+"""The CPU kernels (LRN, max-pool, the two fused; paper §3.3-3.4): built on first use with the
+system's C compiler (`$CC`, else `cc`, `gcc` or `clang`) for this CPU (`-march=native`, or
+`$ALEXNET_MARCH`), called through ctypes.
 
-The C files need no Python or torch headers: the system's C compiler (`$CC`, else `cc`, `gcc` or
-`clang`) builds them in about a second for this CPU (`-march=native`, or the instruction set
-`$ALEXNET_MARCH` names, e.g. `x86-64-v3`). The library is cached in `$ALEXNET_CACHE_DIR`
-(default `$XDG_CACHE_HOME/alexnet` or `~/.cache/alexnet`; a temporary directory if that is not
-writable) under a hash of the sources, the compiler command, the target and the CPU's feature
-flags, so a shared home directory never hands one machine another's build. Without a compiler
-the layers fall back to torch ops (same values, slower) and say so once; `ALEXNET_NATIVE=0`
-turns the kernels off.
-
-`kernels.h` is the one declaration of the kernels' signatures: the C sources include it, the
-ctypes signatures are built from it, and each call names its arguments, checked against it.
+The library is cached in `$ALEXNET_CACHE_DIR` (default `$XDG_CACHE_HOME/alexnet` or
+`~/.cache/alexnet`, else a temporary directory) under a hash of the sources, compiler, target
+and CPU flags, so a shared home never hands one machine another's build. Without a compiler
+the layers run torch ops (same values, slower) and say so once; `ALEXNET_NATIVE=0` turns the
+kernels off. `kernels.h` declares the kernels once: the C sources include it, the ctypes
+signatures are parsed from it, and each call's argument names are checked against it.
 """
 
 from __future__ import annotations

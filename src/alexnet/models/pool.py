@@ -1,22 +1,14 @@
 """Max-pooling with a faster CPU path (§3.4), and ReLU -> LRN -> max-pool as one CPU kernel
 (§3.1, §3.3-3.4).
 
-`MaxPool` is an `nn.MaxPool2d` (same arguments, state, repr and results) whose CPU forward and
-backward run in `pool_kernel.c` for NCHW float32/bfloat16 inputs without padding or dilation.
-In training it keeps one byte per output for the winner's place in its window (torch keeps an
-int64 index), and its backward writes each input-gradient plane once while it is in cache. Ties
-and NaNs pick torch's winner, so outputs and gradients are identical. Everything else is
-`nn.MaxPool2d` itself.
-
-`run_sequential` hands each [ReLU ->] `LRN` -> `MaxPool` to `fused_kernel.c`, which normalizes
-one image at a time into a scratch buffer in cache and pools from there (the backward likewise):
-the full-size activations of ReLU and LRN never touch memory. The results are bitwise those of
-the layers one by one, which is what runs when they cannot be fused (other dtypes or devices,
-tracing, or a hook on one of the modules, so `alexnet summary` and user hooks see every layer).
-Where LRN runs in Triton, ReLU -> LRN is one kernel each way instead.
-
-Both kernels are torch custom ops inside `torch.compile` and `autograd.Function`s in eager
-mode (a custom op's first call imports Dynamo: seconds).
+`MaxPool` is an `nn.MaxPool2d` whose CPU forward and backward run in `pool_kernel.c` for dense
+float32/bfloat16 inputs without padding or dilation: one byte per output for the winner's place
+(torch keeps an int64 index), ties and NaNs resolved as torch does, so outputs and gradients are
+identical. `run_sequential` runs each [ReLU ->] `LRN` -> `MaxPool` in `fused_kernel.c`, one
+image at a time in cache, so ReLU's and LRN's full-size outputs never touch memory (bitwise the
+layers one by one, which run instead where they cannot be fused, or are hooked); where LRN runs
+in Triton, ReLU -> LRN is one kernel. Both are torch custom ops inside `torch.compile` and
+`autograd.Function`s in eager mode (a custom op's first call imports Dynamo: seconds).
 """
 
 from __future__ import annotations
