@@ -1,16 +1,9 @@
 """The 2012 network exactly as the paper describes it (Krizhevsky et al., §3, Fig. 2).
 
-conv1 96x11x11/4 -> ReLU -> LRN -> maxpool 3/2
-conv2 256x5x5 pad 2, 2 towers (groups=2) -> ReLU -> LRN -> maxpool 3/2
-conv3 384x3x3 pad 1, reads both towers -> ReLU
-conv4 384x3x3 pad 1, 2 towers -> ReLU
-conv5 256x3x3 pad 1, 2 towers -> ReLU -> maxpool 3/2
-fc6 9216->4096 ReLU dropout 0.5; fc7 4096->4096 ReLU dropout 0.5; fc8 4096->num_classes
-
-Options switch each feature off for the paper's ablations (§3.1-3.4, §4), change the conv
-widths (§3.2's one-GPU net), remove a middle conv layer (§7) or read LRN as Caffe does.
-
-60,965,224 parameters for 1000 classes; about 724 M multiply-adds per 224 image.
+conv1 96x11x11/4, conv2 256x5x5 (2 towers), conv3 384x3x3 (reads both), conv4 384x3x3 and
+conv5 256x3x3 (2 towers), each with ReLU; LRN after conv1, conv2; max-pool 3/2 after conv1,
+conv2, conv5; fc6, fc7 4096 with dropout 0.5, fc8. Options switch each feature off for the
+paper's ablations (§3.1-3.4, §4, §7). 60,965,224 parameters for 1000 classes.
 """
 
 from __future__ import annotations
@@ -37,14 +30,11 @@ from alexnet.models.pool import MaxPool, run_sequential
 from alexnet.values import POSITIVE, POSITIVE_INT, SWITCH, UNIT_INTERVAL_OPEN_TOP, Choice
 
 POOLS = ("overlap", "nonoverlap")
-INITS = ("paper", "caffe", "kaiming", "torch")
-INPUT_SIZES = (224, 227)
 PAPER_WIDTHS = (96, 256, 384, 384, 256)
 # The middle conv layers (paper §7): any one of them can be removed, not the first or last.
 MIDDLE_CONVS = ("conv2", "conv3", "conv4")
-# The paper's one-GPU comparison net (§3.2 and its footnote): half as many kernels in each conv
-# layer but the last, one tower; the fully-connected layers are not halved, so it has about as
-# many parameters as the two-tower net. `get_model("paper", **ONE_GPU_OPTIONS)`.
+# The paper's one-GPU comparison net (§3.2 and its footnote): half the kernels of each conv
+# layer but the last, one tower. `get_model("paper", **ONE_GPU_OPTIONS)`.
 ONE_GPU_OPTIONS = {"widths": (48, 128, 192, 192, 256), "towers": 1}
 
 # Paper §5: "biases in the second, fourth, and fifth convolutional layers, as well as in the
@@ -78,8 +68,7 @@ CONVS = (
 
 @dataclass(frozen=True)
 class PaperOptions(ModelOptions):
-    """The paper network's options (§3), each a feature that can be switched off; checked
-    when made, and stored as the model's config (`to_config`)."""
+    """The paper network's options (§3), each a feature that can be switched off."""
 
     num_classes: int = 1000  # size of fc8 (1000 for ILSVRC)
     input_size: int = 224  # 224 (conv1 padding 2, the paper's text, torchvision) or 227 (Caffe)
@@ -105,16 +94,15 @@ class PaperOptions(ModelOptions):
     lrn_scope: str = "tower"
 
     def __post_init__(self) -> None:
-        """Refuse a bad option with a UserError that names it and what it may be."""
         self.check(
             num_classes=POSITIVE_INT,
-            input_size=Choice(INPUT_SIZES),
+            input_size=Choice((224, 227)),
             lrn=SWITCH,
             pool=Choice(POOLS),
             dropout=UNIT_INTERVAL_OPEN_TOP,
             towers=Choice((1, 2)),
             activation=Choice(ACTIVATIONS),
-            init=Choice(INITS),
+            init=Choice(("paper", "caffe", "kaiming", "torch")),
             remove_conv=Choice((None, *MIDDLE_CONVS)),
             lrn_k=POSITIVE,
             lrn_alpha_convention=Choice(ALPHA_CONVENTIONS),
@@ -154,16 +142,10 @@ def _conv_stack(o: PaperOptions) -> nn.Sequential:
 
 
 class PaperAlexNet(AlexNetModel):
-    """The paper's two-tower AlexNet (§3), every feature a switch for ablations: the options
-    are `PaperOptions`' fields (`PaperAlexNet(num_classes, **options)`; each documented there).
-
-    Input (N, 3, input_size, input_size) float; `forward` gives logits (N, num_classes),
-    `forward_penultimate` the fc7 activations after ReLU (N, 4096); `features` is the conv
-    stack.
-    """
+    """The paper's two-tower AlexNet (§3); options: `PaperOptions`' fields.
+    (N, 3, S, S) -> logits (N, num_classes); `features` is the conv stack."""
 
     name = "paper"
-
     Options = PaperOptions
 
     def __init__(self, num_classes: int = 1000, **options: Any) -> None:
@@ -193,7 +175,7 @@ class PaperAlexNet(AlexNetModel):
 
     @torch.no_grad()
     def reset_parameters(self, init: str = "paper") -> None:
-        """Initialize weights and biases by the named scheme (see the class docstring)."""
+        """Initialize weights and biases by the named scheme (`PaperOptions.init`, §5)."""
         for name, layer in self.named_layers().items():
             if init == "paper":
                 init_normal(layer, 0.01, 1.0 if name in _BIAS_ONE else 0.0)
@@ -210,8 +192,7 @@ class PaperAlexNet(AlexNetModel):
 
     def forward_penultimate(self, x: Tensor) -> Tensor:
         """(N, 3, S, S) -> fc7 activations after ReLU, (N, 4096) (paper §6.1's feature)."""
-        check_input(self, x)
-        # = self.features(x); on the CPU each LRN -> max-pool pair runs as one kernel
+        check_input(self, x)  # run_sequential: = self.features(x), with ReLU -> LRN -> pool fused
         return self.classifier(torch.flatten(run_sequential(self.features, x), 1))
 
     def forward(self, x: Tensor) -> Tensor:

@@ -1,10 +1,5 @@
-"""The model family by name, without importing torch: what `get_model` can build.
-
-One table: each name, one line about the model, and where its class lives (imported only when a
-model is built, so the command line can list the names and validate `--model` at once). The
-class's `name` must be its key here (checked when it is first imported); parameter counts are
-computed from the built model (`alexnet summary`), never typed in.
-"""
+"""The model family by name, without importing torch: each name, one line about it, and where
+its class lives (imported when a model is built; its `name` must be its key here)."""
 
 from __future__ import annotations
 

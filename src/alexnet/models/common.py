@@ -1,5 +1,4 @@
-"""Pieces shared by the model family: the model interface, options checked once, activations,
-input checks, init."""
+"""Pieces shared by the model family: the interface, options checked once, activations, init."""
 
 from __future__ import annotations
 
@@ -20,8 +19,7 @@ class ModelConfig(TypedDict):
 
 
 class ModelOptions:
-    """Base of a model's options, a frozen dataclass whose `__post_init__` checks every field
-    (`check`) and whose `to_config` is what the model's config stores."""
+    """Base of a model's options: a frozen dataclass whose `__post_init__` checks every field."""
 
     def check(self, **kinds: Kind) -> None:
         """UserError "name=value is not <what it may be>" for the first field outside its kind."""
@@ -39,18 +37,11 @@ class ModelOptions:
 class AlexNetModel(nn.Module):
     """The interface every model of the family shares (`alexnet.get_model` returns one).
 
-    Attributes:
-        num_classes: outputs of the last layer.
-        input_size: S of the expected input (N, in_channels, S, S).
-        in_channels: 3 for RGB, 1 for grayscale.
-        config: `{"name": ..., "options": {...}}`; `get_model(**)` of it rebuilds the model.
-        penultimate_dim: D of `forward_penultimate` (4096 for the 224 px nets).
-        penultimate_name: which layer that is, e.g. "fc7" (paper §6.1's retrieval feature).
-
-    `forward(x)` gives logits (N, num_classes); `forward_penultimate(x)` the activations the
-    classifier reads, (N, penultimate_dim). The convolutional stack stays `features`, as in
-    torchvision (its state_dict keys `features.N.*` depend on that name). `Options` is the
-    model's `ModelOptions` dataclass: its fields are the keywords `get_model` takes.
+    `forward(x)`: (N, in_channels, input_size, input_size) -> logits (N, num_classes);
+    `forward_penultimate(x)`: what the classifier reads, (N, penultimate_dim), from the layer
+    `penultimate_name` ("fc7": §6.1's retrieval feature). `config` rebuilds the model with
+    `get_model`; `Options` (a `ModelOptions`) has the keywords it takes. The conv stack is
+    `features`, as in torchvision (its state_dict keys depend on that name).
     """
 
     name: ClassVar[str] = ""
@@ -63,8 +54,7 @@ class AlexNetModel(nn.Module):
     penultimate_name: str
 
     def _declare(self, options: ModelOptions, penultimate_dim: int, penultimate_name: str) -> None:
-        """Set the interface attributes from the checked `options` (a 224 px RGB input unless
-        they say otherwise)."""
+        """Set the interface attributes from the checked `options` (224 px RGB by default)."""
         config = options.to_config()
         self.num_classes = int(config["num_classes"])
         self.input_size = int(config.get("input_size", 224))

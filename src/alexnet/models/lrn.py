@@ -6,25 +6,18 @@ with k=2, n=5, alpha=1e-4, beta=0.75 and the sum over n adjacent channels at the
 The sum is **not** divided by n: `torch.nn.LocalResponseNorm`, Caffe and cuda-convnet divide
 alpha by n, so the paper's layer is `nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2)` there.
 
-On the CPU, float32 and bfloat16 inputs go through a fused C kernel (`lrn_kernel.c`, built
-on first use by `native`): one pass over memory each way, tiles in cache, the backward
-recomputing d from the input, so only the input is saved. On CUDA the same is one Triton
-kernel each way (`lrn_triton`; bfloat16, float16 or float32 in and out, float32 arithmetic).
-Without a C compiler (or Triton), and for other dtypes, the same formulas run as a few in-place
-tensor ops over cache-sized chunks on single-threaded worker threads on the CPU, as whole-batch
-tensor ops on CUDA. Inside `torch.compile` the kernels are torch custom ops: it traces the
-layer without a break (eager calls take an `autograd.Function` around the same calls: a custom
-op's first call imports Dynamo, seconds of start-up). In the paper model the ReLU -> LRN ->
-max-pool blocks run as one kernel instead (`pool.run_sequential`). Exact on every path:
+Kernels: on the CPU a fused C kernel (`native`) for float32/bfloat16, one pass each way, the
+backward recomputing d from the saved input; on CUDA one Triton kernel each way (`lrn_triton`).
+Otherwise the same formulas run as in-place torch ops, over cache-sized chunks on
+single-threaded workers on the CPU, whole-batch on CUDA. Exact on every path:
 
     d_i = k + alpha * S_i,  S_i = window sum of a^2,  b_i = a_i * d_i^-beta
     dL/da_m = g_m * d_m^-beta - 2 * alpha * beta * a_m * window_sum(g * b / d)_m
 
-`ALEXNET_LRN` chooses the kernels, read at each call (`lrn_backend`, a constant to
-`torch.compile`, so the choice never breaks its graph): `auto` (the default: the C kernels on
-the CPU, Triton on CUDA when it imports, else torch ops with one warning); `triton` (on any
-device; CPU tensors need `TRITON_INTERPRET=1` set before Python starts: slow, for tests);
-`torch` (CUDA runs torch ops; the CPU is unchanged).
+`ALEXNET_LRN`, read at each call (`lrn_backend`), chooses: `auto` (the default: C on the CPU,
+Triton on CUDA when it imports, else torch ops with one warning); `triton` (any device; CPU
+tensors need `TRITON_INTERPRET=1` set before Python starts: slow, for tests); `torch` (CUDA
+runs torch ops; the CPU is unchanged).
 """
 
 from __future__ import annotations
@@ -50,9 +43,8 @@ _WARNED = False
 
 # Elements per chunk on the CPU: three float32 temporaries of this size stay in a core's cache.
 _CPU_CHUNK_ELEMENTS = 1 << 17
-# How CPU inputs are computed (the `cpu_path` of `LRN`): "native" (the C kernel where
-# it applies), "chunked" (torch ops on cache-sized chunks) or "whole" (whole-batch torch ops,
-# the CUDA path without Triton). CUDA inputs never take the C kernel or "chunked".
+# How CPU inputs are computed (`LRN.cpu_path`): "native" (the C kernel where it applies),
+# "chunked" (torch ops on cache-sized chunks) or "whole" (whole-batch torch ops, as on CUDA).
 CPU_PATHS = ("native", "chunked", "whole")
 _POOL: ThreadPoolExecutor | None = None
 
@@ -85,10 +77,8 @@ def triton_error() -> str:
 
 @native.compile_constant
 def lrn_backend(device_type: str) -> str:
-    """ "c", "triton" or "torch": what computes LRN of tensors on `device_type`.
-
-    "c" means the C kernels are loaded; a layer still uses them only on its "native" path.
-    """
+    """ "c" (the C kernels are loaded), "triton" or "torch": what computes LRN on `device_type`;
+    a constant to `torch.compile`, so the choice never breaks its graph."""
     global _WARNED
     wanted = choice()
     if wanted == "triton":
@@ -112,57 +102,31 @@ def lrn_backend(device_type: str) -> str:
     return "torch"
 
 
-# ---- the C kernel with autograd: a custom op inside torch.compile, an autograd.Function eager
-@torch.library.custom_op("alexnet::lrn_c", mutates_args=())
-def lrn_c(x: Tensor, size: int, groups: int, alpha: float, beta: float, k: float) -> Tensor:
+def kernel_for(x: Tensor, cpu_path: str = "native") -> str:
+    """What computes LRN of x: "c" (the CPU's C kernel: the "native" path, float32/bfloat16
+    in a dense layout), "triton" or "torch" (torch ops); see `lrn_backend`."""
+    backend = lrn_backend(x.device.type)
+    if backend == "triton":
+        return "triton" if x.dtype in TRITON_DTYPES and x.numel() else "torch"
+    if backend == "c" and cpu_path == "native" and native.supports(x):
+        return "c"
+    return "torch"
+
+
+def _c_forward(x: Tensor, size: int, groups: int, alpha: float, beta: float, k: float) -> Tensor:
     """b = LRN(x) by the C kernel: (N, C, ...) float32/bfloat16, x's layout."""
     return native.lrn(x, None, LRNParams(size, alpha, beta, k, groups))
 
 
-@torch.library.custom_op("alexnet::lrn_c_backward", mutates_args=())
-def lrn_c_backward(
+def _c_backward(
     x: Tensor, grad_out: Tensor, size: int, groups: int, alpha: float, beta: float, k: float
 ) -> Tensor:
     """dL/dx from the saved input and dL/db (made x's dtype and layout)."""
-    return _c_backward(x, grad_out, LRNParams(size, alpha, beta, k, groups))
+    grad_out = grad_out.to(x.dtype).contiguous(memory_format=native.memory_format(x))
+    return native.lrn(x, grad_out, LRNParams(size, alpha, beta, k, groups))
 
 
-lrn_c.register_fake(lambda x, *args: torch.empty_like(x))
-lrn_c_backward.register_fake(lambda x, *args: torch.empty_like(x))
-
-
-native.register_input_autograd(lrn_c, lrn_c_backward)
-
-
-def _c_backward(x: Tensor, grad_out: Tensor, p: LRNParams) -> Tensor:
-    grad_out = grad_out.to(x.dtype).contiguous(memory_format=_format_of(x))
-    return native.lrn(x, grad_out, p)
-
-
-class _CFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: Tensor, p: LRNParams) -> Tensor:
-        ctx.params = p
-        ctx.save_for_backward(x)
-        return native.lrn(x, None, p)
-
-    @staticmethod
-    def backward(ctx, grad_out: Tensor):
-        (x,) = ctx.saved_tensors
-        return _c_backward(x, grad_out, ctx.params), None
-
-
-def _c_lrn(x: Tensor, p: LRNParams, inplace: bool) -> Tensor:
-    """LRN(x) through the C kernel: with autograd, or in place on x (no autograd; inside
-    `torch.compile`, whose graph owns the memory, as a new tensor)."""
-    if torch.compiler.is_compiling():
-        return lrn_c(x, p.size, p.groups, p.alpha, p.beta, p.k)
-    if not inplace:
-        return _CFunction.apply(x, p)
-    native.lrn(x, None, p, out=x)
-    if not x.is_inference():
-        torch.autograd.graph.increment_version(x)  # as any in-place op does
-    return x
+lrn_c = native.input_autograd("lrn_c", _c_forward, _c_backward)
 
 
 def _single_threaded_worker(barrier: threading.Barrier) -> None:
@@ -176,12 +140,8 @@ def _single_threaded_worker(barrier: threading.Barrier) -> None:
 
 
 def _pool(threads: int) -> ThreadPoolExecutor:
-    """Worker threads that each run torch ops on one core, without OpenMP fork/join per op.
-
-    Many small parallel ops are fast on an idle machine but can each wait a scheduler slice when
-    another process holds a core; whole chunks per thread avoid that. The process-wide thread
-    count is restored once the workers are set up.
-    """
+    """Worker threads that each run torch ops on one core, without OpenMP fork/join per op
+    (each of many small parallel ops can wait a scheduler slice on a busy machine)."""
     global _POOL
     if _POOL is None or _POOL._max_workers < threads:
         saved = torch.get_num_threads()
@@ -211,25 +171,19 @@ def _window_add_(out: Tensor, x: Tensor, size: int, groups: int = 1) -> Tensor:
     return out
 
 
-def _denom_and_scale(
-    x: Tensor, work: tuple[Tensor, Tensor, Tensor], p: LRNParams
-) -> tuple[Tensor, Tensor]:
-    """D = k/alpha + window_sum(x^2) (so d = alpha * D) and d^-beta.
-
-    x: a (C, L) chunk or an (N, C, L) batch; results are written into `work`.
-    """
-    size, alpha, beta, k, groups = p.size, p.alpha, p.beta, p.k, p.groups
+def _denom_and_scale(x: Tensor, work: tuple, p: LRNParams) -> tuple[Tensor, Tensor]:
+    """D = k/alpha + window_sum(x^2) (so d = alpha * D) and d^-beta, written into `work`."""
     squares, denom, spare = work
     torch.mul(x, x, out=squares)
-    torch.add(squares, k / alpha, out=denom)
-    _window_add_(denom, squares, size, groups)
+    torch.add(squares, p.k / p.alpha, out=denom)
+    _window_add_(denom, squares, p.size, p.groups)
     scale = squares
-    if beta == 0.75:  # the paper's beta: two rsqrt-style ops are several times faster than pow
+    if p.beta == 0.75:  # the paper's beta: two rsqrt-style ops are several times faster than pow
         root = torch.rsqrt(denom, out=spare)  # D^-1/2
         # d^-3/4 = alpha^-3/4 * D^-3/4 = sqrt(alpha^-3/2 * D^-1/2) * D^-1/2
-        torch.mul(root, alpha**-1.5, out=scale).sqrt_().mul_(root)
+        torch.mul(root, p.alpha**-1.5, out=scale).sqrt_().mul_(root)
     else:
-        torch.pow(denom, -beta, out=scale).mul_(alpha**-beta)
+        torch.pow(denom, -p.beta, out=scale).mul_(p.alpha**-p.beta)
     return denom, scale
 
 
@@ -249,22 +203,15 @@ def _backward_chunk(
     torch.mul(grad_out, scale, out=grad_in).addcmul_(summed, x, value=-2.0 * p.beta)
 
 
-def _as_ncl(t: Tensor) -> Tensor:
-    """(N, C, *spatial) -> a (N, C, L) view (NCHW and channels-last both flatten as views)."""
-    return t.reshape(t.shape[0], t.shape[1], -1)
-
-
-def _run_chunked(kernel, tensors: list[Tensor], channels: int, path: str) -> None:
-    """Apply kernel(*parts, workspace) to (C, L) chunks of (N, C, L) tensors, on all threads.
-
-    CUDA (or path "whole"): one chunk, the whole batch (the caching allocator makes
-    temporaries cheap).
-    """
+def _run_chunked(kernel, tensors: list[Tensor], p: LRNParams, path: str) -> None:
+    """kernel(*parts, workspace, p) on (C, L) chunks of the (N, C, ...) tensors, on all threads;
+    on CUDA (or path "whole") one chunk, the whole batch (the caching allocator makes
+    temporaries cheap)."""
+    tensors = [t.reshape(t.shape[0], t.shape[1], -1) for t in tensors]  # views in both layouts
     first = tensors[0]
-    n, length = first.shape[0], first.shape[2]
+    n, channels, length = first.shape
     if first.device.type != "cpu" or path == "whole":
-        work = tuple(torch.empty_like(first) for _ in range(3))
-        kernel(*tensors, work)
+        kernel(*tensors, tuple(torch.empty_like(first) for _ in range(3)), p)
         return
     step = max(1, _CPU_CHUNK_ELEMENTS // channels)
     parts = [(i, j, min(j + step, length)) for i in range(n) for j in range(0, length, step)]
@@ -275,9 +222,8 @@ def _run_chunked(kernel, tensors: list[Tensor], channels: int, path: str) -> Non
         with torch.inference_mode(inference), torch.no_grad():
             buffers = [torch.empty(channels, step, dtype=first.dtype) for _ in range(3)]
             for i, j, end in share:
-                width = end - j
                 chunk = [t[i, :, j:end] for t in tensors]
-                kernel(*chunk, tuple(b[:, :width] for b in buffers))
+                kernel(*chunk, tuple(b[:, : end - j] for b in buffers), p)
 
     if threads == 1:
         work_on(parts)
@@ -287,93 +233,42 @@ def _run_chunked(kernel, tensors: list[Tensor], channels: int, path: str) -> Non
         future.result()
 
 
-def _forward_values(x: Tensor, p: LRNParams, path: str, out: Tensor | None = None) -> Tensor:
-    """b = LRN(x) by torch ops into `out` (a new tensor if None; `out` may be x). No autograd."""
-    out = torch.empty_like(x) if out is None else out
-    _run_chunked(
-        lambda a, b, work: _forward_chunk(a, b, work, p),
-        [_as_ncl(x), _as_ncl(out)],
-        x.shape[1],
-        path,
-    )
-    return out
-
-
 class _LRNFunction(torch.autograd.Function):
     """LRN by torch ops: forward saves the input and output; backward recomputes d."""
 
     @staticmethod
     def forward(ctx, x: Tensor, p: LRNParams, path: str) -> Tensor:
         ctx.params, ctx.path = p, path  # x is dense on the CPU (`LRN.forward`)
-        out = _forward_values(x, p, path)
+        out = torch.empty_like(x)
+        _run_chunked(_forward_chunk, [x, out], p, path)
         ctx.save_for_backward(x, out)
         return out
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        p = ctx.params
         x, out = ctx.saved_tensors
-        grad_out = grad_out.contiguous(memory_format=_format_of(x))
+        grad_out = grad_out.contiguous(memory_format=native.memory_format(x))
         grad_in = torch.empty_like(x)
-        _run_chunked(
-            lambda a, b, g, gi, work: _backward_chunk(a, b, g, gi, work, p),
-            [_as_ncl(x), _as_ncl(out), _as_ncl(grad_out), _as_ncl(grad_in)],
-            x.shape[1],
-            ctx.path,
-        )
+        _run_chunked(_backward_chunk, [x, out, grad_out, grad_in], ctx.params, ctx.path)
         return grad_in, None, None
 
 
-def _cl_flat(x: Tensor) -> bool:
-    return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
-
-
-def _format_of(x: Tensor) -> torch.memory_format:
-    return torch.channels_last if _cl_flat(x) and not x.is_contiguous() else torch.contiguous_format
-
-
-def kernel_for(x: Tensor, cpu_path: str = "native") -> str:
-    """What computes LRN of x: "c" (the CPU's C kernel), "triton" or "torch" (torch ops).
-
-    CPU: the C kernel on the "native" path for float32/bfloat16 in a dense layout, when it is
-    built. CUDA: the Triton kernels when Triton imports. `ALEXNET_LRN` (see `lrn_backend`) can
-    force the Triton kernels on any device, or keep CUDA on torch ops.
-    """
-    backend = lrn_backend(x.device.type)
-    if backend == "triton":
-        return "triton" if x.dtype in TRITON_DTYPES and x.numel() else "torch"
-    if backend == "c" and cpu_path == "native" and native.supports(x):
-        return "c"
-    return "torch"
-
-
 class LRN(nn.Module):
-    """Local Response Normalization across channels, the paper's formula (§3.3), by default in
-    the paper's convention (alpha not divided by size).
+    """Local Response Normalization across channels, the paper's formula (§3.3).
 
     Args:
-        size: n, the number of adjacent channels summed (centred window, clipped at the ends).
-        alpha: the scale of the window sum of squares, read by `alpha_convention`.
-        beta: the exponent.
-        k: the additive constant (the paper's 2; Caffe's default 1).
-        groups: normalize each of `groups` equal channel blocks separately (the paper's towers).
-        inplace: overwrite a dense input when no gradient is wanted (inference: no new
-            activation memory; float32, and bfloat16 on the CPU kernel, never on the Triton
-            kernels), as `nn.ReLU(inplace=True)`; otherwise it returns a new tensor.
-        alpha_convention: "paper" (alpha multiplies the sum, §3.3) or "per_size" (alpha / size
-            does, as `torch.nn.LocalResponseNorm`, Caffe and cuda-convnet).
-        cpu_path: how CPU inputs are computed: "native" (the C kernel, and the fused
-            ReLU -> LRN -> max-pool block in the models; torch ops when the kernel is not
-            available), "chunked" (torch ops on cache-sized chunks) or "whole" (whole-batch
-            torch ops, as on CUDA without Triton). Same values on every path. CUDA inputs
-            take the Triton kernels (`ALEXNET_LRN`, see `lrn_backend`, changes that).
+        size, alpha, beta, k: n (the centred window's channels, clipped at the ends), the
+            window sum's scale (read by `alpha_convention`), the exponent, the constant.
+        groups: normalize each of `groups` equal channel blocks apart (the paper's towers).
+        inplace: overwrite a dense input when no gradient is wanted (float32, and bfloat16 on
+            the CPU kernel; never on the Triton kernels), as `nn.ReLU(inplace=True)`.
+        alpha_convention: "paper" (alpha multiplies the sum) or "per_size" (alpha / size does,
+            as `torch.nn.LocalResponseNorm`, Caffe and cuda-convnet).
+        cpu_path: `CPU_PATHS`: "native" (the C kernel, fused with ReLU and max-pooling in the
+            models), "chunked" or "whole" (torch ops); same values on every path.
 
-    Attributes: `params` (an `LRNParams`; its alpha multiplies the sum) and `alpha` (that
-    same multiplier). Shape: (N, C, ...) -> the same; channels-last inputs keep their memory
-    format. bfloat16 on the CPU's kernel (and bfloat16 or float16 on the Triton kernels) is
-    read and written as such with float32 arithmetic; other half-precision inputs are
-    normalized in float32 and cast back. `LRN.from_torch_convention(size, alpha, beta, k)` equals
-    `torch.nn.LocalResponseNorm(size, alpha, beta, k)`.
+    `params` is an `LRNParams` (alpha multiplying the sum). (N, C, ...) -> the same shape and
+    memory format; half-precision inputs without a kernel for them run in float32.
     """
 
     def __init__(
@@ -405,38 +300,39 @@ class LRN(nn.Module):
     def from_torch_convention(
         cls, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0
     ) -> LRN:
-        """The layer equal to `nn.LocalResponseNorm(size, alpha, beta, k)` (alpha / size).
-
-        Exact for odd sizes; torch's window is asymmetric for even sizes, the paper's is not.
-        """
+        """The layer equal to `nn.LocalResponseNorm(size, alpha, beta, k)` (alpha / size);
+        exact for odd sizes (torch's window is asymmetric for even sizes)."""
         return cls(size, alpha, beta, k, alpha_convention="per_size")
 
     def forward(self, x: Tensor) -> Tensor:
         """(N, C, ...) -> LRN of x, the same shape."""
-        p, inplace = self.params, self.inplace
+        p = self.params
         if x.dim() < 2:
             raise ValueError(f"LRN expects an input of shape (N, C, ...), got {tuple(x.shape)}")
         if x.shape[1] % p.groups:
             raise ValueError(f"LRN: {x.shape[1]} channels do not split into {p.groups} groups")
-        wants_grad = torch.is_grad_enabled() and x.requires_grad
-        dense = x.is_contiguous() or _cl_flat(x)
+        dense = native.layout(x) is not None
         if x.device.type == "cpu" and not dense:
             x = x.contiguous()
+        overwrite = self.inplace and dense and not (torch.is_grad_enabled() and x.requires_grad)
         kernel = kernel_for(x, self.cpu_path)
         if kernel == "triton":
             return triton_module().lrn(x, p)  # type: ignore[union-attr]
+        compiling = torch.compiler.is_compiling()
+        if kernel == "c" and (compiling or not overwrite):  # a compiled graph owns its memory
+            return lrn_c(x, p.size, p.groups, p.alpha, p.beta, p.k)
+        path = "whole" if compiling else self.cpu_path  # compiled: whole-batch, no threads
+        if kernel == "torch" and not (overwrite and x.dtype == torch.float32):
+            if x.dtype in (torch.float16, torch.bfloat16):
+                return _LRNFunction.apply(x.float(), p, path).to(x.dtype)
+            return _LRNFunction.apply(x, p, path)
         if kernel == "c":
-            return _c_lrn(x, p, inplace and dense and not wants_grad)
-        # torch ops; inside torch.compile as whole-batch ops (the chunked path uses threads)
-        path = "whole" if torch.compiler.is_compiling() else self.cpu_path
-        if inplace and not wants_grad and dense and x.dtype == torch.float32:
-            _forward_values(x, p, path, out=x)
-            if not torch.compiler.is_compiling() and not x.is_inference():
-                torch.autograd.graph.increment_version(x)  # as any in-place op does
-            return x
-        if x.dtype in (torch.float16, torch.bfloat16):
-            return _LRNFunction.apply(x.float(), p, path).to(x.dtype)
-        return _LRNFunction.apply(x, p, path)
+            native.lrn(x, None, p, out=x)
+        else:
+            _run_chunked(_forward_chunk, [x, x], p, path)
+        if not compiling and not x.is_inference():
+            torch.autograd.graph.increment_version(x)  # as any in-place op does
+        return x
 
     def extra_repr(self) -> str:
         text = f"size={self.size}, alpha={self._given_alpha}, beta={self.beta}, k={self.k}"

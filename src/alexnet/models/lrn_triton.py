@@ -4,21 +4,12 @@
     b_i = a_i * d_i^-beta
     dL/da_m = g_m * d_m^-beta - 2 alpha beta a_m * sum_{i: |i-m| <= n/2} g_i a_i d_i^(-beta-1)
 
-`alpha` multiplies the window sum (`LRNParams`); the window is clipped at the ends of each group
-of channels (the paper's towers). The forward reads a and writes b; the backward reads a and g
-and writes dL/da, recomputing d from a (only the input is saved), as the CPU's C kernel does.
-With `relu` the input is ReLU's: a = max(x, 0) as it is read, dL/dx = 0 where x <= 0 as it is
-written, so ReLU needs no pass of its own (§3.1). float32, bfloat16 or float16 storage, float32
-arithmetic; NCHW or channels-last 4-D. Each program takes a tile of whole rows: NCHW is (N*C)
-rows of L = H*W pixels, channels-last (N*L) rows of C channels, so the loads are coalesced in
-both; a channel's neighbours are reloaded at a fixed offset (L or 1), from cache. Offsets are
-int64 only when the tensor needs it.
-
-The kernels are defined at this module's first import: with `TRITON_INTERPRET=1` set before
-(best: before Python starts), Triton's interpreter runs them on CPU tensors, which is how the
-tests check them without a GPU (`INTERPRET` says which). `lrn` (with autograd; inside
-`torch.compile` the custom op `alexnet::lrn_triton`), `forward` and `backward` are the entry
-points; `alexnet.models.lrn` and `pool` choose when to use them.
+The backward recomputes d from a (only the input is saved). With `relu` the input is ReLU's
+(§3.1): a = max(x, 0) as it is read, dL/dx = 0 where x <= 0 as it is written. float32,
+bfloat16 or float16 storage, float32 arithmetic; NCHW ((N*C) rows of H*W pixels) or
+channels-last ((N*H*W) rows of C channels), so loads are coalesced in both. With
+`TRITON_INTERPRET=1` set before this module's first import, Triton's interpreter runs the
+kernels on CPU tensors (`INTERPRET`), which is how the tests check them without a GPU.
 """
 
 from __future__ import annotations
@@ -250,8 +241,8 @@ def _check(x: Tensor, p: LRNParams) -> None:
 
 
 def forward(x: Tensor, p: LRNParams, relu: bool = False) -> Tensor:
-    """b = LRN(x), or LRN(ReLU(x)) with `relu`: (N, C, ...) -> the same shape, dtype and
-    memory format (x dense)."""
+    """b = LRN(x), or LRN(ReLU(x)) with `relu`: (N, C, ...) dense -> the same shape, dtype and
+    memory format."""
     _check(x, p)
     out = torch.empty_like(x)
     if x.numel():
@@ -262,60 +253,31 @@ def forward(x: Tensor, p: LRNParams, relu: bool = False) -> Tensor:
 def backward(x: Tensor, grad_out: Tensor, p: LRNParams, relu: bool = False) -> Tensor:
     """dL/dx from the saved input x and dL/db (any layout; read in x's), in x's layout."""
     _check(x, p)
-    cl = not x.is_contiguous()
-    fmt = torch.channels_last if cl else torch.contiguous_format
-    grad_out = grad_out.to(x.dtype).contiguous(memory_format=fmt)
+    grad_out = grad_out.to(x.dtype).contiguous(memory_format=native.memory_format(x))
     grad_in = torch.empty_like(x)
     if x.numel():
         _launch(_lrn_backward_kernel, [x, grad_out, grad_in], p, backward=True, relu=relu)
     return grad_in
 
 
-@torch.library.custom_op("alexnet::lrn_triton", mutates_args=())
-def lrn_op(
+def _op_forward(
     x: Tensor, size: int, groups: int, alpha: float, beta: float, k: float, relu: bool
 ) -> Tensor:
-    """LRN(x) (of ReLU(x) with `relu`) by the Triton kernel; x dense (`native.layout`)."""
     return forward(x, LRNParams(size, alpha, beta, k, groups), relu)
 
 
-@torch.library.custom_op("alexnet::lrn_triton_backward", mutates_args=())
-def lrn_backward_op(
+def _op_backward(
     x: Tensor, grad_out: Tensor, size: int, groups: int, alpha: float, beta: float, k: float,
     relu: bool,
 ) -> Tensor:  # fmt: skip
-    """dL/dx of `lrn_op` from its input and dL/d(output)."""
     return backward(x, grad_out, LRNParams(size, alpha, beta, k, groups), relu)
 
 
-lrn_op.register_fake(lambda x, *args: torch.empty_like(x))
-lrn_backward_op.register_fake(lambda x, *args: torch.empty_like(x))
-
-
-native.register_input_autograd(lrn_op, lrn_backward_op)
-
-
-class _LRN(torch.autograd.Function):
-    """Eager calls: the same kernels without custom-op dispatch (whose first call imports
-    Dynamo)."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, p: LRNParams, relu: bool) -> Tensor:
-        ctx.params, ctx.relu = p, relu
-        ctx.save_for_backward(x)
-        return forward(x, p, relu)
-
-    @staticmethod
-    def backward(ctx, grad_out: Tensor):
-        (x,) = ctx.saved_tensors
-        return backward(x, grad_out, ctx.params, ctx.relu), None, None
+_lrn = native.input_autograd("lrn_triton", _op_forward, _op_backward)
 
 
 def lrn(x: Tensor, p: LRNParams, relu: bool = False) -> Tensor:
     """LRN(x) (LRN(ReLU(x)) with `relu`, x left as it is) with autograd through the Triton
-    kernels; x: (N, C, ...) of `DTYPES`. Inside `torch.compile` the custom op
-    `alexnet::lrn_triton`."""
+    kernels; x: (N, C, ...) of `DTYPES`."""
     x = x if native.layout(x) else x.contiguous()  # the kernels read NCHW or channels-last
-    if torch.compiler.is_compiling():
-        return lrn_op(x, p.size, p.groups, p.alpha, p.beta, p.k, relu)
-    return _LRN.apply(x, p, relu)
+    return _lrn(x, p.size, p.groups, p.alpha, p.beta, p.k, relu)

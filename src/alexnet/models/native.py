@@ -1,20 +1,13 @@
-"""The CPU kernels (LRN, max-pool, the two fused): built on first use, called through ctypes.
+"""The CPU kernels (LRN, max-pool, the two fused; paper §3.3-3.4): built on first use with the
+system's C compiler (`$CC`, else `cc`, `gcc` or `clang`) for this CPU (`-march=native`, or
+`$ALEXNET_MARCH`), called through ctypes.
 
-The C files need no Python or torch headers, so they compile in about a second with the
-system's C compiler (`$CC`, else `cc`, `gcc` or `clang`) for this CPU (`-march=native`; or
-for the instruction set `$ALEXNET_MARCH` names, e.g. `x86-64-v3`: AVX2 without AVX-512, which
-is how an AVX-512 machine runs the code an AVX2 user's machine runs). The
-library is cached in `$ALEXNET_CACHE_DIR` (default `$XDG_CACHE_HOME/alexnet` or
-`~/.cache/alexnet`; a temporary directory if that is not writable) under a name that hashes
-the sources, the compiler command, the target instruction set and the CPU's feature flags, so
-a shared home directory never hands one machine another's build. Without a compiler the layers
-fall back to torch ops (same values, slower) and say so once; `ALEXNET_NATIVE=0` turns the
-kernels off. `lrn` and `pool` wrap these calls with autograd (as torch custom ops inside
-`torch.compile`), calling them by module attribute at run time.
-
-`kernels.h` is the one declaration of the kernels' signatures: the C sources include it (the
-compiler checks the definitions against it), the ctypes signatures are built from it here, and
-every call from Python names its arguments, checked against the header's parameter names.
+The library is cached in `$ALEXNET_CACHE_DIR` (default `$XDG_CACHE_HOME/alexnet` or
+`~/.cache/alexnet`, else a temporary directory) under a hash of the sources, compiler, target
+and CPU flags, so a shared home never hands one machine another's build. Without a compiler
+the layers run torch ops (same values, slower) and say so once; `ALEXNET_NATIVE=0` turns the
+kernels off. `kernels.h` declares the kernels once: the C sources include it, the ctypes
+signatures are parsed from it, and each call's argument names are checked against it.
 """
 
 from __future__ import annotations
@@ -30,6 +23,7 @@ import sys
 import tempfile
 import threading
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -51,18 +45,15 @@ _SIGNATURES: dict[str, Signature] = {}
 _TRIED = False
 _REASON = ""
 
-
 ALPHA_CONVENTIONS = ("paper", "per_size")
 
 
 @dataclass(frozen=True)
 class LRNParams:
-    """b_i = a_i / (k + alpha * sum of a_j^2 over the `size` channels centred on i)^beta.
+    """b_i = a_i / (k + alpha * sum of a_j^2 over the `size` channels centred on i)^beta (§3.3).
 
-    `alpha` here always multiplies the window sum itself (the paper's convention, §3.3: k=2,
-    n=5, alpha=1e-4, beta=0.75); `from_convention` converts Caffe's / torch's alpha, which is
-    divided by n. `groups` > 1 normalizes each of that many channel blocks on its own (the
-    paper's towers, §3.2). What the layer passes to its kernels (C here, or `lrn_triton`).
+    `alpha` multiplies the window sum itself (the paper's convention); `groups` > 1 normalizes
+    each of that many channel blocks on its own (the paper's towers, §3.2).
     """
 
     size: int = 5
@@ -133,14 +124,17 @@ def parse_prototypes(text: str) -> dict[str, Signature]:
     return signatures
 
 
-def _call(name: str, **args: Any) -> int:
-    """Call kernel `name` with arguments named as in kernels.h (a mismatch raises TypeError)."""
+def _call(name: str, what: str, **args: Any) -> None:
+    """Call kernel `name` with arguments named as in kernels.h (a mismatch raises TypeError);
+    tensors pass their data pointers, bools 0 or 1. MemoryError names `what` if it fails."""
     names = [param for param, _ in _SIGNATURES[name].params]
     if list(args) != names:
         raise TypeError(
             f"{name}: called with ({', '.join(args)}), kernels.h has ({', '.join(names)})"
         )
-    return getattr(_LIBRARY, name)(*args.values())
+    values = [v.data_ptr() if isinstance(v, Tensor) else v for v in args.values()]
+    if getattr(_LIBRARY, name)(*[int(v) if isinstance(v, bool) else v for v in values]):
+        raise MemoryError(f"{what}: could not allocate its scratch memory")
 
 
 def cache_dir() -> Path:
@@ -232,8 +226,7 @@ def _load() -> ctypes.CDLL | None:
     compiler = _compiler()
     if compiler is None:
         raise OSError("no C compiler found; install gcc (apt-get install gcc) or set CC")
-    sources = [source.read_text() for source in SOURCES + HEADERS]
-    name = library_name(compiler, sources)
+    name = library_name(compiler, [source.read_text() for source in SOURCES + HEADERS])
     target = cache_dir() / name
     if not target.exists():
         try:
@@ -256,16 +249,15 @@ def _load() -> ctypes.CDLL | None:
 
 
 def compile_constant(fn):
-    """Mark `fn` as `torch.compiler.assume_constant_result` does: Dynamo calls it while tracing
-    and keeps its result as a constant. That decorator only sets this attribute, but importing
-    it imports Dynamo (seconds); this sets it without the import."""
+    """Mark `fn` as `torch.compiler.assume_constant_result` does (Dynamo keeps its result as a
+    constant), without importing Dynamo (seconds) as that decorator does."""
     fn._dynamo_marked_constant = True
     return fn
 
 
 @compile_constant
 def available() -> bool:
-    """Whether the kernels are loaded (building them on the first call). A constant to
+    """Whether the kernels are loaded (building them on the first call); a constant to
     `torch.compile`, so the layers' choice of kernel never breaks its graph."""
     return library() is not None
 
@@ -275,19 +267,47 @@ def reason_unavailable() -> str:
     return _REASON
 
 
-def register_input_autograd(op: Any, backward_op: Any) -> None:
-    """Give the custom op `op(x, *args)` its gradient `backward_op(x, dL/dout, *args)`, saving
-    only x (the LRN kernels recompute the rest); `args` get none."""
+class _SavesInput(torch.autograd.Function):
+    """Eager calls of an `input_autograd` op: its Python functions, without the dispatcher."""
+
+    @staticmethod
+    def forward(ctx, forward, backward, x: Tensor, *args: Any) -> Tensor:
+        ctx.backward, ctx.args = backward, args
+        ctx.save_for_backward(x)
+        return forward(x, *args)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        (x,) = ctx.saved_tensors
+        return None, None, ctx.backward(x, grad_out, *ctx.args), *([None] * len(ctx.args))
+
+
+def input_autograd(name: str, forward: Callable, backward: Callable) -> Callable[..., Tensor]:
+    """`forward(x, *args)` with autograd, its gradient `backward(x, dL/dout, *args)` saving only
+    x (the LRN kernels recompute the rest): the torch custom op `alexnet::<name>` inside
+    `torch.compile` (traced without a graph break), an `autograd.Function` in eager calls (a
+    custom op's first call imports Dynamo: seconds)."""
+    op = torch.library.custom_op(f"alexnet::{name}", forward, mutates_args=())
+    backward_op = torch.library.custom_op(f"alexnet::{name}_backward", backward, mutates_args=())
+    op.register_fake(lambda x, *args: torch.empty_like(x))
+    backward_op.register_fake(lambda x, *args: torch.empty_like(x))
 
     def setup(ctx, inputs, output) -> None:
         ctx.save_for_backward(inputs[0])
         ctx.args = inputs[1:]
 
-    def backward(ctx, grad_out: Tensor):
+    def gradient(ctx, grad_out: Tensor):
         (x,) = ctx.saved_tensors
         return backward_op(x, grad_out, *ctx.args), *([None] * len(ctx.args))
 
-    op.register_autograd(backward, setup_context=setup)
+    op.register_autograd(gradient, setup_context=setup)
+
+    def call(x: Tensor, *args: Any) -> Tensor:
+        if torch.compiler.is_compiling():
+            return op(x, *args)
+        return _SavesInput.apply(forward, backward, x, *args)
+
+    return call
 
 
 def layout(x: Tensor) -> str | None:
@@ -297,6 +317,11 @@ def layout(x: Tensor) -> str | None:
     if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
         return "cl"
     return None
+
+
+def memory_format(x: Tensor) -> torch.memory_format:
+    """channels-last for a channels-last 4-D x (`layout` "cl"), else contiguous."""
+    return torch.channels_last if layout(x) == "cl" else torch.contiguous_format
 
 
 def supports(x: Tensor) -> bool:
@@ -317,22 +342,17 @@ def _threads() -> int:
 def lrn(x: Tensor, grad_out: Tensor | None, p: LRNParams, out: Tensor | None = None) -> Tensor:
     """Forward (grad_out None: returns b) or backward (returns dL/dx) in x's layout.
 
-    x, grad_out: (N, C, ...) CPU tensors accepted by `supports`, grad_out in x's layout.
-    p: the hyper-parameters (alpha multiplies the window sum). `out`: where to write
-    (x itself is allowed in the forward: each tile is read whole before it is written).
+    x, grad_out: (N, C, ...) CPU tensors accepted by `supports`, grad_out in x's layout. `out`:
+    where to write (x itself in the forward: each tile is read whole before it is written).
     """
     assert library() is not None, "call supports() and library() first"
     out = torch.empty_like(x) if out is None else out
-    failed = _call(
-        "alexnet_lrn",
-        x=x.data_ptr(), g=None if grad_out is None else grad_out.data_ptr(), out=out.data_ptr(),
-        batch=x.shape[0], channels=x.shape[1], length=x[0, 0].numel(),
+    _call(
+        "alexnet_lrn", "LRN kernel",
+        x=x, g=grad_out, out=out, batch=x.shape[0], channels=x.shape[1], length=x[0, 0].numel(),
         size=p.size, groups=p.groups, alpha=p.alpha, beta=p.beta, k=p.k,
-        channels_last=int(layout(x) == "cl"), bf16=int(x.dtype == torch.bfloat16),
-        threads=_threads(),
+        channels_last=layout(x) == "cl", bf16=x.dtype == torch.bfloat16, threads=_threads(),
     )  # fmt: skip
-    if failed:
-        raise MemoryError("LRN kernel: could not allocate its scratch tiles")
     return out
 
 
@@ -340,7 +360,7 @@ def pooled_empty(x: Tensor, kernel: int, stride: int, train: bool) -> tuple[Tens
     """Empty (pooled, places if `train`) for pooling x (N, C, H, W) without padding: both
     (N, C, OH, OW) in x's layout and device, places uint8."""
     n, c, h, w = x.shape
-    fmt = torch.channels_last if layout(x) == "cl" else torch.contiguous_format
+    fmt = memory_format(x)
     shape = (n, c, (h - kernel) // stride + 1, (w - kernel) // stride + 1)
     out = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=fmt)
     if not train:
@@ -354,15 +374,12 @@ def max_pool(x: Tensor, kernel: int, stride: int, train: bool) -> tuple[Tensor, 
     assert library() is not None and kernel * kernel <= 256
     out, places = pooled_empty(x, kernel, stride, train)
     n, c, h, w = x.shape
-    failed = _call(
-        "alexnet_max_pool",
-        x=x.data_ptr(), out=out.data_ptr(), argmax=None if places is None else places.data_ptr(),
-        batch=n, channels=c, height=h, width=w, kernel=kernel, stride=stride,
-        channels_last=int(layout(x) == "cl"), backward=0,
-        bf16=int(x.dtype == torch.bfloat16), threads=_threads(),
+    _call(
+        "alexnet_max_pool", "max-pool kernel",
+        x=x, out=out, argmax=places, batch=n, channels=c, height=h, width=w, kernel=kernel,
+        stride=stride, channels_last=layout(x) == "cl", backward=False,
+        bf16=x.dtype == torch.bfloat16, threads=_threads(),
     )  # fmt: skip
-    if failed:
-        raise MemoryError("max-pool kernel: could not allocate its scratch rows")
     return out, places
 
 
@@ -371,74 +388,53 @@ def max_pool_backward(
 ) -> Tensor:
     """dL/dx (N, C, H, W) from dL/dout and the forward's `places`, in the layout of `places`."""
     assert library() is not None
-    channels_last = layout(places) == "cl"
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    fmt = memory_format(places)
     grad_out = grad_out.contiguous(memory_format=fmt)
     grad_in = torch.empty(input_shape, dtype=grad_out.dtype, memory_format=fmt)
     n, c, h, w = input_shape
-    failed = _call(
-        "alexnet_max_pool",
-        x=grad_out.data_ptr(), out=grad_in.data_ptr(), argmax=places.data_ptr(),
-        batch=n, channels=c, height=h, width=w, kernel=kernel, stride=stride,
-        channels_last=int(channels_last), backward=1,
-        bf16=int(grad_out.dtype == torch.bfloat16), threads=_threads(),
+    _call(
+        "alexnet_max_pool", "max-pool kernel",
+        x=grad_out, out=grad_in, argmax=places, batch=n, channels=c, height=h, width=w,
+        kernel=kernel, stride=stride, channels_last=fmt == torch.channels_last, backward=True,
+        bf16=grad_out.dtype == torch.bfloat16, threads=_threads(),
     )  # fmt: skip
-    if failed:
-        raise MemoryError("max-pool kernel: could not allocate its gradient plane")
     return grad_in
 
 
 def lrn_max_pool(
     x: Tensor, p: LRNParams, kernel: int, stride: int, train: bool, relu: bool = False
 ) -> tuple[Tensor, Tensor | None]:
-    """MaxPool(LRN(x)) (or of LRN(ReLU(x)) with `relu`) without writing LRN's output.
+    """MaxPool(LRN(x)) (of LRN(ReLU(x)) with `relu`) without writing LRN's output.
 
     x: float32 or bfloat16 (N, C, H, W), contiguous or channels-last; returns (pooled, places
     if `train`) in x's layout and dtype.
     """
     assert library() is not None and x.dtype in (torch.float32, torch.bfloat16)
     out, places = pooled_empty(x, kernel, stride, train)
-    n, c, h, w = x.shape
-    failed = _call(
-        "alexnet_lrn_max_pool",
-        x=x.data_ptr(), g=None, out=out.data_ptr(),
-        places=None if places is None else places.data_ptr(),
-        batch=n, channels=c, height=h, width=w, size=p.size, groups=p.groups, alpha=p.alpha,
-        beta=p.beta, k=p.k, kernel=kernel, stride=stride,
-        channels_last=int(layout(x) == "cl"), relu=int(relu),
-        bf16=int(x.dtype == torch.bfloat16), threads=_threads(),
-    )  # fmt: skip
-    if failed:
-        raise MemoryError("LRN + max-pool kernel: could not allocate its scratch image")
+    _fused(x, None, out, places, p, kernel, stride, relu)
     return out, places
 
 
 def lrn_max_pool_backward(
-    x: Tensor,
-    grad_out: Tensor,
-    places: Tensor,
-    p: LRNParams,
-    kernel: int,
-    stride: int,
-    relu: bool = False,
+    x: Tensor, grad_out: Tensor, places: Tensor, p: LRNParams, kernel: int, stride: int, relu: bool
 ) -> Tensor:
     """dL/dx of MaxPool(LRN(x)) (LRN(ReLU(x)) with `relu`) from dL/d(pooled) and the places."""
     assert library() is not None
-    channels_last = layout(x) == "cl"
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    grad_out = grad_out.to(x.dtype).contiguous(memory_format=fmt)
+    grad_out = grad_out.to(x.dtype).contiguous(memory_format=memory_format(x))
     grad_in = torch.empty_like(x)
-    n, c, h, w = x.shape
-    failed = _call(
-        "alexnet_lrn_max_pool",
-        x=x.data_ptr(), g=grad_out.data_ptr(), out=grad_in.data_ptr(), places=places.data_ptr(),
-        batch=n, channels=c, height=h, width=w, size=p.size, groups=p.groups, alpha=p.alpha,
-        beta=p.beta, k=p.k, kernel=kernel, stride=stride, channels_last=int(channels_last),
-        relu=int(relu), bf16=int(x.dtype == torch.bfloat16), threads=_threads(),
-    )  # fmt: skip
-    if failed:
-        raise MemoryError("LRN + max-pool kernel: could not allocate its scratch image")
+    _fused(x, grad_out, grad_in, places, p, kernel, stride, relu)
     return grad_in
+
+
+def _fused(x, g, out, places, p: LRNParams, kernel: int, stride: int, relu: bool) -> None:
+    n, c, h, w = x.shape
+    _call(
+        "alexnet_lrn_max_pool", "LRN + max-pool kernel",
+        x=x, g=g, out=out, places=places, batch=n, channels=c, height=h, width=w, size=p.size,
+        groups=p.groups, alpha=p.alpha, beta=p.beta, k=p.k, kernel=kernel, stride=stride,
+        channels_last=layout(x) == "cl", relu=relu, bf16=x.dtype == torch.bfloat16,
+        threads=_threads(),
+    )  # fmt: skip
 
 
 if __name__ == "__main__":  # `python -m alexnet.models.native`: build now, say where

@@ -16,7 +16,7 @@ from collections import OrderedDict
 import torch
 from torch import Tensor, nn
 
-from alexnet.models.alexnet import PAPER_WIDTHS, PaperAlexNet, PaperOptions, pool_layer
+from alexnet.models.alexnet import CONVS, PAPER_WIDTHS, PaperAlexNet, PaperOptions, pool_layer
 from alexnet.models.common import AlexNetModel, check_input, make_activation
 from alexnet.models.lrn import LRN
 from alexnet.models.pool import run_sequential
@@ -37,36 +37,27 @@ def _fc8_split(num_classes: int) -> tuple[int, int]:
 
 
 class _Tower(nn.Module):
-    """One GPU's half of the network: conv1..conv5 and its half of fc6..fc8."""
+    """One GPU's half of the network: conv1..conv5 (`CONVS`) and its half of fc6..fc8."""
 
     def __init__(self, opts: dict, fc8_out: int) -> None:
         super().__init__()
-        pad1 = 2 if opts["input_size"] == 224 else 0
-        lrn, pool, act = opts["lrn"], opts["pool"], opts["activation"]
-        k, convention = opts["lrn_k"], opts["lrn_alpha_convention"]
-        self.block1 = nn.Sequential(
-            OrderedDict(
-                conv1=nn.Conv2d(3, 48, 11, stride=4, padding=pad1),
-                act1=make_activation(act),
-                norm1=LRN(k=k, inplace=True, alpha_convention=convention) if lrn else nn.Identity(),
-                pool1=pool_layer(pool),
-                conv2=nn.Conv2d(48, 128, 5, padding=2),
-                act2=make_activation(act),
-                norm2=LRN(k=k, inplace=True, alpha_convention=convention) if lrn else nn.Identity(),
-                pool2=pool_layer(pool),
-            )
-        )
-        self.block2 = nn.Sequential(
-            OrderedDict(
-                conv3=nn.Conv2d(256, 192, 3, padding=1),  # reads both towers
-                act3=make_activation(act),
-                conv4=nn.Conv2d(192, 192, 3, padding=1),
-                act4=make_activation(act),
-                conv5=nn.Conv2d(192, 128, 3, padding=1),
-                act5=make_activation(act),
-                pool5=pool_layer(pool),
-            )
-        )
+        act = opts["activation"]
+        layers: OrderedDict[str, nn.Module] = OrderedDict()
+        channels = 3
+        for i, spec in enumerate(CONVS, start=1):
+            pad = (2 if opts["input_size"] == 224 else 0) if spec.padding is None else spec.padding
+            reads = 2 * channels if i == 3 else channels  # conv3 reads both towers (§3.2)
+            width = PAPER_WIDTHS[i - 1] // 2
+            layers[f"conv{i}"] = nn.Conv2d(reads, width, spec.kernel, spec.stride, pad)
+            layers[f"act{i}"] = make_activation(act)
+            if spec.normed:  # the towers' LRN (§3.3); Identity keeps the layer names
+                kwargs = dict(k=opts["lrn_k"], alpha_convention=opts["lrn_alpha_convention"])
+                layers[f"norm{i}"] = LRN(inplace=True, **kwargs) if opts["lrn"] else nn.Identity()
+            if spec.pooled:
+                layers[f"pool{i}"] = pool_layer(opts["pool"])
+            channels = width
+        stack = nn.Sequential(layers)
+        self.block1, self.block2 = stack[:8], stack[8:]  # conv1..pool2, conv3..pool5
         self.fc6 = nn.Linear(256 * 6 * 6, 2048)
         self.fc7 = nn.Linear(4096, 2048)
         self.fc8 = nn.Linear(4096, fc8_out)
@@ -76,12 +67,9 @@ class _Tower(nn.Module):
 
 
 class TwoDeviceAlexNet(AlexNetModel):
-    """`PaperAlexNet` split over two devices, tower A on devices[0], tower B on devices[1].
-
-    Build it with `TwoDeviceAlexNet.from_paper(model, devices)` (weights copied) or directly
-    from the paper model's options. Input lives on devices[0]; outputs return there.
-    Dropout draws its masks on each device separately, so in training mode it matches
-    `PaperAlexNet` in distribution, not mask for mask.
+    """`PaperAlexNet` split over two devices, tower A on devices[0] (where input and outputs
+    live), tower B on devices[1]; `from_paper(model, devices)` copies a model's weights.
+    Dropout draws its masks on each device, so training matches `PaperAlexNet` in distribution.
     """
 
     name = "paper"  # its config rebuilds the single-device model, whose weights convert

@@ -1,27 +1,13 @@
 """Max-pooling with a faster CPU path (§3.4), and ReLU -> LRN -> max-pool as one CPU kernel
 (§3.1, §3.3-3.4).
 
-`MaxPool` is an `nn.MaxPool2d` (same arguments, state, repr and results) whose CPU forward and
-backward run in `pool_kernel.c` for NCHW float32/bfloat16 inputs without padding or dilation
-(channels-last inputs use torch's kernel, as fast there). In training it keeps one byte per
-output for the winner's place in its window, where torch keeps an int64 index, and its backward
-writes each input-gradient plane once while it is in cache, where torch first fills the whole
-gradient with zeros. Ties and NaNs pick torch's winner, so outputs and gradients are identical.
-Everything else (CUDA, padding, dilation, ceil_mode, return_indices, other dtypes, tracing for
-ONNX export) is `nn.MaxPool2d` itself.
-
-In the paper's net LRN's output is only read by the max-pool after it. On the CPU
-`run_sequential` hands such a pair (an `LRN` then a `MaxPool`, with the `nn.ReLU` before it if
-any) to `fused_kernel.c`, which normalizes one image at a time into a scratch buffer in cache
-and pools from there, and in the backward scatters the pooled gradient there and runs LRN's
-backward from it: the full-size activations of ReLU and LRN (and their gradients) never touch
-memory. The results are bitwise those of the layers one by one (bfloat16 included), which is
-what runs when they cannot be fused: not float32/bfloat16 on the CPU, other pooling settings,
-tracing, or a hook on one of the modules (so `alexnet summary` and user hooks see every layer).
-Where LRN runs in Triton (CUDA), ReLU -> LRN is one kernel each way instead (ReLU applied as the
-input is read, its gradient mask as dL/dx is written; the pooling is torch's).
-
-Both kernels are torch custom ops inside `torch.compile` (traced without a graph break) and
+`MaxPool` is an `nn.MaxPool2d` whose CPU forward and backward run in `pool_kernel.c` for dense
+float32/bfloat16 inputs without padding or dilation: one byte per output for the winner's place
+(torch keeps an int64 index), ties and NaNs resolved as torch does, so outputs and gradients are
+identical. `run_sequential` runs each [ReLU ->] `LRN` -> `MaxPool` in `fused_kernel.c`, one
+image at a time in cache, so ReLU's and LRN's full-size outputs never touch memory (bitwise the
+layers one by one, which run instead where they cannot be fused, or are hooked); where LRN runs
+in Triton, ReLU -> LRN is one kernel. Both are torch custom ops inside `torch.compile` and
 `autograd.Function`s in eager mode (a custom op's first call imports Dynamo: seconds).
 """
 
@@ -32,8 +18,14 @@ from torch import Tensor, nn
 from torch.nn.modules import module as module_hooks
 
 from alexnet.models import native
-from alexnet.models.lrn import LRN, kernel_for, lrn_backend, triton_module
+from alexnet.models.lrn import LRN, kernel_for, triton_module
 from alexnet.models.native import LRNParams
+
+
+def _or_empty(out: Tensor, places: Tensor | None) -> tuple[Tensor, Tensor]:
+    """(pooled, places), places an empty tensor when the forward kept none (inference)."""
+    empty = torch.empty(0, dtype=torch.uint8, device=out.device)
+    return out, empty if places is None else places
 
 
 # ---- max-pooling: the C kernel with autograd ------------------------------------------------
@@ -51,12 +43,6 @@ def max_pool_c_backward(
     return native.max_pool_backward(grad_out, places, torch.Size(input_shape), kernel, stride)
 
 
-def _or_empty(out: Tensor, places: Tensor | None) -> tuple[Tensor, Tensor]:
-    """(pooled, places), places an empty tensor when the forward kept none (inference)."""
-    empty = torch.empty(0, dtype=torch.uint8, device=out.device)
-    return out, empty if places is None else places
-
-
 @max_pool_c.register_fake
 def _(x, kernel, stride, train):
     return _or_empty(*native.pooled_empty(x, kernel, stride, train))
@@ -64,7 +50,7 @@ def _(x, kernel, stride, train):
 
 @max_pool_c_backward.register_fake
 def _(grad_out, places, input_shape, kernel, stride):
-    fmt = torch.channels_last if native.layout(places) == "cl" else torch.contiguous_format
+    fmt = native.memory_format(places)
     return torch.empty(input_shape, dtype=grad_out.dtype, device=grad_out.device, memory_format=fmt)
 
 
@@ -129,6 +115,7 @@ class MaxPool(nn.MaxPool2d):
             or self.return_indices
             or x.dim() != 4
             or min(x.shape[2:]) < kernel
+            or _exporting()
             or not native.supports(x)
             or not (x.is_contiguous() or channels_last)  # channels-last: torch's is as fast
             or not native.available()
@@ -137,7 +124,7 @@ class MaxPool(nn.MaxPool2d):
         return kernel, stride
 
     def forward(self, x: Tensor) -> Tensor:
-        args = self._kernel_args(x) if x.device.type == "cpu" and not _exporting() else None
+        args = self._kernel_args(x)
         if args is None:
             return super().forward(x)
         return c_max_pool(x, *args, torch.is_grad_enabled() and x.requires_grad)
@@ -201,39 +188,6 @@ class _LRNMaxPoolFunction(torch.autograd.Function):
         return grad_in, None, None, None, None, None
 
 
-def _hooked(layer: nn.Module) -> bool:
-    return bool(
-        layer._forward_hooks
-        or layer._forward_pre_hooks
-        or layer._backward_hooks
-        or layer._backward_pre_hooks
-        or module_hooks._global_forward_hooks
-        or module_hooks._global_forward_pre_hooks
-        or module_hooks._global_backward_hooks
-        or module_hooks._global_backward_pre_hooks
-    )
-
-
-def _exporting() -> bool:
-    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.jit.is_scripting()
-
-
-def fusable(norm: nn.Module, pool: nn.Module, x: Tensor) -> tuple[int, int] | None:
-    """(kernel, stride) when norm -> pool can run as the fused kernel on x, else None.
-
-    Only an `LRN` whose `cpu_path` is "native" is fused (its other paths run torch ops).
-    """
-    if not isinstance(norm, LRN) or not isinstance(pool, MaxPool):
-        return None
-    if x.device.type != "cpu" or norm.cpu_path != "native":
-        return None
-    if lrn_backend(x.device.type) != "c":  # ALEXNET_LRN=triton: the layers apart
-        return None
-    if _exporting() or _hooked(norm) or _hooked(pool) or x.shape[1] % norm.groups:
-        return None
-    return pool._kernel_args(x, channels_last=True)
-
-
 def lrn_max_pool(x: Tensor, p: LRNParams, kernel: int, stride: int, relu: bool) -> Tensor:
     """MaxPool(LRN(x)) (of LRN(ReLU(x)) with `relu`) through the fused C kernel, with autograd.
 
@@ -246,31 +200,46 @@ def lrn_max_pool(x: Tensor, p: LRNParams, kernel: int, stride: int, relu: bool) 
     return _LRNMaxPoolFunction.apply(x, p, kernel, stride, train, relu)
 
 
-def triton_after_relu(norm: nn.Module, x: Tensor) -> bool:
-    """Whether ReLU -> norm can run as one Triton kernel on x (ReLU applied as x is read)."""
+_HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+
+
+def _hooked(layer: nn.Module) -> bool:
+    """Whether a hook (the layer's own, or a global one) must see this layer run."""
+    return any(getattr(layer, n) or getattr(module_hooks, "_global" + n) for n in _HOOKS)
+
+
+def _exporting() -> bool:
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.jit.is_scripting()
+
+
+def _lrn_kernel(norm: nn.Module, x: Tensor) -> str | None:
+    """`kernel_for` of an `LRN` that may run fused with its neighbours on x, else None."""
     if not isinstance(norm, LRN) or _exporting() or _hooked(norm):
-        return False
-    return (
-        x.dim() >= 2 and x.shape[1] % norm.groups == 0 and kernel_for(x, norm.cpu_path) == "triton"
-    )
+        return None
+    if x.dim() < 2 or x.shape[1] % norm.groups:
+        return None
+    return kernel_for(x, norm.cpu_path)
 
 
 def run_sequential(layers: nn.Sequential, x: Tensor) -> Tensor:
-    """layers(x), with each fusable [ReLU ->] LRN -> MaxPool run as one kernel (the CPU's C
-    kernel), or ReLU -> LRN as one (the Triton kernels)."""
+    """layers(x), with each [ReLU ->] LRN -> MaxPool run as one kernel where it can be (the
+    CPU's C kernel), or ReLU -> LRN as one (the Triton kernels)."""
     children = list(layers)
     i = 0
     while i < len(children):
         relu = type(children[i]) is nn.ReLU and not _hooked(children[i])
         first = i + 1 if relu else i
-        if first + 1 < len(children):
-            args = fusable(children[first], children[first + 1], x)
+        norm = children[first] if first < len(children) else None
+        kernel = _lrn_kernel(norm, x)
+        pool = children[first + 1] if first + 1 < len(children) else None
+        if kernel == "c" and isinstance(pool, MaxPool) and not _hooked(pool):
+            args = pool._kernel_args(x, channels_last=True)
             if args is not None:
-                x = lrn_max_pool(x, children[first].params, *args, relu=relu)
+                x = lrn_max_pool(x, norm.params, *args, relu=relu)
                 i = first + 2
                 continue
-        if relu and first < len(children) and triton_after_relu(children[first], x):
-            x = triton_module().lrn(x, children[first].params, relu=True)  # type: ignore[union-attr]
+        if kernel == "triton" and relu:
+            x = triton_module().lrn(x, norm.params, relu=True)  # type: ignore[union-attr]
             i = first + 1
             continue
         x = children[i](x)

@@ -1,8 +1,5 @@
-"""`get_model(name, **options)` and `list_models()`: the one way to build a model.
-
-The names, their descriptions and their classes are listed once, in `alexnet.models.catalog`
-(torch-free); a class is imported when a model of it is first built.
-"""
+"""`get_model(name, **options)` and `list_models()`: the one way to build a model (the
+names and classes are listed once, in `alexnet.models.catalog`)."""
 
 from __future__ import annotations
 
@@ -31,19 +28,14 @@ def model_class(name: str) -> type[AlexNetModel]:
 
 
 def option_defaults(name: str) -> dict[str, Any]:
-    """Each option of model `name` with its default, as `model.config` stores it (tuples as
-    lists). An option added in a later version defaults to the network it extends, so an older
-    `config` that lacks it means this default."""
+    """Each option of model `name` with its default, as `model.config` stores it (an older
+    config that lacks an option means its default: the network it extends)."""
     return model_class(name).Options().to_config()
 
 
 def get_model(name: str, num_classes: int | None = None, **options: Any) -> AlexNetModel:
-    """Build model `name` with its options; an unknown name or option, or an option's bad
-    value, gives a one-line UserError that names it and what it may be.
-
-    `num_classes` defaults to 1000 (10 for `small`). The model has the `AlexNetModel`
-    interface: `num_classes`, `input_size`, `in_channels`, `config`, `forward_penultimate`.
-    """
+    """Build model `name` (an `AlexNetModel`; `num_classes` 1000, 10 for `small`); an unknown
+    name or option, or a bad value, gives a one-line UserError naming it and what it may be."""
     cls = model_class(name)
     if num_classes is not None:
         options["num_classes"] = num_classes

@@ -1,15 +1,10 @@
-"""The per-layer table (the seed's form, corrected), measured from the model object itself.
+"""The per-layer table (the seed's form, corrected), measured from the model object itself:
+shapes from a hooked forward pass, weights, multiply-adds and receptive fields from the layers.
 
-Shapes come from running a forward pass with hooks; weights, biases, multiply-adds and
-receptive fields from the layers' own attributes. Nothing is typed in.
-
-Receptive field (input pixels one output sees along a side), jump (input pixels between
-neighbouring outputs) and start (the input coordinate of the centre of output (0, 0)'s field)
-follow each layer in call order: a layer of kernel k, stride s, padding p and dilation d maps
-(rf, jump, start) to (rf + (k - 1) d jump, jump s, start + ((k - 1) d / 2 - p) jump). ReLU and
-LRN keep them; a fully-connected layer sees the whole image (receptive field = input size,
-jump 0). Paper net at 224: conv1 11/4, pool1 19/8, conv2 51/8, pool2 67/16, conv3 99/16,
-conv4 131/16, conv5 163/16, pool5 195/32 (Zeiler & Fergus' patches, `alexnet explore`).
+A layer of kernel k, stride s, padding p and dilation d maps (receptive field, jump, start) to
+(rf + (k - 1) d jump, jump s, start + ((k - 1) d / 2 - p) jump); a fully-connected layer sees
+the whole image. Paper net at 224: conv1 11/4, pool1 19/8, conv2 51/8, pool2 67/16, conv3
+99/16, conv4 131/16, conv5 163/16, pool5 195/32 (Zeiler & Fergus' patches, `alexnet explore`).
 """
 
 from __future__ import annotations

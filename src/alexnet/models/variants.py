@@ -21,13 +21,7 @@ from alexnet.models.common import (
     make_activation,
 )
 from alexnet.models.lrn import LRN
-from alexnet.values import (
-    NONNEGATIVE_INT,
-    POSITIVE_INT,
-    SWITCH,
-    UNIT_INTERVAL_OPEN_TOP,
-    Choice,
-)
+from alexnet.values import NONNEGATIVE_INT, POSITIVE_INT, SWITCH, UNIT_INTERVAL_OPEN_TOP, Choice
 
 
 @dataclass(frozen=True)
@@ -66,12 +60,9 @@ def _seed_layers(
 
 
 class SeedAlexNet(AlexNetModel):
-    """Exactly the PyTorch code of the project's seed note (d2l-style AlexNet).
-
-    96-256-384-384-256 like the paper, but no LRN, no towers, and dropout *before* fc6/fc7;
-    62,378,344 parameters for 1000 classes. Input (N, 3, 224, 224); state_dict keys
-    `features.N.*`, `classifier.N.*` as in the seed.
-    """
+    """Exactly the PyTorch code of the project's seed note (d2l-style AlexNet): 96-256-384-384-256
+    like the paper, but no LRN, no towers, and dropout *before* fc6/fc7; 62,378,344 parameters.
+    (N, 3, 224, 224) -> logits (N, num_classes); state_dict keys as in the seed."""
 
     name = "seed"
     Options = HeadOptions
@@ -88,17 +79,15 @@ class SeedAlexNet(AlexNetModel):
         return self.classifier[:6](torch.flatten(self.features(x), 1))
 
     def forward(self, x: Tensor) -> Tensor:
-        """(N, 3, 224, 224) -> logits (N, num_classes)."""
+        """(N, 3, S, S) -> logits (N, num_classes)."""
         return self.classifier[6](self.forward_penultimate(x))
 
 
 class TorchvisionAlexNet(AlexNetModel):
-    """torchvision's `alexnet` ("One weird trick", Krizhevsky 2014), module for module.
-
+    """torchvision's `alexnet` ("One weird trick", Krizhevsky 2014), module for module:
     64-192-384-256-256, no LRN, AdaptiveAvgPool2d(6), dropout before fc6/fc7; 61,100,840
-    parameters. Same state_dict keys as `torchvision.models.alexnet`, so its weights
-    (`alexnet-owt-7be5be79.pth`) load with strict=True. Input (N, 3, H, W), nominally 224.
-    """
+    parameters. Its weights (`alexnet-owt-7be5be79.pth`) load with strict=True. Input
+    (N, 3, H, W), nominally 224."""
 
     name = "torchvision"
     Options = HeadOptions
@@ -115,25 +104,18 @@ class TorchvisionAlexNet(AlexNetModel):
         check_input(self, x, fixed_size=False)
         if min(x.shape[-2:]) < 63:
             raise UserError(f"model 'torchvision' needs H, W >= 63, got {tuple(x.shape)}")
-        x = torch.flatten(self.avgpool(self.features(x)), 1)
-        return self.classifier[:6](x)
+        return self.classifier[:6](torch.flatten(self.avgpool(self.features(x)), 1))
 
-    def forward(self, x: Tensor) -> Tensor:
-        """(N, 3, H, W) -> logits (N, num_classes)."""
-        return self.classifier[6](self.forward_penultimate(x))
+    forward = SeedAlexNet.forward
 
 
 def _pooled(size: int, pool: str) -> int:
     return (size - 3) // 2 + 1 if pool == "overlap" else (size - 2) // 2 + 1
 
 
-SMALL_INITS = ("paper", "torch")
-
-
 @dataclass(frozen=True)
 class SmallOptions(ModelOptions):
-    """The small CNN family's options (§3.1 Fig. 1, §3.3); checked when made, and stored as
-    the model's config (`to_config`)."""
+    """The small CNN family's options (§3.1 Fig. 1, §3.3)."""
 
     num_classes: int = 10  # outputs of the last layer (10 for CIFAR-10)
     in_channels: int = 3  # 1 (Fashion-MNIST) or 3 (CIFAR-10)
@@ -156,7 +138,6 @@ class SmallOptions(ModelOptions):
     remove_conv: str | None = None
 
     def __post_init__(self) -> None:
-        """Refuse a bad option with a UserError that names it and what it may be."""
         self.check(
             num_classes=POSITIVE_INT,
             in_channels=Choice((1, 3)),
@@ -167,7 +148,7 @@ class SmallOptions(ModelOptions):
             hidden=NONNEGATIVE_INT,
             dropout=UNIT_INTERVAL_OPEN_TOP,
             batchnorm=SWITCH,
-            init=Choice(SMALL_INITS),
+            init=Choice(("paper", "torch")),
             towers=Choice((1, 2)),
             remove_conv=Choice((None, "conv2")),
         )
@@ -175,22 +156,17 @@ class SmallOptions(ModelOptions):
 
 
 class SmallCNN(AlexNetModel):
-    """The paper's CIFAR-10-scale four-layer CNN family (§3.1 Fig. 1, §3.3), for 28-32 px: the
-    options are `SmallOptions`' fields (`SmallCNN(num_classes, **options)`; each documented
-    there).
+    """The paper's CIFAR-10-scale four-layer CNN family (§3.1 Fig. 1, §3.3), for 28-32 px;
+    options: `SmallOptions`' fields.
 
     After cuda-convnet's `layers-18pct` net: three 5x5 conv layers (pad 2), each followed by the
-    activation, a pool (max, then average, average in cuda-convnet; here max throughout) and,
-    on the first two, LRN; then one fully-connected layer to the classes — four weight layers.
-    `hidden` > 0 inserts a fully-connected hidden layer with dropout (a fifth weight layer).
-
-    Input (N, in_channels, input_size, input_size); `forward_penultimate` gives what the last
-    layer reads, named as `alexnet summary` lists the layers: the flattened last pooling
-    (`penultimate_name` "pool3 (flattened)") or the hidden layer ("fc4"); `forward` the logits.
+    activation, a max-pool and, on the first two, LRN; then one fully-connected layer to the
+    classes. `hidden` > 0 inserts a fully-connected hidden layer with dropout. The penultimate
+    layer, named as `alexnet summary` lists it: the flattened pool3 ("pool3 (flattened)") or
+    the hidden layer ("fc4").
     """
 
     name = "small"
-
     Options = SmallOptions
 
     def __init__(self, num_classes: int = 10, **options: Any) -> None:
