@@ -32,7 +32,6 @@ from alexnet.data.augment import EvalTransform
 from alexnet.errors import UserError
 from alexnet.evaluate import make_eval_transform
 from alexnet.models.summary import Field, layer_kind, layer_table, trace
-from alexnet.progress import progress_bar
 from alexnet.weights.meta import Preprocess
 
 POOLS = ("max", "avg", "none")
@@ -290,32 +289,6 @@ def occlusion(
         probs.append(F.softmax(model(xs).double(), dim=1)[:, target].cpu())
     drop = base - torch.cat(probs).view(n, n).numpy()
     return {"patch": patch, "stride": stride, "prob": base, "drop": np.asarray(drop)}
-
-
-@torch.no_grad()
-def split_layer_features(
-    model: nn.Module,
-    inputs: Inputs,
-    images: np.ndarray,
-    layer: Layer,
-    pool: str = "none",
-    batch_size: int = 256,
-    progress: bool = False,
-) -> np.ndarray:
-    """A packed split's images (N, H, W, 3) uint8 -> the layer's activations of each centre
-    crop, `pool_features`-reduced: (N, C) or (N, C*H*W) for conv maps, (N, D) for fc; float32."""
-
-    n = int(images.shape[0])
-    chunks: list[np.ndarray] = []
-    with progress_bar(total=n, unit="img", desc=layer.name, disable=not progress) as bar:
-        for start in range(0, n, batch_size):
-            batch = images[start : start + batch_size]
-            a = features_at(model, inputs(batch), layer)
-            chunks.append(pool_features(a, pool).float().cpu().numpy())
-            bar.update(len(batch))
-    if not chunks:
-        return np.zeros((0, 0), np.float32)
-    return np.concatenate(chunks).astype(np.float32, copy=False)
 
 
 def unit_patches(layer: Layer, unit: dict[str, Any], crops: dict[int, np.ndarray]) -> np.ndarray:

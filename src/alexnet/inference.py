@@ -7,6 +7,8 @@
   2 = centre + mirror, or the paper's 10 crops, softmax outputs averaged, §4.1).
 - `split_features`: fc7 activations (the penultimate layer; 4096-d for the 224 px models) of a
   packed split, in batches on the device.
+- `neighbours`: the images nearest to query features among a features file's rows, which are
+  split indices of a packed dataset (`SplitRows`) or files of an image folder (`FolderRows`).
 - `nearest`: k nearest rows by Euclidean distance, ||a||^2 - 2 a.b + ||b||^2 with batched matrix
   products over chunks of the base set (no Python loop over images).
 - Features files (FEATS.npy + FEATS.json) record which weights and data made them: vectors from
@@ -33,6 +35,7 @@ from PIL import Image
 from alexnet.checkpoint import checkpoint_path
 from alexnet.data.decode import decode_image
 from alexnet.data.modes import TEST_CROPS
+from alexnet.data.packed import HEADER, open_dataset
 from alexnet.errors import UserError
 from alexnet.evaluate import make_eval_transform
 from alexnet.export import OnnxModel
@@ -123,6 +126,16 @@ class Prediction:
             for c, i, p in zip(self.classes, self.indices, self.probs)
         ]
         return {"image": self.image, "top": top}
+
+
+@dataclass
+class FileBatch:
+    """Image files read at the stored size: `paths` and their uint8 `images` (B, S, S, 3), or
+    one path that could not be read and its `error`."""
+
+    paths: list[str]
+    images: np.ndarray | None = None
+    error: str | None = None
 
 
 # ------------------------------------------------------------------ backends
@@ -288,15 +301,13 @@ class Predictor:
         values, indices = probs.topk(k, dim=1)
         return indices.cpu().tolist(), values.cpu().tolist()
 
-    def predict_files(self, paths: Iterable[str], topk: int = 5) -> Iterator[Prediction]:
-        """Predict each file, in order; undecodable files come back with `error` set."""
+    def file_batches(self, paths: Iterable[str]) -> Iterator[FileBatch]:
+        """The files read as `predict` reads them, in order, up to `batch_size` a batch; a file
+        that cannot be read comes alone, with its `error`."""
         pending: list[tuple[str, np.ndarray]] = []
 
-        def flush() -> Iterator[Prediction]:
-            stack = np.stack([img for _, img in pending])
-            idx, val = self.top(self.probabilities(stack), topk)
-            for (name, _), ii, pp in zip(pending, idx, val):
-                yield Prediction(name, ii, [self.classes[i] for i in ii], pp)
+        def flush() -> Iterator[FileBatch]:
+            yield FileBatch([name for name, _ in pending], np.stack([img for _, img in pending]))
             pending.clear()
 
         for path in paths:
@@ -304,12 +315,22 @@ class Predictor:
                 pending.append((path, read_image(path, self.image_size, self.resize_rule)))
             except UserError as exc:
                 yield from flush() if pending else ()
-                yield Prediction(path, [], [], [], error=str(exc).split(": ", 1)[-1])
+                yield FileBatch([path], error=str(exc).split(": ", 1)[-1])
                 continue
             if len(pending) >= self.batch_size:
                 yield from flush()
         if pending:
             yield from flush()
+
+    def predict_files(self, paths: Iterable[str], topk: int = 5) -> Iterator[Prediction]:
+        """Predict each file, in order; undecodable files come back with `error` set."""
+        for batch in self.file_batches(paths):
+            if batch.error is not None:
+                yield Prediction(batch.paths[0], [], [], [], error=batch.error)
+                continue
+            idx, val = self.top(self.probabilities(batch.images), topk)
+            for name, ii, pp in zip(batch.paths, idx, val):
+                yield Prediction(name, ii, [self.classes[i] for i in ii], pp)
 
 
 @torch.no_grad()
@@ -383,20 +404,68 @@ def nearest(
 def neighbours(
     queries: np.ndarray,
     feats: np.ndarray,
-    rows: list[int],
-    dataset: Any,
+    base: SplitRows | FolderRows,
     k: int,
     device: str | torch.device = "cpu",
 ) -> list[list[dict[str, Any]]]:
-    """Query features (Q, D) -> for each, its k nearest images of `dataset` (paper §6.1), the
-    nearest first: {"index": split index (rows[i] for feats[i]), "distance", "label"}."""
+    """Query features (Q, D) -> for each, its k nearest images of `base` (the images of the rows
+    of `feats`, paper §6.1), the nearest first: {"index": split index, or "path": relative to
+    the folder, "distance", "label": class name (None: an unlabelled folder)}."""
     dist, idx = nearest(queries, feats, k, device=device)
-    out = []
-    for d_row, i_row in zip(dist.tolist(), idx.tolist()):
-        found = [(d, int(rows[r])) for d, r in zip(d_row, i_row)]
-        labels = [dataset.classes[int(dataset.labels[i])] for _, i in found]
-        out.append([{"index": i, "distance": d, "label": c} for (d, i), c in zip(found, labels)])
-    return out
+    return [
+        [{base.key: base.ids[r], "distance": d, "label": base.label(r)} for d, r in zip(ds, rs)]
+        for ds, rs in zip(dist.tolist(), idx.tolist())
+    ]
+
+
+class SplitRows:
+    """The images of a features file's rows: indices into a split of a packed dataset."""
+
+    key = "index"
+
+    def __init__(self, dataset: Any, ids: list[int]) -> None:
+        self.dataset, self.ids = dataset, ids
+        self.split: str | None = dataset.split
+
+    def label(self, row: int) -> str:
+        return self.dataset.classes[int(self.dataset.labels[self.ids[row]])]
+
+    def image(self, index: int) -> np.ndarray:
+        """Image `index` of the split as stored, uint8 (H, W, 3)."""
+        return np.asarray(self.dataset.images[index])
+
+
+class FolderRows:
+    """The images of a features file's rows: files of an image folder, by their paths relative
+    to it, read at the stored `size` as `predict` reads them; class names where recorded."""
+
+    key = "path"
+
+    def __init__(self, folder: str | os.PathLike, meta: dict[str, Any], size: int, rule: str):
+        self.folder, self.ids = Path(folder), list(meta["paths"])
+        self.classes, self.labels = meta.get("classes"), meta.get("labels")
+        self.size, self.rule = size, rule
+        self.split: str | None = None
+
+    def label(self, row: int) -> str | None:
+        return None if self.labels is None else self.classes[self.labels[row]]
+
+    def image(self, path: str) -> np.ndarray:
+        """The file FOLDER/path, uint8 (size, size, 3); UserError naming it if unreadable."""
+        return read_image(str(self.folder / path), self.size, self.rule)
+
+
+def is_image_folder(path: str | os.PathLike) -> bool:
+    """A directory that is not a packed dataset (no header.json): a folder of image files."""
+    return Path(path).is_dir() and not (Path(path) / HEADER).exists()
+
+
+def index_rows(meta: dict[str, Any], data: str, predictor: Predictor) -> SplitRows | FolderRows:
+    """The images of a features file's rows (`meta`: its FEATS.json), over `data`: the packed
+    dataset or the image folder it was computed on."""
+    if "paths" in meta:
+        return FolderRows(data, meta, predictor.image_size, predictor.resize_rule)
+    return SplitRows(open_dataset(data, meta.get("split", "train")), list(meta["indices"]))
 
 
 # ------------------------------------------------------------------ features files
@@ -412,13 +481,20 @@ def features_paths(out: str | os.PathLike) -> tuple[Path, Path]:
     return base.with_name(base.name + ".npy"), base.with_name(base.name + ".json")
 
 
+def row_ids(meta: dict[str, Any]) -> list:
+    """What a FEATS.json names each row by: "paths" (relative to an image folder) or
+    "indices" (into a split of a packed dataset)."""
+    return list(meta["paths"] if "paths" in meta else meta.get("indices", ()))
+
+
 def save_features(out: str | os.PathLike, feats: np.ndarray, meta: dict[str, Any]) -> Path:
     """Write FEATS.npy (float32 (N, D)) and FEATS.json ({"format", "count", "dim", ...meta});
-    meta must hold "indices" (the split index of each row). Returns the .npy path."""
+    meta must hold "indices" (the split index of each row) or "paths" (relative to an image
+    folder). Returns the .npy path."""
     npy, js = features_paths(out)
     feats = np.ascontiguousarray(feats, dtype=np.float32)
-    if len(meta["indices"]) != feats.shape[0]:
-        raise ValueError("one index per feature row")
+    if len(row_ids(meta)) != feats.shape[0]:
+        raise ValueError("one index or path per feature row")
     atomic_write(npy, lambda f: np.save(f, feats))
     info = {"format": FEATURES_FORMAT, "count": int(feats.shape[0]), "dim": int(feats.shape[1])}
     atomic_write_text(js, json.dumps({**info, **meta}))
@@ -437,8 +513,8 @@ def load_features(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
         raise UserError(f"{npy}: not a features file ({exc})") from None
     if meta.get("format") != FEATURES_FORMAT or feats.ndim != 2:
         raise UserError(f"{js}: not an alexnet features file (format {FEATURES_FORMAT})")
-    if feats.shape[0] != len(meta.get("indices", ())):
-        raise UserError(f"{npy}: {feats.shape[0]} rows but {js} lists {len(meta['indices'])}")
+    if feats.shape[0] != len(row_ids(meta)):
+        raise UserError(f"{npy}: {feats.shape[0]} rows but {js} lists {len(row_ids(meta))}")
     return np.asarray(feats), meta
 
 
@@ -484,18 +560,21 @@ def check_fits(predictor: Predictor, image_size: tuple[int, int], data: str | os
             )
 
 
-def features_source(weights: str | os.PathLike, dataset: Any) -> dict[str, str]:
-    """What a features file records about its origin."""
-    return {"weights_sha256": file_digest(weights), "data_fingerprint": dataset.fingerprint}
+def features_source(weights: str | os.PathLike, dataset: Any = None) -> dict[str, str]:
+    """What a features file records about its origin (of a packed `dataset`, its fingerprint;
+    an image folder has none)."""
+    found = {"weights_sha256": file_digest(weights)}
+    return found if dataset is None else {**found, "data_fingerprint": dataset.fingerprint}
 
 
 def check_features_source(
     feats_path: str | os.PathLike,
     meta: dict[str, Any],
     weights: str | os.PathLike,
-    dataset: Any,
+    dataset: Any = None,
 ) -> None:
-    """UserError when `weights` or `dataset` are not the ones that made the features file."""
+    """UserError when `weights` or the packed `dataset` are not the ones that made the features
+    file (of an image folder only the weights are checked)."""
     recorded = meta.get("weights_sha256")
     if recorded and file_digest(weights) != recorded:
         raise UserError(
@@ -503,7 +582,7 @@ def check_features_source(
             "distances would be meaningless; recompute with `alexnet features`"
         )
     recorded = meta.get("data_fingerprint")
-    if recorded and dataset.fingerprint != recorded:
+    if recorded and dataset is not None and dataset.fingerprint != recorded:
         raise UserError(
             f"{feats_path}: computed on another dataset ({meta.get('data')}), not "
             f"{Path(dataset.root)}; recompute with `alexnet features`"

@@ -1,4 +1,5 @@
-"""`alexnet features`: fc7 activations of a packed split, for retrieval (paper §6.1)."""
+"""`alexnet features`: fc7 activations of a packed split or an image folder, for retrieval
+(paper §6.1)."""
 
 from __future__ import annotations
 
@@ -11,25 +12,36 @@ from alexnet.commands.argtypes import WEIGHTS_HELP, add_device, nonnegative_int,
 from alexnet.commands.outputs import output_file
 from alexnet.data.modes import SPLITS
 from alexnet.errors import UserError
+from alexnet.progress import progress_bar
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "features",
-        help="a layer's activations (default fc7) of a packed split -> FEATS.npy + FEATS.json",
+        help="a layer's activations (default fc7) of a packed split or an image folder -> "
+        "FEATS.npy + FEATS.json",
         description="Compute the penultimate activations (fc7 after ReLU, 4096-d, for the 224 "
         "px models; the last hidden layer of `small`) of every image of a split, centre crop, "
         "in batches on the device. Writes FEATS.npy (float32, shape (N, D)) and FEATS.json "
         '({"format": "alexnet-features/1", "count", "dim", "indices": split index of each '
-        'row, "data", "split", "weights", "model", "labels", "layer"}). --layer NAME takes any '
+        'row, "data", "split", "weights", "model", "labels", "layer"}). --data may instead be '
+        "a folder of image files (searched recursively, sorted), read and preprocessed as "
+        "`alexnet predict` reads them; a bad image is reported on one line and skipped (exit "
+        'status 1); FEATS.json then has "paths" (relative to the folder) instead of "indices" '
+        'and "split", and "labels" and "classes" only when every image sits in a class folder '
+        "directly under it (FOLDER/<class>/*, classes sorted). --layer NAME takes any "
         "layer `alexnet summary` lists for the model instead (conv and fc layers after their "
         "ReLU, the last fc layer the logits), with --pool for conv maps; the file then also "
         'records "pool".',
     )
-    p.add_argument("--data", required=True, help="packed dataset directory")
+    p.add_argument(
+        "--data", required=True, help="packed dataset directory, or a folder of image files"
+    )
     p.add_argument("--weights", required=True, help=WEIGHTS_HELP)
     p.add_argument(
-        "--split", choices=SPLITS, default="train", help="split to compute (default: train)"
+        "--split",
+        choices=SPLITS,
+        help="split of a packed dataset to compute (default: train)",
     )
     p.add_argument(
         "--out",
@@ -38,7 +50,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="writes FEATS.npy and FEATS.json (a .npy or .json suffix given is dropped)",
     )
     p.add_argument(
-        "--limit", type=nonnegative_int, default=0, help="only the first N images (0: all)"
+        "--limit",
+        type=nonnegative_int,
+        default=0,
+        help="only the first N images (of a folder: files, in sorted order; 0: all)",
     )
     p.add_argument(
         "--batch-size",
@@ -63,57 +78,138 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from alexnet.data.packed import open_dataset
     from alexnet.inference import (
-        FEATURES_LAYER,
         Predictor,
-        check_fits,
         features_paths,
-        features_source,
+        is_image_folder,
         save_features,
-        split_features,
         weights_device,
     )
 
     if args.layer is None and args.pool is not None:
         raise UserError("--pool goes with --layer NAME")
     args.pool = args.pool or "none"
+    folder = is_image_folder(args.data)
+    if folder and args.split is not None:
+        raise UserError(f"--split: {args.data} is an image folder, not a packed dataset")
     for path in features_paths(args.out):
         output_file(path, "--out")
-    ds = open_dataset(args.data, args.split)
-    predictor = Predictor(args.weights, weights_device(args.weights, args.device))
-    check_fits(predictor, ds.image_size, args.data)
-    n = len(ds) if args.limit <= 0 else min(args.limit, len(ds))
-    t0 = time.perf_counter()
+    device = weights_device(args.weights, args.device)
+    predictor = Predictor(args.weights, device, batch_size=args.batch_size)
+    embed, layer = _embedding(predictor, args)
     progress = sys.stderr.isatty()  # never `\r` lines into a redirected output
-    if args.layer is None:
-        feats = split_features(predictor, ds.images[:n], args.batch_size, progress=progress)
-        layer = {"layer": FEATURES_LAYER}
+    t0 = time.perf_counter()
+    if folder:
+        feats, rows, failed = _folder_features(predictor, args, embed, progress)
     else:
-        feats = _layer_features(predictor, ds.images[:n], args, progress)
-        layer = {"layer": args.layer, "pool": args.pool}
+        feats, rows, failed = _split_features(predictor, args, embed, progress)
     seconds = time.perf_counter() - t0
     meta = {
         "data": str(Path(args.data).resolve()),
-        "split": args.split,
         "weights": str(Path(args.weights).resolve()),
         "model": predictor.meta.model_config,
         **layer,
-        "indices": list(range(n)),
-        "labels": [int(v) for v in ds.labels[:n]],
-        **features_source(args.weights, ds),
+        **rows,
     }
     npy = save_features(args.out, feats, meta)
+    n = feats.shape[0]
     dim = feats.shape[1] if n else 0
     print(f"wrote {npy} ({n} x {dim} float32, {n / max(seconds, 1e-9):.0f} img/s)")
-    return 0
+    return 1 if failed else 0
 
 
-def _layer_features(predictor, images, args: argparse.Namespace, progress: bool):
-    """`--layer NAME --pool P` through `alexnet.explain` (torch weights only)."""
-    from alexnet.explain import Inputs, find_layer, split_layer_features
+def _embedding(predictor, args: argparse.Namespace):
+    """(a function: uint8 images (B, S, S, 3) -> float32 (B, D) numpy, what FEATS.json records
+    of the layer): the penultimate layer, or `--layer NAME --pool P` through `alexnet.explain`
+    (torch weights only)."""
+    from alexnet.inference import FEATURES_LAYER
+
+    if args.layer is None:
+        return lambda images: predictor.features(images).cpu().numpy(), {"layer": FEATURES_LAYER}
+    from alexnet.explain import Inputs, features_at, find_layer, pool_features
 
     model = predictor.torch_model("--layer")
     layer = find_layer(model, args.layer, predictor.preprocess.crop_size)
     inputs = Inputs(predictor.preprocess, predictor.mean_image, predictor.device)
-    return split_layer_features(model, inputs, images, layer, args.pool, args.batch_size, progress)
+
+    def embed(images):
+        maps = features_at(model, inputs(images), layer)
+        return pool_features(maps, args.pool).float().cpu().numpy()
+
+    return embed, {"layer": args.layer, "pool": args.pool}
+
+
+def _split_features(predictor, args: argparse.Namespace, embed, progress: bool):
+    """(features (N, D), what FEATS.json records of the rows, 0 failed) of a packed split."""
+    import numpy as np
+
+    from alexnet.data.packed import open_dataset
+    from alexnet.inference import check_fits, features_source
+
+    split = args.split or "train"
+    ds = open_dataset(args.data, split)
+    check_fits(predictor, ds.image_size, args.data)
+    n = len(ds) if args.limit <= 0 else min(args.limit, len(ds))
+    chunks = []
+    with progress_bar(total=n, unit="img", desc="features", disable=not progress) as bar:
+        for start in range(0, n, args.batch_size):
+            batch = np.ascontiguousarray(ds.images[start : min(n, start + args.batch_size)])
+            chunks.append(embed(batch))
+            bar.update(len(batch))
+    rows = {
+        "split": split,
+        "indices": list(range(n)),
+        "labels": [int(v) for v in ds.labels[:n]],
+        **features_source(args.weights, ds),
+    }
+    return _stack(chunks), rows, 0
+
+
+def _folder_features(predictor, args: argparse.Namespace, embed, progress: bool):
+    """(features (N, D), what FEATS.json records of the rows, files that failed) of the image
+    files under --data, read as `predict` reads them; unreadable ones named on stderr."""
+    from alexnet.inference import expand_image_args, features_source
+
+    paths, missing = expand_image_args([args.data])
+    if missing:
+        raise UserError(f"--data {args.data}: holds no image files (nor a packed dataset)")
+    relative = {p: Path(p).relative_to(args.data).as_posix() for p in paths}
+    labelled = _class_labels(list(relative.values()))
+    paths = paths[: args.limit or None]
+    chunks, done, failed = [], [], 0
+    with progress_bar(total=len(paths), unit="img", desc="features", disable=not progress) as bar:
+        for batch in predictor.file_batches(paths):
+            if batch.error is None:
+                chunks.append(embed(batch.images))
+                done.extend(batch.paths)
+            else:
+                print(f"alexnet features: {batch.paths[0]}: {batch.error}", file=sys.stderr)
+                failed += 1
+            bar.update(len(batch.paths))
+    if paths and not done:
+        raise UserError(f"--data {args.data}: none of its {len(paths)} image files could be read")
+    rows = {"paths": [relative[p] for p in done]}
+    if labelled is not None:
+        classes, label_of = labelled
+        rows.update(labels=[label_of[relative[p]] for p in done], classes=classes)
+    return _stack(chunks), {**rows, **features_source(args.weights)}, failed
+
+
+def _class_labels(relative: list[str]) -> tuple[list[str], dict[str, int]] | None:
+    """When every path sits in a folder directly under the root ("<class>/FILE"): the sorted
+    class names and {path: index of its class}; else None."""
+    folders = {r: r.split("/")[0] for r in relative if r.count("/") == 1}
+    if len(folders) != len(relative):
+        return None
+    classes = sorted(set(folders.values()))
+    index = {c: i for i, c in enumerate(classes)}
+    return classes, {r: index[c] for r, c in folders.items()}
+
+
+def _stack(chunks: list):
+    """Feature batches -> one float32 array (N, D); (0, 0) for none."""
+    import numpy as np
+
+    if not chunks:
+        return np.zeros((0, 0), np.float32)
+    return np.concatenate(chunks).astype(np.float32, copy=False)

@@ -20,10 +20,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="For each query (an image file, or an integer: an index into --query-split "
         "of the dataset), the k images of the features' split nearest in Euclidean distance "
         "of their fc7 activations, computed with batched matrix products on the device. "
-        "Prints text or JSON; --out writes the paper's Fig. 4 layout (query first).",
+        "Features of an image folder (`alexnet features --data FOLDER`) name each neighbour "
+        "by its path in the folder (and read it from there for --out); integer queries then "
+        "have no dataset to index. Prints text or JSON; --out writes the paper's Fig. 4 "
+        "layout (query first).",
     )
     p.add_argument("--features", metavar="FEATS", help="from `alexnet features` (else computed)")
-    p.add_argument("--data", help="packed dataset (default: the one named in FEATS.json)")
+    p.add_argument(
+        "--data",
+        help="packed dataset, or the image folder of FEATS (default: the one named in FEATS.json)",
+    )
     p.add_argument("--weights", help="weights file (default: the one named in FEATS.json)")
     p.add_argument(
         "--split",
@@ -59,12 +65,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _base(args: argparse.Namespace, device):
-    """The searched side: (predictor, dataset, features (N, D), split row of each feature)."""
+    """The searched side: (predictor, features (N, D), the images of their rows, the packed
+    dataset or image folder they came from)."""
     from alexnet.data.packed import open_dataset
     from alexnet.inference import (
         Predictor,
+        SplitRows,
         check_features_source,
         check_fits,
+        index_rows,
+        is_image_folder,
         load_features,
         split_features,
     )
@@ -73,25 +83,33 @@ def _base(args: argparse.Namespace, device):
         feats, fmeta = load_features(args.features)
         data = args.data or fmeta.get("data")
         weights = args.weights or fmeta.get("weights")
-        split, rows = fmeta.get("split", "train"), list(fmeta["indices"])
     else:
         if not (args.data and args.weights):
             raise UserError("neighbors needs --features FEATS, or --data DIR and --weights FILE")
-        data, weights, split = args.data, args.weights, args.split
-        feats, rows = None, None
+        data, weights = args.data, args.weights
+        if is_image_folder(data):
+            raise UserError(
+                f"--data {data}: an image folder; first `alexnet features --data {data} "
+                f"--weights {weights} --out FEATS`, then `alexnet neighbors --features FEATS`"
+            )
     if not weights or not data:
         raise UserError(f"{args.features}: names no weights/data; pass --weights and --data")
     predictor = Predictor(weights, device)
-    base_ds = open_dataset(data, split)
-    check_fits(predictor, base_ds.image_size, data)
-    if feats is not None:
-        check_features_source(args.features, fmeta, weights, base_ds)
-        if rows and max(rows) >= len(base_ds):
-            raise UserError(f"{args.features}: rows up to {max(rows)}, {data} has {len(base_ds)}")
-    else:
-        feats = split_features(predictor, base_ds.images, args.batch_size)
-        rows = list(range(len(base_ds)))
-    return predictor, base_ds, feats, rows, data
+    if not args.features:
+        ds = open_dataset(data, args.split)
+        check_fits(predictor, ds.image_size, data)
+        feats = split_features(predictor, ds.images, args.batch_size)
+        return predictor, feats, SplitRows(ds, list(range(len(ds)))), data
+    base = index_rows(fmeta, data, predictor)
+    if not isinstance(base, SplitRows):  # an image folder: no dataset to check
+        check_features_source(args.features, fmeta, weights)
+        return predictor, feats, base, data
+    check_fits(predictor, base.dataset.image_size, data)
+    check_features_source(args.features, fmeta, weights, base.dataset)
+    if base.ids and max(base.ids) >= len(base.dataset):
+        n = len(base.dataset)
+        raise UserError(f"{args.features}: rows up to {max(base.ids)}, {data} has {n}")
+    return predictor, feats, base, data
 
 
 def _queries(args: argparse.Namespace, predictor, data) -> tuple[list[str], list, int]:
@@ -102,6 +120,7 @@ def _queries(args: argparse.Namespace, predictor, data) -> tuple[list[str], list
     from alexnet.inference import (
         check_fits,
         expand_image_args,
+        is_image_folder,
         read_image,
     )
 
@@ -109,6 +128,11 @@ def _queries(args: argparse.Namespace, predictor, data) -> tuple[list[str], list
     names, images, failed = [], [], 0
     for q in args.query:
         if q.lstrip("-").isdigit():
+            if is_image_folder(data):
+                raise UserError(
+                    f"query {q}: an index into a packed dataset's split, but the features "
+                    f"are of the image folder {data}: query with image files"
+                )
             if query_ds is None:
                 query_ds = open_dataset(data, args.query_split)
                 check_fits(predictor, query_ds.image_size, data)
@@ -138,13 +162,11 @@ def _queries(args: argparse.Namespace, predictor, data) -> tuple[list[str], list
     return names, images, failed
 
 
-def _draw(args, predictor, base_ds, names, images, results, dim: int) -> None:
-    import numpy as np
-
+def _draw(args, predictor, base, names, images, results, dim: int) -> None:
     from alexnet.viz import feature_name, neighbors_grid
 
-    nb_imgs = [[np.asarray(base_ds.images[n["index"]]) for n in r["neighbors"]] for r in results]
-    nb_titles = [[f"{n['label']}\n{n['distance']:.3g}" for n in r["neighbors"]] for r in results]
+    nb_imgs = [[base.image(n[base.key]) for n in r["neighbors"]] for r in results]
+    nb_titles = [[f"{_name(n)}\n{n['distance']:.3g}" for n in r["neighbors"]] for r in results]
     layer = feature_name(predictor.meta.model_name, dim)
     neighbors_grid(
         images,
@@ -169,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
 
         weights = load_features(args.features)[1].get("weights")
     device = weights_device(weights, args.device)
-    predictor, base_ds, feats, rows, data = _base(args, device)
+    predictor, feats, base, data = _base(args, device)
     names, images, failed = _queries(args, predictor, data)
     # one at a time: a file query has the weights' stored size, an index query the data's
     qf = np.concatenate([predictor.features(img[None]).cpu().numpy() for img in images])
@@ -178,18 +200,26 @@ def run(args: argparse.Namespace) -> int:
             f"{args.features}: {feats.shape[1]}-d features, but {predictor.weights} gives "
             f"{qf.shape[1]}-d"
         )
-    found = neighbours(qf, feats, rows, base_ds, args.k, device=device)
+    found = neighbours(qf, feats, base, args.k, device=device)
     results = [{"query": name, "neighbors": f} for name, f in zip(names, found)]
     if args.out:
-        _draw(args, predictor, base_ds, names, images, results, qf.shape[1])
-    split = base_ds.split
+        _draw(args, predictor, base, names, images, results, qf.shape[1])
+    split = base.split
     if args.json:
-        print(json_line({"split": split, "k": args.k, "results": results, "grid": args.out}))
+        out = {"split": split, "data": str(data), "k": args.k, "results": results, "grid": args.out}
+        print(json_line(out))
     else:
         for r in results:
             print(r["query"])
             for n in r["neighbors"]:
-                print(f"  {split}:{n['index']:<7} {n['distance']:10.4f}  {n['label']}")
+                where = f"{split}:{n['index']:<7}" if split else n["path"]
+                label = "" if n["label"] is None else f"  {n['label']}"
+                print(f"  {where} {n['distance']:10.4f}{label}")
         if args.out:
             print(f"grid: {args.out}")
     return 1 if failed else 0
+
+
+def _name(neighbour: dict) -> str:
+    """A neighbour's title in the grid: its class, or (unlabelled) its file name."""
+    return neighbour["label"] or Path(neighbour["path"]).name

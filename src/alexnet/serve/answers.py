@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import os
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 import torch
@@ -22,7 +23,14 @@ from alexnet.data.decode import decode_image
 from alexnet.data.packed import open_dataset, read_header
 from alexnet.errors import UserError
 from alexnet.explain import Inputs, layers, occlusion, occlusion_grid, strongest_units
-from alexnet.inference import Prediction, Predictor, finish_resize, load_features, neighbours
+from alexnet.inference import (
+    Prediction,
+    Predictor,
+    finish_resize,
+    index_rows,
+    load_features,
+    neighbours,
+)
 from alexnet.jsonout import rounded
 from alexnet.viz import first_conv_weight, tile, tile_kernels
 
@@ -58,34 +66,39 @@ def tile_maps(maps: torch.Tensor, columns: int = 16, gap: int = 1) -> np.ndarray
 
 
 class NeighbourIndex:
-    """Features of a packed split (from `alexnet features`) and the images they came from."""
+    """Features from `alexnet features` and the images they came from: a packed split, or an
+    image folder (its files read as `predict` reads them)."""
 
-    def __init__(self, path: str | os.PathLike, dim: int) -> None:
+    def __init__(self, path: str | os.PathLike, predictor: Predictor, dim: int) -> None:
         feats, meta = load_features(path)
         if feats.shape[1] != dim:
             raise UserError(f"--index {path}: features of size {feats.shape[1]}, model gives {dim}")
         if not meta.get("data"):
-            raise UserError(f"--index {path}: names no packed dataset")
+            raise UserError(f"--index {path}: names no packed dataset or image folder")
         self.feats = np.ascontiguousarray(feats, dtype=np.float32)
-        self.rows = [int(i) for i in meta["indices"]]
-        self.split = str(meta.get("split", "train"))
         self.weights = meta.get("weights")
         self.data = str(meta["data"])
-        self.splits = list(read_header(self.data)["splits"])
-        self._datasets = {self.split: open_dataset(self.data, self.split)}
+        self.rows = index_rows(meta, self.data, predictor)
+        self.split = self.rows.split
+        self.splits = [] if self.split is None else list(read_header(self.data)["splits"])
+        self._datasets = {} if self.split is None else {self.split: self.rows.dataset}
+        self._paths = set(self.rows.ids) if self.split is None else set()
 
     def dataset(self, split: str):
         if split not in self.splits:
-            raise ApiError(404, f"no split {split!r} (has {', '.join(self.splits)})")
+            raise ApiError(404, f"no split {split!r} (has {', '.join(self.splits) or 'none'})")
         if split not in self._datasets:
             self._datasets[split] = open_dataset(self.data, split)
         return self._datasets[split]
 
     def search(self, queries: np.ndarray, k: int) -> list[list[dict[str, Any]]]:
         """(Q, D) features -> for each query its k nearest images (Euclidean, paper §6.1)."""
-        found = neighbours(queries, self.feats, self.rows, self._datasets[self.split], k)
+        found = neighbours(queries, self.feats, self.rows, k)
         for n in (n for row in found for n in row):
-            n["image"] = f"/v1/images/{self.split}/{n['index']}.png"
+            if self.split is None:
+                n["image"] = f"/v1/files/{quote(n['path'])}"
+            else:
+                n["image"] = f"/v1/images/{self.split}/{n['index']}.png"
         return found
 
     def thumbnail(self, split: str, i: int) -> bytes:
@@ -93,6 +106,15 @@ class NeighbourIndex:
         if not 0 <= i < len(ds):
             raise ApiError(404, f"image {i} out of range: split {split!r} has {len(ds)} images")
         return png_bytes(np.asarray(ds.images[i]))
+
+    def file_thumbnail(self, path: str) -> bytes:
+        """A file of the indexed folder (only those the index lists), at the stored size."""
+        if path not in self._paths:
+            raise ApiError(404, f"{path}: not an image of the index")
+        try:
+            return png_bytes(self.rows.image(path))
+        except UserError as exc:
+            raise ApiError(404, str(exc)) from None
 
 
 class Engine:
@@ -122,7 +144,7 @@ class Engine:
         probe = np.zeros((1, size, size, 3), np.uint8)
         self.feature_dim = int(self.predictor.features(probe).shape[1])
         self.feature_layer = self.predictor.feature_layer
-        self.index = NeighbourIndex(index, self.feature_dim) if index else None
+        self.index = NeighbourIndex(index, p, self.feature_dim) if index else None
 
     @staticmethod
     def thread_init() -> None:
@@ -148,7 +170,7 @@ class Engine:
             "metadata": p.meta.extra,
             "index": None
             if self.index is None
-            else {"split": self.index.split, "count": len(self.index.rows)},
+            else {"split": self.index.split, "count": len(self.index.rows.ids)},
         }
 
     def decode(self, data: bytes, name: str) -> np.ndarray:

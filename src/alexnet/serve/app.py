@@ -288,6 +288,11 @@ def _info_routes(app: FastAPI, srv: Server) -> None:
         png = await asyncio.to_thread(_index(engine).thumbnail, split, i)
         return Response(png, media_type="image/png", headers={"Cache-Control": "max-age=3600"})
 
+    @app.get("/v1/files/{path:path}", dependencies=v1)
+    async def file_thumbnail(path: str) -> Response:
+        png = await asyncio.to_thread(_index(engine).file_thumbnail, path)
+        return Response(png, media_type="image/png", headers={"Cache-Control": "max-age=3600"})
+
     @app.get("/v1/kernels.png", dependencies=v1)
     async def kernels(columns: int = Query(16, ge=1, le=96)) -> Response:
         png = await srv.batcher.call(engine.kernels_png, columns)

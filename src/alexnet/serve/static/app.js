@@ -47,7 +47,7 @@ async function loadModel() {
   $("model-name").textContent = m.name;
   $("model-info").textContent = `${m.num_classes} classes · input ${m.input_size} px · ` +
     `features: ${m.feature_layer}, ${m.feature_dim}-d` +
-    (hasIndex ? ` · index: ${m.index.count} ${m.index.split} images` : "");
+    (hasIndex ? ` · index: ${m.index.count} ${m.index.split ?? "folder"} images` : "");
   $("nb-layer").textContent = `${m.feature_layer} distance (Fig. 4)`;
   $("kernels").src = await imageURL("/v1/kernels.png?columns=" + columns());
   if (!hasIndex) $("neighbors").innerHTML = '<p class="muted">no index (start with --index FEATS)</p>';
@@ -75,10 +75,10 @@ async function showNeighbors(file) {
     const fig = document.createElement("figure");
     const img = document.createElement("img");
     img.className = "pixels";
-    img.alt = n.label;
+    img.alt = n.label ?? n.path;
     img.src = await imageURL(n.image);
     const cap = document.createElement("figcaption");
-    cap.textContent = `${n.label} · ${n.distance.toPrecision(3)}`;
+    cap.textContent = `${n.label ?? n.path} · ${n.distance.toPrecision(3)}`;
     fig.append(img, cap);
     box.appendChild(fig);
   }
