@@ -104,7 +104,7 @@ def fetch(file_name: str, *, progress: bool = True) -> Path:
             reason = f"HTTP {exc.code} {exc.reason}"
         raise UserError(
             f"cannot download {url} ({reason}); put the file there by hand as {dest}, "
-            f"or give --weights the path of a copy"
+            f"or give the path of a copy instead of the name"
         ) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
