@@ -14,7 +14,8 @@ import json
 import sys
 from pathlib import Path
 
-from alexnet.train.config import CONFIG_FIELDS, RECIPES, default_of, flag_of, option_of
+from alexnet.commands import flag_of
+from alexnet.train.config import CONFIG_FIELDS, RECIPES, default_of, option_of
 
 PAGE = Path(__file__).resolve().parents[1] / "docs" / "training.md"
 START, END = "<!-- flags: python scripts/train_flags_doc.py -->\n", "\n<!-- /flags -->"

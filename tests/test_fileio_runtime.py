@@ -110,7 +110,7 @@ def test_resolve_device_choices_and_one_line_errors():
     assert resolve_device("auto").type == want
     with pytest.raises(UserError) as exc:
         resolve_device("gpu7")
-    assert str(exc.value).startswith("--device gpu7: unknown device") and "\n" not in str(exc.value)
+    assert str(exc.value).startswith("device gpu7: unknown device") and "\n" not in str(exc.value)
     with pytest.raises(UserError, match="unknown device .use auto, cpu, cuda, cuda:N or mps"):
         resolve_device("meta")  # a torch device, but not one the grammar (values.DEVICE) names
     if not torch.cuda.is_available():

@@ -93,9 +93,9 @@ def test_a_resumed_finetuning_repeats_the_uninterrupted_one(pretrained, three, t
 
 
 def test_other_model_or_no_weights_is_one_line(pretrained, three, tmp_path):
-    with pytest.raises(UserError, match="weights of model 'small', not --model 'paper'"):
+    with pytest.raises(UserError, match="weights of model 'small', not model 'paper'"):
         _finetune(three, tmp_path / "x", pretrained, model="paper")
-    with pytest.raises(UserError, match="give --init-from"):
+    with pytest.raises(UserError, match="give init_from"):
         fit(make_config("finetune", data=str(three), output_dir=str(tmp_path / "y")))
 
 
@@ -106,7 +106,7 @@ def test_warmup_is_shorter_than_the_run_or_refused(three, tmp_path):
     assert schedule.lr(0, 0, steps) == pytest.approx(cfg.lr * 0.1 / (1 / 6))  # 1/6 warm-up
     six = make_schedule(make_config("fast", data=str(three), output_dir=str(tmp_path)))
     assert six.warmup == 1.0  # the demo's 6 epochs: one epoch of warm-up
-    with pytest.raises(UserError, match="--warmup-epochs 2 is not shorter than --epochs 2"):
+    with pytest.raises(UserError, match="warmup_epochs 2 is not shorter than epochs 2"):
         make_config("fast", data=str(three), output_dir=str(tmp_path), epochs=2, warmup_epochs=2)
 
 

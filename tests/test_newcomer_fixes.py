@@ -165,7 +165,7 @@ def test_served_feature_layer_is_named_as_the_summary_names_it(tmp_path, hidden)
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_predictor_on_a_missing_device_is_one_user_error(tmp_path):
     _, weights = _small(tmp_path)
-    with pytest.raises(UserError, match="^--device cuda: CUDA is not available"):
+    with pytest.raises(UserError, match="^device cuda: CUDA is not available"):
         Predictor(weights, device="cuda")
 
 

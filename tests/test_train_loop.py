@@ -132,7 +132,7 @@ def test_resume_with_other_model_or_data_is_refused(data, tmp_path):
 def test_existing_run_is_not_overwritten(data, tmp_path):
     out = tmp_path / "run"
     train(_cfg(data, out))
-    with pytest.raises(UserError, match="--resume"):
+    with pytest.raises(UserError, match="continue it with resume"):
         train(_cfg(data, out))
 
 

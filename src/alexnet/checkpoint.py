@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from alexnet.errors import UserError
+from alexnet.errors import Param, UserError
 from alexnet.fileio import atomic_write, safe_torch_load
 from alexnet.rundir import RunDir
 
@@ -115,7 +115,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Check
     UserError naming the file."""
     path = checkpoint_path(path)
     if not path.is_file():
-        raise UserError(f"{path}: no checkpoint there (was the run started with --output-dir?)")
+        raise UserError(
+            f"{path}: no checkpoint there (was the run started with ", Param("output_dir"), "?)"
+        )
     return Checkpoint.from_dict(safe_torch_load(path, map_location), path)
 
 
@@ -133,8 +135,10 @@ def reconcile_world_size(cfg, saved: Checkpoint, info):
         if cfg.batch_size * world != global_batch:
             raise UserError(
                 f"{cfg.resume}: the checkpoint is mid-epoch with a global batch of "
-                f"{global_batch}; --batch-size {cfg.batch_size} x {world} process(es) would move "
-                "its position (change the batch size at an epoch boundary)"
+                f"{global_batch}; ",
+                Param("batch_size"),
+                f" {cfg.batch_size} x {world} process(es) would move its position (change the "
+                "batch size at an epoch boundary)",
             )
         return cfg
     if global_batch % world:
@@ -155,7 +159,9 @@ def check_compatible(saved: Checkpoint, path: Any, *, model_config: dict, data: 
     if saved.data_fingerprint != data:
         raise UserError(
             f"{path}: checkpoint was trained on other data (fingerprint "
-            f"{saved.data_fingerprint} in the checkpoint, {data} in --data)"
+            f"{saved.data_fingerprint} in the checkpoint, {data} in ",
+            Param("data"),
+            ")",
         )
 
 

@@ -7,30 +7,19 @@ every `alexnet CMD --help` and a mistyped flag answer at once.
 User mistakes raise `UserError` and are printed as one line without a stack trace.
 
 Ctrl-C (SIGINT) or SIGTERM at any moment ends with one line and exit status 128 + the signal
-(130, 143): a handler exits at once (`alexnet.__main__` installs it first) from Python's start
-through imports, parsing, the command's own imports and set-up, to shutdown; only where a
-command can save its work does it take the signals over (training's `StopFlag` saves a
-checkpoint; `alexnet.interrupts.interruptible` turns them into a KeyboardInterrupt that
-`prepare` and `reproduce` handle and `main` turns into the line).
+(130, 143): `alexnet.interrupts` exits at once (`alexnet.__main__` sets that first) from
+Python's start through imports, parsing, the command's own imports and set-up, to shutdown;
+only where a command can save its work does it take the signals over (training's `StopFlag`
+saves a checkpoint; `interruptible` turns them into a KeyboardInterrupt that `prepare` and
+`reproduce` handle and `main` turns into the line).
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import sys
-import threading
 
-_NAME = ["alexnet"]  # "alexnet CMD" once the command line is parsed
-
-
-def _stop_now(signum, frame) -> None:  # noqa: ARG001 - a signal handler's signature
-    """Start-up and shutdown: nothing to save, so exit at once with one line (no traceback)
-    and 128 + the signal (130 for Ctrl-C, 143 for SIGTERM)."""
-    what = "interrupted" if signum == signal.SIGINT else "terminated"
-    os.write(2, f"{_NAME[0]}: {what}\n".encode())
-    os._exit(128 + signum)
-
+from alexnet.interrupts import exit_at_once, signal_of, stopped_by
 
 # Sub-command modules, in the order `alexnet --help` lists them.
 COMMANDS = [
@@ -123,17 +112,10 @@ def _prepare_process(args) -> None:
         flush_denormals()
 
 
-def _set_stop_handler(handler) -> None:
-    """Install `handler` for SIGINT and SIGTERM (from the main thread only)."""
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, handler)
-        signal.signal(signal.SIGTERM, handler)
-
-
 def _run_command(args, entry: bool) -> int:
     """Run the parsed command; every user mistake, OS error or Ctrl-C becomes one line.
     `entry`: this is the process's own command line (see `main`)."""
-    from alexnet.commands.outputs import os_error_line
+    from alexnet.commands import error_line
     from alexnet.errors import UserError
 
     try:
@@ -141,20 +123,20 @@ def _run_command(args, entry: bool) -> int:
             _prepare_process(args)
             return int(args._run(args) or 0)
         except UserError as exc:
-            print(f"alexnet {args.command}: error: {exc}", file=sys.stderr)
+            print(f"alexnet {args.command}: error: {error_line(exc)}", file=sys.stderr)
             if exc.leave_at_once:  # e.g. a peer died: torchrun must see this rank fail now
                 sys.stderr.flush()
                 os._exit(1)
             return 2
         except OSError as exc:  # disk full, read-only, permission: one line, not a traceback
+            from alexnet.commands.outputs import os_error_line
+
             where = getattr(args, "output_dir", None) or getattr(args, "out", None)
             line, status = os_error_line(exc, where)
             print(f"alexnet {args.command}: error: {line}", file=sys.stderr)
             return status
     except KeyboardInterrupt as exc:  # a command may say how to continue (prepare does)
-        from alexnet.interrupts import stopped_by
-
-        signum = getattr(exc, "signum", signal.SIGINT)  # interrupts.Terminated: SIGTERM
+        signum = signal_of(exc)
         print(f"alexnet {args.command}: {exc or stopped_by(exc)}", file=sys.stderr)
         if entry:  # the work is saved; a normal exit could still end in SIGINT (see interrupts)
             sys.stdout.flush()
@@ -170,18 +152,19 @@ def main(argv: list[str] | None = None) -> int:
     the caller's handler in place."""
     entry = argv is None
     if entry:
-        _set_stop_handler(_stop_now)
+        exit_at_once()
     try:
         parser = build_parser(_command_of(sys.argv[1:] if argv is None else argv))
         args = parser.parse_args(argv)
-        _NAME[0] = f"alexnet {args.command}" if getattr(args, "command", None) else "alexnet"
+        if entry and getattr(args, "command", None):
+            exit_at_once(f"alexnet {args.command}")
         if getattr(args, "_run", None) is None:
             parser.print_help()
             return 2
         return _run_command(args, entry)
     finally:
         if entry:
-            _set_stop_handler(_stop_now)  # shutdown: nothing left to save
+            exit_at_once()  # shutdown: nothing left to save
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from alexnet.data.augment import EvalTransform
-from alexnet.errors import UserError
+from alexnet.errors import Param, UserError
 from alexnet.evaluate import make_eval_transform
 from alexnet.models.summary import Field, layer_kind, layer_table, trace
 from alexnet.weights.meta import Preprocess
@@ -255,9 +255,9 @@ def occlusion_grid(size: int, patch: int | None, stride: int | None) -> tuple[in
     patch = max(1, size // 7) if patch is None else patch
     stride = max(1, patch // 2) if stride is None else stride
     if not 1 <= patch <= size:
-        raise UserError(f"patch {patch}: must be 1 to the input size {size}")
+        raise UserError(Param("patch"), f" {patch}: must be 1 to the input size {size}")
     if stride < 1:
-        raise UserError(f"stride {stride}: must be at least 1")
+        raise UserError(Param("stride"), f" {stride}: must be at least 1")
     return patch, stride, (size - patch) // stride + 1
 
 

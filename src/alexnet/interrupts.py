@@ -1,27 +1,77 @@
-"""Where Ctrl-C and SIGTERM may raise `KeyboardInterrupt`: only inside `interruptible()`.
+"""Ctrl-C (SIGINT) and SIGTERM for the whole program: every handler is installed here.
 
 The `alexnet` command exits at once with one line on Ctrl-C (exit 130) or SIGTERM (143)
-everywhere except where a command can save its work: there a `KeyboardInterrupt` (SIGTERM's
-is `Terminated`) lets it stop cleanly (`prepare` keeps its progress, the fan-out of
-`reproduce` stops its children; training has its own handler,
-`alexnet.train.signals.StopFlag`). Imports never run inside: a `KeyboardInterrupt` that lands
-in an import leaves a half-imported module, torch's import swallows one, and one raised in
-code that an import `exec`s (every dataclass) makes CPython kill the process with SIGINT at
-exit instead of exiting with the command's status.
+(`exit_at_once`: from the first statement of `alexnet.__main__` through imports, parsing and
+set-up to shutdown) everywhere except where a command can save its work:
+
+- `interruptible()`: a `KeyboardInterrupt` (SIGTERM's is `Terminated`) lets the command stop
+  cleanly (`prepare` keeps its progress, the fan-out of `reproduce` stops its children);
+- `StopFlag`: training sets a flag that its loop polls after every step, then checkpoints.
+
+Imports never run inside `interruptible()`: a `KeyboardInterrupt` that lands in an import
+leaves a half-imported module, torch's import swallows one, and one raised in code that an
+import `exec`s (every dataclass) makes CPython kill the process with SIGINT at exit instead of
+exiting with the command's status. This module imports only the C-level `_signal` (`signal`
+imports `enum`, tens of milliseconds during which Ctrl-C would print a traceback), since
+`alexnet.__main__` imports it first.
 """
 
 from __future__ import annotations
 
-import signal
-import threading
+import _signal
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
+
+SIGINT, SIGTERM = int(_signal.SIGINT), int(_signal.SIGTERM)
+_NAMES = {SIGINT: "SIGINT", SIGTERM: "SIGTERM"}
+_PROGRAM = ["alexnet"]  # the name the exit line starts with
+
+
+def _install(on_int: Any, on_term: Any) -> dict[int, Any]:
+    """Set the handlers of SIGINT and SIGTERM; the previous ones ({} off the main thread,
+    where signals cannot be handled)."""
+    try:
+        return {SIGINT: _signal.signal(SIGINT, on_int), SIGTERM: _signal.signal(SIGTERM, on_term)}
+    except ValueError:  # not the main thread
+        return {}
+
+
+def _restore(previous: dict[int, Any]) -> None:
+    for signum, handler in previous.items():
+        _signal.signal(signum, handler)
+
+
+def _exit_now(signum: int, frame: Any) -> None:  # noqa: ARG001 - a signal handler's signature
+    """Nothing to save: one line (no traceback) and exit 128 + the signal."""
+    what = "interrupted" if signum == SIGINT else "terminated"
+    os.write(2, f"{_PROGRAM[0]}: {what}\n".encode())
+    os._exit(128 + signum)
+
+
+def exit_at_once(program: str | None = None) -> None:
+    """From now on Ctrl-C and SIGTERM end the process at once with the line "PROGRAM:
+    interrupted" (or "terminated") and exit status 130 (143). `program`: the name the line
+    starts with ("alexnet train"), kept for later calls; from the main thread only."""
+    if program is not None:
+        _PROGRAM[0] = program
+    _install(_exit_now, _exit_now)
+
+
+def ignore_ctrl_c() -> None:
+    """Ctrl-C reaches the whole process group: a worker process ignores it (its parent handles
+    it and stops the worker)."""
+    _signal.signal(SIGINT, _signal.SIG_IGN)
 
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM inside `interruptible()`: handled as Ctrl-C is; the exit status is 143."""
 
-    signum = int(signal.SIGTERM)
+
+def signal_of(exc: KeyboardInterrupt) -> int:
+    """The signal that raised `exc`: SIGTERM for `Terminated`, else SIGINT (Ctrl-C)."""
+    return SIGTERM if isinstance(exc, Terminated) else SIGINT
 
 
 def stopped_by(exc: KeyboardInterrupt) -> str:
@@ -29,7 +79,7 @@ def stopped_by(exc: KeyboardInterrupt) -> str:
     return "terminated" if isinstance(exc, Terminated) else "interrupted"
 
 
-def _terminate(signum, frame) -> None:  # noqa: ARG001 - a signal handler's signature
+def _terminate(signum: int, frame: Any) -> None:  # noqa: ARG001 - a signal handler's signature
     raise Terminated
 
 
@@ -37,13 +87,33 @@ def _terminate(signum, frame) -> None:  # noqa: ARG001 - a signal handler's sign
 def interruptible() -> Iterator[None]:
     """Within the block Ctrl-C raises `KeyboardInterrupt` and SIGTERM `Terminated`; the
     handlers before it come back after (from the main thread; elsewhere a no-op)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
-    previous_term = signal.signal(signal.SIGTERM, _terminate)
+    previous = _install(_signal.default_int_handler, _terminate)
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous_int)
-        signal.signal(signal.SIGTERM, previous_term)
+        _restore(previous)
+
+
+class StopFlag:
+    """Within the block SIGTERM / SIGINT set a flag that the training loop polls after every
+    step: it finishes the step, checkpoints, and the command exits with 128 + the signal (as
+    shells report it). A second SIGINT interrupts at once. A signal during an epoch-end or
+    final write lets the write finish first."""
+
+    def __init__(self) -> None:
+        self.signal: str | None = None  # "SIGTERM" or "SIGINT" once one came
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopFlag:
+        self._previous = _install(self._handle, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signal is not None and signum == SIGINT:
+            raise KeyboardInterrupt
+        self.signal = _NAMES[signum]
+        self.signum = int(signum)
+
+    def __exit__(self, *exc: object) -> None:
+        _restore(self._previous)

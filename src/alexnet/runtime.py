@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 
 from alexnet import malloc
-from alexnet.errors import UserError
+from alexnet.errors import Param, UserError
 from alexnet.values import DEVICE
 
 
@@ -60,22 +60,22 @@ def resolve_device(name: str, info: DistInfo | None = None) -> torch.device:
     lacks.
     """
     if DEVICE.problem(name):
-        raise UserError(f"--device {name}: unknown device (use {DEVICE.valid})")
+        raise UserError(Param("device"), f" {name}: unknown device (use {DEVICE.valid})")
     info = info or dist_info()
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise UserError(f"--device {name}: CUDA is not available on this machine")
+            raise UserError(Param("device"), f" {name}: CUDA is not available on this machine")
         if device.index is None:
             device = torch.device("cuda", info.local_rank)
         if device.index >= torch.cuda.device_count():
             count = torch.cuda.device_count()
-            raise UserError(f"--device {name}: this machine has {count} CUDA device(s)")
+            raise UserError(Param("device"), f" {name}: this machine has {count} CUDA device(s)")
         torch.cuda.set_device(device)
     elif device.type == "mps" and not torch.backends.mps.is_available():
-        raise UserError(f"--device {name}: MPS is not available on this machine")
+        raise UserError(Param("device"), f" {name}: MPS is not available on this machine")
     return device
 
 
@@ -262,8 +262,9 @@ def _follow(store: dist.Store, rank: int, token: str, deadline: float) -> int:
                 return int(answered)
         if time.monotonic() > deadline:
             raise UserError(
-                "rank 0 of this torchrun generation did not form the process group within "
-                "--dist-timeout; is every node up, with the same --nnodes?"
+                "rank 0 of this torchrun generation did not form the process group within ",
+                Param("dist_timeout"),
+                "; is every node up, with the same --nnodes?",
             )
         time.sleep(0.05)
 
@@ -276,8 +277,9 @@ def _wait_get(store: dist.Store, key: str, deadline: float) -> bytes:
     while not store.check([key]):
         if time.monotonic() > deadline:
             raise UserError(
-                f"a rank of this torchrun generation did not join within --dist-timeout "
-                f"(waiting for {key.rsplit('/', 1)[-1]}); is every node up?"
+                "a rank of this torchrun generation did not join within ",
+                Param("dist_timeout"),
+                f" (waiting for {key.rsplit('/', 1)[-1]}); is every node up?",
             )
         time.sleep(0.05)
     return store.get(key)

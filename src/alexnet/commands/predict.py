@@ -129,10 +129,7 @@ class _Occlusion:
         self.predictor, self.args = predictor, args
         self.inputs = Inputs(predictor.preprocess, predictor.mean_image, predictor.device)
         size = int(predictor.preprocess.crop_size)
-        try:
-            occlusion_grid(size, args.patch, args.stride)
-        except UserError as exc:
-            raise UserError(f"--{exc}") from None
+        occlusion_grid(size, args.patch, args.stride)  # a wrong --patch or --stride: one line
         self.out = creatable_dir(args.out, "--out") if args.out else None
         self.names: set[str] = set()
 

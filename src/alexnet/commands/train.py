@@ -11,6 +11,7 @@ import argparse
 import json
 from typing import Any
 
+from alexnet.commands import flag_of
 from alexnet.commands.argtypes import from_kind
 from alexnet.errors import UserError
 from alexnet.train.config import (
@@ -20,7 +21,6 @@ from alexnet.train.config import (
     Option,
     TrainConfig,
     default_of,
-    flag_of,
     option_of,
     print_config,
     resolve,

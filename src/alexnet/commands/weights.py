@@ -7,6 +7,7 @@ import json
 import sys
 from typing import Any
 
+from alexnet.commands import error_line
 from alexnet.errors import UserError
 from alexnet.weights.hub import CATALOG, CONVERTIBLE, cache_dir, describe_file
 
@@ -71,8 +72,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             files.append(describe_file(name))
         except UserError as exc:  # one line for this file; the listing goes on
-            print(f"alexnet weights: error: {exc}", file=sys.stderr)
-            unreadable.append({"name": name, "error": str(exc)})
+            print(f"alexnet weights: error: {error_line(exc)}", file=sys.stderr)
+            unreadable.append({"name": name, "error": error_line(exc)})
     status = 2 if unreadable else 0
     if args.json:
         out = {"named": named, "convertible": convertible, "files": files}

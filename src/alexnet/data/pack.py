@@ -16,7 +16,6 @@ import math
 import multiprocessing as mp
 import os
 import shutil
-import signal
 import sys
 import threading
 from pathlib import Path
@@ -28,8 +27,9 @@ from alexnet.data.fields import FIELDS, Field, crc_file, labels_file, make_field
 from alexnet.data.modes import SPLITS
 from alexnet.data.packed import FORMAT_NAME, HEADER, REPORT, STATS
 from alexnet.data.sources import Source
-from alexnet.errors import UserError
+from alexnet.errors import Param, UserError
 from alexnet.fileio import atomic_write, atomic_write_text, fsync_dir
+from alexnet.interrupts import ignore_ctrl_c
 from alexnet.progress import SilentBar, progress_bar
 
 PROGRESS = "progress.npz"
@@ -56,15 +56,16 @@ def check_output(out: str | Path, src: str | Path | None, overwrite: bool) -> No
             where = "is" if s == o else ("contains" if o in s.parents else "lies inside")
             raise UserError(f"{out}: {where} the source {src}; choose an OUT outside it")
     if not overwrite:
-        hint = " (use --overwrite to replace it)" if (packed or empty) else ""
+        hint = (" (use ", Param("overwrite"), " to replace it)") if (packed or empty) else ()
         kind = "a packed dataset" if packed else ("empty" if empty else "not a packed dataset")
-        raise UserError(f"{out}: already exists, {kind}{hint}")
+        raise UserError(f"{out}: already exists, {kind}", *hint)
     if not (packed or empty):
         names = sorted(p.name for p in out.iterdir())
         more = f" and {len(names) - 3} more" if len(names) > 3 else ""
         raise UserError(
-            f"{out}: not a packed dataset (holds {', '.join(names[:3])}{more}); --overwrite "
-            "only replaces a packed dataset or an empty directory: choose another OUT"
+            f"{out}: not a packed dataset (holds {', '.join(names[:3])}{more}); ",
+            Param("overwrite"),
+            " only replaces a packed dataset or an empty directory: choose another OUT",
         )
 
 
@@ -141,8 +142,7 @@ _WORKER: tuple[Source, Field] | None = None
 def _init_worker(source: Source, field: Field) -> None:
     global _WORKER
     _WORKER = (source, field)
-    # Ctrl-C reaches the whole process group: only the parent handles it (and stops us)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    ignore_ctrl_c()  # the parent handles it (and stops us)
 
 
 def _work(task: tuple) -> dict[str, Any]:

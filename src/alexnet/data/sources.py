@@ -20,7 +20,7 @@ import numpy as np
 from alexnet.data import imagenet
 from alexnet.data.decode import DEFAULT_MAX_PIXELS, decode_image
 from alexnet.data.modes import SOURCE_NAMES
-from alexnet.errors import UserError
+from alexnet.errors import Param, UserError
 
 DEFAULT_VAL_FRACTION = 0.1  # of each class, held out when a folder has no validation split
 
@@ -261,7 +261,10 @@ class SyntheticSource(Source):
 
     def __init__(self, classes: int = 10, count: int = 1000, image_size: int = 32, seed: int = 0):
         if classes < 1 or count < 1 or image_size < 4:
-            raise UserError("synthetic: need --classes >= 1, --count >= 1, --image-size >= 4")
+            raise UserError(
+                "synthetic: need ", Param("classes"), " >= 1, ", Param("count"), " >= 1, ",
+                Param("image_size"), " >= 4",
+            )  # fmt: skip
         self.classes = [f"class_{i}" for i in range(classes)]
         self.image_size = (image_size, image_size)
         self.seed = seed
@@ -348,10 +351,12 @@ def open_source(
             raise UserError(
                 f"{src}: unrecognized dataset layout (expected <class>/ folders of images, "
                 "train/<class>/ and val/<class>/ folders, ILSVRC2012 tars + devkit, the Kaggle "
-                "layout, Fashion-MNIST idx files or CIFAR-10 batches; or name one with --source)"
+                "layout, Fashion-MNIST idx files or CIFAR-10 batches; or name one with ",
+                Param("source"),
+                ")",
             )
     if kind in imagenet.LAYOUTS:
         return FileSource(kind, root, size, max_pixels, val_fraction, seed)
     if kind in ARRAYS:
         return ARRAYS[kind](root)
-    raise UserError(f"--source {kind}: unknown (choose from {', '.join(SOURCE_NAMES)})")
+    raise UserError(Param("source"), f" {kind}: unknown (choose from {', '.join(SOURCE_NAMES)})")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import signal
 import subprocess
 import sys
 import time
@@ -27,10 +26,11 @@ from typing import Any, TextIO
 
 import torch
 
-from alexnet.errors import UserError
+from alexnet.commands import flag_of
+from alexnet.errors import Param, UserError
 from alexnet.experiments import result as results
 from alexnet.fileio import atomic_write_text
-from alexnet.interrupts import interruptible, stopped_by
+from alexnet.interrupts import interruptible, signal_of, stopped_by
 from alexnet.rundir import RunDir, RunResult
 from alexnet.train import TrainConfig, fit, make_config
 
@@ -164,8 +164,9 @@ def run_state(cfg: TrainConfig, path: Path) -> str:
         if differences:
             raise UserError(
                 f"{path}: this run was trained with another config "
-                f"({'; '.join(differences[:3])}); give another --output-dir, or remove that run "
-                "directory to retrain it"
+                f"({'; '.join(differences[:3])}); give another ",
+                Param("out"),
+                ", or remove that run directory to retrain it",
             )
     return state
 
@@ -188,8 +189,8 @@ def train_here(ctx: Context, plan: Plan, indices: Sequence[int]) -> None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            msg = f"--output-dir {ctx.out}: cannot create {path.parent}: {exc.strerror}"
-            raise UserError(msg) from None
+            msg = f" {ctx.out}: cannot create {path.parent}: {exc.strerror}"
+            raise UserError(Param("out"), msg) from None
         if fit(run_config(ctx, spec, resume_auto=True)).status == "stopped":
             raise RunStopped(
                 f"run {spec.name} stopped; its checkpoint is in {path}: rerun to resume"
@@ -202,8 +203,10 @@ def train_one(ctx: Context, module: ModuleType, index: int) -> None:
     plan = module.plan(ctx)
     if index >= len(plan.runs):
         if plan.pending:
-            raise UserError(f"--run {index}: not planned yet: {plan.pending} (see --plan)")
-        raise UserError(f"--run {index}: {ctx.name} has runs 0..{len(plan.runs) - 1} (--plan)")
+            pending = f" {index}: not planned yet: {plan.pending} (see "
+            raise UserError(Param("run"), pending, Param("plan"), ")")
+        runs = f" {index}: {ctx.name} has runs 0..{len(plan.runs) - 1} ("
+        raise UserError(Param("run"), runs, Param("plan"), ")")
     train_here(ctx, plan, [index])
 
 
@@ -234,13 +237,13 @@ def train_argv(cfg: TrainConfig) -> list[str]:
     base = make_config(cfg.recipe)
     argv = [] if cfg.recipe == "paper" else ["--recipe", cfg.recipe]
     for name, value in cfg.to_json().items():
-        default, flag = getattr(base, name), "--" + name.replace("_", "-")
+        default, flag = getattr(base, name), flag_of(name)
         if name in ("recipe", "resume") or value == default:
             continue
         if value is None:
             raise ValueError(f"{name}: None cannot be given on the command line ({default!r})")
         if isinstance(value, bool):
-            argv.append(flag if value else "--no-" + name.replace("_", "-"))
+            argv.append(flag if value else "--no-" + flag.removeprefix("--"))
         else:
             text = json.dumps(value, separators=(",", ":")) if isinstance(value, dict) else value
             argv += [flag, repr(value) if isinstance(value, float) else str(text)]
@@ -326,7 +329,7 @@ def run_processes(
                     time.sleep(poll)
     except KeyboardInterrupt as exc:
         for proc, _, _ in running.values():
-            proc.send_signal(getattr(exc, "signum", signal.SIGINT))
+            proc.send_signal(signal_of(exc))
         for proc, _, _ in running.values():
             proc.wait()
         exc.args = (

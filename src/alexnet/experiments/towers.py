@@ -25,7 +25,7 @@ import numpy as np
 from torch import nn
 
 from alexnet.data.packed import open_dataset
-from alexnet.errors import UserError
+from alexnet.errors import Param, UserError
 from alexnet.experiments import plots, stats
 from alexnet.experiments.ablations import family_config, family_words
 from alexnet.experiments.result import Claim, compare, item_rows, run_row
@@ -74,15 +74,16 @@ def colour_specificity(weight: np.ndarray) -> np.ndarray:
     return np.where(total > 0, rest / np.where(total > 0, total, 1), 0.0)
 
 
-def tower_scores(model: nn.Module, where: str) -> np.ndarray:
+def tower_scores(model: nn.Module, *where: str) -> np.ndarray:
     """(2, O/2): each tower's conv1 kernel scores; a one-tower model is refused (UserError
-    naming `where`)."""
+    naming `where`, the parts of a `UserError` message)."""
     towers = int(getattr(model, "config", {}).get("options", {}).get("towers", 1))
     if towers != 2:
         raise UserError(
-            f"{where}: a one-tower model (towers={towers}); the towers' colour "
+            *where,
+            f": a one-tower model (towers={towers}); the towers' colour "
             "specialization (paper Fig. 3) needs two-tower weights, e.g. bvlc_alexnet "
-            "from `alexnet convert caffe` or a model trained with towers=2"
+            "from `alexnet convert caffe` or a model trained with towers=2",
         )
     return colour_specificity(first_conv_weight(model).double().numpy()).reshape(2, -1)
 
@@ -109,8 +110,9 @@ def rows_of(scores: np.ndarray, seed: int, run_dir: str | os.PathLike, out: Path
 def plan(ctx: Context) -> Plan:
     if open_dataset(ctx.data, "train").stats.is_grayscale():
         raise UserError(
-            f"--data {ctx.data}: grayscale images; the towers' colour specialization "
-            "(paper Fig. 3) needs colour data such as CIFAR-10 or ImageNet"
+            Param("data"),
+            f" {ctx.data}: grayscale images; the towers' colour specialization "
+            "(paper Fig. 3) needs colour data such as CIFAR-10 or ImageNet",
         )
     images, epochs = BUDGET[ctx.budget]
     configs = [
@@ -149,7 +151,7 @@ def from_weights(ctx: Context, weights: str) -> dict[str, Any]:
     without training: the same scores and test as `gather`, for one model, so the comparison
     runs over its conv1 kernels (tower 2 minus tower 1, Welch interval): do its towers differ?"""
     model, _ = load_weights(weights, "cpu")
-    one, two = scores = tower_scores(model, f"--weights {weights}")
+    one, two = scores = tower_scores(model, Param("weights"), f" {weights}")
     path = Path(weights).expanduser().resolve()
     ctx.out.mkdir(parents=True, exist_ok=True)
     rows = rows_of(scores, 0, path, ctx.out)

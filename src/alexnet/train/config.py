@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from alexnet.data.modes import AUGMENT_MODES, NORMALIZE_MODES, TEST_CROPS
-from alexnet.errors import UserError
+from alexnet.errors import Param, UserError
 from alexnet.models.catalog import MODEL_NAMES
 from alexnet.rundir import RunDir
 from alexnet.train.recipes import RECIPES, recipe_defaults, recipe_model_options
@@ -270,14 +270,19 @@ def resolve(recipe: str | None, resume: str | None, overrides: dict[str, Any]) -
        (absolute) or None; the result checks itself (`check_config`).
     """
     if resume is not None and not isinstance(resume, str | Path):
-        raise UserError(f"--resume: {resume!r} is not a run directory (or {RESUME_AUTO})")
+        raise UserError(Param("resume"), f": {resume!r} is not a run directory (or {RESUME_AUTO})")
     values = {k: v for k, v in overrides.items() if v is not None}
     for name in ("data", "output_dir"):
         if values.get(name) and isinstance(values[name], str):
             values[name] = str(Path(values[name]).expanduser().resolve())
     if resume == RESUME_AUTO:
         if not values.get("output_dir"):
-            raise UserError(f"--resume {RESUME_AUTO} needs --output-dir RUN (the run to continue)")
+            raise UserError(
+                Param("resume"),
+                f" {RESUME_AUTO} needs ",
+                Param("output_dir"),
+                " RUN (the run to continue)",
+            )
         resume = values["output_dir"] if RunDir(values["output_dir"]).has_checkpoint() else None
     if not resume:
         base = recipe_defaults(recipe or "paper")
@@ -293,14 +298,20 @@ def resolve(recipe: str | None, resume: str | None, overrides: dict[str, Any]) -
         )
     if values.get("output_dir", str(run.path)) != str(run.path):
         raise UserError(
-            f"--resume {resume} continues that run in place; --output-dir "
-            f"{overrides['output_dir']} is another directory (to branch a run, copy it first: "
-            f"cp -r {run.path} {overrides['output_dir']}, then --resume {overrides['output_dir']})"
+            Param("resume"),
+            f" {resume} continues that run in place; ",
+            Param("output_dir"),
+            f" {overrides['output_dir']} is another directory (to branch a run, copy it first: "
+            f"cp -r {run.path} {overrides['output_dir']}, then ",
+            Param("resume"),
+            f" {overrides['output_dir']})",
         )
     if "data" not in values and not (Path(saved.get("data", "")) / "header.json").is_file():
         raise UserError(
             f"{run.config}: the run's data {saved.get('data')!r} is not a packed dataset (from "
-            "this directory); point the run at its data with --data DIR"
+            "this directory); point the run at its data with ",
+            Param("data"),
+            " DIR",
         )
     known = {k: v for k, v in saved.items() if k in CONFIG_FIELDS}
     return config_from_values({**known, **values, "resume": str(run.path)})
@@ -314,8 +325,12 @@ def _from_weights(values: dict[str, Any]) -> dict[str, Any]:
     decided = weights_config(str(values["init_from"]))
     if values.get("model", decided["model"]) != decided["model"]:
         raise UserError(
-            f"--init-from {values['init_from']}: weights of model {decided['model']!r}, not "
-            f"--model {values['model']!r} (leave --model out)"
+            Param("init_from"),
+            f" {values['init_from']}: weights of model {decided['model']!r}, not ",
+            Param("model"),
+            f" {values['model']!r} (leave ",
+            Param("model"),
+            " out)",
         )
     decided["model_options"] = {**decided["model_options"], **values.get("model_options", {})}
     return decided
@@ -325,14 +340,21 @@ def _run_to_resume(resume: str) -> RunDir:
     """The run directory (absolute) that `--resume` names: a run directory or its checkpoint."""
     path = Path(resume).expanduser().resolve()
     if not path.exists():
-        raise UserError(f"--resume {resume}: no such run directory")
+        raise UserError(Param("resume"), f" {resume}: no such run directory")
     run = RunDir(path if path.is_dir() else path.parent)
     if path.is_file() and path.name != RunDir.CHECKPOINT:
-        raise UserError(f"--resume {resume}: not a run directory or its {RunDir.CHECKPOINT}")
+        raise UserError(
+            Param("resume"), f" {resume}: not a run directory or its {RunDir.CHECKPOINT}"
+        )
     if not run.has_checkpoint() or not run.config.is_file():
         raise UserError(
-            f"--resume {resume}: not a run directory (no {RunDir.CHECKPOINT} and "
-            f"{RunDir.CONFIG}); start a new run with --data DIR --output-dir RUN"
+            Param("resume"),
+            f" {resume}: not a run directory (no {RunDir.CHECKPOINT} and {RunDir.CONFIG}); "
+            "start a new run with ",
+            Param("data"),
+            " DIR ",
+            Param("output_dir"),
+            " RUN",
         )
     return run
 
@@ -361,11 +383,6 @@ def resolve_channels_last(cfg: TrainConfig, device_type: str) -> bool:
     return device_type == "cpu" and cfg.model in CHANNELS_LAST_ON_CPU
 
 
-def flag_of(name: str) -> str:
-    """The command-line flag of field `name`: `--` + the name with `-` for `_`."""
-    return "--" + name.replace("_", "-")
-
-
 def _field_problem(name: str, value: Any) -> str | None:
     f = CONFIG_FIELDS[name]
     option: Option = f.metadata["option"]
@@ -382,18 +399,26 @@ def _field_problem(name: str, value: Any) -> str | None:
 
 
 def check_config(cfg: TrainConfig) -> None:
-    """Check every field against its declared kind; UserError naming the flag, one line."""
+    """Check every field against its declared kind; UserError naming the field, one line."""
     for name in CONFIG_FIELDS:
         reason = _field_problem(name, getattr(cfg, name))
         if reason:
-            raise UserError(f"{flag_of(name)}: {reason}")
+            raise UserError(Param(name), f": {reason}")
     if cfg.schedule == "cosine" and (cfg.warmup_epochs or 0.0) >= cfg.epochs:
         raise UserError(
-            f"--warmup-epochs {cfg.warmup_epochs:g} is not shorter than --epochs {cfg.epochs}: "
-            "the learning rate would end at its peak, never decayed; give fewer warm-up epochs"
+            Param("warmup_epochs"),
+            f" {cfg.warmup_epochs:g} is not shorter than ",
+            Param("epochs"),
+            f" {cfg.epochs}: the learning rate would end at its peak, never decayed; give fewer "
+            "warm-up epochs",
         )
     if cfg.model_parallel is not None and cfg.model != "paper":
-        raise UserError("--model-parallel splits the paper's two towers: use --model paper")
+        raise UserError(
+            Param("model_parallel"),
+            " splits the paper's two towers: use ",
+            Param("model"),
+            " paper",
+        )
 
 
 def _package_version(name: str) -> str:

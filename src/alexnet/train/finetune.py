@@ -19,7 +19,6 @@ from torch import nn
 from alexnet.data.packed import DatasetStats
 from alexnet.errors import UserError
 from alexnet.models.summary import layer_kind, layer_table, trace
-from alexnet.weights.files import read
 from alexnet.weights.meta import Preprocess, WeightsMeta
 
 FEATURES = "features"  # --freeze features: every conv layer
@@ -29,6 +28,8 @@ _FOLLOWERS = (nn.ReLU, nn.Tanh, nn.modules.batchnorm._BatchNorm)  # part of the 
 def weights_config(init_from: str) -> dict[str, Any]:
     """The config fields that weights `init_from` decide: the model, its options (but the number
     of classes, which the data decides) and the input normalization they were trained with."""
+    from alexnet.weights.files import read  # every weights format: only a run that starts from one
+
     _, meta = read(init_from)
     options = dict(meta.model_config.get("options", {}))
     options.pop("num_classes", None)
@@ -43,6 +44,8 @@ def start_from(net: nn.Module, init_from: str) -> tuple[WeightsMeta, list[str]]:
     """Copy the tensors of weights `init_from` into `net`, built with the weights' options;
     the last layer keeps `net`'s fresh initialization when the number of classes differs.
     Returns (the weights' metadata, the names of the re-made tensors: [] or fc8's two)."""
+    from alexnet.weights.files import read  # every weights format: only a run that starts from one
+
     tensors, meta = read(init_from)
     own = net.state_dict()
     missing = sorted(own.keys() - tensors.keys())

@@ -44,9 +44,10 @@ from alexnet.checkpoint import (
 )
 from alexnet.data.loader import DeviceLoader
 from alexnet.data.packed import open_dataset
-from alexnet.errors import UserError
+from alexnet.errors import Param, UserError
 from alexnet.evaluate import evaluate, make_eval_transform
 from alexnet.fileio import atomic_write_text
+from alexnet.interrupts import StopFlag
 from alexnet.jsonout import rounded
 from alexnet.models.parallel import TwoDeviceAlexNet
 from alexnet.models.registry import get_model
@@ -58,9 +59,8 @@ from alexnet.train.config import RESUME_AUTO, TrainConfig, config_json, resolve_
 from alexnet.train.optim import make_optimizer, skip_if_nonfinite
 from alexnet.train.randomness import capture_rng_state, restore_rng_state, step_generator, step_seed
 from alexnet.train.schedules import make_schedule
-from alexnet.train.signals import StopFlag
-from alexnet.weights.files import save as save_weights
 from alexnet.weights.meta import Preprocess
+from alexnet.weights.safetensors_io import save_safetensors
 
 StepCallback = Callable[[int], None]  # called after every step with the global step (tests)
 POLL_STEPS = 50  # fused-SGD steps between the ranks' agreement on stop signals and NaNs
@@ -131,7 +131,12 @@ def fit(cfg: TrainConfig, *, callbacks: Sequence[StepCallback] = ()) -> RunResul
     if cfg.resume == RESUME_AUTO:
         raise UserError(f"resume {RESUME_AUTO!r} is decided by make_config (or resolve)")
     if cfg.recipe == "finetune" and not cfg.init_from:
-        raise UserError("--recipe finetune starts from trained weights: give --init-from WEIGHTS")
+        raise UserError(
+            Param("recipe"),
+            " finetune starts from trained weights: give ",
+            Param("init_from"),
+            " WEIGHTS",
+        )
     info = runtime.dist_info()
     device = _device(cfg, info)
     with runtime.process_settings():
@@ -191,7 +196,8 @@ def _train(cfg, info, device, generation: int, stop: StopFlag, callbacks) -> Run
     if len(inputs.train_loader) == 0:
         raise UserError(
             f"{cfg.data}: {len(train_ds)} training images are fewer than one global batch of "
-            f"{cfg.batch_size * info.world_size}; lower --batch-size"
+            f"{cfg.batch_size * info.world_size}; lower ",
+            Param("batch_size"),
         )
     pos = Position(torch.zeros(2, len(SUMS), dtype=torch.float64, device=device))
     if saved is not None:
@@ -228,7 +234,7 @@ def _train(cfg, info, device, generation: int, stop: StopFlag, callbacks) -> Run
     def write_weights(name: str, extra: dict[str, Any]) -> None:  # RUN/name, with metadata
         if info.is_main:
             extra = {"recipe": cfg.recipe, **extra}
-            save_weights(
+            save_safetensors(
                 run.path / name,
                 _paper_state(placed),
                 **meta,
@@ -303,7 +309,9 @@ def _device(cfg: TrainConfig, info: runtime.DistInfo) -> torch.device:
     if cfg.model_parallel:
         devices = [d.strip() for d in cfg.model_parallel.split(",")]
         if len(devices) != 2 or info.enabled:
-            raise UserError("--model-parallel takes two devices, DEV0,DEV1, in a single process")
+            raise UserError(
+                Param("model_parallel"), " takes two devices, DEV0,DEV1, in a single process"
+            )
         return runtime.resolve_device(devices[0], info)
     return runtime.resolve_device(cfg.device, info)
 
@@ -372,9 +380,9 @@ def _check_run_dir(run: RunDir, net: nn.Module, info: runtime.DistInfo, *, resum
             params = sum(p.numel() * p.element_size() for p in net.parameters())
             check_run_dir(run, 6 * params + (16 << 20), resuming=resuming)
         except UserError as exc:
-            error = str(exc)
+            error = exc.args
     if error := runtime.broadcast_object(error):
-        raise UserError(error)
+        raise UserError(*error)
 
 
 def check_run_dir(run: RunDir, need_bytes: int, *, resuming: bool) -> None:
@@ -385,15 +393,16 @@ def check_run_dir(run: RunDir, need_bytes: int, *, resuming: bool) -> None:
     except OSError as exc:
         raise UserError(f"{run.path}: cannot create the run directory ({exc.strerror})") from None
     if not resuming and run.has_checkpoint():
-        how = f"continue it with --resume {run.path} (or --resume {RESUME_AUTO})"
+        resume = Param("resume")
+        how = ("continue it with ", resume, f" {run.path} (or ", resume, f" {RESUME_AUTO})")
         if int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0") or 0) > 0:
-            how = (
-                f"under torchrun --max-restarts give --output-dir {run.path} --resume "
-                f"{RESUME_AUTO}, which starts the run or continues it"
-            )
+            how = ("under torchrun --max-restarts give ", Param("output_dir"), f" {run.path} ")
+            how += (resume, f" {RESUME_AUTO}, which starts the run or continues it")
         raise UserError(
-            f"{run.path}: already holds a run ({RunDir.CHECKPOINT}); {how}, or "
-            "choose another --output-dir"
+            f"{run.path}: already holds a run ({RunDir.CHECKPOINT}); ",
+            *how,
+            ", or choose another ",
+            Param("output_dir"),
         )
     others = sorted(
         p.name for p in run.path.iterdir() if not p.name.startswith(".") and not run.owns(p)
@@ -402,7 +411,8 @@ def check_run_dir(run: RunDir, need_bytes: int, *, resuming: bool) -> None:
         raise UserError(
             f"{run.path}: not empty and not a run directory (it holds {', '.join(others[:3])}"
             + (", ..." if len(others) > 3 else "")
-            + "); choose a new or empty --output-dir"
+            + "); choose a new or empty ",
+            Param("output_dir"),
         )
     try:
         fd, tmp = tempfile.mkstemp(prefix=".write-test.", dir=run.path)
@@ -663,7 +673,11 @@ def _agree(
         if run.has_checkpoint():
             note = f"the last good checkpoint {run.checkpoint} is intact"
         raise UserError(
-            f"non-finite loss {where}); stopped, {note}; lower --lr or use --on-nan skip"
+            f"non-finite loss {where}); stopped, {note}; lower ",
+            Param("lr"),
+            " or use ",
+            Param("on_nan"),
+            " skip",
         )
     return signalled > 0, value
 

@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from alexnet.errors import UserError
+from alexnet.errors import Param, UserError
 from alexnet.progress import progress_bar
 
 BASE_URL_ENV = "ALEXNET_WEIGHTS_URL"
@@ -162,7 +162,9 @@ def download_hf(repo_id: str) -> Path:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise UserError(
             f"{repo_id}: cannot download from the Hugging Face Hub ({type(exc).__name__}: "
-            f"{first[:200]}); give --weights a local folder instead"
+            f"{first[:200]}); give ",
+            Param("weights"),
+            " a local folder instead",
         ) from None
     return Path(folder)
 
