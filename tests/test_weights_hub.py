@@ -123,7 +123,7 @@ def test_unreachable_host_fails_fast_with_one_line(tmp_path, monkeypatch, closed
     assert "\n" not in msg
     assert f"{base}/alexnet-owt-7be5be79.pth" in msg  # the URL
     assert str(dest) in msg and "by hand" in msg  # where to put the file
-    assert "weights the path" in msg  # a path works too
+    assert "the path of a copy instead of the name" in msg  # a path works too
     assert not dest.exists()
 
 
