@@ -122,3 +122,20 @@ def test_train_refuses_a_folder_of_other_files_and_says_the_cost(three, tmp_path
     done = run([*args, "--output-dir", str(tmp_path / "run"), "--batch-size", "8"])
     assert done.returncode == 0, done.stderr
     assert "plan: 12 steps of 8 images, 6 to go" in done.stderr
+
+
+def test_the_last_layer_is_remade_for_other_classes_of_the_same_number(pretrained, tmp_path):
+    from alexnet.train.finetune import start_from
+    from alexnet.weights.files import build_model, read
+
+    before, meta = weights(pretrained), read(pretrained)[1]
+    same = build_model(meta.model_config, 4)
+    _, head = start_from(same, str(pretrained), ["class0", "class1", "class2", "class3"])
+    assert head == [] and torch.equal(same.state_dict()["fc.weight"], before["fc.weight"])
+    other = build_model(meta.model_config, 4)
+    fresh = other.state_dict()["fc.weight"].clone()
+    _, head = start_from(other, str(pretrained), ["sandal", "shirt", "sneaker", "bag"])
+    assert head == ["fc.bias", "fc.weight"]
+    assert torch.equal(other.state_dict()["fc.weight"], fresh)  # its own initialization
+    conv = other.state_dict()["features.conv1.weight"]
+    assert torch.equal(conv, before["features.conv1.weight"])  # the rest: the weights'

@@ -40,9 +40,10 @@ def weights_config(init_from: str) -> dict[str, Any]:
     }
 
 
-def start_from(net: nn.Module, init_from: str) -> tuple[WeightsMeta, list[str]]:
-    """Copy the tensors of weights `init_from` into `net`, built with the weights' options;
-    the last layer keeps `net`'s fresh initialization when the number of classes differs.
+def start_from(net: nn.Module, init_from: str, classes: list[str]) -> tuple[WeightsMeta, list[str]]:
+    """Copy the tensors of weights `init_from` into `net`, built with the weights' options for
+    the data's `classes`; the last layer keeps `net`'s fresh initialization when the classes
+    differ from the weights' (in number or in name: another task's outputs are no start).
     Returns (the weights' metadata, the names of the re-made tensors: [] or fc8's two)."""
     from alexnet.weights.files import read  # every weights format: only a run that starts from one
 
@@ -50,12 +51,13 @@ def start_from(net: nn.Module, init_from: str) -> tuple[WeightsMeta, list[str]]:
     own = net.state_dict()
     missing = sorted(own.keys() - tensors.keys())
     other = sorted(k for k in own.keys() & tensors.keys() if own[k].shape != tensors[k].shape)
-    head = [k for k in other if own[k].shape[0] == net.num_classes]
-    if missing or len(head) != len(other) or len(head) > 2:
+    last = sorted(last_layer_names(net))
+    if missing or not set(other) <= set(last):
         raise UserError(
             f"{meta.path}: tensors {(missing + other)[:3]} do not fit the "
             f"{meta.model_name!r} model built for the data"
         )
+    head = last if other or list(meta.classes) != list(classes) else []
     net.load_state_dict({**tensors, **{k: own[k] for k in head}}, strict=False)
     return meta, head
 

@@ -171,13 +171,14 @@ def _train(cfg, info, device, generation: int, stop: StopFlag, callbacks) -> Run
             pre = Preprocess.from_json(saved.preprocess)
             stats = finetune.normalization_stats(stats, pre, saved.mean_image)
     elif cfg.init_from:
-        weights, new_head = finetune.start_from(net, cfg.init_from)
+        weights, new_head = finetune.start_from(net, cfg.init_from, list(train_ds.classes))
         stats = finetune.normalization_stats(stats, weights.preprocess, weights.mean_image)
         say(
             f"starting from {weights.path} ({weights.model_name}, {weights.num_classes} classes)"
             + (
                 f"; the last layer ({', '.join(new_head)}) is re-made for the data's "
-                f"{train_ds.num_classes} classes"
+                f"{train_ds.num_classes} classes ({', '.join(map(str, train_ds.classes[:4]))}"
+                + (", ...)" if train_ds.num_classes > 4 else ")")
                 if new_head
                 else ""
             )
