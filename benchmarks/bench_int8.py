@@ -10,8 +10,8 @@ Then one onnxruntime profile per ONNX file of the paper net at batch 32: time pe
 summed into the LRN, conv1, the other convolutions, the FC layers and the rest.
 
 With `--data DIR --weights W`: the top-1 error of W (torch) and of its fp32 and int8 exports
-(int8 calibrated on DIR's training split) on DIR's val split, 1 crop, through the same
-`alexnet.evaluate.evaluate`.
+(int8 calibrated on DIR's training split) on DIR's val split (its first `--val-images`), 1
+crop, through the same `alexnet.evaluate.evaluate`. `--models ""` skips the timing.
 
 The CPU's name and flags (AVX2, AVX-512, VNNI) are printed first; the last line is JSON.
 """
@@ -105,8 +105,9 @@ def profile(path: Path, x: np.ndarray, runs: int = 2) -> dict:
     return {"ms": {k: round(v, 1) for k, v in groups.items()}, "total_ms": round(total, 1)}
 
 
-def accuracy(data: str, weights: str, tmp: Path, calib: int) -> dict:
-    """Top-1 error on DIR's val split: torch, fp32 ONNX, int8 ONNX (calibrated on train)."""
+def accuracy(data: str, weights: str, tmp: Path, calib: int, images: int = 0) -> dict:
+    """Top-1 error on DIR's val split (its first `images`, 0: all): torch, fp32 ONNX, int8
+    ONNX (calibrated on train)."""
     from alexnet.data.loader import DeviceLoader
     from alexnet.data.packed import open_dataset
     from alexnet.evaluate import evaluate, make_eval_transform
@@ -116,6 +117,7 @@ def accuracy(data: str, weights: str, tmp: Path, calib: int) -> dict:
     export_onnx(weights, fp32)
     export_onnx(weights, int8, int8=True, calibration_data=data, calibration_images=calib)
     ds = open_dataset(data, "val")
+    ds = ds.head(images) if images > 0 else ds
     out = {"data": data, "weights": weights, "images": len(ds)}
     for key, path in (("torch_fp32", weights), ("onnx_fp32", fp32), ("int8", int8)):
         backend, meta = load_backend(path, "cpu")
@@ -136,6 +138,7 @@ def main() -> int:
     p.add_argument("--reps", type=int, default=3, help="timed rounds per batch size")
     p.add_argument("--data", help="packed dataset for the top-1 change (val split)")
     p.add_argument("--weights", help="weights evaluated on --data")
+    p.add_argument("--val-images", type=int, default=0, help="first N val images (0: all)")
     p.add_argument("--calibration-images", type=int, default=256)
     p.add_argument("--no-profile", action="store_true")
     args = p.parse_args()
@@ -154,7 +157,7 @@ def main() -> int:
             "--count", "32", "--image-size", "256", "--workers", "1", "--no-progress"]  # fmt: skip
     cli([str(a) for a in prep])
     batches = [int(b) for b in args.batches.split(",")]
-    for name in args.models.split(","):
+    for name in filter(None, args.models.split(",")):
         w = tmp / f"{name}.safetensors"
         save_random(name, w)
         fp32, int8 = tmp / f"{name}.onnx", tmp / f"{name}.int8.onnx"
@@ -190,7 +193,7 @@ def main() -> int:
                 result["profile"][f"paper/b32/{key}"] = prof = profile(path, x)
                 print(f"profile paper b32 {key}: {prof['ms']} total {prof['total_ms']} ms")
     if args.data and args.weights:
-        acc = accuracy(args.data, args.weights, tmp, args.calibration_images)
+        acc = accuracy(args.data, args.weights, tmp, args.calibration_images, args.val_images)
         result["accuracy"] = acc
         err = {
             k: f"{100 * acc[k]['top1_error']:.2f} %" for k in ("torch_fp32", "onnx_fp32", "int8")

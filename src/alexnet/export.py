@@ -3,8 +3,8 @@
 ONNX: the model is traced with torch's TorchScript-based exporter (no onnxscript needed),
 input "images" (batch, C, S, S) float32 already preprocessed as the weights' metadata says,
 output "logits" (batch, num_classes). The paper's LRN (§3.3, a custom autograd function here)
-is swapped for `F.local_response_norm` with alpha * size (torch divides alpha by the size),
-per tower, which exports as plain ops. The file is then run with onnxruntime on a batch size
+is swapped for the same formula in plain ops, per tower (`_FastLRN`: its window sum as a
+1x1 convolution). The file is then run with onnxruntime on a batch size
 other than the traced one and compared with PyTorch: it must agree within
 |onnx - torch| <= ONNX_ATOL + ONNX_RTOL * |torch| elementwise.
 
@@ -44,10 +44,12 @@ ONNX_ATOL = 1e-4
 ONNX_RTOL = 1e-4
 ONNX_FORMAT = "alexnet-onnx/1"
 META_PREFIX = "alexnet."
-# only the layers with weights: quantizing the elementwise ops of the (float) LRN and the
-# pools adds QuantizeLinear / DequantizeLinear pairs that cost more than they save (paper net,
-# batch 32, profile of benchmarks/bench_int8.py: 1.93 s per batch with every op, 1.16 s)
-QUANTIZED_OPS = ["Conv", "Gemm", "MatMul"]
+# the layers with weights (the LRN's window sum is one too, `_FastLRN`) and ReLU, which the
+# quantizer folds into the output range of the layer before it; quantizing the LRN's other
+# elementwise ops adds QuantizeLinear / DequantizeLinear pairs that cost more than they save
+# (paper net, batch 32, profile of benchmarks/bench_int8.py: 1.93 s per batch with every op,
+# 1.16 s), and the pools gain nothing (ORT's uint8 max-pool: same CPU time, AMD EPYC, AVX2)
+QUANTIZED_OPS = ["Conv", "Gemm", "MatMul", "Relu"]
 CALIBRATION_IMAGES = 256  # default: ORT's static quantization guidance uses a few hundred
 
 
@@ -69,19 +71,21 @@ class _PlainLRN(nn.Module):
 
 class _FastLRN(_PlainLRN):
     """The same formula (paper §3.3) in the ops onnxruntime runs fastest on the CPU, for the
-    ONNX export: the towers as a dimension of one 5-d tensor (no split and concat), the window
-    sum as one average pool over channels, and for beta = 3/4 t^beta = sqrt(t * sqrt(t))
-    instead of Pow (the dearest op of torch's decomposition: 132 of the LRNs' ~340 ms per paper
-    batch of 32 in onnxruntime's profile). ONNX's own LRN op is slower still in onnxruntime
-    1.32 (883 against 572 ms for torch's decomposition, same profile)."""
+    ONNX export: t = k + alpha * (window sum of squares) as one 1x1 convolution of x * x with
+    a fixed band matrix (alpha where the input channel is in the output channel's window, in
+    the same tower; k as its bias), which the int8 export quantizes like any convolution, and
+    for beta = 3/4 t^beta = sqrt(t * sqrt(t)) instead of Pow (the dearest op of torch's
+    decomposition: 132 of the LRNs' ~340 ms per paper batch of 32 in onnxruntime's profile).
+    ONNX's own LRN op is slower still in onnxruntime 1.32 (883 against 572 ms for torch's
+    decomposition, same profile)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = x.shape
-        g, n = self.groups, self.size
-        sq = (x * x).reshape(b, g, c // g, h, w)  # (B, towers, channels per tower, H, W)
-        sq = F.pad(sq, (0, 0, 0, 0, n // 2, (n - 1) // 2))
-        mean = F.avg_pool3d(sq, (n, 1, 1), stride=1).reshape(b, c, h, w)  # window sum / n
-        t = mean * (self.alpha * n) + self.k
+        c, g, n = int(x.shape[1]), self.groups, self.size  # a constant in the traced graph
+        i = torch.arange(c // g)
+        d = i[None, :] - i[:, None]  # input channel - output channel, within a tower
+        band = ((d >= -(n // 2)) & (d <= (n - 1) // 2)).float() * self.alpha
+        weight = band.repeat(g, 1)[:, :, None, None]  # (C, C / towers, 1, 1)
+        t = F.conv2d(x * x, weight, torch.full((c,), float(self.k)), groups=g)
         if self.beta == 0.75:
             return x / torch.sqrt(t * torch.sqrt(t))
         return x / t.pow(self.beta)
@@ -519,7 +523,8 @@ def quantize_int8(
     onnxruntime's quantizer: QDQ format, weights int8 per output channel (symmetric),
     activations uint8 (asymmetric), ranges by MinMax over the calibration `batches`
     (float32 (b, C, S, S), preprocessed). Only the convolutions and the FC layers are
-    quantized (`QUANTIZED_OPS`); the LRN, ReLU and pools stay float between them.
+    quantized, with ReLU and the LRN's window sum (`QUANTIZED_OPS`); the rest of the LRN and
+    the pools stay float between them.
     metadata_props are copied.
 
     Weights use 7 of their 8 bits (`reduce_range`): x86 CPUs without VNNI multiply uint8 by
