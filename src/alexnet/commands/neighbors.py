@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from alexnet.commands.argtypes import add_device, positive_int
+from alexnet.commands import argtypes as A
 from alexnet.commands.outputs import output_file
 from alexnet.data.modes import SPLITS
 from alexnet.errors import UserError
@@ -51,16 +51,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default="val",
         help="split that integer queries index (val)",
     )
-    p.add_argument("--k", type=positive_int, default=8, help="neighbours per query (default 8)")
+    p.add_argument("--k", type=A.positive_int, default=8, help="neighbours per query (default 8)")
     p.add_argument("--out", metavar="GRID.png", help="write the neighbours grid")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument(
-        "--batch-size",
-        type=positive_int,
-        default=256,
-        help="images per forward pass when computing the features, >= 1 (default 256)",
-    )
-    add_device(p)
+    A.add_json(p)
+    A.add_batch_size(p, 256, " when computing the features")
+    A.add_device(p)
     return p
 
 
