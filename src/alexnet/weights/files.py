@@ -94,11 +94,11 @@ def checkpoint_weights(
             f"{path}: a checkpoint without its class names, preprocessing or mean image; use "
             "RUN/weights.safetensors instead"
         )
-    meta = WeightsMeta(
-        model_config=ckpt.model_config,
-        classes=[str(c) for c in ckpt.classes],
-        preprocess=pre,
-        extra={"source": "checkpoint", "epoch": ckpt.epoch, "global_step": ckpt.global_step},
+    meta = WeightsMeta.parse(
+        ckpt.model_config,
+        ckpt.classes,
+        pre,
+        {"source": "checkpoint", "epoch": ckpt.epoch, "global_step": ckpt.global_step},
         mean_image=None if ckpt.mean_image is None else torch.as_tensor(ckpt.mean_image).float(),
         format="checkpoint",
         path=str(path),

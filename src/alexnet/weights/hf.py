@@ -23,13 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 
 from alexnet.errors import UserError
 from alexnet.fileio import atomic_write_bytes
-from alexnet.weights.meta import Preprocess, WeightsMeta
-from alexnet.weights.safetensors_io import MEAN_IMAGE_KEY, save_safetensors
+from alexnet.weights.meta import WeightsMeta
+from alexnet.weights.safetensors_io import MEAN_IMAGE_KEY, load_tensors, save_safetensors
 
 FORMAT = "alexnet-hf/1"
 WEIGHTS_NAME = "model.safetensors"
@@ -55,18 +53,14 @@ def read_folder(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], Weigh
         raise UserError(f"{config_path}: not readable JSON ({exc})") from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise UserError(f"{config_path}: not an alexnet config (format {FORMAT})")
+    tensors = load_tensors(p / WEIGHTS_NAME)
     try:
-        tensors = load_file(str(p / WEIGHTS_NAME))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise UserError(f"{p / WEIGHTS_NAME}: not a readable safetensors file ({exc})") from None
-    try:
-        meta = WeightsMeta(
-            model_config=dict(config["model"]),
-            classes=[str(c) for c in config["label_names"]],
-            preprocess=Preprocess.from_json(config["preprocess"]),
-            extra=dict(config.get("extra", {})),
+        meta = WeightsMeta.parse(
+            config["model"],
+            config["label_names"],
+            config["preprocess"],
+            config.get("extra", {}),
             mean_image=tensors.pop(MEAN_IMAGE_KEY, None),
-            format="alexnet",
             path=str(p),
         )
     except (KeyError, TypeError, ValueError, UserError) as exc:

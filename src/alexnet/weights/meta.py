@@ -97,6 +97,20 @@ class WeightsMeta:
     format: str = "alexnet"
     path: str = ""
 
+    @classmethod
+    def parse(
+        cls, model: Any, classes: Any, preprocess: Any, extra: Any, **rest: Any
+    ) -> WeightsMeta:
+        """Metadata from what a file stores (JSON values); KeyError, TypeError, ValueError or
+        UserError when they are damaged. `rest`: mean_image, format, path."""
+        return cls(
+            model_config=dict(model),
+            classes=[str(c) for c in classes],
+            preprocess=Preprocess.from_json(preprocess),
+            extra=dict(extra),
+            **rest,
+        )
+
     @property
     def model_name(self) -> str:
         return str(self.model_config.get("name", "?"))

@@ -1,12 +1,9 @@
 """A model with weights for someone else's code: `load_for(weights, num_classes, model, **options)`.
 
 The one place that `alexnet.get_model(name, weights=...)`, `alexnet.from_pretrained(...)` and
-`hubconf.py`'s `torch.hub.load(..., "alexnet", weights=...)` go through. The weights (any
-format `alexnet.weights.load` reads: a file, a run directory, a Hugging Face-style folder, a
-catalog name such as "torchvision", a Hugging Face id) name their model; `num_classes` other
-than the weights' re-makes the last layer (fc8) with that many outputs, freshly initialised as
-the model initialises it, and says so in one warning: fine-tuning's usual start (paper §6.1
-re-uses the other layers the same way).
+`hubconf.py`'s `torch.hub.load(..., "alexnet", weights=...)` go through. `num_classes` other
+than the weights' re-makes the last layer (fc8), freshly initialised, and says so in one
+warning: fine-tuning's usual start (paper §6.1 re-uses the other layers the same way).
 """
 
 from __future__ import annotations
@@ -15,58 +12,11 @@ import os
 import warnings
 from typing import Any
 
-import torch
 from torch import nn
 
 from alexnet.errors import UserError
 from alexnet.models.registry import get_model
 from alexnet.weights.files import load_into, read
-from alexnet.weights.meta import WeightsMeta
-
-
-def _head_keys(own: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor]) -> list[str]:
-    """The tensors whose shape differs between the model and the file: the last layer's weight
-    (K, D) and bias (K,) when only the number of classes K differs; [] when nothing does."""
-    return sorted(k for k in own.keys() & tensors.keys() if own[k].shape != tensors[k].shape)
-
-
-def load_with_meta(
-    weights: str | os.PathLike,
-    num_classes: int | None = None,
-    model: str | None = None,
-    **options: Any,
-) -> tuple[nn.Module, WeightsMeta]:
-    """(model in eval mode on the CPU, metadata) of `weights`; see `load_for`.
-
-    The metadata's classes become "0".."N-1" when the last layer was re-made.
-    """
-    tensors, meta = read(weights)
-    name = meta.model_name
-    if model is not None and model != name:
-        raise UserError(
-            f"{meta.path}: weights of model {name!r}, not {model!r}; leave the model out or "
-            f"name {name!r}"
-        )
-    stored = dict(meta.model_config.get("options", {}))
-    stored.pop("num_classes", None)
-    built = get_model(name, **{**stored, **options, "num_classes": num_classes or meta.num_classes})
-    own = built.state_dict()
-    head = _head_keys(own, tensors)
-    if head and num_classes is not None and num_classes != meta.num_classes:
-        last = [k for k in head if own[k].shape[0] == num_classes]
-        if last != head or len(head) > 2:  # anything but the classifier's rows: not a head swap
-            raise UserError(f"{meta.path}: tensors {head[:3]} do not fit model {name!r}")
-        warnings.warn(
-            f"{meta.path}: {meta.num_classes} classes in the weights, num_classes={num_classes}: "
-            f"the last layer ({', '.join(head)}) is re-made and untrained",
-            stacklevel=2,
-        )
-        tensors = {**tensors, **{k: own[k] for k in head}}
-        meta.classes = [str(i) for i in range(num_classes)]
-        meta.extra = {**meta.extra, "new_head": head}
-    load_into(built, tensors, meta.path)
-    meta.model_config = dict(built.config)
-    return built.eval(), meta
 
 
 def load_for(
@@ -85,4 +35,29 @@ def load_for(
     options: model options to override (`get_model`'s keywords, e.g. dropout); one that
         changes a tensor's shape is a UserError naming the tensors.
     """
-    return load_with_meta(weights, num_classes, model, **options)[0]
+    tensors, meta = read(weights)
+    name = meta.model_name
+    if model is not None and model != name:
+        raise UserError(
+            f"{meta.path}: weights of model {name!r}, not {model!r}; leave the model out or "
+            f"name {name!r}"
+        )
+    stored = dict(meta.model_config.get("options", {}))
+    stored.pop("num_classes", None)
+    built = get_model(name, **{**stored, **options, "num_classes": num_classes or meta.num_classes})
+    own = built.state_dict()
+    # the tensors whose shape differs: the last layer's weight (K, D) and bias (K,) when only
+    # the number of classes K differs
+    head = sorted(k for k in own.keys() & tensors.keys() if own[k].shape != tensors[k].shape)
+    if head and num_classes is not None and num_classes != meta.num_classes:
+        last = [k for k in head if own[k].shape[0] == num_classes]
+        if last != head or len(head) > 2:  # anything but the classifier's rows: not a head swap
+            raise UserError(f"{meta.path}: tensors {head[:3]} do not fit model {name!r}")
+        warnings.warn(
+            f"{meta.path}: {meta.num_classes} classes in the weights, num_classes={num_classes}: "
+            f"the last layer ({', '.join(head)}) is re-made and untrained",
+            stacklevel=2,
+        )
+        tensors = {**tensors, **{k: own[k] for k in head}}
+    load_into(built, tensors, meta.path)
+    return built.eval()
