@@ -55,11 +55,7 @@ def _crops(asked: int, preprocess, image_size: tuple[int, int]) -> int:
 def run(args: argparse.Namespace) -> int:
     from alexnet.data.loader import DeviceLoader
     from alexnet.data.packed import open_dataset
-    from alexnet.evaluate import (
-        evaluate,
-        make_eval_transform,
-        per_class_accuracy,
-    )
+    from alexnet.evaluate import evaluate, make_eval_transform, per_class_accuracy
     from alexnet.inference import load_backend, weights_device
     from alexnet.runtime import dist_info, init_distributed, shutdown_distributed
 

@@ -55,14 +55,7 @@ def run(args: argparse.Namespace) -> int:
 
     from alexnet.data.packed import open_dataset
     from alexnet.errors import UserError
-    from alexnet.explain import (
-        Inputs,
-        find_layer,
-        parse_units,
-        top_units,
-        unit_patches,
-        units_json,
-    )
+    from alexnet.explain import Inputs, find_layer, parse_units, top_units, unit_patches, units_json
     from alexnet.fileio import atomic_write_text
     from alexnet.inference import Predictor, check_fits
     from alexnet.progress import progress_bar

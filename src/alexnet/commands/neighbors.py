@@ -112,12 +112,7 @@ def _queries(args: argparse.Namespace, predictor, data) -> tuple[list[str], list
     import numpy as np
 
     from alexnet.data.packed import open_dataset
-    from alexnet.inference import (
-        check_fits,
-        expand_image_args,
-        is_image_folder,
-        read_image,
-    )
+    from alexnet.inference import check_fits, expand_image_args, is_image_folder, read_image
 
     query_ds = None
     names, images, failed = [], [], 0

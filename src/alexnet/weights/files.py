@@ -1,9 +1,6 @@
 """`read(path)` -> (state_dict, metadata) and `load(path)` -> (model, metadata) for every
-format, told apart by the content, not the suffix: our safetensors (either tower layout),
-torchvision's `.pth` and training checkpoints (`RUN/checkpoint.pt` or the run directory), both
-read with weights_only, Hugging Face-style folders (`hf`); names of downloadable weights and
-Hugging Face ids too. `save` writes our safetensors; `convert_layout` the `paper` model's
-weights in either tower layout."""
+format, told apart by the content, not the suffix (torch files read with weights_only); `save`
+writes our safetensors; `convert_layout` the `paper` model's weights in either tower layout."""
 
 from __future__ import annotations
 

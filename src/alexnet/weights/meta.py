@@ -15,8 +15,6 @@ import torch
 
 from alexnet.errors import UserError
 
-FORMATS = ("alexnet", "torchvision", "two-device", "checkpoint")
-
 
 @dataclass(frozen=True)
 class Preprocess:
@@ -85,7 +83,7 @@ class WeightsMeta:
     preprocess: the evaluation preprocessing.
     extra: free-form facts (recipe, epoch, val errors, source, layout).
     mean_image: (H, W, C) float32 training mean image for normalize "mean_image", else None.
-    format: where the weights came from: one of `FORMATS`.
+    format: where the weights came from: "alexnet", "torchvision", "two-device" or "checkpoint".
     path: the file read.
     """
 
