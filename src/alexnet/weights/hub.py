@@ -209,20 +209,16 @@ CONVERTIBLE: dict[str, CatalogEntry] = {
 }
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _catalog_entry(meta: Any) -> CatalogEntry | None:
     """The catalog entry whose file this torchvision-format file is, told by its content: its
     SHA-256 begins with the hash in the entry's file name (as torchvision checks downloads)."""
     if meta.format != "torchvision":
         return None
-    digest = _sha256(Path(meta.path))
+    sha256 = hashlib.sha256()  # hashlib.file_digest: Python 3.11
+    with open(meta.path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            sha256.update(chunk)
+    digest = sha256.hexdigest()
     for entry in CATALOG.values():
         want = hash_prefix(entry.file_name)
         if want and digest.startswith(want):
