@@ -152,22 +152,6 @@ def _queries(args: argparse.Namespace, predictor, data) -> tuple[list[str], list
     return names, images, failed
 
 
-def _draw(args, predictor, base, names, images, results, dim: int) -> None:
-    from alexnet.viz import feature_name, neighbors_grid
-
-    nb_imgs = [[base.image(n[base.key]) for n in r["neighbors"]] for r in results]
-    nb_titles = [[f"{_name(n)}\n{n['distance']:.3g}" for n in r["neighbors"]] for r in results]
-    layer = feature_name(predictor.meta.model_name, dim)
-    neighbors_grid(
-        images,
-        nb_imgs,
-        args.out,
-        query_titles=[Path(n).name for n in names],
-        neighbour_titles=nb_titles,
-        feature=layer,
-    )
-
-
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -193,7 +177,21 @@ def run(args: argparse.Namespace) -> int:
     found = neighbours(qf, feats, base, args.k, device=device)
     results = [{"query": name, "neighbors": f} for name, f in zip(names, found)]
     if args.out:
-        _draw(args, predictor, base, names, images, results, qf.shape[1])
+        from alexnet.viz import feature_name, neighbors_grid
+
+        rows = [r["neighbors"] for r in results]
+        neighbors_grid(
+            images,
+            [[base.image(n[base.key]) for n in row] for row in rows],
+            args.out,
+            query_titles=[Path(n).name for n in names],
+            # each neighbour: its class, or (unlabelled) its file name, and its distance
+            neighbour_titles=[
+                [f"{n['label'] or Path(n['path']).name}\n{n['distance']:.3g}" for n in row]
+                for row in rows
+            ],
+            feature=feature_name(predictor.meta.model_name, qf.shape[1]),
+        )
     split = base.split
     if args.json:
         out = {"split": split, "data": str(data), "k": args.k, "results": results, "grid": args.out}
@@ -208,8 +206,3 @@ def run(args: argparse.Namespace) -> int:
         if args.out:
             print(f"grid: {args.out}")
     return 1 if failed else 0
-
-
-def _name(neighbour: dict) -> str:
-    """A neighbour's title in the grid: its class, or (unlabelled) its file name."""
-    return neighbour["label"] or Path(neighbour["path"]).name

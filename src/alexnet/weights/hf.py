@@ -68,21 +68,6 @@ def read_folder(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], Weigh
     return tensors, meta
 
 
-def folder_config(meta: WeightsMeta, input_size: list[int]) -> dict[str, Any]:
-    """config.json's content for weights described by `meta` (see the module docstring)."""
-    return {
-        "format": FORMAT,
-        "library_name": "alexnet",
-        "architecture": meta.model_name,
-        "model": meta.model_config,
-        "num_classes": meta.num_classes,
-        "label_names": list(meta.classes),
-        "input_size": input_size,
-        "preprocess": meta.preprocess.to_json(),
-        "extra": meta.extra,
-    }
-
-
 def run_dir_of(weights: str | os.PathLike) -> Path | None:
     """The run directory `weights` belongs to (RUN, RUN/checkpoint.pt, RUN/*.safetensors) when
     it has an eval.json, else None."""
@@ -163,7 +148,7 @@ def write_folder(
         raise UserError(f"{out}: exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
     extra = {k: v for k, v in meta.extra.items() if k != "layout"}  # tensors: the paper layout
-    meta = dataclasses.replace(meta, extra=extra)
+    meta = dataclasses.replace(meta, extra=extra)  # the card reads it too
     save_safetensors(
         out / WEIGHTS_NAME,
         model.state_dict(),
@@ -173,8 +158,17 @@ def write_folder(
         mean_image=meta.mean_image,
         extra=extra,
     )
-    size = [int(model.in_channels), int(model.input_size), int(model.input_size)]
-    config = folder_config(meta, size)
+    config = {  # see the module docstring
+        "format": FORMAT,
+        "library_name": "alexnet",
+        "architecture": meta.model_name,
+        "model": meta.model_config,
+        "num_classes": meta.num_classes,
+        "label_names": list(meta.classes),
+        "input_size": [int(model.in_channels), int(model.input_size), int(model.input_size)],
+        "preprocess": meta.preprocess.to_json(),
+        "extra": extra,
+    }
     atomic_write_bytes(out / CONFIG_NAME, (json.dumps(config, indent=2) + "\n").encode())
     params = sum(t.numel() for t in model.parameters())
     atomic_write_bytes(out / CARD_NAME, model_card(meta, params, run).encode())
