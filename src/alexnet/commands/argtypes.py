@@ -89,7 +89,7 @@ def add_crops(parser: argparse.ArgumentParser) -> None:
         choices=TEST_CROPS,
         default=1,
         help="1 (centre), 2 (centre + mirror) or 10 (paper §4.1) crops per image, softmax "
-        "averaged (default 1)",
+        "averaged (default: %(default)s)",
     )
 
 
