@@ -40,6 +40,6 @@ def alexnet(name=None, num_classes=None, weights=None, **options):
         from alexnet.models.registry import get_model
 
         return get_model(name or "paper", num_classes=num_classes, **options)
-    from alexnet.weights.pretrained import load_for
+    from alexnet.weights import load_for
 
     return load_for(weights, num_classes, name, **options)

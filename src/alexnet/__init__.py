@@ -47,7 +47,7 @@ def get_model(
     when num_classes differs from the weights' (`alexnet.weights.load_for`).
     """
     if weights is not None:
-        from alexnet.weights.pretrained import load_for
+        from alexnet.weights import load_for
 
         return load_for(weights, num_classes, name, **options)  # type: ignore[return-value]
     from alexnet.models.registry import get_model as _get_model
@@ -62,7 +62,7 @@ def from_pretrained(
     "user/name" (needs `pip install 'alexnet[hub]'`), in eval mode on the CPU; any other
     weights `alexnet.weights.load` reads work too. Class names and preprocessing:
     `alexnet.weights.load(folder_or_id)[1]`."""
-    from alexnet.weights.pretrained import load_for
+    from alexnet.weights import load_for
 
     return load_for(folder_or_id, num_classes, **options)  # type: ignore[return-value]
 

@@ -1,8 +1,7 @@
-"""Argument types for the sub-commands: each parses its text with an `alexnet.values` kind, the
-one check of that value, and turns its ValueError into argparse's one-line error.
-
-Each type carries `kind` ("int", "float", "device", ...) and `valid` (the allowed values in
-words) for help texts and tests.
+"""Argument types of the sub-commands (each an `alexnet.values` kind whose ValueError becomes
+argparse's one-line error; `kind` and `valid` in words for help texts and tests), and the
+arguments several sub-commands share, each defined once: `--weights`, `--device`,
+`--batch-size`, `--crops`, `--json`.
 """
 
 from __future__ import annotations
@@ -12,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from alexnet import values as V
+from alexnet.data.modes import TEST_CROPS
 from alexnet.values import FloatRange, IntRange, Kind
 
 # every --weights flag reads its file through alexnet.weights.load
@@ -59,8 +59,40 @@ nonnegative_int = from_kind(V.NONNEGATIVE_INT)
 device = from_kind(V.DEVICE)
 
 
-def add_device(parser: argparse.ArgumentParser, default: str | None = "auto") -> None:
+def add_device(parser: argparse.ArgumentParser) -> None:
     """The `--device` option every computing sub-command has."""
     parser.add_argument(
-        "--device", type=device, default=default, help=f"{V.DEVICE.valid} (default: %(default)s)"
+        "--device", type=device, default="auto", help=f"{V.DEVICE.valid} (default: %(default)s)"
     )
+
+
+def add_weights(parser: argparse.ArgumentParser) -> None:
+    """The required `--weights` (read by `alexnet.weights.load`)."""
+    parser.add_argument("--weights", required=True, help=WEIGHTS_HELP)
+
+
+def add_batch_size(parser: argparse.ArgumentParser, default: int, more: str = "") -> None:
+    """`--batch-size`: images per forward pass (`more`: said after that)."""
+    parser.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=default,
+        help=f"images per forward pass{more}, >= 1 (default {default})",
+    )
+
+
+def add_crops(parser: argparse.ArgumentParser) -> None:
+    """`--crops`: 1, 2 or the paper's 10 test crops per image (§4.1), softmax averaged."""
+    parser.add_argument(
+        "--crops",
+        type=int,
+        choices=TEST_CROPS,
+        default=1,
+        help="1 (centre), 2 (centre + mirror) or 10 (paper §4.1) crops per image, softmax "
+        "averaged (default: %(default)s)",
+    )
+
+
+def add_json(parser: argparse.ArgumentParser, text: str = "print one JSON object") -> None:
+    """`--json`: the command's output as JSON."""
+    parser.add_argument("--json", action="store_true", help=text)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from alexnet.commands.argtypes import WEIGHTS_HELP, add_device, positive_int
+from alexnet.commands import argtypes as A
 from alexnet.commands.outputs import output_file
-from alexnet.data.modes import SPLITS, TEST_CROPS
+from alexnet.data.modes import SPLITS
 from alexnet.errors import UserError
 from alexnet.jsonout import json_line
 
@@ -22,27 +22,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "crops, averaging softmax outputs.",
     )
     p.add_argument("--data", required=True, help="packed dataset directory")
-    p.add_argument("--weights", required=True, help=WEIGHTS_HELP)
-    p.add_argument(
-        "--crops",
-        type=int,
-        choices=TEST_CROPS,
-        default=1,
-        help="1 (centre), 2 (centre + mirror) or 10 (paper §4.1) (default: 1)",
-    )
+    A.add_weights(p)
+    A.add_crops(p)
     p.add_argument(
         "--split", choices=SPLITS, default="val", help="split to evaluate (default: val)"
     )
-    p.add_argument(
-        "--batch-size",
-        type=positive_int,
-        default=256,
-        help="images per forward pass, each as --crops crops (per process under torchrun), "
-        ">= 1 (default 256)",
-    )
-    add_device(p)
+    A.add_batch_size(p, 256, ", each as --crops crops (per process under torchrun)")
+    A.add_device(p)
     p.add_argument("--amp", action="store_true", help="run the model under bf16 autocast")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    A.add_json(p)
     p.add_argument("--per-class", action="store_true", help="also report per-class accuracy")
     p.add_argument("--confusion", metavar="OUT.png", help="write a confusion-matrix PNG")
     return p
@@ -67,11 +55,7 @@ def _crops(asked: int, preprocess, image_size: tuple[int, int]) -> int:
 def run(args: argparse.Namespace) -> int:
     from alexnet.data.loader import DeviceLoader
     from alexnet.data.packed import open_dataset
-    from alexnet.evaluate import (
-        evaluate,
-        make_eval_transform,
-        per_class_accuracy,
-    )
+    from alexnet.evaluate import evaluate, make_eval_transform, per_class_accuracy
     from alexnet.inference import load_backend, weights_device
     from alexnet.runtime import dist_info, init_distributed, shutdown_distributed
 

@@ -7,7 +7,7 @@ import json
 import sys
 import time
 
-from alexnet.commands.argtypes import WEIGHTS_HELP, add_device, nonnegative_int, positive_int
+from alexnet.commands import argtypes as A
 from alexnet.commands.outputs import creatable_dir
 from alexnet.data.modes import SPLITS
 
@@ -28,7 +28,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "patches in a row (Zeiler & Fergus 2014, Fig. 2). Layer names as `alexnet summary` "
         "lists them; conv and fc layers after their ReLU.",
     )
-    p.add_argument("--weights", required=True, help=WEIGHTS_HELP)
+    A.add_weights(p)
     p.add_argument("--data", required=True, help="packed dataset directory")
     p.add_argument("--layer", required=True, metavar="NAME", help="e.g. conv5, pool2, fc6")
     p.add_argument(
@@ -38,17 +38,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="'all', a range '0-15', a list '3,7,9' or both '0-3,9' (default 0-15, or all "
         "units of a layer with fewer)",
     )
-    p.add_argument("--top", type=positive_int, default=9, help="images per unit (default 9)")
+    p.add_argument("--top", type=A.positive_int, default=9, help="images per unit (default 9)")
     p.add_argument("--out", required=True, metavar="OUT", help="output directory (created)")
     p.add_argument("--split", choices=SPLITS, default="val", help="split to search (default: val)")
     p.add_argument(
-        "--limit", type=nonnegative_int, default=0, help="only the first N images (0: all)"
+        "--limit", type=A.nonnegative_int, default=0, help="only the first N images (0: all)"
     )
-    p.add_argument(
-        "--batch-size", type=positive_int, default=128, help="images per forward pass (128)"
-    )
+    A.add_batch_size(p, 128)
     p.add_argument("--no-pictures", action="store_true", help="write units.json only")
-    add_device(p)
+    A.add_device(p)
     return p
 
 
@@ -57,14 +55,7 @@ def run(args: argparse.Namespace) -> int:
 
     from alexnet.data.packed import open_dataset
     from alexnet.errors import UserError
-    from alexnet.explain import (
-        Inputs,
-        find_layer,
-        parse_units,
-        top_units,
-        unit_patches,
-        units_json,
-    )
+    from alexnet.explain import Inputs, find_layer, parse_units, top_units, unit_patches, units_json
     from alexnet.fileio import atomic_write_text
     from alexnet.inference import Predictor, check_fits
     from alexnet.progress import progress_bar

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-from alexnet.commands.argtypes import WEIGHTS_HELP, int_range, positive_int
+from alexnet.commands import argtypes as A
+from alexnet.commands import flag_of
 from alexnet.commands.outputs import output_file
 from alexnet.errors import UserError
 from alexnet.jsonout import json_line
@@ -24,32 +25,39 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--two-device / --paper rewrite the `paper` model's weights in the "
         "two-device layout (one tower per device, models/parallel.py) or back.",
     )
-    p.add_argument("--weights", required=True, help=WEIGHTS_HELP)
+    A.add_weights(p)
     p.add_argument("--onnx", metavar="OUT.onnx", help="write an ONNX model")
     p.add_argument(
-        "--opset", type=int_range(9, 20), default=17, help="ONNX opset, 9..20 (default 17)"
+        "--opset", type=A.int_range(9, 20), default=17, help="ONNX opset, 9..20 (default 17)"
     )
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime comparison")
-    add_int8_args(p)
-    p.add_argument(
-        "--two-device",
-        metavar="OUT.safetensors",
-        help="write --weights (the two-tower `paper` model's: a weights file, a checkpoint or a "
-        "run directory) in the two-device layout",
+    g = p.add_argument_group("int8 (with --onnx)")
+    g.add_argument(
+        "--int8",
+        action="store_true",
+        help="write the ONNX model quantized to int8 (onnxruntime static quantization, QDQ: "
+        "weights int8 per channel, activations uint8), calibrated on --calibration-data",
     )
-    p.add_argument(
-        "--paper",
-        metavar="OUT.safetensors",
-        help="write --weights (the two-tower `paper` model's: a weights file, a checkpoint or a "
-        "run directory) in the paper (grouped) layout",
+    g.add_argument(
+        "--calibration-data",
+        metavar="DIR",
+        help="packed dataset whose training split calibrates the int8 activation ranges",
     )
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    add_hub_arguments(p)
-    return p
-
-
-def add_hub_arguments(p: argparse.ArgumentParser) -> None:
-    """--hf DIR and --torch-export OUT.pt2: the formats other people's code reads."""
+    g.add_argument(
+        "--calibration-images",
+        type=A.positive_int,
+        default=256,
+        help="calibration images, a seeded sample of the training split, >= 1 (default 256; "
+        "all of a smaller split)",
+    )
+    for flag, layout in (("--two-device", "two-device"), ("--paper", "paper (grouped)")):
+        p.add_argument(
+            flag,
+            metavar="OUT.safetensors",
+            help="write --weights (the two-tower `paper` model's: a weights file, a checkpoint "
+            f"or a run directory) in the {layout} layout",
+        )
+    A.add_json(p)
     g = p.add_argument_group("for other code (docs/use.md)")
     g.add_argument(
         "--hf",
@@ -65,60 +73,11 @@ def add_hub_arguments(p: argparse.ArgumentParser) -> None:
         "torch ops: torch.export.load(OUT).module() needs no alexnet), then compare it with "
         "the model at batch sizes 1 and 3 (|diff| <= 1e-4 + 1e-4 * |logit|) unless --no-check",
     )
-
-
-def run_hub(args: argparse.Namespace, out: dict) -> None:
-    """--hf and --torch-export into `out` ("hf", "torch_export")."""
-    from alexnet.export import export_hf, export_torch
-
-    if args.hf:
-        out["hf"] = export_hf(args.weights, args.hf)
-    if args.torch_export:
-        output_file(args.torch_export, "--torch-export")
-        out["torch_export"] = export_torch(args.weights, args.torch_export, check=not args.no_check)
-
-
-def print_hub(out: dict) -> None:
-    """The lines for --hf and --torch-export."""
-    if "hf" in out:
-        h = out["hf"]
-        quoted = f"; card quotes {h['eval']}" if h["eval"] else ""
-        print(f"wrote {h['folder']}/ ({', '.join(h['files'])}){quoted}")
-    if "torch_export" in out:
-        t = out["torch_export"]
-        print(f"wrote {t['pt2']} (input {t['input_shape']}, LRN {t['lrn']})")
-        if t["checked"]:
-            print(
-                f"program vs model at batch sizes {t['check_batches']}: max |diff| "
-                f"{t['max_abs_diff']:.2e} (tolerance {t['atol']} + {t['rtol']} * |logit|)"
-            )
-
-
-def add_int8_args(p: argparse.ArgumentParser) -> None:
-    """--int8 and its calibration flags (README "int8")."""
-    g = p.add_argument_group("int8 (with --onnx)")
-    g.add_argument(
-        "--int8",
-        action="store_true",
-        help="write the ONNX model quantized to int8 (onnxruntime static quantization, QDQ: "
-        "weights int8 per channel, activations uint8), calibrated on --calibration-data",
-    )
-    g.add_argument(
-        "--calibration-data",
-        metavar="DIR",
-        help="packed dataset whose training split calibrates the int8 activation ranges",
-    )
-    g.add_argument(
-        "--calibration-images",
-        type=positive_int,
-        default=256,
-        help="calibration images, a seeded sample of the training split, >= 1 (default 256; "
-        "all of a smaller split)",
-    )
+    return p
 
 
 def run(args: argparse.Namespace) -> int:
-    from alexnet.export import export_onnx, require_onnx
+    from alexnet.export import export_hf, export_onnx, export_torch, require_onnx
     from alexnet.weights import convert_layout
 
     if args.int8 and not args.onnx:
@@ -132,26 +91,28 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.onnx:  # before any file is written
         require_onnx(runtime=args.int8 or not args.no_check)
-    for flag in ("onnx", "two_device", "paper"):
+    for flag in ("onnx", "two_device", "paper", "torch_export"):
         if getattr(args, flag):
-            output_file(getattr(args, flag), "--" + flag.replace("_", "-"))
+            output_file(getattr(args, flag), flag_of(flag))
     out: dict = {}
     if args.two_device:
         out["two_device"] = convert_layout(args.weights, args.two_device, "two-device")
     if args.paper:
         out["paper"] = convert_layout(args.weights, args.paper, "paper")
     if args.onnx:
-        check = not args.no_check
         out["onnx"] = export_onnx(
             args.weights,
             args.onnx,
             opset=args.opset,
-            check=check,
+            check=not args.no_check,
             int8=args.int8,
             calibration_data=args.calibration_data,
             calibration_images=args.calibration_images,
         )
-    run_hub(args, out)
+    if args.hf:
+        out["hf"] = export_hf(args.weights, args.hf)
+    if args.torch_export:
+        out["torch_export"] = export_torch(args.weights, args.torch_export, check=not args.no_check)
     if args.json:
         print(json_line(out))
         return 0
@@ -173,5 +134,16 @@ def run(args: argparse.Namespace) -> int:
                 f"{100 * c['top1_agreement']:.1f} %, max |logit diff| {c['max_abs_diff']:.3g} "
                 f"(logits up to {c['logit_range']:.3g}); check accuracy with alexnet eval"
             )
-    print_hub(out)
+    if "hf" in out:
+        h = out["hf"]
+        quoted = f"; card quotes {h['eval']}" if h["eval"] else ""
+        print(f"wrote {h['folder']}/ ({', '.join(h['files'])}){quoted}")
+    if "torch_export" in out:
+        t = out["torch_export"]
+        print(f"wrote {t['pt2']} (input {t['input_shape']}, LRN {t['lrn']})")
+        if t["checked"]:
+            print(
+                f"program vs model at batch sizes {t['check_batches']}: max |diff| "
+                f"{t['max_abs_diff']:.2e} (tolerance {t['atol']} + {t['rtol']} * |logit|)"
+            )
     return 0

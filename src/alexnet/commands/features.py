@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from alexnet.commands.argtypes import WEIGHTS_HELP, add_device, nonnegative_int, positive_int
+from alexnet.commands import argtypes as A
 from alexnet.commands.outputs import output_file
 from alexnet.data.modes import SPLITS
 from alexnet.errors import UserError
@@ -37,7 +37,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--data", required=True, help="packed dataset directory, or a folder of image files"
     )
-    p.add_argument("--weights", required=True, help=WEIGHTS_HELP)
+    A.add_weights(p)
     p.add_argument(
         "--split",
         choices=SPLITS,
@@ -51,16 +51,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--limit",
-        type=nonnegative_int,
+        type=A.nonnegative_int,
         default=0,
         help="only the first N images (of a folder: files, in sorted order; 0: all)",
     )
-    p.add_argument(
-        "--batch-size",
-        type=positive_int,
-        default=256,
-        help="images per forward pass, >= 1 (default 256)",
-    )
+    A.add_batch_size(p, 256)
     p.add_argument(
         "--layer",
         metavar="NAME",
@@ -73,7 +68,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="with --layer on a conv, pool or norm layer: max or avg over positions -> (N, C), "
         "or none: the flattened maps (N, C*H*W) (default none)",
     )
-    add_device(p)
+    A.add_device(p)
     return p
 
 

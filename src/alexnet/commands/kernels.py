@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from alexnet.commands.argtypes import WEIGHTS_HELP, int_range
+from alexnet.commands import argtypes as A
 from alexnet.commands.outputs import output_file
 
 
@@ -16,10 +16,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "min..max for display; the `paper` model's two towers (48 kernels each) in separate, "
         "labelled blocks.",
     )
-    p.add_argument("--weights", required=True, help=WEIGHTS_HELP)
+    A.add_weights(p)
     p.add_argument("--out", required=True, metavar="OUT.png", help="the PNG to write")
     p.add_argument(
-        "--width", type=int_range(64, 16384), default=800, help="image width, 64..16384 px (800)"
+        "--width", type=A.int_range(64, 16384), default=800, help="image width, 64..16384 px (800)"
     )
     return p
 

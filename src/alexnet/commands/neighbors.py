@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from alexnet.commands.argtypes import add_device, positive_int
+from alexnet.commands import argtypes as A
 from alexnet.commands.outputs import output_file
 from alexnet.data.modes import SPLITS
 from alexnet.errors import UserError
@@ -51,16 +51,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default="val",
         help="split that integer queries index (val)",
     )
-    p.add_argument("--k", type=positive_int, default=8, help="neighbours per query (default 8)")
+    p.add_argument("--k", type=A.positive_int, default=8, help="neighbours per query (default 8)")
     p.add_argument("--out", metavar="GRID.png", help="write the neighbours grid")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument(
-        "--batch-size",
-        type=positive_int,
-        default=256,
-        help="images per forward pass when computing the features, >= 1 (default 256)",
-    )
-    add_device(p)
+    A.add_json(p)
+    A.add_batch_size(p, 256, " when computing the features")
+    A.add_device(p)
     return p
 
 
@@ -117,12 +112,7 @@ def _queries(args: argparse.Namespace, predictor, data) -> tuple[list[str], list
     import numpy as np
 
     from alexnet.data.packed import open_dataset
-    from alexnet.inference import (
-        check_fits,
-        expand_image_args,
-        is_image_folder,
-        read_image,
-    )
+    from alexnet.inference import check_fits, expand_image_args, is_image_folder, read_image
 
     query_ds = None
     names, images, failed = [], [], 0
@@ -162,22 +152,6 @@ def _queries(args: argparse.Namespace, predictor, data) -> tuple[list[str], list
     return names, images, failed
 
 
-def _draw(args, predictor, base, names, images, results, dim: int) -> None:
-    from alexnet.viz import feature_name, neighbors_grid
-
-    nb_imgs = [[base.image(n[base.key]) for n in r["neighbors"]] for r in results]
-    nb_titles = [[f"{_name(n)}\n{n['distance']:.3g}" for n in r["neighbors"]] for r in results]
-    layer = feature_name(predictor.meta.model_name, dim)
-    neighbors_grid(
-        images,
-        nb_imgs,
-        args.out,
-        query_titles=[Path(n).name for n in names],
-        neighbour_titles=nb_titles,
-        feature=layer,
-    )
-
-
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -203,7 +177,21 @@ def run(args: argparse.Namespace) -> int:
     found = neighbours(qf, feats, base, args.k, device=device)
     results = [{"query": name, "neighbors": f} for name, f in zip(names, found)]
     if args.out:
-        _draw(args, predictor, base, names, images, results, qf.shape[1])
+        from alexnet.viz import feature_name, neighbors_grid
+
+        rows = [r["neighbors"] for r in results]
+        neighbors_grid(
+            images,
+            [[base.image(n[base.key]) for n in row] for row in rows],
+            args.out,
+            query_titles=[Path(n).name for n in names],
+            # each neighbour: its class, or (unlabelled) its file name, and its distance
+            neighbour_titles=[
+                [f"{n['label'] or Path(n['path']).name}\n{n['distance']:.3g}" for n in row]
+                for row in rows
+            ],
+            feature=feature_name(predictor.meta.model_name, qf.shape[1]),
+        )
     split = base.split
     if args.json:
         out = {"split": split, "data": str(data), "k": args.k, "results": results, "grid": args.out}
@@ -218,8 +206,3 @@ def run(args: argparse.Namespace) -> int:
         if args.out:
             print(f"grid: {args.out}")
     return 1 if failed else 0
-
-
-def _name(neighbour: dict) -> str:
-    """A neighbour's title in the grid: its class, or (unlabelled) its file name."""
-    return neighbour["label"] or Path(neighbour["path"]).name

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from alexnet.commands.argtypes import WEIGHTS_HELP, add_device, positive_int
-from alexnet.data.modes import TEST_CROPS
+from alexnet.commands import argtypes as A
 from alexnet.errors import UserError
 from alexnet.jsonout import json_line
 
@@ -24,25 +23,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "the exit status is 1 if any image failed.",
     )
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, directories, globs")
-    p.add_argument("--weights", required=True, help=WEIGHTS_HELP)
+    A.add_weights(p)
     p.add_argument(
-        "--topk", type=positive_int, default=5, help="classes per image, >= 1 (default 5)"
+        "--topk", type=A.positive_int, default=5, help="classes per image, >= 1 (default 5)"
     )
-    p.add_argument(
-        "--crops",
-        type=int,
-        choices=TEST_CROPS,
-        default=1,
-        help="1 (centre), 2 (centre + mirror) or 10 (paper §4.1), softmax averaged (default 1)",
-    )
-    p.add_argument(
-        "--batch-size",
-        type=positive_int,
-        default=32,
-        help="images per forward pass, >= 1 (default 32)",
-    )
-    add_device(p)
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    A.add_crops(p)
+    A.add_batch_size(p, 32)
+    A.add_device(p)
+    A.add_json(p)
     g = p.add_argument_group("where the network looks (Zeiler & Fergus 2014, section 4.2)")
     g.add_argument(
         "--explain",
@@ -54,13 +42,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--patch",
-        type=positive_int,
+        type=A.positive_int,
         help="side of the occluding square in model-input pixels (default: input size // 7, "
         "32 at 224)",
     )
     g.add_argument(
         "--stride",
-        type=positive_int,
+        type=A.positive_int,
         help="pixels between squares (default: patch // 2); squares lie inside the input",
     )
     g.add_argument(
@@ -74,8 +62,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from alexnet.inference import Predictor, expand_image_args, weights_device
 
-    if args.topk < 1:
-        raise UserError(f"--topk {args.topk}: must be at least 1")
     if args.explain is None and (args.patch or args.stride or args.out):
         raise UserError("--patch, --stride and --out go with --explain occlusion")
     paths, missing = expand_image_args(args.images)
@@ -169,10 +155,8 @@ class _Occlusion:
         self.out.mkdir(parents=True, exist_ok=True)
         title = f"{Path(pred.image).name}: {pred.classes[0]} (p = {found['prob']:.3f})"
         view = self.inputs.display(image)[0]
-        occlusion_map(
-            view, found["drop"], found["patch"], found["stride"], self.out / f"{name}.png",
-            title=title,
-        )  # fmt: skip
+        drop, patch, stride = found["drop"], found["patch"], found["stride"]
+        occlusion_map(view, drop, patch, stride, self.out / f"{name}.png", title=title)
 
 
 def _occlusion_line(occ: dict) -> str:

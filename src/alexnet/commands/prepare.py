@@ -78,26 +78,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default=0,
         help="random seed of that split and of synthetic data, >= 0 (0)",
     )
-    _add_storage_args(p)
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    g = p.add_argument_group("synthetic data (--source synthetic)")
-    g.add_argument(
-        "--classes", type=int_range(2, 100000), default=10, help="number of classes, 2..100000 (10)"
-    )
-    g.add_argument(
-        "--count",
-        type=positive_int,
-        default=1000,
-        help="train images, >= 1 (1000); val gets count // 5, at least 1",
-    )
-    g.add_argument(
-        "--image-size", type=int_range(8, 1024), default=32, help="image side, 8..1024 (32)"
-    )
-    return p
-
-
-def _add_storage_args(p: argparse.ArgumentParser) -> None:
-    """--encoding, --quality (how images are stored) and --verify (check a packed dataset)."""
     p.add_argument(
         "--encoding",
         choices=ENCODINGS,
@@ -117,6 +97,21 @@ def _add_storage_args(p: argparse.ArgumentParser) -> None:
         help="instead of packing: check every record of the packed dataset OUT "
         "against its CRC32 (exit 1 naming split and index of each damaged one)",
     )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g = p.add_argument_group("synthetic data (--source synthetic)")
+    g.add_argument(
+        "--classes", type=int_range(2, 100000), default=10, help="number of classes, 2..100000 (10)"
+    )
+    g.add_argument(
+        "--count",
+        type=positive_int,
+        default=1000,
+        help="train images, >= 1 (1000); val gets count // 5, at least 1",
+    )
+    g.add_argument(
+        "--image-size", type=int_range(8, 1024), default=32, help="image side, 8..1024 (32)"
+    )
+    return p
 
 
 def _verify(args: argparse.Namespace) -> int:

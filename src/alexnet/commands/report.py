@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from alexnet.commands.argtypes import add_device, nonnegative_int, positive_int
+from alexnet.commands import argtypes as A
 from alexnet.commands.outputs import output_dir
 
 
@@ -22,15 +22,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="weights file (default RUN/weights.safetensors, or RUN/weights-best.safetensors "
         "when only that exists)",
     )
-    p.add_argument("--queries", type=positive_int, default=4, help="neighbour queries, >= 1 (4)")
-    p.add_argument("--k", type=positive_int, default=7, help="neighbours per query, >= 1 (7)")
+    p.add_argument("--queries", type=A.positive_int, default=4, help="neighbour queries, >= 1 (4)")
+    p.add_argument("--k", type=A.positive_int, default=7, help="neighbours per query, >= 1 (7)")
     p.add_argument(
         "--max-train",
-        type=nonnegative_int,
+        type=A.nonnegative_int,
         default=0,
         help="search the first N train images (0: all)",
     )
-    add_device(p)
+    A.add_device(p)
     return p
 
 

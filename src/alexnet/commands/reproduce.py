@@ -13,14 +13,7 @@ from typing import TYPE_CHECKING
 
 from alexnet.commands import argtypes as A
 from alexnet.errors import UserError
-from alexnet.experiments import (
-    BUDGETS,
-    FAMILIES,
-    FAMILIES_OF,
-    NAMES,
-    default_output,
-    default_seeds,
-)
+from alexnet.experiments import BUDGETS, FAMILIES, FAMILIES_OF, NAMES, default_output, default_seeds
 
 if TYPE_CHECKING:
     from alexnet.experiments.runner import Context

@@ -10,7 +10,6 @@ import socket
 import sys
 
 from alexnet.commands import argtypes as A
-from alexnet.data.modes import TEST_CROPS
 from alexnet.errors import UserError
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -55,19 +54,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "SIGTERM finishes the requests in flight, then exits 0. The API key may also come "
         "from $ALEXNET_API_KEY. Limits, memory and replicas: docs/serve.md.",
     )
-    p.add_argument("--weights", required=True, help=A.WEIGHTS_HELP)
+    A.add_weights(p)
     p.add_argument("--index", metavar="FEATS", help="features from `alexnet features`")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     for flag, kind, default, text in LIMITS:  # kind None: a switch
         more = {"type": kind} if kind else {"action": "store_true"}
         p.add_argument(flag, default=default, help=text, **more)
-    p.add_argument(
-        "--crops",
-        type=int,
-        choices=TEST_CROPS,
-        default=1,
-        help="1 (centre), 2 (centre + mirror) or 10 crops per image, softmax averaged (default 1)",
-    )
+    A.add_crops(p)
     A.add_device(p)
     p.add_argument(
         "--access-log",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from alexnet.commands.argtypes import positive_int
+from alexnet.commands import argtypes as A
 from alexnet.models.catalog import MODELS
 
 
@@ -21,18 +21,18 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--input-size",
-        type=positive_int,
+        type=A.positive_int,
         default=None,
         help="input side: 224 or 227 for paper, 28 or 32 for small, 224 for seed, >= 63 for "
         "torchvision (default: the model's)",
     )
     parser.add_argument(
         "--num-classes",
-        type=positive_int,
+        type=A.positive_int,
         default=None,
         help="output classes, >= 1 (default: the model's)",
     )
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    A.add_json(parser, "print JSON instead of a table")
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
     return parser
 

@@ -7,6 +7,7 @@ import json
 import sys
 from typing import Any
 
+from alexnet.commands import argtypes as A
 from alexnet.commands import error_line
 from alexnet.errors import UserError
 from alexnet.weights.hub import CATALOG, CONVERTIBLE, cache_dir, describe_file
@@ -27,7 +28,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="weights to describe, each read by its content: a weights file, a training "
         "checkpoint, a run directory or a Hugging Face-style folder",
     )
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    A.add_json(p, "print JSON instead of a table")
     p.set_defaults(_light=True)  # without FILEs no torch: the names only
     return p
 

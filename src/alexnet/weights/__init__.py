@@ -1,15 +1,8 @@
-"""Every weights format in and out: `load(path | run dir | name)` -> (model, metadata), `save`.
-
-- `files`: `read` / `load`, telling the formats apart by their content (training checkpoints
-  included), and `save`;
-- `safetensors_io`: our file (`save` writes it), in the paper or the two-device layout;
-- `torchvision`: torchvision's `.pth`; `caffe` (+ `caffe_proto`): Caffe's bvlc_alexnet;
-- `hf`: Hugging Face-style folders (model.safetensors + config.json + README.md);
-- `hub`: weights by name (downloaded once), Hugging Face ids, and `alexnet weights`'s catalog;
-- `pretrained`: `load_for(weights, num_classes, model, **options)`, the model for other code
-  (`alexnet.get_model(..., weights=...)`, `from_pretrained`, hubconf.py), re-making the last
-  layer for another number of classes;
-- `meta`: `Preprocess` and `WeightsMeta`, what every format reads besides tensors.
+"""Every weights format in and out: `load(path | run dir | name)` -> (model, metadata), `save`,
+and `load_for`, the model for other code (`files`). Formats are told apart by their content:
+our safetensors in either tower layout (`safetensors_io`), torchvision's `.pth`, training
+checkpoints, Hugging Face-style folders (`hf`); `caffe` converts bvlc_alexnet; `hub` names
+downloadable weights; `meta` holds what every format reads besides tensors.
 
 The names below are imported when first used, so that the torch-free `hub` (which `alexnet
 weights` lists) loads without torch.
@@ -25,7 +18,7 @@ _NAMES = {
     "build_model": "alexnet.weights.files",
     "convert_layout": "alexnet.weights.files",
     "load": "alexnet.weights.files",
-    "load_for": "alexnet.weights.pretrained",
+    "load_for": "alexnet.weights.files",
     "read": "alexnet.weights.files",
     "save": "alexnet.weights.files",
     "write_folder": "alexnet.weights.hf",

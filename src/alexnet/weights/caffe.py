@@ -34,7 +34,7 @@ from alexnet.models.registry import get_model
 from alexnet.weights import caffe_proto
 from alexnet.weights.caffe_proto import CaffeLayer
 from alexnet.weights.safetensors_io import save_safetensors
-from alexnet.weights.torchvision import imagenet_categories
+from alexnet.weights.torchvision import class_names
 
 # The layer sequence of bvlc_alexnet (conv -> ReLU -> LRN -> pool, as the paper; CaffeNet
 # pools before it normalizes and is refused): C = conv, N = LRN, P = max-pool, F = inner product.
@@ -246,10 +246,7 @@ def convert(
     model.load_state_dict(state, strict=True)
     preprocess, mean_image = caffe_preprocess(None if mean is None else load_mean(mean))
     k = info["num_classes"]
-    if classes is not None:
-        names = read_synset_words(classes, k)
-    else:
-        names = imagenet_categories() if k == 1000 else [str(i) for i in range(k)]
+    names = class_names(k) if classes is None else read_synset_words(classes, k)
     extra: dict[str, Any] = {
         "source": "caffe",
         "file": Path(caffemodel).name,

@@ -4,11 +4,6 @@ The definitions below copy the field numbers of Caffe's `caffe.proto` for NetPar
 `layer` list, field 100, and the old V1 `layers` list, field 2), LayerParameter,
 V1LayerParameter, BlobProto / BlobShape and the parameters of the layers AlexNet uses
 (convolution, LRN, pooling, inner product). Fields not listed are skipped when parsing.
-
-- `read_net(path)`: a binary `.caffemodel` -> `NetParameter` message.
-- `read_net_text(path)`: a text `deploy.prototxt` -> `NetParameter` message.
-- `read_blob(path)`: a binary `.binaryproto` (e.g. the mean image) -> numpy array.
-- `layers(net)`: both layouts -> a list of `CaffeLayer` (name, type string, params, blobs).
 """
 
 from __future__ import annotations

@@ -1,13 +1,17 @@
 """`read(path)` -> (state_dict, metadata) and `load(path)` -> (model, metadata) for every
-format, told apart by the content, not the suffix: our safetensors (either tower layout),
-torchvision's `.pth` and training checkpoints (`RUN/checkpoint.pt` or the run directory), both
-read with weights_only, Hugging Face-style folders (`hf`); names of downloadable weights and
-Hugging Face ids too. `save` writes our safetensors; `convert_layout` the `paper` model's
-weights in either tower layout."""
+format, told apart by the content, not the suffix (torch files read with weights_only); `save`
+writes our safetensors; `convert_layout` the `paper` model's weights in either tower layout.
+
+`load_for(weights, num_classes, model, **options)` is the model for other code:
+`alexnet.get_model(name, weights=...)`, `alexnet.from_pretrained(...)` and hubconf.py's
+`torch.hub.load(..., "alexnet", weights=...)`. `num_classes` other than the weights' re-makes
+the last layer (fc8), freshly initialised, and says so in one warning: fine-tuning's usual
+start (paper §6.1 re-uses the other layers the same way)."""
 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -94,11 +98,11 @@ def checkpoint_weights(
             f"{path}: a checkpoint without its class names, preprocessing or mean image; use "
             "RUN/weights.safetensors instead"
         )
-    meta = WeightsMeta(
-        model_config=ckpt.model_config,
-        classes=[str(c) for c in ckpt.classes],
-        preprocess=pre,
-        extra={"source": "checkpoint", "epoch": ckpt.epoch, "global_step": ckpt.global_step},
+    meta = WeightsMeta.parse(
+        ckpt.model_config,
+        ckpt.classes,
+        pre,
+        {"source": "checkpoint", "epoch": ckpt.epoch, "global_step": ckpt.global_step},
         mean_image=None if ckpt.mean_image is None else torch.as_tensor(ckpt.mean_image).float(),
         format="checkpoint",
         path=str(path),
@@ -145,6 +149,50 @@ def load(
     load_into(model, tensors, meta.path)
     meta.model_config = dict(getattr(model, "config", meta.model_config))
     return model.to(device).eval(), meta
+
+
+def load_for(
+    weights: str | os.PathLike,
+    num_classes: int | None = None,
+    model: str | None = None,
+    **options: Any,
+) -> nn.Module:
+    """The model that `weights` names, with its tensors, in eval mode on the CPU.
+
+    weights: a path (file, run directory, Hugging Face-style folder), a catalog name
+        ("torchvision") or a Hugging Face id "user/name".
+    num_classes: outputs of the last layer; another number than the weights' re-makes that
+        layer (a warning says so). None keeps the weights'.
+    model: the model name the caller expects (UserError when the weights are of another).
+    options: model options to override (`get_model`'s keywords, e.g. dropout); one that
+        changes a tensor's shape is a UserError naming the tensors.
+    """
+    tensors, meta = read(weights)
+    name = meta.model_name
+    if model is not None and model != name:
+        raise UserError(
+            f"{meta.path}: weights of model {name!r}, not {model!r}; leave the model out or "
+            f"name {name!r}"
+        )
+    stored = dict(meta.model_config.get("options", {}))
+    stored.pop("num_classes", None)
+    built = get_model(name, **{**stored, **options, "num_classes": num_classes or meta.num_classes})
+    own = built.state_dict()
+    # the tensors whose shape differs: the last layer's weight (K, D) and bias (K,) when only
+    # the number of classes K differs
+    head = sorted(k for k in own.keys() & tensors.keys() if own[k].shape != tensors[k].shape)
+    if head and num_classes is not None and num_classes != meta.num_classes:
+        last = [k for k in head if own[k].shape[0] == num_classes]
+        if last != head or len(head) > 2:  # anything but the classifier's rows: not a head swap
+            raise UserError(f"{meta.path}: tensors {head[:3]} do not fit model {name!r}")
+        warnings.warn(
+            f"{meta.path}: {meta.num_classes} classes in the weights, num_classes={num_classes}: "
+            f"the last layer ({', '.join(head)}) is re-made and untrained",
+            stacklevel=2,
+        )
+        tensors = {**tensors, **{k: own[k] for k in head}}
+    load_into(built, tensors, meta.path)
+    return built.eval()
 
 
 # `save` writes the format `load` reads best: an alexnet safetensors file with its metadata

@@ -23,13 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 
 from alexnet.errors import UserError
 from alexnet.fileio import atomic_write_bytes
-from alexnet.weights.meta import Preprocess, WeightsMeta
-from alexnet.weights.safetensors_io import MEAN_IMAGE_KEY, save_safetensors
+from alexnet.weights.meta import WeightsMeta
+from alexnet.weights.safetensors_io import MEAN_IMAGE_KEY, load_tensors, save_safetensors
 
 FORMAT = "alexnet-hf/1"
 WEIGHTS_NAME = "model.safetensors"
@@ -55,38 +53,19 @@ def read_folder(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], Weigh
         raise UserError(f"{config_path}: not readable JSON ({exc})") from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise UserError(f"{config_path}: not an alexnet config (format {FORMAT})")
+    tensors = load_tensors(p / WEIGHTS_NAME)
     try:
-        tensors = load_file(str(p / WEIGHTS_NAME))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise UserError(f"{p / WEIGHTS_NAME}: not a readable safetensors file ({exc})") from None
-    try:
-        meta = WeightsMeta(
-            model_config=dict(config["model"]),
-            classes=[str(c) for c in config["label_names"]],
-            preprocess=Preprocess.from_json(config["preprocess"]),
-            extra=dict(config.get("extra", {})),
+        meta = WeightsMeta.parse(
+            config["model"],
+            config["label_names"],
+            config["preprocess"],
+            config.get("extra", {}),
             mean_image=tensors.pop(MEAN_IMAGE_KEY, None),
-            format="alexnet",
             path=str(p),
         )
     except (KeyError, TypeError, ValueError, UserError) as exc:
         raise UserError(f"{config_path}: damaged alexnet config ({exc})") from None
     return tensors, meta
-
-
-def folder_config(meta: WeightsMeta, input_size: list[int]) -> dict[str, Any]:
-    """config.json's content for weights described by `meta` (see the module docstring)."""
-    return {
-        "format": FORMAT,
-        "library_name": "alexnet",
-        "architecture": meta.model_name,
-        "model": meta.model_config,
-        "num_classes": meta.num_classes,
-        "label_names": list(meta.classes),
-        "input_size": input_size,
-        "preprocess": meta.preprocess.to_json(),
-        "extra": meta.extra,
-    }
 
 
 def run_dir_of(weights: str | os.PathLike) -> Path | None:
@@ -169,7 +148,7 @@ def write_folder(
         raise UserError(f"{out}: exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
     extra = {k: v for k, v in meta.extra.items() if k != "layout"}  # tensors: the paper layout
-    meta = dataclasses.replace(meta, extra=extra)
+    meta = dataclasses.replace(meta, extra=extra)  # the card reads it too
     save_safetensors(
         out / WEIGHTS_NAME,
         model.state_dict(),
@@ -179,8 +158,17 @@ def write_folder(
         mean_image=meta.mean_image,
         extra=extra,
     )
-    size = [int(model.in_channels), int(model.input_size), int(model.input_size)]
-    config = folder_config(meta, size)
+    config = {  # see the module docstring
+        "format": FORMAT,
+        "library_name": "alexnet",
+        "architecture": meta.model_name,
+        "model": meta.model_config,
+        "num_classes": meta.num_classes,
+        "label_names": list(meta.classes),
+        "input_size": [int(model.in_channels), int(model.input_size), int(model.input_size)],
+        "preprocess": meta.preprocess.to_json(),
+        "extra": extra,
+    }
     atomic_write_bytes(out / CONFIG_NAME, (json.dumps(config, indent=2) + "\n").encode())
     params = sum(t.numel() for t in model.parameters())
     atomic_write_bytes(out / CARD_NAME, model_card(meta, params, run).encode())

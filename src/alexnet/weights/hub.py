@@ -1,23 +1,11 @@
 """What `--weights` can name, and what a weights file is: `alexnet weights`.
 
-`CATALOG`: weights downloadable by name (torchvision's ImageNet AlexNet). `CONVERTIBLE`: public
-weights this package converts but does not download (Caffe's `bvlc_alexnet`, the paper's
-architecture). `describe_file(path)`: the same facts for any local weights file or folder,
-read from its content (`alexnet.weights.read`). Published errors are top-1 / top-5 in percent
-on the ILSVRC-2012 validation set, one centre crop (the paper's own network: 40.7 / 18.2 with
-10 crops, §6).
-
-Weights by name: download once into torch's hub cache, the way torchvision does, then reuse.
-
-- `resolve_name(name_or_path) -> Path`: an existing file is returned as it is; a catalog name
-  (`alexnet weights` lists them, e.g. "torchvision") is the cached file, downloaded first when
-  missing. Everything that takes `--weights` calls this before reading the file.
-- `fetch(file_name)`: `$ALEXNET_WEIGHTS_URL/<file_name>` (default torchvision's
-  https://download.pytorch.org/models) -> `torch.hub.get_dir()/checkpoints/<file_name>`, with a
-  progress bar. As torchvision, the hex digits after the last "-" of the name must begin the
-  file's SHA-256; a file that does not match is refused and not kept. A download that fails
-  (no network, unreachable host, HTTP error) raises one line: the URL, where to put the file
-  by hand, and that a path works too.
+`CATALOG`: weights downloadable by name (torchvision's ImageNet AlexNet), fetched once into
+torch's hub cache as torchvision does (`fetch`); `CONVERTIBLE`: public weights this package
+converts but does not download (Caffe's `bvlc_alexnet`); `resolve_name`: what every `--weights`
+calls first; `describe_file(path)`: the same facts for a local file, read from its content.
+Published errors are top-1 / top-5 in percent on the ILSVRC-2012 validation set, one centre
+crop (the paper's own network: 40.7 / 18.2 with 10 crops, §6).
 """
 
 from __future__ import annotations
@@ -88,7 +76,12 @@ def _download(url: str, tmp: Path, progress: bool) -> str:
 
 
 def fetch(file_name: str, *, progress: bool = True) -> Path:
-    """The cached `file_name`, downloaded first when it is not in the cache (see module doc)."""
+    """The cached `file_name`, downloaded first from `url_for(file_name)` with a progress bar.
+
+    As torchvision, the hex digits after the last "-" of the name must begin the file's
+    SHA-256 (else refused, not kept); a failed download is one line: the URL, where to put the
+    file by hand, and that a path works too.
+    """
     dest = cache_dir() / file_name
     if dest.is_file():
         return dest
@@ -121,7 +114,8 @@ def fetch(file_name: str, *, progress: bool = True) -> Path:
 
 
 def resolve_name(name_or_path: str | os.PathLike, *, progress: bool = True) -> Path:
-    """A weights file path, or a catalog name -> the local file (downloaded when needed)."""
+    """An existing path as it is; a catalog name or a Hugging Face id -> the local file or
+    folder (downloaded when needed)."""
     path = Path(name_or_path)
     if path.exists():
         return path
@@ -215,20 +209,16 @@ CONVERTIBLE: dict[str, CatalogEntry] = {
 }
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _catalog_entry(meta: Any) -> CatalogEntry | None:
     """The catalog entry whose file this torchvision-format file is, told by its content: its
     SHA-256 begins with the hash in the entry's file name (as torchvision checks downloads)."""
     if meta.format != "torchvision":
         return None
-    digest = _sha256(Path(meta.path))
+    sha256 = hashlib.sha256()  # hashlib.file_digest: Python 3.11
+    with open(meta.path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            sha256.update(chunk)
+    digest = sha256.hexdigest()
     for entry in CATALOG.values():
         want = hash_prefix(entry.file_name)
         if want and digest.startswith(want):

@@ -15,8 +15,6 @@ import torch
 
 from alexnet.errors import UserError
 
-FORMATS = ("alexnet", "torchvision", "two-device", "checkpoint")
-
 
 @dataclass(frozen=True)
 class Preprocess:
@@ -85,7 +83,7 @@ class WeightsMeta:
     preprocess: the evaluation preprocessing.
     extra: free-form facts (recipe, epoch, val errors, source, layout).
     mean_image: (H, W, C) float32 training mean image for normalize "mean_image", else None.
-    format: where the weights came from: one of `FORMATS`.
+    format: where the weights came from: "alexnet", "torchvision", "two-device" or "checkpoint".
     path: the file read.
     """
 
@@ -96,6 +94,20 @@ class WeightsMeta:
     mean_image: torch.Tensor | None = None
     format: str = "alexnet"
     path: str = ""
+
+    @classmethod
+    def parse(
+        cls, model: Any, classes: Any, preprocess: Any, extra: Any, **rest: Any
+    ) -> WeightsMeta:
+        """Metadata from what a file stores (JSON values); KeyError, TypeError, ValueError or
+        UserError when they are damaged. `rest`: mean_image, format, path."""
+        return cls(
+            model_config=dict(model),
+            classes=[str(c) for c in classes],
+            preprocess=Preprocess.from_json(preprocess),
+            extra=dict(extra),
+            **rest,
+        )
 
     @property
     def model_name(self) -> str:

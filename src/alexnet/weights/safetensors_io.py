@@ -83,30 +83,33 @@ def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], 
     try:
         with safe_open(str(path), framework="pt") as f:
             raw = f.metadata() or {}
-        tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise UserError(f"{path}: not a readable safetensors file ({exc})") from None
+    tensors = load_tensors(path)
     if raw.get("format") != FORMAT:
         raise UserError(
             f"{path}: a safetensors file without alexnet metadata (format {FORMAT}); "
             "write it with alexnet.weights.save"
         )
     try:
-        parsed = {k: json.loads(raw[k]) for k in ("model", "classes", "preprocess", "extra")}
-        preprocess = Preprocess.from_json(parsed["preprocess"])
+        meta = WeightsMeta.parse(
+            **{k: json.loads(raw[k]) for k in ("model", "classes", "preprocess", "extra")},
+            path=str(path),
+        )
     except (KeyError, ValueError, TypeError, UserError) as exc:
         raise UserError(f"{path}: damaged alexnet metadata ({exc})") from None
-    extra = dict(parsed["extra"])
-    meta = WeightsMeta(
-        model_config=dict(parsed["model"]),
-        classes=[str(c) for c in parsed["classes"]],
-        preprocess=preprocess,
-        extra=extra,
-        mean_image=tensors.pop(MEAN_IMAGE_KEY, None),
-        format="two-device" if extra.get("layout") == "two-device" else "alexnet",
-        path=str(path),
-    )
+    if meta.extra.get("layout") == "two-device":
+        meta.format = "two-device"
+    meta.mean_image = tensors.pop(MEAN_IMAGE_KEY, None)
     return tensors, meta
+
+
+def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Every tensor of a safetensors file; UserError naming the file when it is unreadable."""
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise UserError(f"{path}: not a readable safetensors file ({exc})") from None
 
 
 LAYOUTS = ("paper", "two-device")

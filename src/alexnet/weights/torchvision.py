@@ -32,8 +32,11 @@ TORCHVISION_PREPROCESS = Preprocess(
 )
 
 
-def imagenet_categories() -> list[str]:
-    """The 1000 ImageNet class names in torchvision's order (no download: static metadata)."""
+def class_names(count: int) -> list[str]:
+    """ImageNet's 1000 class names in torchvision's order (static metadata, no download) for
+    1000 classes, else "0".."count-1"."""
+    if count != 1000:
+        return [str(i) for i in range(count)]
     return list(AlexNet_Weights.IMAGENET1K_V1.meta["categories"])
 
 
@@ -57,10 +60,9 @@ def torchvision_weights(
             f"keys {sorted(obj)[:3]} ...)"
         )
     num_classes = int(head.shape[0])
-    classes = imagenet_categories() if num_classes == 1000 else [str(i) for i in range(num_classes)]
     meta = WeightsMeta(
         model_config={"name": "torchvision", "options": {"num_classes": num_classes}},
-        classes=classes,
+        classes=class_names(num_classes),
         preprocess=TORCHVISION_PREPROCESS,
         extra={"source": "torchvision", "file": str(path)},
         format="torchvision",
