@@ -39,8 +39,7 @@ from alexnet.data.packed import HEADER, open_dataset
 from alexnet.errors import UserError
 from alexnet.evaluate import make_eval_transform
 from alexnet.export import OnnxModel
-from alexnet.fileio import atomic_write, atomic_write_text
-from alexnet.jsonout import rounded
+from alexnet.fileio import atomic_write, atomic_write_text, rounded
 from alexnet.progress import progress_bar
 from alexnet.runtime import resolve_device
 from alexnet.weights import build_model, load

@@ -9,7 +9,7 @@ from alexnet.commands.argtypes import WEIGHTS_HELP, add_device, positive_int
 from alexnet.commands.outputs import output_file
 from alexnet.data.modes import SPLITS, TEST_CROPS
 from alexnet.errors import UserError
-from alexnet.jsonout import json_line
+from alexnet.fileio import json_line
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:

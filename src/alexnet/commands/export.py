@@ -8,7 +8,7 @@ import argparse
 from alexnet.commands.argtypes import WEIGHTS_HELP, int_range, positive_int
 from alexnet.commands.outputs import output_file
 from alexnet.errors import UserError
-from alexnet.jsonout import json_line
+from alexnet.fileio import json_line
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:

@@ -10,7 +10,7 @@ from alexnet.commands.argtypes import add_device, positive_int
 from alexnet.commands.outputs import output_file
 from alexnet.data.modes import SPLITS
 from alexnet.errors import UserError
-from alexnet.jsonout import json_line
+from alexnet.fileio import json_line
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:

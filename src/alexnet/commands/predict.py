@@ -8,7 +8,7 @@ import sys
 from alexnet.commands.argtypes import WEIGHTS_HELP, add_device, positive_int
 from alexnet.data.modes import TEST_CROPS
 from alexnet.errors import UserError
-from alexnet.jsonout import json_line
+from alexnet.fileio import json_line, rounded
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -136,7 +136,6 @@ class _Occlusion:
     def __call__(self, pred) -> dict:
         from alexnet.explain import occlusion
         from alexnet.inference import read_image
-        from alexnet.jsonout import rounded
 
         p = self.predictor
         image = read_image(pred.image, p.image_size, p.resize_rule)[None]

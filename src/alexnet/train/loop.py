@@ -46,9 +46,8 @@ from alexnet.data.loader import DeviceLoader
 from alexnet.data.packed import open_dataset
 from alexnet.errors import Param, UserError
 from alexnet.evaluate import evaluate, make_eval_transform
-from alexnet.fileio import atomic_write_text
+from alexnet.fileio import atomic_write_text, rounded
 from alexnet.interrupts import StopFlag
-from alexnet.jsonout import rounded
 from alexnet.models.parallel import TwoDeviceAlexNet
 from alexnet.models.registry import get_model
 from alexnet.progress import progress_bar
