@@ -55,7 +55,6 @@ from alexnet.rundir import RunDir, RunResult
 from alexnet.train import finetune
 from alexnet.train import inputs as inputs_mod
 from alexnet.train.config import RESUME_AUTO, TrainConfig, config_json, resolve_channels_last
-from alexnet.train.optim import make_optimizer, skip_if_nonfinite
 from alexnet.train.randomness import capture_rng_state, restore_rng_state, step_generator, step_seed
 from alexnet.train.schedules import make_schedule
 from alexnet.weights.meta import Preprocess
@@ -430,6 +429,41 @@ def check_run_dir(run: RunDir, need_bytes: int, *, resuming: bool) -> None:
         )
 
 
+def make_optimizer(
+    params,
+    *,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    nesterov: bool = False,
+    fused: bool = False,
+) -> torch.optim.SGD:
+    """SGD with momentum and L2 weight decay (paper §5), decay on every parameter like the paper;
+    `params`: parameters, or parameter groups (a group's `lr_factor` scales the schedule's rate).
+
+    The paper's update rule (§5) is
+        v <- 0.9 v - 0.0005 * eps * w - eps * dL/dw,    w <- w + v
+    and torch.optim.SGD computes
+        b <- 0.9 b + (dL/dw + 0.0005 w),                w <- w - eps * b.
+    With a constant eps, v = -eps * b at every step, so the two are the same trajectory. They
+    differ only at a learning-rate change: torch applies the new eps to the whole accumulated b
+    at once, while the paper's v still carries the old eps in its momentum, so the paper's first
+    steps after a drop still move by about the old step size (decaying by 0.9 per step). We use
+    torch's form, as every modern reproduction does.
+
+    `fused`: torch's fused kernel (one launch for all parameters; on CUDA), which can skip a
+    step on the device (its `found_inf`, see `train_step`). Its momentum buffers are created as
+    zeros up front, the same first step as torch's (buffer = gradient, as 0.9 * 0 + gradient),
+    so that a skipped first step cannot leave them uninitialized."""
+    decay = {"momentum": momentum, "weight_decay": weight_decay, "nesterov": nesterov}
+    optimizer = torch.optim.SGD(params, lr=lr, **decay, fused=fused or None)
+    if fused and momentum > 0:
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                optimizer.state[p]["momentum_buffer"] = torch.zeros_like(p)
+    return optimizer
+
+
 def _place(cfg: TrainConfig, net: nn.Module, device: torch.device, info: runtime.DistInfo):
     """(the model on its device(s), what the step calls). Validation calls the placed model,
     never DDP (ranks may hold unequal numbers of validation batches, and DDP's forward is a
@@ -638,8 +672,8 @@ def train_step(
         bad = runtime.all_reduce_sum(bad).clamp_(max=1.0)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    if optimizer.defaults.get("fused"):
-        skip_if_nonfinite(optimizer, bad)  # fused SGD skips on the device
+    if optimizer.defaults.get("fused"):  # fused SGD skips on the device when `bad` is non-zero
+        optimizer.found_inf = bad.float()  # type: ignore[attr-defined]
         optimizer.step()
     elif not bad.item():  # per-parameter SGD (the CPU) decides on the host: free there
         optimizer.step()
