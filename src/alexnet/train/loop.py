@@ -37,10 +37,14 @@ from torch.nn.parallel import DistributedDataParallel
 from alexnet import runtime
 from alexnet.checkpoint import (
     Checkpoint,
+    capture_rng_state,
     check_compatible,
     load_checkpoint,
     reconcile_world_size,
+    restore_rng_state,
     save_checkpoint,
+    step_generator,
+    step_seed,
 )
 from alexnet.data.loader import DeviceLoader
 from alexnet.data.packed import open_dataset
@@ -55,7 +59,6 @@ from alexnet.rundir import RunDir, RunResult
 from alexnet.train import finetune
 from alexnet.train import inputs as inputs_mod
 from alexnet.train.config import RESUME_AUTO, TrainConfig, config_json, resolve_channels_last
-from alexnet.train.randomness import capture_rng_state, restore_rng_state, step_generator, step_seed
 from alexnet.train.schedules import make_schedule
 from alexnet.weights.meta import Preprocess
 from alexnet.weights.safetensors_io import save_safetensors
