@@ -33,8 +33,8 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 
 from alexnet.checkpoint import checkpoint_path
+from alexnet.data import TEST_CROPS
 from alexnet.data.decode import decode_image
-from alexnet.data.modes import TEST_CROPS
 from alexnet.data.packed import HEADER, open_dataset
 from alexnet.errors import UserError
 from alexnet.evaluate import make_eval_transform

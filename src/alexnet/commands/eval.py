@@ -7,7 +7,7 @@ import sys
 
 from alexnet.commands.argtypes import WEIGHTS_HELP, add_device, positive_int
 from alexnet.commands.outputs import output_file
-from alexnet.data.modes import SPLITS, TEST_CROPS
+from alexnet.data import SPLITS, TEST_CROPS
 from alexnet.errors import UserError
 from alexnet.fileio import json_line
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from alexnet.commands.argtypes import WEIGHTS_HELP, add_device, nonnegative_int, positive_int
 from alexnet.commands.outputs import output_file
-from alexnet.data.modes import SPLITS
+from alexnet.data import SPLITS
 from alexnet.errors import UserError
 from alexnet.progress import progress_bar
 

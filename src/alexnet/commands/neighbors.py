@@ -8,7 +8,7 @@ from pathlib import Path
 
 from alexnet.commands.argtypes import add_device, positive_int
 from alexnet.commands.outputs import output_file
-from alexnet.data.modes import SPLITS
+from alexnet.data import SPLITS
 from alexnet.errors import UserError
 from alexnet.fileio import json_line
 

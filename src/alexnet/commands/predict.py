@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from alexnet.commands.argtypes import WEIGHTS_HELP, add_device, positive_int
-from alexnet.data.modes import TEST_CROPS
+from alexnet.data import TEST_CROPS
 from alexnet.errors import UserError
 from alexnet.fileio import json_line, rounded
 

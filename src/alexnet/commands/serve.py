@@ -10,7 +10,7 @@ import socket
 import sys
 
 from alexnet.commands import argtypes as A
-from alexnet.data.modes import TEST_CROPS
+from alexnet.data import TEST_CROPS
 from alexnet.errors import UserError
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")

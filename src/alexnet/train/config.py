@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from alexnet.data.modes import AUGMENT_MODES, NORMALIZE_MODES, TEST_CROPS
+from alexnet.data import AUGMENT_MODES, NORMALIZE_MODES, TEST_CROPS
 from alexnet.errors import Param, UserError
 from alexnet.models.catalog import MODEL_NAMES
 from alexnet.rundir import RunDir
