@@ -52,7 +52,6 @@ from alexnet.errors import Param, UserError
 from alexnet.evaluate import evaluate, make_eval_transform
 from alexnet.fileio import atomic_write_text, rounded
 from alexnet.interrupts import StopFlag
-from alexnet.models.parallel import TwoDeviceAlexNet
 from alexnet.models.registry import get_model
 from alexnet.progress import progress_bar
 from alexnet.rundir import RunDir, RunResult
@@ -202,7 +201,7 @@ def _train(cfg, info, device, generation: int, stop: StopFlag, callbacks) -> Run
         )
     pos = Position(torch.zeros(2, len(SUMS), dtype=torch.float64, device=device))
     if saved is not None:
-        _restore(saved, placed, optimizer, schedule, pos, cfg.seed, info)
+        _restore(saved, placed, optimizer, schedule, pos, cfg, info)
     else:
         torch.manual_seed(step_seed(cfg.seed, 0, 0, info.rank, stream=1))  # dropout, per rank
 
@@ -219,7 +218,7 @@ def _train(cfg, info, device, generation: int, stop: StopFlag, callbacks) -> Run
                 data_fingerprint=train_ds.fingerprint,
                 config=cfg.to_json(),
                 preprocess=inputs.preprocess.to_json(),
-                model=_paper_state(placed),
+                model=_paper_state(placed, cfg),
                 optimizer=optimizer.state_dict(),
                 schedule=schedule.state_dict(),
                 **{name: getattr(pos, name) for name in POSITION},
@@ -237,7 +236,7 @@ def _train(cfg, info, device, generation: int, stop: StopFlag, callbacks) -> Run
             extra = {"recipe": cfg.recipe, **extra}
             save_safetensors(
                 run.path / name,
-                _paper_state(placed),
+                _paper_state(placed, cfg),
                 **meta,
                 preprocess=inputs.preprocess,
                 extra=extra,
@@ -472,6 +471,8 @@ def _place(cfg: TrainConfig, net: nn.Module, device: torch.device, info: runtime
     never DDP (ranks may hold unequal numbers of validation batches, and DDP's forward is a
     collective); the step calls it DDP-wrapped under torchrun, compiled with --compile."""
     if cfg.model_parallel:
+        from alexnet.models.parallel import TwoDeviceAlexNet  # only --model-parallel
+
         devices = tuple(d.strip() for d in cfg.model_parallel.split(","))
         placed = TwoDeviceAlexNet.from_paper(net, devices=devices)
     else:
@@ -485,11 +486,9 @@ def _place(cfg: TrainConfig, net: nn.Module, device: torch.device, info: runtime
     return placed, torch.compile(forward) if cfg.compile else forward
 
 
-def _paper_state(placed: nn.Module) -> dict[str, torch.Tensor]:
+def _paper_state(placed: nn.Module, cfg: TrainConfig) -> dict[str, torch.Tensor]:
     """The model's state_dict in the paper layout (also for the two-device split)."""
-    if isinstance(placed, TwoDeviceAlexNet):
-        return placed.paper_state_dict()
-    return placed.state_dict()
+    return placed.paper_state_dict() if cfg.model_parallel else placed.state_dict()
 
 
 def _inputs(cfg: TrainConfig, train_ds, val_ds, stats, net, info, device) -> Inputs:
@@ -523,9 +522,9 @@ def _inputs(cfg: TrainConfig, train_ds, val_ds, stats, net, info, device) -> Inp
     return Inputs(train_ds, val_ds, *loaders, transform, geometry, preprocess, mean_image)
 
 
-def _restore(saved: Checkpoint, placed, optimizer, schedule, pos: Position, seed: int, info):
+def _restore(saved: Checkpoint, placed, optimizer, schedule, pos: Position, cfg: TrainConfig, info):
     """A checkpoint's state into the model, SGD, schedule, position and every RNG."""
-    if isinstance(placed, TwoDeviceAlexNet):
+    if cfg.model_parallel:
         placed.load_paper_state_dict(saved.model)
     else:
         placed.load_state_dict(saved.model)
@@ -541,7 +540,7 @@ def _restore(saved: Checkpoint, placed, optimizer, schedule, pos: Position, seed
     if saved.world_size == info.world_size:
         restore_rng_state(saved.rank_rng[info.rank])
     else:  # another world size: each rank reseeded from the position
-        torch.manual_seed(step_seed(seed, 0, pos.global_step, info.rank, 1))
+        torch.manual_seed(step_seed(cfg.seed, 0, pos.global_step, info.rank, 1))
 
 
 def _record_start(run, cfg, info, pos: Position, saved, generation: int, steps: int) -> None:
