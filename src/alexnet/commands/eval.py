@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from alexnet.commands.argtypes import WEIGHTS_HELP, add_device, positive_int
+from alexnet.commands import WEIGHTS_HELP, add_device, positive_int
 from alexnet.commands.outputs import output_file
 from alexnet.data import SPLITS, TEST_CROPS
 from alexnet.errors import UserError

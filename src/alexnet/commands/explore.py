@@ -7,7 +7,7 @@ import json
 import sys
 import time
 
-from alexnet.commands.argtypes import WEIGHTS_HELP, add_device, nonnegative_int, positive_int
+from alexnet.commands import WEIGHTS_HELP, add_device, nonnegative_int, positive_int
 from alexnet.commands.outputs import creatable_dir
 from alexnet.data import SPLITS
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from alexnet.commands.argtypes import WEIGHTS_HELP, int_range, positive_int
+from alexnet.commands import WEIGHTS_HELP, int_range, positive_int
 from alexnet.commands.outputs import output_file
 from alexnet.errors import UserError
 from alexnet.fileio import json_line

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from alexnet.commands.argtypes import WEIGHTS_HELP, add_device, nonnegative_int, positive_int
+from alexnet.commands import WEIGHTS_HELP, add_device, nonnegative_int, positive_int
 from alexnet.commands.outputs import output_file
 from alexnet.data import SPLITS
 from alexnet.errors import UserError

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from alexnet.commands.argtypes import WEIGHTS_HELP, int_range
+from alexnet.commands import WEIGHTS_HELP, int_range
 from alexnet.commands.outputs import output_file
 
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from alexnet.commands.argtypes import add_device, positive_int
+from alexnet.commands import add_device, positive_int
 from alexnet.commands.outputs import output_file
 from alexnet.data import SPLITS
 from alexnet.errors import UserError

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from alexnet.commands.argtypes import WEIGHTS_HELP, add_device, positive_int
+from alexnet.commands import WEIGHTS_HELP, add_device, positive_int
 from alexnet.data import TEST_CROPS
 from alexnet.errors import UserError
 from alexnet.fileio import json_line, rounded

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from alexnet.commands.argtypes import add_device, nonnegative_int, positive_int
+from alexnet.commands import add_device, nonnegative_int, positive_int
 from alexnet.commands.outputs import output_dir
 
 

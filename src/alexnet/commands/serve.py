@@ -9,33 +9,33 @@ import signal
 import socket
 import sys
 
-from alexnet.commands import argtypes as A
+from alexnet.commands import WEIGHTS_HELP, add_device, float_range, int_range
 from alexnet.data import TEST_CROPS
 from alexnet.errors import UserError
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 # (flag, type, default, help), in --help's order
 LIMITS = [
-    ("--port", A.int_range(0, 65535), 8000, "port, 0..65535 (default 8000; 0: any free)"),
-    ("--max-batch", A.int_range(1, 4096), 32, "images per forward pass, 1..4096 (32)"),
-    ("--max-wait-ms", A.float_range(0.0, 10_000.0), 5.0, "longest wait in ms for more images "
+    ("--port", int_range(0, 65535), 8000, "port, 0..65535 (default 8000; 0: any free)"),
+    ("--max-batch", int_range(1, 4096), 32, "images per forward pass, 1..4096 (32)"),
+    ("--max-wait-ms", float_range(0.0, 10_000.0), 5.0, "longest wait in ms for more images "
      "to fill a batch, while another request is on its way (see --always-wait), 0..10000 (5)"),
     ("--always-wait", None, False,
      "wait --max-wait-ms for more images even when no request is on its way"),
-    ("--max-queue", A.int_range(1, 1_000_000), 256,
+    ("--max-queue", int_range(1, 1_000_000), 256,
      "images waiting or running before new ones get 503, 1..1000000 (256)"),
-    ("--max-body-mb", A.float_range(0.0, 4096.0, lo_open=True), 16.0,
+    ("--max-body-mb", float_range(0.0, 4096.0, lo_open=True), 16.0,
      "request size limit in MiB, (0, 4096] (16)"),
-    ("--max-pixels", A.int_range(1, 10**10), 40_000_000, "most pixels of an uploaded image (read "
+    ("--max-pixels", int_range(1, 10**10), 40_000_000, "most pixels of an uploaded image (read "
      "from its header before decoding; more: 413), 1..10^10 (40,000,000)"),
-    ("--max-decoding", A.int_range(1, 256), 2, "images decoded at once, 1..256 (2); the peak "
+    ("--max-decoding", int_range(1, 256), 2, "images decoded at once, 1..256 (2); the peak "
      "memory grows with it times --max-pixels"),
-    ("--max-connections", A.int_range(1, 100_000), 256, "open connections, 1..100000 (256); "
+    ("--max-connections", int_range(1, 100_000), 256, "open connections, 1..100000 (256); "
      "beyond it a new connection is answered 503 + Retry-After: 1 at once and closed"),
-    ("--request-timeout-s", A.float_range(0.0, 3600.0, lo_open=True), 30.0, "seconds a client "
+    ("--request-timeout-s", float_range(0.0, 3600.0, lo_open=True), 30.0, "seconds a client "
      "has to send a whole request (line, headers, body) from its first byte, (0, 3600] (30); "
      "else 408 and closed"),
-    ("--keep-alive-s", A.float_range(0.0, 3600.0, lo_open=True), 5.0,
+    ("--keep-alive-s", float_range(0.0, 3600.0, lo_open=True), 5.0,
      "idle seconds before a kept-alive connection is closed, (0, 3600] (5)"),
     ("--api-key", str, None,
      "require Authorization: Bearer KEY on /v1/* (default: $ALEXNET_API_KEY, else none)"),
@@ -55,7 +55,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "SIGTERM finishes the requests in flight, then exits 0. The API key may also come "
         "from $ALEXNET_API_KEY. Limits, memory and replicas: docs/serve.md.",
     )
-    p.add_argument("--weights", required=True, help=A.WEIGHTS_HELP)
+    p.add_argument("--weights", required=True, help=WEIGHTS_HELP)
     p.add_argument("--index", metavar="FEATS", help="features from `alexnet features`")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     for flag, kind, default, text in LIMITS:  # kind None: a switch
@@ -68,7 +68,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default=1,
         help="1 (centre), 2 (centre + mirror) or 10 crops per image, softmax averaged (default 1)",
     )
-    A.add_device(p)
+    add_device(p)
     p.add_argument(
         "--access-log",
         action="store_true",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from alexnet.commands.argtypes import positive_int
+from alexnet.commands import positive_int
 from alexnet.models.registry import MODELS
 
 
