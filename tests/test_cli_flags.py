@@ -9,7 +9,7 @@ import math
 import pytest
 
 from alexnet import cli, values
-from alexnet.commands import argtypes
+from alexnet.commands import device, from_kind
 
 VALUES = ["0", "-1", "nan", "1e30"]
 NUMERIC = {int, float}
@@ -107,8 +107,8 @@ def test_flag_value(name, flag, kind, value, tmp_path, capsys, monkeypatch):
 
 def test_device_messages_list_the_valid_forms():
     with pytest.raises(argparse.ArgumentTypeError, match="auto, cpu, cuda, cuda:N or mps"):
-        argtypes.device("gpu")
-    assert argtypes.device("cuda:1") == "cuda:1"
+        device("gpu")
+    assert device("cuda:1") == "cuda:1"
 
 
 @pytest.mark.parametrize(
@@ -124,8 +124,8 @@ def test_device_messages_list_the_valid_forms():
         (values.DEVICE_PAIR, ["cpu,cpu", "cuda:0,cuda:1"], ["auto,cpu", "cpu", "cpu,cpu,cpu"]),
     ],
 )
-def test_argtypes_parse_with_the_values_kinds(kind, good, bad):
-    typ = argtypes.from_kind(kind)
+def test_argument_types_parse_with_the_values_kinds(kind, good, bad):
+    typ = from_kind(kind)
     for text in good:
         typ(text)
         assert kind.problem(kind.parse(text)) is None

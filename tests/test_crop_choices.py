@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from alexnet import cli
-from alexnet.data.modes import TEST_CROPS
+from alexnet.data import TEST_CROPS
 from alexnet.errors import UserError
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "alexnet"

@@ -15,10 +15,9 @@ import pytest
 from PIL import Image
 
 from alexnet import cli
-from alexnet.data import pack
+from alexnet.data import ENCODINGS, pack
 from alexnet.data.fields import FIELDS, DamagedRecord, decode_pillow
 from alexnet.data.loader import decode_torchvision
-from alexnet.data.modes import ENCODINGS
 from alexnet.data.pack import prepare
 from alexnet.data.packed import open_dataset, verify
 from alexnet.data.sources import ArraySource
@@ -116,7 +115,7 @@ def _hand_decode(data: bytes) -> np.ndarray:
 
 
 def test_the_command_line_offers_every_field():
-    assert tuple(FIELDS) == ENCODINGS  # modes.py names them without importing numpy
+    assert tuple(FIELDS) == ENCODINGS  # the data package names them without importing numpy
 
 
 def test_jpeg_records_decode_by_hand_to_the_dataset(tmp_path):

@@ -130,9 +130,9 @@ def test_transform_in_loader_equals_transform_after_loader(tmp_path, workers, pa
     position); every batch must be bitwise the one that augmenting after the loader gives."""
     from train_helpers import write_packed
 
+    from alexnet.checkpoint import step_generator, step_seed
     from alexnet.data.augment import TrainTransform
     from alexnet.data.packed import open_dataset
-    from alexnet.train.randomness import step_generator, step_seed
 
     ds = open_dataset(write_packed(tmp_path / "d", n_train=40, n_val=8, size=20), "train")
     mean_image = np.asarray(ds.stats.mean_image, dtype=np.float32)

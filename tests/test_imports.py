@@ -59,6 +59,10 @@ LIGHT_PREFIXES = ("alexnet.commands.",)
 LATE = {
     # every weights format (Hugging Face, the Hub, torchvision): read only for --init-from
     ("alexnet.train.finetune", "alexnet.weights.files"),
+    # the two-device split (paper §3.2): built only for --model-parallel
+    ("alexnet.train.loop", "alexnet.models.parallel"),
+    # the layer table (`alexnet summary`'s names) that --freeze reads: only a run that freezes
+    ("alexnet.train.finetune", "alexnet.models.summary"),
 }
 # the package face imports lazily on purpose (`import alexnet.errors` stays free of torch);
 # models/ is changed separately and checked by its own tests

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import alexnet
-from alexnet.models.parallel import TwoDeviceAlexNet, paper_to_two_device, two_device_to_paper
+from alexnet.models.parallel import TwoDeviceAlexNet
+from alexnet.weights.safetensors_io import paper_to_two_device, two_device_to_paper
 
 
 def test_outputs_and_gradients_equal_paper_model():

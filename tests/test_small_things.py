@@ -10,7 +10,7 @@ import pytest
 
 import alexnet.viz as viz
 from alexnet.cli import build_parser
-from alexnet.jsonout import json_line, rounded
+from alexnet.fileio import json_line, rounded
 from alexnet.report import FINAL_TEST_NOTE, _results_table
 
 

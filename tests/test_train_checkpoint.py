@@ -8,10 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from alexnet.checkpoint import Checkpoint, check_compatible, load_checkpoint, save_checkpoint
+from alexnet.checkpoint import (
+    Checkpoint,
+    capture_rng_state,
+    check_compatible,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
 from alexnet.errors import UserError
 from alexnet.fileio import atomic_write
-from alexnet.train.randomness import capture_rng_state, restore_rng_state
 
 
 def _checkpoint(**fields) -> Checkpoint:

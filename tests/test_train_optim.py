@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from alexnet.train.config import make_config
-from alexnet.train.optim import make_optimizer
+from alexnet.train.loop import make_optimizer
 from alexnet.train.schedules import (
     PlateauSchedule,
     StepSchedule,

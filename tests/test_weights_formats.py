@@ -29,8 +29,8 @@ from safetensors.torch import save_file
 from train_helpers import write_packed
 
 from alexnet.cli import main
-from alexnet.models.parallel import paper_to_two_device
 from alexnet.weights import load
+from alexnet.weights.safetensors_io import paper_to_two_device
 
 BIG_CLASSES = ["0", "1", "2", "3"]  # the names torchvision weights of 4 classes get
 TV_PREPROCESS = {

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from alexnet.data import TEST_CROPS
 from alexnet.data.augment import EvalTransform
-from alexnet.data.modes import TEST_CROPS
 from alexnet.runtime import all_reduce_sum
 from alexnet.weights.meta import Preprocess
 

@@ -1,15 +1,19 @@
-"""Files written whole or not at all, and torch files read without running their code.
+"""Files written whole or not at all, torch files read without running their code, and JSON
+for people and programs.
 
 `atomic_write` writes a temporary file in the target's directory, fsyncs it, renames it over
 the target (`os.replace`) and fsyncs the directory: a crash at any moment leaves either the old
 file or the new one, never a half-written file. `safe_torch_load` reads `torch.save` files with
 `weights_only=True`, so a pickle that would build any object other than tensors and plain
 containers (a code payload) is refused before anything in it runs; every failure is one
-`UserError` line saying what the file is.
+`UserError` line saying what the file is. `rounded` / `json_line`: floats rounded to what was
+measured (`--json` outputs, the server's answers), so 0.07230000000000003 prints as 0.0723.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import pickle
 import re
@@ -134,3 +138,20 @@ def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device = 
         what = "truncated or damaged" if kind == "zip" else "truncated or damaged legacy"
         reason = type(exc).__name__
         raise UserError(f"{path}: {what} torch checkpoint ({reason})") from None
+
+
+def rounded(obj: Any, digits: int = 6) -> Any:
+    """`obj` with every float rounded to `digits` significant digits (0.07230000000000003 ->
+    0.0723): JSON output shows what was measured, not float noise."""
+    if isinstance(obj, float):
+        return float(f"{obj:.{digits}g}") if math.isfinite(obj) else obj
+    if isinstance(obj, dict):
+        return {k: rounded(v, digits) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [rounded(v, digits) for v in obj]
+    return obj
+
+
+def json_line(obj: Any) -> str:
+    """One JSON object on one line, floats rounded (see `rounded`)."""
+    return json.dumps(rounded(obj))

@@ -33,14 +33,13 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 
 from alexnet.checkpoint import checkpoint_path
+from alexnet.data import TEST_CROPS
 from alexnet.data.decode import decode_image
-from alexnet.data.modes import TEST_CROPS
 from alexnet.data.packed import HEADER, open_dataset
 from alexnet.errors import UserError
 from alexnet.evaluate import make_eval_transform
 from alexnet.export import OnnxModel
-from alexnet.fileio import atomic_write, atomic_write_text
-from alexnet.jsonout import rounded
+from alexnet.fileio import atomic_write, atomic_write_text, rounded
 from alexnet.progress import progress_bar
 from alexnet.runtime import resolve_device
 from alexnet.weights import build_model, load

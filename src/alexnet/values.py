@@ -5,7 +5,7 @@ A `Kind` checks a Python value (`problem(value)`: None when valid, else the reas
 command-line text (`parse(text)`: the value, or ValueError with a one-line reason). These are the
 one check of each value: the model options (`alexnet.models`), training configs
 (`alexnet.train.config`), the device resolver (`alexnet.runtime`) and the command line's argument
-types (`alexnet.commands.argtypes`, which only parse text with them) use the same objects.
+types (`alexnet.commands`, which only parse text with them) use the same objects.
 No torch here: the CLI builds its parsers from this module at start-up.
 """
 

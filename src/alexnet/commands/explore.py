@@ -7,7 +7,7 @@ import json
 import sys
 import time
 
-from alexnet.commands import argtypes as A
+from alexnet import commands as A
 from alexnet.commands.outputs import creatable_dir
 from alexnet.data.modes import SPLITS
 

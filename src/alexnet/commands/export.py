@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from alexnet.commands import argtypes as A
+from alexnet import commands as A
 from alexnet.commands import flag_of
 from alexnet.commands.outputs import output_file
 from alexnet.errors import UserError

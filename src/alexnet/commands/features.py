@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from alexnet.commands import argtypes as A
+from alexnet import commands as A
 from alexnet.commands.outputs import output_file
 from alexnet.data.modes import SPLITS
 from alexnet.errors import UserError

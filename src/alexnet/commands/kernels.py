@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from alexnet.commands import argtypes as A
+from alexnet import commands as A
 from alexnet.commands.outputs import output_file
 
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from alexnet.commands import argtypes as A
+from alexnet import commands as A
 from alexnet.commands.outputs import output_file
 from alexnet.data.modes import SPLITS
 from alexnet.errors import UserError

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from alexnet.commands import argtypes as A
+from alexnet import commands as A
 from alexnet.errors import UserError
 from alexnet.jsonout import json_line
 

@@ -8,9 +8,9 @@ import sys
 import time
 from pathlib import Path
 
-from alexnet.commands.argtypes import float_range, int_range, nonnegative_int, positive_int
+from alexnet.commands import float_range, int_range, nonnegative_int, positive_int
 from alexnet.commands.outputs import creatable_dir
-from alexnet.data.modes import DEFAULT_QUALITY, ENCODINGS, SOURCE_NAMES
+from alexnet.data import DEFAULT_QUALITY, ENCODINGS, SOURCE_NAMES
 from alexnet.errors import UserError
 from alexnet.interrupts import interruptible, stopped_by
 

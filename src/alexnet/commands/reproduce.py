@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from alexnet.commands import argtypes as A
+from alexnet.commands import add_device, device, int_range, nonnegative_int
 from alexnet.errors import UserError
 from alexnet.experiments import BUDGETS, FAMILIES, FAMILIES_OF, NAMES, default_output, default_seeds
 
@@ -35,7 +35,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--seeds",
-        type=A.int_range(1, 100),
+        type=int_range(1, 100),
         default=None,
         help="seeds per variant, 1..100 (default: 3 quick, 5 full; paper-net 1)",
     )
@@ -59,7 +59,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="results directory (default reproduce/NAME-BUDGET[-paper]; with --weights "
         "reproduce/towers-STEM); rerun with the same one to resume",
     )
-    A.add_device(p)
+    add_device(p)
     how = p.add_mutually_exclusive_group()
     how.add_argument(
         "--plan",
@@ -69,7 +69,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     how.add_argument(
         "--run",
-        type=A.nonnegative_int,
+        type=nonnegative_int,
         default=None,
         metavar="I",
         help="train run I of --plan only (a SLURM array task, one GPU per run), "
@@ -77,7 +77,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     how.add_argument(
         "--jobs",
-        type=A.int_range(1, 1024),
+        type=int_range(1, 1024),
         default=None,
         metavar="N",
         help="train N runs at a time in child processes, then gather",
@@ -107,7 +107,7 @@ def _devices(args: argparse.Namespace) -> list[str]:
     out = []
     for part in args.devices.split(","):
         try:
-            out.append(A.device(part.strip()))
+            out.append(device(part.strip()))
         except argparse.ArgumentTypeError as exc:
             raise UserError(f"--devices {args.devices}: {exc}") from None
     return out

@@ -9,7 +9,7 @@ import signal
 import socket
 import sys
 
-from alexnet.commands import argtypes as A
+from alexnet import commands as A
 from alexnet.errors import UserError
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")

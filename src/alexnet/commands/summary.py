@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from alexnet.commands import argtypes as A
+from alexnet import commands as A
 from alexnet.models.catalog import MODELS
 
 

@@ -11,8 +11,7 @@ import argparse
 import json
 from typing import Any
 
-from alexnet.commands import flag_of
-from alexnet.commands.argtypes import from_kind
+from alexnet.commands import flag_of, from_kind
 from alexnet.errors import UserError
 from alexnet.train.config import (
     CONFIG_FIELDS,

@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from alexnet.commands import argtypes as A
+from alexnet import commands as A
 from alexnet.commands import error_line
 from alexnet.errors import UserError
 from alexnet.weights.hub import CATALOG, CONVERTIBLE, cache_dir, describe_file

@@ -1,0 +1,28 @@
+"""The data: sources read (`sources`), packed (`pack`, `fields`, `packed`), loaded (`loader`)
+and augmented (`augment`). This package face declares the data's named choices once, torch-
+and numpy-free, so the command line offers them without importing either: augmentation and
+normalization modes and test-time crops (checked by augment.py, evaluate.py, inference.py,
+TrainConfig), the packed splits, the storage encodings (fields.py defines them) and the source
+layouts (sources.py)."""
+
+from __future__ import annotations
+
+# paper §4.1: random 224 crops + horizontal flips; torchvision's RandomResizedCrop recipe
+AUGMENT_MODES = ("paper", "random_resized_crop")
+# paper §2: subtract the mean image; per-channel standardization; nothing
+NORMALIZE_MODES = ("mean_image", "channel", "none")
+# paper §4.1: 1 (centre), 2 (centre + its mirror image) or the paper's 10 crops
+TEST_CROPS = (1, 2, 10)
+SPLITS = ("train", "val")
+ENCODINGS = ("raw", "jpeg")
+DEFAULT_QUALITY = 90  # JPEG
+SOURCE_NAMES = [
+    "auto",
+    "imagefolder",
+    "folder",
+    "ilsvrc2012",
+    "kaggle",
+    "fashion-mnist",
+    "cifar10",
+    "synthetic",
+]

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import roi_align
 
-from alexnet.data.modes import AUGMENT_MODES, NORMALIZE_MODES
+from alexnet.data import AUGMENT_MODES, NORMALIZE_MODES
 
 # PCA of ImageNet's RGB pixel values (paper §4.1, fancy-PCA lighting) in the [0, 1] pixel
 # scale: eigenvalues, largest first.

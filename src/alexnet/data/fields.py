@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from alexnet.data.modes import DEFAULT_QUALITY, SPLITS
+from alexnet.data import DEFAULT_QUALITY, SPLITS
 from alexnet.errors import UserError
 
 Decoder = Callable[[Any, np.ndarray], None]  # (record bytes, out (H, W, 3) uint8) -> None

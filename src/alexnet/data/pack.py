@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from alexnet.data import SPLITS
 from alexnet.data.fields import FIELDS, Field, crc_file, labels_file, make_field
-from alexnet.data.modes import SPLITS
 from alexnet.data.packed import FORMAT_NAME, HEADER, REPORT, STATS
 from alexnet.data.sources import Source
 from alexnet.errors import Param, UserError

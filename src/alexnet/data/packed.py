@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from alexnet.data import SPLITS
 from alexnet.data.fields import FIELDS, crc32, crc_file, field_of, labels_file
-from alexnet.data.modes import SPLITS
 from alexnet.errors import UserError
 
 FORMAT_NAME = "alexnet-packed"

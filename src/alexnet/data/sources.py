@@ -17,9 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from alexnet.data import imagenet
+from alexnet.data import SOURCE_NAMES, imagenet
 from alexnet.data.decode import DEFAULT_MAX_PIXELS, decode_image
-from alexnet.data.modes import SOURCE_NAMES
 from alexnet.errors import Param, UserError
 
 DEFAULT_VAL_FRACTION = 0.1  # of each class, held out when a folder has no validation split

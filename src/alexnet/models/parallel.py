@@ -6,7 +6,8 @@ and conv5 read only their own tower; LRN normalizes within a tower. With the sam
 computes what `PaperAlexNet(towers=2)` computes (grouped convs there) — but each tower's
 weights, activations and gradients live on its own device.
 
-`paper_to_two_device(state_dict)` / `two_device_to_paper(state_dict)` convert weights.
+Its weights convert to and from the paper layout with `alexnet.weights.safetensors_io`'s
+`paper_to_two_device` / `two_device_to_paper`.
 """
 
 from __future__ import annotations
@@ -20,20 +21,7 @@ from alexnet.models.alexnet import CONVS, PAPER_WIDTHS, PaperAlexNet, PaperOptio
 from alexnet.models.common import AlexNetModel, check_input, make_activation
 from alexnet.models.lrn import LRN
 from alexnet.models.pool import run_sequential
-
-_CONV_TOWER = ("conv1", "conv2", "conv3", "conv4", "conv5")
-# where the paper model keeps each layer in its state_dict
-_PAPER_KEY = {
-    **{n: f"features.{n}" for n in _CONV_TOWER},
-    "fc6": "classifier.fc6",
-    "fc7": "classifier.fc7",
-    "fc8": "fc8",
-}
-
-
-def _fc8_split(num_classes: int) -> tuple[int, int]:
-    first = (num_classes + 1) // 2
-    return first, num_classes - first
+from alexnet.weights.safetensors_io import fc8_split, paper_to_two_device, two_device_to_paper
 
 
 class _Tower(nn.Module):
@@ -89,7 +77,7 @@ class TwoDeviceAlexNet(AlexNetModel):
             raise ValueError("the two-device split normalizes each tower on its device (§3.2)")
         self._declare(PaperOptions(**opts), penultimate_dim=4096, penultimate_name="fc7")
         self.devices = (torch.device(devices[0]), torch.device(devices[1]))
-        fc8_a, fc8_b = _fc8_split(num_classes)
+        fc8_a, fc8_b = fc8_split(num_classes)
         self.tower_a = _Tower(opts, fc8_a).to(self.devices[0])
         self.tower_b = _Tower(opts, fc8_b).to(self.devices[1])
         self.load_paper_state_dict(reference.state_dict())
@@ -141,38 +129,3 @@ class TwoDeviceAlexNet(AlexNetModel):
         a = self.tower_a.drop7(features)
         b = self.tower_b.drop7(features.to(self.devices[1]))
         return torch.cat([self.tower_a.fc8(a), self.tower_b.fc8(b).to(self.devices[0])], 1)
-
-
-def _tower_key(tower: str, layer: str) -> str:
-    block = "block1" if layer in ("conv1", "conv2") else "block2"
-    return (
-        f"tower_{tower}.{block}.{layer}" if layer.startswith("conv") else f"tower_{tower}.{layer}"
-    )
-
-
-def paper_to_two_device(state: dict[str, Tensor], num_classes: int) -> dict[str, Tensor]:
-    """Split a `PaperAlexNet` (towers=2) state_dict into `TwoDeviceAlexNet` keys.
-
-    Every layer's outputs split in halves, tower A first; grouped convs' inputs are already
-    per tower, and conv3/fc layers read all inputs, so no input split is needed.
-    """
-    out: dict[str, Tensor] = {}
-    fc8_a, _ = _fc8_split(num_classes)
-    for layer, key in _PAPER_KEY.items():
-        for kind in ("weight", "bias"):
-            tensor = state[f"{key}.{kind}"]
-            cut = fc8_a if layer == "fc8" else tensor.shape[0] // 2
-            out[f"{_tower_key('a', layer)}.{kind}"] = tensor[:cut].clone()
-            out[f"{_tower_key('b', layer)}.{kind}"] = tensor[cut:].clone()
-    return out
-
-
-def two_device_to_paper(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Join a `TwoDeviceAlexNet` state_dict back into `PaperAlexNet` keys (on the CPU)."""
-    out: dict[str, Tensor] = {}
-    for layer, key in _PAPER_KEY.items():
-        for kind in ("weight", "bias"):
-            a = state[f"{_tower_key('a', layer)}.{kind}"].cpu()
-            b = state[f"{_tower_key('b', layer)}.{kind}"].cpu()
-            out[f"{key}.{kind}"] = torch.cat([a, b], 0)
-    return out

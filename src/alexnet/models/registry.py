@@ -1,14 +1,45 @@
-"""`get_model(name, **options)` and `list_models()`: the one way to build a model (the
-names and classes are listed once, in `alexnet.models.catalog`)."""
+"""The model family by name: each name, one line about it and where its class lives
+(`MODELS`), and `get_model(name, **options)`, the one way to build a model. No torch here
+(the command line lists the names): a model's module is imported when it is built, and its
+class's `name` must be its key in `MODELS`."""
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from alexnet.errors import UserError
-from alexnet.models.catalog import MODELS
-from alexnet.models.common import AlexNetModel
+
+if TYPE_CHECKING:
+    from alexnet.models.common import AlexNetModel
+
+
+class ModelEntry(NamedTuple):
+    """One model of the family: a line about it, and `module:Class` of its builder."""
+
+    about: str
+    builder: str
+
+
+MODELS: dict[str, ModelEntry] = {
+    "paper": ModelEntry(
+        "the 2012 paper's two-tower network with LRN (paper §3, Fig. 2)",
+        "alexnet.models.alexnet:PaperAlexNet",
+    ),
+    "seed": ModelEntry(
+        "the project's seed PyTorch code: no LRN, no towers, dropout before fc6/fc7",
+        "alexnet.models.variants:SeedAlexNet",
+    ),
+    "torchvision": ModelEntry(
+        "torchvision's alexnet, the 2014 one-weird-trick variant (64-192-384-256-256)",
+        "alexnet.models.variants:TorchvisionAlexNet",
+    ),
+    "small": ModelEntry(
+        "the paper's CIFAR-10-scale 4-layer CNN for 28-32 px images (§3.1 Fig. 1, §3.3)",
+        "alexnet.models.variants:SmallCNN",
+    ),
+}
+MODEL_NAMES: tuple[str, ...] = tuple(MODELS)
 
 
 def list_models() -> list[str]:

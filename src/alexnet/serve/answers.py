@@ -23,6 +23,7 @@ from alexnet.data.decode import decode_image
 from alexnet.data.packed import open_dataset, read_header
 from alexnet.errors import UserError
 from alexnet.explain import Inputs, layers, occlusion, occlusion_grid, strongest_units
+from alexnet.fileio import rounded
 from alexnet.inference import (
     Prediction,
     Predictor,
@@ -31,7 +32,6 @@ from alexnet.inference import (
     load_features,
     neighbours,
 )
-from alexnet.jsonout import rounded
 from alexnet.viz import first_conv_weight, tile, tile_kernels
 
 

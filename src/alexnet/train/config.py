@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from alexnet.data.modes import AUGMENT_MODES, NORMALIZE_MODES, TEST_CROPS
+from alexnet.data import AUGMENT_MODES, NORMALIZE_MODES, TEST_CROPS
 from alexnet.errors import Param, UserError
-from alexnet.models.catalog import MODEL_NAMES
+from alexnet.models.registry import MODEL_NAMES
 from alexnet.rundir import RunDir
 from alexnet.train.recipes import RECIPES, recipe_defaults, recipe_model_options
 from alexnet.train.schedules import PATIENCE, REDUCTIONS, SCHEDULES, THRESHOLD

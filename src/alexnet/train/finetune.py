@@ -18,7 +18,6 @@ from torch import nn
 
 from alexnet.data.packed import DatasetStats
 from alexnet.errors import UserError
-from alexnet.models.summary import layer_kind, layer_table, trace
 from alexnet.weights.meta import Preprocess, WeightsMeta
 
 FEATURES = "features"  # --freeze features: every conv layer
@@ -84,6 +83,8 @@ def freeze(net: nn.Module, spec: str) -> list[str]:
     BatchNorm that follow it). Their parameters stop taking gradients and their BatchNorm keeps
     its running statistics (evaluation mode in training too). Returns the frozen layers' names,
     in call order."""
+    from alexnet.models.summary import layer_kind, layer_table, trace  # layer names: --freeze
+
     leaves = [m for m in net.modules() if not any(True for _ in m.children())]
     calls = [module for module, _, _ in trace(net, leaves, net.input_size)]
     names = [row.name for row in layer_table(net, net.input_size)]

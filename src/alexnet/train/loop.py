@@ -37,27 +37,27 @@ from torch.nn.parallel import DistributedDataParallel
 from alexnet import runtime
 from alexnet.checkpoint import (
     Checkpoint,
+    capture_rng_state,
     check_compatible,
     load_checkpoint,
     reconcile_world_size,
+    restore_rng_state,
     save_checkpoint,
+    step_generator,
+    step_seed,
 )
 from alexnet.data.loader import DeviceLoader
 from alexnet.data.packed import open_dataset
 from alexnet.errors import Param, UserError
 from alexnet.evaluate import evaluate, make_eval_transform
-from alexnet.fileio import atomic_write_text
+from alexnet.fileio import atomic_write_text, rounded
 from alexnet.interrupts import StopFlag
-from alexnet.jsonout import rounded
-from alexnet.models.parallel import TwoDeviceAlexNet
 from alexnet.models.registry import get_model
 from alexnet.progress import progress_bar
 from alexnet.rundir import RunDir, RunResult
 from alexnet.train import finetune
 from alexnet.train import inputs as inputs_mod
 from alexnet.train.config import RESUME_AUTO, TrainConfig, config_json, resolve_channels_last
-from alexnet.train.optim import make_optimizer, skip_if_nonfinite
-from alexnet.train.randomness import capture_rng_state, restore_rng_state, step_generator, step_seed
 from alexnet.train.schedules import make_schedule
 from alexnet.weights.meta import Preprocess
 from alexnet.weights.safetensors_io import save_safetensors
@@ -202,7 +202,7 @@ def _train(cfg, info, device, generation: int, stop: StopFlag, callbacks) -> Run
         )
     pos = Position(torch.zeros(2, len(SUMS), dtype=torch.float64, device=device))
     if saved is not None:
-        _restore(saved, placed, optimizer, schedule, pos, cfg.seed, info)
+        _restore(saved, placed, optimizer, schedule, pos, cfg, info)
     else:
         torch.manual_seed(step_seed(cfg.seed, 0, 0, info.rank, stream=1))  # dropout, per rank
 
@@ -219,7 +219,7 @@ def _train(cfg, info, device, generation: int, stop: StopFlag, callbacks) -> Run
                 data_fingerprint=train_ds.fingerprint,
                 config=cfg.to_json(),
                 preprocess=inputs.preprocess.to_json(),
-                model=_paper_state(placed),
+                model=_paper_state(placed, cfg),
                 optimizer=optimizer.state_dict(),
                 schedule=schedule.state_dict(),
                 **{name: getattr(pos, name) for name in POSITION},
@@ -237,7 +237,7 @@ def _train(cfg, info, device, generation: int, stop: StopFlag, callbacks) -> Run
             extra = {"recipe": cfg.recipe, **extra}
             save_safetensors(
                 run.path / name,
-                _paper_state(placed),
+                _paper_state(placed, cfg),
                 **meta,
                 preprocess=inputs.preprocess,
                 extra=extra,
@@ -432,11 +432,48 @@ def check_run_dir(run: RunDir, need_bytes: int, *, resuming: bool) -> None:
         )
 
 
+def make_optimizer(
+    params,
+    *,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    nesterov: bool = False,
+    fused: bool = False,
+) -> torch.optim.SGD:
+    """SGD with momentum and L2 weight decay (paper §5), decay on every parameter like the paper;
+    `params`: parameters, or parameter groups (a group's `lr_factor` scales the schedule's rate).
+
+    The paper's update rule (§5) is
+        v <- 0.9 v - 0.0005 * eps * w - eps * dL/dw,    w <- w + v
+    and torch.optim.SGD computes
+        b <- 0.9 b + (dL/dw + 0.0005 w),                w <- w - eps * b.
+    With a constant eps, v = -eps * b at every step, so the two are the same trajectory. They
+    differ only at a learning-rate change: torch applies the new eps to the whole accumulated b
+    at once, while the paper's v still carries the old eps in its momentum, so the paper's first
+    steps after a drop still move by about the old step size (decaying by 0.9 per step). We use
+    torch's form, as every modern reproduction does.
+
+    `fused`: torch's fused kernel (one launch for all parameters; on CUDA), which can skip a
+    step on the device (its `found_inf`, see `train_step`). Its momentum buffers are created as
+    zeros up front, the same first step as torch's (buffer = gradient, as 0.9 * 0 + gradient),
+    so that a skipped first step cannot leave them uninitialized."""
+    decay = {"momentum": momentum, "weight_decay": weight_decay, "nesterov": nesterov}
+    optimizer = torch.optim.SGD(params, lr=lr, **decay, fused=fused or None)
+    if fused and momentum > 0:
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                optimizer.state[p]["momentum_buffer"] = torch.zeros_like(p)
+    return optimizer
+
+
 def _place(cfg: TrainConfig, net: nn.Module, device: torch.device, info: runtime.DistInfo):
     """(the model on its device(s), what the step calls). Validation calls the placed model,
     never DDP (ranks may hold unequal numbers of validation batches, and DDP's forward is a
     collective); the step calls it DDP-wrapped under torchrun, compiled with --compile."""
     if cfg.model_parallel:
+        from alexnet.models.parallel import TwoDeviceAlexNet  # only --model-parallel
+
         devices = tuple(d.strip() for d in cfg.model_parallel.split(","))
         placed = TwoDeviceAlexNet.from_paper(net, devices=devices)
     else:
@@ -450,11 +487,9 @@ def _place(cfg: TrainConfig, net: nn.Module, device: torch.device, info: runtime
     return placed, torch.compile(forward) if cfg.compile else forward
 
 
-def _paper_state(placed: nn.Module) -> dict[str, torch.Tensor]:
+def _paper_state(placed: nn.Module, cfg: TrainConfig) -> dict[str, torch.Tensor]:
     """The model's state_dict in the paper layout (also for the two-device split)."""
-    if isinstance(placed, TwoDeviceAlexNet):
-        return placed.paper_state_dict()
-    return placed.state_dict()
+    return placed.paper_state_dict() if cfg.model_parallel else placed.state_dict()
 
 
 def _inputs(cfg: TrainConfig, train_ds, val_ds, stats, net, info, device) -> Inputs:
@@ -488,9 +523,9 @@ def _inputs(cfg: TrainConfig, train_ds, val_ds, stats, net, info, device) -> Inp
     return Inputs(train_ds, val_ds, *loaders, transform, geometry, preprocess, mean_image)
 
 
-def _restore(saved: Checkpoint, placed, optimizer, schedule, pos: Position, seed: int, info):
+def _restore(saved: Checkpoint, placed, optimizer, schedule, pos: Position, cfg: TrainConfig, info):
     """A checkpoint's state into the model, SGD, schedule, position and every RNG."""
-    if isinstance(placed, TwoDeviceAlexNet):
+    if cfg.model_parallel:
         placed.load_paper_state_dict(saved.model)
     else:
         placed.load_state_dict(saved.model)
@@ -506,7 +541,7 @@ def _restore(saved: Checkpoint, placed, optimizer, schedule, pos: Position, seed
     if saved.world_size == info.world_size:
         restore_rng_state(saved.rank_rng[info.rank])
     else:  # another world size: each rank reseeded from the position
-        torch.manual_seed(step_seed(seed, 0, pos.global_step, info.rank, 1))
+        torch.manual_seed(step_seed(cfg.seed, 0, pos.global_step, info.rank, 1))
 
 
 def _record_start(run, cfg, info, pos: Position, saved, generation: int, steps: int) -> None:
@@ -640,8 +675,8 @@ def train_step(
         bad = runtime.all_reduce_sum(bad).clamp_(max=1.0)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    if optimizer.defaults.get("fused"):
-        skip_if_nonfinite(optimizer, bad)  # fused SGD skips on the device
+    if optimizer.defaults.get("fused"):  # fused SGD skips on the device when `bad` is non-zero
+        optimizer.found_inf = bad.float()  # type: ignore[attr-defined]
         optimizer.step()
     elif not bad.item():  # per-parameter SGD (the CPU) decides on the host: free there
         optimizer.step()

@@ -22,7 +22,6 @@ from torch import nn
 from alexnet.checkpoint import Checkpoint, checkpoint_path, is_checkpoint
 from alexnet.errors import UserError
 from alexnet.fileio import safe_torch_load, torch_file_kind
-from alexnet.models.parallel import paper_to_two_device
 from alexnet.models.registry import get_model
 from alexnet.weights import hf
 from alexnet.weights.hub import resolve_name
@@ -30,6 +29,7 @@ from alexnet.weights.meta import Preprocess, WeightsMeta
 from alexnet.weights.safetensors_io import (
     LAYOUTS,
     is_safetensors,
+    paper_to_two_device,
     read_safetensors,
     require_paper_two_tower,
     save_safetensors,

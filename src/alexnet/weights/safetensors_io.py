@@ -27,7 +27,6 @@ from safetensors.torch import load_file, save
 
 from alexnet.errors import UserError
 from alexnet.fileio import atomic_write_bytes
-from alexnet.models.parallel import two_device_to_paper
 from alexnet.weights.meta import Preprocess, WeightsMeta
 
 FORMAT = "alexnet-weights/1"
@@ -113,6 +112,58 @@ def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 
 LAYOUTS = ("paper", "two-device")
+
+_CONV_TOWER = ("conv1", "conv2", "conv3", "conv4", "conv5")
+# where the paper model keeps each layer in its state_dict
+_PAPER_KEY = {
+    **{n: f"features.{n}" for n in _CONV_TOWER},
+    "fc6": "classifier.fc6",
+    "fc7": "classifier.fc7",
+    "fc8": "fc8",
+}
+
+
+def fc8_split(num_classes: int) -> tuple[int, int]:
+    """fc8's outputs per tower in the two-device layout: (tower A's, tower B's), A the larger."""
+    first = (num_classes + 1) // 2
+    return first, num_classes - first
+
+
+def _tower_key(tower: str, layer: str) -> str:
+    block = "block1" if layer in ("conv1", "conv2") else "block2"
+    return (
+        f"tower_{tower}.{block}.{layer}" if layer.startswith("conv") else f"tower_{tower}.{layer}"
+    )
+
+
+def paper_to_two_device(
+    state: dict[str, torch.Tensor], num_classes: int
+) -> dict[str, torch.Tensor]:
+    """Split a `PaperAlexNet` (towers=2) state_dict into `TwoDeviceAlexNet` keys.
+
+    Every layer's outputs split in halves, tower A first; grouped convs' inputs are already
+    per tower, and conv3/fc layers read all inputs, so no input split is needed.
+    """
+    out: dict[str, torch.Tensor] = {}
+    fc8_a, _ = fc8_split(num_classes)
+    for layer, key in _PAPER_KEY.items():
+        for kind in ("weight", "bias"):
+            tensor = state[f"{key}.{kind}"]
+            cut = fc8_a if layer == "fc8" else tensor.shape[0] // 2
+            out[f"{_tower_key('a', layer)}.{kind}"] = tensor[:cut].clone()
+            out[f"{_tower_key('b', layer)}.{kind}"] = tensor[cut:].clone()
+    return out
+
+
+def two_device_to_paper(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Join a `TwoDeviceAlexNet` state_dict back into `PaperAlexNet` keys (on the CPU)."""
+    out: dict[str, torch.Tensor] = {}
+    for layer, key in _PAPER_KEY.items():
+        for kind in ("weight", "bias"):
+            a = state[f"{_tower_key('a', layer)}.{kind}"].cpu()
+            b = state[f"{_tower_key('b', layer)}.{kind}"].cpu()
+            out[f"{key}.{kind}"] = torch.cat([a, b], 0)
+    return out
 
 
 def require_paper_two_tower(meta: WeightsMeta) -> None:
