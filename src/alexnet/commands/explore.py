@@ -9,7 +9,7 @@ import time
 
 from alexnet import commands as A
 from alexnet.commands.outputs import creatable_dir
-from alexnet.data.modes import SPLITS
+from alexnet.data import SPLITS
 
 UNITS_PER_PICTURE = 16
 

@@ -9,7 +9,7 @@ from alexnet import commands as A
 from alexnet.commands import flag_of
 from alexnet.commands.outputs import output_file
 from alexnet.errors import UserError
-from alexnet.jsonout import json_line
+from alexnet.fileio import json_line
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from alexnet import commands as A
 from alexnet.commands.outputs import output_file
-from alexnet.data.modes import SPLITS
+from alexnet.data import SPLITS
 from alexnet.errors import UserError
 from alexnet.progress import progress_bar
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from alexnet import commands as A
 from alexnet.commands.outputs import output_file
-from alexnet.data.modes import SPLITS
+from alexnet.data import SPLITS
 from alexnet.errors import UserError
-from alexnet.jsonout import json_line
+from alexnet.fileio import json_line
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:

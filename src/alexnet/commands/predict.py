@@ -7,7 +7,7 @@ import sys
 
 from alexnet import commands as A
 from alexnet.errors import UserError
-from alexnet.jsonout import json_line
+from alexnet.fileio import json_line
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -121,8 +121,8 @@ class _Occlusion:
 
     def __call__(self, pred) -> dict:
         from alexnet.explain import occlusion
+        from alexnet.fileio import rounded
         from alexnet.inference import read_image
-        from alexnet.jsonout import rounded
 
         p = self.predictor
         image = read_image(pred.image, p.image_size, p.resize_rule)[None]

@@ -6,7 +6,7 @@ import argparse
 import json
 
 from alexnet import commands as A
-from alexnet.models.catalog import MODELS
+from alexnet.models.registry import MODELS
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
