@@ -107,17 +107,22 @@ class Inputs:
         self._model = make_eval_transform(pre, mean_image, 1)
         self._view = EvalTransform(crop_size=pre.crop_size, resize=pre.resize, normalize="none")
 
-    def _on_device(self, images: np.ndarray) -> Tensor:
-        arr = np.ascontiguousarray(images)
-        arr = arr if arr.flags.writeable else arr.copy()
-        return torch.from_numpy(arr).to(self.device).permute(0, 3, 1, 2)
+    def on_device(self, images: np.ndarray | Tensor) -> Tensor:
+        """uint8 (B, H, W, 3), numpy or torch -> uint8 (B, 3, H, W) on the device."""
+        if not torch.is_tensor(images):
+            arr = np.ascontiguousarray(images)
+            images = torch.from_numpy(arr if arr.flags.writeable else arr.copy())
+        x = images
+        if x.dim() != 4 or x.shape[-1] != 3 or x.dtype != torch.uint8:
+            raise ValueError(f"expected uint8 images (B, H, W, 3), got {tuple(x.shape)} {x.dtype}")
+        return x.to(self.device).permute(0, 3, 1, 2)
 
-    def __call__(self, images: np.ndarray) -> Tensor:
-        return self._model(self._on_device(images))
+    def __call__(self, images: np.ndarray | Tensor) -> Tensor:
+        return self._model(self.on_device(images))
 
     def display(self, images: np.ndarray) -> np.ndarray:
         """(B, S, S, 3) float32 in [0, 1]: what the model sees, before normalization."""
-        return self._view(self._on_device(images)).permute(0, 2, 3, 1).cpu().numpy()
+        return self._view(self.on_device(images)).permute(0, 2, 3, 1).cpu().numpy()
 
 
 class _Stop(Exception):
@@ -240,12 +245,18 @@ def units_json(
             box = layer.field.box(y, x, input_size)
             top.append({"index": int(i), "y": y, "x": x, "activation": float(v), "box": box})
         out.append({"unit": u, "top": top})
+    return layer_json(layer, input_size, out)
+
+
+def layer_json(layer: Layer, input_size: int, units: list[dict[str, Any]]) -> dict[str, Any]:
+    """{layer, receptive_field, jump, input_size, units}: how `explore` and `serve` answer."""
+    field = layer.field
     return {
         "layer": layer.name,
-        "receptive_field": layer.field.receptive_field,
-        "jump": layer.field.jump,
+        "receptive_field": field.receptive_field,
+        "jump": field.jump,
         "input_size": input_size,
-        "units": out,
+        "units": units,
     }
 
 

@@ -200,14 +200,6 @@ def training_curves(
     return size_px
 
 
-def feature_name(model: str, dim: int) -> str:
-    """The name of the penultimate feature: "fc7" for the 224 px models (4096-d, paper §6.1),
-    else "last hidden layer (D-d)" (the `small` model has no fc7)."""
-    if model in ("paper", "seed", "torchvision"):
-        return "fc7"
-    return f"last hidden layer ({dim}-d)"
-
-
 def neighbors_grid(
     queries: list[np.ndarray],
     neighbours: list[list[np.ndarray]],
@@ -375,8 +367,10 @@ def occlusion_map(
     whole = (0, image.shape[1], image.shape[0], 0)  # pixel i covers [i, i + 1)
     left.imshow(image, interpolation="nearest", extent=whole)
     right.imshow(gray, cmap="gray", vmin=0, vmax=1, interpolation="nearest", extent=whole)
-    shown = right.imshow(drop, cmap="RdBu_r", vmin=-limit, vmax=limit, alpha=0.6,
-                         extent=(lo, hi, hi, lo), interpolation="nearest")  # fmt: skip
+    box = (lo, hi, hi, lo)
+    shown = right.imshow(
+        drop, cmap="RdBu_r", vmin=-limit, vmax=limit, alpha=0.6, extent=box, interpolation="nearest"
+    )
     right.set_xlim(0, image.shape[1])
     right.set_ylim(image.shape[0], 0)
     for ax in (left, right):

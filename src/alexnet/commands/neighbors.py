@@ -162,19 +162,18 @@ def _queries(args: argparse.Namespace, predictor, data) -> tuple[list[str], list
     return names, images, failed
 
 
-def _draw(args, predictor, base, names, images, results, dim: int) -> None:
-    from alexnet.viz import feature_name, neighbors_grid
+def _draw(args, predictor, base, names, images, results) -> None:
+    from alexnet.viz import neighbors_grid
 
     nb_imgs = [[base.image(n[base.key]) for n in r["neighbors"]] for r in results]
     nb_titles = [[f"{_name(n)}\n{n['distance']:.3g}" for n in r["neighbors"]] for r in results]
-    layer = feature_name(predictor.meta.model_name, dim)
     neighbors_grid(
         images,
         nb_imgs,
         args.out,
         query_titles=[Path(n).name for n in names],
         neighbour_titles=nb_titles,
-        feature=layer,
+        feature=predictor.feature_layer,
     )
 
 
@@ -203,7 +202,7 @@ def run(args: argparse.Namespace) -> int:
     found = neighbours(qf, feats, base, args.k, device=device)
     results = [{"query": name, "neighbors": f} for name, f in zip(names, found)]
     if args.out:
-        _draw(args, predictor, base, names, images, results, qf.shape[1])
+        _draw(args, predictor, base, names, images, results)
     split = base.split
     if args.json:
         out = {"split": split, "data": str(data), "k": args.k, "results": results, "grid": args.out}
