@@ -1,19 +1,10 @@
 """Look inside the network (Zeiler & Fergus 2014): any layer's activations, the images each
-unit fires most on, and where the network looks (occlusion sensitivity).
+unit fires most on, and where the network looks (occlusion sensitivity, their §4.2).
 
-Layer names are the ones `alexnet summary` lists for the model (paper: conv1, norm1, pool1,
-conv2, norm2, pool2, conv3, conv4, conv5, pool5, fc6, fc7, fc8; seed and torchvision call
-pool5 `pool3`, and torchvision adds `avgpool`; small: conv1, pool1, norm1, ..., conv3, pool3,
-fc). A conv or fc layer's activations are taken after its ReLU (and BatchNorm, where there is
-one), as the next layer reads them; the last fc layer gives the logits. They are read with a
-forward hook that ends the pass at that layer; hooked layers run unfused on the CPU, which is
-bitwise the same arithmetic.
-
-- `features_at(model, x, "conv5")`: (N, C, H, W) for conv, pool and norm layers, (N, D) for fc.
-- `top_units(...)`: for each unit (channel), the K images where it fires most, each image once at
-  its strongest position, in one batched pass with a running top-K (memory O(K * units)).
-- `occlusion(...)`: drop[i][j] = p(c | x) - p(c | x with the P x P square at (i S, j S) set to
-  zero, the normalized mean), Zeiler & Fergus §4.2.
+Layers carry the names `alexnet summary` lists (paper: conv1 ... pool5, fc6, fc7, fc8). A conv
+or fc layer is read after its ReLU (and BatchNorm, where there is one), as the next layer reads
+it; the last fc layer gives the logits. A forward hook ends the pass at the layer; hooked layers
+run unfused on the CPU, which is bitwise the same arithmetic.
 """
 
 from __future__ import annotations

@@ -79,13 +79,6 @@ class NeighbourIndex:
         self._datasets = {} if self.split is None else {self.split: self.rows.dataset}
         self._paths = set(self.rows.ids) if self.split is None else set()
 
-    def dataset(self, split: str):
-        if split not in self.splits:
-            raise ApiError(404, f"no split {split!r} (has {', '.join(self.splits) or 'none'})")
-        if split not in self._datasets:
-            self._datasets[split] = open_dataset(self.data, split)
-        return self._datasets[split]
-
     def search(self, queries: np.ndarray, k: int) -> list[list[dict[str, Any]]]:
         """(Q, D) features -> for each query its k nearest images (Euclidean, paper §6.1)."""
         found = neighbours(queries, self.feats, self.rows, k)
@@ -97,7 +90,12 @@ class NeighbourIndex:
         return found
 
     def thumbnail(self, split: str, i: int) -> bytes:
-        ds = self.dataset(split)
+        """Image `i` of a split of the indexed packed dataset, as stored."""
+        if split not in self.splits:
+            raise ApiError(404, f"no split {split!r} (has {', '.join(self.splits) or 'none'})")
+        if split not in self._datasets:
+            self._datasets[split] = open_dataset(self.data, split)
+        ds = self._datasets[split]
         if not 0 <= i < len(ds):
             raise ApiError(404, f"image {i} out of range: split {split!r} has {len(ds)} images")
         return png_bytes(np.asarray(ds.images[i]))

@@ -5,20 +5,7 @@ received in time, `connections`), 413 (body over the size limit, too many pixels
 image, wrong Content-Type), 422 (bad parameters), 503 + Retry-After (queue full, or too many
 connections), 500 (a bug: the server stays up). At most `max_decoding` images are decoded at
 once, whatever the number of requests (their decoded pixels are the server's largest memory).
-
-Prometheus metrics, in a registry of the server's own (GET /metrics):
-
-- `alexnet_serve_requests_total{method, path, code}`: answered requests; `path` is the route
-  template (`/v1/images/{split}/{i}.png`), so the label set stays small.
-- `alexnet_serve_request_seconds{path}`: latency histogram, from the first byte read to the
-  response.
-- `alexnet_serve_batch_size`: images per forward pass (dynamic batching).
-- `alexnet_serve_queue_depth`: images accepted and not yet answered.
-- `alexnet_serve_images_total{kind}`: images run through the model (predict, features).
-- `alexnet_serve_connections`: open connections (at most --max-connections).
-- `alexnet_serve_connections_refused_total`: connections answered 503 over that bound.
-- `alexnet_serve_request_timeouts_total{phase}`: clients cut at --request-timeout-s while
-  sending their request's `headers` or `body`.
+Prometheus metrics (`Metrics`, GET /metrics) are labelled by route template, not by path.
 """
 
 from __future__ import annotations
