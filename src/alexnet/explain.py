@@ -212,11 +212,7 @@ def top_units(
         all_v, all_i = torch.cat([best_v, v.cpu()]), torch.cat([best_i, idx])
         all_p = torch.cat([best_p, p.cpu()])
         order = torch.sort(all_v, dim=0, descending=True, stable=True).indices[:k]
-        best_v, best_i, best_p = (
-            all_v.gather(0, order),
-            all_i.gather(0, order),
-            all_p.gather(0, order),
-        )
+        best_v, best_i, best_p = (t.gather(0, order) for t in (all_v, all_i, all_p))
         start += b
     return best_v.T, best_i.T, best_p.T
 

@@ -41,15 +41,7 @@ PARTIAL_NOTE = (
 
 def _pick_queries(labels: np.ndarray, count: int) -> list[int]:
     """The first image of each of the first `count` classes present (distinct classes)."""
-    picked: list[int] = []
-    seen: set[int] = set()
-    for i, y in enumerate(labels.tolist()):
-        if y not in seen:
-            seen.add(y)
-            picked.append(i)
-        if len(picked) == count:
-            break
-    return picked
+    return sorted(np.unique(labels, return_index=True)[1].tolist())[:count]
 
 
 def _results_table(run: Path, num_classes: int) -> list[str]:

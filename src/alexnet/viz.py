@@ -178,16 +178,9 @@ def training_curves(
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("cross-entropy loss")
     if has_val:
+        where = ax_loss.transAxes
         ax_loss.text(
-            0.02,
-            0.02,
-            LOSS_NOTE,
-            transform=ax_loss.transAxes,
-            fontsize=6.5,
-            va="bottom",
-            ha="left",
-            color="0.35",
-            wrap=True,
+            0.02, 0.02, LOSS_NOTE, transform=where, va="bottom", fontsize=6.5, color="0.35"
         )
     ax_err.set_title("validation error", fontsize=10)
     ax_err.set_xlabel("epoch")
@@ -271,14 +264,8 @@ def captioned_grid(
         ax.text(0.5, -0.05, text, transform=ax.transAxes, ha="center", va="top", fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.subplots_adjust(
-        left=0.01,
-        right=0.99,
-        top=1 - (30 if title else 5) / h,
-        bottom=60 / h,
-        hspace=0.45,
-        wspace=0.05,
-    )
+    top = 1 - (30 if title else 5) / h
+    fig.subplots_adjust(left=0.01, right=0.99, top=top, bottom=60 / h, hspace=0.45, wspace=0.05)
     save_figure(fig, out, dpi)
     return w, h
 
