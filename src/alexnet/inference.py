@@ -33,7 +33,6 @@ from alexnet.explain import Inputs
 from alexnet.export import OnnxModel
 from alexnet.fileio import atomic_write, atomic_write_text
 from alexnet.jsonout import rounded
-from alexnet.progress import progress_bar
 from alexnet.runtime import resolve_device
 from alexnet.weights import build_model, load
 from alexnet.weights.hf import WEIGHTS_NAME as HF_WEIGHTS
@@ -304,17 +303,12 @@ class Predictor:
 
 
 @torch.no_grad()
-def split_features(
-    predictor: Predictor, images: np.ndarray, batch_size: int = 256, progress: bool = False
-) -> np.ndarray:
+def split_features(predictor: Predictor, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """Penultimate features of a packed split's images (N, H, W, 3) uint8 -> (N, D) float32."""
-    n = int(images.shape[0])
-    chunks: list[np.ndarray] = []
-    with progress_bar(total=n, unit="img", desc="features", disable=not progress) as bar:
-        for start in range(0, n, batch_size):
-            batch = np.ascontiguousarray(images[start : start + batch_size])
-            chunks.append(predictor.features(batch).cpu().numpy())
-            bar.update(len(batch))
+    chunks = [
+        predictor.features(images[start : start + batch_size]).cpu().numpy()
+        for start in range(0, int(images.shape[0]), batch_size)
+    ]
     if not chunks:
         return np.zeros((0, 0), np.float32)
     return np.concatenate(chunks).astype(np.float32, copy=False)

@@ -45,6 +45,13 @@ def save_figure(fig, out: str | os.PathLike, dpi: int) -> None:
     _pyplot().close(fig)
 
 
+def _show(ax, image: np.ndarray, **kw: Any) -> None:
+    """`image` on `ax`, each pixel a sharp square, without ticks."""
+    ax.imshow(image, interpolation="nearest", **kw)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
 def first_conv_weight(model: nn.Module) -> torch.Tensor:
     """conv1's weight (O, C, kh, kw) of any model in the family (the first Conv2d)."""
     for module in model.modules():
@@ -107,9 +114,7 @@ def kernel_grid(
     ratios = [t.shape[0] for t in tiles]
     axes = fig.subplots(len(tiles), 1, gridspec_kw={"height_ratios": ratios}, squeeze=False)
     for i, (ax, tile) in enumerate(zip(axes[:, 0], tiles)):
-        ax.imshow(tile, interpolation="nearest")
-        ax.set_xticks([])
-        ax.set_yticks([])
+        _show(ax, tile)
         if towers == 2:
             ax.set_title(f"tower {i + 1} (GPU {i + 1}): {blocks[i].shape[0]} kernels", fontsize=9)
     fig.subplots_adjust(left=0.02, right=0.98, top=1 - 45 / height_px, bottom=0.01, hspace=0.25)
@@ -223,9 +228,7 @@ def neighbors_grid(
         cells += [(j + 2, img, t) for j, (img, t) in enumerate(zip(neighbours[r], titles))]
         for col, img, text in cells:
             ax = fig.add_subplot(grid[r, col])
-            ax.imshow(img, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
+            _show(ax, img)
             if col == 0:
                 for spine in ax.spines.values():
                     spine.set_edgecolor("crimson")
@@ -314,10 +317,8 @@ def unit_patches_grid(
     for row, (unit, acts) in enumerate(zip(units, activations)):
         for col in range(k):
             ax = axes[row, col]
-            ax.set_xticks([])
-            ax.set_yticks([])
             if col < len(acts):
-                ax.imshow(patches[row, col], interpolation="nearest")
+                _show(ax, patches[row, col])
                 ax.set_title(f"{acts[col]:.3g}", fontsize=6, pad=1)
             else:
                 ax.axis("off")
@@ -352,17 +353,14 @@ def occlusion_map(
     limit = float(np.abs(drop).max()) or 1.0
     gray = image.mean(axis=2) if image.shape[2] == 3 else image[..., 0]
     whole = (0, image.shape[1], image.shape[0], 0)  # pixel i covers [i, i + 1)
-    left.imshow(image, interpolation="nearest", extent=whole)
-    right.imshow(gray, cmap="gray", vmin=0, vmax=1, interpolation="nearest", extent=whole)
+    _show(left, image, extent=whole)
+    _show(right, gray, cmap="gray", vmin=0, vmax=1, extent=whole)
     box = (lo, hi, hi, lo)
     shown = right.imshow(
         drop, cmap="RdBu_r", vmin=-limit, vmax=limit, alpha=0.6, extent=box, interpolation="nearest"
     )
     right.set_xlim(0, image.shape[1])
     right.set_ylim(image.shape[0], 0)
-    for ax in (left, right):
-        ax.set_xticks([])
-        ax.set_yticks([])
     left.set_title("model input", fontsize=9)
     right.set_title(f"probability drop ({patch} px squares, stride {stride})", fontsize=9)
     fig.colorbar(shown, ax=right, fraction=0.046)
