@@ -102,13 +102,13 @@ def kernel_grid(
     name = cfg.get("name", "model")
     towers = int(cfg.get("options", {}).get("towers", 1)) if name == "paper" else 1
     o, c, k, _ = weight.shape
-    blocks = list(weight.chunk(towers, 0)) if towers == 2 else [weight]
+    blocks = list(weight.chunk(towers, 0))
     per_block = blocks[0].shape[0]
     columns = 16 if per_block >= 32 else max(1, min(per_block, 8))
     tiles = [tile_kernels(b, columns) for b in blocks]
     heading = title or f"conv1 of {name!r}: {o} kernels {k}x{k}x{c}, each normalized"
     aspect = sum(t.shape[0] for t in tiles) / tiles[0].shape[1]
-    height_px = int(round(width_px * aspect * 1.0 + 60 + 30 * len(tiles)))
+    height_px = int(round(width_px * aspect + 60 + 30 * len(tiles)))
     fig = plt.figure(figsize=(width_px / dpi, height_px / dpi), dpi=dpi)
     fig.suptitle(heading, fontsize=11)
     ratios = [t.shape[0] for t in tiles]

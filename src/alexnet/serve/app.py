@@ -116,9 +116,8 @@ async def request_images(request: Request, cfg: ServeConfig) -> list[tuple[str, 
     """(name, bytes) of each image: the raw body (Content-Type image/*) or the multipart
     fields named `image`."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype not in ("multipart/form-data", "application/octet-stream") and not ctype.startswith(
-        "image/"
-    ):
+    binary = ctype in ("multipart/form-data", "application/octet-stream")
+    if not (binary or ctype.startswith("image/")):
         raise ApiError(415, f"Content-Type {ctype or 'missing'}: send image/* or multipart")
     body = await read_body(request, cfg.max_body_bytes)
     if ctype != "multipart/form-data":
