@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import alexnet.viz as viz
+from alexnet import get_model
 from alexnet.cli import build_parser
 from alexnet.fileio import json_line, rounded
 from alexnet.report import FINAL_TEST_NOTE, _results_table
@@ -71,9 +72,8 @@ def test_report_table_partial_epoch_top5_and_final_test_split(tmp_path):
 
 
 def test_small_model_feature_is_not_called_fc7(tmp_path, monkeypatch):
-    assert viz.feature_name("paper", 4096) == "fc7"
-    name = viz.feature_name("small", 256)
-    assert "fc7" not in name and "256" in name
+    name = get_model("small").penultimate_name  # what `Predictor.feature_layer` gives
+    assert "fc7" not in name and get_model("paper").penultimate_name == "fc7"
     figs = []
     monkeypatch.setattr(viz, "save_figure", lambda fig, out, dpi: figs.append(fig))
     img = np.zeros((8, 8, 3), np.uint8)

@@ -1,19 +1,10 @@
 """Look inside the network (Zeiler & Fergus 2014): any layer's activations, the images each
-unit fires most on, and where the network looks (occlusion sensitivity).
+unit fires most on, and where the network looks (occlusion sensitivity, their §4.2).
 
-Layer names are the ones `alexnet summary` lists for the model (paper: conv1, norm1, pool1,
-conv2, norm2, pool2, conv3, conv4, conv5, pool5, fc6, fc7, fc8; seed and torchvision call
-pool5 `pool3`, and torchvision adds `avgpool`; small: conv1, pool1, norm1, ..., conv3, pool3,
-fc). A conv or fc layer's activations are taken after its ReLU (and BatchNorm, where there is
-one), as the next layer reads them; the last fc layer gives the logits. They are read with a
-forward hook that ends the pass at that layer; hooked layers run unfused on the CPU, which is
-bitwise the same arithmetic.
-
-- `features_at(model, x, "conv5")`: (N, C, H, W) for conv, pool and norm layers, (N, D) for fc.
-- `top_units(...)`: for each unit (channel), the K images where it fires most, each image once at
-  its strongest position, in one batched pass with a running top-K (memory O(K * units)).
-- `occlusion(...)`: drop[i][j] = p(c | x) - p(c | x with the P x P square at (i S, j S) set to
-  zero, the normalized mean), Zeiler & Fergus §4.2.
+Layers carry the names `alexnet summary` lists (paper: conv1 ... pool5, fc6, fc7, fc8). A conv
+or fc layer is read after its ReLU (and BatchNorm, where there is one), as the next layer reads
+it; the last fc layer gives the logits. A forward hook ends the pass at the layer; hooked layers
+run unfused on the CPU, which is bitwise the same arithmetic.
 """
 
 from __future__ import annotations
@@ -107,17 +98,22 @@ class Inputs:
         self._model = make_eval_transform(pre, mean_image, 1)
         self._view = EvalTransform(crop_size=pre.crop_size, resize=pre.resize, normalize="none")
 
-    def _on_device(self, images: np.ndarray) -> Tensor:
-        arr = np.ascontiguousarray(images)
-        arr = arr if arr.flags.writeable else arr.copy()
-        return torch.from_numpy(arr).to(self.device).permute(0, 3, 1, 2)
+    def on_device(self, images: np.ndarray | Tensor) -> Tensor:
+        """uint8 (B, H, W, 3), numpy or torch -> uint8 (B, 3, H, W) on the device."""
+        if not torch.is_tensor(images):
+            arr = np.ascontiguousarray(images)
+            images = torch.from_numpy(arr if arr.flags.writeable else arr.copy())
+        x = images
+        if x.dim() != 4 or x.shape[-1] != 3 or x.dtype != torch.uint8:
+            raise ValueError(f"expected uint8 images (B, H, W, 3), got {tuple(x.shape)} {x.dtype}")
+        return x.to(self.device).permute(0, 3, 1, 2)
 
-    def __call__(self, images: np.ndarray) -> Tensor:
-        return self._model(self._on_device(images))
+    def __call__(self, images: np.ndarray | Tensor) -> Tensor:
+        return self._model(self.on_device(images))
 
     def display(self, images: np.ndarray) -> np.ndarray:
         """(B, S, S, 3) float32 in [0, 1]: what the model sees, before normalization."""
-        return self._view(self._on_device(images)).permute(0, 2, 3, 1).cpu().numpy()
+        return self._view(self.on_device(images)).permute(0, 2, 3, 1).cpu().numpy()
 
 
 class _Stop(Exception):
@@ -216,11 +212,7 @@ def top_units(
         all_v, all_i = torch.cat([best_v, v.cpu()]), torch.cat([best_i, idx])
         all_p = torch.cat([best_p, p.cpu()])
         order = torch.sort(all_v, dim=0, descending=True, stable=True).indices[:k]
-        best_v, best_i, best_p = (
-            all_v.gather(0, order),
-            all_i.gather(0, order),
-            all_p.gather(0, order),
-        )
+        best_v, best_i, best_p = (t.gather(0, order) for t in (all_v, all_i, all_p))
         start += b
     return best_v.T, best_i.T, best_p.T
 
@@ -240,12 +232,18 @@ def units_json(
             box = layer.field.box(y, x, input_size)
             top.append({"index": int(i), "y": y, "x": x, "activation": float(v), "box": box})
         out.append({"unit": u, "top": top})
+    return layer_json(layer, input_size, out)
+
+
+def layer_json(layer: Layer, input_size: int, units: list[dict[str, Any]]) -> dict[str, Any]:
+    """{layer, receptive_field, jump, input_size, units}: how `explore` and `serve` answer."""
+    field = layer.field
     return {
         "layer": layer.name,
-        "receptive_field": layer.field.receptive_field,
-        "jump": layer.field.jump,
+        "receptive_field": field.receptive_field,
+        "jump": field.jump,
         "input_size": input_size,
-        "units": out,
+        "units": units,
     }
 
 

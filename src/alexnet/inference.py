@@ -1,18 +1,8 @@
 """Use a trained AlexNet: top-k predictions, fc7 features, nearest neighbours (paper §6.1).
 
-- `Predictor`: weights of any format (`alexnet.weights.load`) + image files -> top-k class
-  names and probabilities. Files are decoded robustly (`alexnet.data.decode`) and brought to
-  the stored image size the way `alexnet prepare` does it (paper §2: shorter side to the size,
-  centre crop); then exactly the evaluation transform of `alexnet eval` runs (1 centre crop,
-  2 = centre + mirror, or the paper's 10 crops, softmax outputs averaged, §4.1).
-- `split_features`: fc7 activations (the penultimate layer; 4096-d for the 224 px models) of a
-  packed split, in batches on the device.
-- `neighbours`: the images nearest to query features among a features file's rows, which are
-  split indices of a packed dataset (`SplitRows`) or files of an image folder (`FolderRows`).
-- `nearest`: k nearest rows by Euclidean distance, ||a||^2 - 2 a.b + ||b||^2 with batched matrix
-  products over chunks of the base set (no Python loop over images).
-- Features files (FEATS.npy + FEATS.json) record which weights and data made them: vectors from
-  other weights or other images are silently meaningless, so a mismatch is refused.
+Files are read as `alexnet prepare` stores images (paper §2: shorter side to the size, centre
+crop), then `alexnet eval`'s transform runs (1, 2 or the paper's 10 crops, §4.1). Features
+files (FEATS.npy + FEATS.json) record the weights and data that made them: a mismatch is refused.
 """
 
 from __future__ import annotations
@@ -23,6 +13,7 @@ import json
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +25,13 @@ from PIL import Image
 
 from alexnet.checkpoint import checkpoint_path
 from alexnet.data import TEST_CROPS
-from alexnet.data.decode import decode_image
+from alexnet.data.decode import DEFAULT_MAX_PIXELS, Decoded, decode_image
 from alexnet.data.packed import HEADER, open_dataset
 from alexnet.errors import UserError
 from alexnet.evaluate import make_eval_transform
+from alexnet.explain import Inputs
 from alexnet.export import OnnxModel
 from alexnet.fileio import atomic_write, atomic_write_text, rounded
-from alexnet.progress import progress_bar
 from alexnet.runtime import resolve_device
 from alexnet.weights import build_model, load
 from alexnet.weights.hf import WEIGHTS_NAME as HF_WEIGHTS
@@ -81,28 +72,28 @@ def expand_image_args(args: Iterable[str]) -> tuple[list[str], list[tuple[str, s
     return paths, errors
 
 
+def decode_at_size(
+    data: bytes, name: str, size: int, rule: str, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> Decoded:
+    """Image bytes -> `Decoded` with a uint8 (size, size, 3) image: shorter side to `size`,
+    centre crop (paper §2; rule "torchvision" rounds as torchvision's Resize + CenterCrop)."""
+    decoded = decode_image(data, name, None if rule == "torchvision" else size, max_pixels)
+    if decoded.image is not None and rule == "torchvision":
+        img = TF.resize(Image.fromarray(decoded.image), size)
+        decoded.image = np.asarray(TF.center_crop(img, [size, size]))
+    return decoded
+
+
 def read_image(path: str, size: int, rule: str = "paper") -> np.ndarray:
-    """Decode one image file to (size, size, 3) uint8: shorter side to `size`, centre crop
-    (paper §2; rule "torchvision" rounds sizes as torchvision's Resize + CenterCrop do).
-    UserError naming the file when it is not a readable image."""
+    """One image file -> uint8 (size, size, 3) (`decode_at_size`); UserError naming the file."""
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
         raise UserError(f"{path}: cannot read ({exc.strerror})") from None
-    decoded = decode_image(data, path, None if rule == "torchvision" else size)
+    decoded = decode_at_size(data, path, size, rule)
     if decoded.image is None:
         raise UserError(f"{path}: {decoded.skip}")
-    return finish_resize(decoded.image, size, rule)
-
-
-def finish_resize(image: np.ndarray, size: int, rule: str) -> np.ndarray:
-    """uint8 (H, W, 3) as `decode_image` returned it for `rule` -> (size, size, 3): rule
-    "paper" already resized and cropped while decoding; "torchvision" resizes here with
-    torchvision's Resize + CenterCrop rounding."""
-    if rule == "torchvision":
-        img = TF.resize(Image.fromarray(image), size)
-        return np.asarray(TF.center_crop(img, [size, size]))
-    return image
+    return decoded.image
 
 
 @dataclass
@@ -116,8 +107,7 @@ class Prediction:
     error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """What `alexnet predict --json` prints for the image (and `alexnet serve` answers):
-        probabilities rounded to 6 significant digits."""
+        """What `alexnet predict --json` prints and `alexnet serve` answers (6 digits)."""
         if self.error is not None:
             return {"image": self.image, "error": self.error}
         top = [
@@ -139,8 +129,7 @@ class FileBatch:
 
 # ------------------------------------------------------------------ backends
 class TorchBackend:
-    """A torch model (our kernels, any device): `logits(x)` (B, K) and `features(x)` (B, D)
-    of preprocessed float images (B, C, S, S)."""
+    """A torch model: `logits(x)` (B, K) and `features(x)` (B, D) of inputs (B, C, S, S)."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         self.model = model
@@ -153,12 +142,10 @@ class TorchBackend:
 
 
 class OnnxBackend:
-    """One of our ONNX files (fp32 or int8, `alexnet export --onnx`) run by onnxruntime on
-    the CPU with one intra-op thread per core; the same calls as `TorchBackend`, tensors in
-    and out (CPU). Also callable as the model (`backend(x)` = logits) for `evaluate`."""
+    """One of our ONNX files (fp32 or int8) on onnxruntime, CPU: `TorchBackend`'s calls, and
+    callable as the model (`backend(x)` = logits) for `evaluate`."""
 
     def __init__(self, path: str | os.PathLike) -> None:
-
         self.onnx = OnnxModel(path)
         self.path = str(path)
 
@@ -179,9 +166,7 @@ def is_onnx(weights: str | os.PathLike | None) -> bool:
 def weights_device(
     weights: str | os.PathLike | None, flag: str | None, info: Any = None
 ) -> torch.device:
-    """The device a command runs `weights` on: `resolve_device(flag)`, except for an ONNX
-    model: the CPU (onnxruntime), and a UserError for an explicit other device."""
-
+    """`resolve_device(flag)`, but the CPU for an ONNX model (UserError for another device)."""
     if is_onnx(weights):
         if flag not in (None, "auto", "cpu"):
             raise UserError(
@@ -195,9 +180,8 @@ def weights_device(
 def load_backend(
     weights: str | os.PathLike, device: str | torch.device = "cpu"
 ) -> tuple[TorchBackend | OnnxBackend, WeightsMeta]:
-    """Any --weights value -> (backend, metadata): an ONNX file (fp32 or int8) runs on
-    onnxruntime (CPU only: UserError for another device), everything else through
-    `alexnet.weights.load` on `device`."""
+    """Any --weights value -> (backend, metadata): an ONNX file on onnxruntime (CPU only),
+    everything else through `alexnet.weights.load` on `device`."""
     if is_onnx(weights):
         weights_device(weights, str(torch.device(device).type))
         backend = OnnxBackend(weights)
@@ -210,11 +194,8 @@ class Predictor:
     """Weights -> a model that answers questions about images.
 
     Args:
-        weights: any weights file `alexnet.weights.load` reads (our `.safetensors`, the
-            two-device layout, torchvision's `.pth`, a checkpoint or a run directory), or
-            an ONNX file of ours, fp32 or int8 (`alexnet export --onnx`; CPU only).
-        device: where the model and all batched work run ("auto", "cpu", "cuda", "cuda:N",
-            "mps"; UserError for one this machine lacks, as `--device`).
+        weights: anything `alexnet.weights.load` reads, or an ONNX file of ours (CPU only).
+        device: "auto", "cpu", "cuda", "cuda:N", "mps" (UserError for one this machine lacks).
         crops: 1 (centre), 2 (centre + mirror) or 10 (paper §4.1), softmax averaged.
         batch_size: images per forward pass.
     """
@@ -238,8 +219,8 @@ class Predictor:
         self.batch_size = max(1, int(batch_size))
         self.image_size = self.preprocess.stored_image_size()
         self.resize_rule = self.preprocess.resize_rule
+        self.inputs = Inputs(self.preprocess, self.mean_image, self.device)  # the centre crop
         self._transform = make_eval_transform(self.preprocess, self.mean_image, crops)
-        self._centre = make_eval_transform(self.preprocess, self.mean_image, 1)
 
     @property
     def onnx(self) -> bool:
@@ -260,7 +241,7 @@ class Predictor:
             )
         return self.backend.model
 
-    @property
+    @cached_property
     def feature_layer(self) -> str:
         """The layer `features` returns, as `alexnet summary` names it: "fc7" for the 224 px
         models (paper §6.1), "pool3 (flattened)" or "fc4" for `small`."""
@@ -269,21 +250,11 @@ class Predictor:
         with torch.device("meta"):  # the ONNX model's torch twin, without its weights
             return build_model(self.meta.model_config, self.meta.num_classes).penultimate_name
 
-    def _to_device(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """(B, H, W, 3) uint8 -> (B, 3, H, W) uint8 on the device."""
-        if not torch.is_tensor(images):
-            arr = np.asarray(images)
-            images = torch.from_numpy(arr if arr.flags.writeable else arr.copy())
-        x = images
-        if x.dim() != 4 or x.shape[-1] != 3 or x.dtype != torch.uint8:
-            raise ValueError(f"expected uint8 images (B, H, W, 3), got {tuple(x.shape)} {x.dtype}")
-        return x.to(self.device).permute(0, 3, 1, 2)
-
     @torch.no_grad()
     def probabilities(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
         """uint8 (B, H, W, 3) at the stored size -> class probabilities (B, K) on the device,
         the softmax averaged over the crops (paper §4.1)."""
-        x = self._to_device(images)
+        x = self.inputs.on_device(images)
         b = x.shape[0]
         logits = self.backend.logits(self._transform(x)).float()
         return F.softmax(logits, dim=1).view(b, self.crops, -1).mean(dim=1)
@@ -292,13 +263,13 @@ class Predictor:
     def features(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
         """uint8 (B, H, W, 3) -> penultimate activations (B, D) of the centre crop (fc7 after
         ReLU for the 224 px models: the paper's §6.1 retrieval feature), on the device."""
-        return self.backend.features(self._centre(self._to_device(images))).float()
+        return self.backend.features(self.inputs(images)).float()
 
-    def top(self, probs: torch.Tensor, k: int) -> tuple[list[list[int]], list[list[float]]]:
-        """(B, K) probabilities -> top-k indices and probabilities, descending."""
-        k = max(1, min(int(k), probs.shape[1]))
-        values, indices = probs.topk(k, dim=1)
-        return indices.cpu().tolist(), values.cpu().tolist()
+    def predictions(self, names: list[str], probs: torch.Tensor, k: int) -> list[Prediction]:
+        """Images' names and (B, K) probabilities -> their top-k, descending."""
+        values, indices = probs.topk(max(1, min(int(k), probs.shape[1])), dim=1)
+        top = zip(names, indices.cpu().tolist(), values.cpu().tolist())
+        return [Prediction(n, ii, [self.classes[i] for i in ii], pp) for n, ii, pp in top]
 
     def file_batches(self, paths: Iterable[str]) -> Iterator[FileBatch]:
         """The files read as `predict` reads them, in order, up to `batch_size` a batch; a file
@@ -327,23 +298,16 @@ class Predictor:
             if batch.error is not None:
                 yield Prediction(batch.paths[0], [], [], [], error=batch.error)
                 continue
-            idx, val = self.top(self.probabilities(batch.images), topk)
-            for name, ii, pp in zip(batch.paths, idx, val):
-                yield Prediction(name, ii, [self.classes[i] for i in ii], pp)
+            yield from self.predictions(batch.paths, self.probabilities(batch.images), topk)
 
 
 @torch.no_grad()
-def split_features(
-    predictor: Predictor, images: np.ndarray, batch_size: int = 256, progress: bool = False
-) -> np.ndarray:
+def split_features(predictor: Predictor, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """Penultimate features of a packed split's images (N, H, W, 3) uint8 -> (N, D) float32."""
-    n = int(images.shape[0])
-    chunks: list[np.ndarray] = []
-    with progress_bar(total=n, unit="img", desc="features", disable=not progress) as bar:
-        for start in range(0, n, batch_size):
-            batch = np.ascontiguousarray(images[start : start + batch_size])
-            chunks.append(predictor.features(batch).cpu().numpy())
-            bar.update(len(batch))
+    chunks = [
+        predictor.features(images[start : start + batch_size]).cpu().numpy()
+        for start in range(0, int(images.shape[0]), batch_size)
+    ]
     if not chunks:
         return np.zeros((0, 0), np.float32)
     return np.concatenate(chunks).astype(np.float32, copy=False)

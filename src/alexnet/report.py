@@ -23,7 +23,6 @@ from alexnet.inference import Predictor, nearest, split_features
 from alexnet.rundir import RunDir
 from alexnet.viz import (
     captioned_grid,
-    feature_name,
     kernel_grid,
     neighbors_grid,
     read_metrics,
@@ -35,19 +34,14 @@ FINAL_TEST_NOTE = (
     "that picked `weights-best.safetensors` and the learning-rate reductions (for Fashion-MNIST "
     "and CIFAR-10, the official test set), so it is not an independent held-out estimate."
 )
+PARTIAL_NOTE = (
+    "(partial): the epoch stopped early (`--max-steps`); its numbers cover only the steps it ran."
+)
 
 
 def _pick_queries(labels: np.ndarray, count: int) -> list[int]:
     """The first image of each of the first `count` classes present (distinct classes)."""
-    picked: list[int] = []
-    seen: set[int] = set()
-    for i, y in enumerate(labels.tolist()):
-        if y not in seen:
-            seen.add(y)
-            picked.append(i)
-        if len(picked) == count:
-            break
-    return picked
+    return sorted(np.unique(labels, return_index=True)[1].tolist())[:count]
 
 
 def _results_table(run: Path, num_classes: int) -> list[str]:
@@ -67,8 +61,7 @@ def _results_table(run: Path, num_classes: int) -> list[str]:
             f"{r.get('images_per_sec', float('nan')):.0f} |"
         )
     if partial:
-        lines += ["", "(partial): the epoch stopped early (`--max-steps`); its numbers cover "
-                  "only the steps it ran."]  # fmt: skip
+        lines += ["", PARTIAL_NOTE]
     evals = sorted(run.glob("eval*.json"))
     if evals:
         t5 = " top-5 error |" if top5 else ""
@@ -97,14 +90,13 @@ def _neighbours_png(
     k: int,
     device: str,
     out: Path,
-) -> str:
+) -> None:
     """Validation queries and their k nearest training images by feature distance (paper
-    Fig. 4: fc7 in the 224 px models); returns the feature layer's name."""
+    Fig. 4: fc7 in the 224 px models)."""
     feats = split_features(predictor, train.images[:n_train])
     q_idx = _pick_queries(val.labels, queries)
     q_imgs = [np.asarray(val.images[i]) for i in q_idx]
     dist, idx = nearest(predictor.features(np.stack(q_imgs)).cpu().numpy(), feats, k, device=device)
-    layer = feature_name(predictor.meta.model_name, feats.shape[1])
     neighbors_grid(
         q_imgs,
         [[np.asarray(train.images[j]) for j in row] for row in idx.tolist()],
@@ -114,24 +106,22 @@ def _neighbours_png(
             [f"{train.classes[train.labels[j]]}\n{d:.3g}" for j, d in zip(row, drow)]
             for row, drow in zip(idx.tolist(), dist.tolist())
         ],
-        feature=layer,
+        feature=predictor.feature_layer,
     )
-    return layer
 
 
 def _predictions_png(predictor: Predictor, val: PackedDataset, count: int, out: Path) -> list[str]:
     """Top-3 predictions of `count` validation images as a captioned grid; the table rows."""
     p_idx = list(range(0, len(val), max(1, len(val) // max(count, 1))))[:count]
     p_imgs = np.stack([np.asarray(val.images[i]) for i in p_idx])
-    top_i, top_p = predictor.top(predictor.probabilities(p_imgs), 3)
+    preds = predictor.predictions([f"val {i}" for i in p_idx], predictor.probabilities(p_imgs), 3)
     captions, rows = [], []
-    for i, ii, pp in zip(p_idx, top_i, top_p):
+    for i, pred in zip(p_idx, preds):
         truth = val.classes[val.labels[i]]
-        guess = ", ".join(f"{predictor.classes[c]} {100 * p:.0f}%" for c, p in zip(ii, pp))
-        mark = "ok" if ii[0] == val.labels[i] else "WRONG"
-        lines = "\n".join(f"{predictor.classes[c]} {100 * p:.0f}%" for c, p in zip(ii, pp))
-        captions.append(f"true: {truth} [{mark}]\n{lines}")
-        rows.append(f"| val {i} | {truth} | {guess} |")
+        guesses = [f"{c} {100 * p:.0f}%" for c, p in zip(pred.classes, pred.probs)]
+        mark = "ok" if pred.indices[0] == val.labels[i] else "WRONG"
+        captions.append(f"true: {truth} [{mark}]\n" + "\n".join(guesses))
+        rows.append(f"| {pred.image} | {truth} | {', '.join(guesses)} |")
     captioned_grid(list(p_imgs), captions, out, title="top-3 predictions")
     return rows
 
@@ -156,11 +146,7 @@ def write_report(
     if not run.is_dir():
         raise UserError(f"{run}: no such run directory")
     if weights is None:
-        weights = next(
-            (p for p in (rd.weights, rd.best_weights)
-             if p.is_file()),
-            rd.weights,
-        )  # fmt: skip
+        weights = next((p for p in (rd.weights, rd.best_weights) if p.is_file()), rd.weights)
     predictor = Predictor(weights, device)
     train, val = open_dataset(data_dir, "train"), open_dataset(data_dir, "val")
     if list(predictor.classes) != list(train.classes):
@@ -168,9 +154,7 @@ def write_report(
     kernel_grid(predictor.model, rd.path / rd.KERNELS)
     training_curves([run], rd.path / rd.CURVES, labels=[run.name])
     n_train = len(train) if max_train <= 0 else min(max_train, len(train))
-    layer = _neighbours_png(
-        predictor, train, val, n_train, queries, k, device, rd.path / rd.NEIGHBOURS
-    )
+    _neighbours_png(predictor, train, val, n_train, queries, k, device, rd.path / rd.NEIGHBOURS)
     rows = _predictions_png(predictor, val, predictions, rd.path / rd.PREDICTIONS)
     model_name = predictor.meta.model_name
     md = [
@@ -188,7 +172,7 @@ def write_report(
         "",
         "![conv1 kernels](kernels.png)",
         "",
-        f"## Nearest training images by {layer} distance (paper Fig. 4, §6.1)",
+        f"## Nearest training images by {predictor.feature_layer} distance (paper Fig. 4, §6.1)",
         "",
         f"Queries from the validation split; neighbours among {n_train} training images, "
         "nearest first, with their class and distance.",

@@ -45,6 +45,13 @@ def save_figure(fig, out: str | os.PathLike, dpi: int) -> None:
     _pyplot().close(fig)
 
 
+def _show(ax, image: np.ndarray, **kw: Any) -> None:
+    """`image` on `ax`, each pixel a sharp square, without ticks."""
+    ax.imshow(image, interpolation="nearest", **kw)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
 def first_conv_weight(model: nn.Module) -> torch.Tensor:
     """conv1's weight (O, C, kh, kw) of any model in the family (the first Conv2d)."""
     for module in model.modules():
@@ -95,21 +102,19 @@ def kernel_grid(
     name = cfg.get("name", "model")
     towers = int(cfg.get("options", {}).get("towers", 1)) if name == "paper" else 1
     o, c, k, _ = weight.shape
-    blocks = list(weight.chunk(towers, 0)) if towers == 2 else [weight]
+    blocks = list(weight.chunk(towers, 0))
     per_block = blocks[0].shape[0]
     columns = 16 if per_block >= 32 else max(1, min(per_block, 8))
     tiles = [tile_kernels(b, columns) for b in blocks]
     heading = title or f"conv1 of {name!r}: {o} kernels {k}x{k}x{c}, each normalized"
     aspect = sum(t.shape[0] for t in tiles) / tiles[0].shape[1]
-    height_px = int(round(width_px * aspect * 1.0 + 60 + 30 * len(tiles)))
+    height_px = int(round(width_px * aspect + 60 + 30 * len(tiles)))
     fig = plt.figure(figsize=(width_px / dpi, height_px / dpi), dpi=dpi)
     fig.suptitle(heading, fontsize=11)
     ratios = [t.shape[0] for t in tiles]
     axes = fig.subplots(len(tiles), 1, gridspec_kw={"height_ratios": ratios}, squeeze=False)
     for i, (ax, tile) in enumerate(zip(axes[:, 0], tiles)):
-        ax.imshow(tile, interpolation="nearest")
-        ax.set_xticks([])
-        ax.set_yticks([])
+        _show(ax, tile)
         if towers == 2:
             ax.set_title(f"tower {i + 1} (GPU {i + 1}): {blocks[i].shape[0]} kernels", fontsize=9)
     fig.subplots_adjust(left=0.02, right=0.98, top=1 - 45 / height_px, bottom=0.01, hspace=0.25)
@@ -178,16 +183,9 @@ def training_curves(
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("cross-entropy loss")
     if has_val:
+        where = ax_loss.transAxes
         ax_loss.text(
-            0.02,
-            0.02,
-            LOSS_NOTE,
-            transform=ax_loss.transAxes,
-            fontsize=6.5,
-            va="bottom",
-            ha="left",
-            color="0.35",
-            wrap=True,
+            0.02, 0.02, LOSS_NOTE, transform=where, va="bottom", fontsize=6.5, color="0.35"
         )
     ax_err.set_title("validation error", fontsize=10)
     ax_err.set_xlabel("epoch")
@@ -198,14 +196,6 @@ def training_curves(
     fig.tight_layout()
     save_figure(fig, out, dpi)
     return size_px
-
-
-def feature_name(model: str, dim: int) -> str:
-    """The name of the penultimate feature: "fc7" for the 224 px models (4096-d, paper §6.1),
-    else "last hidden layer (D-d)" (the `small` model has no fc7)."""
-    if model in ("paper", "seed", "torchvision"):
-        return "fc7"
-    return f"last hidden layer ({dim}-d)"
 
 
 def neighbors_grid(
@@ -238,9 +228,7 @@ def neighbors_grid(
         cells += [(j + 2, img, t) for j, (img, t) in enumerate(zip(neighbours[r], titles))]
         for col, img, text in cells:
             ax = fig.add_subplot(grid[r, col])
-            ax.imshow(img, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
+            _show(ax, img)
             if col == 0:
                 for spine in ax.spines.values():
                     spine.set_edgecolor("crimson")
@@ -279,14 +267,8 @@ def captioned_grid(
         ax.text(0.5, -0.05, text, transform=ax.transAxes, ha="center", va="top", fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.subplots_adjust(
-        left=0.01,
-        right=0.99,
-        top=1 - (30 if title else 5) / h,
-        bottom=60 / h,
-        hspace=0.45,
-        wspace=0.05,
-    )
+    top = 1 - (30 if title else 5) / h
+    fig.subplots_adjust(left=0.01, right=0.99, top=top, bottom=60 / h, hspace=0.45, wspace=0.05)
     save_figure(fig, out, dpi)
     return w, h
 
@@ -335,10 +317,8 @@ def unit_patches_grid(
     for row, (unit, acts) in enumerate(zip(units, activations)):
         for col in range(k):
             ax = axes[row, col]
-            ax.set_xticks([])
-            ax.set_yticks([])
             if col < len(acts):
-                ax.imshow(patches[row, col], interpolation="nearest")
+                _show(ax, patches[row, col])
                 ax.set_title(f"{acts[col]:.3g}", fontsize=6, pad=1)
             else:
                 ax.axis("off")
@@ -373,15 +353,14 @@ def occlusion_map(
     limit = float(np.abs(drop).max()) or 1.0
     gray = image.mean(axis=2) if image.shape[2] == 3 else image[..., 0]
     whole = (0, image.shape[1], image.shape[0], 0)  # pixel i covers [i, i + 1)
-    left.imshow(image, interpolation="nearest", extent=whole)
-    right.imshow(gray, cmap="gray", vmin=0, vmax=1, interpolation="nearest", extent=whole)
-    shown = right.imshow(drop, cmap="RdBu_r", vmin=-limit, vmax=limit, alpha=0.6,
-                         extent=(lo, hi, hi, lo), interpolation="nearest")  # fmt: skip
+    _show(left, image, extent=whole)
+    _show(right, gray, cmap="gray", vmin=0, vmax=1, extent=whole)
+    box = (lo, hi, hi, lo)
+    shown = right.imshow(
+        drop, cmap="RdBu_r", vmin=-limit, vmax=limit, alpha=0.6, extent=box, interpolation="nearest"
+    )
     right.set_xlim(0, image.shape[1])
     right.set_ylim(image.shape[0], 0)
-    for ax in (left, right):
-        ax.set_xticks([])
-        ax.set_yticks([])
     left.set_title("model input", fontsize=9)
     right.set_title(f"probability drop ({patch} px squares, stride {stride})", fontsize=9)
     fig.colorbar(shown, ax=right, fraction=0.046)

@@ -177,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
     found = neighbours(qf, feats, base, args.k, device=device)
     results = [{"query": name, "neighbors": f} for name, f in zip(names, found)]
     if args.out:
-        from alexnet.viz import feature_name, neighbors_grid
+        from alexnet.viz import neighbors_grid
 
         rows = [r["neighbors"] for r in results]
         neighbors_grid(
@@ -190,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
                 [f"{n['label'] or Path(n['path']).name}\n{n['distance']:.3g}" for n in row]
                 for row in rows
             ],
-            feature=feature_name(predictor.meta.model_name, qf.shape[1]),
+            feature=predictor.feature_layer,
         )
     split = base.split
     if args.json:

@@ -1,11 +1,7 @@
 """What the server computes: one model, its answers, the neighbour index and the pictures.
 
-All image work reuses `alexnet predict`'s code path: uploads are decoded by
-`alexnet.data.decode.decode_image` and brought to the stored size exactly as
-`alexnet.inference.read_image` does for files (paper §2: shorter side to the size, centre
-crop); `Predictor.probabilities` / `Predictor.features` then run the evaluation transform and
-the model, in float32. So the answer for an upload equals `alexnet predict --json` on the same
-file and weights.
+Uploads go through `alexnet predict`'s code (`alexnet.inference`), so the answer for an upload
+equals `alexnet predict --json` on the same file and weights.
 """
 
 from __future__ import annotations
@@ -19,19 +15,18 @@ import numpy as np
 import torch
 from PIL import Image
 
-from alexnet.data.decode import decode_image
 from alexnet.data.packed import open_dataset, read_header
 from alexnet.errors import UserError
-from alexnet.explain import Inputs, layers, occlusion, occlusion_grid, strongest_units
-from alexnet.fileio import rounded
-from alexnet.inference import (
-    Prediction,
-    Predictor,
-    finish_resize,
-    index_rows,
-    load_features,
-    neighbours,
+from alexnet.explain import (
+    Layer,
+    layer_json,
+    layers,
+    occlusion,
+    occlusion_grid,
+    strongest_units,
 )
+from alexnet.fileio import rounded
+from alexnet.inference import Predictor, decode_at_size, index_rows, load_features, neighbours
 from alexnet.viz import first_conv_weight, tile, tile_kernels
 
 
@@ -84,13 +79,6 @@ class NeighbourIndex:
         self._datasets = {} if self.split is None else {self.split: self.rows.dataset}
         self._paths = set(self.rows.ids) if self.split is None else set()
 
-    def dataset(self, split: str):
-        if split not in self.splits:
-            raise ApiError(404, f"no split {split!r} (has {', '.join(self.splits) or 'none'})")
-        if split not in self._datasets:
-            self._datasets[split] = open_dataset(self.data, split)
-        return self._datasets[split]
-
     def search(self, queries: np.ndarray, k: int) -> list[list[dict[str, Any]]]:
         """(Q, D) features -> for each query its k nearest images (Euclidean, paper §6.1)."""
         found = neighbours(queries, self.feats, self.rows, k)
@@ -102,7 +90,12 @@ class NeighbourIndex:
         return found
 
     def thumbnail(self, split: str, i: int) -> bytes:
-        ds = self.dataset(split)
+        """Image `i` of a split of the indexed packed dataset, as stored."""
+        if split not in self.splits:
+            raise ApiError(404, f"no split {split!r} (has {', '.join(self.splits) or 'none'})")
+        if split not in self._datasets:
+            self._datasets[split] = open_dataset(self.data, split)
+        ds = self._datasets[split]
         if not 0 <= i < len(ds):
             raise ApiError(404, f"image {i} out of range: split {split!r} has {len(ds)} images")
         return png_bytes(np.asarray(ds.images[i]))
@@ -130,27 +123,15 @@ class Engine:
         index: str | os.PathLike | None = None,
         max_pixels: int = 40_000_000,
     ) -> None:
-        self.predictor = Predictor(weights, device, crops=crops)
-        p = self.predictor
-        self.inputs = Inputs(p.preprocess, p.mean_image, p.device)  # the centre crop (occlusion)
+        self.predictor = p = Predictor(weights, device, crops=crops)
         self.max_pixels = int(max_pixels)
-        backend = getattr(self.predictor.backend, "model", None)  # None: an ONNX model
-        self.conv1 = (
-            None
-            if backend is None
-            else next(m for m in backend.modules() if isinstance(m, torch.nn.Conv2d))
-        )
-        size = self.predictor.image_size
-        probe = np.zeros((1, size, size, 3), np.uint8)
-        self.feature_dim = int(self.predictor.features(probe).shape[1])
-        self.feature_layer = self.predictor.feature_layer
+        probe = np.zeros((1, p.image_size, p.image_size, 3), np.uint8)
+        self.feature_dim = int(p.features(probe).shape[1])
         self.index = NeighbourIndex(index, p, self.feature_dim) if index else None
 
     @staticmethod
     def thread_init() -> None:
-        """Flush denormal floats to zero on the model thread, as the `alexnet` CLI does on
-        its thread (results change by less than 1e-38; kernels stay fast), so that both give
-        the same answers."""
+        """Flush denormals to zero on the model thread, as the `alexnet` CLI does on its own."""
         torch.set_flush_denormal(True)
 
     def info(self) -> dict[str, Any]:
@@ -164,8 +145,8 @@ class Engine:
             "image_size": p.image_size,
             "crops": p.crops,
             "feature_dim": self.feature_dim,
-            "feature_layer": self.feature_layer,
-            "layers": self.map_layers(),
+            "feature_layer": p.feature_layer,
+            "layers": [] if p.onnx else [n for n, la in self._layers().items() if la.kind != "fc"],
             "preprocess": p.preprocess.to_json(),
             "metadata": p.meta.extra,
             "index": None
@@ -177,14 +158,11 @@ class Engine:
         """Upload bytes -> uint8 (S, S, 3) at the stored size; ApiError 413 for a decompression
         bomb (pixel count read from the header before decoding), 415 for anything else."""
         p = self.predictor
-        rule = p.resize_rule
-        decoded = decode_image(
-            data, name, None if rule == "torchvision" else p.image_size, self.max_pixels
-        )
+        decoded = decode_at_size(data, name, p.image_size, p.resize_rule, self.max_pixels)
         if decoded.image is None:
             bomb = (decoded.skip or "").startswith("decompression bomb")
             raise ApiError(413 if bomb else 415, f"{name}: {decoded.skip}")
-        return finish_resize(decoded.image, p.image_size, rule)
+        return decoded.image
 
     def run_batch(self, kind: str, images: np.ndarray) -> list[torch.Tensor]:
         """uint8 (B, S, S, 3) -> B rows: class probabilities (K,) or features (D,), float32."""
@@ -194,20 +172,18 @@ class Engine:
             return list(self.predictor.features(images).cpu())
         raise ValueError(f"unknown batch kind {kind!r}")
 
-    def prediction(self, name: str, probs: torch.Tensor, topk: int) -> dict[str, Any]:
-        """One image's (K,) probabilities -> the object `alexnet predict --json` prints."""
-        (idx,), (val,) = self.predictor.top(probs[None], topk)
-        classes = [self.predictor.classes[i] for i in idx]
-        return Prediction(name, idx, classes, val).to_json()
+    def _model(self, what: str, status: int) -> torch.nn.Module:
+        """The torch model; ApiError `status` for an ONNX model, which has none."""
+        if self.predictor.onnx:
+            raise ApiError(status, f"{what}: not available from an ONNX model (serve its weights)")
+        return self.predictor.model
 
-    def _need_torch(self, what: str) -> None:
-        if self.conv1 is None:
-            raise ApiError(501, f"{what}: not available from an ONNX model (serve its weights)")
+    def _layers(self) -> dict[str, Layer]:
+        return layers(self.predictor.model, int(self.predictor.preprocess.crop_size))
 
     def kernels_png(self, columns: int = 16) -> bytes:
         """conv1's kernels (paper Fig. 3), each min-max normalized, `columns` per row."""
-        self._need_torch("kernels")
-        weight = first_conv_weight(self.predictor.model)
+        weight = first_conv_weight(self._model("kernels", 501))
         tiles = (tile_kernels(weight, columns=columns) * 255).round().astype(np.uint8)
         return png_bytes(tiles, scale=max(1, 96 // (weight.shape[-1] * 2)))
 
@@ -216,16 +192,14 @@ class Engine:
         """Where the network looks (Zeiler & Fergus 2014, section 4.2) for one uint8 image at
         the stored size: the top class and `alexnet.explain.occlusion`'s drop grid, as
         `alexnet predict --explain occlusion --json` gives it (`input_size` added)."""
-        p = self.predictor
-        if p.onnx:
-            raise ApiError(422, "occlusion needs torch weights, not an ONNX file")
+        p, model = self.predictor, self._model("occlusion", 422)
         size = int(p.preprocess.crop_size)
         try:
             occlusion_grid(size, patch, stride)
         except UserError as exc:
             raise ApiError(422, str(exc)) from None
         c = int(p.probabilities(image[None])[0].argmax())
-        found = occlusion(p.model, self.inputs(image[None]), c, patch, stride)
+        found = occlusion(model, p.inputs(image[None]), c, patch, stride)
         return {
             "class": p.classes[c],
             "index": c,
@@ -236,40 +210,23 @@ class Engine:
             "input_size": size,
         }
 
-    def map_layers(self) -> list[str]:
-        """The layers with maps (conv, pool, norm), by `alexnet summary`'s names; [] for ONNX."""
-        if self.predictor.onnx:
-            return []
-        found = layers(self.predictor.model, int(self.predictor.preprocess.crop_size))
-        return [name for name, layer in found.items() if layer.kind != "fc"]
-
     @torch.no_grad()
     def units(self, image: np.ndarray, layer: str, k: int) -> dict:
         """The k units of `layer` that fire most on one uint8 image at the stored size, with
         where (`alexnet.explain.strongest_units`), and the layer's receptive field and jump."""
-        p = self.predictor
-        if p.onnx:
-            raise ApiError(422, "units need torch weights, not an ONNX file")
-        size = int(p.preprocess.crop_size)
-        found = layers(p.model, size)
+        model, found = self._model("units", 422), self._layers()
         if layer not in found:
             raise ApiError(404, f"no layer {layer!r} (has {', '.join(found)})")
-        top = strongest_units(p.model, self.inputs(image[None]), found[layer], k)
-        field = found[layer].field
-        return {
-            "layer": layer,
-            "receptive_field": field.receptive_field,
-            "jump": field.jump,
-            "input_size": size,
-            "units": top,
-        }
+        x = self.predictor.inputs(image[None])
+        return layer_json(found[layer], x.shape[-1], strongest_units(model, x, found[layer], k))
 
     @torch.no_grad()
     def conv1_png(self, image: np.ndarray, columns: int = 16) -> bytes:
         """conv1 feature maps after ReLU of one image's centre crop, as a PNG grid."""
-        self._need_torch("conv1 maps")
+        model = self._model("conv1 maps", 501)
+        conv1 = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
         seen: list[torch.Tensor] = []
-        hook = self.conv1.register_forward_hook(lambda m, i, o: seen.append(o.detach()))
+        hook = conv1.register_forward_hook(lambda m, i, o: seen.append(o.detach()))
         try:
             self.predictor.features(image[None])
         finally:

@@ -5,20 +5,7 @@ received in time, `connections`), 413 (body over the size limit, too many pixels
 image, wrong Content-Type), 422 (bad parameters), 503 + Retry-After (queue full, or too many
 connections), 500 (a bug: the server stays up). At most `max_decoding` images are decoded at
 once, whatever the number of requests (their decoded pixels are the server's largest memory).
-
-Prometheus metrics, in a registry of the server's own (GET /metrics):
-
-- `alexnet_serve_requests_total{method, path, code}`: answered requests; `path` is the route
-  template (`/v1/images/{split}/{i}.png`), so the label set stays small.
-- `alexnet_serve_request_seconds{path}`: latency histogram, from the first byte read to the
-  response.
-- `alexnet_serve_batch_size`: images per forward pass (dynamic batching).
-- `alexnet_serve_queue_depth`: images accepted and not yet answered.
-- `alexnet_serve_images_total{kind}`: images run through the model (predict, features).
-- `alexnet_serve_connections`: open connections (at most --max-connections).
-- `alexnet_serve_connections_refused_total`: connections answered 503 over that bound.
-- `alexnet_serve_request_timeouts_total{phase}`: clients cut at --request-timeout-s while
-  sending their request's `headers` or `body`.
+Prometheus metrics (`Metrics`, GET /metrics) are labelled by route template, not by path.
 """
 
 from __future__ import annotations
@@ -33,6 +20,7 @@ from importlib import resources
 from typing import Any
 
 import numpy as np
+import torch
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -128,9 +116,8 @@ async def request_images(request: Request, cfg: ServeConfig) -> list[tuple[str, 
     """(name, bytes) of each image: the raw body (Content-Type image/*) or the multipart
     fields named `image`."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype not in ("multipart/form-data", "application/octet-stream") and not ctype.startswith(
-        "image/"
-    ):
+    binary = ctype in ("multipart/form-data", "application/octet-stream")
+    if not (binary or ctype.startswith("image/")):
         raise ApiError(415, f"Content-Type {ctype or 'missing'}: send image/* or multipart")
     body = await read_body(request, cfg.max_body_bytes)
     if ctype != "multipart/form-data":
@@ -212,6 +199,13 @@ class Server:
             self.batcher.incoming -= batched
         return [n for n, _ in items], list(arrays)
 
+    async def one_image(self, request: Request) -> tuple[str, np.ndarray]:
+        """The name and image of a request that must hold exactly one (not batched)."""
+        names, images = await self.images_of(request, batched=False)
+        if len(images) != 1:
+            raise ApiError(422, "send exactly one image")
+        return names[0], images[0]
+
     async def run(self, kind: str, images: list[np.ndarray]) -> list[Any]:
         """The images' answers through the batcher; 503 + Retry-After when the queue is full."""
         try:
@@ -252,9 +246,8 @@ def _model_routes(app: FastAPI, srv: Server) -> None:
     @app.post("/v1/predict", dependencies=v1)
     async def predict(request: Request, topk: int = Query(5, ge=1, le=100_000)) -> Response:
         names, images = await srv.images_of(request)
-        probs = await srv.run("predict", images)
-        preds = [engine.prediction(n, p, topk) for n, p in zip(names, probs)]
-        p = engine.predictor
+        p, probs = engine.predictor, await srv.run("predict", images)
+        preds = [pred.to_json() for pred in p.predictions(names, torch.stack(probs), topk)]
         return JSONResponse(
             {"model": p.meta.model_name, "crops": p.crops, "topk": topk, "predictions": preds}
         )
@@ -264,7 +257,7 @@ def _model_routes(app: FastAPI, srv: Server) -> None:
         names, images = await srv.images_of(request)
         feats = await srv.run("features", images)
         rows = [{"image": n, "features": f.tolist()} for n, f in zip(names, feats)]
-        name, layer = engine.predictor.meta.model_name, engine.feature_layer
+        name, layer = engine.predictor.meta.model_name, engine.predictor.feature_layer
         answer = {"model": name, "dim": engine.feature_dim, "layer": layer, "results": rows}
         return JSONResponse(answer)
 
@@ -283,15 +276,17 @@ def _info_routes(app: FastAPI, srv: Server) -> None:
     """Pictures, model information, health and metrics."""
     engine, cfg, v1 = srv.engine, srv.cfg, [Depends(srv.auth)]
 
+    cached = {"Cache-Control": "max-age=3600"}
+
     @app.get("/v1/images/{split}/{i}.png", dependencies=v1)
     async def thumbnail(split: str, i: int) -> Response:
         png = await asyncio.to_thread(_index(engine).thumbnail, split, i)
-        return Response(png, media_type="image/png", headers={"Cache-Control": "max-age=3600"})
+        return Response(png, media_type="image/png", headers=cached)
 
     @app.get("/v1/files/{path:path}", dependencies=v1)
     async def file_thumbnail(path: str) -> Response:
         png = await asyncio.to_thread(_index(engine).file_thumbnail, path)
-        return Response(png, media_type="image/png", headers={"Cache-Control": "max-age=3600"})
+        return Response(png, media_type="image/png", headers=cached)
 
     @app.get("/v1/kernels.png", dependencies=v1)
     async def kernels(columns: int = Query(16, ge=1, le=96)) -> Response:
@@ -300,10 +295,8 @@ def _info_routes(app: FastAPI, srv: Server) -> None:
 
     @app.post("/v1/conv1", dependencies=v1)
     async def conv1(request: Request, columns: int = Query(16, ge=1, le=96)) -> Response:
-        _, images = await srv.images_of(request, batched=False)
-        if len(images) != 1:
-            raise ApiError(422, "send exactly one image")
-        png = await srv.batcher.call(engine.conv1_png, images[0], columns)
+        _, image = await srv.one_image(request)
+        png = await srv.batcher.call(engine.conv1_png, image, columns)
         return Response(png, media_type="image/png")
 
     @app.post("/v1/occlusion", dependencies=v1)
@@ -312,21 +305,17 @@ def _info_routes(app: FastAPI, srv: Server) -> None:
         patch: int | None = Query(None, ge=1, le=4096),
         stride: int | None = Query(None, ge=1, le=4096),
     ) -> Response:
-        names, images = await srv.images_of(request, batched=False)
-        if len(images) != 1:
-            raise ApiError(422, "send exactly one image")
-        found = await srv.batcher.call(engine.occlusion, images[0], patch, stride)
-        return JSONResponse({"image": names[0], **found})
+        name, image = await srv.one_image(request)
+        found = await srv.batcher.call(engine.occlusion, image, patch, stride)
+        return JSONResponse({"image": name, **found})
 
     @app.post("/v1/units", dependencies=v1)
     async def units(
         request: Request, layer: str = Query(..., max_length=64), k: int = Query(8, ge=1, le=64)
     ) -> Response:
-        names, images = await srv.images_of(request, batched=False)
-        if len(images) != 1:
-            raise ApiError(422, "send exactly one image")
-        found = await srv.batcher.call(engine.units, images[0], layer, k)
-        return JSONResponse({"image": names[0], **found})
+        name, image = await srv.one_image(request)
+        found = await srv.batcher.call(engine.units, image, layer, k)
+        return JSONResponse({"image": name, **found})
 
     @app.get("/v1/model", dependencies=v1)
     async def model() -> dict:

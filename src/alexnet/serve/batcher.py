@@ -18,9 +18,6 @@ from typing import Any
 
 import numpy as np
 
-# run_batch(kind, images (B, H, W, 3) uint8) -> B answers, one per image, in order
-RunBatch = Callable[[str, np.ndarray], Sequence[Any]]
-
 
 class QueueFull(Exception):
     """The queue holds `max_queue` images already: the caller answers 503 + Retry-After."""
@@ -50,7 +47,7 @@ class Batcher:
 
     def __init__(
         self,
-        run_batch: RunBatch,
+        run_batch: Callable[[str, np.ndarray], Sequence[Any]],
         *,
         max_batch: int = 32,
         max_wait_ms: float = 5.0,
@@ -67,18 +64,13 @@ class Batcher:
         self._on_batch = on_batch or (lambda n: None)
         self._on_depth = on_depth or (lambda n: None)
         self._queue: asyncio.Queue[_Item | None] = asyncio.Queue()
-        self._pending = 0
+        self.depth = 0  # images accepted and not yet answered
         self.incoming = 0  # requests being read or decoded, whose images will come soon
         self.always_wait = always_wait
         self._task: asyncio.Task | None = None
         self._pool = concurrent.futures.ThreadPoolExecutor(
             1, thread_name_prefix="alexnet-model", initializer=thread_init
         )
-
-    @property
-    def depth(self) -> int:
-        """Images accepted and not yet answered."""
-        return self._pending
 
     def start(self) -> None:
         if self._task is None:
@@ -94,12 +86,12 @@ class Batcher:
 
     async def submit(self, kind: str, images: Sequence[np.ndarray]) -> list[Any]:
         """Queue the images of one request (all or none) and wait for their answers."""
-        if self._pending + len(images) > self.max_queue:
-            raise QueueFull(f"{self._pending} images queued (limit {self.max_queue})")
+        if self.depth + len(images) > self.max_queue:
+            raise QueueFull(f"{self.depth} images queued (limit {self.max_queue})")
         loop = asyncio.get_running_loop()
         items = [_Item(kind, img, loop.create_future()) for img in images]
-        self._pending += len(items)
-        self._on_depth(self._pending)
+        self.depth += len(items)
+        self._on_depth(self.depth)
         for item in items:
             self._queue.put_nowait(item)
         return list(await asyncio.gather(*(item.future for item in items)))
@@ -138,8 +130,8 @@ class Batcher:
             self._on_batch(len(batch))
             for kind in dict.fromkeys(item.kind for item in batch):
                 await self._run([item for item in batch if item.kind == kind])
-            self._pending -= len(batch)
-            self._on_depth(self._pending)
+            self.depth -= len(batch)
+            self._on_depth(self.depth)
 
     async def _run(self, items: list[_Item]) -> None:
         stack = np.stack([item.image for item in items])
