@@ -16,7 +16,8 @@ import torch
 from alexnet.cli import main
 from alexnet.errors import UserError
 from alexnet.weights import hub
-from alexnet.weights.hub import CATALOG, describe_file
+from alexnet.weights.files import describe_file
+from alexnet.weights.hub import CATALOG
 
 
 class _Server:

@@ -10,7 +10,7 @@ from typing import Any
 from alexnet import commands as A
 from alexnet.commands import error_line
 from alexnet.errors import UserError
-from alexnet.weights.hub import CATALOG, CONVERTIBLE, cache_dir, describe_file
+from alexnet.weights.hub import CATALOG, CONVERTIBLE, cache_dir
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -70,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
     convertible = [e.to_json() for e in CONVERTIBLE.values()]
     files, unreadable = [], []
     for name in args.files:
+        from alexnet.weights.files import describe_file  # torch: only when a file is described
+
         try:
             files.append(describe_file(name))
         except UserError as exc:  # one line for this file; the listing goes on

@@ -39,6 +39,33 @@ def weights_config(init_from: str) -> dict[str, Any]:
     }
 
 
+def prepare(
+    net: nn.Module, init_from: str | None, freeze_spec: str | None, train_ds, saved, say
+) -> DatasetStats:
+    """A run's start as `--init-from` and `--freeze` ask (each said in one line with `say`):
+    the weights' tensors in `net` (a fresh run), the layers frozen; returns the train split's
+    statistics with the normalization the run trains with (the weights', or as the checkpoint
+    `saved` holds it when resuming)."""
+    stats = train_ds.stats
+    if init_from and saved is not None:
+        pre = Preprocess.from_json(saved.preprocess)
+        stats = normalization_stats(stats, pre, saved.mean_image)
+    elif init_from:
+        weights, head = start_from(net, init_from, list(train_ds.classes))
+        stats = normalization_stats(stats, weights.preprocess, weights.mean_image)
+        names = ", ".join(map(str, train_ds.classes[:4]))
+        names += ", ..." if train_ds.num_classes > 4 else ""
+        remade = f"; the last layer ({', '.join(head)}) is re-made for the data's "
+        remade += f"{train_ds.num_classes} classes ({names})"
+        say(
+            f"starting from {weights.path} ({weights.model_name}, {weights.num_classes} classes)"
+            + (remade if head else "")
+        )
+    if freeze_spec:
+        say(f"frozen: {', '.join(freeze(net, freeze_spec))}")
+    return stats
+
+
 def start_from(net: nn.Module, init_from: str, classes: list[str]) -> tuple[WeightsMeta, list[str]]:
     """Copy the tensors of weights `init_from` into `net`, built with the weights' options for
     the data's `classes`; the last layer keeps `net`'s fresh initialization when the classes

@@ -164,27 +164,9 @@ def _train(cfg, info, device, generation: int, stop: StopFlag, callbacks) -> Run
         cfg = reconcile_world_size(cfg, saved, info)
     net = build_model(cfg, train_ds)
     say = _say if info.is_main else _quiet
-    stats = train_ds.stats
     if saved is not None:
         check_compatible(saved, cfg.resume, model_config=net.config, data=train_ds.fingerprint)
-        if cfg.init_from:  # the normalization the run started with, as the checkpoint holds it
-            pre = Preprocess.from_json(saved.preprocess)
-            stats = finetune.normalization_stats(stats, pre, saved.mean_image)
-    elif cfg.init_from:
-        weights, new_head = finetune.start_from(net, cfg.init_from, list(train_ds.classes))
-        stats = finetune.normalization_stats(stats, weights.preprocess, weights.mean_image)
-        say(
-            f"starting from {weights.path} ({weights.model_name}, {weights.num_classes} classes)"
-            + (
-                f"; the last layer ({', '.join(new_head)}) is re-made for the data's "
-                f"{train_ds.num_classes} classes ({', '.join(map(str, train_ds.classes[:4]))}"
-                + (", ...)" if train_ds.num_classes > 4 else ")")
-                if new_head
-                else ""
-            )
-        )
-    if cfg.freeze:
-        say(f"frozen: {', '.join(finetune.freeze(net, cfg.freeze))}")
+    stats = finetune.prepare(net, cfg.init_from, cfg.freeze, train_ds, saved, say)
     run = RunDir(cfg.output_dir)
     _check_run_dir(run, net, info, resuming=saved is not None)
     placed, forward = _place(cfg, net, device, info)

@@ -10,6 +10,7 @@ start (paper §6.1 re-uses the other layers the same way)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
 from collections.abc import Mapping
@@ -24,7 +25,7 @@ from alexnet.errors import UserError
 from alexnet.fileio import safe_torch_load, torch_file_kind
 from alexnet.models.registry import get_model
 from alexnet.weights import hf
-from alexnet.weights.hub import resolve_name
+from alexnet.weights.hub import CATALOG, CatalogEntry, hash_prefix, resolve_name
 from alexnet.weights.meta import Preprocess, WeightsMeta
 from alexnet.weights.safetensors_io import (
     LAYOUTS,
@@ -229,3 +230,57 @@ def convert_layout(src: str | os.PathLike, dst: str | os.PathLike, layout: str) 
         extra=extra,
     )
     return {"from": str(Path(src)), "to": str(Path(dst)), "layout": layout, "tensors": len(tensors)}
+
+
+def catalog_entry(meta: WeightsMeta) -> CatalogEntry | None:
+    """The catalog entry whose file this torchvision-format file is, told by its content: its
+    SHA-256 begins with the hash in the entry's file name (as torchvision checks downloads)."""
+    if meta.format != "torchvision":
+        return None
+    sha256 = hashlib.sha256()  # hashlib.file_digest: Python 3.11
+    with open(meta.path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            sha256.update(chunk)
+    digest = sha256.hexdigest()
+    for entry in CATALOG.values():
+        want = hash_prefix(entry.file_name)
+        if want and digest.startswith(want):
+            return entry
+    return None
+
+
+def describe_file(path: str | os.PathLike) -> dict[str, Any]:
+    """A local weights file, run directory or Hugging Face-style folder -> the catalog's facts
+    (name = the path), read by `alexnet.weights.read` from its content, whatever its name;
+    UserError (one line naming the file and what it is) when it holds no weights."""
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"{p}: no such weights file or folder")
+    _, meta = read(p)
+    options = meta.model_config.get("options", {})
+    extra = meta.extra
+    entry = catalog_entry(meta)
+    published = extra.get("published") or {}
+    if entry is not None:
+        published = {"top1_err": entry.top1_err, "top5_err": entry.top5_err}
+    top1, top5 = published.get("top1_err"), published.get("top5_err")
+    if not published and extra.get("top1_error") is not None:  # best epoch of `alexnet train`
+        top1 = round(100 * float(extra["top1_error"]), 3)
+        top5 = extra.get("top5_error")
+        top5 = None if top5 is None else round(100 * float(top5), 3)
+    source = entry.source if entry is not None else str(extra.get("source") or "alexnet train")
+    if meta.format == "checkpoint":
+        source = f"training checkpoint, epoch {extra.get('epoch')}"
+    return {
+        "name": str(p),
+        "format": meta.format,
+        "source": source,
+        "model": meta.model_name,
+        "input_size": options.get("input_size") or meta.preprocess.crop_size,
+        "classes": f"{meta.num_classes}",
+        "top1_err": top1,
+        "top5_err": top5,
+        "file_name": p.name,
+        "how": "given by path"
+        + (" (errors: its validation split)" if top1 is not None and not published else ""),
+    }

@@ -3,7 +3,7 @@
 `CATALOG`: weights downloadable by name (torchvision's ImageNet AlexNet), fetched once into
 torch's hub cache as torchvision does (`fetch`); `CONVERTIBLE`: public weights this package
 converts but does not download (Caffe's `bvlc_alexnet`); `resolve_name`: what every `--weights`
-calls first; `describe_file(path)`: the same facts for a local file, read from its content.
+calls first (`alexnet.weights.files.describe_file`: the same facts for a local file).
 Published errors are top-1 / top-5 in percent on the ILSVRC-2012 validation set, one centre
 crop (the paper's own network: 40.7 / 18.2 with 10 crops, §6).
 """
@@ -207,59 +207,3 @@ CONVERTIBLE: dict[str, CatalogEntry] = {
         how="alexnet convert caffe bvlc_alexnet.caffemodel OUT.safetensors, then --weights OUT",
     ),
 }
-
-
-def _catalog_entry(meta: Any) -> CatalogEntry | None:
-    """The catalog entry whose file this torchvision-format file is, told by its content: its
-    SHA-256 begins with the hash in the entry's file name (as torchvision checks downloads)."""
-    if meta.format != "torchvision":
-        return None
-    sha256 = hashlib.sha256()  # hashlib.file_digest: Python 3.11
-    with open(meta.path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            sha256.update(chunk)
-    digest = sha256.hexdigest()
-    for entry in CATALOG.values():
-        want = hash_prefix(entry.file_name)
-        if want and digest.startswith(want):
-            return entry
-    return None
-
-
-def describe_file(path: str | os.PathLike) -> dict[str, Any]:
-    """A local weights file, run directory or Hugging Face-style folder -> the catalog's facts
-    (name = the path), read by `alexnet.weights.read` from its content, whatever its name;
-    UserError (one line naming the file and what it is) when it holds no weights."""
-    from alexnet.weights.files import read  # torch: only when a file is described
-
-    p = Path(path)
-    if not p.exists():
-        raise UserError(f"{p}: no such weights file or folder")
-    _, meta = read(p)
-    options = meta.model_config.get("options", {})
-    extra = meta.extra
-    entry = _catalog_entry(meta)
-    published = extra.get("published") or {}
-    if entry is not None:
-        published = {"top1_err": entry.top1_err, "top5_err": entry.top5_err}
-    top1, top5 = published.get("top1_err"), published.get("top5_err")
-    if not published and extra.get("top1_error") is not None:  # best epoch of `alexnet train`
-        top1 = round(100 * float(extra["top1_error"]), 3)
-        top5 = extra.get("top5_error")
-        top5 = None if top5 is None else round(100 * float(top5), 3)
-    source = entry.source if entry is not None else str(extra.get("source") or "alexnet train")
-    if meta.format == "checkpoint":
-        source = f"training checkpoint, epoch {extra.get('epoch')}"
-    return {
-        "name": str(p),
-        "format": meta.format,
-        "source": source,
-        "model": meta.model_name,
-        "input_size": options.get("input_size") or meta.preprocess.crop_size,
-        "classes": f"{meta.num_classes}",
-        "top1_err": top1,
-        "top5_err": top5,
-        "file_name": p.name,
-        "how": "given by path"
-        + (" (errors: its validation split)" if top1 is not None and not published else ""),
-    }
