@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         for arm in ARMS:
             est = mean_ci(errors[arm])
             comparisons.append(
-                {"per_class": per_class, "what": arm, "mean": est.mean, "ci95": est.ci}
+                {"per_class": per_class, "what": arm, "mean": est.estimate, "ci95": est.ci95}
             )
         for arm in ("finetune", "frozen"):
             est = paired_diff_ci(errors[arm], errors["scratch"])
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _est(est) -> dict:
-    return {"mean": est.mean, "ci95": est.ci}
+    return {"mean": est.estimate, "ci95": est.ci95}
 
 
 def table(result: dict) -> str:
