@@ -5,7 +5,10 @@ that is not installed."""
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+
+TYPE_CHECKING = False  # the package imports this before the command's signal handlers
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 class Param(str):

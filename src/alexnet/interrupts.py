@@ -20,9 +20,12 @@ from __future__ import annotations
 
 import _signal
 import os
-from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+
+TYPE_CHECKING = False  # typing and collections.abc: tens of milliseconds before the handlers
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
 
 SIGINT, SIGTERM = int(_signal.SIGINT), int(_signal.SIGTERM)
 _NAMES = {SIGINT: "SIGINT", SIGTERM: "SIGTERM"}
