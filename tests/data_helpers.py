@@ -236,3 +236,15 @@ def flip_bit(path: Path, offset: int, bit: int = 4) -> None:
     data = bytearray(path.read_bytes())
     data[offset] ^= 1 << bit
     path.write_bytes(bytes(data))
+
+
+def cli(capsys, *argv) -> tuple[int, str, str]:
+    """`alexnet ARGV` in this process: (exit status, stdout, stderr)."""
+    from alexnet.cli import main
+
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exc:
+        code = exc.code
+    out = capsys.readouterr()
+    return code, out.out, out.err

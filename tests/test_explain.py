@@ -11,6 +11,7 @@ import data_helpers as dh
 import numpy as np
 import pytest
 import torch
+from data_helpers import cli
 from PIL import Image
 
 from alexnet import get_model
@@ -22,15 +23,6 @@ from alexnet.weights import load
 from alexnet.weights import save as save_weights
 
 MEAN, STD = 0.5, 0.25  # data_helpers.small_weights' "channel" normalization
-
-
-def cli(capsys, *argv) -> tuple[int, str, str]:
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture(scope="module")

@@ -16,21 +16,13 @@ import data_helpers as dh
 import numpy as np
 import pytest
 import torch
+from data_helpers import cli
 from PIL import Image
 
 from alexnet.cli import main
 from alexnet.inference import load_features
 
 SIZES = [(48, 36), (36, 40), (40, 56)]  # shorter side < 64: no JPEG DCT downscale
-
-
-def cli(capsys, *argv) -> tuple[int, str, str]:
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture(scope="module")

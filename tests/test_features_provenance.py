@@ -8,17 +8,9 @@ from pathlib import Path
 
 import data_helpers as dh
 import pytest
+from data_helpers import cli
 
 from alexnet.cli import main
-
-
-def cli(capsys, *argv) -> tuple[int, str, str]:
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def one_line(code: int, err: str) -> str:

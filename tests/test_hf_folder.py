@@ -13,21 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from data_helpers import cli
 from PIL import Image
 
 import alexnet
-from alexnet.cli import main
 from alexnet.errors import UserError
 from alexnet.weights import load, save
-
-
-def cli(capsys, *argv) -> tuple[int, str, str]:
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture

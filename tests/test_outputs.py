@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from data_helpers import cli
 
 from alexnet import get_model
 from alexnet.cli import main
@@ -15,15 +16,6 @@ from alexnet.commands.outputs import creatable_dir, output_file
 from alexnet.data.packed import open_dataset
 from alexnet.errors import UserError
 from alexnet.weights import save as save_weights
-
-
-def cli(capsys, *argv) -> tuple[int, str, str]:
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture(scope="module")
