@@ -1,9 +1,6 @@
-"""Where the work runs: device choice, denormal flushing, torchrun ranks and collectives.
-
-Distributed data parallel through torchrun (RANK / WORLD_SIZE / LOCAL_RANK): NCCL on CUDA,
-gloo on CPU. Rank 0 alone logs and writes; sums are all-reduced so that metrics cover every
-rank's images exactly once. In a plain process every collective is a no-op.
-"""
+"""Where the work runs: device choice, denormal flushing, torchrun ranks and collectives
+(NCCL on CUDA, gloo on CPU; rank 0 alone writes; in a plain process every collective is a
+no-op)."""
 
 from __future__ import annotations
 
@@ -55,10 +52,7 @@ def dist_info() -> DistInfo:
 
 def resolve_device(name: str, info: DistInfo | None = None) -> torch.device:
     """ "auto" -> this rank's CUDA device if there is one, else CPU; "cuda" -> cuda:LOCAL_RANK.
-
-    UserError (one line) for a name outside `alexnet.values.DEVICE` or a device this machine
-    lacks.
-    """
+    UserError for a name outside `alexnet.values.DEVICE` or a device this machine lacks."""
     if DEVICE.problem(name):
         raise UserError(Param("device"), f" {name}: unknown device (use {DEVICE.valid})")
     info = info or dist_info()
@@ -80,23 +74,20 @@ def resolve_device(name: str, info: DistInfo | None = None) -> torch.device:
 
 
 def flush_denormals() -> None:
-    """Flush denormal floats to zero on the CPU: they make CPU kernels many times slower (the
-    paper's N(0, 0.01) init, §5, produces them in the backward pass); results change by less
-    than 1e-38."""
+    """Flush denormal floats to zero on the CPU: the paper's N(0, 0.01) init (§5) makes them in
+    the backward pass, and they slow CPU kernels many times (results change by < 1e-38)."""
     torch.set_flush_denormal(True)
 
 
 def denormals_flushed() -> bool:
-    """Whether this thread flushes denormal floats to zero now (torch has no getter: a
-    denormal product tells)."""
+    """Whether this thread flushes denormals to zero now (a denormal product tells)."""
     return float(torch.tensor([1e-30]) * torch.tensor([1e-10])) == 0.0
 
 
 @contextlib.contextmanager
 def process_settings() -> Iterator[None]:
-    """What a training run needs of its process, restored on exit: denormals flushed to zero
-    (`flush_denormals`) and glibc keeping large blocks (`alexnet.malloc`; its setting cannot be
-    read back, so it is reset to glibc's defaults only if this call applied it)."""
+    """Denormals flushed and glibc keeping large blocks (`alexnet.malloc`) for a training run;
+    both restored on exit (the allocator only if this call tuned it)."""
     flushed = denormals_flushed()
     flush_denormals()
     tuned = not malloc.is_tuned() and malloc.tune_allocator()
@@ -111,18 +102,17 @@ def process_settings() -> Iterator[None]:
 
 def init_distributed(info: DistInfo, device: torch.device, timeout_s: float = 300.0) -> int:
     """Join the process group when launched by torchrun with WORLD_SIZE > 1; returns the
-    generation of workers (0 outside torchrun's agent store; see `generation_store`). Every
-    collective and the group's own rendezvous wait at most `timeout_s` for a peer: a dead or
-    hung peer ends this process with an error instead of hanging it."""
+    generation of workers (`generation_store`; 0 without torchrun's agent store). Every
+    collective waits at most `timeout_s` for a peer: a dead one is an error, not a hang."""
     if not info.enabled or dist.is_initialized():
         return 0
     backend = "nccl" if device.type == "cuda" else "gloo"
     timeout = datetime.timedelta(seconds=timeout_s)
     generation, store = 0, None
-    if uses_agent_store():
-        store, generation = generation_store(
-            agent_store(timeout), info.rank, info.world_size, timeout_s
-        )
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":  # --rdzv-backend c10d
+        address, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
+        agent = dist.TCPStore(address, port, is_master=False, timeout=timeout)
+        store, generation = generation_store(agent, info.rank, info.world_size, timeout_s)
     dist.init_process_group(
         backend=backend, store=store, rank=info.rank, world_size=info.world_size,
         timeout=timeout,
@@ -131,8 +121,7 @@ def init_distributed(info: DistInfo, device: torch.device, timeout_s: float = 30
 
 
 class PeerLostError(UserError):
-    """A collective failed: another rank died or hung. One line; the checkpoint on disk is the
-    last complete one, and torchrun (--max-restarts) starts the job again from it."""
+    """A collective failed: another rank died or hung."""
 
     leave_at_once = True  # torchrun must see this rank fail within its monitor interval
 
@@ -157,8 +146,7 @@ def peer_lost(exc: BaseException, info: DistInfo) -> PeerLostError:
 
 
 def shutdown_distributed(*, peers_alive: bool = True) -> None:
-    """Leave the process group, if this process joined one (without the goodbye collective
-    when a peer is gone: it would wait for the dead)."""
+    """Leave the process group, if joined (no goodbye collective when a peer is gone)."""
     if dist.is_available() and dist.is_initialized() and peers_alive:
         dist.destroy_process_group()
 
@@ -180,7 +168,7 @@ def gather_objects(obj: Any) -> list[Any]:
 
 
 def broadcast_object(obj: Any, src: int = 0) -> Any:
-    """Send a small picklable object from rank `src` to all ranks (used for error messages)."""
+    """A small picklable object from rank `src`, on all ranks."""
     if not (dist.is_available() and dist.is_initialized()):
         return obj
     box = [obj]
@@ -189,7 +177,7 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
 
 
 def cpu_name() -> str:
-    """The CPU's model name (/proc/cpuinfo), for results that say which machine made them."""
+    """The CPU's model name (/proc/cpuinfo)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.lower().startswith(("model name", "hardware", "cpu model")):
@@ -199,36 +187,12 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
-# ------------------------------------------------- the process group across torchrun restarts
-# Forming the process group again after a torchrun restart, on every node, without hanging.
-#
-# torchrun (`--max-restarts`) starts the workers again when one fails, and they form their group
-# through the store of the agent on node 0 (TORCHELASTIC_USE_AGENT_STORE): a store that outlives
-# the workers. Two things break there. The keys the previous workers left (the dead ones'
-# addresses) are still in it, so a new worker can read a dead peer's address and time out
-# connecting to it; and TORCHELASTIC_RESTART_COUNT differs between nodes (an agent whose own
-# worker failed counts a restart, an agent restarted because another node re-joined does not),
-# so it cannot name the new group either.
-#
-# `generation_store` agrees on a fresh namespace for each generation of workers instead:
-# rank 0 draws a new generation number from an atomic counter in the agent store and announces
-# it; every other rank answers that number with a random token of its own process and waits
-# until rank 0 confirms the tokens of all ranks for that number. An announcement left by a dead
-# rank 0 is never confirmed with this process's token, so it is passed over; the group is then
-# formed under `alexnet/generation/<n>/`, where no earlier worker wrote. Every wait is bounded
-# by `timeout` (a dead or absent peer is an error, not a hang).
+# After a torchrun restart the agent's store still holds the dead workers' keys, and
+# TORCHELASTIC_RESTART_COUNT differs between nodes: each generation of workers agrees on a
+# fresh namespace instead. Rank 0 draws a number from a counter and announces it; the others
+# answer it with a random token and wait until rank 0 confirms all tokens (an announcement by a
+# dead rank 0 is never confirmed, so it is passed over). Every wait is bounded.
 _COUNTER, _LEADER = "alexnet/generation/counter", "alexnet/generation/leader"
-
-
-def uses_agent_store() -> bool:
-    """Whether torchrun's agent hosts the store the workers meet in (`--rdzv-backend c10d`)."""
-    return os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
-
-
-def agent_store(timeout: datetime.timedelta) -> dist.TCPStore:
-    """A client of the store torchrun's agent hosts at MASTER_ADDR:MASTER_PORT."""
-    address, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
-    return dist.TCPStore(address, port, is_master=False, timeout=timeout)
 
 
 def generation_store(

@@ -1,12 +1,6 @@
-"""What a value may be: integer ranges, float ranges, choice sets and patterns (the device
-grammar), each declared once.
-
-A `Kind` checks a Python value (`problem(value)`: None when valid, else the reason) and parses
-command-line text (`parse(text)`: the value, or ValueError with a one-line reason). These are the
-one check of each value: the model options (`alexnet.models`), training configs
-(`alexnet.train.config`), the device resolver (`alexnet.runtime`) and the command line's argument
-types (`alexnet.commands`, which only parse text with them) use the same objects.
-No torch here: the CLI builds its parsers from this module at start-up.
+"""What a value may be (integer and float ranges, choice sets, patterns such as the device
+grammar), each declared once: the one check that the models, training configs, the device
+resolver and the command line's argument types all use. No torch (the CLI reads it at start-up).
 """
 
 from __future__ import annotations
@@ -19,18 +13,17 @@ from typing import Any
 
 
 class Kind:
-    """A set of allowed values; subclasses say which."""
+    """A set of allowed values: `valid` says which in words, `allows` tests one."""
 
     kind = "value"  # "int" | "float" | "choice" | "text" | "device" ...: what the CLI tests feed
+    valid: str
 
-    @property
-    def valid(self) -> str:
-        """The allowed values in words, e.g. "an integer >= 1"."""
+    def allows(self, value: Any) -> bool:
         raise NotImplementedError
 
     def problem(self, value: Any) -> str | None:
         """None when `value` is allowed, else "<value> is not <valid>"."""
-        raise NotImplementedError
+        return None if self.allows(value) else f"{value!r} is not {self.valid}"
 
     def from_text(self, text: str) -> Any:
         """The value `text` spells, unchecked (ValueError when it spells none)."""
@@ -68,10 +61,11 @@ class IntRange(Kind):
             return f"an integer >= {self.lo}"
         return f"an integer <= {self.hi}" if self.hi is not None else "an integer"
 
-    def problem(self, value: Any) -> str | None:
+    def allows(self, value: Any) -> bool:
         ok = _is_int(value)
-        ok = ok and (self.lo is None or value >= self.lo) and (self.hi is None or value <= self.hi)
-        return None if ok else f"{value!r} is not {self.valid}"
+        return (
+            ok and (self.lo is None or value >= self.lo) and (self.hi is None or value <= self.hi)
+        )
 
     from_text = staticmethod(int)
 
@@ -98,13 +92,13 @@ class FloatRange(Kind):
         left, right = "(" if self.lo_open else "[", ")" if self.hi_open else "]"
         return f"a number in {left}{lo:g}, {hi:g}{right}"
 
-    def problem(self, value: Any) -> str | None:
+    def allows(self, value: Any) -> bool:
         ok = (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
         if ok and self.lo is not None:
             ok = value > self.lo if self.lo_open else value >= self.lo
         if ok and self.hi is not None:
             ok = value < self.hi if self.hi_open else value <= self.hi
-        return None if ok else f"{value!r} is not {self.valid}"
+        return ok
 
     from_text = staticmethod(float)
 
@@ -120,9 +114,8 @@ class Choice(Kind):
     def valid(self) -> str:
         return "one of " + ", ".join(str(o) for o in self.options)
 
-    def problem(self, value: Any) -> str | None:
-        ok = any(type(value) is type(o) and value == o for o in self.options)  # True is not 1
-        return None if ok else f"{value!r} is not {self.valid}"
+    def allows(self, value: Any) -> bool:
+        return any(type(value) is type(o) and value == o for o in self.options)  # True is not 1
 
     def from_text(self, text: str) -> Any:
         for option in self.options:
@@ -136,16 +129,11 @@ class Pattern(Kind):
     """A text that matches a regular expression whole (e.g. a device name)."""
 
     regex: str
-    words: str  # the allowed texts in words
+    valid: str  # the allowed texts in words
     kind: str = "text"  # type: ignore[misc]
 
-    @property
-    def valid(self) -> str:
-        return self.words
-
-    def problem(self, value: Any) -> str | None:
-        ok = isinstance(value, str) and re.fullmatch(self.regex, value) is not None
-        return None if ok else f"{value!r} is not {self.words}"
+    def allows(self, value: Any) -> bool:
+        return isinstance(value, str) and re.fullmatch(self.regex, value) is not None
 
 
 POSITIVE_INT = IntRange(1)
