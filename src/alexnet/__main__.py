@@ -1,9 +1,4 @@
-"""`python -m alexnet` and the `alexnet` command: the entry point.
-
-Its first statement makes Ctrl-C (SIGINT) and SIGTERM during start-up end in one line and exit
-128 + the signal, 130 or 143 (`alexnet.interrupts.exit_at_once`); `alexnet.cli.main` then
-runs the command.
-"""
+"""`python -m alexnet` and the `alexnet` command; first of all, Ctrl-C exits in one line."""
 
 from alexnet.interrupts import exit_at_once
 

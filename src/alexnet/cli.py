@@ -1,18 +1,7 @@
-"""The `alexnet` command line: thin sub-commands that parse, call the library and print.
-
-Each sub-command lives in `alexnet.commands.<name>` and defines
-`add_parser(subparsers)` (registering itself) and `run(args) -> int`. Building the parsers
-imports no torch (the command modules import the library inside `run`), so `alexnet --help`,
-every `alexnet CMD --help` and a mistyped flag answer at once.
-User mistakes raise `UserError` and are printed as one line without a stack trace.
-
-Ctrl-C (SIGINT) or SIGTERM at any moment ends with one line and exit status 128 + the signal
-(130, 143): `alexnet.interrupts` exits at once (`alexnet.__main__` sets that first) from
-Python's start through imports, parsing, the command's own imports and set-up, to shutdown;
-only where a command can save its work does it take the signals over (training's `StopFlag`
-saves a checkpoint; `interruptible` turns them into a KeyboardInterrupt that `prepare` and
-`reproduce` handle and `main` turns into the line).
-"""
+"""The `alexnet` command line. Each sub-command `alexnet.commands.<name>` defines
+`add_parser(subparsers)` and `run(args) -> int`; building the parsers imports no torch, so
+`--help` and a mistyped flag answer at once. User mistakes and Ctrl-C / SIGTERM end in one line
+(exit 2, 130, 143; `alexnet.interrupts`)."""
 
 from __future__ import annotations
 
@@ -43,17 +32,15 @@ COMMANDS = [
 
 
 def build_parser(only: str | None = None):
-    """The `alexnet` parser (imports no torch). `only`: the one sub-command whose module is
-    imported and whose options are parsed (the others are names, so that a mistyped command
-    is still refused with its closest match); None: every sub-command in full."""
+    """The `alexnet` parser (imports no torch). `only`: the one sub-command built in full (the
+    others are bare names, so a mistyped command still gets its closest match); None: all."""
     import argparse
     import importlib
 
     from alexnet import __version__
 
     class Parser(argparse.ArgumentParser):
-        """Errors in one line (no usage block): `alexnet CMD: error: ... (see ... --help)`,
-        with the closest choice to a mistyped one (`alexnet trian`: did you mean train?)."""
+        """Errors in one line, with the closest choice to a mistyped one."""
 
         def error(self, message: str):  # type: ignore[override]
             self.exit(2, f"{self.prog}: error: {_suggest(message)} (see {self.prog} --help)\n")
@@ -75,14 +62,13 @@ def build_parser(only: str | None = None):
 
 
 def _command_of(argv: list[str]) -> str | None:
-    """The sub-command `argv` names (its first word that is not an option), if it is one."""
+    """The sub-command `argv` names (its first word that is not an option), if any."""
     word = next((a for a in argv if not a.startswith("-")), None)
     return word if word in COMMANDS else None
 
 
 def _suggest(message: str) -> str:
-    """argparse's "invalid choice: 'X' (choose from ...)" with "; did you mean Y?" added when
-    one choice is close to X."""
+    """argparse's "invalid choice: 'X' (...)" with "; did you mean Y?" when one is close."""
     import difflib
     import re
 
@@ -95,12 +81,9 @@ def _suggest(message: str) -> str:
 
 
 def _prepare_process(args) -> None:
-    """The process settings every computing command gets: large allocations kept by glibc
-    (`alexnet.malloc`) and denormals flushed to zero (`alexnet.runtime.flush_denormals`);
-    a command whose parser sets `_light=True` (it runs no network) skips torch entirely.
-    Runs while Ctrl-C still exits at once: importing numpy and torch must not be interrupted
-    by a KeyboardInterrupt (torch's import swallows one that lands in its numpy import,
-    leaving numpy half-imported)."""
+    """glibc keeping large blocks (`alexnet.malloc`) and, unless the parser set `_light=True`
+    (no network), denormals flushed. Runs while Ctrl-C still exits at once: a KeyboardInterrupt
+    inside torch's numpy import would leave numpy half-imported."""
     from alexnet.malloc import tune_allocator
 
     tune_allocator()  # ALEXNET_MALLOC=0 turns it off
@@ -113,8 +96,8 @@ def _prepare_process(args) -> None:
 
 
 def _run_command(args, entry: bool) -> int:
-    """Run the parsed command; every user mistake, OS error or Ctrl-C becomes one line.
-    `entry`: this is the process's own command line (see `main`)."""
+    """Run the parsed command; a user mistake, OS error or Ctrl-C becomes one line.
+    `entry`: this is the process's own command line."""
     from alexnet.commands import error_line
     from alexnet.errors import UserError
 
@@ -146,10 +129,8 @@ def _run_command(args, entry: bool) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run `alexnet` with `argv` (default: the process's command line). For the process's own
-    command line (argv None) Ctrl-C exits at once with one line wherever the command has not
-    taken it over (see the module docstring); called with an argv (from Python), it leaves
-    the caller's handler in place."""
+    """Run `alexnet` with `argv` (default: the process's command line, where Ctrl-C exits at
+    once unless the command takes it over; with an argv the caller's handler stays)."""
     entry = argv is None
     if entry:
         exit_at_once()

@@ -1,6 +1,5 @@
-"""The one exception type for user mistakes: the CLI prints it as one line, no stack trace;
-`Param`, a parameter's name inside its message; `need_extra`, the line for an optional extra
-that is not installed."""
+"""`UserError`, the one exception for user mistakes (one line, no stack trace), `Param` and
+`need_extra`."""
 
 from __future__ import annotations
 
@@ -12,18 +11,13 @@ if TYPE_CHECKING:
 
 
 class Param(str):
-    """The name of a parameter (a config field, a function's argument) inside a `UserError`
-    message: Python reads the name itself (`batch_size`), the command line its flag
-    (`--batch-size`)."""
+    """A parameter's name inside a `UserError` message: Python reads `batch_size`, the command
+    line `--batch-size`."""
 
 
 class UserError(ValueError):
-    """A mistake in the user's input (a file, a value, a shape) with a message that says which.
-    The message is its parts joined: `UserError(Param("epochs"), ": 0 is not >= 1")` reads
-    "epochs: 0 is not >= 1"; `text(name_of)` writes each `Param` part as `name_of` says.
-
-    `leave_at_once`: after the line, the process exits at once (status 1) instead of returning
-    2 through its callers (a distributed rank whose peer died: torchrun must see it fail)."""
+    """A mistake in the user's input; the message is its parts joined (`UserError(Param("epochs"),
+    ": 0 is not >= 1")`). `leave_at_once`: exit 1 right after the line (a peer died)."""
 
     leave_at_once = False
 
@@ -36,8 +30,7 @@ class UserError(ValueError):
 
 
 def need_extra(module: str, extra: str, what: str) -> None:
-    """Import `module`, or raise one line: `what` needs it, pip install 'alexnet[extra]'.
-    Called before the work starts, so that nothing is half done when it is missing."""
+    """Import `module`, or raise one line: `what` needs it, pip install 'alexnet[extra]'."""
     try:
         importlib.import_module(module)
     except ImportError:

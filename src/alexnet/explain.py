@@ -1,10 +1,6 @@
 """Look inside the network (Zeiler & Fergus 2014): any layer's activations, the images each
-unit fires most on, and where the network looks (occlusion sensitivity, their §4.2).
-
-Layers carry the names `alexnet summary` lists (paper: conv1 ... pool5, fc6, fc7, fc8). A conv
-or fc layer is read after its ReLU (and BatchNorm, where there is one), as the next layer reads
-it; the last fc layer gives the logits. A forward hook ends the pass at the layer; hooked layers
-run unfused on the CPU, which is bitwise the same arithmetic.
+unit fires most on, and occlusion sensitivity (their §4.2). Layers carry `alexnet summary`'s
+names; conv and fc layers are read after their ReLU (and BatchNorm), the last fc gives logits.
 """
 
 from __future__ import annotations
@@ -32,8 +28,8 @@ _AFTER = (nn.ReLU, nn.Tanh, nn.BatchNorm2d)
 
 @dataclass(frozen=True)
 class Layer:
-    """One named layer: the module whose output (its `call`-th call in a forward pass) holds
-    the layer's activations, their shape (C, H, W) or (D,), and where its units look."""
+    """A named layer: the module whose `call`-th output in a forward pass holds its
+    activations, their shape (C, H, W) or (D,), and where its units look."""
 
     name: str
     kind: str  # "conv", "pool", "norm" or "fc"
@@ -49,16 +45,12 @@ _FOUND: weakref.WeakKeyDictionary[nn.Module, dict[int, dict[str, Layer]]] = (
 
 
 def layers(model: nn.Module, input_size: int | None = None) -> dict[str, Layer]:
-    """The model's layers by the names `alexnet summary` lists, in call order (found once per
-    model and input size with two passes of a zero image, then remembered)."""
+    """The model's layers by `alexnet summary`'s names, in call order (found once per model
+    and input size, then remembered)."""
     size = int(input_size or model.input_size)
     known = _FOUND.setdefault(model, {})
-    if size not in known:
-        known[size] = _find_layers(model, size)
-    return known[size]
-
-
-def _find_layers(model: nn.Module, size: int) -> dict[str, Layer]:
+    if size in known:
+        return known[size]
     leaves = [m for m in model.modules() if not any(True for _ in m.children())]
     traced = trace(model, leaves, size)  # one pass: the table's layers are leaves too
     rows = layer_table(model, size, traced)
@@ -76,6 +68,7 @@ def _find_layers(model: nn.Module, size: int) -> dict[str, Layer]:
         call = sum(1 for m in calls[:j] if m is calls[j])
         field = Field(row.receptive_field, row.jump, row.start)
         out[row.name] = Layer(row.name, row.kind, calls[j], call, tuple(row.output_shape), field)
+    known[size] = out
     return out
 
 
@@ -89,8 +82,8 @@ def find_layer(model: nn.Module, name: str, input_size: int | None = None) -> La
 
 
 class Inputs:
-    """uint8 images (B, H, W, 3) at the stored size -> the model's centre-crop input (B, C, S, S)
-    exactly as `alexnet eval` makes it, and the same crop in [0, 1] for pictures (B, S, S, 3)."""
+    """uint8 images (B, H, W, 3) -> the model's centre-crop input (B, C, S, S) as `alexnet eval`
+    makes it, and the same crop in [0, 1] for pictures (B, S, S, 3)."""
 
     def __init__(self, preprocess: Preprocess, mean_image: Any, device: torch.device) -> None:
         pre = Preprocess.from_json(preprocess)
@@ -103,10 +96,10 @@ class Inputs:
         if not torch.is_tensor(images):
             arr = np.ascontiguousarray(images)
             images = torch.from_numpy(arr if arr.flags.writeable else arr.copy())
-        x = images
-        if x.dim() != 4 or x.shape[-1] != 3 or x.dtype != torch.uint8:
-            raise ValueError(f"expected uint8 images (B, H, W, 3), got {tuple(x.shape)} {x.dtype}")
-        return x.to(self.device).permute(0, 3, 1, 2)
+        if images.dim() != 4 or images.shape[-1] != 3 or images.dtype != torch.uint8:
+            got = f"{tuple(images.shape)} {images.dtype}"
+            raise ValueError(f"expected uint8 images (B, H, W, 3), got {got}")
+        return images.to(self.device).permute(0, 3, 1, 2)
 
     def __call__(self, images: np.ndarray | Tensor) -> Tensor:
         return self._model(self.on_device(images))
@@ -117,14 +110,13 @@ class Inputs:
 
 
 class _Stop(Exception):
-    """Raised by the hook once the layer's output is read: the rest of the pass is not run."""
+    """Ends the forward pass once the layer's output is read."""
 
 
 @torch.no_grad()
 def features_at(model: nn.Module, x: Tensor, layer: str | Layer) -> Tensor:
-    """(N, C, S, S) model input -> the layer's activations: (N, C, H, W) for conv, pool and
-    norm layers, (N, D) for fc layers (the last one: the logits). The model should be in eval
-    mode (dropout off), as for prediction."""
+    """(N, C, S, S) model input -> the layer's activations, (N, C, H, W) or (N, D) for fc layers
+    (the last: the logits); the model in eval mode."""
     tap = layer if isinstance(layer, Layer) else find_layer(model, layer, x.shape[-1])
     got: list[Tensor] = []
     seen = [0]
@@ -191,12 +183,8 @@ def top_units(
     k: int,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """For each unit, the k images (of all `batches`' (B, C, S, S) inputs, numbered in order)
-    where it fires most, each image at its strongest position (the first one in row-major
-    order on a tie; on equal activations the lower image index first).
-
-    Returns (activation, image index, position y * W + x), each (U, k') with k' = min(k, N),
-    descending; one pass, memory O((k + B) U).
-    """
+    where it fires most, each at its strongest position (`_strongest`; ties: lower index first).
+    Returns (activation, image index, position y * W + x), each (U, min(k, N)), descending."""
     sel = torch.tensor(units, dtype=torch.long)
     best_v = torch.empty(0, len(units))
     best_i = torch.empty(0, len(units), dtype=torch.long)
@@ -204,9 +192,7 @@ def top_units(
     start = 0
     for x in batches:
         a = features_at(model, x, layer)
-        a = a.index_select(1, sel.to(a.device)).float()
-        flat = a.flatten(2) if a.dim() == 4 else a[..., None]  # (B, U, H*W)
-        v, p = flat.max(dim=2)  # the first maximal position
+        v, p = _strongest(a.index_select(1, sel.to(a.device)))
         b = v.shape[0]
         idx = torch.arange(start, start + b).expand(len(units), b).T
         all_v, all_i = torch.cat([best_v, v.cpu()]), torch.cat([best_i, idx])
@@ -217,19 +203,30 @@ def top_units(
     return best_v.T, best_i.T, best_p.T
 
 
+def _strongest(a: Tensor) -> tuple[Tensor, Tensor]:
+    """Activations (N, C, H, W) or (N, C) -> each unit's maximum and its position y * W + x
+    (the first in row-major order on a tie), each (N, C)."""
+    a = a.float()
+    return (a.flatten(2) if a.dim() == 4 else a[..., None]).max(dim=2)
+
+
+def _where(layer: Layer, position: int, input_size: int) -> tuple[int, int, list[int]]:
+    """(y, x, box): a position y * W + x of `layer` and the input box it sees (`Field.box`)."""
+    y, x = divmod(int(position), layer.shape[-1] if len(layer.shape) == 3 else 1)
+    return y, x, layer.field.box(y, x, input_size)
+
+
 def units_json(
     layer: Layer, units: list[int], found: tuple[Tensor, Tensor, Tensor], input_size: int
 ) -> dict[str, Any]:
     """What `alexnet explore` writes to units.json: {layer, receptive_field, jump, units:
     [{unit, top: [{index, y, x, activation, box}]}]}, box = [x0, y0, x1, y1] in the model input,
     clipped (`Field.box`)."""
-    width = layer.shape[-1] if len(layer.shape) == 3 else 1
     out = []
     for u, vs, ids, ps in zip(units, *(t.tolist() for t in found)):
         top = []
         for v, i, p in zip(vs, ids, ps):
-            y, x = divmod(int(p), width)
-            box = layer.field.box(y, x, input_size)
+            y, x, box = _where(layer, p, input_size)
             top.append({"index": int(i), "y": y, "x": x, "activation": float(v), "box": box})
         out.append({"unit": u, "top": top})
     return layer_json(layer, input_size, out)
@@ -237,11 +234,10 @@ def units_json(
 
 def layer_json(layer: Layer, input_size: int, units: list[dict[str, Any]]) -> dict[str, Any]:
     """{layer, receptive_field, jump, input_size, units}: how `explore` and `serve` answer."""
-    field = layer.field
     return {
         "layer": layer.name,
-        "receptive_field": field.receptive_field,
-        "jump": field.jump,
+        "receptive_field": layer.field.receptive_field,
+        "jump": layer.field.jump,
         "input_size": input_size,
         "units": units,
     }
@@ -270,10 +266,7 @@ def occlusion(
 ) -> dict[str, Any]:
     """Zeiler & Fergus §4.2 for one model input x (1, C, S, S): drop[i][j] = p(target | x) -
     p(target | x with x[..., iS:iS+P, jS:jS+P] = 0), zero being the mean after normalization.
-
-    Returns {"patch", "stride", "prob": p(target | x), "drop": (n, n) float64 numpy}; the
-    occluded copies run `batch_size` at a time.
-    """
+    Returns {"patch", "stride", "prob": p(target | x), "drop": (n, n) float64 numpy}."""
     size = x.shape[-1]
     patch, stride, n = occlusion_grid(size, patch, stride)
     base = F.softmax(model(x).double(), dim=1)[0, target].item()
@@ -290,9 +283,8 @@ def occlusion(
 
 
 def unit_patches(layer: Layer, unit: dict[str, Any], crops: dict[int, np.ndarray]) -> np.ndarray:
-    """One unit of `units_json` -> its top patches (K, r, r, 3): each the receptive field of the
-    image's strongest position in its display crop (`Inputs.display`, (S, S, 3)), placed where
-    it lies in the unclipped r x r window (r = receptive field), gray outside the image."""
+    """One unit of `units_json` -> its top patches (K, r, r, 3), r the receptive field: each
+    cut from the image's display crop (`Inputs.display`), gray where the field leaves it."""
     r = layer.field.receptive_field
     out = np.full((len(unit["top"]), r, r, 3), 0.5, np.float32)
     for t, entry in enumerate(unit["top"]):
@@ -310,16 +302,11 @@ def unit_patches(layer: Layer, unit: dict[str, Any], crops: dict[int, np.ndarray
 @torch.no_grad()
 def strongest_units(model: nn.Module, x: Tensor, layer: Layer, k: int) -> list[dict[str, Any]]:
     """The k units of `layer` that fire most on one model input x (1, C, S, S), each at its
-    strongest position (the first in row-major order on a tie), descending: [{"unit",
-    "activation", "y", "x", "box"}], box = [x0, y0, x1, y1] of the input it sees (`Field.box`)."""
-    a = features_at(model, x, layer)[0].float()
-    flat = a.flatten(1) if a.dim() == 3 else a[:, None]  # (C, H*W)
-    values, positions = flat.max(dim=1)
+    strongest position, descending: [{"unit", "activation", "y", "x", "box"}]."""
+    values, positions = (t[0] for t in _strongest(features_at(model, x, layer)))
     order = torch.sort(values, descending=True, stable=True).indices[:k].tolist()
-    width = a.shape[-1] if a.dim() == 3 else 1
     out = []
     for u in order:
-        y, col = divmod(int(positions[u]), width)
-        box = layer.field.box(y, col, x.shape[-1])
+        y, col, box = _where(layer, positions[u], x.shape[-1])
         out.append({"unit": u, "activation": float(values[u]), "y": y, "x": col, "box": box})
     return out

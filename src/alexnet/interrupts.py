@@ -1,20 +1,8 @@
-"""Ctrl-C (SIGINT) and SIGTERM for the whole program: every handler is installed here.
-
-The `alexnet` command exits at once with one line on Ctrl-C (exit 130) or SIGTERM (143)
-(`exit_at_once`: from the first statement of `alexnet.__main__` through imports, parsing and
-set-up to shutdown) everywhere except where a command can save its work:
-
-- `interruptible()`: a `KeyboardInterrupt` (SIGTERM's is `Terminated`) lets the command stop
-  cleanly (`prepare` keeps its progress, the fan-out of `reproduce` stops its children);
-- `StopFlag`: training sets a flag that its loop polls after every step, then checkpoints.
-
-Imports never run inside `interruptible()`: a `KeyboardInterrupt` that lands in an import
-leaves a half-imported module, torch's import swallows one, and one raised in code that an
-import `exec`s (every dataclass) makes CPython kill the process with SIGINT at exit instead of
-exiting with the command's status. This module imports only the C-level `_signal` (`signal`
-imports `enum`, tens of milliseconds during which Ctrl-C would print a traceback), since
-`alexnet.__main__` imports it first.
-"""
+"""Ctrl-C (SIGINT) and SIGTERM: every handler is installed here. The command exits at once
+with one line (130, 143; `exit_at_once`) except inside `interruptible()` (a KeyboardInterrupt
+the command handles; no imports inside it: one landing there leaves a half-imported module)
+and `StopFlag` (training checkpoints). Only `_signal` is imported: `signal` imports `enum`,
+tens of milliseconds during which Ctrl-C would print a traceback."""
 
 from __future__ import annotations
 
@@ -33,8 +21,7 @@ _PROGRAM = ["alexnet"]  # the name the exit line starts with
 
 
 def _install(on_int: Any, on_term: Any) -> dict[int, Any]:
-    """Set the handlers of SIGINT and SIGTERM; the previous ones ({} off the main thread,
-    where signals cannot be handled)."""
+    """Set the handlers of SIGINT and SIGTERM; the previous ones ({} off the main thread)."""
     try:
         return {SIGINT: _signal.signal(SIGINT, on_int), SIGTERM: _signal.signal(SIGTERM, on_term)}
     except ValueError:  # not the main thread
@@ -54,17 +41,15 @@ def _exit_now(signum: int, frame: Any) -> None:  # noqa: ARG001 - a signal handl
 
 
 def exit_at_once(program: str | None = None) -> None:
-    """From now on Ctrl-C and SIGTERM end the process at once with the line "PROGRAM:
-    interrupted" (or "terminated") and exit status 130 (143). `program`: the name the line
-    starts with ("alexnet train"), kept for later calls; from the main thread only."""
+    """From now on Ctrl-C and SIGTERM end the process at once with "PROGRAM: interrupted" (or
+    "terminated"), exit 130 (143). `program` ("alexnet train") is kept for later calls."""
     if program is not None:
         _PROGRAM[0] = program
     _install(_exit_now, _exit_now)
 
 
 def ignore_ctrl_c() -> None:
-    """Ctrl-C reaches the whole process group: a worker process ignores it (its parent handles
-    it and stops the worker)."""
+    """A worker process ignores Ctrl-C (its parent handles it and stops the worker)."""
     _signal.signal(SIGINT, _signal.SIG_IGN)
 
 
@@ -88,8 +73,8 @@ def _terminate(signum: int, frame: Any) -> None:  # noqa: ARG001 - a signal hand
 
 @contextmanager
 def interruptible() -> Iterator[None]:
-    """Within the block Ctrl-C raises `KeyboardInterrupt` and SIGTERM `Terminated`; the
-    handlers before it come back after (from the main thread; elsewhere a no-op)."""
+    """Within the block Ctrl-C raises `KeyboardInterrupt` and SIGTERM `Terminated` (a no-op
+    off the main thread)."""
     previous = _install(_signal.default_int_handler, _terminate)
     try:
         yield
@@ -99,9 +84,7 @@ def interruptible() -> Iterator[None]:
 
 class StopFlag:
     """Within the block SIGTERM / SIGINT set a flag that the training loop polls after every
-    step: it finishes the step, checkpoints, and the command exits with 128 + the signal (as
-    shells report it). A second SIGINT interrupts at once. A signal during an epoch-end or
-    final write lets the write finish first."""
+    step (it checkpoints, then exits 128 + the signal); a second SIGINT interrupts at once."""
 
     def __init__(self) -> None:
         self.signal: str | None = None  # "SIGTERM" or "SIGINT" once one came

@@ -1,5 +1,4 @@
-"""Package faces whose names are imported when first used (PEP 562), so that importing a
-light submodule (a catalogue, a config) does not import the heavy ones beside it."""
+"""Package faces whose names are imported when first used (PEP 562)."""
 
 from __future__ import annotations
 

@@ -1,18 +1,7 @@
-"""The CPU allocator setting that the `alexnet` command applies to its own process.
-
-PyTorch's CPU tensors come from glibc `malloc`, which serves every block over 32 MB (its
-dynamic mmap threshold's ceiling) with a fresh `mmap` and returns it with `munmap` when freed:
-a training step of AlexNet allocates and frees such blocks (conv1's maps of a batch of 128
-are 148 MB) and the kernel zeroes every page again on first touch, step after step.
-`mallopt(M_MMAP_MAX, 0)` serves them from the heap instead, and `M_TRIM_THRESHOLD` keeps the
-freed top of the heap mapped, so the pages are reused (PyTorch's CPU tuning guide suggests
-the same through jemalloc/tcmalloc). The cost is memory: the process keeps its peak heap.
-
-Applied by the CLI (`alexnet.cli.main`) and, for the run's duration, by `alexnet.train.fit`
-(`alexnet.runtime.process_settings`, which resets glibc's documented defaults afterwards if it
-applied the setting itself), never on `import alexnet`; the environment variable
-`ALEXNET_MALLOC=0` turns it off. A no-op where the C library is not glibc.
-"""
+"""glibc serves blocks over 32 MB (conv1's maps of a batch of 128: 148 MB) with fresh mmaps
+whose pages the kernel zeroes again every step; `M_MMAP_MAX = 0` and a high `M_TRIM_THRESHOLD`
+keep them in the heap for reuse, at the cost of keeping the peak heap. Applied by the CLI and
+by `alexnet.train.fit`, never on import; `ALEXNET_MALLOC=0` turns it off; glibc only."""
 
 from __future__ import annotations
 
@@ -39,8 +28,7 @@ def _libc() -> ctypes.CDLL | None:
 
 
 def tune_allocator(environ: dict[str, str] | None = None) -> bool:
-    """Serve large blocks from the heap and keep freed pages (see the module docstring).
-    Returns True when the setting was applied."""
+    """Serve large blocks from the heap and keep freed pages; True when applied."""
     env = os.environ if environ is None else environ
     if env.get(ENV, "1").strip().lower() in ("0", "off", "false", "no"):
         return False

@@ -1,9 +1,4 @@
-"""Progress bars: tqdm's where it is installed, a silent stand-in where it is not.
-
-tqdm is a dependency of the package, but a bare machine (a lent GPU machine running
-`benchmarks/gpu_check.sh` with its own python3 and this tree on PYTHONPATH) may lack it; a
-missing progress bar must not stop training, packing or a download.
-"""
+"""Progress bars: tqdm's, or a silent stand-in on a bare machine without tqdm."""
 
 from __future__ import annotations
 

@@ -1,14 +1,6 @@
-"""The paper's pictures with matplotlib (Agg, headless).
-
-- `kernel_grid`: Fig. 3, every conv1 kernel as a small image, each min-max normalized on its
-  own for display; for the `paper` model the two towers' 48 kernels in separate labelled blocks
-  (§3.2: the GPUs specialise, colour-agnostic vs colour-specific).
-- `training_curves`: training loss and validation top-1 / top-5 error per epoch from one or
-  more runs' `metrics.jsonl`, overlaid with a legend.
-- `neighbors_grid`: Fig. 4, the query in the first column, its nearest training images (fc7
-  Euclidean distance, §6.1) to its right.
-Every function writes a PNG of a known pixel size (figure inches x dpi, no tight bbox).
-"""
+"""The paper's pictures with matplotlib (Agg, headless): conv1's kernels (Fig. 3), training
+curves, nearest neighbours (Fig. 4), and Zeiler & Fergus's unit patches and occlusion maps.
+Each writes a picture of a known pixel size (figure inches x dpi, no tight bbox)."""
 
 from __future__ import annotations
 
@@ -38,8 +30,7 @@ def _pyplot():
 
 
 def save_figure(fig, out: str | os.PathLike, dpi: int) -> None:
-    """Write `fig` to `out` through a temp file + rename (never a half-written picture), then
-    close it. The format is the file's suffix (PNG when it has none)."""
+    """Write `fig` to `out` atomically in its suffix's format (PNG without one), then close it."""
     fmt = Path(out).suffix[1:].lower() or "png"
     atomic_write(Path(out), lambda f: fig.savefig(f, dpi=dpi, format=fmt))
     _pyplot().close(fig)
@@ -61,8 +52,8 @@ def first_conv_weight(model: nn.Module) -> torch.Tensor:
 
 
 def tile_kernels(weight: torch.Tensor, columns: int, gap: int = 1) -> np.ndarray:
-    """(O, C, k, k) -> one (rows*(k+gap)-gap, columns*(k+gap)-gap, 3) float image in [0, 1];
-    each kernel min-max normalized on its own, 1-channel kernels shown in gray, the gaps white."""
+    """(O, C, k, k) -> one (rows*(k+gap)-gap, columns*(k+gap)-gap, 3) image in [0, 1] (`tile`),
+    each kernel min-max normalized on its own, 1-channel kernels gray, the gaps white."""
     w = weight.numpy().astype(np.float64)
     o, c, kh, kw = w.shape
     if c == 1:
@@ -95,7 +86,8 @@ def kernel_grid(
     width_px: int = 800,
     dpi: int = 100,
 ) -> tuple[int, int]:
-    """Write the conv1 kernel grid (paper Fig. 3) to `out`; return its (width, height) in px."""
+    """Write the conv1 kernel grid (paper Fig. 3) to `out`; return its (width, height) in px.
+    The `paper` model's two towers are separate blocks (§3.2: the GPUs specialise)."""
     plt = _pyplot()
     weight = first_conv_weight(model)
     cfg = getattr(model, "config", {})
@@ -209,10 +201,8 @@ def neighbors_grid(
     cell_px: int = 110,
     dpi: int = 100,
 ) -> tuple[int, int]:
-    """Paper Fig. 4: row i = query i (first column) then its neighbours, nearest first.
-
-    Images are (H, W, 3) uint8 of any size. Returns the PNG's (width, height) in pixels.
-    """
+    """Paper Fig. 4 (§6.1): row i = query i, then its neighbours, nearest first; images
+    (H, W, 3) uint8 of any size. Returns the PNG's (width, height) in pixels."""
     plt = _pyplot()
     rows = len(queries)
     if rows == 0:
