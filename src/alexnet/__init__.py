@@ -6,15 +6,13 @@ Public API:
     list_models() -> list[str]
     open_dataset(path, split="train") -> PackedDataset of (HxWx3 uint8 image, int label)
     UserError: the exception for user mistakes (one line naming the file or flag)
-Weights of every format: `alexnet.weights.load(path)` -> (model, metadata).
-
-The functions here import their modules when called, so that `import alexnet.errors` (which
-runs this file first) stays free of torch.
+Weights of every format: `alexnet.weights.load(path)` -> (model, metadata). The functions
+import their modules when called: `import alexnet.errors` stays free of torch.
 """
 
 from __future__ import annotations
 
-from alexnet.errors import UserError
+from alexnet.errors import UserError as UserError
 
 TYPE_CHECKING = False  # (typing costs milliseconds of every command's start-up)
 if TYPE_CHECKING:
@@ -25,27 +23,14 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "__version__",
-    "from_pretrained",
-    "get_model",
-    "list_models",
-    "open_dataset",
-    "UserError",
-]
-
 
 def get_model(
     name: str, num_classes: int | None = None, weights: str | None = None, **options: Any
 ) -> AlexNetModel:
-    """Build a model of the family by name (see `list_models()`).
-
-    num_classes defaults to 1000 (10 for `small`); options are the model class's keywords.
-    weights: None (freshly initialised), or anything `alexnet.weights.load` reads (a file, a
-    run directory, a Hugging Face-style folder, "torchvision", a Hugging Face id "user/name"):
-    the model in eval mode with those tensors, its last layer re-made (and said in a warning)
-    when num_classes differs from the weights' (`alexnet.weights.load_for`).
-    """
+    """Build a model of the family by name (see `list_models()`); num_classes defaults to 1000
+    (10 for `small`), options are the model class's keywords. weights: None (freshly
+    initialised) or anything `alexnet.weights.load` reads: the model in eval mode, its last
+    layer re-made (with a warning) when num_classes differs (`alexnet.weights.load_for`)."""
     if weights is not None:
         from alexnet.weights import load_for
 
@@ -59,9 +44,8 @@ def from_pretrained(
     folder_or_id: str, num_classes: int | None = None, **options: Any
 ) -> AlexNetModel:
     """The model of a Hugging Face-style folder (`alexnet export --hf DIR`) or Hub id
-    "user/name" (needs `pip install 'alexnet[hub]'`), in eval mode on the CPU; any other
-    weights `alexnet.weights.load` reads work too. Class names and preprocessing:
-    `alexnet.weights.load(folder_or_id)[1]`."""
+    "user/name" (pip install 'alexnet[hub]'), in eval mode on the CPU; any weights
+    `alexnet.weights.load` reads work too."""
     from alexnet.weights import load_for
 
     return load_for(folder_or_id, num_classes, **options)  # type: ignore[return-value]

@@ -5,6 +5,7 @@ names; conv and fc layers are read after their ReLU (and BatchNorm), the last fc
 
 from __future__ import annotations
 
+import re
 import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -159,18 +160,17 @@ def parse_units(spec: str, count: int) -> list[int]:
     if text == "all":
         return list(range(count))
     units: set[int] = set()
-    try:
-        for part in text.split(","):
-            lo, _, hi = part.strip().partition("-")
-            first, last = int(lo), int(hi) if hi else int(lo)
-            if first > last:
-                raise ValueError(part)
-            units.update(range(first, last + 1))
-    except ValueError:
-        raise UserError(f"units {spec!r}: give 'all', a range '0-15' or a list '3,7,9'") from None
-    bad = [u for u in sorted(units) if not 0 <= u < count]
-    if bad:
-        raise UserError(f"units {spec!r}: unit {bad[0]} outside 0-{count - 1} ({count} units)")
+    for part in text.split(","):
+        found = re.fullmatch(r"(\d+)(?:-(\d+))?", part.strip())
+        if found is None or int(found[1]) > int(found[2] or found[1]):
+            raise UserError(
+                Param("units"), f" {spec}: give 'all', a range '0-15' or a list '3,7,9'"
+            )
+        units.update(range(int(found[1]), int(found[2] or found[1]) + 1))
+    if max(units) >= count:
+        raise UserError(
+            Param("units"), f" {spec}: unit {max(units)} outside 0-{count - 1} ({count} units)"
+        )
     return sorted(units)
 
 

@@ -1,14 +1,5 @@
-"""Files written whole or not at all, torch files read without running their code, and JSON
-for people and programs.
-
-`atomic_write` writes a temporary file in the target's directory, fsyncs it, renames it over
-the target (`os.replace`) and fsyncs the directory: a crash at any moment leaves either the old
-file or the new one, never a half-written file. `safe_torch_load` reads `torch.save` files with
-`weights_only=True`, so a pickle that would build any object other than tensors and plain
-containers (a code payload) is refused before anything in it runs; every failure is one
-`UserError` line saying what the file is. `rounded` / `json_line`: floats rounded to what was
-measured (`--json` outputs, the server's answers), so 0.07230000000000003 prints as 0.0723.
-"""
+"""Files written whole or not at all (a crash leaves the old file or the new one), torch
+files read without running their code, and JSON with floats rounded to what was measured."""
 
 from __future__ import annotations
 
@@ -28,9 +19,6 @@ from alexnet.errors import UserError
 
 if TYPE_CHECKING:
     import torch
-
-ZIP_MAGIC = b"PK\x03\x04"
-PICKLE_PROTO = 0x80  # first byte of a pickle of protocol >= 2 (legacy torch.save files)
 
 
 def atomic_write(
@@ -59,7 +47,7 @@ def atomic_write(
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """`atomic_write` of a text (UTF-8)."""
+    """`atomic_write` of a UTF-8 text."""
     atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
@@ -95,23 +83,14 @@ def torch_file_kind(path: str | os.PathLike) -> str:
         head = f.read(4)
     if not head:
         return "empty"
-    if head == ZIP_MAGIC:
+    if head == b"PK\x03\x04":
         return "zip"
-    if head[0] == PICKLE_PROTO:
-        return "pickle"
-    return "other"
-
-
-def _refused_global(message: str) -> str | None:
-    """The first global that weights_only refused, from torch's error text."""
-    found = re.search(r"GLOBAL ([\w.]+)", message)
-    return found.group(1) if found else None
+    return "pickle" if head[0] == 0x80 else "other"  # 0x80: a pickle of protocol >= 2
 
 
 def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
-    """`torch.load(path, weights_only=True)`; each failure one UserError naming the file:
-    missing, empty, not a torch file at all, truncated or damaged, or a pickle holding objects
-    that weights_only refuses (naming the first refused global; nothing in the file ran)."""
+    """`torch.load(path, weights_only=True)` (a code payload is refused before it runs); each
+    failure one UserError naming the file: missing, empty, not torch, damaged, refused."""
     import torch  # light module: the command line reads file kinds without torch
 
     path = Path(path)
@@ -127,22 +106,21 @@ def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device = 
             warnings.simplefilter("ignore")
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        name = _refused_global(str(exc))
-        if name is not None:
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))  # the first global weights_only refused
+        if found is not None:
             raise UserError(
                 f"{path}: refused: a torch pickle holding objects that weights_only loading "
-                f"does not allow (first: {name}); nothing in it was run"
+                f"does not allow (first: {found.group(1)}); nothing in it was run"
             ) from None
         raise UserError(f"{path}: damaged or not a torch checkpoint (unreadable pickle)") from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
         what = "truncated or damaged" if kind == "zip" else "truncated or damaged legacy"
-        reason = type(exc).__name__
-        raise UserError(f"{path}: {what} torch checkpoint ({reason})") from None
+        raise UserError(f"{path}: {what} torch checkpoint ({type(exc).__name__})") from None
 
 
 def rounded(obj: Any, digits: int = 6) -> Any:
     """`obj` with every float rounded to `digits` significant digits (0.07230000000000003 ->
-    0.0723): JSON output shows what was measured, not float noise."""
+    0.0723)."""
     if isinstance(obj, float):
         return float(f"{obj:.{digits}g}") if math.isfinite(obj) else obj
     if isinstance(obj, dict):

@@ -169,11 +169,7 @@ def gather_objects(obj: Any) -> list[Any]:
 
 def broadcast_object(obj: Any, src: int = 0) -> Any:
     """A small picklable object from rank `src`, on all ranks."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
+    return gather_objects(obj)[src]
 
 
 def cpu_name() -> str:

@@ -1,10 +1,6 @@
-"""The sub-commands of `alexnet` (one module each, see `alexnet.cli`) and what they share: the
-one rule that names a library parameter as the command line spells it (`flag_of`), the
-argument types and the arguments several sub-commands share (`--weights`, `--device`,
-`--batch-size`, `--crops`, `--json`). Each type parses its text with an `alexnet.values` kind,
-the one check of that value, and turns its ValueError into argparse's one-line error; it
-carries `kind` ("int", "float", "device", ...) and `valid` (the allowed values in words) for
-help texts and tests."""
+"""The sub-commands of `alexnet` (one module each, see `alexnet.cli`) and what they share:
+`flag_of` (a parameter as the command line spells it), argument types parsed by `alexnet.values`
+kinds, and the shared arguments (`--weights`, `--device`, `--batch-size`, `--crops`, `--json`)."""
 
 from __future__ import annotations
 
@@ -22,8 +18,7 @@ _FLAGS = {"out": "--output-dir"}
 
 
 def flag_of(name: str) -> str:
-    """The command-line flag of parameter `name`: `--` + the name with `-` for `_`
-    (`batch_size` -> `--batch-size`), or its entry in `_FLAGS`."""
+    """The flag of parameter `name`: `batch_size` -> `--batch-size`, or its entry in `_FLAGS`."""
     return _FLAGS.get(name, "--" + name.replace("_", "-"))
 
 
@@ -32,7 +27,6 @@ def error_line(exc: UserError) -> str:
     return exc.text(flag_of)
 
 
-# every --weights flag reads its file through alexnet.weights.load
 WEIGHTS_HELP = (
     "weights: an alexnet .safetensors (also Caffe's converted by `alexnet convert caffe`), "
     "torchvision's .pth, the two-device layout, a run's checkpoint.pt / run directory, a "
@@ -43,7 +37,8 @@ WEIGHTS_HELP = (
 
 
 def from_kind(kind: Kind) -> Callable[[str], Any]:
-    """The argparse type of a `alexnet.values.Kind`: parses the text and checks it."""
+    """The argparse type of a `alexnet.values.Kind` (one-line errors), carrying its `kind` and
+    `valid` for help texts and tests."""
 
     def parse(text: str) -> Any:
         try:

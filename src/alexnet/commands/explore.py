@@ -69,11 +69,9 @@ def run(args: argparse.Namespace) -> int:
     size = int(predictor.preprocess.crop_size)
     layer = find_layer(model, args.layer, size)
     count = layer.shape[0]
-    spec = f"0-{count - 1}" if args.units == "0-15" and count < 16 else args.units
-    try:
-        units = parse_units(spec, count)
-    except UserError as exc:
-        raise UserError(f"--units {args.units}: {str(exc).split(': ', 1)[1]}") from None
+    units = parse_units(
+        f"0-{count - 1}" if args.units == "0-15" and count < 16 else args.units, count
+    )
     n = len(ds) if args.limit <= 0 else min(args.limit, len(ds))
     if n == 0:
         raise UserError(f"{args.data}: split {args.split!r} holds no images")

@@ -1,9 +1,5 @@
-"""Output paths checked before a command does its work, and OSErrors turned into one line.
-
-`output_file` proves that a file can be created next to the requested path (it creates and
-removes a temporary file there), so a missing directory, a read-only or full file system is
-reported before minutes of computing, not after.
-"""
+"""Output paths checked (a temporary file created and removed there) before a command does
+minutes of work, and OSErrors turned into one line."""
 
 from __future__ import annotations
 
@@ -39,9 +35,8 @@ def _probe_dir(directory: Path, label: str) -> None:
 
 
 def output_file(path: str | os.PathLike, flag: str, default_suffix: str = "") -> Path:
-    """The file a command will write for `flag` (with `default_suffix` added when the name has
-    none, as matplotlib does), checked to be creatable now. UserError for a wrong path,
-    OutputError when the file system refuses."""
+    """The file a command will write for `flag` (`default_suffix` added when the name has none),
+    checked to be creatable now: UserError for a wrong path, OutputError when the disk refuses."""
     p = Path(path)
     if default_suffix and not p.suffix:
         p = p.with_name(p.name + default_suffix)
@@ -59,8 +54,8 @@ def output_dir(path: str | os.PathLike, flag: str) -> Path:
 
 
 def creatable_dir(path: str | os.PathLike, flag: str) -> Path:
-    """A directory a command will create (with its parents): its nearest existing ancestor must
-    be a directory that takes new files now."""
+    """A directory a command will create (with its parents), checked at its nearest existing
+    ancestor."""
     p = Path(path).absolute()
     ancestor = p.parent
     while not ancestor.exists() and ancestor != ancestor.parent:
@@ -70,9 +65,8 @@ def creatable_dir(path: str | os.PathLike, flag: str) -> Path:
 
 
 def os_error_line(exc: OSError, writing: str | os.PathLike | None = None) -> tuple[str, int]:
-    """One line naming the path and the cause, and the exit status (2: the user's path, 1: the
-    environment, e.g. a full or read-only disk). An error that names no file is said of
-    `writing` (the command's output: a run directory, a file), else of "output"."""
+    """(one line naming the path and the cause, the exit status: 2 the user's path, 1 the
+    environment, e.g. a full disk); an error naming no file is said of `writing`."""
     where = exc.filename if exc.filename is not None else (writing or "output")
     cause = exc.strerror or str(exc)
     status = 2 if exc.errno in USER_ERRNOS and not isinstance(exc, OutputError) else 1
