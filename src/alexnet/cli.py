@@ -80,30 +80,23 @@ def _suggest(message: str) -> str:
     return f"{message}; did you mean {close[0]}?" if close else message
 
 
-def _prepare_process(args) -> None:
-    """glibc keeping large blocks (`alexnet.malloc`) and, unless the parser set `_light=True`
-    (no network), denormals flushed. Runs while Ctrl-C still exits at once: a KeyboardInterrupt
-    inside torch's numpy import would leave numpy half-imported."""
-    from alexnet.malloc import tune_allocator
-
-    tune_allocator()  # ALEXNET_MALLOC=0 turns it off
-    if not getattr(args, "_light", False):
-        import numpy  # noqa: F401 - first, whole, before torch imports it
-
-        from alexnet.runtime import flush_denormals
-
-        flush_denormals()
-
-
 def _run_command(args, entry: bool) -> int:
     """Run the parsed command; a user mistake, OS error or Ctrl-C becomes one line.
     `entry`: this is the process's own command line."""
     from alexnet.commands import error_line
     from alexnet.errors import UserError
+    from alexnet.malloc import tune_allocator
 
     try:
         try:
-            _prepare_process(args)
+            tune_allocator()  # glibc keeps large blocks (`alexnet.malloc`; ALEXNET_MALLOC=0: off)
+            if not getattr(args, "_light", False):  # the command runs a network
+                # while Ctrl-C still exits at once: numpy whole, before torch imports it
+                import numpy  # noqa: F401
+
+                from alexnet.runtime import flush_denormals
+
+                flush_denormals()
             return int(args._run(args) or 0)
         except UserError as exc:
             print(f"alexnet {args.command}: error: {error_line(exc)}", file=sys.stderr)
@@ -146,7 +139,3 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if entry:
             exit_at_once()  # shutdown: nothing left to save
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -200,46 +200,30 @@ def generation_store(
     if rank == 0:
         generation = int(store.add(_COUNTER, 1))
         store.set(_LEADER, str(generation))
-        keys = [f"alexnet/generation/{generation}/token/{r}" for r in range(1, world_size)]
-        tokens = [token] + [_wait_get(store, k, deadline).decode() for k in keys]
+        tokens = [token]
+        for r in range(1, world_size):
+            key = f"alexnet/generation/{generation}/token/{r}"
+            while not store.check([key]):
+                _wait(deadline, f"rank {r} of this torchrun generation did not join")
+            tokens.append(store.get(key).decode())
         store.set(f"alexnet/generation/{generation}/ready", json.dumps(tokens))
-    else:
-        generation = _follow(store, rank, token, deadline)
-    return dist.PrefixStore(f"alexnet/generation/{generation}/", store), generation
-
-
-def _follow(store: dist.Store, rank: int, token: str, deadline: float) -> int:
-    """A non-zero rank: answer rank 0's announced generation until rank 0 confirms it."""
-    answered = None
+        return dist.PrefixStore(f"alexnet/generation/{generation}/", store), generation
+    answered = None  # the generation rank 0 announced, answered with this process's token
     while True:
-        leader = _get_or_none(store, _LEADER)
-        if leader is not None and leader.decode() != answered:
-            answered = leader.decode()
+        if store.check([_LEADER]) and store.get(_LEADER).decode() != answered:
+            answered = store.get(_LEADER).decode()
             store.set(f"alexnet/generation/{answered}/token/{rank}", token)
-        if answered is not None:
-            ready = _get_or_none(store, f"alexnet/generation/{answered}/ready")
-            if ready is not None and json.loads(ready)[rank] == token:
-                return int(answered)
-        if time.monotonic() > deadline:
-            raise UserError(
-                "rank 0 of this torchrun generation did not form the process group within ",
-                Param("dist_timeout"),
-                "; is every node up, with the same --nnodes?",
-            )
-        time.sleep(0.05)
+        ready = f"alexnet/generation/{answered}/ready"
+        if answered is not None and store.check([ready]):
+            if json.loads(store.get(ready))[rank] == token:
+                return dist.PrefixStore(f"alexnet/generation/{answered}/", store), int(answered)
+        _wait(deadline, "rank 0 of this torchrun generation did not form the process group")
 
 
-def _get_or_none(store: dist.Store, key: str) -> bytes | None:
-    return store.get(key) if store.check([key]) else None
-
-
-def _wait_get(store: dist.Store, key: str, deadline: float) -> bytes:
-    while not store.check([key]):
-        if time.monotonic() > deadline:
-            raise UserError(
-                "a rank of this torchrun generation did not join within ",
-                Param("dist_timeout"),
-                f" (waiting for {key.rsplit('/', 1)[-1]}); is every node up?",
-            )
-        time.sleep(0.05)
-    return store.get(key)
+def _wait(deadline: float, what: str) -> None:
+    """A moment's sleep; UserError "`what` within --dist-timeout" once `deadline` has passed."""
+    if time.monotonic() > deadline:
+        raise UserError(
+            f"{what} within ", Param("dist_timeout"), "; is every node up, with the same --nnodes?"
+        )
+    time.sleep(0.05)
