@@ -17,6 +17,8 @@ from alexnet.errors import UserError
 from alexnet.fileio import atomic_write
 from alexnet.rundir import RunDir
 
+DPI = 100  # dots per inch of every picture: (pixels) / DPI = inches
+
 
 def _pyplot():
     try:
@@ -84,7 +86,6 @@ def kernel_grid(
     *,
     title: str | None = None,
     width_px: int = 800,
-    dpi: int = 100,
 ) -> tuple[int, int]:
     """Write the conv1 kernel grid (paper Fig. 3) to `out`; return its (width, height) in px.
     The `paper` model's two towers are separate blocks (§3.2: the GPUs specialise)."""
@@ -101,7 +102,7 @@ def kernel_grid(
     heading = title or f"conv1 of {name!r}: {o} kernels {k}x{k}x{c}, each normalized"
     aspect = sum(t.shape[0] for t in tiles) / tiles[0].shape[1]
     height_px = int(round(width_px * aspect + 60 + 30 * len(tiles)))
-    fig = plt.figure(figsize=(width_px / dpi, height_px / dpi), dpi=dpi)
+    fig = plt.figure(figsize=(width_px / DPI, height_px / DPI), dpi=DPI)
     fig.suptitle(heading, fontsize=11)
     ratios = [t.shape[0] for t in tiles]
     axes = fig.subplots(len(tiles), 1, gridspec_kw={"height_ratios": ratios}, squeeze=False)
@@ -110,7 +111,7 @@ def kernel_grid(
         if towers == 2:
             ax.set_title(f"tower {i + 1} (GPU {i + 1}): {blocks[i].shape[0]} kernels", fontsize=9)
     fig.subplots_adjust(left=0.02, right=0.98, top=1 - 45 / height_px, bottom=0.01, hspace=0.25)
-    save_figure(fig, out, dpi)
+    save_figure(fig, out, DPI)
     return width_px, height_px
 
 
@@ -143,16 +144,15 @@ def training_curves(
     out: str | os.PathLike,
     *,
     labels: list[str] | None = None,
-    size_px: tuple[int, int] = (1000, 400),
-    dpi: int = 100,
 ) -> tuple[int, int]:
     """Training loss | validation top-1 and top-5 error (%) per epoch, one colour per run."""
     plt = _pyplot()
+    size_px = (1000, 400)
     data = [read_metrics(r) for r in runs]
     names = labels or [Path(r).name or str(r) for r in runs]
     if len(set(names)) < len(names):
         names = [str(r) for r in runs]
-    fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(size_px[0] / dpi, size_px[1] / dpi))
+    fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(size_px[0] / DPI, size_px[1] / DPI))
     has_val = False
     for i, (records, name) in enumerate(zip(data, names)):
         color = f"C{i % 10}"
@@ -186,7 +186,7 @@ def training_curves(
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    save_figure(fig, out, dpi)
+    save_figure(fig, out, DPI)
     return size_px
 
 
@@ -198,18 +198,16 @@ def neighbors_grid(
     query_titles: list[str] | None = None,
     neighbour_titles: list[list[str]] | None = None,
     feature: str = "fc7",
-    cell_px: int = 110,
-    dpi: int = 100,
 ) -> tuple[int, int]:
     """Paper Fig. 4 (§6.1): row i = query i, then its neighbours, nearest first; images
     (H, W, 3) uint8 of any size. Returns the PNG's (width, height) in pixels."""
     plt = _pyplot()
-    rows = len(queries)
+    cell_px, rows = 110, len(queries)
     if rows == 0:
         raise UserError("no queries to draw")
     cols = 1 + max(len(n) for n in neighbours)
     w, h = cols * cell_px + cell_px // 4, rows * cell_px + 60
-    fig = plt.figure(figsize=(w / dpi, h / dpi), dpi=dpi)
+    fig = plt.figure(figsize=(w / DPI, h / DPI), dpi=DPI)
     width_ratios = [1.0, 0.25] + [1.0] * (cols - 1)
     grid = fig.add_gridspec(rows, cols + 1, width_ratios=width_ratios, wspace=0.05, hspace=0.3)
     for r in range(rows):
@@ -228,7 +226,7 @@ def neighbors_grid(
     heading = f"query (left), its nearest training images by {feature} distance"
     fig.suptitle(heading, fontsize=9, y=1 - 8 / h, va="top")
     fig.subplots_adjust(left=0.01, right=0.99, top=1 - 50 / h, bottom=0.01)
-    save_figure(fig, out, dpi)
+    save_figure(fig, out, DPI)
     return w, h
 
 
@@ -237,19 +235,16 @@ def captioned_grid(
     captions: list[str],
     out: str | os.PathLike,
     *,
-    columns: int = 4,
-    cell_px: int = 170,
-    dpi: int = 100,
     title: str = "",
 ) -> tuple[int, int]:
     """Images in a grid with a caption under each (e.g. predictions); returns (w, h) px."""
     plt = _pyplot()
     if not images:
         raise UserError("no images to draw")
-    columns = max(1, min(columns, len(images)))
+    columns, cell_px = min(4, len(images)), 170
     rows = -(-len(images) // columns)
     w, h = columns * cell_px, rows * int(cell_px * 1.5) + (30 if title else 0)
-    fig, axes = plt.subplots(rows, columns, figsize=(w / dpi, h / dpi), squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(w / DPI, h / DPI), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, img, text in zip(axes.flat, images, captions):
@@ -259,7 +254,7 @@ def captioned_grid(
         fig.suptitle(title, fontsize=10)
     top = 1 - (30 if title else 5) / h
     fig.subplots_adjust(left=0.01, right=0.99, top=top, bottom=60 / h, hspace=0.45, wspace=0.05)
-    save_figure(fig, out, dpi)
+    save_figure(fig, out, DPI)
     return w, h
 
 
@@ -284,7 +279,7 @@ def save_confusion_png(confusion: torch.Tensor, classes: list[str], path: str) -
     ax.set_title("confusion matrix (rows normalized)")
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
-    save_figure(fig, path, 100)
+    save_figure(fig, path, DPI)
 
 
 def unit_patches_grid(
@@ -294,16 +289,14 @@ def unit_patches_grid(
     out: str | os.PathLike,
     *,
     title: str = "",
-    cell_px: int = 64,
-    dpi: int = 100,
 ) -> tuple[int, int]:
     """Zeiler & Fergus (2014) Fig. 2: one row per unit, its top-K input patches left to right
     (`patches` (U, K, r, r, 3) in [0, 1], gray where the receptive field leaves the image);
     the activation above each patch. Returns (w, h) px."""
     plt = _pyplot()
-    u, k = patches.shape[:2]
+    (u, k), cell_px = patches.shape[:2], 64
     w, h = 70 + k * cell_px, 50 + u * (cell_px + 14)
-    fig, axes = plt.subplots(u, k, figsize=(w / dpi, h / dpi), dpi=dpi, squeeze=False)
+    fig, axes = plt.subplots(u, k, figsize=(w / DPI, h / DPI), dpi=DPI, squeeze=False)
     for row, (unit, acts) in enumerate(zip(units, activations)):
         for col in range(k):
             ax = axes[row, col]
@@ -318,7 +311,7 @@ def unit_patches_grid(
     fig.subplots_adjust(
         left=60 / w, right=0.99, top=1 - 40 / h, bottom=0.01, hspace=0.35, wspace=0.08
     )
-    save_figure(fig, out, dpi)
+    save_figure(fig, out, DPI)
     return w, h
 
 
@@ -330,14 +323,13 @@ def occlusion_map(
     out: str | os.PathLike,
     *,
     title: str = "",
-    dpi: int = 100,
 ) -> tuple[int, int]:
     """Zeiler & Fergus (2014) Fig. 7: the model input (S, S, 3) in [0, 1] and beside it the drop
     in the top class's probability when a patch x patch square centred there is zeroed,
     (n, n), drawn over the image (red: the class needs that region). Returns (w, h) px."""
     plt = _pyplot()
     w, h = 760, 400
-    fig, (left, right) = plt.subplots(1, 2, figsize=(w / dpi, h / dpi), dpi=dpi)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(w / DPI, h / DPI), dpi=DPI)
     n = drop.shape[0]
     lo, hi = patch / 2 - stride / 2, patch / 2 + (n - 1) * stride + stride / 2
     limit = float(np.abs(drop).max()) or 1.0
@@ -356,5 +348,5 @@ def occlusion_map(
     fig.colorbar(shown, ax=right, fraction=0.046)
     if title:
         fig.suptitle(title, fontsize=10)
-    save_figure(fig, out, dpi)
+    save_figure(fig, out, DPI)
     return w, h
