@@ -186,21 +186,18 @@ def top_units(
     where it fires most, each at its strongest position (`_strongest`; ties: lower index first).
     Returns (activation, image index, position y * W + x), each (U, min(k, N)), descending."""
     sel = torch.tensor(units, dtype=torch.long)
-    best_v = torch.empty(0, len(units))
-    best_i = torch.empty(0, len(units), dtype=torch.long)
-    best_p = torch.empty(0, len(units), dtype=torch.long)
+    empty = torch.empty(0, len(units), dtype=torch.long)
+    best = [empty.float(), empty, empty]  # activation, image index, position
     start = 0
     for x in batches:
         a = features_at(model, x, layer)
         v, p = _strongest(a.index_select(1, sel.to(a.device)))
-        b = v.shape[0]
-        idx = torch.arange(start, start + b).expand(len(units), b).T
-        all_v, all_i = torch.cat([best_v, v.cpu()]), torch.cat([best_i, idx])
-        all_p = torch.cat([best_p, p.cpu()])
-        order = torch.sort(all_v, dim=0, descending=True, stable=True).indices[:k]
-        best_v, best_i, best_p = (t.gather(0, order) for t in (all_v, all_i, all_p))
-        start += b
-    return best_v.T, best_i.T, best_p.T
+        idx = torch.arange(start, start + len(v)).expand(len(units), len(v)).T
+        both = [torch.cat(pair) for pair in zip(best, (v.cpu(), idx, p.cpu()))]
+        order = torch.sort(both[0], dim=0, descending=True, stable=True).indices[:k]
+        best = [t.gather(0, order) for t in both]
+        start += len(v)
+    return best[0].T, best[1].T, best[2].T
 
 
 def _strongest(a: Tensor) -> tuple[Tensor, Tensor]:

@@ -3,6 +3,7 @@ files read without running their code, and JSON with floats rounded to what was 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -29,17 +30,17 @@ def atomic_write(
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.chmod(tmp, 0o666 & ~_umask())
+        mask = os.umask(0o022)  # the umask can only be read by setting it
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
         with os.fdopen(fd, mode) as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as exc:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         if isinstance(exc, OSError) and exc.filename is None:  # name the file being written
             raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
         raise
@@ -58,22 +59,12 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def fsync_dir(directory: str | os.PathLike) -> None:
     """Make renames and creations inside `directory` durable (a no-op where unsupported)."""
-    try:
+    with contextlib.suppress(OSError):
         fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def torch_file_kind(path: str | os.PathLike) -> str:

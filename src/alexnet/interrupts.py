@@ -16,7 +16,6 @@ if TYPE_CHECKING:
     from typing import Any
 
 SIGINT, SIGTERM = int(_signal.SIGINT), int(_signal.SIGTERM)
-_NAMES = {SIGINT: "SIGINT", SIGTERM: "SIGTERM"}
 _PROGRAM = ["alexnet"]  # the name the exit line starts with
 
 
@@ -98,7 +97,7 @@ class StopFlag:
     def _handle(self, signum: int, frame: Any) -> None:
         if self.signal is not None and signum == SIGINT:
             raise KeyboardInterrupt
-        self.signal = _NAMES[signum]
+        self.signal = "SIGINT" if signum == SIGINT else "SIGTERM"
         self.signum = int(signum)
 
     def __exit__(self, *exc: object) -> None:

@@ -27,10 +27,9 @@ def _libc() -> ctypes.CDLL | None:
     return libc
 
 
-def tune_allocator(environ: dict[str, str] | None = None) -> bool:
+def tune_allocator() -> bool:
     """Serve large blocks from the heap and keep freed pages; True when applied."""
-    env = os.environ if environ is None else environ
-    if env.get(ENV, "1").strip().lower() in ("0", "off", "false", "no"):
+    if os.environ.get(ENV, "1").strip().lower() in ("0", "off", "false", "no"):
         return False
     libc = _libc()
     if libc is None:

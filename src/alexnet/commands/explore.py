@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
 
     from alexnet.data.packed import open_dataset
     from alexnet.errors import UserError
-    from alexnet.explain import Inputs, find_layer, parse_units, top_units, unit_patches, units_json
+    from alexnet.explain import find_layer, parse_units, top_units, unit_patches, units_json
     from alexnet.fileio import atomic_write_text
     from alexnet.inference import Predictor, check_fits
     from alexnet.progress import progress_bar
@@ -69,16 +69,14 @@ def run(args: argparse.Namespace) -> int:
     size = int(predictor.preprocess.crop_size)
     layer = find_layer(model, args.layer, size)
     count = layer.shape[0]
-    units = parse_units(
-        f"0-{count - 1}" if args.units == "0-15" and count < 16 else args.units, count
-    )
+    spec = f"0-{count - 1}" if args.units == "0-15" and count < 16 else args.units
+    units = parse_units(spec, count)
     n = len(ds) if args.limit <= 0 else min(args.limit, len(ds))
     if n == 0:
         raise UserError(f"{args.data}: split {args.split!r} holds no images")
-    inputs = Inputs(predictor.preprocess, predictor.mean_image, predictor.device)
+    inputs = predictor.inputs
     t0 = time.perf_counter()
-    progress = sys.stderr.isatty()
-    with progress_bar(total=n, unit="img", desc=layer.name, disable=not progress) as bar:
+    with progress_bar(total=n, unit="img", desc=layer.name, disable=not sys.stderr.isatty()) as bar:
 
         def batches():
             for start in range(0, n, args.batch_size):
