@@ -11,24 +11,10 @@ import sys
 from alexnet.interrupts import exit_at_once, signal_of, stopped_by
 
 # Sub-command modules, in the order `alexnet --help` lists them.
-COMMANDS = [
-    "summary",
-    "prepare",
-    "train",
-    "eval",
-    "predict",
-    "features",
-    "neighbors",
-    "explore",
-    "kernels",
-    "plot",
-    "export",
-    "report",
-    "serve",
-    "reproduce",
-    "convert",
-    "weights",
-]
+COMMANDS = (
+    "summary prepare train eval predict features neighbors explore kernels plot export report "
+    "serve reproduce convert weights"
+).split()
 
 
 def build_parser(only: str | None = None):
