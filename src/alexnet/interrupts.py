@@ -85,10 +85,8 @@ class StopFlag:
     """Within the block SIGTERM / SIGINT set a flag that the training loop polls after every
     step (it checkpoints, then exits 128 + the signal); a second SIGINT interrupts at once."""
 
-    def __init__(self) -> None:
-        self.signal: str | None = None  # "SIGTERM" or "SIGINT" once one came
-        self.signum: int | None = None
-        self._previous: dict[int, Any] = {}
+    signal: str | None = None  # "SIGTERM" or "SIGINT" once one came
+    signum: int | None = None
 
     def __enter__(self) -> StopFlag:
         self._previous = _install(self._handle, self._handle)
