@@ -82,15 +82,13 @@ def run(args: argparse.Namespace) -> int:
 
     if args.int8 and not args.onnx:
         raise UserError("--int8 needs --onnx OUT.onnx")
-    if args.int8 and not args.calibration_data:
-        raise UserError("--int8 needs --calibration-data DIR (a packed dataset's training split)")
     if not (args.onnx or args.two_device or args.paper or args.hf or args.torch_export):
         raise UserError(
             "export needs --onnx OUT.onnx, --two-device OUT, --paper OUT, --hf DIR or "
             "--torch-export OUT.pt2"
         )
     if args.onnx:  # before any file is written
-        require_onnx(runtime=args.int8 or not args.no_check)
+        require_onnx(args.int8 or not args.no_check, args.int8, args.calibration_data)
     for flag in ("onnx", "two_device", "paper", "torch_export"):
         if getattr(args, flag):
             output_file(getattr(args, flag), flag_of(flag))

@@ -60,17 +60,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from alexnet.inference import Predictor, expand_image_args, weights_device
+    from alexnet.inference import Predictor, expand_image_args
 
     if args.explain is None and (args.patch or args.stride or args.out):
         raise UserError("--patch, --stride and --out go with --explain occlusion")
     paths, missing = expand_image_args(args.images)
-    predictor = Predictor(
-        args.weights,
-        weights_device(args.weights, args.device),
-        crops=args.crops,
-        batch_size=args.batch_size,
-    )
+    predictor = Predictor(args.weights, args.device, args.crops, args.batch_size)
     explainer = _Occlusion(predictor, args) if args.explain else None
     failed = 0
     for arg, reason in missing:
