@@ -106,7 +106,7 @@ def evaluate(
     "top1_error", "top5_error" (None with <= 5 classes), "loss"}, plus "confusion" ((K, K) int64,
     rows = true class) and "top1_hit" ((N,) bool, this process's images in order) when asked."""
     is_module = isinstance(model, torch.nn.Module)
-    was_training = model.training if is_module else False
+    was_training = is_module and model.training
     if is_module:
         model.eval()
     device = next(model.parameters()).device if is_module else torch.device("cpu")

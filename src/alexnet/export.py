@@ -26,8 +26,8 @@ from alexnet.evaluate import check_images_fit, make_eval_transform
 from alexnet.fileio import atomic_write, atomic_write_bytes
 from alexnet.models.lrn import LRN
 from alexnet.models.pool import MaxPool
-from alexnet.weights import hf, load
-from alexnet.weights.meta import Preprocess, WeightsMeta
+from alexnet.weights import load
+from alexnet.weights.meta import WeightsMeta
 
 # an export must match the model: |export - model| <= PT2_ATOL + PT2_RTOL * |model| on the
 # logits (the LRN's window sum as a convolution rounds differently from the C kernel's running
@@ -48,13 +48,11 @@ CALIBRATION_IMAGES = 256  # default: ORT's static quantization guidance uses a f
 
 class _FastLRN(nn.Module):
     """The paper's LRN (§3.3), per tower, in the ops onnxruntime runs fastest on the CPU:
-    t = k + alpha * (window sum of squares) as one 1x1 convolution of x * x with a fixed band
-    matrix (alpha where the input channel is in the output channel's window, in the same
-    tower; k as its bias), which the int8 export quantizes like any convolution, and for
-    beta = 3/4 t^beta = sqrt(t * sqrt(t)) instead of Pow (the dearest op of torch's
-    decomposition: 132 of the LRNs' ~340 ms per paper batch of 32 in onnxruntime's profile).
-    ONNX's own LRN op is slower still in onnxruntime 1.32 (883 against 572 ms for torch's
-    decomposition, same profile)."""
+    t = k + alpha * (window sum of squares) as a 1x1 convolution of x * x with a fixed band
+    matrix (k its bias; the int8 export quantizes it like any convolution), and for beta = 3/4
+    t^beta = sqrt(t * sqrt(t)), not Pow (132 of the LRNs' ~340 ms per paper batch of 32 in
+    onnxruntime's profile). ONNX's own LRN op is slower still (onnxruntime 1.32: 883 ms
+    against 572 for torch's decomposition)."""
 
     def __init__(self, size: int, alpha: float, beta: float, k: float, groups: int) -> None:
         super().__init__()
@@ -271,15 +269,9 @@ def read_onnx_meta(path: str | os.PathLike, props: dict[str, str]) -> WeightsMet
             shape = json.loads(get["mean_image_shape"])
             raw = np.frombuffer(base64.b64decode(get["mean_image"]), dtype="<f4")
             mean = torch.from_numpy(raw.reshape(shape).astype(np.float32))
-        return WeightsMeta(
-            model_config=json.loads(get["model_config"]),
-            classes=[str(c) for c in json.loads(get["classes"])],
-            preprocess=Preprocess.from_json(json.loads(get["preprocess"])),
-            extra={"source": "onnx", "int8": get.get("int8") == "1"},
-            mean_image=mean,
-            format="onnx",
-            path=str(path),
-        )
+        stored = [json.loads(get[k]) for k in ("model_config", "classes", "preprocess")]
+        extra = {"source": "onnx", "int8": get.get("int8") == "1"}
+        return WeightsMeta.parse(*stored, extra, mean_image=mean, format="onnx", path=str(path))
     except (KeyError, ValueError, TypeError) as exc:
         raise UserError(f"{path}: damaged alexnet metadata in the ONNX file ({exc})") from None
 
@@ -361,17 +353,15 @@ def calibration_batches(
 def quantize_int8(
     fp32: str | os.PathLike, out: str | os.PathLike, batches: list[np.ndarray], props: dict
 ) -> None:
-    """Post-training static quantization of our fp32 ONNX file `fp32` into `out` (metadata_props
-    `props`) with onnxruntime's quantizer: QDQ, weights int8 per output channel (symmetric),
-    activations uint8 (asymmetric), MinMax ranges over the calibration `batches` (float32
-    (b, C, S, S), preprocessed). Only `QUANTIZED_OPS`: the rest of the LRN and the pools stay
-    float.
+    """Post-training static quantization of our fp32 ONNX file into `out` (metadata_props
+    `props`), onnxruntime's quantizer: QDQ, weights int8 per output channel (symmetric),
+    activations uint8 (asymmetric), MinMax ranges over the preprocessed calibration `batches`
+    (b, C, S, S); only `QUANTIZED_OPS`, the rest of the LRN and the pools stay float.
 
-    Weights use 7 of their 8 bits (`reduce_range`): x86 CPUs without VNNI multiply uint8 by
-    int8 with an instruction (vpmaddubsw) that saturates pairs of products at int16; full-range
-    weights overflow it (measured on `small`: logits off by 1.6 of a range of 7.5, top-1 agreed
-    on 94 % of the images; 7-bit: off by 0.06, 99.5 %). ONNX Runtime's quantization docs
-    recommend reduce_range for such CPUs; the file must run right on every CPU."""
+    Weights use 7 of their 8 bits (`reduce_range`, as ONNX Runtime's docs advise): x86 CPUs
+    without VNNI saturate pairs of uint8 x int8 products at int16 (vpmaddubsw); full-range
+    weights overflow it (`small`: logits off by 1.6 of a range of 7.5, top-1 agreed on 94 % of
+    the images; 7-bit: off by 0.06, 99.5 %), and the file must run right on every CPU."""
     import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -384,11 +374,10 @@ def quantize_int8(
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self.it = iter(batches)
+            self.it = iter([{"images": x} for x in batches])
 
         def get_next(self) -> dict[str, np.ndarray] | None:
-            x = next(self.it, None)
-            return None if x is None else {"images": x}
+            return next(self.it, None)
 
     with tempfile.TemporaryDirectory(prefix="alexnet-int8-") as tmp:
         pre, q = Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
@@ -410,14 +399,7 @@ def quantize_int8(
         _save(onnx.load(str(q)), Path(out), props)
 
 
-# ---- Hugging Face-style folder, torch.export --------------------------------------------------
-def export_hf(weights: str | os.PathLike, out: str | os.PathLike) -> dict[str, Any]:
-    """Write weights of any format as the Hugging Face-style folder `out`
-    (`alexnet.weights.hf.write_folder`): returns {"folder", "files", "model", "classes", "eval"}."""
-    model, meta = load(weights, "cpu")
-    return hf.write_folder(out, model, meta, hf.run_dir_of(weights))
-
-
+# ---- torch.export ----------------------------------------------------------------------------
 def export_program(model: nn.Module, *, seed: int = 0) -> torch.export.ExportedProgram:
     """`torch.export.export` of `plain_copy(model)`, input (batch, C, S, S), dynamic batch."""
     example = _random_images(model, 2, torch.Generator().manual_seed(seed))

@@ -52,23 +52,19 @@ def expand_image_args(args: Iterable[str]) -> tuple[list[str], list[tuple[str, s
     errors: list[tuple[str, str]] = []
     for arg in args:
         if os.path.isdir(arg):
-            found = sorted(
-                str(p)
-                for p in Path(arg).rglob("*")
-                if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-            )
-            if not found:
-                errors.append((arg, "directory holds no image files"))
-            paths.extend(found)
+            files = (p for p in Path(arg).rglob("*") if p.is_file())
+            found = sorted(str(p) for p in files if p.suffix.lower() in IMAGE_EXTENSIONS)
+            why = "directory holds no image files"
         elif os.path.exists(arg):
-            paths.append(arg)
+            found = [arg]
         elif glob.has_magic(arg):
             found = sorted(p for p in glob.glob(arg, recursive=True) if os.path.isfile(p))
-            if not found:
-                errors.append((arg, "pattern matches no file"))
-            paths.extend(found)
+            why = "pattern matches no file"
         else:
-            errors.append((arg, "no such file or directory"))
+            found, why = [], "no such file or directory"
+        paths.extend(found)
+        if not found:
+            errors.append((arg, why))
     return paths, errors
 
 
@@ -160,14 +156,10 @@ def load_backend(
 
 
 class Predictor:
-    """Weights -> a model that answers questions about images.
-
-    Args:
-        weights: anything `alexnet.weights.load` reads, or an ONNX file of ours (CPU only).
-        device: "auto", "cpu", "cuda", "cuda:N", "mps" (UserError for one this machine lacks).
-        crops: 1 (centre), 2 (centre + mirror) or 10 (paper §4.1), softmax averaged.
-        batch_size: images per forward pass.
-    """
+    """Weights (anything `alexnet.weights.load` reads, or an ONNX file of ours: CPU only) on
+    `device` ("auto", "cpu", "cuda", "cuda:N", "mps") -> a model that answers questions about
+    images, `crops` 1 (centre), 2 (centre + mirror) or 10 (paper §4.1) softmax averaged,
+    `batch_size` images per forward pass."""
 
     def __init__(
         self,

@@ -77,8 +77,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from alexnet.export import export_hf, export_onnx, export_torch, require_onnx
-    from alexnet.weights import convert_layout
+    from alexnet.export import export_onnx, export_torch, require_onnx
+    from alexnet.weights import convert_layout, hf, load
 
     if args.int8 and not args.onnx:
         raise UserError("--int8 needs --onnx OUT.onnx")
@@ -108,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
             calibration_images=args.calibration_images,
         )
     if args.hf:
-        out["hf"] = export_hf(args.weights, args.hf)
+        model, meta = load(args.weights, "cpu")
+        out["hf"] = hf.write_folder(args.hf, model, meta, hf.run_dir_of(args.weights))
     if args.torch_export:
         out["torch_export"] = export_torch(args.weights, args.torch_export, check=not args.no_check)
     if args.json:
