@@ -124,7 +124,7 @@ class FileBatch:
 
 
 def is_onnx(weights: str | os.PathLike | None) -> bool:
-    """Whether a --weights value names an ONNX model (a file ending in .onnx)."""
+    """Whether `weights` names an ONNX model (a file ending in .onnx)."""
     return weights is not None and str(weights).lower().endswith(".onnx")
 
 
