@@ -102,7 +102,7 @@ def test_int8_logits_near_fp32_on_photos(setup):
     x = (x - torch.tensor(MEAN)[:, None, None]) / torch.tensor(STD)[:, None, None]
     with torch.no_grad():
         ref = model(x).numpy()
-    got = q.backend.logits(q.inputs(batch)).numpy()
+    got = q.backend(q.inputs(batch)).numpy()
     scale = np.abs(ref).max()
     assert np.abs(got - ref).max() <= INT8_TOL * scale
     assert (got.argmax(1) == ref.argmax(1)).mean() >= 0.9

@@ -1,15 +1,11 @@
-"""Top-1 / top-5 error, 1-, 2- or 10-crop testing, per-class accuracy, confusion matrix.
-
-Paper §4.1 / §6: the network's prediction is the average of the SOFTMAX outputs over the ten
-224x224 patches (four corners and the centre, and their horizontal flips). crops=2 is the
-centre crop and its flip (the fast recipe's test-time augmentation). The loss reported is the
-negative log of the averaged probability of the true class (for 1 crop: the cross-entropy).
-Under DDP every rank evaluates its own shard (no padding) and the sums are all-reduced, so
-every image counts exactly once.
-"""
+"""Top-1 / top-5 error of 1, 2 (centre + flip) or 10 crops (paper §4.1 / §6: the softmax
+outputs averaged over the four corners, the centre and their flips), per-class accuracy and the
+confusion matrix; the loss is -log of the averaged probability of the true class. Under DDP
+each rank evaluates its own shard (no padding) and the sums are all-reduced."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -19,6 +15,7 @@ import torch.nn.functional as F
 
 from alexnet.data import TEST_CROPS
 from alexnet.data.augment import EvalTransform
+from alexnet.errors import Param, UserError
 from alexnet.runtime import all_reduce_sum
 from alexnet.weights.meta import Preprocess
 
@@ -62,6 +59,35 @@ def distinct_crops(
     return 2 if crops == 10 and max(h, w) <= pre.crop_size else crops
 
 
+def check_images_fit(
+    weights: str,
+    preprocess: Preprocess,
+    mean_image: torch.Tensor | None,
+    image_size: tuple[int, int],
+    data: str | os.PathLike,
+) -> None:
+    """UserError unless the eval transform of `weights` takes `data`'s (H, W) images: without a
+    resize the crop must fit, and a mean image must have the images' size."""
+    h, w = image_size
+    crop = int(preprocess.crop_size)
+    if preprocess.resize:
+        return
+    if crop > min(h, w):
+        raise UserError(
+            f"{weights}: needs images of at least {crop}x{crop} px, but {data} holds {h}x{w}: "
+            "use weights trained on this data (with ",
+            Param("resize"),
+            f" {crop} for a {crop} px model) or data packed at >= {crop} px",
+        )
+    if preprocess.normalize == "mean_image" and mean_image is not None:
+        mh, mw = (int(s) for s in tuple(mean_image.shape)[:2])
+        if (mh, mw) != (h, w):
+            raise UserError(
+                f"{weights}: its mean image is {mh}x{mw}, but {data} holds {h}x{w} images: use "
+                "weights trained on this data"
+            )
+
+
 @torch.no_grad()
 def evaluate(
     model: torch.nn.Module | Callable[[torch.Tensor], torch.Tensor],
@@ -75,18 +101,12 @@ def evaluate(
     confusion: bool = False,
     per_image: bool = False,
 ) -> dict[str, Any]:
-    """Run `model` over (uint8 images, labels) batches; return the eval JSON fields.
-
-    `model` is a torch module, or any callable float (B, C, S, S) -> logits (B, K) on the CPU
-    (an ONNX model's `alexnet.inference.OnnxBackend`).
-
-    Result: {"images", "crops", "top1_error", "top5_error", "loss"} ("top5_error" None with 5
-    classes or fewer, where every label is among the top 5) plus "confusion"
-    ((K, K) int64 tensor, rows = true class) and "top1_hit" ((N,) bool CPU tensor, this
-    process's images in batch order) when asked.
-    """
+    """Run `model` (a torch module, or a CPU callable float (B, C, S, S) -> logits (B, K) such
+    as `alexnet.export.OnnxModel`) over (uint8 images, labels) batches -> {"images", "crops",
+    "top1_error", "top5_error" (None with <= 5 classes), "loss"}, plus "confusion" ((K, K) int64,
+    rows = true class) and "top1_hit" ((N,) bool, this process's images in order) when asked."""
     is_module = isinstance(model, torch.nn.Module)
-    was_training = model.training if is_module else False
+    was_training = is_module and model.training
     if is_module:
         model.eval()
     device = next(model.parameters()).device if is_module else torch.device("cpu")

@@ -1,28 +1,17 @@
-"""Weights out as ONNX, with a dynamic batch size, checked with onnxruntime.
-
-ONNX: the model is traced with torch's TorchScript-based exporter (no onnxscript needed),
-input "images" (batch, C, S, S) float32 already preprocessed as the weights' metadata says,
-output "logits" (batch, num_classes). The paper's LRN (§3.3, a custom autograd function here)
-is swapped for the same formula in plain ops, per tower (`_FastLRN`: its window sum as a
-1x1 convolution). The file is then run with onnxruntime on a batch size
-other than the traced one and compared with PyTorch: it must agree within
-|onnx - torch| <= ONNX_ATOL + ONNX_RTOL * |torch| elementwise.
-
-The file also has a second output "features" (the penultimate activations, fc7 after ReLU)
-and carries the weights' metadata in metadata_props (`onnx_metadata`), so that every --weights
-flag can run it (`OnnxModel`, used by `alexnet.inference.OnnxBackend`). int8: post-training
-static quantization with onnxruntime's quantizer (`quantize_int8`, QDQ, per-channel weights,
-uint8 activations calibrated on a packed dataset's training images, `calibration_batches`).
-"""
+"""Weights out as ONNX (fp32 or static int8, checked with onnxruntime), as a torch.export
+program, or as a Hugging Face-style folder; `OnnxModel` runs our ONNX files. Every export has a
+dynamic batch and the paper's LRN (§3.3) and max-pooling as plain torch ops (`plain_copy`)."""
 
 from __future__ import annotations
 
 import base64
 import copy
+import io
 import json
 import os
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,16 +21,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from alexnet.data.packed import open_dataset
-from alexnet.errors import UserError, need_extra
-from alexnet.evaluate import make_eval_transform
-from alexnet.fileio import atomic_write
+from alexnet.errors import Param, UserError, need_extra
+from alexnet.evaluate import check_images_fit, make_eval_transform
+from alexnet.fileio import atomic_write, atomic_write_bytes
 from alexnet.models.lrn import LRN
 from alexnet.models.pool import MaxPool
-from alexnet.weights import hf, load
-from alexnet.weights.meta import Preprocess, WeightsMeta
+from alexnet.weights import load
+from alexnet.weights.meta import WeightsMeta
 
-ONNX_ATOL = 1e-4
-ONNX_RTOL = 1e-4
+# an export must match the model: |export - model| <= PT2_ATOL + PT2_RTOL * |model| on the
+# logits (the LRN's window sum as a convolution rounds differently from the C kernel's running
+# sum, ~1e-6 relative in float32)
+PT2_ATOL = 1e-4
+PT2_RTOL = 1e-4
+PT2_META = "alexnet.json"  # extra file in the .pt2: {"model", "classes", "preprocess"}
 ONNX_FORMAT = "alexnet-onnx/1"
 META_PREFIX = "alexnet."
 # the layers with weights (the LRN's window sum is one too, `_FastLRN`) and ReLU, which the
@@ -53,31 +46,17 @@ QUANTIZED_OPS = ["Conv", "Gemm", "MatMul", "Relu"]
 CALIBRATION_IMAGES = 256  # default: ORT's static quantization guidance uses a few hundred
 
 
-class _PlainLRN(nn.Module):
-    """The paper's LRN from plain torch ops (exportable): same formula, per tower."""
+class _FastLRN(nn.Module):
+    """The paper's LRN (§3.3), per tower, in the ops onnxruntime runs fastest on the CPU:
+    t = k + alpha * (window sum of squares) as a 1x1 convolution of x * x with a fixed band
+    matrix (k its bias; the int8 export quantizes it like any convolution), and for beta = 3/4
+    t^beta = sqrt(t * sqrt(t)), not Pow (132 of the LRNs' ~340 ms per paper batch of 32 in
+    onnxruntime's profile). ONNX's own LRN op is slower still (onnxruntime 1.32: 883 ms
+    against 572 for torch's decomposition)."""
 
     def __init__(self, size: int, alpha: float, beta: float, k: float, groups: int) -> None:
         super().__init__()
         self.size, self.alpha, self.beta, self.k, self.groups = size, alpha, beta, k, groups
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        def norm(part: torch.Tensor) -> torch.Tensor:
-            return F.local_response_norm(part, self.size, self.alpha * self.size, self.beta, self.k)
-
-        if self.groups == 1:
-            return norm(x)
-        return torch.cat([norm(p) for p in x.chunk(self.groups, dim=1)], dim=1)
-
-
-class _FastLRN(_PlainLRN):
-    """The same formula (paper §3.3) in the ops onnxruntime runs fastest on the CPU, for the
-    ONNX export: t = k + alpha * (window sum of squares) as one 1x1 convolution of x * x with
-    a fixed band matrix (alpha where the input channel is in the output channel's window, in
-    the same tower; k as its bias), which the int8 export quantizes like any convolution, and
-    for beta = 3/4 t^beta = sqrt(t * sqrt(t)) instead of Pow (the dearest op of torch's
-    decomposition: 132 of the LRNs' ~340 ms per paper batch of 32 in onnxruntime's profile).
-    ONNX's own LRN op is slower still in onnxruntime 1.32 (883 against 572 ms for torch's
-    decomposition, same profile)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c, g, n = int(x.shape[1]), self.groups, self.size  # a constant in the traced graph
@@ -91,16 +70,19 @@ class _FastLRN(_PlainLRN):
         return x / t.pow(self.beta)
 
 
-def exportable(model: nn.Module, lrn: type[_PlainLRN] = _PlainLRN) -> nn.Module:
-    """A deep copy of `model` (eval mode, CPU) with every LRN replaced by `lrn`
-    (`_PlainLRN`, or `_FastLRN` for onnxruntime)."""
+def plain_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of `model` (eval mode, CPU) with every LRN as `_FastLRN` and every `MaxPool`
+    (the C kernel, a custom op) as torch's `nn.MaxPool2d`: plain torch ops only, same numbers."""
     out = copy.deepcopy(model).cpu().eval()
 
     def swap(module: nn.Module) -> None:
         for name, child in module.named_children():
             if isinstance(child, LRN):
-                new = lrn(child.size, child.alpha, child.beta, child.k, child.groups)
+                new = _FastLRN(child.size, child.alpha, child.beta, child.k, child.groups)
                 setattr(module, name, new)
+            elif isinstance(child, MaxPool):
+                pool = nn.MaxPool2d(child.kernel_size, child.stride, child.padding, child.dilation)
+                setattr(module, name, pool)
             else:
                 swap(child)
 
@@ -108,80 +90,109 @@ def exportable(model: nn.Module, lrn: type[_PlainLRN] = _PlainLRN) -> nn.Module:
     return out
 
 
+def _random_images(model: nn.Module, batch: int, gen: torch.Generator) -> torch.Tensor:
+    """(batch, C, S, S) standard normal inputs for `model`."""
+    size, channels = int(model.input_size), int(model.in_channels)
+    return torch.randn(batch, channels, size, size, generator=gen)
+
+
+def _check(
+    path: Path, model: nn.Module, run: Callable, batches: tuple[int, ...], what: str
+) -> float:
+    """Compare `run` (the exported `path`) with `model` on random inputs at each batch size;
+    UserError beyond PT2_ATOL + PT2_RTOL * |logit|. Returns the max |diff|."""
+    gen = torch.Generator().manual_seed(1)  # not the traced example's seed
+    worst = 0.0
+    for batch in batches:
+        x = _random_images(model, batch, gen)
+        with torch.no_grad():
+            ref, got = model(x), run(x)
+        diff = (got - ref).abs()
+        worst = max(worst, float(diff.max()))
+        if not bool((diff <= PT2_ATOL + PT2_RTOL * ref.abs()).all()):
+            raise UserError(
+                f"{path}: {what} disagrees with the model at batch {batch} (max |diff| "
+                f"{float(diff.max()):.3g}, tolerance {PT2_ATOL} + {PT2_RTOL} * |logit|)"
+            )
+    return worst
+
+
+def _result(key: str, out: Path, model: nn.Module, meta: WeightsMeta, **more) -> dict[str, Any]:
+    """The start of an export's result: the file, the model, its input and the tolerance."""
+    size, channels = int(model.input_size), int(model.in_channels)
+    shape = ["batch", channels, size, size]
+    head = {key: str(out), "model": meta.model_name, "input_shape": shape, **more}
+    return {**head, "checked": False, "atol": PT2_ATOL, "rtol": PT2_RTOL}
+
+
+# ---- ONNX ----------------------------------------------------------------------------------
 def export_onnx(
     weights: str | os.PathLike,
     out: str | os.PathLike,
     *,
     opset: int = 17,
     check: bool = True,
-    seed: int = 0,
     int8: bool = False,
     calibration_data: str | os.PathLike | None = None,
     calibration_images: int = CALIBRATION_IMAGES,
 ) -> dict[str, Any]:
-    """Write `out` (.onnx) from weights of any format `alexnet.weights.load` reads, outputs
-    "logits" and "features", the metadata in metadata_props; with `check`, verify the fp32
-    graph with onnxruntime. With `int8`, the file written is the static int8 quantization
-    (`quantize_int8`) calibrated on `calibration_images` training images of the packed
-    dataset `calibration_data`, and the result also compares it with fp32 on those images.
+    """Write `out` (.onnx, TorchScript-based exporter) from weights of any format
+    `alexnet.weights.load` reads: input "images" (batch, C, S, S) float32, preprocessed as the
+    weights' metadata says; outputs "logits" and "features" (fc7 after ReLU); the metadata in
+    metadata_props (`onnx_metadata`). `check`: the fp32 graph in onnxruntime at batch 3 against
+    the model. `int8`: the file is the static quantization (`quantize_int8`) calibrated on
+    `calibration_images` training images of the packed dataset `calibration_data`.
 
-    Returns {"onnx", "input_shape", "opset", "checked", "max_abs_diff", "atol", "rtol"}
-    (+ "int8", "calibration_images", "int8_vs_fp32" with int8).
+    Returns {"onnx", "model", "input_shape", "opset", "checked", "atol", "rtol"} (+
+    "check_batch", "max_abs_diff" when checked; "int8", "calibration_images", "int8_vs_fp32").
     """
-    require_onnx(runtime=check or int8)
-    if int8 and not calibration_data:
-        raise UserError("--int8 needs --calibration-data DIR (a packed dataset)")
+    require_onnx(check or int8, int8, calibration_data)
+    import onnx
+
     model, meta = load(weights, "cpu")
     batches = calibration_batches(calibration_data, meta, calibration_images) if int8 else []
-    net = _WithFeatures(exportable(model, _FastLRN))
-    size, channels = int(model.input_size), int(model.in_channels)
-    gen = torch.Generator().manual_seed(seed)
-    example = torch.randn(2, channels, size, size, generator=gen)
-    out = Path(out)
-
-    def write(f) -> None:  # into a temp file renamed to `out`: never a half-written model
+    example = _random_images(model, 2, torch.Generator().manual_seed(0))
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         torch.onnx.export(
-            net,
+            _WithFeatures(plain_copy(model)),
             (example,),
-            f,
+            buf,
             input_names=["images"],
             output_names=["logits", "features"],
             dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}, "features": {0: "batch"}},
             opset_version=opset,
             dynamo=False,
         )
-
-    fp32_out = out.with_name(out.name + ".fp32.tmp") if int8 else out
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        atomic_write(fp32_out, write)
-    _set_metadata(fp32_out, onnx_metadata(meta))
-    result: dict[str, Any] = {
-        "onnx": str(out),
-        "model": meta.model_name,
-        "input_shape": ["batch", channels, size, size],
-        "opset": opset,
-        "checked": False,
-        "atol": ONNX_ATOL,
-        "rtol": ONNX_RTOL,
-    }
+    out = Path(out)
+    fp32 = out.with_name(out.name + ".fp32.tmp") if int8 else out
+    _save(onnx.load_from_string(buf.getvalue()), fp32, onnx_metadata(meta))
+    result = _result("onnx", out, model, meta, opset=opset)
     try:
         if check:
-            result.update(check_onnx(fp32_out, model, seed=seed + 1))
+            diff = _check(fp32, model, OnnxModel(fp32), (3,), "onnxruntime")
+            result.update(checked=True, check_batch=3, max_abs_diff=diff)
         if int8:
-            quantize_int8(fp32_out, out, batches)
+            quantize_int8(fp32, out, batches, onnx_metadata(meta, int8=True))
             result.update(int8=True, calibration_images=sum(len(b) for b in batches))
-            result["int8_vs_fp32"] = compare_int8(fp32_out, out, batches)
+            result["int8_vs_fp32"] = compare_int8(fp32, out, batches)
     finally:
         if int8:
-            fp32_out.unlink(missing_ok=True)
+            fp32.unlink(missing_ok=True)
     return result
 
 
-def require_onnx(runtime: bool) -> None:
-    """One line naming the `export` extra when onnx (writing a model) or, with `runtime`,
-    onnxruntime (checking or quantizing it) is not installed."""
-    need_extra("onnx", "export", "ONNX export (--onnx)")
+def require_onnx(
+    runtime: bool, int8: bool = False, calibration_data: str | os.PathLike | None = None
+) -> None:
+    """One line, before any work: `int8` without `calibration_data`, or onnx (writing a
+    model) or, with `runtime`, onnxruntime (checking or quantizing it) not installed."""
+    if int8 and not calibration_data:
+        raise UserError(
+            Param("int8"), " needs ", Param("calibration_data"), " DIR (a packed dataset)"
+        )
+    need_extra("onnx", "export", "ONNX export")
     if runtime:
         need_extra("onnxruntime", "export", "checking or quantizing ONNX")
 
@@ -201,153 +212,6 @@ def compare_int8(
     }
 
 
-def check_onnx(
-    path: str | os.PathLike, model: nn.Module, *, batch: int = 3, seed: int = 1
-) -> dict[str, Any]:
-    """Run the ONNX file with onnxruntime on a batch of `batch` images (a size other than the
-    traced 2) and compare with `model`; UserError if beyond the tolerance."""
-    need_extra("onnxruntime", "export", "checking ONNX")
-    import onnxruntime as ort
-
-    size, channels = int(model.input_size), int(model.in_channels)
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(batch, channels, size, size, generator=gen)
-    with torch.no_grad():
-        ref = model.cpu().eval()(x).numpy()
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = session.run(["logits"], {"images": x.numpy()})[0]
-    diff = np.abs(got - ref)
-    ok = got.shape == ref.shape and bool(np.all(diff <= ONNX_ATOL + ONNX_RTOL * np.abs(ref)))
-    if not ok:
-        raise UserError(
-            f"{path}: onnxruntime disagrees with PyTorch (max |diff| {diff.max():.3g}, "
-            f"tolerance {ONNX_ATOL} + {ONNX_RTOL} * |logit|)"
-        )
-    return {"checked": True, "check_batch": batch, "max_abs_diff": float(diff.max())}
-
-
-# ---- Hugging Face-style folder -----------------------------------------------------------------
-def export_hf(weights: str | os.PathLike, out: str | os.PathLike) -> dict[str, Any]:
-    """Write weights of any format `alexnet.weights.load` reads as the Hugging Face-style
-    folder `out` (`alexnet.weights.hf`: model.safetensors, config.json, README.md); the card
-    quotes the run's eval.json when `weights` is a run directory or a file in one.
-
-    Returns {"folder", "files", "model", "classes", "eval"}.
-    """
-    model, meta = load(weights, "cpu")
-    return hf.write_folder(out, model, meta, hf.run_dir_of(weights))
-
-
-# ---- torch.export ----------------------------------------------------------------------------
-# |program - model| <= PT2_ATOL + PT2_RTOL * |model| elementwise on the logits: the LRN's
-# window sum in plain ops (`F.local_response_norm`: an average pool over a^2, times the size)
-# rounds differently from the C kernel's running sum, ~1e-6 relative in float32.
-PT2_ATOL = 1e-4
-PT2_RTOL = 1e-4
-PT2_META = "alexnet.json"  # extra file in the .pt2: {"model", "classes", "preprocess"}
-
-
-def plain_copy(model: nn.Module) -> nn.Module:
-    """`exportable(model)` with every `MaxPool` (the C kernel, a custom op) as torch's own
-    `nn.MaxPool2d` too: a network of plain torch ops only, same numbers."""
-    out = exportable(model)
-
-    def swap(module: nn.Module) -> None:
-        for name, child in module.named_children():
-            if isinstance(child, MaxPool):
-                pool = nn.MaxPool2d(child.kernel_size, child.stride, child.padding, child.dilation)
-                setattr(module, name, pool)
-            else:
-                swap(child)
-
-    swap(out)
-    return out
-
-
-def export_program(model: nn.Module, *, seed: int = 0) -> torch.export.ExportedProgram:
-    """`torch.export.export` of `model` in eval mode, input (batch, C, S, S) with a dynamic
-    batch dimension, LRN and max-pooling as plain torch ops (`plain_copy`)."""
-    net = plain_copy(model)
-    size, channels = int(model.input_size), int(model.in_channels)
-    gen = torch.Generator().manual_seed(seed)
-    example = torch.randn(2, channels, size, size, generator=gen)
-    batch = torch.export.Dim("batch", min=1, max=1 << 16)
-    program = torch.export.export(net, (example,), dynamic_shapes=({0: batch},))
-    custom = sorted(
-        {
-            str(node.target)
-            for node in program.graph.nodes
-            if node.op == "call_function" and str(node.target).startswith("alexnet.")
-        }
-    )
-    if custom:  # plain_copy missed a layer: the program would need this package to run
-        raise RuntimeError(f"torch.export kept this package's custom ops {custom}")
-    return program
-
-
-def export_torch(
-    weights: str | os.PathLike, out: str | os.PathLike, *, check: bool = True, seed: int = 0
-) -> dict[str, Any]:
-    """Write `out` (.pt2, `torch.export.save`) from weights of any format; it loads with
-    `torch.export.load(out).module()` without this package (only torch ops in it), and carries
-    the classes and preprocessing as the extra file `alexnet.json`. With `check`, load it back
-    and compare with the model at batch sizes 1 and 3 (PT2_ATOL + PT2_RTOL * |logit|).
-
-    Returns {"pt2", "model", "input_shape", "lrn", "checked", "atol", "rtol", ...}.
-    """
-    model, meta = load(weights, "cpu")
-    program = export_program(model, seed=seed)
-    info = {"model": meta.model_config, "classes": meta.classes}
-    extra = {PT2_META: json.dumps({**info, "preprocess": meta.preprocess.to_json()})}
-    out = Path(out)
-    atomic_write(out, lambda f: torch.export.save(program, f, extra_files=extra))
-    has_lrn = any(isinstance(m, LRN) for m in model.modules())
-    size, channels = int(model.input_size), int(model.in_channels)
-    result: dict[str, Any] = {
-        "pt2": str(out),
-        "model": meta.model_name,
-        "input_shape": ["batch", channels, size, size],
-        "lrn": "decomposed into torch ops" if has_lrn else "none",
-        "checked": False,
-        "atol": PT2_ATOL,
-        "rtol": PT2_RTOL,
-    }
-    if check:
-        result.update(check_program(out, model, seed=seed + 1))
-    return result
-
-
-def check_program(
-    path: str | os.PathLike, model: nn.Module, *, batches: tuple[int, ...] = (1, 3), seed: int = 1
-) -> dict[str, Any]:
-    """Run the saved program at each batch size and compare with `model`; UserError if beyond
-    PT2_ATOL + PT2_RTOL * |logit|. Returns {"checked", "check_batches", "max_abs_diff"}."""
-    program = torch.export.load(str(path)).module()
-    size, channels = int(model.input_size), int(model.in_channels)
-    gen = torch.Generator().manual_seed(seed)
-    worst = 0.0
-    for batch in batches:
-        x = torch.randn(batch, channels, size, size, generator=gen)
-        with torch.no_grad():
-            ref, got = model.cpu().eval()(x), program(x)
-        diff = (got - ref).abs()
-        worst = max(worst, float(diff.max()))
-        if got.shape != ref.shape or not bool((diff <= PT2_ATOL + PT2_RTOL * ref.abs()).all()):
-            raise UserError(
-                f"{path}: the exported program disagrees with the model at batch {batch} "
-                f"(max |diff| {float(diff.max()):.3g}, tolerance {PT2_ATOL} + {PT2_RTOL} * |logit|)"
-            )
-    return {"checked": True, "check_batches": list(batches), "max_abs_diff": worst}
-
-
-# ------------------------------------------------------------------ metadata, int8, running
-# An ONNX file of ours carries what `alexnet.weights.load` reads from our safetensors, as
-# strings in the model's metadata_props (ONNX ModelProto field 14): the model config, the class
-# names, the evaluation preprocessing and, for normalize "mean_image", the mean image (float32
-# little-endian bytes, base64). The graph has two outputs: "logits" (batch, K) and "features"
-# (batch, D), the penultimate activations (fc7 after ReLU) that `features` / `neighbors` use.
-
-
 class _WithFeatures(nn.Module):
     """model(x) -> (logits, penultimate): one pass, the last Linear applied to
     `forward_penultimate` (dropout before it is the identity in eval mode)."""
@@ -362,9 +226,10 @@ class _WithFeatures(nn.Module):
         return self.head(feats), feats
 
 
-def onnx_metadata(meta: Any, *, int8: bool = False) -> dict[str, str]:
-    """`WeightsMeta` -> the metadata_props of our ONNX files (strings only)."""
-
+def onnx_metadata(meta: WeightsMeta, *, int8: bool = False) -> dict[str, str]:
+    """`WeightsMeta` -> the metadata_props (strings, ONNX ModelProto field 14) of our ONNX
+    files: what `alexnet.weights.load` reads from our safetensors; a mean image as float32
+    little-endian bytes, base64."""
     props = {
         "format": ONNX_FORMAT,
         "model_config": json.dumps(meta.model_config),
@@ -380,33 +245,22 @@ def onnx_metadata(meta: Any, *, int8: bool = False) -> dict[str, str]:
     return {META_PREFIX + k: v for k, v in props.items()}
 
 
-def _set_metadata(path: Path, props: dict[str, str]) -> None:
-    """Replace our metadata_props in the ONNX file `path` (rewritten atomically)."""
-    import onnx
-
-    proto = onnx.load(str(path))
-    kept = [p for p in proto.metadata_props if not p.key.startswith(META_PREFIX)]
+def _save(proto: Any, path: Path, props: dict[str, str]) -> None:
+    """Write the ONNX `proto` to `path` atomically, with `props` as its metadata_props."""
     del proto.metadata_props[:]
-    proto.metadata_props.extend(kept)
     for k, v in props.items():
         proto.metadata_props.add(key=k, value=v)
-    atomic_write(path, lambda f: f.write(proto.SerializeToString()))
+    atomic_write_bytes(path, proto.SerializeToString())
 
 
-def is_onnx_path(path: str | os.PathLike) -> bool:
-    """True for a file named *.onnx (how every --weights flag tells an ONNX model apart)."""
-    return str(path).lower().endswith(".onnx") and not Path(path).is_dir()
-
-
-def read_onnx_meta(path: str | os.PathLike, props: dict[str, str]) -> Any:
+def read_onnx_meta(path: str | os.PathLike, props: dict[str, str]) -> WeightsMeta:
     """metadata_props of an ONNX file -> `WeightsMeta`; UserError (one line) when they are not
     ours (a foreign model, or one exported by something else)."""
-
     get = {k[len(META_PREFIX) :]: v for k, v in props.items() if k.startswith(META_PREFIX)}
     if get.get("format") != ONNX_FORMAT:
         raise UserError(
-            f"{path}: an ONNX model without alexnet's metadata (not written by `alexnet export "
-            "--onnx`): its classes and preprocessing are unknown"
+            f"{path}: an ONNX model without alexnet's metadata (not written by alexnet's ONNX "
+            "export): its classes and preprocessing are unknown"
         )
     try:
         mean = None
@@ -414,26 +268,19 @@ def read_onnx_meta(path: str | os.PathLike, props: dict[str, str]) -> Any:
             shape = json.loads(get["mean_image_shape"])
             raw = np.frombuffer(base64.b64decode(get["mean_image"]), dtype="<f4")
             mean = torch.from_numpy(raw.reshape(shape).astype(np.float32))
-        return WeightsMeta(
-            model_config=json.loads(get["model_config"]),
-            classes=[str(c) for c in json.loads(get["classes"])],
-            preprocess=Preprocess.from_json(json.loads(get["preprocess"])),
-            extra={"source": "onnx", "int8": get.get("int8") == "1"},
-            mean_image=mean,
-            format="onnx",
-            path=str(path),
-        )
+        stored = [json.loads(get[k]) for k in ("model_config", "classes", "preprocess")]
+        extra = {"source": "onnx", "int8": get.get("int8") == "1"}
+        return WeightsMeta.parse(*stored, extra, mean_image=mean, format="onnx", path=str(path))
     except (KeyError, ValueError, TypeError) as exc:
         raise UserError(f"{path}: damaged alexnet metadata in the ONNX file ({exc})") from None
 
 
 class OnnxModel:
-    """An ONNX file of ours run by onnxruntime on the CPU (intra-op threads = cores).
+    """An ONNX file of ours run by onnxruntime on the CPU (intra-op threads = cores): `logits(x)`
+    float32 numpy (B, C, S, S) -> (B, K); and, as a torch model, `model(x)` -> logits and
+    `forward_penultimate(x)` -> (B, D) of torch tensors (x preprocessed)."""
 
-    `logits(x)` / `features(x)`: float32 (B, C, S, S), preprocessed -> (B, K) / (B, D), numpy.
-    """
-
-    def __init__(self, path: str | os.PathLike, threads: int | None = None) -> None:
+    def __init__(self, path: str | os.PathLike) -> None:
         need_extra("onnxruntime", "export", "running an ONNX model")
         import onnxruntime as ort
 
@@ -441,7 +288,7 @@ class OnnxModel:
         if not path.is_file():
             raise UserError(f"{path}: no such ONNX file")
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = int(threads or os.cpu_count() or 1)
+        opts.intra_op_num_threads = os.cpu_count() or 1
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3  # no warnings on stderr
         # idle pool threads sleep instead of spinning: they would take the cores from torch,
@@ -452,13 +299,11 @@ class OnnxModel:
         except Exception as exc:  # onnxruntime raises its own types for every bad file
             first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc)
             raise UserError(f"{path}: not a readable ONNX model ({first})") from None
-        props = dict(self.session.get_modelmeta().custom_metadata_map)
-        self.meta = read_onnx_meta(path, props)
+        self.meta = read_onnx_meta(path, dict(self.session.get_modelmeta().custom_metadata_map))
         self.path = path
         self.int8 = bool(self.meta.extra.get("int8"))
         outputs = [o.name for o in self.session.get_outputs()]
-        inputs = [i.name for i in self.session.get_inputs()]
-        if inputs != ["images"] or "logits" not in outputs:
+        if [i.name for i in self.session.get_inputs()] != ["images"] or "logits" not in outputs:
             raise UserError(f"{path}: an ONNX model without input 'images' / output 'logits'")
         self.has_features = "features" in outputs
 
@@ -466,73 +311,53 @@ class OnnxModel:
         """(B, C, S, S) float32 -> (B, K) float32 logits."""
         return self.session.run(["logits"], {"images": np.ascontiguousarray(x, np.float32)})[0]
 
-    def features(self, x: np.ndarray) -> np.ndarray:
-        """(B, C, S, S) float32 -> (B, D) penultimate activations (fc7 after ReLU)."""
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.logits(x.detach().cpu().numpy()))
+
+    def forward_penultimate(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, S, S) -> (B, D) penultimate activations (fc7 after ReLU)."""
         if not self.has_features:
-            raise UserError(
-                f"{self.path}: exported without the 'features' output; export it again with "
-                "`alexnet export --onnx`"
-            )
-        return self.session.run(["features"], {"images": np.ascontiguousarray(x, np.float32)})[0]
+            raise UserError(f"{self.path}: exported without the 'features' output; export it again")
+        images = np.ascontiguousarray(x.detach().cpu().numpy(), np.float32)
+        return torch.from_numpy(self.session.run(["features"], {"images": images})[0])
 
 
 def calibration_batches(
     data: str | os.PathLike,
-    meta: Any,
+    meta: WeightsMeta,
     count: int = CALIBRATION_IMAGES,
-    *,
-    batch: int = 16,
-    seed: int = 0,
 ) -> list[np.ndarray]:
     """`count` images (fewer if the split is smaller) of the packed dataset `data`'s training
     split, a seeded sample in index order, through the model's evaluation preprocessing (1
-    centre crop, `alexnet.evaluate.make_eval_transform`) -> float32 (b, C, S, S) batches."""
-
+    centre crop) -> float32 (b, C, S, S) batches of 16."""
     ds = open_dataset(data, "train")
     n = len(ds)
     if n == 0:
-        raise UserError(f"--calibration-data {data}: the training split is empty")
-    pre = meta.preprocess
-    h, w = ds.image_size
-    if not pre.resize and int(pre.crop_size) > min(h, w):
-        raise UserError(
-            f"--calibration-data {data}: holds {h}x{w} images, the model needs at least "
-            f"{pre.crop_size}x{pre.crop_size}"
-        )
-    if pre.normalize == "mean_image" and meta.mean_image is not None:
-        if tuple(meta.mean_image.shape[:2]) != (h, w):
-            raise UserError(
-                f"--calibration-data {data}: {h}x{w} images, but the weights' mean image is "
-                f"{tuple(meta.mean_image.shape[:2])}: calibrate on the data they were trained on"
-            )
+        raise UserError(Param("calibration_data"), f" {data}: the training split is empty")
+    check_images_fit(meta.path, meta.preprocess, meta.mean_image, ds.image_size, data)
     take = min(int(count), n)
-    rows = np.sort(np.random.default_rng(seed).choice(n, size=take, replace=False))
-    transform = make_eval_transform(pre, meta.mean_image, 1)
+    rows = np.sort(np.random.default_rng(0).choice(n, size=take, replace=False))
+    transform = make_eval_transform(meta.preprocess, meta.mean_image, 1)
     out = []
-    for start in range(0, take, batch):
-        imgs = np.stack([np.asarray(ds.images[int(i)]) for i in rows[start : start + batch]])
+    for start in range(0, take, 16):
+        imgs = np.stack([np.asarray(ds.images[int(i)]) for i in rows[start : start + 16]])
         x = torch.from_numpy(imgs).permute(0, 3, 1, 2)
         out.append(transform(x).float().numpy())
     return out
 
 
 def quantize_int8(
-    fp32: str | os.PathLike, out: str | os.PathLike, batches: list[np.ndarray]
+    fp32: str | os.PathLike, out: str | os.PathLike, batches: list[np.ndarray], props: dict
 ) -> None:
-    """Post-training static quantization of our fp32 ONNX file `fp32` into `out` with
-    onnxruntime's quantizer: QDQ format, weights int8 per output channel (symmetric),
-    activations uint8 (asymmetric), ranges by MinMax over the calibration `batches`
-    (float32 (b, C, S, S), preprocessed). Only the convolutions and the FC layers are
-    quantized, with ReLU and the LRN's window sum (`QUANTIZED_OPS`); the rest of the LRN and
-    the pools stay float between them.
-    metadata_props are copied.
+    """Post-training static quantization of our fp32 ONNX file into `out` (metadata_props
+    `props`), onnxruntime's quantizer: QDQ, weights int8 per output channel (symmetric),
+    activations uint8 (asymmetric), MinMax ranges over the preprocessed calibration `batches`
+    (b, C, S, S); only `QUANTIZED_OPS`, the rest of the LRN and the pools stay float.
 
-    Weights use 7 of their 8 bits (`reduce_range`): x86 CPUs without VNNI multiply uint8 by
-    int8 with an instruction (vpmaddubsw) that saturates pairs of products at int16; full-range
-    weights overflow it (measured on `small`: logits off by 1.6 of a range of 7.5, top-1 agreed
-    on 94 % of the images; 7-bit: off by 0.06, 99.5 %). ONNX Runtime's quantization docs
-    recommend reduce_range for such CPUs; the file must run right on every CPU."""
-
+    Weights use 7 of their 8 bits (`reduce_range`, as ONNX Runtime's docs advise): x86 CPUs
+    without VNNI saturate pairs of uint8 x int8 products at int16 (vpmaddubsw); full-range
+    weights overflow it (`small`: logits off by 1.6 of a range of 7.5, top-1 agreed on 94 % of
+    the images; 7-bit: off by 0.06, 99.5 %), and the file must run right on every CPU."""
     import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -545,16 +370,13 @@ def quantize_int8(
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self.it = iter(batches)
+            self.it = iter([{"images": x} for x in batches])
 
         def get_next(self) -> dict[str, np.ndarray] | None:
-            x = next(self.it, None)
-            return None if x is None else {"images": x}
+            return next(self.it, None)
 
-    props = {p.key: p.value for p in onnx.load(str(fp32)).metadata_props}
     with tempfile.TemporaryDirectory(prefix="alexnet-int8-") as tmp:
-        pre = Path(tmp) / "pre.onnx"
-        q = Path(tmp) / "int8.onnx"
+        pre, q = Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
@@ -570,9 +392,45 @@ def quantize_int8(
                 reduce_range=True,  # 7-bit weights: see the docstring
                 op_types_to_quantize=QUANTIZED_OPS,
             )
-        proto = onnx.load(str(q))
-    props[META_PREFIX + "int8"] = "1"
-    del proto.metadata_props[:]
-    for k, v in props.items():
-        proto.metadata_props.add(key=k, value=v)
-    atomic_write(Path(out), lambda f: f.write(proto.SerializeToString()))
+        _save(onnx.load(str(q)), Path(out), props)
+
+
+# ---- torch.export ----------------------------------------------------------------------------
+def export_program(model: nn.Module) -> torch.export.ExportedProgram:
+    """`torch.export.export` of `plain_copy(model)`, input (batch, C, S, S), dynamic batch."""
+    example = _random_images(model, 2, torch.Generator().manual_seed(0))
+    batch = torch.export.Dim("batch", min=1, max=1 << 16)
+    program = torch.export.export(plain_copy(model), (example,), dynamic_shapes=({0: batch},))
+    nodes = program.graph.nodes
+    custom = {str(n.target) for n in nodes if n.op == "call_function"}
+    custom = sorted(t for t in custom if t.startswith("alexnet."))
+    if custom:  # plain_copy missed a layer: the program would need this package to run
+        raise RuntimeError(f"torch.export kept this package's custom ops {custom}")
+    return program
+
+
+def export_torch(
+    weights: str | os.PathLike, out: str | os.PathLike, *, check: bool = True
+) -> dict[str, Any]:
+    """Write `out` (.pt2, `torch.export.save`) from weights of any format; it loads with
+    `torch.export.load(out).module()` without this package, and carries the classes and
+    preprocessing as the extra file `PT2_META`. `check`: load it back and compare with the
+    model at batch sizes 1 and 3.
+
+    Returns {"pt2", "model", "input_shape", "lrn", "checked", "atol", "rtol"} (+
+    "check_batches", "max_abs_diff" when checked).
+    """
+    model, meta = load(weights, "cpu")
+    program = export_program(model)
+    info = {"model": meta.model_config, "classes": meta.classes}
+    extra = {PT2_META: json.dumps({**info, "preprocess": meta.preprocess.to_json()})}
+    out = Path(out)
+    atomic_write(out, lambda f: torch.export.save(program, f, extra_files=extra))
+    has_lrn = any(isinstance(m, LRN) for m in model.modules())
+    lrn = "decomposed into torch ops" if has_lrn else "none"
+    result = _result("pt2", out, model, meta, lrn=lrn)
+    if check:
+        run = torch.export.load(str(out)).module()
+        diff = _check(out, model, run, (1, 3), "the exported program")
+        result.update(checked=True, check_batches=[1, 3], max_abs_diff=diff)
+    return result

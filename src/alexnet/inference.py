@@ -27,8 +27,8 @@ from alexnet.checkpoint import checkpoint_path
 from alexnet.data import TEST_CROPS
 from alexnet.data.decode import DEFAULT_MAX_PIXELS, Decoded, decode_image
 from alexnet.data.packed import HEADER, open_dataset
-from alexnet.errors import UserError
-from alexnet.evaluate import make_eval_transform
+from alexnet.errors import Param, UserError
+from alexnet.evaluate import check_images_fit, make_eval_transform
 from alexnet.explain import Inputs
 from alexnet.export import OnnxModel
 from alexnet.fileio import atomic_write, atomic_write_text, rounded
@@ -52,23 +52,19 @@ def expand_image_args(args: Iterable[str]) -> tuple[list[str], list[tuple[str, s
     errors: list[tuple[str, str]] = []
     for arg in args:
         if os.path.isdir(arg):
-            found = sorted(
-                str(p)
-                for p in Path(arg).rglob("*")
-                if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-            )
-            if not found:
-                errors.append((arg, "directory holds no image files"))
-            paths.extend(found)
+            files = (p for p in Path(arg).rglob("*") if p.is_file())
+            found = sorted(str(p) for p in files if p.suffix.lower() in IMAGE_EXTENSIONS)
+            why = "directory holds no image files"
         elif os.path.exists(arg):
-            paths.append(arg)
+            found = [arg]
         elif glob.has_magic(arg):
             found = sorted(p for p in glob.glob(arg, recursive=True) if os.path.isfile(p))
-            if not found:
-                errors.append((arg, "pattern matches no file"))
-            paths.extend(found)
+            why = "pattern matches no file"
         else:
-            errors.append((arg, "no such file or directory"))
+            found, why = [], "no such file or directory"
+        paths.extend(found)
+        if not found:
+            errors.append((arg, why))
     return paths, errors
 
 
@@ -127,39 +123,8 @@ class FileBatch:
     error: str | None = None
 
 
-# ------------------------------------------------------------------ backends
-class TorchBackend:
-    """A torch model: `logits(x)` (B, K) and `features(x)` (B, D) of inputs (B, C, S, S)."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        self.model = model
-
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_penultimate(x)
-
-
-class OnnxBackend:
-    """One of our ONNX files (fp32 or int8) on onnxruntime, CPU: `TorchBackend`'s calls, and
-    callable as the model (`backend(x)` = logits) for `evaluate`."""
-
-    def __init__(self, path: str | os.PathLike) -> None:
-        self.onnx = OnnxModel(path)
-        self.path = str(path)
-
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self.onnx.logits(x.detach().cpu().float().numpy()))
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self.onnx.features(x.detach().cpu().float().numpy()))
-
-    __call__ = logits
-
-
 def is_onnx(weights: str | os.PathLike | None) -> bool:
-    """Whether a --weights value names an ONNX model (a file ending in .onnx)."""
+    """Whether `weights` names an ONNX model (a file ending in .onnx)."""
     return weights is not None and str(weights).lower().endswith(".onnx")
 
 
@@ -170,8 +135,9 @@ def weights_device(
     if is_onnx(weights):
         if flag not in (None, "auto", "cpu"):
             raise UserError(
-                f"--device {flag}: {weights} is an ONNX model, run on the CPU by onnxruntime; "
-                "use the weights it was exported from on other devices"
+                Param("device"),
+                f" {flag}: {weights} is an ONNX model, run on the CPU by onnxruntime; use the "
+                "weights it was exported from on other devices",
             )
         return torch.device("cpu")
     return resolve_device(flag or "auto", info)
@@ -179,26 +145,21 @@ def weights_device(
 
 def load_backend(
     weights: str | os.PathLike, device: str | torch.device = "cpu"
-) -> tuple[TorchBackend | OnnxBackend, WeightsMeta]:
-    """Any --weights value -> (backend, metadata): an ONNX file on onnxruntime (CPU only),
-    everything else through `alexnet.weights.load` on `device`."""
+) -> tuple[torch.nn.Module | OnnxModel, WeightsMeta]:
+    """Any weights -> (model, metadata): an ONNX file as an `OnnxModel` (CPU only), everything
+    else through `alexnet.weights.load` on `device`."""
     if is_onnx(weights):
         weights_device(weights, str(torch.device(device).type))
-        backend = OnnxBackend(weights)
-        return backend, backend.onnx.meta
-    model, meta = load(weights, device)
-    return TorchBackend(model), meta
+        onnx = OnnxModel(weights)
+        return onnx, onnx.meta
+    return load(weights, device)
 
 
 class Predictor:
-    """Weights -> a model that answers questions about images.
-
-    Args:
-        weights: anything `alexnet.weights.load` reads, or an ONNX file of ours (CPU only).
-        device: "auto", "cpu", "cuda", "cuda:N", "mps" (UserError for one this machine lacks).
-        crops: 1 (centre), 2 (centre + mirror) or 10 (paper §4.1), softmax averaged.
-        batch_size: images per forward pass.
-    """
+    """Weights (anything `alexnet.weights.load` reads, or an ONNX file of ours: CPU only) on
+    `device` ("auto", "cpu", "cuda", "cuda:N", "mps") -> a model that answers questions about
+    images, `crops` 1 (centre), 2 (centre + mirror) or 10 (paper §4.1) softmax averaged,
+    `batch_size` images per forward pass."""
 
     def __init__(
         self,
@@ -225,7 +186,7 @@ class Predictor:
     @property
     def onnx(self) -> bool:
         """Whether an ONNX file runs (onnxruntime): no torch module, no layers to look into."""
-        return isinstance(self.backend, OnnxBackend)
+        return isinstance(self.backend, OnnxModel)
 
     @property
     def model(self) -> torch.nn.Module:
@@ -239,14 +200,14 @@ class Predictor:
                 f"{self.weights}: an ONNX model; {what} needs torch weights (.safetensors, .pth, "
                 "a run), e.g. those it was exported from"
             )
-        return self.backend.model
+        return self.backend
 
     @cached_property
     def feature_layer(self) -> str:
         """The layer `features` returns, as `alexnet summary` names it: "fc7" for the 224 px
         models (paper §6.1), "pool3 (flattened)" or "fc4" for `small`."""
         if not self.onnx:
-            return self.backend.model.penultimate_name
+            return self.backend.penultimate_name
         with torch.device("meta"):  # the ONNX model's torch twin, without its weights
             return build_model(self.meta.model_config, self.meta.num_classes).penultimate_name
 
@@ -256,14 +217,14 @@ class Predictor:
         the softmax averaged over the crops (paper §4.1)."""
         x = self.inputs.on_device(images)
         b = x.shape[0]
-        logits = self.backend.logits(self._transform(x)).float()
+        logits = self.backend(self._transform(x)).float()
         return F.softmax(logits, dim=1).view(b, self.crops, -1).mean(dim=1)
 
     @torch.no_grad()
     def features(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
         """uint8 (B, H, W, 3) -> penultimate activations (B, D) of the centre crop (fc7 after
         ReLU for the 224 px models: the paper's §6.1 retrieval feature), on the device."""
-        return self.backend.features(self.inputs(images)).float()
+        return self.backend.forward_penultimate(self.inputs(images)).float()
 
     def predictions(self, names: list[str], probs: torch.Tensor, k: int) -> list[Prediction]:
         """Images' names and (B, K) probabilities -> their top-k, descending."""
@@ -322,14 +283,12 @@ def nearest(
     device: str | torch.device = "cpu",
     chunk: int = 8192,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The k rows of `base` (N, D) nearest to each query (Q, D) in Euclidean distance.
+    """The k rows of `base` (N, D) nearest to each query (Q, D) in Euclidean distance ->
+    (distances (Q, k) float32 ascending, indices (Q, k) int64).
 
-    Distances via ||q||^2 - 2 q.b + ||b||^2 (one matrix product per chunk of `chunk` base rows,
-    on `device`), keeping a running top-k; the squared distance is clamped at 0 before the
-    square root. Everything is first centred on the base set's mean (distances do not change;
-    the float32 cancellation error, about eps * ||x||^2 in the squared distance, shrinks a lot
-    for ReLU features, which share a large positive mean).
-    Returns (distances (Q, k) float32 ascending, indices (Q, k) int64).
+    ||q||^2 - 2 q.b + ||b||^2 per chunk of `chunk` base rows on `device`, clamped at 0, with a
+    running top-k; all centred on the base set's mean first (the float32 cancellation error,
+    about eps * ||x||^2, shrinks a lot for ReLU features, which share a large positive mean).
     """
     q = torch.as_tensor(np.asarray(queries, dtype=np.float32)).to(device)
     if q.dim() != 2 or len(base.shape) != 2 or q.shape[1] != base.shape[1]:
@@ -482,17 +441,16 @@ def load_features(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
 
 
 def file_digest(path: str | os.PathLike) -> str:
-    """SHA-256 of a file's bytes (hex), read in 1 MiB blocks; for a run directory given as
-    weights, of the checkpoint the weights loader reads from it (of a Hugging Face-style
-    folder, its model.safetensors)."""
+    """SHA-256 of a file's bytes (hex); of a run directory, of the checkpoint the weights loader
+    reads from it; of a Hugging Face-style folder, of its model.safetensors."""
     if is_hf_folder(path):
         path = Path(path) / HF_WEIGHTS
     elif Path(path).is_dir():
         path = checkpoint_path(Path(path))
-    h = hashlib.sha256()
+    h = hashlib.sha256()  # hashlib.file_digest: Python 3.11
     try:
         with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
+            while block := f.read(1 << 20):
                 h.update(block)
     except OSError as exc:
         raise UserError(f"{path}: cannot read ({exc.strerror})") from None
@@ -502,25 +460,8 @@ def file_digest(path: str | os.PathLike) -> str:
 def check_fits(predictor: Predictor, image_size: tuple[int, int], data: str | os.PathLike) -> None:
     """UserError unless `predictor`'s eval transform can take `data`'s (H, W) images: without a
     resize the crop must fit, and a mean image must have the images' size."""
-    pre = predictor.preprocess
-    h, w = image_size
-    crop = int(pre.crop_size)
-    if pre.resize:
-        return
-    if crop > min(h, w):
-        raise UserError(
-            f"{predictor.weights}: needs images of at least {crop}x{crop} px, but {data} holds "
-            f"{h}x{w}: use weights trained on this data (alexnet train --data {data}, with "
-            f"--resize {crop} for a {crop} px model) or data packed at >= {crop} px"
-        )
-    mean = predictor.mean_image
-    if pre.normalize == "mean_image" and mean is not None:
-        mh, mw = (int(s) for s in tuple(mean.shape)[:2])
-        if (mh, mw) != (h, w):
-            raise UserError(
-                f"{predictor.weights}: its mean image is {mh}x{mw}, but {data} holds {h}x{w} "
-                "images: use weights trained on this data"
-            )
+    p = predictor
+    check_images_fit(p.weights, p.preprocess, p.mean_image, image_size, data)
 
 
 def features_source(weights: str | os.PathLike, dataset: Any = None) -> dict[str, str]:

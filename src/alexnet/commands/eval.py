@@ -56,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from alexnet.data.loader import DeviceLoader
     from alexnet.data.packed import open_dataset
     from alexnet.evaluate import evaluate, make_eval_transform, per_class_accuracy
+    from alexnet.export import OnnxModel
     from alexnet.inference import load_backend, weights_device
     from alexnet.runtime import dist_info, init_distributed, shutdown_distributed
 
@@ -64,9 +65,8 @@ def run(args: argparse.Namespace) -> int:
     info = dist_info()
     device = weights_device(args.weights, args.device, info)
     ds = open_dataset(args.data, args.split)
-    backend, meta = load_backend(args.weights, device)
-    model = getattr(backend, "model", backend)  # a torch module, or the ONNX model's session
-    if args.amp and model is backend:
+    model, meta = load_backend(args.weights, device)
+    if args.amp and isinstance(model, OnnxModel):
         raise UserError(f"--amp: {args.weights} is an ONNX model (fp32 or int8); drop --amp")
     if meta.classes != list(ds.classes):
         raise UserError(

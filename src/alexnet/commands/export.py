@@ -77,20 +77,18 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from alexnet.export import export_hf, export_onnx, export_torch, require_onnx
-    from alexnet.weights import convert_layout
+    from alexnet.export import export_onnx, export_torch, require_onnx
+    from alexnet.weights import convert_layout, hf, load
 
     if args.int8 and not args.onnx:
         raise UserError("--int8 needs --onnx OUT.onnx")
-    if args.int8 and not args.calibration_data:
-        raise UserError("--int8 needs --calibration-data DIR (a packed dataset's training split)")
     if not (args.onnx or args.two_device or args.paper or args.hf or args.torch_export):
         raise UserError(
             "export needs --onnx OUT.onnx, --two-device OUT, --paper OUT, --hf DIR or "
             "--torch-export OUT.pt2"
         )
     if args.onnx:  # before any file is written
-        require_onnx(runtime=args.int8 or not args.no_check)
+        require_onnx(args.int8 or not args.no_check, args.int8, args.calibration_data)
     for flag in ("onnx", "two_device", "paper", "torch_export"):
         if getattr(args, flag):
             output_file(getattr(args, flag), flag_of(flag))
@@ -110,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
             calibration_images=args.calibration_images,
         )
     if args.hf:
-        out["hf"] = export_hf(args.weights, args.hf)
+        model, meta = load(args.weights, "cpu")
+        out["hf"] = hf.write_folder(args.hf, model, meta, hf.run_dir_of(args.weights))
     if args.torch_export:
         out["torch_export"] = export_torch(args.weights, args.torch_export, check=not args.no_check)
     if args.json:

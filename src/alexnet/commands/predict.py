@@ -60,17 +60,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from alexnet.inference import Predictor, expand_image_args, weights_device
+    from alexnet.inference import Predictor, expand_image_args
 
     if args.explain is None and (args.patch or args.stride or args.out):
         raise UserError("--patch, --stride and --out go with --explain occlusion")
     paths, missing = expand_image_args(args.images)
-    predictor = Predictor(
-        args.weights,
-        weights_device(args.weights, args.device),
-        crops=args.crops,
-        batch_size=args.batch_size,
-    )
+    predictor = Predictor(args.weights, args.device, args.crops, args.batch_size)
     explainer = _Occlusion(predictor, args) if args.explain else None
     failed = 0
     for arg, reason in missing:
@@ -109,13 +104,11 @@ class _Occlusion:
 
     def __init__(self, predictor, args: argparse.Namespace) -> None:
         from alexnet.commands.outputs import creatable_dir
-        from alexnet.explain import Inputs, occlusion_grid
+        from alexnet.explain import occlusion_grid
 
         self.model = predictor.torch_model("--explain occlusion")
         self.predictor, self.args = predictor, args
-        self.inputs = Inputs(predictor.preprocess, predictor.mean_image, predictor.device)
-        size = int(predictor.preprocess.crop_size)
-        occlusion_grid(size, args.patch, args.stride)  # a wrong --patch or --stride: one line
+        occlusion_grid(int(predictor.preprocess.crop_size), args.patch, args.stride)  # one line
         self.out = creatable_dir(args.out, "--out") if args.out else None
         self.names: set[str] = set()
 
@@ -124,24 +117,23 @@ class _Occlusion:
         from alexnet.fileio import rounded
         from alexnet.inference import read_image
 
-        p = self.predictor
+        p, a = self.predictor, self.args
         image = read_image(pred.image, p.image_size, p.resize_rule)[None]
-        a = self.args
-        found = occlusion(
-            self.model, self.inputs(image), pred.indices[0], a.patch, a.stride, a.batch_size
-        )
+        top = pred.indices[0]
+        found = occlusion(self.model, p.inputs(image), top, a.patch, a.stride, a.batch_size)
         if self.out is not None:
-            self._picture(pred, image, found)
+            self._picture(pred, p.inputs.display(image)[0], found)
         return {
             "class": pred.classes[0],
-            "index": pred.indices[0],
+            "index": top,
             "patch": found["patch"],
             "stride": found["stride"],
             "prob": rounded(found["prob"]),
             "drop": [[rounded(float(v)) for v in row] for row in found["drop"]],
         }
 
-    def _picture(self, pred, image, found) -> None:
+    def _picture(self, pred, view, found) -> None:
+        """The heat map of `found` over `view` as OUT/NAME.png, NAME the file's stem made unique."""
         from pathlib import Path
 
         from alexnet.viz import occlusion_map
@@ -154,7 +146,6 @@ class _Occlusion:
         self.names.add(name)
         self.out.mkdir(parents=True, exist_ok=True)
         title = f"{Path(pred.image).name}: {pred.classes[0]} (p = {found['prob']:.3f})"
-        view = self.inputs.display(image)[0]
         drop, patch, stride = found["drop"], found["patch"], found["stride"]
         occlusion_map(view, drop, patch, stride, self.out / f"{name}.png", title=title)
 
