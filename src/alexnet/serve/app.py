@@ -1,11 +1,9 @@
-"""The HTTP application: JSON API under /v1, metrics, health and the page (FastAPI).
+"""The HTTP application (FastAPI): the JSON API under /v1, /metrics, /healthz and the page.
 
-Every error is a JSON `{"error": "..."}`: 401 (missing or wrong API key), 404, 408 (request not
-received in time, `connections`), 413 (body over the size limit, too many pixels), 415 (not an
-image, wrong Content-Type), 422 (bad parameters), 503 + Retry-After (queue full, or too many
-connections), 500 (a bug: the server stays up). At most `max_decoding` images are decoded at
-once, whatever the number of requests (their decoded pixels are the server's largest memory).
-Prometheus metrics (`Metrics`, GET /metrics) are labelled by route template, not by path.
+Every error is a JSON `{"error": "..."}`: 401 (missing or wrong API key), 404, 408 and 431
+(`connections`), 413 (body or image over its limit), 415 (not an image, wrong Content-Type), 422
+(bad parameters), 503 + Retry-After (queue full, too many connections), 500 (a bug: the server
+stays up). Metrics are labelled by route template, not by path.
 """
 
 from __future__ import annotations
@@ -50,11 +48,10 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
 class Metrics:
-    """The server's counters, histograms and gauges (module doc)."""
+    """The server's Prometheus counters, histograms and gauges."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        r = self.registry
+        self.registry = r = CollectorRegistry()
         n = "alexnet_serve_"
         self.requests = Counter(
             n + "requests", "HTTP requests answered", ["method", "path", "code"], registry=r
@@ -98,9 +95,14 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it passes `limit` bytes."""
-    declared = request.headers.get("content-length", "")
+async def request_images(request: Request, cfg: ServeConfig) -> list[tuple[str, bytes]]:
+    """(name, bytes) of each image: the raw body (Content-Type image/*) or the multipart
+    fields named `image`; 413 as soon as the body passes `max_body_bytes`."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    binary = ctype in ("multipart/form-data", "application/octet-stream")
+    if not (binary or ctype.startswith("image/")):
+        raise ApiError(415, f"Content-Type {ctype or 'missing'}: send image/* or multipart")
+    limit, declared = cfg.max_body_bytes, request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise ApiError(413, f"body of {int(declared)} bytes is over the limit of {limit}")
     chunks, size = [], 0
@@ -109,17 +111,7 @@ async def read_body(request: Request, limit: int) -> bytes:
         if size > limit:
             raise ApiError(413, f"body is over the limit of {limit} bytes")
         chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def request_images(request: Request, cfg: ServeConfig) -> list[tuple[str, bytes]]:
-    """(name, bytes) of each image: the raw body (Content-Type image/*) or the multipart
-    fields named `image`."""
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    binary = ctype in ("multipart/form-data", "application/octet-stream")
-    if not (binary or ctype.startswith("image/")):
-        raise ApiError(415, f"Content-Type {ctype or 'missing'}: send image/* or multipart")
-    body = await read_body(request, cfg.max_body_bytes)
+    body = b"".join(chunks)
     if ctype != "multipart/form-data":
         if not body:
             raise ApiError(422, "empty body: send the image bytes")
@@ -140,35 +132,29 @@ class Server:
 
     def __init__(self, engine: Engine, cfg: ServeConfig) -> None:
         self.engine, self.cfg, self.metrics = engine, cfg, Metrics()
+        m = self.metrics
         self.batcher = Batcher(
             engine.run_batch,
             max_batch=cfg.max_batch,
             max_wait_ms=cfg.max_wait_ms,
             max_queue=cfg.max_queue,
-            on_batch=self.metrics.batch_size.observe,
-            on_depth=self.metrics.queue_depth.set,
+            on_batch=m.batch_size.observe,
             thread_init=engine.thread_init,
             always_wait=cfg.always_wait,
         )
-        m = self.metrics
         self.limits = ConnectionLimits(
             cfg.max_connections,
             cfg.request_timeout,
             on_refused=m.refused.inc,
             on_timeout=lambda phase: m.timeouts.labels(phase).inc(),
-            on_open=m.connections.set,
         )
-        self._decode_slots = asyncio.Semaphore(cfg.max_decoding)
+        m.queue_depth.set_function(lambda: self.batcher.depth)
+        m.connections.set_function(lambda: self.limits.open)
+        # at most `max_decoding` decoded at once (each holds its full-size pixels); a request
+        # waiting for a thread holds only its compressed bytes
         self.decode_pool = concurrent.futures.ThreadPoolExecutor(
             cfg.max_decoding, thread_name_prefix="alexnet-decode"
         )
-
-    async def decode(self, data: bytes, name: str) -> np.ndarray:
-        """One upload decoded on the decode threads; at most `max_decoding` at once (a
-        request waiting for a slot holds only its compressed bytes)."""
-        async with self._decode_slots:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self.decode_pool, self.engine.decode, data, name)
 
     def auth(self, request: Request) -> None:
         """With an API key: `Authorization: Bearer KEY`, compared in constant time."""
@@ -194,7 +180,11 @@ class Server:
             if len(items) > self.cfg.max_images:
                 limit = self.cfg.max_images
                 raise ApiError(422, f"{len(items)} images in one request (at most {limit})")
-            arrays = await asyncio.gather(*(self.decode(d, n) for n, d in items))
+            loop = asyncio.get_running_loop()
+            decode = self.engine.decode
+            arrays = await asyncio.gather(
+                *(loop.run_in_executor(self.decode_pool, decode, d, n) for n, d in items)
+            )
         finally:  # the caller submits without yielding to the event loop in between
             self.batcher.incoming -= batched
         return [n for n, _ in items], list(arrays)
@@ -216,9 +206,15 @@ class Server:
         return out
 
 
+def _png(png: bytes, cached: bool = False) -> Response:
+    headers = {"Cache-Control": "max-age=3600"} if cached else None
+    return Response(png, media_type="image/png", headers=headers)
+
+
 def create_app(engine: Engine, cfg: ServeConfig) -> FastAPI:
     """The application for one loaded model; the batcher starts and drains with it."""
     srv = Server(engine, cfg)
+    v1 = [Depends(srv.auth)]
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -232,16 +228,13 @@ def create_app(engine: Engine, cfg: ServeConfig) -> FastAPI:
     )
     app.state.server = srv
     _install_handlers(app, srv.metrics)
-    _model_routes(app, srv)
-    _info_routes(app, srv)
     for route, (name, ctype) in STATIC.items():
         app.add_api_route(route, _static(name, ctype), methods=["GET"], include_in_schema=False)
-    return app
 
-
-def _model_routes(app: FastAPI, srv: Server) -> None:
-    """POST /v1/predict, /v1/features, /v1/neighbors: answers through the batcher."""
-    engine, v1 = srv.engine, [Depends(srv.auth)]
+    def index():
+        if engine.index is None:
+            raise ApiError(404, "this server has no neighbour index (start it with --index FEATS)")
+        return engine.index
 
     @app.post("/v1/predict", dependencies=v1)
     async def predict(request: Request, topk: int = Query(5, ge=1, le=100_000)) -> Response:
@@ -263,41 +256,30 @@ def _model_routes(app: FastAPI, srv: Server) -> None:
 
     @app.post("/v1/neighbors", dependencies=v1)
     async def neighbors(request: Request, k: int = Query(8, ge=1, le=256)) -> Response:
-        index = _index(engine)
+        found_in = index()
         names, images = await srv.images_of(request)
         feats = await srv.run("features", images)
         queries = np.stack([f.numpy() for f in feats])
-        found = await srv.batcher.call(index.search, queries, k)
+        found = await srv.batcher.call(found_in.search, queries, k)
         results = [{"query": n, "neighbors": f} for n, f in zip(names, found)]
-        return JSONResponse({"split": index.split, "k": k, "results": results})
-
-
-def _info_routes(app: FastAPI, srv: Server) -> None:
-    """Pictures, model information, health and metrics."""
-    engine, cfg, v1 = srv.engine, srv.cfg, [Depends(srv.auth)]
-
-    cached = {"Cache-Control": "max-age=3600"}
+        return JSONResponse({"split": found_in.split, "k": k, "results": results})
 
     @app.get("/v1/images/{split}/{i}.png", dependencies=v1)
     async def thumbnail(split: str, i: int) -> Response:
-        png = await asyncio.to_thread(_index(engine).thumbnail, split, i)
-        return Response(png, media_type="image/png", headers=cached)
+        return _png(await asyncio.to_thread(index().thumbnail, split, i), cached=True)
 
     @app.get("/v1/files/{path:path}", dependencies=v1)
     async def file_thumbnail(path: str) -> Response:
-        png = await asyncio.to_thread(_index(engine).file_thumbnail, path)
-        return Response(png, media_type="image/png", headers=cached)
+        return _png(await asyncio.to_thread(index().file_thumbnail, path), cached=True)
 
     @app.get("/v1/kernels.png", dependencies=v1)
     async def kernels(columns: int = Query(16, ge=1, le=96)) -> Response:
-        png = await srv.batcher.call(engine.kernels_png, columns)
-        return Response(png, media_type="image/png")
+        return _png(await srv.batcher.call(engine.kernels_png, columns))
 
     @app.post("/v1/conv1", dependencies=v1)
     async def conv1(request: Request, columns: int = Query(16, ge=1, le=96)) -> Response:
         _, image = await srv.one_image(request)
-        png = await srv.batcher.call(engine.conv1_png, image, columns)
-        return Response(png, media_type="image/png")
+        return _png(await srv.batcher.call(engine.conv1_png, image, columns))
 
     @app.post("/v1/occlusion", dependencies=v1)
     async def occlusion(
@@ -338,11 +320,7 @@ def _info_routes(app: FastAPI, srv: Server) -> None:
     async def prometheus() -> Response:
         return Response(generate_latest(srv.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-
-def _index(engine: Engine):
-    if engine.index is None:
-        raise ApiError(404, "this server has no neighbour index (start it with --index FEATS)")
-    return engine.index
+    return app
 
 
 def _static(name: str, ctype: str):
