@@ -170,11 +170,11 @@ class Server:
             )
 
     async def images_of(
-        self, request: Request, batched: bool = True
+        self, request: Request, one: bool = False
     ) -> tuple[list[str], list[np.ndarray]]:
-        """Names and decoded uint8 (S, S, 3) images of a request (decoded on threads).
-        `batched`: the images go to the batcher next, which may wait for them meanwhile."""
-        self.batcher.incoming += batched
+        """Names and decoded uint8 (S, S, 3) images of a request (decoded on threads). `one`:
+        it must hold exactly one, not for the batcher (which waits for the others meanwhile)."""
+        self.batcher.incoming += not one
         try:
             items = await request_images(request, self.cfg)
             if len(items) > self.cfg.max_images:
@@ -186,15 +186,10 @@ class Server:
                 *(loop.run_in_executor(self.decode_pool, decode, d, n) for n, d in items)
             )
         finally:  # the caller submits without yielding to the event loop in between
-            self.batcher.incoming -= batched
-        return [n for n, _ in items], list(arrays)
-
-    async def one_image(self, request: Request) -> tuple[str, np.ndarray]:
-        """The name and image of a request that must hold exactly one (not batched)."""
-        names, images = await self.images_of(request, batched=False)
-        if len(images) != 1:
+            self.batcher.incoming -= not one
+        if one and len(arrays) != 1:
             raise ApiError(422, "send exactly one image")
-        return names[0], images[0]
+        return [n for n, _ in items], list(arrays)
 
     async def run(self, kind: str, images: list[np.ndarray]) -> list[Any]:
         """The images' answers through the batcher; 503 + Retry-After when the queue is full."""
@@ -227,7 +222,35 @@ def create_app(engine: Engine, cfg: ServeConfig) -> FastAPI:
         title="alexnet serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
     )
     app.state.server = srv
-    _install_handlers(app, srv.metrics)
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return _error(exc.status, exc.message, exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(ClientDisconnect)
+    async def gone(request: Request, exc: ClientDisconnect) -> Response:
+        # the client left (or was cut at --request-timeout-s) mid-body: nobody reads this;
+        # 499 (nginx's "client closed request") is what the request metrics record
+        return Response(status_code=499)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_params(request: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = []
+        for e in exc.errors():
+            where = ".".join(str(x) for x in e.get("loc", ()) if x not in ("query", "path"))
+            parts.append(f"{where}: {e.get('msg', 'invalid')}")
+        return _error(422, "; ".join(parts) or "invalid parameters")
+
+    @app.exception_handler(Exception)
+    async def bug(request: Request, exc: Exception) -> JSONResponse:
+        return _error(500, f"internal error: {type(exc).__name__}: {exc}")
+
+    app.add_middleware(_Observe, metrics=srv.metrics)
+    app.add_middleware(RequestDeadline)
     for route, (name, ctype) in STATIC.items():
         app.add_api_route(route, _static(name, ctype), methods=["GET"], include_in_schema=False)
 
@@ -278,7 +301,7 @@ def create_app(engine: Engine, cfg: ServeConfig) -> FastAPI:
 
     @app.post("/v1/conv1", dependencies=v1)
     async def conv1(request: Request, columns: int = Query(16, ge=1, le=96)) -> Response:
-        _, image = await srv.one_image(request)
+        _, [image] = await srv.images_of(request, one=True)
         return _png(await srv.batcher.call(engine.conv1_png, image, columns))
 
     @app.post("/v1/occlusion", dependencies=v1)
@@ -287,7 +310,7 @@ def create_app(engine: Engine, cfg: ServeConfig) -> FastAPI:
         patch: int | None = Query(None, ge=1, le=4096),
         stride: int | None = Query(None, ge=1, le=4096),
     ) -> Response:
-        name, image = await srv.one_image(request)
+        [name], [image] = await srv.images_of(request, one=True)
         found = await srv.batcher.call(engine.occlusion, image, patch, stride)
         return JSONResponse({"image": name, **found})
 
@@ -295,7 +318,7 @@ def create_app(engine: Engine, cfg: ServeConfig) -> FastAPI:
     async def units(
         request: Request, layer: str = Query(..., max_length=64), k: int = Query(8, ge=1, le=64)
     ) -> Response:
-        name, image = await srv.one_image(request)
+        [name], [image] = await srv.images_of(request, one=True)
         found = await srv.batcher.call(engine.units, image, layer, k)
         return JSONResponse({"image": name, **found})
 
@@ -330,39 +353,6 @@ def _static(name: str, ctype: str):
         return Response(body, media_type=ctype, headers={"Cache-Control": "no-cache"})
 
     return page
-
-
-def _install_handlers(app: FastAPI, metrics: Metrics) -> None:
-    """JSON errors everywhere, and a request counter + latency histogram per route."""
-
-    @app.exception_handler(ApiError)
-    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return _error(exc.status, exc.message, exc.headers)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
-
-    @app.exception_handler(ClientDisconnect)
-    async def gone(request: Request, exc: ClientDisconnect) -> Response:
-        # the client left (or was cut at --request-timeout-s) mid-body: nobody reads this;
-        # 499 (nginx's "client closed request") is what the request metrics record
-        return Response(status_code=499)
-
-    @app.exception_handler(RequestValidationError)
-    async def bad_params(request: Request, exc: RequestValidationError) -> JSONResponse:
-        parts = []
-        for e in exc.errors():
-            where = ".".join(str(x) for x in e.get("loc", ()) if x not in ("query", "path"))
-            parts.append(f"{where}: {e.get('msg', 'invalid')}")
-        return _error(422, "; ".join(parts) or "invalid parameters")
-
-    @app.exception_handler(Exception)
-    async def bug(request: Request, exc: Exception) -> JSONResponse:
-        return _error(500, f"internal error: {type(exc).__name__}: {exc}")
-
-    app.add_middleware(_Observe, metrics=metrics)
-    app.add_middleware(RequestDeadline)
 
 
 class _Observe:

@@ -1,30 +1,12 @@
-"""What one client may hold: a deadline for its request, and a bound on open connections.
-
-uvicorn's `timeout_keep_alive` closes a connection idle *between* requests; nothing closes one
-that sends half a request and stops, and its `limit_concurrency` answers 503 only once a
-request has fully arrived, so slow clients pile up without bound. Two rules are added:
-
-- **Request deadline.** A request's line, headers and body must all have arrived within
-  `limits.request_timeout` seconds of its first byte (of the connection opening, for the first
-  request). Otherwise the client gets `408` with `Connection: close` and is disconnected; a
-  client that drips one byte a second is cut at the same deadline. Time spent computing the
-  answer, and idle time between requests (`timeout_keep_alive`), do not count; nor does a
-  partial request that arrived pipelined behind a whole one until its next byte comes (till
-  then `timeout_keep_alive` bounds it).
-- **Head bound.** A request line and headers over `MAX_HEAD_BYTES` get `431` with the JSON
-  error every other refusal has (uvicorn would answer a plain-text 400), and the connection is
-  closed. A pipelined request that arrives in one piece with the one before it is bounded by
-  uvicorn alone.
-- **Connection bound.** Beyond `limits.max_connections` open connections a new one is answered
-  at once with `503` + `Retry-After: 1` + `Connection: close` and closed; it never holds
-  request state.
+"""What one client may hold: a deadline for its whole request (else 408, closed), a bound on the
+request head (else 431, closed) and on open connections (beyond it: 503 at once, closed).
 
 `protocol_class(limits)` is uvicorn's h11 protocol seen only through asyncio's `Protocol`
-methods: it counts connections, refuses those over the bound, and starts a connection's
-`Clock` when it opens and at the first byte of each later request. `RequestDeadline`, an ASGI
-middleware, stops the clock once the request's body has arrived. The two meet through a
-context variable: uvicorn starts a request's task from `data_received` (or from the end of the
-previous answer, for a pipelined request), so the task inherits its connection's clock.
+methods: it counts connections, refuses those over the bound, bounds the head, and starts a
+connection's `Clock` when it opens and at the first byte of each later request.
+`RequestDeadline`, an ASGI middleware, stops the clock once the body has arrived. They meet
+through a context variable: uvicorn starts a request's task from `data_received` (or from the
+end of the previous answer, when pipelined), so the task inherits its connection's clock.
 """
 
 from __future__ import annotations
@@ -43,17 +25,14 @@ MAX_HEAD_BYTES = 16 * 1024  # a request line + headers longer than this get 431 
 
 @dataclass
 class ConnectionLimits:
-    """The limits, the count of open connections, and what to tell the metrics.
-
-    on_refused(): a connection refused over the bound; on_timeout(phase): a client cut at the
-    deadline, phase "headers" or "body"; on_open(n): the number of open connections changed."""
+    """The limits, the count of open connections, and what to tell the metrics: on_refused()
+    (refused over the bound), on_timeout(phase) (cut at the deadline: "headers" or "body")."""
 
     max_connections: int = 256
     request_timeout: float = 30.0
     open: int = 0
     on_refused: Callable[[], None] = field(default=lambda: None, repr=False)
     on_timeout: Callable[[str], None] = field(default=lambda phase: None, repr=False)
-    on_open: Callable[[int], None] = field(default=lambda n: None, repr=False)
 
 
 def raw_response(status: int, reason: str, message: str, extra: str = "") -> bytes:
@@ -67,9 +46,8 @@ def raw_response(status: int, reason: str, message: str, extra: str = "") -> byt
 
 
 class Clock:
-    """One connection's request deadline: started by the request's first byte, stopped once its
-    body has arrived; at the deadline the client gets 408 (unless an answer has been started
-    already, e.g. an early 413) and the connection is closed."""
+    """One connection's request deadline: at it, 408 (unless an answer has started, e.g. an
+    early 413) and the connection is closed."""
 
     def __init__(self, limits: ConnectionLimits, transport: asyncio.Transport) -> None:
         self.limits, self.transport = limits, transport
@@ -106,7 +84,7 @@ _clock: ContextVar[Clock | None] = ContextVar("alexnet_serve_clock", default=Non
 
 
 class LimitedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol with a connection bound and a request clock (module doc)."""
+    """uvicorn's h11 protocol with the bounds and a request clock (module doc)."""
 
     limits: ConnectionLimits = ConnectionLimits()
 
@@ -116,7 +94,6 @@ class LimitedH11Protocol(H11Protocol):
             self._refuse(transport)
             return
         self.limits.open += 1
-        self.limits.on_open(self.limits.open)
         super().connection_made(transport)
         self.clock = Clock(self.limits, transport)
         self.clock.start()  # the first request's clock starts with the connection
@@ -138,7 +115,6 @@ class LimitedH11Protocol(H11Protocol):
             return
         self.clock.stop(self.clock.request)
         self.limits.open -= 1
-        self.limits.on_open(self.limits.open)
         super().connection_lost(exc)
 
     def eof_received(self) -> None:
@@ -188,10 +164,9 @@ def protocol_class(limits: ConnectionLimits) -> type[LimitedH11Protocol]:
 
 
 class RequestDeadline:
-    """ASGI middleware: the request's headers have arrived when it is called (the clock's phase
-    becomes "body"), its body when `receive` says there is no more (or it has none): the clock
-    stops. An answer started before the whole body arrived (401, 413, ...) closes the
-    connection after it. Without a clock (a test client) it only passes through."""
+    """ASGI middleware: the clock's phase becomes "body" when called, and it stops once the
+    body has arrived. An answer started before that (401, 413, ...) closes the connection
+    after it. Without a clock (a test client) it only passes through."""
 
     def __init__(self, app) -> None:
         self.app = app
