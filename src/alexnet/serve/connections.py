@@ -90,8 +90,12 @@ class LimitedH11Protocol(H11Protocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self.clock: Clock | None = None
+        self.dropping = False  # answered at once (503, 431): until the connection closes
         if self.limits.open >= self.limits.max_connections:
-            self._refuse(transport)
+            self.transport, limit = transport, self.limits.max_connections
+            msg = f"server busy: {limit} connections open (--max-connections {limit})"
+            self._reject(503, "Service Unavailable", msg, "retry-after: 1\r\n")
+            self.limits.on_refused()
             return
         self.limits.open += 1
         super().connection_made(transport)
@@ -99,16 +103,16 @@ class LimitedH11Protocol(H11Protocol):
         self.clock.start()  # the first request's clock starts with the connection
         self.head: int | None = 0  # bytes of the current request's head so far (None: all in)
         self.tail = b""  # its last 3 bytes: the blank line that ends it may be split
-        self.dropping = False  # after a 431, until the connection closes
 
-    def _refuse(self, transport: asyncio.Transport) -> None:
-        """503 at once; then half-close and drop what the client sends until closed."""
-        self.transport = transport
-        limit = self.limits.max_connections
-        msg = f"server busy: {limit} connections open (--max-connections {limit})"
-        transport.write(raw_response(503, "Service Unavailable", msg, "retry-after: 1\r\n"))
-        _close_after_linger(transport)
-        self.limits.on_refused()
+    def _reject(self, status: int, reason: str, message: str, extra: str = "") -> None:
+        """Answer at once, half-close and drop what the client still sends, then close after
+        REFUSED_LINGER_S: closing with unread bytes would reset the connection and could lose
+        the answer."""
+        self.transport.write(raw_response(status, reason, message, extra))
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        asyncio.get_running_loop().call_later(REFUSED_LINGER_S, self.transport.close)
+        self.dropping = True
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.clock is None:  # refused
@@ -122,7 +126,7 @@ class LimitedH11Protocol(H11Protocol):
             self.transport.close()
 
     def data_received(self, data: bytes) -> None:
-        if self.clock is None or self.dropping:
+        if self.dropping:
             return
         request = self.clock.request
         self.clock.start()  # a no-op while the current request's clock runs
@@ -144,18 +148,8 @@ class LimitedH11Protocol(H11Protocol):
             return False
         self.clock.stop(self.clock.request)  # type: ignore[union-attr]
         msg = f"request line and headers longer than {MAX_HEAD_BYTES} bytes"
-        self.transport.write(raw_response(431, "Request Header Fields Too Large", msg))
-        _close_after_linger(self.transport)
-        self.dropping = True  # what the client still sends
+        self._reject(431, "Request Header Fields Too Large", msg)
         return True
-
-
-def _close_after_linger(transport: asyncio.Transport) -> None:
-    """Half-close after an answer and drop what the client still sends, then close: closing
-    with unread bytes would reset the connection and could lose the answer."""
-    if transport.can_write_eof():
-        transport.write_eof()
-    asyncio.get_running_loop().call_later(REFUSED_LINGER_S, transport.close)
 
 
 def protocol_class(limits: ConnectionLimits) -> type[LimitedH11Protocol]:
