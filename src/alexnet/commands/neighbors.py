@@ -173,16 +173,15 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         from alexnet.viz import neighbors_grid
 
-        rows = [r["neighbors"] for r in results]
         neighbors_grid(
             images,
-            [[base.image(n[base.key]) for n in row] for row in rows],
+            [[base.image(n[base.key]) for n in row] for row in found],
             args.out,
             query_titles=[Path(n).name for n in names],
             # each neighbour: its class, or (unlabelled) its file name, and its distance
             neighbour_titles=[
                 [f"{n['label'] or Path(n['path']).name}\n{n['distance']:.3g}" for n in row]
-                for row in rows
+                for row in found
             ],
             feature=predictor.feature_layer,
         )

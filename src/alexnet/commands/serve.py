@@ -96,12 +96,9 @@ def run(args: argparse.Namespace) -> int:
     engine = Engine(
         args.weights, args.device, crops=args.crops, index=args.index, max_pixels=args.max_pixels
     )
-    if args.index and engine.index and engine.index.weights:
-        if os.path.realpath(engine.index.weights) != os.path.realpath(args.weights):
-            print(
-                f"alexnet serve: warning: --index was computed with {engine.index.weights}",
-                file=sys.stderr,
-            )
+    made_with = engine.index and engine.index.weights
+    if made_with and os.path.realpath(made_with) != os.path.realpath(args.weights):
+        print(f"alexnet serve: warning: --index was computed with {made_with}", file=sys.stderr)
     cfg = ServeConfig(
         max_batch=args.max_batch,
         max_wait_ms=args.max_wait_ms,

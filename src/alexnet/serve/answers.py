@@ -18,6 +18,7 @@ from alexnet.errors import Param, UserError
 from alexnet.explain import Layer, layer_json, layers, occlusion, occlusion_grid, strongest_units
 from alexnet.fileio import rounded
 from alexnet.inference import Predictor, decode_at_size, index_rows, load_features, neighbours
+from alexnet.runtime import flush_denormals
 from alexnet.viz import first_conv_weight, tile, tile_kernels
 
 
@@ -110,10 +111,7 @@ class Engine:
         self.feature_dim = int(p.features(probe).shape[1])
         self.index = NeighbourIndex(index, p, self.feature_dim) if index else None
 
-    @staticmethod
-    def thread_init() -> None:
-        """Flush denormals to zero on the model thread, as the `alexnet` CLI does on its own."""
-        torch.set_flush_denormal(True)
+    thread_init = staticmethod(flush_denormals)  # on the model thread, as the CLI does on its own
 
     def info(self) -> dict[str, Any]:
         p = self.predictor
