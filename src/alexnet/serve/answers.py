@@ -144,12 +144,10 @@ class Engine:
         return decoded.image
 
     def run_batch(self, kind: str, images: np.ndarray) -> list[torch.Tensor]:
-        """uint8 (B, S, S, 3) -> B rows: class probabilities (K,) or features (D,), float32."""
-        if kind == "predict":
-            return list(self.predictor.probabilities(images).cpu())
-        if kind == "features":
-            return list(self.predictor.features(images).cpu())
-        raise ValueError(f"unknown batch kind {kind!r}")
+        """uint8 (B, S, S, 3) -> B rows: class probabilities (K,) for kind "predict", else
+        features (D,), float32."""
+        p = self.predictor
+        return list((p.probabilities if kind == "predict" else p.features)(images).cpu())
 
     def _model(self, what: str, status: int) -> torch.nn.Module:
         """The torch model; ApiError `status` for an ONNX model, which has none."""

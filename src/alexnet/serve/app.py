@@ -191,14 +191,16 @@ class Server:
             raise ApiError(422, "send exactly one image")
         return [n for n, _ in items], list(arrays)
 
-    async def run(self, kind: str, images: list[np.ndarray]) -> list[Any]:
-        """The images' answers through the batcher; 503 + Retry-After when the queue is full."""
+    async def run(self, kind: str, request: Request) -> tuple[list[str], list[Any]]:
+        """The names of a request's images and their answers through the batcher; 503 +
+        Retry-After when the queue is full."""
+        names, images = await self.images_of(request)
         try:
             out = await self.batcher.submit(kind, images)
         except QueueFull as exc:
             raise ApiError(503, f"server busy: {exc}", {"Retry-After": "1"}) from None
         self.metrics.images.labels(kind).inc(len(images))
-        return out
+        return names, out
 
 
 def _png(png: bytes, cached: bool = False) -> Response:
@@ -233,7 +235,7 @@ def create_app(engine: Engine, cfg: ServeConfig) -> FastAPI:
 
     @app.exception_handler(ClientDisconnect)
     async def gone(request: Request, exc: ClientDisconnect) -> Response:
-        # the client left (or was cut at --request-timeout-s) mid-body: nobody reads this;
+        # the client left (or was cut at the request deadline) mid-body: nobody reads this;
         # 499 (nginx's "client closed request") is what the request metrics record
         return Response(status_code=499)
 
@@ -256,13 +258,13 @@ def create_app(engine: Engine, cfg: ServeConfig) -> FastAPI:
 
     def index():
         if engine.index is None:
-            raise ApiError(404, "this server has no neighbour index (start it with --index FEATS)")
+            raise ApiError(404, "this server has no neighbour index (none was given at its start)")
         return engine.index
 
     @app.post("/v1/predict", dependencies=v1)
     async def predict(request: Request, topk: int = Query(5, ge=1, le=100_000)) -> Response:
-        names, images = await srv.images_of(request)
-        p, probs = engine.predictor, await srv.run("predict", images)
+        names, probs = await srv.run("predict", request)
+        p = engine.predictor
         preds = [pred.to_json() for pred in p.predictions(names, torch.stack(probs), topk)]
         return JSONResponse(
             {"model": p.meta.model_name, "crops": p.crops, "topk": topk, "predictions": preds}
@@ -270,8 +272,7 @@ def create_app(engine: Engine, cfg: ServeConfig) -> FastAPI:
 
     @app.post("/v1/features", dependencies=v1)
     async def features(request: Request) -> Response:
-        names, images = await srv.images_of(request)
-        feats = await srv.run("features", images)
+        names, feats = await srv.run("features", request)
         rows = [{"image": n, "features": f.tolist()} for n, f in zip(names, feats)]
         name, layer = engine.predictor.meta.model_name, engine.predictor.feature_layer
         answer = {"model": name, "dim": engine.feature_dim, "layer": layer, "results": rows}
@@ -280,8 +281,7 @@ def create_app(engine: Engine, cfg: ServeConfig) -> FastAPI:
     @app.post("/v1/neighbors", dependencies=v1)
     async def neighbors(request: Request, k: int = Query(8, ge=1, le=256)) -> Response:
         found_in = index()
-        names, images = await srv.images_of(request)
-        feats = await srv.run("features", images)
+        names, feats = await srv.run("features", request)
         queries = np.stack([f.numpy() for f in feats])
         found = await srv.batcher.call(found_in.search, queries, k)
         results = [{"query": n, "neighbors": f} for n, f in zip(names, found)]
