@@ -35,7 +35,7 @@ from starlette.requests import ClientDisconnect
 
 from alexnet.serve.answers import ApiError, Engine
 from alexnet.serve.batcher import Batcher, QueueFull
-from alexnet.serve.connections import ConnectionLimits, RequestDeadline
+from alexnet.serve.connections import ConnectionLimits, request_deadline
 
 STATIC = {
     "/": ("index.html", "text/html; charset=utf-8"),
@@ -251,8 +251,8 @@ def create_app(engine: Engine, cfg: ServeConfig) -> FastAPI:
     async def bug(request: Request, exc: Exception) -> JSONResponse:
         return _error(500, f"internal error: {type(exc).__name__}: {exc}")
 
-    app.add_middleware(_Observe, metrics=srv.metrics)
-    app.add_middleware(RequestDeadline)
+    app.add_middleware(_observe, metrics=srv.metrics)
+    app.add_middleware(request_deadline)
     for route, (name, ctype) in STATIC.items():
         app.add_api_route(route, _static(name, ctype), methods=["GET"], include_in_schema=False)
 
@@ -355,15 +355,12 @@ def _static(name: str, ctype: str):
     return page
 
 
-class _Observe:
+def _observe(app, metrics: Metrics):
     """ASGI middleware: a request counter and latency histogram per route template."""
 
-    def __init__(self, app, metrics: Metrics) -> None:
-        self.app, self.metrics = app, metrics
-
-    async def __call__(self, scope, receive, send) -> None:
+    async def observed(scope, receive, send) -> None:
         if scope["type"] != "http":
-            return await self.app(scope, receive, send)
+            return await app(scope, receive, send)
         t0, status = time.perf_counter(), 500
 
         async def send_status(message) -> None:
@@ -373,8 +370,10 @@ class _Observe:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_status)
+            await app(scope, receive, send_status)
         finally:
             path = getattr(scope.get("route"), "path", "other")
-            self.metrics.requests.labels(scope["method"], path, str(status)).inc()
-            self.metrics.latency.labels(path).observe(time.perf_counter() - t0)
+            metrics.requests.labels(scope["method"], path, str(status)).inc()
+            metrics.latency.labels(path).observe(time.perf_counter() - t0)
+
+    return observed

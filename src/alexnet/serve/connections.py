@@ -4,7 +4,7 @@ request head (else 431, closed) and on open connections (beyond it: 503 at once,
 `protocol_class(limits)` is uvicorn's h11 protocol seen only through asyncio's `Protocol`
 methods: it counts connections, refuses those over the bound, bounds the head, and starts a
 connection's `Clock` when it opens and at the first byte of each later request.
-`RequestDeadline`, an ASGI middleware, stops the clock once the body has arrived. They meet
+`request_deadline`, an ASGI middleware, stops the clock once the body has arrived. They meet
 through a context variable: uvicorn starts a request's task from `data_received` (or from the
 end of the previous answer, when pipelined), so the task inherits its connection's clock.
 """
@@ -157,18 +157,15 @@ def protocol_class(limits: ConnectionLimits) -> type[LimitedH11Protocol]:
     return type("LimitedH11", (LimitedH11Protocol,), {"limits": limits})
 
 
-class RequestDeadline:
+def request_deadline(app):
     """ASGI middleware: the clock's phase becomes "body" when called, and it stops once the
     body has arrived. An answer started before that (401, 413, ...) closes the connection
     after it. Without a clock (a test client) it only passes through."""
 
-    def __init__(self, app) -> None:
-        self.app = app
-
-    async def __call__(self, scope, receive, send) -> None:
+    async def deadline(scope, receive, send) -> None:
         clock = _clock.get()
         if scope["type"] != "http" or clock is None:
-            return await self.app(scope, receive, send)
+            return await app(scope, receive, send)
         clock.start()  # a no-op, but for a pipelined request that arrived with the one before
         request, clock.phase = clock.request, "body"
         headers = dict(scope["headers"])
@@ -196,4 +193,6 @@ class RequestDeadline:
                     }
             await send(message)
 
-        await self.app(scope, body_receive, answer_send)
+        await app(scope, body_receive, answer_send)
+
+    return deadline
