@@ -73,13 +73,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from alexnet.inference import (
-        Predictor,
-        features_paths,
-        is_image_folder,
-        save_features,
-        weights_device,
-    )
+    from alexnet.inference import Predictor, features_paths, is_image_folder, save_features
 
     if args.layer is None and args.pool is not None:
         raise UserError("--pool goes with --layer NAME")
@@ -89,8 +83,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--split: {args.data} is an image folder, not a packed dataset")
     for path in features_paths(args.out):
         output_file(path, "--out")
-    device = weights_device(args.weights, args.device)
-    predictor = Predictor(args.weights, device, batch_size=args.batch_size)
+    predictor = Predictor(args.weights, args.device, batch_size=args.batch_size)
     embed, layer = _embedding(predictor, args)
     progress = sys.stderr.isatty()  # never `\r` lines into a redirected output
     t0 = time.perf_counter()

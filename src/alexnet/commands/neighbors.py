@@ -59,7 +59,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def _base(args: argparse.Namespace, device):
+def _base(args: argparse.Namespace):
     """The searched side: (predictor, features (N, D), the images of their rows, the packed
     dataset or image folder they came from)."""
     from alexnet.data.packed import open_dataset
@@ -78,6 +78,8 @@ def _base(args: argparse.Namespace, device):
         feats, fmeta = load_features(args.features)
         data = args.data or fmeta.get("data")
         weights = args.weights or fmeta.get("weights")
+        if not weights or not data:
+            raise UserError(f"{args.features}: names no weights/data; pass --weights and --data")
     else:
         if not (args.data and args.weights):
             raise UserError("neighbors needs --features FEATS, or --data DIR and --weights FILE")
@@ -87,9 +89,7 @@ def _base(args: argparse.Namespace, device):
                 f"--data {data}: an image folder; first `alexnet features --data {data} "
                 f"--weights {weights} --out FEATS`, then `alexnet neighbors --features FEATS`"
             )
-    if not weights or not data:
-        raise UserError(f"{args.features}: names no weights/data; pass --weights and --data")
-    predictor = Predictor(weights, device)
+    predictor = Predictor(weights, args.device)
     if not args.features:
         ds = open_dataset(data, args.split)
         check_fits(predictor, ds.image_size, data)
@@ -155,17 +155,11 @@ def _queries(args: argparse.Namespace, predictor, data) -> tuple[list[str], list
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from alexnet.inference import neighbours, weights_device
+    from alexnet.inference import neighbours
 
     if args.out:
         args.out = str(output_file(args.out, "--out", ".png"))
-    weights = args.weights
-    if not weights and args.features:  # the weights the features file names
-        from alexnet.inference import load_features
-
-        weights = load_features(args.features)[1].get("weights")
-    device = weights_device(weights, args.device)
-    predictor, feats, base, data = _base(args, device)
+    predictor, feats, base, data = _base(args)
     names, images, failed = _queries(args, predictor, data)
     # one at a time: a file query has the weights' stored size, an index query the data's
     qf = np.concatenate([predictor.features(img[None]).cpu().numpy() for img in images])
@@ -174,21 +168,20 @@ def run(args: argparse.Namespace) -> int:
             f"{args.features}: {feats.shape[1]}-d features, but {predictor.weights} gives "
             f"{qf.shape[1]}-d"
         )
-    found = neighbours(qf, feats, base, args.k, device=device)
+    found = neighbours(qf, feats, base, args.k, device=predictor.device)
     results = [{"query": name, "neighbors": f} for name, f in zip(names, found)]
     if args.out:
         from alexnet.viz import neighbors_grid
 
-        rows = [r["neighbors"] for r in results]
         neighbors_grid(
             images,
-            [[base.image(n[base.key]) for n in row] for row in rows],
+            [[base.image(n[base.key]) for n in row] for row in found],
             args.out,
             query_titles=[Path(n).name for n in names],
             # each neighbour: its class, or (unlabelled) its file name, and its distance
             neighbour_titles=[
                 [f"{n['label'] or Path(n['path']).name}\n{n['distance']:.3g}" for n in row]
-                for row in rows
+                for row in found
             ],
             feature=predictor.feature_layer,
         )

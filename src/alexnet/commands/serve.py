@@ -92,19 +92,13 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"serve needs {exc.name} (pip install 'alexnet[serve]')") from None
     if formparsers.multipart is None:  # starlette found neither of python-multipart's modules
         raise UserError("serve needs python-multipart for uploads (pip install 'alexnet[serve]')")
-    from alexnet.inference import weights_device  # torch: only once the command runs
-
     api_key = args.api_key or os.environ.get("ALEXNET_API_KEY") or None
-    device = weights_device(args.weights, args.device)
     engine = Engine(
-        args.weights, device, crops=args.crops, index=args.index, max_pixels=args.max_pixels
+        args.weights, args.device, crops=args.crops, index=args.index, max_pixels=args.max_pixels
     )
-    if args.index and engine.index and engine.index.weights:
-        if os.path.realpath(engine.index.weights) != os.path.realpath(args.weights):
-            print(
-                f"alexnet serve: warning: --index was computed with {engine.index.weights}",
-                file=sys.stderr,
-            )
+    made_with = engine.index and engine.index.weights
+    if made_with and os.path.realpath(made_with) != os.path.realpath(args.weights):
+        print(f"alexnet serve: warning: --index was computed with {made_with}", file=sys.stderr)
     cfg = ServeConfig(
         max_batch=args.max_batch,
         max_wait_ms=args.max_wait_ms,

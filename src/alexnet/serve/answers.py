@@ -1,8 +1,6 @@
-"""What the server computes: one model, its answers, the neighbour index and the pictures.
-
-Uploads go through `alexnet predict`'s code (`alexnet.inference`), so the answer for an upload
-equals `alexnet predict --json` on the same file and weights.
-"""
+"""What the server computes: one model, its answers, the neighbour index (paper §6.1, Fig. 4),
+conv1's kernels (Fig. 3) and feature maps. Uploads go through `alexnet predict`'s code, so an
+upload's answer equals `alexnet predict --json` on the same file and weights."""
 
 from __future__ import annotations
 
@@ -16,28 +14,20 @@ import torch
 from PIL import Image
 
 from alexnet.data.packed import open_dataset, read_header
-from alexnet.errors import UserError
-from alexnet.explain import (
-    Layer,
-    layer_json,
-    layers,
-    occlusion,
-    occlusion_grid,
-    strongest_units,
-)
+from alexnet.errors import Param, UserError
+from alexnet.explain import Layer, layer_json, layers, occlusion, occlusion_grid, strongest_units
 from alexnet.fileio import rounded
 from alexnet.inference import Predictor, decode_at_size, index_rows, load_features, neighbours
+from alexnet.runtime import flush_denormals
 from alexnet.viz import first_conv_weight, tile, tile_kernels
 
 
 class ApiError(Exception):
-    """An HTTP error answer: `status` and a one-line `message` (sent as {"error": message})."""
+    """An HTTP error answer: `status`, a one-line `message` (sent as {"error": message})."""
 
     def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers or {}
+        self.status, self.message, self.headers = status, message, headers
 
 
 def png_bytes(image: np.ndarray, scale: int = 1) -> bytes:
@@ -50,16 +40,6 @@ def png_bytes(image: np.ndarray, scale: int = 1) -> bytes:
     return buf.getvalue()
 
 
-def tile_maps(maps: torch.Tensor, columns: int = 16, gap: int = 1) -> np.ndarray:
-    """Feature maps (C, H, W) -> one gray uint8 image, each map scaled by its own maximum
-    (ReLU outputs, >= 0), white gaps between maps."""
-    m = maps.float().clamp_min(0)
-    top = m.flatten(1).amax(1).clamp_min(1e-12)[:, None, None]
-    m = (m / top * 255).round().to(torch.uint8).cpu().numpy()
-    out = tile(m[..., None], min(columns, m.shape[0]), gap, fill=255)
-    return np.repeat(out, 3, axis=2)
-
-
 class NeighbourIndex:
     """Features from `alexnet features` and the images they came from: a packed split, or an
     image folder (its files read as `predict` reads them)."""
@@ -67,9 +47,11 @@ class NeighbourIndex:
     def __init__(self, path: str | os.PathLike, predictor: Predictor, dim: int) -> None:
         feats, meta = load_features(path)
         if feats.shape[1] != dim:
-            raise UserError(f"--index {path}: features of size {feats.shape[1]}, model gives {dim}")
+            raise UserError(
+                Param("index"), f" {path}: features of size {feats.shape[1]}, model gives {dim}"
+            )
         if not meta.get("data"):
-            raise UserError(f"--index {path}: names no packed dataset or image folder")
+            raise UserError(Param("index"), f" {path}: names no packed dataset or image folder")
         self.feats = np.ascontiguousarray(feats, dtype=np.float32)
         self.weights = meta.get("weights")
         self.data = str(meta["data"])
@@ -129,10 +111,7 @@ class Engine:
         self.feature_dim = int(p.features(probe).shape[1])
         self.index = NeighbourIndex(index, p, self.feature_dim) if index else None
 
-    @staticmethod
-    def thread_init() -> None:
-        """Flush denormals to zero on the model thread, as the `alexnet` CLI does on its own."""
-        torch.set_flush_denormal(True)
+    thread_init = staticmethod(flush_denormals)  # on the model thread, as the CLI does on its own
 
     def info(self) -> dict[str, Any]:
         p = self.predictor
@@ -165,12 +144,10 @@ class Engine:
         return decoded.image
 
     def run_batch(self, kind: str, images: np.ndarray) -> list[torch.Tensor]:
-        """uint8 (B, S, S, 3) -> B rows: class probabilities (K,) or features (D,), float32."""
-        if kind == "predict":
-            return list(self.predictor.probabilities(images).cpu())
-        if kind == "features":
-            return list(self.predictor.features(images).cpu())
-        raise ValueError(f"unknown batch kind {kind!r}")
+        """uint8 (B, S, S, 3) -> B rows: class probabilities (K,) for kind "predict", else
+        features (D,), float32."""
+        p = self.predictor
+        return list((p.probabilities if kind == "predict" else p.features)(images).cpu())
 
     def _model(self, what: str, status: int) -> torch.nn.Module:
         """The torch model; ApiError `status` for an ONNX model, which has none."""
@@ -222,7 +199,8 @@ class Engine:
 
     @torch.no_grad()
     def conv1_png(self, image: np.ndarray, columns: int = 16) -> bytes:
-        """conv1 feature maps after ReLU of one image's centre crop, as a PNG grid."""
+        """conv1 feature maps after ReLU of one image's centre crop, as a PNG grid (gray, each
+        map scaled by its own maximum, white gaps)."""
         model = self._model("conv1 maps", 501)
         conv1 = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
         seen: list[torch.Tensor] = []
@@ -231,6 +209,8 @@ class Engine:
             self.predictor.features(image[None])
         finally:
             hook.remove()
-        maps = seen[0][0].clamp_min(0)
-        scale = max(1, 64 // maps.shape[-1])
-        return png_bytes(tile_maps(maps, columns=columns), scale)
+        maps = seen[0][0].float().clamp_min(0)
+        top = maps.flatten(1).amax(1).clamp_min(1e-12)[:, None, None]
+        maps = (maps / top * 255).round().to(torch.uint8).cpu().numpy()[..., None]
+        grid = tile(maps, min(columns, maps.shape[0]), 1, fill=255)
+        return png_bytes(np.repeat(grid, 3, axis=2), max(1, 64 // maps.shape[2]))

@@ -1,11 +1,9 @@
-"""The HTTP application: JSON API under /v1, metrics, health and the page (FastAPI).
+"""The HTTP application (FastAPI): the JSON API under /v1, /metrics, /healthz and the page.
 
-Every error is a JSON `{"error": "..."}`: 401 (missing or wrong API key), 404, 408 (request not
-received in time, `connections`), 413 (body over the size limit, too many pixels), 415 (not an
-image, wrong Content-Type), 422 (bad parameters), 503 + Retry-After (queue full, or too many
-connections), 500 (a bug: the server stays up). At most `max_decoding` images are decoded at
-once, whatever the number of requests (their decoded pixels are the server's largest memory).
-Prometheus metrics (`Metrics`, GET /metrics) are labelled by route template, not by path.
+Every error is a JSON `{"error": "..."}`: 401 (missing or wrong API key), 404, 408 and 431
+(`connections`), 413 (body or image over its limit), 415 (not an image, wrong Content-Type), 422
+(bad parameters), 503 + Retry-After (queue full, too many connections), 500 (a bug: the server
+stays up). Metrics are labelled by route template, not by path.
 """
 
 from __future__ import annotations
@@ -37,7 +35,7 @@ from starlette.requests import ClientDisconnect
 
 from alexnet.serve.answers import ApiError, Engine
 from alexnet.serve.batcher import Batcher, QueueFull
-from alexnet.serve.connections import ConnectionLimits, RequestDeadline
+from alexnet.serve.connections import ConnectionLimits, request_deadline
 
 STATIC = {
     "/": ("index.html", "text/html; charset=utf-8"),
@@ -50,11 +48,10 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
 class Metrics:
-    """The server's counters, histograms and gauges (module doc)."""
+    """The server's Prometheus counters, histograms and gauges."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        r = self.registry
+        self.registry = r = CollectorRegistry()
         n = "alexnet_serve_"
         self.requests = Counter(
             n + "requests", "HTTP requests answered", ["method", "path", "code"], registry=r
@@ -98,9 +95,14 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it passes `limit` bytes."""
-    declared = request.headers.get("content-length", "")
+async def request_images(request: Request, cfg: ServeConfig) -> list[tuple[str, bytes]]:
+    """(name, bytes) of each image: the raw body (Content-Type image/*) or the multipart
+    fields named `image`; 413 as soon as the body passes `max_body_bytes`."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    binary = ctype in ("multipart/form-data", "application/octet-stream")
+    if not (binary or ctype.startswith("image/")):
+        raise ApiError(415, f"Content-Type {ctype or 'missing'}: send image/* or multipart")
+    limit, declared = cfg.max_body_bytes, request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise ApiError(413, f"body of {int(declared)} bytes is over the limit of {limit}")
     chunks, size = [], 0
@@ -109,17 +111,7 @@ async def read_body(request: Request, limit: int) -> bytes:
         if size > limit:
             raise ApiError(413, f"body is over the limit of {limit} bytes")
         chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def request_images(request: Request, cfg: ServeConfig) -> list[tuple[str, bytes]]:
-    """(name, bytes) of each image: the raw body (Content-Type image/*) or the multipart
-    fields named `image`."""
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    binary = ctype in ("multipart/form-data", "application/octet-stream")
-    if not (binary or ctype.startswith("image/")):
-        raise ApiError(415, f"Content-Type {ctype or 'missing'}: send image/* or multipart")
-    body = await read_body(request, cfg.max_body_bytes)
+    body = b"".join(chunks)
     if ctype != "multipart/form-data":
         if not body:
             raise ApiError(422, "empty body: send the image bytes")
@@ -140,35 +132,29 @@ class Server:
 
     def __init__(self, engine: Engine, cfg: ServeConfig) -> None:
         self.engine, self.cfg, self.metrics = engine, cfg, Metrics()
+        m = self.metrics
         self.batcher = Batcher(
             engine.run_batch,
             max_batch=cfg.max_batch,
             max_wait_ms=cfg.max_wait_ms,
             max_queue=cfg.max_queue,
-            on_batch=self.metrics.batch_size.observe,
-            on_depth=self.metrics.queue_depth.set,
+            on_batch=m.batch_size.observe,
             thread_init=engine.thread_init,
             always_wait=cfg.always_wait,
         )
-        m = self.metrics
         self.limits = ConnectionLimits(
             cfg.max_connections,
             cfg.request_timeout,
             on_refused=m.refused.inc,
             on_timeout=lambda phase: m.timeouts.labels(phase).inc(),
-            on_open=m.connections.set,
         )
-        self._decode_slots = asyncio.Semaphore(cfg.max_decoding)
+        m.queue_depth.set_function(lambda: self.batcher.depth)
+        m.connections.set_function(lambda: self.limits.open)
+        # at most `max_decoding` decoded at once (each holds its full-size pixels); a request
+        # waiting for a thread holds only its compressed bytes
         self.decode_pool = concurrent.futures.ThreadPoolExecutor(
             cfg.max_decoding, thread_name_prefix="alexnet-decode"
         )
-
-    async def decode(self, data: bytes, name: str) -> np.ndarray:
-        """One upload decoded on the decode threads; at most `max_decoding` at once (a
-        request waiting for a slot holds only its compressed bytes)."""
-        async with self._decode_slots:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self.decode_pool, self.engine.decode, data, name)
 
     def auth(self, request: Request) -> None:
         """With an API key: `Authorization: Bearer KEY`, compared in constant time."""
@@ -184,41 +170,48 @@ class Server:
             )
 
     async def images_of(
-        self, request: Request, batched: bool = True
+        self, request: Request, one: bool = False
     ) -> tuple[list[str], list[np.ndarray]]:
-        """Names and decoded uint8 (S, S, 3) images of a request (decoded on threads).
-        `batched`: the images go to the batcher next, which may wait for them meanwhile."""
-        self.batcher.incoming += batched
+        """Names and decoded uint8 (S, S, 3) images of a request (decoded on threads). `one`:
+        it must hold exactly one, not for the batcher (which waits for the others meanwhile)."""
+        self.batcher.incoming += not one
         try:
             items = await request_images(request, self.cfg)
             if len(items) > self.cfg.max_images:
                 limit = self.cfg.max_images
                 raise ApiError(422, f"{len(items)} images in one request (at most {limit})")
-            arrays = await asyncio.gather(*(self.decode(d, n) for n, d in items))
+            loop = asyncio.get_running_loop()
+            decode = self.engine.decode
+            arrays = await asyncio.gather(
+                *(loop.run_in_executor(self.decode_pool, decode, d, n) for n, d in items)
+            )
         finally:  # the caller submits without yielding to the event loop in between
-            self.batcher.incoming -= batched
+            self.batcher.incoming -= not one
+        if one and len(arrays) != 1:
+            raise ApiError(422, "send exactly one image")
         return [n for n, _ in items], list(arrays)
 
-    async def one_image(self, request: Request) -> tuple[str, np.ndarray]:
-        """The name and image of a request that must hold exactly one (not batched)."""
-        names, images = await self.images_of(request, batched=False)
-        if len(images) != 1:
-            raise ApiError(422, "send exactly one image")
-        return names[0], images[0]
-
-    async def run(self, kind: str, images: list[np.ndarray]) -> list[Any]:
-        """The images' answers through the batcher; 503 + Retry-After when the queue is full."""
+    async def run(self, kind: str, request: Request) -> tuple[list[str], list[Any]]:
+        """The names of a request's images and their answers through the batcher; 503 +
+        Retry-After when the queue is full."""
+        names, images = await self.images_of(request)
         try:
             out = await self.batcher.submit(kind, images)
         except QueueFull as exc:
             raise ApiError(503, f"server busy: {exc}", {"Retry-After": "1"}) from None
         self.metrics.images.labels(kind).inc(len(images))
-        return out
+        return names, out
+
+
+def _png(png: bytes, cached: bool = False) -> Response:
+    headers = {"Cache-Control": "max-age=3600"} if cached else None
+    return Response(png, media_type="image/png", headers=headers)
 
 
 def create_app(engine: Engine, cfg: ServeConfig) -> FastAPI:
     """The application for one loaded model; the batcher starts and drains with it."""
     srv = Server(engine, cfg)
+    v1 = [Depends(srv.auth)]
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -231,22 +224,47 @@ def create_app(engine: Engine, cfg: ServeConfig) -> FastAPI:
         title="alexnet serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
     )
     app.state.server = srv
-    _install_handlers(app, srv.metrics)
-    _model_routes(app, srv)
-    _info_routes(app, srv)
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return _error(exc.status, exc.message, exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(ClientDisconnect)
+    async def gone(request: Request, exc: ClientDisconnect) -> Response:
+        # the client left (or was cut at the request deadline) mid-body: nobody reads this;
+        # 499 (nginx's "client closed request") is what the request metrics record
+        return Response(status_code=499)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_params(request: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = []
+        for e in exc.errors():
+            where = ".".join(str(x) for x in e.get("loc", ()) if x not in ("query", "path"))
+            parts.append(f"{where}: {e.get('msg', 'invalid')}")
+        return _error(422, "; ".join(parts) or "invalid parameters")
+
+    @app.exception_handler(Exception)
+    async def bug(request: Request, exc: Exception) -> JSONResponse:
+        return _error(500, f"internal error: {type(exc).__name__}: {exc}")
+
+    app.add_middleware(_observe, metrics=srv.metrics)
+    app.add_middleware(request_deadline)
     for route, (name, ctype) in STATIC.items():
         app.add_api_route(route, _static(name, ctype), methods=["GET"], include_in_schema=False)
-    return app
 
-
-def _model_routes(app: FastAPI, srv: Server) -> None:
-    """POST /v1/predict, /v1/features, /v1/neighbors: answers through the batcher."""
-    engine, v1 = srv.engine, [Depends(srv.auth)]
+    def index():
+        if engine.index is None:
+            raise ApiError(404, "this server has no neighbour index (none was given at its start)")
+        return engine.index
 
     @app.post("/v1/predict", dependencies=v1)
     async def predict(request: Request, topk: int = Query(5, ge=1, le=100_000)) -> Response:
-        names, images = await srv.images_of(request)
-        p, probs = engine.predictor, await srv.run("predict", images)
+        names, probs = await srv.run("predict", request)
+        p = engine.predictor
         preds = [pred.to_json() for pred in p.predictions(names, torch.stack(probs), topk)]
         return JSONResponse(
             {"model": p.meta.model_name, "crops": p.crops, "topk": topk, "predictions": preds}
@@ -254,8 +272,7 @@ def _model_routes(app: FastAPI, srv: Server) -> None:
 
     @app.post("/v1/features", dependencies=v1)
     async def features(request: Request) -> Response:
-        names, images = await srv.images_of(request)
-        feats = await srv.run("features", images)
+        names, feats = await srv.run("features", request)
         rows = [{"image": n, "features": f.tolist()} for n, f in zip(names, feats)]
         name, layer = engine.predictor.meta.model_name, engine.predictor.feature_layer
         answer = {"model": name, "dim": engine.feature_dim, "layer": layer, "results": rows}
@@ -263,41 +280,29 @@ def _model_routes(app: FastAPI, srv: Server) -> None:
 
     @app.post("/v1/neighbors", dependencies=v1)
     async def neighbors(request: Request, k: int = Query(8, ge=1, le=256)) -> Response:
-        index = _index(engine)
-        names, images = await srv.images_of(request)
-        feats = await srv.run("features", images)
+        found_in = index()
+        names, feats = await srv.run("features", request)
         queries = np.stack([f.numpy() for f in feats])
-        found = await srv.batcher.call(index.search, queries, k)
+        found = await srv.batcher.call(found_in.search, queries, k)
         results = [{"query": n, "neighbors": f} for n, f in zip(names, found)]
-        return JSONResponse({"split": index.split, "k": k, "results": results})
-
-
-def _info_routes(app: FastAPI, srv: Server) -> None:
-    """Pictures, model information, health and metrics."""
-    engine, cfg, v1 = srv.engine, srv.cfg, [Depends(srv.auth)]
-
-    cached = {"Cache-Control": "max-age=3600"}
+        return JSONResponse({"split": found_in.split, "k": k, "results": results})
 
     @app.get("/v1/images/{split}/{i}.png", dependencies=v1)
     async def thumbnail(split: str, i: int) -> Response:
-        png = await asyncio.to_thread(_index(engine).thumbnail, split, i)
-        return Response(png, media_type="image/png", headers=cached)
+        return _png(await asyncio.to_thread(index().thumbnail, split, i), cached=True)
 
     @app.get("/v1/files/{path:path}", dependencies=v1)
     async def file_thumbnail(path: str) -> Response:
-        png = await asyncio.to_thread(_index(engine).file_thumbnail, path)
-        return Response(png, media_type="image/png", headers=cached)
+        return _png(await asyncio.to_thread(index().file_thumbnail, path), cached=True)
 
     @app.get("/v1/kernels.png", dependencies=v1)
     async def kernels(columns: int = Query(16, ge=1, le=96)) -> Response:
-        png = await srv.batcher.call(engine.kernels_png, columns)
-        return Response(png, media_type="image/png")
+        return _png(await srv.batcher.call(engine.kernels_png, columns))
 
     @app.post("/v1/conv1", dependencies=v1)
     async def conv1(request: Request, columns: int = Query(16, ge=1, le=96)) -> Response:
-        _, image = await srv.one_image(request)
-        png = await srv.batcher.call(engine.conv1_png, image, columns)
-        return Response(png, media_type="image/png")
+        _, [image] = await srv.images_of(request, one=True)
+        return _png(await srv.batcher.call(engine.conv1_png, image, columns))
 
     @app.post("/v1/occlusion", dependencies=v1)
     async def occlusion(
@@ -305,7 +310,7 @@ def _info_routes(app: FastAPI, srv: Server) -> None:
         patch: int | None = Query(None, ge=1, le=4096),
         stride: int | None = Query(None, ge=1, le=4096),
     ) -> Response:
-        name, image = await srv.one_image(request)
+        [name], [image] = await srv.images_of(request, one=True)
         found = await srv.batcher.call(engine.occlusion, image, patch, stride)
         return JSONResponse({"image": name, **found})
 
@@ -313,7 +318,7 @@ def _info_routes(app: FastAPI, srv: Server) -> None:
     async def units(
         request: Request, layer: str = Query(..., max_length=64), k: int = Query(8, ge=1, le=64)
     ) -> Response:
-        name, image = await srv.one_image(request)
+        [name], [image] = await srv.images_of(request, one=True)
         found = await srv.batcher.call(engine.units, image, layer, k)
         return JSONResponse({"image": name, **found})
 
@@ -338,11 +343,7 @@ def _info_routes(app: FastAPI, srv: Server) -> None:
     async def prometheus() -> Response:
         return Response(generate_latest(srv.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-
-def _index(engine: Engine):
-    if engine.index is None:
-        raise ApiError(404, "this server has no neighbour index (start it with --index FEATS)")
-    return engine.index
+    return app
 
 
 def _static(name: str, ctype: str):
@@ -354,48 +355,12 @@ def _static(name: str, ctype: str):
     return page
 
 
-def _install_handlers(app: FastAPI, metrics: Metrics) -> None:
-    """JSON errors everywhere, and a request counter + latency histogram per route."""
-
-    @app.exception_handler(ApiError)
-    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return _error(exc.status, exc.message, exc.headers)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
-
-    @app.exception_handler(ClientDisconnect)
-    async def gone(request: Request, exc: ClientDisconnect) -> Response:
-        # the client left (or was cut at --request-timeout-s) mid-body: nobody reads this;
-        # 499 (nginx's "client closed request") is what the request metrics record
-        return Response(status_code=499)
-
-    @app.exception_handler(RequestValidationError)
-    async def bad_params(request: Request, exc: RequestValidationError) -> JSONResponse:
-        parts = []
-        for e in exc.errors():
-            where = ".".join(str(x) for x in e.get("loc", ()) if x not in ("query", "path"))
-            parts.append(f"{where}: {e.get('msg', 'invalid')}")
-        return _error(422, "; ".join(parts) or "invalid parameters")
-
-    @app.exception_handler(Exception)
-    async def bug(request: Request, exc: Exception) -> JSONResponse:
-        return _error(500, f"internal error: {type(exc).__name__}: {exc}")
-
-    app.add_middleware(_Observe, metrics=metrics)
-    app.add_middleware(RequestDeadline)
-
-
-class _Observe:
+def _observe(app, metrics: Metrics):
     """ASGI middleware: a request counter and latency histogram per route template."""
 
-    def __init__(self, app, metrics: Metrics) -> None:
-        self.app, self.metrics = app, metrics
-
-    async def __call__(self, scope, receive, send) -> None:
+    async def observed(scope, receive, send) -> None:
         if scope["type"] != "http":
-            return await self.app(scope, receive, send)
+            return await app(scope, receive, send)
         t0, status = time.perf_counter(), 500
 
         async def send_status(message) -> None:
@@ -405,8 +370,10 @@ class _Observe:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_status)
+            await app(scope, receive, send_status)
         finally:
             path = getattr(scope.get("route"), "path", "other")
-            self.metrics.requests.labels(scope["method"], path, str(status)).inc()
-            self.metrics.latency.labels(path).observe(time.perf_counter() - t0)
+            metrics.requests.labels(scope["method"], path, str(status)).inc()
+            metrics.latency.labels(path).observe(time.perf_counter() - t0)
+
+    return observed

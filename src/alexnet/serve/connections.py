@@ -1,30 +1,12 @@
-"""What one client may hold: a deadline for its request, and a bound on open connections.
-
-uvicorn's `timeout_keep_alive` closes a connection idle *between* requests; nothing closes one
-that sends half a request and stops, and its `limit_concurrency` answers 503 only once a
-request has fully arrived, so slow clients pile up without bound. Two rules are added:
-
-- **Request deadline.** A request's line, headers and body must all have arrived within
-  `limits.request_timeout` seconds of its first byte (of the connection opening, for the first
-  request). Otherwise the client gets `408` with `Connection: close` and is disconnected; a
-  client that drips one byte a second is cut at the same deadline. Time spent computing the
-  answer, and idle time between requests (`timeout_keep_alive`), do not count; nor does a
-  partial request that arrived pipelined behind a whole one until its next byte comes (till
-  then `timeout_keep_alive` bounds it).
-- **Head bound.** A request line and headers over `MAX_HEAD_BYTES` get `431` with the JSON
-  error every other refusal has (uvicorn would answer a plain-text 400), and the connection is
-  closed. A pipelined request that arrives in one piece with the one before it is bounded by
-  uvicorn alone.
-- **Connection bound.** Beyond `limits.max_connections` open connections a new one is answered
-  at once with `503` + `Retry-After: 1` + `Connection: close` and closed; it never holds
-  request state.
+"""What one client may hold: a deadline for its whole request (else 408, closed), a bound on the
+request head (else 431, closed) and on open connections (beyond it: 503 at once, closed).
 
 `protocol_class(limits)` is uvicorn's h11 protocol seen only through asyncio's `Protocol`
-methods: it counts connections, refuses those over the bound, and starts a connection's
-`Clock` when it opens and at the first byte of each later request. `RequestDeadline`, an ASGI
-middleware, stops the clock once the request's body has arrived. The two meet through a
-context variable: uvicorn starts a request's task from `data_received` (or from the end of the
-previous answer, for a pipelined request), so the task inherits its connection's clock.
+methods: it counts connections, refuses those over the bound, bounds the head, and starts a
+connection's `Clock` when it opens and at the first byte of each later request.
+`request_deadline`, an ASGI middleware, stops the clock once the body has arrived. They meet
+through a context variable: uvicorn starts a request's task from `data_received` (or from the
+end of the previous answer, when pipelined), so the task inherits its connection's clock.
 """
 
 from __future__ import annotations
@@ -43,17 +25,14 @@ MAX_HEAD_BYTES = 16 * 1024  # a request line + headers longer than this get 431 
 
 @dataclass
 class ConnectionLimits:
-    """The limits, the count of open connections, and what to tell the metrics.
-
-    on_refused(): a connection refused over the bound; on_timeout(phase): a client cut at the
-    deadline, phase "headers" or "body"; on_open(n): the number of open connections changed."""
+    """The limits, the count of open connections, and what to tell the metrics: on_refused()
+    (refused over the bound), on_timeout(phase) (cut at the deadline: "headers" or "body")."""
 
     max_connections: int = 256
     request_timeout: float = 30.0
     open: int = 0
     on_refused: Callable[[], None] = field(default=lambda: None, repr=False)
     on_timeout: Callable[[str], None] = field(default=lambda phase: None, repr=False)
-    on_open: Callable[[int], None] = field(default=lambda n: None, repr=False)
 
 
 def raw_response(status: int, reason: str, message: str, extra: str = "") -> bytes:
@@ -67,9 +46,8 @@ def raw_response(status: int, reason: str, message: str, extra: str = "") -> byt
 
 
 class Clock:
-    """One connection's request deadline: started by the request's first byte, stopped once its
-    body has arrived; at the deadline the client gets 408 (unless an answer has been started
-    already, e.g. an early 413) and the connection is closed."""
+    """One connection's request deadline: at it, 408 (unless an answer has started, e.g. an
+    early 413) and the connection is closed."""
 
     def __init__(self, limits: ConnectionLimits, transport: asyncio.Transport) -> None:
         self.limits, self.transport = limits, transport
@@ -106,39 +84,41 @@ _clock: ContextVar[Clock | None] = ContextVar("alexnet_serve_clock", default=Non
 
 
 class LimitedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol with a connection bound and a request clock (module doc)."""
+    """uvicorn's h11 protocol with the bounds and a request clock (module doc)."""
 
     limits: ConnectionLimits = ConnectionLimits()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self.clock: Clock | None = None
+        self.dropping = False  # answered at once (503, 431): until the connection closes
         if self.limits.open >= self.limits.max_connections:
-            self._refuse(transport)
+            self.transport, limit = transport, self.limits.max_connections
+            msg = f"server busy: {limit} connections open (--max-connections {limit})"
+            self._reject(503, "Service Unavailable", msg, "retry-after: 1\r\n")
+            self.limits.on_refused()
             return
         self.limits.open += 1
-        self.limits.on_open(self.limits.open)
         super().connection_made(transport)
         self.clock = Clock(self.limits, transport)
         self.clock.start()  # the first request's clock starts with the connection
         self.head: int | None = 0  # bytes of the current request's head so far (None: all in)
         self.tail = b""  # its last 3 bytes: the blank line that ends it may be split
-        self.dropping = False  # after a 431, until the connection closes
 
-    def _refuse(self, transport: asyncio.Transport) -> None:
-        """503 at once; then half-close and drop what the client sends until closed."""
-        self.transport = transport
-        limit = self.limits.max_connections
-        msg = f"server busy: {limit} connections open (--max-connections {limit})"
-        transport.write(raw_response(503, "Service Unavailable", msg, "retry-after: 1\r\n"))
-        _close_after_linger(transport)
-        self.limits.on_refused()
+    def _reject(self, status: int, reason: str, message: str, extra: str = "") -> None:
+        """Answer at once, half-close and drop what the client still sends, then close after
+        REFUSED_LINGER_S: closing with unread bytes would reset the connection and could lose
+        the answer."""
+        self.transport.write(raw_response(status, reason, message, extra))
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        asyncio.get_running_loop().call_later(REFUSED_LINGER_S, self.transport.close)
+        self.dropping = True
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.clock is None:  # refused
             return
         self.clock.stop(self.clock.request)
         self.limits.open -= 1
-        self.limits.on_open(self.limits.open)
         super().connection_lost(exc)
 
     def eof_received(self) -> None:
@@ -146,7 +126,7 @@ class LimitedH11Protocol(H11Protocol):
             self.transport.close()
 
     def data_received(self, data: bytes) -> None:
-        if self.clock is None or self.dropping:
+        if self.dropping:
             return
         request = self.clock.request
         self.clock.start()  # a no-op while the current request's clock runs
@@ -168,18 +148,8 @@ class LimitedH11Protocol(H11Protocol):
             return False
         self.clock.stop(self.clock.request)  # type: ignore[union-attr]
         msg = f"request line and headers longer than {MAX_HEAD_BYTES} bytes"
-        self.transport.write(raw_response(431, "Request Header Fields Too Large", msg))
-        _close_after_linger(self.transport)
-        self.dropping = True  # what the client still sends
+        self._reject(431, "Request Header Fields Too Large", msg)
         return True
-
-
-def _close_after_linger(transport: asyncio.Transport) -> None:
-    """Half-close after an answer and drop what the client still sends, then close: closing
-    with unread bytes would reset the connection and could lose the answer."""
-    if transport.can_write_eof():
-        transport.write_eof()
-    asyncio.get_running_loop().call_later(REFUSED_LINGER_S, transport.close)
 
 
 def protocol_class(limits: ConnectionLimits) -> type[LimitedH11Protocol]:
@@ -187,19 +157,15 @@ def protocol_class(limits: ConnectionLimits) -> type[LimitedH11Protocol]:
     return type("LimitedH11", (LimitedH11Protocol,), {"limits": limits})
 
 
-class RequestDeadline:
-    """ASGI middleware: the request's headers have arrived when it is called (the clock's phase
-    becomes "body"), its body when `receive` says there is no more (or it has none): the clock
-    stops. An answer started before the whole body arrived (401, 413, ...) closes the
-    connection after it. Without a clock (a test client) it only passes through."""
+def request_deadline(app):
+    """ASGI middleware: the clock's phase becomes "body" when called, and it stops once the
+    body has arrived. An answer started before that (401, 413, ...) closes the connection
+    after it. Without a clock (a test client) it only passes through."""
 
-    def __init__(self, app) -> None:
-        self.app = app
-
-    async def __call__(self, scope, receive, send) -> None:
+    async def deadline(scope, receive, send) -> None:
         clock = _clock.get()
         if scope["type"] != "http" or clock is None:
-            return await self.app(scope, receive, send)
+            return await app(scope, receive, send)
         clock.start()  # a no-op, but for a pipelined request that arrived with the one before
         request, clock.phase = clock.request, "body"
         headers = dict(scope["headers"])
@@ -227,4 +193,6 @@ class RequestDeadline:
                     }
             await send(message)
 
-        await self.app(scope, body_receive, answer_send)
+        await app(scope, body_receive, answer_send)
+
+    return deadline
