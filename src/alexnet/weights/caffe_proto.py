@@ -1,10 +1,5 @@
-"""Caffe's protobuf messages, the few this package reads, built at run time (no protoc, no Caffe).
-
-The definitions below copy the field numbers of Caffe's `caffe.proto` for NetParameter (the new
-`layer` list, field 100, and the old V1 `layers` list, field 2), LayerParameter,
-V1LayerParameter, BlobProto / BlobShape and the parameters of the layers AlexNet uses
-(convolution, LRN, pooling, inner product). Fields not listed are skipped when parsing.
-"""
+"""Caffe's protobuf messages that AlexNet needs, built at run time from caffe.proto's field
+numbers (no protoc, no Caffe); fields not listed are skipped when parsing."""
 
 from __future__ import annotations
 
