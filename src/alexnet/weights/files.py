@@ -27,7 +27,7 @@ from alexnet.weights.safetensors_io import (
     read_safetensors,
     require_paper_two_tower,
     save_safetensors,
-    to_paper_layout,
+    two_device_to_paper,
 )
 from alexnet.weights.torchvision import torchvision_weights
 
@@ -70,7 +70,11 @@ def read(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], WeightsMeta]
     if is_safetensors(p):
         tensors, meta = read_safetensors(p)
         if meta.format == "two-device":
-            tensors = to_paper_layout(tensors, meta)
+            require_paper_two_tower(meta)
+            try:
+                tensors = two_device_to_paper(tensors)
+            except KeyError as exc:
+                raise UserError(f"{p}: missing tensor {exc} for the two-device layout") from None
         return tensors, meta
     if torch_file_kind(p) in ("zip", "pickle"):
         obj = safe_torch_load(p, "cpu")

@@ -68,9 +68,9 @@ def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], 
     try:
         with safe_open(str(path), framework="pt") as f:
             raw = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise UserError(f"{path}: not a readable safetensors file ({exc})") from None
-    tensors = load_tensors(path)
     if raw.get("format") != FORMAT:
         raise UserError(
             f"{path}: a safetensors file without alexnet metadata (format {FORMAT}); "
@@ -156,12 +156,3 @@ def require_paper_two_tower(meta: WeightsMeta) -> None:
             f"{meta.path}: model {cfg.get('name')!r} has no two-tower layout "
             "(only the `paper` model with towers=2 splits over two devices)"
         )
-
-
-def to_paper_layout(tensors: dict[str, torch.Tensor], meta: WeightsMeta) -> dict[str, torch.Tensor]:
-    """Two-device tensors -> `PaperAlexNet` tensors; UserError naming a missing tensor."""
-    require_paper_two_tower(meta)
-    try:
-        return two_device_to_paper(tensors)
-    except KeyError as exc:
-        raise UserError(f"{meta.path}: missing tensor {exc} for the two-device layout") from None
