@@ -1,12 +1,5 @@
 """Every weights format in and out: `load(path | run dir | name)` -> (model, metadata), `save`,
-and `load_for`, the model for other code (`files`). Formats are told apart by their content:
-our safetensors in either tower layout (`safetensors_io`), torchvision's `.pth`, training
-checkpoints, Hugging Face-style folders (`hf`); `caffe` converts bvlc_alexnet; `hub` names
-downloadable weights; `meta` holds what every format reads besides tensors.
-
-The names below are imported when first used, so that the torch-free `hub` (which `alexnet
-weights` lists) loads without torch.
-"""
+`load_for`. Names are imported when first used, so the torch-free `hub` loads without torch."""
 
 from __future__ import annotations
 

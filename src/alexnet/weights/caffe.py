@@ -1,23 +1,11 @@
-"""Caffe's `bvlc_alexnet` -> the `paper` model at input_size=227, with Caffe's preprocessing.
+"""Caffe's `bvlc_alexnet` (the paper's architecture, §3, Fig. 2: conv2/4/5 in two groups, the
+towers of §3.2; 42.9 / 19.8 % top-1 / top-5 error, centre crop) -> the `paper` model at 227 px.
 
-`bvlc_alexnet` is the public ImageNet model with the paper's architecture (§3, Fig. 2): five
-conv layers 96-256-384-384-256, conv2/4/5 in two groups (the paper's two towers, §3.2), LRN
-after conv1 and conv2 (§3.3) and overlapping max-pooling (§3.4), on 227x227 inputs without
-padding. Published: 42.9% top-1 / 19.8% top-5 error on the ILSVRC-2012 validation set (centre
-crop). Its differences from the paper's network, and how they are expressed here:
-
-- LRN: k=1 and alpha/n (alpha=1e-4, n=5, beta=0.75) -> `lrn_k=1`,
-  `lrn_alpha_convention="per_size"`. Caffe normalizes across ALL channels of the blob (its LRN
-  window crosses the boundary between the two groups), where the paper's GPUs each normalized
-  their own maps. The model keeps Caffe's groups as the paper's two towers and sets
-  `lrn_scope="all"` (LRN across the towers' boundary): the same function, exactly, with the
-  paper's 60,965,224 parameters.
-- Input: BGR 0..255 minus the mean (the mean image, or per channel (104, 117, 123) BGR). conv1's
-  input channels are flipped BGR -> RGB here, so the model reads RGB like every other model of
-  this package, and the weights' preprocess metadata says "0..255 minus the RGB mean".
-- fc6 reads pool5 flattened as C x H x W (256 x 6 x 6), the same order as torch.flatten.
-
-`convert(caffemodel, out, deploy=None, mean=None)` writes an alexnet `.safetensors` file.
+Caffe vs the paper: LRN k=1 and alpha/n (`lrn_k=1`, `lrn_alpha_convention="per_size"`), across
+ALL channels of the blob where each of the paper's GPUs normalized its own maps
+(`lrn_scope="all"`: the same function, with the paper's 60,965,224 parameters); input BGR
+0..255 minus the mean (conv1 is flipped to RGB here, the metadata says "0..255 minus the RGB
+mean"); fc6 reads pool5 as C x H x W, torch.flatten's order.
 """
 
 from __future__ import annotations
@@ -33,20 +21,16 @@ from alexnet.errors import UserError
 from alexnet.models.registry import get_model
 from alexnet.weights import caffe_proto
 from alexnet.weights.caffe_proto import CaffeLayer
-from alexnet.weights.safetensors_io import save_safetensors
+from alexnet.weights.safetensors_io import PAPER_KEY, save_safetensors
 from alexnet.weights.torchvision import class_names
 
-# The layer sequence of bvlc_alexnet (conv -> ReLU -> LRN -> pool, as the paper; CaffeNet
-# pools before it normalizes and is refused): C = conv, N = LRN, P = max-pool, F = inner product.
+# bvlc_alexnet's layers (C conv, N LRN, P max-pool, F inner product; CaffeNet's pool-first refused)
 SEQUENCE = "CNPCNPCCCPFFF"
 # conv1..conv5: (num_output, kernel, stride, pad, group)
 CONVS = ((96, 11, 4, 0, 1), (256, 5, 1, 2, 2), (384, 3, 1, 1, 1), (384, 3, 1, 1, 2),
          (256, 3, 1, 1, 2))  # fmt: skip
-CONV_NAMES = ("conv1", "conv2", "conv3", "conv4", "conv5")
-FC_NAMES = ("fc6", "fc7", "fc8")
 MEAN_BGR = (104.0, 117.0, 123.0)  # Caffe's per-channel ImageNet mean, BGR order, 0..255
 PUBLISHED = {"top1_err": 42.9, "top5_err": 19.8, "crops": 1, "model": "bvlc_alexnet"}
-# The `paper` model that computes bvlc_alexnet's function (see the module docstring).
 MODEL_OPTIONS: dict[str, Any] = dict(
     input_size=227,
     towers=2,
@@ -70,10 +54,8 @@ def _conv_geometry(p: Any) -> tuple[int, int, int, int, int]:
 
 
 def check_structure(net: list[CaffeLayer], where: str) -> dict[str, Any]:
-    """Check the layers are bvlc_alexnet's (UserError naming the first that is not).
-
-    Returns {"lrn_k": Caffe's LRN k, "num_classes": fc8's outputs, "names": the layer names of
-    conv1..conv5, fc6..fc8 in order}."""
+    """UserError naming the first layer that is not bvlc_alexnet's; else {"lrn_k",
+    "num_classes", "names": the layer names of conv1..conv5, fc6..fc8}."""
     kinds = {"Convolution": "C", "LRN": "N", "Pooling": "P", "InnerProduct": "F"}
     core = [layer for layer in net if layer.type in kinds]
     found = "".join(kinds[layer.type] for layer in core)
@@ -118,8 +100,7 @@ def check_structure(net: list[CaffeLayer], where: str) -> dict[str, Any]:
 
 
 def _fit(array: np.ndarray, shape: tuple[int, ...], where: str) -> np.ndarray:
-    """A blob in `shape`; old Caffe files store FC weights as (1, 1, out, in), biases as
-    (1, 1, 1, out)."""
+    """A blob in `shape` (old files store FC weights as (1, 1, out, in), biases (1, 1, 1, out))."""
 
     def squeeze(s: tuple[int, ...]) -> tuple[int, ...]:
         return tuple(d for d in s if d != 1)
@@ -142,43 +123,31 @@ def _block_diagonal(w: np.ndarray, groups: int) -> np.ndarray:
 def state_dict(
     blobs: dict[str, list[np.ndarray]], names: list[str], towers: int, where: str
 ) -> dict[str, torch.Tensor]:
-    """Caffe blobs of conv1..conv5, fc6..fc8 (by their layer names, in that order) -> tensors of
-    the `paper` model with `towers` towers (2: Caffe's groups as towers; 1: block-diagonal)."""
+    """Blobs of the layers `names` (conv1..fc8) -> the `paper` model's tensors (towers=1: Caffe's
+    groups as block-diagonal convs)."""
     state: dict[str, torch.Tensor] = {}
-    in_ch = 3
-    for ours, name, (out, k, _, _, group) in zip(CONV_NAMES, names[:5], CONVS):
+    inputs = 3
+    for (ours, key), conv, name in zip(PAPER_KEY.items(), [*CONVS, None, None, None], names):
         w, b = (blobs[name] + [None, None])[:2]
         if b is None:
             raise UserError(f"{where}: layer {name!r} needs 2 blobs (weights, bias)")
-        w = _fit(w, (out, in_ch // group, k, k), f"{where}: layer {name!r} weights")
+        out, k, _, _, group = conv or (b.size, 0, 0, 0, 1)
+        shape = (out, inputs) if conv is None else (out, inputs // group, k, k)
+        w = _fit(w, shape, f"{where}: layer {name!r} weights")
         if ours == "conv1":
             w = w[:, ::-1]  # input channels BGR -> RGB
         if group > 1 and towers != group:
             w = _block_diagonal(w, group)
-        state[f"features.{ours}.weight"] = torch.from_numpy(np.ascontiguousarray(w))
-        state[f"features.{ours}.bias"] = torch.from_numpy(_fit(b, (out,), f"{where}: {name} bias"))
-        in_ch = out
-    in_features = 256 * 6 * 6  # pool5 flattened C x H x W, the order of torch.flatten
-    for ours, name in zip(FC_NAMES, names[5:]):
-        w, b = (blobs[name] + [None, None])[:2]
-        if b is None:
-            raise UserError(f"{where}: layer {name!r} needs 2 blobs (weights, bias)")
-        out = b.size
-        prefix = "" if ours == "fc8" else "classifier."
-        w = _fit(w, (out, in_features), f"{where}: layer {name!r} weights")
-        state[f"{prefix}{ours}.weight"] = torch.from_numpy(np.ascontiguousarray(w))
-        state[f"{prefix}{ours}.bias"] = torch.from_numpy(_fit(b, (out,), f"{where}: {name} bias"))
-        in_features = out
+        state[f"{key}.weight"] = torch.from_numpy(np.ascontiguousarray(w))
+        state[f"{key}.bias"] = torch.from_numpy(_fit(b, (out,), f"{where}: {name} bias"))
+        # pool5 flattened C x H x W, the order of torch.flatten
+        inputs = 256 * 6 * 6 if ours == "conv5" else out
     return state
 
 
 def caffe_preprocess(mean: np.ndarray | None) -> tuple[dict[str, Any], torch.Tensor | None]:
-    """Caffe's input (0..255 minus the mean) as preprocess metadata for RGB models.
-
-    mean: Caffe's mean image (3, H, W) BGR 0..255 (`imagenet_mean.binaryproto`, 256x256), or
-    None for the per-channel mean (104, 117, 123) BGR. Returns (preprocess, mean image
-    (H, W, 3) RGB in [0, 1] or None): 256 px images, centre crop 227 (§2, §4.1).
-    """
+    """Caffe's input (0..255 minus the mean: `mean` (3, H, W) BGR, else 104, 117, 123) ->
+    (preprocess, (H, W, 3) RGB mean image in [0, 1] or None): 256 px, centre crop 227 (§2)."""
     base = dict(image_size=256, resize_rule="paper", crop_size=227, resize=None, out_channels=3)
     if mean is None:
         rgb = [c / 255.0 for c in MEAN_BGR[::-1]]
@@ -191,7 +160,7 @@ def caffe_preprocess(mean: np.ndarray | None) -> tuple[dict[str, Any], torch.Ten
 
 
 def load_mean(path: str | os.PathLike) -> np.ndarray:
-    """`imagenet_mean.binaryproto` -> (3, H, W) float32 BGR 0..255; UserError naming the file."""
+    """`imagenet_mean.binaryproto` -> (3, H, W) float32 BGR 0..255."""
     mean = caffe_proto.read_blob(path)
     mean = mean.reshape(mean.shape[-3:]) if mean.ndim >= 3 else mean
     if mean.ndim != 3 or mean.shape[0] != 3 or mean.shape[1] != mean.shape[2]:
@@ -202,9 +171,8 @@ def load_mean(path: str | os.PathLike) -> np.ndarray:
 
 
 def read_synset_words(path: str | os.PathLike, count: int) -> list[str]:
-    """Caffe's `synset_words.txt` (or Kaggle's `LOC_synset_mapping.txt`): lines "n01440764
-    tench, Tinca tinca" in class-index order -> the words, as `alexnet prepare` names
-    ImageNet's classes from the official devkit."""
+    """Caffe's `synset_words.txt` (lines "n01440764 tench, Tinca tinca", index order) -> the
+    words, as `alexnet prepare` names ImageNet's classes."""
     try:
         lines = [ln.strip() for ln in Path(path).read_text().splitlines() if ln.strip()]
     except (OSError, UnicodeDecodeError) as exc:
@@ -222,12 +190,9 @@ def convert(
     mean: str | os.PathLike | None = None,
     classes: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
-    """Convert a `bvlc_alexnet.caffemodel` (either layout) to an alexnet weights file.
-
-    The architecture is read from `deploy` when given, else from the caffemodel itself; blobs
-    are matched by layer name. Class names come from `classes` (a synset_words.txt) or, for
-    1000 classes, torchvision's ImageNet names (the same order). Returns the metadata written.
-    """
+    """Convert a `bvlc_alexnet.caffemodel` (either layout; the layers of `deploy` when given)
+    to an alexnet weights file; class names from `classes` or torchvision's. Returns the
+    metadata written."""
     model_layers = caffe_proto.layers(caffe_proto.read_net(caffemodel), str(caffemodel))
     arch_where = str(deploy or caffemodel)
     arch = (

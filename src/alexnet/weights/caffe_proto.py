@@ -1,10 +1,5 @@
-"""Caffe's protobuf messages, the few this package reads, built at run time (no protoc, no Caffe).
-
-The definitions below copy the field numbers of Caffe's `caffe.proto` for NetParameter (the new
-`layer` list, field 100, and the old V1 `layers` list, field 2), LayerParameter,
-V1LayerParameter, BlobProto / BlobShape and the parameters of the layers AlexNet uses
-(convolution, LRN, pooling, inner product). Fields not listed are skipped when parsing.
-"""
+"""Caffe's protobuf messages that AlexNet needs, built at run time from caffe.proto's field
+numbers (no protoc, no Caffe); fields not listed are skipped when parsing."""
 
 from __future__ import annotations
 
@@ -32,11 +27,9 @@ _MESSAGES: dict[str, list[tuple[str, int, str, bool]]] = {
         ("channels", 2, "i32", False), ("height", 3, "i32", False), ("width", 4, "i32", False),
     ],
     "ConvolutionParameter": [
-        ("num_output", 1, "u32", False), ("bias_term", 2, "b", False), ("pad", 3, "u32", True),
-        ("kernel_size", 4, "u32", True), ("stride", 6, "u32", True), ("group", 5, "u32", False),
-        ("pad_h", 9, "u32", False), ("pad_w", 10, "u32", False), ("kernel_h", 11, "u32", False),
-        ("kernel_w", 12, "u32", False), ("stride_h", 13, "u32", False),
-        ("stride_w", 14, "u32", False), ("dilation", 18, "u32", True),
+        ("num_output", 1, "u32", False), ("pad", 3, "u32", True), ("kernel_size", 4, "u32", True),
+        ("stride", 6, "u32", True), ("group", 5, "u32", False), ("pad_h", 9, "u32", False),
+        ("kernel_h", 11, "u32", False), ("stride_h", 13, "u32", False),
     ],
     "LRNParameter": [
         ("local_size", 1, "u32", False), ("alpha", 2, "f", False), ("beta", 3, "f", False),
@@ -44,24 +37,19 @@ _MESSAGES: dict[str, list[tuple[str, int, str, bool]]] = {
     ],
     "PoolingParameter": [
         ("pool", 1, ".caffe.PoolingParameter.PoolMethod", False),
-        ("kernel_size", 2, "u32", False), ("stride", 3, "u32", False),
-        ("pad", 4, "u32", False), ("kernel_h", 5, "u32", False), ("kernel_w", 6, "u32", False),
-        ("stride_h", 7, "u32", False), ("stride_w", 8, "u32", False),
-        ("pad_h", 9, "u32", False), ("pad_w", 10, "u32", False),
+        ("kernel_size", 2, "u32", False), ("stride", 3, "u32", False), ("pad", 4, "u32", False),
+        ("kernel_h", 5, "u32", False), ("stride_h", 7, "u32", False), ("pad_h", 9, "u32", False),
     ],
-    "InnerProductParameter": [("num_output", 1, "u32", False), ("bias_term", 2, "b", False),
-                              ("axis", 5, "i32", False), ("transpose", 6, "b", False)],
+    "InnerProductParameter": [("num_output", 1, "u32", False)],
     "LayerParameter": [
-        ("name", 1, "s", False), ("type", 2, "s", False), ("bottom", 3, "s", True),
-        ("top", 4, "s", True), ("blobs", 7, ".caffe.BlobProto", True),
+        ("name", 1, "s", False), ("type", 2, "s", False), ("blobs", 7, ".caffe.BlobProto", True),
         ("convolution_param", 106, ".caffe.ConvolutionParameter", False),
         ("inner_product_param", 117, ".caffe.InnerProductParameter", False),
         ("lrn_param", 118, ".caffe.LRNParameter", False),
         ("pooling_param", 121, ".caffe.PoolingParameter", False),
     ],
     "V1LayerParameter": [
-        ("bottom", 2, "s", True), ("top", 3, "s", True), ("name", 4, "s", False),
-        ("type", 5, ".caffe.V1LayerParameter.LayerType", False),
+        ("name", 4, "s", False), ("type", 5, ".caffe.V1LayerParameter.LayerType", False),
         ("blobs", 6, ".caffe.BlobProto", True),
         ("convolution_param", 10, ".caffe.ConvolutionParameter", False),
         ("inner_product_param", 17, ".caffe.InnerProductParameter", False),
@@ -69,7 +57,6 @@ _MESSAGES: dict[str, list[tuple[str, int, str, bool]]] = {
         ("pooling_param", 19, ".caffe.PoolingParameter", False),
     ],
     "NetParameter": [
-        ("name", 1, "s", False), ("input", 3, "s", True), ("input_dim", 4, "i32", True),
         ("layer", 100, ".caffe.LayerParameter", True),
         ("layers", 2, ".caffe.V1LayerParameter", True),
     ],
@@ -146,13 +133,19 @@ def _read(path: str | os.PathLike) -> bytes:
         raise UserError(f"{path}: cannot read ({exc.strerror})") from None
 
 
+def _parse(path: str | os.PathLike, message: str) -> Any:
+    """A binary protobuf file -> the parsed `message`; UserError naming the file."""
+    parsed = messages()[message]()
+    try:
+        parsed.ParseFromString(_read(path))
+    except (DecodeError, RuntimeError, ValueError) as exc:
+        raise UserError(f"{path}: not a Caffe {message} ({exc})") from None
+    return parsed
+
+
 def read_net(path: str | os.PathLike) -> Any:
     """A binary `.caffemodel` (NetParameter) -> the parsed message; UserError naming the file."""
-    net = messages()["NetParameter"]()
-    try:
-        net.ParseFromString(_read(path))
-    except (DecodeError, RuntimeError, ValueError) as exc:
-        raise UserError(f"{path}: not a Caffe binary NetParameter ({exc})") from None
+    net = _parse(path, "NetParameter")
     if not len(net.layer) and not len(net.layers):
         raise UserError(f"{path}: a protobuf file without Caffe layers (no 'layer' or 'layers')")
     return net
@@ -186,11 +179,7 @@ def blob_array(blob: Any, where: str) -> np.ndarray:
 
 def read_blob(path: str | os.PathLike) -> np.ndarray:
     """A `.binaryproto` BlobProto (e.g. Caffe's `imagenet_mean.binaryproto`) -> array."""
-    blob = messages()["BlobProto"]()
-    try:
-        blob.ParseFromString(_read(path))
-    except (DecodeError, RuntimeError, ValueError) as exc:
-        raise UserError(f"{path}: not a Caffe BlobProto ({exc})") from None
+    blob = _parse(path, "BlobProto")
     if not len(blob.data) and not len(blob.double_data):
         raise UserError(f"{path}: a BlobProto without data")
     return blob_array(blob, str(path))

@@ -1,12 +1,5 @@
-"""`read(path)` -> (state_dict, metadata) and `load(path)` -> (model, metadata) for every
-format, told apart by the content, not the suffix (torch files read with weights_only); `save`
-writes our safetensors; `convert_layout` the `paper` model's weights in either tower layout.
-
-`load_for(weights, num_classes, model, **options)` is the model for other code:
-`alexnet.get_model(name, weights=...)`, `alexnet.from_pretrained(...)` and hubconf.py's
-`torch.hub.load(..., "alexnet", weights=...)`. `num_classes` other than the weights' re-makes
-the last layer (fc8), freshly initialised, and says so in one warning: fine-tuning's usual
-start (paper §6.1 re-uses the other layers the same way)."""
+"""`read` / `load` every weights format, told apart by content (torch files with weights_only);
+`load_for` re-makes the last layer for another num_classes (fine-tuning's start, paper §6.1)."""
 
 from __future__ import annotations
 
@@ -34,7 +27,7 @@ from alexnet.weights.safetensors_io import (
     read_safetensors,
     require_paper_two_tower,
     save_safetensors,
-    to_paper_layout,
+    two_device_to_paper,
 )
 from alexnet.weights.torchvision import torchvision_weights
 
@@ -65,8 +58,7 @@ def _describe(path: Path) -> str:
 
 
 def read(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], WeightsMeta]:
-    """Any weights file or run directory, or a name of downloadable weights (`torchvision`:
-    fetched once into torch's hub cache, `alexnet.weights.hub`) -> (single-device
+    """Any weights file, run directory, folder or downloadable name -> (paper-layout
     state_dict, metadata)."""
     p = resolve_name(path)
     if hf.is_folder(p):
@@ -78,7 +70,11 @@ def read(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], WeightsMeta]
     if is_safetensors(p):
         tensors, meta = read_safetensors(p)
         if meta.format == "two-device":
-            tensors = to_paper_layout(tensors, meta)
+            require_paper_two_tower(meta)
+            try:
+                tensors = two_device_to_paper(tensors)
+            except KeyError as exc:
+                raise UserError(f"{p}: missing tensor {exc} for the two-device layout") from None
         return tensors, meta
     if torch_file_kind(p) in ("zip", "pickle"):
         obj = safe_torch_load(p, "cpu")
@@ -112,8 +108,7 @@ def checkpoint_weights(
 
 
 def build_model(model_config: Mapping[str, Any], num_classes: int) -> nn.Module:
-    """A freshly initialised model as `model_config` ({"name", "options"}) describes it, with
-    `num_classes` outputs unless the options name their own."""
+    """A fresh model as `model_config` ({"name", "options"}) says; `num_classes` unless set."""
     options = dict(model_config.get("options", {}))
     options.setdefault("num_classes", num_classes)
     return get_model(str(model_config["name"]), **options)
@@ -122,8 +117,7 @@ def build_model(model_config: Mapping[str, Any], num_classes: int) -> nn.Module:
 def load_into(
     model: nn.Module, tensors: Mapping[str, torch.Tensor], path: str | os.PathLike
 ) -> nn.Module:
-    """`model.load_state_dict(tensors, strict=True)`; a mismatch is one UserError naming the
-    file, the model and up to three missing / unexpected / misshapen tensors."""
+    """`load_state_dict(strict=True)`; a mismatch is one UserError naming up to 3 tensors."""
     own = model.state_dict()
     missing = sorted(set(own) - set(tensors))
     unexpected = sorted(set(tensors) - set(own))
@@ -140,16 +134,10 @@ def load_into(
 def load(
     path: str | os.PathLike, device: str | torch.device = "cpu"
 ) -> tuple[nn.Module, WeightsMeta]:
-    """Any weights file or run directory -> (model in eval mode on `device`, metadata).
-
-    Reads, builds the model its metadata names and loads the tensors with strict=True; every
-    failure is one UserError naming the file.
-    """
-    tensors, meta = read(path)
-    model = build_model(meta.model_config, meta.num_classes)
-    load_into(model, tensors, meta.path)
-    meta.model_config = dict(getattr(model, "config", meta.model_config))
-    return model.to(device).eval(), meta
+    """Any weights file or run directory -> (model in eval mode on `device`, metadata); every
+    failure is one UserError naming the file."""
+    model, meta = _load(path, None, None, {})
+    return model.to(device), meta
 
 
 def load_for(
@@ -158,16 +146,22 @@ def load_for(
     model: str | None = None,
     **options: Any,
 ) -> nn.Module:
-    """The model that `weights` names, with its tensors, in eval mode on the CPU.
+    """The model that `weights` (a path, a catalog name or a Hugging Face id "user/name") names,
+    with its tensors, in eval mode on the CPU.
 
-    weights: a path (file, run directory, Hugging Face-style folder), a catalog name
-        ("torchvision") or a Hugging Face id "user/name".
-    num_classes: outputs of the last layer; another number than the weights' re-makes that
-        layer (a warning says so). None keeps the weights'.
+    num_classes: another number than the weights' re-makes the last layer (with a warning).
     model: the model name the caller expects (UserError when the weights are of another).
-    options: model options to override (`get_model`'s keywords, e.g. dropout); one that
-        changes a tensor's shape is a UserError naming the tensors.
+    options: `get_model` options to override; one that changes a tensor's shape is a UserError.
     """
+    return _load(weights, num_classes, model, options)[0]
+
+
+def _load(
+    weights: str | os.PathLike,
+    num_classes: int | None,
+    model: str | None,
+    options: dict[str, Any],
+) -> tuple[nn.Module, WeightsMeta]:
     tensors, meta = read(weights)
     name = meta.model_name
     if model is not None and model != name:
@@ -189,23 +183,20 @@ def load_for(
         warnings.warn(
             f"{meta.path}: {meta.num_classes} classes in the weights, num_classes={num_classes}: "
             f"the last layer ({', '.join(head)}) is re-made and untrained",
-            stacklevel=2,
+            stacklevel=3,
         )
         tensors = {**tensors, **{k: own[k] for k in head}}
     load_into(built, tensors, meta.path)
-    return built.eval()
+    meta.model_config = dict(getattr(built, "config", meta.model_config))
+    return built.eval(), meta
 
 
-# `save` writes the format `load` reads best: an alexnet safetensors file with its metadata
 save = save_safetensors
 
 
 def convert_layout(src: str | os.PathLike, dst: str | os.PathLike, layout: str) -> dict[str, Any]:
-    """Rewrite the two-tower `paper` model's weights `src` (any format `read` takes: a weights
-    file in either layout, a checkpoint, a run directory) in `layout` ("paper" or
-    "two-device", paper §3.2) as the alexnet weights file `dst`.
-
-    Returns {"from", "to", "layout", "tensors"}.
+    """Rewrite the two-tower `paper` model's weights `src` (anything `read` takes) in `layout`
+    ("paper" or "two-device", paper §3.2) as `dst`; returns {"from", "to", "layout", "tensors"}.
     """
     if layout not in LAYOUTS:
         raise UserError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
@@ -233,8 +224,7 @@ def convert_layout(src: str | os.PathLike, dst: str | os.PathLike, layout: str) 
 
 
 def catalog_entry(meta: WeightsMeta) -> CatalogEntry | None:
-    """The catalog entry whose file this torchvision-format file is, told by its content: its
-    SHA-256 begins with the hash in the entry's file name (as torchvision checks downloads)."""
+    """The catalog entry whose file's hash (in its name) begins this torchvision file's SHA-256."""
     if meta.format != "torchvision":
         return None
     sha256 = hashlib.sha256()  # hashlib.file_digest: Python 3.11
@@ -250,9 +240,7 @@ def catalog_entry(meta: WeightsMeta) -> CatalogEntry | None:
 
 
 def describe_file(path: str | os.PathLike) -> dict[str, Any]:
-    """A local weights file, run directory or Hugging Face-style folder -> the catalog's facts
-    (name = the path), read by `alexnet.weights.read` from its content, whatever its name;
-    UserError (one line naming the file and what it is) when it holds no weights."""
+    """A local weights file, run directory or folder -> the catalog's facts (name = the path)."""
     p = Path(path)
     if not p.exists():
         raise UserError(f"{p}: no such weights file or folder")

@@ -1,17 +1,9 @@
-"""Hugging Face-style model folders: `DIR/model.safetensors` + `DIR/config.json` + `DIR/README.md`.
-
-The layout timm and `huggingface_hub.PyTorchModelHubMixin` write, so a folder uploads to the
-Hub as it is. `model.safetensors` holds the model's tensors (and, for "mean_image"
-normalization, the training mean image `preprocess.mean_image`, paper §2) with our metadata, so
-the file alone is also a weights file; `config.json` is what a folder is read by:
+"""Hugging Face-style folders (timm's layout, uploadable as they are): `model.safetensors` (our
+weights file), `README.md` (a model card) and `config.json`, which a folder is read by:
 
     {"format": "alexnet-hf/1", "library_name": "alexnet", "architecture": NAME,
      "model": {"name", "options"}, "num_classes": K, "label_names": [K names],
      "input_size": [C, S, S], "preprocess": {Preprocess}, "extra": {recipe, epoch, ...}}
-
-(`architecture`, `num_classes`, `label_names` as timm names them). `README.md` is a short model
-card: the model, the data and recipe, and the measured error from the run's `eval.json` when
-the weights come from a run directory that has one.
 """
 
 from __future__ import annotations
@@ -69,8 +61,7 @@ def read_folder(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], Weigh
 
 
 def run_dir_of(weights: str | os.PathLike) -> Path | None:
-    """The run directory `weights` belongs to (RUN, RUN/checkpoint.pt, RUN/*.safetensors) when
-    it has an eval.json, else None."""
+    """The run directory of `weights` (RUN or a file in it) when it has an eval.json."""
     p = Path(weights)
     for run in (p, p.parent) if p.exists() else ():
         if run.is_dir() and (run / "eval.json").is_file():
@@ -138,11 +129,8 @@ def model_card(meta: WeightsMeta, params: int, run: Path | None) -> str:
 def write_folder(
     out: str | os.PathLike, model: torch.nn.Module, meta: WeightsMeta, run: Path | None = None
 ) -> dict[str, Any]:
-    """Write `model` (its state_dict) and `meta` as the folder `out` (created; each file
-    replaced atomically); `run`: the run directory whose eval.json the card quotes.
-
-    Returns {"folder", "files", "model", "classes", "eval"} (eval: the eval.json quoted or None).
-    """
+    """Write `model` and `meta` as the folder `out`, each file atomically; the card quotes
+    `run`'s eval.json. Returns {"folder", "files", "model", "classes", "eval"}."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder")

@@ -1,11 +1,6 @@
-"""What `--weights` can name, and what a weights file is: `alexnet weights`.
-
-`CATALOG`: weights downloadable by name (torchvision's ImageNet AlexNet), fetched once into
-torch's hub cache as torchvision does (`fetch`); `CONVERTIBLE`: public weights this package
-converts but does not download (Caffe's `bvlc_alexnet`); `resolve_name`: what every `--weights`
-calls first (`alexnet.weights.files.describe_file`: the same facts for a local file).
-Published errors are top-1 / top-5 in percent on the ILSVRC-2012 validation set, one centre
-crop (the paper's own network: 40.7 / 18.2 with 10 crops, §6).
+"""What `--weights` can name (`CATALOG`, downloaded into torch's hub cache; `CONVERTIBLE`;
+Hugging Face ids) and `resolve_name`, which every `--weights` calls first. Published errors:
+top-1 / top-5 % on ILSVRC-2012 val, one centre crop (the paper: 40.7 / 18.2 with 10 crops, §6).
 """
 
 from __future__ import annotations
@@ -31,10 +26,7 @@ _CHUNK = 1 << 20
 
 
 def cache_dir() -> Path:
-    """torch's hub cache for weights files, `torch.hub.get_dir()/checkpoints`: asked of torch
-    when it is loaded (so `torch.hub.set_dir` is honoured), else torch's own rule without
-    importing it: `$TORCH_HOME/hub`, TORCH_HOME defaulting to `$XDG_CACHE_HOME/torch` and
-    XDG_CACHE_HOME to `~/.cache`."""
+    """`torch.hub.get_dir()/checkpoints`, by torch's own rule when torch is not imported."""
     if "torch" in sys.modules:
         return Path(sys.modules["torch"].hub.get_dir()) / "checkpoints"
     xdg = os.getenv("XDG_CACHE_HOME", os.path.join("~", ".cache"))
@@ -43,7 +35,7 @@ def cache_dir() -> Path:
 
 
 def url_for(file_name: str) -> str:
-    """Where `file_name` is downloaded from: `$ALEXNET_WEIGHTS_URL` or torchvision's base."""
+    """`$ALEXNET_WEIGHTS_URL` or torchvision's base URL, then `file_name`."""
     base = os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
     return f"{base.rstrip('/')}/{file_name}"
 
@@ -54,42 +46,32 @@ def hash_prefix(file_name: str) -> str | None:
     return found[-1] if found else None
 
 
-def _download(url: str, tmp: Path, progress: bool) -> str:
-    """Stream `url` into `tmp`; return the SHA-256 hex digest. Network errors propagate."""
-    digest = hashlib.sha256()
-    request = urllib.request.Request(url, headers={"User-Agent": "alexnet"})
-    with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response, open(tmp, "wb") as out:
-        total = int(response.headers.get("Content-Length") or 0) or None
-        with progress_bar(
-            total=total,
-            unit="B",
-            unit_scale=True,
-            unit_divisor=1024,
-            desc=Path(url).name,
-            disable=not progress,
-        ) as bar:
-            while chunk := response.read(_CHUNK):
-                out.write(chunk)
-                digest.update(chunk)
-                bar.update(len(chunk))
-    return digest.hexdigest()
-
-
 def fetch(file_name: str, *, progress: bool = True) -> Path:
-    """The cached `file_name`, downloaded first from `url_for(file_name)` with a progress bar.
-
-    As torchvision, the hex digits after the last "-" of the name must begin the file's
-    SHA-256 (else refused, not kept); a failed download is one line: the URL, where to put the
-    file by hand, and that a path works too.
-    """
+    """The cached `file_name`, downloaded first when missing; as torchvision, the hash in the
+    name must begin the file's SHA-256. A failed download is one UserError line."""
     dest = cache_dir() / file_name
     if dest.is_file():
         return dest
     url = url_for(file_name)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.partial")
+    digest = hashlib.sha256()
+    request = urllib.request.Request(url, headers={"User-Agent": "alexnet"})
     try:
-        digest = _download(url, tmp, progress)
+        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response, open(tmp, "wb") as out:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with progress_bar(
+                total=total,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=file_name,
+                disable=not progress,
+            ) as bar:
+                while chunk := response.read(_CHUNK):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    bar.update(len(chunk))
     except OSError as exc:  # URLError, HTTPError, timeouts, refused connections
         tmp.unlink(missing_ok=True)
         reason = getattr(exc, "reason", None) or exc.strerror or exc
@@ -103,10 +85,11 @@ def fetch(file_name: str, *, progress: bool = True) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     want = hash_prefix(file_name)
-    if want and not digest.startswith(want):
+    got = digest.hexdigest()
+    if want and not got.startswith(want):
         tmp.unlink(missing_ok=True)
         raise UserError(
-            f"{url}: refused: SHA-256 {digest[: len(want)]}... does not start with {want} "
+            f"{url}: refused: SHA-256 {got[: len(want)]}... does not start with {want} "
             f"(the hash in its name); the file was not kept"
         )
     os.replace(tmp, dest)
@@ -114,8 +97,7 @@ def fetch(file_name: str, *, progress: bool = True) -> Path:
 
 
 def resolve_name(name_or_path: str | os.PathLike, *, progress: bool = True) -> Path:
-    """An existing path as it is; a catalog name or a Hugging Face id -> the local file or
-    folder (downloaded when needed)."""
+    """An existing path as it is; a catalog name or Hugging Face id -> the downloaded file."""
     path = Path(name_or_path)
     if path.exists():
         return path
@@ -131,16 +113,13 @@ def resolve_name(name_or_path: str | os.PathLike, *, progress: bool = True) -> P
     )
 
 
-# A Hugging Face Hub model id, "user/name" (an existing path of that form is read as a path)
 HF_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 HF_FILES = ["model.safetensors", "config.json", "README.md"]
 
 
 def download_hf(repo_id: str) -> Path:
-    """Hugging Face id "user/name" -> the local folder of its model.safetensors + config.json,
-    through `huggingface_hub`'s cache (the optional extra `alexnet[hub]`; imported here only).
-    Offline (HF_HUB_OFFLINE=1, no network, unreachable HF_ENDPOINT) and nothing cached: one
-    line. huggingface_hub's own retries are cut to one try."""
+    """Hugging Face id "user/name" -> its folder in `huggingface_hub`'s cache (`alexnet[hub]`);
+    offline with nothing cached: one UserError line."""
     try:
         import huggingface_hub
     except ImportError:
@@ -165,7 +144,7 @@ def download_hf(repo_id: str) -> Path:
 
 @dataclass(frozen=True)
 class CatalogEntry:
-    """Pretrained weights: the name `--weights` takes, where they come from, what they are."""
+    """Pretrained weights: the name `--weights` takes, their source and published errors."""
 
     name: str
     source: str

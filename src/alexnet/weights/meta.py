@@ -1,9 +1,5 @@
-"""What a weights file says besides its tensors: the model, the classes, the preprocessing.
-
-`Preprocess` is the evaluation-time input pipeline (paper §2: images brought to a fixed size,
-then the centre 224x224 patch or the ten patches of §4.1, with the training mean subtracted).
-`WeightsMeta` is everything `alexnet.weights.load` read from a file, whatever its format.
-"""
+"""What a weights file says besides its tensors: the model, the classes, the evaluation
+preprocessing (paper §2: a fixed size, the centre 224 patch or §4.1's ten, minus the mean)."""
 
 from __future__ import annotations
 
@@ -41,13 +37,11 @@ class Preprocess:
     resize_rule: str = "paper"
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict with every field."""
         return dataclasses.asdict(self)
 
     @classmethod
     def from_json(cls, d: Any) -> Preprocess:
-        """Read a dict as `to_json` writes it (missing keys take the defaults, unknown keys
-        are ignored); a `Preprocess` passes through unchanged."""
+        """Read `to_json`'s dict (missing keys: defaults; unknown: ignored) or a `Preprocess`."""
         if isinstance(d, cls):
             return d
         if not isinstance(d, dict) or "crop_size" not in d:
@@ -60,12 +54,8 @@ class Preprocess:
         return cls(**values)
 
     def stored_image_size(self) -> int:
-        """Side that image files are brought to before the eval transform (the packed size).
-
-        `image_size` when recorded; else the resize side when the transform resizes anyway,
-        the crop itself for the small 28/32 px models (trained on images of their own size),
-        and the paper's 256 for 224/227 crops (§2).
-        """
+        """Side image files are packed at: `image_size`, else the resize side, else the crop for
+        small (28/32 px) models and the paper's 256 for 224/227 crops (§2)."""
         if self.image_size:
             return int(self.image_size)
         if self.resize:
@@ -99,8 +89,8 @@ class WeightsMeta:
     def parse(
         cls, model: Any, classes: Any, preprocess: Any, extra: Any, **rest: Any
     ) -> WeightsMeta:
-        """Metadata from what a file stores (JSON values); KeyError, TypeError, ValueError or
-        UserError when they are damaged. `rest`: mean_image, format, path."""
+        """Metadata from a file's JSON values (KeyError, TypeError, ValueError or UserError when
+        damaged); `rest`: mean_image, format, path."""
         return cls(
             model_config=dict(model),
             classes=[str(c) for c in classes],

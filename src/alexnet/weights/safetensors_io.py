@@ -1,15 +1,6 @@
-"""Our weights format: a safetensors file whose metadata says how to rebuild and feed the model.
-
-Metadata (all strings): format "alexnet-weights/1", model (JSON of model.config: name +
-options), classes (JSON list), preprocess (JSON of `Preprocess`), extra (JSON: recipe, epoch,
-val errors, and "layout": "two-device" for the two-device tower layout). The mean image for
-"mean_image" normalization (paper §2) is the tensor "preprocess.mean_image" next to the
-model's own tensors.
-
-The two-device layout is `TwoDeviceAlexNet`'s state_dict (each tower's half of every layer
-under tower_a / tower_b, paper §3.2); the `paper` layout is `PaperAlexNet(towers=2)`'s
-(grouped convolutions). Both hold the same numbers; `alexnet.weights.convert_layout` rewrites
-one as the other.
+"""Our weights format: safetensors with string metadata format "alexnet-weights/1", model,
+classes, preprocess and extra (JSON; extra "layout": "two-device" for `TwoDeviceAlexNet`'s
+tower_a / tower_b keys, paper §3.2); the §2 mean image is the tensor "preprocess.mean_image".
 """
 
 from __future__ import annotations
@@ -35,8 +26,7 @@ _HEADER_LIMIT = 100_000_000  # safetensors' own limit on the JSON header size
 
 
 def is_safetensors(path: str | os.PathLike) -> bool:
-    """True when the file starts like a safetensors file: a little-endian u64 header length
-    that fits in the file, then a JSON object."""
+    """True when the file starts with a u64 header length that fits, then a JSON object."""
     size = os.path.getsize(path)
     with open(path, "rb") as f:
         head = f.read(9)
@@ -71,20 +61,16 @@ def save_safetensors(
 
 
 def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], WeightsMeta]:
-    """(model tensors as stored, metadata); UserError naming the file when it is not ours.
-
-    The mean image goes to `meta.mean_image`; a two-device file's tensors stay in that layout
-    (`meta.format` "two-device").
-    """
+    """(tensors as stored, metadata with the mean image); UserError when the file is not ours."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such weights file")
     try:
         with safe_open(str(path), framework="pt") as f:
             raw = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise UserError(f"{path}: not a readable safetensors file ({exc})") from None
-    tensors = load_tensors(path)
     if raw.get("format") != FORMAT:
         raise UserError(
             f"{path}: a safetensors file without alexnet metadata (format {FORMAT}); "
@@ -104,7 +90,7 @@ def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], 
 
 
 def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Every tensor of a safetensors file; UserError naming the file when it is unreadable."""
+    """Every tensor of a safetensors file; UserError when unreadable."""
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
@@ -113,10 +99,9 @@ def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 LAYOUTS = ("paper", "two-device")
 
-_CONV_TOWER = ("conv1", "conv2", "conv3", "conv4", "conv5")
-# where the paper model keeps each layer in its state_dict
-_PAPER_KEY = {
-    **{n: f"features.{n}" for n in _CONV_TOWER},
+# where the paper model keeps each layer in its state_dict, in layer order
+PAPER_KEY = {
+    **{f"conv{i}": f"features.conv{i}" for i in range(1, 6)},
     "fc6": "classifier.fc6",
     "fc7": "classifier.fc7",
     "fc8": "fc8",
@@ -139,14 +124,11 @@ def _tower_key(tower: str, layer: str) -> str:
 def paper_to_two_device(
     state: dict[str, torch.Tensor], num_classes: int
 ) -> dict[str, torch.Tensor]:
-    """Split a `PaperAlexNet` (towers=2) state_dict into `TwoDeviceAlexNet` keys.
-
-    Every layer's outputs split in halves, tower A first; grouped convs' inputs are already
-    per tower, and conv3/fc layers read all inputs, so no input split is needed.
-    """
+    """Split a `PaperAlexNet` (towers=2) state_dict into `TwoDeviceAlexNet` keys: each layer's
+    outputs in halves, tower A first (inputs are per tower already, or all read)."""
     out: dict[str, torch.Tensor] = {}
     fc8_a, _ = fc8_split(num_classes)
-    for layer, key in _PAPER_KEY.items():
+    for layer, key in PAPER_KEY.items():
         for kind in ("weight", "bias"):
             tensor = state[f"{key}.{kind}"]
             cut = fc8_a if layer == "fc8" else tensor.shape[0] // 2
@@ -158,7 +140,7 @@ def paper_to_two_device(
 def two_device_to_paper(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Join a `TwoDeviceAlexNet` state_dict back into `PaperAlexNet` keys (on the CPU)."""
     out: dict[str, torch.Tensor] = {}
-    for layer, key in _PAPER_KEY.items():
+    for layer, key in PAPER_KEY.items():
         for kind in ("weight", "bias"):
             a = state[f"{_tower_key('a', layer)}.{kind}"].cpu()
             b = state[f"{_tower_key('b', layer)}.{kind}"].cpu()
@@ -174,12 +156,3 @@ def require_paper_two_tower(meta: WeightsMeta) -> None:
             f"{meta.path}: model {cfg.get('name')!r} has no two-tower layout "
             "(only the `paper` model with towers=2 splits over two devices)"
         )
-
-
-def to_paper_layout(tensors: dict[str, torch.Tensor], meta: WeightsMeta) -> dict[str, torch.Tensor]:
-    """Two-device tensors -> `PaperAlexNet` tensors; UserError naming a missing tensor."""
-    require_paper_two_tower(meta)
-    try:
-        return two_device_to_paper(tensors)
-    except KeyError as exc:
-        raise UserError(f"{meta.path}: missing tensor {exc} for the two-device layout") from None

@@ -1,11 +1,5 @@
-"""torchvision's ImageNet AlexNet weights (`alexnet-owt-7be5be79.pth`) given by path.
-
-The file is a pickled state_dict, read with `torch.load(weights_only=True)`, so a file whose
-pickle would build any other object (a code payload) is refused before anything in it runs.
-Nothing is ever downloaded: the class names come from torchvision's own metadata (shipped in
-the package), the preprocessing is torchvision's (shorter side to 256, centre crop 224,
-ImageNet channel mean / std).
-"""
+"""torchvision's ImageNet AlexNet state_dict (`alexnet-owt-7be5be79.pth`), with torchvision's
+class names and preprocessing (shorter side 256, centre crop 224, channel mean / std)."""
 
 from __future__ import annotations
 
@@ -33,8 +27,7 @@ TORCHVISION_PREPROCESS = Preprocess(
 
 
 def class_names(count: int) -> list[str]:
-    """ImageNet's 1000 class names in torchvision's order (static metadata, no download) for
-    1000 classes, else "0".."count-1"."""
+    """torchvision's 1000 ImageNet class names for 1000 classes, else "0".."count-1"."""
     if count != 1000:
         return [str(i) for i in range(count)]
     return list(AlexNet_Weights.IMAGENET1K_V1.meta["categories"])
@@ -43,8 +36,7 @@ def class_names(count: int) -> list[str]:
 def torchvision_weights(
     obj: Any, path: str | os.PathLike
 ) -> tuple[dict[str, torch.Tensor], WeightsMeta]:
-    """The object `torch.load` read from a torchvision `.pth` -> (state_dict, metadata of the
-    `torchvision` model). UserError naming the file when it is not such a state_dict."""
+    """What `torch.load` read from a torchvision `.pth` -> (state_dict, metadata)."""
     path = Path(path)
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
