@@ -97,12 +97,10 @@ def run(args: argparse.Namespace) -> int:
         return _verify(args)
     if args.src is None or args.out is None:
         raise UserError("needs SRC and OUT (or --verify OUT to check a packed dataset)")
-    from alexnet.data.fields import make_field
     from alexnet.data.pack import check_output, prepare
     from alexnet.data.sources import open_source
 
-    field = make_field(args.encoding, args.quality)
-    if args.quality is not None and field.default_quality is None:
+    if args.quality is not None and args.encoding != "jpeg":
         raise UserError("--quality sets the JPEG quality: it needs --encoding jpeg")
     src = None if args.source == "synthetic" else args.src
     check_output(args.out, src, args.overwrite)  # before reading anything: nothing is lost
@@ -126,8 +124,8 @@ def run(args: argparse.Namespace) -> int:
                 overwrite=args.overwrite,
                 progress=not args.no_progress,
                 src=src,
-                encoding=field.name,
-                quality=field.quality,
+                encoding=args.encoding,
+                quality=args.quality,
             )
     except KeyboardInterrupt as exc:  # the command line prints this as its one line
         exc.args = (
@@ -136,9 +134,10 @@ def run(args: argparse.Namespace) -> int:
         raise
     s = report["splits"]
     h, w = source.image_size
+    jpeg = f" (JPEG q{args.quality or DEFAULT_QUALITY})" if args.encoding == "jpeg" else ""
     print(
         f"{args.out}: {source.name}, {s['train']} train + {s['val']} val images of {h}x{w}"
-        f"{field.describe()}, "
+        f"{jpeg}, "
         f"{len(report['classes'])} classes, {len(report['skipped'])} skipped, "
         f"{len(report['repaired'])} repaired (see {Path(args.out) / 'report.json'}), "
         f"{time.perf_counter() - t0:.1f} s"

@@ -129,7 +129,7 @@ class DeviceLoader:
         """CUDA + JPEG: the batch's checked records decoded together on the device -> (uint8
         (B, 3, H, W), labels, an event when both are there), issued on `stream` (not the
         model's: nvJPEG's result is waited for there only)."""
-        records = self.dataset.images.records(idx)
+        records = [self.dataset.images.record(int(i)) for i in idx]
         if stream is None:  # no side stream (a test's stand-in decoder without CUDA)
             images = decode_batch_device(records, self.device)
             return images, self._send(self._labels_of(idx)), None
