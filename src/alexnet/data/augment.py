@@ -255,23 +255,6 @@ class TrainTransform(_Common):
             shift = (alpha * self._const("eigval", dev)) @ self._const("eigvec", dev).T
         return Draws(flip=flip, oy=oy, ox=ox, boxes=boxes, shift=shift)
 
-    def _row_constants(self, shift: np.ndarray, h: int, w: int):
-        """(mean rows, mirrored mean rows, per-channel scale, per-image offset (B, 3)) of the
-        fused CPU path, in the pixel scale it works in."""
-        m = mf = scale = None
-        if self.normalize == "mean_image":  # work in the raw 0..255 scale (paper §2)
-            offset = shift * np.float32(255.0)
-            cpu = torch.device("cpu")
-            m = self._const("mean255_hwc", cpu).numpy().reshape(h, w * 3)
-            mf = self._const("mean255_hwc_flipped", cpu).numpy().reshape(h, w * 3)
-        elif self.normalize == "channel":
-            mean = np.asarray(self.mean, np.float32)
-            std = np.asarray(self.std, np.float32)
-            scale, offset = 1.0 / (255.0 * std), (shift - mean) / std
-        else:
-            scale, offset = np.full(3, 1.0 / 255.0, np.float32), shift
-        return m, mf, scale, offset
-
     def apply_rows(self, rows: np.ndarray, idx: Sequence[int], draws: Draws, threads: int = 1):
         """Augment images rows[idx[i]] (rows: (N, H, W, 3) uint8, e.g. the packed memory map)
         with paper-mode `draws` -> float32 (B, out_channels, crop, crop), channels_last."""
@@ -280,7 +263,16 @@ class TrainTransform(_Common):
         shift = np.zeros((b, 3), np.float32)
         if draws.shift is not None:
             shift = draws.shift.numpy().astype(np.float32)
-        m, mf, scale, offset = self._row_constants(shift, h, w)
+        m = mf = scale = None  # mean rows (and mirrored), per-channel scale, offsets (B, 3)
+        if self.normalize == "mean_image":  # work in the raw 0..255 scale (paper §2)
+            offset = shift * np.float32(255.0)
+            m = self._const("mean255_hwc", torch.device("cpu")).numpy().reshape(h, w * 3)
+            mf = self._const("mean255_hwc_flipped", torch.device("cpu")).numpy().reshape(h, w * 3)
+        elif self.normalize == "channel":
+            mean, std = np.asarray(self.mean, np.float32), np.asarray(self.std, np.float32)
+            scale, offset = 1.0 / (255.0 * std), (shift - mean) / std
+        else:
+            scale, offset = np.full(3, 1.0 / 255.0, np.float32), shift
         # Per image in (c, c*3) views, so every inner loop is a whole row (the per-channel
         # constants tiled along it); numpy releases the GIL, so images split over threads.
         offset = np.tile(offset.astype(np.float32), (1, c))  # (B, c*3)
