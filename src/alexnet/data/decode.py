@@ -71,19 +71,14 @@ def _to_rgb(img: Image.Image, repairs: list[str]) -> np.ndarray:
         repairs.append("floating-point image scaled to 8 bits")
         arr = np.rint((arr - lo) * scale).astype(np.uint8)
         return np.repeat(arr[:, :, None], 3, axis=2)
-    if mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")
-        mode = "RGBA"
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         repairs.append("alpha channel composited on white")
         return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
-    if mode in ("L", "1"):  # every pixel kept in the three channels: not a repair
-        pass
-    elif mode == "P":
+    if mode == "P":
         repairs.append("palette image converted to RGB")
-    else:
+    elif mode not in ("L", "1"):  # gray: every pixel kept in the three channels, not a repair
         repairs.append(f"{mode} image converted to RGB")
     return np.asarray(img.convert("RGB"))
 

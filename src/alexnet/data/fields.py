@@ -162,17 +162,12 @@ class JpegImages:
         return out
 
     def __getitem__(self, key):
-        if isinstance(key, (int, np.integer)):
-            n = len(self)
-            if not -n <= key < n:
-                raise IndexError(f"index {key} out of range for {n} images")
-            return self._decode([int(key) % n])[0]
         if isinstance(key, slice):  # a view: the same records, fewer ids
             view = copy.copy(self)
             view._ids = self._ids[key]
             view.shape = (len(view._ids), *self.image_size, 3)
             return view
-        idx = np.arange(len(self))[np.asarray(key)]
+        idx = np.arange(len(self))[key]  # an int or an index array (IndexError out of range)
         return self._decode(idx.reshape(-1)).reshape(*idx.shape, *self.shape[1:])
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
