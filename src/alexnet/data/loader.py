@@ -9,6 +9,7 @@ import collections
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import KW_ONLY, dataclass
 
 import numpy as np
 import torch
@@ -46,38 +47,31 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([int(seed), int(epoch)]).permutation(n)
 
 
+@dataclass(eq=False)
 class DeviceLoader:
     """Iterate (images uint8 (B,3,H,W), labels int64 (B,)) on `device` for this rank."""
 
-    def __init__(
-        self,
-        dataset: PackedDataset,
-        batch_size: int,
-        *,
-        shuffle: bool,
-        drop_last: bool,
-        seed: int = 0,
-        rank: int = 0,
-        world_size: int = 1,
-        device: str | torch.device = "cpu",
-        workers: int = 0,
-    ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} outside world_size {world_size}")
-        self.dataset = dataset
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.drop_last = drop_last
-        self.seed = seed
-        self.rank = rank
-        self.world_size = world_size
-        self.device = torch.device(device)
-        self.workers = max(0, int(workers))
+    dataset: PackedDataset
+    batch_size: int
+    _: KW_ONLY
+    shuffle: bool
+    drop_last: bool
+    seed: int = 0
+    rank: int = 0
+    world_size: int = 1
+    device: str | torch.device = "cpu"
+    workers: int = 0
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not 0 <= self.rank < self.world_size:
+            raise ValueError(f"rank {self.rank} outside world_size {self.world_size}")
+        self.device = torch.device(self.device)
+        self.workers = max(0, int(self.workers))
         self.epoch = 0
         self.pin = self.device.type == "cuda" and torch.cuda.is_available()
-        self._labels = np.ascontiguousarray(dataset.labels, dtype=np.int64)
+        self._labels = np.ascontiguousarray(self.dataset.labels, dtype=np.int64)
         self._buffers = ReusableBuffers(np.uint8, keep=self.workers + 4)
 
     def set_epoch(self, epoch: int) -> None:
