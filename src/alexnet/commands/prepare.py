@@ -87,8 +87,7 @@ def _verify(args: argparse.Namespace) -> int:
     if args.src is not None or args.out is not None:
         raise UserError("--verify OUT checks one packed dataset: give no SRC or OUT besides it")
     result = verify(args.verify, threads=args.workers)
-    lines = summary_lines(result)
-    print("\n".join(lines), file=sys.stdout if result.ok else sys.stderr)
+    print("\n".join(summary_lines(result)), file=sys.stdout if result.ok else sys.stderr)
     return 0 if result.ok else 1
 
 

@@ -174,16 +174,15 @@ def verify(root: str | Path, threads: int | None = None) -> Verified:
     """Check every record of both splits of `root` against its stored CRC32, every label
     against the class count, and the fingerprint where the field can recompute it."""
     root = Path(root)
-    header = read_header(root)
-    storage = field_of(header, str(root))
-    out = Verified(str(root), storage.name)
-    for split in SPLITS:
-        ds = PackedDataset(root, split)
+    threads = threads or os.cpu_count() or 1
+    splits = [PackedDataset(root, split) for split in SPLITS]
+    out = Verified(str(root), splits[0].encoding)
+    for ds in splits:
+        split, n = ds.split, ds.num_classes
         out.checked[split] = len(ds)
-        bad = np.flatnonzero((ds.labels < 0) | (ds.labels >= ds.num_classes))
+        bad = np.flatnonzero((ds.labels < 0) | (ds.labels >= n))
         out.damaged += [
-            Damage(split, int(i), f"label {int(ds.labels[i])} outside 0..{ds.num_classes - 1}")
-            for i in bad
+            Damage(split, int(i), f"label {ds.labels[i]} outside 0..{n - 1}") for i in bad
         ]
         try:
             crc = np.load(root / crc_file(split))
@@ -194,11 +193,11 @@ def verify(root: str | Path, threads: int | None = None) -> Verified:
             out.damaged.append(Damage(split, -1, f"{crc_file(split)} holds {crc.size} CRCs"))
             continue
         reason = "its bytes do not match their CRC32"
-        threads = threads or os.cpu_count() or 1
         out.damaged += [Damage(split, i, reason) for i in _bad_records(ds.images, crc, threads)]
     out.damaged.sort(key=lambda d: (SPLITS.index(d.split), d.index))
-    expect = storage.fingerprint(root, header["classes"], tuple(header["image_size"]), None)
-    out.fingerprint_ok = None if expect is None else expect == header["fingerprint"]
+    ds = splits[0]
+    expect = ds.field.fingerprint(root, ds.classes, ds.image_size, None)
+    out.fingerprint_ok = None if expect is None else expect == ds.fingerprint
     return out
 
 
