@@ -40,12 +40,8 @@ def is_imagefolder(root: Path) -> bool:
 
 def _synset_words(path: Path) -> dict[str, str]:
     """`LOC_synset_mapping.txt` / `synset_words.txt`: lines "n01440764 tench, Tinca tinca"."""
-    words = {}
-    for line in path.read_text().splitlines():
-        parts = line.strip().split(maxsplit=1)
-        if parts:
-            words[parts[0]] = parts[1] if len(parts) > 1 else parts[0]
-    return words
+    lines = [line.strip().split(maxsplit=1) for line in path.read_text().splitlines()]
+    return {parts[0]: parts[-1] for parts in lines if parts}  # a wnid alone names itself
 
 
 def _folder_items(d: Path, index: dict[str, int], root: Path) -> list[Item]:
@@ -237,10 +233,8 @@ def kaggle(root: Path) -> Listing:
     train = _folder_items(data / "train", index, root)
     val: list[Item] = []
     skipped: list[tuple[str, str]] = []
-    truth: dict[str, str] = {}
     with open(root / KAGGLE_FILES[1], newline="") as f:
-        for row in csv.DictReader(f):
-            truth[row["ImageId"]] = row["PredictionString"].split()[0]
+        truth = {row["ImageId"]: row["PredictionString"].split()[0] for row in csv.DictReader(f)}
     for p in _files(data / "val"):
         wnid = truth.get(p.stem)
         shown = str(p.relative_to(root))

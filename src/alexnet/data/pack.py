@@ -21,7 +21,7 @@ import numpy as np
 
 from alexnet.data import SPLITS
 from alexnet.data.fields import FIELDS, Field, crc32, crc_file, labels_file, make_field
-from alexnet.data.packed import FORMAT_NAME, HEADER, REPORT, STATS
+from alexnet.data.packed import FORMAT_NAME, HEADER, REPORT, STAT_KEYS, STATS
 from alexnet.data.sources import Source
 from alexnet.errors import Param, UserError
 from alexnet.fileio import atomic_write, atomic_write_text, fsync_dir
@@ -107,8 +107,7 @@ def finish_stats(sums: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     h, w, _ = sums["pixel_sum"].shape
     if n_img == 0:
         shapes = {"mean_image": (h, w, 3), "rgb_cov": (3, 3), "eigvec": (3, 3)}
-        keys = ("mean_image", "channel_mean", "channel_std", "rgb_cov", "eigval", "eigvec")
-        return {k: np.full(shapes.get(k, 3), np.nan) for k in keys}
+        return {k: np.full(shapes.get(k, 3), np.nan) for k in STAT_KEYS}
     n_pix = n_img * h * w
     mean_image = sums["pixel_sum"].astype(np.float64) / (255.0 * n_img)
     mean = sums["channel_sum"].astype(np.float64) / (255.0 * n_pix)
@@ -122,14 +121,7 @@ def finish_stats(sums: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     for i in range(3):  # deterministic signs
         if eigvec[np.argmax(np.abs(eigvec[:, i])), i] < 0:
             eigvec[:, i] = -eigvec[:, i]
-    return {
-        "mean_image": mean_image,
-        "channel_mean": mean,
-        "channel_std": std,
-        "rgb_cov": cov,
-        "eigval": np.clip(eigval, 0, None),
-        "eigvec": eigvec,
-    }
+    return dict(zip(STAT_KEYS, (mean_image, mean, std, cov, np.clip(eigval, 0, None), eigvec)))
 
 
 # ---------------------------------------------------------------- one chunk (worker side)
