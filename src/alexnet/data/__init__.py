@@ -1,9 +1,6 @@
 """The data: sources read (`sources`), packed (`pack`, `fields`, `packed`), loaded (`loader`)
-and augmented (`augment`). This package face declares the data's named choices once, torch-
-and numpy-free, so the command line offers them without importing either: augmentation and
-normalization modes and test-time crops (checked by augment.py, evaluate.py, inference.py,
-TrainConfig), the packed splits, the storage encodings (fields.py defines them) and the source
-layouts (sources.py)."""
+and augmented (`augment`). Here, torch- and numpy-free, the data's named choices, so the
+command line offers them without importing either."""
 
 from __future__ import annotations
 

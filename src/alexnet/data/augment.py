@@ -1,14 +1,7 @@
-"""Augmentation on the device, in whole batches (paper §4.1; evaluation §4.1 / §6).
-
-TrainTransform: uint8 (B, 3, H, W) -> float32 (B, C, crop, crop): optional resize, random
-crop (+zero padding) with horizontal flip (paper) or torchvision's RandomResizedCrop recipe
-(paper crops without a resize are cut from the uint8 images before anything is converted),
-fancy-PCA lighting (add sum_i alpha_i lambda_i p_i, alpha_i ~ N(0, 0.1) per image), then
-normalization (mean image, per-channel, or none). EvalTransform: the centre crop or the
-paper's 10 crops (torchvision's `ten_crop` order: tl, tr, bl, br, centre, then the same five
-of the horizontally flipped image), image-major. All randomness comes from the caller's
-torch.Generator, which must live on the images' device.
-"""
+"""Augmentation on the device, in whole batches (paper §4.1; evaluation §4.1 / §6): uint8
+(B, 3, H, W) -> float32 crops. TrainTransform: random crop + flip (paper) or torchvision's
+RandomResizedCrop, fancy-PCA lighting, normalization; EvalTransform: the centre or the paper's
+10 crops. All randomness comes from the caller's torch.Generator, on the images' device."""
 
 from __future__ import annotations
 
@@ -28,10 +21,9 @@ from torchvision.ops import roi_align
 
 from alexnet.data import AUGMENT_MODES, NORMALIZE_MODES
 
-# PCA of ImageNet's RGB pixel values (paper §4.1, fancy-PCA lighting) in the [0, 1] pixel
-# scale: eigenvalues, largest first.
+# PCA of ImageNet's RGB pixels in [0, 1] (paper §4.1): eigenvalues, largest first, and the
+# rows of the matrix whose COLUMNS are the eigenvectors
 IMAGENET_EIGVAL = (0.2175, 0.0188, 0.0045)
-# Rows of the 3x3 matrix whose COLUMNS are the eigenvectors (R, G, B components).
 IMAGENET_EIGVEC = (
     (-0.5675, 0.7192, 0.4009),
     (-0.5808, -0.0045, -0.8140),
@@ -43,10 +35,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass(frozen=True)
 class Draws:
-    """One batch's random draws (`TrainTransform.draw`), tensors on the draw's device: flip
-    (B,) bool; paper mode: crop tops oy and lefts ox (B,) int64; resized-crop mode: boxes
-    (B, 4) float32 (left, top, right, bottom); shift (B, 3) float32, the fancy-PCA lighting
-    sum_i alpha_i lambda_i p_i of each image (None when lighting is off)."""
+    """One batch's random draws (`TrainTransform.draw`): flip (B,) bool; paper crops: tops oy,
+    lefts ox (B,) int64; resized crops: boxes (B, 4) (left, top, right, bottom); shift (B, 3),
+    each image's fancy-PCA lighting sum_i alpha_i lambda_i p_i (None when off)."""
 
     flip: torch.Tensor
     oy: torch.Tensor | None = None
@@ -62,10 +53,9 @@ def thread_pool(n: int) -> ThreadPoolExecutor:
 
 
 class ReusableBuffers:
-    """Recycles large numpy arrays once nothing else references them: a fresh 38 MB batch
-    costs ~6 ms of page faults. A buffer is handed out again only when its reference count
-    shows that nothing made from it is alive (a tensor from torch.from_numpy holds it), so an
-    earlier batch is never overwritten. At most `keep` buffers are kept per shape."""
+    """Recycles large numpy arrays (a fresh 38 MB batch costs ~6 ms of page faults): one is
+    handed out again only when its reference count shows nothing made from it is alive (so
+    an earlier batch is never overwritten). At most `keep` buffers per shape."""
 
     def __init__(self, dtype: Any = np.float32, keep: int = 4) -> None:
         self.dtype = np.dtype(dtype)
@@ -74,7 +64,6 @@ class ReusableBuffers:
         self._lock = threading.Lock()
 
     def get(self, shape: tuple[int, ...]) -> np.ndarray:
-        """An uninitialized C-contiguous array of `shape`, not referenced by anyone else."""
         with self._lock:
             held = self._free.setdefault(tuple(shape), [])
             for a in held:
@@ -93,8 +82,6 @@ def _tensor(value: Any, device: torch.device) -> torch.Tensor:
 
 @dataclass(eq=False, repr=False)
 class _Common:
-    """Shared parts: uint8 -> [0,1] float, device resize, normalization, channel count."""
-
     crop_size: int = 224
     _: KW_ONLY
     resize: int | None = None  # scale images to resize x resize first (small datasets)
@@ -147,6 +134,20 @@ class _Common:
     def _input(self, images: torch.Tensor) -> torch.Tensor:
         return self._resize(self._check(images).float().div_(255.0))
 
+    def _crop(self, x, m, oy, ox, flip, bi=None):
+        """Crops (n, 3, c, c) at tops oy and lefts ox (n,), mirrored where `flip`, of images
+        x[bi] (x (B, 3, H, W); bi: by default crop i of image i) and of the mean image m
+        (3, H, W)."""
+        c = self.crop_size
+        ar = torch.arange(c, device=x.device)
+        rows = (oy[:, None] + ar)[:, :, None]  # (n, c, 1)
+        cols = (ox[:, None] + torch.where(flip[:, None], c - 1 - ar, ar))[:, None, :]
+        bi = torch.arange(len(oy), device=x.device) if bi is None else bi
+        x = x[bi[:, None, None], :, rows, cols].permute(0, 3, 1, 2)  # (n, c, c, 3) -> NCHW
+        if m is not None:
+            m = m[:, rows, cols].permute(1, 0, 2, 3)
+        return x, m
+
     def _finish(self, x: torch.Tensor, mean_crops: torch.Tensor | None) -> torch.Tensor:
         if self.normalize == "mean_image":
             x = (x - mean_crops) * 255.0
@@ -182,7 +183,7 @@ class TrainTransform(_Common):
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None):
         """images uint8 (B, 3, H, W) -> float32 (B, out_channels, crop, crop), or the dtype and
-        memory format set by `produce` (bf16 channels-last for the model under --amp)."""
+        memory format set by `produce`."""
         if images.dtype == torch.uint8 and self.fuses(tuple(images.shape[-2:]), images.device):
             b, _, h, w = self._check(images).shape  # the CPU fast path: same draws, same result
             xh = images.permute(0, 2, 3, 1).numpy()  # (B, H, W, 3) view of the loader's bytes
@@ -196,15 +197,13 @@ class TrainTransform(_Common):
         return x
 
     def produce(self, dtype: torch.dtype | None = None, channels_last: bool = False) -> None:
-        """Hand batches over in the model's dtype and memory format: the conversion the model's
-        first layer would make (autocast casts its input to bf16), made once here instead."""
+        """Hand batches over in the model's dtype and memory format (bf16 channels-last under
+        --amp): the conversion its first layer would make, made once here."""
         self.out_dtype, self.out_channels_last = dtype, bool(channels_last)
 
     def _augment(self, images: torch.Tensor, generator, crop_first: bool) -> torch.Tensor:
-        """The batch path. `crop_first` (paper mode without a resize): the crops are cut from
-        the uint8 images (zero-padded first) and only the B x 3 x crop x crop pixels are
-        converted, the same values, element by element, as converting the whole images first
-        (which a resize or RandomResizedCrop needs)."""
+        """The batch path. `crop_first` (paper crops, no resize): cut the crops from the uint8
+        images and convert only those, the same values as converting the whole images first."""
         x = self._check(images) if crop_first else self._input(images)
         dev, b = x.device, x.shape[0]
         m = self._const("mean_image", dev) if self.normalize == "mean_image" else None
@@ -212,29 +211,19 @@ class TrainTransform(_Common):
             x = F.pad(x, (self.pad,) * 4)
             m = F.pad(m, (self.pad,) * 4) if m is not None else None
         d = self.draw(b, tuple(x.shape[-2:]), generator, dev)
-        x, m = (self._paper_crop if self.mode == "paper" else self._resized_crop)(x, m, d)
+        if self.mode == "paper":
+            x, m = self._crop(x, m, d.oy, d.ox, d.flip)
+        else:
+            x, m = self._resized_crop(x, m, d)
         if crop_first:
             x = x.float().div_(255.0)
         if d.shift is not None:
             x = x + d.shift[:, :, None, None]
         return self._finish(x, m)
 
-    def _paper_crop(self, x: torch.Tensor, m: torch.Tensor | None, d: Draws):
-        """The crops (and mirrors) of `d` from x (B, 3, H, W) and the mean image m (3, H, W)."""
-        dev, b, c = x.device, x.shape[0], self.crop_size
-        ar = torch.arange(c, device=dev)
-        rows = (d.oy[:, None] + ar)[:, :, None]  # (B, c, 1)
-        cols = (d.ox[:, None] + torch.where(d.flip[:, None], c - 1 - ar, ar))[:, None, :]
-        bi = torch.arange(b, device=dev)[:, None, None]
-        x = x[bi, :, rows, cols].permute(0, 3, 1, 2)  # (B, c, c, 3) -> (B, 3, c, c)
-        if m is not None:
-            m = m[:, rows, cols].permute(1, 0, 2, 3)
-        return x, m
-
     def fuses(self, image_size: tuple[int, int], device: str | torch.device) -> bool:
-        """True when images of `image_size` on `device` take the CPU fast path (paper crops
-        straight from uint8 NHWC memory, one fused scale/subtract/shift per image), which
-        DeviceLoader can then run inside its worker threads (draw, then apply_rows)."""
+        """True when images of `image_size` on `device` take the CPU fast path (`apply_rows`:
+        paper crops straight from uint8 NHWC memory), which DeviceLoader runs in its threads."""
         no_resize = self.resize is None or tuple(image_size) == (self.resize,) * 2
         cpu = torch.device(device).type == "cpu"
         return self.mode == "paper" and cpu and no_resize and self.pad == 0
@@ -246,10 +235,8 @@ class TrainTransform(_Common):
         generator: torch.Generator | None = None,
         device: str | torch.device = "cpu",
     ) -> Draws:
-        """All random draws of one batch of `b` images of `image_size` (after resize and
-        padding), on `device`: the one place both paths (`__call__`, and `apply_rows` in the
-        loader's threads) take them, in this order: crop boxes (paper: tops, lefts; resized
-        crop: torchvision's recipe), flips, lighting (paper §4.1)."""
+        """All random draws of a batch of `b` images of `image_size` (after resize and padding)
+        for both paths, in this order: crop boxes, flips, lighting (paper §4.1)."""
         h, w = image_size
         dev, c = torch.device(device), self.crop_size
         oy = ox = boxes = None
@@ -268,39 +255,26 @@ class TrainTransform(_Common):
             shift = (alpha * self._const("eigval", dev)) @ self._const("eigvec", dev).T
         return Draws(flip=flip, oy=oy, ox=ox, boxes=boxes, shift=shift)
 
-    def _row_constants(self, shift: np.ndarray, h: int, w: int):
-        """(mean rows, mirrored mean rows, per-channel scale, per-image offset (B, 3)) of the
-        fused CPU path, in the pixel scale it works in."""
-        m = mf = scale = None
-        if self.normalize == "mean_image":  # work in the raw 0..255 scale (paper §2)
-            offset = shift * np.float32(255.0)
-            cpu = torch.device("cpu")
-            m = self._const("mean255_hwc", cpu).numpy().reshape(h, w * 3)
-            mf = self._const("mean255_hwc_flipped", cpu).numpy().reshape(h, w * 3)
-        elif self.normalize == "channel":
-            mean = np.asarray(self.mean, np.float32)
-            std = np.asarray(self.std, np.float32)
-            scale, offset = 1.0 / (255.0 * std), (shift - mean) / std
-        else:
-            scale, offset = np.full(3, 1.0 / 255.0, np.float32), shift
-        return m, mf, scale, offset
-
     def apply_rows(self, rows: np.ndarray, idx: Sequence[int], draws: Draws, threads: int = 1):
         """Augment images rows[idx[i]] (rows: (N, H, W, 3) uint8, e.g. the packed memory map)
-        with `draws` (from `draw`, paper mode) -> float32 (B, out_channels, crop, crop)
-        (channels_last memory)."""
+        with paper-mode `draws` -> float32 (B, out_channels, crop, crop), channels_last."""
         oy, ox, flip = draws.oy.tolist(), draws.ox.tolist(), draws.flip.tolist()
         b, c, (h, w) = len(oy), self.crop_size, rows.shape[1:3]
         shift = np.zeros((b, 3), np.float32)
         if draws.shift is not None:
             shift = draws.shift.numpy().astype(np.float32)
-        m, mf, scale, offset = self._row_constants(shift, h, w)
-        # Per image, in (c, c*3) views so every inner loop is a whole row (a (c, c, 3) array
-        # with a (3,) operand runs loops of length 3: ~10x slower); the per-channel constants
-        # are tiled along the row. Three passes per image (uint8 -> float32 into the output,
-        # - mean crop, + lighting), the last two on a 600 KB image that is still in L2. numpy
-        # releases the GIL and runs single-threaded (per-image torch ops start OpenMP teams:
-        # slower, measured), so the images can be split over threads.
+        m = mf = scale = None  # mean rows (and mirrored), per-channel scale, offsets (B, 3)
+        if self.normalize == "mean_image":  # work in the raw 0..255 scale (paper §2)
+            offset = shift * np.float32(255.0)
+            m = self._const("mean255_hwc", torch.device("cpu")).numpy().reshape(h, w * 3)
+            mf = self._const("mean255_hwc_flipped", torch.device("cpu")).numpy().reshape(h, w * 3)
+        elif self.normalize == "channel":
+            mean, std = np.asarray(self.mean, np.float32), np.asarray(self.std, np.float32)
+            scale, offset = 1.0 / (255.0 * std), (shift - mean) / std
+        else:
+            scale, offset = np.full(3, 1.0 / 255.0, np.float32), shift
+        # Per image in (c, c*3) views, so every inner loop is a whole row (the per-channel
+        # constants tiled along it); numpy releases the GIL, so images split over threads.
         offset = np.tile(offset.astype(np.float32), (1, c))  # (B, c*3)
         scale = None if scale is None else np.tile(scale.astype(np.float32), c)
         buf = self._buffers.get((b, c, c, 3))
@@ -379,7 +353,8 @@ class TrainTransform(_Common):
 
 @dataclass(eq=False, repr=False, kw_only=True)
 class EvalTransform(_Common):
-    """Centre crop (crops=1) or the paper's 10 crops, image-major: (B*crops, C, crop, crop)."""
+    """Centre crop (crops=1) or the paper's 10 crops (torchvision's `ten_crop` order: tl, tr,
+    bl, br, centre, then those of the mirrored image), image-major."""
 
     crops: int = 1
 
@@ -388,30 +363,19 @@ class EvalTransform(_Common):
         if self.crops not in (1, 10):
             raise ValueError(f"crops={self.crops}: must be 1 or 10")
 
-    def positions(self, h: int, w: int) -> list[tuple[int, int, bool]]:
-        """(top, left, flipped) of each crop; for flipped crops, in the flipped image."""
-        c = self.crop_size
-        centre = (int(round((h - c) / 2.0)), int(round((w - c) / 2.0)))
-        if self.crops == 1:
-            return [(*centre, False)]
-        five = [(0, 0), (0, w - c), (h - c, 0), (h - c, w - c), centre]
-        return [(t, l, False) for t, l in five] + [(t, l, True) for t, l in five]
-
-    def _crop(self, x: torch.Tensor) -> torch.Tensor:
-        c = self.crop_size
-        h, w = x.shape[-2:]
-        if h < c or w < c:
-            raise ValueError(f"crop {c} larger than the image {h}x{w}")
-        xf = x.flip(-1) if self.crops == 10 else x
-        parts = [(xf if f else x)[..., t : t + c, l : l + c] for t, l, f in self.positions(h, w)]
-        return torch.stack(parts, dim=-4)  # (..., crops, 3, c, c)
-
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """images uint8 (B, 3, H, W) -> float32 (B*crops, out_channels, crop, crop)."""
-        x = self._crop(self._input(images))  # (B, crops, 3, c, c)
-        b = x.shape[0]
-        m = None
-        if self.normalize == "mean_image":
-            m = self._crop(self._const("mean_image", x.device))[None]  # (1, crops, 3, c, c)
-            m = m.expand(b, -1, -1, -1, -1).reshape(-1, *m.shape[-3:])
-        return self._finish(x.reshape(-1, *x.shape[-3:]), m)
+        x = self._input(images)
+        (b, _, h, w), c = x.shape, self.crop_size
+        if h < c or w < c:
+            raise ValueError(f"crop {c} larger than the image {h}x{w}")
+        centre = (round((h - c) / 2.0), round((w - c) / 2.0))
+        at = [(*centre, 0)]  # (top, left, mirrored) of each crop
+        if self.crops == 10:  # a mirrored crop's left is that of the mirrored image's crop
+            five = [(0, 0), (0, w - c), (h - c, 0), (h - c, w - c), centre]
+            at = [(t, l, 0) for t, l in five] + [(t, w - c - l, 1) for t, l in five]
+        pos = torch.tensor(at, device=x.device).repeat(b, 1)  # (B*crops, 3), image-major
+        bi = torch.arange(b, device=x.device).repeat_interleave(self.crops)
+        m = self._const("mean_image", x.device) if self.normalize == "mean_image" else None
+        x, m = self._crop(x, m, pos[:, 0], pos[:, 1], pos[:, 2].bool(), bi)
+        return self._finish(x, m)

@@ -1,12 +1,7 @@
-"""Robust image decoding + the paper's fixed preprocessing (§2: shorter side to 256, centre crop).
-
-`decode_image(data, name, size)` never raises on bad input: it returns a `Decoded` with either
-an RGB uint8 (size, size, 3) array or a skip reason, plus the repairs it made. Handled:
-format by content (a PNG named .JPEG), EXIF orientation, CMYK (ICC profile when embedded,
-else the Adobe-inversion-aware naive formula), 16-bit (scaled, not clipped), grayscale,
-palette, alpha (composited on white), truncated / empty / non-image files, and
-decompression bombs (pixel count checked from the header, before decoding).
-"""
+"""Robust image decoding + the paper's fixed preprocessing (§2: shorter side to 256, centre
+crop). `decode_image` never raises on bad input: a `Decoded` holds the RGB uint8 image or a
+skip reason, and the repairs made (format by content, EXIF orientation, CMYK, 16-bit, alpha,
+palette); decompression bombs are caught from the header, before decoding."""
 
 from __future__ import annotations
 
@@ -35,9 +30,8 @@ class Decoded:
 
 
 def _srgb_from_cmyk(img: Image.Image, repairs: list[str]) -> Image.Image:
-    """CMYK -> RGB as a colour-managed viewer shows it. Pillow already undoes the Adobe
-    inversion of Photoshop CMYK JPEGs while decoding; with an embedded ICC profile we convert
-    through it to sRGB, else we use the standard (1-C)(1-K) formula."""
+    """CMYK -> RGB as a colour-managed viewer shows it: through the embedded ICC profile, else
+    the (1-C)(1-K) formula (Pillow has undone Photoshop's Adobe inversion while decoding)."""
     icc = img.info.get("icc_profile")
     if icc:
         try:
@@ -77,19 +71,14 @@ def _to_rgb(img: Image.Image, repairs: list[str]) -> np.ndarray:
         repairs.append("floating-point image scaled to 8 bits")
         arr = np.rint((arr - lo) * scale).astype(np.uint8)
         return np.repeat(arr[:, :, None], 3, axis=2)
-    if mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")
-        mode = "RGBA"
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         repairs.append("alpha channel composited on white")
         return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
-    if mode in ("L", "1"):  # every pixel kept in the three channels: not a repair
-        pass
-    elif mode == "P":
+    if mode == "P":
         repairs.append("palette image converted to RGB")
-    else:
+    elif mode not in ("L", "1"):  # gray: every pixel kept in the three channels, not a repair
         repairs.append(f"{mode} image converted to RGB")
     return np.asarray(img.convert("RGB"))
 

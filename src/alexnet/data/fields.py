@@ -1,15 +1,10 @@
-"""How a packed split stores its images: one field type per encoding, as ffcv's fields.
-
-`RawField`: uint8 pixels, `{split}_images.npy` (N, H, W, 3), memory-mapped when read (format
-version 1). `JpegField`: one baseline JPEG per image (libjpeg-turbo via Pillow, 4:2:0,
-optimized Huffman tables; equal channels as a one-channel JPEG) in `{split}_images.jpeg`,
-record i at bytes offsets[i]:offsets[i + 1] of `{split}_offsets.npy` (format version 2).
-Both: `{split}_labels.npy` int64 (N,), `{split}_crc32.npy` uint32 (N,) (each record's stored
-bytes; raw: its H*W*3 pixels). A field encodes chunks for `prepare`, opens a split
-(`RawImages`, `JpegImages`: the (N, H, W, 3) uint8 array the records decode to) and gives the
-fingerprint. A JPEG record's CRC is checked before it is decoded (a flipped bit often decodes
-to plausible garbage). No torch here: the loader passes its own decoders.
-"""
+"""How a packed split stores its images, one field per encoding (as ffcv's fields): `RawField`
+(format version 1): uint8 pixels in `{split}_images.npy` (N, H, W, 3), memory-mapped;
+`JpegField` (version 2): one baseline JPEG per image (4:2:0, optimized Huffman tables; equal
+channels as a one-channel JPEG) in `{split}_images.jpeg`, record i at bytes offsets[i]:
+offsets[i + 1] of `{split}_offsets.npy`. Both: `{split}_labels.npy` int64 (N,) and
+`{split}_crc32.npy` uint32 (N,), the CRC32 of each record's stored bytes, checked before a
+JPEG record is decoded (a flipped bit often decodes to plausible garbage). No torch here."""
 
 from __future__ import annotations
 
@@ -62,8 +57,8 @@ class DamagedRecord(UserError):
 
 # ---------------------------------------------------------------- reading
 class RawImages(np.ndarray):
-    """A raw split's (N, H, W, 3) uint8 pixels: the read-only memory map itself (slices stay
-    `RawImages`), with the reading methods `JpegImages` has too."""
+    """A raw split's (N, H, W, 3) uint8 pixels: the read-only memory map, with the reading
+    methods of `JpegImages`."""
 
     decodes_on_device = False  # pixels: nothing to decode
 
@@ -105,19 +100,14 @@ def decode_pillow(data, out: np.ndarray) -> None:
 
 
 class JpegImages:
-    """A split's JPEG records seen as the (N, H, W, 3) uint8 array they decode to.
-
-    `images[i]` decodes record i ((H, W, 3)); `images[a:b]` is a lazy view of records a..b-1
-    (nothing decoded); `images[index_array]` and `np.asarray(images)` decode (n, H, W, 3).
-    """
+    """A split's JPEG records seen as the (N, H, W, 3) uint8 array they decode to: `images[i]`
+    and `images[index_array]` decode; `images[a:b]` is a lazy view (nothing decoded)."""
 
     dtype = np.dtype(np.uint8)
     ndim = 4
     decodes_on_device = True  # DeviceLoader decodes a batch on CUDA at once (nvJPEG)
 
     def __init__(self, root: Path, split: str, entry: dict, image_size: tuple[int, int]) -> None:
-        """Map the split's records (`entry`: its header entry) and load its index: data uint8
-        (total bytes,), offsets int64 (N + 1,), crc uint32 (N,)."""
         path = root / entry["images"]
         data = np.zeros(0, np.uint8)
         if path.stat().st_size:  # np.memmap cannot map an empty file
@@ -150,10 +140,6 @@ class JpegImages:
             raise DamagedRecord(self.where, self.split, k, "its bytes do not match their CRC32")
         return data
 
-    def records(self, idx) -> list[np.ndarray]:
-        """The checked records of items `idx`, in order."""
-        return [self.record(int(i)) for i in idx]
-
     def read_into(self, idx, out: np.ndarray, decode: Decoder | None = None) -> None:
         """Decode items `idx` into `out` (len(idx), H, W, 3) uint8 with `decode` (Pillow)."""
         for j, i in enumerate(idx):
@@ -176,17 +162,12 @@ class JpegImages:
         return out
 
     def __getitem__(self, key):
-        if isinstance(key, (int, np.integer)):
-            n = len(self)
-            if not -n <= key < n:
-                raise IndexError(f"index {key} out of range for {n} images")
-            return self._decode([int(key) % n])[0]
         if isinstance(key, slice):  # a view: the same records, fewer ids
             view = copy.copy(self)
             view._ids = self._ids[key]
             view.shape = (len(view._ids), *self.image_size, 3)
             return view
-        idx = np.arange(len(self))[np.asarray(key)]
+        idx = np.arange(len(self))[key]  # an int or an index array (IndexError out of range)
         return self._decode(idx.reshape(-1)).reshape(*idx.shape, *self.shape[1:])
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
@@ -201,18 +182,15 @@ class JpegImages:
 
 # ---------------------------------------------------------------- the fields
 class RawField:
-    """uint8 pixels in a memory-mappable .npy (format version 1: no "encoding" in the header).
-    Chunk index: a 16-byte digest of each chunk's images and labels, for the fingerprint."""
+    """uint8 pixels in a memory-mappable .npy (no "encoding" in the header). Chunk index: a
+    16-byte digest of each chunk's images and labels, for the fingerprint."""
 
-    name, version, default_quality, suffix = "raw", 1, None, "npy"
+    name, version, suffix = "raw", 1, "npy"
     parallel = False  # writing is a copy: no work for worker processes
     preamble = b"\0" * NPY_HEADER  # the .npy header, written by `finish` when N is known
 
     def __init__(self, quality: int | None = None) -> None:
         self.quality = None
-
-    def describe(self) -> str:
-        return ""
 
     def header(self) -> dict[str, Any]:
         return {}
@@ -223,13 +201,12 @@ class RawField:
     def split_entry(self, split: str, n: int) -> dict[str, Any]:
         return {"count": n, "images": self.images_file(split), "labels": labels_file(split)}
 
-    def encode(self, images: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
-        """A chunk (n, H, W, 3) -> {"data" (to append), "crc" uint32 (n,), "pixels" (what
-        training sees, for the statistics), "index" (bytes to append to the chunk index)}."""
+    def encode(self, images: np.ndarray, labels: np.ndarray):
+        """A chunk (n, H, W, 3) -> (data to append, the n records the CRC32s cover, bytes to
+        append to the chunk index, the pixels training sees (for the statistics))."""
         digest = hashlib.blake2b(images.tobytes(), digest_size=DIGEST_BYTES)
         digest.update(labels.astype("<i8").tobytes())
-        crc = np.array([crc32(x) for x in images], np.uint32)  # each (H, W, 3) image's bytes
-        return {"data": images, "crc": crc, "pixels": images, "index": digest.digest()}
+        return images, images, digest.digest(), images
 
     def finish(self, partial: Path, split: str, n: int, image_size, index: bytes) -> list[str]:
         """Write the .npy header; returns the split's chunk digests (hex)."""
@@ -266,7 +243,7 @@ class JpegField(RawField):
     """One JPEG record per image at `quality` (format version 2). Chunk index: the records'
     lengths (int64), turned into `{split}_offsets.npy` by `finish`."""
 
-    name, version, default_quality, suffix = "jpeg", 2, DEFAULT_QUALITY, "jpeg"
+    name, version, suffix = "jpeg", 2, "jpeg"
     parallel = True  # writing: JPEG encoding is CPU work, done in worker processes
     preamble = b""
 
@@ -276,9 +253,6 @@ class JpegField(RawField):
             raise UserError(f"JPEG quality {quality!r}: must be an integer in 1..100")
         self.quality = quality
 
-    def describe(self) -> str:
-        return f" (JPEG q{self.quality})"
-
     def header(self) -> dict[str, Any]:
         return {"encoding": self.name, "quality": self.quality, "subsampling": SUBSAMPLING}
 
@@ -286,15 +260,14 @@ class JpegField(RawField):
         files = {"offsets": f"{split}_offsets.npy", "crc32": crc_file(split)}
         return {**super().split_entry(split, n), **files}
 
-    def encode(self, images: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
-        """As RawField.encode; "pixels" are the decoded records."""
+    def encode(self, images: np.ndarray, labels: np.ndarray):
+        """As RawField.encode; the index holds the records' lengths, the pixels are decoded."""
         records = [encode_jpeg(img, self.quality) for img in images]
         pixels = np.empty_like(images)
         for rec, out in zip(records, pixels, strict=True):
             decode_pillow(rec, out)  # = the loader's decoder's pixels (tested)
-        crc = np.array([crc32(r) for r in records], np.uint32).reshape(-1)
         lengths = np.array([len(r) for r in records], "<i8")
-        return {"data": b"".join(records), "crc": crc, "pixels": pixels, "index": lengths.tobytes()}
+        return b"".join(records), records, lengths.tobytes(), pixels
 
     def finish(self, partial: Path, split: str, n: int, image_size, index: bytes) -> list[str]:
         ends = np.cumsum(np.frombuffer(index, "<i8"), dtype=np.int64)

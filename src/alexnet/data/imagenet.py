@@ -1,11 +1,7 @@
 """ImageNet-style layouts: ImageFolder trees, plain class folders, the official ILSVRC2012
-tars (paper §2), the Kaggle layout. Each reader lists a layout's images as (classes,
-{split: [Item]}, skipped (path, reason)); a `sources.FileSource` decodes them.
-
-The official tars are read in place: their headers are indexed once (name, byte offset,
-length) and workers `pread` each JPEG. Class index = position of the wnid in sorted wnid
-order; the val ground truth's ILSVRC2012_IDs are mapped through the devkit's meta.mat.
-"""
+tars (paper §2, read in place: workers `pread` each JPEG at its indexed offset), the Kaggle
+layout. Each reader lists a layout's images as (classes, {split: [Item]}, skipped (path,
+reason)); a `sources.FileSource` decodes them. Class index: the wnid's in sorted order."""
 
 from __future__ import annotations
 
@@ -44,12 +40,8 @@ def is_imagefolder(root: Path) -> bool:
 
 def _synset_words(path: Path) -> dict[str, str]:
     """`LOC_synset_mapping.txt` / `synset_words.txt`: lines "n01440764 tench, Tinca tinca"."""
-    words = {}
-    for line in path.read_text().splitlines():
-        parts = line.strip().split(maxsplit=1)
-        if parts:
-            words[parts[0]] = parts[1] if len(parts) > 1 else parts[0]
-    return words
+    lines = [line.strip().split(maxsplit=1) for line in path.read_text().splitlines()]
+    return {parts[0]: parts[-1] for parts in lines if parts}  # a wnid alone names itself
 
 
 def _folder_items(d: Path, index: dict[str, int], root: Path) -> list[Item]:
@@ -67,20 +59,27 @@ def is_class_folders(root: Path) -> bool:
     return not (root / "train").is_dir() and any(_files(d) for d in _subdirs(root))
 
 
-def class_folders(root: Path) -> Listing:
-    """`SRC/<class>/*` (a folder of photos per class): everything in "train"; the source
-    splits a validation set off it (`split_off_val`)."""
-    names = [p.name for p in _subdirs(root)]
-    if not names:
-        raise UserError(f"{root}: no class folders (expected {root}/<class>/<image files>)")
+def _class_items(root: Path, train: Path, val: Path | None):
+    """(sorted class names, {split: items}) of `train/<class>/*` (and `val/<class>/*`)."""
+    names = [p.name for p in _subdirs(train)]
     index = {n: i for i, n in enumerate(names)}
-    return names, {"train": _folder_items(root, index, root)}, []
+    items = {"train": _folder_items(train, index, root)}
+    if val is not None:
+        items["val"] = _folder_items(val, index, root)
+    return names, items
+
+
+def class_folders(root: Path) -> Listing:
+    """`SRC/<class>/*`: everything in "train" (the source splits val off it)."""
+    if not _subdirs(root):
+        raise UserError(f"{root}: no class folders (expected {root}/<class>/<image files>)")
+    return (*_class_items(root, root, None), [])
 
 
 def split_off_val(items: list[Item], fraction: float, seed: int) -> dict[str, list[Item]]:
     """A seeded, stratified split: in each class, round(fraction x its images) of them (at
     least one where the class has two or more), drawn at random, go to "val"; both splits keep
-    the listing's order. The same files, fraction and seed give the same split."""
+    the listing's order."""
     rng = np.random.default_rng(seed)
     by_class: dict[int, list[int]] = {}
     for i, item in enumerate(items):
@@ -98,24 +97,15 @@ def split_off_val(items: list[Item], fraction: float, seed: int) -> dict[str, li
 
 
 def imagefolder(root: Path) -> Listing:
-    """`train/<class>/*` and `val/<class>/*` (or only train/: the source splits a validation
-    set off it); classes are the sorted train folder names (shown with their words when a
-    LOC_synset_mapping.txt or synset_words.txt lies in SRC)."""
-    val = next((root / d for d in ("val", "validation", "valid") if (root / d).is_dir()), None)
+    """`train/<class>/*` and `val/<class>/*` (or only train/); classes: the sorted train folder
+    names (with their words from a LOC_synset_mapping.txt or synset_words.txt in SRC)."""
     if not is_imagefolder(root):
         raise UserError(f"{root}: ImageFolder layout needs train/<class>/ folders")
-    names = [p.name for p in _subdirs(root / "train")]
-    index = {n: i for i, n in enumerate(names)}
-    classes = list(names)
-    for words_file in ("LOC_synset_mapping.txt", "synset_words.txt"):
-        if (root / words_file).is_file():
-            words = _synset_words(root / words_file)
-            classes = [words.get(n, n) for n in names]
-            break
-    items = {"train": _folder_items(root / "train", index, root)}
-    if val is not None:
-        items["val"] = _folder_items(val, index, root)
-    return classes, items, []
+    val = next((root / d for d in ("val", "validation", "valid") if (root / d).is_dir()), None)
+    names, items = _class_items(root, root / "train", val)
+    files = [root / f for f in ("LOC_synset_mapping.txt", "synset_words.txt")]
+    words = next((_synset_words(f) for f in files if f.is_file()), {})
+    return [words.get(n, n) for n in names], items, []
 
 
 # ---------------------------------------------------------------- official ILSVRC2012 tars
@@ -166,8 +156,7 @@ def read_meta(meta: bytes, where: str) -> tuple[list[str], list[str], dict[int, 
 
 
 def _members(tar: tarfile.TarFile):
-    """The regular-file members of an open tar, one header at a time: tarfile would keep
-    every header it has read (`tar.members`, ~350 B each), which the index does not need."""
+    """The regular-file members of an open tar, without keeping every header read."""
     while (m := tar.next()) is not None:
         tar.members.clear()
         if m.isfile():
@@ -181,8 +170,8 @@ def _index_tar(path: Path, display_root: str) -> list[tuple[str, str, int, int]]
 
 
 def _index_train_tar(path: Path, wnid_index: dict[str, int]):
-    """Items of ILSVRC2012_img_train.tar (one inner tar per wnid, read in place: each JPEG's
-    absolute offset in the outer file) and the members that are not a known wnid's tar."""
+    """Items of ILSVRC2012_img_train.tar (one inner tar per wnid; each JPEG's absolute offset
+    in the outer file) and the members that are not a known wnid's tar."""
     skipped: list[tuple[str, str]] = []
     train: list[Item] = []
     file = str(path)  # one string shared by every item
@@ -244,10 +233,8 @@ def kaggle(root: Path) -> Listing:
     train = _folder_items(data / "train", index, root)
     val: list[Item] = []
     skipped: list[tuple[str, str]] = []
-    truth: dict[str, str] = {}
     with open(root / KAGGLE_FILES[1], newline="") as f:
-        for row in csv.DictReader(f):
-            truth[row["ImageId"]] = row["PredictionString"].split()[0]
+        truth = {row["ImageId"]: row["PredictionString"].split()[0] for row in csv.DictReader(f)}
     for p in _files(data / "val"):
         wnid = truth.get(p.stem)
         shown = str(p.relative_to(root))

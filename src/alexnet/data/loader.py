@@ -1,13 +1,7 @@
-"""DeviceLoader: batches of uint8 images (B, 3, H, W) from a packed dataset, on the device.
-
-`workers` threads gather rows of the memory map (numpy releases the GIL) or check and decode
-JPEG records (torchvision's libjpeg-turbo; on CUDA a batch at once with nvJPEG) ahead of the
-consumer; on CUDA the batch lands in pinned memory and is copied with `non_blocking=True`.
-Images are a channels_last view of the NHWC bytes; augmentation follows on the device.
-Sharding: perm = permutation(N) from (seed, epoch); global batch k = perm[k*B*W:(k+1)*B*W];
-rank r takes [r*B:(r+1)*B] of it, so W ranks see the batches of one rank with batch B*W, and
-evaluation (shuffle=False, drop_last=False) sees each sample exactly once, unpadded.
-"""
+"""DeviceLoader: batches of uint8 images (B, 3, H, W) (a channels_last view of the NHWC
+bytes) from a packed dataset, on the device, gathered or decoded ahead by `workers` threads.
+Sharding: global batch k = permutation(N)[k*B*W:(k+1)*B*W] from (seed, epoch), rank r takes
+[r*B:(r+1)*B] of it; evaluation (no shuffle, no drop_last) sees each sample once, unpadded."""
 
 from __future__ import annotations
 
@@ -15,6 +9,7 @@ import collections
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import KW_ONLY, dataclass
 
 import numpy as np
 import torch
@@ -24,17 +19,15 @@ from alexnet.data.augment import Draws, ReusableBuffers, TrainTransform
 from alexnet.data.packed import PackedDataset
 
 Batch = tuple[torch.Tensor, torch.Tensor]
-# torchvision 0.29 marks its image codecs deprecated (for TorchCodec); Pillow stays the
-# readers' decoder (fields.decode_pillow) if they go
+# torchvision 0.29 marks its image codecs deprecated (for TorchCodec)
 warnings.filterwarnings(
     "ignore", "The image decoding and encoding capabilities of TorchVision", DeprecationWarning
 )
 
 
 def decode_torchvision(data, out: np.ndarray) -> None:
-    """Decode JPEG `data` into `out` (H, W, 3) uint8: the loader's CPU decoder, libjpeg-turbo
-    like Pillow (the same pixels, tested) but faster, and it releases the GIL, so the loader's
-    threads decode in parallel (benchmarks/bench_jpeg.py)."""
+    """Decode JPEG `data` into `out` (H, W, 3) uint8: the same pixels as Pillow (tested), but
+    faster, and it releases the GIL, so the loader's threads decode in parallel."""
     x = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
     if tuple(x.shape) != (3, out.shape[0], out.shape[1]):
         raise ValueError(f"decodes to {tuple(x.shape)}")
@@ -43,7 +36,7 @@ def decode_torchvision(data, out: np.ndarray) -> None:
 
 def decode_batch_device(records: Sequence[np.ndarray], device: torch.device) -> torch.Tensor:
     """Decode a batch of JPEG records on a CUDA device in one call (nvJPEG) -> uint8
-    (B, 3, H, W) on `device`, channels_last memory (the layout the raw loader hands over)."""
+    (B, 3, H, W) on `device`, channels_last memory."""
     tensors = [torch.from_numpy(np.array(r, dtype=np.uint8)) for r in records]
     decoded = decode_jpeg(tensors, mode=ImageReadMode.RGB, device=device)
     return torch.stack([d.permute(1, 2, 0) for d in decoded]).permute(0, 3, 1, 2)
@@ -54,38 +47,31 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([int(seed), int(epoch)]).permutation(n)
 
 
+@dataclass(eq=False)
 class DeviceLoader:
     """Iterate (images uint8 (B,3,H,W), labels int64 (B,)) on `device` for this rank."""
 
-    def __init__(
-        self,
-        dataset: PackedDataset,
-        batch_size: int,
-        *,
-        shuffle: bool,
-        drop_last: bool,
-        seed: int = 0,
-        rank: int = 0,
-        world_size: int = 1,
-        device: str | torch.device = "cpu",
-        workers: int = 0,
-    ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} outside world_size {world_size}")
-        self.dataset = dataset
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.drop_last = drop_last
-        self.seed = seed
-        self.rank = rank
-        self.world_size = world_size
-        self.device = torch.device(device)
-        self.workers = max(0, int(workers))
+    dataset: PackedDataset
+    batch_size: int
+    _: KW_ONLY
+    shuffle: bool
+    drop_last: bool
+    seed: int = 0
+    rank: int = 0
+    world_size: int = 1
+    device: str | torch.device = "cpu"
+    workers: int = 0
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not 0 <= self.rank < self.world_size:
+            raise ValueError(f"rank {self.rank} outside world_size {self.world_size}")
+        self.device = torch.device(self.device)
+        self.workers = max(0, int(self.workers))
         self.epoch = 0
         self.pin = self.device.type == "cuda" and torch.cuda.is_available()
-        self._labels = np.ascontiguousarray(dataset.labels, dtype=np.int64)
+        self._labels = np.ascontiguousarray(self.dataset.labels, dtype=np.int64)
         self._buffers = ReusableBuffers(np.uint8, keep=self.workers + 4)
 
     def set_epoch(self, epoch: int) -> None:
@@ -126,18 +112,17 @@ class DeviceLoader:
         return out, self._labels_of(idx)
 
     def _gather_decode_on_device(self, idx: np.ndarray, stream=None) -> tuple:
-        """CUDA + JPEG: the batch's checked records decoded together on the device -> (uint8
-        (B, 3, H, W), labels, an event when both are there), issued on `stream` (not the
-        model's: nvJPEG's result is waited for there only)."""
-        records = self.dataset.images.records(idx)
-        if stream is None:  # no side stream (a test's stand-in decoder without CUDA)
-            images = decode_batch_device(records, self.device)
-            return images, self._send(self._labels_of(idx)), None
-        with torch.cuda.stream(stream):
+        """CUDA + JPEG: the batch's checked records decoded together on the device, issued on
+        `stream` (None: no side stream) -> (uint8 (B, 3, H, W), labels, an event when both are
+        there or None)."""
+        records = [self.dataset.images.record(int(i)) for i in idx]
+        with torch.cuda.stream(stream):  # a no-op for None
             images = decode_batch_device(records, self.device)
             labels = self._send(self._labels_of(idx))
-            decoded = torch.cuda.Event()
-            decoded.record(stream)
+        if stream is None:
+            return images, labels, None
+        decoded = torch.cuda.Event()
+        decoded.record(stream)
         return images, labels, decoded
 
     def _send(self, t: torch.Tensor) -> torch.Tensor:
@@ -156,12 +141,10 @@ class DeviceLoader:
         transform: TrainTransform | None = None,
         generator: torch.Generator | Callable[[int], torch.Generator] | None = None,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """This rank's batches of the epoch from batch `start_batch` on (nothing before it is
-        read). With `transform`, float32 (B, C, crop, crop) batches equal to
-        `transform(images, generator)` of each uint8 batch; `generator` is one for the epoch
-        or a function of the batch index k (a resumed run draws what an uninterrupted one
-        did). On the CPU (paper mode) the augmentation runs in the worker threads, straight
-        from the memory map, its draws taken here in batch order when a batch is queued."""
+        """This rank's batches of the epoch from batch `start_batch` on. With `transform`,
+        float32 batches equal to `transform(images, generator)` of each uint8 batch;
+        `generator`: one for the epoch or a function of the batch index k. Where the transform
+        `fuses`, it runs in the worker threads, its draws taken here in batch order."""
         order = (
             epoch_permutation(len(self.dataset), self.seed, self.epoch) if self.shuffle else None
         )

@@ -1,13 +1,9 @@
 """`prepare`: pack a `Source` into the packed format (packed.py), its images stored by a field
-(fields.py: raw pixels or JPEG records), in one pass that also sums the training statistics
-(paper §2 mean image, §4.1 RGB PCA) over the pixels training sees, as exact integers.
-
-Atomic and resumable: everything is written into `OUT.partial/`; after each chunk the data is
-fsync'ed, then `progress.npz` (counters, the sums) is replaced atomically. A rerun truncates
-the files to the last recorded chunk and continues, byte-identical to an uninterrupted run.
-`header.json` is written last and the directory renamed to OUT when complete. OUT is only
-ever replaced when it is a packed dataset or an empty directory, never the directory read.
-"""
+(fields.py), in one pass that also sums the training statistics (paper §2 mean image, §4.1 RGB
+PCA) over the pixels training sees, as exact integers. Resumable: the work goes into
+`OUT.partial/`, each chunk fsync'ed, then recorded in `progress.npz`; a rerun cuts the files
+back to the last recorded chunk and continues, byte-identical to an uninterrupted run.
+`header.json` is written last and the directory renamed to OUT."""
 
 from __future__ import annotations
 
@@ -24,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from alexnet.data import SPLITS
-from alexnet.data.fields import FIELDS, Field, crc_file, labels_file, make_field
-from alexnet.data.packed import FORMAT_NAME, HEADER, REPORT, STATS
+from alexnet.data.fields import FIELDS, Field, crc32, crc_file, labels_file, make_field
+from alexnet.data.packed import FORMAT_NAME, HEADER, REPORT, STAT_KEYS, STATS
 from alexnet.data.sources import Source
 from alexnet.errors import Param, UserError
 from alexnet.fileio import atomic_write, atomic_write_text, fsync_dir
@@ -33,7 +29,9 @@ from alexnet.interrupts import ignore_ctrl_c
 from alexnet.progress import SilentBar, progress_bar
 
 PROGRESS = "progress.npz"
-WORK_FILES = ("index", "labels", "crc32")  # `{split}_{name}.bin`, beside the field's images
+# `{split}_{name}.bin`, appended beside the field's images: its chunk index, labels int64,
+# CRC32s uint32 and the skipped / repaired files (JSON lines)
+WORK_FILES = ("index", "labels", "crc32", "report")
 
 
 # ---------------------------------------------------------------- what OUT may be
@@ -103,15 +101,13 @@ def chunk_sums(images: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def finish_stats(sums: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Statistics in the [0, 1] pixel scale, float64: mean_image (H,W,3), channel_mean (3,),
-    channel_std (3,) (population), rgb_cov (3,3) (population), eigval (3,) descending,
-    eigvec (3,3) unit eigenvectors of rgb_cov as columns (largest |component| positive)."""
+    """Statistics in [0, 1] pixel scale, float64 (`packed.DatasetStats`; std and covariance
+    of the population; eigenvectors as columns, largest |component| positive)."""
     n_img = int(sums["count"])
     h, w, _ = sums["pixel_sum"].shape
     if n_img == 0:
         shapes = {"mean_image": (h, w, 3), "rgb_cov": (3, 3), "eigvec": (3, 3)}
-        keys = ("mean_image", "channel_mean", "channel_std", "rgb_cov", "eigval", "eigvec")
-        return {k: np.full(shapes.get(k, 3), np.nan) for k in keys}
+        return {k: np.full(shapes.get(k, 3), np.nan) for k in STAT_KEYS}
     n_pix = n_img * h * w
     mean_image = sums["pixel_sum"].astype(np.float64) / (255.0 * n_img)
     mean = sums["channel_sum"].astype(np.float64) / (255.0 * n_pix)
@@ -125,14 +121,7 @@ def finish_stats(sums: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     for i in range(3):  # deterministic signs
         if eigvec[np.argmax(np.abs(eigvec[:, i])), i] < 0:
             eigvec[:, i] = -eigvec[:, i]
-    return {
-        "mean_image": mean_image,
-        "channel_mean": mean,
-        "channel_std": std,
-        "rgb_cov": cov,
-        "eigval": np.clip(eigval, 0, None),
-        "eigvec": eigvec,
-    }
+    return dict(zip(STAT_KEYS, (mean_image, mean, std, cov, np.clip(eigval, 0, None), eigvec)))
 
 
 # ---------------------------------------------------------------- one chunk (worker side)
@@ -153,77 +142,36 @@ def _work(task: tuple) -> dict[str, Any]:
 def process(
     source: Source, field: Field, split: str, start: int, stop: int, with_stats: bool
 ) -> dict[str, Any]:
-    """Items [start, stop) of `split`, stored by `field` -> {"data", "crc", "index" (see
-    the field's `encode`), "labels" int64 (n,), "skipped", "repaired", "sums" (train only)}."""
+    """Items [start, stop) of `split` -> what to append to each work file ("data": the field's
+    images, WORK_FILES), "count" and "sums" (train only)."""
     chunk = source.load(split, start, stop)
     images = np.ascontiguousarray(chunk.images, dtype=np.uint8)
     h, w = source.image_size
     if images.shape[1:] != (h, w, 3) or len(images) != len(chunk.labels):
         raise RuntimeError(f"{source.name}: chunk of shape {images.shape}, expected (n,{h},{w},3)")
-    labels = np.asarray(chunk.labels, np.int64)
-    res = field.encode(images, labels)
-    pixels = res.pop("pixels")
-    res |= {"labels": labels, "skipped": chunk.skipped, "repaired": chunk.repaired}
-    res["sums"] = chunk_sums(pixels) if with_stats else None
-    return res
+    data, records, index, pixels = field.encode(images, np.asarray(chunk.labels, np.int64))
+    report = [
+        json.dumps({"kind": kind, "path": p, "reason": r}) + "\n"
+        for kind in ("skipped", "repaired")
+        for p, r in getattr(chunk, kind)
+    ]
+    return {
+        "data": data,
+        "index": index,
+        "labels": np.asarray(chunk.labels, "<i8"),
+        "crc32": np.array([crc32(r) for r in records], "<u4"),
+        "report": "".join(report).encode(),
+        "count": len(images),
+        "sums": chunk_sums(pixels) if with_stats else None,
+    }
 
 
-# ---------------------------------------------------------------- the files of one split
-class SplitFiles:
-    """The append-only working files of one split in `OUT.partial/`: the field's images, the
-    chunk index (`encode`'s "index"), labels int64 and CRC32s uint32. The state records their
-    sizes after each chunk, so a resumed run cuts them back to the last recorded chunk and
-    nothing that grows with the dataset is rewritten."""
-
-    def __init__(self, partial: Path, split: str, field: Field) -> None:
-        self.partial, self.split, self.field = partial, split, field
-        self.names = {"data": field.images_file(split)}
-        self.names |= {key: f"{split}_{key}.bin" for key in WORK_FILES}
-        self._files: dict[str, Any] = {}
-
-    def open(self, sizes: dict[str, int] | None) -> None:
-        """Open the files for appending: created afresh (`sizes` None) or cut to `sizes`."""
-        for key, name in self.names.items():
-            f = open(self.partial / name, "r+b" if sizes else "wb")
-            if sizes:
-                f.truncate(sizes[key])
-                f.seek(sizes[key])
-            elif key == "data":
-                f.write(self.field.preamble)
-            self._files[key] = f
-
-    def append(self, res: dict, st: dict) -> None:
-        """Write one processed chunk (see `process`) and record it in `st` (not saved)."""
-        labels, crc = res["labels"].astype("<i8"), res["crc"].astype("<u4")
-        for key, part in zip(self.names, (res["data"], res["index"], labels, crc), strict=True):
-            self._files[key].write(part)
-        st["chunk"] += 1
-        st["count"] += len(res["labels"])
-        st["sizes"] = {key: f.tell() for key, f in self._files.items()}
-
-    def sync(self) -> None:
-        for f in self._files.values():
-            f.flush()
-            os.fsync(f.fileno())
-
-    def close(self) -> None:
-        for f in self._files.values():
-            f.close()
-        self._files = {}
-
-    def finalize(self, n: int, image_size: tuple[int, int]) -> list[str]:
-        """Turn the working files into the final ones; returns what the field's `finish` does."""
-        p, split = self.partial, self.split
-        work = {key: p / name for key, name in self.names.items()}
-        digests = self.field.finish(p, split, n, image_size, work["index"].read_bytes())
-        np.save(p / labels_file(split), np.fromfile(work["labels"], "<i8").astype(np.int64))
-        np.save(p / crc_file(split), np.fromfile(work["crc32"], "<u4"))
-        for key in WORK_FILES:
-            work[key].unlink()
-        return digests
+# ---------------------------------------------------------------- the run
+def _work_files(partial: Path, split: str, field: Field) -> dict[str, Path]:
+    names = {"data": field.images_file(split)} | {k: f"{split}_{k}.bin" for k in WORK_FILES}
+    return {key: partial / name for key, name in names.items()}
 
 
-# ---------------------------------------------------------------- state
 def _save_state(partial: Path, state: dict, sums: dict[str, np.ndarray]) -> None:
     atomic_write(
         partial / PROGRESS, lambda f: np.savez(f, state=np.array(json.dumps(state)), **sums)
@@ -246,16 +194,13 @@ def _start(partial: Path, config: dict, source: Source):
         _check_partial(partial)
         shutil.rmtree(partial)
     partial.mkdir(parents=True)
-    state = {"config": config, "splits": {}, "report_bytes": 0}
-    for split in SPLITS:
-        state["splits"][split] = {"chunk": 0, "count": 0, "sizes": None, "done": False}
-    open(partial / "report.jsonl", "wb").close()
+    splits = {s: {"chunk": 0, "count": 0, "sizes": None, "done": False} for s in SPLITS}
+    state = {"config": config, "splits": splits}
     sums = chunk_sums(np.zeros((0, *source.image_size, 3), np.uint8))
     _save_state(partial, state, sums)
     return state, sums
 
 
-# ---------------------------------------------------------------- main entry
 def prepare(
     source: Source,
     out: str | Path,
@@ -279,7 +224,6 @@ def prepare(
     partial = out.with_name(out.name + ".partial")
     workers = max(1, workers if workers else (os.cpu_count() or 1))
     chunk_size = chunk_size or (64 if source.parallel else 8192)
-    files = {s: SplitFiles(partial, s, field) for s in SPLITS}
     config = {
         "format": FORMAT_NAME,
         "version": field.version,
@@ -290,8 +234,7 @@ def prepare(
         **field.header(),  # JPEG: its quality
         "work_files": WORK_FILES,  # a partial run of another layout is not resumed
     }
-    config = json.loads(json.dumps(config))
-    state, sums = _start(partial, config, source)
+    state, sums = _start(partial, json.loads(json.dumps(config)), source)
     pool = None
     try:
         for split in SPLITS:
@@ -300,7 +243,7 @@ def prepare(
             if pool is None and (source.parallel or field.parallel) and workers > 1:
                 ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
                 pool = ctx.Pool(workers, initializer=_init_worker, initargs=(source, field))
-            sums = _pack_split(source, files[split], state, sums, pool, progress)
+            sums = _pack_split(source, field, partial, split, state, sums, pool, progress)
     except BaseException:
         if pool is not None:
             _stop_pool(pool)
@@ -308,8 +251,14 @@ def prepare(
     if pool is not None:
         pool.close()
         pool.join()
-    _check_not_empty(source, partial, state)
-    report = _finalize(source, files, state, sums)
+    report = _write_report(source, partial, {s: state["splits"][s]["count"] for s in SPLITS})
+    empty = [s for s in SPLITS if report["splits"][s] == 0 and source.count(s) > 0]
+    if empty:
+        raise UserError(
+            f"{source.name}: no usable images in the {empty[0]} split ({source.count(empty[0])} "
+            f"tried, all skipped; see {partial / REPORT} for why)"
+        )
+    _finalize(source, field, partial, state, sums)
     if out.exists():
         check_output(out, src, overwrite)  # still what it was when we started
         shutil.rmtree(out)
@@ -332,12 +281,55 @@ def _stop_pool(pool) -> None:
     stopper.join(timeout=1)
 
 
+def _pack_split(source, field, partial, split, state, sums, pool, progress: bool):
+    """Append the chunks of `split` not yet recorded in `state`; returns the new sums."""
+    chunk_size, st = state["config"]["chunk_size"], state["splits"][split]
+    n_items = source.count(split)
+    tasks = [
+        (split, k * chunk_size, min((k + 1) * chunk_size, n_items), split == "train")
+        for k in range(st["chunk"], math.ceil(n_items / chunk_size))
+    ]
+    results = pool.imap(_work, tasks) if pool else (process(source, field, *t) for t in tasks)
+    shown = {"desc": f"prepare {split}", "unit": "img", "dynamic_ncols": True, "smoothing": 0.1}
+    done = min(st["chunk"] * chunk_size, n_items)
+    bar = progress_bar(total=n_items, initial=done, **shown) if progress else SilentBar()
+    files: dict[str, Any] = {}
+    try:
+        for key, path in _work_files(partial, split, field).items():
+            files[key] = f = open(path, "r+b" if st["sizes"] else "wb")
+            if st["sizes"]:  # resumed: cut back to the last recorded chunk
+                f.truncate(st["sizes"][key])
+                f.seek(st["sizes"][key])
+            elif key == "data":
+                f.write(field.preamble)
+        for (_, start, stop, _), res in zip(tasks, results, strict=True):
+            for key, f in files.items():  # also an empty chunk
+                f.write(res[key])
+            for f in files.values():
+                f.flush()
+                os.fsync(f.fileno())
+            st["chunk"] += 1
+            st["count"] += res["count"]
+            st["sizes"] = {key: f.tell() for key, f in files.items()}
+            if res["sums"] is not None:
+                sums = {k: sums[k] + v for k, v in res["sums"].items()}
+            _save_state(partial, state, sums)
+            bar.update(stop - start)
+    finally:
+        for f in files.values():
+            f.close()
+        bar.close()
+    st["done"] = True
+    _save_state(partial, state, sums)
+    return sums
+
+
 def _write_report(source: Source, partial: Path, counts: dict[str, int]) -> dict[str, Any]:
-    """report.json from the skipped / repaired lines of report.jsonl; returns the report."""
+    """report.json from the splits' skipped / repaired lines; returns the report."""
     skipped = [{"path": p, "reason": r} for p, r in source.index_skipped]
     repaired: list[dict] = []
-    with open(partial / "report.jsonl") as f:
-        for line in f:
+    for split in SPLITS:
+        for line in (partial / f"{split}_report.bin").read_text().splitlines():
             entry = json.loads(line)
             (skipped if entry.pop("kind") == "skipped" else repaired).append(entry)
     report = {"splits": counts, "classes": source.classes, "skipped": skipped, "repaired": repaired}
@@ -347,74 +339,24 @@ def _write_report(source: Source, partial: Path, counts: dict[str, int]) -> dict
     return report
 
 
-def _check_not_empty(source: Source, partial: Path, state: dict) -> None:
-    """A split whose every image was skipped: write the report and say where it is."""
-    empty = [s for s in SPLITS if state["splits"][s]["count"] == 0 and source.count(s) > 0]
-    if empty:
-        _write_report(source, partial, {})
-        raise UserError(
-            f"{source.name}: no usable images in the {empty[0]} split ({source.count(empty[0])} "
-            f"tried, all skipped; see {partial / REPORT} for why)"
-        )
-
-
-def _pack_split(source: Source, files: SplitFiles, state: dict, sums: dict, pool, progress: bool):
-    split, chunk_size = files.split, state["config"]["chunk_size"]
-    st = state["splits"][split]
-    n_items = source.count(split)
-    first = st["chunk"]
-    tasks = [
-        (split, k * chunk_size, min((k + 1) * chunk_size, n_items), split == "train")
-        for k in range(first, math.ceil(n_items / chunk_size))
-    ]
-    files.open(st["sizes"])
-    f_rep = open(files.partial / "report.jsonl", "r+b")
-    f_rep.truncate(state["report_bytes"])
-    f_rep.seek(state["report_bytes"])
-    results = pool.imap(_work, tasks) if pool else (process(source, files.field, *t) for t in tasks)
-    shown = {"desc": f"prepare {split}", "unit": "img", "dynamic_ncols": True, "smoothing": 0.1}
-    done = min(first * chunk_size, n_items)
-    bar = progress_bar(total=n_items, initial=done, **shown) if progress else SilentBar()
-    try:
-        for (_, start, stop, _), res in zip(tasks, results, strict=True):
-            files.append(res, st)  # also an empty chunk
-            lines = [
-                json.dumps({"kind": kind, "path": p, "reason": r}) + "\n"
-                for kind in ("skipped", "repaired")
-                for p, r in res[kind]
-            ]
-            f_rep.write("".join(lines).encode())
-            files.sync()
-            f_rep.flush()
-            os.fsync(f_rep.fileno())
-            if res["sums"] is not None:
-                sums = {k: sums[k] + v for k, v in res["sums"].items()}
-            state["report_bytes"] = f_rep.tell()
-            _save_state(files.partial, state, sums)
-            bar.update(stop - start)
-    finally:
-        files.close()
-        f_rep.close()
-        bar.close()
-    st["done"] = True
-    _save_state(files.partial, state, sums)
-    return sums
-
-
-def _finalize(source: Source, files: dict[str, SplitFiles], state: dict, sums: dict) -> dict:
-    """The final files, statistics, report.json and, last, header.json; returns the report."""
-    field, partial = files["train"].field, files["train"].partial
+def _finalize(source: Source, field: Field, partial: Path, state: dict, sums: dict) -> None:
+    """The final files from the work files, the statistics and, last, header.json."""
     counts = {s: state["splits"][s]["count"] for s in SPLITS}
-    digests = {s: files[s].finalize(counts[s], source.image_size) for s in SPLITS}
+    digests = {}
+    for s in SPLITS:
+        work = _work_files(partial, s, field)
+        index = work["index"].read_bytes()
+        digests[s] = field.finish(partial, s, counts[s], source.image_size, index)
+        np.save(partial / labels_file(s), np.fromfile(work["labels"], "<i8").astype(np.int64))
+        np.save(partial / crc_file(s), np.fromfile(work["crc32"], "<u4"))
+        for key in WORK_FILES:
+            work[key].unlink()
     np.savez(partial / STATS, **finish_stats(sums))
-    report = _write_report(source, partial, counts)
-    (partial / "report.jsonl").unlink()
-    h, w = source.image_size
     header = {
         "format": FORMAT_NAME,
         "version": field.version,
         **field.header(),
-        "image_size": [h, w],
+        "image_size": list(source.image_size),
         "channels": 3,
         "classes": source.classes,
         "splits": {s: field.split_entry(s, counts[s]) for s in SPLITS},
@@ -428,4 +370,3 @@ def _finalize(source: Source, files: dict[str, SplitFiles], state: dict, sums: d
     for stray in partial.glob(".*.tmp"):  # temp files of a writer killed mid-write
         stray.unlink()
     atomic_write_text(partial / HEADER, json.dumps(header, indent=1) + "\n")
-    return report

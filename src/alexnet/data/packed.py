@@ -1,11 +1,6 @@
-"""Read a packed dataset directory written by `alexnet prepare` (format "alexnet-packed"), and
-check it (`verify`, for `alexnet prepare --verify`).
-
-`OUT/header.json` (format, version, image size, classes, splits, fingerprint; written last,
-so a directory with a valid header is complete), each split's images and labels as its field
-stores them (fields.py), `stats.npz` (train-split statistics in [0, 1], paper §2, §4.1),
-`report.json` (skipped / repaired files). See docs/data.md.
-"""
+"""Read (`open_dataset`) and check (`verify`) a packed dataset written by `alexnet prepare`:
+`header.json` (written last: a directory with one is complete), each split's images and
+labels as its field stores them (fields.py), `stats.npz` (paper §2, §4.1), `report.json`."""
 
 from __future__ import annotations
 
@@ -31,8 +26,7 @@ STAT_KEYS = ("mean_image", "channel_mean", "channel_std", "rgb_cov", "eigval", "
 @dataclass(frozen=True)
 class DatasetStats:
     """Train-split statistics in [0, 1] pixel scale (paper §2: the mean image; §4.1: the RGB
-    covariance's eigenpairs for fancy-PCA lighting). For a JPEG dataset they are computed from
-    the decoded pixels, the ones training sees."""
+    covariance's eigenpairs for fancy-PCA lighting), of the pixels training sees."""
 
     mean_image: np.ndarray  # (H, W, 3)
     channel_mean: np.ndarray  # (3,)
@@ -42,8 +36,7 @@ class DatasetStats:
     eigvec: np.ndarray  # (3, 3), eigenvectors as columns
 
     def is_grayscale(self) -> bool:
-        """True when the 3 stored channels are copies (a packed grayscale dataset): the RGB
-        covariance then has one non-zero eigenvalue."""
+        """True when the 3 stored channels are copies (one non-zero eigenvalue)."""
         ev = np.asarray(self.eigval, dtype=np.float64)
         return bool(ev[0] > 0 and ev[1] <= 1e-9 * ev[0])
 
@@ -72,13 +65,9 @@ def read_header(root: str | Path) -> dict[str, Any]:
 
 
 class PackedDataset:
-    """One split of a packed dataset: a sequence of (H x W x 3 uint8 image, int label).
-
-    Attributes: images ((N, H, W, 3) uint8: `RawImages`, a read-only memmap, or `JpegImages`,
-    which decodes on access), labels (N,) int64, classes, num_classes, image_size (H, W),
-    field (its storage: `fields.RawField` or `JpegField`), encoding (its name), quality (JPEG
-    quality or None), stats (train-split statistics, float64), fingerprint, root, split.
-    """
+    """One split of a packed dataset: a sequence of (H x W x 3 uint8 image, int label), with
+    images ((N, H, W, 3) uint8: `RawImages` or `JpegImages`), labels (N,) int64, classes,
+    num_classes, image_size, field, encoding, quality (JPEG or None), stats, fingerprint."""
 
     def __init__(self, root: str | Path, split: str = "train") -> None:
         self.root = Path(root)
@@ -121,8 +110,7 @@ class PackedDataset:
         return self._stats
 
     def head(self, n: int) -> PackedDataset:
-        """A view of the first `n` images (all when n >= len): the same attributes (classes,
-        stats, fingerprint, encoding), images and labels cut to n; nothing is read."""
+        """A view of the first `n` images (all when n >= len); nothing is read."""
         view = copy.copy(self)
         view.images, view.labels = self.images[: max(0, int(n))], self.labels[: max(0, int(n))]
         return view
@@ -136,14 +124,10 @@ class PackedDataset:
         return np.asarray(self.images[index]), int(self.labels[index])
 
     def __repr__(self) -> str:
-        h, w = self.image_size
-        enc = (
-            "" if self.quality is None else f", encoding={self.encoding!r}, quality={self.quality}"
-        )
-        return (
-            f"PackedDataset({str(self.root)!r}, split={self.split!r}, n={len(self)}, "
-            f"size={h}x{w}, classes={self.num_classes}{enc})"
-        )
+        (h, w), q = self.image_size, self.quality
+        enc = "" if q is None else f", encoding={self.encoding!r}, quality={q}"
+        where = f"{str(self.root)!r}, split={self.split!r}, n={len(self)}, size={h}x{w}"
+        return f"PackedDataset({where}, classes={self.num_classes}{enc})"
 
 
 def open_dataset(path: str | Path, split: str = "train") -> PackedDataset:
@@ -161,8 +145,7 @@ class Damage:
 
 @dataclass
 class Verified:
-    """What `verify` found: records checked per split, damaged records (split, index,
-    reason), whether the fingerprint matches (None: it cannot be recomputed)."""
+    """What `verify` found; fingerprint_ok None: the fingerprint cannot be recomputed."""
 
     root: str
     encoding: str
@@ -176,8 +159,8 @@ class Verified:
 
 
 def _bad_records(images, crc: np.ndarray, threads: int, block: int = 1024) -> list[int]:
-    """Indices whose stored bytes do not match their CRC32: blocks of records in threads (zlib
-    releases the GIL), so memory stays flat."""
+    """Indices whose stored bytes do not match their CRC32, in blocks over threads (zlib
+    releases the GIL)."""
 
     def bad_in(lo: int) -> list[int]:
         hi = min(lo + block, len(crc))
@@ -188,20 +171,18 @@ def _bad_records(images, crc: np.ndarray, threads: int, block: int = 1024) -> li
 
 
 def verify(root: str | Path, threads: int | None = None) -> Verified:
-    """Check every record of both splits of the packed dataset `root` against the CRC32 that
-    `prepare` stored for it, every label against the class count, and the fingerprint where
-    the field can recompute it (JPEG: from the index, so a changed label file is found too)."""
+    """Check every record of both splits of `root` against its stored CRC32, every label
+    against the class count, and the fingerprint where the field can recompute it."""
     root = Path(root)
-    header = read_header(root)
-    storage = field_of(header, str(root))
-    out = Verified(str(root), storage.name)
-    for split in SPLITS:
-        ds = PackedDataset(root, split)
+    threads = threads or os.cpu_count() or 1
+    splits = [PackedDataset(root, split) for split in SPLITS]
+    out = Verified(str(root), splits[0].encoding)
+    for ds in splits:
+        split, n = ds.split, ds.num_classes
         out.checked[split] = len(ds)
-        bad = np.flatnonzero((ds.labels < 0) | (ds.labels >= ds.num_classes))
+        bad = np.flatnonzero((ds.labels < 0) | (ds.labels >= n))
         out.damaged += [
-            Damage(split, int(i), f"label {int(ds.labels[i])} outside 0..{ds.num_classes - 1}")
-            for i in bad
+            Damage(split, int(i), f"label {ds.labels[i]} outside 0..{n - 1}") for i in bad
         ]
         try:
             crc = np.load(root / crc_file(split))
@@ -212,17 +193,17 @@ def verify(root: str | Path, threads: int | None = None) -> Verified:
             out.damaged.append(Damage(split, -1, f"{crc_file(split)} holds {crc.size} CRCs"))
             continue
         reason = "its bytes do not match their CRC32"
-        threads = threads or os.cpu_count() or 1
         out.damaged += [Damage(split, i, reason) for i in _bad_records(ds.images, crc, threads)]
     out.damaged.sort(key=lambda d: (SPLITS.index(d.split), d.index))
-    expect = storage.fingerprint(root, header["classes"], tuple(header["image_size"]), None)
-    out.fingerprint_ok = None if expect is None else expect == header["fingerprint"]
+    ds = splits[0]
+    expect = ds.field.fingerprint(root, ds.classes, ds.image_size, None)
+    out.fingerprint_ok = None if expect is None else expect == ds.fingerprint
     return out
 
 
 def summary_lines(v: Verified, limit: int = 20) -> list[str]:
-    """What `alexnet prepare --verify` prints: one line per damaged record (at most `limit`),
-    then one line of totals."""
+    """What `alexnet prepare --verify` prints: a line per damaged record (at most `limit`),
+    then the totals."""
     lines = [f"{v.root}: {d.split} record {d.index}: {d.reason}" for d in v.damaged[:limit]]
     if len(v.damaged) > limit:
         lines.append(f"{v.root}: ... and {len(v.damaged) - limit} more damaged records")

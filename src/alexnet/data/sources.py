@@ -1,9 +1,6 @@
 """Dataset readers for `alexnet prepare`: a `Source` yields chunks of RGB uint8 images + labels.
-
-Array sources (Fashion-MNIST, CIFAR-10, synthetic) keep their native size. File sources
-(imagenet.py's layouts) decode each file in worker processes with the paper's preprocessing
-(§2: shorter side to `size`, centre crop).
-"""
+Array sources (Fashion-MNIST, CIFAR-10, synthetic) keep their native size; file sources
+(imagenet.py's layouts) are decoded in worker processes (paper §2 preprocessing)."""
 
 from __future__ import annotations
 
@@ -45,17 +42,14 @@ class Chunk:
 
 
 class Source:
-    """A dataset to pack. Subclasses set name, classes, image_size and implement
-    count(split) and load(split, start, stop) -> Chunk."""
+    """A dataset to pack: name, classes, image_size, count(split), load(split, start, stop)."""
 
     name = "source"
     parallel = False  # True: load() decodes files, run it in worker processes
     classes: list[str]
     image_size: tuple[int, int]
-    # (path, reason) of files rejected while listing the input (e.g. no label): reported
-    index_skipped: Sequence[tuple[str, str]] = ()
-    # how a validation set was split off the training images, when the input had none
-    split: dict[str, Any] | None = None
+    index_skipped: Sequence[tuple[str, str]] = ()  # (path, reason) rejected while listing
+    split: dict[str, Any] | None = None  # how val was split off train, when the input had none
 
     def count(self, split: str) -> int:
         raise NotImplementedError
@@ -72,10 +66,7 @@ class ArraySource(Source):
     """In-memory arrays: images (N, H, W, 3) uint8 and labels (N,) per split."""
 
     def __init__(self, name: str, classes: list[str], arrays: dict, info: dict) -> None:
-        self.name = name
-        self.classes = classes
-        self.arrays = arrays
-        self.info = info
+        self.name, self.classes, self.arrays, self.info = name, classes, arrays, info
         self.image_size = tuple(arrays["train"][0].shape[1:3])
 
     def count(self, split: str) -> int:
@@ -124,10 +115,9 @@ class FileSource(Source):
         if offset < 0:
             with open(file, "rb") as f:
                 return f.read()
-        fd = self._fds.get(file)
-        if fd is None:
-            fd = self._fds[file] = os.open(file, os.O_RDONLY)
-        return os.pread(fd, length, offset)
+        if file not in self._fds:
+            self._fds[file] = os.open(file, os.O_RDONLY)
+        return os.pread(self._fds[file], length, offset)
 
     def load(self, split: str, start: int, stop: int) -> Chunk:
         images, labels = [], []
@@ -147,8 +137,7 @@ class FileSource(Source):
             images.append(out.image)
             labels.append(label)
         if images:
-            chunk.images = np.stack(images)
-            chunk.labels = np.asarray(labels, np.int64)
+            chunk.images, chunk.labels = np.stack(images), np.asarray(labels, np.int64)
         return chunk
 
     def describe(self) -> dict[str, Any]:
@@ -160,55 +149,37 @@ class FileSource(Source):
         return {**self.__dict__, "_fds": {}}
 
 
-# ---------------------------------------------------------------- Fashion-MNIST (idx files)
+# ---------------------------------------------------------------- Fashion-MNIST and CIFAR-10
 def _find(root: Path, stem: str) -> Path | None:
-    for name in (stem, stem + ".gz", stem.replace("-idx", ".idx")):
-        if (root / name).is_file():
-            return root / name
-    return None
+    names = (stem, stem + ".gz", stem.replace("-idx", ".idx"))
+    return next((root / n for n in names if (root / n).is_file()), None)
 
 
 def read_idx(path: Path) -> np.ndarray:
     """Parse an idx file (optionally gzipped): big-endian magic, dims, then uint8 data."""
-    opener = gzip.open if path.suffix == ".gz" else open
     try:
-        with opener(path, "rb") as f:
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
             raw = f.read()
     except (OSError, EOFError) as exc:
         raise UserError(f"{path}: unreadable idx file ({exc})") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise UserError(f"{path}: not an idx file of uint8 (bad magic number)")
-    ndim = raw[3]
-    dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", ndim, 4))
-    offset = 4 + 4 * ndim
+    dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", raw[3], 4))
+    offset = 4 + 4 * raw[3]
     if len(raw) - offset != int(np.prod(dims)):
         raise UserError(f"{path}: idx file holds {len(raw) - offset} bytes, dims {dims}")
     return np.frombuffer(raw, np.uint8, offset=offset).reshape(dims)
 
 
-def fashion_mnist(root: Path) -> ArraySource:
-    """Fashion-MNIST: 60,000 train / 10,000 test (as "val") 28x28 grayscale, replicated to RGB."""
-    arrays = {}
-    for split, prefix in (("train", "train"), ("val", "t10k")):
-        img_path = _find(root, f"{prefix}-images-idx3-ubyte")
-        lab_path = _find(root, f"{prefix}-labels-idx1-ubyte")
-        if img_path is None or lab_path is None:
-            raise UserError(f"{root}: missing {prefix}-images/labels idx files")
-        images, labels = read_idx(img_path), read_idx(lab_path)
-        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-            raise UserError(f"{img_path}: {images.shape} images vs {labels.shape} labels")
-        if labels.max(initial=0) >= 10:
-            raise UserError(f"{lab_path}: label {labels.max()} outside 0..9")
-        arrays[split] = (np.repeat(images[..., None], 3, axis=3), labels.astype(np.int64))
-    return ArraySource("fashion-mnist", list(FASHION_MNIST_CLASSES), arrays, {"root": str(root)})
-
-
-# ---------------------------------------------------------------- CIFAR-10 (python batches)
-def _cifar_dir(root: Path) -> Path | None:
-    for d in (root, root / "cifar-10-batches-py"):
-        if (d / "data_batch_1").is_file():
-            return d
-    return None
+def _idx_part(d: Path, prefix: str) -> tuple[np.ndarray, Any]:
+    """Fashion-MNIST's `{prefix}-images/labels` idx files: 28x28 grayscale, replicated to RGB."""
+    paths = [_find(d, f"{prefix}-{kind}") for kind in ("images-idx3-ubyte", "labels-idx1-ubyte")]
+    if None in paths:
+        raise UserError(f"{d}: missing {prefix}-images/labels idx files")
+    images, labels = (read_idx(p) for p in paths)
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise UserError(f"{paths[0]}: {images.shape} images vs {labels.shape} labels")
+    return np.repeat(images[..., None], 3, axis=3), labels
 
 
 def _unpickle(path: Path) -> dict:
@@ -219,34 +190,57 @@ def _unpickle(path: Path) -> dict:
         raise UserError(f"{path}: unreadable CIFAR-10 batch ({exc})") from None
 
 
-def cifar10(root: Path) -> ArraySource:
-    """CIFAR-10: data_batch_1..5 (train, 50,000) and test_batch (val, 10,000), 32x32 RGB."""
-    d = _cifar_dir(root)
+def _cifar_part(d: Path, name: str) -> tuple[np.ndarray, Any]:
+    """A CIFAR-10 python batch: rows of 3072 bytes (the R, G, B planes of 32x32)."""
+    if not (d / name).is_file():
+        raise UserError(f"{d / name}: missing CIFAR-10 batch")
+    batch = _unpickle(d / name)
+    x = np.asarray(batch[b"data"], np.uint8)
+    if x.ndim != 2 or x.shape[1] != 3072:
+        raise UserError(f"{d / name}: data of shape {x.shape}, expected (N, 3072)")
+    return x.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), batch[b"labels"]
+
+
+def _cifar_dir(root: Path) -> Path | None:
+    return next(
+        (d for d in (root, root / "cifar-10-batches-py") if (d / "data_batch_1").is_file()), None
+    )
+
+
+# name: (the folder holding the files or None, reader of one part, {split: parts}, classes)
+ARRAYS = {
+    "fashion-mnist": (
+        lambda root: root if _find(root, "train-images-idx3-ubyte") else None,
+        _idx_part,
+        {"train": ["train"], "val": ["t10k"]},  # 60,000 train, 10,000 test (as val)
+        FASHION_MNIST_CLASSES,
+    ),
+    "cifar10": (
+        _cifar_dir,
+        _cifar_part,
+        {"train": [f"data_batch_{i}" for i in range(1, 6)], "val": ["test_batch"]},
+        CIFAR10_CLASSES,
+    ),
+}
+
+
+def array_source(name: str, root: Path) -> ArraySource:
+    """Fashion-MNIST (idx files) or CIFAR-10 (python batches, class names from batches.meta)."""
+    where, read, splits, classes = ARRAYS[name]
+    d = where(root)
     if d is None:
-        raise UserError(f"{root}: no CIFAR-10 data_batch_1")
+        raise UserError(f"{root}: no {name} files")
+    if name == "cifar10" and (d / "batches.meta").is_file():
+        names = _unpickle(d / "batches.meta").get(b"label_names")
+        classes = [n.decode() if isinstance(n, bytes) else str(n) for n in names or classes]
     arrays = {}
-    for split, names in (
-        ("train", [f"data_batch_{i}" for i in range(1, 6)]),
-        ("val", ["test_batch"]),
-    ):
-        data, labels = [], []
-        for name in names:
-            if not (d / name).is_file():
-                raise UserError(f"{d / name}: missing CIFAR-10 batch")
-            batch = _unpickle(d / name)
-            x = np.asarray(batch[b"data"], np.uint8)
-            if x.ndim != 2 or x.shape[1] != 3072:
-                raise UserError(f"{d / name}: data of shape {x.shape}, expected (N, 3072)")
-            data.append(x.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
-            labels.append(np.asarray(batch[b"labels"], np.int64))
-        arrays[split] = (np.ascontiguousarray(np.concatenate(data)), np.concatenate(labels))
-    classes = list(CIFAR10_CLASSES)
-    if (d / "batches.meta").is_file():
-        meta = _unpickle(d / "batches.meta")
-        names = meta.get(b"label_names")
-        if names:
-            classes = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
-    return ArraySource("cifar10", classes, arrays, {"root": str(d)})
+    for split, parts in splits.items():
+        images, labels = zip(*(read(d, part) for part in parts), strict=True)
+        labels = np.concatenate(labels).astype(np.int64)
+        if labels.size and not 0 <= labels.min() <= labels.max() < len(classes):
+            raise UserError(f"{d}: {split} labels outside 0..{len(classes) - 1}")
+        arrays[split] = (np.ascontiguousarray(np.concatenate(images)), labels)
+    return ArraySource(name, list(classes), arrays, {"root": str(d)})
 
 
 # ---------------------------------------------------------------- synthetic
@@ -292,30 +286,22 @@ class SyntheticSource(Source):
         return np.clip(np.rint(img * 255), 0, 255).astype(np.uint8), labels.astype(np.int64)
 
     def load(self, split: str, start: int, stop: int) -> Chunk:
-        images, labels = [], []
-        for b in range(start // self.BLOCK, (stop - 1) // self.BLOCK + 1):
-            x, y = self._block(split, b)
-            lo = max(start - b * self.BLOCK, 0)
-            hi = min(stop - b * self.BLOCK, len(y))
-            images.append(x[lo:hi])
-            labels.append(y[lo:hi])
+        blocks = range(start // self.BLOCK, (stop - 1) // self.BLOCK + 1)
+        parts = [(b * self.BLOCK, *self._block(split, b)) for b in blocks]
+        images = [x[max(start - lo, 0) : stop - lo] for lo, x, _ in parts]
+        labels = [y[max(start - lo, 0) : stop - lo] for lo, _, y in parts]
         return Chunk(np.concatenate(images), np.concatenate(labels))
 
     def describe(self) -> dict[str, Any]:
-        return {
-            **super().describe(),
-            "classes": len(self.classes),
-            "count": self.counts["train"],
-            "seed": self.seed,
-        }
+        info = {"classes": len(self.classes), "count": self.counts["train"], "seed": self.seed}
+        return {**super().describe(), **info}
 
 
 # ---------------------------------------------------------------- choosing a reader
-ARRAYS = {"fashion-mnist": fashion_mnist, "cifar10": cifar10}
 # what `--source auto` looks for, in this order
-LAYOUTS = {
-    "fashion-mnist": lambda root: _find(root, "train-images-idx3-ubyte") is not None,
-    "cifar10": lambda root: _cifar_dir(root) is not None,
+DETECT = {
+    "fashion-mnist": ARRAYS["fashion-mnist"][0],
+    "cifar10": _cifar_dir,
     "kaggle": lambda root: all((root / f).is_file() for f in imagenet.KAGGLE_FILES),
     "ilsvrc2012": lambda root: all((root / f).is_file() for f in imagenet.TARS),
     "imagefolder": imagenet.is_imagefolder,
@@ -345,7 +331,7 @@ def open_source(
     if not root.is_dir():
         raise UserError(f"{src}: not a directory (give the directory holding the dataset)")
     if kind == "auto":
-        kind = next((name for name, test in LAYOUTS.items() if test(root)), "")
+        kind = next((name for name, found in DETECT.items() if found(root)), "")
         if not kind:
             raise UserError(
                 f"{src}: unrecognized dataset layout (expected <class>/ folders of images, "
@@ -357,5 +343,5 @@ def open_source(
     if kind in imagenet.LAYOUTS:
         return FileSource(kind, root, size, max_pixels, val_fraction, seed)
     if kind in ARRAYS:
-        return ARRAYS[kind](root)
+        return array_source(kind, root)
     raise UserError(Param("source"), f" {kind}: unknown (choose from {', '.join(SOURCE_NAMES)})")
