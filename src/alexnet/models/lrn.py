@@ -26,6 +26,7 @@ import os
 import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import astuple
 from types import ModuleType
 
 import torch
@@ -113,20 +114,22 @@ def kernel_for(x: Tensor, cpu_path: str = "native") -> str:
     return "torch"
 
 
-def _c_forward(x: Tensor, size: int, groups: int, alpha: float, beta: float, k: float) -> Tensor:
-    """b = LRN(x) by the C kernel: (N, C, ...) float32/bfloat16, x's layout."""
-    return native.lrn(x, None, LRNParams(size, alpha, beta, k, groups))
+def _c_forward(
+    x: Tensor, size: int, alpha: float, beta: float, k: float, groups: int
+) -> tuple[Tensor, Tensor]:
+    return native.lrn(x, None, LRNParams(size, alpha, beta, k, groups)), x.new_empty(0)
 
 
 def _c_backward(
-    x: Tensor, grad_out: Tensor, size: int, groups: int, alpha: float, beta: float, k: float
-) -> Tensor:
-    """dL/dx from the saved input and dL/db (made x's dtype and layout)."""
+    x: Tensor, grad_out: Tensor, _: Tensor, size: int, alpha: float, beta: float, k: float,
+    groups: int,
+) -> Tensor:  # fmt: skip
     grad_out = grad_out.to(x.dtype).contiguous(memory_format=native.memory_format(x))
     return native.lrn(x, grad_out, LRNParams(size, alpha, beta, k, groups))
 
 
-lrn_c = native.input_autograd("lrn_c", _c_forward, _c_backward)
+# lrn_c(x, *astuple(p)): LRN by the C kernel, (N, C, ...) float32/bfloat16 in x's layout
+lrn_c = native.kernel_op("lrn_c", _c_forward, _c_backward)
 
 
 def _single_threaded_worker(barrier: threading.Barrier) -> None:
@@ -320,7 +323,7 @@ class LRN(nn.Module):
             return triton_module().lrn(x, p)  # type: ignore[union-attr]
         compiling = torch.compiler.is_compiling()
         if kernel == "c" and (compiling or not overwrite):  # a compiled graph owns its memory
-            return lrn_c(x, p.size, p.groups, p.alpha, p.beta, p.k)
+            return lrn_c(x, *astuple(p))
         path = "whole" if compiling else self.cpu_path  # compiled: whole-batch, no threads
         if kernel == "torch" and not (overwrite and x.dtype == torch.float32):
             if x.dtype in (torch.float16, torch.bfloat16):

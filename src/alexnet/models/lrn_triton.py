@@ -15,6 +15,7 @@ kernels on CPU tensors (`INTERPRET`), which is how the tests check them without 
 from __future__ import annotations
 
 import contextlib
+from dataclasses import astuple
 
 import torch
 import triton
@@ -261,23 +262,23 @@ def backward(x: Tensor, grad_out: Tensor, p: LRNParams, relu: bool = False) -> T
 
 
 def _op_forward(
-    x: Tensor, size: int, groups: int, alpha: float, beta: float, k: float, relu: bool
-) -> Tensor:
-    return forward(x, LRNParams(size, alpha, beta, k, groups), relu)
+    x: Tensor, relu: bool, size: int, alpha: float, beta: float, k: float, groups: int
+) -> tuple[Tensor, Tensor]:
+    return forward(x, LRNParams(size, alpha, beta, k, groups), relu), x.new_empty(0)
 
 
 def _op_backward(
-    x: Tensor, grad_out: Tensor, size: int, groups: int, alpha: float, beta: float, k: float,
-    relu: bool,
+    x: Tensor, grad_out: Tensor, _: Tensor, relu: bool, size: int, alpha: float, beta: float,
+    k: float, groups: int,
 ) -> Tensor:  # fmt: skip
     return backward(x, grad_out, LRNParams(size, alpha, beta, k, groups), relu)
 
 
-_lrn = native.input_autograd("lrn_triton", _op_forward, _op_backward)
+_lrn = native.kernel_op("lrn_triton", _op_forward, _op_backward)
 
 
 def lrn(x: Tensor, p: LRNParams, relu: bool = False) -> Tensor:
     """LRN(x) (LRN(ReLU(x)) with `relu`, x left as it is) with autograd through the Triton
     kernels; x: (N, C, ...) of `DTYPES`."""
     x = x if native.layout(x) else x.contiguous()  # the kernels read NCHW or channels-last
-    return _lrn(x, p.size, p.groups, p.alpha, p.beta, p.k, relu)
+    return _lrn(x, relu, *astuple(p))
