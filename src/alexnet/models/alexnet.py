@@ -117,15 +117,18 @@ def pool_layer(kind: str) -> nn.MaxPool2d:
     return MaxPool(3, 2) if kind == "overlap" else MaxPool(2, 2)
 
 
-def _conv_stack(o: PaperOptions) -> nn.Sequential:
-    """conv1..conv5 with activations, LRN and pooling from the options `o` (`CONVS`)."""
+def conv_stack(o: PaperOptions, tower: bool = False) -> nn.Sequential:
+    """conv1..conv5 with activations, LRN and pooling from the options `o` (`CONVS`); `tower`:
+    one device's half of the two towers (`parallel`): half the kernels, conv3 reading both."""
     layers: OrderedDict[str, nn.Module] = OrderedDict()
-    channels, towers = 3, o.towers
+    channels, towers = 3, 1 if tower else o.towers
     for i, (width, spec) in enumerate(zip(o.widths, CONVS), start=1):
         if o.remove_conv != f"conv{i}":
             pad = (2 if o.input_size == 224 else 0) if spec.padding is None else spec.padding
+            width = width // 2 if tower else width
+            reads = 2 * channels if tower and i == 3 else channels  # conv3 reads both (§3.2)
             groups = towers if spec.grouped else 1
-            conv = nn.Conv2d(channels, width, spec.kernel, spec.stride, pad, groups=groups)
+            conv = nn.Conv2d(reads, width, spec.kernel, spec.stride, pad, groups=groups)
             layers[f"conv{i}"] = conv
             layers[f"act{i}"] = make_activation(o.activation)
             if spec.normed and o.lrn:
@@ -152,7 +155,7 @@ class PaperAlexNet(AlexNetModel):
         super().__init__()
         o = PaperOptions(num_classes=num_classes, **options)
         self._declare(o, penultimate_dim=4096, penultimate_name="fc7")
-        self.features = _conv_stack(o)
+        self.features = conv_stack(o)
         self.classifier = nn.Sequential(
             OrderedDict(
                 fc6=nn.Linear(o.widths[4] * 6 * 6, 4096),

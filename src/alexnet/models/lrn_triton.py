@@ -1,15 +1,10 @@
-"""The paper's LRN (Krizhevsky et al. 2012, §3.3) as one Triton kernel each way, for CUDA.
+"""The paper's LRN (§3.3, formulas in `alexnet.models.lrn`) as one Triton kernel each way.
 
-    d_i = k + alpha * S_i,  S_i = sum of a_j^2 over the channels j of i's group with |i-j| <= n/2
-    b_i = a_i * d_i^-beta
-    dL/da_m = g_m * d_m^-beta - 2 alpha beta a_m * sum_{i: |i-m| <= n/2} g_i a_i d_i^(-beta-1)
-
-The backward recomputes d from a (only the input is saved). With `relu` the input is ReLU's
-(§3.1): a = max(x, 0) as it is read, dL/dx = 0 where x <= 0 as it is written. float32,
-bfloat16 or float16 storage, float32 arithmetic; NCHW ((N*C) rows of H*W pixels) or
-channels-last ((N*H*W) rows of C channels), so loads are coalesced in both. With
-`TRITON_INTERPRET=1` set before this module's first import, Triton's interpreter runs the
-kernels on CPU tensors (`INTERPRET`), which is how the tests check them without a GPU.
+The backward recomputes d from the saved input. With `relu` the input is ReLU's (§3.1):
+a = max(x, 0) as it is read, dL/dx = 0 where x <= 0 as it is written. float32, bfloat16 or
+float16 storage, float32 arithmetic; NCHW ((N*C) rows of H*W pixels) or channels-last ((N*H*W)
+rows of C channels), so loads coalesce in both. `TRITON_INTERPRET=1` set before the first
+import runs the kernels on CPU tensors (`INTERPRET`), as the tests do without a GPU.
 """
 
 from __future__ import annotations
@@ -25,7 +20,6 @@ from torch import Tensor
 from alexnet.models import native
 from alexnet.models.native import LRNParams
 
-DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _INT32_LIMIT = 2**31 - 1
 
 
@@ -34,8 +28,7 @@ def _tile(
     rows, width, channels, per_group, col_blocks,
     CL: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_W: tl.constexpr, WIDE: tl.constexpr,
 ):  # fmt: skip
-    """This program's tile: element offsets, the mask of real elements, each element's
-    channel position within its group, and the offset from a channel to the next."""
+    """This program's tile: offsets, mask, channel position in its group, channel step."""
     pid = tl.program_id(0)
     if WIDE:
         pid = pid.to(tl.int64)
@@ -93,8 +86,7 @@ def _window_sq(
 ):  # fmt: skip
     """Sum of a^2 over the channels within HALF of (each element's channel + shift), in its
     group; float32."""
-    # tl.full, not tl.zeros: that is a @triton.jit function made when triton is imported, which
-    # cannot run in the interpreter if triton was imported before TRITON_INTERPRET=1 was set
+    # tl.full: tl.zeros, jitted at triton's import, cannot run if it preceded TRITON_INTERPRET
     total = tl.full(offs.shape, 0.0, tl.float32)
     for i in tl.static_range(2 * HALF + 1):
         u = shift + i - HALF
@@ -106,9 +98,8 @@ def _window_sq(
 
 @triton.jit
 def _store(ptr, offs, value, mask, RNE: tl.constexpr):
-    """Store float32 `value` in ptr's dtype, rounded to nearest (ties to even). RNE: do the
-    bfloat16 rounding by hand, for Triton's interpreter (its conversion truncates; CUDA's, the
-    plain cast, rounds like this)."""
+    """Store float32 `value` in ptr's dtype, rounded to nearest even; RNE: by hand, for bfloat16
+    in Triton's interpreter (whose cast truncates)."""
     if RNE:
         bits = value.to(tl.uint32, bitcast=True)
         rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).to(tl.uint16)
@@ -124,7 +115,7 @@ def _neighbour(
     shift: tl.constexpr, HALF: tl.constexpr, BETA34: tl.constexpr, RELU: tl.constexpr,
 ):  # fmt: skip
     """g_i a_i d_i^(-beta-1) at channel i = (each element's channel + shift); 0 outside its
-    group (d_i recomputed from a)."""
+    group."""
     d = k + alpha * _window_sq(x_ptr, offs, inside, pos, step, per_group, shift, HALF, RELU)
     _, q = _neg_pow(d, beta, BETA34)
     valid = _valid(inside, pos, per_group, shift)
@@ -139,8 +130,8 @@ def _start(
     HALF: tl.constexpr, CL: tl.constexpr, BETA34: tl.constexpr, BLOCK_R: tl.constexpr,
     BLOCK_W: tl.constexpr, WIDE: tl.constexpr, RELU: tl.constexpr,
 ):  # fmt: skip
-    """Both kernels' start: this program's tile (`_tile`), and at each of its elements a and
-    (d^-beta, d^(-beta-1)) (`_neg_pow`). What a kernel leaves unused the compiler drops."""
+    """Both kernels' start: the tile (`_tile`), and a and (d^-beta, d^(-beta-1)) at each
+    element; what a kernel leaves unused the compiler drops."""
     offs, inside, pos, step = _tile(
         rows, width, channels, per_group, col_blocks, CL, BLOCK_R, BLOCK_W, WIDE
     )
@@ -197,7 +188,7 @@ def _pow2(n: int) -> int:
 
 
 def _geometry(x: Tensor) -> tuple[int, int, bool]:
-    """(rows, width, channels_last) of a dense x, read as in the module docstring."""
+    """(rows, width, channels_last) of a dense x (see the module docstring)."""
     n, c = x.shape[0], x.shape[1]
     length = x.numel() // max(1, n * c)
     if x.is_contiguous():
@@ -233,18 +224,9 @@ def _launch(kernel, tensors: list[Tensor], p: LRNParams, backward: bool, relu: b
         )  # fmt: skip
 
 
-def _check(x: Tensor, p: LRNParams) -> None:
-    if x.dtype not in DTYPES or x.dim() < 2 or x.shape[1] % p.groups:
-        raise ValueError(
-            f"Triton LRN takes float32/bfloat16/float16 (N, C, ...) with C divisible by "
-            f"groups={p.groups}, got {x.dtype} {tuple(x.shape)}"
-        )
-
-
 def forward(x: Tensor, p: LRNParams, relu: bool = False) -> Tensor:
     """b = LRN(x), or LRN(ReLU(x)) with `relu`: (N, C, ...) dense -> the same shape, dtype and
     memory format."""
-    _check(x, p)
     out = torch.empty_like(x)
     if x.numel():
         _launch(_lrn_forward_kernel, [x, out], p, backward=False, relu=relu)
@@ -253,7 +235,6 @@ def forward(x: Tensor, p: LRNParams, relu: bool = False) -> Tensor:
 
 def backward(x: Tensor, grad_out: Tensor, p: LRNParams, relu: bool = False) -> Tensor:
     """dL/dx from the saved input x and dL/db (any layout; read in x's), in x's layout."""
-    _check(x, p)
     grad_out = grad_out.to(x.dtype).contiguous(memory_format=native.memory_format(x))
     grad_in = torch.empty_like(x)
     if x.numel():
@@ -279,6 +260,6 @@ _lrn = native.kernel_op("lrn_triton", _op_forward, _op_backward)
 
 def lrn(x: Tensor, p: LRNParams, relu: bool = False) -> Tensor:
     """LRN(x) (LRN(ReLU(x)) with `relu`, x left as it is) with autograd through the Triton
-    kernels; x: (N, C, ...) of `DTYPES`."""
+    kernels; x: (N, C, ...) float32, bfloat16 or float16, C divisible by `p.groups`."""
     x = x if native.layout(x) else x.contiguous()  # the kernels read NCHW or channels-last
     return _lrn(x, relu, *astuple(p))

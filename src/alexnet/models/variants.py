@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from alexnet.errors import UserError
-from alexnet.models.alexnet import POOLS, pool_layer
+from alexnet.models.alexnet import POOLS, PaperOptions, conv_stack, pool_layer
 from alexnet.models.common import (
     ACTIVATIONS,
     AlexNetModel,
@@ -38,15 +38,10 @@ class HeadOptions(ModelOptions):
 def _seed_layers(
     widths: tuple[int, ...], num_classes: int, dropout: float
 ) -> tuple[nn.Sequential, nn.Sequential]:
-    """(features, classifier) of the seed's and torchvision's nets, module for module: convs
-    11/4 pad 2, 5 pad 2 and three 3 pad 1 of `widths`, each with a ReLU, 3/2 max-pools after
-    conv1, conv2 and conv5; then dropout, fc6, ReLU, dropout, fc7, ReLU, fc8."""
-    channels, layers = (3, *widths), []
-    for i, (kernel, stride, pad) in enumerate([(11, 4, 2), (5, 1, 2), *[(3, 1, 1)] * 3]):
-        conv = nn.Conv2d(channels[i], widths[i], kernel_size=kernel, stride=stride, padding=pad)
-        layers += [conv, nn.ReLU(inplace=True)]
-        if i in (0, 1, 4):
-            layers.append(nn.MaxPool2d(kernel_size=3, stride=2))
+    """(features, classifier) of the seed's and torchvision's nets, with their state_dict keys:
+    the paper's conv stack of `widths` without LRN or towers, then dropout, fc6, ReLU,
+    dropout, fc7, ReLU, fc8."""
+    features = conv_stack(PaperOptions(widths=widths, towers=1, lrn=False))
     classifier = nn.Sequential(
         nn.Dropout(dropout),
         nn.Linear(widths[-1] * 6 * 6, 4096),
@@ -56,7 +51,7 @@ def _seed_layers(
         nn.ReLU(inplace=True),
         nn.Linear(4096, num_classes),
     )
-    return nn.Sequential(*layers), classifier
+    return nn.Sequential(*features), classifier
 
 
 class SeedAlexNet(AlexNetModel):
