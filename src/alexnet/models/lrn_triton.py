@@ -125,62 +125,39 @@ def _neighbour(
 
 
 @triton.jit
-def _start(
-    x_ptr, rows, width, channels, per_group, col_blocks, alpha, beta, k,
+def _lrn_kernel(
+    x_ptr, g_ptr, out_ptr, rows, width, channels, per_group, col_blocks, alpha, beta, k,
     HALF: tl.constexpr, CL: tl.constexpr, BETA34: tl.constexpr, BLOCK_R: tl.constexpr,
-    BLOCK_W: tl.constexpr, WIDE: tl.constexpr, RELU: tl.constexpr,
+    BLOCK_W: tl.constexpr, WIDE: tl.constexpr, RNE: tl.constexpr, RELU: tl.constexpr,
+    BACKWARD: tl.constexpr,
 ):  # fmt: skip
-    """Both kernels' start: the tile (`_tile`), and a and (d^-beta, d^(-beta-1)) at each
-    element; what a kernel leaves unused the compiler drops."""
+    """b = a d^-beta into out; BACKWARD: dL/da from g = dL/db (g_ptr unread in the forward)."""
     offs, inside, pos, step = _tile(
         rows, width, channels, per_group, col_blocks, CL, BLOCK_R, BLOCK_W, WIDE
     )
     d = k + alpha * _window_sq(x_ptr, offs, inside, pos, step, per_group, 0, HALF, RELU)
     p, q = _neg_pow(d, beta, BETA34)
     a = _load_a(x_ptr, offs, inside, RELU)
-    return offs, inside, pos, step, a, p, q
-
-
-@triton.jit
-def _lrn_forward_kernel(
-    x_ptr, y_ptr, rows, width, channels, per_group, col_blocks, alpha, beta, k,
-    HALF: tl.constexpr, CL: tl.constexpr, BETA34: tl.constexpr, BLOCK_R: tl.constexpr,
-    BLOCK_W: tl.constexpr, WIDE: tl.constexpr, RNE: tl.constexpr, RELU: tl.constexpr,
-):  # fmt: skip
-    offs, inside, _, _, a, p, _ = _start(
-        x_ptr, rows, width, channels, per_group, col_blocks, alpha, beta, k,
-        HALF, CL, BETA34, BLOCK_R, BLOCK_W, WIDE, RELU,
-    )  # fmt: skip
-    _store(y_ptr, offs, a * p, inside, RNE)
-
-
-@triton.jit
-def _lrn_backward_kernel(
-    x_ptr, g_ptr, out_ptr, rows, width, channels, per_group, col_blocks, alpha, beta, k,
-    HALF: tl.constexpr, CL: tl.constexpr, BETA34: tl.constexpr, BLOCK_R: tl.constexpr,
-    BLOCK_W: tl.constexpr, WIDE: tl.constexpr, RNE: tl.constexpr, RELU: tl.constexpr,
-):  # fmt: skip
-    offs, inside, pos, step, a, p, q = _start(
-        x_ptr, rows, width, channels, per_group, col_blocks, alpha, beta, k,
-        HALF, CL, BETA34, BLOCK_R, BLOCK_W, WIDE, RELU,
-    )  # fmt: skip
-    # sum over the neighbours i of g_i a_i d_i^(-beta-1), each d_i recomputed from a
-    g = tl.load(g_ptr + offs, mask=inside, other=0.0).to(tl.float32)
-    spread = g * a * q
-    for i in tl.static_range(1, HALF + 1):
-        for sign in tl.static_range(-1, 2, 2):
-            spread += _neighbour(
-                x_ptr, g_ptr, offs, inside, pos, step, per_group, alpha, beta, k,
-                sign * i, HALF, BETA34, RELU,
-            )  # fmt: skip
-    grad = g * p - 2.0 * alpha * beta * a * spread
-    if RELU:  # ReLU's gradient: dL/dx = 0 where x <= 0 (and where x is NaN)
-        grad = tl.where(a > 0.0, grad, 0.0)
-    _store(out_ptr, offs, grad, inside, RNE)
+    if BACKWARD:
+        # sum over the neighbours i of g_i a_i d_i^(-beta-1), each d_i recomputed from a
+        g = tl.load(g_ptr + offs, mask=inside, other=0.0).to(tl.float32)
+        spread = g * a * q
+        for i in tl.static_range(1, HALF + 1):
+            for sign in tl.static_range(-1, 2, 2):
+                spread += _neighbour(
+                    x_ptr, g_ptr, offs, inside, pos, step, per_group, alpha, beta, k,
+                    sign * i, HALF, BETA34, RELU,
+                )  # fmt: skip
+        value = g * p - 2.0 * alpha * beta * a * spread
+        if RELU:  # ReLU's gradient: dL/dx = 0 where x <= 0 (and where x is NaN)
+            value = tl.where(a > 0.0, value, 0.0)
+    else:
+        value = a * p
+    _store(out_ptr, offs, value, inside, RNE)
 
 
 # Triton's interpreter runs the kernels above on CPU tensors (TRITON_INTERPRET=1 at import).
-INTERPRET = not isinstance(_lrn_forward_kernel, triton.runtime.jit.JITFunction)
+INTERPRET = not isinstance(_lrn_kernel, triton.runtime.jit.JITFunction)
 
 
 def _pow2(n: int) -> int:
@@ -207,7 +184,7 @@ def _blocks(rows: int, width: int, cl: bool, backward: bool) -> tuple[int, int, 
     return block_r, block_w, 4 if backward else 8
 
 
-def _launch(kernel, tensors: list[Tensor], p: LRNParams, backward: bool, relu: bool) -> None:
+def _launch(tensors: list[Tensor], p: LRNParams, backward: bool, relu: bool) -> None:
     x = tensors[0]
     rows, width, cl = _geometry(x)
     block_r, block_w, warps = _blocks(rows, width, cl, backward)
@@ -216,11 +193,12 @@ def _launch(kernel, tensors: list[Tensor], p: LRNParams, backward: bool, relu: b
     wide = x.numel() + (2 * (p.size // 2) + 1) * width >= _INT32_LIMIT
     # Triton launches on the current device (and its current stream): make that x's
     with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():
-        kernel[grid](
+        _lrn_kernel[grid](
             *tensors, rows, width, x.shape[1], x.shape[1] // p.groups, col_blocks,
             p.alpha, p.beta, p.k, HALF=p.size // 2, CL=cl, BETA34=p.beta == 0.75,
             BLOCK_R=block_r, BLOCK_W=block_w, WIDE=wide,
-            RNE=INTERPRET and x.dtype == torch.bfloat16, RELU=relu, num_warps=warps,
+            RNE=INTERPRET and x.dtype == torch.bfloat16, RELU=relu, BACKWARD=backward,
+            num_warps=warps,
         )  # fmt: skip
 
 
@@ -229,7 +207,7 @@ def forward(x: Tensor, p: LRNParams, relu: bool = False) -> Tensor:
     memory format."""
     out = torch.empty_like(x)
     if x.numel():
-        _launch(_lrn_forward_kernel, [x, out], p, backward=False, relu=relu)
+        _launch([x, x, out], p, backward=False, relu=relu)
     return out
 
 
@@ -238,7 +216,7 @@ def backward(x: Tensor, grad_out: Tensor, p: LRNParams, relu: bool = False) -> T
     grad_out = grad_out.to(x.dtype).contiguous(memory_format=native.memory_format(x))
     grad_in = torch.empty_like(x)
     if x.numel():
-        _launch(_lrn_backward_kernel, [x, grad_out, grad_in], p, backward=True, relu=relu)
+        _launch([x, grad_out, grad_in], p, backward=True, relu=relu)
     return grad_in
 
 
