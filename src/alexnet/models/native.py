@@ -45,11 +45,8 @@ ALPHA_CONVENTIONS = ("paper", "per_size")
 
 @dataclass(frozen=True)
 class LRNParams:
-    """b_i = a_i / (k + alpha * sum of a_j^2 over the `size` channels centred on i)^beta (§3.3).
-
-    `alpha` multiplies the window sum itself (the paper's convention); `groups` > 1 normalizes
-    each of that many channel blocks on its own (the paper's towers, §3.2).
-    """
+    """LRN's constants (§3.3): `alpha` multiplies the window sum itself (the paper's reading);
+    `groups` > 1 normalizes that many channel blocks apart (the paper's towers, §3.2)."""
 
     size: int = 5
     alpha: float = 1e-4
@@ -65,8 +62,7 @@ class LRNParams:
     def from_convention(
         cls, size: int, alpha: float, beta: float, k: float, groups: int = 1, convention="paper"
     ) -> LRNParams:
-        """convention "paper": alpha multiplies the sum; "per_size": alpha / size does (as
-        `torch.nn.LocalResponseNorm`, Caffe and cuda-convnet)."""
+        """convention "paper": alpha multiplies the sum; "per_size": alpha / size does."""
         if convention not in ALPHA_CONVENTIONS:
             raise ValueError(
                 f"LRN alpha_convention {convention!r} is not one of {', '.join(ALPHA_CONVENTIONS)}"
@@ -120,8 +116,8 @@ def parse_prototypes(text: str) -> dict[str, Signature]:
 
 
 def _call(name: str, what: str, **args: Any) -> None:
-    """Call kernel `name` with arguments named as in kernels.h (a mismatch raises TypeError);
-    tensors pass their data pointers, bools 0 or 1. MemoryError names `what` if it fails."""
+    """Call kernel `name` with arguments named as in kernels.h (else TypeError); tensors pass
+    their data pointers. MemoryError names `what` if the kernel fails."""
     names = [param for param, _ in _SIGNATURES[name].params]
     if list(args) != names:
         raise TypeError(
@@ -244,16 +240,14 @@ def _load() -> ctypes.CDLL | None:
 
 
 def compile_constant(fn):
-    """Mark `fn` as `torch.compiler.assume_constant_result` does (Dynamo keeps its result as a
-    constant), without importing Dynamo (seconds) as that decorator does."""
+    """`torch.compiler.assume_constant_result` without importing Dynamo (seconds)."""
     fn._dynamo_marked_constant = True
     return fn
 
 
 @compile_constant
 def available() -> bool:
-    """Whether the kernels are loaded (building them on the first call); a constant to
-    `torch.compile`, so the layers' choice of kernel never breaks its graph."""
+    """Whether the kernels are loaded (built on the first call); a constant to Dynamo."""
     return library() is not None
 
 
@@ -339,11 +333,8 @@ def _threads() -> int:
 
 
 def lrn(x: Tensor, grad_out: Tensor | None, p: LRNParams, out: Tensor | None = None) -> Tensor:
-    """Forward (grad_out None: returns b) or backward (returns dL/dx) in x's layout.
-
-    x, grad_out: (N, C, ...) CPU tensors accepted by `supports`, grad_out in x's layout. `out`:
-    where to write (x itself in the forward: each tile is read whole before it is written).
-    """
+    """LRN of x (grad_out None) or dL/dx, in x's layout: (N, C, ...) CPU tensors `supports`
+    takes, grad_out in x's layout; `out` may be x in the forward."""
     assert library() is not None, "call supports() and library() first"
     out = torch.empty_like(x) if out is None else out
     _call(
@@ -378,9 +369,10 @@ def max_pool(x: Tensor, kernel: int, stride: int, train: bool) -> tuple[Tensor, 
 
 
 def max_pool_backward(
-    x: Tensor, grad_out: Tensor, places: Tensor, kernel: int, stride: int
+    x: Tensor, grad_out: Tensor, places: Tensor, kernel: int, stride: int, train: bool
 ) -> Tensor:
-    """dL/dx (N, C, H, W) from dL/dout and the forward's `places`, in x's layout."""
+    """dL/dx (N, C, H, W) from dL/dout and the forward's `places` (`train`: True), in x's
+    layout."""
     assert library() is not None
     fmt = memory_format(places)
     grad_in = torch.empty(x.shape, dtype=grad_out.dtype, memory_format=fmt)
@@ -403,11 +395,8 @@ def _pool(x, out, places, shape, kernel: int, stride: int, cl: bool, backward: b
 def lrn_max_pool(
     x: Tensor, p: LRNParams, kernel: int, stride: int, train: bool, relu: bool = False
 ) -> tuple[Tensor, Tensor]:
-    """MaxPool(LRN(x)) (of LRN(ReLU(x)) with `relu`) without writing LRN's output.
-
-    x: float32 or bfloat16 (N, C, H, W), contiguous or channels-last; returns (pooled, places)
-    as `max_pool` does, in x's layout and dtype.
-    """
+    """MaxPool(LRN(x)) (of LRN(ReLU(x)) with `relu`) without writing LRN's output: x (N, C,
+    H, W) float32 or bfloat16 -> (pooled, places) as `max_pool` gives, in x's layout."""
     assert library() is not None and x.dtype in (torch.float32, torch.bfloat16)
     out, places = pooled_empty(x, kernel, stride, train)
     _fused(x, None, out, places if train else None, p, kernel, stride, relu)
@@ -415,12 +404,15 @@ def lrn_max_pool(
 
 
 def lrn_max_pool_backward(
-    x: Tensor, grad_out: Tensor, places: Tensor, p: LRNParams, kernel: int, stride: int, relu: bool
-) -> Tensor:
-    """dL/dx of MaxPool(LRN(x)) (LRN(ReLU(x)) with `relu`) from dL/d(pooled) and the places."""
+    x: Tensor, grad_out: Tensor, places: Tensor, kernel: int, stride: int, train: bool,
+    relu: bool, size: int, alpha: float, beta: float, k: float, groups: int,
+) -> Tensor:  # fmt: skip
+    """dL/dx of MaxPool(LRN(x)) (LRN(ReLU(x)) with `relu`) from dL/d(pooled) and the places:
+    the custom op's backward, arguments as `pool`'s forward takes them."""
     assert library() is not None
     grad_out = grad_out.to(x.dtype).contiguous(memory_format=memory_format(x))
     grad_in = torch.empty_like(x)
+    p = LRNParams(size, alpha, beta, k, groups)
     _fused(x, grad_out, grad_in, places, p, kernel, stride, relu)
     return grad_in
 
