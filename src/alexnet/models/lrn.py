@@ -217,24 +217,18 @@ def _run_chunked(kernel, tensors: list[Tensor], p: LRNParams, path: str) -> None
         future.result()
 
 
-class _LRNFunction(torch.autograd.Function):
-    """LRN by torch ops: forward saves the input and output; backward recomputes d."""
+def _torch_forward(x: Tensor, p: LRNParams, path: str) -> tuple[Tensor, Tensor]:
+    """LRN by torch ops (x dense on the CPU), the output saved for the backward."""
+    out = torch.empty_like(x)
+    _run_chunked(_forward_chunk, [x, out], p, path)
+    return out, out
 
-    @staticmethod
-    def forward(ctx, x: Tensor, p: LRNParams, path: str) -> Tensor:
-        ctx.params, ctx.path = p, path  # x is dense on the CPU (`LRN.forward`)
-        out = torch.empty_like(x)
-        _run_chunked(_forward_chunk, [x, out], p, path)
-        ctx.save_for_backward(x, out)
-        return out
 
-    @staticmethod
-    def backward(ctx, grad_out: Tensor):
-        x, out = ctx.saved_tensors
-        grad_out = grad_out.contiguous(memory_format=native.memory_format(x))
-        grad_in = torch.empty_like(x)
-        _run_chunked(_backward_chunk, [x, out, grad_out, grad_in], ctx.params, ctx.path)
-        return grad_in, None, None
+def _torch_backward(x: Tensor, grad_out: Tensor, out: Tensor, p: LRNParams, path: str) -> Tensor:
+    grad_out = grad_out.contiguous(memory_format=native.memory_format(x))
+    grad_in = torch.empty_like(x)
+    _run_chunked(_backward_chunk, [x, out, grad_out, grad_in], p, path)
+    return grad_in
 
 
 class LRN(nn.Module):
@@ -299,9 +293,9 @@ class LRN(nn.Module):
             return lrn_c(x, *astuple(p))
         path = "whole" if compiling else self.cpu_path  # compiled: whole-batch, no threads
         if kernel == "torch" and not (overwrite and x.dtype == torch.float32):
-            if x.dtype in (torch.float16, torch.bfloat16):
-                return _LRNFunction.apply(x.float(), p, path).to(x.dtype)
-            return _LRNFunction.apply(x, p, path)
+            wide = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+            out = native.KernelFunction.apply(_torch_forward, _torch_backward, wide, p, path)
+            return out.to(x.dtype)
         if kernel == "c":
             native.lrn(x, None, p, out=x)
         else:

@@ -256,8 +256,9 @@ def reason_unavailable() -> str:
     return _REASON
 
 
-class _KernelFunction(torch.autograd.Function):
-    """Eager calls of a `kernel_op`: its Python functions, without the dispatcher."""
+class KernelFunction(torch.autograd.Function):
+    """`forward(x, *args) -> (out, aux)` with autograd, saving x and aux for
+    `backward(x, dL/dout, aux, *args)`: a `kernel_op`'s eager calls, without the dispatcher."""
 
     @staticmethod
     def forward(ctx, forward, backward, x: Tensor, *args: Any) -> Tensor:
@@ -298,7 +299,7 @@ def kernel_op(
     def call(x: Tensor, *args: Any) -> Tensor:
         if torch.compiler.is_compiling():
             return op(x, *args)[0]
-        return _KernelFunction.apply(forward, backward, x, *args)
+        return KernelFunction.apply(forward, backward, x, *args)
 
     return call
 
@@ -328,10 +329,6 @@ def supports(x: Tensor) -> bool:
     )
 
 
-def _threads() -> int:
-    return max(1, torch.get_num_threads())
-
-
 def lrn(x: Tensor, grad_out: Tensor | None, p: LRNParams, out: Tensor | None = None) -> Tensor:
     """LRN of x (grad_out None) or dL/dx, in x's layout: (N, C, ...) CPU tensors `supports`
     takes, grad_out in x's layout; `out` may be x in the forward."""
@@ -341,7 +338,8 @@ def lrn(x: Tensor, grad_out: Tensor | None, p: LRNParams, out: Tensor | None = N
         "alexnet_lrn", "LRN kernel",
         x=x, g=grad_out, out=out, batch=x.shape[0], channels=x.shape[1], length=x[0, 0].numel(),
         size=p.size, groups=p.groups, alpha=p.alpha, beta=p.beta, k=p.k,
-        channels_last=layout(x) == "cl", bf16=x.dtype == torch.bfloat16, threads=_threads(),
+        channels_last=layout(x) == "cl", bf16=x.dtype == torch.bfloat16,
+        threads=torch.get_num_threads(),
     )  # fmt: skip
     return out
 
@@ -388,7 +386,7 @@ def _pool(x, out, places, shape, kernel: int, stride: int, cl: bool, backward: b
         "alexnet_max_pool", "max-pool kernel",
         x=x, out=out, argmax=places, batch=n, channels=c, height=h, width=w, kernel=kernel,
         stride=stride, channels_last=cl, backward=backward,
-        bf16=x.dtype == torch.bfloat16, threads=_threads(),
+        bf16=x.dtype == torch.bfloat16, threads=torch.get_num_threads(),
     )  # fmt: skip
 
 
@@ -424,7 +422,7 @@ def _fused(x, g, out, places, p: LRNParams, kernel: int, stride: int, relu: bool
         x=x, g=g, out=out, places=places, batch=n, channels=c, height=h, width=w, size=p.size,
         groups=p.groups, alpha=p.alpha, beta=p.beta, k=p.k, kernel=kernel, stride=stride,
         channels_last=layout(x) == "cl", relu=relu, bf16=x.dtype == torch.bfloat16,
-        threads=_threads(),
+        threads=torch.get_num_threads(),
     )  # fmt: skip
 
 

@@ -45,15 +45,14 @@ class TwoDeviceAlexNet(AlexNetModel):
         self, num_classes: int = 1000, *, devices: tuple[str, str] = ("cpu", "cpu"), **options
     ) -> None:
         super().__init__()
-        reference = PaperAlexNet(num_classes, **options)  # validates options; gives the config
-        opts = reference.config["options"]
-        if opts["towers"] != 2:
+        o = PaperOptions(num_classes=num_classes, **options)
+        if o.towers != 2:
             raise ValueError("the two-device split needs the two-tower model (towers=2)")
-        if tuple(opts["widths"]) != PAPER_WIDTHS or opts["remove_conv"] is not None:
+        if o.widths != PAPER_WIDTHS or o.remove_conv is not None:
             raise ValueError("the two-device split needs the paper's widths and all five convs")
-        if opts["lrn_scope"] != "tower":
+        if o.lrn_scope != "tower":
             raise ValueError("the two-device split normalizes each tower on its device (§3.2)")
-        o = PaperOptions(**opts)
+        reference = PaperAlexNet(num_classes, **options)  # the weights, drawn as the paper's
         self._declare(o, penultimate_dim=4096, penultimate_name="fc7")
         self.devices = (torch.device(devices[0]), torch.device(devices[1]))
         fc8_a, fc8_b = fc8_split(num_classes)

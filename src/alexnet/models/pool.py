@@ -44,12 +44,11 @@ _c_lrn_max_pool = native.kernel_op(
 )
 
 
-def _square(value) -> int | None:
-    if isinstance(value, int):
-        return value
-    if isinstance(value, tuple) and len(value) == 2 and value[0] == value[1]:
-        return int(value[0])
-    return None
+def _square(value) -> int:
+    """An int, or a pair of equal ints, as that int; else 0."""
+    if isinstance(value, tuple):
+        return int(value[0]) if len(value) == 2 and value[0] == value[1] else 0
+    return value
 
 
 class MaxPool(nn.MaxPool2d):
@@ -59,9 +58,7 @@ class MaxPool(nn.MaxPool2d):
         """(kernel, stride) when the CPU kernel can pool x, else None (torch's pooling)."""
         kernel, stride = _square(self.kernel_size), _square(self.stride or self.kernel_size)
         if (
-            kernel is None
-            or stride is None
-            or not 1 <= kernel <= 16
+            not 1 <= kernel <= 16
             or stride < 1
             or self.padding not in (0, (0, 0))
             or self.dilation not in (1, (1, 1))

@@ -203,14 +203,14 @@ def format_table(summary: dict, markdown: bool = False) -> str:
 
     def cell(row: dict, key: str) -> str:
         value = row[key]
-        if key in ("channels",) and row["kind"] in ("pool", "norm"):
+        if key == "channels" and row["kind"] in ("pool", "norm"):
             return "-"
         return f"{value:,}" if isinstance(value, int) else str(value)
 
     header = [title for title, _ in _COLUMNS]
     body = [[cell(r, key) for _, key in _COLUMNS] for r in summary["layers"]]
-    total = ["Total", "", "", "", "", "", "", "", "", f"{summary['total_params']:,}"]
-    total += [f"{summary['total_macs']:,}", "", ""]
+    total = ["Total", *[""] * 8, f"{summary['total_params']:,}", f"{summary['total_macs']:,}"]
+    total += ["", ""]
     if markdown:
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(row) + " |" for row in body]
