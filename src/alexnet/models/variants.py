@@ -94,10 +94,6 @@ class TorchvisionAlexNet(SeedAlexNet):
         return self.avgpool(self.features(x))
 
 
-def _pooled(size: int, pool: str) -> int:
-    return (size - 3) // 2 + 1 if pool == "overlap" else (size - 2) // 2 + 1
-
-
 @dataclass(frozen=True)
 class SmallOptions(ModelOptions):
     """The small CNN family's options (§3.1 Fig. 1, §3.3)."""
@@ -190,5 +186,5 @@ def _small_stack(o: SmallOptions) -> tuple[nn.Sequential, int]:
         layers[f"pool{i}"] = pool_layer(o.pool)
         if o.lrn and i < 3 and o.remove_conv != f"conv{i}":
             layers[f"norm{i}"] = LRN(groups=o.towers, inplace=True)
-        size = _pooled(size, o.pool)
+        size = (size - (3 if o.pool == "overlap" else 2)) // 2 + 1  # `pool_layer`'s output
     return nn.Sequential(layers), channels * size * size
