@@ -294,9 +294,10 @@ def build(kernel, pointers, dtype, **constexprs):
     assert len(compiled.asm["cubin"]) > 1000
 
 base = dict(HALF=2, BETA34=True, BLOCK_R=32, BLOCK_W=32, WIDE=False, RNE=False, RELU=False)
-build(T._lrn_forward_kernel, 2, "bf16", **{**base, "CL": True, "RELU": True})
-build(T._lrn_backward_kernel, 3, "bf16", **{**base, "CL": True, "RELU": True})
-build(T._lrn_backward_kernel, 3, "fp32", **{**base, "CL": False, "BETA34": False, "WIDE": True})
+build(T._lrn_kernel, 3, "bf16", **{**base, "CL": True, "RELU": True, "BACKWARD": False})
+build(T._lrn_kernel, 3, "bf16", **{**base, "CL": True, "RELU": True, "BACKWARD": True})
+build(T._lrn_kernel, 3, "fp32", **{**base, "CL": False, "BETA34": False, "WIDE": True,
+                                   "BACKWARD": True})
 print("compiled")
 """
 

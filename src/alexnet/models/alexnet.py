@@ -1,16 +1,11 @@
-"""The 2012 network exactly as the paper describes it (Krizhevsky et al., §3, Fig. 2).
-
-conv1 96x11x11/4, conv2 256x5x5 (2 towers), conv3 384x3x3 (reads both), conv4 384x3x3 and
-conv5 256x3x3 (2 towers), each with ReLU; LRN after conv1, conv2; max-pool 3/2 after conv1,
-conv2, conv5; fc6, fc7 4096 with dropout 0.5, fc8. Options switch each feature off for the
-paper's ablations (§3.1-3.4, §4, §7). 60,965,224 parameters for 1000 classes.
-"""
+"""The 2012 network exactly as the paper describes it (Krizhevsky et al., §3, Fig. 2), with
+options that switch each feature off for the paper's ablations (§3.1-3.4, §4, §7)."""
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -31,22 +26,17 @@ from alexnet.values import POSITIVE, POSITIVE_INT, SWITCH, UNIT_INTERVAL_OPEN_TO
 
 POOLS = ("overlap", "nonoverlap")
 PAPER_WIDTHS = (96, 256, 384, 384, 256)
-# The middle conv layers (paper §7): any one of them can be removed, not the first or last.
 MIDDLE_CONVS = ("conv2", "conv3", "conv4")
-# The paper's one-GPU comparison net (§3.2 and its footnote): half the kernels of each conv
-# layer but the last, one tower. `get_model("paper", **ONE_GPU_OPTIONS)`.
+# §3.2's one-GPU comparison net: half the kernels of each conv layer but the last, one tower
 ONE_GPU_OPTIONS = {"widths": (48, 128, 192, 192, 256), "towers": 1}
 
-# Paper §5: "biases in the second, fourth, and fifth convolutional layers, as well as in the
-# fully-connected hidden layers, with the constant 1"; all weights N(0, 0.01).
+# §5: "biases in the second, fourth, and fifth convolutional layers, as well as in the
+# fully-connected hidden layers, with the constant 1" (Caffe's bvlc_alexnet: 0.1)
 _BIAS_ONE = ("conv2", "conv4", "conv5", "fc6", "fc7")
-# Caffe's bvlc_alexnet: the same layers get bias 0.1 (bias 1 gave a flat loss there), and the
-# FC hidden layers get std 0.005.
 _CAFFE_STD = {"fc6": 0.005, "fc7": 0.005}
 
 
-@dataclass(frozen=True)
-class ConvSpec:
+class ConvSpec(NamedTuple):
     """One conv layer of the paper's stack (§3.5, Fig. 2), apart from its width."""
 
     kernel: int
@@ -58,11 +48,11 @@ class ConvSpec:
 
 
 CONVS = (
-    ConvSpec(11, 4, None, grouped=False, normed=True, pooled=True),  # conv1
-    ConvSpec(5, 1, 2, grouped=True, normed=True, pooled=True),  # conv2
-    ConvSpec(3, 1, 1, grouped=False, normed=False, pooled=False),  # conv3: both towers
-    ConvSpec(3, 1, 1, grouped=True, normed=False, pooled=False),  # conv4
-    ConvSpec(3, 1, 1, grouped=True, normed=False, pooled=True),  # conv5
+    ConvSpec(11, 4, None, grouped=False, normed=True, pooled=True),
+    ConvSpec(5, 1, 2, grouped=True, normed=True, pooled=True),
+    ConvSpec(3, 1, 1, grouped=False, normed=False, pooled=False),
+    ConvSpec(3, 1, 1, grouped=True, normed=False, pooled=False),
+    ConvSpec(3, 1, 1, grouped=True, normed=False, pooled=True),
 )
 
 
@@ -70,9 +60,9 @@ CONVS = (
 class PaperOptions(ModelOptions):
     """The paper network's options (§3), each a feature that can be switched off."""
 
-    num_classes: int = 1000  # size of fc8 (1000 for ILSVRC)
+    num_classes: int = 1000  # size of fc8
     input_size: int = 224  # 224 (conv1 padding 2, the paper's text, torchvision) or 227 (Caffe)
-    lrn: bool = True  # local response normalization after the ReLUs of conv1, conv2 (§3.3)
+    lrn: bool = True  # LRN after the ReLUs of conv1, conv2 (§3.3)
     pool: str = "overlap"  # "overlap" (3/2, §3.4) or "nonoverlap" (2/2)
     dropout: float = 0.5  # drop probability on fc6 and fc7 (§4.2; 0 disables)
     towers: int = 2  # 2: conv2/4/5 and LRN per tower (§3.2, the two GPUs); 1: one tower
@@ -80,17 +70,14 @@ class PaperOptions(ModelOptions):
     # "paper": N(0, 0.01), bias 1 on conv2/4/5 and fc6/7 (§5); "caffe": bias 0.1, fc6/7 std
     # 0.005; "kaiming": He fan-out, zero biases; "torch": PyTorch's defaults
     init: str = "paper"
-    # kernels of conv1..conv5; ONE_GPU_OPTIONS holds §3.2's one-GPU comparison net
-    widths: tuple[int, ...] = PAPER_WIDTHS
-    # None, or a middle conv layer to remove with its activation and LRN (§7: "removing any of
-    # the middle convolutional layers results in a loss of about 2%"); its pooling stays
+    widths: tuple[int, ...] = PAPER_WIDTHS  # kernels of conv1..conv5
+    # a middle conv layer to remove with its activation and LRN, its pooling kept (§7:
+    # "removing any of the middle convolutional layers results in a loss of about 2%")
     remove_conv: str | None = None
     lrn_k: float = 2.0  # LRN's k (the paper's 2; Caffe's bvlc_alexnet: 1)
-    # how LRN's alpha 1e-4 is read: "paper" (it multiplies the window sum, §3.3) or "per_size"
-    # (alpha / 5 does, as Caffe's bvlc_alexnet)
+    # "paper": LRN's alpha multiplies the window sum (§3.3); "per_size": alpha / 5 does (Caffe)
     lrn_alpha_convention: str = "paper"
-    # "tower": each tower's maps normalized on their own (the paper's two GPUs, §3.2-§3.3);
-    # "all": the window runs across the towers' boundary (Caffe's bvlc_alexnet)
+    # "tower": each tower's maps normalized apart (§3.2-3.3); "all": across both (Caffe)
     lrn_scope: str = "tower"
 
     def __post_init__(self) -> None:
@@ -117,15 +104,18 @@ def pool_layer(kind: str) -> nn.MaxPool2d:
     return MaxPool(3, 2) if kind == "overlap" else MaxPool(2, 2)
 
 
-def _conv_stack(o: PaperOptions) -> nn.Sequential:
-    """conv1..conv5 with activations, LRN and pooling from the options `o` (`CONVS`)."""
+def conv_stack(o: PaperOptions, tower: bool = False) -> nn.Sequential:
+    """conv1..conv5 with activations, LRN and pooling from the options `o` (`CONVS`); `tower`:
+    one device's half of the two towers (`parallel`): half the kernels, conv3 reading both."""
     layers: OrderedDict[str, nn.Module] = OrderedDict()
-    channels, towers = 3, o.towers
+    channels, towers = 3, 1 if tower else o.towers
     for i, (width, spec) in enumerate(zip(o.widths, CONVS), start=1):
         if o.remove_conv != f"conv{i}":
             pad = (2 if o.input_size == 224 else 0) if spec.padding is None else spec.padding
+            width = width // 2 if tower else width
+            reads = 2 * channels if tower and i == 3 else channels  # conv3 reads both (§3.2)
             groups = towers if spec.grouped else 1
-            conv = nn.Conv2d(channels, width, spec.kernel, spec.stride, pad, groups=groups)
+            conv = nn.Conv2d(reads, width, spec.kernel, spec.stride, pad, groups=groups)
             layers[f"conv{i}"] = conv
             layers[f"act{i}"] = make_activation(o.activation)
             if spec.normed and o.lrn:
@@ -142,8 +132,8 @@ def _conv_stack(o: PaperOptions) -> nn.Sequential:
 
 
 class PaperAlexNet(AlexNetModel):
-    """The paper's two-tower AlexNet (§3); options: `PaperOptions`' fields.
-    (N, 3, S, S) -> logits (N, num_classes); `features` is the conv stack."""
+    """The paper's two-tower AlexNet (§3), 60,965,224 parameters for 1000 classes; options:
+    `PaperOptions`' fields. (N, 3, S, S) -> logits (N, num_classes)."""
 
     name = "paper"
     Options = PaperOptions
@@ -152,7 +142,7 @@ class PaperAlexNet(AlexNetModel):
         super().__init__()
         o = PaperOptions(num_classes=num_classes, **options)
         self._declare(o, penultimate_dim=4096, penultimate_name="fc7")
-        self.features = _conv_stack(o)
+        self.features = conv_stack(o)
         self.classifier = nn.Sequential(
             OrderedDict(
                 fc6=nn.Linear(o.widths[4] * 6 * 6, 4096),
@@ -192,7 +182,7 @@ class PaperAlexNet(AlexNetModel):
 
     def forward_penultimate(self, x: Tensor) -> Tensor:
         """(N, 3, S, S) -> fc7 activations after ReLU, (N, 4096) (paper §6.1's feature)."""
-        check_input(self, x)  # run_sequential: = self.features(x), with ReLU -> LRN -> pool fused
+        check_input(self, x)  # run_sequential: self.features(x), ReLU -> LRN -> pool fused
         return self.classifier(torch.flatten(run_sequential(self.features, x), 1))
 
     def forward(self, x: Tensor) -> Tensor:

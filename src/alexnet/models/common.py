@@ -37,11 +37,10 @@ class ModelOptions:
 class AlexNetModel(nn.Module):
     """The interface every model of the family shares (`alexnet.get_model` returns one).
 
-    `forward(x)`: (N, in_channels, input_size, input_size) -> logits (N, num_classes);
-    `forward_penultimate(x)`: what the classifier reads, (N, penultimate_dim), from the layer
-    `penultimate_name` ("fc7": §6.1's retrieval feature). `config` rebuilds the model with
-    `get_model`; `Options` (a `ModelOptions`) has the keywords it takes. The conv stack is
-    `features`, as in torchvision (its state_dict keys depend on that name).
+    `forward(x)`: (N, in_channels, S, S) -> logits (N, num_classes); `forward_penultimate(x)`:
+    what the classifier reads, (N, penultimate_dim), from `penultimate_name` ("fc7": §6.1's
+    retrieval feature). `config` rebuilds the model with `get_model`; `Options` lists its
+    keywords. The conv stack is `features`, as in torchvision (the state_dict keys say so).
     """
 
     name: ClassVar[str] = ""

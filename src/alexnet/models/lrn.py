@@ -1,23 +1,16 @@
-"""Local Response Normalization exactly as the paper writes it (Krizhevsky et al. 2012, §3.3).
+"""Local Response Normalization exactly as the paper writes it (Krizhevsky et al. 2012, §3.3):
 
     b_i = a_i / (k + alpha * sum_{j=max(0, i-n/2)}^{min(N-1, i+n/2)} a_j^2) ** beta
 
-with k=2, n=5, alpha=1e-4, beta=0.75 and the sum over n adjacent channels at the same position.
-The sum is **not** divided by n: `torch.nn.LocalResponseNorm`, Caffe and cuda-convnet divide
-alpha by n, so the paper's layer is `nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2)` there.
+with k=2, n=5, alpha=1e-4, beta=0.75 over n adjacent channels at one position. The sum is
+**not** divided by n: `torch.nn.LocalResponseNorm`, Caffe and cuda-convnet divide alpha by n,
+so the paper's layer is `nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2)` there.
 
-Kernels: on the CPU a fused C kernel (`native`) for float32/bfloat16, one pass each way, the
-backward recomputing d from the saved input; on CUDA one Triton kernel each way (`lrn_triton`).
-Otherwise the same formulas run as in-place torch ops, over cache-sized chunks on
-single-threaded workers on the CPU, whole-batch on CUDA. Exact on every path:
-
-    d_i = k + alpha * S_i,  S_i = window sum of a^2,  b_i = a_i * d_i^-beta
-    dL/da_m = g_m * d_m^-beta - 2 * alpha * beta * a_m * window_sum(g * b / d)_m
-
-`ALEXNET_LRN`, read at each call (`lrn_backend`), chooses: `auto` (the default: C on the CPU,
-Triton on CUDA when it imports, else torch ops with one warning); `triton` (any device; CPU
-tensors need `TRITON_INTERPRET=1` set before Python starts: slow, for tests); `torch` (CUDA
-runs torch ops; the CPU is unchanged).
+With d_i = k + alpha * S_i (S: the window sum of a^2), every path computes b_i = a_i d_i^-beta
+and dL/da_m = g_m d_m^-beta - 2 alpha beta a_m window_sum(g b / d)_m, recomputing d from the
+input. `ALEXNET_LRN` (read at each call) picks the kernel: `auto` (the C kernel on the CPU,
+Triton on CUDA, else torch ops with one warning), `triton` (CPU tensors need
+`TRITON_INTERPRET=1` before Python starts) or `torch` (CUDA runs torch ops).
 """
 
 from __future__ import annotations
@@ -26,6 +19,7 @@ import os
 import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import astuple
 from types import ModuleType
 
 import torch
@@ -36,15 +30,13 @@ from alexnet.models import native
 from alexnet.models.native import LRNParams
 
 CHOICES = ("auto", "triton", "torch")  # of $ALEXNET_LRN
-TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)  # = lrn_triton.DTYPES
+TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _TRITON: ModuleType | None = None
 _TRITON_ERROR = ""
 _WARNED = False
 
 # Elements per chunk on the CPU: three float32 temporaries of this size stay in a core's cache.
 _CPU_CHUNK_ELEMENTS = 1 << 17
-# How CPU inputs are computed (`LRN.cpu_path`): "native" (the C kernel where it applies),
-# "chunked" (torch ops on cache-sized chunks) or "whole" (whole-batch torch ops, as on CUDA).
 CPU_PATHS = ("native", "chunked", "whole")
 _POOL: ThreadPoolExecutor | None = None
 
@@ -58,7 +50,7 @@ def choice() -> str:
 
 
 def triton_module() -> ModuleType | None:
-    """`alexnet.models.lrn_triton`, imported once; None (see `triton_error`) without Triton."""
+    """`alexnet.models.lrn_triton`, imported once; None (`triton_error()` says why) without it."""
     global _TRITON, _TRITON_ERROR
     if _TRITON is None and not _TRITON_ERROR:
         try:
@@ -77,8 +69,7 @@ def triton_error() -> str:
 
 @native.compile_constant
 def lrn_backend(device_type: str) -> str:
-    """ "c" (the C kernels are loaded), "triton" or "torch": what computes LRN on `device_type`;
-    a constant to `torch.compile`, so the choice never breaks its graph."""
+    """ "c", "triton" or "torch": what computes LRN on `device_type` (a constant to Dynamo)."""
     global _WARNED
     wanted = choice()
     if wanted == "triton":
@@ -103,8 +94,7 @@ def lrn_backend(device_type: str) -> str:
 
 
 def kernel_for(x: Tensor, cpu_path: str = "native") -> str:
-    """What computes LRN of x: "c" (the CPU's C kernel: the "native" path, float32/bfloat16
-    in a dense layout), "triton" or "torch" (torch ops); see `lrn_backend`."""
+    """What computes LRN of x: "c", "triton" or "torch" (`lrn_backend`, for x's dtype)."""
     backend = lrn_backend(x.device.type)
     if backend == "triton":
         return "triton" if x.dtype in TRITON_DTYPES and x.numel() else "torch"
@@ -113,35 +103,34 @@ def kernel_for(x: Tensor, cpu_path: str = "native") -> str:
     return "torch"
 
 
-def _c_forward(x: Tensor, size: int, groups: int, alpha: float, beta: float, k: float) -> Tensor:
-    """b = LRN(x) by the C kernel: (N, C, ...) float32/bfloat16, x's layout."""
-    return native.lrn(x, None, LRNParams(size, alpha, beta, k, groups))
+def _c_forward(
+    x: Tensor, size: int, alpha: float, beta: float, k: float, groups: int
+) -> tuple[Tensor, Tensor]:
+    return native.lrn(x, None, LRNParams(size, alpha, beta, k, groups)), x.new_empty(0)
 
 
 def _c_backward(
-    x: Tensor, grad_out: Tensor, size: int, groups: int, alpha: float, beta: float, k: float
-) -> Tensor:
-    """dL/dx from the saved input and dL/db (made x's dtype and layout)."""
+    x: Tensor, grad_out: Tensor, _: Tensor, size: int, alpha: float, beta: float, k: float,
+    groups: int,
+) -> Tensor:  # fmt: skip
     grad_out = grad_out.to(x.dtype).contiguous(memory_format=native.memory_format(x))
     return native.lrn(x, grad_out, LRNParams(size, alpha, beta, k, groups))
 
 
-lrn_c = native.input_autograd("lrn_c", _c_forward, _c_backward)
+# lrn_c(x, *astuple(p)): LRN by the C kernel, (N, C, ...) float32/bfloat16 in x's layout
+lrn_c = native.kernel_op("lrn_c", _c_forward, _c_backward)
 
 
 def _single_threaded_worker(barrier: threading.Barrier) -> None:
-    """Make this pool thread run torch ops inline (its own OpenMP setting is 1 thread)."""
     torch.set_num_threads(1)
     torch.ones(1).add_(1)  # initialize this thread's intra-op settings now, with 1 thread
-    # Flush denormals in this thread (the CPU flag is per thread): the paper's init makes tiny
-    # gradients whose products are denormal and many times slower; the change is below 1e-38.
+    # the paper's init makes denormal products, many times slower; the flag is per thread
     torch.set_flush_denormal(True)
     barrier.wait()
 
 
 def _pool(threads: int) -> ThreadPoolExecutor:
-    """Worker threads that each run torch ops on one core, without OpenMP fork/join per op
-    (each of many small parallel ops can wait a scheduler slice on a busy machine)."""
+    """Threads that each run torch ops on one core (no OpenMP fork/join per small op)."""
     global _POOL
     if _POOL is None or _POOL._max_workers < threads:
         saved = torch.get_num_threads()
@@ -155,11 +144,7 @@ def _pool(threads: int) -> ThreadPoolExecutor:
 
 
 def _window_add_(out: Tensor, x: Tensor, size: int, groups: int = 1) -> Tensor:
-    """out[i] += sum of x[j] for 0 < |i - j| <= size // 2 within i's group; channels on dim -2.
-
-    With `out` starting as a copy of x (plus any constant) this gives the centred window sum,
-    clipped at the ends of each group. x: (..., C, L); `out` must not alias `x`.
-    """
+    """out[i] += x[j] for 0 < |i - j| <= size // 2 in i's group; x, out: (..., C, L), apart."""
     if groups > 1:
         out, x = out.unflatten(-2, (groups, -1)), x.unflatten(-2, (groups, -1))
     channels = x.shape[-2]
@@ -205,8 +190,7 @@ def _backward_chunk(
 
 def _run_chunked(kernel, tensors: list[Tensor], p: LRNParams, path: str) -> None:
     """kernel(*parts, workspace, p) on (C, L) chunks of the (N, C, ...) tensors, on all threads;
-    on CUDA (or path "whole") one chunk, the whole batch (the caching allocator makes
-    temporaries cheap)."""
+    on CUDA (or path "whole") one chunk, the whole batch."""
     tensors = [t.reshape(t.shape[0], t.shape[1], -1) for t in tensors]  # views in both layouts
     first = tensors[0]
     n, channels, length = first.shape
@@ -233,42 +217,28 @@ def _run_chunked(kernel, tensors: list[Tensor], p: LRNParams, path: str) -> None
         future.result()
 
 
-class _LRNFunction(torch.autograd.Function):
-    """LRN by torch ops: forward saves the input and output; backward recomputes d."""
+def _torch_forward(x: Tensor, p: LRNParams, path: str) -> tuple[Tensor, Tensor]:
+    """LRN by torch ops (x dense on the CPU), the output saved for the backward."""
+    out = torch.empty_like(x)
+    _run_chunked(_forward_chunk, [x, out], p, path)
+    return out, out
 
-    @staticmethod
-    def forward(ctx, x: Tensor, p: LRNParams, path: str) -> Tensor:
-        ctx.params, ctx.path = p, path  # x is dense on the CPU (`LRN.forward`)
-        out = torch.empty_like(x)
-        _run_chunked(_forward_chunk, [x, out], p, path)
-        ctx.save_for_backward(x, out)
-        return out
 
-    @staticmethod
-    def backward(ctx, grad_out: Tensor):
-        x, out = ctx.saved_tensors
-        grad_out = grad_out.contiguous(memory_format=native.memory_format(x))
-        grad_in = torch.empty_like(x)
-        _run_chunked(_backward_chunk, [x, out, grad_out, grad_in], ctx.params, ctx.path)
-        return grad_in, None, None
+def _torch_backward(x: Tensor, grad_out: Tensor, out: Tensor, p: LRNParams, path: str) -> Tensor:
+    grad_out = grad_out.contiguous(memory_format=native.memory_format(x))
+    grad_in = torch.empty_like(x)
+    _run_chunked(_backward_chunk, [x, out, grad_out, grad_in], p, path)
+    return grad_in
 
 
 class LRN(nn.Module):
     """Local Response Normalization across channels, the paper's formula (§3.3).
 
-    Args:
-        size, alpha, beta, k: n (the centred window's channels, clipped at the ends), the
-            window sum's scale (read by `alpha_convention`), the exponent, the constant.
-        groups: normalize each of `groups` equal channel blocks apart (the paper's towers).
-        inplace: overwrite a dense input when no gradient is wanted (float32, and bfloat16 on
-            the CPU kernel; never on the Triton kernels), as `nn.ReLU(inplace=True)`.
-        alpha_convention: "paper" (alpha multiplies the sum) or "per_size" (alpha / size does,
-            as `torch.nn.LocalResponseNorm`, Caffe and cuda-convnet).
-        cpu_path: `CPU_PATHS`: "native" (the C kernel, fused with ReLU and max-pooling in the
-            models), "chunked" or "whole" (torch ops); same values on every path.
-
-    `params` is an `LRNParams` (alpha multiplying the sum). (N, C, ...) -> the same shape and
-    memory format; half-precision inputs without a kernel for them run in float32.
+    `size`: n, the centred window (clipped at the ends); `groups`: channel blocks normalized
+    apart (the paper's towers, §3.2); `inplace`: overwrite a dense input when no gradient is
+    wanted (not on Triton); `alpha_convention`: "paper" (alpha multiplies the sum) or "per_size"
+    (alpha / size does); `cpu_path`: "native" (the C kernel), "chunked" or "whole" (torch ops),
+    same values. `params`: an `LRNParams`. (N, C, ...) -> the same shape and memory format.
     """
 
     def __init__(
@@ -320,12 +290,12 @@ class LRN(nn.Module):
             return triton_module().lrn(x, p)  # type: ignore[union-attr]
         compiling = torch.compiler.is_compiling()
         if kernel == "c" and (compiling or not overwrite):  # a compiled graph owns its memory
-            return lrn_c(x, p.size, p.groups, p.alpha, p.beta, p.k)
+            return lrn_c(x, *astuple(p))
         path = "whole" if compiling else self.cpu_path  # compiled: whole-batch, no threads
         if kernel == "torch" and not (overwrite and x.dtype == torch.float32):
-            if x.dtype in (torch.float16, torch.bfloat16):
-                return _LRNFunction.apply(x.float(), p, path).to(x.dtype)
-            return _LRNFunction.apply(x, p, path)
+            wide = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+            out = native.KernelFunction.apply(_torch_forward, _torch_backward, wide, p, path)
+            return out.to(x.dtype)
         if kernel == "c":
             native.lrn(x, None, p, out=x)
         else:

@@ -1,20 +1,16 @@
-"""The paper's LRN (Krizhevsky et al. 2012, §3.3) as one Triton kernel each way, for CUDA.
+"""The paper's LRN (§3.3, formulas in `alexnet.models.lrn`) as one Triton kernel each way.
 
-    d_i = k + alpha * S_i,  S_i = sum of a_j^2 over the channels j of i's group with |i-j| <= n/2
-    b_i = a_i * d_i^-beta
-    dL/da_m = g_m * d_m^-beta - 2 alpha beta a_m * sum_{i: |i-m| <= n/2} g_i a_i d_i^(-beta-1)
-
-The backward recomputes d from a (only the input is saved). With `relu` the input is ReLU's
-(§3.1): a = max(x, 0) as it is read, dL/dx = 0 where x <= 0 as it is written. float32,
-bfloat16 or float16 storage, float32 arithmetic; NCHW ((N*C) rows of H*W pixels) or
-channels-last ((N*H*W) rows of C channels), so loads are coalesced in both. With
-`TRITON_INTERPRET=1` set before this module's first import, Triton's interpreter runs the
-kernels on CPU tensors (`INTERPRET`), which is how the tests check them without a GPU.
+The backward recomputes d from the saved input. With `relu` the input is ReLU's (§3.1):
+a = max(x, 0) as it is read, dL/dx = 0 where x <= 0 as it is written. float32, bfloat16 or
+float16 storage, float32 arithmetic; NCHW ((N*C) rows of H*W pixels) or channels-last ((N*H*W)
+rows of C channels), so loads coalesce in both. `TRITON_INTERPRET=1` set before the first
+import runs the kernels on CPU tensors (`INTERPRET`), as the tests do without a GPU.
 """
 
 from __future__ import annotations
 
 import contextlib
+from dataclasses import astuple
 
 import torch
 import triton
@@ -24,7 +20,6 @@ from torch import Tensor
 from alexnet.models import native
 from alexnet.models.native import LRNParams
 
-DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _INT32_LIMIT = 2**31 - 1
 
 
@@ -33,8 +28,7 @@ def _tile(
     rows, width, channels, per_group, col_blocks,
     CL: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_W: tl.constexpr, WIDE: tl.constexpr,
 ):  # fmt: skip
-    """This program's tile: element offsets, the mask of real elements, each element's
-    channel position within its group, and the offset from a channel to the next."""
+    """This program's tile: offsets, mask, channel position in its group, channel step."""
     pid = tl.program_id(0)
     if WIDE:
         pid = pid.to(tl.int64)
@@ -92,8 +86,7 @@ def _window_sq(
 ):  # fmt: skip
     """Sum of a^2 over the channels within HALF of (each element's channel + shift), in its
     group; float32."""
-    # tl.full, not tl.zeros: that is a @triton.jit function made when triton is imported, which
-    # cannot run in the interpreter if triton was imported before TRITON_INTERPRET=1 was set
+    # tl.full: tl.zeros, jitted at triton's import, cannot run if it preceded TRITON_INTERPRET
     total = tl.full(offs.shape, 0.0, tl.float32)
     for i in tl.static_range(2 * HALF + 1):
         u = shift + i - HALF
@@ -105,9 +98,8 @@ def _window_sq(
 
 @triton.jit
 def _store(ptr, offs, value, mask, RNE: tl.constexpr):
-    """Store float32 `value` in ptr's dtype, rounded to nearest (ties to even). RNE: do the
-    bfloat16 rounding by hand, for Triton's interpreter (its conversion truncates; CUDA's, the
-    plain cast, rounds like this)."""
+    """Store float32 `value` in ptr's dtype, rounded to nearest even; RNE: by hand, for bfloat16
+    in Triton's interpreter (whose cast truncates)."""
     if RNE:
         bits = value.to(tl.uint32, bitcast=True)
         rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).to(tl.uint16)
@@ -123,7 +115,7 @@ def _neighbour(
     shift: tl.constexpr, HALF: tl.constexpr, BETA34: tl.constexpr, RELU: tl.constexpr,
 ):  # fmt: skip
     """g_i a_i d_i^(-beta-1) at channel i = (each element's channel + shift); 0 outside its
-    group (d_i recomputed from a)."""
+    group."""
     d = k + alpha * _window_sq(x_ptr, offs, inside, pos, step, per_group, shift, HALF, RELU)
     _, q = _neg_pow(d, beta, BETA34)
     valid = _valid(inside, pos, per_group, shift)
@@ -133,62 +125,39 @@ def _neighbour(
 
 
 @triton.jit
-def _start(
-    x_ptr, rows, width, channels, per_group, col_blocks, alpha, beta, k,
+def _lrn_kernel(
+    x_ptr, g_ptr, out_ptr, rows, width, channels, per_group, col_blocks, alpha, beta, k,
     HALF: tl.constexpr, CL: tl.constexpr, BETA34: tl.constexpr, BLOCK_R: tl.constexpr,
-    BLOCK_W: tl.constexpr, WIDE: tl.constexpr, RELU: tl.constexpr,
+    BLOCK_W: tl.constexpr, WIDE: tl.constexpr, RNE: tl.constexpr, RELU: tl.constexpr,
+    BACKWARD: tl.constexpr,
 ):  # fmt: skip
-    """Both kernels' start: this program's tile (`_tile`), and at each of its elements a and
-    (d^-beta, d^(-beta-1)) (`_neg_pow`). What a kernel leaves unused the compiler drops."""
+    """b = a d^-beta into out; BACKWARD: dL/da from g = dL/db (g_ptr unread in the forward)."""
     offs, inside, pos, step = _tile(
         rows, width, channels, per_group, col_blocks, CL, BLOCK_R, BLOCK_W, WIDE
     )
     d = k + alpha * _window_sq(x_ptr, offs, inside, pos, step, per_group, 0, HALF, RELU)
     p, q = _neg_pow(d, beta, BETA34)
     a = _load_a(x_ptr, offs, inside, RELU)
-    return offs, inside, pos, step, a, p, q
-
-
-@triton.jit
-def _lrn_forward_kernel(
-    x_ptr, y_ptr, rows, width, channels, per_group, col_blocks, alpha, beta, k,
-    HALF: tl.constexpr, CL: tl.constexpr, BETA34: tl.constexpr, BLOCK_R: tl.constexpr,
-    BLOCK_W: tl.constexpr, WIDE: tl.constexpr, RNE: tl.constexpr, RELU: tl.constexpr,
-):  # fmt: skip
-    offs, inside, _, _, a, p, _ = _start(
-        x_ptr, rows, width, channels, per_group, col_blocks, alpha, beta, k,
-        HALF, CL, BETA34, BLOCK_R, BLOCK_W, WIDE, RELU,
-    )  # fmt: skip
-    _store(y_ptr, offs, a * p, inside, RNE)
-
-
-@triton.jit
-def _lrn_backward_kernel(
-    x_ptr, g_ptr, out_ptr, rows, width, channels, per_group, col_blocks, alpha, beta, k,
-    HALF: tl.constexpr, CL: tl.constexpr, BETA34: tl.constexpr, BLOCK_R: tl.constexpr,
-    BLOCK_W: tl.constexpr, WIDE: tl.constexpr, RNE: tl.constexpr, RELU: tl.constexpr,
-):  # fmt: skip
-    offs, inside, pos, step, a, p, q = _start(
-        x_ptr, rows, width, channels, per_group, col_blocks, alpha, beta, k,
-        HALF, CL, BETA34, BLOCK_R, BLOCK_W, WIDE, RELU,
-    )  # fmt: skip
-    # sum over the neighbours i of g_i a_i d_i^(-beta-1), each d_i recomputed from a
-    g = tl.load(g_ptr + offs, mask=inside, other=0.0).to(tl.float32)
-    spread = g * a * q
-    for i in tl.static_range(1, HALF + 1):
-        for sign in tl.static_range(-1, 2, 2):
-            spread += _neighbour(
-                x_ptr, g_ptr, offs, inside, pos, step, per_group, alpha, beta, k,
-                sign * i, HALF, BETA34, RELU,
-            )  # fmt: skip
-    grad = g * p - 2.0 * alpha * beta * a * spread
-    if RELU:  # ReLU's gradient: dL/dx = 0 where x <= 0 (and where x is NaN)
-        grad = tl.where(a > 0.0, grad, 0.0)
-    _store(out_ptr, offs, grad, inside, RNE)
+    if BACKWARD:
+        # sum over the neighbours i of g_i a_i d_i^(-beta-1), each d_i recomputed from a
+        g = tl.load(g_ptr + offs, mask=inside, other=0.0).to(tl.float32)
+        spread = g * a * q
+        for i in tl.static_range(1, HALF + 1):
+            for sign in tl.static_range(-1, 2, 2):
+                spread += _neighbour(
+                    x_ptr, g_ptr, offs, inside, pos, step, per_group, alpha, beta, k,
+                    sign * i, HALF, BETA34, RELU,
+                )  # fmt: skip
+        value = g * p - 2.0 * alpha * beta * a * spread
+        if RELU:  # ReLU's gradient: dL/dx = 0 where x <= 0 (and where x is NaN)
+            value = tl.where(a > 0.0, value, 0.0)
+    else:
+        value = a * p
+    _store(out_ptr, offs, value, inside, RNE)
 
 
 # Triton's interpreter runs the kernels above on CPU tensors (TRITON_INTERPRET=1 at import).
-INTERPRET = not isinstance(_lrn_forward_kernel, triton.runtime.jit.JITFunction)
+INTERPRET = not isinstance(_lrn_kernel, triton.runtime.jit.JITFunction)
 
 
 def _pow2(n: int) -> int:
@@ -196,7 +165,7 @@ def _pow2(n: int) -> int:
 
 
 def _geometry(x: Tensor) -> tuple[int, int, bool]:
-    """(rows, width, channels_last) of a dense x, read as in the module docstring."""
+    """(rows, width, channels_last) of a dense x (see the module docstring)."""
     n, c = x.shape[0], x.shape[1]
     length = x.numel() // max(1, n * c)
     if x.is_contiguous():
@@ -215,7 +184,7 @@ def _blocks(rows: int, width: int, cl: bool, backward: bool) -> tuple[int, int, 
     return block_r, block_w, 4 if backward else 8
 
 
-def _launch(kernel, tensors: list[Tensor], p: LRNParams, backward: bool, relu: bool) -> None:
+def _launch(tensors: list[Tensor], p: LRNParams, backward: bool, relu: bool) -> None:
     x = tensors[0]
     rows, width, cl = _geometry(x)
     block_r, block_w, warps = _blocks(rows, width, cl, backward)
@@ -224,60 +193,51 @@ def _launch(kernel, tensors: list[Tensor], p: LRNParams, backward: bool, relu: b
     wide = x.numel() + (2 * (p.size // 2) + 1) * width >= _INT32_LIMIT
     # Triton launches on the current device (and its current stream): make that x's
     with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():
-        kernel[grid](
+        _lrn_kernel[grid](
             *tensors, rows, width, x.shape[1], x.shape[1] // p.groups, col_blocks,
             p.alpha, p.beta, p.k, HALF=p.size // 2, CL=cl, BETA34=p.beta == 0.75,
             BLOCK_R=block_r, BLOCK_W=block_w, WIDE=wide,
-            RNE=INTERPRET and x.dtype == torch.bfloat16, RELU=relu, num_warps=warps,
+            RNE=INTERPRET and x.dtype == torch.bfloat16, RELU=relu, BACKWARD=backward,
+            num_warps=warps,
         )  # fmt: skip
-
-
-def _check(x: Tensor, p: LRNParams) -> None:
-    if x.dtype not in DTYPES or x.dim() < 2 or x.shape[1] % p.groups:
-        raise ValueError(
-            f"Triton LRN takes float32/bfloat16/float16 (N, C, ...) with C divisible by "
-            f"groups={p.groups}, got {x.dtype} {tuple(x.shape)}"
-        )
 
 
 def forward(x: Tensor, p: LRNParams, relu: bool = False) -> Tensor:
     """b = LRN(x), or LRN(ReLU(x)) with `relu`: (N, C, ...) dense -> the same shape, dtype and
     memory format."""
-    _check(x, p)
     out = torch.empty_like(x)
     if x.numel():
-        _launch(_lrn_forward_kernel, [x, out], p, backward=False, relu=relu)
+        _launch([x, x, out], p, backward=False, relu=relu)
     return out
 
 
 def backward(x: Tensor, grad_out: Tensor, p: LRNParams, relu: bool = False) -> Tensor:
     """dL/dx from the saved input x and dL/db (any layout; read in x's), in x's layout."""
-    _check(x, p)
     grad_out = grad_out.to(x.dtype).contiguous(memory_format=native.memory_format(x))
     grad_in = torch.empty_like(x)
     if x.numel():
-        _launch(_lrn_backward_kernel, [x, grad_out, grad_in], p, backward=True, relu=relu)
+        _launch([x, grad_out, grad_in], p, backward=True, relu=relu)
     return grad_in
 
 
 def _op_forward(
-    x: Tensor, size: int, groups: int, alpha: float, beta: float, k: float, relu: bool
-) -> Tensor:
-    return forward(x, LRNParams(size, alpha, beta, k, groups), relu)
+    x: Tensor, relu: bool, size: int, alpha: float, beta: float, k: float, groups: int
+) -> tuple[Tensor, Tensor]:
+    return forward(x, LRNParams(size, alpha, beta, k, groups), relu), x.new_empty(0)
 
 
 def _op_backward(
-    x: Tensor, grad_out: Tensor, size: int, groups: int, alpha: float, beta: float, k: float,
-    relu: bool,
+    x: Tensor, grad_out: Tensor, _: Tensor, relu: bool, size: int, alpha: float, beta: float,
+    k: float, groups: int,
 ) -> Tensor:  # fmt: skip
     return backward(x, grad_out, LRNParams(size, alpha, beta, k, groups), relu)
 
 
-_lrn = native.input_autograd("lrn_triton", _op_forward, _op_backward)
+_lrn = native.kernel_op("lrn_triton", _op_forward, _op_backward)
 
 
 def lrn(x: Tensor, p: LRNParams, relu: bool = False) -> Tensor:
     """LRN(x) (LRN(ReLU(x)) with `relu`, x left as it is) with autograd through the Triton
-    kernels; x: (N, C, ...) of `DTYPES`."""
+    kernels; x: (N, C, ...) float32, bfloat16 or float16, C divisible by `p.groups`."""
     x = x if native.layout(x) else x.contiguous()  # the kernels read NCHW or channels-last
-    return _lrn(x, p.size, p.groups, p.alpha, p.beta, p.k, relu)
+    return _lrn(x, relu, *astuple(p))

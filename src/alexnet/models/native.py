@@ -1,13 +1,8 @@
-"""The CPU kernels (LRN, max-pool, the two fused; paper §3.3-3.4): built on first use with the
-system's C compiler (`$CC`, else `cc`, `gcc` or `clang`) for this CPU (`-march=native`, or
-`$ALEXNET_MARCH`), called through ctypes.
-
-The library is cached in `$ALEXNET_CACHE_DIR` (default `$XDG_CACHE_HOME/alexnet` or
-`~/.cache/alexnet`, else a temporary directory) under a hash of the sources, compiler, target
-and CPU flags, so a shared home never hands one machine another's build. Without a compiler
-the layers run torch ops (same values, slower) and say so once; `ALEXNET_NATIVE=0` turns the
-kernels off. `kernels.h` declares the kernels once: the C sources include it, the ctypes
-signatures are parsed from it, and each call's argument names are checked against it.
+"""The CPU kernels (LRN, max-pool, the two fused; paper §3.3-3.4), built on first use with the
+system's C compiler (`$CC`, else cc, gcc or clang; `-march=native` or `$ALEXNET_MARCH`) into
+`cache_dir()` under a hash of sources, compiler, target and CPU flags, and called through
+ctypes with the signatures of `kernels.h`. Without a compiler (or with `ALEXNET_NATIVE=0`)
+the layers run torch ops: same values, slower, said once.
 """
 
 from __future__ import annotations
@@ -50,11 +45,8 @@ ALPHA_CONVENTIONS = ("paper", "per_size")
 
 @dataclass(frozen=True)
 class LRNParams:
-    """b_i = a_i / (k + alpha * sum of a_j^2 over the `size` channels centred on i)^beta (§3.3).
-
-    `alpha` multiplies the window sum itself (the paper's convention); `groups` > 1 normalizes
-    each of that many channel blocks on its own (the paper's towers, §3.2).
-    """
+    """LRN's constants (§3.3): `alpha` multiplies the window sum itself (the paper's reading);
+    `groups` > 1 normalizes that many channel blocks apart (the paper's towers, §3.2)."""
 
     size: int = 5
     alpha: float = 1e-4
@@ -70,8 +62,7 @@ class LRNParams:
     def from_convention(
         cls, size: int, alpha: float, beta: float, k: float, groups: int = 1, convention="paper"
     ) -> LRNParams:
-        """convention "paper": alpha multiplies the sum; "per_size": alpha / size does (as
-        `torch.nn.LocalResponseNorm`, Caffe and cuda-convnet)."""
+        """convention "paper": alpha multiplies the sum; "per_size": alpha / size does."""
         if convention not in ALPHA_CONVENTIONS:
             raise ValueError(
                 f"LRN alpha_convention {convention!r} is not one of {', '.join(ALPHA_CONVENTIONS)}"
@@ -125,8 +116,8 @@ def parse_prototypes(text: str) -> dict[str, Signature]:
 
 
 def _call(name: str, what: str, **args: Any) -> None:
-    """Call kernel `name` with arguments named as in kernels.h (a mismatch raises TypeError);
-    tensors pass their data pointers, bools 0 or 1. MemoryError names `what` if it fails."""
+    """Call kernel `name` with arguments named as in kernels.h (else TypeError); tensors pass
+    their data pointers. MemoryError names `what` if the kernel fails."""
     names = [param for param, _ in _SIGNATURES[name].params]
     if list(args) != names:
         raise TypeError(
@@ -249,16 +240,14 @@ def _load() -> ctypes.CDLL | None:
 
 
 def compile_constant(fn):
-    """Mark `fn` as `torch.compiler.assume_constant_result` does (Dynamo keeps its result as a
-    constant), without importing Dynamo (seconds) as that decorator does."""
+    """`torch.compiler.assume_constant_result` without importing Dynamo (seconds)."""
     fn._dynamo_marked_constant = True
     return fn
 
 
 @compile_constant
 def available() -> bool:
-    """Whether the kernels are loaded (building them on the first call); a constant to
-    `torch.compile`, so the layers' choice of kernel never breaks its graph."""
+    """Whether the kernels are loaded (built on the first call); a constant to Dynamo."""
     return library() is not None
 
 
@@ -267,45 +256,50 @@ def reason_unavailable() -> str:
     return _REASON
 
 
-class _SavesInput(torch.autograd.Function):
-    """Eager calls of an `input_autograd` op: its Python functions, without the dispatcher."""
+class KernelFunction(torch.autograd.Function):
+    """`forward(x, *args) -> (out, aux)` with autograd, saving x and aux for
+    `backward(x, dL/dout, aux, *args)`: a `kernel_op`'s eager calls, without the dispatcher."""
 
     @staticmethod
     def forward(ctx, forward, backward, x: Tensor, *args: Any) -> Tensor:
+        out, aux = forward(x, *args)
         ctx.backward, ctx.args = backward, args
-        ctx.save_for_backward(x)
-        return forward(x, *args)
+        ctx.save_for_backward(x, aux)
+        return out
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        (x,) = ctx.saved_tensors
-        return None, None, ctx.backward(x, grad_out, *ctx.args), *([None] * len(ctx.args))
+        x, aux = ctx.saved_tensors
+        return None, None, ctx.backward(x, grad_out, aux, *ctx.args), *([None] * len(ctx.args))
 
 
-def input_autograd(name: str, forward: Callable, backward: Callable) -> Callable[..., Tensor]:
-    """`forward(x, *args)` with autograd, its gradient `backward(x, dL/dout, *args)` saving only
-    x (the LRN kernels recompute the rest): the torch custom op `alexnet::<name>` inside
-    `torch.compile` (traced without a graph break), an `autograd.Function` in eager calls (a
-    custom op's first call imports Dynamo: seconds)."""
+def kernel_op(
+    name: str, forward: Callable, backward: Callable, fake: Callable | None = None
+) -> Callable[..., Tensor]:
+    """`forward(x, *args) -> (out, aux)` as `call(x, *args) -> out` with autograd, saving x and
+    aux (an empty tensor when there is none) for `backward(x, dL/dout, aux, *args) -> dL/dx`.
+    Inside `torch.compile` the torch custom op `alexnet::<name>` (no graph break); eager, an
+    `autograd.Function` (a custom op's first call imports Dynamo: seconds). `fake(x, *args)`:
+    empty (out, aux) for tracing; None: out like x, aux empty."""
     op = torch.library.custom_op(f"alexnet::{name}", forward, mutates_args=())
     backward_op = torch.library.custom_op(f"alexnet::{name}_backward", backward, mutates_args=())
-    op.register_fake(lambda x, *args: torch.empty_like(x))
+    op.register_fake(fake or (lambda x, *args: (torch.empty_like(x), x.new_empty(0))))
     backward_op.register_fake(lambda x, *args: torch.empty_like(x))
 
     def setup(ctx, inputs, output) -> None:
-        ctx.save_for_backward(inputs[0])
+        ctx.save_for_backward(inputs[0], output[1])
         ctx.args = inputs[1:]
 
-    def gradient(ctx, grad_out: Tensor):
-        (x,) = ctx.saved_tensors
-        return backward_op(x, grad_out, *ctx.args), *([None] * len(ctx.args))
+    def gradient(ctx, grad_out: Tensor, _grad_aux):
+        x, aux = ctx.saved_tensors
+        return backward_op(x, grad_out, aux, *ctx.args), *([None] * len(ctx.args))
 
     op.register_autograd(gradient, setup_context=setup)
 
     def call(x: Tensor, *args: Any) -> Tensor:
         if torch.compiler.is_compiling():
-            return op(x, *args)
-        return _SavesInput.apply(forward, backward, x, *args)
+            return op(x, *args)[0]
+        return KernelFunction.apply(forward, backward, x, *args)
 
     return call
 
@@ -335,93 +329,88 @@ def supports(x: Tensor) -> bool:
     )
 
 
-def _threads() -> int:
-    return max(1, torch.get_num_threads())
-
-
 def lrn(x: Tensor, grad_out: Tensor | None, p: LRNParams, out: Tensor | None = None) -> Tensor:
-    """Forward (grad_out None: returns b) or backward (returns dL/dx) in x's layout.
-
-    x, grad_out: (N, C, ...) CPU tensors accepted by `supports`, grad_out in x's layout. `out`:
-    where to write (x itself in the forward: each tile is read whole before it is written).
-    """
+    """LRN of x (grad_out None) or dL/dx, in x's layout: (N, C, ...) CPU tensors `supports`
+    takes, grad_out in x's layout; `out` may be x in the forward."""
     assert library() is not None, "call supports() and library() first"
     out = torch.empty_like(x) if out is None else out
     _call(
         "alexnet_lrn", "LRN kernel",
         x=x, g=grad_out, out=out, batch=x.shape[0], channels=x.shape[1], length=x[0, 0].numel(),
         size=p.size, groups=p.groups, alpha=p.alpha, beta=p.beta, k=p.k,
-        channels_last=layout(x) == "cl", bf16=x.dtype == torch.bfloat16, threads=_threads(),
+        channels_last=layout(x) == "cl", bf16=x.dtype == torch.bfloat16,
+        threads=torch.get_num_threads(),
     )  # fmt: skip
     return out
 
 
-def pooled_empty(x: Tensor, kernel: int, stride: int, train: bool) -> tuple[Tensor, Tensor | None]:
-    """Empty (pooled, places if `train`) for pooling x (N, C, H, W) without padding: both
-    (N, C, OH, OW) in x's layout and device, places uint8."""
+def pooled_empty(x: Tensor, kernel: int, stride: int, train: bool) -> tuple[Tensor, Tensor]:
+    """Empty (pooled, places) for pooling x (N, C, H, W) without padding: (N, C, OH, OW) in x's
+    layout and device, places uint8 (empty without `train`)."""
     n, c, h, w = x.shape
     fmt = memory_format(x)
     shape = (n, c, (h - kernel) // stride + 1, (w - kernel) // stride + 1)
     out = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=fmt)
     if not train:
-        return out, None
+        return out, torch.empty(0, dtype=torch.uint8, device=x.device)
     return out, torch.empty(shape, dtype=torch.uint8, device=x.device, memory_format=fmt)
 
 
-def max_pool(x: Tensor, kernel: int, stride: int, train: bool) -> tuple[Tensor, Tensor | None]:
+def max_pool(x: Tensor, kernel: int, stride: int, train: bool) -> tuple[Tensor, Tensor]:
     """Max-pool (N, C, H, W) -> (N, C, OH, OW), no padding; with each winner's window place
     (uint8, 0 .. kernel^2 - 1, first maximum in row-major order, NaN wins) when `train`."""
     assert library() is not None and kernel * kernel <= 256
     out, places = pooled_empty(x, kernel, stride, train)
-    n, c, h, w = x.shape
-    _call(
-        "alexnet_max_pool", "max-pool kernel",
-        x=x, out=out, argmax=places, batch=n, channels=c, height=h, width=w, kernel=kernel,
-        stride=stride, channels_last=layout(x) == "cl", backward=False,
-        bf16=x.dtype == torch.bfloat16, threads=_threads(),
-    )  # fmt: skip
+    cl = layout(x) == "cl"
+    _pool(x, out, places if train else None, x.shape, kernel, stride, cl, backward=False)
     return out, places
 
 
 def max_pool_backward(
-    grad_out: Tensor, places: Tensor, input_shape: torch.Size, kernel: int, stride: int
+    x: Tensor, grad_out: Tensor, places: Tensor, kernel: int, stride: int, train: bool
 ) -> Tensor:
-    """dL/dx (N, C, H, W) from dL/dout and the forward's `places`, in the layout of `places`."""
+    """dL/dx (N, C, H, W) from dL/dout and the forward's `places` (`train`: True), in x's
+    layout."""
     assert library() is not None
     fmt = memory_format(places)
+    grad_in = torch.empty(x.shape, dtype=grad_out.dtype, memory_format=fmt)
     grad_out = grad_out.contiguous(memory_format=fmt)
-    grad_in = torch.empty(input_shape, dtype=grad_out.dtype, memory_format=fmt)
-    n, c, h, w = input_shape
+    cl = fmt == torch.channels_last
+    _pool(grad_out, grad_in, places, x.shape, kernel, stride, cl, backward=True)
+    return grad_in
+
+
+def _pool(x, out, places, shape, kernel: int, stride: int, cl: bool, backward: bool) -> None:
+    n, c, h, w = shape
     _call(
         "alexnet_max_pool", "max-pool kernel",
-        x=grad_out, out=grad_in, argmax=places, batch=n, channels=c, height=h, width=w,
-        kernel=kernel, stride=stride, channels_last=fmt == torch.channels_last, backward=True,
-        bf16=grad_out.dtype == torch.bfloat16, threads=_threads(),
+        x=x, out=out, argmax=places, batch=n, channels=c, height=h, width=w, kernel=kernel,
+        stride=stride, channels_last=cl, backward=backward,
+        bf16=x.dtype == torch.bfloat16, threads=torch.get_num_threads(),
     )  # fmt: skip
-    return grad_in
 
 
 def lrn_max_pool(
     x: Tensor, p: LRNParams, kernel: int, stride: int, train: bool, relu: bool = False
-) -> tuple[Tensor, Tensor | None]:
-    """MaxPool(LRN(x)) (of LRN(ReLU(x)) with `relu`) without writing LRN's output.
-
-    x: float32 or bfloat16 (N, C, H, W), contiguous or channels-last; returns (pooled, places
-    if `train`) in x's layout and dtype.
-    """
+) -> tuple[Tensor, Tensor]:
+    """MaxPool(LRN(x)) (of LRN(ReLU(x)) with `relu`) without writing LRN's output: x (N, C,
+    H, W) float32 or bfloat16 -> (pooled, places) as `max_pool` gives, in x's layout."""
     assert library() is not None and x.dtype in (torch.float32, torch.bfloat16)
     out, places = pooled_empty(x, kernel, stride, train)
-    _fused(x, None, out, places, p, kernel, stride, relu)
+    _fused(x, None, out, places if train else None, p, kernel, stride, relu)
     return out, places
 
 
 def lrn_max_pool_backward(
-    x: Tensor, grad_out: Tensor, places: Tensor, p: LRNParams, kernel: int, stride: int, relu: bool
-) -> Tensor:
-    """dL/dx of MaxPool(LRN(x)) (LRN(ReLU(x)) with `relu`) from dL/d(pooled) and the places."""
+    x: Tensor, grad_out: Tensor, places: Tensor, kernel: int, stride: int, train: bool,
+    relu: bool, size: int, alpha: float, beta: float, k: float, groups: int,
+) -> Tensor:  # fmt: skip
+    """dL/dx of MaxPool(LRN(x)) (LRN(ReLU(x)) with `relu`) from dL/d(pooled) and the places:
+    the custom op's backward, arguments as `pool`'s forward takes them."""
     assert library() is not None
     grad_out = grad_out.to(x.dtype).contiguous(memory_format=memory_format(x))
     grad_in = torch.empty_like(x)
+    p = LRNParams(size, alpha, beta, k, groups)
     _fused(x, grad_out, grad_in, places, p, kernel, stride, relu)
     return grad_in
 
@@ -433,7 +422,7 @@ def _fused(x, g, out, places, p: LRNParams, kernel: int, stride: int, relu: bool
         x=x, g=g, out=out, places=places, batch=n, channels=c, height=h, width=w, size=p.size,
         groups=p.groups, alpha=p.alpha, beta=p.beta, k=p.k, kernel=kernel, stride=stride,
         channels_last=layout(x) == "cl", relu=relu, bf16=x.dtype == torch.bfloat16,
-        threads=_threads(),
+        threads=torch.get_num_threads(),
     )  # fmt: skip
 
 

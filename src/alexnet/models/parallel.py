@@ -1,57 +1,35 @@
-"""The paper's two-GPU model parallelism (§3.2, Fig. 2) on any two devices.
-
-Each tower holds half the kernels of every layer. Towers exchange activations exactly where
-the paper does: conv3 and every fully-connected layer read both towers' outputs; conv2, conv4
-and conv5 read only their own tower; LRN normalizes within a tower. With the same weights this
-computes what `PaperAlexNet(towers=2)` computes (grouped convs there) — but each tower's
-weights, activations and gradients live on its own device.
-
-Its weights convert to and from the paper layout with `alexnet.weights.safetensors_io`'s
-`paper_to_two_device` / `two_device_to_paper`.
+"""The paper's two-GPU model parallelism (§3.2, Fig. 2) on any two devices: each tower holds
+half the kernels and exchanges activations where the paper does (into conv3 and every fully-
+connected layer), computing what `PaperAlexNet(towers=2)` does with each tower's weights,
+activations and gradients on its own device. Weights convert both ways (`from_paper`,
+`paper_state_dict`).
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 import torch
 from torch import Tensor, nn
 
-from alexnet.models.alexnet import CONVS, PAPER_WIDTHS, PaperAlexNet, PaperOptions, pool_layer
+from alexnet.models.alexnet import PAPER_WIDTHS, PaperAlexNet, PaperOptions, conv_stack
 from alexnet.models.common import AlexNetModel, check_input, make_activation
-from alexnet.models.lrn import LRN
 from alexnet.models.pool import run_sequential
 from alexnet.weights.safetensors_io import fc8_split, paper_to_two_device, two_device_to_paper
 
 
 class _Tower(nn.Module):
-    """One GPU's half of the network: conv1..conv5 (`CONVS`) and its half of fc6..fc8."""
+    """One device's half of the network: conv1..conv5 and its half of fc6..fc8."""
 
-    def __init__(self, opts: dict, fc8_out: int) -> None:
+    def __init__(self, o: PaperOptions, fc8_out: int) -> None:
         super().__init__()
-        act = opts["activation"]
-        layers: OrderedDict[str, nn.Module] = OrderedDict()
-        channels = 3
-        for i, spec in enumerate(CONVS, start=1):
-            pad = (2 if opts["input_size"] == 224 else 0) if spec.padding is None else spec.padding
-            reads = 2 * channels if i == 3 else channels  # conv3 reads both towers (§3.2)
-            width = PAPER_WIDTHS[i - 1] // 2
-            layers[f"conv{i}"] = nn.Conv2d(reads, width, spec.kernel, spec.stride, pad)
-            layers[f"act{i}"] = make_activation(act)
-            if spec.normed:  # the towers' LRN (§3.3); Identity keeps the layer names
-                kwargs = dict(k=opts["lrn_k"], alpha_convention=opts["lrn_alpha_convention"])
-                layers[f"norm{i}"] = LRN(inplace=True, **kwargs) if opts["lrn"] else nn.Identity()
-            if spec.pooled:
-                layers[f"pool{i}"] = pool_layer(opts["pool"])
-            channels = width
-        stack = nn.Sequential(layers)
-        self.block1, self.block2 = stack[:8], stack[8:]  # conv1..pool2, conv3..pool5
+        stack = conv_stack(o, tower=True)
+        cut = list(stack._modules).index("pool2") + 1
+        self.block1, self.block2 = stack[:cut], stack[cut:]  # conv1..pool2, conv3..pool5
         self.fc6 = nn.Linear(256 * 6 * 6, 2048)
         self.fc7 = nn.Linear(4096, 2048)
         self.fc8 = nn.Linear(4096, fc8_out)
-        self.act = make_activation(act)
-        self.drop6 = nn.Dropout(opts["dropout"])
-        self.drop7 = nn.Dropout(opts["dropout"])
+        self.act = make_activation(o.activation)
+        self.drop6 = nn.Dropout(o.dropout)
+        self.drop7 = nn.Dropout(o.dropout)
 
 
 class TwoDeviceAlexNet(AlexNetModel):
@@ -67,19 +45,19 @@ class TwoDeviceAlexNet(AlexNetModel):
         self, num_classes: int = 1000, *, devices: tuple[str, str] = ("cpu", "cpu"), **options
     ) -> None:
         super().__init__()
-        reference = PaperAlexNet(num_classes, **options)  # validates options; gives the config
-        opts = reference.config["options"]
-        if opts["towers"] != 2:
+        o = PaperOptions(num_classes=num_classes, **options)
+        if o.towers != 2:
             raise ValueError("the two-device split needs the two-tower model (towers=2)")
-        if tuple(opts["widths"]) != PAPER_WIDTHS or opts["remove_conv"] is not None:
+        if o.widths != PAPER_WIDTHS or o.remove_conv is not None:
             raise ValueError("the two-device split needs the paper's widths and all five convs")
-        if opts["lrn_scope"] != "tower":
+        if o.lrn_scope != "tower":
             raise ValueError("the two-device split normalizes each tower on its device (§3.2)")
-        self._declare(PaperOptions(**opts), penultimate_dim=4096, penultimate_name="fc7")
+        reference = PaperAlexNet(num_classes, **options)  # the weights, drawn as the paper's
+        self._declare(o, penultimate_dim=4096, penultimate_name="fc7")
         self.devices = (torch.device(devices[0]), torch.device(devices[1]))
         fc8_a, fc8_b = fc8_split(num_classes)
-        self.tower_a = _Tower(opts, fc8_a).to(self.devices[0])
-        self.tower_b = _Tower(opts, fc8_b).to(self.devices[1])
+        self.tower_a = _Tower(o, fc8_a).to(self.devices[0])
+        self.tower_b = _Tower(o, fc8_b).to(self.devices[1])
         self.load_paper_state_dict(reference.state_dict())
 
     @classmethod

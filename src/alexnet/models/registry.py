@@ -1,7 +1,6 @@
-"""The model family by name: each name, one line about it and where its class lives
-(`MODELS`), and `get_model(name, **options)`, the one way to build a model. No torch here
-(the command line lists the names): a model's module is imported when it is built, and its
-class's `name` must be its key in `MODELS`."""
+"""The model family by name: `MODELS` (a line about each, and its `module:Class`) and
+`get_model(name, **options)`, the one way to build a model. No torch here (the command line
+lists the names): a model's module is imported when it is built."""
 
 from __future__ import annotations
 
@@ -15,10 +14,8 @@ if TYPE_CHECKING:
 
 
 class ModelEntry(NamedTuple):
-    """One model of the family: a line about it, and `module:Class` of its builder."""
-
     about: str
-    builder: str
+    builder: str  # module:Class, the class's `name` being its key in MODELS
 
 
 MODELS: dict[str, ModelEntry] = {
@@ -52,21 +49,18 @@ def model_class(name: str) -> type[AlexNetModel]:
     if name not in MODELS:
         raise UserError(f"unknown model {name!r}; known models: {', '.join(MODELS)}")
     module, _, attr = MODELS[name].builder.partition(":")
-    cls = getattr(importlib.import_module(module), attr)
-    if cls.name != name:  # the catalogue and the class must name the model alike
-        raise RuntimeError(f"{MODELS[name].builder} is named {cls.name!r}, catalogued {name!r}")
-    return cls
+    return getattr(importlib.import_module(module), attr)
 
 
 def option_defaults(name: str) -> dict[str, Any]:
     """Each option of model `name` with its default, as `model.config` stores it (an older
-    config that lacks an option means its default: the network it extends)."""
+    config that lacks an option means its default)."""
     return model_class(name).Options().to_config()
 
 
 def get_model(name: str, num_classes: int | None = None, **options: Any) -> AlexNetModel:
-    """Build model `name` (an `AlexNetModel`; `num_classes` 1000, 10 for `small`); an unknown
-    name or option, or a bad value, gives a one-line UserError naming it and what it may be."""
+    """Build model `name` (`num_classes` 1000, 10 for `small`); an unknown name or option, or a
+    bad value, gives a one-line UserError naming it and what it may be."""
     cls = model_class(name)
     if num_classes is not None:
         options["num_classes"] = num_classes

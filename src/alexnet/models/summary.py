@@ -1,10 +1,7 @@
-"""The per-layer table (the seed's form, corrected), measured from the model object itself:
-shapes from a hooked forward pass, weights, multiply-adds and receptive fields from the layers.
-
-A layer of kernel k, stride s, padding p and dilation d maps (receptive field, jump, start) to
-(rf + (k - 1) d jump, jump s, start + ((k - 1) d / 2 - p) jump); a fully-connected layer sees
-the whole image. Paper net at 224: conv1 11/4, pool1 19/8, conv2 51/8, pool2 67/16, conv3
-99/16, conv4 131/16, conv5 163/16, pool5 195/32 (Zeiler & Fergus' patches, `alexnet explore`).
+"""The per-layer table, measured from the model object: shapes from a hooked forward pass,
+weights, multiply-adds and receptive fields from the layers. A layer of kernel k, stride s,
+padding p and dilation d maps (receptive field, jump, start) to (rf + (k - 1) d jump, jump s,
+start + ((k - 1) d / 2 - p) jump); a fully-connected layer sees the whole image.
 """
 
 from __future__ import annotations
@@ -22,7 +19,7 @@ _KINDS = ((nn.Conv2d, "conv"), (nn.Linear, "fc"), (_POOLS, "pool"), (LRN, "norm"
 
 @dataclass
 class LayerRow:
-    """One row: a conv, pool, LRN or fully-connected layer."""
+    """One row: a conv, pool, LRN or fully-connected layer (the JSON's "layers")."""
 
     name: str
     kind: str
@@ -44,7 +41,7 @@ class LayerRow:
 
 @dataclass(frozen=True)
 class Field:
-    """Where one layer's outputs look in the input: see the module docstring."""
+    """Where one layer's outputs look in the input (the module docstring's recurrence)."""
 
     receptive_field: int = 1
     jump: int = 1
@@ -55,10 +52,8 @@ class Field:
         if isinstance(module, nn.Linear):
             return Field(input_size, 0, input_size / 2)
         if isinstance(module, nn.AdaptiveAvgPool2d):  # windows of side ceil(H / out)
-            out = module.output_size if isinstance(module.output_size, int) else None
-            out = out or module.output_size[0]
-            stride, kernel = inp[-2] // out, -(-inp[-2] // out)
-            k, s, p, d = kernel, stride, 0, 1
+            out = _first(module.output_size)
+            k, s, p, d = -(-inp[-2] // out), inp[-2] // out, 0, 1
         elif isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
             k, s, p = (_first(getattr(module, n)) for n in ("kernel_size", "stride", "padding"))
             d = _first(getattr(module, "dilation", 1))
@@ -113,10 +108,8 @@ def _row(
     if isinstance(module, nn.Conv2d):
         kh, kw = module.kernel_size
         groups, cin, cout = module.groups, module.in_channels, module.out_channels
-        per_group = f"({kh}x{kw}x{cin // groups})"
-        kernel = (
-            f"{per_group} x {cout}" if groups == 1 else f"{per_group} x {cout // groups} x {groups}"
-        )
+        kernel = f"({kh}x{kw}x{cin // groups}) x {cout // groups}"
+        kernel += f" x {groups}" if groups > 1 else ""
         padding, stride = _pair(module.padding), _pair(module.stride)
         macs = out[-2] * out[-1] * cout * kh * kw * (cin // groups)
     elif isinstance(module, nn.Linear):
@@ -210,14 +203,14 @@ def format_table(summary: dict, markdown: bool = False) -> str:
 
     def cell(row: dict, key: str) -> str:
         value = row[key]
-        if key in ("channels",) and row["kind"] in ("pool", "norm"):
+        if key == "channels" and row["kind"] in ("pool", "norm"):
             return "-"
         return f"{value:,}" if isinstance(value, int) else str(value)
 
     header = [title for title, _ in _COLUMNS]
     body = [[cell(r, key) for _, key in _COLUMNS] for r in summary["layers"]]
-    total = ["Total", "", "", "", "", "", "", "", "", f"{summary['total_params']:,}"]
-    total += [f"{summary['total_macs']:,}", "", ""]
+    total = ["Total", *[""] * 8, f"{summary['total_params']:,}", f"{summary['total_macs']:,}"]
+    total += ["", ""]
     if markdown:
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(row) + " |" for row in body]

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from alexnet.errors import UserError
-from alexnet.models.alexnet import POOLS, pool_layer
+from alexnet.models.alexnet import PAPER_WIDTHS, POOLS, PaperOptions, conv_stack, pool_layer
 from alexnet.models.common import (
     ACTIVATIONS,
     AlexNetModel,
@@ -35,30 +35,6 @@ class HeadOptions(ModelOptions):
         self.check(num_classes=POSITIVE_INT, dropout=UNIT_INTERVAL_OPEN_TOP)
 
 
-def _seed_layers(
-    widths: tuple[int, ...], num_classes: int, dropout: float
-) -> tuple[nn.Sequential, nn.Sequential]:
-    """(features, classifier) of the seed's and torchvision's nets, module for module: convs
-    11/4 pad 2, 5 pad 2 and three 3 pad 1 of `widths`, each with a ReLU, 3/2 max-pools after
-    conv1, conv2 and conv5; then dropout, fc6, ReLU, dropout, fc7, ReLU, fc8."""
-    channels, layers = (3, *widths), []
-    for i, (kernel, stride, pad) in enumerate([(11, 4, 2), (5, 1, 2), *[(3, 1, 1)] * 3]):
-        conv = nn.Conv2d(channels[i], widths[i], kernel_size=kernel, stride=stride, padding=pad)
-        layers += [conv, nn.ReLU(inplace=True)]
-        if i in (0, 1, 4):
-            layers.append(nn.MaxPool2d(kernel_size=3, stride=2))
-    classifier = nn.Sequential(
-        nn.Dropout(dropout),
-        nn.Linear(widths[-1] * 6 * 6, 4096),
-        nn.ReLU(inplace=True),
-        nn.Dropout(dropout),
-        nn.Linear(4096, 4096),
-        nn.ReLU(inplace=True),
-        nn.Linear(4096, num_classes),
-    )
-    return nn.Sequential(*layers), classifier
-
-
 class SeedAlexNet(AlexNetModel):
     """Exactly the PyTorch code of the project's seed note (d2l-style AlexNet): 96-256-384-384-256
     like the paper, but no LRN, no towers, and dropout *before* fc6/fc7; 62,378,344 parameters.
@@ -66,75 +42,76 @@ class SeedAlexNet(AlexNetModel):
 
     name = "seed"
     Options = HeadOptions
+    _widths = PAPER_WIDTHS
 
     def __init__(self, num_classes: int = 1000, *, dropout: float = 0.5) -> None:
         super().__init__()
         self._declare(HeadOptions(num_classes, dropout), 4096, "fc7")
-        widths = (96, 256, 384, 384, 256)
-        self.features, self.classifier = _seed_layers(widths, num_classes, dropout)
+        # the paper's conv stack without LRN or towers, keyed by position
+        self.features = nn.Sequential(
+            *conv_stack(PaperOptions(widths=self._widths, towers=1, lrn=False))
+        )
+        self.classifier = nn.Sequential(
+            nn.Dropout(dropout),
+            nn.Linear(self._widths[-1] * 6 * 6, 4096),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(4096, 4096),
+            nn.ReLU(inplace=True),
+            nn.Linear(4096, num_classes),
+        )
+
+    def _conv(self, x: Tensor) -> Tensor:
+        check_input(self, x)
+        return self.features(x)
 
     def forward_penultimate(self, x: Tensor) -> Tensor:
-        """(N, 3, 224, 224) -> fc7 activations after ReLU (N, 4096)."""
-        check_input(self, x)
-        return self.classifier[:6](torch.flatten(self.features(x), 1))
+        """(N, 3, S, S) -> fc7 activations after ReLU (N, 4096)."""
+        return self.classifier[:6](torch.flatten(self._conv(x), 1))
 
     def forward(self, x: Tensor) -> Tensor:
         """(N, 3, S, S) -> logits (N, num_classes)."""
         return self.classifier[6](self.forward_penultimate(x))
 
 
-class TorchvisionAlexNet(AlexNetModel):
+class TorchvisionAlexNet(SeedAlexNet):
     """torchvision's `alexnet` ("One weird trick", Krizhevsky 2014), module for module:
     64-192-384-256-256, no LRN, AdaptiveAvgPool2d(6), dropout before fc6/fc7; 61,100,840
     parameters. Its weights (`alexnet-owt-7be5be79.pth`) load with strict=True. Input
-    (N, 3, H, W), nominally 224."""
+    (N, 3, H, W), nominally 224, H, W >= 63."""
 
     name = "torchvision"
-    Options = HeadOptions
+    _widths = (64, 192, 384, 256, 256)
 
     def __init__(self, num_classes: int = 1000, *, dropout: float = 0.5) -> None:
-        super().__init__()
-        self._declare(HeadOptions(num_classes, dropout), 4096, "fc7")
-        features, classifier = _seed_layers((64, 192, 384, 256, 256), num_classes, dropout)
-        self.features, self.avgpool = features, nn.AdaptiveAvgPool2d((6, 6))
-        self.classifier = classifier
+        super().__init__(num_classes, dropout=dropout)
+        self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
 
-    def forward_penultimate(self, x: Tensor) -> Tensor:
-        """(N, 3, H, W) -> fc7 activations after ReLU (N, 4096)."""
+    def _conv(self, x: Tensor) -> Tensor:
         check_input(self, x, fixed_size=False)
         if min(x.shape[-2:]) < 63:
             raise UserError(f"model 'torchvision' needs H, W >= 63, got {tuple(x.shape)}")
-        return self.classifier[:6](torch.flatten(self.avgpool(self.features(x)), 1))
-
-    forward = SeedAlexNet.forward
-
-
-def _pooled(size: int, pool: str) -> int:
-    return (size - 3) // 2 + 1 if pool == "overlap" else (size - 2) // 2 + 1
+        return self.avgpool(self.features(x))
 
 
 @dataclass(frozen=True)
 class SmallOptions(ModelOptions):
     """The small CNN family's options (§3.1 Fig. 1, §3.3)."""
 
-    num_classes: int = 10  # outputs of the last layer (10 for CIFAR-10)
+    num_classes: int = 10
     in_channels: int = 3  # 1 (Fashion-MNIST) or 3 (CIFAR-10)
     input_size: int = 32  # 28 (Fashion-MNIST) or 32 (CIFAR-10)
-    # channels of conv1..conv3; `one_tower_widths(widths)` with towers=1 is the comparison net
-    # for towers=2 (§3.2: half of each but the last)
+    # conv1..conv3; `one_tower_widths(widths)`, towers=1 is towers=2's comparison net (§3.2)
     widths: tuple[int, ...] = (32, 32, 64)
     lrn: bool = True  # LRN (the paper's constants) after conv1's and conv2's pools (§3.3)
-    pool: str = "overlap"  # "overlap" (3/2, §3.4) or "nonoverlap" (2/2), max-pooling throughout
+    pool: str = "overlap"  # "overlap" (3/2, §3.4) or "nonoverlap" (2/2)
     activation: str = "relu"  # "relu" (§3.1, Fig. 1's solid line) or "tanh" (its dashed line)
-    hidden: int = 0  # > 0: a fully-connected hidden layer of this size with dropout (5th layer)
-    dropout: float = 0.0  # drop probability on the hidden layer (§4.2; only with hidden > 0)
+    hidden: int = 0  # > 0: a fully-connected hidden layer of this size with dropout
+    dropout: float = 0.0  # drop probability on the hidden layer (§4.2)
     batchnorm: bool = False  # BatchNorm after each conv (not in the paper; for fast runs)
     init: str = "torch"  # "paper": N(0, 0.01), zero biases (§5); "torch": PyTorch's defaults
-    # 2: conv2 and conv3 read only their own tower's maps and LRN normalizes within a tower,
-    # like the paper's two GPUs (§3.2); 1: one tower
-    towers: int = 1
-    # None or "conv2", the family's one middle conv layer (§7: the first and last are kept);
-    # it goes with its activation and LRN, its pooling stays, and conv3 reads conv1's maps
+    towers: int = 1  # 2: conv2, conv3 and LRN per tower (§3.2)
+    # "conv2": removed with its activation and LRN (§7), its pooling kept
     remove_conv: str | None = None
 
     def __post_init__(self) -> None:
@@ -156,15 +133,10 @@ class SmallOptions(ModelOptions):
 
 
 class SmallCNN(AlexNetModel):
-    """The paper's CIFAR-10-scale four-layer CNN family (§3.1 Fig. 1, §3.3), for 28-32 px;
-    options: `SmallOptions`' fields.
-
-    After cuda-convnet's `layers-18pct` net: three 5x5 conv layers (pad 2), each followed by the
-    activation, a max-pool and, on the first two, LRN; then one fully-connected layer to the
-    classes. `hidden` > 0 inserts a fully-connected hidden layer with dropout. The penultimate
-    layer, named as `alexnet summary` lists it: the flattened pool3 ("pool3 (flattened)") or
-    the hidden layer ("fc4").
-    """
+    """The paper's CIFAR-10-scale four-layer CNN family (§3.1 Fig. 1, §3.3), for 28-32 px,
+    after cuda-convnet's `layers-18pct`: three 5x5 convs, each followed by the activation, a
+    max-pool and (the first two) LRN, then the classifier; options: `SmallOptions`' fields.
+    The penultimate layer: "pool3 (flattened)", or "fc4" with `hidden`."""
 
     name = "small"
     Options = SmallOptions
@@ -214,5 +186,5 @@ def _small_stack(o: SmallOptions) -> tuple[nn.Sequential, int]:
         layers[f"pool{i}"] = pool_layer(o.pool)
         if o.lrn and i < 3 and o.remove_conv != f"conv{i}":
             layers[f"norm{i}"] = LRN(groups=o.towers, inplace=True)
-        size = _pooled(size, o.pool)
+        size = (size - (3 if o.pool == "overlap" else 2)) // 2 + 1  # `pool_layer`'s output
     return nn.Sequential(layers), channels * size * size
