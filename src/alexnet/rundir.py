@@ -1,7 +1,5 @@
-"""The run directory (RUN/) that `alexnet train` writes: its file names and their readers.
-
-One owner for the names, so the training engine that writes a run and the commands that read
-one (eval, plot, report, reproduce) cannot disagree:
+"""The run directory (RUN/) that `alexnet train` writes: its file names and their readers, for
+the engine that writes a run and the commands that read one (eval, plot, report, reproduce):
 
 | file | written | what |
 |---|---|---|
@@ -27,11 +25,8 @@ from typing import Any
 
 @dataclass
 class RunResult:
-    """What a finished (or stopped) training run gives back (`alexnet.train.fit`).
-
-    `history` holds the `metrics.jsonl` records, `final` the `eval.json` record (empty when the
-    run stopped before its end).
-    """
+    """What a finished (or stopped) training run gives back (`alexnet.train.fit`): `history`
+    the `metrics.jsonl` records, `final` the `eval.json` record (empty when the run stopped)."""
 
     status: str  # "finished" | "max_steps" | "stopped"
     output_dir: Path
@@ -80,7 +75,6 @@ class RunDir:
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
 
-    # state
     def owns(self, path: Path) -> bool:
         """True for a file a run writes (the names above, TensorBoard's event files)."""
         names = {v for k, v in vars(RunDir).items() if k.isupper() and isinstance(v, str)}
@@ -93,7 +87,6 @@ class RunDir:
         """True when the run reached its end: final weights and evaluation written."""
         return self.eval_json.is_file() and self.weights.is_file()
 
-    # readers
     def read_config(self) -> dict[str, Any]:
         """`config.json` as written by the engine: {"config": {...}, "model": {...}, ...}."""
         return json.loads(self.config.read_text())

@@ -1,12 +1,7 @@
 """Training configuration (paper §4-§5 by default): `TrainConfig`, whose fields declare their
-type, allowed values (an `alexnet.values` kind), help and `--help` group, so `alexnet train`'s
-flags are generated from it (`alexnet.commands.train`) and a config checks itself when it is
-made, however it is made. No torch here: the command line imports this module.
-
-`resolve(recipe, resume, overrides)` is the one place a run's config is decided, for
-`alexnet train` and `make_config` alike: the base (a recipe from `alexnet.train.recipes`, or
-the saved config of the run being resumed, `--resume RUN|auto`), the overrides on top, the
-paths made absolute. `alexnet train --recipe NAME --print-config` prints a recipe whole.
+type, allowed values, help and `--help` group (`alexnet train`'s flags are generated from them),
+and `resolve`, the one place a run's config is decided (recipe or resumed run, then overrides).
+No torch here: the command line imports this module.
 """
 
 from __future__ import annotations
@@ -24,7 +19,7 @@ from alexnet.errors import Param, UserError
 from alexnet.models.registry import MODEL_NAMES
 from alexnet.rundir import RunDir
 from alexnet.train.recipes import RECIPES, recipe_defaults, recipe_model_options
-from alexnet.train.schedules import PATIENCE, REDUCTIONS, SCHEDULES, THRESHOLD
+from alexnet.train.schedules import SCHEDULES
 from alexnet.values import (
     FACTOR,
     NONNEGATIVE,
@@ -47,21 +42,15 @@ DEVICE_PAIR = Pattern(
 RESUME_AUTO = "auto"  # --resume auto: start RUN when it holds no checkpoint, else continue it
 
 
-# Models that train faster in channels-last on a CPU, measured end to end with
-# benchmarks/bench_train.py (batch 64, 2 loader threads, AMD EPYC, 2 cores): torchvision's
-# model 73.0 -> 79.7 img/s (+9%); the paper model 81.3 -> 81.6 (no gain: its fused LRN/pool
-# kernels run NCHW); the others were not measured and keep NCHW.
+# Models measured faster in channels-last on a CPU (training, batch 64, 2 cores): torchvision's
+# 73.0 -> 79.7 img/s; the paper model 81.3 -> 81.6 (its fused LRN/pool kernels run NCHW).
 CHANNELS_LAST_ON_CPU = ("torchvision",)
 
 
 @dataclass(frozen=True)
 class Option:
-    """How a `TrainConfig` field is given and checked.
-
-    kind: the allowed values (None: free text such as a path, or a JSON object);
-    help: one line for `--help`; auto: what None means, when None is allowed;
-    group: the section of `alexnet train --help` it is listed in.
-    """
+    """How a `TrainConfig` field is given and checked: `kind` its allowed values (None: free
+    text or a JSON object), `auto` what None means (when allowed), `group` its --help section."""
 
     kind: Kind | None
     help: str
@@ -136,12 +125,12 @@ class TrainConfig:
     schedule: str = _opt("plateau", Choice(SCHEDULES), "learning-rate schedule", _OPT)
     lr_factor: float = _opt(0.1, FACTOR, "plateau/step: multiply the rate by this", _OPT)
     plateau_patience: int = _opt(
-        3, PATIENCE, "plateau: validations without improvement before a reduction (ours)", _OPT
+        3, POSITIVE_INT, "plateau: validations without improvement before a reduction (ours)", _OPT
     )
     plateau_threshold: float = _opt(
-        0.0, THRESHOLD, "plateau: an improvement must exceed this (error, a fraction)", _OPT
+        0.0, NONNEGATIVE, "plateau: an improvement must exceed this (error, a fraction)", _OPT
     )
-    max_reductions: int = _opt(3, REDUCTIONS, "plateau: at most this many reductions", _OPT)
+    max_reductions: int = _opt(3, NONNEGATIVE_INT, "plateau: at most this many reductions", _OPT)
     lr_step_size: int = _opt(30, POSITIVE_INT, "step: epochs between reductions", _OPT)
     warmup_epochs: float | None = _opt(
         0.0, NONNEGATIVE, "cosine: linear warm-up epochs, shorter than the run", _OPT,
@@ -254,21 +243,14 @@ CONFIG_FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fi
 
 
 def make_config(recipe: str | None = None, **overrides: Any) -> TrainConfig:
-    """The config `alexnet train` builds from the same values: `resolve(recipe, resume,
-    overrides)` with `resume` taken from the overrides (a run directory, or "auto")."""
+    """The config `alexnet train` builds from the same values (`resume` among the overrides)."""
     return resolve(recipe, overrides.pop("resume", None), overrides)
 
 
 def resolve(recipe: str | None, resume: str | None, overrides: dict[str, Any]) -> TrainConfig:
-    """A run's config, decided once (for `alexnet train` and `make_config`):
-
-    1. the base: recipe `recipe` (default paper); with `resume` (RUN, RUN/checkpoint.pt, or
-       "auto" when `output_dir` holds a checkpoint) RUN's saved config, whose recipe a given
-       `recipe` must be;
-    2. every override that is not None on top;
-    3. `data` and `output_dir` absolute (a run resumes from any directory), `resume` RUN itself
-       (absolute) or None; the result checks itself (`check_config`).
-    """
+    """A run's config: the base (recipe `recipe`, default paper; with `resume`, RUN,
+    RUN/checkpoint.pt or "auto" when `output_dir` holds a checkpoint: RUN's saved config), the
+    overrides that are not None on top, `data`, `output_dir` and `resume` absolute."""
     if resume is not None and not isinstance(resume, str | Path):
         raise UserError(Param("resume"), f": {resume!r} is not a run directory (or {RESUME_AUTO})")
     values = {k: v for k, v in overrides.items() if v is not None}
@@ -319,7 +301,7 @@ def resolve(recipe: str | None, resume: str | None, overrides: dict[str, Any]) -
 
 def _from_weights(values: dict[str, Any]) -> dict[str, Any]:
     """What the weights of `--init-from` decide (their model, its options under the given
-    ones, their normalization unless given); a different `--model` is refused."""
+    ones, their normalization); a different `--model` is refused."""
     from alexnet.train.finetune import weights_config  # reads the weights: torch
 
     decided = weights_config(str(values["init_from"]))

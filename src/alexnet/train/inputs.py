@@ -1,11 +1,5 @@
 """From dataset + model + config to the model's options and the training and evaluation
-transforms (paper §2, §4.1).
-
-Geometry: the crop is the model's input size. A dataset a little larger than that (256 -> 224)
-is cropped directly, as in the paper; one of the same size (28 -> 28) gets zero padding of
-crop // 8 first so random crops still translate; anything else (28 -> 224, 256 -> 28) is first
-resized on the device to round(crop * 256 / 224), the paper's 256/224 ratio.
-"""
+transforms (paper §2, §4.1)."""
 
 from __future__ import annotations
 
@@ -38,7 +32,10 @@ def plan_geometry(
     pad: int | None,
     resize: int | None,
 ) -> dict[str, int | None]:
-    """Return {"crop_size", "resize", "pad"} for the given dataset and model sizes."""
+    """{"crop_size", "resize", "pad"}: the crop is the model's input size; images a little larger
+    (256 -> 224) are cropped directly, as in the paper; images of the crop size (28 -> 28) are
+    padded by crop // 8 so random crops still translate; others (28 -> 224, 256 -> 28) are first
+    resized on the device to round(crop * 256 / 224), the paper's ratio."""
     side = min(image_size)
     crop = int(input_size)
     if resize is None:
@@ -52,10 +49,8 @@ def plan_geometry(
 def preprocess_for(
     cfg, geometry: dict, in_channels: int, stats: dict, image_size: int | None = None
 ) -> Preprocess:
-    """The evaluation-time preprocessing stored with the weights.
-
-    `image_size` is the packed images' side, so `predict` brings new photos to the same size.
-    """
+    """The evaluation-time preprocessing stored with the weights; `image_size`: the packed
+    images' side, so `predict` brings new photos to the same size."""
     mean = [float(v) for v in np.asarray(stats.channel_mean).reshape(-1)]
     std = [float(v) for v in np.asarray(stats.channel_std).reshape(-1)]
     return Preprocess(
