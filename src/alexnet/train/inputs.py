@@ -1,14 +1,19 @@
-"""From dataset + model + config to the model's options and the training and evaluation
-transforms (paper §2, §4.1)."""
+"""From dataset + model + config to the model's options, the crop geometry, the loaders and the
+training and evaluation transforms (paper §2, §4.1)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
 from alexnet.data.augment import TrainTransform
+from alexnet.data.loader import DeviceLoader
 from alexnet.data.packed import DatasetStats
+from alexnet.evaluate import make_eval_transform
 from alexnet.train.recipes import recipe_model_options
 from alexnet.weights.meta import Preprocess
 
@@ -46,26 +51,55 @@ def plan_geometry(
     return {"crop_size": crop, "resize": resize, "pad": int(pad)}
 
 
-def preprocess_for(
-    cfg, geometry: dict, in_channels: int, stats: dict, image_size: int | None = None
-) -> Preprocess:
-    """The evaluation-time preprocessing stored with the weights; `image_size`: the packed
-    images' side, so `predict` brings new photos to the same size."""
-    mean = [float(v) for v in np.asarray(stats.channel_mean).reshape(-1)]
-    std = [float(v) for v in np.asarray(stats.channel_std).reshape(-1)]
-    return Preprocess(
-        crop_size=geometry["crop_size"],
-        image_size=image_size,
-        resize=geometry["resize"],
-        out_channels=int(in_channels),
-        normalize=cfg.normalize,
-        mean=mean,
-        std=std,
+@dataclass
+class Inputs:
+    """The data side of a run: datasets, loaders, the training transform, and what was derived
+    from the data (crop geometry, the preprocessing stored with the weights, the mean image)."""
+
+    train_ds: Any
+    val_ds: Any
+    train_loader: DeviceLoader
+    val_loader: DeviceLoader
+    train_transform: TrainTransform
+    geometry: dict[str, Any]
+    preprocess: Preprocess
+    mean_image: torch.Tensor
+
+    def eval_transform(self, crops: int) -> Callable:
+        return make_eval_transform(self.preprocess, self.mean_image, crops)
+
+
+def make_inputs(cfg, train_ds, val_ds, stats: DatasetStats, net, info, device) -> Inputs:
+    """The geometry, preprocessing, transforms and loaders of the data; `stats`: the train
+    split's statistics, with a fine-tuned run's normalization."""
+    in_channels = int(getattr(net, "in_channels", 3))
+    geometry = plan_geometry(
+        train_ds.image_size, net.input_size, augment=cfg.augment, pad=cfg.pad, resize=cfg.resize
     )
-
-
-def make_train_transform(cfg, geometry: dict, in_channels: int, stats: dict) -> TrainTransform:
-    return TrainTransform(
+    preprocess = Preprocess(
+        crop_size=geometry["crop_size"],
+        image_size=min(train_ds.image_size),  # `predict` brings new photos to this size
+        resize=geometry["resize"],
+        out_channels=in_channels,
+        normalize=cfg.normalize,
+        mean=[float(v) for v in np.asarray(stats.channel_mean).reshape(-1)],
+        std=[float(v) for v in np.asarray(stats.channel_std).reshape(-1)],
+    )
+    loaders = [
+        DeviceLoader(
+            ds,
+            cfg.batch_size,
+            shuffle=shuffle,
+            drop_last=shuffle,
+            seed=cfg.seed,
+            rank=info.rank,
+            world_size=info.world_size,
+            device=device,
+            workers=cfg.workers,
+        )
+        for ds, shuffle in ((train_ds, True), (val_ds, False))
+    ]
+    transform = TrainTransform(
         crop_size=geometry["crop_size"],
         mode=cfg.augment,
         resize=geometry["resize"],
@@ -80,6 +114,10 @@ def make_train_transform(cfg, geometry: dict, in_channels: int, stats: dict) -> 
         std=np.asarray(stats.channel_std, dtype=np.float32),
         out_channels=in_channels,
     )
+    if device.type == "cuda":  # batches made in the model's dtype and layout (the CPU: fp32)
+        transform.produce(torch.bfloat16 if cfg.amp else None, channels_last=cfg.channels_last)
+    mean_image = torch.as_tensor(stats.mean_image, dtype=torch.float32)
+    return Inputs(train_ds, val_ds, *loaders, transform, geometry, preprocess, mean_image)
 
 
 class FirstImages:

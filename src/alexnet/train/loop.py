@@ -1,22 +1,15 @@
-"""Training (paper §5), top to bottom: `fit` sets a run up, runs its epochs of SGD steps,
-validates after each, checkpoints so that a resumed run repeats an uninterrupted one to the bit,
-and writes the final weights and evaluation. DDP through torchrun; SIGTERM / SIGINT stop after
-the current step with a checkpoint. The run directory's files: `alexnet.rundir`.
-
-    from alexnet.train import fit, make_config
-    result = fit(make_config("fast", data="data/fmnist", output_dir="runs/a"))
-    result.final["top1_error"], result.history[-1]["train_loss"], result.weights
-
-One step for every device (`train_step`): its loss and correct count are summed on the device
-and read only at log, epoch and checkpoint boundaries. A non-finite loss is flagged on the
-device: fused SGD (CUDA) skips that update there; the CPU's per-parameter SGD (the arithmetic
-of every earlier run) reads the flag at once, which costs a CPU nothing. The ranks agree on stop
-signals and non-finite steps every `POLL_STEPS` steps with fused SGD, after every step otherwise.
+"""Training (paper §5): `fit` sets a run up, runs its epochs of SGD steps, validates after each,
+checkpoints so that a resumed run repeats an uninterrupted one to the bit, and writes the final
+weights and evaluation (the files: `alexnet.rundir`). DDP through torchrun; SIGTERM / SIGINT stop
+after the current step with a checkpoint. The step's sums stay on the device until a log, epoch
+or checkpoint boundary; the ranks agree on stop signals and non-finite steps every `POLL_STEPS`
+steps with fused SGD (CUDA: it skips a non-finite step on the device), after every step otherwise.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -49,17 +42,16 @@ from alexnet.checkpoint import (
 from alexnet.data.loader import DeviceLoader
 from alexnet.data.packed import open_dataset
 from alexnet.errors import Param, UserError
-from alexnet.evaluate import evaluate, make_eval_transform
+from alexnet.evaluate import evaluate
 from alexnet.fileio import atomic_write_text, rounded
 from alexnet.interrupts import StopFlag
 from alexnet.models.registry import get_model
 from alexnet.progress import progress_bar
 from alexnet.rundir import RunDir, RunResult
 from alexnet.train import finetune
-from alexnet.train import inputs as inputs_mod
 from alexnet.train.config import RESUME_AUTO, TrainConfig, config_json, resolve_channels_last
+from alexnet.train.inputs import FirstImages, Inputs, make_inputs, model_options
 from alexnet.train.schedules import make_schedule
-from alexnet.weights.meta import Preprocess
 from alexnet.weights.safetensors_io import save_safetensors
 
 StepCallback = Callable[[int], None]  # called after every step with the global step (tests)
@@ -102,24 +94,6 @@ class Position:
         """(mean loss, top-1 error, images, skipped steps) of a row over all ranks."""
         loss, correct, images, skipped = runtime.all_reduce_sum(self.sums[row].clone()).tolist()
         return loss / max(images, 1), 1.0 - correct / max(images, 1), int(images), int(skipped)
-
-
-@dataclass
-class Inputs:
-    """The data side: datasets, loaders, the training transform, and what was derived from the
-    data (crop geometry, the preprocessing stored with the weights, the mean image)."""
-
-    train_ds: Any
-    val_ds: Any
-    train_loader: DeviceLoader
-    val_loader: DeviceLoader
-    train_transform: Any
-    geometry: dict[str, Any]
-    preprocess: Preprocess
-    mean_image: torch.Tensor
-
-    def eval_transform(self, crops: int) -> Callable:
-        return make_eval_transform(self.preprocess, self.mean_image, crops)
 
 
 # --------------------------------------------------------------------------------- fit
@@ -170,12 +144,13 @@ def _train(cfg, info, device, generation: int, stop: StopFlag, callbacks) -> Run
     run = RunDir(cfg.output_dir)
     _check_run_dir(run, net, info, resuming=saved is not None)
     placed, forward = _place(cfg, net, device, info)
-    fused = device.type == "cuda" and not cfg.model_parallel  # one launch; skips on the device
     sgd = {k: getattr(cfg, k) for k in ("lr", "momentum", "weight_decay", "nesterov")}
-    groups = finetune.param_groups(placed, cfg.head_lr_factor)
-    optimizer = make_optimizer(groups, **sgd, fused=fused)
+    fused = device.type == "cuda" and not cfg.model_parallel  # one launch; skips on the device
+    optimizer = make_optimizer(
+        finetune.param_groups(placed, cfg.head_lr_factor), **sgd, fused=fused
+    )
     schedule = make_schedule(cfg)
-    inputs = _inputs(cfg, train_ds, val_ds, stats, net, info, device)
+    inputs = make_inputs(cfg, train_ds, val_ds, stats, net, info, device)
     if len(inputs.train_loader) == 0:
         raise UserError(
             f"{cfg.data}: {len(train_ds)} training images are fewer than one global batch of "
@@ -187,61 +162,18 @@ def _train(cfg, info, device, generation: int, stop: StopFlag, callbacks) -> Run
         _restore(saved, placed, optimizer, schedule, pos, cfg, info)
     else:
         torch.manual_seed(step_seed(cfg.seed, 0, 0, info.rank, stream=1))  # dropout, per rank
-
     meta = dict(
         model_config=net.config, classes=list(train_ds.classes), mean_image=inputs.mean_image
     )
-
-    def save() -> None:  # every rank at the same step: their RNG states gathered, rank 0 writes
-        rank_rng = runtime.gather_objects(capture_rng_state()) if info.enabled else None
-        if info.is_main:
-            rng = capture_rng_state()
-            ckpt = Checkpoint(
-                **meta,
-                data_fingerprint=train_ds.fingerprint,
-                config=cfg.to_json(),
-                preprocess=inputs.preprocess.to_json(),
-                model=_paper_state(placed, cfg),
-                optimizer=optimizer.state_dict(),
-                schedule=schedule.state_dict(),
-                **{name: getattr(pos, name) for name in POSITION},
-                epoch_sums=pos.plain(EPOCH),
-                step_window=pos.plain(WINDOW),
-                rng=rng,
-                rank_rng=rank_rng or [rng],
-                world_size=info.world_size,
-                global_batch=cfg.batch_size * info.world_size,
-            )
-            save_checkpoint(run.checkpoint, ckpt)
-
-    def write_weights(name: str, extra: dict[str, Any]) -> None:  # RUN/name, with metadata
-        if info.is_main:
-            extra = {"recipe": cfg.recipe, **extra}
-            save_safetensors(
-                run.path / name,
-                _paper_state(placed, cfg),
-                **meta,
-                preprocess=inputs.preprocess,
-                extra=extra,
-            )
-
+    save = functools.partial(_save, run, cfg, info, placed, optimizer, schedule, pos, inputs, meta)
+    write_weights = functools.partial(_write_weights, run, cfg, info, placed, inputs, meta)
     if cfg.recipe == "paper" and cfg.epochs >= 30 and device.type == "cpu":
         say(
             f"note: the paper recipe trains {cfg.epochs} epochs, sized for GPUs (days on a CPU); "
             "on a CPU, --recipe fast trains in minutes"
         )
-    steps_total = cfg.epochs * len(inputs.train_loader)
-    steps_total = min(steps_total, cfg.max_steps) if cfg.max_steps else steps_total
-    callbacks = [*callbacks, _cost_line(steps_total, cfg.batch_size * info.world_size, device, say)]
-    board = None
-    if info.is_main:
-        about = dict(model=net.config, geometry=inputs.geometry, classes=meta["classes"])
-        about.update(preprocess=inputs.preprocess.to_json(), world_size=info.world_size)
-        about.update(data_fingerprint=train_ds.fingerprint)
-        atomic_write_text(run.config, config_json(cfg, **about))
-        board = _tensorboard(run, purge_step=pos.global_step or None)
-        _record_start(run, cfg, info, pos, saved, generation, len(inputs.train_loader))
-        _trim_step_log(run, pos.global_step if saved is not None else 0)
+    callbacks = [*callbacks, _cost_line(cfg, len(inputs.train_loader), info, device, say)]
+    board = _start(run, cfg, info, pos, saved, generation, inputs, meta) if info.is_main else None
     try:
         if saved is not None and pos.epoch >= cfg.epochs and run.is_finished():
             say(f"{run.path}: finished already ({cfg.epochs} epochs); nothing to train")
@@ -255,9 +187,7 @@ def _train(cfg, info, device, generation: int, stop: StopFlag, callbacks) -> Run
                 end_epoch(placed, optimizer, schedule, inputs, pos, cfg, write_weights, board, say)
                 save()
                 if info.is_main:
-                    atomic_write_text(
-                        run.metrics, "".join(f"{json.dumps(r)}\n" for r in pos.history)
-                    )
+                    atomic_write_text(run.metrics, "".join(map(_jsonl, pos.history)))
             if status == "stopped" or stop.signal:  # a signal during the epoch's end: done
                 save()
                 say(
@@ -317,9 +247,9 @@ def _open_data(cfg: TrainConfig, info: runtime.DistInfo):
     if len(train_ds) == 0:
         raise UserError(f"{cfg.data}: the train split holds no images; nothing to train on")
     if 0 < cfg.train_limit < len(train_ds):
-        train_ds = inputs_mod.FirstImages(train_ds, cfg.train_limit)
+        train_ds = FirstImages(train_ds, cfg.train_limit)
     if 0 < cfg.val_limit < len(val_ds):
-        val_ds = inputs_mod.FirstImages(val_ds, cfg.val_limit)
+        val_ds = FirstImages(val_ds, cfg.val_limit)
     seen = runtime.gather_objects((train_ds.fingerprint, socket.gethostname()))
     other = [f"rank {r} on {host} ({fp})" for r, (fp, host) in enumerate(seen) if fp != seen[0][0]]
     if other:
@@ -340,7 +270,7 @@ def build_model(cfg: TrainConfig, train_ds) -> nn.Module:
         if options is not None:
             like = dataclasses.replace(cfg, model_options=dict(options))
             torch.manual_seed(cfg.seed)
-            kw = inputs_mod.model_options(like, train_ds.image_size, train_ds.stats)
+            kw = model_options(like, train_ds.image_size, train_ds.stats)
             nets.append(get_model(cfg.model, num_classes=train_ds.num_classes, **kw))
     net, *reference = nets
     if reference:
@@ -355,22 +285,21 @@ def build_model(cfg: TrainConfig, train_ds) -> nn.Module:
 
 
 def _check_run_dir(run: RunDir, net: nn.Module, info: runtime.DistInfo, *, resuming: bool) -> None:
-    """Rank 0 checks RUN (`check_run_dir`: room for a checkpoint of weights + momentum, twice
-    during its atomic replace, and 2 weight files); every rank raises its error."""
+    """Rank 0 creates RUN and fails early, in one line, if it cannot hold the run's files (a
+    checkpoint of weights + momentum, twice during its atomic replace, and 2 weight files); a
+    run already there is never overwritten. Every rank raises rank 0's error."""
     error = None
     if info.is_main:
         try:
             params = sum(p.numel() * p.element_size() for p in net.parameters())
-            check_run_dir(run, 6 * params + (16 << 20), resuming=resuming)
+            _check_dir(run, 6 * params + (16 << 20), resuming=resuming)
         except UserError as exc:
             error = exc.args
     if error := runtime.broadcast_object(error):
         raise UserError(*error)
 
 
-def check_run_dir(run: RunDir, need_bytes: int, *, resuming: bool) -> None:
-    """Create RUN and fail early, in one line, if it cannot hold the run's files. A run
-    already there is never overwritten: the error says how to continue it."""
+def _check_dir(run: RunDir, need_bytes: int, *, resuming: bool) -> None:
     try:
         run.path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -423,23 +352,16 @@ def make_optimizer(
     nesterov: bool = False,
     fused: bool = False,
 ) -> torch.optim.SGD:
-    """SGD with momentum and L2 weight decay (paper §5), decay on every parameter like the paper;
-    `params`: parameters, or parameter groups (a group's `lr_factor` scales the schedule's rate).
-
-    The paper's update rule (§5) is
+    """SGD with momentum and L2 weight decay on every parameter (paper §5); `params`: parameters
+    or groups (a group's `lr_factor` scales the schedule's rate). The paper's rule
         v <- 0.9 v - 0.0005 * eps * w - eps * dL/dw,    w <- w + v
-    and torch.optim.SGD computes
-        b <- 0.9 b + (dL/dw + 0.0005 w),                w <- w - eps * b.
-    With a constant eps, v = -eps * b at every step, so the two are the same trajectory. They
-    differ only at a learning-rate change: torch applies the new eps to the whole accumulated b
-    at once, while the paper's v still carries the old eps in its momentum, so the paper's first
-    steps after a drop still move by about the old step size (decaying by 0.9 per step). We use
-    torch's form, as every modern reproduction does.
-
-    `fused`: torch's fused kernel (one launch for all parameters; on CUDA), which can skip a
-    step on the device (its `found_inf`, see `train_step`). Its momentum buffers are created as
-    zeros up front, the same first step as torch's (buffer = gradient, as 0.9 * 0 + gradient),
-    so that a skipped first step cannot leave them uninitialized."""
+    and torch's
+        b <- 0.9 b + (dL/dw + 0.0005 w),                w <- w - eps * b
+    are the same trajectory (v = -eps * b) while eps is constant; at a rate change torch applies
+    the new eps to the whole b at once, the paper's v decays from the old step size (0.9 per
+    step). We use torch's form, as every modern reproduction does. `fused`: torch's fused kernel
+    (CUDA), which can skip a step on the device; its momentum buffers start as zeros so that a
+    skipped first step cannot leave them uninitialized (the same first step: 0.9 * 0 + grad)."""
     decay = {"momentum": momentum, "weight_decay": weight_decay, "nesterov": nesterov}
     optimizer = torch.optim.SGD(params, lr=lr, **decay, fused=fused or None)
     if fused and momentum > 0:
@@ -474,37 +396,6 @@ def _paper_state(placed: nn.Module, cfg: TrainConfig) -> dict[str, torch.Tensor]
     return placed.paper_state_dict() if cfg.model_parallel else placed.state_dict()
 
 
-def _inputs(cfg: TrainConfig, train_ds, val_ds, stats, net, info, device) -> Inputs:
-    """The crop geometry, preprocessing, transforms and loaders of the data (paper §2, §4.1);
-    `stats`: the train split's statistics, with a fine-tuned run's normalization."""
-    in_channels = int(getattr(net, "in_channels", 3))
-    geometry = inputs_mod.plan_geometry(
-        train_ds.image_size, net.input_size, augment=cfg.augment, pad=cfg.pad, resize=cfg.resize
-    )
-    preprocess = inputs_mod.preprocess_for(
-        cfg, geometry, in_channels, stats, min(train_ds.image_size)
-    )
-    loaders = [
-        DeviceLoader(
-            ds,
-            cfg.batch_size,
-            shuffle=shuffle,
-            drop_last=shuffle,
-            seed=cfg.seed,
-            rank=info.rank,
-            world_size=info.world_size,
-            device=device,
-            workers=cfg.workers,
-        )
-        for ds, shuffle in ((train_ds, True), (val_ds, False))
-    ]
-    transform = inputs_mod.make_train_transform(cfg, geometry, in_channels, stats)
-    if device.type == "cuda":  # batches made in the model's dtype and layout (the CPU: fp32)
-        transform.produce(torch.bfloat16 if cfg.amp else None, channels_last=cfg.channels_last)
-    mean_image = torch.as_tensor(stats.mean_image, dtype=torch.float32)
-    return Inputs(train_ds, val_ds, *loaders, transform, geometry, preprocess, mean_image)
-
-
 def _restore(saved: Checkpoint, placed, optimizer, schedule, pos: Position, cfg: TrainConfig, info):
     """A checkpoint's state into the model, SGD, schedule, position and every RNG."""
     if cfg.model_parallel:
@@ -526,10 +417,49 @@ def _restore(saved: Checkpoint, placed, optimizer, schedule, pos: Position, cfg:
         torch.manual_seed(step_seed(cfg.seed, 0, pos.global_step, info.rank, 1))
 
 
-def _record_start(run, cfg, info, pos: Position, saved, generation: int, steps: int) -> None:
-    """One line in RUN/starts.jsonl: the workers' generation (1, 2, ... under torchrun's agent
-    store), rank 0's agent's restart count (torchrun counts per node), the world size, the step
-    resumed at; and on a resume, one line on stderr."""
+def _save(run, cfg, info, placed, optimizer, schedule, pos: Position, inputs, meta) -> None:
+    """RUN/checkpoint.pt, by every rank at the same step: their RNG states gathered, rank 0
+    writes."""
+    rank_rng = runtime.gather_objects(capture_rng_state()) if info.enabled else None
+    if info.is_main:
+        rng = capture_rng_state()
+        ckpt = Checkpoint(
+            **meta,
+            data_fingerprint=inputs.train_ds.fingerprint,
+            config=cfg.to_json(),
+            preprocess=inputs.preprocess.to_json(),
+            model=_paper_state(placed, cfg),
+            optimizer=optimizer.state_dict(),
+            schedule=schedule.state_dict(),
+            **{name: getattr(pos, name) for name in POSITION},
+            epoch_sums=pos.plain(EPOCH),
+            step_window=pos.plain(WINDOW),
+            rng=rng,
+            rank_rng=rank_rng or [rng],
+            world_size=info.world_size,
+            global_batch=cfg.batch_size * info.world_size,
+        )
+        save_checkpoint(run.checkpoint, ckpt)
+
+
+def _write_weights(run, cfg, info, placed, inputs, meta, name: str, extra: dict) -> None:
+    """RUN/name, the weights with their metadata (rank 0)."""
+    if info.is_main:
+        extra = {"recipe": cfg.recipe, **extra}
+        state = _paper_state(placed, cfg)
+        save_safetensors(run.path / name, state, **meta, preprocess=inputs.preprocess, extra=extra)
+
+
+def _start(run, cfg, info, pos: Position, saved, generation: int, inputs, meta):
+    """Rank 0's start: RUN/config.json, RUN/steps.jsonl cut back to the restored step, one line
+    in RUN/starts.jsonl (the workers' generation under torchrun's agent store, rank 0's agent's
+    restart count, the world size, the step resumed at) and on a resume one on stderr; returns
+    the TensorBoard writer."""
+    about = dict(model=meta["model_config"], geometry=inputs.geometry, classes=meta["classes"])
+    about.update(preprocess=inputs.preprocess.to_json(), world_size=info.world_size)
+    about.update(data_fingerprint=inputs.train_ds.fingerprint)
+    atomic_write_text(run.config, config_json(cfg, **about))
+    board = _tensorboard(run, purge_step=pos.global_step or None)
     restart = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
     record = {
         "time": round(time.time(), 3),
@@ -548,18 +478,17 @@ def _record_start(run, cfg, info, pos: Position, saved, generation: int, steps: 
     _append_jsonl(run.starts, record)
     if saved is not None:
         _say(
-            f"resuming {run.path} at epoch {pos.epoch + 1} step {pos.batch}/{steps} (global "
-            f"step {pos.global_step}), {info.world_size} process(es)"
+            f"resuming {run.path} at epoch {pos.epoch + 1} step {pos.batch}/"
+            f"{len(inputs.train_loader)} (global step {pos.global_step}), {info.world_size} "
+            "process(es)"
             + (f" (was {saved.world_size} processes)" if moved else "")
             + (f", torchrun restart {restart}" if restart else "")
         )
-
-
-def _trim_step_log(run: RunDir, last_step: int) -> None:
-    """RUN/steps.jsonl holds exactly the records up to the restored step (none when fresh)."""
     if run.steps.exists():
-        keep = [r for r in run.read_steps() if r["step"] <= last_step]
-        atomic_write_text(run.steps, "".join(f"{json.dumps(r)}\n" for r in keep))
+        last = pos.global_step if saved is not None else 0
+        keep = [r for r in run.read_steps() if r["step"] <= last]
+        atomic_write_text(run.steps, "".join(map(_jsonl, keep)))
+    return board
 
 
 # ------------------------------------------------------------------------------- epoch
@@ -606,30 +535,20 @@ def train_one_epoch(
         now, every, step = time.perf_counter(), cfg.checkpoint_every, pos.global_step
         logged = bool(cfg.log_every and step % cfg.log_every == 0)
         limit = bool(cfg.max_steps and step >= cfg.max_steps)
+        checkpoint = bool(every and step % every == 0)
         signalled = False
-        if (
-            pos.batch == steps
-            or limit
-            or logged
-            or step % poll == 0
-            or (every and step % every == 0)
-        ):
+        if pos.batch == steps or limit or logged or checkpoint or step % poll == 0:
             signalled, shown = _agree(stop, pos, loss, cfg.on_nan, run, every_step=poll == 1)
         if logged:
-            _log_steps(
-                pos,
-                steps,
-                cfg.batch_size * info.world_size,
-                pos.elapsed + now - t0,
-                run if info.is_main else None,
-            )
+            seconds = pos.elapsed + now - t0
+            _log_steps(pos, steps, cfg.batch_size * info.world_size, seconds, run, info.is_main)
         for callback in callbacks:
             callback(step)
         bar.update(pos.batch, shown, timed_images / max(now - t0, 1e-9), now)
         if signalled or limit:
             status = "stopped" if signalled else "max_steps"
             break
-        if every and step % every == 0 and pos.batch < steps:
+        if checkpoint and pos.batch < steps:
             elapsed = time.perf_counter() - t0
             pos.train_time, pos.elapsed = pos.train_time + elapsed, pos.elapsed + elapsed
             t0, timed_images = time.perf_counter(), 0
@@ -700,9 +619,8 @@ def _agree(
     return signalled > 0, value
 
 
-def _log_steps(pos: Position, steps: int, global_batch: int, seconds: float, run) -> None:
-    """Append the last `log_every` steps' training loss and error to RUN/steps.jsonl (rank 0:
-    `run`, others None)."""
+def _log_steps(pos: Position, steps: int, global_batch: int, seconds: float, run, main) -> None:
+    """Append the last `log_every` steps' training loss and error to RUN/steps.jsonl (rank 0)."""
     loss, error, images, _ = pos.reduced(WINDOW)
     record = {
         "step": pos.global_step,
@@ -716,7 +634,7 @@ def _log_steps(pos: Position, steps: int, global_batch: int, seconds: float, run
         "data_time": round(pos.data_time[WINDOW], 6),
     }
     pos.sums[WINDOW], pos.data_time[WINDOW] = 0.0, 0.0
-    if run is not None:
+    if main:
         _append_jsonl(run.steps, record)
 
 
@@ -793,15 +711,11 @@ def final_evaluation(placed, inputs: Inputs, history: list, cfg: TrainConfig, in
             **{k: record.get(f"val_{k}") for k in ("top1_error", "top5_error", "loss")},
         }
     if cfg.train_eval:
-        subset = inputs_mod.FirstImages(inputs.train_ds, min(cfg.train_eval, len(inputs.train_ds)))
+        subset = FirstImages(inputs.train_ds, min(cfg.train_eval, len(inputs.train_ds)))
         where = dict(rank=info.rank, world_size=info.world_size, workers=cfg.workers)
+        device = inputs.train_loader.device
         loader = DeviceLoader(
-            subset,
-            cfg.batch_size,
-            shuffle=False,
-            drop_last=False,
-            **where,
-            device=inputs.train_loader.device,
+            subset, cfg.batch_size, shuffle=False, drop_last=False, **where, device=device
         )
         train = validate(placed, loader, test, cfg.test_crops, cfg, num_classes)
         final["train"] = {
@@ -814,9 +728,12 @@ def final_evaluation(placed, inputs: Inputs, history: list, cfg: TrainConfig, in
 COST_STEPS = 5  # steps timed (after this process's first) for the estimate of the run's time
 
 
-def _cost_line(total: int, global_batch: int, device: torch.device, say) -> StepCallback:
+def _cost_line(cfg, steps: int, info, device: torch.device, say) -> StepCallback:
     """A step callback that says once, after this process's first steps, how many steps the run
     has left and how long they take at the rate measured here (validation excluded)."""
+    total = cfg.epochs * steps
+    total = min(total, cfg.max_steps) if cfg.max_steps else total
+    global_batch = cfg.batch_size * info.world_size
     seen: list[tuple[int, float]] = []
 
     def callback(step: int) -> None:
@@ -855,9 +772,13 @@ def _quiet(message: str) -> None:
     pass
 
 
+def _jsonl(record: dict[str, Any]) -> str:
+    return f"{json.dumps(record)}\n"
+
+
 def _append_jsonl(path, record: dict[str, Any]) -> None:
     with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
+        f.write(_jsonl(record))
 
 
 def _tensorboard(run: RunDir, purge_step: int | None):
@@ -865,10 +786,7 @@ def _tensorboard(run: RunDir, purge_step: int | None):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError as exc:
-        print(
-            f"warning: TensorBoard events disabled: {exc} (pip install tensorboard)",
-            file=sys.stderr,
-        )
+        _say(f"warning: TensorBoard events disabled: {exc} (pip install tensorboard)")
         return None
     return SummaryWriter(log_dir=str(run.path), purge_step=purge_step)
 
