@@ -13,6 +13,7 @@ import torch
 from alexnet.data.augment import TrainTransform
 from alexnet.data.loader import DeviceLoader
 from alexnet.data.packed import DatasetStats
+from alexnet.errors import Param, UserError
 from alexnet.evaluate import make_eval_transform
 from alexnet.train.recipes import recipe_model_options
 from alexnet.weights.meta import Preprocess
@@ -64,14 +65,15 @@ class Inputs:
     geometry: dict[str, Any]
     preprocess: Preprocess
     mean_image: torch.Tensor
+    meta: dict[str, Any]  # what the weights and checkpoints hold: model config, classes, mean
 
     def eval_transform(self, crops: int) -> Callable:
         return make_eval_transform(self.preprocess, self.mean_image, crops)
 
 
 def make_inputs(cfg, train_ds, val_ds, stats: DatasetStats, net, info, device) -> Inputs:
-    """The geometry, preprocessing, transforms and loaders of the data; `stats`: the train
-    split's statistics, with a fine-tuned run's normalization."""
+    """The geometry, preprocessing, transforms and loaders of the data for `net`; `stats`: the
+    train split's statistics, with a fine-tuned run's normalization."""
     in_channels = int(getattr(net, "in_channels", 3))
     geometry = plan_geometry(
         train_ds.image_size, net.input_size, augment=cfg.augment, pad=cfg.pad, resize=cfg.resize
@@ -99,6 +101,12 @@ def make_inputs(cfg, train_ds, val_ds, stats: DatasetStats, net, info, device) -
         )
         for ds, shuffle in ((train_ds, True), (val_ds, False))
     ]
+    if len(loaders[0]) == 0:
+        raise UserError(
+            f"{cfg.data}: {len(train_ds)} training images are fewer than one global batch of "
+            f"{cfg.batch_size * info.world_size}; lower ",
+            Param("batch_size"),
+        )
     transform = TrainTransform(
         crop_size=geometry["crop_size"],
         mode=cfg.augment,
@@ -117,7 +125,8 @@ def make_inputs(cfg, train_ds, val_ds, stats: DatasetStats, net, info, device) -
     if device.type == "cuda":  # batches made in the model's dtype and layout (the CPU: fp32)
         transform.produce(torch.bfloat16 if cfg.amp else None, channels_last=cfg.channels_last)
     mean_image = torch.as_tensor(stats.mean_image, dtype=torch.float32)
-    return Inputs(train_ds, val_ds, *loaders, transform, geometry, preprocess, mean_image)
+    meta = dict(model_config=net.config, classes=list(train_ds.classes), mean_image=mean_image)
+    return Inputs(train_ds, val_ds, *loaders, transform, geometry, preprocess, mean_image, meta)
 
 
 class FirstImages:

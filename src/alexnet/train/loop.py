@@ -151,29 +151,15 @@ def _train(cfg, info, device, generation: int, stop: StopFlag, callbacks) -> Run
     )
     schedule = make_schedule(cfg)
     inputs = make_inputs(cfg, train_ds, val_ds, stats, net, info, device)
-    if len(inputs.train_loader) == 0:
-        raise UserError(
-            f"{cfg.data}: {len(train_ds)} training images are fewer than one global batch of "
-            f"{cfg.batch_size * info.world_size}; lower ",
-            Param("batch_size"),
-        )
     pos = Position(torch.zeros(2, len(SUMS), dtype=torch.float64, device=device))
     if saved is not None:
         _restore(saved, placed, optimizer, schedule, pos, cfg, info)
     else:
         torch.manual_seed(step_seed(cfg.seed, 0, 0, info.rank, stream=1))  # dropout, per rank
-    meta = dict(
-        model_config=net.config, classes=list(train_ds.classes), mean_image=inputs.mean_image
-    )
-    save = functools.partial(_save, run, cfg, info, placed, optimizer, schedule, pos, inputs, meta)
-    write_weights = functools.partial(_write_weights, run, cfg, info, placed, inputs, meta)
-    if cfg.recipe == "paper" and cfg.epochs >= 30 and device.type == "cpu":
-        say(
-            f"note: the paper recipe trains {cfg.epochs} epochs, sized for GPUs (days on a CPU); "
-            "on a CPU, --recipe fast trains in minutes"
-        )
-    callbacks = [*callbacks, _cost_line(cfg, len(inputs.train_loader), info, device, say)]
-    board = _start(run, cfg, info, pos, saved, generation, inputs, meta) if info.is_main else None
+    save = functools.partial(_save, run, cfg, info, placed, optimizer, schedule, pos, inputs)
+    write_weights = functools.partial(_write_weights, run, cfg, info, placed, inputs)
+    callbacks = [*callbacks, _plan(cfg, len(inputs.train_loader), info, device, say)]
+    board = _start(run, cfg, info, pos, saved, generation, inputs) if info.is_main else None
     try:
         if saved is not None and pos.epoch >= cfg.epochs and run.is_finished():
             say(f"{run.path}: finished already ({cfg.epochs} epochs); nothing to train")
@@ -199,15 +185,7 @@ def _train(cfg, info, device, generation: int, stop: StopFlag, callbacks) -> Run
                     "stopped", run.path, list(pos.history), stop_signal=stop.signum or 15
                 )
         write_weights(RunDir.WEIGHTS, {"epoch": pos.epoch, "global_step": pos.global_step})
-        final = rounded(final_evaluation(placed, inputs, pos.history, cfg, info))  # as measured
-        if info.is_main:
-            atomic_write_text(run.eval_json, json.dumps(final, indent=2) + "\n")
-        top5 = final.get("top5_error")
-        say(
-            f"done ({status}): {run.weights}; val error top-1 {100 * final['top1_error']:.2f} %"
-            + (f", top-5 {100 * top5:.2f} %" if top5 is not None else "")
-            + f" ({final['crops']} crop(s))"
-        )
+        final = final_evaluation(placed, inputs, pos.history, cfg, info, run, status, say)
         return RunResult(
             status, run.path, list(pos.history), final, run.weights, pos.elapsed, stop.signum
         )
@@ -219,14 +197,11 @@ def _train(cfg, info, device, generation: int, stop: StopFlag, callbacks) -> Run
 # ------------------------------------------------------------------------------ set-up
 def _device(cfg: TrainConfig, info: runtime.DistInfo) -> torch.device:
     """This process's device: --model-parallel's first, else --device (torchrun: LOCAL_RANK)."""
-    if cfg.model_parallel:
-        devices = [d.strip() for d in cfg.model_parallel.split(",")]
-        if len(devices) != 2 or info.enabled:
-            raise UserError(
-                Param("model_parallel"), " takes two devices, DEV0,DEV1, in a single process"
-            )
-        return runtime.resolve_device(devices[0], info)
-    return runtime.resolve_device(cfg.device, info)
+    if cfg.model_parallel and info.enabled:
+        raise UserError(
+            Param("model_parallel"), " takes two devices, DEV0,DEV1, in a single process"
+        )
+    return runtime.resolve_device((cfg.model_parallel or cfg.device).split(",")[0], info)
 
 
 def _set_backends(cfg: TrainConfig, device: torch.device) -> None:
@@ -378,8 +353,7 @@ def _place(cfg: TrainConfig, net: nn.Module, device: torch.device, info: runtime
     if cfg.model_parallel:
         from alexnet.models.parallel import TwoDeviceAlexNet  # only --model-parallel
 
-        devices = tuple(d.strip() for d in cfg.model_parallel.split(","))
-        placed = TwoDeviceAlexNet.from_paper(net, devices=devices)
+        placed = TwoDeviceAlexNet.from_paper(net, devices=tuple(cfg.model_parallel.split(",")))
     else:
         fmt = torch.channels_last if cfg.channels_last else torch.preserve_format
         placed = net.to(device=device, memory_format=fmt)
@@ -417,14 +391,14 @@ def _restore(saved: Checkpoint, placed, optimizer, schedule, pos: Position, cfg:
         torch.manual_seed(step_seed(cfg.seed, 0, pos.global_step, info.rank, 1))
 
 
-def _save(run, cfg, info, placed, optimizer, schedule, pos: Position, inputs, meta) -> None:
+def _save(run, cfg, info, placed, optimizer, schedule, pos: Position, inputs: Inputs) -> None:
     """RUN/checkpoint.pt, by every rank at the same step: their RNG states gathered, rank 0
     writes."""
     rank_rng = runtime.gather_objects(capture_rng_state()) if info.enabled else None
     if info.is_main:
         rng = capture_rng_state()
         ckpt = Checkpoint(
-            **meta,
+            **inputs.meta,
             data_fingerprint=inputs.train_ds.fingerprint,
             config=cfg.to_json(),
             preprocess=inputs.preprocess.to_json(),
@@ -442,19 +416,22 @@ def _save(run, cfg, info, placed, optimizer, schedule, pos: Position, inputs, me
         save_checkpoint(run.checkpoint, ckpt)
 
 
-def _write_weights(run, cfg, info, placed, inputs, meta, name: str, extra: dict) -> None:
+def _write_weights(run, cfg, info, placed, inputs: Inputs, name: str, extra: dict) -> None:
     """RUN/name, the weights with their metadata (rank 0)."""
     if info.is_main:
         extra = {"recipe": cfg.recipe, **extra}
         state = _paper_state(placed, cfg)
-        save_safetensors(run.path / name, state, **meta, preprocess=inputs.preprocess, extra=extra)
+        save_safetensors(
+            run.path / name, state, **inputs.meta, preprocess=inputs.preprocess, extra=extra
+        )
 
 
-def _start(run, cfg, info, pos: Position, saved, generation: int, inputs, meta):
+def _start(run, cfg, info, pos: Position, saved, generation: int, inputs: Inputs):
     """Rank 0's start: RUN/config.json, RUN/steps.jsonl cut back to the restored step, one line
     in RUN/starts.jsonl (the workers' generation under torchrun's agent store, rank 0's agent's
     restart count, the world size, the step resumed at) and on a resume one on stderr; returns
     the TensorBoard writer."""
+    meta = inputs.meta
     about = dict(model=meta["model_config"], geometry=inputs.geometry, classes=meta["classes"])
     about.update(preprocess=inputs.preprocess.to_json(), world_size=info.world_size)
     about.update(data_fingerprint=inputs.train_ds.fingerprint)
@@ -697,9 +674,12 @@ def end_epoch(placed, optimizer, schedule, inputs, pos: Position, cfg, write_wei
         pos.sums[EPOCH], pos.data_time[EPOCH] = 0.0, 0.0
 
 
-def final_evaluation(placed, inputs: Inputs, history: list, cfg: TrainConfig, info) -> dict:
+def final_evaluation(
+    placed, inputs: Inputs, history: list, cfg: TrainConfig, info, run, status: str, say
+) -> dict:
     """RUN/eval.json: the validation error with the test crops (paper §4.1: 10), and with
-    --train-eval the error on the first training images (the train side of a train-test gap)."""
+    --train-eval the error on the first training images (the train side of a train-test gap);
+    rounded as measured, written by rank 0 and said in one line with the run's `status`."""
     num_classes, test = inputs.train_ds.num_classes, inputs.eval_transform(cfg.test_crops)
     record = history[-1] if history else {}
     if cfg.test_crops != cfg.eval_crops or not record:
@@ -721,6 +701,15 @@ def final_evaluation(placed, inputs: Inputs, history: list, cfg: TrainConfig, in
         final["train"] = {
             k: train.get(k) for k in ("images", "crops", "top1_error", "top5_error", "loss")
         }
+    final = rounded(final)
+    if info.is_main:
+        atomic_write_text(run.eval_json, json.dumps(final, indent=2) + "\n")
+    top5 = final.get("top5_error")
+    say(
+        f"done ({status}): {run.weights}; val error top-1 {100 * final['top1_error']:.2f} %"
+        + (f", top-5 {100 * top5:.2f} %" if top5 is not None else "")
+        + f" ({final['crops']} crop(s))"
+    )
     return final
 
 
@@ -728,9 +717,15 @@ def final_evaluation(placed, inputs: Inputs, history: list, cfg: TrainConfig, in
 COST_STEPS = 5  # steps timed (after this process's first) for the estimate of the run's time
 
 
-def _cost_line(cfg, steps: int, info, device: torch.device, say) -> StepCallback:
+def _plan(cfg, steps: int, info, device: torch.device, say) -> StepCallback:
     """A step callback that says once, after this process's first steps, how many steps the run
-    has left and how long they take at the rate measured here (validation excluded)."""
+    has left and how long they take at the rate measured here (validation excluded); a note
+    now for the paper recipe on a CPU."""
+    if cfg.recipe == "paper" and cfg.epochs >= 30 and device.type == "cpu":
+        say(
+            f"note: the paper recipe trains {cfg.epochs} epochs, sized for GPUs (days on a CPU); "
+            "on a CPU, --recipe fast trains in minutes"
+        )
     total = cfg.epochs * steps
     total = min(total, cfg.max_steps) if cfg.max_steps else total
     global_batch = cfg.batch_size * info.world_size
