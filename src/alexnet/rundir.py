@@ -94,9 +94,6 @@ class RunDir:
     def read_metrics(self) -> list[dict[str, Any]]:
         return _read_jsonl(self.metrics)
 
-    def read_starts(self) -> list[dict[str, Any]]:
-        return _read_jsonl(self.starts)
-
     def read_steps(self) -> list[dict[str, Any]]:
         return _read_jsonl(self.steps)
 

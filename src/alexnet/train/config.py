@@ -270,9 +270,8 @@ def resolve(recipe: str | None, resume: str | None, overrides: dict[str, Any]) -
         base = recipe_defaults(recipe or "paper")
         if values.get("init_from"):
             base.update(_from_weights(values))
-        return config_from_values({**base, **values, "resume": None})
-    run = _run_to_resume(str(resume))
-    saved = _saved_config(run)
+        return _checked({**base, **values, "resume": None})
+    run, saved = _run_to_resume(str(resume))
     if recipe is not None and recipe != saved.get("recipe"):
         raise UserError(
             f"{run.config}: the run used recipe {saved.get('recipe')!r}; recipe {recipe!r} "
@@ -296,7 +295,7 @@ def resolve(recipe: str | None, resume: str | None, overrides: dict[str, Any]) -
             " DIR",
         )
     known = {k: v for k, v in saved.items() if k in CONFIG_FIELDS}
-    return config_from_values({**known, **values, "resume": str(run.path)})
+    return _checked({**known, **values, "resume": str(run.path)})
 
 
 def _from_weights(values: dict[str, Any]) -> dict[str, Any]:
@@ -318,8 +317,9 @@ def _from_weights(values: dict[str, Any]) -> dict[str, Any]:
     return decided
 
 
-def _run_to_resume(resume: str) -> RunDir:
-    """The run directory (absolute) that `--resume` names: a run directory or its checkpoint."""
+def _run_to_resume(resume: str) -> tuple[RunDir, dict[str, Any]]:
+    """The run (absolute) that `--resume` names (a run directory or its checkpoint) and the
+    config it saved."""
     path = Path(resume).expanduser().resolve()
     if not path.exists():
         raise UserError(Param("resume"), f" {resume}: no such run directory")
@@ -338,19 +338,13 @@ def _run_to_resume(resume: str) -> RunDir:
             Param("output_dir"),
             " RUN",
         )
-    return run
-
-
-def _saved_config(run: RunDir) -> dict[str, Any]:
-    """The "config" object of RUN/config.json (UserError naming the file when unreadable)."""
     try:
-        return dict(json.loads(run.config.read_text())["config"])
+        return run, dict(json.loads(run.config.read_text())["config"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UserError(f"{run.config}: cannot read the run's configuration ({exc})") from None
 
 
-def config_from_values(values: dict[str, Any]) -> TrainConfig:
-    """A checked TrainConfig of these field values (UserError naming an unknown field)."""
+def _checked(values: dict[str, Any]) -> TrainConfig:
     unknown = set(values) - set(CONFIG_FIELDS)
     if unknown:
         raise UserError(f"unknown config fields: {', '.join(sorted(unknown))}")
@@ -403,20 +397,17 @@ def check_config(cfg: TrainConfig) -> None:
         )
 
 
-def _package_version(name: str) -> str:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
-
-
 def environment() -> dict[str, str]:
     """Versions recorded next to the resolved config (RUN/config.json)."""
     import numpy  # heavy: only when a run is written, never for the command line's parser
     import torch
 
+    try:
+        version = importlib.metadata.version("alexnet")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
     return {
-        "alexnet": _package_version("alexnet"),
+        "alexnet": version,
         "torch": torch.__version__,
         "numpy": numpy.__version__,
         "python": platform.python_version(),

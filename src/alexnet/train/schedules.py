@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 
 SCHEDULES = ("plateau", "step", "cosine")
+_PLATEAU_STATE = ("current", "best", "bad_epochs", "reductions")  # what a checkpoint holds
 
 
 class PlateauSchedule:
@@ -48,18 +49,11 @@ class PlateauSchedule:
         return False
 
     def state_dict(self) -> dict:
-        return {
-            "current": self.current,
-            "best": self.best,
-            "bad_epochs": self.bad_epochs,
-            "reductions": self.reductions,
-        }
+        return {name: getattr(self, name) for name in _PLATEAU_STATE}
 
     def load_state_dict(self, state: dict) -> None:
-        self.current = float(state["current"])
-        self.best = float(state["best"])
-        self.bad_epochs = int(state["bad_epochs"])
-        self.reductions = int(state["reductions"])
+        for name in _PLATEAU_STATE:
+            setattr(self, name, state[name])
 
 
 class _FixedInTime:
