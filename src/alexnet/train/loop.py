@@ -470,17 +470,7 @@ def _start(run, cfg, info, pos: Position, saved, generation: int, inputs: Inputs
 
 # ------------------------------------------------------------------------------- epoch
 def train_one_epoch(
-    forward,
-    optimizer,
-    schedule,
-    inputs: Inputs,
-    pos: Position,
-    cfg,
-    info,
-    run,
-    stop,
-    save,
-    callbacks,
+    forward, optimizer, schedule, inputs, pos, cfg, info, run, stop, save, callbacks
 ) -> str:
     """Run the current epoch's remaining steps of `forward` (the model as the step calls it)
     and SGD; `save()` writes a checkpoint (--checkpoint-every). Returns "finished" at the
