@@ -63,9 +63,8 @@ POSITION = ("epoch", "batch", "global_step", "best_error", "elapsed", "history")
 
 @dataclass
 class Position:
-    """Where the run is: (epoch, batch) is the next global batch to run (both from 0); the
-    running sums (2, 4) float64 on the device, read only at boundaries: rows EPOCH and WINDOW,
-    columns SUMS; the seconds spent training and waiting for batches; the epoch records."""
+    """Where the run is: (epoch, batch) the next global batch to run (from 0); `sums` (2, 4)
+    float64 on the device, rows EPOCH and WINDOW, columns SUMS; seconds; the epoch records."""
 
     sums: torch.Tensor
     epoch: int = 0
@@ -98,10 +97,9 @@ class Position:
 
 # --------------------------------------------------------------------------------- fit
 def fit(cfg: TrainConfig, *, callbacks: Sequence[StepCallback] = ()) -> RunResult:
-    """Train (or resume, when `cfg.resume` names a run) the run `cfg` describes (from
-    `make_config` or `alexnet.train.config.resolve`); `callbacks` are called after every step
-    with the global step. The process settings a run needs (denormals flushed to zero, glibc
-    keeping large blocks) hold while it trains."""
+    """Train (or resume) the run `cfg` describes (from `make_config`); `callbacks` are called
+    after every step with the global step. The process settings a run needs (denormals flushed
+    to zero, glibc keeping large blocks) hold while it trains."""
     if cfg.resume == RESUME_AUTO:
         raise UserError(f"resume {RESUME_AUTO!r} is decided by make_config (or resolve)")
     if cfg.recipe == "finetune" and not cfg.init_from:
@@ -205,8 +203,7 @@ def _device(cfg: TrainConfig, info: runtime.DistInfo) -> torch.device:
 
 
 def _set_backends(cfg: TrainConfig, device: torch.device) -> None:
-    """Deterministic algorithms, or cuDNN's autotuner on CUDA; TF32 matmuls on CUDA as cuDNN's
-    convolutions already use by default (`--no-tf32` turns both off)."""
+    """Deterministic algorithms or cuDNN's autotuner; TF32 matmuls and convolutions on CUDA."""
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     elif device.type == "cuda":
@@ -260,9 +257,8 @@ def build_model(cfg: TrainConfig, train_ds) -> nn.Module:
 
 
 def _check_run_dir(run: RunDir, net: nn.Module, info: runtime.DistInfo, *, resuming: bool) -> None:
-    """Rank 0 creates RUN and fails early, in one line, if it cannot hold the run's files (a
-    checkpoint of weights + momentum, twice during its atomic replace, and 2 weight files); a
-    run already there is never overwritten. Every rank raises rank 0's error."""
+    """Rank 0 creates RUN and fails early if it cannot hold the run's files (a checkpoint of
+    weights + momentum twice, 2 weight files) or holds another run; every rank raises it."""
     error = None
     if info.is_main:
         try:
@@ -347,9 +343,8 @@ def make_optimizer(
 
 
 def _place(cfg: TrainConfig, net: nn.Module, device: torch.device, info: runtime.DistInfo):
-    """(the model on its device(s), what the step calls). Validation calls the placed model,
-    never DDP (ranks may hold unequal numbers of validation batches, and DDP's forward is a
-    collective); the step calls it DDP-wrapped under torchrun, compiled with --compile."""
+    """(the model on its device(s), what the step calls: DDP under torchrun, compiled with
+    --compile). Validation calls the placed model: DDP's forward is a collective."""
     if cfg.model_parallel:
         from alexnet.models.parallel import TwoDeviceAlexNet  # only --model-parallel
 
@@ -392,8 +387,7 @@ def _restore(saved: Checkpoint, placed, optimizer, schedule, pos: Position, cfg:
 
 
 def _save(run, cfg, info, placed, optimizer, schedule, pos: Position, inputs: Inputs) -> None:
-    """RUN/checkpoint.pt, by every rank at the same step: their RNG states gathered, rank 0
-    writes."""
+    """RUN/checkpoint.pt: every rank's RNG states gathered, rank 0 writes."""
     rank_rng = runtime.gather_objects(capture_rng_state()) if info.enabled else None
     if info.is_main:
         rng = capture_rng_state()
@@ -427,10 +421,8 @@ def _write_weights(run, cfg, info, placed, inputs: Inputs, name: str, extra: dic
 
 
 def _start(run, cfg, info, pos: Position, saved, generation: int, inputs: Inputs):
-    """Rank 0's start: RUN/config.json, RUN/steps.jsonl cut back to the restored step, one line
-    in RUN/starts.jsonl (the workers' generation under torchrun's agent store, rank 0's agent's
-    restart count, the world size, the step resumed at) and on a resume one on stderr; returns
-    the TensorBoard writer."""
+    """Rank 0's start: RUN/config.json, a line in RUN/starts.jsonl (and on stderr when resuming),
+    RUN/steps.jsonl cut back to the restored step; returns the TensorBoard writer."""
     meta = inputs.meta
     about = dict(model=meta["model_config"], geometry=inputs.geometry, classes=meta["classes"])
     about.update(preprocess=inputs.preprocess.to_json(), world_size=info.world_size)
@@ -472,9 +464,8 @@ def _start(run, cfg, info, pos: Position, saved, generation: int, inputs: Inputs
 def train_one_epoch(
     forward, optimizer, schedule, inputs, pos, cfg, info, run, stop, save, callbacks
 ) -> str:
-    """Run the current epoch's remaining steps of `forward` (the model as the step calls it)
-    and SGD; `save()` writes a checkpoint (--checkpoint-every). Returns "finished" at the
-    epoch's end, "stopped" after a signal, "max_steps" when --max-steps is reached."""
+    """Run the epoch's remaining steps; `save()` checkpoints (--checkpoint-every). Returns
+    "finished" at the epoch's end, "stopped" after a signal, "max_steps" at --max-steps."""
     loader, steps, epoch = inputs.train_loader, len(inputs.train_loader), pos.epoch
     poll = POLL_STEPS if optimizer.defaults.get("fused") else 1
     loader.set_epoch(epoch)
@@ -559,8 +550,8 @@ def train_step(
 def _agree(
     stop: StopFlag, pos: Position, loss: torch.Tensor, on_nan: str, run: RunDir, *, every_step: bool
 ) -> tuple[bool, float]:
-    """Whether any rank was signalled to stop, and the loss to show; a non-finite loss since
-    the last agreement stops the run (--on-nan stop, one line) or was skipped (skip)."""
+    """(any rank signalled to stop, the loss to show); a non-finite loss since the last
+    agreement stops the run (--on-nan stop) or was skipped."""
     signal = torch.tensor(1.0 if stop.signal else 0.0, device=loss.device)
     flags = torch.stack([signal, pos.sums[WINDOW, 3].float(), loss.detach().float()])
     flags[:2] = runtime.all_reduce_sum(flags[:2].clone())
@@ -614,10 +605,8 @@ def validate(model, loader, transform, crops: int, cfg, num_classes: int) -> dic
 
 
 def end_epoch(placed, optimizer, schedule, inputs, pos: Position, cfg, write_weights, board, say):
-    """Validate `placed` (the model, never DDP-wrapped), record the epoch (partial when
-    --max-steps cut it) in `pos.history`, step the plateau schedule, keep the best weights
-    (`write_weights`), log to TensorBoard (`board`) and stderr (`say`); a complete epoch moves
-    the position on."""
+    """Validate, record the epoch (partial when --max-steps cut it) in `pos.history`, step the
+    plateau schedule, keep the best weights, log it; a complete epoch moves the position on."""
     steps = len(inputs.train_loader)
     transform, classes = inputs.eval_transform(cfg.eval_crops), inputs.train_ds.num_classes
     val = validate(placed, inputs.val_loader, transform, cfg.eval_crops, cfg, classes)
@@ -708,9 +697,8 @@ COST_STEPS = 5  # steps timed (after this process's first) for the estimate of t
 
 
 def _plan(cfg, steps: int, info, device: torch.device, say) -> StepCallback:
-    """A step callback that says once, after this process's first steps, how many steps the run
-    has left and how long they take at the rate measured here (validation excluded); a note
-    now for the paper recipe on a CPU."""
+    """A step callback that says once, after the first steps, how long the rest takes at the
+    rate measured here; a note now for the paper recipe on a CPU."""
     if cfg.recipe == "paper" and cfg.epochs >= 30 and device.type == "cpu":
         say(
             f"note: the paper recipe trains {cfg.epochs} epochs, sized for GPUs (days on a CPU); "
@@ -777,8 +765,7 @@ def _tensorboard(run: RunDir, purge_step: int | None):
 
 
 class Progress:
-    """tqdm bar over one epoch's steps (loss, images/s, ETA) on rank 0 at an interactive
-    terminal; otherwise a plain line every `every` seconds."""
+    """tqdm bar over an epoch's steps on rank 0 at a terminal; else a line every `every` s."""
 
     def __init__(self, enabled: bool, total: int, initial: int, desc: str, every: float = 30.0):
         self.enabled, self.total, self.desc, self.every, self.last = enabled, total, desc, every, 0
