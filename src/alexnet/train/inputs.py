@@ -127,16 +127,3 @@ def make_inputs(cfg, train_ds, val_ds, stats: DatasetStats, net, info, device) -
     mean_image = torch.as_tensor(stats.mean_image, dtype=torch.float32)
     meta = dict(model_config=net.config, classes=list(train_ds.classes), mean_image=mean_image)
     return Inputs(train_ds, val_ds, *loaders, transform, geometry, preprocess, mean_image, meta)
-
-
-class FirstImages:
-    """A view of the first `n` images of a packed split (--train-limit, --val-limit), with what
-    DeviceLoader and the engine read of a split."""
-
-    def __init__(self, ds, n: int) -> None:
-        self.images, self.labels = ds.images[:n], ds.labels[:n]
-        self.classes, self.num_classes = ds.classes, ds.num_classes
-        self.image_size, self.stats, self.fingerprint = ds.image_size, ds.stats, ds.fingerprint
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])

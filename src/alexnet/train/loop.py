@@ -50,7 +50,7 @@ from alexnet.progress import progress_bar
 from alexnet.rundir import RunDir, RunResult
 from alexnet.train import finetune
 from alexnet.train.config import RESUME_AUTO, TrainConfig, config_json, resolve_channels_last
-from alexnet.train.inputs import FirstImages, Inputs, make_inputs, model_options
+from alexnet.train.inputs import Inputs, make_inputs, model_options
 from alexnet.train.schedules import make_schedule
 from alexnet.weights.safetensors_io import save_safetensors
 
@@ -218,10 +218,10 @@ def _open_data(cfg: TrainConfig, info: runtime.DistInfo):
     train_ds, val_ds = open_dataset(cfg.data, "train"), open_dataset(cfg.data, "val")
     if len(train_ds) == 0:
         raise UserError(f"{cfg.data}: the train split holds no images; nothing to train on")
-    if 0 < cfg.train_limit < len(train_ds):
-        train_ds = FirstImages(train_ds, cfg.train_limit)
-    if 0 < cfg.val_limit < len(val_ds):
-        val_ds = FirstImages(val_ds, cfg.val_limit)
+    if cfg.train_limit:
+        train_ds = train_ds.head(cfg.train_limit)
+    if cfg.val_limit:
+        val_ds = val_ds.head(cfg.val_limit)
     seen = runtime.gather_objects((train_ds.fingerprint, socket.gethostname()))
     other = [f"rank {r} on {host} ({fp})" for r, (fp, host) in enumerate(seen) if fp != seen[0][0]]
     if other:
@@ -670,7 +670,7 @@ def final_evaluation(
             **{k: record.get(f"val_{k}") for k in ("top1_error", "top5_error", "loss")},
         }
     if cfg.train_eval:
-        subset = FirstImages(inputs.train_ds, min(cfg.train_eval, len(inputs.train_ds)))
+        subset = inputs.train_ds.head(cfg.train_eval)
         where = dict(rank=info.rank, world_size=info.world_size, workers=cfg.workers)
         device = inputs.train_loader.device
         loader = DeviceLoader(
