@@ -21,6 +21,8 @@ from alexnet.rundir import RunDir
 from alexnet.train.recipes import RECIPES, recipe_defaults, recipe_model_options
 from alexnet.train.schedules import SCHEDULES
 from alexnet.values import (
+    DEVICE,
+    DEVICE_PAIR,
     FACTOR,
     NONNEGATIVE,
     NONNEGATIVE_INT,
@@ -31,14 +33,8 @@ from alexnet.values import (
     FloatRange,
     IntRange,
     Kind,
-    Pattern,
 )
 
-DEVICE = Pattern(r"auto|cpu|mps|cuda(:\d+)?", "auto, cpu, cuda, cuda:N or mps", "device")
-DEVICE_PAIR = Pattern(
-    r"(cpu|mps|cuda(:\d+)?),(cpu|mps|cuda(:\d+)?)", "DEV0,DEV1 (each cpu, cuda, cuda:N or mps)",
-    "devices",
-)  # fmt: skip
 RESUME_AUTO = "auto"  # --resume auto: start RUN when it holds no checkpoint, else continue it
 
 

@@ -16,7 +16,6 @@ import os
 import shutil
 import socket
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -298,12 +297,8 @@ def _check_dir(run: RunDir, need_bytes: int, *, resuming: bool) -> None:
             Param("output_dir"),
         )
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".write-test.", dir=run.path)
-        with os.fdopen(fd, "wb") as f:
-            f.write(b"x")
-            f.flush()
-            os.fsync(f.fileno())
-        os.unlink(tmp)
+        atomic_write_text(run.path / ".write-test", "x")
+        (run.path / ".write-test").unlink()
     except OSError as exc:
         raise UserError(f"{run.path}: not writable ({exc.strerror})") from None
     free = shutil.disk_usage(run.path).free
