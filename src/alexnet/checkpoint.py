@@ -70,7 +70,7 @@ class Checkpoint:
     @classmethod
     def from_dict(cls, state: Any, path: str | os.PathLike) -> Checkpoint:
         """A loaded dict -> Checkpoint; UserError naming `path` when it is not one."""
-        if not isinstance(state, dict) or state.get("format") != FORMAT:
+        if not is_checkpoint(state):
             raise UserError(f"{path}: not an alexnet checkpoint (format {FORMAT} expected)")
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in state.items() if k in known}
@@ -103,8 +103,7 @@ def checkpoint_path(path: str | os.PathLike) -> Path:
 
 def save_checkpoint(path: str | os.PathLike, ckpt: Checkpoint) -> None:
     """Write `ckpt` atomically (temp file in the same directory, fsync, rename)."""
-    state = ckpt.to_dict()
-    atomic_write(path, lambda f: torch.save(state, f))
+    atomic_write(path, lambda f: torch.save(ckpt.to_dict(), f))
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Checkpoint:
@@ -182,9 +181,7 @@ def step_seed(seed: int, epoch: int, step: int, rank: int, stream: int = 0) -> i
 
 def step_generator(device: torch.device, seed: int) -> torch.Generator:
     """A torch.Generator on `device` seeded with `seed`."""
-    gen = torch.Generator(device=device)
-    gen.manual_seed(seed)
-    return gen
+    return torch.Generator(device=device).manual_seed(seed)
 
 
 def capture_rng_state() -> dict[str, Any]:

@@ -94,10 +94,9 @@ def normalization_stats(stats: DatasetStats, pre: Preprocess, mean_image: Any) -
     pre-trained layers expect. Lighting (§4.1) keeps the data's eigenpairs."""
     channels = np.asarray(stats.channel_mean).size
     changed: dict[str, Any] = {}
-    if pre.mean is not None and len(pre.mean) == channels:
-        changed["channel_mean"] = np.asarray(pre.mean, dtype=np.float32)
-    if pre.std is not None and len(pre.std) == channels:
-        changed["channel_std"] = np.asarray(pre.std, dtype=np.float32)
+    for name, values in (("channel_mean", pre.mean), ("channel_std", pre.std)):
+        if values is not None and len(values) == channels:
+            changed[name] = np.asarray(values, dtype=np.float32)
     if mean_image is not None and tuple(np.shape(mean_image)) == np.shape(stats.mean_image):
         changed["mean_image"] = np.asarray(mean_image, dtype=np.float32)
     return dataclasses.replace(stats, **changed)

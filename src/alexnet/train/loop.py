@@ -370,7 +370,6 @@ def _restore(saved: Checkpoint, placed, optimizer, schedule, pos: Position, cfg:
     schedule.load_state_dict(saved.schedule)
     for name in POSITION:
         setattr(pos, name, getattr(saved, name))
-    pos.history = list(saved.history)
     for row, sums in ((EPOCH, saved.epoch_sums), (WINDOW, saved.step_window)):
         pos.sums[row] = torch.tensor([float(sums[k]) for k in SUMS], dtype=torch.float64)
         pos.data_time[row] = float(sums["data_time"])
