@@ -1,17 +1,5 @@
 """The run directory (RUN/) that `alexnet train` writes: its file names and their readers, for
-the engine that writes a run and the commands that read one (eval, plot, report, reproduce):
-
-| file | written | what |
-|---|---|---|
-| `config.json` | at the start | the resolved training config, model config, geometry, versions |
-| `metrics.jsonl` | every epoch | one JSON record per (possibly partial) epoch |
-| `steps.jsonl` | every `log_every` steps | training loss and error over the last steps |
-| `starts.jsonl` | every start | resumed or not, torchrun restart count, world size, step |
-| `checkpoint.pt` | epoch ends, signals | all to resume to the bit (`alexnet.checkpoint`) |
-| `weights.safetensors` | at the end | the final weights with their metadata |
-| `weights-best.safetensors` | when validation improves | the best weights so far |
-| `eval.json` | at the end | the final evaluation (top-1/top-5 error, crops) |
-| `report.md`, `*.png` | `alexnet report` | the run's report and pictures |
+the engine that writes a run and the commands that read one (eval, plot, report, reproduce).
 """
 
 from __future__ import annotations
@@ -51,15 +39,15 @@ class RunResult:
 class RunDir:
     """Paths and readers of one run directory."""
 
-    CONFIG = "config.json"
-    METRICS = "metrics.jsonl"
-    STEPS = "steps.jsonl"
-    STARTS = "starts.jsonl"
-    CHECKPOINT = "checkpoint.pt"
-    WEIGHTS = "weights.safetensors"
-    BEST = "weights-best.safetensors"
-    EVAL = "eval.json"
-    REPORT = "report.md"
+    CONFIG = "config.json"  # at the start: the resolved config, model, geometry, versions
+    METRICS = "metrics.jsonl"  # every epoch: one record per (possibly partial) epoch
+    STEPS = "steps.jsonl"  # every --log-every steps: training loss and error over them
+    STARTS = "starts.jsonl"  # every start: resumed or not, torchrun restart, world size, step
+    CHECKPOINT = "checkpoint.pt"  # epoch ends, signals: all to resume to the bit
+    WEIGHTS = "weights.safetensors"  # at the end: the final weights with their metadata
+    BEST = "weights-best.safetensors"  # when validation improves: the best weights so far
+    EVAL = "eval.json"  # at the end: the final evaluation (top-1/top-5 error, crops)
+    REPORT = "report.md"  # `alexnet report`: the run's report and pictures
     KERNELS = "kernels.png"
     CURVES = "curves.png"
     NEIGHBOURS = "neighbours.png"

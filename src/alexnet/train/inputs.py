@@ -3,7 +3,6 @@ training and evaluation transforms (paper §2, §4.1)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +13,6 @@ from alexnet.data.augment import TrainTransform
 from alexnet.data.loader import DeviceLoader
 from alexnet.data.packed import DatasetStats
 from alexnet.errors import Param, UserError
-from alexnet.evaluate import make_eval_transform
 from alexnet.train.recipes import recipe_model_options
 from alexnet.weights.meta import Preprocess
 
@@ -66,9 +64,6 @@ class Inputs:
     preprocess: Preprocess
     mean_image: torch.Tensor
     meta: dict[str, Any]  # what the weights and checkpoints hold: model config, classes, mean
-
-    def eval_transform(self, crops: int) -> Callable:
-        return make_eval_transform(self.preprocess, self.mean_image, crops)
 
 
 def make_inputs(cfg, train_ds, val_ds, stats: DatasetStats, net, info, device) -> Inputs:

@@ -41,7 +41,7 @@ from alexnet.checkpoint import (
 from alexnet.data.loader import DeviceLoader
 from alexnet.data.packed import open_dataset
 from alexnet.errors import Param, UserError
-from alexnet.evaluate import evaluate
+from alexnet.evaluate import evaluate, make_eval_transform
 from alexnet.fileio import atomic_write_text, rounded
 from alexnet.interrupts import StopFlag
 from alexnet.models.registry import get_model
@@ -591,19 +591,22 @@ def _log_steps(pos: Position, steps: int, global_batch: int, seconds: float, run
 
 
 # -------------------------------------------------------------------------- evaluation
-def validate(model, loader, transform, crops: int, cfg, num_classes: int) -> dict[str, Any]:
+def validate(model, loader, inputs: Inputs, crops: int, cfg) -> dict[str, Any]:
     """Top-1/top-5 error and loss of `loader`'s images (each counted once over the ranks)."""
     loader.set_epoch(0)
-    batches, precision = loader.iterate(), dict(amp=cfg.amp, channels_last=cfg.channels_last)
-    return evaluate(model, batches, transform, crops=crops, num_classes=num_classes, **precision)
+    transform = make_eval_transform(inputs.preprocess, inputs.mean_image, crops)
+    precision = dict(amp=cfg.amp, channels_last=cfg.channels_last)
+    classes = inputs.train_ds.num_classes
+    return evaluate(
+        model, loader.iterate(), transform, crops=crops, num_classes=classes, **precision
+    )
 
 
 def end_epoch(placed, optimizer, schedule, inputs, pos: Position, cfg, write_weights, board, say):
     """Validate, record the epoch (partial when --max-steps cut it) in `pos.history`, step the
     plateau schedule, keep the best weights, log it; a complete epoch moves the position on."""
     steps = len(inputs.train_loader)
-    transform, classes = inputs.eval_transform(cfg.eval_crops), inputs.train_ds.num_classes
-    val = validate(placed, inputs.val_loader, transform, cfg.eval_crops, cfg, classes)
+    val = validate(placed, inputs.val_loader, inputs, cfg.eval_crops, cfg)
     loss, error, images, skipped = pos.reduced(EPOCH)
     complete, seconds = pos.batch == steps, max(pos.train_time, 1e-9)
     record = {
@@ -653,10 +656,9 @@ def final_evaluation(
     """RUN/eval.json: the validation error with the test crops (paper §4.1: 10), and with
     --train-eval the error on the first training images (the train side of a train-test gap);
     rounded as measured, written by rank 0 and said in one line with the run's `status`."""
-    num_classes, test = inputs.train_ds.num_classes, inputs.eval_transform(cfg.test_crops)
     record = history[-1] if history else {}
     if cfg.test_crops != cfg.eval_crops or not record:
-        final = validate(placed, inputs.val_loader, test, cfg.test_crops, cfg, num_classes)
+        final = validate(placed, inputs.val_loader, inputs, cfg.test_crops, cfg)
     else:
         final = {
             "images": len(inputs.val_ds),
@@ -670,7 +672,7 @@ def final_evaluation(
         loader = DeviceLoader(
             subset, cfg.batch_size, shuffle=False, drop_last=False, **where, device=device
         )
-        train = validate(placed, loader, test, cfg.test_crops, cfg, num_classes)
+        train = validate(placed, loader, inputs, cfg.test_crops, cfg)
         final["train"] = {
             k: train.get(k) for k in ("images", "crops", "top1_error", "top5_error", "loss")
         }

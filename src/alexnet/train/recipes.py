@@ -138,5 +138,4 @@ def recipe_defaults(name: str) -> dict[str, Any]:
 
 def recipe_model_options(recipe: str, model: str) -> dict[str, Any]:
     """Model options that recipe `recipe` brings for `model` (before the user's --model-options)."""
-    found = RECIPES.get(recipe)
-    return dict(found.model_options.get(model, {})) if found else {}
+    return dict(RECIPES[recipe].model_options.get(model, {}))
