@@ -82,21 +82,14 @@ def make_inputs(cfg, train_ds, val_ds, stats: DatasetStats, net, info, device) -
         mean=[float(v) for v in np.asarray(stats.channel_mean).reshape(-1)],
         std=[float(v) for v in np.asarray(stats.channel_std).reshape(-1)],
     )
-    loaders = [
-        DeviceLoader(
-            ds,
-            cfg.batch_size,
-            shuffle=shuffle,
-            drop_last=shuffle,
-            seed=cfg.seed,
-            rank=info.rank,
-            world_size=info.world_size,
-            device=device,
-            workers=cfg.workers,
-        )
-        for ds, shuffle in ((train_ds, True), (val_ds, False))
-    ]
-    if len(loaders[0]) == 0:
+    where = dict(seed=cfg.seed, rank=info.rank, world_size=info.world_size, workers=cfg.workers)
+    train_loader = DeviceLoader(
+        train_ds, cfg.batch_size, shuffle=True, drop_last=True, device=device, **where
+    )
+    val_loader = DeviceLoader(
+        val_ds, cfg.batch_size, shuffle=False, drop_last=False, device=device, **where
+    )
+    if len(train_loader) == 0:
         raise UserError(
             f"{cfg.data}: {len(train_ds)} training images are fewer than one global batch of "
             f"{cfg.batch_size * info.world_size}; lower ",
@@ -121,4 +114,5 @@ def make_inputs(cfg, train_ds, val_ds, stats: DatasetStats, net, info, device) -
         transform.produce(torch.bfloat16 if cfg.amp else None, channels_last=cfg.channels_last)
     mean_image = torch.as_tensor(stats.mean_image, dtype=torch.float32)
     meta = dict(model_config=net.config, classes=list(train_ds.classes), mean_image=mean_image)
+    loaders = (train_loader, val_loader)
     return Inputs(train_ds, val_ds, *loaders, transform, geometry, preprocess, mean_image, meta)

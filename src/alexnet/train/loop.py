@@ -551,13 +551,10 @@ def _agree(
     flags[:2] = runtime.all_reduce_sum(flags[:2].clone())
     signalled, skipped, value = flags.tolist()
     if skipped > 0 and on_nan == "stop":
-        where = (
-            f"since the previous check (those updates were skipped) (global step {pos.global_step}"
-        )
+        step = pos.global_step
+        where = f"since the previous check (those updates were skipped) (global step {step}"
         if every_step:
-            where = (
-                f"at epoch {pos.epoch + 1} step {pos.batch - 1} (global step {pos.global_step - 1}"
-            )
+            where = f"at epoch {pos.epoch + 1} step {pos.batch - 1} (global step {step - 1}"
         note = "no checkpoint was written yet"
         if run.has_checkpoint():
             note = f"the last good checkpoint {run.checkpoint} is intact"
