@@ -245,12 +245,8 @@ def build_model(cfg: TrainConfig, train_ds) -> nn.Module:
             nets.append(get_model(cfg.model, num_classes=train_ds.num_classes, **kw))
     net, *reference = nets
     if reference:
-        own = net.state_dict()
-        shared = {
-            k: v
-            for k, v in reference[0].state_dict().items()
-            if k in own and own[k].shape == v.shape
-        }
+        own, theirs = net.state_dict(), reference[0].state_dict()
+        shared = {k: v for k, v in theirs.items() if k in own and own[k].shape == v.shape}
         net.load_state_dict(shared, strict=False)
     return net
 
