@@ -148,11 +148,7 @@ def test_print_config_prints_the_whole_recipe(recipe, capsys):
     assert shown["epochs"] == str(cfg.epochs) and shown["recipe"] == f'"{recipe}"'
 
 
-def test_the_schedule_checks_patience_with_the_config_declaration():
-    from alexnet.train.schedules import PlateauSchedule
-
-    with pytest.raises(UserError, match="patience"):
-        PlateauSchedule(0.01, patience=0)
+def test_the_config_checks_the_schedule_patience():
     with pytest.raises(UserError, match="^plateau_patience: "):
         make_config("paper", plateau_patience=0)
     assert option_of("plateau_patience").kind.problem(1) is None

@@ -1,23 +1,9 @@
-"""The training checkpoint, RUN/checkpoint.pt (format "alexnet-checkpoint/1"), and what a run
-may be continued with. Written and restored by `alexnet.train.loop`; `alexnet.weights` reads
-its model part as weights.
-
-`Checkpoint` is what the file holds, field by field; on disk it is a plain dict of tensors and
-primitives (JSON strings for the nested configs: model_config, config, classes, preprocess),
-read with `torch.load(weights_only=True)`, so a file whose pickle would build another object
-(code) is refused before anything runs. (epoch, batch) is the next global batch to run (from
-0); `epoch_sums` / `step_window` the running sums (loss x images, correct, images, nan_skipped,
-train_time, data_time) of the epoch and of the steps since the last steps.jsonl record;
-`rank_rng` every rank's RNG states (`capture_rng_state`), by rank; `global_batch` the images
-per step over all `world_size` processes.
-
-Every random stream of a run, so that a resumed run repeats an uninterrupted one exactly:
-- loader order: a function of (seed, epoch) (`alexnet.data.loader.epoch_permutation`);
-- augmentation: a torch.Generator seeded from (seed, epoch, step, rank) for every step
-  (`step_seed`, `step_generator`);
-- dropout: the global torch RNG of each rank, whose state every checkpoint holds for every rank
-  (`capture_rng_state` / `restore_rng_state`, with numpy's and python's); a fresh run seeds rank
-  r's from `step_seed(seed, 0, 0, r, stream=1)`.
+"""The training checkpoint, RUN/checkpoint.pt (format "alexnet-checkpoint/1"): a plain dict of
+tensors and primitives (JSON strings for the nested configs) read with weights_only=True, so no
+code runs on load; what a run may be continued with; and every random stream of a run, so that a
+resumed run repeats an uninterrupted one exactly: the loader's order is a function of (seed,
+epoch), each step's augmentation a generator seeded from (seed, epoch, step, rank) (`step_seed`),
+dropout each rank's global RNG, whose state every checkpoint holds (`capture_rng_state`).
 """
 
 from __future__ import annotations
@@ -39,13 +25,15 @@ from alexnet.fileio import atomic_write, safe_torch_load
 from alexnet.rundir import RunDir
 
 FORMAT = "alexnet-checkpoint/1"
-CHECKPOINT_NAME = RunDir.CHECKPOINT
 _JSON_FIELDS = ("model_config", "config", "classes", "preprocess")
 
 
 @dataclass
 class Checkpoint:
-    """One checkpoint in memory (see the module docstring for each field)."""
+    """One checkpoint in memory. (epoch, batch): the next global batch to run (from 0);
+    epoch_sums / step_window: the running sums of the epoch and of the steps since the last
+    steps.jsonl record; rank_rng: every rank's RNG states, by rank; global_batch: the images
+    per step over all `world_size` processes."""
 
     model_config: dict[str, Any]
     model: dict[str, Any]
@@ -82,7 +70,7 @@ class Checkpoint:
     @classmethod
     def from_dict(cls, state: Any, path: str | os.PathLike) -> Checkpoint:
         """A loaded dict -> Checkpoint; UserError naming `path` when it is not one."""
-        if not isinstance(state, dict) or state.get("format") != FORMAT:
+        if not is_checkpoint(state):
             raise UserError(f"{path}: not an alexnet checkpoint (format {FORMAT} expected)")
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in state.items() if k in known}
@@ -90,10 +78,9 @@ class Checkpoint:
             for name in _JSON_FIELDS:
                 if isinstance(values.get(name), str):
                     values[name] = json.loads(values[name])
-            ckpt = cls(**values)
+            return cls(**values)
         except (TypeError, ValueError) as exc:
             raise UserError(f"{path}: damaged checkpoint ({exc})") from None
-        return ckpt
 
 
 def is_checkpoint(obj: Any) -> bool:
@@ -105,19 +92,18 @@ def checkpoint_path(path: str | os.PathLike) -> Path:
     """RUN or RUN/checkpoint.pt -> RUN/checkpoint.pt (UserError when a directory has none)."""
     path = Path(path)
     if path.is_dir():
-        if not (path / CHECKPOINT_NAME).is_file():
+        if not (path / RunDir.CHECKPOINT).is_file():
             raise UserError(
-                f"{path}: a directory without {CHECKPOINT_NAME}; pass a weights file or a run "
+                f"{path}: a directory without {RunDir.CHECKPOINT}; pass a weights file or a run "
                 "directory"
             )
-        return path / CHECKPOINT_NAME
+        return path / RunDir.CHECKPOINT
     return path
 
 
 def save_checkpoint(path: str | os.PathLike, ckpt: Checkpoint) -> None:
     """Write `ckpt` atomically (temp file in the same directory, fsync, rename)."""
-    state = ckpt.to_dict()
-    atomic_write(path, lambda f: torch.save(state, f))
+    atomic_write(path, lambda f: torch.save(ckpt.to_dict(), f))
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Checkpoint:
@@ -133,11 +119,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Check
 
 def reconcile_world_size(cfg, saved: Checkpoint, info):
     """The config to continue `saved` with `info.world_size` processes, nothing lost or
-    repeated. The position is counted in global batches (the loader's rule: global batch k is
-    the same images for every world size), so the global batch is kept: another world size
-    continues with batch_size = global batch / world size when that divides, and is refused
-    in one line naming both sizes when it does not. Mid-epoch the global batch cannot change
-    (that would move the position); at an epoch boundary it may."""
+    repeated: the position counts global batches (the same images for every world size), so
+    another world size continues with batch_size = global batch / world size, refused when that
+    does not divide; mid-epoch the global batch cannot change, at an epoch boundary it may."""
     world, global_batch = info.world_size, saved.global_batch or cfg.batch_size
     if saved.batch == 0 and saved.world_size == world:
         return cfg  # at an epoch boundary any batch size continues exactly
@@ -188,9 +172,8 @@ def _dict_diff(saved: dict, now: dict, prefix: str = "") -> str:
 
 
 def step_seed(seed: int, epoch: int, step: int, rank: int, stream: int = 0) -> int:
-    """Seed of the augmentation generator of one step: a pure function of its position, so a
-    resumed run draws exactly the crops, flips and lighting of an uninterrupted one.
-    `stream` 1 seeds the global (dropout) RNG of a rank at a given global step instead."""
+    """Seed of one step's augmentation generator, a pure function of its position; `stream` 1
+    seeds a rank's global (dropout) RNG at a given global step instead."""
     entropy = [stream, seed, epoch, step, rank]
     state = np.random.SeedSequence(entropy).generate_state(2, dtype=np.uint32)
     return int(state[0]) << 31 | int(state[1]) >> 1
@@ -198,9 +181,7 @@ def step_seed(seed: int, epoch: int, step: int, rank: int, stream: int = 0) -> i
 
 def step_generator(device: torch.device, seed: int) -> torch.Generator:
     """A torch.Generator on `device` seeded with `seed`."""
-    gen = torch.Generator(device=device)
-    gen.manual_seed(seed)
-    return gen
+    return torch.Generator(device=device).manual_seed(seed)
 
 
 def capture_rng_state() -> dict[str, Any]:

@@ -1,19 +1,5 @@
-"""The run directory (RUN/) that `alexnet train` writes: its file names and their readers.
-
-One owner for the names, so the training engine that writes a run and the commands that read
-one (eval, plot, report, reproduce) cannot disagree:
-
-| file | written | what |
-|---|---|---|
-| `config.json` | at the start | the resolved training config, model config, geometry, versions |
-| `metrics.jsonl` | every epoch | one JSON record per (possibly partial) epoch |
-| `steps.jsonl` | every `log_every` steps | training loss and error over the last steps |
-| `starts.jsonl` | every start | resumed or not, torchrun restart count, world size, step |
-| `checkpoint.pt` | epoch ends, signals | all to resume to the bit (`alexnet.checkpoint`) |
-| `weights.safetensors` | at the end | the final weights with their metadata |
-| `weights-best.safetensors` | when validation improves | the best weights so far |
-| `eval.json` | at the end | the final evaluation (top-1/top-5 error, crops) |
-| `report.md`, `*.png` | `alexnet report` | the run's report and pictures |
+"""The run directory (RUN/) that `alexnet train` writes: its file names and their readers, for
+the engine that writes a run and the commands that read one (eval, plot, report, reproduce).
 """
 
 from __future__ import annotations
@@ -27,11 +13,8 @@ from typing import Any
 
 @dataclass
 class RunResult:
-    """What a finished (or stopped) training run gives back (`alexnet.train.fit`).
-
-    `history` holds the `metrics.jsonl` records, `final` the `eval.json` record (empty when the
-    run stopped before its end).
-    """
+    """What a finished (or stopped) training run gives back (`alexnet.train.fit`): `history`
+    the `metrics.jsonl` records, `final` the `eval.json` record (empty when the run stopped)."""
 
     status: str  # "finished" | "max_steps" | "stopped"
     output_dir: Path
@@ -56,15 +39,15 @@ class RunResult:
 class RunDir:
     """Paths and readers of one run directory."""
 
-    CONFIG = "config.json"
-    METRICS = "metrics.jsonl"
-    STEPS = "steps.jsonl"
-    STARTS = "starts.jsonl"
-    CHECKPOINT = "checkpoint.pt"
-    WEIGHTS = "weights.safetensors"
-    BEST = "weights-best.safetensors"
-    EVAL = "eval.json"
-    REPORT = "report.md"
+    CONFIG = "config.json"  # at the start: the resolved config, model, geometry, versions
+    METRICS = "metrics.jsonl"  # every epoch: one record per (possibly partial) epoch
+    STEPS = "steps.jsonl"  # every --log-every steps: training loss and error over them
+    STARTS = "starts.jsonl"  # every start: resumed or not, torchrun restart, world size, step
+    CHECKPOINT = "checkpoint.pt"  # epoch ends, signals: all to resume to the bit
+    WEIGHTS = "weights.safetensors"  # at the end: the final weights with their metadata
+    BEST = "weights-best.safetensors"  # when validation improves: the best weights so far
+    EVAL = "eval.json"  # at the end: the final evaluation (top-1/top-5 error, crops)
+    REPORT = "report.md"  # `alexnet report`: the run's report and pictures
     KERNELS = "kernels.png"
     CURVES = "curves.png"
     NEIGHBOURS = "neighbours.png"
@@ -80,7 +63,6 @@ class RunDir:
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
 
-    # state
     def owns(self, path: Path) -> bool:
         """True for a file a run writes (the names above, TensorBoard's event files)."""
         names = {v for k, v in vars(RunDir).items() if k.isupper() and isinstance(v, str)}
@@ -93,16 +75,12 @@ class RunDir:
         """True when the run reached its end: final weights and evaluation written."""
         return self.eval_json.is_file() and self.weights.is_file()
 
-    # readers
     def read_config(self) -> dict[str, Any]:
         """`config.json` as written by the engine: {"config": {...}, "model": {...}, ...}."""
         return json.loads(self.config.read_text())
 
     def read_metrics(self) -> list[dict[str, Any]]:
         return _read_jsonl(self.metrics)
-
-    def read_starts(self) -> list[dict[str, Any]]:
-        return _read_jsonl(self.starts)
 
     def read_steps(self) -> list[dict[str, Any]]:
         return _read_jsonl(self.steps)

@@ -1,8 +1,5 @@
-"""`alexnet train`: train (or resume) AlexNet on a packed dataset with a named recipe.
-
-Every flag is generated from a `TrainConfig` field (`alexnet.train.config`): its name
-(`--batch-size` sets `batch_size`), its type and range or choices, its help and the value each
-recipe gives it. A flag left out keeps the recipe's value (or, on resume, the run's).
+"""`alexnet train`: train (or resume) AlexNet on a packed dataset with a named recipe. Every flag
+is generated from a `TrainConfig` field; a flag left out keeps the recipe's value (or the run's).
 """
 
 from __future__ import annotations
@@ -25,9 +22,6 @@ from alexnet.train.config import (
     resolve,
 )
 
-# fields whose flag is written by hand below (or that the command sets itself)
-_SPECIAL = {"recipe", "resume"}
-
 
 def _recipe_values(name: str) -> str:
     """What each recipe sets `name` to, e.g. "paper 90, torchvision 90, fast 6"."""
@@ -48,15 +42,14 @@ def _shown(value: Any) -> str:
 
 def _help(name: str, option: Option) -> str:
     """The field's help; its valid values; what each recipe sets; its automatic rule."""
-    text = option.help
+    text, values = option.help, _recipe_values(name)
     if option.kind is not None and option.kind.kind != "choice":
         text += f"; {option.kind.valid}"
-    values = _recipe_values(name)
-    if values:
-        text += f" ({values})"
-    if option.auto:
-        text += f" [automatic: {option.auto}]"
-    return text
+    return (
+        text
+        + (f" ({values})" if values else "")
+        + (f" [automatic: {option.auto}]" if option.auto else "")
+    )
 
 
 def _json_object(text: str) -> dict:
@@ -98,9 +91,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     groups: dict[str, argparse._ArgumentGroup] = {}
     for name in CONFIG_FIELDS:
         option = option_of(name)
-        group = groups.get(option.group) or groups.setdefault(
-            option.group, p.add_argument_group(option.group)
-        )
+        if option.group not in groups:
+            groups[option.group] = p.add_argument_group(option.group)
+        group = groups[option.group]
         if name == "recipe":
             about = "; ".join(f"{r}: {x.about}" for r, x in RECIPES.items())
             about = f"named hyper-parameter set (default paper). {about}"
@@ -119,7 +112,7 @@ def overrides_of(args: argparse.Namespace) -> dict[str, Any]:
     return {
         name: getattr(args, name)
         for name in CONFIG_FIELDS
-        if name not in _SPECIAL and getattr(args, name, None) is not None
+        if name not in ("recipe", "resume") and getattr(args, name, None) is not None
     }
 
 

@@ -1,12 +1,7 @@
 """Training configuration (paper §4-§5 by default): `TrainConfig`, whose fields declare their
-type, allowed values (an `alexnet.values` kind), help and `--help` group, so `alexnet train`'s
-flags are generated from it (`alexnet.commands.train`) and a config checks itself when it is
-made, however it is made. No torch here: the command line imports this module.
-
-`resolve(recipe, resume, overrides)` is the one place a run's config is decided, for
-`alexnet train` and `make_config` alike: the base (a recipe from `alexnet.train.recipes`, or
-the saved config of the run being resumed, `--resume RUN|auto`), the overrides on top, the
-paths made absolute. `alexnet train --recipe NAME --print-config` prints a recipe whole.
+type, allowed values, help and `--help` group (`alexnet train`'s flags are generated from them),
+and `resolve`, the one place a run's config is decided (recipe or resumed run, then overrides).
+No torch here: the command line imports this module.
 """
 
 from __future__ import annotations
@@ -24,8 +19,10 @@ from alexnet.errors import Param, UserError
 from alexnet.models.registry import MODEL_NAMES
 from alexnet.rundir import RunDir
 from alexnet.train.recipes import RECIPES, recipe_defaults, recipe_model_options
-from alexnet.train.schedules import PATIENCE, REDUCTIONS, SCHEDULES, THRESHOLD
+from alexnet.train.schedules import SCHEDULES
 from alexnet.values import (
+    DEVICE,
+    DEVICE_PAIR,
     FACTOR,
     NONNEGATIVE,
     NONNEGATIVE_INT,
@@ -36,32 +33,20 @@ from alexnet.values import (
     FloatRange,
     IntRange,
     Kind,
-    Pattern,
 )
 
-DEVICE = Pattern(r"auto|cpu|mps|cuda(:\d+)?", "auto, cpu, cuda, cuda:N or mps", "device")
-DEVICE_PAIR = Pattern(
-    r"(cpu|mps|cuda(:\d+)?),(cpu|mps|cuda(:\d+)?)", "DEV0,DEV1 (each cpu, cuda, cuda:N or mps)",
-    "devices",
-)  # fmt: skip
 RESUME_AUTO = "auto"  # --resume auto: start RUN when it holds no checkpoint, else continue it
 
 
-# Models that train faster in channels-last on a CPU, measured end to end with
-# benchmarks/bench_train.py (batch 64, 2 loader threads, AMD EPYC, 2 cores): torchvision's
-# model 73.0 -> 79.7 img/s (+9%); the paper model 81.3 -> 81.6 (no gain: its fused LRN/pool
-# kernels run NCHW); the others were not measured and keep NCHW.
+# Models measured faster in channels-last on a CPU (training, batch 64, 2 cores): torchvision's
+# 73.0 -> 79.7 img/s; the paper model 81.3 -> 81.6 (its fused LRN/pool kernels run NCHW).
 CHANNELS_LAST_ON_CPU = ("torchvision",)
 
 
 @dataclass(frozen=True)
 class Option:
-    """How a `TrainConfig` field is given and checked.
-
-    kind: the allowed values (None: free text such as a path, or a JSON object);
-    help: one line for `--help`; auto: what None means, when None is allowed;
-    group: the section of `alexnet train --help` it is listed in.
-    """
+    """How a `TrainConfig` field is given and checked: `kind` its allowed values (None: free
+    text or a JSON object), `auto` what None means (when allowed), `group` its --help section."""
 
     kind: Kind | None
     help: str
@@ -136,12 +121,12 @@ class TrainConfig:
     schedule: str = _opt("plateau", Choice(SCHEDULES), "learning-rate schedule", _OPT)
     lr_factor: float = _opt(0.1, FACTOR, "plateau/step: multiply the rate by this", _OPT)
     plateau_patience: int = _opt(
-        3, PATIENCE, "plateau: validations without improvement before a reduction (ours)", _OPT
+        3, POSITIVE_INT, "plateau: validations without improvement before a reduction (ours)", _OPT
     )
     plateau_threshold: float = _opt(
-        0.0, THRESHOLD, "plateau: an improvement must exceed this (error, a fraction)", _OPT
+        0.0, NONNEGATIVE, "plateau: an improvement must exceed this (error, a fraction)", _OPT
     )
-    max_reductions: int = _opt(3, REDUCTIONS, "plateau: at most this many reductions", _OPT)
+    max_reductions: int = _opt(3, NONNEGATIVE_INT, "plateau: at most this many reductions", _OPT)
     lr_step_size: int = _opt(30, POSITIVE_INT, "step: epochs between reductions", _OPT)
     warmup_epochs: float | None = _opt(
         0.0, NONNEGATIVE, "cosine: linear warm-up epochs, shorter than the run", _OPT,
@@ -254,21 +239,14 @@ CONFIG_FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fi
 
 
 def make_config(recipe: str | None = None, **overrides: Any) -> TrainConfig:
-    """The config `alexnet train` builds from the same values: `resolve(recipe, resume,
-    overrides)` with `resume` taken from the overrides (a run directory, or "auto")."""
+    """The config `alexnet train` builds from the same values (`resume` among the overrides)."""
     return resolve(recipe, overrides.pop("resume", None), overrides)
 
 
 def resolve(recipe: str | None, resume: str | None, overrides: dict[str, Any]) -> TrainConfig:
-    """A run's config, decided once (for `alexnet train` and `make_config`):
-
-    1. the base: recipe `recipe` (default paper); with `resume` (RUN, RUN/checkpoint.pt, or
-       "auto" when `output_dir` holds a checkpoint) RUN's saved config, whose recipe a given
-       `recipe` must be;
-    2. every override that is not None on top;
-    3. `data` and `output_dir` absolute (a run resumes from any directory), `resume` RUN itself
-       (absolute) or None; the result checks itself (`check_config`).
-    """
+    """A run's config: the base (recipe `recipe`, default paper; with `resume`, RUN,
+    RUN/checkpoint.pt or "auto" when `output_dir` holds a checkpoint: RUN's saved config), the
+    overrides that are not None on top, `data`, `output_dir` and `resume` absolute."""
     if resume is not None and not isinstance(resume, str | Path):
         raise UserError(Param("resume"), f": {resume!r} is not a run directory (or {RESUME_AUTO})")
     values = {k: v for k, v in overrides.items() if v is not None}
@@ -288,9 +266,8 @@ def resolve(recipe: str | None, resume: str | None, overrides: dict[str, Any]) -
         base = recipe_defaults(recipe or "paper")
         if values.get("init_from"):
             base.update(_from_weights(values))
-        return config_from_values({**base, **values, "resume": None})
-    run = _run_to_resume(str(resume))
-    saved = _saved_config(run)
+        return _checked({**base, **values, "resume": None})
+    run, saved = _run_to_resume(str(resume))
     if recipe is not None and recipe != saved.get("recipe"):
         raise UserError(
             f"{run.config}: the run used recipe {saved.get('recipe')!r}; recipe {recipe!r} "
@@ -314,12 +291,12 @@ def resolve(recipe: str | None, resume: str | None, overrides: dict[str, Any]) -
             " DIR",
         )
     known = {k: v for k, v in saved.items() if k in CONFIG_FIELDS}
-    return config_from_values({**known, **values, "resume": str(run.path)})
+    return _checked({**known, **values, "resume": str(run.path)})
 
 
 def _from_weights(values: dict[str, Any]) -> dict[str, Any]:
     """What the weights of `--init-from` decide (their model, its options under the given
-    ones, their normalization unless given); a different `--model` is refused."""
+    ones, their normalization); a different `--model` is refused."""
     from alexnet.train.finetune import weights_config  # reads the weights: torch
 
     decided = weights_config(str(values["init_from"]))
@@ -336,8 +313,9 @@ def _from_weights(values: dict[str, Any]) -> dict[str, Any]:
     return decided
 
 
-def _run_to_resume(resume: str) -> RunDir:
-    """The run directory (absolute) that `--resume` names: a run directory or its checkpoint."""
+def _run_to_resume(resume: str) -> tuple[RunDir, dict[str, Any]]:
+    """The run (absolute) that `--resume` names (a run directory or its checkpoint) and the
+    config it saved."""
     path = Path(resume).expanduser().resolve()
     if not path.exists():
         raise UserError(Param("resume"), f" {resume}: no such run directory")
@@ -356,19 +334,13 @@ def _run_to_resume(resume: str) -> RunDir:
             Param("output_dir"),
             " RUN",
         )
-    return run
-
-
-def _saved_config(run: RunDir) -> dict[str, Any]:
-    """The "config" object of RUN/config.json (UserError naming the file when unreadable)."""
     try:
-        return dict(json.loads(run.config.read_text())["config"])
+        return run, dict(json.loads(run.config.read_text())["config"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UserError(f"{run.config}: cannot read the run's configuration ({exc})") from None
 
 
-def config_from_values(values: dict[str, Any]) -> TrainConfig:
-    """A checked TrainConfig of these field values (UserError naming an unknown field)."""
+def _checked(values: dict[str, Any]) -> TrainConfig:
     unknown = set(values) - set(CONFIG_FIELDS)
     if unknown:
         raise UserError(f"unknown config fields: {', '.join(sorted(unknown))}")
@@ -421,20 +393,17 @@ def check_config(cfg: TrainConfig) -> None:
         )
 
 
-def _package_version(name: str) -> str:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
-
-
 def environment() -> dict[str, str]:
     """Versions recorded next to the resolved config (RUN/config.json)."""
     import numpy  # heavy: only when a run is written, never for the command line's parser
     import torch
 
+    try:
+        version = importlib.metadata.version("alexnet")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
     return {
-        "alexnet": _package_version("alexnet"),
+        "alexnet": version,
         "torch": torch.__version__,
         "numpy": numpy.__version__,
         "python": platform.python_version(),

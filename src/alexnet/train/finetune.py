@@ -1,12 +1,6 @@
-"""Fine-tuning: a run that starts from trained weights (`--init-from`), with the last layer
-re-made for the data's classes, layers kept fixed (`--freeze`) and the last layer learning
-faster (`--head-lr-factor`). Paper §6: the network pre-trained on the whole ImageNet Fall 2011
-release was "fine-tuned" on ILSVRC-2012; every later use of AlexNet's features (DeCAF, R-CNN)
-starts this way.
-
-    alexnet train --data DIR --output-dir RUN --recipe finetune --init-from torchvision \\
-        --freeze features
-"""
+"""Fine-tuning (paper §6: pre-trained on ImageNet Fall 2011, "fine-tuned" on ILSVRC-2012): a run
+that starts from trained weights (`--init-from`), the last layer re-made for the data's classes,
+layers kept fixed (`--freeze`), the last layer learning faster (`--head-lr-factor`)."""
 
 from __future__ import annotations
 
@@ -22,14 +16,24 @@ from alexnet.weights.meta import Preprocess, WeightsMeta
 
 FEATURES = "features"  # --freeze features: every conv layer
 _FOLLOWERS = (nn.ReLU, nn.Tanh, nn.modules.batchnorm._BatchNorm)  # part of the layer before them
+_READ: dict[str, Any] = {}  # the weights `weights_config` read, kept for `start_from` (read once)
+
+
+def _read(init_from: str, *, keep: bool) -> tuple[dict[str, Any], WeightsMeta]:
+    """(tensors, metadata) of weights `init_from`: those `weights_config` kept, else read."""
+    from alexnet.weights.files import read  # every weights format: only a run that starts from one
+
+    found = _READ.pop(init_from, None) or read(init_from)
+    if keep:
+        _READ.clear()
+        _READ[init_from] = found
+    return found
 
 
 def weights_config(init_from: str) -> dict[str, Any]:
     """The config fields that weights `init_from` decide: the model, its options (but the number
     of classes, which the data decides) and the input normalization they were trained with."""
-    from alexnet.weights.files import read  # every weights format: only a run that starts from one
-
-    _, meta = read(init_from)
+    _, meta = _read(init_from, keep=True)
     options = dict(meta.model_config.get("options", {}))
     options.pop("num_classes", None)
     return {
@@ -42,10 +46,9 @@ def weights_config(init_from: str) -> dict[str, Any]:
 def prepare(
     net: nn.Module, init_from: str | None, freeze_spec: str | None, train_ds, saved, say
 ) -> DatasetStats:
-    """A run's start as `--init-from` and `--freeze` ask (each said in one line with `say`):
-    the weights' tensors in `net` (a fresh run), the layers frozen; returns the train split's
-    statistics with the normalization the run trains with (the weights', or as the checkpoint
-    `saved` holds it when resuming)."""
+    """A run's start as `--init-from` and `--freeze` ask (each said in one line): the weights'
+    tensors in `net` (a fresh run), the layers frozen; returns the train split's statistics with
+    the normalization the run trains with (the weights', or the checkpoint `saved`'s)."""
     stats = train_ds.stats
     if init_from and saved is not None:
         pre = Preprocess.from_json(saved.preprocess)
@@ -67,13 +70,10 @@ def prepare(
 
 
 def start_from(net: nn.Module, init_from: str, classes: list[str]) -> tuple[WeightsMeta, list[str]]:
-    """Copy the tensors of weights `init_from` into `net`, built with the weights' options for
-    the data's `classes`; the last layer keeps `net`'s fresh initialization when the classes
-    differ from the weights' (in number or in name: another task's outputs are no start).
+    """Copy the tensors of weights `init_from` into `net`; the last layer keeps `net`'s fresh
+    initialization when the data's `classes` differ from the weights' (in number or in name).
     Returns (the weights' metadata, the names of the re-made tensors: [] or fc8's two)."""
-    from alexnet.weights.files import read  # every weights format: only a run that starts from one
-
-    tensors, meta = read(init_from)
+    tensors, meta = _read(init_from, keep=False)
     own = net.state_dict()
     missing = sorted(own.keys() - tensors.keys())
     other = sorted(k for k in own.keys() & tensors.keys() if own[k].shape != tensors[k].shape)
@@ -89,27 +89,23 @@ def start_from(net: nn.Module, init_from: str, classes: list[str]) -> tuple[Weig
 
 
 def normalization_stats(stats: DatasetStats, pre: Preprocess, mean_image: Any) -> DatasetStats:
-    """The data's statistics with the normalization of the weights a run starts from (`pre`,
-    their mean image (H, W, C) or None): their per-channel mean and std and, when it has the
-    data's size, their mean image (paper §2): what the pre-trained layers expect. Lighting
-    (§4.1) keeps the data's eigenpairs."""
+    """The data's statistics with the normalization of the weights a run starts from (`pre`, and
+    their mean image (H, W, C) or None, paper §2, when it has the data's size): what the
+    pre-trained layers expect. Lighting (§4.1) keeps the data's eigenpairs."""
     channels = np.asarray(stats.channel_mean).size
     changed: dict[str, Any] = {}
-    if pre.mean is not None and len(pre.mean) == channels:
-        changed["channel_mean"] = np.asarray(pre.mean, dtype=np.float32)
-    if pre.std is not None and len(pre.std) == channels:
-        changed["channel_std"] = np.asarray(pre.std, dtype=np.float32)
+    for name, values in (("channel_mean", pre.mean), ("channel_std", pre.std)):
+        if values is not None and len(values) == channels:
+            changed[name] = np.asarray(values, dtype=np.float32)
     if mean_image is not None and tuple(np.shape(mean_image)) == np.shape(stats.mean_image):
         changed["mean_image"] = np.asarray(mean_image, dtype=np.float32)
     return dataclasses.replace(stats, **changed)
 
 
 def freeze(net: nn.Module, spec: str) -> list[str]:
-    """Keep the layers that `spec` names fixed: `features` (every conv layer) or a layer name as
-    `alexnet summary` lists it (that layer and every one before it, with the activation and
-    BatchNorm that follow it). Their parameters stop taking gradients and their BatchNorm keeps
-    its running statistics (evaluation mode in training too). Returns the frozen layers' names,
-    in call order."""
+    """Keep the layers that `spec` names fixed: `features` (every conv layer) or a layer as
+    `alexnet summary` names it (with every one before it and the activation and BatchNorm after
+    it): no gradients, BatchNorm in evaluation mode. Returns their names, in call order."""
     from alexnet.models.summary import layer_kind, layer_table, trace  # layer names: --freeze
 
     leaves = [m for m in net.modules() if not any(True for _ in m.children())]

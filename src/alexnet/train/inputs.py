@@ -1,20 +1,18 @@
-"""From dataset + model + config to the model's options and the training and evaluation
-transforms (paper §2, §4.1).
-
-Geometry: the crop is the model's input size. A dataset a little larger than that (256 -> 224)
-is cropped directly, as in the paper; one of the same size (28 -> 28) gets zero padding of
-crop // 8 first so random crops still translate; anything else (28 -> 224, 256 -> 28) is first
-resized on the device to round(crop * 256 / 224), the paper's 256/224 ratio.
-"""
+"""From dataset + model + config to the model's options, the crop geometry, the loaders and the
+training and evaluation transforms (paper §2, §4.1)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
 from alexnet.data.augment import TrainTransform
+from alexnet.data.loader import DeviceLoader
 from alexnet.data.packed import DatasetStats
+from alexnet.errors import Param, UserError
 from alexnet.train.recipes import recipe_model_options
 from alexnet.weights.meta import Preprocess
 
@@ -38,7 +36,10 @@ def plan_geometry(
     pad: int | None,
     resize: int | None,
 ) -> dict[str, int | None]:
-    """Return {"crop_size", "resize", "pad"} for the given dataset and model sizes."""
+    """{"crop_size", "resize", "pad"}: the crop is the model's input size; images a little larger
+    (256 -> 224) are cropped directly, as in the paper; images of the crop size (28 -> 28) are
+    padded by crop // 8 so random crops still translate; others (28 -> 224, 256 -> 28) are first
+    resized on the device to round(crop * 256 / 224), the paper's ratio."""
     side = min(image_size)
     crop = int(input_size)
     if resize is None:
@@ -49,28 +50,52 @@ def plan_geometry(
     return {"crop_size": crop, "resize": resize, "pad": int(pad)}
 
 
-def preprocess_for(
-    cfg, geometry: dict, in_channels: int, stats: dict, image_size: int | None = None
-) -> Preprocess:
-    """The evaluation-time preprocessing stored with the weights.
+@dataclass
+class Inputs:
+    """The data side of a run: datasets, loaders, the training transform, and what was derived
+    from the data (crop geometry, the preprocessing stored with the weights, the mean image)."""
 
-    `image_size` is the packed images' side, so `predict` brings new photos to the same size.
-    """
-    mean = [float(v) for v in np.asarray(stats.channel_mean).reshape(-1)]
-    std = [float(v) for v in np.asarray(stats.channel_std).reshape(-1)]
-    return Preprocess(
-        crop_size=geometry["crop_size"],
-        image_size=image_size,
-        resize=geometry["resize"],
-        out_channels=int(in_channels),
-        normalize=cfg.normalize,
-        mean=mean,
-        std=std,
+    train_ds: Any
+    val_ds: Any
+    train_loader: DeviceLoader
+    val_loader: DeviceLoader
+    train_transform: TrainTransform
+    geometry: dict[str, Any]
+    preprocess: Preprocess
+    mean_image: torch.Tensor
+    meta: dict[str, Any]  # what the weights and checkpoints hold: model config, classes, mean
+
+
+def make_inputs(cfg, train_ds, val_ds, stats: DatasetStats, net, info, device) -> Inputs:
+    """The geometry, preprocessing, transforms and loaders of the data for `net`; `stats`: the
+    train split's statistics, with a fine-tuned run's normalization."""
+    in_channels = int(getattr(net, "in_channels", 3))
+    geometry = plan_geometry(
+        train_ds.image_size, net.input_size, augment=cfg.augment, pad=cfg.pad, resize=cfg.resize
     )
-
-
-def make_train_transform(cfg, geometry: dict, in_channels: int, stats: dict) -> TrainTransform:
-    return TrainTransform(
+    preprocess = Preprocess(
+        crop_size=geometry["crop_size"],
+        image_size=min(train_ds.image_size),  # `predict` brings new photos to this size
+        resize=geometry["resize"],
+        out_channels=in_channels,
+        normalize=cfg.normalize,
+        mean=[float(v) for v in np.asarray(stats.channel_mean).reshape(-1)],
+        std=[float(v) for v in np.asarray(stats.channel_std).reshape(-1)],
+    )
+    where = dict(seed=cfg.seed, rank=info.rank, world_size=info.world_size, workers=cfg.workers)
+    train_loader = DeviceLoader(
+        train_ds, cfg.batch_size, shuffle=True, drop_last=True, device=device, **where
+    )
+    val_loader = DeviceLoader(
+        val_ds, cfg.batch_size, shuffle=False, drop_last=False, device=device, **where
+    )
+    if len(train_loader) == 0:
+        raise UserError(
+            f"{cfg.data}: {len(train_ds)} training images are fewer than one global batch of "
+            f"{cfg.batch_size * info.world_size}; lower ",
+            Param("batch_size"),
+        )
+    transform = TrainTransform(
         crop_size=geometry["crop_size"],
         mode=cfg.augment,
         resize=geometry["resize"],
@@ -85,16 +110,9 @@ def make_train_transform(cfg, geometry: dict, in_channels: int, stats: dict) -> 
         std=np.asarray(stats.channel_std, dtype=np.float32),
         out_channels=in_channels,
     )
-
-
-class FirstImages:
-    """A view of the first `n` images of a packed split (--train-limit, --val-limit), with what
-    DeviceLoader and the engine read of a split."""
-
-    def __init__(self, ds, n: int) -> None:
-        self.images, self.labels = ds.images[:n], ds.labels[:n]
-        self.classes, self.num_classes = ds.classes, ds.num_classes
-        self.image_size, self.stats, self.fingerprint = ds.image_size, ds.stats, ds.fingerprint
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
+    if device.type == "cuda":  # batches made in the model's dtype and layout (the CPU: fp32)
+        transform.produce(torch.bfloat16 if cfg.amp else None, channels_last=cfg.channels_last)
+    mean_image = torch.as_tensor(stats.mean_image, dtype=torch.float32)
+    meta = dict(model_config=net.config, classes=list(train_ds.classes), mean_image=mean_image)
+    loaders = (train_loader, val_loader)
+    return Inputs(train_ds, val_ds, *loaders, transform, geometry, preprocess, mean_image, meta)

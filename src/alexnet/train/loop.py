@@ -1,29 +1,21 @@
-"""Training (paper §5), top to bottom: `fit` sets a run up, runs its epochs of SGD steps,
-validates after each, checkpoints so that a resumed run repeats an uninterrupted one to the bit,
-and writes the final weights and evaluation. DDP through torchrun; SIGTERM / SIGINT stop after
-the current step with a checkpoint. The run directory's files: `alexnet.rundir`.
-
-    from alexnet.train import fit, make_config
-    result = fit(make_config("fast", data="data/fmnist", output_dir="runs/a"))
-    result.final["top1_error"], result.history[-1]["train_loss"], result.weights
-
-One step for every device (`train_step`): its loss and correct count are summed on the device
-and read only at log, epoch and checkpoint boundaries. A non-finite loss is flagged on the
-device: fused SGD (CUDA) skips that update there; the CPU's per-parameter SGD (the arithmetic
-of every earlier run) reads the flag at once, which costs a CPU nothing. The ranks agree on stop
-signals and non-finite steps every `POLL_STEPS` steps with fused SGD, after every step otherwise.
+"""Training (paper §5): `fit` sets a run up, runs its epochs of SGD steps, validates after each,
+checkpoints so that a resumed run repeats an uninterrupted one to the bit, and writes the final
+weights and evaluation (the files: `alexnet.rundir`). DDP through torchrun; SIGTERM / SIGINT stop
+after the current step with a checkpoint. The step's sums stay on the device until a log, epoch
+or checkpoint boundary; the ranks agree on stop signals and non-finite steps every `POLL_STEPS`
+steps with fused SGD (CUDA: it skips a non-finite step on the device), after every step otherwise.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
 import shutil
 import socket
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -56,10 +48,9 @@ from alexnet.models.registry import get_model
 from alexnet.progress import progress_bar
 from alexnet.rundir import RunDir, RunResult
 from alexnet.train import finetune
-from alexnet.train import inputs as inputs_mod
 from alexnet.train.config import RESUME_AUTO, TrainConfig, config_json, resolve_channels_last
+from alexnet.train.inputs import Inputs, make_inputs, model_options
 from alexnet.train.schedules import make_schedule
-from alexnet.weights.meta import Preprocess
 from alexnet.weights.safetensors_io import save_safetensors
 
 StepCallback = Callable[[int], None]  # called after every step with the global step (tests)
@@ -71,9 +62,8 @@ POSITION = ("epoch", "batch", "global_step", "best_error", "elapsed", "history")
 
 @dataclass
 class Position:
-    """Where the run is: (epoch, batch) is the next global batch to run (both from 0); the
-    running sums (2, 4) float64 on the device, read only at boundaries: rows EPOCH and WINDOW,
-    columns SUMS; the seconds spent training and waiting for batches; the epoch records."""
+    """Where the run is: (epoch, batch) the next global batch to run (from 0); `sums` (2, 4)
+    float64 on the device, rows EPOCH and WINDOW, columns SUMS; seconds; the epoch records."""
 
     sums: torch.Tensor
     epoch: int = 0
@@ -104,30 +94,11 @@ class Position:
         return loss / max(images, 1), 1.0 - correct / max(images, 1), int(images), int(skipped)
 
 
-@dataclass
-class Inputs:
-    """The data side: datasets, loaders, the training transform, and what was derived from the
-    data (crop geometry, the preprocessing stored with the weights, the mean image)."""
-
-    train_ds: Any
-    val_ds: Any
-    train_loader: DeviceLoader
-    val_loader: DeviceLoader
-    train_transform: Any
-    geometry: dict[str, Any]
-    preprocess: Preprocess
-    mean_image: torch.Tensor
-
-    def eval_transform(self, crops: int) -> Callable:
-        return make_eval_transform(self.preprocess, self.mean_image, crops)
-
-
 # --------------------------------------------------------------------------------- fit
 def fit(cfg: TrainConfig, *, callbacks: Sequence[StepCallback] = ()) -> RunResult:
-    """Train (or resume, when `cfg.resume` names a run) the run `cfg` describes (from
-    `make_config` or `alexnet.train.config.resolve`); `callbacks` are called after every step
-    with the global step. The process settings a run needs (denormals flushed to zero, glibc
-    keeping large blocks) hold while it trains."""
+    """Train (or resume) the run `cfg` describes (from `make_config`); `callbacks` are called
+    after every step with the global step. The process settings a run needs (denormals flushed
+    to zero, glibc keeping large blocks) hold while it trains."""
     if cfg.resume == RESUME_AUTO:
         raise UserError(f"resume {RESUME_AUTO!r} is decided by make_config (or resolve)")
     if cfg.recipe == "finetune" and not cfg.init_from:
@@ -170,78 +141,22 @@ def _train(cfg, info, device, generation: int, stop: StopFlag, callbacks) -> Run
     run = RunDir(cfg.output_dir)
     _check_run_dir(run, net, info, resuming=saved is not None)
     placed, forward = _place(cfg, net, device, info)
-    fused = device.type == "cuda" and not cfg.model_parallel  # one launch; skips on the device
     sgd = {k: getattr(cfg, k) for k in ("lr", "momentum", "weight_decay", "nesterov")}
-    groups = finetune.param_groups(placed, cfg.head_lr_factor)
-    optimizer = make_optimizer(groups, **sgd, fused=fused)
+    fused = device.type == "cuda" and not cfg.model_parallel  # one launch; skips on the device
+    optimizer = make_optimizer(
+        finetune.param_groups(placed, cfg.head_lr_factor), **sgd, fused=fused
+    )
     schedule = make_schedule(cfg)
-    inputs = _inputs(cfg, train_ds, val_ds, stats, net, info, device)
-    if len(inputs.train_loader) == 0:
-        raise UserError(
-            f"{cfg.data}: {len(train_ds)} training images are fewer than one global batch of "
-            f"{cfg.batch_size * info.world_size}; lower ",
-            Param("batch_size"),
-        )
+    inputs = make_inputs(cfg, train_ds, val_ds, stats, net, info, device)
     pos = Position(torch.zeros(2, len(SUMS), dtype=torch.float64, device=device))
     if saved is not None:
         _restore(saved, placed, optimizer, schedule, pos, cfg, info)
     else:
         torch.manual_seed(step_seed(cfg.seed, 0, 0, info.rank, stream=1))  # dropout, per rank
-
-    meta = dict(
-        model_config=net.config, classes=list(train_ds.classes), mean_image=inputs.mean_image
-    )
-
-    def save() -> None:  # every rank at the same step: their RNG states gathered, rank 0 writes
-        rank_rng = runtime.gather_objects(capture_rng_state()) if info.enabled else None
-        if info.is_main:
-            rng = capture_rng_state()
-            ckpt = Checkpoint(
-                **meta,
-                data_fingerprint=train_ds.fingerprint,
-                config=cfg.to_json(),
-                preprocess=inputs.preprocess.to_json(),
-                model=_paper_state(placed, cfg),
-                optimizer=optimizer.state_dict(),
-                schedule=schedule.state_dict(),
-                **{name: getattr(pos, name) for name in POSITION},
-                epoch_sums=pos.plain(EPOCH),
-                step_window=pos.plain(WINDOW),
-                rng=rng,
-                rank_rng=rank_rng or [rng],
-                world_size=info.world_size,
-                global_batch=cfg.batch_size * info.world_size,
-            )
-            save_checkpoint(run.checkpoint, ckpt)
-
-    def write_weights(name: str, extra: dict[str, Any]) -> None:  # RUN/name, with metadata
-        if info.is_main:
-            extra = {"recipe": cfg.recipe, **extra}
-            save_safetensors(
-                run.path / name,
-                _paper_state(placed, cfg),
-                **meta,
-                preprocess=inputs.preprocess,
-                extra=extra,
-            )
-
-    if cfg.recipe == "paper" and cfg.epochs >= 30 and device.type == "cpu":
-        say(
-            f"note: the paper recipe trains {cfg.epochs} epochs, sized for GPUs (days on a CPU); "
-            "on a CPU, --recipe fast trains in minutes"
-        )
-    steps_total = cfg.epochs * len(inputs.train_loader)
-    steps_total = min(steps_total, cfg.max_steps) if cfg.max_steps else steps_total
-    callbacks = [*callbacks, _cost_line(steps_total, cfg.batch_size * info.world_size, device, say)]
-    board = None
-    if info.is_main:
-        about = dict(model=net.config, geometry=inputs.geometry, classes=meta["classes"])
-        about.update(preprocess=inputs.preprocess.to_json(), world_size=info.world_size)
-        about.update(data_fingerprint=train_ds.fingerprint)
-        atomic_write_text(run.config, config_json(cfg, **about))
-        board = _tensorboard(run, purge_step=pos.global_step or None)
-        _record_start(run, cfg, info, pos, saved, generation, len(inputs.train_loader))
-        _trim_step_log(run, pos.global_step if saved is not None else 0)
+    save = functools.partial(_save, run, cfg, info, placed, optimizer, schedule, pos, inputs)
+    write_weights = functools.partial(_write_weights, run, cfg, info, placed, inputs)
+    callbacks = [*callbacks, _plan(cfg, len(inputs.train_loader), info, device, say)]
+    board = _start(run, cfg, info, pos, saved, generation, inputs) if info.is_main else None
     try:
         if saved is not None and pos.epoch >= cfg.epochs and run.is_finished():
             say(f"{run.path}: finished already ({cfg.epochs} epochs); nothing to train")
@@ -255,9 +170,7 @@ def _train(cfg, info, device, generation: int, stop: StopFlag, callbacks) -> Run
                 end_epoch(placed, optimizer, schedule, inputs, pos, cfg, write_weights, board, say)
                 save()
                 if info.is_main:
-                    atomic_write_text(
-                        run.metrics, "".join(f"{json.dumps(r)}\n" for r in pos.history)
-                    )
+                    atomic_write_text(run.metrics, "".join(map(_jsonl, pos.history)))
             if status == "stopped" or stop.signal:  # a signal during the epoch's end: done
                 save()
                 say(
@@ -269,15 +182,7 @@ def _train(cfg, info, device, generation: int, stop: StopFlag, callbacks) -> Run
                     "stopped", run.path, list(pos.history), stop_signal=stop.signum or 15
                 )
         write_weights(RunDir.WEIGHTS, {"epoch": pos.epoch, "global_step": pos.global_step})
-        final = rounded(final_evaluation(placed, inputs, pos.history, cfg, info))  # as measured
-        if info.is_main:
-            atomic_write_text(run.eval_json, json.dumps(final, indent=2) + "\n")
-        top5 = final.get("top5_error")
-        say(
-            f"done ({status}): {run.weights}; val error top-1 {100 * final['top1_error']:.2f} %"
-            + (f", top-5 {100 * top5:.2f} %" if top5 is not None else "")
-            + f" ({final['crops']} crop(s))"
-        )
+        final = final_evaluation(placed, inputs, pos.history, cfg, info, run, status, say)
         return RunResult(
             status, run.path, list(pos.history), final, run.weights, pos.elapsed, stop.signum
         )
@@ -289,19 +194,15 @@ def _train(cfg, info, device, generation: int, stop: StopFlag, callbacks) -> Run
 # ------------------------------------------------------------------------------ set-up
 def _device(cfg: TrainConfig, info: runtime.DistInfo) -> torch.device:
     """This process's device: --model-parallel's first, else --device (torchrun: LOCAL_RANK)."""
-    if cfg.model_parallel:
-        devices = [d.strip() for d in cfg.model_parallel.split(",")]
-        if len(devices) != 2 or info.enabled:
-            raise UserError(
-                Param("model_parallel"), " takes two devices, DEV0,DEV1, in a single process"
-            )
-        return runtime.resolve_device(devices[0], info)
-    return runtime.resolve_device(cfg.device, info)
+    if cfg.model_parallel and info.enabled:
+        raise UserError(
+            Param("model_parallel"), " takes two devices, DEV0,DEV1, in a single process"
+        )
+    return runtime.resolve_device((cfg.model_parallel or cfg.device).split(",")[0], info)
 
 
 def _set_backends(cfg: TrainConfig, device: torch.device) -> None:
-    """Deterministic algorithms, or cuDNN's autotuner on CUDA; TF32 matmuls on CUDA as cuDNN's
-    convolutions already use by default (`--no-tf32` turns both off)."""
+    """Deterministic algorithms or cuDNN's autotuner; TF32 matmuls and convolutions on CUDA."""
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     elif device.type == "cuda":
@@ -316,10 +217,10 @@ def _open_data(cfg: TrainConfig, info: runtime.DistInfo):
     train_ds, val_ds = open_dataset(cfg.data, "train"), open_dataset(cfg.data, "val")
     if len(train_ds) == 0:
         raise UserError(f"{cfg.data}: the train split holds no images; nothing to train on")
-    if 0 < cfg.train_limit < len(train_ds):
-        train_ds = inputs_mod.FirstImages(train_ds, cfg.train_limit)
-    if 0 < cfg.val_limit < len(val_ds):
-        val_ds = inputs_mod.FirstImages(val_ds, cfg.val_limit)
+    if cfg.train_limit:
+        train_ds = train_ds.head(cfg.train_limit)
+    if cfg.val_limit:
+        val_ds = val_ds.head(cfg.val_limit)
     seen = runtime.gather_objects((train_ds.fingerprint, socket.gethostname()))
     other = [f"rank {r} on {host} ({fp})" for r, (fp, host) in enumerate(seen) if fp != seen[0][0]]
     if other:
@@ -340,37 +241,31 @@ def build_model(cfg: TrainConfig, train_ds) -> nn.Module:
         if options is not None:
             like = dataclasses.replace(cfg, model_options=dict(options))
             torch.manual_seed(cfg.seed)
-            kw = inputs_mod.model_options(like, train_ds.image_size, train_ds.stats)
+            kw = model_options(like, train_ds.image_size, train_ds.stats)
             nets.append(get_model(cfg.model, num_classes=train_ds.num_classes, **kw))
     net, *reference = nets
     if reference:
-        own = net.state_dict()
-        shared = {
-            k: v
-            for k, v in reference[0].state_dict().items()
-            if k in own and own[k].shape == v.shape
-        }
+        own, theirs = net.state_dict(), reference[0].state_dict()
+        shared = {k: v for k, v in theirs.items() if k in own and own[k].shape == v.shape}
         net.load_state_dict(shared, strict=False)
     return net
 
 
 def _check_run_dir(run: RunDir, net: nn.Module, info: runtime.DistInfo, *, resuming: bool) -> None:
-    """Rank 0 checks RUN (`check_run_dir`: room for a checkpoint of weights + momentum, twice
-    during its atomic replace, and 2 weight files); every rank raises its error."""
+    """Rank 0 creates RUN and fails early if it cannot hold the run's files (a checkpoint of
+    weights + momentum twice, 2 weight files) or holds another run; every rank raises it."""
     error = None
     if info.is_main:
         try:
             params = sum(p.numel() * p.element_size() for p in net.parameters())
-            check_run_dir(run, 6 * params + (16 << 20), resuming=resuming)
+            _check_dir(run, 6 * params + (16 << 20), resuming=resuming)
         except UserError as exc:
             error = exc.args
     if error := runtime.broadcast_object(error):
         raise UserError(*error)
 
 
-def check_run_dir(run: RunDir, need_bytes: int, *, resuming: bool) -> None:
-    """Create RUN and fail early, in one line, if it cannot hold the run's files. A run
-    already there is never overwritten: the error says how to continue it."""
+def _check_dir(run: RunDir, need_bytes: int, *, resuming: bool) -> None:
     try:
         run.path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -398,12 +293,8 @@ def check_run_dir(run: RunDir, need_bytes: int, *, resuming: bool) -> None:
             Param("output_dir"),
         )
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".write-test.", dir=run.path)
-        with os.fdopen(fd, "wb") as f:
-            f.write(b"x")
-            f.flush()
-            os.fsync(f.fileno())
-        os.unlink(tmp)
+        atomic_write_text(run.path / ".write-test", "x")
+        (run.path / ".write-test").unlink()
     except OSError as exc:
         raise UserError(f"{run.path}: not writable ({exc.strerror})") from None
     free = shutil.disk_usage(run.path).free
@@ -423,23 +314,16 @@ def make_optimizer(
     nesterov: bool = False,
     fused: bool = False,
 ) -> torch.optim.SGD:
-    """SGD with momentum and L2 weight decay (paper §5), decay on every parameter like the paper;
-    `params`: parameters, or parameter groups (a group's `lr_factor` scales the schedule's rate).
-
-    The paper's update rule (§5) is
+    """SGD with momentum and L2 weight decay on every parameter (paper §5); `params`: parameters
+    or groups (a group's `lr_factor` scales the schedule's rate). The paper's rule
         v <- 0.9 v - 0.0005 * eps * w - eps * dL/dw,    w <- w + v
-    and torch.optim.SGD computes
-        b <- 0.9 b + (dL/dw + 0.0005 w),                w <- w - eps * b.
-    With a constant eps, v = -eps * b at every step, so the two are the same trajectory. They
-    differ only at a learning-rate change: torch applies the new eps to the whole accumulated b
-    at once, while the paper's v still carries the old eps in its momentum, so the paper's first
-    steps after a drop still move by about the old step size (decaying by 0.9 per step). We use
-    torch's form, as every modern reproduction does.
-
-    `fused`: torch's fused kernel (one launch for all parameters; on CUDA), which can skip a
-    step on the device (its `found_inf`, see `train_step`). Its momentum buffers are created as
-    zeros up front, the same first step as torch's (buffer = gradient, as 0.9 * 0 + gradient),
-    so that a skipped first step cannot leave them uninitialized."""
+    and torch's
+        b <- 0.9 b + (dL/dw + 0.0005 w),                w <- w - eps * b
+    are the same trajectory (v = -eps * b) while eps is constant; at a rate change torch applies
+    the new eps to the whole b at once, the paper's v decays from the old step size (0.9 per
+    step). We use torch's form, as every modern reproduction does. `fused`: torch's fused kernel
+    (CUDA), which can skip a step on the device; its momentum buffers start as zeros so that a
+    skipped first step cannot leave them uninitialized (the same first step: 0.9 * 0 + grad)."""
     decay = {"momentum": momentum, "weight_decay": weight_decay, "nesterov": nesterov}
     optimizer = torch.optim.SGD(params, lr=lr, **decay, fused=fused or None)
     if fused and momentum > 0:
@@ -450,14 +334,12 @@ def make_optimizer(
 
 
 def _place(cfg: TrainConfig, net: nn.Module, device: torch.device, info: runtime.DistInfo):
-    """(the model on its device(s), what the step calls). Validation calls the placed model,
-    never DDP (ranks may hold unequal numbers of validation batches, and DDP's forward is a
-    collective); the step calls it DDP-wrapped under torchrun, compiled with --compile."""
+    """(the model on its device(s), what the step calls: DDP under torchrun, compiled with
+    --compile). Validation calls the placed model: DDP's forward is a collective."""
     if cfg.model_parallel:
         from alexnet.models.parallel import TwoDeviceAlexNet  # only --model-parallel
 
-        devices = tuple(d.strip() for d in cfg.model_parallel.split(","))
-        placed = TwoDeviceAlexNet.from_paper(net, devices=devices)
+        placed = TwoDeviceAlexNet.from_paper(net, devices=tuple(cfg.model_parallel.split(",")))
     else:
         fmt = torch.channels_last if cfg.channels_last else torch.preserve_format
         placed = net.to(device=device, memory_format=fmt)
@@ -474,37 +356,6 @@ def _paper_state(placed: nn.Module, cfg: TrainConfig) -> dict[str, torch.Tensor]
     return placed.paper_state_dict() if cfg.model_parallel else placed.state_dict()
 
 
-def _inputs(cfg: TrainConfig, train_ds, val_ds, stats, net, info, device) -> Inputs:
-    """The crop geometry, preprocessing, transforms and loaders of the data (paper §2, §4.1);
-    `stats`: the train split's statistics, with a fine-tuned run's normalization."""
-    in_channels = int(getattr(net, "in_channels", 3))
-    geometry = inputs_mod.plan_geometry(
-        train_ds.image_size, net.input_size, augment=cfg.augment, pad=cfg.pad, resize=cfg.resize
-    )
-    preprocess = inputs_mod.preprocess_for(
-        cfg, geometry, in_channels, stats, min(train_ds.image_size)
-    )
-    loaders = [
-        DeviceLoader(
-            ds,
-            cfg.batch_size,
-            shuffle=shuffle,
-            drop_last=shuffle,
-            seed=cfg.seed,
-            rank=info.rank,
-            world_size=info.world_size,
-            device=device,
-            workers=cfg.workers,
-        )
-        for ds, shuffle in ((train_ds, True), (val_ds, False))
-    ]
-    transform = inputs_mod.make_train_transform(cfg, geometry, in_channels, stats)
-    if device.type == "cuda":  # batches made in the model's dtype and layout (the CPU: fp32)
-        transform.produce(torch.bfloat16 if cfg.amp else None, channels_last=cfg.channels_last)
-    mean_image = torch.as_tensor(stats.mean_image, dtype=torch.float32)
-    return Inputs(train_ds, val_ds, *loaders, transform, geometry, preprocess, mean_image)
-
-
 def _restore(saved: Checkpoint, placed, optimizer, schedule, pos: Position, cfg: TrainConfig, info):
     """A checkpoint's state into the model, SGD, schedule, position and every RNG."""
     if cfg.model_parallel:
@@ -515,7 +366,6 @@ def _restore(saved: Checkpoint, placed, optimizer, schedule, pos: Position, cfg:
     schedule.load_state_dict(saved.schedule)
     for name in POSITION:
         setattr(pos, name, getattr(saved, name))
-    pos.history = list(saved.history)
     for row, sums in ((EPOCH, saved.epoch_sums), (WINDOW, saved.step_window)):
         pos.sums[row] = torch.tensor([float(sums[k]) for k in SUMS], dtype=torch.float64)
         pos.data_time[row] = float(sums["data_time"])
@@ -526,10 +376,49 @@ def _restore(saved: Checkpoint, placed, optimizer, schedule, pos: Position, cfg:
         torch.manual_seed(step_seed(cfg.seed, 0, pos.global_step, info.rank, 1))
 
 
-def _record_start(run, cfg, info, pos: Position, saved, generation: int, steps: int) -> None:
-    """One line in RUN/starts.jsonl: the workers' generation (1, 2, ... under torchrun's agent
-    store), rank 0's agent's restart count (torchrun counts per node), the world size, the step
-    resumed at; and on a resume, one line on stderr."""
+def _save(run, cfg, info, placed, optimizer, schedule, pos: Position, inputs: Inputs) -> None:
+    """RUN/checkpoint.pt: every rank's RNG states gathered, rank 0 writes."""
+    rank_rng = runtime.gather_objects(capture_rng_state()) if info.enabled else None
+    if info.is_main:
+        rng = capture_rng_state()
+        ckpt = Checkpoint(
+            **inputs.meta,
+            data_fingerprint=inputs.train_ds.fingerprint,
+            config=cfg.to_json(),
+            preprocess=inputs.preprocess.to_json(),
+            model=_paper_state(placed, cfg),
+            optimizer=optimizer.state_dict(),
+            schedule=schedule.state_dict(),
+            **{name: getattr(pos, name) for name in POSITION},
+            epoch_sums=pos.plain(EPOCH),
+            step_window=pos.plain(WINDOW),
+            rng=rng,
+            rank_rng=rank_rng or [rng],
+            world_size=info.world_size,
+            global_batch=cfg.batch_size * info.world_size,
+        )
+        save_checkpoint(run.checkpoint, ckpt)
+
+
+def _write_weights(run, cfg, info, placed, inputs: Inputs, name: str, extra: dict) -> None:
+    """RUN/name, the weights with their metadata (rank 0)."""
+    if info.is_main:
+        extra = {"recipe": cfg.recipe, **extra}
+        state = _paper_state(placed, cfg)
+        save_safetensors(
+            run.path / name, state, **inputs.meta, preprocess=inputs.preprocess, extra=extra
+        )
+
+
+def _start(run, cfg, info, pos: Position, saved, generation: int, inputs: Inputs):
+    """Rank 0's start: RUN/config.json, a line in RUN/starts.jsonl (and on stderr when resuming),
+    RUN/steps.jsonl cut back to the restored step; returns the TensorBoard writer."""
+    meta = inputs.meta
+    about = dict(model=meta["model_config"], geometry=inputs.geometry, classes=meta["classes"])
+    about.update(preprocess=inputs.preprocess.to_json(), world_size=info.world_size)
+    about.update(data_fingerprint=inputs.train_ds.fingerprint)
+    atomic_write_text(run.config, config_json(cfg, **about))
+    board = _tensorboard(run, purge_step=pos.global_step or None)
     restart = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
     record = {
         "time": round(time.time(), 3),
@@ -548,37 +437,25 @@ def _record_start(run, cfg, info, pos: Position, saved, generation: int, steps: 
     _append_jsonl(run.starts, record)
     if saved is not None:
         _say(
-            f"resuming {run.path} at epoch {pos.epoch + 1} step {pos.batch}/{steps} (global "
-            f"step {pos.global_step}), {info.world_size} process(es)"
+            f"resuming {run.path} at epoch {pos.epoch + 1} step {pos.batch}/"
+            f"{len(inputs.train_loader)} (global step {pos.global_step}), {info.world_size} "
+            "process(es)"
             + (f" (was {saved.world_size} processes)" if moved else "")
             + (f", torchrun restart {restart}" if restart else "")
         )
-
-
-def _trim_step_log(run: RunDir, last_step: int) -> None:
-    """RUN/steps.jsonl holds exactly the records up to the restored step (none when fresh)."""
     if run.steps.exists():
-        keep = [r for r in run.read_steps() if r["step"] <= last_step]
-        atomic_write_text(run.steps, "".join(f"{json.dumps(r)}\n" for r in keep))
+        last = pos.global_step if saved is not None else 0
+        keep = [r for r in run.read_steps() if r["step"] <= last]
+        atomic_write_text(run.steps, "".join(map(_jsonl, keep)))
+    return board
 
 
 # ------------------------------------------------------------------------------- epoch
 def train_one_epoch(
-    forward,
-    optimizer,
-    schedule,
-    inputs: Inputs,
-    pos: Position,
-    cfg,
-    info,
-    run,
-    stop,
-    save,
-    callbacks,
+    forward, optimizer, schedule, inputs, pos, cfg, info, run, stop, save, callbacks
 ) -> str:
-    """Run the current epoch's remaining steps of `forward` (the model as the step calls it)
-    and SGD; `save()` writes a checkpoint (--checkpoint-every). Returns "finished" at the
-    epoch's end, "stopped" after a signal, "max_steps" when --max-steps is reached."""
+    """Run the epoch's remaining steps; `save()` checkpoints (--checkpoint-every). Returns
+    "finished" at the epoch's end, "stopped" after a signal, "max_steps" at --max-steps."""
     loader, steps, epoch = inputs.train_loader, len(inputs.train_loader), pos.epoch
     poll = POLL_STEPS if optimizer.defaults.get("fused") else 1
     loader.set_epoch(epoch)
@@ -606,30 +483,20 @@ def train_one_epoch(
         now, every, step = time.perf_counter(), cfg.checkpoint_every, pos.global_step
         logged = bool(cfg.log_every and step % cfg.log_every == 0)
         limit = bool(cfg.max_steps and step >= cfg.max_steps)
+        checkpoint = bool(every and step % every == 0)
         signalled = False
-        if (
-            pos.batch == steps
-            or limit
-            or logged
-            or step % poll == 0
-            or (every and step % every == 0)
-        ):
+        if pos.batch == steps or limit or logged or checkpoint or step % poll == 0:
             signalled, shown = _agree(stop, pos, loss, cfg.on_nan, run, every_step=poll == 1)
         if logged:
-            _log_steps(
-                pos,
-                steps,
-                cfg.batch_size * info.world_size,
-                pos.elapsed + now - t0,
-                run if info.is_main else None,
-            )
+            seconds = pos.elapsed + now - t0
+            _log_steps(pos, steps, cfg.batch_size * info.world_size, seconds, run, info.is_main)
         for callback in callbacks:
             callback(step)
         bar.update(pos.batch, shown, timed_images / max(now - t0, 1e-9), now)
         if signalled or limit:
             status = "stopped" if signalled else "max_steps"
             break
-        if every and step % every == 0 and pos.batch < steps:
+        if checkpoint and pos.batch < steps:
             elapsed = time.perf_counter() - t0
             pos.train_time, pos.elapsed = pos.train_time + elapsed, pos.elapsed + elapsed
             t0, timed_images = time.perf_counter(), 0
@@ -673,20 +540,17 @@ def train_step(
 def _agree(
     stop: StopFlag, pos: Position, loss: torch.Tensor, on_nan: str, run: RunDir, *, every_step: bool
 ) -> tuple[bool, float]:
-    """Whether any rank was signalled to stop, and the loss to show; a non-finite loss since
-    the last agreement stops the run (--on-nan stop, one line) or was skipped (skip)."""
+    """(any rank signalled to stop, the loss to show); a non-finite loss since the last
+    agreement stops the run (--on-nan stop) or was skipped."""
     signal = torch.tensor(1.0 if stop.signal else 0.0, device=loss.device)
     flags = torch.stack([signal, pos.sums[WINDOW, 3].float(), loss.detach().float()])
     flags[:2] = runtime.all_reduce_sum(flags[:2].clone())
     signalled, skipped, value = flags.tolist()
     if skipped > 0 and on_nan == "stop":
-        where = (
-            f"since the previous check (those updates were skipped) (global step {pos.global_step}"
-        )
+        step = pos.global_step
+        where = f"since the previous check (those updates were skipped) (global step {step}"
         if every_step:
-            where = (
-                f"at epoch {pos.epoch + 1} step {pos.batch - 1} (global step {pos.global_step - 1}"
-            )
+            where = f"at epoch {pos.epoch + 1} step {pos.batch - 1} (global step {step - 1}"
         note = "no checkpoint was written yet"
         if run.has_checkpoint():
             note = f"the last good checkpoint {run.checkpoint} is intact"
@@ -700,9 +564,8 @@ def _agree(
     return signalled > 0, value
 
 
-def _log_steps(pos: Position, steps: int, global_batch: int, seconds: float, run) -> None:
-    """Append the last `log_every` steps' training loss and error to RUN/steps.jsonl (rank 0:
-    `run`, others None)."""
+def _log_steps(pos: Position, steps: int, global_batch: int, seconds: float, run, main) -> None:
+    """Append the last `log_every` steps' training loss and error to RUN/steps.jsonl (rank 0)."""
     loss, error, images, _ = pos.reduced(WINDOW)
     record = {
         "step": pos.global_step,
@@ -716,26 +579,27 @@ def _log_steps(pos: Position, steps: int, global_batch: int, seconds: float, run
         "data_time": round(pos.data_time[WINDOW], 6),
     }
     pos.sums[WINDOW], pos.data_time[WINDOW] = 0.0, 0.0
-    if run is not None:
+    if main:
         _append_jsonl(run.steps, record)
 
 
 # -------------------------------------------------------------------------- evaluation
-def validate(model, loader, transform, crops: int, cfg, num_classes: int) -> dict[str, Any]:
+def validate(model, loader, inputs: Inputs, crops: int, cfg) -> dict[str, Any]:
     """Top-1/top-5 error and loss of `loader`'s images (each counted once over the ranks)."""
     loader.set_epoch(0)
-    batches, precision = loader.iterate(), dict(amp=cfg.amp, channels_last=cfg.channels_last)
-    return evaluate(model, batches, transform, crops=crops, num_classes=num_classes, **precision)
+    transform = make_eval_transform(inputs.preprocess, inputs.mean_image, crops)
+    precision = dict(amp=cfg.amp, channels_last=cfg.channels_last)
+    classes = inputs.train_ds.num_classes
+    return evaluate(
+        model, loader.iterate(), transform, crops=crops, num_classes=classes, **precision
+    )
 
 
 def end_epoch(placed, optimizer, schedule, inputs, pos: Position, cfg, write_weights, board, say):
-    """Validate `placed` (the model, never DDP-wrapped), record the epoch (partial when
-    --max-steps cut it) in `pos.history`, step the plateau schedule, keep the best weights
-    (`write_weights`), log to TensorBoard (`board`) and stderr (`say`); a complete epoch moves
-    the position on."""
+    """Validate, record the epoch (partial when --max-steps cut it) in `pos.history`, step the
+    plateau schedule, keep the best weights, log it; a complete epoch moves the position on."""
     steps = len(inputs.train_loader)
-    transform, classes = inputs.eval_transform(cfg.eval_crops), inputs.train_ds.num_classes
-    val = validate(placed, inputs.val_loader, transform, cfg.eval_crops, cfg, classes)
+    val = validate(placed, inputs.val_loader, inputs, cfg.eval_crops, cfg)
     loss, error, images, skipped = pos.reduced(EPOCH)
     complete, seconds = pos.batch == steps, max(pos.train_time, 1e-9)
     record = {
@@ -779,13 +643,15 @@ def end_epoch(placed, optimizer, schedule, inputs, pos: Position, cfg, write_wei
         pos.sums[EPOCH], pos.data_time[EPOCH] = 0.0, 0.0
 
 
-def final_evaluation(placed, inputs: Inputs, history: list, cfg: TrainConfig, info) -> dict:
+def final_evaluation(
+    placed, inputs: Inputs, history: list, cfg: TrainConfig, info, run, status: str, say
+) -> dict:
     """RUN/eval.json: the validation error with the test crops (paper §4.1: 10), and with
-    --train-eval the error on the first training images (the train side of a train-test gap)."""
-    num_classes, test = inputs.train_ds.num_classes, inputs.eval_transform(cfg.test_crops)
+    --train-eval the error on the first training images (the train side of a train-test gap);
+    rounded as measured, written by rank 0 and said in one line with the run's `status`."""
     record = history[-1] if history else {}
     if cfg.test_crops != cfg.eval_crops or not record:
-        final = validate(placed, inputs.val_loader, test, cfg.test_crops, cfg, num_classes)
+        final = validate(placed, inputs.val_loader, inputs, cfg.test_crops, cfg)
     else:
         final = {
             "images": len(inputs.val_ds),
@@ -793,20 +659,25 @@ def final_evaluation(placed, inputs: Inputs, history: list, cfg: TrainConfig, in
             **{k: record.get(f"val_{k}") for k in ("top1_error", "top5_error", "loss")},
         }
     if cfg.train_eval:
-        subset = inputs_mod.FirstImages(inputs.train_ds, min(cfg.train_eval, len(inputs.train_ds)))
+        subset = inputs.train_ds.head(cfg.train_eval)
         where = dict(rank=info.rank, world_size=info.world_size, workers=cfg.workers)
+        device = inputs.train_loader.device
         loader = DeviceLoader(
-            subset,
-            cfg.batch_size,
-            shuffle=False,
-            drop_last=False,
-            **where,
-            device=inputs.train_loader.device,
+            subset, cfg.batch_size, shuffle=False, drop_last=False, **where, device=device
         )
-        train = validate(placed, loader, test, cfg.test_crops, cfg, num_classes)
+        train = validate(placed, loader, inputs, cfg.test_crops, cfg)
         final["train"] = {
             k: train.get(k) for k in ("images", "crops", "top1_error", "top5_error", "loss")
         }
+    final = rounded(final)
+    if info.is_main:
+        atomic_write_text(run.eval_json, json.dumps(final, indent=2) + "\n")
+    top5 = final.get("top5_error")
+    say(
+        f"done ({status}): {run.weights}; val error top-1 {100 * final['top1_error']:.2f} %"
+        + (f", top-5 {100 * top5:.2f} %" if top5 is not None else "")
+        + f" ({final['crops']} crop(s))"
+    )
     return final
 
 
@@ -814,9 +685,17 @@ def final_evaluation(placed, inputs: Inputs, history: list, cfg: TrainConfig, in
 COST_STEPS = 5  # steps timed (after this process's first) for the estimate of the run's time
 
 
-def _cost_line(total: int, global_batch: int, device: torch.device, say) -> StepCallback:
-    """A step callback that says once, after this process's first steps, how many steps the run
-    has left and how long they take at the rate measured here (validation excluded)."""
+def _plan(cfg, steps: int, info, device: torch.device, say) -> StepCallback:
+    """A step callback that says once, after the first steps, how long the rest takes at the
+    rate measured here; a note now for the paper recipe on a CPU."""
+    if cfg.recipe == "paper" and cfg.epochs >= 30 and device.type == "cpu":
+        say(
+            f"note: the paper recipe trains {cfg.epochs} epochs, sized for GPUs (days on a CPU); "
+            "on a CPU, --recipe fast trains in minutes"
+        )
+    total = cfg.epochs * steps
+    total = min(total, cfg.max_steps) if cfg.max_steps else total
+    global_batch = cfg.batch_size * info.world_size
     seen: list[tuple[int, float]] = []
 
     def callback(step: int) -> None:
@@ -855,9 +734,13 @@ def _quiet(message: str) -> None:
     pass
 
 
+def _jsonl(record: dict[str, Any]) -> str:
+    return f"{json.dumps(record)}\n"
+
+
 def _append_jsonl(path, record: dict[str, Any]) -> None:
     with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
+        f.write(_jsonl(record))
 
 
 def _tensorboard(run: RunDir, purge_step: int | None):
@@ -865,17 +748,13 @@ def _tensorboard(run: RunDir, purge_step: int | None):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError as exc:
-        print(
-            f"warning: TensorBoard events disabled: {exc} (pip install tensorboard)",
-            file=sys.stderr,
-        )
+        _say(f"warning: TensorBoard events disabled: {exc} (pip install tensorboard)")
         return None
     return SummaryWriter(log_dir=str(run.path), purge_step=purge_step)
 
 
 class Progress:
-    """tqdm bar over one epoch's steps (loss, images/s, ETA) on rank 0 at an interactive
-    terminal; otherwise a plain line every `every` seconds."""
+    """tqdm bar over an epoch's steps on rank 0 at a terminal; else a line every `every` s."""
 
     def __init__(self, enabled: bool, total: int, initial: int, desc: str, every: float = 30.0):
         self.enabled, self.total, self.desc, self.every, self.last = enabled, total, desc, every, 0

@@ -1,13 +1,6 @@
-"""The named training recipes, as data: each a complete config (the paper's defaults, §4-§5,
-with the fields it changes) and the model options it gives each model (before the user's
-`--model-options`). Torch-free: the command line lists them in `alexnet train --help`.
-
-- ``paper``: Krizhevsky et al. 2012 §4-§5 (the `TrainConfig` defaults).
-- ``torchvision``: pytorch/vision references/classification, AlexNet entry.
-- ``fast``: small budgets (ours), what `make demo` trains.
-- ``ablation``: the experiments' base (`alexnet reproduce`), the paper's features all on for a
-  short fixed budget.
-- ``finetune``: trained weights (`--init-from`) fine-tuned on the data's classes (ours, §6).
+"""The named training recipes, as data: each the paper's defaults (§4-§5) with the fields it
+changes, and the model options it gives each model before the user's `--model-options`.
+Torch-free: the command line lists them in `alexnet train --help`.
 """
 
 from __future__ import annotations
@@ -20,8 +13,8 @@ from alexnet.errors import UserError
 
 @dataclass(frozen=True)
 class Recipe:
-    """A named, complete training config: the paper's defaults with `values` changed, and the
-    options the recipe gives a model (by model name) before the user's `--model-options`."""
+    """A named training config: the paper's defaults with `values` changed; `model_options`:
+    what it gives each model (by name)."""
 
     name: str
     about: str
@@ -145,5 +138,4 @@ def recipe_defaults(name: str) -> dict[str, Any]:
 
 def recipe_model_options(recipe: str, model: str) -> dict[str, Any]:
     """Model options that recipe `recipe` brings for `model` (before the user's --model-options)."""
-    found = RECIPES.get(recipe)
-    return dict(found.model_options.get(model, {})) if found else {}
+    return dict(RECIPES[recipe].model_options.get(model, {}))
