@@ -15,6 +15,7 @@ from reproduce_tiny import shrink
 from train_helpers import REPO, env, write_packed
 
 from alexnet.cli import build_parser, main
+from alexnet.commands import reproduce
 from alexnet.experiments import FAMILIES_OF, get, runner
 from alexnet.experiments.result import PER_INVOCATION
 from alexnet.experiments.runner import Context
@@ -133,12 +134,12 @@ def _train_flags() -> set[str]:
 def test_plan_command_lines_resolve_to_the_runs_configs(name, gray, tmp_path):
     ctx = Context(name, gray, tmp_path, "full", 2, "cpu", family=FAMILIES_OF[name][0])
     plan = get(name).plan(ctx)
-    records = runner.plan_records(ctx, plan)
+    records = reproduce.plan_records(ctx, plan)
     assert [r["index"] for r in records] == list(range(len(plan.runs)))
     flags = _train_flags()
     for spec, record in zip(plan.runs, records):
         cfg = runner.run_config(ctx, spec)
-        rendered = runner.train_argv(cfg)
+        rendered = reproduce.train_argv(cfg.recipe, runner.recipe_overrides(cfg))
         assert shlex.split(record["command"]) == ["alexnet", "train", *rendered, "--resume",
                                                   "auto"]  # fmt: skip
         missing = sorted({a for a in rendered if a.startswith("--")} - flags)
@@ -190,8 +191,6 @@ def test_a_failed_job_is_named_and_nothing_is_gathered(tmp_path, monkeypatch):
 
 
 def test_a_jobs_child_is_the_same_experiment_with_run_i(gray, tmp_path):
-    from alexnet.commands import reproduce
-
     parent = build_parser().parse_args(_args(gray, tmp_path, "--jobs", "2", "--budget", "full",
                                              "--seeds", "2"))  # fmt: skip
     ctx = reproduce._context(parent)
