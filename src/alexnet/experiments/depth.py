@@ -1,11 +1,6 @@
-"""`depth`: paper §7 — "removing any of the middle layers results in a loss of about 2% for the
-top-1 performance of the network".
-
-The full recipe of `ablations` against the same network with each of its middle conv layers
-removed in turn (model option `remove_conv`; the first and last are not "middle"), paired by
-seed. The `small` family (default) has one middle layer, conv2 (conv3 then reads conv1's pooled
-maps); `--family paper`, the 224 px network of the claim, has three: conv2, conv3 and conv4.
-"""
+"""`depth`: paper §7, each middle conv layer removed in turn (`remove_conv`) against the full
+recipe of `ablations`, paired by seed. `small` has one middle layer (conv2), the 224 px
+`paper` network three (conv2, conv3, conv4)."""
 
 from __future__ import annotations
 
@@ -20,16 +15,9 @@ WORDS = (
     "Removing any of the middle layers results in a loss of about 2% for the top-1 "
     "performance of the network."
 )
+NUMBERS = {"top1_error": 0.02}
 CLAIM = Claim(
-    NAME,
-    NAME,
-    "§7",
-    WORDS,
-    "top1_error",
-    "no-conv",
-    "full",
-    direction="greater",
-    numbers={"top1_error": 0.02},
+    NAME, NAME, "§7", WORDS, "top1_error", "no-conv", "full", direction="greater", numbers=NUMBERS
 )
 REMOVED = {"small": ("conv2",), "paper": ("conv2", "conv3", "conv4")}  # per family
 

@@ -1,6 +1,4 @@
-"""The experiments' pictures (matplotlib, imported when first drawn), each one PNG:
-`curves_plot` (Fig. 1), `delta_bars` (each comparison beside the paper's number) and
-`scores_plot` (Fig. 3: the towers' conv1 colour specificity)."""
+"""The experiments' pictures, one PNG each (matplotlib, imported when first drawn)."""
 
 from __future__ import annotations
 
@@ -51,7 +49,7 @@ def mean_curve(curves: Sequence[Curve], points: int = 200) -> tuple[np.ndarray, 
 
 def curves_plot(out: Path, curves: Mapping[str, Sequence[Curve]], title: str = "") -> Path:
     """Fig. 1: training error per epoch of each variant's runs, every seed thin, the mean thick
-    (ReLU solid, tanh dashed), a dotted line at 25%."""
+    (tanh dashed), a dotted line at 25%."""
     fig, ax = _figure(800, 560)
     for i, (variant, runs) in enumerate(curves.items()):
         group = [(x, y) for x, y in runs if len(x)]
@@ -68,8 +66,8 @@ def curves_plot(out: Path, curves: Mapping[str, Sequence[Curve]], title: str = "
 
 
 def delta_bars(out: Path, comparisons: Sequence[dict[str, Any]]) -> Path:
-    """The difference comparisons' estimates with their 95% intervals, the paper's number as a
-    hatched bar beside each; errors in percentage points."""
+    """The difference comparisons' estimates with their 95% intervals, each beside the paper's
+    number (hatched); errors in percentage points."""
     fig, ax = _figure(900, 520)
     rows = [
         c

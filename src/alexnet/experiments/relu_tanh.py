@@ -1,19 +1,8 @@
-"""`relu-tanh`: paper Fig. 1 (§3.1) — a four-layer CNN with ReLUs reaches 25% training error
-about six times sooner than the same network with tanh units.
-
-The network: the `small` family (three 5x5 conv layers + one fully-connected layer) with no
-regularization (no LRN, dropout, weight decay or augmentation), as in the figure. Each
-activation gets its own learning rate, chosen by a sweep on seed 0 for the fewest steps to 25%
-training error (no rate gets there: the lowest training error at the sweep's end), as the paper
-did; then every seed trains with it. Training error is that of the minibatches as training
-goes (the step log, `--log-every`), the curve the paper plots.
-
-Measured per run: steps to 25% training error and to a stricter threshold fixed before any run
-(10%: Fashion-MNIST's 25% comes within a fraction of an epoch). A run that does not reach a
-threshold within its budget is right-censored, not dropped (`result`). Comparison: tanh / ReLU,
-paired by seed (bootstrap). Time: the runs' own clocks measure the machine's load, so each
-activation's step time is measured after training in one process on the same batches, the two
-interleaved, and time to a threshold = steps x step time (per invocation: `step_time`).
+"""`relu-tanh`: paper Fig. 1 (§3.1), the `small` four-layer CNN without regularization, ReLU
+against tanh. Each activation's learning rate is chosen by a sweep on seed 0 (fewest steps to
+25% minibatch training error, as the paper did); every seed then trains with it. Measured: the
+steps to 25% and to 10% (a run that misses one is censored). The runs' clocks measure the
+machine's load, so step times are measured afterwards, interleaved in one process.
 """
 
 from __future__ import annotations
@@ -95,9 +84,8 @@ def config(ctx: Context, activation: str, lr: float, seed: int, steps: int) -> T
 
 
 def steps_to_threshold(records: Sequence[dict[str, Any]], threshold: float) -> float | None:
-    """The step at which the training error (RUN/steps.jsonl `train_top1_error`, each record
-    the mean over the last steps) first reaches `threshold`, else None: interpolated linearly
-    between the record before and the first one at or below it (that record's step if first)."""
+    """The step at which the training error (RUN/steps.jsonl records) first reaches
+    `threshold`, linearly interpolated from the record before; None when it never does."""
     prev = None
     for row in sorted(records, key=lambda r: r["step"]):
         err = float(row["train_top1_error"])
@@ -147,7 +135,7 @@ def plan(ctx: Context) -> Plan:
 
 def measure(records: list[dict[str, Any]], cfg: TrainConfig) -> tuple[dict[str, Any], list[str]]:
     """Steps to each threshold and the final training error of one run's steps.jsonl, and the
-    thresholds it did not reach (their value: the last logged step, a lower bound)."""
+    thresholds it did not reach (valued at its last step, a lower bound)."""
     measured: dict[str, Any] = {"lr": cfg.lr}
     trained = float(records[-1]["step"]) if records else float(cfg.max_steps)
     censored = []
@@ -193,9 +181,8 @@ def gather(ctx: Context, outcomes: list[Outcome]) -> dict[str, Any]:
 
 
 def step_time(ctx: Context, seeds: list[Outcome], rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """result.json's `step_time`: ms per SGD step of each activation (`step_times`, the lowest
-    seed's weights), tanh / ReLU paired by round, and the seconds of the mean steps to each
-    threshold (where no value is censored)."""
+    """result.json's `step_time`: ms per SGD step of each activation (the lowest seed's
+    weights), tanh / ReLU paired by round, and the seconds to each uncensored threshold."""
     first = {o.spec.variant: o for o in reversed(seeds)}
     cfg, device = first["relu"].spec.cfg, "cpu" if ctx.device == "auto" else ctx.device
     ctx.say(f"step time: {ROUNDS} interleaved rounds of {STEPS} steps per activation")
@@ -233,8 +220,8 @@ def step_times(
     lr: float,
     momentum: float,
 ) -> dict[str, list[float]]:
-    """Seconds per SGD step of each model per round, the models interleaved on the same batches
-    (the order reversed every other round, so a change of load lands on both alike)."""
+    """Seconds per SGD step of each model per round, interleaved on the same batches (the order
+    reversed every other round, so a change of load lands on both alike)."""
     opts = {k: torch.optim.SGD(m.parameters(), lr=lr, momentum=momentum) for k, m in models.items()}
 
     def step(name: str, x: torch.Tensor, y: torch.Tensor) -> None:
