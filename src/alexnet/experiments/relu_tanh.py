@@ -196,7 +196,7 @@ def step_time(ctx: Context, seeds: list[Outcome], rows: list[dict[str, Any]]) ->
     per_variant = {}
     for name, values in times.items():
         e = stats.mean_ci([1000 * v for v in values])
-        per_variant[name] = {"ms": e.estimate, "ci95": None if e.ci95 is None else list(e.ci95)}
+        per_variant[name] = {"ms": e.estimate, "ci95": e.ci95 and list(e.ci95)}
     ratio = stats.paired_ratio_ci(times["tanh"], times["relu"]).to_json()
     time_to: dict[str, dict[str, float]] = {}
     for s in summarize(rows):
