@@ -8,32 +8,21 @@ from typing import Any
 
 import numpy as np
 
-from alexnet.errors import UserError
 from alexnet.experiments.result import is_percent
-from alexnet.viz import save_figure
+from alexnet.viz import _pyplot, save_figure
 
 
 def _figure(width_px: int, height_px: int, rows: int = 1) -> tuple[Any, Any]:
     """A figure of width_px x height_px and its axes (`rows` > 1: stacked, 3:1, one x axis)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise UserError("experiment plots need matplotlib (pip install 'alexnet[viz]')") from None
     ratios = (3, *[1] * (rows - 1)) if rows > 1 else None
     size = (width_px / 100, height_px / 100)
-    return plt.subplots(rows, 1, figsize=size, height_ratios=ratios, sharex=True)
+    return _pyplot().subplots(rows, 1, figsize=size, height_ratios=ratios, sharex=True)
 
 
 def _save(fig: Any, out: Path) -> Path:
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     save_figure(fig, out, 100)
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
     return out
 
 
