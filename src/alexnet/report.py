@@ -28,6 +28,7 @@ FINAL_TEST_NOTE = (
     "that picked `weights-best.safetensors` and the learning-rate reductions (for Fashion-MNIST "
     "and CIFAR-10, the official test set), so it is not an independent held-out estimate."
 )
+PREDICTIONS = 8  # validation images shown with their top-3 predictions
 PARTIAL_NOTE = (
     "(partial): the epoch stopped early (`--max-steps`); its numbers cover only the steps it ran."
 )
@@ -78,7 +79,6 @@ def write_report(
     device: str = "cpu",
     queries: int = 4,
     k: int = 7,
-    predictions: int = 8,
     max_train: int = 0,
 ) -> dict[str, Any]:
     """Write the pictures and RUN/report.md; return {"report": path, "files": [...]}.
@@ -113,7 +113,7 @@ def write_report(
         feature=predictor.feature_layer,
     )
     # the top-3 predictions of a few validation images
-    p_idx = list(range(0, len(val), max(1, len(val) // max(predictions, 1))))[:predictions]
+    p_idx = list(range(0, len(val), max(1, len(val) // PREDICTIONS)))[:PREDICTIONS]
     p_imgs = np.stack([np.asarray(val.images[i]) for i in p_idx])
     preds = predictor.predictions([f"val {i}" for i in p_idx], predictor.probabilities(p_imgs), 3)
     captions, rows = [], []

@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -236,14 +236,7 @@ def reproduce(
 
 
 # ------------------------------------------------------------------ --jobs N
-@dataclass
-class Job:
-    """One child process: its name, command line, extra environment and log file."""
-
-    name: str
-    argv: list[str]
-    env: dict[str, str]
-    log: Path
+POLL = 0.2  # seconds between looks at the running jobs
 
 
 def slot_device(slot: int, slots: int, devices: Sequence[str], default: str) -> tuple[str, dict]:
@@ -256,55 +249,6 @@ def slot_device(slot: int, slots: int, devices: Sequence[str], default: str) -> 
     return device, {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
 
 
-def run_processes(
-    count: int,
-    slots: int,
-    make: Callable[[int, int], Job],
-    say: Callable[[str], None],
-    poll: float = 0.2,
-) -> dict[int, int]:
-    """Run jobs `make(0..count-1, slot)`, `slots` at a time; their exit statuses. Ctrl-C or
-    SIGTERM goes on to every running job (it saves and stops), then up."""
-    queue, free, done = list(range(count)), list(range(slots)), {}
-    running: dict[int, tuple[subprocess.Popen, Job, int]] = {}
-    try:
-        with interruptible():
-            while queue or running:
-                while queue and free:
-                    index, slot = queue.pop(0), free.pop(0)
-                    job = make(index, slot)
-                    job.log.parent.mkdir(parents=True, exist_ok=True)
-                    with open(job.log, "ab") as log:
-                        proc = subprocess.Popen(
-                            job.argv,
-                            env={**os.environ, **job.env},
-                            stdout=log,
-                            stderr=subprocess.STDOUT,
-                        )
-                    running[index] = (proc, job, slot)
-                    say(f"job started: {job.name} (log {job.log})")
-                for index, (proc, job, slot) in list(running.items()):
-                    if (rc := proc.poll()) is not None:
-                        done[index] = rc
-                        free.append(slot)
-                        del running[index]
-                        failed = f"job FAILED: {job.name} (exit {rc}; see {job.log})"
-                        say(f"job finished: {job.name}" if rc == 0 else failed)
-                if running:
-                    time.sleep(poll)
-    except KeyboardInterrupt as exc:
-        for proc, _, _ in running.values():
-            proc.send_signal(signal_of(exc))
-        for proc, _, _ in running.values():
-            proc.wait()
-        exc.args = (
-            f"{stopped_by(exc)}; {len(running)} running job(s) stopped after saving a "
-            "checkpoint: rerun the command to resume",
-        )
-        raise
-    return done
-
-
 def child_argv(ctx: Context, index: int, device: str) -> list[str]:
     """The command line of the child process that trains run `index` on `device` (--jobs)."""
     argv = [sys.executable, "-m", "alexnet", "reproduce", ctx.name, "--data", str(ctx.data)]
@@ -315,20 +259,50 @@ def child_argv(ctx: Context, index: int, device: str) -> list[str]:
 def train_jobs(
     ctx: Context, plan: Plan, indices: list[int], jobs: int, devices: Sequence[str]
 ) -> None:
-    """Train the plan's runs `indices` as `child_argv` processes, `jobs` at a time, each
-    child's output in OUT/jobs/<run>.log."""
-
-    def make(k: int, slot: int) -> Job:
-        device, env = slot_device(slot, jobs, devices, ctx.device)
-        name = plan.runs[indices[k]].name
-        argv = child_argv(ctx, indices[k], device)
-        return Job(
-            f"run {indices[k]} {name} on {device}", argv, env, ctx.out / "jobs" / f"{name}.log"
+    """Train the plan's runs `indices` as `child_argv` processes, `jobs` at a time (each slot
+    on its device), each child's output in OUT/jobs/<run>.log. Ctrl-C or SIGTERM goes on to
+    every running child (it saves and stops), then up."""
+    queue, free, status = list(indices), list(range(min(jobs, len(indices)))), {}
+    running: dict[int, tuple[subprocess.Popen, str, Path, int]] = {}
+    try:
+        with interruptible():
+            while queue or running:
+                while queue and free:
+                    index, slot = queue.pop(0), free.pop(0)
+                    device, env = slot_device(slot, jobs, devices, ctx.device)
+                    name = f"run {index} {plan.runs[index].name} on {device}"
+                    log = ctx.out / "jobs" / f"{plan.runs[index].name}.log"
+                    log.parent.mkdir(parents=True, exist_ok=True)
+                    with open(log, "ab") as out:
+                        proc = subprocess.Popen(
+                            child_argv(ctx, index, device),
+                            env={**os.environ, **env},
+                            stdout=out,
+                            stderr=subprocess.STDOUT,
+                        )
+                    running[index] = (proc, name, log, slot)
+                    ctx.say(f"job started: {name} (log {log})")
+                for index, (proc, name, log, slot) in list(running.items()):
+                    if (rc := proc.poll()) is not None:
+                        status[index] = rc
+                        free.append(slot)
+                        del running[index]
+                        failed = f"job FAILED: {name} (exit {rc}; see {log})"
+                        ctx.say(f"job finished: {name}" if rc == 0 else failed)
+                if running:
+                    time.sleep(POLL)
+    except KeyboardInterrupt as exc:
+        for proc, *_ in running.values():
+            proc.send_signal(signal_of(exc))
+        for proc, *_ in running.values():
+            proc.wait()
+        exc.args = (
+            f"{stopped_by(exc)}; {len(running)} running job(s) stopped after saving a "
+            "checkpoint: rerun the command to resume",
         )
-
-    status = run_processes(len(indices), min(jobs, len(indices)), make, ctx.say)
-    ctx.trained.update(plan.runs[indices[k]].name for k, rc in status.items() if rc == 0)
-    if failed := [plan.runs[indices[k]].name for k, rc in status.items() if rc != 0]:
+        raise
+    ctx.trained.update(plan.runs[i].name for i, rc in status.items() if rc == 0)
+    if failed := [plan.runs[i].name for i, rc in status.items() if rc != 0]:
         raise UserError(
             f"{len(failed)} run(s) failed: {', '.join(failed[:3])}; see "
             f"{ctx.out / 'jobs'}/<run>.log, then rerun to resume"

@@ -241,23 +241,21 @@ class Permutation(NamedTuple):
     method: str
 
 
-def permutation_test(
-    a: Sequence[float], b: Sequence[float], resamples: int = RESAMPLES
-) -> Permutation:
-    """Exact (every split of the pooled values) up to `resamples` splits, else `resamples`
-    random ones; scipy.stats.permutation_test's conventions (two-sided: twice the smaller tail,
-    ties within 100 eps, p = (count + 1) / (resamples + 1) when random)."""
+def permutation_test(a: Sequence[float], b: Sequence[float]) -> Permutation:
+    """Exact (every split of the pooled values) up to RESAMPLES splits, else RESAMPLES random
+    ones; scipy.stats.permutation_test's conventions (two-sided: twice the smaller tail, ties
+    within 100 eps, p = (count + 1) / (RESAMPLES + 1) when random)."""
     x, y = _values(a, "a"), _values(b, "b")
     pooled, na, nb = np.concatenate([x, y]), x.size, y.size
     observed = x.mean() - y.mean()
-    if math.comb(na + nb, na) <= resamples:
+    if math.comb(na + nb, na) <= RESAMPLES:
         groups = np.array(list(combinations(range(na + nb), na)))
         method, adjust = "exact permutation", 0
     else:
         perm = np.random.default_rng(SEED).permuted(
-            np.tile(np.arange(na + nb), (resamples, 1)), axis=1
+            np.tile(np.arange(na + nb), (RESAMPLES, 1)), axis=1
         )
-        groups, method, adjust = perm[:, :na], f"permutation ({resamples} resamples)", 1
+        groups, method, adjust = perm[:, :na], f"permutation ({RESAMPLES} resamples)", 1
     sa = pooled[groups].sum(1)
     null = sa / na - (pooled.sum() - sa) / nb
     gamma = abs(observed) * 100 * np.finfo(np.float64).eps
