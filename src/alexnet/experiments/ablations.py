@@ -10,6 +10,7 @@ converge (the first validation within 1 point of the run's best). The quick budg
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 from alexnet.experiments import plots
@@ -109,7 +110,7 @@ def variants(full: TrainConfig) -> dict[str, TrainConfig]:
     widths = full.model_options.get("widths") or option_defaults(full.model)["widths"]
     # 224 crops of 256 px images: resize to 224 so no crop moves
     resize = option_defaults("paper")["input_size"] if full.model == "paper" else full.resize
-    table = {
+    return {
         "full": full,
         "no-lrn": with_options(full, lrn=False),  # §3.3
         "no-overlap": with_options(full, pool="nonoverlap"),  # 2/2 pooling, not 3/2 (§3.4)
@@ -119,18 +120,22 @@ def variants(full: TrainConfig) -> dict[str, TrainConfig]:
         # one tower, half the kernels in every conv layer but the last (§3.2)
         "one-tower-half": with_options(full, towers=1, widths=list(one_tower_widths(widths))),
     }
-    return {name: paired(cfg, full) for name, cfg in table.items()}
+
+
+def seed_plan(ctx: Context, variants_of: Callable[[TrainConfig], dict[str, TrainConfig]]) -> Plan:
+    """Per seed, each variant of the full config (paired with it) as run <variant>-seed<seed>."""
+    return Plan(
+        [
+            RunSpec(f"{variant}-seed{seed}", paired(cfg, full), variant, seed)
+            for seed in range(ctx.seeds)
+            for full in [full_config(ctx, seed)]
+            for variant, cfg in variants_of(full).items()
+        ]
+    )
 
 
 def plan(ctx: Context) -> Plan:
-    configs = [variants(full_config(ctx, seed)) for seed in range(ctx.seeds)]
-    return Plan(
-        [
-            RunSpec(f"{variant}-seed{seed}", cfg, variant, seed)
-            for seed, table in enumerate(configs)
-            for variant, cfg in table.items()
-        ]
-    )
+    return seed_plan(ctx, variants)
 
 
 def measure(ctx: Context, outcome: Outcome, top5: bool) -> dict[str, Any]:

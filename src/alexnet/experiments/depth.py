@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from alexnet.experiments.ablations import family_words, full_config, measure, paired, with_options
+from alexnet.experiments.ablations import family_words, measure, seed_plan, with_options
 from alexnet.experiments.result import Claim, compare
-from alexnet.experiments.runner import Context, Outcome, Plan, RunSpec, data_words
+from alexnet.experiments.runner import Context, Outcome, Plan, data_words
 
 NAME = "depth"
 WORDS = (
@@ -23,14 +23,16 @@ REMOVED = {"small": ("conv2",), "paper": ("conv2", "conv3", "conv4")}  # per fam
 
 
 def plan(ctx: Context) -> Plan:
-    runs = []
-    for seed in range(ctx.seeds):
-        full = paired(full_config(ctx, seed), full_config(ctx, seed))
-        runs.append(RunSpec(f"full-seed{seed}", full, "full", seed))
-        for layer in REMOVED[ctx.family]:
-            cfg = paired(with_options(full, remove_conv=layer), full)
-            runs.append(RunSpec(f"no-{layer}-seed{seed}", cfg, f"no-{layer}", seed))
-    return Plan(runs)
+    return seed_plan(
+        ctx,
+        lambda full: (
+            {"full": full}
+            | {
+                f"no-{layer}": with_options(full, remove_conv=layer)
+                for layer in REMOVED[ctx.family]
+            }
+        ),
+    )
 
 
 def gather(ctx: Context, outcomes: list[Outcome]) -> dict[str, Any]:
