@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.optim import SGD
 
 from alexnet.data.loader import DeviceLoader
 from alexnet.data.packed import open_dataset
@@ -186,13 +187,32 @@ def step_time(ctx: Context, seeds: list[Outcome], rows: list[dict[str, Any]]) ->
     first = {o.spec.variant: o for o in reversed(seeds)}
     cfg, device = first["relu"].spec.cfg, "cpu" if ctx.device == "auto" else ctx.device
     ctx.say(f"step time: {ROUNDS} interleaved rounds of {STEPS} steps per activation")
-    models = {act: load_weights(str(first[act].result.weights), device) for act in ACTIVATIONS}
-    transform = make_eval_transform(models["relu"][1].preprocess, models["relu"][1].mean_image, 1)
+    loaded = {act: load_weights(str(first[act].result.weights), device) for act in ACTIVATIONS}
+    transform = make_eval_transform(loaded["relu"][1].preprocess, loaded["relu"][1].mean_image, 1)
     ds = open_dataset(str(ctx.data), "train")
     loader = DeviceLoader(ds, cfg.batch_size, shuffle=False, drop_last=True, device=device)
     loader.set_epoch(0)
     batches = [(transform(x), y) for x, y in itertools.islice(loader.iterate(), STEPS)]
-    times = step_times({act: m for act, (m, _) in models.items()}, batches, cfg.lr, cfg.momentum)
+    models = {act: model.train() for act, (model, _) in loaded.items()}
+    opts = {k: SGD(m.parameters(), lr=cfg.lr, momentum=cfg.momentum) for k, m in models.items()}
+
+    def step(name: str, x: torch.Tensor, y: torch.Tensor) -> None:
+        opts[name].zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(models[name](x), y).backward()
+        opts[name].step()
+
+    for name in models:
+        for i in range(WARMUP):
+            step(name, *batches[i % len(batches)])
+    # seconds per step, the models interleaved on the same batches, the order reversed every
+    # other round (a change of load lands on both alike)
+    times: dict[str, list[float]] = {name: [] for name in models}
+    for r in range(ROUNDS):
+        for name in list(models)[:: 1 if r % 2 == 0 else -1]:
+            start = time.perf_counter()
+            for x, y in batches:
+                step(name, x, y)
+            times[name].append((time.perf_counter() - start) / len(batches))
     per_variant = {}
     for name, values in times.items():
         e = stats.mean_ci([1000 * v for v in values])
@@ -212,32 +232,3 @@ def step_time(ctx: Context, seeds: list[Outcome], rows: list[dict[str, Any]]) ->
         "ratio": {"a": "tanh", "b": "relu", "estimate": ratio["estimate"], "ci95": ratio["ci95"]},
         "time_to": time_to,
     }
-
-
-def step_times(
-    models: dict[str, nn.Module],
-    batches: list[tuple[torch.Tensor, torch.Tensor]],
-    lr: float,
-    momentum: float,
-) -> dict[str, list[float]]:
-    """Seconds per SGD step of each model per round, interleaved on the same batches (the order
-    reversed every other round, so a change of load lands on both alike)."""
-    opts = {k: torch.optim.SGD(m.parameters(), lr=lr, momentum=momentum) for k, m in models.items()}
-
-    def step(name: str, x: torch.Tensor, y: torch.Tensor) -> None:
-        opts[name].zero_grad(set_to_none=True)
-        nn.functional.cross_entropy(models[name](x), y).backward()
-        opts[name].step()
-
-    for name, model in models.items():
-        model.train()
-        for i in range(WARMUP):
-            step(name, *batches[i % len(batches)])
-    times: dict[str, list[float]] = {name: [] for name in models}
-    for r in range(ROUNDS):
-        for name in list(models)[:: 1 if r % 2 == 0 else -1]:
-            start = time.perf_counter()
-            for x, y in batches:
-                step(name, x, y)
-            times[name].append((time.perf_counter() - start) / len(batches))
-    return times
