@@ -17,7 +17,6 @@ from train_helpers import write_packed
 from alexnet.data.packed import open_dataset
 from alexnet.errors import UserError
 from alexnet.experiments import ablations, depth, paper_net, relu_tanh, retrieval, runner, towers
-from alexnet.experiments.ablations import with_options
 from alexnet.experiments.result import summarize
 from alexnet.experiments.runner import Context
 from alexnet.train.inputs import plan_geometry
@@ -135,13 +134,12 @@ VARIANTS = ["no-lrn", "no-dropout", "no-pca", "no-crops-flips", "no-overlap", "o
             "no-conv2"]  # fmt: skip
 
 
-def _full_and_variant(data, tmp_path, variant, family, removed):
-    """The engine's start (TrainState) of the ablations' full config and of one variant, seed
-    3; the variants include no-<removed> (depth's), paired with the full model."""
-    ctx = Context("ablations", data, tmp_path, "quick", 1, "cpu", family=family)
-    configs = ablations.variants(ablations.full_config(ctx, seed=3))
-    full = configs["full"]
-    configs[f"no-{removed}"] = ablations.paired(with_options(full, remove_conv=removed), full)
+def _full_and_variant(data, tmp_path, variant, family):
+    """The engine's start (TrainState) of the full config and of one variant of the ablations'
+    or depth's plan, seed 3."""
+    ctx = Context("ablations", data, tmp_path, "quick", 4, "cpu", family=family)
+    runs = [*ablations.plan(ctx).runs, *depth.plan(ctx).runs]
+    configs = {s.variant: s.cfg for s in runs if s.seed == 3}
     return [_start(configs[name]) for name in ("full", variant)], configs
 
 
@@ -160,7 +158,7 @@ def _start(cfg):
 def test_paired_variants_start_from_the_same_weights(gray, tmp_path, variant, tiny):
     """Same seed, one feature switched: the engine starts every tensor that the full model and
     the variant share (same name and shape) from the same value; the rest differ in shape."""
-    states, configs = _full_and_variant(gray, tmp_path, variant, "small", "conv2")
+    states, configs = _full_and_variant(gray, tmp_path, variant, "small")
     a, b = (s.net.state_dict() for s in states)
     shared = [k for k in a if k in b and a[k].shape == b[k].shape]
     for k in shared:
@@ -194,7 +192,7 @@ def test_depth_on_the_paper_network_removes_each_middle_layer(tiny, colour, tmp_
 
 @pytest.mark.parametrize("variant", ["no-conv3", "one-tower-half", "no-crops-flips"])
 def test_paper_family_variants_pair_and_switch_one_thing(colour, tmp_path, variant, tiny):
-    states, _ = _full_and_variant(colour, tmp_path, variant, "paper", "conv3")
+    states, _ = _full_and_variant(colour, tmp_path, variant, "paper")
     a, b = (s.net.state_dict() for s in states)
     shared = [k for k in a if k in b and a[k].shape == b[k].shape]
     assert all(torch.equal(a[k], b[k]) for k in shared)

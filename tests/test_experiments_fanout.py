@@ -15,6 +15,7 @@ from reproduce_tiny import shrink
 from train_helpers import REPO, env, write_packed
 
 from alexnet.cli import build_parser, main
+from alexnet.commands import reproduce
 from alexnet.experiments import FAMILIES_OF, get, runner
 from alexnet.experiments.result import PER_INVOCATION
 from alexnet.experiments.runner import Context
@@ -133,12 +134,12 @@ def _train_flags() -> set[str]:
 def test_plan_command_lines_resolve_to_the_runs_configs(name, gray, tmp_path):
     ctx = Context(name, gray, tmp_path, "full", 2, "cpu", family=FAMILIES_OF[name][0])
     plan = get(name).plan(ctx)
-    records = runner.plan_records(ctx, plan)
+    records = reproduce.plan_records(ctx, plan)
     assert [r["index"] for r in records] == list(range(len(plan.runs)))
     flags = _train_flags()
     for spec, record in zip(plan.runs, records):
         cfg = runner.run_config(ctx, spec)
-        rendered = runner.train_argv(cfg)
+        rendered = reproduce.train_argv(cfg.recipe, runner.recipe_overrides(cfg))
         assert shlex.split(record["command"]) == ["alexnet", "train", *rendered, "--resume",
                                                   "auto"]  # fmt: skip
         missing = sorted({a for a in rendered if a.startswith("--")} - flags)
@@ -150,20 +151,26 @@ def test_plan_command_lines_resolve_to_the_runs_configs(name, gray, tmp_path):
         assert _train_resolved(rendered) == cfg, spec.name
 
 
-def test_jobs_run_at_most_n_at_a_time_on_their_slots_devices(tmp_path):
+def _fake_jobs(monkeypatch, tmp_path, code, count):
+    """A plan of `count` runs whose `--jobs` children are `python -c code FILE DEVICE`."""
+    ctx = Context("depth", None, tmp_path, log=__import__("io").StringIO())
+    plan = runner.Plan(
+        [runner.RunSpec(f"r{k}", make_config("paper"), "a", 0) for k in range(count)]
+    )
+    monkeypatch.setattr(runner, "POLL", 0.05)
+    monkeypatch.setattr(runner, "child_argv", lambda ctx, index, device: [
+        sys.executable, "-c", code, str(tmp_path / f"{index}.json"), device])  # fmt: skip
+    return ctx, plan
+
+
+def test_jobs_run_at_most_n_at_a_time_on_their_slots_devices(tmp_path, monkeypatch):
     # fake children: each records its start, end, device and thread count, and sleeps
     code = ("import json,os,sys,time; t=time.time(); time.sleep(0.3); "
             "open(sys.argv[1],'w').write(json.dumps([t,time.time(),sys.argv[2],"
             "os.environ.get('OMP_NUM_THREADS')]))")  # fmt: skip
-
-    def make(k, slot):
-        device, extra = runner.slot_device(slot, 2, ["cuda:0", "cuda:1"], "auto")
-        return runner.Job(f"job {k}", [sys.executable, "-c", code, str(tmp_path / f"{k}.json"),
-                                       device], extra, tmp_path / "logs" / f"{k}.log")  # fmt: skip
-
-    said = []
-    status = runner.run_processes(5, 2, make, said.append, poll=0.05)
-    assert status == {k: 0 for k in range(5)}
+    ctx, plan = _fake_jobs(monkeypatch, tmp_path, code, 5)
+    runner.train_jobs(ctx, plan, list(range(5)), 2, ["cuda:0", "cuda:1"])
+    assert ctx.trained == {f"r{k}" for k in range(5)}
     spans = [json.loads((tmp_path / f"{k}.json").read_text()) for k in range(5)]
     for t in sorted(s[0] for s in spans):  # never more than 2 running at any start
         assert sum(s[0] <= t < s[1] for s in spans) <= 2
@@ -175,7 +182,7 @@ def test_jobs_run_at_most_n_at_a_time_on_their_slots_devices(tmp_path):
     assert {s[3] for s in spans} == {None}  # GPU jobs keep the machine's thread count
     assert runner.slot_device(0, 2, [], "cpu")[1]["OMP_NUM_THREADS"] == str(
         max(1, (__import__("os").cpu_count() or 1) // 2))  # fmt: skip
-    assert sum("job started" in s for s in said) == 5
+    assert ctx.log.getvalue().count("job started") == 5
 
 
 @pytest.mark.timeout(120)  # the child fails at once: waiting on it would be a hang
@@ -190,8 +197,6 @@ def test_a_failed_job_is_named_and_nothing_is_gathered(tmp_path, monkeypatch):
 
 
 def test_a_jobs_child_is_the_same_experiment_with_run_i(gray, tmp_path):
-    from alexnet.commands import reproduce
-
     parent = build_parser().parse_args(_args(gray, tmp_path, "--jobs", "2", "--budget", "full",
                                              "--seeds", "2"))  # fmt: skip
     ctx = reproduce._context(parent)
@@ -212,10 +217,15 @@ def test_ctrl_c_in_the_parent_stops_every_running_child_after_it_saves(tmp_path)
              "time.sleep(60)")  # fmt: skip
     parent = (
         "import sys\nfrom pathlib import Path\nfrom alexnet.experiments import runner\n"
+        "from alexnet.train.config import make_config\n"
         f"d = Path({str(tmp_path)!r})\n"
-        "make = lambda k, slot: runner.Job(f'job {k}', [sys.executable, '-c', "
-        f"{child!r}, str(d / f'{{k}}.ck')], {{}}, d / 'logs' / f'{{k}}.log')\n"
-        "try:\n runner.run_processes(3, 2, make, print, poll=0.05)\n"
+        "runner.POLL = 0.05\n"
+        f"runner.child_argv = lambda ctx, k, device: [sys.executable, '-c', {child!r}, "
+        "str(d / f'{k}.ck')]\n"
+        "ctx = runner.Context('depth', None, d)\n"
+        "plan = runner.Plan([runner.RunSpec(f'r{k}', make_config('paper'), 'a', 0) "
+        "for k in range(3)])\n"
+        "try:\n runner.train_jobs(ctx, plan, [0, 1, 2], 2, [])\n"
         "except KeyboardInterrupt as exc:\n print('parent:', exc); sys.exit(130)\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", parent], env=env(), stdout=subprocess.PIPE,

@@ -1,11 +1,5 @@
-"""RUN/report.md: what a run learned, as pictures a person would rather look at than read.
-
-`write_report(run_dir, data_dir)` writes into RUN: kernels.png (conv1, paper Fig. 3),
-curves.png (loss and validation error per epoch), neighbours.png (validation queries and their
-nearest training images by fc7 distance, paper Fig. 4 / §6.1), predictions.png (validation
-images with their top predictions), and report.md showing them with the results table
-(RUN/metrics.jsonl per epoch, RUN/eval*.json final tests).
-"""
+"""RUN/report.md: what a run learned, as pictures (conv1 kernels, paper Fig. 3; curves; nearest
+training images by fc7 distance, Fig. 4 / §6.1; predictions) beside its results table."""
 
 from __future__ import annotations
 
@@ -16,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from alexnet.data.packed import PackedDataset, open_dataset
+from alexnet.data.packed import open_dataset
 from alexnet.errors import UserError
 from alexnet.fileio import atomic_write_text
 from alexnet.inference import Predictor, nearest, split_features
@@ -34,19 +28,15 @@ FINAL_TEST_NOTE = (
     "that picked `weights-best.safetensors` and the learning-rate reductions (for Fashion-MNIST "
     "and CIFAR-10, the official test set), so it is not an independent held-out estimate."
 )
+PREDICTIONS = 8  # validation images shown with their top-3 predictions
 PARTIAL_NOTE = (
     "(partial): the epoch stopped early (`--max-steps`); its numbers cover only the steps it ran."
 )
 
 
-def _pick_queries(labels: np.ndarray, count: int) -> list[int]:
-    """The first image of each of the first `count` classes present (distinct classes)."""
-    return sorted(np.unique(labels, return_index=True)[1].tolist())[:count]
-
-
 def _results_table(run: Path, num_classes: int) -> list[str]:
-    """Markdown tables: per epoch (a `--max-steps` epoch marked partial), then final tests. The
-    top-5 column is left out with <= 5 classes (top-5 error is 0 there by construction)."""
+    """Markdown tables: per epoch (a `--max-steps` epoch marked partial), then final tests; no
+    top-5 column with <= 5 classes (top-5 error is 0 there by construction)."""
     top5 = num_classes > 5
     head = "| epoch | lr | train loss | val top-1 error |" + (" val top-5 error |" if top5 else "")
     lines = [head + " images/s |", "|---:|---:|---:|---:|" + ("---:|" if top5 else "") + "---:|"]
@@ -81,51 +71,6 @@ def _results_table(run: Path, num_classes: int) -> list[str]:
     return lines
 
 
-def _neighbours_png(
-    predictor: Predictor,
-    train: PackedDataset,
-    val: PackedDataset,
-    n_train: int,
-    queries: int,
-    k: int,
-    device: str,
-    out: Path,
-) -> None:
-    """Validation queries and their k nearest training images by feature distance (paper
-    Fig. 4: fc7 in the 224 px models)."""
-    feats = split_features(predictor, train.images[:n_train])
-    q_idx = _pick_queries(val.labels, queries)
-    q_imgs = [np.asarray(val.images[i]) for i in q_idx]
-    dist, idx = nearest(predictor.features(np.stack(q_imgs)).cpu().numpy(), feats, k, device=device)
-    neighbors_grid(
-        q_imgs,
-        [[np.asarray(train.images[j]) for j in row] for row in idx.tolist()],
-        out,
-        query_titles=[f"val {i}: {val.classes[val.labels[i]]}" for i in q_idx],
-        neighbour_titles=[
-            [f"{train.classes[train.labels[j]]}\n{d:.3g}" for j, d in zip(row, drow)]
-            for row, drow in zip(idx.tolist(), dist.tolist())
-        ],
-        feature=predictor.feature_layer,
-    )
-
-
-def _predictions_png(predictor: Predictor, val: PackedDataset, count: int, out: Path) -> list[str]:
-    """Top-3 predictions of `count` validation images as a captioned grid; the table rows."""
-    p_idx = list(range(0, len(val), max(1, len(val) // max(count, 1))))[:count]
-    p_imgs = np.stack([np.asarray(val.images[i]) for i in p_idx])
-    preds = predictor.predictions([f"val {i}" for i in p_idx], predictor.probabilities(p_imgs), 3)
-    captions, rows = [], []
-    for i, pred in zip(p_idx, preds):
-        truth = val.classes[val.labels[i]]
-        guesses = [f"{c} {100 * p:.0f}%" for c, p in zip(pred.classes, pred.probs)]
-        mark = "ok" if pred.indices[0] == val.labels[i] else "WRONG"
-        captions.append(f"true: {truth} [{mark}]\n" + "\n".join(guesses))
-        rows.append(f"| {pred.image} | {truth} | {', '.join(guesses)} |")
-    captioned_grid(list(p_imgs), captions, out, title="top-3 predictions")
-    return rows
-
-
 def write_report(
     run_dir: str | os.PathLike,
     data_dir: str | os.PathLike,
@@ -134,13 +79,10 @@ def write_report(
     device: str = "cpu",
     queries: int = 4,
     k: int = 7,
-    predictions: int = 8,
     max_train: int = 0,
 ) -> dict[str, Any]:
     """Write the pictures and RUN/report.md; return {"report": path, "files": [...]}.
-
-    `max_train` > 0 searches neighbours among the first N training images only (speed).
-    """
+    `max_train` > 0 searches neighbours among the first N training images only."""
     run = Path(run_dir)
     rd = RunDir(run)
     if not run.is_dir():
@@ -154,8 +96,34 @@ def write_report(
     kernel_grid(predictor.model, rd.path / rd.KERNELS)
     training_curves([run], rd.path / rd.CURVES, labels=[run.name])
     n_train = len(train) if max_train <= 0 else min(max_train, len(train))
-    _neighbours_png(predictor, train, val, n_train, queries, k, device, rd.path / rd.NEIGHBOURS)
-    rows = _predictions_png(predictor, val, predictions, rd.path / rd.PREDICTIONS)
+    # validation queries of distinct classes and their k nearest training images (Fig. 4)
+    feats = split_features(predictor, train.images[:n_train])
+    q_idx = sorted(np.unique(val.labels, return_index=True)[1].tolist())[:queries]
+    q_imgs = [np.asarray(val.images[i]) for i in q_idx]
+    dist, idx = nearest(predictor.features(np.stack(q_imgs)).cpu().numpy(), feats, k, device=device)
+    neighbors_grid(
+        q_imgs,
+        [[np.asarray(train.images[j]) for j in row] for row in idx.tolist()],
+        rd.path / rd.NEIGHBOURS,
+        query_titles=[f"val {i}: {val.classes[val.labels[i]]}" for i in q_idx],
+        neighbour_titles=[
+            [f"{train.classes[train.labels[j]]}\n{d:.3g}" for j, d in zip(row, drow)]
+            for row, drow in zip(idx.tolist(), dist.tolist())
+        ],
+        feature=predictor.feature_layer,
+    )
+    # the top-3 predictions of a few validation images
+    p_idx = list(range(0, len(val), max(1, len(val) // PREDICTIONS)))[:PREDICTIONS]
+    p_imgs = np.stack([np.asarray(val.images[i]) for i in p_idx])
+    preds = predictor.predictions([f"val {i}" for i in p_idx], predictor.probabilities(p_imgs), 3)
+    captions, rows = [], []
+    for i, pred in zip(p_idx, preds):
+        truth = val.classes[val.labels[i]]
+        guesses = [f"{c} {100 * p:.0f}%" for c, p in zip(pred.classes, pred.probs)]
+        mark = "ok" if pred.indices[0] == val.labels[i] else "WRONG"
+        captions.append(f"true: {truth} [{mark}]\n" + "\n".join(guesses))
+        rows.append(f"| {pred.image} | {truth} | {', '.join(guesses)} |")
+    captioned_grid(list(p_imgs), captions, rd.path / rd.PREDICTIONS, title="top-3 predictions")
     model_name = predictor.meta.model_name
     md = [
         f"# Run `{run.name}`",

@@ -1,22 +1,20 @@
 """`alexnet reproduce`: one of the paper's findings, trained over several seeds, with intervals.
-
-The parser reads the torch-free `alexnet.experiments`; the experiments themselves are imported
-when the command runs.
-"""
+The parser reads the torch-free `alexnet.experiments`; the experiments load when it runs."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from alexnet.commands import add_device, device, int_range, nonnegative_int
+from alexnet.commands import add_device, device, flag_of, int_range, nonnegative_int
 from alexnet.errors import UserError
 from alexnet.experiments import BUDGETS, FAMILIES, FAMILIES_OF, NAMES, default_output, default_seeds
 
 if TYPE_CHECKING:
-    from alexnet.experiments.runner import Context
+    from alexnet.experiments.runner import Context, Plan
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -156,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.plan:
         plan = module.plan(ctx)
-        for record in runner.plan_records(ctx, plan):
+        for record in plan_records(ctx, plan):
             print(json.dumps(record))
         if plan.pending:
             ctx.say(f"reproduce {args.name}: {plan.pending} (run --plan again then)")
@@ -172,3 +170,36 @@ def run(args: argparse.Namespace) -> int:
         ctx.say(f"alexnet reproduce: {exc}")
         return 130
     return 0
+
+
+def train_argv(recipe: str, overrides: dict[str, Any]) -> list[str]:
+    """The `alexnet train` arguments of a config: --recipe when not paper, then each field that
+    differs from the recipe's value (`runner.recipe_overrides`) as its flag (booleans `--x` /
+    `--no-x`, dicts as JSON)."""
+    argv = [] if recipe == "paper" else ["--recipe", recipe]
+    for name, value in overrides.items():
+        flag = flag_of(name)
+        if value is None:
+            raise ValueError(f"{name}: None cannot be given on the command line")
+        if isinstance(value, bool):
+            argv.append(flag if value else "--no-" + flag.removeprefix("--"))
+        else:
+            text = json.dumps(value, separators=(",", ":")) if isinstance(value, dict) else value
+            argv += [flag, repr(value) if isinstance(value, float) else str(text)]
+    return argv
+
+
+def plan_records(ctx: Context, plan: Plan) -> list[dict[str, Any]]:
+    """`--plan`: per run its index, run, variant, seed, status (finished, checkpoint, new) and
+    the `alexnet train ... --resume auto` line that starts or continues it."""
+    from alexnet.experiments.runner import recipe_overrides, run_config, run_state
+
+    records = []
+    for i, s in enumerate(plan.runs):
+        cfg = run_config(ctx, s)
+        flags = train_argv(cfg.recipe, recipe_overrides(cfg))
+        argv = ["alexnet", "train", *flags, "--resume", "auto"]
+        status = run_state(s.cfg, ctx.run_dir(s))
+        record = dict(index=i, run=s.name, variant=s.variant, seed=s.seed, status=status)
+        records.append({**record, "command": shlex.join(argv)})
+    return records

@@ -1,11 +1,7 @@
 """`alexnet reproduce`: the paper's findings, each trained over several seeds, with 95% intervals.
 
-One module per experiment (`relu_tanh`, `ablations`, `depth`, `retrieval`, `paper_net`,
-`towers`), each with NAME, CLAIMS, `plan(ctx) -> Plan` (its runs) and `gather(ctx, outcomes)
--> result` (measures the finished runs and writes it); `runner` trains the runs (in this
-process, `--run I`, `--jobs N`, or lists them: `--plan`) and gathers; `result` writes
-OUT/result.json and OUT/table.md with `stats`' intervals; `plots` draws the pictures.
-This module is torch-free: the command line reads it to build its parser.
+One module per experiment, each with NAME, CLAIM(S), `plan(ctx) -> Plan` and `gather(ctx,
+outcomes) -> result`; `runner` trains and gathers. Torch-free: the command line reads it.
 """
 
 from __future__ import annotations

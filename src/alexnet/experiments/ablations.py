@@ -1,22 +1,16 @@
-"""`ablations`: the paper's features switched off one at a time against the full recipe, at the
-same budget, paired by seed (the same initial weights in the layers the variants share and the
-same data order, so only the switched feature differs).
+"""`ablations`: the paper's features switched off one at a time against the full recipe, paired
+by seed (the same data order and initial weights in the layers the variants share).
 
-- `no-lrn`: local response normalization off (§3.3); `no-overlap`: 2/2 pooling instead of the
-  overlapping 3/2 (§3.4); `no-dropout`: no dropout on the hidden layers (§4.2); `no-pca`: no
-  fancy-PCA lighting (§4.1); `no-crops-flips`: no random crops and no flips (§4.1);
-  `one-tower-half`: one tower with half the kernels in every conv layer but the last (§3.2).
-
-Measured per run: test top-1 (and top-5 where the data has >= 10 classes) error, the training
-error of the final weights in evaluation mode on the images trained on (`--train-eval`), the
-train-test gap, and the steps to converge: the first epoch end at which the validation error is
-within 1 point of the run's best (fixed before any run). The quick budget trains on the first
-8,000 training images (a small-data regime in which overfitting shows within minutes).
+Measured per run: test top-1 (top-5 with >= 10 classes) error, the training error of the
+final weights in evaluation mode (`--train-eval`), the train-test gap, and the steps to
+converge (the first validation within 1 point of the run's best). The quick budget trains on
+8,000 images, a small-data regime in which overfitting shows within minutes.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 from alexnet.experiments import plots
@@ -70,12 +64,9 @@ SMALL_WIDTHS = [32, 32, 64]  # the small family's conv widths in these experimen
 
 
 def family_config(ctx: Context, **overrides: Any) -> TrainConfig:
-    """The experiments' full recipe on this call's network family (`depth`, `retrieval` and
-    `towers` train it too): the `ablation` recipe (`alexnet train --recipe ablation
-    --print-config` says why) with `overrides` (`model_options` merged into the recipe's); on
-    the 224 px `paper` network with `paper-net`'s deviations (Caffe's init, bf16 autocast).
-    `small` (§3.1/§3.3) with lr 0.05 was no baseline (after 6 epochs on 8,000 Fashion-MNIST
-    images 45.5% top-1 error, its no-dropout variant at chance); with 0.01: 17.3%."""
+    """The experiments' full recipe on this call's network family: the `ablation` recipe with
+    `overrides` (`model_options` merged into the recipe's); on the 224 px network with bf16
+    autocast, as `paper-net`."""
     model = ctx.family
     options = {**recipe_model_options("ablation", model), **overrides.pop("model_options", {})}
     values = {"data": str(ctx.data), "model": model, "model_options": options, "device": ctx.device}
@@ -96,8 +87,8 @@ def with_options(cfg: TrainConfig, **options: Any) -> TrainConfig:
 
 
 def paired(cfg: TrainConfig, full: TrainConfig) -> TrainConfig:
-    """cfg with its initial weights paired with the full model's (same seed): every tensor the
-    two share by name and shape starts equal, even where the variant removes or resizes a layer."""
+    """cfg starting every tensor it shares (by name and shape) with the full model from the
+    full model's value (same seed)."""
     return dataclasses.replace(cfg, init_like=dict(full.model_options))
 
 
@@ -115,36 +106,40 @@ def full_config(ctx: Context, seed: int) -> TrainConfig:
 
 
 def variants(full: TrainConfig) -> dict[str, TrainConfig]:
-    """The full recipe and each paper feature switched off (see the module docstring)."""
+    """The full recipe and each paper feature switched off."""
     widths = full.model_options.get("widths") or option_defaults(full.model)["widths"]
     # 224 crops of 256 px images: resize to 224 so no crop moves
     resize = option_defaults("paper")["input_size"] if full.model == "paper" else full.resize
-    table = {
+    return {
         "full": full,
-        "no-lrn": with_options(full, lrn=False),
-        "no-overlap": with_options(full, pool="nonoverlap"),
-        "no-dropout": with_options(full, dropout=0.0),
-        "no-pca": dataclasses.replace(full, lighting_std=0.0),
-        "no-crops-flips": dataclasses.replace(full, pad=0, flip=False, resize=resize),
+        "no-lrn": with_options(full, lrn=False),  # §3.3
+        "no-overlap": with_options(full, pool="nonoverlap"),  # 2/2 pooling, not 3/2 (§3.4)
+        "no-dropout": with_options(full, dropout=0.0),  # §4.2
+        "no-pca": dataclasses.replace(full, lighting_std=0.0),  # §4.1
+        "no-crops-flips": dataclasses.replace(full, pad=0, flip=False, resize=resize),  # §4.1
+        # one tower, half the kernels in every conv layer but the last (§3.2)
         "one-tower-half": with_options(full, towers=1, widths=list(one_tower_widths(widths))),
     }
-    return {name: paired(cfg, full) for name, cfg in table.items()}
 
 
-def plan(ctx: Context) -> Plan:
-    configs = [variants(full_config(ctx, seed)) for seed in range(ctx.seeds)]
+def seed_plan(ctx: Context, variants_of: Callable[[TrainConfig], dict[str, TrainConfig]]) -> Plan:
+    """Per seed, each variant of the full config (paired with it) as run <variant>-seed<seed>."""
     return Plan(
         [
-            RunSpec(f"{variant}-seed{seed}", cfg, variant, seed)
-            for seed, table in enumerate(configs)
-            for variant, cfg in table.items()
+            RunSpec(f"{variant}-seed{seed}", paired(cfg, full), variant, seed)
+            for seed in range(ctx.seeds)
+            for full in [full_config(ctx, seed)]
+            for variant, cfg in variants_of(full).items()
         ]
     )
 
 
+def plan(ctx: Context) -> Plan:
+    return seed_plan(ctx, variants)
+
+
 def measure(ctx: Context, outcome: Outcome, top5: bool) -> dict[str, Any]:
-    """One `runs` row: the final test and train errors, their gap (test - train) and the steps
-    to converge (the first validation within CONVERGED_WITHIN of the run's best)."""
+    """One `runs` row: final test and train errors, their gap and the steps to converge."""
     final = outcome.result.final
     top1, train = final.get("top1_error"), final.get("train", {}).get("top1_error")
     errors = {"top1_error": top1, "top5_error": final.get("top5_error"), "train_error": train}

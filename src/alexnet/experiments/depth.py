@@ -1,48 +1,38 @@
-"""`depth`: paper §7 — "removing any of the middle layers results in a loss of about 2% for the
-top-1 performance of the network".
-
-The full recipe of `ablations` against the same network with each of its middle conv layers
-removed in turn (model option `remove_conv`; the first and last are not "middle"), paired by
-seed. The `small` family (default) has one middle layer, conv2 (conv3 then reads conv1's pooled
-maps); `--family paper`, the 224 px network of the claim, has three: conv2, conv3 and conv4.
-"""
+"""`depth`: paper §7, each middle conv layer removed in turn (`remove_conv`) against the full
+recipe of `ablations`, paired by seed. `small` has one middle layer (conv2), the 224 px
+`paper` network three (conv2, conv3, conv4)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from alexnet.experiments.ablations import family_words, full_config, measure, paired, with_options
+from alexnet.experiments.ablations import family_words, measure, seed_plan, with_options
 from alexnet.experiments.result import Claim, compare
-from alexnet.experiments.runner import Context, Outcome, Plan, RunSpec, data_words
+from alexnet.experiments.runner import Context, Outcome, Plan, data_words
 
 NAME = "depth"
 WORDS = (
     "Removing any of the middle layers results in a loss of about 2% for the top-1 "
     "performance of the network."
 )
+NUMBERS = {"top1_error": 0.02}
 CLAIM = Claim(
-    NAME,
-    NAME,
-    "§7",
-    WORDS,
-    "top1_error",
-    "no-conv",
-    "full",
-    direction="greater",
-    numbers={"top1_error": 0.02},
+    NAME, NAME, "§7", WORDS, "top1_error", "no-conv", "full", direction="greater", numbers=NUMBERS
 )
 REMOVED = {"small": ("conv2",), "paper": ("conv2", "conv3", "conv4")}  # per family
 
 
 def plan(ctx: Context) -> Plan:
-    runs = []
-    for seed in range(ctx.seeds):
-        full = paired(full_config(ctx, seed), full_config(ctx, seed))
-        runs.append(RunSpec(f"full-seed{seed}", full, "full", seed))
-        for layer in REMOVED[ctx.family]:
-            cfg = paired(with_options(full, remove_conv=layer), full)
-            runs.append(RunSpec(f"no-{layer}-seed{seed}", cfg, f"no-{layer}", seed))
-    return Plan(runs)
+    return seed_plan(
+        ctx,
+        lambda full: (
+            {"full": full}
+            | {
+                f"no-{layer}": with_options(full, remove_conv=layer)
+                for layer in REMOVED[ctx.family]
+            }
+        ),
+    )
 
 
 def gather(ctx: Context, outcomes: list[Outcome]) -> dict[str, Any]:

@@ -1,16 +1,8 @@
-"""`paper-net`: the 224 px two-tower network itself, trained with the paper's recipe (§4-§5)
-on a dataset brought to 256 px, tested with one centre crop and with the paper's ten crops
-(§4.1: four corners and the centre, and their mirrors, softmax averaged).
-
-The recipe is `alexnet train --recipe paper` with these deviations, each needed on a CPU
-budget and said in the result:
-- Caffe's initialization (biases 0.1 instead of the paper's 1 in conv2/4/5 and fc6/7; fc
-  weights N(0, 0.005)): with the paper's biases the loss stayed at chance for the first steps
-  that a CPU can afford (the slow start that made Caffe change them);
-- bf16 autocast and channels-last (about 2x the fp32 speed on a CPU with AVX-512 BF16);
-- 12 epochs (full budget) instead of ~90, with a plateau patience of 2 validations;
-- images smaller than 256 (Fashion-MNIST's 28 px) are resized to 256 on the device first.
-The quick budget is a smoke run (100 steps), not a result.
+"""`paper-net`: the 224 px two-tower network trained with the paper's recipe (§4-§5), tested
+with one centre crop and with the paper's ten crops (§4.1). Deviations from the paper, each
+needed on a CPU budget: Caffe's initialization (biases 0.1, not 1: with the paper's the loss
+stays at chance for the first steps a CPU affords), bf16 autocast and channels-last, 12 epochs
+(full budget) with a plateau patience of 2. The quick budget is a smoke run (100 steps).
 """
 
 from __future__ import annotations
@@ -77,8 +69,8 @@ def plan(ctx: Context) -> Plan:
 
 
 def per_image_top1_errors(weights: str, ctx: Context, cfg: TrainConfig, crops: int) -> np.ndarray:
-    """(N,) float 0/1: the top-1 error of `weights` on each validation image, in the split's
-    order, with `crops` crops (1 centre, or the paper's 10)."""
+    """(N,) float 0/1: the top-1 error of `weights` on each validation image with `crops`
+    crops (1 centre, or the paper's 10)."""
     device = resolve_device(ctx.device, dist_info())
     model, meta = load_weights(weights, device)
     ds = open_dataset(ctx.data, "val")

@@ -1,6 +1,4 @@
-"""The experiments' pictures (matplotlib, imported when first drawn), each one PNG:
-`curves_plot` (Fig. 1), `delta_bars` (each comparison beside the paper's number) and
-`scores_plot` (Fig. 3: the towers' conv1 colour specificity)."""
+"""The experiments' pictures, one PNG each (matplotlib, imported when first drawn)."""
 
 from __future__ import annotations
 
@@ -10,32 +8,21 @@ from typing import Any
 
 import numpy as np
 
-from alexnet.errors import UserError
 from alexnet.experiments.result import is_percent
-from alexnet.viz import save_figure
+from alexnet.viz import _pyplot, save_figure
 
 
 def _figure(width_px: int, height_px: int, rows: int = 1) -> tuple[Any, Any]:
     """A figure of width_px x height_px and its axes (`rows` > 1: stacked, 3:1, one x axis)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise UserError("experiment plots need matplotlib (pip install 'alexnet[viz]')") from None
     ratios = (3, *[1] * (rows - 1)) if rows > 1 else None
     size = (width_px / 100, height_px / 100)
-    return plt.subplots(rows, 1, figsize=size, height_ratios=ratios, sharex=True)
+    return _pyplot().subplots(rows, 1, figsize=size, height_ratios=ratios, sharex=True)
 
 
 def _save(fig: Any, out: Path) -> Path:
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     save_figure(fig, out, 100)
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
     return out
 
 
@@ -51,7 +38,7 @@ def mean_curve(curves: Sequence[Curve], points: int = 200) -> tuple[np.ndarray, 
 
 def curves_plot(out: Path, curves: Mapping[str, Sequence[Curve]], title: str = "") -> Path:
     """Fig. 1: training error per epoch of each variant's runs, every seed thin, the mean thick
-    (ReLU solid, tanh dashed), a dotted line at 25%."""
+    (tanh dashed), a dotted line at 25%."""
     fig, ax = _figure(800, 560)
     for i, (variant, runs) in enumerate(curves.items()):
         group = [(x, y) for x, y in runs if len(x)]
@@ -68,8 +55,8 @@ def curves_plot(out: Path, curves: Mapping[str, Sequence[Curve]], title: str = "
 
 
 def delta_bars(out: Path, comparisons: Sequence[dict[str, Any]]) -> Path:
-    """The difference comparisons' estimates with their 95% intervals, the paper's number as a
-    hatched bar beside each; errors in percentage points."""
+    """The difference comparisons' estimates with their 95% intervals, each beside the paper's
+    number (hatched); errors in percentage points."""
     fig, ax = _figure(900, 520)
     rows = [
         c

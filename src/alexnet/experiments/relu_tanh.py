@@ -1,19 +1,8 @@
-"""`relu-tanh`: paper Fig. 1 (§3.1) — a four-layer CNN with ReLUs reaches 25% training error
-about six times sooner than the same network with tanh units.
-
-The network: the `small` family (three 5x5 conv layers + one fully-connected layer) with no
-regularization (no LRN, dropout, weight decay or augmentation), as in the figure. Each
-activation gets its own learning rate, chosen by a sweep on seed 0 for the fewest steps to 25%
-training error (no rate gets there: the lowest training error at the sweep's end), as the paper
-did; then every seed trains with it. Training error is that of the minibatches as training
-goes (the step log, `--log-every`), the curve the paper plots.
-
-Measured per run: steps to 25% training error and to a stricter threshold fixed before any run
-(10%: Fashion-MNIST's 25% comes within a fraction of an epoch). A run that does not reach a
-threshold within its budget is right-censored, not dropped (`result`). Comparison: tanh / ReLU,
-paired by seed (bootstrap). Time: the runs' own clocks measure the machine's load, so each
-activation's step time is measured after training in one process on the same batches, the two
-interleaved, and time to a threshold = steps x step time (per invocation: `step_time`).
+"""`relu-tanh`: paper Fig. 1 (§3.1), the `small` four-layer CNN without regularization, ReLU
+against tanh. Each activation's learning rate is chosen by a sweep on seed 0 (fewest steps to
+25% minibatch training error, as the paper did); every seed then trains with it. Measured: the
+steps to 25% and to 10% (a run that misses one is censored). The runs' clocks measure the
+machine's load, so step times are measured afterwards, interleaved in one process.
 """
 
 from __future__ import annotations
@@ -25,6 +14,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.optim import SGD
 
 from alexnet.data.loader import DeviceLoader
 from alexnet.data.packed import open_dataset
@@ -95,9 +85,8 @@ def config(ctx: Context, activation: str, lr: float, seed: int, steps: int) -> T
 
 
 def steps_to_threshold(records: Sequence[dict[str, Any]], threshold: float) -> float | None:
-    """The step at which the training error (RUN/steps.jsonl `train_top1_error`, each record
-    the mean over the last steps) first reaches `threshold`, else None: interpolated linearly
-    between the record before and the first one at or below it (that record's step if first)."""
+    """The step at which the training error (RUN/steps.jsonl records) first reaches
+    `threshold`, linearly interpolated from the record before; None when it never does."""
     prev = None
     for row in sorted(records, key=lambda r: r["step"]):
         err = float(row["train_top1_error"])
@@ -147,7 +136,7 @@ def plan(ctx: Context) -> Plan:
 
 def measure(records: list[dict[str, Any]], cfg: TrainConfig) -> tuple[dict[str, Any], list[str]]:
     """Steps to each threshold and the final training error of one run's steps.jsonl, and the
-    thresholds it did not reach (their value: the last logged step, a lower bound)."""
+    thresholds it did not reach (valued at its last step, a lower bound)."""
     measured: dict[str, Any] = {"lr": cfg.lr}
     trained = float(records[-1]["step"]) if records else float(cfg.max_steps)
     censored = []
@@ -193,23 +182,41 @@ def gather(ctx: Context, outcomes: list[Outcome]) -> dict[str, Any]:
 
 
 def step_time(ctx: Context, seeds: list[Outcome], rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """result.json's `step_time`: ms per SGD step of each activation (`step_times`, the lowest
-    seed's weights), tanh / ReLU paired by round, and the seconds of the mean steps to each
-    threshold (where no value is censored)."""
+    """result.json's `step_time`: ms per SGD step of each activation (the lowest seed's
+    weights), tanh / ReLU paired by round, and the seconds to each uncensored threshold."""
     first = {o.spec.variant: o for o in reversed(seeds)}
     cfg, device = first["relu"].spec.cfg, "cpu" if ctx.device == "auto" else ctx.device
     ctx.say(f"step time: {ROUNDS} interleaved rounds of {STEPS} steps per activation")
-    models = {act: load_weights(str(first[act].result.weights), device) for act in ACTIVATIONS}
-    transform = make_eval_transform(models["relu"][1].preprocess, models["relu"][1].mean_image, 1)
+    loaded = {act: load_weights(str(first[act].result.weights), device) for act in ACTIVATIONS}
+    transform = make_eval_transform(loaded["relu"][1].preprocess, loaded["relu"][1].mean_image, 1)
     ds = open_dataset(str(ctx.data), "train")
     loader = DeviceLoader(ds, cfg.batch_size, shuffle=False, drop_last=True, device=device)
     loader.set_epoch(0)
     batches = [(transform(x), y) for x, y in itertools.islice(loader.iterate(), STEPS)]
-    times = step_times({act: m for act, (m, _) in models.items()}, batches, cfg.lr, cfg.momentum)
+    models = {act: model.train() for act, (model, _) in loaded.items()}
+    opts = {k: SGD(m.parameters(), lr=cfg.lr, momentum=cfg.momentum) for k, m in models.items()}
+
+    def step(name: str, x: torch.Tensor, y: torch.Tensor) -> None:
+        opts[name].zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(models[name](x), y).backward()
+        opts[name].step()
+
+    for name in models:
+        for i in range(WARMUP):
+            step(name, *batches[i % len(batches)])
+    # seconds per step, the models interleaved on the same batches, the order reversed every
+    # other round (a change of load lands on both alike)
+    times: dict[str, list[float]] = {name: [] for name in models}
+    for r in range(ROUNDS):
+        for name in list(models)[:: 1 if r % 2 == 0 else -1]:
+            start = time.perf_counter()
+            for x, y in batches:
+                step(name, x, y)
+            times[name].append((time.perf_counter() - start) / len(batches))
     per_variant = {}
     for name, values in times.items():
         e = stats.mean_ci([1000 * v for v in values])
-        per_variant[name] = {"ms": e.estimate, "ci95": None if e.ci95 is None else list(e.ci95)}
+        per_variant[name] = {"ms": e.estimate, "ci95": e.ci95 and list(e.ci95)}
     ratio = stats.paired_ratio_ci(times["tanh"], times["relu"]).to_json()
     time_to: dict[str, dict[str, float]] = {}
     for s in summarize(rows):
@@ -225,32 +232,3 @@ def step_time(ctx: Context, seeds: list[Outcome], rows: list[dict[str, Any]]) ->
         "ratio": {"a": "tanh", "b": "relu", "estimate": ratio["estimate"], "ci95": ratio["ci95"]},
         "time_to": time_to,
     }
-
-
-def step_times(
-    models: dict[str, nn.Module],
-    batches: list[tuple[torch.Tensor, torch.Tensor]],
-    lr: float,
-    momentum: float,
-) -> dict[str, list[float]]:
-    """Seconds per SGD step of each model per round, the models interleaved on the same batches
-    (the order reversed every other round, so a change of load lands on both alike)."""
-    opts = {k: torch.optim.SGD(m.parameters(), lr=lr, momentum=momentum) for k, m in models.items()}
-
-    def step(name: str, x: torch.Tensor, y: torch.Tensor) -> None:
-        opts[name].zero_grad(set_to_none=True)
-        nn.functional.cross_entropy(models[name](x), y).backward()
-        opts[name].step()
-
-    for name, model in models.items():
-        model.train()
-        for i in range(WARMUP):
-            step(name, *batches[i % len(batches)])
-    times: dict[str, list[float]] = {name: [] for name in models}
-    for r in range(ROUNDS):
-        for name in list(models)[:: 1 if r % 2 == 0 else -1]:
-            start = time.perf_counter()
-            for x, y in batches:
-                step(name, x, y)
-            times[name].append((time.perf_counter() - start) / len(batches))
-    return times

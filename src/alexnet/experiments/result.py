@@ -1,16 +1,8 @@
 """An experiment's outcome: OUT/result.json (for programs) and OUT/table.md (for people).
 
-result.json: format, experiment, claim (the paper's words and numbers; a list when the
-experiment tests several), dataset, budget, runs (one row per run or measurement: variant,
-seed, the measured quantities, run_dir, `censored`), summary (`summarize(runs)`), comparisons
-(`compare`), machine, torch, commit, wall_s, and what the experiment adds (notes, ...). The
-fields of `PER_INVOCATION` describe one invocation: two invocations that gather the same
-finished runs write results equal in every other field.
-
-Censoring: a run that never reaches a threshold within its budget is data, not a gap: its row
-holds the budget as the value and names the quantity in `censored` (the true value is at least
-that); a value that is None is counted as `missing`, never dropped. Quantities named
-"...error...", "...gap..." or "...agreement..." are fractions, shown in percent in table.md.
+A run that never reaches a threshold within its budget is data: its row holds the budget as a
+lower bound and names the quantity in `censored`; a value None counts as `missing`, never
+dropped. Only the fields of `PER_INVOCATION` differ between two gatherings of the same runs.
 """
 
 from __future__ import annotations
@@ -28,7 +20,7 @@ import torch
 from alexnet.experiments import stats
 from alexnet.runtime import cpu_name
 
-FORMAT = 2  # 1 (no field): censored values were None and left out
+FORMAT = 2
 PER_INVOCATION = ("wall_s", "train_s", "runs_reused", "step_time")
 NOT_QUANTITIES = ("variant", "seed", "run_dir", "censored")
 PERCENT_WORDS = ("error", "gap", "agreement")
@@ -36,10 +28,9 @@ PERCENT_WORDS = ("error", "gap", "agreement")
 
 @dataclass(frozen=True)
 class Claim:
-    """One finding of the paper (Krizhevsky, Sutskever & Hinton, NIPS 2012) and its test: the
-    estimate is a - b ("difference") or a / b ("ratio") of `quantity`, reproduced when its
-    interval lies on the `direction` side ("less", "greater", "differ") of no effect; errors are
-    fractions; `numbers`: the paper's estimates per quantity, measured on `paper_data`."""
+    """One finding of the paper and its test: a - b ("difference") or a / b ("ratio") of
+    `quantity`, reproduced when its interval lies on the `direction` side ("less", "greater",
+    "differ") of no effect; `numbers`: the paper's estimates, measured on `paper_data`."""
 
     key: str
     experiment: str
@@ -76,7 +67,7 @@ def run_row(
     **measured: float | None,
 ) -> dict[str, Any]:
     """One `runs` row: variant, seed, the measured numbers (or None), run_dir (relative to `out`
-    when inside it); `censored` names the quantities whose value is a lower bound."""
+    when inside it); `censored`: the quantities whose value is a lower bound."""
     path = Path(run_dir)
     if out is not None and path.resolve().is_relative_to(Path(out).resolve()):
         path = path.resolve().relative_to(Path(out).resolve())
@@ -91,8 +82,7 @@ def run_row(
 
 
 def item_rows(quantity: str, values: dict[str, Sequence[float]]) -> list[dict[str, Any]]:
-    """Rows of one model's values per item (test image, conv1 kernel), the item's index in the
-    place of the seed, for `compare(..., over=...)`."""
+    """Rows of one model's values per item (test image, kernel), the item's index as the seed."""
     return [
         {"variant": variant, "seed": i, quantity: float(x)}
         for variant, xs in values.items()
@@ -106,9 +96,9 @@ def is_censored(run: dict[str, Any], quantity: str) -> bool:
 
 
 def summarize(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per variant and quantity (those of its rows): n (the values, censored ones at their
-    bound), mean and t interval; `censored` (the mean is then a lower bound, the interval open
-    above) and `missing` (rows whose value is None) when non-zero."""
+    """Per variant and quantity: n (censored values at their bound), mean and t interval;
+    `censored` (the mean is then a lower bound, the interval open above) and `missing` (rows
+    whose value is None) when non-zero."""
     quantities = dict.fromkeys(
         k
         for r in runs
@@ -149,11 +139,10 @@ def compare(
     over: str | None = None,
 ) -> dict[str, Any]:
     """The `comparisons` row of variant a against b on `quantity`, over the seeds both have
-    (`paired`) or all: a - b or mean(a) / mean(b) as the claim's kind says (paired t or paired
-    bootstrap; Welch or bootstrap), its interval (one-sided where censored values leave an end
-    unknown, with a paired sign test), and whether it lies on the `direction` side (default the
-    claim's) of no effect. `missing` counts the seeds of a or b left out for lack of a value;
-    `over` names the items when they are not seeds (`item_rows`)."""
+    (`paired`) or all: a - b or mean(a) / mean(b) as the claim's kind says, its interval
+    (one-sided where censored values leave an end unknown, then with a sign test), and whether
+    it lies on the `direction` side (default the claim's) of no effect. `missing` counts the
+    seeds left out for lack of a value; `over` names the items when they are not seeds."""
     seeds: dict[str, dict[int, tuple[float, bool]]] = {a: {}, b: {}}
     for r in runs:
         if r["variant"] in seeds and _is_number(r.get(quantity)):
@@ -206,7 +195,7 @@ def compare(
 
 
 def machine() -> str:
-    """CPU model and core count (logical CPUs), plus the CUDA device when one is visible."""
+    """CPU model and core count, plus the CUDA device when one is visible."""
     text = f"{cpu_name()}, {os.cpu_count()} cores"
     return text + (f"; GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "")
 
@@ -226,7 +215,6 @@ def git_commit() -> str:
     return (done.returncode == 0 and done.stdout.strip()) or "unknown"
 
 
-# ------------------------------------------------------------------ table.md
 def is_percent(quantity: str) -> bool:
     """Is the quantity a fraction shown in percent (errors, gaps, agreements)?"""
     return any(word in quantity for word in PERCENT_WORDS)
@@ -236,7 +224,7 @@ def fmt_value(
     quantity: str, value: float | None, *, delta: bool = False, kind: str = "", bound: str = ""
 ) -> str:
     """Errors in percent (differences in points), ratios with an x; a bound ("lower" /
-    "upper": censored data) written ">= v" / "<= v"."""
+    "upper") written ">= v" / "<= v"."""
     if value is None:
         return "-"
     if kind == "ratio":
@@ -249,8 +237,7 @@ def fmt_value(
 
 
 def fmt_ci(quantity: str, ci: Sequence[float | None] | None, kind: str = "") -> str:
-    """[lo, hi]; an end left unbounded by censoring (None) is +inf (-inf, 0 for a ratio) with
-    an open bracket."""
+    """[lo, hi]; an end None (censoring) is +inf (-inf, 0 for a ratio) with an open bracket."""
     if ci is None:
         return "-"
     ends = []
@@ -274,8 +261,8 @@ def _counts(entry: dict[str, Any]) -> str:
 
 
 def table_markdown(result: dict[str, Any]) -> str:
-    """table.md: the paper's claims, per-variant means with intervals, the comparisons, the
-    censored comparisons' sign tests, a step-time measurement, the machine, the notes."""
+    """table.md: the claims, per-variant means, the comparisons, sign tests, step times, the
+    machine, the notes."""
     claims = result["claim"] if isinstance(result["claim"], list) else [result["claim"]]
     lines = [f"# {result['experiment']}: {result['dataset']}, budget {result['budget']}", ""]
     lines += [f"- **{c['section']}** ({c['key']}): {c['words']}" for c in claims]
@@ -329,8 +316,7 @@ def _sign_test(c: dict[str, Any]) -> str:
 
 
 def _step_time(st: dict[str, Any] | None) -> list[str]:
-    """relu-tanh's step times: ms per step per variant, their ratio, the seconds to each
-    threshold that the steps imply."""
+    """relu-tanh's step times: ms per step per variant, their ratio, seconds to each threshold."""
     if not st:
         return []
     lines = [

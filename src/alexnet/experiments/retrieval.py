@@ -1,14 +1,6 @@
-"""`retrieval`: paper Fig. 4 / §6.1, quantified — training images whose last hidden layer's
-activations (fc7, 4096-d, in the 224 px network; the `small` family's hidden layer here) lie
-close in Euclidean distance to a query's are semantically similar, though not close in pixels.
-
-For each of N trained models (seeds, the full recipe of `ablations`), every test image queries
-the whole training set: the label agreement at k = 1 and k = 5 (the share of the k nearest
-training images with the query's label) by feature distance and by raw-pixel distance. One
-`runs` row per seed and distance; pixels do not depend on the seed (the same value each time).
-Comparison: features minus pixels, paired by seed. The picture: the paper's Fig. 4 grid for
-five test images, feature neighbours beside pixel neighbours.
-"""
+"""`retrieval`: paper Fig. 4 (§6.1), quantified: every test image queries the training set by
+the last hidden layer's activations (fc7 in the 224 px network) and by raw pixels; the label
+agreement of the k nearest (k = 1, 5), features minus pixels, paired by seed."""
 
 from __future__ import annotations
 
@@ -46,8 +38,8 @@ def label_agreements(
     ks: Sequence[int] = KS,
     chunk: int = 8192,
 ) -> dict[int, float]:
-    """For each k, the share of the k nearest base rows (Euclidean; features (Q, D) and (N, D))
-    with the query's label, averaged over queries: one neighbour search for all k."""
+    """For each k, the share of the k nearest base rows (Euclidean; (Q, D) against (N, D)) with
+    the query's label, averaged over queries."""
     ql, bl = np.asarray(query_labels).reshape(-1), np.asarray(base_labels).reshape(-1)
     if ql.shape[0] != len(queries) or bl.shape[0] != len(base):
         raise ValueError("one label per feature row is needed, for queries and base alike")

@@ -1,24 +1,19 @@
 """Train an experiment's runs as ordinary run directories OUT/runs/<name>/, then gather.
 
-Every way of training (all in this process, `--run I`, `--jobs N` child processes, or the
-`alexnet train` lines of `--plan` on a scheduler) writes the same OUT/runs/<name>/, so they
-mix: a finished run (eval.json and weights) is reused, a run with a checkpoint resumes, any
-other starts. A run on disk trained with another config (what it trains, not where or on what
-device) is refused, so a `--budget full` call never reuses a quick one's runs. Gathering reads
-every run from its directory, so the result is the same whichever process trained the runs (up
-to `result.PER_INVOCATION`). An experiment with stages (relu-tanh: a learning-rate sweep, then
-the seeds) plans its later runs once the earlier ones have finished (`Plan.pending`).
+Every way of training (here, `--run I`, `--jobs N`, the `alexnet train` lines of `--plan`)
+writes the same OUT/runs/<name>/: a finished run is reused, a checkpoint resumed, a run trained
+with another config refused. An experiment with stages plans its later runs once the earlier
+ones have finished (`Plan.pending`).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -26,7 +21,6 @@ from typing import Any, TextIO
 
 import torch
 
-from alexnet.commands import flag_of
 from alexnet.errors import Param, UserError
 from alexnet.experiments import result as results
 from alexnet.fileio import atomic_write_text
@@ -49,8 +43,7 @@ class RunStopped(Exception):
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One training run: OUT/runs/<name>/, its config, and the variant and seed its
-    measurements are filed under."""
+    """One run: OUT/runs/<name>/, its config, the variant and seed its rows are filed under."""
 
     name: str
     cfg: TrainConfig
@@ -68,7 +61,7 @@ class Plan:
 
 @dataclass
 class Outcome:
-    """A finished run: its spec, directory and what it recorded (read from the directory)."""
+    """A finished run: its spec, directory and what it recorded."""
 
     spec: RunSpec
     run_dir: Path
@@ -85,7 +78,7 @@ class Context:
     budget: str = "quick"
     seeds: int = 3
     device: str = "auto"
-    family: str = "small"  # the network family (`--family`)
+    family: str = "small"
     log: TextIO | None = None  # None: sys.stderr
     started: float = field(default_factory=time.perf_counter)
     trained: set[str] = field(default_factory=set)  # the runs this call trained
@@ -98,7 +91,7 @@ class Context:
         return self.out / "runs" / spec.name
 
     def header(self) -> dict[str, Any]:
-        """The packed dataset's header.json (its source, classes, image size)."""
+        """The packed dataset's header.json."""
         return json.loads((Path(self.data) / "header.json").read_text())
 
     def finish(
@@ -109,8 +102,7 @@ class Context:
         notes: list[str],
         **extra: Any,
     ) -> dict[str, Any]:
-        """Write OUT/result.json and OUT/table.md (`result`), print the table; return the
-        result."""
+        """Write OUT/result.json and OUT/table.md, print the table; return the result."""
         if self.data is None:
             dataset = "no dataset (given weights, nothing trained)"
         else:
@@ -146,8 +138,8 @@ class Context:
 
 
 def run_state(cfg: TrainConfig, path: Path) -> str:
-    """What the run directory `path` holds: "finished", "checkpoint" or "new"; a run there
-    trained with another config than `cfg` is refused (UserError naming the difference)."""
+    """What `path` holds: "finished", "checkpoint" or "new"; UserError when a run there was
+    trained with another config than `cfg` (naming the difference)."""
     rd = RunDir(path)
     state = "finished" if rd.is_finished() else "checkpoint" if rd.has_checkpoint() else "new"
     if state != "new" and rd.config.is_file():  # no config.json: died before; the engine checks
@@ -176,10 +168,24 @@ def todo(ctx: Context, plan: Plan) -> list[int]:
     return [i for i, s in enumerate(plan.runs) if run_state(s.cfg, ctx.run_dir(s)) != "finished"]
 
 
+def run_config(ctx: Context, spec: RunSpec, resume_auto: bool = False) -> TrainConfig:
+    """The run's config as trained: output_dir OUT/runs/<name>/; with `resume_auto`, continued
+    from the checkpoint there when it holds one (`alexnet train --resume auto`)."""
+    values = {**spec.cfg.to_json(), "output_dir": str(ctx.run_dir(spec))}
+    values.pop("resume", None)
+    return make_config(values.pop("recipe"), resume="auto" if resume_auto else None, **values)
+
+
+def recipe_overrides(cfg: TrainConfig) -> dict[str, Any]:
+    """The fields of `cfg` (but recipe and resume) that differ from its recipe's values."""
+    base = make_config(cfg.recipe).to_json()
+    skip = ("recipe", "resume")
+    return {k: v for k, v in cfg.to_json().items() if k not in skip and v != base[k]}
+
+
 def train_here(ctx: Context, plan: Plan, indices: Sequence[int]) -> None:
-    """Train the plan's runs `indices` in this process, one after another: a finished run is
-    reused, one with a checkpoint resumes (`--resume auto`), any other starts; one progress
-    line each. RunStopped when a training was stopped by a signal."""
+    """Train the plan's runs `indices` in this process, one progress line each; RunStopped when
+    a signal stopped a training."""
     for i in indices:
         spec, path = plan.runs[i], ctx.run_dir(plan.runs[i])
         state = run_state(spec.cfg, path)
@@ -213,8 +219,8 @@ def train_one(ctx: Context, module: ModuleType, index: int) -> None:
 def reproduce(
     ctx: Context, module: ModuleType, jobs: int = 0, devices: Sequence[str] = ()
 ) -> dict[str, Any]:
-    """Train every run that is not finished, stage by stage (here, or `jobs` at a time in
-    child processes: `train_jobs`), then gather: the result."""
+    """Train every unfinished run, stage by stage (here, or `jobs` child processes at a time),
+    then gather: the result."""
     while missing := todo(ctx, plan := module.plan(ctx)):
         if jobs:
             train_jobs(ctx, plan, missing, jobs, devices)
@@ -229,115 +235,18 @@ def reproduce(
     return module.gather(ctx, list(ctx.outcomes))
 
 
-# ------------------------------------------------------------------ --plan
-def train_argv(cfg: TrainConfig) -> list[str]:
-    """The `alexnet train` arguments that resolve to `cfg`: --recipe when not paper, then each
-    field that differs from the recipe's value as its flag (`batch_size` -> `--batch-size`,
-    booleans `--x` / `--no-x`, dicts as JSON); `resume` is left to the caller."""
-    base = make_config(cfg.recipe)
-    argv = [] if cfg.recipe == "paper" else ["--recipe", cfg.recipe]
-    for name, value in cfg.to_json().items():
-        default, flag = getattr(base, name), flag_of(name)
-        if name in ("recipe", "resume") or value == default:
-            continue
-        if value is None:
-            raise ValueError(f"{name}: None cannot be given on the command line ({default!r})")
-        if isinstance(value, bool):
-            argv.append(flag if value else "--no-" + flag.removeprefix("--"))
-        else:
-            text = json.dumps(value, separators=(",", ":")) if isinstance(value, dict) else value
-            argv += [flag, repr(value) if isinstance(value, float) else str(text)]
-    return argv
-
-
-def plan_records(ctx: Context, plan: Plan) -> list[dict[str, Any]]:
-    """One record per planned run: index, run, variant, seed, status (finished, checkpoint,
-    new) and the `alexnet train ... --resume auto` line that starts or continues it."""
-    records = []
-    for i, s in enumerate(plan.runs):
-        argv = ["alexnet", "train", *train_argv(run_config(ctx, s)), "--resume", "auto"]
-        status = run_state(s.cfg, ctx.run_dir(s))
-        record = dict(index=i, run=s.name, variant=s.variant, seed=s.seed, status=status)
-        records.append({**record, "command": shlex.join(argv)})
-    return records
-
-
-def run_config(ctx: Context, spec: RunSpec, resume_auto: bool = False) -> TrainConfig:
-    """The run's config as trained: output_dir OUT/runs/<name>/; with `resume_auto`, continued
-    from the checkpoint there when it holds one (as `alexnet train --resume auto`)."""
-    values = {**spec.cfg.to_json(), "output_dir": str(ctx.run_dir(spec))}
-    values.pop("resume", None)
-    return make_config(values.pop("recipe"), resume="auto" if resume_auto else None, **values)
-
-
 # ------------------------------------------------------------------ --jobs N
-@dataclass
-class Job:
-    """One child process: its name, command line, extra environment and log file."""
-
-    name: str
-    argv: list[str]
-    env: dict[str, str]
-    log: Path
+POLL = 0.2  # seconds between looks at the running jobs
 
 
 def slot_device(slot: int, slots: int, devices: Sequence[str], default: str) -> tuple[str, dict]:
-    """Job slot `slot`'s device (the listed ones in turn, else `default`) and extra environment:
-    a CPU slot gets an equal share of the cores as its thread count."""
+    """Slot `slot`'s device (`devices` in turn, else `default`) and extra environment: a CPU
+    slot's thread count is its share of the cores."""
     device = devices[slot % len(devices)] if devices else default
     if device not in ("cpu", "auto"):
         return device, {}
     threads = str(max(1, (os.cpu_count() or 1) // slots))
     return device, {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
-
-
-def run_processes(
-    count: int,
-    slots: int,
-    make: Callable[[int, int], Job],
-    say: Callable[[str], None],
-    poll: float = 0.2,
-) -> dict[int, int]:
-    """Run jobs 0..count-1, `make(job, slot)` each, at most `slots` at a time; their exit
-    statuses. Ctrl-C or SIGTERM goes on to every running job (it saves and stops), then up."""
-    queue, free, done = list(range(count)), list(range(slots)), {}
-    running: dict[int, tuple[subprocess.Popen, Job, int]] = {}
-    try:
-        with interruptible():
-            while queue or running:
-                while queue and free:
-                    index, slot = queue.pop(0), free.pop(0)
-                    job = make(index, slot)
-                    job.log.parent.mkdir(parents=True, exist_ok=True)
-                    with open(job.log, "ab") as log:
-                        proc = subprocess.Popen(
-                            job.argv,
-                            env={**os.environ, **job.env},
-                            stdout=log,
-                            stderr=subprocess.STDOUT,
-                        )
-                    running[index] = (proc, job, slot)
-                    say(f"job started: {job.name} (log {job.log})")
-                for index, (proc, job, slot) in list(running.items()):
-                    if (rc := proc.poll()) is not None:
-                        done[index] = rc
-                        free.append(slot)
-                        del running[index]
-                        failed = f"job FAILED: {job.name} (exit {rc}; see {job.log})"
-                        say(f"job finished: {job.name}" if rc == 0 else failed)
-                if running:
-                    time.sleep(poll)
-    except KeyboardInterrupt as exc:
-        for proc, _, _ in running.values():
-            proc.send_signal(signal_of(exc))
-        for proc, _, _ in running.values():
-            proc.wait()
-        exc.args = (
-            f"{stopped_by(exc)}; {len(running)} running job(s) stopped after saving a "
-            "checkpoint: rerun the command to resume",
-        )
-        raise
-    return done
 
 
 def child_argv(ctx: Context, index: int, device: str) -> list[str]:
@@ -350,20 +259,50 @@ def child_argv(ctx: Context, index: int, device: str) -> list[str]:
 def train_jobs(
     ctx: Context, plan: Plan, indices: list[int], jobs: int, devices: Sequence[str]
 ) -> None:
-    """Train the plan's runs `indices` as `child_argv` processes, `jobs` at a time (each
-    slot on its device), each child's output in OUT/jobs/<run>.log."""
-
-    def make(k: int, slot: int) -> Job:
-        device, env = slot_device(slot, jobs, devices, ctx.device)
-        name = plan.runs[indices[k]].name
-        argv = child_argv(ctx, indices[k], device)
-        return Job(
-            f"run {indices[k]} {name} on {device}", argv, env, ctx.out / "jobs" / f"{name}.log"
+    """Train the plan's runs `indices` as `child_argv` processes, `jobs` at a time (each slot
+    on its device), each child's output in OUT/jobs/<run>.log. Ctrl-C or SIGTERM goes on to
+    every running child (it saves and stops), then up."""
+    queue, free, status = list(indices), list(range(min(jobs, len(indices)))), {}
+    running: dict[int, tuple[subprocess.Popen, str, Path, int]] = {}
+    try:
+        with interruptible():
+            while queue or running:
+                while queue and free:
+                    index, slot = queue.pop(0), free.pop(0)
+                    device, env = slot_device(slot, jobs, devices, ctx.device)
+                    name = f"run {index} {plan.runs[index].name} on {device}"
+                    log = ctx.out / "jobs" / f"{plan.runs[index].name}.log"
+                    log.parent.mkdir(parents=True, exist_ok=True)
+                    with open(log, "ab") as out:
+                        proc = subprocess.Popen(
+                            child_argv(ctx, index, device),
+                            env={**os.environ, **env},
+                            stdout=out,
+                            stderr=subprocess.STDOUT,
+                        )
+                    running[index] = (proc, name, log, slot)
+                    ctx.say(f"job started: {name} (log {log})")
+                for index, (proc, name, log, slot) in list(running.items()):
+                    if (rc := proc.poll()) is not None:
+                        status[index] = rc
+                        free.append(slot)
+                        del running[index]
+                        failed = f"job FAILED: {name} (exit {rc}; see {log})"
+                        ctx.say(f"job finished: {name}" if rc == 0 else failed)
+                if running:
+                    time.sleep(POLL)
+    except KeyboardInterrupt as exc:
+        for proc, *_ in running.values():
+            proc.send_signal(signal_of(exc))
+        for proc, *_ in running.values():
+            proc.wait()
+        exc.args = (
+            f"{stopped_by(exc)}; {len(running)} running job(s) stopped after saving a "
+            "checkpoint: rerun the command to resume",
         )
-
-    status = run_processes(len(indices), min(jobs, len(indices)), make, ctx.say)
-    ctx.trained.update(plan.runs[indices[k]].name for k, rc in status.items() if rc == 0)
-    if failed := [plan.runs[indices[k]].name for k, rc in status.items() if rc != 0]:
+        raise
+    ctx.trained.update(plan.runs[i].name for i, rc in status.items() if rc == 0)
+    if failed := [plan.runs[i].name for i, rc in status.items() if rc != 0]:
         raise UserError(
             f"{len(failed)} run(s) failed: {', '.join(failed[:3])}; see "
             f"{ctx.out / 'jobs'}/<run>.log, then rerun to resume"
@@ -372,7 +311,7 @@ def train_jobs(
 
 # ------------------------------------------------------------------ notes
 def training_words(cfg: TrainConfig) -> str:
-    """A config's optimization in words, for notes (generated, so a note cannot drift)."""
+    """A config's optimization in words, for notes."""
     step = f" x {cfg.lr_factor:g} every {cfg.lr_step_size} epochs"
     schedule = {
         "cosine": f"cosine decay from {cfg.lr:g} ({cfg.warmup_epochs:g} warm-up epochs)",

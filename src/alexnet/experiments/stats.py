@@ -1,13 +1,7 @@
-"""Statistics over seeds (one value per training run): an `Estimate` with its 95% interval.
-
-Two variants with the same seed share the initial weights of the layers they have in common
-and the data order, so differences are paired by seed (t interval of a_i - b_i; Welch's when
-the values do not pair); ratios are mean(a) / mean(b), a percentile bootstrap of RESAMPLES
-draws from `numpy.random.default_rng(SEED)`, so a result is reproducible to the bit. A
-right-censored value (a lower bound) enters an interval at its bound, which then bounds the
-estimate from one side only; the sign test needs only each pair's order. With n = 1 the
-interval is None. The Student t quantile is computed here (incomplete beta): no scipy.
-"""
+"""Statistics over seeds (one value per run): an `Estimate` with its 95% interval (None for
+n = 1). Differences pair by seed (t interval; Welch's unpaired), ratios of means use a
+percentile bootstrap seeded with SEED (reproducible to the bit). Student's t is computed here
+(incomplete beta): no scipy."""
 
 from __future__ import annotations
 
@@ -15,7 +9,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import combinations
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -27,7 +21,7 @@ DIRECTIONS = ("less", "greater", "differ")
 
 @dataclass(frozen=True)
 class Estimate:
-    """A point estimate with its 95% interval (None when n < 2), n values and the method used."""
+    """A point estimate, its 95% interval (None when n < 2), n values and the method."""
 
     estimate: float
     ci95: tuple[float, float] | None
@@ -39,7 +33,6 @@ class Estimate:
         return {"estimate": float(self.estimate), "ci95": ci, "n": self.n, "method": self.method}
 
 
-# ------------------------------------------------------------------ Student t quantile
 def _betacf(a: float, b: float, x: float) -> float:
     """Continued fraction of the incomplete beta function (modified Lentz)."""
     tiny, qab, qap, qam = 1e-300, a + b, a + 1.0, a - 1.0
@@ -99,7 +92,6 @@ def t_quantile(p: float, df: float) -> float:
     return 0.5 * (lo + hi)
 
 
-# ------------------------------------------------------------------ intervals
 def _values(values: Sequence[float], name: str = "values") -> np.ndarray:
     x = np.asarray(values, dtype=np.float64).reshape(-1)
     if x.size == 0:
@@ -125,12 +117,12 @@ def _t_interval(x: np.ndarray, method: str) -> Estimate:
 
 
 def mean_ci(values: Sequence[float]) -> Estimate:
-    """Mean of one value per seed and its Student t 95% interval (None for n = 1)."""
+    """Mean of one value per seed and its Student t 95% interval."""
     return _t_interval(_values(values), "t")
 
 
 def paired_diff_ci(a: Sequence[float], b: Sequence[float]) -> Estimate:
-    """mean(a_i - b_i) over seeds i (a[i] and b[i] share seed i), t interval of the differences."""
+    """mean(a_i - b_i) over seeds i, t interval of the differences."""
     x, y = _pairs(a, b)
     return _t_interval(x - y, "paired t")
 
@@ -188,7 +180,7 @@ def censored_interval(
     ci: tuple[float, float] | None, a_censored: bool, b_censored: bool
 ) -> list[float | None] | None:
     """The interval of a - b (or a / b) with right-censored values: a larger true a can only
-    raise the estimate (the upper end is unknown: None), a larger true b only lower it."""
+    raise the estimate (the upper end becomes None), a larger true b only lower it."""
     if ci is None:
         return None
     lo, hi = float(ci[0]), float(ci[1])
@@ -210,8 +202,6 @@ def paired_sign_test(
     """Exact sign test of a_i against b_i with right-censored values (true value >= bound): the
     pairs with a > b, a < b, tied, of unknown order, and the binomial p-value (one-sided in
     `direction`, two-sided for "differ") over the pairs whose order is known and not tied."""
-    if direction not in DIRECTIONS:
-        raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
     greater = less = ties = unknown = 0
     for x, y, cx, cy in zip(a, b, a_censored, b_censored, strict=True):
         if cx and cy or (cx and y > x) or (cy and x > y):
@@ -233,7 +223,7 @@ def paired_sign_test(
 
 def reproduced(ci: Sequence[float | None] | None, direction: str, null: float = 0.0) -> bool | None:
     """Does the whole interval lie on the `direction` side ("less", "greater", "differ": either)
-    of `null` (0: difference, 1: ratio)? None without an interval; an end None is unbounded."""
+    of `null`? None without an interval; an end None is unbounded."""
     if direction not in DIRECTIONS:
         raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
     if ci is None:
@@ -243,8 +233,7 @@ def reproduced(ci: Sequence[float | None] | None, direction: str, null: float = 
     return {"less": hi < null, "greater": lo > null, "differ": hi < null or lo > null}[direction]
 
 
-@dataclass(frozen=True)
-class Permutation:
+class Permutation(NamedTuple):
     """Two-sided permutation test of mean(a) - mean(b)."""
 
     difference: float
@@ -252,23 +241,21 @@ class Permutation:
     method: str
 
 
-def permutation_test(
-    a: Sequence[float], b: Sequence[float], resamples: int = RESAMPLES
-) -> Permutation:
-    """Exact (every split of the pooled values) when there are at most `resamples` splits, else
-    `resamples` random splits, p = (count + 1) / (resamples + 1); the conventions of
-    scipy.stats.permutation_test (two-sided: twice the smaller tail, ties within 100 eps)."""
+def permutation_test(a: Sequence[float], b: Sequence[float]) -> Permutation:
+    """Exact (every split of the pooled values) up to RESAMPLES splits, else RESAMPLES random
+    ones; scipy.stats.permutation_test's conventions (two-sided: twice the smaller tail, ties
+    within 100 eps, p = (count + 1) / (RESAMPLES + 1) when random)."""
     x, y = _values(a, "a"), _values(b, "b")
     pooled, na, nb = np.concatenate([x, y]), x.size, y.size
     observed = x.mean() - y.mean()
-    if math.comb(na + nb, na) <= resamples:
+    if math.comb(na + nb, na) <= RESAMPLES:
         groups = np.array(list(combinations(range(na + nb), na)))
         method, adjust = "exact permutation", 0
     else:
         perm = np.random.default_rng(SEED).permuted(
-            np.tile(np.arange(na + nb), (resamples, 1)), axis=1
+            np.tile(np.arange(na + nb), (RESAMPLES, 1)), axis=1
         )
-        groups, method, adjust = perm[:, :na], f"permutation ({resamples} resamples)", 1
+        groups, method, adjust = perm[:, :na], f"permutation ({RESAMPLES} resamples)", 1
     sa = pooled[groups].sum(1)
     null = sa / na - (pooled.sum() - sa) / nb
     gamma = abs(observed) * 100 * np.finfo(np.float64).eps

@@ -1,18 +1,8 @@
-"""`towers`: paper Fig. 3 (§6.1) — the two towers' first-layer kernels specialize: "the kernels
-on GPU 1 are largely color-agnostic, while the kernels on GPU 2 are largely color-specific",
-in every run, up to a renumbering of the GPUs.
-
-Score of one conv1 kernel (`colour_specificity`): the share of its energy outside the gray
-axis, sum((w - mean over RGB)^2) / sum(w^2), in [0, 1] (0: the same weights in R, G and B; 2/3:
-a kernel on one colour channel alone). Conv1's first half of kernels feeds tower 1 (conv2's
-first group), its second half tower 2 (§3.2).
-
-Per seed (a trained two-tower model): each tower's mean score, a two-sided permutation test of
-their difference, and the towers' gap |mean1 - mean2| against the gap of random halves of the
-same kernels (the mean over 1,000 random splits). The towers may swap roles between runs, so
-the claim is tested on the gap: towers minus random halves, paired by seed (> 0 when the split
-into towers separates colour from gray more than chance does). Needs colour images.
-`from_weights` checks given weights (e.g. Caffe's bvlc_alexnet) without training.
+"""`towers`: paper Fig. 3 (§6.1), the two towers' conv1 kernels specialize (one tower
+colour-agnostic, the other colour-specific). Conv1's first half of kernels feeds tower 1, its
+second half tower 2 (§3.2). The towers may swap roles between runs, so the claim is tested on
+their gap |mean1 - mean2| against random halves of the same kernels, paired by seed. Needs
+colour images; `from_weights` checks given weights (e.g. bvlc_alexnet) without training.
 """
 
 from __future__ import annotations
@@ -59,10 +49,9 @@ SCORE_NOTE = (
 
 
 def colour_specificity(weight: np.ndarray) -> np.ndarray:
-    """Per conv1 kernel, the share of its energy off the gray axis: (O, 3, kh, kw) -> (O,); each
-    pixel's colour vector splits into its gray part (the channels' mean) and the rest, the score
-    is sum(rest^2) / sum(w^2): 0 gray, 2/3 one channel, 1 when each pixel's channels sum to 0
-    (an all-zero kernel: 0)."""
+    """Per conv1 kernel, the share of its energy off the gray axis, sum((w - mean over RGB)^2) /
+    sum(w^2): (O, 3, kh, kw) -> (O,); 0 gray, 2/3 one channel, 1 when each pixel's channels sum
+    to 0 (an all-zero kernel: 0)."""
     w = np.asarray(weight, dtype=np.float64)
     if w.ndim != 4 or w.shape[1] != 3:
         raise UserError(
@@ -75,8 +64,7 @@ def colour_specificity(weight: np.ndarray) -> np.ndarray:
 
 
 def tower_scores(model: nn.Module, *where: str) -> np.ndarray:
-    """(2, O/2): each tower's conv1 kernel scores; a one-tower model is refused (UserError
-    naming `where`, the parts of a `UserError` message)."""
+    """(2, O/2): each tower's conv1 kernel scores; UserError naming `where` for one tower."""
     towers = int(getattr(model, "config", {}).get("options", {}).get("towers", 1))
     if towers != 2:
         raise UserError(
@@ -89,7 +77,7 @@ def tower_scores(model: nn.Module, *where: str) -> np.ndarray:
 
 
 def rows_of(scores: np.ndarray, seed: int, run_dir: str | os.PathLike, out: Path) -> list[dict]:
-    """The four `runs` rows of one model: each tower's mean score (with the permutation test's
+    """The four `runs` rows of one model: each tower's mean score (with a permutation test's
     p-value), the towers' gap, and the mean gap of RANDOM_SPLITS random halves of the kernels."""
     one, two = scores
     rng, half, flat = np.random.default_rng(0), one.size, scores.reshape(-1)
@@ -147,9 +135,8 @@ def gather(ctx: Context, outcomes: list[Outcome]) -> dict[str, Any]:
 
 
 def from_weights(ctx: Context, weights: str) -> dict[str, Any]:
-    """Fig. 3 checked on given weights (e.g. Caffe's bvlc_alexnet from `alexnet convert caffe`)
-    without training: the same scores and test as `gather`, for one model, so the comparison
-    runs over its conv1 kernels (tower 2 minus tower 1, Welch interval): do its towers differ?"""
+    """Fig. 3 on given weights without training: the rows of `gather` for one model, compared
+    over its conv1 kernels (tower 2 minus tower 1, Welch interval)."""
     model, _ = load_weights(weights, "cpu")
     one, two = scores = tower_scores(model, Param("weights"), f" {weights}")
     path = Path(weights).expanduser().resolve()
