@@ -268,12 +268,12 @@ def test_32_concurrent_clients_get_their_own_answers(world, server):
 
 @pytest.fixture(scope="module")
 def strict(world):
-    """API key, a 50 kB body limit, 100,000 pixels, and slow batches (always 3 s wait for 8)
+    """API key, a 50 kB body limit, 100,000 pixels, and slow batches (always 8 s wait for 8)
     into a queue of 4, so that requests are still in flight when the queue is full or SIGTERM
     comes."""
     with Server(world["root"] / "strict.log", "--weights", str(world["weights"]),
                 "--api-key", "s3cret", "--max-body-mb", "0.05", "--max-pixels", "100000",
-                "--max-batch", "8", "--max-wait-ms", "3000", "--always-wait",
+                "--max-batch", "8", "--max-wait-ms", "8000", "--always-wait",
                 "--max-queue", "4") as s:  # fmt: skip
         yield s
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import (
@@ -208,10 +208,168 @@ def _png(png: bytes, cached: bool = False) -> Response:
     return Response(png, media_type="image/png", headers=headers)
 
 
+def _server(request: Request) -> Server:
+    return request.app.state.server
+
+
+def _auth(request: Request) -> None:
+    _server(request).auth(request)
+
+
+def _index(request: Request):
+    engine = _server(request).engine
+    if engine.index is None:
+        raise ApiError(404, "this server has no neighbour index (none was given at its start)")
+    return engine.index
+
+
+v1 = APIRouter(prefix="/v1", dependencies=[Depends(_auth)])
+
+
+@v1.post("/predict")
+async def predict(request: Request, topk: int = Query(5, ge=1, le=100_000)) -> Response:
+    names, probs = await _server(request).run("predict", request)
+    p = _server(request).engine.predictor
+    preds = [pred.to_json() for pred in p.predictions(names, torch.stack(probs), topk)]
+    return JSONResponse(
+        {"model": p.meta.model_name, "crops": p.crops, "topk": topk, "predictions": preds}
+    )
+
+
+@v1.post("/features")
+async def features(request: Request) -> Response:
+    srv = _server(request)
+    names, feats = await srv.run("features", request)
+    rows = [{"image": n, "features": f.tolist()} for n, f in zip(names, feats)]
+    p = srv.engine.predictor
+    answer = {"model": p.meta.model_name, "dim": srv.engine.feature_dim, "layer": p.feature_layer}
+    return JSONResponse({**answer, "results": rows})
+
+
+@v1.post("/neighbors")
+async def neighbors(request: Request, k: int = Query(8, ge=1, le=256)) -> Response:
+    srv, found_in = _server(request), _index(request)
+    names, feats = await srv.run("features", request)
+    queries = np.stack([f.numpy() for f in feats])
+    found = await srv.batcher.call(found_in.search, queries, k)
+    results = [{"query": n, "neighbors": f} for n, f in zip(names, found)]
+    return JSONResponse({"split": found_in.split, "k": k, "results": results})
+
+
+@v1.get("/images/{split}/{i}.png")
+async def thumbnail(request: Request, split: str, i: int) -> Response:
+    return _png(await asyncio.to_thread(_index(request).thumbnail, split, i), cached=True)
+
+
+@v1.get("/files/{path:path}")
+async def file_thumbnail(request: Request, path: str) -> Response:
+    return _png(await asyncio.to_thread(_index(request).file_thumbnail, path), cached=True)
+
+
+@v1.get("/kernels.png")
+async def kernels(request: Request, columns: int = Query(16, ge=1, le=96)) -> Response:
+    srv = _server(request)
+    return _png(await srv.batcher.call(srv.engine.kernels_png, columns))
+
+
+@v1.post("/conv1")
+async def conv1(request: Request, columns: int = Query(16, ge=1, le=96)) -> Response:
+    srv = _server(request)
+    _, [image] = await srv.images_of(request, one=True)
+    return _png(await srv.batcher.call(srv.engine.conv1_png, image, columns))
+
+
+@v1.post("/occlusion")
+async def occlusion(
+    request: Request,
+    patch: int | None = Query(None, ge=1, le=4096),
+    stride: int | None = Query(None, ge=1, le=4096),
+) -> Response:
+    srv = _server(request)
+    [name], [image] = await srv.images_of(request, one=True)
+    found = await srv.batcher.call(srv.engine.occlusion, image, patch, stride)
+    return JSONResponse({"image": name, **found})
+
+
+@v1.post("/units")
+async def units(
+    request: Request, layer: str = Query(..., max_length=64), k: int = Query(8, ge=1, le=64)
+) -> Response:
+    srv = _server(request)
+    [name], [image] = await srv.images_of(request, one=True)
+    found = await srv.batcher.call(srv.engine.units, image, layer, k)
+    return JSONResponse({"image": name, **found})
+
+
+@v1.get("/model")
+async def model(request: Request) -> dict:
+    srv = _server(request)
+    cfg = srv.cfg
+    return {
+        **srv.engine.info(),
+        "max_batch": cfg.max_batch,
+        "max_wait_ms": cfg.max_wait_ms,
+        "max_body_bytes": cfg.max_body_bytes,
+        "max_decoding": cfg.max_decoding,
+        "max_pixels": srv.engine.max_pixels,
+        "max_connections": cfg.max_connections,
+        "request_timeout_s": cfg.request_timeout,
+    }
+
+
+status = APIRouter()
+
+
+@status.get("/healthz")
+async def healthz(request: Request) -> dict:
+    srv = _server(request)
+    return {"status": "ok", "queue_depth": srv.batcher.depth, "connections": srv.limits.open}
+
+
+@status.get("/metrics")
+async def prometheus(request: Request) -> Response:
+    registry = _server(request).metrics.registry
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+    return _error(exc.status, exc.message, exc.headers)
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+
+
+async def _gone(request: Request, exc: ClientDisconnect) -> Response:
+    # the client left (or was cut at the request deadline) mid-body: nobody reads this;
+    # 499 (nginx's "client closed request") is what the request metrics record
+    return Response(status_code=499)
+
+
+async def _bad_params(request: Request, exc: RequestValidationError) -> JSONResponse:
+    parts = []
+    for e in exc.errors():
+        where = ".".join(str(x) for x in e.get("loc", ()) if x not in ("query", "path"))
+        parts.append(f"{where}: {e.get('msg', 'invalid')}")
+    return _error(422, "; ".join(parts) or "invalid parameters")
+
+
+async def _bug(request: Request, exc: Exception) -> JSONResponse:
+    return _error(500, f"internal error: {type(exc).__name__}: {exc}")
+
+
+ERROR_HANDLERS = {
+    ApiError: _api_error,
+    StarletteHTTPException: _http_error,
+    ClientDisconnect: _gone,
+    RequestValidationError: _bad_params,
+    Exception: _bug,
+}
+
+
 def create_app(engine: Engine, cfg: ServeConfig) -> FastAPI:
     """The application for one loaded model; the batcher starts and drains with it."""
     srv = Server(engine, cfg)
-    v1 = [Depends(srv.auth)]
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -221,128 +379,20 @@ def create_app(engine: Engine, cfg: ServeConfig) -> FastAPI:
         srv.decode_pool.shutdown(wait=True)
 
     app = FastAPI(
-        title="alexnet serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+        title="alexnet serve",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        exception_handlers=ERROR_HANDLERS,
     )
     app.state.server = srv
-
-    @app.exception_handler(ApiError)
-    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return _error(exc.status, exc.message, exc.headers)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
-
-    @app.exception_handler(ClientDisconnect)
-    async def gone(request: Request, exc: ClientDisconnect) -> Response:
-        # the client left (or was cut at the request deadline) mid-body: nobody reads this;
-        # 499 (nginx's "client closed request") is what the request metrics record
-        return Response(status_code=499)
-
-    @app.exception_handler(RequestValidationError)
-    async def bad_params(request: Request, exc: RequestValidationError) -> JSONResponse:
-        parts = []
-        for e in exc.errors():
-            where = ".".join(str(x) for x in e.get("loc", ()) if x not in ("query", "path"))
-            parts.append(f"{where}: {e.get('msg', 'invalid')}")
-        return _error(422, "; ".join(parts) or "invalid parameters")
-
-    @app.exception_handler(Exception)
-    async def bug(request: Request, exc: Exception) -> JSONResponse:
-        return _error(500, f"internal error: {type(exc).__name__}: {exc}")
-
     app.add_middleware(_observe, metrics=srv.metrics)
     app.add_middleware(request_deadline)
     for route, (name, ctype) in STATIC.items():
         app.add_api_route(route, _static(name, ctype), methods=["GET"], include_in_schema=False)
-
-    def index():
-        if engine.index is None:
-            raise ApiError(404, "this server has no neighbour index (none was given at its start)")
-        return engine.index
-
-    @app.post("/v1/predict", dependencies=v1)
-    async def predict(request: Request, topk: int = Query(5, ge=1, le=100_000)) -> Response:
-        names, probs = await srv.run("predict", request)
-        p = engine.predictor
-        preds = [pred.to_json() for pred in p.predictions(names, torch.stack(probs), topk)]
-        return JSONResponse(
-            {"model": p.meta.model_name, "crops": p.crops, "topk": topk, "predictions": preds}
-        )
-
-    @app.post("/v1/features", dependencies=v1)
-    async def features(request: Request) -> Response:
-        names, feats = await srv.run("features", request)
-        rows = [{"image": n, "features": f.tolist()} for n, f in zip(names, feats)]
-        name, layer = engine.predictor.meta.model_name, engine.predictor.feature_layer
-        answer = {"model": name, "dim": engine.feature_dim, "layer": layer, "results": rows}
-        return JSONResponse(answer)
-
-    @app.post("/v1/neighbors", dependencies=v1)
-    async def neighbors(request: Request, k: int = Query(8, ge=1, le=256)) -> Response:
-        found_in = index()
-        names, feats = await srv.run("features", request)
-        queries = np.stack([f.numpy() for f in feats])
-        found = await srv.batcher.call(found_in.search, queries, k)
-        results = [{"query": n, "neighbors": f} for n, f in zip(names, found)]
-        return JSONResponse({"split": found_in.split, "k": k, "results": results})
-
-    @app.get("/v1/images/{split}/{i}.png", dependencies=v1)
-    async def thumbnail(split: str, i: int) -> Response:
-        return _png(await asyncio.to_thread(index().thumbnail, split, i), cached=True)
-
-    @app.get("/v1/files/{path:path}", dependencies=v1)
-    async def file_thumbnail(path: str) -> Response:
-        return _png(await asyncio.to_thread(index().file_thumbnail, path), cached=True)
-
-    @app.get("/v1/kernels.png", dependencies=v1)
-    async def kernels(columns: int = Query(16, ge=1, le=96)) -> Response:
-        return _png(await srv.batcher.call(engine.kernels_png, columns))
-
-    @app.post("/v1/conv1", dependencies=v1)
-    async def conv1(request: Request, columns: int = Query(16, ge=1, le=96)) -> Response:
-        _, [image] = await srv.images_of(request, one=True)
-        return _png(await srv.batcher.call(engine.conv1_png, image, columns))
-
-    @app.post("/v1/occlusion", dependencies=v1)
-    async def occlusion(
-        request: Request,
-        patch: int | None = Query(None, ge=1, le=4096),
-        stride: int | None = Query(None, ge=1, le=4096),
-    ) -> Response:
-        [name], [image] = await srv.images_of(request, one=True)
-        found = await srv.batcher.call(engine.occlusion, image, patch, stride)
-        return JSONResponse({"image": name, **found})
-
-    @app.post("/v1/units", dependencies=v1)
-    async def units(
-        request: Request, layer: str = Query(..., max_length=64), k: int = Query(8, ge=1, le=64)
-    ) -> Response:
-        [name], [image] = await srv.images_of(request, one=True)
-        found = await srv.batcher.call(engine.units, image, layer, k)
-        return JSONResponse({"image": name, **found})
-
-    @app.get("/v1/model", dependencies=v1)
-    async def model() -> dict:
-        return {
-            **engine.info(),
-            "max_batch": cfg.max_batch,
-            "max_wait_ms": cfg.max_wait_ms,
-            "max_body_bytes": cfg.max_body_bytes,
-            "max_decoding": cfg.max_decoding,
-            "max_pixels": engine.max_pixels,
-            "max_connections": cfg.max_connections,
-            "request_timeout_s": cfg.request_timeout,
-        }
-
-    @app.get("/healthz")
-    async def healthz() -> dict:
-        return {"status": "ok", "queue_depth": srv.batcher.depth, "connections": srv.limits.open}
-
-    @app.get("/metrics")
-    async def prometheus() -> Response:
-        return Response(generate_latest(srv.metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
+    app.include_router(v1)
+    app.include_router(status)
     return app
 
 
