@@ -96,34 +96,8 @@ def write_report(
     kernel_grid(predictor.model, rd.path / rd.KERNELS)
     training_curves([run], rd.path / rd.CURVES, labels=[run.name])
     n_train = len(train) if max_train <= 0 else min(max_train, len(train))
-    # validation queries of distinct classes and their k nearest training images (Fig. 4)
-    feats = split_features(predictor, train.images[:n_train])
-    q_idx = sorted(np.unique(val.labels, return_index=True)[1].tolist())[:queries]
-    q_imgs = [np.asarray(val.images[i]) for i in q_idx]
-    dist, idx = nearest(predictor.features(np.stack(q_imgs)).cpu().numpy(), feats, k, device=device)
-    neighbors_grid(
-        q_imgs,
-        [[np.asarray(train.images[j]) for j in row] for row in idx.tolist()],
-        rd.path / rd.NEIGHBOURS,
-        query_titles=[f"val {i}: {val.classes[val.labels[i]]}" for i in q_idx],
-        neighbour_titles=[
-            [f"{train.classes[train.labels[j]]}\n{d:.3g}" for j, d in zip(row, drow)]
-            for row, drow in zip(idx.tolist(), dist.tolist())
-        ],
-        feature=predictor.feature_layer,
-    )
-    # the top-3 predictions of a few validation images
-    p_idx = list(range(0, len(val), max(1, len(val) // PREDICTIONS)))[:PREDICTIONS]
-    p_imgs = np.stack([np.asarray(val.images[i]) for i in p_idx])
-    preds = predictor.predictions([f"val {i}" for i in p_idx], predictor.probabilities(p_imgs), 3)
-    captions, rows = [], []
-    for i, pred in zip(p_idx, preds):
-        truth = val.classes[val.labels[i]]
-        guesses = [f"{c} {100 * p:.0f}%" for c, p in zip(pred.classes, pred.probs)]
-        mark = "ok" if pred.indices[0] == val.labels[i] else "WRONG"
-        captions.append(f"true: {truth} [{mark}]\n" + "\n".join(guesses))
-        rows.append(f"| {pred.image} | {truth} | {', '.join(guesses)} |")
-    captioned_grid(list(p_imgs), captions, rd.path / rd.PREDICTIONS, title="top-3 predictions")
+    _neighbours_png(predictor, train, val, n_train, queries, k, device, rd.path / rd.NEIGHBOURS)
+    rows = _predictions_png(predictor, val, rd.path / rd.PREDICTIONS)
     model_name = predictor.meta.model_name
     md = [
         f"# Run `{run.name}`",
@@ -159,3 +133,39 @@ def write_report(
     atomic_write_text(rd.path / rd.REPORT, "\n".join(md))
     files = [rd.REPORT, rd.KERNELS, rd.CURVES, rd.NEIGHBOURS, rd.PREDICTIONS]
     return {"report": str(rd.path / rd.REPORT), "files": [str(rd.path / f) for f in files]}
+
+
+def _neighbours_png(predictor, train, val, n_train: int, queries: int, k: int, device, out) -> None:
+    """Validation queries of distinct classes and their k nearest among the first `n_train`
+    training images (paper Fig. 4, §6.1), drawn to `out`."""
+    feats = split_features(predictor, train.images[:n_train])
+    q_idx = sorted(np.unique(val.labels, return_index=True)[1].tolist())[:queries]
+    q_imgs = [np.asarray(val.images[i]) for i in q_idx]
+    dist, idx = nearest(predictor.features(np.stack(q_imgs)).cpu().numpy(), feats, k, device=device)
+    neighbors_grid(
+        q_imgs,
+        [[np.asarray(train.images[j]) for j in row] for row in idx.tolist()],
+        out,
+        query_titles=[f"val {i}: {val.classes[val.labels[i]]}" for i in q_idx],
+        neighbour_titles=[
+            [f"{train.classes[train.labels[j]]}\n{d:.3g}" for j, d in zip(row, drow)]
+            for row, drow in zip(idx.tolist(), dist.tolist())
+        ],
+        feature=predictor.feature_layer,
+    )
+
+
+def _predictions_png(predictor, val, out) -> list[str]:
+    """The top-3 predictions of a few validation images, drawn to `out`; their table rows."""
+    p_idx = list(range(0, len(val), max(1, len(val) // PREDICTIONS)))[:PREDICTIONS]
+    p_imgs = np.stack([np.asarray(val.images[i]) for i in p_idx])
+    preds = predictor.predictions([f"val {i}" for i in p_idx], predictor.probabilities(p_imgs), 3)
+    captions, rows = [], []
+    for i, pred in zip(p_idx, preds):
+        truth = val.classes[val.labels[i]]
+        guesses = [f"{c} {100 * p:.0f}%" for c, p in zip(pred.classes, pred.probs)]
+        mark = "ok" if pred.indices[0] == val.labels[i] else "WRONG"
+        captions.append(f"true: {truth} [{mark}]\n" + "\n".join(guesses))
+        rows.append(f"| {pred.image} | {truth} | {', '.join(guesses)} |")
+    captioned_grid(list(p_imgs), captions, out, title="top-3 predictions")
+    return rows
