@@ -158,8 +158,10 @@ def test_strided_input_and_64_bit_offsets(monkeypatch):
 def test_forced_by_environment_on_any_device(monkeypatch):
     """ALEXNET_LRN=triton: LRN takes the Triton kernels (here on CPU tensors too)."""
     calls = []
-    real = lrn_triton.forward
-    monkeypatch.setattr(lrn_triton, "forward", lambda x, *a: calls.append(x.device) or real(x, *a))
+    real = lrn_triton._launch
+    monkeypatch.setattr(
+        lrn_triton, "_launch", lambda t, *a: calls.append(t[0].device) or real(t, *a)
+    )
     torch.manual_seed(5)
     x = (torch.randn(2, 8, 5, 5) * 40).to(DEVICE)
     c_kernel = LRN(groups=2)(x)
@@ -219,10 +221,11 @@ def test_paper_model_through_triton_equals_torch_ops(monkeypatch):
         return out.detach().cpu(), model.features.conv1.weight.grad.cpu()
 
     calls = []
-    real = lrn_triton.backward
-    monkeypatch.setattr(lrn_triton, "backward", lambda *a: calls.append(a[3:]) or real(*a))
+    real = lrn_triton._launch
+    monkeypatch.setattr(lrn_triton, "_launch", lambda *a: calls.append(a[2:]) or real(*a))
     triton_out, triton_grad = logits_and_grad("triton")
-    assert calls == [(True,), (True,)]  # both ReLU -> LRN backwards ran in Triton, fused
+    # (backward, relu): both ReLU -> LRN ran in Triton, fused, each way
+    assert calls == [(False, True), (False, True), (True, True), (True, True)]
     for layer in model.modules():  # torch ops: the whole-batch path on every device
         if isinstance(layer, LRN):
             layer.cpu_path = "whole"

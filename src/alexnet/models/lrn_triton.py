@@ -202,38 +202,30 @@ def _launch(tensors: list[Tensor], p: LRNParams, backward: bool, relu: bool) -> 
         )  # fmt: skip
 
 
-def forward(x: Tensor, p: LRNParams, relu: bool = False) -> Tensor:
-    """b = LRN(x), or LRN(ReLU(x)) with `relu`: (N, C, ...) dense -> the same shape, dtype and
-    memory format."""
+def forward(
+    x: Tensor, relu: bool, size: int, alpha: float, beta: float, k: float, groups: int
+) -> tuple[Tensor, Tensor]:
+    """(b, empty): b = LRN(x), or LRN(ReLU(x)) with `relu`: (N, C, ...) dense -> the same
+    shape, dtype and memory format; the constants as `LRNParams` has them."""
     out = torch.empty_like(x)
     if x.numel():
-        _launch([x, x, out], p, backward=False, relu=relu)
-    return out
+        _launch([x, x, out], LRNParams(size, alpha, beta, k, groups), False, relu)
+    return out, x.new_empty(0)
 
 
-def backward(x: Tensor, grad_out: Tensor, p: LRNParams, relu: bool = False) -> Tensor:
+def backward(
+    x: Tensor, grad_out: Tensor, _: Tensor, relu: bool, size: int, alpha: float, beta: float,
+    k: float, groups: int,
+) -> Tensor:  # fmt: skip
     """dL/dx from the saved input x and dL/db (any layout; read in x's), in x's layout."""
     grad_out = grad_out.to(x.dtype).contiguous(memory_format=native.memory_format(x))
     grad_in = torch.empty_like(x)
     if x.numel():
-        _launch([x, grad_out, grad_in], p, backward=True, relu=relu)
+        _launch([x, grad_out, grad_in], LRNParams(size, alpha, beta, k, groups), True, relu)
     return grad_in
 
 
-def _op_forward(
-    x: Tensor, relu: bool, size: int, alpha: float, beta: float, k: float, groups: int
-) -> tuple[Tensor, Tensor]:
-    return forward(x, LRNParams(size, alpha, beta, k, groups), relu), x.new_empty(0)
-
-
-def _op_backward(
-    x: Tensor, grad_out: Tensor, _: Tensor, relu: bool, size: int, alpha: float, beta: float,
-    k: float, groups: int,
-) -> Tensor:  # fmt: skip
-    return backward(x, grad_out, LRNParams(size, alpha, beta, k, groups), relu)
-
-
-_lrn = native.kernel_op("lrn_triton", _op_forward, _op_backward)
+_lrn = native.kernel_op("lrn_triton", forward, backward)
 
 
 def lrn(x: Tensor, p: LRNParams, relu: bool = False) -> Tensor:

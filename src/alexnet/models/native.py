@@ -391,12 +391,15 @@ def _pool(x, out, places, shape, kernel: int, stride: int, cl: bool, backward: b
 
 
 def lrn_max_pool(
-    x: Tensor, p: LRNParams, kernel: int, stride: int, train: bool, relu: bool = False
-) -> tuple[Tensor, Tensor]:
+    x: Tensor, kernel: int, stride: int, train: bool, relu: bool,
+    size: int, alpha: float, beta: float, k: float, groups: int,
+) -> tuple[Tensor, Tensor]:  # fmt: skip
     """MaxPool(LRN(x)) (of LRN(ReLU(x)) with `relu`) without writing LRN's output: x (N, C,
-    H, W) float32 or bfloat16 -> (pooled, places) as `max_pool` gives, in x's layout."""
+    H, W) float32 or bfloat16 -> (pooled, places) as `max_pool` gives, in x's layout; the
+    LRN's constants as `LRNParams` has them."""
     assert library() is not None and x.dtype in (torch.float32, torch.bfloat16)
     out, places = pooled_empty(x, kernel, stride, train)
+    p = LRNParams(size, alpha, beta, k, groups)
     _fused(x, None, out, places if train else None, p, kernel, stride, relu)
     return out, places
 
@@ -406,7 +409,7 @@ def lrn_max_pool_backward(
     relu: bool, size: int, alpha: float, beta: float, k: float, groups: int,
 ) -> Tensor:  # fmt: skip
     """dL/dx of MaxPool(LRN(x)) (LRN(ReLU(x)) with `relu`) from dL/d(pooled) and the places:
-    the custom op's backward, arguments as `pool`'s forward takes them."""
+    the custom op's backward, arguments as `lrn_max_pool` takes them."""
     assert library() is not None
     grad_out = grad_out.to(x.dtype).contiguous(memory_format=memory_format(x))
     grad_in = torch.empty_like(x)

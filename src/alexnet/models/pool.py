@@ -13,32 +13,15 @@ from torch.nn.modules import module as module_hooks
 
 from alexnet.models import native
 from alexnet.models.lrn import LRN, kernel_for, triton_module
-from alexnet.models.native import LRNParams
-
-
-# The forwards look native's kernels up at each call (tests watch them there).
-def _max_pool(x: Tensor, kernel: int, stride: int, train: bool) -> tuple[Tensor, Tensor]:
-    return native.max_pool(x, kernel, stride, train)
-
 
 # c_max_pool(x, kernel, stride, train): (N, C, H, W) -> (N, C, OH, OW) by the C kernel
 c_max_pool = native.kernel_op(
-    "max_pool_c", _max_pool, native.max_pool_backward, native.pooled_empty
+    "max_pool_c", native.max_pool, native.max_pool_backward, native.pooled_empty
 )
-
-
-def _lrn_max_pool(
-    x: Tensor, kernel: int, stride: int, train: bool, relu: bool,
-    size: int, alpha: float, beta: float, k: float, groups: int,
-) -> tuple[Tensor, Tensor]:  # fmt: skip
-    p = LRNParams(size, alpha, beta, k, groups)
-    return native.lrn_max_pool(x, p, kernel, stride, train, relu)
-
-
 # MaxPool(LRN(x)), of LRN(ReLU(x)) with relu: (N, C, H, W) float32/bfloat16 on the CPU
 _c_lrn_max_pool = native.kernel_op(
     "lrn_max_pool_c",
-    _lrn_max_pool,
+    native.lrn_max_pool,
     native.lrn_max_pool_backward,
     lambda x, kernel, stride, train, *rest: native.pooled_empty(x, kernel, stride, train),
 )
