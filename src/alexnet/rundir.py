@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from alexnet.errors import UserError
+
 
 @dataclass
 class RunResult:
@@ -80,17 +82,17 @@ class RunDir:
         return json.loads(self.config.read_text())
 
     def read_metrics(self) -> list[dict[str, Any]]:
-        return _read_jsonl(self.metrics)
+        return read_jsonl(self.metrics) if self.metrics.is_file() else []
 
     def read_steps(self) -> list[dict[str, Any]]:
-        return _read_jsonl(self.steps)
+        return read_jsonl(self.steps) if self.steps.is_file() else []
 
     def read_eval(self) -> dict[str, Any]:
         return json.loads(self.eval_json.read_text())
 
     def result(self) -> RunResult:
         """The RunResult of a run on disk (finished or not)."""
-        history = self.read_metrics() if self.metrics.is_file() else []
+        history = self.read_metrics()
         final = self.read_eval() if self.eval_json.is_file() else {}
         status = "finished" if self.is_finished() else "stopped"
         if history and status == "finished" and not history[-1].get("complete", True):
@@ -105,7 +107,14 @@ class RunDir:
         )
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The records of a JSON-lines file; UserError naming it when it cannot be read or a line
+    is not JSON."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read the run's metrics ({exc.strerror})") from None
+    try:
+        return [json.loads(line) for line in lines if line.strip()]
+    except ValueError as exc:
+        raise UserError(f"{path}: not JSON lines ({exc})") from None

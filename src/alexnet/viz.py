@@ -4,7 +4,6 @@ Each writes a picture of a known pixel size (figure inches x dpi, no tight bbox)
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from torch import nn
 
 from alexnet.errors import UserError
 from alexnet.fileio import atomic_write
-from alexnet.rundir import RunDir
+from alexnet.rundir import RunDir, read_jsonl
 
 DPI = 100  # dots per inch of every picture: (pixels) / DPI = inches
 
@@ -120,14 +119,7 @@ def read_metrics(run: str | os.PathLike) -> list[dict[str, Any]]:
     path = Path(run)
     if path.is_dir():
         path = RunDir(path).metrics
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read the run's metrics ({exc.strerror})") from None
-    try:
-        records = [json.loads(line) for line in lines if line.strip()]
-    except ValueError as exc:
-        raise UserError(f"{path}: not JSON lines ({exc})") from None
+    records = read_jsonl(path)
     if not records:
         raise UserError(f"{path}: no epochs recorded yet")
     return records
