@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from alexnet.data.augment import EvalTransform
 from alexnet.errors import Param, UserError
 from alexnet.evaluate import make_eval_transform
+from alexnet.fileio import rounded
 from alexnet.models.summary import Field, layer_kind, layer_table, trace
 from alexnet.weights.meta import Preprocess
 
@@ -277,6 +278,13 @@ def occlusion(
         probs.append(F.softmax(model(xs).double(), dim=1)[:, target].cpu())
     drop = base - torch.cat(probs).view(n, n).numpy()
     return {"patch": patch, "stride": stride, "prob": base, "drop": np.asarray(drop)}
+
+
+def occlusion_json(found: dict[str, Any], name: str, index: int) -> dict[str, Any]:
+    """An `occlusion` result for class `index` (named `name`) as JSON: {"class", "index",
+    "patch", "stride", "prob", "drop"}, floats to 6 significant digits."""
+    found = {**found, "drop": found["drop"].tolist()}
+    return {"class": name, "index": index, **rounded(found)}
 
 
 def unit_patches(layer: Layer, unit: dict[str, Any], crops: dict[int, np.ndarray]) -> np.ndarray:

@@ -113,8 +113,7 @@ class _Occlusion:
         self.names: set[str] = set()
 
     def __call__(self, pred) -> dict:
-        from alexnet.explain import occlusion
-        from alexnet.fileio import rounded
+        from alexnet.explain import occlusion, occlusion_json
         from alexnet.inference import read_image
 
         p, a = self.predictor, self.args
@@ -123,14 +122,7 @@ class _Occlusion:
         found = occlusion(self.model, p.inputs(image), top, a.patch, a.stride, a.batch_size)
         if self.out is not None:
             self._picture(pred, p.inputs.display(image)[0], found)
-        return {
-            "class": pred.classes[0],
-            "index": top,
-            "patch": found["patch"],
-            "stride": found["stride"],
-            "prob": rounded(found["prob"]),
-            "drop": [[rounded(float(v)) for v in row] for row in found["drop"]],
-        }
+        return occlusion_json(found, pred.classes[0], top)
 
     def _picture(self, pred, view, found) -> None:
         """The heat map of `found` over `view` as OUT/NAME.png, NAME the file's stem made unique."""

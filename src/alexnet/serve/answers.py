@@ -15,8 +15,7 @@ from PIL import Image
 
 from alexnet.data.packed import open_dataset, read_header
 from alexnet.errors import Param, UserError
-from alexnet.explain import Layer, layer_json, layers, occlusion, occlusion_grid, strongest_units
-from alexnet.fileio import rounded
+from alexnet.explain import Layer, layer_json, layers, occlusion, occlusion_json, strongest_units
 from alexnet.inference import Predictor, decode_at_size, index_rows, load_features, neighbours
 from alexnet.runtime import flush_denormals
 from alexnet.viz import first_conv_weight, tile, tile_kernels
@@ -170,22 +169,13 @@ class Engine:
         the stored size: the top class and `alexnet.explain.occlusion`'s drop grid, as
         `alexnet predict --explain occlusion --json` gives it (`input_size` added)."""
         p, model = self.predictor, self._model("occlusion", 422)
-        size = int(p.preprocess.crop_size)
-        try:
-            occlusion_grid(size, patch, stride)
-        except UserError as exc:
-            raise ApiError(422, str(exc)) from None
         c = int(p.probabilities(image[None])[0].argmax())
-        found = occlusion(model, p.inputs(image[None]), c, patch, stride)
-        return {
-            "class": p.classes[c],
-            "index": c,
-            "patch": found["patch"],
-            "stride": found["stride"],
-            "prob": rounded(found["prob"]),
-            "drop": [[rounded(float(v)) for v in row] for row in found["drop"]],
-            "input_size": size,
-        }
+        try:
+            found = occlusion(model, p.inputs(image[None]), c, patch, stride)
+        except UserError as exc:  # patch or stride
+            raise ApiError(422, str(exc)) from None
+        size = int(p.preprocess.crop_size)
+        return {**occlusion_json(found, p.classes[c], c), "input_size": size}
 
     @torch.no_grad()
     def units(self, image: np.ndarray, layer: str, k: int) -> dict:
