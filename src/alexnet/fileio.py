@@ -4,6 +4,7 @@ files read without running their code, and JSON with floats rounded to what was 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -107,6 +108,18 @@ def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device = 
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
         what = "truncated or damaged" if kind == "zip" else "truncated or damaged legacy"
         raise UserError(f"{path}: {what} torch checkpoint ({type(exc).__name__})") from None
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes (hex); UserError when it cannot be read."""
+    h = hashlib.sha256()  # hashlib.file_digest: Python 3.11
+    try:
+        with open(path, "rb") as f:
+            while block := f.read(1 << 20):
+                h.update(block)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror})") from None
+    return h.hexdigest()
 
 
 def rounded(obj: Any, digits: int = 6) -> Any:

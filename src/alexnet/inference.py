@@ -8,7 +8,6 @@ files (FEATS.npy + FEATS.json) record the weights and data that made them: a mis
 from __future__ import annotations
 
 import glob
-import hashlib
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -31,7 +30,7 @@ from alexnet.errors import Param, UserError
 from alexnet.evaluate import check_images_fit, make_eval_transform
 from alexnet.explain import Inputs
 from alexnet.export import OnnxModel
-from alexnet.fileio import atomic_write, atomic_write_text, rounded
+from alexnet.fileio import atomic_write, atomic_write_text, file_sha256, rounded
 from alexnet.runtime import resolve_device
 from alexnet.weights import build_model, load
 from alexnet.weights.hf import WEIGHTS_NAME as HF_WEIGHTS
@@ -447,14 +446,7 @@ def file_digest(path: str | os.PathLike) -> str:
         path = Path(path) / HF_WEIGHTS
     elif Path(path).is_dir():
         path = checkpoint_path(Path(path))
-    h = hashlib.sha256()  # hashlib.file_digest: Python 3.11
-    try:
-        with open(path, "rb") as f:
-            while block := f.read(1 << 20):
-                h.update(block)
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read ({exc.strerror})") from None
-    return h.hexdigest()
+    return file_sha256(path)
 
 
 def check_fits(predictor: Predictor, image_size: tuple[int, int], data: str | os.PathLike) -> None:

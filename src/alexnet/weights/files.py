@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import warnings
 from collections.abc import Mapping
@@ -15,7 +14,7 @@ from torch import nn
 
 from alexnet.checkpoint import Checkpoint, checkpoint_path, is_checkpoint
 from alexnet.errors import UserError
-from alexnet.fileio import safe_torch_load, torch_file_kind
+from alexnet.fileio import file_sha256, safe_torch_load, torch_file_kind
 from alexnet.models.registry import get_model
 from alexnet.weights import hf
 from alexnet.weights.hub import CATALOG, CatalogEntry, hash_prefix, resolve_name
@@ -227,11 +226,7 @@ def catalog_entry(meta: WeightsMeta) -> CatalogEntry | None:
     """The catalog entry whose file's hash (in its name) begins this torchvision file's SHA-256."""
     if meta.format != "torchvision":
         return None
-    sha256 = hashlib.sha256()  # hashlib.file_digest: Python 3.11
-    with open(meta.path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            sha256.update(chunk)
-    digest = sha256.hexdigest()
+    digest = file_sha256(meta.path)
     for entry in CATALOG.values():
         want = hash_prefix(entry.file_name)
         if want and digest.startswith(want):
