@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from alexnet import cli
+from alexnet.commands import error_line
 from alexnet.data import TEST_CROPS
 from alexnet.errors import UserError
 
@@ -43,5 +44,6 @@ def test_library_refuses_crops_outside_test_crops():
         make_eval_transform(pre, None, 3)
     from alexnet.inference import Predictor
 
-    with pytest.raises(UserError, match=r"^--crops 5: must be one of 1, 2, 10$"):
+    with pytest.raises(UserError, match=r"^crops 5: must be one of 1, 2, 10$") as caught:
         Predictor("never-read.safetensors", crops=5)
+    assert error_line(caught.value) == "--crops 5: must be one of 1, 2, 10"  # the CLI's words

@@ -168,7 +168,8 @@ class Predictor:
         batch_size: int = 64,
     ) -> None:
         if crops not in TEST_CROPS:
-            raise UserError(f"--crops {crops}: must be one of {', '.join(map(str, TEST_CROPS))}")
+            choices = ", ".join(map(str, TEST_CROPS))
+            raise UserError(Param("crops"), f" {crops}: must be one of {choices}")
         self.weights = str(weights)
         self.device = weights_device(weights, str(device))  # one line for a missing device
         self.backend, self.meta = load_backend(weights, self.device)
