@@ -220,3 +220,11 @@ def test_cli_errors_one_line(tmp_path, capsys):
     report = json.loads((tmp_path / "syn" / "report.json").read_text())
     assert set(report) == {"splits", "classes", "skipped", "repaired"}
     assert not os.path.exists(tmp_path / "syn.partial")
+
+
+def test_the_source_names_the_parser_offers_are_the_readers_registered():
+    """`prepare --source` offers `alexnet.data.SOURCE_NAMES` (torch-free, for the parser); the
+    readers live in their registries: the two lists must not drift apart."""
+    from alexnet.data import SOURCE_NAMES, imagenet, sources
+
+    assert SOURCE_NAMES == ["auto", *imagenet.LAYOUTS, *sources.ARRAYS, "synthetic"]
