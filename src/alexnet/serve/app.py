@@ -279,26 +279,27 @@ async def conv1(request: Request, columns: int = Query(16, ge=1, le=96)) -> Resp
     return _png(await srv.batcher.call(srv.engine.conv1_png, image, columns))
 
 
+async def _one_image_json(request: Request, look, *args) -> JSONResponse:
+    """`look(engine, image, *args)` on the model thread for a request of exactly one image."""
+    srv = _server(request)
+    [name], [image] = await srv.images_of(request, one=True)
+    return JSONResponse({"image": name, **await srv.batcher.call(look, srv.engine, image, *args)})
+
+
 @v1.post("/occlusion")
 async def occlusion(
     request: Request,
     patch: int | None = Query(None, ge=1, le=4096),
     stride: int | None = Query(None, ge=1, le=4096),
 ) -> Response:
-    srv = _server(request)
-    [name], [image] = await srv.images_of(request, one=True)
-    found = await srv.batcher.call(srv.engine.occlusion, image, patch, stride)
-    return JSONResponse({"image": name, **found})
+    return await _one_image_json(request, Engine.occlusion, patch, stride)
 
 
 @v1.post("/units")
 async def units(
     request: Request, layer: str = Query(..., max_length=64), k: int = Query(8, ge=1, le=64)
 ) -> Response:
-    srv = _server(request)
-    [name], [image] = await srv.images_of(request, one=True)
-    found = await srv.batcher.call(srv.engine.units, image, layer, k)
-    return JSONResponse({"image": name, **found})
+    return await _one_image_json(request, Engine.units, layer, k)
 
 
 @v1.get("/model")
