@@ -19,9 +19,11 @@ The CPU's name and flags (AVX2, AVX-512, VNNI) are printed first; the last line 
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import platform
+import shutil
 import statistics
 import tempfile
 import time
@@ -152,6 +154,7 @@ def main() -> int:
 
     result["onnxruntime"] = onnxruntime.__version__
     tmp = Path(tempfile.mkdtemp(prefix="bench-int8-"))
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # full-size files: leave no trace
     calib = tmp / "calib"
     prep = ["prepare", "synthetic", calib, "--source", "synthetic", "--classes", "4",
             "--count", "32", "--image-size", "256", "--workers", "1", "--no-progress"]  # fmt: skip

@@ -18,10 +18,12 @@ Last line: one JSON object with packed_vs_imagefolder = c / a.
 from __future__ import annotations
 
 import argparse
+import atexit
 import importlib.util
 import json
 import os
 import platform
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -109,6 +111,7 @@ def main() -> None:
 
     W, B = args.workers, args.batch_size
     tmp = Path(tempfile.mkdtemp(prefix="bench_loader_"))
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # full-size files: leave no trace
     photos = find_photos(args.photos)
     make_jpegs(tmp / "jpegs", photos, args.images)
     norm = T.Normalize(IMAGENET_MEAN, IMAGENET_STD)

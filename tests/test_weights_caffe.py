@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -75,7 +76,8 @@ def converted(tmp_path_factory):
     # the V1 file through the command line, with the architecture from deploy.prototxt
     assert main(["convert", "caffe", str(old), "--deploy", str(tmp / "deploy.prototxt"),
                  str(out_old)]) == 0  # fmt: skip
-    return {"blobs": blobs, "mean": mean, "new": out_new, "old": out_old, "tmp": tmp}
+    yield {"blobs": blobs, "mean": mean, "new": out_new, "old": out_old, "tmp": tmp}
+    shutil.rmtree(tmp, ignore_errors=True)  # four full-size files: free the disk for the rest
 
 
 def _ours(path, images_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

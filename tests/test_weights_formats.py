@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +104,7 @@ def big_data(root: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory) -> dict[str, Any]:
+def setup(tmp_path_factory) -> Iterator[dict[str, Any]]:
     root = tmp_path_factory.mktemp("formats")
     small = small_run(root)
     data = big_data(root)
@@ -126,13 +127,14 @@ def setup(tmp_path_factory) -> dict[str, Any]:
     two = write_twin(root / "two.safetensors", paper_to_two_device(paper_state, 4), cfg,
                      BIG_CLASSES, pre, mean_image=mean, extra={"layout": "two-device"})  # fmt: skip
     big = {"data": data, "queries": queries(data, root), "run": None}
-    return {
+    yield {
         "root": root,
         "checkpoint": {**small, "path": small["formats"]["checkpoint"]},
         "rundir": {**small, "path": small["formats"]["rundir"]},
         "torchvision": {**big, "path": pth, "twin": tv_twin, "run": small["run"]},
         "two-device": {**big, "path": two, "twin": paper_twin, "run": small["run"]},
     }
+    shutil.rmtree(root, ignore_errors=True)  # five full-size files: free the disk for the rest
 
 
 def _paper_state() -> dict:
