@@ -41,7 +41,7 @@ MEAN, STD = [0.5, 0.45, 0.4], [0.25, 0.24, 0.26]
 class Server:
     """`python -m alexnet serve ... --port 0` in a subprocess; `url` once it listens."""
 
-    def __init__(self, log: Path, *args: str, timeout: float = 60.0) -> None:
+    def __init__(self, log: Path, *args: str, timeout: float = 120.0) -> None:
         env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
         cmd = [sys.executable, "-m", "alexnet", "serve", "--port", "0", "--device", "cpu", *args]
         self.log = log
