@@ -74,29 +74,28 @@ def _run_command(args, entry: bool) -> int:
     from alexnet.malloc import tune_allocator
 
     try:
-        try:
-            tune_allocator()  # glibc keeps large blocks (`alexnet.malloc`; ALEXNET_MALLOC=0: off)
-            if not getattr(args, "_light", False):  # the command runs a network
-                # while Ctrl-C still exits at once: numpy whole, before torch imports it
-                import numpy  # noqa: F401
+        tune_allocator()  # glibc keeps large blocks (`alexnet.malloc`; ALEXNET_MALLOC=0: off)
+        if not getattr(args, "_light", False):  # the command runs a network
+            # while Ctrl-C still exits at once: numpy whole, before torch imports it
+            import numpy  # noqa: F401
 
-                from alexnet.runtime import flush_denormals
+            from alexnet.runtime import flush_denormals
 
-                flush_denormals()
-            return int(args._run(args) or 0)
-        except UserError as exc:
-            print(f"alexnet {args.command}: error: {error_line(exc)}", file=sys.stderr)
-            if exc.leave_at_once:  # e.g. a peer died: torchrun must see this rank fail now
-                sys.stderr.flush()
-                os._exit(1)
-            return 2
-        except OSError as exc:  # disk full, read-only, permission: one line, not a traceback
-            from alexnet.commands.outputs import os_error_line
+            flush_denormals()
+        return int(args._run(args) or 0)
+    except UserError as exc:
+        print(f"alexnet {args.command}: error: {error_line(exc)}", file=sys.stderr)
+        if exc.leave_at_once:  # e.g. a peer died: torchrun must see this rank fail now
+            sys.stderr.flush()
+            os._exit(1)
+        return 2
+    except OSError as exc:  # disk full, read-only, permission: one line, not a traceback
+        from alexnet.commands.outputs import os_error_line
 
-            where = getattr(args, "output_dir", None) or getattr(args, "out", None)
-            line, status = os_error_line(exc, where)
-            print(f"alexnet {args.command}: error: {line}", file=sys.stderr)
-            return status
+        where = getattr(args, "output_dir", None) or getattr(args, "out", None)
+        line, status = os_error_line(exc, where)
+        print(f"alexnet {args.command}: error: {line}", file=sys.stderr)
+        return status
     except KeyboardInterrupt as exc:  # a command may say how to continue (prepare does)
         signum = signal_of(exc)
         print(f"alexnet {args.command}: {exc or stopped_by(exc)}", file=sys.stderr)

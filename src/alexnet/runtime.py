@@ -120,12 +120,6 @@ def init_distributed(info: DistInfo, device: torch.device, timeout_s: float = 30
     return generation
 
 
-class PeerLostError(UserError):
-    """A collective failed: another rank died or hung."""
-
-    leave_at_once = True  # torchrun must see this rank fail within its monitor interval
-
-
 def is_peer_failure(exc: BaseException) -> bool:
     """Whether `exc` is a collective's failure (a peer gone), not a bug of this process."""
     if isinstance(exc, dist.DistError):
@@ -136,13 +130,16 @@ def is_peer_failure(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and any(m in text for m in markers)
 
 
-def peer_lost(exc: BaseException, info: DistInfo) -> PeerLostError:
-    """The one-line error for a failed collective on this rank."""
+def peer_lost(exc: BaseException, info: DistInfo) -> UserError:
+    """The one-line error for a failed collective on this rank, which exits at once after it
+    (torchrun must see this rank fail within its monitor interval)."""
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return PeerLostError(
+    error = UserError(
         f"rank {info.rank} of {info.world_size} lost a peer ({first[:160]}); stopped, the last "
         "checkpoint is intact (torchrun --max-restarts starts the job again from it)"
     )
+    error.leave_at_once = True
+    return error
 
 
 def shutdown_distributed(*, peers_alive: bool = True) -> None:
