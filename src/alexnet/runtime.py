@@ -164,9 +164,9 @@ def gather_objects(obj: Any) -> list[Any]:
     return out
 
 
-def broadcast_object(obj: Any, src: int = 0) -> Any:
-    """A small picklable object from rank `src`, on all ranks."""
-    return gather_objects(obj)[src]
+def broadcast_object(obj: Any) -> Any:
+    """Rank 0's small picklable `obj`, on all ranks."""
+    return gather_objects(obj)[0]
 
 
 def cpu_name() -> str:

@@ -47,7 +47,6 @@ def from_kind(kind: Kind) -> Callable[[str], Any]:
             raise argparse.ArgumentTypeError(str(exc)) from None
 
     parse.kind = kind.kind  # type: ignore[attr-defined]
-    parse.__name__ = kind.valid  # argparse names the type in some messages
     return parse
 
 
