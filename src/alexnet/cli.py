@@ -5,9 +5,12 @@
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import os
 import sys
 
+from alexnet import __version__
 from alexnet.interrupts import exit_at_once, signal_of, stopped_by
 
 # Sub-command modules, in the order `alexnet --help` lists them.
@@ -17,21 +20,26 @@ COMMANDS = (
 ).split()
 
 
-def build_parser(only: str | None = None):
+class _Parser(argparse.ArgumentParser):
+    """Errors in one line; argparse's "invalid choice: 'X' (...)" gets "; did you mean Y?"
+    when one is close."""
+
+    def error(self, message: str):  # type: ignore[override]
+        import difflib
+        import re
+
+        found = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if found is not None:
+            choices = [c.strip(" '\"") for c in found.group(2).split(",")]
+            close = difflib.get_close_matches(found.group(1), choices, n=1)
+            message += f"; did you mean {close[0]}?" if close else ""
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The `alexnet` parser (imports no torch). `only`: the one sub-command built in full (the
     others are bare names, so a mistyped command still gets its closest match); None: all."""
-    import argparse
-    import importlib
-
-    from alexnet import __version__
-
-    class Parser(argparse.ArgumentParser):
-        """Errors in one line, with the closest choice to a mistyped one."""
-
-        def error(self, message: str):  # type: ignore[override]
-            self.exit(2, f"{self.prog}: error: {_suggest(message)} (see {self.prog} --help)\n")
-
-    parser = Parser(
+    parser = _Parser(
         prog="alexnet",
         description="AlexNet (Krizhevsky et al., 2012): train, evaluate and use it.",
     )
@@ -51,19 +59,6 @@ def _command_of(argv: list[str]) -> str | None:
     """The sub-command `argv` names (its first word that is not an option), if any."""
     word = next((a for a in argv if not a.startswith("-")), None)
     return word if word in COMMANDS else None
-
-
-def _suggest(message: str) -> str:
-    """argparse's "invalid choice: 'X' (...)" with "; did you mean Y?" when one is close."""
-    import difflib
-    import re
-
-    found = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
-    if found is None:
-        return message
-    choices = [c.strip(" '\"") for c in found.group(2).split(",")]
-    close = difflib.get_close_matches(found.group(1), choices, n=1)
-    return f"{message}; did you mean {close[0]}?" if close else message
 
 
 def _run_command(args, entry: bool) -> int:
