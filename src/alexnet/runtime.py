@@ -55,7 +55,6 @@ def resolve_device(name: str, info: DistInfo | None = None) -> torch.device:
     UserError for a name outside `alexnet.values.DEVICE` or a device this machine lacks."""
     if DEVICE.problem(name):
         raise UserError(Param("device"), f" {name}: unknown device (use {DEVICE.valid})")
-    info = info or dist_info()
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
@@ -63,7 +62,7 @@ def resolve_device(name: str, info: DistInfo | None = None) -> torch.device:
         if not torch.cuda.is_available():
             raise UserError(Param("device"), f" {name}: CUDA is not available on this machine")
         if device.index is None:
-            device = torch.device("cuda", info.local_rank)
+            device = torch.device("cuda", (info or dist_info()).local_rank)
         if device.index >= torch.cuda.device_count():
             count = torch.cuda.device_count()
             raise UserError(Param("device"), f" {name}: this machine has {count} CUDA device(s)")
