@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         parser = build_parser(_command_of(sys.argv[1:] if argv is None else argv))
         args = parser.parse_args(argv)
-        if entry and getattr(args, "command", None):
+        if entry and args.command:
             exit_at_once(f"alexnet {args.command}")
         if getattr(args, "_run", None) is None:
             parser.print_help()
