@@ -123,10 +123,9 @@ def is_peer_failure(exc: BaseException) -> bool:
     """Whether `exc` is a collective's failure (a peer gone), not a bug of this process."""
     if isinstance(exc, dist.DistError):
         return True
-    text = str(exc)
     markers = ("gloo", "NCCL", "Connection closed by peer", "Connection reset by peer",
                "Socket Timeout", "timed out")  # fmt: skip
-    return isinstance(exc, RuntimeError) and any(m in text for m in markers)
+    return isinstance(exc, RuntimeError) and any(m in str(exc) for m in markers)
 
 
 def peer_lost(exc: BaseException, info: DistInfo) -> UserError:
