@@ -1,14 +1,7 @@
-"""AlexNet (Krizhevsky, Sutskever & Hinton, NIPS 2012), faithful and fast.
-
-Public API:
-    get_model(name, num_classes=1000, weights=None, **options) -> AlexNetModel (an nn.Module)
-    from_pretrained(folder_or_id, num_classes=None, **options) -> the model with its weights
-    list_models() -> list[str]
-    open_dataset(path, split="train") -> PackedDataset of (HxWx3 uint8 image, int label)
-    UserError: the exception for user mistakes (one line naming the file or flag)
-Weights of every format: `alexnet.weights.load(path)` -> (model, metadata). The functions
-import their modules when called: `import alexnet.errors` stays free of torch.
-"""
+"""AlexNet (Krizhevsky, Sutskever & Hinton, NIPS 2012), faithful and fast: `get_model`,
+`from_pretrained`, `list_models`, `open_dataset` and `UserError` (a user mistake, in one line
+naming the file or flag); weights of every format: `alexnet.weights.load(path)` -> (model,
+metadata). The functions import their modules when called: `import alexnet` needs no torch."""
 
 from __future__ import annotations
 
@@ -59,7 +52,8 @@ def list_models() -> list[str]:
 
 
 def open_dataset(path: str, split: str = "train") -> PackedDataset:
-    """Open a packed dataset directory written by `alexnet prepare` for reading."""
+    """A packed dataset directory written by `alexnet prepare`, for reading: items are
+    (H x W x 3 uint8 image, int label)."""
     from alexnet.data.packed import open_dataset as _open_dataset
 
     return _open_dataset(path, split)

@@ -1,16 +1,10 @@
-"""`python -m alexnet` and the `alexnet` command; first of all, Ctrl-C exits in one line."""
+"""`python -m alexnet` and the `alexnet` command (`run`): first, Ctrl-C exits in one line."""
 
 from alexnet.interrupts import exit_at_once
 
 exit_at_once()
 
-
-def run() -> int:
-    """The `alexnet` console script."""
-    from alexnet.cli import main
-
-    return main()
-
+from alexnet.cli import main as run  # noqa: E402 - after the handlers are in
 
 if __name__ == "__main__":
     import sys

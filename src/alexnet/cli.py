@@ -5,9 +5,12 @@
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import os
 import sys
 
+from alexnet import __version__
 from alexnet.interrupts import exit_at_once, signal_of, stopped_by
 
 # Sub-command modules, in the order `alexnet --help` lists them.
@@ -17,21 +20,26 @@ COMMANDS = (
 ).split()
 
 
-def build_parser(only: str | None = None):
+class _Parser(argparse.ArgumentParser):
+    """Errors in one line; argparse's "invalid choice: 'X' (...)" gets "; did you mean Y?"
+    when one is close."""
+
+    def error(self, message: str):  # type: ignore[override]
+        import difflib
+        import re
+
+        found = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if found is not None:
+            choices = [c.strip(" '\"") for c in found.group(2).split(",")]
+            close = difflib.get_close_matches(found.group(1), choices, n=1)
+            message += f"; did you mean {close[0]}?" if close else ""
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The `alexnet` parser (imports no torch). `only`: the one sub-command built in full (the
     others are bare names, so a mistyped command still gets its closest match); None: all."""
-    import argparse
-    import importlib
-
-    from alexnet import __version__
-
-    class Parser(argparse.ArgumentParser):
-        """Errors in one line, with the closest choice to a mistyped one."""
-
-        def error(self, message: str):  # type: ignore[override]
-            self.exit(2, f"{self.prog}: error: {_suggest(message)} (see {self.prog} --help)\n")
-
-    parser = Parser(
+    parser = _Parser(
         prog="alexnet",
         description="AlexNet (Krizhevsky et al., 2012): train, evaluate and use it.",
     )
@@ -53,19 +61,6 @@ def _command_of(argv: list[str]) -> str | None:
     return word if word in COMMANDS else None
 
 
-def _suggest(message: str) -> str:
-    """argparse's "invalid choice: 'X' (...)" with "; did you mean Y?" when one is close."""
-    import difflib
-    import re
-
-    found = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
-    if found is None:
-        return message
-    choices = [c.strip(" '\"") for c in found.group(2).split(",")]
-    close = difflib.get_close_matches(found.group(1), choices, n=1)
-    return f"{message}; did you mean {close[0]}?" if close else message
-
-
 def _run_command(args, entry: bool) -> int:
     """Run the parsed command; a user mistake, OS error or Ctrl-C becomes one line.
     `entry`: this is the process's own command line."""
@@ -74,29 +69,28 @@ def _run_command(args, entry: bool) -> int:
     from alexnet.malloc import tune_allocator
 
     try:
-        try:
-            tune_allocator()  # glibc keeps large blocks (`alexnet.malloc`; ALEXNET_MALLOC=0: off)
-            if not getattr(args, "_light", False):  # the command runs a network
-                # while Ctrl-C still exits at once: numpy whole, before torch imports it
-                import numpy  # noqa: F401
+        tune_allocator()  # glibc keeps large blocks (`alexnet.malloc`; ALEXNET_MALLOC=0: off)
+        if not getattr(args, "_light", False):  # the command runs a network
+            # while Ctrl-C still exits at once: numpy whole, before torch imports it
+            import numpy  # noqa: F401
 
-                from alexnet.runtime import flush_denormals
+            from alexnet.runtime import flush_denormals
 
-                flush_denormals()
-            return int(args._run(args) or 0)
-        except UserError as exc:
-            print(f"alexnet {args.command}: error: {error_line(exc)}", file=sys.stderr)
-            if exc.leave_at_once:  # e.g. a peer died: torchrun must see this rank fail now
-                sys.stderr.flush()
-                os._exit(1)
-            return 2
-        except OSError as exc:  # disk full, read-only, permission: one line, not a traceback
-            from alexnet.commands.outputs import os_error_line
+            flush_denormals()
+        return int(args._run(args) or 0)
+    except UserError as exc:
+        print(f"alexnet {args.command}: error: {error_line(exc)}", file=sys.stderr)
+        if exc.leave_at_once:  # e.g. a peer died: torchrun must see this rank fail now
+            sys.stderr.flush()
+            os._exit(1)
+        return 2
+    except OSError as exc:  # disk full, read-only, permission: one line, not a traceback
+        from alexnet.commands.outputs import os_error_line
 
-            where = getattr(args, "output_dir", None) or getattr(args, "out", None)
-            line, status = os_error_line(exc, where)
-            print(f"alexnet {args.command}: error: {line}", file=sys.stderr)
-            return status
+        where = getattr(args, "output_dir", None) or getattr(args, "out", None)
+        line, status = os_error_line(exc, where)
+        print(f"alexnet {args.command}: error: {line}", file=sys.stderr)
+        return status
     except KeyboardInterrupt as exc:  # a command may say how to continue (prepare does)
         signum = signal_of(exc)
         print(f"alexnet {args.command}: {exc or stopped_by(exc)}", file=sys.stderr)
@@ -116,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         parser = build_parser(_command_of(sys.argv[1:] if argv is None else argv))
         args = parser.parse_args(argv)
-        if entry and getattr(args, "command", None):
+        if entry and args.command:
             exit_at_once(f"alexnet {args.command}")
         if getattr(args, "_run", None) is None:
             parser.print_help()

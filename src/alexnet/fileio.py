@@ -23,18 +23,16 @@ if TYPE_CHECKING:
     import torch
 
 
-def atomic_write(
-    path: str | os.PathLike, write: Callable[[IO[Any]], object], mode: str = "wb"
-) -> None:
-    """Write `path` through `write(fileobj)` (binary for mode "wb", text for "w"), atomically:
-    temp file in the same directory, fsync, `os.replace`, fsync of the directory."""
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], object]) -> None:
+    """Write `path` through `write(binary_file)`, atomically: temp file in the same directory,
+    fsync, `os.replace`, fsync of the directory."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         mask = os.umask(0o022)  # the umask can only be read by setting it
         os.umask(mask)
         os.chmod(tmp, 0o666 & ~mask)
-        with os.fdopen(fd, mode) as f:
+        with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
@@ -122,15 +120,14 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def rounded(obj: Any, digits: int = 6) -> Any:
-    """`obj` with every float rounded to `digits` significant digits (0.07230000000000003 ->
-    0.0723)."""
+def rounded(obj: Any) -> Any:
+    """`obj` with every float rounded to 6 significant digits (0.07230000000000003 -> 0.0723)."""
     if isinstance(obj, float):
-        return float(f"{obj:.{digits}g}") if math.isfinite(obj) else obj
+        return float(f"{obj:.6g}") if math.isfinite(obj) else obj
     if isinstance(obj, dict):
-        return {k: rounded(v, digits) for k, v in obj.items()}
+        return {k: rounded(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [rounded(v, digits) for v in obj]
+        return [rounded(v) for v in obj]
     return obj
 
 

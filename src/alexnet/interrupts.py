@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 SIGINT, SIGTERM = int(_signal.SIGINT), int(_signal.SIGTERM)
+_WORDS = {SIGINT: "interrupted", SIGTERM: "terminated"}  # the exit line's word for each
 _PROGRAM = ["alexnet"]  # the name the exit line starts with
 
 
@@ -34,8 +35,7 @@ def _restore(previous: dict[int, Any]) -> None:
 
 def _exit_now(signum: int, frame: Any) -> None:  # noqa: ARG001 - a signal handler's signature
     """Nothing to save: one line (no traceback) and exit 128 + the signal."""
-    what = "interrupted" if signum == SIGINT else "terminated"
-    os.write(2, f"{_PROGRAM[0]}: {what}\n".encode())
+    os.write(2, f"{_PROGRAM[0]}: {_WORDS[signum]}\n".encode())
     os._exit(128 + signum)
 
 
@@ -63,7 +63,7 @@ def signal_of(exc: KeyboardInterrupt) -> int:
 
 def stopped_by(exc: KeyboardInterrupt) -> str:
     """'interrupted' (Ctrl-C) or 'terminated' (SIGTERM), for the command's last line."""
-    return "terminated" if isinstance(exc, Terminated) else "interrupted"
+    return _WORDS[signal_of(exc)]
 
 
 def _terminate(signum: int, frame: Any) -> None:  # noqa: ARG001 - a signal handler's signature

@@ -13,7 +13,6 @@ M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
 KEEP_FREED = 1 << 30  # bytes of freed heap top kept mapped (M_TRIM_THRESHOLD)
 GLIBC_MMAP_MAX, GLIBC_TRIM_THRESHOLD = 65536, 128 * 1024  # glibc's documented defaults
-ENV = "ALEXNET_MALLOC"
 _tuned = False  # whether tune_allocator applied the setting to this process
 
 
@@ -29,7 +28,7 @@ def _libc() -> ctypes.CDLL | None:
 
 def tune_allocator() -> bool:
     """Serve large blocks from the heap and keep freed pages; True when applied."""
-    if os.environ.get(ENV, "1").strip().lower() in ("0", "off", "false", "no"):
+    if os.environ.get("ALEXNET_MALLOC", "1").strip().lower() in ("0", "off", "false", "no"):
         return False
     libc = _libc()
     if libc is None:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 
-class SilentBar:
+class SilentBar(contextlib.AbstractContextManager):
     """The part of tqdm's interface this package uses, doing nothing."""
 
     def __init__(self, total: float | None = None, initial: float = 0, **_: Any) -> None:
@@ -19,9 +20,6 @@ class SilentBar:
 
     def close(self) -> None:
         pass
-
-    def __enter__(self) -> SilentBar:
-        return self
 
     def __exit__(self, *_: Any) -> None:
         self.close()

@@ -55,7 +55,6 @@ def resolve_device(name: str, info: DistInfo | None = None) -> torch.device:
     UserError for a name outside `alexnet.values.DEVICE` or a device this machine lacks."""
     if DEVICE.problem(name):
         raise UserError(Param("device"), f" {name}: unknown device (use {DEVICE.valid})")
-    info = info or dist_info()
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
@@ -63,7 +62,7 @@ def resolve_device(name: str, info: DistInfo | None = None) -> torch.device:
         if not torch.cuda.is_available():
             raise UserError(Param("device"), f" {name}: CUDA is not available on this machine")
         if device.index is None:
-            device = torch.device("cuda", info.local_rank)
+            device = torch.device("cuda", (info or dist_info()).local_rank)
         if device.index >= torch.cuda.device_count():
             count = torch.cuda.device_count()
             raise UserError(Param("device"), f" {name}: this machine has {count} CUDA device(s)")
@@ -120,29 +119,25 @@ def init_distributed(info: DistInfo, device: torch.device, timeout_s: float = 30
     return generation
 
 
-class PeerLostError(UserError):
-    """A collective failed: another rank died or hung."""
-
-    leave_at_once = True  # torchrun must see this rank fail within its monitor interval
-
-
 def is_peer_failure(exc: BaseException) -> bool:
     """Whether `exc` is a collective's failure (a peer gone), not a bug of this process."""
     if isinstance(exc, dist.DistError):
         return True
-    text = str(exc)
     markers = ("gloo", "NCCL", "Connection closed by peer", "Connection reset by peer",
                "Socket Timeout", "timed out")  # fmt: skip
-    return isinstance(exc, RuntimeError) and any(m in text for m in markers)
+    return isinstance(exc, RuntimeError) and any(m in str(exc) for m in markers)
 
 
-def peer_lost(exc: BaseException, info: DistInfo) -> PeerLostError:
-    """The one-line error for a failed collective on this rank."""
+def peer_lost(exc: BaseException, info: DistInfo) -> UserError:
+    """The one-line error for a failed collective on this rank, which exits at once after it
+    (torchrun must see this rank fail within its monitor interval)."""
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return PeerLostError(
+    error = UserError(
         f"rank {info.rank} of {info.world_size} lost a peer ({first[:160]}); stopped, the last "
         "checkpoint is intact (torchrun --max-restarts starts the job again from it)"
     )
+    error.leave_at_once = True
+    return error
 
 
 def shutdown_distributed(*, peers_alive: bool = True) -> None:
@@ -167,9 +162,9 @@ def gather_objects(obj: Any) -> list[Any]:
     return out
 
 
-def broadcast_object(obj: Any, src: int = 0) -> Any:
-    """A small picklable object from rank `src`, on all ranks."""
-    return gather_objects(obj)[src]
+def broadcast_object(obj: Any) -> Any:
+    """Rank 0's small picklable `obj`, on all ranks."""
+    return gather_objects(obj)[0]
 
 
 def cpu_name() -> str:

@@ -1,7 +1,6 @@
 """What a value may be (integer and float ranges, choice sets, patterns such as the device
-grammar), each declared once: the one check that the models, training configs, the device
-resolver and the command line's argument types all use. No torch (the CLI reads it at start-up).
-"""
+grammar), declared once: the check of the models, training configs, device resolver and the
+command line's argument types. No torch (the CLI reads it at start-up)."""
 
 from __future__ import annotations
 
@@ -116,12 +115,6 @@ class Choice(Kind):
 
     def allows(self, value: Any) -> bool:
         return any(type(value) is type(o) and value == o for o in self.options)  # True is not 1
-
-    def from_text(self, text: str) -> Any:
-        for option in self.options:
-            if str(option) == text:
-                return option
-        raise ValueError(text)
 
 
 @dataclass(frozen=True)

@@ -13,13 +13,10 @@ from alexnet.data import TEST_CROPS
 from alexnet.errors import UserError
 from alexnet.values import FloatRange, IntRange, Kind
 
-# parameters whose flag is not their name with `-` for `_`
-_FLAGS = {"out": "--output-dir"}
-
 
 def flag_of(name: str) -> str:
-    """The flag of parameter `name`: `batch_size` -> `--batch-size`, or its entry in `_FLAGS`."""
-    return _FLAGS.get(name, "--" + name.replace("_", "-"))
+    """The flag of parameter `name`: `batch_size` -> `--batch-size` (`out`: `--output-dir`)."""
+    return "--output-dir" if name == "out" else "--" + name.replace("_", "-")
 
 
 def error_line(exc: UserError) -> str:
@@ -27,18 +24,21 @@ def error_line(exc: UserError) -> str:
     return exc.text(flag_of)
 
 
-WEIGHTS_HELP = (
-    "weights: an alexnet .safetensors (also Caffe's converted by `alexnet convert caffe`), "
-    "torchvision's .pth, the two-device layout, a run's checkpoint.pt / run directory, a "
-    "Hugging Face-style folder (`alexnet export --hf`) or id user/name, or a name: torchvision "
-    "(downloaded once; `alexnet weights` lists the names); or an .onnx file from `alexnet "
-    "export --onnx` (fp32 or --int8; run by onnxruntime on the CPU)"
-)
+def add_weights(parser: argparse.ArgumentParser) -> None:
+    """The required `--weights` (read by `alexnet.weights.load`)."""
+    parser.add_argument(
+        "--weights",
+        required=True,
+        help="weights: an alexnet .safetensors (also Caffe's converted by `alexnet convert "
+        "caffe`), torchvision's .pth, the two-device layout, a run's checkpoint.pt / run "
+        "directory, a Hugging Face-style folder (`alexnet export --hf`) or id user/name, or a "
+        "name: torchvision (downloaded once; `alexnet weights` lists the names); or an .onnx "
+        "file from `alexnet export --onnx` (fp32 or --int8; run by onnxruntime on the CPU)",
+    )
 
 
 def from_kind(kind: Kind) -> Callable[[str], Any]:
-    """The argparse type of a `alexnet.values.Kind` (one-line errors), carrying its `kind` and
-    `valid` for help texts and tests."""
+    """The argparse type of a `alexnet.values.Kind` (one-line errors), carrying its `kind`."""
 
     def parse(text: str) -> Any:
         try:
@@ -46,8 +46,7 @@ def from_kind(kind: Kind) -> Callable[[str], Any]:
         except ValueError as exc:
             raise argparse.ArgumentTypeError(str(exc)) from None
 
-    parse.kind, parse.valid = kind.kind, kind.valid  # type: ignore[attr-defined]
-    parse.__name__ = kind.valid  # argparse names the type in some messages
+    parse.kind = kind.kind  # type: ignore[attr-defined]
     return parse
 
 
@@ -77,11 +76,6 @@ def add_device(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device", type=device, default="auto", help=f"{V.DEVICE.valid} (default: %(default)s)"
     )
-
-
-def add_weights(parser: argparse.ArgumentParser) -> None:
-    """The required `--weights` (read by `alexnet.weights.load`)."""
-    parser.add_argument("--weights", required=True, help=WEIGHTS_HELP)
 
 
 def add_batch_size(parser: argparse.ArgumentParser, default: int, more: str = "") -> None:
