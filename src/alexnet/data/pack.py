@@ -139,9 +139,7 @@ def _work(task: tuple) -> dict[str, Any]:
     return process(*_WORKER, *task)
 
 
-def process(
-    source: Source, field: Field, split: str, start: int, stop: int, with_stats: bool
-) -> dict[str, Any]:
+def process(source: Source, field: Field, split: str, start: int, stop: int) -> dict[str, Any]:
     """Items [start, stop) of `split` -> what to append to each work file ("data": the field's
     images, WORK_FILES), "count" and "sums" (train only)."""
     chunk = source.load(split, start, stop)
@@ -162,7 +160,7 @@ def process(
         "crc32": np.array([crc32(r) for r in records], "<u4"),
         "report": "".join(report).encode(),
         "count": len(images),
-        "sums": chunk_sums(pixels) if with_stats else None,
+        "sums": chunk_sums(pixels) if split == "train" else None,
     }
 
 
@@ -286,7 +284,7 @@ def _pack_split(source, field, partial, split, state, sums, pool, progress: bool
     chunk_size, st = state["config"]["chunk_size"], state["splits"][split]
     n_items = source.count(split)
     tasks = [
-        (split, k * chunk_size, min((k + 1) * chunk_size, n_items), split == "train")
+        (split, k * chunk_size, min((k + 1) * chunk_size, n_items))
         for k in range(st["chunk"], math.ceil(n_items / chunk_size))
     ]
     results = pool.imap(_work, tasks) if pool else (process(source, field, *t) for t in tasks)
@@ -302,7 +300,7 @@ def _pack_split(source, field, partial, split, state, sums, pool, progress: bool
                 f.seek(st["sizes"][key])
             elif key == "data":
                 f.write(field.preamble)
-        for (_, start, stop, _), res in zip(tasks, results, strict=True):
+        for (_, start, stop), res in zip(tasks, results, strict=True):
             for key, f in files.items():  # also an empty chunk
                 f.write(res[key])
             for f in files.values():

@@ -42,7 +42,8 @@ class Chunk:
 
 
 class Source:
-    """A dataset to pack: name, classes, image_size, count(split), load(split, start, stop)."""
+    """A dataset to pack: name, classes, image_size, count(split) and load(split, start, stop)
+    -> `Chunk` of items [start, stop)."""
 
     name = "source"
     parallel = False  # True: load() decodes files, run it in worker processes
@@ -50,12 +51,6 @@ class Source:
     image_size: tuple[int, int]
     index_skipped: Sequence[tuple[str, str]] = ()  # (path, reason) rejected while listing
     split: dict[str, Any] | None = None  # how val was split off train, when the input had none
-
-    def count(self, split: str) -> int:
-        raise NotImplementedError
-
-    def load(self, split: str, start: int, stop: int) -> Chunk:
-        raise NotImplementedError
 
     def describe(self) -> dict[str, Any]:
         """What identifies this input (checked before resuming a half-written pack)."""
@@ -92,8 +87,8 @@ class FileSource(Source):
         root: Path,
         size: int,
         max_pixels: int | None,
-        val_fraction: float | None = None,
-        seed: int = 0,
+        val_fraction: float | None,
+        seed: int,
     ) -> None:
         self.classes, self.items, self.index_skipped = imagenet.LAYOUTS[name](root)
         if "val" in self.items and val_fraction is not None:
@@ -300,8 +295,7 @@ class SyntheticSource(Source):
 # ---------------------------------------------------------------- choosing a reader
 # what `--source auto` looks for, in this order
 DETECT = {
-    "fashion-mnist": ARRAYS["fashion-mnist"][0],
-    "cifar10": _cifar_dir,
+    **{name: found for name, (found, *_) in ARRAYS.items()},
     "kaggle": lambda root: all((root / f).is_file() for f in imagenet.KAGGLE_FILES),
     "ilsvrc2012": lambda root: all((root / f).is_file() for f in imagenet.TARS),
     "imagefolder": imagenet.is_imagefolder,
