@@ -144,9 +144,6 @@ def process(source: Source, field: Field, split: str, start: int, stop: int) -> 
     images, WORK_FILES), "count" and "sums" (train only)."""
     chunk = source.load(split, start, stop)
     images = np.ascontiguousarray(chunk.images, dtype=np.uint8)
-    h, w = source.image_size
-    if images.shape[1:] != (h, w, 3) or len(images) != len(chunk.labels):
-        raise RuntimeError(f"{source.name}: chunk of shape {images.shape}, expected (n,{h},{w},3)")
     data, records, index, pixels = field.encode(images, np.asarray(chunk.labels, np.int64))
     report = [
         json.dumps({"kind": kind, "path": p, "reason": r}) + "\n"

@@ -189,17 +189,3 @@ def verify(root: str | Path, threads: int | None = None) -> Verified:
     expect = ds.field.fingerprint(root, ds.classes, ds.image_size, None)
     out.fingerprint_ok = None if expect is None else expect == ds.fingerprint
     return out
-
-
-def summary_lines(v: Verified, limit: int = 20) -> list[str]:
-    """What `alexnet prepare --verify` prints: a line per damaged record (at most `limit`),
-    then the totals."""
-    lines = [f"{v.root}: {split} record {i}: {why}" for split, i, why in v.damaged[:limit]]
-    if len(v.damaged) > limit:
-        lines.append(f"{v.root}: ... and {len(v.damaged) - limit} more damaged records")
-    counts = " + ".join(f"{n} {s}" for s, n in v.checked.items())
-    fp = {True: ", fingerprint matches", False: ", FINGERPRINT DOES NOT MATCH", None: ""}
-    tail = "" if v.ok else "; prepare the dataset again"
-    totals = f"{counts} records checked, {len(v.damaged)} damaged{fp[v.fingerprint_ok]}{tail}"
-    lines.append(f"{v.root}: {v.encoding}, {totals}")
-    return lines
