@@ -118,9 +118,8 @@ def finish_stats(sums: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     eigval, eigvec = np.linalg.eigh(cov)
     order = np.argsort(eigval)[::-1]
     eigval, eigvec = eigval[order], eigvec[:, order]
-    for i in range(3):  # deterministic signs
-        if eigvec[np.argmax(np.abs(eigvec[:, i])), i] < 0:
-            eigvec[:, i] = -eigvec[:, i]
+    negative = eigvec[np.argmax(np.abs(eigvec), axis=0), range(3)] < 0  # deterministic signs
+    eigvec[:, negative] *= -1
     return dict(zip(STAT_KEYS, (mean_image, mean, std, cov, np.clip(eigval, 0, None), eigvec)))
 
 
