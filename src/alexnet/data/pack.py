@@ -246,10 +246,10 @@ def prepare(
         pool.close()
         pool.join()
     report = _write_report(source, partial, {s: state["splits"][s]["count"] for s in SPLITS})
-    empty = [s for s in SPLITS if report["splits"][s] == 0 and source.count(s) > 0]
+    empty = [s for s in SPLITS if report["splits"][s] == 0 and source.counts[s] > 0]
     if empty:
         raise UserError(
-            f"{source.name}: no usable images in the {empty[0]} split ({source.count(empty[0])} "
+            f"{source.name}: no usable images in the {empty[0]} split ({source.counts[empty[0]]} "
             f"tried, all skipped; see {partial / REPORT} for why)"
         )
     _finalize(source, field, partial, state, sums)
@@ -278,7 +278,7 @@ def _stop_pool(pool) -> None:
 def _pack_split(source, field, partial, split, state, sums, pool, progress: bool):
     """Append the chunks of `split` not yet recorded in `state`; returns the new sums."""
     chunk_size, st = state["config"]["chunk_size"], state["splits"][split]
-    n_items = source.count(split)
+    n_items = source.counts[split]
     tasks = [
         (split, k * chunk_size, min((k + 1) * chunk_size, n_items))
         for k in range(st["chunk"], math.ceil(n_items / chunk_size))

@@ -42,19 +42,21 @@ class Chunk:
 
 
 class Source:
-    """A dataset to pack: name, classes, image_size, count(split) and load(split, start, stop)
-    -> `Chunk` of items [start, stop)."""
+    """A dataset to pack: name, classes, image_size, counts {split: n}, info (what else
+    identifies the input) and load(split, start, stop) -> `Chunk` of items [start, stop)."""
 
     name = "source"
     parallel = False  # True: load() decodes files, run it in worker processes
     classes: list[str]
     image_size: tuple[int, int]
+    counts: dict[str, int]
+    info: dict[str, Any]
     index_skipped: Sequence[tuple[str, str]] = ()  # (path, reason) rejected while listing
     split: dict[str, Any] | None = None  # how val was split off train, when the input had none
 
     def describe(self) -> dict[str, Any]:
         """What identifies this input (checked before resuming a half-written pack)."""
-        return {"source": self.name, "image_size": list(self.image_size)}
+        return {"source": self.name, "image_size": list(self.image_size), **self.info}
 
 
 class ArraySource(Source):
@@ -63,16 +65,11 @@ class ArraySource(Source):
     def __init__(self, name: str, classes: list[str], arrays: dict, info: dict) -> None:
         self.name, self.classes, self.arrays, self.info = name, classes, arrays, info
         self.image_size = tuple(arrays["train"][0].shape[1:3])
-
-    def count(self, split: str) -> int:
-        return int(self.arrays[split][0].shape[0])
+        self.counts = {split: len(labels) for split, (_, labels) in arrays.items()}
 
     def load(self, split: str, start: int, stop: int) -> Chunk:
         images, labels = self.arrays[split]
         return Chunk(np.ascontiguousarray(images[start:stop]), labels[start:stop].astype(np.int64))
-
-    def describe(self) -> dict[str, Any]:
-        return {**super().describe(), **self.info}
 
 
 class FileSource(Source):
@@ -101,10 +98,10 @@ class FileSource(Source):
         self.name, self.root, self.size = name, str(root), size
         self.max_pixels = max_pixels or DEFAULT_MAX_PIXELS
         self.image_size = (size, size)
+        self.counts = {s: len(v) for s, v in self.items.items()}
+        found = {"root": self.root, "items": self.counts, "max_pixels": self.max_pixels}
+        self.info = {**found, **({"split": self.split} if self.split else {})}
         self._fds: dict[str, int] = {}
-
-    def count(self, split: str) -> int:
-        return len(self.items[split])
 
     def _read(self, file: str, offset: int, length: int) -> bytes:
         if offset < 0:
@@ -134,11 +131,6 @@ class FileSource(Source):
         if images:
             chunk.images, chunk.labels = np.stack(images), np.asarray(labels, np.int64)
         return chunk
-
-    def describe(self) -> dict[str, Any]:
-        n = {s: len(v) for s, v in self.items.items()}
-        found = {"root": self.root, "items": n, "max_pixels": self.max_pixels}
-        return {**super().describe(), **found, **({"split": self.split} if self.split else {})}
 
     def __getstate__(self) -> dict:  # file descriptors do not travel to workers
         return {**self.__dict__, "_fds": {}}
@@ -261,9 +253,7 @@ class SyntheticSource(Source):
         self.colors = rng.uniform(0.15, 0.85, (classes, 3))
         self.angles = rng.uniform(0, np.pi, classes)
         self.freqs = rng.uniform(1.0, 4.0, classes)
-
-    def count(self, split: str) -> int:
-        return self.counts[split]
+        self.info = {"classes": classes, "count": count, "seed": seed}
 
     def _block(self, split: str, b: int) -> tuple[np.ndarray, np.ndarray]:
         n = min(self.BLOCK, self.counts[split] - b * self.BLOCK)
@@ -286,10 +276,6 @@ class SyntheticSource(Source):
         images = [x[max(start - lo, 0) : stop - lo] for lo, x, _ in parts]
         labels = [y[max(start - lo, 0) : stop - lo] for lo, _, y in parts]
         return Chunk(np.concatenate(images), np.concatenate(labels))
-
-    def describe(self) -> dict[str, Any]:
-        info = {"classes": len(self.classes), "count": self.counts["train"], "seed": self.seed}
-        return {**super().describe(), **info}
 
 
 # ---------------------------------------------------------------- choosing a reader
