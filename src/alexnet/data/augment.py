@@ -76,10 +76,6 @@ class ReusableBuffers:
             return a
 
 
-def _tensor(value: Any, device: torch.device) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(value, dtype=np.float32), device=device)
-
-
 @dataclass(eq=False, repr=False)
 class _Common:
     crop_size: int = 224
@@ -109,13 +105,13 @@ class _Common:
         the resize; "mean255_hwc" (and "_flipped"): it as (H', W', 3) in 0..255 (mirrored)."""
         key = (name, str(device))
         if key not in self._cache:
-            if name == "mean_image":
-                t = self._resize(_tensor(self.mean_image, device).permute(2, 0, 1)[None])[0]
-            elif name.startswith("mean255_hwc"):
+            if name.startswith("mean255_hwc"):
                 t = self._const("mean_image", device).permute(1, 2, 0) * 255.0
                 t = t.flip(1) if name.endswith("flipped") else t
             else:
-                t = _tensor(getattr(self, name), device)
+                t = torch.as_tensor(np.asarray(getattr(self, name), np.float32), device=device)
+                if name == "mean_image":
+                    t = self._resize(t.permute(2, 0, 1)[None])[0]
             self._cache[key] = t.contiguous()
         return self._cache[key]
 
