@@ -8,9 +8,8 @@ import gzip
 import os
 import pickle
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -30,15 +29,14 @@ CIFAR10_CLASSES = [
 ]  # fmt: skip
 
 
-@dataclass
-class Chunk:
+class Chunk(NamedTuple):
     """Images (n, H, W, 3) uint8 and labels (n,) int64 for items [start, stop) of a split,
     with the files skipped or repaired on the way as (path, reason) pairs."""
 
     images: np.ndarray
     labels: np.ndarray
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    repaired: list[tuple[str, str]] = field(default_factory=list)
+    skipped: Sequence[tuple[str, str]] = ()
+    repaired: Sequence[tuple[str, str]] = ()
 
 
 class Source:
@@ -112,25 +110,23 @@ class FileSource(Source):
         return os.pread(self._fds[file], length, offset)
 
     def load(self, split: str, start: int, stop: int) -> Chunk:
-        images, labels = [], []
-        chunk = Chunk(np.zeros((0, self.size, self.size, 3), np.uint8), np.zeros(0, np.int64))
+        images, labels, skipped, repaired = [], [], [], []
         for display, label, file, offset, length in self.items[split][start:stop]:
             try:
                 data = self._read(file, offset, length)
             except OSError as exc:
-                chunk.skipped.append((display, f"unreadable file: {exc.strerror or exc}"))
+                skipped.append((display, f"unreadable file: {exc.strerror or exc}"))
                 continue
             out = decode_image(data, display, self.size, self.max_pixels)
             if out.image is None:
-                chunk.skipped.append((display, out.skip or "undecodable"))
+                skipped.append((display, out.skip or "undecodable"))
                 continue
             if out.repairs:
-                chunk.repaired.append((display, "; ".join(out.repairs)))
+                repaired.append((display, "; ".join(out.repairs)))
             images.append(out.image)
             labels.append(label)
-        if images:
-            chunk.images, chunk.labels = np.stack(images), np.asarray(labels, np.int64)
-        return chunk
+        stacked = np.stack(images) if images else np.zeros((0, self.size, self.size, 3), np.uint8)
+        return Chunk(stacked, np.asarray(labels, np.int64), skipped, repaired)
 
     def __getstate__(self) -> dict:  # file descriptors do not travel to workers
         return {**self.__dict__, "_fds": {}}
