@@ -234,7 +234,7 @@ def test_a_damaged_record_is_named_when_read_and_by_verify(tmp_path, capsys):
     assert err[0] == f"{out}: train record 17: its bytes do not match their CRC32"
     assert "1 damaged" in err[1]
     v = verify(out)
-    assert [(d.split, d.index) for d in v.damaged] == [("train", 17)] and not v.ok
+    assert [(split, i) for split, i, _ in v.damaged] == [("train", 17)] and not v.ok
 
 
 def test_verify_raw_names_the_record_and_catches_a_changed_label(tmp_path):
@@ -243,7 +243,7 @@ def test_verify_raw_names_the_record_and_catches_a_changed_label(tmp_path):
     assert verify(out).ok
     n_img = 32 * 32 * 3
     dh.flip_bit(out / "val_images.npy", 128 + 3 * n_img + 7)  # .npy header, then image 3
-    assert [(d.split, d.index) for d in verify(out).damaged] == [("val", 3)]
+    assert [(split, i) for split, i, _ in verify(out).damaged] == [("val", 3)]
     j = tmp_path / "j"
     prepare(dh.photo_source(n=20), j, encoding="jpeg", progress=False)
     labels = np.load(j / "train_labels.npy")

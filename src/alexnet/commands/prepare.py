@@ -81,14 +81,23 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def _verify(args: argparse.Namespace) -> int:
-    from alexnet.data.packed import summary_lines, verify
+def _verify(args: argparse.Namespace, limit: int = 20) -> int:
+    """Print a line per damaged record (at most `limit`), then the totals."""
+    from alexnet.data.packed import verify
 
     if args.src is not None or args.out is not None:
         raise UserError("--verify OUT checks one packed dataset: give no SRC or OUT besides it")
-    result = verify(args.verify, threads=args.workers)
-    print("\n".join(summary_lines(result)), file=sys.stdout if result.ok else sys.stderr)
-    return 0 if result.ok else 1
+    v = verify(args.verify, threads=args.workers)
+    lines = [f"{v.root}: {split} record {i}: {why}" for split, i, why in v.damaged[:limit]]
+    if len(v.damaged) > limit:
+        lines.append(f"{v.root}: ... and {len(v.damaged) - limit} more damaged records")
+    counts = " + ".join(f"{n} {s}" for s, n in v.checked.items())
+    fp = {True: ", fingerprint matches", False: ", FINGERPRINT DOES NOT MATCH", None: ""}
+    tail = "" if v.ok else "; prepare the dataset again"
+    totals = f"{counts} records checked, {len(v.damaged)} damaged{fp[v.fingerprint_ok]}{tail}"
+    lines.append(f"{v.root}: {v.encoding}, {totals}")
+    print("\n".join(lines), file=sys.stdout if v.ok else sys.stderr)
+    return 0 if v.ok else 1
 
 
 def run(args: argparse.Namespace) -> int:

@@ -76,10 +76,6 @@ class ReusableBuffers:
             return a
 
 
-def _tensor(value: Any, device: torch.device) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(value, dtype=np.float32), device=device)
-
-
 @dataclass(eq=False, repr=False)
 class _Common:
     crop_size: int = 224
@@ -105,19 +101,18 @@ class _Common:
         self._buffers = ReusableBuffers(np.float32, keep=8)
 
     def _const(self, name: str, device: torch.device) -> torch.Tensor:
+        """Attribute `name` as float32 on `device`, made once; "mean_image": (3, H', W') after
+        the resize; "mean255_hwc" (and "_flipped"): it as (H', W', 3) in 0..255 (mirrored)."""
         key = (name, str(device))
         if key not in self._cache:
-            if name == "mean_image":  # (H, W, 3) -> (3, H', W') after the same resize
-                m = _tensor(self.mean_image, device).permute(2, 0, 1)[None]
-                self._cache[key] = self._resize(m)[0].contiguous()
-            elif name.startswith("mean255_hwc"):  # (H, W, 3) in 0..255, maybe mirrored
-                m = self._const("mean_image", device).permute(1, 2, 0) * 255.0
-                self._cache[key] = (m.flip(1) if name.endswith("flipped") else m).contiguous()
-            elif name in ("mean", "std"):
-                v = self.mean if name == "mean" else self.std
-                self._cache[key] = _tensor(v, device).view(1, 3, 1, 1)
+            if name.startswith("mean255_hwc"):
+                t = self._const("mean_image", device).permute(1, 2, 0) * 255.0
+                t = t.flip(1) if name.endswith("flipped") else t
             else:
-                self._cache[key] = _tensor(getattr(self, name), device)
+                t = torch.as_tensor(np.asarray(getattr(self, name), np.float32), device=device)
+                if name == "mean_image":
+                    t = self._resize(t.permute(2, 0, 1)[None])[0]
+            self._cache[key] = t.contiguous()
         return self._cache[key]
 
     def _resize(self, x: torch.Tensor) -> torch.Tensor:
@@ -152,7 +147,8 @@ class _Common:
         if self.normalize == "mean_image":
             x = (x - mean_crops) * 255.0
         elif self.normalize == "channel":
-            x = (x - self._const("mean", x.device)) / self._const("std", x.device)
+            mean, std = self._const("mean", x.device), self._const("std", x.device)
+            x = (x - mean[:, None, None]) / std[:, None, None]
         if self.out_channels == 1:
             x = x.mean(dim=1, keepdim=True)
         return x.contiguous()
@@ -176,8 +172,6 @@ class TrainTransform(_Common):
         if self.mode not in AUGMENT_MODES:
             raise ValueError(f"mode={self.mode!r}: choose from {AUGMENT_MODES}")
         self.pad, self.lighting_std = int(self.pad), float(self.lighting_std)
-        self.eigval = IMAGENET_EIGVAL if self.eigval is None else self.eigval
-        self.eigvec = IMAGENET_EIGVEC if self.eigvec is None else self.eigvec
         self.out_dtype: torch.dtype | None = None  # `produce`: the model's dtype and format
         self.out_channels_last = False
 

@@ -9,6 +9,7 @@ JPEG record is decoded (a flipped bit often decodes to plausible garbage). No to
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import io
 import json
@@ -156,11 +157,6 @@ class JpegImages:
         self.read_into(idx, rows, decode)
         return rows, range(len(idx))
 
-    def _decode(self, idx) -> np.ndarray:
-        out = np.empty((len(idx), *self.image_size, 3), np.uint8)
-        self.read_into(idx, out)
-        return out
-
     def __getitem__(self, key):
         if isinstance(key, slice):  # a view: the same records, fewer ids
             view = copy.copy(self)
@@ -168,12 +164,13 @@ class JpegImages:
             view.shape = (len(view._ids), *self.image_size, 3)
             return view
         idx = np.arange(len(self))[key]  # an int or an index array (IndexError out of range)
-        return self._decode(idx.reshape(-1)).reshape(*idx.shape, *self.shape[1:])
+        out, _ = self.rows(idx.reshape(-1), functools.partial(np.empty, dtype=np.uint8))
+        return out.reshape(*idx.shape, *self.shape[1:])
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         if copy is False:
             raise ValueError("JPEG images are decoded: a copy cannot be avoided")
-        out = self._decode(range(len(self)))
+        out, _ = self.rows(range(len(self)), functools.partial(np.empty, dtype=np.uint8))
         return out if dtype is None else out.astype(dtype, copy=False)
 
     def __repr__(self) -> str:
@@ -211,9 +208,7 @@ class RawField:
     def finish(self, partial: Path, split: str, n: int, image_size, index: bytes) -> list[str]:
         """Write the .npy header; returns the split's chunk digests (hex)."""
         shape = repr({"descr": "|u1", "fortran_order": False, "shape": (n, *image_size, 3)})
-        body = shape.ljust(NPY_HEADER - 11) + "\n"
-        if len(body) != NPY_HEADER - 10:
-            raise ValueError(f"shape {(n, *image_size, 3)} does not fit the reserved .npy header")
+        body = shape.ljust(NPY_HEADER - 11) + "\n"  # (N, H, W, 3) fits for any int64 N
         with open(partial / self.images_file(split), "r+b") as f:
             f.write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(body)) + body.encode("latin1"))
             f.flush()

@@ -118,9 +118,8 @@ def finish_stats(sums: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     eigval, eigvec = np.linalg.eigh(cov)
     order = np.argsort(eigval)[::-1]
     eigval, eigvec = eigval[order], eigvec[:, order]
-    for i in range(3):  # deterministic signs
-        if eigvec[np.argmax(np.abs(eigvec[:, i])), i] < 0:
-            eigvec[:, i] = -eigvec[:, i]
+    negative = eigvec[np.argmax(np.abs(eigvec), axis=0), range(3)] < 0  # deterministic signs
+    eigvec[:, negative] *= -1
     return dict(zip(STAT_KEYS, (mean_image, mean, std, cov, np.clip(eigval, 0, None), eigvec)))
 
 
@@ -139,16 +138,11 @@ def _work(task: tuple) -> dict[str, Any]:
     return process(*_WORKER, *task)
 
 
-def process(
-    source: Source, field: Field, split: str, start: int, stop: int, with_stats: bool
-) -> dict[str, Any]:
+def process(source: Source, field: Field, split: str, start: int, stop: int) -> dict[str, Any]:
     """Items [start, stop) of `split` -> what to append to each work file ("data": the field's
     images, WORK_FILES), "count" and "sums" (train only)."""
     chunk = source.load(split, start, stop)
     images = np.ascontiguousarray(chunk.images, dtype=np.uint8)
-    h, w = source.image_size
-    if images.shape[1:] != (h, w, 3) or len(images) != len(chunk.labels):
-        raise RuntimeError(f"{source.name}: chunk of shape {images.shape}, expected (n,{h},{w},3)")
     data, records, index, pixels = field.encode(images, np.asarray(chunk.labels, np.int64))
     report = [
         json.dumps({"kind": kind, "path": p, "reason": r}) + "\n"
@@ -162,7 +156,7 @@ def process(
         "crc32": np.array([crc32(r) for r in records], "<u4"),
         "report": "".join(report).encode(),
         "count": len(images),
-        "sums": chunk_sums(pixels) if with_stats else None,
+        "sums": chunk_sums(pixels) if split == "train" else None,
     }
 
 
@@ -252,10 +246,10 @@ def prepare(
         pool.close()
         pool.join()
     report = _write_report(source, partial, {s: state["splits"][s]["count"] for s in SPLITS})
-    empty = [s for s in SPLITS if report["splits"][s] == 0 and source.count(s) > 0]
+    empty = [s for s in SPLITS if report["splits"][s] == 0 and source.counts[s] > 0]
     if empty:
         raise UserError(
-            f"{source.name}: no usable images in the {empty[0]} split ({source.count(empty[0])} "
+            f"{source.name}: no usable images in the {empty[0]} split ({source.counts[empty[0]]} "
             f"tried, all skipped; see {partial / REPORT} for why)"
         )
     _finalize(source, field, partial, state, sums)
@@ -284,9 +278,9 @@ def _stop_pool(pool) -> None:
 def _pack_split(source, field, partial, split, state, sums, pool, progress: bool):
     """Append the chunks of `split` not yet recorded in `state`; returns the new sums."""
     chunk_size, st = state["config"]["chunk_size"], state["splits"][split]
-    n_items = source.count(split)
+    n_items = source.counts[split]
     tasks = [
-        (split, k * chunk_size, min((k + 1) * chunk_size, n_items), split == "train")
+        (split, k * chunk_size, min((k + 1) * chunk_size, n_items))
         for k in range(st["chunk"], math.ceil(n_items / chunk_size))
     ]
     results = pool.imap(_work, tasks) if pool else (process(source, field, *t) for t in tasks)
@@ -302,7 +296,7 @@ def _pack_split(source, field, partial, split, state, sums, pool, progress: bool
                 f.seek(st["sizes"][key])
             elif key == "data":
                 f.write(field.preamble)
-        for (_, start, stop, _), res in zip(tasks, results, strict=True):
+        for (_, start, stop), res in zip(tasks, results, strict=True):
             for key, f in files.items():  # also an empty chunk
                 f.write(res[key])
             for f in files.values():

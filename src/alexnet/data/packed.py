@@ -119,8 +119,6 @@ class PackedDataset:
         return int(self.labels.shape[0])
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} images")
         return np.asarray(self.images[index]), int(self.labels[index])
 
     def __repr__(self) -> str:
@@ -137,20 +135,14 @@ def open_dataset(path: str | Path, split: str = "train") -> PackedDataset:
 
 # ---------------------------------------------------------------- alexnet prepare --verify
 @dataclass
-class Damage:
-    split: str
-    index: int  # -1: the split's index, not one record
-    reason: str
-
-
-@dataclass
 class Verified:
-    """What `verify` found; fingerprint_ok None: the fingerprint cannot be recomputed."""
+    """What `verify` found: damaged (split, index (-1: the split's index), reason) records;
+    fingerprint_ok None: the fingerprint cannot be recomputed."""
 
     root: str
     encoding: str
     checked: dict[str, int] = field(default_factory=dict)
-    damaged: list[Damage] = field(default_factory=list)
+    damaged: list[tuple[str, int, str]] = field(default_factory=list)
     fingerprint_ok: bool | None = None
 
     @property
@@ -181,35 +173,19 @@ def verify(root: str | Path, threads: int | None = None) -> Verified:
         split, n = ds.split, ds.num_classes
         out.checked[split] = len(ds)
         bad = np.flatnonzero((ds.labels < 0) | (ds.labels >= n))
-        out.damaged += [
-            Damage(split, int(i), f"label {ds.labels[i]} outside 0..{n - 1}") for i in bad
-        ]
+        out.damaged += [(split, int(i), f"label {ds.labels[i]} outside 0..{n - 1}") for i in bad]
         try:
             crc = np.load(root / crc_file(split))
         except (OSError, ValueError) as exc:
-            out.damaged.append(Damage(split, -1, f"{crc_file(split)} unreadable ({exc})"))
+            out.damaged.append((split, -1, f"{crc_file(split)} unreadable ({exc})"))
             continue
         if crc.shape != (len(ds),):
-            out.damaged.append(Damage(split, -1, f"{crc_file(split)} holds {crc.size} CRCs"))
+            out.damaged.append((split, -1, f"{crc_file(split)} holds {crc.size} CRCs"))
             continue
         reason = "its bytes do not match their CRC32"
-        out.damaged += [Damage(split, i, reason) for i in _bad_records(ds.images, crc, threads)]
-    out.damaged.sort(key=lambda d: (SPLITS.index(d.split), d.index))
+        out.damaged += [(split, i, reason) for i in _bad_records(ds.images, crc, threads)]
+    out.damaged.sort(key=lambda d: (SPLITS.index(d[0]), d[1]))
     ds = splits[0]
     expect = ds.field.fingerprint(root, ds.classes, ds.image_size, None)
     out.fingerprint_ok = None if expect is None else expect == ds.fingerprint
     return out
-
-
-def summary_lines(v: Verified, limit: int = 20) -> list[str]:
-    """What `alexnet prepare --verify` prints: a line per damaged record (at most `limit`),
-    then the totals."""
-    lines = [f"{v.root}: {d.split} record {d.index}: {d.reason}" for d in v.damaged[:limit]]
-    if len(v.damaged) > limit:
-        lines.append(f"{v.root}: ... and {len(v.damaged) - limit} more damaged records")
-    counts = " + ".join(f"{n} {s}" for s, n in v.checked.items())
-    fp = {True: ", fingerprint matches", False: ", FINGERPRINT DOES NOT MATCH", None: ""}
-    tail = "" if v.ok else "; prepare the dataset again"
-    totals = f"{counts} records checked, {len(v.damaged)} damaged{fp[v.fingerprint_ok]}{tail}"
-    lines.append(f"{v.root}: {v.encoding}, {totals}")
-    return lines

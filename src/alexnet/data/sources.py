@@ -8,9 +8,8 @@ import gzip
 import os
 import pickle
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -30,36 +29,32 @@ CIFAR10_CLASSES = [
 ]  # fmt: skip
 
 
-@dataclass
-class Chunk:
+class Chunk(NamedTuple):
     """Images (n, H, W, 3) uint8 and labels (n,) int64 for items [start, stop) of a split,
     with the files skipped or repaired on the way as (path, reason) pairs."""
 
     images: np.ndarray
     labels: np.ndarray
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    repaired: list[tuple[str, str]] = field(default_factory=list)
+    skipped: Sequence[tuple[str, str]] = ()
+    repaired: Sequence[tuple[str, str]] = ()
 
 
 class Source:
-    """A dataset to pack: name, classes, image_size, count(split), load(split, start, stop)."""
+    """A dataset to pack: name, classes, image_size, counts {split: n}, info (what else
+    identifies the input) and load(split, start, stop) -> `Chunk` of items [start, stop)."""
 
     name = "source"
     parallel = False  # True: load() decodes files, run it in worker processes
     classes: list[str]
     image_size: tuple[int, int]
+    counts: dict[str, int]
+    info: dict[str, Any]
     index_skipped: Sequence[tuple[str, str]] = ()  # (path, reason) rejected while listing
     split: dict[str, Any] | None = None  # how val was split off train, when the input had none
 
-    def count(self, split: str) -> int:
-        raise NotImplementedError
-
-    def load(self, split: str, start: int, stop: int) -> Chunk:
-        raise NotImplementedError
-
     def describe(self) -> dict[str, Any]:
         """What identifies this input (checked before resuming a half-written pack)."""
-        return {"source": self.name, "image_size": list(self.image_size)}
+        return {"source": self.name, "image_size": list(self.image_size), **self.info}
 
 
 class ArraySource(Source):
@@ -68,16 +63,11 @@ class ArraySource(Source):
     def __init__(self, name: str, classes: list[str], arrays: dict, info: dict) -> None:
         self.name, self.classes, self.arrays, self.info = name, classes, arrays, info
         self.image_size = tuple(arrays["train"][0].shape[1:3])
-
-    def count(self, split: str) -> int:
-        return int(self.arrays[split][0].shape[0])
+        self.counts = {split: len(labels) for split, (_, labels) in arrays.items()}
 
     def load(self, split: str, start: int, stop: int) -> Chunk:
         images, labels = self.arrays[split]
         return Chunk(np.ascontiguousarray(images[start:stop]), labels[start:stop].astype(np.int64))
-
-    def describe(self) -> dict[str, Any]:
-        return {**super().describe(), **self.info}
 
 
 class FileSource(Source):
@@ -92,8 +82,8 @@ class FileSource(Source):
         root: Path,
         size: int,
         max_pixels: int | None,
-        val_fraction: float | None = None,
-        seed: int = 0,
+        val_fraction: float | None,
+        seed: int,
     ) -> None:
         self.classes, self.items, self.index_skipped = imagenet.LAYOUTS[name](root)
         if "val" in self.items and val_fraction is not None:
@@ -106,10 +96,10 @@ class FileSource(Source):
         self.name, self.root, self.size = name, str(root), size
         self.max_pixels = max_pixels or DEFAULT_MAX_PIXELS
         self.image_size = (size, size)
+        self.counts = {s: len(v) for s, v in self.items.items()}
+        found = {"root": self.root, "items": self.counts, "max_pixels": self.max_pixels}
+        self.info = {**found, **({"split": self.split} if self.split else {})}
         self._fds: dict[str, int] = {}
-
-    def count(self, split: str) -> int:
-        return len(self.items[split])
 
     def _read(self, file: str, offset: int, length: int) -> bytes:
         if offset < 0:
@@ -120,30 +110,23 @@ class FileSource(Source):
         return os.pread(self._fds[file], length, offset)
 
     def load(self, split: str, start: int, stop: int) -> Chunk:
-        images, labels = [], []
-        chunk = Chunk(np.zeros((0, self.size, self.size, 3), np.uint8), np.zeros(0, np.int64))
+        images, labels, skipped, repaired = [], [], [], []
         for display, label, file, offset, length in self.items[split][start:stop]:
             try:
                 data = self._read(file, offset, length)
             except OSError as exc:
-                chunk.skipped.append((display, f"unreadable file: {exc.strerror or exc}"))
+                skipped.append((display, f"unreadable file: {exc.strerror or exc}"))
                 continue
             out = decode_image(data, display, self.size, self.max_pixels)
             if out.image is None:
-                chunk.skipped.append((display, out.skip or "undecodable"))
+                skipped.append((display, out.skip or "undecodable"))
                 continue
             if out.repairs:
-                chunk.repaired.append((display, "; ".join(out.repairs)))
+                repaired.append((display, "; ".join(out.repairs)))
             images.append(out.image)
             labels.append(label)
-        if images:
-            chunk.images, chunk.labels = np.stack(images), np.asarray(labels, np.int64)
-        return chunk
-
-    def describe(self) -> dict[str, Any]:
-        n = {s: len(v) for s, v in self.items.items()}
-        found = {"root": self.root, "items": n, "max_pixels": self.max_pixels}
-        return {**super().describe(), **found, **({"split": self.split} if self.split else {})}
+        stacked = np.stack(images) if images else np.zeros((0, self.size, self.size, 3), np.uint8)
+        return Chunk(stacked, np.asarray(labels, np.int64), skipped, repaired)
 
     def __getstate__(self) -> dict:  # file descriptors do not travel to workers
         return {**self.__dict__, "_fds": {}}
@@ -266,9 +249,7 @@ class SyntheticSource(Source):
         self.colors = rng.uniform(0.15, 0.85, (classes, 3))
         self.angles = rng.uniform(0, np.pi, classes)
         self.freqs = rng.uniform(1.0, 4.0, classes)
-
-    def count(self, split: str) -> int:
-        return self.counts[split]
+        self.info = {"classes": classes, "count": count, "seed": seed}
 
     def _block(self, split: str, b: int) -> tuple[np.ndarray, np.ndarray]:
         n = min(self.BLOCK, self.counts[split] - b * self.BLOCK)
@@ -292,16 +273,11 @@ class SyntheticSource(Source):
         labels = [y[max(start - lo, 0) : stop - lo] for lo, _, y in parts]
         return Chunk(np.concatenate(images), np.concatenate(labels))
 
-    def describe(self) -> dict[str, Any]:
-        info = {"classes": len(self.classes), "count": self.counts["train"], "seed": self.seed}
-        return {**super().describe(), **info}
-
 
 # ---------------------------------------------------------------- choosing a reader
 # what `--source auto` looks for, in this order
 DETECT = {
-    "fashion-mnist": ARRAYS["fashion-mnist"][0],
-    "cifar10": _cifar_dir,
+    **{name: found for name, (found, *_) in ARRAYS.items()},
     "kaggle": lambda root: all((root / f).is_file() for f in imagenet.KAGGLE_FILES),
     "ilsvrc2012": lambda root: all((root / f).is_file() for f in imagenet.TARS),
     "imagefolder": imagenet.is_imagefolder,
