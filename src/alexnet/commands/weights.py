@@ -61,13 +61,12 @@ def _table(rows: list[dict[str, Any]]) -> str:
 def run(args: argparse.Namespace) -> int:
     named = []
     for entry in CATALOG.values():
-        row = entry.to_json()
-        cached = cache_dir() / entry.file_name
-        row["cached"] = str(cached) if cached.is_file() else None
+        cached = cache_dir() / entry["file_name"]
+        row = {**entry, "cached": str(cached) if cached.is_file() else None}
         if row["cached"]:
             row["how"] = f"cached: {cached}"
         named.append(row)
-    convertible = [e.to_json() for e in CONVERTIBLE.values()]
+    convertible = list(CONVERTIBLE.values())
     files, unreadable = [], []
     for name in args.files:
         from alexnet.weights.files import describe_file  # torch: only when a file is described
