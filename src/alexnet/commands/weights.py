@@ -52,10 +52,9 @@ def _table(rows: list[dict[str, Any]]) -> str:
         for r in rows
     ]
     widths = [max(len(h), *(len(row[i]) for row in body)) for i, h in enumerate(head[:-1])]
-    lines = []
-    for row in (head, *body):
-        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[-1])
-    return "\n".join(lines)
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[-1] for row in (head, *body)
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -29,10 +29,6 @@ from alexnet.weights.safetensors_io import (
     two_device_to_paper,
 )
 
-ACCEPTED = (
-    "an alexnet .safetensors, torchvision's .pth, RUN/checkpoint.pt, a run directory or a "
-    "Hugging Face-style folder"
-)
 # (leading bytes, what such a file is) for files that are not weights, to say what they are
 _OTHER_KINDS = [
     (b"\x89PNG", "a PNG image"),
@@ -48,8 +44,6 @@ TORCHVISION_PREPROCESS = Preprocess(
     image_size=256,
     resize_rule="torchvision",
     crop_size=224,
-    resize=None,
-    out_channels=3,
     normalize="channel",
     mean=[0.485, 0.456, 0.406],
     std=[0.229, 0.224, 0.225],
@@ -91,7 +85,10 @@ def read(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], WeightsMeta]
         if is_checkpoint(obj):
             return checkpoint_weights(Checkpoint.from_dict(obj, p), p)
         return torchvision_weights(obj, p)
-    raise UserError(f"{p}: {_describe(p)}, not weights; pass {ACCEPTED}")
+    raise UserError(
+        f"{p}: {_describe(p)}, not weights; pass an alexnet .safetensors, torchvision's .pth, "
+        "RUN/checkpoint.pt, a run directory or a Hugging Face-style folder"
+    )
 
 
 def checkpoint_weights(

@@ -71,8 +71,14 @@ def fetch(file_name: str, *, progress: bool = True) -> Path:
                     out.write(chunk)
                     digest.update(chunk)
                     bar.update(len(chunk))
+        want, got = hash_prefix(file_name), digest.hexdigest()
+        if want and not got.startswith(want):
+            raise UserError(
+                f"{url}: refused: SHA-256 {got[: len(want)]}... does not start with {want} "
+                f"(the hash in its name); the file was not kept"
+            )
+        os.replace(tmp, dest)
     except OSError as exc:  # URLError, HTTPError, timeouts, refused connections
-        tmp.unlink(missing_ok=True)
         reason = getattr(exc, "reason", None) or exc.strerror or exc
         if isinstance(exc, urllib.error.HTTPError):
             reason = f"HTTP {exc.code} {exc.reason}"
@@ -80,18 +86,8 @@ def fetch(file_name: str, *, progress: bool = True) -> Path:
             f"cannot download {url} ({reason}); put the file there by hand as {dest}, "
             f"or give the path of a copy instead of the name"
         ) from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    want = hash_prefix(file_name)
-    got = digest.hexdigest()
-    if want and not got.startswith(want):
-        tmp.unlink(missing_ok=True)
-        raise UserError(
-            f"{url}: refused: SHA-256 {got[: len(want)]}... does not start with {want} "
-            f"(the hash in its name); the file was not kept"
-        )
-    os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)  # a partial or refused file is never kept
     return dest
 
 
