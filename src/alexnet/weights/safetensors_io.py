@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,9 +28,7 @@ def is_safetensors(path: str | os.PathLike) -> bool:
     size = os.path.getsize(path)
     with open(path, "rb") as f:
         head = f.read(9)
-    if len(head) < 9:
-        return False
-    (n,) = struct.unpack("<Q", head[:8])
+    n = int.from_bytes(head[:8], "little")
     return 2 <= n <= min(size - 8, _HEADER_LIMIT) and head[8:9] == b"{"
 
 
