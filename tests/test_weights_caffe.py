@@ -18,7 +18,7 @@ from caffe_helpers import (
 from alexnet.cli import main
 from alexnet.errors import UserError
 from alexnet.inference import Predictor
-from alexnet.weights import caffe, caffe_proto, load
+from alexnet.weights import caffe, load
 
 DEPLOY = """
 name: "AlexNet"
@@ -167,12 +167,12 @@ def test_lrn_across_the_tower_boundary_matters(converted):
 def test_refuses_other_nets(tmp_path, converted):
     k2 = tmp_path / "k2.prototxt"  # another k is expressible
     k2.write_text(DEPLOY.replace("beta: 0.75 }", "beta: 0.75 k: 2 }"))
-    arch = caffe_proto.layers(caffe_proto.read_net_text(k2))
+    arch = caffe.read_layers(k2, text=True)
     assert caffe.check_structure(arch, "k2")["lrn_k"] == 2.0
     wide = tmp_path / "wide.prototxt"
     wide.write_text(DEPLOY.replace("local_size: 5", "local_size: 7", 1))
     with pytest.raises(UserError, match="norm1.*local_size=7"):
-        caffe.check_structure(caffe_proto.layers(caffe_proto.read_net_text(wide)), "wide")
+        caffe.check_structure(caffe.read_layers(wide, text=True), "wide")
     bad = tmp_path / "bad.caffemodel"
     bad.write_bytes(b"\x0a\x05hello\xff\xff")
     with pytest.raises(UserError, match="bad.caffemodel"):
@@ -191,8 +191,7 @@ def test_refuses_other_nets(tmp_path, converted):
 def test_v1_enum_names_parse_from_text(tmp_path):
     text = 'name: "x" layers { name: "conv1" type: CONVOLUTION convolution_param { group: 2 } }'
     (tmp_path / "v1.prototxt").write_text(text)
-    net = caffe_proto.read_net_text(tmp_path / "v1.prototxt")
-    (layer,) = caffe_proto.layers(net)
+    (layer,) = caffe.read_layers(tmp_path / "v1.prototxt", text=True)
     assert (layer.name, layer.type, layer.params.group) == ("conv1", "Convolution", 2)
 
 

@@ -79,7 +79,7 @@ def _named(folder: Path, payload: bytes, stem: str = "tiny", good: bool = True) 
 
 def test_default_url_is_torchvisions(monkeypatch):
     monkeypatch.delenv(hub.BASE_URL_ENV, raising=False)
-    name = CATALOG["torchvision"].file_name
+    name = CATALOG["torchvision"]["file_name"]
     assert hub.url_for(name) == "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
     assert hub.hash_prefix(name) == "7be5be79"
 
@@ -134,7 +134,7 @@ def test_names_and_paths(tmp_path, monkeypatch, closed_url):
     own = tmp_path / "mine.safetensors"
     own.write_bytes(b"x")
     assert hub.resolve_name(own) == own and hub.resolve_name(str(own)) == own
-    cached = hub.cache_dir() / CATALOG["torchvision"].file_name  # placed by hand
+    cached = hub.cache_dir() / CATALOG["torchvision"]["file_name"]  # placed by hand
     cached.parent.mkdir(parents=True)
     cached.write_bytes(b"y")
     assert hub.resolve_name("torchvision") == cached

@@ -52,22 +52,20 @@ def _table(rows: list[dict[str, Any]]) -> str:
         for r in rows
     ]
     widths = [max(len(h), *(len(row[i]) for row in body)) for i, h in enumerate(head[:-1])]
-    lines = []
-    for row in (head, *body):
-        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[-1])
-    return "\n".join(lines)
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[-1] for row in (head, *body)
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     named = []
     for entry in CATALOG.values():
-        row = entry.to_json()
-        cached = cache_dir() / entry.file_name
-        row["cached"] = str(cached) if cached.is_file() else None
+        cached = cache_dir() / entry["file_name"]
+        row = {**entry, "cached": str(cached) if cached.is_file() else None}
         if row["cached"]:
             row["how"] = f"cached: {cached}"
         named.append(row)
-    convertible = [e.to_json() for e in CONVERTIBLE.values()]
+    convertible = list(CONVERTIBLE.values())
     files, unreadable = [], []
     for name in args.files:
         from alexnet.weights.files import describe_file  # torch: only when a file is described

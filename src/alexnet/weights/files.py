@@ -11,16 +11,16 @@ from typing import Any
 
 import torch
 from torch import nn
+from torchvision.models import AlexNet_Weights
 
 from alexnet.checkpoint import Checkpoint, checkpoint_path, is_checkpoint
 from alexnet.errors import UserError
 from alexnet.fileio import file_sha256, safe_torch_load, torch_file_kind
 from alexnet.models.registry import get_model
 from alexnet.weights import hf
-from alexnet.weights.hub import CATALOG, CatalogEntry, hash_prefix, resolve_name
+from alexnet.weights.hub import CATALOG, hash_prefix, resolve_name
 from alexnet.weights.meta import Preprocess, WeightsMeta
 from alexnet.weights.safetensors_io import (
-    LAYOUTS,
     is_safetensors,
     paper_to_two_device,
     read_safetensors,
@@ -28,12 +28,7 @@ from alexnet.weights.safetensors_io import (
     save_safetensors,
     two_device_to_paper,
 )
-from alexnet.weights.torchvision import torchvision_weights
 
-ACCEPTED = (
-    "an alexnet .safetensors, torchvision's .pth, RUN/checkpoint.pt, a run directory or a "
-    "Hugging Face-style folder"
-)
 # (leading bytes, what such a file is) for files that are not weights, to say what they are
 _OTHER_KINDS = [
     (b"\x89PNG", "a PNG image"),
@@ -43,6 +38,16 @@ _OTHER_KINDS = [
     (b"{", "a JSON file"),
     (b"\x08", "probably an ONNX model"),
 ]
+# torchvision's ImageNet AlexNet (`alexnet-owt-7be5be79.pth`): shorter side 256, centre crop 224,
+# channel mean / std
+TORCHVISION_PREPROCESS = Preprocess(
+    image_size=256,
+    resize_rule="torchvision",
+    crop_size=224,
+    normalize="channel",
+    mean=[0.485, 0.456, 0.406],
+    std=[0.229, 0.224, 0.225],
+)
 
 
 def _describe(path: Path) -> str:
@@ -80,7 +85,10 @@ def read(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], WeightsMeta]
         if is_checkpoint(obj):
             return checkpoint_weights(Checkpoint.from_dict(obj, p), p)
         return torchvision_weights(obj, p)
-    raise UserError(f"{p}: {_describe(p)}, not weights; pass {ACCEPTED}")
+    raise UserError(
+        f"{p}: {_describe(p)}, not weights; pass an alexnet .safetensors, torchvision's .pth, "
+        "RUN/checkpoint.pt, a run directory or a Hugging Face-style folder"
+    )
 
 
 def checkpoint_weights(
@@ -106,28 +114,47 @@ def checkpoint_weights(
     return dict(ckpt.model), meta
 
 
+def class_names(count: int) -> list[str]:
+    """torchvision's 1000 ImageNet class names for 1000 classes, else "0".."count-1"."""
+    if count != 1000:
+        return [str(i) for i in range(count)]
+    return list(AlexNet_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def torchvision_weights(
+    obj: Any, path: str | os.PathLike
+) -> tuple[dict[str, torch.Tensor], WeightsMeta]:
+    """What `torch.load` read from a torchvision `.pth` -> (state_dict, metadata)."""
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    tensors = isinstance(obj, dict) and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    )
+    if not tensors:
+        raise UserError(f"{path}: a torch file but not a state_dict (a dict of name -> tensor)")
+    head = obj.get("classifier.6.weight")
+    if head is None or head.dim() != 2:
+        raise UserError(
+            f"{path}: a state_dict but not torchvision AlexNet weights (no classifier.6.weight; "
+            f"keys {sorted(obj)[:3]} ...)"
+        )
+    num_classes = int(head.shape[0])
+    meta = WeightsMeta(
+        model_config={"name": "torchvision", "options": {"num_classes": num_classes}},
+        classes=class_names(num_classes),
+        preprocess=TORCHVISION_PREPROCESS,
+        extra={"source": "torchvision", "file": str(path)},
+        format="torchvision",
+        path=str(path),
+    )
+    return obj, meta
+
+
 def build_model(model_config: Mapping[str, Any], num_classes: int) -> nn.Module:
     """A fresh model as `model_config` ({"name", "options"}) says; `num_classes` unless set."""
     options = dict(model_config.get("options", {}))
     options.setdefault("num_classes", num_classes)
     return get_model(str(model_config["name"]), **options)
-
-
-def load_into(
-    model: nn.Module, tensors: Mapping[str, torch.Tensor], path: str | os.PathLike
-) -> nn.Module:
-    """`load_state_dict(strict=True)`; a mismatch is one UserError naming up to 3 tensors."""
-    own = model.state_dict()
-    missing = sorted(set(own) - set(tensors))
-    unexpected = sorted(set(tensors) - set(own))
-    shapes = sorted(k for k in set(own) & set(tensors) if own[k].shape != tensors[k].shape)
-    if missing or unexpected or shapes:
-        name = getattr(model, "config", {}).get("name", type(model).__name__)
-        found = {"missing": missing, "unexpected": unexpected, "other shapes": shapes}
-        parts = [f"{what} {keys[:3]}" for what, keys in found.items() if keys]
-        raise UserError(f"{path}: tensors do not fit model {name!r} ({'; '.join(parts)})")
-    model.load_state_dict(dict(tensors), strict=True)
-    return model
 
 
 def load(
@@ -172,20 +199,27 @@ def _load(
     stored.pop("num_classes", None)
     built = get_model(name, **{**stored, **options, "num_classes": num_classes or meta.num_classes})
     own = built.state_dict()
-    # the tensors whose shape differs: the last layer's weight (K, D) and bias (K,) when only
-    # the number of classes K differs
-    head = sorted(k for k in own.keys() & tensors.keys() if own[k].shape != tensors[k].shape)
-    if head and num_classes is not None and num_classes != meta.num_classes:
-        last = [k for k in head if own[k].shape[0] == num_classes]
-        if last != head or len(head) > 2:  # anything but the classifier's rows: not a head swap
-            raise UserError(f"{meta.path}: tensors {head[:3]} do not fit model {name!r}")
+    shapes = sorted(k for k in own.keys() & tensors.keys() if own[k].shape != tensors[k].shape)
+    # only the last layer's weight (K, D) and bias (K,) differ when only the number of classes K
+    # differs: a head swap
+    remade = num_classes is not None and num_classes != meta.num_classes
+    if remade and 0 < len(shapes) <= 2 and all(own[k].shape[0] == num_classes for k in shapes):
         warnings.warn(
             f"{meta.path}: {meta.num_classes} classes in the weights, num_classes={num_classes}: "
-            f"the last layer ({', '.join(head)}) is re-made and untrained",
+            f"the last layer ({', '.join(shapes)}) is re-made and untrained",
             stacklevel=3,
         )
-        tensors = {**tensors, **{k: own[k] for k in head}}
-    load_into(built, tensors, meta.path)
+        tensors = {**tensors, **{k: own[k] for k in shapes}}
+        shapes = []
+    found = {
+        "missing": sorted(own.keys() - tensors.keys()),
+        "unexpected": sorted(tensors.keys() - own.keys()),
+        "other shapes": shapes,
+    }
+    if any(found.values()):
+        parts = [f"{what} {keys[:3]}" for what, keys in found.items() if keys]
+        raise UserError(f"{meta.path}: tensors do not fit model {name!r} ({'; '.join(parts)})")
+    built.load_state_dict(dict(tensors), strict=True)
     meta.model_config = dict(getattr(built, "config", meta.model_config))
     return built.eval(), meta
 
@@ -197,8 +231,8 @@ def convert_layout(src: str | os.PathLike, dst: str | os.PathLike, layout: str) 
     """Rewrite the two-tower `paper` model's weights `src` (anything `read` takes) in `layout`
     ("paper" or "two-device", paper §3.2) as `dst`; returns {"from", "to", "layout", "tensors"}.
     """
-    if layout not in LAYOUTS:
-        raise UserError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+    if layout not in ("paper", "two-device"):
+        raise UserError(f"unknown layout {layout!r}; choose paper or two-device")
     tensors, meta = read(src)  # the paper layout, whatever the file's
     require_paper_two_tower(meta)
     extra = dict(meta.extra)
@@ -222,48 +256,38 @@ def convert_layout(src: str | os.PathLike, dst: str | os.PathLike, layout: str) 
     return {"from": str(Path(src)), "to": str(Path(dst)), "layout": layout, "tensors": len(tensors)}
 
 
-def catalog_entry(meta: WeightsMeta) -> CatalogEntry | None:
-    """The catalog entry whose file's hash (in its name) begins this torchvision file's SHA-256."""
-    if meta.format != "torchvision":
-        return None
-    digest = file_sha256(meta.path)
-    for entry in CATALOG.values():
-        want = hash_prefix(entry.file_name)
-        if want and digest.startswith(want):
-            return entry
-    return None
-
-
 def describe_file(path: str | os.PathLike) -> dict[str, Any]:
     """A local weights file, run directory or folder -> the catalog's facts (name = the path)."""
     p = Path(path)
     if not p.exists():
         raise UserError(f"{p}: no such weights file or folder")
     _, meta = read(p)
-    options = meta.model_config.get("options", {})
     extra = meta.extra
-    entry = catalog_entry(meta)
     published = extra.get("published") or {}
-    if entry is not None:
-        published = {"top1_err": entry.top1_err, "top5_err": entry.top5_err}
+    source = str(extra.get("source") or "alexnet train")
+    if meta.format == "torchvision":  # a catalog file: the hash in its name begins its SHA-256
+        digest = file_sha256(meta.path)
+        for entry in CATALOG.values():
+            if digest.startswith(hash_prefix(entry["file_name"]) or "-"):
+                published, source = entry, entry["source"]
+    if meta.format == "checkpoint":
+        source = f"training checkpoint, epoch {extra.get('epoch')}"
     top1, top5 = published.get("top1_err"), published.get("top5_err")
-    if not published and extra.get("top1_error") is not None:  # best epoch of `alexnet train`
+    measured = not published and extra.get("top1_error") is not None  # `alexnet train`'s best
+    if measured:
         top1 = round(100 * float(extra["top1_error"]), 3)
         top5 = extra.get("top5_error")
         top5 = None if top5 is None else round(100 * float(top5), 3)
-    source = entry.source if entry is not None else str(extra.get("source") or "alexnet train")
-    if meta.format == "checkpoint":
-        source = f"training checkpoint, epoch {extra.get('epoch')}"
     return {
         "name": str(p),
         "format": meta.format,
         "source": source,
         "model": meta.model_name,
-        "input_size": options.get("input_size") or meta.preprocess.crop_size,
+        "input_size": meta.model_config.get("options", {}).get("input_size")
+        or meta.preprocess.crop_size,
         "classes": f"{meta.num_classes}",
         "top1_err": top1,
         "top5_err": top5,
         "file_name": p.name,
-        "how": "given by path"
-        + (" (errors: its validation split)" if top1 is not None and not published else ""),
+        "how": "given by path" + (" (errors: its validation split)" if measured else ""),
     }

@@ -45,7 +45,7 @@ def read_folder(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], Weigh
         raise UserError(f"{config_path}: not readable JSON ({exc})") from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise UserError(f"{config_path}: not an alexnet config (format {FORMAT})")
-    tensors = load_tensors(p / WEIGHTS_NAME)
+    _, tensors = load_tensors(p / WEIGHTS_NAME)
     try:
         meta = WeightsMeta.parse(
             config["model"],

@@ -11,7 +11,6 @@ import re
 import sys
 import urllib.error
 import urllib.request
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -72,8 +71,14 @@ def fetch(file_name: str, *, progress: bool = True) -> Path:
                     out.write(chunk)
                     digest.update(chunk)
                     bar.update(len(chunk))
+        want, got = hash_prefix(file_name), digest.hexdigest()
+        if want and not got.startswith(want):
+            raise UserError(
+                f"{url}: refused: SHA-256 {got[: len(want)]}... does not start with {want} "
+                f"(the hash in its name); the file was not kept"
+            )
+        os.replace(tmp, dest)
     except OSError as exc:  # URLError, HTTPError, timeouts, refused connections
-        tmp.unlink(missing_ok=True)
         reason = getattr(exc, "reason", None) or exc.strerror or exc
         if isinstance(exc, urllib.error.HTTPError):
             reason = f"HTTP {exc.code} {exc.reason}"
@@ -81,18 +86,8 @@ def fetch(file_name: str, *, progress: bool = True) -> Path:
             f"cannot download {url} ({reason}); put the file there by hand as {dest}, "
             f"or give the path of a copy instead of the name"
         ) from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    want = hash_prefix(file_name)
-    got = digest.hexdigest()
-    if want and not got.startswith(want):
-        tmp.unlink(missing_ok=True)
-        raise UserError(
-            f"{url}: refused: SHA-256 {got[: len(want)]}... does not start with {want} "
-            f"(the hash in its name); the file was not kept"
-        )
-    os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)  # a partial or refused file is never kept
     return dest
 
 
@@ -103,7 +98,7 @@ def resolve_name(name_or_path: str | os.PathLike, *, progress: bool = True) -> P
         return path
     entry = CATALOG.get(str(name_or_path))
     if entry is not None:
-        return fetch(entry.file_name, progress=progress)
+        return fetch(entry["file_name"], progress=progress)
     if HF_ID.match(str(name_or_path)):
         return download_hf(str(name_or_path))
     names = ", ".join(CATALOG)
@@ -142,47 +137,30 @@ def download_hf(repo_id: str) -> Path:
     return Path(folder)
 
 
-@dataclass(frozen=True)
-class CatalogEntry:
-    """Pretrained weights: the name `--weights` takes, their source and published errors."""
-
-    name: str
-    source: str
-    model: str
-    input_size: int
-    classes: str
-    top1_err: float | None
-    top5_err: float | None
-    file_name: str
-    how: str
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-CATALOG: dict[str, CatalogEntry] = {
-    "torchvision": CatalogEntry(
-        name="torchvision",
-        source="torchvision AlexNet_Weights.IMAGENET1K_V1 (Krizhevsky 2014, 'one weird trick')",
-        model="torchvision",
-        input_size=224,
-        classes="ImageNet-1k (1000)",
-        top1_err=43.478,
-        top5_err=20.934,
-        file_name="alexnet-owt-7be5be79.pth",
-        how="downloaded on first use into torch's hub cache",
-    ),
+# pretrained weights by the name `--weights` takes: their source and published errors
+CATALOG: dict[str, dict[str, Any]] = {
+    "torchvision": {
+        "name": "torchvision",
+        "source": "torchvision AlexNet_Weights.IMAGENET1K_V1 (Krizhevsky 2014, 'one weird trick')",
+        "model": "torchvision",
+        "input_size": 224,
+        "classes": "ImageNet-1k (1000)",
+        "top1_err": 43.478,
+        "top5_err": 20.934,
+        "file_name": "alexnet-owt-7be5be79.pth",
+        "how": "downloaded on first use into torch's hub cache",
+    },
 }
-CONVERTIBLE: dict[str, CatalogEntry] = {
-    "bvlc_alexnet": CatalogEntry(
-        name="bvlc_alexnet",
-        source="Caffe Model Zoo bvlc_alexnet (the paper's architecture: towers, LRN)",
-        model="paper (input_size 227, Caffe's LRN)",
-        input_size=227,
-        classes="ImageNet-1k (1000)",
-        top1_err=42.9,
-        top5_err=19.8,
-        file_name="bvlc_alexnet.caffemodel",
-        how="alexnet convert caffe bvlc_alexnet.caffemodel OUT.safetensors, then --weights OUT",
-    ),
+CONVERTIBLE: dict[str, dict[str, Any]] = {
+    "bvlc_alexnet": {
+        "name": "bvlc_alexnet",
+        "source": "Caffe Model Zoo bvlc_alexnet (the paper's architecture: towers, LRN)",
+        "model": "paper (input_size 227, Caffe's LRN)",
+        "input_size": 227,
+        "classes": "ImageNet-1k (1000)",
+        "top1_err": 42.9,
+        "top5_err": 19.8,
+        "file_name": "bvlc_alexnet.caffemodel",
+        "how": "alexnet convert caffe bvlc_alexnet.caffemodel OUT.safetensors, then --weights OUT",
+    },
 }

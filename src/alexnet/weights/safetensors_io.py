@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save
+from safetensors.torch import save
 
 from alexnet.errors import UserError
 from alexnet.fileio import atomic_write_bytes
@@ -30,9 +28,7 @@ def is_safetensors(path: str | os.PathLike) -> bool:
     size = os.path.getsize(path)
     with open(path, "rb") as f:
         head = f.read(9)
-    if len(head) < 9:
-        return False
-    (n,) = struct.unpack("<Q", head[:8])
+    n = int.from_bytes(head[:8], "little")
     return 2 <= n <= min(size - 8, _HEADER_LIMIT) and head[8:9] == b"{"
 
 
@@ -60,17 +56,18 @@ def save_safetensors(
     atomic_write_bytes(path, save(tensors, metadata=metadata))
 
 
-def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], WeightsMeta]:
-    """(tensors as stored, metadata with the mean image); UserError when the file is not ours."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such weights file")
+def load_tensors(path: str | os.PathLike) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """(string metadata, every tensor) of a safetensors file; UserError when unreadable."""
     try:
         with safe_open(str(path), framework="pt") as f:
-            raw = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            return f.metadata() or {}, {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise UserError(f"{path}: not a readable safetensors file ({exc})") from None
+
+
+def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], WeightsMeta]:
+    """(tensors as stored, metadata with the mean image); UserError when the file is not ours."""
+    raw, tensors = load_tensors(path)
     if raw.get("format") != FORMAT:
         raise UserError(
             f"{path}: a safetensors file without alexnet metadata (format {FORMAT}); "
@@ -88,16 +85,6 @@ def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], 
     meta.mean_image = tensors.pop(MEAN_IMAGE_KEY, None)
     return tensors, meta
 
-
-def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Every tensor of a safetensors file; UserError when unreadable."""
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise UserError(f"{path}: not a readable safetensors file ({exc})") from None
-
-
-LAYOUTS = ("paper", "two-device")
 
 # where the paper model keeps each layer in its state_dict, in layer order
 PAPER_KEY = {
