@@ -40,18 +40,17 @@ def run(args: argparse.Namespace) -> int:
     from alexnet.data.loader import DeviceLoader
     from alexnet.data.packed import open_dataset
     from alexnet.evaluate import distinct_crops, evaluate, make_eval_transform, per_class_accuracy
-    from alexnet.export import OnnxModel
-    from alexnet.inference import load_backend, weights_device
+    from alexnet.inference import is_onnx, load_backend, weights_device
     from alexnet.runtime import dist_info, init_distributed, shutdown_distributed
 
     if args.confusion:  # checked before the work, and named as really written
         args.confusion = str(output_file(args.confusion, "--confusion", ".png"))
     info = dist_info()
     device = weights_device(args.weights, args.device, info)
+    if args.amp and is_onnx(args.weights):
+        raise UserError(f"--amp: {args.weights} is an ONNX model (fp32 or int8); drop --amp")
     ds = open_dataset(args.data, args.split)
     model, meta = load_backend(args.weights, device)
-    if args.amp and isinstance(model, OnnxModel):
-        raise UserError(f"--amp: {args.weights} is an ONNX model (fp32 or int8); drop --amp")
     if meta.classes != list(ds.classes):
         raise UserError(
             f"{args.weights}: trained on {meta.num_classes} classes "
