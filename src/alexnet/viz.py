@@ -55,10 +55,8 @@ def tile_kernels(weight: torch.Tensor, columns: int, gap: int = 1) -> np.ndarray
     each kernel min-max normalized on its own, 1-channel kernels gray, the gaps white."""
     w = weight.numpy().astype(np.float64)
     o, c, kh, kw = w.shape
-    if c == 1:
+    if c == 1:  # the family's inputs: 1 or 3 channels
         w = np.repeat(w, 3, axis=1)
-    elif c != 3:  # show the mean over input channels for unusual inputs
-        w = np.repeat(w.mean(axis=1, keepdims=True), 3, axis=1)
     lo = w.reshape(o, -1).min(1)[:, None, None, None]
     hi = w.reshape(o, -1).max(1)[:, None, None, None]
     w = (w - lo) / np.where(hi > lo, hi - lo, 1.0)
