@@ -66,19 +66,14 @@ def plain_copy(model: nn.Module) -> nn.Module:
     """A deep copy of `model` (eval mode, CPU) with every LRN as `_FastLRN` and every `MaxPool`
     (the C kernel, a custom op) as torch's `nn.MaxPool2d`: plain torch ops only, same numbers."""
     out = copy.deepcopy(model).cpu().eval()
-
-    def swap(module: nn.Module) -> None:
-        for name, child in module.named_children():
+    for parent in list(out.modules()):
+        for name, child in parent.named_children():
             if isinstance(child, LRN):
                 new = _FastLRN(child.size, child.alpha, child.beta, child.k, child.groups)
-                setattr(module, name, new)
+                setattr(parent, name, new)
             elif isinstance(child, MaxPool):
                 pool = nn.MaxPool2d(child.kernel_size, child.stride, child.padding, child.dilation)
-                setattr(module, name, pool)
-            else:
-                swap(child)
-
-    swap(out)
+                setattr(parent, name, pool)
     return out
 
 
