@@ -155,8 +155,5 @@ def evaluate(
 
 def per_class_accuracy(confusion: torch.Tensor) -> list[float | None]:
     """Accuracy of each true class (row of the confusion matrix); None for classes with no image."""
-    totals = confusion.sum(dim=1)
-    return [
-        (confusion[i, i].item() / totals[i].item()) if totals[i] > 0 else None
-        for i in range(confusion.shape[0])
-    ]
+    pairs = zip(confusion.diagonal().tolist(), confusion.sum(dim=1).tolist())
+    return [hits / total if total else None for hits, total in pairs]
