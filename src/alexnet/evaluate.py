@@ -17,7 +17,7 @@ from alexnet.data import TEST_CROPS
 from alexnet.data.augment import EvalTransform
 from alexnet.errors import Param, UserError
 from alexnet.runtime import all_reduce_sum
-from alexnet.weights.meta import Preprocess
+from alexnet.weights.meta import Preprocess, WeightsMeta
 
 
 def make_eval_transform(
@@ -60,15 +60,12 @@ def distinct_crops(
 
 
 def check_images_fit(
-    weights: str,
-    preprocess: Preprocess,
-    mean_image: torch.Tensor | None,
-    image_size: tuple[int, int],
-    data: str | os.PathLike,
+    weights: str, meta: WeightsMeta, image_size: tuple[int, int], data: str | os.PathLike
 ) -> None:
-    """UserError unless the eval transform of `weights` takes `data`'s (H, W) images: without a
-    resize the crop must fit, and a mean image must have the images' size."""
+    """UserError unless the eval transform of `weights` (`meta`) takes `data`'s (H, W) images:
+    without a resize the crop must fit, and a mean image must have the images' size."""
     h, w = image_size
+    preprocess, mean_image = meta.preprocess, meta.mean_image
     crop = int(preprocess.crop_size)
     if preprocess.resize:
         return
@@ -126,15 +123,10 @@ def evaluate(
         top = probs.topk(k5, dim=1).indices
         hit = top == labels[:, None]
         p_true = probs.gather(1, labels[:, None]).squeeze(1)
-        batch = torch.stack(
-            [
-                torch.tensor(float(b), device=probs.device, dtype=torch.float64),
-                hit[:, 0].sum().double(),
-                hit.any(dim=1).sum().double(),
-                -torch.log(p_true.double().clamp_min(1e-12)).sum(),
-            ]
-        )
-        sums += batch.to(device)
+        sums[0] += b
+        sums[1] += hit[:, 0].sum().to(device)
+        sums[2] += hit.any(dim=1).sum().to(device)
+        sums[3] -= torch.log(p_true.double().clamp_min(1e-12)).sum().to(device)
         if per_image:
             hits.append(hit[:, 0].cpu())
         if confusion:
@@ -163,8 +155,5 @@ def evaluate(
 
 def per_class_accuracy(confusion: torch.Tensor) -> list[float | None]:
     """Accuracy of each true class (row of the confusion matrix); None for classes with no image."""
-    totals = confusion.sum(dim=1)
-    return [
-        (confusion[i, i].item() / totals[i].item()) if totals[i] > 0 else None
-        for i in range(confusion.shape[0])
-    ]
+    pairs = zip(confusion.diagonal().tolist(), confusion.sum(dim=1).tolist())
+    return [hits / total if total else None for hits, total in pairs]

@@ -29,19 +29,14 @@ from alexnet.models.pool import MaxPool
 from alexnet.weights import load
 from alexnet.weights.meta import WeightsMeta
 
-# an export must match the model: |export - model| <= PT2_ATOL + PT2_RTOL * |model| on the
-# logits (the LRN's window sum as a convolution rounds differently from the C kernel's running
-# sum, ~1e-6 relative in float32)
+# an export must match the model: |export - model| <= PT2_ATOL + PT2_RTOL * |model| on the logits
 PT2_ATOL = 1e-4
 PT2_RTOL = 1e-4
 PT2_META = "alexnet.json"  # extra file in the .pt2: {"model", "classes", "preprocess"}
 ONNX_FORMAT = "alexnet-onnx/1"
 META_PREFIX = "alexnet."
-# the layers with weights (the LRN's window sum is one too, `_FastLRN`) and ReLU, which the
-# quantizer folds into the output range of the layer before it; quantizing the LRN's other
-# elementwise ops adds QuantizeLinear / DequantizeLinear pairs that cost more than they save
-# (paper net, batch 32, profile of benchmarks/bench_int8.py: 1.93 s per batch with every op,
-# 1.16 s), and the pools gain nothing (ORT's uint8 max-pool: same CPU time, AMD EPYC, AVX2)
+# the layers with weights (the LRN's window sum is one too, `_FastLRN`) and ReLU, folded into the
+# layer before it; the rest of the LRN and the pools stay float (docs/performance.md: faster)
 QUANTIZED_OPS = ["Conv", "Gemm", "MatMul", "Relu"]
 CALIBRATION_IMAGES = 256  # default: ORT's static quantization guidance uses a few hundred
 
@@ -49,10 +44,7 @@ CALIBRATION_IMAGES = 256  # default: ORT's static quantization guidance uses a f
 class _FastLRN(nn.Module):
     """The paper's LRN (§3.3), per tower, in the ops onnxruntime runs fastest on the CPU:
     t = k + alpha * (window sum of squares) as a 1x1 convolution of x * x with a fixed band
-    matrix (k its bias; the int8 export quantizes it like any convolution), and for beta = 3/4
-    t^beta = sqrt(t * sqrt(t)), not Pow (132 of the LRNs' ~340 ms per paper batch of 32 in
-    onnxruntime's profile). ONNX's own LRN op is slower still (onnxruntime 1.32: 883 ms
-    against 572 for torch's decomposition)."""
+    matrix (k its bias), and for beta = 3/4 t^beta = sqrt(t * sqrt(t)), not Pow."""
 
     def __init__(self, size: int, alpha: float, beta: float, k: float, groups: int) -> None:
         super().__init__()
@@ -74,19 +66,14 @@ def plain_copy(model: nn.Module) -> nn.Module:
     """A deep copy of `model` (eval mode, CPU) with every LRN as `_FastLRN` and every `MaxPool`
     (the C kernel, a custom op) as torch's `nn.MaxPool2d`: plain torch ops only, same numbers."""
     out = copy.deepcopy(model).cpu().eval()
-
-    def swap(module: nn.Module) -> None:
-        for name, child in module.named_children():
+    for parent in list(out.modules()):
+        for name, child in parent.named_children():
             if isinstance(child, LRN):
                 new = _FastLRN(child.size, child.alpha, child.beta, child.k, child.groups)
-                setattr(module, name, new)
+                setattr(parent, name, new)
             elif isinstance(child, MaxPool):
                 pool = nn.MaxPool2d(child.kernel_size, child.stride, child.padding, child.dilation)
-                setattr(module, name, pool)
-            else:
-                swap(child)
-
-    swap(out)
+                setattr(parent, name, pool)
     return out
 
 
@@ -311,15 +298,15 @@ class OnnxModel:
         """(B, C, S, S) float32 -> (B, K) float32 logits."""
         return self.session.run(["logits"], {"images": np.ascontiguousarray(x, np.float32)})[0]
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self.logits(x.detach().cpu().numpy()))
+    def __call__(self, x: torch.Tensor, output: str = "logits") -> torch.Tensor:
+        images = np.ascontiguousarray(x.detach().cpu().numpy(), np.float32)
+        return torch.from_numpy(self.session.run([output], {"images": images})[0])
 
     def forward_penultimate(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, S, S) -> (B, D) penultimate activations (fc7 after ReLU)."""
         if not self.has_features:
             raise UserError(f"{self.path}: exported without the 'features' output; export it again")
-        images = np.ascontiguousarray(x.detach().cpu().numpy(), np.float32)
-        return torch.from_numpy(self.session.run(["features"], {"images": images})[0])
+        return self(x, "features")
 
 
 def calibration_batches(
@@ -334,7 +321,7 @@ def calibration_batches(
     n = len(ds)
     if n == 0:
         raise UserError(Param("calibration_data"), f" {data}: the training split is empty")
-    check_images_fit(meta.path, meta.preprocess, meta.mean_image, ds.image_size, data)
+    check_images_fit(meta.path, meta, ds.image_size, data)
     take = min(int(count), n)
     rows = np.sort(np.random.default_rng(0).choice(n, size=take, replace=False))
     transform = make_eval_transform(meta.preprocess, meta.mean_image, 1)
@@ -352,12 +339,9 @@ def quantize_int8(
     """Post-training static quantization of our fp32 ONNX file into `out` (metadata_props
     `props`), onnxruntime's quantizer: QDQ, weights int8 per output channel (symmetric),
     activations uint8 (asymmetric), MinMax ranges over the preprocessed calibration `batches`
-    (b, C, S, S); only `QUANTIZED_OPS`, the rest of the LRN and the pools stay float.
-
-    Weights use 7 of their 8 bits (`reduce_range`, as ONNX Runtime's docs advise): x86 CPUs
-    without VNNI saturate pairs of uint8 x int8 products at int16 (vpmaddubsw); full-range
-    weights overflow it (`small`: logits off by 1.6 of a range of 7.5, top-1 agreed on 94 % of
-    the images; 7-bit: off by 0.06, 99.5 %), and the file must run right on every CPU."""
+    (b, C, S, S); only `QUANTIZED_OPS`. Weights use 7 of their 8 bits (`reduce_range`): x86 CPUs
+    without VNNI saturate pairs of uint8 x int8 products at int16, and the file must run right
+    on every CPU."""
     import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -389,7 +373,7 @@ def quantize_int8(
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 calibrate_method=CalibrationMethod.MinMax,
-                reduce_range=True,  # 7-bit weights: see the docstring
+                reduce_range=True,
                 op_types_to_quantize=QUANTIZED_OPS,
             )
         _save(onnx.load(str(q)), Path(out), props)
@@ -400,13 +384,7 @@ def export_program(model: nn.Module) -> torch.export.ExportedProgram:
     """`torch.export.export` of `plain_copy(model)`, input (batch, C, S, S), dynamic batch."""
     example = _random_images(model, 2, torch.Generator().manual_seed(0))
     batch = torch.export.Dim("batch", min=1, max=1 << 16)
-    program = torch.export.export(plain_copy(model), (example,), dynamic_shapes=({0: batch},))
-    nodes = program.graph.nodes
-    custom = {str(n.target) for n in nodes if n.op == "call_function"}
-    custom = sorted(t for t in custom if t.startswith("alexnet."))
-    if custom:  # plain_copy missed a layer: the program would need this package to run
-        raise RuntimeError(f"torch.export kept this package's custom ops {custom}")
-    return program
+    return torch.export.export(plain_copy(model), (example,), dynamic_shapes=({0: batch},))
 
 
 def export_torch(

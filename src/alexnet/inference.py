@@ -122,14 +122,12 @@ class FileBatch:
     error: str | None = None
 
 
-def is_onnx(weights: str | os.PathLike | None) -> bool:
+def is_onnx(weights: str | os.PathLike) -> bool:
     """Whether `weights` names an ONNX model (a file ending in .onnx)."""
-    return weights is not None and str(weights).lower().endswith(".onnx")
+    return str(weights).lower().endswith(".onnx")
 
 
-def weights_device(
-    weights: str | os.PathLike | None, flag: str | None, info: Any = None
-) -> torch.device:
+def weights_device(weights: str | os.PathLike, flag: str | None, info: Any = None) -> torch.device:
     """`resolve_device(flag)`, but the CPU for an ONNX model (UserError for another device)."""
     if is_onnx(weights):
         if flag not in (None, "auto", "cpu"):
@@ -145,10 +143,9 @@ def weights_device(
 def load_backend(
     weights: str | os.PathLike, device: str | torch.device = "cpu"
 ) -> tuple[torch.nn.Module | OnnxModel, WeightsMeta]:
-    """Any weights -> (model, metadata): an ONNX file as an `OnnxModel` (CPU only), everything
-    else through `alexnet.weights.load` on `device`."""
+    """Any weights -> (model, metadata): an ONNX file as an `OnnxModel` (the CPU: `device` as
+    `weights_device` gives it), everything else through `alexnet.weights.load` on `device`."""
     if is_onnx(weights):
-        weights_device(weights, str(torch.device(device).type))
         onnx = OnnxModel(weights)
         return onnx, onnx.meta
     return load(weights, device)
@@ -453,8 +450,7 @@ def file_digest(path: str | os.PathLike) -> str:
 def check_fits(predictor: Predictor, image_size: tuple[int, int], data: str | os.PathLike) -> None:
     """UserError unless `predictor`'s eval transform can take `data`'s (H, W) images: without a
     resize the crop must fit, and a mean image must have the images' size."""
-    p = predictor
-    check_images_fit(p.weights, p.preprocess, p.mean_image, image_size, data)
+    check_images_fit(predictor.weights, predictor.meta, image_size, data)
 
 
 def features_source(weights: str | os.PathLike, dataset: Any = None) -> dict[str, str]:

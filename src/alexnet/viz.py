@@ -46,10 +46,8 @@ def _show(ax, image: np.ndarray, **kw: Any) -> None:
 
 def first_conv_weight(model: nn.Module) -> torch.Tensor:
     """conv1's weight (O, C, kh, kw) of any model in the family (the first Conv2d)."""
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            return module.weight.detach().float().cpu()
-    raise UserError(f"model {getattr(model, 'config', {}).get('name')!r} has no conv layer")
+    conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    return conv.weight.detach().float().cpu()
 
 
 def tile_kernels(weight: torch.Tensor, columns: int, gap: int = 1) -> np.ndarray:
@@ -57,10 +55,8 @@ def tile_kernels(weight: torch.Tensor, columns: int, gap: int = 1) -> np.ndarray
     each kernel min-max normalized on its own, 1-channel kernels gray, the gaps white."""
     w = weight.numpy().astype(np.float64)
     o, c, kh, kw = w.shape
-    if c == 1:
+    if c == 1:  # the family's inputs: 1 or 3 channels
         w = np.repeat(w, 3, axis=1)
-    elif c != 3:  # show the mean over input channels for unusual inputs
-        w = np.repeat(w.mean(axis=1, keepdims=True), 3, axis=1)
     lo = w.reshape(o, -1).min(1)[:, None, None, None]
     hi = w.reshape(o, -1).max(1)[:, None, None, None]
     w = (w - lo) / np.where(hi > lo, hi - lo, 1.0)
@@ -99,11 +95,10 @@ def kernel_grid(
     columns = 16 if per_block >= 32 else max(1, min(per_block, 8))
     tiles = [tile_kernels(b, columns) for b in blocks]
     heading = title or f"conv1 of {name!r}: {o} kernels {k}x{k}x{c}, each normalized"
-    aspect = sum(t.shape[0] for t in tiles) / tiles[0].shape[1]
-    height_px = int(round(width_px * aspect + 60 + 30 * len(tiles)))
+    ratios = [t.shape[0] for t in tiles]
+    height_px = int(round(width_px * sum(ratios) / tiles[0].shape[1] + 60 + 30 * len(tiles)))
     fig = plt.figure(figsize=(width_px / DPI, height_px / DPI), dpi=DPI)
     fig.suptitle(heading, fontsize=11)
-    ratios = [t.shape[0] for t in tiles]
     axes = fig.subplots(len(tiles), 1, gridspec_kw={"height_ratios": ratios}, squeeze=False)
     for i, (ax, tile) in enumerate(zip(axes[:, 0], tiles)):
         _show(ax, tile)
@@ -123,12 +118,6 @@ def read_metrics(run: str | os.PathLike) -> list[dict[str, Any]]:
     if not records:
         raise UserError(f"{path}: no epochs recorded yet")
     return records
-
-
-LOSS_NOTE = (
-    "training loss is measured on augmented crops, with dropout\n"
-    "and label smoothing, so it can sit above the validation loss"
-)
 
 
 def training_curves(
@@ -167,9 +156,12 @@ def training_curves(
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("cross-entropy loss")
     if has_val:
-        where = ax_loss.transAxes
+        note = (
+            "training loss is measured on augmented crops, with dropout\n"
+            "and label smoothing, so it can sit above the validation loss"
+        )
         ax_loss.text(
-            0.02, 0.02, LOSS_NOTE, transform=where, va="bottom", fontsize=6.5, color="0.35"
+            0.02, 0.02, note, transform=ax_loss.transAxes, va="bottom", fontsize=6.5, color="0.35"
         )
     ax_err.set_title("validation error", fontsize=10)
     ax_err.set_xlabel("epoch")

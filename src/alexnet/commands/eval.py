@@ -36,45 +36,36 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def _crops(asked: int, preprocess, image_size: tuple[int, int]) -> int:
-    """The crops to evaluate (`distinct_crops`), said in one line when they are not `asked`."""
-    from alexnet.evaluate import distinct_crops
-
-    crops = distinct_crops(preprocess, image_size, asked)
-    if crops != asked:
-        h, w = image_size
-        print(
-            f"alexnet eval: note: --crops {asked} on {h}x{w} images cropped to "
-            f"{preprocess.crop_size} repeats the centre crop; evaluating --crops {crops} "
-            "(the centre and its mirror: the same result in a fifth of the time)",
-            file=sys.stderr,
-        )
-    return crops
-
-
 def run(args: argparse.Namespace) -> int:
     from alexnet.data.loader import DeviceLoader
     from alexnet.data.packed import open_dataset
-    from alexnet.evaluate import evaluate, make_eval_transform, per_class_accuracy
-    from alexnet.export import OnnxModel
-    from alexnet.inference import load_backend, weights_device
+    from alexnet.evaluate import distinct_crops, evaluate, make_eval_transform, per_class_accuracy
+    from alexnet.inference import is_onnx, load_backend, weights_device
     from alexnet.runtime import dist_info, init_distributed, shutdown_distributed
 
     if args.confusion:  # checked before the work, and named as really written
         args.confusion = str(output_file(args.confusion, "--confusion", ".png"))
     info = dist_info()
     device = weights_device(args.weights, args.device, info)
+    if args.amp and is_onnx(args.weights):
+        raise UserError(f"--amp: {args.weights} is an ONNX model (fp32 or int8); drop --amp")
     ds = open_dataset(args.data, args.split)
     model, meta = load_backend(args.weights, device)
-    if args.amp and isinstance(model, OnnxModel):
-        raise UserError(f"--amp: {args.weights} is an ONNX model (fp32 or int8); drop --amp")
     if meta.classes != list(ds.classes):
         raise UserError(
             f"{args.weights}: trained on {meta.num_classes} classes "
             f"({', '.join(meta.classes[:3])}, ...) but {args.data} has {ds.num_classes} "
             f"({', '.join(ds.classes[:3])}, ...)"
         )
-    crops = _crops(args.crops, meta.preprocess, ds.image_size)
+    crops = distinct_crops(meta.preprocess, ds.image_size, args.crops)
+    if crops != args.crops:
+        h, w = ds.image_size
+        print(
+            f"alexnet eval: note: --crops {args.crops} on {h}x{w} images cropped to "
+            f"{meta.preprocess.crop_size} repeats the centre crop; evaluating --crops {crops} "
+            "(the centre and its mirror: the same result in a fifth of the time)",
+            file=sys.stderr,
+        )
     init_distributed(info, device)
     try:
         loader = DeviceLoader(
@@ -88,25 +79,23 @@ def run(args: argparse.Namespace) -> int:
         )
         loader.set_epoch(0)
         transform = make_eval_transform(meta.preprocess, meta.mean_image, crops)
-        want_conf = bool(args.per_class or args.confusion)
-        result = evaluate(
+        out = evaluate(
             model,
             loader.iterate(),
             transform,
             crops=crops,
             num_classes=ds.num_classes,
             amp=args.amp,
-            confusion=want_conf,
+            confusion=bool(args.per_class or args.confusion),
         )
     finally:
         shutdown_distributed()
     if not info.is_main:
         return 0
-    conf = result.pop("confusion", None)
-    out = {k: result[k] for k in ("images", "crops", "top1_error", "top5_error", "loss")}
-    if args.per_class and conf is not None:
+    conf = out.pop("confusion", None)
+    if args.per_class:
         out["per_class_accuracy"] = dict(zip(ds.classes, per_class_accuracy(conf), strict=True))
-    if args.confusion and conf is not None:
+    if args.confusion:
         from alexnet.viz import save_confusion_png  # matplotlib: only for the picture
 
         save_confusion_png(conf, ds.classes, args.confusion)

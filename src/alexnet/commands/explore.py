@@ -59,11 +59,10 @@ def run(args: argparse.Namespace) -> int:
     from alexnet.fileio import atomic_write_text
     from alexnet.inference import Predictor, check_fits
     from alexnet.progress import progress_bar
-    from alexnet.runtime import resolve_device
 
     out = creatable_dir(args.out, "--out")
     ds = open_dataset(args.data, args.split)
-    predictor = Predictor(args.weights, resolve_device(args.device))
+    predictor = Predictor(args.weights, args.device)
     check_fits(predictor, ds.image_size, args.data)
     model = predictor.torch_model("explore")
     size = int(predictor.preprocess.crop_size)

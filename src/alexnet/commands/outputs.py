@@ -21,7 +21,9 @@ class OutputError(OSError):
         super().__init__(exc.errno, exc.strerror, str(path))
 
 
-def _probe_dir(directory: Path, label: str) -> None:
+def output_dir(path: str | os.PathLike, label: str) -> Path:
+    """A directory a command writes files into, checked to exist and take new files now."""
+    directory = Path(path)
     if not directory.exists():
         raise UserError(f"{label}: directory {directory} does not exist")
     if not directory.is_dir():
@@ -32,6 +34,7 @@ def _probe_dir(directory: Path, label: str) -> None:
         raise OutputError(directory, exc) from None
     os.close(fd)
     os.unlink(tmp)
+    return directory
 
 
 def output_file(path: str | os.PathLike, flag: str, default_suffix: str = "") -> Path:
@@ -42,14 +45,7 @@ def output_file(path: str | os.PathLike, flag: str, default_suffix: str = "") ->
         p = p.with_name(p.name + default_suffix)
     if p.is_dir():
         raise UserError(f"{flag} {path}: {p} is a directory; give a file name")
-    _probe_dir(p.parent, f"{flag} {path}")
-    return p
-
-
-def output_dir(path: str | os.PathLike, flag: str) -> Path:
-    """A directory a command writes files into, checked to exist and take new files now."""
-    p = Path(path)
-    _probe_dir(p, flag)
+    output_dir(p.parent, f"{flag} {path}")
     return p
 
 
@@ -60,7 +56,7 @@ def creatable_dir(path: str | os.PathLike, flag: str) -> Path:
     ancestor = p.parent
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent
-    _probe_dir(ancestor, f"{flag} {path}")
+    output_dir(ancestor, f"{flag} {path}")
     return p
 
 

@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--patch, --stride and --out go with --explain occlusion")
     paths, missing = expand_image_args(args.images)
     predictor = Predictor(args.weights, args.device, args.crops, args.batch_size)
-    explainer = _Occlusion(predictor, args) if args.explain else None
+    explainer = _occlusion(predictor, args) if args.explain else None
     failed = 0
     for arg, reason in missing:
         print(f"alexnet predict: {arg}: {reason}", file=sys.stderr)
@@ -99,47 +99,42 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-class _Occlusion:
-    """`--explain occlusion` for each prediction (alexnet.explain.occlusion), and its picture."""
+def _occlusion(predictor, args: argparse.Namespace):
+    """`--explain occlusion` for each prediction (alexnet.explain.occlusion), and its picture
+    OUT/NAME.png, NAME the file's stem made unique."""
+    from pathlib import Path
 
-    def __init__(self, predictor, args: argparse.Namespace) -> None:
-        from alexnet.commands.outputs import creatable_dir
-        from alexnet.explain import occlusion_grid
+    from alexnet.commands.outputs import creatable_dir
+    from alexnet.explain import occlusion, occlusion_grid, occlusion_json
+    from alexnet.inference import read_image
 
-        self.model = predictor.torch_model("--explain occlusion")
-        self.predictor, self.args = predictor, args
-        occlusion_grid(int(predictor.preprocess.crop_size), args.patch, args.stride)  # one line
-        self.out = creatable_dir(args.out, "--out") if args.out else None
-        self.names: set[str] = set()
+    model = predictor.torch_model("--explain occlusion")
+    occlusion_grid(int(predictor.preprocess.crop_size), args.patch, args.stride)  # one line
+    out = creatable_dir(args.out, "--out") if args.out else None
+    names: set[str] = set()
 
-    def __call__(self, pred) -> dict:
-        from alexnet.explain import occlusion, occlusion_json
-        from alexnet.inference import read_image
-
-        p, a = self.predictor, self.args
-        image = read_image(pred.image, p.image_size, p.resize_rule)[None]
+    def explain(pred) -> dict:
+        image = read_image(pred.image, predictor.image_size, predictor.resize_rule)[None]
         top = pred.indices[0]
-        found = occlusion(self.model, p.inputs(image), top, a.patch, a.stride, a.batch_size)
-        if self.out is not None:
-            self._picture(pred, p.inputs.display(image)[0], found)
+        x = predictor.inputs(image)
+        found = occlusion(model, x, top, args.patch, args.stride, args.batch_size)
+        if out is not None:
+            from alexnet.viz import occlusion_map
+
+            stem, n = Path(pred.image).stem, 1
+            name = stem
+            while name in names:
+                n += 1
+                name = f"{stem}-{n}"
+            names.add(name)
+            out.mkdir(parents=True, exist_ok=True)
+            title = f"{Path(pred.image).name}: {pred.classes[0]} (p = {found['prob']:.3f})"
+            view = predictor.inputs.display(image)[0]
+            drop, patch, stride = found["drop"], found["patch"], found["stride"]
+            occlusion_map(view, drop, patch, stride, out / f"{name}.png", title=title)
         return occlusion_json(found, pred.classes[0], top)
 
-    def _picture(self, pred, view, found) -> None:
-        """The heat map of `found` over `view` as OUT/NAME.png, NAME the file's stem made unique."""
-        from pathlib import Path
-
-        from alexnet.viz import occlusion_map
-
-        stem, n = Path(pred.image).stem, 1
-        name = stem
-        while name in self.names:
-            n += 1
-            name = f"{stem}-{n}"
-        self.names.add(name)
-        self.out.mkdir(parents=True, exist_ok=True)
-        title = f"{Path(pred.image).name}: {pred.classes[0]} (p = {found['prob']:.3f})"
-        drop, patch, stride = found["drop"], found["patch"], found["stride"]
-        occlusion_map(view, drop, patch, stride, self.out / f"{name}.png", title=title)
+    return explain
 
 
 def _occlusion_line(occ: dict) -> str:
