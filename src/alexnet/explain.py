@@ -23,6 +23,7 @@ from alexnet.fileio import rounded
 from alexnet.models.summary import Field, layer_kind, layer_table, trace
 from alexnet.weights.meta import Preprocess
 
+POOLS = ("max", "avg", "none")  # how conv maps become one vector per image
 # modules that belong to the conv or fc layer before them: its activations are read after them
 _AFTER = (nn.ReLU, nn.Tanh, nn.BatchNorm2d)
 
@@ -141,6 +142,8 @@ def features_at(model: nn.Module, x: Tensor, layer: str | Layer) -> Tensor:
 def pool_features(a: Tensor, pool: str) -> Tensor:
     """Conv maps (N, C, H, W) -> (N, C) by "max" or "avg" over positions, or (N, C*H*W)
     flattened ("none"); fc activations (N, D) pass through."""
+    if pool not in POOLS:
+        raise UserError(Param("pool"), f" {pool!r}: choose from {', '.join(POOLS)}")
     if a.dim() == 2 or pool == "none":
         return a.flatten(1)
     return a.amax(dim=(2, 3)) if pool == "max" else a.mean(dim=(2, 3))
@@ -237,8 +240,10 @@ def occlusion_grid(size: int, patch: int | None, stride: int | None) -> tuple[in
     defaults patch = size // 7 (32 at 224), stride = patch // 2."""
     patch = max(1, size // 7) if patch is None else patch
     stride = max(1, patch // 2) if stride is None else stride
-    if patch > size:  # patch and stride >= 1: the CLI's and the server's argument types
+    if not 1 <= patch <= size:
         raise UserError(Param("patch"), f" {patch}: must be 1 to the input size {size}")
+    if stride < 1:
+        raise UserError(Param("stride"), f" {stride}: must be at least 1")
     return patch, stride, (size - patch) // stride + 1
 
 
