@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
 
         from alexnet.serve.answers import Engine
         from alexnet.serve.app import ServeConfig, create_app
-        from alexnet.serve.connections import protocol_class
+        from alexnet.serve.connections import MAX_HEAD_BYTES, protocol_class
     except ImportError as exc:
         raise UserError(f"serve needs {exc.name} (pip install 'alexnet[serve]')") from None
     if formparsers.multipart is None:  # starlette found neither of python-multipart's modules
@@ -128,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
         lifespan="on",
         http=protocol_class(app.state.server.limits),
         timeout_keep_alive=args.keep_alive_s,
+        h11_max_incomplete_event_size=MAX_HEAD_BYTES,
     )
     if args.access_log:  # uvicorn's log_level also filters its access lines (INFO)
         logging.getLogger("uvicorn.access").setLevel(logging.INFO)

@@ -35,7 +35,7 @@ from starlette.requests import ClientDisconnect
 
 from alexnet.serve.answers import ApiError, Engine
 from alexnet.serve.batcher import Batcher, QueueFull
-from alexnet.serve.connections import ConnectionLimits, request_deadline
+from alexnet.serve.connections import ConnectionLimits, close_early_answers
 
 STATIC = {
     "/": ("index.html", "text/html; charset=utf-8"),
@@ -389,7 +389,7 @@ def create_app(engine: Engine, cfg: ServeConfig) -> FastAPI:
     )
     app.state.server = srv
     app.add_middleware(_observe, metrics=srv.metrics)
-    app.add_middleware(request_deadline)
+    app.add_middleware(close_early_answers)
     for route, (name, ctype) in STATIC.items():
         app.add_api_route(route, _static(name, ctype), methods=["GET"], include_in_schema=False)
     app.include_router(v1)
