@@ -45,6 +45,7 @@ STATIC = {
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+MAX_IMAGES = 32  # in one request
 
 
 class Metrics:
@@ -77,18 +78,21 @@ class Metrics:
 
 @dataclass
 class ServeConfig:
-    """Limits of one server (see `alexnet serve --help`)."""
+    """Limits of one server: `alexnet serve`'s flags of the same names."""
 
     max_batch: int = 32
     max_wait_ms: float = 5.0
+    always_wait: bool = False
     max_queue: int = 256
-    max_body_bytes: int = 16 * 2**20
-    max_images: int = 32  # per request
-    always_wait: bool = False  # wait max_wait_ms for more images even when none is coming
+    max_body_mb: float = 16.0
+    max_decoding: int = 2
+    max_connections: int = 256
+    request_timeout_s: float = 30.0
     api_key: str | None = None
-    max_decoding: int = 2  # images decoded at once (each holds its full-size pixels)
-    max_connections: int = 256  # open connections; more are refused with 503
-    request_timeout: float = 30.0  # seconds for a request's headers and body to arrive
+
+    @property
+    def max_body_bytes(self) -> int:
+        return int(self.max_body_mb * 2**20)
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -120,7 +124,7 @@ async def request_images(request: Request, cfg: ServeConfig) -> list[tuple[str, 
     async def replay() -> dict[str, Any]:
         return {"type": "http.request", "body": body, "more_body": False}
 
-    form = await Request(request.scope, replay).form(max_files=cfg.max_images, max_fields=64)
+    form = await Request(request.scope, replay).form(max_files=MAX_IMAGES, max_fields=64)
     files = [f for f in form.getlist("image") if not isinstance(f, str)]
     if not files:
         raise ApiError(422, "multipart body has no file field named 'image'")
@@ -144,7 +148,7 @@ class Server:
         )
         self.limits = ConnectionLimits(
             cfg.max_connections,
-            cfg.request_timeout,
+            cfg.request_timeout_s,
             on_refused=m.refused.inc,
             on_timeout=lambda phase: m.timeouts.labels(phase).inc(),
         )
@@ -177,9 +181,8 @@ class Server:
         self.batcher.incoming += not one
         try:
             items = await request_images(request, self.cfg)
-            if len(items) > self.cfg.max_images:
-                limit = self.cfg.max_images
-                raise ApiError(422, f"{len(items)} images in one request (at most {limit})")
+            if len(items) > MAX_IMAGES:
+                raise ApiError(422, f"{len(items)} images in one request (at most {MAX_IMAGES})")
             loop = asyncio.get_running_loop()
             decode = self.engine.decode
             arrays = await asyncio.gather(
@@ -314,7 +317,7 @@ async def model(request: Request) -> dict:
         "max_decoding": cfg.max_decoding,
         "max_pixels": srv.engine.max_pixels,
         "max_connections": cfg.max_connections,
-        "request_timeout_s": cfg.request_timeout,
+        "request_timeout_s": cfg.request_timeout_s,
     }
 
 
