@@ -160,19 +160,6 @@ class Server:
             cfg.max_decoding, thread_name_prefix="alexnet-decode"
         )
 
-    def auth(self, request: Request) -> None:
-        """With an API key: `Authorization: Bearer KEY`, compared in constant time."""
-        if self.cfg.api_key is None:
-            return
-        given = request.headers.get("authorization", "")
-        expected = f"Bearer {self.cfg.api_key}"
-        if not hmac.compare_digest(given.encode(), expected.encode()):
-            raise ApiError(
-                401,
-                "missing or wrong API key (Authorization: Bearer KEY)",
-                {"WWW-Authenticate": "Bearer"},
-            )
-
     async def images_of(
         self, request: Request, one: bool = False
     ) -> tuple[list[str], list[np.ndarray]]:
@@ -216,7 +203,12 @@ def _server(request: Request) -> Server:
 
 
 def _auth(request: Request) -> None:
-    _server(request).auth(request)
+    """With an API key: `Authorization: Bearer KEY`, compared in constant time."""
+    key = _server(request).cfg.api_key
+    given = request.headers.get("authorization", "").encode()
+    if key is not None and not hmac.compare_digest(given, f"Bearer {key}".encode()):
+        message = "missing or wrong API key (Authorization: Bearer KEY)"
+        raise ApiError(401, message, {"WWW-Authenticate": "Bearer"})
 
 
 def _index(request: Request):
@@ -341,7 +333,7 @@ async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+    return _error(exc.status_code, str(exc.detail), exc.headers)
 
 
 async def _gone(request: Request, exc: ClientDisconnect) -> Response:
