@@ -15,7 +15,7 @@ import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
@@ -33,7 +33,7 @@ from prometheus_client import (
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from alexnet.serve.answers import ApiError, Engine
+from alexnet.serve.answers import ApiError, Engine, NeighbourIndex
 from alexnet.serve.batcher import Batcher, QueueFull
 from alexnet.serve.connections import ConnectionLimits, close_early_answers
 
@@ -202,38 +202,41 @@ def _server(request: Request) -> Server:
     return request.app.state.server
 
 
-def _auth(request: Request) -> None:
+Served = Annotated[Server, Depends(_server)]
+
+
+def _auth(request: Request, srv: Served) -> None:
     """With an API key: `Authorization: Bearer KEY`, compared in constant time."""
-    key = _server(request).cfg.api_key
+    key = srv.cfg.api_key
     given = request.headers.get("authorization", "").encode()
     if key is not None and not hmac.compare_digest(given, f"Bearer {key}".encode()):
         message = "missing or wrong API key (Authorization: Bearer KEY)"
         raise ApiError(401, message, {"WWW-Authenticate": "Bearer"})
 
 
-def _index(request: Request):
-    engine = _server(request).engine
-    if engine.index is None:
+def _index(srv: Served) -> NeighbourIndex:
+    if srv.engine.index is None:
         raise ApiError(404, "this server has no neighbour index (none was given at its start)")
-    return engine.index
+    return srv.engine.index
 
 
+Indexed = Annotated[NeighbourIndex, Depends(_index)]
 v1 = APIRouter(prefix="/v1", dependencies=[Depends(_auth)])
 
 
 @v1.post("/predict")
-async def predict(request: Request, topk: int = Query(5, ge=1, le=100_000)) -> Response:
-    names, probs = await _server(request).run("predict", request)
-    p = _server(request).engine.predictor
+async def predict(
+    request: Request, srv: Served, topk: int = Query(5, ge=1, le=100_000)
+) -> Response:
+    names, probs = await srv.run("predict", request)
+    p = srv.engine.predictor
     preds = [pred.to_json() for pred in p.predictions(names, torch.stack(probs), topk)]
-    return JSONResponse(
-        {"model": p.meta.model_name, "crops": p.crops, "topk": topk, "predictions": preds}
-    )
+    answer = {"model": p.meta.model_name, "crops": p.crops, "topk": topk}
+    return JSONResponse({**answer, "predictions": preds})
 
 
 @v1.post("/features")
-async def features(request: Request) -> Response:
-    srv = _server(request)
+async def features(request: Request, srv: Served) -> Response:
     names, feats = await srv.run("features", request)
     rows = [{"image": n, "features": f.tolist()} for n, f in zip(names, feats)]
     p = srv.engine.predictor
@@ -242,41 +245,39 @@ async def features(request: Request) -> Response:
 
 
 @v1.post("/neighbors")
-async def neighbors(request: Request, k: int = Query(8, ge=1, le=256)) -> Response:
-    srv, found_in = _server(request), _index(request)
+async def neighbors(
+    request: Request, srv: Served, index: Indexed, k: int = Query(8, ge=1, le=256)
+) -> Response:
     names, feats = await srv.run("features", request)
     queries = np.stack([f.numpy() for f in feats])
-    found = await srv.batcher.call(found_in.search, queries, k)
+    found = await srv.batcher.call(index.search, queries, k)
     results = [{"query": n, "neighbors": f} for n, f in zip(names, found)]
-    return JSONResponse({"split": found_in.split, "k": k, "results": results})
+    return JSONResponse({"split": index.split, "k": k, "results": results})
 
 
 @v1.get("/images/{split}/{i}.png")
-async def thumbnail(request: Request, split: str, i: int) -> Response:
-    return _png(await asyncio.to_thread(_index(request).thumbnail, split, i), cached=True)
+async def thumbnail(index: Indexed, split: str, i: int) -> Response:
+    return _png(await asyncio.to_thread(index.thumbnail, split, i), cached=True)
 
 
 @v1.get("/files/{path:path}")
-async def file_thumbnail(request: Request, path: str) -> Response:
-    return _png(await asyncio.to_thread(_index(request).file_thumbnail, path), cached=True)
+async def file_thumbnail(index: Indexed, path: str) -> Response:
+    return _png(await asyncio.to_thread(index.file_thumbnail, path), cached=True)
 
 
 @v1.get("/kernels.png")
-async def kernels(request: Request, columns: int = Query(16, ge=1, le=96)) -> Response:
-    srv = _server(request)
+async def kernels(srv: Served, columns: int = Query(16, ge=1, le=96)) -> Response:
     return _png(await srv.batcher.call(srv.engine.kernels_png, columns))
 
 
 @v1.post("/conv1")
-async def conv1(request: Request, columns: int = Query(16, ge=1, le=96)) -> Response:
-    srv = _server(request)
+async def conv1(request: Request, srv: Served, columns: int = Query(16, ge=1, le=96)) -> Response:
     _, [image] = await srv.images_of(request, one=True)
     return _png(await srv.batcher.call(srv.engine.conv1_png, image, columns))
 
 
-async def _one_image_json(request: Request, look, *args) -> JSONResponse:
+async def _one_image_json(request: Request, srv: Server, look, *args) -> JSONResponse:
     """`look(engine, image, *args)` on the model thread for a request of exactly one image."""
-    srv = _server(request)
     [name], [image] = await srv.images_of(request, one=True)
     return JSONResponse({"image": name, **await srv.batcher.call(look, srv.engine, image, *args)})
 
@@ -284,22 +285,25 @@ async def _one_image_json(request: Request, look, *args) -> JSONResponse:
 @v1.post("/occlusion")
 async def occlusion(
     request: Request,
+    srv: Served,
     patch: int | None = Query(None, ge=1, le=4096),
     stride: int | None = Query(None, ge=1, le=4096),
 ) -> Response:
-    return await _one_image_json(request, Engine.occlusion, patch, stride)
+    return await _one_image_json(request, srv, Engine.occlusion, patch, stride)
 
 
 @v1.post("/units")
 async def units(
-    request: Request, layer: str = Query(..., max_length=64), k: int = Query(8, ge=1, le=64)
+    request: Request,
+    srv: Served,
+    layer: str = Query(..., max_length=64),
+    k: int = Query(8, ge=1, le=64),
 ) -> Response:
-    return await _one_image_json(request, Engine.units, layer, k)
+    return await _one_image_json(request, srv, Engine.units, layer, k)
 
 
 @v1.get("/model")
-async def model(request: Request) -> dict:
-    srv = _server(request)
+async def model(srv: Served) -> dict:
     cfg = srv.cfg
     return {
         **srv.engine.info(),
@@ -317,15 +321,13 @@ status = APIRouter()
 
 
 @status.get("/healthz")
-async def healthz(request: Request) -> dict:
-    srv = _server(request)
+async def healthz(srv: Served) -> dict:
     return {"status": "ok", "queue_depth": srv.batcher.depth, "connections": srv.limits.open}
 
 
 @status.get("/metrics")
-async def prometheus(request: Request) -> Response:
-    registry = _server(request).metrics.registry
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+async def prometheus(srv: Served) -> Response:
+    return Response(generate_latest(srv.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
