@@ -129,8 +129,6 @@ def _embedding(predictor, args: argparse.Namespace):
 
 def _split_features(predictor, args: argparse.Namespace, embed, progress: bool):
     """(features (N, D), what FEATS.json records of the rows, 0 failed) of a packed split."""
-    import numpy as np
-
     from alexnet.data.packed import open_dataset
     from alexnet.inference import check_fits, features_source
 
@@ -138,19 +136,16 @@ def _split_features(predictor, args: argparse.Namespace, embed, progress: bool):
     ds = open_dataset(args.data, split)
     check_fits(predictor, ds.image_size, args.data)
     n = len(ds) if args.limit <= 0 else min(args.limit, len(ds))
-    chunks = []
-    with progress_bar(total=n, unit="img", desc="features", disable=not progress) as bar:
-        for start in range(0, n, args.batch_size):
-            batch = np.ascontiguousarray(ds.images[start : min(n, start + args.batch_size)])
-            chunks.append(embed(batch))
-            bar.update(len(batch))
+    ranges = (range(i, min(n, i + args.batch_size)) for i in range(0, n, args.batch_size))
+    batches = ((r, ds.images[r.start : r.stop], None) for r in ranges)
+    feats, _, _ = _embed_all(batches, n, embed, progress)
     rows = {
         "split": split,
         "indices": list(range(n)),
         "labels": [int(v) for v in ds.labels[:n]],
         **features_source(args.weights, ds),
     }
-    return _stack(chunks), rows, 0
+    return feats, rows, 0
 
 
 def _folder_features(predictor, args: argparse.Namespace, embed, progress: bool):
@@ -164,23 +159,35 @@ def _folder_features(predictor, args: argparse.Namespace, embed, progress: bool)
     relative = {p: Path(p).relative_to(args.data).as_posix() for p in paths}
     labelled = _class_labels(list(relative.values()))
     paths = paths[: args.limit or None]
-    chunks, done, failed = [], [], 0
-    with progress_bar(total=len(paths), unit="img", desc="features", disable=not progress) as bar:
-        for batch in predictor.file_batches(paths):
-            if batch.error is None:
-                chunks.append(embed(batch.images))
-                done.extend(batch.paths)
-            else:
-                print(f"alexnet features: {batch.paths[0]}: {batch.error}", file=sys.stderr)
-                failed += 1
-            bar.update(len(batch.paths))
+    batches = ((b.paths, b.images, b.error) for b in predictor.file_batches(paths))
+    feats, done, failed = _embed_all(batches, len(paths), embed, progress)
     if paths and not done:
         raise UserError(f"--data {args.data}: none of its {len(paths)} image files could be read")
     rows = {"paths": [relative[p] for p in done]}
     if labelled is not None:
         classes, label_of = labelled
         rows.update(labels=[label_of[relative[p]] for p in done], classes=classes)
-    return _stack(chunks), {**rows, **features_source(args.weights)}, failed
+    return feats, {**rows, **features_source(args.weights)}, failed
+
+
+def _embed_all(batches, total: int, embed, progress: bool):
+    """(ids, uint8 images (B, S, S, 3), error) batches -> (float32 features (N, D) of those
+    without an error, (0, 0) for none; their ids; how many failed, each named on stderr)."""
+    import numpy as np
+
+    chunks, done, failed = [], [], 0
+    with progress_bar(total=total, unit="img", desc="features", disable=not progress) as bar:
+        for ids, images, error in batches:
+            if error is None:
+                chunks.append(embed(np.ascontiguousarray(images)))
+                done.extend(ids)
+            else:
+                print(f"alexnet features: {ids[0]}: {error}", file=sys.stderr)
+                failed += 1
+            bar.update(len(ids))
+    if not chunks:
+        return np.zeros((0, 0), np.float32), done, failed
+    return np.concatenate(chunks).astype(np.float32, copy=False), done, failed
 
 
 def _class_labels(relative: list[str]) -> tuple[list[str], dict[str, int]] | None:
@@ -192,12 +199,3 @@ def _class_labels(relative: list[str]) -> tuple[list[str], dict[str, int]] | Non
     classes = sorted(set(folders.values()))
     index = {c: i for i, c in enumerate(classes)}
     return classes, {r: index[c] for r, c in folders.items()}
-
-
-def _stack(chunks: list):
-    """Feature batches -> one float32 array (N, D); (0, 0) for none."""
-    import numpy as np
-
-    if not chunks:
-        return np.zeros((0, 0), np.float32)
-    return np.concatenate(chunks).astype(np.float32, copy=False)

@@ -74,13 +74,7 @@ def _base(args: argparse.Namespace):
         split_features,
     )
 
-    if args.features:
-        feats, fmeta = load_features(args.features)
-        data = args.data or fmeta.get("data")
-        weights = args.weights or fmeta.get("weights")
-        if not weights or not data:
-            raise UserError(f"{args.features}: names no weights/data; pass --weights and --data")
-    else:
+    if not args.features:
         if not (args.data and args.weights):
             raise UserError("neighbors needs --features FEATS, or --data DIR and --weights FILE")
         data, weights = args.data, args.weights
@@ -89,21 +83,24 @@ def _base(args: argparse.Namespace):
                 f"--data {data}: an image folder; first `alexnet features --data {data} "
                 f"--weights {weights} --out FEATS`, then `alexnet neighbors --features FEATS`"
             )
-    predictor = Predictor(weights, args.device)
-    if not args.features:
+        predictor = Predictor(weights, args.device)
         ds = open_dataset(data, args.split)
         check_fits(predictor, ds.image_size, data)
         feats = split_features(predictor, ds.images, args.batch_size)
         return predictor, feats, SplitRows(ds, list(range(len(ds)))), data
+    feats, fmeta = load_features(args.features)
+    data = args.data or fmeta.get("data")
+    weights = args.weights or fmeta.get("weights")
+    if not weights or not data:
+        raise UserError(f"{args.features}: names no weights/data; pass --weights and --data")
+    predictor = Predictor(weights, args.device)
     base = index_rows(fmeta, data, predictor)
-    if not isinstance(base, SplitRows):  # an image folder: no dataset to check
-        check_features_source(args.features, fmeta, weights)
-        return predictor, feats, base, data
-    check_fits(predictor, base.dataset.image_size, data)
-    check_features_source(args.features, fmeta, weights, base.dataset)
-    if base.ids and max(base.ids) >= len(base.dataset):
-        n = len(base.dataset)
-        raise UserError(f"{args.features}: rows up to {max(base.ids)}, {data} has {n}")
+    dataset = base.dataset if isinstance(base, SplitRows) else None  # None: an image folder
+    if dataset is not None:
+        check_fits(predictor, dataset.image_size, data)
+    check_features_source(args.features, fmeta, weights, dataset)
+    if dataset is not None and base.ids and max(base.ids) >= len(dataset):
+        raise UserError(f"{args.features}: rows up to {max(base.ids)}, {data} has {len(dataset)}")
     return predictor, feats, base, data
 
 

@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import sys
+from dataclasses import fields
 
 from alexnet import commands as A
 from alexnet.errors import UserError
@@ -87,35 +88,25 @@ def run(args: argparse.Namespace) -> int:
 
         from alexnet.serve.answers import Engine
         from alexnet.serve.app import ServeConfig, create_app
-        from alexnet.serve.connections import protocol_class
+        from alexnet.serve.connections import MAX_HEAD_BYTES, protocol_class
     except ImportError as exc:
         raise UserError(f"serve needs {exc.name} (pip install 'alexnet[serve]')") from None
     if formparsers.multipart is None:  # starlette found neither of python-multipart's modules
         raise UserError("serve needs python-multipart for uploads (pip install 'alexnet[serve]')")
-    api_key = args.api_key or os.environ.get("ALEXNET_API_KEY") or None
+    args.api_key = args.api_key or os.environ.get("ALEXNET_API_KEY") or None
     engine = Engine(
         args.weights, args.device, crops=args.crops, index=args.index, max_pixels=args.max_pixels
     )
     made_with = engine.index and engine.index.weights
     if made_with and os.path.realpath(made_with) != os.path.realpath(args.weights):
         print(f"alexnet serve: warning: --index was computed with {made_with}", file=sys.stderr)
-    cfg = ServeConfig(
-        max_batch=args.max_batch,
-        max_wait_ms=args.max_wait_ms,
-        max_queue=args.max_queue,
-        always_wait=args.always_wait,
-        max_body_bytes=int(args.max_body_mb * 2**20),
-        api_key=api_key,
-        max_decoding=args.max_decoding,
-        max_connections=args.max_connections,
-        request_timeout=args.request_timeout_s,
-    )
+    cfg = ServeConfig(**{f.name: getattr(args, f.name) for f in fields(ServeConfig)})
     app = create_app(engine, cfg)
     sock = _listen(args.host, args.port)
     if args.host not in LOCAL_HOSTS:
         print(
             f"alexnet serve: warning: listening on {args.host}, reachable from other "
-            "machines" + ("" if api_key else " without an API key"),
+            "machines" + ("" if args.api_key else " without an API key"),
             file=sys.stderr,
         )
     host, port = sock.getsockname()[:2]
@@ -128,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
         lifespan="on",
         http=protocol_class(app.state.server.limits),
         timeout_keep_alive=args.keep_alive_s,
+        h11_max_incomplete_event_size=MAX_HEAD_BYTES,
     )
     if args.access_log:  # uvicorn's log_level also filters its access lines (INFO)
         logging.getLogger("uvicorn.access").setLevel(logging.INFO)

@@ -15,7 +15,7 @@ import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
@@ -33,9 +33,9 @@ from prometheus_client import (
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from alexnet.serve.answers import ApiError, Engine
+from alexnet.serve.answers import ApiError, Engine, NeighbourIndex
 from alexnet.serve.batcher import Batcher, QueueFull
-from alexnet.serve.connections import ConnectionLimits, request_deadline
+from alexnet.serve.connections import ConnectionLimits, close_early_answers
 
 STATIC = {
     "/": ("index.html", "text/html; charset=utf-8"),
@@ -45,6 +45,7 @@ STATIC = {
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+MAX_IMAGES = 32  # in one request
 
 
 class Metrics:
@@ -77,18 +78,21 @@ class Metrics:
 
 @dataclass
 class ServeConfig:
-    """Limits of one server (see `alexnet serve --help`)."""
+    """Limits of one server: `alexnet serve`'s flags of the same names."""
 
     max_batch: int = 32
     max_wait_ms: float = 5.0
+    always_wait: bool = False
     max_queue: int = 256
-    max_body_bytes: int = 16 * 2**20
-    max_images: int = 32  # per request
-    always_wait: bool = False  # wait max_wait_ms for more images even when none is coming
+    max_body_mb: float = 16.0
+    max_decoding: int = 2
+    max_connections: int = 256
+    request_timeout_s: float = 30.0
     api_key: str | None = None
-    max_decoding: int = 2  # images decoded at once (each holds its full-size pixels)
-    max_connections: int = 256  # open connections; more are refused with 503
-    request_timeout: float = 30.0  # seconds for a request's headers and body to arrive
+
+    @property
+    def max_body_bytes(self) -> int:
+        return int(self.max_body_mb * 2**20)
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -120,7 +124,7 @@ async def request_images(request: Request, cfg: ServeConfig) -> list[tuple[str, 
     async def replay() -> dict[str, Any]:
         return {"type": "http.request", "body": body, "more_body": False}
 
-    form = await Request(request.scope, replay).form(max_files=cfg.max_images, max_fields=64)
+    form = await Request(request.scope, replay).form(max_files=MAX_IMAGES, max_fields=64)
     files = [f for f in form.getlist("image") if not isinstance(f, str)]
     if not files:
         raise ApiError(422, "multipart body has no file field named 'image'")
@@ -144,7 +148,7 @@ class Server:
         )
         self.limits = ConnectionLimits(
             cfg.max_connections,
-            cfg.request_timeout,
+            cfg.request_timeout_s,
             on_refused=m.refused.inc,
             on_timeout=lambda phase: m.timeouts.labels(phase).inc(),
         )
@@ -156,19 +160,6 @@ class Server:
             cfg.max_decoding, thread_name_prefix="alexnet-decode"
         )
 
-    def auth(self, request: Request) -> None:
-        """With an API key: `Authorization: Bearer KEY`, compared in constant time."""
-        if self.cfg.api_key is None:
-            return
-        given = request.headers.get("authorization", "")
-        expected = f"Bearer {self.cfg.api_key}"
-        if not hmac.compare_digest(given.encode(), expected.encode()):
-            raise ApiError(
-                401,
-                "missing or wrong API key (Authorization: Bearer KEY)",
-                {"WWW-Authenticate": "Bearer"},
-            )
-
     async def images_of(
         self, request: Request, one: bool = False
     ) -> tuple[list[str], list[np.ndarray]]:
@@ -177,9 +168,8 @@ class Server:
         self.batcher.incoming += not one
         try:
             items = await request_images(request, self.cfg)
-            if len(items) > self.cfg.max_images:
-                limit = self.cfg.max_images
-                raise ApiError(422, f"{len(items)} images in one request (at most {limit})")
+            if len(items) > MAX_IMAGES:
+                raise ApiError(422, f"{len(items)} images in one request (at most {MAX_IMAGES})")
             loop = asyncio.get_running_loop()
             decode = self.engine.decode
             arrays = await asyncio.gather(
@@ -212,33 +202,41 @@ def _server(request: Request) -> Server:
     return request.app.state.server
 
 
-def _auth(request: Request) -> None:
-    _server(request).auth(request)
+Served = Annotated[Server, Depends(_server)]
 
 
-def _index(request: Request):
-    engine = _server(request).engine
-    if engine.index is None:
+def _auth(request: Request, srv: Served) -> None:
+    """With an API key: `Authorization: Bearer KEY`, compared in constant time."""
+    key = srv.cfg.api_key
+    given = request.headers.get("authorization", "").encode()
+    if key is not None and not hmac.compare_digest(given, f"Bearer {key}".encode()):
+        message = "missing or wrong API key (Authorization: Bearer KEY)"
+        raise ApiError(401, message, {"WWW-Authenticate": "Bearer"})
+
+
+def _index(srv: Served) -> NeighbourIndex:
+    if srv.engine.index is None:
         raise ApiError(404, "this server has no neighbour index (none was given at its start)")
-    return engine.index
+    return srv.engine.index
 
 
+Indexed = Annotated[NeighbourIndex, Depends(_index)]
 v1 = APIRouter(prefix="/v1", dependencies=[Depends(_auth)])
 
 
 @v1.post("/predict")
-async def predict(request: Request, topk: int = Query(5, ge=1, le=100_000)) -> Response:
-    names, probs = await _server(request).run("predict", request)
-    p = _server(request).engine.predictor
+async def predict(
+    request: Request, srv: Served, topk: int = Query(5, ge=1, le=100_000)
+) -> Response:
+    names, probs = await srv.run("predict", request)
+    p = srv.engine.predictor
     preds = [pred.to_json() for pred in p.predictions(names, torch.stack(probs), topk)]
-    return JSONResponse(
-        {"model": p.meta.model_name, "crops": p.crops, "topk": topk, "predictions": preds}
-    )
+    answer = {"model": p.meta.model_name, "crops": p.crops, "topk": topk}
+    return JSONResponse({**answer, "predictions": preds})
 
 
 @v1.post("/features")
-async def features(request: Request) -> Response:
-    srv = _server(request)
+async def features(request: Request, srv: Served) -> Response:
     names, feats = await srv.run("features", request)
     rows = [{"image": n, "features": f.tolist()} for n, f in zip(names, feats)]
     p = srv.engine.predictor
@@ -247,41 +245,39 @@ async def features(request: Request) -> Response:
 
 
 @v1.post("/neighbors")
-async def neighbors(request: Request, k: int = Query(8, ge=1, le=256)) -> Response:
-    srv, found_in = _server(request), _index(request)
+async def neighbors(
+    request: Request, srv: Served, index: Indexed, k: int = Query(8, ge=1, le=256)
+) -> Response:
     names, feats = await srv.run("features", request)
     queries = np.stack([f.numpy() for f in feats])
-    found = await srv.batcher.call(found_in.search, queries, k)
+    found = await srv.batcher.call(index.search, queries, k)
     results = [{"query": n, "neighbors": f} for n, f in zip(names, found)]
-    return JSONResponse({"split": found_in.split, "k": k, "results": results})
+    return JSONResponse({"split": index.split, "k": k, "results": results})
 
 
 @v1.get("/images/{split}/{i}.png")
-async def thumbnail(request: Request, split: str, i: int) -> Response:
-    return _png(await asyncio.to_thread(_index(request).thumbnail, split, i), cached=True)
+async def thumbnail(index: Indexed, split: str, i: int) -> Response:
+    return _png(await asyncio.to_thread(index.thumbnail, split, i), cached=True)
 
 
 @v1.get("/files/{path:path}")
-async def file_thumbnail(request: Request, path: str) -> Response:
-    return _png(await asyncio.to_thread(_index(request).file_thumbnail, path), cached=True)
+async def file_thumbnail(index: Indexed, path: str) -> Response:
+    return _png(await asyncio.to_thread(index.file_thumbnail, path), cached=True)
 
 
 @v1.get("/kernels.png")
-async def kernels(request: Request, columns: int = Query(16, ge=1, le=96)) -> Response:
-    srv = _server(request)
+async def kernels(srv: Served, columns: int = Query(16, ge=1, le=96)) -> Response:
     return _png(await srv.batcher.call(srv.engine.kernels_png, columns))
 
 
 @v1.post("/conv1")
-async def conv1(request: Request, columns: int = Query(16, ge=1, le=96)) -> Response:
-    srv = _server(request)
+async def conv1(request: Request, srv: Served, columns: int = Query(16, ge=1, le=96)) -> Response:
     _, [image] = await srv.images_of(request, one=True)
     return _png(await srv.batcher.call(srv.engine.conv1_png, image, columns))
 
 
-async def _one_image_json(request: Request, look, *args) -> JSONResponse:
+async def _one_image_json(request: Request, srv: Server, look, *args) -> JSONResponse:
     """`look(engine, image, *args)` on the model thread for a request of exactly one image."""
-    srv = _server(request)
     [name], [image] = await srv.images_of(request, one=True)
     return JSONResponse({"image": name, **await srv.batcher.call(look, srv.engine, image, *args)})
 
@@ -289,22 +285,25 @@ async def _one_image_json(request: Request, look, *args) -> JSONResponse:
 @v1.post("/occlusion")
 async def occlusion(
     request: Request,
+    srv: Served,
     patch: int | None = Query(None, ge=1, le=4096),
     stride: int | None = Query(None, ge=1, le=4096),
 ) -> Response:
-    return await _one_image_json(request, Engine.occlusion, patch, stride)
+    return await _one_image_json(request, srv, Engine.occlusion, patch, stride)
 
 
 @v1.post("/units")
 async def units(
-    request: Request, layer: str = Query(..., max_length=64), k: int = Query(8, ge=1, le=64)
+    request: Request,
+    srv: Served,
+    layer: str = Query(..., max_length=64),
+    k: int = Query(8, ge=1, le=64),
 ) -> Response:
-    return await _one_image_json(request, Engine.units, layer, k)
+    return await _one_image_json(request, srv, Engine.units, layer, k)
 
 
 @v1.get("/model")
-async def model(request: Request) -> dict:
-    srv = _server(request)
+async def model(srv: Served) -> dict:
     cfg = srv.cfg
     return {
         **srv.engine.info(),
@@ -314,7 +313,7 @@ async def model(request: Request) -> dict:
         "max_decoding": cfg.max_decoding,
         "max_pixels": srv.engine.max_pixels,
         "max_connections": cfg.max_connections,
-        "request_timeout_s": cfg.request_timeout,
+        "request_timeout_s": cfg.request_timeout_s,
     }
 
 
@@ -322,15 +321,13 @@ status = APIRouter()
 
 
 @status.get("/healthz")
-async def healthz(request: Request) -> dict:
-    srv = _server(request)
+async def healthz(srv: Served) -> dict:
     return {"status": "ok", "queue_depth": srv.batcher.depth, "connections": srv.limits.open}
 
 
 @status.get("/metrics")
-async def prometheus(request: Request) -> Response:
-    registry = _server(request).metrics.registry
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+async def prometheus(srv: Served) -> Response:
+    return Response(generate_latest(srv.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -338,7 +335,7 @@ async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+    return _error(exc.status_code, str(exc.detail), exc.headers)
 
 
 async def _gone(request: Request, exc: ClientDisconnect) -> Response:
@@ -389,7 +386,7 @@ def create_app(engine: Engine, cfg: ServeConfig) -> FastAPI:
     )
     app.state.server = srv
     app.add_middleware(_observe, metrics=srv.metrics)
-    app.add_middleware(request_deadline)
+    app.add_middleware(close_early_answers)
     for route, (name, ctype) in STATIC.items():
         app.add_api_route(route, _static(name, ctype), methods=["GET"], include_in_schema=False)
     app.include_router(v1)

@@ -1,9 +1,8 @@
 """Dynamic batching: concurrent requests share one forward pass, answers never mix.
 
-One asyncio task takes the first waiting image and gathers more until `max_batch` images or
+One task takes the first waiting image and gathers more until `max_batch` images or
 `max_wait_ms` (at once when no other request is on its way: `incoming` counts requests still
-decoding), then runs them in one call on the single model thread. Each image carries its own
-future: row i of the batch answers the request that sent image i.
+decoding), then runs them in one call on the single model thread; row i answers image i.
 """
 
 from __future__ import annotations
@@ -11,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,11 +19,7 @@ class QueueFull(Exception):
     """The queue holds `max_queue` images already: the caller answers 503 + Retry-After."""
 
 
-@dataclass
-class _Item:
-    kind: str
-    image: np.ndarray
-    future: asyncio.Future
+Item = tuple[str, np.ndarray, asyncio.Future]  # kind, image, the future of its answer
 
 
 class Batcher:
@@ -50,7 +44,7 @@ class Batcher:
         self.run_batch, self.on_batch = run_batch, on_batch
         self.max_batch, self.max_wait, self.max_queue = max_batch, max_wait_ms / 1000, max_queue
         self.always_wait = always_wait
-        self._queue: asyncio.Queue[_Item | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[Item | None] = asyncio.Queue()
         self.depth = 0  # images accepted and not yet answered
         self.incoming = 0  # requests being read or decoded, whose images will come soon
         self._task: asyncio.Task | None = None
@@ -72,17 +66,17 @@ class Batcher:
         if self.depth + len(images) > self.max_queue:
             raise QueueFull(f"{self.depth} images queued (limit {self.max_queue})")
         loop = asyncio.get_running_loop()
-        items = [_Item(kind, img, loop.create_future()) for img in images]
-        self.depth += len(items)
-        for item in items:
-            self._queue.put_nowait(item)
-        return list(await asyncio.gather(*(item.future for item in items)))
+        futures = [loop.create_future() for _ in images]
+        self.depth += len(images)
+        for image, future in zip(images, futures):
+            self._queue.put_nowait((kind, image, future))
+        return list(await asyncio.gather(*futures))
 
     async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run fn(*args) on the model thread (for work outside the batches)."""
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
-    async def _gather(self, first: _Item) -> list[_Item]:
+    async def _gather(self, first: Item) -> list[Item]:
         """The first item plus whatever arrives within max_wait (up to max_batch)."""
         loop = asyncio.get_running_loop()
         batch, deadline = [first], loop.time() + self.max_wait
@@ -107,19 +101,18 @@ class Batcher:
         while (first := await self._queue.get()) is not None:
             batch = await self._gather(first)
             self.on_batch(len(batch))
-            for kind in dict.fromkeys(item.kind for item in batch):
-                await self._run([item for item in batch if item.kind == kind])
+            for kind in dict.fromkeys(k for k, _, _ in batch):
+                await self._run(kind, [(i, f) for k, i, f in batch if k == kind])
             self.depth -= len(batch)
 
-    async def _run(self, items: list[_Item]) -> None:
-        stack = np.stack([item.image for item in items])
+    async def _run(self, kind: str, items: list[tuple[np.ndarray, asyncio.Future]]) -> None:
         try:
-            answers = await self.call(self.run_batch, items[0].kind, stack)
+            answers = await self.call(self.run_batch, kind, np.stack([i for i, _ in items]))
         except Exception as exc:  # noqa: BLE001 - every waiting request gets the error
-            for item in items:
-                if not item.future.done():
-                    item.future.set_exception(exc)
+            for _, future in items:
+                if not future.done():
+                    future.set_exception(exc)
             return
-        for item, answer in zip(items, answers):
-            if not item.future.done():  # the client may have gone away
-                item.future.set_result(answer)
+        for (_, future), answer in zip(items, answers):
+            if not future.done():  # the client may have gone away
+                future.set_result(answer)

@@ -1,12 +1,7 @@
-"""What one client may hold: a deadline for its whole request (else 408, closed), a bound on the
-request head (else 431, closed) and on open connections (beyond it: 503 at once, closed).
-
-`protocol_class(limits)` is uvicorn's h11 protocol seen only through asyncio's `Protocol`
-methods: it counts connections, refuses those over the bound, bounds the head, and starts a
-connection's `Clock` when it opens and at the first byte of each later request.
-`request_deadline`, an ASGI middleware, stops the clock once the body has arrived. They meet
-through a context variable: uvicorn starts a request's task from `data_received` (or from the
-end of the previous answer, when pipelined), so the task inherits its connection's clock.
+"""What one client may hold: a deadline for its whole request (else 408, closed), h11's bound on
+the request head (else 431, closed) and a bound on open connections (beyond it: 503 at once,
+closed). uvicorn's own options do not: `timeout_keep_alive` runs only between requests, and
+`limit_concurrency` answers only once a whole request has arrived.
 """
 
 from __future__ import annotations
@@ -14,13 +9,13 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 
+import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 REFUSED_LINGER_S = 1.0  # a refused connection reads (and drops) the client's bytes this long
-MAX_HEAD_BYTES = 16 * 1024  # a request line + headers longer than this get 431 (h11's bound)
+MAX_HEAD_BYTES = 16 * 1024  # uvicorn's h11_max_incomplete_event_size: a longer head gets 431
 
 
 @dataclass
@@ -45,53 +40,18 @@ def raw_response(status: int, reason: str, message: str, extra: str = "") -> byt
     return head.encode("ascii") + body
 
 
-class Clock:
-    """One connection's request deadline: at it, 408 (unless an answer has started, e.g. an
-    early 413) and the connection is closed."""
-
-    def __init__(self, limits: ConnectionLimits, transport: asyncio.Transport) -> None:
-        self.limits, self.transport = limits, transport
-        self.timer: asyncio.TimerHandle | None = None
-        self.request = 0  # counts started requests: a finished one stops only its own clock
-        self.phase = "headers"
-        self.answered = False
-
-    def start(self) -> None:
-        if self.timer is None:
-            self.request += 1
-            self.phase, self.answered = "headers", False
-            loop = asyncio.get_running_loop()
-            self.timer = loop.call_later(self.limits.request_timeout, self._expired)
-
-    def stop(self, request: int) -> None:
-        if self.timer is not None and request == self.request:
-            self.timer.cancel()
-            self.timer = None
-
-    def _expired(self) -> None:
-        self.timer = None
-        if self.transport.is_closing():
-            return
-        self.limits.on_timeout(self.phase)
-        if not self.answered:
-            t = self.limits.request_timeout
-            msg = f"request {self.phase} not received within {t:g} s (--request-timeout-s)"
-            self.transport.write(raw_response(408, "Request Timeout", msg))
-        self.transport.close()  # uvicorn then ends the application's reads (http.disconnect)
-
-
-_clock: ContextVar[Clock | None] = ContextVar("alexnet_serve_clock", default=None)
-
-
 class LimitedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol with the bounds and a request clock (module doc)."""
+    """uvicorn's h11 protocol with the bounds of `limits`. A request's clock runs from its first
+    byte (the connection's opening, for the first) until h11 has read its whole body; at the
+    deadline: 408 (unless an answer has started, e.g. an early 413) and the connection closed."""
 
     limits: ConnectionLimits = ConnectionLimits()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        self.clock: Clock | None = None
+        self.timer: asyncio.TimerHandle | None = None
         self.dropping = False  # answered at once (503, 431): until the connection closes
-        if self.limits.open >= self.limits.max_connections:
+        self.refused = self.limits.open >= self.limits.max_connections
+        if self.refused:
             self.transport, limit = transport, self.limits.max_connections
             msg = f"server busy: {limit} connections open (--max-connections {limit})"
             self._reject(503, "Service Unavailable", msg, "retry-after: 1\r\n")
@@ -99,10 +59,37 @@ class LimitedH11Protocol(H11Protocol):
             return
         self.limits.open += 1
         super().connection_made(transport)
-        self.clock = Clock(self.limits, transport)
-        self.clock.start()  # the first request's clock starts with the connection
-        self.head: int | None = 0  # bytes of the current request's head so far (None: all in)
-        self.tail = b""  # its last 3 bytes: the blank line that ends it may be split
+        self._start_clock()
+
+    def _start_clock(self) -> None:
+        if self.timer is None:
+            loop = asyncio.get_running_loop()
+            self.timer = loop.call_later(self.limits.request_timeout, self._expired)
+
+    def _stop_clock(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _clock(self) -> None:
+        """Run the clock while a request is partly in: its body pending, or bytes of a head."""
+        pending = self.conn.their_state is h11.SEND_BODY or self.conn.trailing_data[0]
+        if pending and not self.dropping:
+            self._start_clock()
+        else:
+            self._stop_clock()
+
+    def _expired(self) -> None:
+        self.timer = None
+        if self.transport.is_closing():
+            return
+        phase = "body" if self.conn.their_state is h11.SEND_BODY else "headers"
+        self.limits.on_timeout(phase)
+        if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):  # no answer started
+            t = self.limits.request_timeout
+            msg = f"request {phase} not received within {t:g} s (--request-timeout-s)"
+            self.transport.write(raw_response(408, "Request Timeout", msg))
+        self.transport.close()  # uvicorn then ends the application's reads (http.disconnect)
 
     def _reject(self, status: int, reason: str, message: str, extra: str = "") -> None:
         """Answer at once, half-close and drop what the client still sends, then close after
@@ -115,41 +102,35 @@ class LimitedH11Protocol(H11Protocol):
         self.dropping = True
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.clock is None:  # refused
+        if self.refused:
             return
-        self.clock.stop(self.clock.request)
+        self._stop_clock()
         self.limits.open -= 1
         super().connection_lost(exc)
 
     def eof_received(self) -> None:
-        if self.clock is None:
+        if self.refused:
             self.transport.close()
 
     def data_received(self, data: bytes) -> None:
         if self.dropping:
             return
-        request = self.clock.request
-        self.clock.start()  # a no-op while the current request's clock runs
-        if self.clock.request != request:  # a new request: its head is counted from here
-            self.head, self.tail = 0, b""
-        if self.head is not None and self._head_too_long(data):
-            return
-        _clock.set(self.clock)  # inherited by the request task uvicorn creates now
+        self._start_clock()  # the first byte of a request (a no-op while its clock runs)
         super().data_received(data)
+        self._clock()
 
-    def _head_too_long(self, data: bytes) -> bool:
-        """Count `data` into the request's head; over MAX_HEAD_BYTES, answer 431 and close."""
-        seen = self.tail + data
-        if b"\r\n\r\n" in seen:
-            self.head = None  # the head is complete
-            return False
-        self.head, self.tail = self.head + len(data), seen[-3:]  # type: ignore[operator]
-        if self.head <= MAX_HEAD_BYTES:
-            return False
-        self.clock.stop(self.clock.request)  # type: ignore[union-attr]
+    def on_response_complete(self) -> None:
+        super().on_response_complete()  # may start a pipelined request
+        self._clock()
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn answers h11's errors with a plain-text 400; a head over MAX_HEAD_BYTES gets
+        431 with the JSON error instead."""
+        if len(self.conn.trailing_data[0]) <= MAX_HEAD_BYTES:
+            return super().send_400_response(msg)
+        self._stop_clock()
         msg = f"request line and headers longer than {MAX_HEAD_BYTES} bytes"
         self._reject(431, "Request Header Fields Too Large", msg)
-        return True
 
 
 def protocol_class(limits: ConnectionLimits) -> type[LimitedH11Protocol]:
@@ -157,42 +138,30 @@ def protocol_class(limits: ConnectionLimits) -> type[LimitedH11Protocol]:
     return type("LimitedH11", (LimitedH11Protocol,), {"limits": limits})
 
 
-def request_deadline(app):
-    """ASGI middleware: the clock's phase becomes "body" when called, and it stops once the
-    body has arrived. An answer started before that (401, 413, ...) closes the connection
-    after it. Without a clock (a test client) it only passes through."""
+def close_early_answers(app):
+    """ASGI middleware: an answer that starts before the request's body has arrived (401, 413,
+    415, ...) closes the connection after it."""
 
-    async def deadline(scope, receive, send) -> None:
-        clock = _clock.get()
-        if scope["type"] != "http" or clock is None:
+    async def middleware(scope, receive, send) -> None:
+        if scope["type"] != "http":
             return await app(scope, receive, send)
-        clock.start()  # a no-op, but for a pipelined request that arrived with the one before
-        request, clock.phase = clock.request, "body"
         headers = dict(scope["headers"])
         received = headers.get(b"content-length", b"0") == b"0"
         received = received and b"transfer-encoding" not in headers
-        if received:
-            clock.stop(request)
 
         async def body_receive():
             nonlocal received
             message = await receive()
             if message["type"] != "http.request" or not message.get("more_body", False):
                 received = True
-                clock.stop(request)
             return message
 
         async def answer_send(message) -> None:
-            if message["type"] == "http.response.start":
-                if request == clock.request:
-                    clock.answered = True
-                if not received:
-                    message = {
-                        **message,
-                        "headers": [*message.get("headers", ()), (b"connection", b"close")],
-                    }
+            if message["type"] == "http.response.start" and not received:
+                close = (b"connection", b"close")
+                message = {**message, "headers": [*message.get("headers", ()), close]}
             await send(message)
 
         await app(scope, body_receive, answer_send)
 
-    return deadline
+    return middleware
