@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from alexnet.commands import add_device, device, flag_of, int_range, nonnegative_int
 from alexnet.errors import UserError
-from alexnet.experiments import BUDGETS, FAMILIES, FAMILIES_OF, NAMES, default_output, default_seeds
+from alexnet.experiments import BUDGETS, DEFAULT_SEEDS, FAMILIES, FAMILIES_OF, NAMES
 
 if TYPE_CHECKING:
     from alexnet.experiments.runner import Context, Plan
@@ -131,8 +131,10 @@ def _context(args: argparse.Namespace) -> Context:
             f"reproduce {args.name}: --family {family} does not apply "
             f"(it trains the {families[0]} network only)"
         )
-    out = _out(args.output_dir or default_output(args.name, args.budget, family))
-    seeds = args.seeds or default_seeds(args.name, args.budget)
+    # reproduce/NAME-BUDGET, with -paper for the 224 px family of an experiment that has two
+    paper = ["paper"] if family == "paper" and len(families) > 1 else []
+    out = _out(args.output_dir or "reproduce/" + "-".join([args.name, args.budget, *paper]))
+    seeds = args.seeds or DEFAULT_SEEDS[args.name][BUDGETS.index(args.budget)]
     return Context(args.name, data, out, args.budget, seeds, args.device, family=family)
 
 
