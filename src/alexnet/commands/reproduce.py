@@ -89,26 +89,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--devices",
+        type=lambda text: [device(part.strip()) for part in text.split(",")],
         default=None,
         metavar="LIST",
         help="with --jobs: devices for the jobs in turn, e.g. cuda:0,cuda:1 (default: "
         "--device for all; CPU jobs split the cores between them)",
     )
     return p
-
-
-def _devices(args: argparse.Namespace) -> list[str]:
-    if args.devices is None:
-        return []
-    if args.jobs is None:
-        raise UserError("--devices: only with --jobs N")
-    out = []
-    for part in args.devices.split(","):
-        try:
-            out.append(device(part.strip()))
-        except argparse.ArgumentTypeError as exc:
-            raise UserError(f"--devices {args.devices}: {exc}") from None
-    return out
 
 
 def _context(args: argparse.Namespace) -> Context:
@@ -148,7 +135,8 @@ def _out(path: str) -> Path:
 def run(args: argparse.Namespace) -> int:
     from alexnet.experiments import get, runner
 
-    devices = _devices(args)
+    if args.devices is not None and args.jobs is None:
+        raise UserError("--devices: only with --jobs N")
     ctx = _context(args)
     module = get(args.name)
     if args.weights is not None:
@@ -167,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
         if args.run is not None:
             runner.train_one(ctx, module, args.run)
         else:
-            runner.reproduce(ctx, module, args.jobs or 0, devices)
+            runner.reproduce(ctx, module, args.jobs or 0, args.devices or [])
     except runner.RunStopped as exc:
         ctx.say(f"alexnet reproduce: {exc}")
         return 130
