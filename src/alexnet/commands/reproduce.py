@@ -169,8 +169,6 @@ def train_argv(recipe: str, overrides: dict[str, Any]) -> list[str]:
     argv = [] if recipe == "paper" else ["--recipe", recipe]
     for name, value in overrides.items():
         flag = flag_of(name)
-        if value is None:
-            raise ValueError(f"{name}: None cannot be given on the command line")
         if isinstance(value, bool):
             argv.append(flag if value else "--no-" + flag.removeprefix("--"))
         else:
