@@ -120,25 +120,19 @@ def seed_plan(ctx: Context, variants_of: Callable[[TrainConfig], dict[str, Train
     """Per seed, each variant of the full config as run <variant>-seed<seed>, paired with it:
     every tensor it shares (by name and shape) with the full model starts from the full
     model's value."""
-    return Plan(
-        [
-            RunSpec(f"{variant}-seed{seed}", paired, variant, seed)
-            for seed in range(ctx.seeds)
-            for full in [full_config(ctx, seed)]
-            for variant, cfg in variants_of(full).items()
-            for paired in [dataclasses.replace(cfg, init_like=dict(full.model_options))]
-        ]
-    )
+    runs = []
+    for seed in range(ctx.seeds):
+        full = full_config(ctx, seed)
+        for variant, cfg in variants_of(full).items():
+            paired = dataclasses.replace(cfg, init_like=dict(full.model_options))
+            runs.append(RunSpec(f"{variant}-seed{seed}", paired, variant, seed))
+    return Plan(runs)
 
 
 def family_plan(ctx: Context, name: str, variant: str, epochs: int) -> Plan:
     """Per seed, the full recipe on all training images for `epochs` as run <name>-seed<seed>."""
-    return Plan(
-        [
-            RunSpec(f"{name}-seed{s}", family_config(ctx, epochs=epochs, seed=s), variant, s)
-            for s in range(ctx.seeds)
-        ]
-    )
+    configs = [family_config(ctx, epochs=epochs, seed=s) for s in range(ctx.seeds)]
+    return Plan([RunSpec(f"{name}-seed{s}", cfg, variant, s) for s, cfg in enumerate(configs)])
 
 
 def plan(ctx: Context) -> Plan:

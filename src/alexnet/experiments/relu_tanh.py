@@ -8,7 +8,6 @@ machine's load, so step times are measured afterwards, interleaved in one proces
 from __future__ import annotations
 
 import itertools
-import math
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -116,21 +115,19 @@ def plan(ctx: Context) -> Plan:
             f"sweep (runs 0-{len(sweep) - 1}) has finished: it chooses their rates"
         )
         return Plan(sweep, pending)
-
-    def score(spec: RunSpec) -> tuple[float, float]:  # fewest steps to 25%, then lowest error
+    best: dict[str, tuple[tuple[float, float], float]] = {}  # fewest steps, then lowest error
+    for spec in sweep:
         records = RunDir(ctx.run_dir(spec)).read_steps()
         hit = steps_to_threshold(records, THRESHOLDS["25"])
-        return (
-            math.inf if hit is None else hit,
+        key = (
+            float("inf") if hit is None else hit,
             records[-1]["train_top1_error"] if records else 1.0,
         )
-
-    best = {
-        act: min((s for s in sweep if s.cfg.model_options["activation"] == act), key=score).cfg.lr
-        for act in ACTIVATIONS
-    }
+        act = spec.cfg.model_options["activation"]
+        if act not in best or key < best[act][0]:
+            best[act] = (key, spec.cfg.lr)
     seeds = [
-        RunSpec(f"{act}-seed{seed}", config(ctx, act, best[act], seed, steps), act, seed)
+        RunSpec(f"{act}-seed{seed}", config(ctx, act, best[act][1], seed, steps), act, seed)
         for seed in range(ctx.seeds)
         for act in ACTIVATIONS
     ]
@@ -158,10 +155,9 @@ def gather(ctx: Context, outcomes: list[Outcome]) -> dict[str, Any]:
     for spec, res in seeds:
         records = RunDir(res.output_dir).read_steps()
         measured, censored = measure(records, spec.cfg)
-        row = run_row(
-            spec.variant, spec.seed, res.output_dir, ctx.out, censored=censored, **measured
+        rows.append(
+            run_row(spec.variant, spec.seed, res.output_dir, ctx.out, censored=censored, **measured)
         )
-        rows.append(row)
         curve = ([r["epoch"] for r in records], [r["train_top1_error"] for r in records])
         curves.setdefault(spec.variant, []).append(curve)
     title = "Training error, ReLU (solid) vs tanh (dashed): every seed thin, mean thick"
