@@ -21,8 +21,8 @@ def shrink(
     and .setitem undo it after a test)."""
     setitem(relu_tanh.BUDGET, "quick", ((0.01, 0.1), 4, 8, 2))
     setitem(ablations.BUDGET, "quick", (48, 2))
-    setitem(retrieval.BUDGET, "quick", (0, 1))
-    setitem(towers.BUDGET, "quick", (0, 1))
+    setitem(retrieval.BUDGET, "quick", 1)
+    setitem(towers.BUDGET, "quick", 1)
     setitem(paper_net.BUDGET, "quick", (1, 8, 2))
     setattr_(paper_net, "BATCH", 4)
     setattr_(ablations, "BATCH", 16)

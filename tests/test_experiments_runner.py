@@ -62,8 +62,10 @@ def test_interrupted_experiment_resumes(tmp_path, monkeypatch):
     run2 = str(tmp_path / "runs" / "relu-s2")
     assert second.calls == [("relu-s2", run2), ("relu-s3", None)]  # 2 trainings, not 4
     assert ctx.trained == {"relu-s2", "relu-s3"}
-    assert [o.result.final["seed"] for o in outcomes] == [0, 1, 2, 3]  # read from the runs
-    assert [o.run_dir for o in outcomes] == [tmp_path / "runs" / f"relu-s{s}" for s in range(4)]
+    assert [r.final["seed"] for _, r in outcomes] == [0, 1, 2, 3]  # read from the runs
+    assert [r.output_dir for _, r in outcomes] == [
+        tmp_path / "runs" / f"relu-s{s}" for s in range(4)
+    ]
     assert ctx.log.getvalue().splitlines() == [  # the runs it trains, numbered in the plan
         "run 3/4: relu seed 2 (resumed)",
         "run 4/4: relu seed 3 (new)",

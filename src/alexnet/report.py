@@ -85,19 +85,17 @@ def write_report(
     `max_train` > 0 searches neighbours among the first N training images only."""
     run = Path(run_dir)
     rd = RunDir(run)
-    if not run.is_dir():
-        raise UserError(f"{run}: no such run directory")
     if weights is None:
         weights = next((p for p in (rd.weights, rd.best_weights) if p.is_file()), rd.weights)
     predictor = Predictor(weights, device)
     train, val = open_dataset(data_dir, "train"), open_dataset(data_dir, "val")
     if list(predictor.classes) != list(train.classes):
         raise UserError(f"{weights}: trained on other classes than {data_dir} has")
-    kernel_grid(predictor.model, rd.path / rd.KERNELS)
-    training_curves([run], rd.path / rd.CURVES, labels=[run.name])
+    kernel_grid(predictor.model, run / rd.KERNELS)
+    training_curves([run], run / rd.CURVES, labels=[run.name])
     n_train = len(train) if max_train <= 0 else min(max_train, len(train))
-    _neighbours_png(predictor, train, val, n_train, queries, k, device, rd.path / rd.NEIGHBOURS)
-    rows = _predictions_png(predictor, val, rd.path / rd.PREDICTIONS)
+    _neighbours_png(predictor, train, val, n_train, queries, k, device, run / rd.NEIGHBOURS)
+    rows = _predictions_png(predictor, val, run / rd.PREDICTIONS)
     model_name = predictor.meta.model_name
     md = [
         f"# Run `{run.name}`",
@@ -130,9 +128,9 @@ def write_report(
         *rows,
         "",
     ]
-    atomic_write_text(rd.path / rd.REPORT, "\n".join(md))
+    atomic_write_text(run / rd.REPORT, "\n".join(md))
     files = [rd.REPORT, rd.KERNELS, rd.CURVES, rd.NEIGHBOURS, rd.PREDICTIONS]
-    return {"report": str(rd.path / rd.REPORT), "files": [str(rd.path / f) for f in files]}
+    return {"report": str(run / rd.REPORT), "files": [str(run / f) for f in files]}
 
 
 def _neighbours_png(predictor, train, val, n_train: int, queries: int, k: int, device, out) -> None:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from alexnet.commands import add_device, device, flag_of, int_range, nonnegative_int
 from alexnet.errors import UserError
-from alexnet.experiments import BUDGETS, FAMILIES, FAMILIES_OF, NAMES, default_output, default_seeds
+from alexnet.experiments import BUDGETS, DEFAULT_SEEDS, FAMILIES, FAMILIES_OF, NAMES
 
 if TYPE_CHECKING:
     from alexnet.experiments.runner import Context, Plan
@@ -89,26 +89,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--devices",
+        type=lambda text: [device(part.strip()) for part in text.split(",")],
         default=None,
         metavar="LIST",
         help="with --jobs: devices for the jobs in turn, e.g. cuda:0,cuda:1 (default: "
         "--device for all; CPU jobs split the cores between them)",
     )
     return p
-
-
-def _devices(args: argparse.Namespace) -> list[str]:
-    if args.devices is None:
-        return []
-    if args.jobs is None:
-        raise UserError("--devices: only with --jobs N")
-    out = []
-    for part in args.devices.split(","):
-        try:
-            out.append(device(part.strip()))
-        except argparse.ArgumentTypeError as exc:
-            raise UserError(f"--devices {args.devices}: {exc}") from None
-    return out
 
 
 def _context(args: argparse.Namespace) -> Context:
@@ -131,8 +118,10 @@ def _context(args: argparse.Namespace) -> Context:
             f"reproduce {args.name}: --family {family} does not apply "
             f"(it trains the {families[0]} network only)"
         )
-    out = _out(args.output_dir or default_output(args.name, args.budget, family))
-    seeds = args.seeds or default_seeds(args.name, args.budget)
+    # reproduce/NAME-BUDGET, with -paper for the 224 px family of an experiment that has two
+    paper = ["paper"] if family == "paper" and len(families) > 1 else []
+    out = _out(args.output_dir or "reproduce/" + "-".join([args.name, args.budget, *paper]))
+    seeds = args.seeds or DEFAULT_SEEDS[args.name][BUDGETS.index(args.budget)]
     return Context(args.name, data, out, args.budget, seeds, args.device, family=family)
 
 
@@ -146,7 +135,8 @@ def _out(path: str) -> Path:
 def run(args: argparse.Namespace) -> int:
     from alexnet.experiments import get, runner
 
-    devices = _devices(args)
+    if args.devices is not None and args.jobs is None:
+        raise UserError("--devices: only with --jobs N")
     ctx = _context(args)
     module = get(args.name)
     if args.weights is not None:
@@ -165,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
         if args.run is not None:
             runner.train_one(ctx, module, args.run)
         else:
-            runner.reproduce(ctx, module, args.jobs or 0, devices)
+            runner.reproduce(ctx, module, args.jobs or 0, args.devices or [])
     except runner.RunStopped as exc:
         ctx.say(f"alexnet reproduce: {exc}")
         return 130
@@ -179,8 +169,6 @@ def train_argv(recipe: str, overrides: dict[str, Any]) -> list[str]:
     argv = [] if recipe == "paper" else ["--recipe", recipe]
     for name, value in overrides.items():
         flag = flag_of(name)
-        if value is None:
-            raise ValueError(f"{name}: None cannot be given on the command line")
         if isinstance(value, bool):
             argv.append(flag if value else "--no-" + flag.removeprefix("--"))
         else:

@@ -22,17 +22,6 @@ FAMILIES_OF = {name: FAMILIES for name in NAMES} | {
 }
 
 
-def default_seeds(name: str, budget: str) -> int:
-    """Seeds per variant when --seeds is not given."""
-    return DEFAULT_SEEDS[name][BUDGETS.index(budget)]
-
-
-def default_output(name: str, budget: str, family: str) -> str:
-    """reproduce/NAME-BUDGET, with -paper for the 224 px family of an experiment that has two."""
-    paper = family == "paper" and len(FAMILIES_OF[name]) > 1
-    return "reproduce/" + "-".join([name, budget] + (["paper"] if paper else []))
-
-
 def get(name: str) -> ModuleType:
     """The experiment's module (imported now: it imports torch)."""
     return importlib.import_module(f"{__name__}.{name.replace('-', '_')}")

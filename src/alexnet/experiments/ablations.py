@@ -86,12 +86,6 @@ def with_options(cfg: TrainConfig, **options: Any) -> TrainConfig:
     return dataclasses.replace(cfg, model_options={**cfg.model_options, **options})
 
 
-def paired(cfg: TrainConfig, full: TrainConfig) -> TrainConfig:
-    """cfg starting every tensor it shares (by name and shape) with the full model from the
-    full model's value (same seed)."""
-    return dataclasses.replace(cfg, init_like=dict(full.model_options))
-
-
 def full_config(ctx: Context, seed: int) -> TrainConfig:
     images, epochs = BUDGET[ctx.budget]
     widths = {"widths": SMALL_WIDTHS} if ctx.family == "small" else {}
@@ -123,15 +117,22 @@ def variants(full: TrainConfig) -> dict[str, TrainConfig]:
 
 
 def seed_plan(ctx: Context, variants_of: Callable[[TrainConfig], dict[str, TrainConfig]]) -> Plan:
-    """Per seed, each variant of the full config (paired with it) as run <variant>-seed<seed>."""
-    return Plan(
-        [
-            RunSpec(f"{variant}-seed{seed}", paired(cfg, full), variant, seed)
-            for seed in range(ctx.seeds)
-            for full in [full_config(ctx, seed)]
-            for variant, cfg in variants_of(full).items()
-        ]
-    )
+    """Per seed, each variant of the full config as run <variant>-seed<seed>, paired with it:
+    every tensor it shares (by name and shape) with the full model starts from the full
+    model's value."""
+    runs = []
+    for seed in range(ctx.seeds):
+        full = full_config(ctx, seed)
+        for variant, cfg in variants_of(full).items():
+            paired = dataclasses.replace(cfg, init_like=dict(full.model_options))
+            runs.append(RunSpec(f"{variant}-seed{seed}", paired, variant, seed))
+    return Plan(runs)
+
+
+def family_plan(ctx: Context, name: str, variant: str, epochs: int) -> Plan:
+    """Per seed, the full recipe on all training images for `epochs` as run <name>-seed<seed>."""
+    configs = [family_config(ctx, epochs=epochs, seed=s) for s in range(ctx.seeds)]
+    return Plan([RunSpec(f"{name}-seed{s}", cfg, variant, s) for s, cfg in enumerate(configs)])
 
 
 def plan(ctx: Context) -> Plan:
@@ -140,24 +141,25 @@ def plan(ctx: Context) -> Plan:
 
 def measure(ctx: Context, outcome: Outcome, top5: bool) -> dict[str, Any]:
     """One `runs` row: final test and train errors, their gap and the steps to converge."""
-    final = outcome.result.final
+    spec, res = outcome
+    final = res.final
     top1, train = final.get("top1_error"), final.get("train", {}).get("top1_error")
     errors = {"top1_error": top1, "top5_error": final.get("top5_error"), "train_error": train}
     if not top5:
         errors.pop("top5_error")
     errors["train_test_gap"] = None if top1 is None or train is None else top1 - train
-    history = [r for r in outcome.result.history if r.get("val_top1_error") is not None]
+    history = [r for r in res.history if r.get("val_top1_error") is not None]
     best = min((r["val_top1_error"] for r in history), default=None)
     errors["steps_to_converge"] = next(
         (float(r["step"]) for r in history if r["val_top1_error"] <= best + CONVERGED_WITHIN), None
     )
-    return run_row(outcome.spec.variant, outcome.spec.seed, outcome.run_dir, ctx.out, **errors)
+    return run_row(spec.variant, spec.seed, res.output_dir, ctx.out, **errors)
 
 
 def gather(ctx: Context, outcomes: list[Outcome]) -> dict[str, Any]:
     top5 = len(ctx.header()["classes"]) >= 10
-    rows = [measure(ctx, outcome, top5) for outcome in outcomes]
-    full = outcomes[0].spec.cfg
+    rows = [measure(ctx, o, top5) for o in outcomes]
+    full = outcomes[0][0].cfg
     comparisons = []
     for c in CLAIMS:
         note = None

@@ -37,14 +37,14 @@ def plan(ctx: Context) -> Plan:
 
 def gather(ctx: Context, outcomes: list[Outcome]) -> dict[str, Any]:
     top5 = len(ctx.header()["classes"]) >= 10
-    rows = [measure(ctx, outcome, top5) for outcome in outcomes]
+    rows = [measure(ctx, o, top5) for o in outcomes]
     comparisons = [
         compare(rows, quantity, f"no-{layer}", "full", CLAIM)
         for layer in REMOVED[ctx.family]
         for quantity in ("top1_error", "top5_error")[: 1 + top5]
     ]
     notes = [
-        f"Budget {ctx.budget}: as `ablations` ({data_words(outcomes[0].spec.cfg)})."
+        f"Budget {ctx.budget}: as `ablations` ({data_words(outcomes[0][0].cfg)})."
         + " Estimates are (without the layer) - (full): positive = removing it costs accuracy.",
         f"Network: {family_words(ctx)}, middle conv layers {', '.join(REMOVED[ctx.family])}"
         + (" (the paper's network has three: --family paper)." if ctx.family == "small" else "."),

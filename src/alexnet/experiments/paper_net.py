@@ -93,17 +93,14 @@ def per_image_top1_errors(weights: str, ctx: Context, cfg: TrainConfig, crops: i
 
 def gather(ctx: Context, outcomes: list[Outcome]) -> dict[str, Any]:
     rows = []
-    for o in outcomes:  # 1-crop: the last epoch's validation; 10-crop: the final evaluation
-        for variant, values, prefix in (
-            ("1-crop", o.result.last, "val_"),
-            ("10-crop", o.result.final, ""),
-        ):
+    for spec, res in outcomes:  # 1-crop: the last epoch's validation; 10-crop: the final test
+        for variant, values, prefix in (("1-crop", res.last, "val_"), ("10-crop", res.final, "")):
             errors = {q: values.get(prefix + q) for q in ("top1_error", "top5_error")}
-            rows.append(run_row(variant, o.spec.seed, o.run_dir, ctx.out, **errors))
+            rows.append(run_row(variant, spec.seed, res.output_dir, ctx.out, **errors))
     comparisons = [
         compare(rows, q, "10-crop", "1-crop", CLAIM) for q in ("top1_error", "top5_error")
     ]
-    first, cfg = outcomes[0].result, outcomes[0].spec.cfg
+    cfg, first = outcomes[0][0].cfg, outcomes[0][1]
     if first.weights is not None:
         model = Predictor(first.weights).model
         kernel_grid(model, ctx.out / "kernels.png", title="conv1 kernels (paper Fig. 3)")

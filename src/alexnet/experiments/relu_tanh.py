@@ -149,25 +149,25 @@ def measure(records: list[dict[str, Any]], cfg: TrainConfig) -> tuple[dict[str, 
 
 
 def gather(ctx: Context, outcomes: list[Outcome]) -> dict[str, Any]:
-    sweep = [o.spec.cfg for o in outcomes if o.spec.variant not in ACTIVATIONS]
-    seeds = [o for o in outcomes if o.spec.variant in ACTIVATIONS]
+    sweep = [spec.cfg for spec, _ in outcomes if spec.variant not in ACTIVATIONS]
+    seeds = [(spec, res) for spec, res in outcomes if spec.variant in ACTIVATIONS]
     rows, curves = [], {}
-    for o in seeds:
-        records = RunDir(o.run_dir).read_steps()
-        measured, censored = measure(records, o.spec.cfg)
+    for spec, res in seeds:
+        records = RunDir(res.output_dir).read_steps()
+        measured, censored = measure(records, spec.cfg)
         rows.append(
-            run_row(o.spec.variant, o.spec.seed, o.run_dir, ctx.out, censored=censored, **measured)
+            run_row(spec.variant, spec.seed, res.output_dir, ctx.out, censored=censored, **measured)
         )
         curve = ([r["epoch"] for r in records], [r["train_top1_error"] for r in records])
-        curves.setdefault(o.spec.variant, []).append(curve)
+        curves.setdefault(spec.variant, []).append(curve)
     title = "Training error, ReLU (solid) vs tanh (dashed): every seed thin, mean thick"
     plots.curves_plot(ctx.out / "fig1.png", curves, title)
     comparisons = [
         compare(rows, CLAIM.quantity, CLAIM.a, CLAIM.b, CLAIM),
         compare(rows, "steps_to_10", "tanh", "relu", CLAIM),
     ]
-    cfg = seeds[0].spec.cfg
-    chosen = {o.spec.variant: o.spec.cfg.lr for o in seeds}
+    cfg = seeds[0][0].cfg
+    chosen = {spec.variant: spec.cfg.lr for spec, _ in seeds}
     notes = [
         f"Learning rates chosen by the sweep on seed 0 ({sweep[0].max_steps} steps each, rates "
         f"{', '.join(f'{r:g}' for r in sorted({c.lr for c in sweep}))}): "
@@ -184,10 +184,10 @@ def gather(ctx: Context, outcomes: list[Outcome]) -> dict[str, Any]:
 def step_time(ctx: Context, seeds: list[Outcome], rows: list[dict[str, Any]]) -> dict[str, Any]:
     """result.json's `step_time`: ms per SGD step of each activation (the lowest seed's
     weights), tanh / ReLU paired by round, and the seconds to each uncensored threshold."""
-    first = {o.spec.variant: o for o in reversed(seeds)}
-    cfg, device = first["relu"].spec.cfg, "cpu" if ctx.device == "auto" else ctx.device
+    first = {spec.variant: (spec, res) for spec, res in reversed(seeds)}
+    cfg, device = first["relu"][0].cfg, "cpu" if ctx.device == "auto" else ctx.device
     ctx.say(f"step time: {ROUNDS} interleaved rounds of {STEPS} steps per activation")
-    loaded = {act: load_weights(str(first[act].result.weights), device) for act in ACTIVATIONS}
+    loaded = {act: load_weights(str(first[act][1].weights), device) for act in ACTIVATIONS}
     transform = make_eval_transform(loaded["relu"][1].preprocess, loaded["relu"][1].mean_image, 1)
     ds = open_dataset(str(ctx.data), "train")
     loader = DeviceLoader(ds, cfg.batch_size, shuffle=False, drop_last=True, device=device)

@@ -22,8 +22,6 @@ from alexnet.runtime import cpu_name
 
 FORMAT = 2
 PER_INVOCATION = ("wall_s", "train_s", "runs_reused", "step_time")
-NOT_QUANTITIES = ("variant", "seed", "run_dir", "censored")
-PERCENT_WORDS = ("error", "gap", "agreement")
 
 
 @dataclass(frozen=True)
@@ -103,7 +101,7 @@ def summarize(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         k
         for r in runs
         for k, v in r.items()
-        if k not in NOT_QUANTITIES and (v is None or _is_number(v))
+        if k not in ("variant", "seed", "run_dir", "censored") and (v is None or _is_number(v))
     )
     out = []
     for variant in dict.fromkeys(str(r["variant"]) for r in runs):
@@ -217,7 +215,7 @@ def git_commit() -> str:
 
 def is_percent(quantity: str) -> bool:
     """Is the quantity a fraction shown in percent (errors, gaps, agreements)?"""
-    return any(word in quantity for word in PERCENT_WORDS)
+    return any(word in quantity for word in ("error", "gap", "agreement"))
 
 
 def fmt_value(

@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 
 from alexnet.data.packed import open_dataset
-from alexnet.experiments.ablations import family_config, family_words
+from alexnet.experiments.ablations import family_plan, family_words
 from alexnet.experiments.result import Claim, compare, run_row
-from alexnet.experiments.runner import Context, Outcome, Plan, RunSpec
+from alexnet.experiments.runner import Context, Outcome, Plan
 from alexnet.inference import Predictor, nearest, split_features
 from alexnet.viz import neighbors_grid
 
@@ -26,7 +26,7 @@ CLAIM = Claim(
     NAME, NAME, "Fig. 4 (§6.1)", WORDS, "label_agreement", "fc7", "pixels", direction="greater"
 )
 KS = (1, 5)
-BUDGET = {"quick": (0, 2), "full": (0, 10)}  # budget -> (training images (0: all), epochs)
+BUDGET = {"quick": 2, "full": 10}  # budget -> epochs
 FIG_QUERIES = 5
 
 
@@ -57,11 +57,7 @@ def pixel_features(images: np.ndarray) -> np.ndarray:
 
 
 def plan(ctx: Context) -> Plan:
-    images, epochs = BUDGET[ctx.budget]
-    configs = [
-        family_config(ctx, epochs=epochs, train_limit=images, seed=s) for s in range(ctx.seeds)
-    ]
-    return Plan([RunSpec(f"full-seed{s}", cfg, "full", s) for s, cfg in enumerate(configs)])
+    return family_plan(ctx, "full", "full", BUDGET[ctx.budget])
 
 
 def gather(ctx: Context, outcomes: list[Outcome]) -> dict[str, Any]:
@@ -71,16 +67,16 @@ def gather(ctx: Context, outcomes: list[Outcome]) -> dict[str, Any]:
     pixel_base, pixel_queries = pixel_features(train.images), pixel_features(test.images)
     pixels = label_agreements(pixel_queries, test_labels, pixel_base, train_labels)
     rows, name = [], "features"
-    for outcome in outcomes:
+    for spec, res in outcomes:
         device = "cpu" if ctx.device == "auto" else ctx.device
-        predictor = Predictor(outcome.result.weights, device=device)
+        predictor = Predictor(res.weights, device=device)
         name = getattr(predictor.model, "penultimate_name", "features")
         base, queries = (split_features(predictor, x) for x in (train.images, test.images))
         feats = label_agreements(queries, test_labels, base, train_labels)
         for variant, agree in (("features", feats), ("pixels", pixels)):
             measured = {f"agreement_k{k}": v for k, v in agree.items()}
-            rows.append(run_row(variant, outcome.spec.seed, outcome.run_dir, ctx.out, **measured))
-        if outcome is outcomes[0]:  # Fig. 4: five test images, 4 nearest by features, by pixels
+            rows.append(run_row(variant, spec.seed, res.output_dir, ctx.out, **measured))
+        if spec is outcomes[0][0]:  # Fig. 4: five test images, 4 nearest by features, by pixels
             picks = np.linspace(0, len(test) - 1, FIG_QUERIES).astype(int)
             _, by_feat = nearest(queries[picks], base, 4)
             _, by_pix = nearest(pixel_queries[picks], pixel_base, 4)
@@ -97,7 +93,7 @@ def gather(ctx: Context, outcomes: list[Outcome]) -> dict[str, Any]:
         f"Features: the trained model's last hidden layer ({name}), after its ReLU, centre "
         "crop; pixels: the stored images as vectors. Queries: every test image; base: every "
         f"training image. Models: {family_words(ctx)}, the ablations' full recipe, "
-        f"{outcomes[0].spec.cfg.epochs} epochs.",
+        f"{outcomes[0][0].cfg.epochs} epochs.",
         "Label agreement = share of the k nearest training images with the query's class; "
         "chance is about 1 / number of classes.",
     ]

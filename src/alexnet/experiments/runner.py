@@ -59,13 +59,7 @@ class Plan:
     pending: str = ""
 
 
-@dataclass
-class Outcome:
-    """A finished run: its spec, directory and what it recorded."""
-
-    spec: RunSpec
-    run_dir: Path
-    result: RunResult
+Outcome = tuple[RunSpec, RunResult]  # a finished run: what it trained and what it recorded
 
 
 @dataclass
@@ -82,7 +76,7 @@ class Context:
     log: TextIO | None = None  # None: sys.stderr
     started: float = field(default_factory=time.perf_counter)
     trained: set[str] = field(default_factory=set)  # the runs this call trained
-    outcomes: list[Outcome] = field(default_factory=list)  # what gather measures
+    outcomes: list[Outcome] = field(default_factory=list)  # what gather reads
 
     def say(self, message: str) -> None:
         print(message, file=self.log or sys.stderr, flush=True)
@@ -124,8 +118,8 @@ class Context:
             "wall_s": round(time.perf_counter() - self.started, 3),
             "family": self.family,
             "runs_planned": len(self.outcomes),
-            "runs_reused": sum(o.spec.name not in self.trained for o in self.outcomes),
-            "train_s": round(sum(o.result.train_seconds for o in self.outcomes), 1),
+            "runs_reused": sum(s.name not in self.trained for s, _ in self.outcomes),
+            "train_s": round(sum(r.train_seconds for _, r in self.outcomes), 1),
             **extra,
             "notes": notes,
         }
@@ -209,10 +203,10 @@ def train_one(ctx: Context, module: ModuleType, index: int) -> None:
     plan = module.plan(ctx)
     if index >= len(plan.runs):
         if plan.pending:
-            pending = f" {index}: not planned yet: {plan.pending} (see "
-            raise UserError(Param("run"), pending, Param("plan"), ")")
-        runs = f" {index}: {ctx.name} has runs 0..{len(plan.runs) - 1} ("
-        raise UserError(Param("run"), runs, Param("plan"), ")")
+            why = f"not planned yet: {plan.pending} (see "
+        else:
+            why = f"{ctx.name} has runs 0..{len(plan.runs) - 1} ("
+        raise UserError(Param("run"), f" {index}: {why}", Param("plan"), ")")
     train_here(ctx, plan, [index])
 
 
@@ -229,9 +223,7 @@ def reproduce(
         if still := [plan.runs[i].name for i in todo(ctx, plan)]:
             names = ", ".join(still[:3])
             raise UserError(f"{len(still)} run(s) did not finish ({names}); rerun to resume")
-    if plan.pending:
-        raise RuntimeError(f"{ctx.name}: every run finished, yet {plan.pending}")
-    ctx.outcomes = [Outcome(s, ctx.run_dir(s), RunDir(ctx.run_dir(s)).result()) for s in plan.runs]
+    ctx.outcomes = [(s, RunDir(ctx.run_dir(s)).result()) for s in plan.runs]
     return module.gather(ctx, list(ctx.outcomes))
 
 

@@ -77,8 +77,6 @@ def t_cdf(t: float, df: float) -> float:
 
 def t_quantile(p: float, df: float) -> float:
     """The p-quantile of Student's t with `df` degrees of freedom (bisection on `t_cdf`)."""
-    if not 0.0 < p < 1.0 or df <= 0:
-        raise ValueError(f"t_quantile needs 0 < p < 1 and df > 0, got p={p}, df={df}")
     if p < 0.5:
         return -t_quantile(1.0 - p, df)
     lo, hi = 0.0, 1.0
@@ -142,38 +140,31 @@ def welch_diff_ci(a: Sequence[float], b: Sequence[float]) -> Estimate:
     return Estimate(diff, (diff - half, diff + half), n, "welch t")
 
 
-def _percentiles(ratios: np.ndarray) -> tuple[float, float]:
-    lo, hi = np.percentile(ratios, [50 * (1 - LEVEL), 50 * (1 + LEVEL)])
-    return float(lo), float(hi)
-
-
-def _positive(x: np.ndarray, name: str) -> None:
-    if np.any(x <= 0):
-        raise ValueError(f"{name}: a ratio of means needs positive values, got {x.tolist()}")
+def _bootstrap(a: Sequence[float], b: Sequence[float], paired: bool) -> Estimate:
+    """mean(a) / mean(b) and its percentile bootstrap interval: the seeds resampled with their
+    pairs (`paired`), else a and b independently."""
+    x, y = _pairs(a, b) if paired else (_values(a, "a"), _values(b, "b"))
+    if np.any(y <= 0):
+        raise ValueError(f"b: a ratio of means needs positive values, got {y.tolist()}")
+    ratio = float(x.mean() / y.mean())
+    n, method = (x.size, "paired bootstrap") if paired else (x.size + y.size, "bootstrap")
+    if x.size < 2 or y.size < 2:
+        return Estimate(ratio, None, int(n), method)
+    rng = np.random.default_rng(SEED)
+    xi = rng.integers(0, x.size, (RESAMPLES, x.size))
+    yi = xi if paired else rng.integers(0, y.size, (RESAMPLES, y.size))
+    lo, hi = np.percentile(x[xi].mean(1) / y[yi].mean(1), [50 * (1 - LEVEL), 50 * (1 + LEVEL)])
+    return Estimate(ratio, (float(lo), float(hi)), int(n), method)
 
 
 def ratio_ci(a: Sequence[float], b: Sequence[float]) -> Estimate:
     """mean(a) / mean(b), percentile bootstrap with a and b resampled independently."""
-    x, y = _values(a, "a"), _values(b, "b")
-    _positive(y, "b")
-    ratio, n = float(x.mean() / y.mean()), int(x.size + y.size)
-    if x.size < 2 or y.size < 2:
-        return Estimate(ratio, None, n, "bootstrap")
-    rng = np.random.default_rng(SEED)
-    xa = x[rng.integers(0, x.size, (RESAMPLES, x.size))].mean(1)
-    yb = y[rng.integers(0, y.size, (RESAMPLES, y.size))].mean(1)
-    return Estimate(ratio, _percentiles(xa / yb), n, "bootstrap")
+    return _bootstrap(a, b, paired=False)
 
 
 def paired_ratio_ci(a: Sequence[float], b: Sequence[float]) -> Estimate:
     """mean(a) / mean(b), paired percentile bootstrap (seeds resampled with their pairs)."""
-    x, y = _pairs(a, b)
-    _positive(y, "b")
-    ratio, n = float(x.mean() / y.mean()), int(x.size)
-    if n < 2:
-        return Estimate(ratio, None, n, "paired bootstrap")
-    idx = np.random.default_rng(SEED).integers(0, n, (RESAMPLES, n))
-    return Estimate(ratio, _percentiles(x[idx].mean(1) / y[idx].mean(1)), n, "paired bootstrap")
+    return _bootstrap(a, b, paired=True)
 
 
 def censored_interval(
@@ -211,12 +202,10 @@ def paired_sign_test(
         else:
             greater, less, ties = greater + (x > y), less + (x < y), ties + (x == y)
     n = greater + less
-    if direction == "greater":
-        p = _binomial_tail(greater, n)
-    elif direction == "less":
-        p = _binomial_tail(less, n)
+    if direction == "differ":
+        p = min(1.0, 2.0 * _binomial_tail(max(greater, less), n))
     else:
-        p = min(1.0, 2.0 * _binomial_tail(max(greater, less), n)) if n else 1.0
+        p = _binomial_tail(greater if direction == "greater" else less, n)
     counts = dict(greater=greater, less=less, ties=ties, unknown=unknown)
     return {**counts, "p_value": float(p), "direction": direction}
 

@@ -17,9 +17,9 @@ from torch import nn
 from alexnet.data.packed import open_dataset
 from alexnet.errors import Param, UserError
 from alexnet.experiments import plots, stats
-from alexnet.experiments.ablations import family_config, family_words
+from alexnet.experiments.ablations import family_plan, family_words
 from alexnet.experiments.result import Claim, compare, item_rows, run_row
-from alexnet.experiments.runner import Context, Outcome, Plan, RunSpec
+from alexnet.experiments.runner import Context, Outcome, Plan
 from alexnet.inference import Predictor
 from alexnet.viz import first_conv_weight, kernel_grid
 from alexnet.weights import load as load_weights
@@ -40,7 +40,7 @@ CLAIM = Claim(
     "tower1",
     direction="differ",
 )
-BUDGET = {"quick": (0, 3), "full": (0, 15)}  # (training images (0: all), epochs)
+BUDGET = {"quick": 3, "full": 15}  # budget -> epochs
 RANDOM_SPLITS = 1000
 SCORE_NOTE = (
     "colour_specificity: share of a conv1 kernel's energy outside the gray axis (0 gray, "
@@ -102,22 +102,18 @@ def plan(ctx: Context) -> Plan:
             f" {ctx.data}: grayscale images; the towers' colour specialization "
             "(paper Fig. 3) needs colour data such as CIFAR-10 or ImageNet",
         )
-    images, epochs = BUDGET[ctx.budget]
-    configs = [
-        family_config(ctx, epochs=epochs, train_limit=images, seed=s) for s in range(ctx.seeds)
-    ]
-    return Plan([RunSpec(f"towers-seed{s}", cfg, "two-tower", s) for s, cfg in enumerate(configs)])
+    return family_plan(ctx, "towers", "two-tower", BUDGET[ctx.budget])
 
 
 def gather(ctx: Context, outcomes: list[Outcome]) -> dict[str, Any]:
     rows, groups = [], {}
-    for o in outcomes:
-        model = Predictor(o.result.weights).model
-        scores = tower_scores(model, str(o.run_dir))
-        rows += rows_of(scores, o.spec.seed, o.run_dir, ctx.out)
-        groups[f"seed {o.spec.seed} tower 1"] = scores[0].tolist()
-        groups[f"seed {o.spec.seed} tower 2"] = scores[1].tolist()
-        if o is outcomes[0]:
+    for spec, res in outcomes:
+        model = Predictor(res.weights).model
+        scores = tower_scores(model, str(res.output_dir))
+        rows += rows_of(scores, spec.seed, res.output_dir, ctx.out)
+        groups[f"seed {spec.seed} tower 1"] = scores[0].tolist()
+        groups[f"seed {spec.seed} tower 2"] = scores[1].tolist()
+        if spec is outcomes[0][0]:
             kernel_grid(model, ctx.out / "kernels.png", title="conv1 kernels by tower")
     comparisons = [
         compare(rows, "tower_gap", "towers", "random-split", CLAIM, direction="greater"),
@@ -129,7 +125,7 @@ def gather(ctx: Context, outcomes: list[Outcome]) -> dict[str, Any]:
         "Per-seed permutation p-values are in the runs (p_value); the towers may swap roles "
         "between seeds, so the tower2 - tower1 row can straddle 0 even when each run splits.",
         f"Models: {family_words(ctx)}, the ablations' full recipe with two towers, "
-        f"{outcomes[0].spec.cfg.epochs} epochs.",
+        f"{outcomes[0][0].cfg.epochs} epochs.",
     ]
     return ctx.finish(CLAIM, rows, comparisons, notes)
 
