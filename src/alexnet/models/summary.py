@@ -94,10 +94,6 @@ def _pair(value) -> str:
     return str(value[0]) if value[0] == value[1] else "x".join(map(str, value))
 
 
-def _hw(shape: torch.Size) -> str:
-    return f"{shape[-2]}x{shape[-1]}" if len(shape) == 4 else str(shape[-1])
-
-
 def _row(
     name: str, kind: str, module: nn.Module, inp: torch.Size, out: torch.Size, field: Field
 ) -> LayerRow:
@@ -122,9 +118,9 @@ def _row(
         kernel = f"adaptive avg to {_pair(module.output_size)}"
     elif isinstance(module, LRN):
         kernel = f"n={module.size}" + (f" per tower ({module.groups})" if module.groups > 1 else "")
-    channels = inp[1] if len(inp) == 4 else inp[-1]
+    size, channels = (f"{inp[-2]}x{inp[-1]}", inp[1]) if len(inp) == 4 else (str(inp[-1]), inp[-1])
     return LayerRow(
-        name, kind, _hw(inp), int(channels), kernel, padding, stride, output,
+        name, kind, size, int(channels), kernel, padding, stride, output,
         [int(s) for s in out[1:]], weights, biases, weights + biases, int(macs),
         field.receptive_field, field.jump, field.start,
     )  # fmt: skip
