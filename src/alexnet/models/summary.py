@@ -79,10 +79,7 @@ class Field:
 
 def layer_kind(module: nn.Module) -> str | None:
     """ "conv", "pool", "norm" or "fc" for a layer the table lists, else None."""
-    for types, kind in _KINDS:
-        if isinstance(module, types):
-            return kind
-    return None
+    return next((kind for types, kind in _KINDS if isinstance(module, types)), None)
 
 
 def _first(value) -> int:
