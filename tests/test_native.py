@@ -128,11 +128,11 @@ def test_header_prototypes_parse_to_ctypes():
     static int helper(int a);"""
     sigs = native.parse_prototypes(text)
     assert list(sigs) == ["alexnet_f", "alexnet_g"]
-    f = sigs["alexnet_f"]
-    assert f.restype is ctypes.c_int64 and sigs["alexnet_g"].restype is None
-    assert [name for name, _ in f.params] == ["x", "places", "n", "size", "alpha"]
+    restype, params = sigs["alexnet_f"]
+    assert restype is ctypes.c_int64 and sigs["alexnet_g"][0] is None
+    assert [name for name, _ in params] == ["x", "places", "n", "size", "alpha"]
     ptr, i64, i32, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_float
-    assert f.argtypes == [ptr, ptr, i64, i32, f32]
+    assert [ctype for _, ctype in params] == [ptr, ptr, i64, i32, f32]
     with pytest.raises(ValueError, match="unsupported C type"):
         native.parse_prototypes("int alexnet_h(double x);")
 

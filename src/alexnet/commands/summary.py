@@ -10,7 +10,7 @@ from alexnet.models.registry import MODELS
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    models = "; ".join(f"{k}: {e.about}" for k, e in MODELS.items())
+    models = "; ".join(f"{k}: {about}" for k, (about, _) in MODELS.items())
     parser = subparsers.add_parser(
         "summary",
         help="per-layer table: shapes, parameters, multiply-adds",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -18,6 +18,7 @@ from alexnet.models.common import (
     check_widths,
     init_normal,
     make_activation,
+    option,
 )
 from alexnet.models.lrn import LRN
 from alexnet.models.native import ALPHA_CONVENTIONS
@@ -36,23 +37,15 @@ _BIAS_ONE = ("conv2", "conv4", "conv5", "fc6", "fc7")
 _CAFFE_STD = {"fc6": 0.005, "fc7": 0.005}
 
 
-class ConvSpec(NamedTuple):
-    """One conv layer of the paper's stack (§3.5, Fig. 2), apart from its width."""
-
-    kernel: int
-    stride: int
-    padding: int | None  # None: conv1's, 2 at input 224 and 0 at 227 (both give 55x55 maps)
-    grouped: bool  # reads only its own tower's maps (§3.2: conv2, conv4, conv5)
-    normed: bool  # LRN after its ReLU (§3.3: conv1, conv2)
-    pooled: bool  # max-pooling after it (§3.4: conv1, conv2, conv5)
-
-
+# conv1..conv5 apart from their widths (§3.5, Fig. 2): kernel, stride, padding (None: conv1's,
+# 2 at input 224 and 0 at 227, both giving 55x55 maps), grouped (reads only its own tower's maps,
+# §3.2), normed (LRN after its ReLU, §3.3), pooled (max-pooling after it, §3.4)
 CONVS = (
-    ConvSpec(11, 4, None, grouped=False, normed=True, pooled=True),
-    ConvSpec(5, 1, 2, grouped=True, normed=True, pooled=True),
-    ConvSpec(3, 1, 1, grouped=False, normed=False, pooled=False),
-    ConvSpec(3, 1, 1, grouped=True, normed=False, pooled=False),
-    ConvSpec(3, 1, 1, grouped=True, normed=False, pooled=True),
+    (11, 4, None, False, True, True),
+    (5, 1, 2, True, True, True),
+    (3, 1, 1, False, False, False),
+    (3, 1, 1, True, False, False),
+    (3, 1, 1, True, False, True),
 )
 
 
@@ -60,41 +53,30 @@ CONVS = (
 class PaperOptions(ModelOptions):
     """The paper network's options (§3), each a feature that can be switched off."""
 
-    num_classes: int = 1000  # size of fc8
-    input_size: int = 224  # 224 (conv1 padding 2, the paper's text, torchvision) or 227 (Caffe)
-    lrn: bool = True  # LRN after the ReLUs of conv1, conv2 (§3.3)
-    pool: str = "overlap"  # "overlap" (3/2, §3.4) or "nonoverlap" (2/2)
-    dropout: float = 0.5  # drop probability on fc6 and fc7 (§4.2; 0 disables)
-    towers: int = 2  # 2: conv2/4/5 and LRN per tower (§3.2, the two GPUs); 1: one tower
-    activation: str = "relu"  # "relu" (§3.1) or "tanh"
+    num_classes: int = option(1000, POSITIVE_INT)  # size of fc8
+    # 224 (conv1 padding 2, the paper's text, torchvision) or 227 (Caffe)
+    input_size: int = option(224, Choice((224, 227)))
+    lrn: bool = option(True, SWITCH)  # LRN after the ReLUs of conv1, conv2 (§3.3)
+    pool: str = option("overlap", Choice(POOLS))  # "overlap" (3/2, §3.4) or "nonoverlap" (2/2)
+    dropout: float = option(0.5, UNIT_INTERVAL_OPEN_TOP)  # drop probability, fc6/fc7 (§4.2; 0: off)
+    # 2: conv2/4/5 and LRN per tower (§3.2, the two GPUs); 1: one tower
+    towers: int = option(2, Choice((1, 2)))
+    activation: str = option("relu", Choice(ACTIVATIONS))  # "relu" (§3.1) or "tanh"
     # "paper": N(0, 0.01), bias 1 on conv2/4/5 and fc6/7 (§5); "caffe": bias 0.1, fc6/7 std
     # 0.005; "kaiming": He fan-out, zero biases; "torch": PyTorch's defaults
-    init: str = "paper"
+    init: str = option("paper", Choice(("paper", "caffe", "kaiming", "torch")))
     widths: tuple[int, ...] = PAPER_WIDTHS  # kernels of conv1..conv5
     # a middle conv layer to remove with its activation and LRN, its pooling kept (§7:
     # "removing any of the middle convolutional layers results in a loss of about 2%")
-    remove_conv: str | None = None
-    lrn_k: float = 2.0  # LRN's k (the paper's 2; Caffe's bvlc_alexnet: 1)
+    remove_conv: str | None = option(None, Choice((None, *MIDDLE_CONVS)))
+    lrn_k: float = option(2.0, POSITIVE)  # LRN's k (the paper's 2; Caffe's bvlc_alexnet: 1)
     # "paper": LRN's alpha multiplies the window sum (§3.3); "per_size": alpha / 5 does (Caffe)
-    lrn_alpha_convention: str = "paper"
+    lrn_alpha_convention: str = option("paper", Choice(ALPHA_CONVENTIONS))
     # "tower": each tower's maps normalized apart (§3.2-3.3); "all": across both (Caffe)
-    lrn_scope: str = "tower"
+    lrn_scope: str = option("tower", Choice(("tower", "all")))
 
     def __post_init__(self) -> None:
-        self.check(
-            num_classes=POSITIVE_INT,
-            input_size=Choice((224, 227)),
-            lrn=SWITCH,
-            pool=Choice(POOLS),
-            dropout=UNIT_INTERVAL_OPEN_TOP,
-            towers=Choice((1, 2)),
-            activation=Choice(ACTIVATIONS),
-            init=Choice(("paper", "caffe", "kaiming", "torch")),
-            remove_conv=Choice((None, *MIDDLE_CONVS)),
-            lrn_k=POSITIVE,
-            lrn_alpha_convention=Choice(ALPHA_CONVENTIONS),
-            lrn_scope=Choice(("tower", "all")),
-        )
+        super().__post_init__()
         object.__setattr__(self, "widths", check_widths(self.widths, 5, self.towers))
         object.__setattr__(self, "lrn_k", float(self.lrn_k))
 
@@ -109,16 +91,18 @@ def conv_stack(o: PaperOptions, tower: bool = False) -> nn.Sequential:
     one device's half of the two towers (`parallel`): half the kernels, conv3 reading both."""
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     channels, towers = 3, 1 if tower else o.towers
-    for i, (width, spec) in enumerate(zip(o.widths, CONVS), start=1):
+    for i, (width, (kernel, stride, pad, grouped, normed, pooled)) in enumerate(
+        zip(o.widths, CONVS), start=1
+    ):
         if o.remove_conv != f"conv{i}":
-            pad = (2 if o.input_size == 224 else 0) if spec.padding is None else spec.padding
+            pad = (2 if o.input_size == 224 else 0) if pad is None else pad
             width = width // 2 if tower else width
             reads = 2 * channels if tower and i == 3 else channels  # conv3 reads both (§3.2)
-            groups = towers if spec.grouped else 1
-            conv = nn.Conv2d(reads, width, spec.kernel, spec.stride, pad, groups=groups)
+            groups = towers if grouped else 1
+            conv = nn.Conv2d(reads, width, kernel, stride, pad, groups=groups)
             layers[f"conv{i}"] = conv
             layers[f"act{i}"] = make_activation(o.activation)
-            if spec.normed and o.lrn:
+            if normed and o.lrn:
                 layers[f"norm{i}"] = LRN(
                     k=o.lrn_k,
                     groups=towers if o.lrn_scope == "tower" else 1,
@@ -126,7 +110,7 @@ def conv_stack(o: PaperOptions, tower: bool = False) -> nn.Sequential:
                     alpha_convention=o.lrn_alpha_convention,
                 )
             channels = width
-        if spec.pooled:  # kept when the conv before it is removed: later layers see the same size
+        if pooled:  # kept when the conv before it is removed: later layers see the same size
             layers[f"pool{i}"] = pool_layer(o.pool)
     return nn.Sequential(layers)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar, TypedDict
+from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
@@ -11,22 +11,21 @@ from alexnet.errors import UserError
 from alexnet.values import Kind
 
 
-class ModelConfig(TypedDict):
-    """What a weights file stores to rebuild a model: `get_model(name, **options)`."""
-
-    name: str
-    options: dict[str, Any]
+def option(default: Any, kind: Kind | None = None) -> Any:
+    """A field of a model's options: its default and the `Kind` its value must be."""
+    return dataclasses.field(default=default, metadata={"kind": kind})
 
 
 class ModelOptions:
-    """Base of a model's options: a frozen dataclass whose `__post_init__` checks every field."""
+    """Base of a model's options: a frozen dataclass of `option` fields, each checked once."""
 
-    def check(self, **kinds: Kind) -> None:
+    def __post_init__(self) -> None:
         """UserError "name=value is not <what it may be>" for the first field outside its kind."""
-        for name, kind in kinds.items():
-            reason = kind.problem(getattr(self, name))
+        for field in dataclasses.fields(self):  # type: ignore[arg-type]
+            kind = field.metadata.get("kind")
+            reason = kind and kind.problem(getattr(self, field.name))
             if reason:
-                raise UserError(f"{name}={reason}")
+                raise UserError(f"{field.name}={reason}")
 
     def to_config(self) -> dict[str, Any]:
         """The options as the model's config stores them (lists, not tuples)."""
@@ -48,7 +47,7 @@ class AlexNetModel(nn.Module):
     num_classes: int
     input_size: int
     in_channels: int
-    config: ModelConfig
+    config: dict[str, Any]  # {name, options}: `get_model(name, **options)` rebuilds it
     penultimate_dim: int
     penultimate_name: str
 
@@ -59,7 +58,7 @@ class AlexNetModel(nn.Module):
         self.input_size = int(config.get("input_size", 224))
         self.in_channels = int(config.get("in_channels", 3))
         self.penultimate_dim, self.penultimate_name = penultimate_dim, penultimate_name
-        self.config = ModelConfig(name=self.name, options=config)
+        self.config = {"name": self.name, "options": config}
 
     def forward_penultimate(self, x: Tensor) -> Tensor:
         """(N, in_channels, S, S) -> the penultimate layer's activations (N, penultimate_dim)."""

@@ -4,13 +4,9 @@
 
 with k=2, n=5, alpha=1e-4, beta=0.75 over n adjacent channels at one position. The sum is
 **not** divided by n: `torch.nn.LocalResponseNorm`, Caffe and cuda-convnet divide alpha by n,
-so the paper's layer is `nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2)` there.
-
-With d_i = k + alpha * S_i (S: the window sum of a^2), every path computes b_i = a_i d_i^-beta
-and dL/da_m = g_m d_m^-beta - 2 alpha beta a_m window_sum(g b / d)_m, recomputing d from the
-input. `ALEXNET_LRN` (read at each call) picks the kernel: `auto` (the C kernel on the CPU,
-Triton on CUDA, else torch ops with one warning), `triton` (CPU tensors need
-`TRITON_INTERPRET=1` before Python starts) or `torch` (CUDA runs torch ops).
+so the paper's layer is `nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2)` there. With
+d = k + alpha * window_sum(a^2), dL/da_m = g_m d_m^-beta - 2 alpha beta a_m window_sum(g b / d)_m.
+`$ALEXNET_LRN` (auto, triton or torch; read at each call) picks the kernel (`lrn_backend`).
 """
 
 from __future__ import annotations

@@ -1,11 +1,7 @@
-"""The paper's LRN (§3.3, formulas in `alexnet.models.lrn`) as one Triton kernel each way.
-
-The backward recomputes d from the saved input. With `relu` the input is ReLU's (§3.1):
-a = max(x, 0) as it is read, dL/dx = 0 where x <= 0 as it is written. float32, bfloat16 or
-float16 storage, float32 arithmetic; NCHW ((N*C) rows of H*W pixels) or channels-last ((N*H*W)
-rows of C channels), so loads coalesce in both. `TRITON_INTERPRET=1` set before the first
-import runs the kernels on CPU tensors (`INTERPRET`), as the tests do without a GPU.
-"""
+"""The paper's LRN (§3.3, formulas in `alexnet.models.lrn`) as one Triton kernel each way,
+the backward recomputing d from the saved input. With `relu` the input is ReLU's (§3.1).
+float32, bfloat16 or float16 storage, float32 arithmetic; NCHW ((N*C) rows of H*W pixels) or
+channels-last ((N*H*W) rows of C channels), so loads coalesce in both."""
 
 from __future__ import annotations
 

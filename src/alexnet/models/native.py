@@ -1,9 +1,7 @@
 """The CPU kernels (LRN, max-pool, the two fused; paper §3.3-3.4), built on first use with the
-system's C compiler (`$CC`, else cc, gcc or clang; `-march=native` or `$ALEXNET_MARCH`) into
-`cache_dir()` under a hash of sources, compiler, target and CPU flags, and called through
-ctypes with the signatures of `kernels.h`. Without a compiler (or with `ALEXNET_NATIVE=0`)
-the layers run torch ops: same values, slower, said once.
-"""
+system's C compiler into `cache_dir()` and called through ctypes with the signatures of
+`kernels.h`. Without a compiler (or with `ALEXNET_NATIVE=0`) the layers run torch ops: same
+values, slower, said once."""
 
 from __future__ import annotations
 
@@ -21,7 +19,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -30,13 +28,13 @@ _NAMES = ("lrn_kernel.c", "pool_kernel.c", "fused_kernel.c")
 SOURCES = [Path(__file__).with_name(name) for name in _NAMES]
 HEADER = Path(__file__).with_name("kernels.h")
 HEADERS = [Path(__file__).with_name("kernel_common.h"), HEADER]
-# The C parameter types the kernels use, as ctypes types (any pointer is a c_void_p).
-_C_TYPES = {"int64_t": ctypes.c_int64, "int": ctypes.c_int, "float": ctypes.c_float}
+# The C types the kernels use, as ctypes types (any pointer is a c_void_p).
+_C_TYPES = {"int64_t": ctypes.c_int64, "int": ctypes.c_int, "float": ctypes.c_float, "void": None}
 _PROTOTYPE = re.compile(r"^\s*([A-Za-z_][\w ]*?)\s+(alexnet_\w+)\s*\(([^)]*)\)\s*;", re.M)
 _FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared", "-pthread"]
 _LOCK = threading.Lock()
 _LIBRARY: ctypes.CDLL | None = None
-_SIGNATURES: dict[str, Signature] = {}
+_SIGNATURES: dict[str, tuple[Any, list[tuple[str, Any]]]] = {}  # `parse_prototypes`
 _TRIED = False
 _REASON = ""
 
@@ -71,20 +69,8 @@ class LRNParams:
         return cls(int(size), float(alpha) * scale, float(beta), float(k), int(groups))
 
 
-class CompileError(OSError):
+class CompileError(subprocess.SubprocessError):
     """The C compiler ran and failed."""
-
-
-class Signature(NamedTuple):
-    """One kernel's C prototype: return type and (name, ctypes type) per parameter."""
-
-    name: str
-    restype: Any
-    params: list[tuple[str, Any]]
-
-    @property
-    def argtypes(self) -> list[Any]:
-        return [ctype for _, ctype in self.params]
 
 
 def _c_type(declaration: str, where: str) -> Any:
@@ -92,17 +78,16 @@ def _c_type(declaration: str, where: str) -> Any:
     if "*" in declaration:
         return ctypes.c_void_p
     base = declaration.replace("const", "").strip()
-    if base == "void":
-        return None
     if base not in _C_TYPES:
         raise ValueError(f"kernels.h: {where}: unsupported C type {declaration!r}")
     return _C_TYPES[base]
 
 
-def parse_prototypes(text: str) -> dict[str, Signature]:
-    """The `alexnet_*` prototypes of a C header, by function name (comments ignored)."""
+def parse_prototypes(text: str) -> dict[str, tuple[Any, list[tuple[str, Any]]]]:
+    """The `alexnet_*` prototypes of a C header, by function name (comments ignored): the ctypes
+    return type and (name, ctypes type) per parameter."""
     text = re.sub(r"/\*.*?\*/", " ", text, flags=re.S)
-    signatures: dict[str, Signature] = {}
+    signatures = {}
     for match in _PROTOTYPE.finditer(text):
         restype, name, params = match.group(1), match.group(2), match.group(3)
         parsed = []
@@ -111,14 +96,14 @@ def parse_prototypes(text: str) -> dict[str, Signature]:
             if decl is None or param == "void":
                 raise ValueError(f"kernels.h: {name}: cannot read parameter {param!r}")
             parsed.append((decl.group(2), _c_type(decl.group(1), name)))
-        signatures[name] = Signature(name, _c_type(restype, name), parsed)
+        signatures[name] = (_c_type(restype, name), parsed)
     return signatures
 
 
 def _call(name: str, what: str, **args: Any) -> None:
     """Call kernel `name` with arguments named as in kernels.h (else TypeError); tensors pass
     their data pointers. MemoryError names `what` if the kernel fails."""
-    names = [param for param, _ in _SIGNATURES[name].params]
+    names = [param for param, _ in _SIGNATURES[name][1]]
     if list(args) != names:
         raise TypeError(
             f"{name}: called with ({', '.join(args)}), kernels.h has ({', '.join(names)})"
@@ -189,8 +174,6 @@ def _build(compiler: str, target: Path) -> None:
 def library() -> ctypes.CDLL | None:
     """The loaded kernels, building them once; None (with a reason) when unavailable."""
     global _LIBRARY, _TRIED, _REASON
-    if _TRIED:
-        return _LIBRARY
     with _LOCK:
         if _TRIED:
             return _LIBRARY
@@ -222,8 +205,6 @@ def _load() -> ctypes.CDLL | None:
     if not target.exists():
         try:
             _build(compiler, target)
-        except CompileError:
-            raise
         except OSError:  # a read-only or odd cache dir: build into this user's temporary dir
             uid = os.getuid() if hasattr(os, "getuid") else 0
             target = Path(tempfile.gettempdir()) / f"alexnet-{uid}" / name
@@ -231,9 +212,9 @@ def _load() -> ctypes.CDLL | None:
                 _build(compiler, target)
     signatures = parse_prototypes(HEADER.read_text())
     lib = ctypes.CDLL(str(target))
-    for sig in signatures.values():
-        fn = getattr(lib, sig.name)
-        fn.restype, fn.argtypes = sig.restype, sig.argtypes
+    for name, (restype, params) in signatures.items():
+        fn = getattr(lib, name)
+        fn.restype, fn.argtypes = restype, [ctype for _, ctype in params]
     _SIGNATURES.clear()
     _SIGNATURES.update(signatures)
     return lib
@@ -277,10 +258,9 @@ def kernel_op(
     name: str, forward: Callable, backward: Callable, fake: Callable | None = None
 ) -> Callable[..., Tensor]:
     """`forward(x, *args) -> (out, aux)` as `call(x, *args) -> out` with autograd, saving x and
-    aux (an empty tensor when there is none) for `backward(x, dL/dout, aux, *args) -> dL/dx`.
-    Inside `torch.compile` the torch custom op `alexnet::<name>` (no graph break); eager, an
-    `autograd.Function` (a custom op's first call imports Dynamo: seconds). `fake(x, *args)`:
-    empty (out, aux) for tracing; None: out like x, aux empty."""
+    aux (maybe empty) for `backward(x, dL/dout, aux, *args) -> dL/dx`: the custom op
+    `alexnet::<name>` inside `torch.compile`; eager, `KernelFunction` (a custom op's first call
+    imports Dynamo: seconds). `fake(x, *args)`: empty (out, aux) (default: out like x)."""
     op = torch.library.custom_op(f"alexnet::{name}", forward, mutates_args=())
     backward_op = torch.library.custom_op(f"alexnet::{name}_backward", backward, mutates_args=())
     op.register_fake(fake or (lambda x, *args: (torch.empty_like(x), x.new_empty(0))))
@@ -332,7 +312,6 @@ def supports(x: Tensor) -> bool:
 def lrn(x: Tensor, grad_out: Tensor | None, p: LRNParams, out: Tensor | None = None) -> Tensor:
     """LRN of x (grad_out None) or dL/dx, in x's layout: (N, C, ...) CPU tensors `supports`
     takes, grad_out in x's layout; `out` may be x in the forward."""
-    assert library() is not None, "call supports() and library() first"
     out = torch.empty_like(x) if out is None else out
     _call(
         "alexnet_lrn", "LRN kernel",
@@ -344,9 +323,11 @@ def lrn(x: Tensor, grad_out: Tensor | None, p: LRNParams, out: Tensor | None = N
     return out
 
 
-def pooled_empty(x: Tensor, kernel: int, stride: int, train: bool) -> tuple[Tensor, Tensor]:
+def pooled_empty(
+    x: Tensor, kernel: int, stride: int, train: bool, *_: Any
+) -> tuple[Tensor, Tensor]:
     """Empty (pooled, places) for pooling x (N, C, H, W) without padding: (N, C, OH, OW) in x's
-    layout and device, places uint8 (empty without `train`)."""
+    layout and device, places uint8 (empty without `train`); the pooling ops' fake."""
     n, c, h, w = x.shape
     fmt = memory_format(x)
     shape = (n, c, (h - kernel) // stride + 1, (w - kernel) // stride + 1)
@@ -359,7 +340,6 @@ def pooled_empty(x: Tensor, kernel: int, stride: int, train: bool) -> tuple[Tens
 def max_pool(x: Tensor, kernel: int, stride: int, train: bool) -> tuple[Tensor, Tensor]:
     """Max-pool (N, C, H, W) -> (N, C, OH, OW), no padding; with each winner's window place
     (uint8, 0 .. kernel^2 - 1, first maximum in row-major order, NaN wins) when `train`."""
-    assert library() is not None and kernel * kernel <= 256
     out, places = pooled_empty(x, kernel, stride, train)
     cl = layout(x) == "cl"
     _pool(x, out, places if train else None, x.shape, kernel, stride, cl, backward=False)
@@ -371,7 +351,6 @@ def max_pool_backward(
 ) -> Tensor:
     """dL/dx (N, C, H, W) from dL/dout and the forward's `places` (`train`: True), in x's
     layout."""
-    assert library() is not None
     fmt = memory_format(places)
     grad_in = torch.empty(x.shape, dtype=grad_out.dtype, memory_format=fmt)
     grad_out = grad_out.contiguous(memory_format=fmt)
@@ -397,7 +376,6 @@ def lrn_max_pool(
     """MaxPool(LRN(x)) (of LRN(ReLU(x)) with `relu`) without writing LRN's output: x (N, C,
     H, W) float32 or bfloat16 -> (pooled, places) as `max_pool` gives, in x's layout; the
     LRN's constants as `LRNParams` has them."""
-    assert library() is not None and x.dtype in (torch.float32, torch.bfloat16)
     out, places = pooled_empty(x, kernel, stride, train)
     p = LRNParams(size, alpha, beta, k, groups)
     _fused(x, None, out, places if train else None, p, kernel, stride, relu)
@@ -410,7 +388,6 @@ def lrn_max_pool_backward(
 ) -> Tensor:  # fmt: skip
     """dL/dx of MaxPool(LRN(x)) (LRN(ReLU(x)) with `relu`) from dL/d(pooled) and the places:
     the custom op's backward, arguments as `lrn_max_pool` takes them."""
-    assert library() is not None
     grad_out = grad_out.to(x.dtype).contiguous(memory_format=memory_format(x))
     grad_in = torch.empty_like(x)
     p = LRNParams(size, alpha, beta, k, groups)

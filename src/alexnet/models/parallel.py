@@ -1,9 +1,6 @@
 """The paper's two-GPU model parallelism (§3.2, Fig. 2) on any two devices: each tower holds
 half the kernels and exchanges activations where the paper does (into conv3 and every fully-
-connected layer), computing what `PaperAlexNet(towers=2)` does with each tower's weights,
-activations and gradients on its own device. Weights convert both ways (`from_paper`,
-`paper_state_dict`).
-"""
+connected layer), computing what `PaperAlexNet(towers=2)` does."""
 
 from __future__ import annotations
 

@@ -20,10 +20,7 @@ c_max_pool = native.kernel_op(
 )
 # MaxPool(LRN(x)), of LRN(ReLU(x)) with relu: (N, C, H, W) float32/bfloat16 on the CPU
 _c_lrn_max_pool = native.kernel_op(
-    "lrn_max_pool_c",
-    native.lrn_max_pool,
-    native.lrn_max_pool_backward,
-    lambda x, kernel, stride, train, *rest: native.pooled_empty(x, kernel, stride, train),
+    "lrn_max_pool_c", native.lrn_max_pool, native.lrn_max_pool_backward, native.pooled_empty
 )
 
 

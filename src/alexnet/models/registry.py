@@ -1,11 +1,11 @@
-"""The model family by name: `MODELS` (a line about each, and its `module:Class`) and
+"""The model family by name: `MODELS` (name -> a line about it, its `module:Class`) and
 `get_model(name, **options)`, the one way to build a model. No torch here (the command line
 lists the names): a model's module is imported when it is built."""
 
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from alexnet.errors import UserError
 
@@ -13,25 +13,21 @@ if TYPE_CHECKING:
     from alexnet.models.common import AlexNetModel
 
 
-class ModelEntry(NamedTuple):
-    about: str
-    builder: str  # module:Class, the class's `name` being its key in MODELS
-
-
-MODELS: dict[str, ModelEntry] = {
-    "paper": ModelEntry(
+# the class's `name` is its key here
+MODELS: dict[str, tuple[str, str]] = {
+    "paper": (
         "the 2012 paper's two-tower network with LRN (paper §3, Fig. 2)",
         "alexnet.models.alexnet:PaperAlexNet",
     ),
-    "seed": ModelEntry(
+    "seed": (
         "the project's seed PyTorch code: no LRN, no towers, dropout before fc6/fc7",
         "alexnet.models.variants:SeedAlexNet",
     ),
-    "torchvision": ModelEntry(
+    "torchvision": (
         "torchvision's alexnet, the 2014 one-weird-trick variant (64-192-384-256-256)",
         "alexnet.models.variants:TorchvisionAlexNet",
     ),
-    "small": ModelEntry(
+    "small": (
         "the paper's CIFAR-10-scale 4-layer CNN for 28-32 px images (§3.1 Fig. 1, §3.3)",
         "alexnet.models.variants:SmallCNN",
     ),
@@ -48,7 +44,7 @@ def model_class(name: str) -> type[AlexNetModel]:
     """The class that builds model `name` (UserError for an unknown name)."""
     if name not in MODELS:
         raise UserError(f"unknown model {name!r}; known models: {', '.join(MODELS)}")
-    module, _, attr = MODELS[name].builder.partition(":")
+    module, _, attr = MODELS[name][1].partition(":")
     return getattr(importlib.import_module(module), attr)
 
 

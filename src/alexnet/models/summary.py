@@ -79,10 +79,7 @@ class Field:
 
 def layer_kind(module: nn.Module) -> str | None:
     """ "conv", "pool", "norm" or "fc" for a layer the table lists, else None."""
-    for types, kind in _KINDS:
-        if isinstance(module, types):
-            return kind
-    return None
+    return next((kind for types, kind in _KINDS if isinstance(module, types)), None)
 
 
 def _first(value) -> int:
@@ -92,10 +89,6 @@ def _first(value) -> int:
 def _pair(value) -> str:
     value = value if isinstance(value, tuple) else (value, value)
     return str(value[0]) if value[0] == value[1] else "x".join(map(str, value))
-
-
-def _hw(shape: torch.Size) -> str:
-    return f"{shape[-2]}x{shape[-1]}" if len(shape) == 4 else str(shape[-1])
 
 
 def _row(
@@ -122,9 +115,9 @@ def _row(
         kernel = f"adaptive avg to {_pair(module.output_size)}"
     elif isinstance(module, LRN):
         kernel = f"n={module.size}" + (f" per tower ({module.groups})" if module.groups > 1 else "")
-    channels = inp[1] if len(inp) == 4 else inp[-1]
+    size, channels = (f"{inp[-2]}x{inp[-1]}", inp[1]) if len(inp) == 4 else (str(inp[-1]), inp[-1])
     return LayerRow(
-        name, kind, _hw(inp), int(channels), kernel, padding, stride, output,
+        name, kind, size, int(channels), kernel, padding, stride, output,
         [int(s) for s in out[1:]], weights, biases, weights + biases, int(macs),
         field.receptive_field, field.jump, field.start,
     )  # fmt: skip

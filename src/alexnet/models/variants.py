@@ -19,6 +19,7 @@ from alexnet.models.common import (
     check_widths,
     init_normal,
     make_activation,
+    option,
 )
 from alexnet.models.lrn import LRN
 from alexnet.values import NONNEGATIVE_INT, POSITIVE_INT, SWITCH, UNIT_INTERVAL_OPEN_TOP, Choice
@@ -28,11 +29,8 @@ from alexnet.values import NONNEGATIVE_INT, POSITIVE_INT, SWITCH, UNIT_INTERVAL_
 class HeadOptions(ModelOptions):
     """The options of `seed` and `torchvision`: fc8's size and fc6/fc7's dropout (§4.2)."""
 
-    num_classes: int = 1000
-    dropout: float = 0.5
-
-    def __post_init__(self) -> None:
-        self.check(num_classes=POSITIVE_INT, dropout=UNIT_INTERVAL_OPEN_TOP)
+    num_classes: int = option(1000, POSITIVE_INT)
+    dropout: float = option(0.5, UNIT_INTERVAL_OPEN_TOP)
 
 
 class SeedAlexNet(AlexNetModel):
@@ -98,37 +96,29 @@ class TorchvisionAlexNet(SeedAlexNet):
 class SmallOptions(ModelOptions):
     """The small CNN family's options (§3.1 Fig. 1, §3.3)."""
 
-    num_classes: int = 10
-    in_channels: int = 3  # 1 (Fashion-MNIST) or 3 (CIFAR-10)
-    input_size: int = 32  # 28 (Fashion-MNIST) or 32 (CIFAR-10)
+    num_classes: int = option(10, POSITIVE_INT)
+    in_channels: int = option(3, Choice((1, 3)))  # 1 (Fashion-MNIST) or 3 (CIFAR-10)
+    input_size: int = option(32, Choice((28, 32)))  # 28 (Fashion-MNIST) or 32 (CIFAR-10)
     # conv1..conv3; `one_tower_widths(widths)`, towers=1 is towers=2's comparison net (§3.2)
     widths: tuple[int, ...] = (32, 32, 64)
-    lrn: bool = True  # LRN (the paper's constants) after conv1's and conv2's pools (§3.3)
-    pool: str = "overlap"  # "overlap" (3/2, §3.4) or "nonoverlap" (2/2)
-    activation: str = "relu"  # "relu" (§3.1, Fig. 1's solid line) or "tanh" (its dashed line)
-    hidden: int = 0  # > 0: a fully-connected hidden layer of this size with dropout
-    dropout: float = 0.0  # drop probability on the hidden layer (§4.2)
-    batchnorm: bool = False  # BatchNorm after each conv (not in the paper; for fast runs)
-    init: str = "torch"  # "paper": N(0, 0.01), zero biases (§5); "torch": PyTorch's defaults
-    towers: int = 1  # 2: conv2, conv3 and LRN per tower (§3.2)
+    # LRN (the paper's constants) after conv1's and conv2's pools (§3.3)
+    lrn: bool = option(True, SWITCH)
+    pool: str = option("overlap", Choice(POOLS))  # "overlap" (3/2, §3.4) or "nonoverlap" (2/2)
+    # "relu" (§3.1, Fig. 1's solid line) or "tanh" (its dashed line)
+    activation: str = option("relu", Choice(ACTIVATIONS))
+    # > 0: a fully-connected hidden layer of this size with dropout
+    hidden: int = option(0, NONNEGATIVE_INT)
+    dropout: float = option(0.0, UNIT_INTERVAL_OPEN_TOP)  # drop probability, hidden layer (§4.2)
+    # BatchNorm after each conv (not in the paper; for fast runs)
+    batchnorm: bool = option(False, SWITCH)
+    # "paper": N(0, 0.01), zero biases (§5); "torch": PyTorch's defaults
+    init: str = option("torch", Choice(("paper", "torch")))
+    towers: int = option(1, Choice((1, 2)))  # 2: conv2, conv3 and LRN per tower (§3.2)
     # "conv2": removed with its activation and LRN (§7), its pooling kept
-    remove_conv: str | None = None
+    remove_conv: str | None = option(None, Choice((None, "conv2")))
 
     def __post_init__(self) -> None:
-        self.check(
-            num_classes=POSITIVE_INT,
-            in_channels=Choice((1, 3)),
-            input_size=Choice((28, 32)),
-            lrn=SWITCH,
-            pool=Choice(POOLS),
-            activation=Choice(ACTIVATIONS),
-            hidden=NONNEGATIVE_INT,
-            dropout=UNIT_INTERVAL_OPEN_TOP,
-            batchnorm=SWITCH,
-            init=Choice(("paper", "torch")),
-            towers=Choice((1, 2)),
-            remove_conv=Choice((None, "conv2")),
-        )
+        super().__post_init__()
         object.__setattr__(self, "widths", check_widths(self.widths, 3, self.towers))
 
 
@@ -144,7 +134,22 @@ class SmallCNN(AlexNetModel):
     def __init__(self, num_classes: int = 10, **options: Any) -> None:
         super().__init__()
         o = SmallOptions(num_classes=num_classes, **options)
-        self.features, flat = _small_stack(o)
+        layers: OrderedDict[str, nn.Module] = OrderedDict()
+        channels, size = o.in_channels, o.input_size
+        for i, width in enumerate(o.widths, start=1):
+            if o.remove_conv != f"conv{i}":
+                groups = o.towers if i > 1 else 1
+                conv = nn.Conv2d(channels, width, 5, padding=2, groups=groups, bias=not o.batchnorm)
+                layers[f"conv{i}"] = conv
+                if o.batchnorm:
+                    layers[f"bn{i}"] = nn.BatchNorm2d(width)
+                layers[f"act{i}"] = make_activation(o.activation)
+                channels = width
+            layers[f"pool{i}"] = pool_layer(o.pool)
+            if o.lrn and i < 3 and o.remove_conv != f"conv{i}":
+                layers[f"norm{i}"] = LRN(groups=o.towers, inplace=True)
+            size = (size - (3 if o.pool == "overlap" else 2)) // 2 + 1  # `pool_layer`'s output
+        self.features, flat = nn.Sequential(layers), channels * size * size
         head: OrderedDict[str, nn.Module] = OrderedDict()
         if o.hidden:
             head["fc4"] = nn.Linear(flat, o.hidden)
@@ -168,23 +173,3 @@ class SmallCNN(AlexNetModel):
     def forward(self, x: Tensor) -> Tensor:
         """(N, C, S, S) -> logits (N, num_classes)."""
         return self.fc(self.forward_penultimate(x))
-
-
-def _small_stack(o: SmallOptions) -> tuple[nn.Sequential, int]:
-    """The small family's conv blocks from its options `o`, and the flattened output size."""
-    layers: OrderedDict[str, nn.Module] = OrderedDict()
-    channels, size = o.in_channels, o.input_size
-    for i, width in enumerate(o.widths, start=1):
-        if o.remove_conv != f"conv{i}":
-            groups = o.towers if i > 1 else 1
-            conv = nn.Conv2d(channels, width, 5, padding=2, groups=groups, bias=not o.batchnorm)
-            layers[f"conv{i}"] = conv
-            if o.batchnorm:
-                layers[f"bn{i}"] = nn.BatchNorm2d(width)
-            layers[f"act{i}"] = make_activation(o.activation)
-            channels = width
-        layers[f"pool{i}"] = pool_layer(o.pool)
-        if o.lrn and i < 3 and o.remove_conv != f"conv{i}":
-            layers[f"norm{i}"] = LRN(groups=o.towers, inplace=True)
-        size = (size - (3 if o.pool == "overlap" else 2)) // 2 + 1  # `pool_layer`'s output
-    return nn.Sequential(layers), channels * size * size
