@@ -1,6 +1,5 @@
 """The run directory (RUN/) that `alexnet train` writes: its file names and their readers, for
-the engine that writes a run and the commands that read one (eval, plot, report, reproduce).
-"""
+the engine that writes a run and the commands that read one (eval, plot, report, reproduce)."""
 
 from __future__ import annotations
 
@@ -62,9 +61,6 @@ class RunDir:
         self.checkpoint, self.weights = self.path / self.CHECKPOINT, self.path / self.WEIGHTS
         self.best_weights, self.eval_json = self.path / self.BEST, self.path / self.EVAL
 
-    def __repr__(self) -> str:
-        return f"RunDir({str(self.path)!r})"
-
     def owns(self, path: Path) -> bool:
         """True for a file a run writes (the names above, TensorBoard's event files)."""
         names = {v for k, v in vars(RunDir).items() if k.isupper() and isinstance(v, str)}
@@ -87,13 +83,10 @@ class RunDir:
     def read_steps(self) -> list[dict[str, Any]]:
         return read_jsonl(self.steps) if self.steps.is_file() else []
 
-    def read_eval(self) -> dict[str, Any]:
-        return json.loads(self.eval_json.read_text())
-
     def result(self) -> RunResult:
         """The RunResult of a run on disk (finished or not)."""
         history = self.read_metrics()
-        final = self.read_eval() if self.eval_json.is_file() else {}
+        final = json.loads(self.eval_json.read_text()) if self.eval_json.is_file() else {}
         status = "finished" if self.is_finished() else "stopped"
         if history and status == "finished" and not history[-1].get("complete", True):
             status = "max_steps"

@@ -2,9 +2,7 @@
 checkpoints so that a resumed run repeats an uninterrupted one to the bit, and writes the final
 weights and evaluation (the files: `alexnet.rundir`). DDP through torchrun; SIGTERM / SIGINT stop
 after the current step with a checkpoint. The step's sums stay on the device until a log, epoch
-or checkpoint boundary; the ranks agree on stop signals and non-finite steps every `POLL_STEPS`
-steps with fused SGD (CUDA: it skips a non-finite step on the device), after every step otherwise.
-"""
+or checkpoint boundary."""
 
 from __future__ import annotations
 
@@ -26,19 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from alexnet import runtime
-from alexnet.checkpoint import (
-    Checkpoint,
-    capture_rng_state,
-    check_compatible,
-    load_checkpoint,
-    reconcile_world_size,
-    restore_rng_state,
-    save_checkpoint,
-    step_generator,
-    step_seed,
-)
-from alexnet.data.loader import DeviceLoader
+from alexnet import checkpoint, runtime
 from alexnet.data.packed import open_dataset
 from alexnet.errors import Param, UserError
 from alexnet.evaluate import evaluate, make_eval_transform
@@ -55,6 +41,7 @@ from alexnet.weights.safetensors_io import save_safetensors
 
 StepCallback = Callable[[int], None]  # called after every step with the global step (tests)
 POLL_STEPS = 50  # fused-SGD steps between the ranks' agreement on stop signals and NaNs
+# (fused SGD skips a non-finite step on the device; other optimizers agree after every step)
 EPOCH, WINDOW = 0, 1  # the rows of Position.sums: the epoch, the steps since steps.jsonl
 SUMS = ("loss", "correct", "images", "nan_skipped")  # its columns (loss: mean loss x images)
 POSITION = ("epoch", "batch", "global_step", "best_error", "elapsed", "history")  # checkpointed
@@ -109,7 +96,11 @@ def fit(cfg: TrainConfig, *, callbacks: Sequence[StepCallback] = ()) -> RunResul
             " WEIGHTS",
         )
     info = runtime.dist_info()
-    device = _device(cfg, info)
+    if cfg.model_parallel and info.enabled:
+        raise UserError(
+            Param("model_parallel"), " takes two devices, DEV0,DEV1, in a single process"
+        )
+    device = runtime.resolve_device((cfg.model_parallel or cfg.device).split(",")[0], info)
     with runtime.process_settings():
         generation = runtime.init_distributed(info, device, timeout_s=cfg.dist_timeout)
         alive = True
@@ -130,13 +121,14 @@ def _train(cfg, info, device, generation: int, stop: StopFlag, callbacks) -> Run
     cfg = dataclasses.replace(cfg, channels_last=resolve_channels_last(cfg, device.type))
     _set_backends(cfg, device)
     train_ds, val_ds = _open_data(cfg, info)
-    saved = load_checkpoint(cfg.resume, "cpu") if cfg.resume else None
+    saved = checkpoint.load_checkpoint(RunDir(cfg.resume).checkpoint) if cfg.resume else None
     if saved is not None:
-        cfg = reconcile_world_size(cfg, saved, info)
+        cfg = checkpoint.reconcile_world_size(cfg, saved, info)
     net = build_model(cfg, train_ds)
     say = _say if info.is_main else _quiet
     if saved is not None:
-        check_compatible(saved, cfg.resume, model_config=net.config, data=train_ds.fingerprint)
+        fingerprint = train_ds.fingerprint
+        checkpoint.check_compatible(saved, cfg.resume, model_config=net.config, data=fingerprint)
     stats = finetune.prepare(net, cfg.init_from, cfg.freeze, train_ds, saved, say)
     run = RunDir(cfg.output_dir)
     _check_run_dir(run, net, info, resuming=saved is not None)
@@ -152,7 +144,9 @@ def _train(cfg, info, device, generation: int, stop: StopFlag, callbacks) -> Run
     if saved is not None:
         _restore(saved, placed, optimizer, schedule, pos, cfg, info)
     else:
-        torch.manual_seed(step_seed(cfg.seed, 0, 0, info.rank, stream=1))  # dropout, per rank
+        torch.manual_seed(
+            checkpoint.step_seed(cfg.seed, 0, 0, info.rank, stream=1)
+        )  # dropout, per rank
     save = functools.partial(_save, run, cfg, info, placed, optimizer, schedule, pos, inputs)
     write_weights = functools.partial(_write_weights, run, cfg, info, placed, inputs)
     callbacks = [*callbacks, _plan(cfg, len(inputs.train_loader), info, device, say)]
@@ -192,15 +186,6 @@ def _train(cfg, info, device, generation: int, stop: StopFlag, callbacks) -> Run
 
 
 # ------------------------------------------------------------------------------ set-up
-def _device(cfg: TrainConfig, info: runtime.DistInfo) -> torch.device:
-    """This process's device: --model-parallel's first, else --device (torchrun: LOCAL_RANK)."""
-    if cfg.model_parallel and info.enabled:
-        raise UserError(
-            Param("model_parallel"), " takes two devices, DEV0,DEV1, in a single process"
-        )
-    return runtime.resolve_device((cfg.model_parallel or cfg.device).split(",")[0], info)
-
-
 def _set_backends(cfg: TrainConfig, device: torch.device) -> None:
     """Deterministic algorithms or cuDNN's autotuner; TF32 matmuls and convolutions on CUDA."""
     if cfg.deterministic:
@@ -356,12 +341,10 @@ def _paper_state(placed: nn.Module, cfg: TrainConfig) -> dict[str, torch.Tensor]
     return placed.paper_state_dict() if cfg.model_parallel else placed.state_dict()
 
 
-def _restore(saved: Checkpoint, placed, optimizer, schedule, pos: Position, cfg: TrainConfig, info):
+def _restore(saved, placed, optimizer, schedule, pos: Position, cfg: TrainConfig, info) -> None:
     """A checkpoint's state into the model, SGD, schedule, position and every RNG."""
-    if cfg.model_parallel:
-        placed.load_paper_state_dict(saved.model)
-    else:
-        placed.load_state_dict(saved.model)
+    load = placed.load_paper_state_dict if cfg.model_parallel else placed.load_state_dict
+    load(saved.model)
     optimizer.load_state_dict(saved.optimizer)
     schedule.load_state_dict(saved.schedule)
     for name in POSITION:
@@ -371,17 +354,17 @@ def _restore(saved: Checkpoint, placed, optimizer, schedule, pos: Position, cfg:
         pos.data_time[row] = float(sums["data_time"])
     pos.train_time = float(saved.epoch_sums["train_time"])
     if saved.world_size == info.world_size:
-        restore_rng_state(saved.rank_rng[info.rank])
+        checkpoint.restore_rng_state(saved.rank_rng[info.rank])
     else:  # another world size: each rank reseeded from the position
-        torch.manual_seed(step_seed(cfg.seed, 0, pos.global_step, info.rank, 1))
+        torch.manual_seed(checkpoint.step_seed(cfg.seed, 0, pos.global_step, info.rank, 1))
 
 
 def _save(run, cfg, info, placed, optimizer, schedule, pos: Position, inputs: Inputs) -> None:
     """RUN/checkpoint.pt: every rank's RNG states gathered, rank 0 writes."""
-    rank_rng = runtime.gather_objects(capture_rng_state()) if info.enabled else None
+    rank_rng = runtime.gather_objects(checkpoint.capture_rng_state()) if info.enabled else None
     if info.is_main:
-        rng = capture_rng_state()
-        ckpt = Checkpoint(
+        rng = checkpoint.capture_rng_state()
+        ckpt = checkpoint.Checkpoint(
             **inputs.meta,
             data_fingerprint=inputs.train_ds.fingerprint,
             config=cfg.to_json(),
@@ -397,7 +380,7 @@ def _save(run, cfg, info, placed, optimizer, schedule, pos: Position, inputs: In
             world_size=info.world_size,
             global_batch=cfg.batch_size * info.world_size,
         )
-        save_checkpoint(run.checkpoint, ckpt)
+        checkpoint.save_checkpoint(run.checkpoint, ckpt)
 
 
 def _write_weights(run, cfg, info, placed, inputs: Inputs, name: str, extra: dict) -> None:
@@ -418,7 +401,13 @@ def _start(run, cfg, info, pos: Position, saved, generation: int, inputs: Inputs
     about.update(preprocess=inputs.preprocess.to_json(), world_size=info.world_size)
     about.update(data_fingerprint=inputs.train_ds.fingerprint)
     atomic_write_text(run.config, config_json(cfg, **about))
-    board = _tensorboard(run, purge_step=pos.global_step or None)
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as exc:
+        _say(f"warning: TensorBoard events disabled: {exc} (pip install tensorboard)")
+        board = None
+    else:
+        board = SummaryWriter(log_dir=str(run.path), purge_step=pos.global_step or None)
     restart = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
     record = {
         "time": round(time.time(), 3),
@@ -463,7 +452,9 @@ def train_one_epoch(
     t0, timed_images, status, shown = time.perf_counter(), 0, "finished", float("nan")
 
     def generator(k: int) -> torch.Generator:  # batch k's augmentation: a resume draws the same
-        return step_generator(loader.device, step_seed(cfg.seed, epoch, k, info.rank))
+        return checkpoint.step_generator(
+            loader.device, checkpoint.step_seed(cfg.seed, epoch, k, info.rank)
+        )
 
     batches = loader.iterate(
         start_batch=pos.batch, transform=inputs.train_transform, generator=generator
@@ -483,9 +474,9 @@ def train_one_epoch(
         now, every, step = time.perf_counter(), cfg.checkpoint_every, pos.global_step
         logged = bool(cfg.log_every and step % cfg.log_every == 0)
         limit = bool(cfg.max_steps and step >= cfg.max_steps)
-        checkpoint = bool(every and step % every == 0)
+        due = bool(every and step % every == 0)
         signalled = False
-        if pos.batch == steps or limit or logged or checkpoint or step % poll == 0:
+        if pos.batch == steps or limit or logged or due or step % poll == 0:
             signalled, shown = _agree(stop, pos, loss, cfg.on_nan, run, every_step=poll == 1)
         if logged:
             seconds = pos.elapsed + now - t0
@@ -496,7 +487,7 @@ def train_one_epoch(
         if signalled or limit:
             status = "stopped" if signalled else "max_steps"
             break
-        if checkpoint and pos.batch < steps:
+        if due and pos.batch < steps:
             elapsed = time.perf_counter() - t0
             pos.train_time, pos.elapsed = pos.train_time + elapsed, pos.elapsed + elapsed
             t0, timed_images = time.perf_counter(), 0
@@ -658,14 +649,8 @@ def final_evaluation(
             "crops": cfg.eval_crops,
             **{k: record.get(f"val_{k}") for k in ("top1_error", "top5_error", "loss")},
         }
-    if cfg.train_eval:
-        subset = inputs.train_ds.head(cfg.train_eval)
-        where = dict(rank=info.rank, world_size=info.world_size, workers=cfg.workers)
-        device = inputs.train_loader.device
-        loader = DeviceLoader(
-            subset, cfg.batch_size, shuffle=False, drop_last=False, **where, device=device
-        )
-        train = validate(placed, loader, inputs, cfg.test_crops, cfg)
+    if inputs.train_eval_loader is not None:
+        train = validate(placed, inputs.train_eval_loader, inputs, cfg.test_crops, cfg)
         final["train"] = {
             k: train.get(k) for k in ("images", "crops", "top1_error", "top5_error", "loss")
         }
@@ -741,16 +726,6 @@ def _jsonl(record: dict[str, Any]) -> str:
 def _append_jsonl(path, record: dict[str, Any]) -> None:
     with open(path, "a") as f:
         f.write(_jsonl(record))
-
-
-def _tensorboard(run: RunDir, purge_step: int | None):
-    """A TensorBoard writer of RUN, or None (with a warning) when tensorboard is missing."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError as exc:
-        _say(f"warning: TensorBoard events disabled: {exc} (pip install tensorboard)")
-        return None
-    return SummaryWriter(log_dir=str(run.path), purge_step=purge_step)
 
 
 class Progress:
