@@ -143,10 +143,8 @@ def _train(cfg, info, device, generation: int, stop: StopFlag, callbacks) -> Run
     pos = Position(torch.zeros(2, len(SUMS), dtype=torch.float64, device=device))
     if saved is not None:
         _restore(saved, placed, optimizer, schedule, pos, cfg, info)
-    else:
-        torch.manual_seed(
-            checkpoint.step_seed(cfg.seed, 0, 0, info.rank, stream=1)
-        )  # dropout, per rank
+    else:  # dropout, per rank
+        torch.manual_seed(checkpoint.step_seed(cfg.seed, 0, 0, info.rank, stream=1))
     save = functools.partial(_save, run, cfg, info, placed, optimizer, schedule, pos, inputs)
     write_weights = functools.partial(_write_weights, run, cfg, info, placed, inputs)
     callbacks = [*callbacks, _plan(cfg, len(inputs.train_loader), info, device, say)]

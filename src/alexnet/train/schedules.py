@@ -1,7 +1,6 @@
-"""The learning-rate schedules of the recipes (paper §5, torchvision, fast), in plain Python:
-`lr(epoch, step, steps_per_epoch)` for the step about to run, `epoch_end(val_error)` after each
-validation, and a state of plain numbers that a checkpoint restores exactly. `TrainConfig`
-checks their parameters."""
+"""The learning-rate schedules of the recipes (paper §5, torchvision, fast): `lr(epoch, step,
+steps_per_epoch)` for the step about to run, `epoch_end(val_error)` after each validation, and a
+state of plain numbers that a checkpoint restores exactly."""
 
 from __future__ import annotations
 
@@ -27,10 +26,7 @@ class PlateauSchedule:
     ) -> None:
         self.factor, self.patience = factor, patience
         self.max_reductions, self.threshold = max_reductions, threshold
-        self.current = lr
-        self.best = math.inf
-        self.bad_epochs = 0
-        self.reductions = 0
+        self.current, self.best, self.bad_epochs, self.reductions = lr, math.inf, 0, 0
 
     def lr(self, epoch: int, step: int, steps_per_epoch: int) -> float:
         return self.current
