@@ -90,14 +90,9 @@ class RunDir:
         status = "finished" if self.is_finished() else "stopped"
         if history and status == "finished" and not history[-1].get("complete", True):
             status = "max_steps"
-        return RunResult(
-            status=status,
-            output_dir=self.path,
-            history=history,
-            final=final,
-            weights=self.weights if self.weights.is_file() else None,
-            train_seconds=float(history[-1].get("elapsed", 0.0)) if history else 0.0,
-        )
+        weights = self.weights if self.weights.is_file() else None
+        seconds = float(history[-1].get("elapsed", 0.0)) if history else 0.0
+        return RunResult(status, self.path, history, final, weights, seconds)
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

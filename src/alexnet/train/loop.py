@@ -133,11 +133,8 @@ def _train(cfg, info, device, generation: int, stop: StopFlag, callbacks) -> Run
     run = RunDir(cfg.output_dir)
     _check_run_dir(run, net, info, resuming=saved is not None)
     placed, forward = _place(cfg, net, device, info)
-    sgd = {k: getattr(cfg, k) for k in ("lr", "momentum", "weight_decay", "nesterov")}
     fused = device.type == "cuda" and not cfg.model_parallel  # one launch; skips on the device
-    optimizer = make_optimizer(
-        finetune.param_groups(placed, cfg.head_lr_factor), **sgd, fused=fused
-    )
+    optimizer = make_optimizer(finetune.param_groups(placed, cfg.head_lr_factor), cfg, fused)
     schedule = make_schedule(cfg)
     inputs = make_inputs(cfg, train_ds, val_ds, stats, net, info, device)
     pos = Position(torch.zeros(2, len(SUMS), dtype=torch.float64, device=device))
@@ -288,17 +285,10 @@ def _check_dir(run: RunDir, need_bytes: int, *, resuming: bool) -> None:
         )
 
 
-def make_optimizer(
-    params,
-    *,
-    lr: float,
-    momentum: float,
-    weight_decay: float,
-    nesterov: bool = False,
-    fused: bool = False,
-) -> torch.optim.SGD:
-    """SGD with momentum and L2 weight decay on every parameter (paper §5); `params`: parameters
-    or groups (a group's `lr_factor` scales the schedule's rate). The paper's rule
+def make_optimizer(params, cfg: TrainConfig, fused: bool = False) -> torch.optim.SGD:
+    """SGD with momentum and L2 weight decay on every parameter (paper §5) as `cfg` sets them;
+    `params`: parameters or groups (a group's `lr_factor` scales the schedule's rate).
+    The paper's rule
         v <- 0.9 v - 0.0005 * eps * w - eps * dL/dw,    w <- w + v
     and torch's
         b <- 0.9 b + (dL/dw + 0.0005 w),                w <- w - eps * b
@@ -307,9 +297,9 @@ def make_optimizer(
     step). We use torch's form, as every modern reproduction does. `fused`: torch's fused kernel
     (CUDA), which can skip a step on the device; its momentum buffers start as zeros so that a
     skipped first step cannot leave them uninitialized (the same first step: 0.9 * 0 + grad)."""
-    decay = {"momentum": momentum, "weight_decay": weight_decay, "nesterov": nesterov}
-    optimizer = torch.optim.SGD(params, lr=lr, **decay, fused=fused or None)
-    if fused and momentum > 0:
+    decay = {"momentum": cfg.momentum, "weight_decay": cfg.weight_decay, "nesterov": cfg.nesterov}
+    optimizer = torch.optim.SGD(params, lr=cfg.lr, **decay, fused=fused or None)
+    if fused and cfg.momentum > 0:
         for group in optimizer.param_groups:
             for p in group["params"]:
                 optimizer.state[p]["momentum_buffer"] = torch.zeros_like(p)
