@@ -64,7 +64,6 @@ class Inputs:
     train_transform: TrainTransform
     geometry: dict[str, Any]
     preprocess: Preprocess
-    mean_image: torch.Tensor
     meta: dict[str, Any]  # what the weights and checkpoints hold: model config, classes, mean
 
 
@@ -116,4 +115,4 @@ def make_inputs(cfg, train_ds, val_ds, stats: DatasetStats, net, info, device) -
     mean_image = torch.as_tensor(stats.mean_image, dtype=torch.float32)
     meta = dict(model_config=net.config, classes=list(train_ds.classes), mean_image=mean_image)
     loaders = (train_loader, val_loader, train_eval_loader)
-    return Inputs(train_ds, val_ds, *loaders, transform, geometry, preprocess, mean_image, meta)
+    return Inputs(train_ds, val_ds, *loaders, transform, geometry, preprocess, meta)

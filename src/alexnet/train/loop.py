@@ -566,7 +566,7 @@ def _log_steps(pos: Position, steps: int, global_batch: int, seconds: float, run
 def validate(model, loader, inputs: Inputs, crops: int, cfg) -> dict[str, Any]:
     """Top-1/top-5 error and loss of `loader`'s images (each counted once over the ranks)."""
     loader.set_epoch(0)
-    transform = make_eval_transform(inputs.preprocess, inputs.mean_image, crops)
+    transform = make_eval_transform(inputs.preprocess, inputs.meta["mean_image"], crops)
     precision = dict(amp=cfg.amp, channels_last=cfg.channels_last)
     classes = inputs.train_ds.num_classes
     return evaluate(

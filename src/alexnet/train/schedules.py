@@ -7,13 +7,31 @@ from __future__ import annotations
 import math
 
 SCHEDULES = ("plateau", "step", "cosine")
-_PLATEAU_STATE = ("current", "best", "bad_epochs", "reductions")  # what a checkpoint holds
 
 
-class PlateauSchedule:
+class Schedule:
+    """A function of the position alone unless a subclass says otherwise: validation does not
+    move it; `STATE`: the attributes a checkpoint holds."""
+
+    STATE: tuple[str, ...] = ()
+
+    def epoch_end(self, val_error: float) -> bool:
+        return False
+
+    def state_dict(self) -> dict:
+        return {name: getattr(self, name) for name in self.STATE}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name in self.STATE:
+            setattr(self, name, state[name])
+
+
+class PlateauSchedule(Schedule):
     """Paper §5: "divide the learning rate by 10 when the validation error rate stopped improving
     with the current learning rate"; the paper did it 3 times. A reduction after `patience`
     validations in a row not below the best by more than `threshold`; at most `max_reductions`."""
+
+    STATE = ("current", "best", "bad_epochs", "reductions")
 
     def __init__(
         self,
@@ -44,28 +62,8 @@ class PlateauSchedule:
             return True
         return False
 
-    def state_dict(self) -> dict:
-        return {name: getattr(self, name) for name in _PLATEAU_STATE}
 
-    def load_state_dict(self, state: dict) -> None:
-        for name in _PLATEAU_STATE:
-            setattr(self, name, state[name])
-
-
-class _FixedInTime:
-    """A function of the position alone: validation does not move it, no state to checkpoint."""
-
-    def epoch_end(self, val_error: float) -> bool:
-        return False
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
-
-
-class StepSchedule(_FixedInTime):
+class StepSchedule(Schedule):
     """torchvision's AlexNet recipe: lr * gamma ** (epoch // step_size) (StepLR 30, 0.1)."""
 
     def __init__(self, lr: float, *, step_size: int = 30, gamma: float = 0.1) -> None:
@@ -75,7 +73,7 @@ class StepSchedule(_FixedInTime):
         return self.base * self.gamma ** (epoch // self.step_size)
 
 
-class WarmupCosineSchedule(_FixedInTime):
+class WarmupCosineSchedule(Schedule):
     """The fast recipe: linear warm-up over `warmup_epochs` to the peak lr, then a cosine decay to
     `final_frac * lr` at the end of the last epoch; updated every step (one-cycle shaped)."""
 
@@ -93,9 +91,6 @@ class WarmupCosineSchedule(_FixedInTime):
         progress = min((t - self.warmup) / span, 1.0)
         low = self.base * self.final_frac
         return low + (self.base - low) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-Schedule = PlateauSchedule | StepSchedule | WarmupCosineSchedule
 
 
 def make_schedule(cfg) -> Schedule:
