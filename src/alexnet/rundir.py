@@ -83,10 +83,13 @@ class RunDir:
     def read_steps(self) -> list[dict[str, Any]]:
         return read_jsonl(self.steps) if self.steps.is_file() else []
 
+    def read_eval(self) -> dict[str, Any]:
+        return json.loads(self.eval_json.read_text())
+
     def result(self) -> RunResult:
         """The RunResult of a run on disk (finished or not)."""
         history = self.read_metrics()
-        final = json.loads(self.eval_json.read_text()) if self.eval_json.is_file() else {}
+        final = self.read_eval() if self.eval_json.is_file() else {}
         status = "finished" if self.is_finished() else "stopped"
         if history and status == "finished" and not history[-1].get("complete", True):
             status = "max_steps"

@@ -309,6 +309,8 @@ def _run_to_resume(resume: str) -> tuple[RunDir, dict[str, Any]]:
     """The run (absolute) that `--resume` names (a run directory or its checkpoint) and the
     config it saved."""
     path = Path(resume).expanduser().resolve()
+    if not path.exists():
+        raise UserError(Param("resume"), f" {resume}: no such run directory")
     run = RunDir(path.parent if path.is_file() and path.name == RunDir.CHECKPOINT else path)
     if not run.has_checkpoint() or not run.config.is_file():
         raise UserError(

@@ -134,7 +134,8 @@ def _train(cfg, info, device, generation: int, stop: StopFlag, callbacks) -> Run
     _check_run_dir(run, net, info, resuming=saved is not None)
     placed, forward = _place(cfg, net, device, info)
     fused = device.type == "cuda" and not cfg.model_parallel  # one launch; skips on the device
-    optimizer = make_optimizer(finetune.param_groups(placed, cfg.head_lr_factor), cfg, fused)
+    groups = finetune.param_groups(placed, cfg.head_lr_factor)
+    optimizer = make_optimizer(groups, cfg, fused=fused)
     schedule = make_schedule(cfg)
     inputs = make_inputs(cfg, train_ds, val_ds, stats, net, info, device)
     pos = Position(torch.zeros(2, len(SUMS), dtype=torch.float64, device=device))
@@ -285,7 +286,7 @@ def _check_dir(run: RunDir, need_bytes: int, *, resuming: bool) -> None:
         )
 
 
-def make_optimizer(params, cfg: TrainConfig, fused: bool = False) -> torch.optim.SGD:
+def make_optimizer(params, cfg: TrainConfig, *, fused: bool = False) -> torch.optim.SGD:
     """SGD with momentum and L2 weight decay on every parameter (paper §5) as `cfg` sets them;
     `params`: parameters or groups (a group's `lr_factor` scales the schedule's rate).
     The paper's rule
