@@ -115,7 +115,7 @@ def _paper_steps(w, x, y, lrs, mu=0.9, wd=5e-4):
 
 def _torch_steps(w, x, y, lrs, mu=0.9, wd=5e-4):
     p = torch.nn.Parameter(torch.tensor(w, dtype=torch.float64))
-    opt = make_optimizer([p], lr=lrs[0], momentum=mu, weight_decay=wd)
+    opt = make_optimizer([p], make_config(lr=lrs[0], momentum=mu, weight_decay=wd))
     xt, yt = torch.tensor(x), torch.tensor(y)
     out = []
     for eps in lrs:

@@ -1,10 +1,8 @@
 """The training checkpoint, RUN/checkpoint.pt (format "alexnet-checkpoint/1"): a plain dict of
 tensors and primitives (JSON strings for the nested configs) read with weights_only=True, so no
-code runs on load; what a run may be continued with; and every random stream of a run, so that a
-resumed run repeats an uninterrupted one exactly: the loader's order is a function of (seed,
-epoch), each step's augmentation a generator seeded from (seed, epoch, step, rank) (`step_seed`),
-dropout each rank's global RNG, whose state every checkpoint holds (`capture_rng_state`).
-"""
+code runs on load; and every random stream of a run, so that a resumed run repeats an
+uninterrupted one exactly: the loader's order is a function of (seed, epoch), each step's
+augmentation a generator seeded by `step_seed`, dropout each rank's global RNG (checkpointed)."""
 
 from __future__ import annotations
 
@@ -106,15 +104,9 @@ def save_checkpoint(path: str | os.PathLike, ckpt: Checkpoint) -> None:
     atomic_write(path, lambda f: torch.save(ckpt.to_dict(), f))
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Checkpoint:
-    """Read RUN/checkpoint.pt (or RUN) with weights_only=True; every failure is one
-    UserError naming the file."""
-    path = checkpoint_path(path)
-    if not path.is_file():
-        raise UserError(
-            f"{path}: no checkpoint there (was the run started with ", Param("output_dir"), "?)"
-        )
-    return Checkpoint.from_dict(safe_torch_load(path, map_location), path)
+def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Read a checkpoint file with weights_only=True; every failure is one UserError naming it."""
+    return Checkpoint.from_dict(safe_torch_load(path), path)
 
 
 def reconcile_world_size(cfg, saved: Checkpoint, info):

@@ -1,6 +1,5 @@
 """The run directory (RUN/) that `alexnet train` writes: its file names and their readers, for
-the engine that writes a run and the commands that read one (eval, plot, report, reproduce).
-"""
+the engine that writes a run and the commands that read one (eval, plot, report, reproduce)."""
 
 from __future__ import annotations
 
@@ -62,9 +61,6 @@ class RunDir:
         self.checkpoint, self.weights = self.path / self.CHECKPOINT, self.path / self.WEIGHTS
         self.best_weights, self.eval_json = self.path / self.BEST, self.path / self.EVAL
 
-    def __repr__(self) -> str:
-        return f"RunDir({str(self.path)!r})"
-
     def owns(self, path: Path) -> bool:
         """True for a file a run writes (the names above, TensorBoard's event files)."""
         names = {v for k, v in vars(RunDir).items() if k.isupper() and isinstance(v, str)}
@@ -97,14 +93,9 @@ class RunDir:
         status = "finished" if self.is_finished() else "stopped"
         if history and status == "finished" and not history[-1].get("complete", True):
             status = "max_steps"
-        return RunResult(
-            status=status,
-            output_dir=self.path,
-            history=history,
-            final=final,
-            weights=self.weights if self.weights.is_file() else None,
-            train_seconds=float(history[-1].get("elapsed", 0.0)) if history else 0.0,
-        )
+        weights = self.weights if self.weights.is_file() else None
+        seconds = float(history[-1].get("elapsed", 0.0)) if history else 0.0
+        return RunResult(status, self.path, history, final, weights, seconds)
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -62,23 +62,6 @@ def _json_object(text: str) -> dict:
     return value
 
 
-def _add_field(group: argparse._ArgumentGroup, name: str) -> None:
-    f, option = CONFIG_FIELDS[name], option_of(name)
-    flag, typ, text = flag_of(name), str(f.type), _help(name, option)
-    if typ.startswith("bool"):
-        group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
-    elif typ.startswith("dict"):
-        group.add_argument(flag, type=_json_object, metavar="JSON", default=None, help=text)
-    elif option.kind is not None and option.kind.kind == "choice":
-        choices = list(option.kind.options)  # type: ignore[attr-defined]
-        group.add_argument(flag, type=type(choices[0]), choices=choices, default=None, help=text)
-    elif option.kind is not None:
-        group.add_argument(flag, type=from_kind(option.kind), default=None, help=text)
-    else:
-        metavar = {"data": "DIR", "output_dir": "RUN", "init_from": "WEIGHTS", "freeze": "LAYER"}
-        group.add_argument(flag, metavar=metavar.get(name), default=None, help=text)
-
-
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "train",
@@ -89,21 +72,32 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         f"--resume {RESUME_AUTO}, the same command line for the first start and every restart.",
     )
     groups: dict[str, argparse._ArgumentGroup] = {}
-    for name in CONFIG_FIELDS:
+    metavar = {"data": "DIR", "output_dir": "RUN", "init_from": "WEIGHTS", "freeze": "LAYER"}
+    for name, f in CONFIG_FIELDS.items():
         option = option_of(name)
         if option.group not in groups:
             groups[option.group] = p.add_argument_group(option.group)
-        group = groups[option.group]
+        add, flag, text = groups[option.group].add_argument, flag_of(name), _help(name, option)
+        kind = option.kind.kind if option.kind is not None else None
         if name == "recipe":
             about = "; ".join(f"{r}: {x.about}" for r, x in RECIPES.items())
             about = f"named hyper-parameter set (default paper). {about}"
-            group.add_argument("--recipe", choices=list(RECIPES), default=None, help=about)
+            add("--recipe", choices=list(RECIPES), default=None, help=about)
             about = "print the resolved config (every field) and exit without training"
-            group.add_argument("--print-config", action="store_true", help=about)
+            add("--print-config", action="store_true", help=about)
         elif name == "resume":
-            group.add_argument("--resume", metavar=f"RUN|{RESUME_AUTO}", help=option.help)
+            add("--resume", metavar=f"RUN|{RESUME_AUTO}", help=option.help)
+        elif str(f.type).startswith("bool"):
+            add(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
+        elif str(f.type).startswith("dict"):
+            add(flag, type=_json_object, metavar="JSON", default=None, help=text)
+        elif kind == "choice":
+            choices = list(option.kind.options)  # type: ignore[union-attr]
+            add(flag, type=type(choices[0]), choices=choices, default=None, help=text)
+        elif kind is not None:
+            add(flag, type=from_kind(option.kind), default=None, help=text)
         else:
-            _add_field(group, name)
+            add(flag, metavar=metavar.get(name), default=None, help=text)
     return p
 
 

@@ -1,8 +1,6 @@
 """Training configuration (paper §4-§5 by default): `TrainConfig`, whose fields declare their
 type, allowed values, help and `--help` group (`alexnet train`'s flags are generated from them),
-and `resolve`, the one place a run's config is decided (recipe or resumed run, then overrides).
-No torch here: the command line imports this module.
-"""
+and `resolve`, the one place a run's config is decided. No torch: the command line imports it."""
 
 from __future__ import annotations
 
@@ -76,7 +74,6 @@ _RUN, _MODEL, _TUNE, _OPT, _AUG, _EVAL, _MECH = (
 class TrainConfig:
     """One training run. The defaults are the paper's recipe (§4-§5)."""
 
-    # what to train on and where to write
     data: str = _opt("", None, "packed dataset directory (from `alexnet prepare`)", _RUN)
     output_dir: str = _opt("", None, "run directory to write (RUN)", _RUN)
     recipe: str = _opt(
@@ -91,7 +88,6 @@ class TrainConfig:
     model_options: dict[str, Any] = _opt(
         {}, None, 'options for the model builder, a JSON object, e.g. \'{"init": "caffe"}\'', _MODEL
     )
-    # fine-tuning (paper §6: pre-trained on ImageNet Fall 2011, fine-tuned on ILSVRC-2012)
     init_from: str | None = _opt(
         None, None, "start from these weights: a weights file, run directory, Hugging Face-style "
         "folder or name (torchvision); the model, its options and the input normalization are "
@@ -106,7 +102,6 @@ class TrainConfig:
     head_lr_factor: float = _opt(
         1.0, POSITIVE, "the last layer learns at --lr x this (a new last layer, faster)", _TUNE
     )
-    # optimization (paper §5)
     epochs: int = _opt(90, POSITIVE_INT, "number of epochs", _OPT)
     batch_size: int = _opt(
         128, POSITIVE_INT, "images per step per process (global batch: x WORLD_SIZE)", _OPT
@@ -132,7 +127,6 @@ class TrainConfig:
         0.0, NONNEGATIVE, "cosine: linear warm-up epochs, shorter than the run", _OPT,
         auto="a sixth of --epochs, at most 1",
     )  # fmt: skip
-    # augmentation (paper §4.1) and normalization (§2)
     augment: str = _opt(
         "paper", Choice(AUGMENT_MODES), "random crops + flips (paper) or RandomResizedCrop", _AUG
     )
@@ -152,7 +146,6 @@ class TrainConfig:
         "mean_image", Choice(NORMALIZE_MODES), "input normalization (paper §2: the mean image)",
         _AUG,
     )  # fmt: skip
-    # evaluation
     eval_crops: int = _opt(
         1, Choice(TEST_CROPS), "crops of the per-epoch validation: 1, 2 (+ mirror) or 10", _EVAL
     )
@@ -166,7 +159,6 @@ class TrainConfig:
         0, NONNEGATIVE_INT, "eval.json also holds the error on the first N training images "
         "(evaluation mode, the test crops): the train side of a train-test gap", _EVAL,
     )  # fmt: skip
-    # run mechanics
     seed: int = _opt(0, IntRange(0, 2**63 - 1), "random seed", _MECH)
     workers: int = _opt(
         0, IntRange(0, 1024), "loader threads (0: load in the training thread)", _MECH
@@ -319,11 +311,7 @@ def _run_to_resume(resume: str) -> tuple[RunDir, dict[str, Any]]:
     path = Path(resume).expanduser().resolve()
     if not path.exists():
         raise UserError(Param("resume"), f" {resume}: no such run directory")
-    run = RunDir(path if path.is_dir() else path.parent)
-    if path.is_file() and path.name != RunDir.CHECKPOINT:
-        raise UserError(
-            Param("resume"), f" {resume}: not a run directory or its {RunDir.CHECKPOINT}"
-        )
+    run = RunDir(path.parent if path.is_file() and path.name == RunDir.CHECKPOINT else path)
     if not run.has_checkpoint() or not run.config.is_file():
         raise UserError(
             Param("resume"),
@@ -393,8 +381,8 @@ def check_config(cfg: TrainConfig) -> None:
         )
 
 
-def environment() -> dict[str, str]:
-    """Versions recorded next to the resolved config (RUN/config.json)."""
+def config_json(cfg: TrainConfig, **extra: Any) -> str:
+    """RUN/config.json: the resolved config, `extra` and the versions the run uses."""
     import numpy  # heavy: only when a run is written, never for the command line's parser
     import torch
 
@@ -402,7 +390,7 @@ def environment() -> dict[str, str]:
         version = importlib.metadata.version("alexnet")
     except importlib.metadata.PackageNotFoundError:
         version = "unknown"
-    return {
+    versions = {
         "alexnet": version,
         "torch": torch.__version__,
         "numpy": numpy.__version__,
@@ -410,10 +398,7 @@ def environment() -> dict[str, str]:
         "platform": platform.platform(),
         "cuda": str(torch.version.cuda),
     }
-
-
-def config_json(cfg: TrainConfig, **extra: Any) -> str:
-    return json.dumps({"config": cfg.to_json(), "versions": environment(), **extra}, indent=2)
+    return json.dumps({"config": cfg.to_json(), "versions": versions, **extra}, indent=2)
 
 
 def print_config(cfg: TrainConfig) -> str:

@@ -5,6 +5,7 @@ layers kept fixed (`--freeze`), the last layer learning faster (`--head-lr-facto
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import numpy as np
@@ -16,24 +17,19 @@ from alexnet.weights.meta import Preprocess, WeightsMeta
 
 FEATURES = "features"  # --freeze features: every conv layer
 _FOLLOWERS = (nn.ReLU, nn.Tanh, nn.modules.batchnorm._BatchNorm)  # part of the layer before them
-_READ: dict[str, Any] = {}  # the weights `weights_config` read, kept for `start_from` (read once)
 
 
-def _read(init_from: str, *, keep: bool) -> tuple[dict[str, Any], WeightsMeta]:
-    """(tensors, metadata) of weights `init_from`: those `weights_config` kept, else read."""
+@functools.lru_cache(maxsize=1)  # read once for `weights_config` and `start_from`
+def _read(init_from: str) -> tuple[dict[str, Any], WeightsMeta]:
     from alexnet.weights.files import read  # every weights format: only a run that starts from one
 
-    found = _READ.pop(init_from, None) or read(init_from)
-    if keep:
-        _READ.clear()
-        _READ[init_from] = found
-    return found
+    return read(init_from)
 
 
 def weights_config(init_from: str) -> dict[str, Any]:
     """The config fields that weights `init_from` decide: the model, its options (but the number
     of classes, which the data decides) and the input normalization they were trained with."""
-    _, meta = _read(init_from, keep=True)
+    _, meta = _read(init_from)
     options = dict(meta.model_config.get("options", {}))
     options.pop("num_classes", None)
     return {
@@ -73,7 +69,8 @@ def start_from(net: nn.Module, init_from: str, classes: list[str]) -> tuple[Weig
     """Copy the tensors of weights `init_from` into `net`; the last layer keeps `net`'s fresh
     initialization when the data's `classes` differ from the weights' (in number or in name).
     Returns (the weights' metadata, the names of the re-made tensors: [] or fc8's two)."""
-    tensors, meta = _read(init_from, keep=False)
+    tensors, meta = _read(init_from)
+    _read.cache_clear()  # the tensors live on in `net` only
     own = net.state_dict()
     missing = sorted(own.keys() - tensors.keys())
     other = sorted(k for k in own.keys() & tensors.keys() if own[k].shape != tensors[k].shape)

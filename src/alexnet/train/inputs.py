@@ -3,6 +3,7 @@ training and evaluation transforms (paper §2, §4.1)."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,10 +60,10 @@ class Inputs:
     val_ds: Any
     train_loader: DeviceLoader
     val_loader: DeviceLoader
+    train_eval_loader: DeviceLoader | None  # --train-eval's first training images, or None
     train_transform: TrainTransform
     geometry: dict[str, Any]
     preprocess: Preprocess
-    mean_image: torch.Tensor
     meta: dict[str, Any]  # what the weights and checkpoints hold: model config, classes, mean
 
 
@@ -83,12 +84,11 @@ def make_inputs(cfg, train_ds, val_ds, stats: DatasetStats, net, info, device) -
         std=[float(v) for v in np.asarray(stats.channel_std).reshape(-1)],
     )
     where = dict(seed=cfg.seed, rank=info.rank, world_size=info.world_size, workers=cfg.workers)
-    train_loader = DeviceLoader(
-        train_ds, cfg.batch_size, shuffle=True, drop_last=True, device=device, **where
-    )
-    val_loader = DeviceLoader(
-        val_ds, cfg.batch_size, shuffle=False, drop_last=False, device=device, **where
-    )
+    batches = functools.partial(DeviceLoader, batch_size=cfg.batch_size, device=device, **where)
+    train_loader = batches(train_ds, shuffle=True, drop_last=True)
+    val_loader = batches(val_ds, shuffle=False, drop_last=False)
+    head = train_ds.head(cfg.train_eval)
+    train_eval_loader = batches(head, shuffle=False, drop_last=False) if cfg.train_eval else None
     if len(train_loader) == 0:
         raise UserError(
             f"{cfg.data}: {len(train_ds)} training images are fewer than one global batch of "
@@ -114,5 +114,5 @@ def make_inputs(cfg, train_ds, val_ds, stats: DatasetStats, net, info, device) -
         transform.produce(torch.bfloat16 if cfg.amp else None, channels_last=cfg.channels_last)
     mean_image = torch.as_tensor(stats.mean_image, dtype=torch.float32)
     meta = dict(model_config=net.config, classes=list(train_ds.classes), mean_image=mean_image)
-    loaders = (train_loader, val_loader)
-    return Inputs(train_ds, val_ds, *loaders, transform, geometry, preprocess, mean_image, meta)
+    loaders = (train_loader, val_loader, train_eval_loader)
+    return Inputs(train_ds, val_ds, *loaders, transform, geometry, preprocess, meta)

@@ -2,9 +2,7 @@
 checkpoints so that a resumed run repeats an uninterrupted one to the bit, and writes the final
 weights and evaluation (the files: `alexnet.rundir`). DDP through torchrun; SIGTERM / SIGINT stop
 after the current step with a checkpoint. The step's sums stay on the device until a log, epoch
-or checkpoint boundary; the ranks agree on stop signals and non-finite steps every `POLL_STEPS`
-steps with fused SGD (CUDA: it skips a non-finite step on the device), after every step otherwise.
-"""
+or checkpoint boundary."""
 
 from __future__ import annotations
 
@@ -26,19 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from alexnet import runtime
-from alexnet.checkpoint import (
-    Checkpoint,
-    capture_rng_state,
-    check_compatible,
-    load_checkpoint,
-    reconcile_world_size,
-    restore_rng_state,
-    save_checkpoint,
-    step_generator,
-    step_seed,
-)
-from alexnet.data.loader import DeviceLoader
+from alexnet import checkpoint, runtime
 from alexnet.data.packed import open_dataset
 from alexnet.errors import Param, UserError
 from alexnet.evaluate import evaluate, make_eval_transform
@@ -55,6 +41,7 @@ from alexnet.weights.safetensors_io import save_safetensors
 
 StepCallback = Callable[[int], None]  # called after every step with the global step (tests)
 POLL_STEPS = 50  # fused-SGD steps between the ranks' agreement on stop signals and NaNs
+# (fused SGD skips a non-finite step on the device; other optimizers agree after every step)
 EPOCH, WINDOW = 0, 1  # the rows of Position.sums: the epoch, the steps since steps.jsonl
 SUMS = ("loss", "correct", "images", "nan_skipped")  # its columns (loss: mean loss x images)
 POSITION = ("epoch", "batch", "global_step", "best_error", "elapsed", "history")  # checkpointed
@@ -109,7 +96,11 @@ def fit(cfg: TrainConfig, *, callbacks: Sequence[StepCallback] = ()) -> RunResul
             " WEIGHTS",
         )
     info = runtime.dist_info()
-    device = _device(cfg, info)
+    if cfg.model_parallel and info.enabled:
+        raise UserError(
+            Param("model_parallel"), " takes two devices, DEV0,DEV1, in a single process"
+        )
+    device = runtime.resolve_device((cfg.model_parallel or cfg.device).split(",")[0], info)
     with runtime.process_settings():
         generation = runtime.init_distributed(info, device, timeout_s=cfg.dist_timeout)
         alive = True
@@ -130,29 +121,28 @@ def _train(cfg, info, device, generation: int, stop: StopFlag, callbacks) -> Run
     cfg = dataclasses.replace(cfg, channels_last=resolve_channels_last(cfg, device.type))
     _set_backends(cfg, device)
     train_ds, val_ds = _open_data(cfg, info)
-    saved = load_checkpoint(cfg.resume, "cpu") if cfg.resume else None
+    saved = checkpoint.load_checkpoint(RunDir(cfg.resume).checkpoint) if cfg.resume else None
     if saved is not None:
-        cfg = reconcile_world_size(cfg, saved, info)
+        cfg = checkpoint.reconcile_world_size(cfg, saved, info)
     net = build_model(cfg, train_ds)
     say = _say if info.is_main else _quiet
     if saved is not None:
-        check_compatible(saved, cfg.resume, model_config=net.config, data=train_ds.fingerprint)
+        fingerprint = train_ds.fingerprint
+        checkpoint.check_compatible(saved, cfg.resume, model_config=net.config, data=fingerprint)
     stats = finetune.prepare(net, cfg.init_from, cfg.freeze, train_ds, saved, say)
     run = RunDir(cfg.output_dir)
     _check_run_dir(run, net, info, resuming=saved is not None)
     placed, forward = _place(cfg, net, device, info)
-    sgd = {k: getattr(cfg, k) for k in ("lr", "momentum", "weight_decay", "nesterov")}
     fused = device.type == "cuda" and not cfg.model_parallel  # one launch; skips on the device
-    optimizer = make_optimizer(
-        finetune.param_groups(placed, cfg.head_lr_factor), **sgd, fused=fused
-    )
+    groups = finetune.param_groups(placed, cfg.head_lr_factor)
+    optimizer = make_optimizer(groups, cfg, fused=fused)
     schedule = make_schedule(cfg)
     inputs = make_inputs(cfg, train_ds, val_ds, stats, net, info, device)
     pos = Position(torch.zeros(2, len(SUMS), dtype=torch.float64, device=device))
     if saved is not None:
         _restore(saved, placed, optimizer, schedule, pos, cfg, info)
-    else:
-        torch.manual_seed(step_seed(cfg.seed, 0, 0, info.rank, stream=1))  # dropout, per rank
+    else:  # dropout, per rank
+        torch.manual_seed(checkpoint.step_seed(cfg.seed, 0, 0, info.rank, stream=1))
     save = functools.partial(_save, run, cfg, info, placed, optimizer, schedule, pos, inputs)
     write_weights = functools.partial(_write_weights, run, cfg, info, placed, inputs)
     callbacks = [*callbacks, _plan(cfg, len(inputs.train_loader), info, device, say)]
@@ -192,15 +182,6 @@ def _train(cfg, info, device, generation: int, stop: StopFlag, callbacks) -> Run
 
 
 # ------------------------------------------------------------------------------ set-up
-def _device(cfg: TrainConfig, info: runtime.DistInfo) -> torch.device:
-    """This process's device: --model-parallel's first, else --device (torchrun: LOCAL_RANK)."""
-    if cfg.model_parallel and info.enabled:
-        raise UserError(
-            Param("model_parallel"), " takes two devices, DEV0,DEV1, in a single process"
-        )
-    return runtime.resolve_device((cfg.model_parallel or cfg.device).split(",")[0], info)
-
-
 def _set_backends(cfg: TrainConfig, device: torch.device) -> None:
     """Deterministic algorithms or cuDNN's autotuner; TF32 matmuls and convolutions on CUDA."""
     if cfg.deterministic:
@@ -305,17 +286,10 @@ def _check_dir(run: RunDir, need_bytes: int, *, resuming: bool) -> None:
         )
 
 
-def make_optimizer(
-    params,
-    *,
-    lr: float,
-    momentum: float,
-    weight_decay: float,
-    nesterov: bool = False,
-    fused: bool = False,
-) -> torch.optim.SGD:
-    """SGD with momentum and L2 weight decay on every parameter (paper §5); `params`: parameters
-    or groups (a group's `lr_factor` scales the schedule's rate). The paper's rule
+def make_optimizer(params, cfg: TrainConfig, *, fused: bool = False) -> torch.optim.SGD:
+    """SGD with momentum and L2 weight decay on every parameter (paper §5) as `cfg` sets them;
+    `params`: parameters or groups (a group's `lr_factor` scales the schedule's rate).
+    The paper's rule
         v <- 0.9 v - 0.0005 * eps * w - eps * dL/dw,    w <- w + v
     and torch's
         b <- 0.9 b + (dL/dw + 0.0005 w),                w <- w - eps * b
@@ -324,9 +298,9 @@ def make_optimizer(
     step). We use torch's form, as every modern reproduction does. `fused`: torch's fused kernel
     (CUDA), which can skip a step on the device; its momentum buffers start as zeros so that a
     skipped first step cannot leave them uninitialized (the same first step: 0.9 * 0 + grad)."""
-    decay = {"momentum": momentum, "weight_decay": weight_decay, "nesterov": nesterov}
-    optimizer = torch.optim.SGD(params, lr=lr, **decay, fused=fused or None)
-    if fused and momentum > 0:
+    decay = {"momentum": cfg.momentum, "weight_decay": cfg.weight_decay, "nesterov": cfg.nesterov}
+    optimizer = torch.optim.SGD(params, lr=cfg.lr, **decay, fused=fused or None)
+    if fused and cfg.momentum > 0:
         for group in optimizer.param_groups:
             for p in group["params"]:
                 optimizer.state[p]["momentum_buffer"] = torch.zeros_like(p)
@@ -356,12 +330,10 @@ def _paper_state(placed: nn.Module, cfg: TrainConfig) -> dict[str, torch.Tensor]
     return placed.paper_state_dict() if cfg.model_parallel else placed.state_dict()
 
 
-def _restore(saved: Checkpoint, placed, optimizer, schedule, pos: Position, cfg: TrainConfig, info):
+def _restore(saved, placed, optimizer, schedule, pos: Position, cfg: TrainConfig, info) -> None:
     """A checkpoint's state into the model, SGD, schedule, position and every RNG."""
-    if cfg.model_parallel:
-        placed.load_paper_state_dict(saved.model)
-    else:
-        placed.load_state_dict(saved.model)
+    load = placed.load_paper_state_dict if cfg.model_parallel else placed.load_state_dict
+    load(saved.model)
     optimizer.load_state_dict(saved.optimizer)
     schedule.load_state_dict(saved.schedule)
     for name in POSITION:
@@ -371,17 +343,17 @@ def _restore(saved: Checkpoint, placed, optimizer, schedule, pos: Position, cfg:
         pos.data_time[row] = float(sums["data_time"])
     pos.train_time = float(saved.epoch_sums["train_time"])
     if saved.world_size == info.world_size:
-        restore_rng_state(saved.rank_rng[info.rank])
+        checkpoint.restore_rng_state(saved.rank_rng[info.rank])
     else:  # another world size: each rank reseeded from the position
-        torch.manual_seed(step_seed(cfg.seed, 0, pos.global_step, info.rank, 1))
+        torch.manual_seed(checkpoint.step_seed(cfg.seed, 0, pos.global_step, info.rank, 1))
 
 
 def _save(run, cfg, info, placed, optimizer, schedule, pos: Position, inputs: Inputs) -> None:
     """RUN/checkpoint.pt: every rank's RNG states gathered, rank 0 writes."""
-    rank_rng = runtime.gather_objects(capture_rng_state()) if info.enabled else None
+    rank_rng = runtime.gather_objects(checkpoint.capture_rng_state()) if info.enabled else None
     if info.is_main:
-        rng = capture_rng_state()
-        ckpt = Checkpoint(
+        rng = checkpoint.capture_rng_state()
+        ckpt = checkpoint.Checkpoint(
             **inputs.meta,
             data_fingerprint=inputs.train_ds.fingerprint,
             config=cfg.to_json(),
@@ -397,7 +369,7 @@ def _save(run, cfg, info, placed, optimizer, schedule, pos: Position, inputs: In
             world_size=info.world_size,
             global_batch=cfg.batch_size * info.world_size,
         )
-        save_checkpoint(run.checkpoint, ckpt)
+        checkpoint.save_checkpoint(run.checkpoint, ckpt)
 
 
 def _write_weights(run, cfg, info, placed, inputs: Inputs, name: str, extra: dict) -> None:
@@ -418,7 +390,13 @@ def _start(run, cfg, info, pos: Position, saved, generation: int, inputs: Inputs
     about.update(preprocess=inputs.preprocess.to_json(), world_size=info.world_size)
     about.update(data_fingerprint=inputs.train_ds.fingerprint)
     atomic_write_text(run.config, config_json(cfg, **about))
-    board = _tensorboard(run, purge_step=pos.global_step or None)
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as exc:
+        _say(f"warning: TensorBoard events disabled: {exc} (pip install tensorboard)")
+        board = None
+    else:
+        board = SummaryWriter(log_dir=str(run.path), purge_step=pos.global_step or None)
     restart = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
     record = {
         "time": round(time.time(), 3),
@@ -463,7 +441,9 @@ def train_one_epoch(
     t0, timed_images, status, shown = time.perf_counter(), 0, "finished", float("nan")
 
     def generator(k: int) -> torch.Generator:  # batch k's augmentation: a resume draws the same
-        return step_generator(loader.device, step_seed(cfg.seed, epoch, k, info.rank))
+        return checkpoint.step_generator(
+            loader.device, checkpoint.step_seed(cfg.seed, epoch, k, info.rank)
+        )
 
     batches = loader.iterate(
         start_batch=pos.batch, transform=inputs.train_transform, generator=generator
@@ -483,9 +463,9 @@ def train_one_epoch(
         now, every, step = time.perf_counter(), cfg.checkpoint_every, pos.global_step
         logged = bool(cfg.log_every and step % cfg.log_every == 0)
         limit = bool(cfg.max_steps and step >= cfg.max_steps)
-        checkpoint = bool(every and step % every == 0)
+        due = bool(every and step % every == 0)
         signalled = False
-        if pos.batch == steps or limit or logged or checkpoint or step % poll == 0:
+        if pos.batch == steps or limit or logged or due or step % poll == 0:
             signalled, shown = _agree(stop, pos, loss, cfg.on_nan, run, every_step=poll == 1)
         if logged:
             seconds = pos.elapsed + now - t0
@@ -496,7 +476,7 @@ def train_one_epoch(
         if signalled or limit:
             status = "stopped" if signalled else "max_steps"
             break
-        if checkpoint and pos.batch < steps:
+        if due and pos.batch < steps:
             elapsed = time.perf_counter() - t0
             pos.train_time, pos.elapsed = pos.train_time + elapsed, pos.elapsed + elapsed
             t0, timed_images = time.perf_counter(), 0
@@ -587,7 +567,7 @@ def _log_steps(pos: Position, steps: int, global_batch: int, seconds: float, run
 def validate(model, loader, inputs: Inputs, crops: int, cfg) -> dict[str, Any]:
     """Top-1/top-5 error and loss of `loader`'s images (each counted once over the ranks)."""
     loader.set_epoch(0)
-    transform = make_eval_transform(inputs.preprocess, inputs.mean_image, crops)
+    transform = make_eval_transform(inputs.preprocess, inputs.meta["mean_image"], crops)
     precision = dict(amp=cfg.amp, channels_last=cfg.channels_last)
     classes = inputs.train_ds.num_classes
     return evaluate(
@@ -658,14 +638,8 @@ def final_evaluation(
             "crops": cfg.eval_crops,
             **{k: record.get(f"val_{k}") for k in ("top1_error", "top5_error", "loss")},
         }
-    if cfg.train_eval:
-        subset = inputs.train_ds.head(cfg.train_eval)
-        where = dict(rank=info.rank, world_size=info.world_size, workers=cfg.workers)
-        device = inputs.train_loader.device
-        loader = DeviceLoader(
-            subset, cfg.batch_size, shuffle=False, drop_last=False, **where, device=device
-        )
-        train = validate(placed, loader, inputs, cfg.test_crops, cfg)
+    if inputs.train_eval_loader is not None:
+        train = validate(placed, inputs.train_eval_loader, inputs, cfg.test_crops, cfg)
         final["train"] = {
             k: train.get(k) for k in ("images", "crops", "top1_error", "top5_error", "loss")
         }
@@ -741,16 +715,6 @@ def _jsonl(record: dict[str, Any]) -> str:
 def _append_jsonl(path, record: dict[str, Any]) -> None:
     with open(path, "a") as f:
         f.write(_jsonl(record))
-
-
-def _tensorboard(run: RunDir, purge_step: int | None):
-    """A TensorBoard writer of RUN, or None (with a warning) when tensorboard is missing."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError as exc:
-        _say(f"warning: TensorBoard events disabled: {exc} (pip install tensorboard)")
-        return None
-    return SummaryWriter(log_dir=str(run.path), purge_step=purge_step)
 
 
 class Progress:

@@ -1,20 +1,37 @@
-"""The learning-rate schedules of the recipes (paper §5, torchvision, fast), in plain Python:
-`lr(epoch, step, steps_per_epoch)` for the step about to run, `epoch_end(val_error)` after each
-validation, and a state of plain numbers that a checkpoint restores exactly. `TrainConfig`
-checks their parameters."""
+"""The learning-rate schedules of the recipes (paper §5, torchvision, fast): `lr(epoch, step,
+steps_per_epoch)` for the step about to run, `epoch_end(val_error)` after each validation, and a
+state of plain numbers that a checkpoint restores exactly."""
 
 from __future__ import annotations
 
 import math
 
 SCHEDULES = ("plateau", "step", "cosine")
-_PLATEAU_STATE = ("current", "best", "bad_epochs", "reductions")  # what a checkpoint holds
 
 
-class PlateauSchedule:
+class Schedule:
+    """A function of the position alone unless a subclass says otherwise: validation does not
+    move it; `STATE`: the attributes a checkpoint holds."""
+
+    STATE: tuple[str, ...] = ()
+
+    def epoch_end(self, val_error: float) -> bool:
+        return False
+
+    def state_dict(self) -> dict:
+        return {name: getattr(self, name) for name in self.STATE}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name in self.STATE:
+            setattr(self, name, state[name])
+
+
+class PlateauSchedule(Schedule):
     """Paper §5: "divide the learning rate by 10 when the validation error rate stopped improving
     with the current learning rate"; the paper did it 3 times. A reduction after `patience`
     validations in a row not below the best by more than `threshold`; at most `max_reductions`."""
+
+    STATE = ("current", "best", "bad_epochs", "reductions")
 
     def __init__(
         self,
@@ -27,10 +44,7 @@ class PlateauSchedule:
     ) -> None:
         self.factor, self.patience = factor, patience
         self.max_reductions, self.threshold = max_reductions, threshold
-        self.current = lr
-        self.best = math.inf
-        self.bad_epochs = 0
-        self.reductions = 0
+        self.current, self.best, self.bad_epochs, self.reductions = lr, math.inf, 0, 0
 
     def lr(self, epoch: int, step: int, steps_per_epoch: int) -> float:
         return self.current
@@ -48,28 +62,8 @@ class PlateauSchedule:
             return True
         return False
 
-    def state_dict(self) -> dict:
-        return {name: getattr(self, name) for name in _PLATEAU_STATE}
 
-    def load_state_dict(self, state: dict) -> None:
-        for name in _PLATEAU_STATE:
-            setattr(self, name, state[name])
-
-
-class _FixedInTime:
-    """A function of the position alone: validation does not move it, no state to checkpoint."""
-
-    def epoch_end(self, val_error: float) -> bool:
-        return False
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
-
-
-class StepSchedule(_FixedInTime):
+class StepSchedule(Schedule):
     """torchvision's AlexNet recipe: lr * gamma ** (epoch // step_size) (StepLR 30, 0.1)."""
 
     def __init__(self, lr: float, *, step_size: int = 30, gamma: float = 0.1) -> None:
@@ -79,7 +73,7 @@ class StepSchedule(_FixedInTime):
         return self.base * self.gamma ** (epoch // self.step_size)
 
 
-class WarmupCosineSchedule(_FixedInTime):
+class WarmupCosineSchedule(Schedule):
     """The fast recipe: linear warm-up over `warmup_epochs` to the peak lr, then a cosine decay to
     `final_frac * lr` at the end of the last epoch; updated every step (one-cycle shaped)."""
 
@@ -97,9 +91,6 @@ class WarmupCosineSchedule(_FixedInTime):
         progress = min((t - self.warmup) / span, 1.0)
         low = self.base * self.final_frac
         return low + (self.base - low) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-Schedule = PlateauSchedule | StepSchedule | WarmupCosineSchedule
 
 
 def make_schedule(cfg) -> Schedule:
