@@ -159,6 +159,31 @@ def test_model_parallel_paper_trains_and_saves_paper_layout(data, tmp_path):
     assert meta.model_name == "paper" and model.num_classes == 4
 
 
+@pytest.mark.parametrize(
+    "options, why",
+    [({"towers": 1}, "two-tower model"), ({"widths": [48, 128, 192, 192, 256]}, "paper's widths")],
+)
+def test_model_parallel_refuses_options_that_do_not_split(data, tmp_path, capsys, options, why):
+    """The two-device split (§3.2) needs the paper's two towers: else one line, exit 2."""
+    argv = [
+        "train",
+        "--data",
+        str(data),
+        "--output-dir",
+        str(tmp_path / "run"),
+        "--model",
+        "paper",
+        "--model-parallel",
+        "cpu,cpu",
+        "--model-options",
+        json.dumps(options),
+    ]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("alexnet train: error: --model-parallel")
+    assert why in err
+
+
 def test_flags_override_recipe_values():
     from alexnet.cli import build_parser
     from alexnet.commands.train import config_of

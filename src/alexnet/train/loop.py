@@ -313,7 +313,10 @@ def _place(cfg: TrainConfig, net: nn.Module, device: torch.device, info: runtime
     if cfg.model_parallel:
         from alexnet.models.parallel import TwoDeviceAlexNet  # only --model-parallel
 
-        placed = TwoDeviceAlexNet.from_paper(net, devices=tuple(cfg.model_parallel.split(",")))
+        try:
+            placed = TwoDeviceAlexNet.from_paper(net, devices=tuple(cfg.model_parallel.split(",")))
+        except ValueError as exc:  # the model's options do not split (towers=1, other widths)
+            raise UserError(Param("model_parallel"), f": {exc}") from None
     else:
         fmt = torch.channels_last if cfg.channels_last else torch.preserve_format
         placed = net.to(device=device, memory_format=fmt)
