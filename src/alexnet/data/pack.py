@@ -72,7 +72,7 @@ def _check_partial(partial: Path) -> None:
     (those of either field: a partial run of the other encoding may be replaced too)."""
     if not partial.is_dir():
         raise UserError(f"{partial}: is a file; move it away (prepare works in this directory)")
-    own = {PROGRESS, PROGRESS + ".tmp", "report.jsonl", REPORT, STATS, HEADER, HEADER + ".tmp"}
+    own = {PROGRESS, PROGRESS + ".tmp", REPORT, STATS, HEADER, HEADER + ".tmp"}
     for split in SPLITS:
         own |= {labels_file(split), crc_file(split), f"{split}_offsets.npy"}
         own |= {f"{split}_{key}.bin" for key in WORK_FILES}
