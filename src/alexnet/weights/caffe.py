@@ -243,7 +243,7 @@ def _settings(layer: CaffeLayer) -> str:
     if layer.type == "Pooling":
         kernel, stride = p.kernel_h or p.kernel_size, p.stride_h or p.stride or 1
         method = ("MAX", "AVE", "STOCHASTIC")[p.pool]
-        return f"{method} pooling kernel={kernel} stride={stride} pad={p.pad or p.pad_h}"
+        return f"{method} pooling kernel={kernel} stride={stride} pad={p.pad_h or p.pad}"
     return f"inner product num_output={p.num_output}"
 
 
