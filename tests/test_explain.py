@@ -18,7 +18,14 @@ from alexnet import get_model
 from alexnet.cli import main
 from alexnet.data.packed import open_dataset
 from alexnet.errors import UserError
-from alexnet.explain import features_at, layers, occlusion, parse_units
+from alexnet.explain import (
+    features_at,
+    layers,
+    occlusion,
+    occlusion_grid,
+    parse_units,
+    pool_features,
+)
 from alexnet.weights import load
 from alexnet.weights import save as save_weights
 
@@ -322,3 +329,18 @@ def test_serve_occlusion_and_units_answers(env, tmp_path):
     assert [u["unit"] for u in units.json()["units"]] == want_units
     assert unknown.status_code == 404 and "conv1, pool1" in unknown.json()["error"]
     assert too_big.status_code == 422 and "patch 40" in too_big.json()["error"]
+
+
+def test_pooling_and_occlusion_refuse_bad_values_from_python_too():
+    """Library callers get the same one-line errors as the CLI and the server (no silent mean,
+    no ZeroDivisionError)."""
+    maps = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).reshape(2, 3, 4, 4)
+    assert torch.equal(pool_features(maps, "max"), maps.amax(dim=(2, 3)))
+    with pytest.raises(UserError, match="'sum': choose from max, avg, none"):
+        pool_features(maps, "sum")
+    assert occlusion_grid(224, 32, 16) == (32, 16, (224 - 32) // 16 + 1)
+    with pytest.raises(UserError, match="must be at least 1"):
+        occlusion_grid(224, 32, 0)
+    for patch in (0, 225):
+        with pytest.raises(UserError, match="must be 1 to the input size 224"):
+            occlusion_grid(224, patch, None)
